@@ -1,0 +1,3 @@
+from infra_apply.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""One exception family and the located problem record every stage reports."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+Level = Literal["error", "warning"]
+
+
+class Problem(NamedTuple):
+    """One finding, printed as ``path:line:col: level RULE: message``.
+
+    ``path`` is relative to the root (posix separators); ``line``/``col`` are 1-based,
+    0 when unknown.
+    """
+
+    path: str
+    line: int
+    col: int
+    level: Level
+    rule: str
+    message: str
+
+    def format(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}: {self.level} {self.rule}: {self.message}"
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.path, self.line, self.col, self.rule, self.message)
+
+
+class InfraApplyError(Exception):
+    """Anything a user can cause and fix: bad input, missing tools, refused operations.
+
+    The CLI catches this family once and prints ``path:line:col: message`` (or just the
+    message when there is no location) with ``exit_code``.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int = 0,
+        col: int = 0,
+        rule: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.col = col
+        self.rule = rule
+
+    def format(self) -> str:
+        body = f"error {self.rule}: {self.message}" if self.rule else f"error: {self.message}"
+        if self.path is None:
+            return body
+        return f"{self.path}:{self.line}:{self.col}: {body}"
+
+
+class ValidationFailed(InfraApplyError):
+    """Raised by stages that need a valid tree; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        errors = [p for p in problems if p.level == "error"]
+        super().__init__(f"{len(errors)} error(s) in the manifest tree")
+        self.problems = problems
+
+
+class GuardRefused(InfraApplyError):
+    """The plan deletes or replaces something the operator did not allow."""
+
+    exit_code = 3
+
+
+class TerraformError(InfraApplyError):
+    """Terraform itself failed; its own message has already been shown or is in ``message``."""
+
+
+class MeshError(InfraApplyError):
+    """mesh-hosts.json is missing, invalid, or a host conflicts."""

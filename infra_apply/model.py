@@ -1,0 +1,79 @@
+"""The typed model of a manifest tree: what render, plan and register work from.
+
+Built by ``infra_apply.build.build_model`` from validated manifests; plain frozen data, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_REGION = "nyc3"
+ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
+DEFAULT_SIZE = "s-2vcpu-4gb"
+DEFAULT_IMAGE = "ubuntu-24-04-x64"
+DEFAULT_GPU_SIZE = "gpu-h100x1-80gb"
+DEFAULT_GPU_IMAGE = "gpu-h100x1-base"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service co-located on a shared droplet (producer-root ``droplets[].services[]``)."""
+
+    name: str
+    kind: str
+    producer: str | None = None
+    port: int | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class Droplet:
+    """A DigitalOcean droplet infra-apply renders.
+
+    ``gpu`` droplets come from ``service.gpu`` and are rendered off (count from a variable).
+    ``source`` is the root-relative posix path of the manifest declaring it.
+    """
+
+    name: str
+    producer: str
+    source: str
+    region: str = DEFAULT_REGION
+    size: str = DEFAULT_SIZE
+    image: str = DEFAULT_IMAGE
+    role: str | None = None
+    hosts: tuple[str, ...] = ()
+    services: tuple[Service, ...] = ()
+    gpu: bool = False
+    projects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Database:
+    """A project's own logical database and user on a shared, data-sourced cluster."""
+
+    cluster: str
+    name: str
+    user: str
+    project: str
+    environment: str
+    producer: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ProducerModel:
+    name: str
+    droplets: tuple[Droplet, ...] = ()
+    databases: tuple[Database, ...] = ()
+    sources: tuple[str, ...] = field(default=())
+
+    def droplet(self, name: str) -> Droplet | None:
+        return next((d for d in self.droplets if d.name == name), None)
+
+
+@dataclass(frozen=True)
+class Model:
+    producers: tuple[ProducerModel, ...]
+
+    def producer(self, name: str) -> ProducerModel | None:
+        return next((p for p in self.producers if p.name == name), None)
