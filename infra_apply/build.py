@@ -1,0 +1,122 @@
+"""Validated manifests -> the model render and plan work from (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from infra_apply.manifest import Manifest
+from infra_apply.model import (
+    DEFAULT_GPU_IMAGE,
+    DEFAULT_GPU_SIZE,
+    DEFAULT_IMAGE,
+    DEFAULT_REGION,
+    DEFAULT_SIZE,
+    Database,
+    Droplet,
+    Model,
+    ProducerModel,
+    Service,
+)
+from infra_apply.rules import name_producer
+from infra_apply.validate import Validation
+
+
+def build_model(v: Validation) -> Model:
+    by_producer: dict[str, list[Manifest]] = {p: [] for p in v.discovery.producers}
+    refs = {r.path: r for r in v.discovery.manifests}
+    for m in v.manifests:
+        producer = refs[m.path].producer
+        if producer is not None:
+            by_producer.setdefault(producer, []).append(m)
+    droplets = [d for m in v.manifests for d in _droplets(m, refs[m.path].producer)]
+    droplets += _gpu_droplets(v.manifests, refs)
+    databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
+    return Model(
+        tuple(
+            ProducerModel(
+                name=p,
+                droplets=tuple(
+                    sorted((d for d in droplets if d.producer == p), key=lambda d: d.name)
+                ),
+                databases=tuple(
+                    sorted(
+                        (d for d in databases if d.producer == p),
+                        key=lambda d: (d.cluster, d.name, d.user),
+                    )
+                ),
+                sources=tuple(sorted(m.path for m in ms)),
+            )
+            for p, ms in sorted(by_producer.items())
+        )
+    )
+
+
+def _droplets(m: Manifest, tree_producer: str | None) -> Iterable[Droplet]:
+    for d in m.data.get("droplets", []):
+        if d.get("provider", m.data["provider"]) != "digitalocean":
+            continue
+        yield Droplet(
+            name=d["name"],
+            producer=name_producer(d["name"]) or tree_producer or "",
+            source=m.path,
+            region=d.get("region", DEFAULT_REGION),
+            size=d.get("size", DEFAULT_SIZE),
+            image=d.get("image", DEFAULT_IMAGE),
+            role=d.get("role"),
+            hosts=tuple(d.get("hosts", [])),
+            services=tuple(_service(s) for s in d["services"]),
+        )
+
+
+def _service(s: dict[str, Any]) -> Service:
+    return Service(
+        name=s["name"],
+        kind=s["kind"],
+        producer=s.get("producer"),
+        port=s.get("port"),
+        domain=s.get("domain"),
+    )
+
+
+def _gpu_droplets(manifests: Iterable[Manifest], refs: Any) -> list[Droplet]:
+    """One off-by-default droplet per distinct ``service.gpu`` droplet, shared by its projects."""
+    users: dict[str, list[Manifest]] = {}
+    for m in manifests:
+        gpu = m.data.get("service", {}).get("gpu")
+        producer = refs[m.path].producer
+        if gpu is None or producer is None:
+            continue
+        name = gpu.get("droplet") or f"com.uvlava.{producer}.gpu"
+        users.setdefault(name, []).append(m)
+    out = []
+    for name, ms in users.items():
+        first = min(ms, key=lambda m: m.path)
+        out.append(
+            Droplet(
+                name=name,
+                producer=name_producer(name) or refs[first.path].producer,
+                source=first.path,
+                size=DEFAULT_GPU_SIZE,
+                image=DEFAULT_GPU_IMAGE,
+                role="gpu",
+                gpu=True,
+                projects=tuple(sorted({m.data["project"] for m in ms})),
+            )
+        )
+    return out
+
+
+def _database(m: Manifest, producer: str | None) -> Database | None:
+    db = m.data.get("database")
+    if db is None or producer is None:
+        return None
+    return Database(
+        cluster=db["cluster"],
+        name=db["name"],
+        user=db["user"],
+        project=m.data["project"],
+        environment=m.data.get("environment", "prod"),
+        producer=producer,
+        source=m.path,
+    )

@@ -1,0 +1,395 @@
+"""The convention's rules, one small function each, in a registry keyed by rule id.
+
+Rules see only manifests that passed the JSON Schema, so they may trust types.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra_apply.discover import Discovery, ManifestRef
+from infra_apply.errors import Level, Problem
+from infra_apply.manifest import Key, Manifest
+from infra_apply.model import ALLOWED_REGIONS, DEFAULT_REGION
+
+DROPLET_NAME_RE = re.compile(r"^com\.uvlava\.(?:(ct|mc|quinn)\.)?[a-z0-9-]+$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9:\-_]{1,255}$")
+HOST_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Tree:
+    """Everything the rules look at: discovered refs, schema-valid manifests, mesh hosts."""
+
+    discovery: Discovery
+    manifests: tuple[Manifest, ...]
+    refs: Mapping[str, ManifestRef]
+    mesh_hosts: Mapping[str, Mapping[str, Any]] | None  # None when no mesh-hosts.json was given
+    mesh_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a rule yields; the registry adds the rule id and (unless overridden) its level."""
+
+    path: str
+    pos: tuple[int, int]
+    message: str
+    level: Level | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    level: Level
+    check: Callable[[Tree], Iterator[Finding]] = field(repr=False)
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(rule_id: str, level: Level) -> Callable[[Callable[[Tree], Iterator[Finding]]], Any]:
+    def register(fn: Callable[[Tree], Iterator[Finding]]) -> Callable[[Tree], Iterator[Finding]]:
+        RULES[rule_id] = Rule(rule_id, level, fn)
+        return fn
+
+    return register
+
+
+def run_rules(tree: Tree) -> list[Problem]:
+    problems = []
+    for spec in RULES.values():
+        for f in spec.check(tree):
+            problems.append(Problem(f.path, *f.pos, f.level or spec.level, spec.id, f.message))
+    return problems
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def at(
+    m: Manifest, key: Key, message: str, *, at_key: bool = False, level: Level | None = None
+) -> Finding:
+    return Finding(m.path, m.locate(key, at_key=at_key), message, level)
+
+
+def droplets(tree: Tree) -> Iterator[tuple[Manifest, int, dict[str, Any]]]:
+    for m in tree.manifests:
+        for i, d in enumerate(m.data.get("droplets", [])):
+            yield m, i, d
+
+
+def services(tree: Tree) -> Iterator[tuple[Manifest, dict[str, Any]]]:
+    for m in tree.manifests:
+        if "service" in m.data:
+            yield m, m.data["service"]
+
+
+def producer_of(tree: Tree, m: Manifest) -> str | None:
+    return tree.refs[m.path].producer
+
+
+def name_producer(name: str) -> str | None:
+    match = DROPLET_NAME_RE.match(name)
+    return match.group(1) if match else None
+
+
+def _where(m: Manifest, key: Key) -> str:
+    line, col = m.locate(key)
+    return f"{m.path}:{line}"
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+
+@rule("own_db", "error")
+def own_db(tree: Tree) -> Iterator[Finding]:
+    yield from _shared_database(tree, "user", "database user")
+
+
+@rule("http_coupling", "error")
+def http_coupling(tree: Tree) -> Iterator[Finding]:
+    yield from _shared_database(tree, "name", "database")
+    known = {m.data["project"] for m in tree.manifests}
+    known |= {s["name"] for _, _, d in droplets(tree) for s in d["services"]}
+    for m, svc in services(tree):
+        for i, dep in enumerate(svc.get("depends_on", [])):
+            if dep not in known:
+                yield at(
+                    m,
+                    ("service", "depends_on", i),
+                    f"depends_on {dep!r} names no project or service in this tree",
+                    level="warning",
+                )
+
+
+def _shared_database(tree: Tree, field_name: str, what: str) -> Iterator[Finding]:
+    first: dict[tuple[str, str], Manifest] = {}
+    for m in tree.manifests:
+        db = m.data.get("database")
+        if not db:
+            continue
+        key = (db["cluster"], db[field_name])
+        owner = first.setdefault(key, m)
+        if owner is not m and owner.data["project"] != m.data["project"]:
+            yield at(
+                m,
+                ("database", field_name),
+                f"{what} {key[1]!r} on cluster {key[0]!r} is already used by project "
+                f"{owner.data['project']!r} ({_where(owner, ('database', field_name))}); "
+                "each project needs its own",
+            )
+
+
+@rule("gpu_ondemand", "warning")
+def gpu_ondemand(tree: Tree) -> Iterator[Finding]:
+    for m, svc in services(tree):
+        gpu = svc.get("gpu")
+        if gpu is not None and gpu.get("mode") != "on-demand":
+            yield at(
+                m,
+                ("service", "gpu"),
+                "service.gpu should say mode: on-demand (never a standing GPU)",
+            )
+    for m, i, d in droplets(tree):
+        if d.get("size", "").startswith("gpu-") or d.get("role") == "gpu":
+            yield at(
+                m,
+                ("droplets", i, "name"),
+                f"droplet {d['name']!r} is a standing GPU; declare it as service.gpu (on-demand)",
+            )
+
+
+@rule("cloud_provider", "error")
+def cloud_provider(tree: Tree) -> Iterator[Finding]:
+    for m, i, d in droplets(tree):
+        region = d.get("region", DEFAULT_REGION)
+        if region not in ALLOWED_REGIONS:
+            yield at(
+                m,
+                ("droplets", i, "region"),
+                f"region {region!r} is not allowed; use nyc3 (default), or fra1/ams3 for EU residency",
+            )
+        provider = d.get("provider", m.data["provider"])
+        if provider != "digitalocean":
+            key: Key = ("droplets", i, "provider") if "provider" in d else ("provider",)
+            yield at(
+                m, key, f"droplet {d['name']!r} must run on provider digitalocean, not {provider!r}"
+            )
+
+
+@rule("droplet_naming", "error")
+def droplet_naming(tree: Tree) -> Iterator[Finding]:
+    seen: dict[str, tuple[Manifest, Key]] = {}
+    for m, key, name in _all_droplet_names(tree):
+        if not DROPLET_NAME_RE.match(name):
+            if key[0] == "service":  # droplets[].name is already reported by the schema pattern
+                yield at(
+                    m, key, f"{name!r} is not com.uvlava.<role> or com.uvlava.<ct|mc|quinn>.<role>"
+                )
+            continue
+        segment, tree_producer = name_producer(name), producer_of(tree, m)
+        if segment is not None and tree_producer is not None and segment != tree_producer:
+            yield at(
+                m,
+                key,
+                f"droplet {name!r} names producer {segment!r} but is declared under @{tree_producer}",
+            )
+        if name in seen and key[0] == "droplets":
+            other, other_key = seen[name]
+            yield at(m, key, f"droplet {name!r} is already declared at {_where(other, other_key)}")
+        elif name in seen and seen[name][1][0] == "droplets":
+            yield at(
+                m,
+                key,
+                f"GPU droplet {name!r} has the name of a standing droplet ({_where(*seen[name])})",
+            )
+        seen.setdefault(name, (m, key))
+
+
+def _all_droplet_names(tree: Tree) -> Iterator[tuple[Manifest, Key, str]]:
+    for m, i, d in droplets(tree):
+        yield m, ("droplets", i, "name"), d["name"]
+    for m, svc in services(tree):
+        gpu = svc.get("gpu")
+        if gpu is not None and "droplet" in gpu:
+            yield m, ("service", "gpu", "droplet"), gpu["droplet"]
+
+
+@rule("host_in_mesh", "error")
+def host_in_mesh(tree: Tree) -> Iterator[Finding]:
+    declared: dict[str, tuple[Manifest, Key, str]] = {}
+    for m, i, d in droplets(tree):
+        for j, host in enumerate(d.get("hosts", [])):
+            key: Key = ("droplets", i, "hosts", j)
+            if host in declared and declared[host][2] != d["name"]:
+                other = declared[host]
+                yield at(
+                    m,
+                    key,
+                    f"mesh host {host!r} is already declared by droplet {other[2]!r} "
+                    f"({_where(other[0], other[1])})",
+                )
+                continue
+            declared.setdefault(host, (m, key, d["name"]))
+            entry = (tree.mesh_hosts or {}).get(host)
+            if entry is not None and entry.get("droplet") != d["name"]:
+                machine = entry.get("droplet") or "a machine not managed by infra-apply"
+                yield at(
+                    m,
+                    key,
+                    f"mesh host {host!r} is already registered in mesh-hosts.json for "
+                    f'{machine}; pick another name (or set its "droplet" to {d["name"]!r})',
+                )
+    for m, svc in services(tree):
+        host = svc.get("host")
+        if host is None or host in declared:
+            continue
+        if tree.mesh_hosts is None:
+            yield at(
+                m,
+                ("service", "host"),
+                f"host {host!r} is not a droplet host here and no mesh-hosts.json was given "
+                "(--mesh-hosts) to check it",
+                level="warning",
+            )
+        elif host not in tree.mesh_hosts:
+            yield at(
+                m,
+                ("service", "host"),
+                f"host {host!r} is neither in {tree.mesh_path or 'mesh-hosts.json'} nor a droplet host",
+            )
+
+
+@rule("shared_infra_topology", "warning")
+def shared_infra_topology(tree: Tree) -> Iterator[Finding]:
+    producers = set(tree.discovery.producers)
+    for m, i, d in droplets(tree):
+        if i == 0 and not tree.refs[m.path].producer_root:
+            yield at(
+                m,
+                ("droplets",),
+                "droplets belong in the producer root manifest (@<producer>/.infra.yaml)",
+                at_key=True,
+            )
+        shared = len(d["services"]) > 1
+        for j, s in enumerate(d["services"]):
+            if shared and "producer" not in s:
+                yield at(
+                    m,
+                    ("droplets", i, "services", j),
+                    f"service {s['name']!r} on shared droplet {d['name']!r} should say which producer it belongs to",
+                )
+            elif "producer" in s and s["producer"] not in producers:
+                yield at(
+                    m,
+                    ("droplets", i, "services", j, "producer"),
+                    f"producer {s['producer']!r} is not one of this root's producers",
+                )
+
+
+@rule("env_variants", "warning")
+def env_variants(tree: Tree) -> Iterator[Finding]:
+    for m in tree.manifests:
+        variant = tree.refs[m.path].variant
+        env = m.data.get("environment", "prod")
+        if variant is None and env != "prod":
+            yield at(
+                m,
+                ("environment",),
+                f".infra.yaml is the prod manifest; move environment {env!r} to .infra.{env}.yaml",
+            )
+        elif variant is not None and variant != "dev":
+            yield at(
+                m, (), f".infra.{variant}.yaml is not a known variant; only .infra.dev.yaml is used"
+            )
+        elif variant == "dev" and env != "dev":
+            yield at(
+                m,
+                ("environment",) if "environment" in m.data else (),
+                ".infra.dev.yaml must say environment: dev",
+            )
+
+
+@rule("manage_apps_orchestrator", "error")
+def manage_apps_orchestrator(tree: Tree) -> Iterator[Finding]:
+    for path in tree.discovery.retired:
+        yield Finding(
+            path,
+            (1, 1),
+            "app.manifest.yaml is retired; declare the service in .infra.yaml",
+            "warning",
+        )
+    for ref in tree.discovery.manifests:
+        if ref.producer is None:
+            yield Finding(
+                ref.path,
+                (1, 1),
+                "manifest outside any producer folder (@<name>/); "
+                "manage-apps and infra-apply only walk producer trees",
+            )
+
+
+@rule("systemd_supervision", "error")
+def systemd_supervision(tree: Tree) -> Iterator[Finding]:
+    for m, svc in services(tree):
+        if m.data["provider"] == "digitalocean" and "systemd_unit" not in svc:
+            yield at(
+                m,
+                ("service",),
+                "a service running on digitalocean must declare service.systemd_unit",
+                at_key=True,
+            )
+
+
+@rule("mesh_host_resolution", "warning")
+def mesh_host_resolution(tree: Tree) -> Iterator[Finding]:
+    for m, svc in services(tree):
+        host = svc.get("host")
+        if host is not None and not _is_host_name(host):
+            yield at(
+                m,
+                ("service", "host"),
+                f"service.host {host!r} must be a mesh host name (an ssh alias), not an address",
+            )
+    for m, i, d in droplets(tree):
+        for j, host in enumerate(d.get("hosts", [])):
+            if not _is_host_name(host):
+                yield at(
+                    m,
+                    ("droplets", i, "hosts", j),
+                    f"mesh host {host!r} is not a valid host name (lowercase letters, digits, '-')",
+                )
+
+
+def _is_host_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(HOST_RE.match(host))
+    return False
+
+
+@rule("do_limits", "error")
+def do_limits(tree: Tree) -> Iterator[Finding]:
+    """DigitalOcean facts: what becomes a tag must be a valid tag (DESIGN.md, provider facts)."""
+    for m, i, d in droplets(tree):
+        role = d.get("role")
+        if role is not None and not TAG_RE.match(f"role:{role}"):
+            yield at(
+                m,
+                ("droplets", i, "role"),
+                f"role {role!r} becomes the tag role:{role}; tags allow only letters, digits, ':', '-', '_'",
+            )
+    for producer in tree.discovery.producers:
+        if not TAG_RE.match(f"producer:{producer}"):
+            yield Finding(
+                f"@{producer}",
+                (1, 1),
+                f"producer folder name {producer!r} cannot be a DigitalOcean tag "
+                "(letters, digits, '-', '_')",
+            )
