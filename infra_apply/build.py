@@ -102,6 +102,7 @@ def _gpu_droplets(manifests: Iterable[Manifest], refs: Any) -> list[Droplet]:
                 role="gpu",
                 gpu=True,
                 projects=tuple(sorted({m.data["project"] for m in ms})),
+            also_declared_in=tuple(sorted({m.path for m in ms} - {first.path})),
             )
         )
     return out

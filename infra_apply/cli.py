@@ -182,6 +182,52 @@ def schema(ctx: click.Context, mesh_hosts: Path | None) -> None:
     click.echo(schema_text(), nl=False)
 
 
+def out_option(fn: F) -> F:
+    return click.option(
+        "--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("generated"),
+        show_default=True,
+        help="Folder of the committed Terraform (one sub-folder per producer, with its address "
+             "ledger).")(fn)
+
+
+@cli.command()
+@out_option
+@click.option("--check", is_flag=True,
+              help="Write nothing; list stale or missing files and exit 1 if OUT is out of date.")
+@mesh_option
+@click.pass_context
+def render(ctx: click.Context, out: Path, check: bool, mesh_hosts: Path | None) -> None:
+    """Write OUT/<producer>/*.tf: one Terraform root module per producer, for review in a PR.
+
+    Output is deterministic and `terraform fmt` clean. Droplet addresses come from
+    OUT/<producer>/addresses.json and never change when a name does.
+    """
+    from infra_apply.build import build_model
+    from infra_apply.render import compare, render_model, write
+
+    v = _validated(ctx, mesh_hosts)
+    rendered = render_model(build_model(v), out)
+    if check:
+        drift = compare(rendered, out)
+        for rel in drift.stale:
+            click.echo(f"{out / rel}: stale or missing")
+        for rel in drift.extra:
+            click.echo(f"{out / rel}: no longer rendered (would be removed)")
+        if drift.stale or drift.extra:
+            click.echo(f"infra-apply: {out} is out of date; run infra-apply render", err=True)
+            ctx.exit(1)
+        click.echo(f"{out} is up to date ({sum(len(r.files) for r in rendered)} files, "
+                   f"{len(rendered)} producers)")
+        return
+    drift = write(rendered, out)
+    for rel in drift.stale:
+        click.echo(f"wrote {out / rel}")
+    for rel in drift.extra:
+        click.echo(f"removed {out / rel}")
+    if not drift.stale and not drift.extra:
+        click.echo(f"{out} already up to date")
+
+
 def main() -> None:
     # Windows consoles and pipes: keep our own messages printable whatever the locale.
     if hasattr(sys.stdout, "reconfigure"):

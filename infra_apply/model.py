@@ -45,6 +45,7 @@ class Droplet:
     services: tuple[Service, ...] = ()
     gpu: bool = False
     projects: tuple[str, ...] = ()
+    also_declared_in: tuple[str, ...] = ()  # other manifests naming the same GPU droplet
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,417 @@
+"""Model -> one Terraform root module per producer, byte-identical for the same input.
+
+Droplet addresses come from an address ledger (``addresses.json`` beside the HCL), never from
+a value a person edits: a renamed droplet keeps its address, so a label change cannot plan a
+destroy. The ledger is committed with ``generated/`` so pull requests show it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from infra_apply.errors import InfraApplyError
+from infra_apply.model import Database, Droplet, Model, ProducerModel
+
+LEDGER = "addresses.json"
+OWNED_SUFFIXES = (".tf",)
+HAND_OWNED = frozenset({"imports.tf"})  # written by `infra-apply adopt`, kept by render
+PUBLIC_BASE = (("tcp", "22"), ("udp", "51820"))
+PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
+PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
+MANAGED_TAG = "managed-by:infra-apply"
+
+
+# --- HCL literals ------------------------------------------------------------------------
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def hcl_string(value: object) -> str:
+    """A quoted HCL string literal: Terraform evaluates it to exactly ``str(value)``.
+
+    ``${`` and ``%{`` are doubled so no interpolation or template directive can come from a
+    manifest; other control characters use ``\\uXXXX``.
+    """
+    text = str(value)
+    out = []
+    for i, ch in enumerate(text):
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch in "$%" and text[i + 1 : i + 2] == "{":
+            out.append(ch + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF or ch in "\u2028\u2029\ufeff":
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def slug(name: str) -> str:
+    """An HCL identifier for ``name``; distinct names always give distinct slugs.
+
+    A name that already is an identifier (``uvlava-pg``, ``auth_app``) is its own slug unless it
+    holds ``__`` (reserved as a separator); anything else is sanitised and suffixed with a hash of
+    the original, so the mapping never depends on other names.
+    """
+    if _PLAIN.match(name) and "__" not in name:
+        return name
+    base = re.sub(r"_+", "_", re.sub(r"[^a-z0-9]", "_", name.lower())).strip("_") or "x"
+    if not base[0].isalpha():
+        base = "x_" + base
+    return f"{base}_{hashlib.sha1(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+def droplet_slug(name: str) -> str:
+    role = name.removeprefix("com.uvlava.")
+    return "_".join(slug(part) for part in role.split("."))
+
+
+# --- the address ledger --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    address: str
+    name: str
+    source: str
+    hosts: tuple[str, ...]
+    services: tuple[str, ...]
+    moved_from: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "hosts": list(self.hosts),
+            "services": list(self.services),
+            **({"moved_from": list(self.moved_from)} if self.moved_from else {}),
+        }
+
+
+@dataclass(frozen=True)
+class Ledger:
+    entries: tuple[LedgerEntry, ...] = ()
+
+    def by_address(self) -> dict[str, LedgerEntry]:
+        return {e.address: e for e in self.entries}
+
+
+def parse_ledger(text: str, where: str) -> Ledger:
+    try:
+        doc = json.loads(text)
+        entries = tuple(
+            LedgerEntry(
+                address=addr,
+                name=str(e["name"]),
+                source=str(e.get("source", "")),
+                hosts=tuple(e.get("hosts", [])),
+                services=tuple(e.get("services", [])),
+                moved_from=tuple(e.get("moved_from", [])),
+            )
+            for addr, e in doc["droplets"].items()
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InfraApplyError(f"address ledger is damaged ({exc}); restore it from git", path=where,
+                              line=1, col=1) from None
+    for e in entries:
+        if not re.match(r"^[a-z_][a-z0-9_]*$", e.address):
+            raise InfraApplyError(f"address ledger: {e.address!r} is not a Terraform name", path=where,
+                                  line=1, col=1)
+    return Ledger(entries)
+
+
+def dump_ledger(ledger: Ledger) -> str:
+    doc = {
+        "comment": "Stable Terraform addresses of this producer's droplets. Written by infra-apply "
+        "render; an address never changes when a name does. To re-address a droplet, change its "
+        "key and list the old address under moved_from.",
+        "version": 1,
+        "droplets": {e.address: e.as_json() for e in sorted(ledger.entries, key=lambda e: e.address)},
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def assign_addresses(droplets: Sequence[Droplet], old: Ledger) -> Ledger:
+    """Keep every droplet's address; a droplet whose name changed is recognised by its identity.
+
+    A new name that matches exactly one vanished ledger entry of the same manifest (same hosts,
+    services or position) is a rename and keeps that entry's address.
+    """
+    by_name = {e.name: e for e in old.entries}
+    claimed: dict[str, LedgerEntry] = {}
+    pending = []
+    for d in droplets:
+        if d.name in by_name:
+            claimed[d.name] = by_name[d.name]
+        else:
+            pending.append(d)
+    orphans = [e for e in old.entries if e.name not in claimed]
+    renamed = _match_renames(pending, orphans)
+    taken = {e.address for e in old.entries}
+    entries = []
+    for d in droplets:
+        entry = claimed.get(d.name) or renamed.get(d.name)
+        if entry is None:
+            address = _free_address(droplet_slug(d.name), taken)
+            taken.add(address)
+            entry = LedgerEntry(address, d.name, d.source, (), ())
+        entries.append(LedgerEntry(entry.address, d.name, d.source, d.hosts,
+                                   tuple(s.name for s in d.services), entry.moved_from))
+    return Ledger(tuple(entries))
+
+
+def _match_renames(pending: Sequence[Droplet], orphans: Sequence[LedgerEntry]) -> dict[str, LedgerEntry]:
+    def same(d: Droplet, e: LedgerEntry) -> bool:
+        return d.source == e.source and (
+            (bool(d.hosts) and d.hosts == e.hosts)
+            or (bool(d.services) and tuple(s.name for s in d.services) == e.services)
+        )
+
+    out = {}
+    for d in pending:
+        candidates = [e for e in orphans if same(d, e)]
+        if len(candidates) == 1 and sum(same(o, candidates[0]) for o in pending) == 1:
+            out[d.name] = candidates[0]
+    return out
+
+
+def _free_address(base: str, taken: set[str]) -> str:
+    address, n = base, 2
+    while address in taken:
+        address, n = f"{base}_{n}", n + 1
+    return address
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One producer's root module: file name -> text, plus what summaries need."""
+
+    producer: str
+    files: Mapping[str, str]
+    names: Mapping[str, str] = field(default_factory=dict)  # address -> human name
+    droplet_addresses: Mapping[str, str] = field(default_factory=dict)  # manifest name -> address
+    gpu_variables: Mapping[str, str] = field(default_factory=dict)  # droplet name -> variable
+
+
+@lru_cache(maxsize=1)
+def _env() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["hcl"] = hcl_string
+    return env
+
+
+def templates_dir() -> Path:
+    packaged = Path(__file__).parent / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).parent.parent / "templates"  # editable install / source checkout
+
+
+def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
+    ledger = assign_addresses(p.droplets, old)
+    address = {e.name: e.address for e in ledger.entries}
+    entries = [_droplet_entry(d, address[d.name]) for d in p.droplets]
+    standing = [e for e in entries if not e["droplet"].gpu]
+    gpu = [e for e in entries if e["droplet"].gpu]
+    dbs = [_db_entry(db) for db in p.databases]
+    clusters = sorted({(db.cluster, slug(db.cluster)) for db in p.databases})
+    moves = [
+        {"from_": f"{kind}.{old_addr}", "to": f"{kind}.{e.address}"}
+        for e in sorted(ledger.entries, key=lambda e: e.address)
+        for old_addr in e.moved_from
+        for kind in ("digitalocean_droplet", "digitalocean_firewall")
+    ]
+    files: dict[str, str] = {}
+
+    def emit(name: str, sources: Iterable[str], **ctx: Any) -> None:
+        files[name] = _render(f"{name}.j2", sources=sorted(set(sources)), **ctx)
+
+    every = [d.source for d in p.droplets] + [db.source for db in p.databases]
+    emit("versions.tf", every)
+    emit("providers.tf", every)
+    if standing:
+        emit("droplets.tf", (e["droplet"].source for e in standing), droplets=standing)
+    if gpu:
+        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e["droplet"], p)), droplets=gpu)
+    if entries:
+        emit("firewalls.tf", (e["droplet"].source for e in entries), droplets=entries)
+        emit("outputs.tf", (e["droplet"].source for e in entries), droplets=entries)
+        files[LEDGER] = dump_ledger(ledger)
+    if dbs:
+        emit("databases.tf", (db.source for db in p.databases), databases=dbs,
+             clusters=[{"name": n, "address": a} for n, a in clusters])
+    if moves:
+        emit("moved.tf", (d.source for d in p.droplets), moves=moves)
+    names = {f"digitalocean_droplet.{e['address']}": e["droplet"].name for e in entries}
+    names |= {f"digitalocean_firewall.{e['address']}": e["droplet"].name for e in entries}
+    names |= {f"digitalocean_database_db.{d['db_address']}": d["name"] for d in dbs}
+    names |= {f"digitalocean_database_user.{d['user_address']}": d["user"] for d in dbs}
+    return Rendered(
+        producer=p.name,
+        files=files,
+        names=names,
+        droplet_addresses={e["droplet"].name: f"digitalocean_droplet.{e['address']}" for e in entries},
+        gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
+    )
+
+
+def _gpu_sources(d: Droplet, p: ProducerModel) -> list[str]:
+    return [d.source, *d.also_declared_in]
+
+
+def _droplet_entry(d: Droplet, address: str) -> dict[str, Any]:
+    kinds = {s.kind for s in d.services}
+    web, dns = "reverse-proxy" in kinds, "dns" in kinds
+    inbound = [*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ())]
+    tags = sorted({MANAGED_TAG, f"producer:{d.producer}", f"role:{d.role or droplet_slug(d.name)}"})
+    return {
+        "droplet": d,
+        "address": address,
+        "variable": f"gpu_{address}",
+        "firewall_name": "fw-" + address.replace("_", "-"),
+        "tags": tags,
+        "web": web,
+        "dns": dns,
+        "inbound": [{"protocol": proto, "port": port} for proto, port in inbound],
+    }
+
+
+def _db_entry(db: Database) -> dict[str, Any]:
+    c = slug(db.cluster)
+    return {
+        "name": db.name,
+        "user": db.user,
+        "project": db.project,
+        "environment": db.environment,
+        "cluster_address": c,
+        "db_address": f"{c}__{slug(db.name)}",
+        "user_address": f"{c}__{slug(db.user)}",
+    }
+
+
+def _render(template: str, **ctx: Any) -> str:
+    return align_equals(str(_env().get_template(template).render(**ctx)))
+
+
+_ASSIGN = re.compile(r"^(\s*)([A-Za-z_][\w-]*|\"[^\"]*\"|\([^)]*\))\s*=\s")
+
+
+def align_equals(text: str) -> str:
+    """Align ``=`` of consecutive one-line attributes the way ``terraform fmt`` does."""
+    lines = text.split("\n")
+    out: list[str] = []
+    group: list[tuple[str, str, str]] = []
+
+    def flush() -> None:
+        width = max((len(k) for _, k, _ in group), default=0)
+        out.extend(f"{ind}{k.ljust(width)} = {rest}" for ind, k, rest in group)
+        group.clear()
+
+    for line in lines:
+        m = _ASSIGN.match(line)
+        single = m is not None and not line.rstrip().endswith(("{", "(", "["))
+        if m and single and (not group or group[0][0] == m.group(1)):
+            group.append((m.group(1), m.group(2), line[m.end():]))
+            continue
+        flush()
+        if m and single:
+            group.append((m.group(1), m.group(2), line[m.end():]))
+        else:
+            out.append(line)
+    flush()
+    return "\n".join(out)
+
+
+# --- the tree ---------------------------------------------------------------------------------
+
+
+def read_ledger(out_dir: Path, producer: str) -> Ledger:
+    path = out_dir / producer / LEDGER
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return Ledger()
+    except OSError as exc:
+        raise InfraApplyError(f"cannot read address ledger: {exc.strerror}", path=str(path)) from None
+    return parse_ledger(text, str(path))
+
+
+def render_model(model: Model, ledger_dir: Path) -> list[Rendered]:
+    """Render every producer that has something to provision; ledgers come from ``ledger_dir``."""
+    return [
+        render_producer(p, read_ledger(ledger_dir, p.name))
+        for p in model.producers
+        if p.droplets or p.databases
+    ]
+
+
+@dataclass(frozen=True)
+class Drift:
+    stale: tuple[str, ...]  # out-relative paths that differ or are missing
+    extra: tuple[str, ...]  # owned files that would be removed
+
+
+def compare(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
+    stale, extra = [], []
+    wanted = {r.producer: r for r in rendered}
+    for r in rendered:
+        for name, text in sorted(r.files.items()):
+            path = out_dir / r.producer / name
+            try:
+                if path.read_bytes() == text.encode("utf-8"):
+                    continue
+            except OSError:
+                pass
+            stale.append(f"{r.producer}/{name}")
+    if out_dir.is_dir():
+        for folder in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            keep = wanted[folder.name].files if folder.name in wanted else {}
+            for f in sorted(folder.iterdir()):
+                if _owned(f.name) and f.name not in keep:
+                    extra.append(f"{folder.name}/{f.name}")
+    return Drift(tuple(stale), tuple(extra))
+
+
+def _owned(name: str) -> bool:
+    return (name.endswith(OWNED_SUFFIXES) or name == LEDGER) and name not in HAND_OWNED
+
+
+def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
+    """Bring ``out_dir`` in line with ``rendered``; only files that differ are touched."""
+    drift = compare(rendered, out_dir)
+    by_producer = {r.producer: r for r in rendered}
+    for rel in drift.stale:
+        producer, name = rel.split("/", 1)
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(by_producer[producer].files[name].encode("utf-8"))
+        tmp.replace(path)
+    for rel in drift.extra:
+        (out_dir / rel).unlink()
+    for folder in {out_dir / rel.split("/", 1)[0] for rel in drift.extra}:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return drift
