@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -226,6 +227,215 @@ def render(ctx: click.Context, out: Path, check: bool, mesh_hosts: Path | None) 
         click.echo(f"removed {out / rel}")
     if not drift.stale and not drift.extra:
         click.echo(f"{out} already up to date")
+
+
+def sandbox_option(fn: F) -> F:
+    return click.option(
+        "--sandbox", is_flag=True,
+        help="Run against the local sandbox cloud (a stand-in DigitalOcean provider under the "
+             "state dir); needs no account or token and never touches generated/.")(fn)
+
+
+def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Any:
+    from infra_apply.deploy import Context
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    return Context(root=_root(ctx), out=out, sandbox=sandbox, mesh_path=mesh_hosts,
+                   env=dict(os.environ), say=say)
+
+
+def _load(c: Any) -> Any:
+    from infra_apply.deploy import load_project
+
+    project = load_project(c, lambda line: click.echo(line, err=True))
+    if project.generated_stale and not c.sandbox:
+        click.echo(f"infra-apply: note: {c.out} is out of date with the manifests; planning the fresh "
+                   "render (run infra-apply render and commit it)", err=True)
+    return project
+
+
+@cli.command()
+@click.option("--producer", "producers", multiple=True, metavar="P",
+              help="Producer to plan (repeatable); all producers when omitted.")
+@format_option("text", "json", "markdown")
+@sandbox_option
+@click.option("--with-gpu", "gpu", multiple=True, metavar="NAME",
+              help="Also plan the on-demand GPU droplet NAME (off by default).")
+@out_option
+@mesh_option
+@click.pass_context
+def plan(ctx: click.Context, producers: tuple[str, ...], fmt: str, sandbox: bool, gpu: tuple[str, ...],
+         out: Path, mesh_hosts: Path | None) -> None:
+    """Render, then terraform plan each producer (in parallel) and summarise the changes.
+
+    Text for a terminal, JSON for tools, markdown for a pull-request comment (with a Mermaid
+    diagram). Name drift (a droplet whose live name differs from its manifest) is reported.
+    Exit 0 when nothing changes, 2 when something does, 1 on error.
+    """
+    from infra_apply import deploy, summary
+
+    c = _context(ctx, out, sandbox, mesh_hosts)
+    project = _load(c)
+    names = deploy.pick(project, producers)
+    preps = deploy.prepare(c, project, names)
+    planned = deploy.plan_all(preps, c.say, gpu=gpu)
+    plans = [p.plan for p in planned]
+    verdicts = deploy.verdicts(planned)
+    if fmt == "json":
+        click.echo(summary.format_json(plans, verdicts), nl=False)
+    elif fmt == "markdown":
+        models = {p.prep.producer.name: p.prep.producer for p in planned}
+        click.echo(summary.format_markdown(plans, verdicts, models), nl=False)
+    else:
+        click.echo(summary.format_text(plans), nl=False)
+    ctx.exit(2 if any(p.changed for p in planned) else 0)
+
+
+@cli.command()
+@click.option("--producer", required=True, metavar="P", help="The one producer to apply.")
+@click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
+@click.option("--allow-destroy", multiple=True, metavar="NAME",
+              help="Allow deleting this droplet, database or database user (name or address).")
+@click.option("--allow-replace", multiple=True, metavar="NAME",
+              help="Allow replacing (destroy + create) this droplet, database or user.")
+@sandbox_option
+@click.option("--with-gpu", "gpu", multiple=True, metavar="NAME",
+              help="Also create the on-demand GPU droplet NAME for this apply.")
+@out_option
+@mesh_option
+@click.pass_context
+def apply(ctx: click.Context, producer: str, auto_approve: bool, allow_destroy: tuple[str, ...],
+          allow_replace: tuple[str, ...], sandbox: bool, gpu: tuple[str, ...], out: Path,
+          mesh_hosts: Path | None) -> None:
+    """Plan one producer, guard, confirm, apply exactly that saved plan, register its hosts.
+
+    The guard refuses (exit 3) a plan that deletes or replaces a droplet, database or database
+    user not named with --allow-destroy / --allow-replace. Terraform's progress streams while
+    it runs; Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
+    mesh-hosts.json (see `register`).
+    """
+    from infra_apply import deploy, mesh, summary
+
+    c = _context(ctx, out, sandbox, mesh_hosts)
+    project = _load(c)
+    [name] = deploy.pick(project, [producer])
+    [prep] = deploy.prepare(c, project, [name])
+
+    def show(planned: Any, verdict: Any) -> None:
+        click.echo(summary.format_text([planned.plan]), nl=False)
+        for unused in summary.unused_allowances(planned.plan, allow_destroy, allow_replace):
+            click.echo(f"infra-apply: warning: {unused}", err=True)
+
+    def confirm(planned: Any) -> bool:
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            from infra_apply.errors import InfraApplyError
+
+            raise InfraApplyError("refusing to apply without a terminal to confirm on; review the plan "
+                                  "and rerun with --auto-approve")
+        return click.confirm(f"Apply these changes to producer {name}?", default=False)
+
+    outcome = deploy.apply_producer(c, prep, allow_destroy=allow_destroy, allow_replace=allow_replace,
+                                    confirm=confirm, show=show, echo=click.echo, gpu=gpu)
+    click.echo(f"{name}: {'applied' if outcome.applied else 'nothing to apply'}")
+    if outcome.registration is not None:
+        for line in mesh.describe(outcome.registration):
+            click.echo(line)
+    elif mesh_hosts is None:
+        click.echo("infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)",
+                   err=True)
+
+
+@cli.command()
+@click.option("--producer", required=True, metavar="P")
+@click.option("--dry-run", is_flag=True, help="Print the diff that would be written; write nothing.")
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def register(ctx: click.Context, producer: str, dry_run: bool, sandbox: bool, out: Path,
+             mesh_hosts: Path | None) -> None:
+    """Write the producer's droplets (from Terraform state) into mesh-hosts.json.
+
+    One mesh IP per droplet, shared by its host names; existing entries keep theirs; every
+    other key is preserved. The write is locked and atomic; nothing is written when nothing
+    changes.
+    """
+    from infra_apply import deploy, mesh
+
+    c = _context(ctx, out, sandbox, mesh_hosts)
+    project = _load(c)
+    [name] = deploy.pick(project, [producer])
+    [prep] = deploy.prepare(c, project, [name])
+    result = deploy.register(c, prep, dry_run=dry_run)
+    if dry_run:
+        click.echo(result.diff or "no changes", nl=not result.diff)
+        return
+    for line in mesh.describe(result):
+        click.echo(line)
+    if not result.written:
+        click.echo(f"{mesh_hosts} already up to date")
+
+
+@cli.command()
+@click.option("--producer", required=True, metavar="P")
+@click.argument("name")
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def rename(ctx: click.Context, producer: str, name: str, sandbox: bool, out: Path,
+           mesh_hosts: Path | None) -> None:
+    """Rename the live droplet to its manifest NAME (DigitalOcean's rename action).
+
+    Terraform ignores name changes (a rename must never replace a box); this applies the one
+    `plan` reports as name drift, waits for the action, refreshes state and moves the
+    droplet's mesh-hosts.json entries to the new name.
+    """
+    from infra_apply import deploy
+
+    c = _context(ctx, out, sandbox, mesh_hosts)
+    project = _load(c)
+    [pname] = deploy.pick(project, [producer])
+    [prep] = deploy.prepare(c, project, [pname])
+    done = deploy.rename(c, prep, name)
+    if done is None:
+        click.echo(f"{name}: live name already matches")
+    else:
+        click.echo(f"renamed droplet {done.droplet_id}: {done.old} -> {done.new}")
+
+
+@cli.command()
+@click.option("--producer", required=True, metavar="P")
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def adopt(ctx: click.Context, producer: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
+    """Write import blocks for manifest droplets that already exist in the account.
+
+    For droplets not in state but present under their manifest name, writes
+    OUT/<producer>/imports.tf (in sandbox mode, a file under the state dir) so the next
+    apply takes them over without replacing them.
+    """
+    from infra_apply import deploy
+
+    c = _context(ctx, out, sandbox, mesh_hosts)
+    project = _load(c)
+    [pname] = deploy.pick(project, [producer])
+    [prep] = deploy.prepare(c, project, [pname])
+    found, target = deploy.adopt(c, prep)
+    for a in found:
+        click.echo(f"import {a.address} <- droplet {a.droplet_id} ({a.name})")
+        if a.warning:
+            click.echo(f"infra-apply: warning: {a.name}: {a.warning}", err=True)
+    if found:
+        click.echo(f"wrote {target}; run infra-apply plan / apply --producer {pname} to take them over")
+    else:
+        click.echo("nothing to adopt: every manifest droplet is in state or absent from the account")
 
 
 def main() -> None:

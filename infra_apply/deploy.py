@@ -1,0 +1,478 @@
+"""plan / apply / register / rename / adopt: the stages that touch Terraform and the world.
+
+Each producer gets a working copy under the state dir holding the freshly rendered module
+(never ``generated/``), its ``.terraform/``, saved plans and local state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra_apply import terraform as tf
+from infra_apply.errors import GuardRefused, InfraApplyError, ValidationFailed
+from infra_apply.model import Model, ProducerModel
+from infra_apply.render import Rendered, compare, render_model
+from infra_apply.state import Backend, check_outside, load_backend, root_key, state_dir
+from infra_apply.summary import GuardVerdict, ProducerPlan, guard, parse_plan
+
+PLAN_FILE = "infra-apply.tfplan"
+STAMP = ".infra-apply-init"
+IMPORTS = "imports.tf"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Context:
+    root: Path
+    out: Path  # generated/: address ledgers and (outside the sandbox) imports.tf
+    sandbox: bool
+    mesh_path: Path | None
+    env: Mapping[str, str]
+    say: Say = field(default=lambda line: print(line, file=sys.stderr))
+
+
+@dataclass(frozen=True)
+class Project:
+    model: Model
+    rendered: Mapping[str, Rendered]
+    generated_stale: bool
+
+
+@dataclass(frozen=True)
+class Prepared:
+    producer: ProducerModel
+    rendered: Rendered
+    wd: tf.Workdir
+    cloud: Path | None  # the sandbox cloud file, in sandbox mode
+
+
+@dataclass(frozen=True)
+class Planned:
+    prep: Prepared
+    plan: ProducerPlan
+    changed: bool
+    raw: Mapping[str, Any]
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_project(ctx: Context, on_warning: Say) -> Project:
+    from infra_apply.build import build_model
+    from infra_apply.validate import validate_tree
+
+    v = validate_tree(ctx.root, ctx.mesh_path)
+    if v.errors:
+        raise ValidationFailed(list(v.problems))
+    for p in v.warnings:
+        on_warning(p.format())
+    model = build_model(v)
+    rendered = render_model(model, ctx.out)
+    drift = compare(rendered, ctx.out)
+    return Project(model, {r.producer: r for r in rendered}, bool(drift.stale or drift.extra))
+
+
+def pick(project: Project, names: Sequence[str]) -> list[str]:
+    available = sorted(project.rendered)
+    if not names:
+        return available
+    unknown = [n.lstrip("@") for n in names if n.lstrip("@") not in project.rendered]
+    if unknown:
+        raise InfraApplyError(f"unknown producer {', '.join(unknown)}; producers with something to "
+                              f"provision: {', '.join(available) or 'none'}")
+    return sorted({n.lstrip("@") for n in names})
+
+
+# --- working copies -------------------------------------------------------------------------
+
+
+def workdir_root(ctx: Context) -> Path:
+    state = state_dir(ctx.env)
+    check_outside(state, ctx.out)
+    mode = "sandbox" if ctx.sandbox else "live"
+    return state / "work" / mode / root_key(ctx.root)
+
+
+def sandbox_overlay(ctx: Context, producer: str) -> Path:
+    return state_dir(ctx.env) / "sandbox" / "imports" / root_key(ctx.root) / producer
+
+
+def imports_file(ctx: Context, producer: str) -> Path:
+    return (sandbox_overlay(ctx, producer) if ctx.sandbox else ctx.out / producer) / IMPORTS
+
+
+def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(ctx.env)
+    if sandbox_env is not None:
+        # Never let a real token reach the stand-in, and never let its fake DigitalOcean
+        # provider into the operator's plugin cache.
+        for key in ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "TF_PLUGIN_CACHE_DIR"):
+            env.pop(key, None)
+        env.update(sandbox_env)
+        if ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD"):
+            env["INFRA_APPLY_SANDBOX_CLOUD"] = ctx.env["INFRA_APPLY_SANDBOX_CLOUD"]
+    else:
+        env.update(token_env(ctx.env, producer))
+    for ours, theirs in (("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+                         ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")):
+        if ctx.env.get(ours) and not ctx.env.get(theirs):
+            env[theirs] = ctx.env[ours]
+    env.setdefault("CHECKPOINT_DISABLE", "1")
+    env["TF_IN_AUTOMATION"] = "1"
+    return env
+
+
+def token_env(env: Mapping[str, str], producer: str) -> dict[str, str]:
+    """The token for Terraform's environment only: env first, then ~/.vault/do_pat_<producer>."""
+    if env.get("DIGITALOCEAN_TOKEN") or env.get("DIGITALOCEAN_ACCESS_TOKEN"):
+        return {}
+    home = Path(env.get("HOME") or Path.home())
+    pat = home / ".vault" / f"do_pat_{producer}"
+    try:
+        token = pat.read_text("utf-8").strip()
+    except OSError:
+        token = ""
+    if not token:
+        raise InfraApplyError(
+            f"no DigitalOcean token for producer {producer}: set DIGITALOCEAN_TOKEN or put the "
+            f"producer's token in {pat} (or use --sandbox)")
+    return {"DIGITALOCEAN_TOKEN": token}
+
+
+def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
+    """Working copies for ``producers``, synced to the fresh render and initialised if needed."""
+    binary = tf.find_binary(ctx.env)
+    backend = load_backend(ctx.root, ctx.env)
+    sandbox_env: dict[str, str] | None = None
+    cloud: Path | None = None
+    if ctx.sandbox:
+        from infra_apply.sandbox.install import install
+
+        clusters = sorted({db.cluster for p in project.model.producers for db in p.databases})
+        setup = install(state_dir(ctx.env), clusters)
+        sandbox_env = setup.env
+        cloud = Path(ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD") or setup.cloud)
+    base = workdir_root(ctx)
+    out = []
+    for name in producers:
+        path = base / name
+        env = terraform_env(ctx, name, sandbox_env)
+        wd = tf.Workdir(binary, path, env)
+        sync(ctx, project.rendered[name], path, backend, sandbox_env)
+        out.append(Prepared(project.model.producer(name) or ProducerModel(name), project.rendered[name],
+                            wd, cloud))
+    return out
+
+
+def sync(ctx: Context, rendered: Rendered, path: Path, backend: Backend,
+         sandbox_env: Mapping[str, str] | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    files = {n: t for n, t in rendered.files.items() if n.endswith(".tf")}
+    extra = imports_file(ctx, rendered.producer)
+    if extra.is_file():
+        files[IMPORTS] = extra.read_text("utf-8")
+    backend_hcl = backend.hcl(rendered.producer)
+    if backend_hcl:
+        files["backend.tf"] = backend_hcl
+    for f in path.glob("*.tf"):
+        if f.name not in files:
+            f.unlink()
+    for n, text in files.items():
+        target = path / n
+        if not target.is_file() or target.read_text("utf-8") != text:
+            target.write_text(text, "utf-8")
+    lock = ctx.out / rendered.producer / ".terraform.lock.hcl"
+    if sandbox_env is None and lock.is_file():
+        (path / ".terraform.lock.hcl").write_bytes(lock.read_bytes())
+    if backend.kind != "local" and _has_local_state(path):
+        raise InfraApplyError(
+            f"{path} holds local state but {backend.kind} remote state is configured; migrate it "
+            f"first (terraform -chdir={path} init -migrate-state)")
+
+
+def _has_local_state(path: Path) -> bool:
+    state = path / "terraform.tfstate"
+    return state.is_file() and '"resources": []' not in state.read_text("utf-8") and state.stat().st_size > 0
+
+
+def ensure_init(prep: Prepared, say: Say) -> None:
+    wd = prep.wd
+    parts = [(wd.path / n).read_bytes() for n in ("versions.tf", "backend.tf", ".terraform.lock.hcl")
+             if (wd.path / n).is_file()]
+    if "TF_CLI_CONFIG_FILE" in wd.env and Path(wd.env["TF_CLI_CONFIG_FILE"]).is_file():
+        parts.append(Path(wd.env["TF_CLI_CONFIG_FILE"]).read_bytes())
+    stamp = hashlib.sha256(b"\0".join(parts)).hexdigest()
+    stamp_file = wd.path / STAMP
+    if (wd.path / ".terraform").is_dir() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+        return
+    say(f"{prep.producer.name}: terraform init")
+    tf.init(wd, reconfigure=(wd.path / ".terraform").is_dir())
+    stamp_file.write_text(stamp)
+
+
+def working_copy_lock(prep: Prepared) -> Any:
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(prep.wd.path) + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise InfraApplyError(f"another infra-apply run is using the working copy of producer "
+                              f"{prep.producer.name} ({prep.wd.path}); wait for it to finish") from None
+    return lock
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def plan_one(prep: Prepared, say: Say, *, gpu: Iterable[str] = ()) -> Planned:
+    ensure_init(prep, say)
+    say(f"{prep.producer.name}: terraform plan")
+    variables = gpu_variables(prep, gpu)
+    changed = tf.plan(prep.wd, PLAN_FILE, variables=variables)
+    raw = tf.show_json(prep.wd, PLAN_FILE)
+    plan = parse_plan(prep.producer.name, raw, prep.rendered.names)
+    return Planned(prep, plan, changed or plan.has_changes, raw)
+
+
+def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for name in gpu:
+        var = prep.rendered.gpu_variables.get(name)
+        if var is None:
+            known = ", ".join(sorted(prep.rendered.gpu_variables)) or "none"
+            raise InfraApplyError(f"{name!r} is not an on-demand GPU droplet of producer "
+                                  f"{prep.producer.name} (GPU droplets: {known})")
+        out[var] = "true"
+    return out
+
+
+def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) -> list[Planned]:
+    """Plan producers in parallel (bounded by the CPU count); results in producer order."""
+    gpu = tuple(gpu)
+    locks = [working_copy_lock(p) for p in preps]
+    try:
+        workers = max(1, min(len(preps), os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(plan_one, p, say,
+                                   gpu=[g for g in gpu if g in p.rendered.gpu_variables]) for p in preps]
+            return [f.result() for f in futures]
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def verdicts(planned: Sequence[Planned], allow_destroy: Sequence[str] = (),
+             allow_replace: Sequence[str] = ()) -> dict[str, GuardVerdict]:
+    return {p.plan.producer: guard(p.plan, allow_destroy, allow_replace) for p in planned}
+
+
+# --- apply ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    planned: Planned
+    applied: bool
+    registration: Any | None
+
+
+def apply_producer(
+    ctx: Context,
+    prep: Prepared,
+    *,
+    allow_destroy: Sequence[str],
+    allow_replace: Sequence[str],
+    confirm: Callable[[Planned], bool],
+    show: Callable[[Planned, GuardVerdict], None],
+    echo: Say,
+    gpu: Iterable[str] = (),
+) -> ApplyOutcome:
+    lock = working_copy_lock(prep)
+    try:
+        planned = plan_one(prep, ctx.say, gpu=gpu)
+        verdict = guard(planned.plan, allow_destroy, allow_replace)
+        show(planned, verdict)
+        if not verdict.ok:
+            from infra_apply.summary import refusal_message
+
+            raise GuardRefused(refusal_message(verdict))
+        applied = False
+        if planned.changed:
+            if not confirm(planned):
+                raise InfraApplyError("apply cancelled; nothing was changed")
+            ctx.say(f"{prep.producer.name}: terraform apply (the saved plan shown above)")
+            result = tf.apply(prep.wd, PLAN_FILE, echo=echo, echo_stderr=echo)
+            if result.code != 0:
+                raise tf.TerraformError(
+                    f"terraform apply failed for producer {prep.producer.name}:\n{tf.error_text(result)}\n"
+                    "State holds what was created before the failure; fix the cause and rerun.")
+            applied = True
+        removed = [c.name for c in planned.plan.changes
+                   if c.type == "digitalocean_droplet" and c.action == "delete"]
+        registration = register(ctx, prep, removed=removed) if ctx.mesh_path else None
+        return ApplyOutcome(planned, applied, registration)
+    finally:
+        lock.release()
+
+
+# --- register / rename / adopt ---------------------------------------------------------------
+
+
+def live_droplets(prep: Prepared) -> list[Any]:
+    from infra_apply.mesh import live_droplets_from_output
+
+    value = tf.output_json(prep.wd, "droplets")
+    return live_droplets_from_output(value or {})
+
+
+def register(ctx: Context, prep: Prepared, *, removed: Sequence[str] = (),
+             renamed: Mapping[str, str] | None = None, dry_run: bool = False) -> Any:
+    from infra_apply.mesh import write_registration
+
+    if ctx.mesh_path is None:
+        raise InfraApplyError("no mesh-hosts.json given: pass --mesh-hosts FILE or set "
+                              "INFRA_APPLY_MESH_HOSTS")
+    ensure_init(prep, ctx.say)
+    return write_registration(ctx.mesh_path, prep.producer.name, live_droplets(prep),
+                              removed=removed, renamed=renamed or {}, dry_run=dry_run)
+
+
+def state_droplets(prep: Prepared) -> dict[str, Mapping[str, Any]]:
+    """Address (without index) -> attributes of each droplet in state."""
+    ensure_init(prep, prep_say_silent)
+    doc = tf.show_json(prep.wd)
+    out: dict[str, Mapping[str, Any]] = {}
+    stack = [doc.get("values", {}).get("root_module", {})]
+    while stack:
+        module = stack.pop()
+        for r in module.get("resources", []):
+            if r.get("type") == "digitalocean_droplet" and r.get("mode") == "managed":
+                out[f"digitalocean_droplet.{r['name']}"] = r.get("values", {})
+        stack.extend(module.get("child_modules", []))
+    return out
+
+
+def prep_say_silent(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Renamed:
+    droplet_id: str
+    old: str
+    new: str
+
+
+def rename(ctx: Context, prep: Prepared, name: str) -> Renamed | None:
+    """Rename the live droplet whose manifest name is ``name``; None when already so named."""
+    address = prep.rendered.droplet_addresses.get(name)
+    if address is None:
+        known = ", ".join(sorted(prep.rendered.droplet_addresses)) or "none"
+        raise InfraApplyError(f"no droplet named {name!r} in producer {prep.producer.name}'s manifests "
+                              f"(droplets: {known})")
+    lock = working_copy_lock(prep)
+    try:
+        live = state_droplets(prep).get(address)
+        if live is None:
+            raise InfraApplyError(f"{name} ({address}) is not in state yet; apply it first")
+        if live.get("name") == name:
+            return None
+        droplet_id = str(live["id"])
+        ctx.say(f"{prep.producer.name}: renaming droplet {droplet_id} {live.get('name')!r} -> {name!r}")
+        if prep.cloud is not None:
+            from infra_apply.sandbox import cloud
+
+            cloud.rename_droplet(prep.cloud, droplet_id, name)
+        else:
+            from infra_apply import do_api
+
+            do_api.rename_droplet(do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")), droplet_id,
+                                  name)
+        ctx.say(f"{prep.producer.name}: refreshing state")
+        tf.plan(prep.wd, PLAN_FILE, refresh_only=True)
+        result = tf.apply(prep.wd, PLAN_FILE)
+        if result.code != 0:
+            raise tf.TerraformError(f"the droplet was renamed, but refreshing state failed:\n"
+                                    f"{tf.error_text(result)}")
+        old = str(live.get("name"))
+        if ctx.mesh_path is not None:
+            register(ctx, prep, renamed={old: name})
+        return Renamed(droplet_id, old, name)
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class Adoption:
+    address: str
+    name: str
+    droplet_id: str
+    warning: str | None = None
+
+
+def adopt(ctx: Context, prep: Prepared) -> tuple[list[Adoption], Path]:
+    """Write import blocks for manifest droplets that exist in the account but not in state."""
+    lock = working_copy_lock(prep)
+    try:
+        in_state = state_droplets(prep)
+        account = _account_droplets(prep)
+        found: list[Adoption] = []
+        for d in prep.producer.droplets:
+            address = prep.rendered.droplet_addresses[d.name]
+            if address in in_state:
+                continue
+            matches = [a for a in account if a["name"] == d.name]
+            if d.gpu or len(matches) != 1:
+                if len(matches) > 1:
+                    ctx.say(f"{d.name}: {len(matches)} droplets have this name in the account; adopt "
+                            "one by hand (terraform import)")
+                continue
+            live = matches[0]
+            warning = None
+            if live.get("image") and live["image"] != d.image:
+                warning = (f"live image {live['image']!r} differs from the manifest's {d.image!r}: the "
+                           "plan will replace it (and the guard will refuse) unless the manifest matches")
+            elif live.get("region") and live["region"] != d.region:
+                warning = f"live region {live['region']!r} differs from the manifest's {d.region!r}"
+            found.append(Adoption(address, d.name, str(live["id"]), warning))
+        target = imports_file(ctx, prep.producer.name)
+        write_imports(target, found)
+        return found, target
+    finally:
+        lock.release()
+
+
+def _account_droplets(prep: Prepared) -> list[dict[str, Any]]:
+    if prep.cloud is not None:
+        from infra_apply.sandbox import cloud
+
+        return [{"id": r["id"], "name": r["name"], "image": r.get("image"), "region": r.get("region")}
+                for r in cloud.list_droplets(prep.cloud)]
+    from infra_apply import do_api
+
+    return [{"id": d.id, "name": d.name, "image": d.image, "region": d.region}
+            for d in do_api.list_droplets(do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")))]
+
+
+def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
+    from infra_apply.render import hcl_string
+
+    if not adoptions:
+        return
+    blocks = [
+        f"# {a.name}\nimport {{\n  to = {a.address}\n  id = {hcl_string(a.droplet_id)}\n}}\n"
+        for a in sorted(adoptions, key=lambda a: a.address)
+    ]
+    text = ("# Written by `infra-apply adopt`: these droplets already exist in the account and are\n"
+            "# taken over by the next apply without being replaced. Safe to delete after that apply.\n\n"
+            + "\n".join(blocks))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, "utf-8")
