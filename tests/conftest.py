@@ -1,0 +1,83 @@
+"""Shared test helpers: build manifest trees from dicts, run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_TREE = REPO / "examples" / "producer-tree"
+EXAMPLE_MESH = REPO / "examples" / "mesh-hosts.json"
+
+
+def write_tree(root: Path, files: Mapping[str, Any]) -> Path:
+    """``{"@quinn/.infra.yaml": {...}}`` -> YAML files under ``root``; str/bytes values verbatim."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content, "utf-8")
+        else:
+            path.write_text(yaml.safe_dump(content, sort_keys=False, allow_unicode=True), "utf-8")
+    return root
+
+
+def project(name: str, **extra: Any) -> dict[str, Any]:
+    """A valid digitalocean project manifest running on ``lime`` unless overridden."""
+    doc: dict[str, Any] = {"apiVersion": "infra/v1", "project": name, "provider": "digitalocean"}
+    service = {"host": "lime", "port": 8080, "systemd_unit": f"{name}.service"}
+    doc["service"] = {**service, **extra.pop("service", {})}
+    doc.update(extra)
+    return doc
+
+
+def producer_root(producer: str, *droplets: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "infra/v1", "project": f"{producer}-infra", "provider": "digitalocean",
+            "droplets": list(droplets)}
+
+
+def droplet(name: str, hosts: list[str], *services: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "hosts": hosts,
+            "services": list(services) or [{"name": f"{hosts[0]}-svc", "kind": "api"}], **extra}
+
+
+def base_tree() -> dict[str, Any]:
+    """The smallest valid tree: one ct droplet hosting one project."""
+    return {
+        "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.services", ["lime"])),
+        "@ct/app/.infra.yaml": project("app"),
+    }
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("INFRA_APPLY_", "DIGITALOCEAN_"))}
+    env["INFRA_APPLY_STATE_DIR"] = str(tmp_path / "state")
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infra_apply", *args], capture_output=True, text=True,
+                          env=dict(env) if env is not None else None, cwd=cwd, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A private copy of the example tree, its mesh-hosts.json and generated/ (tmp_path/...)."""
+    shutil.copytree(EXAMPLE_TREE, tmp_path / "tree")
+    shutil.copy(EXAMPLE_MESH, tmp_path / "mesh-hosts.json")
+    shutil.copytree(REPO / "generated", tmp_path / "generated")
+    return tmp_path

@@ -1,0 +1,259 @@
+"""Rendering: golden files of the example tree, one test per template, the address ledger.
+
+Refresh the golden files after an intended change with ``make golden`` (UPDATE_GOLDEN=1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra_apply.build import build_model
+from infra_apply.model import Droplet, ProducerModel, Service
+from infra_apply.render import (
+    Ledger,
+    align_equals,
+    assign_addresses,
+    compare,
+    hcl_string,
+    parse_ledger,
+    render_model,
+    render_producer,
+    slug,
+    write,
+)
+from infra_apply.validate import validate_tree
+from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, base_tree, droplet, producer_root, project, run_cli, write_tree
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def render_tree(root: Path, ledger_dir: Path, mesh: Path | None = None) -> dict[str, dict[str, str]]:
+    v = validate_tree(root, mesh)
+    assert not v.errors, v.errors
+    return {r.producer: dict(r.files) for r in render_model(build_model(v), ledger_dir)}
+
+
+def test_example_tree_matches_golden_files(tmp_path: Path) -> None:
+    rendered = render_tree(EXAMPLE_TREE, tmp_path, EXAMPLE_MESH)
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for producer, files in rendered.items():
+            for name, text in files.items():
+                (GOLDEN / producer).mkdir(parents=True, exist_ok=True)
+                (GOLDEN / producer / name).write_text(text, "utf-8")
+    expected = {p.name: {f.name: f.read_text("utf-8") for f in p.iterdir()} for p in GOLDEN.iterdir()}
+    assert rendered == expected
+
+
+def test_render_is_byte_identical_across_runs(tmp_path: Path) -> None:
+    assert render_tree(EXAMPLE_TREE, tmp_path) == render_tree(EXAMPLE_TREE, tmp_path)
+
+
+def test_generated_matches_the_example_tree() -> None:
+    result = run_cli("--root", str(EXAMPLE_TREE), "render", "--check", "--out", str(REPO / "generated"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendered_hcl_is_terraform_fmt_clean(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write([r for r in render_model(build_model(validate_tree(EXAMPLE_TREE)), out)], out)
+    check = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", str(out)],
+                           capture_output=True, text=True, env={**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null"})
+    assert check.returncode == 0, check.stdout
+
+
+# --- per template ----------------------------------------------------------------------------
+
+
+def producer(*droplets: Droplet, **kw: Any) -> ProducerModel:
+    return ProducerModel("ct", droplets=droplets, **kw)
+
+
+def web() -> Droplet:
+    return Droplet("com.uvlava.ct.edge", "ct", "@ct/.infra.yaml", hosts=("edge",), role="edge",
+                   services=(Service("proxy", "reverse-proxy", port=443), Service("api", "api", port=8080)))
+
+
+def test_droplet_template_has_lifecycle_tags_and_no_secrets() -> None:
+    files = render_producer(producer(web()), Ledger()).files
+    tf = files["droplets.tf"]
+    assert 'resource "digitalocean_droplet" "ct_edge"' in tf
+    assert 'tags   = ["managed-by:infra-apply", "producer:ct", "role:edge"]' in tf
+    assert "ignore_changes = [name, ssh_keys, user_data]" in tf
+    assert "token" not in "".join(files.values()).replace("DIGITALOCEAN_TOKEN", "")
+    assert files["versions.tf"].count('source  = "digitalocean/digitalocean"') == 1
+    assert 'version = "~> 2.99"' in files["versions.tf"]
+
+
+def test_firewall_opens_only_ssh_wireguard_and_web_for_a_reverse_proxy() -> None:
+    fw = render_producer(producer(web()), Ledger()).files["firewalls.tf"]
+    inbound = [block for block in fw.split("inbound_rule")[1:]]
+    ports = sorted(b.split('port_range       = "')[1].split('"')[0] for b in inbound)
+    assert ports == ["22", "443", "51820", "80"]
+    assert "8080" not in fw
+
+
+def test_firewall_for_dns_and_plain_droplets() -> None:
+    dns = Droplet("com.uvlava.dns", "quinn", "s", services=(Service("ns", "dns", port=53),))
+    plain = Droplet("com.uvlava.quinn.mcp", "quinn", "s", services=(Service("mcp", "mcp", port=8800),))
+    fw = render_producer(ProducerModel("quinn", droplets=(dns, plain)), Ledger()).files["firewalls.tf"]
+    dns_part, plain_part = fw.split('resource "digitalocean_firewall" "quinn_mcp"')
+    assert dns_part.count('port_range       = "53"') == 2
+    assert '"53"' not in plain_part and '"80"' not in plain_part and '"8800"' not in fw
+
+
+def test_gpu_droplets_are_off_by_default() -> None:
+    gpu = Droplet("com.uvlava.ct.gpu", "ct", "@ct/a/.infra.yaml", gpu=True, role="gpu",
+                  also_declared_in=("@ct/b/.infra.yaml",))
+    files = render_producer(producer(gpu), Ledger()).files
+    assert "droplets.tf" not in files
+    assert "count = var.gpu_ct_gpu ? 1 : 0" in files["gpu.tf"]
+    assert "default     = false" in files["gpu.tf"]
+    assert '# source: "@ct/b/.infra.yaml"' in files["gpu.tf"]
+    assert "digitalocean_droplet.ct_gpu[*].id" in files["firewalls.tf"]
+
+
+def test_databases_are_data_sourced_clusters_with_own_db_and_user() -> None:
+    from infra_apply.model import Database
+
+    dbs = (Database("uvlava-pg", "ledger", "ledger_app", "ledger-api", "prod", "ct", "@ct/l/.infra.yaml"),)
+    tf = render_producer(producer(databases=dbs), Ledger()).files["databases.tf"]
+    assert 'data "digitalocean_database_cluster" "uvlava-pg"' in tf
+    assert 'resource "digitalocean_database_db" "uvlava-pg__ledger"' in tf
+    assert 'resource "digitalocean_database_user" "uvlava-pg__ledger_app"' in tf
+    assert "cluster_id = data.digitalocean_database_cluster.uvlava-pg.id" in tf
+
+
+def test_only_needed_files_and_headers_name_sources() -> None:
+    files = render_producer(producer(web()), Ledger()).files
+    assert sorted(files) == ["addresses.json", "droplets.tf", "firewalls.tf", "outputs.tf", "providers.tf",
+                             "versions.tf"]
+    for name, text in files.items():
+        if name.endswith(".tf"):
+            assert text.startswith("# Generated by infra-apply")
+            assert '# source: "@ct/.infra.yaml"' in text
+
+
+def test_outputs_are_keyed_by_live_name() -> None:
+    out = render_producer(producer(web()), Ledger()).files["outputs.tf"]
+    assert "{ (digitalocean_droplet.ct_edge.name) = {" in out
+    assert 'hosts                = ["edge"]' in out
+
+
+def test_moved_blocks_from_the_ledger() -> None:
+    ledger = parse_ledger('{"droplets": {"ct_front": {"name": "com.uvlava.ct.edge", "moved_from": ["ct_edge"]}}}', "x")
+    files = render_producer(producer(web()), ledger).files
+    assert "from = digitalocean_droplet.ct_edge\n  to   = digitalocean_droplet.ct_front" in files["moved.tf"]
+    assert "from = digitalocean_firewall.ct_edge" in files["moved.tf"]
+    assert 'resource "digitalocean_droplet" "ct_front"' in files["droplets.tf"]
+
+
+# --- literals and addresses --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "literal"), [
+    ("plain", '"plain"'),
+    ('a"b\\c', '"a\\"b\\\\c"'),
+    ("${var.x}", '"$${var.x}"'),
+    ("%{ if true }x%{ endif }", '"%%{ if true }x%%{ endif }"'),
+    ("$$", '"$$"'),
+    ("line\nbreak\t\r", '"line\\nbreak\\t\\r"'),
+    ("\x00\x1b", '"\\u0000\\u001b"'),
+    ("ünï €", '"ünï €"'),
+])
+def test_hcl_string(raw: str, literal: str) -> None:
+    assert hcl_string(raw) == literal
+
+
+def test_slug_is_injective_and_an_identifier() -> None:
+    names = ["uvlava-pg", "uvlava_pg", "Uvlava-PG", "a__b", "a_b", "a.b", "a b", "1db", "", "ä"]
+    slugs = [slug(n) for n in names]
+    assert len(set(slugs)) == len(names)
+    assert all(s[0].isalpha() and all(c.isalnum() or c in "_-" for c in s) for s in slugs)
+
+
+def test_align_equals_matches_terraform_fmt_groups() -> None:
+    assert align_equals("  a = 1\n  bbb = 2\n\n  cc = 3\n") == "  a   = 1\n  bbb = 2\n\n  cc = 3\n"
+
+
+def droplet_model(name: str, hosts: tuple[str, ...] = ("h",), source: str = "@ct/.infra.yaml") -> Droplet:
+    return Droplet(name, "ct", source, hosts=hosts, services=(Service("s-" + hosts[0], "api"),))
+
+
+def test_a_renamed_droplet_keeps_its_address() -> None:
+    first = assign_addresses([droplet_model("com.uvlava.ct.box", ("box",))], Ledger())
+    renamed = assign_addresses([droplet_model("com.uvlava.ct.crate", ("box",))], first)
+    assert [e.address for e in renamed.entries] == ["ct_box"]
+    assert renamed.entries[0].name == "com.uvlava.ct.crate"
+
+
+def test_rename_with_new_hosts_still_matches_on_services() -> None:
+    first = assign_addresses([droplet_model("com.uvlava.ct.box", ("box",))], Ledger())
+    d = Droplet("com.uvlava.ct.crate", "ct", "@ct/.infra.yaml", hosts=("crate",),
+                services=(Service("s-box", "api"),))
+    assert [e.address for e in assign_addresses([d], first).entries] == ["ct_box"]
+
+
+def test_a_new_droplet_never_reuses_a_vanished_address() -> None:
+    first = assign_addresses([droplet_model("com.uvlava.ct.box", ("box",))], Ledger())
+    other = assign_addresses([droplet_model("com.uvlava.ct-box", ("other",), source="@ct/x/.infra.yaml")], first)
+    assert [e.address for e in other.entries] == ["ct-box"]
+    clash = Droplet("com.uvlava.ct-box", "ct", "@ct/z.yaml", hosts=("zz",))
+    again = assign_addresses([droplet_model("com.uvlava.ct.box", ("box",)), clash],
+                             assign_addresses([droplet_model("com.uvlava.ct.box", ("box",))], Ledger()))
+    assert {e.name: e.address for e in again.entries}["com.uvlava.ct.box"] == "ct_box"
+
+
+def test_ambiguous_rename_is_not_guessed() -> None:
+    a, b = droplet_model("com.uvlava.ct.a", ("h",)), droplet_model("com.uvlava.ct.b", ("h",))
+    first = assign_addresses([a], Ledger())
+    both = assign_addresses([droplet_model("com.uvlava.ct.c", ("h",)), droplet_model("com.uvlava.ct.d", ("h",))],
+                            first)
+    assert "ct_a" not in {e.address for e in both.entries}
+    assert b.name not in {e.name for e in both.entries}
+
+
+def test_name_edit_in_manifest_keeps_every_address(tmp_path: Path) -> None:
+    tree = {**base_tree(), "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.services", ["lime"]))}
+    root = write_tree(tmp_path / "root", tree)
+    out = tmp_path / "out"
+    write(render_model(build_model(validate_tree(root)), out), out)
+    before = (out / "ct" / "droplets.tf").read_text()
+    (root / "@ct/.infra.yaml").write_text((root / "@ct/.infra.yaml").read_text().replace("ct.services", "ct.apps"))
+    rendered = render_model(build_model(validate_tree(root)), out)
+    after = rendered[0].files["droplets.tf"]
+    assert 'resource "digitalocean_droplet" "ct_services"' in before
+    assert 'resource "digitalocean_droplet" "ct_services"' in after
+    assert 'name   = "com.uvlava.ct.apps"' in after
+
+
+def test_check_reports_stale_missing_and_extra_files(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", {**base_tree(), "@ct/app/.infra.yaml": project("app")})
+    out = tmp_path / "out"
+    rendered = render_model(build_model(validate_tree(root)), out)
+    assert compare(rendered, out).stale  # nothing written yet
+    write(rendered, out)
+    assert compare(rendered, out) == compare(rendered, out)
+    assert not compare(rendered, out).stale and not compare(rendered, out).extra
+    (out / "ct" / "droplets.tf").write_text("# hand edit\n")
+    (out / "ct" / "old.tf").write_text("")
+    (out / "ct" / "imports.tf").write_text("")
+    drift = compare(rendered, out)
+    assert drift.stale == ("ct/droplets.tf",) and drift.extra == ("ct/old.tf",)
+
+
+def test_render_check_cli_writes_nothing_and_exits_1(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", base_tree())
+    out = tmp_path / "out"
+    result = run_cli("--root", str(root), "render", "--check", "--out", str(out))
+    assert result.returncode == 1
+    assert f"{out}/ct/droplets.tf: stale or missing" in result.stdout
+    assert not out.exists()
+    assert run_cli("--root", str(root), "render", "--out", str(out)).returncode == 0
+    assert run_cli("--root", str(root), "render", "--check", "--out", str(out)).returncode == 0
