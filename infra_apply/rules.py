@@ -237,7 +237,7 @@ def host_in_mesh(tree: Tree) -> Iterator[Finding]:
                 continue
             declared.setdefault(host, (m, key, d["name"]))
             entry = (tree.mesh_hosts or {}).get(host)
-            if entry is not None and entry.get("droplet") != d["name"]:
+            if entry is not None and not _same_machine(entry, d["name"], producer_of(tree, m)):
                 machine = entry.get("droplet") or "a machine not managed by infra-apply"
                 yield at(
                     m,
@@ -263,6 +263,13 @@ def host_in_mesh(tree: Tree) -> Iterator[Finding]:
                 ("service", "host"),
                 f"host {host!r} is neither in {tree.mesh_path or 'mesh-hosts.json'} nor a droplet host",
             )
+
+
+def _same_machine(entry: Mapping[str, Any], name: str, producer: str | None) -> bool:
+    """A registered host belongs to this droplet, or to one of this producer's droplets that
+    infra-apply registered under its live name (a rename not yet applied live)."""
+    owner = entry.get("droplet")
+    return owner == name or (bool(owner) and entry.get("producer") == producer)
 
 
 @rule("shared_infra_topology", "warning")

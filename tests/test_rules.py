@@ -177,3 +177,17 @@ def test_gpu_droplet_name_checked(tmp_path: Path) -> None:
         "app", service={"gpu": {"mode": "on-demand", "droplet": "com.uvlava.mc.gpu"}})}
     found = [p for p in problems(tmp_path, tree) if p.rule == "droplet_naming"]
     assert found and "names producer 'mc'" in found[0].message
+
+
+def test_host_registered_under_a_droplets_old_name_is_not_a_conflict(tmp_path: Path) -> None:
+    """After a manifest rename the mesh still names the live droplet until `rename` runs."""
+    mesh = tmp_path / "m.json"
+    mesh.write_text(json.dumps({"network": "10.9.0.0/24", "hosts": {
+        "lime": {"mesh_ip": "10.9.0.5", "droplet": "com.uvlava.ct.services", "producer": "ct"}}}))
+    tree = {**base_tree(), "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.apps", ["lime"]))}
+    write_tree(tmp_path / "root", tree)
+    assert list(validate_tree(tmp_path / "root", mesh).problems) == []
+    other = {**base_tree(), "@mc/.infra.yaml": producer_root("mc", droplet("com.uvlava.mc.x", ["lime"]))}
+    write_tree(tmp_path / "other", {k: v for k, v in other.items() if not k.startswith("@ct/.")})
+    assert any(p.rule == "host_in_mesh" and p.level == "error"
+               for p in validate_tree(tmp_path / "other", mesh).problems)

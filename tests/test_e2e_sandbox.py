@@ -1,0 +1,163 @@
+"""End to end with real Terraform and the sandbox provider on (a copy of) the example tree."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from infra_apply.sandbox import cloud
+from tests.conftest import cli_env, run_cli
+
+
+QUINN = {"com.uvlava.dns", "com.uvlava.quinn.artifacts", "com.uvlava.quinn.mcp"}
+
+
+class Ops:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.root = base / "tree"
+        self.mesh = base / "mesh-hosts.json"
+        self.out = base / "generated"
+        self.env = cli_env(base)
+        self.cloud = base / "state" / "sandbox" / "cloud.json"
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        r = run_cli("--root", str(self.root), *args, env=self.env)
+        assert "Traceback" not in r.stderr, r.stderr
+        return r.returncode, r.stdout, r.stderr
+
+    def sandbox(self, command: str, *args: str) -> tuple[int, str, str]:
+        return self.run(command, *args, "--sandbox", "--out", str(self.out), "--mesh-hosts", str(self.mesh))
+
+    def apply(self, producer: str, *args: str) -> tuple[int, str, str]:
+        return self.sandbox("apply", "--producer", producer, "--auto-approve", *args)
+
+    def droplets(self) -> dict[str, dict[str, object]]:
+        return {d["name"]: d for d in cloud.list_droplets(self.cloud)}
+
+    def hosts(self) -> dict[str, dict[str, str]]:
+        hosts: dict[str, dict[str, str]] = json.loads(self.mesh.read_text())["hosts"]
+        return hosts
+
+    def edit(self, rel: str, old: str, new: str) -> None:
+        path = self.root / rel
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new))
+
+
+@pytest.fixture
+def ops(example: Path) -> Ops:
+    return Ops(example)
+
+
+def test_apply_one_producer_then_no_changes(ops: Ops) -> None:
+    code, out, err = ops.apply("quinn")
+    assert code == 0, err
+    assert "quinn: applied" in out
+    assert set(ops.droplets()) == QUINN  # ct and mc untouched
+    code, out, _ = ops.sandbox("plan", "--producer", "quinn")
+    assert (code, "No changes." in out) == (0, True)
+    code, out, _ = ops.sandbox("plan", "--producer", "ct", "--format", "json")
+    doc = json.loads(out)
+    assert code == 2 and doc["producers"]["ct"]["counts"]["create"] > 0
+    # every quinn host is registered with the sandbox's addresses
+    live = ops.droplets()
+    for host, name in (("dns", "com.uvlava.dns"), ("forge", "com.uvlava.quinn.artifacts"),
+                       ("registry", "com.uvlava.quinn.artifacts"), ("mcp", "com.uvlava.quinn.mcp")):
+        entry = ops.hosts()[host]
+        assert entry["droplet"] == name
+        assert entry["public_ip"] == live[name]["ipv4_address"]
+        assert entry["droplet_id"] == str(live[name]["id"])
+    assert ops.hosts()["forge"]["mesh_ip"] == "10.9.0.6"  # existing entry keeps its address
+    assert ops.hosts()["registry"]["mesh_ip"] == "10.9.0.6"  # shared by the droplet's hosts
+    # the sandbox never writes generated/
+    assert run_cli("--root", str(ops.root), "render", "--check", "--out", str(ops.out)).returncode == 0
+
+
+def test_removing_a_droplet_is_refused_until_allowed(ops: Ops) -> None:
+    assert ops.apply("quinn")[0] == 0
+    manifest = ops.root / "@quinn/.infra.yaml"
+    text = manifest.read_text()
+    start = text.index("  - name: com.uvlava.quinn.mcp")
+    end = text.index("  - name: com.uvlava.dns")
+    manifest.write_text(text[:start] + text[end:])
+    code, out, err = ops.apply("quinn")
+    assert code == 3
+    assert "com.uvlava.quinn.mcp" in err and "--allow-destroy" in err
+    assert "com.uvlava.quinn.mcp" in ops.droplets()
+    assert "mcp" in ops.hosts()
+    code, out, err = ops.apply("quinn", "--allow-destroy", "com.uvlava.quinn.mcp")
+    assert code == 0, err
+    assert "com.uvlava.quinn.mcp" not in ops.droplets()
+    assert "mcp" not in ops.hosts()
+    assert {"forge", "dns", "registry"} <= set(ops.hosts())
+
+
+def test_region_change_is_refused_as_a_replacement(ops: Ops) -> None:
+    assert ops.apply("mc")[0] == 0
+    ops.edit("@mc/.infra.yaml", "region: fra1", "region: ams3")
+    code, out, _ = ops.sandbox("plan", "--producer", "mc")
+    assert code == 2 and re.search(r"replace\s+com\.uvlava\.mc\.services", out)
+    code, _, err = ops.apply("mc")
+    assert code == 3 and "--allow-replace com.uvlava.mc.services" in err
+    assert ops.droplets()["com.uvlava.mc.services"]["region"] == "fra1"
+
+
+def test_name_edit_plans_nothing_reports_drift_and_rename_fixes_it(ops: Ops) -> None:
+    assert ops.apply("ct")[0] == 0
+    old_id = ops.droplets()["com.uvlava.ct.services"]["id"]
+    ops.edit("@ct/.infra.yaml", "com.uvlava.ct.services", "com.uvlava.ct.apps")
+    assert run_cli("--root", str(ops.root), "render", "--out", str(ops.out), env=ops.env).returncode == 0
+    assert 'resource "digitalocean_droplet" "ct_services"' in (ops.out / "ct/droplets.tf").read_text()
+    code, out, _ = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out
+    assert "name drift" in out and "com.uvlava.ct.apps" in out and "com.uvlava.ct.services" in out
+    code, out, _ = ops.sandbox("plan", "--producer", "ct", "--format", "json")
+    drift = json.loads(out)["producers"]["ct"]["drift"]
+    assert [(d["live_name"], d["manifest_name"]) for d in drift] == [("com.uvlava.ct.services", "com.uvlava.ct.apps")]
+    assert "name drift" in ops.sandbox("plan", "--producer", "ct", "--format", "markdown")[1].lower()
+    code, out, err = ops.sandbox("rename", "--producer", "ct", "com.uvlava.ct.apps")
+    assert code == 0, err
+    live = ops.droplets()
+    assert "com.uvlava.ct.apps" in live and live["com.uvlava.ct.apps"]["id"] == old_id
+    assert ops.hosts()["lime"]["droplet"] == "com.uvlava.ct.apps"
+    code, out, _ = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0 and "drift" not in out
+
+
+def test_adopt_imports_an_existing_droplet_without_replacing_it(ops: Ops) -> None:
+    ops.sandbox("plan", "--producer", "mc")  # installs the sandbox and its cloud
+    made = cloud.create_droplet(ops.cloud, "com.uvlava.mc.services", region="fra1", size="s-2vcpu-4gb")
+    code, out, err = ops.sandbox("adopt", "--producer", "mc")
+    assert code == 0, err
+    assert f"droplet {made['id']}" in out
+    code, out, _ = ops.sandbox("plan", "--producer", "mc", "--format", "json")
+    counts = json.loads(out)["producers"]["mc"]["counts"]
+    assert counts["import"] == 1 and counts["replace"] == 0 and counts["delete"] == 0
+    assert ops.apply("mc")[0] == 0
+    assert [d["id"] for d in cloud.list_droplets(ops.cloud)] == [made["id"]]
+    assert ops.sandbox("plan", "--producer", "mc")[0] == 0
+
+
+def test_every_producer_applied_registers_every_host(ops: Ops) -> None:
+    for producer in ("ct", "mc", "quinn"):
+        code, _, err = ops.apply(producer)
+        assert code == 0, err
+    live = ops.droplets()
+    hosts = ops.hosts()
+    for host in ("lime", "redroid", "mint", "mc-web", "forge", "registry", "mcp", "dns"):
+        assert hosts[host]["public_ip"] == live[hosts[host]["droplet"]]["ipv4_address"]
+    mesh_ips = [h["mesh_ip"] for name, h in hosts.items()]
+    per_droplet = {h.get("droplet") or name: h["mesh_ip"] for name, h in hosts.items()}
+    assert len(set(mesh_ips)) == len(per_droplet)
+    assert ops.sandbox("plan")[0] == 0
+
+
+def test_apply_without_a_terminal_needs_auto_approve(ops: Ops) -> None:
+    code, _, err = ops.sandbox("apply", "--producer", "quinn")
+    assert code == 1 and "--auto-approve" in err
+    assert ops.droplets() == {}
