@@ -18,6 +18,7 @@ from infra_apply.model import ALLOWED_REGIONS, DEFAULT_REGION
 
 DROPLET_NAME_RE = re.compile(r"^com\.uvlava\.(?:(ct|mc|quinn)\.)?[a-z0-9-]+$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9:\-_]{1,255}$")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 HOST_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -392,6 +393,14 @@ def do_limits(tree: Tree) -> Iterator[Finding]:
                 ("droplets", i, "role"),
                 f"role {role!r} becomes the tag role:{role}; tags allow only letters, digits, ':', '-', '_'",
             )
+        for key in ("size", "image"):
+            if key in d and not SLUG_RE.match(d[key]):
+                yield at(m, ("droplets", i, key),
+                         f"{key} {d[key]!r} is not a DigitalOcean slug (lowercase letters, digits, '-', '.')")
+    for m in tree.manifests:
+        for key, value in m.data.get("database", {}).items():
+            if not value.strip():
+                yield at(m, ("database", key), f"database.{key} must not be empty")
     for producer in tree.discovery.producers:
         if not TAG_RE.match(f"producer:{producer}"):
             yield Finding(

@@ -1,0 +1,44 @@
+# infra-apply developer targets. Every target bootstraps .venv when it is missing.
+PYTHON3 ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PY      := $(BIN)/python
+
+.PHONY: help venv test lint bench bench-regen render-check clean-bench
+
+help:
+	@echo "make test          run the test suite"
+	@echo "make lint          ruff + mypy"
+	@echo "make bench         benchmarks on a synthetic 2,000-manifest tree (bench/out/)"
+	@echo "make bench-regen   regenerate the benchmark tree, then benchmark"
+	@echo "make render-check  fail when generated/ is stale for examples/producer-tree"
+
+venv: $(BIN)/infra-apply
+
+# Only created when missing: an existing venv is never reinstalled behind your back.
+$(BIN)/infra-apply:
+	$(PYTHON3) -m venv $(VENV)
+	$(BIN)/pip install -e '.[test]'
+
+test: venv
+	$(BIN)/pytest -q
+
+# Runs every checker, then fails if any of them did.
+lint: venv
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/mypy || status=1; \
+	$(BIN)/mypy bench/gen_tree.py bench/run.py || status=1; \
+	exit $$status
+
+bench: venv
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-regen: venv
+	$(PY) bench/run.py --regen $(BENCH_ARGS)
+
+render-check: venv
+	$(BIN)/infra-apply --root examples/producer-tree render --check
+
+clean-bench:
+	rm -rf bench/out

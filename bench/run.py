@@ -1,0 +1,234 @@
+"""Benchmarks against a synthetic 2,000-manifest / 200,000-file tree (see gen_tree.py).
+
+Each benchmark is a named function returning table rows; add one by appending to ``BENCHES``.
+Every figure is the median of ``--runs`` timed runs after one untimed warm-up (so the page cache
+is warm for every contender).
+
+    python bench/run.py [--runs 5] [--only NAME]... [--list] [--regen] [--strict]
+
+Exit status: 1 when a benchmark could not run (a command failed, a module is missing), or with
+``--strict`` when any figure misses its target; else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gen_tree
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class BenchError(Exception):
+    """A benchmark could not produce its figure."""
+
+
+@dataclass(frozen=True)
+class Context:
+    repo: Path
+    tree: Path
+    mesh_hosts: Path
+    runs: int
+    manifests: int
+    cli: tuple[str, ...]  # how to run infra-apply
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.cli, *args]
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    median: float | None  # seconds
+    target: str = "-"
+    ratio: float | None = None
+    ok: bool | None = None  # None: informational, no target
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "MISS", None: ""}[self.ok]
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    description: str
+    run: Callable[[Context], list[Row]]
+
+
+# --- timing helpers --------------------------------------------------------------------------
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def median_time(action: Callable[[], object], runs: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        action()
+    return statistics.median(timed(action) for _ in range(runs))
+
+
+def command_runner(
+    command: Sequence[str], *, ok_codes: Sequence[int] = (0,), cwd: Path = REPO
+) -> Callable[[], None]:
+    """A callable running ``command`` (output discarded) that raises on an unexpected exit."""
+
+    def run() -> None:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, check=False)
+        if done.returncode not in ok_codes:
+            output = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
+            lines = output.splitlines()
+            shown = "\n".join(lines[:15] + (["..."] if len(lines) > 15 else []))
+            raise BenchError(f"`{' '.join(command)}` exited {done.returncode}:\n{shown}")
+
+    return run
+
+
+def against_target(figure: str, median: float, target: float, note: str = "") -> Row:
+    ratio = median / target
+    return Row(figure, median, f"< {target:.2f}s", ratio, ratio < 1.0, note)
+
+
+# --- benchmarks ------------------------------------------------------------------------------
+
+
+def count_manifests(result: object) -> int:
+    """How many manifests a discovery result lists (``.manifests``, else the result itself)."""
+    manifests: Any = getattr(result, "manifests", result)
+    return len(list(manifests))
+
+
+def bench_discover(ctx: Context) -> list[Row]:
+    """In-process discovery versus ``find -name '.infra*.yaml'`` over the same tree."""
+    try:
+        discover = importlib.import_module("infra_apply.discover").discover
+    except (ImportError, AttributeError) as exc:
+        raise BenchError(f"infra_apply.discover.discover unavailable: {exc}") from None
+    found = count_manifests(discover(ctx.tree))
+    note = f"{found} manifests" + ("" if found == ctx.manifests else f", expected {ctx.manifests}")
+    ours = median_time(lambda: discover(ctx.tree), ctx.runs)
+    find = command_runner(["find", str(ctx.tree), "-name", ".infra*.yaml"])
+    theirs = median_time(find, ctx.runs)
+    ratio = ours / theirs
+    return [
+        Row("find -name '.infra*.yaml'", theirs, note="baseline"),
+        Row("discover()", ours, "< 1.0x find", ratio, ratio < 1.0 and found == ctx.manifests, note),
+    ]
+
+
+def bench_validate(ctx: Context) -> list[Row]:
+    """The whole ``validate`` command on the tree, as a user runs it."""
+    # --mesh-hosts is a per-command option (DESIGN.md: "every command accepts --mesh-hosts")
+    command = ctx.command("--root", str(ctx.tree), "validate", "--mesh-hosts", str(ctx.mesh_hosts))
+    median = median_time(command_runner(command), ctx.runs)
+    return [against_target("infra-apply validate", median, 1.5, f"{ctx.manifests} manifests")]
+
+
+def bench_help(ctx: Context) -> list[Row]:
+    """Start-up cost: ``infra-apply --help``."""
+    median = median_time(command_runner(ctx.command("--help")), ctx.runs)
+    return [against_target("infra-apply --help", median, 0.3)]
+
+
+BENCHES: list[Bench] = [
+    Bench("discover", "discovery alone vs find(1)", bench_discover),
+    Bench("validate", "infra-apply validate on the whole tree", bench_validate),
+    Bench("help", "infra-apply --help start-up", bench_help),
+]
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+
+def cli_command() -> tuple[str, ...]:
+    """The console script beside this interpreter, else on PATH, else ``python -m``."""
+    script = Path(sys.executable).parent / "infra-apply"
+    if script.exists():
+        return (str(script),)
+    found = shutil.which("infra-apply")
+    return (found,) if found else (sys.executable, "-m", "infra_apply")
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    header = ("figure", "median", "target", "ratio", "result", "note")
+    body = [
+        (
+            r.figure,
+            "-" if r.median is None else f"{r.median:.3f}s",
+            r.target,
+            "-" if r.ratio is None else f"{r.ratio:.2f}",
+            r.verdict,
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+        for line in (header, tuple("-" * w for w in widths), *body)
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run_bench(bench: Bench, ctx: Context) -> list[Row]:
+    print(f"running {bench.name}: {bench.description} ...", file=sys.stderr, flush=True)
+    try:
+        return bench.run(ctx)
+    except BenchError as exc:
+        print(f"{bench.name}: {exc}", file=sys.stderr)
+        return [Row(bench.name, None, ok=False, note="ERROR (see above)")]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    names = [b.name for b in BENCHES]
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=names,
+        metavar="NAME",
+        help=f"run only these benchmarks ({', '.join(names)}); repeatable",
+    )
+    parser.add_argument("--list", action="store_true", help="list benchmarks and exit")
+    parser.add_argument("--regen", action="store_true", help="regenerate the tree")
+    parser.add_argument("--out", type=Path, default=gen_tree.DEFAULT_OUT)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for bench in BENCHES:
+            print(f"{bench.name:12} {bench.description}")
+        return 0
+    params = gen_tree.Params()
+    layout = gen_tree.ensure_tree(args.out, params, force=args.regen)
+    ctx = Context(
+        REPO, layout.tree, layout.mesh_hosts, max(args.runs, 1), params.manifests, cli_command()
+    )
+    selected = [b for b in BENCHES if not args.only or b.name in args.only]
+    rows = [row for bench in selected for row in run_bench(bench, ctx)]
+    print(format_table(rows))
+    errored = any(r.median is None for r in rows)
+    missed = any(r.ok is False for r in rows)
+    return 1 if errored or (args.strict and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
