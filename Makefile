@@ -4,10 +4,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PY      := $(BIN)/python
 
-.PHONY: help venv test lint bench bench-regen render-check clean-bench
+.PHONY: help venv demo test golden lint bench bench-regen render-check clean-bench
 
 help:
+	@echo "make demo          plan the example tree against the sandbox (no account needed)"
 	@echo "make test          run the test suite"
+	@echo "make golden        refresh tests/golden/ after an intended template change"
 	@echo "make lint          ruff + mypy"
 	@echo "make bench         benchmarks on a synthetic 2,000-manifest tree (bench/out/)"
 	@echo "make bench-regen   regenerate the benchmark tree, then benchmark"
@@ -20,8 +22,16 @@ $(BIN)/infra-apply:
 	$(PYTHON3) -m venv $(VENV)
 	$(BIN)/pip install -e '.[test]'
 
+# plan exits 2 when it has changes to show: that is the demo working, not failing.
+demo: venv
+	$(BIN)/infra-apply --root examples/producer-tree plan --sandbox \
+	  --mesh-hosts examples/mesh-hosts.json; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ]
+
 test: venv
 	$(BIN)/pytest -q
+
+golden: venv
+	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_render.py -k golden
 
 # Runs every checker, then fails if any of them did.
 lint: venv

@@ -36,9 +36,7 @@ def build_model(v: Validation) -> Model:
         tuple(
             ProducerModel(
                 name=p,
-                droplets=tuple(
-                    sorted((d for d in droplets if d.producer == p), key=lambda d: d.name)
-                ),
+                droplets=tuple(sorted((d for d in droplets if d.producer == p), key=lambda d: d.name)),
                 databases=tuple(
                     sorted(
                         (d for d in databases if d.producer == p),
@@ -102,7 +100,7 @@ def _gpu_droplets(manifests: Iterable[Manifest], refs: Any) -> list[Droplet]:
                 role="gpu",
                 gpu=True,
                 projects=tuple(sorted({m.data["project"] for m in ms})),
-            also_declared_in=tuple(sorted({m.path for m in ms} - {first.path})),
+                also_declared_in=tuple(sorted({m.path for m in ms} - {first.path})),
             )
         )
     return out

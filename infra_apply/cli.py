@@ -185,16 +185,22 @@ def schema(ctx: click.Context, mesh_hosts: Path | None) -> None:
 
 def out_option(fn: F) -> F:
     return click.option(
-        "--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("generated"),
+        "--out",
+        "out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("generated"),
         show_default=True,
-        help="Folder of the committed Terraform (one sub-folder per producer, with its address "
-             "ledger).")(fn)
+        help="Folder of the committed Terraform (one sub-folder per producer, with its address ledger).",
+    )(fn)
 
 
 @cli.command()
 @out_option
-@click.option("--check", is_flag=True,
-              help="Write nothing; list stale or missing files and exit 1 if OUT is out of date.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; list stale or missing files and exit 1 if OUT is out of date.",
+)
 @mesh_option
 @click.pass_context
 def render(ctx: click.Context, out: Path, check: bool, mesh_hosts: Path | None) -> None:
@@ -217,8 +223,9 @@ def render(ctx: click.Context, out: Path, check: bool, mesh_hosts: Path | None) 
         if drift.stale or drift.extra:
             click.echo(f"infra-apply: {out} is out of date; run infra-apply render", err=True)
             ctx.exit(1)
-        click.echo(f"{out} is up to date ({sum(len(r.files) for r in rendered)} files, "
-                   f"{len(rendered)} producers)")
+        click.echo(
+            f"{out} is up to date ({sum(len(r.files) for r in rendered)} files, {len(rendered)} producers)"
+        )
         return
     drift = write(rendered, out)
     for rel in drift.stale:
@@ -231,9 +238,11 @@ def render(ctx: click.Context, out: Path, check: bool, mesh_hosts: Path | None) 
 
 def sandbox_option(fn: F) -> F:
     return click.option(
-        "--sandbox", is_flag=True,
+        "--sandbox",
+        is_flag=True,
         help="Run against the local sandbox cloud (a stand-in DigitalOcean provider under the "
-             "state dir); needs no account or token and never touches generated/.")(fn)
+        "state dir); needs no account or token and never touches generated/.",
+    )(fn)
 
 
 def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Any:
@@ -242,8 +251,9 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
     def say(line: str) -> None:
         click.echo(line, err=True)
 
-    return Context(root=_root(ctx), out=out, sandbox=sandbox, mesh_path=mesh_hosts,
-                   env=dict(os.environ), say=say)
+    return Context(
+        root=_root(ctx), out=out, sandbox=sandbox, mesh_path=mesh_hosts, env=dict(os.environ), say=say
+    )
 
 
 def _load(c: Any) -> Any:
@@ -251,23 +261,43 @@ def _load(c: Any) -> Any:
 
     project = load_project(c, lambda line: click.echo(line, err=True))
     if project.generated_stale and not c.sandbox:
-        click.echo(f"infra-apply: note: {c.out} is out of date with the manifests; planning the fresh "
-                   "render (run infra-apply render and commit it)", err=True)
+        click.echo(
+            f"infra-apply: note: {c.out} is out of date with the manifests; planning the fresh "
+            "render (run infra-apply render and commit it)",
+            err=True,
+        )
     return project
 
 
 @cli.command()
-@click.option("--producer", "producers", multiple=True, metavar="P",
-              help="Producer to plan (repeatable); all producers when omitted.")
+@click.option(
+    "--producer",
+    "producers",
+    multiple=True,
+    metavar="P",
+    help="Producer to plan (repeatable); all producers when omitted.",
+)
 @format_option("text", "json", "markdown")
 @sandbox_option
-@click.option("--with-gpu", "gpu", multiple=True, metavar="NAME",
-              help="Also plan the on-demand GPU droplet NAME (off by default).")
+@click.option(
+    "--with-gpu",
+    "gpu",
+    multiple=True,
+    metavar="NAME",
+    help="Also plan the on-demand GPU droplet NAME (off by default).",
+)
 @out_option
 @mesh_option
 @click.pass_context
-def plan(ctx: click.Context, producers: tuple[str, ...], fmt: str, sandbox: bool, gpu: tuple[str, ...],
-         out: Path, mesh_hosts: Path | None) -> None:
+def plan(
+    ctx: click.Context,
+    producers: tuple[str, ...],
+    fmt: str,
+    sandbox: bool,
+    gpu: tuple[str, ...],
+    out: Path,
+    mesh_hosts: Path | None,
+) -> None:
     """Render, then terraform plan each producer (in parallel) and summarise the changes.
 
     Text for a terminal, JSON for tools, markdown for a pull-request comment (with a Mermaid
@@ -296,19 +326,40 @@ def plan(ctx: click.Context, producers: tuple[str, ...], fmt: str, sandbox: bool
 @cli.command()
 @click.option("--producer", required=True, metavar="P", help="The one producer to apply.")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
-@click.option("--allow-destroy", multiple=True, metavar="NAME",
-              help="Allow deleting this droplet, database or database user (name or address).")
-@click.option("--allow-replace", multiple=True, metavar="NAME",
-              help="Allow replacing (destroy + create) this droplet, database or user.")
+@click.option(
+    "--allow-destroy",
+    multiple=True,
+    metavar="NAME",
+    help="Allow deleting this droplet, database or database user (name or address).",
+)
+@click.option(
+    "--allow-replace",
+    multiple=True,
+    metavar="NAME",
+    help="Allow replacing (destroy + create) this droplet, database or user.",
+)
 @sandbox_option
-@click.option("--with-gpu", "gpu", multiple=True, metavar="NAME",
-              help="Also create the on-demand GPU droplet NAME for this apply.")
+@click.option(
+    "--with-gpu",
+    "gpu",
+    multiple=True,
+    metavar="NAME",
+    help="Also create the on-demand GPU droplet NAME for this apply.",
+)
 @out_option
 @mesh_option
 @click.pass_context
-def apply(ctx: click.Context, producer: str, auto_approve: bool, allow_destroy: tuple[str, ...],
-          allow_replace: tuple[str, ...], sandbox: bool, gpu: tuple[str, ...], out: Path,
-          mesh_hosts: Path | None) -> None:
+def apply(
+    ctx: click.Context,
+    producer: str,
+    auto_approve: bool,
+    allow_destroy: tuple[str, ...],
+    allow_replace: tuple[str, ...],
+    sandbox: bool,
+    gpu: tuple[str, ...],
+    out: Path,
+    mesh_hosts: Path | None,
+) -> None:
     """Plan one producer, guard, confirm, apply exactly that saved plan, register its hosts.
 
     The guard refuses (exit 3) a plan that deletes or replaces a droplet, database or database
@@ -334,19 +385,30 @@ def apply(ctx: click.Context, producer: str, auto_approve: bool, allow_destroy: 
         if not sys.stdin.isatty():
             from infra_apply.errors import InfraApplyError
 
-            raise InfraApplyError("refusing to apply without a terminal to confirm on; review the plan "
-                                  "and rerun with --auto-approve")
+            raise InfraApplyError(
+                "refusing to apply without a terminal to confirm on; review the plan "
+                "and rerun with --auto-approve"
+            )
         return click.confirm(f"Apply these changes to producer {name}?", default=False)
 
-    outcome = deploy.apply_producer(c, prep, allow_destroy=allow_destroy, allow_replace=allow_replace,
-                                    confirm=confirm, show=show, echo=click.echo, gpu=gpu)
+    outcome = deploy.apply_producer(
+        c,
+        prep,
+        allow_destroy=allow_destroy,
+        allow_replace=allow_replace,
+        confirm=confirm,
+        show=show,
+        echo=click.echo,
+        gpu=gpu,
+    )
     click.echo(f"{name}: {'applied' if outcome.applied else 'nothing to apply'}")
     if outcome.registration is not None:
         for line in mesh.describe(outcome.registration):
             click.echo(line)
     elif mesh_hosts is None:
-        click.echo("infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)",
-                   err=True)
+        click.echo(
+            "infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)", err=True
+        )
 
 
 @cli.command()
@@ -356,8 +418,9 @@ def apply(ctx: click.Context, producer: str, auto_approve: bool, allow_destroy: 
 @out_option
 @mesh_option
 @click.pass_context
-def register(ctx: click.Context, producer: str, dry_run: bool, sandbox: bool, out: Path,
-             mesh_hosts: Path | None) -> None:
+def register(
+    ctx: click.Context, producer: str, dry_run: bool, sandbox: bool, out: Path, mesh_hosts: Path | None
+) -> None:
     """Write the producer's droplets (from Terraform state) into mesh-hosts.json.
 
     One mesh IP per droplet, shared by its host names; existing entries keep theirs; every
@@ -387,8 +450,9 @@ def register(ctx: click.Context, producer: str, dry_run: bool, sandbox: bool, ou
 @out_option
 @mesh_option
 @click.pass_context
-def rename(ctx: click.Context, producer: str, name: str, sandbox: bool, out: Path,
-           mesh_hosts: Path | None) -> None:
+def rename(
+    ctx: click.Context, producer: str, name: str, sandbox: bool, out: Path, mesh_hosts: Path | None
+) -> None:
     """Rename the live droplet to its manifest NAME (DigitalOcean's rename action).
 
     Terraform ignores name changes (a rename must never replace a box); this applies the one

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infra_apply import terraform as tf
-from infra_apply.errors import GuardRefused, InfraApplyError, ValidationFailed
+from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError, ValidationFailed
 from infra_apply.model import Model, ProducerModel
 from infra_apply.render import Rendered, compare, render_model
 from infra_apply.state import Backend, check_outside, load_backend, root_key, state_dir
@@ -85,8 +85,10 @@ def pick(project: Project, names: Sequence[str]) -> list[str]:
         return available
     unknown = [n.lstrip("@") for n in names if n.lstrip("@") not in project.rendered]
     if unknown:
-        raise InfraApplyError(f"unknown producer {', '.join(unknown)}; producers with something to "
-                              f"provision: {', '.join(available) or 'none'}")
+        raise InfraApplyError(
+            f"unknown producer {', '.join(unknown)}; producers with something to "
+            f"provision: {', '.join(available) or 'none'}"
+        )
     return sorted({n.lstrip("@") for n in names})
 
 
@@ -120,8 +122,10 @@ def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | 
             env["INFRA_APPLY_SANDBOX_CLOUD"] = ctx.env["INFRA_APPLY_SANDBOX_CLOUD"]
     else:
         env.update(token_env(ctx.env, producer))
-    for ours, theirs in (("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-                         ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")):
+    for ours, theirs in (
+        ("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ):
         if ctx.env.get(ours) and not ctx.env.get(theirs):
             env[theirs] = ctx.env[ours]
     env.setdefault("CHECKPOINT_DISABLE", "1")
@@ -142,7 +146,8 @@ def token_env(env: Mapping[str, str], producer: str) -> dict[str, str]:
     if not token:
         raise InfraApplyError(
             f"no DigitalOcean token for producer {producer}: set DIGITALOCEAN_TOKEN or put the "
-            f"producer's token in {pat} (or use --sandbox)")
+            f"producer's token in {pat} (or use --sandbox)"
+        )
     return {"DIGITALOCEAN_TOKEN": token}
 
 
@@ -166,13 +171,15 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         env = terraform_env(ctx, name, sandbox_env)
         wd = tf.Workdir(binary, path, env)
         sync(ctx, project.rendered[name], path, backend, sandbox_env)
-        out.append(Prepared(project.model.producer(name) or ProducerModel(name), project.rendered[name],
-                            wd, cloud))
+        out.append(
+            Prepared(project.model.producer(name) or ProducerModel(name), project.rendered[name], wd, cloud)
+        )
     return out
 
 
-def sync(ctx: Context, rendered: Rendered, path: Path, backend: Backend,
-         sandbox_env: Mapping[str, str] | None) -> None:
+def sync(
+    ctx: Context, rendered: Rendered, path: Path, backend: Backend, sandbox_env: Mapping[str, str] | None
+) -> None:
     path.mkdir(parents=True, exist_ok=True)
     files = {n: t for n, t in rendered.files.items() if n.endswith(".tf")}
     extra = imports_file(ctx, rendered.producer)
@@ -194,7 +201,8 @@ def sync(ctx: Context, rendered: Rendered, path: Path, backend: Backend,
     if backend.kind != "local" and _has_local_state(path):
         raise InfraApplyError(
             f"{path} holds local state but {backend.kind} remote state is configured; migrate it "
-            f"first (terraform -chdir={path} init -migrate-state)")
+            f"first (terraform -chdir={path} init -migrate-state)"
+        )
 
 
 def _has_local_state(path: Path) -> bool:
@@ -204,8 +212,11 @@ def _has_local_state(path: Path) -> bool:
 
 def ensure_init(prep: Prepared, say: Say) -> None:
     wd = prep.wd
-    parts = [(wd.path / n).read_bytes() for n in ("versions.tf", "backend.tf", ".terraform.lock.hcl")
-             if (wd.path / n).is_file()]
+    parts = [
+        (wd.path / n).read_bytes()
+        for n in ("versions.tf", "backend.tf", ".terraform.lock.hcl")
+        if (wd.path / n).is_file()
+    ]
     if "TF_CLI_CONFIG_FILE" in wd.env and Path(wd.env["TF_CLI_CONFIG_FILE"]).is_file():
         parts.append(Path(wd.env["TF_CLI_CONFIG_FILE"]).read_bytes())
     stamp = hashlib.sha256(b"\0".join(parts)).hexdigest()
@@ -224,8 +235,10 @@ def working_copy_lock(prep: Prepared) -> Any:
     try:
         lock.acquire()
     except Timeout:
-        raise InfraApplyError(f"another infra-apply run is using the working copy of producer "
-                              f"{prep.producer.name} ({prep.wd.path}); wait for it to finish") from None
+        raise InfraApplyError(
+            f"another infra-apply run is using the working copy of producer "
+            f"{prep.producer.name} ({prep.wd.path}); wait for it to finish"
+        ) from None
     return lock
 
 
@@ -248,8 +261,10 @@ def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
         var = prep.rendered.gpu_variables.get(name)
         if var is None:
             known = ", ".join(sorted(prep.rendered.gpu_variables)) or "none"
-            raise InfraApplyError(f"{name!r} is not an on-demand GPU droplet of producer "
-                                  f"{prep.producer.name} (GPU droplets: {known})")
+            raise InfraApplyError(
+                f"{name!r} is not an on-demand GPU droplet of producer "
+                f"{prep.producer.name} (GPU droplets: {known})"
+            )
         out[var] = "true"
     return out
 
@@ -261,16 +276,19 @@ def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) ->
     try:
         workers = max(1, min(len(preps), os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(plan_one, p, say,
-                                   gpu=[g for g in gpu if g in p.rendered.gpu_variables]) for p in preps]
+            futures = [
+                pool.submit(plan_one, p, say, gpu=[g for g in gpu if g in p.rendered.gpu_variables])
+                for p in preps
+            ]
             return [f.result() for f in futures]
     finally:
         for lock in locks:
             lock.release()
 
 
-def verdicts(planned: Sequence[Planned], allow_destroy: Sequence[str] = (),
-             allow_replace: Sequence[str] = ()) -> dict[str, GuardVerdict]:
+def verdicts(
+    planned: Sequence[Planned], allow_destroy: Sequence[str] = (), allow_replace: Sequence[str] = ()
+) -> dict[str, GuardVerdict]:
     return {p.plan.producer: guard(p.plan, allow_destroy, allow_replace) for p in planned}
 
 
@@ -311,12 +329,14 @@ def apply_producer(
             ctx.say(f"{prep.producer.name}: terraform apply (the saved plan shown above)")
             result = tf.apply(prep.wd, PLAN_FILE, echo=echo, echo_stderr=echo)
             if result.code != 0:
-                raise tf.TerraformError(
+                raise TerraformError(
                     f"terraform apply failed for producer {prep.producer.name}:\n{tf.error_text(result)}\n"
-                    "State holds what was created before the failure; fix the cause and rerun.")
+                    "State holds what was created before the failure; fix the cause and rerun."
+                )
             applied = True
-        removed = [c.name for c in planned.plan.changes
-                   if c.type == "digitalocean_droplet" and c.action == "delete"]
+        removed = [
+            c.name for c in planned.plan.changes if c.type == "digitalocean_droplet" and c.action == "delete"
+        ]
         registration = register(ctx, prep, removed=removed) if ctx.mesh_path else None
         return ApplyOutcome(planned, applied, registration)
     finally:
@@ -333,16 +353,29 @@ def live_droplets(prep: Prepared) -> list[Any]:
     return live_droplets_from_output(value or {})
 
 
-def register(ctx: Context, prep: Prepared, *, removed: Sequence[str] = (),
-             renamed: Mapping[str, str] | None = None, dry_run: bool = False) -> Any:
+def register(
+    ctx: Context,
+    prep: Prepared,
+    *,
+    removed: Sequence[str] = (),
+    renamed: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+) -> Any:
     from infra_apply.mesh import write_registration
 
     if ctx.mesh_path is None:
-        raise InfraApplyError("no mesh-hosts.json given: pass --mesh-hosts FILE or set "
-                              "INFRA_APPLY_MESH_HOSTS")
+        raise InfraApplyError(
+            "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
+        )
     ensure_init(prep, ctx.say)
-    return write_registration(ctx.mesh_path, prep.producer.name, live_droplets(prep),
-                              removed=removed, renamed=renamed or {}, dry_run=dry_run)
+    return write_registration(
+        ctx.mesh_path,
+        prep.producer.name,
+        live_droplets(prep),
+        removed=removed,
+        renamed=renamed or {},
+        dry_run=dry_run,
+    )
 
 
 def state_droplets(prep: Prepared) -> dict[str, Mapping[str, Any]]:
@@ -376,8 +409,9 @@ def rename(ctx: Context, prep: Prepared, name: str) -> Renamed | None:
     address = prep.rendered.droplet_addresses.get(name)
     if address is None:
         known = ", ".join(sorted(prep.rendered.droplet_addresses)) or "none"
-        raise InfraApplyError(f"no droplet named {name!r} in producer {prep.producer.name}'s manifests "
-                              f"(droplets: {known})")
+        raise InfraApplyError(
+            f"no droplet named {name!r} in producer {prep.producer.name}'s manifests (droplets: {known})"
+        )
     lock = working_copy_lock(prep)
     try:
         live = state_droplets(prep).get(address)
@@ -394,14 +428,16 @@ def rename(ctx: Context, prep: Prepared, name: str) -> Renamed | None:
         else:
             from infra_apply import do_api
 
-            do_api.rename_droplet(do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")), droplet_id,
-                                  name)
+            do_api.rename_droplet(
+                do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")), droplet_id, name
+            )
         ctx.say(f"{prep.producer.name}: refreshing state")
         tf.plan(prep.wd, PLAN_FILE, refresh_only=True)
         result = tf.apply(prep.wd, PLAN_FILE)
         if result.code != 0:
-            raise tf.TerraformError(f"the droplet was renamed, but refreshing state failed:\n"
-                                    f"{tf.error_text(result)}")
+            raise TerraformError(
+                f"the droplet was renamed, but refreshing state failed:\n{tf.error_text(result)}"
+            )
         old = str(live.get("name"))
         if ctx.mesh_path is not None:
             register(ctx, prep, renamed={old: name})
@@ -432,14 +468,18 @@ def adopt(ctx: Context, prep: Prepared) -> tuple[list[Adoption], Path]:
             matches = [a for a in account if a["name"] == d.name]
             if d.gpu or len(matches) != 1:
                 if len(matches) > 1:
-                    ctx.say(f"{d.name}: {len(matches)} droplets have this name in the account; adopt "
-                            "one by hand (terraform import)")
+                    ctx.say(
+                        f"{d.name}: {len(matches)} droplets have this name in the account; adopt "
+                        "one by hand (terraform import)"
+                    )
                 continue
             live = matches[0]
             warning = None
             if live.get("image") and live["image"] != d.image:
-                warning = (f"live image {live['image']!r} differs from the manifest's {d.image!r}: the "
-                           "plan will replace it (and the guard will refuse) unless the manifest matches")
+                warning = (
+                    f"live image {live['image']!r} differs from the manifest's {d.image!r}: the "
+                    "plan will replace it (and the guard will refuse) unless the manifest matches"
+                )
             elif live.get("region") and live["region"] != d.region:
                 warning = f"live region {live['region']!r} differs from the manifest's {d.region!r}"
             found.append(Adoption(address, d.name, str(live["id"]), warning))
@@ -454,12 +494,16 @@ def _account_droplets(prep: Prepared) -> list[dict[str, Any]]:
     if prep.cloud is not None:
         from infra_apply.sandbox import cloud
 
-        return [{"id": r["id"], "name": r["name"], "image": r.get("image"), "region": r.get("region")}
-                for r in cloud.list_droplets(prep.cloud)]
+        return [
+            {"id": r["id"], "name": r["name"], "image": r.get("image"), "region": r.get("region")}
+            for r in cloud.list_droplets(prep.cloud)
+        ]
     from infra_apply import do_api
 
-    return [{"id": d.id, "name": d.name, "image": d.image, "region": d.region}
-            for d in do_api.list_droplets(do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")))]
+    return [
+        {"id": d.id, "name": d.name, "image": d.image, "region": d.region}
+        for d in do_api.list_droplets(do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")))
+    ]
 
 
 def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
@@ -471,8 +515,10 @@ def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
         f"# {a.name}\nimport {{\n  to = {a.address}\n  id = {hcl_string(a.droplet_id)}\n}}\n"
         for a in sorted(adoptions, key=lambda a: a.address)
     ]
-    text = ("# Written by `infra-apply adopt`: these droplets already exist in the account and are\n"
-            "# taken over by the next apply without being replaced. Safe to delete after that apply.\n\n"
-            + "\n".join(blocks))
+    text = (
+        "# Written by `infra-apply adopt`: these droplets already exist in the account and are\n"
+        "# taken over by the next apply without being replaced. Safe to delete after that apply.\n\n"
+        + "\n".join(blocks)
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, "utf-8")

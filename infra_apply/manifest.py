@@ -79,9 +79,7 @@ def parse(raw: bytes, rel: str) -> Manifest:
         raise YamlError(f"file is larger than {MAX_BYTES // 1024} KiB; not a manifest", rel, 1, 1)
     text = _decode(raw, rel)
     if not text.strip():
-        raise YamlError(
-            "empty file; expected a mapping with apiVersion, project, provider", rel, 1, 1
-        )
+        raise YamlError("empty file; expected a mapping with apiVersion, project, provider", rel, 1, 1)
     try:
         events = yaml.parse(text, Loader=_Loader)
         return _Builder(rel).build(events)
@@ -169,9 +167,7 @@ class _Builder:
         if isinstance(event, yaml.DocumentStartEvent):
             self.documents += 1
             if self.documents > 1:
-                raise self.fail(
-                    "more than one YAML document; a manifest is one mapping", event.start_mark
-                )
+                raise self.fail("more than one YAML document; a manifest is one mapping", event.start_mark)
         elif isinstance(event, yaml.ScalarEvent):
             self.add(self.scalar(event), event, weight=1, anchor=event.anchor)
         elif isinstance(event, yaml.AliasEvent):
@@ -184,7 +180,7 @@ class _Builder:
     def scalar(self, event: Any) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
         if tag == "tag:yaml.org,2002:merge":
             raise self.fail("YAML merge keys (<<) are not supported in manifests", event.start_mark)
         if tag not in _SAFE_TAGS:
@@ -224,9 +220,7 @@ class _Builder:
     def count(self, weight: int, mark: Any) -> None:
         self.nodes += weight
         if self.nodes > MAX_NODES:
-            raise self.fail(
-                f"more than {MAX_NODES} nodes after expanding aliases (alias bomb?)", mark
-            )
+            raise self.fail(f"more than {MAX_NODES} nodes after expanding aliases (alias bomb?)", mark)
 
     def child_key(self, mark: Any) -> Key:
         if not self.stack:

@@ -121,12 +121,14 @@ def parse_ledger(text: str, where: str) -> Ledger:
             for addr, e in doc["droplets"].items()
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InfraApplyError(f"address ledger is damaged ({exc}); restore it from git", path=where,
-                              line=1, col=1) from None
+        raise InfraApplyError(
+            f"address ledger is damaged ({exc}); restore it from git", path=where, line=1, col=1
+        ) from None
     for e in entries:
         if not re.match(r"^[a-z_][a-z0-9_]*$", e.address):
-            raise InfraApplyError(f"address ledger: {e.address!r} is not a Terraform name", path=where,
-                                  line=1, col=1)
+            raise InfraApplyError(
+                f"address ledger: {e.address!r} is not a Terraform name", path=where, line=1, col=1
+            )
     return Ledger(entries)
 
 
@@ -165,8 +167,11 @@ def assign_addresses(droplets: Sequence[Droplet], old: Ledger) -> Ledger:
             address = _free_address(droplet_slug(d.name), taken)
             taken.add(address)
             entry = LedgerEntry(address, d.name, d.source, (), ())
-        entries.append(LedgerEntry(entry.address, d.name, d.source, d.hosts,
-                                   tuple(s.name for s in d.services), entry.moved_from))
+        entries.append(
+            LedgerEntry(
+                entry.address, d.name, d.source, d.hosts, tuple(s.name for s in d.services), entry.moved_from
+            )
+        )
     return Ledger(tuple(entries))
 
 
@@ -260,8 +265,12 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         emit("outputs.tf", (e["droplet"].source for e in entries), droplets=entries)
         files[LEDGER] = dump_ledger(ledger)
     if dbs:
-        emit("databases.tf", (db.source for db in p.databases), databases=dbs,
-             clusters=[{"name": n, "address": a} for n, a in clusters])
+        emit(
+            "databases.tf",
+            (db.source for db in p.databases),
+            databases=dbs,
+            clusters=[{"name": n, "address": a} for n, a in clusters],
+        )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
     names = {f"digitalocean_droplet.{e['address']}": e["droplet"].name for e in entries}
@@ -333,11 +342,11 @@ def align_equals(text: str) -> str:
         m = _ASSIGN.match(line)
         single = m is not None and not line.rstrip().endswith(("{", "(", "["))
         if m and single and (not group or group[0][0] == m.group(1)):
-            group.append((m.group(1), m.group(2), line[m.end():]))
+            group.append((m.group(1), m.group(2), line[m.end() :]))
             continue
         flush()
         if m and single:
-            group.append((m.group(1), m.group(2), line[m.end():]))
+            group.append((m.group(1), m.group(2), line[m.end() :]))
         else:
             out.append(line)
     flush()

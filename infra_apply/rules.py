@@ -72,9 +72,7 @@ def run_rules(tree: Tree) -> list[Problem]:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def at(
-    m: Manifest, key: Key, message: str, *, at_key: bool = False, level: Level | None = None
-) -> Finding:
+def at(m: Manifest, key: Key, message: str, *, at_key: bool = False, level: Level | None = None) -> Finding:
     return Finding(m.path, m.locate(key, at_key=at_key), message, level)
 
 
@@ -100,7 +98,7 @@ def name_producer(name: str) -> str | None:
 
 
 def _where(m: Manifest, key: Key) -> str:
-    line, col = m.locate(key)
+    line, _ = m.locate(key)
     return f"{m.path}:{line}"
 
 
@@ -178,9 +176,7 @@ def cloud_provider(tree: Tree) -> Iterator[Finding]:
         provider = d.get("provider", m.data["provider"])
         if provider != "digitalocean":
             key: Key = ("droplets", i, "provider") if "provider" in d else ("provider",)
-            yield at(
-                m, key, f"droplet {d['name']!r} must run on provider digitalocean, not {provider!r}"
-            )
+            yield at(m, key, f"droplet {d['name']!r} must run on provider digitalocean, not {provider!r}")
 
 
 @rule("droplet_naming", "error")
@@ -189,9 +185,7 @@ def droplet_naming(tree: Tree) -> Iterator[Finding]:
     for m, key, name in _all_droplet_names(tree):
         if not DROPLET_NAME_RE.match(name):
             if key[0] == "service":  # droplets[].name is already reported by the schema pattern
-                yield at(
-                    m, key, f"{name!r} is not com.uvlava.<role> or com.uvlava.<ct|mc|quinn>.<role>"
-                )
+                yield at(m, key, f"{name!r} is not com.uvlava.<role> or com.uvlava.<ct|mc|quinn>.<role>")
             continue
         segment, tree_producer = name_producer(name), producer_of(tree, m)
         if segment is not None and tree_producer is not None and segment != tree_producer:
@@ -290,7 +284,7 @@ def shared_infra_topology(tree: Tree) -> Iterator[Finding]:
                 yield at(
                     m,
                     ("droplets", i, "services", j),
-                    f"service {s['name']!r} on shared droplet {d['name']!r} should say which producer it belongs to",
+                    f"service {s['name']!r} on shared droplet {d['name']!r} should name its producer",
                 )
             elif "producer" in s and s["producer"] not in producers:
                 yield at(
@@ -312,9 +306,7 @@ def env_variants(tree: Tree) -> Iterator[Finding]:
                 f".infra.yaml is the prod manifest; move environment {env!r} to .infra.{env}.yaml",
             )
         elif variant is not None and variant != "dev":
-            yield at(
-                m, (), f".infra.{variant}.yaml is not a known variant; only .infra.dev.yaml is used"
-            )
+            yield at(m, (), f".infra.{variant}.yaml is not a known variant; only .infra.dev.yaml is used")
         elif variant == "dev" and env != "dev":
             yield at(
                 m,
@@ -395,8 +387,11 @@ def do_limits(tree: Tree) -> Iterator[Finding]:
             )
         for key in ("size", "image"):
             if key in d and not SLUG_RE.match(d[key]):
-                yield at(m, ("droplets", i, key),
-                         f"{key} {d[key]!r} is not a DigitalOcean slug (lowercase letters, digits, '-', '.')")
+                yield at(
+                    m,
+                    ("droplets", i, key),
+                    f"{key} {d[key]!r} is not a DigitalOcean slug (lowercase letters, digits, '-', '.')",
+                )
     for m in tree.manifests:
         for key, value in m.data.get("database", {}).items():
             if not value.strip():
@@ -406,6 +401,5 @@ def do_limits(tree: Tree) -> Iterator[Finding]:
             yield Finding(
                 f"@{producer}",
                 (1, 1),
-                f"producer folder name {producer!r} cannot be a DigitalOcean tag "
-                "(letters, digits, '-', '_')",
+                f"producer folder name {producer!r} cannot be a DigitalOcean tag (letters, digits, '-', '_')",
             )

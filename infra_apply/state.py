@@ -46,8 +46,10 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path:
 def check_outside(state: Path, generated: Path) -> None:
     gen = generated.resolve()
     if state == gen or gen in state.parents:
-        raise InfraApplyError(f"INFRA_APPLY_STATE_DIR ({state}) is inside {gen}; state, plans and "
-                              ".terraform/ must never land in generated/")
+        raise InfraApplyError(
+            f"INFRA_APPLY_STATE_DIR ({state}) is inside {gen}; state, plans and "
+            ".terraform/ must never land in generated/"
+        )
 
 
 def root_key(root: Path) -> str:
@@ -81,8 +83,10 @@ class Backend:
             "skip_s3_checksum = true",
         ]
         body = "\n".join(f"    {line}" for line in lines if line)
-        return f'# Written by infra-apply from {CONFIG_NAME}; credentials come from the environment.\n' \
-               f'terraform {{\n  backend "s3" {{\n{body}\n  }}\n}}\n'
+        return (
+            f"# Written by infra-apply from {CONFIG_NAME}; credentials come from the environment.\n"
+            f'terraform {{\n  backend "s3" {{\n{body}\n  }}\n}}\n'
+        )
 
 
 def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
@@ -102,12 +106,14 @@ def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
     if kind == "local":
         return Backend("local")
     if kind != "s3":
-        raise InfraApplyError(f"[state] backend must be \"local\" or \"s3\", not {kind!r}", path=str(path))
+        raise InfraApplyError(f'[state] backend must be "local" or "s3", not {kind!r}', path=str(path))
     for key in ("access_key", "secret_key", "token"):
         if key in section:
-            raise InfraApplyError(f"[state] {key}: credentials never go in {CONFIG_NAME}; set "
-                                  "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment",
-                                  path=str(path))
+            raise InfraApplyError(
+                f"[state] {key}: credentials never go in {CONFIG_NAME}; set "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment",
+                path=str(path),
+            )
     if not section.get("bucket"):
         raise InfraApplyError("[state] bucket is required for the s3 backend", path=str(path))
     return Backend(

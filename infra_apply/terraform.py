@@ -26,6 +26,11 @@ from infra_apply.errors import InfraApplyError, TerraformError
 MIN_VERSION = (1, 5, 0)
 Printer = Callable[[str], None]
 
+# Every Terraform process ``run`` is waiting on, whatever the thread: only the main thread
+# ever sees a KeyboardInterrupt, so workers (parallel plans) need the main thread to forward it.
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Binary:
@@ -51,8 +56,13 @@ def find_binary(env: Mapping[str, str] | None = None) -> Binary:
             "(https://developer.hashicorp.com/terraform/install) or set INFRA_APPLY_TERRAFORM"
         )
     try:
-        out = subprocess.run([path, "version", "-json"], capture_output=True, text=True, timeout=60,
-                             env={**env, "CHECKPOINT_DISABLE": "1"})
+        out = subprocess.run(
+            [path, "version", "-json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "CHECKPOINT_DISABLE": "1"},
+        )
         version = str(json.loads(out.stdout)["terraform_version"])
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
         raise InfraApplyError(f"{path} does not answer like Terraform ({exc})") from None
@@ -93,11 +103,26 @@ def run(
     """
     try:
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except OSError as exc:
         raise TerraformError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    with _running_lock:
+        _running.add(proc)
+    try:
+        return _wait(proc, echo, echo_stderr)
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+
+
+def _wait(proc: subprocess.Popen[bytes], echo: Printer | None, echo_stderr: Printer | None) -> Result:
     out: list[str] = []
     err: list[str] = []
     readers = [
@@ -119,6 +144,20 @@ def run(
     if interrupted:
         raise KeyboardInterrupt
     return Result(proc.returncode, "".join(out), "".join(err))
+
+
+def interrupt_running() -> int:
+    """Forward a Ctrl-C to every Terraform ``run`` is waiting on, on any thread; how many.
+
+    For a caller whose Terraform runs on worker threads: when KeyboardInterrupt reaches its
+    main thread it calls this (again on a second Ctrl-C, Terraform's hard stop), then waits for
+    the workers, whose ``run`` returns Terraform's own failed result.
+    """
+    with _running_lock:
+        procs = [p for p in _running if p.poll() is None]
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    return len(procs)
 
 
 def _pump(stream: IO[bytes] | None, sink: list[str], echo: Printer | None) -> None:
@@ -147,13 +186,20 @@ class Workdir:
     path: Path
     env: Mapping[str, str]
 
-    def run(self, command: str, *positional: str, echo: Printer | None = None,
-            echo_stderr: Printer | None = None, **options: Any) -> Result:
+    def run(
+        self,
+        command: str,
+        *positional: str,
+        echo: Printer | None = None,
+        echo_stderr: Printer | None = None,
+        **options: Any,
+    ) -> Result:
         argv = build_args(self.binary, command, *positional, **options)
         return run(argv, self.path, self.env, echo=echo, echo_stderr=echo_stderr)
 
-    def must(self, command: str, *positional: str, what: str, echo: Printer | None = None,
-             **options: Any) -> Result:
+    def must(
+        self, command: str, *positional: str, what: str, echo: Printer | None = None, **options: Any
+    ) -> Result:
         result = self.run(command, *positional, echo=echo, **options)
         if result.code != 0:
             raise TerraformError(f"terraform {what} failed in {self.path}:\n{error_text(result)}")
@@ -164,13 +210,28 @@ def init(wd: Workdir, *, reconfigure: bool = False) -> None:
     wd.must("init", what="init", input=False, no_color=True, reconfigure=reconfigure)
 
 
-def plan(wd: Workdir, plan_file: str, *, variables: Mapping[str, str] | None = None,
-         refresh_only: bool = False, lock_timeout: str = "0s",
-         echo: Printer | None = None) -> bool:
+def plan(
+    wd: Workdir,
+    plan_file: str,
+    *,
+    variables: Mapping[str, str] | None = None,
+    refresh_only: bool = False,
+    lock_timeout: str = "0s",
+    echo: Printer | None = None,
+) -> bool:
     """Saved plan in ``plan_file``; True when it changes something (detailed exit code 2)."""
     var = [f"{k}={v}" for k, v in sorted((variables or {}).items())] or None
-    result = wd.run("plan", echo=echo, input=False, no_color=True, out=plan_file, detailed_exitcode=True,
-                    lock_timeout=lock_timeout, refresh_only=refresh_only, var=var)
+    result = wd.run(
+        "plan",
+        echo=echo,
+        input=False,
+        no_color=True,
+        out=plan_file,
+        detailed_exitcode=True,
+        lock_timeout=lock_timeout,
+        refresh_only=refresh_only,
+        var=var,
+    )
     if result.code not in (0, 2):
         raise TerraformError(f"terraform plan failed in {wd.path}:\n{error_text(result)}")
     return result.code == 2
@@ -186,10 +247,23 @@ def show_json(wd: Workdir, plan_file: str | None = None) -> dict[str, Any]:
     return doc
 
 
-def apply(wd: Workdir, plan_file: str, *, echo: Printer | None = None,
-          echo_stderr: Printer | None = None, lock_timeout: str = "0s") -> Result:
-    return wd.run("apply", plan_file, echo=echo, echo_stderr=echo_stderr, input=False, no_color=True,
-                  lock_timeout=lock_timeout)
+def apply(
+    wd: Workdir,
+    plan_file: str,
+    *,
+    echo: Printer | None = None,
+    echo_stderr: Printer | None = None,
+    lock_timeout: str = "0s",
+) -> Result:
+    return wd.run(
+        "apply",
+        plan_file,
+        echo=echo,
+        echo_stderr=echo_stderr,
+        input=False,
+        no_color=True,
+        lock_timeout=lock_timeout,
+    )
 
 
 def output_json(wd: Workdir, name: str) -> Any:

@@ -54,9 +54,7 @@ def validate_tree(root: Path, mesh_path: Path | None = None) -> Validation:
         try:
             m = load(root / ref.path, ref.path)
         except InfraApplyError as exc:
-            problems.append(
-                Problem(ref.path, exc.line, exc.col, "error", exc.rule or "yaml", exc.message)
-            )
+            problems.append(Problem(ref.path, exc.line, exc.col, "error", exc.rule or "yaml", exc.message))
             continue
         schema_problems = check_schema(m)
         problems.extend(schema_problems)
@@ -70,9 +68,7 @@ def validate_tree(root: Path, mesh_path: Path | None = None) -> Validation:
         str(mesh_path) if mesh_path else None,
     )
     problems.extend(run_rules(tree))
-    return Validation(
-        found, tuple(manifests), tuple(sorted(set(problems), key=Problem.sort_key)), mesh_hosts
-    )
+    return Validation(found, tuple(manifests), tuple(sorted(set(problems), key=Problem.sort_key)), mesh_hosts)
 
 
 def check_schema(m: Manifest) -> list[Problem]:

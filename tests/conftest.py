@@ -42,13 +42,21 @@ def project(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def producer_root(producer: str, *droplets: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "infra/v1", "project": f"{producer}-infra", "provider": "digitalocean",
-            "droplets": list(droplets)}
+    return {
+        "apiVersion": "infra/v1",
+        "project": f"{producer}-infra",
+        "provider": "digitalocean",
+        "droplets": list(droplets),
+    }
 
 
 def droplet(name: str, hosts: list[str], *services: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"name": name, "hosts": hosts,
-            "services": list(services) or [{"name": f"{hosts[0]}-svc", "kind": "api"}], **extra}
+    return {
+        "name": name,
+        "hosts": hosts,
+        "services": list(services) or [{"name": f"{hosts[0]}-svc", "kind": "api"}],
+        **extra,
+    }
 
 
 def base_tree() -> dict[str, Any]:
@@ -60,18 +68,24 @@ def base_tree() -> dict[str, Any]:
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("INFRA_APPLY_", "DIGITALOCEAN_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_APPLY_", "DIGITALOCEAN_"))}
     env["INFRA_APPLY_STATE_DIR"] = str(tmp_path / "state")
     env.update(extra)
     return env
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "infra_apply", *args], capture_output=True, text=True,
-                          env=dict(env) if env is not None else None, cwd=cwd, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "infra_apply", *args],
+        capture_output=True,
+        text=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture

@@ -8,16 +8,27 @@ from tests.conftest import write_tree
 
 
 def test_finds_manifests_and_producers_in_order(tmp_path: Path) -> None:
-    write_tree(tmp_path, {
-        "@quinn/.infra.yaml": "", "@ct/b/.infra.yaml": "", "@ct/a/.infra.dev.yaml": "",
-        "@ct/a/.infra.yaml": "", "@mc/deep/er/x/.infra.yaml": "", "@ct/a/infra.yaml": "",
-        "@ct/a/.infra.yaml.bak": "", "notes/readme.md": "",
-    })
+    write_tree(
+        tmp_path,
+        {
+            "@quinn/.infra.yaml": "",
+            "@ct/b/.infra.yaml": "",
+            "@ct/a/.infra.dev.yaml": "",
+            "@ct/a/.infra.yaml": "",
+            "@mc/deep/er/x/.infra.yaml": "",
+            "@ct/a/infra.yaml": "",
+            "@ct/a/.infra.yaml.bak": "",
+            "notes/readme.md": "",
+        },
+    )
     found = discover(tmp_path)
     assert found.producers == ("ct", "mc", "quinn")
     assert [m.path for m in found.manifests] == [
-        "@ct/a/.infra.dev.yaml", "@ct/a/.infra.yaml", "@ct/b/.infra.yaml",
-        "@mc/deep/er/x/.infra.yaml", "@quinn/.infra.yaml",
+        "@ct/a/.infra.dev.yaml",
+        "@ct/a/.infra.yaml",
+        "@ct/b/.infra.yaml",
+        "@mc/deep/er/x/.infra.yaml",
+        "@quinn/.infra.yaml",
     ]
     by_path = {m.path: m for m in found.manifests}
     assert by_path["@ct/a/.infra.dev.yaml"].variant == "dev"

@@ -11,7 +11,6 @@ import pytest
 from infra_apply.sandbox import cloud
 from tests.conftest import cli_env, run_cli
 
-
 QUINN = {"com.uvlava.dns", "com.uvlava.quinn.artifacts", "com.uvlava.quinn.mcp"}
 
 
@@ -66,8 +65,12 @@ def test_apply_one_producer_then_no_changes(ops: Ops) -> None:
     assert code == 2 and doc["producers"]["ct"]["counts"]["create"] > 0
     # every quinn host is registered with the sandbox's addresses
     live = ops.droplets()
-    for host, name in (("dns", "com.uvlava.dns"), ("forge", "com.uvlava.quinn.artifacts"),
-                       ("registry", "com.uvlava.quinn.artifacts"), ("mcp", "com.uvlava.quinn.mcp")):
+    for host, name in (
+        ("dns", "com.uvlava.dns"),
+        ("forge", "com.uvlava.quinn.artifacts"),
+        ("registry", "com.uvlava.quinn.artifacts"),
+        ("mcp", "com.uvlava.quinn.mcp"),
+    ):
         entry = ops.hosts()[host]
         assert entry["droplet"] == name
         assert entry["public_ip"] == live[name]["ipv4_address"]
@@ -85,12 +88,12 @@ def test_removing_a_droplet_is_refused_until_allowed(ops: Ops) -> None:
     start = text.index("  - name: com.uvlava.quinn.mcp")
     end = text.index("  - name: com.uvlava.dns")
     manifest.write_text(text[:start] + text[end:])
-    code, out, err = ops.apply("quinn")
+    code, _, err = ops.apply("quinn")
     assert code == 3
     assert "com.uvlava.quinn.mcp" in err and "--allow-destroy" in err
     assert "com.uvlava.quinn.mcp" in ops.droplets()
     assert "mcp" in ops.hosts()
-    code, out, err = ops.apply("quinn", "--allow-destroy", "com.uvlava.quinn.mcp")
+    code, _, err = ops.apply("quinn", "--allow-destroy", "com.uvlava.quinn.mcp")
     assert code == 0, err
     assert "com.uvlava.quinn.mcp" not in ops.droplets()
     assert "mcp" not in ops.hosts()
@@ -118,7 +121,9 @@ def test_name_edit_plans_nothing_reports_drift_and_rename_fixes_it(ops: Ops) -> 
     assert "name drift" in out and "com.uvlava.ct.apps" in out and "com.uvlava.ct.services" in out
     code, out, _ = ops.sandbox("plan", "--producer", "ct", "--format", "json")
     drift = json.loads(out)["producers"]["ct"]["drift"]
-    assert [(d["live_name"], d["manifest_name"]) for d in drift] == [("com.uvlava.ct.services", "com.uvlava.ct.apps")]
+    assert [(d["live_name"], d["manifest_name"]) for d in drift] == [
+        ("com.uvlava.ct.services", "com.uvlava.ct.apps")
+    ]
     assert "name drift" in ops.sandbox("plan", "--producer", "ct", "--format", "markdown")[1].lower()
     code, out, err = ops.sandbox("rename", "--producer", "ct", "com.uvlava.ct.apps")
     assert code == 0, err

@@ -19,15 +19,18 @@ def test_aliases_expand_to_copies() -> None:
     assert m.data["a"] == m.data["b"] and m.data["a"] is not m.data["b"]
 
 
-@pytest.mark.parametrize(("raw", "where", "text"), [
-    (b"a: 1\nb:\n  c: 1\n  c: 2\n", (4, 3), "duplicate key 'c' (first defined at line 3)"),
-    (b"a: !!python/object/apply:os.system [ls]\n", (1, 4), "unsupported YAML tag"),
-    (b"a: &a [*a]\n", (1, 8), "recursive alias"),
-    (b"a: 1\n\x00", (2, 1), "binary file"),
-    (b"ok: 1\nbad: \xc3\x28\n", (2, 6), "not valid UTF-8"),
-    (b"[1]\n", (1, 1), "the document is a list"),
-    (b"a: 1\n---\nb: 1\n", (2, 1), "more than one YAML document"),
-])
+@pytest.mark.parametrize(
+    ("raw", "where", "text"),
+    [
+        (b"a: 1\nb:\n  c: 1\n  c: 2\n", (4, 3), "duplicate key 'c' (first defined at line 3)"),
+        (b"a: !!python/object/apply:os.system [ls]\n", (1, 4), "unsupported YAML tag"),
+        (b"a: &a [*a]\n", (1, 8), "recursive alias"),
+        (b"a: 1\n\x00", (2, 1), "binary file"),
+        (b"ok: 1\nbad: \xc3\x28\n", (2, 6), "not valid UTF-8"),
+        (b"[1]\n", (1, 1), "the document is a list"),
+        (b"a: 1\n---\nb: 1\n", (2, 1), "more than one YAML document"),
+    ],
+)
 def test_hostile_input_is_a_located_yaml_error(raw: bytes, where: tuple[int, int], text: str) -> None:
     with pytest.raises(YamlError) as exc:
         parse(raw, "f.yaml")

@@ -53,7 +53,9 @@ def planned(sandbox: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.mark.parametrize("producer", PRODUCERS)
-def test_generated_module_inits_validates_and_plans(planned: dict[str, dict[str, Any]], producer: str) -> None:
+def test_generated_module_inits_validates_and_plans(
+    planned: dict[str, dict[str, Any]], producer: str
+) -> None:
     changes = planned[producer]["resource_changes"]
     assert changes and all(rc["change"]["actions"] in (["create"], ["no-op"], ["read"]) for rc in changes)
 
@@ -94,7 +96,9 @@ def _compatible(kind: Any, value: Any) -> bool:
     return False
 
 
-def test_every_emitted_type_and_attribute_exists_in_the_real_provider(planned: dict[str, dict[str, Any]]) -> None:
+def test_every_emitted_type_and_attribute_exists_in_the_real_provider(
+    planned: dict[str, dict[str, Any]],
+) -> None:
     problems: list[str] = []
     seen = set()
     for doc in planned.values():
@@ -104,8 +108,13 @@ def test_every_emitted_type_and_attribute_exists_in_the_real_provider(planned: d
             seen.add(rtype)
             problems += _check_block(rtype, table[rtype], expressions)
     assert problems == []
-    assert seen == {"digitalocean_droplet", "digitalocean_firewall", "digitalocean_database_db",
-                    "digitalocean_database_user", "digitalocean_database_cluster"}
+    assert seen == {
+        "digitalocean_droplet",
+        "digitalocean_firewall",
+        "digitalocean_database_db",
+        "digitalocean_database_user",
+        "digitalocean_database_cluster",
+    }
 
 
 def test_droplets_ignore_the_attributes_do_never_reads_back(planned: dict[str, dict[str, Any]]) -> None:
@@ -117,9 +126,28 @@ def test_droplets_ignore_the_attributes_do_never_reads_back(planned: dict[str, d
 # --- hostile strings ------------------------------------------------------------------------
 
 HOSTILE = st.one_of(
-    st.sampled_from(['${path.module}', '%{ if true }x%{ endif }', '"; } resource "x" "y" { #', "a\\", "\\${x}",
-                     "$${x}", "line\nbreak", "tab\there", "\u202eevil", "é€😀", "", " ", "%%{x}", "${", "%{",
-                     "\x1b[31m", "*/ /*", "<<EOT\nx\nEOT"]),
+    st.sampled_from(
+        [
+            "${path.module}",
+            "%{ if true }x%{ endif }",
+            '"; } resource "x" "y" { #',
+            "a\\",
+            "\\${x}",
+            "$${x}",
+            "line\nbreak",
+            "tab\there",
+            "\u202eevil",
+            "é€😀",
+            "",
+            " ",
+            "%%{x}",
+            "${",
+            "%{",
+            "\x1b[31m",
+            "*/ /*",
+            "<<EOT\nx\nEOT",
+        ]
+    ),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12),
 )
 
@@ -129,16 +157,28 @@ class HostileTree:
 
     def __init__(self, base: Path) -> None:
         self.root = base / "root"
-        self.ctx = deploy.Context(root=self.root, out=base / "generated", sandbox=True, mesh_path=None,
-                                  env=cli_env(base), say=lambda _: None)
+        self.ctx = deploy.Context(
+            root=self.root,
+            out=base / "generated",
+            sandbox=True,
+            mesh_path=None,
+            env=cli_env(base),
+            say=lambda _: None,
+        )
 
     def run(self, host: str, cluster: str, name: str, user: str, project_name: str) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-        write_tree(self.root, {
-            "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.box", [host])),
-            "@ct/app/.infra.yaml": project(project_name, service={"host": host},
-                                           database={"cluster": cluster, "name": name, "user": user}),
-        })
+        write_tree(
+            self.root,
+            {
+                "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.box", [host])),
+                "@ct/app/.infra.yaml": project(
+                    project_name,
+                    service={"host": host},
+                    database={"cluster": cluster, "name": name, "user": user},
+                ),
+            },
+        )
         try:
             project_ = deploy.load_project(self.ctx, lambda _: None)
         except ValidationFailed as exc:
@@ -147,12 +187,17 @@ class HostileTree:
             return
         [prep] = deploy.prepare(self.ctx, project_, ["ct"])
         planned = deploy.plan_one(prep, lambda _: None)
-        values = {r["address"]: r["values"] for r in planned.raw["planned_values"]["root_module"]["resources"]}
+        values = {
+            r["address"]: r["values"] for r in planned.raw["planned_values"]["root_module"]["resources"]
+        }
         db = next(v for a, v in values.items() if a.startswith("digitalocean_database_db."))
         usr = next(v for a, v in values.items() if a.startswith("digitalocean_database_user."))
         assert (db["name"], usr["name"]) == (name, user)
-        cluster_read = [r for r in planned.raw["prior_state"]["values"]["root_module"]["resources"]
-                        if r["type"] == "digitalocean_database_cluster"]
+        cluster_read = [
+            r
+            for r in planned.raw["prior_state"]["values"]["root_module"]["resources"]
+            if r["type"] == "digitalocean_database_cluster"
+        ]
         assert [r["values"]["name"] for r in cluster_read] == [cluster]
         assert tf.apply(prep.wd, deploy.PLAN_FILE).code == 0
         output = tf.output_json(prep.wd, "droplets")
@@ -164,8 +209,11 @@ def hostile_tree(tmp_path_factory: pytest.TempPathFactory) -> HostileTree:
     return HostileTree(tmp_path_factory.mktemp("hostile"))
 
 
-@settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "8")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "8")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(host=HOSTILE, cluster=HOSTILE, name=HOSTILE, user=HOSTILE, project_name=HOSTILE)
 def test_hostile_strings_are_rejected_or_reach_terraform_verbatim(
     hostile_tree: HostileTree, host: str, cluster: str, name: str, user: str, project_name: str
