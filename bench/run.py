@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -144,10 +145,90 @@ def bench_help(ctx: Context) -> list[Row]:
     return [against_target("infra-apply --help", median, 0.3)]
 
 
+def bench_render(ctx: Context) -> list[Row]:
+    """validate + render of the whole tree into a fresh folder, then --check on the unchanged one."""
+    out = ctx.repo / "bench" / "out" / "generated"
+    base = ctx.command("--root", str(ctx.tree), "render", "--mesh-hosts", str(ctx.mesh_hosts), "--out", str(out))
+    write = command_runner(base)
+
+    def fresh() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        write()
+
+    shutil.rmtree(out, ignore_errors=True)
+    median = median_time(fresh, ctx.runs)
+    check = median_time(command_runner([*base, "--check"]), ctx.runs)
+    return [
+        against_target("validate + render (fresh out dir)", median, 2.0, f"{ctx.manifests} manifests"),
+        against_target("render --check (unchanged)", check, 2.0),
+    ]
+
+
+def _sandbox_env(state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_APPLY_", "DIGITALOCEAN_"))}
+    env["INFRA_APPLY_STATE_DIR"] = str(state)
+    return env
+
+
+def _run_ok(command: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> None:
+    done = subprocess.run(list(command), env=env, cwd=cwd, capture_output=True, check=False)
+    if done.returncode not in (0, 2):
+        raise BenchError(f"`{' '.join(command)}` exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+
+
+def _plan_overhead(ctx: Context, tree: Path, label: str, extra: Sequence[str] = ()) -> list[Row]:
+    """infra-apply's plan of quinn against a bare `terraform plan` in the same working copy."""
+    from infra_apply.sandbox.install import install
+    from infra_apply.state import root_key
+
+    state = ctx.repo / "bench" / "out" / "state"
+    env = _sandbox_env(state)
+    ours = [*ctx.command("--root", str(tree), "plan", "--sandbox", "--producer", "quinn", *extra)]
+    _run_ok(ours, env)  # prepares the working copy: rendered files, init, sandbox mirror
+    work = state / "work" / "sandbox" / root_key(tree) / "quinn"
+    tf_env = {**env, **install(state).env, "TF_IN_AUTOMATION": "1"}
+    tf_env.pop("TF_PLUGIN_CACHE_DIR", None)
+    bare = ["terraform", "plan", "-input=false", "-no-color", "-lock-timeout=0s", "-detailed-exitcode",
+            "-out=bare.tfplan"]
+    t_ours = median_time(lambda: _run_ok(ours, env), ctx.runs)
+    t_bare = median_time(lambda: _run_ok(bare, tf_env, work), ctx.runs)
+    ratio = t_ours / t_bare
+    return [
+        Row(f"bare terraform plan, quinn ({label})", t_bare, note="baseline"),
+        Row(f"infra-apply plan --producer quinn --sandbox ({label})", t_ours, "<= 1.15x bare", ratio,
+            ratio <= 1.15, "validate + render + plan + show -json + summary"),
+    ]
+
+
+def bench_plan(ctx: Context) -> list[Row]:
+    """Sandbox plan overhead on the example tree and on the synthetic tree; then all producers
+    of the example tree at once against one after another."""
+    example = ctx.repo / "examples" / "producer-tree"
+    rows = _plan_overhead(ctx, example, "example tree")
+    rows += _plan_overhead(ctx, ctx.tree, "synthetic tree", ("--mesh-hosts", str(ctx.mesh_hosts)))
+    env = _sandbox_env(ctx.repo / "bench" / "out" / "state")
+    plan = [*ctx.command("--root", str(example), "plan", "--sandbox")]
+    t_par = median_time(lambda: _run_ok(plan, env), ctx.runs)
+
+    def one_by_one() -> None:
+        for producer in ("ct", "mc", "quinn"):
+            _run_ok([*plan, "--producer", producer], env)
+
+    t_seq = median_time(one_by_one, ctx.runs)
+    return [
+        *rows,
+        Row("plan ct, mc, quinn one after another", t_seq, note="baseline"),
+        Row("plan all producers at once", t_par, "<= 0.70x sequential", t_par / t_seq, t_par / t_seq <= 0.7,
+            f"{os.cpu_count()} CPUs"),
+    ]
+
+
 BENCHES: list[Bench] = [
     Bench("discover", "discovery alone vs find(1)", bench_discover),
     Bench("validate", "infra-apply validate on the whole tree", bench_validate),
     Bench("help", "infra-apply --help start-up", bench_help),
+    Bench("render", "validate + render of the whole tree, and render --check", bench_render),
+    Bench("plan", "sandbox plan overhead and parallel plans (example tree)", bench_plan),
 ]
 
 
