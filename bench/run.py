@@ -148,7 +148,9 @@ def bench_help(ctx: Context) -> list[Row]:
 def bench_render(ctx: Context) -> list[Row]:
     """validate + render of the whole tree into a fresh folder, then --check on the unchanged one."""
     out = ctx.repo / "bench" / "out" / "generated"
-    base = ctx.command("--root", str(ctx.tree), "render", "--mesh-hosts", str(ctx.mesh_hosts), "--out", str(out))
+    base = ctx.command(
+        "--root", str(ctx.tree), "render", "--mesh-hosts", str(ctx.mesh_hosts), "--out", str(out)
+    )
     write = command_runner(base)
 
     def fresh() -> None:
@@ -188,15 +190,28 @@ def _plan_overhead(ctx: Context, tree: Path, label: str, extra: Sequence[str] = 
     work = state / "work" / "sandbox" / root_key(tree) / "quinn"
     tf_env = {**env, **install(state).env, "TF_IN_AUTOMATION": "1"}
     tf_env.pop("TF_PLUGIN_CACHE_DIR", None)
-    bare = ["terraform", "plan", "-input=false", "-no-color", "-lock-timeout=0s", "-detailed-exitcode",
-            "-out=bare.tfplan"]
+    bare = [
+        "terraform",
+        "plan",
+        "-input=false",
+        "-no-color",
+        "-lock-timeout=0s",
+        "-detailed-exitcode",
+        "-out=bare.tfplan",
+    ]
     t_ours = median_time(lambda: _run_ok(ours, env), ctx.runs)
     t_bare = median_time(lambda: _run_ok(bare, tf_env, work), ctx.runs)
     ratio = t_ours / t_bare
     return [
         Row(f"bare terraform plan, quinn ({label})", t_bare, note="baseline"),
-        Row(f"infra-apply plan --producer quinn --sandbox ({label})", t_ours, "<= 1.15x bare", ratio,
-            ratio <= 1.15, "validate + render + plan + show -json + summary"),
+        Row(
+            f"infra-apply plan --producer quinn --sandbox ({label})",
+            t_ours,
+            "<= 1.15x bare",
+            ratio,
+            ratio <= 1.15,
+            "validate + render + plan + show -json + summary",
+        ),
     ]
 
 
@@ -218,8 +233,14 @@ def bench_plan(ctx: Context) -> list[Row]:
     return [
         *rows,
         Row("plan ct, mc, quinn one after another", t_seq, note="baseline"),
-        Row("plan all producers at once", t_par, "<= 0.70x sequential", t_par / t_seq, t_par / t_seq <= 0.7,
-            f"{os.cpu_count()} CPUs"),
+        Row(
+            "plan all producers at once",
+            t_par,
+            "<= 0.70x sequential",
+            t_par / t_seq,
+            t_par / t_seq <= 0.7,
+            f"{os.cpu_count()} CPUs",
+        ),
     ]
 
 
@@ -300,9 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     params = gen_tree.Params()
     layout = gen_tree.ensure_tree(args.out, params, force=args.regen)
-    ctx = Context(
-        REPO, layout.tree, layout.mesh_hosts, max(args.runs, 1), params.manifests, cli_command()
-    )
+    ctx = Context(REPO, layout.tree, layout.mesh_hosts, max(args.runs, 1), params.manifests, cli_command())
     selected = [b for b in BENCHES if not args.only or b.name in args.only]
     rows = [row for bench in selected for row in run_bench(bench, ctx)]
     print(format_table(rows))

@@ -89,37 +89,114 @@ class Backend:
         )
 
 
+STATE_KEYS = ("backend", "bucket", "endpoint", "region", "key_prefix")
+# Anything that looks like a credential is refused by name, and its value is never echoed.
+CREDENTIAL_KEYS = frozenset(
+    {
+        "access_key",
+        "secret_key",
+        "token",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+    }
+)
+
+
 def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
     env = os.environ if env is None else env
     path = Path(env["INFRA_APPLY_CONFIG"]) if env.get("INFRA_APPLY_CONFIG") else root / CONFIG_NAME
+    shown = _shown(path, root)
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        text = path.read_text("utf-8")
     except FileNotFoundError:
         if env.get("INFRA_APPLY_CONFIG"):
             raise InfraApplyError(f"INFRA_APPLY_CONFIG names {path}, which does not exist") from None
         return Backend("local")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InfraApplyError(f"cannot read {CONFIG_NAME}: {exc}", path=shown) from None
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InfraApplyError(f"invalid TOML: {exc}", path=str(path), line=1, col=1) from None
+        message, line, col = _toml_error(str(exc), text)
+        raise InfraApplyError(f"invalid TOML: {message}", path=shown, line=line, col=col) from None
+
+    def fail(message: str, key: str | None = None, table: str = "state") -> InfraApplyError:
+        line, col = _locate(text, table, key)
+        return InfraApplyError(message, path=shown, line=line, col=col)
+
     section = doc.get("state", {})
+    if not isinstance(section, dict):
+        raise fail("state must be a table: write [state] and its settings below it", "state", table="")
+    for key in section:
+        if key.lower() in CREDENTIAL_KEYS:
+            raise fail(
+                f"[state] {key}: credentials never go in {CONFIG_NAME}; set "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment",
+                key,
+            )
+    for key, value in section.items():
+        if key not in STATE_KEYS:
+            raise fail(f"[state] {key}: unknown setting (known: {', '.join(STATE_KEYS)})", key)
+        if not isinstance(value, str):
+            raise fail(f"[state] {key} must be a string", key)
     kind = section.get("backend", "local")
     if kind == "local":
         return Backend("local")
     if kind != "s3":
-        raise InfraApplyError(f'[state] backend must be "local" or "s3", not {kind!r}', path=str(path))
-    for key in ("access_key", "secret_key", "token"):
-        if key in section:
-            raise InfraApplyError(
-                f"[state] {key}: credentials never go in {CONFIG_NAME}; set "
-                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment",
-                path=str(path),
-            )
+        raise fail(f'[state] backend must be "local" or "s3", not {kind!r}', "backend")
     if not section.get("bucket"):
-        raise InfraApplyError("[state] bucket is required for the s3 backend", path=str(path))
+        raise fail("[state] bucket is required for the s3 backend", "bucket")
     return Backend(
         "s3",
-        bucket=str(section["bucket"]),
-        endpoint=str(section.get("endpoint", "")),
-        region=str(section.get("region", "us-east-1")),
-        key_prefix=str(section.get("key_prefix", "infra-apply")).strip("/"),
+        bucket=section["bucket"],
+        endpoint=section.get("endpoint", ""),
+        region=section.get("region") or "us-east-1",
+        key_prefix=(section.get("key_prefix", "infra-apply").strip("/") or "infra-apply"),
     )
+
+
+def _shown(path: Path, root: Path) -> str:
+    """The config path as messages show it: relative to the root when inside it."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _toml_error(message: str, text: str) -> tuple[str, int, int]:
+    """tomllib's "... (at line L, column C)" as (message, L, C)."""
+    import re
+
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if m:
+        return message[: m.start()], int(m.group(1)), int(m.group(2))
+    m = re.search(r"\s*\(at end of document\)$", message)
+    if m:
+        return message[: m.start()], max(1, len(text.splitlines())), 1
+    return message, 1, 1
+
+
+def _locate(text: str, table: str, key: str | None) -> tuple[int, int]:
+    """Line and column of ``key`` in ``[table]`` ("" = top level); the table header when
+    ``key`` is None or not found there; 0, 0 when neither is found."""
+    import re
+
+    current = ""
+    header = (0, 0)
+    for number, line in enumerate(text.splitlines(), start=1):
+        m = re.match(r"\s*\[\s*([^\]]+?)\s*\]", line)
+        if m and not line.lstrip().startswith("[["):
+            current = m.group(1).strip().strip('"')
+            if current == table:
+                header = (number, line.index("[") + 1)
+            continue
+        if current != table or key is None:
+            continue
+        m = re.match(rf"(\s*)[\"']?{re.escape(key)}[\"']?\s*[=.]", line)
+        if m:
+            return number, len(m.group(1)) + 1
+    return header
