@@ -51,8 +51,9 @@ class Group(click.Group):
 
 
 class Settings:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, mesh_hosts: Path | None) -> None:
         self.root = root
+        self.mesh_hosts = mesh_hosts
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,9 +65,12 @@ class Settings:
     show_default="$INFRA_APPLY_ROOT, else the current folder",
     help="Folder holding the producer trees (@ct/, @mc/, @quinn/).",
 )
+@click.option("--mesh-hosts", "mesh_hosts", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="INFRA_APPLY_MESH_HOSTS", default=None,
+              help="net-tools mesh-hosts.json for every command (each command also takes it).")
 @click.version_option(package_name="infra-apply")
 @click.pass_context
-def cli(ctx: click.Context, root: Path) -> None:
+def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None) -> None:
     """Turn a tree of .infra.yaml manifests into DigitalOcean Terraform, plan and apply it per
     producer, and register the new hosts in the WireGuard mesh registry (mesh-hosts.json).
 
@@ -80,7 +84,14 @@ def cli(ctx: click.Context, root: Path) -> None:
     Environment: INFRA_APPLY_ROOT, INFRA_APPLY_MESH_HOSTS, INFRA_APPLY_STATE_DIR,
     INFRA_APPLY_TERRAFORM, DIGITALOCEAN_TOKEN (read by Terraform only, never written).
     """
-    ctx.obj = Settings(root)
+    ctx.obj = Settings(root, mesh_hosts)
+
+
+def _group_mesh(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None or ctx.parent is None:
+        return value
+    group_value: Path | None = ctx.parent.params.get("mesh_hosts")  # parsed before subcommands
+    return group_value
 
 
 def mesh_option(fn: F) -> F:
@@ -90,6 +101,7 @@ def mesh_option(fn: F) -> F:
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="INFRA_APPLY_MESH_HOSTS",
         default=None,
+        callback=_group_mesh,
         help="net-tools mesh-hosts.json (default $INFRA_APPLY_MESH_HOSTS). Validation checks "
         "service.host against it; register writes into it.",
     )(fn)
@@ -439,7 +451,7 @@ def register(
         return
     for line in mesh.describe(result):
         click.echo(line)
-    if not result.written:
+    if not result.wrote:
         click.echo(f"{mesh_hosts} already up to date")
 
 

@@ -57,6 +57,8 @@ class InfraApplyError(Exception):
         body = f"error {self.rule}: {self.message}" if self.rule else f"error: {self.message}"
         if self.path is None:
             return body
+        if not self.line:
+            return f"{self.path}: {body}"
         return f"{self.path}:{self.line}:{self.col}: {body}"
 
 

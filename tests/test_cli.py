@@ -1,0 +1,123 @@
+"""The command-line contract: messages, formats, exit codes, never a traceback for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from infra_apply import cli as cli_module
+from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, project, run_cli, write_tree
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli_module.cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_example_tree_is_valid_and_strict_clean() -> None:
+    code, out, _ = invoke("--root", str(EXAMPLE_TREE), "validate", "--strict", "--mesh-hosts", str(EXAMPLE_MESH))
+    assert code == 0
+    assert out.strip() == "0 error(s), 0 warning(s) in 10 manifest(s) under 3 producer(s)"
+
+
+def test_every_problem_of_every_file_is_printed_then_a_summary(tmp_path: Path) -> None:
+    write_tree(tmp_path, {**base_tree(),
+                          "@ct/a/.infra.yaml": "apiVersion: infra/v2\nproject: a\nprovider: aws\n",
+                          "@ct/b/.infra.yaml": "project: [\n",
+                          "@ct/c/.infra.yaml": project("c", service={"host": "10.0.0.1"})})
+    code, out, _ = invoke("--root", str(tmp_path), "validate")
+    lines = out.strip().splitlines()
+    assert code == 1
+    assert "@ct/a/.infra.yaml:1:13: error schema: apiVersion: 'infra/v1' was expected" in lines
+    assert any(line.startswith("@ct/a/.infra.yaml:3:11: error schema: provider:") for line in lines)
+    assert any(line.startswith("@ct/b/.infra.yaml:2:1: error yaml:") for line in lines)
+    assert any(line.startswith("@ct/c/.infra.yaml:") and "warning mesh_host_resolution" in line for line in lines)
+    assert lines[-1].startswith("3 error(s), ")
+    assert lines[-1].endswith("— invalid")
+
+
+def test_strict_fails_on_warnings(tmp_path: Path) -> None:
+    write_tree(tmp_path, {**base_tree(), "@ct/app/app.manifest.yaml": "x: 1\n"})
+    assert invoke("--root", str(tmp_path), "validate")[0] == 0
+    assert invoke("--root", str(tmp_path), "validate", "--strict")[0] == 1
+
+
+def test_json_format(tmp_path: Path) -> None:
+    write_tree(tmp_path, {**base_tree(), "@ct/app/.infra.yaml": project("app", environment="qa")})
+    code, out, _ = invoke("--root", str(tmp_path), "validate", "--format", "json")
+    doc = json.loads(out)
+    assert code == 1 and doc["valid"] is False and doc["errors"] == 1
+    [p] = doc["problems"]
+    assert (p["path"], p["line"], p["rule"], p["level"]) == ("@ct/app/.infra.yaml", 8, "schema", "error")
+
+
+def test_schema_command_prints_the_schema_editors_use() -> None:
+    code, out, _ = invoke("schema")
+    schema = json.loads(out)
+    assert code == 0 and schema["$schema"].endswith("2020-12/schema")
+    validator = jsonschema.Draft202012Validator(schema)
+    for manifest in EXAMPLE_TREE.rglob(".infra*.yaml"):
+        assert not list(validator.iter_errors(yaml.safe_load(manifest.read_text())))
+    droplet = schema["properties"]["droplets"]["items"]["properties"]
+    assert {"region", "size", "image"} <= set(droplet)
+
+
+def test_help_explains_every_command() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0
+    for command in ("validate", "render", "plan", "apply", "register", "rename", "adopt", "schema"):
+        assert command in out
+        assert invoke(command, "--help")[0] == 0
+
+
+def test_missing_root_is_one_line_exit_1(tmp_path: Path) -> None:
+    result = run_cli("--root", str(tmp_path / "nope"), "validate")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "is not a folder" in result.stderr
+
+
+def test_broken_mesh_hosts_is_located_and_never_rewritten(tmp_path: Path) -> None:
+    write_tree(tmp_path, base_tree())
+    mesh = tmp_path / "m.json"
+    mesh.write_text('{"network": "10.9.0.0/24",\n "hosts": {,}}\n')
+    before = mesh.read_bytes()
+    result = run_cli("--root", str(tmp_path), "--mesh-hosts", str(mesh), "validate")
+    assert result.returncode == 1 and f"{mesh}:2:" in result.stderr and "Traceback" not in result.stderr
+    assert mesh.read_bytes() == before
+
+
+def test_a_bug_prints_a_traceback_and_its_own_exit_code(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def boom(*_: object, **__: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("infra_apply.validate.validate_tree", boom)
+    result = CliRunner().invoke(cli_module.cli, ["--root", str(tmp_path), "validate"])
+    assert result.exit_code == cli_module.EXIT_BUG
+    assert "Traceback" in result.stderr and "internal error" in result.stderr
+
+
+def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("infra_apply.validate.validate_tree", interrupted)
+    assert CliRunner().invoke(cli_module.cli, ["--root", str(tmp_path), "validate"]).exit_code == 130
+
+
+def test_render_refuses_an_invalid_tree_and_writes_nothing(tmp_path: Path) -> None:
+    write_tree(tmp_path / "root", {**base_tree(), "@ct/app/.infra.yaml": "apiVersion: 1\n"})
+    code, _, err = invoke("--root", str(tmp_path / "root"), "render", "--out", str(tmp_path / "out"))
+    assert code == 1 and "nothing was done" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_producer_is_named(tmp_path: Path) -> None:
+    write_tree(tmp_path, base_tree())
+    code, _, err = invoke("--root", str(tmp_path), "plan", "--producer", "zz", "--sandbox")
+    assert code == 1 and "unknown producer zz" in err and "ct" in err
