@@ -166,3 +166,19 @@ def test_apply_without_a_terminal_needs_auto_approve(ops: Ops) -> None:
     code, _, err = ops.sandbox("apply", "--producer", "quinn")
     assert code == 1 and "--auto-approve" in err
     assert ops.droplets() == {}
+
+
+def test_register_on_demand_dry_run_then_idempotent(ops: Ops) -> None:
+    code, _, err = ops.run("apply", "--producer", "quinn", "--auto-approve", "--sandbox", "--out", str(ops.out))
+    assert code == 0 and "hosts not registered" in err
+    before = ops.mesh.read_bytes()
+    code, out, _ = ops.sandbox("register", "--producer", "quinn", "--dry-run")
+    assert code == 0 and '+    "mcp": {' in out and out.startswith("---")
+    assert ops.mesh.read_bytes() == before
+    code, out, _ = ops.sandbox("register", "--producer", "quinn")
+    assert code == 0 and "+ mcp 10.9.0." in out
+    after = ops.mesh.read_bytes()
+    assert after != before
+    code, out, _ = ops.sandbox("register", "--producer", "quinn")
+    assert code == 0 and "already up to date" in out
+    assert ops.mesh.read_bytes() == after

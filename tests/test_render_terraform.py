@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from infra_apply import deploy
@@ -152,6 +152,10 @@ HOSTILE = st.one_of(
 )
 
 
+# Values the slug and tag checks let through, so the accepted path is exercised too.
+SLUGGISH = st.from_regex(r"\A[a-z0-9][a-z0-9._-]{0,10}\Z")
+
+
 class HostileTree:
     """One fixed folder rewritten per example, so Terraform's init is done once."""
 
@@ -166,12 +170,15 @@ class HostileTree:
             say=lambda _: None,
         )
 
-    def run(self, host: str, cluster: str, name: str, user: str, project_name: str) -> None:
+    def run(self, host: str, cluster: str, name: str, user: str, project_name: str, role: str, size: str,
+            image: str) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         write_tree(
             self.root,
             {
-                "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.box", [host])),
+                "@ct/.infra.yaml": producer_root(
+                    "ct", droplet("com.uvlava.ct.box", [host], role=role, size=size, image=image)
+                ),
                 "@ct/app/.infra.yaml": project(
                     project_name,
                     service={"host": host},
@@ -193,6 +200,9 @@ class HostileTree:
         db = next(v for a, v in values.items() if a.startswith("digitalocean_database_db."))
         usr = next(v for a, v in values.items() if a.startswith("digitalocean_database_user."))
         assert (db["name"], usr["name"]) == (name, user)
+        box = values["digitalocean_droplet.ct_box"]
+        assert (box["size"], box["image"]) == (size, image)
+        assert f"role:{role}" in box["tags"]
         cluster_read = [
             r
             for r in planned.raw["prior_state"]["values"]["root_module"]["resources"]
@@ -210,12 +220,18 @@ def hostile_tree(tmp_path_factory: pytest.TempPathFactory) -> HostileTree:
 
 
 @settings(
-    max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "8")),
+    max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(host=HOSTILE, cluster=HOSTILE, name=HOSTILE, user=HOSTILE, project_name=HOSTILE)
+@example(host="${path.module}", cluster='pg"\\${x}', name="a\nb%{ if true }", user="$${u}",
+         project_name="*/ \u202e", role="r", size="s-1vcpu-1gb", image="ubuntu-24-04-x64")
+@example(host='"; } #', cluster="%%{x}", name="\\", user="é€😀", project_name="\n", role="a:b",
+         size="gpu-x", image="123")
+@given(host=HOSTILE, cluster=HOSTILE, name=HOSTILE, user=HOSTILE, project_name=HOSTILE,
+       role=HOSTILE | SLUGGISH, size=HOSTILE | SLUGGISH, image=HOSTILE | SLUGGISH)
 def test_hostile_strings_are_rejected_or_reach_terraform_verbatim(
-    hostile_tree: HostileTree, host: str, cluster: str, name: str, user: str, project_name: str
+    hostile_tree: HostileTree, host: str, cluster: str, name: str, user: str, project_name: str, role: str,
+    size: str, image: str,
 ) -> None:
-    hostile_tree.run(host, cluster, name, user, project_name)
+    hostile_tree.run(host, cluster, name, user, project_name, role, size, image)
