@@ -51,6 +51,7 @@ class Prepared:
     rendered: Rendered
     wd: tf.Workdir
     cloud: Path | None  # the sandbox cloud file, in sandbox mode
+    sandbox: Any = None  # the SandboxSetup, in sandbox mode
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     backend = load_backend(ctx.root, ctx.env)
     sandbox_env: dict[str, str] | None = None
     cloud: Path | None = None
+    setup = None
     if ctx.sandbox:
         from infra_apply.sandbox.install import install
 
@@ -172,7 +174,9 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         wd = tf.Workdir(binary, path, env)
         sync(ctx, project.rendered[name], path, backend, sandbox_env)
         out.append(
-            Prepared(project.model.producer(name) or ProducerModel(name), project.rendered[name], wd, cloud)
+            Prepared(
+                project.model.producer(name) or ProducerModel(name), project.rendered[name], wd, cloud, setup
+            )
         )
     return out
 
@@ -211,18 +215,26 @@ def _has_local_state(path: Path) -> bool:
 
 
 def ensure_init(prep: Prepared, say: Say) -> None:
+    """``terraform init`` only when what it depends on changed since the last one."""
     wd = prep.wd
-    parts = [
-        (wd.path / n).read_bytes()
-        for n in ("versions.tf", "backend.tf", ".terraform.lock.hcl")
-        if (wd.path / n).is_file()
-    ]
+    names = (
+        ("versions.tf", "backend.tf")
+        if prep.sandbox
+        else ("versions.tf", "backend.tf", ".terraform.lock.hcl")
+    )
+    parts = [(wd.path / n).read_bytes() for n in names if (wd.path / n).is_file()]
     if "TF_CLI_CONFIG_FILE" in wd.env and Path(wd.env["TF_CLI_CONFIG_FILE"]).is_file():
         parts.append(Path(wd.env["TF_CLI_CONFIG_FILE"]).read_bytes())
+    if prep.sandbox is not None:
+        parts.append(prep.sandbox.package_hash.encode())
     stamp = hashlib.sha256(b"\0".join(parts)).hexdigest()
     stamp_file = wd.path / STAMP
     if (wd.path / ".terraform").is_dir() and stamp_file.is_file() and stamp_file.read_text() == stamp:
         return
+    if prep.sandbox is not None:
+        from infra_apply.sandbox.install import forget_stale_provider
+
+        forget_stale_provider(wd.path, prep.sandbox)
     say(f"{prep.producer.name}: terraform init")
     tf.init(wd, reconfigure=(wd.path / ".terraform").is_dir())
     stamp_file.write_text(stamp)

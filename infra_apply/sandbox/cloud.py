@@ -1,0 +1,450 @@
+"""The sandbox "cloud": one JSON file standing in for a DigitalOcean account.
+
+Both the stand-in Terraform provider and infra-apply itself (rename, adopt, tests) use it.
+Terraform calls the provider concurrently and several terraform processes may run at once,
+so every read-modify-write runs under a file lock and every write is atomic (temp file in the
+same folder, fsync, ``os.replace``): a reader never sees a half-written file.
+
+Layout (ids are strings throughout; allocation uses counters, so runs are repeatable)::
+
+    {
+      "version": 1,
+      "counters": {"droplet": 1003, "firewall": 2, "user": 2},  # next number to hand out
+      "droplets":  {"1001": {...}},                        # by droplet id
+      "firewalls": {"<uuid>": {...}},                      # by firewall id
+      "clusters":  {"<uuid>": {"name": "main-pg", ...}},   # database clusters, by id
+      "databases": {"<cluster_id>/database/<name>": {...}},
+      "users":     {"<cluster_id>/user/<name>": {...}}
+    }
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# filelock, uuid and ipaddress are imported where used: the provider imports this module on
+# every start (terraform show -json included), and filelock alone costs tens of milliseconds.
+
+Cloud = dict[str, Any]
+Record = dict[str, Any]
+PathLike = str | os.PathLike[str]
+
+ENV_VAR = "INFRA_APPLY_SANDBOX_CLOUD"
+LAYOUT_VERSION = 1
+FIRST_DROPLET_ID = 1001
+LOCK_TIMEOUT_SECONDS = 60.0
+DEFAULT_REGION = "nyc3"
+
+# A fixed namespace makes uuid5 ids stable across runs and machines.
+_NAMESPACE = "5a4db0c8-3c1e-4f55-9d0c-1f0a6a5e7a11"
+
+# Public addresses come from the documentation ranges (RFC 5737), then the benchmarking range
+# (RFC 2544), so a sandbox address can never be mistaken for a reachable machine.
+_PUBLIC_NETWORKS = ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24", "198.18.0.0/15")
+_PRIVATE_NETWORK = "10.116.0.0/20"
+_IPV6_PREFIX = "2001:db8::/64"
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    price_monthly: float
+    price_hourly: float
+
+
+SIZES: dict[str, SizeSpec] = {
+    "s-1vcpu-512mb-10gb": SizeSpec(1, 512, 10, 4.0, 0.00595),
+    "s-1vcpu-1gb": SizeSpec(1, 1024, 25, 6.0, 0.00893),
+    "s-1vcpu-2gb": SizeSpec(1, 2048, 50, 12.0, 0.01786),
+    "s-2vcpu-2gb": SizeSpec(2, 2048, 60, 18.0, 0.02679),
+    "s-2vcpu-4gb": SizeSpec(2, 4096, 80, 24.0, 0.03571),
+    "s-4vcpu-8gb": SizeSpec(4, 8192, 160, 48.0, 0.07143),
+    "s-8vcpu-16gb": SizeSpec(8, 16384, 320, 96.0, 0.14286),
+    "gpu-h100x1-80gb": SizeSpec(20, 245760, 720, 2522.16, 3.39),
+}
+# Unknown slugs still get a plausible machine so every computed attribute is known.
+DEFAULT_SIZE_SPEC = SizeSpec(1, 1024, 25, 6.0, 0.00893)
+
+
+class CloudError(Exception):
+    """The sandbox cloud refused an operation (missing object, conflict, bad file)."""
+
+
+def size_spec(slug: str) -> SizeSpec:
+    return SIZES.get(slug.lower(), DEFAULT_SIZE_SPEC)
+
+
+def cloud_path_from_env() -> Path:
+    """The cloud file named by ``INFRA_APPLY_SANDBOX_CLOUD``; a clear error when unset."""
+    value = os.environ.get(ENV_VAR, "")
+    if not value:
+        raise CloudError(
+            f"{ENV_VAR} is not set: the sandbox DigitalOcean provider needs the path of its "
+            "cloud file (infra-apply sets it when run with --sandbox)"
+        )
+    return Path(value)
+
+
+# ---------------------------------------------------------------- file handling
+
+
+def empty() -> Cloud:
+    return {
+        "version": LAYOUT_VERSION,
+        "counters": {},
+        "droplets": {},
+        "firewalls": {},
+        "clusters": {},
+        "databases": {},
+        "users": {},
+    }
+
+
+def load(path: PathLike) -> Cloud:
+    """The cloud as it is now; a missing file is an empty account."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return empty()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CloudError(f"sandbox cloud file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("version") != LAYOUT_VERSION:
+        raise CloudError(f"sandbox cloud file {path} has an unknown layout")
+    return {**empty(), **data}
+
+
+def _save(path: Path, cloud: Cloud) -> None:
+    text = json.dumps(cloud, indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def transaction(path: PathLike) -> Iterator[Cloud]:
+    """Lock the cloud, yield it for changes, save it if the block ends without an exception."""
+    from filelock import FileLock
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock", timeout=LOCK_TIMEOUT_SECONDS):
+        cloud = load(target)
+        before = json.dumps(cloud, sort_keys=True)
+        yield cloud
+        # Skipping unchanged saves keeps reads from rewriting the file under other readers.
+        if not target.exists() or json.dumps(cloud, sort_keys=True) != before:
+            _save(target, cloud)
+
+
+# ---------------------------------------------------------------- allocation
+
+
+def _next(cloud: Cloud, counter: str, start: int = 1) -> int:
+    counters: dict[str, int] = cloud.setdefault("counters", {})
+    value = counters.get(counter, start)
+    counters[counter] = value + 1
+    return value
+
+
+def stable_uuid(kind: str, key: str | int) -> str:
+    import uuid
+
+    return str(uuid.uuid5(uuid.UUID(_NAMESPACE), f"{kind}/{key}"))
+
+
+def _public_ipv4(index: int) -> str:
+    import ipaddress
+
+    for cidr in _PUBLIC_NETWORKS:
+        network = ipaddress.IPv4Network(cidr)
+        hosts = network.num_addresses - 2
+        if index < hosts:
+            return str(network.network_address + 1 + index)
+        index -= hosts
+    raise CloudError("the sandbox cloud ran out of public IPv4 addresses")
+
+
+def _private_ipv4(index: int) -> str:
+    import ipaddress
+
+    network = ipaddress.IPv4Network(_PRIVATE_NETWORK)
+    # .1 is the VPC gateway, so hosts start at .2 like DigitalOcean's.
+    if index + 2 >= network.num_addresses - 1:
+        raise CloudError("the sandbox cloud ran out of private IPv4 addresses")
+    return str(network.network_address + 2 + index)
+
+
+def _ipv6(index: int) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Network(_IPV6_PREFIX).network_address + 0x1000 + index)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def vpc_uuid(region: str) -> str:
+    return stable_uuid("vpc", region.lower())
+
+
+def _secret(*parts: str) -> str:
+    # Deterministic so repeated test runs agree; it guards nothing real.
+    return "AVNS_" + hashlib.sha256("/".join(parts).encode()).hexdigest()[:22]
+
+
+# ---------------------------------------------------------------- droplets
+
+
+@dataclass(frozen=True)
+class DropletSpec:
+    """What a droplet create request carries (the API's fields, already normalised)."""
+
+    name: str
+    region: str = DEFAULT_REGION
+    size: str = "s-1vcpu-1gb"
+    image: str = "ubuntu-24-04-x64"
+    tags: tuple[str, ...] = ()
+    ipv6: bool = False
+    backups: bool = False
+    monitoring: bool = False
+    public_networking: bool = True
+    vpc_uuid: str | None = None
+    volume_ids: tuple[str, ...] = ()
+
+
+def add_droplet(cloud: Cloud, spec: DropletSpec) -> Record:
+    """Create a droplet inside an open transaction; returns the stored record."""
+    number = _next(cloud, "droplet", FIRST_DROPLET_ID)
+    index = number - FIRST_DROPLET_ID
+    droplet_id = str(number)
+    region = spec.region.lower()
+    record: Record = {
+        "id": droplet_id,
+        "name": spec.name,
+        "region": region,
+        "image": spec.image,
+        "status": "active",
+        "locked": False,
+        "created_at": _now(),
+        "tags": sorted(set(spec.tags)),
+        "ipv4_address": _public_ipv4(index) if spec.public_networking else "",
+        "ipv4_address_private": _private_ipv4(index),
+        "ipv6": spec.ipv6,
+        "ipv6_address": _ipv6(index) if spec.ipv6 else "",
+        "backups": spec.backups,
+        "monitoring": spec.monitoring,
+        "private_networking": True,
+        "public_networking": spec.public_networking,
+        "vpc_uuid": spec.vpc_uuid or vpc_uuid(region),
+        "volume_ids": sorted(spec.volume_ids),
+        "urn": f"do:droplet:{droplet_id}",
+    }
+    record.update(_size_fields(spec.size))
+    cloud["droplets"][droplet_id] = record
+    return record
+
+
+def _size_fields(slug: str) -> Record:
+    spec = size_spec(slug)
+    return {
+        "size": slug.lower(),
+        "vcpus": spec.vcpus,
+        "memory": spec.memory_mb,
+        "disk": spec.disk_gb,
+        "price_monthly": spec.price_monthly,
+        "price_hourly": spec.price_hourly,
+    }
+
+
+def resize_droplet(record: Record, slug: str) -> None:
+    record.update(_size_fields(slug))
+
+
+def enable_ipv6(record: Record) -> None:
+    if not record["ipv6"]:
+        record["ipv6"] = True
+        record["ipv6_address"] = _ipv6(int(record["id"]) - FIRST_DROPLET_ID)
+
+
+def create_droplet(
+    path: PathLike,
+    name: str,
+    region: str = DEFAULT_REGION,
+    size: str = "s-1vcpu-1gb",
+    image: str = "ubuntu-24-04-x64",
+    tags: Sequence[str] = (),
+) -> Record:
+    """Create a droplet directly in the cloud, as if made by hand in the control panel."""
+    with transaction(path) as cloud:
+        record = add_droplet(
+            cloud, DropletSpec(name=name, region=region, size=size, image=image, tags=tuple(tags))
+        )
+    return dict(record)
+
+
+def list_droplets(path: PathLike) -> list[Record]:
+    droplets: dict[str, Record] = load(path)["droplets"]
+    return [droplets[key] for key in sorted(droplets, key=int)]
+
+
+def get_droplet(path: PathLike, droplet_id: str | int) -> Record | None:
+    found: Record | None = load(path)["droplets"].get(str(droplet_id))
+    return found
+
+
+def rename_droplet(path: PathLike, droplet_id: str | int, new_name: str) -> Record:
+    """The droplet Rename action; raises CloudError when the droplet does not exist."""
+    with transaction(path) as cloud:
+        record = _existing_droplet(cloud, droplet_id)
+        record["name"] = new_name
+    return dict(record)
+
+
+def delete_droplet(path: PathLike, droplet_id: str | int) -> bool:
+    """Destroy a droplet out of band; False when it was already gone."""
+    with transaction(path) as cloud:
+        return remove_droplet(cloud, str(droplet_id))
+
+
+def remove_droplet(cloud: Cloud, droplet_id: str) -> bool:
+    """Destroy a droplet inside an open transaction; like DigitalOcean, firewalls forget it."""
+    gone = cloud["droplets"].pop(droplet_id, None) is not None
+    for firewall in cloud["firewalls"].values():
+        firewall["droplet_ids"] = [d for d in firewall["droplet_ids"] if str(d) != droplet_id]
+    return gone
+
+
+def _existing_droplet(cloud: Cloud, droplet_id: str | int) -> Record:
+    record: Record | None = cloud["droplets"].get(str(droplet_id))
+    if record is None:
+        raise CloudError(f"droplet {droplet_id} not found (404)")
+    return record
+
+
+# ---------------------------------------------------------------- firewalls
+
+
+def add_firewall(cloud: Cloud, fields: Record) -> Record:
+    firewall_id = stable_uuid("firewall", _next(cloud, "firewall"))
+    record: Record = {**fields, "id": firewall_id, "status": "succeeded", "created_at": _now()}
+    cloud["firewalls"][firewall_id] = record
+    return record
+
+
+# ---------------------------------------------------------------- database clusters
+
+
+def cluster_record(name: str, region: str = DEFAULT_REGION) -> Record:
+    cluster_id = stable_uuid("cluster", name)
+    host = f"{name}-do-user-0-0.b.db.sandbox.invalid"
+    password = _secret("cluster", cluster_id)
+    uri = f"postgresql://doadmin:{password}@{host}:25060/defaultdb?sslmode=require"
+    private_host = f"private-{host}"
+    return {
+        "id": cluster_id,
+        "name": name,
+        "engine": "pg",
+        "version": "16",
+        "size": "db-s-1vcpu-1gb",
+        "region": region,
+        "node_count": 1,
+        "host": host,
+        "private_host": private_host,
+        "port": 25060,
+        "database": "defaultdb",
+        "user": "doadmin",
+        "password": password,
+        "uri": uri,
+        "private_uri": uri.replace(host, private_host),
+        "urn": f"do:dbaas:{cluster_id}",
+        "private_network_uuid": vpc_uuid(region),
+        "project_id": stable_uuid("project", "default"),
+        "storage_size_mib": "10240",
+        "tags": [],
+        "created_at": _now(),
+    }
+
+
+def seed(path: PathLike, clusters: Sequence[str]) -> None:
+    """Make sure the cloud file exists and holds a database cluster for every name given."""
+    with transaction(path) as cloud:
+        known = {record["name"] for record in cloud["clusters"].values()}
+        for name in clusters:
+            if name not in known:
+                record = cluster_record(name)
+                cloud["clusters"][record["id"]] = record
+                known.add(name)
+
+
+def find_cluster(cloud: Cloud, name: str) -> Record | None:
+    return next((c for c in cloud["clusters"].values() if c["name"] == name), None)
+
+
+def list_clusters(path: PathLike) -> list[Record]:
+    clusters: dict[str, Record] = load(path)["clusters"]
+    return sorted(clusters.values(), key=lambda record: str(record["name"]))
+
+
+def database_id(cluster_id: str, name: str) -> str:
+    return f"{cluster_id}/database/{name}"
+
+
+def user_id(cluster_id: str, name: str) -> str:
+    return f"{cluster_id}/user/{name}"
+
+
+def _require_cluster(cloud: Cloud, cluster_id: str) -> None:
+    if cluster_id not in cloud["clusters"]:
+        raise CloudError(f"database cluster {cluster_id} not found (404)")
+
+
+def add_database(cloud: Cloud, cluster_id: str, name: str) -> Record:
+    _require_cluster(cloud, cluster_id)
+    key = database_id(cluster_id, name)
+    if key in cloud["databases"]:
+        raise CloudError(f"database {name!r} already exists in cluster {cluster_id} (422)")
+    record: Record = {"id": key, "cluster_id": cluster_id, "name": name}
+    cloud["databases"][key] = record
+    return record
+
+
+def add_user(cloud: Cloud, cluster_id: str, name: str, mysql_auth_plugin: str | None = None) -> Record:
+    _require_cluster(cloud, cluster_id)
+    key = user_id(cluster_id, name)
+    if key in cloud["users"]:
+        raise CloudError(f"database user {name!r} already exists in cluster {cluster_id} (422)")
+    serial = _next(cloud, "user")
+    record: Record = {
+        "id": key,
+        "cluster_id": cluster_id,
+        "name": name,
+        "role": "normal",
+        "password": _secret("user", key, str(serial)),
+        "mysql_auth_plugin": mysql_auth_plugin,
+        "access_cert": None,
+        "access_key": None,
+    }
+    cloud["users"][key] = record
+    return record
