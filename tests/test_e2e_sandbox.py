@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -169,7 +172,9 @@ def test_apply_without_a_terminal_needs_auto_approve(ops: Ops) -> None:
 
 
 def test_register_on_demand_dry_run_then_idempotent(ops: Ops) -> None:
-    code, _, err = ops.run("apply", "--producer", "quinn", "--auto-approve", "--sandbox", "--out", str(ops.out))
+    code, _, err = ops.run(
+        "apply", "--producer", "quinn", "--auto-approve", "--sandbox", "--out", str(ops.out)
+    )
     assert code == 0 and "hosts not registered" in err
     before = ops.mesh.read_bytes()
     code, out, _ = ops.sandbox("register", "--producer", "quinn", "--dry-run")
@@ -182,3 +187,54 @@ def test_register_on_demand_dry_run_then_idempotent(ops: Ops) -> None:
     code, out, _ = ops.sandbox("register", "--producer", "quinn")
     assert code == 0 and "already up to date" in out
     assert ops.mesh.read_bytes() == after
+
+
+def test_failed_apply_keeps_state_and_a_rerun_converges(ops: Ops) -> None:
+    ops.sandbox("plan", "--producer", "quinn")  # creates the sandbox cloud
+    cloud.inject_faults(ops.cloud, fail_create=["com.uvlava.quinn.mcp"], message="422 droplet limit reached")
+    code, _, err = ops.apply("quinn")
+    assert code == 1
+    assert "422 droplet limit reached" in err and "rerun" in err and "Traceback" not in err
+    assert set(ops.droplets()) == QUINN - {"com.uvlava.quinn.mcp"}
+    cloud.inject_faults(ops.cloud)
+    code, out, err = ops.apply("quinn")
+    assert code == 0, err
+    assert "create  com.uvlava.quinn.mcp (digitalocean_droplet.quinn_mcp)" in out
+    assert "create  com.uvlava.dns" not in out  # what the failed run created stays as it is
+    assert sorted(d["name"] for d in cloud.list_droplets(ops.cloud)) == sorted(QUINN)
+    assert ops.sandbox("plan", "--producer", "quinn")[0] == 0
+
+
+def test_ctrl_c_stops_terraform_cleanly_and_a_rerun_converges(ops: Ops) -> None:
+    ops.sandbox("plan", "--producer", "quinn")
+    cloud.inject_faults(ops.cloud, create_delay=2.0)
+    command = [
+        sys.executable,
+        "-m",
+        "infra_apply",
+        "--root",
+        str(ops.root),
+        "apply",
+        "--producer",
+        "quinn",
+        "--auto-approve",
+        "--sandbox",
+        "--out",
+        str(ops.out),
+        "--mesh-hosts",
+        str(ops.mesh),
+    ]
+    proc = subprocess.Popen(command, env=ops.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "Creating..." in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    cloud.inject_faults(ops.cloud)
+    code, _, err = ops.apply("quinn")
+    assert code == 0, err
+    assert sorted(d["name"] for d in cloud.list_droplets(ops.cloud)) == sorted(QUINN)
+    assert ops.sandbox("plan", "--producer", "quinn")[0] == 0

@@ -448,3 +448,32 @@ def add_user(cloud: Cloud, cluster_id: str, name: str, mysql_auth_plugin: str | 
     }
     cloud["users"][key] = record
     return record
+
+
+# ---------------------------------------------------------------- fault injection
+# The sandbox "cloud" can misbehave on purpose, so tests can show that a failed or interrupted
+# apply leaves consistent state and that a rerun converges. Faults live in the cloud file (the
+# cloud misbehaves, not the provider), keyed by droplet name.
+
+
+def inject_faults(
+    path: PathLike, *, fail_create: Sequence[str] = (), create_delay: float = 0.0, message: str = ""
+) -> None:
+    """Make creating the named droplets fail, and/or every droplet create take ``create_delay`` s.
+
+    Called with no arguments it clears every fault.
+    """
+    with transaction(path) as c:
+        c["faults"] = {
+            "fail_create": {name: message or f"droplet {name!r}: 422 sandbox fault" for name in fail_create},
+            "create_delay": create_delay,
+        }
+
+
+def create_fault(c: Cloud, name: str) -> str | None:
+    failure: str | None = c.get("faults", {}).get("fail_create", {}).get(name)
+    return failure
+
+
+def create_delay(path: PathLike) -> float:
+    return float(load(path).get("faults", {}).get("create_delay", 0.0))

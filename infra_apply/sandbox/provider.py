@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,7 +369,13 @@ class Droplet(Resource):
         path = _cloud_path(ctx.diagnostics)
         if path is None:
             return None
+        delay = cloud.create_delay(path)
+        if delay:
+            time.sleep(delay)  # outside the lock: a slow create must not serialise the others
         with _reported(ctx.diagnostics, "Error creating droplet"), cloud.transaction(path) as c:
+            failure = cloud.create_fault(c, planned["name"])
+            if failure:
+                raise CloudError(failure)
             record = cloud.add_droplet(c, _droplet_spec(planned))
             return self.state_from_record(record, planned)
         return None
