@@ -65,9 +65,14 @@ class Settings:
     show_default="$INFRA_APPLY_ROOT, else the current folder",
     help="Folder holding the producer trees (@ct/, @mc/, @quinn/).",
 )
-@click.option("--mesh-hosts", "mesh_hosts", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="INFRA_APPLY_MESH_HOSTS", default=None,
-              help="net-tools mesh-hosts.json for every command (each command also takes it).")
+@click.option(
+    "--mesh-hosts",
+    "mesh_hosts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="INFRA_APPLY_MESH_HOSTS",
+    default=None,
+    help="net-tools mesh-hosts.json for every command (each command also takes it).",
+)
 @click.version_option(package_name="infra-apply")
 @click.pass_context
 def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None) -> None:
@@ -129,9 +134,10 @@ def _root(ctx: click.Context) -> Path:
 def _validated(ctx: click.Context, mesh_hosts: Path | None) -> Validation:
     """Validate and raise ValidationFailed on errors; print warnings to stderr."""
     from infra_apply.errors import ValidationFailed
+    from infra_apply.state import validation_cache
     from infra_apply.validate import validate_tree
 
-    v = validate_tree(_root(ctx), mesh_hosts)
+    v = validate_tree(_root(ctx), mesh_hosts, validation_cache(_root(ctx)))
     if v.errors:
         raise ValidationFailed(list(v.problems))
     for p in v.warnings:
@@ -150,9 +156,10 @@ def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str
     Prints every problem of every file as `path:line:col: error|warning RULE: message`, then
     a summary. Exit 0 when valid, 1 on errors (or on warnings with --strict).
     """
+    from infra_apply.state import validation_cache
     from infra_apply.validate import validate_tree
 
-    v = validate_tree(_root(ctx), mesh_hosts)
+    v = validate_tree(_root(ctx), mesh_hosts, validation_cache(_root(ctx)))
     failed = bool(v.errors) or (strict and bool(v.warnings))
     if fmt == "json":
         click.echo(

@@ -19,7 +19,7 @@ from infra_apply import terraform as tf
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError, ValidationFailed
 from infra_apply.model import Model, ProducerModel
 from infra_apply.render import Rendered, compare, render_model
-from infra_apply.state import Backend, check_outside, load_backend, root_key, state_dir
+from infra_apply.state import Backend, check_outside, load_backend, root_key, state_dir, validation_cache
 from infra_apply.summary import GuardVerdict, ProducerPlan, guard, parse_plan
 
 PLAN_FILE = "infra-apply.tfplan"
@@ -69,7 +69,7 @@ def load_project(ctx: Context, on_warning: Say) -> Project:
     from infra_apply.build import build_model
     from infra_apply.validate import validate_tree
 
-    v = validate_tree(ctx.root, ctx.mesh_path)
+    v = validate_tree(ctx.root, ctx.mesh_path, validation_cache(ctx.root, ctx.env))
     if v.errors:
         raise ValidationFailed(list(v.problems))
     for p in v.warnings:

@@ -43,6 +43,14 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path:
     return (base / "infra-apply").resolve()
 
 
+def validation_cache(root: Path, env: Mapping[str, str] | None = None) -> Path | None:
+    """Where validate keeps per-file results; None when INFRA_APPLY_NO_CACHE is set."""
+    env = os.environ if env is None else env
+    if env.get("INFRA_APPLY_NO_CACHE"):
+        return None
+    return state_dir(env) / "cache" / f"validate-{root_key(root)}.pickle"
+
+
 def check_outside(state: Path, generated: Path) -> None:
     gen = generated.resolve()
     if state == gen or gen in state.parents:

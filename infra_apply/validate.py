@@ -43,23 +43,32 @@ def _validator() -> Any:
     return Draft202012Validator(json.loads(schema_text()))
 
 
-def validate_tree(root: Path, mesh_path: Path | None = None) -> Validation:
+# One file's outcome: the parsed manifest when it passed the schema, and its problems.
+Checked = tuple[Manifest | None, list[Problem]]
+
+
+def validate_tree(root: Path, mesh_path: Path | None = None, cache: Path | None = None) -> Validation:
+    """Validate the tree under ``root``. ``cache`` (a file under the state dir) keeps each
+    manifest's parse and schema outcome keyed by its stat, so unchanged files are not re-read."""
     if not root.is_dir():
         raise InfraApplyError(f"root {root} is not a folder (--root, INFRA_APPLY_ROOT)")
     mesh_hosts = load_mesh_hosts(mesh_path) if mesh_path is not None else None
     found = discover(root)
     problems: list[Problem] = []
     manifests: list[Manifest] = []
+    old = _read_cache(cache)
+    new: dict[str, tuple[tuple[int, ...], Checked]] = {}
     for ref in found.manifests:
-        try:
-            m = load(root / ref.path, ref.path)
-        except InfraApplyError as exc:
-            problems.append(Problem(ref.path, exc.line, exc.col, "error", exc.rule or "yaml", exc.message))
-            continue
-        schema_problems = check_schema(m)
-        problems.extend(schema_problems)
-        if not schema_problems:
+        stamp = _stat(root / ref.path)
+        hit = old.get(ref.path)
+        checked = hit[1] if hit is not None and stamp and hit[0] == stamp else check_file(root, ref.path)
+        new[ref.path] = (stamp, checked)
+        m, file_problems = checked
+        problems.extend(file_problems)
+        if m is not None:
             manifests.append(m)
+    if cache is not None and new != old:
+        _write_cache(cache, new)
     tree = Tree(
         found,
         tuple(manifests),
@@ -69,6 +78,63 @@ def validate_tree(root: Path, mesh_path: Path | None = None) -> Validation:
     )
     problems.extend(run_rules(tree))
     return Validation(found, tuple(manifests), tuple(sorted(set(problems), key=Problem.sort_key)), mesh_hosts)
+
+
+def check_file(root: Path, rel: str) -> Checked:
+    try:
+        m = load(root / rel, rel)
+    except InfraApplyError as exc:
+        return None, [Problem(rel, exc.line, exc.col, "error", exc.rule or "yaml", exc.message)]
+    schema_problems = check_schema(m)
+    return (None if schema_problems else m), schema_problems
+
+
+def _stat(path: Path) -> tuple[int, ...]:
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+@lru_cache(maxsize=1)
+def _cache_tag() -> str:
+    """Changes whenever the schema or the code that parses and checks a file changes."""
+    import hashlib
+
+    from infra_apply import __version__, manifest
+
+    digest = hashlib.sha256(schema_text().encode())
+    for module in (manifest.__file__, __file__):
+        digest.update(Path(module).read_bytes())
+    return f"{__version__}-{digest.hexdigest()[:16]}"
+
+
+def _read_cache(cache: Path | None) -> dict[str, tuple[tuple[int, ...], Checked]]:
+    if cache is None:
+        return {}
+    import pickle
+
+    try:
+        with open(cache, "rb") as fh:
+            tag, entries = pickle.load(fh)
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError, AttributeError, ImportError):
+        return {}  # a missing or damaged cache only costs a full validation
+    return entries if tag == _cache_tag() and isinstance(entries, dict) else {}
+
+
+def _write_cache(cache: Path, entries: dict[str, tuple[tuple[int, ...], Checked]]) -> None:
+    import os
+    import pickle
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump((_cache_tag(), entries), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # read-only state dir: validation still works, just uncached
 
 
 def check_schema(m: Manifest) -> list[Problem]:

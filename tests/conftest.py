@@ -88,6 +88,12 @@ def run_cli(
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nothing a test runs may write into the real user's state dir (validation cache, sandbox)."""
+    os.environ["INFRA_APPLY_STATE_DIR"] = str(tmp_path_factory.mktemp("default-state"))
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     """A private copy of the example tree, its mesh-hosts.json and generated/ (tmp_path/...)."""

@@ -20,7 +20,8 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 
 def test_example_tree_is_valid_and_strict_clean() -> None:
-    code, out, _ = invoke("--root", str(EXAMPLE_TREE), "validate", "--strict", "--mesh-hosts", str(EXAMPLE_MESH))
+    mesh = ("--mesh-hosts", str(EXAMPLE_MESH))
+    code, out, _ = invoke("--root", str(EXAMPLE_TREE), "validate", "--strict", *mesh)
     assert code == 0
     assert out.strip() == "0 error(s), 0 warning(s) in 10 manifest(s) under 3 producer(s)"
 
@@ -36,7 +37,8 @@ def test_every_problem_of_every_file_is_printed_then_a_summary(tmp_path: Path) -
     assert "@ct/a/.infra.yaml:1:13: error schema: apiVersion: 'infra/v1' was expected" in lines
     assert any(line.startswith("@ct/a/.infra.yaml:3:11: error schema: provider:") for line in lines)
     assert any(line.startswith("@ct/b/.infra.yaml:2:1: error yaml:") for line in lines)
-    assert any(line.startswith("@ct/c/.infra.yaml:") and "warning mesh_host_resolution" in line for line in lines)
+    assert any(line.startswith("@ct/c/.infra.yaml:") and "warning mesh_host_resolution" in line
+               for line in lines)
     assert lines[-1].startswith("3 error(s), ")
     assert lines[-1].endswith("— invalid")
 
@@ -92,7 +94,9 @@ def test_broken_mesh_hosts_is_located_and_never_rewritten(tmp_path: Path) -> Non
     assert mesh.read_bytes() == before
 
 
-def test_a_bug_prints_a_traceback_and_its_own_exit_code(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_bug_prints_a_traceback_and_its_own_exit_code(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("boom")
 

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from infra_apply.validate import validate_tree
+from tests.conftest import base_tree, project, write_tree
+
+
+def test_cache_reuses_unchanged_files_and_sees_every_edit(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", base_tree())
+    cache = tmp_path / "cache.pickle"
+    assert validate_tree(root, None, cache).problems == ()
+    assert cache.is_file()
+    assert validate_tree(root, None, cache).problems == ()
+    (root / "@ct/app/.infra.yaml").write_text("apiVersion: infra/v1\nproject: app\nprovider: aws\n")
+    [p] = validate_tree(root, None, cache).problems
+    assert (p.path, p.line, p.rule) == ("@ct/app/.infra.yaml", 3, "schema")
+    write_tree(root, {"@ct/app/.infra.yaml": project("app")})
+    assert validate_tree(root, None, cache).problems == ()
+
+
+def test_a_damaged_cache_is_ignored(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", base_tree())
+    cache = tmp_path / "cache.pickle"
+    cache.write_bytes(b"not a pickle")
+    assert validate_tree(root, None, cache).problems == ()
+    assert validate_tree(root, None, cache).manifests == validate_tree(root).manifests
