@@ -10,7 +10,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,10 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         setup = install(state_dir(ctx.env), clusters)
         sandbox_env = setup.env
         cloud = Path(ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD") or setup.cloud)
+        if cloud != setup.cloud:
+            from infra_apply.sandbox import cloud as sandbox_cloud
+
+            sandbox_cloud.seed(cloud, clusters)
     base = workdir_root(ctx)
     out = []
     for name in producers:
@@ -292,10 +296,27 @@ def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) ->
                 pool.submit(plan_one, p, say, gpu=[g for g in gpu if g in p.rendered.gpu_variables])
                 for p in preps
             ]
-            return [f.result() for f in futures]
+            try:
+                return [f.result() for f in futures]
+            except KeyboardInterrupt:
+                _interrupt(futures)
+                raise
     finally:
         for lock in locks:
             lock.release()
+
+
+def _interrupt(futures: Sequence[Future[Planned]]) -> None:
+    """Ctrl-C reaches only the main thread: pass it to the Terraforms the workers run, and keep
+    waiting for them to stop cleanly (a second Ctrl-C is Terraform's hard stop)."""
+    for f in futures:
+        f.cancel()
+    tf.interrupt_running()
+    while not all(f.done() for f in futures):
+        try:
+            wait(futures)
+        except KeyboardInterrupt:
+            tf.interrupt_running()
 
 
 def verdicts(

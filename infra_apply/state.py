@@ -79,7 +79,7 @@ class Backend:
             return None
         lines = [
             f"bucket = {hcl_string(self.bucket)}",
-            f"key = {hcl_string(f'{self.key_prefix}/{producer}/terraform.tfstate')}",
+            f"key = {hcl_string('/'.join(filter(None, (self.key_prefix, producer, 'terraform.tfstate'))))}",
             f"region = {hcl_string(self.region)}",
             f"endpoints = {{ s3 = {hcl_string(self.endpoint)} }}" if self.endpoint else "",
             "use_path_style = true",
@@ -163,7 +163,7 @@ def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
         bucket=section["bucket"],
         endpoint=section.get("endpoint", ""),
         region=section.get("region") or "us-east-1",
-        key_prefix=(section.get("key_prefix", "infra-apply").strip("/") or "infra-apply"),
+        key_prefix=section.get("key_prefix", "infra-apply").strip("/"),
     )
 
 

@@ -61,7 +61,11 @@ def find_binary(env: Mapping[str, str] | None = None) -> Binary:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**env, "CHECKPOINT_DISABLE": "1"},
+            # asking its version needs no credentials: keep the DigitalOcean token from it
+            env={
+                **{k: v for k, v in env.items() if not k.startswith("DIGITALOCEAN_")},
+                "CHECKPOINT_DISABLE": "1",
+            },
         )
         version = str(json.loads(out.stdout)["terraform_version"])
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:

@@ -1,0 +1,598 @@
+"""The Terraform boundary: argument building, finding the binary, the token, and Ctrl-C.
+
+Fake ``terraform`` executables here are small Python scripts (absolute shebang to this
+interpreter) that log what they were asked to do to a file outside every state dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra_apply import terraform as tf
+from infra_apply.deploy import Context, terraform_env, token_env
+from infra_apply.errors import InfraApplyError
+from infra_apply.sandbox.install import install
+from tests.conftest import REPO, cli_env, run_cli
+
+BIN = tf.Binary("/opt/tf/terraform", "1.11.4")
+SECRET = "dop_v1_0123456789abcdef-vault-secret-for-quinn"
+WARNING = re.compile(r"^\S+:\d+:\d+: warning ")
+REAL_TERRAFORM = shutil.which("terraform")
+needs_terraform = pytest.mark.skipif(REAL_TERRAFORM is None, reason="terraform is not on PATH")
+
+
+# --- build_args --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "positional", "options", "expected"),
+    [
+        (
+            "init",
+            (),
+            {"input": False, "no_color": True, "reconfigure": False},
+            ["init", "-input=false", "-no-color"],
+        ),
+        (
+            "init",
+            (),
+            {"input": False, "no_color": True, "reconfigure": True},
+            ["init", "-input=false", "-no-color", "-reconfigure"],
+        ),
+        (
+            "plan",
+            (),
+            {
+                "input": False,
+                "no_color": True,
+                "out": "infra-apply.tfplan",
+                "detailed_exitcode": True,
+                "lock_timeout": "0s",
+                "refresh_only": False,
+                "var": None,
+            },
+            [
+                "plan",
+                "-input=false",
+                "-no-color",
+                "-out=infra-apply.tfplan",
+                "-detailed-exitcode",
+                "-lock-timeout=0s",
+            ],
+        ),
+        (
+            "plan",
+            (),
+            {
+                "input": False,
+                "no_color": True,
+                "out": "p.tfplan",
+                "detailed_exitcode": True,
+                "lock_timeout": "0s",
+                "refresh_only": True,
+                "var": ["gpu_a=true", "gpu_b=true"],
+            },
+            [
+                "plan",
+                "-input=false",
+                "-no-color",
+                "-out=p.tfplan",
+                "-detailed-exitcode",
+                "-lock-timeout=0s",
+                "-refresh-only",
+                "-var=gpu_a=true",
+                "-var=gpu_b=true",
+            ],
+        ),
+        ("show", ("p.tfplan",), {"json": True, "no_color": True}, ["show", "-json", "-no-color", "p.tfplan"]),
+        ("show", (), {"json": True, "no_color": True}, ["show", "-json", "-no-color"]),
+        (
+            "apply",
+            ("p.tfplan",),
+            {"input": False, "no_color": True, "lock_timeout": "0s"},
+            ["apply", "-input=false", "-no-color", "-lock-timeout=0s", "p.tfplan"],
+        ),
+        (
+            "output",
+            ("droplets",),
+            {"json": True, "no_color": True},
+            ["output", "-json", "-no-color", "droplets"],
+        ),
+    ],
+)
+def test_build_args(
+    command: str,
+    positional: tuple[str, ...],
+    options: dict[str, Any],
+    expected: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("build_args must not start a process")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    monkeypatch.setattr(subprocess, "run", no_process)
+    first = tf.build_args(BIN, command, *positional, **options)
+    assert first == [BIN.path, *expected]
+    assert tf.build_args(BIN, command, *positional, **options) == first
+
+
+def test_build_args_keeps_awkward_values_in_one_argument() -> None:
+    argv = tf.build_args(BIN, "plan", out="plans/my plan;rm -rf ~", var=['name=a "b" $c'])
+    assert argv == [BIN.path, "plan", "-out=plans/my plan;rm -rf ~", '-var=name=a "b" $c']
+
+
+# --- find_binary -------------------------------------------------------------------------------
+
+
+def fake_terraform(
+    directory: Path, log: Path, *, version: str = "1.11.4", stops: int = 1, name: str = "terraform"
+) -> Path:
+    """A fake terraform: answers ``version -json``, succeeds at ``init``, and in ``plan`` sleeps
+    until it has received ``stops`` SIGINTs (the first prints "stopping cleanly", the second
+    "hard stop"), then lingers half a second so a duplicate SIGINT would be logged, and exits 1."""
+    script = f"""#!{sys.executable}
+import json, os, signal, sys, time
+
+def note(line):
+    with open({str(log)!r}, "a") as fh:
+        fh.write(line + "\\n")
+
+args = sys.argv[1:]
+note("argv " + " ".join(args))
+if args[:1] == ["version"]:
+    print(json.dumps({{"terraform_version": {version!r}, "platform": "linux_amd64"}}))
+    sys.exit(0)
+if args[:1] == ["init"]:
+    sys.exit(0)
+if args[:1] == ["plan"]:
+    received = []
+
+    def on_sigint(signum, frame):
+        received.append(signum)
+        note("SIGINT")
+        print("stopping cleanly" if len(received) == 1 else "hard stop", flush=True)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    note("pid " + str(os.getpid()))
+    note("planning")
+    print("planning", flush=True)
+    deadline = time.monotonic() + 60
+    while len(received) < {stops} and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    sys.exit(1)
+sys.exit(3)
+"""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(script, "utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def test_missing_binary_names_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(InfraApplyError) as exc:
+        tf.find_binary({"INFRA_APPLY_TERRAFORM": str(tmp_path / "nope"), "PATH": os.environ["PATH"]})
+    assert "install Terraform >= 1.5" in exc.value.message and "INFRA_APPLY_TERRAFORM" in exc.value.message
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    with pytest.raises(InfraApplyError, match=r"'terraform' not found; install Terraform >= 1\.5"):
+        tf.find_binary({"PATH": str(empty)})
+
+
+def test_old_terraform_is_refused(tmp_path: Path) -> None:
+    fake = fake_terraform(tmp_path / "bin", tmp_path / "log", version="1.4.7")
+    with pytest.raises(InfraApplyError, match=r"Terraform 1\.4\.7; infra-apply needs Terraform >= 1\.5"):
+        tf.find_binary({"INFRA_APPLY_TERRAFORM": str(fake), "PATH": os.environ["PATH"]})
+
+
+def test_something_that_is_not_terraform_is_refused(tmp_path: Path) -> None:
+    impostor = tmp_path / "terraform"
+    impostor.write_text("#!/bin/sh\necho 'Terraform v1.11.4'\n")
+    impostor.chmod(0o755)
+    with pytest.raises(InfraApplyError, match="does not answer like Terraform"):
+        tf.find_binary({"INFRA_APPLY_TERRAFORM": str(impostor), "PATH": os.environ["PATH"]})
+
+
+def test_a_binary_named_by_the_variable_is_looked_up_on_path(tmp_path: Path) -> None:
+    fake = fake_terraform(tmp_path / "bin", tmp_path / "log", version="1.9.2", name="terraform-1.9")
+    found = tf.find_binary({"INFRA_APPLY_TERRAFORM": "terraform-1.9", "PATH": str(fake.parent)})
+    assert found == tf.Binary(str(fake), "1.9.2")
+
+
+@needs_terraform
+def test_the_real_terraform_is_found() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "INFRA_APPLY_TERRAFORM"}
+    found = tf.find_binary(env)
+    assert found.path == REAL_TERRAFORM
+    assert tuple(int(x) for x in found.version.split(".")[:2]) >= (1, 5)
+
+
+def only_error_line(stderr: str) -> str:
+    """stderr must be validation warnings and progress plus exactly one ``infra-apply:`` line."""
+    lines = [line for line in stderr.splitlines() if not WARNING.match(line)]
+    errors = [line for line in lines if line.startswith("infra-apply:")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr
+    return errors[0]
+
+
+def test_cli_without_terraform_is_one_clear_line(example: Path) -> None:
+    env = cli_env(example, INFRA_APPLY_TERRAFORM="/nonexistent/terraform")
+    r = run_cli(
+        "--root", str(example / "tree"), "plan", "--sandbox", "--out", str(example / "generated"), env=env
+    )
+    assert r.returncode == 1
+    line = only_error_line(r.stderr)
+    assert line == (
+        "infra-apply: error: terraform binary '/nonexistent/terraform' not found; install Terraform >= 1.5 "
+        "(https://developer.hashicorp.com/terraform/install) or set INFRA_APPLY_TERRAFORM"
+    )
+    assert r.stdout == ""
+
+
+# --- the token ---------------------------------------------------------------------------------
+
+
+def logging_terraform(directory: Path, log: Path, real: str) -> Path:
+    """Runs the real terraform after logging its command, whether it got a DigitalOcean token
+    (as a hash; the token itself is never written) and its CLI config."""
+    script = f"""#!{sys.executable}
+import hashlib, json, os, sys
+
+token = os.environ.get("DIGITALOCEAN_TOKEN")
+with open({str(log)!r}, "a") as fh:
+    fh.write(json.dumps({{
+        "command": sys.argv[1] if len(sys.argv) > 1 else "",
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token is not None else None,
+        "access_token": "DIGITALOCEAN_ACCESS_TOKEN" in os.environ,
+        "plugin_cache": os.environ.get("TF_PLUGIN_CACHE_DIR"),
+        "cli_config": os.environ.get("TF_CLI_CONFIG_FILE"),
+    }}) + "\\n")
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "terraform"
+    path.write_text(script, "utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def calls(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def files_holding(base: Path, needle: str) -> list[str]:
+    """Files under ``base`` containing ``needle``, looking inside zip files (saved plans) too."""
+    found = []
+    for path in base.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        blobs = [path.read_bytes()]
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                blobs += [archive.read(name) for name in archive.namelist()]
+        if any(needle.encode() in blob for blob in blobs):
+            found.append(str(path.relative_to(base)))
+    return found
+
+
+@needs_terraform
+def test_no_token_stops_before_terraform_runs(example: Path) -> None:
+    home = example / "home"
+    home.mkdir()
+    log = example / "tf.log"
+    wrapper = logging_terraform(example / "bin", log, str(REAL_TERRAFORM))
+    env = cli_env(example, HOME=str(home), INFRA_APPLY_TERRAFORM=str(wrapper))
+    r = run_cli(
+        "--root",
+        str(example / "tree"),
+        "plan",
+        "--producer",
+        "quinn",
+        "--out",
+        str(example / "generated"),
+        env=env,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    line = only_error_line(r.stderr)
+    assert "DIGITALOCEAN_TOKEN" in line and str(home / ".vault" / "do_pat_quinn") in line
+    assert "--sandbox" in line
+    assert [c["command"] for c in calls(log)] == ["version"]  # found, never started on a module
+    assert not list((example / "state").rglob(".terraform"))
+
+
+@needs_terraform
+def test_vault_token_reaches_terraform_and_nothing_else(example: Path) -> None:
+    """Outside the sandbox the token comes from ~/.vault/do_pat_quinn, reaches Terraform's
+    environment only, and the operator's own TF_CLI_CONFIG_FILE is left alone (here it names
+    the sandbox's mirror, standing in for an operator's provider mirror)."""
+    home = example / "home"
+    (home / ".vault").mkdir(parents=True)
+    (home / ".vault" / "do_pat_quinn").write_text(f"{SECRET}\n")
+    state = example / "state"
+    setup = install(state)
+    log = example / "tf.log"
+    wrapper = logging_terraform(example / "bin", log, str(REAL_TERRAFORM))
+    env = cli_env(
+        example,
+        HOME=str(home),
+        TF_CLI_CONFIG_FILE=str(setup.cli_config),
+        INFRA_APPLY_SANDBOX_CLOUD=str(setup.cloud),
+        INFRA_APPLY_TERRAFORM=str(wrapper),
+    )
+    r = run_cli(
+        "--root",
+        str(example / "tree"),
+        "plan",
+        "--producer",
+        "quinn",
+        "--out",
+        str(example / "generated"),
+        env=env,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "com.uvlava.quinn.artifacts" in r.stdout
+    assert SECRET not in r.stdout + r.stderr
+    work = next(state.glob("work/live/*/quinn"))
+    assert (work / ".terraform").is_dir() and (work / "infra-apply.tfplan").is_file()
+    for base in (state, example / "tree", example / "generated"):
+        assert files_holding(base, SECRET) == [], base
+    runs = [c for c in calls(log) if c["command"] != "version"]
+    assert [c["command"] for c in runs] == ["init", "plan", "show"]
+    assert {c["token_sha256"] for c in runs} == {hashlib.sha256(SECRET.encode()).hexdigest()}
+    assert {c["cli_config"] for c in runs} == {str(setup.cli_config)}
+
+
+@needs_terraform
+def test_sandbox_never_hands_a_real_token_to_terraform(example: Path) -> None:
+    log = example / "tf.log"
+    wrapper = logging_terraform(example / "bin", log, str(REAL_TERRAFORM))
+    env = cli_env(
+        example,
+        DIGITALOCEAN_TOKEN=SECRET,
+        DIGITALOCEAN_ACCESS_TOKEN=SECRET,
+        TF_PLUGIN_CACHE_DIR=str(example / "plugin-cache"),
+        INFRA_APPLY_TERRAFORM=str(wrapper),
+    )
+    r = run_cli(
+        "--root",
+        str(example / "tree"),
+        "plan",
+        "--producer",
+        "quinn",
+        "--sandbox",
+        "--out",
+        str(example / "generated"),
+        env=env,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    runs = calls(log)
+    assert [c["command"] for c in runs] == ["version", "init", "plan", "show"]
+    for c in runs:  # not even `terraform version` sees the token
+        assert (c["token_sha256"], c["access_token"]) == (None, False)
+    for c in runs[1:]:
+        assert c["plugin_cache"] in (None, "")  # the stand-in never lands in an operator's cache
+        assert c["cli_config"] == str(example / "state" / "sandbox" / "terraformrc")
+    assert files_holding(example / "state", SECRET) == []
+    assert not (example / "plugin-cache").exists()
+
+
+def context(tmp_path: Path, sandbox: bool, **env: str) -> Context:
+    return Context(
+        root=tmp_path / "tree", out=tmp_path / "generated", sandbox=sandbox, mesh_path=None, env=env
+    )
+
+
+def test_terraform_env_in_the_sandbox_drops_tokens_and_the_plugin_cache(tmp_path: Path) -> None:
+    ctx = context(
+        tmp_path,
+        True,
+        DIGITALOCEAN_TOKEN=SECRET,
+        DIGITALOCEAN_ACCESS_TOKEN=SECRET,
+        TF_PLUGIN_CACHE_DIR="/cache",
+        TF_CLI_CONFIG_FILE="/operator/terraformrc",
+        PATH="/usr/bin",
+    )
+    sandbox_env = {
+        "TF_CLI_CONFIG_FILE": "/state/sandbox/terraformrc",
+        "INFRA_APPLY_SANDBOX_CLOUD": "/state/sandbox/cloud.json",
+        "CHECKPOINT_DISABLE": "1",
+    }
+    env = terraform_env(ctx, "quinn", sandbox_env)
+    assert SECRET not in env.values()
+    assert "TF_PLUGIN_CACHE_DIR" not in env
+    assert env["TF_CLI_CONFIG_FILE"] == "/state/sandbox/terraformrc"
+    assert (env["PATH"], env["TF_IN_AUTOMATION"]) == ("/usr/bin", "1")
+    assert ctx.env["DIGITALOCEAN_TOKEN"] == SECRET  # the caller's mapping is not touched
+
+
+def test_terraform_env_outside_the_sandbox_leaves_terraforms_settings_alone(tmp_path: Path) -> None:
+    ctx = context(
+        tmp_path,
+        False,
+        DIGITALOCEAN_TOKEN=SECRET,
+        TF_PLUGIN_CACHE_DIR="/cache",
+        TF_CLI_CONFIG_FILE="/operator/terraformrc",
+        HOME=str(tmp_path),
+    )
+    env = terraform_env(ctx, "quinn", None)
+    assert env["DIGITALOCEAN_TOKEN"] == SECRET
+    assert (env["TF_PLUGIN_CACHE_DIR"], env["TF_CLI_CONFIG_FILE"]) == ("/cache", "/operator/terraformrc")
+
+
+def test_token_from_the_vault_and_its_absence(tmp_path: Path) -> None:
+    with pytest.raises(InfraApplyError) as exc:
+        token_env({"HOME": str(tmp_path)}, "quinn")
+    assert "DIGITALOCEAN_TOKEN" in exc.value.message
+    assert str(tmp_path / ".vault" / "do_pat_quinn") in exc.value.message
+    (tmp_path / ".vault").mkdir()
+    (tmp_path / ".vault" / "do_pat_quinn").write_text("   \n")
+    with pytest.raises(InfraApplyError):
+        token_env({"HOME": str(tmp_path)}, "quinn")  # an empty file is no token
+    (tmp_path / ".vault" / "do_pat_quinn").write_text(f"{SECRET}\n")
+    assert token_env({"HOME": str(tmp_path)}, "quinn") == {"DIGITALOCEAN_TOKEN": SECRET}
+    with pytest.raises(InfraApplyError, match="do_pat_ct"):
+        token_env({"HOME": str(tmp_path)}, "ct")  # one producer's token is not another's
+    assert token_env({"HOME": str(tmp_path), "DIGITALOCEAN_ACCESS_TOKEN": "x"}, "ct") == {}
+    ctx = context(tmp_path, False, HOME=str(tmp_path))
+    assert terraform_env(ctx, "quinn", None)["DIGITALOCEAN_TOKEN"] == SECRET
+    assert "DIGITALOCEAN_TOKEN" not in ctx.env
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+HARNESS = """
+import signal, sys
+from pathlib import Path
+from infra_apply import terraform as tf
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+try:
+    tf.run([sys.argv[1], "plan"], Path(sys.argv[2]), {"PATH": "/usr/bin:/bin"},
+           echo=lambda line: print("terraform:", line, flush=True))
+except KeyboardInterrupt:
+    print("harness: interrupted", flush=True)
+    sys.exit(130)
+print("harness: terraform ended by itself", flush=True)
+"""
+
+
+def wait_until(
+    predicate: Callable[[], bool], proc: subprocess.Popen[str] | None = None, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"process ended (exit {proc.returncode}) too early:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            pytest.fail("timed out")
+        time.sleep(0.02)
+
+
+def log_lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def start_in_own_group(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[str]:
+    """Like a command typed at a terminal: its own process group (Ctrl-C goes to the whole
+    group) and SIGINT at its default, whatever this test runner inherited."""
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_reaches_terraform_once_per_press(tmp_path: Path, presses: int) -> None:
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log, stops=presses)
+    harness = start_in_own_group([sys.executable, "-c", HARNESS, str(fake), str(tmp_path)], cwd=REPO)
+
+    def sigints_reach(count: int) -> Callable[[], bool]:
+        return lambda: log_lines(log).count("SIGINT") >= count
+
+    wait_until(lambda: "planning" in log_lines(log), harness)
+    for press in range(1, presses + 1):
+        os.killpg(harness.pid, signal.SIGINT)  # the terminal signals the whole foreground group
+        wait_until(sigints_reach(press), harness)
+    out, err = harness.communicate(timeout=30)
+    assert harness.returncode == 130, out + err
+    assert log_lines(log).count("SIGINT") == presses  # forwarded once per press, never doubled
+    assert "terraform: stopping cleanly" in out and "harness: interrupted" in out
+    assert ("terraform: hard stop" in out) == (presses == 2)
+
+
+def test_interrupt_running_reaches_terraform_on_a_worker_thread(tmp_path: Path) -> None:
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log)
+    results: list[tf.Result] = []
+    worker = threading.Thread(
+        target=lambda: results.append(tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"}))
+    )
+    worker.start()
+    wait_until(lambda: "planning" in log_lines(log))
+    assert tf.interrupt_running() == 1
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    [result] = results
+    assert (result.code, "stopping cleanly" in result.stdout) == (1, True)
+    assert log_lines(log).count("SIGINT") == 1
+    assert tf.interrupt_running() == 0
+
+
+def interrupt_cli(example: Path, *args: str) -> tuple[int, str, str, list[str]]:
+    """Run the CLI with a fake terraform that sleeps in ``plan``; press Ctrl-C once there."""
+    log = example / "tf.log"
+    fake = fake_terraform(example / "bin", log)
+    env = cli_env(example, INFRA_APPLY_TERRAFORM=str(fake))
+    cli = start_in_own_group(
+        [
+            sys.executable,
+            "-m",
+            "infra_apply",
+            "--root",
+            str(example / "tree"),
+            *args,
+            "--sandbox",
+            "--out",
+            str(example / "generated"),
+        ],
+        env=env,
+    )
+    try:
+        wait_until(lambda: "planning" in log_lines(log), cli)
+        os.killpg(cli.pid, signal.SIGINT)
+        out, err = cli.communicate(timeout=8)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
+        for line in log_lines(log):  # never leave a fake terraform behind
+            if line.startswith("pid "):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(line.split()[1]), signal.SIGKILL)
+    return cli.returncode, out, err, log_lines(log)
+
+
+def test_ctrl_c_during_apply_stops_terraform_and_exits_130(example: Path) -> None:
+    code, out, err, log = interrupt_cli(example, "apply", "--producer", "quinn", "--auto-approve")
+    assert code == 130, out + err
+    assert "infra-apply: interrupted" in err and "Traceback" not in err
+    assert log.count("SIGINT") == 1
+    assert not any(line.startswith("argv apply") for line in log)
+
+
+def test_ctrl_c_during_plan_stops_terraform_and_exits_130(example: Path) -> None:
+    code, out, err, log = interrupt_cli(example, "plan", "--producer", "quinn")
+    assert code == 130, out + err
+    assert "infra-apply: interrupted" in err and "Traceback" not in err
+    assert log.count("SIGINT") == 1
