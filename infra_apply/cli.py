@@ -34,7 +34,7 @@ class Group(click.Group):
             click.echo(f"infra-apply: {exc.message}; nothing was done", err=True)
             ctx.exit(exc.exit_code)
         except InfraApplyError as exc:
-            click.echo(f"infra-apply: {exc.format()}", err=True)
+            click.echo(exc.format(), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("infra-apply: interrupted", err=True)

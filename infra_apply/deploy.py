@@ -52,6 +52,7 @@ class Prepared:
     wd: tf.Workdir
     cloud: Path | None  # the sandbox cloud file, in sandbox mode
     sandbox: Any = None  # the SandboxSetup, in sandbox mode
+    lock: Any = None  # held until the process ends: one run per working copy
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,9 @@ def load_project(ctx: Context, on_warning: Say) -> Project:
     from infra_apply.build import build_model
     from infra_apply.validate import validate_tree
 
-    v = validate_tree(ctx.root, ctx.mesh_path, validation_cache(ctx.root, ctx.env))
+    # The sandbox world has its own registry: hosts it registered count as in the mesh there.
+    mesh = mesh_target(ctx) if ctx.sandbox else ctx.mesh_path
+    v = validate_tree(ctx.root, mesh, validation_cache(ctx.root, ctx.env))
     if v.errors:
         raise ValidationFailed(list(v.problems))
     for p in v.warnings:
@@ -155,7 +158,7 @@ def token_env(env: Mapping[str, str], producer: str) -> dict[str, str]:
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
     """Working copies for ``producers``, synced to the fresh render and initialised if needed."""
     binary = tf.find_binary(ctx.env)
-    backend = load_backend(ctx.root, ctx.env)
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
     sandbox_env: dict[str, str] | None = None
     cloud: Path | None = None
     setup = None
@@ -176,12 +179,13 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         path = base / name
         env = terraform_env(ctx, name, sandbox_env)
         wd = tf.Workdir(binary, path, env)
-        sync(ctx, project.rendered[name], path, backend, sandbox_env)
-        out.append(
-            Prepared(
-                project.model.producer(name) or ProducerModel(name), project.rendered[name], wd, cloud, setup
-            )
-        )
+        lock = lock_working_copy(path, name)
+        try:
+            sync(ctx, project.rendered[name], path, backend, sandbox_env)
+        except OSError as exc:
+            raise InfraApplyError(f"cannot write the working copy {path}: {exc.strerror}") from None
+        model = project.model.producer(name) or ProducerModel(name)
+        out.append(Prepared(model, project.rendered[name], wd, cloud, setup, lock))
     return out
 
 
@@ -240,20 +244,30 @@ def ensure_init(prep: Prepared, say: Say) -> None:
 
         forget_stale_provider(wd.path, prep.sandbox)
     say(f"{prep.producer.name}: terraform init")
-    tf.init(wd, reconfigure=(wd.path / ".terraform").is_dir())
+    try:
+        # Never -reconfigure: switching backends without migrating would plan from an empty
+        # state and create every server a second time.
+        tf.init(wd)
+    except TerraformError as exc:
+        raise TerraformError(
+            f"{exc.message}\nIf the state backend changed (infra-apply.toml), migrate the state first: "
+            f"terraform -chdir={wd.path} init -migrate-state"
+        ) from None
     stamp_file.write_text(stamp)
 
 
-def working_copy_lock(prep: Prepared) -> Any:
+def lock_working_copy(path: Path, producer: str) -> Any:
+    """One infra-apply run per working copy; the lock lives as long as the process."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(prep.wd.path) + ".lock", timeout=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{path}.lock", timeout=0, is_singleton=True)
     try:
         lock.acquire()
     except Timeout:
         raise InfraApplyError(
-            f"another infra-apply run is using the working copy of producer "
-            f"{prep.producer.name} ({prep.wd.path}); wait for it to finish"
+            f"another infra-apply run is using the working copy of producer {producer} ({path}); "
+            "wait for it to finish"
         ) from None
     return lock
 
@@ -288,22 +302,22 @@ def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
 def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) -> list[Planned]:
     """Plan producers in parallel (bounded by the CPU count); results in producer order."""
     gpu = tuple(gpu)
-    locks = [working_copy_lock(p) for p in preps]
-    try:
-        workers = max(1, min(len(preps), os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(plan_one, p, say, gpu=[g for g in gpu if g in p.rendered.gpu_variables])
-                for p in preps
-            ]
-            try:
-                return [f.result() for f in futures]
-            except KeyboardInterrupt:
-                _interrupt(futures)
-                raise
-    finally:
-        for lock in locks:
-            lock.release()
+    unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
+    if unknown:
+        raise InfraApplyError(
+            f"--with-gpu {', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
+        )
+    workers = max(1, min(len(preps), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(plan_one, p, say, gpu=[g for g in gpu if g in p.rendered.gpu_variables])
+            for p in preps
+        ]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            _interrupt(futures)
+            raise
 
 
 def _interrupt(futures: Sequence[Future[Planned]]) -> None:
@@ -346,43 +360,78 @@ def apply_producer(
     echo: Say,
     gpu: Iterable[str] = (),
 ) -> ApplyOutcome:
-    lock = working_copy_lock(prep)
-    try:
-        planned = plan_one(prep, ctx.say, gpu=gpu)
-        verdict = guard(planned.plan, allow_destroy, allow_replace)
-        show(planned, verdict)
-        if not verdict.ok:
-            from infra_apply.summary import refusal_message
+    """Plan, show, guard, confirm, apply exactly that saved plan, then register the hosts."""
+    planned = plan_one(prep, ctx.say, gpu=gpu)
+    verdict = guard(planned.plan, allow_destroy, allow_replace)
+    show(planned, verdict)
+    if not verdict.ok:
+        from infra_apply.summary import refusal_message
 
-            raise GuardRefused(refusal_message(verdict))
-        applied = False
-        if planned.changed:
-            if not confirm(planned):
-                raise InfraApplyError("apply cancelled; nothing was changed")
-            ctx.say(f"{prep.producer.name}: terraform apply (the saved plan shown above)")
-            result = tf.apply(prep.wd, PLAN_FILE, echo=echo, echo_stderr=echo)
-            if result.code != 0:
-                raise TerraformError(
-                    f"terraform apply failed for producer {prep.producer.name}:\n{tf.error_text(result)}\n"
-                    "State holds what was created before the failure; fix the cause and rerun."
-                )
-            applied = True
-        removed = [
-            c.name for c in planned.plan.changes if c.type == "digitalocean_droplet" and c.action == "delete"
-        ]
-        registration = register(ctx, prep, removed=removed) if ctx.mesh_path else None
-        return ApplyOutcome(planned, applied, registration)
-    finally:
-        lock.release()
+        raise GuardRefused(refusal_message(verdict))
+    applied = False
+    if planned.changed:
+        if not confirm(planned):
+            raise InfraApplyError("apply cancelled; nothing was changed")
+        ctx.say(f"{prep.producer.name}: terraform apply (the saved plan shown above)")
+        result = tf.apply(prep.wd, PLAN_FILE, echo=echo, echo_stderr=echo)
+        if result.code != 0:
+            raise TerraformError(
+                f"terraform apply failed for producer {prep.producer.name}:\n{tf.error_text(result)}\n"
+                "State holds what was created before the failure; fix the cause and rerun."
+            )
+        applied = True
+    removed = [
+        c.name for c in planned.plan.changes if c.type == "digitalocean_droplet" and c.action == "delete"
+    ]
+    registration = None
+    if mesh_target(ctx) is not None and (prep.producer.droplets or removed):
+        try:
+            registration = register(ctx, prep, removed=removed)
+        except InfraApplyError as exc:
+            done = "applied" if applied else "nothing to apply"
+            raise InfraApplyError(
+                f"{prep.producer.name}: {done}, but registering its hosts failed: {exc.message}; fix that "
+                f"and run infra-apply register --producer {prep.producer.name}",
+                path=exc.path,
+                line=exc.line,
+                col=exc.col,
+                rule=exc.rule,
+            ) from None
+    return ApplyOutcome(planned, applied, registration)
 
 
 # --- register / rename / adopt ---------------------------------------------------------------
 
 
+def mesh_target(ctx: Context) -> Path | None:
+    """The registry registration writes to. A sandbox run never writes the operator's
+    mesh-hosts.json (stand-in addresses would reach ~/.ssh/config): it registers into a copy under
+    the state dir, made from the given file on first use."""
+    if not ctx.sandbox:
+        return ctx.mesh_path
+    copy = state_dir(ctx.env) / "sandbox" / "mesh-hosts.json"
+    if not copy.exists() and ctx.mesh_path is not None:
+        try:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(ctx.mesh_path.read_bytes())
+        except OSError as exc:
+            raise InfraApplyError(f"cannot read {ctx.mesh_path}: {exc.strerror}") from None
+    return copy if copy.exists() else None
+
+
 def live_droplets(prep: Prepared) -> list[Any]:
+    """The producer's droplets from its applied state (the ``droplets`` output)."""
     from infra_apply.mesh import live_droplets_from_output
 
-    value = tf.output_json(prep.wd, "droplets")
+    if not prep.rendered.droplet_addresses:
+        return []
+    try:
+        value = tf.output_json(prep.wd, "droplets")
+    except tf.OutputMissing:
+        raise InfraApplyError(
+            f"producer {prep.producer.name} has no applied state here ({prep.wd.path}): apply it first "
+            f"(infra-apply apply --producer {prep.producer.name})"
+        ) from None
     return live_droplets_from_output(value or {})
 
 
@@ -396,24 +445,28 @@ def register(
 ) -> Any:
     from infra_apply.mesh import write_registration
 
-    if ctx.mesh_path is None:
+    target = mesh_target(ctx)
+    if target is None:
         raise InfraApplyError(
             "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
         )
     ensure_init(prep, ctx.say)
-    return write_registration(
-        ctx.mesh_path,
+    result = write_registration(
+        target,
         prep.producer.name,
         live_droplets(prep),
         removed=removed,
         renamed=renamed or {},
         dry_run=dry_run,
     )
+    if ctx.sandbox and target != ctx.mesh_path:
+        ctx.say(f"sandbox: hosts registered in {target} (your mesh-hosts.json is never written)")
+    return result
 
 
 def state_droplets(prep: Prepared) -> dict[str, Mapping[str, Any]]:
     """Address (without index) -> attributes of each droplet in state."""
-    ensure_init(prep, prep_say_silent)
+    ensure_init(prep, ctx_silent)
     doc = tf.show_json(prep.wd)
     out: dict[str, Mapping[str, Any]] = {}
     stack = [doc.get("values", {}).get("root_module", {})]
@@ -426,7 +479,7 @@ def state_droplets(prep: Prepared) -> dict[str, Mapping[str, Any]]:
     return out
 
 
-def prep_say_silent(_: str) -> None:
+def ctx_silent(_: str) -> None:
     return None
 
 
@@ -445,38 +498,31 @@ def rename(ctx: Context, prep: Prepared, name: str) -> Renamed | None:
         raise InfraApplyError(
             f"no droplet named {name!r} in producer {prep.producer.name}'s manifests (droplets: {known})"
         )
-    lock = working_copy_lock(prep)
-    try:
-        live = state_droplets(prep).get(address)
-        if live is None:
-            raise InfraApplyError(f"{name} ({address}) is not in state yet; apply it first")
-        if live.get("name") == name:
-            return None
-        droplet_id = str(live["id"])
-        ctx.say(f"{prep.producer.name}: renaming droplet {droplet_id} {live.get('name')!r} -> {name!r}")
-        if prep.cloud is not None:
-            from infra_apply.sandbox import cloud
+    live = state_droplets(prep).get(address)
+    if live is None:
+        raise InfraApplyError(f"{name} ({address}) is not in state yet; apply it first")
+    if live.get("name") == name:
+        return None
+    droplet_id, old = str(live["id"]), str(live.get("name"))
+    ctx.say(f"{prep.producer.name}: renaming droplet {droplet_id} {old!r} -> {name!r}")
+    if prep.cloud is not None:
+        from infra_apply.sandbox import cloud
 
-            cloud.rename_droplet(prep.cloud, droplet_id, name)
-        else:
-            from infra_apply import do_api
+        cloud.rename_droplet(prep.cloud, droplet_id, name)
+    else:
+        from infra_apply import do_api
 
-            do_api.rename_droplet(
-                do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")), droplet_id, name
-            )
-        ctx.say(f"{prep.producer.name}: refreshing state")
-        tf.plan(prep.wd, PLAN_FILE, refresh_only=True)
-        result = tf.apply(prep.wd, PLAN_FILE)
-        if result.code != 0:
-            raise TerraformError(
-                f"the droplet was renamed, but refreshing state failed:\n{tf.error_text(result)}"
-            )
-        old = str(live.get("name"))
-        if ctx.mesh_path is not None:
-            register(ctx, prep, renamed={old: name})
-        return Renamed(droplet_id, old, name)
-    finally:
-        lock.release()
+        do_api.rename_droplet(do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")), droplet_id, name)
+    ctx.say(f"{prep.producer.name}: refreshing state")
+    tf.plan(prep.wd, PLAN_FILE, refresh_only=True)
+    result = tf.apply(prep.wd, PLAN_FILE)
+    if result.code != 0:
+        raise TerraformError(
+            f"the droplet was renamed, but refreshing state failed:\n{tf.error_text(result)}"
+        )
+    if mesh_target(ctx) is not None:
+        register(ctx, prep, renamed={old: name})
+    return Renamed(droplet_id, old, name)
 
 
 @dataclass(frozen=True)
@@ -489,38 +535,34 @@ class Adoption:
 
 def adopt(ctx: Context, prep: Prepared) -> tuple[list[Adoption], Path]:
     """Write import blocks for manifest droplets that exist in the account but not in state."""
-    lock = working_copy_lock(prep)
-    try:
-        in_state = state_droplets(prep)
-        account = _account_droplets(prep)
-        found: list[Adoption] = []
-        for d in prep.producer.droplets:
-            address = prep.rendered.droplet_addresses[d.name]
-            if address in in_state:
-                continue
-            matches = [a for a in account if a["name"] == d.name]
-            if d.gpu or len(matches) != 1:
-                if len(matches) > 1:
-                    ctx.say(
-                        f"{d.name}: {len(matches)} droplets have this name in the account; adopt "
-                        "one by hand (terraform import)"
-                    )
-                continue
-            live = matches[0]
-            warning = None
-            if live.get("image") and live["image"] != d.image:
-                warning = (
-                    f"live image {live['image']!r} differs from the manifest's {d.image!r}: the "
-                    "plan will replace it (and the guard will refuse) unless the manifest matches"
-                )
-            elif live.get("region") and live["region"] != d.region:
-                warning = f"live region {live['region']!r} differs from the manifest's {d.region!r}"
-            found.append(Adoption(address, d.name, str(live["id"]), warning))
-        target = imports_file(ctx, prep.producer.name)
-        write_imports(target, found)
-        return found, target
-    finally:
-        lock.release()
+    in_state = state_droplets(prep)
+    account = _account_droplets(prep)
+    found: list[Adoption] = []
+    for d in prep.producer.droplets:
+        address = prep.rendered.droplet_addresses[d.name]
+        if address in in_state:
+            continue
+        matches = [a for a in account if a["name"] == d.name]
+        if len(matches) > 1:
+            ctx.say(f"{d.name}: {len(matches)} droplets have this name in the account; adopt one by hand")
+        if d.gpu or len(matches) != 1:
+            continue
+        found.append(Adoption(address, d.name, str(matches[0]["id"]), _adoption_warning(d, matches[0])))
+    target = imports_file(ctx, prep.producer.name)
+    write_imports(target, found)
+    return found, target
+
+
+def _adoption_warning(d: Any, live: Mapping[str, Any]) -> str | None:
+    if live.get("image") and live["image"] != d.image:
+        return (
+            f"live image {live['image']!r} differs from the manifest's {d.image!r}: the plan will "
+            "replace it (and the guard will refuse) unless the manifest matches"
+        )
+    if live.get("region") and live["region"] != d.region:
+        region = live["region"]
+        return f"live region {region!r} differs from the manifest's {d.region!r}: it would be replaced"
+    return None
 
 
 def _account_droplets(prep: Prepared) -> list[dict[str, Any]]:
@@ -533,9 +575,10 @@ def _account_droplets(prep: Prepared) -> list[dict[str, Any]]:
         ]
     from infra_apply import do_api
 
+    client = do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN"))
     return [
         {"id": d.id, "name": d.name, "image": d.image, "region": d.region}
-        for d in do_api.list_droplets(do_api.client(token=prep.wd.env.get("DIGITALOCEAN_TOKEN")))
+        for d in do_api.list_droplets(client)
     ]
 
 
@@ -545,7 +588,7 @@ def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
     if not adoptions:
         return
     blocks = [
-        f"# {a.name}\nimport {{\n  to = {a.address}\n  id = {hcl_string(a.droplet_id)}\n}}\n"
+        f"# {hcl_string(a.name)}\nimport {{\n  to = {a.address}\n  id = {hcl_string(a.droplet_id)}\n}}\n"
         for a in sorted(adoptions, key=lambda a: a.address)
     ]
     text = (
@@ -553,5 +596,8 @@ def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
         "# taken over by the next apply without being replaced. Safe to delete after that apply.\n\n"
         + "\n".join(blocks)
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, "utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, "utf-8")
+    except OSError as exc:
+        raise InfraApplyError(f"cannot write {target}: {exc.strerror}") from None

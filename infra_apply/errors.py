@@ -36,6 +36,7 @@ class InfraApplyError(Exception):
     """
 
     exit_code = 1
+    default_rule: str | None = None
 
     def __init__(
         self,
@@ -51,15 +52,15 @@ class InfraApplyError(Exception):
         self.path = path
         self.line = line
         self.col = col
-        self.rule = rule
+        self.rule = rule or self.default_rule
 
     def format(self) -> str:
-        body = f"error {self.rule}: {self.message}" if self.rule else f"error: {self.message}"
+        """``path:line:col: error RULE: message`` when the problem has a place, else
+        ``infra-apply: error: message``."""
         if self.path is None:
-            return body
-        if not self.line:
-            return f"{self.path}: {body}"
-        return f"{self.path}:{self.line}:{self.col}: {body}"
+            return f"infra-apply: error: {self.message}"
+        where = f"{self.path}:{self.line}:{self.col}" if self.line else self.path
+        return f"{where}: error {self.rule or 'infra-apply'}: {self.message}"
 
 
 class ValidationFailed(InfraApplyError):
@@ -83,3 +84,5 @@ class TerraformError(InfraApplyError):
 
 class MeshError(InfraApplyError):
     """mesh-hosts.json is missing, invalid, or a host conflicts."""
+
+    default_rule = "mesh"

@@ -81,7 +81,7 @@ class RegistrationResult:
 class WriteResult:
     path: Path
     result: RegistrationResult
-    changed: bool  # the new text differs from the file's text
+    changed: bool  # the new document differs from the file's (values or key order)
     wrote: bool  # the file was replaced (False when unchanged or on a dry run)
     diff: str  # unified diff old -> new, "" when unchanged
 
@@ -376,7 +376,11 @@ def describe(result: RegistrationResult | WriteResult) -> list[str]:
 
 
 def load_document(path: Path) -> tuple[dict[str, Any], str]:
-    """Parse mesh-hosts.json; return the document and the exact text it came from."""
+    """Parse mesh-hosts.json; return the document and the exact text it came from.
+
+    A key repeated within one object is an error (located at its second occurrence):
+    ``json.loads`` would silently keep only the last value, and a rewrite would drop the other.
+    """
     where = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8")
@@ -387,13 +391,103 @@ def load_document(path: Path) -> tuple[dict[str, Any], str]:
     except OSError as e:
         raise MeshError(f"cannot read mesh-hosts.json: {e.strerror}", path=where) from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise MeshError(
             f"mesh-hosts.json is not valid JSON: {e.msg}", path=where, line=e.lineno, col=e.colno
         ) from None
+    except _DuplicateKey as e:
+        raise _duplicate_key_error(text, e.key, where) from None
     _check_document(doc, path=where)
     return doc, text
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _duplicate_key_error(text: str, key: str, where: str) -> MeshError:
+    """Locate the first repeated key in textual order (the hook knows the key, not where)."""
+    try:
+        _find_duplicate(text, _skip_ws(text, 0), (), json.JSONDecoder())
+    except _Duplicate as d:
+        line, col = _line_col(text, d.pos)
+        first, _ = _line_col(text, d.first)
+        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in d.at).lstrip(".")
+        return MeshError(
+            f"mesh-hosts.json has the key {d.key!r} twice in the object at {at or 'top level'} "
+            f"(first on line {first}); remove one of them",
+            path=where,
+            line=line,
+            col=col,
+        )
+    except (RecursionError, ValueError, IndexError):
+        pass  # cannot locate it (too deeply nested): still refuse, naming the key
+    return MeshError(f"mesh-hosts.json has the key {key!r} twice in one object", path=where)
+
+
+class _Duplicate(Exception):
+    def __init__(self, key: str, pos: int, first: int, at: tuple[str | int, ...]) -> None:
+        super().__init__(key)
+        self.key, self.pos, self.first, self.at = key, pos, first, at
+
+
+def _find_duplicate(text: str, i: int, at: tuple[str | int, ...], dec: json.JSONDecoder) -> int:
+    """Walk the valid JSON value starting at ``i`` and return its end; raise _Duplicate."""
+    if text[i] == "{":
+        seen: dict[str, int] = {}
+        i = _skip_ws(text, i + 1)
+        while text[i] != "}":
+            raw_key, i_key_end = _scalar(text, i, dec)
+            key = str(raw_key)
+            if key in seen:
+                raise _Duplicate(key, i, seen[key], at)
+            seen[key] = i
+            i = _skip_ws(text, _skip_ws(text, i_key_end) + 1)  # past the ':'
+            i = _skip_ws(text, _find_duplicate(text, i, (*at, key), dec))
+            if text[i] == ",":
+                i = _skip_ws(text, i + 1)
+        return i + 1
+    if text[i] == "[":
+        i = _skip_ws(text, i + 1)
+        n = 0
+        while text[i] != "]":
+            i = _skip_ws(text, _find_duplicate(text, i, (*at, n), dec))
+            n += 1
+            if text[i] == ",":
+                i = _skip_ws(text, i + 1)
+        return i + 1
+    return _scalar(text, i, dec)[1]
+
+
+def _scalar(text: str, i: int, dec: json.JSONDecoder) -> tuple[object, int]:
+    """A string, number, true, false or null starting at ``i``, and where it ends."""
+    value, end = dec.raw_decode(text, i)
+    return value, int(end)
+
+
+def _skip_ws(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    """1-based line and column of ``pos``, counted as json.JSONDecodeError counts them."""
+    return text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
 
 
 def dump_document(doc: Mapping[str, Any]) -> str:
@@ -413,8 +507,10 @@ def write_registration(
 ) -> WriteResult:
     """Register ``live`` in the file at ``path``: locked, reloaded under the lock, atomic.
 
-    Nothing is written when the text would not change or on ``dry_run`` (which takes no
-    lock: the atomic replace means a reader always sees a whole file).
+    Nothing is written when the document would not change (same values, same key order,
+    whatever the file's indentation) or on ``dry_run`` (which takes no lock: the atomic
+    replace means a reader always sees a whole file). A write uses :func:`dump_document`'s
+    style, so a file in another style is reformatted only when something changed.
     """
     # Resolve a symlinked registry so the replace lands on the target, not on the link.
     target = Path(os.path.realpath(path))
@@ -437,7 +533,10 @@ def _compute(
     doc, old_text = load_document(target)
     result = plan_registration(doc, producer, live, removed=removed, renamed=renamed)
     new_text = dump_document(result.document)
-    if new_text == old_text:
+    # Compare documents, not texts: a registry net-tools wrote in another style (4-space
+    # indent, one line) must not be reformatted by a registration that changes nothing.
+    # Both sides go through dump_document, so key order counts as a change too.
+    if new_text == old_text or new_text == dump_document(doc):
         return WriteResult(target, result, changed=False, wrote=False, diff="")
     diff = "".join(
         difflib.unified_diff(

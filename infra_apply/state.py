@@ -13,6 +13,8 @@ Remote state is configured in one place: ``infra-apply.toml`` at the root (or th
     endpoint = "https://nyc3.digitaloceanspaces.com"
     region = "us-east-1"                            # Spaces ignores it; S3 needs one
     key_prefix = "infra-apply"                      # state at <prefix>/<producer>/terraform.tfstate
+    sandbox_key_prefix = "infra-apply-sandbox"      # optional: --sandbox state in the bucket too
+                                                    # (default: sandbox state stays local)
 
 Credentials never go in that file: Terraform reads ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` (or infra-apply maps ``SPACES_ACCESS_KEY_ID`` /
@@ -97,7 +99,7 @@ class Backend:
         )
 
 
-STATE_KEYS = ("backend", "bucket", "endpoint", "region", "key_prefix")
+STATE_KEYS = ("backend", "bucket", "endpoint", "region", "key_prefix", "sandbox_key_prefix")
 # Anything that looks like a credential is refused by name, and its value is never echoed.
 CREDENTIAL_KEYS = frozenset(
     {
@@ -114,7 +116,10 @@ CREDENTIAL_KEYS = frozenset(
 )
 
 
-def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
+def load_backend(root: Path, env: Mapping[str, str] | None = None, *, sandbox: bool = False) -> Backend:
+    """The state backend. Sandbox runs keep local state unless ``sandbox_key_prefix`` opts them
+    into the bucket, under a prefix of their own: stand-in resources must never be written over
+    real state."""
     env = os.environ if env is None else env
     path = Path(env["INFRA_APPLY_CONFIG"]) if env.get("INFRA_APPLY_CONFIG") else root / CONFIG_NAME
     shown = _shown(path, root)
@@ -125,16 +130,18 @@ def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
             raise InfraApplyError(f"INFRA_APPLY_CONFIG names {path}, which does not exist") from None
         return Backend("local")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InfraApplyError(f"cannot read {CONFIG_NAME}: {exc}", path=shown) from None
+        raise InfraApplyError(f"cannot read {CONFIG_NAME}: {exc}", path=shown, rule="config") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message, line, col = _toml_error(str(exc), text)
-        raise InfraApplyError(f"invalid TOML: {message}", path=shown, line=line, col=col) from None
+        raise InfraApplyError(
+            f"invalid TOML: {message}", path=shown, line=line, col=col, rule="config"
+        ) from None
 
     def fail(message: str, key: str | None = None, table: str = "state") -> InfraApplyError:
         line, col = _locate(text, table, key)
-        return InfraApplyError(message, path=shown, line=line, col=col)
+        return InfraApplyError(message, path=shown, line=line, col=col, rule="config")
 
     section = doc.get("state", {})
     if not isinstance(section, dict):
@@ -158,12 +165,22 @@ def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
         raise fail(f'[state] backend must be "local" or "s3", not {kind!r}', "backend")
     if not section.get("bucket"):
         raise fail("[state] bucket is required for the s3 backend", "bucket")
+    key_prefix = section.get("key_prefix", "infra-apply").strip("/")
+    sandbox_prefix = section.get("sandbox_key_prefix", "").strip("/")
+    if sandbox_prefix and sandbox_prefix == key_prefix:
+        raise fail(
+            "[state] sandbox_key_prefix must differ from key_prefix (sandbox state must never "
+            "replace real state)",
+            "sandbox_key_prefix",
+        )
+    if sandbox and not sandbox_prefix:
+        return Backend("local")
     return Backend(
         "s3",
         bucket=section["bucket"],
         endpoint=section.get("endpoint", ""),
         region=section.get("region") or "us-east-1",
-        key_prefix=section.get("key_prefix", "infra-apply").strip("/"),
+        key_prefix=sandbox_prefix if sandbox else key_prefix,
     )
 
 

@@ -270,8 +270,17 @@ def apply(
     )
 
 
+class OutputMissing(TerraformError):
+    """The state has no such output: nothing was applied yet."""
+
+
 def output_json(wd: Workdir, name: str) -> Any:
     result = wd.run("output", name, json=True, no_color=True)
     if result.code != 0:
-        return None  # no state yet, or the output was never applied
-    return json.loads(result.stdout)
+        text = error_text(result)
+        kind = OutputMissing if "not found" in text or "No outputs" in text else TerraformError
+        raise kind(f"terraform output {name} failed in {wd.path}:\n{text}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError as exc:
+        raise TerraformError(f"terraform output -json printed something that is not JSON ({exc})") from None

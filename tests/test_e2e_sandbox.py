@@ -40,9 +40,17 @@ class Ops:
     def droplets(self) -> dict[str, dict[str, object]]:
         return {d["name"]: d for d in cloud.list_droplets(self.cloud)}
 
+    @property
+    def registry(self) -> Path:
+        """Sandbox runs register into a copy under the state dir, never into --mesh-hosts."""
+        return self.base / "state" / "sandbox" / "mesh-hosts.json"
+
     def hosts(self) -> dict[str, dict[str, str]]:
-        hosts: dict[str, dict[str, str]] = json.loads(self.mesh.read_text())["hosts"]
+        hosts: dict[str, dict[str, str]] = json.loads(self.registry.read_text())["hosts"]
         return hosts
+
+    def snapshot(self, folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
     def edit(self, rel: str, old: str, new: str) -> None:
         path = self.root / rel
@@ -57,6 +65,7 @@ def ops(example: Path) -> Ops:
 
 
 def test_apply_one_producer_then_no_changes(ops: Ops) -> None:
+    generated, mesh = ops.snapshot(ops.out), ops.mesh.read_bytes()
     code, out, err = ops.apply("quinn")
     assert code == 0, err
     assert "quinn: applied" in out
@@ -80,8 +89,9 @@ def test_apply_one_producer_then_no_changes(ops: Ops) -> None:
         assert entry["droplet_id"] == str(live[name]["id"])
     assert ops.hosts()["forge"]["mesh_ip"] == "10.9.0.6"  # existing entry keeps its address
     assert ops.hosts()["registry"]["mesh_ip"] == "10.9.0.6"  # shared by the droplet's hosts
-    # the sandbox never writes generated/
-    assert run_cli("--root", str(ops.root), "render", "--check", "--out", str(ops.out)).returncode == 0
+    # the sandbox never writes generated/ (not even a lock file) nor the operator's mesh-hosts.json
+    assert ops.snapshot(ops.out) == generated
+    assert ops.mesh.read_bytes() == mesh
 
 
 def test_removing_a_droplet_is_refused_until_allowed(ops: Ops) -> None:
@@ -179,14 +189,19 @@ def test_register_on_demand_dry_run_then_idempotent(ops: Ops) -> None:
     before = ops.mesh.read_bytes()
     code, out, _ = ops.sandbox("register", "--producer", "quinn", "--dry-run")
     assert code == 0 and '+    "mcp": {' in out and out.startswith("---")
-    assert ops.mesh.read_bytes() == before
+    assert ops.registry.read_bytes() == before
     code, out, _ = ops.sandbox("register", "--producer", "quinn")
     assert code == 0 and "+ mcp 10.9.0." in out
-    after = ops.mesh.read_bytes()
+    after = ops.registry.read_bytes()
     assert after != before
     code, out, _ = ops.sandbox("register", "--producer", "quinn")
     assert code == 0 and "already up to date" in out
-    assert ops.mesh.read_bytes() == after
+    assert ops.registry.read_bytes() == after
+
+
+def test_register_before_any_apply_says_so(ops: Ops) -> None:
+    code, _, err = ops.sandbox("register", "--producer", "quinn")
+    assert code == 1 and "no applied state" in err and "apply it first" in err
 
 
 def test_failed_apply_keeps_state_and_a_rerun_converges(ops: Ops) -> None:

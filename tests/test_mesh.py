@@ -324,6 +324,46 @@ def test_registering_an_unchanged_droplet_writes_nothing(tmp_path: Path) -> None
     assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
 
 
+# Registries net-tools may write in another style than dump_document's 2-space indent.
+OTHER_STYLES = {
+    "indent-4": json.dumps(base_doc(), indent=4, ensure_ascii=False) + "\n",
+    "one-line": json.dumps(base_doc(), ensure_ascii=False),
+    "compact": json.dumps(base_doc(), separators=(",", ":")),  # \u escapes, no newline
+}
+
+
+@pytest.mark.parametrize("style", sorted(OTHER_STYLES))
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_file_in_another_style_is_not_rewritten_when_nothing_changes(
+    tmp_path: Path, style: str, dry_run: bool
+) -> None:
+    text = OTHER_STYLES[style]
+    assert text != BASE_TEXT
+    path = registry(tmp_path, text)
+    before = path.stat()
+
+    result = mesh.write_registration(path, "quinn", [droplet()], dry_run=dry_run)
+
+    assert (result.wrote, result.changed, result.diff, result.changes) == (False, False, "", ())
+    assert path.read_bytes() == text.encode("utf-8")
+    assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("style", sorted(OTHER_STYLES))
+def test_a_file_in_another_style_is_written_in_two_space_style_on_a_change(
+    tmp_path: Path, style: str
+) -> None:
+    path = registry(tmp_path, OTHER_STYLES[style])
+    live = [droplet(), droplet("com.uvlava.quinn.web", ("web",), droplet_id="77")]
+
+    result = mesh.write_registration(path, "quinn", live)
+
+    assert result.wrote and result.changed and result.diff
+    assert result.changes == (HostChange("added", "web", "10.9.0.3", "com.uvlava.quinn.web"),)
+    expected = mesh.plan_registration(base_doc(), "quinn", live).document
+    assert path.read_text(encoding="utf-8") == mesh.dump_document(expected)
+
+
 # --------------------------------------------------------------------------- removal
 
 
@@ -488,6 +528,50 @@ def test_invalid_registry_is_a_located_error_and_never_overwritten(
         mesh.write_registration(path, "quinn", [droplet()])
     assert (excinfo.value.path, excinfo.value.line, excinfo.value.col) == (str(path), line, col)
     assert path.read_text(encoding="utf-8") == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "line", "col"),
+    [
+        # "forge" twice under hosts: inserted before "mac" (line 11), then at its usual place.
+        (
+            BASE_TEXT.replace('    "mac": {', '    "forge": {"mesh_ip": "10.9.0.7"},\n    "mac": {', 1),
+            r"key 'forge' twice in the object at hosts \(first on line 11\)",
+            21,
+            5,
+        ),
+        # A repeated owned field inside one entry.
+        (
+            BASE_TEXT.replace('"region": "nyc3",', '"region": "nyc3",\n      "mesh_ip": "10.9.0.9",', 1),
+            r"key 'mesh_ip' twice in the object at hosts\.forge \(first on line 21\)",
+            28,
+            7,
+        ),
+        # A repeated top-level "hosts": json.loads would keep only the last, empty one.
+        (
+            BASE_TEXT.replace('  "x-generated-by"', '  "hosts": {},\n  "x-generated-by"', 1),
+            r"key 'hosts' twice in the object at top level \(first on line 4\)",
+            43,
+            3,
+        ),
+        (
+            '{"network": "10.9.0.0/24", "hosts": {}, "l": [{"a": 1}, {"b": 1, "b": 2}]}',
+            r"key 'b' twice in the object at l\[1\] \(first on line 1\)",
+            1,
+            66,
+        ),
+    ],
+)
+def test_a_duplicate_key_is_a_located_error_and_never_overwritten(
+    tmp_path: Path, text: str, message: str, line: int, col: int
+) -> None:
+    path = registry(tmp_path, text)
+    with pytest.raises(MeshError, match=message) as excinfo:
+        mesh.write_registration(path, "quinn", [droplet()])
+    assert (excinfo.value.path, excinfo.value.line, excinfo.value.col) == (str(path), line, col)
+    assert path.read_text(encoding="utf-8") == text
+    with pytest.raises(MeshError, match=message):
+        mesh.write_registration(path, "quinn", [droplet()], dry_run=True)
 
 
 def test_missing_registry_is_an_error_and_not_created(tmp_path: Path) -> None:

@@ -78,7 +78,9 @@ class Remote:
             f'bucket = "{self.bucket}"\n'
             f'endpoint = "{endpoint}"\n'
             'region = "us-east-1"\n'
-            'key_prefix = "infra-apply"\n',
+            'key_prefix = "live"\n'
+            # Sandbox runs keep local state unless they opt into the bucket under their own prefix.
+            'sandbox_key_prefix = "infra-apply"\n',
             "utf-8",
         )
 
@@ -247,6 +249,11 @@ BAD_CONFIGS = {
     "no-bucket": ('[state]\nbackend = "s3"\n', "1:1", "bucket is required"),
     "not-a-table": ('state = "s3"\n', "1:1", "state must be a table"),
     "not-toml": ("[state]\nbackend = s3\n", "2:11", "invalid TOML"),
+    "sandbox-over-live": (
+        '[state]\nbackend = "s3"\nbucket = "b"\nsandbox_key_prefix = "infra-apply"\n',
+        "4:1",
+        "sandbox_key_prefix must differ from key_prefix",
+    ),
 }
 
 
@@ -260,8 +267,8 @@ def test_a_bad_config_is_one_located_error(example: Path, name: str) -> None:
     )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
-    errors = [line for line in r.stderr.splitlines() if line.startswith("infra-apply:")]
-    assert errors == [errors[0]] and errors[0].startswith(f"infra-apply: infra-apply.toml:{where}: error: ")
+    errors = [line for line in r.stderr.splitlines() if "error" in line]
+    assert errors == [errors[0]] and errors[0].startswith(f"infra-apply.toml:{where}: error config: ")
     assert message in errors[0]
     assert SECRET_KEY not in r.stdout + r.stderr
     assert not (example / "state" / "work").exists()  # stopped before any working copy
@@ -285,3 +292,12 @@ def test_spaces_keys_are_mapped_for_terraform_only(tmp_path: Path) -> None:
         env={"SPACES_ACCESS_KEY_ID": "spaces", "AWS_ACCESS_KEY_ID": "aws"},
     )
     assert terraform_env(ctx, "quinn", {})["AWS_ACCESS_KEY_ID"] == "aws"  # an explicit AWS key wins
+
+
+def test_sandbox_never_uses_the_live_state_key_unless_opted_in(remote: Remote) -> None:
+    text = (remote.root / "infra-apply.toml").read_text()
+    (remote.root / "infra-apply.toml").write_text(text.replace('sandbox_key_prefix = "infra-apply"\n', ""))
+    code, _, err = remote.run(remote.env(), "apply", "--producer", "quinn", "--auto-approve")
+    assert code == 0, err
+    listed = remote.s3.list_objects_v2(Bucket=remote.bucket).get("Contents", [])
+    assert listed == []  # stand-in resources never reach the team's bucket
