@@ -207,10 +207,15 @@ def out_option(fn: F) -> F:
         "--out",
         "out",
         type=click.Path(file_okay=False, path_type=Path),
+        envvar="INFRA_APPLY_OUT",
         default=Path("generated"),
-        show_default=True,
+        show_default="$INFRA_APPLY_OUT, else generated",
         help="Folder of the committed Terraform (one sub-folder per producer, with its address ledger).",
     )(fn)
+
+
+def _emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 @cli.command()
@@ -220,39 +225,51 @@ def out_option(fn: F) -> F:
     is_flag=True,
     help="Write nothing; list stale or missing files and exit 1 if OUT is out of date.",
 )
+@format_option("text", "json")
 @mesh_option
 @click.pass_context
-def render(ctx: click.Context, out: Path, check: bool, mesh_hosts: Path | None) -> None:
+def render(ctx: click.Context, out: Path, check: bool, fmt: str, mesh_hosts: Path | None) -> None:
     """Write OUT/<producer>/*.tf: one Terraform root module per producer, for review in a PR.
 
     Output is deterministic and `terraform fmt` clean. Droplet addresses come from
-    OUT/<producer>/addresses.json and never change when a name does.
+    OUT/<producer>/addresses.json and never change when a name does. Only files infra-apply
+    wrote (with its do-not-edit header) are ever replaced or removed.
     """
     from infra_apply.build import build_model
     from infra_apply.render import compare, render_model, write
 
     v = _validated(ctx, mesh_hosts)
     rendered = render_model(build_model(v), out)
-    if check:
-        drift = compare(rendered, out)
+    drift = compare(rendered, out) if check else write(rendered, out)
+    stale = bool(drift.stale or drift.extra)
+    if fmt == "json":
+        _emit_json(
+            {
+                "out": str(out),
+                "check": check,
+                "stale" if check else "written": list(drift.stale),
+                "removed" if not check else "extra": list(drift.extra),
+                "up_to_date": not stale,
+            }
+        )
+    elif check:
         for rel in drift.stale:
             click.echo(f"{out / rel}: stale or missing")
         for rel in drift.extra:
             click.echo(f"{out / rel}: no longer rendered (would be removed)")
-        if drift.stale or drift.extra:
-            click.echo(f"infra-apply: {out} is out of date; run infra-apply render", err=True)
-            ctx.exit(1)
-        click.echo(
-            f"{out} is up to date ({sum(len(r.files) for r in rendered)} files, {len(rendered)} producers)"
-        )
-        return
-    drift = write(rendered, out)
-    for rel in drift.stale:
-        click.echo(f"wrote {out / rel}")
-    for rel in drift.extra:
-        click.echo(f"removed {out / rel}")
-    if not drift.stale and not drift.extra:
-        click.echo(f"{out} already up to date")
+        if not stale:
+            files = sum(len(r.files) for r in rendered)
+            click.echo(f"{out} is up to date ({files} files, {len(rendered)} producers)")
+    else:
+        for rel in drift.stale:
+            click.echo(f"wrote {out / rel}")
+        for rel in drift.extra:
+            click.echo(f"removed {out / rel}")
+        if not stale:
+            click.echo(f"{out} already up to date")
+    if check and stale:
+        click.echo(f"infra-apply: {out} is out of date; run infra-apply render", err=True)
+        ctx.exit(1)
 
 
 def sandbox_option(fn: F) -> F:
@@ -260,7 +277,8 @@ def sandbox_option(fn: F) -> F:
         "--sandbox",
         is_flag=True,
         help="Run against the local sandbox cloud (a stand-in DigitalOcean provider under the "
-        "state dir); needs no account or token and never touches generated/.",
+        "state dir); needs no account or token, keeps its own state and mesh registry, and never "
+        "touches generated/.",
     )(fn)
 
 
@@ -275,17 +293,44 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
     )
 
 
-def _load(c: Any) -> Any:
+def _load(c: Any, *, refuse_stale: bool = False) -> Any:
+    """Validate, model and render; a live apply refuses HCL that differs from the reviewed
+    generated/ (what is applied must be what the pull request showed)."""
     from infra_apply.deploy import load_project
+    from infra_apply.errors import InfraApplyError
 
     project = load_project(c, lambda line: click.echo(line, err=True))
     if project.generated_stale and not c.sandbox:
+        if refuse_stale:
+            raise InfraApplyError(
+                f"{c.out} is out of date with the manifests: run infra-apply render, review and commit "
+                "the diff, then apply (a live apply only applies the Terraform under review)"
+            )
         click.echo(
             f"infra-apply: note: {c.out} is out of date with the manifests; planning the fresh "
             "render (run infra-apply render and commit it)",
             err=True,
         )
     return project
+
+
+def _one(
+    ctx: click.Context,
+    producer: str,
+    out: Path,
+    sandbox: bool,
+    mesh_hosts: Path | None,
+    *,
+    refuse_stale: bool = False,
+) -> tuple[Any, Any]:
+    """The deploy context and the one prepared working copy a single-producer command needs."""
+    from infra_apply import deploy
+
+    c = _context(ctx, out, sandbox, mesh_hosts)
+    project = _load(c, refuse_stale=refuse_stale)
+    [name] = deploy.pick(project, [producer])
+    [prep] = deploy.prepare(c, project, [name])
+    return c, prep
 
 
 @cli.command()
@@ -382,33 +427,29 @@ def apply(
     """Plan one producer, guard, confirm, apply exactly that saved plan, register its hosts.
 
     The guard refuses (exit 3) a plan that deletes or replaces a droplet, database or database
-    user not named with --allow-destroy / --allow-replace. Terraform's progress streams while
-    it runs; Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
-    mesh-hosts.json (see `register`).
+    user not named with --allow-destroy / --allow-replace. A live apply refuses when generated/
+    is stale. Terraform's progress streams while it runs; Ctrl-C stops it cleanly. With
+    --mesh-hosts, the new hosts are then written to mesh-hosts.json (see `register`).
     """
     from infra_apply import deploy, mesh, summary
+    from infra_apply.errors import InfraApplyError
 
-    c = _context(ctx, out, sandbox, mesh_hosts)
-    project = _load(c)
-    [name] = deploy.pick(project, [producer])
-    [prep] = deploy.prepare(c, project, [name])
+    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts, refuse_stale=True)
 
     def show(planned: Any, verdict: Any) -> None:
         click.echo(summary.format_text([planned.plan]), nl=False)
         for unused in summary.unused_allowances(planned.plan, allow_destroy, allow_replace):
-            click.echo(f"infra-apply: warning: {unused}", err=True)
+            click.echo(f"infra-apply: warning: {unused.message}", err=True)
 
     def confirm(planned: Any) -> bool:
         if auto_approve:
             return True
         if not sys.stdin.isatty():
-            from infra_apply.errors import InfraApplyError
-
             raise InfraApplyError(
-                "refusing to apply without a terminal to confirm on; review the plan "
-                "and rerun with --auto-approve"
+                "refusing to apply without a terminal to confirm on; review the plan and rerun "
+                "with --auto-approve"
             )
-        return click.confirm(f"Apply these changes to producer {name}?", default=False)
+        return click.confirm(f"Apply these changes to producer {prep.producer.name}?", default=False)
 
     outcome = deploy.apply_producer(
         c,
@@ -420,11 +461,11 @@ def apply(
         echo=click.echo,
         gpu=gpu,
     )
-    click.echo(f"{name}: {'applied' if outcome.applied else 'nothing to apply'}")
+    click.echo(f"{prep.producer.name}: {'applied' if outcome.applied else 'nothing to apply'}")
     if outcome.registration is not None:
         for line in mesh.describe(outcome.registration):
             click.echo(line)
-    elif mesh_hosts is None:
+    elif deploy.mesh_target(c) is None:
         click.echo(
             "infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)", err=True
         )
@@ -433,44 +474,68 @@ def apply(
 @cli.command()
 @click.option("--producer", required=True, metavar="P")
 @click.option("--dry-run", is_flag=True, help="Print the diff that would be written; write nothing.")
+@format_option("text", "json")
 @sandbox_option
 @out_option
 @mesh_option
 @click.pass_context
 def register(
-    ctx: click.Context, producer: str, dry_run: bool, sandbox: bool, out: Path, mesh_hosts: Path | None
+    ctx: click.Context,
+    producer: str,
+    dry_run: bool,
+    fmt: str,
+    sandbox: bool,
+    out: Path,
+    mesh_hosts: Path | None,
 ) -> None:
     """Write the producer's droplets (from Terraform state) into mesh-hosts.json.
 
     One mesh IP per droplet, shared by its host names; existing entries keep theirs; every
     other key is preserved. The write is locked and atomic; nothing is written when nothing
-    changes.
+    changes. In sandbox mode the registry is a copy under the state dir.
     """
     from infra_apply import deploy, mesh
 
-    c = _context(ctx, out, sandbox, mesh_hosts)
-    project = _load(c)
-    [name] = deploy.pick(project, [producer])
-    [prep] = deploy.prepare(c, project, [name])
+    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
     result = deploy.register(c, prep, dry_run=dry_run)
-    if dry_run:
+    if fmt == "json":
+        _emit_json(
+            {
+                "path": str(result.path),
+                "written": result.wrote,
+                "dry_run": dry_run,
+                "diff": result.diff,
+                "changes": [
+                    {
+                        "change": h.kind,
+                        "host": h.host,
+                        "mesh_ip": h.mesh_ip,
+                        "droplet": h.droplet,
+                        "fields": list(h.fields),
+                    }
+                    for h in result.changes
+                ],
+            }
+        )
+    elif dry_run:
         click.echo(result.diff or "no changes", nl=not result.diff)
-        return
-    for line in mesh.describe(result):
-        click.echo(line)
-    if not result.wrote:
-        click.echo(f"{mesh_hosts} already up to date")
+    else:
+        for line in mesh.describe(result):
+            click.echo(line)
+        if not result.wrote:
+            click.echo(f"{result.path} already up to date")
 
 
 @cli.command()
 @click.option("--producer", required=True, metavar="P")
 @click.argument("name")
+@format_option("text", "json")
 @sandbox_option
 @out_option
 @mesh_option
 @click.pass_context
 def rename(
-    ctx: click.Context, producer: str, name: str, sandbox: bool, out: Path, mesh_hosts: Path | None
+    ctx: click.Context, producer: str, name: str, fmt: str, sandbox: bool, out: Path, mesh_hosts: Path | None
 ) -> None:
     """Rename the live droplet to its manifest NAME (DigitalOcean's rename action).
 
@@ -480,12 +545,17 @@ def rename(
     """
     from infra_apply import deploy
 
-    c = _context(ctx, out, sandbox, mesh_hosts)
-    project = _load(c)
-    [pname] = deploy.pick(project, [producer])
-    [prep] = deploy.prepare(c, project, [pname])
+    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
     done = deploy.rename(c, prep, name)
-    if done is None:
+    if fmt == "json":
+        _emit_json(
+            {
+                "renamed": done is not None,
+                "name": name,
+                **({"droplet_id": done.droplet_id, "old": done.old} if done else {}),
+            }
+        )
+    elif done is None:
         click.echo(f"{name}: live name already matches")
     else:
         click.echo(f"renamed droplet {done.droplet_id}: {done.old} -> {done.new}")
@@ -493,11 +563,14 @@ def rename(
 
 @cli.command()
 @click.option("--producer", required=True, metavar="P")
+@format_option("text", "json")
 @sandbox_option
 @out_option
 @mesh_option
 @click.pass_context
-def adopt(ctx: click.Context, producer: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
+def adopt(
+    ctx: click.Context, producer: str, fmt: str, sandbox: bool, out: Path, mesh_hosts: Path | None
+) -> None:
     """Write import blocks for manifest droplets that already exist in the account.
 
     For droplets not in state but present under their manifest name, writes
@@ -506,17 +579,27 @@ def adopt(ctx: click.Context, producer: str, sandbox: bool, out: Path, mesh_host
     """
     from infra_apply import deploy
 
-    c = _context(ctx, out, sandbox, mesh_hosts)
-    project = _load(c)
-    [pname] = deploy.pick(project, [producer])
-    [prep] = deploy.prepare(c, project, [pname])
+    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
     found, target = deploy.adopt(c, prep)
+    if fmt == "json":
+        _emit_json(
+            {
+                "imports": str(target) if found else None,
+                "adopted": [
+                    {"address": a.address, "name": a.name, "droplet_id": a.droplet_id, "warning": a.warning}
+                    for a in found
+                ],
+            }
+        )
+        return
     for a in found:
         click.echo(f"import {a.address} <- droplet {a.droplet_id} ({a.name})")
         if a.warning:
             click.echo(f"infra-apply: warning: {a.name}: {a.warning}", err=True)
     if found:
-        click.echo(f"wrote {target}; run infra-apply plan / apply --producer {pname} to take them over")
+        click.echo(
+            f"wrote {target}; run infra-apply plan / apply --producer {prep.producer.name} to take them over"
+        )
     else:
         click.echo("nothing to adopt: every manifest droplet is in state or absent from the account")
 

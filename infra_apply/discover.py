@@ -31,6 +31,7 @@ class Discovery:
     producers: tuple[str, ...]
     manifests: tuple[ManifestRef, ...]
     retired: tuple[str, ...]  # root-relative paths of app.manifest.yaml files
+    unreadable: tuple[str, ...] = ()  # folders that could not be listed
 
 
 def discover(root: Path) -> Discovery:
@@ -38,13 +39,15 @@ def discover(root: Path) -> Discovery:
     manifests: list[ManifestRef] = []
     retired: list[str] = []
     producers: list[str] = []
+    unreadable: list[str] = []
     stack: list[tuple[str, str]] = [(os.fspath(root), "")]
     while stack:
         folder, rel = stack.pop()
         try:
             entries = os.scandir(folder)
         except OSError:
-            continue  # unreadable folder: nothing we could validate there anyway
+            unreadable.append(rel.rstrip("/") or ".")
+            continue
         with entries:
             for entry in entries:
                 name = entry.name
@@ -69,6 +72,7 @@ def discover(root: Path) -> Discovery:
         producers=tuple(sorted(producers)),
         manifests=tuple(sorted(manifests, key=lambda m: m.path)),
         retired=tuple(sorted(retired)),
+        unreadable=tuple(sorted(unreadable)),
     )
 
 

@@ -127,6 +127,8 @@ def http_coupling(tree: Tree) -> Iterator[Finding]:
 
 
 def _shared_database(tree: Tree, field_name: str, what: str) -> Iterator[Finding]:
+    """Two manifests naming one database (or user) on one cluster: two projects sharing it, or
+    a project's dev and prod variants sharing it (credential separation holds there too)."""
     first: dict[tuple[str, str], Manifest] = {}
     for m in tree.manifests:
         db = m.data.get("database")
@@ -134,14 +136,19 @@ def _shared_database(tree: Tree, field_name: str, what: str) -> Iterator[Finding
             continue
         key = (db["cluster"], db[field_name])
         owner = first.setdefault(key, m)
-        if owner is not m and owner.data["project"] != m.data["project"]:
-            yield at(
-                m,
-                ("database", field_name),
-                f"{what} {key[1]!r} on cluster {key[0]!r} is already used by project "
-                f"{owner.data['project']!r} ({_where(owner, ('database', field_name))}); "
-                "each project needs its own",
-            )
+        if owner is m:
+            continue
+        whose = (
+            f"project {owner.data['project']!r}"
+            if owner.data["project"] != m.data["project"]
+            else f"this project's {owner.data.get('environment', 'prod')} manifest"
+        )
+        yield at(
+            m,
+            ("database", field_name),
+            f"{what} {key[1]!r} on cluster {key[0]!r} is already used by {whose} "
+            f"({_where(owner, ('database', field_name))}); each needs its own",
+        )
 
 
 @rule("gpu_ondemand", "warning")
@@ -218,6 +225,7 @@ def _all_droplet_names(tree: Tree) -> Iterator[tuple[Manifest, Key, str]]:
 @rule("host_in_mesh", "error")
 def host_in_mesh(tree: Tree) -> Iterator[Finding]:
     declared: dict[str, tuple[Manifest, Key, str]] = {}
+    names = {d["name"] for _, _, d in droplets(tree)}
     for m, i, d in droplets(tree):
         for j, host in enumerate(d.get("hosts", [])):
             key: Key = ("droplets", i, "hosts", j)
@@ -232,7 +240,7 @@ def host_in_mesh(tree: Tree) -> Iterator[Finding]:
                 continue
             declared.setdefault(host, (m, key, d["name"]))
             entry = (tree.mesh_hosts or {}).get(host)
-            if entry is not None and not _same_machine(entry, d["name"], producer_of(tree, m)):
+            if entry is not None and not _same_machine(entry, d["name"], producer_of(tree, m), names):
                 machine = entry.get("droplet") or "a machine not managed by infra-apply"
                 yield at(
                     m,
@@ -244,6 +252,8 @@ def host_in_mesh(tree: Tree) -> Iterator[Finding]:
         host = svc.get("host")
         if host is None or host in declared:
             continue
+        if tree.mesh_hosts is None and tree.mesh_path is not None:
+            continue  # the registry itself is broken; that problem is reported on its own
         if tree.mesh_hosts is None:
             yield at(
                 m,
@@ -260,11 +270,11 @@ def host_in_mesh(tree: Tree) -> Iterator[Finding]:
             )
 
 
-def _same_machine(entry: Mapping[str, Any], name: str, producer: str | None) -> bool:
-    """A registered host belongs to this droplet, or to one of this producer's droplets that
-    infra-apply registered under its live name (a rename not yet applied live)."""
+def _same_machine(entry: Mapping[str, Any], name: str, producer: str | None, declared: set[str]) -> bool:
+    """A registered host belongs to this droplet, or to a droplet of this producer that no
+    manifest names any more: the live name of a droplet renamed in its manifest."""
     owner = entry.get("droplet")
-    return owner == name or (bool(owner) and entry.get("producer") == producer)
+    return owner == name or (bool(owner) and entry.get("producer") == producer and owner not in declared)
 
 
 @rule("shared_infra_topology", "warning")
@@ -323,6 +333,13 @@ def manage_apps_orchestrator(tree: Tree) -> Iterator[Finding]:
             (1, 1),
             "app.manifest.yaml is retired; declare the service in .infra.yaml",
             "warning",
+        )
+    for folder in tree.discovery.unreadable:
+        yield Finding(
+            folder,
+            (1, 1),
+            "cannot read this folder; manifests below it would be missed "
+            "(and their resources planned for destruction)",
         )
     for ref in tree.discovery.manifests:
         if ref.producer is None:

@@ -50,7 +50,7 @@ def validation_cache(root: Path, env: Mapping[str, str] | None = None) -> Path |
     env = os.environ if env is None else env
     if env.get("INFRA_APPLY_NO_CACHE"):
         return None
-    return state_dir(env) / "cache" / f"validate-{root_key(root)}.pickle"
+    return state_dir(env) / "cache" / f"validate-{root_key(root)}.json"
 
 
 def check_outside(state: Path, generated: Path) -> None:

@@ -52,9 +52,14 @@ def validate_tree(root: Path, mesh_path: Path | None = None, cache: Path | None 
     manifest's parse and schema outcome keyed by its stat, so unchanged files are not re-read."""
     if not root.is_dir():
         raise InfraApplyError(f"root {root} is not a folder (--root, INFRA_APPLY_ROOT)")
-    mesh_hosts = load_mesh_hosts(mesh_path) if mesh_path is not None else None
-    found = discover(root)
     problems: list[Problem] = []
+    mesh_hosts = None
+    if mesh_path is not None:
+        try:
+            mesh_hosts = load_mesh_hosts(mesh_path)
+        except InfraApplyError as exc:  # reported with the rest; hosts are then not checked
+            problems.append(Problem(str(mesh_path), exc.line, exc.col, "error", "host_in_mesh", exc.message))
+    found = discover(root)
     manifests: list[Manifest] = []
     old = _read_cache(cache)
     new: dict[str, tuple[tuple[int, ...], Checked]] = {}
@@ -111,30 +116,59 @@ def _cache_tag() -> str:
 
 
 def _read_cache(cache: Path | None) -> dict[str, tuple[tuple[int, ...], Checked]]:
+    """JSON, not pickle: a state dir may be shared, and reading it must never run code."""
     if cache is None:
         return {}
-    import pickle
-
     try:
-        with open(cache, "rb") as fh:
-            tag, entries = pickle.load(fh)
-    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError, AttributeError, ImportError):
+        doc = json.loads(cache.read_text("utf-8"))
+        if doc.get("tag") != _cache_tag():
+            return {}
+        return {
+            rel: (tuple(stamp), (_manifest_from(rel, m), [Problem(*p) for p in probs]))
+            for rel, (stamp, m, probs) in doc["entries"].items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}  # a missing or damaged cache only costs a full validation
-    return entries if tag == _cache_tag() and isinstance(entries, dict) else {}
+
+
+def _manifest_from(rel: str, m: Any) -> Manifest | None:
+    if m is None:
+        return None
+    return Manifest(
+        rel,
+        m["data"],
+        {tuple(k): tuple(v) for k, v in m["pos"]},
+        {tuple(k): tuple(v) for k, v in m["keypos"]},
+    )
+
+
+def _manifest_json(m: Manifest | None) -> Any:
+    if m is None:
+        return None
+    return {
+        "data": m.data,
+        "pos": [[list(k), list(v)] for k, v in m.pos.items()],
+        "keypos": [[list(k), list(v)] for k, v in m.keypos.items()],
+    }
 
 
 def _write_cache(cache: Path, entries: dict[str, tuple[tuple[int, ...], Checked]]) -> None:
     import os
-    import pickle
 
+    doc = {
+        "tag": _cache_tag(),
+        "entries": {
+            rel: [list(stamp), _manifest_json(m), [list(p) for p in probs]]
+            for rel, (stamp, (m, probs)) in entries.items()
+        },
+    }
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump((_cache_tag(), entries), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), "utf-8")
         os.replace(tmp, cache)
-    except OSError:
-        pass  # read-only state dir: validation still works, just uncached
+    except (OSError, ValueError):
+        pass  # read-only state dir or a value JSON cannot hold: validation still works, uncached
 
 
 def check_schema(m: Manifest) -> list[Problem]:

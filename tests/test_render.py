@@ -183,7 +183,7 @@ def test_outputs_are_keyed_by_live_name() -> None:
     ('{"droplets": {"a b": {"name": "x"}}}', "is not a Terraform resource name"),
     ('{"droplets": {"a": {"name": "x"}, "b": {"name": "x"}}}', "has two addresses"),
     ('{"droplets": {"a": {"name": "x", "hosts": "forge"}}}', "must be lists of strings"),
-    ('{"droplets": {"a": {"name": "x"}, "b": {"name": "y", "moved_from": ["a"]}}}', "names a current address"),
+    ('{"droplets": {"a": {"name": "x"}, "b": {"name": "y", "moved_from": ["a"]}}}', "a current address"),
     ('{"droplets": []}', "not valid"),
     ("not json", "not valid"),
 ])

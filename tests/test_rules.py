@@ -355,3 +355,39 @@ def test_host_registered_under_a_droplets_old_name_is_not_a_conflict(tmp_path: P
         p.rule == "host_in_mesh" and p.level == "error"
         for p in validate_tree(tmp_path / "other", mesh).problems
     )
+
+
+def test_dev_and_prod_sharing_a_database_is_an_error(tmp_path: Path) -> None:
+    dev = {"apiVersion": "infra/v1", "project": "app", "provider": "mac", "environment": "dev",
+           "database": db("pg", "app", "app_user")}
+    tree = {**base_tree(), "@ct/app/.infra.yaml": project("app", database=db("pg", "app", "app_user")),
+            "@ct/app/.infra.dev.yaml": dev}
+    found = {(p.rule, p.path) for p in problems(tmp_path, tree) if p.level == "error"}
+    assert found == {("own_db", "@ct/app/.infra.yaml"), ("http_coupling", "@ct/app/.infra.yaml")}
+
+
+def test_moving_a_host_to_another_current_droplet_is_a_conflict(tmp_path: Path) -> None:
+    mesh = tmp_path / "m.json"
+    mesh.write_text(json.dumps({"network": "10.9.0.0/24", "hosts": {
+        "lime": {"mesh_ip": "10.9.0.5", "droplet": "com.uvlava.ct.services", "producer": "ct"}}}))
+    tree = {**base_tree(), "@ct/.infra.yaml": producer_root(
+        "ct", droplet("com.uvlava.ct.services", ["other"]), droplet("com.uvlava.ct.apps", ["lime"]))}
+    write_tree(tmp_path / "root", tree)
+    found = [p for p in validate_tree(tmp_path / "root", mesh).problems if p.rule == "host_in_mesh"]
+    assert found and "com.uvlava.ct.services" in found[0].message
+
+
+def test_an_unreadable_folder_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    write_tree(tmp_path / "root", {**base_tree(), "@ct/secret/.infra.yaml": project("s")})
+    real = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path).endswith("secret"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr("infra_apply.discover.os.scandir", scandir)
+    [p] = validate_tree(tmp_path / "root").problems
+    assert (p.path, p.level, p.rule) == ("@ct/secret", "error", "manage_apps_orchestrator")

@@ -8,7 +8,7 @@ from tests.conftest import base_tree, project, write_tree
 
 def test_cache_reuses_unchanged_files_and_sees_every_edit(tmp_path: Path) -> None:
     root = write_tree(tmp_path / "root", base_tree())
-    cache = tmp_path / "cache.pickle"
+    cache = tmp_path / "cache.json"
     assert validate_tree(root, None, cache).problems == ()
     assert cache.is_file()
     assert validate_tree(root, None, cache).problems == ()
@@ -21,7 +21,7 @@ def test_cache_reuses_unchanged_files_and_sees_every_edit(tmp_path: Path) -> Non
 
 def test_a_damaged_cache_is_ignored(tmp_path: Path) -> None:
     root = write_tree(tmp_path / "root", base_tree())
-    cache = tmp_path / "cache.pickle"
-    cache.write_bytes(b"not a pickle")
+    cache = tmp_path / "cache.json"
+    cache.write_bytes(b"not json")
     assert validate_tree(root, None, cache).problems == ()
     assert validate_tree(root, None, cache).manifests == validate_tree(root).manifests
