@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from infra_apply import cli as cli_module
-from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, project, run_cli, write_tree
+from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, cli_env, project, run_cli, write_tree
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -135,3 +135,23 @@ def test_unknown_producer_is_named(tmp_path: Path) -> None:
     write_tree(tmp_path, base_tree())
     code, _, err = invoke("--root", str(tmp_path), "plan", "--producer", "zz", "--sandbox")
     assert code == 1 and "unknown producer zz" in err and "ct" in err
+
+
+def test_live_apply_refuses_a_stale_generated_folder(example: Path) -> None:
+    manifest = example / "tree" / "@quinn" / ".infra.yaml"
+    manifest.write_text(manifest.read_text().replace("size: s-4vcpu-8gb", "size: s-8vcpu-16gb"))
+    env = {**cli_env(example), "DIGITALOCEAN_TOKEN": "dop_v1_" + "0" * 20}
+    result = run_cli(
+        "--root",
+        str(example / "tree"),
+        "apply",
+        "--producer",
+        "quinn",
+        "--auto-approve",
+        "--out",
+        str(example / "generated"),
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "is out of date with the manifests" in result.stderr and "Traceback" not in result.stderr
+    assert not (example / "state" / "work").exists()  # stopped before Terraform
