@@ -316,7 +316,9 @@ def _droplet_entry(d: Droplet, address: str) -> dict[str, Any]:
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     inbound = [*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ())]
-    tags = sorted({MANAGED_TAG, f"producer:{d.producer}", f"role:{d.role or droplet_slug(d.name)}"})
+    tags = sorted(
+        {MANAGED_TAG, f"producer:{d.producer}", f"role:{droplet_slug(d.name) if d.role is None else d.role}"}
+    )
     return {
         "droplet": d,
         "address": address,

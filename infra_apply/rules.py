@@ -396,11 +396,11 @@ def do_limits(tree: Tree) -> Iterator[Finding]:
     """DigitalOcean facts: what becomes a tag must be a valid tag (DESIGN.md, provider facts)."""
     for m, i, d in droplets(tree):
         role = d.get("role")
-        if role is not None and not TAG_RE.match(f"role:{role}"):
+        if role is not None and not (role and TAG_RE.match(f"role:{role}")):
             yield at(
                 m,
                 ("droplets", i, "role"),
-                f"role {role!r} becomes the tag role:{role}; tags allow only letters, digits, ':', '-', '_'",
+                f"role {role!r} becomes the tag role:{role}; use letters, digits, ':', '-', '_' (not empty)",
             )
         for key in ("size", "image"):
             if key in d and not SLUG_RE.match(d[key]):
