@@ -409,7 +409,7 @@ def mesh_target(ctx: Context) -> Path | None:
     the state dir, made from the given file on first use."""
     if not ctx.sandbox:
         return ctx.mesh_path
-    copy = state_dir(ctx.env) / "sandbox" / "mesh-hosts.json"
+    copy = sandbox_registry(ctx)
     if not copy.exists() and ctx.mesh_path is not None:
         try:
             copy.parent.mkdir(parents=True, exist_ok=True)
@@ -417,6 +417,11 @@ def mesh_target(ctx: Context) -> Path | None:
         except OSError as exc:
             raise InfraApplyError(f"cannot read {ctx.mesh_path}: {exc.strerror}") from None
     return copy if copy.exists() else None
+
+
+def sandbox_registry(ctx: Context) -> Path:
+    """The sandbox's own mesh-hosts.json for this root (seeded from --mesh-hosts on first use)."""
+    return state_dir(ctx.env) / "sandbox" / "mesh" / root_key(ctx.root) / "mesh-hosts.json"
 
 
 def live_droplets(prep: Prepared) -> list[Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply.sandbox import cloud
+from infra_apply.state import root_key
 from tests.conftest import cli_env, run_cli
 
 QUINN = {"com.uvlava.dns", "com.uvlava.quinn.artifacts", "com.uvlava.quinn.mcp"}
@@ -43,7 +44,7 @@ class Ops:
     @property
     def registry(self) -> Path:
         """Sandbox runs register into a copy under the state dir, never into --mesh-hosts."""
-        return self.base / "state" / "sandbox" / "mesh-hosts.json"
+        return self.base / "state" / "sandbox" / "mesh" / root_key(self.root) / "mesh-hosts.json"
 
     def hosts(self) -> dict[str, dict[str, str]]:
         hosts: dict[str, dict[str, str]] = json.loads(self.registry.read_text())["hosts"]
