@@ -281,7 +281,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     if standing:
         emit("droplets.tf", (e["droplet"].source for e in standing), droplets=standing)
     if gpu:
-        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e["droplet"], p)), droplets=gpu)
+        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e["droplet"])), droplets=gpu)
     if entries:
         emit("firewalls.tf", (e["droplet"].source for e in entries), droplets=entries)
         emit("outputs.tf", (e["droplet"].source for e in entries), droplets=entries)
@@ -308,7 +308,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     )
 
 
-def _gpu_sources(d: Droplet, p: ProducerModel) -> list[str]:
+def _gpu_sources(d: Droplet) -> list[str]:
     return [d.source, *d.also_declared_in]
 
 

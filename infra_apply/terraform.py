@@ -81,12 +81,11 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 def build_args(binary: Binary, command: str, *positional: str, **options: Any) -> list[str]:
     """Pure: ``build_args(b, "plan", out="plan.bin", input=False)`` ->
-    ``[terraform, "plan", "-out=plan.bin", "-input=false"]``. ``True`` options are flags."""
+    ``[terraform, "plan", "-out=plan.bin", "-input=false"]``. ``True`` options are flags and
+    ``False`` ones are left out, except ``input``, whose value Terraform needs spelled out."""
     from python_terraform import IsFlagged, Terraform
 
     opts = {k: (IsFlagged if v is True else v) for k, v in options.items() if v is not False or k == "input"}
-    if "input" in opts and opts["input"] is False:
-        opts["input"] = False
     argv: list[str] = Terraform(terraform_bin_path=binary.path).generate_cmd_string(command, **opts)
     return [*argv, *positional]
 
