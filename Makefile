@@ -9,7 +9,7 @@ PY      := $(BIN)/python
 help:
 	@echo "make demo          plan the example tree against the sandbox (no account needed)"
 	@echo "make test          run the test suite"
-	@echo "make golden        refresh tests/golden/ after an intended template change"
+	@echo "make golden        re-render generated/ (the golden files) after a template change"
 	@echo "make lint          ruff + mypy"
 	@echo "make bench         benchmarks on a synthetic 2,000-manifest tree (bench/out/)"
 	@echo "make bench-regen   regenerate the benchmark tree, then benchmark"
@@ -30,8 +30,9 @@ demo: venv
 test: venv
 	$(BIN)/pytest -q
 
+# The golden files are generated/ itself: re-render, then review the diff before committing.
 golden: venv
-	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_render.py -k golden
+	$(BIN)/infra-apply --root examples/producer-tree render
 
 # Runs every checker, then fails if any of them did.
 lint: venv
