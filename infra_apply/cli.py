@@ -132,17 +132,12 @@ def _root(ctx: click.Context) -> Path:
 
 
 def _validated(ctx: click.Context, mesh_hosts: Path | None) -> Validation:
-    """Validate and raise ValidationFailed on errors; print warnings to stderr."""
-    from infra_apply.errors import ValidationFailed
     from infra_apply.state import validation_cache
-    from infra_apply.validate import validate_tree
+    from infra_apply.validate import require_valid
 
-    v = validate_tree(_root(ctx), mesh_hosts, validation_cache(_root(ctx)))
-    if v.errors:
-        raise ValidationFailed(list(v.problems))
-    for p in v.warnings:
-        click.echo(p.format(), err=True)
-    return v
+    return require_valid(
+        _root(ctx), mesh_hosts, validation_cache(_root(ctx)), lambda line: click.echo(line, err=True)
+    )
 
 
 @cli.command()

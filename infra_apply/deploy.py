@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infra_apply import terraform as tf
-from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError, ValidationFailed
+from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.model import Model, ProducerModel
 from infra_apply.render import Rendered, compare, render_model
 from infra_apply.state import Backend, check_outside, load_backend, root_key, state_dir, validation_cache
@@ -68,15 +68,11 @@ class Planned:
 
 def load_project(ctx: Context, on_warning: Say) -> Project:
     from infra_apply.build import build_model
-    from infra_apply.validate import validate_tree
+    from infra_apply.validate import require_valid
 
     # The sandbox world has its own registry: hosts it registered count as in the mesh there.
     mesh = mesh_target(ctx) if ctx.sandbox else ctx.mesh_path
-    v = validate_tree(ctx.root, mesh, validation_cache(ctx.root, ctx.env))
-    if v.errors:
-        raise ValidationFailed(list(v.problems))
-    for p in v.warnings:
-        on_warning(p.format())
+    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), on_warning)
     model = build_model(v)
     rendered = render_model(model, ctx.out)
     drift = compare(rendered, ctx.out)

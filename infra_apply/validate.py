@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from infra_apply.discover import Discovery, discover
-from infra_apply.errors import InfraApplyError, Problem
+from infra_apply.errors import InfraApplyError, Problem, ValidationFailed
 from infra_apply.manifest import Manifest, load
 from infra_apply.rules import Tree, run_rules
 
@@ -41,6 +41,19 @@ def _validator() -> Any:
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(json.loads(schema_text()))
+
+
+def require_valid(
+    root: Path, mesh_path: Path | None, cache: Path | None, on_warning: Callable[[str], None]
+) -> Validation:
+    """Validation for the stages that need a valid tree: errors raise ``ValidationFailed`` with
+    every problem, warnings go to ``on_warning``."""
+    v = validate_tree(root, mesh_path, cache)
+    if v.errors:
+        raise ValidationFailed(list(v.problems))
+    for p in v.warnings:
+        on_warning(p.format())
+    return v
 
 
 # One file's outcome: the parsed manifest when it passed the schema, and its problems.
