@@ -13,11 +13,12 @@ mesh_crash_worker.py register PATH INDEX COUNT GO_FILE
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,17 +40,25 @@ def crash_droplet(i: int) -> mesh.LiveDroplet:
     )
 
 
-def naive_replace(target: Path, text: str) -> None:
-    """What a careless writer does: truncate in place, stream the JSON out."""
-    with open(target, "w", encoding="utf-8") as f:
-        json.dump(json.loads(text), f, indent=2, ensure_ascii=False)
-        f.write("\n")
+def naive_replace(out: BinaryIO) -> Callable[[Path, str], None]:
+    """What a careless writer does: truncate in place, then write. It stops half way and says
+    so ("T"), so the parent's kill lands mid-write every time, however loaded the machine."""
+
+    def replace(target: Path, text: str) -> None:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text[: len(text) // 2])
+            f.flush()
+            out.write(b"T")
+            time.sleep(600)  # killed here
+            f.write(text[len(text) // 2 :])
+
+    return replace
 
 
 def loop(path: Path, naive: bool) -> None:
-    if naive:
-        mesh._replace_atomically = naive_replace
     out = os.fdopen(sys.stdout.fileno(), "wb", buffering=0)
+    if naive:
+        mesh._replace_atomically = naive_replace(out)
     out.write(b"ready\n")
     i = 0
     while True:
