@@ -28,6 +28,7 @@ from infra_apply.summary import (
     strip_index,
     unused_allowances,
 )
+from tests.plan_fixtures import FORMATS, SCENARIOS, read_golden, render_golden
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plans"
 
@@ -735,3 +736,13 @@ def test_verdict_ok_means_nothing_blocked() -> None:
         address="digitalocean_droplet.a", type="digitalocean_droplet", name="a", action="delete"
     )
     assert not GuardVerdict(blocked=(change,)).ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Goldens
+
+
+@pytest.mark.parametrize("ext", list(FORMATS))
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_format_prints_its_golden_byte_for_byte(scenario: str, ext: str) -> None:
+    assert render_golden(scenario, ext) == read_golden(scenario, ext)
