@@ -8,22 +8,17 @@ scenarios below. After a deliberate change to a format, rewrite them with
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.summary import (
-    Change,
-    GuardVerdict,
-    ProducerPlan,
-    format_json,
-    format_markdown,
-    format_text,
-    guard,
-    parse_plan,
-    strip_index,
-)
+from infra_apply.plan_model import Change, ProducerPlan, parse_plan, strip_index
+from infra_apply.report import ProducerReport, producer_reports
+from infra_apply.report.json import format_json
+from infra_apply.report.markdown import format_markdown
+from infra_apply.report.text import format_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plans"
 GOLDENS = Path(__file__).parent / "fixtures" / "reports"
@@ -75,6 +70,11 @@ def parsed(name: str, producer: str = "quinn", names: dict[str, str] = NAMES) ->
 
 def by_address(plan: ProducerPlan) -> dict[str, Change]:
     return {c.address: c for c in plan.changes}
+
+
+def all_formats(plans: list[ProducerPlan], models: dict[str, ProducerModel]) -> list[str]:
+    reports = producer_reports(plans, {p.producer: guard(p, (), ()) for p in plans}, models)
+    return [format_text(reports), format_json(reports), format_markdown(reports)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +182,11 @@ def _allowed_replace_delete() -> Scenario:
     return Scenario([plan, parsed("no_changes", "mc")], {"quinn": allowed}, {"quinn": QUINN_MODEL})
 
 
+def _hostile() -> Scenario:
+    plans, models = hostile_plans()
+    return Scenario(plans, {}, models)
+
+
 SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
     "nothing_planned": lambda: Scenario([], {}, {}),
     "no_changes": lambda: Scenario([parsed("no_changes")], {}, {"quinn": QUINN_MODEL}),
@@ -195,13 +200,13 @@ SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
         [parsed("update_size", "ct"), parsed("import", names=IMPORT_NAMES)], {}, {}
     ),
     "name_drift": lambda: Scenario([parsed("name_drift")], {}, {"quinn": QUINN_MODEL}),
-    "hostile": lambda: Scenario(hostile_plans()[0], {}, hostile_plans()[1]),
+    "hostile": _hostile,
 }
 
-FORMATS: Mapping[str, Callable[[Scenario], str]] = {
-    "txt": lambda s: format_text(s.plans),
-    "json": lambda s: format_json(s.plans, s.verdicts),
-    "md": lambda s: format_markdown(s.plans, s.verdicts, s.models),
+FORMATS: Mapping[str, Callable[[Sequence[ProducerReport]], str]] = {
+    "txt": format_text,
+    "json": format_json,
+    "md": format_markdown,
 }
 
 
@@ -210,7 +215,8 @@ def golden_path(scenario: str, ext: str) -> Path:
 
 
 def render_golden(scenario: str, ext: str) -> str:
-    return FORMATS[ext](SCENARIOS[scenario]())
+    plans, verdicts, models = SCENARIOS[scenario]()
+    return FORMATS[ext](producer_reports(plans, verdicts, models))
 
 
 def read_golden(scenario: str, ext: str) -> str:
