@@ -363,7 +363,11 @@ def plan(
     diagram). Name drift (a droplet whose live name differs from its manifest) is reported.
     Exit 0 when nothing changes, 2 when something does, 1 on error.
     """
-    from infra_apply import deploy, summary
+    from infra_apply import deploy
+    from infra_apply.report import producer_reports
+    from infra_apply.report.json import format_json
+    from infra_apply.report.markdown import format_markdown
+    from infra_apply.report.text import format_text
 
     c = _context(ctx, out, sandbox, mesh_hosts)
     project = _load(c)
@@ -372,13 +376,14 @@ def plan(
     planned = deploy.plan_all(preps, c.say, gpu=gpu)
     plans = [p.plan for p in planned]
     verdicts = deploy.verdicts(planned)
+    models = {p.prep.producer.name: p.prep.producer for p in planned}
+    reports = producer_reports(plans, verdicts, models)
     if fmt == "json":
-        click.echo(summary.format_json(plans, verdicts), nl=False)
+        click.echo(format_json(reports), nl=False)
     elif fmt == "markdown":
-        models = {p.prep.producer.name: p.prep.producer for p in planned}
-        click.echo(summary.format_markdown(plans, verdicts, models), nl=False)
+        click.echo(format_markdown(reports), nl=False)
     else:
-        click.echo(summary.format_text(plans), nl=False)
+        click.echo(format_text(reports), nl=False)
     ctx.exit(2 if any(p.changed for p in planned) else 0)
 
 
@@ -426,14 +431,17 @@ def apply(
     is stale. Terraform's progress streams while it runs; Ctrl-C stops it cleanly. With
     --mesh-hosts, the new hosts are then written to mesh-hosts.json (see `register`).
     """
-    from infra_apply import deploy, mesh, summary
+    from infra_apply import deploy, mesh
     from infra_apply.errors import InfraApplyError
+    from infra_apply.guard import unused_allowances
+    from infra_apply.report import ProducerReport
+    from infra_apply.report.text import format_text
 
     c, prep = _one(ctx, producer, out, sandbox, mesh_hosts, refuse_stale=True)
 
     def show(planned: Any, verdict: Any) -> None:
-        click.echo(summary.format_text([planned.plan]), nl=False)
-        for unused in summary.unused_allowances(planned.plan, allow_destroy, allow_replace):
+        click.echo(format_text([ProducerReport(planned.plan, verdict, prep.producer)]), nl=False)
+        for unused in unused_allowances(planned.plan, allow_destroy, allow_replace):
             click.echo(f"infra-apply: warning: {unused.message}", err=True)
 
     def confirm(planned: Any) -> bool:

@@ -17,10 +17,11 @@ from typing import Any
 
 from infra_apply import terraform as tf
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
+from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Model, ProducerModel
+from infra_apply.plan_model import ProducerPlan, parse_plan
 from infra_apply.render import Rendered, compare, render_model
 from infra_apply.state import Backend, check_outside, load_backend, root_key, state_dir, validation_cache
-from infra_apply.summary import GuardVerdict, ProducerPlan, guard, parse_plan
 
 PLAN_FILE = "infra-apply.tfplan"
 STAMP = ".infra-apply-init"
@@ -361,7 +362,7 @@ def apply_producer(
     verdict = guard(planned.plan, allow_destroy, allow_replace)
     show(planned, verdict)
     if not verdict.ok:
-        from infra_apply.summary import refusal_message
+        from infra_apply.guard import refusal_message
 
         raise GuardRefused(refusal_message(verdict))
     applied = False

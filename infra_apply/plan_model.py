@@ -1,0 +1,377 @@
+"""What a Terraform plan does, as typed data: parsed from ``terraform show -json <planfile>``.
+
+Pure functions over the decoded output of ``terraform show -json`` (plan format 1.x) and the
+address → human-name map produced by rendering. Nothing here runs Terraform or reads files, so
+the guard (``infra_apply.guard``) and every report format (``infra_apply.report``) work on
+fixtures alone. Only this module looks at Terraform's JSON; everything after it sees the
+frozen dataclasses below.
+
+Decisions a caller relies on:
+
+* A plain ``no-op`` and a data-source ``read`` are not changes: ``parse_plan`` drops them.
+  A ``no-op`` that imports is the action ``"import"``. A change that imports *and* updates
+  (or replaces) keeps ``update``/``replace`` as its action with ``importing=True`` and is counted
+  under both, like Terraform's own "1 to import, 1 to change".
+* Action lists this module does not know (e.g. ``forget`` from a ``removed`` block, which
+  infra-apply never renders) raise ``InfraApplyError``: the guard must not wave through what it
+  cannot judge.
+* Secrets: resource names, addresses and attribute *names* are kept; an attribute *value*
+  is kept (as an ``AttrDiff``) only when it is a short scalar (or short list of scalars) that
+  Terraform did not mark sensitive (``before_sensitive``/``after_sensitive``) and whose name does
+  not look like a credential. Everything else is known by name only, so no format can leak it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from infra_apply.errors import InfraApplyError, TerraformError
+
+Action = Literal["create", "update", "replace", "delete", "import", "read", "no-op"]
+CountedAction = Literal["create", "update", "replace", "delete", "import"]
+
+# Decoded JSON, as it comes from ``json.loads``: checked field by field, never trusted.
+JsonObject = Mapping[str, object]
+
+COUNTED_ACTIONS: tuple[CountedAction, ...] = ("create", "update", "replace", "delete", "import")
+
+_ACTIONS: Mapping[tuple[str, ...], Action] = {
+    ("create",): "create",
+    ("update",): "update",
+    ("delete", "create"): "replace",
+    ("create", "delete"): "replace",
+    ("delete",): "delete",
+    ("read",): "read",
+    ("no-op",): "no-op",
+}
+
+# Destructive first: an operator skimming a plan must see what is lost before what is added.
+_DISPLAY_ORDER: Mapping[str, int] = {
+    "delete": 0,
+    "replace": 1,
+    "create": 2,
+    "update": 3,
+    "import": 4,
+}
+
+_REPLACE_REASONS: Mapping[str, str] = {
+    "replace_because_tainted": "tainted by a failed apply, must be replaced",
+    "replace_by_request": "replacement requested with -replace",
+    "replace_by_triggers": "replace_triggered_by forces replacement",
+}
+_DELETE_REASONS: Mapping[str, str] = {
+    "delete_because_no_resource_config": "no longer in the manifests",
+    "delete_because_count_index": "its count was lowered",
+    "delete_because_each_key": "its for_each key is gone",
+    "delete_because_no_module": "its module is gone",
+    "delete_because_wrong_repetition": "its count/for_each changed",
+    "delete_because_no_move_target": "its moved target is gone",
+    "deposed": "a deposed object left by an interrupted replacement",
+}
+
+# Defence in depth: providers occasionally forget to mark a credential sensitive.
+_SECRET_NAME = re.compile(r"pass|secret|token|key|cert|uri|user_data|private", re.IGNORECASE)
+_INDEX_SUFFIX = re.compile(r'\[(?:\d+|"(?:[^"\\]|\\.)*")\]$')
+_MAX_VALUE_CHARS = 60
+
+
+@dataclass(frozen=True)
+class AttrDiff:
+    """A displayable before → after of one top-level attribute (never a sensitive value)."""
+
+    attr: str
+    before: str
+    after: str
+
+    def render(self) -> str:
+        return f"{self.attr} {self.before} → {self.after}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource the plan creates, updates, replaces, deletes or imports."""
+
+    address: str
+    type: str
+    name: str
+    action: Action
+    replace_paths: tuple[str, ...] = ()
+    updated_attrs: tuple[str, ...] = ()
+    importing: bool = False
+    import_id: str = ""
+    reason: str = ""
+    diffs: tuple[AttrDiff, ...] = ()
+
+    @property
+    def base_address(self) -> str:
+        return strip_index(self.address)
+
+    @property
+    def label(self) -> str:
+        return self.address if self.name == self.address else f"{self.address} ({self.name})"
+
+    def diff(self, attr: str) -> AttrDiff | None:
+        return next((d for d in self.diffs if d.attr == attr), None)
+
+
+@dataclass(frozen=True)
+class NameDrift:
+    """A droplet whose live name differs from its manifest name (renames are ignore_changes)."""
+
+    address: str
+    manifest_name: str
+    live_name: str
+
+
+@dataclass(frozen=True)
+class ProducerPlan:
+    producer: str
+    changes: tuple[Change, ...] = ()
+    drift: tuple[NameDrift, ...] = ()
+
+    @property
+    def counts(self) -> dict[CountedAction, int]:
+        counts: dict[CountedAction, int] = dict.fromkeys(COUNTED_ACTIONS, 0)
+        for change in self.changes:
+            if change.action in counts:
+                counts[change.action] += 1
+            if change.importing and change.action != "import":
+                counts["import"] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action in COUNTED_ACTIONS for c in self.changes)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a change: the order and the words every output shares
+
+
+def display_order(changes: Iterable[Change]) -> list[Change]:
+    return sorted(changes, key=lambda c: (_DISPLAY_ORDER.get(c.action, 9), _natural_key(c.address)))
+
+
+def verb(change: Change) -> str:
+    return "destroy" if change.action == "delete" else change.action
+
+
+def reason(change: Change, *, with_values: bool) -> str:
+    """Why a replace/delete happens, in words; attribute values only when asked for."""
+    if change.action == "delete":
+        return _DELETE_REASONS.get(change.reason, "will be destroyed")
+    if change.action != "replace":
+        return ""
+    if not change.replace_paths:
+        return _REPLACE_REASONS.get(change.reason, "must be replaced")
+    parts = []
+    for path in change.replace_paths:
+        diff = change.diff(path) if with_values else None
+        parts.append(diff.render() if diff else path)
+    forces = "forces" if len(parts) == 1 else "force"
+    return f"{', '.join(parts)} {forces} replacement"
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def strip_index(address: str) -> str:
+    """``digitalocean_droplet.ct_gpu[0]`` → ``digitalocean_droplet.ct_gpu``."""
+    return _INDEX_SUFFIX.sub("", address)
+
+
+def classify(actions: Sequence[str], importing: bool) -> Action:
+    action = _ACTIONS.get(tuple(actions))
+    if action is None:
+        raise InfraApplyError(
+            f"terraform planned actions {list(actions)!r}, which infra-apply does not know; "
+            "refusing to summarise or guard this plan"
+        )
+    return "import" if action == "no-op" and importing else action
+
+
+def parse_plan(producer: str, plan: JsonObject, names: Mapping[str, str]) -> ProducerPlan:
+    """Summarise one producer's plan; ``names`` maps index-less addresses to human names."""
+    _check_envelope(producer, plan)
+    changes = [
+        change
+        for rc in _list(plan.get("resource_changes"))
+        if (change := _parse_change(_dict(rc), names)) is not None
+    ]
+    changes.sort(key=lambda c: (_natural_key(c.address), c.action, c.reason))
+    drift = sorted(_name_drift(plan, names), key=lambda d: _natural_key(d.address))
+    return ProducerPlan(producer=producer, changes=tuple(changes), drift=tuple(drift))
+
+
+def _check_envelope(producer: str, plan: JsonObject) -> None:
+    version = str(plan.get("format_version", ""))
+    if not version.startswith("1."):
+        raise InfraApplyError(
+            f"producer {producer}: unsupported terraform plan format_version {version!r} "
+            "(expected 1.x)"
+        )
+    if plan.get("errored") is True:
+        raise TerraformError(f"producer {producer}: terraform reported errors; the plan is partial")
+
+
+def _parse_change(rc: JsonObject, names: Mapping[str, str]) -> Change | None:
+    change = _dict(rc.get("change"))
+    importing = _dict(change.get("importing")) if change.get("importing") is not None else None
+    action = classify([str(a) for a in _list(change.get("actions"))], importing is not None)
+    if action in ("no-op", "read"):
+        return None
+    address = str(rc.get("address", ""))
+    before, after = _dict(change.get("before")), _dict(change.get("after"))
+    unknown = _dict(change.get("after_unknown"))
+    sensitive = _Sensitivity(change.get("before_sensitive"), change.get("after_sensitive"))
+    attrs = _updated_attrs(action, before, after, unknown)
+    why = str(rc.get("action_reason") or ("deposed" if rc.get("deposed") else ""))
+    return Change(
+        address=address,
+        type=str(rc.get("type", "")),
+        name=_human_name(address, names, before, after, sensitive),
+        action=action,
+        replace_paths=tuple(_path_text(p) for p in _list(change.get("replace_paths"))),
+        updated_attrs=attrs,
+        importing=importing is not None,
+        import_id=str(importing.get("id") or "") if importing is not None else "",
+        reason=why,
+        diffs=_diffs(attrs, before, after, unknown, sensitive),
+    )
+
+
+def _human_name(
+    address: str,
+    names: Mapping[str, str],
+    before: JsonObject,
+    after: JsonObject,
+    sensitive: _Sensitivity,
+) -> str:
+    for key in (address, strip_index(address)):
+        if key in names:
+            return names[key]
+    # Removed from the manifests: the state still knows what the resource was called.
+    if not sensitive.hides("name"):
+        for values in (before, after):
+            name = values.get("name")
+            if isinstance(name, str) and name:
+                return name
+    return address
+
+
+def _updated_attrs(
+    action: Action, before: JsonObject, after: JsonObject, unknown: JsonObject
+) -> tuple[str, ...]:
+    if action not in ("update", "replace"):
+        return ()
+    changed = []
+    for attr in sorted(set(before) | set(after) | set(unknown)):
+        if _contains_true(unknown.get(attr)):
+            # A replacement recomputes every computed attribute; only an update's unknowns
+            # (e.g. a firewall's droplet_ids after its droplet is rebuilt) tell the operator much.
+            if action == "update":
+                changed.append(attr)
+        elif before.get(attr) != after.get(attr):
+            changed.append(attr)
+    return tuple(changed)
+
+
+def _path_text(path: object) -> str:
+    """``["inbound_rule", 0, "port_range"]`` → ``inbound_rule[0].port_range``."""
+    text = ""
+    for step in _list(path):
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+    return text
+
+
+class _Sensitivity:
+    """Terraform's ``*_sensitive`` markers: ``true`` for the whole object or per attribute."""
+
+    def __init__(self, before: object, after: object) -> None:
+        self._markers = (before, after)
+
+    def hides(self, attr: str) -> bool:
+        for marker in self._markers:
+            if marker is True:
+                return True
+            if isinstance(marker, Mapping) and _contains_true(marker.get(attr)):
+                return True
+        return False
+
+
+def _diffs(
+    attrs: Sequence[str],
+    before: JsonObject,
+    after: JsonObject,
+    unknown: JsonObject,
+    sensitive: _Sensitivity,
+) -> tuple[AttrDiff, ...]:
+    diffs = []
+    for attr in attrs:
+        if sensitive.hides(attr) or _SECRET_NAME.search(attr):
+            continue
+        old = _display_value(before.get(attr))
+        new = "(known after apply)" if _contains_true(unknown.get(attr)) else None
+        new = new or _display_value(after.get(attr))
+        if old is not None and new is not None:
+            diffs.append(AttrDiff(attr, old, new))
+    return tuple(diffs)
+
+
+def _display_value(value: object) -> str | None:
+    """A short, ASCII-only rendering of a scalar or list of scalars; ``None`` when not shown."""
+    scalar = (str, int, float, bool, type(None))
+    shown = isinstance(value, scalar) or (
+        isinstance(value, list) and all(isinstance(v, scalar) for v in value)
+    )
+    if not shown:
+        return None
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= _MAX_VALUE_CHARS else None
+
+
+def _name_drift(plan: JsonObject, names: Mapping[str, str]) -> Iterator[NameDrift]:
+    root = _dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    for res in _module_resources(root):
+        if res.get("mode") != "managed" or res.get("type") != "digitalocean_droplet":
+            continue
+        address = str(res.get("address", ""))
+        manifest = names.get(address, names.get(strip_index(address)))
+        live = _dict(res.get("values")).get("name")
+        if manifest is not None and isinstance(live, str) and live != manifest:
+            yield NameDrift(address=address, manifest_name=manifest, live_name=live)
+
+
+def _module_resources(module: JsonObject) -> Iterator[JsonObject]:
+    for res in _list(module.get("resources")):
+        yield _dict(res)
+    for child in _list(module.get("child_modules")):
+        yield from _module_resources(_dict(child))
+
+
+def _natural_key(text: str) -> tuple[tuple[int, str], ...]:
+    parts = re.split(r"(\d+)", text)
+    return tuple((int(p), "") if i % 2 else (0, p) for i, p in enumerate(parts))
+
+
+def _contains_true(marker: object) -> bool:
+    if marker is True:
+        return True
+    if isinstance(marker, Mapping):
+        return any(_contains_true(v) for v in marker.values())
+    if isinstance(marker, list):
+        return any(_contains_true(v) for v in marker)
+    return False
+
+
+def _dict(value: object) -> JsonObject:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,48 @@
+"""Sentences more than one format prints, each taking the format's own escaping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from infra_apply.plan_model import Change, NameDrift, ProducerPlan, reason
+from infra_apply.untrusted import shell
+
+Escape = Callable[[str], str]
+
+
+def counts_sentence(plan: ProducerPlan) -> str:
+    n = plan.counts
+    return (
+        f"{n['create']} to create, {n['update']} to update, {n['replace']} to replace, "
+        f"{n['delete']} to destroy, {n['import']} to import"
+    )
+
+
+def detail(change: Change) -> str:
+    """The part after the colon: why, or what changes (values only when safe to show)."""
+    if change.action in ("replace", "delete"):
+        return reason(change, with_values=True)
+    parts = []
+    if change.action == "update":
+        parts.append(", ".join(_attr_text(change, a) for a in change.updated_attrs))
+    if change.importing and change.import_id:
+        parts.append(f"import id {change.import_id}")
+    return "; ".join(p for p in parts if p)
+
+
+def _attr_text(change: Change, attr: str) -> str:
+    diff = change.diff(attr)
+    return diff.render() if diff else attr
+
+
+def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape) -> str:
+    rename = f"infra-apply rename --producer {shell(producer)} {shell(drift.manifest_name)}"
+    return (
+        f"name drift: {esc(drift.address)} is live as {esc(_quoted(drift.live_name))} but the "
+        f"manifest says {esc(_quoted(drift.manifest_name))} — run {command(rename)}"
+    )
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)

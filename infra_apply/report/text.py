@@ -1,0 +1,41 @@
+"""The terminal summary: per producer its changes (destructive first), drift and counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from infra_apply.plan_model import Change, display_order
+from infra_apply.report import ProducerReport
+from infra_apply.report._common import counts_sentence, detail, drift_sentence
+from infra_apply.untrusted import visible
+
+_SYMBOLS: Mapping[str, tuple[str, str]] = {
+    "create": ("+", "create"),
+    "update": ("~", "update"),
+    "replace": ("-/+", "replace"),
+    "delete": ("-", "destroy"),
+    "import": ("<=", "import"),
+}
+
+
+def format_text(reports: Sequence[ProducerReport]) -> str:
+    """Every producer's block, blank-line separated; one line per change, drift or count."""
+    blocks = ["\n".join(_text_producer(report)) for report in reports]
+    return "\n\n".join(blocks) + "\n" if blocks else "No producers planned.\n"
+
+
+def _text_producer(report: ProducerReport) -> Iterator[str]:
+    plan = report.plan
+    yield f"Producer {visible(plan.producer)}:"
+    for change in display_order(plan.changes):
+        yield _text_change(change)
+    for drift in plan.drift:
+        yield "  ! " + drift_sentence(plan.producer, drift, visible, visible)
+    yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
+
+
+def _text_change(change: Change) -> str:
+    symbol, verb = _SYMBOLS[change.action]
+    who = change.address if change.name == change.address else f"{change.name} ({change.address})"
+    why = detail(change)
+    return f"{symbol:>3} {verb:<7} {visible(who)}" + (f": {visible(why)}" if why else "")

@@ -1,0 +1,124 @@
+"""The guard: what `apply` refuses, and the exact flag that would allow it."""
+
+from __future__ import annotations
+
+from infra_apply.guard import GuardVerdict, guard, refusal_message, unused_allowances
+from infra_apply.plan_model import Change, parse_plan
+from tests.plan_fixtures import NAMES, parsed, rc, synthetic
+
+
+def test_guard_refuses_destroying_or_replacing_droplets_databases_and_users() -> None:
+    verdict = guard(parsed("replace_delete"), (), ())
+    assert not verdict.ok
+    assert sorted((c.action, c.address) for c in verdict.blocked) == [
+        ("delete", "digitalocean_database_db.quinn_forge_prod"),
+        ("delete", "digitalocean_database_user.quinn_forge_prod"),
+        ("delete", "digitalocean_droplet.quinn_mcp"),
+        ("replace", "digitalocean_droplet.quinn_artifacts"),
+    ]  # the firewall going away is not guarded
+
+
+def test_refusal_message_names_each_item_and_the_flag_that_allows_it() -> None:
+    message = refusal_message(guard(parsed("replace_delete"), (), ()))
+    lines = message.splitlines()
+    assert (
+        "replace digitalocean_droplet.quinn_artifacts (com.uvlava.quinn.artifacts): region forces "
+        "replacement — rerun with --allow-replace com.uvlava.quinn.artifacts"
+    ) in lines
+    assert (
+        "destroy digitalocean_droplet.quinn_mcp (com.uvlava.quinn.mcp): no longer in the "
+        "manifests — rerun with --allow-destroy com.uvlava.quinn.mcp"
+    ) in lines
+    assert len(lines) == 4
+
+
+def test_guard_allows_by_name_or_by_address() -> None:
+    plan = parsed("replace_delete")
+    verdict = guard(
+        plan,
+        allow_destroy=["com.uvlava.quinn.mcp", "digitalocean_database_db.quinn_forge_prod"],
+        allow_replace=["com.uvlava.quinn.artifacts"],
+    )
+    assert [c.address for c in verdict.blocked] == ["digitalocean_database_user.quinn_forge_prod"]
+    # "forge" is both the database's and the user's name: naming it allows both.
+    assert guard(plan, ["forge", "com.uvlava.quinn.mcp"], ["com.uvlava.quinn.artifacts"]).ok
+
+
+def test_allow_destroy_does_not_allow_a_replace() -> None:
+    verdict = guard(parsed("replace_delete"), ["com.uvlava.quinn.artifacts"], ())
+    assert "digitalocean_droplet.quinn_artifacts" in [c.address for c in verdict.blocked]
+    verdict = guard(parsed("replace_delete"), (), ["com.uvlava.quinn.mcp"])
+    assert "digitalocean_droplet.quinn_mcp" in [c.address for c in verdict.blocked]
+
+
+def test_counted_droplet_is_allowed_by_address_with_or_without_index() -> None:
+    plan = parse_plan(
+        "ct",
+        synthetic(
+            rc(
+                "digitalocean_droplet.ct_gpu[0]",
+                ["delete"],
+                before={"name": "com.uvlava.ct.gpu"},
+                action_reason="delete_because_count_index",
+            )
+        ),
+        NAMES,
+    )
+    assert not guard(plan, (), ()).ok
+    for token in (
+        "digitalocean_droplet.ct_gpu[0]",
+        "digitalocean_droplet.ct_gpu",
+        "com.uvlava.ct.gpu",
+    ):
+        assert guard(plan, [token], ()).ok, token
+
+
+def test_imported_droplet_that_would_be_replaced_is_refused() -> None:
+    plan = parse_plan(
+        "quinn",
+        synthetic(
+            rc(
+                "digitalocean_droplet.quinn_artifacts",
+                ["delete", "create"],
+                before={"name": "com.uvlava.quinn.artifacts", "ssh_keys": []},
+                after={"name": "com.uvlava.quinn.artifacts", "ssh_keys": ["1"]},
+                replace_paths=[["ssh_keys"]],
+                importing={"id": "412345678"},
+            )
+        ),
+        NAMES,
+    )
+    assert plan.counts["replace"] == 1 and plan.counts["import"] == 1
+    assert [c.address for c in guard(plan, (), ()).blocked] == [
+        "digitalocean_droplet.quinn_artifacts"
+    ]
+
+
+def test_unused_allowances_catch_typos_and_the_wrong_flag() -> None:
+    plan = parsed("replace_delete")
+    unused = unused_allowances(
+        plan,
+        allow_destroy=[
+            "com.uvlava.quinn.mcp",
+            "com.uvlava.quinn.mcpp",
+            "com.uvlava.quinn.artifacts",
+        ],
+        allow_replace=["com.uvlava.quinn.artifacts"],
+    )
+    assert [(u.flag, u.value) for u in unused] == [
+        ("--allow-destroy", "com.uvlava.quinn.mcpp"),
+        ("--allow-destroy", "com.uvlava.quinn.artifacts"),
+    ]
+    assert unused[0].message == (
+        "--allow-destroy com.uvlava.quinn.mcpp matches no deletion in the plan for quinn"
+    )
+    assert "use --allow-replace com.uvlava.quinn.artifacts" in unused[1].message
+    assert unused_allowances(plan, ["forge"], ["com.uvlava.quinn.artifacts"]) == ()
+
+
+def test_verdict_ok_means_nothing_blocked() -> None:
+    assert GuardVerdict().ok
+    change = Change(
+        address="digitalocean_droplet.a", type="digitalocean_droplet", name="a", action="delete"
+    )
+    assert not GuardVerdict(blocked=(change,)).ok

@@ -1,0 +1,251 @@
+"""The plan model: what a `terraform show -json` plan does, and what never leaks from it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra_apply.errors import InfraApplyError, TerraformError
+from infra_apply.plan_model import NameDrift, classify, parse_plan
+from infra_apply.report import producer_reports
+from infra_apply.report.text import format_text
+from tests.plan_fixtures import (
+    FIXTURES,
+    IMPORT_NAMES,
+    NAMES,
+    QUINN_MODEL,
+    SECRETS,
+    all_formats,
+    by_address,
+    load,
+    parsed,
+    rc,
+    synthetic,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Parsing the fixtures
+
+
+def test_steady_state_plan_has_no_changes() -> None:
+    plan = parsed("no_changes")
+    assert plan.changes == ()
+    assert plan.drift == ()
+    assert not plan.has_changes
+    assert plan.counts == {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0}
+
+
+def test_new_producer_is_all_creates_named_from_the_manifest() -> None:
+    plan = parsed("create_producer", "mc")
+    assert [(c.action, c.address, c.name) for c in plan.changes] == [
+        ("create", "digitalocean_database_db.mc_billing_prod", "billing"),
+        ("create", "digitalocean_database_user.mc_billing_prod", "billing"),
+        ("create", "digitalocean_droplet.mc_services", "com.uvlava.mc.services"),
+        ("create", "digitalocean_firewall.mc_services", "com.uvlava.mc.services"),
+    ]
+    assert plan.counts["create"] == 4
+    assert plan.has_changes
+
+
+def test_region_change_is_a_replace_with_its_reason() -> None:
+    changes = by_address(parsed("replace_delete"))
+    art = changes["digitalocean_droplet.quinn_artifacts"]
+    assert art.action == "replace"
+    assert art.replace_paths == ("region",)
+    assert "region" in art.updated_attrs
+    region = art.diff("region")
+    assert region is not None and region.render() == 'region "nyc3" → "fra1"'
+    # The firewall follows its droplet: its droplet_ids become unknown, an in-place update.
+    fw = changes["digitalocean_firewall.quinn_artifacts"]
+    assert (fw.action, fw.updated_attrs) == ("update", ("droplet_ids",))
+
+
+def test_removed_resources_fall_back_to_their_state_names() -> None:
+    changes = by_address(parsed("replace_delete"))
+    deleted = {a: c.name for a, c in changes.items() if c.action == "delete"}
+    assert deleted == {
+        "digitalocean_database_db.quinn_forge_prod": "forge",
+        "digitalocean_database_user.quinn_forge_prod": "forge",
+        "digitalocean_droplet.quinn_mcp": "com.uvlava.quinn.mcp",
+        "digitalocean_firewall.quinn_mcp": "quinn_mcp",
+    }
+    assert {c.reason for c in changes.values() if c.action == "delete"} == {
+        "delete_because_no_resource_config"
+    }
+    # Unchanged resources (the registry database and user) are not listed at all.
+    assert not any("registry" in a for a in changes)
+
+
+def test_size_update_names_the_attribute_and_gpu_index_is_resolved() -> None:
+    changes = by_address(parsed("update_size", "ct"))
+    services = changes["digitalocean_droplet.ct_services"]
+    assert (services.action, services.updated_attrs) == ("update", ("size",))
+    gpu = changes["digitalocean_droplet.ct_gpu[0]"]
+    assert (gpu.action, gpu.name, gpu.base_address) == (
+        "create",
+        "com.uvlava.ct.gpu",
+        "digitalocean_droplet.ct_gpu",
+    )
+    assert changes["digitalocean_firewall.ct_services"].updated_attrs == ("inbound_rule",)
+
+
+def test_imports_count_once_and_an_import_with_update_counts_under_both() -> None:
+    plan = parsed("import", names=IMPORT_NAMES)
+    changes = by_address(plan)
+    art = changes["digitalocean_droplet.quinn_artifacts"]
+    assert (art.action, art.importing, art.import_id) == ("import", True, "412345678")
+    mcp = changes["digitalocean_droplet.quinn_mcp"]
+    assert (mcp.action, mcp.importing, mcp.updated_attrs) == ("update", True, ("tags",))
+    assert plan.counts == {"create": 1, "update": 1, "replace": 0, "delete": 0, "import": 2}
+
+
+def test_name_drift_is_reported_even_though_the_plan_is_a_no_op() -> None:
+    plan = parsed("name_drift")
+    assert not plan.has_changes
+    assert plan.drift == (
+        NameDrift(
+            address="digitalocean_droplet.quinn_artifacts",
+            manifest_name="com.uvlava.quinn.artifacts",
+            live_name="quinn-artifacts-01",
+        ),
+    )
+
+
+def test_drift_uses_the_index_less_name_for_counted_droplets() -> None:
+    prior = [
+        {
+            "address": "digitalocean_droplet.ct_gpu[0]",
+            "mode": "managed",
+            "type": "digitalocean_droplet",
+            "name": "ct_gpu",
+            "index": 0,
+            "values": {"name": "gpu-box"},
+            "sensitive_values": {},
+        }
+    ]
+    plan = parse_plan("ct", synthetic(prior=prior), NAMES)
+    assert [(d.address, d.live_name) for d in plan.drift] == [
+        ("digitalocean_droplet.ct_gpu[0]", "gpu-box")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("actions", "importing", "expected"),
+    [
+        (["create"], False, "create"),
+        (["update"], False, "update"),
+        (["update"], True, "update"),
+        (["delete", "create"], False, "replace"),
+        (["create", "delete"], False, "replace"),
+        (["delete"], False, "delete"),
+        (["no-op"], True, "import"),
+        (["no-op"], False, "no-op"),
+        (["read"], False, "read"),
+    ],
+)
+def test_terraform_action_lists_map_to_one_action(
+    actions: list[str], importing: bool, expected: str
+) -> None:
+    assert classify(actions, importing) == expected
+
+
+def test_unknown_actions_fail_closed() -> None:
+    with pytest.raises(InfraApplyError, match="forget"):
+        parse_plan("quinn", synthetic(rc("digitalocean_droplet.x", ["forget"])), {})
+
+
+def test_reads_and_no_ops_are_not_changes() -> None:
+    plan = parse_plan(
+        "quinn",
+        synthetic(
+            rc("data.digitalocean_database_cluster.pg", ["read"]),
+            rc("digitalocean_droplet.a", ["no-op"], before={"name": "a"}, after={"name": "a"}),
+        ),
+        {},
+    )
+    assert plan.changes == ()
+    assert not plan.has_changes
+
+
+def test_errored_or_foreign_plans_are_refused() -> None:
+    with pytest.raises(TerraformError):
+        parse_plan("quinn", {**synthetic(), "errored": True}, {})
+    with pytest.raises(InfraApplyError, match="format_version"):
+        parse_plan("quinn", {**synthetic(), "format_version": "2.0"}, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    ["no_changes", "create_producer", "replace_delete", "update_size", "import", "name_drift"],
+)
+def test_no_secret_from_a_fixture_reaches_any_format(fixture: str) -> None:
+    raw = (FIXTURES / f"{fixture}.json").read_text()
+    plans = [parse_plan("quinn", json.loads(raw), {})]  # no names: fall back to state names
+    for output in all_formats(plans, {"quinn": QUINN_MODEL}):
+        for secret in SECRETS:
+            assert secret not in output
+
+
+def test_fixtures_really_carry_the_secrets() -> None:
+    # Guards the test above against fixtures silently losing what it checks for.
+    assert SECRETS[1] in (FIXTURES / "replace_delete.json").read_text()
+    assert SECRETS[0] in (FIXTURES / "no_changes.json").read_text()
+    assert SECRETS[2] in (FIXTURES / "create_producer.json").read_text()
+
+
+def test_sensitive_and_secret_looking_values_are_named_never_shown() -> None:
+    plan = parse_plan(
+        "quinn",
+        synthetic(
+            rc(
+                "digitalocean_database_user.quinn_forge_prod",
+                ["update"],
+                before={"name": "forge", "password": "old-Pw-1111", "role": "normal"},
+                after={"name": "forge", "password": "new-Pw-2222", "role": "admin"},
+                before_sensitive={"password": True},
+                after_sensitive={"password": True},
+            ),
+            rc(
+                "digitalocean_droplet.x",
+                ["update"],
+                before={"name": "x", "api_token": "tok-3333", "size": "a"},
+                after={"name": "x", "api_token": "tok-4444", "size": "b"},
+            ),
+            rc(
+                "digitalocean_database_db.hidden",
+                ["delete"],
+                before={"name": "name-is-sensitive-5555"},
+                before_sensitive=True,
+            ),
+        ),
+        {},
+    )
+    changes = by_address(plan)
+    assert changes["digitalocean_database_user.quinn_forge_prod"].updated_attrs == (
+        "password",
+        "role",
+    )
+    assert changes["digitalocean_database_db.hidden"].name == "digitalocean_database_db.hidden"
+    for output in all_formats([plan], {}):
+        for secret in ("Pw-1111", "Pw-2222", "tok-3333", "tok-4444", "sensitive-5555"):
+            assert secret not in output
+    assert 'role "normal" → "admin"' in format_text(producer_reports([plan]))
+    assert "password" in format_text(producer_reports([plan]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+
+
+def test_same_plan_in_any_order_renders_byte_identically() -> None:
+    raw = load("replace_delete")
+    shuffled = {**raw, "resource_changes": list(reversed(raw["resource_changes"]))}
+    a = [parse_plan("quinn", raw, NAMES)]
+    b = [parse_plan("quinn", shuffled, NAMES)]
+    assert a == b
+    assert all_formats(a, {"quinn": QUINN_MODEL}) == all_formats(b, {"quinn": QUINN_MODEL})

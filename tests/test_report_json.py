@@ -1,0 +1,49 @@
+"""The JSON report: one stable document for tools, with the guard and the counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra_apply.guard import guard
+from infra_apply.report import producer_reports
+from infra_apply.report.json import format_json
+from tests.plan_fixtures import SCENARIOS, parsed, read_golden, render_golden
+
+
+def test_json_is_one_stable_document_with_guard_and_counts() -> None:
+    plans = [parsed("replace_delete"), parsed("no_changes", "mc")]
+    verdicts = {"quinn": guard(plans[0], ["forge"], ())}
+    text = format_json(producer_reports(plans, verdicts))
+    assert text.endswith("}\n") and '\n  "format_version": 1,' in text
+    doc = json.loads(text)
+    assert doc["changed"] is True and doc["format_version"] == 1
+    quinn = doc["producers"]["quinn"]
+    assert quinn["counts"] == {"create": 0, "update": 1, "replace": 1, "delete": 4, "import": 0}
+    assert quinn["guard"]["ok"] is False
+    assert [b["address"] for b in quinn["guard"]["blocked"]] == [
+        "digitalocean_droplet.quinn_mcp",
+        "digitalocean_droplet.quinn_artifacts",
+    ]
+    assert quinn["guard"]["blocked"][1]["allow_flag"] == "--allow-replace"
+    replace = next(c for c in quinn["changes"] if c["action"] == "replace")
+    assert replace["replace_paths"] == ["region"]
+    # A producer without a verdict gets the no-allowance one: what `apply` would refuse.
+    assert doc["producers"]["mc"] == {
+        "changes": [],
+        "counts": {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0},
+        "drift": [],
+        "guard": {"ok": True, "blocked": []},
+    }
+
+
+def test_json_reports_unchanged_when_nothing_changes() -> None:
+    doc = json.loads(format_json(producer_reports([parsed("no_changes"), parsed("name_drift")], {})))
+    assert doc["changed"] is False
+    assert doc["producers"]["quinn"]["drift"][0]["live_name"] == "quinn-artifacts-01"
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_json_prints_its_golden_byte_for_byte(scenario: str) -> None:
+    assert render_golden(scenario, "json") == read_golden(scenario, "json")

@@ -1,0 +1,72 @@
+"""The terminal summary: destructive changes first, values only when safe, one line each."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra_apply.report import producer_reports
+from infra_apply.report.text import format_text
+from tests.plan_fixtures import (
+    HOSTILE,
+    IMPORT_NAMES,
+    SCENARIOS,
+    hostile_plans,
+    parsed,
+    read_golden,
+    render_golden,
+)
+
+
+def test_steady_state_plan_is_one_line_saying_so() -> None:
+    plan = parsed("no_changes")
+    assert format_text(producer_reports([plan])) == "Producer quinn:\nNo changes.\n"
+
+
+def test_text_tells_how_to_fix_name_drift() -> None:
+    text = format_text(producer_reports([parsed("name_drift")]))
+    assert (
+        '  ! name drift: digitalocean_droplet.quinn_artifacts is live as "quinn-artifacts-01" but '
+        'the manifest says "com.uvlava.quinn.artifacts" — run infra-apply rename --producer quinn '
+        "com.uvlava.quinn.artifacts\n"
+    ) in text
+
+
+def test_text_lists_destructive_changes_first_with_counts() -> None:
+    text = format_text(producer_reports([parsed("replace_delete")]))
+    lines = text.splitlines()
+    assert lines[0] == "Producer quinn:"
+    actions = [line[:11] for line in lines[1:-1]]
+    assert actions == ["  - destroy"] * 4 + ["-/+ replace", "  ~ update "]
+    assert lines[5] == (
+        "-/+ replace com.uvlava.quinn.artifacts (digitalocean_droplet.quinn_artifacts): "
+        'region "nyc3" → "fra1" forces replacement'
+    )
+    assert lines[-1] == "Plan: 0 to create, 1 to update, 1 to replace, 4 to destroy, 0 to import."
+
+
+def test_text_shows_update_values_creates_and_imports() -> None:
+    text = format_text(producer_reports([parsed("update_size", "ct"), parsed("import", names=IMPORT_NAMES)]))
+    assert (
+        "  ~ update  com.uvlava.ct.services (digitalocean_droplet.ct_services): "
+        'size "s-1vcpu-1gb" → "s-2vcpu-4gb"'
+    ) in text
+    assert "  + create  com.uvlava.ct.gpu (digitalocean_droplet.ct_gpu[0])\n" in text
+    assert (
+        " <= import  com.uvlava.quinn.artifacts (digitalocean_droplet.quinn_artifacts): "
+        "import id 412345678"
+    ) in text
+    assert "Plan: 1 to create, 1 to update, 0 to replace, 0 to destroy, 2 to import." in text
+
+
+def test_hostile_names_stay_on_one_line_in_text() -> None:
+    plans, _ = hostile_plans()
+    text = format_text(producer_reports(plans))
+    lines = text.splitlines()
+    assert len(lines) == 1 + 2 * len(HOSTILE) + len(HOSTILE) + 1  # head, changes, drift, counts
+    assert "\u202e" not in text and "\\u202e" in text
+    assert "new\\nline\\n```" in text
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_text_prints_its_golden_byte_for_byte(scenario: str) -> None:
+    assert render_golden(scenario, "txt") == read_golden(scenario, "txt")
