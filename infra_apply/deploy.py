@@ -19,6 +19,7 @@ from infra_apply import terraform as tf
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Model, ProducerModel
+from infra_apply.paths import child, inside
 from infra_apply.plan_model import ProducerPlan, parse_plan
 from infra_apply.render import Rendered, compare, render_model
 from infra_apply.state import Backend, check_outside, load_backend, root_key, state_dir, validation_cache
@@ -100,15 +101,24 @@ def workdir_root(ctx: Context) -> Path:
     state = state_dir(ctx.env)
     check_outside(state, ctx.out)
     mode = "sandbox" if ctx.sandbox else "live"
-    return state / "work" / mode / root_key(ctx.root)
+    return inside(state / "work" / mode / root_key(ctx.root), state)
+
+
+def workdir(ctx: Context, producer: str) -> Path:
+    """A producer's working copy: a folder of its own directly under ``workdir_root``."""
+    base = workdir_root(ctx)
+    return child(base, producer)
 
 
 def sandbox_overlay(ctx: Context, producer: str) -> Path:
-    return state_dir(ctx.env) / "sandbox" / "imports" / root_key(ctx.root) / producer
+    state = state_dir(ctx.env)
+    base = inside(state / "sandbox" / "imports" / root_key(ctx.root), state)
+    return child(base, producer)
 
 
 def imports_file(ctx: Context, producer: str) -> Path:
-    return (sandbox_overlay(ctx, producer) if ctx.sandbox else ctx.out / producer) / IMPORTS
+    folder = sandbox_overlay(ctx, producer) if ctx.sandbox else child(ctx.out, producer)
+    return folder / IMPORTS
 
 
 def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | None) -> dict[str, str]:
@@ -170,10 +180,9 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
             from infra_apply.sandbox import cloud as sandbox_cloud
 
             sandbox_cloud.seed(cloud, clusters)
-    base = workdir_root(ctx)
     out = []
     for name in producers:
-        path = base / name
+        path = workdir(ctx, name)
         env = terraform_env(ctx, name, sandbox_env)
         wd = tf.Workdir(binary, path, env)
         lock = lock_working_copy(path, name)
@@ -418,7 +427,8 @@ def mesh_target(ctx: Context) -> Path | None:
 
 def sandbox_registry(ctx: Context) -> Path:
     """The sandbox's own mesh-hosts.json for this root (seeded from --mesh-hosts on first use)."""
-    return state_dir(ctx.env) / "sandbox" / "mesh" / root_key(ctx.root) / "mesh-hosts.json"
+    state = state_dir(ctx.env)
+    return inside(state / "sandbox" / "mesh" / root_key(ctx.root) / "mesh-hosts.json", state)
 
 
 def live_droplets(prep: Prepared) -> list[Any]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # Folders that are never a project's own source: dependency trees, caches, VCS and tool state.
 PRUNED = frozenset(
     {".git", "node_modules", ".venv", "venv", "__pycache__", ".terraform", ".tox", "dist", "build"}
 )
-MANIFEST_RE = re.compile(r"^\.infra(?:\.([^.]+))?\.yaml$")
+# \Z, not $: `$` also matches before a trailing newline, and a file may be named ".infra.yaml\n".
+MANIFEST_RE = re.compile(r"\A\.infra(?:\.([^.]+))?\.yaml\Z")
 RETIRED_MANIFEST = "app.manifest.yaml"
 
 
@@ -25,6 +28,13 @@ class ManifestRef:
     producer_root: bool  # directly in the producer folder (@quinn/.infra.yaml)
 
 
+class Refused(NamedTuple):
+    """Something named like a manifest that is never opened: ``reason`` says why."""
+
+    path: str  # root-relative, ``/`` separators
+    reason: str
+
+
 @dataclass(frozen=True)
 class Discovery:
     root: Path
@@ -32,14 +42,18 @@ class Discovery:
     manifests: tuple[ManifestRef, ...]
     retired: tuple[str, ...]  # root-relative paths of app.manifest.yaml files
     unreadable: tuple[str, ...] = ()  # folders that could not be listed
+    refused: tuple[Refused, ...] = ()  # manifest names that are not regular files in the tree
 
 
 def discover(root: Path) -> Discovery:
-    """Walk ``root`` once; never follows symlinked folders, never enters ``PRUNED`` folders."""
+    """Walk ``root`` once; never follows symlinked folders, never enters ``PRUNED`` folders, never
+    opens anything (a FIFO named ``.infra.yaml`` would block whoever opens it)."""
     manifests: list[ManifestRef] = []
     retired: list[str] = []
     producers: list[str] = []
     unreadable: list[str] = []
+    refused: list[Refused] = []
+    real_root = root.resolve()
     stack: list[tuple[str, str]] = [(os.fspath(root), "")]
     while stack:
         folder, rel = stack.pop()
@@ -51,6 +65,14 @@ def discover(root: Path) -> Discovery:
         with entries:
             for entry in entries:
                 name = entry.name
+                match = MANIFEST_RE.fullmatch(name) if name.startswith(".infra") else None
+                if match:
+                    reason = _not_a_manifest_file(entry, real_root)
+                    if reason is None:
+                        manifests.append(_ref(f"{rel}{name}", match.group(1)))
+                    else:
+                        refused.append(Refused(f"{rel}{name}", reason))
+                    continue
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
@@ -61,10 +83,6 @@ def discover(root: Path) -> Discovery:
                     if not rel and name.startswith("@"):
                         producers.append(name[1:])
                     stack.append((entry.path, f"{rel}{name}/"))
-                elif name.startswith(".infra"):
-                    match = MANIFEST_RE.match(name)
-                    if match:
-                        manifests.append(_ref(f"{rel}{name}", match.group(1)))
                 elif name == RETIRED_MANIFEST:
                     retired.append(f"{rel}{name}")
     return Discovery(
@@ -73,7 +91,39 @@ def discover(root: Path) -> Discovery:
         manifests=tuple(sorted(manifests, key=lambda m: m.path)),
         retired=tuple(sorted(retired)),
         unreadable=tuple(sorted(unreadable)),
+        refused=tuple(sorted(refused)),
     )
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_a_manifest_file(entry: os.DirEntry[str], real_root: Path) -> str | None:
+    """Why ``entry`` cannot be read as a manifest, or None when it is a regular file in the tree.
+
+    Only the type is looked at (lstat, stat): opening a FIFO blocks until a writer comes.
+    """
+    try:
+        if entry.is_file(follow_symlinks=False):  # the common case, from the folder listing alone
+            return None
+        mode = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode):
+            target = Path(entry.path).resolve(strict=True)
+            if not target.is_relative_to(real_root):
+                return f"is a symlink to {target}, outside the root; a manifest must live in the tree"
+            mode = target.stat().st_mode
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on older Pythons
+        return f"cannot be read ({getattr(exc, 'strerror', None) or 'broken or looping symlink'})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((what for test, what in _KINDS if test(mode)), "a special file")
+    return f"is {kind}, not a regular file; a manifest must be a file"
 
 
 def _ref(path: str, variant: str | None) -> ManifestRef:

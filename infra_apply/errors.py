@@ -7,6 +7,16 @@ from typing import Literal, NamedTuple
 Level = Literal["error", "warning"]
 
 
+def printable(text: str) -> str:
+    """``text`` with unprintable characters (newlines, escapes, ...) written as Python escapes.
+
+    A path or name may hold any character; a message about it must stay on its one line.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Problem(NamedTuple):
     """One finding, printed as ``path:line:col: level RULE: message``.
 
@@ -22,7 +32,7 @@ class Problem(NamedTuple):
     message: str
 
     def format(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}: {self.level} {self.rule}: {self.message}"
+        return printable(f"{self.path}:{self.line}:{self.col}: {self.level} {self.rule}: {self.message}")
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
         return (self.path, self.line, self.col, self.rule, self.message)
@@ -59,7 +69,8 @@ class InfraApplyError(Exception):
         ``infra-apply: error: message``."""
         if self.path is None:
             return f"infra-apply: error: {self.message}"
-        where = f"{self.path}:{self.line}:{self.col}" if self.line else self.path
+        path = printable(self.path)
+        where = f"{path}:{self.line}:{self.col}" if self.line else path
         return f"{where}: error {self.rule or 'infra-apply'}: {self.message}"
 
 

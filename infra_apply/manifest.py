@@ -8,6 +8,8 @@ anything; no tag can construct an object.
 from __future__ import annotations
 
 import copy
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,12 @@ class YamlError(InfraApplyError):
 def load(file: Path, rel: str) -> Manifest:
     """Read and parse ``file``; ``rel`` is how messages name it. Raises ``YamlError``."""
     try:
-        with open(file, "rb") as fh:
+        # O_NONBLOCK: discovery only hands over regular files, but one swapped for a FIFO since
+        # must not block; the type is then checked on the open file itself.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise YamlError("not a regular file; a manifest must be a file", rel, 1, 1)
             raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise YamlError(f"cannot read file: {exc.strerror}", rel, 1, 1) from None

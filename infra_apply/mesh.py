@@ -115,7 +115,7 @@ def _live_droplet(name: object, attrs: object) -> LiveDroplet:
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or str(raw_id) == "":
         raise MeshError(f"{where}: 'id' is missing or not a string")
     hosts = attrs.get("hosts")
-    if not isinstance(hosts, list | tuple) or not all(isinstance(h, str) and h for h in hosts):
+    if not isinstance(hosts, list | tuple) or not all(isinstance(h, str) and _is_host(h) for h in hosts):
         raise MeshError(f"{where}: 'hosts' is missing or not a list of host names")
     return LiveDroplet(
         name=name,
@@ -126,6 +126,14 @@ def _live_droplet(name: object, attrs: object) -> LiveDroplet:
         hosts=tuple(dict.fromkeys(hosts)),  # a repeated name is one host
         producer=_str_attr(attrs, "producer", where),
     )
+
+
+def _is_host(name: str) -> bool:
+    """The syntax validation enforces, checked again here: a state or module rendered before it
+    must not put "dns\n" into mesh-hosts.json (and from there into ~/.ssh/config)."""
+    from infra_apply.rules import HOST_RE
+
+    return HOST_RE.fullmatch(name) is not None
 
 
 def _str_attr(attrs: Mapping[str, Any], key: str, where: str) -> str:

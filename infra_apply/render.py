@@ -18,6 +18,7 @@ from typing import Any
 
 from infra_apply.errors import InfraApplyError
 from infra_apply.model import Database, Droplet, Model, ProducerModel
+from infra_apply.paths import child
 
 LEDGER = "addresses.json"
 OWNED_SUFFIXES = (".tf",)
@@ -53,7 +54,8 @@ def hcl_string(value: object) -> str:
     return '"' + "".join(out) + '"'
 
 
-_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# \Z and fullmatch: with `$`, "abc\n" passed as its own identifier and broke the resource label.
+_PLAIN = re.compile(r"\A[A-Za-z][A-Za-z0-9_-]*\Z")
 
 
 def slug(name: str) -> str:
@@ -63,7 +65,7 @@ def slug(name: str) -> str:
     holds ``__`` (reserved as a separator); anything else is sanitised and suffixed with a hash of
     the original, so the mapping never depends on other names.
     """
-    if _PLAIN.match(name) and "__" not in name:
+    if _PLAIN.fullmatch(name) and "__" not in name:
         return name
     base = re.sub(r"_+", "_", re.sub(r"[^a-z0-9]", "_", name.lower())).strip("_") or "x"
     if not base[0].isalpha():
@@ -106,7 +108,7 @@ class Ledger:
         return {e.address: e for e in self.entries}
 
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_IDENT = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 def parse_ledger(text: str, where: str) -> Ledger:
@@ -131,7 +133,7 @@ def parse_ledger(text: str, where: str) -> Ledger:
         if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists.values()):
             raise fail(f"entry {address!r}: hosts, services and moved_from must be lists of strings")
         for name in (address, *lists["moved_from"]):
-            if not _IDENT.match(name):
+            if not _IDENT.fullmatch(name):
                 raise fail(f"{name!r} is not a Terraform resource name")
         entries.append(
             LedgerEntry(
@@ -449,19 +451,30 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
     """Bring ``out_dir`` in line with ``rendered``; only files that differ are touched."""
     drift = compare(rendered, out_dir)
     by_producer = {r.producer: r for r in rendered}
+    # Every target is checked before the first write: a refused one leaves out_dir untouched.
+    targets = {rel: _target(out_dir, rel) for rel in (*drift.stale, *drift.extra)}
     try:
         for rel in drift.stale:
             producer, name = rel.split("/", 1)
-            path = out_dir / rel
+            path = targets[rel]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_bytes(by_producer[producer].files[name].encode("utf-8"))
             tmp.replace(path)
         for rel in drift.extra:
-            (out_dir / rel).unlink()
-        for folder in {out_dir / rel.split("/", 1)[0] for rel in drift.extra}:
+            targets[rel].unlink()
+        for folder in {targets[rel].parent for rel in drift.extra}:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     except OSError as exc:
         raise InfraApplyError(f"cannot write {exc.filename or out_dir}: {exc.strerror}") from None
     return drift
+
+
+def _target(out_dir: Path, rel: str) -> Path:
+    """``out_dir/<producer>/<file>``, refused unless both levels stay where they belong."""
+    producer, name = rel.split("/", 1)
+    folder = child(out_dir, producer)
+    child(folder, name)
+    # Unresolved: replacing or removing a symlink here acts on the link, never on its target.
+    return folder / name

@@ -16,10 +16,15 @@ from infra_apply.errors import Level, Problem
 from infra_apply.manifest import Key, Manifest
 from infra_apply.model import ALLOWED_REGIONS, DEFAULT_REGION
 
-DROPLET_NAME_RE = re.compile(r"^com\.uvlava\.(?:(ct|mc|quinn)\.)?[a-z0-9-]+$")
-TAG_RE = re.compile(r"^[a-zA-Z0-9:\-_]{1,255}$")
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-HOST_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Every name check is a fullmatch against \A...\Z: `$` also matches before a trailing newline, so
+# "dns\n" would pass a `^...$` search and land in mesh-hosts.json, a tag or an HCL label.
+DROPLET_NAME_RE = re.compile(r"\Acom\.uvlava\.(?:(ct|mc|quinn)\.)?[a-z0-9-]+\Z")
+TAG_RE = re.compile(r"\A[a-zA-Z0-9:\-_]{1,255}\Z")
+SLUG_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]*\Z")
+HOST_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+# A producer name becomes a folder (generated/<p>/, its working copy), the tag producer:<p>
+# (DigitalOcean tags are case-insensitive, hence lowercase only) and the PAT file do_pat_<p>.
+PRODUCER_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def producer_of(tree: Tree, m: Manifest) -> str | None:
 
 
 def name_producer(name: str) -> str | None:
-    match = DROPLET_NAME_RE.match(name)
+    match = DROPLET_NAME_RE.fullmatch(name)
     return match.group(1) if match else None
 
 
@@ -190,9 +195,10 @@ def cloud_provider(tree: Tree) -> Iterator[Finding]:
 def droplet_naming(tree: Tree) -> Iterator[Finding]:
     seen: dict[str, tuple[Manifest, Key]] = {}
     for m, key, name in _all_droplet_names(tree):
-        if not DROPLET_NAME_RE.match(name):
-            if key[0] == "service":  # droplets[].name is already reported by the schema pattern
-                yield at(m, key, f"{name!r} is not com.uvlava.<role> or com.uvlava.<ct|mc|quinn>.<role>")
+        if not DROPLET_NAME_RE.fullmatch(name):
+            # droplets[].name is also checked by the schema pattern, but Python's JSON Schema
+            # search lets "com.uvlava.x\n" through (`$` before a trailing newline): check it here.
+            yield at(m, key, f"{name!r} is not com.uvlava.<role> or com.uvlava.<ct|mc|quinn>.<role>")
             continue
         segment, tree_producer = name_producer(name), producer_of(tree, m)
         if segment is not None and tree_producer is not None and segment != tree_producer:
@@ -229,6 +235,16 @@ def host_in_mesh(tree: Tree) -> Iterator[Finding]:
     for m, i, d in droplets(tree):
         for j, host in enumerate(d.get("hosts", [])):
             key: Key = ("droplets", i, "hosts", j)
+            if not _is_host_name(host):
+                # Registered hosts become ssh aliases (net-tools writes ~/.ssh/config from them):
+                # one that is not a host name must never reach mesh-hosts.json.
+                yield at(
+                    m,
+                    key,
+                    f"mesh host {host!r} cannot be registered in mesh-hosts.json: not a host name "
+                    "(lowercase letters, digits, '-'; at most 63)",
+                )
+                continue
             if host in declared and declared[host][2] != d["name"]:
                 other = declared[host]
                 yield at(
@@ -341,6 +357,8 @@ def manage_apps_orchestrator(tree: Tree) -> Iterator[Finding]:
             "cannot read this folder; manifests below it would be missed "
             "(and their resources planned for destruction)",
         )
+    for refused in tree.discovery.refused:
+        yield Finding(refused.path, (1, 1), f"manifest {refused.reason}")
     for ref in tree.discovery.manifests:
         if ref.producer is None:
             yield Finding(
@@ -373,21 +391,14 @@ def mesh_host_resolution(tree: Tree) -> Iterator[Finding]:
                 ("service", "host"),
                 f"service.host {host!r} must be a mesh host name (an ssh alias), not an address",
             )
-    for m, i, d in droplets(tree):
-        for j, host in enumerate(d.get("hosts", [])):
-            if not _is_host_name(host):
-                yield at(
-                    m,
-                    ("droplets", i, "hosts", j),
-                    f"mesh host {host!r} is not a valid host name (lowercase letters, digits, '-')",
-                )
+    # droplets[].hosts: an invalid one is an error of host_in_mesh (it would be registered).
 
 
 def _is_host_name(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return bool(HOST_RE.match(host))
+        return bool(HOST_RE.fullmatch(host))
     return False
 
 
@@ -396,14 +407,14 @@ def do_limits(tree: Tree) -> Iterator[Finding]:
     """DigitalOcean facts: what becomes a tag must be a valid tag (DESIGN.md, provider facts)."""
     for m, i, d in droplets(tree):
         role = d.get("role")
-        if role is not None and not (role and TAG_RE.match(f"role:{role}")):
+        if role is not None and not (role and TAG_RE.fullmatch(f"role:{role}")):
             yield at(
                 m,
                 ("droplets", i, "role"),
                 f"role {role!r} becomes the tag role:{role}; use letters, digits, ':', '-', '_' (not empty)",
             )
         for key in ("size", "image"):
-            if key in d and not SLUG_RE.match(d[key]):
+            if key in d and not SLUG_RE.fullmatch(d[key]):
                 yield at(
                     m,
                     ("droplets", i, key),
@@ -413,10 +424,35 @@ def do_limits(tree: Tree) -> Iterator[Finding]:
         for key, value in m.data.get("database", {}).items():
             if not value.strip():
                 yield at(m, ("database", key), f"database.{key} must not be empty")
-    for producer in tree.discovery.producers:
-        if not TAG_RE.match(f"producer:{producer}"):
-            yield Finding(
-                f"@{producer}",
-                (1, 1),
-                f"producer folder name {producer!r} cannot be a DigitalOcean tag (letters, digits, '-', '_')",
-            )
+            elif value != value.strip() or not value.isprintable():
+                # Typically a YAML block scalar's trailing newline; the name would reach
+                # DigitalOcean as written, and renaming a database later replaces it.
+                yield at(
+                    m,
+                    ("database", key),
+                    f"database.{key} {value!r} has leading or trailing spaces or control characters",
+                )
+    yield from _producer_names(tree)
+
+
+def _producer_names(tree: Tree) -> Iterator[Finding]:
+    """A producer folder's name becomes a folder under --out and the state dir, and a tag: an
+    empty or unsafe one (``@``, ``@..``, a newline) would write outside them."""
+    found = tree.discovery
+    for producer in found.producers:
+        if PRODUCER_RE.fullmatch(producer):
+            continue
+        inside = [r.path for r in found.manifests if r.producer == producer]
+        inside += [r.path for r in found.refused if r.path.startswith(f"@{producer}/")]
+        use = (
+            "it names the folder <out>/<producer>/, its working copy and the tag producer:<producer>"
+            if inside
+            else "it holds no manifest and is ignored"
+        )
+        yield Finding(
+            min(inside, default=f"@{producer}"),
+            (1, 1),
+            f"producer folder name {producer!r} is not a producer name (lowercase letters, digits, "
+            f"'-', '_'; 1 to 63, starting with a letter or digit): {use}",
+            None if inside else "warning",
+        )

@@ -191,6 +191,6 @@ def _md_text(text: str) -> str:
 def _md_code(text: str) -> str:
     # A code span only for shell-safe words; anything else stays escaped prose.
     words = text.split(" ")
-    if all(_SHELL_SAFE.match(w) for w in words):
+    if all(_SHELL_SAFE.fullmatch(w) for w in words):
         return f"`{text}`"
     return _md_text(text)

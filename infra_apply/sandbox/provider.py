@@ -43,7 +43,7 @@ TYPE_PREFIX = "digitalocean_"
 State = dict[str, Any]
 Diags = Any  # tf.utils.Diagnostics (tf ships no type information)
 
-TAG_PATTERN = r"^[a-zA-Z0-9:\-_]{1,255}$"
+TAG_PATTERN = r"^[a-zA-Z0-9:\-_]{1,255}$"  # Go's RE2 `$`: the very end (Python: fullmatch)
 TAG_MESSAGE = (
     "tags may contain letters, numbers, colons, dashes, and underscores; "
     "there is a limit of 255 characters per tag"
@@ -171,7 +171,7 @@ def _validate_attr(diags: Diags, attr: Attr, value: Any, path: list[Any]) -> Non
 def _validate_elements(diags: Diags, attr: Attr, values: Sequence[Any], path: list[Any]) -> None:
     pattern = re.compile(attr.element_pattern or "")
     for element in values:
-        if isinstance(element, str) and not pattern.match(element):
+        if isinstance(element, str) and not pattern.fullmatch(element):
             detail = TAG_MESSAGE if attr.element_pattern == TAG_PATTERN else ""
             diags.add_error(f"Invalid value {element!r} for {attr.name}", detail, path=path)
 
