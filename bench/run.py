@@ -4,7 +4,11 @@ Each benchmark is a named function returning table rows; add one by appending to
 Every figure is the median of ``--runs`` timed runs after one untimed warm-up (so the page cache
 is warm for every contender).
 
-    python bench/run.py [--runs 5] [--only NAME]... [--list] [--regen] [--strict]
+    python bench/run.py [--runs 5] [--only NAME]... [--list] [--regen] [--strict] [--remeasure-install]
+
+Install sizes need fresh venvs (about a minute): they are measured once and cached in
+``bench/out/install-size.json`` until the dependencies or the Python version change;
+``--remeasure-install`` measures them again.
 
 Exit status: 1 when a benchmark could not run (a command failed, a module is missing), or with
 ``--strict`` when any figure misses its target; else 0.
@@ -13,13 +17,16 @@ Exit status: 1 when a benchmark could not run (a command failed, a module is mis
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +49,7 @@ class Context:
     runs: int
     manifests: int
     cli: tuple[str, ...]  # how to run infra-apply
+    remeasure_install: bool = False
 
     def command(self, *args: str) -> list[str]:
         return [*self.cli, *args]
@@ -50,11 +58,12 @@ class Context:
 @dataclass(frozen=True)
 class Row:
     figure: str
-    median: float | None  # seconds
+    median: float | None  # in ``unit``: seconds unless stated
     target: str = "-"
     ratio: float | None = None
     ok: bool | None = None  # None: informational, no target
     note: str = ""
+    unit: str = "s"
 
     @property
     def verdict(self) -> str:
@@ -253,12 +262,236 @@ def bench_plan(ctx: Context) -> list[Row]:
     ]
 
 
+# --- install size and import time ------------------------------------------------------------
+
+MB = 1_000_000
+RUNTIME_TARGET_MB = 40.0
+# What the sandbox needs and the runtime does not (tf brings grpcio and protobuf).
+SANDBOX_PACKAGES = ("tf", "cryptography", "grpcio", "protobuf")
+INSTALL_CACHE = REPO / "bench" / "out" / "install-size.json"
+
+
+@dataclass(frozen=True)
+class InstallSteps:
+    """The pip installs measuring the runtime, then what the sandbox adds on top of it."""
+
+    runtime: tuple[tuple[str, ...], ...]  # pip install arguments, one tuple per call
+    sandbox: tuple[tuple[str, ...], ...]
+    runtime_label: str
+    sandbox_label: str
+    extra: bool  # False until the package has a [sandbox] extra
+
+
+def _requirement_name(requirement: str) -> str:
+    name = requirement.split(";")[0]
+    for stop in "[=<>!~ ":
+        name = name.split(stop)[0]
+    return name.strip().lower()
+
+
+def install_steps(repo: Path) -> InstallSteps:
+    """``pip install .`` then ``.[sandbox]``; before that extra exists, the runtime without the
+    sandbox packages (then ``--no-deps .``), then ``pip install .`` adding them."""
+    project = tomllib.loads((repo / "pyproject.toml").read_text("utf-8"))["project"]
+    if "sandbox" in project.get("optional-dependencies", {}):
+        return InstallSteps(
+            ((str(repo),),),
+            ((f"{repo}[sandbox]",),),
+            "runtime install (pip install .)",
+            "sandbox extra (pip install .[sandbox])",
+            extra=True,
+        )
+    core = tuple(d for d in project["dependencies"] if _requirement_name(d) not in SANDBOX_PACKAGES)
+    return InstallSteps(
+        (core, ("--no-deps", str(repo))),
+        ((str(repo),),),
+        "runtime install without the sandbox packages",
+        f"sandbox packages ({', '.join(SANDBOX_PACKAGES)}; no [sandbox] extra yet)",
+        extra=False,
+    )
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes on disk under ``folder``, as du(1) counts them."""
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        total += sum((Path(root) / name).lstat().st_blocks * 512 for name in (*dirs, *files))
+    return total
+
+
+def _run_checked(command: Sequence[str]) -> None:
+    done = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if not line.startswith("WARNING: ")]
+        raise BenchError(f"`{' '.join(command)}` exited {done.returncode}:\n" + "\n".join(lines[-15:]))
+
+
+def _fresh_venv(path: Path) -> Path:
+    _run_checked([sys.executable, "-m", "venv", str(path)])
+    return path / "bin" / "python"
+
+
+def _pip(python: Path, args: Sequence[str]) -> None:
+    _run_checked([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args])
+
+
+def _distributions(python: Path) -> int:
+    code = "import importlib.metadata as m; print(len({d.name for d in m.distributions()}))"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def measure_install(steps: InstallSteps, work: Path) -> dict[str, float]:
+    """Sizes in MB of a venv's ``lib/`` after each step, minus an empty venv's (pip, setuptools)."""
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        empty = disk_usage(_fresh_venv(work / "empty").parent.parent / "lib")
+        python = _fresh_venv(work / "venv")
+        lib = python.parent.parent / "lib"
+        base_dists = _distributions(python)
+        for args in steps.runtime:
+            _pip(python, args)
+        runtime, runtime_dists = disk_usage(lib), _distributions(python)
+        for args in steps.sandbox:
+            _pip(python, args)
+        full, full_dists = disk_usage(lib), _distributions(python)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "runtime_mb": (runtime - empty) / MB,
+        "runtime_dists": runtime_dists - base_dists,
+        "sandbox_mb": (full - runtime) / MB,
+        "sandbox_dists": full_dists - runtime_dists,
+        "total_mb": (full - empty) / MB,
+    }
+
+
+def _install_key(repo: Path, steps: InstallSteps) -> str:
+    project = tomllib.loads((repo / "pyproject.toml").read_text("utf-8"))["project"]
+    what = [sys.version, steps.runtime_label, project["dependencies"], project.get("optional-dependencies")]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def bench_install(ctx: Context) -> list[Row]:
+    """Install size of the runtime and of the sandbox: fresh venvs, measured once per set of
+    dependencies and cached (installing takes about a minute)."""
+    steps = install_steps(ctx.repo)
+    key = _install_key(ctx.repo, steps)
+    cached = json.loads(INSTALL_CACHE.read_text()) if INSTALL_CACHE.exists() else {}
+    if ctx.remeasure_install or cached.get("key") != key:
+        sizes = measure_install(steps, ctx.repo / "bench" / "out" / "install-venvs")
+        cached = {"key": key, "measured": time.strftime("%Y-%m-%d"), "sizes": sizes}
+        INSTALL_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        INSTALL_CACHE.write_text(json.dumps(cached, indent=2) + "\n")
+    sizes, when = cached["sizes"], f"measured {cached['measured']}"
+    runtime = sizes["runtime_mb"]
+    rows = [
+        Row(
+            steps.runtime_label,
+            runtime,
+            f"<= {RUNTIME_TARGET_MB:g} MB",
+            runtime / RUNTIME_TARGET_MB,
+            runtime <= RUNTIME_TARGET_MB,
+            f"{sizes['runtime_dists']:g} distributions, {when}",
+            "MB",
+        ),
+        Row(
+            steps.sandbox_label,
+            sizes["sandbox_mb"],
+            note=f"+{sizes['sandbox_dists']:g} distributions",
+            unit="MB",
+        ),
+    ]
+    if not steps.extra:
+        rows.append(Row("pip install . today (runtime + sandbox packages)", sizes["total_mb"], unit="MB"))
+    return rows
+
+
+def top_level_imports(importtime: str) -> dict[str, float]:
+    """Module -> cumulative seconds of the top-level entries of ``python -X importtime`` output
+    (each includes everything it imported)."""
+    found: dict[str, float] = {}
+    for line in importtime.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if not line.startswith("import time:") or len(fields) != 3 or not fields[1].strip().isdigit():
+            continue
+        name = fields[2][1:]
+        if not name.startswith(" "):  # nested imports are indented under their importer
+            found[name] = int(fields[1]) / 1e6
+    return found
+
+
+def _importtime(args: Sequence[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    command = [sys.executable, "-X", "importtime", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode not in (0, 2):
+        raise BenchError(f"`{' '.join(command)}` exited {done.returncode}: {done.stderr[-2000:]}")
+    return top_level_imports(done.stderr)
+
+
+def _median_import(
+    args: Sequence[str],
+    count: Callable[[dict[str, float]], float],
+    runs: int,
+    env: dict[str, str] | None = None,
+) -> float:
+    _importtime(args, env)  # warm-up: the page cache and .pyc files
+    return statistics.median(count(_importtime(args, env)) for _ in range(runs))
+
+
+def _ours(modules: dict[str, float]) -> float:
+    return sum(t for name, t in modules.items() if name.split(".")[0] == "infra_apply")
+
+
+def bench_imports(ctx: Context) -> list[Row]:
+    """Import time (``python -X importtime``, top-level cumulative) of the CLI, of the API client,
+    and of every module a sandbox plan of the example tree imports beyond interpreter start-up."""
+    startup = set(_importtime(["-c", "pass"])) | {"runpy"}  # runpy: only for ``-m``
+
+    def beyond_startup(modules: dict[str, float]) -> float:
+        return sum(t for name, t in modules.items() if name not in startup)
+
+    example = ctx.repo / "examples" / "producer-tree"
+    plan = [
+        "-m",
+        "infra_apply",
+        "--root",
+        str(example),
+        "plan",
+        "--sandbox",
+        "--producer",
+        "quinn",
+        "--mesh-hosts",
+        str(ctx.repo / "examples" / "mesh-hosts.json"),
+    ]
+    env = _sandbox_env(ctx.repo / "bench" / "out" / "state")
+    return [
+        Row(
+            "import infra_apply.cli",
+            _median_import(["-c", "import infra_apply.cli"], _ours, ctx.runs),
+            note="with click; the CLI imports the rest lazily",
+        ),
+        Row(
+            "import infra_apply.do_api",
+            _median_import(["-c", "import infra_apply.do_api"], _ours, ctx.runs),
+            note="stdlib only: urllib.request + json",
+        ),
+        Row(
+            "imports of plan --producer quinn --sandbox",
+            _median_import(plan, beyond_startup, ctx.runs, env),
+            note="example tree; every module beyond interpreter start-up",
+        ),
+    ]
+
+
 BENCHES: list[Bench] = [
     Bench("discover", "discovery alone vs find(1)", bench_discover),
     Bench("validate", "infra-apply validate on the whole tree", bench_validate),
     Bench("help", "infra-apply --help start-up", bench_help),
     Bench("render", "validate + render of the whole tree, and render --check", bench_render),
     Bench("plan", "sandbox plan overhead and parallel plans (example tree)", bench_plan),
+    Bench("install", "install size of the runtime and of the sandbox (cached venvs)", bench_install),
+    Bench("imports", "import time of the CLI, the API client and a sandbox plan", bench_imports),
 ]
 
 
@@ -274,12 +507,18 @@ def cli_command() -> tuple[str, ...]:
     return (found,) if found else (sys.executable, "-m", "infra_apply")
 
 
+def _figure(row: Row) -> str:
+    if row.median is None:
+        return "-"
+    return f"{row.median:.3f}s" if row.unit == "s" else f"{row.median:.1f} {row.unit}"
+
+
 def format_table(rows: Sequence[Row]) -> str:
     header = ("figure", "median", "target", "ratio", "result", "note")
     body = [
         (
             r.figure,
-            "-" if r.median is None else f"{r.median:.3f}s",
+            _figure(r),
             r.target,
             "-" if r.ratio is None else f"{r.ratio:.2f}",
             r.verdict,
@@ -319,6 +558,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--regen", action="store_true", help="regenerate the tree")
     parser.add_argument("--out", type=Path, default=gen_tree.DEFAULT_OUT)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--remeasure-install",
+        action="store_true",
+        help="measure install sizes again instead of using bench/out/install-size.json",
+    )
     return parser.parse_args(argv)
 
 
@@ -334,7 +578,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     params = gen_tree.Params()
     layout = gen_tree.ensure_tree(args.out, params, force=args.regen)
-    ctx = Context(REPO, layout.tree, layout.mesh_hosts, max(args.runs, 1), params.manifests, cli_command())
+    ctx = Context(
+        REPO,
+        layout.tree,
+        layout.mesh_hosts,
+        max(args.runs, 1),
+        params.manifests,
+        cli_command(),
+        args.remeasure_install,
+    )
     selected = [b for b in BENCHES if not args.only or b.name in args.only]
     rows = [row for bench in selected for row in run_bench(bench, ctx)]
     print(format_table(rows))

@@ -1,8 +1,10 @@
-"""The pydo paths against a local server answering as the DigitalOcean API v2 documents."""
+"""The DigitalOcean API client against a local server answering as the API v2 documents."""
 
 from __future__ import annotations
 
 import json
+import socket
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,7 +143,7 @@ def test_plain_http_to_a_remote_host_is_refused_before_any_request() -> None:
 def test_default_endpoint_is_digitalocean(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DIGITALOCEAN_API_URL", raising=False)
     c = do_api.client(token=TOKEN)
-    assert c._client._base_url == "https://api.digitalocean.com"
+    assert c.endpoint == "https://api.digitalocean.com"
 
 
 # --------------------------------------------------------------------------- listing
@@ -225,7 +227,6 @@ def test_api_errors_carry_status_and_message_but_never_the_token(
 def test_unreachable_api_is_an_error_not_a_traceback() -> None:
     # Port 9 (discard) on loopback: nothing listens there in a test environment.
     c = do_api.client(token=TOKEN, endpoint="http://127.0.0.1:9")
-    c._config.retry_policy.total_retries = 0  # keep the test fast; the path is the same
     with pytest.raises(InfraApplyError, match="list droplets") as excinfo:
         do_api.list_droplets(c)
     assert TOKEN not in excinfo.value.format()
@@ -299,7 +300,6 @@ def test_rename_times_out_when_the_action_never_finishes(api: HTTPServer, client
 def test_rename_of_a_missing_droplet_reports_digitaloceans_message(
     api: HTTPServer, client: Any
 ) -> None:
-    # pydo returns this documented 404 as a plain body instead of raising.
     api.expect_request("/v2/droplets/999/actions", method="POST").respond_with_json(
         {"id": "not_found", "message": "The resource you were accessing could not be found."},
         status=404,
@@ -328,7 +328,7 @@ def test_rename_rejects_a_non_numeric_droplet_id_without_calling_the_api(
     assert api.log == []
 
 
-def test_server_answers_with_the_request_body_pydo_sends(api: HTTPServer, client: Any) -> None:
+def test_server_answers_with_the_request_body_the_client_sends(api: HTTPServer, client: Any) -> None:
     """The rename body is JSON with exactly the documented keys."""
     seen: list[dict[str, Any]] = []
 
@@ -341,3 +341,235 @@ def test_server_answers_with_the_request_body_pydo_sends(api: HTTPServer, client
     api.expect_request("/v2/droplets/3/actions", method="POST").respond_with_handler(handler)
     do_api.rename_droplet(client, "3", "com.uvlava.quinn.web", sleep=Sleeps())
     assert seen == [{"type": "rename", "name": "com.uvlava.quinn.web"}]
+
+
+# --------------------------------------------------------------------------- request, retries
+
+
+def retrying_client(api: HTTPServer, sleeps: Sleeps, **retry: Any) -> do_api.Client:
+    return do_api.client(
+        token=TOKEN, endpoint=api.url_for(""), retry=do_api.Retry(sleep=sleeps, **retry)
+    )
+
+
+RATE_LIMITED = {"id": "too_many_requests", "message": "API Rate limit exceeded."}
+
+
+def test_rate_limited_request_waits_as_retry_after_asks_then_succeeds(api: HTTPServer) -> None:
+    api.expect_ordered_request("/v2/droplets").respond_with_json(
+        RATE_LIMITED, status=429, headers={"Retry-After": "7"}
+    )
+    api.expect_ordered_request("/v2/droplets").respond_with_json(
+        page([droplet_json(1, "a")], 1, None)
+    )
+    sleeps = Sleeps()
+
+    droplets = do_api.list_droplets(retrying_client(api, sleeps))
+
+    assert [d.name for d in droplets] == ["a"]
+    assert sleeps.calls == [7.0]
+    assert len(api.log) == 2
+
+
+def test_retry_after_as_an_http_date_in_the_past_retries_at_once(api: HTTPServer) -> None:
+    api.expect_ordered_request("/v2/droplets").respond_with_json(
+        RATE_LIMITED, status=429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    )
+    api.expect_ordered_request("/v2/droplets").respond_with_json(page([], 0, None))
+    sleeps = Sleeps()
+    assert do_api.list_droplets(retrying_client(api, sleeps)) == []
+    assert sleeps.calls == [0.0]
+
+
+def test_rate_limited_rename_post_is_retried(api: HTTPServer) -> None:
+    # A 429 means the request was not processed, so even a POST is safe to send again.
+    api.expect_ordered_request("/v2/droplets/7/actions", method="POST").respond_with_json(
+        RATE_LIMITED, status=429, headers={"Retry-After": "2"}
+    )
+    api.expect_ordered_request("/v2/droplets/7/actions", method="POST").respond_with_json(
+        action_json(5, "completed", droplet_id=7), status=201
+    )
+    sleeps = Sleeps()
+    do_api.rename_droplet(retrying_client(api, sleeps), "7", "web", sleep=Sleeps())
+    assert sleeps.calls == [2.0]
+    assert [r.method for r, _ in api.log] == ["POST", "POST"]
+
+
+def test_server_errors_on_a_get_are_retried_with_doubling_waits(api: HTTPServer) -> None:
+    api.expect_ordered_request("/v2/droplets").respond_with_data("<html>bad gateway</html>", 502)
+    api.expect_ordered_request("/v2/droplets").respond_with_json(
+        {"id": "server_error", "message": "Unexpected server-side error"}, status=500
+    )
+    api.expect_ordered_request("/v2/droplets").respond_with_json(
+        page([droplet_json(1, "a")], 1, None)
+    )
+    sleeps = Sleeps()
+    assert [d.name for d in do_api.list_droplets(retrying_client(api, sleeps))] == ["a"]
+    assert sleeps.calls == [1.0, 2.0]
+
+
+def test_retries_are_bounded_and_the_last_answer_is_reported(api: HTTPServer) -> None:
+    api.expect_request("/v2/droplets").respond_with_json(
+        {"id": "service_unavailable", "message": "Try again later"}, status=503
+    )
+    sleeps = Sleeps()
+    with pytest.raises(do_api.ApiError) as excinfo:
+        do_api.list_droplets(retrying_client(api, sleeps, retries=3))
+    assert excinfo.value.message == (
+        "DigitalOcean API: list droplets: HTTP 503 service_unavailable: Try again later "
+        "(after 3 retries)"
+    )
+    assert excinfo.value.status == 503
+    assert sleeps.calls == [1.0, 2.0, 4.0]
+    assert len(api.log) == 4
+
+
+def test_a_retry_after_longer_than_max_wait_is_reported_not_slept(api: HTTPServer) -> None:
+    api.expect_request("/v2/droplets").respond_with_json(
+        RATE_LIMITED, status=429, headers={"Retry-After": "3600"}
+    )
+    sleeps = Sleeps()
+    with pytest.raises(do_api.ApiError, match=r"HTTP 429 too_many_requests: .*\(Retry-After: 3600s\)$"):
+        do_api.list_droplets(retrying_client(api, sleeps, max_wait=60))
+    assert sleeps.calls == []
+    assert len(api.log) == 1
+
+
+def test_a_server_error_on_a_post_is_not_retried(api: HTTPServer) -> None:
+    # The action may have been created before the server failed: sending it again could act twice.
+    api.expect_request("/v2/droplets/7/actions", method="POST").respond_with_json(
+        {"id": "server_error", "message": "Unexpected server-side error"}, status=500
+    )
+    sleeps = Sleeps()
+    with pytest.raises(do_api.ApiError, match="HTTP 500 server_error"):
+        do_api.rename_droplet(retrying_client(api, sleeps), "7", "web", sleep=Sleeps())
+    assert sleeps.calls == []
+    assert len(api.log) == 1
+
+
+# --------------------------------------------------------------------------- the token stays secret
+
+
+def test_the_token_never_appears_in_an_error_even_when_the_endpoint_echoes_it(
+    api: HTTPServer, client: Any
+) -> None:
+    def echo(request: Request) -> Response:
+        body = {"id": "Unauthorized", "message": f"bad token {request.headers['Authorization']}"}
+        return Response(json.dumps(body), 401, content_type="application/json")
+
+    api.expect_request("/v2/droplets").respond_with_handler(echo)
+    with pytest.raises(do_api.ApiError) as excinfo:
+        do_api.list_droplets(client)
+    error = excinfo.value
+    shown = [
+        error.format(),
+        str(error),
+        repr(error),
+        repr(error.api_message),
+        "".join(traceback.format_exception(error)),
+    ]
+    assert all(TOKEN not in text for text in shown)
+    assert error.api_message == "bad token Bearer ***"
+    assert error.status == 401
+
+
+def test_a_network_failure_hides_the_request_and_its_token() -> None:
+    c = do_api.client(token=TOKEN, endpoint="http://127.0.0.1:9")
+    with pytest.raises(do_api.ApiError, match=r"cannot reach 127\.0\.0\.1:9") as excinfo:
+        do_api.list_droplets(c)
+    # No urllib exception (whose traceback holds the Authorization header) is chained on.
+    assert excinfo.value.__context__ is None
+    assert TOKEN not in "".join(traceback.format_exception(excinfo.value))
+
+
+def test_the_client_repr_does_not_show_the_token(client: Any) -> None:
+    assert TOKEN not in repr(client)
+    assert TOKEN not in repr(do_api.Client(TOKEN))
+
+
+def test_a_redirect_is_not_followed_with_the_token(api: HTTPServer, client: Any) -> None:
+    api.expect_request("/v2/droplets").respond_with_data(
+        "", 302, headers={"Location": api.url_for("/collect")}
+    )
+    with pytest.raises(do_api.ApiError, match="HTTP 302"):
+        do_api.list_droplets(client)
+    assert [r.path for r, _ in api.log] == ["/v2/droplets"]
+
+
+def test_a_loopback_endpoint_is_reached_directly_not_through_a_proxy(
+    api: HTTPServer, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy from the environment would see the token in clear text on plain http.
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    api.expect_request("/v2/droplets").respond_with_json(page([], 0, None))
+    assert do_api.list_droplets(do_api.client(token=TOKEN, endpoint=api.url_for(""))) == []
+
+
+def test_an_api_that_never_answers_times_out() -> None:
+    # The listening socket accepts connections (the kernel's backlog) but never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        c = do_api.Client(TOKEN, f"http://127.0.0.1:{port}", timeout=0.2)
+        with pytest.raises(do_api.ApiError, match=r"list droplets: cannot reach .*timed out"):
+            do_api.list_droplets(c)
+
+
+# --------------------------------------------------------------------------- the generic calls
+
+
+def test_request_sends_query_and_json_body_and_returns_the_object(
+    api: HTTPServer, client: Any
+) -> None:
+    api.expect_request(
+        "/v2/account/keys", method="POST", query_string={"x": "1"}, json={"name": "ops"}
+    ).respond_with_json({"ssh_key": {"id": 512190, "name": "ops"}}, status=201)
+    api.expect_request("/v2/account/keys/512190", method="DELETE").respond_with_data("", 204)
+
+    created = client.request("POST", "/v2/account/keys", query={"x": 1}, body={"name": "ops"})
+
+    assert created["ssh_key"]["id"] == 512190
+    assert client.request("DELETE", "/v2/account/keys/512190") == {}
+    assert api.log[0][0].headers["Content-Type"] == "application/json"
+
+
+def test_a_success_that_is_not_a_json_object_is_an_error(api: HTTPServer, client: Any) -> None:
+    api.expect_request("/v2/account").respond_with_data("<html>maintenance</html>", 200)
+    with pytest.raises(do_api.ApiError, match=r"GET /v2/account: HTTP 200 answer is not a JSON"):
+        client.request("GET", "/v2/account")
+
+
+def test_paginate_follows_next_links_for_any_collection(api: HTTPServer, client: Any) -> None:
+    def keys(ids: range, next_page: int | None) -> dict[str, Any]:
+        pages = {"next": f"https://api.digitalocean.com/v2/account/keys?page={next_page}"}
+        return {
+            "ssh_keys": [{"id": i, "name": f"k{i}"} for i in ids],
+            "links": {"pages": pages if next_page else {}},
+            "meta": {"total": 3},
+        }
+
+    api.expect_ordered_request(
+        "/v2/account/keys", query_string={"per_page": "200", "page": "1"}
+    ).respond_with_json(keys(range(1, 3), 2))
+    api.expect_ordered_request(
+        "/v2/account/keys", query_string={"per_page": "200", "page": "2"}
+    ).respond_with_json(keys(range(3, 4), None))
+
+    assert [k["name"] for k in client.paginate("/v2/account/keys", "ssh_keys")] == ["k1", "k2", "k3"]
+
+
+def test_paginate_stops_at_meta_total_even_if_a_next_link_remains(
+    api: HTTPServer, client: Any
+) -> None:
+    api.expect_request("/v2/regions").respond_with_json(
+        {
+            "regions": [{"slug": "nyc3"}],
+            "links": {"pages": {"next": "https://api.digitalocean.com/v2/regions?page=2"}},
+            "meta": {"total": 1},
+        }
+    )
+    assert [r["slug"] for r in client.paginate("/v2/regions", "regions")] == ["nyc3"]
+    assert len(api.log) == 1

@@ -1,0 +1,68 @@
+"""The install-size and import-time figures of bench/run.py read what they claim to read."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import run
+
+        yield run
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+def test_import_times_keep_top_level_entries_only(bench: ModuleType) -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = bench.top_level_imports(done.stderr)
+    assert modules["json"] > 0
+    # json.decoder is imported by json: its time is inside json's cumulative figure.
+    assert "json.decoder" not in modules
+    assert "json.decoder" in done.stderr
+
+
+def pyproject(tmp_path: Path, extras: str = "") -> Path:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "1"\n'
+        'dependencies = ["click==8.5.1", "tf==1.2.0", "cryptography==50.0.2  ", "filelock>=4"]\n'
+        + extras,
+        "utf-8",
+    )
+    return tmp_path
+
+
+def test_without_a_sandbox_extra_the_runtime_leaves_out_the_sandbox_packages(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    repo = pyproject(tmp_path)
+    steps = bench.install_steps(repo)
+    assert steps.runtime == (("click==8.5.1", "filelock>=4"), ("--no-deps", str(repo)))
+    assert steps.sandbox == ((str(repo),),)
+    assert not steps.extra
+
+
+def test_with_a_sandbox_extra_the_runtime_is_a_plain_install(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    repo = pyproject(tmp_path, '[project.optional-dependencies]\nsandbox = ["tf==1.2.0"]\n')
+    steps = bench.install_steps(repo)
+    assert steps.runtime == ((str(repo),),)
+    assert steps.sandbox == ((f"{repo}[sandbox]",),)
+    assert steps.extra
