@@ -17,6 +17,7 @@ from typing import Any
 
 from infra_apply import terraform as tf
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
+from infra_apply.fs import atomic_write
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Model, ProducerModel
 from infra_apply.paths import child, inside
@@ -595,21 +596,14 @@ def _account_droplets(prep: Prepared) -> list[dict[str, Any]]:
 
 
 def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
-    from infra_apply.render import hcl_string
+    from infra_apply import hcl
 
     if not adoptions:
         return
-    blocks = [
-        f"# {hcl_string(a.name)}\nimport {{\n  to = {a.address}\n  id = {hcl_string(a.droplet_id)}\n}}\n"
-        for a in sorted(adoptions, key=lambda a: a.address)
-    ]
-    text = (
-        "# Written by `infra-apply adopt`: these droplets already exist in the account and are\n"
-        "# taken over by the next apply without being replaced. Safe to delete after that apply.\n\n"
-        + "\n".join(blocks)
-    )
+    imports = [{"name": a.name, "address": a.address, "id": a.droplet_id} for a in adoptions]
+    text = hcl.render("imports.tf.j2", imports=sorted(imports, key=lambda i: i["address"]))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, "utf-8")
     except OSError as exc:
         raise InfraApplyError(f"cannot write {target}: {exc.strerror}") from None
+    atomic_write(target, text)

@@ -7,15 +7,13 @@ destroy. The ledger is committed with ``generated/`` so pull requests show it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
 from infra_apply.model import Database, Droplet, Model, ProducerModel
 from infra_apply.paths import child
@@ -29,53 +27,9 @@ PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
 MANAGED_TAG = "managed-by:infra-apply"
 
 
-# --- HCL literals ------------------------------------------------------------------------
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def hcl_string(value: object) -> str:
-    """A quoted HCL string literal: Terraform evaluates it to exactly ``str(value)``.
-
-    ``${`` and ``%{`` are doubled so no interpolation or template directive can come from a
-    manifest; other control characters use ``\\uXXXX``.
-    """
-    text = str(value)
-    out = []
-    for i, ch in enumerate(text):
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch in "$%" and text[i + 1 : i + 2] == "{":
-            out.append(ch + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF or ch in "\u2028\u2029\ufeff":
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-# \Z and fullmatch: with `$`, "abc\n" passed as its own identifier and broke the resource label.
-_PLAIN = re.compile(r"\A[A-Za-z][A-Za-z0-9_-]*\Z")
-
-
-def slug(name: str) -> str:
-    """An HCL identifier for ``name``; distinct names always give distinct slugs.
-
-    A name that already is an identifier (``uvlava-pg``, ``auth_app``) is its own slug unless it
-    holds ``__`` (reserved as a separator); anything else is sanitised and suffixed with a hash of
-    the original, so the mapping never depends on other names.
-    """
-    if _PLAIN.fullmatch(name) and "__" not in name:
-        return name
-    base = re.sub(r"_+", "_", re.sub(r"[^a-z0-9]", "_", name.lower())).strip("_") or "x"
-    if not base[0].isalpha():
-        base = "x_" + base
-    return f"{base}_{hashlib.sha1(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
-
-
 def droplet_slug(name: str) -> str:
     role = name.removeprefix("com.uvlava.")
-    return "_".join(slug(part) for part in role.split("."))
+    return "_".join(hcl.slug(part) for part in role.split("."))
 
 
 # --- the address ledger --------------------------------------------------------------------
@@ -108,9 +62,6 @@ class Ledger:
         return {e.address: e for e in self.entries}
 
 
-_IDENT = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
-
-
 def parse_ledger(text: str, where: str) -> Ledger:
     """Read ``addresses.json``. It is committed and reviewed, but it still reaches HCL (``moved``
     blocks), so every value is checked before use."""
@@ -133,7 +84,7 @@ def parse_ledger(text: str, where: str) -> Ledger:
         if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists.values()):
             raise fail(f"entry {address!r}: hosts, services and moved_from must be lists of strings")
         for name in (address, *lists["moved_from"]):
-            if not _IDENT.fullmatch(name):
+            if not hcl.is_ident(name):
                 raise fail(f"{name!r} is not a Terraform resource name")
         entries.append(
             LedgerEntry(
@@ -235,29 +186,6 @@ class Rendered:
     gpu_variables: Mapping[str, str] = field(default_factory=dict)  # droplet name -> variable
 
 
-@lru_cache(maxsize=1)
-def _env() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    env.filters["hcl"] = hcl_string
-    return env
-
-
-def templates_dir() -> Path:
-    packaged = Path(__file__).parent / "templates"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).parent.parent / "templates"  # editable install / source checkout
-
-
 def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     ledger = assign_addresses(p.droplets, old)
     address = {e.name: e.address for e in ledger.entries}
@@ -265,7 +193,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     standing = [e for e in entries if not e["droplet"].gpu]
     gpu = [e for e in entries if e["droplet"].gpu]
     dbs = [_db_entry(db) for db in p.databases]
-    clusters = sorted({(db.cluster, slug(db.cluster)) for db in p.databases})
+    clusters = sorted({(db.cluster, hcl.slug(db.cluster)) for db in p.databases})
     moves = [
         {"from_": f"{kind}.{old_addr}", "to": f"{kind}.{e.address}"}
         for e in sorted(ledger.entries, key=lambda e: e.address)
@@ -275,7 +203,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     files: dict[str, str] = {}
 
     def emit(name: str, sources: Iterable[str], **ctx: Any) -> None:
-        files[name] = _render(f"{name}.j2", sources=sorted(set(sources)), **ctx)
+        files[name] = hcl.render(f"{name}.j2", sources=sorted(set(sources)), **ctx)
 
     every = [d.source for d in p.droplets] + [db.source for db in p.databases]
     emit("versions.tf", every)
@@ -334,49 +262,16 @@ def _droplet_entry(d: Droplet, address: str) -> dict[str, Any]:
 
 
 def _db_entry(db: Database) -> dict[str, Any]:
-    c = slug(db.cluster)
+    c = hcl.slug(db.cluster)
     return {
         "name": db.name,
         "user": db.user,
         "project": db.project,
         "environment": db.environment,
         "cluster_address": c,
-        "db_address": f"{c}__{slug(db.name)}",
-        "user_address": f"{c}__{slug(db.user)}",
+        "db_address": f"{c}__{hcl.slug(db.name)}",
+        "user_address": f"{c}__{hcl.slug(db.user)}",
     }
-
-
-def _render(template: str, **ctx: Any) -> str:
-    return align_equals(str(_env().get_template(template).render(**ctx)))
-
-
-_ASSIGN = re.compile(r"^(\s*)([A-Za-z_][\w-]*|\"[^\"]*\"|\([^)]*\))\s*=\s")
-
-
-def align_equals(text: str) -> str:
-    """Align ``=`` of consecutive one-line attributes the way ``terraform fmt`` does."""
-    lines = text.split("\n")
-    out: list[str] = []
-    group: list[tuple[str, str, str]] = []
-
-    def flush() -> None:
-        width = max((len(k) for _, k, _ in group), default=0)
-        out.extend(f"{ind}{k.ljust(width)} = {rest}" for ind, k, rest in group)
-        group.clear()
-
-    for line in lines:
-        m = _ASSIGN.match(line)
-        single = m is not None and not line.rstrip().endswith(("{", "(", "["))
-        if m and single and (not group or group[0][0] == m.group(1)):
-            group.append((m.group(1), m.group(2), line[m.end() :]))
-            continue
-        flush()
-        if m and single:
-            group.append((m.group(1), m.group(2), line[m.end() :]))
-        else:
-            out.append(line)
-    flush()
-    return "\n".join(out)
 
 
 # --- the tree ---------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
-from infra_apply.render import hcl_string
 
 CONFIG_NAME = "infra-apply.toml"
 
@@ -79,23 +79,13 @@ class Backend:
         """``backend.tf`` for a working copy (never for generated/), or None for local state."""
         if self.kind == "local":
             return None
-        lines = [
-            f"bucket = {hcl_string(self.bucket)}",
-            f"key = {hcl_string('/'.join(filter(None, (self.key_prefix, producer, 'terraform.tfstate'))))}",
-            f"region = {hcl_string(self.region)}",
-            f"endpoints = {{ s3 = {hcl_string(self.endpoint)} }}" if self.endpoint else "",
-            "use_path_style = true",
-            "use_lockfile = true",
-            "skip_credentials_validation = true",
-            "skip_region_validation = true",
-            "skip_requesting_account_id = true",
-            "skip_metadata_api_check = true",
-            "skip_s3_checksum = true",
-        ]
-        body = "\n".join(f"    {line}" for line in lines if line)
-        return (
-            f"# Written by infra-apply from {CONFIG_NAME}; credentials come from the environment.\n"
-            f'terraform {{\n  backend "s3" {{\n{body}\n  }}\n}}\n'
+        return hcl.render(
+            "backend.tf.j2",
+            config_name=CONFIG_NAME,
+            bucket=self.bucket,
+            key="/".join(filter(None, (self.key_prefix, producer, "terraform.tfstate"))),
+            region=self.region,
+            endpoint=self.endpoint,
         )
 
 

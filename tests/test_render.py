@@ -18,14 +18,11 @@ from infra_apply.build import build_model
 from infra_apply.model import Droplet, ProducerModel, Service
 from infra_apply.render import (
     Ledger,
-    align_equals,
     assign_addresses,
     compare,
-    hcl_string,
     parse_ledger,
     render_model,
     render_producer,
-    slug,
     write,
 )
 from infra_apply.validate import validate_tree
@@ -206,35 +203,7 @@ def test_moved_blocks_from_the_ledger() -> None:
     assert 'resource "digitalocean_droplet" "ct_front"' in files["droplets.tf"]
 
 
-# --- literals and addresses --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "literal"),
-    [
-        ("plain", '"plain"'),
-        ('a"b\\c', '"a\\"b\\\\c"'),
-        ("${var.x}", '"$${var.x}"'),
-        ("%{ if true }x%{ endif }", '"%%{ if true }x%%{ endif }"'),
-        ("$$", '"$$"'),
-        ("line\nbreak\t\r", '"line\\nbreak\\t\\r"'),
-        ("\x00\x1b", '"\\u0000\\u001b"'),
-        ("ünï €", '"ünï €"'),
-    ],
-)
-def test_hcl_string(raw: str, literal: str) -> None:
-    assert hcl_string(raw) == literal
-
-
-def test_slug_is_injective_and_an_identifier() -> None:
-    names = ["uvlava-pg", "uvlava_pg", "Uvlava-PG", "a__b", "a_b", "a.b", "a b", "1db", "", "ä"]
-    slugs = [slug(n) for n in names]
-    assert len(set(slugs)) == len(names)
-    assert all(s[0].isalpha() and all(c.isalnum() or c in "_-" for c in s) for s in slugs)
-
-
-def test_align_equals_matches_terraform_fmt_groups() -> None:
-    assert align_equals("  a = 1\n  bbb = 2\n\n  cc = 3\n") == "  a   = 1\n  bbb = 2\n\n  cc = 3\n"
+# --- addresses -------------------------------------------------------------------------------
 
 
 def droplet_model(name: str, hosts: tuple[str, ...] = ("h",), source: str = "@ct/.infra.yaml") -> Droplet:

@@ -151,27 +151,9 @@ def launcher_source(python: str, root: Path) -> str:
 
 
 def cli_config_text(mirror: Path) -> str:
-    # Quoting covers backslashes and quotes; a path holding "${" is not worth supporting.
-    path = _hcl_string(str(mirror))
-    source = _hcl_string(PROVIDER_SOURCE)
-    return (
-        "# Written by infra-apply for --sandbox runs only: the DigitalOcean provider comes\n"
-        "# from the local mirror, everything else from wherever Terraform would get it.\n"
-        "provider_installation {\n"
-        "  filesystem_mirror {\n"
-        f"    path    = {path}\n"
-        f"    include = [{source}]\n"
-        "  }\n"
-        "  direct {\n"
-        f"    exclude = [{source}]\n"
-        "  }\n"
-        "}\n"
-    )
+    from infra_apply import hcl
 
-
-def _hcl_string(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return hcl.render("terraformrc.j2", mirror=str(mirror), source=PROVIDER_SOURCE)
 
 
 def _ensure_mirror(mirror: Path, launcher: Path, launcher_text: str) -> str:

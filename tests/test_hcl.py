@@ -1,0 +1,108 @@
+"""hcl.py: the one place HCL text is produced or escaped."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra_apply import hcl
+from infra_apply.deploy import Adoption, write_imports
+from infra_apply.errors import InfraApplyError
+from infra_apply.sandbox.install import cli_config_text
+from infra_apply.state import Backend
+
+
+@pytest.mark.parametrize(
+    ("raw", "literal"),
+    [
+        ("plain", '"plain"'),
+        ('a"b\\c', '"a\\"b\\\\c"'),
+        ("${var.x}", '"$${var.x}"'),
+        ("%{ if true }x%{ endif }", '"%%{ if true }x%%{ endif }"'),
+        ("$$", '"$$"'),
+        ("line\nbreak\t\r", '"line\\nbreak\\t\\r"'),
+        ("\x00\x1b", '"\\u0000\\u001b"'),
+        ("ünï €", '"ünï €"'),
+    ],
+)
+def test_string(raw: str, literal: str) -> None:
+    assert hcl.string(raw) == literal
+
+
+@pytest.mark.parametrize("good", ["a", "ct_edge", "uvlava-pg", "_x", "A1"])
+def test_ident_passes_identifiers_unchanged(good: str) -> None:
+    assert hcl.ident(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "1a", "a b", "a\n", "a.b", 'a"', "${x}", "é", "a}"])
+def test_ident_refuses_anything_else(bad: str) -> None:
+    with pytest.raises(InfraApplyError, match="not an HCL identifier"):
+        hcl.ident(bad)
+
+
+@pytest.mark.parametrize("bad", ["x", "a.", ".a", "a.b c", "a.b\n", "a.b[0]"])
+def test_address_refuses_what_is_not_type_dot_name(bad: str) -> None:
+    with pytest.raises(InfraApplyError, match="not a Terraform resource address"):
+        hcl.address(bad)
+    assert hcl.address("digitalocean_droplet.ct_edge") == "digitalocean_droplet.ct_edge"
+
+
+def test_a_template_refuses_a_bad_identifier_instead_of_writing_it() -> None:
+    imports = [{"name": "x", "address": "digitalocean_droplet.a b", "id": "1"}]
+    with pytest.raises(InfraApplyError):
+        hcl.render("imports.tf.j2", imports=imports)
+
+
+def test_slug_is_injective_and_an_identifier() -> None:
+    names = ["uvlava-pg", "uvlava_pg", "Uvlava-PG", "a__b", "a_b", "a.b", "a b", "1db", "", "ä"]
+    slugs = [hcl.slug(n) for n in names]
+    assert len(set(slugs)) == len(names)
+    assert all(hcl.is_ident(s) for s in slugs)
+
+
+def test_align_equals_matches_terraform_fmt_groups() -> None:
+    assert hcl.align_equals("  a = 1\n  bbb = 2\n\n  cc = 3\n") == "  a   = 1\n  bbb = 2\n\n  cc = 3\n"
+
+
+def fmt_clean(text: str, tmp_path: Path, name: str) -> bool:
+    path = tmp_path / name
+    path.write_text(text, "utf-8")
+    terraform = shutil.which("terraform")
+    assert terraform is not None
+    done = subprocess.run([terraform, "fmt", "-check", "-diff", str(path)], capture_output=True, text=True)
+    return done.returncode == 0
+
+
+def test_backend_block_is_fmt_clean_and_escapes_every_value(tmp_path: Path) -> None:
+    backend = Backend("s3", bucket='b"${x}', endpoint="https://e.example", region="nyc3", key_prefix="p")
+    text = backend.hcl("ct")
+    assert text is not None
+    assert 'bucket                      = "b\\"$${x}"' in text
+    assert 'key                         = "p/ct/terraform.tfstate"' in text
+    assert 'endpoints                   = { s3 = "https://e.example" }' in text
+    assert fmt_clean(text, tmp_path, "backend.tf")
+    assert Backend("local").hcl("ct") is None
+
+
+def test_imports_file_is_fmt_clean_sorted_and_quoted(tmp_path: Path) -> None:
+    target = tmp_path / "imports.tf"
+    write_imports(
+        target,
+        [
+            Adoption("digitalocean_droplet.b", "com.uvlava.ct.b", "2"),
+            Adoption("digitalocean_droplet.a", 'com.uvlava.ct."a"', "1"),
+        ],
+    )
+    text = target.read_text("utf-8")
+    assert text.index("digitalocean_droplet.a") < text.index("digitalocean_droplet.b")
+    assert '# "com.uvlava.ct.\\"a\\""' in text and 'id = "1"' in text
+    assert fmt_clean(text, tmp_path, "check.tf")
+
+
+def test_sandbox_cli_config_escapes_the_mirror_path(tmp_path: Path) -> None:
+    text = cli_config_text(Path('/tmp/we"ird/${x}'))
+    assert 'path    = "/tmp/we\\"ird/$${x}"' in text
+    assert fmt_clean(text, tmp_path, "terraformrc.tf")
