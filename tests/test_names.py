@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from infra_apply import deploy
 from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError, MeshError, Problem, ValidationFailed
+from infra_apply.hcl import slug
+from infra_apply.hcl import string as hcl_string
 from infra_apply.manifest import parse
 from infra_apply.mesh import live_droplets_from_output, plan_registration
 from infra_apply.model import Database, ProducerModel
-from infra_apply.hcl import slug
-from infra_apply.hcl import string as hcl_string
 from infra_apply.render import Ledger, parse_ledger, render_model, render_producer, write
 from infra_apply.validate import require_valid
 from tests.conftest import cli_env, run_cli
