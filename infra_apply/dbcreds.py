@@ -1,0 +1,197 @@
+"""A project's own database credentials as a dotenv file (``infra-apply db-credentials``).
+
+The values come from the producer's state (the generated module's per-project ``sensitive``
+outputs, decoded by ``credentials_from_output``); ``dotenv_text`` builds the file and
+``write_dotenv`` writes it 0600, atomically, never over a file others can read.
+
+Decisions a caller relies on:
+
+* ``DATABASE_URL`` and ``PGHOST`` use the cluster's *private* host by default: the services run
+  on droplets in the cluster's VPC, which reach it there without leaving DigitalOcean's private
+  network (and without the cluster's public trusted-sources list). ``public=True`` gives the
+  public host, for a client outside that VPC (a laptop, a droplet in another region).
+* ``sslmode=require`` always (``PGSSLMODE`` too): DigitalOcean's managed PostgreSQL only takes TLS.
+* Values are quoted so python-dotenv reads back exactly the same string: single quotes when the
+  value holds no quote, backslash or control character (then shells, docker compose and
+  systemd read it literally too), else double quotes with backslash escapes. A value holding
+  ``${...}`` cannot be carried: dotenv readers expand it as a variable in any quoting, so it is
+  refused (the password is never echoed in the message).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from infra_apply.errors import InfraApplyError
+from infra_apply.fs import PRIVATE_FILE, atomic_write
+
+RULE = "db_credentials"
+SSLMODE = "require"
+
+# python-dotenv's interpolation pattern (dotenv/variables.py), widened to any ${...}.
+_INTERPOLATION = re.compile(r"\$\{[^}]*\}")
+_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_PLAIN = re.compile(r"^[^'\\\x00-\x1f\x7f]*$")
+# The escapes python-dotenv decodes in a double-quoted value (dotenv/parser.py).
+_DOUBLE_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+@dataclass(frozen=True)
+class DbCredentials:
+    user: str
+    password: str = field(repr=False)
+    database: str
+    host: str  # the cluster's public host
+    port: int
+    private_host: str | None  # reachable from droplets in the cluster's VPC
+
+
+def credentials_from_output(value: Any, where: str) -> DbCredentials:
+    """The generated module's per-project output: an object with ``user``, ``password``,
+    ``database``, ``host``, ``port`` and ``private_host``."""
+
+    def fail(message: str) -> InfraApplyError:
+        return InfraApplyError(message, path=where, rule=RULE)
+
+    if not isinstance(value, Mapping):
+        raise fail("the database credentials output is not an object")
+    for key in ("user", "password", "database", "host"):
+        if not isinstance(value.get(key), str) or not value[key]:
+            raise fail(f"the database credentials output has no {key}")
+    port = value.get("port")
+    if isinstance(port, float) and port.is_integer():
+        port = int(port)  # Terraform numbers come back from JSON as floats sometimes
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise fail("the database credentials output has no port number")
+    private = value.get("private_host")
+    if private is not None and not isinstance(private, str):
+        raise fail("the database credentials output's private_host is not a string")
+    return DbCredentials(
+        user=value["user"],
+        password=value["password"],
+        database=value["database"],
+        host=value["host"],
+        port=port,
+        private_host=private or None,
+    )
+
+
+def chosen_host(c: DbCredentials, *, public: bool = False) -> str:
+    if public:
+        return c.host
+    if not c.private_host:
+        raise InfraApplyError(
+            "the cluster has no private host in state; use its public host instead", rule=RULE
+        )
+    return c.private_host
+
+
+def database_url(c: DbCredentials, *, public: bool = False) -> str:
+    """``postgresql://USER:PASSWORD@HOST:PORT/DB?sslmode=require``, user, password and database
+    percent-encoded (every reserved character, so no ``@``, ``:`` or ``/`` can move a boundary)."""
+    host = chosen_host(c, public=public)
+    user, password, database = (quote(v, safe="") for v in (c.user, c.password, c.database))
+    return f"postgresql://{user}:{password}@{host}:{c.port}/{database}?sslmode={SSLMODE}"
+
+
+def dotenv_text(c: DbCredentials, *, public: bool = False) -> str:
+    _check(c)
+    host = chosen_host(c, public=public)
+    values = {
+        "DATABASE_URL": database_url(c, public=public),
+        "PGHOST": host,
+        "PGPORT": str(c.port),
+        "PGDATABASE": c.database,
+        "PGUSER": c.user,
+        "PGPASSWORD": c.password,
+        "PGSSLMODE": SSLMODE,
+    }
+    where = "public host" if public else "private host: reachable from droplets in the cluster's VPC"
+    lines = [
+        "# Database credentials written by `infra-apply db-credentials`: a secret, keep it 0600.",
+        f"# Connects to the cluster's {where}.",
+        *(f"{key}={quote_value(key, value)}" for key, value in values.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def quote_value(key: str, value: str) -> str:
+    """``value`` as a dotenv value that python-dotenv reads back exactly."""
+    if _INTERPOLATION.search(value):
+        raise InfraApplyError(
+            f"{key} contains '${{...}}', which dotenv readers expand as a variable reference in "
+            "any quoting, so no dotenv file can carry it; give the database user a new password "
+            "(DigitalOcean's generated passwords are letters, digits and '_')",
+            rule=RULE,
+        )
+    if _PLAIN.match(value):
+        return f"'{value}'"
+    return '"' + "".join(_DOUBLE_ESCAPES.get(ch, ch) for ch in value) + '"'
+
+
+def _check(c: DbCredentials) -> None:
+    def fail(message: str) -> InfraApplyError:
+        return InfraApplyError(message, rule=RULE)
+
+    for name, value in (("user", c.user), ("password", c.password), ("database", c.database)):
+        if not value:
+            raise fail(f"the database {name} is empty")
+        if "\x00" in value:
+            raise fail(f"the database {name} contains a NUL character, which no environment can hold")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise fail(f"the database {name} is not valid Unicode text") from None
+    for name, host in (("host", c.host), ("private host", c.private_host)):
+        if host is not None and not _HOST.match(host):
+            raise fail(f"the cluster's {name} {host!r} is not a host name")
+    if not 0 < c.port < 65536:
+        raise fail(f"the cluster's port {c.port} is not a TCP port")
+
+
+def write_dotenv(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as a 0600 file, atomically.
+
+    Refuses to replace a file that group or others can access (it may be shared or committed:
+    a secret must not land where that file's readers expect to find something else), a symbolic
+    link (the secret would land somewhere other than where the operator looked) or a folder.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise InfraApplyError(f"cannot write {path}: {exc.strerror}", path=str(path), rule=RULE) from None
+    if st is not None:
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            raise InfraApplyError(
+                "is a symbolic link; give the path of the file itself", path=str(path), rule=RULE
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise InfraApplyError("exists and is not a regular file", path=str(path), rule=RULE)
+        if mode & 0o077:
+            raise InfraApplyError(
+                f"exists with mode {mode:04o}, open to group or others: not writing credentials over "
+                "it; remove it, or `chmod 600` it if it is meant to be private",
+                path=str(path),
+                rule=RULE,
+            )
+    atomic_write(path, text, mode=PRIVATE_FILE)
