@@ -126,6 +126,18 @@ def format_option(*choices: str) -> Callable[[F], F]:
     return deco
 
 
+def _complete(kind: str) -> Callable[[click.Context, click.Parameter, str], list[Any]]:
+    """A shell_complete callback importing infra_apply.completion only when <Tab> asks."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from infra_apply import completion
+
+        found: list[Any] = getattr(completion, f"complete_{kind}")(ctx, param, incomplete)
+        return found
+
+    return complete
+
+
 def _root(ctx: click.Context) -> Path:
     root: Path = ctx.find_object(Settings).root  # type: ignore[union-attr]
     return root
@@ -334,6 +346,7 @@ def _one(
     "producers",
     multiple=True,
     metavar="P",
+    shell_complete=_complete("producers"),
     help="Producer to plan (repeatable); all producers when omitted.",
 )
 @format_option("text", "json", "markdown")
@@ -343,7 +356,30 @@ def _one(
     "gpu",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("gpu_droplets"),
     help="Also plan the on-demand GPU droplet NAME (off by default).",
+)
+@click.option(
+    "--changed",
+    is_flag=True,
+    help="Plan only the producers whose manifests, generated module or configuration changed "
+    "since --base (git: the branch's commits plus uncommitted and untracked files); a change to "
+    "infra-apply.toml or the templates plans every producer.",
+)
+@click.option(
+    "--base",
+    metavar="REF",
+    envvar="INFRA_APPLY_BASE",
+    default="origin/main",
+    show_default="$INFRA_APPLY_BASE, else origin/main",
+    help="With --changed: compare with the merge base of REF and HEAD.",
+)
+@click.option(
+    "--list",
+    "list_only",
+    is_flag=True,
+    help="Print the producers that would be planned (one a line, or JSON with --format json) "
+    "and plan nothing; with --changed, for a CI matrix.",
 )
 @out_option
 @mesh_option
@@ -354,6 +390,9 @@ def plan(
     fmt: str,
     sandbox: bool,
     gpu: tuple[str, ...],
+    changed: bool,
+    base: str,
+    list_only: bool,
     out: Path,
     mesh_hosts: Path | None,
 ) -> None:
@@ -366,8 +405,14 @@ def plan(
     from infra_apply import deploy, summary
 
     c = _context(ctx, out, sandbox, mesh_hosts)
+    found = _changes(ctx, producers, changed, base, out, fmt, list_only)
     project = _load(c)
-    names = deploy.pick(project, producers)
+    if found is None:
+        names = deploy.pick(project, producers)
+    else:
+        names = [n for n in found.selection.producers if n in project.rendered]
+    if list_only or (found is not None and not names):
+        _plan_nothing(ctx, found, names, fmt, list_only)
     preps = deploy.prepare(c, project, names)
     planned = deploy.plan_all(preps, c.say, gpu=gpu)
     plans = [p.plan for p in planned]
@@ -382,19 +427,63 @@ def plan(
     ctx.exit(2 if any(p.changed for p in planned) else 0)
 
 
+def _changes(
+    ctx: click.Context,
+    producers: tuple[str, ...],
+    changed: bool,
+    base: str,
+    out: Path,
+    fmt: str,
+    list_only: bool,
+) -> Any:
+    """plan --changed: what git says changed (None without --changed); exits at once, without
+    validating, when no producer changed."""
+    if not changed:
+        return None
+    if producers:
+        raise click.UsageError("--changed selects the producers itself; drop --producer")
+    from infra_apply.changed import changed_producers, describe
+
+    found = changed_producers(_root(ctx), out, base, os.environ)
+    for line in describe(found):
+        click.echo(line, err=True)
+    if not found.selection.producers:
+        _plan_nothing(ctx, found, [], fmt, list_only)
+    return found
+
+
+def _plan_nothing(ctx: click.Context, found: Any, names: list[str], fmt: str, list_only: bool) -> None:
+    """--list: the producers plan would plan; --changed with none of them: "No changes"."""
+    from infra_apply.changed import listing, nothing_to_plan
+
+    if list_only:
+        click.echo(listing(names, found, fmt), nl=False)
+    else:
+        click.echo(nothing_to_plan(fmt, found.base), nl=False)
+    ctx.exit(0)
+
+
 @cli.command()
-@click.option("--producer", required=True, metavar="P", help="The one producer to apply.")
+@click.option(
+    "--producer",
+    required=True,
+    metavar="P",
+    shell_complete=_complete("producers"),
+    help="The one producer to apply.",
+)
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
 @click.option(
     "--allow-destroy",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("droplets"),
     help="Allow deleting this droplet, database or database user (name or address).",
 )
 @click.option(
     "--allow-replace",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("droplets"),
     help="Allow replacing (destroy + create) this droplet, database or user.",
 )
 @sandbox_option
@@ -403,6 +492,7 @@ def plan(
     "gpu",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("gpu_droplets"),
     help="Also create the on-demand GPU droplet NAME for this apply.",
 )
 @out_option
@@ -467,7 +557,7 @@ def apply(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P")
+@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
 @click.option("--dry-run", is_flag=True, help="Print the diff that would be written; write nothing.")
 @format_option("text", "json")
 @sandbox_option
@@ -522,8 +612,8 @@ def register(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P")
-@click.argument("name")
+@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
+@click.argument("name", shell_complete=_complete("droplets"))
 @format_option("text", "json")
 @sandbox_option
 @out_option
@@ -557,7 +647,7 @@ def rename(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P")
+@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
 @format_option("text", "json")
 @sandbox_option
 @out_option
@@ -597,6 +687,25 @@ def adopt(
         )
     else:
         click.echo("nothing to adopt: every manifest droplet is in state or absent from the account")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@mesh_option
+def completion(shell: str, mesh_hosts: Path | None) -> None:
+    """Print the completion script for SHELL: commands, options, producers and droplet names.
+
+    \b
+      bash  ~/.bashrc:  eval "$(infra-apply completion bash)"
+      zsh   ~/.zshrc:   eval "$(infra-apply completion zsh)"
+      fish  infra-apply completion fish > ~/.config/fish/completions/infra-apply.fish
+
+    Producers are the root's @ folders and droplet names come from the manifests under --root
+    (or $INFRA_APPLY_ROOT), read without a validation run.
+    """
+    from infra_apply.completion import script
+
+    click.echo(script(cli, shell), nl=False)
 
 
 def main() -> None:
