@@ -690,6 +690,110 @@ def adopt(
 
 
 @cli.command()
+@click.option("--pr", type=click.IntRange(min=1), required=True, metavar="N", help="The pull request number.")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--forge",
+    type=click.Choice(["github", "forgejo"]),
+    default=None,
+    help="Default: forgejo when FORGEJO_* (or GITEA_ACTIONS) is set or GITHUB_API_URL ends in "
+    "/api/v1, else github.",
+)
+@click.option(
+    "--api-url",
+    metavar="URL",
+    default=None,
+    help="API root. Default: $GITHUB_API_URL, else https://api.github.com (GitHub) or "
+    "$FORGEJO_SERVER_URL/api/v1 (Forgejo).",
+)
+@click.option(
+    "--repo",
+    metavar="OWNER/NAME",
+    default=None,
+    help="Default: $FORGEJO_REPOSITORY (Forgejo), else $GITHUB_REPOSITORY.",
+)
+@click.option(
+    "--token-env",
+    metavar="VAR",
+    default=None,
+    help="The environment variable holding the token. Default: FORGEJO_TOKEN, then GITHUB_TOKEN "
+    "(Forgejo); GITHUB_TOKEN (GitHub). A token is never taken on the command line.",
+)
+@click.option(
+    "--key",
+    default="plan",
+    show_default=True,
+    help="Which of infra-apply's comments to update: one comment per key on a pull request.",
+)
+@click.option(
+    "--details-url",
+    metavar="URL",
+    default=None,
+    help="Where the full plan is (the CI run); linked from the note when a plan is cut.",
+)
+@format_option("text", "json")
+@mesh_option
+@click.pass_context
+def comment(
+    ctx: click.Context,
+    pr: int,
+    file: Path,
+    forge: str | None,
+    api_url: str | None,
+    repo: str | None,
+    token_env: str | None,
+    key: str,
+    details_url: str | None,
+    fmt: str,
+    mesh_hosts: Path | None,
+) -> None:
+    """Post FILE (a markdown plan, - for stdin) to pull request N, updating infra-apply's
+    comment there instead of adding another.
+
+    The comment is found by a hidden marker on every page of the pull request's comments.
+    Forge, API root, repository and token come from the CI variables of Forgejo Actions and
+    GitHub Actions unless given. A body over the 65,536-character comment limit is cut at a line
+    boundary with a note pointing at --details-url (or the CI log). The token is never printed,
+    and secrets found in FILE are masked.
+    """
+    from infra_apply.comment import SECRET_ENV, publish, resolve_target
+    from infra_apply.errors import InfraApplyError
+
+    target = resolve_target(os.environ, forge=forge, api_url=api_url, repo=repo, token_env=token_env)
+    try:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise InfraApplyError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InfraApplyError(f"{file} is not UTF-8 text") from None
+    secrets = [os.environ[v] for v in SECRET_ENV if os.environ.get(v)]
+    done = publish(target, pr, text, key, secrets=secrets, details=details_url)
+    if fmt == "json":
+        _emit_json(
+            {
+                "action": done.action,
+                "comment_id": done.comment_id,
+                "url": done.url,
+                "forge": target.forge,
+                "repo": target.repo,
+                "pr": pr,
+                "cut": done.cut,
+                "chars": done.chars,
+            }
+        )
+    else:
+        link = f": {done.url}" if done.url else ""
+        click.echo(f"{done.action} comment {done.comment_id} on {target.repo}#{pr}{link}")
+    if done.cut:
+        click.echo(
+            f"infra-apply: warning: {file} is over the comment limit; the comment shows its start "
+            "and a note saying where the rest is",
+            err=True,
+        )
+
+
+@cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 @mesh_option
 def completion(shell: str, mesh_hosts: Path | None) -> None:
