@@ -185,7 +185,7 @@ def compose(
     while True:
         kept = _cut_at_line(text, room)
         body = head + kept + _closers(kept) + note
-        if units(body) <= limit:
+        if units(body) <= limit or not kept:  # nothing left to cut: the note alone
             return body, True
         room -= units(body) - limit  # the closers did not fit: give them the room
 

@@ -433,5 +433,10 @@ def test_compose_closes_a_tilde_fence_and_nested_details() -> None:
     assert "x\n~~~~\n</details>\n</details>\n" in body
 
 
+def test_compose_ends_even_when_the_limit_leaves_no_room() -> None:
+    body, cut = compose("x\n" * 100, "plan", limit=50)
+    assert cut and body.startswith(MARK) and "**Cut:**" in body
+
+
 def test_target_repr_hides_the_token() -> None:
     assert TOKEN not in repr(Target("github", "https://api.github.com", REPO, "GITHUB_TOKEN", TOKEN))
