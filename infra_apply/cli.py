@@ -126,6 +126,18 @@ def format_option(*choices: str) -> Callable[[F], F]:
     return deco
 
 
+def _complete(kind: str) -> Callable[[click.Context, click.Parameter, str], list[Any]]:
+    """A shell_complete callback importing infra_apply.completion only when <Tab> asks."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from infra_apply import completion
+
+        found: list[Any] = getattr(completion, f"complete_{kind}")(ctx, param, incomplete)
+        return found
+
+    return complete
+
+
 def _root(ctx: click.Context) -> Path:
     root: Path = ctx.find_object(Settings).root  # type: ignore[union-attr]
     return root
@@ -334,6 +346,7 @@ def _one(
     "producers",
     multiple=True,
     metavar="P",
+    shell_complete=_complete("producers"),
     help="Producer to plan (repeatable); all producers when omitted.",
 )
 @format_option("text", "json", "markdown")
@@ -343,7 +356,30 @@ def _one(
     "gpu",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("gpu_droplets"),
     help="Also plan the on-demand GPU droplet NAME (off by default).",
+)
+@click.option(
+    "--changed",
+    is_flag=True,
+    help="Plan only the producers whose manifests, generated module or configuration changed "
+    "since --base (git: the branch's commits plus uncommitted and untracked files); a change to "
+    "infra-apply.toml or the templates plans every producer.",
+)
+@click.option(
+    "--base",
+    metavar="REF",
+    envvar="INFRA_APPLY_BASE",
+    default="origin/main",
+    show_default="$INFRA_APPLY_BASE, else origin/main",
+    help="With --changed: compare with the merge base of REF and HEAD.",
+)
+@click.option(
+    "--list",
+    "list_only",
+    is_flag=True,
+    help="Print the producers that would be planned (one a line, or JSON with --format json) "
+    "and plan nothing; with --changed, for a CI matrix.",
 )
 @out_option
 @mesh_option
@@ -354,6 +390,9 @@ def plan(
     fmt: str,
     sandbox: bool,
     gpu: tuple[str, ...],
+    changed: bool,
+    base: str,
+    list_only: bool,
     out: Path,
     mesh_hosts: Path | None,
 ) -> None:
@@ -370,8 +409,14 @@ def plan(
     from infra_apply.report.text import format_text
 
     c = _context(ctx, out, sandbox, mesh_hosts)
+    found = _changes(ctx, producers, changed, base, out, fmt, list_only)
     project = _load(c)
-    names = deploy.pick(project, producers)
+    if found is None:
+        names = deploy.pick(project, producers)
+    else:
+        names = [n for n in found.selection.producers if n in project.rendered]
+    if list_only or (found is not None and not names):
+        _plan_nothing(ctx, found, names, fmt, list_only)
     preps = deploy.prepare(c, project, names)
     planned = deploy.plan_all(preps, c.say, gpu=gpu)
     plans = [p.plan for p in planned]
@@ -387,19 +432,63 @@ def plan(
     ctx.exit(2 if any(p.changed for p in planned) else 0)
 
 
+def _changes(
+    ctx: click.Context,
+    producers: tuple[str, ...],
+    changed: bool,
+    base: str,
+    out: Path,
+    fmt: str,
+    list_only: bool,
+) -> Any:
+    """plan --changed: what git says changed (None without --changed); exits at once, without
+    validating, when no producer changed."""
+    if not changed:
+        return None
+    if producers:
+        raise click.UsageError("--changed selects the producers itself; drop --producer")
+    from infra_apply.changed import changed_producers, describe
+
+    found = changed_producers(_root(ctx), out, base, os.environ)
+    for line in describe(found):
+        click.echo(line, err=True)
+    if not found.selection.producers:
+        _plan_nothing(ctx, found, [], fmt, list_only)
+    return found
+
+
+def _plan_nothing(ctx: click.Context, found: Any, names: list[str], fmt: str, list_only: bool) -> None:
+    """--list: the producers plan would plan; --changed with none of them: "No changes"."""
+    from infra_apply.changed import listing, nothing_to_plan
+
+    if list_only:
+        click.echo(listing(names, found, fmt), nl=False)
+    else:
+        click.echo(nothing_to_plan(fmt, found.base), nl=False)
+    ctx.exit(0)
+
+
 @cli.command()
-@click.option("--producer", required=True, metavar="P", help="The one producer to apply.")
+@click.option(
+    "--producer",
+    required=True,
+    metavar="P",
+    shell_complete=_complete("producers"),
+    help="The one producer to apply.",
+)
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
 @click.option(
     "--allow-destroy",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("droplets"),
     help="Allow deleting this droplet, database or database user (name or address).",
 )
 @click.option(
     "--allow-replace",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("droplets"),
     help="Allow replacing (destroy + create) this droplet, database or user.",
 )
 @sandbox_option
@@ -408,6 +497,7 @@ def plan(
     "gpu",
     multiple=True,
     metavar="NAME",
+    shell_complete=_complete("gpu_droplets"),
     help="Also create the on-demand GPU droplet NAME for this apply.",
 )
 @out_option
@@ -475,7 +565,7 @@ def apply(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P")
+@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
 @click.option("--dry-run", is_flag=True, help="Print the diff that would be written; write nothing.")
 @format_option("text", "json")
 @sandbox_option
@@ -530,8 +620,8 @@ def register(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P")
-@click.argument("name")
+@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
+@click.argument("name", shell_complete=_complete("droplets"))
 @format_option("text", "json")
 @sandbox_option
 @out_option
@@ -565,7 +655,7 @@ def rename(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P")
+@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
 @format_option("text", "json")
 @sandbox_option
 @out_option
@@ -605,6 +695,129 @@ def adopt(
         )
     else:
         click.echo("nothing to adopt: every manifest droplet is in state or absent from the account")
+
+
+@cli.command()
+@click.option("--pr", type=click.IntRange(min=1), required=True, metavar="N", help="The pull request number.")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--forge",
+    type=click.Choice(["github", "forgejo"]),
+    default=None,
+    help="Default: forgejo when FORGEJO_* (or GITEA_ACTIONS) is set or GITHUB_API_URL ends in "
+    "/api/v1, else github.",
+)
+@click.option(
+    "--api-url",
+    metavar="URL",
+    default=None,
+    help="API root. Default: $GITHUB_API_URL, else https://api.github.com (GitHub) or "
+    "$FORGEJO_SERVER_URL/api/v1 (Forgejo).",
+)
+@click.option(
+    "--repo",
+    metavar="OWNER/NAME",
+    default=None,
+    help="Default: $FORGEJO_REPOSITORY (Forgejo), else $GITHUB_REPOSITORY.",
+)
+@click.option(
+    "--token-env",
+    metavar="VAR",
+    default=None,
+    help="The environment variable holding the token. Default: FORGEJO_TOKEN, then GITHUB_TOKEN "
+    "(Forgejo); GITHUB_TOKEN (GitHub). A token is never taken on the command line.",
+)
+@click.option(
+    "--key",
+    default="plan",
+    show_default=True,
+    help="Which of infra-apply's comments to update: one comment per key on a pull request.",
+)
+@click.option(
+    "--details-url",
+    metavar="URL",
+    default=None,
+    help="Where the full plan is (the CI run); linked from the note when a plan is cut.",
+)
+@format_option("text", "json")
+@mesh_option
+@click.pass_context
+def comment(
+    ctx: click.Context,
+    pr: int,
+    file: Path,
+    forge: str | None,
+    api_url: str | None,
+    repo: str | None,
+    token_env: str | None,
+    key: str,
+    details_url: str | None,
+    fmt: str,
+    mesh_hosts: Path | None,
+) -> None:
+    """Post FILE (a markdown plan, - for stdin) to pull request N, updating infra-apply's
+    comment there instead of adding another.
+
+    The comment is found by a hidden marker on every page of the pull request's comments.
+    Forge, API root, repository and token come from the CI variables of Forgejo Actions and
+    GitHub Actions unless given. A body over the 65,536-character comment limit is cut at a line
+    boundary with a note pointing at --details-url (or the CI log). The token is never printed,
+    and secrets found in FILE are masked.
+    """
+    from infra_apply.comment import SECRET_ENV, publish, resolve_target
+    from infra_apply.errors import InfraApplyError
+
+    target = resolve_target(os.environ, forge=forge, api_url=api_url, repo=repo, token_env=token_env)
+    try:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise InfraApplyError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InfraApplyError(f"{file} is not UTF-8 text") from None
+    secrets = [os.environ[v] for v in SECRET_ENV if os.environ.get(v)]
+    done = publish(target, pr, text, key, secrets=secrets, details=details_url)
+    if fmt == "json":
+        _emit_json(
+            {
+                "action": done.action,
+                "comment_id": done.comment_id,
+                "url": done.url,
+                "forge": target.forge,
+                "repo": target.repo,
+                "pr": pr,
+                "cut": done.cut,
+                "chars": done.chars,
+            }
+        )
+    else:
+        link = f": {done.url}" if done.url else ""
+        click.echo(f"{done.action} comment {done.comment_id} on {target.repo}#{pr}{link}")
+    if done.cut:
+        click.echo(
+            f"infra-apply: warning: {file} is over the comment limit; the comment shows its start "
+            "and a note saying where the rest is",
+            err=True,
+        )
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@mesh_option
+def completion(shell: str, mesh_hosts: Path | None) -> None:
+    """Print the completion script for SHELL: commands, options, producers and droplet names.
+
+    \b
+      bash  ~/.bashrc:  eval "$(infra-apply completion bash)"
+      zsh   ~/.zshrc:   eval "$(infra-apply completion zsh)"
+      fish  infra-apply completion fish > ~/.config/fish/completions/infra-apply.fish
+
+    Producers are the root's @ folders and droplet names come from the manifests under --root
+    (or $INFRA_APPLY_ROOT), read without a validation run.
+    """
+    from infra_apply.completion import script
+
+    click.echo(script(cli, shell), nl=False)
 
 
 def main() -> None:

@@ -1,0 +1,203 @@
+"""The CI workflows shipped under examples/ci/: actionlint (with shellcheck on every run: script)
+passes on each, their shape is what the README promises, and the steps that call infra-apply
+work when run as the runner runs them (bash -eo pipefail) against a real repository and forge."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pytest_httpserver import HTTPServer
+
+from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, cli_env
+from tests.test_comment import MARK, PR, TOKEN, FakeForge
+
+CI = REPO / "examples" / "ci"
+WORKFLOWS = sorted(CI.glob("*/*.yml"))
+BIN = Path(sys.executable).parent
+
+
+def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(BIN / "actionlint"),
+            "-no-color",
+            "-oneline",
+            "-config-file",
+            str(CI / "actionlint.yaml"),
+            "-shellcheck",
+            str(BIN / "shellcheck"),
+            "-pyflakes",
+            "",
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def load(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    return doc
+
+
+def test_both_forges_get_both_workflows() -> None:
+    assert [p.relative_to(CI).as_posix() for p in WORKFLOWS] == [
+        "forgejo/infra-apply-apply.yml",
+        "forgejo/infra-apply-plan.yml",
+        "github/infra-apply-apply.yml",
+        "github/infra-apply-plan.yml",
+    ]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.relative_to(CI).as_posix())
+def test_actionlint_passes(path: Path) -> None:
+    done = actionlint(path)
+    assert (done.returncode, done.stdout) == (0, ""), done.stdout + done.stderr
+
+
+def test_actionlint_and_shellcheck_do_catch_mistakes(tmp_path: Path) -> None:
+    """The check above can fail: a broken copy of a shipped workflow is rejected."""
+    text = (CI / "github" / "infra-apply-plan.yml").read_text()
+    broken = text.replace("needs.check.outputs.producers", "needs.check.outputs.producer", 1)
+    broken = broken.replace('> "plans/$PRODUCER.md" || rc=$?', "> plans/$PRODUCER.md || rc=$?", 1)
+    (tmp_path / "broken.yml").write_text(broken)
+    out = actionlint(tmp_path / "broken.yml").stdout
+    assert 'property "producer" is not defined' in out
+    assert "SC2086" in out  # shellcheck ran on the run: script
+
+
+@pytest.mark.parametrize("forge", ["github", "forgejo"])
+def test_pull_request_workflow_shape(forge: str) -> None:
+    doc = load(CI / forge / "infra-apply-plan.yml")
+    jobs = doc["jobs"]
+    assert list(jobs) == ["check", "plan", "comment"]
+    check = [s.get("run", "") for s in jobs["check"]["steps"]]
+    assert any("infra-apply validate" in r for r in check)
+    assert any("infra-apply render --check" in r for r in check)
+    assert any("plan --changed" in r for r in check)
+    assert jobs["plan"]["strategy"]["matrix"]["producer"] == "${{ fromJSON(needs.check.outputs.producers) }}"
+    assert any('plan --producer "$PRODUCER"' in s.get("run", "") for s in jobs["plan"]["steps"])
+    assert any("infra-apply comment --pr" in s.get("run", "") for s in jobs["comment"]["steps"])
+    assert jobs["comment"]["permissions"] == {"pull-requests": "write"}
+
+
+@pytest.mark.parametrize("forge", ["github", "forgejo"])
+def test_apply_workflow_never_overlaps_one_producer(forge: str) -> None:
+    doc = load(CI / forge / "infra-apply-apply.yml")
+    on = doc[True]  # YAML 1.1 reads the key `on` as true
+    assert on["push"]["branches"] == ["main"]
+    apply = doc["jobs"]["apply"]
+    assert apply["concurrency"] == {
+        "group": "infra-apply-apply-${{ matrix.producer }}",
+        "cancel-in-progress": False,
+    }
+    [run] = [s["run"] for s in apply["steps"] if "infra-apply apply" in s.get("run", "")]
+    assert run == 'infra-apply apply --producer "$PRODUCER" --auto-approve'  # the guard stays on
+
+
+def step(path: Path, job: str, name: str) -> dict[str, Any]:
+    steps = load(path)["jobs"][job]["steps"]
+    found: dict[str, Any] = next(s for s in steps if s.get("name", "").startswith(name))
+    return found
+
+
+def run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """As the runner does: ``bash --noprofile --norc -eo pipefail {0}``."""
+    (cwd / "step.sh").write_text(script)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(cwd / "step.sh")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def git(cwd: Path, env: dict[str, str], *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("forge", ["github", "forgejo"])
+def test_the_changed_producers_step_feeds_the_matrix(tmp_path: Path, forge: str) -> None:
+    """The operator's layout: the repository's top level is the root (@ folders, generated/)."""
+    top = tmp_path / "code"
+    shutil.copytree(EXAMPLE_TREE, top)
+    shutil.copytree(REPO / "generated", top / "generated")
+    shutil.copy(EXAMPLE_MESH, top / "mesh-hosts.json")
+    env = cli_env(
+        tmp_path,
+        GIT_CONFIG_GLOBAL=str(tmp_path / "gitconfig"),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.invalid",
+    )
+    git(top, env, "init", "-q", "-b", "main")
+    git(top, env, "add", "-A")
+    git(top, env, "commit", "-q", "-m", "infra")
+    git(top, env, "update-ref", "refs/remotes/origin/main", "main")  # what checkout fetches
+    git(top, env, "checkout", "-q", "-b", "pr")
+    catalog = top / "@mc" / "catalog" / ".infra.yaml"
+    catalog.write_text(catalog.read_text().replace("catalog", "catalog2"))
+    git(top, env, "commit", "-q", "-am", "mc: a change")
+
+    s = step(CI / forge / "infra-apply-plan.yml", "check", "Producers this pull request changes")
+    assert s["env"] == {"BASE": "origin/${{ github.base_ref }}"}
+    output = tmp_path / "github_output"
+    env |= {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_OUTPUT": str(output),
+        "RUNNER_TEMP": str(tmp_path),
+        "BASE": "origin/main",
+        **{
+            k: v
+            for k, v in load(CI / forge / "infra-apply-plan.yml")["env"].items()
+            if k.startswith("INFRA_")
+        },
+        "INFRA_APPLY_MESH_HOSTS": "mesh-hosts.json",
+    }
+    done = run_step(s["run"], top, env)
+    assert done.returncode == 0, done.stderr
+    assert output.read_text() == 'producers=["mc"]\n'
+
+
+@pytest.mark.parametrize("kind", ["github", "forgejo"])
+def test_the_comment_step_posts_the_plans(tmp_path: Path, httpserver: HTTPServer, kind: str) -> None:
+    forge = FakeForge(httpserver, kind)
+    s = step(CI / kind / "infra-apply-plan.yml", "comment", "Post or update the plan comment")
+    env = {
+        **forge.env(tmp_path),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        **{k: v for k, v in s["env"].items() if "${{" not in v},
+        "PR": str(PR),
+        "RUN_URL": "https://forge.example/run/1",
+    }
+    token_var = "GITHUB_TOKEN" if kind == "github" else "FORGEJO_TOKEN"
+    assert s["env"][token_var] == "${{ secrets.GITHUB_TOKEN }}"
+    env[token_var] = TOKEN
+    work = tmp_path / "job"
+    work.mkdir()
+
+    done = run_step(s["run"], work, env)  # no producer changed: no plans downloaded
+    assert done.returncode == 0, done.stderr
+    assert forge.comments[0]["body"].startswith(f"{MARK}\n## infra-apply plan\n\nNo changes: no producer's")
+
+    (work / "plans").mkdir()
+    (work / "plans" / "ct.md").write_text("## ct\n")
+    (work / "plans" / "mc.md").write_text("## mc\n")
+    done = run_step(s["run"], work, env)
+    assert done.returncode == 0, done.stderr
+    assert [c["body"] for c in forge.comments] == [f"{MARK}\n## ct\n## mc\n"]
+    assert TOKEN not in done.stdout + done.stderr
+    assert json.dumps(TOKEN) not in json.dumps(forge.requests)  # the token only in the header
