@@ -130,7 +130,7 @@ def changed_producers(root: Path, out: Path, base: str, env: Mapping[str, str]) 
 
 def layout_for(top: Path, root: Path, out: Path, env: Mapping[str, str]) -> Layout:
     config = Path(env["INFRA_APPLY_CONFIG"]) if env.get("INFRA_APPLY_CONFIG") else root / "infra-apply.toml"
-    from infra_apply.render import templates_dir
+    from infra_apply.hcl import templates_dir
 
     package = Path(__file__).resolve().parent
     everything = [_relative(top, templates_dir()), _relative(top, package)]
@@ -246,9 +246,9 @@ def nothing_to_plan(fmt: str, base: str) -> str:
     """What ``plan --changed`` prints when no producer changed (exit 0, like a plan without
     changes), in the format asked for."""
     if fmt == "json":
-        from infra_apply.summary import format_json
+        from infra_apply.report.json import format_json
 
-        return format_json([], {})
+        return format_json([])
     why = f"no producer's manifests, generated module or configuration changed since {base}"
     if fmt == "markdown":
         return f"## infra-apply plan\n\nNo changes: {why.replace(base, f'`{base}`')}.\n"

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
 from infra_apply.model import ALLOWED_REGIONS, DEFAULT_IMAGE, DEFAULT_REGION, Database, Droplet, ProducerModel
-from infra_apply.render import _db_entry, hcl_string
+from infra_apply.render import _db_entry
 from infra_apply.rules import SLUG_RE
 
 RULE = "from_state"
@@ -71,12 +72,7 @@ _KEEP: Mapping[str, Mapping[str, tuple[type, ...]]] = {
 }
 _OPTIONAL = frozenset({"monitoring", "ipv6", "droplet_ids", "tags"})
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _MODULE_STEP = re.compile(r'module\.([A-Za-z_][A-Za-z0-9_-]*)(?:\[(?:(\d+)|("(?:[^"\\]|\\.)*"))\])?')
-_ADDRESS = re.compile(
-    r"^(?:module\.[A-Za-z_][A-Za-z0-9_-]*\.)*[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_-]*$"
-)
-
 
 # --- the old state --------------------------------------------------------------------------
 
@@ -316,7 +312,7 @@ def _state(where: str, resources: list[OldResource], deposed: list[str], fail: F
 
 
 def _ident(value: str, pointer: str, fail: Fail) -> str:
-    if not _IDENT.match(value):
+    if not hcl.is_ident(value):
         raise fail(pointer, f"{value!r} is not a Terraform name")
     return value
 
@@ -881,36 +877,22 @@ def _require_ok(t: Takeover) -> None:
         )
 
 
-def _address(text: str) -> str:
-    if not _ADDRESS.match(text):
-        raise ValueError(f"{text!r} is not a resource address")  # a bug: addresses are checked on parse
-    return text
-
-
 def import_block(address: str, import_id: str) -> str:
-    return f"import {{\n  to = {_address(address)}\n  id = {hcl_string(import_id)}\n}}\n"
+    return hcl.render("_import.j2", address=address, id=import_id)
 
 
 def removed_block(resource_address: str) -> str:
-    return (
-        f"removed {{\n  from = {_address(resource_address)}\n\n"
-        "  lifecycle {\n    destroy = false\n  }\n}\n"
-    )
+    return hcl.render("_removed.j2", address=resource_address)
 
 
 def import_file(t: Takeover) -> str:
     """infra-apply's imports: the next apply of the producer takes these over, replacing nothing."""
     _require_ok(t)
-    blocks = [
-        f"# {_what(x.old.type, x.name)}, from the old root's {hcl_string(x.old.address)}\n"
-        + import_block(x.address, x.import_id)
+    imports = [
+        {"what": _what(x.old.type, x.name), "old": x.old.address, "address": x.address, "id": x.import_id}
         for x in t.taken_over
     ]
-    head = (
-        f"# Written by `infra-apply adopt --from-state`: producer {t.producer} takes these over from\n"
-        "# another Terraform root. Safe to delete after the apply that imports them.\n"
-    )
-    return head + "".join("\n" + b for b in blocks)
+    return hcl.render("takeover-imports.tf.j2", producer=t.producer, imports=imports)
 
 
 def removed_file(t: Takeover) -> str:
@@ -920,10 +902,4 @@ def removed_file(t: Takeover) -> str:
     root's configuration first; Terraform refuses a ``removed`` block whose resource still exists.
     """
     _require_ok(t)
-    head = (
-        f"# Written by `infra-apply adopt --from-state` for the OLD Terraform root: infra-apply\n"
-        f"# (producer {t.producer}) now manages these resources. Delete their resource blocks (and\n"
-        "# references to them) from this root, add this file, then `terraform plan` must show\n"
-        "# 0 to destroy: they are forgotten here, never destroyed. Needs Terraform >= 1.7.\n"
-    )
-    return head + "".join("\n" + removed_block(a) for a in t.removed_from())
+    return hcl.render("removed.tf.j2", producer=t.producer, addresses=t.removed_from())

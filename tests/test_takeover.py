@@ -902,7 +902,7 @@ def test_warnings_for_the_old_root_do_not_block(old_root: OldRoot, tmp_path: Pat
 
 
 def test_bad_inputs_never_reach_the_files() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InfraApplyError, match="not a Terraform resource address"):
         import_block("digitalocean_droplet.x\n}\nimport {", "1")
-    with pytest.raises(ValueError):
+    with pytest.raises(InfraApplyError, match="not a Terraform resource address"):
         removed_block("digitalocean_droplet.x[0]")
