@@ -144,7 +144,7 @@ def launcher_source(python: str, root: Path) -> str:
         f"    sys.pycache_prefix = {str(root / 'pycache')!r}\n"
         "    sys.dont_write_bytecode = False\n"
         "\n"
-        "from infra_apply.sandbox.provider import main\n"
+        "from infra_apply.sandbox.server import main\n"
         "\n"
         f"main(tls_file={str(root / TLS_FILE_NAME)!r})\n"
     )
