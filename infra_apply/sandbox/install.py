@@ -10,8 +10,9 @@ Everything lives under ``<state_dir>/sandbox``::
     cloud.json                                 the sandbox cloud
 
 Terraform unpacks the executable into each working copy's ``.terraform/``, so the launcher must
-not find anything relative to its own path: it carries the interpreter's absolute path instead
-(the console script in the venv would do too, but its shebang is whatever pip wrote).
+not find anything relative to its own path: it carries the interpreter's absolute path instead.
+There is deliberately no console script: a ``terraform-provider-digitalocean`` on PATH would
+pass for the real provider.
 
 The launcher also names a long-lived server certificate made here: go-plugin insists on TLS,
 and tf would otherwise import ``cryptography`` and load or make a certificate on every start,
