@@ -4,11 +4,11 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PY      := $(BIN)/python
 
-.PHONY: help venv demo test golden lint bench bench-regen render-check clean-bench
+.PHONY: help venv test-tools demo test golden lint bench bench-regen render-check clean-bench
 
 help:
-	@echo "make demo          plan the example tree against the sandbox (no account needed)"
-	@echo "make test          run the test suite"
+	@echo "make demo          plan the example tree against the sandbox (no account, no test tools)"
+	@echo "make test          run the test suite (installs the test tools on first use)"
 	@echo "make golden        re-render generated/ (the golden files) after a template change"
 	@echo "make lint          ruff + mypy"
 	@echo "make bench         benchmarks on a synthetic 2,000-manifest tree (bench/out/)"
@@ -18,16 +18,26 @@ help:
 venv: $(BIN)/infra-apply
 
 # Only created when missing: an existing venv is never reinstalled behind your back.
+# The runtime and the sandbox extra: what the demo needs, none of the test tools.
 $(BIN)/infra-apply:
 	$(PYTHON3) -m venv $(VENV)
+	$(BIN)/pip install -e '.[sandbox]'
+
+# The test tools (pytest, mypy, ruff, moto, ...) for test, lint and bench, installed once into
+# the venv; the stamp records that they are there (delete it to install them again).
+TEST_TOOLS := $(VENV)/.test-tools
+test-tools: $(TEST_TOOLS)
+
+$(TEST_TOOLS): | $(BIN)/infra-apply
 	$(BIN)/pip install -e '.[test]'
+	touch $@
 
 # plan exits 2 when it has changes to show: that is the demo working, not failing.
 demo: venv
 	$(BIN)/infra-apply --root examples/producer-tree plan --sandbox \
 	  --mesh-hosts examples/mesh-hosts.json; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ]
 
-test: venv
+test: $(TEST_TOOLS)
 	$(BIN)/pytest -q
 
 # The golden files are generated/ itself: re-render, then review the diff before committing.
@@ -35,17 +45,17 @@ golden: venv
 	$(BIN)/infra-apply --root examples/producer-tree render
 
 # Runs every checker, then fails if any of them did.
-lint: venv
+lint: $(TEST_TOOLS)
 	@status=0; \
 	$(BIN)/ruff check . || status=1; \
 	$(BIN)/mypy || status=1; \
 	$(BIN)/mypy bench/gen_tree.py bench/run.py || status=1; \
 	exit $$status
 
-bench: venv
+bench: $(TEST_TOOLS)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-bench-regen: venv
+bench-regen: $(TEST_TOOLS)
 	$(PY) bench/run.py --regen $(BENCH_ARGS)
 
 render-check: venv

@@ -292,6 +292,11 @@ def sandbox_option(fn: F) -> F:
 def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Any:
     from infra_apply.deploy import Context
 
+    if sandbox:
+        # Before any work: a runtime-only install gets one line naming the extra.
+        from infra_apply.sandbox import extra
+
+        extra.require()
     def say(line: str) -> None:
         click.echo(line, err=True)
 

@@ -10,8 +10,9 @@ Everything lives under ``<state_dir>/sandbox``::
     cloud.json                                 the sandbox cloud
 
 Terraform unpacks the executable into each working copy's ``.terraform/``, so the launcher must
-not find anything relative to its own path: it carries the interpreter's absolute path instead
-(the console script in the venv would do too, but its shebang is whatever pip wrote).
+not find anything relative to its own path: it carries the interpreter's absolute path instead.
+There is deliberately no console script: a ``terraform-provider-digitalocean`` on PATH would
+pass for the real provider.
 
 The launcher also names a long-lived server certificate made here: go-plugin insists on TLS,
 and tf would otherwise import ``cryptography`` and load or make a certificate on every start,
@@ -144,7 +145,7 @@ def launcher_source(python: str, root: Path) -> str:
         f"    sys.pycache_prefix = {str(root / 'pycache')!r}\n"
         "    sys.dont_write_bytecode = False\n"
         "\n"
-        "from infra_apply.sandbox.provider import main\n"
+        "from infra_apply.sandbox.server import main\n"
         "\n"
         f"main(tls_file={str(root / TLS_FILE_NAME)!r})\n"
     )

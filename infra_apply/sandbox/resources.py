@@ -1,0 +1,557 @@
+"""The sandbox provider's resources: one CRUD skeleton over the sandbox cloud file.
+
+Every managed resource does the same five things against the cloud
+(``infra_apply.sandbox.cloud``, the file named by ``INFRA_APPLY_SANDBOX_CLOUD``): create a
+record, read it back, change it in place, delete it, import it by id. ``CloudResource`` does
+them once; a resource type only says how it maps onto the cloud (a ``Binding``: the cloud's
+table, which record fields make its state, how to add and change a record, how to read an
+import id) and keeps its own plan rules (the real provider's state functions and CustomizeDiff)
+as small hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tf import schema
+from tf.types import Unknown
+
+from infra_apply.sandbox import cloud
+from infra_apply.sandbox.cloud import CloudError
+from infra_apply.sandbox.schema import (
+    DATABASE_CLUSTER_ATTRS,
+    DATABASE_DB_ATTRS,
+    DATABASE_USER_ATTRS,
+    DROPLET_ATTRS,
+    FIREWALL_ATTRS,
+    FIREWALL_BLOCKS,
+    FIREWALL_RULE_ATTRS,
+    Attr,
+    Diags,
+    State,
+    blank_state,
+    known,
+    validate_attr,
+)
+
+FIREWALL_MAX_DROPLETS = 10
+FIREWALL_MAX_TAGS = 5
+
+
+# ---------------------------------------------------------------- diagnostics helpers
+
+
+@contextlib.contextmanager
+def _reported(diags: Diags, summary: str) -> Iterator[None]:
+    """Turn a cloud refusal into a provider error diagnostic instead of a gRPC failure."""
+    try:
+        yield
+    except CloudError as exc:
+        diags.add_error(summary, str(exc))
+
+
+def cloud_path(diags: Diags) -> Path | None:
+    try:
+        return cloud.cloud_path_from_env()
+    except CloudError as exc:
+        diags.add_error("Sandbox cloud not configured", str(exc))
+        return None
+
+
+# ---------------------------------------------------------------- schema-driven base
+
+
+class Resource:
+    """What the servicer needs from a resource or data source type: schema, validation, plan.
+
+    Not derived from ``tf.iface.Resource``: tf only calls these methods by name, and tf has no
+    type information, so a plain base class keeps mypy strict useful.
+    """
+
+    name: ClassVar[str]
+    attrs: ClassVar[tuple[Attr, ...]]
+    blocks: ClassVar[tuple[Any, ...]] = ()
+    version: ClassVar[int] = 0
+
+    def __init__(self, provider: object) -> None:
+        self.provider = provider
+
+    @classmethod
+    def get_name(cls) -> str:
+        return cls.name
+
+    @classmethod
+    def get_schema(cls) -> Any:
+        return schema.Schema(
+            version=cls.version,
+            attributes=[attr.to_schema() for attr in cls.attrs],
+            block_types=list(cls.blocks),
+        )
+
+    @classmethod
+    def blank(cls) -> State:
+        return blank_state(cls.attrs, cls.blocks)
+
+    def validate(self, diags: Diags, type_name: str, config: State) -> None:
+        for attr in self.attrs:
+            validate_attr(diags, attr, config.get(attr.name), [attr.name])
+
+    def plan_change(self, diags: Diags, prior: State | None, proposed: State) -> State:
+        """The planned new state: SDK defaults, unknown computed values on create, then rules."""
+        planned = {**self.blank(), **proposed}
+        for attr in self.attrs:
+            if prior is not None and _zero(planned[attr.name]) and _zero(prior.get(attr.name)):
+                # SDKv2 cannot tell null from an empty set or string: no diff between them.
+                planned[attr.name] = prior.get(attr.name)
+            if planned[attr.name] is not None:
+                continue
+            if attr.default is not None:
+                planned[attr.name] = attr.default
+            elif attr.computed and prior is None:
+                planned[attr.name] = Unknown
+        self.customize_plan(diags, prior, planned)
+        return planned
+
+    def customize_plan(self, diags: Diags, prior: State | None, planned: State) -> None:
+        """Resource-specific plan rules (state functions, CustomizeDiff); none by default."""
+
+    def replace_paths(self, prior: State, planned: State) -> list[str]:
+        return [
+            attr.name
+            for attr in self.attrs
+            if attr.force_new and not _same(attr, prior.get(attr.name), planned.get(attr.name))
+        ]
+
+    def upgrade(self, ctx: Any, version: int, old: State) -> State:
+        return old
+
+
+def _zero(value: Any) -> bool:
+    return value is None or (isinstance(value, list | str) and len(value) == 0)
+
+
+def _same(attr: Attr, old: Any, new: Any) -> bool:
+    return bool(attr.type.semantically_equal(old, new))
+
+
+# ---------------------------------------------------------------- the CRUD skeleton
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How one resource type maps onto the sandbox cloud."""
+
+    label: str  # in diagnostics summaries: "Error creating <label>"
+    noun: str  # in not-found details: "<noun> <id> not found (404)"
+    collection: str  # the cloud's table of these records, keyed by the resource id
+    fields: tuple[str, ...]  # record fields copied into state on every create, read, update, import
+    add: Callable[[cloud.Cloud, State], cloud.Record]  # create the record (inside a transaction)
+    import_key: Callable[[Diags, str], str | None]  # import id -> record key; None after an error
+    change: Callable[[cloud.Record, State], None] | None = None  # in place; None: all ForceNew
+    remove: Callable[[cloud.Cloud, str], object] | None = None  # None: drop it from its table
+    finish: Callable[[cloud.Record, State], None] | None = None  # state beyond copied fields
+
+
+class CloudResource(Resource):
+    """A managed resource kept in the sandbox cloud; ``binding`` says how."""
+
+    binding: ClassVar[Binding]
+
+    def state(self, record: cloud.Record, base: State) -> State:
+        """``base`` (planned, current or import defaults) overlaid with what the cloud holds."""
+        state = {**self.blank(), **base}
+        for field in self.binding.fields:
+            state[field] = record[field]
+        if self.binding.finish is not None:
+            self.binding.finish(record, state)
+        return state
+
+    def before_create(self, path: Path) -> None:
+        """Runs before the create transaction, outside the cloud's lock; nothing by default."""
+
+    def create(self, ctx: Any, planned: State) -> State | None:
+        b = self.binding
+        path = cloud_path(ctx.diagnostics)
+        if path is None:
+            return None
+        self.before_create(path)
+        with _reported(ctx.diagnostics, f"Error creating {b.label}"), cloud.transaction(path) as c:
+            return self.state(b.add(c, planned), planned)
+        return None
+
+    def read(self, ctx: Any, current: State) -> State | None:
+        path = cloud_path(ctx.diagnostics)
+        if path is None:
+            return current
+        record = cloud.load(path)[self.binding.collection].get(str(current["id"]))
+        # An object deleted outside Terraform is gone: returning None drops it from state.
+        return None if record is None else self.state(record, current)
+
+    def update(self, ctx: Any, current: State, planned: State) -> State | None:
+        b = self.binding
+        if b.change is None:
+            return planned
+        path = cloud_path(ctx.diagnostics)
+        if path is None:
+            return current
+        with _reported(ctx.diagnostics, f"Error updating {b.label}"), cloud.transaction(path) as c:
+            record = c[b.collection].get(str(current["id"]))
+            if record is None:
+                raise CloudError(f"{b.noun} {current['id']} not found (404)")
+            b.change(record, planned)
+            return self.state(record, planned)
+        # A failed update changed nothing: keep the prior state rather than lose the resource.
+        return current
+
+    def delete(self, ctx: Any, current: State) -> None:
+        """Delete from the cloud; an object already gone is fine, as a 404 is for the real one."""
+        b = self.binding
+        key = str(current["id"])
+        path = cloud_path(ctx.diagnostics)
+        if path is None:
+            return
+        with _reported(ctx.diagnostics, f"Error deleting {b.label}"), cloud.transaction(path) as c:
+            if b.remove is not None:
+                b.remove(c, key)
+            else:
+                c[b.collection].pop(key, None)
+
+    def import_(self, ctx: Any, raw_id: str) -> State | None:
+        b = self.binding
+        diags = ctx.diagnostics
+        key = b.import_key(diags, raw_id)
+        path = cloud_path(diags)
+        if key is None or path is None:
+            return None
+        record = cloud.load(path)[b.collection].get(key)
+        if record is None:
+            diags.add_error(f"Error importing {b.label}", f"{b.noun} {key} not found (404)")
+            return None
+        # Like the real importers: what the API does not report gets the schema's default.
+        defaults = {attr.name: attr.default for attr in self.attrs if attr.default is not None}
+        return self.state(record, defaults)
+
+
+def _import_as_is(diags: Diags, raw_id: str) -> str:
+    return raw_id
+
+
+def _split_import_id(kind: str, make_key: Callable[[str, str], str]) -> Callable[[Diags, str], str | None]:
+    """An import id ``<cluster_id>,<name>``, as the real database importers take it."""
+
+    def parse(diags: Diags, raw_id: str) -> str | None:
+        cluster_id, sep, name = raw_id.partition(",")
+        if not sep or not cluster_id or not name:
+            diags.add_error(
+                f"Invalid {kind} import id",
+                f"must use the format <cluster_id>,<name> for import, got {raw_id!r}",
+            )
+            return None
+        return make_key(cluster_id, name)
+
+    return parse
+
+
+# ---------------------------------------------------------------- digitalocean_droplet
+
+# The API reports these and Read copies them into state (setDropletAttributes). ``image`` is
+# deliberately not among them: the real provider lets it drift after create.
+_DROPLET_API_FIELDS = (
+    "id", "name", "region", "size", "vcpus", "memory", "disk", "price_hourly", "price_monthly",
+    "status", "locked", "created_at", "vpc_uuid", "ipv4_address", "ipv4_address_private",
+    "ipv6_address", "backups", "ipv6", "private_networking", "monitoring", "volume_ids", "tags",
+    "urn",
+)  # fmt: skip
+_SIZE_DERIVED = ("vcpus", "memory", "disk", "price_hourly", "price_monthly")
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _droplet_key(diags: Diags, raw: str) -> str | None:
+    try:
+        return str(int(raw))
+    except ValueError:
+        diags.add_error("Invalid droplet id", f"Invalid droplet id: {raw!r} is not an integer")
+        return None
+
+
+def _add_droplet(c: cloud.Cloud, planned: State) -> cloud.Record:
+    failure = cloud.create_fault(c, planned["name"])
+    if failure:
+        raise CloudError(failure)
+    return cloud.add_droplet(c, _droplet_spec(planned))
+
+
+def _droplet_spec(planned: State) -> cloud.DropletSpec:
+    public = planned.get("public_networking")
+    return cloud.DropletSpec(
+        name=planned["name"],
+        region=planned["region"] if known(planned["region"]) else cloud.DEFAULT_REGION,
+        size=planned["size"],
+        image=planned["image"],
+        tags=tuple(planned["tags"] or ()),
+        ipv6=bool(planned["ipv6"]),
+        backups=bool(planned["backups"]),
+        monitoring=bool(planned["monitoring"]),
+        public_networking=public if isinstance(public, bool) else True,
+        vpc_uuid=planned["vpc_uuid"] if known(planned["vpc_uuid"]) else None,
+        volume_ids=tuple(planned["volume_ids"]) if known(planned["volume_ids"]) else (),
+    )
+
+
+def _change_droplet(record: cloud.Record, planned: State) -> None:
+    """The in-place actions: rename, resize, backups, enable IPv6, tags, volumes."""
+    record["name"] = planned["name"]
+    if planned["size"] != record["size"]:
+        cloud.resize_droplet(record, planned["size"])
+    record["backups"] = bool(planned["backups"])
+    if planned["ipv6"]:
+        cloud.enable_ipv6(record)
+    record["tags"] = sorted(set(planned["tags"] or ()))
+    if known(planned["volume_ids"]):
+        record["volume_ids"] = sorted(planned["volume_ids"])
+
+
+def _finish_droplet(record: cloud.Record, state: State) -> None:
+    # Set once from the API when the configuration (or an import) leaves them open.
+    for field in ("image", "public_networking"):
+        if not known(state[field]) or state[field] == "":
+            state[field] = record[field]
+
+
+class Droplet(CloudResource):
+    """``digitalocean_droplet``."""
+
+    name = "droplet"
+    version = 1
+    attrs = DROPLET_ATTRS
+    binding = Binding(
+        label="droplet",
+        noun="droplet",
+        collection="droplets",
+        fields=_DROPLET_API_FIELDS,
+        add=_add_droplet,
+        import_key=_droplet_key,
+        change=_change_droplet,
+        remove=cloud.remove_droplet,  # like DigitalOcean, firewalls forget a destroyed droplet
+        finish=_finish_droplet,
+    )
+
+    def validate(self, diags: Diags, type_name: str, config: State) -> None:
+        super().validate(diags, type_name, config)
+        keys = config.get("ssh_keys")
+        if isinstance(keys, list) and "" in keys:
+            diags.add_error("Invalid value for ssh_keys", "ssh_keys must not be empty")
+
+    def customize_plan(self, diags: Diags, prior: State | None, planned: State) -> None:
+        # StateFunc: region and size are stored lowercased, user_data as its SHA-1.
+        for field in ("region", "size"):
+            if isinstance(planned[field], str):
+                planned[field] = planned[field].lower()
+        user_data = planned["user_data"]
+        stored = prior.get("user_data") if prior else None
+        if isinstance(user_data, str) and user_data != stored:
+            planned["user_data"] = _sha1(user_data)
+        if prior is None:
+            return
+        if planned["size"] != prior.get("size"):
+            planned.update(dict.fromkeys(_SIZE_DERIVED, Unknown))
+        if planned["ipv6"] is True and not prior.get("ipv6") and planned["ipv6_address"] in ("", None):
+            planned["ipv6_address"] = Unknown  # CustomizeDiff: enabling IPv6 assigns an address
+
+    def replace_paths(self, prior: State, planned: State) -> list[str]:
+        paths = super().replace_paths(prior, planned)
+        # CustomizeDiff ForceNewIfChange: IPv6 can be enabled in place but never disabled.
+        if prior.get("ipv6") is True and planned.get("ipv6") is False:
+            paths.append("ipv6")
+        return paths
+
+    def before_create(self, path: Path) -> None:
+        delay = cloud.create_delay(path)
+        if delay:
+            time.sleep(delay)  # outside the lock: a slow create must not serialise the others
+
+
+# ---------------------------------------------------------------- digitalocean_firewall
+
+_FIREWALL_FIELDS = ("name", "droplet_ids", "tags", "inbound_rule", "outbound_rule")
+
+
+def _firewall_fields(planned: State) -> cloud.Record:
+    return {
+        "name": planned["name"],
+        "droplet_ids": sorted(planned["droplet_ids"] or ()),
+        "tags": sorted(planned["tags"] or ()),
+        "inbound_rule": planned["inbound_rule"] or [],
+        "outbound_rule": planned["outbound_rule"] or [],
+    }
+
+
+def _finish_firewall(record: cloud.Record, state: State) -> None:
+    state["pending_changes"] = []
+
+
+class Firewall(CloudResource):
+    """``digitalocean_firewall``; every configurable attribute updates in place."""
+
+    name = "firewall"
+    attrs = FIREWALL_ATTRS
+    blocks = FIREWALL_BLOCKS
+    binding = Binding(
+        label="firewall",
+        noun="firewall",
+        collection="firewalls",
+        fields=(*_FIREWALL_FIELDS, "id", "status", "created_at"),
+        add=lambda c, planned: cloud.add_firewall(c, _firewall_fields(planned)),
+        import_key=_import_as_is,
+        change=lambda record, planned: record.update(_firewall_fields(planned)),
+        finish=_finish_firewall,
+    )
+
+    def validate(self, diags: Diags, type_name: str, config: State) -> None:
+        super().validate(diags, type_name, config)
+        _check_limit(diags, config.get("droplet_ids"), FIREWALL_MAX_DROPLETS, "droplet_ids")
+        _check_limit(diags, config.get("tags"), FIREWALL_MAX_TAGS, "tags")
+        rules_seen = False
+        for block in self.blocks:
+            rules = config.get(block.type_name)
+            if rules is Unknown or rules is None:
+                rules_seen = rules_seen or rules is Unknown
+                continue
+            rules_seen = rules_seen or bool(rules)
+            for rule in rules:
+                _validate_rule(diags, block.type_name, rule)
+        if not rules_seen:
+            diags.add_error(
+                "Invalid firewall",
+                "At least one rule must be specified (inbound_rule or outbound_rule)",
+            )
+
+
+def _check_limit(diags: Diags, values: Any, limit: int, name: str) -> None:
+    if known(values) and len(values) > limit:
+        diags.add_error(
+            f"Too many {name}",
+            f"a firewall takes at most {limit} {name}, got {len(values)}",
+            path=[name],
+        )
+
+
+def _validate_rule(diags: Diags, type_name: str, rule: State) -> None:
+    for attr in FIREWALL_RULE_ATTRS[type_name]:
+        validate_attr(diags, attr, rule.get(attr.name), [type_name])
+    protocol = rule.get("protocol")
+    if known(protocol) and protocol != "icmp" and rule.get("port_range") is None:
+        diags.add_error(
+            f"Invalid {type_name}",
+            f"`port_range` of {type_name} is required if protocol is `tcp` or `udp`",
+            path=[type_name],
+        )
+
+
+# ---------------------------------------------------------------- database db and user
+
+
+class DatabaseDB(CloudResource):
+    """``digitalocean_database_db``: both arguments are ForceNew, so it is never updated."""
+
+    name = "database_db"
+    attrs = DATABASE_DB_ATTRS
+    binding = Binding(
+        label="Database DB",
+        noun="database",
+        collection="databases",
+        fields=("id", "cluster_id", "name"),
+        add=lambda c, planned: cloud.add_database(c, planned["cluster_id"], planned["name"]),
+        import_key=_split_import_id("database", cloud.database_id),
+    )
+
+
+def _add_user(c: cloud.Cloud, planned: State) -> cloud.Record:
+    return cloud.add_user(c, planned["cluster_id"], planned["name"], planned["mysql_auth_plugin"])
+
+
+def _change_user(record: cloud.Record, planned: State) -> None:
+    record["mysql_auth_plugin"] = planned["mysql_auth_plugin"]
+
+
+class DatabaseUser(CloudResource):
+    """``digitalocean_database_user``; ``mysql_auth_plugin`` is its only in-place update."""
+
+    name = "database_user"
+    attrs = DATABASE_USER_ATTRS
+    binding = Binding(
+        label="Database User",
+        noun="database user",
+        collection="users",
+        fields=tuple(attr.name for attr in DATABASE_USER_ATTRS),
+        add=_add_user,
+        import_key=_split_import_id("database user", cloud.user_id),
+        change=_change_user,
+    )
+
+
+# ---------------------------------------------------------------- data source
+
+_CLUSTER_FIELDS = (
+    "database", "engine", "host", "node_count", "password", "port", "private_host",
+    "private_network_uuid", "private_uri", "project_id", "region", "size", "storage_size_mib",
+    "uri", "urn", "user", "version",
+)  # fmt: skip
+
+
+class DatabaseClusterData(Resource):
+    """data ``digitalocean_database_cluster``: looked up by name among the cloud's clusters."""
+
+    name = "database_cluster"
+    attrs = DATABASE_CLUSTER_ATTRS
+
+    def read(self, ctx: Any, config: State) -> State | None:
+        diags = ctx.diagnostics
+        path = cloud_path(diags)
+        if path is None:
+            return None
+        name = config["name"]
+        with _reported(diags, "Error retrieving DatabaseClusters"):
+            clusters = cloud.load(path)["clusters"]
+            record = next((c for c in clusters.values() if c["name"] == name), None)
+            if record is None:
+                _report_missing_cluster(diags, name, clusters, path)
+                return None
+            return _cluster_state(record, config)
+        return None
+
+
+def _report_missing_cluster(diags: Diags, name: str, clusters: dict[str, cloud.Record], path: Path) -> None:
+    known_names = ", ".join(sorted(c["name"] for c in clusters.values())) or "none"
+    detail = f'no database cluster named "{name}" in the sandbox cloud {path} (clusters: {known_names})'
+    # The real provider says the first when the account has no clusters at all.
+    summary = "Unable to find any database clusters" if not clusters else "Unable to find databases."
+    diags.add_error(summary, detail, path=["name"])
+
+
+def _cluster_state(record: cloud.Record, config: State) -> State:
+    state = DatabaseClusterData.blank()
+    state.update({field: record[field] for field in _CLUSTER_FIELDS})
+    state.update(
+        id=record["id"],
+        name=record["name"],
+        # The data source keeps what the configuration said about tags (optional, not computed).
+        tags=config.get("tags"),
+        maintenance_window=[],
+        metrics_endpoints=[],
+        storage_autoscale=[],
+    )
+    return state
+
+
+RESOURCES: tuple[type[Resource], ...] = (Droplet, Firewall, DatabaseDB, DatabaseUser)
+DATA_SOURCES: tuple[type[Resource], ...] = (DatabaseClusterData,)

@@ -1,0 +1,190 @@
+"""The sandbox provider's CRUD skeleton (infra_apply/sandbox/resources.py), called the way tf's
+servicer calls it, against a real cloud file. tests/test_sandbox.py drives the same code through
+the real terraform binary; this covers the paths Terraform rarely takes (objects gone behind its
+back, bad import ids, an unconfigured cloud) for every resource type at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from tf.types import Unknown
+from tf.utils import Diagnostics
+
+from infra_apply.sandbox import cloud
+from infra_apply.sandbox.resources import (
+    DATA_SOURCES,
+    RESOURCES,
+    CloudResource,
+    DatabaseDB,
+    DatabaseUser,
+    Droplet,
+    Firewall,
+)
+
+CLUSTER = "uvlava-pg"
+
+
+class Ctx(NamedTuple):
+    """What tf hands a resource method: the diagnostics to report into."""
+
+    diagnostics: Any
+
+
+class Case(NamedTuple):
+    kind: type[CloudResource]
+    config: Callable[[str], dict[str, Any]]  # cluster id -> configuration
+    import_id: Callable[[dict[str, Any]], str]  # created state -> the id `terraform import` takes
+    change: dict[str, Any]  # an in-place change (empty: every argument is ForceNew)
+
+
+RULE = {"protocol": "tcp", "port_range": "22", "source_addresses": ["0.0.0.0/0"]}
+CASES = {
+    "droplet": Case(
+        Droplet,
+        lambda _: {"name": "web", "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64", "region": "nyc3"},
+        lambda state: str(state["id"]),
+        {"name": "web2", "tags": ["quinn"]},
+    ),
+    "firewall": Case(
+        Firewall,
+        lambda _: {"name": "fw", "tags": ["quinn"], "inbound_rule": [RULE]},
+        lambda state: str(state["id"]),
+        {"name": "fw2"},
+    ),
+    "database_db": Case(
+        DatabaseDB,
+        lambda cluster: {"cluster_id": cluster, "name": "app"},
+        lambda state: f"{state['cluster_id']},{state['name']}",
+        {},
+    ),
+    "database_user": Case(
+        DatabaseUser,
+        lambda cluster: {"cluster_id": cluster, "name": "app"},
+        lambda state: f"{state['cluster_id']},{state['name']}",
+        {"mysql_auth_plugin": "caching_sha2_password"},
+    ),
+}
+
+
+@pytest.fixture
+def cloud_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "cloud.json"
+    cloud.seed(path, [CLUSTER])
+    monkeypatch.setenv(cloud.ENV_VAR, str(path))
+    return path
+
+
+def _messages(ctx: Ctx) -> list[tuple[str, str]]:
+    return [(d.summary, d.detail) for d in ctx.diagnostics.diagnostics]
+
+
+def _created(case: Case, path: Path) -> tuple[CloudResource, Ctx, dict[str, Any]]:
+    """Plan and apply the case's configuration; the resource, its context and the new state."""
+    resource, ctx = case.kind(None), Ctx(Diagnostics())
+    config = case.config(cloud.list_clusters(path)[0]["id"])
+    planned = resource.plan_change(ctx.diagnostics, None, config)
+    state = resource.create(ctx, planned)
+    assert state is not None, _messages(ctx)
+    return resource, ctx, state
+
+
+def test_every_served_type_is_a_case() -> None:
+    assert {kind.name for kind in RESOURCES} == set(CASES)
+    assert all(not issubclass(kind, CloudResource) for kind in DATA_SOURCES)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_create_read_import_delete(name: str, cloud_file: Path) -> None:
+    case = CASES[name]
+    resource, ctx, state = _created(case, cloud_file)
+    # Terraform rejects an apply that leaves a planned-unknown value unknown.
+    assert [k for k, v in state.items() if v is Unknown] == []
+    assert state["id"] in cloud.load(cloud_file)[resource.binding.collection]
+    # A refresh right after the apply finds nothing to change.
+    assert resource.read(ctx, state) == state
+    imported = resource.import_(ctx, case.import_id(state))
+    assert imported is not None
+    assert {f: imported[f] for f in resource.binding.fields} == {f: state[f] for f in resource.binding.fields}
+    resource.delete(ctx, state)
+    assert state["id"] not in cloud.load(cloud_file)[resource.binding.collection]
+    # Deleted outside Terraform: read drops it from state; deleting again is no error.
+    assert resource.read(ctx, state) is None
+    resource.delete(ctx, state)
+    assert _messages(ctx) == []
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case.change])
+def test_update_changes_the_record_in_place(name: str, cloud_file: Path) -> None:
+    case = CASES[name]
+    resource, ctx, state = _created(case, cloud_file)
+    updated = resource.update(ctx, state, {**state, **case.change})
+    assert updated is not None and _messages(ctx) == []
+    record = cloud.load(cloud_file)[resource.binding.collection][state["id"]]
+    assert {k: record[k] for k in case.change} == case.change
+    assert {k: updated[k] for k in case.change} == case.change
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case.change])
+def test_update_of_an_object_gone_keeps_the_prior_state(name: str, cloud_file: Path) -> None:
+    case = CASES[name]
+    resource, ctx, state = _created(case, cloud_file)
+    with cloud.transaction(cloud_file) as c:
+        del c[resource.binding.collection][state["id"]]
+    assert resource.update(ctx, state, {**state, **case.change}) == state
+    label, noun = resource.binding.label, resource.binding.noun
+    assert _messages(ctx) == [(f"Error updating {label}", f"{noun} {state['id']} not found (404)")]
+
+
+@pytest.mark.parametrize(
+    ("name", "raw_id", "expected"),
+    [
+        ("droplet", "web", ("Invalid droplet id", "Invalid droplet id: 'web' is not an integer")),
+        ("droplet", "4242", ("Error importing droplet", "droplet 4242 not found (404)")),
+        ("firewall", "nope", ("Error importing firewall", "firewall nope not found (404)")),
+        ("database_db", "app", ("Invalid database import id",
+                                "must use the format <cluster_id>,<name> for import, got 'app'")),
+        ("database_user", ",app", ("Invalid database user import id",
+                                   "must use the format <cluster_id>,<name> for import, got ',app'")),
+        ("database_user", "c,app", ("Error importing Database User",
+                                    "database user c/user/app not found (404)")),
+    ],
+)  # fmt: skip
+def test_bad_import_ids_are_diagnostics(
+    name: str, raw_id: str, expected: tuple[str, str], cloud_file: Path
+) -> None:
+    ctx = Ctx(Diagnostics())
+    assert CASES[name].kind(None).import_(ctx, raw_id) is None
+    assert _messages(ctx) == [expected]
+
+
+def test_without_a_cloud_nothing_is_lost(cloud_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resource, ctx, state = _created(CASES["droplet"], cloud_file)
+    monkeypatch.delenv(cloud.ENV_VAR)
+    # Read and update keep the state they were given; create makes nothing.
+    assert resource.read(ctx, state) == state
+    assert resource.update(ctx, state, {**state, "name": "other"}) == state
+    assert resource.create(ctx, state) is None
+    summaries = {summary for summary, _ in _messages(ctx)}
+    assert summaries == {"Sandbox cloud not configured"}
+
+
+def test_deleting_a_droplet_takes_it_out_of_its_firewall(cloud_file: Path) -> None:
+    _, _, droplet = _created(CASES["droplet"], cloud_file)
+    firewall, ctx = Firewall(None), Ctx(Diagnostics())
+    config = {"name": "fw", "droplet_ids": [int(droplet["id"])], "inbound_rule": [RULE]}
+    walled = firewall.create(ctx, firewall.plan_change(ctx.diagnostics, None, config))
+    assert walled is not None and walled["droplet_ids"] == [int(droplet["id"])]
+    Droplet(None).delete(ctx, droplet)
+    assert firewall.read(ctx, walled) == {**walled, "droplet_ids": []}
+
+
+def test_a_refused_create_makes_nothing(cloud_file: Path) -> None:
+    cloud.inject_faults(cloud_file, fail_create=["web"], message="422 droplet limit reached")
+    resource, ctx = Droplet(None), Ctx(Diagnostics())
+    planned = resource.plan_change(ctx.diagnostics, None, CASES["droplet"].config(""))
+    assert resource.create(ctx, planned) is None
+    assert _messages(ctx) == [("Error creating droplet", "422 droplet limit reached")]
+    assert cloud.list_droplets(cloud_file) == []
