@@ -28,7 +28,7 @@ def vault(tmp_path: Path, content: bytes, mode: int = 0o600) -> Path:
 
 def token(tmp_path: Path, warnings: list[str] | None = None) -> dict[str, str]:
     sink = warnings if warnings is not None else []
-    return token_env({"HOME": str(tmp_path)}, "quinn")
+    return token_env({"HOME": str(tmp_path)}, "quinn", sink.append)
 
 
 @pytest.mark.parametrize(
