@@ -393,6 +393,9 @@ class Number:
     def __str__(self) -> str:
         return self.text
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Number:
+        return self  # immutable, like the int or float it stands for
+
 
 class SourceStr(str):
     """A JSON string (value or key) that remembers how the file spelled it (``"\\u003c"``
@@ -406,7 +409,10 @@ class SourceStr(str):
         return obj
 
     def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
-        return str(self), self.raw  # copy.deepcopy and pickle rebuild it with its spelling
+        return str(self), self.raw  # pickle rebuilds it with its spelling
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SourceStr:
+        return self  # immutable, like str
 
 
 def load_document(path: Path) -> tuple[dict[str, Any], str]:
@@ -778,8 +784,9 @@ def _compute(
     new_text = dump_document(result.document)
     # Compare documents, not texts: a registry net-tools wrote in another style (4-space
     # indent, one line) must not be reformatted by a registration that changes nothing.
-    # Both sides go through dump_document, so key order counts as a change too.
-    if new_text == old_text or new_text == dump_document(doc):
+    # Both sides go through dump_document, so key order counts as a change too. A reported
+    # change always changes the document: the second rendering is needed only without one.
+    if not result.changes and (new_text == old_text or new_text == dump_document(doc)):
         return WriteResult(target, result, changed=False, wrote=False, diff="")
     diff = "".join(
         difflib.unified_diff(
