@@ -61,8 +61,10 @@ def test_a_kill_while_seeding_the_sandbox_registry_leaves_no_partial_copy(tmp_pa
     assert len(source) > 200
     child = seed_in_child(tmp_path, "killed-at", "100")
     child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGXFSZ  # it really died in the middle of the write
+    assert child.returncode == -signal.SIGXFSZ
     ctx = seeding_context(tmp_path)
+    sizes = [p.stat().st_size for p in sandbox_registry(ctx).parent.iterdir()]
+    assert 100 in sizes  # it died in the middle of writing the registry, 100 bytes in
     copy = mesh_target(ctx)
     assert copy == sandbox_registry(ctx)
     assert copy.read_bytes() == source
