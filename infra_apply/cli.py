@@ -89,7 +89,34 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None) -> None:
     Environment: INFRA_APPLY_ROOT, INFRA_APPLY_MESH_HOSTS, INFRA_APPLY_STATE_DIR,
     INFRA_APPLY_TERRAFORM, DIGITALOCEAN_TOKEN (read by Terraform only, never written).
     """
+    _check_path("--root", root)
     ctx.obj = Settings(root, mesh_hosts)
+
+
+def _check_path(option: str, path: Path) -> None:
+    """A path the OS cannot even look up (too long, a loop) is bad input, not a bug; a missing
+    one is left to the command, which says what it expected there."""
+    from infra_apply.errors import InfraApplyError
+
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        shown = str(path) if len(str(path)) <= 80 else f"{str(path)[:60]}... ({len(str(path))} characters)"
+        raise InfraApplyError(f"{option} {shown}: {exc.strerror}") from None
+
+
+def _state_dir(ctx: click.Context, out: Path | None, *, create: bool) -> None:
+    """Check the state dir before anything is written into it: never inside --out or the root's
+    generated/ (every command), and a writable folder (commands that keep state there)."""
+    from infra_apply.state import checked_state_dir
+
+    if out is None:
+        out = Path(os.environ.get("INFRA_APPLY_OUT") or "generated")
+    else:
+        _check_path("--out", out)
+    checked_state_dir([out, _root(ctx) / "generated"], create=create)
 
 
 def _group_mesh(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:
@@ -166,6 +193,7 @@ def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str
     from infra_apply.state import validation_cache
     from infra_apply.validate import validate_tree
 
+    _state_dir(ctx, None, create=False)  # the validation cache lives there
     v = validate_tree(_root(ctx), mesh_hosts, validation_cache(_root(ctx)))
     failed = bool(v.errors) or (strict and bool(v.warnings))
     if fmt == "json":
@@ -245,6 +273,7 @@ def render(ctx: click.Context, out: Path, check: bool, fmt: str, mesh_hosts: Pat
     from infra_apply.build import build_model
     from infra_apply.render import compare, render_model, write
 
+    _state_dir(ctx, out, create=False)  # the validation cache lives there
     v = _validated(ctx, mesh_hosts)
     rendered = render_model(build_model(v), out)
     drift = compare(rendered, out) if check else write(rendered, out)
@@ -300,9 +329,19 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
     def say(line: str) -> None:
         click.echo(line, err=True)
 
+    _state_dir(ctx, out, create=True)
     return Context(
         root=_root(ctx), out=out, sandbox=sandbox, mesh_path=mesh_hosts, env=dict(os.environ), say=say
     )
+
+
+def _check_registry(sandbox: bool, mesh_hosts: Path | None) -> None:
+    """A registry the command would write but may not (read-only) stops it before it starts,
+    not after Terraform changed the world. Sandbox runs only read it (they write a copy)."""
+    if mesh_hosts is not None and not sandbox:
+        from infra_apply.mesh import check_writable
+
+        check_writable(mesh_hosts)
 
 
 def _load(c: Any, *, refuse_stale: bool = False) -> Any:
@@ -532,6 +571,7 @@ def apply(
     from infra_apply.report import ProducerReport
     from infra_apply.report.text import format_text
 
+    _check_registry(sandbox, mesh_hosts)
     c, prep = _one(ctx, producer, out, sandbox, mesh_hosts, refuse_stale=True)
 
     def show(planned: Any, verdict: Any) -> None:
@@ -594,6 +634,8 @@ def register(
     """
     from infra_apply import deploy, mesh
 
+    if not dry_run:
+        _check_registry(sandbox, mesh_hosts)
     c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
     result = deploy.register(c, prep, dry_run=dry_run)
     if fmt == "json":
@@ -643,6 +685,7 @@ def rename(
     """
     from infra_apply import deploy
 
+    _check_registry(sandbox, mesh_hosts)
     c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
     done = deploy.rename(c, prep, name)
     if fmt == "json":

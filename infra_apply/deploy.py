@@ -7,6 +7,7 @@ Each producer gets a working copy under the state dir holding the freshly render
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 from infra_apply import terraform as tf
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
-from infra_apply.fs import atomic_write
+from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs, tighten, write_private
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Model, ProducerModel
 from infra_apply.paths import child, inside
@@ -133,7 +134,7 @@ def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | 
         if ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD"):
             env["INFRA_APPLY_SANDBOX_CLOUD"] = ctx.env["INFRA_APPLY_SANDBOX_CLOUD"]
     else:
-        env.update(token_env(ctx.env, producer))
+        env.update(token_env(ctx.env, producer, ctx.say))
     for ours, theirs in (
         ("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
         ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
@@ -145,17 +146,16 @@ def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | 
     return env
 
 
-def token_env(env: Mapping[str, str], producer: str) -> dict[str, str]:
+def token_env(env: Mapping[str, str], producer: str, warn: Say | None = None) -> dict[str, str]:
     """The token for Terraform's environment only: env first, then ~/.vault/do_pat_<producer>."""
+    from infra_apply.pat import read_pat
+
     if env.get("DIGITALOCEAN_TOKEN") or env.get("DIGITALOCEAN_ACCESS_TOKEN"):
         return {}
     home = Path(env.get("HOME") or Path.home())
     pat = home / ".vault" / f"do_pat_{producer}"
-    try:
-        token = pat.read_text("utf-8").strip()
-    except OSError:
-        token = ""
-    if not token:
+    token = read_pat(pat, warn or (lambda line: print(line, file=sys.stderr)))
+    if token is None:
         raise InfraApplyError(
             f"no DigitalOcean token for producer {producer}: set DIGITALOCEAN_TOKEN or put the "
             f"producer's token in {pat} (or use --sandbox)"
@@ -181,6 +181,14 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
             from infra_apply.sandbox import cloud as sandbox_cloud
 
             sandbox_cloud.seed(cloud, clusters)
+    base = workdir_root(ctx)
+    try:
+        private_dirs(base, state_dir(ctx.env))
+        # Local state holds database passwords: working copies (and their locks) an older
+        # version left readable by others are made private before Terraform runs again.
+        tighten(base)
+    except OSError as exc:
+        raise InfraApplyError(f"cannot write the working copies {base}: {exc.strerror}") from None
     out = []
     for name in producers:
         path = workdir(ctx, name)
@@ -199,24 +207,24 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
 def sync(
     ctx: Context, rendered: Rendered, path: Path, backend: Backend, sandbox_env: Mapping[str, str] | None
 ) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    files = {n: t for n, t in rendered.files.items() if n.endswith(".tf")}
+    private_dirs(path, path.parent)
+    files = {n: t.encode("utf-8") for n, t in rendered.files.items() if n.endswith(".tf")}
     extra = imports_file(ctx, rendered.producer)
     if extra.is_file():
-        files[IMPORTS] = extra.read_text("utf-8")
+        files[IMPORTS] = extra.read_bytes()
     backend_hcl = backend.hcl(rendered.producer)
     if backend_hcl:
-        files["backend.tf"] = backend_hcl
+        files["backend.tf"] = backend_hcl.encode("utf-8")
     for f in path.glob("*.tf"):
         if f.name not in files:
             f.unlink()
-    for n, text in files.items():
+    for n, data in files.items():
         target = path / n
-        if not target.is_file() or target.read_text("utf-8") != text:
-            target.write_text(text, "utf-8")
+        if not target.is_file() or target.read_bytes() != data:
+            write_private(target, data)
     lock = ctx.out / rendered.producer / ".terraform.lock.hcl"
     if sandbox_env is None and lock.is_file():
-        (path / ".terraform.lock.hcl").write_bytes(lock.read_bytes())
+        write_private(path / ".terraform.lock.hcl", lock.read_bytes())
     if backend.kind != "local" and _has_local_state(path):
         raise InfraApplyError(
             f"{path} holds local state but {backend.kind} remote state is configured; migrate it "
@@ -225,8 +233,16 @@ def sync(
 
 
 def _has_local_state(path: Path) -> bool:
+    """Whether the working copy's local state holds resources; a state file that cannot be
+    read as Terraform state counts as holding some (never switch backends over it)."""
     state = path / "terraform.tfstate"
-    return state.is_file() and '"resources": []' not in state.read_text("utf-8") and state.stat().st_size > 0
+    if not state.is_file() or state.stat().st_size == 0:
+        return False
+    try:
+        doc = json.loads(state.read_bytes())
+        return not isinstance(doc, dict) or doc.get("resources") != []
+    except ValueError:  # not JSON, not UTF-8, or numbers beyond int()'s limit
+        return True
 
 
 def ensure_init(prep: Prepared, say: Say) -> None:
@@ -244,7 +260,8 @@ def ensure_init(prep: Prepared, say: Say) -> None:
         parts.append(prep.sandbox.package_hash.encode())
     stamp = hashlib.sha256(b"\0".join(parts)).hexdigest()
     stamp_file = wd.path / STAMP
-    if (wd.path / ".terraform").is_dir() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+    done = stamp_file.is_file() and stamp_file.read_bytes() == stamp.encode()
+    if done and (wd.path / ".terraform").is_dir():
         return
     if prep.sandbox is not None:
         from infra_apply.sandbox.install import forget_stale_provider
@@ -260,7 +277,8 @@ def ensure_init(prep: Prepared, say: Say) -> None:
             f"{exc.message}\nIf the state backend changed (infra-apply.toml), migrate the state first: "
             f"terraform -chdir={wd.path} init -migrate-state"
         ) from None
-    stamp_file.write_text(stamp)
+    tighten(wd.path)  # init writes .terraform.lock.hcl 0644 whatever its umask
+    write_private(stamp_file, stamp)
 
 
 def lock_working_copy(path: Path, producer: str) -> Any:
@@ -268,7 +286,7 @@ def lock_working_copy(path: Path, producer: str) -> Any:
     from filelock import FileLock, Timeout
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=0, is_singleton=True)
+    lock = FileLock(f"{path}.lock", timeout=0, is_singleton=True, mode=0o600)
     try:
         lock.acquire()
     except Timeout:
@@ -417,12 +435,11 @@ def mesh_target(ctx: Context) -> Path | None:
     if not ctx.sandbox:
         return ctx.mesh_path
     copy = sandbox_registry(ctx)
-    if not copy.exists() and ctx.mesh_path is not None:
-        try:
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_bytes(ctx.mesh_path.read_bytes())
-        except OSError as exc:
-            raise InfraApplyError(f"cannot read {ctx.mesh_path}: {exc.strerror}") from None
+    if ctx.mesh_path is not None:
+        from infra_apply.mesh import seed_copy
+
+        private_dirs(copy.parent, state_dir(ctx.env))
+        seed_copy(ctx.mesh_path, copy)
     return copy if copy.exists() else None
 
 
@@ -562,7 +579,7 @@ def adopt(ctx: Context, prep: Prepared) -> tuple[list[Adoption], Path]:
             continue
         found.append(Adoption(address, d.name, str(matches[0]["id"]), _adoption_warning(d, matches[0])))
     target = imports_file(ctx, prep.producer.name)
-    write_imports(target, found)
+    write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
     return found, target
 
 
@@ -595,7 +612,8 @@ def _account_droplets(prep: Prepared) -> list[dict[str, Any]]:
     ]
 
 
-def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
+def write_imports(target: Path, adoptions: Sequence[Adoption], private_to: Path | None = None) -> None:
+    """Write the import blocks; under the state dir (``private_to``, sandbox runs) privately."""
     from infra_apply import hcl
 
     if not adoptions:
@@ -603,7 +621,10 @@ def write_imports(target: Path, adoptions: Sequence[Adoption]) -> None:
     imports = [{"name": a.name, "address": a.address, "id": a.droplet_id} for a in adoptions]
     text = hcl.render("imports.tf.j2", imports=sorted(imports, key=lambda i: i["address"]))
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if private_to is not None:
+            private_dirs(target.parent, private_to)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InfraApplyError(f"cannot write {target}: {exc.strerror}") from None
-    atomic_write(target, text)
+    atomic_write(target, text, mode=PRIVATE_FILE if private_to is not None else None)

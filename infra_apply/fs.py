@@ -8,6 +8,7 @@ temporary file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -17,6 +18,8 @@ from infra_apply.errors import InfraApplyError
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
+DIR_MODE = PRIVATE_DIR  # 0700 folders under the state dir
+FILE_MODE = PRIVATE_FILE
 
 
 class ReadOnlyTarget(InfraApplyError):
@@ -75,14 +78,6 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def private_dir(path: Path) -> Path:
-    """``path`` and any missing parents as 0700 folders; an existing ``path`` is tightened."""
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR:
-        path.chmod(PRIVATE_DIR)
-    return path
-
-
 def _existing_mode(path: Path) -> int | None:
     try:
         return stat.S_IMODE(path.stat().st_mode)
@@ -104,3 +99,63 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# --- private to the user: the state dir (local state holds database passwords) ---------------
+
+
+def private_dirs(path: Path, base: Path) -> None:
+    """Create ``path`` and its missing parents up to ``base`` as 0700 folders, and tighten the
+    existing ones between them (``base`` itself only when created here)."""
+    path, base = Path(path), Path(base)
+    try:
+        chain = path.relative_to(base).parts
+    except ValueError:
+        chain = ()
+        base = path
+    if not base.is_dir():
+        base.parent.mkdir(parents=True, exist_ok=True)
+        _mkdir(base)
+    current = base
+    for part in chain:
+        current = current / part
+        _mkdir(current)
+
+
+def _mkdir(folder: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=DIR_MODE)
+    st = folder.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return  # a link the operator made (e.g. to another disk): its target is theirs
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+    if stat.S_IMODE(st.st_mode) != DIR_MODE:
+        os.chmod(folder, DIR_MODE)
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """``atomic_write`` into a 0600 file."""
+    atomic_write(path, data, mode=PRIVATE_FILE)
+
+
+def tighten(top: Path) -> None:
+    """Take every group/other permission off ``top`` and everything below it: folders become
+    0700, files keep only their owner bits (0644 -> 0600, 0755 -> 0700). Symlinks are left
+    alone; a file another process removes meanwhile is skipped."""
+    for folder, dirs, files in os.walk(top):
+        _private(Path(folder), DIR_MODE)
+        for name in files:
+            _private(Path(folder) / name, None)
+        dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+
+
+def _private(path: Path, wanted: int | None) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        new = mode & 0o700 if wanted is None else wanted
+        if mode != new:
+            os.chmod(path, new)

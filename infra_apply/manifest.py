@@ -193,7 +193,11 @@ class _Builder:
         if tag not in _SAFE_TAGS:
             raise self.fail(f"unsupported YAML tag {tag!r}", event.start_mark)
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-        return _constructor.yaml_constructors[tag](_constructor, node)
+        try:
+            return _constructor.yaml_constructors[tag](_constructor, node)
+        except ValueError:  # int() refuses more than 4,300 digits; no manifest value is that long
+            message = f"number too large ({len(event.value)} characters; a manifest holds no such value)"
+            raise self.fail(message, event.start_mark) from None
 
     def open(self, event: Any) -> None:
         tag = event.tag
@@ -220,7 +224,10 @@ class _Builder:
     def alias(self, event: Any) -> None:
         if event.anchor in self.open_anchors:
             raise self.fail(f"recursive alias *{event.anchor}", event.start_mark)
-        value, weight = self.anchors[event.anchor]  # the parser rejects unknown anchors
+        if event.anchor not in self.anchors:  # the event parser does not check (the composer would)
+            message = f"unknown alias *{event.anchor} (no anchor &{event.anchor} before it)"
+            raise self.fail(message, event.start_mark)
+        value, weight = self.anchors[event.anchor]
         self.count(weight, event.start_mark)
         self.add(copy.deepcopy(value), event, weight=weight, anchor=None)
 

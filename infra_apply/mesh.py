@@ -11,13 +11,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import errno
 import ipaddress
 import json
+import math
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Literal
 
@@ -345,7 +349,7 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
         "producer": d.producer,
     }
     changed = tuple(k for k in OWNED_FIELDS if k not in entry or entry[k] != wanted[k])
-    for key in OWNED_FIELDS:  # assigning an existing key keeps its position in the entry
+    for key in changed:  # assigning an existing key keeps its position in the entry
         entry[key] = wanted[key]
     if added:
         return [HostChange("added", host, mesh_ip, d.name)]
@@ -383,114 +387,268 @@ def describe(result: RegistrationResult | WriteResult) -> list[str]:
 # --------------------------------------------------------------------------- file I/O
 
 
+MAX_DEPTH = 100  # a registry is 3-4 levels deep; the check keeps the walk below off Python's limit
+MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Number:
+    """A JSON number kept as its source text, so it is written back exactly as read: ``1E5``
+    stays ``1E5`` (not ``100000.0``) and a 20-digit id keeps every digit."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Number:
+        return self  # immutable, like the int or float it stands for
+
+
+class SourceStr(str):
+    """A JSON string (value or key) that remembers how the file spelled it (``"\\u003c"``
+    stays that, not ``"<"``); it is a plain ``str`` to every other piece of code."""
+
+    raw: str
+
+    def __new__(cls, value: str, raw: str) -> SourceStr:
+        obj = super().__new__(cls, value)
+        obj.raw = raw
+        return obj
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return str(self), self.raw  # pickle rebuilds it with its spelling
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SourceStr:
+        return self  # immutable, like str
+
+
 def load_document(path: Path) -> tuple[dict[str, Any], str]:
     """Parse mesh-hosts.json; return the document and the exact text it came from.
 
-    A key repeated within one object is an error (located at its second occurrence):
-    ``json.loads`` would silently keep only the last value, and a rewrite would drop the other.
+    Strict JSON only, every problem a located error: a key repeated within one object (a rewrite
+    would drop one of them), ``NaN``/``Infinity`` and numbers beyond a 64-bit float (jq and Go
+    reject them), nesting deeper than :data:`MAX_DEPTH`. Numbers and strings keep their source
+    spelling (:class:`Number`, :class:`SourceStr`) so a rewrite leaves every value it does not
+    change byte for byte as it was.
     """
     where = str(path)
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        text = _read_regular(Path(path)).decode("utf-8")
     except FileNotFoundError:
         raise MeshError("mesh-hosts.json not found (set --mesh-hosts)", path=where) from None
     except UnicodeDecodeError as e:
         raise MeshError(f"mesh-hosts.json is not UTF-8 text: {e.reason}", path=where) from None
     except OSError as e:
         raise MeshError(f"cannot read mesh-hosts.json: {e.strerror}", path=where) from None
-    try:
-        doc = json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as e:
-        raise MeshError(
-            f"mesh-hosts.json is not valid JSON: {e.msg}", path=where, line=e.lineno, col=e.colno
-        ) from None
-    except _DuplicateKey as e:
-        raise _duplicate_key_error(text, e.key, where) from None
+    doc = parse_document(text, where)
     _check_document(doc, path=where)
     return doc, text
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
+def _read_regular(path: Path) -> bytes:
+    """The file's bytes; never blocks on a FIFO or reads a device (opened non-blocking, then
+    refused unless it is a regular file)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise OSError(errno.EFBIG, f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def parse_document(text: str, where: str) -> Any:
+    """Strict, located, spelling-keeping JSON (see :func:`load_document`)."""
+    try:
+        # The common case at C speed: numbers become Number(text) through the hooks.
+        doc = json.loads(
+            text,
+            parse_int=_number,
+            parse_float=_number,
+            parse_constant=_refuse,
+            object_pairs_hook=_unique_pairs,
+        )
+    except json.JSONDecodeError as e:
+        raise MeshError(
+            f"mesh-hosts.json is not valid JSON: {e.msg}", path=where, line=e.lineno, col=e.colno
+        ) from None
+    except (_Refused, RecursionError):
+        doc = _REFUSED  # the walk below finds the problem and where it is
+    deep = _too_deep(text) if doc is _REFUSED or _depth(doc) > MAX_DEPTH else None
+    if deep is not None:
+        line, col = _line_col(text, deep)
+        raise MeshError(
+            f"mesh-hosts.json is nested deeper than {MAX_DEPTH} levels", path=where, line=line, col=col
+        )
+    # Without a backslash every string is spelled as dump_document spells it: no walk needed.
+    if doc is not _REFUSED and "\\" not in text:
+        return doc
+    try:
+        walked = _Reader(text, where).document()
+    except RecursionError:  # only when the caller's own stack is already nearly exhausted
+        raise MeshError("mesh-hosts.json is nested too deeply to read", path=where) from None
+    if doc is _REFUSED:  # the walk refuses all the parse hooks refuse; this is a safety net
+        raise MeshError("mesh-hosts.json is not strict JSON", path=where)
+    return walked
+
+
+class _Refused(Exception):
+    """Raised by the parse hooks; the walk then reports what and where."""
+
+
+_REFUSED = object()
+
+
+def _number(raw: str) -> Number:
+    if math.isinf(float(raw)):
+        raise _Refused
+    return Number(raw)
+
+
+def _refuse(_: str) -> Any:
+    raise _Refused
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
+        raise _Refused
     return obj
 
 
-def _duplicate_key_error(text: str, key: str, where: str) -> MeshError:
-    """Locate the first repeated key in textual order (the hook knows the key, not where)."""
-    try:
-        _find_duplicate(text, _skip_ws(text, 0), (), json.JSONDecoder())
-    except _Duplicate as d:
-        line, col = _line_col(text, d.pos)
-        first, _ = _line_col(text, d.first)
-        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in d.at).lstrip(".")
-        return MeshError(
-            f"mesh-hosts.json has the key {d.key!r} twice in the object at {at or 'top level'} "
-            f"(first on line {first}); remove one of them",
-            path=where,
-            line=line,
-            col=col,
-        )
-    except (RecursionError, ValueError, IndexError):
-        pass  # cannot locate it (too deeply nested): still refuse, naming the key
-    return MeshError(f"mesh-hosts.json has the key {key!r} twice in one object", path=where)
+def _depth(doc: Any) -> int:
+    """How deeply containers nest in a parsed document (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return deepest
 
 
-class _Duplicate(Exception):
-    def __init__(self, key: str, pos: int, first: int, at: tuple[str | int, ...]) -> None:
-        super().__init__(key)
-        self.key, self.pos, self.first, self.at = key, pos, first, at
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]')
 
 
-def _find_duplicate(text: str, i: int, at: tuple[str | int, ...], dec: json.JSONDecoder) -> int:
-    """Walk the valid JSON value starting at ``i`` and return its end; raise _Duplicate."""
-    if text[i] == "{":
+def _too_deep(text: str) -> int | None:
+    """Offset of the first bracket opening level MAX_DEPTH + 1 (strings skipped), or None."""
+    depth = 0
+    for m in _STRUCTURE.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return m.start()
+        elif c in "]}":
+            depth -= 1
+    return None
+
+
+_CONSTANT = object()  # what the scalar decoder returns for NaN, Infinity, -Infinity
+
+
+class _Reader:
+    """Builds the document from JSON already known to be well formed and at most MAX_DEPTH
+    deep (so the recursion is bounded), keeping every scalar's spelling and refusing, at its
+    position, what strict readers cannot read."""
+
+    def __init__(self, text: str, where: str) -> None:
+        self.text = text
+        self.where = where
+        self.scalar = json.JSONDecoder(
+            parse_int=str, parse_float=str, parse_constant=lambda _: _CONSTANT
+        ).raw_decode
+
+    def document(self) -> Any:
+        value, _ = self.value(_skip_ws(self.text, 0), ())
+        return value
+
+    def fail(self, message: str, pos: int) -> MeshError:
+        line, col = _line_col(self.text, pos)
+        return MeshError(message, path=self.where, line=line, col=col)
+
+    def value(self, i: int, at: tuple[str | int, ...]) -> tuple[Any, int]:
+        first = self.text[i]
+        if first == "{":
+            return self.object(i, at)
+        if first == "[":
+            return self.array(i, at)
+        value, end = self.scalar(self.text, i)
+        raw = self.text[i:end]
+        if value is _CONSTANT:
+            raise self.fail(
+                f"mesh-hosts.json has {raw}, which is not JSON (strict readers such as jq and Go "
+                "reject it); write a number or a string",
+                i,
+            )
+        if first == '"':
+            return SourceStr(value, raw), end
+        if not isinstance(value, str):
+            return value, end  # true, false, null
+        if math.isinf(float(raw)):
+            shown = raw if len(raw) <= 24 else f"{raw[:12]}...({len(raw)} characters)"
+            raise self.fail(
+                f"mesh-hosts.json has the number {shown}, beyond what a 64-bit float holds "
+                "(strict readers such as Go reject it)",
+                i,
+            )
+        return Number(raw), end
+
+    def object(self, i: int, at: tuple[str | int, ...]) -> tuple[dict[str, Any], int]:
+        text = self.text
+        obj: dict[str, Any] = {}
         seen: dict[str, int] = {}
         i = _skip_ws(text, i + 1)
         while text[i] != "}":
-            raw_key, i_key_end = _scalar(text, i, dec)
-            key = str(raw_key)
+            key, end = self.value(i, at)
             if key in seen:
-                raise _Duplicate(key, i, seen[key], at)
+                raise self.fail(
+                    f"mesh-hosts.json has the key {str(key)!r} twice in the object at "
+                    f"{_where(at) or 'top level'} (first on line {_line_col(text, seen[key])[0]}); "
+                    "remove one of them",
+                    i,
+                )
             seen[key] = i
-            i = _skip_ws(text, _skip_ws(text, i_key_end) + 1)  # past the ':'
-            i = _skip_ws(text, _find_duplicate(text, i, (*at, key), dec))
+            i = _skip_ws(text, _skip_ws(text, end) + 1)  # past the ':'
+            obj[key], end = self.value(i, (*at, str(key)))
+            i = _skip_ws(text, end)
             if text[i] == ",":
                 i = _skip_ws(text, i + 1)
-        return i + 1
-    if text[i] == "[":
+        return obj, i + 1
+
+    def array(self, i: int, at: tuple[str | int, ...]) -> tuple[list[Any], int]:
+        text = self.text
+        items: list[Any] = []
         i = _skip_ws(text, i + 1)
-        n = 0
         while text[i] != "]":
-            i = _skip_ws(text, _find_duplicate(text, i, (*at, n), dec))
-            n += 1
+            item, end = self.value(i, (*at, len(items)))
+            items.append(item)
+            i = _skip_ws(text, end)
             if text[i] == ",":
                 i = _skip_ws(text, i + 1)
-        return i + 1
-    return _scalar(text, i, dec)[1]
+        return items, i + 1
 
 
-def _scalar(text: str, i: int, dec: json.JSONDecoder) -> tuple[object, int]:
-    """A string, number, true, false or null starting at ``i``, and where it ends."""
-    value, end = dec.raw_decode(text, i)
-    return value, int(end)
+def _where(at: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at).lstrip(".")
+
+
+_WS = re.compile(r"[ \t\n\r]*")
 
 
 def _skip_ws(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t\n\r":
-        i += 1
-    return i
+    m = _WS.match(text, i)
+    return m.end() if m else i
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -499,8 +657,45 @@ def _line_col(text: str, pos: int) -> tuple[int, int]:
 
 
 def dump_document(doc: Mapping[str, Any]) -> str:
-    """The file's style: 2-space indent, UTF-8 kept as is, final newline."""
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    """The file's style (``json.dumps(indent=2, ensure_ascii=False)`` and a final newline),
+    with every string and number read from the file spelled as it was there."""
+    out: list[str] = []
+    _dump(doc, "", out)
+    out.append("\n")
+    return "".join(out)
+
+
+def _dump(value: Any, indent: str, out: list[str]) -> None:
+    if isinstance(value, Mapping) and value:
+        inner = indent + "  "
+        for n, (key, item) in enumerate(value.items()):
+            name = key if isinstance(key, str) else str(key)
+            out.append(("," if n else "{") + "\n" + inner + _scalar_text(name) + ": ")
+            _dump(item, inner, out)
+        out.append("\n" + indent + "}")
+    elif isinstance(value, list | tuple) and value:
+        inner = indent + "  "
+        for n, item in enumerate(value):
+            out.append(("," if n else "[") + "\n" + inner)
+            _dump(item, inner, out)
+        out.append("\n" + indent + "]")
+    else:
+        out.append(_scalar_text(value))
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, SourceStr):
+        return value.raw
+    if isinstance(value, str):
+        return encode_basestring(value)  # json.dumps's spelling with ensure_ascii=False
+    if isinstance(value, Number):
+        return value.text
+    if isinstance(value, Mapping):
+        return "{}"
+    if isinstance(value, list | tuple):
+        return "[]"
+    # allow_nan=False: never write NaN or Infinity into a file strict readers must parse.
+    return json.dumps(value, allow_nan=False)
 
 
 def write_registration(
@@ -524,9 +719,63 @@ def write_registration(
     target = Path(os.path.realpath(path))
     if dry_run:
         return _compute(target, producer, live, removed, renamed, dry_run=True)
+    check_writable(target)
     with _locked(target, lock_timeout):
         _remove_orphans(target)
         return _compute(target, producer, live, removed, renamed, dry_run=False)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a registry infra-apply may not replace, before anything else runs.
+
+    A file with no write bit (0444) was made read-only by its owner on purpose: it is respected
+    even where the replace would succeed (a rename needs only the folder, and root passes any
+    permission check). The folder must take the temp file the atomic replace writes.
+    """
+    target = Path(os.path.realpath(path))
+    where = str(target)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        raise MeshError("mesh-hosts.json not found (set --mesh-hosts)", path=where) from None
+    except OSError as e:
+        raise MeshError(f"cannot read mesh-hosts.json: {e.strerror}", path=where) from None
+    if not mode & 0o222 or not os.access(target, os.W_OK):
+        raise MeshError(
+            f"mesh-hosts.json is read-only (mode {mode:04o}); it is never replaced: make it "
+            "writable to register hosts (or use register --dry-run to see the change)",
+            path=where,
+        )
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise MeshError(
+            "cannot write mesh-hosts.json: its folder is not writable (the atomic replace "
+            "writes a temp file beside it)",
+            path=where,
+        )
+
+
+def seed_copy(source: Path, copy: Path, lock_timeout: float = 60.0) -> None:
+    """Make ``copy`` (a registry of infra-apply's own, e.g. the sandbox's) a copy of ``source``
+    unless it already holds one. Under the registry lock and atomic, like every registry write,
+    so concurrent first runs never read a half-written copy and a kill never leaves one; an
+    empty copy (what older versions left when killed while seeding) is seeded again."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(copy, lock_timeout, mode=0o600):
+        _remove_orphans(copy)
+        try:
+            if copy.stat().st_size > 0:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise MeshError(f"cannot read mesh-hosts.json: {e.strerror}", path=str(copy)) from None
+        try:
+            data = _read_regular(source)
+        except FileNotFoundError:
+            raise MeshError("mesh-hosts.json not found (set --mesh-hosts)", path=str(source)) from None
+        except OSError as e:
+            raise MeshError(f"cannot read mesh-hosts.json: {e.strerror}", path=str(source)) from None
+        _replace_atomically(copy, data, mode=0o600)
 
 
 def _compute(
@@ -543,8 +792,9 @@ def _compute(
     new_text = dump_document(result.document)
     # Compare documents, not texts: a registry net-tools wrote in another style (4-space
     # indent, one line) must not be reformatted by a registration that changes nothing.
-    # Both sides go through dump_document, so key order counts as a change too.
-    if new_text == old_text or new_text == dump_document(doc):
+    # Both sides go through dump_document, so key order counts as a change too. A reported
+    # change always changes the document: the second rendering is needed only without one.
+    if not result.changes and (new_text == old_text or new_text == dump_document(doc)):
         return WriteResult(target, result, changed=False, wrote=False, diff="")
     diff = "".join(
         difflib.unified_diff(
@@ -560,8 +810,8 @@ def _compute(
 
 
 @contextlib.contextmanager
-def _locked(target: Path, timeout: float) -> Iterator[None]:
-    lock = filelock.FileLock(f"{target}.lock", timeout=timeout)
+def _locked(target: Path, timeout: float, mode: int = -1) -> Iterator[None]:
+    lock = filelock.FileLock(f"{target}.lock", timeout=timeout, mode=mode)
     try:
         lock.acquire()
     except filelock.Timeout:
@@ -578,21 +828,23 @@ def _locked(target: Path, timeout: float) -> Iterator[None]:
         lock.release()
 
 
-def _replace_atomically(target: Path, text: str) -> None:
+def _replace_atomically(target: Path, text: str | bytes, mode: int | None = None) -> None:
     """Write a sibling temp file, fsync it, rename it over ``target``, fsync the folder.
 
     A reader (or a crash) therefore sees either the old file or the new one, never a
-    truncated mix; the file keeps its permission bits.
+    truncated mix; the file keeps its permission bits (``mode`` for a new file).
     """
     folder = target.parent
+    data = text.encode("utf-8") if isinstance(text, str) else text
     try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
+        if mode is None:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=_TMP_SUFFIX)
     except OSError as e:
         raise MeshError(f"cannot write mesh-hosts.json: {e.strerror}", path=str(target)) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
+            f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())

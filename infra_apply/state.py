@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,46 @@ def validation_cache(root: Path, env: Mapping[str, str] | None = None) -> Path |
     if env.get("INFRA_APPLY_NO_CACHE"):
         return None
     return state_dir(env) / "cache" / f"validate-{root_key(root)}.json"
+
+
+def checked_state_dir(
+    generated: Sequence[Path], env: Mapping[str, str] | None = None, *, create: bool
+) -> Path:
+    """The state dir, checked before anything is written into it (every command that writes
+    there calls this first): never inside one of ``generated`` (state, plans and the sandbox's
+    TLS key must not land in a committed folder); with ``create``, made if missing (0700) and
+    refused unless it is a folder we may write (one made read-only is respected, even by root).
+    """
+    state = state_dir(env)
+    for folder in generated:
+        check_outside(state, folder)
+    if create:
+        _usable(state)
+    return state
+
+
+def _usable(state: Path) -> None:
+    def fail(problem: str) -> InfraApplyError:
+        return InfraApplyError(
+            f"the state dir {problem}; point INFRA_APPLY_STATE_DIR at a folder of your own",
+            path=str(state),
+            rule="state_dir",
+        )
+
+    from infra_apply.fs import private_dirs
+
+    try:
+        if not os.path.lexists(state):
+            private_dirs(state, state)
+        st = state.stat()
+    except (FileExistsError, NotADirectoryError):
+        raise fail("cannot be created: a part of its path is not a folder") from None
+    except OSError as exc:
+        raise fail(f"cannot be created or read: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise fail("is not a folder")
+    if not st.st_mode & stat.S_IWUSR or not os.access(state, os.W_OK | os.X_OK):
+        raise fail(f"is read-only (mode {stat.S_IMODE(st.st_mode):04o})")
 
 
 def check_outside(state: Path, generated: Path) -> None:

@@ -113,6 +113,7 @@ def run(
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,  # state, plans and .terraform/ private to the user (state holds passwords)
         )
     except OSError as exc:
         raise TerraformError(f"cannot start {argv[0]}: {exc.strerror}") from None

@@ -166,8 +166,6 @@ def _manifest_json(m: Manifest | None) -> Any:
 
 
 def _write_cache(cache: Path, entries: dict[str, tuple[tuple[int, ...], Checked]]) -> None:
-    import os
-
     doc = {
         "tag": _cache_tag(),
         "entries": {
@@ -175,11 +173,12 @@ def _write_cache(cache: Path, entries: dict[str, tuple[tuple[int, ...], Checked]
             for rel, (stamp, (m, probs)) in entries.items()
         },
     }
+    from infra_apply.fs import private_dirs, write_private
+
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), "utf-8")
-        os.replace(tmp, cache)
+        # Private like all of the state dir: the cache holds the manifests' contents.
+        private_dirs(cache.parent, cache.parent.parent)
+        write_private(cache, json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
     except (OSError, ValueError):
         pass  # read-only state dir or a value JSON cannot hold: validation still works, uncached
 

@@ -73,10 +73,21 @@ def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         fs.atomic_write(tmp_path / "nope" / "f", "x")
 
 
-def test_private_dir_creates_and_tightens(tmp_path: Path) -> None:
-    made = fs.private_dir(tmp_path / "a" / "b")
-    assert mode(made) == 0o700
-    loose = tmp_path / "loose"
+def test_private_dirs_creates_and_tightens_below_the_base(tmp_path: Path) -> None:
+    fs.private_dirs(tmp_path / "state" / "a" / "b", tmp_path / "state")
+    assert mode(tmp_path / "state" / "a" / "b") == 0o700 and mode(tmp_path / "state" / "a") == 0o700
+    loose = tmp_path / "state" / "loose"
     loose.mkdir(mode=0o755)
-    fs.private_dir(loose)
-    assert mode(loose) == 0o700
+    (loose / "f").write_text("x")
+    (loose / "f").chmod(0o644)
+    fs.tighten(tmp_path / "state")
+    assert mode(loose) == 0o700 and mode(loose / "f") == 0o600
+
+
+def test_write_private_is_0600_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        fs.write_private(tmp_path / "s", "secret")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "s") == 0o600

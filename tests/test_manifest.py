@@ -42,3 +42,17 @@ def test_hostile_input_is_a_located_yaml_error(raw: bytes, where: tuple[int, int
 def test_deep_nesting_stops_early() -> None:
     with pytest.raises(YamlError, match="nested deeper than 64"):
         parse(b"a: " + b"[" * 200 + b"]" * 200 + b"\n", "f")
+
+
+def test_an_alias_with_no_anchor_is_a_located_yaml_error() -> None:
+    with pytest.raises(YamlError) as exc:
+        parse(b"apiVersion: infra/v1\nx: *nope\n", "f.yaml")
+    assert (exc.value.line, exc.value.col, exc.value.rule) == (2, 4, "yaml")
+    assert "unknown alias *nope" in exc.value.message
+
+
+def test_an_integer_beyond_pythons_digit_limit_is_a_located_yaml_error() -> None:
+    with pytest.raises(YamlError) as exc:
+        parse(b"apiVersion: infra/v1\nservice:\n  port: " + b"9" * 4301 + b"\n", "f.yaml")
+    assert (exc.value.line, exc.value.col, exc.value.rule) == (3, 9, "yaml")
+    assert "number too large" in exc.value.message and len(exc.value.message) < 200

@@ -360,8 +360,10 @@ def test_a_file_in_another_style_is_written_in_two_space_style_on_a_change(
 
     assert result.wrote and result.changed and result.diff
     assert result.changes == (HostChange("added", "web", "10.9.0.3", "com.uvlava.quinn.web"),)
-    expected = mesh.plan_registration(base_doc(), "quinn", live).document
-    assert path.read_text(encoding="utf-8") == mesh.dump_document(expected)
+    expected = mesh.dump_document(mesh.plan_registration(base_doc(), "quinn", live).document)
+    if style == "compact":  # values keep the file's own spelling (its \u escapes) on a rewrite
+        expected = expected.replace("Zoë's laptop — hand", "Zo\\u00eb's laptop \\u2014 hand")
+    assert path.read_text(encoding="utf-8") == expected
 
 
 # --------------------------------------------------------------------------- removal
@@ -600,6 +602,129 @@ def test_a_folder_in_place_of_the_registry_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "mesh-hosts.json").mkdir()
     with pytest.raises(MeshError, match="cannot read"):
         mesh.load_document(tmp_path / "mesh-hosts.json")
+
+
+# --------------------------------------------------------------------------- strict JSON
+
+
+def position_of(text: str, needle: str) -> tuple[int, int]:
+    i = text.index(needle)
+    return text.count("\n", 0, i) + 1, i - text.rfind("\n", 0, i)
+
+
+@pytest.mark.parametrize(
+    "value", ["NaN", "Infinity", "-Infinity", "1e999", "-1E400", "9" * 4301, "-" + "1" * 400]
+)
+def test_numbers_strict_readers_reject_are_refused_where_they_are_and_never_written(
+    tmp_path: Path, value: str
+) -> None:
+    text = BASE_TEXT.replace('"weight": 1.5', f'"weight": {value}')
+    path = registry(tmp_path, text)
+    with pytest.raises(MeshError, match=r"jq and Go|Go reject") as excinfo:
+        mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
+    assert (excinfo.value.path, excinfo.value.line, excinfo.value.col) == (
+        str(path),
+        *position_of(text, value + "\n"),
+    )
+    assert len(excinfo.value.format()) < 300  # a 4,301-digit number is not echoed whole
+    assert path.read_text(encoding="utf-8") == text
+
+
+# Values infra-apply does not own, spelled as a Go or hand-written registry may spell them.
+SPELLED = {
+    '"weight": 1.5': '"weight": 1E5',
+    '"port": 3000': '"port": 3.000e3',
+    '"x-generated-by": "net-tools 2.1"': (
+        '"x-generated-by": "net-tools \\u003c2.1\\u003e \\/ caf\\u00e9",\n'
+        '  "ids": [\n    12345678901234567890123,\n    -0,\n    1e-7,\n    0.10\n  ],\n'
+        '  "k\\u0065y": true'
+    ),
+}
+
+
+def spelled_text() -> str:
+    text = BASE_TEXT
+    for old, new in SPELLED.items():
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+def test_values_it_does_not_own_keep_their_exact_spelling_when_the_file_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    text = spelled_text()
+    path = registry(tmp_path, text)
+    live = [droplet(), droplet("com.uvlava.quinn.web", ("web",), droplet_id="77")]
+    written = mesh.write_registration(path, "quinn", live)
+    assert written.wrote
+    anchor = '      "weight": 1E5\n    }'
+    new_entry = """,
+    "web": {
+      "mesh_ip": "10.9.0.3",
+      "public_ip": "203.0.113.12",
+      "private_ip": "10.116.0.4",
+      "provider": "digitalocean",
+      "droplet": "com.uvlava.quinn.web",
+      "droplet_id": "77",
+      "region": "nyc3",
+      "producer": "quinn"
+    }"""
+    assert path.read_text(encoding="utf-8") == text.replace(anchor, anchor + new_entry)
+    again = mesh.write_registration(path, "quinn", live)
+    assert not again.wrote
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=20,
+    ),
+    st.booleans(),
+)
+def test_a_registry_in_two_space_style_reads_and_writes_back_byte_for_byte(
+    doc: Any, ascii_only: bool
+) -> None:
+    text = json.dumps(doc, indent=2, ensure_ascii=ascii_only) + "\n"
+    parsed = mesh.parse_document(text, "mesh-hosts.json")
+    assert json.loads(mesh.dump_document(parsed)) == json.loads(text)
+    assert mesh.dump_document(parsed) == text
+
+
+def test_nesting_deeper_than_any_registry_is_a_located_error(tmp_path: Path) -> None:
+    head = '{"network": "10.9.0.0/24", "hosts": {}, "x": '
+    text = head + "[" * 100_000 + "]" * 100_000 + "}\n"
+    path = registry(tmp_path, text)
+    with pytest.raises(MeshError, match="nested deeper than 100 levels") as excinfo:
+        mesh.write_registration(path, "quinn", [droplet()])
+    # the top-level object is level 1, so the 100th "[" opens level 101
+    assert (excinfo.value.line, excinfo.value.col) == (1, len(head) + 100)
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_a_read_only_registry_is_refused_and_never_replaced(tmp_path: Path) -> None:
+    path = registry(tmp_path)
+    path.chmod(0o444)
+    before = path.stat()
+    with pytest.raises(MeshError, match=r"read-only \(mode 0444\)") as excinfo:
+        mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
+    assert excinfo.value.path == str(path)
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, stat.S_IMODE(after.st_mode)) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        0o444,
+    )
+    assert path.read_text(encoding="utf-8") == BASE_TEXT
+    # a dry run only reads it
+    web = [droplet("com.uvlava.quinn.web", ("web",))]
+    assert mesh.write_registration(path, "quinn", web, dry_run=True).diff
 
 
 # --------------------------------------------------------------------------- writing

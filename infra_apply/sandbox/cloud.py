@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra_apply.errors import InfraApplyError
+
 # filelock, uuid and ipaddress are imported where used: the provider imports this module on
 # every start (terraform show -json included), and filelock alone costs tens of milliseconds.
 
@@ -77,8 +79,12 @@ SIZES: dict[str, SizeSpec] = {
 DEFAULT_SIZE_SPEC = SizeSpec(1, 1024, 25, 6.0, 0.00893)
 
 
-class CloudError(Exception):
-    """The sandbox cloud refused an operation (missing object, conflict, bad file)."""
+class CloudError(InfraApplyError):
+    """The sandbox cloud refused an operation (missing object, conflict, bad file). Part of
+    the error family: infra-apply reports it as one located line, the provider as a
+    diagnostic."""
+
+    default_rule = "sandbox"
 
 
 def size_spec(slug: str) -> SizeSpec:
@@ -111,19 +117,45 @@ def empty() -> Cloud:
     }
 
 
+# How to start the sandbox account afresh; its working copies must go too, or their state
+# would name droplets the new, empty cloud does not have.
+_RESET = (
+    "it is the sandbox's stand-in DigitalOcean account: to start the sandbox afresh, delete it "
+    "and the sandbox working copies (<state dir>/work/sandbox)"
+)
+
+
 def load(path: PathLike) -> Cloud:
     """The cloud as it is now; a missing file is an empty account."""
+    where = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return empty()
+    except UnicodeDecodeError:
+        raise CloudError(f"the sandbox cloud file is not UTF-8 text; {_RESET}", path=where) from None
+    except OSError as exc:
+        raise CloudError(f"cannot read the sandbox cloud file: {exc.strerror}", path=where) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CloudError(f"sandbox cloud file {path} is not valid JSON: {exc}") from exc
+        raise CloudError(
+            f"the sandbox cloud file is not valid JSON ({exc.msg}); {_RESET}",
+            path=where,
+            line=exc.lineno,
+            col=exc.colno,
+        ) from None
+    except (ValueError, RecursionError):  # a number beyond int()'s limit, absurd nesting
+        raise CloudError(f"the sandbox cloud file is not a sandbox cloud; {_RESET}", path=where) from None
     if not isinstance(data, dict) or data.get("version") != LAYOUT_VERSION:
-        raise CloudError(f"sandbox cloud file {path} has an unknown layout")
-    return {**empty(), **data}
+        raise CloudError(f"the sandbox cloud file has an unknown layout; {_RESET}", path=where)
+    cloud = {**empty(), **data}
+    if not all(isinstance(cloud[k], dict) for k in ("counters", *_TABLES)):
+        raise CloudError(f"the sandbox cloud file has an unknown layout; {_RESET}", path=where)
+    return cloud
+
+
+_TABLES = ("droplets", "firewalls", "clusters", "databases", "users")
 
 
 def _save(path: Path, cloud: Cloud) -> None:
@@ -144,17 +176,28 @@ def _save(path: Path, cloud: Cloud) -> None:
 @contextlib.contextmanager
 def transaction(path: PathLike) -> Iterator[Cloud]:
     """Lock the cloud, yield it for changes, save it if the block ends without an exception."""
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock", timeout=LOCK_TIMEOUT_SECONDS):
+    lock = FileLock(f"{target}.lock", timeout=LOCK_TIMEOUT_SECONDS, mode=0o600)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CloudError(
+            f"the sandbox cloud file is locked by another run for more than {LOCK_TIMEOUT_SECONDS:g}s "
+            f"(lock file {target}.lock)",
+            path=str(target),
+        ) from None
+    try:
         cloud = load(target)
         before = json.dumps(cloud, sort_keys=True)
         yield cloud
         # Skipping unchanged saves keeps reads from rewriting the file under other readers.
         if not target.exists() or json.dumps(cloud, sort_keys=True) != before:
             _save(target, cloud)
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------- allocation

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from infra_apply.fs import private_dirs, tighten
 from infra_apply.sandbox import cloud
 
 PROVIDER_HOST = "registry.terraform.io"
@@ -88,14 +89,17 @@ def install(state_dir: Path, clusters: Sequence[str] = DEFAULT_CLUSTERS) -> Sand
     launcher = root / "launcher" / EXECUTABLE_NAME
     mirror = root / "mirror"
     tls = root / TLS_FILE_NAME
-    root.mkdir(parents=True, exist_ok=True)
+    private_dirs(root, Path(state_dir).resolve())
     # Several infra-apply processes (or test workers) may install into one state dir at once.
-    with FileLock(str(root / "install.lock"), timeout=120):
+    with FileLock(str(root / "install.lock"), timeout=120, mode=0o600):
         _ensure_tls(tls)
         launcher_text = launcher_source(sys.executable, root)
-        _write_if_changed(launcher, launcher_text, mode=0o755)
+        _write_if_changed(launcher, launcher_text, mode=0o700)
         checksum = _ensure_mirror(mirror, launcher, launcher_text)
         _write_if_changed(root / "terraformrc", cli_config_text(mirror))
+        # The sandbox is private like the rest of the state dir (its registry, cloud and TLS
+        # key included); this also fixes what older versions wrote group/world readable.
+        tighten(root)
     setup = SandboxSetup(
         root=root,
         launcher=launcher,
@@ -211,18 +215,19 @@ def _fix_version_manifest(package_dir: Path, checksum: str) -> None:
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, UnicodeDecodeError):  # missing or damaged: written afresh
         return None
 
 
-def _write_if_changed(path: Path, text: str, mode: int | None = None) -> None:
+def _write_if_changed(path: Path, text: str, mode: int = 0o600) -> None:
     if _read(path) == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    if mode is not None:
-        os.chmod(tmp, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 

@@ -1,0 +1,96 @@
+"""The producer's DigitalOcean token file ``~/.vault/do_pat_<producer>``.
+
+One token on one line; a UTF-8 byte order mark and surrounding whitespace are tolerated,
+anything else is refused with a message that names the file and the problem but never shows
+what the file holds (it may be a token with a stray character, or someone else's secret).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from infra_apply.errors import InfraApplyError
+
+MAX_BYTES = 4096  # DigitalOcean tokens are 71 characters; anything this big is not one
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what an HTTP bearer token is
+
+
+def read_pat(path: Path, warn: Callable[[str], None]) -> str | None:
+    """The token in ``path``; None when there is no such file or it is blank.
+
+    Never blocks: the file is opened non-blocking and refused unless it is a regular file (a
+    FIFO would otherwise wait forever for a writer). Warns through ``warn`` when group or
+    others may read or write it.
+    """
+    try:
+        raw, mode = _read(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _error(path, f"cannot read it: {exc.strerror}") from None
+    if mode & 0o077:
+        warn(
+            f"infra-apply: warning: {path} is accessible to group or others (mode {mode:04o}); "
+            f"it holds a DigitalOcean token: chmod 600 {path}"
+        )
+    return _token(path, raw)
+
+
+def _read(path: Path) -> tuple[bytes, int]:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"it is not a regular file ({_kind(st.st_mode)})")
+        data = os.read(fd, MAX_BYTES + 1)
+        chunk = data
+        while chunk and len(data) <= MAX_BYTES:
+            chunk = os.read(fd, MAX_BYTES + 1 - len(data))
+            data += chunk
+        return data, stat.S_IMODE(st.st_mode)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _token(path: Path, raw: bytes) -> str | None:
+    if len(raw) > MAX_BYTES:
+        raise _error(path, f"it is larger than {MAX_BYTES} bytes; it must hold the token alone")
+    try:
+        text = raw.decode("utf-8-sig")  # strips one leading byte order mark
+    except UnicodeDecodeError:
+        raise _error(path, "it is not UTF-8 text") from None
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    if len(lines) > 1:
+        raise _error(path, f"it holds {len(lines)} non-empty lines; it must hold the token alone on one line")
+    token = lines[0].strip()
+    if not _TOKEN.fullmatch(token):
+        raise _error(
+            path,
+            "the token holds a character no token has (a space, a control character or a "
+            "non-ASCII character)",
+        )
+    return token
+
+
+def _error(path: Path, problem: str) -> InfraApplyError:
+    return InfraApplyError(f"unusable DigitalOcean token file: {problem}", path=str(path), rule="token")
