@@ -16,6 +16,8 @@ from pathlib import Path
 
 from infra_apply.errors import InfraApplyError
 
+# A killed writer's leftover is recognisable: remove_orphans() clears them under the caller's lock.
+TMP_SUFFIX = ".infra-apply.tmp"
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 DIR_MODE = PRIVATE_DIR  # 0700 folders under the state dir
@@ -45,7 +47,7 @@ def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None
     if mode is None:
         mode = current if current is not None else 0o666 & ~_umask()
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     except OSError as exc:
         raise InfraApplyError(f"cannot write {path}: {exc.strerror}", path=str(path)) from None
     try:
@@ -62,6 +64,14 @@ def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None
             raise InfraApplyError(f"cannot write {path}: {exc.strerror}", path=str(path)) from None
         raise
     fsync_dir(folder)
+
+
+def remove_orphans(path: Path) -> None:
+    """Delete the temporary files a killed ``atomic_write`` of ``path`` left behind. Only safe
+    while holding the lock every writer of ``path`` takes."""
+    for leftover in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def fsync_dir(folder: Path) -> None:

@@ -18,7 +18,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
@@ -27,7 +26,8 @@ from typing import Any, Literal
 
 import filelock
 
-from infra_apply.errors import MeshError
+from infra_apply.errors import InfraApplyError, MeshError
+from infra_apply.fs import atomic_write, remove_orphans
 
 PROVIDER = "digitalocean"
 # The per-host fields infra-apply owns, in the order they are written into a new entry.
@@ -41,7 +41,6 @@ OWNED_FIELDS = (
     "region",
     "producer",
 )
-_TMP_SUFFIX = ".infra-apply.tmp"
 _OUTPUT = "terraform output `droplets`"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -829,44 +828,14 @@ def _locked(target: Path, timeout: float, mode: int = -1) -> Iterator[None]:
 
 
 def _replace_atomically(target: Path, text: str | bytes, mode: int | None = None) -> None:
-    """Write a sibling temp file, fsync it, rename it over ``target``, fsync the folder.
-
-    A reader (or a crash) therefore sees either the old file or the new one, never a
-    truncated mix; the file keeps its permission bits (``mode`` for a new file).
-    """
-    folder = target.parent
-    data = text.encode("utf-8") if isinstance(text, str) else text
+    """``fs.atomic_write``: a reader (or a crash) sees the old file or the new one, never a mix;
+    the file keeps its permission bits (``mode`` for a new file)."""
     try:
-        if mode is None:
-            mode = stat.S_IMODE(os.stat(target).st_mode)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=_TMP_SUFFIX)
-    except OSError as e:
-        raise MeshError(f"cannot write mesh-hosts.json: {e.strerror}", path=str(target)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(folder)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise MeshError(f"cannot write mesh-hosts.json: {e.strerror}", path=str(target)) from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; without it a power loss may bring the old file back.
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic_write(target, text, mode=mode)
+    except InfraApplyError as e:
+        raise MeshError(e.message.replace(str(target), "mesh-hosts.json"), path=str(target)) from None
 
 
 def _remove_orphans(target: Path) -> None:
     """Delete temp files a killed run left behind; safe because we hold the lock."""
-    for leftover in target.parent.glob(f".{target.name}.*{_TMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
+    remove_orphans(target)

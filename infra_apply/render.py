@@ -15,6 +15,7 @@ from typing import Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import atomic_write
 from infra_apply.model import Database, Droplet, Model, ProducerModel
 from infra_apply.paths import child
 
@@ -353,9 +354,7 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
             producer, name = rel.split("/", 1)
             path = targets[rel]
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(by_producer[producer].files[name].encode("utf-8"))
-            tmp.replace(path)
+            atomic_write(path, by_producer[producer].files[name])
         for rel in drift.extra:
             targets[rel].unlink()
         for folder in {targets[rel].parent for rel in drift.extra}:
