@@ -176,6 +176,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         env = terraform_env(ctx, name, sandbox_env)
         wd = tf.Workdir(binary, path, env)
         lock = lock_working_copy(path, name)
+        if path.is_dir():
+            tf.wait_for_earlier(path, _prefixed(ctx.say, name))
         try:
             sync(ctx, project.rendered[name], path, backend, sandbox_env)
         except OSError as exc:
@@ -183,6 +185,10 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         model = project.model.producer(name) or ProducerModel(name)
         out.append(Prepared(model, project.rendered[name], wd, cloud, setup, lock))
     return out
+
+
+def _prefixed(say: Say, producer: str) -> Say:
+    return lambda line: say(f"{producer}: {line}")
 
 
 def sync(
