@@ -120,21 +120,57 @@ def run(
     ``wait_for_earlier`` makes the next run wait for it.
     """
     refuse_if_earlier_running(cwd)
+    proc, interrupted = _launch(argv, cwd, env)
     try:
-        proc = _start(argv, cwd, env)
-    except OSError as exc:
-        _forget(cwd)
-        raise TerraformError(f"cannot start {argv[0]}: {exc.strerror}") from None
-    with _running_lock:
-        _running.add(proc)
-    try:
-        _record(cwd, proc, argv)
-        return _wait(proc, cwd, echo, echo_stderr)
+        return _wait(proc, cwd, echo, echo_stderr, interrupted)
     finally:
         with _running_lock:
             _running.discard(proc)
         if proc.poll() is not None:  # a Terraform still running keeps its pid file
             _forget(cwd)
+
+
+def _launch(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str]
+) -> tuple[subprocess.Popen[bytes], KeyboardInterrupt | None]:
+    """Start Terraform and record it, on a helper thread.
+
+    Signals become exceptions on the main thread only. One arriving while Terraform is being
+    started must not leave a Terraform that nobody waits for and no pid file names: it is
+    kept, and handled once Terraform is recorded (``_wait`` passes it on first thing).
+    """
+    launched: list[subprocess.Popen[bytes] | OSError] = []
+    done = threading.Event()
+
+    def launch() -> None:
+        try:
+            proc = _start(argv, cwd, env)
+        except OSError as exc:
+            launched.append(exc)
+            done.set()
+            return
+        with _running_lock:
+            _running.add(proc)
+        with contextlib.suppress(OSError):  # without a pid file only a SIGKILL case is worse off
+            _record(cwd, proc, argv)
+        launched.append(proc)
+        done.set()
+
+    worker = threading.Thread(target=launch, name="terraform-start", daemon=True)
+    interrupted: KeyboardInterrupt | None = None
+    worker.start()
+    while True:
+        try:
+            done.wait()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
+    worker.join()
+    [outcome] = launched
+    if isinstance(outcome, OSError):
+        _forget(cwd)
+        raise TerraformError(f"cannot start {argv[0]}: {outcome.strerror}") from None
+    return outcome, interrupted
 
 
 def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -165,11 +201,17 @@ def _private_file(path: Path) -> int:
 
 
 def _wait(
-    proc: subprocess.Popen[bytes], cwd: Path, echo: Printer | None, echo_stderr: Printer | None
+    proc: subprocess.Popen[bytes],
+    cwd: Path,
+    echo: Printer | None,
+    echo_stderr: Printer | None,
+    interrupted: KeyboardInterrupt | None = None,
 ) -> Result:
     out: list[str] = []
     err: list[str] = []
     exited = threading.Event()
+    if interrupted is not None:  # it came while Terraform was starting
+        proc.send_signal(signal.SIGINT)
     with open(cwd / OUT_FILE, "rb") as out_file, open(cwd / ERR_FILE, "rb") as err_file:
         readers = [
             threading.Thread(target=_follow, args=(out_file, out, echo, exited), daemon=True),
@@ -177,7 +219,6 @@ def _wait(
         ]
         for t in readers:
             t.start()
-        interrupted: KeyboardInterrupt | None = None
         while True:
             try:
                 proc.wait()

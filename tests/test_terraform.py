@@ -26,7 +26,7 @@ import pytest
 
 from infra_apply import terraform as tf
 from infra_apply.deploy import Context, terraform_env, token_env
-from infra_apply.errors import InfraApplyError
+from infra_apply.errors import InfraApplyError, Stopped
 from infra_apply.sandbox.install import install
 from tests.conftest import REPO, cli_env, run_cli
 
@@ -728,3 +728,30 @@ def test_an_ignored_sighup_stays_ignored() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_signal_while_terraform_starts_reaches_it_once_it_runs(tmp_path: Path, monkeypatch: Any) -> None:
+    # The signal lands in the instant Terraform is being started: it must still be told to
+    # stop and be waited for, never left running unrecorded.
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log)
+    start = tf._start
+
+    def start_then_signal(*args: Any) -> subprocess.Popen[bytes]:
+        proc = start(*args)
+        wait_until(lambda: "planning" in log_lines(log))  # its own SIGINT handler is ready
+        os.kill(os.getpid(), signal.SIGTERM)  # raised on the main thread, mid-start
+        return proc
+
+    def stop(signum: int, _: object) -> None:
+        raise Stopped(signum)
+
+    monkeypatch.setattr(tf, "_start", start_then_signal)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped):
+            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert log_lines(log).count("SIGINT") == 1
+    assert not [pid for pid in fake_pids(log) if tf._alive(pid, None)]
