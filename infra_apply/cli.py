@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -40,12 +40,14 @@ class Group(click.Group):
             click.echo(exc.format(), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
-            how = f" by {signal_name(exc.signum)}" if isinstance(exc, Stopped) else ""
-            # After a SIGHUP the terminal may be gone: failing to say so must not change the exit.
-            with contextlib.suppress(OSError):
-                click.echo(f"infra-apply: interrupted{how}", err=True)
-            ctx.exit(exc.exit_code if isinstance(exc, Stopped) else 130)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            _interrupted(ctx, exc)
+        except click.Abort as exc:
+            # click's prompts turn any KeyboardInterrupt into Abort; a SIGTERM or SIGHUP at the
+            # confirmation prompt still exits 143 / 129 (nothing was applied).
+            if isinstance(exc.__context__, Stopped):
+                _interrupted(ctx, exc.__context__)
+            raise
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception:
             traceback.print_exc()
@@ -54,6 +56,16 @@ class Group(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_BUG)
+
+
+def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
+    from infra_apply.errors import Stopped
+
+    how = f" by {signal_name(exc.signum)}" if isinstance(exc, Stopped) else ""
+    # After a SIGHUP the terminal may be gone: failing to say so must not change the exit.
+    with contextlib.suppress(OSError):
+        click.echo(f"infra-apply: interrupted{how}", err=True)
+    ctx.exit(exc.exit_code if isinstance(exc, Stopped) else 130)
 
 
 class Settings:

@@ -27,7 +27,7 @@ WAIT_SECONDS = 180.0  # a generous bound for a busy 2-core machine; no test wait
 PROCESS_EXIT_SECONDS = 30.0  # "not for long": orphans must be gone well within this
 
 
-def _default_signals() -> None:
+def default_signals() -> None:
     # A test runner started from a script or with nohup may ignore SIGINT/SIGHUP, and a child
     # inherits that; infra-apply keeps an ignored signal ignored (as nohup means), so reset them.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -81,7 +81,7 @@ def start(ops: Any, *args: str, name: str = "run") -> Background:
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            preexec_fn=_default_signals,
+            preexec_fn=default_signals,
         )
     return Background(proc, out, err)
 

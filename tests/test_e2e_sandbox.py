@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,3 +311,56 @@ SPARE = """  - name: com.uvlava.quinn.spare
     services:
       - { name: spare-api, kind: api, port: 8900 }
 """
+
+
+def test_sigterm_at_the_confirmation_prompt_exits_143_and_applies_nothing(ops: Ops) -> None:
+    import pty
+    import select
+
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "infra_apply",
+            "--root",
+            str(ops.root),
+            "apply",
+            "--producer",
+            "quinn",
+            "--sandbox",
+            "--out",
+            str(ops.out),
+            "--mesh-hosts",
+            str(ops.mesh),
+        ],
+        env=ops.env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        preexec_fn=stopping.default_signals,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read(until: bytes | None) -> None:
+        nonlocal seen
+        while until is None or until not in seen:
+            ready, _, _ = select.select([master], [], [], stopping.WAIT_SECONDS)
+            assert ready, f"no output within {stopping.WAIT_SECONDS} s:\n{seen.decode()}"
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal's other end has closed
+                chunk = b""
+            if not chunk:
+                assert until is None, seen.decode()
+                return
+            seen += chunk
+
+    read(b"Apply these changes to producer quinn?")
+    proc.send_signal(signal.SIGTERM)
+    read(None)
+    os.close(master)
+    assert proc.wait(timeout=60) == 143, seen.decode()
+    assert b"infra-apply: interrupted by SIGTERM" in seen and b"Traceback" not in seen
+    assert ops.droplets() == {}
