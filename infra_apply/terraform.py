@@ -139,22 +139,21 @@ def _launch(
     started must not leave a Terraform that nobody waits for and no pid file names: it is
     kept, and handled once Terraform is recorded (``_wait`` passes it on first thing).
     """
-    launched: list[subprocess.Popen[bytes] | OSError] = []
+    launched: list[subprocess.Popen[bytes] | BaseException] = []
     done = threading.Event()
 
     def launch() -> None:
         try:
             proc = _start(argv, cwd, env)
-        except OSError as exc:
+            with _running_lock:
+                _running.add(proc)
+            with contextlib.suppress(OSError):  # without a pid file only a SIGKILL case is worse off
+                _record(cwd, proc, argv)
+            launched.append(proc)
+        except BaseException as exc:  # raised again on the caller's thread
             launched.append(exc)
+        finally:
             done.set()
-            return
-        with _running_lock:
-            _running.add(proc)
-        with contextlib.suppress(OSError):  # without a pid file only a SIGKILL case is worse off
-            _record(cwd, proc, argv)
-        launched.append(proc)
-        done.set()
 
     worker = threading.Thread(target=launch, name="terraform-start", daemon=True)
     interrupted: KeyboardInterrupt | None = None
@@ -170,6 +169,8 @@ def _launch(
     if isinstance(outcome, OSError):
         _forget(cwd)
         raise TerraformError(f"cannot start {argv[0]}: {outcome.strerror}") from None
+    if isinstance(outcome, BaseException):
+        raise outcome
     return outcome, interrupted
 
 
