@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -115,6 +116,21 @@ def apply_stopped_at_gate(ops: Any, signum: int, gate: Path, name: str = "stoppe
     else:
         wait_for(lambda: "Interrupt received" in run.stdout(), "Terraform to receive the interrupt", run)
     return run
+
+
+_READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}
+
+
+def blocked_reading_stdin(pid: int) -> bool:
+    """True while ``pid`` sleeps in read(0, ...), per /proc/PID/syscall."""
+    number = _READ_SYSCALL.get(platform.machine())
+    if number is None:
+        pytest.skip(f"no read syscall number known for {platform.machine()}")
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return fields[:2] == [number, "0x0"]
 
 
 # --- what a stop may leave behind ----------------------------------------------------------------

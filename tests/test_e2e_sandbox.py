@@ -358,6 +358,9 @@ def test_sigterm_at_the_confirmation_prompt_exits_143_and_applies_nothing(ops: O
             seen += chunk
 
     read(b"Apply these changes to producer quinn?")
+    # A signal that lands after input() printed its prompt but before it blocks in read() waits
+    # for a keypress (CPython checks signals on EINTR only): signal it once it is reading.
+    stopping.wait_for(lambda: stopping.blocked_reading_stdin(proc.pid), "infra-apply to read the answer")
     proc.send_signal(signal.SIGTERM)
     read(None)
     os.close(master)
