@@ -316,10 +316,19 @@ def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) ->
             for p in preps
         ]
         try:
-            return [f.result() for f in futures]
+            return [_result(f) for f in futures]
         except KeyboardInterrupt:
             _interrupt(futures)
             raise
+
+
+def _result(future: Future[Planned]) -> Planned:
+    # Short waits: see tf.SIGNAL_CHECK_SECONDS (a signal must not wait for the plan to end).
+    while True:
+        try:
+            return future.result(timeout=tf.SIGNAL_CHECK_SECONDS)
+        except TimeoutError:
+            continue
 
 
 def _interrupt(futures: Sequence[Future[Planned]]) -> None:
@@ -330,7 +339,7 @@ def _interrupt(futures: Sequence[Future[Planned]]) -> None:
     tf.interrupt_running()
     while not all(f.done() for f in futures):
         try:
-            wait(futures)
+            wait(futures, timeout=tf.SIGNAL_CHECK_SECONDS)
         except KeyboardInterrupt:
             tf.interrupt_running()
 

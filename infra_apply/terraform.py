@@ -36,6 +36,10 @@ OUT_FILE = ".infra-apply-terraform.stdout"
 ERR_FILE = ".infra-apply-terraform.stderr"
 PID_FILE = ".infra-apply-terraform.pid"
 FOLLOW_SECONDS = 0.05  # how often a quiet output file is checked for more
+# Blocking waits on the main thread wake up this often: CPython runs a signal handler when a
+# blocking call is interrupted, and a signal landing just before the call blocks would
+# otherwise wait for the call to end (the whole apply) before infra-apply passes it on.
+SIGNAL_CHECK_SECONDS = 0.1
 EARLIER_TIMEOUT_SECONDS = 900.0  # a real droplet create can take minutes
 
 # Every Terraform process ``run`` is waiting on, whatever the thread: only the main thread
@@ -160,8 +164,8 @@ def _launch(
     worker.start()
     while True:
         try:
-            done.wait()
-            break
+            if done.wait(SIGNAL_CHECK_SECONDS):
+                break
         except KeyboardInterrupt as exc:
             interrupted = interrupted or exc
     worker.join()
@@ -222,8 +226,10 @@ def _wait(
             t.start()
         while True:
             try:
-                proc.wait()
+                proc.wait(SIGNAL_CHECK_SECONDS)
                 break
+            except subprocess.TimeoutExpired:
+                continue
             except KeyboardInterrupt as exc:
                 interrupted = interrupted or exc  # the first signal decides the exit code
                 proc.send_signal(signal.SIGINT)
