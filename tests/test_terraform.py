@@ -1,4 +1,5 @@
-"""The Terraform boundary: argument building, finding the binary, the token, and Ctrl-C.
+"""The Terraform boundary: argument building, finding the binary, the token, Ctrl-C and the other
+signals, and Terraform outliving a killed infra-apply.
 
 Fake ``terraform`` executables here are small Python scripts (absolute shebang to this
 interpreter) that log what they were asked to do to a file outside every state dir.
