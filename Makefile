@@ -4,11 +4,13 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PY      := $(BIN)/python
 
-.PHONY: help venv test-tools demo test golden lint bench bench-regen render-check clean-bench
+.PHONY: help venv test-tools demo test faults soak golden lint bench bench-regen render-check clean-bench
 
 help:
 	@echo "make demo          plan the example tree against the sandbox (no account, no test tools)"
 	@echo "make test          run the test suite (installs the test tools on first use)"
+	@echo "make faults        fault injection: 10 kills per signal (TERM, HUP, KILL) mid-apply"
+	@echo "make soak          the e2e suite 10 times under CPU load (SOAK_ROUNDS=n for another count)"
 	@echo "make golden        re-render generated/ (the golden files) after a template change"
 	@echo "make lint          ruff + mypy"
 	@echo "make bench         benchmarks on a synthetic 2,000-manifest tree (bench/out/)"
@@ -39,6 +41,15 @@ demo: venv
 
 test: $(TEST_TOOLS)
 	$(BIN)/pytest -q
+
+# Several minutes: infra-apply killed 10 times per signal at the apply phase (tests/test_faults.py).
+faults: $(TEST_TOOLS)
+	$(BIN)/pytest -q -p no:cacheprovider -m faults tests/test_faults.py
+
+# Long: the e2e suite SOAK_ROUNDS times (default 10) while two CPU-bound processes run.
+SOAK_ROUNDS ?= 10
+soak: $(TEST_TOOLS)
+	tests/soak.sh $(SOAK_ROUNDS)
 
 # The golden files are generated/ itself: re-render, then review the diff before committing.
 golden: venv

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -21,10 +23,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Group(click.Group):
-    """Catches the one exception family once; Ctrl-C exits 130; bugs keep their traceback."""
+    """Catches the one exception family once; Ctrl-C exits 130 (SIGTERM 143, SIGHUP 129, once
+    Terraform has stopped cleanly); bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from infra_apply.errors import InfraApplyError, ValidationFailed
+        from infra_apply.errors import InfraApplyError, Stopped, ValidationFailed
 
         try:
             return super().invoke(ctx)
@@ -36,10 +39,15 @@ class Group(click.Group):
         except InfraApplyError as exc:
             click.echo(exc.format(), err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("infra-apply: interrupted", err=True)
-            ctx.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except KeyboardInterrupt as exc:
+            _interrupted(ctx, exc)
+        except click.Abort as exc:
+            # click's prompts turn any KeyboardInterrupt into Abort; a SIGTERM or SIGHUP at the
+            # confirmation prompt still exits 143 / 129 (nothing was applied).
+            if isinstance(exc.__context__, Stopped):
+                _interrupted(ctx, exc.__context__)
+            raise
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception:
             traceback.print_exc()
@@ -48,6 +56,16 @@ class Group(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_BUG)
+
+
+def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
+    from infra_apply.errors import Stopped
+
+    how = f" by {signal_name(exc.signum)}" if isinstance(exc, Stopped) else ""
+    # After a SIGHUP the terminal may be gone: failing to say so must not change the exit.
+    with contextlib.suppress(OSError):
+        click.echo(f"infra-apply: interrupted{how}", err=True)
+    ctx.exit(exc.exit_code if isinstance(exc, Stopped) else 130)
 
 
 class Settings:
@@ -868,10 +886,36 @@ def completion(shell: str, mesh_hosts: Path | None) -> None:
     click.echo(script(cli, shell), nl=False)
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP take Ctrl-C's path: every running Terraform is told to stop, waited
+    for, and infra-apply exits 128 + signum. Without this their default action would end
+    infra-apply at once, leaving Terraform behind mid-apply.
+
+    A signal the caller already ignores (``nohup`` ignores SIGHUP) stays ignored.
+    """
+    from infra_apply.errors import Stopped
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)  # Windows has no SIGHUP
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, stop)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def main() -> None:
     # Windows consoles and pipes: keep our own messages printable whatever the locale.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
+    stop_on_signals()
     cli(prog_name="infra-apply")
 
 

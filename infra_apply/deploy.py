@@ -195,6 +195,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         env = terraform_env(ctx, name, sandbox_env)
         wd = tf.Workdir(binary, path, env)
         lock = lock_working_copy(path, name)
+        if path.is_dir():
+            tf.wait_for_earlier(path, _prefixed(ctx.say, name))
         try:
             sync(ctx, project.rendered[name], path, backend, sandbox_env)
         except OSError as exc:
@@ -202,6 +204,10 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         model = project.model.producer(name) or ProducerModel(name)
         out.append(Prepared(model, project.rendered[name], wd, cloud, setup, lock))
     return out
+
+
+def _prefixed(say: Say, producer: str) -> Say:
+    return lambda line: say(f"{producer}: {line}")
 
 
 def sync(
@@ -339,10 +345,19 @@ def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) ->
             for p in preps
         ]
         try:
-            return [f.result() for f in futures]
+            return [_result(f) for f in futures]
         except KeyboardInterrupt:
             _interrupt(futures)
             raise
+
+
+def _result(future: Future[Planned]) -> Planned:
+    # Short waits: see tf.SIGNAL_CHECK_SECONDS (a signal must not wait for the plan to end).
+    while True:
+        try:
+            return future.result(timeout=tf.SIGNAL_CHECK_SECONDS)
+        except TimeoutError:
+            continue
 
 
 def _interrupt(futures: Sequence[Future[Planned]]) -> None:
@@ -353,7 +368,7 @@ def _interrupt(futures: Sequence[Future[Planned]]) -> None:
     tf.interrupt_running()
     while not all(f.done() for f in futures):
         try:
-            wait(futures)
+            wait(futures, timeout=tf.SIGNAL_CHECK_SECONDS)
         except KeyboardInterrupt:
             tf.interrupt_running()
 

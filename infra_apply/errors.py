@@ -97,3 +97,17 @@ class MeshError(InfraApplyError):
     """mesh-hosts.json is missing, invalid, or a host conflicts."""
 
     default_rule = "mesh"
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP. A KeyboardInterrupt on purpose: it takes exactly Ctrl-C's path (every
+    running Terraform gets its Ctrl-C and is waited for, so it stops cleanly and writes state),
+    then infra-apply exits 128 + the signal number (143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

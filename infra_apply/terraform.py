@@ -9,6 +9,7 @@ into the command line as ``-synchronous=false``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,20 @@ from infra_apply.errors import InfraApplyError, TerraformError
 
 MIN_VERSION = (1, 5, 0)
 Printer = Callable[[str], None]
+
+# Terraform writes its output to files in the working copy, never to a pipe to infra-apply:
+# with a pipe, Terraform dies of SIGPIPE as soon as infra-apply is gone (SIGKILL, a closed
+# terminal), before it records what it created, and the next run creates it again. The pid
+# file names the running Terraform so a later run can wait for one its stopped run left behind.
+OUT_FILE = ".infra-apply-terraform.stdout"
+ERR_FILE = ".infra-apply-terraform.stderr"
+PID_FILE = ".infra-apply-terraform.pid"
+FOLLOW_SECONDS = 0.05  # how often a quiet output file is checked for more
+# Blocking waits on the main thread wake up this often: CPython runs a signal handler when a
+# blocking call is interrupted, and a signal landing just before the call blocks would
+# otherwise wait for the call to end (the whole apply) before infra-apply passes it on.
+SIGNAL_CHECK_SECONDS = 0.1
+EARLIER_TIMEOUT_SECONDS = 900.0  # a real droplet create can take minutes
 
 # Every Terraform process ``run`` is waiting on, whatever the thread: only the main thread
 # ever sees a KeyboardInterrupt, so workers (parallel plans) need the main thread to forward it.
@@ -98,55 +114,131 @@ def run(
     echo: Printer | None = None,
     echo_stderr: Printer | None = None,
 ) -> Result:
-    """Run Terraform, streaming lines to ``echo`` while it runs.
+    """Run Terraform in ``cwd``, streaming lines to ``echo`` while it runs.
 
-    Terraform runs in its own process group so a Ctrl-C reaches it exactly once from us: it
-    then stops cleanly and releases its state lock; a second Ctrl-C is forwarded too
-    (Terraform's hard stop). KeyboardInterrupt is re-raised once Terraform has exited.
+    Terraform runs in its own session with its output going to files in ``cwd`` (0600) that
+    are followed from here, so nothing ties its life to infra-apply's: a Ctrl-C (or SIGTERM /
+    SIGHUP, see cli.py) reaches it exactly once from us, it stops cleanly and writes state; a
+    second one is forwarded too (Terraform's hard stop). KeyboardInterrupt is re-raised once
+    Terraform has exited. If infra-apply is killed outright, Terraform finishes on its own and
+    ``wait_for_earlier`` makes the next run wait for it.
     """
+    refuse_if_earlier_running(cwd)
+    proc, interrupted = _launch(argv, cwd, env)
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            umask=0o077,  # state, plans and .terraform/ private to the user (state holds passwords)
-        )
-    except OSError as exc:
-        raise TerraformError(f"cannot start {argv[0]}: {exc.strerror}") from None
-    with _running_lock:
-        _running.add(proc)
-    try:
-        return _wait(proc, echo, echo_stderr)
+        return _wait(proc, cwd, echo, echo_stderr, interrupted)
     finally:
         with _running_lock:
             _running.discard(proc)
+        if proc.poll() is not None:  # a Terraform still running keeps its pid file
+            _forget(cwd)
 
 
-def _wait(proc: subprocess.Popen[bytes], echo: Printer | None, echo_stderr: Printer | None) -> Result:
-    out: list[str] = []
-    err: list[str] = []
-    readers = [
-        threading.Thread(target=_pump, args=(proc.stdout, out, echo), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, err, echo_stderr), daemon=True),
-    ]
-    for t in readers:
-        t.start()
-    interrupted = False
+def _launch(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str]
+) -> tuple[subprocess.Popen[bytes], KeyboardInterrupt | None]:
+    """Start Terraform and record it, on a helper thread.
+
+    Signals become exceptions on the main thread only. One arriving while Terraform is being
+    started must not leave a Terraform that nobody waits for and no pid file names: it is
+    kept, and handled once Terraform is recorded (``_wait`` passes it on first thing).
+    """
+    launched: list[subprocess.Popen[bytes] | BaseException] = []
+    done = threading.Event()
+
+    def launch() -> None:
+        try:
+            proc = _start(argv, cwd, env)
+            with _running_lock:
+                _running.add(proc)
+            with contextlib.suppress(OSError):  # without a pid file only a SIGKILL case is worse off
+                _record(cwd, proc, argv)
+            launched.append(proc)
+        except BaseException as exc:  # raised again on the caller's thread
+            launched.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=launch, name="terraform-start", daemon=True)
+    interrupted: KeyboardInterrupt | None = None
+    worker.start()
     while True:
         try:
-            proc.wait()
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-            proc.send_signal(signal.SIGINT)
-    for t in readers:
-        t.join()
-    if interrupted:
-        raise KeyboardInterrupt
+            if done.wait(SIGNAL_CHECK_SECONDS):
+                break
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
+    worker.join()
+    [outcome] = launched
+    if isinstance(outcome, OSError):
+        _forget(cwd)
+        raise TerraformError(f"cannot start {argv[0]}: {outcome.strerror}") from None
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome, interrupted
+
+
+def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    out = _private_file(cwd / OUT_FILE)
+    try:
+        err = _private_file(cwd / ERR_FILE)
+        try:
+            return subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=dict(env),
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                umask=0o077,  # state, plans and .terraform/ private to the user (state holds passwords)
+            )
+        finally:
+            os.close(err)
+    finally:
+        os.close(out)
+
+
+def _private_file(path: Path) -> int:
+    """A new file only the user can read (Terraform's output may carry sensitive values)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    cwd: Path,
+    echo: Printer | None,
+    echo_stderr: Printer | None,
+    interrupted: KeyboardInterrupt | None = None,
+) -> Result:
+    out: list[str] = []
+    err: list[str] = []
+    exited = threading.Event()
+    if interrupted is not None:  # it came while Terraform was starting
+        proc.send_signal(signal.SIGINT)
+    with open(cwd / OUT_FILE, "rb") as out_file, open(cwd / ERR_FILE, "rb") as err_file:
+        readers = [
+            threading.Thread(target=_follow, args=(out_file, out, echo, exited), daemon=True),
+            threading.Thread(target=_follow, args=(err_file, err, echo_stderr, exited), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        while True:
+            try:
+                proc.wait(SIGNAL_CHECK_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except KeyboardInterrupt as exc:
+                interrupted = interrupted or exc  # the first signal decides the exit code
+                proc.send_signal(signal.SIGINT)
+        exited.set()
+        for t in readers:
+            t.join()
+    if interrupted is not None:
+        raise interrupted
     return Result(proc.returncode, "".join(out), "".join(err))
 
 
@@ -164,14 +256,144 @@ def interrupt_running() -> int:
     return len(procs)
 
 
-def _pump(stream: IO[bytes] | None, sink: list[str], echo: Printer | None) -> None:
-    assert stream is not None
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", "replace")
-        sink.append(line)
-        if echo is not None:
-            echo(line.rstrip("\n"))
-    stream.close()
+def _follow(stream: IO[bytes], sink: list[str], echo: Printer | None, exited: threading.Event) -> None:
+    """Pass on each line written to ``stream`` until the writer has exited and all is read."""
+    partial = b""
+    while True:
+        done = exited.is_set()  # checked before reading: whatever it wrote is then in the file
+        chunk = stream.readline()
+        if chunk:
+            partial += chunk
+            if partial.endswith(b"\n"):
+                echo = _emit(partial, sink, echo)
+                partial = b""
+        elif done:
+            break
+        else:
+            exited.wait(FOLLOW_SECONDS)
+    if partial:
+        _emit(partial, sink, echo)
+
+
+def _emit(raw: bytes, sink: list[str], echo: Printer | None) -> Printer | None:
+    """Keep the line; show it while showing works (a closed terminal must not stop the run)."""
+    line = raw.decode("utf-8", "replace")
+    sink.append(line)
+    if echo is None:
+        return None
+    try:
+        echo(line.rstrip("\n"))
+    except OSError:
+        return None
+    return echo
+
+
+# --- a Terraform left running by a stopped infra-apply ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The Terraform a run recorded in its working copy's pid file."""
+
+    pid: int
+    started: str | None  # start time from /proc: a reused pid is not the same process
+    command: str
+
+    def alive(self) -> bool:
+        return _alive(self.pid, self.started)
+
+
+def _record(cwd: Path, proc: subprocess.Popen[bytes], argv: Sequence[str]) -> None:
+    doc = {"pid": proc.pid, "started": _start_time(proc.pid), "command": " ".join(argv[1:2])}
+    tmp = cwd / f"{PID_FILE}.tmp"
+    fd = _private_file(tmp)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, cwd / PID_FILE)
+
+
+def _forget(cwd: Path) -> None:
+    for name in (PID_FILE, OUT_FILE, ERR_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (cwd / name).unlink()
+
+
+def earlier_run(cwd: Path) -> Earlier | None:
+    """The Terraform recorded in ``cwd`` by a run that did not see it exit, if any."""
+    try:
+        doc = json.loads((cwd / PID_FILE).read_text("utf-8"))
+        return Earlier(int(doc["pid"]), doc.get("started"), str(doc.get("command", "")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: nothing we could wait for
+
+
+def refuse_if_earlier_running(cwd: Path) -> None:
+    earlier = earlier_run(cwd)
+    if earlier is not None and earlier.alive():
+        raise TerraformError(_still_running(earlier, cwd))
+
+
+def wait_for_earlier(cwd: Path, say: Printer, timeout: float = EARLIER_TIMEOUT_SECONDS) -> None:
+    """Before using a working copy: let a Terraform left by a stopped run finish writing state.
+
+    An infra-apply killed outright (SIGKILL) leaves its Terraform running on purpose, so that
+    it records what it creates. Starting another Terraform there before it ends would fail on
+    its state lock or, worse, plan from the state it has not written yet.
+    """
+    earlier = earlier_run(cwd)
+    if earlier is None:
+        return
+    if earlier.alive():
+        say(
+            f"an earlier terraform {earlier.command} (pid {earlier.pid}) left by a stopped infra-apply "
+            f"run is still running in {cwd}; waiting up to {timeout:g} s for it to finish and write state"
+        )
+        deadline = time.monotonic() + timeout
+        while earlier.alive():
+            if time.monotonic() > deadline:
+                raise TerraformError(_still_running(earlier, cwd, waited=timeout))
+            time.sleep(FOLLOW_SECONDS)  # not our child: there is nothing to wait() on
+        say(f"the earlier terraform {earlier.command} (pid {earlier.pid}) has finished")
+    _forget(cwd)
+
+
+def _still_running(earlier: Earlier, cwd: Path, waited: float | None = None) -> str:
+    after = f" after {waited:g} s" if waited is not None else ""
+    return (
+        f"an earlier terraform {earlier.command} (pid {earlier.pid}) is still running in {cwd}{after}; "
+        f"let it finish (or stop it cleanly: kill -INT {earlier.pid}), then rerun"
+    )
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from the state field on (the command name may hold spaces); None if absent."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text("utf-8", "replace")
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split()
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    if Path("/proc/self/stat").exists():
+        fields = _proc_stat(pid)
+        if fields is None or fields[0] in ("Z", "X"):  # gone, or exited and not yet reaped
+            return False
+        return started is None or (len(fields) > 19 and fields[19] == started)
+    try:  # no /proc (macOS): the pid alone has to do
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def error_text(result: Result) -> str:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from infra_apply import terraform as tf
 from infra_apply.sandbox import cloud
 from infra_apply.state import root_key
+from tests import stopping
 from tests.conftest import cli_env, run_cli
 
 QUINN = {"com.uvlava.dns", "com.uvlava.quinn.artifacts", "com.uvlava.quinn.mcp"}
@@ -61,8 +65,10 @@ class Ops:
 
 
 @pytest.fixture
-def ops(example: Path) -> Ops:
-    return Ops(example)
+def ops(example: Path) -> Iterator[Ops]:
+    ops = Ops(example)
+    yield ops
+    stopping.clean_up(ops)
 
 
 def test_apply_one_producer_then_no_changes(ops: Ops) -> None:
@@ -222,35 +228,142 @@ def test_failed_apply_keeps_state_and_a_rerun_converges(ops: Ops) -> None:
 
 
 def test_ctrl_c_stops_terraform_cleanly_and_a_rerun_converges(ops: Ops) -> None:
+    # The creates wait at a gate the test opens only once Terraform has the interrupt: the
+    # signal cannot arrive after the apply is over, however slow the machine.
     ops.sandbox("plan", "--producer", "quinn")
-    cloud.inject_faults(ops.cloud, create_delay=2.0)
-    command = [
-        sys.executable,
-        "-m",
-        "infra_apply",
-        "--root",
-        str(ops.root),
-        "apply",
-        "--producer",
-        "quinn",
-        "--auto-approve",
-        "--sandbox",
-        "--out",
-        str(ops.out),
-        "--mesh-hosts",
-        str(ops.mesh),
-    ]
-    proc = subprocess.Popen(command, env=ops.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "Creating..." in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    gate = ops.base / "gate"
+    run = stopping.apply_stopped_at_gate(ops, signal.SIGINT, gate)
+    cloud.release_gate(gate)
+    code, _, err = run.finish()
+    assert code == 130, err
+    assert "infra-apply: interrupted" in err and "Traceback" not in err
     cloud.inject_faults(ops.cloud)
     code, _, err = ops.apply("quinn")
     assert code == 0, err
-    assert sorted(d["name"] for d in cloud.list_droplets(ops.cloud)) == sorted(QUINN)
+    stopping.assert_no_duplicate_and_state_matches_cloud(ops, QUINN)
     assert ops.sandbox("plan", "--producer", "quinn")[0] == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_terraform_like_ctrl_c_and_leave_no_duplicate(ops: Ops, signum: int) -> None:
+    # The issue's repro: quinn applied, one droplet added, the signal lands during the apply.
+    assert ops.apply("quinn")[0] == 0
+    ops.edit("@quinn/.infra.yaml", "droplets:\n", "droplets:\n" + SPARE)
+    gate = ops.base / "gate"
+    run = stopping.apply_stopped_at_gate(ops, signum, gate)
+    cloud.release_gate(gate)  # Terraform, told to stop, still waits for the create in flight
+    code, out, err = run.finish()
+    assert code == 128 + signum, out + err
+    assert f"infra-apply: interrupted by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert "digitalocean_droplet.quinn_spare: Creation complete" in out  # recorded, not abandoned
+    stopping.assert_no_process_left(ops)
+    cloud.inject_faults(ops.cloud)
+    code, out, err = ops.apply("quinn")
+    assert code == 0, err
+    assert "(digitalocean_droplet.quinn_spare)" not in out  # no second droplet planned
+    stopping.assert_no_duplicate_and_state_matches_cloud(ops, QUINN | {"com.uvlava.quinn.spare"})
+    assert ops.sandbox("plan", "--producer", "quinn")[0] == 0
+
+
+def test_after_sigkill_terraform_records_what_it_creates_and_the_rerun_waits_for_it(ops: Ops) -> None:
+    assert ops.apply("quinn")[0] == 0
+    ops.edit("@quinn/.infra.yaml", "droplets:\n", "droplets:\n" + SPARE)
+    gate = ops.base / "gate"
+    stopping.apply_stopped_at_gate(ops, signal.SIGKILL, gate)
+    # infra-apply is gone; its Terraform is still applying (held at the gate). A rerun now
+    # must wait for it rather than plan from the state it has not written yet.
+    cloud.inject_faults(ops.cloud)
+    rerun = stopping.start(ops, "apply", "--producer", "quinn", "--auto-approve", name="rerun")
+    stopping.wait_for(lambda: "waiting up to" in rerun.stderr(), "the rerun to wait for terraform", rerun)
+    cloud.release_gate(gate)
+    code, out, err = rerun.finish()
+    assert code == 0, out + err
+    assert "the earlier terraform apply" in err and "has finished" in err
+    assert "(digitalocean_droplet.quinn_spare)" not in out  # the orphaned Terraform recorded it
+    stopping.assert_no_duplicate_and_state_matches_cloud(ops, QUINN | {"com.uvlava.quinn.spare"})
+    stopping.assert_no_lock_left(ops)
+    stopping.assert_no_process_left(ops)
+    assert ops.sandbox("plan", "--producer", "quinn")[0] == 0
+
+
+def test_sandbox_provider_exits_when_its_terraform_is_killed(ops: Ops) -> None:
+    ops.sandbox("plan", "--producer", "quinn")
+    gate = ops.base / "gate"
+    cloud.inject_faults(ops.cloud, gate=gate)
+    run = stopping.start(ops, "apply", "--producer", "quinn", "--auto-approve")
+    stopping.wait_for(lambda: cloud.gate_started(gate), "a droplet create to reach the gate", run)
+    earlier = tf.earlier_run(stopping.working_copy(ops))
+    assert earlier is not None and earlier.command == "apply"
+    os.kill(earlier.pid, signal.SIGKILL)  # Terraform dies without stopping its providers
+    code, out, err = run.finish()
+    assert code == 1 and "terraform apply failed" in err and "Traceback" not in err, out + err
+    stopping.assert_no_process_left(ops)  # before the gate opens: nothing else would end them
+    cloud.release_gate(gate)
+    cloud.inject_faults(ops.cloud)
+    assert ops.apply("quinn")[0] == 0
+    stopping.assert_no_duplicate_and_state_matches_cloud(ops, QUINN)
+
+
+SPARE = """  - name: com.uvlava.quinn.spare
+    role: spare
+    size: s-1vcpu-1gb
+    hosts: [spare]
+    services:
+      - { name: spare-api, kind: api, port: 8900 }
+"""
+
+
+def test_sigterm_at_the_confirmation_prompt_exits_143_and_applies_nothing(ops: Ops) -> None:
+    import pty
+    import select
+
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "infra_apply",
+            "--root",
+            str(ops.root),
+            "apply",
+            "--producer",
+            "quinn",
+            "--sandbox",
+            "--out",
+            str(ops.out),
+            "--mesh-hosts",
+            str(ops.mesh),
+        ],
+        env=ops.env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        preexec_fn=stopping.default_signals,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read(until: bytes | None) -> None:
+        nonlocal seen
+        while until is None or until not in seen:
+            ready, _, _ = select.select([master], [], [], stopping.WAIT_SECONDS)
+            assert ready, f"no output within {stopping.WAIT_SECONDS} s:\n{seen.decode()}"
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal's other end has closed
+                chunk = b""
+            if not chunk:
+                assert until is None, seen.decode()
+                return
+            seen += chunk
+
+    read(b"Apply these changes to producer quinn?")
+    # A signal that lands after input() printed its prompt but before it blocks in read() waits
+    # for a keypress (CPython checks signals on EINTR only): signal it once it is reading.
+    stopping.wait_for(lambda: stopping.blocked_reading_stdin(proc.pid), "infra-apply to read the answer")
+    proc.send_signal(signal.SIGTERM)
+    read(None)
+    os.close(master)
+    assert proc.wait(timeout=60) == 143, seen.decode()
+    assert b"infra-apply: interrupted by SIGTERM" in seen and b"Traceback" not in seen
+    assert ops.droplets() == {}

@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -572,3 +574,41 @@ def test_parallel_apply_keeps_the_cloud_consistent(workdir_factory: Any) -> None
     assert state_ids == {d["id"] for d in droplets}
     workdir.tf("destroy", "-auto-approve", "-no-color", "-parallelism=8")
     assert cloud.list_droplets(workdir.cloud) == []
+
+
+ORPHAN_PARENT = """
+import subprocess, sys, time
+child = (
+    "import os, time\\n"
+    "from infra_apply.sandbox.provider import exit_with_parent\\n"
+    "exit_with_parent()\\n"
+    "print(os.getpid(), flush=True)\\n"
+    "time.sleep(600)\\n"
+)
+proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+print(proc.stdout.readline().strip(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_provider_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    # Terraform killed outright (OOM, kill -9) never stops its providers; they must not live on.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_PARENT], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())  # printed once the child has armed itself
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _running(child):
+        assert time.monotonic() < deadline, f"provider stand-in {child} outlived its parent"
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")

@@ -1,4 +1,5 @@
-"""The Terraform boundary: argument building, finding the binary, the token, and Ctrl-C.
+"""The Terraform boundary: argument building, finding the binary, the token, Ctrl-C and the other
+signals, and Terraform outliving a killed infra-apply.
 
 Fake ``terraform`` executables here are small Python scripts (absolute shebang to this
 interpreter) that log what they were asked to do to a file outside every state dir.
@@ -26,7 +27,7 @@ import pytest
 
 from infra_apply import terraform as tf
 from infra_apply.deploy import Context, terraform_env, token_env
-from infra_apply.errors import InfraApplyError
+from infra_apply.errors import InfraApplyError, Stopped
 from infra_apply.sandbox.install import install
 from tests.conftest import REPO, cli_env, run_cli
 
@@ -497,7 +498,8 @@ def start_in_own_group(
     argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[str]:
     """Like a command typed at a terminal: its own process group (Ctrl-C goes to the whole
-    group) and SIGINT at its default, whatever this test runner inherited."""
+    group) and SIGINT, SIGTERM and SIGHUP at their defaults, whatever this test runner inherited
+    (a runner under nohup ignores SIGHUP, and infra-apply keeps an ignored signal ignored)."""
     return subprocess.Popen(
         argv,
         env=env,
@@ -507,8 +509,13 @@ def start_in_own_group(
         stderr=subprocess.PIPE,
         text=True,
         process_group=0,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_signals,
     )
+
+
+def default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("presses", [1, 2])
@@ -549,8 +556,12 @@ def test_interrupt_running_reaches_terraform_on_a_worker_thread(tmp_path: Path) 
     assert tf.interrupt_running() == 0
 
 
-def interrupt_cli(example: Path, *args: str) -> tuple[int, str, str, list[str]]:
-    """Run the CLI with a fake terraform that sleeps in ``plan``; press Ctrl-C once there."""
+def interrupt_cli(
+    example: Path, *args: str, signum: int = signal.SIGINT, still_running: list[int] | None = None
+) -> tuple[int, str, str, list[str]]:
+    """Run the CLI with a fake terraform that sleeps in ``plan``; press Ctrl-C once there (the
+    terminal signals the whole group), or send ``signum`` to infra-apply alone (as ``kill``,
+    systemd or a closing terminal do)."""
     log = example / "tf.log"
     fake = fake_terraform(example / "bin", log)
     env = cli_env(example, INFRA_APPLY_TERRAFORM=str(fake))
@@ -570,8 +581,13 @@ def interrupt_cli(example: Path, *args: str) -> tuple[int, str, str, list[str]]:
     )
     try:
         wait_until(lambda: "planning" in log_lines(log), cli)
-        os.killpg(cli.pid, signal.SIGINT)
+        if signum == signal.SIGINT:
+            os.killpg(cli.pid, signal.SIGINT)
+        else:
+            os.kill(cli.pid, signum)
         out, err = cli.communicate(timeout=8)
+        if still_running is not None:  # fake terraforms alive when infra-apply had exited
+            still_running.extend(pid for pid in fake_pids(log) if tf._alive(pid, None))
     finally:
         if cli.poll() is None:
             cli.kill()
@@ -581,6 +597,10 @@ def interrupt_cli(example: Path, *args: str) -> tuple[int, str, str, list[str]]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(line.split()[1]), signal.SIGKILL)
     return cli.returncode, out, err, log_lines(log)
+
+
+def fake_pids(log: Path) -> list[int]:
+    return [int(line.split()[1]) for line in log_lines(log) if line.startswith("pid ")]
 
 
 def test_ctrl_c_during_apply_stops_terraform_and_exits_130(example: Path) -> None:
@@ -596,3 +616,143 @@ def test_ctrl_c_during_plan_stops_terraform_and_exits_130(example: Path) -> None
     assert code == 130, out + err
     assert "infra-apply: interrupted" in err and "Traceback" not in err
     assert log.count("SIGINT") == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize(
+    "command", [("plan",), ("apply", "--auto-approve")], ids=["plan (worker threads)", "apply"]
+)
+def test_sigterm_and_sighup_stop_terraform_like_ctrl_c(
+    example: Path, signum: int, command: tuple[str, ...]
+) -> None:
+    still_running: list[int] = []
+    code, out, err, log = interrupt_cli(
+        example, command[0], "--producer", "quinn", *command[1:], signum=signum, still_running=still_running
+    )
+    assert code == 128 + signum, out + err
+    assert f"infra-apply: interrupted by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert log.count("SIGINT") == 1  # Terraform was told to stop cleanly ...
+    assert still_running == []  # ... and infra-apply waited for it to exit
+    assert not any(line.startswith("argv apply") for line in log)
+
+
+# --- Terraform never depends on infra-apply being alive ----------------------------------------
+
+SHOW_OUTPUT = """#!{python}
+import os, stat, sys
+for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+    st = os.fstat(fd)
+    kind = "file" if stat.S_ISREG(st.st_mode) else "pipe"
+    print(fd, kind, oct(st.st_mode & 0o777), file=stream, flush=True)
+"""
+
+
+def test_terraform_writes_to_private_files_not_to_a_pipe(tmp_path: Path) -> None:
+    # A pipe would kill Terraform (SIGPIPE) once infra-apply is gone, before it records state.
+    fake = tmp_path / "bin" / "terraform"
+    fake.parent.mkdir()
+    fake.write_text(SHOW_OUTPUT.format(python=sys.executable))
+    fake.chmod(0o755)
+    echoed: list[str] = []
+    result = tf.run([str(fake)], tmp_path, {}, echo=echoed.append, echo_stderr=echoed.append)
+    assert result.code == 0
+    assert result.stdout == "1 file 0o600\n" and result.stderr == "2 file 0o600\n"
+    assert sorted(echoed) == ["1 file 0o600", "2 file 0o600"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".infra-apply-terraform")]
+
+
+def sleeper(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A stand-in for a Terraform left running: it ends when the test creates ``release``."""
+    release = tmp_path / "release"
+    code = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+    return subprocess.Popen([sys.executable, "-c", code, str(release)]), release
+
+
+def test_a_run_waits_for_the_terraform_a_killed_run_left_behind(tmp_path: Path) -> None:
+    proc, release = sleeper(tmp_path)
+    tf._record(tmp_path, proc, ["terraform", "apply", "infra-apply.tfplan"])
+    said: list[str] = []
+    waiter = threading.Thread(target=tf.wait_for_earlier, args=(tmp_path, said.append))
+    waiter.start()
+    wait_until(lambda: bool(said))
+    assert f"an earlier terraform apply (pid {proc.pid})" in said[0] and "waiting up to" in said[0]
+    with pytest.raises(tf.TerraformError, match=f"pid {proc.pid}"):
+        tf.run([sys.executable, "-c", "pass"], tmp_path, {})  # never two Terraforms in one folder
+    release.touch()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert said[-1] == f"the earlier terraform apply (pid {proc.pid}) has finished"
+    assert not (tmp_path / tf.PID_FILE).exists()
+    proc.wait()
+
+
+def test_waiting_for_an_earlier_terraform_is_bounded(tmp_path: Path) -> None:
+    proc, release = sleeper(tmp_path)
+    try:
+        tf._record(tmp_path, proc, ["terraform", "apply"])
+        with pytest.raises(tf.TerraformError) as exc:
+            tf.wait_for_earlier(tmp_path, lambda _: None, timeout=0.2)
+        assert f"still running in {tmp_path} after 0.2 s" in exc.value.message
+        assert f"kill -INT {proc.pid}" in exc.value.message
+        assert (tmp_path / tf.PID_FILE).exists()  # the next run must still know about it
+    finally:
+        release.touch()
+        proc.wait()
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_earlier_terraform(tmp_path: Path) -> None:
+    proc, release = sleeper(tmp_path)
+    try:
+        tf._record(tmp_path, proc, ["terraform", "apply"])
+        doc = json.loads((tmp_path / tf.PID_FILE).read_text())
+        assert doc["started"]  # its start time, read from /proc
+        doc["started"] = str(int(doc["started"]) - 1)  # the same pid, another process
+        (tmp_path / tf.PID_FILE).write_text(json.dumps(doc))
+        said: list[str] = []
+        tf.wait_for_earlier(tmp_path, said.append, timeout=0.2)
+        assert said == []
+        assert not (tmp_path / tf.PID_FILE).exists()
+    finally:
+        release.touch()
+        proc.wait()
+
+
+def test_an_ignored_sighup_stays_ignored() -> None:
+    # nohup infra-apply ...: the caller asked for hangups to be ignored; SIGTERM still stops.
+    code = (
+        "import signal\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "from infra_apply.cli import stop_on_signals\n"
+        "stop_on_signals()\n"
+        "hup, term = signal.getsignal(signal.SIGHUP), signal.getsignal(signal.SIGTERM)\n"
+        "print(hup is signal.SIG_IGN, callable(term))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_signal_while_terraform_starts_reaches_it_once_it_runs(tmp_path: Path, monkeypatch: Any) -> None:
+    # The signal lands in the instant Terraform is being started: it must still be told to
+    # stop and be waited for, never left running unrecorded.
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log)
+    start = tf._start
+
+    def start_then_signal(*args: Any) -> subprocess.Popen[bytes]:
+        proc = start(*args)
+        wait_until(lambda: "planning" in log_lines(log))  # its own SIGINT handler is ready
+        os.kill(os.getpid(), signal.SIGTERM)  # raised on the main thread, mid-start
+        return proc
+
+    def stop(signum: int, _: object) -> None:
+        raise Stopped(signum)
+
+    monkeypatch.setattr(tf, "_start", start_then_signal)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped):
+            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert log_lines(log).count("SIGINT") == 1
+    assert not [pid for pid in fake_pids(log) if tf._alive(pid, None)]

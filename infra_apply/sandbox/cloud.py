@@ -499,10 +499,21 @@ def add_user(cloud: Cloud, cluster_id: str, name: str, mysql_auth_plugin: str | 
 # cloud misbehaves, not the provider), keyed by droplet name.
 
 
+GATE_TIMEOUT_SECONDS = 120.0
+GATE_RELEASE = "release"
+GATE_STARTED_PREFIX = "started-"
+
+
 def inject_faults(
-    path: PathLike, *, fail_create: Sequence[str] = (), create_delay: float = 0.0, message: str = ""
+    path: PathLike,
+    *,
+    fail_create: Sequence[str] = (),
+    create_delay: float = 0.0,
+    message: str = "",
+    gate: PathLike | None = None,
 ) -> None:
-    """Make creating the named droplets fail, and/or every droplet create take ``create_delay`` s.
+    """Make creating the named droplets fail, and/or every droplet create take ``create_delay`` s,
+    and/or every droplet create wait at ``gate`` (see ``wait_at_gate``).
 
     Called with no arguments it clears every fault.
     """
@@ -510,6 +521,7 @@ def inject_faults(
         c["faults"] = {
             "fail_create": {name: message or f"droplet {name!r}: 422 sandbox fault" for name in fail_create},
             "create_delay": create_delay,
+            "gate": str(Path(gate).resolve()) if gate is not None else None,
         }
 
 
@@ -520,3 +532,50 @@ def create_fault(c: Cloud, name: str) -> str | None:
 
 def create_delay(path: PathLike) -> float:
     return float(load(path).get("faults", {}).get("create_delay", 0.0))
+
+
+def create_gate(path: PathLike) -> Path | None:
+    gate = load(path).get("faults", {}).get("gate")
+    return Path(gate) if gate else None
+
+
+# A gate lets a test stop a droplet create at a point it controls instead of guessing a delay:
+# the create announces itself with a marker file, then waits until the test releases the gate.
+
+
+def wait_at_gate(gate: Path, name: str, timeout: float = GATE_TIMEOUT_SECONDS) -> None:
+    """Write ``gate/started-<name>``, then block until ``gate/release`` exists.
+
+    Bounded: a gate nobody releases fails the create (CloudError) instead of hanging Terraform.
+    """
+    import time
+
+    gate.mkdir(parents=True, exist_ok=True)
+    marker = gate / (GATE_STARTED_PREFIX + _file_safe(name))
+    marker.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    release = gate / GATE_RELEASE
+    deadline = time.monotonic() + timeout
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise CloudError(f"droplet {name!r}: sandbox gate {gate} not released within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def gate_started(gate: PathLike) -> list[str]:
+    """Names (file-safe) of the droplet creates that reached the gate, sorted."""
+    folder = Path(gate)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[len(GATE_STARTED_PREFIX) :] for p in folder.glob(GATE_STARTED_PREFIX + "*"))
+
+
+def release_gate(gate: PathLike) -> None:
+    folder = Path(gate)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / GATE_RELEASE).touch()
+
+
+def _file_safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.-]", "_", name)[:200] or "_"

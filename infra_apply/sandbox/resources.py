@@ -172,15 +172,18 @@ class CloudResource(Resource):
             self.binding.finish(record, state)
         return state
 
-    def before_create(self, path: Path) -> None:
-        """Runs before the create transaction, outside the cloud's lock; nothing by default."""
+    def before_create(self, diags: Diags, path: Path, planned: State) -> bool:
+        """Runs before the create transaction, outside the cloud's lock; False stops the create
+        (a diagnostic says why). Nothing by default."""
+        return True
 
     def create(self, ctx: Any, planned: State) -> State | None:
         b = self.binding
         path = cloud_path(ctx.diagnostics)
         if path is None:
             return None
-        self.before_create(path)
+        if not self.before_create(ctx.diagnostics, path, planned):
+            return None
         with _reported(ctx.diagnostics, f"Error creating {b.label}"), cloud.transaction(path) as c:
             return self.state(b.add(c, planned), planned)
         return None
@@ -374,10 +377,17 @@ class Droplet(CloudResource):
             paths.append("ipv6")
         return paths
 
-    def before_create(self, path: Path) -> None:
+    def before_create(self, diags: Diags, path: Path, planned: State) -> bool:
         delay = cloud.create_delay(path)
         if delay:
             time.sleep(delay)  # outside the lock: a slow create must not serialise the others
+        gate = cloud.create_gate(path)
+        if gate is not None:
+            with _reported(diags, "Error creating droplet"):
+                cloud.wait_at_gate(gate, planned["name"])
+            if diags.has_errors():
+                return False
+        return True
 
 
 # ---------------------------------------------------------------- digitalocean_firewall

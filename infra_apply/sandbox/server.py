@@ -15,7 +15,9 @@ including ``terraform show -json``, and start-up time counts.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,66 @@ def _load_tls(path: Path) -> tuple[bytes, Any] | None:
     return chain, credentials
 
 
+PARENT_CHECK_SECONDS = 0.5
+
+
+def exit_with_parent() -> None:
+    """End this process when the Terraform that started it dies.
+
+    Terraform stops its providers when it ends normally; when it is killed outright they would
+    otherwise be reparented and serve an empty socket forever. On Linux the kernel signals us
+    the moment the parent goes (PR_SET_PDEATHSIG); everywhere a watchdog thread notices the
+    parent pid change. The signal is also sent when merely the parent *thread* that started us
+    ends, so it only ends the process once the parent pid has really changed.
+    """
+    import os
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        return os.getppid() != parent
+
+    def on_parent_death(_signum: int, _frame: object) -> None:
+        if orphaned():
+            os._exit(1)
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            import ctypes
+
+            signal.signal(signal.SIGUSR2, on_parent_death)
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGUSR2), 0, 0, 0)
+
+    def watch() -> None:
+        while not orphaned():
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    if orphaned():  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _keep_serving_on_stop(runner: Any) -> None:
+    """Terraform's Ctrl-C sends StopProvider and then waits for the operations in flight; tf
+    stops its server right there, which kills a create between the cloud's answer and
+    Terraform's record of it (a droplet Terraform never hears of). Like SDKv2 providers, keep
+    serving until Terraform shuts the plugin down; the operations here are short."""
+    base = runner._ShutdownInterceptor
+
+    class Interceptor(base):  # type: ignore[misc, valid-type]
+        def intercept_service(self, continuation: Any, details: Any) -> Any:
+            if details.method == "/tfplugin6.Provider/StopProvider":
+                return continuation(details)
+            return super().intercept_service(continuation, details)
+
+    runner._ShutdownInterceptor = Interceptor
+
+
 def main(tls_file: str | None = None) -> None:
     """Serve the provider: what the launcher ``install`` writes runs (Terraform starts it as
     ``terraform-provider-digitalocean`` from the sandbox mirror, never from PATH).
@@ -145,8 +207,10 @@ def main(tls_file: str | None = None) -> None:
     import tf.provider
     from tf import runner
 
+    exit_with_parent()
     # run_provider imports ProviderServicer from tf.provider when it is called.
     tf.provider.ProviderServicer = _servicer_class()
+    _keep_serving_on_stop(runner)
     if tls_file is not None:
         make_certificate = runner._self_signed_cert
 
