@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 import pytest
@@ -319,6 +320,15 @@ def test_no_secret_from_a_fixture_reaches_any_format(fixture: str) -> None:
     for output in all_formats(plans, {"quinn": QUINN_MODEL}):
         for secret in SECRETS:
             assert secret not in output
+
+
+def test_sandbox_passwords_in_the_resize_fixture_reach_no_format() -> None:
+    # resize_ports.json is a real sandbox plan: its database passwords are the sandbox's own.
+    raw = (FIXTURES / "resize_ports.json").read_text()
+    passwords = set(re.findall(r"AVNS_[A-Za-z0-9]+", raw))
+    assert passwords
+    for output in all_formats([parse_plan("quinn", json.loads(raw), {})], {"quinn": QUINN_MODEL}):
+        assert not [p for p in passwords if p in output]
 
 
 def test_fixtures_really_carry_the_secrets() -> None:
