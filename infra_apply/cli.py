@@ -553,6 +553,14 @@ def _plan_nothing(ctx: click.Context, found: Any, names: list[str], fmt: str, li
     shell_complete=_complete("droplets"),
     help="Allow replacing (destroy + create) this droplet, database or user.",
 )
+@click.option(
+    "--allow-resize",
+    multiple=True,
+    metavar="NAME",
+    shell_complete=_complete("droplets"),
+    help="Allow resizing this droplet in place: downtime (powered off, resized, powered on) and a "
+    "disk that grows and can never be shrunk back.",
+)
 @sandbox_option
 @click.option(
     "--with-gpu",
@@ -571,6 +579,7 @@ def apply(
     auto_approve: bool,
     allow_destroy: tuple[str, ...],
     allow_replace: tuple[str, ...],
+    allow_resize: tuple[str, ...],
     sandbox: bool,
     gpu: tuple[str, ...],
     out: Path,
@@ -579,9 +588,11 @@ def apply(
     """Plan one producer, guard, confirm, apply exactly that saved plan, register its hosts.
 
     The guard refuses (exit 3) a plan that deletes or replaces a droplet, database or database
-    user not named with --allow-destroy / --allow-replace. A live apply refuses when generated/
-    is stale. Terraform's progress streams while it runs; Ctrl-C stops it cleanly. With
-    --mesh-hosts, the new hosts are then written to mesh-hosts.json (see `register`).
+    user not named with --allow-destroy / --allow-replace, or resizes a droplet in place (a
+    size change: downtime, and its disk can never shrink back) not named with --allow-resize.
+    A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
+    Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
+    mesh-hosts.json (see `register`).
     """
     from infra_apply import deploy, mesh
     from infra_apply.errors import InfraApplyError
@@ -594,7 +605,7 @@ def apply(
 
     def show(planned: Any, verdict: Any) -> None:
         click.echo(format_text([ProducerReport(planned.plan, verdict, prep.producer)]), nl=False)
-        for unused in unused_allowances(planned.plan, allow_destroy, allow_replace):
+        for unused in unused_allowances(planned.plan, allow_destroy, allow_replace, allow_resize):
             click.echo(f"infra-apply: warning: {unused.message}", err=True)
 
     def confirm(planned: Any) -> bool:
@@ -612,6 +623,7 @@ def apply(
         prep,
         allow_destroy=allow_destroy,
         allow_replace=allow_replace,
+        allow_resize=allow_resize,
         confirm=confirm,
         show=show,
         echo=click.echo,

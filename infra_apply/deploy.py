@@ -395,6 +395,7 @@ def apply_producer(
     *,
     allow_destroy: Sequence[str],
     allow_replace: Sequence[str],
+    allow_resize: Sequence[str] = (),
     confirm: Callable[[Planned], bool],
     show: Callable[[Planned, GuardVerdict], None],
     echo: Say,
@@ -402,7 +403,7 @@ def apply_producer(
 ) -> ApplyOutcome:
     """Plan, show, guard, confirm, apply exactly that saved plan, then register the hosts."""
     planned = plan_one(prep, ctx.say, gpu=gpu)
-    verdict = guard(planned.plan, allow_destroy, allow_replace)
+    verdict = guard(planned.plan, allow_destroy, allow_replace, allow_resize)
     show(planned, verdict)
     if not verdict.ok:
         from infra_apply.guard import refusal_message
