@@ -580,7 +580,7 @@ ORPHAN_PARENT = """
 import subprocess, sys, time
 child = (
     "import os, time\\n"
-    "from infra_apply.sandbox.provider import exit_with_parent\\n"
+    "from infra_apply.sandbox.server import exit_with_parent\\n"
     "exit_with_parent()\\n"
     "print(os.getpid(), flush=True)\\n"
     "time.sleep(600)\\n"
