@@ -6,13 +6,14 @@ Each producer gets a working copy under the state dir holding the freshly render
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -306,12 +307,23 @@ def lock_working_copy(path: Path, producer: str) -> Any:
 # --- plan -----------------------------------------------------------------------------------
 
 
-def plan_one(prep: Prepared, say: Say, *, gpu: Iterable[str] = ()) -> Planned:
+def plan_one(
+    prep: Prepared,
+    say: Say,
+    *,
+    gpu: Iterable[str] = (),
+    provider_env: Callable[[], Mapping[str, str]] | None = None,
+) -> Planned:
+    """Init if needed, plan into the saved plan file, read it back with ``show -json``.
+
+    ``provider_env``: extra environment for the plan and show only (the sandbox's shared provider,
+    see sandbox/reattach.py); never for init or apply."""
     ensure_init(prep, say)
     say(f"{prep.producer.name}: terraform plan")
     variables = gpu_variables(prep, gpu)
-    changed = tf.plan(prep.wd, PLAN_FILE, variables=variables)
-    raw = tf.show_json(prep.wd, PLAN_FILE)
+    wd = prep.wd if provider_env is None else replace(prep.wd, env={**prep.wd.env, **provider_env()})
+    changed = tf.plan(wd, PLAN_FILE, variables=variables)
+    raw = tf.show_json(wd, PLAN_FILE)
     plan = parse_plan(prep.producer.name, raw, prep.rendered.names)
     return Planned(prep, plan, changed or plan.has_changes, raw)
 
@@ -339,9 +351,22 @@ def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) ->
             f"--with-gpu {', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
         )
     workers = max(1, min(len(preps), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with contextlib.ExitStack() as stack:
+        provider_env = None
+        if preps and preps[0].sandbox is not None:
+            from infra_apply.sandbox.reattach import shared_provider
+
+            shared = stack.enter_context(shared_provider(preps[0].sandbox.launcher, preps[0].wd.env))
+            provider_env = shared.env
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
         futures = [
-            pool.submit(plan_one, p, say, gpu=[g for g in gpu if g in p.rendered.gpu_variables])
+            pool.submit(
+                plan_one,
+                p,
+                say,
+                gpu=[g for g in gpu if g in p.rendered.gpu_variables],
+                provider_env=provider_env,
+            )
             for p in preps
         ]
         try:
