@@ -166,7 +166,7 @@ def token_env(env: Mapping[str, str], producer: str, warn: Say | None = None) ->
 
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
     """Working copies for ``producers``, synced to the fresh render and initialised if needed."""
-    binary = tf.find_binary(ctx.env)
+    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
     backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
     sandbox_env: dict[str, str] | None = None
     cloud: Path | None = None

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.fs import PRIVATE_FILE, atomic_write
+from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
 
 MIN_VERSION = (1, 5, 0)
 Printer = Callable[[str], None]
@@ -62,8 +62,12 @@ class Result:
     stderr: str
 
 
-def find_binary(env: Mapping[str, str] | None = None) -> Binary:
-    """``INFRA_APPLY_TERRAFORM``, else ``terraform`` on PATH; at least 1.5."""
+def find_binary(env: Mapping[str, str] | None = None, *, version_cache: Path | None = None) -> Binary:
+    """``INFRA_APPLY_TERRAFORM``, else ``terraform`` on PATH; at least 1.5.
+
+    ``version_cache``: a file remembering the version of a binary by its path, size and
+    modification time, so a run need not start Terraform once more only to ask it.
+    """
     env = os.environ if env is None else env
     wanted = env.get("INFRA_APPLY_TERRAFORM") or "terraform"
     path = shutil.which(wanted, path=env.get("PATH"))
@@ -72,6 +76,17 @@ def find_binary(env: Mapping[str, str] | None = None) -> Binary:
             f"terraform binary {wanted!r} not found; install Terraform >= 1.5 "
             "(https://developer.hashicorp.com/terraform/install) or set INFRA_APPLY_TERRAFORM"
         )
+    key = _binary_key(path)
+    version = _cached_version(version_cache, key)
+    if version is None:
+        version = _ask_version(path, env)
+        _remember_version(version_cache, key, version)
+    if _version_tuple(version) < MIN_VERSION:
+        raise InfraApplyError(f"{path} is Terraform {version}; infra-apply needs Terraform >= 1.5")
+    return Binary(path, version)
+
+
+def _ask_version(path: str, env: Mapping[str, str]) -> str:
     try:
         out = subprocess.run(
             [path, "version", "-json"],
@@ -84,12 +99,36 @@ def find_binary(env: Mapping[str, str] | None = None) -> Binary:
                 "CHECKPOINT_DISABLE": "1",
             },
         )
-        version = str(json.loads(out.stdout)["terraform_version"])
+        return str(json.loads(out.stdout)["terraform_version"])
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
         raise InfraApplyError(f"{path} does not answer like Terraform ({exc})") from None
-    if _version_tuple(version) < MIN_VERSION:
-        raise InfraApplyError(f"{path} is Terraform {version}; infra-apply needs Terraform >= 1.5")
-    return Binary(path, version)
+
+
+def _binary_key(path: str) -> str:
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return ""
+    return f"{real}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _cached_version(cache: Path | None, key: str) -> str | None:
+    if cache is None or not key:
+        return None
+    try:
+        found = json.loads(cache.read_text("utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _remember_version(cache: Path | None, key: str, version: str) -> None:
+    if cache is None or not key:
+        return
+    with contextlib.suppress(OSError, InfraApplyError):  # only a cache
+        private_dirs(cache.parent, cache.parent.parent)
+        atomic_write(cache, json.dumps({key: version}), mode=PRIVATE_FILE)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -218,6 +218,23 @@ def test_a_binary_named_by_the_variable_is_looked_up_on_path(tmp_path: Path) -> 
     assert found == tf.Binary(str(fake), "1.9.2")
 
 
+def test_the_version_is_asked_once_per_binary_and_again_when_it_changes(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    fake = fake_terraform(tmp_path / "bin", log, version="1.9.2")
+    env = {"INFRA_APPLY_TERRAFORM": str(fake), "PATH": os.environ["PATH"]}
+    cache = tmp_path / "state" / "cache" / "terraform-version.json"
+    asked = lambda: log.read_text().count("argv version")  # noqa: E731
+    assert tf.find_binary(env, version_cache=cache).version == "1.9.2"
+    assert tf.find_binary(env, version_cache=cache).version == "1.9.2"
+    assert asked() == 1  # the second run did not start Terraform to ask
+    upgraded = fake_terraform(tmp_path / "bin", log, version="1.10.0")  # same path, new file
+    os.utime(upgraded, ns=(0, fake.stat().st_mtime_ns + 10**9))
+    assert tf.find_binary(env, version_cache=cache).version == "1.10.0"
+    assert asked() == 2
+    cache.write_text("not json")  # a damaged cache is only a cache
+    assert tf.find_binary(env, version_cache=cache).version == "1.10.0"
+
+
 @needs_terraform
 def test_the_real_terraform_is_found() -> None:
     env = {k: v for k, v in os.environ.items() if k != "INFRA_APPLY_TERRAFORM"}
