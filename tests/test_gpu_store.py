@@ -4,25 +4,19 @@ compare-and-swapped with the real ``terraform`` binary, locally and in an S3 buc
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from infra_apply import terraform as tf
 from infra_apply.gpu import store as store_mod
-from infra_apply.gpu.config import GpuSettings
-from infra_apply.gpu.lease import Lease, mark_up, new_lease
+from infra_apply.gpu.lease import Lease, mark_up
 from infra_apply.gpu.store import (
     LeaseConflict,
     LeaseStore,
@@ -31,26 +25,17 @@ from infra_apply.gpu.store import (
     StoreBusy,
     encode,
     lease_copy,
-    open_store,
 )
 from infra_apply.state import Backend
+from tests.gpu_helpers import CT_GPU, SECRET_KEY, Bucket, make_store, moto_s3
+from tests.gpu_helpers import a_lease as helpers_lease
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-CT_GPU = "com.uvlava.ct.gpu"
-ACCESS_KEY = "AKIAINFRAAPPLYGPU001"
-SECRET_KEY = "moto-secret-gpu-leases-never-in-files"
 TOKEN = "dop_v1_gpu_store_token_never_in_files"
 
 
 def a_lease(name: str = CT_GPU, producer: str = "ct", at: datetime = T0) -> Lease:
-    return new_lease(at, None, GpuSettings(name), producer=producer, who="ops@box")
-
-
-def make_store(state: Path, producer: str = "ct", backend: Backend | None = None, **env: str) -> LeaseStore:
-    work_root = state / "work" / "live" / "tree-0123456789"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DIGITALOCEAN_"))}
-    base.update(env)
-    return open_store(state, work_root, producer, backend or Backend("local"), tf.find_binary(base), base)
+    return helpers_lease(at, name, producer)
 
 
 @pytest.fixture
@@ -199,9 +184,9 @@ def test_exclusive_is_one_holder_per_machine(local: LeaseStore, tmp_path: Path) 
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        with pytest.raises(StoreBusy, match="another infra-apply is changing the GPU leases of producer ct"):
-            with local.exclusive(0):
-                pass
+        busy = pytest.raises(StoreBusy, match="another infra-apply is changing the GPU leases of producer ct")
+        with busy, local.exclusive(0):
+            pass
     finally:
         holder.communicate("done\n", timeout=60)
     with local.exclusive(0):  # free again once the holder has gone
@@ -234,45 +219,8 @@ def _serial(store: LeaseStore) -> int:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-class Bucket:
-    def __init__(self, endpoint: str) -> None:
-        self.name = f"tfstate-{uuid.uuid4().hex[:12]}"
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-        )
-        self.s3.create_bucket(Bucket=self.name)
-        self.backend = Backend("s3", bucket=self.name, endpoint=endpoint, key_prefix="live")
-
-    def store(self, state: Path, producer: str = "ct") -> LeaseStore:
-        return make_store(
-            state,
-            producer,
-            self.backend,
-            SPACES_ACCESS_KEY_ID=ACCESS_KEY,
-            SPACES_SECRET_ACCESS_KEY=SECRET_KEY,
-        )
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            body: bytes = self.s3.get_object(Bucket=self.name, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return body
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
