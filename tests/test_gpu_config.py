@@ -237,9 +237,9 @@ def test_gpu_must_be_a_table_of_tables() -> None:
 
 def test_a_name_that_is_not_a_droplet_name() -> None:
     line = error_of('[gpu."ct gpu"]\n')
-    assert (
-        line
-        == "infra-apply.toml:1:1: error config: [gpu.\"ct gpu\"] is not a droplet name (letters, digits, '.' and '-')"
+    assert line == (
+        'infra-apply.toml:1:1: error config: [gpu."ct gpu"] is not a droplet name '
+        "(letters, digits, '.' and '-')"
     )
 
 
