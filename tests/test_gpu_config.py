@@ -13,6 +13,7 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.config import (
     DurationError,
     GpuSettings,
+    Locate,
     defaults,
     format_duration,
     parse_duration,
@@ -91,7 +92,7 @@ def test_format_duration_is_read_back(value: timedelta, text: str) -> None:
 # --- parse_gpu_tables, fed the way config.py feeds it: tomllib's table and a locator -----------
 
 
-def locator(text: str):  # type: ignore[no-untyped-def]
+def locator(text: str) -> Locate:
     """(line, col) of a key path in ``text``: a small stand-in for config.py's locator, enough
     for the tables these tests write (one header per table, one key per line)."""
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from infra_apply.gpu.config import GpuSettings
-from infra_apply.gpu.lease import Claim, mark_up, new_lease
+from infra_apply.gpu.lease import Claim, Lease, mark_up, new_lease
 from infra_apply.gpu.status import GpuRef, LiveGpu, rows, to_json, to_text
 
 H, M = timedelta(hours=1), timedelta(minutes=1)
@@ -19,7 +19,7 @@ DECLARED = [GpuRef(MC, "mc"), GpuRef(CT, "ct"), GpuRef(QUINN, "quinn")]
 SETTINGS = {CT: GpuSettings(CT, region="tor1")}
 
 
-def up_lease():  # type: ignore[no-untyped-def]
+def up_lease() -> Lease:
     leased = new_lease(T0, None, GpuSettings(CT), producer="ct", who="ops@box")
     up = mark_up(leased, T0 + 5 * M, droplet_id="1001", ip="203.0.113.9", hourly_price=3.39)
     return replace(up, last_busy=T0 + 60 * M)

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from infra_apply import terraform as tf
-from infra_apply.gpu import store as store_mod
 from infra_apply.gpu.lease import Lease, mark_up
 from infra_apply.gpu.store import (
     LeaseConflict,
@@ -124,7 +123,7 @@ def test_a_write_between_plan_and_apply_makes_the_plan_stale(
             assert result.code == 0, result.stderr
         return doc
 
-    monkeypatch.setattr(store_mod.tf, "show_json", show_then_sneak_a_write)
+    monkeypatch.setattr(tf, "show_json", show_then_sneak_a_write)  # the module store.py calls
     with pytest.raises(LeaseConflict):
         local.write(seen, {CT_GPU: a_lease()})
     monkeypatch.undo()
