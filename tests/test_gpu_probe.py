@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.gpu.probe import ProbeResult, parse_depth, run_probe
+from infra_apply.gpu.config import GpuSettings, parse_duration
+from infra_apply.gpu.probe import ProbeResult, parse_depth, probe_gpu, run_probe
 
 
 @pytest.mark.parametrize(
@@ -122,3 +123,12 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_probe_gpu_runs_the_configured_command_with_its_timeout(tmp_path: Path) -> None:
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    quick = GpuSettings("g", queue_depth=f"cat {fifo}", probe_timeout=parse_duration("1s"))
+    assert probe_gpu(quick) == ProbeResult(failure="timed out after 1s")
+    assert probe_gpu(GpuSettings("g", queue_depth="echo 7")) == ProbeResult(depth=7)
+    assert probe_gpu(GpuSettings("g")) is None  # no probe configured: nothing runs

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from infra_apply.gpu.config import GpuSettings
+
 # More than any integer needs; the rest of a chatty probe's output is not read at all.
 OUTPUT_LIMIT = 64 * 1024
 # After SIGKILL the child is gone at once; this only bounds a wait on a process in the D state.
@@ -98,6 +100,15 @@ def run_probe(
         if code != 0:
             return ProbeResult(failure=_exit_failure(code, _read(err)))
         return parse_depth(stdout)
+
+
+def probe_gpu(
+    settings: GpuSettings, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> ProbeResult | None:
+    """The configured probe of a GPU; None when it has none (``decide`` then goes by the lease)."""
+    if settings.queue_depth is None:
+        return None
+    return run_probe(settings.queue_depth, settings.probe_timeout.total_seconds(), env=env, cwd=cwd)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
