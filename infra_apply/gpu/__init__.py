@@ -4,7 +4,7 @@
 - ``lease``: a lease and the pure decisions about it (new, renew, extend, keep or release);
 - ``store``: each producer's leases, kept in the Terraform state of a tiny root of their own;
 - ``probe``: the configured queue-depth command, bounded;
-- ``reap``: lock, read, probe, decide, claim, release, record — the reaper's one pass;
+- ``lifecycle``: gpu up / down / reap over a store: lease, record, claim, release, end;
 - ``status``: the rows ``gpu status`` prints.
 
 Nothing here provisions a droplet: releasing one is a callback the command layer supplies.

@@ -29,7 +29,7 @@ under Terraform's lock file) and compare-and-swapped, so two reapers can never b
 release: the one whose claim lands second gets ``LeaseConflict``, reads again and sees the
 claim. What does not: ``exclusive()`` is per machine, so two machines may both *probe* and
 *decide* at once; only the claim decides who acts. A claim left by a machine that died
-mid-release is taken over after ``reap.CLAIM_TTL``.
+mid-release is taken over after ``lifecycle.CLAIM_TTL``.
 
 With local state Terraform writes ``terraform.tfstate`` in place (truncate, write, fsync,
 under its own ``fcntl`` lock, previous version in ``terraform.tfstate.backup``), not by a
