@@ -1,0 +1,288 @@
+"""The GPU lifecycle's steps over a lease store: lease (``gpu up``), record the droplet, release
+(``gpu down``), and the reaper's pass (``gpu reap``).
+
+Provisioning and releasing a droplet is the command layer's business (a producer plan/apply
+with the GPU on or off, mesh registration): it comes in as a callback, so this module decides
+*whether* and *in which order*, never *how*.
+
+The order that keeps a team safe:
+
+- lease first, then create: an ordinary plan running meanwhile already keeps the GPU;
+- claim first, then release, then end the lease: the claim (written compare-and-swap) is what
+  makes exactly one reaper act, and a claimed lease no longer holds the GPU for ordinary plans;
+  a release that fails puts the lease back unclaimed with its error, and the next reap retries.
+
+Each step takes the store's ``exclusive()`` lock itself (re-entrant, so a caller may hold it
+around a longer sequence, e.g. ``gpu up``'s lease + apply + record).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from infra_apply.errors import InfraApplyError
+from infra_apply.gpu import lease as leases
+from infra_apply.gpu.config import GpuSettings, settings_for
+from infra_apply.gpu.lease import Claim, Decision, Lease, LeaseError
+from infra_apply.gpu.probe import ProbeResult
+from infra_apply.gpu.store import LeaseConflict, LeaseStore
+
+# A claim older than this was left by a run that died mid-release (killed, machine lost): the
+# next reap takes it over. Longer than any release (a producer apply destroying one droplet)
+# and than the example systemd unit's TimeoutStartSec.
+CLAIM_TTL = timedelta(minutes=30)
+ATTEMPTS = 3
+
+Clock = Callable[[], datetime]
+Prober = Callable[[GpuSettings], ProbeResult]
+Releaser = Callable[[Lease], None]  # raises InfraApplyError when the droplet was not released
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reap (or ``gpu down``) did with one lease."""
+
+    gpu: str
+    decision: Decision | None  # None when the lease was left alone (``skipped`` says why)
+    released: bool = False
+    error: str | None = None  # the release failed: the lease stays, the next reap retries
+    skipped: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def lines(self) -> list[str]:
+        """The report lines, each ``warning: ...``, ``info: ...`` or ``error: ...``."""
+        out = [f"warning: {w}" for w in (self.decision.warnings if self.decision else ())]
+        if self.skipped:
+            out.append(f"info: {self.gpu}: {self.skipped}")
+        elif self.decision is not None:
+            out.append(f"info: {self.decision.message}")
+        if self.released:
+            out.append(f"info: {self.gpu}: released")
+        if self.error:
+            out.append(
+                f"error: {self.gpu}: release failed, the lease stays and the next reap retries: {self.error}"
+            )
+        return out
+
+
+# --- gpu up --------------------------------------------------------------------------------
+
+
+def lease_gpu(
+    store: LeaseStore,
+    settings: GpuSettings,
+    *,
+    who: str,
+    for_: timedelta | None,
+    clock: Clock = leases.now_utc,
+    wait: float = 60,
+) -> Lease:
+    """Record (or renew) the lease ``gpu up`` needs before the droplet is created."""
+
+    def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
+        now = clock()
+        held = current.get(settings.name)
+        if held is not None and held.releasing is not None:
+            raise LeaseError(
+                f"{settings.name} is being released ({_claim_text(held.releasing)}); run gpu up again "
+                "when that has finished"
+            )
+        new = (
+            leases.renew(held, now, for_, settings)
+            if held is not None
+            else leases.new_lease(now, for_, settings, producer=store.producer, who=who)
+        )
+        return {**current, settings.name: new}
+
+    with store.exclusive(wait):
+        return store.update(change, ATTEMPTS).leases[settings.name]
+
+
+def record_up(
+    store: LeaseStore,
+    name: str,
+    *,
+    droplet_id: str,
+    ip: str | None,
+    hourly_price: float | None,
+    clock: Clock = leases.now_utc,
+    wait: float = 60,
+) -> Lease:
+    """The droplet is up: note its id, address and price on its lease."""
+
+    def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
+        if name not in current:
+            raise LeaseError(f"{name} has no lease to record its droplet on")
+        up = leases.mark_up(current[name], clock(), droplet_id=droplet_id, ip=ip, hourly_price=hourly_price)
+        return {**current, name: up}
+
+    with store.exclusive(wait):
+        return store.update(change, ATTEMPTS).leases[name]
+
+
+# --- gpu down ------------------------------------------------------------------------------
+
+
+def release_gpu(
+    store: LeaseStore,
+    name: str,
+    release: Releaser,
+    *,
+    who: str,
+    clock: Clock = leases.now_utc,
+    wait: float = 60,
+) -> Outcome:
+    """``gpu down NAME``: claim the lease, release the droplet, end the lease. A GPU without a
+    lease is released all the same (the command is the allowance), with nothing to end."""
+    with store.exclusive(wait):
+        mine = Claim(_claimant(who), leases.utc(clock()))
+
+        def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
+            lease = current.get(name)
+            if lease is None:
+                return dict(current)
+            if lease.releasing is not None and not _stale(lease.releasing, mine.at):
+                raise LeaseError(f"{name} is already being released ({_claim_text(lease.releasing)})")
+            return {**current, name: replace(lease, releasing=mine)}
+
+        claimed = store.update(change, ATTEMPTS).leases.get(name)
+        if claimed is None:
+            release(_unleased(name, store.producer, mine.at))
+            return Outcome(name, None, released=True)
+        decision = Decision("release", "down", claimed, f"{name}: gpu down: releasing")
+        return _act(store, [(claimed, decision)], release)[0]
+
+
+# --- gpu reap ------------------------------------------------------------------------------
+
+
+def reap(
+    store: LeaseStore,
+    settings: Mapping[str, GpuSettings],
+    *,
+    who: str,
+    probe: Prober,
+    release: Releaser,
+    clock: Clock = leases.now_utc,
+    wait: float = 0,
+) -> list[Outcome]:
+    """One pass of the reaper over the producer's leases.
+
+    ``StoreBusy`` when another run on this machine holds the leases (``wait`` = 0: a timer's
+    reap gives way at once and the next tick tries again). Each GPU with a configured
+    ``queue_depth`` is probed once per pass, even when a conflicting write makes it decide
+    again.
+    """
+    with store.exclusive(wait):
+        probed: dict[str, ProbeResult | None] = {}
+        for attempt in range(ATTEMPTS):
+            snapshot = store.read()
+            now = clock()
+            claimant = Claim(_claimant(who), leases.utc(now))
+            plans = [
+                _plan(lease, now, settings, probe, probed) for _, lease in sorted(snapshot.leases.items())
+            ]
+            after = dict(snapshot.leases)
+            for lease, decision, _ in plans:
+                if decision is not None and decision.action == "extend":
+                    after[lease.gpu] = decision.lease
+                elif decision is not None and decision.action == "release":
+                    after[lease.gpu] = replace(decision.lease, releasing=claimant)
+            if after == snapshot.leases:
+                break  # nothing to extend or claim: no write
+            try:
+                store.write(snapshot, after)
+                break
+            except LeaseConflict:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        ours = [(after[lease.gpu], d) for lease, d, _ in plans if d is not None and d.action == "release"]
+        done = {o.gpu: o for o in _act(store, ours, release)}
+        return [done.get(lease.gpu) or Outcome(lease.gpu, d, skipped=skip) for lease, d, skip in plans]
+
+
+def _plan(
+    lease: Lease,
+    now: datetime,
+    settings: Mapping[str, GpuSettings],
+    probe: Prober,
+    probed: dict[str, ProbeResult | None],
+) -> tuple[Lease, Decision | None, str | None]:
+    if lease.releasing is not None and not _stale(lease.releasing, now):
+        return lease, None, f"being released ({_claim_text(lease.releasing)}); left alone"
+    s = settings_for(lease.gpu, settings)
+    if lease.gpu not in probed:
+        probed[lease.gpu] = probe(s) if s.queue_depth else None
+    return lease, leases.decide(lease, now, probed[lease.gpu], s), None
+
+
+def _act(store: LeaseStore, claimed: Sequence[tuple[Lease, Decision]], release: Releaser) -> list[Outcome]:
+    """Release each claimed lease's droplet, then end the released leases and put the failed
+    ones back (unclaimed, with their error) in one write."""
+    errors: dict[str, str | None] = {}
+    claims = {lease.gpu: lease.releasing for lease, _ in claimed}
+    try:
+        for lease, _ in claimed:
+            try:
+                release(lease)
+                errors[lease.gpu] = None
+            except InfraApplyError as exc:
+                errors[lease.gpu] = exc.message
+    except BaseException:
+        # Interrupted (Ctrl-C, a bug): put back every claim not settled, so the next reap
+        # retries at once instead of after CLAIM_TTL, then stop as asked.
+        for lease, _ in claimed:
+            errors.setdefault(lease.gpu, "interrupted before the release finished")
+        store.update(_finisher(errors, claims), ATTEMPTS)
+        raise
+    if claimed:
+        store.update(_finisher(errors, claims), ATTEMPTS)
+    return [
+        Outcome(lease.gpu, d, released=errors[lease.gpu] is None, error=errors[lease.gpu])
+        for lease, d in claimed
+    ]
+
+
+def _finisher(
+    errors: Mapping[str, str | None], claims: Mapping[str, Claim | None]
+) -> Callable[[Mapping[str, Lease]], dict[str, Lease]]:
+    """End the released leases; put the failed ones back unclaimed with their error."""
+
+    def finish(current: Mapping[str, Lease]) -> dict[str, Lease]:
+        out = dict(current)
+        for name, error in errors.items():
+            held = out.get(name)
+            if held is None or held.releasing != claims[name]:
+                continue  # somebody took over our claim meanwhile (after CLAIM_TTL): theirs now
+            if error is None:
+                del out[name]
+            else:
+                out[name] = leases.release_failed(held, error)
+        return out
+
+    return finish
+
+
+def _stale(claim: Claim, now: datetime) -> bool:
+    return leases.utc(now) - claim.at >= CLAIM_TTL
+
+
+def _claimant(who: str) -> str:
+    """``who`` plus a run id: two runs of one user on one host never mistake each other's claim."""
+    return f"{who} run {uuid.uuid4().hex[:8]}"
+
+
+def _claim_text(claim: Claim) -> str:
+    return f"by {claim.by} since {leases.stamp(claim.at)}"
+
+
+def _unleased(name: str, producer: str, now: datetime) -> Lease:
+    """A stand-in lease for releasing a GPU nobody leased (``gpu down`` of an orphan)."""
+    at = leases.utc(now)
+    return Lease(gpu=name, producer=producer, who="-", since=at, until=at)
