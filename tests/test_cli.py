@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from infra_apply import cli as cli_module
+from infra_apply.errors import ExitCode
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, cli_env, project, run_cli, write_tree
 
 
@@ -112,7 +113,7 @@ def test_a_bug_prints_a_traceback_and_its_own_exit_code(
 
     monkeypatch.setattr("infra_apply.validate.validate_tree", boom)
     result = CliRunner().invoke(cli_module.cli, ["--root", str(tmp_path), "validate"])
-    assert result.exit_code == cli_module.EXIT_BUG
+    assert result.exit_code == ExitCode.BUG
     assert "Traceback" in result.stderr and "internal error" in result.stderr
 
 

@@ -1,7 +1,7 @@
-"""Shell completion: click's protocol (``_INFRA_APPLY_COMPLETE``) plus infra-apply's own names.
+"""``completion``: click's protocol (``_INFRA_APPLY_COMPLETE``) plus infra-apply's own names.
 
-``infra-apply completion bash|zsh|fish`` prints the script a shell sources; after that, <Tab>
-re-runs infra-apply in completion mode, which calls the callbacks below. They read the tree
+``infra-apply completion bash|zsh|fish`` prints the script a shell sources (``run``); after
+that, <Tab> re-runs infra-apply in completion mode, which calls the callbacks below. They read the tree
 under ``--root`` (or ``$INFRA_APPLY_ROOT``) cheaply, without a validation run, so completion
 works on a tree that does not validate yet and stays fast on a large one.
 """
@@ -22,7 +22,7 @@ COMPLETE_VAR = "_INFRA_APPLY_COMPLETE"
 _Keep = Callable[[DropletName], bool]
 
 
-def script(cli: click.Command, shell: str) -> str:
+def run(cli: click.Command, shell: str) -> str:
     """The completion script for ``shell``, as ``_INFRA_APPLY_COMPLETE=<shell>_source`` prints it."""
     cls = get_completion_class(shell)
     if cls is None:  # pragma: no cover - click.Choice limits shell to SHELLS
