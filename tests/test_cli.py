@@ -156,3 +156,18 @@ def test_live_apply_refuses_a_stale_generated_folder(example: Path) -> None:
     assert result.returncode == 1
     assert "is out of date with the manifests" in result.stderr and "Traceback" not in result.stderr
     assert not (example / "state" / "work").exists()  # stopped before Terraform
+
+
+def test_one_exit_code_enum_holds_the_contracts_numbers() -> None:
+    import signal
+
+    from infra_apply.errors import GuardRefused, InfraApplyError, Stopped
+
+    assert [(c.name, int(c)) for c in ExitCode] == [
+        ("OK", 0), ("ERROR", 1), ("CHANGES", 2), ("REFUSED", 3), ("BUG", 70),
+        ("HANGUP", 129), ("INTERRUPTED", 130), ("TERMINATED", 143),
+    ]  # fmt: skip
+    assert InfraApplyError("x").exit_code is ExitCode.ERROR
+    assert GuardRefused("x").exit_code is ExitCode.REFUSED
+    assert Stopped(signal.SIGTERM).exit_code is ExitCode.TERMINATED
+    assert Stopped(signal.SIGHUP).exit_code is ExitCode.HANGUP

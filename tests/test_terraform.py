@@ -187,6 +187,23 @@ sys.exit(3)
     return path
 
 
+def test_every_runner_raises_when_terraform_fails(tmp_path: Path) -> None:
+    """apply too: a failed apply must never be mistaken for a done one by a caller that
+    forgot to look at a return code."""
+    fake = fake_terraform(tmp_path / "bin", tmp_path / "log")  # exits 3 for apply, show, output
+    wd = tf.Workdir(tf.Binary(str(fake), "1.11.4"), tmp_path / "wd", {"PATH": os.environ["PATH"]})
+    wd.path.mkdir()
+    for what, call in (
+        ("apply", lambda: tf.apply(wd, "plan.bin")),
+        ("show", lambda: tf.show_json(wd, "plan.bin")),
+        ("output droplets", lambda: tf.output_json(wd, "droplets")),
+    ):
+        with pytest.raises(tf.CommandFailed) as failed:
+            call()
+        assert failed.value.what == what
+        assert failed.value.message.startswith(f"terraform {what} failed in {wd.path}:")
+
+
 def test_missing_binary_names_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(InfraApplyError) as exc:
         tf.find_binary({"INFRA_APPLY_TERRAFORM": str(tmp_path / "nope"), "PATH": os.environ["PATH"]})

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
 
 from infra_apply.errors import InfraApplyError
-from infra_apply.workcopy import Context, terraform_env, token_env
+from infra_apply.render import Rendered
+from infra_apply.state import Backend
+from infra_apply.workcopy import STAMP, Context, TerraformCopy, sync, terraform_env, token_env
 
 SECRET = "dop_v1_0123456789abcdef-vault-secret-for-quinn"
 
@@ -73,3 +76,39 @@ def test_token_from_the_vault_and_its_absence(tmp_path: Path) -> None:
     ctx = context(tmp_path, False, HOME=str(tmp_path))
     assert terraform_env(ctx, "quinn", None)["DIGITALOCEAN_TOKEN"] == SECRET
     assert "DIGITALOCEAN_TOKEN" not in ctx.env
+
+
+def test_sync_writes_the_render_privately_and_drops_what_is_no_longer_rendered(tmp_path: Path) -> None:
+    ctx = context(tmp_path, True)
+    path = tmp_path / "state" / "work" / "ct"
+    path.mkdir(parents=True, mode=0o755)
+    (path / "gone.tf").write_text("# rendered once\n")
+    (path / "terraform.tfstate").write_text("{}")
+    rendered = Rendered("ct", {"main.tf": "# main\n", "addresses.json": "{}\n"})
+    sync(ctx, rendered, path, Backend("local"), {"TF_CLI_CONFIG_FILE": "/dev/null"})
+    assert sorted(p.name for p in path.iterdir()) == ["main.tf", "terraform.tfstate"]
+    assert stat.S_IMODE((path / "main.tf").stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+class NeverInit:
+    """A terraform.Workdir stand-in proving init is skipped: running anything fails the test."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.env: dict[str, str] = {}
+
+    def must(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError(f"terraform ran: {args}")
+
+
+def test_init_runs_only_when_what_it_depends_on_changed(tmp_path: Path) -> None:
+    (tmp_path / ".terraform").mkdir()
+    (tmp_path / "versions.tf").write_text("terraform {}\n")
+    wd = NeverInit(tmp_path)
+    copy = TerraformCopy(wd, "ct", say=lambda _: None)  # type: ignore[arg-type]
+    (tmp_path / STAMP).write_text(copy._init_stamp())
+    copy.init()  # the stamp matches: nothing runs
+    (tmp_path / "versions.tf").write_text('terraform {\n  required_version = ">= 1.5"\n}\n')
+    with pytest.raises(AssertionError, match="terraform ran"):
+        copy.init()
