@@ -257,6 +257,15 @@ def sandbox_option(fn: F) -> F:
     )(fn)
 
 
+def names_option(*decls: str, help: str, kind: str = "droplets") -> Callable[[F], F]:
+    """A repeatable option naming droplets (completed from the manifests)."""
+    return click.option(*decls, multiple=True, metavar="NAME", shell_complete=_complete(kind), help=help)
+
+
+def gpu_option(help: str) -> Callable[[F], F]:
+    return names_option("--with-gpu", "gpu", help=help, kind="gpu_droplets")
+
+
 def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Context:
     """What the verbs that run Terraform take: the options, this process's environment, and
     stderr for progress lines."""
@@ -276,14 +285,7 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
 )
 @format_option("text", "json", "markdown")
 @sandbox_option
-@click.option(
-    "--with-gpu",
-    "gpu",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("gpu_droplets"),
-    help="Also plan the on-demand GPU droplet NAME (off by default).",
-)
+@gpu_option("Also plan the on-demand GPU droplet NAME (off by default).")
 @click.option(
     "--changed",
     is_flag=True,
@@ -350,29 +352,12 @@ def plan(
     help="The one producer to apply.",
 )
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
-@click.option(
-    "--allow-destroy",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("droplets"),
-    help="Allow deleting this droplet, database or database user (name or address).",
+@names_option(
+    "--allow-destroy", help="Allow deleting this droplet, database or database user (name or address)."
 )
-@click.option(
-    "--allow-replace",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("droplets"),
-    help="Allow replacing (destroy + create) this droplet, database or user.",
-)
+@names_option("--allow-replace", help="Allow replacing (destroy + create) this droplet, database or user.")
 @sandbox_option
-@click.option(
-    "--with-gpu",
-    "gpu",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("gpu_droplets"),
-    help="Also create the on-demand GPU droplet NAME for this apply.",
-)
+@gpu_option("Also create the on-demand GPU droplet NAME for this apply.")
 @out_option
 @mesh_option
 @click.pass_context
@@ -403,14 +388,8 @@ def apply(
         show=lambda text: click.echo(text, nl=False),
         confirm=confirm if sys.stdin.isatty() else None,
     )
-    done = verb.run(
-        _context(ctx, out, sandbox, mesh_hosts),
-        producer,
-        terminal,
-        verb.Allowances(allow_destroy, allow_replace),
-        auto_approve=auto_approve,
-        gpu=gpu,
-    )
+    options = verb.ApplyOptions(allow_destroy, allow_replace, auto_approve, gpu)
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options)
     _emit(ctx, verb.output(done))
 
 

@@ -7,7 +7,7 @@ the whole order of effects with a fake working copy and a scripted terminal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,11 +36,11 @@ class Terminal:
 
 
 @dataclass(frozen=True)
-class Allowances:
-    """What ``--allow-destroy`` / ``--allow-replace`` name (manifest names or addresses)."""
-
-    destroy: tuple[str, ...] = ()
-    replace: tuple[str, ...] = ()
+class ApplyOptions:
+    allow_destroy: tuple[str, ...] = ()  # manifest names or addresses the guard lets go
+    allow_replace: tuple[str, ...] = ()
+    auto_approve: bool = False  # apply without asking (needed without a terminal)
+    gpu: tuple[str, ...] = ()  # on-demand GPU droplets to create for this apply
 
 
 @dataclass(frozen=True)
@@ -55,44 +55,30 @@ class Applied:
         return self.planned.prep.producer.name
 
 
-def run(
-    ctx: Context,
-    producer: str,
-    terminal: Terminal,
-    allow: Allowances = Allowances(),
-    *,
-    auto_approve: bool = False,
-    gpu: Sequence[str] = (),
-) -> Applied:
+def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions = ApplyOptions()) -> Applied:
     check_registry(ctx)
     # A live apply applies only the Terraform under review: a stale generated/ is refused.
     prep = prepare_one(ctx, producer, refuse_stale=True)
-    return apply_producer(ctx, prep, terminal, allow, auto_approve=auto_approve, gpu=gpu)
+    return apply_producer(ctx, prep, terminal, options)
 
 
 def apply_producer(
-    ctx: Context,
-    prep: Prepared,
-    terminal: Terminal,
-    allow: Allowances = Allowances(),
-    *,
-    auto_approve: bool = False,
-    gpu: Sequence[str] = (),
+    ctx: Context, prep: Prepared, terminal: Terminal, options: ApplyOptions = ApplyOptions()
 ) -> Applied:
     """plan -> show -> guard -> confirm -> apply that saved plan -> register the hosts."""
     from infra_apply.report.text import format_text
 
     name = prep.producer.name
-    planned = plan_one(prep, ctx.say, gpu=gpu)
-    verdict = guard(planned.plan, allow.destroy, allow.replace)
+    planned = plan_one(prep, ctx.say, gpu=options.gpu)
+    verdict = guard(planned.plan, options.allow_destroy, options.allow_replace)
     terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer)]))
-    for unused in unused_allowances(planned.plan, allow.destroy, allow.replace):
+    for unused in unused_allowances(planned.plan, options.allow_destroy, options.allow_replace):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
         raise GuardRefused(refusal_message(verdict))
     applied = False
     if planned.changed:
-        if not _confirmed(name, terminal, auto_approve):
+        if not _confirmed(name, terminal, options.auto_approve):
             raise InfraApplyError("apply cancelled; nothing was changed")
         ctx.say(f"{name}: terraform apply (the saved plan shown above)")
         try:

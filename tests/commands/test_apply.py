@@ -56,7 +56,7 @@ def test_a_guard_refusal_never_reaches_confirm_or_apply(tmp_path: Path) -> None:
 def test_what_the_guard_allows_is_confirmed_and_applied(tmp_path: Path) -> None:
     world = World(tmp_path, "quinn", mesh=False)
     copy = world.copy("replace_delete", changed=True)
-    allow = apply.Allowances(("forge", "com.uvlava.quinn.mcp", "typo"), ("com.uvlava.quinn.artifacts",))
+    allow = apply.ApplyOptions(("forge", "com.uvlava.quinn.mcp", "typo"), ("com.uvlava.quinn.artifacts",))
     terminal = FakeTerminal(world.events, answer=True)
     done = apply.apply_producer(world.context(), world.prepared(copy), terminal.terminal(), allow)
     assert world.events == [*PLANNED, "confirm", "apply", "echo"]
@@ -89,7 +89,8 @@ def test_without_a_terminal_only_auto_approve_applies(tmp_path: Path) -> None:
         apply.apply_producer(world.context(), world.prepared(copy), no_terminal)
     assert world.events == PLANNED
     world.events.clear()
-    apply.apply_producer(world.context(), world.prepared(copy), no_terminal, auto_approve=True)
+    approved = apply.ApplyOptions(auto_approve=True)
+    apply.apply_producer(world.context(), world.prepared(copy), no_terminal, approved)
     assert world.events == [*PLANNED, "apply", "echo", "init", "output droplets"]
 
 
