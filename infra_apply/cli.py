@@ -356,6 +356,11 @@ def plan(
     "--allow-destroy", help="Allow deleting this droplet, database or database user (name or address)."
 )
 @names_option("--allow-replace", help="Allow replacing (destroy + create) this droplet, database or user.")
+@names_option(
+    "--allow-resize",
+    help="Allow resizing this droplet in place: downtime (powered off, resized, powered on) and a "
+    "disk that grows and can never be shrunk back.",
+)
 @sandbox_option
 @gpu_option("Also create the on-demand GPU droplet NAME for this apply.")
 @out_option
@@ -367,6 +372,7 @@ def apply(
     auto_approve: bool,
     allow_destroy: tuple[str, ...],
     allow_replace: tuple[str, ...],
+    allow_resize: tuple[str, ...],
     sandbox: bool,
     gpu: tuple[str, ...],
     out: Path,
@@ -375,9 +381,11 @@ def apply(
     """Plan one producer, guard, confirm, apply exactly that saved plan, register its hosts.
 
     The guard refuses (exit 3) a plan that deletes or replaces a droplet, database or database
-    user not named with --allow-destroy / --allow-replace. A live apply refuses when generated/
-    is stale. Terraform's progress streams while it runs; Ctrl-C stops it cleanly. With
-    --mesh-hosts, the new hosts are then written to mesh-hosts.json (see `register`).
+    user not named with --allow-destroy / --allow-replace, or resizes a droplet in place (a
+    size change: downtime, and its disk can never shrink back) not named with --allow-resize.
+    A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
+    Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
+    mesh-hosts.json (see `register`).
     """
     from infra_apply.commands import apply as verb
 
@@ -388,7 +396,13 @@ def apply(
         show=lambda text: click.echo(text, nl=False),
         confirm=confirm if sys.stdin.isatty() else None,
     )
-    options = verb.ApplyOptions(allow_destroy, allow_replace, auto_approve, gpu)
+    options = verb.ApplyOptions(
+        allow_destroy=allow_destroy,
+        allow_replace=allow_replace,
+        allow_resize=allow_resize,
+        auto_approve=auto_approve,
+        gpu=gpu,
+    )
     done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options)
     _emit(ctx, verb.output(done))
 

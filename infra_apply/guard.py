@@ -1,12 +1,13 @@
-"""The destroy/replace guard: what ``apply`` refuses, and the exact flag that would allow it.
+"""The destroy/replace/resize guard: what ``apply`` refuses, and the exact flag that allows it.
 
 Pure functions over a parsed ``ProducerPlan``. A plan that deletes or replaces a droplet,
-database or database user is refused unless that resource is named (manifest name or
-Terraform address, with or without its index) with the matching flag.
+database or database user, or resizes a droplet in place, is refused unless that resource is
+named (manifest name or Terraform address, with or without its index) with the matching flag.
 
-``--allow-destroy`` and ``--allow-replace`` are distinct: allowing a destroy does not allow
-a replacement of the same resource (a replacement also loses the box's disk and IP, but the
-operator who typed ``--allow-destroy`` was thinking of a resource that goes away for good).
+The flags are distinct: allowing a destroy does not allow a replacement of the same resource
+(a replacement also loses the box's disk and IP, but the operator who typed ``--allow-destroy``
+was thinking of a resource that goes away for good), and neither allows a resize (downtime and
+a disk that can never shrink back: a different cost, consented to by its own flag).
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ GUARDED_TYPES: frozenset[str] = frozenset(
     {"digitalocean_droplet", "digitalocean_database_db", "digitalocean_database_user"}
 )
 
-AllowFlag = Literal["--allow-destroy", "--allow-replace"]
+AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize"]
+Guarded = Literal["delete", "replace", "resize"]
+
+_FLAGS: Mapping[Guarded, AllowFlag] = {
+    "delete": "--allow-destroy",
+    "replace": "--allow-replace",
+    "resize": "--allow-resize",
+}
+_NOUNS: Mapping[Guarded, str] = {"delete": "deletion", "replace": "replacement", "resize": "resize"}
+_PARTICIPLES: Mapping[Guarded, str] = {"delete": "destroyed", "replace": "replaced", "resize": "resized"}
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,8 @@ class UnusedAllowance:
 
     @property
     def message(self) -> str:
-        kind = "deletion" if self.flag == "--allow-destroy" else "replacement"
-        text = f"{self.flag} {visible(self.value)} matches no {kind} in the plan for {self.producer}"
+        noun = next(_NOUNS[g] for g, flag in _FLAGS.items() if flag == self.flag)
+        text = f"{self.flag} {visible(self.value)} matches no {noun} in the plan for {self.producer}"
         return f"{text}; {self.hint}" if self.hint else text
 
 
@@ -54,53 +64,72 @@ def _allowance_keys(change: Change) -> set[str]:
     return {k for k in (change.name, change.address, change.base_address) if k}
 
 
+def _guarded_as(change: Change) -> Guarded | None:
+    """Which flag's consent a change needs, whatever its type (the guard filters types)."""
+    if change.resize is not None:
+        return "resize"
+    if change.action == "delete" or change.action == "replace":
+        return change.action
+    return None
+
+
 def guard(
-    plan: ProducerPlan, allow_destroy: Iterable[str], allow_replace: Iterable[str]
+    plan: ProducerPlan,
+    allow_destroy: Iterable[str],
+    allow_replace: Iterable[str],
+    allow_resize: Iterable[str] = (),
 ) -> GuardVerdict:
-    """Block deletes/replaces of droplets, databases and database users not explicitly allowed."""
-    allowed: dict[str, set[str]] = {"delete": set(allow_destroy), "replace": set(allow_replace)}
+    """Block deletes/replaces of droplets, databases and database users, and in-place droplet
+    resizes, not explicitly allowed."""
+    allowed: dict[Guarded, set[str]] = {
+        "delete": set(allow_destroy),
+        "replace": set(allow_replace),
+        "resize": set(allow_resize),
+    }
     blocked = tuple(
         c
         for c in display_order(plan.changes)
         if c.type in GUARDED_TYPES
-        and c.action in allowed
-        and not (_allowance_keys(c) & allowed[c.action])
+        and (kind := _guarded_as(c)) is not None
+        and not (_allowance_keys(c) & allowed[kind])
     )
     return GuardVerdict(blocked=blocked)
 
 
 def unused_allowances(
-    plan: ProducerPlan, allow_destroy: Iterable[str], allow_replace: Iterable[str]
+    plan: ProducerPlan,
+    allow_destroy: Iterable[str],
+    allow_replace: Iterable[str],
+    allow_resize: Iterable[str] = (),
 ) -> tuple[UnusedAllowance, ...]:
     """``--allow-*`` values naming nothing their flag allows (typos, or the wrong flag)."""
-    keys: dict[str, set[str]] = {"delete": set(), "replace": set()}
+    keys: dict[Guarded, set[str]] = {"delete": set(), "replace": set(), "resize": set()}
     for change in plan.changes:
-        if change.action in keys:
-            keys[change.action] |= _allowance_keys(change)
-    destroy = [
-        UnusedAllowance(plan.producer, "--allow-destroy", value, _hint(value, keys, "replace"))
-        for value in dict.fromkeys(allow_destroy)
-        if value not in keys["delete"]
-    ]
-    replace = [
-        UnusedAllowance(plan.producer, "--allow-replace", value, _hint(value, keys, "delete"))
-        for value in dict.fromkeys(allow_replace)
-        if value not in keys["replace"]
-    ]
-    return (*destroy, *replace)
+        if (kind := _guarded_as(change)) is not None:
+            keys[kind] |= _allowance_keys(change)
+    given: dict[Guarded, Iterable[str]] = {
+        "delete": allow_destroy,
+        "replace": allow_replace,
+        "resize": allow_resize,
+    }
+    return tuple(
+        UnusedAllowance(plan.producer, _FLAGS[kind], value, _hint(value, keys, kind))
+        for kind, values in given.items()
+        for value in dict.fromkeys(values)
+        if value not in keys[kind]
+    )
 
 
-def _hint(value: str, keys: Mapping[str, set[str]], actual: Literal["delete", "replace"]) -> str:
+def _hint(value: str, keys: Mapping[Guarded, set[str]], given: Guarded) -> str:
     # The usual mistake is the wrong flag: --allow-destroy for a box that is replaced, or back.
-    if value not in keys[actual]:
-        return ""
-    if actual == "replace":
-        return f"it is replaced: use --allow-replace {shell(value)}"
-    return f"it is destroyed: use --allow-destroy {shell(value)}"
+    for actual, flag in _FLAGS.items():
+        if actual != given and value in keys[actual]:
+            return f"it is {_PARTICIPLES[actual]}: use {flag} {shell(value)}"
+    return ""
 
 
 def allow_flag(change: Change) -> AllowFlag:
-    return "--allow-destroy" if change.action == "delete" else "--allow-replace"
+    return _FLAGS[_guarded_as(change) or "replace"]
 
 
 def allow_value(change: Change) -> str:

@@ -60,12 +60,17 @@ class LiveDroplet:
     producer: str
 
 
-ChangeKind = Literal["added", "updated", "removed"]
+ChangeKind = Literal["added", "updated", "replaced", "removed"]
 
 
 @dataclass(frozen=True)
 class HostChange:
-    """What happened to one host entry; ``fields`` lists the changed keys of an update."""
+    """What happened to one host entry; ``fields`` lists the changed keys of an update.
+
+    ``replaced``: the entry's droplet has a new id (same name, a new machine, e.g. after an
+    allowed replacement). It keeps its mesh IP; the run says so, because the peer behind that
+    IP is a fresh box (new host keys, new WireGuard key) that net-tools must set up again.
+    """
 
     kind: ChangeKind
     host: str
@@ -186,13 +191,15 @@ def plan_registration(
 
 
 def _merge_updates(changes: list[HostChange]) -> tuple[HostChange, ...]:
-    """One line per host: a rename followed by an update of the same entry is one update."""
+    """One line per host: a rename followed by an update (or a replacement) of the same entry
+    is one update (or one replacement)."""
     merged: dict[tuple[str, str], HostChange] = {}
     for c in changes:
-        key = (c.kind, c.host)
-        if c.kind == "updated" and key in merged:
+        key = ("updated", c.host) if c.kind in ("updated", "replaced") else (c.kind, c.host)
+        if key in merged:
             fields = tuple(dict.fromkeys(merged[key].fields + c.fields))
-            merged[key] = HostChange("updated", c.host, c.mesh_ip, c.droplet, fields)
+            kind: ChangeKind = "replaced" if "replaced" in (c.kind, merged[key].kind) else "updated"
+            merged[key] = HostChange(kind, c.host, c.mesh_ip, c.droplet, fields)
         else:
             merged[key] = c
     return tuple(merged.values())
@@ -348,12 +355,16 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
         "producer": d.producer,
     }
     changed = tuple(k for k in OWNED_FIELDS if k not in entry or entry[k] != wanted[k])
+    # Read before the update: an id the entry already had, now different, is a new machine.
+    # (str(): a hand-written numeric id equal to the live one is the same machine.)
+    old_id = entry.get("droplet_id")
+    replaced = old_id is not None and str(old_id) not in ("", d.droplet_id)
     for key in changed:  # assigning an existing key keeps its position in the entry
         entry[key] = wanted[key]
     if added:
         return [HostChange("added", host, mesh_ip, d.name)]
     if changed:
-        return [HostChange("updated", host, mesh_ip, d.name, changed)]
+        return [HostChange("replaced" if replaced else "updated", host, mesh_ip, d.name, changed)]
     return []
 
 
@@ -372,11 +383,15 @@ def _mesh_ip_text(entry: dict[str, Any]) -> str:
 
 
 def describe(result: RegistrationResult | WriteResult) -> list[str]:
-    """One line per changed host: ``+ forge 10.9.0.6 (com.uvlava.quinn.artifacts)``."""
+    """One line per changed host: ``+ forge 10.9.0.6 (com.uvlava.quinn.artifacts)``; a new
+    machine behind an entry: ``~ forge 10.9.0.6 (…) replaced, mesh IP kept: droplet_id, …``."""
     lines = []
     for c in result.changes:
-        sign = {"added": "+", "updated": "~", "removed": "-"}[c.kind]
+        sign = {"added": "+", "updated": "~", "replaced": "~", "removed": "-"}[c.kind]
         line = f"{sign} {c.host} {c.mesh_ip} ({c.droplet})"
+        if c.kind == "replaced":
+            # A broken mesh_ip is reassigned like any other entry's; only then is it not kept.
+            line += " replaced" if "mesh_ip" in c.fields else " replaced, mesh IP kept"
         if c.fields:
             line += ": " + ", ".join(c.fields)
         lines.append(line)

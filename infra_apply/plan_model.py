@@ -15,6 +15,10 @@ Decisions a caller relies on:
 * Action lists this module does not know (e.g. ``forget`` from a ``removed`` block, which
   infra-apply never renders) raise ``InfraApplyError``: the guard must not wave through what it
   cannot judge.
+* Two kinds of update matter beyond their attributes: a droplet whose ``size`` changes is a
+  ``Resize`` (the provider powers it off, resizes it and powers it on; the disk grows one way),
+  and a firewall change lists the ``PublicPort`` s it opens or closes to the whole internet
+  (an inbound rule with a ``/0`` source: ``0.0.0.0/0`` or ``::/0``).
 * Secrets: resource names, addresses and attribute *names* are kept; an attribute *value*
   is kept (as an ``AttrDiff``) only when it is a short scalar (or short list of scalars) that
   Terraform did not mark sensitive (``before_sensitive``/``after_sensitive``) and whose name does
@@ -23,11 +27,12 @@ Decisions a caller relies on:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from infra_apply.errors import InfraApplyError, TerraformError
 
@@ -77,6 +82,10 @@ _DELETE_REASONS: Mapping[str, str] = {
 _SECRET_NAME = re.compile(r"pass|secret|token|key|cert|uri|user_data|private", re.IGNORECASE)
 _INDEX_SUFFIX = re.compile(r'\[(?:\d+|"(?:[^"\\]|\\.)*")\]$')
 _MAX_VALUE_CHARS = 60
+_UNKNOWN = "(known after apply)"
+_ALL_PORTS = range(1, 65536)
+_NO_PORTS = range(0, 1)  # ICMP and other port-less protocols: opening the protocol is the change
+_PROTOCOL_ORDER: Mapping[str, int] = {"tcp": 0, "udp": 1, "icmp": 2}
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,43 @@ class AttrDiff:
 
     def render(self) -> str:
         return f"{self.attr} {self.before} → {self.after}"
+
+
+@dataclass(frozen=True)
+class Resize:
+    """A droplet's size changing in place (``after`` is ``None`` while unknown).
+
+    The real provider powers the droplet off, resizes it and powers it on: downtime. With
+    ``resize_disk`` (the provider's default) the disk grows to the new size, and DigitalOcean
+    can never shrink a disk back, so the droplet can never return to a smaller size.
+    """
+
+    before: str
+    after: str | None
+    disk_grows: bool = True
+
+    def render(self) -> str:
+        after = _UNKNOWN if self.after is None else _quoted(self.after)
+        return f"size {_quoted(self.before)} → {after}"
+
+    @property
+    def effect(self) -> str:
+        disk = (
+            "the disk grows and can never be shrunk back"
+            if self.disk_grows
+            else "the disk keeps its size (resize_disk = false)"
+        )
+        return f"downtime (powered off, resized, powered on); {disk}"
+
+
+class PublicPort(NamedTuple):
+    """A protocol and port range an inbound rule opens to the whole internet (a ``/0`` source)."""
+
+    protocol: str  # tcp, udp, icmp, or _UNKNOWN when the rules are known only after apply
+    ports: str = ""  # "22", "8000-9000"; "" for a protocol without ports
+
+    def __str__(self) -> str:
+        return f"{self.ports}/{self.protocol}" if self.ports else self.protocol
 
 
 @dataclass(frozen=True)
@@ -105,6 +151,9 @@ class Change:
     import_id: str = ""
     reason: str = ""
     diffs: tuple[AttrDiff, ...] = ()
+    resize: Resize | None = None
+    ports_opened: tuple[PublicPort, ...] = ()
+    ports_closed: tuple[PublicPort, ...] = ()
 
     @property
     def base_address(self) -> str:
@@ -157,13 +206,18 @@ def display_order(changes: Iterable[Change]) -> list[Change]:
 
 
 def verb(change: Change) -> str:
+    if change.resize is not None:
+        return "resize"
     return "destroy" if change.action == "delete" else change.action
 
 
 def reason(change: Change, *, with_values: bool) -> str:
-    """Why a replace/delete happens, in words; attribute values only when asked for."""
+    """Why a replace/delete happens, or what a resize costs, in words; attribute values only
+    when asked for (a resize always names its sizes: slugs are never secret)."""
     if change.action == "delete":
         return _DELETE_REASONS.get(change.reason, "will be destroyed")
+    if change.resize is not None:
+        return f"{change.resize.render()}: {change.resize.effect}"
     if change.action != "replace":
         return ""
     if not change.replace_paths:
@@ -231,9 +285,11 @@ def _parse_change(rc: JsonObject, names: Mapping[str, str]) -> Change | None:
     sensitive = _Sensitivity(change.get("before_sensitive"), change.get("after_sensitive"))
     attrs = _updated_attrs(action, before, after, unknown)
     why = str(rc.get("action_reason") or ("deposed" if rc.get("deposed") else ""))
+    rtype = str(rc.get("type", ""))
+    opened, closed = _public_ports(rtype, action, before, after, unknown)
     return Change(
         address=address,
-        type=str(rc.get("type", "")),
+        type=rtype,
         name=_human_name(address, names, before, after, sensitive),
         action=action,
         replace_paths=tuple(_path_text(p) for p in _list(change.get("replace_paths"))),
@@ -242,7 +298,94 @@ def _parse_change(rc: JsonObject, names: Mapping[str, str]) -> Change | None:
         import_id=str(importing.get("id") or "") if importing is not None else "",
         reason=why,
         diffs=_diffs(attrs, before, after, unknown, sensitive),
+        resize=_resize(rtype, action, attrs, before, after, unknown),
+        ports_opened=opened,
+        ports_closed=closed,
     )
+
+
+def _resize(
+    rtype: str,
+    action: Action,
+    attrs: Sequence[str],
+    before: JsonObject,
+    after: JsonObject,
+    unknown: JsonObject,
+) -> Resize | None:
+    """A droplet update whose size changes (a replacement creates the new size instead)."""
+    if rtype != "digitalocean_droplet" or action != "update" or "size" not in attrs:
+        return None
+    new = None if _contains_true(unknown.get("size")) else str(after.get("size") or "")
+    # Unset or unknown resize_disk is the provider's default, true: assume the one-way growth.
+    return Resize(str(before.get("size") or ""), new, disk_grows=after.get("resize_disk") is not False)
+
+
+def _public_ports(
+    rtype: str, action: Action, before: JsonObject, after: JsonObject, unknown: JsonObject
+) -> tuple[tuple[PublicPort, ...], tuple[PublicPort, ...]]:
+    """What a firewall change opens to, and closes from, the whole internet."""
+    if rtype != "digitalocean_firewall" or action not in ("create", "update", "replace"):
+        return (), ()  # a deleted firewall goes with its droplet (one firewall per droplet)
+    old, new = _exposure(before.get("inbound_rule")), _exposure(after.get("inbound_rule"))
+    opened = _ports_only_in(new, old)
+    if _contains_true(unknown.get("inbound_rule")):
+        # Rules computed at apply time may open anything: say so rather than stay silent.
+        opened += (PublicPort(_UNKNOWN),)
+    return opened, _ports_only_in(old, new)
+
+
+def _exposure(rules: object) -> dict[str, set[int]]:
+    """Protocol → the ports inbound rules open to a ``/0`` source (``{0}`` for ICMP)."""
+    exposed: dict[str, set[int]] = {}
+    for rule in map(_dict, _list(rules)):
+        if any(_is_world(s) for s in _list(rule.get("source_addresses"))):
+            protocol = str(rule.get("protocol") or "").lower()
+            exposed.setdefault(protocol, set()).update(_port_range(protocol, rule.get("port_range")))
+    return exposed
+
+
+def _is_world(source: object) -> bool:
+    try:
+        return ipaddress.ip_network(str(source), strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
+def _port_range(protocol: str, text: object) -> range:
+    if protocol not in ("tcp", "udp"):
+        return _NO_PORTS
+    value = str(text or "").strip().lower()
+    if value in ("", "0", "all"):  # the API's spellings of every port
+        return _ALL_PORTS
+    low, _, high = value.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        return _ALL_PORTS  # unreadable: assume the worst rather than miss an opening
+    return range(max(first, 1), min(last, 65535) + 1) if first <= last else _ALL_PORTS
+
+
+def _ports_only_in(
+    ours: Mapping[str, set[int]], theirs: Mapping[str, set[int]]
+) -> tuple[PublicPort, ...]:
+    found = []
+    for protocol in sorted(ours, key=lambda p: (_PROTOCOL_ORDER.get(p, 9), p)):
+        extra = sorted(ours[protocol] - theirs.get(protocol, set()))
+        if protocol not in ("tcp", "udp"):
+            found += [PublicPort(protocol)] if extra else []
+            continue
+        found += [PublicPort(protocol, span) for span in _spans(extra)]
+    return tuple(found)
+
+
+def _spans(ports: Sequence[int]) -> Iterator[str]:
+    """Sorted ports → ``"80"``, ``"8000-8010"``: consecutive runs joined."""
+    start = 0
+    for i, port in enumerate(ports):
+        if i + 1 == len(ports) or ports[i + 1] != port + 1:
+            first = ports[start]
+            yield str(first) if first == port else f"{first}-{port}"
+            start = i + 1
 
 
 def _human_name(
@@ -352,6 +495,10 @@ def _module_resources(module: JsonObject) -> Iterator[JsonObject]:
         yield _dict(res)
     for child in _list(module.get("child_modules")):
         yield from _module_resources(_dict(child))
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=True)
 
 
 def _natural_key(text: str) -> tuple[tuple[int, str], ...]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from infra_apply.errors import InfraApplyError, TerraformError
+from infra_apply.fs import PRIVATE_FILE, atomic_write
 
 MIN_VERSION = (1, 5, 0)
 Printer = Callable[[str], None]
@@ -305,11 +306,7 @@ class Earlier:
 
 def _record(cwd: Path, proc: subprocess.Popen[bytes], argv: Sequence[str]) -> None:
     doc = {"pid": proc.pid, "started": _start_time(proc.pid), "command": " ".join(argv[1:2])}
-    tmp = cwd / f"{PID_FILE}.tmp"
-    fd = _private_file(tmp)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh)
-    os.replace(tmp, cwd / PID_FILE)
+    atomic_write(cwd / PID_FILE, json.dumps(doc), mode=PRIVATE_FILE)
 
 
 def _forget(cwd: Path) -> None:

@@ -43,6 +43,13 @@ NAMES = {
     "digitalocean_droplet.ct_gpu": "com.uvlava.ct.gpu",
 }
 IMPORT_NAMES = {**NAMES, "digitalocean_droplet.quinn_mcp": "com.uvlava.quinn.mcp"}
+# resize_ports.json (made by make_resize_ports.sh): quinn's example droplets, all in the manifests.
+RESIZE_NAMES = {
+    **IMPORT_NAMES,
+    "digitalocean_firewall.quinn_mcp": "com.uvlava.quinn.mcp",
+    "digitalocean_droplet.dns": "com.uvlava.dns",
+    "digitalocean_firewall.dns": "com.uvlava.dns",
+}
 
 QUINN_MODEL = ProducerModel(
     name="quinn",
@@ -182,6 +189,11 @@ def _allowed_replace_delete() -> Scenario:
     return Scenario([plan, parsed("no_changes", "mc")], {"quinn": allowed}, {"quinn": QUINN_MODEL})
 
 
+def _resize_allowed() -> Scenario:
+    plan = parsed("resize_ports", names=RESIZE_NAMES)
+    return Scenario([plan], {"quinn": guard(plan, (), (), ["com.uvlava.dns"])}, {})
+
+
 def _hostile() -> Scenario:
     plans, models = hostile_plans()
     return Scenario(plans, {}, models)
@@ -200,6 +212,8 @@ SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
         [parsed("update_size", "ct"), parsed("import", names=IMPORT_NAMES)], {}, {}
     ),
     "name_drift": lambda: Scenario([parsed("name_drift")], {}, {"quinn": QUINN_MODEL}),
+    "resize_ports": lambda: Scenario([parsed("resize_ports", names=RESIZE_NAMES)], {}, {}),
+    "resize_ports_allowed": _resize_allowed,
     "hostile": _hostile,
 }
 

@@ -130,6 +130,61 @@ def test_region_change_is_refused_as_a_replacement(ops: Ops) -> None:
     assert ops.droplets()["com.uvlava.mc.services"]["region"] == "fra1"
 
 
+def test_resize_is_refused_until_allowed_then_applied_in_place(ops: Ops) -> None:
+    name = "com.uvlava.mc.services"
+    assert ops.apply("mc")[0] == 0
+    before, mesh = ops.droplets()[name], ops.hosts()
+    ops.edit("@mc/.infra.yaml", "    region: fra1\n", "    region: fra1\n    size: s-4vcpu-8gb\n")
+    code, out, _ = ops.sandbox("plan", "--producer", "mc")
+    assert code == 2, out
+    assert re.search(rf"resize\s+{re.escape(name)} .*downtime.*can never be shrunk back", out)
+    # The wrong flag neither allows it nor goes unnoticed.
+    code, _, err = ops.apply("mc", "--allow-replace", name)
+    assert code == 3, err
+    assert f"rerun with --allow-resize {name}" in err and "downtime" in err
+    assert f"it is resized: use --allow-resize {name}" in err
+    assert ops.droplets()[name]["size"] == before["size"]
+    code, out, err = ops.apply("mc", "--allow-resize", name)
+    assert code == 0, err
+    after = ops.droplets()[name]
+    assert (after["id"], after["size"]) == (before["id"], "s-4vcpu-8gb")
+    assert int(str(after["disk"])) > int(str(before["disk"]))  # the one-way growth
+    assert ops.hosts() == mesh  # same machine: its registry entries are untouched
+    assert ops.sandbox("plan", "--producer", "mc")[0] == 0
+
+
+def test_a_replaced_droplet_keeps_its_mesh_ip_and_the_run_says_replaced(ops: Ops) -> None:
+    name = "com.uvlava.mc.services"
+    assert ops.apply("mc")[0] == 0
+    old = ops.hosts()["mint"]
+    ops.edit("@mc/.infra.yaml", "region: fra1", "region: ams3")
+    code, out, err = ops.apply("mc", "--allow-replace", name)
+    assert code == 0, err
+    new_id = str(ops.droplets()[name]["id"])
+    assert new_id != old["droplet_id"]
+    for host in ("mint", "mc-web"):
+        entry = ops.hosts()[host]
+        assert (entry["mesh_ip"], entry["droplet_id"]) == (old["mesh_ip"], new_id)
+        assert entry["region"] == "ams3"
+        assert f"~ {host} {old['mesh_ip']} ({name}) replaced, mesh IP kept: " in out
+
+
+def test_register_json_says_replaced_for_a_host_whose_droplet_id_changed(ops: Ops) -> None:
+    # The example registry records forge as droplet 4123; the sandbox's artifacts droplet is
+    # another machine of the same name. Applied without --mesh-hosts: nothing registered yet.
+    code, _, err = ops.run(
+        "apply", "--producer", "quinn", "--auto-approve", "--sandbox", "--out", str(ops.out)
+    )
+    assert code == 0, err
+    code, out, err = ops.sandbox("register", "--producer", "quinn", "--format", "json")
+    assert code == 0, err
+    changes = {c["host"]: c for c in json.loads(out)["changes"]}
+    assert (changes["forge"]["change"], changes["forge"]["mesh_ip"]) == ("replaced", "10.9.0.6")
+    assert "droplet_id" in changes["forge"]["fields"]
+    assert changes["mcp"]["change"] == "added"
+    assert ops.hosts()["forge"]["mesh_ip"] == "10.9.0.6"
+
+
 def test_name_edit_plans_nothing_reports_drift_and_rename_fixes_it(ops: Ops) -> None:
     assert ops.apply("ct")[0] == 0
     old_id = ops.droplets()["com.uvlava.ct.services"]["id"]

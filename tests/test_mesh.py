@@ -187,6 +187,40 @@ def test_a_replaced_droplet_keeps_its_mesh_address() -> None:
     assert (forge["droplet_id"], forge["public_ip"]) == ("9999", "203.0.113.50")
 
 
+def test_a_replaced_droplet_is_reported_as_replaced_not_silently_updated() -> None:
+    live = [droplet(hosts=("forge", "artifacts"), droplet_id="9999", public_ip="203.0.113.50")]
+    result = mesh.plan_registration(base_doc(), "quinn", live)
+    assert result.changes == (
+        HostChange("replaced", "forge", "10.9.0.6", ARTIFACTS, ("public_ip", "droplet_id")),
+        HostChange("added", "artifacts", "10.9.0.6", ARTIFACTS),
+    )
+    assert mesh.describe(result) == [
+        f"~ forge 10.9.0.6 ({ARTIFACTS}) replaced, mesh IP kept: public_ip, droplet_id",
+        f"+ artifacts 10.9.0.6 ({ARTIFACTS})",
+    ]
+
+
+def test_only_a_different_recorded_id_means_replaced() -> None:
+    # An entry written before ids were recorded gains one: an update, not a new machine.
+    doc = base_doc()
+    del doc["hosts"]["forge"]["droplet_id"]
+    [change] = mesh.plan_registration(doc, "quinn", [droplet()]).changes
+    assert (change.kind, change.fields) == ("updated", ("droplet_id",))
+    # A hand-written numeric id equal to the live one is the same machine (rewritten as a string).
+    numeric = mesh.parse_document(BASE_TEXT.replace('"droplet_id": "4123"', '"droplet_id": 4123'), "m")
+    [change] = mesh.plan_registration(numeric, "quinn", [droplet()]).changes
+    assert (change.kind, change.fields) == ("updated", ("droplet_id",))
+    numeric = mesh.parse_document(BASE_TEXT.replace('"droplet_id": "4123"', '"droplet_id": 4124'), "m")
+    assert mesh.plan_registration(numeric, "quinn", [droplet()]).changes[0].kind == "replaced"
+
+
+def test_a_replaced_entry_with_a_broken_mesh_ip_does_not_claim_to_keep_it() -> None:
+    doc = base_doc()
+    doc["hosts"]["forge"]["mesh_ip"] = "not-an-ip"
+    result = mesh.plan_registration(doc, "quinn", [droplet(droplet_id="9999")])
+    assert mesh.describe(result) == [f"~ forge 10.9.0.3 ({ARTIFACTS}) replaced: mesh_ip, droplet_id"]
+
+
 def test_new_entry_has_every_owned_field_in_order() -> None:
     result = mesh.plan_registration(
         base_doc(),
@@ -428,6 +462,16 @@ def test_a_rename_and_an_update_of_one_host_are_reported_as_one_change() -> None
     )
     assert result.changes == (
         HostChange("updated", "forge", "10.9.0.6", new, ("droplet", "public_ip")),
+    )
+
+
+def test_a_renamed_and_replaced_droplet_is_one_replaced_change() -> None:
+    new = "com.uvlava.quinn.forge"
+    result = mesh.plan_registration(
+        base_doc(), "quinn", [droplet(new, droplet_id="9999")], renamed={ARTIFACTS: new}
+    )
+    assert result.changes == (
+        HostChange("replaced", "forge", "10.9.0.6", new, ("droplet", "droplet_id")),
     )
 
 

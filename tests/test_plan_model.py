@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 
 import pytest
 
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.plan_model import NameDrift, classify, parse_plan
+from infra_apply.plan_model import NameDrift, PublicPort, Resize, classify, parse_plan, reason, verb
 from infra_apply.report import producer_reports
 from infra_apply.report.text import format_text
 from tests.plan_fixtures import (
@@ -15,6 +17,7 @@ from tests.plan_fixtures import (
     IMPORT_NAMES,
     NAMES,
     QUINN_MODEL,
+    RESIZE_NAMES,
     SECRETS,
     all_formats,
     by_address,
@@ -88,6 +91,126 @@ def test_size_update_names_the_attribute_and_gpu_index_is_resolved() -> None:
         "digitalocean_droplet.ct_gpu",
     )
     assert changes["digitalocean_firewall.ct_services"].updated_attrs == ("inbound_rule",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resizes and public ports (resize_ports.json: real Terraform and the sandbox provider)
+
+
+def test_a_droplet_size_update_is_a_resize_with_one_way_disk_growth() -> None:
+    changes = by_address(parsed("resize_ports", names=RESIZE_NAMES))
+    dns = changes["digitalocean_droplet.dns"]
+    assert dns.action == "update"
+    assert dns.resize == Resize("s-1vcpu-1gb", "s-1vcpu-2gb", disk_grows=True)
+    assert verb(dns) == "resize"
+    assert reason(dns, with_values=False) == (
+        'size "s-1vcpu-1gb" → "s-1vcpu-2gb": downtime (powered off, resized, powered on); '
+        "the disk grows and can never be shrunk back"
+    )
+    assert [a for a, c in changes.items() if c.resize is not None] == ["digitalocean_droplet.dns"]
+
+
+Values = Mapping[str, object]
+
+
+def resized(action: list[str], before: Values, after: Values, **change: object) -> Resize | None:
+    droplet = rc("digitalocean_droplet.dns", action, before=before, after=after, **change)
+    return parse_plan("quinn", synthetic(droplet), {}).changes[0].resize
+
+
+def test_what_counts_as_a_resize() -> None:
+    small, big = {"size": "s-1vcpu-1gb"}, {"size": "s-2vcpu-4gb"}
+    assert resized(["update"], small, big) == Resize("s-1vcpu-1gb", "s-2vcpu-4gb", disk_grows=True)
+    # resize_disk = false keeps the disk: still downtime, but not one way.
+    no_disk = resized(["update"], small, {**big, "resize_disk": False})
+    assert isinstance(no_disk, Resize) and not no_disk.disk_grows
+    assert "disk keeps its size" in no_disk.effect and "downtime" in no_disk.effect
+    # A size known only at apply time is still a resize (the guard must not wave it through).
+    unknown = resized(["update"], small, {}, after_unknown={"size": True})
+    assert unknown == Resize("s-1vcpu-1gb", None) and "(known after apply)" in unknown.render()
+    # A replacement creates the new size; an update of another attribute is no resize.
+    assert resized(["delete", "create"], small, big, replace_paths=[["region"]]) is None
+    assert resized(["update"], {**small, "tags": []}, {**small, "tags": ["a"]}) is None
+    firewall = rc("digitalocean_firewall.dns", ["update"], before=small, after=big)
+    assert parse_plan("quinn", synthetic(firewall), {}).changes[0].resize is None
+
+
+def test_firewall_changes_list_the_public_ports_they_open_and_close() -> None:
+    changes = by_address(parsed("resize_ports", names=RESIZE_NAMES))
+    mcp = changes["digitalocean_firewall.quinn_mcp"]
+    assert (mcp.ports_opened, mcp.ports_closed) == ((PublicPort("tcp", "80"), PublicPort("tcp", "443")), ())
+    artifacts = changes["digitalocean_firewall.quinn_artifacts"]
+    assert artifacts.ports_opened == ()
+    assert [str(p) for p in artifacts.ports_closed] == ["80/tcp", "443/tcp"]
+    assert not changes["digitalocean_droplet.dns"].ports_opened
+
+
+def test_a_new_firewall_opens_each_of_its_public_ports() -> None:
+    firewall = by_address(parsed("create_producer", "mc"))["digitalocean_firewall.mc_services"]
+    assert [str(p) for p in firewall.ports_opened] == ["22/tcp", "51820/udp"]
+
+
+WORLD = ["0.0.0.0/0", "::/0"]
+
+
+def rule(protocol: str, port: str | None, sources: list[str] = WORLD) -> Values:
+    return {"protocol": protocol, "port_range": port, "source_addresses": sources}
+
+
+def ports(
+    action: list[str], before: list[Values] | None, after: list[Values] | None, **change: object
+) -> tuple[list[str], list[str]]:
+    fw = rc(
+        "digitalocean_firewall.f",
+        action,
+        before=None if before is None else {"inbound_rule": before},
+        after=None if after is None else {"inbound_rule": after},
+        **change,
+    )
+    c = parse_plan("quinn", synthetic(fw), {}).changes[0]
+    return [str(p) for p in c.ports_opened], [str(p) for p in c.ports_closed]
+
+
+def test_public_ports_are_those_open_to_a_whole_internet_source() -> None:
+    ssh = rule("tcp", "22")
+    # A mesh-only or single-address source opens nothing to the internet.
+    assert ports(["update"], [ssh], [ssh, rule("tcp", "8080", ["10.9.0.0/24"])]) == ([], [])
+    assert ports(["update"], [ssh], [ssh, rule("tcp", "8080", ["198.51.100.7/32"])]) == ([], [])
+    # ::/0 alone is the whole internet too; so is any /0 however it is written.
+    assert ports(["update"], [ssh], [ssh, rule("udp", "53", ["::/0"])]) == (["53/udp"], [])
+    assert ports(["update"], [ssh], [ssh, rule("udp", "53", ["1.2.3.4/0"])]) == (["53/udp"], [])
+    # Making a mesh-only rule public opens it; the reverse closes it.
+    mesh_only, public = rule("tcp", "8080", ["10.9.0.0/24"]), rule("tcp", "8080")
+    assert ports(["update"], [mesh_only], [public]) == (["8080/tcp"], [])
+    assert ports(["update"], [public], [mesh_only]) == ([], ["8080/tcp"])
+
+
+def test_port_ranges_are_compared_port_by_port() -> None:
+    narrow, wide = rule("tcp", "8000-8010"), rule("tcp", "8000-8020")
+    assert ports(["update"], [narrow], [wide]) == (["8011-8020/tcp"], [])
+    assert ports(["update"], [wide], [narrow]) == ([], ["8011-8020/tcp"])
+    # A port moving inside a range the plan keeps open opens nothing.
+    assert ports(["update"], [wide, rule("tcp", "22")], [wide, rule("tcp", "8005")]) == ([], ["22/tcp"])
+    for every in ("1-65535", "all", "0", None):
+        opened = ["1-21/tcp", "23-65535/tcp"]
+        assert ports(["update"], [rule("tcp", "22")], [rule("tcp", every)]) == (opened, [])
+    assert ports(["update"], [], [rule("icmp", None)]) == (["icmp"], [])
+    assert ports(["update"], [rule("TCP", "22")], [rule("tcp", "22")]) == ([], [])
+    # An unreadable range is taken as every port: over-reporting beats missing an opening.
+    assert ports(["update"], [], [rule("tcp", "http")]) == (["1-65535/tcp"], [])
+
+
+def test_which_firewall_changes_are_judged() -> None:
+    web = [rule("tcp", "22"), rule("tcp", "443")]
+    assert ports(["create"], None, web) == (["22/tcp", "443/tcp"], [])
+    assert ports(["delete", "create"], [rule("tcp", "22")], web) == (["443/tcp"], [])
+    # A deleted firewall goes with its droplet: nothing to call out.
+    assert ports(["delete"], web, None) == ([], [])
+    # Rules known only at apply time may open anything: said, not guessed.
+    assert ports(["update"], web, web, after_unknown={"inbound_rule": [{"port_range": True}]}) == (
+        ["(known after apply)"],
+        [],
+    )
 
 
 def test_imports_count_once_and_an_import_with_update_counts_under_both() -> None:
@@ -181,7 +304,15 @@ def test_errored_or_foreign_plans_are_refused() -> None:
 
 @pytest.mark.parametrize(
     "fixture",
-    ["no_changes", "create_producer", "replace_delete", "update_size", "import", "name_drift"],
+    [
+        "no_changes",
+        "create_producer",
+        "replace_delete",
+        "update_size",
+        "import",
+        "name_drift",
+        "resize_ports",
+    ],
 )
 def test_no_secret_from_a_fixture_reaches_any_format(fixture: str) -> None:
     raw = (FIXTURES / f"{fixture}.json").read_text()
@@ -189,6 +320,15 @@ def test_no_secret_from_a_fixture_reaches_any_format(fixture: str) -> None:
     for output in all_formats(plans, {"quinn": QUINN_MODEL}):
         for secret in SECRETS:
             assert secret not in output
+
+
+def test_sandbox_passwords_in_the_resize_fixture_reach_no_format() -> None:
+    # resize_ports.json is a real sandbox plan: its database passwords are the sandbox's own.
+    raw = (FIXTURES / "resize_ports.json").read_text()
+    passwords = set(re.findall(r"AVNS_[A-Za-z0-9]+", raw))
+    assert passwords
+    for output in all_formats([parse_plan("quinn", json.loads(raw), {})], {"quinn": QUINN_MODEL}):
+        assert not [p for p in passwords if p in output]
 
 
 def test_fixtures_really_carry_the_secrets() -> None:

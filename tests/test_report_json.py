@@ -9,7 +9,7 @@ import pytest
 from infra_apply.guard import guard
 from infra_apply.report import producer_reports
 from infra_apply.report.json import format_json
-from tests.plan_fixtures import SCENARIOS, parsed, read_golden, render_golden
+from tests.plan_fixtures import RESIZE_NAMES, SCENARIOS, parsed, read_golden, render_golden
 
 
 def test_json_is_one_stable_document_with_guard_and_counts() -> None:
@@ -35,7 +35,36 @@ def test_json_is_one_stable_document_with_guard_and_counts() -> None:
         "counts": {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0},
         "drift": [],
         "guard": {"ok": True, "blocked": []},
+        "public_ports": {"opened": [], "closed": []},
     }
+
+
+def test_json_marks_a_resize_and_lists_public_ports() -> None:
+    plan = parsed("resize_ports", names=RESIZE_NAMES)
+    quinn = json.loads(format_json(producer_reports([plan])))["producers"]["quinn"]
+    resize = next(c for c in quinn["changes"] if c["address"] == "digitalocean_droplet.dns")
+    assert resize["resize"] == {
+        "before": "s-1vcpu-1gb",
+        "after": "s-1vcpu-2gb",
+        "downtime": True,
+        "disk_grows": True,
+        "message": "downtime (powered off, resized, powered on); the disk grows and can never be shrunk back",
+    }
+    assert all(c["resize"] is None for c in quinn["changes"] if c is not resize)
+    [blocked] = quinn["guard"]["blocked"]
+    assert (blocked["allow_flag"], blocked["name"]) == ("--allow-resize", "com.uvlava.dns")
+    mcp = {"address": "digitalocean_firewall.quinn_mcp", "name": "com.uvlava.quinn.mcp"}
+    artifacts = {"address": "digitalocean_firewall.quinn_artifacts", "name": "com.uvlava.quinn.artifacts"}
+    assert quinn["public_ports"] == {
+        "opened": [{**mcp, "protocol": "tcp", "ports": "80"}, {**mcp, "protocol": "tcp", "ports": "443"}],
+        "closed": [
+            {**artifacts, "protocol": "tcp", "ports": "80"},
+            {**artifacts, "protocol": "tcp", "ports": "443"},
+        ],
+    }
+    allowed = guard(plan, (), (), ["com.uvlava.dns"])
+    doc = json.loads(format_json(producer_reports([plan], {"quinn": allowed})))
+    assert doc["producers"]["quinn"]["guard"] == {"ok": True, "blocked": []}
 
 
 def test_json_reports_unchanged_when_nothing_changes() -> None:

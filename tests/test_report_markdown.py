@@ -13,6 +13,7 @@ from infra_apply.report.markdown import MARKDOWN_LIMIT, format_markdown
 from tests.plan_fixtures import (
     HOSTILE,
     QUINN_MODEL,
+    RESIZE_NAMES,
     SCENARIOS,
     hostile_plans,
     parsed,
@@ -51,6 +52,44 @@ def test_markdown_shows_verdicts_given_by_the_caller() -> None:
     md = format_markdown(producer_reports([plan], {"quinn": allowed}, {}))
     assert "| quinn | 0 | 1 | 1 | 4 | 0 | 0 | ✅ |" in md
     assert "needs `" not in md
+
+
+def test_markdown_marks_a_resize_with_its_command_and_calls_out_public_ports() -> None:
+    plan = parsed("resize_ports", names=RESIZE_NAMES)
+    md = format_markdown(producer_reports([plan]))
+    assert "| quinn | 0 | 3 | 0 | 0 | 0 | 0 | ⛔ refused without `--allow-resize` |" in md
+    assert "<details open>" in md
+    resize = (
+        '- ⚠️ **resize** com.uvlava.dns (digitalocean\\_droplet.dns): size "s-1vcpu-1gb" → "s-1vcpu-2gb": '
+        "downtime (powered off, resized, powered on); the disk grows and can never be shrunk back — "
+        "needs `infra-apply apply --producer quinn --allow-resize com.uvlava.dns`\n"
+    )
+    assert resize in md
+    opened = (
+        "- 🔓 public ports opened: 80/tcp, 443/tcp on com.uvlava.quinn.mcp "
+        "(digitalocean\\_firewall.quinn\\_mcp)"
+    )
+    closed = "- 🔒 public ports closed: 80/tcp, 443/tcp on com.uvlava.quinn.artifacts"
+    assert opened in md and closed in md
+    # The call-outs come before the ordinary changes, and the resize is not repeated there.
+    assert md.index("**Resized in place: downtime**") < md.index(opened) < md.index("**Other changes**")
+    assert "update **com.uvlava.dns**" not in md
+    allowed = guard(plan, (), (), ["com.uvlava.dns"])
+    assert "needs `" not in format_markdown(producer_reports([plan], {"quinn": allowed}))
+
+
+def test_markdown_expands_a_producer_that_opens_a_port_but_not_one_that_only_closes() -> None:
+    def rules(ports: list[str]) -> dict[str, object]:
+        public = [{"protocol": "tcp", "port_range": p, "source_addresses": ["0.0.0.0/0"]} for p in ports]
+        return {"inbound_rule": public}
+
+    def firewall(before: list[str], after: list[str]) -> str:
+        change = rc("digitalocean_firewall.f", ["update"], before=rules(before), after=rules(after))
+        return format_markdown(producer_reports([parse_plan("quinn", synthetic(change), {})]))
+
+    assert "<details open>" in firewall(["22"], ["22", "8080"])
+    closing = firewall(["22", "8080"], ["22"])
+    assert "<details>" in closing and "- 🔒 public ports closed: 8080/tcp" in closing
 
 
 def test_markdown_for_quiet_producers_is_just_the_table() -> None:

@@ -9,6 +9,7 @@ from infra_apply.report.text import format_text
 from tests.plan_fixtures import (
     HOSTILE,
     IMPORT_NAMES,
+    RESIZE_NAMES,
     SCENARIOS,
     hostile_plans,
     parsed,
@@ -47,8 +48,8 @@ def test_text_lists_destructive_changes_first_with_counts() -> None:
 def test_text_shows_update_values_creates_and_imports() -> None:
     text = format_text(producer_reports([parsed("update_size", "ct"), parsed("import", names=IMPORT_NAMES)]))
     assert (
-        "  ~ update  com.uvlava.ct.services (digitalocean_droplet.ct_services): "
-        'size "s-1vcpu-1gb" → "s-2vcpu-4gb"'
+        "  ~ resize  com.uvlava.ct.services (digitalocean_droplet.ct_services): "
+        'size "s-1vcpu-1gb" → "s-2vcpu-4gb": downtime'
     ) in text
     assert "  + create  com.uvlava.ct.gpu (digitalocean_droplet.ct_gpu[0])\n" in text
     assert (
@@ -56,6 +57,21 @@ def test_text_shows_update_values_creates_and_imports() -> None:
         "import id 412345678"
     ) in text
     assert "Plan: 1 to create, 1 to update, 0 to replace, 0 to destroy, 2 to import." in text
+
+
+def test_text_marks_a_resize_as_downtime_and_calls_out_public_ports() -> None:
+    lines = format_text(producer_reports([parsed("resize_ports", names=RESIZE_NAMES)])).splitlines()
+    assert lines[1] == (
+        '  ~ resize  com.uvlava.dns (digitalocean_droplet.dns): size "s-1vcpu-1gb" → "s-1vcpu-2gb": '
+        "downtime (powered off, resized, powered on); the disk grows and can never be shrunk back"
+    )
+    # disk, memory, vcpus and prices follow from the size: not listed again attribute by attribute
+    assert "memory" not in lines[1] and "price" not in lines[1]
+    assert lines[4:6] == [
+        "  ! public ports closed: 80/tcp, 443/tcp on com.uvlava.quinn.artifacts "
+        "(digitalocean_firewall.quinn_artifacts)",
+        "  ! public ports opened: 80/tcp, 443/tcp on com.uvlava.quinn.mcp (digitalocean_firewall.quinn_mcp)",
+    ]
 
 
 def test_hostile_names_stay_on_one_line_in_text() -> None:

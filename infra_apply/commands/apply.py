@@ -39,6 +39,7 @@ class Terminal:
 class ApplyOptions:
     allow_destroy: tuple[str, ...] = ()  # manifest names or addresses the guard lets go
     allow_replace: tuple[str, ...] = ()
+    allow_resize: tuple[str, ...] = ()  # droplets it may resize in place (downtime, disk grows)
     auto_approve: bool = False  # apply without asking (needed without a terminal)
     gpu: tuple[str, ...] = ()  # on-demand GPU droplets to create for this apply
 
@@ -70,9 +71,10 @@ def apply_producer(
 
     name = prep.producer.name
     planned = plan_one(prep, ctx.say, gpu=options.gpu)
-    verdict = guard(planned.plan, options.allow_destroy, options.allow_replace)
+    allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
+    verdict = guard(planned.plan, *allow)
     terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer)]))
-    for unused in unused_allowances(planned.plan, options.allow_destroy, options.allow_replace):
+    for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
         raise GuardRefused(refusal_message(verdict))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
-from infra_apply.plan_model import Change, NameDrift, ProducerPlan, reason
+from infra_apply.plan_model import Change, NameDrift, ProducerPlan, PublicPort, reason
 from infra_apply.untrusted import shell
 
 Escape = Callable[[str], str]
+
+# What a resize recomputes: said once by the resize sentence, not again attribute by attribute.
+_RESIZE_ATTRS = frozenset({"size", "disk", "memory", "vcpus", "price_hourly", "price_monthly"})
 
 
 def counts_sentence(plan: ProducerPlan) -> str:
@@ -24,11 +28,27 @@ def detail(change: Change) -> str:
     if change.action in ("replace", "delete"):
         return reason(change, with_values=True)
     parts = []
-    if change.action == "update":
+    if change.resize is not None:
+        parts.append(reason(change, with_values=True))
+        parts.append(", ".join(_attr_text(change, a) for a in change.updated_attrs if a not in _RESIZE_ATTRS))
+    elif change.action == "update":
         parts.append(", ".join(_attr_text(change, a) for a in change.updated_attrs))
     if change.importing and change.import_id:
         parts.append(f"import id {change.import_id}")
     return "; ".join(p for p in parts if p)
+
+
+def port_callouts(change: Change, esc: Escape) -> Iterator[tuple[Literal["opened", "closed"], str]]:
+    """``public ports opened: 80/tcp, 443/tcp on NAME (ADDRESS)``, then the same for closed."""
+    who = change.address if change.name == change.address else f"{change.name} ({change.address})"
+    if change.ports_opened:
+        yield "opened", f"public ports opened: {esc(_ports(change.ports_opened))} on {esc(who)}"
+    if change.ports_closed:
+        yield "closed", f"public ports closed: {esc(_ports(change.ports_closed))} on {esc(who)}"
+
+
+def _ports(ports: Sequence[PublicPort]) -> str:
+    return ", ".join(map(str, ports))
 
 
 def _attr_text(change: Change, attr: str) -> str:

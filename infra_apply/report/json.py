@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from infra_apply.guard import allow_flag, refusal_lines
-from infra_apply.plan_model import Change, display_order
+from infra_apply.plan_model import Change, PublicPort, display_order
 from infra_apply.report import ProducerReport
 
 JSON_FORMAT_VERSION = 1
@@ -23,8 +23,9 @@ def format_json(reports: Sequence[ProducerReport]) -> str:
 
 def _json_producer(report: ProducerReport) -> dict[str, object]:
     plan, verdict = report.plan, report.verdict
+    ordered = display_order(plan.changes)
     return {
-        "changes": [_json_change(c) for c in display_order(plan.changes)],
+        "changes": [_json_change(c) for c in ordered],
         "counts": dict(plan.counts),
         "drift": [
             {"address": d.address, "live_name": d.live_name, "manifest_name": d.manifest_name}
@@ -43,7 +44,17 @@ def _json_producer(report: ProducerReport) -> dict[str, object]:
                 for c, line in zip(verdict.blocked, refusal_lines(verdict), strict=True)
             ],
         },
+        # The firewall changes that open or close a port to the whole internet: a reviewer's
+        # (or a CI check's) one place to look.
+        "public_ports": {
+            "opened": [_json_port(c, p) for c in ordered for p in c.ports_opened],
+            "closed": [_json_port(c, p) for c in ordered for p in c.ports_closed],
+        },
     }
+
+
+def _json_port(change: Change, port: PublicPort) -> dict[str, object]:
+    return {"address": change.address, "name": change.name, "protocol": port.protocol, "ports": port.ports}
 
 
 def _json_change(change: Change) -> dict[str, object]:
@@ -58,4 +69,19 @@ def _json_change(change: Change) -> dict[str, object]:
         "replace_paths": list(change.replace_paths),
         "updated_attrs": list(change.updated_attrs),
         "diffs": [{"attr": d.attr, "before": d.before, "after": d.after} for d in change.diffs],
+        "resize": _json_resize(change),
+    }
+
+
+def _json_resize(change: Change) -> dict[str, object] | None:
+    """An in-place resize: always downtime; ``disk_grows`` means it can never be undone."""
+    r = change.resize
+    if r is None:
+        return None
+    return {
+        "before": r.before,
+        "after": r.after,
+        "downtime": True,
+        "disk_grows": r.disk_grows,
+        "message": r.effect,
     }

@@ -1,5 +1,6 @@
 """The pull-request comment: a table of every producer, then a section per producer that
-changes (destructive changes first, with the exact command that allows them, then a diagram).
+changes (destructive changes first, then in-place resizes, each with the exact command that
+allows it, then the public ports opened or closed, the other changes and a diagram).
 
 Names are untrusted: they are printed as inert markdown (no HTML, code spans or table-cell
 breaks), and the comment never exceeds ``MARKDOWN_LIMIT`` characters.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
 from infra_apply.plan_model import COUNTED_ACTIONS, Change, display_order, reason, verb
 from infra_apply.report import ProducerReport
-from infra_apply.report._common import counts_sentence, detail, drift_sentence
+from infra_apply.report._common import counts_sentence, detail, drift_sentence, port_callouts
 from infra_apply.report.mermaid import mermaid_diagram
 from infra_apply.untrusted import shell, short, visible
 
@@ -28,6 +29,7 @@ _MD_EMOJI: Mapping[str, str] = {
     "update": "🔧",
     "import": "📥",
 }
+_MD_PORTS: Mapping[str, str] = {"opened": "🔓", "closed": "🔒"}
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,27 @@ def _md_section(report: ProducerReport) -> _Section:
     plan, model = report.plan, report.model
     ordered = display_order(plan.changes)
     destructive = [c for c in ordered if c.action in ("delete", "replace")]
+    resized = [c for c in ordered if c.resize is not None]
     blocked = frozenset(report.verdict.blocked)
-    others = [c for c in ordered if c.action not in ("delete", "replace")]
+    others = [c for c in ordered if c.action not in ("delete", "replace") and c.resize is None]
+    ports = [callout for c in ordered for callout in port_callouts(c, _md_text)]
     producer = html.escape(visible(short(plan.producer)))
     summary = f"<summary><strong>{producer}</strong>: {counts_sentence(plan)}</summary>"
-    head = f"\n<details{' open' if destructive else ''}>\n{summary}\n"
+    # Expanded when a reviewer must look: something lost, downtime, or a port opened to all.
+    expand = destructive or resized or any(kind == "opened" for kind, _ in ports)
+    head = f"\n<details{' open' if expand else ''}>\n{summary}\n"
     blocks: list[_Block] = []
     if destructive:
         blocks.append(_Block("\n**Destroyed or replaced**\n\n"))
         blocks += [
             _Block(_md_destructive(plan.producer, c, blocked) + "\n", 1) for c in destructive
         ]
+    if resized:
+        blocks.append(_Block("\n**Resized in place: downtime**\n\n"))
+        blocks += [_Block(_md_destructive(plan.producer, c, blocked) + "\n", 1) for c in resized]
+    if ports:
+        blocks.append(_Block("\n**Public ports (reachable from the whole internet)**\n\n"))
+        blocks += [_Block(f"- {_MD_PORTS[kind]} {text}\n") for kind, text in ports]
     if others:
         blocks.append(_Block("\n**Other changes**\n\n"))
         blocks += [_Block(_md_change(c) + "\n", 1) for c in others]

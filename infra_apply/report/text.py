@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from infra_apply.plan_model import Change, display_order
 from infra_apply.report import ProducerReport
-from infra_apply.report._common import counts_sentence, detail, drift_sentence
+from infra_apply.report._common import counts_sentence, detail, drift_sentence, port_callouts
 from infra_apply.untrusted import visible
 
 _SYMBOLS: Mapping[str, tuple[str, str]] = {
@@ -19,7 +19,8 @@ _SYMBOLS: Mapping[str, tuple[str, str]] = {
 
 
 def format_text(reports: Sequence[ProducerReport]) -> str:
-    """Every producer's block, blank-line separated; one line per change, drift or count."""
+    """Every producer's block, blank-line separated; one line per change, public-port call-out,
+    drift or count."""
     blocks = ["\n".join(_text_producer(report)) for report in reports]
     return "\n\n".join(blocks) + "\n" if blocks else "No producers planned.\n"
 
@@ -27,8 +28,11 @@ def format_text(reports: Sequence[ProducerReport]) -> str:
 def _text_producer(report: ProducerReport) -> Iterator[str]:
     plan = report.plan
     yield f"Producer {visible(plan.producer)}:"
-    for change in display_order(plan.changes):
+    ordered = display_order(plan.changes)
+    for change in ordered:
         yield _text_change(change)
+    for change in ordered:
+        yield from ("  ! " + line for _, line in port_callouts(change, visible))
     for drift in plan.drift:
         yield "  ! " + drift_sentence(plan.producer, drift, visible, visible)
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
@@ -36,6 +40,7 @@ def _text_producer(report: ProducerReport) -> Iterator[str]:
 
 def _text_change(change: Change) -> str:
     symbol, verb = _SYMBOLS[change.action]
+    verb = "resize" if change.resize is not None else verb
     who = change.address if change.name == change.address else f"{change.name} ({change.address})"
     why = detail(change)
     return f"{symbol:>3} {verb:<7} {visible(who)}" + (f": {visible(why)}" if why else "")

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -159,18 +158,9 @@ _TABLES = ("droplets", "firewalls", "clusters", "databases", "users")
 
 
 def _save(path: Path, cloud: Cloud) -> None:
-    text = json.dumps(cloud, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from infra_apply.fs import PRIVATE_FILE, atomic_write
+
+    atomic_write(path, json.dumps(cloud, indent=2, sort_keys=True) + "\n", mode=PRIVATE_FILE)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from infra_apply.fs import private_dirs, tighten
+from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs, tighten
 from infra_apply.sandbox import cloud
 
 PROVIDER_HOST = "registry.terraform.io"
@@ -209,7 +208,7 @@ def _fix_version_manifest(package_dir: Path, checksum: str) -> None:
     for archive in manifest["archives"].values():
         digest = hashlib.sha256((package_dir / archive["url"]).read_bytes()).hexdigest()
         archive["hashes"] = [checksum, f"zh:{digest}"]
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    atomic_write(manifest_path, json.dumps(manifest, indent=2, sort_keys=True), mode=PRIVATE_FILE)
 
 
 def _read(path: Path) -> str | None:
@@ -223,12 +222,7 @@ def _write_if_changed(path: Path, text: str, mode: int = 0o600) -> None:
     if _read(path) == text:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode=mode)
 
 
 def _ensure_tls(path: Path) -> None:
@@ -239,12 +233,8 @@ def _ensure_tls(path: Path) -> None:
     if not_after - time.time() > TLS_RENEW_DAYS * 86400:
         return
     record = _make_certificate()
-    tmp = path.with_name(f".{path.name}.tmp")
     # The key guards only a unix socket in a private temp dir, but keep it to its owner anyway.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(record, handle)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record), mode=PRIVATE_FILE)
 
 
 def _make_certificate() -> dict[str, object]:

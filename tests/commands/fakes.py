@@ -152,11 +152,6 @@ class World:
         self, copy: FakeCopy, *, cloud: Path | None = None, **rendered: Mapping[str, str]
     ) -> Prepared:
         model = MC_MODEL if self.producer == "mc" else QUINN_MODEL
-        render = Rendered(
-            self.producer,
-            {},
-            names=NAMES,
-            droplet_addresses=ADDRESSES[self.producer],
-            **rendered,  # type: ignore[arg-type]
-        )
+        fields = {"names": NAMES, "droplet_addresses": ADDRESSES[self.producer], **rendered}
+        render = Rendered(self.producer, {}, **fields)  # type: ignore[arg-type]
         return Prepared(model, render, copy, cloud)

@@ -12,6 +12,7 @@ from infra_apply import terraform as tf
 from infra_apply.commands import apply
 from infra_apply.errors import ExitCode, GuardRefused, InfraApplyError, TerraformError
 from tests.commands.fakes import FakeTerminal, World, droplets_output
+from tests.plan_fixtures import RESIZE_NAMES
 
 # What every apply does before it may ask: init, a saved plan, its show -json, the plan shown.
 PLANNED = ["init", "plan", "show", "report"]
@@ -56,7 +57,9 @@ def test_a_guard_refusal_never_reaches_confirm_or_apply(tmp_path: Path) -> None:
 def test_what_the_guard_allows_is_confirmed_and_applied(tmp_path: Path) -> None:
     world = World(tmp_path, "quinn", mesh=False)
     copy = world.copy("replace_delete", changed=True)
-    allow = apply.ApplyOptions(("forge", "com.uvlava.quinn.mcp", "typo"), ("com.uvlava.quinn.artifacts",))
+    allow = apply.ApplyOptions(
+        allow_destroy=("forge", "com.uvlava.quinn.mcp", "typo"), allow_replace=("com.uvlava.quinn.artifacts",)
+    )
     terminal = FakeTerminal(world.events, answer=True)
     done = apply.apply_producer(world.context(), world.prepared(copy), terminal.terminal(), allow)
     assert world.events == [*PLANNED, "confirm", "apply", "echo"]
@@ -142,3 +145,18 @@ def test_a_terraform_failure_before_the_apply_stops_everything(tmp_path: Path) -
     with pytest.raises(TerraformError, match="terraform plan failed"):
         apply.apply_producer(world.context(), world.prepared(copy), terminal.terminal())
     assert world.events == ["init", "plan"]
+
+
+def test_an_in_place_resize_needs_its_own_allowance(tmp_path: Path) -> None:
+    world = World(tmp_path, "quinn", mesh=False)
+    copy = world.copy("resize_ports", changed=True)
+    prep = world.prepared(copy, names=RESIZE_NAMES)
+    terminal = FakeTerminal(world.events, answer=True)
+    wrong_flag = apply.ApplyOptions(allow_replace=("com.uvlava.dns",))
+    with pytest.raises(GuardRefused, match=r"--allow-resize com\.uvlava\.dns"):
+        apply.apply_producer(world.context(), prep, terminal.terminal(), wrong_flag)
+    assert world.events == PLANNED
+    world.events.clear()
+    allowed = apply.ApplyOptions(allow_resize=("com.uvlava.dns",))
+    assert apply.apply_producer(world.context(), prep, terminal.terminal(), allowed).applied
+    assert world.events == [*PLANNED, "confirm", "apply", "echo"]
