@@ -154,7 +154,7 @@ def _complete(kind: str) -> Callable[[click.Context, click.Parameter, str], list
     """A shell_complete callback importing the completion module only when <Tab> asks."""
 
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-        from infra_apply.commands import completion
+        from infra_apply import completion
 
         found: list[CompletionItem] = getattr(completion, f"complete_{kind}")(ctx, param, incomplete)
         return found
@@ -580,10 +580,9 @@ def completion(ctx: click.Context, shell: str, mesh_hosts: Path | None) -> None:
     Producers are the root's @ folders and droplet names come from the manifests under --root
     (or $INFRA_APPLY_ROOT), read without a validation run.
     """
-    from infra_apply.commands import Output
     from infra_apply.commands import completion as verb
 
-    _emit(ctx, Output(verb.run(cli, shell)))
+    _emit(ctx, verb.output(verb.run(cli, shell)))
 
 
 def stop_on_signals() -> None:

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
-from tests.commands.test_comment import MARK, PR, TOKEN, FakeForge
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, cli_env
+from tests.test_comment import MARK, PR, TOKEN, FakeForge
 
 CI = REPO / "examples" / "ci"
 WORKFLOWS = sorted(CI.glob("*/*.yml"))

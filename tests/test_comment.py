@@ -18,7 +18,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from infra_apply.commands.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target
+from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target
 from infra_apply.errors import InfraApplyError
 from tests.conftest import cli_env, run_cli
 
