@@ -4,29 +4,32 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
-if TYPE_CHECKING:
-    from infra_apply.validate import Validation
+from infra_apply.errors import ExitCode
 
-EXIT_BUG = 70  # EX_SOFTWARE: a defect in infra-apply, not in the input
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from infra_apply.commands import Output
+    from infra_apply.workcopy import Context
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class Group(click.Group):
     """Catches the one exception family once; Ctrl-C exits 130 (SIGTERM 143, SIGHUP 129, once
     Terraform has stopped cleanly); bugs keep their traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: click.Context) -> object:
         from infra_apply.errors import InfraApplyError, Stopped, ValidationFailed
 
         try:
@@ -35,10 +38,10 @@ class Group(click.Group):
             for p in exc.problems:
                 click.echo(p.format(), err=True)
             click.echo(f"infra-apply: {exc.message}; nothing was done", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(int(exc.exit_code))
         except InfraApplyError as exc:
             click.echo(exc.format(), err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt as exc:
             _interrupted(ctx, exc)
         except click.Abort as exc:
@@ -55,7 +58,7 @@ class Group(click.Group):
                 "infra-apply: internal error (a bug); please report it with the traceback above",
                 err=True,
             )
-            ctx.exit(EXIT_BUG)
+            ctx.exit(int(ExitCode.BUG))
 
 
 def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
@@ -65,7 +68,7 @@ def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
     # After a SIGHUP the terminal may be gone: failing to say so must not change the exit.
     with contextlib.suppress(OSError):
         click.echo(f"infra-apply: interrupted{how}", err=True)
-    ctx.exit(exc.exit_code if isinstance(exc, Stopped) else 130)
+    ctx.exit(int(exc.exit_code if isinstance(exc, Stopped) else ExitCode.INTERRUPTED))
 
 
 class Settings:
@@ -107,34 +110,10 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None) -> None:
     Environment: INFRA_APPLY_ROOT, INFRA_APPLY_MESH_HOSTS, INFRA_APPLY_STATE_DIR,
     INFRA_APPLY_TERRAFORM, DIGITALOCEAN_TOKEN (read by Terraform only, never written).
     """
-    _check_path("--root", root)
+    from infra_apply.paths import check_path
+
+    check_path("--root", root)
     ctx.obj = Settings(root, mesh_hosts)
-
-
-def _check_path(option: str, path: Path) -> None:
-    """A path the OS cannot even look up (too long, a loop) is bad input, not a bug; a missing
-    one is left to the command, which says what it expected there."""
-    from infra_apply.errors import InfraApplyError
-
-    try:
-        path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as exc:
-        shown = str(path) if len(str(path)) <= 80 else f"{str(path)[:60]}... ({len(str(path))} characters)"
-        raise InfraApplyError(f"{option} {shown}: {exc.strerror}") from None
-
-
-def _state_dir(ctx: click.Context, out: Path | None, *, create: bool) -> None:
-    """Check the state dir before anything is written into it: never inside --out or the root's
-    generated/ (every command), and a writable folder (commands that keep state there)."""
-    from infra_apply.state import checked_state_dir
-
-    if out is None:
-        out = Path(os.environ.get("INFRA_APPLY_OUT") or "generated")
-    else:
-        _check_path("--out", out)
-    checked_state_dir([out, _root(ctx) / "generated"], create=create)
 
 
 def _group_mesh(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:
@@ -171,13 +150,13 @@ def format_option(*choices: str) -> Callable[[F], F]:
     return deco
 
 
-def _complete(kind: str) -> Callable[[click.Context, click.Parameter, str], list[Any]]:
-    """A shell_complete callback importing infra_apply.completion only when <Tab> asks."""
+def _complete(kind: str) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:
+    """A shell_complete callback importing the completion module only when <Tab> asks."""
 
-    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
         from infra_apply import completion
 
-        found: list[Any] = getattr(completion, f"complete_{kind}")(ctx, param, incomplete)
+        found: list[CompletionItem] = getattr(completion, f"complete_{kind}")(ctx, param, incomplete)
         return found
 
     return complete
@@ -188,13 +167,16 @@ def _root(ctx: click.Context) -> Path:
     return root
 
 
-def _validated(ctx: click.Context, mesh_hosts: Path | None) -> Validation:
-    from infra_apply.state import validation_cache
-    from infra_apply.validate import require_valid
+def _say(line: str) -> None:
+    click.echo(line, err=True)
 
-    return require_valid(
-        _root(ctx), mesh_hosts, validation_cache(_root(ctx)), lambda line: click.echo(line, err=True)
-    )
+
+def _emit(ctx: click.Context, output: Output) -> NoReturn:
+    """Write out what a verb returned and exit with its code."""
+    click.echo(output.stdout, nl=False)
+    for line in output.stderr:
+        click.echo(line, err=True)
+    ctx.exit(int(output.code))
 
 
 @cli.command()
@@ -208,35 +190,10 @@ def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str
     Prints every problem of every file as `path:line:col: error|warning RULE: message`, then
     a summary. Exit 0 when valid, 1 on errors (or on warnings with --strict).
     """
-    from infra_apply.state import validation_cache
-    from infra_apply.validate import validate_tree
+    from infra_apply.commands import validate as verb
 
-    _state_dir(ctx, None, create=False)  # the validation cache lives there
-    v = validate_tree(_root(ctx), mesh_hosts, validation_cache(_root(ctx)))
-    failed = bool(v.errors) or (strict and bool(v.warnings))
-    if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "valid": not failed,
-                    "manifests": len(v.discovery.manifests),
-                    "producers": list(v.discovery.producers),
-                    "errors": len(v.errors),
-                    "warnings": len(v.warnings),
-                    "problems": [p._asdict() for p in v.problems],
-                },
-                indent=2,
-            )
-        )
-    else:
-        for p in v.problems:
-            click.echo(p.format())
-        click.echo(
-            f"{len(v.errors)} error(s), {len(v.warnings)} warning(s) in "
-            f"{len(v.discovery.manifests)} manifest(s) under {len(v.discovery.producers)} "
-            f"producer(s){'' if not failed else ' — invalid'}"
-        )
-    ctx.exit(1 if failed else 0)
+    result = verb.run(_root(ctx), mesh_hosts, os.environ, strict=strict)
+    _emit(ctx, verb.output(result, fmt))
 
 
 @cli.command()
@@ -250,9 +207,9 @@ def schema(ctx: click.Context, mesh_hosts: Path | None) -> None:
       infra-apply schema > infra-v1.schema.json
       # yaml-language-server: $schema=./infra-v1.schema.json
     """
-    from infra_apply.validate import schema_text
+    from infra_apply.commands import schema as verb
 
-    click.echo(schema_text(), nl=False)
+    _emit(ctx, verb.output(verb.run()))
 
 
 def out_option(fn: F) -> F:
@@ -265,10 +222,6 @@ def out_option(fn: F) -> F:
         show_default="$INFRA_APPLY_OUT, else generated",
         help="Folder of the committed Terraform (one sub-folder per producer, with its address ledger).",
     )(fn)
-
-
-def _emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 @cli.command()
@@ -288,42 +241,10 @@ def render(ctx: click.Context, out: Path, check: bool, fmt: str, mesh_hosts: Pat
     OUT/<producer>/addresses.json and never change when a name does. Only files infra-apply
     wrote (with its do-not-edit header) are ever replaced or removed.
     """
-    from infra_apply.build import build_model
-    from infra_apply.render import compare, render_model, write
+    from infra_apply.commands import render as verb
 
-    _state_dir(ctx, out, create=False)  # the validation cache lives there
-    v = _validated(ctx, mesh_hosts)
-    rendered = render_model(build_model(v), out)
-    drift = compare(rendered, out) if check else write(rendered, out)
-    stale = bool(drift.stale or drift.extra)
-    if fmt == "json":
-        _emit_json(
-            {
-                "out": str(out),
-                "check": check,
-                "stale" if check else "written": list(drift.stale),
-                "removed" if not check else "extra": list(drift.extra),
-                "up_to_date": not stale,
-            }
-        )
-    elif check:
-        for rel in drift.stale:
-            click.echo(f"{out / rel}: stale or missing")
-        for rel in drift.extra:
-            click.echo(f"{out / rel}: no longer rendered (would be removed)")
-        if not stale:
-            files = sum(len(r.files) for r in rendered)
-            click.echo(f"{out} is up to date ({files} files, {len(rendered)} producers)")
-    else:
-        for rel in drift.stale:
-            click.echo(f"wrote {out / rel}")
-        for rel in drift.extra:
-            click.echo(f"removed {out / rel}")
-        if not stale:
-            click.echo(f"{out} already up to date")
-    if check and stale:
-        click.echo(f"infra-apply: {out} is out of date; run infra-apply render", err=True)
-        ctx.exit(1)
+    result = verb.run(_root(ctx), out, mesh_hosts, os.environ, check=check, say=_say)
+    _emit(ctx, verb.output(result, fmt))
 
 
 def sandbox_option(fn: F) -> F:
@@ -336,70 +257,21 @@ def sandbox_option(fn: F) -> F:
     )(fn)
 
 
-def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Any:
-    from infra_apply.deploy import Context
-
-    if sandbox:
-        # Before any work: a runtime-only install gets one line naming the extra.
-        from infra_apply.sandbox import extra
-
-        extra.require()
-    def say(line: str) -> None:
-        click.echo(line, err=True)
-
-    _state_dir(ctx, out, create=True)
-    return Context(
-        root=_root(ctx), out=out, sandbox=sandbox, mesh_path=mesh_hosts, env=dict(os.environ), say=say
-    )
+def names_option(*decls: str, help: str, kind: str = "droplets") -> Callable[[F], F]:
+    """A repeatable option naming droplets (completed from the manifests)."""
+    return click.option(*decls, multiple=True, metavar="NAME", shell_complete=_complete(kind), help=help)
 
 
-def _check_registry(sandbox: bool, mesh_hosts: Path | None) -> None:
-    """A registry the command would write but may not (read-only) stops it before it starts,
-    not after Terraform changed the world. Sandbox runs only read it (they write a copy)."""
-    if mesh_hosts is not None and not sandbox:
-        from infra_apply.mesh import check_writable
-
-        check_writable(mesh_hosts)
+def gpu_option(help: str) -> Callable[[F], F]:
+    return names_option("--with-gpu", "gpu", help=help, kind="gpu_droplets")
 
 
-def _load(c: Any, *, refuse_stale: bool = False) -> Any:
-    """Validate, model and render; a live apply refuses HCL that differs from the reviewed
-    generated/ (what is applied must be what the pull request showed)."""
-    from infra_apply.deploy import load_project
-    from infra_apply.errors import InfraApplyError
+def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Context:
+    """What the verbs that run Terraform take: the options, this process's environment, and
+    stderr for progress lines."""
+    from infra_apply.workcopy import Context
 
-    project = load_project(c, lambda line: click.echo(line, err=True))
-    if project.generated_stale and not c.sandbox:
-        if refuse_stale:
-            raise InfraApplyError(
-                f"{c.out} is out of date with the manifests: run infra-apply render, review and commit "
-                "the diff, then apply (a live apply only applies the Terraform under review)"
-            )
-        click.echo(
-            f"infra-apply: note: {c.out} is out of date with the manifests; planning the fresh "
-            "render (run infra-apply render and commit it)",
-            err=True,
-        )
-    return project
-
-
-def _one(
-    ctx: click.Context,
-    producer: str,
-    out: Path,
-    sandbox: bool,
-    mesh_hosts: Path | None,
-    *,
-    refuse_stale: bool = False,
-) -> tuple[Any, Any]:
-    """The deploy context and the one prepared working copy a single-producer command needs."""
-    from infra_apply import deploy
-
-    c = _context(ctx, out, sandbox, mesh_hosts)
-    project = _load(c, refuse_stale=refuse_stale)
-    [name] = deploy.pick(project, [producer])
-    [prep] = deploy.prepare(c, project, [name])
-    return c, prep
+    return Context(_root(ctx), out, sandbox, mesh_hosts, dict(os.environ), _say)
 
 
 @cli.command()
@@ -413,14 +285,7 @@ def _one(
 )
 @format_option("text", "json", "markdown")
 @sandbox_option
-@click.option(
-    "--with-gpu",
-    "gpu",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("gpu_droplets"),
-    help="Also plan the on-demand GPU droplet NAME (off by default).",
-)
+@gpu_option("Also plan the on-demand GPU droplet NAME (off by default).")
 @click.option(
     "--changed",
     is_flag=True,
@@ -464,70 +329,18 @@ def plan(
     diagram). Name drift (a droplet whose live name differs from its manifest) is reported.
     Exit 0 when nothing changes, 2 when something does, 1 on error.
     """
-    from infra_apply import deploy
-    from infra_apply.report import producer_reports
-    from infra_apply.report.json import format_json
-    from infra_apply.report.markdown import format_markdown
-    from infra_apply.report.text import format_text
+    from infra_apply.commands import plan as verb
 
-    c = _context(ctx, out, sandbox, mesh_hosts)
-    found = _changes(ctx, producers, changed, base, out, fmt, list_only)
-    project = _load(c)
-    if found is None:
-        names = deploy.pick(project, producers)
-    else:
-        names = [n for n in found.selection.producers if n in project.rendered]
-    if list_only or (found is not None and not names):
-        _plan_nothing(ctx, found, names, fmt, list_only)
-    preps = deploy.prepare(c, project, names)
-    planned = deploy.plan_all(preps, c.say, gpu=gpu)
-    plans = [p.plan for p in planned]
-    verdicts = deploy.verdicts(planned)
-    models = {p.prep.producer.name: p.prep.producer for p in planned}
-    reports = producer_reports(plans, verdicts, models)
-    if fmt == "json":
-        click.echo(format_json(reports), nl=False)
-    elif fmt == "markdown":
-        click.echo(format_markdown(reports), nl=False)
-    else:
-        click.echo(format_text(reports), nl=False)
-    ctx.exit(2 if any(p.changed for p in planned) else 0)
-
-
-def _changes(
-    ctx: click.Context,
-    producers: tuple[str, ...],
-    changed: bool,
-    base: str,
-    out: Path,
-    fmt: str,
-    list_only: bool,
-) -> Any:
-    """plan --changed: what git says changed (None without --changed); exits at once, without
-    validating, when no producer changed."""
-    if not changed:
-        return None
-    if producers:
+    if changed and producers:
         raise click.UsageError("--changed selects the producers itself; drop --producer")
-    from infra_apply.changed import changed_producers, describe
-
-    found = changed_producers(_root(ctx), out, base, os.environ)
-    for line in describe(found):
-        click.echo(line, err=True)
-    if not found.selection.producers:
-        _plan_nothing(ctx, found, [], fmt, list_only)
-    return found
-
-
-def _plan_nothing(ctx: click.Context, found: Any, names: list[str], fmt: str, list_only: bool) -> None:
-    """--list: the producers plan would plan; --changed with none of them: "No changes"."""
-    from infra_apply.changed import listing, nothing_to_plan
-
-    if list_only:
-        click.echo(listing(names, found, fmt), nl=False)
-    else:
-        click.echo(nothing_to_plan(fmt, found.base), nl=False)
-    ctx.exit(0)
+    result = verb.run(
+        _context(ctx, out, sandbox, mesh_hosts),
+        producers,
+        changed_since=base if changed else None,
+        list_only=list_only,
+        gpu=gpu,
+    )
+    _emit(ctx, verb.output(result, fmt))
 
 
 @cli.command()
@@ -539,37 +352,17 @@ def _plan_nothing(ctx: click.Context, found: Any, names: list[str], fmt: str, li
     help="The one producer to apply.",
 )
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
-@click.option(
-    "--allow-destroy",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("droplets"),
-    help="Allow deleting this droplet, database or database user (name or address).",
+@names_option(
+    "--allow-destroy", help="Allow deleting this droplet, database or database user (name or address)."
 )
-@click.option(
-    "--allow-replace",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("droplets"),
-    help="Allow replacing (destroy + create) this droplet, database or user.",
-)
-@click.option(
+@names_option("--allow-replace", help="Allow replacing (destroy + create) this droplet, database or user.")
+@names_option(
     "--allow-resize",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("droplets"),
     help="Allow resizing this droplet in place: downtime (powered off, resized, powered on) and a "
     "disk that grows and can never be shrunk back.",
 )
 @sandbox_option
-@click.option(
-    "--with-gpu",
-    "gpu",
-    multiple=True,
-    metavar="NAME",
-    shell_complete=_complete("gpu_droplets"),
-    help="Also create the on-demand GPU droplet NAME for this apply.",
-)
+@gpu_option("Also create the on-demand GPU droplet NAME for this apply.")
 @out_option
 @mesh_option
 @click.pass_context
@@ -594,49 +387,24 @@ def apply(
     Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
     mesh-hosts.json (see `register`).
     """
-    from infra_apply import deploy, mesh
-    from infra_apply.errors import InfraApplyError
-    from infra_apply.guard import unused_allowances
-    from infra_apply.report import ProducerReport
-    from infra_apply.report.text import format_text
+    from infra_apply.commands import apply as verb
 
-    _check_registry(sandbox, mesh_hosts)
-    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts, refuse_stale=True)
+    def confirm(question: str) -> bool:
+        return click.confirm(question, default=False)
 
-    def show(planned: Any, verdict: Any) -> None:
-        click.echo(format_text([ProducerReport(planned.plan, verdict, prep.producer)]), nl=False)
-        for unused in unused_allowances(planned.plan, allow_destroy, allow_replace, allow_resize):
-            click.echo(f"infra-apply: warning: {unused.message}", err=True)
-
-    def confirm(planned: Any) -> bool:
-        if auto_approve:
-            return True
-        if not sys.stdin.isatty():
-            raise InfraApplyError(
-                "refusing to apply without a terminal to confirm on; review the plan and rerun "
-                "with --auto-approve"
-            )
-        return click.confirm(f"Apply these changes to producer {prep.producer.name}?", default=False)
-
-    outcome = deploy.apply_producer(
-        c,
-        prep,
+    terminal = verb.Terminal(
+        show=lambda text: click.echo(text, nl=False),
+        confirm=confirm if sys.stdin.isatty() else None,
+    )
+    options = verb.ApplyOptions(
         allow_destroy=allow_destroy,
         allow_replace=allow_replace,
         allow_resize=allow_resize,
-        confirm=confirm,
-        show=show,
-        echo=click.echo,
+        auto_approve=auto_approve,
         gpu=gpu,
     )
-    click.echo(f"{prep.producer.name}: {'applied' if outcome.applied else 'nothing to apply'}")
-    if outcome.registration is not None:
-        for line in mesh.describe(outcome.registration):
-            click.echo(line)
-    elif deploy.mesh_target(c) is None:
-        click.echo(
-            "infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)", err=True
-        )
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options)
+    _emit(ctx, verb.output(done))
 
 
 @cli.command()
@@ -662,38 +430,10 @@ def register(
     other key is preserved. The write is locked and atomic; nothing is written when nothing
     changes. In sandbox mode the registry is a copy under the state dir.
     """
-    from infra_apply import deploy, mesh
+    from infra_apply.commands import register as verb
 
-    if not dry_run:
-        _check_registry(sandbox, mesh_hosts)
-    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
-    result = deploy.register(c, prep, dry_run=dry_run)
-    if fmt == "json":
-        _emit_json(
-            {
-                "path": str(result.path),
-                "written": result.wrote,
-                "dry_run": dry_run,
-                "diff": result.diff,
-                "changes": [
-                    {
-                        "change": h.kind,
-                        "host": h.host,
-                        "mesh_ip": h.mesh_ip,
-                        "droplet": h.droplet,
-                        "fields": list(h.fields),
-                    }
-                    for h in result.changes
-                ],
-            }
-        )
-    elif dry_run:
-        click.echo(result.diff or "no changes", nl=not result.diff)
-    else:
-        for line in mesh.describe(result):
-            click.echo(line)
-        if not result.wrote:
-            click.echo(f"{result.path} already up to date")
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, dry_run=dry_run)
+    _emit(ctx, verb.output(done, fmt))
 
 
 @cli.command()
@@ -713,23 +453,10 @@ def rename(
     `plan` reports as name drift, waits for the action, refreshes state and moves the
     droplet's mesh-hosts.json entries to the new name.
     """
-    from infra_apply import deploy
+    from infra_apply.commands import rename as verb
 
-    _check_registry(sandbox, mesh_hosts)
-    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
-    done = deploy.rename(c, prep, name)
-    if fmt == "json":
-        _emit_json(
-            {
-                "renamed": done is not None,
-                "name": name,
-                **({"droplet_id": done.droplet_id, "old": done.old} if done else {}),
-            }
-        )
-    elif done is None:
-        click.echo(f"{name}: live name already matches")
-    else:
-        click.echo(f"renamed droplet {done.droplet_id}: {done.old} -> {done.new}")
+    result = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, name)
+    _emit(ctx, verb.output(result, fmt))
 
 
 @cli.command()
@@ -748,31 +475,10 @@ def adopt(
     OUT/<producer>/imports.tf (in sandbox mode, a file under the state dir) so the next
     apply takes them over without replacing them.
     """
-    from infra_apply import deploy
+    from infra_apply.commands import adopt as verb
 
-    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts)
-    found, target = deploy.adopt(c, prep)
-    if fmt == "json":
-        _emit_json(
-            {
-                "imports": str(target) if found else None,
-                "adopted": [
-                    {"address": a.address, "name": a.name, "droplet_id": a.droplet_id, "warning": a.warning}
-                    for a in found
-                ],
-            }
-        )
-        return
-    for a in found:
-        click.echo(f"import {a.address} <- droplet {a.droplet_id} ({a.name})")
-        if a.warning:
-            click.echo(f"infra-apply: warning: {a.name}: {a.warning}", err=True)
-    if found:
-        click.echo(
-            f"wrote {target}; run infra-apply plan / apply --producer {prep.producer.name} to take them over"
-        )
-    else:
-        click.echo("nothing to adopt: every manifest droplet is in state or absent from the account")
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer)
+    _emit(ctx, verb.output(done, fmt))
 
 
 @cli.command()
@@ -842,47 +548,28 @@ def comment(
     boundary with a note pointing at --details-url (or the CI log). The token is never printed,
     and secrets found in FILE are masked.
     """
-    from infra_apply.comment import SECRET_ENV, publish, resolve_target
-    from infra_apply.errors import InfraApplyError
+    from infra_apply.commands import comment as verb
 
-    target = resolve_target(os.environ, forge=forge, api_url=api_url, repo=repo, token_env=token_env)
-    try:
-        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise InfraApplyError(f"cannot read {file}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise InfraApplyError(f"{file} is not UTF-8 text") from None
-    secrets = [os.environ[v] for v in SECRET_ENV if os.environ.get(v)]
-    done = publish(target, pr, text, key, secrets=secrets, details=details_url)
-    if fmt == "json":
-        _emit_json(
-            {
-                "action": done.action,
-                "comment_id": done.comment_id,
-                "url": done.url,
-                "forge": target.forge,
-                "repo": target.repo,
-                "pr": pr,
-                "cut": done.cut,
-                "chars": done.chars,
-            }
-        )
-    else:
-        link = f": {done.url}" if done.url else ""
-        click.echo(f"{done.action} comment {done.comment_id} on {target.repo}#{pr}{link}")
-    if done.cut:
-        click.echo(
-            f"infra-apply: warning: {file} is over the comment limit; the comment shows its start "
-            "and a note saying where the rest is",
-            err=True,
-        )
+    done = verb.run(
+        os.environ,
+        pr,
+        file,
+        read_stdin=sys.stdin.buffer.read,
+        forge=forge,
+        api_url=api_url,
+        repo=repo,
+        token_env=token_env,
+        key=key,
+        details=details_url,
+    )
+    _emit(ctx, verb.output(done, fmt))
 
 
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 @mesh_option
-def completion(shell: str, mesh_hosts: Path | None) -> None:
+@click.pass_context
+def completion(ctx: click.Context, shell: str, mesh_hosts: Path | None) -> None:
     """Print the completion script for SHELL: commands, options, producers and droplet names.
 
     \b
@@ -893,9 +580,9 @@ def completion(shell: str, mesh_hosts: Path | None) -> None:
     Producers are the root's @ folders and droplet names come from the manifests under --root
     (or $INFRA_APPLY_ROOT), read without a validation run.
     """
-    from infra_apply.completion import script
+    from infra_apply.commands import completion as verb
 
-    click.echo(script(cli, shell), nl=False)
+    _emit(ctx, verb.output(verb.run(cli, shell)))
 
 
 def stop_on_signals() -> None:

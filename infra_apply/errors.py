@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Literal, NamedTuple
 
 Level = Literal["error", "warning"]
+
+
+class ExitCode(IntEnum):
+    """Every exit status infra-apply ends with (DESIGN.md's command-line contract)."""
+
+    OK = 0
+    ERROR = 1  # bad input, a failed Terraform, a refused precondition
+    CHANGES = 2  # plan: something would change
+    REFUSED = 3  # apply: the guard refused the plan
+    BUG = 70  # EX_SOFTWARE: a defect in infra-apply, not in the input
+    HANGUP = 129  # SIGHUP (128 + 1), once Terraform has stopped cleanly
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    TERMINATED = 143  # SIGTERM (128 + 15)
 
 
 def printable(text: str) -> str:
@@ -45,7 +59,7 @@ class InfraApplyError(Exception):
     message when there is no location) with ``exit_code``.
     """
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.ERROR
     default_rule: str | None = None
 
     def __init__(
@@ -86,7 +100,7 @@ class ValidationFailed(InfraApplyError):
 class GuardRefused(InfraApplyError):
     """The plan deletes or replaces something the operator did not allow."""
 
-    exit_code = 3
+    exit_code = ExitCode.REFUSED
 
 
 class TerraformError(InfraApplyError):
@@ -109,5 +123,6 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
     @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+    def exit_code(self) -> ExitCode:
+        # Only SIGTERM and SIGHUP are turned into Stopped (cli.stop_on_signals).
+        return ExitCode(128 + self.signum)

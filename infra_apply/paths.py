@@ -38,3 +38,15 @@ def child(base: Path, name: str) -> Path:
             rule="paths",
         )
     return path
+
+
+def check_path(option: str, path: Path) -> None:
+    """A path the OS cannot even look up (too long, a loop) is bad input, not a bug; a missing
+    one is left to the command, which says what it expected there."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        shown = str(path) if len(str(path)) <= 80 else f"{str(path)[:60]}... ({len(str(path))} characters)"
+        raise InfraApplyError(f"{option} {shown}: {exc.strerror}") from None

@@ -460,12 +460,30 @@ class Workdir:
         return run(argv, self.path, self.env, echo=echo, echo_stderr=echo_stderr)
 
     def must(
-        self, command: str, *positional: str, what: str, echo: Printer | None = None, **options: Any
+        self,
+        command: str,
+        *positional: str,
+        what: str,
+        ok: Sequence[int] = (0,),
+        echo: Printer | None = None,
+        echo_stderr: Printer | None = None,
+        **options: Any,
     ) -> Result:
-        result = self.run(command, *positional, echo=echo, **options)
-        if result.code != 0:
-            raise TerraformError(f"terraform {what} failed in {self.path}:\n{error_text(result)}")
+        """``run``, raising ``CommandFailed`` unless Terraform exits with one of ``ok``."""
+        result = self.run(command, *positional, echo=echo, echo_stderr=echo_stderr, **options)
+        if result.code not in ok:
+            raise CommandFailed(what, self.path, error_text(result))
         return result
+
+
+class CommandFailed(TerraformError):
+    """A Terraform command exited with a failure; ``detail`` is Terraform's own error, so a
+    caller can say what the failure means for its step without repeating the runner."""
+
+    def __init__(self, what: str, where: Path, detail: str) -> None:
+        super().__init__(f"terraform {what} failed in {where}:\n{detail}")
+        self.what = what
+        self.detail = detail
 
 
 def init(wd: Workdir, *, reconfigure: bool = False) -> None:
@@ -483,8 +501,10 @@ def plan(
 ) -> bool:
     """Saved plan in ``plan_file``; True when it changes something (detailed exit code 2)."""
     var = [f"{k}={v}" for k, v in sorted((variables or {}).items())] or None
-    result = wd.run(
+    result = wd.must(
         "plan",
+        what="plan",
+        ok=(0, 2),
         echo=echo,
         input=False,
         no_color=True,
@@ -494,8 +514,6 @@ def plan(
         refresh_only=refresh_only,
         var=var,
     )
-    if result.code not in (0, 2):
-        raise TerraformError(f"terraform plan failed in {wd.path}:\n{error_text(result)}")
     return result.code == 2
 
 
@@ -516,10 +534,12 @@ def apply(
     echo: Printer | None = None,
     echo_stderr: Printer | None = None,
     lock_timeout: str = "0s",
-) -> Result:
-    return wd.run(
+) -> None:
+    """Apply the saved plan ``plan_file``; raises ``CommandFailed`` when Terraform fails."""
+    wd.must(
         "apply",
         plan_file,
+        what="apply",
         echo=echo,
         echo_stderr=echo_stderr,
         input=False,
@@ -528,17 +548,19 @@ def apply(
     )
 
 
-class OutputMissing(TerraformError):
+class OutputMissing(CommandFailed):
     """The state has no such output: nothing was applied yet."""
 
 
-def output_json(wd: Workdir, name: str) -> Any:
-    result = wd.run("output", name, json=True, no_color=True)
-    if result.code != 0:
-        text = error_text(result)
-        kind = OutputMissing if "not found" in text or "No outputs" in text else TerraformError
-        raise kind(f"terraform output {name} failed in {wd.path}:\n{text}")
+def output_json(wd: Workdir, name: str) -> object:
     try:
-        return json.loads(result.stdout)
+        result = wd.must("output", name, what=f"output {name}", json=True, no_color=True)
+    except CommandFailed as exc:
+        if "not found" in exc.detail or "No outputs" in exc.detail:
+            raise OutputMissing(exc.what, wd.path, exc.detail) from None
+        raise
+    try:
+        value: object = json.loads(result.stdout)
+        return value
     except ValueError as exc:
         raise TerraformError(f"terraform output -json printed something that is not JSON ({exc})") from None

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from infra_apply import cli as cli_module
+from infra_apply.errors import ExitCode
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, cli_env, project, run_cli, write_tree
 
 
@@ -112,7 +113,7 @@ def test_a_bug_prints_a_traceback_and_its_own_exit_code(
 
     monkeypatch.setattr("infra_apply.validate.validate_tree", boom)
     result = CliRunner().invoke(cli_module.cli, ["--root", str(tmp_path), "validate"])
-    assert result.exit_code == cli_module.EXIT_BUG
+    assert result.exit_code == ExitCode.BUG
     assert "Traceback" in result.stderr and "internal error" in result.stderr
 
 
@@ -155,3 +156,18 @@ def test_live_apply_refuses_a_stale_generated_folder(example: Path) -> None:
     assert result.returncode == 1
     assert "is out of date with the manifests" in result.stderr and "Traceback" not in result.stderr
     assert not (example / "state" / "work").exists()  # stopped before Terraform
+
+
+def test_one_exit_code_enum_holds_the_contracts_numbers() -> None:
+    import signal
+
+    from infra_apply.errors import GuardRefused, InfraApplyError, Stopped
+
+    assert [(c.name, int(c)) for c in ExitCode] == [
+        ("OK", 0), ("ERROR", 1), ("CHANGES", 2), ("REFUSED", 3), ("BUG", 70),
+        ("HANGUP", 129), ("INTERRUPTED", 130), ("TERMINATED", 143),
+    ]  # fmt: skip
+    assert InfraApplyError("x").exit_code is ExitCode.ERROR
+    assert GuardRefused("x").exit_code is ExitCode.REFUSED
+    assert Stopped(signal.SIGTERM).exit_code is ExitCode.TERMINATED
+    assert Stopped(signal.SIGHUP).exit_code is ExitCode.HANGUP

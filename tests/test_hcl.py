@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply import hcl
-from infra_apply.deploy import Adoption, write_imports
+from infra_apply.commands.adopt import Adoption, write_imports
 from infra_apply.errors import InfraApplyError
 from infra_apply.sandbox.install import cli_config_text
 from infra_apply.state import Backend

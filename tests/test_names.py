@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from infra_apply import deploy
+from infra_apply import workcopy
 from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError, MeshError, Problem, ValidationFailed
 from infra_apply.hcl import slug
@@ -342,11 +342,12 @@ def render_and_prepare(root: Path, out: Path, state: Path, v: Any) -> Path:
     assert all(r.producer for r in rendered), "an empty producer name passed validation"
     write(rendered, out)
     env = {"INFRA_APPLY_STATE_DIR": str(state), "DIGITALOCEAN_TOKEN": "not-used", "PATH": os.environ["PATH"]}
-    ctx = deploy.Context(root=root, out=out, sandbox=False, mesh_path=None, env=env)
-    project = deploy.Project(model, {r.producer: r for r in rendered}, False)
-    [prep] = deploy.prepare(ctx, project, [r.producer for r in rendered])
+    ctx = workcopy.Context(root=root, out=out, sandbox=False, mesh_path=None, env=env)
+    project = workcopy.Project(model, {r.producer: r for r in rendered}, False)
+    [prep] = workcopy.prepare(ctx, project, [r.producer for r in rendered])
+    assert prep.lock is not None
     prep.lock.release()
-    return prep.wd.path
+    return prep.copy.path
 
 
 def assert_exact(folder: Path, f: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import deploy
+from infra_apply import workcopy
 from infra_apply.errors import InfraApplyError
 from infra_apply.model import Model
 from infra_apply.paths import child, inside
@@ -85,9 +85,9 @@ def test_a_refused_producer_leaves_the_others_unwritten(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def context(tmp_path: Path, *, sandbox: bool) -> deploy.Context:
+def context(tmp_path: Path, *, sandbox: bool) -> workcopy.Context:
     env = {"INFRA_APPLY_STATE_DIR": str(tmp_path / "state"), "DIGITALOCEAN_TOKEN": "test-token"}
-    return deploy.Context(
+    return workcopy.Context(
         root=tmp_path / "root", out=tmp_path / "out", sandbox=sandbox, mesh_path=None, env=env
     )
 
@@ -97,15 +97,15 @@ def test_working_copies_and_imports_stay_in_their_own_folders(tmp_path: Path, pr
     (tmp_path / "root").mkdir()
     ctx = context(tmp_path, sandbox=False)
     for call in (
-        lambda: deploy.imports_file(ctx, producer),
-        lambda: deploy.imports_file(context(tmp_path, sandbox=True), producer),
-        lambda: deploy.sandbox_overlay(ctx, producer),
+        lambda: workcopy.imports_file(ctx, producer),
+        lambda: workcopy.imports_file(context(tmp_path, sandbox=True), producer),
+        lambda: workcopy.sandbox_overlay(ctx, producer),
     ):
         with pytest.raises(InfraApplyError, match="refusing to write"):
             call()
-    project = deploy.Project(Model(()), {producer: Rendered(producer, {"main.tf": "# x\n"})}, False)
+    project = workcopy.Project(Model(()), {producer: Rendered(producer, {"main.tf": "# x\n"})}, False)
     with pytest.raises(InfraApplyError, match="refusing to write"):
-        deploy.prepare(ctx, project, [producer])
+        workcopy.prepare(ctx, project, [producer])
     written = [p for p in snapshot(tmp_path) if p.name == "main.tf"]
     assert written == []
 

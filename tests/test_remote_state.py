@@ -25,8 +25,8 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
-from infra_apply.deploy import Context, terraform_env
 from infra_apply.sandbox import cloud
+from infra_apply.workcopy import Context, terraform_env
 from tests.conftest import cli_env, run_cli
 
 QUINN = {"com.uvlava.dns", "com.uvlava.quinn.artifacts", "com.uvlava.quinn.mcp"}

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from infra_apply import deploy
-from infra_apply import terraform as tf
+from infra_apply import workcopy
+from infra_apply.commands.plan import plan_one
 from infra_apply.errors import ValidationFailed
 from infra_apply.sandbox.install import install
 from tests.conftest import REPO, cli_env, droplet, producer_root, project, write_tree
@@ -161,7 +161,7 @@ class HostileTree:
 
     def __init__(self, base: Path) -> None:
         self.root = base / "root"
-        self.ctx = deploy.Context(
+        self.ctx = workcopy.Context(
             root=self.root,
             out=base / "generated",
             sandbox=True,
@@ -187,13 +187,13 @@ class HostileTree:
             },
         )
         try:
-            project_ = deploy.load_project(self.ctx, lambda _: None)
+            project_ = workcopy.load_project(self.ctx)
         except ValidationFailed as exc:
             errors = [p for p in exc.problems if p.level == "error"]
             assert errors and all(p.line >= 1 and p.col >= 1 and p.path for p in errors)
             return
-        [prep] = deploy.prepare(self.ctx, project_, ["ct"])
-        planned = deploy.plan_one(prep, lambda _: None)
+        [prep] = workcopy.prepare(self.ctx, project_, ["ct"])
+        planned = plan_one(prep, lambda _: None)
         values = {
             r["address"]: r["values"] for r in planned.raw["planned_values"]["root_module"]["resources"]
         }
@@ -209,8 +209,9 @@ class HostileTree:
             if r["type"] == "digitalocean_database_cluster"
         ]
         assert [r["values"]["name"] for r in cluster_read] == [cluster]
-        assert tf.apply(prep.wd, deploy.PLAN_FILE).code == 0
-        output = tf.output_json(prep.wd, "droplets")
+        prep.copy.apply()  # raises when Terraform fails
+        output = prep.copy.output("droplets")
+        assert isinstance(output, dict)
         assert output["com.uvlava.ct.box"]["hosts"] == [host]
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.deploy import Context, mesh_target, sandbox_registry
 from infra_apply.mesh import load_document
+from infra_apply.workcopy import Context, mesh_target, sandbox_registry
 from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 
 # --- the sandbox's registry copy ------------------------------------------------------------
@@ -21,7 +21,7 @@ from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 SEED = """
 import resource, signal, sys
 from pathlib import Path
-from infra_apply.deploy import Context, mesh_target
+from infra_apply.workcopy import Context, mesh_target
 from infra_apply.mesh import load_document
 
 root, source, state, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]

@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 
 from infra_apply import terraform as tf
-from infra_apply.deploy import Context, terraform_env, token_env
 from infra_apply.errors import InfraApplyError, Stopped
 from infra_apply.sandbox.install import install
 from tests.conftest import REPO, cli_env, run_cli
@@ -186,6 +185,23 @@ sys.exit(3)
     path.write_text(script, "utf-8")
     path.chmod(0o755)
     return path
+
+
+def test_every_runner_raises_when_terraform_fails(tmp_path: Path) -> None:
+    """apply too: a failed apply must never be mistaken for a done one by a caller that
+    forgot to look at a return code."""
+    fake = fake_terraform(tmp_path / "bin", tmp_path / "log")  # exits 3 for apply, show, output
+    wd = tf.Workdir(tf.Binary(str(fake), "1.11.4"), tmp_path / "wd", {"PATH": os.environ["PATH"]})
+    wd.path.mkdir()
+    for what, call in (
+        ("apply", lambda: tf.apply(wd, "plan.bin")),
+        ("show", lambda: tf.show_json(wd, "plan.bin")),
+        ("output droplets", lambda: tf.output_json(wd, "droplets")),
+    ):
+        with pytest.raises(tf.CommandFailed) as failed:
+            call()
+        assert failed.value.what == what
+        assert failed.value.message.startswith(f"terraform {what} failed in {wd.path}:")
 
 
 def test_missing_binary_names_what_to_install(tmp_path: Path) -> None:
@@ -412,68 +428,6 @@ def test_sandbox_never_hands_a_real_token_to_terraform(example: Path) -> None:
         assert c["cli_config"] == str(example / "state" / "sandbox" / "terraformrc")
     assert files_holding(example / "state", SECRET) == []
     assert not (example / "plugin-cache").exists()
-
-
-def context(tmp_path: Path, sandbox: bool, **env: str) -> Context:
-    return Context(
-        root=tmp_path / "tree", out=tmp_path / "generated", sandbox=sandbox, mesh_path=None, env=env
-    )
-
-
-def test_terraform_env_in_the_sandbox_drops_tokens_and_the_plugin_cache(tmp_path: Path) -> None:
-    ctx = context(
-        tmp_path,
-        True,
-        DIGITALOCEAN_TOKEN=SECRET,
-        DIGITALOCEAN_ACCESS_TOKEN=SECRET,
-        TF_PLUGIN_CACHE_DIR="/cache",
-        TF_CLI_CONFIG_FILE="/operator/terraformrc",
-        PATH="/usr/bin",
-    )
-    sandbox_env = {
-        "TF_CLI_CONFIG_FILE": "/state/sandbox/terraformrc",
-        "INFRA_APPLY_SANDBOX_CLOUD": "/state/sandbox/cloud.json",
-        "CHECKPOINT_DISABLE": "1",
-    }
-    env = terraform_env(ctx, "quinn", sandbox_env)
-    assert SECRET not in env.values()
-    assert "TF_PLUGIN_CACHE_DIR" not in env
-    assert env["TF_CLI_CONFIG_FILE"] == "/state/sandbox/terraformrc"
-    assert (env["PATH"], env["TF_IN_AUTOMATION"]) == ("/usr/bin", "1")
-    assert ctx.env["DIGITALOCEAN_TOKEN"] == SECRET  # the caller's mapping is not touched
-
-
-def test_terraform_env_outside_the_sandbox_leaves_terraforms_settings_alone(tmp_path: Path) -> None:
-    ctx = context(
-        tmp_path,
-        False,
-        DIGITALOCEAN_TOKEN=SECRET,
-        TF_PLUGIN_CACHE_DIR="/cache",
-        TF_CLI_CONFIG_FILE="/operator/terraformrc",
-        HOME=str(tmp_path),
-    )
-    env = terraform_env(ctx, "quinn", None)
-    assert env["DIGITALOCEAN_TOKEN"] == SECRET
-    assert (env["TF_PLUGIN_CACHE_DIR"], env["TF_CLI_CONFIG_FILE"]) == ("/cache", "/operator/terraformrc")
-
-
-def test_token_from_the_vault_and_its_absence(tmp_path: Path) -> None:
-    with pytest.raises(InfraApplyError) as exc:
-        token_env({"HOME": str(tmp_path)}, "quinn")
-    assert "DIGITALOCEAN_TOKEN" in exc.value.message
-    assert str(tmp_path / ".vault" / "do_pat_quinn") in exc.value.message
-    (tmp_path / ".vault").mkdir()
-    (tmp_path / ".vault" / "do_pat_quinn").write_text("   \n")
-    with pytest.raises(InfraApplyError):
-        token_env({"HOME": str(tmp_path)}, "quinn")  # an empty file is no token
-    (tmp_path / ".vault" / "do_pat_quinn").write_text(f"{SECRET}\n")
-    assert token_env({"HOME": str(tmp_path)}, "quinn") == {"DIGITALOCEAN_TOKEN": SECRET}
-    with pytest.raises(InfraApplyError, match="do_pat_ct"):
-        token_env({"HOME": str(tmp_path)}, "ct")  # one producer's token is not another's
-    assert token_env({"HOME": str(tmp_path), "DIGITALOCEAN_ACCESS_TOKEN": "x"}, "ct") == {}
-    ctx = context(tmp_path, False, HOME=str(tmp_path))
-    assert terraform_env(ctx, "quinn", None)["DIGITALOCEAN_TOKEN"] == SECRET
-    assert "DIGITALOCEAN_TOKEN" not in ctx.env
 
 
 # --- Ctrl-C ------------------------------------------------------------------------------------

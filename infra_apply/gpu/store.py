@@ -162,15 +162,14 @@ class LeaseStore:
         raise AssertionError("unreachable")
 
     def _apply(self) -> None:
-        result = tf.apply(self.wd, PLAN_FILE, lock_timeout=LOCK_TIMEOUT)
-        if result.code == 0:
-            return
-        text = tf.error_text(result)
-        if STALE in text:
-            raise self._conflict()
-        raise LeaseStoreError(
-            f"could not write the GPU leases of producer {self.producer} ({self.where}):\n{text}"
-        )
+        try:
+            tf.apply(self.wd, PLAN_FILE, lock_timeout=LOCK_TIMEOUT)
+        except tf.CommandFailed as exc:
+            if STALE in exc.detail:
+                raise self._conflict() from None
+            raise LeaseStoreError(
+                f"could not write the GPU leases of producer {self.producer} ({self.where}):\n{exc.detail}"
+            ) from None
 
     @contextlib.contextmanager
     def _io(self) -> Iterator[None]:

@@ -1,0 +1,142 @@
+"""``apply``: plan one producer, show the plan, guard, confirm, apply exactly that saved plan,
+then register its hosts.
+
+The operator is reached only through ``Terminal`` (what to show, how to ask), so a test drives
+the whole order of effects with a fake working copy and a scripted terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from infra_apply import terraform as tf
+from infra_apply.commands import Output
+from infra_apply.commands.plan import Planned, plan_one
+from infra_apply.commands.register import register
+from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
+from infra_apply.guard import guard, refusal_message, unused_allowances
+from infra_apply.mesh import WriteResult
+from infra_apply.report import ProducerReport
+from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one
+
+
+class Confirm(Protocol):
+    def __call__(self, question: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """How apply talks to the operator while it runs."""
+
+    show: Callable[[str], None]  # the plan, then Terraform's output: text as is (lines end in \n)
+    confirm: Confirm | None = None  # None: no terminal to ask on
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    allow_destroy: tuple[str, ...] = ()  # manifest names or addresses the guard lets go
+    allow_replace: tuple[str, ...] = ()
+    allow_resize: tuple[str, ...] = ()  # droplets it may resize in place (downtime, disk grows)
+    auto_approve: bool = False  # apply without asking (needed without a terminal)
+    gpu: tuple[str, ...] = ()  # on-demand GPU droplets to create for this apply
+
+
+@dataclass(frozen=True)
+class Applied:
+    planned: Planned
+    applied: bool  # False: the plan changed nothing
+    registration: WriteResult | None
+    registry: Path | None  # where hosts are registered; None: no --mesh-hosts given
+
+    @property
+    def producer(self) -> str:
+        return self.planned.prep.producer.name
+
+
+def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions = ApplyOptions()) -> Applied:
+    check_registry(ctx)
+    # A live apply applies only the Terraform under review: a stale generated/ is refused.
+    prep = prepare_one(ctx, producer, refuse_stale=True)
+    return apply_producer(ctx, prep, terminal, options)
+
+
+def apply_producer(
+    ctx: Context, prep: Prepared, terminal: Terminal, options: ApplyOptions = ApplyOptions()
+) -> Applied:
+    """plan -> show -> guard -> confirm -> apply that saved plan -> register the hosts."""
+    from infra_apply.report.text import format_text
+
+    name = prep.producer.name
+    planned = plan_one(prep, ctx.say, gpu=options.gpu)
+    allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
+    verdict = guard(planned.plan, *allow)
+    terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer)]))
+    for unused in unused_allowances(planned.plan, *allow):
+        ctx.say(f"infra-apply: warning: {unused.message}")
+    if not verdict.ok:
+        raise GuardRefused(refusal_message(verdict))
+    applied = False
+    if planned.changed:
+        if not _confirmed(name, terminal, options.auto_approve):
+            raise InfraApplyError("apply cancelled; nothing was changed")
+        ctx.say(f"{name}: terraform apply (the saved plan shown above)")
+        try:
+            prep.copy.apply(echo=lambda line: terminal.show(f"{line}\n"))
+        except tf.CommandFailed as exc:
+            raise TerraformError(
+                f"terraform apply failed for producer {name}:\n{exc.detail}\n"
+                "State holds what was created before the failure; fix the cause and rerun."
+            ) from None
+        applied = True
+    registry = mesh_target(ctx)
+    registration = _register(ctx, prep, planned, applied) if registry is not None else None
+    return Applied(planned, applied, registration, registry)
+
+
+def _confirmed(producer: str, terminal: Terminal, auto_approve: bool) -> bool:
+    if auto_approve:
+        return True
+    if terminal.confirm is None:
+        raise InfraApplyError(
+            "refusing to apply without a terminal to confirm on; review the plan and rerun "
+            "with --auto-approve"
+        )
+    return terminal.confirm(f"Apply these changes to producer {producer}?")
+
+
+def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> WriteResult | None:
+    """Register the hosts (and drop the destroyed droplets' ones); a failure here says the
+    apply itself went through and how to finish."""
+    removed = [
+        c.name for c in planned.plan.changes if c.type == "digitalocean_droplet" and c.action == "delete"
+    ]
+    if not (prep.producer.droplets or removed):
+        return None
+    try:
+        return register(ctx, prep, removed=removed)
+    except InfraApplyError as exc:
+        name = prep.producer.name
+        done = "applied" if applied else "nothing to apply"
+        raise InfraApplyError(
+            f"{name}: {done}, but registering its hosts failed: {exc.message}; fix that "
+            f"and run infra-apply register --producer {name}",
+            path=exc.path,
+            line=exc.line,
+            col=exc.col,
+            rule=exc.rule,
+        ) from None
+
+
+def output(done: Applied) -> Output:
+    from infra_apply.mesh import describe
+
+    lines = [f"{done.producer}: {'applied' if done.applied else 'nothing to apply'}"]
+    notes: tuple[str, ...] = ()
+    if done.registration is not None:
+        lines += describe(done.registration)
+    elif done.registry is None:
+        notes = ("infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)",)
+    return Output("".join(f"{line}\n" for line in lines), notes)

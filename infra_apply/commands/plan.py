@@ -1,0 +1,203 @@
+"""``plan``: render, then ``terraform plan`` each producer (in parallel) and summarise the
+changes; ``--changed`` plans only what a git change touches, ``--list`` plans nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from infra_apply import terraform as tf
+from infra_apply.changed import Changes
+from infra_apply.commands import Output
+from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.guard import GuardVerdict, guard
+from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
+from infra_apply.report import ProducerReport, producer_reports
+from infra_apply.workcopy import Context, Prepared, Say, check_ready, load_project, pick, prepare
+
+
+@dataclass(frozen=True)
+class Planned:
+    prep: Prepared
+    plan: ProducerPlan
+    changed: bool
+    raw: JsonObject  # ``terraform show -json`` of the saved plan
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    planned: tuple[Planned, ...] = ()
+    changes: Changes | None = None  # plan --changed: what git says changed since the base
+    listed: tuple[str, ...] | None = None  # plan --list: the producers it would plan
+
+    @property
+    def changed(self) -> bool:
+        return any(p.changed for p in self.planned)
+
+    def reports(self) -> tuple[ProducerReport, ...]:
+        plans = [p.plan for p in self.planned]
+        models = {p.prep.producer.name: p.prep.producer for p in self.planned}
+        return producer_reports(plans, verdicts(self.planned), models)
+
+
+def run(
+    ctx: Context,
+    producers: Sequence[str] = (),
+    *,
+    changed_since: str | None = None,
+    list_only: bool = False,
+    gpu: Sequence[str] = (),
+) -> PlanResult:
+    """Plan ``producers`` (every producer when none), or with ``changed_since`` (a git ref) the
+    ones a change since then touches."""
+    check_ready(ctx)
+    found = _changed(ctx, changed_since)
+    if found is not None and not found.selection.producers:
+        # Nothing changed: said without validating, so CI stays fast on unrelated changes.
+        return PlanResult(changes=found, listed=() if list_only else None)
+    project = load_project(ctx)
+    if found is None:
+        names = pick(project, producers)
+    else:
+        names = [n for n in found.selection.producers if n in project.rendered]
+    if list_only or (found is not None and not names):
+        return PlanResult(changes=found, listed=tuple(names) if list_only else None)
+    planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=gpu)
+    return PlanResult(tuple(planned), found)
+
+
+def _changed(ctx: Context, base: str | None) -> Changes | None:
+    if base is None:
+        return None
+    from infra_apply.changed import changed_producers, describe
+
+    found = changed_producers(ctx.root, ctx.out, base, ctx.env)
+    for line in describe(found):
+        ctx.say(line)
+    return found
+
+
+def output(result: PlanResult, fmt: str) -> Output:
+    from infra_apply.changed import listing, nothing_to_plan
+
+    if result.listed is not None:
+        return Output(listing(result.listed, result.changes, fmt))
+    if not result.planned and result.changes is not None:
+        return Output(nothing_to_plan(fmt, result.changes.base))
+    code = ExitCode.CHANGES if result.changed else ExitCode.OK
+    return Output(format_reports(result.reports(), fmt), code=code)
+
+
+def format_reports(reports: Sequence[ProducerReport], fmt: str) -> str:
+    if fmt == "json":
+        from infra_apply.report.json import format_json
+
+        return format_json(reports)
+    if fmt == "markdown":
+        from infra_apply.report.markdown import format_markdown
+
+        return format_markdown(reports)
+    from infra_apply.report.text import format_text
+
+    return format_text(reports)
+
+
+# --- planning producers -----------------------------------------------------------------------
+
+
+def plan_one(
+    prep: Prepared,
+    say: Say,
+    *,
+    gpu: Iterable[str] = (),
+    provider_env: Callable[[], Mapping[str, str]] | None = None,
+) -> Planned:
+    """init, plan (saved), show: the saved plan as typed changes.
+
+    ``provider_env``: extra environment for the plan and show only (the sandbox's shared provider,
+    see sandbox/reattach.py); never for init or apply."""
+    prep.copy.init()
+    say(f"{prep.producer.name}: terraform plan")
+    copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
+    changed = copy.plan(variables=gpu_variables(prep, gpu))
+    raw = copy.show()
+    plan = parse_plan(prep.producer.name, raw, prep.rendered.names)
+    return Planned(prep, plan, changed or plan.has_changes, raw)
+
+
+def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
+    out = {}
+    for name in gpu:
+        var = prep.rendered.gpu_variables.get(name)
+        if var is None:
+            known = ", ".join(sorted(prep.rendered.gpu_variables)) or "none"
+            raise InfraApplyError(
+                f"{name!r} is not an on-demand GPU droplet of producer "
+                f"{prep.producer.name} (GPU droplets: {known})"
+            )
+        out[var] = "true"
+    return out
+
+
+def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) -> list[Planned]:
+    """Plan producers in parallel (bounded by the CPU count); results in producer order."""
+    gpu = tuple(gpu)
+    unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
+    if unknown:
+        raise InfraApplyError(
+            f"--with-gpu {', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
+        )
+    workers = max(1, min(len(preps), os.cpu_count() or 1))
+    with contextlib.ExitStack() as stack:
+        provider_env = None
+        if preps and preps[0].shared_provider is not None:
+            from infra_apply.sandbox.reattach import shared_provider
+
+            provider_env = stack.enter_context(shared_provider(*preps[0].shared_provider)).env
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+        futures = [
+            pool.submit(
+                plan_one,
+                p,
+                say,
+                gpu=[g for g in gpu if g in p.rendered.gpu_variables],
+                provider_env=provider_env,
+            )
+            for p in preps
+        ]
+        try:
+            return [_result(f) for f in futures]
+        except KeyboardInterrupt:
+            _interrupt(futures)
+            raise
+
+
+def _result(future: Future[Planned]) -> Planned:
+    # Short waits: see tf.SIGNAL_CHECK_SECONDS (a signal must not wait for the plan to end).
+    while True:
+        try:
+            return future.result(timeout=tf.SIGNAL_CHECK_SECONDS)
+        except TimeoutError:
+            continue
+
+
+def _interrupt(futures: Sequence[Future[Planned]]) -> None:
+    """Ctrl-C reaches only the main thread: pass it to the Terraforms the workers run, and keep
+    waiting for them to stop cleanly (a second Ctrl-C is Terraform's hard stop)."""
+    for f in futures:
+        f.cancel()
+    tf.interrupt_running()
+    while not all(f.done() for f in futures):
+        try:
+            wait(futures, timeout=tf.SIGNAL_CHECK_SECONDS)
+        except KeyboardInterrupt:
+            tf.interrupt_running()
+
+
+def verdicts(
+    planned: Sequence[Planned], allow_destroy: Sequence[str] = (), allow_replace: Sequence[str] = ()
+) -> dict[str, GuardVerdict]:
+    return {p.plan.producer: guard(p.plan, allow_destroy, allow_replace) for p in planned}

@@ -1,0 +1,113 @@
+"""``register``: write a producer's droplets, as its Terraform state reports them, into
+mesh-hosts.json (``--dry-run``: the diff, nothing written)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from infra_apply import terraform as tf
+from infra_apply.commands import Output
+from infra_apply.errors import InfraApplyError
+from infra_apply.mesh import LiveDroplet, WriteResult
+from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one
+
+
+@dataclass(frozen=True)
+class Registered:
+    result: WriteResult
+    dry_run: bool
+
+
+def run(ctx: Context, producer: str, *, dry_run: bool = False) -> Registered:
+    if not dry_run:
+        check_registry(ctx)
+    prep = prepare_one(ctx, producer)
+    return Registered(register(ctx, prep, dry_run=dry_run), dry_run)
+
+
+def register(
+    ctx: Context,
+    prep: Prepared,
+    *,
+    removed: Sequence[str] = (),
+    renamed: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+) -> WriteResult:
+    """Register the producer's live droplets (``removed``: manifest names whose hosts go,
+    ``renamed``: old -> new droplet names) in the registry ``mesh_target`` names."""
+    from infra_apply.mesh import write_registration
+
+    target = mesh_target(ctx)
+    if target is None:
+        raise InfraApplyError(
+            "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
+        )
+    prep.copy.init()
+    result = write_registration(
+        target,
+        prep.producer.name,
+        live_droplets(prep),
+        removed=removed,
+        renamed=renamed or {},
+        dry_run=dry_run,
+    )
+    if ctx.sandbox and target != ctx.mesh_path:
+        ctx.say(f"sandbox: hosts registered in {target} (your mesh-hosts.json is never written)")
+    return result
+
+
+def live_droplets(prep: Prepared) -> list[LiveDroplet]:
+    """The producer's droplets from its applied state (the ``droplets`` output)."""
+    from infra_apply.mesh import live_droplets_from_output
+
+    if not prep.rendered.droplet_addresses:
+        return []
+    try:
+        value = prep.copy.output("droplets")
+    except tf.OutputMissing:
+        raise InfraApplyError(
+            f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
+            f"first (infra-apply apply --producer {prep.producer.name})"
+        ) from None
+    return live_droplets_from_output(value or {})
+
+
+def output(done: Registered, fmt: str) -> Output:
+    if fmt == "json":
+        return Output(format_json(done))
+    return Output(format_text(done))
+
+
+def format_text(done: Registered) -> str:
+    result = done.result
+    if done.dry_run:
+        return result.diff or "no changes\n"
+    from infra_apply.mesh import describe
+
+    lines = describe(result)
+    if not result.wrote:
+        lines.append(f"{result.path} already up to date")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def format_json(done: Registered) -> str:
+    result = done.result
+    doc = {
+        "path": str(result.path),
+        "written": result.wrote,
+        "dry_run": done.dry_run,
+        "diff": result.diff,
+        "changes": [
+            {
+                "change": h.kind,
+                "host": h.host,
+                "mesh_ip": h.mesh_ip,
+                "droplet": h.droplet,
+                "fields": list(h.fields),
+            }
+            for h in result.changes
+        ],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,490 @@
+"""Working copies: where Terraform runs for one producer, and what the verbs need from it.
+
+Each producer gets a working copy under the state dir holding the freshly rendered module
+(never ``generated/``), its ``.terraform/``, saved plans and local state. The verbs
+(``infra_apply.commands``) reach Terraform only through the ``WorkingCopy`` protocol, so a
+test drives a verb with a fake and checks the order of its effects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from infra_apply import terraform as tf
+from infra_apply.errors import InfraApplyError, TerraformError
+from infra_apply.fs import private_dirs, tighten, write_private
+from infra_apply.model import Model, ProducerModel
+from infra_apply.paths import child, inside
+from infra_apply.plan_model import JsonObject
+from infra_apply.render import Rendered, compare, render_model
+from infra_apply.state import (
+    Backend,
+    check_outside,
+    checked_state_dir,
+    load_backend,
+    root_key,
+    state_dir,
+    validation_cache,
+)
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+    from infra_apply.sandbox.install import SandboxSetup
+
+PLAN_FILE = "infra-apply.tfplan"
+STAMP = ".infra-apply-init"
+IMPORTS = "imports.tf"
+Say = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every verb that touches Terraform runs with: the options and the environment."""
+
+    root: Path
+    out: Path  # generated/: address ledgers and (outside the sandbox) imports.tf
+    sandbox: bool
+    mesh_path: Path | None
+    env: Mapping[str, str] = field(repr=False)  # may hold the DigitalOcean token
+    say: Say = field(default=_stderr)  # progress lines and warnings (stderr)
+
+
+@dataclass(frozen=True)
+class Project:
+    model: Model
+    rendered: Mapping[str, Rendered]
+    generated_stale: bool
+
+
+class WorkingCopy(Protocol):
+    """Terraform in one producer's working copy: what the verbs need from it.
+
+    ``TerraformCopy`` is the real one. Every call raises (``TerraformError``) on failure.
+    """
+
+    @property
+    def path(self) -> Path: ...
+
+    def init(self) -> None:
+        """``terraform init``, only when what it depends on changed since the last one."""
+
+    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
+        """Save a plan (``PLAN_FILE``); True when Terraform says it changes something."""
+        ...
+
+    def show(self) -> JsonObject:
+        """``terraform show -json`` of the saved plan."""
+        ...
+
+    def state(self) -> JsonObject:
+        """``terraform show -json`` of the state."""
+        ...
+
+    def apply(self, *, echo: Say | None = None) -> None:
+        """Apply exactly the saved plan, streaming Terraform's output lines to ``echo``."""
+
+    def output(self, name: str) -> object:
+        """An output's value; ``terraform.OutputMissing`` when nothing was applied yet."""
+
+    def refresh(self) -> None:
+        """Bring the state up to date with the world (a refresh-only plan, applied)."""
+
+    def with_env(self, extra: Mapping[str, str]) -> WorkingCopy:
+        """The same copy with ``extra`` in Terraform's environment (sandbox/reattach.py)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TerraformCopy:
+    """The real working copy: the ``terraform`` binary run in ``wd.path`` with ``wd.env``."""
+
+    wd: tf.Workdir
+    producer: str
+    say: Say = field(default=_stderr, compare=False)
+    sandbox: SandboxSetup | None = None  # the stand-in provider, in sandbox mode
+
+    @property
+    def path(self) -> Path:
+        return self.wd.path
+
+    def init(self) -> None:
+        stamp = self._init_stamp()
+        stamp_file = self.path / STAMP
+        done = stamp_file.is_file() and stamp_file.read_bytes() == stamp.encode()
+        if done and (self.path / ".terraform").is_dir():
+            return
+        if self.sandbox is not None:
+            from infra_apply.sandbox.install import forget_stale_provider
+
+            forget_stale_provider(self.path, self.sandbox)
+        self.say(f"{self.producer}: terraform init")
+        try:
+            # Never -reconfigure: switching backends without migrating would plan from an empty
+            # state and create every server a second time.
+            tf.init(self.wd)
+        except TerraformError as exc:
+            raise TerraformError(
+                f"{exc.message}\nIf the state backend changed (infra-apply.toml), migrate the state "
+                f"first: terraform -chdir={self.path} init -migrate-state"
+            ) from None
+        tighten(self.path)  # init writes .terraform.lock.hcl 0644 whatever its umask
+        write_private(stamp_file, stamp)
+
+    def _init_stamp(self) -> str:
+        """A hash of everything ``init`` depends on: the versions and backend blocks, the lock
+        file (the sandbox's provider is pinned by its package hash instead), the CLI config."""
+        names: tuple[str, ...] = ("versions.tf", "backend.tf")
+        if self.sandbox is None:
+            names = (*names, ".terraform.lock.hcl")
+        parts = [(self.path / n).read_bytes() for n in names if (self.path / n).is_file()]
+        config = self.wd.env.get("TF_CLI_CONFIG_FILE")
+        if config and Path(config).is_file():
+            parts.append(Path(config).read_bytes())
+        if self.sandbox is not None:
+            parts.append(self.sandbox.package_hash.encode())
+        return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
+        return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only)
+
+    def show(self) -> JsonObject:
+        return tf.show_json(self.wd, PLAN_FILE)
+
+    def state(self) -> JsonObject:
+        return tf.show_json(self.wd)
+
+    def apply(self, *, echo: Say | None = None) -> None:
+        tf.apply(self.wd, PLAN_FILE, echo=echo, echo_stderr=echo)
+
+    def output(self, name: str) -> object:
+        return tf.output_json(self.wd, name)
+
+    def refresh(self) -> None:
+        self.plan(refresh_only=True)
+        self.apply()
+
+    def with_env(self, extra: Mapping[str, str]) -> TerraformCopy:
+        return replace(self, wd=replace(self.wd, env={**self.wd.env, **extra}))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One producer ready for Terraform: its model, its fresh render and its working copy."""
+
+    producer: ProducerModel
+    rendered: Rendered
+    copy: WorkingCopy
+    cloud: Path | None = None  # the sandbox cloud file, in sandbox mode
+    api_token: str | None = field(default=None, repr=False)  # for rename/adopt's API calls
+    lock: BaseFileLock | None = None  # held until the process ends: one run per working copy
+    # The sandbox provider's launcher and Terraform's environment, for a provider shared by
+    # every plan and show of a run (sandbox/reattach.py); None outside the sandbox.
+    shared_provider: tuple[Path, Mapping[str, str]] | None = field(default=None, repr=False)
+
+
+# --- before any work ------------------------------------------------------------------------
+
+
+def check_ready(ctx: Context) -> None:
+    """Before anything is written: the sandbox extra is installed (one line naming it when not),
+    and the state dir is a writable folder outside ``--out`` and the root's ``generated/``."""
+    if ctx.sandbox:
+        from infra_apply.sandbox import extra
+
+        extra.require()
+    checked_state_dir([ctx.out, ctx.root / "generated"], ctx.env, create=True)
+
+
+def check_registry(ctx: Context) -> None:
+    """A registry the verb would write but may not (read-only) stops it before it starts, not
+    after Terraform changed the world. Sandbox runs only read it (they write a copy)."""
+    if ctx.mesh_path is not None and not ctx.sandbox:
+        from infra_apply.mesh import check_writable
+
+        check_writable(ctx.mesh_path)
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_project(ctx: Context, *, refuse_stale: bool = False) -> Project:
+    """Validate, model and render. A live run notes HCL that differs from the reviewed
+    ``generated/``; with ``refuse_stale`` (apply) it refuses it: what is applied must be what
+    the pull request showed."""
+    from infra_apply.build import build_model
+    from infra_apply.validate import require_valid
+
+    # The sandbox world has its own registry: hosts it registered count as in the mesh there.
+    mesh = mesh_target(ctx) if ctx.sandbox else ctx.mesh_path
+    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), ctx.say)
+    model = build_model(v)
+    rendered = render_model(model, ctx.out)
+    drift = compare(rendered, ctx.out)
+    project = Project(model, {r.producer: r for r in rendered}, bool(drift.stale or drift.extra))
+    if project.generated_stale and not ctx.sandbox:
+        if refuse_stale:
+            raise InfraApplyError(
+                f"{ctx.out} is out of date with the manifests: run infra-apply render, review and "
+                "commit the diff, then apply (a live apply only applies the Terraform under review)"
+            )
+        ctx.say(
+            f"infra-apply: note: {ctx.out} is out of date with the manifests; planning the fresh "
+            "render (run infra-apply render and commit it)"
+        )
+    return project
+
+
+def pick(project: Project, names: Sequence[str]) -> list[str]:
+    available = sorted(project.rendered)
+    if not names:
+        return available
+    unknown = [n.lstrip("@") for n in names if n.lstrip("@") not in project.rendered]
+    if unknown:
+        raise InfraApplyError(
+            f"unknown producer {', '.join(unknown)}; producers with something to "
+            f"provision: {', '.join(available) or 'none'}"
+        )
+    return sorted({n.lstrip("@") for n in names})
+
+
+def prepare_one(ctx: Context, producer: str, *, refuse_stale: bool = False) -> Prepared:
+    """Checks, load, and the one prepared working copy a single-producer verb needs."""
+    check_ready(ctx)
+    project = load_project(ctx, refuse_stale=refuse_stale)
+    [name] = pick(project, [producer])
+    [prep] = prepare(ctx, project, [name])
+    return prep
+
+
+# --- working copies -------------------------------------------------------------------------
+
+
+def workdir_root(ctx: Context) -> Path:
+    state = state_dir(ctx.env)
+    check_outside(state, ctx.out)
+    mode = "sandbox" if ctx.sandbox else "live"
+    return inside(state / "work" / mode / root_key(ctx.root), state)
+
+
+def workdir(ctx: Context, producer: str) -> Path:
+    """A producer's working copy: a folder of its own directly under ``workdir_root``."""
+    base = workdir_root(ctx)
+    return child(base, producer)
+
+
+def sandbox_overlay(ctx: Context, producer: str) -> Path:
+    state = state_dir(ctx.env)
+    base = inside(state / "sandbox" / "imports" / root_key(ctx.root), state)
+    return child(base, producer)
+
+
+def imports_file(ctx: Context, producer: str) -> Path:
+    folder = sandbox_overlay(ctx, producer) if ctx.sandbox else child(ctx.out, producer)
+    return folder / IMPORTS
+
+
+def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(ctx.env)
+    if sandbox_env is not None:
+        # Never let a real token reach the stand-in, and never let its fake DigitalOcean
+        # provider into the operator's plugin cache.
+        for key in ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "TF_PLUGIN_CACHE_DIR"):
+            env.pop(key, None)
+        env.update(sandbox_env)
+        if ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD"):
+            env["INFRA_APPLY_SANDBOX_CLOUD"] = ctx.env["INFRA_APPLY_SANDBOX_CLOUD"]
+    else:
+        env.update(token_env(ctx.env, producer, ctx.say))
+    for ours, theirs in (
+        ("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        if ctx.env.get(ours) and not ctx.env.get(theirs):
+            env[theirs] = ctx.env[ours]
+    env.setdefault("CHECKPOINT_DISABLE", "1")
+    env["TF_IN_AUTOMATION"] = "1"
+    return env
+
+
+def token_env(env: Mapping[str, str], producer: str, warn: Say | None = None) -> dict[str, str]:
+    """The token for Terraform's environment only: env first, then ~/.vault/do_pat_<producer>."""
+    from infra_apply.pat import read_pat
+
+    if env.get("DIGITALOCEAN_TOKEN") or env.get("DIGITALOCEAN_ACCESS_TOKEN"):
+        return {}
+    home = Path(env.get("HOME") or Path.home())
+    pat = home / ".vault" / f"do_pat_{producer}"
+    token = read_pat(pat, warn or _stderr)
+    if token is None:
+        raise InfraApplyError(
+            f"no DigitalOcean token for producer {producer}: set DIGITALOCEAN_TOKEN or put the "
+            f"producer's token in {pat} (or use --sandbox)"
+        )
+    return {"DIGITALOCEAN_TOKEN": token}
+
+
+def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
+    """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
+    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    sandbox_env: dict[str, str] | None = None
+    cloud: Path | None = None
+    setup = None
+    if ctx.sandbox:
+        from infra_apply.sandbox.install import install
+
+        clusters = sorted({db.cluster for p in project.model.producers for db in p.databases})
+        setup = install(state_dir(ctx.env), clusters)
+        sandbox_env = setup.env
+        cloud = Path(ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD") or setup.cloud)
+        if cloud != setup.cloud:
+            from infra_apply.sandbox import cloud as sandbox_cloud
+
+            sandbox_cloud.seed(cloud, clusters)
+    base = workdir_root(ctx)
+    try:
+        private_dirs(base, state_dir(ctx.env))
+        # Local state holds database passwords: working copies (and their locks) an older
+        # version left readable by others are made private before Terraform runs again.
+        tighten(base)
+    except OSError as exc:
+        raise InfraApplyError(f"cannot write the working copies {base}: {exc.strerror}") from None
+    out = []
+    for name in producers:
+        path = workdir(ctx, name)
+        env = terraform_env(ctx, name, sandbox_env)
+        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, setup)
+        lock = lock_working_copy(path, name)
+        if path.is_dir():
+            tf.wait_for_earlier(path, _prefixed(ctx.say, name))
+        try:
+            sync(ctx, project.rendered[name], path, backend, sandbox_env)
+        except OSError as exc:
+            raise InfraApplyError(f"cannot write the working copy {path}: {exc.strerror}") from None
+        model = project.model.producer(name) or ProducerModel(name)
+        token = env.get("DIGITALOCEAN_TOKEN")
+        shared = (setup.launcher, env) if setup is not None else None
+        out.append(Prepared(model, project.rendered[name], copy, cloud, token, lock, shared))
+    return out
+
+
+def _prefixed(say: Say, producer: str) -> Say:
+    return lambda line: say(f"{producer}: {line}")
+
+
+def sync(
+    ctx: Context, rendered: Rendered, path: Path, backend: Backend, sandbox_env: Mapping[str, str] | None
+) -> None:
+    private_dirs(path, path.parent)
+    files = {n: t.encode("utf-8") for n, t in rendered.files.items() if n.endswith(".tf")}
+    extra = imports_file(ctx, rendered.producer)
+    if extra.is_file():
+        files[IMPORTS] = extra.read_bytes()
+    backend_hcl = backend.hcl(rendered.producer)
+    if backend_hcl:
+        files["backend.tf"] = backend_hcl.encode("utf-8")
+    for f in path.glob("*.tf"):
+        if f.name not in files:
+            f.unlink()
+    for n, data in files.items():
+        target = path / n
+        if not target.is_file() or target.read_bytes() != data:
+            write_private(target, data)
+    lock = ctx.out / rendered.producer / ".terraform.lock.hcl"
+    if sandbox_env is None and lock.is_file():
+        write_private(path / ".terraform.lock.hcl", lock.read_bytes())
+    if backend.kind != "local" and _has_local_state(path):
+        raise InfraApplyError(
+            f"{path} holds local state but {backend.kind} remote state is configured; migrate it "
+            f"first (terraform -chdir={path} init -migrate-state)"
+        )
+
+
+def _has_local_state(path: Path) -> bool:
+    """Whether the working copy's local state holds resources; a state file that cannot be
+    read as Terraform state counts as holding some (never switch backends over it)."""
+    state = path / "terraform.tfstate"
+    if not state.is_file() or state.stat().st_size == 0:
+        return False
+    try:
+        doc = json.loads(state.read_bytes())
+        return not isinstance(doc, dict) or doc.get("resources") != []
+    except ValueError:  # not JSON, not UTF-8, or numbers beyond int()'s limit
+        return True
+
+
+def lock_working_copy(path: Path, producer: str) -> BaseFileLock:
+    """One infra-apply run per working copy; the lock lives as long as the process."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{path}.lock", timeout=0, is_singleton=True, mode=0o600)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise InfraApplyError(
+            f"another infra-apply run is using the working copy of producer {producer} ({path}); "
+            "wait for it to finish"
+        ) from None
+    return lock
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+def state_droplets(prep: Prepared) -> dict[str, JsonObject]:
+    """Address (without index) -> attributes of each managed droplet in state."""
+    prep.copy.init()
+    out: dict[str, JsonObject] = {}
+    stack = [_object(_object(prep.copy.state().get("values")).get("root_module"))]
+    while stack:
+        module = stack.pop()
+        for r in map(_object, _array(module.get("resources"))):
+            if r.get("type") == "digitalocean_droplet" and r.get("mode") == "managed":
+                out[f"digitalocean_droplet.{r.get('name')}"] = _object(r.get("values"))
+        stack.extend(map(_object, _array(module.get("child_modules"))))
+    return out
+
+
+def _object(value: object) -> JsonObject:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _array(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+# --- the mesh registry ----------------------------------------------------------------------
+
+
+def mesh_target(ctx: Context) -> Path | None:
+    """The registry registration writes to. A sandbox run never writes the operator's
+    mesh-hosts.json (stand-in addresses would reach ~/.ssh/config): it registers into a copy under
+    the state dir, made from the given file on first use."""
+    if not ctx.sandbox:
+        return ctx.mesh_path
+    copy = sandbox_registry(ctx)
+    if ctx.mesh_path is not None:
+        from infra_apply.mesh import seed_copy
+
+        private_dirs(copy.parent, state_dir(ctx.env))
+        seed_copy(ctx.mesh_path, copy)
+    return copy if copy.exists() else None
+
+
+def sandbox_registry(ctx: Context) -> Path:
+    """The sandbox's own mesh-hosts.json for this root (seeded from --mesh-hosts on first use)."""
+    state = state_dir(ctx.env)
+    return inside(state / "sandbox" / "mesh" / root_key(ctx.root) / "mesh-hosts.json", state)
+
