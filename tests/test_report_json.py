@@ -35,6 +35,7 @@ def test_json_is_one_stable_document_with_guard_and_counts() -> None:
         "counts": {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0},
         "drift": [],
         "guard": {"ok": True, "blocked": []},
+        "settings_drift": [],
     }
 
 
