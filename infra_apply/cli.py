@@ -181,10 +181,20 @@ def _validated(ctx: click.Context, mesh_hosts: Path | None) -> Validation:
 
 @cli.command()
 @click.option("--strict", is_flag=True, help="Treat warnings (should-rules) as errors.")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also run the pre-flight checks against the DigitalOcean account: the token works, "
+    "every cluster and SSH key exists, every region, size and image slug exists and the size is "
+    "offered in its region (with --sandbox: against the sandbox account).",
+)
+@click.option("--sandbox", is_flag=True, help="With --live: check against the sandbox account.")
 @mesh_option
 @format_option("text", "json")
 @click.pass_context
-def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str) -> None:
+def validate(
+    ctx: click.Context, strict: bool, live: bool, sandbox: bool, mesh_hosts: Path | None, fmt: str
+) -> None:
     """Discover and validate every manifest: YAML, the infra/v1 schema, the convention rules.
 
     Prints every problem of every file as `path:line:col: error|warning RULE: message`, then
@@ -193,8 +203,12 @@ def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str
     from infra_apply.state import validation_cache
     from infra_apply.validate import validate_tree
 
-    _state_dir(ctx, None, create=False)  # the validation cache lives there
+    if sandbox and not live:
+        raise click.UsageError("--sandbox goes with --live (the sandbox account is what it checks)")
+    _state_dir(ctx, None, create=sandbox)  # the validation cache (and the sandbox) live there
     v = validate_tree(_root(ctx), mesh_hosts, validation_cache(_root(ctx)))
+    if live:
+        v = _with_preflight(v, sandbox)
     failed = bool(v.errors) or (strict and bool(v.warnings))
     if fmt == "json":
         click.echo(
@@ -219,6 +233,33 @@ def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str
             f"producer(s){'' if not failed else ' — invalid'}"
         )
     ctx.exit(1 if failed else 0)
+
+
+def _with_preflight(v: Validation, sandbox: bool) -> Validation:
+    """validate --live: the pre-flight problems of every producer, after a clean validation
+    (a tree with errors is not checked against the account)."""
+    import dataclasses
+
+    from infra_apply import preflight
+    from infra_apply.build import build_model
+
+    if v.errors:
+        click.echo("infra-apply: pre-flight skipped: fix the errors above first", err=True)
+        return v
+    model = build_model(v)
+    found = preflight.problems(
+        root=v.discovery.root,
+        env=dict(os.environ),
+        sandbox=sandbox,
+        model=model,
+        manifests={m.path: m for m in v.manifests},
+        config=v.config,
+        producers=[p.name for p in model.producers if p.droplets or p.databases],
+        say=lambda line: click.echo(line, err=True),
+    )
+    from infra_apply.errors import Problem
+
+    return dataclasses.replace(v, problems=tuple(sorted({*v.problems, *found}, key=Problem.sort_key)))
 
 
 @cli.command()
@@ -373,15 +414,37 @@ def _one(
     mesh_hosts: Path | None,
     *,
     refuse_stale: bool = False,
+    preflight_gpu: tuple[str, ...] | None = None,
 ) -> tuple[Any, Any]:
-    """The deploy context and the one prepared working copy a single-producer command needs."""
+    """The deploy context and the one prepared working copy a single-producer command needs;
+    with ``preflight_gpu`` (apply), pre-flight runs first."""
     from infra_apply import deploy
 
     c = _context(ctx, out, sandbox, mesh_hosts)
     project = _load(c, refuse_stale=refuse_stale)
     [name] = deploy.pick(project, [producer])
+    if preflight_gpu is not None:
+        _preflight(c, project, [name], preflight_gpu)
     [prep] = deploy.prepare(c, project, [name])
     return c, prep
+
+
+def _preflight(c: Any, project: Any, producers: list[str], gpu: tuple[str, ...]) -> None:
+    """Pre-flight (token, clusters, SSH keys, slugs) before any Terraform process starts: a
+    problem stops the run with its manifest line and nothing planned."""
+    from infra_apply import preflight
+
+    preflight.run(
+        root=c.root,
+        env=c.env,
+        sandbox=c.sandbox,
+        model=project.model,
+        manifests=project.manifests,
+        config=project.config,
+        producers=producers,
+        gpu=gpu,
+        say=c.say,
+    )
 
 
 @cli.command()
@@ -461,6 +524,7 @@ def plan(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         _plan_nothing(ctx, found, names, fmt, list_only)
+    _preflight(c, project, names, gpu)
     preps = deploy.prepare(c, project, names)
     planned = deploy.plan_all(preps, c.say, gpu=gpu)
     plans = [p.plan for p in planned]
@@ -572,7 +636,7 @@ def apply(
     from infra_apply.report.text import format_text
 
     _check_registry(sandbox, mesh_hosts)
-    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts, refuse_stale=True)
+    c, prep = _one(ctx, producer, out, sandbox, mesh_hosts, refuse_stale=True, preflight_gpu=gpu)
 
     def show(planned: Any, verdict: Any) -> None:
         click.echo(format_text([ProducerReport(planned.plan, verdict, prep.producer)]), nl=False)

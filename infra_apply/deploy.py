@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from infra_apply import terraform as tf
+from infra_apply.config import Config
+from infra_apply.config import load as load_config
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs, tighten, write_private
 from infra_apply.guard import GuardVerdict, guard
+from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
 from infra_apply.paths import child, inside
 from infra_apply.plan_model import ProducerPlan, parse_plan
@@ -47,6 +50,8 @@ class Project:
     model: Model
     rendered: Mapping[str, Rendered]
     generated_stale: bool
+    config: Config = field(default_factory=Config)
+    manifests: Mapping[str, Manifest] = field(default_factory=dict)  # by path (pre-flight)
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,18 @@ def load_project(ctx: Context, on_warning: Say) -> Project:
 
     # The sandbox world has its own registry: hosts it registered count as in the mesh there.
     mesh = mesh_target(ctx) if ctx.sandbox else ctx.mesh_path
-    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), on_warning)
+    config = load_config(ctx.root, ctx.env)
+    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), on_warning, config)
     model = build_model(v)
     rendered = render_model(model, ctx.out)
     drift = compare(rendered, ctx.out)
-    return Project(model, {r.producer: r for r in rendered}, bool(drift.stale or drift.extra))
+    return Project(
+        model,
+        {r.producer: r for r in rendered},
+        bool(drift.stale or drift.extra),
+        config,
+        {m.path: m for m in v.manifests},
+    )
 
 
 def pick(project: Project, names: Sequence[str]) -> list[str]:
@@ -173,14 +185,16 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     if ctx.sandbox:
         from infra_apply.sandbox.install import install
 
-        clusters = sorted({db.cluster for p in project.model.producers for db in p.databases})
-        setup = install(state_dir(ctx.env), clusters)
+        # The sandbox account holds what [sandbox] says, never what the manifests ask for: a
+        # cluster or SSH key missing there fails as it would at DigitalOcean.
+        account = project.config.sandbox
+        setup = install(state_dir(ctx.env), account.clusters, account.ssh_keys)
         sandbox_env = setup.env
         cloud = Path(ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD") or setup.cloud)
         if cloud != setup.cloud:
             from infra_apply.sandbox import cloud as sandbox_cloud
 
-            sandbox_cloud.seed(cloud, clusters)
+            sandbox_cloud.seed(cloud, account.clusters, account.ssh_keys)
     base = workdir_root(ctx)
     try:
         private_dirs(base, state_dir(ctx.env))
@@ -208,7 +222,8 @@ def sync(
     ctx: Context, rendered: Rendered, path: Path, backend: Backend, sandbox_env: Mapping[str, str] | None
 ) -> None:
     private_dirs(path, path.parent)
-    files = {n: t.encode("utf-8") for n, t in rendered.files.items() if n.endswith(".tf")}
+    files = {n: t.encode("utf-8") for n, t in rendered.module_files().items()}
+    _sync_user_data(path, files)
     extra = imports_file(ctx, rendered.producer)
     if extra.is_file():
         files[IMPORTS] = extra.read_bytes()
@@ -230,6 +245,20 @@ def sync(
             f"{path} holds local state but {backend.kind} remote state is configured; migrate it "
             f"first (terraform -chdir={path} init -migrate-state)"
         )
+
+
+def _sync_user_data(path: Path, files: Mapping[str, bytes]) -> None:
+    """The working copy's user-data/ holds exactly the rendered user-data files."""
+    from infra_apply.render import USER_DATA_DIR
+
+    folder = path / USER_DATA_DIR
+    wanted = {n for n in files if n.startswith(f"{USER_DATA_DIR}/")}
+    if wanted:
+        private_dirs(folder, path)
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if f"{USER_DATA_DIR}/{f.name}" not in wanted:
+                f.unlink()
 
 
 def _has_local_state(path: Path) -> bool:
@@ -306,7 +335,7 @@ def plan_one(prep: Prepared, say: Say, *, gpu: Iterable[str] = ()) -> Planned:
     variables = gpu_variables(prep, gpu)
     changed = tf.plan(prep.wd, PLAN_FILE, variables=variables)
     raw = tf.show_json(prep.wd, PLAN_FILE)
-    plan = parse_plan(prep.producer.name, raw, prep.rendered.names)
+    plan = parse_plan(prep.producer.name, raw, prep.rendered.names, prep.rendered.create_settings)
     return Planned(prep, plan, changed or plan.has_changes, raw)
 
 
