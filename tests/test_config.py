@@ -189,18 +189,31 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_a_bad_configuration_is_one_located_line(tmp_path: Path, case: str) -> None:
+def test_a_bad_configuration_is_one_located_error(tmp_path: Path, case: str) -> None:
     text, files, where, message = BAD[case]
     root = tree(tmp_path, text, **files)
     if case == "user-data-outside":
         (tmp_path / "outside.yaml").write_text(CLOUD_CONFIG)
-    r = run_cli("--root", str(root), "validate", env=cli_env(tmp_path))
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "Traceback" not in r.stderr
-    [line] = [line for line in r.stderr.splitlines() if line.strip()]
+    with pytest.raises(ConfigError) as caught:
+        config.load(root, {})
+    line = caught.value.format()
     assert line.startswith(f"{where}: error "), line
     assert message in line, line
-    assert "dop_v1_secret" not in r.stdout + r.stderr
+    assert "\n" not in line and "dop_v1_secret" not in line
+
+
+@pytest.mark.parametrize("case", ["unknown-droplet-key", "user-data-bad-yaml", "credential"])
+def test_the_cli_prints_it_on_one_line_and_exits_1(tmp_path: Path, case: str) -> None:
+    text, files, where, message = BAD[case]
+    root = tree(tmp_path, text, **files)
+    for command in (["validate"], ["render", "--out", str(tmp_path / "out")], ["plan", "--sandbox"]):
+        r = run_cli("--root", str(root), *command, env=cli_env(tmp_path))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+        [line] = [line for line in r.stderr.splitlines() if line.strip()]
+        assert line.startswith(f"{where}: error ") and message in line, line
+        assert "dop_v1_secret" not in r.stdout + r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state" / "work").exists()
 
 
 def test_a_user_data_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:

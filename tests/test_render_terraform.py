@@ -62,6 +62,25 @@ def test_generated_module_inits_validates_and_plans(
     assert changes and all(rc["change"]["actions"] in (["create"], ["no-op"], ["read"]) for rc in changes)
 
 
+def test_a_golden_module_applies_with_keys_monitoring_and_user_data(
+    sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    """generated/mc as committed, applied in the sandbox: its droplet carries the SSH key ids the
+    data source found, monitoring, and the user data exactly as generated/mc/user-data holds it."""
+    work = tmp_path / "mc"
+    shutil.copytree(REPO / "generated" / "mc", work)
+    cloud_file = tmp_path / "cloud.json"
+    shutil.copy(sandbox[cloud.ENV_VAR], cloud_file)  # a fresh account with the example's keys
+    env = {**sandbox, cloud.ENV_VAR: str(cloud_file)}
+    for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        done = subprocess.run(["terraform", *args], cwd=work, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    [droplet_] = cloud.list_droplets(cloud_file)
+    [key] = [k for k in cloud.list_ssh_keys(cloud_file) if k["name"] == "ops-2026"]
+    assert droplet_["ssh_keys"] == [key["id"]] and droplet_["monitoring"] is True
+    assert droplet_["user_data"] == (REPO / "generated" / "mc" / "user-data" / "base.yaml").read_text()
+
+
 def _expressions(module: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for r in module.get("resources", []):
         yield r["mode"], r["type"], r.get("expressions", {})
