@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
+from infra_apply.config import Config
 from infra_apply.manifest import Manifest
 from infra_apply.model import (
     DEFAULT_GPU_IMAGE,
@@ -31,6 +33,7 @@ def build_model(v: Validation) -> Model:
             by_producer.setdefault(producer, []).append(m)
     droplets = [d for m in v.manifests for d in _droplets(m, refs[m.path].producer)]
     droplets += _gpu_droplets(v.manifests, refs)
+    droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
     return Model(
         tuple(
@@ -65,6 +68,12 @@ def _droplets(m: Manifest, tree_producer: str | None) -> Iterable[Droplet]:
             hosts=tuple(d.get("hosts", [])),
             services=tuple(_service(s) for s in d["services"]),
         )
+
+
+def _with_settings(d: Droplet, config: Config) -> Droplet:
+    """The droplet with what infra-apply.toml sets for its producer."""
+    s = config.for_producer(d.producer)
+    return replace(d, ssh_keys=s.ssh_keys, monitoring=s.monitoring, user_data=s.user_data)
 
 
 def _service(s: dict[str, Any]) -> Service:

@@ -181,10 +181,20 @@ def _emit(ctx: click.Context, output: Output) -> NoReturn:
 
 @cli.command()
 @click.option("--strict", is_flag=True, help="Treat warnings (should-rules) as errors.")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also run the pre-flight checks against the DigitalOcean account: the token works, "
+    "every cluster and SSH key exists, every region, size and image slug exists and the size is "
+    "offered in its region (with --sandbox: against the sandbox account).",
+)
+@click.option("--sandbox", is_flag=True, help="With --live: check against the sandbox account.")
 @mesh_option
 @format_option("text", "json")
 @click.pass_context
-def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str) -> None:
+def validate(
+    ctx: click.Context, strict: bool, live: bool, sandbox: bool, mesh_hosts: Path | None, fmt: str
+) -> None:
     """Discover and validate every manifest: YAML, the infra/v1 schema, the convention rules.
 
     Prints every problem of every file as `path:line:col: error|warning RULE: message`, then
@@ -192,7 +202,9 @@ def validate(ctx: click.Context, strict: bool, mesh_hosts: Path | None, fmt: str
     """
     from infra_apply.commands import validate as verb
 
-    result = verb.run(_root(ctx), mesh_hosts, os.environ, strict=strict)
+    if sandbox and not live:
+        raise click.UsageError("--sandbox goes with --live (the sandbox account is what it checks)")
+    result = verb.run(_root(ctx), mesh_hosts, os.environ, strict=strict, live=live, sandbox=sandbox, say=_say)
     _emit(ctx, verb.output(result, fmt))
 
 

@@ -184,6 +184,8 @@ class Client:
                 "GET", path, query={**(query or {}), "per_page": PER_PAGE, "page": page}, what=what
             )
             items = body.get(key)
+            if items is None and key in body:
+                items = []  # some lists answer null rather than [] when there is nothing
             if not isinstance(items, list):
                 raise self._error(f"DigitalOcean API: {what}: response has no {key!r}")
             for item in items:

@@ -7,7 +7,9 @@ templates in ``templates/`` through ``render``. Templates insert values through 
 - ``| hcl``: a quoted string literal that Terraform evaluates to exactly the value (no
   interpolation or template directive can come from a manifest);
 - ``| ident``: an identifier (a block label or a resource name), refused unless it is one;
-- ``| address``: a resource address (``type.name``), each part an identifier.
+- ``| address``: a resource address (``type.name``), each part an identifier;
+- ``| module_file``: ``file("${path.module}/<path>")``, the text of a file shipped beside the
+  module, read as it is (``file`` never interpolates what it reads, unlike ``templatefile``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # \Z and fullmatch: with `$`, "abc\n" passed as its own identifier and broke the resource label.
 _IDENT = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
 _PLAIN = re.compile(r"\A[A-Za-z][A-Za-z0-9_-]*\Z")
+_FILE_PART = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9._-]*\Z")
 
 
 def string(value: object) -> str:
@@ -70,6 +73,16 @@ def address(value: object) -> str:
     if len(parts) < 2 or not all(is_ident(p) for p in parts):
         raise InfraApplyError(f"{text!r} is not a Terraform resource address", rule="hcl")
     return text
+
+
+def module_file(value: object) -> str:
+    """``file("${path.module}/<value>")``: ``value`` is a relative path inside the module, each
+    part a plain file name; it is escaped like any literal, so it cannot add an expression."""
+    text = str(value)
+    parts = text.split("/")
+    if not all(_FILE_PART.fullmatch(p) for p in parts):
+        raise InfraApplyError(f"{text!r} is not a file path inside the module", rule="hcl")
+    return 'file("${path.module}/' + string(text)[1:] + ")"
 
 
 def slug(name: str) -> str:
@@ -138,6 +151,7 @@ def environment() -> jinja2.Environment:
     env.filters["hcl"] = string
     env.filters["ident"] = ident
     env.filters["address"] = address
+    env.filters["module_file"] = module_file
     return env
 
 

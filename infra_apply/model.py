@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from infra_apply.config import UserData
+
 DEFAULT_REGION = "nyc3"
 ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
 DEFAULT_SIZE = "s-2vcpu-4gb"
@@ -31,7 +33,9 @@ class Droplet:
     """A DigitalOcean droplet infra-apply renders.
 
     ``gpu`` droplets come from ``service.gpu`` and are rendered off (count from a variable).
-    ``source`` is the root-relative posix path of the manifest declaring it.
+    ``source`` is the root-relative posix path of the manifest declaring it. ``ssh_keys``
+    (key names), ``monitoring`` and ``user_data`` come from infra-apply.toml and apply when the
+    droplet is created.
     """
 
     name: str
@@ -46,6 +50,9 @@ class Droplet:
     gpu: bool = False
     projects: tuple[str, ...] = ()
     also_declared_in: tuple[str, ...] = ()  # other manifests naming the same GPU droplet
+    ssh_keys: tuple[str, ...] = ()
+    monitoring: bool = False
+    user_data: UserData | None = None
 
 
 @dataclass(frozen=True)

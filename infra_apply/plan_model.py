@@ -27,6 +27,7 @@ Decisions a caller relies on:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -177,10 +178,32 @@ class NameDrift:
 
 
 @dataclass(frozen=True)
+class CreateSettings:
+    """What infra-apply.toml asks a droplet to be created with: SSH key names, monitoring and
+    the SHA-1 of its user data (what the provider keeps in state). All are ForceNew and in
+    ``ignore_changes``, so they never change a droplet that exists."""
+
+    ssh_keys: tuple[str, ...] = ()
+    monitoring: bool = False
+    user_data_sha1: str | None = None
+
+
+@dataclass(frozen=True)
+class SettingsDrift:
+    """A droplet that keeps what it was created with although infra-apply.toml now says otherwise
+    (``settings``: among ``ssh_keys``, ``monitoring``, ``user_data``); new droplets get the new."""
+
+    address: str
+    name: str
+    settings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ProducerPlan:
     producer: str
     changes: tuple[Change, ...] = ()
     drift: tuple[NameDrift, ...] = ()
+    settings_drift: tuple[SettingsDrift, ...] = ()
 
     @property
     def counts(self) -> dict[CountedAction, int]:
@@ -249,8 +272,14 @@ def classify(actions: Sequence[str], importing: bool) -> Action:
     return "import" if action == "no-op" and importing else action
 
 
-def parse_plan(producer: str, plan: JsonObject, names: Mapping[str, str]) -> ProducerPlan:
-    """Summarise one producer's plan; ``names`` maps index-less addresses to human names."""
+def parse_plan(
+    producer: str,
+    plan: JsonObject,
+    names: Mapping[str, str],
+    wanted: Mapping[str, CreateSettings] | None = None,
+) -> ProducerPlan:
+    """Summarise one producer's plan; ``names`` maps index-less addresses to human names,
+    ``wanted`` index-less droplet addresses to their create-time settings."""
     _check_envelope(producer, plan)
     changes = [
         change
@@ -259,7 +288,12 @@ def parse_plan(producer: str, plan: JsonObject, names: Mapping[str, str]) -> Pro
     ]
     changes.sort(key=lambda c: (_natural_key(c.address), c.action, c.reason))
     drift = sorted(_name_drift(plan, names), key=lambda d: _natural_key(d.address))
-    return ProducerPlan(producer=producer, changes=tuple(changes), drift=tuple(drift))
+    settings = sorted(
+        _settings_drift(plan, names, wanted or {}, changes), key=lambda d: _natural_key(d.address)
+    )
+    return ProducerPlan(
+        producer=producer, changes=tuple(changes), drift=tuple(drift), settings_drift=tuple(settings)
+    )
 
 
 def _check_envelope(producer: str, plan: JsonObject) -> None:
@@ -488,6 +522,56 @@ def _name_drift(plan: JsonObject, names: Mapping[str, str]) -> Iterator[NameDrif
         live = _dict(res.get("values")).get("name")
         if manifest is not None and isinstance(live, str) and live != manifest:
             yield NameDrift(address=address, manifest_name=manifest, live_name=live)
+
+
+def _settings_drift(
+    plan: JsonObject,
+    names: Mapping[str, str],
+    wanted: Mapping[str, CreateSettings],
+    changes: Sequence[Change],
+) -> Iterator[SettingsDrift]:
+    """Droplets in state whose create-time settings differ from what is wanted now.
+
+    State keeps what a droplet was created with (``ssh_keys`` as key ids and ``user_data`` as
+    its SHA-1 are never read back; ``monitoring`` is). Key names become ids through the
+    ``digitalocean_ssh_key`` data sources the plan read; a droplet the plan replaces or
+    destroys anyway gets no note (a new one gets the new settings).
+    """
+    root = _dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    resources = list(_module_resources(root))
+    key_ids = {
+        str(values.get("name")): str(values.get("id"))
+        for res in resources
+        if res.get("mode") == "data" and res.get("type") == "digitalocean_ssh_key"
+        for values in (_dict(res.get("values")),)
+    }
+    gone = {c.address for c in changes if c.action in ("replace", "delete")}
+    for res in resources:
+        address = str(res.get("address", ""))
+        want = wanted.get(strip_index(address))
+        if res.get("mode") != "managed" or want is None or address in gone:
+            continue
+        live = _dict(res.get("values"))
+        differs = []
+        ids = [key_ids.get(k) for k in want.ssh_keys]
+        if all(i is not None for i in ids) and set(ids) != {str(k) for k in _list(live.get("ssh_keys"))}:
+            differs.append("ssh_keys")
+        if bool(live.get("monitoring")) != want.monitoring:
+            differs.append("monitoring")
+        if not _same_user_data(live.get("user_data"), want.user_data_sha1):
+            differs.append("user_data")
+        if differs:
+            name = names.get(address, names.get(strip_index(address), address))
+            yield SettingsDrift(address=address, name=name, settings=tuple(differs))
+
+
+def _same_user_data(live: object, sha1: str | None) -> bool:
+    if not isinstance(live, str) or not live:
+        return sha1 is None
+    if re.fullmatch(r"[0-9a-f]{40}", live):
+        return live == sha1
+    # Very old states kept the text itself.
+    return hashlib.sha1(live.encode("utf-8")).hexdigest() == sha1
 
 
 def _module_resources(module: JsonObject) -> Iterator[JsonObject]:

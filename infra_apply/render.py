@@ -7,7 +7,9 @@ destroy. The ledger is committed with ``generated/`` so pull requests show it.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +20,13 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.fs import atomic_write
 from infra_apply.model import Database, Droplet, Model, ProducerModel
 from infra_apply.paths import child
+from infra_apply.plan_model import CreateSettings
 
 LEDGER = "addresses.json"
 OWNED_SUFFIXES = (".tf",)
+# Render owns this folder of a producer's module: the user-data files its droplets read with
+# file() (never templatefile(): their text must reach the droplet exactly, ${ included).
+USER_DATA_DIR = "user-data"
 HAND_OWNED = frozenset({"imports.tf"})  # written by `infra-apply adopt`, kept by render
 PUBLIC_BASE = (("tcp", "22"), ("udp", "51820"))
 PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
@@ -185,12 +191,19 @@ class Rendered:
     names: Mapping[str, str] = field(default_factory=dict)  # address -> human name
     droplet_addresses: Mapping[str, str] = field(default_factory=dict)  # manifest name -> address
     gpu_variables: Mapping[str, str] = field(default_factory=dict)  # droplet name -> variable
+    # droplet address -> what infra-apply.toml asks it to be created with (plan notes)
+    create_settings: Mapping[str, CreateSettings] = field(default_factory=dict)
+
+    def module_files(self) -> dict[str, str]:
+        """What Terraform reads: the .tf files and the user-data files (not the ledger)."""
+        return {n: t for n, t in self.files.items() if n.endswith(".tf") or n.startswith(f"{USER_DATA_DIR}/")}
 
 
 def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     ledger = assign_addresses(p.droplets, old)
     address = {e.name: e.address for e in ledger.entries}
-    entries = [_droplet_entry(d, address[d.name]) for d in p.droplets]
+    user_data = _user_data_files(p.droplets)
+    entries = [_droplet_entry(d, address[d.name], user_data) for d in p.droplets]
     standing = [e for e in entries if not e["droplet"].gpu]
     gpu = [e for e in entries if e["droplet"].gpu]
     dbs = [_db_entry(db) for db in p.databases]
@@ -209,6 +222,17 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     every = [d.source for d in p.droplets] + [db.source for db in p.databases]
     emit("versions.tf", every)
     emit("providers.tf", every)
+    keys = sorted({k for d in p.droplets for k in d.ssh_keys})
+    if keys:
+        emit(
+            "ssh_keys.tf",
+            (d.source for d in p.droplets if d.ssh_keys),
+            keys=[{"name": k, "address": hcl.slug(k)} for k in keys],
+        )
+    for source, name in sorted(user_data.items()):
+        files[f"{USER_DATA_DIR}/{name}"] = next(
+            d.user_data.text for d in p.droplets if d.user_data and d.user_data.source == source
+        )
     if standing:
         emit("droplets.tf", (e["droplet"].source for e in standing), droplets=standing)
     if gpu:
@@ -236,14 +260,38 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         names=names,
         droplet_addresses={e["droplet"].name: f"digitalocean_droplet.{e['address']}" for e in entries},
         gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
+        create_settings={
+            f"digitalocean_droplet.{e['address']}": CreateSettings(
+                ssh_keys=e["droplet"].ssh_keys,
+                monitoring=e["droplet"].monitoring,
+                user_data_sha1=e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
+            )
+            for e in entries
+        },
     )
+
+
+def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:
+    """User-data source (root-relative) -> its file name under user-data/: the source's own
+    name, made safe; sources sharing a name get a hash of their path, so names never clash."""
+    sources = sorted({d.user_data.source for d in droplets if d.user_data is not None})
+    plain = {s: re.sub(r"[^A-Za-z0-9._-]", "_", s.rsplit("/", 1)[-1]).lstrip(".") for s in sources}
+    plain = {s: name or "user-data" for s, name in plain.items()}
+    out = {}
+    for source, name in plain.items():
+        if list(plain.values()).count(name) > 1:
+            stem, dot, suffix = name.rpartition(".")
+            digest = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            name = f"{stem}-{digest}.{suffix}" if dot and stem else f"{name}-{digest}"
+        out[source] = name
+    return out
 
 
 def _gpu_sources(d: Droplet) -> list[str]:
     return [d.source, *d.also_declared_in]
 
 
-def _droplet_entry(d: Droplet, address: str) -> dict[str, Any]:
+def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> dict[str, Any]:
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     inbound = [*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ())]
@@ -259,6 +307,8 @@ def _droplet_entry(d: Droplet, address: str) -> dict[str, Any]:
         "web": web,
         "dns": dns,
         "inbound": [{"protocol": proto, "port": port} for proto, port in inbound],
+        "ssh_keys": [hcl.slug(k) for k in d.ssh_keys],
+        "user_data": f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
     }
 
 
@@ -324,6 +374,11 @@ def compare(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
             for f in sorted(folder.iterdir()):
                 if f.name not in keep and _owned(f):
                     extra.append(f"{folder.name}/{f.name}")
+            user_data = folder / USER_DATA_DIR
+            if user_data.is_dir() and not user_data.is_symlink():
+                for f in sorted(user_data.iterdir()):
+                    if f"{USER_DATA_DIR}/{f.name}" not in keep:
+                        extra.append(f"{folder.name}/{USER_DATA_DIR}/{f.name}")
     return Drift(tuple(stale), tuple(extra))
 
 
@@ -357,7 +412,8 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
             atomic_write(path, by_producer[producer].files[name])
         for rel in drift.extra:
             targets[rel].unlink()
-        for folder in {targets[rel].parent for rel in drift.extra}:
+        # Deepest first: an emptied user-data/ goes before the producer folder holding it.
+        for folder in sorted({targets[rel].parent for rel in drift.extra}, key=lambda f: -len(f.parts)):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     except OSError as exc:
@@ -366,9 +422,12 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
 
 
 def _target(out_dir: Path, rel: str) -> Path:
-    """``out_dir/<producer>/<file>``, refused unless both levels stay where they belong."""
-    producer, name = rel.split("/", 1)
-    folder = child(out_dir, producer)
+    """``out_dir/<producer>/<file>`` (or ``.../user-data/<file>``), refused unless every level
+    stays where it belongs."""
+    *folders, name = rel.split("/")
+    folder = out_dir
+    for part in folders:
+        folder = child(folder, part)
     child(folder, name)
     # Unresolved: replacing or removing a symlink here acts on the link, never on its target.
     return folder / name

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra_apply.config import CONFIG_NAME, Config
 from infra_apply.discover import Discovery, ManifestRef
 from infra_apply.errors import Level, Problem
 from infra_apply.manifest import Key, Manifest
@@ -36,6 +37,7 @@ class Tree:
     refs: Mapping[str, ManifestRef]
     mesh_hosts: Mapping[str, Mapping[str, Any]] | None  # None when no mesh-hosts.json was given
     mesh_path: str | None = None
+    config: Config = field(default_factory=Config)  # infra-apply.toml
 
 
 @dataclass(frozen=True)
@@ -456,3 +458,50 @@ def _producer_names(tree: Tree) -> Iterator[Finding]:
             f"'-', '_'; 1 to 63, starting with a letter or digit): {use}",
             None if inside else "warning",
         )
+
+
+@rule("ssh_access", "warning")
+def ssh_access(tree: Tree) -> Iterator[Finding]:
+    """A droplet created without an SSH key is a root-password droplet: manage-apps drives hosts
+    with ``ssh <host> systemctl ...`` and could not reach it."""
+    hint = "set ssh_keys (names of SSH keys in the DigitalOcean account) under [droplets]"
+
+    def message(name: str, producer: str) -> str:
+        return (
+            f"droplet {name!r} gets no SSH key: {hint} or [producers.{producer}.droplets] in "
+            f"{CONFIG_NAME}; without one DigitalOcean makes a root-password droplet that "
+            "manage-apps cannot reach over ssh"
+        )
+
+    for m, i, d in droplets(tree):
+        if d.get("provider", m.data["provider"]) != "digitalocean":
+            continue
+        producer = name_producer(d["name"]) or producer_of(tree, m)
+        if producer is not None and not tree.config.for_producer(producer).ssh_keys:
+            yield at(m, ("droplets", i, "name"), message(d["name"], producer))
+    # An on-demand GPU droplet is reported once, at the first manifest declaring it (as built).
+    gpus: dict[str, tuple[Manifest, str]] = {}
+    for m, svc in sorted(services(tree), key=lambda pair: pair[0].path):
+        tree_producer = producer_of(tree, m)
+        if svc.get("gpu") is None or tree_producer is None:
+            continue
+        name = svc["gpu"].get("droplet") or f"com.uvlava.{tree_producer}.gpu"
+        gpus.setdefault(name, (m, name_producer(name) or tree_producer))
+    for name, (m, producer) in sorted(gpus.items()):
+        if not tree.config.for_producer(producer).ssh_keys:
+            yield at(m, ("service", "gpu"), message(name, producer))
+
+
+@rule("config", "warning")
+def config_producers(tree: Tree) -> Iterator[Finding]:
+    """A [producers.X] table for a producer the root does not have is most likely a typo: its
+    settings would silently apply to nothing."""
+    for producer, where in sorted(tree.config.producer_at.items()):
+        if producer not in tree.discovery.producers:
+            known = ", ".join(tree.discovery.producers) or "none"
+            yield Finding(
+                where.path,
+                (where.line, where.col),
+                f"[producers.{producer}] names no producer folder @{producer} under the root "
+                f"(producers: {known}); its settings apply to nothing",
+            )

@@ -4,8 +4,8 @@ State dir: ``INFRA_APPLY_STATE_DIR``, else ``$XDG_STATE_HOME/infra-apply``, else
 ``~/.local/state/infra-apply``. It holds Terraform working copies (``.terraform/``, plans,
 local state) and the sandbox.
 
-Remote state is configured in one place: ``infra-apply.toml`` at the root (or the file named by
-``INFRA_APPLY_CONFIG``)::
+Remote state is configured in one place: ``[state]`` of ``infra-apply.toml`` at the root (or the
+file named by ``INFRA_APPLY_CONFIG``), read by ``infra_apply.config``::
 
     [state]
     backend = "s3"                                  # "local" (default) or "s3"
@@ -27,15 +27,23 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from infra_apply import hcl
+from infra_apply.config import CONFIG_NAME, Backend
 from infra_apply.errors import InfraApplyError
 
-CONFIG_NAME = "infra-apply.toml"
+# Backend and CONFIG_NAME moved to infra_apply.config; kept importable from here.
+__all__ = [
+    "CONFIG_NAME",
+    "Backend",
+    "check_outside",
+    "checked_state_dir",
+    "load_backend",
+    "root_key",
+    "state_dir",
+    "validation_cache",
+]
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -108,151 +116,8 @@ def root_key(root: Path) -> str:
     return f"{resolved.name or 'root'}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:10]}"
 
 
-@dataclass(frozen=True)
-class Backend:
-    kind: str  # "local" | "s3"
-    bucket: str = ""
-    endpoint: str = ""
-    region: str = "us-east-1"
-    key_prefix: str = "infra-apply"
-
-    def hcl(self, producer: str) -> str | None:
-        """``backend.tf`` for a working copy (never for generated/), or None for local state."""
-        if self.kind == "local":
-            return None
-        return hcl.render(
-            "backend.tf.j2",
-            config_name=CONFIG_NAME,
-            bucket=self.bucket,
-            key="/".join(filter(None, (self.key_prefix, producer, "terraform.tfstate"))),
-            region=self.region,
-            endpoint=self.endpoint,
-        )
-
-
-STATE_KEYS = ("backend", "bucket", "endpoint", "region", "key_prefix", "sandbox_key_prefix")
-# Anything that looks like a credential is refused by name, and its value is never echoed.
-CREDENTIAL_KEYS = frozenset(
-    {
-        "access_key",
-        "secret_key",
-        "token",
-        "access_key_id",
-        "secret_access_key",
-        "session_token",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-    }
-)
-
-
 def load_backend(root: Path, env: Mapping[str, str] | None = None, *, sandbox: bool = False) -> Backend:
-    """The state backend. Sandbox runs keep local state unless ``sandbox_key_prefix`` opts them
-    into the bucket, under a prefix of their own: stand-in resources must never be written over
-    real state."""
-    env = os.environ if env is None else env
-    path = Path(env["INFRA_APPLY_CONFIG"]) if env.get("INFRA_APPLY_CONFIG") else root / CONFIG_NAME
-    shown = _shown(path, root)
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        if env.get("INFRA_APPLY_CONFIG"):
-            raise InfraApplyError(f"INFRA_APPLY_CONFIG names {path}, which does not exist") from None
-        return Backend("local")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InfraApplyError(f"cannot read {CONFIG_NAME}: {exc}", path=shown, rule="config") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message, line, col = _toml_error(str(exc), text)
-        raise InfraApplyError(
-            f"invalid TOML: {message}", path=shown, line=line, col=col, rule="config"
-        ) from None
+    """The state backend from ``[state]`` of the configuration (``infra_apply.config`` reads it)."""
+    from infra_apply.config import load
 
-    def fail(message: str, key: str | None = None, table: str = "state") -> InfraApplyError:
-        line, col = _locate(text, table, key)
-        return InfraApplyError(message, path=shown, line=line, col=col, rule="config")
-
-    section = doc.get("state", {})
-    if not isinstance(section, dict):
-        raise fail("state must be a table: write [state] and its settings below it", "state", table="")
-    for key in section:
-        if key.lower() in CREDENTIAL_KEYS:
-            raise fail(
-                f"[state] {key}: credentials never go in {CONFIG_NAME}; set "
-                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment",
-                key,
-            )
-    for key, value in section.items():
-        if key not in STATE_KEYS:
-            raise fail(f"[state] {key}: unknown setting (known: {', '.join(STATE_KEYS)})", key)
-        if not isinstance(value, str):
-            raise fail(f"[state] {key} must be a string", key)
-    kind = section.get("backend", "local")
-    if kind == "local":
-        return Backend("local")
-    if kind != "s3":
-        raise fail(f'[state] backend must be "local" or "s3", not {kind!r}', "backend")
-    if not section.get("bucket"):
-        raise fail("[state] bucket is required for the s3 backend", "bucket")
-    key_prefix = section.get("key_prefix", "infra-apply").strip("/")
-    sandbox_prefix = section.get("sandbox_key_prefix", "").strip("/")
-    if sandbox_prefix and sandbox_prefix == key_prefix:
-        raise fail(
-            "[state] sandbox_key_prefix must differ from key_prefix (sandbox state must never "
-            "replace real state)",
-            "sandbox_key_prefix",
-        )
-    if sandbox and not sandbox_prefix:
-        return Backend("local")
-    return Backend(
-        "s3",
-        bucket=section["bucket"],
-        endpoint=section.get("endpoint", ""),
-        region=section.get("region") or "us-east-1",
-        key_prefix=sandbox_prefix if sandbox else key_prefix,
-    )
-
-
-def _shown(path: Path, root: Path) -> str:
-    """The config path as messages show it: relative to the root when inside it."""
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _toml_error(message: str, text: str) -> tuple[str, int, int]:
-    """tomllib's "... (at line L, column C)" as (message, L, C)."""
-    import re
-
-    m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
-    if m:
-        return message[: m.start()], int(m.group(1)), int(m.group(2))
-    m = re.search(r"\s*\(at end of document\)$", message)
-    if m:
-        return message[: m.start()], max(1, len(text.splitlines())), 1
-    return message, 1, 1
-
-
-def _locate(text: str, table: str, key: str | None) -> tuple[int, int]:
-    """Line and column of ``key`` in ``[table]`` ("" = top level); the table header when
-    ``key`` is None or not found there; 0, 0 when neither is found."""
-    import re
-
-    current = ""
-    header = (0, 0)
-    for number, line in enumerate(text.splitlines(), start=1):
-        m = re.match(r"\s*\[\s*([^\]]+?)\s*\]", line)
-        if m and not line.lstrip().startswith("[["):
-            current = m.group(1).strip().strip('"')
-            if current == table:
-                header = (number, line.index("[") + 1)
-            continue
-        if current != table or key is None:
-            continue
-        m = re.match(rf"(\s*)[\"']?{re.escape(key)}[\"']?\s*[=.]", line)
-        if m:
-            return number, len(m.group(1)) + 1
-    return header
+    return load(root, env).backend(sandbox=sandbox)

@@ -604,11 +604,10 @@ def _check_droplet(old: OldResource, d: Droplet, live_image: str | None, found: 
     ForceNew attributes of digitalocean_droplet (do-provider-schema.json): image, region,
     ssh_keys, user_data, vpc_uuid, monitoring, droplet_agent, public_networking,
     gpu_partition_mode, and ipv6 true -> false (CustomizeDiff). infra-apply's template sets
-    image and region; ssh_keys and user_data are in ignore_changes; vpc_uuid and
+    image and region; ssh_keys, user_data and monitoring are in ignore_changes; vpc_uuid and
     public_networking are optional+computed (unset: no diff); droplet_agent and
-    gpu_partition_mode are not read back on import. monitoring (default false) and ipv6
-    (default false) are read back and NOT set by the template: a droplet with either on would
-    be replaced.
+    gpu_partition_mode are not read back on import. ipv6 (default false) is read back and NOT
+    set by the template: a droplet with it on would be replaced.
     """
     a = old.attributes
     where = f"droplet {_q(d.name)} in {d.source}"
@@ -629,7 +628,7 @@ def _check_droplet(old: OldResource, d: Droplet, live_image: str | None, found: 
         found.error(
             "forced_replace", old.address, f"region is {region}, {said}: a region change replaces it", fix
         )
-    for attr in ("monitoring", "ipv6"):
+    for attr in ("ipv6",):
         if a.get(attr) is True:
             found.error(
                 "forced_replace",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from infra_apply.config import Config
 from infra_apply.discover import Discovery, discover
 from infra_apply.errors import InfraApplyError, Problem, ValidationFailed
 from infra_apply.manifest import Manifest, load
@@ -22,6 +23,7 @@ class Validation:
     manifests: tuple[Manifest, ...]  # the ones that parsed and passed the schema
     problems: tuple[Problem, ...]
     mesh_hosts: Mapping[str, Mapping[str, Any]] | None
+    config: Config = field(default_factory=Config)  # infra-apply.toml, checked
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -44,11 +46,15 @@ def _validator() -> Any:
 
 
 def require_valid(
-    root: Path, mesh_path: Path | None, cache: Path | None, on_warning: Callable[[str], None]
+    root: Path,
+    mesh_path: Path | None,
+    cache: Path | None,
+    on_warning: Callable[[str], None],
+    config: Config | None = None,
 ) -> Validation:
     """Validation for the stages that need a valid tree: errors raise ``ValidationFailed`` with
     every problem, warnings go to ``on_warning``."""
-    v = validate_tree(root, mesh_path, cache)
+    v = validate_tree(root, mesh_path, cache, config)
     if v.errors:
         raise ValidationFailed(list(v.problems))
     for p in v.warnings:
@@ -60,11 +66,18 @@ def require_valid(
 Checked = tuple[Manifest | None, list[Problem]]
 
 
-def validate_tree(root: Path, mesh_path: Path | None = None, cache: Path | None = None) -> Validation:
+def validate_tree(
+    root: Path, mesh_path: Path | None = None, cache: Path | None = None, config: Config | None = None
+) -> Validation:
     """Validate the tree under ``root``. ``cache`` (a file under the state dir) keeps each
-    manifest's parse and schema outcome keyed by its stat, so unchanged files are not re-read."""
+    manifest's parse and schema outcome keyed by its stat, so unchanged files are not re-read.
+    ``config`` defaults to the root's infra-apply.toml (a bad one raises its located error)."""
     if not root.is_dir():
         raise InfraApplyError(f"root {root} is not a folder (--root, INFRA_APPLY_ROOT)")
+    if config is None:
+        from infra_apply.config import load as load_config
+
+        config = load_config(root)
     problems: list[Problem] = []
     mesh_hosts = None
     if mesh_path is not None:
@@ -93,9 +106,12 @@ def validate_tree(root: Path, mesh_path: Path | None = None, cache: Path | None 
         {r.path: r for r in found.manifests},
         mesh_hosts,
         str(mesh_path) if mesh_path else None,
+        config,
     )
     problems.extend(run_rules(tree))
-    return Validation(found, tuple(manifests), tuple(sorted(set(problems), key=Problem.sort_key)), mesh_hosts)
+    return Validation(
+        found, tuple(manifests), tuple(sorted(set(problems), key=Problem.sort_key)), mesh_hosts, config
+    )
 
 
 def check_file(root: Path, rel: str) -> Checked:

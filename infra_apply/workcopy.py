@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from infra_apply import terraform as tf
+from infra_apply.config import Config
+from infra_apply.config import load as load_config
 from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.fs import private_dirs, tighten, write_private
+from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
 from infra_apply.paths import child, inside
 from infra_apply.plan_model import JsonObject
@@ -65,6 +68,8 @@ class Project:
     model: Model
     rendered: Mapping[str, Rendered]
     generated_stale: bool
+    config: Config = field(default_factory=Config)
+    manifests: Mapping[str, Manifest] = field(default_factory=dict)  # by path (pre-flight)
 
 
 class WorkingCopy(Protocol):
@@ -227,11 +232,18 @@ def load_project(ctx: Context, *, refuse_stale: bool = False) -> Project:
 
     # The sandbox world has its own registry: hosts it registered count as in the mesh there.
     mesh = mesh_target(ctx) if ctx.sandbox else ctx.mesh_path
-    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), ctx.say)
+    config = load_config(ctx.root, ctx.env)
+    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), ctx.say, config)
     model = build_model(v)
     rendered = render_model(model, ctx.out)
     drift = compare(rendered, ctx.out)
-    project = Project(model, {r.producer: r for r in rendered}, bool(drift.stale or drift.extra))
+    project = Project(
+        model,
+        {r.producer: r for r in rendered},
+        bool(drift.stale or drift.extra),
+        config,
+        {m.path: m for m in v.manifests},
+    )
     if project.generated_stale and not ctx.sandbox:
         if refuse_stale:
             raise InfraApplyError(
@@ -258,13 +270,36 @@ def pick(project: Project, names: Sequence[str]) -> list[str]:
     return sorted({n.lstrip("@") for n in names})
 
 
-def prepare_one(ctx: Context, producer: str, *, refuse_stale: bool = False) -> Prepared:
-    """Checks, load, and the one prepared working copy a single-producer verb needs."""
+def prepare_one(
+    ctx: Context, producer: str, *, refuse_stale: bool = False, preflight_gpu: Sequence[str] | None = None
+) -> Prepared:
+    """Checks, load, and the one prepared working copy a single-producer verb needs; with
+    ``preflight_gpu`` (apply) the pre-flight checks run first."""
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=refuse_stale)
     [name] = pick(project, [producer])
+    if preflight_gpu is not None:
+        preflight(ctx, project, [name], preflight_gpu)
     [prep] = prepare(ctx, project, [name])
     return prep
+
+
+def preflight(ctx: Context, project: Project, producers: Sequence[str], gpu: Sequence[str] = ()) -> None:
+    """Pre-flight (token, clusters, SSH keys, slugs) before any Terraform process starts: a
+    problem stops the run with its manifest line and nothing planned."""
+    from infra_apply import preflight as checks
+
+    checks.run(
+        root=ctx.root,
+        env=ctx.env,
+        sandbox=ctx.sandbox,
+        model=project.model,
+        manifests=project.manifests,
+        config=project.config,
+        producers=producers,
+        gpu=gpu,
+        say=ctx.say,
+    )
 
 
 # --- working copies -------------------------------------------------------------------------
@@ -344,14 +379,16 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     if ctx.sandbox:
         from infra_apply.sandbox.install import install
 
-        clusters = sorted({db.cluster for p in project.model.producers for db in p.databases})
-        setup = install(state_dir(ctx.env), clusters)
+        # The sandbox account holds what [sandbox] says, never what the manifests ask for: a
+        # cluster or SSH key missing there fails as it would at DigitalOcean.
+        account = project.config.sandbox
+        setup = install(state_dir(ctx.env), account.clusters, account.ssh_keys)
         sandbox_env = setup.env
         cloud = Path(ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD") or setup.cloud)
         if cloud != setup.cloud:
             from infra_apply.sandbox import cloud as sandbox_cloud
 
-            sandbox_cloud.seed(cloud, clusters)
+            sandbox_cloud.seed(cloud, account.clusters, account.ssh_keys)
     base = workdir_root(ctx)
     try:
         private_dirs(base, state_dir(ctx.env))
@@ -387,7 +424,8 @@ def sync(
     ctx: Context, rendered: Rendered, path: Path, backend: Backend, sandbox_env: Mapping[str, str] | None
 ) -> None:
     private_dirs(path, path.parent)
-    files = {n: t.encode("utf-8") for n, t in rendered.files.items() if n.endswith(".tf")}
+    files = {n: t.encode("utf-8") for n, t in rendered.module_files().items()}
+    _sync_user_data(path, files)
     extra = imports_file(ctx, rendered.producer)
     if extra.is_file():
         files[IMPORTS] = extra.read_bytes()
@@ -409,6 +447,20 @@ def sync(
             f"{path} holds local state but {backend.kind} remote state is configured; migrate it "
             f"first (terraform -chdir={path} init -migrate-state)"
         )
+
+
+def _sync_user_data(path: Path, files: Mapping[str, bytes]) -> None:
+    """The working copy's user-data/ holds exactly the rendered user-data files."""
+    from infra_apply.render import USER_DATA_DIR
+
+    folder = path / USER_DATA_DIR
+    wanted = {n for n in files if n.startswith(f"{USER_DATA_DIR}/")}
+    if wanted:
+        private_dirs(folder, path)
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if f"{USER_DATA_DIR}/{f.name}" not in wanted:
+                f.unlink()
 
 
 def _has_local_state(path: Path) -> bool:

@@ -59,9 +59,14 @@ def droplet(name: str, hosts: list[str], *services: dict[str, Any], **extra: Any
     }
 
 
+# The smallest configuration a tree needs to be clean: droplets get an SSH key (rule ssh_access).
+CONFIG = '[droplets]\nssh_keys = ["ops"]\n'
+
+
 def base_tree() -> dict[str, Any]:
-    """The smallest valid tree: one ct droplet hosting one project."""
+    """The smallest valid tree: one ct droplet hosting one project, created with an SSH key."""
     return {
+        "infra-apply.toml": CONFIG,
         "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.services", ["lime"])),
         "@ct/app/.infra.yaml": project("app"),
     }

@@ -106,3 +106,12 @@ def test_sandbox_cli_config_escapes_the_mirror_path(tmp_path: Path) -> None:
     text = cli_config_text(Path('/tmp/we"ird/${x}'))
     assert 'path    = "/tmp/we\\"ird/$${x}"' in text
     assert fmt_clean(text, tmp_path, "terraformrc.tf")
+
+
+def test_module_file_reads_a_file_beside_the_module_and_nothing_else() -> None:
+    from infra_apply.hcl import module_file
+
+    assert module_file("user-data/base.yaml") == 'file("${path.module}/user-data/base.yaml")'
+    for bad in ("../x", "user-data/${x}", "/etc/passwd", "a//b", 'a"b', "a\nb", ""):
+        with pytest.raises(InfraApplyError):
+            module_file(bad)

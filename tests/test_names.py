@@ -28,7 +28,7 @@ from infra_apply.mesh import live_droplets_from_output, plan_registration
 from infra_apply.model import Database, ProducerModel
 from infra_apply.render import Ledger, parse_ledger, render_model, render_producer, write
 from infra_apply.validate import require_valid
-from tests.conftest import cli_env, run_cli
+from tests.conftest import CONFIG, cli_env, run_cli
 
 # --- a tree with one droplet and one project, every name-like field settable ---------------------
 
@@ -225,6 +225,7 @@ def test_cli_reports_a_bad_producer_folder_on_one_located_line(
 ) -> None:
     f = {**VALID, "producer": folder[1:]}
     write_manifests(tmp_path / "tree", f)
+    (tmp_path / "tree" / "infra-apply.toml").write_text(CONFIG)  # droplets get a key (ssh_access)
     env = cli_env(tmp_path)
     # validate first: were it to pass, render would write "@" into /droplets.tf (finding 2).
     checked = run_cli("--root", str(tmp_path / "tree"), "validate", env=env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -9,7 +10,17 @@ from collections.abc import Mapping
 import pytest
 
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.plan_model import NameDrift, PublicPort, Resize, classify, parse_plan, reason, verb
+from infra_apply.plan_model import (
+    CreateSettings,
+    NameDrift,
+    PublicPort,
+    Resize,
+    SettingsDrift,
+    classify,
+    parse_plan,
+    reason,
+    verb,
+)
 from infra_apply.report import producer_reports
 from infra_apply.report.text import format_text
 from tests.plan_fixtures import (
@@ -389,3 +400,83 @@ def test_same_plan_in_any_order_renders_byte_identically() -> None:
     b = [parse_plan("quinn", shuffled, NAMES)]
     assert a == b
     assert all_formats(a, {"quinn": QUINN_MODEL}) == all_formats(b, {"quinn": QUINN_MODEL})
+
+
+# ---------------------------------------------------------------------------------------------
+# Create-time settings (ForceNew, ignored): changed in infra-apply.toml, kept by a live droplet
+
+
+def _settings_plan(droplet: dict[str, object], action: list[str] | None = None) -> dict[str, object]:
+    """A plan whose prior state holds one droplet and the ssh_key data sources read for it."""
+    keys = [
+        {"address": f"data.digitalocean_ssh_key.{n}", "mode": "data", "type": "digitalocean_ssh_key",
+         "values": {"id": i, "name": n}}
+        for n, i in (("ops-2026", 41001), ("ct-deploy", 41002))
+    ]
+    web = {"address": "digitalocean_droplet.web", "mode": "managed", "type": "digitalocean_droplet",
+           "values": droplet}
+    changes = [] if action is None else [
+        {"address": "digitalocean_droplet.web", "type": "digitalocean_droplet",
+         "change": {"actions": action, "before": droplet, "after": droplet}}
+    ]
+    return {
+        "format_version": "1.2",
+        "prior_state": {"values": {"root_module": {"resources": [*keys, web]}}},
+        "resource_changes": changes,
+    }
+
+
+USER_DATA = "#cloud-config\n"
+WANTED = CreateSettings(("ops-2026",), True, hashlib.sha1(USER_DATA.encode()).hexdigest())
+AS_CREATED = {"ssh_keys": ["41001"], "monitoring": True, "user_data": WANTED.user_data_sha1}
+
+
+@pytest.mark.parametrize(
+    ("live", "settings"),
+    [
+        (AS_CREATED, ()),
+        ({**AS_CREATED, "ssh_keys": ["41002"]}, ("ssh_keys",)),
+        ({**AS_CREATED, "ssh_keys": None}, ("ssh_keys",)),  # created without keys (or adopted)
+        ({**AS_CREATED, "monitoring": False}, ("monitoring",)),
+        ({**AS_CREATED, "user_data": hashlib.sha1(b"#!/bin/sh\n").hexdigest()}, ("user_data",)),
+        ({**AS_CREATED, "user_data": USER_DATA}, ()),  # an old state holding the text itself
+        ({"ssh_keys": None, "monitoring": False, "user_data": None}, ("ssh_keys", "monitoring", "user_data")),
+    ],
+)
+def test_settings_a_live_droplet_keeps_are_noted(live: dict[str, object], settings: tuple[str, ...]) -> None:
+    names = {"digitalocean_droplet.web": "com.uvlava.ct.web"}
+    plan = parse_plan("ct", _settings_plan(live), names, {"digitalocean_droplet.web": WANTED})
+    expected = (SettingsDrift("digitalocean_droplet.web", "com.uvlava.ct.web", settings),) if settings else ()
+    assert plan.settings_drift == expected
+    assert not plan.has_changes
+
+
+def test_a_droplet_replaced_anyway_gets_its_new_settings_and_no_note() -> None:
+    raw = _settings_plan({**AS_CREATED, "monitoring": False}, ["delete", "create"])
+    plan = parse_plan("ct", raw, {}, {"digitalocean_droplet.web": WANTED})
+    assert plan.settings_drift == ()
+
+
+def test_keys_the_plan_did_not_look_up_are_not_compared() -> None:
+    wanted = CreateSettings(("unknown-key",), True, WANTED.user_data_sha1)
+    plan = parse_plan("ct", _settings_plan(AS_CREATED), {}, {"digitalocean_droplet.web": wanted})
+    assert plan.settings_drift == ()
+
+
+def test_every_format_says_a_setting_applies_to_new_droplets_only() -> None:
+    raw = _settings_plan({**AS_CREATED, "monitoring": False})
+    plan = parse_plan("ct", raw, {}, {"digitalocean_droplet.web": WANTED})
+    text, doc, markdown = all_formats([plan], {})
+    assert (
+        "  ! new droplets only: digitalocean_droplet.web keeps the monitoring it was created with; "
+        "infra-apply.toml now says otherwise, which applies to droplets created from now on "
+        "(a ForceNew setting never replaces a running droplet)"
+    ) in text.splitlines()
+    assert "**Settings for new droplets only**" in markdown and "keeps the monitoring" in markdown
+    assert json.loads(doc)["producers"]["ct"]["settings_drift"] == [
+        {
+            "address": "digitalocean_droplet.web",
+            "name": "digitalocean_droplet.web",
+            "settings": ["monitoring"],
+        }
+    ]

@@ -8,6 +8,7 @@ The golden files are the committed ``generated/`` folder itself (CI also runs
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from infra_apply.build import build_model
+from infra_apply.errors import InfraApplyError
 from infra_apply.model import Droplet, ProducerModel, Service
 from infra_apply.render import (
     Ledger,
@@ -51,7 +53,7 @@ def test_example_tree_matches_golden_files(tmp_path: Path) -> None:
     """A fresh render (no ledger yet) of the example tree is byte for byte the golden files."""
     rendered = render_tree(EXAMPLE_TREE, tmp_path, EXAMPLE_MESH)
     expected = {
-        p.name: {f.name: f.read_text("utf-8") for f in p.iterdir() if f.is_file()}
+        p.name: {f.relative_to(p).as_posix(): f.read_text("utf-8") for f in p.rglob("*") if f.is_file()}
         for p in GOLDEN.iterdir()
         if p.is_dir()
     }
@@ -102,7 +104,7 @@ def test_droplet_template_has_lifecycle_tags_and_no_secrets() -> None:
     tf = files["droplets.tf"]
     assert 'resource "digitalocean_droplet" "ct_edge"' in tf
     assert 'tags   = ["managed-by:infra-apply", "producer:ct", "role:edge"]' in tf
-    assert "ignore_changes = [name, ssh_keys, user_data]" in tf
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in tf
     assert "token" not in "".join(files.values()).replace("DIGITALOCEAN_TOKEN", "")
     assert files["versions.tf"].count('source  = "digitalocean/digitalocean"') == 1
     assert 'version = "~> 2.99"' in files["versions.tf"]
@@ -265,7 +267,7 @@ def test_name_edit_in_manifest_keeps_every_address(tmp_path: Path) -> None:
     after = rendered[0].files["droplets.tf"]
     assert 'resource "digitalocean_droplet" "ct_services"' in before
     assert 'resource "digitalocean_droplet" "ct_services"' in after
-    assert 'name   = "com.uvlava.ct.apps"' in after
+    assert re.search(r'\n  name +\= "com\.uvlava\.ct\.apps"\n', after)
 
 
 def test_check_reports_stale_missing_and_extra_files(tmp_path: Path) -> None:
@@ -298,3 +300,106 @@ def test_render_check_cli_writes_nothing_and_exits_1(tmp_path: Path) -> None:
     assert not out.exists()
     assert run_cli("--root", str(root), "render", "--out", str(out)).returncode == 0
     assert run_cli("--root", str(root), "render", "--check", "--out", str(out)).returncode == 0
+
+
+# --- infra-apply.toml: SSH keys, monitoring, user data -----------------------------------------
+
+
+def _rendered(tmp_path: Path, toml: str, **files: Any) -> dict[str, dict[str, str]]:
+    tree = {
+        **base_tree(),
+        "infra-apply.toml": toml,
+        "@mc/.infra.yaml": producer_root("mc", droplet("com.uvlava.mc.services", ["mint"])),
+        **files,
+    }
+    return render_tree(write_tree(tmp_path / "root", tree), tmp_path / "out")
+
+
+def test_keys_monitoring_and_user_data_reach_every_droplet_of_their_producer(tmp_path: Path) -> None:
+    script = '#!/bin/sh\necho "${HOME}" %{ if x } \\\n'
+    toml = (
+        '[droplets]\nssh_keys = ["ops key", "${path.module}"]\nmonitoring = true\n'
+        'user_data = "boot/base.sh"\n[producers.mc.droplets]\nssh_keys = ["mc"]\nuser_data = ""\n'
+    )
+    out = _rendered(tmp_path, toml, **{"boot/base.sh": script})
+    ct, mc = out["ct"], out["mc"]
+    # keys are looked up by name; names are literals, addresses their slugs
+    assert 'data "digitalocean_ssh_key" "ops_key_' in ct["ssh_keys.tf"]
+    assert '  name = "ops key"\n' in ct["ssh_keys.tf"] and '  name = "$${path.module}"\n' in ct["ssh_keys.tf"]
+    body = ct["droplets.tf"]
+    keys = r"\[data\.digitalocean_ssh_key\.ops_key_\w+\.id, data\.digitalocean_ssh_key\.path_module_\w+\.id\]"
+    assert re.search(rf"\n  ssh_keys   = {keys}\n", body)
+    assert "  monitoring = true\n" in body
+    assert '  user_data = file("${path.module}/user-data/base.sh")\n' in body
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in body
+    # the user data ships byte for byte beside the module, never inside the HCL
+    assert ct["user-data/base.sh"] == script
+    assert "HOME" not in "".join(text for name, text in ct.items() if name.endswith(".tf"))
+    # mc overrides the keys and turns user data off, keeping monitoring
+    assert 'name = "mc"' in mc["ssh_keys.tf"] and "ops key" not in mc["ssh_keys.tf"]
+    assert "user_data =" not in mc["droplets.tf"] and "  monitoring = true\n" in mc["droplets.tf"]
+    assert not any(name.startswith("user-data/") for name in mc)
+
+
+def test_user_data_files_sharing_a_name_get_distinct_ones(tmp_path: Path) -> None:
+    toml = '[droplets]\nuser_data = "a/base.yaml"\n[producers.ct.droplets]\nuser_data = "b/base.yaml"\n'
+    files = {"a/base.yaml": "#cloud-config\na: 1\n", "b/base.yaml": "#cloud-config\nb: 2\n"}
+    out = _rendered(tmp_path, toml, **files)
+    assert out["ct"]["user-data/base.yaml"] == files["b/base.yaml"]  # one per producer: its own name
+    tree = {
+        **base_tree(),
+        "infra-apply.toml": '[droplets]\nssh_keys = ["k"]\nuser_data = "a/base.yaml"\n',
+        "@ct/.infra.yaml": producer_root("ct", droplet("com.uvlava.ct.services", ["lime"])),
+        **files,
+    }
+    root = write_tree(tmp_path / "two", tree)
+    v = validate_tree(root)
+    model = build_model(v)
+    from dataclasses import replace
+
+    from infra_apply.config import Where, read_user_data
+
+    other = read_user_data(root, "b/base.yaml", Where("infra-apply.toml", 1, 1))
+    ct = model.producers[0]
+    second = replace(ct.droplets[0], name="com.uvlava.ct.b", user_data=other)
+    both = replace(ct, droplets=(ct.droplets[0], second))
+    files_out = render_producer(both, Ledger()).files
+    named = sorted(n for n in files_out if n.startswith("user-data/"))
+    assert len(named) == 2 and all(n.startswith("user-data/base-") and n.endswith(".yaml") for n in named)
+    assert {files_out[n] for n in named} == set(files.values())
+
+
+def test_without_a_configuration_droplets_render_as_before(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", {k: v for k, v in base_tree().items() if k != "infra-apply.toml"})
+    [ct] = render_model(build_model(validate_tree(root)), tmp_path / "out")
+    assert "ssh_keys.tf" not in ct.files
+    body = ct.files["droplets.tf"].split("lifecycle")[0]
+    assert "ssh_keys" not in body and "monitoring" not in body and "user_data" not in body
+
+
+def test_render_removes_user_data_no_longer_used_and_leaves_no_empty_folder(tmp_path: Path) -> None:
+    toml = '[droplets]\nssh_keys = ["k"]\nuser_data = "u.yaml"\n'
+    tree = {**base_tree(), "infra-apply.toml": toml, "u.yaml": "#cloud-config\n"}
+    root = write_tree(tmp_path / "root", tree)
+    out = tmp_path / "out"
+    write(render_model(build_model(validate_tree(root)), out), out)
+    assert (out / "ct" / "user-data" / "u.yaml").read_text() == "#cloud-config\n"
+    (out / "ct" / "user-data" / "stray.yaml").write_text("x")  # the folder is render's own
+    (root / "infra-apply.toml").write_text('[droplets]\nssh_keys = ["k"]\n')
+    rendered = render_model(build_model(validate_tree(root)), out)
+    assert compare(rendered, out).extra == ("ct/user-data/stray.yaml", "ct/user-data/u.yaml")
+    write(rendered, out)
+    assert not (out / "ct" / "user-data").exists() and (out / "ct" / "droplets.tf").is_file()
+
+
+def test_a_user_data_folder_that_is_a_symlink_is_never_written_through(tmp_path: Path) -> None:
+    toml = '[droplets]\nssh_keys = ["k"]\nuser_data = "u.yaml"\n'
+    tree = {**base_tree(), "infra-apply.toml": toml, "u.yaml": "#cloud-config\n"}
+    root = write_tree(tmp_path / "root", tree)
+    out = tmp_path / "out"
+    (out / "ct").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (out / "ct" / "user-data").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InfraApplyError, match="refusing to write"):
+        write(render_model(build_model(validate_tree(root)), out), out)
+    assert list((tmp_path / "elsewhere").iterdir()) == []

@@ -36,6 +36,7 @@ def test_json_is_one_stable_document_with_guard_and_counts() -> None:
         "drift": [],
         "guard": {"ok": True, "blocked": []},
         "public_ports": {"opened": [], "closed": []},
+        "settings_drift": [],
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 from infra_apply.errors import Problem
 from infra_apply.rules import RULES
 from infra_apply.validate import validate_tree
-from tests.conftest import base_tree, droplet, producer_root, project, write_tree
+from tests.conftest import CONFIG, base_tree, droplet, producer_root, project, write_tree
 
 MESH = {
     "network": "10.9.0.0/24",
@@ -205,6 +205,49 @@ CASES: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
         {**base_tree(), "@ct/app/.infra.yaml": project("app", service={"host": "lime"})},
     ),
     (
+        "ssh_access",
+        "warning",
+        "@ct/.infra.yaml",
+        {**base_tree(), "infra-apply.toml": "[droplets]\nmonitoring = true\n"},
+        base_tree(),
+    ),
+    (
+        "ssh_access",  # the producer's override takes the default's keys away
+        "warning",
+        "@ct/.infra.yaml",
+        {**base_tree(), "infra-apply.toml": CONFIG + "[producers.ct.droplets]\nssh_keys = []\n"},
+        {**base_tree(), "infra-apply.toml": CONFIG + '[producers.ct.droplets]\nssh_keys = ["ct"]\n'},
+    ),
+    (
+        "ssh_access",  # an on-demand GPU droplet is created with keys too
+        "warning",
+        "@ct/app/.infra.yaml",
+        {
+            **base_tree(),
+            "infra-apply.toml": "[producers.mc.droplets]\nssh_keys = [\"mc\"]\n",
+            "@ct/.infra.yaml": producer_root("ct"),
+            "@ct/app/.infra.yaml": project(
+                "app", service={"host": "lime", "gpu": {"mode": "on-demand"}}
+            ),
+            "@mc/.infra.yaml": producer_root("mc", droplet("com.uvlava.mc.services", ["lime"])),
+        },
+        {
+            **base_tree(),
+            "@ct/.infra.yaml": producer_root("ct"),
+            "@ct/app/.infra.yaml": project(
+                "app", service={"host": "lime", "gpu": {"mode": "on-demand"}}
+            ),
+            "@mc/.infra.yaml": producer_root("mc", droplet("com.uvlava.mc.services", ["lime"])),
+        },
+    ),
+    (
+        "config",
+        "warning",
+        "infra-apply.toml",
+        {**base_tree(), "infra-apply.toml": CONFIG + '[producers.cta.droplets]\nssh_keys = ["ct"]\n'},
+        {**base_tree(), "infra-apply.toml": CONFIG + '[producers.ct.droplets]\nssh_keys = ["ct"]\n'},
+    ),
+    (
         "do_limits",
         "error",
         "@ct/.infra.yaml",
@@ -284,6 +327,7 @@ def test_droplet_host_registered_for_another_machine(tmp_path: Path) -> None:
     assert "already registered in mesh-hosts.json for com.uvlava.quinn.artifacts" in p.message
     # the same host on the machine it is registered for is fine
     ok = {
+        "infra-apply.toml": CONFIG,
         "@quinn/.infra.yaml": producer_root("quinn", droplet("com.uvlava.quinn.artifacts", ["forge"])),
         "@quinn/app/.infra.yaml": project("app", service={"host": "forge"}),
     }

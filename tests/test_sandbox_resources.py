@@ -5,6 +5,7 @@ back, bad import ids, an unconfigured cloud) for every resource type at once."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -188,3 +189,99 @@ def test_a_refused_create_makes_nothing(cloud_file: Path) -> None:
     assert resource.create(ctx, planned) is None
     assert _messages(ctx) == [("Error creating droplet", "422 droplet limit reached")]
     assert cloud.list_droplets(cloud_file) == []
+
+
+# --- SSH keys, user data and the catalogue ---------------------------------------------------
+
+DROPLET = {"name": "web", "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64", "region": "nyc3"}
+
+
+def _create_droplet(config: dict[str, Any]) -> tuple[Droplet, Ctx, dict[str, Any] | None]:
+    """Plan and apply a droplet as the servicer does: the configuration beside the planned state."""
+    resource, ctx = Droplet(None), Ctx(Diagnostics())
+    planned = resource.plan_change(ctx.diagnostics, None, config)
+    resource.config = config
+    return resource, ctx, resource.create(ctx, planned)
+
+
+def test_ssh_key_data_source_finds_one_key_by_name(cloud_file: Path) -> None:
+    cloud.seed(cloud_file, [], ["ops-2026", "ct-deploy"])
+    [data] = [kind(None) for kind in DATA_SOURCES if kind.name == "ssh_key"]
+    ctx = Ctx(Diagnostics())
+    found = data.read(ctx, {"name": "ct-deploy"})
+    [key] = [k for k in cloud.list_ssh_keys(cloud_file) if k["name"] == "ct-deploy"]
+    assert found == {k: key[k] for k in ("id", "name", "fingerprint", "public_key")}
+    assert isinstance(found["id"], int)  # a number in this data source, as in the real one
+    assert data.read(ctx, {"name": "nobody"}) is None
+    assert _messages(ctx) == [
+        (
+            "Error retrieving SSH key",
+            "no ssh key found with name nobody (sandbox account keys: ct-deploy, ops-2026)",
+        ),
+    ]
+
+
+def test_ssh_key_data_source_refuses_two_keys_of_one_name(cloud_file: Path) -> None:
+    with cloud.transaction(cloud_file) as c:
+        for key_id in (7, 8):
+            c["ssh_keys"][str(key_id)] = cloud.ssh_key_record(key_id, "twin")
+    [data] = [kind(None) for kind in DATA_SOURCES if kind.name == "ssh_key"]
+    ctx = Ctx(Diagnostics())
+    assert data.read(ctx, {"name": "twin"}) is None
+    assert "too many ssh keys found with name twin (found 2, expected 1)" in _messages(ctx)[0][1]
+
+
+def test_a_droplet_keeps_its_keys_and_user_data_in_the_cloud_never_in_state(cloud_file: Path) -> None:
+    cloud.seed(cloud_file, [], ["ops-2026"])
+    [key] = cloud.list_ssh_keys(cloud_file)
+    text = "#cloud-config\nruncmd: ['echo ${HOME}']\n"
+    resource, ctx, state = _create_droplet(
+        {**DROPLET, "ssh_keys": [str(key["id"])], "user_data": text, "monitoring": True}
+    )
+    assert state is not None, _messages(ctx)
+    record = cloud.load(cloud_file)["droplets"][state["id"]]
+    assert (record["ssh_keys"], record["user_data"], record["monitoring"]) == ([key["id"]], text, True)
+    # state has the SHA-1 (the provider's StateFunc); a refresh keeps it, an import knows neither
+    assert state["user_data"] == hashlib.sha1(text.encode()).hexdigest()
+    assert resource.read(ctx, state) == state
+    imported = resource.import_(ctx, state["id"])
+    assert imported is not None and (imported["ssh_keys"], imported["user_data"]) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"ssh_keys": ["99"]}, "You specified an invalid ssh key: 99"),
+        ({"size": "s-4vcpu-16gb"}, "You specified an invalid size (s-4vcpu-16gb)"),
+        ({"region": "xyz1"}, "You specified an invalid region (xyz1)"),
+        ({"image": "ubuntu-20-04-x64"}, "You specified an invalid image (ubuntu-20-04-x64)"),
+        ({"size": "gpu-h100x1-80gb"}, "Size gpu-h100x1-80gb is not available in region nyc3 (offered in"),
+    ],
+)
+def test_a_create_digitalocean_refuses_is_refused(
+    cloud_file: Path, change: dict[str, Any], refusal: str
+) -> None:
+    _, ctx, state = _create_droplet({**DROPLET, **change})
+    assert state is None
+    [(summary, detail)] = _messages(ctx)
+    assert summary == "Error creating droplet" and detail.startswith(f"422 unprocessable_entity: {refusal}")
+    assert cloud.load(cloud_file)["droplets"] == {}
+
+
+def test_a_resize_to_a_size_the_region_lacks_is_refused(cloud_file: Path) -> None:
+    resource, ctx, state = _create_droplet(DROPLET)
+    assert state is not None
+    assert resource.update(ctx, state, {**state, "size": "gpu-h100x1-80gb"}) == state
+    assert "Size gpu-h100x1-80gb is not available in region nyc3" in _messages(ctx)[0][1]
+    assert cloud.load(cloud_file)["droplets"][state["id"]]["size"] == "s-1vcpu-1gb"
+    updated = resource.update(ctx, state, {**state, "size": "s-2vcpu-4gb"})
+    assert updated is not None and cloud.load(cloud_file)["droplets"][state["id"]]["price_monthly"] == 24.0
+
+
+def test_seeding_adds_only_what_it_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.json"
+    cloud.seed(path, ["a-pg"], ["k1"])
+    cloud.seed(path, [], ["k2", "k1"])
+    assert [c["name"] for c in cloud.list_clusters(path)] == ["a-pg"]
+    assert [(k["id"], k["name"]) for k in cloud.list_ssh_keys(path)] == [(41001, "k1"), (41002, "k2")]
+    assert cloud.load(path)["catalogue"]["as_of"] == "2026-11-29"

@@ -19,6 +19,7 @@ from infra_apply.sandbox.schema import (
     FIREWALL_ATTRS,
     FIREWALL_BLOCKS,
     FIREWALL_RULE_ATTRS,
+    SSH_KEY_ATTRS,
     STRING,
     STRING_SET,
     TAG_MESSAGE,
@@ -37,6 +38,7 @@ TABLES: dict[tuple[str, str], tuple[tuple[Attr, ...], dict[str, tuple[Attr, ...]
     ("resource_schemas", "digitalocean_database_db"): (DATABASE_DB_ATTRS, {}),
     ("resource_schemas", "digitalocean_database_user"): (DATABASE_USER_ATTRS, {}),
     ("data_source_schemas", "digitalocean_database_cluster"): (DATABASE_CLUSTER_ATTRS, {}),
+    ("data_source_schemas", "digitalocean_ssh_key"): (SSH_KEY_ATTRS, {}),
 }
 # List-nested blocks tf 1.2 cannot express, and SDKv2's implicit timeouts: left out on purpose.
 OMITTED_BLOCKS = {

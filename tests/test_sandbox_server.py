@@ -28,7 +28,7 @@ SERVED = {
         "digitalocean_droplet",
         "digitalocean_firewall",
     ],
-    "data_source_schemas": ["digitalocean_database_cluster"],
+    "data_source_schemas": ["digitalocean_database_cluster", "digitalocean_ssh_key"],
 }
 
 requires_terraform = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")

@@ -60,13 +60,16 @@ provider "digitalocean" {}
 """
 
 
+OLD_KEY_ID = cloud.FIRST_SSH_KEY_ID  # the old root's droplets were made with the account's key
+
+
 def _droplet_tf(label: str, name: str, extra: str = "") -> str:
     return f"""
 resource "digitalocean_droplet" "{label}" {{
   name      = "{name}"
   size      = "s-2vcpu-4gb"
   image     = "ubuntu-24-04-x64"
-  ssh_keys  = ["12345"]
+  ssh_keys  = ["{OLD_KEY_ID}"]
   user_data = "#cloud-config\\n"
   tags      = ["old-root"]
 {extra}}}
@@ -218,7 +221,7 @@ def terraform(tmp_path_factory: pytest.TempPathFactory) -> Terraform:
 
 def new_cloud(folder: Path) -> Path:
     path = folder / "cloud.json"
-    cloud.seed(path, [CLUSTER])
+    cloud.seed(path, [CLUSTER], ["old-root"])  # its one key is OLD_KEY_ID
     return path
 
 
@@ -741,7 +744,6 @@ def test_forced_replacements_are_named_before_anything_is_written(
     found = {(f.address, f.rule): f for f in t.findings}
     assert set(found) == {
         ("digitalocean_droplet.retired", "forced_replace"),
-        ("digitalocean_droplet.watched", "forced_replace"),
         ("digitalocean_droplet.v6", "forced_replace"),
         ("digitalocean_droplet.far", "forced_replace"),
         ("digitalocean_droplet.eu", "forced_replace"),
@@ -757,11 +759,12 @@ def test_forced_replacements_are_named_before_anything_is_written(
     )
     assert found["digitalocean_droplet.eu", "forced_replace"].fix.startswith("set `region: fra1`")
     assert "the manifest cannot say sfo3" in found["digitalocean_droplet.far", "forced_replace"].fix
-    assert "infra/v1 cannot express monitoring" in found["digitalocean_droplet.watched", "forced_replace"].fix
+    # monitoring is ForceNew but in ignore_changes: a droplet with it on is taken over as it is
+    assert "digitalocean_droplet.watched" in {x.old.address for x in t.taken_over}
     assert "ipv6 is on" in found["digitalocean_droplet.v6", "forced_replace"].message
     # Nothing can be written for a takeover with errors.
     for build in (import_file, removed_file):
-        with pytest.raises(TakeoverRefused, match="5 problem"):
+        with pytest.raises(TakeoverRefused, match="4 problem"):
             build(t)
     text = t.to_text()
     assert "to take over once the errors below are fixed (5):" in text
@@ -781,11 +784,7 @@ def test_following_the_named_fix_removes_the_forced_replacement(
     fixed = _replace_tree(services={"image": "112233"}, eu={"region": "fra1"})
     producer, rendered = model(tmp_path / "tree", fixed)  # asserts the tree validates
     t = plan_takeover(state, producer, rendered.droplet_addresses, clusters(replace_world.cloud))
-    assert {f.address for f in t.errors} == {
-        "digitalocean_droplet.watched",
-        "digitalocean_droplet.v6",
-        "digitalocean_droplet.far",
-    }
+    assert {f.address for f in t.errors} == {"digitalocean_droplet.v6", "digitalocean_droplet.far"}
     new_address = {x.old.address: x.address for x in t.taken_over}
     assert _replaced(terraform, replace_world, tmp_path / "new", t, rendered) == {
         new_address[f.address] for f in t.errors

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 from infra_apply import terraform as tf
 from infra_apply.errors import InfraApplyError, Stopped
@@ -349,20 +350,27 @@ def test_no_token_stops_before_terraform_runs(example: Path) -> None:
     line = only_error_line(r.stderr)
     assert "DIGITALOCEAN_TOKEN" in line and str(home / ".vault" / "do_pat_quinn") in line
     assert "--sandbox" in line
-    assert [c["command"] for c in calls(log)] == ["version"]  # found, never started on a module
+    # stopped by pre-flight (a token is its first need), before terraform is even looked up
+    assert [c["command"] for c in calls(log)] == []
     assert not list((example / "state").rglob(".terraform"))
 
 
 @needs_terraform
-def test_vault_token_reaches_terraform_and_nothing_else(example: Path) -> None:
-    """Outside the sandbox the token comes from ~/.vault/do_pat_quinn, reaches Terraform's
-    environment only, and the operator's own TF_CLI_CONFIG_FILE is left alone (here it names
-    the sandbox's mirror, standing in for an operator's provider mirror)."""
+def test_vault_token_reaches_terraform_and_nothing_else(example: Path, httpserver: HTTPServer) -> None:
+    """Outside the sandbox the token comes from ~/.vault/do_pat_quinn, reaches pre-flight's API
+    calls and Terraform's environment only, and the operator's own TF_CLI_CONFIG_FILE is left
+    alone (here it names the sandbox's mirror, standing in for an operator's provider mirror)."""
     home = example / "home"
     (home / ".vault").mkdir(parents=True)
     (home / ".vault" / "do_pat_quinn").write_text(f"{SECRET}\n")
     state = example / "state"
-    setup = install(state)
+    from infra_apply.config import load
+    from tests.do_standin import Account
+
+    account = load(example / "tree", {}).sandbox
+    setup = install(state, account.clusters, account.ssh_keys)
+    httpserver.no_handler_status_code = 418
+    Account(token=SECRET).serve(httpserver)  # the account pre-flight asks (bearer-checked)
     log = example / "tf.log"
     wrapper = logging_terraform(example / "bin", log, str(REAL_TERRAFORM))
     env = cli_env(
@@ -371,6 +379,7 @@ def test_vault_token_reaches_terraform_and_nothing_else(example: Path) -> None:
         TF_CLI_CONFIG_FILE=str(setup.cli_config),
         INFRA_APPLY_SANDBOX_CLOUD=str(setup.cloud),
         INFRA_APPLY_TERRAFORM=str(wrapper),
+        DIGITALOCEAN_API_URL=httpserver.url_for(""),
     )
     r = run_cli(
         "--root",

@@ -3,31 +3,43 @@
 # source: "@ct/.infra.yaml"
 
 resource "digitalocean_droplet" "ct_redroid" {
-  name   = "com.uvlava.ct.redroid"
-  region = "nyc3"
-  size   = "s-4vcpu-16gb"
-  image  = "ubuntu-24-04-x64"
-  tags   = ["managed-by:infra-apply", "producer:ct", "role:redroid"]
+  name       = "com.uvlava.ct.redroid"
+  region     = "nyc3"
+  size       = "s-8vcpu-16gb"
+  image      = "ubuntu-24-04-x64"
+  tags       = ["managed-by:infra-apply", "producer:ct", "role:redroid"]
+  ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id, data.digitalocean_ssh_key.ct-deploy.id]
+  monitoring = true
+  # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.
+  user_data = file("${path.module}/user-data/base.yaml")
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
-    # ssh_keys, user_data: DigitalOcean never reads them back, so an adopted droplet would
-    # otherwise plan a replacement.
-    ignore_changes = [name, ssh_keys, user_data]
+    # ssh_keys, user_data, monitoring: ForceNew. A changed setting in infra-apply.toml applies
+    # to droplets created from now on and never replaces a running one (the plan notes it);
+    # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
+    # otherwise plan a replacement too.
+    ignore_changes = [name, ssh_keys, user_data, monitoring]
   }
 }
 
 resource "digitalocean_droplet" "ct_services" {
-  name   = "com.uvlava.ct.services"
-  region = "nyc3"
-  size   = "s-2vcpu-4gb"
-  image  = "ubuntu-24-04-x64"
-  tags   = ["managed-by:infra-apply", "producer:ct", "role:services"]
+  name       = "com.uvlava.ct.services"
+  region     = "nyc3"
+  size       = "s-2vcpu-4gb"
+  image      = "ubuntu-24-04-x64"
+  tags       = ["managed-by:infra-apply", "producer:ct", "role:services"]
+  ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id, data.digitalocean_ssh_key.ct-deploy.id]
+  monitoring = true
+  # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.
+  user_data = file("${path.module}/user-data/base.yaml")
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
-    # ssh_keys, user_data: DigitalOcean never reads them back, so an adopted droplet would
-    # otherwise plan a replacement.
-    ignore_changes = [name, ssh_keys, user_data]
+    # ssh_keys, user_data, monitoring: ForceNew. A changed setting in infra-apply.toml applies
+    # to droplets created from now on and never replaces a running one (the plan notes it);
+    # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
+    # otherwise plan a replacement too.
+    ignore_changes = [name, ssh_keys, user_data, monitoring]
   }
 }

@@ -12,16 +12,22 @@ resource "digitalocean_droplet" "ct_gpu" {
   # Off unless -var gpu_ct_gpu=true: a plain apply never creates a standing GPU.
   count = var.gpu_ct_gpu ? 1 : 0
 
-  name   = "com.uvlava.ct.gpu"
-  region = "nyc3"
-  size   = "gpu-h100x1-80gb"
-  image  = "gpu-h100x1-base"
-  tags   = ["managed-by:infra-apply", "producer:ct", "role:gpu"]
+  name       = "com.uvlava.ct.gpu"
+  region     = "nyc3"
+  size       = "gpu-h100x1-80gb"
+  image      = "gpu-h100x1-base"
+  tags       = ["managed-by:infra-apply", "producer:ct", "role:gpu"]
+  ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id, data.digitalocean_ssh_key.ct-deploy.id]
+  monitoring = true
+  # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.
+  user_data = file("${path.module}/user-data/base.yaml")
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
-    # ssh_keys, user_data: DigitalOcean never reads them back, so an adopted droplet would
-    # otherwise plan a replacement.
-    ignore_changes = [name, ssh_keys, user_data]
+    # ssh_keys, user_data, monitoring: ForceNew. A changed setting in infra-apply.toml applies
+    # to droplets created from now on and never replaces a running one (the plan notes it);
+    # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
+    # otherwise plan a replacement too.
+    ignore_changes = [name, ssh_keys, user_data, monitoring]
   }
 }

@@ -3,46 +3,64 @@
 # source: "@quinn/.infra.yaml"
 
 resource "digitalocean_droplet" "dns" {
-  name   = "com.uvlava.dns"
-  region = "nyc3"
-  size   = "s-1vcpu-1gb"
-  image  = "ubuntu-24-04-x64"
-  tags   = ["managed-by:infra-apply", "producer:quinn", "role:dns"]
+  name       = "com.uvlava.dns"
+  region     = "nyc3"
+  size       = "s-1vcpu-1gb"
+  image      = "ubuntu-24-04-x64"
+  tags       = ["managed-by:infra-apply", "producer:quinn", "role:dns"]
+  ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id]
+  monitoring = true
+  # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.
+  user_data = file("${path.module}/user-data/base.yaml")
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
-    # ssh_keys, user_data: DigitalOcean never reads them back, so an adopted droplet would
-    # otherwise plan a replacement.
-    ignore_changes = [name, ssh_keys, user_data]
+    # ssh_keys, user_data, monitoring: ForceNew. A changed setting in infra-apply.toml applies
+    # to droplets created from now on and never replaces a running one (the plan notes it);
+    # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
+    # otherwise plan a replacement too.
+    ignore_changes = [name, ssh_keys, user_data, monitoring]
   }
 }
 
 resource "digitalocean_droplet" "quinn_artifacts" {
-  name   = "com.uvlava.quinn.artifacts"
-  region = "nyc3"
-  size   = "s-4vcpu-8gb"
-  image  = "ubuntu-24-04-x64"
-  tags   = ["managed-by:infra-apply", "producer:quinn", "role:artifacts"]
+  name       = "com.uvlava.quinn.artifacts"
+  region     = "nyc3"
+  size       = "s-4vcpu-8gb"
+  image      = "ubuntu-24-04-x64"
+  tags       = ["managed-by:infra-apply", "producer:quinn", "role:artifacts"]
+  ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id]
+  monitoring = true
+  # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.
+  user_data = file("${path.module}/user-data/base.yaml")
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
-    # ssh_keys, user_data: DigitalOcean never reads them back, so an adopted droplet would
-    # otherwise plan a replacement.
-    ignore_changes = [name, ssh_keys, user_data]
+    # ssh_keys, user_data, monitoring: ForceNew. A changed setting in infra-apply.toml applies
+    # to droplets created from now on and never replaces a running one (the plan notes it);
+    # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
+    # otherwise plan a replacement too.
+    ignore_changes = [name, ssh_keys, user_data, monitoring]
   }
 }
 
 resource "digitalocean_droplet" "quinn_mcp" {
-  name   = "com.uvlava.quinn.mcp"
-  region = "nyc3"
-  size   = "s-2vcpu-4gb"
-  image  = "ubuntu-24-04-x64"
-  tags   = ["managed-by:infra-apply", "producer:quinn", "role:mcp"]
+  name       = "com.uvlava.quinn.mcp"
+  region     = "nyc3"
+  size       = "s-2vcpu-4gb"
+  image      = "ubuntu-24-04-x64"
+  tags       = ["managed-by:infra-apply", "producer:quinn", "role:mcp"]
+  ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id]
+  monitoring = true
+  # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.
+  user_data = file("${path.module}/user-data/base.yaml")
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
-    # ssh_keys, user_data: DigitalOcean never reads them back, so an adopted droplet would
-    # otherwise plan a replacement.
-    ignore_changes = [name, ssh_keys, user_data]
+    # ssh_keys, user_data, monitoring: ForceNew. A changed setting in infra-apply.toml applies
+    # to droplets created from now on and never replaces a running one (the plan notes it);
+    # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
+    # otherwise plan a replacement too.
+    ignore_changes = [name, ssh_keys, user_data, monitoring]
   }
 }

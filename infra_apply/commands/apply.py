@@ -59,7 +59,7 @@ class Applied:
 def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions = ApplyOptions()) -> Applied:
     check_registry(ctx)
     # A live apply applies only the Terraform under review: a stale generated/ is refused.
-    prep = prepare_one(ctx, producer, refuse_stale=True)
+    prep = prepare_one(ctx, producer, refuse_stale=True, preflight_gpu=options.gpu)
     return apply_producer(ctx, prep, terminal, options)
 
 

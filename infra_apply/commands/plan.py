@@ -16,7 +16,16 @@ from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
 from infra_apply.report import ProducerReport, producer_reports
-from infra_apply.workcopy import Context, Prepared, Say, check_ready, load_project, pick, prepare
+from infra_apply.workcopy import (
+    Context,
+    Prepared,
+    Say,
+    check_ready,
+    load_project,
+    pick,
+    preflight,
+    prepare,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ def run(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
+    preflight(ctx, project, names, gpu)
     planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=gpu)
     return PlanResult(tuple(planned), found)
 
@@ -124,7 +134,7 @@ def plan_one(
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
     changed = copy.plan(variables=gpu_variables(prep, gpu))
     raw = copy.show()
-    plan = parse_plan(prep.producer.name, raw, prep.rendered.names)
+    plan = parse_plan(prep.producer.name, raw, prep.rendered.names, prep.rendered.create_settings)
     return Planned(prep, plan, changed or plan.has_changes, raw)
 
 

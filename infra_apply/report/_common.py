@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
-from infra_apply.plan_model import Change, NameDrift, ProducerPlan, PublicPort, reason
+from infra_apply.plan_model import Change, NameDrift, ProducerPlan, PublicPort, SettingsDrift, reason
 from infra_apply.untrusted import shell
 
 Escape = Callable[[str], str]
@@ -66,3 +66,13 @@ def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape
 
 def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
+
+
+def settings_sentence(drift: SettingsDrift, esc: Escape) -> str:
+    """A droplet keeping create-time settings (ForceNew, ignored) that infra-apply.toml changed."""
+    who = drift.address if drift.name == drift.address else f"{drift.name} ({drift.address})"
+    return (
+        f"new droplets only: {esc(who)} keeps the {esc(', '.join(drift.settings))} it was created "
+        "with; infra-apply.toml now says otherwise, which applies to droplets created from now on "
+        "(a ForceNew setting never replaces a running droplet)"
+    )

@@ -31,6 +31,10 @@ def _json_producer(report: ProducerReport) -> dict[str, object]:
             {"address": d.address, "live_name": d.live_name, "manifest_name": d.manifest_name}
             for d in plan.drift
         ],
+        # Create-time settings (ForceNew, ignored) infra-apply.toml changed: new droplets only.
+        "settings_drift": [
+            {"address": d.address, "name": d.name, "settings": list(d.settings)} for d in plan.settings_drift
+        ],
         "guard": {
             "ok": verdict.ok,
             "blocked": [

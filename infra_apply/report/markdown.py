@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
 from infra_apply.plan_model import COUNTED_ACTIONS, Change, display_order, reason, verb
 from infra_apply.report import ProducerReport
-from infra_apply.report._common import counts_sentence, detail, drift_sentence, port_callouts
+from infra_apply.report._common import (
+    counts_sentence,
+    detail,
+    drift_sentence,
+    port_callouts,
+    settings_sentence,
+)
 from infra_apply.report.mermaid import mermaid_diagram
 from infra_apply.untrusted import shell, short, visible
 
@@ -55,7 +61,9 @@ class _Section:
 def format_markdown(reports: Sequence[ProducerReport]) -> str:
     """A pull-request comment, always at most ``MARKDOWN_LIMIT`` characters."""
     head = _md_head(reports)
-    sections = [_md_section(r) for r in reports if r.plan.has_changes or r.plan.drift]
+    sections = [
+        _md_section(r) for r in reports if r.plan.has_changes or r.plan.drift or r.plan.settings_drift
+    ]
     return _fit(head, sections, MARKDOWN_LIMIT)
 
 
@@ -119,6 +127,9 @@ def _md_section(report: ProducerReport) -> _Section:
             _Block("- 🏷️ " + drift_sentence(plan.producer, d, _md_text, _md_code) + "\n")
             for d in plan.drift
         ]
+    if plan.settings_drift:
+        blocks.append(_Block("\n**Settings for new droplets only**\n\n"))
+        blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
     if model is not None and model.droplets:
         blocks.append(_Block("\n" + mermaid_diagram(model, plan.changes)))
     return _Section(head=head, blocks=tuple(blocks), tail="\n</details>\n")

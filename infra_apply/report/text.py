@@ -6,7 +6,13 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from infra_apply.plan_model import Change, display_order
 from infra_apply.report import ProducerReport
-from infra_apply.report._common import counts_sentence, detail, drift_sentence, port_callouts
+from infra_apply.report._common import (
+    counts_sentence,
+    detail,
+    drift_sentence,
+    port_callouts,
+    settings_sentence,
+)
 from infra_apply.untrusted import visible
 
 _SYMBOLS: Mapping[str, tuple[str, str]] = {
@@ -35,6 +41,8 @@ def _text_producer(report: ProducerReport) -> Iterator[str]:
         yield from ("  ! " + line for _, line in port_callouts(change, visible))
     for drift in plan.drift:
         yield "  ! " + drift_sentence(plan.producer, drift, visible, visible)
+    for settings in plan.settings_drift:
+        yield "  ! " + settings_sentence(settings, visible)
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
 
 

@@ -14,8 +14,14 @@ Layout (ids are strings throughout; allocation uses counters, so runs are repeat
       "firewalls": {"<uuid>": {...}},                      # by firewall id
       "clusters":  {"<uuid>": {"name": "main-pg", ...}},   # database clusters, by id
       "databases": {"<cluster_id>/database/<name>": {...}},
-      "users":     {"<cluster_id>/user/<name>": {...}}
+      "users":     {"<cluster_id>/user/<name>": {...}},
+      "ssh_keys":  {"<id>": {"id": 41001, "name": "ops-2026", "fingerprint": ..., "public_key": ...}}
     }
+
+The account's clusters and SSH keys are seeded from ``[sandbox]`` of infra-apply.toml (``seed``);
+regions, sizes and images come from ``catalogue`` (the same for every sandbox account). A create
+the real API refuses (unknown region, size or image, a size the region does not offer, an SSH
+key the account does not have) is refused here too, with DigitalOcean's 422 message.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.sandbox import catalogue
 
 # filelock, uuid and ipaddress are imported where used: the provider imports this module on
 # every start (terraform show -json included), and filelock alone costs tens of milliseconds.
@@ -42,6 +49,7 @@ PathLike = str | os.PathLike[str]
 ENV_VAR = "INFRA_APPLY_SANDBOX_CLOUD"
 LAYOUT_VERSION = 1
 FIRST_DROPLET_ID = 1001
+FIRST_SSH_KEY_ID = 41001
 LOCK_TIMEOUT_SECONDS = 60.0
 DEFAULT_REGION = "nyc3"
 
@@ -55,39 +63,12 @@ _PRIVATE_NETWORK = "10.116.0.0/20"
 _IPV6_PREFIX = "2001:db8::/64"
 
 
-@dataclass(frozen=True)
-class SizeSpec:
-    vcpus: int
-    memory_mb: int
-    disk_gb: int
-    price_monthly: float
-    price_hourly: float
-
-
-SIZES: dict[str, SizeSpec] = {
-    "s-1vcpu-512mb-10gb": SizeSpec(1, 512, 10, 4.0, 0.00595),
-    "s-1vcpu-1gb": SizeSpec(1, 1024, 25, 6.0, 0.00893),
-    "s-1vcpu-2gb": SizeSpec(1, 2048, 50, 12.0, 0.01786),
-    "s-2vcpu-2gb": SizeSpec(2, 2048, 60, 18.0, 0.02679),
-    "s-2vcpu-4gb": SizeSpec(2, 4096, 80, 24.0, 0.03571),
-    "s-4vcpu-8gb": SizeSpec(4, 8192, 160, 48.0, 0.07143),
-    "s-8vcpu-16gb": SizeSpec(8, 16384, 320, 96.0, 0.14286),
-    "gpu-h100x1-80gb": SizeSpec(20, 245760, 720, 2522.16, 3.39),
-}
-# Unknown slugs still get a plausible machine so every computed attribute is known.
-DEFAULT_SIZE_SPEC = SizeSpec(1, 1024, 25, 6.0, 0.00893)
-
-
 class CloudError(InfraApplyError):
     """The sandbox cloud refused an operation (missing object, conflict, bad file). Part of
     the error family: infra-apply reports it as one located line, the provider as a
     diagnostic."""
 
     default_rule = "sandbox"
-
-
-def size_spec(slug: str) -> SizeSpec:
-    return SIZES.get(slug.lower(), DEFAULT_SIZE_SPEC)
 
 
 def cloud_path_from_env() -> Path:
@@ -113,6 +94,7 @@ def empty() -> Cloud:
         "clusters": {},
         "databases": {},
         "users": {},
+        "ssh_keys": {},
     }
 
 
@@ -154,7 +136,7 @@ def load(path: PathLike) -> Cloud:
     return cloud
 
 
-_TABLES = ("droplets", "firewalls", "clusters", "databases", "users")
+_TABLES = ("droplets", "firewalls", "clusters", "databases", "users", "ssh_keys")
 
 
 def _save(path: Path, cloud: Cloud) -> None:
@@ -265,14 +247,23 @@ class DropletSpec:
     public_networking: bool = True
     vpc_uuid: str | None = None
     volume_ids: tuple[str, ...] = ()
+    ssh_keys: tuple[str, ...] = ()  # key ids (or fingerprints), as the create request sends them
+    user_data: str | None = None
 
 
 def add_droplet(cloud: Cloud, spec: DropletSpec) -> Record:
-    """Create a droplet inside an open transaction; returns the stored record."""
+    """Create a droplet inside an open transaction; returns the stored record.
+
+    Refused like DigitalOcean refuses it (422) when the catalogue or the account lacks what it
+    names. The user data and SSH keys are kept in the record (what the droplet was created
+    with) but, as at DigitalOcean, never read back into Terraform state.
+    """
+    region = spec.region.lower()
+    check_offer(cloud, region, spec.size.lower(), spec.image)
+    keys = [_existing_key(cloud, key) for key in spec.ssh_keys]
     number = _next(cloud, "droplet", FIRST_DROPLET_ID)
     index = number - FIRST_DROPLET_ID
     droplet_id = str(number)
-    region = spec.region.lower()
     record: Record = {
         "id": droplet_id,
         "name": spec.name,
@@ -293,26 +284,65 @@ def add_droplet(cloud: Cloud, spec: DropletSpec) -> Record:
         "vpc_uuid": spec.vpc_uuid or vpc_uuid(region),
         "volume_ids": sorted(spec.volume_ids),
         "urn": f"do:droplet:{droplet_id}",
+        "ssh_keys": [key["id"] for key in keys],
+        "user_data": spec.user_data,
     }
-    record.update(_size_fields(spec.size))
+    record.update(_size_fields(cloud, spec.size))
     cloud["droplets"][droplet_id] = record
     return record
 
 
-def _size_fields(slug: str) -> Record:
-    spec = size_spec(slug)
+def check_offer(cloud: Cloud, region: str, size: str, image: str | None = None) -> None:
+    """DigitalOcean's 422 for a droplet the account's catalogue cannot make. Image ids (digits:
+    snapshots and custom images) are taken on trust: the sandbox keeps no snapshots."""
+    offer = account_catalogue(cloud)
+    regions = {r["slug"]: r for r in offer["regions"]}
+    sizes = {s["slug"]: s for s in offer["sizes"]}
+    invalid = "422 unprocessable_entity: You specified an invalid {} for Droplet creation."
+    if region not in regions or not regions[region]["available"]:
+        raise CloudError(invalid.format(f"region ({region})"))
+    if size not in sizes or not sizes[size]["available"]:
+        raise CloudError(invalid.format(f"size ({size})"))
+    if region not in sizes[size]["regions"]:
+        raise CloudError(
+            f"422 unprocessable_entity: Size {size} is not available in region {region} "
+            f"(offered in {', '.join(sizes[size]['regions']) or 'no region'})."
+        )
+    if image is not None and not image.isdigit() and image not in {i["slug"] for i in offer["images"]}:
+        raise CloudError(invalid.format(f"image ({image})"))
+
+
+def _size_fields(cloud: Cloud, slug: str) -> Record:
+    size: Record = next((s for s in account_catalogue(cloud)["sizes"] if s["slug"] == slug.lower()), {})
+    # What the shipped catalogue does not know is reported as 0 (see catalogue.py).
     return {
         "size": slug.lower(),
-        "vcpus": spec.vcpus,
-        "memory": spec.memory_mb,
-        "disk": spec.disk_gb,
-        "price_monthly": spec.price_monthly,
-        "price_hourly": spec.price_hourly,
+        "vcpus": size.get("vcpus") or 0,
+        "memory": size.get("memory") or 0,
+        "disk": size.get("disk") or 0,
+        "price_monthly": size.get("price_monthly") or 0.0,
+        "price_hourly": size.get("price_hourly") or 0.0,
     }
 
 
-def resize_droplet(record: Record, slug: str) -> None:
-    record.update(_size_fields(slug))
+def resize_droplet(cloud: Cloud, record: Record, slug: str) -> None:
+    check_offer(cloud, record["region"], slug.lower())
+    record.update(_size_fields(cloud, slug))
+
+
+def default_catalogue() -> Record:
+    return {
+        "as_of": catalogue.AS_OF,
+        "regions": catalogue.regions(),
+        "sizes": catalogue.sizes(),
+        "images": catalogue.images(),
+    }
+
+
+def account_catalogue(cloud: Cloud) -> Record:
+    """The regions, sizes and images this sandbox account is offered (``seed`` writes them)."""
+    found: Record | None = cloud.get("catalogue")
+    return found if isinstance(found, dict) else default_catalogue()
 
 
 def enable_ipv6(record: Record) -> None:
@@ -420,15 +450,54 @@ def cluster_record(name: str, region: str = DEFAULT_REGION) -> Record:
     }
 
 
-def seed(path: PathLike, clusters: Sequence[str]) -> None:
-    """Make sure the cloud file exists and holds a database cluster for every name given."""
+def seed(path: PathLike, clusters: Sequence[str], ssh_keys: Sequence[str] = ()) -> None:
+    """Make sure the cloud file exists and holds a database cluster and an SSH key for every
+    name given (``[sandbox]`` of infra-apply.toml). Nothing is ever removed: a cluster may hold
+    databases Terraform state knows about."""
     with transaction(path) as cloud:
+        # A catalogue from another catalogue date is replaced; one edited in place (tests that
+        # take a region away) is kept.
+        if account_catalogue(cloud).get("as_of") != catalogue.AS_OF or "catalogue" not in cloud:
+            cloud["catalogue"] = default_catalogue()
         known = {record["name"] for record in cloud["clusters"].values()}
         for name in clusters:
             if name not in known:
                 record = cluster_record(name)
                 cloud["clusters"][record["id"]] = record
                 known.add(name)
+        known = {record["name"] for record in cloud["ssh_keys"].values()}
+        for name in ssh_keys:
+            if name not in known:
+                record = ssh_key_record(_next(cloud, "ssh_key", FIRST_SSH_KEY_ID), name)
+                cloud["ssh_keys"][str(record["id"])] = record
+                known.add(name)
+
+
+# ---------------------------------------------------------------- SSH keys
+
+
+def ssh_key_record(key_id: int, name: str) -> Record:
+    """A key as ``GET /v2/account/keys`` lists it; its public key is made up, never usable."""
+    import base64
+
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + hashlib.sha256(name.encode()).digest()
+    public_key = f"ssh-ed25519 {base64.b64encode(blob).decode()} sandbox-{name}"
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    fingerprint = ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return {"id": key_id, "name": name, "fingerprint": fingerprint, "public_key": public_key}
+
+
+def list_ssh_keys(path: PathLike) -> list[Record]:
+    keys: dict[str, Record] = load(path)["ssh_keys"]
+    return sorted(keys.values(), key=lambda record: int(record["id"]))
+
+
+def _existing_key(cloud: Cloud, key: str) -> Record:
+    """A create request's key: its id or its fingerprint, as DigitalOcean takes either."""
+    for record in cloud["ssh_keys"].values():
+        if str(record["id"]) == str(key) or record["fingerprint"] == key:
+            return dict(record)
+    raise CloudError(f"422 unprocessable_entity: You specified an invalid ssh key: {key}")
 
 
 def find_cluster(cloud: Cloud, name: str) -> Record | None:

@@ -78,11 +78,14 @@ class SandboxSetup:
         }
 
 
-def install(state_dir: Path, clusters: Sequence[str] = DEFAULT_CLUSTERS) -> SandboxSetup:
-    """Make the sandbox usable: launcher, mirror, CLI config, and a cloud holding ``clusters``.
+def install(
+    state_dir: Path, clusters: Sequence[str] = DEFAULT_CLUSTERS, ssh_keys: Sequence[str] = ()
+) -> SandboxSetup:
+    """Make the sandbox usable: launcher, mirror, CLI config, and a cloud holding ``clusters``
+    and ``ssh_keys`` (``[sandbox]`` of infra-apply.toml, never what manifests ask for).
 
     Idempotent and cheap when nothing changed (a stamp records what the mirror was built from).
-    Clusters are added to an existing cloud when missing; nothing is ever removed from it.
+    Clusters and keys are added to an existing cloud when missing; nothing is ever removed.
     """
     root = Path(state_dir).resolve() / "sandbox"
     launcher = root / "launcher" / EXECUTABLE_NAME
@@ -108,8 +111,18 @@ def install(state_dir: Path, clusters: Sequence[str] = DEFAULT_CLUSTERS) -> Sand
         tls=tls,
         package_hash=checksum,
     )
-    cloud.seed(setup.cloud, clusters)
+    cloud.seed(setup.cloud, clusters, ssh_keys)
     return setup
+
+
+def sandbox_cloud(state_dir: Path, clusters: Sequence[str], ssh_keys: Sequence[str]) -> Path:
+    """The sandbox cloud file (``<state_dir>/sandbox/cloud.json``), made private and seeded,
+    without the provider: what pre-flight reads."""
+    root = Path(state_dir).resolve() / "sandbox"
+    private_dirs(root, Path(state_dir).resolve())
+    path = root / "cloud.json"
+    cloud.seed(path, clusters, ssh_keys)
+    return path
 
 
 def forget_stale_provider(workdir: Path, setup: SandboxSetup) -> bool:

@@ -32,6 +32,7 @@ from infra_apply.sandbox.schema import (
     FIREWALL_ATTRS,
     FIREWALL_BLOCKS,
     FIREWALL_RULE_ATTRS,
+    SSH_KEY_ATTRS,
     Attr,
     Diags,
     State,
@@ -81,6 +82,9 @@ class Resource:
 
     def __init__(self, provider: object) -> None:
         self.provider = provider
+        # The resource's configuration during an apply (the servicer sets it): what the SDK's
+        # d.Get returns for attributes whose state is transformed (user_data's SHA-1).
+        self.config: State | None = None
 
     @classmethod
     def get_name(cls) -> str:
@@ -153,7 +157,8 @@ class Binding:
     fields: tuple[str, ...]  # record fields copied into state on every create, read, update, import
     add: Callable[[cloud.Cloud, State], cloud.Record]  # create the record (inside a transaction)
     import_key: Callable[[Diags, str], str | None]  # import id -> record key; None after an error
-    change: Callable[[cloud.Record, State], None] | None = None  # in place; None: all ForceNew
+    # change a record in place (inside a transaction); None: every argument is ForceNew
+    change: Callable[[cloud.Cloud, cloud.Record, State], None] | None = None
     remove: Callable[[cloud.Cloud, str], object] | None = None  # None: drop it from its table
     finish: Callable[[cloud.Record, State], None] | None = None  # state beyond copied fields
 
@@ -185,8 +190,12 @@ class CloudResource(Resource):
         if not self.before_create(ctx.diagnostics, path, planned):
             return None
         with _reported(ctx.diagnostics, f"Error creating {b.label}"), cloud.transaction(path) as c:
-            return self.state(b.add(c, planned), planned)
+            return self.state(b.add(c, self.create_request(planned)), planned)
         return None
+
+    def create_request(self, planned: State) -> State:
+        """What the create sends: the planned state unless a type says otherwise."""
+        return planned
 
     def read(self, ctx: Any, current: State) -> State | None:
         path = cloud_path(ctx.diagnostics)
@@ -207,7 +216,7 @@ class CloudResource(Resource):
             record = c[b.collection].get(str(current["id"]))
             if record is None:
                 raise CloudError(f"{b.noun} {current['id']} not found (404)")
-            b.change(record, planned)
+            b.change(c, record, planned)
             return self.state(record, planned)
         # A failed update changed nothing: keep the prior state rather than lose the resource.
         return current
@@ -307,14 +316,16 @@ def _droplet_spec(planned: State) -> cloud.DropletSpec:
         public_networking=public if isinstance(public, bool) else True,
         vpc_uuid=planned["vpc_uuid"] if known(planned["vpc_uuid"]) else None,
         volume_ids=tuple(planned["volume_ids"]) if known(planned["volume_ids"]) else (),
+        ssh_keys=tuple(str(k) for k in planned["ssh_keys"] or ()),
+        user_data=planned["user_data"] if known(planned["user_data"]) else None,
     )
 
 
-def _change_droplet(record: cloud.Record, planned: State) -> None:
+def _change_droplet(c: cloud.Cloud, record: cloud.Record, planned: State) -> None:
     """The in-place actions: rename, resize, backups, enable IPv6, tags, volumes."""
     record["name"] = planned["name"]
     if planned["size"] != record["size"]:
-        cloud.resize_droplet(record, planned["size"])
+        cloud.resize_droplet(c, record, planned["size"])
     record["backups"] = bool(planned["backups"])
     if planned["ipv6"]:
         cloud.enable_ipv6(record)
@@ -347,6 +358,11 @@ class Droplet(CloudResource):
         remove=cloud.remove_droplet,  # like DigitalOcean, firewalls forget a destroyed droplet
         finish=_finish_droplet,
     )
+
+    def create_request(self, planned: State) -> State:
+        # The text of user_data, from the configuration; state keeps only its SHA-1.
+        text = (self.config or {}).get("user_data")
+        return {**planned, "user_data": text if isinstance(text, str) else None}
 
     def validate(self, diags: Diags, type_name: str, config: State) -> None:
         super().validate(diags, type_name, config)
@@ -422,7 +438,7 @@ class Firewall(CloudResource):
         fields=(*_FIREWALL_FIELDS, "id", "status", "created_at"),
         add=lambda c, planned: cloud.add_firewall(c, _firewall_fields(planned)),
         import_key=_import_as_is,
-        change=lambda record, planned: record.update(_firewall_fields(planned)),
+        change=lambda c, record, planned: record.update(_firewall_fields(planned)),
         finish=_finish_firewall,
     )
 
@@ -489,7 +505,7 @@ def _add_user(c: cloud.Cloud, planned: State) -> cloud.Record:
     return cloud.add_user(c, planned["cluster_id"], planned["name"], planned["mysql_auth_plugin"])
 
 
-def _change_user(record: cloud.Record, planned: State) -> None:
+def _change_user(c: cloud.Cloud, record: cloud.Record, planned: State) -> None:
     record["mysql_auth_plugin"] = planned["mysql_auth_plugin"]
 
 
@@ -563,5 +579,39 @@ def _cluster_state(record: cloud.Record, config: State) -> State:
     return state
 
 
+class SSHKeyData(Resource):
+    """data ``digitalocean_ssh_key``: the account's key of that name; none or several is an
+    error, as the real data source's name filter makes it."""
+
+    name = "ssh_key"
+    attrs = SSH_KEY_ATTRS
+
+    def read(self, ctx: Any, config: State) -> State | None:
+        diags = ctx.diagnostics
+        path = cloud_path(diags)
+        if path is None:
+            return None
+        name = config["name"]
+        with _reported(diags, "Error retrieving SSH keys"):
+            matches = [k for k in cloud.load(path)["ssh_keys"].values() if k["name"] == name]
+            if len(matches) != 1:
+                known = ", ".join(sorted(k["name"] for k in cloud.list_ssh_keys(path))) or "none"
+                detail = (
+                    f"no ssh key found with name {name}"
+                    if not matches
+                    else f"too many ssh keys found with name {name} (found {len(matches)}, expected 1)"
+                )
+                diags.add_error("Error retrieving SSH key", f"{detail} (sandbox account keys: {known})")
+                return None
+            key = matches[0]
+            return {
+                "id": key["id"],
+                "name": key["name"],
+                "fingerprint": key["fingerprint"],
+                "public_key": key["public_key"],
+            }
+        return None
+
+
 RESOURCES: tuple[type[Resource], ...] = (Droplet, Firewall, DatabaseDB, DatabaseUser)
-DATA_SOURCES: tuple[type[Resource], ...] = (DatabaseClusterData,)
+DATA_SOURCES: tuple[type[Resource], ...] = (DatabaseClusterData, SSHKeyData)

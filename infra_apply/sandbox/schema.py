@@ -279,6 +279,17 @@ DATABASE_CLUSTER_ATTRS = (
 )
 
 
+# ---------------------------------------------------------------- data digitalocean_ssh_key
+
+# The id is a number in this data source (the key's id), not SDKv2's usual string id.
+SSH_KEY_ATTRS = (
+    Attr("fingerprint", STRING, computed=True),
+    Attr("id", NUMBER, computed=True),
+    Attr("name", STRING, required=True),
+    Attr("public_key", STRING, computed=True),
+)
+
+
 # ---------------------------------------------------------------- the provider block
 
 # Accepted and ignored: token and endpoints mean nothing to the sandbox.

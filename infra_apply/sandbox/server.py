@@ -77,6 +77,7 @@ def _servicer_class() -> type[Any]:
     Built on demand because ``tf.provider`` imports grpc, which only the server needs.
     """
     from tf.gen import tfplugin_pb2 as pb
+    from tf.iface import CreateContext, DeleteContext, UpdateContext
     from tf.provider import ProviderServicer, _decode_state, _encode_state
     from tf.utils import Diagnostics, _to_attribute_path
 
@@ -104,9 +105,32 @@ def _servicer_class() -> type[Any]:
             )
 
         def ApplyResourceChange(self, request: Any, context: Any) -> Any:
-            result = super().ApplyResourceChange(request, context)
-            result.legacy_type_system = True
-            return result
+            # tf's own, plus the configuration for the resource: the planned state holds
+            # user_data as its SHA-1 (the StateFunc), while the create must send the text itself,
+            # as the SDK does from the configuration.
+            response = pb.ApplyResourceChange.Response
+            type_name = request.type_name
+            diags = Diagnostics()
+            attrs = self._get_res_attrs(type_name)
+            blocks = self._get_res_blocks(type_name)
+            _, prior = _decode_state(diags, attrs, blocks, request.prior_state)
+            planned_enc, planned = _decode_state(diags, attrs, blocks, request.planned_state)
+            _, config = _decode_state(diags, attrs, blocks, request.config)
+            if diags.has_errors():
+                return response(diagnostics=diags.to_pb(), legacy_type_system=True)
+            resource = self.app.new_resource(self._get_res_cls(type_name))
+            resource.config = config
+            if prior is None and planned is not None:
+                new_state = resource.create(CreateContext(diags, type_name), planned)
+            elif prior is not None and planned is None:
+                new_state = resource.delete(DeleteContext(diags, type_name), prior)
+            else:
+                new_state = resource.update(UpdateContext(diags, type_name), prior, planned)
+            return response(
+                new_state=_encode_state(attrs, blocks, new_state, old=planned_enc),
+                diagnostics=diags.to_pb(),
+                legacy_type_system=True,
+            )
 
     return SandboxServicer
 

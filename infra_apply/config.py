@@ -1,0 +1,545 @@
+"""The one reader of ``infra-apply.toml``: the root's (or the file ``$INFRA_APPLY_CONFIG`` names).
+
+Every table it may hold, as frozen data::
+
+    [state]                             # remote state (see ``Backend``)
+    backend = "s3"
+    bucket = "uvlava-tfstate"
+    [droplets]                          # defaults for every droplet
+    ssh_keys = ["ops-2026"]             # names of SSH keys in the DigitalOcean account
+    monitoring = true
+    user_data = "cloud-init/base.yaml"  # relative to the root; used when a droplet is created
+    [producers.ct.droplets]             # per-producer overrides, same keys
+    ssh_keys = ["ct-deploy"]
+    [gpu."com.uvlava.ct.gpu"]           # reserved for the on-demand GPU lifecycle (kept raw)
+    [sandbox]
+    clusters = ["uvlava-pg"]            # the shared clusters the sandbox account has
+    ssh_keys = ["ops-2026"]             # its SSH keys (default: every key named above)
+
+Anything else, or a value of the wrong type, is one located error
+(``infra-apply.toml:LINE:COL: error config: ...``); secrets never go in this file.
+
+A ``user_data`` file must lie inside the root, be ``#cloud-config`` YAML or a ``#!`` script and
+hold at most 64 KiB (DigitalOcean's limit). Render copies it byte for byte into
+``generated/<producer>/user-data/``, so a pull request shows it, and Terraform reads it with
+``file()``, which never interpolates (``${`` in it stays ``${``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from infra_apply import hcl
+from infra_apply.errors import InfraApplyError, printable
+
+CONFIG_NAME = "infra-apply.toml"
+ENV_VAR = "INFRA_APPLY_CONFIG"
+USER_DATA_LIMIT = 64 * 1024  # bytes: DigitalOcean refuses more user data
+DEFAULT_SANDBOX_CLUSTERS: tuple[str, ...] = ("uvlava-pg",)
+
+STATE_KEYS = ("backend", "bucket", "endpoint", "region", "key_prefix", "sandbox_key_prefix")
+DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
+SANDBOX_KEYS = ("clusters", "ssh_keys")
+TABLES = ("state", "droplets", "producers", "gpu", "sandbox")
+# Anything that looks like a credential is refused by name, and its value is never echoed.
+CREDENTIAL_KEYS = frozenset(
+    {
+        "access_key",
+        "secret_key",
+        "token",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+    }
+)
+# The producer folder rule (rules.PRODUCER_RE): a [producers.X] table names a folder @X.
+_PRODUCER = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
+
+
+class ConfigError(InfraApplyError):
+    default_rule = "config"
+
+
+@dataclass(frozen=True)
+class Where:
+    """A place in a file (path as messages show it, 1-based line and column)."""
+
+    path: str
+    line: int = 0
+    col: int = 0
+
+    def error(self, message: str, rule: str = "config") -> ConfigError:
+        return ConfigError(message, path=self.path, line=self.line, col=self.col, rule=rule)
+
+
+# --- remote state -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str  # "local" | "s3"
+    bucket: str = ""
+    endpoint: str = ""
+    region: str = "us-east-1"
+    key_prefix: str = "infra-apply"
+
+    def hcl(self, producer: str) -> str | None:
+        """``backend.tf`` for a working copy (never for generated/), or None for local state."""
+        if self.kind == "local":
+            return None
+        return hcl.render(
+            "backend.tf.j2",
+            config_name=CONFIG_NAME,
+            bucket=self.bucket,
+            key="/".join(filter(None, (self.key_prefix, producer, "terraform.tfstate"))),
+            region=self.region,
+            endpoint=self.endpoint,
+        )
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """``[state]``, checked; ``backend(sandbox=...)`` picks what a run uses."""
+
+    kind: str = "local"
+    bucket: str = ""
+    endpoint: str = ""
+    region: str = "us-east-1"
+    key_prefix: str = "infra-apply"
+    sandbox_key_prefix: str = ""
+
+    def backend(self, *, sandbox: bool) -> Backend:
+        """Sandbox runs keep local state unless ``sandbox_key_prefix`` opts them into the bucket,
+        under a prefix of their own: stand-in resources must never be written over real state."""
+        if self.kind == "local" or (sandbox and not self.sandbox_key_prefix):
+            return Backend("local")
+        return Backend(
+            "s3",
+            bucket=self.bucket,
+            endpoint=self.endpoint,
+            region=self.region,
+            key_prefix=self.sandbox_key_prefix if sandbox else self.key_prefix,
+        )
+
+
+# --- droplet settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserData:
+    """A cloud-init file: ``source`` (root-relative posix path) and its exact text."""
+
+    source: str
+    text: str
+    where: Where  # the config line naming it
+
+    @property
+    def sha1(self) -> str:
+        # What the provider keeps in state for user_data (its StateFunc).
+        return hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def kind(self) -> str:
+        return "script" if self.text.startswith("#!") else "cloud-config"
+
+
+@dataclass(frozen=True)
+class DropletSettings:
+    """What a droplet is created with. All three are ForceNew at DigitalOcean, so they apply to
+    new droplets only (render puts them in ``ignore_changes``)."""
+
+    ssh_keys: tuple[str, ...] = ()
+    monitoring: bool = False
+    user_data: UserData | None = None
+    ssh_keys_at: Where | None = None  # the config line that set ssh_keys (pre-flight errors)
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    clusters: tuple[str, ...] = DEFAULT_SANDBOX_CLUSTERS
+    ssh_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None = None  # as messages show it; None when there is no file
+    state: StateSettings = StateSettings()
+    droplets: DropletSettings = DropletSettings()
+    producers: Mapping[str, DropletSettings] = field(default_factory=dict)  # merged with droplets
+    producer_at: Mapping[str, Where] = field(default_factory=dict)
+    sandbox: SandboxSettings = SandboxSettings()
+    # TODO(gpu lifecycle issue): [gpu."NAME"] tables are accepted and kept as parsed; their
+    # keys (size, queue_depth, idle_after, max_lifetime, region) are checked where they are used.
+    gpu: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def for_producer(self, producer: str) -> DropletSettings:
+        return self.producers.get(producer, self.droplets)
+
+    def ssh_key_names(self) -> tuple[str, ...]:
+        """Every SSH key name a droplet may be given, sorted."""
+        names = set(self.droplets.ssh_keys)
+        for settings in self.producers.values():
+            names.update(settings.ssh_keys)
+        return tuple(sorted(names))
+
+    def backend(self, *, sandbox: bool) -> Backend:
+        return self.state.backend(sandbox=sandbox)
+
+
+def config_path(root: Path, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env[ENV_VAR]) if env.get(ENV_VAR) else root / CONFIG_NAME
+
+
+def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration; no file at the root is the empty configuration (a file named by
+    ``$INFRA_APPLY_CONFIG`` must exist)."""
+    env = os.environ if env is None else env
+    path = config_path(root, env)
+    shown = _shown(path, root)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        if env.get(ENV_VAR):
+            raise InfraApplyError(f"{ENV_VAR} names {path}, which does not exist") from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {CONFIG_NAME}: {exc}", path=shown) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message, line, col = _toml_error(str(exc), text)
+        raise ConfigError(f"invalid TOML: {message}", path=shown, line=line, col=col) from None
+    return _Reader(root, shown, text).config(doc)
+
+
+class _Reader:
+    """Checks one parsed document, locating every problem in its text."""
+
+    def __init__(self, root: Path, shown: str, text: str) -> None:
+        self.root = root
+        self.shown = shown
+        self.text = text
+
+    def at(self, table: Sequence[str], key: str | None = None) -> Where:
+        line, col = _locate(self.text, tuple(table), key)
+        return Where(self.shown, line, col)
+
+    def fail(self, message: str, table: Sequence[str], key: str | None = None) -> ConfigError:
+        return self.at(table, key).error(message)
+
+    def config(self, doc: Mapping[str, Any]) -> Config:
+        for key, value in doc.items():
+            if key.lower() in CREDENTIAL_KEYS:
+                raise self._credential((), key)
+            if key not in TABLES:
+                what = "table" if isinstance(value, dict) else "setting"
+                raise self.fail(f"unknown {what} {key!r} (known tables: {', '.join(TABLES)})", (), key)
+        state = self.state(self.table(doc, ("state",)))
+        droplets = self.droplets(self.table(doc, ("droplets",)), ("droplets",), DropletSettings())
+        producers, producer_at = self.producers(self.table(doc, ("producers",)), droplets)
+        gpu = self.gpu(self.table(doc, ("gpu",)))
+        sandbox_table = self.table(doc, ("sandbox",))
+        self.known_keys(sandbox_table, ("sandbox",), SANDBOX_KEYS)
+        used = {*droplets.ssh_keys, *(k for p in producers.values() for k in p.ssh_keys)}
+        sandbox = SandboxSettings(
+            clusters=self.names(sandbox_table, ("sandbox",), "clusters", DEFAULT_SANDBOX_CLUSTERS),
+            ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
+        )
+        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu)
+
+    def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
+        value = doc.get(path[-1], {})
+        if not isinstance(value, dict):
+            name = ".".join(path)
+            raise self.fail(
+                f"{name} must be a table: write [{name}] and its settings below it", path[:-1], path[-1]
+            )
+        return value
+
+    def known_keys(self, table: Mapping[str, Any], path: tuple[str, ...], known: Sequence[str]) -> None:
+        for key in table:
+            if key.lower() in CREDENTIAL_KEYS:
+                raise self._credential(path, key)
+            if key not in known:
+                raise self.fail(
+                    f"[{'.'.join(path)}] {key}: unknown setting (known: {', '.join(known)})", path, key
+                )
+
+    def _credential(self, path: tuple[str, ...], key: str) -> ConfigError:
+        where = f"[{'.'.join(path)}] {key}" if path else key
+        fix = (
+            "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment"
+            if path == ("state",)
+            else "the DigitalOcean token comes from DIGITALOCEAN_TOKEN or ~/.vault/do_pat_<producer>"
+        )
+        return self.fail(f"{where}: credentials never go in {CONFIG_NAME}; {fix}", path, key)
+
+    # [state] keeps the messages it had when state.py read it.
+    def state(self, section: Mapping[str, Any]) -> StateSettings:
+        table = ("state",)
+        for key in section:
+            if key.lower() in CREDENTIAL_KEYS:
+                raise self._credential(table, key)
+        for key, value in section.items():
+            if key not in STATE_KEYS:
+                known = ", ".join(STATE_KEYS)
+                raise self.fail(f"[state] {key}: unknown setting (known: {known})", table, key)
+            if not isinstance(value, str):
+                raise self.fail(f"[state] {key} must be a string", table, key)
+        kind = section.get("backend", "local")
+        if kind == "local":
+            return StateSettings()
+        if kind != "s3":
+            raise self.fail(f'[state] backend must be "local" or "s3", not {kind!r}', table, "backend")
+        if not section.get("bucket"):
+            raise self.fail("[state] bucket is required for the s3 backend", table, "bucket")
+        key_prefix = section.get("key_prefix", "infra-apply").strip("/")
+        sandbox_prefix = section.get("sandbox_key_prefix", "").strip("/")
+        if sandbox_prefix and sandbox_prefix == key_prefix:
+            raise self.fail(
+                "[state] sandbox_key_prefix must differ from key_prefix (sandbox state must never "
+                "replace real state)",
+                table,
+                "sandbox_key_prefix",
+            )
+        return StateSettings(
+            kind="s3",
+            bucket=section["bucket"],
+            endpoint=section.get("endpoint", ""),
+            region=section.get("region") or "us-east-1",
+            key_prefix=key_prefix,
+            sandbox_key_prefix=sandbox_prefix,
+        )
+
+    def droplets(
+        self, table: Mapping[str, Any], path: tuple[str, ...], base: DropletSettings
+    ) -> DropletSettings:
+        """``table``'s settings over ``base`` (the defaults, for a producer's overrides)."""
+        self.known_keys(table, path, DROPLET_KEYS)
+        settings = base
+        if "ssh_keys" in table:
+            keys = self.names(table, path, "ssh_keys", ())
+            settings = replace(settings, ssh_keys=keys, ssh_keys_at=self.at(path, "ssh_keys"))
+        if "monitoring" in table:
+            if not isinstance(table["monitoring"], bool):
+                raise self.fail(f"[{'.'.join(path)}] monitoring must be true or false", path, "monitoring")
+            settings = replace(settings, monitoring=table["monitoring"])
+        if "user_data" in table:
+            settings = replace(settings, user_data=self.user_data(table["user_data"], path))
+        return settings
+
+    def producers(
+        self, table: Mapping[str, Any], defaults: DropletSettings
+    ) -> tuple[dict[str, DropletSettings], dict[str, Where]]:
+        merged, where = {}, {}
+        for name in table:
+            path = ("producers", name)
+            if not _PRODUCER.fullmatch(name):
+                raise self.fail(
+                    f"[producers.{printable(name)}]: not a producer name (its folder would be "
+                    f"@{printable(name)}; 1-63 of a-z 0-9 - _, starting with a letter or digit)",
+                    ("producers",),
+                    name,
+                )
+            section = self.table(table, path)
+            self.known_keys(section, path, ("droplets",))
+            table_path = (*path, "droplets")
+            merged[name] = self.droplets(self.table(section, table_path), table_path, defaults)
+            where[name] = self.at(path)
+        return merged, where
+
+    def gpu(self, table: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+        out: dict[str, Mapping[str, Any]] = {}
+        for name, value in table.items():
+            if not isinstance(value, dict):
+                raise self.fail(f'gpu.{name} must be a table: write [gpu."{name}"]', ("gpu",), name)
+            out[name] = value
+        return out
+
+    def names(
+        self, table: Mapping[str, Any], path: tuple[str, ...], key: str, default: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """A list of names (SSH keys, clusters): strings without surrounding space or control
+        characters, each once."""
+        if key not in table:
+            return default
+        value, where = table[key], f"[{'.'.join(path)}] {key}"
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f'{where} must be a list of names, e.g. {key} = ["a", "b"]', path, key)
+        for name in value:
+            if not name or name != name.strip() or not name.isprintable():
+                raise self.fail(
+                    f"{where}: {printable(repr(name))} is not a name (empty, surrounding spaces or a "
+                    "control character)",
+                    path,
+                    key,
+                )
+        twice = sorted({n for n in value if value.count(n) > 1})
+        if twice:
+            raise self.fail(f"{where}: {twice[0]!r} is listed twice", path, key)
+        return tuple(value)
+
+    def user_data(self, value: Any, path: tuple[str, ...]) -> UserData | None:
+        where = self.at(path, "user_data")
+        label = f"[{'.'.join(path)}] user_data"
+        if not isinstance(value, str):
+            raise where.error(f"{label} must be a path relative to the root, as a string")
+        if value == "":
+            return None  # an override turning the default off
+        return read_user_data(self.root, value, where, label)
+
+
+def read_user_data(root: Path, value: str, where: Where, label: str = "user_data") -> UserData:
+    """The user-data file ``value`` (relative to ``root``), checked: inside the root, a regular
+    file, at most 64 KiB of UTF-8, ``#cloud-config`` YAML or a ``#!`` script."""
+    rel = PurePosixPath(value)
+    if rel.is_absolute() or "\\" in value or not value.isprintable():
+        raise where.error(f"{label} {printable(repr(value))} must be a path relative to the root")
+    base = root.resolve()
+    target = (root / value).resolve()
+    if base not in target.parents:
+        raise where.error(f"{label} {value!r} resolves outside the root {base}")
+    source = target.relative_to(base).as_posix()
+    try:
+        raw = _read_regular(target)
+    except FileNotFoundError:
+        raise where.error(f"{label} {value!r}: no such file under the root") from None
+    except OSError as exc:
+        raise where.error(f"{label} {value!r}: cannot read it: {exc.strerror}") from None
+    if len(raw) > USER_DATA_LIMIT:
+        raise where.error(
+            f"{label} {value!r} is over 64 KiB ({USER_DATA_LIMIT} bytes); DigitalOcean refuses more user data"
+        )
+    file_at = Where(source, 1, 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise file_at.error(f"not UTF-8 text (byte {exc.start})", "user_data") from None
+    first = text.split("\n", 1)[0].rstrip("\r \t")
+    if first == "#cloud-config":
+        _check_cloud_config(text, source)
+    elif not first.startswith("#!"):
+        raise file_at.error(
+            "user data must start with a #cloud-config line (cloud-init YAML) or #! (a script); "
+            "cloud-init would ignore anything else",
+            "user_data",
+        )
+    return UserData(source, text, where)
+
+
+def _read_regular(path: Path) -> bytes:
+    """The file's bytes; refused unless it is a regular file (never blocks on a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        data = b""
+        while len(data) <= USER_DATA_LIMIT:
+            chunk = os.read(fd, USER_DATA_LIMIT + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
+def _check_cloud_config(text: str, source: str) -> None:
+    """Parse with PyYAML's safe loader, composing nodes only: aliases are never expanded, so an
+    alias bomb costs nothing; the document must be a mapping (or empty)."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = " ".join(str(exc.problem or exc.context or "invalid").split())
+        raise Where(source, line, col).error(f"not valid YAML: {problem}", "user_data") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise Where(source, 1, 1).error(f"not valid YAML: {type(exc).__name__}", "user_data") from None
+    if node is not None and not isinstance(node, yaml.MappingNode):
+        mark = node.start_mark
+        raise Where(source, mark.line + 1, mark.column + 1).error(
+            "a #cloud-config document must be a mapping (modules such as users:, packages:, runcmd:)",
+            "user_data",
+        )
+
+
+# --- locating a key in the text ------------------------------------------------------------------
+
+
+def _shown(path: Path, root: Path) -> str:
+    """The config path as messages show it: relative to the root when inside it."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _toml_error(message: str, text: str) -> tuple[str, int, int]:
+    """tomllib's "... (at line L, column C)" as (message, L, C)."""
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if m:
+        return message[: m.start()], int(m.group(1)), int(m.group(2))
+    m = re.search(r"\s*\(at end of document\)$", message)
+    if m:
+        return message[: m.start()], max(1, len(text.splitlines())), 1
+    return message, 1, 1
+
+
+_KEY_PART = r'(?:"(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_-]+)'
+_DOTTED = re.compile(rf"\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*")
+_HEADER = re.compile(rf"(\s*)\[\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*\]")
+
+
+def _parts(dotted: str) -> tuple[str, ...]:
+    parts = re.findall(_KEY_PART, dotted)
+    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
+
+
+def _definitions(text: str) -> Iterator[tuple[tuple[str, ...], bool, int, int]]:
+    """Every table header and key line: (full key path, is a header, line, column)."""
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("[["):
+            continue
+        header = _HEADER.match(line)
+        if header:
+            table = _parts(header.group(2))
+            yield table, True, number, len(header.group(1)) + 1
+            continue
+        key = _DOTTED.match(line)
+        if key and line[key.end() : key.end() + 1] == "=":
+            yield (*table, *_parts(key.group(1))), False, number, len(line) - len(line.lstrip()) + 1
+
+
+def _locate(text: str, table: tuple[str, ...], key: str | None) -> tuple[int, int]:
+    """Line and column of ``key`` in ``table`` (``key`` None: the table itself), else of the
+    nearest enclosing table or key that is written out (dotted keys, inline tables); 1, 1 when
+    nothing is."""
+    wanted = (*table, key) if key is not None else table
+    found = list(_definitions(text))
+    while wanted:
+        exact = [(line, col) for path, _, line, col in found if path == wanted]
+        if exact:
+            return exact[0]
+        # a dotted key or an inline table holding it: the first line that defines inside it
+        within = [(line, col) for path, _, line, col in found if path[: len(wanted)] == wanted]
+        if within:
+            return within[0]
+        wanted = wanted[:-1]
+    return 1, 1

@@ -1,0 +1,439 @@
+"""Pre-flight: before Terraform starts, check the account has what the manifests and
+infra-apply.toml name.
+
+The token works (the account is active); every database cluster a manifest names exists; every
+SSH key a droplet is given exists; every region, size and image slug exists and the size is
+offered in the droplet's region. A problem is a located line at the manifest (or config) line
+naming the missing thing, and nothing is planned.
+
+One interface, two sources: ``LiveSource`` asks DigitalOcean through ``do_api`` (a handful of
+list calls per account and run: account, databases, account/keys, sizes, regions, distribution
+images, plus ``GET /v2/images/<slug>`` for the few other image slugs); ``SandboxSource`` reads
+the sandbox cloud's catalogue, so what would fail at DigitalOcean fails in the sandbox too.
+
+An on-demand GPU droplet the run does not create (no ``--with-gpu``) still has its slugs
+checked, but a size its region does not offer is only a warning: it fails at ``--with-gpu``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from infra_apply.config import CONFIG_NAME, Config, Where
+from infra_apply.errors import InfraApplyError, Level, Problem, ValidationFailed
+from infra_apply.manifest import Key, Manifest
+from infra_apply.model import Droplet, Model
+
+RULE = "preflight"
+Say = Callable[[str], None]
+JsonObject = Mapping[str, Any]
+
+
+class PreflightFailed(ValidationFailed):
+    def __init__(self, problems: list[Problem], where: str) -> None:
+        super().__init__(problems)
+        errors = sum(p.level == "error" for p in problems)
+        self.message = f"pre-flight: {errors} error(s) against {where}"
+
+
+# --- what a run needs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing the account must have, and where the manifest or config names it."""
+
+    kind: str  # "cluster" | "ssh_key" | "droplet"
+    name: str
+    where: Where
+
+
+@dataclass(frozen=True)
+class DropletNeed:
+    droplet: Droplet
+    region: Where
+    size: Where
+    image: Where
+    created: bool  # False: an on-demand GPU this run leaves off
+
+
+@dataclass(frozen=True)
+class Needs:
+    clusters: tuple[Need, ...] = ()
+    ssh_keys: tuple[Need, ...] = ()
+    droplets: tuple[DropletNeed, ...] = ()
+
+
+def needs(
+    model: Model,
+    manifests: Mapping[str, Manifest],
+    config: Config,
+    producers: Iterable[str],
+    gpu: Iterable[str] = (),
+) -> Needs:
+    """What planning ``producers`` (with the GPU droplets ``gpu`` on) asks of the account."""
+    gpu = set(gpu)
+    clusters, keys, droplets = [], [], []
+    for name in sorted(set(producers)):
+        p = model.producer(name)
+        if p is None:
+            continue
+        for db in p.databases:
+            clusters.append(Need("cluster", db.cluster, _at(manifests, db.source, ("database", "cluster"))))
+        settings = config.for_producer(name)
+        key_where = settings.ssh_keys_at or Where(config.path or CONFIG_NAME, 1, 1)
+        # The data sources are read on every plan, whichever droplets it creates.
+        for key in sorted({k for d in p.droplets for k in d.ssh_keys}):
+            keys.append(Need("ssh_key", key, key_where))
+        droplets += [_droplet_need(d, manifests, created=not d.gpu or d.name in gpu) for d in p.droplets]
+    return Needs(tuple(clusters), tuple(keys), tuple(droplets))
+
+
+def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: bool) -> DropletNeed:
+    m = manifests.get(d.source)
+    if d.gpu or m is None:
+        where = _at(manifests, d.source, ("service", "gpu"))
+        return DropletNeed(d, where, where, where, created)
+    index = next(
+        (i for i, entry in enumerate(m.data.get("droplets", [])) if entry.get("name") == d.name), 0
+    )
+    entry = m.data["droplets"][index] if m.data.get("droplets") else {}
+
+    def at(field: str) -> Where:
+        # A default (no such key in the manifest) is located at the droplet's name.
+        return _at(manifests, d.source, ("droplets", index, field if field in entry else "name"))
+
+    return DropletNeed(d, at("region"), at("size"), at("image"), created)
+
+
+def _at(manifests: Mapping[str, Manifest], source: str, key: Key) -> Where:
+    m = manifests.get(source)
+    line, col = m.locate(key) if m is not None else (0, 0)
+    return Where(source, line, col)
+
+
+# --- what an account has ------------------------------------------------------------------------
+
+
+class Source(Protocol):
+    """An account, answering in the API's shapes (``GET /v2/...``'s lists of objects)."""
+
+    label: str
+
+    def account(self) -> JsonObject: ...
+    def databases(self) -> list[JsonObject]: ...
+    def ssh_keys(self) -> list[JsonObject]: ...
+    def sizes(self) -> list[JsonObject]: ...
+    def regions(self) -> list[JsonObject]: ...
+    def distribution_images(self) -> list[JsonObject]: ...
+    def image(self, slug: str) -> JsonObject | None: ...
+
+
+class LiveSource:
+    """A DigitalOcean account through the API client (token, endpoint, retries of 429)."""
+
+    def __init__(self, client: Any, label: str = "the DigitalOcean account") -> None:
+        self.client = client
+        self.label = label
+
+    def account(self) -> JsonObject:
+        body = self.client.request("GET", "/v2/account", what="pre-flight: GET /v2/account")
+        account = body.get("account")
+        if not isinstance(account, Mapping):
+            raise InfraApplyError("DigitalOcean API: pre-flight: GET /v2/account: response has no account")
+        return account
+
+    def _list(self, path: str, key: str, query: Mapping[str, str] | None = None) -> list[JsonObject]:
+        return list(self.client.paginate(path, key, query=query, what=f"pre-flight: GET {path}"))
+
+    def databases(self) -> list[JsonObject]:
+        return self._list("/v2/databases", "databases")
+
+    def ssh_keys(self) -> list[JsonObject]:
+        return self._list("/v2/account/keys", "ssh_keys")
+
+    def sizes(self) -> list[JsonObject]:
+        return self._list("/v2/sizes", "sizes")
+
+    def regions(self) -> list[JsonObject]:
+        return self._list("/v2/regions", "regions")
+
+    def distribution_images(self) -> list[JsonObject]:
+        return self._list("/v2/images", "images", {"type": "distribution"})
+
+    def image(self, slug: str) -> JsonObject | None:
+        from infra_apply.do_api import ApiError
+
+        path = f"/v2/images/{quote(slug, safe='')}"
+        try:
+            body = self.client.request("GET", path, what=f"pre-flight: GET {path}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        image = body.get("image")
+        return image if isinstance(image, Mapping) else None
+
+
+class SandboxSource:
+    """The sandbox account: its cloud file's clusters, SSH keys and catalogue."""
+
+    label = "the sandbox account"
+
+    def __init__(self, path: Path) -> None:
+        from infra_apply.sandbox import cloud
+
+        self._cloud = cloud.load(path)
+        self._catalogue = cloud.account_catalogue(self._cloud)
+
+    def account(self) -> JsonObject:
+        return {"status": "active", "email": "sandbox@example.invalid"}
+
+    def databases(self) -> list[JsonObject]:
+        return list(self._cloud["clusters"].values())
+
+    def ssh_keys(self) -> list[JsonObject]:
+        return list(self._cloud["ssh_keys"].values())
+
+    def sizes(self) -> list[JsonObject]:
+        return list(self._catalogue["sizes"])
+
+    def regions(self) -> list[JsonObject]:
+        return list(self._catalogue["regions"])
+
+    def distribution_images(self) -> list[JsonObject]:
+        return list(self._catalogue["images"])
+
+    def image(self, slug: str) -> JsonObject | None:
+        return next((i for i in self._catalogue["images"] if i.get("slug") == slug), None)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What one account offers, fetched once per run; only the lists a run needs are asked for."""
+
+    label: str
+    clusters: frozenset[str]
+    ssh_keys: frozenset[str]
+    regions: Mapping[str, bool]  # slug -> available
+    sizes: Mapping[str, tuple[bool, tuple[str, ...]]]  # slug -> (available, regions offering it)
+    images: frozenset[str]
+
+
+def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
+    _check_account(source, say)
+    clusters = {str(c.get("name")) for c in source.databases()} if wanted.clusters else set()
+    keys = {str(k.get("name")) for k in source.ssh_keys()} if wanted.ssh_keys else set()
+    regions, sizes, images = {}, {}, set()
+    if wanted.droplets:
+        regions = {str(r.get("slug")): bool(r.get("available")) for r in source.regions()}
+        sizes = {
+            str(s.get("slug")): (bool(s.get("available")), tuple(str(r) for r in s.get("regions") or ()))
+            for s in source.sizes()
+        }
+        images = {str(i.get("slug")) for i in source.distribution_images() if i.get("slug")}
+        # Images outside the distributions (GPU base images, applications): one call each.
+        for slug in sorted({n.droplet.image for n in wanted.droplets} - images):
+            if not slug.isdigit() and source.image(slug) is not None:
+                images.add(slug)
+    return Catalogue(source.label, frozenset(clusters), frozenset(keys), regions, sizes, frozenset(images))
+
+
+def _check_account(source: Source, say: Say) -> None:
+    account = source.account()
+    status = str(account.get("status", ""))
+    detail = f" ({account['status_message']})" if account.get("status_message") else ""
+    if status == "warning":
+        say(f"infra-apply: warning: pre-flight: {source.label} has status warning{detail}")
+    elif status != "active":
+        raise InfraApplyError(
+            f"pre-flight: {source.label} is not active (status {status or 'unknown'}{detail}); "
+            "DigitalOcean would refuse to create anything"
+        )
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def check(cat: Catalogue, wanted: Needs) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(where: Where, message: str, level: Level = "error") -> None:
+        problems.append(Problem(where.path, where.line, where.col, level, RULE, message))
+
+    for need in wanted.clusters:
+        if need.name not in cat.clusters:
+            known = _listing(cat.clusters)
+            add(need.where, f"database cluster {need.name!r} is not in {cat.label} (clusters: {known})")
+    for need in _unique(wanted.ssh_keys):
+        if need.name not in cat.ssh_keys:
+            known = _listing(cat.ssh_keys)
+            add(need.where, f"SSH key {need.name!r} is not in {cat.label} (keys: {known})")
+    for d in wanted.droplets:
+        for where, message, level in _droplet_problems(cat, d):
+            add(where, message, level)
+    return sorted(set(problems), key=Problem.sort_key)
+
+
+def _droplet_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where, str, Level]]:
+    d = need.droplet
+    who = f"droplet {d.name!r}"
+
+    def missing(what: str, value: str, known: Iterable[str]) -> str:
+        return f"{who}: {what} {value!r} does not exist in {cat.label}{_close(value, known)}"
+
+    if d.region not in cat.regions:
+        yield need.region, missing("region", d.region, cat.regions), "error"
+    elif not cat.regions[d.region]:
+        yield need.region, f"{who}: region {d.region!r} is not available for new droplets", "error"
+    if d.size not in cat.sizes:
+        yield need.size, missing("size", d.size, cat.sizes), "error"
+    else:
+        available, regions = cat.sizes[d.size]
+        if not available or d.region not in regions:
+            offered = ", ".join(regions) if available and regions else "no region"
+            message = f"{who}: size {d.size!r} is not offered in region {d.region!r} (offered in: {offered})"
+            if need.created:
+                yield need.size, message, "error"
+            else:
+                yield need.size, f"{message}; --with-gpu {d.name} would fail", "warning"
+    if not d.image.isdigit() and d.image not in cat.images:
+        yield need.image, missing("image", d.image, cat.images), "error"
+
+
+def _unique(items: Iterable[Need]) -> list[Need]:
+    seen: dict[tuple[str, Where], Need] = {}
+    for n in items:
+        seen.setdefault((n.name, n.where), n)
+    return list(seen.values())
+
+
+def _listing(names: Iterable[str]) -> str:
+    ordered = sorted(names)
+    if not ordered:
+        return "none"
+    return ", ".join(ordered[:10]) + (f", ... ({len(ordered)} in all)" if len(ordered) > 10 else "")
+
+
+def _close(name: str, known: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(name, sorted(known), n=3)
+    return f" (did you mean {', '.join(matches)}?)" if matches else ""
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
+def problems(
+    *,
+    root: Path,
+    env: Mapping[str, str],
+    sandbox: bool,
+    model: Model,
+    manifests: Mapping[str, Manifest],
+    config: Config,
+    producers: Sequence[str],
+    gpu: Sequence[str] = (),
+    say: Say,
+) -> list[Problem]:
+    """Every pre-flight problem of planning ``producers``: each account asked once."""
+    from infra_apply.do_api import ApiError
+
+    found: list[Problem] = []
+    for source, names in _accounts(root, env, sandbox, config, producers, say):
+        wanted = needs(model, manifests, config, names, gpu)
+        try:
+            catalogue = fetch(source, wanted, say)
+        except ApiError as exc:
+            if exc.status not in (401, 403):
+                raise
+            raise InfraApplyError(
+                f"pre-flight: {source.label} refused the token for producer(s) {', '.join(names)} "
+                f"({exc.message.removeprefix('DigitalOcean API: ')}); set DIGITALOCEAN_TOKEN or "
+                "~/.vault/do_pat_<producer> to a valid read/write token"
+            ) from None
+        found += check(catalogue, wanted)
+    return sorted(set(found), key=Problem.sort_key)
+
+
+def run(
+    *,
+    root: Path,
+    env: Mapping[str, str],
+    sandbox: bool,
+    model: Model,
+    manifests: Mapping[str, Manifest],
+    config: Config,
+    producers: Sequence[str],
+    gpu: Sequence[str] = (),
+    say: Say,
+) -> None:
+    """Pre-flight for plan/apply: warnings through ``say``; any error raises (nothing planned)."""
+    found = problems(
+        root=root,
+        env=env,
+        sandbox=sandbox,
+        model=model,
+        manifests=manifests,
+        config=config,
+        producers=producers,
+        gpu=gpu,
+        say=say,
+    )
+    if any(p.level == "error" for p in found):
+        raise PreflightFailed(found, "the sandbox account" if sandbox else "the DigitalOcean account")
+    for p in found:
+        say(p.format())
+
+
+def _accounts(
+    root: Path,
+    env: Mapping[str, str],
+    sandbox: bool,
+    config: Config,
+    producers: Sequence[str],
+    say: Say,
+) -> list[tuple[Source, list[str]]]:
+    """The accounts to ask and the producers each serves: the sandbox, or one per token (a
+    producer's token is DIGITALOCEAN_TOKEN or its own PAT file)."""
+    if not producers:
+        return []
+    if sandbox:
+        return [(SandboxSource(_sandbox_cloud(env, config)), list(producers))]
+    from infra_apply import do_api
+    from infra_apply.deploy import token_env
+
+    by_token: dict[str, list[str]] = {}
+    for producer in producers:
+        token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or next(
+            env[v] for v in do_api.TOKEN_VARS if env.get(v)
+        )
+        by_token.setdefault(token, []).append(producer)
+    endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
+    return [
+        (LiveSource(do_api.Client(token, endpoint), _label(names, len(by_token))), names)
+        for token, names in by_token.items()
+    ]
+
+
+def _label(producers: Sequence[str], accounts: int) -> str:
+    if accounts == 1:
+        return "the DigitalOcean account"
+    return f"the DigitalOcean account of {', '.join(producers)}"
+
+
+def _sandbox_cloud(env: Mapping[str, str], config: Config) -> Path:
+    from infra_apply.sandbox import cloud
+    from infra_apply.sandbox.install import sandbox_cloud
+    from infra_apply.state import state_dir
+
+    account = config.sandbox
+    if env.get(cloud.ENV_VAR):
+        path = Path(env[cloud.ENV_VAR])
+        cloud.seed(path, account.clusters, account.ssh_keys)
+        return path
+    return sandbox_cloud(state_dir(env), account.clusters, account.ssh_keys)

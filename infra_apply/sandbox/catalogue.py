@@ -1,0 +1,151 @@
+"""The sandbox account's catalogue: regions, sizes with prices, images, as DigitalOcean lists them.
+
+Taken from ``do-catalogue-facts.md`` (gathered 2026-11-29 from DigitalOcean's API reference and
+public projects pinning its sizes, prices and GPU regions). Prices change: against a real
+account ``GET /v2/sizes`` is the truth; this table is only for the sandbox (and offline use).
+Where the facts give no figure (most GPU sizes' prices and machine shapes), the table says
+``None`` rather than guess one; a sandbox droplet of such a size reports 0 for it.
+
+Pre-flight reads these through the same shapes as the API's ``/v2/regions``, ``/v2/sizes`` and
+``/v2/images`` (``regions()``, ``sizes()``, ``images()``), so one check serves both accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+AS_OF = "2026-11-29"
+HOURS_PER_MONTH = 672  # DigitalOcean bills hourly up to 672 hours a month
+
+# The convention's regions for standing hosts (nyc3, ams3, fra1) and a few more of DigitalOcean's
+# public regions (droplets an old Terraform root made elsewhere), where the Basic sizes are
+# offered; and where DigitalOcean offers GPU droplets.
+STANDARD_REGIONS = ("nyc3", "ams3", "fra1", "lon1", "sfo3", "sgp1", "tor1")
+NVIDIA_GPU_REGIONS = ("nyc2", "tor1")
+AMD_GPU_REGIONS = ("atl1",)
+
+REGION_NAMES = {
+    "ams3": "Amsterdam 3",
+    "atl1": "Atlanta 1",
+    "fra1": "Frankfurt 1",
+    "lon1": "London 1",
+    "nyc2": "New York 2",
+    "nyc3": "New York 3",
+    "sfo3": "San Francisco 3",
+    "sgp1": "Singapore 1",
+    "tor1": "Toronto 1",
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    slug: str
+    vcpus: int | None
+    memory_mb: int | None
+    disk_gb: int | None
+    price_monthly: float | None
+    regions: tuple[str, ...]
+    description: str
+
+    @property
+    def price_hourly(self) -> float | None:
+        if self.price_monthly is None:
+            return None
+        return round(self.price_monthly / HOURS_PER_MONTH, 5)
+
+
+def _basic(slug: str, vcpus: int, memory_gb: float, disk: int, monthly: float) -> Size:
+    return Size(slug, vcpus, int(memory_gb * 1024), disk, monthly, STANDARD_REGIONS, "Basic")
+
+
+def _gpu(
+    slug: str,
+    regions: tuple[str, ...],
+    hourly: float | None = None,
+    shape: tuple[int | None, int | None, int | None] = (None, None, None),
+) -> Size:
+    monthly = round(hourly * HOURS_PER_MONTH, 2) if hourly is not None else None
+    return Size(slug, *shape, monthly, regions, "GPU")
+
+
+SIZES: dict[str, Size] = {
+    s.slug: s
+    for s in (
+        _basic("s-1vcpu-512mb-10gb", 1, 0.5, 10, 4.0),
+        _basic("s-1vcpu-1gb", 1, 1, 25, 6.0),
+        _basic("s-1vcpu-2gb", 1, 2, 50, 12.0),
+        _basic("s-2vcpu-2gb", 2, 2, 60, 18.0),
+        _basic("s-2vcpu-4gb", 2, 4, 80, 24.0),
+        _basic("s-4vcpu-8gb", 4, 8, 160, 48.0),
+        _basic("s-8vcpu-16gb", 8, 16, 320, 96.0),
+        _gpu("gpu-h100x1-80gb", NVIDIA_GPU_REGIONS, hourly=3.39, shape=(20, 240 * 1024, 720)),
+        _gpu("gpu-h100x8-640gb", NVIDIA_GPU_REGIONS),
+        _gpu("gpu-h200x1-141gb", NVIDIA_GPU_REGIONS),
+        _gpu("gpu-l40sx1-48gb", NVIDIA_GPU_REGIONS),
+        _gpu("gpu-6000adax1-48gb", NVIDIA_GPU_REGIONS),
+        _gpu("gpu-4000adax1-20gb", NVIDIA_GPU_REGIONS),
+        _gpu("gpu-mi300x1-192gb", AMD_GPU_REGIONS),
+    )
+}
+
+# slug -> (distribution, regions); "base" images go with the NVIDIA GPU sizes.
+ALL_REGIONS = tuple(sorted(REGION_NAMES))
+IMAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "ubuntu-24-04-x64": ("Ubuntu", "24.04 (LTS) x64", ALL_REGIONS),
+    "ubuntu-22-04-x64": ("Ubuntu", "22.04 (LTS) x64", ALL_REGIONS),
+    "debian-12-x64": ("Debian", "12 x64", ALL_REGIONS),
+    "gpu-h100x1-base": ("Ubuntu", "NVIDIA AI/ML Ready (H100)", NVIDIA_GPU_REGIONS),
+}
+DISTRIBUTION_IMAGES = frozenset({"ubuntu-24-04-x64", "ubuntu-22-04-x64", "debian-12-x64"})
+
+
+def sizes() -> list[dict[str, Any]]:
+    """``GET /v2/sizes`` ``sizes``."""
+    return [
+        {
+            "slug": s.slug,
+            "vcpus": s.vcpus,
+            "memory": s.memory_mb,
+            "disk": s.disk_gb,
+            "transfer": None,
+            "price_monthly": s.price_monthly,
+            "price_hourly": s.price_hourly,
+            "regions": list(s.regions),
+            "available": True,
+            "description": s.description,
+        }
+        for s in SIZES.values()
+    ]
+
+
+def regions() -> list[dict[str, Any]]:
+    """``GET /v2/regions`` ``regions``."""
+    return [
+        {
+            "slug": slug,
+            "name": name,
+            "sizes": [s.slug for s in SIZES.values() if slug in s.regions],
+            "available": True,
+            "features": ["private_networking", "backups", "ipv6", "metadata", "install_agent"],
+        }
+        for slug, name in sorted(REGION_NAMES.items())
+    ]
+
+
+def images(*, distribution_only: bool = False) -> list[dict[str, Any]]:
+    """``GET /v2/images`` ``images`` (``?type=distribution``: only the distributions)."""
+    return [
+        {
+            "id": 170000000 + number,
+            "slug": slug,
+            "distribution": distribution,
+            "name": name,
+            "type": "base",
+            "public": True,
+            "regions": list(where),
+            "status": "available",
+        }
+        for number, (slug, (distribution, name, where)) in enumerate(sorted(IMAGES.items()), start=1)
+        if slug in DISTRIBUTION_IMAGES or not distribution_only
+    ]

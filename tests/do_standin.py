@@ -1,0 +1,128 @@
+"""A local stand-in of the DigitalOcean API v2 answering what pre-flight asks, in the documented
+shapes: ``/v2/account``, ``/v2/databases``, ``/v2/account/keys``, ``/v2/sizes``, ``/v2/regions``,
+``/v2/images?type=distribution`` and ``/v2/images/<slug>``; paginated with ``links.pages.next``
+and ``meta.total`` like the real API, bearer-checked (401 ``unauthorized``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from infra_apply.sandbox import catalogue
+
+TOKEN = "dop_v1_preflight-test-token"
+
+
+def key_json(key_id: int, name: str) -> dict[str, Any]:
+    return {
+        "id": key_id,
+        "name": name,
+        "fingerprint": ":".join(f"{(key_id + i) % 256:02x}" for i in range(16)),
+        "public_key": f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{key_id:032d} {name}",
+    }
+
+
+def database_json(name: str) -> dict[str, Any]:
+    return {
+        "id": f"9cc10173-e9ea-4176-9dbc-a4cee4c4ff{len(name):02d}",
+        "name": name,
+        "engine": "pg",
+        "version": "16",
+        "connection": {"host": f"{name}.db.ondigitalocean.com", "port": 25060, "ssl": True},
+        "private_connection": {"host": f"private-{name}.db.ondigitalocean.com", "port": 25060},
+        "region": "nyc3",
+        "status": "online",
+    }
+
+
+def account_json(status: str) -> dict[str, Any]:
+    return {
+        "account": {
+            "droplet_limit": 25,
+            "email": "ops@example.com",
+            "uuid": "b6fr89dbf6d9156cace5f3c78dc9851d957381ef",
+            "email_verified": True,
+            "status": status,
+            "status_message": "" if status == "active" else "Your account is locked for review",
+        }
+    }
+
+
+@dataclass
+class Account:
+    """What the stand-in account holds; ``page_size`` forces pagination on every list."""
+
+    clusters: Sequence[str] = ("uvlava-pg",)
+    ssh_keys: Sequence[str] = ("ops-2026", "ct-deploy")
+    status: str = "active"
+    page_size: int | None = None
+    token: str | None = TOKEN  # None: any bearer token is taken
+    unavailable_regions: frozenset[str] = frozenset()
+    distribution_images: frozenset[str] = catalogue.DISTRIBUTION_IMAGES
+    pages: list[str] = field(default_factory=list)  # every list page served, "path?page=N"
+
+    def serve(self, server: HTTPServer) -> None:
+        lists = {
+            "/v2/databases": ("databases", [database_json(n) for n in self.clusters]),
+            "/v2/account/keys": ("ssh_keys", [key_json(41000 + i, n) for i, n in enumerate(self.ssh_keys)]),
+            "/v2/sizes": ("sizes", catalogue.sizes()),
+            "/v2/regions": (
+                "regions",
+                [{**r, "available": r["slug"] not in self.unavailable_regions} for r in catalogue.regions()],
+            ),
+            "/v2/images": (
+                "images",
+                [i for i in catalogue.images() if i["slug"] in self.distribution_images],
+            ),
+        }
+        for path, (key, items) in lists.items():
+            server.expect_request(path).respond_with_handler(self._lister(path, key, items))
+        server.expect_request("/v2/account").respond_with_handler(
+            self._guarded(lambda _: _json(account_json(self.status)))
+        )
+        server.expect_request(re.compile(r"^/v2/images/[^/]+$")).respond_with_handler(
+            self._guarded(self._image)
+        )
+
+    def _guarded(self, handler: Any) -> Any:
+        def guarded(request: Request) -> Response:
+            bearer = request.headers.get("Authorization", "")
+            if not bearer.startswith("Bearer ") or self.token not in (None, bearer.removeprefix("Bearer ")):
+                return _json({"id": "unauthorized", "message": "Unable to authenticate you"}, 401)
+            return handler(request)
+
+        return guarded
+
+    def _lister(self, path: str, key: str, items: list[dict[str, Any]]) -> Any:
+        def handler(request: Request) -> Response:
+            if path == "/v2/images" and request.args.get("type") != "distribution":
+                return _json({"id": "bad_request", "message": "pre-flight lists distributions"}, 400)
+            per_page = min(int(request.args.get("per_page", 20)), self.page_size or 200)
+            page = int(request.args.get("page", 1))
+            self.pages.append(f"{path}?page={page}")
+            chunk = items[(page - 1) * per_page : page * per_page]
+            pages: dict[str, str] = {}
+            if page * per_page < len(items):
+                pages["next"] = f"https://api.digitalocean.com{path}?page={page + 1}&per_page={per_page}"
+            return _json({key: chunk, "links": {"pages": pages}, "meta": {"total": len(items)}})
+
+        return self._guarded(handler)
+
+    def _image(self, request: Request) -> Response:
+        slug = request.path.rsplit("/", 1)[1]
+        found = next((i for i in catalogue.images() if i["slug"] == slug), None)
+        if found is None:
+            return _json(
+                {"id": "not_found", "message": "The resource you were accessing could not be found."}, 404
+            )
+        return _json({"image": found})
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(json.dumps(doc), status=status, content_type="application/json")

@@ -1,0 +1,271 @@
+"""infra-apply.toml: every table as frozen data, every mistake one located line (exit 1)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from infra_apply import config
+from infra_apply.config import USER_DATA_LIMIT, ConfigError, Where
+from infra_apply.errors import InfraApplyError
+from tests.conftest import EXAMPLE_TREE, base_tree, cli_env, run_cli, write_tree
+
+CLOUD_CONFIG = "#cloud-config\npackages: [wireguard-tools]\n"
+
+
+def tree(tmp_path: Path, toml: str, **files: str | bytes) -> Path:
+    root = write_tree(tmp_path / "root", {**base_tree(), "infra-apply.toml": toml})
+    for rel, content in files.items():
+        write_tree(root, {rel.replace("__", "/"): content})
+    return root
+
+
+def test_the_example_configuration() -> None:
+    c = config.load(EXAMPLE_TREE, {})
+    assert c.path == "infra-apply.toml"
+    assert c.droplets.ssh_keys == ("ops-2026",) and c.droplets.monitoring is True
+    assert c.droplets.user_data is not None
+    assert c.droplets.user_data.source == "cloud-init/base.yaml"
+    assert c.droplets.user_data.text == (EXAMPLE_TREE / "cloud-init/base.yaml").read_text()
+    # an override replaces the keys it names and keeps the other defaults
+    ct = c.for_producer("ct")
+    assert (ct.ssh_keys, ct.monitoring) == (("ops-2026", "ct-deploy"), True)
+    assert ct.user_data == c.droplets.user_data
+    assert ct.ssh_keys_at == Where("infra-apply.toml", 10, 1)
+    assert c.for_producer("quinn") == c.droplets
+    # the sandbox account has every key the configuration names, and the default cluster
+    assert c.sandbox.ssh_keys == ("ct-deploy", "ops-2026")
+    assert c.sandbox.clusters == ("uvlava-pg",)
+
+
+def test_no_file_is_the_empty_configuration(tmp_path: Path) -> None:
+    c = config.load(tmp_path, {})
+    assert c == config.Config()
+    assert c.for_producer("ct").ssh_keys == () and c.backend(sandbox=False).kind == "local"
+
+
+def test_infra_apply_config_names_the_file(tmp_path: Path) -> None:
+    root = tree(tmp_path, "")
+    other = tmp_path / "elsewhere.toml"
+    other.write_text('[droplets]\nssh_keys = ["k"]\n')
+    assert config.load(root, {"INFRA_APPLY_CONFIG": str(other)}).droplets.ssh_keys == ("k",)
+    with pytest.raises(InfraApplyError, match=r"INFRA_APPLY_CONFIG names .* which does not exist"):
+        config.load(root, {"INFRA_APPLY_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_gpu_tables_are_kept_as_written(tmp_path: Path) -> None:
+    text = '[gpu."com.uvlava.ct.gpu"]\nsize = "gpu-h100x1-80gb"\nidle_after = "30m"\n'
+    c = config.load(tree(tmp_path, text), {})
+    assert c.gpu == {"com.uvlava.ct.gpu": {"size": "gpu-h100x1-80gb", "idle_after": "30m"}}
+
+
+def test_sandbox_keys_and_clusters_can_be_set(tmp_path: Path) -> None:
+    text = '[droplets]\nssh_keys = ["a"]\n[sandbox]\nclusters = ["x-pg", "y-pg"]\nssh_keys = []\n'
+    c = config.load(tree(tmp_path, text), {})
+    assert (c.sandbox.clusters, c.sandbox.ssh_keys) == (("x-pg", "y-pg"), ())
+
+
+def test_user_data_may_be_a_script_and_an_override_may_turn_it_off(tmp_path: Path) -> None:
+    text = '[droplets]\nuser_data = "boot.sh"\n[producers.ct.droplets]\nuser_data = ""\n'
+    root = tree(tmp_path, text, **{"boot.sh": "#!/bin/sh\necho ${HOME}\n"})
+    c = config.load(root, {})
+    assert c.droplets.user_data is not None and c.droplets.user_data.kind == "script"
+    assert c.droplets.user_data.text == "#!/bin/sh\necho ${HOME}\n"
+    assert c.for_producer("ct").user_data is None
+
+
+# (config text, extra files, where, message part); where is path:line:col
+BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
+    "unknown-table": ('[droplet]\nssh_keys = ["a"]\n', {}, "infra-apply.toml:1:1", "unknown table 'droplet'"),
+    "unknown-top-key": ('ssh_keys = ["a"]\n', {}, "infra-apply.toml:1:1", "unknown setting 'ssh_keys'"),
+    "unknown-droplet-key": (
+        '[droplets]\nssh_keys = ["a"]\nbackups = true\n',
+        {},
+        "infra-apply.toml:3:1",
+        "[droplets] backups: unknown setting (known: ssh_keys, monitoring, user_data)",
+    ),
+    "unknown-override-key": (
+        '[producers.ct.droplets]\nmonitoring = true\nsize = "s-1vcpu-1gb"\n',
+        {},
+        "infra-apply.toml:3:1",
+        "[producers.ct.droplets] size: unknown setting",
+    ),
+    "override-not-droplets": (
+        "[producers.ct.firewalls]\nx = 1\n",
+        {},
+        "infra-apply.toml:1:1",
+        "[producers.ct] firewalls: unknown setting (known: droplets)",
+    ),
+    "bad-producer-name": (
+        '[producers."Ct".droplets]\nmonitoring = true\n',
+        {},
+        "infra-apply.toml:1:1",
+        "[producers.Ct]: not a producer name",
+    ),
+    "unknown-sandbox-key": ('[sandbox]\nregions = ["x"]\n', {}, "infra-apply.toml:2:1", "[sandbox] regions"),
+    "keys-not-a-list": ('[droplets]\nssh_keys = "ops"\n', {}, "infra-apply.toml:2:1", "a list of names"),
+    "key-with-space": ('[droplets]\nssh_keys = ["ops "]\n', {}, "infra-apply.toml:2:1", "is not a name"),
+    "key-twice": ('[droplets]\nssh_keys = ["a", "a"]\n', {}, "infra-apply.toml:2:1", "'a' is listed twice"),
+    "monitoring-not-bool": ('[droplets]\nmonitoring = "yes"\n', {}, "infra-apply.toml:2:1", "true or false"),
+    "droplets-not-a-table": ('droplets = "x"\n', {}, "infra-apply.toml:1:1", "droplets must be a table"),
+    "gpu-not-a-table": ('gpu = { x = 1 }\n', {}, "infra-apply.toml:1:1", "gpu.x must be a table"),
+    "credential": (
+        '[droplets]\ntoken = "dop_v1_secret"\n',
+        {},
+        "infra-apply.toml:2:1",
+        "credentials never go in infra-apply.toml",
+    ),
+    "dotted-key-located": (
+        '[producers]\nct.droplets.backups = true\n',
+        {},
+        "infra-apply.toml:2:1",
+        "[producers.ct.droplets] backups: unknown setting",
+    ),
+    "user-data-missing": (
+        '\n[droplets]\nuser_data = "cloud-init/nope.yaml"\n',
+        {},
+        "infra-apply.toml:3:1",
+        "'cloud-init/nope.yaml': no such file under the root",
+    ),
+    "user-data-outside": (
+        '[droplets]\nuser_data = "../outside.yaml"\n',
+        {},
+        "infra-apply.toml:2:1",
+        "resolves outside the root",
+    ),
+    "user-data-absolute": (
+        '[droplets]\nuser_data = "/etc/passwd"\n',
+        {},
+        "infra-apply.toml:2:1",
+        "must be a path relative to the root",
+    ),
+    "user-data-not-a-string": ("[droplets]\nuser_data = 1\n", {}, "infra-apply.toml:2:1", "as a string"),
+    "user-data-a-folder": (
+        '[droplets]\nuser_data = "cloud-init"\n',
+        {"cloud-init__x.yaml": CLOUD_CONFIG},
+        "infra-apply.toml:2:1",
+        "not a regular file",
+    ),
+    "user-data-too-big": (
+        '[droplets]\nuser_data = "big.yaml"\n',
+        {"big.yaml": "#cloud-config\n" + "#" * USER_DATA_LIMIT},
+        "infra-apply.toml:2:1",
+        "over 64 KiB (65536 bytes)",
+    ),
+    "user-data-no-header": (
+        '[droplets]\nuser_data = "u.yaml"\n',
+        {"u.yaml": "packages: [wireguard-tools]\n"},
+        "u.yaml:1:1",
+        "error user_data: user data must start with a #cloud-config line",
+    ),
+    "user-data-not-utf8": (
+        '[droplets]\nuser_data = "u.yaml"\n',
+        {"u.yaml": b"#cloud-config\nx: \xff\n"},
+        "u.yaml:1:1",
+        "not UTF-8 text (byte 17)",
+    ),
+    "user-data-bad-yaml": (
+        '[droplets]\nuser_data = "cloud-init/u.yaml"\n',
+        {"cloud-init__u.yaml": "#cloud-config\npackages:\n  - a\n bad: [\n"},
+        "cloud-init/u.yaml:4:2",
+        "error user_data: not valid YAML",
+    ),
+    "user-data-not-a-mapping": (
+        '[droplets]\nuser_data = "u.yaml"\n',
+        {"u.yaml": "#cloud-config\n- a\n- b\n"},
+        "u.yaml:2:1",
+        "a #cloud-config document must be a mapping",
+    ),
+    "user-data-two-documents": (
+        '[droplets]\nuser_data = "u.yaml"\n',
+        {"u.yaml": "#cloud-config\na: 1\n---\nb: 2\n"},
+        "u.yaml:3:1",
+        "not valid YAML",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_configuration_is_one_located_error(tmp_path: Path, case: str) -> None:
+    text, files, where, message = BAD[case]
+    root = tree(tmp_path, text, **files)
+    if case == "user-data-outside":
+        (tmp_path / "outside.yaml").write_text(CLOUD_CONFIG)
+    with pytest.raises(ConfigError) as caught:
+        config.load(root, {})
+    line = caught.value.format()
+    assert line.startswith(f"{where}: error "), line
+    assert message in line, line
+    assert "\n" not in line and "dop_v1_secret" not in line
+
+
+@pytest.mark.parametrize("case", ["unknown-droplet-key", "user-data-bad-yaml", "credential"])
+def test_the_cli_prints_it_on_one_line_and_exits_1(tmp_path: Path, case: str) -> None:
+    text, files, where, message = BAD[case]
+    root = tree(tmp_path, text, **files)
+    for command in (["validate"], ["render", "--out", str(tmp_path / "out")], ["plan", "--sandbox"]):
+        r = run_cli("--root", str(root), *command, env=cli_env(tmp_path))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+        [line] = [line for line in r.stderr.splitlines() if line.strip()]
+        assert line.startswith(f"{where}: error ") and message in line, line
+        assert "dop_v1_secret" not in r.stdout + r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state" / "work").exists()
+
+
+def test_a_user_data_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "secret.yaml").write_text(CLOUD_CONFIG)
+    root = tree(tmp_path, '[droplets]\nuser_data = "link.yaml"\n')
+    (root / "link.yaml").symlink_to(tmp_path / "secret.yaml")
+    with pytest.raises(ConfigError, match="resolves outside the root") as caught:
+        config.load(root, {})
+    assert (caught.value.path, caught.value.line) == ("infra-apply.toml", 2)
+
+
+def test_a_fifo_as_user_data_is_refused_without_waiting(tmp_path: Path) -> None:
+    root = tree(tmp_path, '[droplets]\nuser_data = "pipe.yaml"\n')
+    os.mkfifo(root / "pipe.yaml")
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            config.load(root, {})
+            outcome.append(None)
+        except ConfigError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=30)  # the open is non-blocking: this returns at once, never at the timeout
+    assert not worker.is_alive(), "reading a FIFO as user data blocked"
+    assert isinstance(outcome[0], ConfigError) and "not a regular file" in outcome[0].message
+
+
+def test_an_alias_bomb_is_parsed_without_expanding(tmp_path: Path) -> None:
+    lines = ["#cloud-config", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 40)]
+    root = tree(tmp_path, '[droplets]\nuser_data = "bomb.yaml"\n', **{"bomb.yaml": "\n".join(lines) + "\n"})
+    # 10 * 5**39 nodes if expanded; composing keeps one node per alias
+    assert config.load(root, {}).droplets.user_data is not None
+
+
+def test_state_settings_keep_their_behaviour(tmp_path: Path) -> None:
+    text = (
+        '[state]\nbackend = "s3"\nbucket = "b"\nendpoint = "https://nyc3.digitaloceanspaces.com"\n'
+        'key_prefix = "/live/"\nsandbox_key_prefix = "box"\n'
+    )
+    c = config.load(tree(tmp_path, text), {})
+    live, box = c.backend(sandbox=False), c.backend(sandbox=True)
+    assert (live.kind, live.bucket, live.key_prefix, live.region) == ("s3", "b", "live", "us-east-1")
+    assert (box.kind, box.key_prefix) == ("s3", "box")
+    from infra_apply.state import load_backend
+
+    assert load_backend(tmp_path / "root", {}, sandbox=True) == box
+
+
+def test_config_errors_are_the_error_family() -> None:
+    where = Where("infra-apply.toml", 3, 1)
+    assert where.error("x").format() == "infra-apply.toml:3:1: error config: x"

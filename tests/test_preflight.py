@@ -1,0 +1,269 @@
+"""Pre-flight against a local stand-in of the DigitalOcean API (documented shapes) and against
+the sandbox account: a handful of list calls, located problems, pagination, 401, 429."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from infra_apply import do_api, preflight
+from infra_apply.build import build_model
+from infra_apply.errors import InfraApplyError, Problem
+from infra_apply.sandbox import cloud
+from infra_apply.validate import validate_tree
+from tests.conftest import EXAMPLE_TREE
+from tests.do_standin import TOKEN, Account
+
+PRODUCERS = ["ct", "mc", "quinn"]
+GPU_WARNING = (
+    "@ct/vision-worker/.infra.yaml:10:5: warning preflight: droplet 'com.uvlava.ct.gpu': size "
+    "'gpu-h100x1-80gb' is not offered in region 'nyc3' (offered in: nyc2, tor1); --with-gpu "
+    "com.uvlava.ct.gpu would fail"
+)
+
+
+@pytest.fixture
+def api(httpserver: HTTPServer) -> Iterator[HTTPServer]:
+    httpserver.no_handler_status_code = 418  # an unexpected call fails at once, never retried
+    yield httpserver
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE_TREE, tmp_path / "tree")
+    return tmp_path / "tree"
+
+
+def edit(root: Path, rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text()
+    assert old in text, (rel, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def live(root: Path, api: HTTPServer, *, gpu: tuple[str, ...] = (), **env: str) -> list[Problem]:
+    v = validate_tree(root)
+    assert not v.errors, v.errors
+    said: list[str] = []
+    found = preflight.problems(
+        root=root,
+        env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for(""), **env},
+        sandbox=False,
+        model=build_model(v),
+        manifests={m.path: m for m in v.manifests},
+        config=v.config,
+        producers=PRODUCERS,
+        gpu=gpu,
+        say=said.append,
+    )
+    assert said == []
+    return found
+
+
+def requested(api: HTTPServer) -> list[str]:
+    return [r.path + (f"?type={r.args['type']}" if "type" in r.args else "") for r, _ in api.log]
+
+
+def test_the_example_tree_passes_with_a_handful_of_calls(root: Path, api: HTTPServer) -> None:
+    Account().serve(api)
+    assert [p.format() for p in live(root, api)] == [GPU_WARNING]
+    # once per run, whatever the number of droplets, databases and producers
+    assert sorted(requested(api)) == [
+        "/v2/account",
+        "/v2/account/keys",
+        "/v2/databases",
+        "/v2/images/gpu-h100x1-base",  # not a distribution: asked for by slug
+        "/v2/images?type=distribution",
+        "/v2/regions",
+        "/v2/sizes",
+    ]
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r, _ in api.log)
+    images = next(r for r, _ in api.log if r.path == "/v2/images")
+    assert images.args["type"] == "distribution"
+
+
+def test_every_page_is_read(root: Path, api: HTTPServer) -> None:
+    account = Account(ssh_keys=("a", "b", "c", "ops-2026", "ct-deploy"), page_size=2)
+    account.serve(api)
+    assert [p.format() for p in live(root, api)] == [GPU_WARNING]  # ct-deploy is on page 3
+    assert {"/v2/account/keys?page=3", "/v2/sizes?page=7"} <= set(account.pages)
+    assert "/v2/sizes?page=8" not in account.pages  # stops at meta.total
+
+
+def test_what_the_account_lacks_is_located_where_the_tree_names_it(root: Path, api: HTTPServer) -> None:
+    Account(ssh_keys=("ops-2026",), clusters=("main-pg",), unavailable_regions=frozenset({"fra1"})).serve(api)
+    edit(root, "@mc/catalog/.infra.yaml", "cluster: uvlava-pg", "cluster: other-pg")
+    edit(root, "@quinn/.infra.yaml", "size: s-4vcpu-8gb", "size: s-4vcpu-9gb")
+    edit(root, "@quinn/.infra.yaml", "role: mcp\n", "role: mcp\n    image: ubuntu-20-04-x64\n")
+    found = [p.format() for p in live(root, api) if p.level == "error"]
+    missing_cluster = (
+        "error preflight: database cluster '{}' is not in the DigitalOcean account (clusters: main-pg)"
+    )
+    assert found == [
+        "@ct/ledger-api/.infra.yaml:5:12: " + missing_cluster.format("uvlava-pg"),
+        "@mc/.infra.yaml:7:13: error preflight: droplet 'com.uvlava.mc.services': region 'fra1' is not "
+        "available for new droplets",
+        "@mc/catalog/.infra.yaml:5:12: " + missing_cluster.format("other-pg"),
+        "@mc/storefront/.infra.yaml:5:12: " + missing_cluster.format("uvlava-pg"),
+        "@quinn/.infra.yaml:9:11: error preflight: droplet 'com.uvlava.quinn.artifacts': size 's-4vcpu-9gb' "
+        "does not exist in the DigitalOcean account (did you mean s-4vcpu-8gb, s-2vcpu-4gb, s-2vcpu-2gb?)",
+        "@quinn/.infra.yaml:21:12: error preflight: droplet 'com.uvlava.quinn.mcp': image "
+        "'ubuntu-20-04-x64' does not exist in the DigitalOcean account (did you mean ubuntu-24-04-x64, "
+        "ubuntu-22-04-x64?)",
+        "@quinn/auth-svc/.infra.yaml:5:12: " + missing_cluster.format("uvlava-pg"),
+        "infra-apply.toml:10:1: error preflight: SSH key 'ct-deploy' is not in the DigitalOcean account "
+        "(keys: ops-2026)",
+    ]
+    assert "/v2/images/ubuntu-20-04-x64" in requested(api)  # asked once, answered 404
+
+
+def test_a_gpu_the_run_creates_must_be_offered_in_its_region(root: Path, api: HTTPServer) -> None:
+    Account().serve(api)
+    [p] = live(root, api, gpu=("com.uvlava.ct.gpu",))
+    assert (p.level, p.path, p.line) == ("error", "@ct/vision-worker/.infra.yaml", 10)
+    assert "size 'gpu-h100x1-80gb' is not offered in region 'nyc3' (offered in: nyc2, tor1)" in p.message
+
+
+def test_a_refused_token_is_one_line_without_the_token(root: Path, api: HTTPServer) -> None:
+    Account(token="another-token").serve(api)
+    with pytest.raises(InfraApplyError) as caught:
+        live(root, api)
+    message = caught.value.format()
+    assert message.startswith("infra-apply: error: pre-flight: the DigitalOcean account refused the token")
+    assert "HTTP 401 unauthorized: Unable to authenticate you" in message
+    assert TOKEN not in message
+    assert requested(api) == ["/v2/account"]  # nothing else is asked with a bad token
+
+
+def test_a_locked_account_stops_before_anything_else(root: Path, api: HTTPServer) -> None:
+    Account(status="locked").serve(api)
+    with pytest.raises(InfraApplyError, match=r"is not active \(status locked \(Your account is locked"):
+        live(root, api)
+    assert requested(api) == ["/v2/account"]
+
+
+def test_a_rate_limit_is_waited_out_as_retry_after_says(api: HTTPServer) -> None:
+    Account().serve(api)
+    api.expect_oneshot_request("/v2/sizes").respond_with_json(
+        {"id": "too_many_requests", "message": "API Rate limit exceeded."},
+        status=429,
+        headers={"Retry-After": "7"},
+    )
+    slept: list[float] = []
+    client = do_api.Client(TOKEN, api.url_for(""), retry=do_api.Retry(sleep=slept.append))
+    sizes = preflight.LiveSource(client).sizes()
+    assert slept == [7.0]
+    assert {s["slug"] for s in sizes} >= {"s-2vcpu-4gb", "gpu-h100x1-80gb"}
+    assert [r.path for r, _ in api.log] == ["/v2/sizes", "/v2/sizes"]
+
+
+def test_an_account_without_clusters_answering_null(api: HTTPServer) -> None:
+    api.expect_request("/v2/databases").respond_with_json({"databases": None})
+    client = do_api.Client(TOKEN, api.url_for(""))
+    assert preflight.LiveSource(client).databases() == []
+
+
+def test_each_token_is_one_account_asked_once(root: Path, api: HTTPServer, tmp_path: Path) -> None:
+    """Without DIGITALOCEAN_TOKEN each producer's PAT file names its account: ct and mc share
+    one token, quinn has its own; each account is asked once."""
+    Account(token=None).serve(api)
+    vault = tmp_path / "home" / ".vault"
+    vault.mkdir(parents=True)
+    for producer, token in (("ct", "token-a"), ("mc", "token-a"), ("quinn", "token-b")):
+        (vault / f"do_pat_{producer}").write_text(token + "\n")
+        (vault / f"do_pat_{producer}").chmod(0o600)
+    v = validate_tree(root)
+    found = preflight.problems(
+        root=root,
+        env={"HOME": str(tmp_path / "home"), "DIGITALOCEAN_API_URL": api.url_for("")},
+        sandbox=False,
+        model=build_model(v),
+        manifests={m.path: m for m in v.manifests},
+        config=v.config,
+        producers=PRODUCERS,
+        say=lambda _: None,
+    )
+    assert [p.level for p in found] == ["warning"]  # the off GPU
+    accounts = [r.headers["Authorization"] for r, _ in api.log if r.path == "/v2/account"]
+    assert sorted(accounts) == ["Bearer token-a", "Bearer token-b"]
+
+
+# --- the sandbox account ----------------------------------------------------------------------
+
+
+def sandbox(root: Path, state: Path, producers: list[str], gpu: tuple[str, ...] = ()) -> list[Problem]:
+    v = validate_tree(root)
+    assert not v.errors, v.errors
+    return preflight.problems(
+        root=root,
+        env={"INFRA_APPLY_STATE_DIR": str(state)},
+        sandbox=True,
+        model=build_model(v),
+        manifests={m.path: m for m in v.manifests},
+        config=v.config,
+        producers=producers,
+        gpu=gpu,
+        say=lambda _: None,
+    )
+
+
+def test_the_sandbox_account_is_seeded_from_the_configuration(root: Path, tmp_path: Path) -> None:
+    assert [p.format() for p in sandbox(root, tmp_path / "state", PRODUCERS)] == [GPU_WARNING]
+    path = tmp_path / "state" / "sandbox" / "cloud.json"
+    assert [c["name"] for c in cloud.list_clusters(path)] == ["uvlava-pg"]
+    assert [k["name"] for k in cloud.list_ssh_keys(path)] == ["ct-deploy", "ops-2026"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_the_sandbox_fails_what_digitalocean_would(root: Path, tmp_path: Path) -> None:
+    """No more clusters made on demand: a cluster [sandbox] does not list is missing there too."""
+    sandbox_account = 'clusters = ["main-pg"]\nssh_keys = ["ops-2026"]'
+    edit(root, "infra-apply.toml", 'clusters = ["uvlava-pg"]', sandbox_account)
+    found = sandbox(root, tmp_path / "state", ["ct"])
+    assert [(p.path, p.line, p.level) for p in found] == [
+        ("@ct/ledger-api/.infra.yaml", 5, "error"),
+        ("@ct/vision-worker/.infra.yaml", 10, "warning"),
+        ("infra-apply.toml", 10, "error"),
+    ]
+    assert "cluster 'uvlava-pg' is not in the sandbox account (clusters: main-pg)" in found[0].message
+    assert "SSH key 'ct-deploy' is not in the sandbox account (keys: ops-2026)" in found[2].message
+
+
+def test_the_sandbox_catalogue_lives_in_its_cloud(root: Path, tmp_path: Path) -> None:
+    """A region the account no longer offers (edited in its cloud file) is refused like a real one."""
+    state = tmp_path / "state"
+    assert sandbox(root, state, ["mc"]) == []
+    path = state / "sandbox" / "cloud.json"
+    with cloud.transaction(path) as c:
+        c["catalogue"]["regions"] = [r for r in c["catalogue"]["regions"] if r["slug"] != "fra1"]
+    [p] = sandbox(root, state, ["mc"])
+    assert p.format() == (
+        "@mc/.infra.yaml:7:13: error preflight: droplet 'com.uvlava.mc.services': region 'fra1' does "
+        "not exist in the sandbox account"
+    )
+
+
+def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: Path) -> None:
+    edit(root, "@mc/catalog/.infra.yaml", "cluster: uvlava-pg", "cluster: other-pg")
+    v = validate_tree(root)
+    said: list[str] = []
+    kwargs: dict[str, Any] = {
+        "root": root,
+        "env": {"INFRA_APPLY_STATE_DIR": str(tmp_path / "state")},
+        "sandbox": True,
+        "model": build_model(v),
+        "manifests": {m.path: m for m in v.manifests},
+        "config": v.config,
+        "say": said.append,
+    }
+    with pytest.raises(preflight.PreflightFailed) as caught:
+        preflight.run(producers=["mc"], **kwargs)
+    assert caught.value.message == "pre-flight: 1 error(s) against the sandbox account"
+    preflight.run(producers=["quinn"], **kwargs)  # another producer is not held up
+    preflight.run(producers=["ct"], **kwargs)
+    assert said == [GPU_WARNING]  # warnings are said, not raised
