@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from infra_apply.errors import InfraApplyError
@@ -147,6 +148,18 @@ def _mkdir(folder: Path) -> None:
 def write_private(path: Path, data: str | bytes) -> None:
     """``atomic_write`` into a 0600 file."""
     atomic_write(path, data, mode=PRIVATE_FILE)
+
+
+def sync_private(folder: Path, files: Mapping[str, bytes], stale: str = "*.tf") -> None:
+    """Make ``folder`` hold exactly ``files`` among the names matching ``stale``: others are
+    removed, changed ones rewritten privately, unchanged ones left alone (their mtime too)."""
+    for old in folder.glob(stale):
+        if old.name not in files:
+            old.unlink()
+    for name, data in files.items():
+        target = folder / name
+        if not target.is_file() or target.read_bytes() != data:
+            write_private(target, data)
 
 
 def tighten(top: Path) -> None:

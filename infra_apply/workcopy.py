@@ -20,7 +20,7 @@ from infra_apply import terraform as tf
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.fs import private_dirs, tighten, write_private
+from infra_apply.fs import private_dirs, sync_private, tighten, write_private
 from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
 from infra_apply.paths import child, inside
@@ -432,13 +432,7 @@ def sync(
     backend_hcl = backend.hcl(rendered.producer)
     if backend_hcl:
         files["backend.tf"] = backend_hcl.encode("utf-8")
-    for f in path.glob("*.tf"):
-        if f.name not in files:
-            f.unlink()
-    for n, data in files.items():
-        target = path / n
-        if not target.is_file() or target.read_bytes() != data:
-            write_private(target, data)
+    sync_private(path, files)
     lock = ctx.out / rendered.producer / ".terraform.lock.hcl"
     if sandbox_env is None and lock.is_file():
         write_private(path / ".terraform.lock.hcl", lock.read_bytes())

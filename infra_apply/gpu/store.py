@@ -50,7 +50,7 @@ from typing import Any
 from infra_apply import hcl
 from infra_apply import terraform as tf
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.fs import private_dirs, tighten, write_private
+from infra_apply.fs import private_dirs, sync_private, tighten, write_private
 from infra_apply.gpu.lease import Lease, from_dict, to_dict
 from infra_apply.paths import child
 from infra_apply.state import CONFIG_NAME, Backend
@@ -324,13 +324,7 @@ def _files(producer: str, backend: Backend) -> dict[str, bytes]:
 
 
 def _sync(path: Path, files: Mapping[str, bytes]) -> None:
-    for stale in path.glob("*.tf"):
-        if stale.name not in files:
-            stale.unlink()
-    for name, data in files.items():
-        target = path / name
-        if not target.is_file() or target.read_bytes() != data:
-            write_private(target, data)
+    sync_private(path, files)
 
 
 def _ensure_init(store: LeaseStore, files: Mapping[str, bytes]) -> None:
