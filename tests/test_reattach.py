@@ -33,7 +33,8 @@ def calls(log: Path) -> list[tuple[str, bool]]:
     return [(r["cmd"], r["reattach"] == "yes") for r in rows if r["cmd"] != "version"]
 
 
-def provider_processes() -> set[int]:
+def provider_processes(state: Path) -> set[int]:
+    """Shared sandbox providers started for this test's state dir (other runs may have theirs)."""
     found = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -41,7 +42,7 @@ def provider_processes() -> set[int]:
                 cmdline = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"terraform-provider-digitalocean\x00--dev" in cmdline:
+            if b"terraform-provider-digitalocean\x00--dev" in cmdline and str(state).encode() in cmdline:
                 found.add(int(proc.name))
     return found
 
@@ -50,7 +51,6 @@ def test_plan_and_show_share_one_provider_init_and_apply_never_do(example: Path,
     wrapper, log = recording_terraform(tmp_path)
     env = cli_env(tmp_path, INFRA_APPLY_TERRAFORM=str(wrapper))
     common = ("--root", str(example / "tree"), "--mesh-hosts", str(example / "mesh-hosts.json"))
-    before = provider_processes()
 
     planned = run_cli(*common, "plan", "--sandbox", "--out", str(example / "generated"), env=env)
     assert planned.returncode == 2, planned.stderr
@@ -66,5 +66,5 @@ def test_plan_and_show_share_one_provider_init_and_apply_never_do(example: Path,
     )
     assert applied.returncode == 0, applied.stderr
     assert not any(r for _, r in calls(log))  # an apply's plan and apply use Terraform's own
-    assert provider_processes() <= before  # the shared provider is gone with its run
+    assert provider_processes(tmp_path / "state") == set()  # the shared provider is gone with its run
     assert not os.environ.get(ENV_VAR)

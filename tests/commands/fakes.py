@@ -94,6 +94,10 @@ class FakeCopy:
     def refresh(self) -> None:
         self._call("refresh")
 
+    def with_env(self, extra: Mapping[str, str]) -> FakeCopy:
+        self._call("with_env")
+        return self
+
 
 @dataclass
 class FakeTerminal:
