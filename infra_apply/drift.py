@@ -64,7 +64,7 @@ class DriftReport:
 
 def outside_changes(producer: str, plan: JsonObject, names: Mapping[str, str]) -> tuple[Change, ...]:
     """The plan's ``resource_drift`` as changes, known noise left out."""
-    entries = [e for e in _list(plan.get("resource_drift")) if not is_noise(_dict(e))]
+    entries = [_quiet(_dict(e)) for e in _list(plan.get("resource_drift")) if not is_noise(_dict(e))]
     as_changes = {**plan, "resource_changes": entries}
     return parse_plan(producer, as_changes, names).changes
 
@@ -83,6 +83,19 @@ def is_noise(entry: JsonObject) -> bool:
         return False
     before, after = _dict(change.get("before")), _dict(change.get("after"))
     return _without_empty_tags(before) == _without_empty_tags(after)
+
+
+def _quiet(entry: JsonObject) -> JsonObject:
+    """A firewall's real drift without the tags noise beside it (``tags`` null → ``[]``)."""
+    change = _dict(entry.get("change"))
+    before, after = _dict(change.get("before")), _dict(change.get("after"))
+    if (
+        entry.get("type") != "digitalocean_firewall"
+        or before.get("tags") is not None
+        or after.get("tags") != []
+    ):
+        return entry
+    return {**entry, "change": {**change, "before": {**before, "tags": []}}}
 
 
 def _without_empty_tags(values: JsonObject) -> JsonObject:

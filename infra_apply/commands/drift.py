@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
@@ -131,18 +132,27 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
 def list_tagged(ctx: Context, preps: Sequence[Prepared]) -> list[Orphan]:
     """Every droplet tagged ``managed-by:infra-apply`` in the accounts the producers use."""
     if ctx.sandbox:
-        from infra_apply.sandbox import cloud
-
         path = next((p.cloud for p in preps if p.cloud is not None), None)
-        if path is None:
-            return []
-        return [_orphan(d) for d in cloud.list_droplets(path) if MANAGED_TAG in (d.get("tags") or ())]
+        return [] if path is None else sandbox_tagged(path)
     from infra_apply import do_api
 
-    endpoint = ctx.env.get(do_api.ENDPOINT_VAR)
-    tokens = dict.fromkeys(p.api_token for p in preps if p.api_token)  # one listing per account
+    tokens = [p.api_token for p in preps if p.api_token]
+    return account_tagged(tokens, ctx.env.get(do_api.ENDPOINT_VAR))
+
+
+def sandbox_tagged(path: Path) -> list[Orphan]:
+    from infra_apply.sandbox import cloud
+
+    return [_orphan(d) for d in cloud.list_droplets(path) if MANAGED_TAG in (d.get("tags") or ())]
+
+
+def account_tagged(tokens: Iterable[str], endpoint: str | None) -> list[Orphan]:
+    """The tagged droplets of each account (one listing per distinct token: producers may
+    share an account or each have their own)."""
+    from infra_apply import do_api
+
     found: dict[str, Orphan] = {}
-    for token in tokens:
+    for token in dict.fromkeys(tokens):
         api = do_api.client(token=token, endpoint=endpoint)
         listed = api.paginate(
             "/v2/droplets", "droplets", query={"tag_name": MANAGED_TAG}, what="list tagged droplets"
