@@ -494,6 +494,41 @@ def adopt(
 
 
 @cli.command()
+@click.option(
+    "--producer",
+    "producers",
+    multiple=True,
+    metavar="P",
+    shell_complete=_complete("producers"),
+    help="Producer to check (repeatable); all producers when omitted.",
+)
+@format_option("text", "json", "markdown")
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def drift(
+    ctx: click.Context,
+    producers: tuple[str, ...],
+    fmt: str,
+    sandbox: bool,
+    out: Path,
+    mesh_hosts: Path | None,
+) -> None:
+    """Report what changed outside Terraform: a refresh-only plan per producer (never applied).
+
+    Reports changes made behind Terraform's back (a console resize, edited tags, a deleted
+    droplet), name drift, mesh-hosts.json entries that disagree with state (a missing host, a
+    stale public IP) and droplets tagged managed-by:infra-apply that no state knows. Markdown is
+    the body of the one issue a scheduled workflow keeps (examples/ci/). Exit 0 when there is no
+    drift, 2 when there is, 1 on error.
+    """
+    from infra_apply.commands import drift as verb
+
+    _emit(ctx, verb.output(verb.run(_context(ctx, out, sandbox, mesh_hosts), producers), fmt))
+
+
+@cli.command()
 @click.option("--pr", type=click.IntRange(min=1), required=True, metavar="N", help="The pull request number.")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(

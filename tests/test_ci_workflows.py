@@ -52,8 +52,10 @@ def load(path: Path) -> dict[str, Any]:
 def test_both_forges_get_both_workflows() -> None:
     assert [p.relative_to(CI).as_posix() for p in WORKFLOWS] == [
         "forgejo/infra-apply-apply.yml",
+        "forgejo/infra-apply-drift.yml",
         "forgejo/infra-apply-plan.yml",
         "github/infra-apply-apply.yml",
+        "github/infra-apply-drift.yml",
         "github/infra-apply-plan.yml",
     ]
 

@@ -391,6 +391,19 @@ def delete_droplet(path: PathLike, droplet_id: str | int) -> bool:
         return remove_droplet(cloud, str(droplet_id))
 
 
+def edit_droplet(
+    path: PathLike, droplet_id: str | int, *, size: str | None = None, tags: Sequence[str] | None = None
+) -> Record:
+    """Resize a droplet or replace its tags out of band, as in the control panel (drift tests)."""
+    with transaction(path) as cloud:
+        record = _existing_droplet(cloud, droplet_id)
+        if size is not None:
+            resize_droplet(cloud, record, size)
+        if tags is not None:
+            record["tags"] = sorted(set(tags))
+    return dict(record)
+
+
 def remove_droplet(cloud: Cloud, droplet_id: str) -> bool:
     """Destroy a droplet inside an open transaction; like DigitalOcean, firewalls forget it."""
     gone = cloud["droplets"].pop(droplet_id, None) is not None

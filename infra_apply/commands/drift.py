@@ -1,0 +1,170 @@
+"""``drift``: a refresh-only plan per producer (saved and shown, never applied) reporting what
+changed outside Terraform, name drift, mesh-hosts.json entries that disagree with state, and
+droplets tagged ``managed-by:infra-apply`` that no state knows."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra_apply import terraform as tf
+from infra_apply.commands import Output
+from infra_apply.drift import (
+    DriftReport,
+    Orphan,
+    ProducerDrift,
+    name_drift,
+    orphans,
+    outside_changes,
+    stale_registry_droplets,
+    state_droplet_ids,
+)
+from infra_apply.errors import ExitCode
+from infra_apply.mesh import HostChange
+from infra_apply.plan_model import JsonObject
+from infra_apply.render import MANAGED_TAG
+from infra_apply.workcopy import (
+    Context,
+    Prepared,
+    Say,
+    check_ready,
+    load_project,
+    mesh_target,
+    pick,
+    preflight,
+    prepare,
+)
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    prep: Prepared
+    plan: JsonObject  # ``terraform show -json`` of the saved refresh-only plan
+
+
+def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
+    """Refresh-only plans of ``producers`` (every producer when none); nothing is applied."""
+    check_ready(ctx)
+    project = load_project(ctx)
+    names = pick(project, producers)
+    preflight(ctx, project, names)
+    refreshed = refresh_all(prepare(ctx, project, names), ctx.say)
+    found = tuple(producer_drift(ctx, r) for r in refreshed)
+    known = set().union(*(state_droplet_ids(r.plan) for r in refreshed))
+    tagged = list_tagged(ctx, [r.prep for r in refreshed])
+    every = not producers
+    return DriftReport(found, orphans(tagged, known, names, every), ctx.sandbox)
+
+
+def output(report: DriftReport, fmt: str) -> Output:
+    from infra_apply.report import drift as formats
+
+    text = {"json": formats.format_json, "markdown": formats.format_markdown}.get(fmt, formats.format_text)
+    return Output(text(report), code=ExitCode.CHANGES if report.drifted else ExitCode.OK)
+
+
+# --- refresh-only plans -----------------------------------------------------------------------
+
+
+def refresh_all(preps: Sequence[Prepared], say: Say) -> list[Refreshed]:
+    """One producer after another: drift is a scheduled job, not a hurry, and a sandbox run
+    shares one provider process across them like ``plan`` does."""
+    with contextlib.ExitStack() as stack:
+        provider_env: Callable[[], Mapping[str, str]] | None = None
+        if preps and preps[0].shared_provider is not None:
+            from infra_apply.sandbox.reattach import shared_provider
+
+            provider_env = stack.enter_context(shared_provider(*preps[0].shared_provider)).env
+        return [refresh_one(p, say, provider_env) for p in preps]
+
+
+def refresh_one(
+    prep: Prepared, say: Say, provider_env: Callable[[], Mapping[str, str]] | None = None
+) -> Refreshed:
+    prep.copy.init()
+    say(f"{prep.producer.name}: terraform plan -refresh-only")
+    copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
+    copy.plan(refresh_only=True)
+    return Refreshed(prep, copy.show())
+
+
+def producer_drift(ctx: Context, r: Refreshed) -> ProducerDrift:
+    name, names = r.prep.producer.name, r.prep.rendered.names
+    mesh = registry_drift(ctx, r.prep)
+    return ProducerDrift(
+        producer=name,
+        outside=outside_changes(name, r.plan, names),
+        names=name_drift(name, r.plan, names),
+        mesh=mesh or (),
+        mesh_checked=mesh is not None,
+    )
+
+
+# --- the mesh registry --------------------------------------------------------------------------
+
+
+def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | None:
+    """What ``register`` would change in the registry (a dry run: nothing is written); None
+    when there is no registry to compare with."""
+    from infra_apply.mesh import live_droplets_from_output, load_document, write_registration
+
+    target = mesh_target(ctx)
+    if target is None:
+        ctx.say(f"{prep.producer.name}: no mesh-hosts.json given: the registry was not checked")
+        return None
+    if not prep.rendered.droplet_addresses:
+        return ()
+    try:
+        live = live_droplets_from_output(prep.copy.output("droplets") or {})
+    except tf.OutputMissing:
+        live = []  # nothing applied: every entry the registry holds for the producer is stale
+    doc, _ = load_document(target)
+    stale = stale_registry_droplets(doc, prep.producer.name, (d.name for d in live))
+    result = write_registration(target, prep.producer.name, live, removed=stale, dry_run=True)
+    return result.changes
+
+
+# --- droplets no state knows ------------------------------------------------------------------
+
+
+def list_tagged(ctx: Context, preps: Sequence[Prepared]) -> list[Orphan]:
+    """Every droplet tagged ``managed-by:infra-apply`` in the accounts the producers use."""
+    if ctx.sandbox:
+        path = next((p.cloud for p in preps if p.cloud is not None), None)
+        return [] if path is None else sandbox_tagged(path)
+    from infra_apply import do_api
+
+    tokens = [p.api_token for p in preps if p.api_token]
+    return account_tagged(tokens, ctx.env.get(do_api.ENDPOINT_VAR))
+
+
+def sandbox_tagged(path: Path) -> list[Orphan]:
+    from infra_apply.sandbox import cloud
+
+    return [_orphan(d) for d in cloud.list_droplets(path) if MANAGED_TAG in (d.get("tags") or ())]
+
+
+def account_tagged(tokens: Iterable[str], endpoint: str | None) -> list[Orphan]:
+    """The tagged droplets of each account (one listing per distinct token: producers may
+    share an account or each have their own)."""
+    from infra_apply import do_api
+
+    found: dict[str, Orphan] = {}
+    for token in dict.fromkeys(tokens):
+        api = do_api.client(token=token, endpoint=endpoint)
+        listed = api.paginate(
+            "/v2/droplets", "droplets", query={"tag_name": MANAGED_TAG}, what="list tagged droplets"
+        )
+        found.update((o.id, o) for o in map(_orphan, listed))
+    return list(found.values())
+
+
+def _orphan(raw: Mapping[str, object]) -> Orphan:
+    tags = raw.get("tags")
+    return Orphan(
+        id=str(raw.get("id", "")),
+        name=str(raw.get("name", "")),
+        tags=tuple(str(t) for t in tags) if isinstance(tags, Iterable) and not isinstance(tags, str) else (),
+    )

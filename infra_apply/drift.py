@@ -1,0 +1,160 @@
+"""What changed outside Terraform, as typed data (the pure core of ``infra-apply drift``).
+
+Four kinds of drift, each found by a pure function so the formatters and the tests work on
+fixtures alone:
+
+* ``outside``: the refresh-only plan's ``resource_drift`` (a console resize, edited tags, a
+  deleted droplet), parsed by ``plan_model`` like any change. The real provider's refresh shows
+  ``+ tags = []`` on firewalls (DESIGN.md); that noise is dropped before parsing.
+* ``names``: droplets whose live name differs from the manifest name (``plan_model``).
+* ``mesh``: mesh-hosts.json entries that disagree with state: what ``register`` would change,
+  computed as a dry run (missing host, stale public IP, an entry for a droplet state no longer
+  has).
+* ``orphans``: droplets tagged ``managed-by:infra-apply`` that no producer's state knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from infra_apply.mesh import HostChange
+from infra_apply.plan_model import Change, JsonObject, NameDrift, parse_plan
+from infra_apply.render import MANAGED_TAG
+
+PRODUCER_TAG = "producer:"
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A droplet in the account tagged as infra-apply's that no state knows."""
+
+    id: str
+    name: str
+    tags: tuple[str, ...]
+
+    @property
+    def producer(self) -> str | None:
+        return next((t[len(PRODUCER_TAG) :] for t in self.tags if t.startswith(PRODUCER_TAG)), None)
+
+
+@dataclass(frozen=True)
+class ProducerDrift:
+    producer: str
+    outside: tuple[Change, ...] = ()
+    names: tuple[NameDrift, ...] = ()
+    mesh: tuple[HostChange, ...] = ()
+    mesh_checked: bool = True  # False when no registry was given: nothing to compare with
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.outside or self.names or self.mesh)
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    producers: tuple[ProducerDrift, ...] = ()
+    orphans: tuple[Orphan, ...] = ()
+    sandbox: bool = False
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.orphans) or any(p.drifted for p in self.producers)
+
+
+def outside_changes(producer: str, plan: JsonObject, names: Mapping[str, str]) -> tuple[Change, ...]:
+    """The plan's ``resource_drift`` as changes, known noise left out."""
+    entries = [_quiet(_dict(e)) for e in _list(plan.get("resource_drift")) if not is_noise(_dict(e))]
+    as_changes = {**plan, "resource_changes": entries}
+    return parse_plan(producer, as_changes, names).changes
+
+
+def name_drift(producer: str, plan: JsonObject, names: Mapping[str, str]) -> tuple[NameDrift, ...]:
+    return parse_plan(producer, {**plan, "resource_changes": []}, names).drift
+
+
+def is_noise(entry: JsonObject) -> bool:
+    """A firewall whose only difference is ``tags`` going from null to ``[]``: the real
+    provider's refresh reports it on every firewall (DESIGN.md), and it changes nothing."""
+    if entry.get("type") != "digitalocean_firewall":
+        return False
+    change = _dict(entry.get("change"))
+    if _list(change.get("actions")) != ["update"]:
+        return False
+    before, after = _dict(change.get("before")), _dict(change.get("after"))
+    return _without_empty_tags(before) == _without_empty_tags(after)
+
+
+def _quiet(entry: JsonObject) -> JsonObject:
+    """A firewall's real drift without the tags noise beside it (``tags`` null → ``[]``)."""
+    change = _dict(entry.get("change"))
+    before, after = _dict(change.get("before")), _dict(change.get("after"))
+    if (
+        entry.get("type") != "digitalocean_firewall"
+        or before.get("tags") is not None
+        or after.get("tags") != []
+    ):
+        return entry
+    return {**entry, "change": {**change, "before": {**before, "tags": []}}}
+
+
+def _without_empty_tags(values: JsonObject) -> JsonObject:
+    if values.get("tags") in (None, []):
+        return {k: v for k, v in values.items() if k != "tags"}
+    return values
+
+
+def state_droplet_ids(plan: JsonObject) -> set[str]:
+    """Ids of every managed droplet in the plan's (refreshed) prior state."""
+    ids = set()
+    stack = [_dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))]
+    while stack:
+        module = stack.pop()
+        for res in map(_dict, _list(module.get("resources"))):
+            if res.get("mode") == "managed" and res.get("type") == "digitalocean_droplet":
+                found = _dict(res.get("values")).get("id")
+                if isinstance(found, str | int) and str(found):
+                    ids.add(str(found))
+        stack.extend(map(_dict, _list(module.get("child_modules"))))
+    return ids
+
+
+def orphans(
+    tagged: Iterable[Orphan], known_ids: set[str], producers: Sequence[str], every_producer: bool
+) -> tuple[Orphan, ...]:
+    """Tagged droplets no state knows. Only the producers checked can vouch for their droplets:
+    with some producers named, a droplet tagged for another producer (or for none) is not
+    judged."""
+    found = []
+    for d in tagged:
+        if MANAGED_TAG not in d.tags or d.id in known_ids:
+            continue
+        owner = d.producer
+        if (owner is None and every_producer) or owner in producers:
+            found.append(d)
+    return tuple(sorted(found, key=lambda d: (d.name, int(d.id) if d.id.isdigit() else 0, d.id)))
+
+
+def stale_registry_droplets(doc: Mapping[str, object], producer: str, live: Iterable[str]) -> list[str]:
+    """Droplet names the registry holds for ``producer`` that its state no longer has."""
+    hosts = doc.get("hosts")
+    if not isinstance(hosts, Mapping):
+        return []
+    live_names = set(live)
+    stale = {
+        str(e["droplet"])
+        for e in hosts.values()
+        if isinstance(e, Mapping)
+        and e.get("producer") == producer
+        and isinstance(e.get("droplet"), str)
+        and e["droplet"] not in live_names
+    }
+    return sorted(stale)
+
+
+def _dict(value: object) -> JsonObject:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,232 @@
+"""The drift core (infra_apply/drift.py), the drift formats (infra_apply/report/drift.py) and the
+live listing of tagged droplets, on synthetic refresh-only plans and a local API stand-in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from infra_apply.commands.drift import account_tagged
+from infra_apply.drift import (
+    DriftReport,
+    Orphan,
+    ProducerDrift,
+    is_noise,
+    name_drift,
+    orphans,
+    outside_changes,
+    stale_registry_droplets,
+    state_droplet_ids,
+)
+from infra_apply.mesh import HostChange
+from infra_apply.report.drift import MARKDOWN_LIMIT, MARKER, format_json, format_markdown, format_text
+
+MANAGED = "managed-by:infra-apply"
+NAMES = {
+    "digitalocean_droplet.dns": "com.uvlava.dns",
+    "digitalocean_firewall.dns": "com.uvlava.dns",
+    "digitalocean_droplet.quinn_mcp": "com.uvlava.quinn.mcp",
+}
+
+
+def drift_entry(address: str, actions: list[str], before: Any, after: Any) -> dict[str, Any]:
+    rtype, name = address.split(".")
+    return {
+        "address": address,
+        "mode": "managed",
+        "type": rtype,
+        "name": name,
+        "change": {"actions": actions, "before": before, "after": after, "after_unknown": {}},
+    }
+
+
+def droplet_state(address: str, droplet_id: str, name: str) -> dict[str, Any]:
+    return {
+        "address": address,
+        "mode": "managed",
+        "type": "digitalocean_droplet",
+        "name": address.split(".")[1],
+        "values": {"id": droplet_id, "name": name},
+    }
+
+
+def refresh_plan(*drift: dict[str, Any], prior: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "format_version": "1.2",
+        "resource_drift": list(drift),
+        "resource_changes": [],
+        "prior_state": {"values": {"root_module": {"resources": prior or []}}},
+    }
+
+
+FIREWALL = {"name": "com.uvlava.dns", "droplet_ids": [1003], "inbound_rule": []}
+NOISE = drift_entry(
+    "digitalocean_firewall.dns", ["update"], {**FIREWALL, "tags": None}, {**FIREWALL, "tags": []}
+)
+
+
+def test_firewall_tags_noise_is_left_out_and_real_drift_kept() -> None:
+    droplets_gone = drift_entry(
+        "digitalocean_firewall.dns",
+        ["update"],
+        {**FIREWALL, "tags": None},
+        {**FIREWALL, "droplet_ids": [], "tags": []},
+    )
+    retagged = drift_entry(
+        "digitalocean_droplet.dns",
+        ["update"],
+        {"name": "com.uvlava.dns", "tags": ["a"]},
+        {"name": "com.uvlava.dns", "tags": ["a", "b"]},
+    )
+    assert is_noise(NOISE) and not is_noise(droplets_gone) and not is_noise(retagged)
+    found = outside_changes("quinn", refresh_plan(NOISE, retagged), NAMES)
+    assert [(c.address, c.action, c.updated_attrs) for c in found] == [
+        ("digitalocean_droplet.dns", "update", ("tags",))
+    ]
+    # a firewall whose droplet went away is drift, even with the noisy tags beside it
+    found = outside_changes("quinn", refresh_plan(droplets_gone), NAMES)
+    assert [c.updated_attrs for c in found] == [("droplet_ids",)]
+
+
+def test_resize_and_deletion_outside_terraform() -> None:
+    resized = drift_entry(
+        "digitalocean_droplet.quinn_mcp",
+        ["update"],
+        {"name": "com.uvlava.quinn.mcp", "size": "s-1vcpu-1gb", "disk": 25},
+        {"name": "com.uvlava.quinn.mcp", "size": "s-2vcpu-4gb", "disk": 80},
+    )
+    deleted = drift_entry("digitalocean_droplet.dns", ["delete"], {"name": "com.uvlava.dns"}, None)
+    found = outside_changes("quinn", refresh_plan(resized, deleted), NAMES)
+    text = format_text(DriftReport((ProducerDrift("quinn", outside=found),)))
+    assert text == (
+        "Producer quinn:\n"
+        "  ! deleted outside Terraform: com.uvlava.dns (digitalocean_droplet.dns)\n"
+        "  ! resized outside Terraform: com.uvlava.quinn.mcp (digitalocean_droplet.quinn_mcp): "
+        'size "s-1vcpu-1gb" → "s-2vcpu-4gb"\n'
+        "Drift found.\n"
+    )
+
+
+def test_name_drift_and_state_ids_come_from_the_refreshed_prior_state() -> None:
+    plan = refresh_plan(
+        prior=[
+            droplet_state("digitalocean_droplet.dns", "1003", "dns-renamed-by-hand"),
+            droplet_state("digitalocean_droplet.quinn_mcp", "1002", "com.uvlava.quinn.mcp"),
+        ]
+    )
+    [drift] = name_drift("quinn", plan, NAMES)
+    assert (drift.address, drift.live_name, drift.manifest_name) == (
+        "digitalocean_droplet.dns",
+        "dns-renamed-by-hand",
+        "com.uvlava.dns",
+    )
+    assert state_droplet_ids(plan) == {"1002", "1003"}
+    text = format_text(DriftReport((ProducerDrift("quinn", names=(drift,)),)))
+    assert "infra-apply rename --producer quinn com.uvlava.dns" in text
+
+
+def test_orphans_only_for_the_producers_checked() -> None:
+    tagged = [
+        Orphan("1", "known", (MANAGED, "producer:quinn")),
+        Orphan("2", "stray-quinn", (MANAGED, "producer:quinn")),
+        Orphan("3", "stray-ct", (MANAGED, "producer:ct")),
+        Orphan("4", "stray-untagged-producer", (MANAGED,)),
+        Orphan("5", "not-ours", ("producer:quinn",)),
+    ]
+    names = lambda found: [o.name for o in found]  # noqa: E731
+    assert names(orphans(tagged, {"1"}, ["quinn"], every_producer=False)) == ["stray-quinn"]
+    assert names(orphans(tagged, {"1"}, ["ct", "quinn"], every_producer=True)) == [
+        "stray-ct",
+        "stray-quinn",
+        "stray-untagged-producer",
+    ]
+
+
+def test_registry_entries_for_droplets_state_no_longer_has() -> None:
+    doc = {
+        "hosts": {
+            "forge": {"droplet": "com.uvlava.quinn.artifacts", "producer": "quinn"},
+            "old": {"droplet": "com.uvlava.quinn.old", "producer": "quinn"},
+            "lime": {"droplet": "com.uvlava.ct.old", "producer": "ct"},
+            "wg": {"mesh_ip": "10.9.0.1"},
+        }
+    }
+    assert stale_registry_droplets(doc, "quinn", ["com.uvlava.quinn.artifacts"]) == ["com.uvlava.quinn.old"]
+
+
+HOSTILE = "evil<img src=x onerror=alert(1)>|`x`\n## injected"
+
+
+def test_markdown_is_one_issue_body_with_inert_names() -> None:
+    report = DriftReport(
+        (
+            ProducerDrift("quinn", mesh=(HostChange("added", "dns", "10.9.0.4", "com.uvlava.dns"),)),
+            ProducerDrift("ct", mesh_checked=False),
+        ),
+        orphans=(Orphan("77", HOSTILE, (MANAGED, "producer:quinn")),),
+    )
+    md = format_markdown(report)
+    assert md.startswith(MARKER + "\n## infra-apply drift\n")
+    assert "| quinn | 0 | 0 | 1 |" in md and "| ct | 0 | 0 | not checked |" in md
+    assert "<img" not in md and "\n## injected" not in md and "`x`" not in md
+    assert "host dns (droplet com.uvlava.dns) is missing from mesh-hosts.json" in md
+    clean = format_markdown(DriftReport((ProducerDrift("quinn"),), sandbox=True))
+    assert clean.startswith(MARKER + "\n## infra-apply drift (sandbox)\n\nNo drift")
+
+
+def test_markdown_is_cut_at_the_limit_with_a_note() -> None:
+    many = tuple(Orphan(str(i), f"stray-{i:05d}-" + "x" * 150, (MANAGED,)) for i in range(2000))
+    md = format_markdown(DriftReport((), orphans=many))
+    assert len(md) <= MARKDOWN_LIMIT
+    assert md.endswith("… truncated: run infra-apply drift locally for the full report\n")
+
+
+def test_json_document() -> None:
+    report = DriftReport(
+        (ProducerDrift("quinn", mesh=(HostChange("updated", "mcp", "10.9.0.5", "m", ("public_ip",)),)),),
+        orphans=(Orphan("9", "stray", (MANAGED, "producer:quinn")),),
+    )
+    doc = json.loads(format_json(report))
+    assert doc["format_version"] == 1 and doc["drift"] is True and doc["sandbox"] is False
+    assert doc["producers"]["quinn"]["mesh"] == {
+        "checked": True,
+        "hosts": [
+            {
+                "change": "updated",
+                "host": "mcp",
+                "mesh_ip": "10.9.0.5",
+                "droplet": "m",
+                "fields": ["public_ip"],
+            }
+        ],
+    }
+    assert doc["orphans"] == [
+        {"id": "9", "name": "stray", "producer": "quinn", "tags": [MANAGED, "producer:quinn"]}
+    ]
+    assert json.loads(format_json(DriftReport((ProducerDrift("quinn"),))))["drift"] is False
+
+
+def test_live_listing_asks_for_the_tag_once_per_account_page_by_page(httpserver: HTTPServer) -> None:
+    seen: list[tuple[str, str, str]] = []
+    droplets = [{"id": 100 + i, "name": f"d{i}", "tags": [MANAGED]} for i in range(3)]
+
+    def handler(request: Request) -> Response:
+        page = int(request.args.get("page", "1"))
+        seen.append((request.headers["Authorization"], request.args.get("tag_name", ""), str(page)))
+        body: dict[str, Any] = {"droplets": droplets[(page - 1) * 2 : page * 2], "meta": {"total": 3}}
+        if page == 1:
+            body["links"] = {"pages": {"next": "https://api.digitalocean.com/v2/droplets?page=2"}}
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request("/v2/droplets").respond_with_handler(handler)
+    found = account_tagged(["tok-a", "tok-a", "tok-b"], httpserver.url_for("/"))
+    assert sorted(o.id for o in found) == ["100", "101", "102"]
+    assert seen == [
+        ("Bearer tok-a", MANAGED, "1"),
+        ("Bearer tok-a", MANAGED, "2"),
+        ("Bearer tok-b", MANAGED, "1"),
+        ("Bearer tok-b", MANAGED, "2"),
+    ]

@@ -1,0 +1,111 @@
+"""``drift`` end to end: real Terraform and the sandbox provider on (a copy of) the example tree,
+with the world changed behind Terraform's back through the sandbox cloud."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra_apply.sandbox import cloud
+from infra_apply.state import root_key
+from tests import stopping
+from tests.test_e2e_sandbox import Ops
+
+MCP, DNS, ARTIFACTS = "com.uvlava.quinn.mcp", "com.uvlava.dns", "com.uvlava.quinn.artifacts"
+STRAY = "stray-box"
+
+
+@pytest.fixture
+def ops(example: Path) -> Iterator[Ops]:
+    ops = Ops(example)
+    yield ops
+    stopping.clean_up(ops)
+
+
+def drift(ops: Ops, *args: str) -> tuple[int, str, str]:
+    return ops.sandbox("drift", "--producer", "quinn", *args)
+
+
+def state_file(ops: Ops) -> Path:
+    return ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "quinn" / "terraform.tfstate"
+
+
+def edit_registry(ops: Ops) -> None:
+    """A host lost from the registry and a stale public IP (the sandbox's own registry)."""
+    doc = json.loads(ops.registry.read_text())
+    del doc["hosts"]["dns"]
+    doc["hosts"]["mcp"]["public_ip"] = "192.0.2.250"
+    ops.registry.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def test_drift_reports_changes_outside_terraform_until_applied(ops: Ops) -> None:
+    assert ops.apply("quinn")[0] == 0
+    code, out, err = drift(ops)
+    assert (code, out.strip().splitlines()[-1]) == (0, "No drift."), err
+
+    live = ops.droplets()
+    new_size = "s-4vcpu-8gb" if live[MCP]["size"] != "s-4vcpu-8gb" else "s-8vcpu-16gb"
+    cloud.edit_droplet(ops.cloud, str(live[MCP]["id"]), size=new_size)
+    tags = [str(t) for t in live[DNS]["tags"]]  # type: ignore[attr-defined]
+    cloud.edit_droplet(ops.cloud, str(live[DNS]["id"]), tags=[*tags, "edited-by-hand"])
+    cloud.delete_droplet(ops.cloud, str(live[ARTIFACTS]["id"]))
+    stray = cloud.create_droplet(ops.cloud, STRAY, tags=["managed-by:infra-apply", "producer:quinn"])
+    edit_registry(ops)
+    state_before = state_file(ops).read_bytes()
+
+    code, out, err = drift(ops)
+    assert code == 2, err
+    lines = out.splitlines()
+    assert f"  ! deleted outside Terraform: {ARTIFACTS} (digitalocean_droplet.quinn_artifacts)" in lines
+    assert f"  ! changed outside Terraform: {DNS} (digitalocean_droplet.dns): tags" in lines
+    resize = [line for line in lines if line.startswith(f"  ! resized outside Terraform: {MCP} ")]
+    assert resize and f'size "{live[MCP]["size"]}" → "{new_size}"' in resize[0]
+    assert any(f"host dns (droplet {DNS}) is missing from mesh-hosts.json" in line for line in lines)
+    assert any(
+        f"host mcp (droplet {MCP}) disagrees with state" in line and "public_ip" in line for line in lines
+    )
+    assert any(
+        f"droplet {STRAY} (id {stray['id']}) is tagged managed-by:infra-apply" in line for line in lines
+    )
+    # a refresh-only plan is never applied: the state still holds what Terraform last applied
+    assert state_file(ops).read_bytes() == state_before
+
+    code, out, err = drift(ops, "--format", "json")
+    assert code == 2, err
+    doc = json.loads(out)
+    quinn = doc["producers"]["quinn"]
+    outside = {(c["address"], c["action"]) for c in quinn["outside"]}
+    assert {
+        ("digitalocean_droplet.quinn_artifacts", "delete"),
+        ("digitalocean_droplet.dns", "update"),
+        ("digitalocean_droplet.quinn_mcp", "resize"),
+    } <= outside
+    assert {(h["host"], h["change"]) for h in quinn["mesh"]["hosts"]} == {
+        ("dns", "added"),
+        ("mcp", "updated"),
+    }
+    assert [(o["name"], o["id"], o["producer"]) for o in doc["orphans"]] == [(STRAY, stray["id"], "quinn")]
+    assert doc["drift"] is True and doc["sandbox"] is True
+
+    code, out, err = drift(ops, "--format", "markdown")
+    assert code == 2 and out.startswith("<!-- infra-apply drift -->\n"), err
+
+    # The operator puts things right: apply (recreates, resizes back, retags), register, and
+    # destroys the stray droplet by hand (no state owns it, so no apply would).
+    code, _, err = ops.apply("quinn", "--allow-resize", MCP)
+    assert code == 0, err
+    assert ops.sandbox("register", "--producer", "quinn")[0] == 0
+    assert cloud.delete_droplet(ops.cloud, stray["id"])
+    code, out, err = drift(ops)
+    assert (code, out) == (0, "Producer quinn:\nNo drift.\n"), err
+    code, out, _ = drift(ops, "--format", "json")
+    assert code == 0 and json.loads(out)["drift"] is False
+
+
+def test_unknown_producer_is_one_line_and_exit_1(ops: Ops) -> None:
+    code, out, err = ops.sandbox("drift", "--producer", "nope")
+    assert code == 1 and out == ""
+    assert "unknown producer nope" in err and len(err.strip().splitlines()) == 1
