@@ -59,6 +59,7 @@ def check_target(target: Target) -> None:
 def credentials(prep: Prepared, project: str, environment: str, target: Target) -> Credentials:
     """Read the output, pick PROJECT/ENVIRONMENT, write or return the dotenv."""
     name = prep.producer.name
+    check_target(target)
     check_declared(prep.producer, project, environment)
     prep.copy.init()
     try:
