@@ -191,12 +191,30 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     imports = imports_file(ctx, prep.producer.name)
     removed = removed_file or default_removed_file(ctx, prep.producer.name)
     state = state_dir(ctx.env)
+    _check_removed_target(removed)
     # Both folders exist before either file is written: a failure leaves no half takeover.
     _make_folder(imports.parent, state if ctx.sandbox else None)
     _make_folder(removed.parent, state if removed_file is None else None)
     atomic_write(imports, imports_text, mode=PRIVATE_FILE if ctx.sandbox else None)
     atomic_write(removed, removed_text, mode=PRIVATE_FILE if removed_file is None else None)
     return TakenOver(t, imports, removed)
+
+
+REMOVED_HEADER = b"# Written by `infra-apply adopt --from-state` for the OLD Terraform root"
+
+
+def _check_removed_target(path: Path) -> None:
+    """Replace only a removed file adopt wrote before: the old root's own files (its own
+    ``removed.tf``, say) and symbolic links are never written over."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise InfraApplyError(f"{path} is not a regular file: give the path of a new file")
+    if path.is_file():
+        with open(path, "rb") as fh:
+            if not fh.read(len(REMOVED_HEADER)).startswith(REMOVED_HEADER):
+                raise InfraApplyError(
+                    f"{path} exists and was not written by adopt --from-state: not overwriting it; "
+                    "give another --removed-file"
+                )
 
 
 def default_removed_file(ctx: Context, producer: str) -> Path:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from infra_apply.commands import adopt
-from infra_apply.errors import ExitCode
+from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.sandbox import cloud
 from infra_apply.takeover import OldState, parse_state
 from tests.commands.fakes import World
@@ -94,3 +96,21 @@ def test_from_state_with_a_forced_replacement_writes_nothing(tmp_path: Path) -> 
     out = adopt.output_takeover(done, "text")
     assert out.code == ExitCode.ERROR
     assert 'set `image: "112233"` on droplet "com.uvlava.mc.services"' in out.stdout
+
+
+def test_from_state_never_overwrites_a_file_it_did_not_write(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    path = tmp_path / "cloud.json"
+    cloud.seed(path, [])
+    target = tmp_path / "removed.tf"
+    target.write_text("removed {\n  from = digitalocean_droplet.other\n}\n")
+    prep = world.prepared(world.copy(), cloud=path)
+    with pytest.raises(InfraApplyError, match="was not written by adopt --from-state"):
+        adopt.take_over(world.context(sandbox=True), prep, _old_state("ubuntu-24-04-x64"), target)
+    assert "digitalocean_droplet.other" in target.read_text()
+    assert not (tmp_path / "state").exists()  # not even the imports file
+    # Its own earlier file is replaced (adopt runs again after a fix).
+    target.unlink()
+    adopt.take_over(world.context(sandbox=True), prep, _old_state("ubuntu-24-04-x64"), target)
+    again = adopt.take_over(world.context(sandbox=True), prep, _old_state("ubuntu-24-04-x64"), target)
+    assert again.removed == target
