@@ -14,7 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from dotenv import dotenv_values
 
 from infra_apply.sandbox import cloud
 from infra_apply.sandbox.install import install
-from tests.conftest import cli_env, droplet, producer_root, project, run_cli, write_tree
+from tests.conftest import REPO, cli_env, droplet, producer_root, project, run_cli, write_tree
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 
@@ -107,6 +107,19 @@ TREE: dict[str, Any] = {
     ),
 }
 
+
+@pytest.fixture(autouse=True)
+def _repository_untouched() -> Iterator[None]:
+    """These tests run the CLI with trees of their own: the repository's generated/ stays as it was."""
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted((REPO / "generated").rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    yield
+    assert snapshot() == before
+
+
 ONE_OF_EACH = {"droplets": 2, "firewalls": 2, "databases": 1, "users": 1}
 MESH = {"network": "10.9.0.0/24", "hosts": {}, "services": {}}
 
@@ -132,10 +145,12 @@ class World:
         return self.base / "generated"
 
     def cli(self, *args: str, sandbox: bool = True) -> tuple[int, str, str]:
-        env = cli_env(self.base, INFRA_APPLY_SANDBOX_CLOUD=str(self.cloud))
-        common = ["--out", str(self.out), "--mesh-hosts", str(self.base / "mesh-hosts.json")]
-        extra = ["--sandbox", *common] if sandbox else []
-        r = run_cli("--root", str(self.base / "tree"), *args, *extra, env=env)
+        # Always --out and a private cwd: nothing may land in the repository's own generated/.
+        env = cli_env(self.base, INFRA_APPLY_SANDBOX_CLOUD=str(self.cloud), INFRA_APPLY_OUT=str(self.out))
+        extra = ["--out", str(self.out)]
+        if sandbox:
+            extra += ["--sandbox", "--mesh-hosts", str(self.base / "mesh-hosts.json")]
+        r = run_cli("--root", str(self.base / "tree"), *args, *extra, env=env, cwd=self.base)
         assert "Traceback" not in r.stderr, r.stderr
         self.printed += [r.stdout, r.stderr]
         return r.returncode, r.stdout, r.stderr

@@ -2,12 +2,12 @@
 # `infra-apply render`; hand edits are overwritten and flagged by `infra-apply render --check`.
 # source: "@ct/.infra.yaml"
 
-resource "digitalocean_droplet" "ct_api" {
-  name   = "com.uvlava.ct.api"
+resource "digitalocean_droplet" "ct_redroid" {
+  name   = "com.uvlava.ct.redroid"
   region = "nyc3"
-  size   = "s-2vcpu-4gb"
+  size   = "s-4vcpu-16gb"
   image  = "ubuntu-24-04-x64"
-  tags   = ["managed-by:infra-apply", "producer:ct", "role:ct_api"]
+  tags   = ["managed-by:infra-apply", "producer:ct", "role:redroid"]
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
@@ -22,7 +22,7 @@ resource "digitalocean_droplet" "ct_services" {
   region = "nyc3"
   size   = "s-2vcpu-4gb"
   image  = "ubuntu-24-04-x64"
-  tags   = ["managed-by:infra-apply", "producer:ct", "role:ct_services"]
+  tags   = ["managed-by:infra-apply", "producer:ct", "role:services"]
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
