@@ -226,6 +226,12 @@ def test_takeover_from_an_old_root_then_database_credentials(tmp_path: Path) -> 
     assert stat.S_IMODE(removed.stat().st_mode) == 0o600
     assert w.counts() == ONE_OF_EACH
 
+    # The plan before the import apply: the new output's value (the password) is in Terraform's
+    # plan JSON already; no summary format may show it (checked by the grep at the end).
+    for fmt in ("text", "json", "markdown"):
+        code, out, err = w.cli("plan", "--producer", "ct", "--format", fmt)
+        assert code == 2, out + err
+
     # The producer's apply imports all six, creating, replacing and destroying nothing.
     code, out, err = w.cli("apply", "--producer", "ct", "--auto-approve")
     assert code == 0, out + err
