@@ -473,24 +473,112 @@ def rename(
 
 @cli.command()
 @click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
+@click.option(
+    "--from-state",
+    "from_state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Take over from an existing Terraform root: FILE is its terraform.tfstate, or the output "
+    "of `terraform state pull` or `terraform show -json`.",
+)
+@click.option(
+    "--removed-file",
+    "removed_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="With --from-state: write the old root's `removed` blocks to PATH (default: a file "
+    "under the state dir, printed).",
+)
 @format_option("text", "json")
 @sandbox_option
 @out_option
 @mesh_option
 @click.pass_context
 def adopt(
-    ctx: click.Context, producer: str, fmt: str, sandbox: bool, out: Path, mesh_hosts: Path | None
+    ctx: click.Context,
+    producer: str,
+    from_state: Path | None,
+    removed_file: Path | None,
+    fmt: str,
+    sandbox: bool,
+    out: Path,
+    mesh_hosts: Path | None,
 ) -> None:
     """Write import blocks for manifest droplets that already exist in the account.
 
     For droplets not in state but present under their manifest name, writes
     OUT/<producer>/imports.tf (in sandbox mode, a file under the state dir) so the next
     apply takes them over without replacing them.
+
+    With --from-state FILE, takes over the droplets, firewalls, databases and database users
+    an existing Terraform root manages and the manifests declare: import blocks for this
+    producer, and a file of `removed` blocks for the old root, which forgets them without
+    destroying anything. A difference that would replace something is named, and then nothing
+    is written (exit 1). infra-apply never runs anything in the old root.
     """
     from infra_apply.commands import adopt as verb
 
-    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer)
-    _emit(ctx, verb.output(done, fmt))
+    context = _context(ctx, out, sandbox, mesh_hosts)
+    if from_state is None:
+        if removed_file is not None:
+            raise click.UsageError("--removed-file goes with --from-state")
+        _emit(ctx, verb.output(verb.run(context, producer), fmt))
+    taken = verb.run_from_state(context, producer, from_state, removed_file)
+    _emit(ctx, verb.output_takeover(taken, fmt))
+
+
+@cli.command("db-credentials")
+@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
+@click.argument("project")
+@click.option(
+    "--environment",
+    type=click.Choice(["prod", "dev"]),
+    default="prod",
+    show_default=True,
+    help="Which of the project's databases.",
+)
+@click.option(
+    "--write",
+    "write",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write the dotenv to FILE (0600, atomically; never over a file others can read).",
+)
+@click.option("--stdout", "to_stdout", is_flag=True, help="Print the dotenv (not onto a terminal).")
+@click.option("--reveal", is_flag=True, help="With --stdout: print it even onto a terminal.")
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def db_credentials(
+    ctx: click.Context,
+    producer: str,
+    project: str,
+    environment: str,
+    write: Path | None,
+    to_stdout: bool,
+    reveal: bool,
+    sandbox: bool,
+    out: Path,
+    mesh_hosts: Path | None,
+) -> None:
+    """PROJECT's own database credentials, from state, as a dotenv file.
+
+    DATABASE_URL (sslmode=require, the cluster's private host), PGHOST, PGPORT, PGDATABASE,
+    PGUSER, PGPASSWORD, PGSSLMODE. Exactly one of --write FILE or --stdout.
+    """
+    from infra_apply.commands import db_credentials as verb
+
+    if (write is None) == (not to_stdout):
+        raise click.UsageError("give exactly one of --write FILE or --stdout")
+    if reveal and not to_stdout:
+        raise click.UsageError("--reveal goes with --stdout")
+    target = verb.Target(write, tty=write is None and sys.stdout.isatty(), reveal=reveal)
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, project, environment, target)
+    _emit(ctx, verb.output(done))
 
 
 @cli.command()

@@ -239,8 +239,14 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e["droplet"])), droplets=gpu)
     if entries:
         emit("firewalls.tf", (e["droplet"].source for e in entries), droplets=entries)
-        emit("outputs.tf", (e["droplet"].source for e in entries), droplets=entries)
         files[LEDGER] = dump_ledger(ledger)
+    if entries or dbs:
+        emit(
+            "outputs.tf",
+            [*(e["droplet"].source for e in entries), *(db.source for db in p.databases)],
+            droplets=entries,
+            credentials=_credentials_entries(dbs),
+        )
     if dbs:
         emit(
             "databases.tf",
@@ -323,6 +329,17 @@ def _db_entry(db: Database) -> dict[str, Any]:
         "db_address": f"{c}__{hcl.slug(db.name)}",
         "user_address": f"{c}__{hcl.slug(db.user)}",
     }
+
+
+def _credentials_entries(dbs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Project -> its environments' databases, sorted: the keys ``db-credentials`` looks up."""
+    projects: dict[str, list[Mapping[str, Any]]] = {}
+    for db in dbs:
+        projects.setdefault(db["project"], []).append(db)
+    return [
+        {"project": name, "environments": sorted(envs, key=lambda d: str(d["environment"]))}
+        for name, envs in sorted(projects.items())
+    ]
 
 
 # --- the tree ---------------------------------------------------------------------------------

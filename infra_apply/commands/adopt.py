@@ -3,6 +3,13 @@
 For droplets not in state but present under their manifest name, writes
 OUT/<producer>/imports.tf (in sandbox mode, a file under the state dir) so the next apply takes
 them over without replacing them.
+
+``adopt --from-state FILE`` takes over from an existing Terraform root instead (the pure core is
+``infra_apply.takeover``): droplets, firewalls, databases and users of the old root's state that
+the producer declares get import blocks (the same imports file), and the old root gets a file of
+``removed`` blocks that forgets them without destroying anything. A takeover with an error (a
+forced replacement, an ambiguous match...) writes nothing. infra-apply never runs anything in the
+old root.
 """
 
 from __future__ import annotations
@@ -11,13 +18,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra_apply.commands import Output
-from infra_apply.errors import InfraApplyError
+from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
 from infra_apply.model import Droplet
 from infra_apply.state import state_dir
 from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, state_droplets
+
+if TYPE_CHECKING:
+    from infra_apply.takeover import OldState, Takeover
 
 
 @dataclass(frozen=True)
@@ -139,3 +150,125 @@ def format_json(done: Adopted) -> str:
         ],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+# --- adopt --from-state: take over from an existing Terraform root ---------------------------
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """A planned takeover and, when it had no errors, the two files written."""
+
+    takeover: Takeover
+    imports: Path | None  # infra-apply's import blocks (None: nothing written)
+    removed: Path | None  # the OLD root's `removed` blocks (None: nothing written)
+
+
+def run_from_state(
+    ctx: Context, producer: str, state_file: Path, removed_file: Path | None = None
+) -> TakenOver:
+    from infra_apply.takeover import read_state
+
+    old = read_state(state_file)  # bad input stops here, before any working copy is touched
+    return take_over(ctx, prepare_one(ctx, producer), old, removed_file)
+
+
+def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | None = None) -> TakenOver:
+    """Plan the takeover; only when it has no error, write the imports and the removed file."""
+    from infra_apply import takeover
+
+    account = _account_droplets(prep)
+    t = takeover.plan_takeover(
+        old,
+        prep.producer,
+        prep.rendered.droplet_addresses,
+        _account_clusters(prep),
+        {a.id: a.image for a in account if a.image},
+    )
+    if not t.ok:
+        return TakenOver(t, None, None)
+    imports_text, removed_text = takeover.import_file(t), takeover.removed_file(t)
+    imports = imports_file(ctx, prep.producer.name)
+    removed = removed_file or default_removed_file(ctx, prep.producer.name)
+    state = state_dir(ctx.env)
+    _check_removed_target(removed)
+    # Both folders exist before either file is written: a failure leaves no half takeover.
+    _make_folder(imports.parent, state if ctx.sandbox else None)
+    _make_folder(removed.parent, state if removed_file is None else None)
+    atomic_write(imports, imports_text, mode=PRIVATE_FILE if ctx.sandbox else None)
+    atomic_write(removed, removed_text, mode=PRIVATE_FILE if removed_file is None else None)
+    return TakenOver(t, imports, removed)
+
+
+REMOVED_HEADER = b"# Written by `infra-apply adopt --from-state` for the OLD Terraform root"
+
+
+def _check_removed_target(path: Path) -> None:
+    """Replace only a removed file adopt wrote before: the old root's own files (its own
+    ``removed.tf``, say) and symbolic links are never written over."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise InfraApplyError(f"{path} is not a regular file: give the path of a new file")
+    if path.is_file():
+        with open(path, "rb") as fh:
+            if not fh.read(len(REMOVED_HEADER)).startswith(REMOVED_HEADER):
+                raise InfraApplyError(
+                    f"{path} exists and was not written by adopt --from-state: not overwriting it; "
+                    "give another --removed-file"
+                )
+
+
+def default_removed_file(ctx: Context, producer: str) -> Path:
+    """Under the state dir: infra-apply never writes into the old root unless told where."""
+    from infra_apply.paths import child, inside
+    from infra_apply.state import root_key
+
+    state = state_dir(ctx.env)
+    mode = "sandbox" if ctx.sandbox else "live"
+    base = inside(state / "takeover" / mode / root_key(ctx.root), state)
+    return child(base, producer) / "removed.tf"
+
+
+def _make_folder(folder: Path, private_to: Path | None) -> None:
+    try:
+        if private_to is not None:
+            private_dirs(folder, private_to)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InfraApplyError(f"cannot write {folder}: {exc.strerror}") from None
+
+
+def _account_clusters(prep: Prepared) -> dict[str, str]:
+    """Database cluster id -> name: the old state names a cluster only by its id."""
+    if prep.cloud is not None:
+        from infra_apply.sandbox import cloud
+
+        return {str(c["id"]): str(c["name"]) for c in cloud.list_clusters(prep.cloud)}
+    from infra_apply import do_api
+
+    client = do_api.client(token=prep.api_token)
+    found: dict[str, str] = {}
+    for raw in client.paginate("/v2/databases", "databases", what="list database clusters"):
+        if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str):
+            found[raw["id"]] = raw["name"]
+    return found
+
+
+def output_takeover(done: TakenOver, fmt: str) -> Output:
+    code = ExitCode.OK if done.takeover.ok else ExitCode.ERROR
+    if fmt == "json":
+        doc = {
+            **done.takeover.to_json(),
+            "imports": str(done.imports) if done.imports else None,
+            "removed_file": str(done.removed) if done.removed else None,
+        }
+        return Output(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", code=code)
+    text = done.takeover.to_text()
+    if done.imports is not None and done.removed is not None:
+        p = done.takeover.producer
+        text += (
+            f"wrote {done.imports}: the next `infra-apply apply --producer {p}` imports them\n"
+            f"wrote {done.removed}: for the OLD root; after that apply, delete the resource blocks "
+            "it names from the old root, copy it there, and `terraform plan` must show 0 to destroy\n"
+        )
+    return Output(text, code=code)
