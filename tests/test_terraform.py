@@ -650,20 +650,23 @@ def sleeper(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
 
 def test_a_run_waits_for_the_terraform_a_killed_run_left_behind(tmp_path: Path) -> None:
     proc, release = sleeper(tmp_path)
-    tf._record(tmp_path, proc, ["terraform", "apply", "infra-apply.tfplan"])
-    said: list[str] = []
-    waiter = threading.Thread(target=tf.wait_for_earlier, args=(tmp_path, said.append))
-    waiter.start()
-    wait_until(lambda: bool(said))
-    assert f"an earlier terraform apply (pid {proc.pid})" in said[0] and "waiting up to" in said[0]
-    with pytest.raises(tf.TerraformError, match=f"pid {proc.pid}"):
-        tf.run([sys.executable, "-c", "pass"], tmp_path, {})  # never two Terraforms in one folder
-    release.touch()
-    waiter.join(timeout=60)
-    assert not waiter.is_alive()
-    assert said[-1] == f"the earlier terraform apply (pid {proc.pid}) has finished"
-    assert not (tmp_path / tf.PID_FILE).exists()
-    proc.wait()
+    try:
+        tf._record(tmp_path, proc, ["terraform", "apply", "infra-apply.tfplan"])
+        said: list[str] = []
+        waiter = threading.Thread(target=tf.wait_for_earlier, args=(tmp_path, said.append))
+        waiter.start()
+        wait_until(lambda: bool(said))
+        assert f"an earlier terraform apply (pid {proc.pid})" in said[0] and "waiting up to" in said[0]
+        with pytest.raises(tf.TerraformError, match=f"pid {proc.pid}"):
+            tf.run([sys.executable, "-c", "pass"], tmp_path, {})  # never two Terraforms in one folder
+        release.touch()
+        waiter.join(timeout=60)
+        assert not waiter.is_alive()
+        assert said[-1] == f"the earlier terraform apply (pid {proc.pid}) has finished"
+        assert not (tmp_path / tf.PID_FILE).exists()
+    finally:
+        release.touch()
+        proc.wait()
 
 
 def test_waiting_for_an_earlier_terraform_is_bounded(tmp_path: Path) -> None:
