@@ -117,12 +117,19 @@ def _gpu_droplets(manifests: Iterable[Manifest], refs: Any, config: Config) -> l
                 size=gpu.size,
                 image=gpu.image,
                 role="gpu",
+                hosts=(gpu_host(name),),
                 gpu=True,
                 projects=tuple(sorted({m.data["project"] for m in ms})),
                 also_declared_in=tuple(sorted({m.path for m in ms} - {first.path})),
             )
         )
     return out
+
+
+def gpu_host(name: str) -> str:
+    """The mesh host of a GPU droplet (manifests declare none): ``com.uvlava.ct.gpu`` -> ``ct-gpu``,
+    so `gpu up` registers it in mesh-hosts.json like any droplet and `gpu down` removes it."""
+    return name.removeprefix("com.uvlava.").replace(".", "-").lower()
 
 
 def _database(m: Manifest, producer: str | None) -> Database | None:
