@@ -373,7 +373,10 @@ class _Reader:
                     for key in section:
                         if key.lower() in CREDENTIAL_KEYS:
                             raise self._credential(("gpu", name), key)
-        parsed = parse_gpu_tables(table, locate, path=self.shown)
+        try:
+            parsed = parse_gpu_tables(table, locate, path=self.shown)
+        except InfraApplyError as exc:  # one family member for every problem of this file
+            raise ConfigError(exc.message, path=exc.path, line=exc.line, col=exc.col) from None
         return parsed, {name: self.at(("gpu",), name) for name in parsed}
 
     def names(

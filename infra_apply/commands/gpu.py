@@ -82,11 +82,12 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
     settings = settings_for(name, project.config.gpu)
     store = lease_store(ctx, producer)
     with store.exclusive(LEASE_WAIT_SECONDS):
-        # lease first: an ordinary plan running meanwhile already keeps the GPU
+        # pre-flight before the lease: a GPU its region does not offer leaves no lease behind
+        before = read_leases(ctx, project, [producer])
+        preflight(ctx, project, [producer], tuple(sorted({*before.held(producer), name})))
+        # lease, then create: an ordinary plan running meanwhile already keeps the GPU
         lease = lifecycle.lease_gpu(store, settings, who=whoami(ctx.env), for_=for_)
-        leases = read_leases(ctx, project, [producer])
-        on = leases.held(producer)
-        preflight(ctx, project, [producer], on)
+        on = read_leases(ctx, project, [producer]).held(producer)
         [prep] = prepare(ctx, project, [producer])
         options = ApplyOptions(auto_approve=True, gpu=on, only=own_resources(prep, name))
         try:
