@@ -60,7 +60,13 @@ def producer_of(project: Project, name: str) -> str:
 
 def own_resources(prep: Prepared, name: str) -> frozenset[str]:
     """The resources ``gpu up/down`` may change: the GPU droplet and its firewall (same name)."""
-    droplet = prep.rendered.droplet_addresses[name]
+    droplet = prep.rendered.droplet_addresses.get(name)
+    if droplet is None:  # a lease left for a GPU the manifests no longer declare
+        raise InfraApplyError(
+            f"{name} is no longer an on-demand GPU droplet of producer {prep.producer.name}; "
+            "release it by hand (terraform state) and remove its lease",
+            rule="gpu_ondemand",
+        )
     local = droplet.removeprefix("digitalocean_droplet.")
     return frozenset({droplet, f"digitalocean_firewall.{local}"})
 

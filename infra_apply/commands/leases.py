@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease, held
-from infra_apply.gpu.store import LeaseStore, open_store
+from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
 from infra_apply.report import GpuUp
 from infra_apply.state import load_backend, state_dir
 from infra_apply.workcopy import Context, Project, workdir_root
@@ -60,5 +60,15 @@ def lease_store(ctx: Context, producer: str) -> LeaseStore:
 
 def read_leases(ctx: Context, project: Project, producers: Sequence[str]) -> Leases:
     declared = {p: gpu_names(project, p) for p in producers}
-    found = {p: lease_store(ctx, p).read().leases for p in producers if declared[p]}
+    found = {p: _leases_of(ctx, p) for p in producers if declared[p]}
     return Leases(found, declared)
+
+
+def _leases_of(ctx: Context, producer: str) -> Mapping[str, Lease]:
+    """With local state and no lease ever written there is nothing to read: no Terraform runs
+    (so pre-flight still comes before any Terraform process in a tree nobody ran gpu up in)."""
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    local_state = lease_copy(workdir_root(ctx), producer) / "terraform.tfstate"
+    if backend.kind == "local" and not local_state.is_file():
+        return {}
+    return lease_store(ctx, producer).read().leases
