@@ -221,3 +221,15 @@ def _open_when_read(fifo: Path, reader: subprocess.Popen[str]) -> int:
         if reader.poll() is not None:
             raise AssertionError(f"the first reap ended before probing: {reader.communicate()}")
         time.sleep(0.05)  # polls the event above; its length changes no outcome
+
+
+def test_gpu_down_releases_it_its_firewall_and_its_mesh_entry(ops: GpuOps) -> None:
+    up(ops)
+    assert ops.gpu_hosts() == ["ct-gpu"]
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 0, out + err
+    assert out == f"{GPU}: released; its lease ended\n"
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    assert not [f for f in cloud.load(ops.cloud)["firewalls"].values() if f["name"] == "fw-ct-gpu"]
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err
