@@ -277,10 +277,14 @@ def names_option(*decls: str, help: str, kind: str = "droplets") -> Callable[[F]
 
 
 def _with_gpu_removed(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:
+    from infra_apply.errors import InfraApplyError
+
     if value:
-        raise click.UsageError(
+        # exit 1, not click's usage exit 2: for plan, 2 means "changes"
+        raise InfraApplyError(
             f"--with-gpu was removed: a GPU is kept on by its lease; run infra-apply gpu up {value[0]} "
-            "(and gpu down / gpu reap to release it)"
+            "(and gpu down / gpu reap to release it)",
+            rule="gpu_ondemand",
         )
 
 
