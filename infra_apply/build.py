@@ -7,10 +7,9 @@ from dataclasses import replace
 from typing import Any
 
 from infra_apply.config import Config
+from infra_apply.gpu.config import settings_for
 from infra_apply.manifest import Manifest
 from infra_apply.model import (
-    DEFAULT_GPU_IMAGE,
-    DEFAULT_GPU_SIZE,
     DEFAULT_IMAGE,
     DEFAULT_REGION,
     DEFAULT_SIZE,
@@ -32,7 +31,7 @@ def build_model(v: Validation) -> Model:
         if producer is not None:
             by_producer.setdefault(producer, []).append(m)
     droplets = [d for m in v.manifests for d in _droplets(m, refs[m.path].producer)]
-    droplets += _gpu_droplets(v.manifests, refs)
+    droplets += _gpu_droplets(v.manifests, refs, v.config)
     droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
     return Model(
@@ -86,8 +85,10 @@ def _service(s: dict[str, Any]) -> Service:
     )
 
 
-def _gpu_droplets(manifests: Iterable[Manifest], refs: Any) -> list[Droplet]:
-    """One off-by-default droplet per distinct ``service.gpu`` droplet, shared by its projects."""
+def _gpu_droplets(manifests: Iterable[Manifest], refs: Any, config: Config) -> list[Droplet]:
+    """One off-by-default droplet per distinct ``service.gpu`` droplet, shared by its projects,
+    with the size, image and region of its ``[gpu."NAME"]`` (the defaults are a GPU region:
+    the standing hosts' nyc3 offers no GPU)."""
     users: dict[str, list[Manifest]] = {}
     for m in manifests:
         gpu = m.data.get("service", {}).get("gpu")
@@ -96,23 +97,39 @@ def _gpu_droplets(manifests: Iterable[Manifest], refs: Any) -> list[Droplet]:
             continue
         name = gpu.get("droplet") or f"com.uvlava.{producer}.gpu"
         users.setdefault(name, []).append(m)
+    for name, where in sorted(config.gpu_at.items()):
+        if name not in users:
+            declared = ", ".join(sorted(users)) or "none"
+            raise where.error(
+                f'[gpu."{name}"] names no on-demand GPU droplet of the manifests (a service\'s '
+                f"gpu.droplet; declared: {declared})"
+            )
     out = []
     for name, ms in users.items():
         first = min(ms, key=lambda m: m.path)
+        gpu = settings_for(name, config.gpu)
         out.append(
             Droplet(
                 name=name,
                 producer=name_producer(name) or refs[first.path].producer,
                 source=first.path,
-                size=DEFAULT_GPU_SIZE,
-                image=DEFAULT_GPU_IMAGE,
+                region=gpu.region,
+                size=gpu.size,
+                image=gpu.image,
                 role="gpu",
+                hosts=(gpu_host(name),),
                 gpu=True,
                 projects=tuple(sorted({m.data["project"] for m in ms})),
                 also_declared_in=tuple(sorted({m.path for m in ms} - {first.path})),
             )
         )
     return out
+
+
+def gpu_host(name: str) -> str:
+    """The mesh host of a GPU droplet (manifests declare none): ``com.uvlava.ct.gpu`` -> ``ct-gpu``,
+    so `gpu up` registers it in mesh-hosts.json like any droplet and `gpu down` removes it."""
+    return name.removeprefix("com.uvlava.").replace(".", "-").lower()
 
 
 def _database(m: Manifest, producer: str | None) -> Database | None:

@@ -9,6 +9,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from infra_apply.commands import Output
+    from infra_apply.commands.apply import Terminal
     from infra_apply.workcopy import Context
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -274,8 +276,23 @@ def names_option(*decls: str, help: str, kind: str = "droplets") -> Callable[[F]
     return click.option(*decls, multiple=True, metavar="NAME", shell_complete=_complete(kind), help=help)
 
 
-def gpu_option(help: str) -> Callable[[F], F]:
-    return names_option("--with-gpu", "gpu", help=help, kind="gpu_droplets")
+def _with_gpu_removed(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:
+    from infra_apply.errors import InfraApplyError
+
+    if value:
+        # exit 1, not click's usage exit 2: for plan, 2 means "changes"
+        raise InfraApplyError(
+            f"--with-gpu was removed: a GPU is kept on by its lease; run infra-apply gpu up {value[0]} "
+            "(and gpu down / gpu reap to release it)",
+            rule="gpu_ondemand",
+        )
+
+
+def gpu_option(fn: F) -> F:
+    """``--with-gpu``, removed (issue 12): hidden, and it says what replaces it."""
+    return click.option(
+        "--with-gpu", "with_gpu", multiple=True, hidden=True, expose_value=False, callback=_with_gpu_removed
+    )(fn)
 
 
 def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Context:
@@ -297,7 +314,7 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
 )
 @format_option("text", "json", "markdown")
 @sandbox_option
-@gpu_option("Also plan the on-demand GPU droplet NAME (off by default).")
+@gpu_option
 @click.option(
     "--changed",
     is_flag=True,
@@ -328,7 +345,6 @@ def plan(
     producers: tuple[str, ...],
     fmt: str,
     sandbox: bool,
-    gpu: tuple[str, ...],
     changed: bool,
     base: str,
     list_only: bool,
@@ -350,7 +366,6 @@ def plan(
         producers,
         changed_since=base if changed else None,
         list_only=list_only,
-        gpu=gpu,
     )
     _emit(ctx, verb.output(result, fmt))
 
@@ -374,7 +389,7 @@ def plan(
     "disk that grows and can never be shrunk back.",
 )
 @sandbox_option
-@gpu_option("Also create the on-demand GPU droplet NAME for this apply.")
+@gpu_option
 @out_option
 @mesh_option
 @click.pass_context
@@ -386,7 +401,6 @@ def apply(
     allow_replace: tuple[str, ...],
     allow_resize: tuple[str, ...],
     sandbox: bool,
-    gpu: tuple[str, ...],
     out: Path,
     mesh_hosts: Path | None,
 ) -> None:
@@ -413,10 +427,104 @@ def apply(
         allow_replace=allow_replace,
         allow_resize=allow_resize,
         auto_approve=auto_approve,
-        gpu=gpu,
     )
     done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options)
     _emit(ctx, verb.output(done))
+
+
+def _terminal() -> Terminal:
+    from infra_apply.commands.apply import Terminal
+
+    return Terminal(show=lambda text: click.echo(text, nl=False, err=True))
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+    from infra_apply.gpu.config import DurationError, parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.group()
+def gpu() -> None:
+    """On-demand GPU droplets (rule gpu_ondemand): lease one with `gpu up`, release it with
+    `gpu down`; `gpu reap` (from a systemd timer, examples/systemd/) releases idle ones.
+
+    Ordinary plan and apply keep every GPU as its lease says: on while a lease holds it, off
+    without one.
+    """
+
+
+@gpu.command("up")
+@click.argument("name", shell_complete=_complete("gpu_droplets"))
+@click.option(
+    "--for",
+    "for_",
+    metavar="DURATION",
+    callback=_duration,
+    help='Lease length, e.g. "2h" or "90m" (default: default_lease of [gpu."NAME"]); never past '
+    "max_lifetime from the first gpu up.",
+)
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def gpu_up(
+    ctx: click.Context, name: str, for_: timedelta | None, sandbox: bool, out: Path, mesh_hosts: Path | None
+) -> None:
+    """Lease the on-demand GPU droplet NAME and create it (plan, guard, apply its producer with
+    the GPU on), then register its hosts. Run again to renew the lease. The plan may change the
+    GPU's own droplet and firewall only: anything else pending in the producer is refused."""
+    from infra_apply.commands import gpu as verb
+
+    _emit(ctx, verb.up_output(verb.up(_context(ctx, out, sandbox, mesh_hosts), name, _terminal(), for_)))
+
+
+@gpu.command("down")
+@click.argument("name", shell_complete=_complete("gpu_droplets"))
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def gpu_down(ctx: click.Context, name: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
+    """Release the GPU droplet NAME: destroy it and its firewall (this command is the allowance;
+    the guard refuses anything else), remove its hosts from mesh-hosts.json, end its lease."""
+    from infra_apply.commands import gpu as verb
+
+    _emit(ctx, verb.down_output(verb.down(_context(ctx, out, sandbox, mesh_hosts), name, _terminal())))
+
+
+@gpu.command("status")
+@format_option("text", "json")
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def gpu_status(ctx: click.Context, fmt: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
+    """Every GPU droplet, up or down: uptime, lease end, last busy time, hourly price and cost
+    so far (hours started x price: an upper estimate)."""
+    from infra_apply.commands import gpu as verb
+
+    _emit(ctx, verb.status_output(verb.status(_context(ctx, out, sandbox, mesh_hosts)), fmt))
+
+
+@gpu.command("reap")
+@sandbox_option
+@out_option
+@mesh_option
+@click.pass_context
+def gpu_reap(ctx: click.Context, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
+    """Probe each GPU that is up (its queue_depth command): a queue keeps it and extends its
+    lease within max_lifetime; one idle for idle_after, past its lease or past max_lifetime is
+    released. A failed release keeps the lease and exits 1; the next reap retries. Meant for a
+    timer (examples/systemd/); a reap already running makes this one do nothing."""
+    from infra_apply.commands import gpu as verb
+
+    _emit(ctx, verb.reap_output(verb.reap(_context(ctx, out, sandbox, mesh_hosts), _terminal())))
 
 
 @cli.command()

@@ -11,7 +11,8 @@ Every table it may hold, as frozen data::
     user_data = "cloud-init/base.yaml"  # relative to the root; used when a droplet is created
     [producers.ct.droplets]             # per-producer overrides, same keys
     ssh_keys = ["ct-deploy"]
-    [gpu."com.uvlava.ct.gpu"]           # reserved for the on-demand GPU lifecycle (kept raw)
+    [gpu."com.uvlava.ct.gpu"]           # an on-demand GPU droplet's lifecycle (gpu/config.py)
+    size = "gpu-h100x1-80gb"
     [sandbox]
     clusters = ["uvlava-pg"]            # the shared clusters the sandbox account has
     ssh_keys = ["ops-2026"]             # its SSH keys (default: every key named above)
@@ -40,6 +41,7 @@ from typing import Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError, printable
+from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
 
 CONFIG_NAME = "infra-apply.toml"
 ENV_VAR = "INFRA_APPLY_CONFIG"
@@ -180,9 +182,9 @@ class Config:
     producers: Mapping[str, DropletSettings] = field(default_factory=dict)  # merged with droplets
     producer_at: Mapping[str, Where] = field(default_factory=dict)
     sandbox: SandboxSettings = SandboxSettings()
-    # TODO(gpu lifecycle issue): [gpu."NAME"] tables are accepted and kept as parsed; their
-    # keys (size, queue_depth, idle_after, max_lifetime, region) are checked where they are used.
-    gpu: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # [gpu."NAME"]: checked by gpu.config; build.py refuses a NAME no manifest declares (gpu_at)
+    gpu: Mapping[str, GpuSettings] = field(default_factory=dict)
+    gpu_at: Mapping[str, Where] = field(default_factory=dict)
 
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
@@ -250,7 +252,7 @@ class _Reader:
         state = self.state(self.table(doc, ("state",)))
         droplets = self.droplets(self.table(doc, ("droplets",)), ("droplets",), DropletSettings())
         producers, producer_at = self.producers(self.table(doc, ("producers",)), droplets)
-        gpu = self.gpu(self.table(doc, ("gpu",)))
+        gpu, gpu_at = self.gpu(doc.get("gpu", {}))
         sandbox_table = self.table(doc, ("sandbox",))
         self.known_keys(sandbox_table, ("sandbox",), SANDBOX_KEYS)
         used = {*droplets.ssh_keys, *(k for p in producers.values() for k in p.ssh_keys)}
@@ -258,7 +260,7 @@ class _Reader:
             clusters=self.names(sandbox_table, ("sandbox",), "clusters", DEFAULT_SANDBOX_CLUSTERS),
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
-        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu)
+        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at)
 
     def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
         value = doc.get(path[-1], {})
@@ -361,13 +363,21 @@ class _Reader:
             where[name] = self.at(path)
         return merged, where
 
-    def gpu(self, table: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-        out: dict[str, Mapping[str, Any]] = {}
-        for name, value in table.items():
-            if not isinstance(value, dict):
-                raise self.fail(f'gpu.{name} must be a table: write [gpu."{name}"]', ("gpu",), name)
-            out[name] = value
-        return out
+    def gpu(self, table: object) -> tuple[dict[str, GpuSettings], dict[str, Where]]:
+        def locate(where: Sequence[str]) -> tuple[int, int]:
+            return _locate(self.text, tuple(where[:-1]), where[-1])
+
+        if isinstance(table, Mapping):
+            for name, section in table.items():
+                if isinstance(section, Mapping):
+                    for key in section:
+                        if key.lower() in CREDENTIAL_KEYS:
+                            raise self._credential(("gpu", name), key)
+        try:
+            parsed = parse_gpu_tables(table, locate, path=self.shown)
+        except InfraApplyError as exc:  # one family member for every problem of this file
+            raise ConfigError(exc.message, path=exc.path, line=exc.line, col=exc.col) from None
+        return parsed, {name: self.at(("gpu",), name) for name in parsed}
 
     def names(
         self, table: Mapping[str, Any], path: tuple[str, ...], key: str, default: tuple[str, ...]

@@ -11,8 +11,8 @@ list calls per account and run: account, databases, account/keys, sizes, regions
 images, plus ``GET /v2/images/<slug>`` for the few other image slugs); ``SandboxSource`` reads
 the sandbox cloud's catalogue, so what would fail at DigitalOcean fails in the sandbox too.
 
-An on-demand GPU droplet the run does not create (no ``--with-gpu``) still has its slugs
-checked, but a size its region does not offer is only a warning: it fails at ``--with-gpu``.
+An on-demand GPU droplet the run does not create (no lease holds it) still has its slugs
+checked, but a size its region does not offer is only a warning: it fails at ``gpu up``.
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ def _droplet_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where
             if need.created:
                 yield need.size, message, "error"
             else:
-                yield need.size, f"{message}; --with-gpu {d.name} would fail", "warning"
+                yield need.size, f"{message}; gpu up {d.name} would fail", "warning"
     if not d.image.isdigit() and d.image not in cat.images:
         yield need.image, missing("image", d.image, cat.images), "error"
 

@@ -37,7 +37,8 @@ def test_droplet_names_complete_from_the_manifests() -> None:
     assert everything == CT  # only ct's droplets once --producer ct is given
     assert complete("rename", "--producer", "quinn") == QUINN
     assert complete("apply", "--allow-replace", incomplete="com.uvlava.mc.") == MC
-    assert complete("plan", "--with-gpu") == ["com.uvlava.ct.gpu"]  # GPU droplets only
+    assert complete("gpu", "up") == ["com.uvlava.ct.gpu"]  # GPU droplets only
+    assert complete("gpu", "down") == ["com.uvlava.ct.gpu"]
 
 
 def test_an_invalid_tree_still_completes(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_an_invalid_tree_still_completes(tmp_path: Path) -> None:
     (tmp_path / "@notes.txt").write_text("a file, not a producer")
     assert complete("plan", "--producer", root=tmp_path) == ["ct", "mc", "quinn"]
     assert complete("rename", "--producer", "mc", root=tmp_path) == ["com.uvlava.mc.b"]
-    assert complete("apply", "--with-gpu", root=tmp_path) == ["com.uvlava.quinn.gpu"]
+    assert complete("gpu", "up", root=tmp_path) == ["com.uvlava.quinn.gpu"]
 
 
 def test_the_protocol_through_the_real_entry_point(tmp_path: Path) -> None:

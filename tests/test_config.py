@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from infra_apply import config
 from infra_apply.config import USER_DATA_LIMIT, ConfigError, Where
 from infra_apply.errors import InfraApplyError
-from tests.conftest import EXAMPLE_TREE, base_tree, cli_env, run_cli, write_tree
+from tests.conftest import EXAMPLE_TREE, base_tree, cli_env, project, run_cli, write_tree
 
 CLOUD_CONFIG = "#cloud-config\npackages: [wireguard-tools]\n"
 
@@ -56,10 +57,39 @@ def test_infra_apply_config_names_the_file(tmp_path: Path) -> None:
         config.load(root, {"INFRA_APPLY_CONFIG": str(tmp_path / "missing.toml")})
 
 
-def test_gpu_tables_are_kept_as_written(tmp_path: Path) -> None:
-    text = '[gpu."com.uvlava.ct.gpu"]\nsize = "gpu-h100x1-80gb"\nidle_after = "30m"\n'
+def test_gpu_tables_are_parsed_into_settings(tmp_path: Path) -> None:
+    text = '[gpu."com.uvlava.ct.gpu"]\nsize = "gpu-h100x1-80gb"\nidle_after = "30m"\nregion = "tor1"\n'
     c = config.load(tree(tmp_path, text), {})
-    assert c.gpu == {"com.uvlava.ct.gpu": {"size": "gpu-h100x1-80gb", "idle_after": "30m"}}
+    [(name, s)] = c.gpu.items()
+    assert (name, s.size, s.region, s.idle_after) == (
+        "com.uvlava.ct.gpu",
+        "gpu-h100x1-80gb",
+        "tor1",
+        timedelta(minutes=30),
+    )
+    assert c.gpu_at[name] == Where("infra-apply.toml", 1, 1)
+
+
+def test_a_gpu_table_naming_no_declared_gpu_droplet_is_a_located_error(tmp_path: Path) -> None:
+    from infra_apply.build import build_model
+    from infra_apply.validate import validate_tree
+
+    files = base_tree()
+    files["infra-apply.toml"] += '\n[gpu."com.uvlava.ct.gpux"]\nidle_after = "10m"\n'
+    files["@ct/vision/.infra.yaml"] = project("vision", service={"gpu": {"mode": "on-demand"}})
+    root = write_tree(tmp_path / "tree", files)
+    with pytest.raises(ConfigError) as caught:
+        build_model(validate_tree(root))
+    assert caught.value.format() == (
+        'infra-apply.toml:4:1: error config: [gpu."com.uvlava.ct.gpux"] names no on-demand GPU droplet of '
+        "the manifests (a service's gpu.droplet; declared: com.uvlava.ct.gpu)"
+    )
+    # named right, it renders in its table's region, never the standing hosts' nyc3
+    (root / "infra-apply.toml").write_text(
+        files["infra-apply.toml"].replace("gpux", "gpu") + 'region = "tor1"\n'
+    )
+    [gpu] = [d for p in build_model(validate_tree(root)).producers for d in p.droplets if d.gpu]
+    assert (gpu.name, gpu.region, gpu.hosts) == ("com.uvlava.ct.gpu", "tor1", ("ct-gpu",))
 
 
 def test_sandbox_keys_and_clusters_can_be_set(tmp_path: Path) -> None:
@@ -111,7 +141,25 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
     "key-twice": ('[droplets]\nssh_keys = ["a", "a"]\n', {}, "infra-apply.toml:2:1", "'a' is listed twice"),
     "monitoring-not-bool": ('[droplets]\nmonitoring = "yes"\n', {}, "infra-apply.toml:2:1", "true or false"),
     "droplets-not-a-table": ('droplets = "x"\n', {}, "infra-apply.toml:1:1", "droplets must be a table"),
-    "gpu-not-a-table": ('gpu = { x = 1 }\n', {}, "infra-apply.toml:1:1", "gpu.x must be a table"),
+    "gpu-not-a-table": ("gpu = { x = 1 }\n", {}, "infra-apply.toml:1:1", "gpu.x must be a table"),
+    "gpu-bad-duration": (
+        '\n[gpu."com.uvlava.ct.gpu"]\nsize = "gpu-h100x1-80gb"\nidle_after = "half an hour"\n',
+        {},
+        "infra-apply.toml:4:1",
+        "idle_after: 'half an hour' is not a duration",
+    ),
+    "gpu-unknown-key": (
+        '[gpu."com.uvlava.ct.gpu"]\nidle = "1m"\n',
+        {},
+        "infra-apply.toml:2:1",
+        "idle: unknown setting",
+    ),
+    "gpu-nyc3": (
+        '[gpu."com.uvlava.ct.gpu"]\nregion = "nyc3"\n',
+        {},
+        "infra-apply.toml:2:1",
+        "region 'nyc3' offers no NVIDIA GPU droplets",
+    ),
     "credential": (
         '[droplets]\ntoken = "dop_v1_secret"\n',
         {},
@@ -119,7 +167,7 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
         "credentials never go in infra-apply.toml",
     ),
     "dotted-key-located": (
-        '[producers]\nct.droplets.backups = true\n',
+        "[producers]\nct.droplets.backups = true\n",
         {},
         "infra-apply.toml:2:1",
         "[producers.ct.droplets] backups: unknown setting",

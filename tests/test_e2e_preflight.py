@@ -60,8 +60,14 @@ def test_a_missing_cluster_stops_plan_and_apply_at_the_manifest_line(ops: Watche
     assert code == 1 and expected[0] in out.splitlines()
     code, out, _ = ops.run("validate", "--live", "--sandbox", "--format", "json")
     problems = json.loads(out)["problems"]
-    assert {"path": "@mc/catalog/.infra.yaml", "line": 5, "col": 12, "level": "error", "rule": "preflight",
-            "message": expected[0].split(": error preflight: ")[1]} in problems
+    assert {
+        "path": "@mc/catalog/.infra.yaml",
+        "line": 5,
+        "col": 12,
+        "level": "error",
+        "rule": "preflight",
+        "message": expected[0].split(": error preflight: ")[1],
+    } in problems
     assert calls(ops.log) == []
 
 
@@ -112,13 +118,33 @@ def test_an_ssh_key_the_account_lacks_stops_the_run_at_the_config_line(ops: Watc
     assert ops.sandbox("plan", "--producer", "mc")[0] == 2
 
 
-def test_a_gpu_asked_for_must_be_offered_in_its_region(ops: Watched) -> None:
+def test_a_gpu_is_planned_in_its_configured_region_and_with_gpu_is_gone(ops: Watched) -> None:
+    # [gpu."com.uvlava.ct.gpu"] of the example tree: nyc2, where DigitalOcean offers it (the
+    # standing hosts' nyc3 has no GPU, which used to warn on every plan)
     code, _, err = ops.sandbox("plan", "--producer", "ct")
-    assert code == 2 and "warning preflight: droplet 'com.uvlava.ct.gpu'" in err
-    ops.base.joinpath("terraform-calls.log").unlink()
-    shutil.rmtree(ops.base / "state" / "work")
-    [line] = ops.refused("plan", "--producer", "ct", "--with-gpu", "com.uvlava.ct.gpu")
-    assert "size 'gpu-h100x1-80gb' is not offered in region 'nyc3' (offered in: nyc2, tor1)" in line
+    assert code == 2 and "preflight" not in err
+    code, out, err = ops.sandbox("plan", "--producer", "ct", "--with-gpu", "com.uvlava.ct.gpu")
+    assert (code, out) == (1, "")
+    assert (
+        "--with-gpu was removed: a GPU is kept on by its lease; run infra-apply gpu up com.uvlava.ct.gpu"
+        in err
+    )
+
+
+def test_gpu_up_of_a_gpu_its_region_does_not_offer_leaves_no_lease(ops: Watched) -> None:
+    assert ops.run("validate", "--live", "--sandbox")[0] == 0  # makes the sandbox account
+    with cloud.transaction(ops.cloud) as c:  # as if DigitalOcean stopped offering H100s in nyc2
+        for size in c["catalogue"]["sizes"]:
+            if size["slug"] == "gpu-h100x1-80gb":
+                size["regions"] = ["tor1"]
+    code, out, err = ops.sandbox("gpu", "up", "com.uvlava.ct.gpu")
+    # only the lease store's Terraform ran (init, output): no plan of the producer
+    assert (code, out) == (1, ""), err
+    assert [c["command"] for c in calls(ops.log) if c["command"] in ("plan", "apply")] == []
+    [line] = [line for line in err.splitlines() if " error " in line]
+    assert "size 'gpu-h100x1-80gb' is not offered in region 'nyc2' (offered in: tor1)" in line
+    code, out, _ = ops.sandbox("gpu", "status")
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["com.uvlava.ct.gpu", "ct", "down"]
 
 
 def test_new_droplets_carry_the_keys_monitoring_and_user_data_verbatim(ops: Watched) -> None:

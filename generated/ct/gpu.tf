@@ -3,17 +3,18 @@
 # source: "@ct/vision-worker/.infra.yaml"
 
 variable "gpu_ct_gpu" {
-  description = "Create the on-demand GPU droplet com.uvlava.ct.gpu for this apply only (rule gpu_ondemand)."
+  description = "Create the on-demand GPU droplet com.uvlava.ct.gpu while a gpu up lease holds it (rule gpu_ondemand)."
   type        = bool
   default     = false
 }
 
 resource "digitalocean_droplet" "ct_gpu" {
-  # Off unless -var gpu_ct_gpu=true: a plain apply never creates a standing GPU.
+  # On only while a `gpu up` lease holds it (infra-apply passes -var gpu_ct_gpu=true
+  # from the lease store): never a standing GPU, never destroyed under an active lease.
   count = var.gpu_ct_gpu ? 1 : 0
 
   name       = "com.uvlava.ct.gpu"
-  region     = "nyc3"
+  region     = "nyc2"
   size       = "gpu-h100x1-80gb"
   image      = "gpu-h100x1-base"
   tags       = ["managed-by:infra-apply", "producer:ct", "role:gpu"]

@@ -14,7 +14,7 @@ output "droplets" {
       ipv4_address         = d.ipv4_address
       ipv4_address_private = d.ipv4_address_private
       region               = d.region
-      hosts                = []
+      hosts                = ["ct-gpu"]
       producer             = "ct"
       address              = "digitalocean_droplet.ct_gpu"
     } },

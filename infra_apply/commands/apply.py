@@ -7,8 +7,9 @@ the whole order of effects with a fake working copy and a scripted terminal.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -19,8 +20,22 @@ from infra_apply.commands.register import register
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import guard, refusal_message, unused_allowances
 from infra_apply.mesh import WriteResult
-from infra_apply.report import ProducerReport
-from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one
+from infra_apply.plan_model import COUNTED_ACTIONS
+from infra_apply.report import GpuUp, ProducerReport
+from infra_apply.workcopy import (
+    Context,
+    Prepared,
+    check_ready,
+    check_registry,
+    load_project,
+    mesh_target,
+    pick,
+    preflight,
+    prepare,
+)
+
+# How long an apply waits for a `gpu reap` or `gpu up` holding the producer's leases.
+LEASE_WAIT_SECONDS = 600
 
 
 class Confirm(Protocol):
@@ -41,7 +56,11 @@ class ApplyOptions:
     allow_replace: tuple[str, ...] = ()
     allow_resize: tuple[str, ...] = ()  # droplets it may resize in place (downtime, disk grows)
     auto_approve: bool = False  # apply without asking (needed without a terminal)
-    gpu: tuple[str, ...] = ()  # on-demand GPU droplets to create for this apply
+    gpu: tuple[str, ...] = ()  # on-demand GPU droplets planned on (what their leases hold)
+    # gpu up / down / reap: the resources (base addresses) the plan may change; anything else
+    # pending in the producer is refused, so a timer's reap never applies an unreviewed change.
+    only: frozenset[str] | None = None
+    gpus_up: tuple[GpuUp, ...] = ()  # shown with the plan
 
 
 @dataclass(frozen=True)
@@ -57,10 +76,24 @@ class Applied:
 
 
 def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions = ApplyOptions()) -> Applied:
+    """An ordinary apply: every on-demand GPU stays as its lease says. The leases are held
+    (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
+    this apply is about to keep, nor the other way round."""
+    from infra_apply.commands.leases import gpu_names, lease_store, read_leases
+
     check_registry(ctx)
+    check_ready(ctx)
     # A live apply applies only the Terraform under review: a stale generated/ is refused.
-    prep = prepare_one(ctx, producer, refuse_stale=True, preflight_gpu=options.gpu)
-    return apply_producer(ctx, prep, terminal, options)
+    project = load_project(ctx, refuse_stale=True)
+    [name] = pick(project, [producer])
+    with contextlib.ExitStack() as stack:
+        if gpu_names(project, name):
+            stack.enter_context(lease_store(ctx, name).exclusive(LEASE_WAIT_SECONDS))
+        leases = read_leases(ctx, project, [name])
+        options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name))
+        preflight(ctx, project, [name], options.gpu)
+        [prep] = prepare(ctx, project, [name])
+        return apply_producer(ctx, prep, terminal, options)
 
 
 def apply_producer(
@@ -73,11 +106,13 @@ def apply_producer(
     planned = plan_one(prep, ctx.say, gpu=options.gpu)
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
-    terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer)]))
+    terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up)]))
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
         raise GuardRefused(refusal_message(verdict))
+    if options.only is not None:
+        _only(planned, options.only)
     applied = False
     if planned.changed:
         if not _confirmed(name, terminal, options.auto_approve):
@@ -94,6 +129,18 @@ def apply_producer(
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
     return Applied(planned, applied, registration, registry)
+
+
+def _only(planned: Planned, allowed: frozenset[str]) -> None:
+    others = sorted(
+        {c.base_address for c in planned.plan.changes if c.action in COUNTED_ACTIONS} - allowed
+    )
+    if others:
+        name = planned.prep.producer.name
+        raise GuardRefused(
+            f"producer {name} has other changes pending ({', '.join(others)}); nothing was "
+            f"changed: review and apply them first (infra-apply apply --producer {name})"
+        )
 
 
 def _confirmed(producer: str, terminal: Terminal, auto_approve: bool) -> bool:

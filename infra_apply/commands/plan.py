@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infra_apply import terraform as tf
 from infra_apply.changed import Changes
@@ -15,7 +15,7 @@ from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
-from infra_apply.report import ProducerReport, producer_reports
+from infra_apply.report import GpuUp, ProducerReport, producer_reports
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -41,6 +41,7 @@ class PlanResult:
     planned: tuple[Planned, ...] = ()
     changes: Changes | None = None  # plan --changed: what git says changed since the base
     listed: tuple[str, ...] | None = None  # plan --list: the producers it would plan
+    gpus: Mapping[str, tuple[GpuUp, ...]] = field(default_factory=dict)  # GPUs up, per producer
 
     @property
     def changed(self) -> bool:
@@ -49,7 +50,7 @@ class PlanResult:
     def reports(self) -> tuple[ProducerReport, ...]:
         plans = [p.plan for p in self.planned]
         models = {p.prep.producer.name: p.prep.producer for p in self.planned}
-        return producer_reports(plans, verdicts(self.planned), models)
+        return producer_reports(plans, verdicts(self.planned), models, self.gpus)
 
 
 def run(
@@ -58,10 +59,10 @@ def run(
     *,
     changed_since: str | None = None,
     list_only: bool = False,
-    gpu: Sequence[str] = (),
 ) -> PlanResult:
     """Plan ``producers`` (every producer when none), or with ``changed_since`` (a git ref) the
-    ones a change since then touches."""
+    ones a change since then touches. Every on-demand GPU is planned as its lease says: on
+    while a lease holds it, off without one (never a surprise destroy, never a standing GPU)."""
     check_ready(ctx)
     found = _changed(ctx, changed_since)
     if found is not None and not found.selection.producers:
@@ -74,9 +75,12 @@ def run(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
-    preflight(ctx, project, names, gpu)
-    planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=gpu)
-    return PlanResult(tuple(planned), found)
+    from infra_apply.commands.leases import read_leases
+
+    leases = read_leases(ctx, project, names)
+    preflight(ctx, project, names, leases.all_held())
+    planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held())
+    return PlanResult(tuple(planned), found, gpus=leases.up_by_producer())
 
 
 def _changed(ctx: Context, base: str | None) -> Changes | None:
@@ -158,7 +162,7 @@ def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) ->
     unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
     if unknown:
         raise InfraApplyError(
-            f"--with-gpu {', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
+            f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
         )
     workers = max(1, min(len(preps), os.cpu_count() or 1))
     with contextlib.ExitStack() as stack:

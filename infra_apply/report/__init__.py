@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import ProducerModel
@@ -16,12 +17,24 @@ from infra_apply.plan_model import ProducerPlan
 
 
 @dataclass(frozen=True)
+class GpuUp:
+    """An on-demand GPU droplet that is up, as its lease says (``gpu up``)."""
+
+    name: str
+    until: datetime  # lease end
+    hourly_price: float | None  # USD
+    releasing: bool = False  # a `gpu down` / reap is releasing it
+
+
+@dataclass(frozen=True)
 class ProducerReport:
-    """One producer's plan, the guard's verdict on it, and its model (for the diagram)."""
+    """One producer's plan, the guard's verdict on it, its model (for the diagram) and its GPUs
+    that are up."""
 
     plan: ProducerPlan
     verdict: GuardVerdict
     model: ProducerModel | None = None
+    gpus: tuple[GpuUp, ...] = ()
 
     @property
     def producer(self) -> str:
@@ -32,13 +45,23 @@ def producer_reports(
     plans: Sequence[ProducerPlan],
     verdicts: Mapping[str, GuardVerdict] | None = None,
     models: Mapping[str, ProducerModel] | None = None,
+    gpus: Mapping[str, tuple[GpuUp, ...]] | None = None,
 ) -> tuple[ProducerReport, ...]:
-    """Pair each plan with its verdict (default: no ``--allow-*``) and model, in plan order."""
-    verdicts, models = verdicts or {}, models or {}
+    """Pair each plan with its verdict (default: no ``--allow-*``), model and GPUs that are up,
+    in plan order."""
+    verdicts, models, gpus = verdicts or {}, models or {}, gpus or {}
     return tuple(
-        ProducerReport(plan, _verdict(plan, verdicts), models.get(plan.producer))
+        ProducerReport(plan, _verdict(plan, verdicts), models.get(plan.producer), gpus.get(plan.producer, ()))
         for plan in plans
     )
+
+
+def gpu_sentence(gpu: GpuUp) -> str:
+    """``com.uvlava.ct.gpu is up: lease ends 2026-11-29 18:00Z, $3.39/hour`` (every format)."""
+    price = f"${gpu.hourly_price:.2f}/hour" if gpu.hourly_price is not None else "price unknown"
+    end = gpu.until.strftime("%Y-%m-%d %H:%MZ")
+    state = "is up, being released" if gpu.releasing else "is up"
+    return f"GPU {gpu.name} {state}: lease ends {end}, {price}"
 
 
 def _verdict(plan: ProducerPlan, verdicts: Mapping[str, GuardVerdict]) -> GuardVerdict:

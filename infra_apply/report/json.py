@@ -22,6 +22,22 @@ def format_json(reports: Sequence[ProducerReport]) -> str:
 
 
 def _json_producer(report: ProducerReport) -> dict[str, object]:
+    doc = _json_plan(report)
+    if report.gpus:
+        # On-demand GPU droplets that are up (gpu up), as their leases say; absent when none.
+        doc["gpus_up"] = [
+            {
+                "name": g.name,
+                "lease_until": g.until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "hourly_price": g.hourly_price,
+                "releasing": g.releasing,
+            }
+            for g in report.gpus
+        ]
+    return doc
+
+
+def _json_plan(report: ProducerReport) -> dict[str, object]:
     plan, verdict = report.plan, report.verdict
     ordered = display_order(plan.changes)
     return {

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
 from infra_apply.plan_model import COUNTED_ACTIONS, Change, display_order, reason, verb
-from infra_apply.report import ProducerReport
+from infra_apply.report import ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     counts_sentence,
     detail,
@@ -61,10 +61,12 @@ class _Section:
 def format_markdown(reports: Sequence[ProducerReport]) -> str:
     """A pull-request comment, always at most ``MARKDOWN_LIMIT`` characters."""
     head = _md_head(reports)
-    sections = [
-        _md_section(r) for r in reports if r.plan.has_changes or r.plan.drift or r.plan.settings_drift
-    ]
+    sections = [_md_section(r) for r in reports if _shown(r)]
     return _fit(head, sections, MARKDOWN_LIMIT)
+
+
+def _shown(r: ProducerReport) -> bool:
+    return bool(r.plan.has_changes or r.plan.drift or r.plan.settings_drift or r.gpus)
 
 
 def _md_head(reports: Sequence[ProducerReport]) -> str:
@@ -130,6 +132,9 @@ def _md_section(report: ProducerReport) -> _Section:
     if plan.settings_drift:
         blocks.append(_Block("\n**Settings for new droplets only**\n\n"))
         blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
+    if report.gpus:
+        blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))
+        blocks += [_Block("- 🖥️ " + _md_text(gpu_sentence(g)) + "\n") for g in report.gpus]
     if model is not None and model.droplets:
         blocks.append(_Block("\n" + mermaid_diagram(model, plan.changes)))
     return _Section(head=head, blocks=tuple(blocks), tail="\n</details>\n")

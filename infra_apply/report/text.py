@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from infra_apply.plan_model import Change, display_order
-from infra_apply.report import ProducerReport
+from infra_apply.report import ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     counts_sentence,
     detail,
@@ -43,6 +43,8 @@ def _text_producer(report: ProducerReport) -> Iterator[str]:
         yield "  ! " + drift_sentence(plan.producer, drift, visible, visible)
     for settings in plan.settings_drift:
         yield "  ! " + settings_sentence(settings, visible)
+    for gpu in report.gpus:
+        yield "  * " + visible(gpu_sentence(gpu))
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
 
 

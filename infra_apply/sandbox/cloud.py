@@ -405,7 +405,12 @@ def edit_droplet(
 
 
 def remove_droplet(cloud: Cloud, droplet_id: str) -> bool:
-    """Destroy a droplet inside an open transaction; like DigitalOcean, firewalls forget it."""
+    """Destroy a droplet inside an open transaction; like DigitalOcean, firewalls forget it.
+    A ``fail_delete`` fault for its name raises instead (nothing is removed)."""
+    record = cloud["droplets"].get(droplet_id)
+    failure = delete_fault(cloud, str(record.get("name"))) if isinstance(record, dict) else None
+    if failure:
+        raise CloudError(failure)
     gone = cloud["droplets"].pop(droplet_id, None) is not None
     for firewall in cloud["firewalls"].values():
         firewall["droplet_ids"] = [d for d in firewall["droplet_ids"] if str(d) != droplet_id]
@@ -580,11 +585,13 @@ def inject_faults(
     path: PathLike,
     *,
     fail_create: Sequence[str] = (),
+    fail_delete: Sequence[str] = (),
     create_delay: float = 0.0,
     message: str = "",
     gate: PathLike | None = None,
 ) -> None:
-    """Make creating the named droplets fail, and/or every droplet create take ``create_delay`` s,
+    """Make creating (``fail_create``) or destroying (``fail_delete``) the named droplets fail,
+    and/or every droplet create take ``create_delay`` s,
     and/or every droplet create wait at ``gate`` (see ``wait_at_gate``).
 
     Called with no arguments it clears every fault.
@@ -592,6 +599,7 @@ def inject_faults(
     with transaction(path) as c:
         c["faults"] = {
             "fail_create": {name: message or f"droplet {name!r}: 422 sandbox fault" for name in fail_create},
+            "fail_delete": {name: message or f"droplet {name!r}: 500 sandbox fault" for name in fail_delete},
             "create_delay": create_delay,
             "gate": str(Path(gate).resolve()) if gate is not None else None,
         }
@@ -599,6 +607,11 @@ def inject_faults(
 
 def create_fault(c: Cloud, name: str) -> str | None:
     failure: str | None = c.get("faults", {}).get("fail_create", {}).get(name)
+    return failure
+
+
+def delete_fault(c: Cloud, name: str) -> str | None:
+    failure: str | None = c.get("faults", {}).get("fail_delete", {}).get(name)
     return failure
 
 

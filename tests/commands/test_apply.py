@@ -160,3 +160,30 @@ def test_an_in_place_resize_needs_its_own_allowance(tmp_path: Path) -> None:
     allowed = apply.ApplyOptions(allow_resize=("com.uvlava.dns",))
     assert apply.apply_producer(world.context(), prep, terminal.terminal(), allowed).applied
     assert world.events == [*PLANNED, "confirm", "apply", "echo"]
+
+
+def test_a_gpu_verb_applies_nothing_when_the_producer_has_other_changes_pending(tmp_path: Path) -> None:
+    # gpu up / down / reap may change the GPU's own droplet and firewall only: a timer's reap
+    # must never apply a change nobody reviewed
+    world = World(tmp_path)
+    copy = world.copy("create_producer", changed=True, outputs=MC_OUTPUT)
+    terminal = FakeTerminal(world.events, answer=True)
+    gpu_only = apply.ApplyOptions(auto_approve=True, only=frozenset({"digitalocean_droplet.mc_gpu"}))
+    with pytest.raises(GuardRefused) as refused:
+        apply.apply_producer(world.context(), world.prepared(copy), terminal.terminal(), gpu_only)
+    assert world.events == PLANNED
+    assert refused.value.message.startswith("producer mc has other changes pending (")
+    assert "digitalocean_droplet.mc_services" in refused.value.message
+    # the same plan with every one of its resources allowed is applied
+    world.events.clear()
+    everything = frozenset(
+        c.base_address for c in apply.plan_one(world.prepared(copy), world.said.append).plan.changes
+    )
+    world.events.clear()
+    done = apply.apply_producer(
+        world.context(),
+        world.prepared(copy),
+        terminal.terminal(),
+        apply.ApplyOptions(auto_approve=True, only=everything),
+    )
+    assert done.applied and "apply" in world.events

@@ -22,14 +22,14 @@ def test_one_producer_is_init_plan_show_and_parsed(tmp_path: Path) -> None:
     assert world.said == ["mc: terraform plan"]
 
 
-def test_with_gpu_sets_the_droplets_variable_and_an_unknown_one_runs_nothing(tmp_path: Path) -> None:
+def test_a_held_gpu_sets_the_droplets_variable_and_an_unknown_one_runs_nothing(tmp_path: Path) -> None:
     world = World(tmp_path)
     copy = world.copy("create_producer", changed=True)
     prep = world.prepared(copy, gpu_variables={"com.uvlava.mc.gpu": "gpu_mc_gpu"})
     plan.plan_all([prep], world.said.append, gpu=["com.uvlava.mc.gpu"])
     assert copy.variables == [{"gpu_mc_gpu": "true"}]
     world.events.clear()
-    with pytest.raises(InfraApplyError, match=r"--with-gpu com\.uvlava\.ct\.gpu: not an on-demand GPU"):
+    with pytest.raises(InfraApplyError, match=r"com\.uvlava\.ct\.gpu: not an on-demand GPU"):
         plan.plan_all([prep], world.said.append, gpu=["com.uvlava.ct.gpu"])
     assert world.events == []
 
@@ -52,8 +52,7 @@ def test_changed_with_nothing_selected_plans_nothing_and_exits_0() -> None:
     found = Changes("origin/main", "0" * 40, (), Selection(()))
     out = plan.output(plan.PlanResult(changes=found), "text")
     assert (out.stdout, out.code) == (
-        "No changes: no producer's manifests, generated module or configuration changed since "
-        "origin/main.\n",
+        "No changes: no producer's manifests, generated module or configuration changed since origin/main.\n",
         ExitCode.OK,
     )
     listed = plan.output(plan.PlanResult(changes=found, listed=()), "text")

@@ -1,0 +1,74 @@
+"""The GPU lease stores as the verbs see them: which GPUs an ordinary plan or apply keeps
+(``held``), and what the plan summaries show about the GPUs that are up.
+
+Only producers that declare an on-demand GPU droplet have a store opened: a producer without
+one never pays for the extra Terraform call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from infra_apply import terraform as tf
+from infra_apply.gpu.lease import Lease, held
+from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
+from infra_apply.report import GpuUp
+from infra_apply.state import load_backend, state_dir
+from infra_apply.workcopy import Context, Project, workdir_root
+
+
+@dataclass(frozen=True)
+class Leases:
+    """The leases of the producers looked at, and the GPU droplets each producer declares."""
+
+    by_producer: Mapping[str, Mapping[str, Lease]]
+    declared: Mapping[str, frozenset[str]]  # producer -> its GPU droplet names
+
+    def held(self, producer: str) -> tuple[str, ...]:
+        """The GPUs of ``producer`` a plan keeps on: leased and not being released. A lease for
+        a GPU the manifests no longer declare is left out (there is nothing to keep)."""
+        mine = held(self.by_producer.get(producer, {}).values())
+        return tuple(sorted(mine & self.declared.get(producer, frozenset())))
+
+    def all_held(self) -> tuple[str, ...]:
+        return tuple(sorted(g for p in self.by_producer for g in self.held(p)))
+
+    def up(self, producer: str) -> tuple[GpuUp, ...]:
+        return tuple(
+            GpuUp(lease.gpu, lease.until, lease.hourly_price, lease.releasing is not None)
+            for _, lease in sorted(self.by_producer.get(producer, {}).items())
+            if lease.up
+        )
+
+    def up_by_producer(self) -> dict[str, tuple[GpuUp, ...]]:
+        return {p: self.up(p) for p in self.by_producer}
+
+
+def gpu_names(project: Project, producer: str) -> frozenset[str]:
+    rendered = project.rendered.get(producer)
+    return frozenset(rendered.gpu_variables) if rendered is not None else frozenset()
+
+
+def lease_store(ctx: Context, producer: str) -> LeaseStore:
+    """The producer's lease store, beside its state: the local state dir, or the state bucket
+    when ``[state]`` is remote (so a team sees one truth)."""
+    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    return open_store(state_dir(ctx.env), workdir_root(ctx), producer, backend, binary, ctx.env)
+
+
+def read_leases(ctx: Context, project: Project, producers: Sequence[str]) -> Leases:
+    declared = {p: gpu_names(project, p) for p in producers}
+    found = {p: _leases_of(ctx, p) for p in producers if declared[p]}
+    return Leases(found, declared)
+
+
+def _leases_of(ctx: Context, producer: str) -> Mapping[str, Lease]:
+    """With local state and no lease ever written there is nothing to read: no Terraform runs
+    (so pre-flight still comes before any Terraform process in a tree nobody ran gpu up in)."""
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    local_state = lease_copy(workdir_root(ctx), producer) / "terraform.tfstate"
+    if backend.kind == "local" and not local_state.is_file():
+        return {}
+    return lease_store(ctx, producer).read().leases
