@@ -49,7 +49,7 @@ resource "digitalocean_droplet" "{label}" {{
   name      = "{name}"
   size      = "s-2vcpu-4gb"
   image     = "{image}"
-  ssh_keys  = ["12345"]
+  ssh_keys  = ["{cloud.FIRST_SSH_KEY_ID}"]
   user_data = "#cloud-config\\n"
   tags      = ["old-root"]
 }}
@@ -186,7 +186,7 @@ def world(tmp_path: Path, old_root: Mapping[str, str]) -> World:
     w = World(tmp_path, {**env, **setup.env})
     write_tree(tmp_path / "tree", TREE)
     (tmp_path / "mesh-hosts.json").write_text(json.dumps(MESH))
-    cloud.seed(w.cloud, [CLUSTER])
+    cloud.seed(w.cloud, [CLUSTER], ["old-root"])  # the old droplets were made with its one key
     w.old.mkdir()
     w.write_old_root({"main.tf": "".join(old_root.values())})
     w.tf("init", "-input=false")
