@@ -288,6 +288,18 @@ def _with_gpu_removed(ctx: click.Context, _: click.Parameter, value: tuple[str, 
         )
 
 
+def producers_option(help: str) -> Callable[[F], F]:
+    """A repeatable --producer (completed from the root's @ folders)."""
+    return click.option(
+        "--producer",
+        "producers",
+        multiple=True,
+        metavar="P",
+        shell_complete=_complete("producers"),
+        help=help,
+    )
+
+
 def gpu_option(fn: F) -> F:
     """``--with-gpu``, removed (issue 12): hidden, and it says what replaces it."""
     return click.option(
@@ -304,14 +316,7 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
 
 
 @cli.command()
-@click.option(
-    "--producer",
-    "producers",
-    multiple=True,
-    metavar="P",
-    shell_complete=_complete("producers"),
-    help="Producer to plan (repeatable); all producers when omitted.",
-)
+@producers_option("Producer to plan (repeatable); all producers when omitted.")
 @format_option("text", "json", "markdown")
 @sandbox_option
 @gpu_option
@@ -690,14 +695,7 @@ def db_credentials(
 
 
 @cli.command()
-@click.option(
-    "--producer",
-    "producers",
-    multiple=True,
-    metavar="P",
-    shell_complete=_complete("producers"),
-    help="Producer to check (repeatable); all producers when omitted.",
-)
+@producers_option("Producer to check (repeatable); all producers when omitted.")
 @format_option("text", "json", "markdown")
 @sandbox_option
 @out_option

@@ -564,3 +564,16 @@ def output_json(wd: Workdir, name: str) -> object:
         return value
     except ValueError as exc:
         raise TerraformError(f"terraform output -json printed something that is not JSON ({exc})") from None
+
+
+def local_state_has_resources(folder: Path) -> bool:
+    """Whether ``folder``'s local ``terraform.tfstate`` holds resources. A state file that cannot
+    be read as Terraform state counts as holding some: never switch backends over it."""
+    state = folder / "terraform.tfstate"
+    if not state.is_file() or state.stat().st_size == 0:
+        return False
+    try:
+        doc = json.loads(state.read_bytes())
+        return not isinstance(doc, dict) or doc.get("resources") != []
+    except ValueError:  # not JSON, not UTF-8, or numbers beyond int()'s limit
+        return True

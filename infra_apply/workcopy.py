@@ -9,7 +9,6 @@ test drives a verb with a fake and checks the order of its effects.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -458,16 +457,7 @@ def _sync_user_data(path: Path, files: Mapping[str, bytes]) -> None:
 
 
 def _has_local_state(path: Path) -> bool:
-    """Whether the working copy's local state holds resources; a state file that cannot be
-    read as Terraform state counts as holding some (never switch backends over it)."""
-    state = path / "terraform.tfstate"
-    if not state.is_file() or state.stat().st_size == 0:
-        return False
-    try:
-        doc = json.loads(state.read_bytes())
-        return not isinstance(doc, dict) or doc.get("resources") != []
-    except ValueError:  # not JSON, not UTF-8, or numbers beyond int()'s limit
-        return True
+    return tf.local_state_has_resources(path)
 
 
 def lock_working_copy(path: Path, producer: str) -> BaseFileLock:

@@ -350,11 +350,4 @@ def _ensure_init(store: LeaseStore, files: Mapping[str, bytes]) -> None:
 
 
 def _holds_local_leases(path: Path) -> bool:
-    state = path / "terraform.tfstate"
-    if not state.is_file() or state.stat().st_size == 0:
-        return False
-    try:
-        doc = json.loads(state.read_bytes())
-        return not isinstance(doc, dict) or doc.get("resources") != []
-    except ValueError:
-        return True
+    return tf.local_state_has_resources(path)
