@@ -58,10 +58,11 @@ def test_text() -> None:
         "LAST BUSY                    $/HOUR  COST",
         "com.uvlava.ct.gpu     ct        up     1h10m   2026-11-29 12:00Z (in 45m)  "
         "2026-11-29 11:00Z (15m ago)  $3.39   $6.78",
+        # A GPU that is down shows what an hour would cost: its size's dated list price.
         "com.uvlava.mc.gpu     mc        down   -       -                           "
-        "-                            -       -",
+        "-                            $3.39   -",
         "com.uvlava.quinn.gpu  quinn     down   -       -                           "
-        "-                            -       -",
+        "-                            $3.39   -",
         "cost: hours started since the droplet came up x its hourly price, at most 672 hours a month "
         "(an upper estimate; the bill is the truth)",
     ]

@@ -81,7 +81,7 @@ def _row(
 ) -> StatusRow:
     if lease is None:
         up = _live_uptime(live, now)
-        price = live.hourly_price if live else None
+        price = live.hourly_price if live else listed_price(s.size)
         return StatusRow(
             gpu=name,
             producer=producer,
@@ -113,13 +113,22 @@ def _row(
         until=lease.until,
         last_busy=lease.last_busy,
         uptime=uptime(lease, now),
-        hourly_price=lease.hourly_price,
+        hourly_price=lease.hourly_price if lease.hourly_price is not None else listed_price(s.size),
         cost=cost_so_far(lease, now),
         droplet_id=lease.droplet_id or (live.droplet_id if live else None),
         ip=lease.ip or (live.ip if live else None),
         releasing=None if claim is None else f"by {claim.by} since {stamp(claim.at)}",
         last_error=lease.last_error,
     )
+
+
+def listed_price(size: str) -> float | None:
+    """The dated list price of ``size`` (sandbox/catalogue.py, from do-catalogue-facts.md) for a
+    GPU that is down: what it would cost an hour. A GPU that is up shows what its droplet reports."""
+    from infra_apply.sandbox.catalogue import SIZES
+
+    found = SIZES.get(size)
+    return found.price_hourly if found is not None else None
 
 
 def _live_uptime(live: LiveGpu | None, now: datetime) -> timedelta:
