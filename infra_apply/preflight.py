@@ -360,32 +360,11 @@ def problems(
     return sorted(set(found), key=Problem.sort_key)
 
 
-def run(
-    *,
-    root: Path,
-    env: Mapping[str, str],
-    sandbox: bool,
-    model: Model,
-    manifests: Mapping[str, Manifest],
-    config: Config,
-    producers: Sequence[str],
-    gpu: Sequence[str] = (),
-    say: Say,
-) -> None:
-    """Pre-flight for plan/apply: warnings through ``say``; any error raises (nothing planned)."""
-    found = problems(
-        root=root,
-        env=env,
-        sandbox=sandbox,
-        model=model,
-        manifests=manifests,
-        config=config,
-        producers=producers,
-        gpu=gpu,
-        say=say,
-    )
+def enforce(found: Sequence[Problem], *, sandbox: bool, say: Say) -> None:
+    """Pre-flight for plan/apply: any error in ``found`` (from ``problems``) raises, nothing is
+    planned; warnings go to ``say``."""
     if any(p.level == "error" for p in found):
-        raise PreflightFailed(found, "the sandbox account" if sandbox else "the DigitalOcean account")
+        raise PreflightFailed(list(found), "the sandbox account" if sandbox else "the DigitalOcean account")
     for p in found:
         say(p.format())
 

@@ -288,7 +288,7 @@ def preflight(ctx: Context, project: Project, producers: Sequence[str], gpu: Seq
     problem stops the run with its manifest line and nothing planned."""
     from infra_apply import preflight as checks
 
-    checks.run(
+    found = checks.problems(
         root=ctx.root,
         env=ctx.env,
         sandbox=ctx.sandbox,
@@ -299,6 +299,7 @@ def preflight(ctx: Context, project: Project, producers: Sequence[str], gpu: Seq
         gpu=gpu,
         say=ctx.say,
     )
+    checks.enforce(found, sandbox=ctx.sandbox, say=ctx.say)
 
 
 # --- working copies -------------------------------------------------------------------------

@@ -262,9 +262,13 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
         "config": v.config,
         "say": said.append,
     }
+    def run(producer: str) -> None:
+        found = preflight.problems(producers=[producer], **kwargs)
+        preflight.enforce(found, sandbox=True, say=said.append)
+
     with pytest.raises(preflight.PreflightFailed) as caught:
-        preflight.run(producers=["mc"], **kwargs)
+        run("mc")
     assert caught.value.message == "pre-flight: 1 error(s) against the sandbox account"
-    preflight.run(producers=["quinn"], **kwargs)  # another producer is not held up
-    preflight.run(producers=["ct"], **kwargs)
+    run("quinn")  # another producer is not held up
+    run("ct")
     assert said == []  # warnings are said, not raised
