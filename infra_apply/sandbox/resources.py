@@ -534,26 +534,38 @@ _CLUSTER_FIELDS = (
 )  # fmt: skip
 
 
-class DatabaseClusterData(Resource):
-    """data ``digitalocean_database_cluster``: looked up by name among the cloud's clusters."""
+class ByNameData(Resource):
+    """A data source that looks one object up by ``name`` in the sandbox cloud."""
 
-    name = "database_cluster"
-    attrs = DATABASE_CLUSTER_ATTRS
+    error_summary = "Error"
 
     def read(self, ctx: Any, config: State) -> State | None:
         diags = ctx.diagnostics
         path = cloud_path(diags)
         if path is None:
             return None
-        name = config["name"]
-        with _reported(diags, "Error retrieving DatabaseClusters"):
-            clusters = cloud.load(path)["clusters"]
-            record = next((c for c in clusters.values() if c["name"] == name), None)
-            if record is None:
-                _report_missing_cluster(diags, name, clusters, path)
-                return None
-            return _cluster_state(record, config)
+        with _reported(diags, self.error_summary):
+            return self.find(diags, path, config["name"], config)
         return None
+
+    def find(self, diags: Diags, path: Path, name: str, config: State) -> State | None:
+        raise NotImplementedError
+
+
+class DatabaseClusterData(ByNameData):
+    """data ``digitalocean_database_cluster``: looked up by name among the cloud's clusters."""
+
+    name = "database_cluster"
+    attrs = DATABASE_CLUSTER_ATTRS
+    error_summary = "Error retrieving DatabaseClusters"
+
+    def find(self, diags: Diags, path: Path, name: str, config: State) -> State | None:
+        clusters = cloud.load(path)["clusters"]
+        record = next((c for c in clusters.values() if c["name"] == name), None)
+        if record is None:
+            _report_missing_cluster(diags, name, clusters, path)
+            return None
+        return _cluster_state(record, config)
 
 
 def _report_missing_cluster(diags: Diags, name: str, clusters: dict[str, cloud.Record], path: Path) -> None:
@@ -579,38 +591,32 @@ def _cluster_state(record: cloud.Record, config: State) -> State:
     return state
 
 
-class SSHKeyData(Resource):
+class SSHKeyData(ByNameData):
     """data ``digitalocean_ssh_key``: the account's key of that name; none or several is an
     error, as the real data source's name filter makes it."""
 
     name = "ssh_key"
     attrs = SSH_KEY_ATTRS
+    error_summary = "Error retrieving SSH keys"
 
-    def read(self, ctx: Any, config: State) -> State | None:
-        diags = ctx.diagnostics
-        path = cloud_path(diags)
-        if path is None:
+    def find(self, diags: Diags, path: Path, name: str, config: State) -> State | None:
+        matches = [k for k in cloud.load(path)["ssh_keys"].values() if k["name"] == name]
+        if len(matches) != 1:
+            known = ", ".join(sorted(k["name"] for k in cloud.list_ssh_keys(path))) or "none"
+            detail = (
+                f"no ssh key found with name {name}"
+                if not matches
+                else f"too many ssh keys found with name {name} (found {len(matches)}, expected 1)"
+            )
+            diags.add_error("Error retrieving SSH key", f"{detail} (sandbox account keys: {known})")
             return None
-        name = config["name"]
-        with _reported(diags, "Error retrieving SSH keys"):
-            matches = [k for k in cloud.load(path)["ssh_keys"].values() if k["name"] == name]
-            if len(matches) != 1:
-                known = ", ".join(sorted(k["name"] for k in cloud.list_ssh_keys(path))) or "none"
-                detail = (
-                    f"no ssh key found with name {name}"
-                    if not matches
-                    else f"too many ssh keys found with name {name} (found {len(matches)}, expected 1)"
-                )
-                diags.add_error("Error retrieving SSH key", f"{detail} (sandbox account keys: {known})")
-                return None
-            key = matches[0]
-            return {
-                "id": key["id"],
-                "name": key["name"],
-                "fingerprint": key["fingerprint"],
-                "public_key": key["public_key"],
-            }
-        return None
+        key = matches[0]
+        return {
+            "id": key["id"],
+            "name": key["name"],
+            "fingerprint": key["fingerprint"],
+            "public_key": key["public_key"],
+        }
 
 
 RESOURCES: tuple[type[Resource], ...] = (Droplet, Firewall, DatabaseDB, DatabaseUser)
