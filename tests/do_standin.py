@@ -16,7 +16,7 @@ from werkzeug import Request, Response
 
 from infra_apply.sandbox import catalogue
 
-TOKEN = "dop_v1_preflight-test-token"
+TOKEN = "FAKE-do-token_preflight-test-token"
 
 
 def key_json(key_id: int, name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from werkzeug import Request, Response
 from infra_apply.report.drift import MARKER
 from tests.test_ci_workflows import BIN, CI, load, run_step, step
 
-TOKEN = "ghs_drift-workflow-test-token"
+TOKEN = "FAKE-gh-token_drift-workflow-test"
 
 
 class IssueForge:

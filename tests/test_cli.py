@@ -141,7 +141,7 @@ def test_unknown_producer_is_named(tmp_path: Path) -> None:
 def test_live_apply_refuses_a_stale_generated_folder(example: Path) -> None:
     manifest = example / "tree" / "@quinn" / ".infra.yaml"
     manifest.write_text(manifest.read_text().replace("size: s-4vcpu-8gb", "size: s-8vcpu-16gb"))
-    env = {**cli_env(example), "DIGITALOCEAN_TOKEN": "dop_v1_" + "0" * 20}
+    env = {**cli_env(example), "DIGITALOCEAN_TOKEN": "FAKE-do-token_" + "0" * 20}
     result = run_cli(
         "--root",
         str(example / "tree"),

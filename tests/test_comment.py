@@ -22,7 +22,7 @@ from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_
 from infra_apply.errors import InfraApplyError
 from tests.conftest import cli_env, run_cli
 
-TOKEN = "ghs_" + "Tk9" * 12  # looks like a token, unique enough to grep for
+TOKEN = "FAKE-gh-token_" + "Tk9" * 12  # plainly fake, unique enough to grep for
 REPO = "uvlava/infra"
 PR = 7
 MARK = marker("plan")
@@ -317,7 +317,7 @@ def test_a_100000_character_plan_is_cut_with_a_note(tmp_path: Path, forge: FakeF
 
 
 def test_secrets_in_the_plan_are_masked(tmp_path: Path, forge: FakeForge) -> None:
-    secret = "dop_v1_" + "a1" * 20
+    secret = "FAKE-do-token_" + "a1" * 20
     code, _, err = post(tmp_path, forge, f"token {secret} and {TOKEN}\n", DIGITALOCEAN_TOKEN=secret)
     assert code == 0, err
     assert forge.comments[0]["body"] == f"{MARK}\ntoken *** and ***\n"

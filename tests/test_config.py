@@ -161,7 +161,7 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
         "region 'nyc3' offers no NVIDIA GPU droplets",
     ),
     "credential": (
-        '[droplets]\ntoken = "dop_v1_secret"\n',
+        '[droplets]\ntoken = "FAKE-do-token_secret"\n',
         {},
         "infra-apply.toml:2:1",
         "credentials never go in infra-apply.toml",
@@ -247,7 +247,7 @@ def test_a_bad_configuration_is_one_located_error(tmp_path: Path, case: str) -> 
     line = caught.value.format()
     assert line.startswith(f"{where}: error "), line
     assert message in line, line
-    assert "\n" not in line and "dop_v1_secret" not in line
+    assert "\n" not in line and "FAKE-do-token_secret" not in line
 
 
 @pytest.mark.parametrize("case", ["unknown-droplet-key", "user-data-bad-yaml", "credential"])
@@ -260,7 +260,7 @@ def test_the_cli_prints_it_on_one_line_and_exits_1(tmp_path: Path, case: str) ->
         assert "Traceback" not in r.stderr
         [line] = [line for line in r.stderr.splitlines() if line.strip()]
         assert line.startswith(f"{where}: error ") and message in line, line
-        assert "dop_v1_secret" not in r.stdout + r.stderr
+        assert "FAKE-do-token_secret" not in r.stdout + r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "state" / "work").exists()
 
 

@@ -16,7 +16,7 @@ from infra_apply import do_api
 from infra_apply.do_api import AccountDroplet
 from infra_apply.errors import InfraApplyError
 
-TOKEN = "dop_v1_test-secret-token"
+TOKEN = "FAKE-do-token_test-secret-token"
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ def test_no_stdin_and_no_secrets(tmp_path: Path) -> None:
     assert run_probe("if read line; then echo 1; else echo 0; fi", 30) == ProbeResult(depth=0)
     env = {
         "PATH": os.environ["PATH"],
-        "DIGITALOCEAN_TOKEN": "dop_v1_secret",
+        "DIGITALOCEAN_TOKEN": "FAKE-do-token_secret",
         "AWS_SECRET_ACCESS_KEY": "s3cr3t",
         "QUEUE": "4",
     }

@@ -30,7 +30,7 @@ from tests.gpu_helpers import CT_GPU, SECRET_KEY, Bucket, make_store, moto_s3
 from tests.gpu_helpers import a_lease as helpers_lease
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-TOKEN = "dop_v1_gpu_store_token_never_in_files"
+TOKEN = "FAKE-do-token_gpu_store_token_never_in_files"
 
 
 def a_lease(name: str = CT_GPU, producer: str = "ct", at: datetime = T0) -> Lease:

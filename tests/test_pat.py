@@ -14,7 +14,7 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.workcopy import token_env
 from tests.conftest import cli_env, run_cli
 
-TOKEN = "dop_v1_" + "5f" * 32
+TOKEN = "FAKE-do-token_" + "5f" * 32
 SECRET_PART = "5f5f5f5f"
 
 

@@ -331,7 +331,7 @@ def test_a_read_only_registry_stops_a_live_run_before_anything_happens(
         str(example / "generated"),
         "--mesh-hosts",
         str(registry_file),
-        env=cli_env(example, DIGITALOCEAN_TOKEN="dop_v1_not_a_real_token"),
+        env=cli_env(example, DIGITALOCEAN_TOKEN="FAKE-do-token_not_a_real_token"),
     )
     assert r.returncode == 1, r.stderr
     assert r.stderr.splitlines() == [

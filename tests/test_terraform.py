@@ -32,7 +32,7 @@ from infra_apply.sandbox.install import install
 from tests.conftest import REPO, cli_env, run_cli
 
 BIN = tf.Binary("/opt/tf/terraform", "1.11.4")
-SECRET = "dop_v1_0123456789abcdef-vault-secret-for-quinn"
+SECRET = "FAKE-do-token_0123456789abcdef-vault-secret-for-quinn"
 WARNING = re.compile(r"^\S+:\d+:\d+: warning ")
 REAL_TERRAFORM = shutil.which("terraform")
 needs_terraform = pytest.mark.skipif(REAL_TERRAFORM is None, reason="terraform is not on PATH")

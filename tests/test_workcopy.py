@@ -13,7 +13,7 @@ from infra_apply.render import Rendered
 from infra_apply.state import Backend
 from infra_apply.workcopy import STAMP, Context, TerraformCopy, sync, terraform_env, token_env
 
-SECRET = "dop_v1_0123456789abcdef-vault-secret-for-quinn"
+SECRET = "FAKE-do-token_0123456789abcdef-vault-secret-for-quinn"
 
 
 def context(tmp_path: Path, sandbox: bool, **env: str) -> Context:
