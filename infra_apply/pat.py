@@ -11,7 +11,8 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from infra_apply.errors import InfraApplyError
@@ -94,3 +95,24 @@ def _token(path: Path, raw: bytes) -> str | None:
 
 def _error(path: Path, problem: str) -> InfraApplyError:
     return InfraApplyError(f"unusable DigitalOcean token file: {problem}", path=str(path), rule="token")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def token_env(
+    env: Mapping[str, str], producer: str, warn: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """The token for Terraform's environment only: env first, then ~/.vault/do_pat_<producer>."""
+    if env.get("DIGITALOCEAN_TOKEN") or env.get("DIGITALOCEAN_ACCESS_TOKEN"):
+        return {}
+    home = Path(env.get("HOME") or Path.home())
+    pat = home / ".vault" / f"do_pat_{producer}"
+    token = read_pat(pat, warn or _stderr)
+    if token is None:
+        raise InfraApplyError(
+            f"no DigitalOcean token for producer {producer}: set DIGITALOCEAN_TOKEN or put the "
+            f"producer's token in {pat} (or use --sandbox)"
+        )
+    return {"DIGITALOCEAN_TOKEN": token}

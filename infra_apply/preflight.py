@@ -384,7 +384,7 @@ def _accounts(
     if sandbox:
         return [(SandboxSource(_sandbox_cloud(env, config)), list(producers))]
     from infra_apply import do_api
-    from infra_apply.workcopy import token_env
+    from infra_apply.pat import token_env
 
     by_token: dict[str, list[str]] = {}
     for producer in producers:

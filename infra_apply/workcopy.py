@@ -22,6 +22,7 @@ from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.fs import private_dirs, sync_private, tighten, write_private
 from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
+from infra_apply.pat import token_env
 from infra_apply.paths import child, inside
 from infra_apply.plan_model import JsonObject
 from infra_apply.render import Rendered, compare, render_model
@@ -350,23 +351,6 @@ def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | 
     env.setdefault("CHECKPOINT_DISABLE", "1")
     env["TF_IN_AUTOMATION"] = "1"
     return env
-
-
-def token_env(env: Mapping[str, str], producer: str, warn: Say | None = None) -> dict[str, str]:
-    """The token for Terraform's environment only: env first, then ~/.vault/do_pat_<producer>."""
-    from infra_apply.pat import read_pat
-
-    if env.get("DIGITALOCEAN_TOKEN") or env.get("DIGITALOCEAN_ACCESS_TOKEN"):
-        return {}
-    home = Path(env.get("HOME") or Path.home())
-    pat = home / ".vault" / f"do_pat_{producer}"
-    token = read_pat(pat, warn or _stderr)
-    if token is None:
-        raise InfraApplyError(
-            f"no DigitalOcean token for producer {producer}: set DIGITALOCEAN_TOKEN or put the "
-            f"producer's token in {pat} (or use --sandbox)"
-        )
-    return {"DIGITALOCEAN_TOKEN": token}
 
 
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.pat import token_env
 from infra_apply.render import Rendered
 from infra_apply.state import Backend
-from infra_apply.workcopy import STAMP, Context, TerraformCopy, sync, terraform_env, token_env
+from infra_apply.workcopy import STAMP, Context, TerraformCopy, sync, terraform_env
 
 SECRET = "FAKE-do-token_0123456789abcdef-vault-secret-for-quinn"
 
