@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from infra_apply.commands import Output
     from infra_apply.commands.apply import Terminal
+    from infra_apply.errors import InfraApplyError
     from infra_apply.workcopy import Context
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -42,8 +43,7 @@ class Group(click.Group):
             click.echo(f"infra-apply: {exc.message}; nothing was done", err=True)
             ctx.exit(int(exc.exit_code))
         except InfraApplyError as exc:
-            click.echo(exc.format(), err=True)
-            ctx.exit(int(exc.exit_code))
+            _error(ctx, exc)
         except KeyboardInterrupt as exc:
             _interrupted(ctx, exc)
         except click.Abort as exc:
@@ -63,6 +63,17 @@ class Group(click.Group):
             ctx.exit(int(ExitCode.BUG))
 
 
+def _error(ctx: click.Context, exc: InfraApplyError) -> NoReturn:
+    """One located line (the guard's refusal: a line per blocked change, red on a terminal)."""
+    from infra_apply.color import paint_lines
+    from infra_apply.errors import GuardRefused
+
+    color = use_color(ctx, err=True)
+    text = paint_lines(exc.format(), "refusal", color) if isinstance(exc, GuardRefused) else exc.format()
+    click.echo(text, err=True, color=color or None)
+    ctx.exit(int(exc.exit_code))
+
+
 def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
     from infra_apply.errors import Stopped
 
@@ -74,9 +85,20 @@ def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
 
 
 class Settings:
-    def __init__(self, root: Path, mesh_hosts: Path | None) -> None:
+    def __init__(self, root: Path, mesh_hosts: Path | None, color: bool | None = None) -> None:
         self.root = root
         self.mesh_hosts = mesh_hosts
+        self.color = color  # --color / --no-color; None: NO_COLOR, FORCE_COLOR, a terminal
+
+
+def use_color(ctx: click.Context, *, err: bool) -> bool:
+    """The one place that decides colour, per stream (stdout, or stderr with ``err``)."""
+    from infra_apply.color import wanted
+
+    settings = ctx.find_object(Settings)
+    stream = sys.stderr if err else sys.stdout
+    isatty = getattr(stream, "isatty", None)
+    return wanted(settings.color if settings else None, os.environ, bool(isatty and isatty()))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,9 +118,17 @@ class Settings:
     default=None,
     help="net-tools mesh-hosts.json for every command (each command also takes it).",
 )
+@click.option(
+    "--color/--no-color",
+    "color",
+    default=None,
+    help="Colour the plan summary and the guard's refusal (default: on a terminal, unless "
+    "NO_COLOR is set; FORCE_COLOR forces it, e.g. for CI logs that show ANSI). Never in "
+    "--format json or markdown.",
+)
 @click.version_option(package_name="infra-apply")
 @click.pass_context
-def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None) -> None:
+def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | None) -> None:
     """Turn a tree of .infra.yaml manifests into DigitalOcean Terraform, plan and apply it per
     producer, and register the new hosts in the WireGuard mesh registry (mesh-hosts.json).
 
@@ -110,12 +140,13 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None) -> None:
       infra-apply apply --producer quinn   plan, guard, confirm, apply, register hosts
 
     Environment: INFRA_APPLY_ROOT, INFRA_APPLY_MESH_HOSTS, INFRA_APPLY_STATE_DIR,
-    INFRA_APPLY_TERRAFORM, DIGITALOCEAN_TOKEN (read by Terraform only, never written).
+    INFRA_APPLY_TERRAFORM, DIGITALOCEAN_TOKEN (read by Terraform only, never written),
+    NO_COLOR / FORCE_COLOR (colour off / on; --no-color / --color win).
     """
     from infra_apply.paths import check_path
 
+    ctx.obj = Settings(root, mesh_hosts, color)
     check_path("--root", root)
-    ctx.obj = Settings(root, mesh_hosts)
 
 
 def _group_mesh(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:
@@ -175,7 +206,9 @@ def _say(line: str) -> None:
 
 def _emit(ctx: click.Context, output: Output) -> NoReturn:
     """Write out what a verb returned and exit with its code."""
-    click.echo(output.stdout, nl=False)
+    # color=True keeps a forced colour (--color into a pipe) from being stripped by click;
+    # otherwise click's own rule (strip escapes when not a terminal) stays as it was.
+    click.echo(output.stdout, nl=False, color=use_color(ctx, err=False) or None)
     for line in output.stderr:
         click.echo(line, err=True)
     ctx.exit(int(output.code))
@@ -372,7 +405,7 @@ def plan(
         changed_since=base if changed else None,
         list_only=list_only,
     )
-    _emit(ctx, verb.output(result, fmt))
+    _emit(ctx, verb.output(result, fmt, color=fmt == "text" and use_color(ctx, err=False)))
 
 
 @cli.command()
@@ -423,9 +456,11 @@ def apply(
     def confirm(question: str) -> bool:
         return click.confirm(question, default=False)
 
+    color = use_color(ctx, err=False)
     terminal = verb.Terminal(
-        show=lambda text: click.echo(text, nl=False),
+        show=lambda text: click.echo(text, nl=False, color=color or None),
         confirm=confirm if sys.stdin.isatty() else None,
+        color=color,
     )
     options = verb.ApplyOptions(
         allow_destroy=allow_destroy,
@@ -437,10 +472,11 @@ def apply(
     _emit(ctx, verb.output(done))
 
 
-def _terminal() -> Terminal:
+def _terminal(ctx: click.Context) -> Terminal:
     from infra_apply.commands.apply import Terminal
 
-    return Terminal(show=lambda text: click.echo(text, nl=False, err=True))
+    color = use_color(ctx, err=True)
+    return Terminal(show=lambda text: click.echo(text, nl=False, err=True, color=color or None), color=color)
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
@@ -486,7 +522,7 @@ def gpu_up(
     GPU's own droplet and firewall only: anything else pending in the producer is refused."""
     from infra_apply.commands import gpu as verb
 
-    _emit(ctx, verb.up_output(verb.up(_context(ctx, out, sandbox, mesh_hosts), name, _terminal(), for_)))
+    _emit(ctx, verb.up_output(verb.up(_context(ctx, out, sandbox, mesh_hosts), name, _terminal(ctx), for_)))
 
 
 @gpu.command("down")
@@ -500,7 +536,7 @@ def gpu_down(ctx: click.Context, name: str, sandbox: bool, out: Path, mesh_hosts
     the guard refuses anything else), remove its hosts from mesh-hosts.json, end its lease."""
     from infra_apply.commands import gpu as verb
 
-    _emit(ctx, verb.down_output(verb.down(_context(ctx, out, sandbox, mesh_hosts), name, _terminal())))
+    _emit(ctx, verb.down_output(verb.down(_context(ctx, out, sandbox, mesh_hosts), name, _terminal(ctx))))
 
 
 @gpu.command("status")
@@ -529,7 +565,7 @@ def gpu_reap(ctx: click.Context, sandbox: bool, out: Path, mesh_hosts: Path | No
     timer (examples/systemd/); a reap already running makes this one do nothing."""
     from infra_apply.commands import gpu as verb
 
-    _emit(ctx, verb.reap_output(verb.reap(_context(ctx, out, sandbox, mesh_hosts), _terminal())))
+    _emit(ctx, verb.reap_output(verb.reap(_context(ctx, out, sandbox, mesh_hosts), _terminal(ctx))))
 
 
 @cli.command()

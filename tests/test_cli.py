@@ -171,3 +171,143 @@ def test_one_exit_code_enum_holds_the_contracts_numbers() -> None:
     assert GuardRefused("x").exit_code is ExitCode.REFUSED
     assert Stopped(signal.SIGTERM).exit_code is ExitCode.TERMINATED
     assert Stopped(signal.SIGHUP).exit_code is ExitCode.HANGUP
+
+
+# --- on a terminal: colour, timings, the --root hint ---------------------------------------------
+
+ESC = "\x1b"
+NO_COLOR_ENV: dict[str, str | None] = {"NO_COLOR": None, "FORCE_COLOR": None}
+
+
+def _canned_plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """plan's verb answers with a destroy/replace plan from the fixtures (a fake working copy):
+    what is under test is how the CLI prints it."""
+    from infra_apply.commands import plan as verb
+    from tests.commands.fakes import World
+
+    world = World(tmp_path, "quinn", mesh=False)
+    planned = verb.plan_all([world.prepared(world.copy("replace_delete", changed=True))], world.said.append)
+    monkeypatch.setattr(verb, "run", lambda *_, **__: verb.PlanResult(tuple(planned)))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "coloured"),
+    [
+        ((), {}, False),  # CliRunner's stdout is not a terminal, like a pipe
+        (("--color",), {}, True),
+        (("--color",), {"NO_COLOR": "1"}, True),  # the flag overrides the environment
+        ((), {"FORCE_COLOR": "1"}, True),
+        ((), {"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
+        (("--no-color",), {"FORCE_COLOR": "1"}, False),
+        (("--color", "--no-color"), {}, False),  # the last one given wins
+    ],
+)
+def test_plan_colour_follows_the_flags_and_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    coloured: bool,
+) -> None:
+    _canned_plan(monkeypatch, tmp_path)
+    result = CliRunner(env={**NO_COLOR_ENV, **env}).invoke(cli_module.cli, [*args, "plan"])
+    assert result.exit_code == ExitCode.CHANGES, result.output
+    assert (ESC in result.stdout) is coloured
+    assert ("\x1b[31m  - destroy\x1b[0m" in result.stdout) is coloured
+    assert "  - destroy com.uvlava.quinn.mcp" in result.stdout.replace("\x1b[31m", "").replace("\x1b[0m", "")
+
+
+@pytest.mark.parametrize("fmt", ["json", "markdown"])
+def test_forced_colour_never_reaches_json_or_markdown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fmt: str
+) -> None:
+    _canned_plan(monkeypatch, tmp_path)
+    runner = CliRunner(env={**NO_COLOR_ENV, "FORCE_COLOR": "1"})
+    result = runner.invoke(cli_module.cli, ["--color", "plan", "--format", fmt])
+    assert result.exit_code == ExitCode.CHANGES, result.output
+    assert ESC not in result.stdout and ESC not in result.stderr
+    if fmt == "json":
+        json.loads(result.stdout)
+
+
+def test_the_guards_refusal_is_red_only_when_colour_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra_apply.errors import GuardRefused
+
+    def refused(*_: object, **__: object) -> None:
+        raise GuardRefused(
+            "destroy a: gone — rerun with --allow-destroy a\nreplace b: region — rerun with --allow-replace b"
+        )
+
+    monkeypatch.setattr("infra_apply.commands.apply.run", refused)
+    args = ["apply", "--producer", "quinn", "--auto-approve"]
+    plain = CliRunner(env=NO_COLOR_ENV).invoke(cli_module.cli, args)
+    red = CliRunner(env=NO_COLOR_ENV).invoke(cli_module.cli, ["--color", *args])
+    assert plain.exit_code == red.exit_code == ExitCode.REFUSED
+    assert plain.stderr == (
+        "infra-apply: error: destroy a: gone — rerun with --allow-destroy a\n"
+        "replace b: region — rerun with --allow-replace b\n"
+    )
+    assert red.stderr == (
+        "\x1b[31m\x1b[1minfra-apply: error: destroy a: gone — rerun with --allow-destroy a\x1b[0m\n"
+        "\x1b[31m\x1b[1mreplace b: region — rerun with --allow-replace b\x1b[0m\n"
+    )
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, str, str]:
+    """Run infra-apply with its stdout on a pseudo-terminal (stderr to a file): what an operator
+    sees. Reads until the process has ended and the terminal has nothing more to give."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    master, slave = pty.openpty()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra_apply", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=err,
+            env=env,
+        )
+        os.close(slave)
+        out, deadline = b"", time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if ready:
+                    try:
+                        chunk = os.read(master, 65536)
+                    except OSError:  # EIO: every writer of the terminal has closed it
+                        break
+                    if not chunk:
+                        break
+                    out += chunk
+                elif proc.poll() is not None:
+                    break
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            os.close(master)
+            if proc.poll() is None:
+                proc.kill()
+        err.seek(0)
+        return code, out.decode().replace("\r\n", "\n"), err.read().decode()
+
+
+def test_on_a_real_terminal_plan_is_coloured_unless_no_color_says_otherwise(example: Path) -> None:
+    env = {k: v for k, v in cli_env(example).items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    plan = [
+        "--root", str(example / "tree"), "plan", "--sandbox", "--producer", "quinn",
+        "--out", str(example / "generated"), "--mesh-hosts", str(example / "mesh-hosts.json"),
+    ]  # fmt: skip
+    code, out, err = _on_a_terminal(plan, env)
+    assert code == ExitCode.CHANGES, err
+    assert "\x1b[32m  + create \x1b[0m com.uvlava.quinn.artifacts" in out
+    assert ESC not in err  # stderr is a file here: its progress lines stay plain
+    code, out, _ = _on_a_terminal(plan, {**env, "NO_COLOR": "1"})
+    assert code == ExitCode.CHANGES and "  + create  com.uvlava.quinn.artifacts" in out and ESC not in out
+    code, out, _ = _on_a_terminal(["--no-color", *plan], env)
+    assert code == ExitCode.CHANGES and "  + create  com.uvlava.quinn.artifacts" in out and ESC not in out

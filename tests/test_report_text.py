@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from infra_apply.plan_model import parse_plan
 from infra_apply.report import producer_reports
 from infra_apply.report.text import format_text
 from tests.plan_fixtures import (
@@ -13,9 +16,22 @@ from tests.plan_fixtures import (
     SCENARIOS,
     hostile_plans,
     parsed,
+    rc,
     read_golden,
     render_golden,
+    synthetic,
 )
+
+# The SGR sequences the palette uses: green, yellow, bright magenta + bold, red, cyan, reset.
+GREEN, YELLOW, MAGENTA, RED, CYAN, RESET = (
+    "\x1b[32m",
+    "\x1b[33m",
+    "\x1b[95m\x1b[1m",
+    "\x1b[31m",
+    "\x1b[36m",
+    "\x1b[0m",
+)
+SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def test_steady_state_plan_is_one_line_saying_so() -> None:
@@ -86,3 +102,54 @@ def test_hostile_names_stay_on_one_line_in_text() -> None:
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_text_prints_its_golden_byte_for_byte(scenario: str) -> None:
     assert render_golden(scenario, "txt") == read_golden(scenario, "txt")
+
+
+def test_colour_marks_each_action_and_every_warning_line() -> None:
+    reports = producer_reports(
+        [
+            parsed("replace_delete"),
+            parsed("update_size", "ct"),
+            parsed("import", names=IMPORT_NAMES),
+            parsed("resize_ports", names=RESIZE_NAMES),
+        ]
+    )
+    lines = format_text(reports, color=True).splitlines()
+    assert (
+        f"{RED}  - destroy{RESET} com.uvlava.quinn.mcp (digitalocean_droplet.quinn_mcp): "
+        "no longer in the manifests"
+        in lines
+    )
+    assert any(line.startswith(f"{MAGENTA}-/+ replace{RESET} com.uvlava.quinn.artifacts ") for line in lines)
+    assert any(line.startswith(f"{YELLOW}  ~ update {RESET} com.uvlava.quinn.artifacts ") for line in lines)
+    assert any(line.startswith(f"{YELLOW}  ~ resize {RESET} com.uvlava.ct.services ") for line in lines)
+    assert f"{GREEN}  + create {RESET} com.uvlava.ct.gpu (digitalocean_droplet.ct_gpu[0])" in lines
+    assert any(line.startswith(f"{CYAN} <= import {RESET} com.uvlava.quinn.artifacts ") for line in lines)
+    warnings = [line for line in lines if "! public ports" in line]
+    assert len(warnings) == 4 and all(w.startswith(f"{YELLOW}  ! ") and w.endswith(RESET) for w in warnings)
+    # Headings and counts stay plain; without the escapes the text is exactly the plain text.
+    assert [line for line in lines if line.startswith(("Producer ", "Plan: "))] and not any(
+        "\x1b" in line for line in lines if line.startswith(("Producer ", "Plan: "))
+    )
+    assert SGR.sub("", "\n".join(lines) + "\n") == format_text(reports)
+
+
+def test_no_colour_is_the_plain_text() -> None:
+    reports = producer_reports([parsed("replace_delete"), parsed("resize_ports", names=RESIZE_NAMES)])
+    assert "\x1b" not in format_text(reports, color=False)
+    assert format_text(reports, color=False) == format_text(reports)
+
+
+def test_colour_never_lets_a_names_own_escape_sequences_through() -> None:
+    # A name that would clear the screen, retitle the terminal and turn everything after it red.
+    evil = "evil\x1b[2J\x1b]0;owned\x07\x1b[31m"
+    plan = parse_plan(
+        "quinn",
+        synthetic(rc("digitalocean_droplet.k0", ["create"], after={"name": "x"})),
+        {"digitalocean_droplet.k0": evil},
+    )
+    text = format_text(producer_reports([plan]), color=True)
+    assert "evil\\x1b[2J\\x1b]0;owned\\x07\\x1b[31m (digitalocean_droplet.k0)" in text
+    assert set(SGR.findall(text)) == {GREEN, RESET}  # only the palette's own sequences
+    assert "\x1b" not in SGR.sub("", text) and "\x07" not in text
+    hostile, _ = hostile_plans()
+    assert "\x1b" not in SGR.sub("", format_text(producer_reports(hostile), color=True))

@@ -48,6 +48,7 @@ class Terminal:
 
     show: Callable[[str], None]  # the plan, then Terraform's output: text as is (lines end in \n)
     confirm: Confirm | None = None  # None: no terminal to ask on
+    color: bool = False  # style the plan summary it shows (the CLI decides, per stream)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def apply_producer(
     planned = plan_one(prep, ctx.say, gpu=options.gpu)
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
-    terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up)]))
+    report = ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up)
+    terminal.show(format_text([report], terminal.color))
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:

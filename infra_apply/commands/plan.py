@@ -94,7 +94,8 @@ def _changed(ctx: Context, base: str | None) -> Changes | None:
     return found
 
 
-def output(result: PlanResult, fmt: str) -> Output:
+def output(result: PlanResult, fmt: str, *, color: bool = False) -> Output:
+    """``color``: style the text summary (never json or markdown) for a terminal."""
     from infra_apply.changed import listing, nothing_to_plan
 
     if result.listed is not None:
@@ -102,10 +103,10 @@ def output(result: PlanResult, fmt: str) -> Output:
     if not result.planned and result.changes is not None:
         return Output(nothing_to_plan(fmt, result.changes.base))
     code = ExitCode.CHANGES if result.changed else ExitCode.OK
-    return Output(format_reports(result.reports(), fmt), code=code)
+    return Output(format_reports(result.reports(), fmt, color=color), code=code)
 
 
-def format_reports(reports: Sequence[ProducerReport], fmt: str) -> str:
+def format_reports(reports: Sequence[ProducerReport], fmt: str, *, color: bool = False) -> str:
     if fmt == "json":
         from infra_apply.report.json import format_json
 
@@ -116,7 +117,7 @@ def format_reports(reports: Sequence[ProducerReport], fmt: str) -> str:
         return format_markdown(reports)
     from infra_apply.report.text import format_text
 
-    return format_text(reports)
+    return format_text(reports, color)
 
 
 # --- planning producers -----------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""The terminal summary: per producer its changes (destructive first), drift and counts."""
+"""The terminal summary: per producer its changes (destructive first), drift and counts.
+
+With ``color`` (the CLI decides: a terminal, no NO_COLOR / --no-color) each change's symbol
+and verb take its action's colour and ``!`` lines are yellow; text is made visible() first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from infra_apply.color import paint
 from infra_apply.plan_model import Change, display_order
 from infra_apply.report import ProducerReport, gpu_sentence
 from infra_apply.report._common import (
@@ -24,19 +28,19 @@ _SYMBOLS: Mapping[str, tuple[str, str]] = {
 }
 
 
-def format_text(reports: Sequence[ProducerReport]) -> str:
+def format_text(reports: Sequence[ProducerReport], color: bool = False) -> str:
     """Every producer's block, blank-line separated; one line per change, public-port call-out,
     drift or count."""
-    blocks = ["\n".join(_text_producer(report)) for report in reports]
+    blocks = ["\n".join(map(_warning(color), _text_producer(report, color))) for report in reports]
     return "\n\n".join(blocks) + "\n" if blocks else "No producers planned.\n"
 
 
-def _text_producer(report: ProducerReport) -> Iterator[str]:
+def _text_producer(report: ProducerReport, color: bool = False) -> Iterator[str]:
     plan = report.plan
     yield f"Producer {visible(plan.producer)}:"
     ordered = display_order(plan.changes)
     for change in ordered:
-        yield _text_change(change)
+        yield _text_change(change, color)
     for change in ordered:
         yield from ("  ! " + line for _, line in port_callouts(change, visible))
     for drift in plan.drift:
@@ -48,9 +52,15 @@ def _text_producer(report: ProducerReport) -> Iterator[str]:
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
 
 
-def _text_change(change: Change) -> str:
+def _text_change(change: Change, color: bool = False) -> str:
     symbol, verb = _SYMBOLS[change.action]
     verb = "resize" if change.resize is not None else verb
     who = change.address if change.name == change.address else f"{change.name} ({change.address})"
     why = detail(change)
-    return f"{symbol:>3} {verb:<7} {visible(who)}" + (f": {visible(why)}" if why else "")
+    head = paint(f"{symbol:>3} {verb:<7}", change.action, color)
+    return f"{head} {visible(who)}" + (f": {visible(why)}" if why else "")
+
+
+def _warning(color: bool) -> Callable[[str], str]:
+    """Every ``!`` line (call-outs, drift, settings: whichever section yields it) in yellow."""
+    return lambda line: paint(line, "warning", color) if line.startswith("  ! ") else line
