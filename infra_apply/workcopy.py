@@ -35,6 +35,7 @@ from infra_apply.state import (
     state_dir,
     validation_cache,
 )
+from infra_apply.timing import MONOTONIC, Clock, done_line
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -61,6 +62,7 @@ class Context:
     mesh_path: Path | None
     env: Mapping[str, str] = field(repr=False)  # may hold the DigitalOcean token
     say: Say = field(default=_stderr)  # progress lines and warnings (stderr)
+    clock: Clock = field(default=MONOTONIC, compare=False)  # times the phases on progress lines
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class TerraformCopy:
     producer: str
     say: Say = field(default=_stderr, compare=False)
     sandbox: SandboxSetup | None = None  # the stand-in provider, in sandbox mode
+    clock: Clock = field(default=MONOTONIC, compare=False)
 
     @property
     def path(self) -> Path:
@@ -134,6 +137,7 @@ class TerraformCopy:
 
             forget_stale_provider(self.path, self.sandbox)
         self.say(f"{self.producer}: terraform init")
+        started = self.clock()
         try:
             # Never -reconfigure: switching backends without migrating would plan from an empty
             # state and create every server a second time.
@@ -145,6 +149,7 @@ class TerraformCopy:
             ) from None
         tighten(self.path)  # init writes .terraform.lock.hcl 0644 whatever its umask
         write_private(stamp_file, stamp)
+        self.say(done_line(self.producer, "init", self.clock() - started))
 
     def _init_stamp(self) -> str:
         """A hash of everything ``init`` depends on: the versions and backend blocks, the lock
@@ -385,7 +390,7 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     for name in producers:
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, sandbox_env)
-        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, setup)
+        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, setup, ctx.clock)
         lock = lock_working_copy(path, name)
         if path.is_dir():
             tf.wait_for_earlier(path, _prefixed(ctx.say, name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -307,6 +308,9 @@ def test_on_a_real_terminal_plan_is_coloured_unless_no_color_says_otherwise(exam
     assert code == ExitCode.CHANGES, err
     assert "\x1b[32m  + create \x1b[0m com.uvlava.quinn.artifacts" in out
     assert ESC not in err  # stderr is a file here: its progress lines stay plain
+    # Every phase of the producer says how long it took when it ended.
+    for phase in ("init", "plan", "show"):
+        assert re.search(rf"^quinn: {phase} done in \d+\.\ds", err, re.M), err
     code, out, _ = _on_a_terminal(plan, {**env, "NO_COLOR": "1"})
     assert code == ExitCode.CHANGES and "  + create  com.uvlava.quinn.artifacts" in out and ESC not in out
     code, out, _ = _on_a_terminal(["--no-color", *plan], env)

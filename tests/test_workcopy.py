@@ -113,3 +113,17 @@ def test_init_runs_only_when_what_it_depends_on_changed(tmp_path: Path) -> None:
     (tmp_path / "versions.tf").write_text('terraform {\n  required_version = ">= 1.5"\n}\n')
     with pytest.raises(AssertionError, match="terraform ran"):
         copy.init()
+
+
+def test_a_real_init_says_how_long_it_took_and_a_skipped_one_says_nothing(tmp_path: Path) -> None:
+    from infra_apply import terraform as tf
+    from tests.commands.fakes import Ticks
+
+    (tmp_path / "versions.tf").write_text('terraform {\n  required_version = ">= 1.5"\n}\n')
+    (tmp_path / ".terraform").mkdir()  # a module without providers gets none from init
+    said: list[str] = []
+    wd = tf.Workdir(tf.find_binary(), tmp_path, {"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"})
+    copy = TerraformCopy(wd, "ct", say=said.append, clock=Ticks(100.0, 103.25))
+    copy.init()
+    copy.init()  # up to date: no terraform, no line (and no clock read past the two given)
+    assert said == ["ct: terraform init", "ct: init done in 3.2s"]

@@ -22,6 +22,7 @@ from infra_apply.guard import guard, refusal_message, unused_allowances
 from infra_apply.mesh import WriteResult
 from infra_apply.plan_model import COUNTED_ACTIONS
 from infra_apply.report import GpuUp, ProducerReport
+from infra_apply.timing import done_line
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -104,7 +105,7 @@ def apply_producer(
     from infra_apply.report.text import format_text
 
     name = prep.producer.name
-    planned = plan_one(prep, ctx.say, gpu=options.gpu)
+    planned = plan_one(prep, ctx.say, gpu=options.gpu, clock=ctx.clock)
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
     report = ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up)
@@ -120,6 +121,7 @@ def apply_producer(
         if not _confirmed(name, terminal, options.auto_approve):
             raise InfraApplyError("apply cancelled; nothing was changed")
         ctx.say(f"{name}: terraform apply (the saved plan shown above)")
+        started = ctx.clock()
         try:
             prep.copy.apply(echo=lambda line: terminal.show(f"{line}\n"))
         except tf.CommandFailed as exc:
@@ -127,6 +129,7 @@ def apply_producer(
                 f"terraform apply failed for producer {name}:\n{exc.detail}\n"
                 "State holds what was created before the failure; fix the cause and rerun."
             ) from None
+        ctx.say(done_line(name, "apply", ctx.clock() - started))
         applied = True
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
@@ -164,8 +167,9 @@ def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> 
     ]
     if not (prep.producer.droplets or removed):
         return None
+    started = ctx.clock()
     try:
-        return register(ctx, prep, removed=removed)
+        result = register(ctx, prep, removed=removed)
     except InfraApplyError as exc:
         name = prep.producer.name
         done = "applied" if applied else "nothing to apply"
@@ -177,6 +181,10 @@ def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> 
             col=exc.col,
             rule=exc.rule,
         ) from None
+    hosts = len(result.changes)
+    detail = f"{hosts} host change{'s' if hosts != 1 else ''}" if result.changed else "unchanged"
+    ctx.say(done_line(prep.producer.name, "register", ctx.clock() - started, detail))
+    return result
 
 
 def output(done: Applied) -> Output:

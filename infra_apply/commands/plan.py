@@ -16,6 +16,7 @@ from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
 from infra_apply.report import GpuUp, ProducerReport, producer_reports
+from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -79,7 +80,7 @@ def run(
 
     leases = read_leases(ctx, project, names)
     preflight(ctx, project, names, leases.all_held())
-    planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held())
+    planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held(), clock=ctx.clock)
     return PlanResult(tuple(planned), found, gpus=leases.up_by_producer())
 
 
@@ -129,17 +130,24 @@ def plan_one(
     *,
     gpu: Iterable[str] = (),
     provider_env: Callable[[], Mapping[str, str]] | None = None,
+    clock: Clock = MONOTONIC,
 ) -> Planned:
-    """init, plan (saved), show: the saved plan as typed changes.
+    """init, plan (saved), show: the saved plan as typed changes. The plan and the show each
+    say how long they took when they end.
 
     ``provider_env``: extra environment for the plan and show only (the sandbox's shared provider,
     see sandbox/reattach.py); never for init or apply."""
+    name = prep.producer.name
     prep.copy.init()
-    say(f"{prep.producer.name}: terraform plan")
+    say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
+    started = clock()
     changed = copy.plan(variables=gpu_variables(prep, gpu))
+    say(done_line(name, "plan", clock() - started, "changes" if changed else "no changes"))
+    started = clock()
     raw = copy.show()
-    plan = parse_plan(prep.producer.name, raw, prep.rendered.names, prep.rendered.create_settings)
+    plan = parse_plan(name, raw, prep.rendered.names, prep.rendered.create_settings)
+    say(done_line(name, "show", clock() - started, counts_detail(plan.counts.items())))
     return Planned(prep, plan, changed or plan.has_changes, raw)
 
 
@@ -157,8 +165,12 @@ def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) -> list[Planned]:
-    """Plan producers in parallel (bounded by the CPU count); results in producer order."""
+def plan_all(
+    preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = (), clock: Clock = MONOTONIC
+) -> list[Planned]:
+    """Plan producers in parallel (bounded by the CPU count); results in producer order. More
+    than one producer: the run's total time is said at the end."""
+    started = clock()
     gpu = tuple(gpu)
     unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
     if unknown:
@@ -180,14 +192,18 @@ def plan_all(preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = ()) ->
                 say,
                 gpu=[g for g in gpu if g in p.rendered.gpu_variables],
                 provider_env=provider_env,
+                clock=clock,
             )
             for p in preps
         ]
         try:
-            return [_result(f) for f in futures]
+            planned = [_result(f) for f in futures]
         except KeyboardInterrupt:
             _interrupt(futures)
             raise
+    if len(preps) > 1:
+        say(total_line(len(preps), "planned", clock() - started))
+    return planned
 
 
 def _result(future: Future[Planned]) -> Planned:

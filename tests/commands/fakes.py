@@ -11,6 +11,7 @@ from infra_apply.commands.apply import Terminal
 from infra_apply.model import Droplet, ProducerModel, Service
 from infra_apply.plan_model import JsonObject
 from infra_apply.render import Rendered
+from infra_apply.timing import MONOTONIC, Clock
 from infra_apply.workcopy import Context, Prepared, Say
 from tests.conftest import EXAMPLE_MESH
 from tests.plan_fixtures import NAMES, QUINN_MODEL, load
@@ -120,6 +121,17 @@ class FakeTerminal:
         return Terminal(show, confirm if self.answer is not None else None)
 
 
+class Ticks:
+    """A clock reading the given times in order (monotonic seconds): phase timings without
+    waiting, and without asserting on a real clock. Reading past the end fails the test."""
+
+    def __init__(self, *times: float) -> None:
+        self._times = iter(times)
+
+    def __call__(self) -> float:
+        return next(self._times)
+
+
 @dataclass
 class World:
     """A fake working copy for one producer, and the Context a verb runs with."""
@@ -138,7 +150,7 @@ class World:
     def mesh_path(self) -> Path:
         return self.tmp / "mesh-hosts.json"
 
-    def context(self, *, sandbox: bool = False) -> Context:
+    def context(self, *, sandbox: bool = False, clock: Clock = MONOTONIC) -> Context:
         return Context(
             root=self.tmp / "tree",
             out=self.tmp / "generated",
@@ -146,6 +158,7 @@ class World:
             mesh_path=self.mesh_path if self.mesh else None,
             env={"INFRA_APPLY_STATE_DIR": str(self.tmp / "state")},
             say=self.said.append,
+            clock=clock,
         )
 
     def copy(self, fixture: str | None = None, **kwargs: object) -> FakeCopy:

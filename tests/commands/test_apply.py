@@ -11,7 +11,7 @@ import pytest
 from infra_apply import terraform as tf
 from infra_apply.commands import apply
 from infra_apply.errors import ExitCode, GuardRefused, InfraApplyError, TerraformError
-from tests.commands.fakes import FakeTerminal, World, droplets_output
+from tests.commands.fakes import FakeTerminal, Ticks, World, droplets_output
 from tests.plan_fixtures import RESIZE_NAMES
 
 # What every apply does before it may ask: init, a saved plan, its show -json, the plan shown.
@@ -38,6 +38,22 @@ def test_a_plan_with_changes_is_shown_confirmed_applied_then_registered(tmp_path
     assert out.stdout.splitlines()[0] == "mc: applied" and "+ mc-web 10.9.0." in out.stdout
     assert (out.stderr, out.code) == ((), ExitCode.OK)
     assert "mc: terraform apply (the saved plan shown above)" in world.said
+
+
+def test_apply_and_register_say_how_long_they_took(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    copy = world.copy("create_producer", changed=True, outputs=MC_OUTPUT)
+    clock = Ticks(0.0, 2.0, 2.0, 2.3, 5.0, 46.0, 46.0, 46.2)  # plan, show, apply, register
+    terminal = FakeTerminal(world.events, answer=True)
+    apply.apply_producer(world.context(clock=clock), world.prepared(copy), terminal.terminal())
+    assert world.said == [
+        "mc: terraform plan",
+        "mc: plan done in 2.0s (changes)",
+        "mc: show done in 0.3s (4 to create)",
+        "mc: terraform apply (the saved plan shown above)",
+        "mc: apply done in 41.0s",
+        "mc: register done in 0.2s (1 host change)",
+    ]
 
 
 def test_a_guard_refusal_never_reaches_confirm_or_apply(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,17 +10,43 @@ import pytest
 from infra_apply.changed import Changes, Selection
 from infra_apply.commands import plan
 from infra_apply.errors import ExitCode, InfraApplyError
-from tests.commands.fakes import World
+from tests.commands.fakes import Ticks, World
 
 
 def test_one_producer_is_init_plan_show_and_parsed(tmp_path: Path) -> None:
     world = World(tmp_path)
     copy = world.copy("create_producer", changed=True)
-    planned = plan.plan_one(world.prepared(copy), world.said.append)
+    planned = plan.plan_one(world.prepared(copy), world.said.append, clock=Ticks(10.0, 22.4, 22.5, 22.9))
     assert world.events == ["init", "plan", "show"]
     assert copy.variables == [{}]
     assert planned.changed and planned.plan.counts["create"] == 4
-    assert world.said == ["mc: terraform plan"]
+    # Each phase says how long it took when it ends, on the progress lines (stderr).
+    assert world.said == [
+        "mc: terraform plan",
+        "mc: plan done in 12.4s (changes)",
+        "mc: show done in 0.4s (4 to create)",
+    ]
+
+
+def test_a_steady_producer_says_no_changes_on_its_timing_lines(tmp_path: Path) -> None:
+    world = World(tmp_path, "quinn")
+    plan.plan_one(world.prepared(world.copy("no_changes")), world.said.append, clock=Ticks(0, 1, 1, 1.5))
+    assert world.said[1:] == [
+        "quinn: plan done in 1.0s (no changes)",
+        "quinn: show done in 0.5s (no changes)",
+    ]
+
+
+def test_a_multi_producer_run_ends_with_its_total_time(tmp_path: Path) -> None:
+    mc, quinn = World(tmp_path, mesh=False), World(tmp_path, "quinn", mesh=False)
+    preps = [mc.prepared(mc.copy("create_producer", changed=True)), quinn.prepared(quinn.copy("no_changes"))]
+    said: list[str] = []
+    plan.plan_all(preps, said.append)  # parallel: the real clock, so only the format is asserted
+    assert re.fullmatch(r"2 producers planned in \d+\.\ds", said[-1]), said
+    assert sum(bool(re.fullmatch(r"(mc|quinn): plan done in \d+\.\ds \(.+\)", line)) for line in said) == 2
+    said.clear()
+    plan.plan_all(preps[:1], said.append)
+    assert not any("producers planned" in line for line in said)  # one producer: no total
 
 
 def test_a_held_gpu_sets_the_droplets_variable_and_an_unknown_one_runs_nothing(tmp_path: Path) -> None:
