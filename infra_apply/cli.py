@@ -41,6 +41,8 @@ class Group(click.Group):
             for p in exc.problems:
                 click.echo(p.format(), err=True)
             click.echo(f"infra-apply: {exc.message}; nothing was done", err=True)
+            if exc.hint:
+                click.echo(exc.hint, err=True)
             ctx.exit(int(exc.exit_code))
         except InfraApplyError as exc:
             _error(ctx, exc)

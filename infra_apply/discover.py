@@ -135,3 +135,65 @@ def _ref(path: str, variant: str | None) -> ManifestRef:
         variant=variant,
         producer_root=producer is not None and len(parts) == 2,
     )
+
+
+# --- the --root hint ----------------------------------------------------------------------------
+
+
+def root_hint(found: Discovery, cwd: Path | None = None) -> str | None:
+    """One line saying which ``--root`` would make sense when manifests sit outside any
+    ``@<producer>`` folder and the root has none (run from inside ``@quinn/``, or from a project
+    folder): the nearest folder above the root holding ``@`` folders. None when the root holds
+    producer folders (then the manifests are misplaced, not the root) or nothing is outside."""
+    from infra_apply.untrusted import shell, visible
+
+    if found.producers or not any(m.producer is None for m in found.manifests):
+        return None
+    here = Path.cwd() if cwd is None else cwd
+    above = _nearest_producer_parent(found.root)
+    if above is None:
+        outside = next(m.path for m in found.manifests if m.producer is None)
+        return (
+            f"infra-apply: hint: no folder above {shell(str(found.root.resolve()))} holds "
+            "@<producer> folders, so no other --root fits: move each project into a producer "
+            f"folder of this root, e.g. {shell(f'@<producer>/{outside}')}"
+        )
+    folder, producers = above
+    names = ", ".join(visible(f"@{p}") for p in producers[:5]) + (", …" if len(producers) > 5 else "")
+    return (
+        f"infra-apply: hint: manifests must sit in @<producer>/ folders of the root: "
+        f"try --root {shell(_shown(folder, here))} (it holds {names})"
+    )
+
+
+def _nearest_producer_parent(root: Path) -> tuple[Path, tuple[str, ...]] | None:
+    """The nearest folder above ``root`` with ``@`` folders among its children, and their names
+    (so the parent of the ``@x`` folder ``root`` is in, when it is in one)."""
+    for folder in root.resolve().parents:
+        producers = _producer_folders(folder)
+        if producers:
+            return folder, producers
+    return None
+
+
+def _producer_folders(folder: Path) -> tuple[str, ...]:
+    try:
+        with os.scandir(folder) as entries:
+            return tuple(
+                sorted(e.name[1:] for e in entries if e.name.startswith("@") and _is_folder(e))
+            )
+    except OSError:  # an unreadable ancestor just is not the answer
+        return ()
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _shown(folder: Path, cwd: Path) -> str:
+    """``..`` (``../..``) from inside the folder: what one types there; else the absolute path."""
+    cwd = cwd.resolve()
+    return os.path.relpath(folder, cwd) if cwd.is_relative_to(folder) else str(folder)

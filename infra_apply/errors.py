@@ -91,10 +91,11 @@ class InfraApplyError(Exception):
 class ValidationFailed(InfraApplyError):
     """Raised by stages that need a valid tree; carries every problem found."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], hint: str | None = None) -> None:
         errors = [p for p in problems if p.level == "error"]
         super().__init__(f"{len(errors)} error(s) in the manifest tree")
         self.problems = problems
+        self.hint = hint  # a line after the summary (discover.root_hint: which --root fits)
 
 
 class GuardRefused(InfraApplyError):

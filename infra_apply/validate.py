@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from infra_apply.config import Config
-from infra_apply.discover import Discovery, discover
+from infra_apply.discover import Discovery, discover, root_hint
 from infra_apply.errors import InfraApplyError, Problem, ValidationFailed
 from infra_apply.manifest import Manifest, load
 from infra_apply.rules import Tree, run_rules
@@ -56,7 +56,7 @@ def require_valid(
     every problem, warnings go to ``on_warning``."""
     v = validate_tree(root, mesh_path, cache, config)
     if v.errors:
-        raise ValidationFailed(list(v.problems))
+        raise ValidationFailed(list(v.problems), root_hint(v.discovery))
     for p in v.warnings:
         on_warning(p.format())
     return v

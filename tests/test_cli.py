@@ -315,3 +315,45 @@ def test_on_a_real_terminal_plan_is_coloured_unless_no_color_says_otherwise(exam
     assert code == ExitCode.CHANGES and "  + create  com.uvlava.quinn.artifacts" in out and ESC not in out
     code, out, _ = _on_a_terminal(["--no-color", *plan], env)
     assert code == ExitCode.CHANGES and "  + create  com.uvlava.quinn.artifacts" in out and ESC not in out
+
+
+def test_from_inside_a_producer_folder_the_hint_names_the_root_above(tmp_path: Path) -> None:
+    write_tree(tmp_path / "Code", base_tree())
+    env = cli_env(tmp_path)
+    hint = (
+        "infra-apply: hint: manifests must sit in @<producer>/ folders of the root: "
+        "try --root .. (it holds @ct)"
+    )
+    validated = run_cli("validate", env=env, cwd=tmp_path / "Code" / "@ct")
+    assert validated.returncode == 1 and "error manage_apps_orchestrator" in validated.stdout
+    assert validated.stderr.splitlines() == [hint]
+    # A verb that needs a valid tree says it after its summary line, nothing done.
+    rendered = run_cli("render", env=env, cwd=tmp_path / "Code" / "@ct" / "app")
+    assert rendered.returncode == 1 and "Traceback" not in rendered.stderr
+    assert rendered.stderr.splitlines()[-2:] == [
+        "infra-apply: 1 error(s) in the manifest tree; nothing was done",
+        hint.replace("--root ..", "--root ../.."),
+    ]
+    assert not (tmp_path / "Code" / "@ct" / "app" / "generated").exists()
+    # Given as --root from elsewhere, the folder is named in full; JSON on stdout stays JSON.
+    producer = str(tmp_path / "Code" / "@ct")
+    found = run_cli("--root", producer, "validate", "--format", "json", env=env, cwd=tmp_path)
+    assert json.loads(found.stdout)["valid"] is False
+    assert found.stderr.splitlines() == [hint.replace("--root ..", f"--root {(tmp_path / 'Code').resolve()}")]
+
+
+def test_a_tree_without_producer_folders_gets_a_hint_to_make_them(tmp_path: Path) -> None:
+    write_tree(tmp_path / "flat", {"app/.infra.yaml": project("app")})
+    result = run_cli("validate", env=cli_env(tmp_path), cwd=tmp_path / "flat")
+    assert result.returncode == 1 and "manifest outside any producer folder" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"infra-apply: hint: no folder above {(tmp_path / 'flat').resolve()} holds @<producer> folders, "
+        "so no other --root fits: move each project into a producer folder of this root, "
+        "e.g. '@<producer>/app/.infra.yaml'"
+    ]
+
+
+def test_a_root_holding_producer_folders_gets_no_root_hint(tmp_path: Path) -> None:
+    write_tree(tmp_path, {**base_tree(), "stray/.infra.yaml": project("stray")})
+    code, _, err = invoke("--root", str(tmp_path), "validate")
+    assert code == 1 and "hint" not in err

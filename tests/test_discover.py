@@ -156,3 +156,17 @@ def test_loading_a_manifest_that_became_a_fifo_does_not_block(tmp_path: Path) ->
         pytest.fail("load() blocked on a FIFO")
     [error] = outcome
     assert isinstance(error, YamlError) and error.message.startswith("not a regular file")
+
+
+def test_the_root_hint_shows_a_producer_folders_control_characters_escaped(tmp_path: Path) -> None:
+    from infra_apply.discover import root_hint
+
+    (tmp_path / "@evil\x1b[2J").mkdir()
+    (tmp_path / "@ct" / "app").mkdir(parents=True)
+    (tmp_path / "@ct" / "app" / ".infra.yaml").write_text("project: app\n")
+    hint = root_hint(discover(tmp_path / "@ct"), cwd=tmp_path / "@ct" / "app")
+    assert hint == (
+        "infra-apply: hint: manifests must sit in @<producer>/ folders of the root: "
+        "try --root ../.. (it holds @ct, @evil\\x1b[2J)"
+    )
+    assert root_hint(discover(tmp_path)) is None  # every manifest is in a producer folder

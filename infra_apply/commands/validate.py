@@ -10,6 +10,7 @@ from pathlib import Path
 
 from infra_apply import validate as checks
 from infra_apply.commands import Output
+from infra_apply.discover import root_hint
 from infra_apply.errors import ExitCode, InfraApplyError, Problem
 from infra_apply.state import checked_state_dir, validation_cache
 
@@ -24,6 +25,7 @@ def _silent(_: str) -> None:
 class Validated:
     validation: checks.Validation
     strict: bool  # warnings fail too
+    hint: str | None = None  # manifests outside any @producer folder: the --root that fits
 
     @property
     def failed(self) -> bool:
@@ -51,7 +53,7 @@ def run(
     v = checks.validate_tree(root, mesh_path, validation_cache(root, env))
     if live:
         v = _with_preflight(v, env, sandbox, say)
-    return Validated(v, strict)
+    return Validated(v, strict, root_hint(v.discovery))
 
 
 def _with_preflight(
@@ -81,7 +83,8 @@ def _with_preflight(
 
 def output(result: Validated, fmt: str) -> Output:
     text = format_json(result) if fmt == "json" else format_text(result)
-    return Output(text, code=ExitCode.ERROR if result.failed else ExitCode.OK)
+    hint = (result.hint,) if result.hint else ()  # stderr: --format json keeps stdout JSON
+    return Output(text, hint, code=ExitCode.ERROR if result.failed else ExitCode.OK)
 
 
 def format_text(result: Validated) -> str:
