@@ -228,7 +228,9 @@ def test_forced_colour_never_reaches_json_or_markdown(
     assert result.exit_code == ExitCode.CHANGES, result.output
     assert ESC not in result.stdout and ESC not in result.stderr
     if fmt == "json":
-        json.loads(result.stdout)
+        assert list(json.loads(result.stdout)["producers"]) == ["quinn"]
+    else:
+        assert result.stdout.startswith("## ") and "com.uvlava.quinn.mcp" in result.stdout
 
 
 def test_the_guards_refusal_is_red_only_when_colour_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
