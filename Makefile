@@ -4,7 +4,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PY      := $(BIN)/python
 
-.PHONY: help venv test-tools demo test faults soak golden lint bench bench-regen render-check clean-bench
+.PHONY: help venv test-tools demo test faults soak golden lint bench bench-regen render-check clean-bench \
+  mermaid-check
 
 help:
 	@echo "make demo          plan the example tree against the sandbox (no account, no test tools)"
@@ -16,6 +17,7 @@ help:
 	@echo "make bench         benchmarks on a synthetic 2,000-manifest tree (bench/out/)"
 	@echo "make bench-regen   regenerate the benchmark tree, then benchmark"
 	@echo "make render-check  fail when generated/ is stale for examples/producer-tree"
+	@echo "make mermaid-check parse every diagram the tests draw with Mermaid itself (node, npm)"
 
 venv: $(BIN)/infra-apply
 
@@ -68,6 +70,11 @@ bench: $(TEST_TOOLS)
 
 bench-regen: $(TEST_TOOLS)
 	$(PY) bench/run.py --regen $(BENCH_ARGS)
+
+# Mermaid itself (tools/mermaid-check, installed with npm ci on first use) on every diagram the
+# tests draw; make test runs the same test but skips it where node, npm or the registry is missing.
+mermaid-check: $(TEST_TOOLS)
+	MERMAID_CHECK=required $(BIN)/pytest -q -p no:cacheprovider tests/test_mermaid_check.py
 
 render-check: venv
 	$(BIN)/infra-apply --root examples/producer-tree render --check

@@ -30,7 +30,8 @@ def build_model(v: Validation) -> Model:
         producer = refs[m.path].producer
         if producer is not None:
             by_producer.setdefault(producer, []).append(m)
-    droplets = [d for m in v.manifests for d in _droplets(m, refs[m.path].producer)]
+    consumes = _depends_on(v.manifests)
+    droplets = [d for m in v.manifests for d in _droplets(m, refs[m.path].producer, consumes)]
     droplets += _gpu_droplets(v.manifests, refs, v.config)
     droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
@@ -52,10 +53,25 @@ def build_model(v: Validation) -> Model:
     )
 
 
-def _droplets(m: Manifest, tree_producer: str | None) -> Iterable[Droplet]:
+# (project, service.host) -> the services that project consumes over HTTP (``depends_on``).
+_Consumes = dict[tuple[str, str | None], tuple[str, ...]]
+
+
+def _depends_on(manifests: Iterable[Manifest]) -> _Consumes:
+    out: _Consumes = {}
+    for m in manifests:
+        svc = m.data.get("service") or {}
+        key = (m.data["project"], svc.get("host"))
+        # A project's prod and dev manifests may both run there: the union, first-seen order.
+        out[key] = tuple(dict.fromkeys((*out.get(key, ()), *svc.get("depends_on", []))))
+    return out
+
+
+def _droplets(m: Manifest, tree_producer: str | None, consumes: _Consumes) -> Iterable[Droplet]:
     for d in m.data.get("droplets", []):
         if d.get("provider", m.data["provider"]) != "digitalocean":
             continue
+        hosts = tuple(d.get("hosts", []))
         yield Droplet(
             name=d["name"],
             producer=name_producer(d["name"]) or tree_producer or "",
@@ -64,8 +80,8 @@ def _droplets(m: Manifest, tree_producer: str | None) -> Iterable[Droplet]:
             size=d.get("size", DEFAULT_SIZE),
             image=d.get("image", DEFAULT_IMAGE),
             role=d.get("role"),
-            hosts=tuple(d.get("hosts", [])),
-            services=tuple(_service(s) for s in d["services"]),
+            hosts=hosts,
+            services=tuple(_service(s, _consumed(s["name"], hosts, consumes)) for s in d["services"]),
         )
 
 
@@ -75,13 +91,21 @@ def _with_settings(d: Droplet, config: Config) -> Droplet:
     return replace(d, ssh_keys=s.ssh_keys, monitoring=s.monitoring, user_data=s.user_data)
 
 
-def _service(s: dict[str, Any]) -> Service:
+def _consumed(service: str, hosts: tuple[str, ...], consumes: _Consumes) -> tuple[str, ...]:
+    """What the project named like ``service`` consumes, when it runs on one of ``hosts`` (or
+    names no host): a project elsewhere is another deployment that merely shares the name."""
+    deps = (dep for host in (*hosts, None) for dep in consumes.get((service, host), ()))
+    return tuple(dict.fromkeys(deps))
+
+
+def _service(s: dict[str, Any], depends_on: tuple[str, ...]) -> Service:
     return Service(
         name=s["name"],
         kind=s["kind"],
         producer=s.get("producer"),
         port=s.get("port"),
         domain=s.get("domain"),
+        depends_on=depends_on,
     )
 
 
@@ -144,4 +168,5 @@ def _database(m: Manifest, producer: str | None) -> Database | None:
         environment=m.data.get("environment", "prod"),
         producer=producer,
         source=m.path,
+        host=m.data.get("service", {}).get("host"),
     )

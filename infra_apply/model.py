@@ -26,6 +26,9 @@ class Service:
     producer: str | None = None
     port: int | None = None
     domain: str | None = None
+    # Services it consumes over HTTP on the mesh (rule http_coupling): the ``depends_on`` of the
+    # project manifest of the same name whose ``service.host`` is one of this droplet's hosts.
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Database:
     environment: str
     producer: str
     source: str
+    host: str | None = None  # the project's ``service.host``: where the database's user runs
 
 
 @dataclass(frozen=True)

@@ -297,10 +297,18 @@ def _gpu_sources(d: Droplet) -> list[str]:
     return [d.source, *d.also_declared_in]
 
 
+def public_inbound(d: Droplet) -> tuple[tuple[str, str], ...]:
+    """(protocol, port) of every inbound rule the droplet's firewall opens to the internet: the
+    mesh model's SSH and WireGuard, plus 80/443 for a reverse proxy and 53 for DNS."""
+    kinds = {s.kind for s in d.services}
+    web, dns = "reverse-proxy" in kinds, "dns" in kinds
+    return (*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ()))
+
+
 def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> dict[str, Any]:
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
-    inbound = [*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ())]
+    inbound = public_inbound(d)
     tags = sorted(
         {MANAGED_TAG, f"producer:{d.producer}", f"role:{droplet_slug(d.name) if d.role is None else d.role}"}
     )

@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.mermaid_check import MermaidChecker
+from tests.mermaid_check import install as install_mermaid_check
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_TREE = REPO / "examples" / "producer-tree"
 EXAMPLE_MESH = REPO / "examples" / "mesh-hosts.json"
@@ -106,3 +109,16 @@ def example(tmp_path: Path) -> Path:
     shutil.copy(EXAMPLE_MESH, tmp_path / "mesh-hosts.json")
     shutil.copytree(REPO / "generated", tmp_path / "generated")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def mermaid() -> MermaidChecker:
+    """Mermaid itself (tools/mermaid-check), installed once per session. Skipped when node/npm
+    are missing or the npm registry is out of reach, unless MERMAID_CHECK=required
+    (make mermaid-check), which fails instead."""
+    checker = install_mermaid_check()
+    if isinstance(checker, str):
+        if os.environ.get("MERMAID_CHECK") == "required":
+            pytest.fail(f"MERMAID_CHECK=required but {checker}")
+        pytest.skip(checker)
+    return checker

@@ -10,6 +10,7 @@ from infra_apply.guard import guard
 from infra_apply.plan_model import parse_plan
 from infra_apply.report import producer_reports
 from infra_apply.report.markdown import MARKDOWN_LIMIT, format_markdown
+from tests.mermaid_check import MERMAID_LINE
 from tests.plan_fixtures import (
     HOSTILE,
     QUINN_MODEL,
@@ -41,9 +42,9 @@ def test_markdown_calls_out_refused_changes_and_draws_the_droplets() -> None:
     first_warning = md.index("- ⚠️")
     assert first_warning < md.index("**Other changes**") < md.index("```mermaid")
     assert "class drop0 replaced" in md
-    assert 'gone0["com.uvlava.quinn.mcp (destroyed)"]' in md
-    assert 'drop0_svc1["verdaccio (npm-registry)"]' in md
-    assert "drop0 -. mesh .- drop0_host0" in md
+    assert 'gone0["com.uvlava.quinn.mcp<br/>destroyed"]' in md
+    assert 'drop0_svc1["verdaccio<br/>npm-registry"]' in md
+    assert 'drop0_host{{"s-2vcpu-4gb · fra1<br/>mesh: forge, registry"}}' in md
 
 
 def test_markdown_shows_verdicts_given_by_the_caller() -> None:
@@ -100,17 +101,6 @@ def test_markdown_for_quiet_producers_is_just_the_table() -> None:
 
 def unescaped_pipes(line: str) -> int:
     return len(re.findall(r"(?<!\\)\|", line))
-
-
-MERMAID_LINE = re.compile(
-    r"flowchart LR"
-    r"|  classDef (created|updated|replaced|deleted|imported) [a-z0-9:#,\- ]+"
-    r'|  (drop\d+(_svc\d+)?|gone\d+)\["[^"`%<>{}|\n]*"\]'
-    r'|  drop\d+_host\d+\(\["[^"`%<>{}|\n]*"\]\)'
-    r"|  drop\d+ --> drop\d+_svc\d+"
-    r"|  drop\d+ -\. mesh \.- drop\d+_host\d+"
-    r"|  class (drop|gone)\d+ (created|updated|replaced|deleted|imported)"
-)
 
 
 def test_hostile_names_cannot_break_the_markdown() -> None:

@@ -1,9 +1,202 @@
-"""The Mermaid diagram: generated ids, escaped labels."""
+"""The Mermaid diagram: the producer's topology (droplets holding services, mesh hosts, public
+ports, depends_on, the shared database cluster), what the plan changes, generated ids and
+escaped labels. test_mermaid_check parses every diagram drawn here with Mermaid itself."""
 
 from __future__ import annotations
 
-from infra_apply.model import Droplet, ProducerModel
+import re
+from pathlib import Path
+
+from infra_apply.build import build_model
+from infra_apply.model import Droplet, Model, ProducerModel
+from infra_apply.render import render_model
 from infra_apply.report.mermaid import mermaid_diagram
+from infra_apply.validate import validate_tree
+from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, droplet, producer_root, project, write_tree
+from tests.mermaid_cases import CASES, HOSTILE, MARKED, TOPOLOGY, change, diagram
+from tests.mermaid_check import MERMAID_LINE, mermaid_blocks
+
+_NODE = re.compile(r"^\s+(?:subgraph )?([a-z0-9_]+)[\[({]+\"(.*?)\"[\])}]+$")
+_EDGE = re.compile(r"^  ([a-z0-9_]+) (-->|-\.->)(?:\|\"(.*?)\"\|)? ([a-z0-9_]+)$")
+
+
+class Parsed:
+    """A diagram of ours read back: labels by node id, subgraph members, edges, classes."""
+
+    def __init__(self, text: str) -> None:
+        [body] = mermaid_blocks(text)
+        self.lines = body.splitlines()
+        self.labels: dict[str, str] = {}
+        self.members: dict[str, list[str]] = {}
+        self.edges: list[tuple[str, str, str, str]] = []  # (from, arrow, label, to)
+        self.classes: dict[str, str] = {}
+        self.classdefs: list[str] = []
+        inside: str | None = None
+        for line in self.lines:
+            if line == "  end":
+                inside = None
+            elif line.startswith("  classDef "):
+                self.classdefs.append(line.split()[1])
+            elif line.startswith("  class "):
+                _, node, cls = line.split()
+                self.classes[node] = cls
+            elif m := _EDGE.match(line):
+                self.edges.append((m[1], m[2], m[3] or "", m[4]))
+            elif m := _NODE.match(line):
+                self.labels[m[1]] = m[2]
+                if inside is not None:
+                    self.members[inside].append(m[1])
+                if line.startswith("  subgraph "):
+                    inside = m[1]
+                    self.members[inside] = []
+
+    def node(self, label: str) -> str:
+        [node] = [n for n, text in self.labels.items() if text == label]
+        return node
+
+    def ports(self, node: str) -> list[str]:
+        return [label for a, _, label, b in self.edges if a == "internet" and b == f"{node}_host"]
+
+
+def test_each_droplet_is_a_group_holding_its_machine_and_services() -> None:
+    d = Parsed(diagram("topology"))
+    services = d.node("com.uvlava.mc.services")
+    assert d.members[services] == [
+        f"{services}_host",
+        f"{services}_svc0",
+        f"{services}_svc1",
+        f"{services}_svc2",
+    ]
+    assert d.labels[f"{services}_host"] == "s-2vcpu-4gb · fra1<br/>mesh: mint, mc-web"
+    assert d.labels[f"{services}_svc0"] == "storefront<br/>web · port 8000"
+    gpu = d.node("com.uvlava.mc.gpu")
+    assert d.labels[f"{gpu}_host"] == "gpu-h100x1-80gb · tor1 · GPU, on demand<br/>mesh: mc-gpu"
+    assert d.labels[f"{gpu}_job0"] == "render-job<br/>GPU job"
+    # Three droplets, two clusters; nothing changes, so no classes and no legend.
+    assert sorted(d.members) == ["cluster0", "cluster1", "drop0", "drop1", "drop2"]
+    assert d.classdefs == ["external"] and set(d.classes.values()) == {"external"}
+
+
+def test_public_ports_are_the_ones_each_firewall_opens_to_the_internet() -> None:
+    model = build_model(validate_tree(EXAMPLE_TREE, EXAMPLE_MESH))
+    rendered = {r.producer: r.files["firewalls.tf"] for r in render_model(model, REPO / "generated")}
+    for producer in model.producers:
+        d = Parsed(mermaid_diagram(producer, ()))
+        drawn = {d.labels[n]: d.ports(n) for n in d.members if n.startswith("drop")}
+        assert drawn == _firewall_ports(rendered[producer.name]), producer.name
+    # The example's reverse proxies and DNS do open more than SSH and WireGuard.
+    quinn = Parsed(mermaid_diagram(model.producer("quinn") or ProducerModel("quinn"), ()))
+    assert quinn.ports(quinn.node("com.uvlava.dns")) == ["22/tcp", "51820/udp", "53/tcp", "53/udp"]
+    assert "443/tcp" in quinn.ports(quinn.node("com.uvlava.quinn.artifacts"))
+
+
+def _firewall_ports(hcl: str) -> dict[str, list[str]]:
+    """droplet name -> "port/protocol" of each inbound rule with a 0.0.0.0/0 source."""
+    out = {}
+    for block in re.split(r'^# "', hcl, flags=re.MULTILINE)[1:]:
+        name = block.split('"', 1)[0]
+        rules = re.findall(r'inbound_rule \{\s+protocol\s+= "(\w+)"\s+port_range\s+= "([\d-]+)"\s+'
+                           r'source_addresses = \["0\.0\.0\.0/0"', block)  # fmt: skip
+        out[name] = [f"{port}/{proto}" for proto, port in rules]
+    return out
+
+
+def test_depends_on_is_a_dotted_http_edge_and_an_unknown_service_an_external_node() -> None:
+    d = Parsed(diagram("topology"))
+    storefront, catalog = d.node("storefront<br/>web · port 8000"), d.node("catalog<br/>api · port 8001")
+    outside = d.node("auth-svc<br/>not on these droplets")
+    http = [(a, b) for a, arrow, label, b in d.edges if arrow == "-.->" and label == "HTTP over mesh"]
+    assert http == [(storefront, catalog), (storefront, outside)]
+    assert d.classes[outside] == "external"
+    assert not any(outside in members for members in d.members.values())
+
+
+def test_the_shared_cluster_holds_each_projects_own_database_with_an_edge_from_its_user() -> None:
+    d = Parsed(diagram("topology"))
+    pg, analytics = (
+        d.node("uvlava-pg · shared database cluster"),
+        d.node("analytics-pg · shared database cluster"),
+    )
+    assert [d.labels[n] for n in d.members[pg]] == [
+        "catalog (catalog_app)",
+        "storefront (storefront_app)",
+        "storefront_dev (storefront_dev)<br/>dev",
+    ]
+    users = {b: (a, label) for a, arrow, label, b in d.edges if b.startswith("cluster")}
+    catalog_db, storefront_db, dev_db = d.members[pg]
+    assert users[catalog_db] == (d.node("catalog<br/>api · port 8001"), "")
+    assert users[storefront_db] == (d.node("storefront<br/>web · port 8000"), "")
+    # The dev variant runs on the operator's mac: outside, and not drawn inside the cluster.
+    assert users[dev_db] == (d.node("storefront<br/>on fennel"), "")
+    assert d.node("storefront<br/>on fennel") not in d.members[pg]
+    # A project that is not one of the droplet's services: the edge leaves the droplet, named.
+    [reports] = d.members[analytics]
+    assert users[reports] == (f"{d.node('com.uvlava.mc.services')}_host", "reporter")
+
+
+def test_what_the_plan_changes_is_marked_with_a_legend_of_only_the_classes_used() -> None:
+    d = Parsed(diagram("marked"))
+    assert d.classes[d.node("com.uvlava.mc.services · replaced")] == "replaced"
+    assert d.classes[d.node("com.uvlava.mc.gpu · created")] == "created"
+    assert d.classes[d.node("com.uvlava.dns · imported")] == "imported"
+    # A destroyed droplet the manifests no longer declare is still drawn.
+    assert d.classes[d.node("com.uvlava.mc.old<br/>destroyed")] == "deleted"
+    assert d.classes[d.node("catalog (catalog_app)<br/>created")] == "created"
+    assert d.classes[d.node("storefront (storefront_app)<br/>updated")] == "updated"
+    assert d.ports(d.node("com.uvlava.dns · imported"))[-1] == "53/udp (opened)"
+    legend = [d.labels[n] for n in d.members["legend"]]
+    assert legend == ["created", "updated", "replaced", "destroyed", "imported"]
+    # Only what is used: no update, no legend entry for it.
+    only_replace = Parsed(mermaid_diagram(TOPOLOGY, MARKED[:1]))
+    assert [only_replace.labels[n] for n in only_replace.members["legend"]] == ["replaced"]
+    assert only_replace.classdefs == ["replaced", "external"]
+
+
+def test_a_name_destroyed_at_one_address_and_created_at_another_is_drawn_twice() -> None:
+    model = ProducerModel("mc", droplets=(Droplet("com.uvlava.mc.box", "mc", "x", hosts=("box",)),))
+    changes = (
+        change("digitalocean_droplet", "com.uvlava.mc.box", "delete"),
+        change("digitalocean_droplet", "com.uvlava.mc.box", "create"),
+    )
+    d = Parsed(mermaid_diagram(model, changes))
+    assert d.classes[d.node("com.uvlava.mc.box · created")] == "created"
+    assert d.classes[d.node("com.uvlava.mc.box<br/>destroyed")] == "deleted"
+
+
+def test_hostile_names_stay_inside_their_labels() -> None:
+    text = diagram("hostile")
+    [body] = mermaid_blocks(text)
+    for line in body.splitlines():
+        assert MERMAID_LINE.fullmatch(line), line
+    assert "%%" not in body and "`" not in body
+    lines = body.splitlines()
+    # One subgraph per droplet and per cluster, each closed once: no name opened or closed one.
+    subgraphs = [line for line in lines if line.startswith("  subgraph ")]
+    assert len(subgraphs) == 2 * len(HOSTILE) + 1  # + the legend
+    assert lines.count("  end") == len(subgraphs)
+    assert "#quot;" in body and "#96;" in body and "#37;#37;#123;init" in body and "#60;br/#62;" in body
+
+
+def test_a_producer_over_the_cap_draws_what_fits_and_says_what_was_left_out() -> None:
+    d = Parsed(diagram("over_the_cap"))
+    assert len(d.labels) <= 200
+    assert d.labels["omitted"] == "not drawn: 32 droplets, 60 databases<br/>too many for one diagram"
+    drawn = [n for n in d.members if n.startswith("drop")]
+    assert len(drawn) == 60 - 32
+    # Mermaid refuses more than 500 edges: those count too.
+    e = Parsed(diagram("over_mermaids_edge_limit"))
+    assert len(e.edges) <= 400
+    assert e.labels["omitted"] == "not drawn: 2 droplets<br/>too many for one diagram"
+
+
+def test_an_empty_producer_says_so() -> None:
+    d = Parsed(diagram("empty"))
+    assert d.labels == {"empty": "no droplets or databases"} and not d.edges
+
+
+def test_the_diagram_does_not_depend_on_the_order_of_the_changes() -> None:
+    model, changes = CASES["marked"]()
+    assert mermaid_diagram(model, changes[::-1]) == mermaid_diagram(model, changes)
 
 
 def test_mermaid_ids_never_come_from_names() -> None:
@@ -12,4 +205,39 @@ def test_mermaid_ids_never_come_from_names() -> None:
         droplets=(Droplet(name="end", producer="quinn", source="x", hosts=("graph",)),),
     )
     diagram = mermaid_diagram(model, ())
-    assert '  drop0["end"]' in diagram and '  drop0_host0(["graph"])' in diagram
+    assert (
+        '  subgraph drop0["end"]' in diagram
+        and '    drop0_host{{"s-2vcpu-4gb · nyc3<br/>mesh: graph"}}' in diagram
+    )
+
+
+def test_the_model_carries_depends_on_and_where_each_database_user_runs() -> None:
+    model = build_model(validate_tree(EXAMPLE_TREE, EXAMPLE_MESH))
+    services = {
+        s.name: s.depends_on for p in model.producers for d in p.droplets for s in d.services if s.depends_on
+    }
+    assert services == {
+        "ledger-api": ("auth-svc",),
+        "vision-worker": ("ledger-api",),
+        "storefront": ("catalog", "auth-svc"),
+    }
+    hosts = {db.project: db.host for p in model.producers for db in p.databases}
+    assert hosts == {"auth-svc": "mcp", "catalog": "mint", "ledger-api": "lime", "storefront": "mint"}
+
+
+def test_depends_on_of_a_same_named_project_on_another_host_is_not_this_services(tmp_path: Path) -> None:
+    tree = write_tree(
+        tmp_path,
+        {
+            "@ct/.infra.yaml": producer_root(
+                "ct",
+                droplet("com.uvlava.ct.services", ["lime"], {"name": "app", "kind": "api"}),
+                droplet("com.uvlava.ct.redroid", ["redroid"], {"name": "emu", "kind": "api"}),
+            ),
+            "@ct/app/.infra.yaml": project("app", service={"host": "redroid", "depends_on": ["emu"]}),
+            "@ct/emu/.infra.yaml": project("emu", service={"host": "redroid", "depends_on": ["app"]}),
+        },
+    )
+    model: Model = build_model(validate_tree(tree))
+    [ct] = model.producers
+    assert {s.name: s.depends_on for d in ct.droplets for s in d.services} == {"app": (), "emu": ("app",)}
