@@ -13,6 +13,14 @@ from infra_apply.report._common import (
     port_callouts,
     settings_sentence,
 )
+from infra_apply.report.cost import (
+    changed_sizes,
+    gpu_cost_sentence,
+    monthly_change,
+    prices_label,
+    size_sentence,
+    unpriced_sentence,
+)
 from infra_apply.untrusted import visible
 
 _SYMBOLS: Mapping[str, tuple[str, str]] = {
@@ -46,6 +54,7 @@ def _text_producer(report: ProducerReport) -> Iterator[str]:
     for gpu in report.gpus:
         yield "  * " + visible(gpu_sentence(gpu))
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
+    yield from _text_cost(report)
 
 
 def _text_change(change: Change) -> str:
@@ -54,3 +63,19 @@ def _text_change(change: Change) -> str:
     who = change.address if change.name == change.address else f"{change.name} ({change.address})"
     why = detail(change)
     return f"{symbol:>3} {verb:<7} {visible(who)}" + (f": {visible(why)}" if why else "")
+
+
+def _text_cost(report: ProducerReport) -> Iterator[str]:
+    """``Cost: $48.00/month → $72.00/month (+$24.00); prices: ...``, then the sizes whose count
+    changes, the droplets left out for want of a price and the on-demand GPUs."""
+    cost = report.cost
+    if cost is None:
+        return
+    yield f"Cost: {monthly_change(cost)}; prices: {prices_label(cost.prices)}"
+    for row in changed_sizes(cost):
+        yield "  $ " + size_sentence(row, visible)
+    unpriced = unpriced_sentence(cost, visible)
+    if unpriced:
+        yield "  $ " + unpriced
+    for gpu in cost.gpus:
+        yield "  $ " + gpu_cost_sentence(gpu, visible)
