@@ -168,6 +168,9 @@ def test_a_size_without_a_price_is_listed_and_left_out_of_both_totals_never_coun
     assert totals(c) == ("$24.00", "$24.00", "±$0.00")
     assert [(d.name, d.size) for d in c.unpriced] == [("odd", "c-8")]
     assert unpriced_sentence(c, str) == "not in the totals, price unknown: odd (size c-8)"
+    assert monthly_change(c) == (
+        "$24.00/month → $24.00/month (±$0.00), excluding 1 droplet whose price is unknown"
+    )
 
 
 def test_a_size_known_only_after_apply_is_unpriced_not_free() -> None:

@@ -84,6 +84,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
     from infra_apply.commands.leases import gpu_names, lease_store, read_leases
+    from infra_apply.commands.pricing import run_prices
 
     check_registry(ctx)
     check_ready(ctx)
@@ -96,8 +97,6 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
         leases = read_leases(ctx, project, [name])
         options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name))
         preflight(ctx, project, [name], options.gpu)
-        from infra_apply.commands.pricing import run_prices
-
         options = replace(options, prices=run_prices(ctx, [name]), lease_ends=leases.lease_ends(name))
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)

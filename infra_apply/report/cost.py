@@ -26,11 +26,15 @@ OUTSIDE_MONTHLY = "on demand, not in the monthly figures"
 
 
 def monthly_change(cost: ProducerCost) -> str:
-    """``$48.00/month → $72.00/month (+$24.00)``."""
-    return (
+    """``$48.00/month → $72.00/month (+$24.00)``, saying when the totals leave droplets out."""
+    text = (
         f"{money(cost.monthly_before)}/month → {money(cost.monthly_after)}/month "
         f"({signed(cost.monthly_diff)})"
     )
+    n = len(cost.unpriced)
+    if n:
+        text += f", excluding {n} droplet{'s' if n > 1 else ''} whose price is unknown"
+    return text
 
 
 def short_change(cost: ProducerCost) -> str:
