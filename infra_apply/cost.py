@@ -25,7 +25,6 @@ Where prices come from: ``prices_from_api`` (``GET /v2/sizes`` of the account) o
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -33,6 +32,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Protocol
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.plan_model import strip_index
 from infra_apply.prices import AS_OF, HOURS_PER_MONTH, PRICES, ListPrice
 
 API_SOURCE = "DigitalOcean API /v2/sizes"
@@ -40,7 +40,6 @@ TABLE_SOURCE = f"list prices as of {AS_OF} (shipped table)"
 CURRENCY = "USD"
 _CENTS = Decimal("0.01")
 _ZERO = Decimal(0)
-_INDEX_SUFFIX = re.compile(r'\[(?:\d+|"(?:[^"\\]|\\.)*")\]$')
 
 JsonObject = Mapping[str, object]
 
@@ -303,7 +302,7 @@ def _follow_moves(
 
 
 def _name(address: str, names: Mapping[str, str], *values: JsonObject | None) -> str:
-    for key in (address, _INDEX_SUFFIX.sub("", address)):
+    for key in (address, strip_index(address)):
         if key in names:
             return names[key]
     for v in values:

@@ -215,6 +215,14 @@ def test_a_gpu_without_a_lease_or_a_price_says_so() -> None:
     assert "hourly price unknown, no lease holds it" in gpu_cost_sentence(g, str)
 
 
+def test_a_gpu_whose_lease_has_ended_costs_nothing_more_by_its_lease() -> None:
+    names = {"digitalocean_droplet.g": "g"}
+    doc = plan(after=[droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")])
+    [g] = cost(doc, names=names, gpus={"g": NOW - timedelta(minutes=5)}).gpus
+    assert (g.hours_left, g.up_to) == (0, Decimal("0.00"))
+    assert "its lease ended 2026-11-29 11:55Z (the next gpu reap releases it)" in gpu_cost_sentence(g, str)
+
+
 def test_a_gpu_released_by_the_plan_is_no_cost_line() -> None:
     names = {"digitalocean_droplet.g": "g"}
     c = cost(

@@ -88,11 +88,12 @@ def gpu_cost_sentence(gpu: GpuCost, esc: Escape) -> str:
     else:
         end = gpu.lease_until.strftime("%Y-%m-%d %H:%MZ")
         up_to = gpu.up_to
-        lease = (
-            f"up to {money(up_to)} until its lease ends {end}"
-            if up_to is not None
-            else f"its lease ends {end}"
-        )
+        if gpu.hours_left == 0:
+            lease = f"its lease ended {end} (the next gpu reap releases it)"
+        elif up_to is not None:
+            lease = f"up to {money(up_to)} until its lease ends {end}"
+        else:
+            lease = f"its lease ends {end}"
     return f"GPU {esc(gpu.name)}{size}: {price}, {lease}; {OUTSIDE_MONTHLY}"
 
 
