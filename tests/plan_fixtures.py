@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from infra_apply.cost import ProducerCost, fallback_prices, producer_cost
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Droplet, ProducerModel, Service
 from infra_apply.plan_model import Change, ProducerPlan, parse_plan, strip_index
@@ -181,38 +183,83 @@ class Scenario(NamedTuple):
     plans: list[ProducerPlan]
     verdicts: dict[str, GuardVerdict]
     models: dict[str, ProducerModel]
+    costs: dict[str, ProducerCost] = {}  # noqa: RUF012 - never mutated
+
+
+# Costs in the goldens: the shipped table, at a fixed moment, the ct GPU leased for 3 more hours.
+COST_NOW = datetime(2026, 11, 29, 15, 0, tzinfo=UTC)
+CT_GPU_LEASES = {"com.uvlava.ct.gpu": COST_NOW + timedelta(hours=3)}
+
+
+def priced(
+    name: str,
+    producer: str = "quinn",
+    names: dict[str, str] = NAMES,
+    gpus: Mapping[str, datetime | None] | None = None,
+) -> tuple[ProducerPlan, ProducerCost]:
+    """A fixture plan and its cost (the shipped price table)."""
+    doc = load(name)
+    cost = producer_cost(doc, fallback_prices(), gpus or {}, names=names, now=COST_NOW)
+    return parse_plan(producer, doc, names), cost
+
+
+def costed(
+    items: Sequence[tuple[ProducerPlan, ProducerCost]],
+    verdicts: dict[str, GuardVerdict] | None = None,
+    models: dict[str, ProducerModel] | None = None,
+) -> Scenario:
+    plans = [plan for plan, _ in items]
+    return Scenario(plans, verdicts or {}, models or {}, {plan.producer: cost for plan, cost in items})
 
 
 def _allowed_replace_delete() -> Scenario:
-    plan = parsed("replace_delete")
+    plan, cost = priced("replace_delete")
     allowed = guard(plan, ["forge", "com.uvlava.quinn.mcp"], ["com.uvlava.quinn.artifacts"])
-    return Scenario([plan, parsed("no_changes", "mc")], {"quinn": allowed}, {"quinn": QUINN_MODEL})
+    return costed([(plan, cost), priced("no_changes", "mc")], {"quinn": allowed}, {"quinn": QUINN_MODEL})
 
 
 def _resize_allowed() -> Scenario:
-    plan = parsed("resize_ports", names=RESIZE_NAMES)
-    return Scenario([plan], {"quinn": guard(plan, (), (), ["com.uvlava.dns"])}, {})
+    plan, cost = priced("resize_ports", names=RESIZE_NAMES)
+    return costed([(plan, cost)], {"quinn": guard(plan, (), (), ["com.uvlava.dns"])})
 
 
 def _hostile() -> Scenario:
     plans, models = hostile_plans()
-    return Scenario(plans, {}, models)
+    return Scenario(plans, {}, models, {plans[0].producer: hostile_cost()})
+
+
+def hostile_cost() -> ProducerCost:
+    """Droplets with hostile names and hostile (so unpriced) sizes, plus one priced droplet."""
+    after = [
+        {
+            "address": f"digitalocean_droplet.k{i}",
+            "mode": "managed",
+            "type": "digitalocean_droplet",
+            "name": f"k{i}",
+            "values": {"name": "x", "size": name},
+        }
+        for i, name in enumerate(HOSTILE)
+    ]
+    after.append({**after[0], "address": "digitalocean_droplet.ok", "values": {"size": "s-1vcpu-1gb"}})
+    doc = {"planned_values": {"root_module": {"resources": after}}}
+    names = {f"digitalocean_droplet.k{i}": name for i, name in enumerate(HOSTILE)}
+    return producer_cost(doc, fallback_prices(), {}, names=names, now=COST_NOW)
 
 
 SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
     "nothing_planned": lambda: Scenario([], {}, {}),
-    "no_changes": lambda: Scenario([parsed("no_changes")], {}, {"quinn": QUINN_MODEL}),
-    "create_producer": lambda: Scenario([parsed("create_producer", "mc")], {}, {}),
-    "replace_delete": lambda: Scenario([parsed("replace_delete")], {}, {"quinn": QUINN_MODEL}),
+    "no_changes": lambda: costed([priced("no_changes")], models={"quinn": QUINN_MODEL}),
+    "create_producer": lambda: costed([priced("create_producer", "mc")]),
+    "replace_delete": lambda: costed([priced("replace_delete")], models={"quinn": QUINN_MODEL}),
     "replace_delete_allowed": _allowed_replace_delete,
-    "replace_delete_state_names": lambda: Scenario(
-        [parse_plan("quinn", load("replace_delete"), {})], {}, {"quinn": QUINN_MODEL}
+    "replace_delete_state_names": lambda: costed(
+        [priced("replace_delete", names={})], models={"quinn": QUINN_MODEL}
     ),
-    "update_size_and_import": lambda: Scenario(
-        [parsed("update_size", "ct"), parsed("import", names=IMPORT_NAMES)], {}, {}
+    "update_size_and_import": lambda: costed(
+        [priced("update_size", "ct", gpus=CT_GPU_LEASES), priced("import", names=IMPORT_NAMES)]
     ),
-    "name_drift": lambda: Scenario([parsed("name_drift")], {}, {"quinn": QUINN_MODEL}),
-    "resize_ports": lambda: Scenario([parsed("resize_ports", names=RESIZE_NAMES)], {}, {}),
+    "name_drift": lambda: costed([priced("name_drift")], models={"quinn": QUINN_MODEL}),
+    "resize_ports": lambda: costed([priced("resize_ports", names=RESIZE_NAMES)]),
     "resize_ports_allowed": _resize_allowed,
     "hostile": _hostile,
 }
@@ -229,8 +276,8 @@ def golden_path(scenario: str, ext: str) -> Path:
 
 
 def render_golden(scenario: str, ext: str) -> str:
-    plans, verdicts, models = SCENARIOS[scenario]()
-    return FORMATS[ext](producer_reports(plans, verdicts, models))
+    plans, verdicts, models, costs = SCENARIOS[scenario]()
+    return FORMATS[ext](producer_reports(plans, verdicts, models, costs=costs))
 
 
 def read_golden(scenario: str, ext: str) -> str:

@@ -16,6 +16,7 @@ from tests.plan_fixtures import (
     QUINN_MODEL,
     RESIZE_NAMES,
     SCENARIOS,
+    hostile_cost,
     hostile_plans,
     parsed,
     rc,
@@ -105,12 +106,15 @@ def unescaped_pipes(line: str) -> int:
 
 def test_hostile_names_cannot_break_the_markdown() -> None:
     plans, models = hostile_plans()
-    md = format_markdown(producer_reports(plans, {}, models))
+    # The cost lines name the same hostile droplets, with hostile sizes.
+    md = format_markdown(producer_reports(plans, {}, models, costs={plans[0].producer: hostile_cost()}))
     lines = md.splitlines()
     # Table: header, separator and one row, each with the same number of cell borders.
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 3
-    assert {unescaped_pipes(line) for line in table} == {9}
+    assert {unescaped_pipes(line) for line in table} == {10}
+    # Dollar signs are escaped: GitHub and Forgejo would read "$6.00 ... $" as inline math.
+    assert "$" in md and not re.search(r"(?<!\\)\$", md)
     # HTML: only our own details/summary tags survive; no script, no injected closing tag.
     assert md.count("<details") == md.count("</details>") == 1
     assert "<script" not in md and "<summary><strong>" in md

@@ -8,15 +8,17 @@ the whole order of effects with a fake working copy and a scripted terminal.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
-from infra_apply.commands.plan import Planned, plan_one
+from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
+from infra_apply.cost import Prices
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import guard, refusal_message, unused_allowances
 from infra_apply.mesh import WriteResult
@@ -63,6 +65,8 @@ class ApplyOptions:
     # pending in the producer is refused, so a timer's reap never applies an unreviewed change.
     only: frozenset[str] | None = None
     gpus_up: tuple[GpuUp, ...] = ()  # shown with the plan
+    prices: Prices | None = None  # the plan's cost is shown at these prices (None: not shown)
+    lease_ends: Mapping[str, datetime | None] = field(default_factory=dict)  # GPU -> lease end
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
     from infra_apply.commands.leases import gpu_names, lease_store, read_leases
+    from infra_apply.commands.pricing import run_prices
 
     check_registry(ctx)
     check_ready(ctx)
@@ -94,6 +99,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
         leases = read_leases(ctx, project, [name])
         options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name))
         preflight(ctx, project, [name], options.gpu)
+        options = replace(options, prices=run_prices(ctx, [name]), lease_ends=leases.lease_ends(name))
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
 
@@ -108,7 +114,10 @@ def apply_producer(
     planned = plan_one(prep, ctx.say, gpu=options.gpu, clock=ctx.clock)
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
-    report = ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up)
+    cost = None
+    if options.prices is not None:
+        cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC))
+    report = ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up, cost)
     terminal.show(format_text([report], terminal.color))
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease, held
@@ -43,6 +44,15 @@ class Leases:
 
     def up_by_producer(self) -> dict[str, tuple[GpuUp, ...]]:
         return {p: self.up(p) for p in self.by_producer}
+
+    def lease_ends(self, producer: str) -> dict[str, datetime | None]:
+        """Every GPU droplet ``producer`` declares → its lease end (None: no lease holds it),
+        for the cost summary (a GPU costs by the hour until its lease ends)."""
+        leases = self.by_producer.get(producer, {})
+        return {
+            name: leases[name].until if name in leases else None
+            for name in sorted(self.declared.get(producer, frozenset()))
+        }
 
 
 def gpu_names(project: Project, producer: str) -> frozenset[str]:

@@ -8,10 +8,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from infra_apply import terraform as tf
 from infra_apply.changed import Changes
 from infra_apply.commands import Output
+from infra_apply.cost import Prices, ProducerCost, producer_cost
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
@@ -43,6 +45,7 @@ class PlanResult:
     changes: Changes | None = None  # plan --changed: what git says changed since the base
     listed: tuple[str, ...] | None = None  # plan --list: the producers it would plan
     gpus: Mapping[str, tuple[GpuUp, ...]] = field(default_factory=dict)  # GPUs up, per producer
+    costs: Mapping[str, ProducerCost] = field(default_factory=dict)  # monthly cost, per producer
 
     @property
     def changed(self) -> bool:
@@ -51,7 +54,7 @@ class PlanResult:
     def reports(self) -> tuple[ProducerReport, ...]:
         plans = [p.plan for p in self.planned]
         models = {p.prep.producer.name: p.prep.producer for p in self.planned}
-        return producer_reports(plans, verdicts(self.planned), models, self.gpus)
+        return producer_reports(plans, verdicts(self.planned), models, self.gpus, self.costs)
 
 
 def run(
@@ -77,11 +80,22 @@ def run(
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
     from infra_apply.commands.leases import read_leases
+    from infra_apply.commands.pricing import run_prices
 
     leases = read_leases(ctx, project, names)
     preflight(ctx, project, names, leases.all_held())
+    prices = run_prices(ctx, names)
     planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held(), clock=ctx.clock)
-    return PlanResult(tuple(planned), found, gpus=leases.up_by_producer())
+    now = datetime.now(UTC)
+    costs = {p.plan.producer: cost_of(p, prices, leases.lease_ends(p.plan.producer), now) for p in planned}
+    return PlanResult(tuple(planned), found, gpus=leases.up_by_producer(), costs=costs)
+
+
+def cost_of(
+    planned: Planned, prices: Prices, lease_ends: Mapping[str, datetime | None], now: datetime
+) -> ProducerCost:
+    """What the saved plan does to the producer's monthly cost (GPUs by the hour, apart)."""
+    return producer_cost(planned.raw, prices, lease_ends, names=planned.prep.rendered.names, now=now)
 
 
 def _changed(ctx: Context, base: str | None) -> Changes | None:

@@ -123,12 +123,12 @@ def _row(
 
 
 def listed_price(size: str) -> float | None:
-    """The dated list price of ``size`` (sandbox/catalogue.py, from do-catalogue-facts.md) for a
+    """The dated list price of ``size`` (infra_apply/prices.py, from do-catalogue-facts.md) for a
     GPU that is down: what it would cost an hour. A GPU that is up shows what its droplet reports."""
-    from infra_apply.sandbox.catalogue import SIZES
+    from infra_apply.prices import PRICES, as_float
 
-    found = SIZES.get(size)
-    return found.price_hourly if found is not None else None
+    found = PRICES.get(size)
+    return as_float(found.hourly) if found is not None else None
 
 
 def _live_uptime(live: LiveGpu | None, now: datetime) -> timedelta:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from infra_apply.cost import ProducerCost
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import ProducerModel
 from infra_apply.plan_model import ProducerPlan
@@ -28,13 +29,14 @@ class GpuUp:
 
 @dataclass(frozen=True)
 class ProducerReport:
-    """One producer's plan, the guard's verdict on it, its model (for the diagram) and its GPUs
-    that are up."""
+    """One producer's plan, the guard's verdict on it, its model (for the diagram), its GPUs
+    that are up and what the plan does to its monthly cost (None: not priced, e.g. gpu up)."""
 
     plan: ProducerPlan
     verdict: GuardVerdict
     model: ProducerModel | None = None
     gpus: tuple[GpuUp, ...] = ()
+    cost: ProducerCost | None = None
 
     @property
     def producer(self) -> str:
@@ -46,12 +48,19 @@ def producer_reports(
     verdicts: Mapping[str, GuardVerdict] | None = None,
     models: Mapping[str, ProducerModel] | None = None,
     gpus: Mapping[str, tuple[GpuUp, ...]] | None = None,
+    costs: Mapping[str, ProducerCost] | None = None,
 ) -> tuple[ProducerReport, ...]:
-    """Pair each plan with its verdict (default: no ``--allow-*``), model and GPUs that are up,
-    in plan order."""
-    verdicts, models, gpus = verdicts or {}, models or {}, gpus or {}
+    """Pair each plan with its verdict (default: no ``--allow-*``), model, GPUs that are up and
+    cost, in plan order."""
+    verdicts, models, gpus, costs = verdicts or {}, models or {}, gpus or {}, costs or {}
     return tuple(
-        ProducerReport(plan, _verdict(plan, verdicts), models.get(plan.producer), gpus.get(plan.producer, ()))
+        ProducerReport(
+            plan,
+            _verdict(plan, verdicts),
+            models.get(plan.producer),
+            gpus.get(plan.producer, ()),
+            costs.get(plan.producer),
+        )
         for plan in plans
     )
 

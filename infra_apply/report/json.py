@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from infra_apply.cost import CURRENCY, ProducerCost, as_number
 from infra_apply.guard import allow_flag, refusal_lines
 from infra_apply.plan_model import Change, PublicPort, display_order
 from infra_apply.report import ProducerReport
 
 JSON_FORMAT_VERSION = 1
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def format_json(reports: Sequence[ProducerReport]) -> str:
@@ -34,7 +36,47 @@ def _json_producer(report: ProducerReport) -> dict[str, object]:
             }
             for g in report.gpus
         ]
+    if report.cost is not None:
+        doc["cost"] = _json_cost(report.cost)
     return doc
+
+
+def _json_cost(cost: ProducerCost) -> dict[str, object]:
+    """Monthly USD before/after/diff of the standing droplets (numbers rounded to the cent);
+    ``unpriced`` droplets are in neither total; on-demand ``gpus`` are in neither either."""
+    return {
+        "currency": CURRENCY,
+        "source": cost.prices.source,
+        "as_of": cost.prices.as_of,
+        "monthly_before": as_number(cost.monthly_before),
+        "monthly_after": as_number(cost.monthly_after),
+        "monthly_diff": as_number(cost.monthly_diff),
+        "droplets": [
+            {
+                "name": d.name,
+                "address": d.address,
+                "size": d.size,
+                "size_before": d.size_before,
+                "monthly_before": as_number(d.monthly_before),
+                "monthly_after": as_number(d.monthly_after),
+                "priced": d.priced,
+            }
+            for d in cost.droplets
+        ],
+        "unpriced": [{"name": d.name, "address": d.address, "size": d.size} for d in cost.unpriced],
+        "gpus": [
+            {
+                "name": g.name,
+                "address": g.address,
+                "size": g.size,
+                "hourly": None if g.hourly is None else float(g.hourly),
+                "lease_until": None if g.lease_until is None else g.lease_until.strftime(_STAMP),
+                "hours_left": g.hours_left,
+                "up_to": as_number(g.up_to),
+            }
+            for g in cost.gpus
+        ],
+    }
 
 
 def _json_plan(report: ProducerReport) -> dict[str, object]:

@@ -23,6 +23,15 @@ from infra_apply.report._common import (
     port_callouts,
     settings_sentence,
 )
+from infra_apply.report.cost import (
+    changed_sizes,
+    gpu_cost_sentence,
+    monthly_change,
+    short_change,
+    size_sentence,
+    source_note,
+    unpriced_sentence,
+)
 from infra_apply.report.mermaid import mermaid_diagram
 from infra_apply.untrusted import shell, short, visible
 
@@ -60,7 +69,7 @@ class _Section:
 
 def format_markdown(reports: Sequence[ProducerReport]) -> str:
     """A pull-request comment, always at most ``MARKDOWN_LIMIT`` characters."""
-    head = _md_head(reports)
+    head = _md_head(reports) + _md_cost_note(reports)
     sections = [_md_section(r) for r in reports if _shown(r)]
     return _fit(head, sections, MARKDOWN_LIMIT)
 
@@ -73,16 +82,16 @@ def _md_head(reports: Sequence[ProducerReport]) -> str:
     lines = [
         "## infra-apply plan",
         "",
-        "| producer | create | update | replace | destroy | import | name drift | guard |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| producer | create | update | replace | destroy | import | name drift | guard | cost a month |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for report in reports:
         n = report.plan.counts
         cells = [_md_text(report.producer)] + [str(n[a]) for a in COUNTED_ACTIONS]
-        cells += [str(len(report.plan.drift)), _md_guard_cell(report.verdict)]
+        cells += [str(len(report.plan.drift)), _md_guard_cell(report.verdict), _md_cost_cell(report)]
         lines.append("| " + " | ".join(cells) + " |")
     if not reports:
-        lines.append("| _none_ | 0 | 0 | 0 | 0 | 0 | 0 | ✅ |")
+        lines.append("| _none_ | 0 | 0 | 0 | 0 | 0 | 0 | ✅ | |")
     if not any(r.plan.has_changes for r in reports):
         lines += ["", "No changes."]
     return "\n".join(lines) + "\n"
@@ -135,9 +144,48 @@ def _md_section(report: ProducerReport) -> _Section:
     if report.gpus:
         blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))
         blocks += [_Block("- 🖥️ " + _md_text(gpu_sentence(g)) + "\n") for g in report.gpus]
+    blocks += _md_cost_blocks(report)
     if model is not None and model.droplets:
         blocks.append(_Block("\n" + mermaid_diagram(model, plan.changes)))
     return _Section(head=head, blocks=tuple(blocks), tail="\n</details>\n")
+
+
+def _md_cost_cell(report: ProducerReport) -> str:
+    if report.cost is None:
+        return "-"
+    return _md_dollars(short_change(report.cost)) + ("\\*" if report.cost.unpriced else "")
+
+
+def _md_dollars(text: str) -> str:
+    # GitHub and Forgejo read "$...$" as inline math: every dollar sign is escaped.
+    return text.replace("$", "\\$")
+
+
+def _md_cost_note(reports: Sequence[ProducerReport]) -> str:
+    """The footnote under the table: where the prices come from, their date, what is counted,
+    and (``*`` in the table) the droplets left out of a producer's totals for want of a price."""
+    costs = [(r.producer, r.cost) for r in reports if r.cost is not None]
+    notes = [_md_text(note) for note in sorted({source_note(c.prices) for _, c in costs})]
+    for producer, cost in costs:
+        unpriced = unpriced_sentence(cost, _md_text, limit=3)  # the section lists them all
+        if unpriced:
+            notes.append(f"\\* {_md_text(producer)}: {unpriced}")
+    return "".join(f"\n{_md_dollars(note)}\n" for note in notes)
+
+
+def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
+    """A cost line in the producer's section: before → after, the sizes whose count changes, the
+    droplets left out for want of a price, the on-demand GPUs."""
+    cost = report.cost
+    if cost is None:
+        return []
+    items = [f"- 💲 {size_sentence(row, _md_text)}\n" for row in changed_sizes(cost)]
+    unpriced = unpriced_sentence(cost, _md_text)
+    if unpriced:
+        items.append(f"- ❔ {unpriced}\n")
+    items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text)}\n" for g in cost.gpus]
+    lines = [f"\n**Cost**: {monthly_change(cost)}\n"] + (["\n", *items] if items else [])
+    return [_Block(_md_dollars(line)) for line in lines]
 
 
 def _md_destructive(producer: str, change: Change, blocked: frozenset[Change]) -> str:

@@ -17,6 +17,14 @@ from infra_apply.report._common import (
     port_callouts,
     settings_sentence,
 )
+from infra_apply.report.cost import (
+    changed_sizes,
+    gpu_cost_sentence,
+    monthly_change,
+    prices_label,
+    size_sentence,
+    unpriced_sentence,
+)
 from infra_apply.untrusted import visible
 
 _SYMBOLS: Mapping[str, tuple[str, str]] = {
@@ -50,6 +58,7 @@ def _text_producer(report: ProducerReport, color: bool = False) -> Iterator[str]
     for gpu in report.gpus:
         yield "  * " + visible(gpu_sentence(gpu))
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
+    yield from _text_cost(report)
 
 
 def _text_change(change: Change, color: bool = False) -> str:
@@ -64,3 +73,19 @@ def _text_change(change: Change, color: bool = False) -> str:
 def _warning(color: bool) -> Callable[[str], str]:
     """Every ``!`` line (call-outs, drift, settings: whichever section yields it) in yellow."""
     return lambda line: paint(line, "warning", color) if line.startswith("  ! ") else line
+
+
+def _text_cost(report: ProducerReport) -> Iterator[str]:
+    """``Cost: $48.00/month → $72.00/month (+$24.00); prices: ...``, then the sizes whose count
+    changes, the droplets left out for want of a price and the on-demand GPUs."""
+    cost = report.cost
+    if cost is None:
+        return
+    yield f"Cost: {monthly_change(cost)}; prices: {prices_label(cost.prices)}"
+    for row in changed_sizes(cost):
+        yield "  $ " + size_sentence(row, visible)
+    unpriced = unpriced_sentence(cost, visible)
+    if unpriced:
+        yield "  $ " + unpriced
+    for gpu in cost.gpus:
+        yield "  $ " + gpu_cost_sentence(gpu, visible)

@@ -1,10 +1,10 @@
 """The sandbox account's catalogue: regions, sizes with prices, images, as DigitalOcean lists them.
 
 Taken from ``do-catalogue-facts.md`` (gathered 2026-11-29 from DigitalOcean's API reference and
-public projects pinning its sizes, prices and GPU regions). Prices change: against a real
-account ``GET /v2/sizes`` is the truth; this table is only for the sandbox (and offline use).
-Where the facts give no figure (most GPU sizes' prices and machine shapes), the table says
-``None`` rather than guess one; a sandbox droplet of such a size reports 0 for it.
+public projects pinning its sizes, prices and GPU regions). The prices come from
+``infra_apply.prices`` (the package's one dated price table, also the plan summaries' offline
+fallback). Where the facts give no figure (most GPU sizes' prices and machine shapes), the
+table says ``None`` rather than guess one; a sandbox droplet of such a size reports 0 for it.
 
 Pre-flight reads these through the same shapes as the API's ``/v2/regions``, ``/v2/sizes`` and
 ``/v2/images`` (``regions()``, ``sizes()``, ``images()``), so one check serves both accounts.
@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-AS_OF = "2026-11-29"
-HOURS_PER_MONTH = 672  # DigitalOcean bills hourly up to 672 hours a month
+from infra_apply.prices import AS_OF as AS_OF  # the catalogue's date is its prices' date
+from infra_apply.prices import PRICES, as_float
 
 # The convention's regions for standing hosts (nyc3, ams3, fra1) and a few more of DigitalOcean's
 # public regions (droplets an old Terraform root made elsewhere), where the Basic sizes are
@@ -44,42 +44,43 @@ class Size:
     vcpus: int | None
     memory_mb: int | None
     disk_gb: int | None
-    price_monthly: float | None
     regions: tuple[str, ...]
     description: str
 
     @property
+    def price_monthly(self) -> float | None:
+        price = PRICES.get(self.slug)
+        return as_float(price.monthly) if price is not None else None
+
+    @property
     def price_hourly(self) -> float | None:
-        if self.price_monthly is None:
-            return None
-        return round(self.price_monthly / HOURS_PER_MONTH, 5)
+        price = PRICES.get(self.slug)
+        return as_float(price.hourly) if price is not None else None
 
 
-def _basic(slug: str, vcpus: int, memory_gb: float, disk: int, monthly: float) -> Size:
-    return Size(slug, vcpus, int(memory_gb * 1024), disk, monthly, STANDARD_REGIONS, "Basic")
+def _basic(slug: str, vcpus: int, memory_gb: float, disk: int) -> Size:
+    return Size(slug, vcpus, int(memory_gb * 1024), disk, STANDARD_REGIONS, "Basic")
 
 
 def _gpu(
     slug: str,
     regions: tuple[str, ...],
-    hourly: float | None = None,
     shape: tuple[int | None, int | None, int | None] = (None, None, None),
 ) -> Size:
-    monthly = round(hourly * HOURS_PER_MONTH, 2) if hourly is not None else None
-    return Size(slug, *shape, monthly, regions, "GPU")
+    return Size(slug, *shape, regions, "GPU")
 
 
 SIZES: dict[str, Size] = {
     s.slug: s
     for s in (
-        _basic("s-1vcpu-512mb-10gb", 1, 0.5, 10, 4.0),
-        _basic("s-1vcpu-1gb", 1, 1, 25, 6.0),
-        _basic("s-1vcpu-2gb", 1, 2, 50, 12.0),
-        _basic("s-2vcpu-2gb", 2, 2, 60, 18.0),
-        _basic("s-2vcpu-4gb", 2, 4, 80, 24.0),
-        _basic("s-4vcpu-8gb", 4, 8, 160, 48.0),
-        _basic("s-8vcpu-16gb", 8, 16, 320, 96.0),
-        _gpu("gpu-h100x1-80gb", NVIDIA_GPU_REGIONS, hourly=3.39, shape=(20, 240 * 1024, 720)),
+        _basic("s-1vcpu-512mb-10gb", 1, 0.5, 10),
+        _basic("s-1vcpu-1gb", 1, 1, 25),
+        _basic("s-1vcpu-2gb", 1, 2, 50),
+        _basic("s-2vcpu-2gb", 2, 2, 60),
+        _basic("s-2vcpu-4gb", 2, 4, 80),
+        _basic("s-4vcpu-8gb", 4, 8, 160),
+        _basic("s-8vcpu-16gb", 8, 16, 320),
+        _gpu("gpu-h100x1-80gb", NVIDIA_GPU_REGIONS, shape=(20, 240 * 1024, 720)),
         _gpu("gpu-h100x8-640gb", NVIDIA_GPU_REGIONS),
         _gpu("gpu-h200x1-141gb", NVIDIA_GPU_REGIONS),
         _gpu("gpu-l40sx1-48gb", NVIDIA_GPU_REGIONS),

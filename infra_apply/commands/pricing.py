@@ -1,0 +1,50 @@
+"""Where a run's prices come from: the account's ``GET /v2/sizes``, else the shipped table.
+
+Asked once per run, after pre-flight (which has checked the token and the account), and only by
+the verbs that print a plan summary. ``--sandbox`` never asks: its catalogue is the table. A
+failed call (offline, a 5xx, a refused token) costs one warning line and the dated table; the
+plan itself never fails for want of prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from infra_apply.cost import TABLE_SOURCE, Prices, fallback_prices, prices_from_api
+from infra_apply.errors import InfraApplyError
+from infra_apply.workcopy import Context
+
+if TYPE_CHECKING:
+    from infra_apply.do_api import Client, Retry
+
+# Prices inform; they must not hold a plan up for long (pre-flight has just reached the API).
+TIMEOUT_SECONDS = 20.0
+RETRIES = 2
+
+
+def run_prices(ctx: Context, producers: Sequence[str], *, retry: Retry | None = None) -> Prices:
+    """The account's prices (one ``/v2/sizes`` listing: list prices are the same for every
+    account, so the first producer's token serves the run), or the shipped table."""
+    if ctx.sandbox or not producers:
+        return fallback_prices()
+    try:
+        return prices_from_api(_client(ctx, producers[0], retry))
+    except InfraApplyError as exc:
+        ctx.say(f"infra-apply: warning: cost: {exc.message}; using {TABLE_SOURCE}")
+        return fallback_prices()
+
+
+def _client(ctx: Context, producer: str, retry: Retry | None) -> Client:
+    from infra_apply import do_api
+    from infra_apply.pat import token_env
+
+    # Pre-flight has already warned about the PAT file if there was anything to say.
+    token = token_env(ctx.env, producer, lambda _line: None).get("DIGITALOCEAN_TOKEN") or next(
+        (ctx.env[v] for v in do_api.TOKEN_VARS if ctx.env.get(v)), None
+    )
+    if not token:
+        raise InfraApplyError(f"no DigitalOcean token for producer {producer}")
+    endpoint = ctx.env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
+    retry = retry or do_api.Retry(retries=RETRIES, max_wait=10.0)
+    return do_api.Client(token, endpoint, timeout=TIMEOUT_SECONDS, retry=retry)

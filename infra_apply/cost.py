@@ -1,0 +1,363 @@
+"""What a plan does to a producer's DigitalOcean bill: monthly cost before, after, difference.
+
+Pure functions over ``terraform show -json`` of a saved plan and a price list (``Prices``):
+
+* before = the managed droplets in the plan's ``prior_state``; after = those in its
+  ``planned_values`` (every ``count``/``for_each`` instance, in every module). A droplet is
+  matched across the two by its address (``previous_address`` for a ``moved`` one), so a
+  replacement of the same size costs nothing more and a resize costs the difference.
+* Droplets cost their size's ``price_monthly`` (DigitalOcean bills hourly up to 672 hours a
+  month, so the monthly price is what a standing droplet costs).
+* A droplet whose price is unknown (a size missing from the price list, a size "known after
+  apply") is never counted as 0: it is listed in ``unpriced`` and left out of *both* totals,
+  which then say they exclude it (the difference stays the difference of what is priced).
+* On-demand GPU droplets are not standing cost: they are shown by their hourly price with their
+  lease (hours left, each started hour billed, times the hourly price: "up to $N until the
+  lease ends") and kept out of the monthly totals.
+
+Money is ``Decimal`` throughout (3 x $4 is $12.00, not 12.000000000000002); ``money`` and
+``signed`` are the one way every format writes it.
+
+Where prices come from: ``prices_from_api`` (``GET /v2/sizes`` of the account) or
+``fallback_prices`` (the dated table shipped in ``infra_apply/prices.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Protocol
+
+from infra_apply.errors import InfraApplyError
+from infra_apply.plan_model import strip_index
+from infra_apply.prices import AS_OF, HOURS_PER_MONTH, PRICES, ListPrice
+
+API_SOURCE = "DigitalOcean API /v2/sizes"
+TABLE_SOURCE = f"list prices as of {AS_OF} (shipped table)"
+CURRENCY = "USD"
+_CENTS = Decimal("0.01")
+_ZERO = Decimal(0)
+
+JsonObject = Mapping[str, object]
+
+
+# --- prices ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Size slug → list price, where the prices come from and the date they hold for."""
+
+    sizes: Mapping[str, ListPrice]
+    source: str  # API_SOURCE or TABLE_SOURCE
+    as_of: str  # YYYY-MM-DD: the table's date, or the day the API was asked
+
+    def monthly(self, slug: str) -> Decimal | None:
+        found = self.sizes.get(slug)
+        return found.monthly if found is not None else None
+
+    def hourly(self, slug: str) -> Decimal | None:
+        found = self.sizes.get(slug)
+        return found.hourly if found is not None else None
+
+
+def fallback_prices() -> Prices:
+    """The dated table shipped in the package: the sandbox, and offline runs."""
+    return Prices(PRICES, TABLE_SOURCE, AS_OF)
+
+
+class SizesClient(Protocol):
+    """What ``prices_from_api`` needs of ``do_api.Client``."""
+
+    def paginate(self, path: str, key: str, *, what: str | None = None) -> Iterator[JsonObject]: ...
+
+
+def prices_from_api(client: SizesClient, *, today: date | None = None) -> Prices:
+    """``GET /v2/sizes`` (every page): ``price_monthly`` and ``price_hourly`` of each slug.
+
+    ``client`` is a ``do_api.Client``; its ``ApiError`` (an ``InfraApplyError``) passes through,
+    so the caller decides whether to fall back. A list with no usable size is an error too.
+    """
+    sizes: dict[str, ListPrice] = {}
+    for raw in client.paginate("/v2/sizes", "sizes", what="cost: GET /v2/sizes"):
+        slug = raw.get("slug")
+        if isinstance(slug, str) and slug:
+            sizes[slug] = ListPrice(_price(raw.get("price_monthly")), _price(raw.get("price_hourly")))
+    if not sizes:
+        raise InfraApplyError("DigitalOcean API: cost: GET /v2/sizes: the answer lists no sizes")
+    return Prices(sizes, API_SOURCE, (today or datetime.now(UTC).date()).isoformat())
+
+
+def _price(value: object) -> Decimal | None:
+    """A JSON number as an exact Decimal (through its shortest repr: 0.00893, not 0.0089299...)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        price = Decimal(repr(value))
+    except InvalidOperation:
+        return None
+    return price if price.is_finite() and price >= 0 else None
+
+
+# --- what a plan costs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DropletCost:
+    """One standing droplet before and after the plan. A size is ``None`` where the droplet is
+    not (``before``/``after`` False) or where Terraform knows it only after apply."""
+
+    address: str
+    name: str
+    before: bool  # in the prior state
+    after: bool  # in the planned values
+    size_before: str | None = None
+    size_after: str | None = None
+    monthly_before: Decimal | None = None  # None: not there, or its price is unknown
+    monthly_after: Decimal | None = None
+
+    @property
+    def priced(self) -> bool:
+        """Every side the droplet exists on has a known price."""
+        before_ok = not self.before or self.monthly_before is not None
+        after_ok = not self.after or self.monthly_after is not None
+        return before_ok and after_ok
+
+    @property
+    def size(self) -> str | None:
+        """What it is after the plan; what it was, for one the plan destroys."""
+        return self.size_after if self.after else self.size_before
+
+
+@dataclass(frozen=True)
+class GpuCost:
+    """An on-demand GPU droplet up after the plan: its hourly price and its lease."""
+
+    address: str
+    name: str
+    size: str | None
+    hourly: Decimal | None
+    lease_until: datetime | None  # None: no lease holds it
+    hours_left: int | None  # hours that start before the lease ends (each is billed whole)
+
+    @property
+    def up_to(self) -> Decimal | None:
+        """The most it costs from now until its lease ends."""
+        if self.hourly is None or self.hours_left is None:
+            return None
+        return cents(self.hourly * self.hours_left)
+
+
+@dataclass(frozen=True)
+class SizeCount:
+    """How many standing droplets of one size, before and after, at its monthly price."""
+
+    size: str
+    monthly: Decimal
+    before: int
+    after: int
+
+    @property
+    def diff(self) -> Decimal:
+        return self.monthly * (self.after - self.before)
+
+
+@dataclass(frozen=True)
+class ProducerCost:
+    droplets: tuple[DropletCost, ...]  # standing droplets only, by name
+    gpus: tuple[GpuCost, ...]
+    prices: Prices
+
+    @property
+    def unpriced(self) -> tuple[DropletCost, ...]:
+        return tuple(d for d in self.droplets if not d.priced)
+
+    @property
+    def monthly_before(self) -> Decimal:
+        return sum((d.monthly_before or _ZERO for d in self.droplets if d.priced), _ZERO)
+
+    @property
+    def monthly_after(self) -> Decimal:
+        return sum((d.monthly_after or _ZERO for d in self.droplets if d.priced), _ZERO)
+
+    @property
+    def monthly_diff(self) -> Decimal:
+        return self.monthly_after - self.monthly_before
+
+    def by_size(self) -> tuple[SizeCount, ...]:
+        """The priced droplets counted per size, by price then slug."""
+        counts: dict[str, list[int]] = {}
+        for d in self.droplets:
+            if not d.priced:
+                continue
+            if d.size_before is not None:
+                counts.setdefault(d.size_before, [0, 0])[0] += 1
+            if d.size_after is not None:
+                counts.setdefault(d.size_after, [0, 0])[1] += 1
+        rows = [
+            SizeCount(size, self.prices.monthly(size) or _ZERO, before, after)
+            for size, (before, after) in counts.items()
+        ]
+        return tuple(sorted(rows, key=lambda r: (r.monthly, r.size)))
+
+
+def producer_cost(
+    plan: JsonObject,
+    prices: Prices,
+    gpus: Mapping[str, datetime | None],
+    *,
+    names: Mapping[str, str] | None = None,
+    now: datetime,
+) -> ProducerCost:
+    """The monthly cost of ``plan`` (``terraform show -json`` of a saved plan) before and after.
+
+    ``gpus``: the producer's on-demand GPU droplets by name → their lease end (``None`` when no
+    lease holds one); ``names``: index-less address → manifest name (as rendering gives them).
+    """
+    names = names or {}
+    before = _droplets(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    after = _droplets(_dict(plan.get("planned_values")).get("root_module"))
+    before = _follow_moves(before, after, plan)
+    standing: list[DropletCost] = []
+    on_demand: list[GpuCost] = []
+    for address in sorted(set(before) | set(after)):
+        old, new = before.get(address), after.get(address)
+        name = _name(address, names, new, old)
+        if name in gpus:
+            if new is not None:
+                on_demand.append(_gpu(address, name, new, prices, gpus[name], now))
+            continue
+        standing.append(_droplet(address, name, old, new, prices))
+    standing.sort(key=lambda d: (d.name, d.address))
+    on_demand.sort(key=lambda g: (g.name, g.address))
+    return ProducerCost(tuple(standing), tuple(on_demand), prices)
+
+
+def _droplet(
+    address: str, name: str, old: JsonObject | None, new: JsonObject | None, prices: Prices
+) -> DropletCost:
+    size_before = _size(old) if old is not None else None
+    size_after = _size(new) if new is not None else None
+    return DropletCost(
+        address=address,
+        name=name,
+        before=old is not None,
+        after=new is not None,
+        size_before=size_before,
+        size_after=size_after,
+        monthly_before=prices.monthly(size_before) if size_before is not None else None,
+        monthly_after=prices.monthly(size_after) if size_after is not None else None,
+    )
+
+
+def _gpu(
+    address: str, name: str, values: JsonObject, prices: Prices, until: datetime | None, now: datetime
+) -> GpuCost:
+    size = _size(values)
+    hours = None
+    if until is not None:
+        seconds = (_utc(until) - _utc(now)).total_seconds()
+        hours = min(HOURS_PER_MONTH, max(0, math.ceil(seconds / 3600)))
+    return GpuCost(
+        address=address,
+        name=name,
+        size=size,
+        hourly=prices.hourly(size) if size is not None else None,
+        lease_until=None if until is None else _utc(until),
+        hours_left=hours,
+    )
+
+
+def _droplets(module: object) -> dict[str, JsonObject]:
+    """Address → attribute values of every managed droplet in a module tree (a deposed object
+    left by an interrupted replacement is a droplet too, and costs like one)."""
+    found: dict[str, JsonObject] = {}
+    stack = [_dict(module)]
+    while stack:
+        current = stack.pop()
+        for res in map(_dict, _list(current.get("resources"))):
+            if res.get("mode") != "managed" or res.get("type") != "digitalocean_droplet":
+                continue
+            address = str(res.get("address", ""))
+            if res.get("deposed_key"):
+                address += f" (deposed {res['deposed_key']})"
+            found[address] = _dict(res.get("values"))
+        stack.extend(map(_dict, _list(current.get("child_modules"))))
+    return found
+
+
+def _follow_moves(
+    before: dict[str, JsonObject], after: Mapping[str, JsonObject], plan: JsonObject
+) -> dict[str, JsonObject]:
+    """Key ``before`` by the new address of a ``moved`` droplet, so it meets itself after."""
+    moved = dict(before)
+    for rc in map(_dict, _list(plan.get("resource_changes"))):
+        old, new = rc.get("previous_address"), rc.get("address")
+        if isinstance(old, str) and isinstance(new, str) and old in moved and new not in moved:
+            moved[new] = moved.pop(old)
+    return moved
+
+
+def _name(address: str, names: Mapping[str, str], *values: JsonObject | None) -> str:
+    for key in (address, strip_index(address)):
+        if key in names:
+            return names[key]
+    for v in values:
+        name = v.get("name") if v is not None else None
+        if isinstance(name, str) and name:
+            return name
+    return address
+
+
+def _size(values: JsonObject) -> str | None:
+    """The size slug; None when Terraform knows it only after apply (absent from the values)."""
+    size = values.get("size")
+    return size if isinstance(size, str) and size else None
+
+
+# --- writing money ----------------------------------------------------------------------------
+
+
+def cents(amount: Decimal) -> Decimal:
+    return amount.quantize(_CENTS, rounding=ROUND_HALF_UP)
+
+
+def money(amount: Decimal) -> str:
+    """``$1,234.50``; ``-$6.00`` for a negative amount."""
+    value = cents(amount)
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}"
+
+
+def signed(amount: Decimal) -> str:
+    """A difference, its sign always written: ``+$24.00``, ``-$6.00``, ``±$0.00``."""
+    value = cents(amount)
+    if value == 0:
+        return "±$0.00"
+    return f"{'+' if value > 0 else '-'}${abs(value):,.2f}"
+
+
+def hourly_text(amount: Decimal) -> str:
+    """An hourly price: at least 2 decimals, more when the price has them (``$0.00893``)."""
+    places = max(2, -int(amount.normalize().as_tuple().exponent))
+    return f"${amount:,.{places}f}"
+
+
+def as_number(amount: Decimal | None) -> float | None:
+    """For JSON: the amount in cents' precision as a number (48.0, 0.01; never float noise)."""
+    return None if amount is None else float(cents(amount))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _dict(value: object) -> JsonObject:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,260 @@
+"""The monthly cost of a plan (infra_apply.cost): pure, on synthetic ``terraform show -json``
+documents shaped like Terraform 1.11's (prior_state, planned_values, resource_changes)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from infra_apply.cost import (
+    API_SOURCE,
+    TABLE_SOURCE,
+    Prices,
+    ProducerCost,
+    fallback_prices,
+    money,
+    producer_cost,
+    signed,
+)
+from infra_apply.gpu.status import listed_price
+from infra_apply.prices import AS_OF, PRICES, ListPrice
+from infra_apply.report.cost import gpu_cost_sentence, monthly_change, unpriced_sentence
+from infra_apply.sandbox import catalogue
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+TABLE = fallback_prices()
+
+
+def droplet(address: str, size: str | None, name: str | None = None, **extra: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"name": name or address.split(".")[-1]}
+    if size is not None:  # Terraform leaves a value known only after apply out of planned_values
+        values["size"] = size
+    return {
+        "address": address,
+        "mode": "managed",
+        "type": "digitalocean_droplet",
+        "name": address.split(".")[-1].split("[")[0],
+        "values": values,
+        **extra,
+    }
+
+
+def plan(
+    before: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    after: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    *,
+    changes: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    before_modules: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    after_modules: list[dict[str, Any]] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    return {
+        "format_version": "1.2",
+        "prior_state": {
+            "format_version": "1.0",
+            "values": {"root_module": {"resources": list(before), "child_modules": list(before_modules)}},
+        },
+        "planned_values": {"root_module": {"resources": list(after), "child_modules": list(after_modules)}},
+        "resource_changes": list(changes),
+    }
+
+
+def cost(doc: dict[str, Any], prices: Prices = TABLE, **kwargs: Any) -> ProducerCost:
+    gpus = kwargs.pop("gpus", {})
+    return producer_cost(doc, prices, gpus, now=NOW, **kwargs)
+
+
+def totals(c: ProducerCost) -> tuple[str, str, str]:
+    return money(c.monthly_before), money(c.monthly_after), signed(c.monthly_diff)
+
+
+def test_creating_droplets_costs_their_monthly_prices() -> None:
+    c = cost(
+        plan(
+            after=[
+                droplet("digitalocean_droplet.a", "s-2vcpu-4gb"),
+                droplet("digitalocean_droplet.b", "s-4vcpu-8gb"),
+            ]
+        )
+    )
+    assert totals(c) == ("$0.00", "$72.00", "+$72.00")
+    assert monthly_change(c) == "$0.00/month → $72.00/month (+$72.00)"
+    assert [(d.name, d.size, d.monthly_before, d.monthly_after) for d in c.droplets] == [
+        ("a", "s-2vcpu-4gb", None, Decimal("24")),
+        ("b", "s-4vcpu-8gb", None, Decimal("48")),
+    ]
+
+
+def test_count_instances_are_each_a_droplet_and_sums_are_exact_to_the_cent() -> None:
+    # 3 x $4 is $12.00, and 3 x $0.10 is $0.30 (a float sum would be 0.30000000000000004).
+    three = [droplet(f"digitalocean_droplet.w[{i}]", "s-1vcpu-512mb-10gb") for i in range(3)]
+    assert totals(cost(plan(after=three))) == ("$0.00", "$12.00", "+$12.00")
+    dimes = Prices({"tiny": ListPrice(Decimal("0.1"), None)}, API_SOURCE, "2026-11-29")
+    c = cost(plan(after=[droplet(f"digitalocean_droplet.t[{i}]", "tiny") for i in range(3)]), dimes)
+    assert c.monthly_after == Decimal("0.3")
+    assert money(c.monthly_after) == "$0.30"
+
+
+def test_for_each_keys_and_modules_are_found_on_both_sides() -> None:
+    mod_before = {
+        "address": "module.edge",
+        "resources": [droplet('module.edge.digitalocean_droplet.e["fra1"]', "s-1vcpu-1gb")],
+    }
+    mod_after = {
+        "address": "module.edge",
+        "resources": [droplet('module.edge.digitalocean_droplet.e["fra1"]', "s-1vcpu-2gb")],
+    }
+    c = cost(plan(before_modules=[mod_before], after_modules=[mod_after]))
+    assert totals(c) == ("$6.00", "$12.00", "+$6.00")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("s-2vcpu-4gb", "s-4vcpu-8gb", ("$24.00", "$48.00", "+$24.00")),  # resize up
+        ("s-8vcpu-16gb", "s-2vcpu-4gb", ("$96.00", "$24.00", "-$72.00")),  # resize down
+        ("s-2vcpu-4gb", "s-2vcpu-4gb", ("$24.00", "$24.00", "±$0.00")),  # replaced, same size
+    ],
+)
+def test_a_droplet_that_stays_costs_the_difference_of_its_sizes(
+    old: str, new: str, expected: tuple[str, str, str]
+) -> None:
+    address = "digitalocean_droplet.app"
+    c = cost(plan([droplet(address, old)], [droplet(address, new)]))
+    assert totals(c) == expected
+    assert len(c.droplets) == 1
+
+
+def test_destroying_a_droplet_saves_its_price_and_shows_the_size_it_had() -> None:
+    keep = droplet("digitalocean_droplet.keep", "s-2vcpu-4gb")
+    gone = droplet("digitalocean_droplet.gone", "s-1vcpu-1gb", "com.uvlava.quinn.mcp")
+    c = cost(plan([keep, gone], [keep]))
+    assert totals(c) == ("$30.00", "$24.00", "-$6.00")
+    [destroyed] = [d for d in c.droplets if d.size_after is None]
+    assert (destroyed.name, destroyed.size, destroyed.monthly_after) == (
+        "com.uvlava.quinn.mcp",
+        "s-1vcpu-1gb",
+        None,
+    )
+
+
+def test_manifest_names_win_over_live_names() -> None:
+    address = "digitalocean_droplet.quinn_artifacts"
+    c = cost(
+        plan(after=[droplet(address, "s-1vcpu-1gb", "live-name")]),
+        names={address: "com.uvlava.quinn.artifacts"},
+    )
+    assert c.droplets[0].name == "com.uvlava.quinn.artifacts"
+
+
+def test_a_moved_droplet_meets_itself_under_its_new_address() -> None:
+    doc = plan(
+        [droplet("digitalocean_droplet.old", "s-2vcpu-4gb")],
+        [droplet("digitalocean_droplet.new", "s-2vcpu-4gb")],
+        changes=[{"address": "digitalocean_droplet.new", "previous_address": "digitalocean_droplet.old"}],
+    )
+    c = cost(doc)
+    assert totals(c) == ("$24.00", "$24.00", "±$0.00")
+    assert [(d.size_before, d.size_after) for d in c.droplets] == [("s-2vcpu-4gb", "s-2vcpu-4gb")]
+
+
+def test_a_size_without_a_price_is_listed_and_left_out_of_both_totals_never_counted_as_zero() -> None:
+    before = [droplet("digitalocean_droplet.a", "s-2vcpu-4gb"), droplet("digitalocean_droplet.odd", "c-4")]
+    after = [droplet("digitalocean_droplet.a", "s-2vcpu-4gb"), droplet("digitalocean_droplet.odd", "c-8")]
+    c = cost(plan(before, after))
+    assert totals(c) == ("$24.00", "$24.00", "±$0.00")
+    assert [(d.name, d.size) for d in c.unpriced] == [("odd", "c-8")]
+    assert unpriced_sentence(c, str) == "not in the totals, price unknown: odd (size c-8)"
+    assert monthly_change(c) == (
+        "$24.00/month → $24.00/month (±$0.00), excluding 1 droplet whose price is unknown"
+    )
+
+
+def test_a_size_known_only_after_apply_is_unpriced_not_free() -> None:
+    address = "digitalocean_droplet.a"
+    c = cost(plan([droplet(address, "s-2vcpu-4gb")], [droplet(address, None)]))
+    # Counting it as 0 after would read as a $24 saving; it is left out of both totals instead.
+    assert totals(c) == ("$0.00", "$0.00", "±$0.00")
+    assert [(d.name, d.size, d.after) for d in c.unpriced] == [("a", None, True)]
+    assert unpriced_sentence(c, str) == "not in the totals, price unknown: a (size known after apply)"
+
+
+def test_an_on_demand_gpu_costs_by_the_hour_until_its_lease_ends_and_stays_out_of_the_monthly_totals() -> (
+    None
+):
+    names = {"digitalocean_droplet.ct_gpu": "com.uvlava.ct.gpu"}
+    services = droplet("digitalocean_droplet.ct_services", "s-2vcpu-4gb")
+    gpu = droplet("digitalocean_droplet.ct_gpu[0]", "gpu-h100x1-80gb")
+    until = NOW + timedelta(hours=2, minutes=30)  # 3 hours start before it ends
+    c = cost(plan([services], [services, gpu]), names=names, gpus={"com.uvlava.ct.gpu": until})
+    assert totals(c) == ("$24.00", "$24.00", "±$0.00")
+    [g] = c.gpus
+    assert (g.name, g.size, g.hourly, g.hours_left, g.up_to) == (
+        "com.uvlava.ct.gpu",
+        "gpu-h100x1-80gb",
+        Decimal("3.39"),
+        3,
+        Decimal("10.17"),
+    )
+    assert gpu_cost_sentence(g, str) == (
+        "GPU com.uvlava.ct.gpu (gpu-h100x1-80gb): $3.39/hour, up to $10.17 until its lease ends "
+        "2026-11-29 14:30Z; on demand, not in the monthly figures"
+    )
+
+
+def test_a_gpu_without_a_lease_or_a_price_says_so() -> None:
+    names = {"digitalocean_droplet.g": "g"}
+    c = cost(
+        plan(after=[droplet("digitalocean_droplet.g[0]", "gpu-h200x1-141gb")]), names=names, gpus={"g": None}
+    )
+    [g] = c.gpus
+    assert (g.hourly, g.up_to, c.monthly_after) == (None, None, Decimal(0))
+    assert "hourly price unknown, no lease holds it" in gpu_cost_sentence(g, str)
+
+
+def test_a_gpu_whose_lease_has_ended_costs_nothing_more_by_its_lease() -> None:
+    names = {"digitalocean_droplet.g": "g"}
+    doc = plan(after=[droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")])
+    [g] = cost(doc, names=names, gpus={"g": NOW - timedelta(minutes=5)}).gpus
+    assert (g.hours_left, g.up_to) == (0, Decimal("0.00"))
+    assert "its lease ended 2026-11-29 11:55Z (the next gpu reap releases it)" in gpu_cost_sentence(g, str)
+
+
+def test_a_gpu_released_by_the_plan_is_no_cost_line() -> None:
+    names = {"digitalocean_droplet.g": "g"}
+    c = cost(
+        plan([droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")], []), names=names, gpus={"g": None}
+    )
+    assert c.gpus == () and c.droplets == ()
+
+
+@pytest.mark.parametrize(
+    ("amount", "plain", "diff"),
+    [
+        (Decimal("0"), "$0.00", "±$0.00"),
+        (Decimal("-6"), "-$6.00", "-$6.00"),
+        (Decimal("1234.5"), "$1,234.50", "+$1,234.50"),
+        (Decimal("0.005"), "$0.01", "+$0.01"),
+        (Decimal("-0.004"), "$0.00", "±$0.00"),
+    ],
+)
+def test_money_is_two_decimals_with_an_explicit_sign(amount: Decimal, plain: str, diff: str) -> None:
+    assert (money(amount), signed(amount)) == (plain, diff)
+
+
+def test_the_shipped_table_is_dated_and_the_one_source_of_every_price() -> None:
+    assert (TABLE.source, TABLE.as_of) == (TABLE_SOURCE, AS_OF)
+    assert TABLE_SOURCE == "list prices as of 2026-11-29 (shipped table)"
+    assert TABLE.monthly("s-2vcpu-4gb") == Decimal("24")
+    assert TABLE.hourly("s-1vcpu-1gb") == Decimal("0.00893")  # $6 over the 672-hour month
+    assert TABLE.monthly("gpu-h100x1-80gb") == Decimal("2278.08")  # 672 x $3.39
+    # The sandbox catalogue and gpu status read the same table: no second copy of a price.
+    for size in catalogue.sizes():
+        price = PRICES[size["slug"]]
+        assert size["price_monthly"] == (None if price.monthly is None else float(price.monthly))
+        assert size["price_hourly"] == (None if price.hourly is None else float(price.hourly))
+    assert listed_price("gpu-h100x1-80gb") == 3.39
+    assert json.dumps(catalogue.sizes()[1]["price_hourly"]) == "0.00893"
