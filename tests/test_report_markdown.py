@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -225,6 +225,11 @@ def test_a_sandbox_plan_carries_a_banner_and_the_commit_it_was_planned_at() -> N
     assert "\nPlanned on 2026-11-29 09:05 UTC.\n" in real and "## infra-apply plan\n" in real
     hostile = format_markdown(producer_reports([plan]), PlanContext(False, "abc --><script>", when))
     assert "<script>" not in hostile and "commit=unknown" in hostile
+    # the time is always said in UTC, whatever zone the caller's clock is in
+    berlin = datetime(2026, 11, 29, 11, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert "Planned on 2026-11-29 09:05 UTC." in format_markdown(
+        producer_reports([plan]), PlanContext(False, None, berlin)
+    )
     # no context (a caller that has none): nothing about it
     assert format_markdown(producer_reports([plan])).startswith("## infra-apply plan\n")
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
 from infra_apply.plan_model import (
+    SIZE_DERIVED,
     Change,
     NameDrift,
     ProducerPlan,
@@ -91,6 +92,20 @@ def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape
 
 def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
+
+
+def outside_sentence(change: Change, esc: Escape) -> str:
+    """``resized outside Terraform: NAME (ADDRESS): size "a" → "b"`` (``drift`` and ``plan``)."""
+    if change.action == "delete":
+        return f"deleted outside Terraform: {esc(who(change))}"
+    what = "resized" if change.resize is not None else "changed"
+    attrs = _outside_attrs(change)
+    return f"{what} outside Terraform: {esc(who(change))}" + (f": {esc(attrs)}" if attrs else "")
+
+
+def _outside_attrs(change: Change) -> str:
+    shown = [a for a in change.updated_attrs if not ("size" in change.updated_attrs and a in SIZE_DERIVED)]
+    return ", ".join(d.render() if (d := change.diff(a)) else a for a in shown)
 
 
 def answer_text(plan: ProducerPlan, outside: Change) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 from infra_apply.drift import DriftReport, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import SIZE_DERIVED, Change, display_order
-from infra_apply.report._common import drift_sentence, who
+from infra_apply.plan_model import Change, display_order
+from infra_apply.report._common import drift_sentence, outside_sentence
 from infra_apply.untrusted import shell, short, visible
 
 JSON_FORMAT_VERSION = 1
@@ -29,19 +29,6 @@ Escape = Callable[[str], str]
 
 
 # --- sentences every format shares -------------------------------------------------------------
-
-
-def outside_sentence(change: Change, esc: Escape) -> str:
-    if change.action == "delete":
-        return f"deleted outside Terraform: {esc(who(change))}"
-    what = "resized" if change.resize is not None else "changed"
-    attrs = _attrs_text(change)
-    return f"{what} outside Terraform: {esc(who(change))}" + (f": {esc(attrs)}" if attrs else "")
-
-
-def _attrs_text(change: Change) -> str:
-    shown = [a for a in change.updated_attrs if not ("size" in change.updated_attrs and a in SIZE_DERIVED)]
-    return ", ".join(d.render() if (d := change.diff(a)) else a for a in shown)
 
 
 def mesh_sentence(producer: str, host: HostChange, esc: Escape) -> str:

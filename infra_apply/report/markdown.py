@@ -15,6 +15,7 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
@@ -35,11 +36,11 @@ from infra_apply.report._common import (
     display_name,
     drift_sentence,
     guard_sentence,
+    outside_sentence,
     port_callouts,
     settings_sentence,
     undo_note,
 )
-from infra_apply.report.drift import outside_sentence
 from infra_apply.report.mermaid import mermaid_diagram
 from infra_apply.untrusted import shell, short, visible
 
@@ -129,14 +130,14 @@ def _md_context(context: PlanContext | None) -> list[str]:
     """A hidden line for tools: the full commit, the time, sandbox or not."""
     if context is None:
         return []
-    when = context.planned_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = context.planned_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sandbox = "yes" if context.sandbox else "no"
     commit = _commit(context) or "unknown"
     return [f"<!-- infra-apply plan: commit={commit} planned-at={when} sandbox={sandbox} -->"]
 
 
 def _md_when(context: PlanContext) -> str:
-    when = context.planned_at.strftime("%Y-%m-%d %H:%M UTC")
+    when = context.planned_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = _commit(context)
     return f"Planned at commit `{commit[:_SHORT_SHA]}` on {when}." if commit else f"Planned on {when}."
 

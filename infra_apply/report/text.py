@@ -12,12 +12,12 @@ from infra_apply.report._common import (
     counts_sentence,
     detail,
     drift_sentence,
+    outside_sentence,
     port_callouts,
     settings_sentence,
     undo_note,
     who,
 )
-from infra_apply.report.drift import outside_sentence
 from infra_apply.untrusted import visible
 
 _SYMBOLS: Mapping[str, tuple[str, str]] = {
