@@ -41,6 +41,9 @@ PAGE_SIZE: Mapping[Forge, tuple[str, int]] = {"github": ("per_page", 100), "forg
 MAX_PAGES = 500
 TIMEOUT = 30.0
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# The longest marker line ``compose`` puts above a body (a 64-character key): a text that
+# leaves this much room under COMMENT_LIMIT (in UTF-16 units) is posted whole, never cut.
+MARKER_ROOM = len("<!-- infra-apply comment:  -->\n") + 64
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 # Secrets a plan must never carry into a pull request, masked if they appear in the body.
 SECRET_ENV = (

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import Change, JsonObject, NameDrift, parse_plan
+from infra_apply.plan_model import is_noise as is_noise  # the noise filter lives with the parser
 from infra_apply.render import MANAGED_TAG
 
 PRODUCER_TAG = "producer:"
@@ -63,45 +64,13 @@ class DriftReport:
 
 
 def outside_changes(producer: str, plan: JsonObject, names: Mapping[str, str]) -> tuple[Change, ...]:
-    """The plan's ``resource_drift`` as changes, known noise left out."""
-    entries = [_quiet(_dict(e)) for e in _list(plan.get("resource_drift")) if not is_noise(_dict(e))]
-    as_changes = {**plan, "resource_changes": entries}
-    return parse_plan(producer, as_changes, names).changes
+    """The plan's ``resource_drift`` as changes, known noise left out (``plan_model`` reads it
+    the same way for ordinary plans)."""
+    return parse_plan(producer, {**plan, "resource_changes": []}, names).outside
 
 
 def name_drift(producer: str, plan: JsonObject, names: Mapping[str, str]) -> tuple[NameDrift, ...]:
     return parse_plan(producer, {**plan, "resource_changes": []}, names).drift
-
-
-def is_noise(entry: JsonObject) -> bool:
-    """A firewall whose only difference is ``tags`` going from null to ``[]``: the real
-    provider's refresh reports it on every firewall (DESIGN.md), and it changes nothing."""
-    if entry.get("type") != "digitalocean_firewall":
-        return False
-    change = _dict(entry.get("change"))
-    if _list(change.get("actions")) != ["update"]:
-        return False
-    before, after = _dict(change.get("before")), _dict(change.get("after"))
-    return _without_empty_tags(before) == _without_empty_tags(after)
-
-
-def _quiet(entry: JsonObject) -> JsonObject:
-    """A firewall's real drift without the tags noise beside it (``tags`` null → ``[]``)."""
-    change = _dict(entry.get("change"))
-    before, after = _dict(change.get("before")), _dict(change.get("after"))
-    if (
-        entry.get("type") != "digitalocean_firewall"
-        or before.get("tags") is not None
-        or after.get("tags") != []
-    ):
-        return entry
-    return {**entry, "change": {**change, "before": {**before, "tags": []}}}
-
-
-def _without_empty_tags(values: JsonObject) -> JsonObject:
-    if values.get("tags") in (None, []):
-        return {k: v for k, v in values.items() if k != "tags"}
-    return values
 
 
 def state_droplet_ids(plan: JsonObject) -> set[str]:

@@ -39,6 +39,7 @@ from infra_apply.errors import InfraApplyError, TerraformError
 
 Action = Literal["create", "update", "replace", "delete", "import", "read", "no-op"]
 CountedAction = Literal["create", "update", "replace", "delete", "import"]
+NameSource = Literal["manifest", "state", "address"]
 
 # Decoded JSON, as it comes from ``json.loads``: checked field by field, never trusted.
 JsonObject = Mapping[str, object]
@@ -155,6 +156,9 @@ class Change:
     resize: Resize | None = None
     ports_opened: tuple[PublicPort, ...] = ()
     ports_closed: tuple[PublicPort, ...] = ()
+    # Where ``name`` came from: the manifests (via rendering), the state's ``name`` attribute,
+    # or nowhere (it is the address). A firewall's manifest name is its droplet's.
+    name_source: NameSource = "manifest"
 
     @property
     def base_address(self) -> str:
@@ -204,6 +208,9 @@ class ProducerPlan:
     changes: tuple[Change, ...] = ()
     drift: tuple[NameDrift, ...] = ()
     settings_drift: tuple[SettingsDrift, ...] = ()
+    # What refresh found changed behind Terraform's back (``resource_drift``, noise left out):
+    # not this change's doing, but what the plan's changes may undo (see ``answer``).
+    outside: tuple[Change, ...] = ()
 
     @property
     def counts(self) -> dict[CountedAction, int]:
@@ -254,6 +261,69 @@ def reason(change: Change, *, with_values: bool) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Changed outside Terraform, and what the plan does about it
+
+# What a resize recomputes: the size says it once.
+SIZE_DERIVED = frozenset({"disk", "memory", "vcpus", "price_hourly", "price_monthly"})
+
+Response = Literal["recreates", "replaces", "destroys", "reverts", "partly reverts", "keeps"]
+
+
+class Answer(NamedTuple):
+    """What a plan does about one change made outside Terraform."""
+
+    response: Response
+    reverted: tuple[str, ...] = ()  # attributes the plan sets back
+    kept: tuple[str, ...] = ()  # attributes the plan leaves as refresh found them
+    change: Change | None = None  # the plan's change of that resource, if any
+
+
+def drifted_attrs(outside: Change) -> tuple[str, ...]:
+    """The attributes an outside change touched, a resize's derived ones folded into ``size``."""
+    attrs = outside.updated_attrs
+    if "size" in attrs:
+        return tuple(a for a in attrs if a not in SIZE_DERIVED)
+    return attrs
+
+
+def answer(plan: ProducerPlan, outside: Change) -> Answer:
+    mine = next((c for c in plan.changes if c.address == outside.address), None)
+    if mine is None:
+        return Answer("keeps", kept=drifted_attrs(outside))
+    if outside.action == "delete":
+        return Answer("recreates" if mine.action == "create" else "keeps", change=mine)
+    if mine.action in ("replace", "delete"):
+        return Answer("replaces" if mine.action == "replace" else "destroys", change=mine)
+    attrs = drifted_attrs(outside)
+    reverted = tuple(a for a in attrs if a in mine.updated_attrs)
+    kept = tuple(a for a in attrs if a not in mine.updated_attrs)
+    response: Response = "partly reverts" if reverted and kept else ("reverts" if reverted else "keeps")
+    return Answer(response, reverted, kept, mine)
+
+
+def undoes(plan: ProducerPlan, change: Change) -> Change | None:
+    """The outside change a plan's change sets right (re-creates, or changes back and nothing
+    else), if it is one."""
+    outside = next((o for o in plan.outside if o.address == change.address), None)
+    if outside is None:
+        return None
+    if outside.action == "delete":
+        return outside if change.action == "create" else None
+    if change.action != "update" or change.importing:
+        return None
+    drifted = drifted_attrs(outside)
+    mine = drifted_attrs(change) if "size" in drifted else change.updated_attrs
+    return outside if mine and set(mine) <= set(drifted) else None
+
+
+def only_undoes_outside(plan: ProducerPlan) -> bool:
+    """Every change of the plan sets right a change made outside Terraform: applying it
+    brings nothing new."""
+    counted = [c for c in plan.changes if c.action in COUNTED_ACTIONS]
+    return bool(counted) and all(undoes(plan, c) is not None for c in counted)
+
+
+# --------------------------------------------------------------------------------------------
 # Parsing
 
 
@@ -281,10 +351,11 @@ def parse_plan(
     """Summarise one producer's plan; ``names`` maps index-less addresses to human names,
     ``wanted`` index-less droplet addresses to their create-time settings."""
     _check_envelope(producer, plan)
+    configured = _configured_attrs(plan)
     changes = [
         change
         for rc in _list(plan.get("resource_changes"))
-        if (change := _parse_change(_dict(rc), names)) is not None
+        if (change := _parse_change(_dict(rc), names, configured)) is not None
     ]
     changes.sort(key=lambda c: (_natural_key(c.address), c.action, c.reason))
     drift = sorted(_name_drift(plan, names), key=lambda d: _natural_key(d.address))
@@ -292,8 +363,63 @@ def parse_plan(
         _settings_drift(plan, names, wanted or {}, changes), key=lambda d: _natural_key(d.address)
     )
     return ProducerPlan(
-        producer=producer, changes=tuple(changes), drift=tuple(drift), settings_drift=tuple(settings)
+        producer=producer,
+        changes=tuple(changes),
+        drift=tuple(drift),
+        settings_drift=tuple(settings),
+        outside=_outside(plan, names),
     )
+
+
+def _outside(plan: JsonObject, names: Mapping[str, str]) -> tuple[Change, ...]:
+    """``resource_drift`` as changes (before: what Terraform last knew, after: what refresh
+    found), the provider's known noise left out. Ordinary and refresh-only plans alike."""
+    entries = [_quiet(_dict(e)) for e in _list(plan.get("resource_drift")) if not is_noise(_dict(e))]
+    found = [c for e in entries if (c := _parse_change(e, names, None)) is not None]
+    return tuple(sorted(found, key=lambda c: (_natural_key(c.address), c.action)))
+
+
+def is_noise(entry: JsonObject) -> bool:
+    """A firewall whose only difference is ``tags`` going from null to ``[]``: the real
+    provider's refresh reports it on every firewall (DESIGN.md), and it changes nothing."""
+    if entry.get("type") != "digitalocean_firewall":
+        return False
+    change = _dict(entry.get("change"))
+    if _list(change.get("actions")) != ["update"]:
+        return False
+    before, after = _dict(change.get("before")), _dict(change.get("after"))
+    return _without_empty_tags(before) == _without_empty_tags(after)
+
+
+def _quiet(entry: JsonObject) -> JsonObject:
+    """A firewall's real drift without the tags noise beside it (``tags`` null → ``[]``)."""
+    change = _dict(entry.get("change"))
+    before, after = _dict(change.get("before")), _dict(change.get("after"))
+    if (
+        entry.get("type") != "digitalocean_firewall"
+        or before.get("tags") is not None
+        or after.get("tags") != []
+    ):
+        return entry
+    return {**entry, "change": {**change, "before": {**before, "tags": []}}}
+
+
+def _without_empty_tags(values: JsonObject) -> JsonObject:
+    if values.get("tags") in (None, []):
+        return {k: v for k, v in values.items() if k != "tags"}
+    return values
+
+
+def _configured_attrs(plan: JsonObject) -> dict[str, frozenset[str]]:
+    """Index-less address → the attributes its configuration sets (``configuration`` section).
+
+    An attribute the configuration does not set is computed by the provider; when an update
+    leaves it unknown, that is a side effect of the change, not a change of its own."""
+    root = _dict(_dict(plan.get("configuration")).get("root_module"))
+    return {
+        str(res.get("address", "")): frozenset(_dict(res.get("expressions")))
+        for res in map(_dict, _list(root.get("resources")))
+    }
 
 
 def _check_envelope(producer: str, plan: JsonObject) -> None:
@@ -307,7 +433,9 @@ def _check_envelope(producer: str, plan: JsonObject) -> None:
         raise TerraformError(f"producer {producer}: terraform reported errors; the plan is partial")
 
 
-def _parse_change(rc: JsonObject, names: Mapping[str, str]) -> Change | None:
+def _parse_change(
+    rc: JsonObject, names: Mapping[str, str], configured: Mapping[str, frozenset[str]] | None
+) -> Change | None:
     change = _dict(rc.get("change"))
     importing = _dict(change.get("importing")) if change.get("importing") is not None else None
     action = classify([str(a) for a in _list(change.get("actions"))], importing is not None)
@@ -317,14 +445,17 @@ def _parse_change(rc: JsonObject, names: Mapping[str, str]) -> Change | None:
     before, after = _dict(change.get("before")), _dict(change.get("after"))
     unknown = _dict(change.get("after_unknown"))
     sensitive = _Sensitivity(change.get("before_sensitive"), change.get("after_sensitive"))
-    attrs = _updated_attrs(action, before, after, unknown)
+    settable = None if configured is None else configured.get(strip_index(address))
+    attrs = _updated_attrs(action, before, after, unknown, settable)
     why = str(rc.get("action_reason") or ("deposed" if rc.get("deposed") else ""))
     rtype = str(rc.get("type", ""))
     opened, closed = _public_ports(rtype, action, before, after, unknown)
+    name, source = _human_name(address, names, before, after, sensitive)
     return Change(
         address=address,
         type=rtype,
-        name=_human_name(address, names, before, after, sensitive),
+        name=name,
+        name_source=source,
         action=action,
         replace_paths=tuple(_path_text(p) for p in _list(change.get("replace_paths"))),
         updated_attrs=attrs,
@@ -428,34 +559,44 @@ def _human_name(
     before: JsonObject,
     after: JsonObject,
     sensitive: _Sensitivity,
-) -> str:
+) -> tuple[str, NameSource]:
     for key in (address, strip_index(address)):
         if key in names:
-            return names[key]
+            return names[key], "manifest"
     # Removed from the manifests: the state still knows what the resource was called.
     if not sensitive.hides("name"):
         for values in (before, after):
             name = values.get("name")
             if isinstance(name, str) and name:
-                return name
-    return address
+                return name, "state"
+    return address, "address"
 
 
 def _updated_attrs(
-    action: Action, before: JsonObject, after: JsonObject, unknown: JsonObject
+    action: Action,
+    before: JsonObject,
+    after: JsonObject,
+    unknown: JsonObject,
+    settable: frozenset[str] | None,
 ) -> tuple[str, ...]:
+    """What an update or replacement changes. ``settable``: the attributes the configuration
+    sets (``None``: not known, every unknown counts)."""
     if action not in ("update", "replace"):
         return ()
-    changed = []
+    changed: list[str] = []
+    side_effects: list[str] = []
     for attr in sorted(set(before) | set(after) | set(unknown)):
         if _contains_true(unknown.get(attr)):
             # A replacement recomputes every computed attribute; only an update's unknowns
-            # (e.g. a firewall's droplet_ids after its droplet is rebuilt) tell the operator much.
+            # (e.g. a firewall's droplet_ids after its droplet is rebuilt) tell the operator much,
+            # and only those the configuration sets: a computed one (a resized droplet's disk,
+            # price) going unknown is the provider recomputing it, not a change of its own.
             if action == "update":
-                changed.append(attr)
+                (changed if settable is None or attr in settable else side_effects).append(attr)
         elif before.get(attr) != after.get(attr):
             changed.append(attr)
-    return tuple(changed)
+    # Terraform says the resource changes: never hide everything it would change.
+    return tuple(changed or side_effects)
 
 
 def _path_text(path: object) -> str:

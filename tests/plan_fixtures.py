@@ -17,7 +17,7 @@ from infra_apply.cost import ProducerCost, fallback_prices, producer_cost
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Droplet, ProducerModel, Service
 from infra_apply.plan_model import Change, ProducerPlan, parse_plan, strip_index
-from infra_apply.report import ProducerReport, producer_reports
+from infra_apply.report import PlanContext, ProducerReport, producer_reports
 from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown
 from infra_apply.report.text import format_text
@@ -52,6 +52,26 @@ RESIZE_NAMES = {
     "digitalocean_droplet.dns": "com.uvlava.dns",
     "digitalocean_firewall.dns": "com.uvlava.dns",
 }
+# outside_drift.json (made by make_outside_drift.sh): quinn after console edits and a pull
+# request; com.uvlava.quinn.docs is removed from the manifests, so it is absent here.
+OUTSIDE_NAMES = {
+    f"digitalocean_{kind}.{address}": name
+    for address, name in {
+        "quinn_artifacts": "com.uvlava.quinn.artifacts",
+        "quinn_mcp": "com.uvlava.quinn.mcp",
+        "dns": "com.uvlava.dns",
+        "quinn_build": "com.uvlava.quinn.build",
+        "quinn_cache": "com.uvlava.quinn.cache",
+        "quinn_ci": "com.uvlava.quinn.ci",
+    }.items()
+    for kind in ("droplet", "firewall")
+}
+# A sandbox plan at a known commit and time, as `plan --sandbox` in CI would report it.
+SANDBOX_CONTEXT = PlanContext(
+    sandbox=True,
+    commit="3f9c2e1ab84d07c6e5f1a2b3c4d5e6f708192a3b",
+    planned_at=datetime(2026, 11, 29, 18, 40, 12, tzinfo=UTC),
+)
 
 QUINN_MODEL = ProducerModel(
     name="quinn",
@@ -184,6 +204,7 @@ class Scenario(NamedTuple):
     verdicts: dict[str, GuardVerdict]
     models: dict[str, ProducerModel]
     costs: dict[str, ProducerCost] = {}  # noqa: RUF012 - never mutated
+    context: PlanContext | None = None  # markdown only: the sandbox banner, commit and time
 
 
 # Costs in the goldens: the shipped table, at a fixed moment, the ct GPU leased for 3 more hours.
@@ -207,9 +228,11 @@ def costed(
     items: Sequence[tuple[ProducerPlan, ProducerCost]],
     verdicts: dict[str, GuardVerdict] | None = None,
     models: dict[str, ProducerModel] | None = None,
+    context: PlanContext | None = None,
 ) -> Scenario:
     plans = [plan for plan, _ in items]
-    return Scenario(plans, verdicts or {}, models or {}, {plan.producer: cost for plan, cost in items})
+    costs = {plan.producer: cost for plan, cost in items}
+    return Scenario(plans, verdicts or {}, models or {}, costs, context)
 
 
 def _allowed_replace_delete() -> Scenario:
@@ -262,6 +285,9 @@ SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
     "resize_ports": lambda: costed([priced("resize_ports", names=RESIZE_NAMES)]),
     "resize_ports_allowed": _resize_allowed,
     "hostile": _hostile,
+    "outside_drift": lambda: costed(
+        [priced("outside_drift", names=OUTSIDE_NAMES)], context=SANDBOX_CONTEXT
+    ),
 }
 
 FORMATS: Mapping[str, Callable[[Sequence[ProducerReport]], str]] = {
@@ -276,8 +302,9 @@ def golden_path(scenario: str, ext: str) -> Path:
 
 
 def render_golden(scenario: str, ext: str) -> str:
-    plans, verdicts, models, costs = SCENARIOS[scenario]()
-    return FORMATS[ext](producer_reports(plans, verdicts, models, costs=costs))
+    plans, verdicts, models, costs, context = SCENARIOS[scenario]()
+    reports = producer_reports(plans, verdicts, models, costs=costs)
+    return format_markdown(reports, context) if ext == "md" else FORMATS[ext](reports)
 
 
 def read_golden(scenario: str, ext: str) -> str:

@@ -109,3 +109,28 @@ def test_unknown_producer_is_one_line_and_exit_1(ops: Ops) -> None:
     code, out, err = ops.sandbox("drift", "--producer", "nope")
     assert code == 1 and out == ""
     assert "unknown producer nope" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_ordinary_plan_tells_changes_outside_terraform_from_its_own(ops: Ops) -> None:
+    """Real Terraform: a droplet deleted by hand shows under "Changed outside Terraform", and a
+    plan that only re-creates it says it brings nothing new; the comment is marked as sandbox."""
+    assert ops.apply("quinn")[0] == 0
+    cloud.delete_droplet(ops.cloud, str(ops.droplets()[DNS]["id"]))
+    sha = "89abcdef0123456789abcdef0123456789abcdef"
+    ops.env["GITHUB_SHA"] = sha
+    code, md, err = ops.sandbox("plan", "--producer", "quinn", "--format", "markdown")
+    assert code == 2, err
+    assert md.startswith(f"<!-- infra-apply plan: commit={sha} planned-at=")
+    assert "## infra-apply plan (sandbox)\n" in md and "> 🧪 **Sandbox plan:**" in md
+    outside, mine = md.index("#### Changed outside Terraform"), md.index("#### Changed by this pull request")
+    assert (
+        "- ✋ deleted outside Terraform: com.uvlava.dns (digitalocean\\_droplet.dns) "
+        "— this plan re-creates it"
+        in md[outside:mine]
+    )
+    assert "only undoes a change made outside Terraform" in md[mine:]
+    assert "- 🆕 create **com.uvlava.dns** (digitalocean\\_droplet.dns) (undoes a change made outside" in md
+    code, out, err = ops.sandbox("plan", "--producer", "quinn", "--format", "json")
+    quinn = json.loads(out)["producers"]["quinn"]
+    assert code == 2 and quinn["only_undoes_outside"] is True, err
+    assert ("digitalocean_droplet.dns", "delete") in {(o["address"], o["action"]) for o in quinn["outside"]}

@@ -16,9 +16,12 @@ from infra_apply.plan_model import (
     PublicPort,
     Resize,
     SettingsDrift,
+    answer,
     classify,
+    only_undoes_outside,
     parse_plan,
     reason,
+    undoes,
     verb,
 )
 from infra_apply.report import producer_reports
@@ -27,6 +30,7 @@ from tests.plan_fixtures import (
     FIXTURES,
     IMPORT_NAMES,
     NAMES,
+    OUTSIDE_NAMES,
     QUINN_MODEL,
     RESIZE_NAMES,
     SECRETS,
@@ -333,9 +337,10 @@ def test_no_secret_from_a_fixture_reaches_any_format(fixture: str) -> None:
             assert secret not in output
 
 
-def test_sandbox_passwords_in_the_resize_fixture_reach_no_format() -> None:
-    # resize_ports.json is a real sandbox plan: its database passwords are the sandbox's own.
-    raw = (FIXTURES / "resize_ports.json").read_text()
+@pytest.mark.parametrize("fixture", ["resize_ports", "outside_drift"])
+def test_sandbox_passwords_in_the_real_fixtures_reach_no_format(fixture: str) -> None:
+    # These are real sandbox plans: their database passwords are the sandbox's own.
+    raw = (FIXTURES / f"{fixture}.json").read_text()
     passwords = set(re.findall(r"AVNS_[A-Za-z0-9]+", raw))
     assert passwords
     for output in all_formats([parse_plan("quinn", json.loads(raw), {})], {"quinn": QUINN_MODEL}):
@@ -480,3 +485,133 @@ def test_every_format_says_a_setting_applies_to_new_droplets_only() -> None:
             "settings": ["monitoring"],
         }
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Changed outside Terraform (an ordinary plan's resource_drift) and what the plan does about it
+
+
+def test_an_ordinary_plan_keeps_what_changed_outside_terraform_apart() -> None:
+    # outside_drift.json is a real sandbox plan (make_outside_drift.sh): console edits, then a PR.
+    plan = parsed("outside_drift", names=OUTSIDE_NAMES)
+    assert [(c.address, c.action, c.updated_attrs) for c in plan.outside] == [
+        ("digitalocean_droplet.quinn_artifacts", "update", ("name", "tags")),
+        (
+            "digitalocean_droplet.quinn_build",
+            "update",
+            ("disk", "memory", "price_hourly", "price_monthly", "size", "vcpus"),
+        ),
+        ("digitalocean_droplet.quinn_cache", "delete", ()),
+        ("digitalocean_firewall.quinn_cache", "update", ("droplet_ids",)),
+    ]
+    build = next(c for c in plan.outside if c.address == "digitalocean_droplet.quinn_build")
+    assert build.resize == Resize("s-2vcpu-4gb", "s-4vcpu-8gb")
+    # the drift is not counted as the plan's own changes
+    assert plan.counts == {"create": 3, "update": 5, "replace": 1, "delete": 2, "import": 0}
+
+
+def test_the_drift_noise_filter_applies_to_ordinary_plans_too() -> None:
+    firewall = {"name": "fw-dns", "droplet_ids": [1003], "inbound_rule": []}
+    noise = rc(
+        "digitalocean_firewall.dns",
+        ["update"],
+        before={**firewall, "tags": None},
+        after={**firewall, "tags": []},
+    )
+    gone = rc(
+        "digitalocean_firewall.dns",
+        ["update"],
+        before={**firewall, "tags": None},
+        after={**firewall, "droplet_ids": [], "tags": []},
+    )
+    for entry, expected in ((noise, []), (gone, [("droplet_ids",)])):
+        plan = {**synthetic(), "resource_drift": [entry]}
+        assert [c.updated_attrs for c in parse_plan("quinn", plan, {}).outside] == expected
+
+
+def test_answer_says_what_the_plan_does_about_each_outside_change() -> None:
+    plan = parsed("outside_drift", names=OUTSIDE_NAMES)
+    found = {o.address: answer(plan, o)[:3] for o in plan.outside}
+    assert found == {
+        "digitalocean_droplet.quinn_artifacts": ("partly reverts", ("tags",), ("name",)),
+        "digitalocean_droplet.quinn_build": ("reverts", ("size",), ()),
+        "digitalocean_droplet.quinn_cache": ("recreates", (), ()),
+        "digitalocean_firewall.quinn_cache": ("reverts", ("droplet_ids",), ()),
+    }
+    undone = [c.address for c in plan.changes if undoes(plan, c) is not None]
+    assert undone == [
+        "digitalocean_droplet.quinn_artifacts",
+        "digitalocean_droplet.quinn_build",
+        "digitalocean_droplet.quinn_cache",
+        "digitalocean_firewall.quinn_cache",
+    ]
+    assert not only_undoes_outside(plan)  # the pull request adds, resizes, replaces, destroys
+
+
+def outside_only_plan() -> dict[str, object]:
+    """A droplet deleted and another retagged by hand; the plan re-creates and retags."""
+    return {
+        **synthetic(
+            rc("digitalocean_droplet.web", ["create"], after={"name": "web"}),
+            rc("digitalocean_droplet.db", ["update"], before={"tags": ["a", "x"]}, after={"tags": ["a"]}),
+        ),
+        "resource_drift": [
+            rc("digitalocean_droplet.web", ["delete"], before={"name": "web"}),
+            rc("digitalocean_droplet.db", ["update"], before={"tags": ["a"]}, after={"tags": ["a", "x"]}),
+        ],
+    }
+
+
+def test_a_plan_that_only_undoes_outside_changes_is_told_apart() -> None:
+    plan = parse_plan("quinn", outside_only_plan(), {})
+    assert only_undoes_outside(plan)
+    # one more change of its own, and the plan brings something new
+    raw = outside_only_plan()
+    raw["resource_changes"].append(rc("digitalocean_droplet.new", ["create"], after={"name": "new"}))  # type: ignore[attr-defined]
+    assert not only_undoes_outside(parse_plan("quinn", raw, {}))
+    # an outside change the plan leaves alone
+    kept = parse_plan("quinn", {**outside_only_plan(), "resource_changes": []}, {})
+    assert [answer(kept, o).response for o in kept.outside] == ["keeps", "keeps"]
+    assert not only_undoes_outside(kept)
+
+
+def test_an_update_leaves_out_computed_attributes_that_only_go_unknown() -> None:
+    update = rc(
+        "digitalocean_droplet.web",
+        ["update"],
+        before={"tags": ["a"], "urn": "do:droplet:1", "status": "active"},
+        after={"tags": ["a", "b"], "urn": None, "status": None},
+        after_unknown={"urn": True, "status": True},
+    )
+    firewall = rc(
+        "digitalocean_firewall.web",
+        ["update"],
+        before={"droplet_ids": [1], "status": "ok"},
+        after={"droplet_ids": None, "status": None},
+        after_unknown={"droplet_ids": True, "status": True},
+    )
+    raw = synthetic(update, firewall)
+    raw["configuration"] = {
+        "root_module": {
+            "resources": [
+                {"address": "digitalocean_droplet.web", "expressions": {"tags": {}, "name": {}}},
+                {"address": "digitalocean_firewall.web", "expressions": {"droplet_ids": {}}},
+            ]
+        }
+    }
+    changes = by_address(parse_plan("quinn", raw, {}))
+    assert changes["digitalocean_droplet.web"].updated_attrs == ("tags",)
+    # set by the configuration and unknown: it really changes (the droplet it names is rebuilt)
+    assert changes["digitalocean_firewall.web"].updated_attrs == ("droplet_ids",)
+    assert [d.render() for d in changes["digitalocean_firewall.web"].diffs] == [
+        "droplet_ids [1] → (known after apply)"
+    ]
+    # no configuration to judge by: every unknown is kept, never silently dropped
+    unjudged = by_address(parse_plan("quinn", synthetic(update), {}))
+    assert unjudged["digitalocean_droplet.web"].updated_attrs == ("status", "tags", "urn")
+
+
+def test_a_real_resize_lists_only_the_size_not_what_it_recomputes() -> None:
+    dns = by_address(parsed("resize_ports", names=RESIZE_NAMES))["digitalocean_droplet.dns"]
+    assert dns.updated_attrs == ("size",)
+    assert [d.attr for d in dns.diffs] == ["size"]

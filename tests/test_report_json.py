@@ -9,7 +9,7 @@ import pytest
 from infra_apply.guard import guard
 from infra_apply.report import producer_reports
 from infra_apply.report.json import format_json
-from tests.plan_fixtures import RESIZE_NAMES, SCENARIOS, parsed, read_golden, render_golden
+from tests.plan_fixtures import OUTSIDE_NAMES, RESIZE_NAMES, SCENARIOS, parsed, read_golden, render_golden
 
 
 def test_json_is_one_stable_document_with_guard_and_counts() -> None:
@@ -35,6 +35,8 @@ def test_json_is_one_stable_document_with_guard_and_counts() -> None:
         "counts": {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0},
         "drift": [],
         "guard": {"ok": True, "blocked": []},
+        "only_undoes_outside": False,
+        "outside": [],
         "public_ports": {"opened": [], "closed": []},
         "settings_drift": [],
     }
@@ -72,6 +74,28 @@ def test_json_reports_unchanged_when_nothing_changes() -> None:
     doc = json.loads(format_json(producer_reports([parsed("no_changes"), parsed("name_drift")], {})))
     assert doc["changed"] is False
     assert doc["producers"]["quinn"]["drift"][0]["live_name"] == "quinn-artifacts-01"
+
+
+def test_json_lists_outside_changes_apart_and_labels_firewalls() -> None:
+    doc = json.loads(format_json(producer_reports([parsed("outside_drift", names=OUTSIDE_NAMES)])))
+    quinn = doc["producers"]["quinn"]
+    build = next(o for o in quinn["outside"] if o["address"] == "digitalocean_droplet.quinn_build")
+    said = (build["action"], build["plan"]["response"], build["plan"]["reverted"])
+    assert said == ("resize", "reverts", ["size"])
+    assert "never shrinks a disk" in build["plan"]["message"]
+    firewalls = {c["address"]: c["label"] for c in quinn["changes"] if c["type"] == "digitalocean_firewall"}
+    assert firewalls["digitalocean_firewall.quinn_ci"] == "firewall of com.uvlava.quinn.ci"
+    assert firewalls["digitalocean_firewall.quinn_docs"] == "firewall fw-quinn-docs"  # removed: state name
+    undone = sorted(c["address"] for c in quinn["changes"] if c["undoes_outside"])
+    assert undone == [
+        "digitalocean_droplet.quinn_artifacts",
+        "digitalocean_droplet.quinn_build",
+        "digitalocean_droplet.quinn_cache",
+        "digitalocean_firewall.quinn_cache",
+    ]
+    # the resize back lists what really changes, not what the provider recomputes
+    resize = next(c for c in quinn["changes"] if c["address"] == "digitalocean_droplet.quinn_build")
+    assert resize["updated_attrs"] == ["size"] and "(known after apply)" not in json.dumps(resize)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from infra_apply.comment import COMMENT_LIMIT, compose, marker, units
 from infra_apply.guard import guard
 from infra_apply.plan_model import parse_plan
-from infra_apply.report import producer_reports
+from infra_apply.report import PlanContext, producer_reports
+from infra_apply.report._common import ONLY_UNDOES
 from infra_apply.report.markdown import MARKDOWN_LIMIT, format_markdown
 from tests.mermaid_check import MERMAID_LINE
 from tests.plan_fixtures import (
     HOSTILE,
+    IMPORT_NAMES,
+    OUTSIDE_NAMES,
     QUINN_MODEL,
     RESIZE_NAMES,
+    SANDBOX_CONTEXT,
     SCENARIOS,
     hostile_cost,
     hostile_plans,
@@ -30,8 +36,8 @@ def test_markdown_calls_out_refused_changes_and_draws_the_droplets() -> None:
     plans = [parsed("replace_delete"), parsed("no_changes", "mc")]
     md = format_markdown(producer_reports(plans, {}, {"quinn": QUINN_MODEL}))
     assert md.startswith("## infra-apply plan\n")
-    assert "| quinn | 0 | 1 | 1 | 4 | 0 | 0 | ⛔ refused without `--allow-destroy` / " in md
-    assert "| mc | 0 | 0 | 0 | 0 | 0 | 0 | ✅ |" in md
+    assert "| quinn | 0 | 1 | 1 | 4 | 0 | 0 | 0 | ⛔ refused without `--allow-destroy` / " in md
+    assert "| mc | 0 | 0 | 0 | 0 | 0 | 0 | 0 | ✅ |" in md
     assert "<details open>" in md  # destructive producers are expanded
     warnings = [line for line in md.splitlines() if line.startswith("- ⚠️")]
     assert len(warnings) == 5
@@ -41,7 +47,8 @@ def test_markdown_calls_out_refused_changes_and_draws_the_droplets() -> None:
         for w in warnings
     )
     first_warning = md.index("- ⚠️")
-    assert first_warning < md.index("**Other changes**") < md.index("```mermaid")
+    assert md.index("**Destroys**") < first_warning < md.index("**Replacements**")
+    assert md.index("**Replacements**") < md.index("**Updates**") < md.index("```mermaid")
     assert "class drop0 replaced" in md
     assert 'gone0["com.uvlava.quinn.mcp<br/>destroyed"]' in md
     assert 'drop0_svc1["verdaccio<br/>npm-registry"]' in md
@@ -52,14 +59,15 @@ def test_markdown_shows_verdicts_given_by_the_caller() -> None:
     plan = parsed("replace_delete")
     allowed = guard(plan, ["forge", "com.uvlava.quinn.mcp"], ["com.uvlava.quinn.artifacts"])
     md = format_markdown(producer_reports([plan], {"quinn": allowed}, {}))
-    assert "| quinn | 0 | 1 | 1 | 4 | 0 | 0 | ✅ |" in md
+    assert "| quinn | 0 | 1 | 1 | 4 | 0 | 0 | 0 | ✅ |" in md
     assert "needs `" not in md
+    assert "✅ **Guard:** apply would go ahead: each destroy, replacement and resize is allowed." in md
 
 
 def test_markdown_marks_a_resize_with_its_command_and_calls_out_public_ports() -> None:
     plan = parsed("resize_ports", names=RESIZE_NAMES)
     md = format_markdown(producer_reports([plan]))
-    assert "| quinn | 0 | 3 | 0 | 0 | 0 | 0 | ⛔ refused without `--allow-resize` |" in md
+    assert "| quinn | 0 | 3 | 0 | 0 | 0 | 0 | 0 | ⛔ refused without `--allow-resize` |" in md
     assert "<details open>" in md
     resize = (
         '- ⚠️ **resize** com.uvlava.dns (digitalocean\\_droplet.dns): size "s-1vcpu-1gb" → "s-1vcpu-2gb": '
@@ -68,13 +76,13 @@ def test_markdown_marks_a_resize_with_its_command_and_calls_out_public_ports() -
     )
     assert resize in md
     opened = (
-        "- 🔓 public ports opened: 80/tcp, 443/tcp on com.uvlava.quinn.mcp "
+        "- 🔓 public ports opened: 80/tcp, 443/tcp on firewall of com.uvlava.quinn.mcp "
         "(digitalocean\\_firewall.quinn\\_mcp)"
     )
-    closed = "- 🔒 public ports closed: 80/tcp, 443/tcp on com.uvlava.quinn.artifacts"
+    closed = "- 🔒 public ports closed: 80/tcp, 443/tcp on firewall of com.uvlava.quinn.artifacts"
     assert opened in md and closed in md
     # The call-outs come before the ordinary changes, and the resize is not repeated there.
-    assert md.index("**Resized in place: downtime**") < md.index(opened) < md.index("**Other changes**")
+    assert md.index("**Resizes (downtime)**") < md.index(opened) < md.index("**Updates**")
     assert "update **com.uvlava.dns**" not in md
     allowed = guard(plan, (), (), ["com.uvlava.dns"])
     assert "needs `" not in format_markdown(producer_reports([plan], {"quinn": allowed}))
@@ -112,14 +120,17 @@ def test_hostile_names_cannot_break_the_markdown() -> None:
     # Table: header, separator and one row, each with the same number of cell borders.
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 3
-    assert {unescaped_pipes(line) for line in table} == {10}
+    assert {unescaped_pipes(line) for line in table} == {11}
     # Dollar signs are escaped: GitHub and Forgejo would read "$6.00 ... $" as inline math.
     assert "$" in md and not re.search(r"(?<!\\)\$", md)
     # HTML: only our own details/summary tags survive; no script, no injected closing tag.
     assert md.count("<details") == md.count("</details>") == 1
     assert "<script" not in md and "<summary><strong>" in md
     # Headings and fences: only ours.
-    assert [line for line in lines if line.startswith("#")] == ["## infra-apply plan"]
+    assert [line for line in lines if line.startswith("#")] == [
+        "## infra-apply plan",
+        "#### Changed by this pull request",
+    ]
     fences = [line for line in lines if line.startswith("```") or line.startswith("~~~")]
     assert fences == ["```mermaid", "```"]
     body = md.split("```mermaid\n", 1)[1].split("\n```\n", 1)[0]
@@ -158,8 +169,19 @@ def test_markdown_of_a_huge_plan_is_truncated_under_the_limit() -> None:
     )
     # Truncation never leaves a section or a fence open, and the table is intact.
     assert md.count("<details") == md.count("</details>")
-    assert "| quinn | 3000 | 0 | 0 | 2000 | 0 | 0 |" in md
-    assert "| ct | 0 | 0 | 0 | 100 | 0 | 0 |" in md
+    assert "| quinn | 3000 | 0 | 0 | 2000 | 0 | 0 | 0 |" in md
+    assert "| ct | 0 | 0 | 0 | 100 | 0 | 0 | 0 |" in md
+
+
+def test_a_huge_plan_uses_the_forges_room_and_comment_never_cuts_it() -> None:
+    # Emoji outside the BMP count twice where the forges count (UTF-16), so the limit is in units.
+    big = [rc(f"digitalocean_droplet.n{i}", ["create"], after={"name": f"box{i}"}) for i in range(3000)]
+    md = format_markdown(producer_reports([parse_plan("quinn", synthetic(*big), {})]), SANDBOX_CONTEXT)
+    assert MARKDOWN_LIMIT + len(marker("k" * 64) + "\n") == COMMENT_LIMIT == 65_536
+    assert 60_000 < units(md) <= MARKDOWN_LIMIT and units(md) > len(md)
+    body, cut = compose(md, "k" * 64)  # the longest key `comment --key` accepts
+    assert not cut and units(body) <= COMMENT_LIMIT
+    assert md.endswith("run infra-apply plan locally for the full list\n")
 
 
 def test_markdown_with_huge_names_still_fits() -> None:
@@ -174,3 +196,133 @@ def test_markdown_with_huge_names_still_fits() -> None:
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_markdown_prints_its_golden_byte_for_byte(scenario: str) -> None:
     assert render_golden(scenario, "md") == read_golden(scenario, "md")
+
+
+# --------------------------------------------------------------------------------------------
+# What the comment says: where and when it was planned, outside Terraform, the guard, headings
+
+
+def test_a_sandbox_plan_carries_a_banner_and_the_commit_it_was_planned_at() -> None:
+    plan = parsed("no_changes")
+    md = format_markdown(producer_reports([plan]), SANDBOX_CONTEXT)
+    lines = md.splitlines()
+    full = "3f9c2e1ab84d07c6e5f1a2b3c4d5e6f708192a3b"
+    assert lines[0] == f"<!-- infra-apply plan: commit={full} planned-at=2026-11-29T18:40:12Z sandbox=yes -->"
+    assert lines[1] == "## infra-apply plan (sandbox)"
+    assert lines[3].startswith("> 🧪 **Sandbox plan:** planned against infra-apply's local stand-in cloud")
+    assert "Planned at commit `3f9c2e1ab84d` on 2026-11-29 18:40 UTC." in lines
+    assert md.count(full) == 1  # the full sha only in the hidden line
+    # a real account: no banner; an unknown commit is left out; a hostile one never printed
+    when = datetime(2026, 11, 29, 9, 5, tzinfo=UTC)
+    real = format_markdown(producer_reports([plan]), PlanContext(False, None, when))
+    assert "Sandbox" not in real and "sandbox=no" in real and "commit=unknown" in real
+    assert "\nPlanned on 2026-11-29 09:05 UTC.\n" in real and "## infra-apply plan\n" in real
+    hostile = format_markdown(producer_reports([plan]), PlanContext(False, "abc --><script>", when))
+    assert "<script>" not in hostile and "commit=unknown" in hostile
+    # the time is always said in UTC, whatever zone the caller's clock is in
+    berlin = datetime(2026, 11, 29, 11, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert "Planned on 2026-11-29 09:05 UTC." in format_markdown(
+        producer_reports([plan]), PlanContext(False, None, berlin)
+    )
+    # no context (a caller that has none): nothing about it
+    assert format_markdown(producer_reports([plan])).startswith("## infra-apply plan\n")
+
+
+def test_outside_terraform_is_its_own_section_apart_from_this_pull_request() -> None:
+    md = format_markdown(producer_reports([parsed("outside_drift", names=OUTSIDE_NAMES)]))
+    outside = md.index("#### Changed outside Terraform")
+    mine = md.index("#### Changed by this pull request")
+    assert outside < mine
+    section = md[outside:mine]
+    assert (
+        "- ✋ deleted outside Terraform: com.uvlava.quinn.cache (digitalocean\\_droplet.quinn\\_cache) "
+        "— this plan re-creates it\n"
+    ) in section
+    assert "this plan changes tags back; name stays as found (see name drift)" in section
+    assert (
+        'resized outside Terraform: com.uvlava.quinn.build (digitalocean\\_droplet.quinn\\_build): size '
+        '"s-2vcpu-4gb" → "s-4vcpu-8gb" — this plan resizes it back to s-2vcpu-4gb, but its disk already '
+        "grew to 160 GB and DigitalOcean never shrinks a disk, so that resize will fail"
+    ) in section
+    assert "| quinn | 3 | 5 | 1 | 2 | 0 | 4 | 1 |" in md
+    # the plan's changes that only set the drift right say so; the pull request's own do not
+    cache = "- 🆕 create **com.uvlava.quinn.cache** (digitalocean\\_droplet.quinn\\_cache)"
+    assert f"{cache} (undoes a change made outside Terraform)" in md
+    assert "- 🆕 create **com.uvlava.quinn.ci** (digitalocean\\_droplet.quinn\\_ci)\n" in md
+    assert ONLY_UNDOES not in md
+
+
+def test_a_plan_that_only_undoes_outside_changes_says_so_in_every_format() -> None:
+    from infra_apply.report.json import format_json
+    from infra_apply.report.text import format_text
+    from tests.test_plan_model import outside_only_plan
+
+    reports = producer_reports([parse_plan("quinn", outside_only_plan(), {})])
+    md, text = format_markdown(reports), format_text(reports)
+    assert f"_{ONLY_UNDOES}_" in md and f"  {ONLY_UNDOES}" in text.splitlines()
+    assert "- 🆕 create **web** (digitalocean\\_droplet.web) (undoes a change made outside Terraform)" in md
+    assert "deleted outside Terraform: web (digitalocean_droplet.web) — this plan re-creates it" in text
+    import json
+
+    quinn = json.loads(format_json(reports))["producers"]["quinn"]
+    assert quinn["only_undoes_outside"] is True
+    assert [(o["address"], o["plan"]["response"]) for o in quinn["outside"]] == [
+        ("digitalocean_droplet.web", "recreates"),
+        ("digitalocean_droplet.db", "reverts"),
+    ]
+
+
+def test_firewalls_are_labelled_as_firewalls_not_their_droplets_twice() -> None:
+    md = format_markdown(producer_reports([parsed("replace_delete")], {}, {"quinn": QUINN_MODEL}))
+    assert (
+        "- 🔧 update **firewall of com.uvlava.quinn.artifacts** (digitalocean\\_firewall.quinn\\_artifacts)"
+    ) in md
+    assert "**com.uvlava.quinn.artifacts** (digitalocean\\_firewall" not in md
+    # a firewall removed from the manifests is called by its name in state
+    assert "- ⚠️ **destroy** firewall quinn\\_mcp (digitalocean\\_firewall.quinn\\_mcp)" in md
+
+
+def test_headings_fit_what_the_producer_changes() -> None:
+    def headings(md: str) -> list[str]:
+        return re.findall(r"^\*\*([A-Z][^*]+)\*\*", md, re.M)
+
+    replace = rc(
+        "digitalocean_droplet.web",
+        ["delete", "create"],
+        before={"region": "nyc3"},
+        after={"region": "fra1"},
+        replace_paths=[["region"]],
+    )
+    only_replace = format_markdown(producer_reports([parse_plan("quinn", synthetic(replace), {})]))
+    assert headings(only_replace) == ["Replacements"]
+    assert "Destroy" not in only_replace.split("</summary>", 1)[1].split("#### Changed by", 1)[1]
+    plans = [parsed("outside_drift", names=OUTSIDE_NAMES), parsed("no_changes", "mc")]
+    md = format_markdown(producer_reports(plans))
+    assert headings(md) == [
+        "Destroys",
+        "Replacements",
+        "Resizes (downtime)",
+        "Public ports",
+        "Creates",
+        "Updates",
+        "Name drift",
+    ]
+    # a producer without changes has its table row and no section
+    assert "| mc | 0 | 0 | 0 | 0 | 0 | 0 | 0 | ✅ |" in md and "<strong>mc</strong>" not in md
+
+
+def test_the_guard_verdict_is_said_in_words_per_producer() -> None:
+    plan = parsed("outside_drift", names=OUTSIDE_NAMES)
+    md = format_markdown(producer_reports([plan]))
+    assert (
+        "⛔ **Guard:** apply would refuse this plan (exit 3) without consent to destroy "
+        "com.uvlava.quinn.docs, replace com.uvlava.quinn.mcp and resize com.uvlava.dns, "
+        "com.uvlava.quinn.build. To go ahead: `infra-apply apply --producer quinn "
+        "--allow-destroy com.uvlava.quinn.docs --allow-replace com.uvlava.quinn.mcp "
+        "--allow-resize com.uvlava.dns --allow-resize com.uvlava.quinn.build`\n"
+    ) in md
+    allowed = guard(plan, ["com.uvlava.quinn.docs"], ["com.uvlava.quinn.mcp"], ["com.uvlava.dns"])
+    md = format_markdown(producer_reports([plan], {"quinn": allowed}))
+    assert "without consent to resize com.uvlava.quinn.build. To go ahead: `infra-apply apply " in md
+    quiet = format_markdown(producer_reports([parsed("import", names=IMPORT_NAMES)]))
+    assert "✅ **Guard:** apply would go ahead: nothing is destroyed, replaced or resized." in quiet

@@ -12,6 +12,7 @@ from infra_apply.report.text import format_text
 from tests.plan_fixtures import (
     HOSTILE,
     IMPORT_NAMES,
+    OUTSIDE_NAMES,
     RESIZE_NAMES,
     SCENARIOS,
     hostile_plans,
@@ -84,9 +85,10 @@ def test_text_marks_a_resize_as_downtime_and_calls_out_public_ports() -> None:
     # disk, memory, vcpus and prices follow from the size: not listed again attribute by attribute
     assert "memory" not in lines[1] and "price" not in lines[1]
     assert lines[4:6] == [
-        "  ! public ports closed: 80/tcp, 443/tcp on com.uvlava.quinn.artifacts "
+        "  ! public ports closed: 80/tcp, 443/tcp on firewall of com.uvlava.quinn.artifacts "
         "(digitalocean_firewall.quinn_artifacts)",
-        "  ! public ports opened: 80/tcp, 443/tcp on com.uvlava.quinn.mcp (digitalocean_firewall.quinn_mcp)",
+        "  ! public ports opened: 80/tcp, 443/tcp on firewall of com.uvlava.quinn.mcp "
+        "(digitalocean_firewall.quinn_mcp)",
     ]
 
 
@@ -97,6 +99,25 @@ def test_hostile_names_stay_on_one_line_in_text() -> None:
     assert len(lines) == 1 + 2 * len(HOSTILE) + len(HOSTILE) + 1  # head, changes, drift, counts
     assert "\u202e" not in text and "\\u202e" in text
     assert "new\\nline\\n```" in text
+
+
+def test_text_shows_what_changed_outside_terraform_before_its_own_changes() -> None:
+    lines = format_text(producer_reports([parsed("outside_drift", names=OUTSIDE_NAMES)])).splitlines()
+    start, mine = lines.index("  Changed outside Terraform:"), lines.index("  Changed by this plan:")
+    assert start == 1 and mine == 6
+    assert lines[2] == (
+        "  ! deleted outside Terraform: com.uvlava.quinn.cache (digitalocean_droplet.quinn_cache) "
+        "— this plan re-creates it"
+    )
+    assert lines[5] == (
+        "  ! changed outside Terraform: firewall of com.uvlava.quinn.cache "
+        "(digitalocean_firewall.quinn_cache): droplet_ids [1002] → [] — this plan changes droplet_ids back"
+    )
+    assert (
+        "  + create  com.uvlava.quinn.cache (digitalocean_droplet.quinn_cache) "
+        "(undoes a change made outside Terraform)"
+    ) in lines
+    assert "  + create  firewall of com.uvlava.quinn.ci (digitalocean_firewall.quinn_ci)" in lines
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -120,7 +141,7 @@ def test_colour_marks_each_action_and_every_warning_line() -> None:
         in lines
     )
     assert any(line.startswith(f"{MAGENTA}-/+ replace{RESET} com.uvlava.quinn.artifacts ") for line in lines)
-    assert any(line.startswith(f"{YELLOW}  ~ update {RESET} com.uvlava.quinn.artifacts ") for line in lines)
+    assert any(line.startswith(f"{YELLOW}  ~ update {RESET} firewall of com.uvlava.quinn.artifacts ") for line in lines)
     assert any(line.startswith(f"{YELLOW}  ~ resize {RESET} com.uvlava.ct.services ") for line in lines)
     assert f"{GREEN}  + create {RESET} com.uvlava.ct.gpu (digitalocean_droplet.ct_gpu[0])" in lines
     assert any(line.startswith(f"{CYAN} <= import {RESET} com.uvlava.quinn.artifacts ") for line in lines)

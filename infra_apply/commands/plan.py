@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from infra_apply import terraform as tf
 from infra_apply.changed import Changes
@@ -17,7 +20,7 @@ from infra_apply.cost import Prices, ProducerCost, producer_cost
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
-from infra_apply.report import GpuUp, ProducerReport, producer_reports
+from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
 from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -46,6 +49,7 @@ class PlanResult:
     listed: tuple[str, ...] | None = None  # plan --list: the producers it would plan
     gpus: Mapping[str, tuple[GpuUp, ...]] = field(default_factory=dict)  # GPUs up, per producer
     costs: Mapping[str, ProducerCost] = field(default_factory=dict)  # monthly cost, per producer
+    context: PlanContext | None = None  # sandbox or not, the commit, when: for the comment
 
     @property
     def changed(self) -> bool:
@@ -88,7 +92,9 @@ def run(
     planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held(), clock=ctx.clock)
     now = datetime.now(UTC)
     costs = {p.plan.producer: cost_of(p, prices, leases.lease_ends(p.plan.producer), now) for p in planned}
-    return PlanResult(tuple(planned), found, gpus=leases.up_by_producer(), costs=costs)
+    return PlanResult(
+        tuple(planned), found, gpus=leases.up_by_producer(), costs=costs, context=plan_context(ctx)
+    )
 
 
 def cost_of(
@@ -96,6 +102,34 @@ def cost_of(
 ) -> ProducerCost:
     """What the saved plan does to the producer's monthly cost (GPUs by the hour, apart)."""
     return producer_cost(planned.raw, prices, lease_ends, names=planned.prep.rendered.names, now=now)
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # SHA-1 or SHA-256 object names
+
+
+def plan_context(ctx: Context) -> PlanContext:
+    return PlanContext(ctx.sandbox, planned_commit(ctx.root, ctx.env), datetime.now(UTC))
+
+
+def planned_commit(root: Path, env: Mapping[str, str]) -> str | None:
+    """The commit planned: ``GITHUB_SHA`` in CI (Forgejo Actions sets it too), else ``HEAD`` of
+    the repository holding ``root``; ``None`` outside git. Never fails a plan."""
+    sha = env.get("GITHUB_SHA", "").strip().lower()
+    if _SHA.fullmatch(sha):
+        return sha
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None  # no git, or it hung: the comment just leaves the commit out
+    head = done.stdout.strip()
+    return head if done.returncode == 0 and _SHA.fullmatch(head) else None
 
 
 def _changed(ctx: Context, base: str | None) -> Changes | None:
@@ -118,10 +152,12 @@ def output(result: PlanResult, fmt: str, *, color: bool = False) -> Output:
     if not result.planned and result.changes is not None:
         return Output(nothing_to_plan(fmt, result.changes.base))
     code = ExitCode.CHANGES if result.changed else ExitCode.OK
-    return Output(format_reports(result.reports(), fmt, color=color), code=code)
+    return Output(format_reports(result.reports(), fmt, result.context, color=color), code=code)
 
 
-def format_reports(reports: Sequence[ProducerReport], fmt: str, *, color: bool = False) -> str:
+def format_reports(
+    reports: Sequence[ProducerReport], fmt: str, context: PlanContext | None = None, *, color: bool = False
+) -> str:
     if fmt == "json":
         from infra_apply.report.json import format_json
 
@@ -129,7 +165,7 @@ def format_reports(reports: Sequence[ProducerReport], fmt: str, *, color: bool =
     if fmt == "markdown":
         from infra_apply.report.markdown import format_markdown
 
-        return format_markdown(reports)
+        return format_markdown(reports, context)
     from infra_apply.report.text import format_text
 
     return format_text(reports, color)

@@ -28,6 +28,16 @@ class GpuUp:
 
 
 @dataclass(frozen=True)
+class PlanContext:
+    """Where and when a plan ran, for the pull-request comment: against the sandbox (no real
+    account touched) or not, the commit planned (a full hex sha; ``None`` when unknown), when."""
+
+    sandbox: bool
+    commit: str | None
+    planned_at: datetime
+
+
+@dataclass(frozen=True)
 class ProducerReport:
     """One producer's plan, the guard's verdict on it, its model (for the diagram), its GPUs
     that are up and what the plan does to its monthly cost (None: not priced, e.g. gpu up)."""

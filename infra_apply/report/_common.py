@@ -6,7 +6,18 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
-from infra_apply.plan_model import Change, NameDrift, ProducerPlan, PublicPort, SettingsDrift, reason
+from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
+from infra_apply.plan_model import (
+    SIZE_DERIVED,
+    Change,
+    NameDrift,
+    ProducerPlan,
+    PublicPort,
+    SettingsDrift,
+    answer,
+    reason,
+    undoes,
+)
 from infra_apply.untrusted import shell
 
 Escape = Callable[[str], str]
@@ -38,13 +49,28 @@ def detail(change: Change) -> str:
     return "; ".join(p for p in parts if p)
 
 
+def display_name(change: Change) -> str:
+    """What to call a resource: its name, but a firewall's manifest name is its droplet's,
+    so a firewall reads ``firewall of DROPLET`` (or ``firewall NAME`` from state)."""
+    if change.type == "digitalocean_firewall" and change.name_source == "manifest":
+        return f"firewall of {change.name}"
+    if change.type == "digitalocean_firewall" and change.name_source == "state":
+        return f"firewall {change.name}"
+    return change.name
+
+
+def who(change: Change) -> str:
+    """``NAME (ADDRESS)``, or the address alone when that is all there is."""
+    name = display_name(change)
+    return change.address if name == change.address else f"{name} ({change.address})"
+
+
 def port_callouts(change: Change, esc: Escape) -> Iterator[tuple[Literal["opened", "closed"], str]]:
     """``public ports opened: 80/tcp, 443/tcp on NAME (ADDRESS)``, then the same for closed."""
-    who = change.address if change.name == change.address else f"{change.name} ({change.address})"
     if change.ports_opened:
-        yield "opened", f"public ports opened: {esc(_ports(change.ports_opened))} on {esc(who)}"
+        yield "opened", f"public ports opened: {esc(_ports(change.ports_opened))} on {esc(who(change))}"
     if change.ports_closed:
-        yield "closed", f"public ports closed: {esc(_ports(change.ports_closed))} on {esc(who)}"
+        yield "closed", f"public ports closed: {esc(_ports(change.ports_closed))} on {esc(who(change))}"
 
 
 def _ports(ports: Sequence[PublicPort]) -> str:
@@ -66,6 +92,112 @@ def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape
 
 def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
+
+
+def outside_sentence(change: Change, esc: Escape) -> str:
+    """``resized outside Terraform: NAME (ADDRESS): size "a" → "b"`` (``drift`` and ``plan``)."""
+    if change.action == "delete":
+        return f"deleted outside Terraform: {esc(who(change))}"
+    what = "resized" if change.resize is not None else "changed"
+    attrs = _outside_attrs(change)
+    return f"{what} outside Terraform: {esc(who(change))}" + (f": {esc(attrs)}" if attrs else "")
+
+
+def _outside_attrs(change: Change) -> str:
+    shown = [a for a in change.updated_attrs if not ("size" in change.updated_attrs and a in SIZE_DERIVED)]
+    return ", ".join(d.render() if (d := change.diff(a)) else a for a in shown)
+
+
+def answer_text(plan: ProducerPlan, outside: Change) -> str:
+    """What the plan does about a change made outside Terraform, in words."""
+    found = answer(plan, outside)
+    if outside.action == "delete":
+        return "this plan re-creates it" if found.response == "recreates" else "this plan leaves it gone"
+    mine = found.change
+    if found.response in ("replaces", "destroys"):
+        return f"this plan {found.response} it"
+    if found.response == "keeps":
+        return "this plan leaves it as found" + _name_drift_note(plan, outside, found.kept)
+    back = ", ".join(found.reverted)
+    if found.reverted == ("size",) and mine is not None and mine.resize is not None:
+        back_to = mine.resize.after
+        text = f"this plan resizes it back to {back_to}" if back_to else "this plan resizes it back"
+        text += _stuck_disk(outside, mine)
+    else:
+        text = f"this plan changes {back} back"
+    if found.kept:
+        text += f"; {', '.join(found.kept)} stays as found" + _name_drift_note(plan, outside, found.kept)
+    return text
+
+
+def _name_drift_note(plan: ProducerPlan, outside: Change, kept: tuple[str, ...]) -> str:
+    named = "name" in kept and any(d.address == outside.address for d in plan.drift)
+    return " (see name drift)" if named else ""
+
+
+def _stuck_disk(outside: Change, mine: Change) -> str:
+    """A console resize that grew the disk cannot be undone: DigitalOcean never shrinks a disk."""
+    disk = outside.diff("disk")
+    if outside.resize is None or mine.resize is None or disk is None:
+        return ""
+    try:
+        grew = int(disk.after) > int(disk.before)
+    except ValueError:
+        return ""
+    if not grew or mine.resize.after != outside.resize.before or outside.resize.after is None:
+        return ""
+    return (
+        f", but its disk already grew to {disk.after} GB and DigitalOcean never shrinks a disk, "
+        f"so that resize will fail: to keep it as it is, set size {outside.resize.after} in the manifest"
+    )
+
+
+def undo_note(plan: ProducerPlan, change: Change) -> str:
+    """`` (undoes a change made outside Terraform)`` for a change that only sets one right."""
+    outside = undoes(plan, change)
+    if outside is None:
+        return ""
+    if _stuck_disk(outside, change):
+        return " (undoes a resize made outside Terraform, and will fail: the disk it grew cannot shrink)"
+    return " (undoes a change made outside Terraform)"
+
+
+ONLY_UNDOES = (
+    "Nothing new: every change in this plan only undoes a change made outside Terraform "
+    "(see Changed outside Terraform)."
+)
+
+
+def guard_sentence(plan: ProducerPlan, verdict: GuardVerdict, esc: Escape) -> tuple[str, str | None]:
+    """Would ``apply`` go ahead, in words, and the one command that allows what it refuses."""
+    if not plan.has_changes:
+        return "apply has nothing to do.", None
+    if verdict.ok:
+        if guard(plan, (), ()).ok:
+            return "apply would go ahead: nothing is destroyed, replaced or resized.", None
+        return "apply would go ahead: each destroy, replacement and resize is allowed.", None
+    what: dict[str, list[str]] = {}
+    for change in verdict.blocked:
+        names = what.setdefault(_CONSENT[allow_flag(change)], [])
+        if allow_value(change) not in names:
+            names.append(allow_value(change))
+    said = [f"{kind} {_some(names, esc)}" for kind, names in what.items()]
+    listed = said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
+    refusal = f"apply would refuse this plan (exit 3) without consent to {listed}."
+    flags = dict.fromkeys(f"{allow_flag(c)} {shell(allow_value(c))}" for c in verdict.blocked)
+    if len(flags) > _MAX_NAMED:  # a command that long helps nobody: each line names its flag
+        return f"{refusal} Each refused change below names the flag that allows it.", None
+    command = f"infra-apply apply --producer {shell(plan.producer)} " + " ".join(flags)
+    return f"{refusal} To go ahead:", command
+
+
+_CONSENT = {"--allow-destroy": "destroy", "--allow-replace": "replace", "--allow-resize": "resize"}
+_MAX_NAMED = 6
+
+
+def _some(names: list[str], esc: Escape) -> str:
+    shown = ", ".join(esc(n) for n in names[:_MAX_NAMED])
+    return shown + (f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else "")
 
 
 def settings_sentence(drift: SettingsDrift, esc: Escape) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from infra_apply.drift import DriftReport, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import Change, display_order
-from infra_apply.report._common import drift_sentence
+from infra_apply.report._common import drift_sentence, outside_sentence
 from infra_apply.untrusted import shell, short, visible
 
 JSON_FORMAT_VERSION = 1
@@ -24,27 +24,11 @@ JSON_FORMAT_VERSION = 1
 MARKER = "<!-- infra-apply drift -->"
 MARKDOWN_LIMIT = 60_000
 
-# What a resize recomputes: the size says it once.
-_SIZE_DERIVED = frozenset({"disk", "memory", "vcpus", "price_hourly", "price_monthly"})
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~!#])")
 Escape = Callable[[str], str]
 
 
 # --- sentences every format shares -------------------------------------------------------------
-
-
-def outside_sentence(change: Change, esc: Escape) -> str:
-    who = change.address if change.name == change.address else f"{change.name} ({change.address})"
-    if change.action == "delete":
-        return f"deleted outside Terraform: {esc(who)}"
-    what = "resized" if change.resize is not None else "changed"
-    attrs = _attrs_text(change)
-    return f"{what} outside Terraform: {esc(who)}" + (f": {esc(attrs)}" if attrs else "")
-
-
-def _attrs_text(change: Change) -> str:
-    shown = [a for a in change.updated_attrs if not ("size" in change.updated_attrs and a in _SIZE_DERIVED)]
-    return ", ".join(d.render() if (d := change.diff(a)) else a for a in shown)
 
 
 def mesh_sentence(producer: str, host: HostChange, esc: Escape) -> str:

@@ -7,8 +7,17 @@ from collections.abc import Sequence
 
 from infra_apply.cost import CURRENCY, ProducerCost, as_number
 from infra_apply.guard import allow_flag, refusal_lines
-from infra_apply.plan_model import Change, PublicPort, display_order
+from infra_apply.plan_model import (
+    Change,
+    ProducerPlan,
+    PublicPort,
+    answer,
+    display_order,
+    only_undoes_outside,
+    undoes,
+)
 from infra_apply.report import ProducerReport
+from infra_apply.report._common import answer_text, display_name
 
 JSON_FORMAT_VERSION = 1
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -83,8 +92,11 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
     plan, verdict = report.plan, report.verdict
     ordered = display_order(plan.changes)
     return {
-        "changes": [_json_change(c) for c in ordered],
+        "changes": [{**_json_change(c), "undoes_outside": undoes(plan, c) is not None} for c in ordered],
         "counts": dict(plan.counts),
+        # What refresh found changed outside Terraform, and what this plan does about each.
+        "outside": [_json_outside(plan, o) for o in display_order(plan.outside)],
+        "only_undoes_outside": only_undoes_outside(plan),
         "drift": [
             {"address": d.address, "live_name": d.live_name, "manifest_name": d.manifest_name}
             for d in plan.drift
@@ -115,6 +127,25 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
     }
 
 
+def _json_outside(plan: ProducerPlan, outside: Change) -> dict[str, object]:
+    found = answer(plan, outside)
+    return {
+        "address": outside.address,
+        "name": outside.name,
+        "label": display_name(outside),
+        "type": outside.type,
+        "action": "resize" if outside.resize is not None else outside.action,
+        "attributes": list(outside.updated_attrs),
+        "diffs": [{"attr": d.attr, "before": d.before, "after": d.after} for d in outside.diffs],
+        "plan": {
+            "response": found.response,
+            "reverted": list(found.reverted),
+            "kept": list(found.kept),
+            "message": answer_text(plan, outside),
+        },
+    }
+
+
 def _json_port(change: Change, port: PublicPort) -> dict[str, object]:
     return {"address": change.address, "name": change.name, "protocol": port.protocol, "ports": port.ports}
 
@@ -125,6 +156,7 @@ def _json_change(change: Change) -> dict[str, object]:
         "address": change.address,
         "type": change.type,
         "name": change.name,
+        "label": display_name(change),
         "importing": change.importing,
         "import_id": change.import_id or None,
         "reason": change.reason or None,

@@ -1,9 +1,12 @@
-"""The pull-request comment: a table of every producer, then a section per producer that
-changes (destructive changes first, then in-place resizes, each with the exact command that
-allows it, then the public ports opened or closed, the other changes and a diagram).
+"""The pull-request comment: a banner on sandbox plans and the commit planned, a table of every
+producer, then a section per producer that changes or drifted: the guard's verdict in words,
+what changed outside Terraform (and what this plan does about it), then what this pull request
+changes (destroys, replacements and in-place resizes first, each with the exact command that
+allows it, then the public ports opened or closed, creates, updates, imports) and a diagram.
 
 Names are untrusted: they are printed as inert markdown (no HTML, code spans or table-cell
-breaks), and the comment never exceeds ``MARKDOWN_LIMIT`` characters.
+breaks), and the comment never exceeds ``MARKDOWN_LIMIT`` UTF-16 units: what ``comment`` posts
+(its marker line added) stays within the forges' 65,536-character limit, never cut by it.
 """
 
 from __future__ import annotations
@@ -12,16 +15,31 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
+from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
-from infra_apply.plan_model import COUNTED_ACTIONS, Change, display_order, reason, verb
-from infra_apply.report import ProducerReport, gpu_sentence
+from infra_apply.plan_model import (
+    COUNTED_ACTIONS,
+    Change,
+    display_order,
+    only_undoes_outside,
+    reason,
+    verb,
+)
+from infra_apply.report import PlanContext, ProducerReport, gpu_sentence
 from infra_apply.report._common import (
+    ONLY_UNDOES,
+    answer_text,
     counts_sentence,
     detail,
+    display_name,
     drift_sentence,
+    guard_sentence,
+    outside_sentence,
     port_callouts,
     settings_sentence,
+    undo_note,
 )
 from infra_apply.report.cost import (
     changed_sizes,
@@ -35,7 +53,11 @@ from infra_apply.report.cost import (
 from infra_apply.report.mermaid import mermaid_diagram
 from infra_apply.untrusted import shell, short, visible
 
-MARKDOWN_LIMIT = 60_000
+# The forges' limit less the marker ``comment`` puts on top: a plan comment is never cut there.
+MARKDOWN_LIMIT = COMMENT_LIMIT - MARKER_ROOM
+# A commit id as git prints it; anything else (a hostile GITHUB_SHA) is not shown.
+_COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
+_SHORT_SHA = 12
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~!#])")
 _SHELL_SAFE = re.compile(r"^[A-Za-z0-9._:/@=+,-]+$")
@@ -67,34 +89,67 @@ class _Section:
         return self.head + "".join(b.text for b in self.blocks) + self.tail
 
 
-def format_markdown(reports: Sequence[ProducerReport]) -> str:
-    """A pull-request comment, always at most ``MARKDOWN_LIMIT`` characters."""
-    head = _md_head(reports) + _md_cost_note(reports)
+def format_markdown(reports: Sequence[ProducerReport], context: PlanContext | None = None) -> str:
+    """A pull-request comment, always at most ``MARKDOWN_LIMIT`` UTF-16 units."""
+    head = _md_head(reports, context) + _md_cost_note(reports)
     sections = [_md_section(r) for r in reports if _shown(r)]
     return _fit(head, sections, MARKDOWN_LIMIT)
 
 
 def _shown(r: ProducerReport) -> bool:
-    return bool(r.plan.has_changes or r.plan.drift or r.plan.settings_drift or r.gpus)
+    plan = r.plan
+    return bool(plan.has_changes or plan.outside or plan.drift or plan.settings_drift or r.gpus)
 
 
-def _md_head(reports: Sequence[ProducerReport]) -> str:
-    lines = [
-        "## infra-apply plan",
+def _md_head(reports: Sequence[ProducerReport], context: PlanContext | None) -> str:
+    sandbox = context is not None and context.sandbox
+    lines = [*_md_context(context), "## infra-apply plan" + (" (sandbox)" if sandbox else "")]
+    if sandbox:
+        lines += [
+            "",
+            "> 🧪 **Sandbox plan:** planned against infra-apply's local stand-in cloud, not a "
+            "DigitalOcean account. No real droplet, database or firewall was read or touched; "
+            "this says nothing about production.",
+        ]
+    if context is not None:
+        lines += ["", _md_when(context)]
+    lines += [
         "",
-        "| producer | create | update | replace | destroy | import | name drift | guard | cost a month |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| producer | create | update | replace | destroy | import | outside Terraform | name drift "
+        "| guard | cost a month |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for report in reports:
         n = report.plan.counts
         cells = [_md_text(report.producer)] + [str(n[a]) for a in COUNTED_ACTIONS]
-        cells += [str(len(report.plan.drift)), _md_guard_cell(report.verdict), _md_cost_cell(report)]
+        cells += [str(len(report.plan.outside)), str(len(report.plan.drift)), _md_guard_cell(report.verdict)]
+        cells.append(_md_cost_cell(report))
         lines.append("| " + " | ".join(cells) + " |")
     if not reports:
-        lines.append("| _none_ | 0 | 0 | 0 | 0 | 0 | 0 | ✅ | |")
+        lines.append("| _none_ | 0 | 0 | 0 | 0 | 0 | 0 | 0 | ✅ | |")
     if not any(r.plan.has_changes for r in reports):
         lines += ["", "No changes."]
     return "\n".join(lines) + "\n"
+
+
+def _commit(context: PlanContext) -> str | None:
+    return context.commit if context.commit and _COMMIT.fullmatch(context.commit) else None
+
+
+def _md_context(context: PlanContext | None) -> list[str]:
+    """A hidden line for tools: the full commit, the time, sandbox or not."""
+    if context is None:
+        return []
+    when = context.planned_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sandbox = "yes" if context.sandbox else "no"
+    commit = _commit(context) or "unknown"
+    return [f"<!-- infra-apply plan: commit={commit} planned-at={when} sandbox={sandbox} -->"]
+
+
+def _md_when(context: PlanContext) -> str:
+    when = context.planned_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commit = _commit(context)
+    return f"Planned at commit `{commit[:_SHORT_SHA]}` on {when}." if commit else f"Planned on {when}."
 
 
 def _md_guard_cell(verdict: GuardVerdict) -> str:
@@ -107,31 +162,26 @@ def _md_guard_cell(verdict: GuardVerdict) -> str:
 def _md_section(report: ProducerReport) -> _Section:
     plan, model = report.plan, report.model
     ordered = display_order(plan.changes)
-    destructive = [c for c in ordered if c.action in ("delete", "replace")]
     resized = [c for c in ordered if c.resize is not None]
-    blocked = frozenset(report.verdict.blocked)
-    others = [c for c in ordered if c.action not in ("delete", "replace") and c.resize is None]
     ports = [callout for c in ordered for callout in port_callouts(c, _md_text)]
     producer = html.escape(visible(short(plan.producer)))
     summary = f"<summary><strong>{producer}</strong>: {counts_sentence(plan)}</summary>"
     # Expanded when a reviewer must look: something lost, downtime, or a port opened to all.
+    destructive = any(c.action in ("delete", "replace") for c in ordered)
     expand = destructive or resized or any(kind == "opened" for kind, _ in ports)
     head = f"\n<details{' open' if expand else ''}>\n{summary}\n"
-    blocks: list[_Block] = []
-    if destructive:
-        blocks.append(_Block("\n**Destroyed or replaced**\n\n"))
+    blocks: list[_Block] = [_md_verdict(report)]
+    if plan.outside:
+        blocks.append(_Block("\n#### Changed outside Terraform\n\n"))
         blocks += [
-            _Block(_md_destructive(plan.producer, c, blocked) + "\n", 1) for c in destructive
+            _Block(f"- ✋ {outside_sentence(o, _md_text)} — {_md_text(answer_text(plan, o))}\n")
+            for o in display_order(plan.outside)
         ]
-    if resized:
-        blocks.append(_Block("\n**Resized in place: downtime**\n\n"))
-        blocks += [_Block(_md_destructive(plan.producer, c, blocked) + "\n", 1) for c in resized]
-    if ports:
-        blocks.append(_Block("\n**Public ports (reachable from the whole internet)**\n\n"))
-        blocks += [_Block(f"- {_MD_PORTS[kind]} {text}\n") for kind, text in ports]
-    if others:
-        blocks.append(_Block("\n**Other changes**\n\n"))
-        blocks += [_Block(_md_change(c) + "\n", 1) for c in others]
+    if plan.has_changes:
+        blocks.append(_Block("\n#### Changed by this pull request\n"))
+        if only_undoes_outside(plan):
+            blocks.append(_Block(f"\n_{_md_text(ONLY_UNDOES)}_\n"))
+        blocks += _md_changes(report, ordered, ports)
     if plan.drift:
         blocks.append(_Block("\n**Name drift**\n\n"))
         blocks += [
@@ -188,9 +238,57 @@ def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
     return [_Block(_md_dollars(line)) for line in lines]
 
 
-def _md_destructive(producer: str, change: Change, blocked: frozenset[Change]) -> str:
+# The plan's own changes, one heading per kind, each shown only when it has something.
+_HEADINGS: tuple[tuple[str, str], ...] = (
+    ("delete", "Destroys"),
+    ("replace", "Replacements"),
+    ("resize", "Resizes (downtime)"),
+    ("create", "Creates"),
+    ("update", "Updates"),
+    ("import", "Imports"),
+)
+
+
+def _md_changes(
+    report: ProducerReport, ordered: Sequence[Change], ports: Sequence[tuple[str, str]]
+) -> list[_Block]:
+    plan, blocked = report.plan, frozenset(report.verdict.blocked)
+    blocks: list[_Block] = []
+    for kind, heading in _HEADINGS:
+        if kind == "create" and ports:  # what is reachable from the internet, before the rest
+            blocks.append(_Block("\n**Public ports** (reachable from the whole internet)\n\n"))
+            blocks += [_Block(f"- {_MD_PORTS[k]} {text}\n") for k, text in ports]
+        these = [c for c in ordered if _kind(c) == kind]
+        if not these:
+            continue
+        blocks.append(_Block(f"\n**{heading}**\n\n"))
+        for change in these:
+            note = _md_text(undo_note(plan, change))
+            line = (
+                _md_destructive(plan.producer, change, blocked, note)
+                if kind in ("delete", "replace", "resize")
+                else _md_change(change) + note
+            )
+            blocks.append(_Block(line + "\n", 1))
+    return blocks
+
+
+def _kind(change: Change) -> str:
+    return "resize" if change.resize is not None else change.action
+
+
+def _md_verdict(report: ProducerReport) -> _Block:
+    words, command = guard_sentence(report.plan, report.verdict, _md_text)
+    mark = "✅" if report.verdict.ok else "⛔"
+    text = f"\n{mark} **Guard:** {words}"
+    if command is not None:
+        text += f" {_md_code(command)}"
+    return _Block(text + "\n")
+
+
+def _md_destructive(producer: str, change: Change, blocked: frozenset[Change], note: str = "") -> str:
     why = _md_text(reason(change, with_values=True))
-    line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}"
+    line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}{note}"
     if change in blocked:
         command = f"infra-apply apply --producer {shell(producer)} {allow_flag(change)} "
         line += f" — needs {_md_code(command + shell(allow_value(change)))}"
@@ -205,49 +303,61 @@ def _md_change(change: Change) -> str:
 
 def _md_who(change: Change, *, bold: bool = True) -> str:
     mark = "**" if bold else ""
-    if change.name == change.address:
+    name = display_name(change)
+    if name == change.address:
         return f"{mark}{_md_text(change.address)}{mark}"
-    return f"{mark}{_md_text(change.name)}{mark} ({_md_text(change.address)})"
+    return f"{mark}{_md_text(name)}{mark} ({_md_text(change.address)})"
 
 
 def _fit(head: str, sections: Sequence[_Section], limit: int) -> str:
-    """Whole sections while they fit, then as many lines of the next one; never over ``limit``."""
-    reserve = len(_truncation_note(10**9))
+    """Whole sections while they fit, then as many lines of the next one; never over ``limit``
+    UTF-16 units (how the forges count: an emoji outside the BMP is two)."""
+    reserve = units(_truncation_note(10**9))
     budget = limit - reserve
-    parts, used, omitted, truncated = [head], len(head), 0, False
+    parts, used, omitted, truncated = [head], units(head), 0, False
     for section in sections:
         if truncated:
             omitted += section.changes
             continue
         full = section.render()
-        if used + len(full) <= budget:
+        if used + units(full) <= budget:
             parts.append(full)
-            used += len(full)
+            used += units(full)
             continue
         truncated = True
         partial, shown = _fit_section(section, budget - used)
         parts.append(partial)
-        used += len(partial)
+        used += units(partial)
         omitted += section.changes - shown
     if truncated:
         parts.append(_truncation_note(omitted))
     text = "".join(parts)
-    if len(text) > limit:  # Only a pathological head (thousands of producers) gets here.
+    if units(text) > limit:  # Only a pathological head (thousands of producers) gets here.
         note = _truncation_note(omitted)
-        text = text[: limit - len(note) - 1].rsplit("\n", 1)[0] + "\n" + note
+        text = _prefix(text, limit - units(note) - 1).rsplit("\n", 1)[0] + "\n" + note
+    return text
+
+
+def _prefix(text: str, room: int) -> str:
+    """The longest prefix of ``text`` within ``room`` UTF-16 units."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > room:
+            return text[:i]
     return text
 
 
 def _fit_section(section: _Section, room: int) -> tuple[str, int]:
-    size = len(section.head) + len(section.tail)
+    size = units(section.head) + units(section.tail)
     if size > room:
         return "", 0
     kept, shown = [section.head], 0
     for block in section.blocks:
-        if size + len(block.text) > room:
+        if size + units(block.text) > room:
             break  # Keep order: a later, smaller block must not jump the queue.
         kept.append(block.text)
-        size += len(block.text)
+        size += units(block.text)
         shown += block.changes
     kept.append(section.tail)
     return "".join(kept), shown

@@ -8,14 +8,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from infra_apply.color import paint
-from infra_apply.plan_model import Change, display_order
+from infra_apply.plan_model import Change, ProducerPlan, display_order, only_undoes_outside
 from infra_apply.report import ProducerReport, gpu_sentence
 from infra_apply.report._common import (
+    ONLY_UNDOES,
+    answer_text,
     counts_sentence,
     detail,
     drift_sentence,
+    outside_sentence,
     port_callouts,
     settings_sentence,
+    undo_note,
+    who,
 )
 from infra_apply.report.cost import (
     changed_sizes,
@@ -47,8 +52,9 @@ def _text_producer(report: ProducerReport, color: bool = False) -> Iterator[str]
     plan = report.plan
     yield f"Producer {visible(plan.producer)}:"
     ordered = display_order(plan.changes)
+    yield from _text_outside(plan)
     for change in ordered:
-        yield _text_change(change, color)
+        yield _text_change(change, color) + visible(undo_note(plan, change))
     for change in ordered:
         yield from ("  ! " + line for _, line in port_callouts(change, visible))
     for drift in plan.drift:
@@ -61,13 +67,25 @@ def _text_producer(report: ProducerReport, color: bool = False) -> Iterator[str]
     yield from _text_cost(report)
 
 
+def _text_outside(plan: ProducerPlan) -> Iterator[str]:
+    """What refresh found changed behind Terraform's back, apart from this plan's changes."""
+    if not plan.outside:
+        return
+    yield "  Changed outside Terraform:"
+    for outside in display_order(plan.outside):
+        yield f"  ! {outside_sentence(outside, visible)} — {visible(answer_text(plan, outside))}"
+    if plan.has_changes:
+        yield "  Changed by this plan:"
+    if only_undoes_outside(plan):
+        yield f"  {ONLY_UNDOES}"
+
+
 def _text_change(change: Change, color: bool = False) -> str:
     symbol, verb = _SYMBOLS[change.action]
     verb = "resize" if change.resize is not None else verb
-    who = change.address if change.name == change.address else f"{change.name} ({change.address})"
     why = detail(change)
     head = paint(f"{symbol:>3} {verb:<7}", change.action, color)
-    return f"{head} {visible(who)}" + (f": {visible(why)}" if why else "")
+    return f"{head} {visible(who(change))}" + (f": {visible(why)}" if why else "")
 
 
 def _warning(color: bool) -> Callable[[str], str]:

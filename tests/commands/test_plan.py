@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from infra_apply.changed import Changes, Selection
 from infra_apply.commands import plan
 from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.report import PlanContext
 from tests.commands.fakes import Ticks, World
 
 
@@ -84,3 +88,51 @@ def test_changed_with_nothing_selected_plans_nothing_and_exits_0() -> None:
     )
     listed = plan.output(plan.PlanResult(changes=found, listed=()), "text")
     assert (listed.stdout, listed.code) == ("", ExitCode.OK)
+
+
+# --- where and when a plan ran: the comment's banner and commit ---------------------------------
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PATH": os.environ["PATH"],
+    }
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_the_commit_planned_is_github_sha_else_head_of_the_roots_repository(tmp_path: Path) -> None:
+    repo, tree = tmp_path / "repo", tmp_path / "repo" / "tree"
+    tree.mkdir(parents=True)
+    assert plan.planned_commit(tree, {}) is None  # not in a repository: left out
+    git(repo, "init", "-q")
+    assert plan.planned_commit(tree, {}) is None  # no commit yet
+    (tree / "a").write_text("a")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    head = git(repo, "rev-parse", "HEAD")
+    assert plan.planned_commit(tree, {}) == head
+    assert plan.planned_commit(tree, {"GITHUB_SHA": SHA.upper()}) == SHA  # CI says what it checked out
+    # a GITHUB_SHA that is not a commit id is not trusted into the comment
+    assert plan.planned_commit(tree, {"GITHUB_SHA": "abc --><script>"}) == head
+
+
+def test_plan_markdown_carries_the_context_the_run_recorded(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    planned = plan.plan_all([world.prepared(world.copy("no_changes"))], world.said.append)
+    when = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    result = plan.PlanResult(tuple(planned), context=PlanContext(True, SHA, when))
+    md = plan.output(result, "markdown").stdout
+    hidden = f"<!-- infra-apply plan: commit={SHA} planned-at=2026-11-29T12:00:00Z sandbox=yes -->\n"
+    assert md.startswith(hidden)
+    assert "## infra-apply plan (sandbox)\n" in md and "Planned at commit `0123456789ab`" in md
+    # text and JSON are unchanged by it
+    assert plan.output(result, "text").stdout == plan.output(plan.PlanResult(tuple(planned)), "text").stdout
