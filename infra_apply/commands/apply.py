@@ -61,6 +61,9 @@ class ApplyOptions:
     # pending in the producer is refused, so a timer's reap never applies an unreviewed change.
     only: frozenset[str] | None = None
     gpus_up: tuple[GpuUp, ...] = ()  # shown with the plan
+    # the GPUs with a lease (an ordinary apply): a GPU the plan destroys without one is shown as
+    # up without a lease, with the ways out; None (gpu verbs): not looked at
+    leased: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
         if gpu_names(project, name):
             stack.enter_context(lease_store(ctx, name).exclusive(LEASE_WAIT_SECONDS))
         leases = read_leases(ctx, project, [name])
-        options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name))
+        options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name), leased=leases.leased(name))
         preflight(ctx, project, [name], options.gpu)
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
@@ -106,7 +109,12 @@ def apply_producer(
     planned = plan_one(prep, ctx.say, gpu=options.gpu)
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
-    terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up)]))
+    gpus = options.gpus_up
+    if options.leased is not None:
+        from infra_apply.commands.leases import unleased_up
+
+        gpus += unleased_up(planned.plan, prep.rendered, options.leased)
+    terminal.show(format_text([ProducerReport(planned.plan, verdict, prep.producer, gpus)]))
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:

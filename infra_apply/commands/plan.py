@@ -75,12 +75,17 @@ def run(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
-    from infra_apply.commands.leases import read_leases
+    from infra_apply.commands.leases import read_leases, unleased_up
 
     leases = read_leases(ctx, project, names)
     preflight(ctx, project, names, leases.all_held())
     planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held())
-    return PlanResult(tuple(planned), found, gpus=leases.up_by_producer())
+    gpus = {
+        p.prep.producer.name: leases.up(p.prep.producer.name)
+        + unleased_up(p.plan, p.prep.rendered, leases.leased(p.prep.producer.name))
+        for p in planned
+    }
+    return PlanResult(tuple(planned), found, gpus={p: g for p, g in gpus.items() if g})
 
 
 def _changed(ctx: Context, base: str | None) -> Changes | None:
