@@ -8,6 +8,7 @@ the whole order of effects with a fake working copy and a scripted terminal.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,7 +83,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     """An ordinary apply: every on-demand GPU stays as its lease says. The leases are held
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
-    from infra_apply.commands.leases import gpu_names, lease_store, read_leases
+    from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
 
     check_registry(ctx)
     check_ready(ctx)
@@ -90,11 +91,18 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     project = load_project(ctx, refuse_stale=True)
     [name] = pick(project, [producer])
     with contextlib.ExitStack() as stack:
-        if gpu_names(project, name):
-            stack.enter_context(lease_store(ctx, name).exclusive(LEASE_WAIT_SECONDS))
-        leases = read_leases(ctx, project, [name])
+
+        def hold_and_read() -> Leases:
+            if gpu_names(project, name):
+                stack.enter_context(lease_store(ctx, name).exclusive(LEASE_WAIT_SECONDS))
+            return read_leases(ctx, project, [name])
+
+        # pre-flight reads the leases (with remote state: the state bucket) only once the
+        # account answered; held from then to the end of the apply
+        reader = functools.cache(hold_and_read)
+        preflight(ctx, project, [name], lambda: reader().held(name))
+        leases = reader()
         options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name), leased=leases.leased(name))
-        preflight(ctx, project, [name], options.gpu)
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
 

@@ -4,6 +4,7 @@ changes; ``--changed`` plans only what a git change touches, ``--list`` plans no
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -77,8 +78,11 @@ def run(
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
     from infra_apply.commands.leases import read_leases, unleased_up
 
-    leases = read_leases(ctx, project, names)
-    preflight(ctx, project, names, leases.all_held())
+    # the leases (with remote state: the state bucket) are read only once pre-flight's account
+    # check passed, and once
+    reader = functools.cache(lambda: read_leases(ctx, project, names))
+    preflight(ctx, project, names, lambda: reader().all_held())
+    leases = reader()
     planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held())
     gpus = {
         p.prep.producer.name: leases.up(p.prep.producer.name)
