@@ -277,6 +277,11 @@ def test_an_unleased_gpu_is_shown_planned_with_its_ways_out_and_reaped_when_idle
     code, out, _ = ops.sandbox("plan", "--producer", "ct", "--format", "json")
     [gpu] = json.loads(out)["producers"]["ct"]["gpus_up"]
     assert (gpu["name"], gpu["leased"], gpu["lease_until"]) == (GPU, False, None)
+    # an ordinary apply refuses the destroy (exit 3), naming the GPU verbs as well
+    code, out, err = ops.apply("ct")
+    assert code == 3, out + err
+    assert f"{GPU} is up without a lease: gpu up {GPU} leases it, gpu down {GPU} releases it" in err
+    assert ops.droplets()[GPU]["id"] == live["id"]
 
     # the reaper probes it like a leased one: idle, so it is released with its mesh entry
     code, out, err = ops.gpu("reap")

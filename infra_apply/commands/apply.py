@@ -126,7 +126,7 @@ def apply_producer(
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
-        raise GuardRefused(refusal_message(verdict))
+        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus))
     if options.only is not None:
         _only(planned, options.only)
     applied = False
@@ -145,6 +145,15 @@ def apply_producer(
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
     return Applied(planned, applied, registration, registry)
+
+
+def _ways_out(gpus: tuple[GpuUp, ...]) -> str:
+    """For a GPU up without a lease, the refusal names the GPU verbs, not only --allow-destroy."""
+    return "".join(
+        f"\n{g.name} is up without a lease: gpu up {g.name} leases it, gpu down {g.name} releases it"
+        for g in gpus
+        if g.until is None
+    )
 
 
 def _only(planned: Planned, allowed: frozenset[str]) -> None:
