@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease
@@ -298,6 +299,16 @@ def test_an_unleased_gpu_with_a_busy_queue_gets_a_lease_and_is_kept(ops: GpuOps)
     ops.configure(idle_after="0s", max_lifetime="8h", default_lease="2h")
     live = up_unleased(ops)
     ops.depth.write_text("3\n")
+    # while another run uses ct's working copy, status says what it cannot see and reap gives way
+    copy_lock = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "ct.lock"
+    with FileLock(copy_lock, timeout=0):
+        code, out, err = ops.gpu("status")
+        assert code == 0, out + err
+        assert "producer ct: another infra-apply run is using its working copy" in err
+        code, out, err = ops.gpu("reap")
+        assert code == 0, out + err
+        assert "info: producer ct: another infra-apply holds its GPU leases (or its working copy)" in out
+        assert ops.leases() == {} and ops.droplets()[GPU]["id"] == live["id"]
     code, out, err = ops.gpu("reap")
     assert code == 0, out + err
     assert f"info: {GPU}: up without a lease, busy (queue 3): leased until" in out
@@ -312,6 +323,17 @@ def test_an_unleased_gpu_with_a_busy_queue_gets_a_lease_and_is_kept(ops: GpuOps)
     assert f"GPU {GPU} is up: lease ends " in out
     code, out, _ = ops.gpu("status", "--format", "json")
     assert json.loads(out)["gpus"][0]["state"] == "up"
+
+
+def test_gpu_up_of_an_unleased_gpu_leases_it_and_counts_its_cost_from_its_creation(ops: GpuOps) -> None:
+    live = up_unleased(ops)
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 0, out + err
+    lease = ops.leases()[GPU]
+    assert lease.droplet_id == str(live["id"])
+    created = datetime.strptime(str(live["created_at"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert lease.up_since == created  # not the moment of this gpu up: it has cost since then
+    assert ops.droplets()[GPU]["id"] == live["id"]
 
 
 # --- a failed apply after gpu up ------------------------------------------------------------

@@ -109,13 +109,14 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         live = state_droplets(prep).get(prep.rendered.droplet_addresses[name])
         if live is None:
             raise InfraApplyError(f"gpu up {name}: the apply went through but the droplet is not in state")
-        price = live.get("price_hourly")
+        found = _live_gpu(live)
         lease = lifecycle.record_up(
             store,
             name,
-            droplet_id=str(live.get("id")),
-            ip=_text(live.get("ipv4_address")),
-            hourly_price=float(price) if isinstance(price, int | float) else None,
+            droplet_id=found.droplet_id,
+            ip=found.ip,
+            hourly_price=found.hourly_price,
+            created=found.created,
         )
     return Up(lease, applied)
 
@@ -252,6 +253,12 @@ def _peek_live(ctx: Context, project: Project, producer: str) -> dict[str, LiveG
     try:
         [prep] = prepare(ctx, project, [producer])
         return live_gpus(prep, gpu_names(project, producer))
+    except InfraApplyError as exc:
+        ctx.say(
+            f"infra-apply: warning: producer {producer}: could not read its state ({exc.message}); "
+            "its GPUs up without a lease are not shown"
+        )
+        return {}
     finally:
         lock.release(force=True)  # prepare took it once more (re-entrant): let go of both
 
@@ -309,10 +316,11 @@ def status_output(done: Status, fmt: str) -> Output:
 class Reaped:
     outcomes: tuple[lifecycle.Outcome, ...]
     busy: tuple[str, ...]  # producers whose leases another run held: the next reap retries
+    errors: tuple[str, ...] = ()  # e.g. a producer's state that could not be read
 
     @property
     def failed(self) -> bool:
-        return any(o.failed for o in self.outcomes)
+        return bool(self.errors) or any(o.failed for o in self.outcomes)
 
 
 def reap(ctx: Context, terminal: Terminal) -> Reaped:
@@ -321,19 +329,25 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     project = load_project(ctx)
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
+    errors: list[str] = []
     for producer in sorted(project.rendered):
         if not gpu_names(project, producer):
             continue
         store = lease_store(ctx, producer)
         try:
-            outcomes += _reap_one(ctx, project, producer, store, terminal)
+            outcomes += _reap_one(ctx, project, producer, store, terminal, errors.append)
         except StoreBusy:
             busy.append(producer)
-    return Reaped(tuple(outcomes), tuple(busy))
+    return Reaped(tuple(outcomes), tuple(busy), tuple(errors))
 
 
 def _reap_one(
-    ctx: Context, project: Project, producer: str, store: LeaseStore, terminal: Terminal
+    ctx: Context,
+    project: Project,
+    producer: str,
+    store: LeaseStore,
+    terminal: Terminal,
+    report: Callable[[str], None],
 ) -> list[lifecycle.Outcome]:
     def probe(settings: GpuSettings) -> ProbeResult:
         return probe_gpu(settings, env=ctx.env, cwd=ctx.root) or ProbeResult(failure="no probe configured")
@@ -341,7 +355,7 @@ def _reap_one(
     with store.exclusive(0):
         # the state is read under the leases' lock, before reap reads them: a GPU a `gpu up`
         # on this machine is creating is never taken for one without a lease
-        prep, found = _read_live(ctx, project, producer)
+        prep, found = _read_live(ctx, project, producer, report)
         now = now_utc()
         unleased = {
             name: lifecycle.standin(
@@ -367,27 +381,38 @@ def _reap_one(
         )
 
 
-def _read_live(ctx: Context, project: Project, producer: str) -> tuple[Prepared | None, dict[str, LiveGpu]]:
+def _read_live(
+    ctx: Context, project: Project, producer: str, report: Callable[[str], None]
+) -> tuple[Prepared | None, dict[str, LiveGpu]]:
     """The prepared working copy (kept for the releases) and the GPUs its state holds; a copy
-    another run is using makes this reap give way (``StoreBusy``), like held leases do."""
+    another run is using makes this reap give way (``StoreBusy``), like held leases do. A
+    state that cannot be read is reported, and the leases are reaped all the same."""
     if not _may_hold_state(ctx, producer):
         return None, {}
     try:
         lock_working_copy(workdir(ctx, producer), producer)
     except InfraApplyError as exc:
         raise StoreBusy(exc.message) from None
-    [prep] = prepare(ctx, project, [producer])
-    return prep, live_gpus(prep, gpu_names(project, producer))
+    try:
+        [prep] = prepare(ctx, project, [producer])
+        return prep, live_gpus(prep, gpu_names(project, producer))
+    except InfraApplyError as exc:
+        report(
+            f"producer {producer}: could not read its state, so GPUs up without a lease were not "
+            f"looked at: {exc.message}"
+        )
+        return None, {}
 
 
 def reap_output(done: Reaped) -> Output:
     lines = [line for o in done.outcomes for line in o.lines()]
+    lines += [f"error: {e}" for e in done.errors]
     lines += [
         f"info: producer {p}: another infra-apply holds its GPU leases (or its working copy); "
         "the next reap retries"
         for p in done.busy
     ]
-    if not done.outcomes and not done.busy:
+    if not done.outcomes and not done.busy and not done.errors:
         lines.append("info: no GPU leases to reap")
     errors = tuple(f"infra-apply: {line}" for line in lines if line.startswith(("error:", "warning:")))
     out = "".join(f"{line}\n" for line in lines if not line.startswith(("error:", "warning:")))

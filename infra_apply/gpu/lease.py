@@ -158,16 +158,23 @@ def extend(lease: Lease, now: datetime, settings: GpuSettings) -> Lease:
 
 
 def mark_up(
-    lease: Lease, now: datetime, *, droplet_id: str, ip: str | None, hourly_price: float | None
+    lease: Lease,
+    now: datetime,
+    *,
+    droplet_id: str,
+    ip: str | None,
+    hourly_price: float | None,
+    created: datetime | None = None,
 ) -> Lease:
     """The droplet exists: record it. ``up_since`` is kept from the first time (a re-apply of
-    a droplet already up must not restart its uptime or its cost)."""
+    a droplet already up must not restart its uptime or its cost); else it is the droplet's
+    ``created`` when known (a GPU that was up without a lease has cost since then), or now."""
     return replace(
         lease,
         droplet_id=droplet_id,
         ip=ip,
         hourly_price=hourly_price,
-        up_since=lease.up_since or utc(now),
+        up_since=lease.up_since or utc(created or now),
     )
 
 

@@ -117,15 +117,18 @@ def record_up(
     droplet_id: str,
     ip: str | None,
     hourly_price: float | None,
+    created: datetime | None = None,
     clock: Clock = leases.now_utc,
     wait: float = 60,
 ) -> Lease:
-    """The droplet is up: note its id, address and price on its lease."""
+    """The droplet is up: note its id, address, price and (when known) creation on its lease."""
 
     def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
         if name not in current:
             raise LeaseError(f"{name} has no lease to record its droplet on")
-        up = leases.mark_up(current[name], clock(), droplet_id=droplet_id, ip=ip, hourly_price=hourly_price)
+        up = leases.mark_up(
+            current[name], clock(), droplet_id=droplet_id, ip=ip, hourly_price=hourly_price, created=created
+        )
         return {**current, name: up}
 
     with store.exclusive(wait):
