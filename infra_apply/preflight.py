@@ -337,17 +337,21 @@ def problems(
     manifests: Mapping[str, Manifest],
     config: Config,
     producers: Sequence[str],
-    gpu: Sequence[str] = (),
+    gpu: Sequence[str] | Callable[[], Sequence[str]] = (),
     say: Say,
 ) -> list[Problem]:
-    """Every pre-flight problem of planning ``producers``: each account asked once."""
+    """Every pre-flight problem of planning ``producers``: each account asked once.
+
+    ``gpu`` may be a callable (the GPU leases, which with remote state live in the state
+    bucket): it is called only once every account answered and nothing else failed, so a
+    wrong account or token stops the run before anything talks to the bucket. Which GPUs are
+    on changes what is an error, never what the accounts are asked."""
     from infra_apply.do_api import ApiError
 
-    found: list[Problem] = []
+    catalogues: list[tuple[list[str], Catalogue]] = []
     for source, names in _accounts(root, env, sandbox, config, producers, say):
-        wanted = needs(model, manifests, config, names, gpu)
         try:
-            catalogue = fetch(source, wanted, say)
+            catalogues.append((names, fetch(source, needs(model, manifests, config, names), say)))
         except ApiError as exc:
             if exc.status not in (401, 403):
                 raise
@@ -356,8 +360,19 @@ def problems(
                 f"({exc.message.removeprefix('DigitalOcean API: ')}); set DIGITALOCEAN_TOKEN or "
                 "~/.vault/do_pat_<producer> to a valid read/write token"
             ) from None
-        found += check(catalogue, wanted)
-    return sorted(set(found), key=Problem.sort_key)
+
+    def checked(on: Sequence[str]) -> list[Problem]:
+        found = [
+            p for names, cat in catalogues for p in check(cat, needs(model, manifests, config, names, on))
+        ]
+        return sorted(set(found), key=Problem.sort_key)
+
+    if not callable(gpu):
+        return checked(gpu)
+    found = checked(())
+    if not catalogues or any(p.level == "error" for p in found):
+        return found  # the GPUs on could only add errors: these stop the run already
+    return checked(gpu())
 
 
 def enforce(found: Sequence[Problem], *, sandbox: bool, say: Say) -> None:

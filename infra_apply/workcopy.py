@@ -289,9 +289,15 @@ def prepare_one(
     return prep
 
 
-def preflight(ctx: Context, project: Project, producers: Sequence[str], gpu: Sequence[str] = ()) -> None:
+def preflight(
+    ctx: Context,
+    project: Project,
+    producers: Sequence[str],
+    gpu: Sequence[str] | Callable[[], Sequence[str]] = (),
+) -> None:
     """Pre-flight (token, clusters, SSH keys, slugs) before any Terraform process starts: a
-    problem stops the run with its manifest line and nothing planned."""
+    problem stops the run with its manifest line and nothing planned. ``gpu`` as a callable
+    (reading the GPU leases) is called only after the account answered (``preflight.problems``)."""
     from infra_apply import preflight as checks
 
     found = checks.problems(

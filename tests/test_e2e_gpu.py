@@ -16,10 +16,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease
@@ -233,3 +234,147 @@ def test_gpu_down_releases_it_its_firewall_and_its_mesh_entry(ops: GpuOps) -> No
     assert not [f for f in cloud.load(ops.cloud)["firewalls"].values() if f["name"] == "fw-ct-gpu"]
     code, out, err = ops.sandbox("plan", "--producer", "ct")
     assert code == 0, out + err
+
+
+# --- a GPU up without a lease (what the old --with-gpu left behind) -------------------------
+
+
+def up_unleased(ops: GpuOps) -> dict[str, object]:
+    """A GPU droplet that is up with no lease: `gpu up`, then its lease removed behind the
+    tool's back, as a version before leases would have left it."""
+    live = up(ops)
+    ops.store().update(lambda current: {n: lease for n, lease in current.items() if n != GPU})
+    assert ops.leases() == {} and ops.droplets()[GPU]["id"] == live["id"]
+    return live
+
+
+def test_an_unleased_gpu_is_shown_planned_with_its_ways_out_and_reaped_when_idle(ops: GpuOps) -> None:
+    ops.configure(idle_after="30m")  # an unleased GPU has no last busy time: idle now, whatever this says
+    live = up_unleased(ops)
+
+    code, out, err = ops.gpu("status")
+    assert code == 0, out + err
+    [row] = [line.split() for line in out.splitlines() if line.startswith(f"{GPU} ")]
+    assert row[2] == "unleased"
+    assert row[3].endswith("s") and row[3] != "-"  # uptime from the droplet's created_at
+    assert row[-2:] == ["$3.39", "$3.39"]  # $/hour and the first hour started
+    assert f"{GPU}: up without a lease: gpu reap releases it" in out
+    code, out, err = ops.gpu("status", "--format", "json")
+    assert code == 0, out + err
+    [doc] = json.loads(out)["gpus"]
+    assert (doc["state"], doc["droplet_id"], doc["hourly_price"], doc["cost_so_far"]) == (
+        "unleased",
+        str(live["id"]),
+        3.39,
+        3.39,
+    )
+    assert isinstance(doc["uptime_seconds"], int) and doc["uptime_seconds"] >= 0
+
+    # an ordinary plan says so, with both ways out, not a bare destroy
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 2, out + err
+    assert f"GPU {GPU} is up without a lease" in out
+    assert f"gpu up {GPU} to lease it, or gpu down {GPU} to release it" in out
+    code, out, _ = ops.sandbox("plan", "--producer", "ct", "--format", "json")
+    [gpu] = json.loads(out)["producers"]["ct"]["gpus_up"]
+    assert (gpu["name"], gpu["leased"], gpu["lease_until"]) == (GPU, False, None)
+    # an ordinary apply refuses the destroy (exit 3), naming the GPU verbs as well
+    code, out, err = ops.apply("ct")
+    assert code == 3, out + err
+    assert f"{GPU} is up without a lease: gpu up {GPU} leases it, gpu down {GPU} releases it" in err
+    assert ops.droplets()[GPU]["id"] == live["id"]
+
+    # the reaper probes it like a leased one: idle, so it is released with its mesh entry
+    code, out, err = ops.gpu("reap")
+    assert code == 0, out + err
+    assert f"warning: {GPU}: up without a lease and its queue is idle" in err
+    assert f"info: {GPU}: released" in out
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err
+    assert "GPU " not in out
+
+
+def test_an_unleased_gpu_with_a_busy_queue_gets_a_lease_and_is_kept(ops: GpuOps) -> None:
+    ops.configure(idle_after="0s", max_lifetime="8h", default_lease="2h")
+    live = up_unleased(ops)
+    ops.depth.write_text("3\n")
+    # while another run uses ct's working copy, status says what it cannot see and reap gives way
+    copy_lock = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "ct.lock"
+    with FileLock(copy_lock, timeout=0):
+        code, out, err = ops.gpu("status")
+        assert code == 0, out + err
+        assert "producer ct: another infra-apply run is using its working copy" in err
+        code, out, err = ops.gpu("reap")
+        assert code == 0, out + err
+        assert "info: producer ct: another infra-apply holds its GPU leases (or its working copy)" in out
+        assert ops.leases() == {} and ops.droplets()[GPU]["id"] == live["id"]
+    code, out, err = ops.gpu("reap")
+    assert code == 0, out + err
+    assert f"info: {GPU}: up without a lease, busy (queue 3): leased until" in out
+    lease = ops.leases()[GPU]
+    assert (lease.droplet_id, lease.hourly_price, lease.ip) == (str(live["id"]), 3.39, live["ipv4_address"])
+    assert lease.last_busy == lease.since and lease.until == lease.since + timedelta(hours=2)
+    assert lease.up_since is not None and lease.up_since <= lease.since  # uptime from created_at
+    assert ops.droplets()[GPU]["id"] == live["id"]
+    # from now on it is an ordinary leased GPU: kept by plans, shown up
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err
+    assert f"GPU {GPU} is up: lease ends " in out
+    code, out, _ = ops.gpu("status", "--format", "json")
+    assert json.loads(out)["gpus"][0]["state"] == "up"
+
+
+def test_gpu_up_of_an_unleased_gpu_leases_it_and_counts_its_cost_from_its_creation(ops: GpuOps) -> None:
+    live = up_unleased(ops)
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 0, out + err
+    lease = ops.leases()[GPU]
+    assert lease.droplet_id == str(live["id"])
+    created = datetime.strptime(str(live["created_at"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert lease.up_since == created  # not the moment of this gpu up: it has cost since then
+    assert ops.droplets()[GPU]["id"] == live["id"]
+
+
+# --- a failed apply after gpu up ------------------------------------------------------------
+
+
+def test_a_failed_gpu_up_ends_the_new_lease_it_took_never_one_it_extended(ops: GpuOps) -> None:
+    code, out, err = ops.apply("ct")
+    assert code == 0, out + err
+    cloud.inject_faults(ops.cloud, fail_create=[GPU])
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 1, out + err
+    assert "422 sandbox fault" in err
+    assert "No GPU droplet was created, so the new lease was ended (nothing to keep)" in err
+    assert GPU not in ops.droplets() and ops.leases() == {}
+    # somebody's lease is there already (its gpu up still creating, say): a failed one only
+    # extended it, and never ends it
+    ops.store().update(lambda current: {GPU: _someones_lease()})
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 1, out + err
+    assert "The lease stays until" in err
+    assert ops.leases()[GPU].who == "someone@else"
+
+
+def test_a_half_made_gpu_keeps_its_lease_and_gpu_down_releases_it(ops: GpuOps) -> None:
+    code, out, err = ops.apply("ct")
+    assert code == 0, out + err
+    # the droplet is created, its firewall is not: the apply fails with the droplet in state
+    cloud.inject_faults(ops.cloud, fail_create=["fw-ct-gpu"], message="firewall: 422 sandbox fault")
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 1, out + err
+    assert "The GPU droplet is in state (half made): its lease stays until" in err
+    assert f"gpu down {GPU} now" in err
+    assert GPU in ops.droplets() and GPU in ops.leases()
+    cloud.inject_faults(ops.cloud)
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 0, out + err
+    assert GPU not in ops.droplets() and ops.leases() == {}
+
+
+def _someones_lease() -> Lease:
+    from tests.gpu_helpers import a_lease
+
+    lease = a_lease(datetime.now(UTC).replace(microsecond=0))
+    return replace(lease, who="someone@else")

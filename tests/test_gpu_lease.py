@@ -16,6 +16,7 @@ from infra_apply.gpu.lease import (
     claim,
     cost_so_far,
     decide,
+    decide_unleased,
     extend,
     from_dict,
     held,
@@ -127,6 +128,25 @@ def test_a_failed_probe_is_reported_and_counts_as_idle() -> None:
     released = decide(lease(), T0 + 31 * M, ProbeResult(failure="printed no integer: 'ok'"), SETTINGS)
     assert released.message == f"{GPU}: idle 31m (idle_after 30m): releasing"
     assert released.warnings == (f"{GPU}: queue probe failed (printed no integer: 'ok'); counted as idle",)
+
+
+def test_an_unleased_gpu_busy_gets_a_lease_from_now_else_it_is_released() -> None:
+    # found up without a lease, up since T0 (its created_at), looked at 20h later
+    found = Lease(GPU, "ct", "-", T0 + 20 * H, T0 + 20 * H, droplet_id="1001", up_since=T0, hourly_price=3.39)
+    now = T0 + 20 * H + 5 * M
+    busy = decide_unleased(found, now, depth(2), SETTINGS, who="reaper@box")
+    assert (busy.action, busy.why) == ("extend", "busy")
+    # max_lifetime counts from now, not from a creation 20h ago; uptime and cost keep counting from T0
+    adopted = replace(found, who="reaper@box (gpu reap)", since=now, until=now + 2 * H, last_busy=now)
+    assert busy.lease == adopted
+    for probe, why in (
+        (depth(0), "its queue is idle"),
+        (FAILED, "its queue probe failed (timed out after 30s)"),
+        (None, "no queue_depth probe is configured"),
+    ):
+        idle = decide_unleased(found, now, probe, SETTINGS, who="reaper@box")
+        assert (idle.action, idle.why, idle.lease) == ("release", "unleased", found)
+        assert idle.warnings == (f"{GPU}: up without a lease and {why}: releasing it (never a standing GPU)",)
 
 
 # --- leasing ----------------------------------------------------------------------------------

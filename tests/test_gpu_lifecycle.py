@@ -17,8 +17,16 @@ import pytest
 
 from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.config import GpuSettings
-from infra_apply.gpu.lease import Claim, Lease, LeaseError, now_utc
-from infra_apply.gpu.lifecycle import CLAIM_TTL, lease_gpu, reap, record_up, release_gpu
+from infra_apply.gpu.lease import Claim, Lease, LeaseError, now_utc, stamp
+from infra_apply.gpu.lifecycle import (
+    CLAIM_TTL,
+    end_new_lease,
+    lease_gpu,
+    reap,
+    record_up,
+    release_gpu,
+    standin,
+)
 from infra_apply.gpu.probe import ProbeResult
 from infra_apply.gpu.store import LeaseStore
 from tests.gpu_helpers import CT_GPU, Bucket, make_store, moto_s3
@@ -126,7 +134,71 @@ def test_record_up_needs_a_lease(store: LeaseStore) -> None:
         record_up(store, CT_GPU, droplet_id="1", ip=None, hourly_price=None)
 
 
+def test_end_new_lease_ends_only_the_lease_it_took(store: LeaseStore, clock: Clock) -> None:
+    mine = lease_gpu(store, SETTINGS, who="ops@box", for_=1 * H, clock=clock)
+    assert end_new_lease(store, mine) and store.read().leases == {}
+    mine = lease_gpu(store, SETTINGS, who="ops@box", for_=1 * H, clock=clock)
+    clock.now += M
+    lease_gpu(store, SETTINGS, who="someone@else", for_=2 * H, clock=clock)  # renewed meanwhile
+    assert not end_new_lease(store, mine)
+    assert store.read().leases[CT_GPU].until == clock.now + 2 * H
+
+
 # --- gpu reap ---------------------------------------------------------------------------------
+
+
+def reap_unleased(
+    store: LeaseStore, world: World, clock: Clock, settings: GpuSettings = SETTINGS
+) -> list[str]:
+    found = standin(
+        CT_GPU, "ct", clock.now, droplet_id="1001", ip="203.0.113.9", hourly_price=3.39, created=None
+    )
+    outcomes = reap(
+        store,
+        {settings.name: settings},
+        who="reaper@box",
+        probe=world.probe,
+        release=world.release,
+        clock=clock,
+        unleased={CT_GPU: found},
+    )
+    return [line for o in outcomes for line in o.lines()]
+
+
+def test_an_unleased_gpu_whose_release_fails_stays_unleased_and_is_retried(
+    store: LeaseStore, clock: Clock
+) -> None:
+    world = World()
+    world.fail_with = "500 sandbox fault"
+    lines = reap_unleased(store, world, clock)
+    assert (
+        f"error: {CT_GPU}: release failed, it stays up without a lease and the next reap retries: "
+        "500 sandbox fault"
+    ) in lines
+    assert store.read().leases == {}  # no lease made up for it: nobody leased it
+    world.fail_with = None
+    assert f"info: {CT_GPU}: released" in reap_unleased(store, world, clock)
+    assert [lease.droplet_id for lease in world.released] == ["1001"]
+    assert store.read().leases == {}
+
+
+def test_an_unleased_gpu_without_a_probe_is_released(store: LeaseStore, clock: Clock) -> None:
+    world = World()
+    lines = reap_unleased(store, world, clock, replace(SETTINGS, queue_depth=None))
+    assert world.probed == [] and len(world.released) == 1
+    assert lines[0] == (
+        f"warning: {CT_GPU}: up without a lease and no queue_depth probe is configured: "
+        "releasing it (never a standing GPU)"
+    )
+
+
+def test_a_leased_gpu_is_never_taken_for_an_unleased_one(store: LeaseStore, clock: Clock) -> None:
+    world = World()
+    up(store, clock)
+    world.depth = ProbeResult(depth=0)
+    lines = reap_unleased(store, world, clock)  # its lease is young: kept, whatever state says
+    assert world.released == []
+    assert lines == [f"info: {CT_GPU}: kept (lease until {stamp(clock.now + 2 * H)})"]
 
 
 def test_reap_the_issues_sequence(store: LeaseStore, clock: Clock) -> None:

@@ -116,10 +116,20 @@ def test_states_that_need_attention() -> None:
     assert f"{CT}: being released by reaper@box run 1a2b3c4d since 2026-11-29T11:14:00Z" in text
     assert f"{QUINN}: last release failed (the next reap retries): apply failed: boom" in text
     assert (
-        "com.uvlava.x.gpu: up without a lease: nothing will release it; run gpu down com.uvlava.x.gpu" in text
+        "com.uvlava.x.gpu: up without a lease: gpu reap releases it unless its queue is busy (then it "
+        "takes a lease); gpu up com.uvlava.x.gpu leases it, gpu down com.uvlava.x.gpu releases it now" in text
     )
     unleased = table[0]
     assert (unleased.producer, unleased.uptime, unleased.cost) == ("?", 75 * M, 6.78)
+
+
+def test_an_unleased_gpu_whose_state_has_no_created_at_has_an_unknown_uptime_and_cost() -> None:
+    # never a made-up uptime (0s would also bill nothing): unknown, "?" in text, null in JSON
+    (row,) = rows([GpuRef(CT, "ct")], {}, {}, NOW, live={CT: LiveGpu("1001", None, 3.39)})
+    assert (row.state, row.uptime, row.hourly_price, row.cost) == ("unleased", None, 3.39, None)
+    assert to_text([row], NOW).splitlines()[1].split()[3] == "?"
+    (doc,) = json.loads(to_json([row], NOW))["gpus"]
+    assert (doc["uptime_seconds"], doc["cost_so_far"]) == (None, None)
 
 
 def test_a_leased_gpu_found_in_state_is_up_before_its_droplet_is_recorded() -> None:

@@ -8,6 +8,7 @@ the whole order of effects with a fake working copy and a scripted terminal.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -67,6 +68,9 @@ class ApplyOptions:
     gpus_up: tuple[GpuUp, ...] = ()  # shown with the plan
     prices: Prices | None = None  # the plan's cost is shown at these prices (None: not shown)
     lease_ends: Mapping[str, datetime | None] = field(default_factory=dict)  # GPU -> lease end
+    # the GPUs with a lease (an ordinary apply): a GPU the plan destroys without one is shown as
+    # up without a lease, with the ways out; None (gpu verbs): not looked at
+    leased: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     """An ordinary apply: every on-demand GPU stays as its lease says. The leases are held
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
-    from infra_apply.commands.leases import gpu_names, lease_store, read_leases
+    from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
     from infra_apply.commands.pricing import run_prices
 
     check_registry(ctx)
@@ -94,11 +98,18 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     project = load_project(ctx, refuse_stale=True)
     [name] = pick(project, [producer])
     with contextlib.ExitStack() as stack:
-        if gpu_names(project, name):
-            stack.enter_context(lease_store(ctx, name).exclusive(LEASE_WAIT_SECONDS))
-        leases = read_leases(ctx, project, [name])
-        options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name))
-        preflight(ctx, project, [name], options.gpu)
+
+        def hold_and_read() -> Leases:
+            if gpu_names(project, name):
+                stack.enter_context(lease_store(ctx, name).exclusive(LEASE_WAIT_SECONDS))
+            return read_leases(ctx, project, [name])
+
+        # pre-flight reads the leases (with remote state: the state bucket) only once the
+        # account answered; held from then to the end of the apply
+        reader = functools.cache(hold_and_read)
+        preflight(ctx, project, [name], lambda: reader().held(name))
+        leases = reader()
+        options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name), leased=leases.leased(name))
         options = replace(options, prices=run_prices(ctx, [name]), lease_ends=leases.lease_ends(name))
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
@@ -114,15 +125,20 @@ def apply_producer(
     planned = plan_one(prep, ctx.say, gpu=options.gpu, clock=ctx.clock)
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
+    gpus = options.gpus_up
+    if options.leased is not None:
+        from infra_apply.commands.leases import unleased_up
+
+        gpus += unleased_up(planned.plan, prep.rendered, options.leased)
     cost = None
     if options.prices is not None:
         cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC))
-    report = ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up, cost)
+    report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost)
     terminal.show(format_text([report], terminal.color))
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
-        raise GuardRefused(refusal_message(verdict))
+        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus))
     if options.only is not None:
         _only(planned, options.only)
     applied = False
@@ -143,6 +159,15 @@ def apply_producer(
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
     return Applied(planned, applied, registration, registry)
+
+
+def _ways_out(gpus: tuple[GpuUp, ...]) -> str:
+    """For a GPU up without a lease, the refusal names the GPU verbs, not only --allow-destroy."""
+    return "".join(
+        f"\n{g.name} is up without a lease: gpu up {g.name} leases it, gpu down {g.name} releases it"
+        for g in gpus
+        if g.until is None
+    )
 
 
 def _only(planned: Planned, allowed: frozenset[str]) -> None:

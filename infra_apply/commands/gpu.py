@@ -14,7 +14,7 @@ reap from a timer must never apply a change to the producer nobody reviewed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -26,8 +26,9 @@ from infra_apply.gpu import lifecycle
 from infra_apply.gpu.config import GpuSettings, settings_for
 from infra_apply.gpu.lease import Lease, now_utc, whoami
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
-from infra_apply.gpu.status import GpuRef, StatusRow, rows, to_json, to_text
+from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows, to_json, to_text
 from infra_apply.gpu.store import LeaseStore, StoreBusy
+from infra_apply.state import load_backend
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -35,9 +36,11 @@ from infra_apply.workcopy import (
     check_ready,
     check_registry,
     load_project,
+    lock_working_copy,
     preflight,
     prepare,
     state_droplets,
+    workdir,
 )
 
 # gpu up / down wait this long for another run holding the producer's leases (a reap, an
@@ -99,23 +102,49 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         try:
             applied = apply_producer(ctx, prep, terminal, options)
         except InfraApplyError as exc:
+            new = name not in before.by_producer.get(producer, {})
             raise InfraApplyError(
-                f"gpu up {name}: {exc.message}\nThe lease stays until {_stamp(lease.until)} "
-                f"(gpu reap releases it then); rerun gpu up {name}, or gpu down {name}",
-                rule=exc.rule,
+                f"gpu up {name}: {exc.message}\n{_after_failed_up(store, prep, lease, new)}", rule=exc.rule
             ) from None
         live = state_droplets(prep).get(prep.rendered.droplet_addresses[name])
         if live is None:
             raise InfraApplyError(f"gpu up {name}: the apply went through but the droplet is not in state")
-        price = live.get("price_hourly")
+        found = _live_gpu(live)
         lease = lifecycle.record_up(
             store,
             name,
-            droplet_id=str(live.get("id")),
-            ip=_text(live.get("ipv4_address")),
-            hourly_price=float(price) if isinstance(price, int | float) else None,
+            droplet_id=found.droplet_id,
+            ip=found.ip,
+            hourly_price=found.hourly_price,
+            created=found.created,
         )
     return Up(lease, applied)
+
+
+def _after_failed_up(store: LeaseStore, prep: Prepared, lease: Lease, new: bool) -> str:
+    """What becomes of the lease when ``gpu up``'s apply failed. A lease this run took, for a
+    GPU that is not in state, holds nothing: it is ended. One whose droplet was made (half
+    made) stays, so the reaper releases what is there; an existing lease it extended is never
+    ended by a failed apply (somebody else's GPU may be on it)."""
+    name = lease.gpu
+    keep = (
+        f"The lease stays until {_stamp(lease.until)} (gpu reap releases it then); rerun gpu up "
+        f"{name}, or gpu down {name}"
+    )
+    if not new:
+        return keep
+    try:
+        made = prep.rendered.droplet_addresses[name] in state_droplets(prep)
+    except InfraApplyError:
+        made = True  # state unreadable: keep the lease, the safe side
+    if made:
+        return (
+            f"The GPU droplet is in state (half made): its lease stays until {_stamp(lease.until)}; "
+            f"gpu reap releases it then (or gpu down {name} now), or rerun gpu up {name}"
+        )
+    if not lifecycle.end_new_lease(store, lease):
+        return keep
+    return f"No GPU droplet was created, so the new lease was ended (nothing to keep); rerun gpu up {name}"
 
 
 def up_output(done: Up) -> Output:
@@ -198,11 +227,80 @@ def status(ctx: Context, clock: Callable[[], datetime] = now_utc) -> Status:
     check_ready(ctx)
     project = load_project(ctx)
     producers = [p for p in sorted(project.rendered) if gpu_names(project, p)]
+    # state before leases: a GPU whose `gpu up` finishes in between shows leased, not unleased
+    live = {n: g for p in producers for n, g in _peek_live(ctx, project, p).items()}
     leases = read_leases(ctx, project, producers)
     refs = [GpuRef(g, p) for p in producers for g in sorted(gpu_names(project, p))]
     merged = {n: lease for p in producers for n, lease in leases.by_producer.get(p, {}).items()}
     now = clock()
-    return Status(tuple(rows(refs, merged, project.config.gpu, now)), now)
+    return Status(tuple(rows(refs, merged, project.config.gpu, now, live)), now)
+
+
+def _peek_live(ctx: Context, project: Project, producer: str) -> dict[str, LiveGpu]:
+    """The producer's GPU droplets in its state, for ``gpu status``: its working copy held only
+    while ``terraform show`` reads the state. A copy another run is using is not waited for:
+    status says what it could not see and goes on."""
+    if not _may_hold_state(ctx, producer):
+        return {}
+    try:
+        lock = lock_working_copy(workdir(ctx, producer), producer)
+    except InfraApplyError:
+        ctx.say(
+            f"infra-apply: warning: producer {producer}: another infra-apply run is using its working "
+            "copy; its GPUs up without a lease are not shown (run gpu status again when it has finished)"
+        )
+        return {}
+    try:
+        [prep] = prepare(ctx, project, [producer])
+        return live_gpus(prep, gpu_names(project, producer))
+    except InfraApplyError as exc:
+        ctx.say(
+            f"infra-apply: warning: producer {producer}: could not read its state ({exc.message}); "
+            "its GPUs up without a lease are not shown"
+        )
+        return {}
+    finally:
+        lock.release(force=True)  # prepare took it once more (re-entrant): let go of both
+
+
+def _may_hold_state(ctx: Context, producer: str) -> bool:
+    """False when the producer's state is local and was never written here: no Terraform runs."""
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    return backend.kind != "local" or (workdir(ctx, producer) / "terraform.tfstate").is_file()
+
+
+def live_gpus(prep: Prepared, names: Iterable[str]) -> dict[str, LiveGpu]:
+    """The GPU droplets ``names`` that the producer's state holds (no plan, no refresh): what
+    is up, leased or not."""
+    addresses = prep.rendered.droplet_addresses
+    by_address = {addresses[n]: n for n in names if n in addresses}
+    return {
+        by_address[address]: _live_gpu(values)
+        for address, values in state_droplets(prep).items()
+        if address in by_address
+    }
+
+
+def _live_gpu(values: Mapping[str, object]) -> LiveGpu:
+    price = values.get("price_hourly")
+    return LiveGpu(
+        droplet_id=str(values.get("id")),
+        ip=_text(values.get("ipv4_address")),
+        hourly_price=float(price) if isinstance(price, int | float) and not isinstance(price, bool) else None,
+        created=_created(values.get("created_at")),
+    )
+
+
+def _created(value: object) -> datetime | None:
+    """The droplet's ``created_at`` (RFC 3339, as DigitalOcean gives it); None when absent or
+    unreadable (its uptime is then unknown, never guessed)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def status_output(done: Status, fmt: str) -> Output:
@@ -218,10 +316,11 @@ def status_output(done: Status, fmt: str) -> Output:
 class Reaped:
     outcomes: tuple[lifecycle.Outcome, ...]
     busy: tuple[str, ...]  # producers whose leases another run held: the next reap retries
+    errors: tuple[str, ...] = ()  # e.g. a producer's state that could not be read
 
     @property
     def failed(self) -> bool:
-        return any(o.failed for o in self.outcomes)
+        return bool(self.errors) or any(o.failed for o in self.outcomes)
 
 
 def reap(ctx: Context, terminal: Terminal) -> Reaped:
@@ -230,36 +329,90 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     project = load_project(ctx)
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
+    errors: list[str] = []
     for producer in sorted(project.rendered):
         if not gpu_names(project, producer):
             continue
         store = lease_store(ctx, producer)
         try:
-            outcomes += _reap_one(ctx, project, producer, store, terminal)
+            outcomes += _reap_one(ctx, project, producer, store, terminal, errors.append)
         except StoreBusy:
             busy.append(producer)
-    return Reaped(tuple(outcomes), tuple(busy))
+    return Reaped(tuple(outcomes), tuple(busy), tuple(errors))
 
 
 def _reap_one(
-    ctx: Context, project: Project, producer: str, store: LeaseStore, terminal: Terminal
+    ctx: Context,
+    project: Project,
+    producer: str,
+    store: LeaseStore,
+    terminal: Terminal,
+    report: Callable[[str], None],
 ) -> list[lifecycle.Outcome]:
     def probe(settings: GpuSettings) -> ProbeResult:
         return probe_gpu(settings, env=ctx.env, cwd=ctx.root) or ProbeResult(failure="no probe configured")
 
-    release = _Releaser(ctx, project, producer, terminal)
-    return lifecycle.reap(
-        store, project.config.gpu, who=whoami(ctx.env), probe=probe, release=release, wait=0
-    )
+    with store.exclusive(0):
+        # the state is read under the leases' lock, before reap reads them: a GPU a `gpu up`
+        # on this machine is creating is never taken for one without a lease
+        prep, found = _read_live(ctx, project, producer, report)
+        now = now_utc()
+        unleased = {
+            name: lifecycle.standin(
+                name,
+                producer,
+                now,
+                droplet_id=g.droplet_id,
+                ip=g.ip,
+                hourly_price=g.hourly_price,
+                created=g.created,
+            )
+            for name, g in found.items()
+        }
+        release = _Releaser(ctx, project, producer, terminal, prep)
+        return lifecycle.reap(
+            store,
+            project.config.gpu,
+            who=whoami(ctx.env),
+            probe=probe,
+            release=release,
+            wait=0,
+            unleased=unleased,
+        )
+
+
+def _read_live(
+    ctx: Context, project: Project, producer: str, report: Callable[[str], None]
+) -> tuple[Prepared | None, dict[str, LiveGpu]]:
+    """The prepared working copy (kept for the releases) and the GPUs its state holds; a copy
+    another run is using makes this reap give way (``StoreBusy``), like held leases do. A
+    state that cannot be read is reported, and the leases are reaped all the same."""
+    if not _may_hold_state(ctx, producer):
+        return None, {}
+    try:
+        lock_working_copy(workdir(ctx, producer), producer)
+    except InfraApplyError as exc:
+        raise StoreBusy(exc.message) from None
+    try:
+        [prep] = prepare(ctx, project, [producer])
+        return prep, live_gpus(prep, gpu_names(project, producer))
+    except InfraApplyError as exc:
+        report(
+            f"producer {producer}: could not read its state, so GPUs up without a lease were not "
+            f"looked at: {exc.message}"
+        )
+        return None, {}
 
 
 def reap_output(done: Reaped) -> Output:
     lines = [line for o in done.outcomes for line in o.lines()]
+    lines += [f"error: {e}" for e in done.errors]
     lines += [
-        f"info: producer {p}: another infra-apply holds its GPU leases; the next reap retries"
+        f"info: producer {p}: another infra-apply holds its GPU leases (or its working copy); "
+        "the next reap retries"
         for p in done.busy
     ]
-    if not done.outcomes and not done.busy:
+    if not done.outcomes and not done.busy and not done.errors:
         lines.append("info: no GPU leases to reap")
     errors = tuple(f"infra-apply: {line}" for line in lines if line.startswith(("error:", "warning:")))
     out = "".join(f"{line}\n" for line in lines if not line.startswith(("error:", "warning:")))

@@ -7,13 +7,15 @@ one never pays for the extra Terraform call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease, held
 from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
+from infra_apply.plan_model import ProducerPlan
+from infra_apply.render import Rendered
 from infra_apply.report import GpuUp
 from infra_apply.state import load_backend, state_dir
 from infra_apply.workcopy import Context, Project, workdir_root
@@ -53,6 +55,22 @@ class Leases:
             name: leases[name].until if name in leases else None
             for name in sorted(self.declared.get(producer, frozenset()))
         }
+    def leased(self, producer: str) -> frozenset[str]:
+        """Every GPU of ``producer`` with a lease, held or being released."""
+        return frozenset(self.by_producer.get(producer, {}))
+
+
+def unleased_up(plan: ProducerPlan, rendered: Rendered, leased: Collection[str]) -> tuple[GpuUp, ...]:
+    """The GPU droplets ``plan`` destroys though no lease was ever ended for them: up without a
+    lease. Said in the summary with the two ways out, never as a bare destroy."""
+    deleted = {
+        c.base_address for c in plan.changes if c.type == "digitalocean_droplet" and c.action == "delete"
+    }
+    return tuple(
+        GpuUp(name, None, None)
+        for name in sorted(rendered.gpu_variables)
+        if name not in leased and rendered.droplet_addresses.get(name) in deleted
+    )
 
 
 def gpu_names(project: Project, producer: str) -> frozenset[str]:

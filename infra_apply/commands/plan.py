@@ -4,6 +4,7 @@ changes; ``--changed`` plans only what a git change touches, ``--list`` plans no
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -83,17 +84,29 @@ def run(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
-    from infra_apply.commands.leases import read_leases
+    from infra_apply.commands.leases import read_leases, unleased_up
     from infra_apply.commands.pricing import run_prices
 
-    leases = read_leases(ctx, project, names)
-    preflight(ctx, project, names, leases.all_held())
+    # the leases (with remote state: the state bucket) are read only once pre-flight's account
+    # check passed, and once
+    reader = functools.cache(lambda: read_leases(ctx, project, names))
+    preflight(ctx, project, names, lambda: reader().all_held())
+    leases = reader()
     prices = run_prices(ctx, names)
     planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held(), clock=ctx.clock)
+    gpus = {
+        p.prep.producer.name: leases.up(p.prep.producer.name)
+        + unleased_up(p.plan, p.prep.rendered, leases.leased(p.prep.producer.name))
+        for p in planned
+    }
     now = datetime.now(UTC)
     costs = {p.plan.producer: cost_of(p, prices, leases.lease_ends(p.plan.producer), now) for p in planned}
     return PlanResult(
-        tuple(planned), found, gpus=leases.up_by_producer(), costs=costs, context=plan_context(ctx)
+        tuple(planned),
+        found,
+        gpus={p: g for p, g in gpus.items() if g},
+        costs=costs,
+        context=plan_context(ctx),
     )
 
 

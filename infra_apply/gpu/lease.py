@@ -37,7 +37,7 @@ MAX_BILLED_HOURS = 672
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 Action = Literal["keep", "extend", "release"]
-Why = Literal["busy", "idle", "lease_end", "max_lifetime", "leased", "down"]
+Why = Literal["busy", "idle", "lease_end", "max_lifetime", "leased", "down", "unleased"]
 
 
 class LeaseError(InfraApplyError):
@@ -158,16 +158,23 @@ def extend(lease: Lease, now: datetime, settings: GpuSettings) -> Lease:
 
 
 def mark_up(
-    lease: Lease, now: datetime, *, droplet_id: str, ip: str | None, hourly_price: float | None
+    lease: Lease,
+    now: datetime,
+    *,
+    droplet_id: str,
+    ip: str | None,
+    hourly_price: float | None,
+    created: datetime | None = None,
 ) -> Lease:
     """The droplet exists: record it. ``up_since`` is kept from the first time (a re-apply of
-    a droplet already up must not restart its uptime or its cost)."""
+    a droplet already up must not restart its uptime or its cost); else it is the droplet's
+    ``created`` when known (a GPU that was up without a lease has cost since then), or now."""
     return replace(
         lease,
         droplet_id=droplet_id,
         ip=ip,
         hourly_price=hourly_price,
-        up_since=lease.up_since or utc(now),
+        up_since=lease.up_since or utc(created or now),
     )
 
 
@@ -249,6 +256,33 @@ def decide(lease: Lease, now: datetime, probe: ProbeResult | None, settings: Gpu
             "release", "lease_end", lease, f"{name}: lease ended {stamp(lease.until)}: releasing", warnings
         )
     return Decision("keep", "leased", lease, f"{name}: kept (lease until {stamp(lease.until)})", warnings)
+
+
+def decide_unleased(
+    found: Lease, now: datetime, probe: ProbeResult | None, settings: GpuSettings, *, who: str
+) -> Decision:
+    """A GPU up without a lease (``found``: its stand-in, see ``lifecycle.standin``), in the
+    spirit of ``gpu_ondemand``: a busy queue gets it a lease as ``gpu up`` would, from now (so
+    ``max_lifetime`` counts from now) and ``last_busy`` now; anything else releases it. It has
+    no last busy time: it counts as idle since it was found, and a GPU without a probe has no
+    lease end to wait for."""
+    now = utc(now)
+    name = found.gpu
+    if probe is not None and probe.busy:
+        adopted = extend(replace(found, who=f"{who} (gpu reap)", since=now, until=now), now, settings)
+        message = (
+            f"{name}: up without a lease, busy (queue {probe.depth}): leased until "
+            f"{stamp(adopted.until)} (max_lifetime counts from now)"
+        )
+        return Decision("extend", "busy", adopted, message)
+    if probe is None:
+        why = "no queue_depth probe is configured"
+    elif probe.failure is not None:
+        why = f"its queue probe failed ({probe.failure})"
+    else:
+        why = "its queue is idle"
+    warning = f"{name}: up without a lease and {why}: releasing it (never a standing GPU)"
+    return Decision("release", "unleased", found, f"{name}: up without a lease: releasing", (warning,))
 
 
 # --- the store's document ------------------------------------------------------------------

@@ -50,6 +50,7 @@ class Outcome:
     released: bool = False
     error: str | None = None  # the release failed: the lease stays, the next reap retries
     skipped: str | None = None
+    unleased: bool = False  # a GPU that was up without a lease
 
     @property
     def failed(self) -> bool:
@@ -64,7 +65,12 @@ class Outcome:
             out.append(f"info: {self.decision.message}")
         if self.released:
             out.append(f"info: {self.gpu}: released")
-        if self.error:
+        if self.error and self.unleased:
+            out.append(
+                f"error: {self.gpu}: release failed, it stays up without a lease and the next reap "
+                f"retries: {self.error}"
+            )
+        elif self.error:
             out.append(
                 f"error: {self.gpu}: release failed, the lease stays and the next reap retries: {self.error}"
             )
@@ -111,19 +117,33 @@ def record_up(
     droplet_id: str,
     ip: str | None,
     hourly_price: float | None,
+    created: datetime | None = None,
     clock: Clock = leases.now_utc,
     wait: float = 60,
 ) -> Lease:
-    """The droplet is up: note its id, address and price on its lease."""
+    """The droplet is up: note its id, address, price and (when known) creation on its lease."""
 
     def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
         if name not in current:
             raise LeaseError(f"{name} has no lease to record its droplet on")
-        up = leases.mark_up(current[name], clock(), droplet_id=droplet_id, ip=ip, hourly_price=hourly_price)
+        up = leases.mark_up(
+            current[name], clock(), droplet_id=droplet_id, ip=ip, hourly_price=hourly_price, created=created
+        )
         return {**current, name: up}
 
     with store.exclusive(wait):
         return store.update(change, ATTEMPTS).leases[name]
+
+
+def end_new_lease(store: LeaseStore, lease: Lease, *, wait: float = 60) -> bool:
+    """``gpu up`` took ``lease`` and its apply created nothing: end it. Only that very lease:
+    one changed since (renewed, claimed) is left as it is. True when it was ended."""
+
+    def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
+        return {n: held for n, held in current.items() if n != lease.gpu or held != lease}
+
+    with store.exclusive(wait):
+        return lease.gpu not in store.update(change, ATTEMPTS).leases
 
 
 # --- gpu down ------------------------------------------------------------------------------
@@ -171,8 +191,14 @@ def reap(
     release: Releaser,
     clock: Clock = leases.now_utc,
     wait: float = 0,
+    unleased: Mapping[str, Lease] | None = None,
 ) -> list[Outcome]:
-    """One pass of the reaper over the producer's leases.
+    """One pass of the reaper over the producer's leases, and over ``unleased``: the GPUs its
+    state holds up (as stand-in leases, see ``standin``), of which those without a lease are
+    probed like leased ones (``lease.decide_unleased``): busy, one gets a lease; else it is
+    released like ``gpu down`` would. Its claim is written like a lease's, so a ``gpu up``
+    racing it on another machine either lands first (the GPU is leased, left alone) or finds
+    it being released.
 
     ``StoreBusy`` when another run on this machine holds the leases (``wait`` = 0: a timer's
     reap gives way at once and the next tick tries again). Each GPU with a configured
@@ -187,6 +213,10 @@ def reap(
             claimant = Claim(_claimant(who), leases.utc(now))
             plans = [
                 _plan(lease, now, settings, probe, probed) for _, lease in sorted(snapshot.leases.items())
+            ]
+            orphans = {n: g for n, g in (unleased or {}).items() if n not in snapshot.leases}
+            plans += [
+                _plan_unleased(g, now, settings, probe, probed, who) for _, g in sorted(orphans.items())
             ]
             after = dict(snapshot.leases)
             for lease, decision, _ in plans:
@@ -203,7 +233,7 @@ def reap(
                 if attempt == ATTEMPTS - 1:
                     raise
         ours = [(after[lease.gpu], d) for lease, d, _ in plans if d is not None and d.action == "release"]
-        done = {o.gpu: o for o in _act(store, ours, release)}
+        done = {o.gpu: o for o in _act(store, ours, release, frozenset(orphans))}
         return [done.get(lease.gpu) or Outcome(lease.gpu, d, skipped=skip) for lease, d, skip in plans]
 
 
@@ -222,9 +252,29 @@ def _plan(
     return lease, leases.decide(lease, now, probed[lease.gpu], s), None
 
 
-def _act(store: LeaseStore, claimed: Sequence[tuple[Lease, Decision]], release: Releaser) -> list[Outcome]:
+def _plan_unleased(
+    gpu: Lease,
+    now: datetime,
+    settings: Mapping[str, GpuSettings],
+    probe: Prober,
+    probed: dict[str, ProbeResult | None],
+    who: str,
+) -> tuple[Lease, Decision | None, str | None]:
+    s = settings_for(gpu.gpu, settings)
+    if gpu.gpu not in probed:
+        probed[gpu.gpu] = probe(s) if s.queue_depth else None
+    return gpu, leases.decide_unleased(gpu, now, probed[gpu.gpu], s, who=who), None
+
+
+def _act(
+    store: LeaseStore,
+    claimed: Sequence[tuple[Lease, Decision]],
+    release: Releaser,
+    standins: frozenset[str] = frozenset(),
+) -> list[Outcome]:
     """Release each claimed lease's droplet, then end the released leases and put the failed
-    ones back (unclaimed, with their error) in one write."""
+    ones back (unclaimed, with their error) in one write. A failed ``standins`` one (a GPU up
+    without a lease) goes back to having no lease: nobody leased it, the next reap retries."""
     errors: dict[str, str | None] = {}
     claims = {lease.gpu: lease.releasing for lease, _ in claimed}
     try:
@@ -239,20 +289,29 @@ def _act(store: LeaseStore, claimed: Sequence[tuple[Lease, Decision]], release: 
         # retries at once instead of after CLAIM_TTL, then stop as asked.
         for lease, _ in claimed:
             errors.setdefault(lease.gpu, "interrupted before the release finished")
-        store.update(_finisher(errors, claims), ATTEMPTS)
+        store.update(_finisher(errors, claims, standins), ATTEMPTS)
         raise
     if claimed:
-        store.update(_finisher(errors, claims), ATTEMPTS)
+        store.update(_finisher(errors, claims, standins), ATTEMPTS)
     return [
-        Outcome(lease.gpu, d, released=errors[lease.gpu] is None, error=errors[lease.gpu])
+        Outcome(
+            lease.gpu,
+            d,
+            released=errors[lease.gpu] is None,
+            error=errors[lease.gpu],
+            unleased=lease.gpu in standins,
+        )
         for lease, d in claimed
     ]
 
 
 def _finisher(
-    errors: Mapping[str, str | None], claims: Mapping[str, Claim | None]
+    errors: Mapping[str, str | None],
+    claims: Mapping[str, Claim | None],
+    standins: frozenset[str] = frozenset(),
 ) -> Callable[[Mapping[str, Lease]], dict[str, Lease]]:
-    """End the released leases; put the failed ones back unclaimed with their error."""
+    """End the released leases; put the failed ones back unclaimed with their error (a
+    stand-in's claim is just removed)."""
 
     def finish(current: Mapping[str, Lease]) -> dict[str, Lease]:
         out = dict(current)
@@ -260,7 +319,7 @@ def _finisher(
             held = out.get(name)
             if held is None or held.releasing != claims[name]:
                 continue  # somebody took over our claim meanwhile (after CLAIM_TTL): theirs now
-            if error is None:
+            if error is None or name in standins:
                 del out[name]
             else:
                 out[name] = leases.release_failed(held, error)
@@ -286,3 +345,24 @@ def _unleased(name: str, producer: str, now: datetime) -> Lease:
     """A stand-in lease for releasing a GPU nobody leased (``gpu down`` of an orphan)."""
     at = leases.utc(now)
     return Lease(gpu=name, producer=producer, who="-", since=at, until=at)
+
+
+def standin(
+    name: str,
+    producer: str,
+    now: datetime,
+    *,
+    droplet_id: str,
+    ip: str | None,
+    hourly_price: float | None,
+    created: datetime | None,
+) -> Lease:
+    """A GPU found up in state without a lease, as a lease that ends the moment it is found
+    (what ``reap`` decides on): its droplet, price and, when the state says, when it came up."""
+    return replace(
+        _unleased(name, producer, now),
+        droplet_id=droplet_id,
+        ip=ip,
+        hourly_price=hourly_price,
+        up_since=None if created is None else leases.utc(created),
+    )

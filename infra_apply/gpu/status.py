@@ -49,7 +49,7 @@ class StatusRow:
     since: datetime | None  # lease start
     until: datetime | None  # lease end
     last_busy: datetime | None
-    uptime: timedelta
+    uptime: timedelta | None  # None: up without a lease and its state has no created_at
     hourly_price: float | None
     cost: float | None
     droplet_id: str | None
@@ -82,6 +82,7 @@ def _row(
     if lease is None:
         up = _live_uptime(live, now)
         price = live.hourly_price if live else listed_price(s.size)
+        billed = None if price is None or live is None or up is None else billed_hours(up)
         return StatusRow(
             gpu=name,
             producer=producer,
@@ -94,7 +95,7 @@ def _row(
             last_busy=None,
             uptime=up,
             hourly_price=price,
-            cost=None if price is None or live is None else round(billed_hours(up) * price, 2),
+            cost=None if billed is None or price is None else round(billed * price, 2),
             droplet_id=live.droplet_id if live else None,
             ip=live.ip if live else None,
             releasing=None,
@@ -131,9 +132,12 @@ def listed_price(size: str) -> float | None:
     return as_float(found.hourly) if found is not None else None
 
 
-def _live_uptime(live: LiveGpu | None, now: datetime) -> timedelta:
-    if live is None or live.created is None:
+def _live_uptime(live: LiveGpu | None, now: datetime) -> timedelta | None:
+    """0 for a GPU that is down; None (unknown) for one up whose state has no created_at."""
+    if live is None:
         return timedelta(0)
+    if live.created is None:
+        return None
     return max(timedelta(0), utc(now) - utc(live.created))
 
 
@@ -156,7 +160,7 @@ def _json_row(r: StatusRow) -> dict[str, Any]:
         "lease_since": _opt(r.since),
         "lease_until": _opt(r.until),
         "last_busy": _opt(r.last_busy),
-        "uptime_seconds": int(r.uptime.total_seconds()),
+        "uptime_seconds": None if r.uptime is None else int(r.uptime.total_seconds()),
         "hourly_price": r.hourly_price,
         "cost_so_far": r.cost,
         "droplet_id": r.droplet_id,
@@ -189,7 +193,7 @@ def _cells(r: StatusRow, now: datetime) -> tuple[str, ...]:
         r.gpu,
         r.producer,
         r.state,
-        format_duration(r.uptime) if up else "-",
+        ("?" if r.uptime is None else format_duration(r.uptime)) if up else "-",
         _when(r.until, now) if r.until else "-",
         _when(r.last_busy, now) if r.last_busy else "-",
         f"${r.hourly_price:.2f}" if r.hourly_price is not None else "-",
@@ -204,7 +208,10 @@ def _notes(r: StatusRow) -> list[str]:
     if r.last_error:
         notes.append(f"{r.gpu}: last release failed (the next reap retries): {r.last_error}")
     if r.state == "unleased":
-        notes.append(f"{r.gpu}: up without a lease: nothing will release it; run gpu down {r.gpu}")
+        notes.append(
+            f"{r.gpu}: up without a lease: gpu reap releases it unless its queue is busy (then it "
+            f"takes a lease); gpu up {r.gpu} leases it, gpu down {r.gpu} releases it now"
+        )
     return notes
 
 

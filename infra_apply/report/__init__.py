@@ -19,10 +19,11 @@ from infra_apply.plan_model import ProducerPlan
 
 @dataclass(frozen=True)
 class GpuUp:
-    """An on-demand GPU droplet that is up, as its lease says (``gpu up``)."""
+    """An on-demand GPU droplet that is up, as its lease says (``gpu up``), or up without a
+    lease (``until`` None: left by an older version's ``--with-gpu``, or its lease removed)."""
 
     name: str
-    until: datetime  # lease end
+    until: datetime | None  # lease end; None: no lease holds it, so the plan destroys it
     hourly_price: float | None  # USD
     releasing: bool = False  # a `gpu down` / reap is releasing it
 
@@ -77,6 +78,11 @@ def producer_reports(
 
 def gpu_sentence(gpu: GpuUp) -> str:
     """``com.uvlava.ct.gpu is up: lease ends 2026-11-29 18:00Z, $3.39/hour`` (every format)."""
+    if gpu.until is None:
+        return (
+            f"GPU {gpu.name} is up without a lease, so this plan destroys it (never a standing "
+            f"GPU): run gpu up {gpu.name} to lease it, or gpu down {gpu.name} to release it"
+        )
     price = f"${gpu.hourly_price:.2f}/hour" if gpu.hourly_price is not None else "price unknown"
     end = gpu.until.strftime("%Y-%m-%d %H:%MZ")
     state = "is up, being released" if gpu.releasing else "is up"

@@ -35,11 +35,13 @@ def format_json(reports: Sequence[ProducerReport]) -> str:
 def _json_producer(report: ProducerReport) -> dict[str, object]:
     doc = _json_plan(report)
     if report.gpus:
-        # On-demand GPU droplets that are up (gpu up), as their leases say; absent when none.
+        # On-demand GPU droplets that are up (gpu up), as their leases say, and those up
+        # without a lease (leased false: the plan destroys them); absent when none.
         doc["gpus_up"] = [
             {
                 "name": g.name,
-                "lease_until": g.until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "leased": g.until is not None,
+                "lease_until": None if g.until is None else g.until.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "hourly_price": g.hourly_price,
                 "releasing": g.releasing,
             }

@@ -590,7 +590,8 @@ def inject_faults(
     message: str = "",
     gate: PathLike | None = None,
 ) -> None:
-    """Make creating (``fail_create``) or destroying (``fail_delete``) the named droplets fail,
+    """Make creating (``fail_create``: droplets or firewalls) or destroying (``fail_delete``)
+    the named droplets fail,
     and/or every droplet create take ``create_delay`` s,
     and/or every droplet create wait at ``gate`` (see ``wait_at_gate``).
 

@@ -421,6 +421,13 @@ def _firewall_fields(planned: State) -> cloud.Record:
     }
 
 
+def _add_firewall(c: cloud.Cloud, planned: State) -> cloud.Record:
+    failure = cloud.create_fault(c, planned["name"])  # fail_create names firewalls too
+    if failure:
+        raise CloudError(failure)
+    return cloud.add_firewall(c, _firewall_fields(planned))
+
+
 def _finish_firewall(record: cloud.Record, state: State) -> None:
     state["pending_changes"] = []
 
@@ -436,7 +443,7 @@ class Firewall(CloudResource):
         noun="firewall",
         collection="firewalls",
         fields=(*_FIREWALL_FIELDS, "id", "status", "created_at"),
-        add=lambda c, planned: cloud.add_firewall(c, _firewall_fields(planned)),
+        add=lambda c, planned: _add_firewall(c, planned),
         import_key=_import_as_is,
         change=lambda c, record, planned: record.update(_firewall_fields(planned)),
         finish=_finish_firewall,
