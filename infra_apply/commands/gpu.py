@@ -14,13 +14,15 @@ reap from a timer must never apply a change to the producer nobody reviewed.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
-from infra_apply.commands.leases import gpu_names, lease_store, read_leases
+from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.gpu import lifecycle
 from infra_apply.gpu.config import GpuSettings, settings_for
@@ -89,11 +91,18 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
     project = load_project(ctx, refuse_stale=True)
     producer = producer_of(project, name)
     settings = settings_for(name, project.config.gpu)
-    store = lease_store(ctx, producer)
-    with store.exclusive(LEASE_WAIT_SECONDS):
-        # pre-flight before the lease: a GPU its region does not offer leaves no lease behind
-        before = read_leases(ctx, project, [producer])
-        preflight(ctx, project, [producer], tuple(sorted({*before.held(producer), name})))
+    with contextlib.ExitStack() as stack:
+
+        def hold_and_read() -> tuple[LeaseStore, Leases]:
+            store = lease_store(ctx, producer)
+            stack.enter_context(store.exclusive(LEASE_WAIT_SECONDS))
+            return store, read_leases(ctx, project, [producer])
+
+        # pre-flight before the lease store (with remote state: the state bucket), and before
+        # the lease: a wrong account, or a GPU its region does not offer, leaves no lease behind
+        reader = functools.cache(hold_and_read)
+        preflight(ctx, project, [producer], lambda: tuple(sorted({*reader()[1].held(producer), name})))
+        store, before = reader()
         # lease, then create: an ordinary plan running meanwhile already keeps the GPU
         lease = lifecycle.lease_gpu(store, settings, who=whoami(ctx.env), for_=for_)
         on = read_leases(ctx, project, [producer]).held(producer)

@@ -1,4 +1,4 @@
-"""plan and apply with remote state: pre-flight (the account, the token) comes before anything
+"""plan, apply and gpu up with remote state: pre-flight (the account, the token) comes before anything
 that talks to the state bucket, the GPU lease store first among them.
 
 The DigitalOcean API and the lease store are stand-ins that record when they are reached; the
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply import preflight
-from infra_apply.commands import apply, plan
+from infra_apply.commands import apply, gpu, plan
 from infra_apply.do_api import ApiError
 from infra_apply.errors import InfraApplyError
 from infra_apply.workcopy import Context
@@ -31,6 +31,7 @@ Verb = Callable[[Context], object]
 VERBS: dict[str, Verb] = {
     "plan": lambda ctx: plan.run(ctx, ["ct"]),
     "apply": lambda ctx: apply.run(ctx, "ct", FakeTerminal([]).terminal()),
+    "gpu up": lambda ctx: gpu.up(ctx, "com.uvlava.ct.gpu", FakeTerminal([]).terminal()),
 }
 
 
@@ -57,6 +58,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         raise InfraApplyError("stop: the lease store was reached")
 
     monkeypatch.setattr("infra_apply.commands.leases.lease_store", lease_store)
+    monkeypatch.setattr("infra_apply.commands.gpu.lease_store", lease_store)
     return seen
 
 
