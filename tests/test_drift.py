@@ -267,8 +267,8 @@ def test_every_remedy_is_a_command_for_where_the_drift_was_found() -> None:
         "",
         "Droplets no state knows:",
         "  ! droplet com.uvlava.quinn.artifacts (id 7) is tagged managed-by:infra-apply but no state "
-        "knows it (tags: managed-by:infra-apply, producer:quinn): run infra-apply adopt --producer "
-        "quinn --sandbox to take it over (then infra-apply apply --producer quinn --sandbox), or destroy it",
+        "knows it (tags: managed-by:infra-apply, producer:quinn): a manifest of quinn declares it: run "
+        "infra-apply adopt --producer quinn --sandbox (the next apply takes it over), or destroy it",
         "  ! droplet stray (id 8) is tagged managed-by:infra-apply but no state knows it (tags: "
         "managed-by:infra-apply, producer:quinn): no manifest checked declares it: destroy it, or "
         "declare it and adopt it into a producer",
@@ -285,7 +285,7 @@ def test_a_producer_not_applied_yet_is_no_drift_and_says_how_to_apply_it() -> No
     report = DriftReport((waiting, ProducerDrift("ct")))
     assert not report.drifted
     assert format_text(report) == (
-        "Producer quinn:\n  not applied yet: run infra-apply apply --producer quinn\nNo drift.\n\n"
+        "Producer quinn:\n  not applied yet: run infra-apply apply --producer quinn\nNothing to compare.\n\n"
         "Producer ct:\nNo drift.\n"
     )
     md = format_markdown(report)
@@ -297,6 +297,21 @@ def test_a_producer_not_applied_yet_is_no_drift_and_says_how_to_apply_it() -> No
         False,
         True,
     )
+
+
+def test_a_producer_without_state_whose_droplets_exist_is_told_to_adopt_never_to_apply() -> None:
+    """A lost or moved state: an apply would create every droplet a second time."""
+    declared = frozenset({"com.uvlava.dns"})
+    waiting = ProducerDrift("quinn", mesh_checked=False, applied=False, declared=declared)
+    for stray in (Orphan("5", "com.uvlava.dns", (MANAGED,)), Orphan("6", "x", (MANAGED, "producer:quinn"))):
+        text = format_text(DriftReport((waiting,), (stray,)))
+        assert text.splitlines()[1:3] == [
+            "  no state here, yet droplets of it exist (below): do not apply, it would create them "
+            "again; take them over first with infra-apply adopt --producer quinn --from-state FILE "
+            "(FILE: the old state) or infra-apply adopt --producer quinn (droplets only)",
+            "Nothing to compare.",
+        ]
+        assert "infra-apply apply" not in text
 
 
 def test_applied_means_managed_state_or_something_deleted_outside_terraform() -> None:

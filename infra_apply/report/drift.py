@@ -38,10 +38,19 @@ def remedy(verb: str, producer: str, sandbox: bool, *args: str) -> str:
     return " ".join([*words, "--sandbox"] if sandbox else words)
 
 
-def not_applied_sentence(producer: str, command: Escape, sandbox: bool) -> str:
+def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport) -> str:
     """Not drift: nothing here to compare with. The apply also registers the producer's hosts,
-    which puts right any mesh-hosts.json entry it already has."""
-    return f"not applied yet: run {command(remedy('apply', producer, sandbox))}"
+    which puts right any mesh-hosts.json entry it already has. But droplets of it in the account
+    mean a lost or moved state: an apply would create them a second time, so adopt comes first
+    (``--from-state`` with the old state also takes over firewalls, databases and users)."""
+    if not any(o.producer == p.producer or o.name in p.declared for o in report.orphans):
+        return f"not applied yet: run {command(remedy('apply', p.producer, report.sandbox))}"
+    from_state = remedy("adopt", p.producer, report.sandbox, "--from-state", "FILE")
+    return (
+        "no state here, yet droplets of it exist (below): do not apply, it would create them again; "
+        f"take them over first with {command(from_state)} (FILE: the old state) or "
+        f"{command(remedy('adopt', p.producer, report.sandbox))} (droplets only)"
+    )
 
 
 def mesh_sentence(p: ProducerDrift, host: HostChange, esc: Escape, command: Escape, sandbox: bool) -> str:
@@ -68,8 +77,8 @@ def orphan_sentence(orphan: Orphan, esc: Escape, command: Escape, report: DriftR
         fix = "no manifest checked declares it: destroy it, or declare it and adopt it into a producer"
     else:
         fix = (
-            f"run {command(remedy('adopt', owner, report.sandbox))} to take it over "
-            f"(then {command(remedy('apply', owner, report.sandbox))}), or destroy it"
+            f"a manifest of {esc(owner)} declares it: run {command(remedy('adopt', owner, report.sandbox))} "
+            "(the next apply takes it over), or destroy it"
         )
     return (
         f"droplet {esc(orphan.name)} (id {esc(orphan.id)}) is tagged managed-by:infra-apply but no "
@@ -95,11 +104,11 @@ def format_text(report: DriftReport) -> str:
     for p in report.producers:
         lines = [f"Producer {visible(p.producer)}:"]
         if not p.applied:
-            lines.append(f"  {not_applied_sentence(p.producer, visible, report.sandbox)}")
+            lines.append(f"  {not_applied_sentence(p, visible, report)}")
         lines += [f"  ! {line}" for line in _producer_lines(p, visible, visible, report.sandbox)]
         if not p.mesh_checked and p.applied:
             lines.append("  (mesh-hosts.json not checked: none given)")
-        lines.append("Drift found." if p.drifted else "No drift.")
+        lines.append("Drift found." if p.drifted else "No drift." if p.applied else "Nothing to compare.")
         blocks.append("\n".join(lines))
     if report.orphans:
         found = [f"  ! {orphan_sentence(o, visible, visible, report)}" for o in report.orphans]
@@ -179,8 +188,8 @@ def format_markdown(report: DriftReport) -> str:
         mesh = str(len(p.mesh)) if p.mesh_checked else "not checked"
         out.append(f"| {_md_text(p.producer)} | {len(p.outside)} | {len(p.names)} | {mesh} |")
     out.append("")
-    waiting = [p.producer for p in report.producers if not p.applied]
-    out += [f"- {_md_text(p)}: {not_applied_sentence(p, _md_code, report.sandbox)}" for p in waiting]
+    waiting = [p for p in report.producers if not p.applied]
+    out += [f"- {_md_text(p.producer)}: {not_applied_sentence(p, _md_code, report)}" for p in waiting]
     out += [""] if waiting else []
     for p in report.producers:
         if p.drifted:

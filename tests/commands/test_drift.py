@@ -75,7 +75,9 @@ def test_a_producer_with_no_state_is_not_applied_and_its_registry_entries_are_no
     assert world.events == []
     report = DriftReport((found,), sandbox=True)
     assert drift.output(report, "text") == Output(
-        "Producer mc:\n  not applied yet: run infra-apply apply --producer mc --sandbox\nNo drift.\n"
+        "Producer mc:\n"
+        "  not applied yet: run infra-apply apply --producer mc --sandbox\n"
+        "Nothing to compare.\n"
     )
     assert json.loads(drift.output(report, "json").stdout)["producers"]["mc"]["applied"] is False
 
