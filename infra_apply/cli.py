@@ -821,9 +821,10 @@ def drift(
 
     Reports changes made behind Terraform's back (a console resize, edited tags, a deleted
     droplet), name drift, mesh-hosts.json entries that disagree with state (a missing host, a
-    stale public IP) and droplets tagged managed-by:infra-apply that no state knows. Markdown is
-    the body of the one issue a scheduled workflow keeps (examples/ci/). Exit 0 when there is no
-    drift, 2 when there is, 1 on error.
+    stale public IP) and droplets tagged managed-by:infra-apply that no state knows. A producer
+    never applied here is "not applied yet", not drift. Every remedy printed is a command that
+    works where the drift was found. Markdown is the body of the one issue a scheduled workflow
+    keeps (examples/ci/). Exit 0 when there is no drift, 2 when there is, 1 on error.
     """
     from infra_apply.commands import drift as verb
 
