@@ -8,10 +8,10 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -28,11 +28,41 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., object])
 
 
+@contextlib.contextmanager
+def _usage_errors_exit_1() -> Iterator[None]:
+    """A usage error (unknown option, missing argument, bad choice) exits 1, not click's 2: for
+    ``plan`` 2 means "changes" and for ``drift`` "drift", so a typo in CI must not read as a
+    result. click still prints its own message."""
+    try:
+        yield
+    except click.UsageError as exc:
+        # click's classes declare exit_code at class level; this instance's is the one shown.
+        exc.exit_code = int(ExitCode.ERROR)  # type: ignore[misc]
+        raise
+
+
 class Group(click.Group):
     """Catches the one exception family once; Ctrl-C exits 130 (SIGTERM 143, SIGHUP 129, once
-    Terraform has stopped cleanly); bugs keep their traceback."""
+    Terraform has stopped cleanly); bugs keep their traceback; usage errors exit 1.
+
+    ``make_context`` parses the group's own options; ``invoke`` resolves and parses the verb
+    (and a sub-group's verb), so between them every usage error passes through here."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _usage_errors_exit_1():
+            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> object:
+        with _usage_errors_exit_1():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> object:
         from infra_apply.errors import InfraApplyError, Stopped, ValidationFailed
 
         try:
@@ -98,9 +128,37 @@ def use_color(ctx: click.Context, *, err: bool) -> bool:
     from infra_apply.color import wanted
 
     settings = ctx.find_object(Settings)
+    flag = ctx.meta.get(_VERB_COLOR, settings.color if settings else None)
     stream = sys.stderr if err else sys.stdout
     isatty = getattr(stream, "isatty", None)
-    return wanted(settings.color if settings else None, os.environ, bool(isatty and isatty()))
+    return wanted(flag, os.environ, bool(isatty and isatty()))
+
+
+# ctx.meta is one dict shared by the group's and the verb's contexts, so the verb's choice also
+# reaches the group's error handler (the guard's refusal is coloured there).
+_VERB_COLOR = "infra_apply.color"
+_COLOR_HELP = (
+    "Colour the plan summary and the guard's refusal (default: on a terminal, unless "
+    "NO_COLOR is set; FORCE_COLOR forces it, e.g. for CI logs that show ANSI). Never in "
+    "--format json or markdown."
+)
+
+
+def _verb_color(ctx: click.Context, _: click.Parameter, value: bool | None) -> None:
+    if value is not None:  # given after the verb: it wins over the one before it
+        ctx.meta[_VERB_COLOR] = value
+
+
+def color_option(fn: F) -> F:
+    """``--color/--no-color`` after the verb too (``infra-apply plan --no-color``), as CI scripts
+    write it."""
+    return click.option(
+        "--color/--no-color",
+        default=None,
+        expose_value=False,
+        callback=_verb_color,
+        help=_COLOR_HELP + " Also accepted before the command.",
+    )(fn)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,9 +182,7 @@ def use_color(ctx: click.Context, *, err: bool) -> bool:
     "--color/--no-color",
     "color",
     default=None,
-    help="Colour the plan summary and the guard's refusal (default: on a terminal, unless "
-    "NO_COLOR is set; FORCE_COLOR forces it, e.g. for CI logs that show ANSI). Never in "
-    "--format json or markdown.",
+    help=_COLOR_HELP,
 )
 @click.version_option(package_name="infra-apply")
 @click.pass_context
@@ -226,6 +282,7 @@ def _emit(ctx: click.Context, output: Output) -> NoReturn:
     "offered in its region (with --sandbox: against the sandbox account).",
 )
 @click.option("--sandbox", is_flag=True, help="With --live: check against the sandbox account.")
+@color_option
 @mesh_option
 @format_option("text", "json")
 @click.pass_context
@@ -246,6 +303,7 @@ def validate(
 
 
 @cli.command()
+@color_option
 @mesh_option
 @click.pass_context
 def schema(ctx: click.Context, mesh_hosts: Path | None) -> None:
@@ -281,6 +339,7 @@ def out_option(fn: F) -> F:
     help="Write nothing; list stale or missing files and exit 1 if OUT is out of date.",
 )
 @format_option("text", "json")
+@color_option
 @mesh_option
 @click.pass_context
 def render(ctx: click.Context, out: Path, check: bool, fmt: str, mesh_hosts: Path | None) -> None:
@@ -378,6 +437,7 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
     "and plan nothing; with --changed, for a CI matrix.",
 )
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def plan(
@@ -431,6 +491,7 @@ def plan(
 @sandbox_option
 @gpu_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def apply(
@@ -514,6 +575,7 @@ def gpu() -> None:
 )
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def gpu_up(
@@ -531,6 +593,7 @@ def gpu_up(
 @click.argument("name", shell_complete=_complete("gpu_droplets"))
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def gpu_down(ctx: click.Context, name: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
@@ -545,6 +608,7 @@ def gpu_down(ctx: click.Context, name: str, sandbox: bool, out: Path, mesh_hosts
 @format_option("text", "json")
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def gpu_status(ctx: click.Context, fmt: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
@@ -558,6 +622,7 @@ def gpu_status(ctx: click.Context, fmt: str, sandbox: bool, out: Path, mesh_host
 @gpu.command("reap")
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def gpu_reap(ctx: click.Context, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
@@ -576,6 +641,7 @@ def gpu_reap(ctx: click.Context, sandbox: bool, out: Path, mesh_hosts: Path | No
 @format_option("text", "json")
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def register(
@@ -605,6 +671,7 @@ def register(
 @format_option("text", "json")
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def rename(
@@ -645,6 +712,7 @@ def rename(
 @format_option("text", "json")
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def adopt(
@@ -702,6 +770,7 @@ def adopt(
 @click.option("--reveal", is_flag=True, help="With --stdout: print it even onto a terminal.")
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def db_credentials(
@@ -737,6 +806,7 @@ def db_credentials(
 @format_option("text", "json", "markdown")
 @sandbox_option
 @out_option
+@color_option
 @mesh_option
 @click.pass_context
 def drift(
@@ -751,9 +821,10 @@ def drift(
 
     Reports changes made behind Terraform's back (a console resize, edited tags, a deleted
     droplet), name drift, mesh-hosts.json entries that disagree with state (a missing host, a
-    stale public IP) and droplets tagged managed-by:infra-apply that no state knows. Markdown is
-    the body of the one issue a scheduled workflow keeps (examples/ci/). Exit 0 when there is no
-    drift, 2 when there is, 1 on error.
+    stale public IP) and droplets tagged managed-by:infra-apply that no state knows. A producer
+    never applied here is "not applied yet", not drift. Every remedy printed is a command that
+    works where the drift was found. Markdown is the body of the one issue a scheduled workflow
+    keeps (examples/ci/). Exit 0 when there is no drift, 2 when there is, 1 on error.
     """
     from infra_apply.commands import drift as verb
 
@@ -803,6 +874,7 @@ def drift(
     help="Where the full plan is (the CI run); linked from the note when a plan is cut.",
 )
 @format_option("text", "json")
+@color_option
 @mesh_option
 @click.pass_context
 def comment(
@@ -846,6 +918,7 @@ def comment(
 
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@color_option
 @mesh_option
 @click.pass_context
 def completion(ctx: click.Context, shell: str, mesh_hosts: Path | None) -> None:

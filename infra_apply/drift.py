@@ -11,11 +11,18 @@ fixtures alone:
   computed as a dry run (missing host, stale public IP, an entry for a droplet state no longer
   has).
 * ``orphans``: droplets tagged ``managed-by:infra-apply`` that no producer's state knows.
+
+A producer never applied here (no state) has nothing to drift from: it is reported as "not
+applied yet", never as drift. Its mesh-hosts.json entries are not judged either (the registry
+may well hold hosts registered from another state or by hand): the scheduled drift workflow
+opens an issue on drift, and a producer nobody has applied yet must not page anyone. Its first
+``apply`` registers its hosts, which puts such entries right. A droplet tagged for it in the
+account is still an orphan (a lost state shows up that way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from infra_apply.mesh import HostChange
@@ -46,6 +53,8 @@ class ProducerDrift:
     names: tuple[NameDrift, ...] = ()
     mesh: tuple[HostChange, ...] = ()
     mesh_checked: bool = True  # False when no registry was given: nothing to compare with
+    applied: bool = True  # False: no state here yet, so nothing was compared (not drift)
+    declared: frozenset[str] = frozenset()  # its manifest droplet names: which remedy fits
 
     @property
     def drifted(self) -> bool:
@@ -73,19 +82,31 @@ def name_drift(producer: str, plan: JsonObject, names: Mapping[str, str]) -> tup
     return parse_plan(producer, {**plan, "resource_changes": []}, names).drift
 
 
+def applied(plan: JsonObject) -> bool:
+    """Whether the producer has applied state: a managed resource in the refreshed prior state
+    (data sources are read even with no state), or one the refresh found deleted outside
+    Terraform (it leaves the refreshed state but shows in ``resource_drift``)."""
+    return any(True for _ in _managed(plan)) or bool(_list(plan.get("resource_drift")))
+
+
 def state_droplet_ids(plan: JsonObject) -> set[str]:
     """Ids of every managed droplet in the plan's (refreshed) prior state."""
     ids = set()
+    for res in _managed(plan):
+        if res.get("type") == "digitalocean_droplet":
+            found = _dict(res.get("values")).get("id")
+            if isinstance(found, str | int) and str(found):
+                ids.add(str(found))
+    return ids
+
+
+def _managed(plan: JsonObject) -> Iterator[JsonObject]:
+    """The managed resources of the plan's prior state, child modules included."""
     stack = [_dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))]
     while stack:
         module = stack.pop()
-        for res in map(_dict, _list(module.get("resources"))):
-            if res.get("mode") == "managed" and res.get("type") == "digitalocean_droplet":
-                found = _dict(res.get("values")).get("id")
-                if isinstance(found, str | int) and str(found):
-                    ids.add(str(found))
+        yield from (r for r in map(_dict, _list(module.get("resources"))) if r.get("mode") == "managed")
         stack.extend(map(_dict, _list(module.get("child_modules"))))
-    return ids
 
 
 def orphans(

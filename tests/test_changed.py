@@ -211,6 +211,6 @@ def test_unknown_base_is_one_clear_error(repo: Repo) -> None:
 
 def test_changed_and_producer_do_not_mix_and_list_alone_lists_all(repo: Repo) -> None:
     code, _, err = repo.cli("plan", "--changed", "--producer", "ct")
-    assert code == 2 and "drop --producer" in err
+    assert code == 1 and "drop --producer" in err  # a usage error: never 2, which means "changes"
     code, out, err = repo.cli("plan", "--list", "--out", str(repo.base / "generated"))
     assert (code, out) == (0, "ct\nmc\nquinn\n"), err  # without --changed: every producer

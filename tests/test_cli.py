@@ -359,3 +359,83 @@ def test_a_root_holding_producer_folders_gets_no_root_hint(tmp_path: Path) -> No
     write_tree(tmp_path, {**base_tree(), "stray/.infra.yaml": project("stray")})
     code, _, err = invoke("--root", str(tmp_path), "validate")
     assert code == 1 and "hint" not in err
+
+
+# --- usage errors and --color/--no-color after the verb ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("plan", "--no-such-option"), "No such option '--no-such-option'"),
+        (("--no-such-option", "plan"), "No such option '--no-such-option'"),
+        (("drift", "--format", "yaml"), "Invalid value for '--format'"),
+        (("rename", "--producer", "quinn"), "Missing argument 'NAME'"),
+        (("gpu", "up"), "Missing argument 'NAME'"),
+        (("apply",), "Missing option '--producer'"),
+        (("no-such-verb",), "No such command 'no-such-verb'"),
+        (("plan", "--changed", "--producer", "ct"), "--changed selects the producers itself"),
+    ],
+)
+def test_a_usage_error_exits_1_never_2_which_means_changes_or_drift(
+    args: tuple[str, ...], message: str
+) -> None:
+    """For plan 2 means "changes" and for drift "drift": a typo in CI must not read as a result."""
+    code, out, err = invoke(*args)
+    assert code == ExitCode.ERROR and out == ""
+    assert f"Error: {message}" in err and "Traceback" not in err
+
+
+def test_help_and_version_still_exit_0() -> None:
+    for args in (("--help",), ("plan", "--help"), ("gpu", "--help"), ("gpu", "up", "-h"), ("--version",)):
+        assert invoke(*args)[0] == ExitCode.OK, args
+
+
+VERBS_WITH_OUTPUT = [
+    ("validate",), ("render",), ("plan",), ("apply",), ("register",), ("rename",), ("adopt",),
+    ("db-credentials",), ("drift",), ("gpu", "up"), ("gpu", "down"), ("gpu", "status"),
+    ("gpu", "reap"), ("comment",), ("schema",), ("completion",),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("verb", VERBS_WITH_OUTPUT, ids=" ".join)
+def test_every_verb_takes_color_and_no_color_after_it(verb: tuple[str, ...]) -> None:
+    code, out, _ = invoke(*verb, "--help")
+    assert code == 0 and "--color / --no-color" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "coloured"),
+    [
+        (("plan", "--color"), True),
+        (("plan", "--no-color"), False),
+        (("--no-color", "plan", "--color"), True),  # the verb's choice wins over the group's
+        (("--color", "plan", "--no-color"), False),
+    ],
+)
+def test_color_after_the_verb_colours_the_plan(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: tuple[str, ...], coloured: bool
+) -> None:
+    _canned_plan(monkeypatch, tmp_path)
+    result = CliRunner(env={**NO_COLOR_ENV, "FORCE_COLOR": "1"}).invoke(cli_module.cli, list(args))
+    # (before the fix, `plan --no-color` exited 2 with a usage error: the code of "changes")
+    assert result.exit_code == ExitCode.CHANGES, result.output
+    assert "  - destroy com.uvlava.quinn.mcp" in result.stdout.replace("\x1b[31m", "").replace("\x1b[0m", "")
+    assert ("\x1b[31m  - destroy\x1b[0m" in result.stdout) is coloured
+    assert (ESC in result.stdout) is coloured
+
+
+def test_no_color_after_apply_reaches_the_guards_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal is printed by the group's error handler: the verb's --no-color reaches it."""
+    from infra_apply.errors import GuardRefused
+
+    def refused(*_: object, **__: object) -> None:
+        raise GuardRefused("destroy a: gone — rerun with --allow-destroy a")
+
+    monkeypatch.setattr("infra_apply.commands.apply.run", refused)
+    args = ["--color", "apply", "--producer", "quinn", "--auto-approve"]
+    plain = CliRunner(env=NO_COLOR_ENV).invoke(cli_module.cli, [*args, "--no-color"])
+    red = CliRunner(env=NO_COLOR_ENV).invoke(cli_module.cli, args)
+    assert plain.exit_code == red.exit_code == ExitCode.REFUSED
+    assert plain.stderr == "infra-apply: error: destroy a: gone — rerun with --allow-destroy a\n"
+    assert ESC in red.stderr

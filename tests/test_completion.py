@@ -115,4 +115,4 @@ def test_scripts_are_for_the_right_shell(tmp_path: Path, shell: str, sign: str) 
 
 def test_unknown_shell_is_a_usage_error(tmp_path: Path) -> None:
     r = run_cli("completion", "tcsh", env=cli_env(tmp_path))
-    assert r.returncode == 2 and "tcsh" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "tcsh" in r.stderr and "Traceback" not in r.stderr

@@ -14,6 +14,7 @@ from infra_apply.drift import (
     DriftReport,
     Orphan,
     ProducerDrift,
+    applied,
     is_noise,
     name_drift,
     orphans,
@@ -22,6 +23,7 @@ from infra_apply.drift import (
     state_droplet_ids,
 )
 from infra_apply.mesh import HostChange
+from infra_apply.plan_model import NameDrift
 from infra_apply.report.drift import MARKDOWN_LIMIT, MARKER, format_json, format_markdown, format_text
 
 MANAGED = "managed-by:infra-apply"
@@ -230,3 +232,91 @@ def test_live_listing_asks_for_the_tag_once_per_account_page_by_page(httpserver:
         ("Bearer tok-b", MANAGED, "1"),
         ("Bearer tok-b", MANAGED, "2"),
     ]
+
+
+def test_every_remedy_is_a_command_for_where_the_drift_was_found() -> None:
+    """A sandbox report's commands carry --sandbox (without it they would act on the real
+    account and mesh-hosts.json); a host for a droplet not in state is put right by an apply when
+    a manifest declares the droplet (register never removes a host), by hand when none does."""
+    quinn = ProducerDrift(
+        "quinn",
+        names=(NameDrift("digitalocean_droplet.dns", "com.uvlava.dns", "dns-by-hand"),),
+        mesh=(
+            HostChange("added", "dns", "10.9.0.4", "com.uvlava.dns"),
+            HostChange("removed", "forge", "10.9.0.6", "com.uvlava.quinn.artifacts"),
+            HostChange("removed", "old", "10.9.0.7", "com.uvlava.quinn.old"),
+        ),
+        declared=frozenset({"com.uvlava.dns", "com.uvlava.quinn.artifacts"}),
+    )
+    strays = (
+        Orphan("7", "com.uvlava.quinn.artifacts", (MANAGED, "producer:quinn")),
+        Orphan("8", "stray", (MANAGED, "producer:quinn")),
+    )
+    text = format_text(DriftReport((quinn,), strays, sandbox=True))
+    assert text.splitlines() == [
+        "Producer quinn:",
+        '  ! name drift: digitalocean_droplet.dns is live as "dns-by-hand" but the manifest says '
+        '"com.uvlava.dns" — run infra-apply rename --producer quinn com.uvlava.dns --sandbox',
+        "  ! host dns (droplet com.uvlava.dns) is missing from mesh-hosts.json "
+        "— run infra-apply register --producer quinn --sandbox",
+        "  ! host forge (droplet com.uvlava.quinn.artifacts) is in mesh-hosts.json but the droplet is "
+        "not in state — run infra-apply apply --producer quinn --sandbox",
+        "  ! host old (droplet com.uvlava.quinn.old) is in mesh-hosts.json but the droplet is not in "
+        "state — no manifest declares it: remove the host from mesh-hosts.json (net-tools owns it)",
+        "Drift found.",
+        "",
+        "Droplets no state knows:",
+        "  ! droplet com.uvlava.quinn.artifacts (id 7) is tagged managed-by:infra-apply but no state "
+        "knows it (tags: managed-by:infra-apply, producer:quinn): a manifest of quinn declares it: run "
+        "infra-apply adopt --producer quinn --sandbox (the next apply takes it over), or destroy it",
+        "  ! droplet stray (id 8) is tagged managed-by:infra-apply but no state knows it (tags: "
+        "managed-by:infra-apply, producer:quinn): no manifest checked declares it: destroy it, or "
+        "declare it and adopt it into a producer",
+    ]
+    live = format_text(DriftReport((quinn,), strays))
+    assert "--sandbox" not in live and "run infra-apply register --producer quinn\n" in live
+    md = format_markdown(DriftReport((quinn,), strays, sandbox=True))
+    assert "— run `infra-apply register --producer quinn --sandbox`" in md
+    assert "run `infra-apply rename --producer quinn com.uvlava.dns --sandbox`" in md
+
+
+def test_a_producer_not_applied_yet_is_no_drift_and_says_how_to_apply_it() -> None:
+    waiting = ProducerDrift("quinn", mesh_checked=False, applied=False)
+    report = DriftReport((waiting, ProducerDrift("ct")))
+    assert not report.drifted
+    assert format_text(report) == (
+        "Producer quinn:\n  not applied yet: run infra-apply apply --producer quinn\nNothing to compare.\n\n"
+        "Producer ct:\nNo drift.\n"
+    )
+    md = format_markdown(report)
+    assert "| quinn | not applied yet | - | - |" in md and "| ct | 0 | 0 | 0 |" in md
+    assert "- quinn: not applied yet: run `infra-apply apply --producer quinn`\n" in md
+    doc = json.loads(format_json(report))
+    assert (doc["drift"], doc["producers"]["quinn"]["applied"], doc["producers"]["ct"]["applied"]) == (
+        False,
+        False,
+        True,
+    )
+
+
+def test_a_producer_without_state_whose_droplets_exist_is_told_to_adopt_never_to_apply() -> None:
+    """A lost or moved state: an apply would create every droplet a second time."""
+    declared = frozenset({"com.uvlava.dns"})
+    waiting = ProducerDrift("quinn", mesh_checked=False, applied=False, declared=declared)
+    for stray in (Orphan("5", "com.uvlava.dns", (MANAGED,)), Orphan("6", "x", (MANAGED, "producer:quinn"))):
+        text = format_text(DriftReport((waiting,), (stray,)))
+        assert text.splitlines()[1:3] == [
+            "  no state here, yet droplets of it exist (below): do not apply, it would create them "
+            "again; take them over first with infra-apply adopt --producer quinn --from-state FILE "
+            "(FILE: the old state) or infra-apply adopt --producer quinn (droplets only)",
+            "Nothing to compare.",
+        ]
+        assert "infra-apply apply" not in text
+
+
+def test_applied_means_managed_state_or_something_deleted_outside_terraform() -> None:
+    data_source = {"address": "data.x.y", "mode": "data", "type": "x", "name": "y", "values": {}}
+    assert not applied(refresh_plan(prior=[data_source]))
+    assert applied(refresh_plan(prior=[droplet_state("digitalocean_droplet.dns", "1003", "com.uvlava.dns")]))
+    gone = drift_entry("digitalocean_droplet.dns", ["delete"], {"name": "com.uvlava.dns"}, None)
+    assert applied(refresh_plan(gone))  # every resource deleted by hand: still applied, and drift

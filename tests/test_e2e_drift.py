@@ -4,6 +4,8 @@ with the world changed behind Terraform's back through the sandbox cloud."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,23 @@ def ops(example: Path) -> Iterator[Ops]:
 
 def drift(ops: Ops, *args: str) -> tuple[int, str, str]:
     return ops.sandbox("drift", "--producer", "quinn", *args)
+
+
+REMEDY = re.compile(r"infra-apply [a-z-]+ [^—;()]*?--sandbox")
+
+
+def remedies(text: str) -> list[str]:
+    """Every command the report tells the operator to run."""
+    return REMEDY.findall(text)
+
+
+def run_remedy(ops: Ops, command: str, **placeholders: str) -> tuple[int, str, str]:
+    """Run a printed remedy as it is (the test's --out and registry added, FILE-like words
+    filled in; an apply confirmed, as there is no terminal here)."""
+    words = [placeholders.get(w, w) for w in shlex.split(command)]
+    assert words[0] == "infra-apply" and words[-1] == "--sandbox", command
+    extra = ["--auto-approve"] if words[1] == "apply" else []
+    return ops.run(*words[1:], *extra, "--out", str(ops.out), "--mesh-hosts", str(ops.mesh))
 
 
 def state_file(ops: Ops) -> Path:
@@ -63,7 +82,10 @@ def test_drift_reports_changes_outside_terraform_until_applied(ops: Ops) -> None
     assert f"  ! changed outside Terraform: {DNS} (digitalocean_droplet.dns): tags" in lines
     resize = [line for line in lines if line.startswith(f"  ! resized outside Terraform: {MCP} ")]
     assert resize and f'size "{live[MCP]["size"]}" → "{new_size}"' in resize[0]
-    assert any(f"host dns (droplet {DNS}) is missing from mesh-hosts.json" in line for line in lines)
+    assert (
+        f"  ! host dns (droplet {DNS}) is missing from mesh-hosts.json "
+        "— run infra-apply register --producer quinn --sandbox"
+    ) in lines
     assert any(
         f"host mcp (droplet {MCP}) disagrees with state" in line and "public_ip" in line for line in lines
     )
@@ -97,12 +119,50 @@ def test_drift_reports_changes_outside_terraform_until_applied(ops: Ops) -> None
     # destroys the stray droplet by hand (no state owns it, so no apply would).
     code, _, err = ops.apply("quinn", "--allow-resize", MCP)
     assert code == 0, err
-    assert ops.sandbox("register", "--producer", "quinn")[0] == 0
+    assert run_remedy(ops, "infra-apply register --producer quinn --sandbox")[0] == 0  # as printed
     assert cloud.delete_droplet(ops.cloud, stray["id"])
     code, out, err = drift(ops)
     assert (code, out) == (0, "Producer quinn:\nNo drift.\n"), err
     code, out, _ = drift(ops, "--format", "json")
     assert code == 0 and json.loads(out)["drift"] is False
+
+
+def test_a_producer_never_applied_is_not_drift_and_each_remedy_printed_works(ops: Ops) -> None:
+    """Issue 13: a fresh state dir and a registry that already holds quinn's host forge. Not
+    drift (the scheduled workflow must not open an issue); the remedy printed is run as printed,
+    and so is the one for a state lost after that."""
+    code, out, err = ops.sandbox("drift")
+    assert code == 0, err
+    assert re.search(r"^3 producers checked in \d+\.\ds$", err, re.M), err
+    for phase in ("refresh-only plan", "show"):
+        assert re.search(rf"^quinn: {phase} done in \d+\.\ds \(.+\)$", err, re.M), err
+    code, out, err = drift(ops)
+    assert (code, out) == (
+        0,
+        "Producer quinn:\n  not applied yet: run infra-apply apply --producer quinn --sandbox\n"
+        "Nothing to compare.\n",
+    ), err
+    assert json.loads(drift(ops, "--format", "json")[1])["producers"]["quinn"]["applied"] is False
+    [command] = remedies(out)
+    code, _, err = run_remedy(ops, command)
+    assert code == 0, err
+    live = ops.droplets()
+    assert ops.hosts()["forge"]["public_ip"] == live[ARTIFACTS]["ipv4_address"]  # apply registered it
+    assert drift(ops)[:2] == (0, "Producer quinn:\nNo drift.\n")
+
+    # The state is lost (or moved): the droplets are still there, so an apply would create them
+    # a second time. The report says adopt instead; its --from-state remedy takes them over.
+    old_state = ops.base / "old.tfstate"
+    state_file(ops).rename(old_state)
+    code, out, err = drift(ops)
+    assert code == 2, err
+    assert "do not apply, it would create them again" in out and "infra-apply apply" not in out
+    from_state = next(c for c in remedies(out) if "--from-state" in c)
+    assert run_remedy(ops, from_state, FILE=str(old_state))[0] == 0
+    code, _, err = ops.apply("quinn")
+    assert code == 0, err
+    assert {n: d["id"] for n, d in ops.droplets().items()} == {n: d["id"] for n, d in live.items()}
+    assert drift(ops)[:2] == (0, "Producer quinn:\nNo drift.\n")
 
 
 def test_unknown_producer_is_one_line_and_exit_1(ops: Ops) -> None:

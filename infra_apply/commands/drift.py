@@ -15,6 +15,7 @@ from infra_apply.drift import (
     DriftReport,
     Orphan,
     ProducerDrift,
+    applied,
     name_drift,
     orphans,
     outside_changes,
@@ -25,6 +26,7 @@ from infra_apply.errors import ExitCode
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import JsonObject
 from infra_apply.render import MANAGED_TAG
+from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -50,7 +52,7 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
     project = load_project(ctx)
     names = pick(project, producers)
     preflight(ctx, project, names)
-    refreshed = refresh_all(prepare(ctx, project, names), ctx.say)
+    refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
     found = tuple(producer_drift(ctx, r) for r in refreshed)
     known = set().union(*(state_droplet_ids(r.plan) for r in refreshed))
     tagged = list_tagged(ctx, [r.prep for r in refreshed])
@@ -68,30 +70,51 @@ def output(report: DriftReport, fmt: str) -> Output:
 # --- refresh-only plans -----------------------------------------------------------------------
 
 
-def refresh_all(preps: Sequence[Prepared], say: Say) -> list[Refreshed]:
+def refresh_all(preps: Sequence[Prepared], say: Say, clock: Clock = MONOTONIC) -> list[Refreshed]:
     """One producer after another: drift is a scheduled job, not a hurry, and a sandbox run
-    shares one provider process across them like ``plan`` does."""
+    shares one provider process across them like ``plan`` does. More than one producer: the
+    run's total time is said at the end, as ``plan`` does."""
+    started = clock()
     with contextlib.ExitStack() as stack:
         provider_env: Callable[[], Mapping[str, str]] | None = None
         if preps and preps[0].shared_provider is not None:
             from infra_apply.sandbox.reattach import shared_provider
 
             provider_env = stack.enter_context(shared_provider(*preps[0].shared_provider)).env
-        return [refresh_one(p, say, provider_env) for p in preps]
+        refreshed = [refresh_one(p, say, provider_env, clock) for p in preps]
+    if len(preps) > 1:
+        say(total_line(len(preps), "checked", clock() - started))
+    return refreshed
 
 
 def refresh_one(
-    prep: Prepared, say: Say, provider_env: Callable[[], Mapping[str, str]] | None = None
+    prep: Prepared,
+    say: Say,
+    provider_env: Callable[[], Mapping[str, str]] | None = None,
+    clock: Clock = MONOTONIC,
 ) -> Refreshed:
+    """init, refresh-only plan (saved), show; the plan and the show each say how long they
+    took when they end (init says it itself)."""
+    name = prep.producer.name
     prep.copy.init()
-    say(f"{prep.producer.name}: terraform plan -refresh-only")
+    say(f"{name}: terraform plan -refresh-only")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
-    copy.plan(refresh_only=True)
-    return Refreshed(prep, copy.show())
+    started = clock()
+    changed = copy.plan(refresh_only=True)
+    say(done_line(name, "refresh-only plan", clock() - started, "changes" if changed else "no changes"))
+    started = clock()
+    plan = copy.show()
+    outside = len(outside_changes(name, plan, prep.rendered.names))
+    say(done_line(name, "show", clock() - started, f"{outside} changed outside Terraform"))
+    return Refreshed(prep, plan)
 
 
 def producer_drift(ctx: Context, r: Refreshed) -> ProducerDrift:
     name, names = r.prep.producer.name, r.prep.rendered.names
+    declared = frozenset(d.name for d in r.prep.producer.droplets)
+    if not applied(r.plan):
+        # Nothing to compare with: not drift, and the registry is not judged (drift.py says why).
+        return ProducerDrift(producer=name, mesh_checked=False, applied=False, declared=declared)
     mesh = registry_drift(ctx, r.prep)
     return ProducerDrift(
         producer=name,
@@ -99,6 +122,7 @@ def producer_drift(ctx: Context, r: Refreshed) -> ProducerDrift:
         names=name_drift(name, r.plan, names),
         mesh=mesh or (),
         mesh_checked=mesh is not None,
+        declared=declared,
     )
 
 

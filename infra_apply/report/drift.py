@@ -31,31 +31,69 @@ Escape = Callable[[str], str]
 # --- sentences every format shares -------------------------------------------------------------
 
 
-def mesh_sentence(producer: str, host: HostChange, esc: Escape) -> str:
+def remedy(verb: str, producer: str, sandbox: bool, *args: str) -> str:
+    """A command to run as printed. A sandbox report's remedies carry ``--sandbox``: without it
+    they would act on the real account and the real mesh-hosts.json."""
+    words = ["infra-apply", verb, "--producer", shell(producer), *map(shell, args)]
+    return " ".join([*words, "--sandbox"] if sandbox else words)
+
+
+def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport) -> str:
+    """Not drift: nothing here to compare with. The apply also registers the producer's hosts,
+    which puts right any mesh-hosts.json entry it already has. But droplets of it in the account
+    mean a lost or moved state: an apply would create them a second time, so adopt comes first
+    (``--from-state`` with the old state also takes over firewalls, databases and users)."""
+    if not any(o.producer == p.producer or o.name in p.declared for o in report.orphans):
+        return f"not applied yet: run {command(remedy('apply', p.producer, report.sandbox))}"
+    from_state = remedy("adopt", p.producer, report.sandbox, "--from-state", "FILE")
+    return (
+        "no state here, yet droplets of it exist (below): do not apply, it would create them again; "
+        f"take them over first with {command(from_state)} (FILE: the old state) or "
+        f"{command(remedy('adopt', p.producer, report.sandbox))} (droplets only)"
+    )
+
+
+def mesh_sentence(p: ProducerDrift, host: HostChange, esc: Escape, command: Escape, sandbox: bool) -> str:
     who = f"host {esc(host.host)} (droplet {esc(host.droplet)})"
+    fix = f"run {command(remedy('register', p.producer, sandbox))}"
     if host.kind == "added":
         what = f"{who} is missing from mesh-hosts.json"
     elif host.kind == "removed":
         what = f"{who} is in mesh-hosts.json but the droplet is not in state"
+        # register never removes a host: an apply creates a droplet the manifests declare (and
+        # registers it); one no manifest declares any more is net-tools' entry to delete.
+        if host.droplet in p.declared:
+            fix = f"run {command(remedy('apply', p.producer, sandbox))}"
+        else:
+            fix = "no manifest declares it: remove the host from mesh-hosts.json (net-tools owns it)"
     else:
         what = f"{who} disagrees with state in mesh-hosts.json: {esc(', '.join(host.fields))}"
-    return f"{what} — run infra-apply register --producer {esc(shell(producer))}"
+    return f"{what} — {fix}"
 
 
-def orphan_sentence(orphan: Orphan, esc: Escape) -> str:
+def orphan_sentence(orphan: Orphan, esc: Escape, command: Escape, report: DriftReport) -> str:
+    owner = next((p.producer for p in report.producers if orphan.name in p.declared), None)
+    if owner is None:
+        fix = "no manifest checked declares it: destroy it, or declare it and adopt it into a producer"
+    else:
+        fix = (
+            f"a manifest of {esc(owner)} declares it: run {command(remedy('adopt', owner, report.sandbox))} "
+            "(the next apply takes it over), or destroy it"
+        )
     return (
         f"droplet {esc(orphan.name)} (id {esc(orphan.id)}) is tagged managed-by:infra-apply but no "
-        f"state knows it (tags: {esc(', '.join(orphan.tags))}): adopt it into a producer or destroy it"
+        f"state knows it (tags: {esc(', '.join(orphan.tags))}): {fix}"
     )
 
 
-def _producer_lines(p: ProducerDrift, esc: Escape, command: Escape) -> Iterator[str]:
+def _producer_lines(p: ProducerDrift, esc: Escape, command: Escape, sandbox: bool) -> Iterator[str]:
     for change in display_order(p.outside):
         yield outside_sentence(change, esc)
+    in_sandbox = (lambda text: command(f"{text} --sandbox")) if sandbox else command
     for name in p.names:
-        yield drift_sentence(p.producer, name, esc, command)
+        yield drift_sentence(p.producer, name, esc, in_sandbox)
     for host in p.mesh:
-        yield mesh_sentence(p.producer, host, esc)
+        yield mesh_sentence(p, host, esc, command, sandbox)
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -65,17 +103,16 @@ def format_text(report: DriftReport) -> str:
     blocks = []
     for p in report.producers:
         lines = [f"Producer {visible(p.producer)}:"]
-        lines += [f"  ! {line}" for line in _producer_lines(p, visible, visible)]
-        if not p.mesh_checked:
+        if not p.applied:
+            lines.append(f"  {not_applied_sentence(p, visible, report)}")
+        lines += [f"  ! {line}" for line in _producer_lines(p, visible, visible, report.sandbox)]
+        if not p.mesh_checked and p.applied:
             lines.append("  (mesh-hosts.json not checked: none given)")
-        lines.append("Drift found." if p.drifted else "No drift.")
+        lines.append("Drift found." if p.drifted else "No drift." if p.applied else "Nothing to compare.")
         blocks.append("\n".join(lines))
     if report.orphans:
-        blocks.append(
-            "\n".join(
-                ["Droplets no state knows:", *(f"  ! {orphan_sentence(o, visible)}" for o in report.orphans)]
-            )
-        )
+        found = [f"  ! {orphan_sentence(o, visible, visible, report)}" for o in report.orphans]
+        blocks.append("\n".join(["Droplets no state knows:", *found]))
     if not blocks:
         return "No producers checked.\n"
     return "\n\n".join(blocks) + "\n"
@@ -100,6 +137,7 @@ def format_json(report: DriftReport) -> str:
 def _json_producer(p: ProducerDrift) -> dict[str, object]:
     return {
         "drift": p.drifted,
+        "applied": p.applied,
         "outside": [_json_change(c) for c in display_order(p.outside)],
         "names": [
             {"address": d.address, "live_name": d.live_name, "manifest_name": d.manifest_name}
@@ -144,17 +182,23 @@ def format_markdown(report: DriftReport) -> str:
         out += ["No drift: the account, the state and mesh-hosts.json agree.", ""]
     out += ["| producer | outside Terraform | name drift | mesh-hosts.json |", "|---|---|---|---|"]
     for p in report.producers:
+        if not p.applied:
+            out.append(f"| {_md_text(p.producer)} | not applied yet | - | - |")
+            continue
         mesh = str(len(p.mesh)) if p.mesh_checked else "not checked"
         out.append(f"| {_md_text(p.producer)} | {len(p.outside)} | {len(p.names)} | {mesh} |")
     out.append("")
+    waiting = [p for p in report.producers if not p.applied]
+    out += [f"- {_md_text(p.producer)}: {not_applied_sentence(p, _md_code, report)}" for p in waiting]
+    out += [""] if waiting else []
     for p in report.producers:
         if p.drifted:
             out += [f"### {_md_text(p.producer)}", ""]
-            out += [f"- {line}" for line in _producer_lines(p, _md_text, _md_code)]
+            out += [f"- {line}" for line in _producer_lines(p, _md_text, _md_code, report.sandbox)]
             out.append("")
     if report.orphans:
         out += ["### Droplets no state knows", ""]
-        out += [f"- {orphan_sentence(o, _md_text)}" for o in report.orphans]
+        out += [f"- {orphan_sentence(o, _md_text, _md_code, report)}" for o in report.orphans]
         out.append("")
     return _fit("\n".join(out) + "\n")
 
