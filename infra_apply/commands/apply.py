@@ -67,6 +67,7 @@ class ApplyOptions:
     gpus_up: tuple[GpuUp, ...] = ()  # shown with the plan
     prices: Prices | None = None  # the plan's cost is shown at these prices (None: not shown)
     lease_ends: Mapping[str, datetime | None] = field(default_factory=dict)  # GPU -> lease end
+    up_since: Mapping[str, datetime] = field(default_factory=dict)  # GPU -> when it came up
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,12 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
         leases = read_leases(ctx, project, [name])
         options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name))
         preflight(ctx, project, [name], options.gpu)
-        options = replace(options, prices=run_prices(ctx, [name]), lease_ends=leases.lease_ends(name))
+        options = replace(
+            options,
+            prices=run_prices(ctx, [name]),
+            lease_ends=leases.lease_ends(name),
+            up_since=leases.up_since(name),
+        )
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
 
@@ -116,7 +122,7 @@ def apply_producer(
     verdict = guard(planned.plan, *allow)
     cost = None
     if options.prices is not None:
-        cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC))
+        cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC), options.up_since)
     report = ProducerReport(planned.plan, verdict, prep.producer, options.gpus_up, cost)
     terminal.show(format_text([report], terminal.color))
     for unused in unused_allowances(planned.plan, *allow):

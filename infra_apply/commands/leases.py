@@ -54,6 +54,12 @@ class Leases:
             for name in sorted(self.declared.get(producer, frozenset()))
         }
 
+    def up_since(self, producer: str) -> dict[str, datetime]:
+        """Every GPU droplet of ``producer`` that is up → when it came up: DigitalOcean bills
+        each hour started since then, so the cost of the rest of a lease counts from there."""
+        leases = self.by_producer.get(producer, {})
+        return {name: lease.up_since for name, lease in sorted(leases.items()) if lease.up_since is not None}
+
 
 def gpu_names(project: Project, producer: str) -> frozenset[str]:
     rendered = project.rendered.get(producer)
