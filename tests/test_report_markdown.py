@@ -241,8 +241,8 @@ def test_outside_terraform_is_its_own_section_apart_from_this_pull_request() -> 
     assert "this plan changes tags back; name stays as found (see name drift)" in section
     assert (
         'resized outside Terraform: com.uvlava.quinn.build (digitalocean\\_droplet.quinn\\_build): size '
-        '"s-2vcpu-4gb" → "s-4vcpu-8gb" — this plan resizes it back to s-2vcpu-4gb, but its disk already '
-        "grew to 160 GB and DigitalOcean never shrinks a disk, so that resize will fail"
+        '"s-2vcpu-4gb" → "s-4vcpu-8gb" — this plan resizes it back to s-2vcpu-4gb, but its disk is already '
+        "160 GB and DigitalOcean never shrinks a disk, so that resize will fail"
     ) in section
     assert "| quinn | 3 | 5 | 1 | 2 | 0 | 4 | 1 |" in md
     # the plan's changes that only set the drift right say so; the pull request's own do not

@@ -136,7 +136,7 @@ def _sets_back(reverted: tuple[str, ...], outside: Change, mine: Change | None) 
     if reverted == ("size",) and mine is not None and mine.resize is not None:
         back_to = mine.resize.after
         text = f"resizes it back to {back_to}" if back_to else "resizes it back"
-        return text + _stuck_disk(outside, mine)
+        return text + _stuck_disk(mine)
     return f"changes {', '.join(reverted)} back"
 
 
@@ -145,10 +145,7 @@ def _sets_anew(changed: tuple[str, ...], mine: Change | None) -> str:
     texts = []
     for attr in changed:
         if attr == "size" and mine is not None and mine.resize is not None and mine.resize.after:
-            text = f"resizes it to {mine.resize.after}, a size it never had"
-            if mine.resize.fails:
-                text += f" ({mine.resize.effect})"
-            texts.append(text)
+            texts.append(f"resizes it to {mine.resize.after}, a size it never had" + _stuck_disk(mine))
         else:
             diff = mine.diff(attr) if mine is not None else None
             texts.append(f"changes {diff.render() if diff else attr}, not back")
@@ -172,15 +169,15 @@ def _name_drift_note(plan: ProducerPlan, outside: Change, kept: tuple[str, ...])
     return " (see name drift)" if named else ""
 
 
-def _stuck_disk(outside: Change, mine: Change) -> str:
-    """A console resize that grew the disk cannot be undone: DigitalOcean never shrinks a disk."""
+def _stuck_disk(mine: Change) -> str:
+    """A resize to a smaller disk than the droplet has (a console resize grew it, say) fails:
+    DigitalOcean never shrinks a disk."""
     if mine.resize is None or not mine.resize.fails:
         return ""
-    grown = mine.resize.disk_before
-    keep = outside.resize.after if outside.resize is not None and outside.resize.after else mine.resize.before
     return (
-        f", but its disk already grew to {grown} GB and DigitalOcean never shrinks a disk, "
-        f"so that resize will fail: to keep it as it is, set size {keep} in the manifest"
+        f", but its disk is already {mine.resize.disk_before} GB and DigitalOcean never shrinks a "
+        f"disk, so that resize will fail: keep size {mine.resize.before} in the manifest, or "
+        "replace the droplet with a new one"
     )
 
 
