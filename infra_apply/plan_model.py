@@ -437,7 +437,7 @@ def parse_plan(
         for rc in _list(plan.get("resource_changes"))
         if (change := _parse_change(_dict(rc), names, configured)) is not None
     ]
-    changes = _firewalls_named_by_droplet(changes, plan, names)
+    changes = _bare_droplets(_firewalls_named_by_droplet(changes, plan, names), plan)
     changes.sort(key=lambda c: (_natural_key(c.address), c.action, c.reason))
     drift = sorted(_name_drift(plan, names), key=lambda d: _natural_key(d.address))
     settings = sorted(
@@ -539,6 +539,35 @@ def _firewalls_named_by_droplet(
                 change = replace(change, name=owners[0], name_source="manifest")
         fixed.append(change)
     return fixed
+
+
+def _bare_droplets(changes: Sequence[Change], plan: JsonObject) -> list[Change]:
+    """A firewall destroyed while its droplet stays (or is replaced) and no new firewall takes
+    that droplet's name: the droplet is left with no firewall, and DigitalOcean then lets every
+    port through. That is every port opened; a firewall going with its droplet closes nothing
+    anyone could reach, and is no call-out."""
+    root = _dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    droplets = {
+        str(_dict(res.get("values")).get("id")): str(res.get("address", ""))
+        for res in _module_resources(root)
+        if res.get("mode") == "managed" and res.get("type") == "digitalocean_droplet"
+    }
+    gone = {c.address for c in changes if c.type == "digitalocean_droplet" and c.action == "delete"}
+    guarded = {
+        c.name for c in changes if c.type == "digitalocean_firewall" and c.action in ("create", "replace")
+    }
+    everything = {"tcp": set(_ALL_PORTS), "udp": set(_ALL_PORTS), "icmp": set(_NO_PORTS)}
+    found = []
+    for change in changes:
+        dropped = change.type == "digitalocean_firewall" and change.action == "delete"
+        if dropped and change.name not in guarded:
+            values = _firewall_state(root, change.address)
+            ids = [str(i) for i in _list(values.get("droplet_ids"))]
+            if any(i in droplets and droplets[i] not in gone for i in ids):
+                opened = _ports_only_in(everything, _exposure(values.get("inbound_rule")))
+                change = replace(change, ports_opened=opened)
+        found.append(change)
+    return found
 
 
 def _firewall_state(root: JsonObject, address: str) -> JsonObject:
@@ -668,7 +697,7 @@ def _public_ports(
 ) -> tuple[tuple[PublicPort, ...], tuple[PublicPort, ...]]:
     """What a firewall change opens to, and closes from, the whole internet."""
     if rtype != "digitalocean_firewall" or action not in ("create", "update", "replace"):
-        return (), ()  # a deleted firewall goes with its droplet (one firewall per droplet)
+        return (), ()  # a deleted firewall: see _bare_droplets
     old, new = _exposure(before.get("inbound_rule")), _exposure(after.get("inbound_rule"))
     opened = _ports_only_in(new, old)
     if _contains_true(unknown.get("inbound_rule")):

@@ -780,3 +780,32 @@ def test_a_list_attribute_says_what_is_added_and_removed_however_long() -> None:
     assert diff.render() == f"tags +owner:alice, -{tags[0]}, {cut}"
     assert (diff.before, diff.after) == ("[4 items]", "[5 items]")
     assert diff.added == ("owner:alice", "team:" + "y" * 32 + "...") and diff.removed == (tags[0],)
+
+
+def test_a_firewall_destroyed_while_its_droplet_stays_opens_every_port() -> None:
+    """No firewall, no filter: DigitalOcean lets every port through to a droplet without one.
+    A firewall that goes with its droplet closes nothing anyone could reach: no call-out."""
+    ssh = {"protocol": "tcp", "port_range": "22", "source_addresses": ["0.0.0.0/0"]}
+    droplet = {"id": "7", "name": "box"}
+    fw = {"id": "fw1", "name": "fw-box", "droplet_ids": [7], "inbound_rule": [ssh]}
+    state = [
+        {
+            "address": "digitalocean_droplet.box",
+            "mode": "managed",
+            "type": "digitalocean_droplet",
+            "values": droplet,
+        },
+        {
+            "address": "digitalocean_firewall.box",
+            "mode": "managed",
+            "type": "digitalocean_firewall",
+            "values": fw,
+        },
+    ]
+    fw_gone = rc("digitalocean_firewall.box", ["delete"], before=fw)
+    stays = parse_plan("q", synthetic(fw_gone, prior=state), {}).changes[0]
+    assert [str(p) for p in stays.ports_opened] == ["1-21/tcp", "23-65535/tcp", "1-65535/udp", "icmp"]
+    both = parse_plan(
+        "q", synthetic(fw_gone, rc("digitalocean_droplet.box", ["delete"], before=droplet), prior=state), {}
+    )
+    assert all(c.ports_opened == () == c.ports_closed for c in both.changes)
