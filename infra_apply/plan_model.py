@@ -16,9 +16,12 @@ Decisions a caller relies on:
   infra-apply never renders) raise ``InfraApplyError``: the guard must not wave through what it
   cannot judge.
 * Two kinds of update matter beyond their attributes: a droplet whose ``size`` changes is a
-  ``Resize`` (the provider powers it off, resizes it and powers it on; the disk grows one way),
+  ``Resize`` (the provider powers it off, resizes it and powers it on; the disk grows one way,
+  and DigitalOcean refuses a size whose disk is below the droplet's current disk),
   and a firewall change lists the ``PublicPort`` s it opens or closes to the whole internet
   (an inbound rule with a ``/0`` source: ``0.0.0.0/0`` or ``::/0``).
+* A change "undoes" one made outside Terraform only by value: each attribute it sets gets the
+  value recorded before that outside change (a re-create: the deleted object as it was).
 * Secrets: resource names, addresses and attribute *names* are kept; an attribute *value*
   is kept (as an ``AttrDiff``) only when it is a short scalar (or short list of scalars) that
   Terraform did not mark sensitive (``before_sensitive``/``after_sensitive``) and whose name does

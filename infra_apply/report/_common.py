@@ -123,7 +123,7 @@ def answer_text(plan: ProducerPlan, outside: Change) -> str:
         return "this plan leaves it as found" + _name_drift_note(plan, outside, found.kept)
     parts = []
     if found.reverted:
-        parts.append(_sets_back(found.reverted, outside, mine))
+        parts.append(_sets_back(found.reverted, mine))
     if found.changed:
         parts.append(_sets_anew(found.changed, mine))
     text = "this plan " + "; and ".join(parts)
@@ -132,7 +132,7 @@ def answer_text(plan: ProducerPlan, outside: Change) -> str:
     return text
 
 
-def _sets_back(reverted: tuple[str, ...], outside: Change, mine: Change | None) -> str:
+def _sets_back(reverted: tuple[str, ...], mine: Change | None) -> str:
     if reverted == ("size",) and mine is not None and mine.resize is not None:
         back_to = mine.resize.after
         text = f"resizes it back to {back_to}" if back_to else "resizes it back"
@@ -158,7 +158,7 @@ def _recreated_as(mine: Change) -> str:
         return ""
     size = next((d for d in mine.outside_diffs if d.attr == "size"), None)
     others = [a for a in mine.differs if a != "size"]
-    text = f" as {size.after.strip(chr(34))}" if size is not None else ""
+    text = " as " + size.after.strip('"') if size is not None else ""  # a slug, JSON-quoted
     if others:
         text += f"{' with' if size is not None else ' with a'} different {', '.join(others)}"
     return text + ", not as it was"
