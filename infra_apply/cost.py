@@ -12,8 +12,10 @@ Pure functions over ``terraform show -json`` of a saved plan and a price list (`
   apply") is never counted as 0: it is listed in ``unpriced`` and left out of *both* totals,
   which then say they exclude it (the difference stays the difference of what is priced).
 * On-demand GPU droplets are not standing cost: they are shown by their hourly price with their
-  lease (hours left, each started hour billed, times the hourly price: "up to $N until the
-  lease ends") and kept out of the monthly totals.
+  lease ("up to $N until the lease ends": the hours billed by the lease end less those billed
+  so far, both counted from when the droplet came up, as DigitalOcean bills each started hour
+  of a droplet's life and ``gpu status`` counts what it cost so far) and kept out of the
+  monthly totals.
 
 Money is ``Decimal`` throughout (3 x $4 is $12.00, not 12.000000000000002); ``money`` and
 ``signed`` are the one way every format writes it.
@@ -24,7 +26,6 @@ Where prices come from: ``prices_from_api`` (``GET /v2/sizes`` of the account) o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -32,8 +33,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Protocol
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.gpu.lease import billed_hours
 from infra_apply.plan_model import strip_index
-from infra_apply.prices import AS_OF, HOURS_PER_MONTH, PRICES, ListPrice
+from infra_apply.prices import AS_OF, PRICES, ListPrice
 
 API_SOURCE = "DigitalOcean API /v2/sizes"
 TABLE_SOURCE = f"list prices as of {AS_OF} (shipped table)"
@@ -141,7 +143,7 @@ class GpuCost:
     size: str | None
     hourly: Decimal | None
     lease_until: datetime | None  # None: no lease holds it
-    hours_left: int | None  # hours that start before the lease ends (each is billed whole)
+    hours_left: int | None  # hours billed by the lease end beyond those billed already
 
     @property
     def up_to(self) -> Decimal | None:
@@ -211,11 +213,13 @@ def producer_cost(
     *,
     names: Mapping[str, str] | None = None,
     now: datetime,
+    up_since: Mapping[str, datetime] | None = None,
 ) -> ProducerCost:
     """The monthly cost of ``plan`` (``terraform show -json`` of a saved plan) before and after.
 
     ``gpus``: the producer's on-demand GPU droplets by name → their lease end (``None`` when no
-    lease holds one); ``names``: index-less address → manifest name (as rendering gives them).
+    lease holds one); ``names``: index-less address → manifest name (as rendering gives them);
+    ``up_since``: GPU name → when its droplet came up (absent: it comes up with this plan).
     """
     names = names or {}
     before = _droplets(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
@@ -228,7 +232,8 @@ def producer_cost(
         name = _name(address, names, new, old)
         if name in gpus:
             if new is not None:
-                on_demand.append(_gpu(address, name, new, prices, gpus[name], now))
+                since = (up_since or {}).get(name)
+                on_demand.append(_gpu(address, name, new, prices, (since, gpus[name]), now))
             continue
         standing.append(_droplet(address, name, old, new, prices))
     standing.sort(key=lambda d: (d.name, d.address))
@@ -254,13 +259,20 @@ def _droplet(
 
 
 def _gpu(
-    address: str, name: str, values: JsonObject, prices: Prices, until: datetime | None, now: datetime
+    address: str,
+    name: str,
+    values: JsonObject,
+    prices: Prices,
+    lease: tuple[datetime | None, datetime | None],
+    now: datetime,
 ) -> GpuCost:
+    """``lease``: when the droplet came up (None: not yet, it comes up now) and the lease end."""
     size = _size(values)
+    since, until = lease
     hours = None
     if until is not None:
-        seconds = (_utc(until) - _utc(now)).total_seconds()
-        hours = min(HOURS_PER_MONTH, max(0, math.ceil(seconds / 3600)))
+        start = _utc(since) if since is not None else _utc(now)
+        hours = max(0, billed_hours(_utc(until) - start) - billed_hours(_utc(now) - start))
     return GpuCost(
         address=address,
         name=name,

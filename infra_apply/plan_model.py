@@ -16,9 +16,12 @@ Decisions a caller relies on:
   infra-apply never renders) raise ``InfraApplyError``: the guard must not wave through what it
   cannot judge.
 * Two kinds of update matter beyond their attributes: a droplet whose ``size`` changes is a
-  ``Resize`` (the provider powers it off, resizes it and powers it on; the disk grows one way),
+  ``Resize`` (the provider powers it off, resizes it and powers it on; the disk grows one way,
+  and DigitalOcean refuses a size whose disk is below the droplet's current disk),
   and a firewall change lists the ``PublicPort`` s it opens or closes to the whole internet
   (an inbound rule with a ``/0`` source: ``0.0.0.0/0`` or ``::/0``).
+* A change "undoes" one made outside Terraform only by value: each attribute it sets gets the
+  value recorded before that outside change (a re-create: the deleted object as it was).
 * Secrets: resource names, addresses and attribute *names* are kept; an attribute *value*
   is kept (as an ``AttrDiff``) only when it is a short scalar (or short list of scalars) that
   Terraform did not mark sensitive (``before_sensitive``/``after_sensitive``) and whose name does
@@ -31,11 +34,13 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 from infra_apply.errors import InfraApplyError, TerraformError
+from infra_apply.prices import DISKS_GB
 
 Action = Literal["create", "update", "replace", "delete", "import", "read", "no-op"]
 CountedAction = Literal["create", "update", "replace", "delete", "import"]
@@ -84,6 +89,7 @@ _DELETE_REASONS: Mapping[str, str] = {
 _SECRET_NAME = re.compile(r"pass|secret|token|key|cert|uri|user_data|private", re.IGNORECASE)
 _INDEX_SUFFIX = re.compile(r'\[(?:\d+|"(?:[^"\\]|\\.)*")\]$')
 _MAX_VALUE_CHARS = 60
+_MAX_ELEMENT_CHARS = 40
 _UNKNOWN = "(known after apply)"
 _ALL_PORTS = range(1, 65536)
 _NO_PORTS = range(0, 1)  # ICMP and other port-less protocols: opening the protocol is the change
@@ -92,14 +98,47 @@ _PROTOCOL_ORDER: Mapping[str, int] = {"tcp": 0, "udp": 1, "icmp": 2}
 
 @dataclass(frozen=True)
 class AttrDiff:
-    """A displayable before → after of one top-level attribute (never a sensitive value)."""
+    """A displayable before → after of one top-level attribute (never a sensitive value).
+
+    A list or set of scalars is also told element by element (``elements``: what is added and
+    removed), so a long tag list still says what changes; ``before``/``after`` are then the
+    whole lists, or ``[N items]`` when too long to show."""
 
     attr: str
     before: str
     after: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    elements: bool = False
 
     def render(self) -> str:
+        if self.elements:
+            return f"{self.attr} {self.element_changes()}"
         return f"{self.attr} {self.before} → {self.after}"
+
+    def element_changes(self) -> str:
+        """``+owner:alice, -role:batch +role:jobs``: sorted, a removed and an added element
+        with the same ``key:`` prefix side by side (a tag's value changing)."""
+        signed: list[tuple[str, str]] = sorted(
+            [(e, "-") for e in self.removed] + [(e, "+") for e in self.added],
+            key=lambda pair: (pair[0].split(":", 1)[0], pair[1] == "+", pair[0]),
+        )
+        parts: list[str] = []
+        for i, (element, sign) in enumerate(signed):
+            previous = signed[i - 1] if i else None
+            pairs = (
+                previous is not None
+                and sign == "+"
+                and previous[1] == "-"
+                and ":" in element
+                and element.split(":", 1)[0] == previous[0].split(":", 1)[0]
+            )
+            text = f"{sign}{element}"
+            if pairs:
+                parts[-1] += f" {text}"
+            else:
+                parts.append(text)
+        return ", ".join(parts) or "reordered"
 
 
 @dataclass(frozen=True)
@@ -107,25 +146,49 @@ class Resize:
     """A droplet's size changing in place (``after`` is ``None`` while unknown).
 
     The real provider powers the droplet off, resizes it and powers it on: downtime. With
-    ``resize_disk`` (the provider's default) the disk grows to the new size, and DigitalOcean
-    can never shrink a disk back, so the droplet can never return to a smaller size.
+    ``resize_disk`` (the provider's default; ``disk_grows`` here) the disk grows to the new size,
+    and DigitalOcean never shrinks a disk: a resize to a size whose disk is smaller than the
+    droplet's current disk (``disk_before``, from state, else the size table) is refused (422).
     """
 
     before: str
     after: str | None
     disk_grows: bool = True
+    disk_before: int | None = None  # GB, the droplet's disk now
+    disk_after: int | None = None  # GB, the new size's disk (None: unknown size or slug)
 
     def render(self) -> str:
         after = _UNKNOWN if self.after is None else _quoted(self.after)
         return f"size {_quoted(self.before)} → {after}"
 
     @property
+    def fails(self) -> bool:
+        """DigitalOcean refuses it: the new size's disk is smaller than the disk it has."""
+        if self.disk_before is None or self.disk_after is None:
+            return False
+        return self.disk_after < self.disk_before
+
+    @property
+    def grows(self) -> bool:
+        """The disk grows, one way (unknown sizes are assumed to grow: the worse case)."""
+        if not self.disk_grows or self.fails:
+            return False
+        return self.disk_before is None or self.disk_after is None or self.disk_after > self.disk_before
+
+    @property
     def effect(self) -> str:
-        disk = (
-            "the disk grows and can never be shrunk back"
-            if self.disk_grows
-            else "the disk keeps its size (resize_disk = false)"
-        )
+        if self.fails:
+            return (
+                f"DigitalOcean refuses it (422): {self.after}'s {self.disk_after} GB disk is below the "
+                f"droplet's {self.disk_before} GB and a disk never shrinks; replace the droplet for that "
+                f"size, or keep {self.before}"
+            )
+        if self.grows:
+            disk = "the disk grows and can never be shrunk back"
+        elif self.disk_grows:
+            disk = "the disk keeps its size"
+        else:
+            disk = "the disk keeps its size (resize_disk = false)"
         return f"downtime (powered off, resized, powered on); {disk}"
 
 
@@ -159,6 +222,11 @@ class Change:
     # Where ``name`` came from: the manifests (via rendering), the state's ``name`` attribute,
     # or nowhere (it is the address). A firewall's manifest name is its droplet's.
     name_source: NameSource = "manifest"
+    # Against a change made outside Terraform at the same address (none: both empty): the
+    # attributes this change sets to a value other than the one before that outside change
+    # (names, and the displayable ones as before-outside → planned). Empty: a true undo.
+    differs: tuple[str, ...] = ()
+    outside_diffs: tuple[AttrDiff, ...] = ()
 
     @property
     def base_address(self) -> str:
@@ -266,16 +334,19 @@ def reason(change: Change, *, with_values: bool) -> str:
 # What a resize recomputes: the size says it once.
 SIZE_DERIVED = frozenset({"disk", "memory", "vcpus", "price_hourly", "price_monthly"})
 
-Response = Literal["recreates", "replaces", "destroys", "reverts", "partly reverts", "keeps"]
+Response = Literal["recreates", "replaces", "destroys", "reverts", "partly reverts", "changes", "keeps"]
 
 
 class Answer(NamedTuple):
     """What a plan does about one change made outside Terraform."""
 
     response: Response
-    reverted: tuple[str, ...] = ()  # attributes the plan sets back
+    reverted: tuple[str, ...] = ()  # attributes the plan sets back to their value before it
     kept: tuple[str, ...] = ()  # attributes the plan leaves as refresh found them
     change: Change | None = None  # the plan's change of that resource, if any
+    # Attributes the plan sets to a value they had neither before nor after the outside change
+    # (for a re-create: where the new droplet differs from the deleted one).
+    changed: tuple[str, ...] = ()
 
 
 def drifted_attrs(outside: Change) -> tuple[str, ...]:
@@ -291,29 +362,40 @@ def answer(plan: ProducerPlan, outside: Change) -> Answer:
     if mine is None:
         return Answer("keeps", kept=drifted_attrs(outside))
     if outside.action == "delete":
-        return Answer("recreates" if mine.action == "create" else "keeps", change=mine)
+        if mine.action != "create":
+            return Answer("keeps", change=mine)
+        return Answer("recreates", change=mine, changed=mine.differs)
     if mine.action in ("replace", "delete"):
         return Answer("replaces" if mine.action == "replace" else "destroys", change=mine)
     attrs = drifted_attrs(outside)
-    reverted = tuple(a for a in attrs if a in mine.updated_attrs)
+    touched = [a for a in attrs if a in mine.updated_attrs]
+    reverted = tuple(a for a in touched if a not in mine.differs)
+    changed = tuple(a for a in touched if a in mine.differs)
     kept = tuple(a for a in attrs if a not in mine.updated_attrs)
-    response: Response = "partly reverts" if reverted and kept else ("reverts" if reverted else "keeps")
-    return Answer(response, reverted, kept, mine)
+    response: Response
+    if reverted:
+        response = "partly reverts" if kept or changed else "reverts"
+    else:
+        response = "changes" if changed else "keeps"
+    return Answer(response, reverted, kept, mine, changed)
 
 
 def undoes(plan: ProducerPlan, change: Change) -> Change | None:
-    """The outside change a plan's change sets right (re-creates, or changes back and nothing
-    else), if it is one."""
+    """The outside change a plan's change sets right, if it is one: re-creates a deleted
+    resource as it was, or sets the attributes changed outside back to their values from
+    before (and changes nothing else). Judged by value: a pull request that changes the same
+    attribute to something new undoes nothing."""
     outside = next((o for o in plan.outside if o.address == change.address), None)
     if outside is None:
         return None
     if outside.action == "delete":
-        return outside if change.action == "create" else None
+        return outside if change.action == "create" and not change.differs else None
     if change.action != "update" or change.importing:
         return None
     drifted = drifted_attrs(outside)
     mine = drifted_attrs(change) if "size" in drifted else change.updated_attrs
-    return outside if mine and set(mine) <= set(drifted) else None
+    back = mine and set(mine) <= set(drifted) and not set(mine) & set(change.differs)
+    return outside if back else None
 
 
 def only_undoes_outside(plan: ProducerPlan) -> bool:
@@ -352,11 +434,13 @@ def parse_plan(
     ``wanted`` index-less droplet addresses to their create-time settings."""
     _check_envelope(producer, plan)
     configured = _configured_attrs(plan)
+    before_outside = _before_outside(plan)
     changes = [
-        change
+        _against_outside(change, _dict(rc), before_outside, configured)
         for rc in _list(plan.get("resource_changes"))
         if (change := _parse_change(_dict(rc), names, configured)) is not None
     ]
+    changes = _bare_droplets(_firewalls_named_by_droplet(changes, plan, names), plan)
     changes.sort(key=lambda c: (_natural_key(c.address), c.action, c.reason))
     drift = sorted(_name_drift(plan, names), key=lambda d: _natural_key(d.address))
     settings = sorted(
@@ -376,7 +460,122 @@ def _outside(plan: JsonObject, names: Mapping[str, str]) -> tuple[Change, ...]:
     found), the provider's known noise left out. Ordinary and refresh-only plans alike."""
     entries = [_quiet(_dict(e)) for e in _list(plan.get("resource_drift")) if not is_noise(_dict(e))]
     found = [c for e in entries if (c := _parse_change(e, names, None)) is not None]
+    found = _firewalls_named_by_droplet(found, plan, names)
     return tuple(sorted(found, key=lambda c: (_natural_key(c.address), c.action)))
+
+
+def _before_outside(plan: JsonObject) -> dict[str, JsonObject]:
+    """Address → the values Terraform recorded before each change made outside it."""
+    return {
+        str(entry.get("address", "")): _dict(_dict(entry.get("change")).get("before"))
+        for entry in map(_dict, _list(plan.get("resource_drift")))
+        if not is_noise(entry)
+    }
+
+
+def _against_outside(
+    change: Change,
+    rc: JsonObject,
+    before_outside: Mapping[str, JsonObject],
+    configured: Mapping[str, frozenset[str]],
+) -> Change:
+    """``change`` with what it sets to a value other than the one recorded before the change
+    made outside Terraform at its address (``differs``); unchanged when there is none.
+
+    An update is judged on the attributes it changes; a create (after a deletion outside
+    Terraform) on every attribute its configuration sets that the deleted object had. A
+    planned value known only after apply (a firewall's ``droplet_ids`` following a re-created
+    droplet) follows what it is computed from, which is judged on its own."""
+    recorded = before_outside.get(change.address)
+    if recorded is None or change.action not in ("update", "create"):
+        return change
+    values = _dict(rc.get("change"))
+    after, unknown = _dict(values.get("after")), _dict(values.get("after_unknown"))
+    if change.action == "update":
+        attrs: Sequence[str] = change.updated_attrs
+    else:
+        settable = configured.get(strip_index(change.address), frozenset(after))
+        attrs = sorted(a for a in settable if a in recorded and after.get(a) is not None)
+    differs = tuple(
+        a
+        for a in attrs
+        if not _contains_true(unknown.get(a)) and not _same_value(recorded.get(a), after.get(a))
+    )
+    if not differs:
+        return change
+    sensitive = _Sensitivity(values.get("before_sensitive"), values.get("after_sensitive"))
+    shown = _diffs(differs, recorded, after, unknown, sensitive)
+    return replace(change, differs=differs, outside_diffs=shown)
+
+
+def _same_value(old: object, new: object) -> bool:
+    """Equal, a set (tags, ssh_keys: lists in JSON) compared regardless of order."""
+    if isinstance(old, list) and isinstance(new, list):
+        return sorted(map(_canonical, old)) == sorted(map(_canonical, new))
+    return old == new
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _firewalls_named_by_droplet(
+    changes: Sequence[Change], plan: JsonObject, names: Mapping[str, str]
+) -> list[Change]:
+    """A firewall the manifests no longer name, told by its droplet: the droplet its state's
+    ``droplet_ids`` hold (one firewall per droplet), by manifest name, else its state name."""
+    root = _dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    droplets: dict[str, str] = {}
+    for res in _module_resources(root):
+        values = _dict(res.get("values"))
+        if res.get("mode") == "managed" and res.get("type") == "digitalocean_droplet" and values.get("id"):
+            address = str(res.get("address", ""))
+            name = names.get(address, names.get(strip_index(address), values.get("name")))
+            if isinstance(name, str) and name:
+                droplets[str(values["id"])] = name
+    fixed = []
+    for change in changes:
+        if change.type == "digitalocean_firewall" and change.name_source != "manifest":
+            ids = _list(_firewall_state(root, change.address).get("droplet_ids"))
+            owners = sorted({droplets[str(i)] for i in ids if str(i) in droplets})
+            if len(owners) == 1:
+                change = replace(change, name=owners[0], name_source="manifest")
+        fixed.append(change)
+    return fixed
+
+
+def _bare_droplets(changes: Sequence[Change], plan: JsonObject) -> list[Change]:
+    """A firewall destroyed while its droplet stays (or is replaced) and no new firewall takes
+    that droplet's name: the droplet is left with no firewall, and DigitalOcean then lets every
+    port through. That is every port opened; a firewall going with its droplet closes nothing
+    anyone could reach, and is no call-out."""
+    root = _dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    droplets = {
+        str(_dict(res.get("values")).get("id")): str(res.get("address", ""))
+        for res in _module_resources(root)
+        if res.get("mode") == "managed" and res.get("type") == "digitalocean_droplet"
+    }
+    gone = {c.address for c in changes if c.type == "digitalocean_droplet" and c.action == "delete"}
+    guarded = {
+        c.name for c in changes if c.type == "digitalocean_firewall" and c.action in ("create", "replace")
+    }
+    everything = {"tcp": set(_ALL_PORTS), "udp": set(_ALL_PORTS), "icmp": set(_NO_PORTS)}
+    found = []
+    for change in changes:
+        dropped = change.type == "digitalocean_firewall" and change.action == "delete"
+        if dropped and change.name not in guarded:
+            values = _firewall_state(root, change.address)
+            ids = [str(i) for i in _list(values.get("droplet_ids"))]
+            if any(i in droplets and droplets[i] not in gone for i in ids):
+                opened = _ports_only_in(everything, _exposure(values.get("inbound_rule")))
+                change = replace(change, ports_opened=opened)
+        found.append(change)
+    return found
+
+
+def _firewall_state(root: JsonObject, address: str) -> JsonObject:
+    found = next((r for r in _module_resources(root) if r.get("address") == address), {})
+    return _dict(_dict(found).get("values"))
 
 
 def is_noise(entry: JsonObject) -> bool:
@@ -481,8 +680,19 @@ def _resize(
     if rtype != "digitalocean_droplet" or action != "update" or "size" not in attrs:
         return None
     new = None if _contains_true(unknown.get("size")) else str(after.get("size") or "")
-    # Unset or unknown resize_disk is the provider's default, true: assume the one-way growth.
-    return Resize(str(before.get("size") or ""), new, disk_grows=after.get("resize_disk") is not False)
+    old = str(before.get("size") or "")
+    # The disk it has: state knows it (a console resize may have grown it), else its size's.
+    disk = before.get("disk")
+    known_disk = isinstance(disk, int) and not isinstance(disk, bool) and disk > 0
+    disk_before = disk if known_disk and isinstance(disk, int) else DISKS_GB.get(old)
+    return Resize(
+        old,
+        new,
+        # Unset or unknown resize_disk is the provider's default, true: assume the one-way growth.
+        disk_grows=after.get("resize_disk") is not False,
+        disk_before=disk_before,
+        disk_after=None if new is None else DISKS_GB.get(new),
+    )
 
 
 def _public_ports(
@@ -490,7 +700,7 @@ def _public_ports(
 ) -> tuple[tuple[PublicPort, ...], tuple[PublicPort, ...]]:
     """What a firewall change opens to, and closes from, the whole internet."""
     if rtype != "digitalocean_firewall" or action not in ("create", "update", "replace"):
-        return (), ()  # a deleted firewall goes with its droplet (one firewall per droplet)
+        return (), ()  # a deleted firewall: see _bare_droplets
     old, new = _exposure(before.get("inbound_rule")), _exposure(after.get("inbound_rule"))
     opened = _ports_only_in(new, old)
     if _contains_true(unknown.get("inbound_rule")):
@@ -633,12 +843,56 @@ def _diffs(
     for attr in attrs:
         if sensitive.hides(attr) or _SECRET_NAME.search(attr):
             continue
+        if not _contains_true(unknown.get(attr)):
+            listed = _list_diff(attr, before.get(attr), after.get(attr))
+            if listed is not None:
+                diffs.append(listed)
+                continue
         old = _display_value(before.get(attr))
         new = "(known after apply)" if _contains_true(unknown.get(attr)) else None
         new = new or _display_value(after.get(attr))
         if old is not None and new is not None:
             diffs.append(AttrDiff(attr, old, new))
     return tuple(diffs)
+
+
+def _list_diff(attr: str, before: object, after: object) -> AttrDiff | None:
+    """A list/set of scalars (``null`` counting as empty) told by what is added and removed."""
+    old, new = _scalars(before), _scalars(after)
+    if old is None or new is None or (before is None and after is None):
+        return None
+    removed = Counter(old) - Counter(new)
+    added = Counter(new) - Counter(old)
+    if not removed and not added and old == new:
+        return None  # null → [] and the like: nothing to tell element by element
+    return AttrDiff(
+        attr,
+        _display_list(old),
+        _display_list(new),
+        added=tuple(sorted(_element(e) for e in added.elements())),
+        removed=tuple(sorted(_element(e) for e in removed.elements())),
+        elements=True,
+    )
+
+
+def _scalars(value: object) -> list[str | int | float | bool] | None:
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value):
+        return list(value)
+    return None
+
+
+def _element(value: object) -> str:
+    """One element, ASCII-only, cut when very long (a tag may take 255 characters)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = json.dumps(text, ensure_ascii=True)[1:-1]
+    return text if len(text) <= _MAX_ELEMENT_CHARS else text[: _MAX_ELEMENT_CHARS - 3] + "..."
+
+
+def _display_list(values: Sequence[object]) -> str:
+    text = json.dumps(list(values), ensure_ascii=True)
+    return text if len(text) <= _MAX_VALUE_CHARS else f"[{len(values)} items]"
 
 
 def _display_value(value: object) -> str | None:

@@ -65,6 +65,21 @@ PRICES: Mapping[str, ListPrice] = {
 }
 
 
+# Each size's disk in GB (do-catalogue-facts.md): a resize to a smaller disk than the droplet's
+# current one is refused by DigitalOcean, so the plan summaries need to know. The sandbox
+# catalogue lists the same figures; where the facts give none, the size is absent.
+DISKS_GB: Mapping[str, int] = {
+    "s-1vcpu-512mb-10gb": 10,
+    "s-1vcpu-1gb": 25,
+    "s-1vcpu-2gb": 50,
+    "s-2vcpu-2gb": 60,
+    "s-2vcpu-4gb": 80,
+    "s-4vcpu-8gb": 160,
+    "s-8vcpu-16gb": 320,
+    "gpu-h100x1-80gb": 720,
+}
+
+
 def as_float(value: Decimal | None) -> float | None:
     """The API's number shape (``price_monthly``/``price_hourly`` are JSON numbers)."""
     return None if value is None else float(value)

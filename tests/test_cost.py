@@ -258,3 +258,28 @@ def test_the_shipped_table_is_dated_and_the_one_source_of_every_price() -> None:
         assert size["price_hourly"] == (None if price.hourly is None else float(price.hourly))
     assert listed_price("gpu-h100x1-80gb") == 3.39
     assert json.dumps(catalogue.sizes()[1]["price_hourly"]) == "0.00893"
+
+
+def test_a_gpu_costs_the_hours_billed_by_its_lease_end_less_those_billed_since_it_came_up() -> None:
+    """DigitalOcean bills each started hour of a droplet's life: 4 s after `gpu up --for 3h`,
+    one hour is billed already (what `gpu status` shows) and two more will be, not three."""
+    from infra_apply.gpu.lease import billed_hours
+
+    names = {"digitalocean_droplet.g": "g"}
+    doc = plan(
+        [droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")],
+        [droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")],
+    )
+    up = NOW - timedelta(seconds=4)
+    until = up + timedelta(hours=3)
+    [g] = cost(doc, names=names, gpus={"g": until}, up_since={"g": up}).gpus
+    spent = billed_hours(NOW - up) * Decimal("3.39")  # gpu status's cost so far
+    assert (g.hours_left, g.up_to, spent) == (2, Decimal("6.78"), Decimal("3.39"))
+    assert g.up_to + spent == Decimal("10.17")  # the whole lease: 3 hours
+    # 61 minutes up with a lease of 2 h 30 m: 3 hours by the end, 2 billed already
+    up = NOW - timedelta(minutes=61)
+    [g] = cost(doc, names=names, gpus={"g": up + timedelta(hours=2, minutes=30)}, up_since={"g": up}).gpus
+    assert g.hours_left == 1
+    # not up yet (the plan brings it up now): counted from now, as before
+    [g] = cost(doc, names=names, gpus={"g": NOW + timedelta(hours=3)}).gpus
+    assert g.hours_left == 3

@@ -135,3 +135,10 @@ def test_the_sandbox_never_asks_the_api(api: HTTPServer, tmp_path: Path) -> None
     ctx, said = context(tmp_path, api.url_for("/"), sandbox=True)
     assert run_prices(ctx, ["quinn"]).source == TABLE_SOURCE
     assert api.log == [] and said == []
+
+
+def test_the_plan_summaries_disk_table_agrees_with_the_sandbox_catalogue() -> None:
+    from infra_apply.prices import DISKS_GB
+    from infra_apply.sandbox.catalogue import SIZES
+
+    assert {slug: s.disk_gb for slug, s in SIZES.items() if s.disk_gb is not None} == DISKS_GB

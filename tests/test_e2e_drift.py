@@ -67,7 +67,8 @@ def test_drift_reports_changes_outside_terraform_until_applied(ops: Ops) -> None
 
     live = ops.droplets()
     new_size = "s-4vcpu-8gb" if live[MCP]["size"] != "s-4vcpu-8gb" else "s-8vcpu-16gb"
-    cloud.edit_droplet(ops.cloud, str(live[MCP]["id"]), size=new_size)
+    # CPU and RAM only: a resize that grew the disk could never be undone (DigitalOcean refuses)
+    cloud.edit_droplet(ops.cloud, str(live[MCP]["id"]), size=new_size, disk=False)
     tags = [str(t) for t in live[DNS]["tags"]]  # type: ignore[attr-defined]
     cloud.edit_droplet(ops.cloud, str(live[DNS]["id"]), tags=[*tags, "edited-by-hand"])
     cloud.delete_droplet(ops.cloud, str(live[ARTIFACTS]["id"]))
@@ -79,7 +80,7 @@ def test_drift_reports_changes_outside_terraform_until_applied(ops: Ops) -> None
     assert code == 2, err
     lines = out.splitlines()
     assert f"  ! deleted outside Terraform: {ARTIFACTS} (digitalocean_droplet.quinn_artifacts)" in lines
-    assert f"  ! changed outside Terraform: {DNS} (digitalocean_droplet.dns): tags" in lines
+    assert f"  ! changed outside Terraform: {DNS} (digitalocean_droplet.dns): tags +edited-by-hand" in lines
     resize = [line for line in lines if line.startswith(f"  ! resized outside Terraform: {MCP} ")]
     assert resize and f'size "{live[MCP]["size"]}" → "{new_size}"' in resize[0]
     assert (
@@ -100,6 +101,8 @@ def test_drift_reports_changes_outside_terraform_until_applied(ops: Ops) -> None
     doc = json.loads(out)
     quinn = doc["producers"]["quinn"]
     outside = {(c["address"], c["action"]) for c in quinn["outside"]}
+    dns = next(c for c in quinn["outside"] if c["address"] == "digitalocean_droplet.dns")
+    assert [(d["attr"], d["added"], d["removed"]) for d in dns["diffs"]] == [("tags", ["edited-by-hand"], [])]
     assert {
         ("digitalocean_droplet.quinn_artifacts", "delete"),
         ("digitalocean_droplet.dns", "update"),
@@ -185,8 +188,7 @@ def test_an_ordinary_plan_tells_changes_outside_terraform_from_its_own(ops: Ops)
     outside, mine = md.index("#### Changed outside Terraform"), md.index("#### Changed by this pull request")
     assert (
         "- ✋ deleted outside Terraform: com.uvlava.dns (digitalocean\\_droplet.dns) "
-        "— this plan re-creates it"
-        in md[outside:mine]
+        "— this plan re-creates it" in md[outside:mine]
     )
     assert "only undoes a change made outside Terraform" in md[mine:]
     assert "- 🆕 create **com.uvlava.dns** (digitalocean\\_droplet.dns) (undoes a change made outside" in md
@@ -194,3 +196,70 @@ def test_an_ordinary_plan_tells_changes_outside_terraform_from_its_own(ops: Ops)
     quinn = json.loads(out)["producers"]["quinn"]
     assert code == 2 and quinn["only_undoes_outside"] is True, err
     assert ("digitalocean_droplet.dns", "delete") in {(o["address"], o["action"]) for o in quinn["outside"]}
+
+
+def test_a_pull_request_changing_what_was_changed_by_hand_undoes_nothing_and_a_disk_never_shrinks(
+    ops: Ops,
+) -> None:
+    """Issue 13, real Terraform: by hand dns was grown (disk too), mcp tagged and artifacts
+    deleted; the pull request sizes dns to a size it never had (whose disk is smaller than the
+    one dns has now), renames mcp's role and makes artifacts bigger. Nothing of it is an undo,
+    and the sandbox refuses the shrinking resize as DigitalOcean does, losing nothing."""
+    assert ops.apply("quinn")[0] == 0
+    live = ops.droplets()
+    cloud.edit_droplet(ops.cloud, str(live[DNS]["id"]), size="s-2vcpu-4gb")  # disk 25 → 80 GB
+    tags = [str(t) for t in live[MCP]["tags"]]  # type: ignore[attr-defined]
+    cloud.edit_droplet(ops.cloud, str(live[MCP]["id"]), tags=[*tags, "owner:alice"])
+    cloud.delete_droplet(ops.cloud, str(live[ARTIFACTS]["id"]))
+    ops.edit("@quinn/.infra.yaml", "size: s-1vcpu-1gb", "size: s-1vcpu-2gb")  # 50 GB disk
+    ops.edit("@quinn/.infra.yaml", "role: mcp", "role: jobs")
+    ops.edit("@quinn/.infra.yaml", "size: s-4vcpu-8gb", "size: s-8vcpu-16gb")
+
+    code, out, err = ops.sandbox("plan", "--producer", "quinn")
+    assert code == 2, err
+    lines = out.splitlines()
+    said = {line.split(" (digitalocean_droplet.")[0]: line for line in lines if " — this plan " in line}
+    assert said[f"  ! deleted outside Terraform: {ARTIFACTS}"].endswith(
+        "— this plan re-creates it as s-8vcpu-16gb, not as it was"
+    )
+    assert said[f"  ! changed outside Terraform: {MCP}"].endswith(
+        "tags +owner:alice — this plan changes tags -owner:alice, -role:mcp +role:jobs, not back"
+    )
+    dns = said[f"  ! resized outside Terraform: {DNS}"]
+    assert (
+        'size "s-1vcpu-1gb" → "s-2vcpu-4gb" — this plan resizes it to s-1vcpu-2gb, a size it never had' in dns
+    )
+    assert "but its disk is already 80 GB and DigitalOcean never shrinks a disk, so that resize" in dns
+    assert "Nothing new" not in out and "back to" not in out
+    assert [line for line in lines if "(undoes a change" in line] == [
+        f"  ~ update  firewall of {ARTIFACTS} (digitalocean_firewall.quinn_artifacts): "
+        "droplet_ids [] → (known after apply) (undoes a change made outside Terraform)"
+    ]  # it follows the re-created droplet, whatever that is
+    assert "can never be shrunk back" not in out
+
+    code, out, err = ops.sandbox("plan", "--producer", "quinn", "--format", "json")
+    quinn = json.loads(out)["producers"]["quinn"]
+    assert code == 2 and quinn["only_undoes_outside"] is False, err
+    assert not any(c["undoes_outside"] for c in quinn["changes"] if c["type"] == "digitalocean_droplet")
+    resize = next(c["resize"] for c in quinn["changes"] if c["address"] == "digitalocean_droplet.dns")
+    assert (resize["fails"], resize["disk_grows"], resize["disk_before_gb"]) == (True, False, 80)
+    tags_diff = next(
+        d for c in quinn["changes"] if c["address"] == "digitalocean_droplet.quinn_mcp" for d in c["diffs"]
+    )
+    assert (tags_diff["added"], tags_diff["removed"]) == (["role:jobs"], ["owner:alice", "role:mcp"])
+
+    # The guard still wants consent; DigitalOcean (here the sandbox) refuses the resize itself.
+    state_dns = cloud.get_droplet(ops.cloud, str(live[DNS]["id"]))
+    code, out, err = ops.apply("quinn", "--allow-resize", DNS)
+    assert code == 1, (out, err)
+    refused = "422 unprocessable_entity: Size can not decrease size of Droplet's disk image"
+    assert refused in " ".join((out + err).split())  # Terraform wraps the line
+    after = ops.droplets()
+    assert after[DNS] == state_dns  # untouched: still s-2vcpu-4gb with its 80 GB disk
+    assert (after[ARTIFACTS]["size"], after[MCP]["tags"]) == (
+        "s-8vcpu-16gb",
+        ["managed-by:infra-apply", "producer:quinn", "role:jobs"],
+    )  # the rest of the plan went ahead
+    state = json.loads(state_file(ops).read_text())
+    kept = [r for r in state["resources"] if r["type"] == "digitalocean_droplet" and r["name"] == "dns"]
+    assert kept and kept[0]["instances"][0]["attributes"]["size"] == "s-2vcpu-4gb"

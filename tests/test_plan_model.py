@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from typing import cast
 
 import pytest
 
@@ -86,8 +87,10 @@ def test_removed_resources_fall_back_to_their_state_names() -> None:
         "digitalocean_database_db.quinn_forge_prod": "forge",
         "digitalocean_database_user.quinn_forge_prod": "forge",
         "digitalocean_droplet.quinn_mcp": "com.uvlava.quinn.mcp",
-        "digitalocean_firewall.quinn_mcp": "quinn_mcp",
+        # a firewall is told by its droplet (its state's droplet_ids), as every firewall is
+        "digitalocean_firewall.quinn_mcp": "com.uvlava.quinn.mcp",
     }
+    assert changes["digitalocean_firewall.quinn_mcp"].name_source == "manifest"
     assert {c.reason for c in changes.values() if c.action == "delete"} == {
         "delete_because_no_resource_config"
     }
@@ -116,7 +119,7 @@ def test_a_droplet_size_update_is_a_resize_with_one_way_disk_growth() -> None:
     changes = by_address(parsed("resize_ports", names=RESIZE_NAMES))
     dns = changes["digitalocean_droplet.dns"]
     assert dns.action == "update"
-    assert dns.resize == Resize("s-1vcpu-1gb", "s-1vcpu-2gb", disk_grows=True)
+    assert dns.resize == Resize("s-1vcpu-1gb", "s-1vcpu-2gb", disk_grows=True, disk_before=25, disk_after=50)
     assert verb(dns) == "resize"
     assert reason(dns, with_values=False) == (
         'size "s-1vcpu-1gb" → "s-1vcpu-2gb": downtime (powered off, resized, powered on); '
@@ -135,19 +138,73 @@ def resized(action: list[str], before: Values, after: Values, **change: object) 
 
 def test_what_counts_as_a_resize() -> None:
     small, big = {"size": "s-1vcpu-1gb"}, {"size": "s-2vcpu-4gb"}
-    assert resized(["update"], small, big) == Resize("s-1vcpu-1gb", "s-2vcpu-4gb", disk_grows=True)
+    assert resized(["update"], small, big) == Resize("s-1vcpu-1gb", "s-2vcpu-4gb", True, 25, 80)
     # resize_disk = false keeps the disk: still downtime, but not one way.
     no_disk = resized(["update"], small, {**big, "resize_disk": False})
     assert isinstance(no_disk, Resize) and not no_disk.disk_grows
     assert "disk keeps its size" in no_disk.effect and "downtime" in no_disk.effect
     # A size known only at apply time is still a resize (the guard must not wave it through).
     unknown = resized(["update"], small, {}, after_unknown={"size": True})
-    assert unknown == Resize("s-1vcpu-1gb", None) and "(known after apply)" in unknown.render()
+    assert (
+        unknown == Resize("s-1vcpu-1gb", None, disk_before=25) and "(known after apply)" in unknown.render()
+    )
     # A replacement creates the new size; an update of another attribute is no resize.
     assert resized(["delete", "create"], small, big, replace_paths=[["region"]]) is None
     assert resized(["update"], {**small, "tags": []}, {**small, "tags": ["a"]}) is None
     firewall = rc("digitalocean_firewall.dns", ["update"], before=small, after=big)
     assert parse_plan("quinn", synthetic(firewall), {}).changes[0].resize is None
+
+
+def test_a_resize_to_a_smaller_disk_than_the_droplet_has_is_refused_not_a_growth() -> None:
+    """DigitalOcean refuses a size whose disk is below the droplet's current disk (422)."""
+    shrink = resized(["update"], {"size": "s-4vcpu-8gb", "disk": 160}, {"size": "s-2vcpu-4gb"})
+    assert shrink is not None and shrink.fails and not shrink.grows
+    assert "refuses it (422)" in shrink.effect and "can never be shrunk back" not in shrink.effect
+    assert "s-2vcpu-4gb's 80 GB disk is below the droplet's 160 GB" in shrink.effect
+    assert "replace the droplet for that size, or keep s-4vcpu-8gb" in shrink.effect
+    # state's disk is what counts: a console resize grew it beyond what the size says
+    grown = resized(["update"], {"size": "s-8vcpu-16gb", "disk": 320}, {"size": "s-4vcpu-8gb"})
+    assert grown is not None and grown.fails
+    # no disk in state: the size table says what it has
+    assert cast(Resize, resized(["update"], {"size": "s-4vcpu-8gb"}, {"size": "s-2vcpu-4gb"})).fails
+    # resize_disk = false does not make a smaller disk possible either
+    kept = resized(
+        ["update"], {"size": "s-4vcpu-8gb", "disk": 160}, {"size": "s-2vcpu-4gb", "resize_disk": False}
+    )
+    assert kept is not None and kept.fails
+    # a droplet resized without its disk can go back down to a size whose disk it still has
+    back = resized(
+        ["update"], {"size": "s-4vcpu-8gb", "disk": 80}, {"size": "s-2vcpu-4gb", "resize_disk": False}
+    )
+    assert back is not None and not back.fails and "disk keeps its size" in back.effect
+    growth = resized(["update"], {"size": "s-2vcpu-4gb", "disk": 80}, {"size": "s-4vcpu-8gb"})
+    assert growth is not None and growth.grows and not growth.fails
+
+
+def test_a_firewall_is_told_by_its_droplet_in_state_else_by_its_name() -> None:
+    droplet = {"id": "7", "name": "old-box"}
+    gone_fw = {"id": "fw1", "name": "fw-old-box", "droplet_ids": [7]}
+    orphan_fw = {"id": "fw2", "name": "fw-lonely", "droplet_ids": []}
+    state = [
+        {"address": a, "mode": "managed", "type": a.split(".")[0], "values": v}
+        for a, v in (
+            ("digitalocean_droplet.old", droplet),
+            ("digitalocean_firewall.old", gone_fw),
+            ("digitalocean_firewall.lonely", orphan_fw),
+        )
+    ]
+    plan = synthetic(
+        rc("digitalocean_droplet.old", ["delete"], before=droplet),
+        rc("digitalocean_firewall.old", ["delete"], before=gone_fw),
+        rc("digitalocean_firewall.lonely", ["delete"], before=orphan_fw),
+        prior=state,
+    )
+    found = {c.address: (c.name, c.name_source) for c in parse_plan("quinn", plan, {}).changes}
+    assert found["digitalocean_firewall.old"] == ("old-box", "manifest")  # "firewall of old-box"
+    assert found["digitalocean_firewall.lonely"] == ("fw-lonely", "state")  # "firewall fw-lonely"
+    # the manifest name of the droplet wins over its live name
+    named = parse_plan("quinn", plan, {"digitalocean_droplet.old": "com.uvlava.quinn.old"})
+    assert {c.address: c.name for c in named.changes}["digitalocean_firewall.old"] == "com.uvlava.quinn.old"
 
 
 def test_firewall_changes_list_the_public_ports_they_open_and_close() -> None:
@@ -263,9 +320,7 @@ def test_drift_uses_the_index_less_name_for_counted_droplets() -> None:
         }
     ]
     plan = parse_plan("ct", synthetic(prior=prior), NAMES)
-    assert [(d.address, d.live_name) for d in plan.drift] == [
-        ("digitalocean_droplet.ct_gpu[0]", "gpu-box")
-    ]
+    assert [(d.address, d.live_name) for d in plan.drift] == [("digitalocean_droplet.ct_gpu[0]", "gpu-box")]
 
 
 @pytest.mark.parametrize(
@@ -282,9 +337,7 @@ def test_drift_uses_the_index_less_name_for_counted_droplets() -> None:
         (["read"], False, "read"),
     ],
 )
-def test_terraform_action_lists_map_to_one_action(
-    actions: list[str], importing: bool, expected: str
-) -> None:
+def test_terraform_action_lists_map_to_one_action(actions: list[str], importing: bool, expected: str) -> None:
     assert classify(actions, importing) == expected
 
 
@@ -414,16 +467,31 @@ def test_same_plan_in_any_order_renders_byte_identically() -> None:
 def _settings_plan(droplet: dict[str, object], action: list[str] | None = None) -> dict[str, object]:
     """A plan whose prior state holds one droplet and the ssh_key data sources read for it."""
     keys = [
-        {"address": f"data.digitalocean_ssh_key.{n}", "mode": "data", "type": "digitalocean_ssh_key",
-         "values": {"id": i, "name": n}}
+        {
+            "address": f"data.digitalocean_ssh_key.{n}",
+            "mode": "data",
+            "type": "digitalocean_ssh_key",
+            "values": {"id": i, "name": n},
+        }
         for n, i in (("ops-2026", 41001), ("ct-deploy", 41002))
     ]
-    web = {"address": "digitalocean_droplet.web", "mode": "managed", "type": "digitalocean_droplet",
-           "values": droplet}
-    changes = [] if action is None else [
-        {"address": "digitalocean_droplet.web", "type": "digitalocean_droplet",
-         "change": {"actions": action, "before": droplet, "after": droplet}}
-    ]
+    web = {
+        "address": "digitalocean_droplet.web",
+        "mode": "managed",
+        "type": "digitalocean_droplet",
+        "values": droplet,
+    }
+    changes = (
+        []
+        if action is None
+        else [
+            {
+                "address": "digitalocean_droplet.web",
+                "type": "digitalocean_droplet",
+                "change": {"actions": action, "before": droplet, "after": droplet},
+            }
+        ]
+    )
     return {
         "format_version": "1.2",
         "prior_state": {"values": {"root_module": {"resources": [*keys, web]}}},
@@ -505,7 +573,7 @@ def test_an_ordinary_plan_keeps_what_changed_outside_terraform_apart() -> None:
         ("digitalocean_firewall.quinn_cache", "update", ("droplet_ids",)),
     ]
     build = next(c for c in plan.outside if c.address == "digitalocean_droplet.quinn_build")
-    assert build.resize == Resize("s-2vcpu-4gb", "s-4vcpu-8gb")
+    assert build.resize == Resize("s-2vcpu-4gb", "s-4vcpu-8gb", disk_before=80, disk_after=160)
     # the drift is not counted as the plan's own changes
     assert plan.counts == {"create": 3, "update": 5, "replace": 1, "delete": 2, "import": 0}
 
@@ -615,3 +683,129 @@ def test_a_real_resize_lists_only_the_size_not_what_it_recomputes() -> None:
     dns = by_address(parsed("resize_ports", names=RESIZE_NAMES))["digitalocean_droplet.dns"]
     assert dns.updated_attrs == ("size",)
     assert [d.attr for d in dns.diffs] == ["size"]
+
+
+def pr_and_console_plan() -> dict[str, object]:
+    """Issue 13: the pull request changes what was also changed by hand, to other values."""
+    applied = {
+        "name": "svc",
+        "size": "s-4vcpu-8gb",
+        "region": "nyc3",
+        "image": "ubuntu-24-04-x64",
+        "disk": 160,
+    }
+    console = {**applied, "size": "s-2vcpu-4gb", "disk": 80}
+    batch = {"name": "batch", "tags": ["managed-by:infra-apply", "role:batch"]}
+    dns = {"name": "dns", "size": "s-1vcpu-1gb", "region": "nyc3", "image": "ubuntu-24-04-x64"}
+    return {
+        **synthetic(
+            rc(
+                "digitalocean_droplet.svc",
+                ["update"],
+                before=console,
+                after={**console, "size": "s-8vcpu-16gb"},
+            ),
+            rc(
+                "digitalocean_droplet.batch",
+                ["update"],
+                before={**batch, "tags": [*batch["tags"], "owner:alice"]},
+                after={**batch, "tags": ["managed-by:infra-apply", "role:jobs"]},
+            ),
+            rc("digitalocean_droplet.dns", ["create"], after={**dns, "size": "s-2vcpu-4gb"}),
+        ),
+        "resource_drift": [
+            rc("digitalocean_droplet.svc", ["update"], before=applied, after=console),
+            rc(
+                "digitalocean_droplet.batch",
+                ["update"],
+                before=batch,
+                after={**batch, "tags": [*batch["tags"], "owner:alice"]},
+            ),
+            rc("digitalocean_droplet.dns", ["delete"], before=dns),
+        ],
+    }
+
+
+def test_a_change_to_a_new_value_never_counts_as_undoing_an_outside_change() -> None:
+    from infra_apply.report._common import answer_text
+
+    plan = parse_plan("mc", pr_and_console_plan(), {})
+    assert [undoes(plan, c) for c in plan.changes] == [None, None, None]
+    assert not only_undoes_outside(plan)
+    said = {o.address: (answer(plan, o).response, answer_text(plan, o)) for o in plan.outside}
+    assert said == {
+        "digitalocean_droplet.svc": (
+            "changes",
+            "this plan resizes it to s-8vcpu-16gb, a size it never had",
+        ),
+        "digitalocean_droplet.batch": (
+            "changes",
+            "this plan changes tags -owner:alice, -role:batch +role:jobs, not back",
+        ),
+        "digitalocean_droplet.dns": ("recreates", "this plan re-creates it as s-2vcpu-4gb, not as it was"),
+    }
+    text = format_text(producer_reports([plan]))
+    assert "only undoes" not in text and "undoes a change" not in text and "back to" not in text
+
+
+def test_a_true_undo_is_judged_by_value_attribute_by_attribute() -> None:
+    raw = pr_and_console_plan()
+    changes: list[dict[str, object]] = raw["resource_changes"]  # type: ignore[assignment]
+    svc, batch, dns = (cast(dict[str, dict[str, dict[str, object]]], c)["change"] for c in changes)
+    svc["after"] = {**svc["after"], "size": "s-4vcpu-8gb"}  # back to what it had
+    batch["after"] = {**batch["after"], "tags": ["role:batch", "managed-by:infra-apply"]}  # a set
+    dns["after"] = {**dns["after"], "size": "s-1vcpu-1gb"}  # the droplet that was deleted
+    plan = parse_plan("mc", raw, {})
+    assert [undoes(plan, c) is not None for c in plan.changes] == [True, True, True]
+    assert only_undoes_outside(plan)
+    # the same droplet in another image is a new one, not the one deleted
+    dns["after"] = {**dns["after"], "image": "debian-12-x64"}
+    plan = parse_plan("mc", raw, {})
+    gone = next(o for o in plan.outside if o.action == "delete")
+    from infra_apply.report._common import answer_text
+
+    assert answer_text(plan, gone) == "this plan re-creates it with a different image, not as it was"
+    assert not only_undoes_outside(plan)
+
+
+def test_a_list_attribute_says_what_is_added_and_removed_however_long() -> None:
+    tags = [f"service:{'x' * 30}-{i}" for i in range(4)]
+    before, after = {"tags": tags}, {"tags": [*tags[1:], "owner:alice", "team:" + "y" * 80]}
+    change = parse_plan(
+        "q", synthetic(rc("digitalocean_droplet.a", ["update"], before=before, after=after)), {}
+    )
+    diff = change.changes[0].diff("tags")
+    assert diff is not None
+    cut = "+team:" + "y" * 32 + "..."
+    assert diff.render() == f"tags +owner:alice, -{tags[0]}, {cut}"
+    assert (diff.before, diff.after) == ("[4 items]", "[5 items]")
+    assert diff.added == ("owner:alice", "team:" + "y" * 32 + "...") and diff.removed == (tags[0],)
+
+
+def test_a_firewall_destroyed_while_its_droplet_stays_opens_every_port() -> None:
+    """No firewall, no filter: DigitalOcean lets every port through to a droplet without one.
+    A firewall that goes with its droplet closes nothing anyone could reach: no call-out."""
+    ssh = {"protocol": "tcp", "port_range": "22", "source_addresses": ["0.0.0.0/0"]}
+    droplet = {"id": "7", "name": "box"}
+    fw = {"id": "fw1", "name": "fw-box", "droplet_ids": [7], "inbound_rule": [ssh]}
+    state = [
+        {
+            "address": "digitalocean_droplet.box",
+            "mode": "managed",
+            "type": "digitalocean_droplet",
+            "values": droplet,
+        },
+        {
+            "address": "digitalocean_firewall.box",
+            "mode": "managed",
+            "type": "digitalocean_firewall",
+            "values": fw,
+        },
+    ]
+    fw_gone = rc("digitalocean_firewall.box", ["delete"], before=fw)
+    stays = parse_plan("q", synthetic(fw_gone, prior=state), {}).changes[0]
+    assert [str(p) for p in stays.ports_opened] == ["1-21/tcp", "23-65535/tcp", "1-65535/udp", "icmp"]
+    both = parse_plan(
+        "q", synthetic(fw_gone, rc("digitalocean_droplet.box", ["delete"], before=droplet), prior=state), {}
+    )
+    assert all(c.ports_opened == () == c.ports_closed for c in both.changes)

@@ -51,6 +51,9 @@ def test_json_marks_a_resize_and_lists_public_ports() -> None:
         "after": "s-1vcpu-2gb",
         "downtime": True,
         "disk_grows": True,
+        "disk_before_gb": 25,
+        "disk_after_gb": 50,
+        "fails": False,
         "message": "downtime (powered off, resized, powered on); the disk grows and can never be shrunk back",
     }
     assert all(c["resize"] is None for c in quinn["changes"] if c is not resize)
@@ -85,7 +88,8 @@ def test_json_lists_outside_changes_apart_and_labels_firewalls() -> None:
     assert "never shrinks a disk" in build["plan"]["message"]
     firewalls = {c["address"]: c["label"] for c in quinn["changes"] if c["type"] == "digitalocean_firewall"}
     assert firewalls["digitalocean_firewall.quinn_ci"] == "firewall of com.uvlava.quinn.ci"
-    assert firewalls["digitalocean_firewall.quinn_docs"] == "firewall fw-quinn-docs"  # removed: state name
+    # removed from the manifests: told by the droplet its state's droplet_ids hold
+    assert firewalls["digitalocean_firewall.quinn_docs"] == "firewall of com.uvlava.quinn.docs"
     undone = sorted(c["address"] for c in quinn["changes"] if c["undoes_outside"])
     assert undone == [
         "digitalocean_droplet.quinn_artifacts",

@@ -241,8 +241,8 @@ def test_outside_terraform_is_its_own_section_apart_from_this_pull_request() -> 
     assert "this plan changes tags back; name stays as found (see name drift)" in section
     assert (
         'resized outside Terraform: com.uvlava.quinn.build (digitalocean\\_droplet.quinn\\_build): size '
-        '"s-2vcpu-4gb" → "s-4vcpu-8gb" — this plan resizes it back to s-2vcpu-4gb, but its disk already '
-        "grew to 160 GB and DigitalOcean never shrinks a disk, so that resize will fail"
+        '"s-2vcpu-4gb" → "s-4vcpu-8gb" — this plan resizes it back to s-2vcpu-4gb, but its disk is already '
+        "160 GB and DigitalOcean never shrinks a disk, so that resize will fail"
     ) in section
     assert "| quinn | 3 | 5 | 1 | 2 | 0 | 4 | 1 |" in md
     # the plan's changes that only set the drift right say so; the pull request's own do not
@@ -278,8 +278,8 @@ def test_firewalls_are_labelled_as_firewalls_not_their_droplets_twice() -> None:
         "- 🔧 update **firewall of com.uvlava.quinn.artifacts** (digitalocean\\_firewall.quinn\\_artifacts)"
     ) in md
     assert "**com.uvlava.quinn.artifacts** (digitalocean\\_firewall" not in md
-    # a firewall removed from the manifests is called by its name in state
-    assert "- ⚠️ **destroy** firewall quinn\\_mcp (digitalocean\\_firewall.quinn\\_mcp)" in md
+    # a firewall removed from the manifests is told by its droplet in state, like every firewall
+    assert "- ⚠️ **destroy** firewall of com.uvlava.quinn.mcp (digitalocean\\_firewall.quinn\\_mcp)" in md
 
 
 def test_headings_fit_what_the_producer_changes() -> None:
@@ -326,3 +326,14 @@ def test_the_guard_verdict_is_said_in_words_per_producer() -> None:
     assert "without consent to resize com.uvlava.quinn.build. To go ahead: `infra-apply apply " in md
     quiet = format_markdown(producer_reports([parsed("import", names=IMPORT_NAMES)]))
     assert "✅ **Guard:** apply would go ahead: nothing is destroyed, replaced or resized." in quiet
+
+
+def test_the_gpus_up_line_escapes_its_dollar_sign_like_every_cost_line() -> None:
+    """GitHub and Forgejo read "$...$" as math: "$3.39/hour" must be written "\\$3.39/hour"."""
+    from infra_apply.report import GpuUp
+
+    gpu = GpuUp("com.uvlava.ct.gpu", datetime(2026, 11, 29, 18, 0, tzinfo=UTC), 3.39)
+    md = format_markdown(producer_reports([parsed("no_changes")], gpus={"quinn": (gpu,)}))
+    [line] = [line for line in md.splitlines() if "is up: lease ends" in line]
+    assert line.endswith("lease ends 2026-11-29 18:00Z, \\$3.39/hour")
+    assert re.search(r"(?<!\\)\$", md) is None  # no dollar sign anywhere unescaped

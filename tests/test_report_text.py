@@ -111,7 +111,7 @@ def test_text_shows_what_changed_outside_terraform_before_its_own_changes() -> N
     )
     assert lines[5] == (
         "  ! changed outside Terraform: firewall of com.uvlava.quinn.cache "
-        "(digitalocean_firewall.quinn_cache): droplet_ids [1002] → [] — this plan changes droplet_ids back"
+        "(digitalocean_firewall.quinn_cache): droplet_ids -1002 — this plan changes droplet_ids back"
     )
     assert (
         "  + create  com.uvlava.quinn.cache (digitalocean_droplet.quinn_cache) "

@@ -307,6 +307,25 @@ def test_cloud_allocates_deterministically(tmp_path: Path) -> None:
         cloud.rename_droplet(path, 1001, "again")
 
 
+def test_a_resize_to_a_smaller_disk_is_refused_like_digitalocean_refuses_it(tmp_path: Path) -> None:
+    """A disk never shrinks: DigitalOcean answers 422, and the sandbox changes nothing."""
+    path = tmp_path / "cloud.json"
+    made = cloud.create_droplet(path, "svc", size="s-4vcpu-8gb")
+    grown = cloud.edit_droplet(path, made["id"], size="s-8vcpu-16gb")
+    assert (grown["size"], grown["disk"]) == ("s-8vcpu-16gb", 320)
+    before = path.read_bytes()
+    for size in ("s-4vcpu-8gb", "s-2vcpu-4gb"):
+        with pytest.raises(cloud.CloudError, match=r"422 unprocessable_entity: Size can not decrease size"):
+            cloud.edit_droplet(path, made["id"], size=size)
+    assert path.read_bytes() == before  # nothing changed: still 320 GB, still s-8vcpu-16gb
+    # CPU and RAM only (resize_disk = false) keeps the disk, and can then go back down
+    other = cloud.create_droplet(path, "batch", size="s-2vcpu-4gb")
+    up = cloud.edit_droplet(path, other["id"], size="s-4vcpu-8gb", disk=False)
+    assert (up["size"], up["disk"], up["vcpus"]) == ("s-4vcpu-8gb", 80, 4)
+    down = cloud.edit_droplet(path, other["id"], size="s-2vcpu-4gb")
+    assert (down["size"], down["disk"]) == ("s-2vcpu-4gb", 80)
+
+
 def test_cloud_transactions_serialise_threads(tmp_path: Path) -> None:
     path = tmp_path / "cloud.json"
 

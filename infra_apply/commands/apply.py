@@ -71,6 +71,7 @@ class ApplyOptions:
     # the GPUs with a lease (an ordinary apply): a GPU the plan destroys without one is shown as
     # up without a lease, with the ways out; None (gpu verbs): not looked at
     leased: frozenset[str] | None = None
+    up_since: Mapping[str, datetime] = field(default_factory=dict)  # GPU -> when it came up
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,12 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
         preflight(ctx, project, [name], lambda: reader().held(name))
         leases = reader()
         options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name), leased=leases.leased(name))
-        options = replace(options, prices=run_prices(ctx, [name]), lease_ends=leases.lease_ends(name))
+        options = replace(
+            options,
+            prices=run_prices(ctx, [name]),
+            lease_ends=leases.lease_ends(name),
+            up_since=leases.up_since(name),
+        )
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
 
@@ -132,7 +138,7 @@ def apply_producer(
         gpus += unleased_up(planned.plan, prep.rendered, options.leased)
     cost = None
     if options.prices is not None:
-        cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC))
+        cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC), options.up_since)
     report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost)
     terminal.show(format_text([report], terminal.color))
     for unused in unused_allowances(planned.plan, *allow):

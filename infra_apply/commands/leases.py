@@ -55,6 +55,13 @@ class Leases:
             name: leases[name].until if name in leases else None
             for name in sorted(self.declared.get(producer, frozenset()))
         }
+
+    def up_since(self, producer: str) -> dict[str, datetime]:
+        """Every GPU droplet of ``producer`` that is up → when it came up: DigitalOcean bills
+        each hour started since then, so the cost of the rest of a lease counts from there."""
+        leases = self.by_producer.get(producer, {})
+        return {name: lease.up_since for name, lease in sorted(leases.items()) if lease.up_since is not None}
+
     def leased(self, producer: str) -> frozenset[str]:
         """Every GPU of ``producer`` with a lease, held or being released."""
         return frozenset(self.by_producer.get(producer, {}))

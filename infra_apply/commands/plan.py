@@ -100,7 +100,12 @@ def run(
         for p in planned
     }
     now = datetime.now(UTC)
-    costs = {p.plan.producer: cost_of(p, prices, leases.lease_ends(p.plan.producer), now) for p in planned}
+    costs = {
+        p.plan.producer: cost_of(
+            p, prices, leases.lease_ends(p.plan.producer), now, leases.up_since(p.plan.producer)
+        )
+        for p in planned
+    }
     return PlanResult(
         tuple(planned),
         found,
@@ -111,10 +116,17 @@ def run(
 
 
 def cost_of(
-    planned: Planned, prices: Prices, lease_ends: Mapping[str, datetime | None], now: datetime
+    planned: Planned,
+    prices: Prices,
+    lease_ends: Mapping[str, datetime | None],
+    now: datetime,
+    up_since: Mapping[str, datetime] | None = None,
 ) -> ProducerCost:
-    """What the saved plan does to the producer's monthly cost (GPUs by the hour, apart)."""
-    return producer_cost(planned.raw, prices, lease_ends, names=planned.prep.rendered.names, now=now)
+    """What the saved plan does to the producer's monthly cost (GPUs by the hour, apart, billed
+    from when each came up: ``up_since``)."""
+    return producer_cost(
+        planned.raw, prices, lease_ends, names=planned.prep.rendered.names, now=now, up_since=up_since
+    )
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # SHA-1 or SHA-256 object names

@@ -109,25 +109,59 @@ def _outside_attrs(change: Change) -> str:
 
 
 def answer_text(plan: ProducerPlan, outside: Change) -> str:
-    """What the plan does about a change made outside Terraform, in words."""
+    """What the plan does about a change made outside Terraform, in words: "back" only for a
+    value the resource had before that change."""
     found = answer(plan, outside)
-    if outside.action == "delete":
-        return "this plan re-creates it" if found.response == "recreates" else "this plan leaves it gone"
     mine = found.change
+    if outside.action == "delete":
+        if found.response != "recreates" or mine is None:
+            return "this plan leaves it gone"
+        return "this plan re-creates it" + _recreated_as(mine)
     if found.response in ("replaces", "destroys"):
         return f"this plan {found.response} it"
     if found.response == "keeps":
         return "this plan leaves it as found" + _name_drift_note(plan, outside, found.kept)
-    back = ", ".join(found.reverted)
-    if found.reverted == ("size",) and mine is not None and mine.resize is not None:
-        back_to = mine.resize.after
-        text = f"this plan resizes it back to {back_to}" if back_to else "this plan resizes it back"
-        text += _stuck_disk(outside, mine)
-    else:
-        text = f"this plan changes {back} back"
+    parts = []
+    if found.reverted:
+        parts.append(_sets_back(found.reverted, mine))
+    if found.changed:
+        parts.append(_sets_anew(found.changed, mine))
+    text = "this plan " + "; and ".join(parts)
     if found.kept:
         text += f"; {', '.join(found.kept)} stays as found" + _name_drift_note(plan, outside, found.kept)
     return text
+
+
+def _sets_back(reverted: tuple[str, ...], mine: Change | None) -> str:
+    if reverted == ("size",) and mine is not None and mine.resize is not None:
+        back_to = mine.resize.after
+        text = f"resizes it back to {back_to}" if back_to else "resizes it back"
+        return text + _stuck_disk(mine)
+    return f"changes {', '.join(reverted)} back"
+
+
+def _sets_anew(changed: tuple[str, ...], mine: Change | None) -> str:
+    """Attributes the plan sets to a value they never had: what this pull request asks for."""
+    texts = []
+    for attr in changed:
+        if attr == "size" and mine is not None and mine.resize is not None and mine.resize.after:
+            texts.append(f"resizes it to {mine.resize.after}, a size it never had" + _stuck_disk(mine))
+        else:
+            diff = mine.diff(attr) if mine is not None else None
+            texts.append(f"changes {diff.render() if diff else attr}, not back")
+    return "; ".join(texts)
+
+
+def _recreated_as(mine: Change) -> str:
+    """`` as "s-2vcpu-4gb"``: how the new one differs from the deleted one (nothing: the same)."""
+    if not mine.differs:
+        return ""
+    size = next((d for d in mine.outside_diffs if d.attr == "size"), None)
+    others = [a for a in mine.differs if a != "size"]
+    text = " as " + size.after.strip('"') if size is not None else ""  # a slug, JSON-quoted
+    if others:
+        text += f"{' with' if size is not None else ' with a'} different {', '.join(others)}"
+    return text + ", not as it was"
 
 
 def _name_drift_note(plan: ProducerPlan, outside: Change, kept: tuple[str, ...]) -> str:
@@ -135,20 +169,15 @@ def _name_drift_note(plan: ProducerPlan, outside: Change, kept: tuple[str, ...])
     return " (see name drift)" if named else ""
 
 
-def _stuck_disk(outside: Change, mine: Change) -> str:
-    """A console resize that grew the disk cannot be undone: DigitalOcean never shrinks a disk."""
-    disk = outside.diff("disk")
-    if outside.resize is None or mine.resize is None or disk is None:
-        return ""
-    try:
-        grew = int(disk.after) > int(disk.before)
-    except ValueError:
-        return ""
-    if not grew or mine.resize.after != outside.resize.before or outside.resize.after is None:
+def _stuck_disk(mine: Change) -> str:
+    """A resize to a smaller disk than the droplet has (a console resize grew it, say) fails:
+    DigitalOcean never shrinks a disk."""
+    if mine.resize is None or not mine.resize.fails:
         return ""
     return (
-        f", but its disk already grew to {disk.after} GB and DigitalOcean never shrinks a disk, "
-        f"so that resize will fail: to keep it as it is, set size {outside.resize.after} in the manifest"
+        f", but its disk is already {mine.resize.disk_before} GB and DigitalOcean never shrinks a "
+        f"disk, so that resize will fail: keep size {mine.resize.before} in the manifest, or "
+        "replace the droplet with a new one"
     )
 
 
@@ -157,7 +186,7 @@ def undo_note(plan: ProducerPlan, change: Change) -> str:
     outside = undoes(plan, change)
     if outside is None:
         return ""
-    if _stuck_disk(outside, change):
+    if change.resize is not None and change.resize.fails:
         return " (undoes a resize made outside Terraform, and will fail: the disk it grew cannot shrink)"
     return " (undoes a change made outside Terraform)"
 

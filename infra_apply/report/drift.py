@@ -17,6 +17,7 @@ from infra_apply.drift import DriftReport, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import Change, display_order
 from infra_apply.report._common import drift_sentence, outside_sentence
+from infra_apply.report.json import json_diff
 from infra_apply.untrusted import shell, short, visible
 
 JSON_FORMAT_VERSION = 1
@@ -166,7 +167,7 @@ def _json_change(change: Change) -> dict[str, object]:
         "type": change.type,
         "action": "resize" if change.resize is not None else change.action,
         "attributes": list(change.updated_attrs),
-        "diffs": [{"attr": d.attr, "before": d.before, "after": d.after} for d in change.diffs],
+        "diffs": [json_diff(d) for d in change.diffs],
     }
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from infra_apply.cost import CURRENCY, ProducerCost, as_number
 from infra_apply.guard import allow_flag, refusal_lines
 from infra_apply.plan_model import (
+    AttrDiff,
     Change,
     ProducerPlan,
     PublicPort,
@@ -138,11 +139,12 @@ def _json_outside(plan: ProducerPlan, outside: Change) -> dict[str, object]:
         "type": outside.type,
         "action": "resize" if outside.resize is not None else outside.action,
         "attributes": list(outside.updated_attrs),
-        "diffs": [{"attr": d.attr, "before": d.before, "after": d.after} for d in outside.diffs],
+        "diffs": [json_diff(d) for d in outside.diffs],
         "plan": {
             "response": found.response,
             "reverted": list(found.reverted),
             "kept": list(found.kept),
+            "changed": list(found.changed),
             "message": answer_text(plan, outside),
         },
     }
@@ -164,13 +166,23 @@ def _json_change(change: Change) -> dict[str, object]:
         "reason": change.reason or None,
         "replace_paths": list(change.replace_paths),
         "updated_attrs": list(change.updated_attrs),
-        "diffs": [{"attr": d.attr, "before": d.before, "after": d.after} for d in change.diffs],
+        "diffs": [json_diff(d) for d in change.diffs],
         "resize": _json_resize(change),
     }
 
 
+def json_diff(diff: AttrDiff) -> dict[str, object]:
+    """A before → after; a list/set attribute also by element (``added``, ``removed``), which
+    holds however long the lists (``before``/``after`` then say ``[N items]``)."""
+    doc: dict[str, object] = {"attr": diff.attr, "before": diff.before, "after": diff.after}
+    if diff.elements:
+        doc.update(added=list(diff.added), removed=list(diff.removed))
+    return doc
+
+
 def _json_resize(change: Change) -> dict[str, object] | None:
-    """An in-place resize: always downtime; ``disk_grows`` means it can never be undone."""
+    """An in-place resize: always downtime; ``disk_grows`` means it can never be undone;
+    ``fails``: DigitalOcean refuses it (the new size's disk is below the droplet's disk)."""
     r = change.resize
     if r is None:
         return None
@@ -178,6 +190,9 @@ def _json_resize(change: Change) -> dict[str, object] | None:
         "before": r.before,
         "after": r.after,
         "downtime": True,
-        "disk_grows": r.disk_grows,
+        "disk_grows": r.grows,
+        "disk_before_gb": r.disk_before,
+        "disk_after_gb": r.disk_after,
+        "fails": r.fails,
         "message": r.effect,
     }

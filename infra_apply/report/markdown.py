@@ -193,7 +193,7 @@ def _md_section(report: ProducerReport) -> _Section:
         blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
     if report.gpus:
         blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))
-        blocks += [_Block("- 🖥️ " + _md_text(gpu_sentence(g)) + "\n") for g in report.gpus]
+        blocks += [_Block("- 🖥️ " + _md_dollars(_md_text(gpu_sentence(g))) + "\n") for g in report.gpus]
     blocks += _md_cost_blocks(report)
     if model is not None and model.droplets:
         blocks.append(_Block("\n" + mermaid_diagram(model, plan.changes)))

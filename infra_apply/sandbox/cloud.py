@@ -52,6 +52,9 @@ FIRST_DROPLET_ID = 1001
 FIRST_SSH_KEY_ID = 41001
 LOCK_TIMEOUT_SECONDS = 60.0
 DEFAULT_REGION = "nyc3"
+# What DigitalOcean answers a resize to a size whose disk is smaller than the droplet's (as
+# reported against the real API: "422 Size can not decrease size of Droplet's disk image").
+RESIZE_SHRINK_MESSAGE = "Size can not decrease size of Droplet's disk image"
 
 # A fixed namespace makes uuid5 ids stable across runs and machines.
 _NAMESPACE = "5a4db0c8-3c1e-4f55-9d0c-1f0a6a5e7a11"
@@ -325,9 +328,20 @@ def _size_fields(cloud: Cloud, slug: str) -> Record:
     }
 
 
-def resize_droplet(cloud: Cloud, record: Record, slug: str) -> None:
+def resize_droplet(cloud: Cloud, record: Record, slug: str, *, disk: bool = True) -> None:
+    """DigitalOcean's resize action: with ``disk`` the disk grows to the new size's (one way),
+    without it only CPU and memory change. Either way a size whose disk is smaller than the
+    droplet's disk is refused (422), as DigitalOcean refuses it: a disk never shrinks."""
     check_offer(cloud, record["region"], slug.lower())
-    record.update(_size_fields(cloud, slug))
+    fields = _size_fields(cloud, slug)
+    if 0 < fields["disk"] < record["disk"]:
+        raise CloudError(
+            f"Error resizing droplet ({record['id']}): POST /v2/droplets/{record['id']}/actions: "
+            f"422 unprocessable_entity: {RESIZE_SHRINK_MESSAGE}"
+        )
+    if not disk:
+        fields.pop("disk")
+    record.update(fields)
 
 
 def default_catalogue() -> Record:
@@ -392,13 +406,19 @@ def delete_droplet(path: PathLike, droplet_id: str | int) -> bool:
 
 
 def edit_droplet(
-    path: PathLike, droplet_id: str | int, *, size: str | None = None, tags: Sequence[str] | None = None
+    path: PathLike,
+    droplet_id: str | int,
+    *,
+    size: str | None = None,
+    tags: Sequence[str] | None = None,
+    disk: bool = True,
 ) -> Record:
-    """Resize a droplet or replace its tags out of band, as in the control panel (drift tests)."""
+    """Resize a droplet (``disk=False``: CPU and RAM only) or replace its tags out of band, as
+    in the control panel (drift tests)."""
     with transaction(path) as cloud:
         record = _existing_droplet(cloud, droplet_id)
         if size is not None:
-            resize_droplet(cloud, record, size)
+            resize_droplet(cloud, record, size, disk=disk)
         if tags is not None:
             record["tags"] = sorted(set(tags))
     return dict(record)

@@ -325,7 +325,7 @@ def _change_droplet(c: cloud.Cloud, record: cloud.Record, planned: State) -> Non
     """The in-place actions: rename, resize, backups, enable IPv6, tags, volumes."""
     record["name"] = planned["name"]
     if planned["size"] != record["size"]:
-        cloud.resize_droplet(c, record, planned["size"])
+        cloud.resize_droplet(c, record, planned["size"], disk=planned.get("resize_disk") is not False)
     record["backups"] = bool(planned["backups"])
     if planned["ipv6"]:
         cloud.enable_ipv6(record)
