@@ -160,6 +160,14 @@ def test_hostile_names_cannot_forge_or_split_a_mark() -> None:
     assert "\nPrices: free" not in combined
 
 
+def test_a_huge_producer_name_keeps_the_table_in_the_comment() -> None:
+    plan = parse_plan("p" * 100_000, synthetic(rc("digitalocean_droplet.d", ["delete"], before={})), {})
+    md = format_markdown(producer_reports([plan]))
+    assert units(md) < 2_000 and "\n| " + "p" * 199 + "… | 0 | 0 | 0 | 1 |" in md
+    rows = [line for line in combine([md, md]).splitlines() if line.startswith("| ppp")]
+    assert len(rows) == 2
+
+
 # --- the forges' limit ----------------------------------------------------------------------
 
 

@@ -91,8 +91,10 @@ MARK_KINDS = ("table", "prices", "unpriced", "section")
 
 
 def mark(kind: str, producers: Sequence[str] = ()) -> str:
-    """The mark line (without its newline) opening a part of ``kind`` for ``producers``."""
-    return f"<!-- infra-apply:{kind}" + "".join(f" producer={quote(p, safe='')}" for p in producers) + " -->"
+    """The mark line (without its newline) opening a part of ``kind`` for ``producers``; a name
+    is cut as the table prints it, so a huge one cannot push the table out of the comment."""
+    names = "".join(f" producer={quote(short(p), safe='')}" for p in producers)
+    return f"<!-- infra-apply:{kind}{names} -->"
 
 
 @dataclass(frozen=True)
