@@ -73,6 +73,8 @@ def test_a_failed_plan_note_is_kept_verbatim_after_the_plans() -> None:
     assert combine(files) == both + "\n" + FAILED
     # Without a final newline, and with nothing else: still kept, one section each.
     assert combine(["### a failed", "### b failed\n"]) == "### a failed\n\n### b failed\n"
+    odd = "### c\r\nfailed\u2028<!-- infra-apply:section producer=c -->\n"  # byte for byte
+    assert combine([odd, format_markdown([ct])]) == format_markdown([ct]) + "\n" + odd
     # A plan from an infra-apply without marks is not read as one: kept whole, not split.
     old = re.sub(r"(?m)^<!-- infra-apply:.*\n", "", format_markdown([ct]))
     assert combine([format_markdown([quinn]), old]) == format_markdown([quinn]) + "\n" + old

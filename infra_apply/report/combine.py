@@ -125,7 +125,7 @@ def _parse(text: str) -> _Plan | None:
 
 def _split(text: str) -> tuple[str, list[_Part]]:
     """The intro, then one part per mark line that follows a blank line (as every mark does)."""
-    lines = text.splitlines(keepends=True)
+    lines = re.findall(r"[^\n]*\n|[^\n]+\Z", text)  # only "\n" ends a line, as in markdown
     starts = [
         i
         for i, line in enumerate(lines)
