@@ -833,7 +833,13 @@ def drift(
 
 @cli.command()
 @click.option("--pr", type=click.IntRange(min=1), required=True, metavar="N", help="The pull request number.")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.argument(
+    "files",
+    nargs=-1,
+    required=True,
+    metavar="FILE...",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+)
 @click.option(
     "--forge",
     type=click.Choice(["github", "forgejo"]),
@@ -880,7 +886,7 @@ def drift(
 def comment(
     ctx: click.Context,
     pr: int,
-    file: Path,
+    files: tuple[Path, ...],
     forge: str | None,
     api_url: str | None,
     repo: str | None,
@@ -890,21 +896,25 @@ def comment(
     fmt: str,
     mesh_hosts: Path | None,
 ) -> None:
-    """Post FILE (a markdown plan, - for stdin) to pull request N, updating infra-apply's
+    """Post FILES (markdown plans, - for stdin) to pull request N, updating infra-apply's
     comment there instead of adding another.
+
+    Several files (one plan per producer from a CI matrix) are combined into one plan: one
+    header, one table, then every producer's section in producer order; a file that is not an
+    infra-apply plan (a failed job's note) is kept as it is, after the plans.
 
     The comment is found by a hidden marker on every page of the pull request's comments.
     Forge, API root, repository and token come from the CI variables of Forgejo Actions and
     GitHub Actions unless given. A body over the 65,536-character comment limit is cut at a line
     boundary with a note pointing at --details-url (or the CI log). The token is never printed,
-    and secrets found in FILE are masked.
+    and secrets found in FILES are masked.
     """
     from infra_apply.commands import comment as verb
 
     done = verb.run(
         os.environ,
         pr,
-        file,
+        files,
         read_stdin=sys.stdin.buffer.read,
         forge=forge,
         api_url=api_url,

@@ -16,8 +16,11 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
+from infra_apply.report.markdown import format_markdown
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, cli_env
+from tests.plan_fixtures import SANDBOX_CONTEXT
 from tests.test_comment import MARK, PR, TOKEN, FakeForge
+from tests.test_report_combine import FAILED, reports_of
 
 CI = REPO / "examples" / "ci"
 WORKFLOWS = sorted(CI.glob("*/*.yml"))
@@ -195,11 +198,15 @@ def test_the_comment_step_posts_the_plans(tmp_path: Path, httpserver: HTTPServer
     assert done.returncode == 0, done.stderr
     assert forge.comments[0]["body"].startswith(f"{MARK}\n## infra-apply plan\n\nNo changes: no producer's")
 
+    # The matrix: one plan per producer, one that failed; one comment reading as one plan.
+    ct, quinn = reports_of("update_size_and_import")
     (work / "plans").mkdir()
-    (work / "plans" / "ct.md").write_text("## ct\n")
-    (work / "plans" / "mc.md").write_text("## mc\n")
+    (work / "plans" / "ct.md").write_text(format_markdown([ct], SANDBOX_CONTEXT))
+    (work / "plans" / "mc.md").write_text(FAILED)
+    (work / "plans" / "quinn.md").write_text(format_markdown([quinn], SANDBOX_CONTEXT))
     done = run_step(s["run"], work, env)
     assert done.returncode == 0, done.stderr
-    assert [c["body"] for c in forge.comments] == [f"{MARK}\n## ct\n## mc\n"]
+    one_plan = format_markdown([ct, quinn], SANDBOX_CONTEXT) + "\n" + FAILED
+    assert [c["body"] for c in forge.comments] == [f"{MARK}\n{one_plan}"]
     assert TOKEN not in done.stdout + done.stderr
     assert json.dumps(TOKEN) not in json.dumps(forge.requests)  # the token only in the header

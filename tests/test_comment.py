@@ -18,9 +18,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target
+from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target, units
 from infra_apply.errors import InfraApplyError
+from infra_apply.report.markdown import format_markdown
 from tests.conftest import cli_env, run_cli
+from tests.plan_fixtures import SANDBOX_CONTEXT
+from tests.test_report_combine import FAILED, forty_creates, reports_of
 
 TOKEN = "FAKE-gh-token_" + "Tk9" * 12  # plainly fake, unique enough to grep for
 REPO = "uvlava/infra"
@@ -321,6 +324,53 @@ def test_secrets_in_the_plan_are_masked(tmp_path: Path, forge: FakeForge) -> Non
     code, _, err = post(tmp_path, forge, f"token {secret} and {TOKEN}\n", DIGITALOCEAN_TOKEN=secret)
     assert code == 0, err
     assert forge.comments[0]["body"] == f"{MARK}\ntoken *** and ***\n"
+
+
+def post_files(tmp_path: Path, forge: FakeForge, files: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``comment`` with several files, as the CI's comment job passes ``plans/*.md``."""
+    (tmp_path / "plans").mkdir(exist_ok=True)
+    for name, text in files.items():
+        (tmp_path / "plans" / name).write_text(text, "utf-8")
+    paths = [str(tmp_path / "plans" / name) for name in files]
+    r = run_cli("comment", "--pr", str(PR), *args, *paths, env=forge.env(tmp_path))
+    assert "Traceback" not in r.stderr, r.stderr
+    assert TOKEN not in r.stdout + r.stderr
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_a_matrix_of_plans_is_one_comment_read_as_one_plan(tmp_path: Path, forge: FakeForge) -> None:
+    ct, quinn = reports_of("update_size_and_import")
+    files = {
+        "quinn.md": format_markdown([quinn], SANDBOX_CONTEXT),
+        "mc.md": FAILED,  # what the workflow writes for a plan that failed
+        "ct.md": format_markdown([ct], SANDBOX_CONTEXT),
+    }
+    code, out, err = post_files(tmp_path, forge, files, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["action"] == "created" and json.loads(out)["cut"] is False
+    [mine] = forge.comments
+    assert mine["body"] == f"{MARK}\n" + format_markdown([ct, quinn], SANDBOX_CONTEXT) + "\n" + FAILED
+
+    code, out, err = post_files(tmp_path, forge, files)  # the next push, the same plans
+    assert code == 0, err
+    assert out.startswith("unchanged comment 9001") and "PATCH" not in forge.methods()
+
+
+def test_a_combined_plan_over_the_limit_is_cut_and_said_so(tmp_path: Path, forge: FakeForge) -> None:
+    files = {f"p{i:02}.md": forty_creates(f"p{i:02}") for i in range(12)}
+    code, out, err = post_files(tmp_path, forge, files, "--format", "json")
+    assert code == 0, err  # GitHub's fake answers 422 to anything over the limit
+    assert json.loads(out)["cut"] is True
+    assert "the plan combined from 12 files is over the comment limit" in err
+    [mine] = forge.comments
+    assert units(mine["body"]) <= COMMENT_LIMIT and mine["body"].count("| producer |") == 1
+    assert mine["body"].count("<details") == mine["body"].count("</details>")
+
+
+def test_standard_input_only_once(tmp_path: Path, forge: FakeForge) -> None:
+    r = run_cli("comment", "--pr", str(PR), "-", "-", env=forge.env(tmp_path))
+    assert r.returncode == 1 and r.stderr == "infra-apply: error: - (standard input) can be given only once\n"
+    assert forge.comments == []
 
 
 def test_redirects_are_not_followed(tmp_path: Path, httpserver: HTTPServer) -> None:

@@ -1,30 +1,32 @@
 """``comment``: post a markdown plan (a file, or standard input) to a pull request, updating
-infra-apply's one comment there; the forge API is ``infra_apply.comment``."""
+infra-apply's one comment there; the forge API is ``infra_apply.comment``. Several files (a CI
+matrix's per-producer plans) are combined into one plan first (``report.combine``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra_apply.commands import Output
 from infra_apply.comment import SECRET_ENV, Posted, Target, Transport, publish, resolve_target
 from infra_apply.errors import InfraApplyError
+from infra_apply.report.combine import combine
 
 
 @dataclass(frozen=True)
 class Commented:
     target: Target
     pr: int
-    file: Path
+    files: tuple[Path, ...]
     posted: Posted
 
 
 def run(
     env: Mapping[str, str],
     pr: int,
-    file: Path,
+    files: Sequence[Path],
     *,
     read_stdin: Callable[[], bytes],
     forge: str | None = None,
@@ -35,12 +37,16 @@ def run(
     details: str | None = None,
     transport: Transport | None = None,
 ) -> Commented:
-    """Post ``file`` (``-``: standard input, read by ``read_stdin``) to pull request ``pr``."""
+    """Post ``files`` (``-``: standard input, read by ``read_stdin``), combined into one plan
+    when there are several, to pull request ``pr``."""
     target = resolve_target(env, forge=forge, api_url=api_url, repo=repo, token_env=token_env)
-    text = _read_text(file, read_stdin)
+    if sum(1 for f in files if str(f) == "-") > 1:
+        raise InfraApplyError("- (standard input) can be given only once")
+    texts = [_read_text(f, read_stdin) for f in files]
+    text = texts[0] if len(texts) == 1 else combine(texts)
     secrets = [env[v] for v in SECRET_ENV if env.get(v)]
     posted = publish(target, pr, text, key, secrets=secrets, details=details, transport=transport)
-    return Commented(target, pr, file, posted)
+    return Commented(target, pr, tuple(files), posted)
 
 
 def _read_text(file: Path, read_stdin: Callable[[], bytes]) -> str:
@@ -57,8 +63,10 @@ def output(done: Commented, fmt: str) -> Output:
     text = format_json(done) if fmt == "json" else format_text(done)
     notes: tuple[str, ...] = ()
     if done.posted.cut:
+        files = done.files
+        what = str(files[0]) if len(files) == 1 else f"the plan combined from {len(files)} files"
         notes = (
-            f"infra-apply: warning: {done.file} is over the comment limit; the comment shows its "
+            f"infra-apply: warning: {what} is over the comment limit; the comment shows its "
             "start and a note saying where the rest is",
         )
     return Output(text, notes)

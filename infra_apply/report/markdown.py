@@ -15,7 +15,8 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from urllib.parse import quote
 
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
@@ -68,6 +69,33 @@ _MD_EMOJI: Mapping[str, str] = {
 }
 _MD_PORTS: Mapping[str, str] = {"opened": "🔓", "closed": "🔒"}
 
+TITLE = "## infra-apply plan"
+SANDBOX_BANNER = (
+    "> 🧪 **Sandbox plan:** planned against infra-apply's local stand-in cloud, not a "
+    "DigitalOcean account. No real droplet, database or firewall was read or touched; "
+    "this says nothing about production."
+)
+TABLE_HEAD = (
+    "| producer | create | update | replace | destroy | import | outside Terraform | name drift "
+    "| guard | cost a month |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+)
+NO_PRODUCER_ROW = "| _none_ | 0 | 0 | 0 | 0 | 0 | 0 | 0 | ✅ | |"
+NO_CHANGES = "No changes."
+# Each part of the comment (the table, a price note, a producer's unpriced note, a producer's
+# section) starts with a mark on a line of its own after a blank line, so ``report.combine``
+# can merge the plans of separate runs by splitting on marks, never by reading prose. Marks are
+# HTML comments (hidden on GitHub and Forgejo); a producer name in one is percent-encoded, and
+# every name elsewhere is escaped (``<`` as ``&lt;``), so no name can end a mark or forge one.
+MARK_KINDS = ("table", "prices", "unpriced", "section")
+
+
+def mark(kind: str, producers: Sequence[str] = ()) -> str:
+    """The mark line (without its newline) opening a part of ``kind`` for ``producers``; a name
+    is cut as the table prints it, so a huge one cannot push the table out of the comment."""
+    names = "".join(f" producer={quote(short(p), safe='')}" for p in producers)
+    return f"<!-- infra-apply:{kind}{names} -->"
+
 
 @dataclass(frozen=True)
 class _Block:
@@ -101,24 +129,21 @@ def _shown(r: ProducerReport) -> bool:
     return bool(plan.has_changes or plan.outside or plan.drift or plan.settings_drift or r.gpus)
 
 
-def _md_head(reports: Sequence[ProducerReport], context: PlanContext | None) -> str:
+def md_intro(context: PlanContext | None) -> str:
+    """What comes before the table: the hidden context line, the title, the sandbox banner, the
+    commit and time planned."""
     sandbox = context is not None and context.sandbox
-    lines = [*_md_context(context), "## infra-apply plan" + (" (sandbox)" if sandbox else "")]
+    lines = [*_md_context(context), TITLE + (" (sandbox)" if sandbox else "")]
     if sandbox:
-        lines += [
-            "",
-            "> 🧪 **Sandbox plan:** planned against infra-apply's local stand-in cloud, not a "
-            "DigitalOcean account. No real droplet, database or firewall was read or touched; "
-            "this says nothing about production.",
-        ]
+        lines += ["", SANDBOX_BANNER]
     if context is not None:
         lines += ["", _md_when(context)]
-    lines += [
-        "",
-        "| producer | create | update | replace | destroy | import | outside Terraform | name drift "
-        "| guard | cost a month |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
+    return "\n".join(lines) + "\n"
+
+
+def _md_head(reports: Sequence[ProducerReport], context: PlanContext | None) -> str:
+    lines = [md_intro(context).removesuffix("\n"), "", mark("table", [r.producer for r in reports])]
+    lines += TABLE_HEAD
     for report in reports:
         n = report.plan.counts
         cells = [_md_text(report.producer)] + [str(n[a]) for a in COUNTED_ACTIONS]
@@ -126,9 +151,9 @@ def _md_head(reports: Sequence[ProducerReport], context: PlanContext | None) -> 
         cells.append(_md_cost_cell(report))
         lines.append("| " + " | ".join(cells) + " |")
     if not reports:
-        lines.append("| _none_ | 0 | 0 | 0 | 0 | 0 | 0 | 0 | ✅ | |")
+        lines.append(NO_PRODUCER_ROW)
     if not any(r.plan.has_changes for r in reports):
-        lines += ["", "No changes."]
+        lines += ["", NO_CHANGES]
     return "\n".join(lines) + "\n"
 
 
@@ -140,16 +165,27 @@ def _md_context(context: PlanContext | None) -> list[str]:
     """A hidden line for tools: the full commit, the time, sandbox or not."""
     if context is None:
         return []
-    when = context.planned_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sandbox = "yes" if context.sandbox else "no"
-    commit = _commit(context) or "unknown"
-    return [f"<!-- infra-apply plan: commit={commit} planned-at={when} sandbox={sandbox} -->"]
+    return [context_line(_commit(context) or "unknown", context.planned_at, sandbox)]
+
+
+def context_line(commit: str, planned_at: datetime, sandbox: str) -> str:
+    when = planned_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"<!-- infra-apply plan: commit={commit} planned-at={when} sandbox={sandbox} -->"
 
 
 def _md_when(context: PlanContext) -> str:
-    when = context.planned_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = minute(context.planned_at)
     commit = _commit(context)
-    return f"Planned at commit `{commit[:_SHORT_SHA]}` on {when}." if commit else f"Planned on {when}."
+    return f"Planned at commit {short_commit(commit)} on {when}." if commit else f"Planned on {when}."
+
+
+def minute(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def short_commit(commit: str) -> str:
+    return f"`{commit[:_SHORT_SHA]}`"
 
 
 def _md_guard_cell(verdict: GuardVerdict) -> str:
@@ -169,7 +205,7 @@ def _md_section(report: ProducerReport) -> _Section:
     # Expanded when a reviewer must look: something lost, downtime, or a port opened to all.
     destructive = any(c.action in ("delete", "replace") for c in ordered)
     expand = destructive or resized or any(kind == "opened" for kind, _ in ports)
-    head = f"\n<details{' open' if expand else ''}>\n{summary}\n"
+    head = f"\n{mark('section', [plan.producer])}\n<details{' open' if expand else ''}>\n{summary}\n"
     blocks: list[_Block] = [_md_verdict(report)]
     if plan.outside:
         blocks.append(_Block("\n#### Changed outside Terraform\n\n"))
@@ -215,12 +251,15 @@ def _md_cost_note(reports: Sequence[ProducerReport]) -> str:
     """The footnote under the table: where the prices come from, their date, what is counted,
     and (``*`` in the table) the droplets left out of a producer's totals for want of a price."""
     costs = [(r.producer, r.cost) for r in reports if r.cost is not None]
-    notes = [_md_text(note) for note in sorted({source_note(c.prices) for _, c in costs})]
+    # Sorted as printed, so ``combine`` sorts the notes of several plans the same way.
+    sources = sorted({_md_dollars(_md_text(source_note(c.prices))) for _, c in costs})
+    notes = [f"\n{mark('prices')}\n{note}\n" for note in sources]
     for producer, cost in costs:
         unpriced = unpriced_sentence(cost, _md_text, limit=3)  # the section lists them all
         if unpriced:
-            notes.append(f"\\* {_md_text(producer)}: {unpriced}")
-    return "".join(f"\n{_md_dollars(note)}\n" for note in notes)
+            note = _md_dollars(f"\\* {_md_text(producer)}: {unpriced}")
+            notes.append(f"\n{mark('unpriced', [producer])}\n{note}\n")
+    return "".join(notes)
 
 
 def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
