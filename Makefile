@@ -28,11 +28,12 @@ $(BIN)/infra-apply:
 	$(BIN)/pip install -e '.[sandbox]'
 
 # The test tools (pytest, mypy, ruff, moto, ...) for test, lint and bench, installed once into
-# the venv; the stamp records that they are there (delete it to install them again).
+# the venv; the stamp records that they are there, and a change to pyproject.toml (a new or
+# re-pinned dependency) installs them again.
 TEST_TOOLS := $(VENV)/.test-tools
 test-tools: $(TEST_TOOLS)
 
-$(TEST_TOOLS): | $(BIN)/infra-apply
+$(TEST_TOOLS): pyproject.toml | $(BIN)/infra-apply
 	$(BIN)/pip install -e '.[test]'
 	touch $@
 
