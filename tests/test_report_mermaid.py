@@ -5,16 +5,21 @@ escaped labels. test_mermaid_check parses every diagram drawn here with Mermaid 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from infra_apply.build import build_model
 from infra_apply.model import Droplet, Model, ProducerModel, Service
+from infra_apply.plan_model import parse_plan
 from infra_apply.render import render_model
+from infra_apply.report import GpuUp, producer_reports
+from infra_apply.report.markdown import format_markdown
 from infra_apply.report.mermaid import mermaid_diagram
 from infra_apply.validate import validate_tree
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, droplet, producer_root, project, write_tree
 from tests.mermaid_cases import CASES, GPU_UP, HOSTILE, MARKED, TOPOLOGY, change, diagram
 from tests.mermaid_check import MERMAID_LINE, mermaid_blocks
+from tests.plan_fixtures import rc, synthetic
 
 _NODE = re.compile(r"^\s+(?:subgraph )?([a-z0-9_]+)[\[({]+\"(.*?)\"[\])}]+$")
 _EDGE = re.compile(r"^  ([a-z0-9_]+) (-->|-\.->)(?:\|\"(.*?)\"\|)? ([a-z0-9_]+)$")
@@ -304,3 +309,33 @@ def test_depends_on_of_a_same_named_project_on_another_host_is_not_this_services
     model: Model = build_model(validate_tree(tree))
     [ct] = model.producers
     assert {s.name: s.depends_on for d in ct.droplets for s in d.services} == {"app": (), "emu": ("app",)}
+
+
+def _rules(*ports: str) -> list[dict[str, object]]:
+    return [{"protocol": "tcp", "port_range": p, "source_addresses": ["0.0.0.0/0"]} for p in ports]
+
+
+def test_the_pull_request_comment_draws_closed_ports_and_each_gpu_as_its_lease_says() -> None:
+    """Through parse_plan and the markdown report: a firewall closing 80 and 443 (mc-edge
+    removed), and the GPU up only while a lease (not being released) holds it."""
+    before, after = {"inbound_rule": _rules("22", "80", "443")}, {"inbound_rule": _rules("22")}
+    fw = rc("digitalocean_firewall.mc_services", ["update"], before=before, after=after)
+    plan = parse_plan("mc", synthetic(fw), {"digitalocean_firewall.mc_services": "com.uvlava.mc.services"})
+    no_edge, _, _ = CASES["firewall_only"]()
+
+    def comment(*gpus: GpuUp) -> Parsed:
+        return Parsed(format_markdown(producer_reports([plan], models={"mc": no_edge}, gpus={"mc": gpus})))
+
+    until = datetime(2026, 11, 29, 18, 0, tzinfo=UTC)
+    for d, up in [
+        (comment(), False),
+        (comment(GpuUp("com.uvlava.mc.gpu", until, 3.39)), True),
+        (comment(GpuUp("com.uvlava.mc.gpu", until, 3.39, releasing=True)), False),
+    ]:
+        services = d.node("com.uvlava.mc.services · firewall changed")
+        assert [(arrow, label) for _, arrow, label, b in d.edges if b == f"{services}_host"][-2:] == [
+            ("-.->", "80/tcp (closed)"),
+            ("-.->", "443/tcp (closed)"),
+        ]
+        gpu = d.node("com.uvlava.mc.gpu" if up else "com.uvlava.mc.gpu · down, on demand")
+        assert d.ports(gpu) == (["22/tcp", "51820/udp"] if up else [])
