@@ -141,7 +141,8 @@ def test_colour_marks_each_action_and_every_warning_line() -> None:
         in lines
     )
     assert any(line.startswith(f"{MAGENTA}-/+ replace{RESET} com.uvlava.quinn.artifacts ") for line in lines)
-    assert any(line.startswith(f"{YELLOW}  ~ update {RESET} firewall of com.uvlava.quinn.artifacts ") for line in lines)
+    firewall = f"{YELLOW}  ~ update {RESET} firewall of com.uvlava.quinn.artifacts "
+    assert any(line.startswith(firewall) for line in lines)
     assert any(line.startswith(f"{YELLOW}  ~ resize {RESET} com.uvlava.ct.services ") for line in lines)
     assert f"{GREEN}  + create {RESET} com.uvlava.ct.gpu (digitalocean_droplet.ct_gpu[0])" in lines
     assert any(line.startswith(f"{CYAN} <= import {RESET} com.uvlava.quinn.artifacts ") for line in lines)
