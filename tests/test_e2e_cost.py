@@ -72,7 +72,7 @@ def test_apply_shows_the_cost_and_a_resize_plans_the_difference(ops: Ops) -> Non
     assert "  $ s-4vcpu-8gb at $48.00/month: 0 → 1 droplet (+$48.00)" in out
     code, out, _ = ops.sandbox("plan", "--producer", "mc", "--format", "markdown")
     assert code == 2
-    row = "| mc | 0 | 1 | 0 | 0 | 0 | 0 | ⛔ refused without `--allow-resize` |"
+    row = "| mc | 0 | 1 | 0 | 0 | 0 | 0 | 0 | ⛔ refused without `--allow-resize` |"
     assert f"{row} \\$24.00 → \\$48.00 (+\\$24.00) |" in out
     assert "**Cost**: \\$24.00/month → \\$48.00/month (+\\$24.00)" in out
     assert f"Prices: {TABLE}" in out
