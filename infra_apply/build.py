@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -91,7 +91,7 @@ def _runs_on(manifests: Iterable[Manifest], refs: Any) -> _RunsOn:
 
 
 def _hosted(
-    hosts: tuple[str, ...], listed: Iterable[str], runs_on: _RunsOn, consumes: _Consumes
+    hosts: tuple[str, ...], listed: Collection[str], runs_on: _RunsOn, consumes: _Consumes
 ) -> tuple[Service, ...]:
     """The projects running on a droplet with these hosts that its ``services`` do not list."""
     out: dict[str, Service] = {}
