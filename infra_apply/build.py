@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +31,8 @@ def build_model(v: Validation) -> Model:
         if producer is not None:
             by_producer.setdefault(producer, []).append(m)
     consumes = _depends_on(v.manifests)
-    droplets = [d for m in v.manifests for d in _droplets(m, refs[m.path].producer, consumes)]
+    runs_on = _runs_on(v.manifests, refs)
+    droplets = [d for m in v.manifests for d in _droplets(m, refs[m.path].producer, consumes, runs_on)]
     droplets += _gpu_droplets(v.manifests, refs, v.config)
     droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
@@ -67,11 +68,48 @@ def _depends_on(manifests: Iterable[Manifest]) -> _Consumes:
     return out
 
 
-def _droplets(m: Manifest, tree_producer: str | None, consumes: _Consumes) -> Iterable[Droplet]:
+# mesh host -> the projects whose ``service.host`` it is, as services (kind: their runtime).
+_RunsOn = dict[str, tuple[Service, ...]]
+
+
+def _runs_on(manifests: Iterable[Manifest], refs: Any) -> _RunsOn:
+    out: dict[str, list[Service]] = {}
+    # Prod first: a project's dev variant on the same host is the same service, drawn once.
+    for m in sorted(manifests, key=lambda m: (m.data.get("environment", "prod") != "prod", m.path)):
+        svc = m.data.get("service") or {}
+        if svc.get("host") is None:
+            continue
+        out.setdefault(svc["host"], []).append(
+            Service(
+                name=m.data["project"],
+                kind=svc.get("runtime", "project"),
+                producer=refs[m.path].producer,
+                port=svc.get("port"),
+            )
+        )
+    return {host: tuple(services) for host, services in out.items()}
+
+
+def _hosted(
+    hosts: tuple[str, ...], listed: Collection[str], runs_on: _RunsOn, consumes: _Consumes
+) -> tuple[Service, ...]:
+    """The projects running on a droplet with these hosts that its ``services`` do not list."""
+    out: dict[str, Service] = {}
+    for host in hosts:
+        for s in runs_on.get(host, ()):
+            if s.name not in listed and s.name not in out:
+                out[s.name] = replace(s, depends_on=_consumed(s.name, hosts, consumes))
+    return tuple(out.values())
+
+
+def _droplets(
+    m: Manifest, tree_producer: str | None, consumes: _Consumes, runs_on: _RunsOn
+) -> Iterable[Droplet]:
     for d in m.data.get("droplets", []):
         if d.get("provider", m.data["provider"]) != "digitalocean":
             continue
         hosts = tuple(d.get("hosts", []))
+        listed = {s["name"] for s in d["services"]}
         yield Droplet(
             name=d["name"],
             producer=name_producer(d["name"]) or tree_producer or "",
@@ -82,6 +120,7 @@ def _droplets(m: Manifest, tree_producer: str | None, consumes: _Consumes) -> It
             role=d.get("role"),
             hosts=hosts,
             services=tuple(_service(s, _consumed(s["name"], hosts, consumes)) for s in d["services"]),
+            hosted=_hosted(hosts, listed, runs_on, consumes),
         )
 
 

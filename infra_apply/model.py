@@ -19,7 +19,8 @@ DEFAULT_GPU_IMAGE = "gpu-h100x1-base"
 
 @dataclass(frozen=True)
 class Service:
-    """A service co-located on a shared droplet (producer-root ``droplets[].services[]``)."""
+    """A service co-located on a shared droplet (producer-root ``droplets[].services[]``), or a
+    project that runs there (see ``Droplet.hosted``; its ``kind`` is then its runtime)."""
 
     name: str
     kind: str
@@ -50,6 +51,9 @@ class Droplet:
     role: str | None = None
     hosts: tuple[str, ...] = ()
     services: tuple[Service, ...] = ()
+    # Projects whose ``service.host`` is one of ``hosts`` and that ``services`` does not list:
+    # they run on this droplet all the same (drawn there; they change no firewall rule).
+    hosted: tuple[Service, ...] = ()
     gpu: bool = False
     projects: tuple[str, ...] = ()
     also_declared_in: tuple[str, ...] = ()  # other manifests naming the same GPU droplet

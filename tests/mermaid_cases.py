@@ -4,6 +4,7 @@ test_mermaid_check parses every one of them with Mermaid itself."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from infra_apply.model import Database, Droplet, ProducerModel, Service
@@ -14,6 +15,7 @@ from infra_apply.report.mermaid import mermaid_diagram
 class Case(NamedTuple):
     model: ProducerModel
     changes: tuple[Change, ...] = ()
+    gpus_up: tuple[str, ...] = ()  # the GPU droplets a lease holds up
 
 
 def drop(name: str, hosts: tuple[str, ...], *services: Service, **extra: Any) -> Droplet:
@@ -56,6 +58,37 @@ DATABASES = (
     db("storefront_dev", "storefront_dev", "storefront", "fennel", env="dev"),
 )
 TOPOLOGY = ProducerModel("mc", droplets=(DNS, GPU, SERVICES), databases=DATABASES)
+GPU_UP = (GPU.name,)
+
+# The reviewer's case: mc-edge removed from the manifests, so the plan's only change is the
+# services droplet's firewall closing 80 and 443 to the internet.
+NO_EDGE = ProducerModel(
+    "mc",
+    droplets=(DNS, GPU, replace(SERVICES, services=SERVICES.services[:2])),
+    databases=DATABASES,
+)
+EDGE_CLOSED = (
+    change(
+        "digitalocean_firewall",
+        "com.uvlava.mc.services",
+        "update",
+        ports_closed=(PublicPort("tcp", "80"), PublicPort("tcp", "443")),
+    ),
+)
+
+# quinn's mcp droplet lists only mcp-hub; the auth-svc project runs there (service.host: mcp).
+AUTH = Service("auth-svc", "python3.12", "quinn", 8090, depends_on=("mcp-hub",))
+MCP = drop("com.uvlava.quinn.mcp", ("mcp",), Service("mcp-hub", "mcp", port=8800), hosted=(AUTH,))
+ARTIFACTS = drop(
+    "com.uvlava.quinn.artifacts",
+    ("forge", "registry"),
+    Service("quinn-forge", "forgejo", "quinn", 3003, depends_on=("auth-svc",)),
+)
+HOSTED = ProducerModel(
+    "quinn",
+    droplets=(ARTIFACTS, MCP),
+    databases=(db("auth", "auth_app", "auth-svc", "mcp"),),
+)
 
 MARKED = (
     change("digitalocean_droplet", "com.uvlava.mc.services", "replace"),
@@ -125,8 +158,11 @@ def _over_mermaids_edge_limit() -> Case:
 
 
 CASES: Mapping[str, Callable[[], Case]] = {
-    "topology": lambda: Case(TOPOLOGY),
+    "topology": lambda: Case(TOPOLOGY, gpus_up=GPU_UP),
     "marked": lambda: Case(TOPOLOGY, MARKED),
+    "gpu_down": lambda: Case(TOPOLOGY),
+    "firewall_only": lambda: Case(NO_EDGE, EDGE_CLOSED, GPU_UP),
+    "hosted": lambda: Case(HOSTED),
     "hostile": _hostile,
     "empty": lambda: Case(ProducerModel("mc")),
     "only_destroyed": lambda: Case(
@@ -138,5 +174,5 @@ CASES: Mapping[str, Callable[[], Case]] = {
 
 
 def diagram(case: str) -> str:
-    model, changes = CASES[case]()
-    return mermaid_diagram(model, changes)
+    model, changes, gpus_up = CASES[case]()
+    return mermaid_diagram(model, changes, gpus_up)

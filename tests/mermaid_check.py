@@ -32,7 +32,7 @@ _FENCE = re.compile(r"^```mermaid\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 # Every line infra-apply's diagram may contain: ids are ours, labels escaped (no raw quote,
 # backtick, percent, angle bracket, brace or pipe; only our own <br/> between lines).
 LABEL = r'"[^"`%<>{}|\n]*(?:<br/>[^"`%<>{}|\n]*)*"'
-CLASSES = r"(?:created|updated|replaced|deleted|imported|external)"
+CLASSES = r"(?:created|updated|replaced|deleted|imported|firewall|down|external)"
 NODE = r"(?:drop\d+_(?:svc|job)\d+|ext\d+)"
 MERMAID_LINE = re.compile(
     "|".join(
@@ -47,6 +47,7 @@ MERMAID_LINE = re.compile(
             rf"    cluster\d+_db\d+\[\({LABEL}\)\]",
             rf"  (?:gone\d+|ext\d+|omitted|empty)\[{LABEL}\]",
             r'  internet -->\|"\d+/(?:tcp|udp)(?: \(opened\))?"\| drop\d+_host',
+            r'  internet -\.->\|"(?:\d+(?:-\d+)?/(?:tcp|udp)|icmp) \(closed\)"\| drop\d+_host',
             rf'  drop\d+_svc\d+ -\.->\|"HTTP over mesh"\| {NODE}',
             rf"  {NODE} --> cluster\d+_db\d+",
             rf"  drop\d+_host -->\|{LABEL}\| cluster\d+_db\d+",

@@ -5,16 +5,21 @@ escaped labels. test_mermaid_check parses every diagram drawn here with Mermaid 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from infra_apply.build import build_model
-from infra_apply.model import Droplet, Model, ProducerModel
+from infra_apply.model import Droplet, Model, ProducerModel, Service
+from infra_apply.plan_model import parse_plan
 from infra_apply.render import render_model
+from infra_apply.report import GpuUp, producer_reports
+from infra_apply.report.markdown import format_markdown
 from infra_apply.report.mermaid import mermaid_diagram
 from infra_apply.validate import validate_tree
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, droplet, producer_root, project, write_tree
-from tests.mermaid_cases import CASES, HOSTILE, MARKED, TOPOLOGY, change, diagram
+from tests.mermaid_cases import CASES, GPU_UP, HOSTILE, MARKED, TOPOLOGY, change, diagram
 from tests.mermaid_check import MERMAID_LINE, mermaid_blocks
+from tests.plan_fixtures import rc, synthetic
 
 _NODE = re.compile(r"^\s+(?:subgraph )?([a-z0-9_]+)[\[({]+\"(.*?)\"[\])}]+$")
 _EDGE = re.compile(r"^  ([a-z0-9_]+) (-->|-\.->)(?:\|\"(.*?)\"\|)? ([a-z0-9_]+)$")
@@ -81,7 +86,8 @@ def test_public_ports_are_the_ones_each_firewall_opens_to_the_internet() -> None
     model = build_model(validate_tree(EXAMPLE_TREE, EXAMPLE_MESH))
     rendered = {r.producer: r.files["firewalls.tf"] for r in render_model(model, REPO / "generated")}
     for producer in model.producers:
-        d = Parsed(mermaid_diagram(producer, ()))
+        # Every GPU up: its firewall (counted like its droplet) is rendered all the same.
+        d = Parsed(mermaid_diagram(producer, (), [g.name for g in producer.droplets if g.gpu]))
         drawn = {d.labels[n]: d.ports(n) for n in d.members if n.startswith("drop")}
         assert drawn == _firewall_ports(rendered[producer.name]), producer.name
     # The example's reverse proxies and DNS do open more than SSH and WireGuard.
@@ -147,9 +153,58 @@ def test_what_the_plan_changes_is_marked_with_a_legend_of_only_the_classes_used(
     legend = [d.labels[n] for n in d.members["legend"]]
     assert legend == ["created", "updated", "replaced", "destroyed", "imported"]
     # Only what is used: no update, no legend entry for it.
-    only_replace = Parsed(mermaid_diagram(TOPOLOGY, MARKED[:1]))
+    only_replace = Parsed(mermaid_diagram(TOPOLOGY, MARKED[:1], GPU_UP))
     assert [only_replace.labels[n] for n in only_replace.members["legend"]] == ["replaced"]
     assert only_replace.classdefs == ["replaced", "external"]
+
+
+def test_a_droplet_whose_firewall_alone_changes_is_marked_and_its_closed_ports_drawn_dashed() -> None:
+    d = Parsed(diagram("firewall_only"))
+    services = d.node("com.uvlava.mc.services · firewall changed")
+    assert d.classes[services] == "firewall"
+    assert [d.labels[n] for n in d.members["legend"]] == ["firewall changed"]
+    closed = [(arrow, label) for a, arrow, label, b in d.edges if a == "internet" and b == f"{services}_host"]
+    assert closed == [
+        ("-->", "22/tcp"),
+        ("-->", "51820/udp"),
+        ("-.->", "80/tcp (closed)"),
+        ("-.->", "443/tcp (closed)"),
+    ]
+    # A droplet the plan changes itself says that, not its firewall's change.
+    both = Parsed(mermaid_diagram(TOPOLOGY, MARKED, GPU_UP))
+    assert both.classes[both.node("com.uvlava.dns · imported")] == "imported"
+    assert "firewall" not in both.classes.values()
+
+
+def test_a_project_running_on_a_droplet_is_drawn_inside_it_with_its_database_and_dependents() -> None:
+    d = Parsed(diagram("hosted"))
+    mcp, artifacts = d.node("com.uvlava.quinn.mcp"), d.node("com.uvlava.quinn.artifacts")
+    auth = d.node("auth-svc<br/>python3.12 · port 8090")
+    assert d.members[mcp] == [f"{mcp}_host", f"{mcp}_svc0", auth]
+    users = [(a, label) for a, _, label, b in d.edges if b == d.node("auth (auth_app)")]
+    assert users == [(auth, "")]
+    http = [(a, b) for a, arrow, _, b in d.edges if arrow == "-.->"]
+    assert http == [(f"{artifacts}_svc0", auth), (auth, f"{mcp}_svc0")]
+    assert "external" not in d.classes.values()
+
+
+def test_an_on_demand_gpu_that_is_down_has_no_public_ports_and_one_being_created_has() -> None:
+    down = Parsed(diagram("gpu_down"))
+    gpu = down.node("com.uvlava.mc.gpu · down, on demand")
+    assert down.classes[gpu] == "down" and down.ports(gpu) == []
+    assert down.labels[f"{gpu}_job0"] == "render-job<br/>GPU job"
+    assert "legend" not in down.members  # down is no change of the plan
+    # Held up by a lease: an ordinary box with its ports.
+    up = Parsed(diagram("topology"))
+    assert up.ports(up.node("com.uvlava.mc.gpu")) == ["22/tcp", "51820/udp"]
+    # Created by the plan (`gpu up`): created, with its ports, lease or not yet.
+    created = Parsed(diagram("marked"))
+    gpu = created.node("com.uvlava.mc.gpu · created")
+    assert created.classes[gpu] == "created" and created.ports(gpu) == ["22/tcp", "51820/udp"]
+    # Released by the plan (`gpu down`, `gpu reap`): drawn destroyed, not down.
+    release = change("digitalocean_droplet", "com.uvlava.mc.gpu", "delete")
+    released = Parsed(mermaid_diagram(TOPOLOGY, (release,)))
+    assert released.classes[released.node("com.uvlava.mc.gpu · destroyed")] == "deleted"
 
 
 def test_a_name_destroyed_at_one_address_and_created_at_another_is_drawn_twice() -> None:
@@ -195,7 +250,7 @@ def test_an_empty_producer_says_so() -> None:
 
 
 def test_the_diagram_does_not_depend_on_the_order_of_the_changes() -> None:
-    model, changes = CASES["marked"]()
+    model, changes, _ = CASES["marked"]()
     assert mermaid_diagram(model, changes[::-1]) == mermaid_diagram(model, changes)
 
 
@@ -225,6 +280,19 @@ def test_the_model_carries_depends_on_and_where_each_database_user_runs() -> Non
     assert hosts == {"auth-svc": "mcp", "catalog": "mint", "ledger-api": "lime", "storefront": "mint"}
 
 
+def test_the_model_puts_each_project_on_the_droplet_its_service_host_names() -> None:
+    model = build_model(validate_tree(EXAMPLE_TREE, EXAMPLE_MESH))
+    hosted = {d.name: d.hosted for p in model.producers for d in p.droplets if d.hosted}
+    # storefront, catalog, ledger-api and vision-worker are listed services of their droplets;
+    # ledger-api's dev variant runs on the operator's mac (fennel): on no droplet.
+    assert hosted == {"com.uvlava.quinn.mcp": (Service("auth-svc", "python3.12", "quinn", 8090),)}
+    quinn = Parsed(mermaid_diagram(model.producer("quinn") or ProducerModel("quinn"), ()))
+    mcp = quinn.node("com.uvlava.quinn.mcp")
+    auth = quinn.node("auth-svc<br/>python3.12 · port 8090")
+    assert auth in quinn.members[mcp]
+    assert (auth, "-->", "", quinn.node("auth (auth_app)")) in quinn.edges
+
+
 def test_depends_on_of_a_same_named_project_on_another_host_is_not_this_services(tmp_path: Path) -> None:
     tree = write_tree(
         tmp_path,
@@ -241,3 +309,33 @@ def test_depends_on_of_a_same_named_project_on_another_host_is_not_this_services
     model: Model = build_model(validate_tree(tree))
     [ct] = model.producers
     assert {s.name: s.depends_on for d in ct.droplets for s in d.services} == {"app": (), "emu": ("app",)}
+
+
+def _rules(*ports: str) -> list[dict[str, object]]:
+    return [{"protocol": "tcp", "port_range": p, "source_addresses": ["0.0.0.0/0"]} for p in ports]
+
+
+def test_the_pull_request_comment_draws_closed_ports_and_each_gpu_as_its_lease_says() -> None:
+    """Through parse_plan and the markdown report: a firewall closing 80 and 443 (mc-edge
+    removed), and the GPU up only while a lease (not being released) holds it."""
+    before, after = {"inbound_rule": _rules("22", "80", "443")}, {"inbound_rule": _rules("22")}
+    fw = rc("digitalocean_firewall.mc_services", ["update"], before=before, after=after)
+    plan = parse_plan("mc", synthetic(fw), {"digitalocean_firewall.mc_services": "com.uvlava.mc.services"})
+    no_edge, _, _ = CASES["firewall_only"]()
+
+    def comment(*gpus: GpuUp) -> Parsed:
+        return Parsed(format_markdown(producer_reports([plan], models={"mc": no_edge}, gpus={"mc": gpus})))
+
+    until = datetime(2026, 11, 29, 18, 0, tzinfo=UTC)
+    for d, up in [
+        (comment(), False),
+        (comment(GpuUp("com.uvlava.mc.gpu", until, 3.39)), True),
+        (comment(GpuUp("com.uvlava.mc.gpu", until, 3.39, releasing=True)), False),
+    ]:
+        services = d.node("com.uvlava.mc.services · firewall changed")
+        assert [(arrow, label) for _, arrow, label, b in d.edges if b == f"{services}_host"][-2:] == [
+            ("-.->", "80/tcp (closed)"),
+            ("-.->", "443/tcp (closed)"),
+        ]
+        gpu = d.node("com.uvlava.mc.gpu" if up else "com.uvlava.mc.gpu · down, on demand")
+        assert d.ports(gpu) == (["22/tcp", "51820/udp"] if up else [])

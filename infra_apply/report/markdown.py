@@ -232,7 +232,8 @@ def _md_section(report: ProducerReport) -> _Section:
         blocks += [_Block("- 🖥️ " + _md_dollars(_md_text(gpu_sentence(g))) + "\n") for g in report.gpus]
     blocks += _md_cost_blocks(report)
     if model is not None and model.droplets:
-        blocks.append(_Block("\n" + mermaid_diagram(model, plan.changes)))
+        held = [g.name for g in report.gpus if not g.releasing]  # what the plan keeps up
+        blocks.append(_Block("\n" + mermaid_diagram(model, plan.changes, held)))
     return _Section(head=head, blocks=tuple(blocks), tail="\n</details>\n")
 
 

@@ -1,11 +1,14 @@
 """A Mermaid flowchart of a producer's topology, marked with what the plan changes.
 
-Drawn left to right: the internet, with an edge per port a droplet's firewall opens to it; one
-subgraph per droplet (name, size, region, mesh hosts) holding its services; dotted
+Drawn left to right: the internet, with an edge per port a droplet's firewall opens to it (and
+a dashed one per port the plan closes); one subgraph per droplet (name, size, region, mesh
+hosts) holding its services and the projects whose ``service.host`` it runs; dotted
 ``depends_on`` edges between services (HTTP over the mesh); each shared database cluster as a
 subgraph holding the projects' own databases, with an edge from the service (or droplet) of the
 project using each. Droplets and databases the plan touches carry its change's class (and say
-it in words, for readers who cannot tell the colours apart); destroyed droplets stay drawn.
+it in words, for readers who cannot tell the colours apart), a droplet whose firewall alone
+changes too; destroyed droplets stay drawn. An on-demand GPU that no lease holds up and the plan
+does not create is drawn down (dashed, no public ports): it does not exist.
 
 Node ids are generated (``drop0``, ``drop0_svc1``), never taken from names; every label is
 escaped with Mermaid's entity codes, so no name can add a directive, a node or an edge. A
@@ -14,7 +17,7 @@ diagram over Mermaid's limits (or too big to read) draws what fits and says what
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -41,13 +44,19 @@ _CLASS_WORDS: Mapping[str, str] = {
     "replaced": "replaced",
     "deleted": "destroyed",
     "imported": "imported",
+    "firewall": "firewall changed",
 }
+# A GPU droplet that is down is no change of the plan: said in its title, not in the legend.
+_DOWN = "down"
+_TITLE_WORDS: Mapping[str, str] = {**_CLASS_WORDS, _DOWN: "down, on demand"}
 _MERMAID_CLASSDEFS: Mapping[str, str] = {
     "created": "fill:#d4f8d4,stroke:#2da44e",
     "updated": "fill:#fff5cc,stroke:#bf8700",
     "replaced": "fill:#ffe2cc,stroke:#bc4c00",
     "deleted": "fill:#ffd8d3,stroke:#cf222e,stroke-dasharray:4 2",
     "imported": "fill:#ddf4ff,stroke:#0969da",
+    "firewall": "fill:#fbefff,stroke:#8250df",
+    _DOWN: "fill:#ffffff,stroke:#8c959f,stroke-dasharray:6 4,color:#57606a",
     "external": "fill:#f6f8fa,stroke:#8c959f,stroke-dasharray:3 3",
 }
 # Mermaid entity codes; `%`, `{`, `}` would otherwise allow `%%{init}` directives and
@@ -86,11 +95,25 @@ class _Marks:
     databases: Mapping[str, str]
     users: Mapping[str, str]
     opened: Mapping[str, frozenset[str]]  # droplet name -> ports an update opens ("443/tcp")
+    closed: Mapping[str, tuple[str, ...]]  # droplet name -> ports an update closes
+    firewalls: frozenset[str]  # droplets whose firewall the plan changes
+    down: frozenset[str]  # GPU droplets that do not exist and the plan does not create
+
+    def droplet(self, name: str) -> str | None:
+        """The droplet's class: its own change first, else down, else its firewall's change."""
+        if name in self.droplets:
+            return self.droplets[name]
+        if name in self.down:
+            return _DOWN
+        return "firewall" if name in self.firewalls else None
 
 
-def mermaid_diagram(model: ProducerModel, changes: Sequence[Change]) -> str:
-    """A ```mermaid flowchart of the producer's topology; ids are generated, labels escaped."""
-    marks = _marks(changes)
+def mermaid_diagram(model: ProducerModel, changes: Sequence[Change], gpus_up: Collection[str] = ()) -> str:
+    """A ```mermaid flowchart of the producer's topology; ids are generated, labels escaped.
+
+    ``gpus_up``: the on-demand GPU droplets a lease holds up (kept by the plan); any other GPU
+    droplet the plan does not create, update or destroy is down."""
+    marks = _marks(model, changes, gpus_up)
     items: tuple[_Item, ...] = (*model.droplets, *_gone(model, changes), *model.databases)
     drawn = _draw(items[: _fitting(items, marks)], items, marks)
     return "```mermaid\n" + "\n".join(drawn.lines()) + "\n```\n"
@@ -104,7 +127,7 @@ def _label(*lines: str) -> str:
     return '"' + _LINE_BREAK.join(_escape(line) for line in lines if line) + '"'
 
 
-def _marks(changes: Sequence[Change]) -> _Marks:
+def _marks(model: ProducerModel, changes: Sequence[Change], gpus_up: Collection[str]) -> _Marks:
     def classes(rtype: str) -> dict[str, str]:
         # A name destroyed at one address and created at another is drawn as the one that will
         # exist (its destroyed twin is drawn apart, see _gone); else destructive first.
@@ -115,16 +138,21 @@ def _marks(changes: Sequence[Change]) -> _Marks:
                 out.setdefault(c.name, _MERMAID_CLASSES[c.action])
         return out
 
-    opened = {
-        c.name: frozenset(map(str, c.ports_opened))
-        for c in changes
-        if c.type == "digitalocean_firewall" and c.action == "update" and c.ports_opened
-    }
+    # A firewall's manifest name is its droplet's. A created firewall opens what its new
+    # droplet has: only a change to an existing one opens or closes anything worth saying.
+    firewalls = [c for c in changes if c.type == "digitalocean_firewall" and c.action in _MERMAID_CLASSES]
+    rules = [c for c in firewalls if c.action in ("update", "replace")]
+    touched = {c.name for c in changes if c.type == "digitalocean_droplet"}
     return _Marks(
         droplets=classes("digitalocean_droplet"),
         databases=classes("digitalocean_database_db"),
         users=classes("digitalocean_database_user"),
-        opened=opened,
+        opened={c.name: frozenset(map(str, c.ports_opened)) for c in rules if c.ports_opened},
+        closed={c.name: tuple(map(str, c.ports_closed)) for c in rules if c.ports_closed},
+        firewalls=frozenset(c.name for c in firewalls),
+        down=frozenset(
+            d.name for d in model.droplets if d.gpu and d.name not in gpus_up and d.name not in touched
+        ),
     )
 
 
@@ -235,25 +263,36 @@ def _draw(items: Sequence[_Item], everything: Sequence[_Item], marks: _Marks) ->
 
 def _droplet(d: _Drawing, i: int, droplet: Droplet, marks: _Marks) -> Iterator[tuple[str, str]]:
     """The droplet's subgraph and its public ports; yields (service name, node id)."""
-    node, cls = f"drop{i}", marks.droplets.get(droplet.name)
+    node, cls = f"drop{i}", marks.droplet(droplet.name)
     # One line: Mermaid draws a subgraph's title over its contents when it wraps.
-    title = droplet.name + (f" · {_CLASS_WORDS[cls]}" if cls else "")
+    title = droplet.name + (f" · {_TITLE_WORDS[cls]}" if cls else "")
     d.subgraph(node, _label(title), cls)
     # The machine itself: what the internet reaches and the mesh knows it as.
     where = f"{droplet.size} · {droplet.region}" + (" · GPU, on demand" if droplet.gpu else "")
     hosts = "mesh: " + ", ".join(droplet.hosts) if droplet.hosts else "no mesh host"
     d.node(f"{node}_host", f"{{{{{_label(where, hosts)}}}}}", indent=4)
-    for j, service in enumerate(droplet.services):
+    for j, service in enumerate(_services(droplet)):
         d.node(f"{node}_svc{j}", f"[{_label(service.name, _kind_port(service))}]", indent=4)
         yield service.name, f"{node}_svc{j}"
     for j, project in enumerate(droplet.projects):  # a GPU droplet runs its projects' jobs
         d.node(f"{node}_job{j}", f"[{_label(project, 'GPU job')}]", indent=4)
         yield project, f"{node}_job{j}"
     d.body.append("  end")
+    if cls == _DOWN:
+        return  # a droplet that does not exist has no firewall: nothing reaches it
     opened = marks.opened.get(droplet.name, frozenset())
-    for proto, port in public_inbound(droplet):
-        text = f"{port}/{proto}" + (" (opened)" if f"{port}/{proto}" in opened else "")
+    ports = [f"{port}/{proto}" for proto, port in public_inbound(droplet)]
+    for port in ports:
+        text = port + (" (opened)" if port in opened else "")
         d.edges.append(f"  internet -->|{_label(text)}| {node}_host")
+    for port in marks.closed.get(droplet.name, ()):
+        if port not in ports:  # the manifests open it still, however the plan gets there
+            d.edges.append(f"  internet -.->|{_label(f'{port} (closed)')}| {node}_host")
+
+
+def _services(droplet: Droplet) -> tuple[Service, ...]:
+    """The droplet's listed services, then the projects that run there (``Droplet.hosted``)."""
+    return (*droplet.services, *droplet.hosted)
 
 
 def _kind_port(service: Service) -> str:
@@ -261,7 +300,7 @@ def _kind_port(service: Service) -> str:
 
 
 def _depends_on_edges(d: _Drawing, i: int, droplet: Droplet, placed: Mapping[str, list[_Placed]]) -> None:
-    for j, service in enumerate(droplet.services):
+    for j, service in enumerate(_services(droplet)):
         for dep in service.depends_on:
             targets = [p.node for p in placed.get(dep, [])] or [d.external(dep, "not on these droplets")]
             d.edges += [f'  drop{i}_svc{j} -.->|"HTTP over mesh"| {t}' for t in targets]
@@ -295,7 +334,7 @@ def _users(
     services = [p.node for p in placed.get(db.project, []) if db.host is None or p.droplet in hosting]
     if services:
         return [f"{n} -->" for n in services]
-    if hosting:  # the project is not one of the droplet's services: the edge names it
+    if hosting:  # the project is not drawn on the droplet (its model says not): the edge names it
         return [f"drop{i}_host -->|{_label(db.project)}|" for i in hosting]
     return [d.external(db.project, f"on {db.host}" if db.host else "") + " -->"]
 
