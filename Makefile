@@ -47,7 +47,7 @@ demo: venv
 # provider rather than computing, so even 2 cores run several workers well (README, Development).
 # worksteal, not loadfile: one long end-to-end file would otherwise finish alone on one worker
 # (a module fixture may then run once per worker instead of once). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: $(TEST_TOOLS)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
