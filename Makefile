@@ -28,8 +28,9 @@ $(BIN)/infra-apply:
 	$(BIN)/pip install -e '.[sandbox]'
 
 # The test tools (pytest, mypy, ruff, moto, ...) for test, lint and bench, installed once into
-# the venv; the stamp records that they are there, and a change to pyproject.toml (a new or
-# re-pinned dependency) installs them again.
+# the venv; the stamp records that they are there (delete it to install them again). A newer
+# pyproject.toml installs them again: a venv from before a new test tool (pytest-xdist for
+# make test's -n) would otherwise fail on the option.
 TEST_TOOLS := $(VENV)/.test-tools
 test-tools: $(TEST_TOOLS)
 
@@ -42,8 +43,13 @@ demo: venv
 	$(BIN)/infra-apply --root examples/producer-tree plan --sandbox \
 	  --mesh-hosts examples/mesh-hosts.json; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ]
 
+# In TEST_WORKERS processes (pytest-xdist): most of the suite waits on Terraform and the sandbox
+# provider rather than computing, so even 2 cores run several workers well (README, Development).
+# worksteal, not loadfile: one long end-to-end file would otherwise finish alone on one worker
+# (a module fixture may then run once per worker instead of once). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 test: $(TEST_TOOLS)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Several minutes: infra-apply killed 10 times per signal at the apply phase (tests/test_faults.py).
 faults: $(TEST_TOOLS)
