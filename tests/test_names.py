@@ -343,7 +343,11 @@ def render_and_prepare(root: Path, out: Path, state: Path, v: Any) -> Path:
     # Checked before writing: with an empty producer name the files would go to /<name>.
     assert all(r.producer for r in rendered), "an empty producer name passed validation"
     write(rendered, out)
-    env = {"INFRA_APPLY_STATE_DIR": str(state), "DIGITALOCEAN_TOKEN": "not-used", "PATH": os.environ["PATH"]}
+    env = {
+        "INFRA_APPLY_STATE_DIR": str(state),
+        "DIGITALOCEAN_TOKEN": "FAKE-do-token_not-used",
+        "PATH": os.environ["PATH"],
+    }
     ctx = workcopy.Context(root=root, out=out, sandbox=False, mesh_path=None, env=env)
     project = workcopy.Project(model, {r.producer: r for r in rendered}, False)
     [prep] = workcopy.prepare(ctx, project, [r.producer for r in rendered])

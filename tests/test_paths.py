@@ -86,7 +86,7 @@ def test_a_refused_producer_leaves_the_others_unwritten(tmp_path: Path) -> None:
 
 
 def context(tmp_path: Path, *, sandbox: bool) -> workcopy.Context:
-    env = {"INFRA_APPLY_STATE_DIR": str(tmp_path / "state"), "DIGITALOCEAN_TOKEN": "test-token"}
+    env = {"INFRA_APPLY_STATE_DIR": str(tmp_path / "state"), "DIGITALOCEAN_TOKEN": "FAKE-do-token_paths-test"}
     return workcopy.Context(
         root=tmp_path / "root", out=tmp_path / "out", sandbox=sandbox, mesh_path=None, env=env
     )

@@ -42,7 +42,7 @@ def ctx(example: Path) -> Context:
         f.write(REMOTE)
     env = {
         "INFRA_APPLY_STATE_DIR": str(example / "state"),
-        "DIGITALOCEAN_TOKEN": "not-a-real-token",
+        "DIGITALOCEAN_TOKEN": "FAKE-do-token_preflight-order",
         "HOME": str(example / "home"),  # no ~/.vault/do_pat_* of the machine's user
     }
     return Context(root, example / "generated", False, example / "mesh-hosts.json", env, lambda _: None)
