@@ -67,7 +67,7 @@ PRICES: Mapping[str, ListPrice] = {
 
 # Each size's disk in GB (do-catalogue-facts.md): a resize to a smaller disk than the droplet's
 # current one is refused by DigitalOcean, so the plan summaries need to know. The sandbox
-# catalogue lists the same figures; where the facts give none, the size is absent.
+# catalogue takes its disks from here too; where the facts give none, the size is absent.
 DISKS_GB: Mapping[str, int] = {
     "s-1vcpu-512mb-10gb": 10,
     "s-1vcpu-1gb": 25,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra_apply.prices import AS_OF as AS_OF  # the catalogue's date is its prices' date
-from infra_apply.prices import PRICES, as_float
+from infra_apply.prices import DISKS_GB, PRICES, as_float
 
 # The convention's regions for standing hosts (nyc3, ams3, fra1) and a few more of DigitalOcean's
 # public regions (droplets an old Terraform root made elsewhere), where the Basic sizes are
@@ -43,9 +43,12 @@ class Size:
     slug: str
     vcpus: int | None
     memory_mb: int | None
-    disk_gb: int | None
     regions: tuple[str, ...]
     description: str
+
+    @property
+    def disk_gb(self) -> int | None:
+        return DISKS_GB.get(self.slug)
 
     @property
     def price_monthly(self) -> float | None:
@@ -58,14 +61,14 @@ class Size:
         return as_float(price.hourly) if price is not None else None
 
 
-def _basic(slug: str, vcpus: int, memory_gb: float, disk: int) -> Size:
-    return Size(slug, vcpus, int(memory_gb * 1024), disk, STANDARD_REGIONS, "Basic")
+def _basic(slug: str, vcpus: int, memory_gb: float) -> Size:
+    return Size(slug, vcpus, int(memory_gb * 1024), STANDARD_REGIONS, "Basic")
 
 
 def _gpu(
     slug: str,
     regions: tuple[str, ...],
-    shape: tuple[int | None, int | None, int | None] = (None, None, None),
+    shape: tuple[int | None, int | None] = (None, None),
 ) -> Size:
     return Size(slug, *shape, regions, "GPU")
 
@@ -73,14 +76,14 @@ def _gpu(
 SIZES: dict[str, Size] = {
     s.slug: s
     for s in (
-        _basic("s-1vcpu-512mb-10gb", 1, 0.5, 10),
-        _basic("s-1vcpu-1gb", 1, 1, 25),
-        _basic("s-1vcpu-2gb", 1, 2, 50),
-        _basic("s-2vcpu-2gb", 2, 2, 60),
-        _basic("s-2vcpu-4gb", 2, 4, 80),
-        _basic("s-4vcpu-8gb", 4, 8, 160),
-        _basic("s-8vcpu-16gb", 8, 16, 320),
-        _gpu("gpu-h100x1-80gb", NVIDIA_GPU_REGIONS, shape=(20, 240 * 1024, 720)),
+        _basic("s-1vcpu-512mb-10gb", 1, 0.5),
+        _basic("s-1vcpu-1gb", 1, 1),
+        _basic("s-1vcpu-2gb", 1, 2),
+        _basic("s-2vcpu-2gb", 2, 2),
+        _basic("s-2vcpu-4gb", 2, 4),
+        _basic("s-4vcpu-8gb", 4, 8),
+        _basic("s-8vcpu-16gb", 8, 16),
+        _gpu("gpu-h100x1-80gb", NVIDIA_GPU_REGIONS, shape=(20, 240 * 1024)),
         _gpu("gpu-h100x8-640gb", NVIDIA_GPU_REGIONS),
         _gpu("gpu-h200x1-141gb", NVIDIA_GPU_REGIONS),
         _gpu("gpu-l40sx1-48gb", NVIDIA_GPU_REGIONS),
