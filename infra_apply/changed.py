@@ -193,11 +193,24 @@ def _changed_paths(top: Path, merge_base: str) -> list[str]:
     return sorted({p for p in (tracked + untracked).split("\0") if p})
 
 
-def _git(cwd: Path, *args: str) -> str:
+def head_commit(cwd: Path) -> str | None:
+    """``HEAD``'s full object name in the repository holding ``cwd``; ``None`` outside git, before
+    the first commit, or when git does not answer (the caller goes on without it)."""
     try:
-        done = subprocess.run(["git", "-c", "core.quotepath=off", *args], cwd=cwd, capture_output=True)
+        return _git(cwd, "rev-parse", "--verify", "--quiet", "HEAD", timeout=30).strip() or None
+    except InfraApplyError:
+        return None
+
+
+def _git(cwd: Path, *args: str, timeout: float | None = None) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-c", "core.quotepath=off", *args], cwd=cwd, capture_output=True, timeout=timeout
+        )
     except OSError as exc:
         raise InfraApplyError(f"cannot run git in {cwd}: {exc.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise InfraApplyError(f"git {args[0]} in {cwd} did not answer in {timeout:g}s") from None
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
         if "not a git repository" in " ".join(message):

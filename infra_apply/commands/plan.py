@@ -7,7 +7,6 @@ import contextlib
 import functools
 import os
 import re
-import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from infra_apply import terraform as tf
-from infra_apply.changed import Changes
+from infra_apply.changed import Changes, head_commit
 from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
 from infra_apply.errors import ExitCode, InfraApplyError
@@ -142,19 +141,8 @@ def planned_commit(root: Path, env: Mapping[str, str]) -> str | None:
     sha = env.get("GITHUB_SHA", "").strip().lower()
     if _SHA.fullmatch(sha):
         return sha
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None  # no git, or it hung: the comment just leaves the commit out
-    head = done.stdout.strip()
-    return head if done.returncode == 0 and _SHA.fullmatch(head) else None
+    head = head_commit(root)
+    return head if head is not None and _SHA.fullmatch(head) else None
 
 
 def _changed(ctx: Context, base: str | None) -> Changes | None:
