@@ -37,6 +37,8 @@ IO_LOCK = ".infra-apply-io.lock"
 LOCK_TIMEOUT = "60s"
 IO_LOCK_SECONDS = 300.0
 STALE = "Saved plan is stale"
+# What a document root never needs: the token (it talks to no cloud) and the plugin cache.
+_DROPPED = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "TF_PLUGIN_CACHE_DIR")
 
 
 class Stale(Exception):
@@ -118,3 +120,18 @@ class DocumentRoot:
             tf.init(self.wd)
             tighten(self.path)
             write_private(stamp_file, stamp)
+
+
+def store_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Terraform's environment for a document root: the caller's, without the DigitalOcean token,
+    with the Spaces keys mapped onto the names the s3 backend reads."""
+    out = {k: v for k, v in env.items() if k not in _DROPPED}
+    for ours, theirs in (
+        ("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        if env.get(ours) and not env.get(theirs):
+            out[theirs] = env[ours]
+    out.setdefault("CHECKPOINT_DISABLE", "1")
+    out["TF_IN_AUTOMATION"] = "1"
+    return out

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from infra_apply import hcl
 from infra_apply import terraform as tf
-from infra_apply.docstore import DocumentRoot, Stale
+from infra_apply.docstore import DocumentRoot, Stale, store_env
 from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.fs import private_dirs, sync_private
 from infra_apply.gpu.lease import Lease, from_dict, to_dict
@@ -55,8 +55,6 @@ MAIN_FILE = "leases.tf"
 BACKEND_FILE = "backend.tf"
 STATE_NAME = "gpu-leases.tfstate"
 FORMAT = 1
-# What a lease root never needs: the token (it talks to no cloud) and the plugin cache.
-_DROPPED = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "TF_PLUGIN_CACHE_DIR")
 
 
 class LeaseStoreError(InfraApplyError):
@@ -223,21 +221,6 @@ def lease_copy(work_root: Path, producer: str) -> Path:
 
 def store_key(backend: Backend, producer: str) -> str:
     return "/".join(filter(None, (backend.key_prefix, producer, STATE_NAME)))
-
-
-def store_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Terraform's environment for a lease root: the caller's, without the DigitalOcean token,
-    with the Spaces keys mapped onto the names the s3 backend reads."""
-    out = {k: v for k, v in env.items() if k not in _DROPPED}
-    for ours, theirs in (
-        ("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-    ):
-        if env.get(ours) and not env.get(theirs):
-            out[theirs] = env[ours]
-    out.setdefault("CHECKPOINT_DISABLE", "1")
-    out["TF_IN_AUTOMATION"] = "1"
-    return out
 
 
 def open_store(
