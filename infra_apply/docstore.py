@@ -37,8 +37,16 @@ IO_LOCK = ".infra-apply-io.lock"
 LOCK_TIMEOUT = "60s"
 IO_LOCK_SECONDS = 300.0
 STALE = "Saved plan is stale"
+LOCK_ERROR = "Error acquiring the state lock"
 # What a document root never needs: the token (it talks to no cloud) and the plugin cache.
 _DROPPED = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "TF_PLUGIN_CACHE_DIR")
+
+
+def _lock_vanished(detail: str) -> bool:
+    """Terraform's lockfile race: its create was refused (another writer held the lock), then
+    the lock was released before Terraform could read who held it, and it gives up at once
+    instead of waiting out ``-lock-timeout``. Nothing was written: read again and retry."""
+    return LOCK_ERROR in detail and "PreconditionFailed" in detail and "NoSuchKey" in detail
 
 
 class Stale(Exception):
@@ -85,12 +93,11 @@ class DocumentRoot:
                 if self._prior(tf.show_json(self.wd, self.plan_file)) != seen:
                     raise Stale
                 if changed:
-                    try:
-                        tf.apply(self.wd, self.plan_file, lock_timeout=LOCK_TIMEOUT)
-                    except tf.CommandFailed as exc:
-                        if STALE in exc.detail:
-                            raise Stale from None
-                        raise
+                    tf.apply(self.wd, self.plan_file, lock_timeout=LOCK_TIMEOUT)
+            except tf.CommandFailed as exc:
+                if STALE in exc.detail or _lock_vanished(exc.detail):
+                    raise Stale from None
+                raise
             finally:
                 plan.unlink(missing_ok=True)
 
