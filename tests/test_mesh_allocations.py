@@ -19,8 +19,8 @@ import pytest
 from infra_apply.allocations import Record, Slot, decode, encode, reserve
 from infra_apply.errors import MeshError
 from infra_apply.mesh import LiveDroplet, plan_registration
-from tests.conftest import EXAMPLE_MESH
-from tests.test_remote_state import ACCESS_KEY, SECRET_KEY, s3_client, s3_endpoint
+from tests.conftest import EXAMPLE_MESH, run_cli
+from tests.test_remote_state import ACCESS_KEY, SECRET_KEY, Remote, s3_client, s3_endpoint
 
 __all__ = ["s3_endpoint"]  # the module-scoped moto server fixture
 
@@ -200,3 +200,58 @@ def test_two_runners_one_killed_mid_registration_never_give_one_ip_twice(
     owners = ip_owners(*files)
     assert all(len(machines) == 1 for machines in owners.values()), owners
     assert len(owners) == 4 + 6  # wg, fennel, pixel, forge and the six droplets, one address each
+
+
+# --- the whole flow: two checkouts, two runners, one bucket ----------------------------------
+
+
+def sandbox_registry_of(state: Path) -> dict[str, Any]:
+    [path] = state.glob("sandbox/mesh/*/mesh-hosts.json")
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def test_concurrent_applies_from_two_checkouts_give_no_ip_twice_and_copies_agree(
+    example: Path, s3_endpoint: str
+) -> None:
+    remote = Remote(example, s3_endpoint)
+    shutil.copytree(example / "tree", example / "tree-b")
+    shared_cloud = example / "cloud.json"
+    runners = {"a": ("tree", "quinn"), "b": ("tree-b", "ct")}
+    envs, procs = {}, {}
+    for runner, (tree, producer) in runners.items():
+        shutil.copy(EXAMPLE_MESH, example / f"mesh-{runner}.json")
+        envs[runner] = remote.env(f"state-{runner}", INFRA_APPLY_SANDBOX_CLOUD=str(shared_cloud))
+        argv = ["--root", str(example / tree), "--mesh-hosts", str(example / f"mesh-{runner}.json")]
+        argv += ["apply", "--producer", producer, "--auto-approve", "--sandbox", "--out", str(remote.out)]
+        procs[runner] = subprocess.Popen(
+            [sys.executable, "-m", "infra_apply", *argv],
+            env=envs[runner],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    for runner, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{runner}:\n{out}\n{err}"
+    docs = [sandbox_registry_of(example / f"state-{r}") for r in runners]
+    owners = ip_owners(*docs)
+    assert all(len(machines) == 1 for machines in owners.values()), owners
+
+    # Each runner registers the other's producer from the shared state: both copies agree.
+    for runner, (tree, _) in runners.items():
+        other = "ct" if runner == "a" else "quinn"
+        r = run_cli(
+            "--root", str(example / tree), "--mesh-hosts", str(example / f"mesh-{runner}.json"),
+            "register", "--producer", other, "--sandbox", "--out", str(remote.out), env=envs[runner],
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+    a, b = (sandbox_registry_of(example / f"state-{r}") for r in runners)
+    assert a["hosts"] == b["hosts"]
+    assert all(len(machines) == 1 for machines in ip_owners(a).values()), ip_owners(a)
+    assert any(e.get("producer") == "ct" for e in a["hosts"].values())
+    assert any(
+        e.get("producer") == "quinn" and e["droplet"] != "com.uvlava.quinn.artifacts"
+        for e in a["hosts"].values()
+    )
