@@ -225,9 +225,11 @@ class SharedRecord:
         *,
         removed: Sequence[str] = (),
         renamed: Mapping[str, str] = {},  # read-only default, never mutated
+        write: bool = True,
     ) -> dict[str, str]:
         """Reserve the addresses of ``live`` in the record (read, decide, swap; again when
-        another runner swapped first) and return them."""
+        another runner swapped first) and return them; ``write=False``: the addresses a
+        registration would get, the record left as it is (a dry run)."""
         for _ in range(ATTEMPTS):
             seen = self.root.read()
             if seen is not None and not isinstance(seen, str):
@@ -240,7 +242,7 @@ class SharedRecord:
                 record, doc, producer, live, removed=removed, renamed=renamed, where=self.where
             )
             raw = encode(new)
-            if raw == seen:
+            if raw == seen or not write:
                 return assigned
             try:
                 self.root.swap(seen, raw)

@@ -750,13 +750,14 @@ def write_registration(
     whatever the file's indentation) or on ``dry_run`` (which takes no lock: the atomic
     replace means a reader always sees a whole file). A write uses :func:`dump_document`'s
     style, so a file in another style is reformatted only when something changed.
-    ``allocate`` is called under the lock with the file's document and says which mesh IP each
-    droplet gets (with remote state: reserved in the shared record before the file is written).
+    ``allocate`` is called with the file's document (under the lock unless on a dry run) and
+    says which mesh IP each droplet gets (with remote state: reserved in the shared record before
+    the file is written).
     """
     # Resolve a symlinked registry so the replace lands on the target, not on the link.
     target = Path(os.path.realpath(path))
     if dry_run:
-        return _compute(target, producer, live, removed, renamed, dry_run=True)
+        return _compute(target, producer, live, removed, renamed, dry_run=True, allocate=allocate)
     check_writable(target)
     with _locked(target, lock_timeout):
         _remove_orphans(target)

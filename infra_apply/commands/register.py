@@ -54,7 +54,7 @@ def register(
         removed=removed,
         renamed=renamed or {},
         dry_run=dry_run,
-        allocate=None if dry_run else shared_allocator(ctx, prep.producer.name, live, removed, renamed or {}),
+        allocate=shared_allocator(ctx, prep.producer.name, live, removed, renamed or {}, write=not dry_run),
     )
     if ctx.sandbox and target != ctx.mesh_path:
         ctx.say(f"sandbox: hosts registered in {target} (your mesh-hosts.json is never written)")
@@ -67,9 +67,12 @@ def shared_allocator(
     live: Sequence[LiveDroplet],
     removed: Sequence[str],
     renamed: Mapping[str, str],
+    *,
+    write: bool = True,
 ) -> Allocator | None:
     """With remote state, mesh IPs come from the allocation record in the state bucket, so every
-    runner's copy of mesh-hosts.json agrees; None (each file's own lowest free address) otherwise."""
+    runner's copy of mesh-hosts.json agrees (``write=False``: read it, reserve nothing); None
+    (each file's own lowest free address) otherwise."""
     from infra_apply.allocations import open_record
 
     backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
@@ -78,7 +81,7 @@ def shared_allocator(
     state = state_dir(ctx.env)
     binary = tf.find_binary(ctx.env, version_cache=state / "cache" / "terraform-version.json")
     record = open_record(state, workdir_root(ctx), backend, binary, ctx.env)
-    return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed)
+    return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed, write=write)
 
 
 def live_droplets(prep: Prepared) -> list[LiveDroplet]:
