@@ -190,12 +190,12 @@ def test_the_cli_moves_old_state_once_and_later_runs_are_silent(tmp_path: Path) 
 # --- CI -------------------------------------------------------------------------------------
 
 
-def test_plan_and_apply_under_ci_with_local_state_are_refused_naming_state(tmp_path: Path) -> None:
+def test_plan_apply_and_drift_under_ci_with_local_state_are_refused_naming_state(tmp_path: Path) -> None:
     root = write_tree(tmp_path / "tree", base_tree())
     (root / "infra-apply.toml").write_text(f'[state]\nbackend = "local"\n{CONFIG}')
     env = cli_env(tmp_path, CI="true")
     assert run_cli("--root", str(root), "render", "--out", str(tmp_path / "out"), env=env).returncode == 0
-    for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve")):
+    for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve"), ("drift",)):
         r = run_cli("--root", str(root), *args, "--out", str(tmp_path / "out"), env=env)
         assert r.returncode == 1, r.stderr
         assert r.stderr.startswith("infra-apply.toml:1:1: error state: CI is set (CI=true)"), r.stderr
