@@ -14,6 +14,7 @@ import pytest
 
 from tests import stopping
 from tests.test_e2e_sandbox import Ops
+from tests.test_identity import GIT_ENV
 
 MC = {"com.uvlava.mc.services"}
 
@@ -25,15 +26,7 @@ def git(cwd: Path, env: dict[str, str], *args: str) -> None:
 @pytest.fixture
 def ops(example: Path) -> Iterator[Ops]:
     ops = Ops(example)
-    ops.env.update(
-        CI="true",
-        GIT_CONFIG_GLOBAL=str(example / "gitconfig"),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@example.invalid",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.invalid",
-    )
+    ops.env.update(GIT_ENV, CI="true", GIT_CONFIG_GLOBAL=str(example / "gitconfig"))
     git(ops.root, ops.env, "init", "-q", "-b", "main")
     git(ops.root, ops.env, "add", "-A")
     git(ops.root, ops.env, "commit", "-q", "-m", "the example tree")

@@ -134,7 +134,8 @@ def test_state_under_the_old_path_key_is_moved_once_with_a_message(tmp_path: Pat
     old_state(state, old)
     said: list[str] = []
     tree = settle(root, state, {}, said.append)
-    assert len(said) == 1 and said[0].startswith(f"infra-apply: moved this tree's local state from its old path key {old} to {tree.key}")
+    moved = f"infra-apply: moved this tree's local state from its old path key {old} to {tree.key}"
+    assert len(said) == 1 and said[0].startswith(moved)
     for area in identity.AREAS:
         assert not (state / area / old).exists()
         assert (state / area / tree.key / "ct" / "terraform.tfstate").read_text() == area
@@ -207,7 +208,7 @@ def test_plan_apply_and_drift_under_ci_with_local_state_are_refused_naming_state
     assert listed.returncode == 0, listed.stderr
 
 
-def test_local_state_under_ci_is_allowed_when_said_and_for_remote_state_and_the_sandbox(tmp_path: Path) -> None:
+def test_local_state_under_ci_is_allowed_when_said_for_remote_state_and_the_sandbox(tmp_path: Path) -> None:
     def config(text: str) -> None:
         (tmp_path / "infra-apply.toml").write_text(text)
 
