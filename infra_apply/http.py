@@ -18,12 +18,12 @@ stand-in) is reached directly; any other through the environment's proxy, as url
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
 import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,10 +152,8 @@ def _abort(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
     expired.set()
     sock = conn.sock
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):  # already closed
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
 
 
 def _read(response: http.client.HTTPResponse, limits: Limits, expired: threading.Event) -> bytes:

@@ -39,6 +39,8 @@ class FakeForge:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.force: dict[str, tuple[int, dict[str, Any]]] = {}  # method -> forced answer
         self.link_origin: str | None = None  # GitHub behind a proxy: links to another origin
+        self.login: str | None = "bot"  # whose the token is; None: GET /user answers 403
+        self.who_asked = 0
         self._next_id = 9000
         base = re.escape(self.prefix)
         server.expect_request(
@@ -47,6 +49,7 @@ class FakeForge:
         server.expect_request(
             re.compile(rf"^{base}/repos/[^/]+/[^/]+/issues/comments/\d+$"), method="PATCH"
         ).respond_with_handler(self._edit)
+        server.expect_request(f"{self.prefix}/user", method="GET").respond_with_handler(self._user)
 
     @property
     def api_url(self) -> str:
@@ -105,6 +108,16 @@ class FakeForge:
             status, doc = self.force[request.method]
             return Response(json.dumps(doc), status, content_type="application/json")
         return None
+
+    def _user(self, request: Request) -> Response:
+        """GET /user: the token's own user. GitHub Actions' own token gets 403 here."""
+        self.who_asked += 1
+        scheme = "Bearer" if self.kind == "github" else "token"
+        if request.headers.get("Authorization") != f"{scheme} {TOKEN}":
+            return self._error(401, "Bad credentials" if self.kind == "github" else "token is required")
+        if self.login is None:
+            return self._error(403, "Resource not accessible by integration")
+        return self._json({"id": 1, "login": self.login}, 200)
 
     def _issue(self, request: Request) -> Response:
         refused = self._guard(request)
@@ -263,9 +276,8 @@ def test_401_and_404_are_one_line(
     code, out, err = post(tmp_path, forge, "plan\n", **{prefix + var: value})
     assert code == 1 and out == ""
     [line] = err.strip().splitlines()
-    assert (
-        line.startswith("infra-apply: error: cannot list the comments of") and status in line and says in line
-    )
+    first = "ask the forge whose token this is" if status == "401" else "list the comments of"
+    assert line.startswith(f"infra-apply: error: cannot {first}") and status in line and says in line
     assert "wrong-token-1234" not in err
     assert forge.comments == []
 
@@ -389,7 +401,7 @@ def test_unreachable_forge_and_unreadable_file(tmp_path: Path) -> None:
     env = cli_env(tmp_path, GITHUB_API_URL="http://127.0.0.1:9", GITHUB_TOKEN=TOKEN, GITHUB_REPOSITORY=REPO)
     (tmp_path / "plan.md").write_text("plan\n")
     r = run_cli("comment", "--pr", "7", str(tmp_path / "plan.md"), env=env)
-    assert r.returncode == 1 and r.stderr.startswith("infra-apply: error: cannot list the comments")
+    assert r.returncode == 1 and r.stderr.startswith("infra-apply: error: cannot ask the forge whose token")
     assert "cannot reach http://127.0.0.1:9" in r.stderr
     r = run_cli("comment", "--pr", "7", str(tmp_path / "missing.md"), env=env)
     assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
