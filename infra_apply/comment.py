@@ -44,8 +44,7 @@ FORGES: tuple[Forge, ...] = ("github", "forgejo")
 # same cap keeps one workflow portable between the two.
 COMMENT_LIMIT = 65_536
 PAGE_SIZE: Mapping[Forge, tuple[str, int]] = {"github": ("per_page", 100), "forgejo": ("limit", 50)}
-MAX_PAGES = 500
-LIMITS = Limits(timeout=30.0, deadline=120.0)
+LIMITS = Limits(timeout=30.0, deadline=120.0, max_pages=500)
 # Who GitHub Actions' own GITHUB_TOKEN posts as; GET /user refuses that token (403).
 ACTIONS_BOT = "github-actions[bot]"
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -386,8 +385,10 @@ class _Api:
         ids: set[Any] = set()
         page = 1
         while url is not None:
-            if page > MAX_PAGES:
-                raise InfraApplyError(f"{self.where} has more than {MAX_PAGES} pages to list; giving up")
+            if page > self.limits.max_pages:
+                raise InfraApplyError(
+                    f"{self.where} has more than {self.limits.max_pages} pages to list; giving up"
+                )
             response = self._send(
                 "GET", url, None, f"list {'the issues' if issues else 'the comments'} of {self.where}"
             )

@@ -12,7 +12,7 @@ install size"). ``Client.request`` and ``Client.paginate`` make a new call a one
 Every API failure becomes an ``ApiError`` (an InfraApplyError) carrying the HTTP status and
 DigitalOcean's own ``id`` and ``message``; the token is never part of a message, and what the
 server said is shown masked and printable. Requests go through ``infra_apply.http`` (no
-redirects, a deadline, a size cap, bounded JSON); a listing stops at ``max_pages`` pages.
+redirects, a deadline, a size cap, bounded JSON); a listing stops at ``limits.max_pages``.
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ __all__ = ["TOKEN_VARS"]
 ENDPOINT_VAR = "DIGITALOCEAN_API_URL"
 DEFAULT_ENDPOINT = "https://api.digitalocean.com"
 PER_PAGE = 200  # the API's maximum: fewest round trips
-# 200 pages of 200: 40,000 objects, far past any account's droplets, keys or images; a
-# next-page link that never ends stops here.
-MAX_PAGES = 200
 # Only these may be sent twice after a server error: a repeated POST could act twice.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -109,7 +106,6 @@ class Client:
         timeout: float = 60.0,
         retry: Retry | None = None,
         limits: Limits | None = None,
-        max_pages: int = MAX_PAGES,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -124,7 +120,6 @@ class Client:
         self.endpoint = endpoint.rstrip("/")
         self.limits = limits or Limits(timeout=timeout)
         self.retry = retry or Retry()
-        self.max_pages = max_pages
         self._token = token
 
     def __repr__(self) -> str:
@@ -169,7 +164,7 @@ class Client:
         """
         what = what or f"GET {path}"
         page, seen = 1, 0
-        for _ in range(self.max_pages):
+        for _ in range(self.limits.max_pages):
             body = self.request(
                 "GET", path, query={**(query or {}), "per_page": PER_PAGE, "page": page}, what=what
             )
@@ -187,7 +182,7 @@ class Client:
             if following is None or following <= page or _reached_total(body, seen):
                 return
             page = following
-        raise self._error(f"DigitalOcean API: {what}: more than {self.max_pages} pages; giving up")
+        raise self._error(f"DigitalOcean API: {what}: more than {self.limits.max_pages} pages; giving up")
 
     # ----------------------------------------------------------------------- transport
 

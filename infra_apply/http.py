@@ -9,6 +9,7 @@ Every request is bounded, whatever the server does:
 - ``Limits.max_bytes`` bounds the body: a larger ``Content-Length`` is refused before a byte of
   the body is read, and a body without one (chunked, or until close) stops one byte past it;
 - ``json_body`` refuses JSON nested deeper than ``Limits.max_depth`` before decoding it;
+- a client listing pages stops at ``Limits.max_pages``;
 - a header value with a control or non-ASCII character is refused without being shown.
 
 Every failure is a ``TransportError`` (an ``InfraApplyError``) whose message has each secret
@@ -49,6 +50,9 @@ class Limits:
     deadline: float = 120.0  # the whole request: sending it, the headers and the body
     max_bytes: int = 32 * 1024 * 1024
     max_depth: int = 64  # JSON nesting; the APIs answer at most about 6 deep
+    # Pages of one listing: 100 pages of 200 DigitalOcean objects is far past any account; a
+    # next-page link that never ends stops here.
+    max_pages: int = 100
 
 
 @dataclass(frozen=True)
