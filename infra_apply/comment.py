@@ -36,7 +36,7 @@ from typing import Any, Literal
 from infra_apply.errors import InfraApplyError
 from infra_apply.http import Limits, TransportError, json_body, send
 from infra_apply.pat import env_token
-from infra_apply.untrusted import MASK, from_server, mask
+from infra_apply.untrusted import from_server, mask
 
 Forge = Literal["github", "forgejo"]
 FORGES: tuple[Forge, ...] = ("github", "forgejo")
@@ -60,7 +60,6 @@ SECRET_ENV = (
     "SPACES_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
 )
-__all__ = ["MASK", "mask"]
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,6 @@ from infra_apply.http import LOOPBACK, Limits, Reply, TransportError, json_body,
 from infra_apply.pat import TOKEN_VARS, do_token
 from infra_apply.untrusted import from_server
 
-__all__ = ["TOKEN_VARS"]
-
 ENDPOINT_VAR = "DIGITALOCEAN_API_URL"
 DEFAULT_ENDPOINT = "https://api.digitalocean.com"
 PER_PAGE = 200  # the API's maximum: fewest round trips

@@ -177,7 +177,9 @@ def _ways_out(gpus: tuple[GpuUp, ...]) -> str:
 
 
 def _only(planned: Planned, allowed: frozenset[str]) -> None:
-    others = sorted({c.base_address for c in planned.plan.changes if c.action in COUNTED_ACTIONS} - allowed)
+    others = sorted(
+        {c.base_address for c in planned.plan.changes if c.action in COUNTED_ACTIONS} - allowed
+    )
     if others:
         name = planned.prep.producer.name
         raise GuardRefused(
