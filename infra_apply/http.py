@@ -84,7 +84,7 @@ def send(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TransportError(f"not an http(s) URL: {from_server(url, secrets)}")
-    conn, target = _connection(parts, url, limits.timeout)
+    conn, target = _connection(parts, url, min(limits.timeout, limits.deadline))
     expired = threading.Event()
     watchdog = threading.Timer(limits.deadline, _abort, (conn, expired))
     watchdog.daemon = True
