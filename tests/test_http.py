@@ -15,6 +15,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +24,7 @@ import pytest
 from infra_apply import comment, do_api
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.http import Limits, json_body
+from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 
 TOKEN = "FAKE-token_hostile-server-test"
 # Small caps so every case ends at once; the code paths are those of the default limits.
@@ -170,16 +172,18 @@ def fails(server: HostileServer, client: str, mode: str) -> str:
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_next_page_link_that_never_ends_stops_at_the_page_cap(hostile: HostileServer, client: str) -> None:
-    line = fails(hostile, client, "endless_pages")
-    assert "more than 5 pages" in line
-    assert hostile.requests <= 5 + 1  # the forge asks GET /user first
-
-
-@pytest.mark.parametrize("client", CLIENTS)
-def test_a_huge_content_length_is_refused_before_reading(hostile: HostileServer, client: str) -> None:
-    line = fails(hostile, client, "huge_length")
-    assert "1,000,000,000,000 bytes long, over the 262,144-byte limit" in line
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("endless_pages", "more than 5 pages"),  # a next-page link that never ends
+        ("huge_length", "1,000,000,000,000 bytes long, over the 262,144-byte limit"),  # before reading
+        ("trickle", "no complete answer within 0.6s"),  # each byte in time, the whole too slow
+        ("deep", "nested more than 64 deep"),  # not a RecursionError (exit 70)
+    ],
+)
+def test_a_hostile_answer_is_one_line(hostile: HostileServer, client: str, mode: str, says: str) -> None:
+    assert says in fails(hostile, client, mode)
+    assert hostile.requests <= LIMITS.max_pages + 1  # the forge asks GET /user first
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -195,23 +199,11 @@ def test_a_chunked_body_without_end_stops_past_the_size_cap(hostile: HostileServ
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_trickling_body_ends_at_the_deadline(hostile: HostileServer, client: str) -> None:
-    line = fails(hostile, client, "trickle")
-    assert "no complete answer within 0.6s" in line
-
-
-@pytest.mark.parametrize("client", CLIENTS)
 def test_an_echoed_token_and_escapes_are_masked_and_made_visible(hostile: HostileServer, client: str) -> None:
     line = fails(hostile, client, "echo")
     assert "bad credentials" in line and "***" in line
     assert "\x1b" not in line and "\\x1b]8;;https://evil.example\\x07click" in line
     assert "forged: line" in line  # after the newline, on the same line
-
-
-@pytest.mark.parametrize("client", CLIENTS)
-def test_deeply_nested_json_is_one_line_not_a_recursion_error(hostile: HostileServer, client: str) -> None:
-    line = fails(hostile, client, "deep")
-    assert "nested more than 64 deep" in line
 
 
 def test_json_depth_counts_brackets_outside_strings_only() -> None:
@@ -229,3 +221,20 @@ def test_a_header_with_a_line_break_is_never_sent_nor_shown(hostile: HostileServ
     assert "Authorization header holds a control or non-ASCII character" in caught.value.message
     assert TOKEN not in caught.value.format()
     assert hostile.requests == 0
+
+
+@pytest.mark.parametrize("mode", ["huge_length", "deep", "echo"])
+def test_the_cli_ends_in_one_line_and_exit_1_for_both_clients(
+    hostile: HostileServer, tmp_path: Path, mode: str
+) -> None:
+    hostile.mode = mode
+    (tmp_path / "plan.md").write_text("plan\n")
+    env = cli_env(tmp_path, DIGITALOCEAN_TOKEN=TOKEN, DIGITALOCEAN_API_URL=hostile.url, GITHUB_TOKEN=TOKEN)
+    runs = [
+        run_cli("--root", str(EXAMPLE_TREE), "validate", "--live", env=env),
+        run_cli("comment", "--pr", "7", "--repo", "o/r", "--api-url", hostile.url, "plan.md", env=env, cwd=tmp_path),
+    ]
+    for r in runs:
+        assert r.returncode == 1, r.stderr
+        [line] = r.stderr.splitlines()
+        assert line.startswith("infra-apply: error: ") and line.isprintable() and TOKEN not in line
