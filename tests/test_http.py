@@ -232,7 +232,12 @@ def test_the_cli_ends_in_one_line_and_exit_1_for_both_clients(
     env = cli_env(tmp_path, DIGITALOCEAN_TOKEN=TOKEN, DIGITALOCEAN_API_URL=hostile.url, GITHUB_TOKEN=TOKEN)
     runs = [
         run_cli("--root", str(EXAMPLE_TREE), "validate", "--live", env=env),
-        run_cli("comment", "--pr", "7", "--repo", "o/r", "--api-url", hostile.url, "plan.md", env=env, cwd=tmp_path),
+        run_cli(
+            "comment", "--pr", "7", "--repo", "o/r", "--api-url", hostile.url,
+            "plan.md",
+            env=env,
+            cwd=tmp_path,
+        ),
     ]
     for r in runs:
         assert r.returncode == 1, r.stderr
