@@ -384,7 +384,8 @@ def rename_droplet(
             raise InfraApplyError(f"DigitalOcean API: {what}: action {action.get('id')} errored")
         if waited >= timeout:
             raise InfraApplyError(
-                f"DigitalOcean API: {what}: action {action.get('id')} still {status!r} after {timeout:g}s"
+                f"DigitalOcean API: {what}: action {action.get('id')} still {c.shown(repr(status))} "
+                f"after {timeout:g}s"
             )
         sleep(poll_interval)
         waited += poll_interval
