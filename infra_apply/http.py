@@ -19,6 +19,7 @@ stand-in) is reached directly; any other through the environment's proxy, as url
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -29,7 +30,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from infra_apply.errors import InfraApplyError
 from infra_apply.untrusted import from_server
@@ -84,14 +85,14 @@ def send(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TransportError(f"not an http(s) URL: {from_server(url, secrets)}")
-    conn, target = _connection(parts, url, min(limits.timeout, limits.deadline))
+    conn, target, via = _connection(parts, url, min(limits.timeout, limits.deadline))
     expired = threading.Event()
     watchdog = threading.Timer(limits.deadline, _abort, (conn, expired))
     watchdog.daemon = True
     watchdog.start()
     reason = ""
     try:
-        conn.request(method, target, body=data, headers=dict(headers))
+        conn.request(method, target, body=data, headers={**headers, **via})
         response = conn.getresponse()
         body = _read(response, limits, expired)
         return Reply(response.status, _lower(response.getheaders()), body)
@@ -130,10 +131,12 @@ def json_body(body: bytes, limits: Limits = Limits()) -> Any:
         return None
 
 
-def _connection(parts: Any, url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
-    """The connection to open and the request target: direct for loopback, else through the
-    environment's proxy (an https URL tunnels with CONNECT, so the proxy never sees the
-    request)."""
+def _connection(
+    parts: Any, url: str, timeout: float
+) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """The connection to open, the request target and the proxy's own headers: direct for
+    loopback, else through the environment's proxy (an https URL tunnels with CONNECT, so the
+    proxy never sees the request or its Authorization header)."""
     host: str = parts.hostname
     port: int = parts.port or (443 if parts.scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -142,13 +145,17 @@ def _connection(parts: Any, url: str, timeout: float) -> tuple[http.client.HTTPC
         proxy = urllib.request.getproxies().get(parts.scheme)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     if proxy is None:
-        return cls(host, port, timeout=timeout), path
+        return cls(host, port, timeout=timeout), path, {}
     p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    auth: dict[str, str] = {}
+    if p.username is not None:
+        user = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+        auth["Proxy-Authorization"] = "Basic " + base64.b64encode(user).decode("ascii")
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(p.hostname or "", p.port or 80, timeout=timeout)
-        conn.set_tunnel(host, port)
-        return conn, path
-    return http.client.HTTPConnection(p.hostname or "", p.port or 80, timeout=timeout), url
+        conn.set_tunnel(host, port, headers=auth)
+        return conn, path, {}
+    return http.client.HTTPConnection(p.hostname or "", p.port or 80, timeout=timeout), url, auth
 
 
 def _abort(conn: http.client.HTTPConnection, expired: threading.Event) -> None:

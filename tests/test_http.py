@@ -44,6 +44,7 @@ class Hostile(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests += 1
+        self.server.seen.append((self.path, self.headers.get("Proxy-Authorization", "")))
         if self.path.endswith("/user"):
             return self._json(200, {"id": 1, "login": "bot"})
         return getattr(self, f"_{self.server.mode}")()
@@ -127,6 +128,10 @@ class HostileServer(ThreadingHTTPServer):
     block_on_close = False
     mode = ""
     requests = 0
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.seen: list[tuple[str, str]] = []  # request target, Proxy-Authorization
 
     @property
     def url(self) -> str:
@@ -243,3 +248,18 @@ def test_the_cli_ends_in_one_line_and_exit_1_for_both_clients(
         assert r.returncode == 1, r.stderr
         [line] = r.stderr.splitlines()
         assert line.startswith("infra-apply: error: ") and line.isprintable() and TOKEN not in line
+
+
+def test_a_remote_forge_is_reached_through_the_environments_proxy(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain http to a remote forge goes to the proxy with the absolute URL (and the proxy's
+    credentials); a loopback endpoint never does (test_do_api)."""
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://ops:s3cret@127.0.0.1:{hostile.server_address[1]}")
+    hostile.mode = "echo"
+    target = comment.Target("forgejo", "http://forge.invalid/api/v1", "o/r", "FORGEJO_TOKEN", TOKEN)
+    with pytest.raises(InfraApplyError, match="401"):
+        comment.publish(target, 7, "plan\n", limits=LIMITS)
+    assert hostile.seen[0] == ("http://forge.invalid/api/v1/user", "Basic b3BzOnMzY3JldA==")
