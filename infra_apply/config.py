@@ -5,6 +5,8 @@ Every table it may hold, as frozen data::
     [state]                             # remote state (see ``Backend``)
     backend = "s3"
     bucket = "uvlava-tfstate"
+    name = "uvlava"                     # the local state key (identity.py); default: git
+    allow_local_in_ci = true            # plan/apply with local state under CI (throwaway trees)
     [droplets]                          # defaults for every droplet
     ssh_keys = ["ops-2026"]             # names of SSH keys in the DigitalOcean account
     monitoring = true
@@ -48,7 +50,19 @@ ENV_VAR = "INFRA_APPLY_CONFIG"
 USER_DATA_LIMIT = 64 * 1024  # bytes: DigitalOcean refuses more user data
 DEFAULT_SANDBOX_CLUSTERS: tuple[str, ...] = ("uvlava-pg",)
 
-STATE_KEYS = ("backend", "bucket", "endpoint", "region", "key_prefix", "sandbox_key_prefix")
+STATE_KEYS = (
+    "backend",
+    "bucket",
+    "endpoint",
+    "region",
+    "key_prefix",
+    "sandbox_key_prefix",
+    "name",
+    "allow_local_in_ci",
+)
+# [state] name: a folder name under the state dir (identity.py), lower case so that two names
+# never meet in one folder on a case-insensitive file system.
+STATE_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z")
 DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
 TABLES = ("state", "droplets", "producers", "gpu", "sandbox")
@@ -121,6 +135,9 @@ class StateSettings:
     region: str = "us-east-1"
     key_prefix: str = "infra-apply"
     sandbox_key_prefix: str = ""
+    name: str = ""  # this tree's local state key (identity.py); "" when not set
+    allow_local_in_ci: bool = False  # plan/apply with local state under CI (a throwaway tree)
+    at: Where | None = field(default=None, compare=False)  # the [state] table (the CI refusal)
 
     def backend(self, *, sandbox: bool) -> Backend:
         """Sandbox runs keep local state unless ``sandbox_key_prefix`` opts them into the bucket,
@@ -249,7 +266,7 @@ class _Reader:
             if key not in TABLES:
                 what = "table" if isinstance(value, dict) else "setting"
                 raise self.fail(f"unknown {what} {key!r} (known tables: {', '.join(TABLES)})", (), key)
-        state = self.state(self.table(doc, ("state",)))
+        state = self.state(self.table(doc, ("state",)), present="state" in doc)
         droplets = self.droplets(self.table(doc, ("droplets",)), ("droplets",), DropletSettings())
         producers, producer_at = self.producers(self.table(doc, ("producers",)), droplets)
         gpu, gpu_at = self.gpu(doc.get("gpu", {}))
@@ -290,7 +307,7 @@ class _Reader:
         return self.fail(f"{where}: credentials never go in {CONFIG_NAME}; {fix}", path, key)
 
     # [state] keeps the messages it had when state.py read it.
-    def state(self, section: Mapping[str, Any]) -> StateSettings:
+    def state(self, section: Mapping[str, Any], *, present: bool = True) -> StateSettings:
         table = ("state",)
         for key in section:
             if key.lower() in CREDENTIAL_KEYS:
@@ -299,11 +316,27 @@ class _Reader:
             if key not in STATE_KEYS:
                 known = ", ".join(STATE_KEYS)
                 raise self.fail(f"[state] {key}: unknown setting (known: {known})", table, key)
-            if not isinstance(value, str):
+            if key == "allow_local_in_ci":
+                if not isinstance(value, bool):
+                    raise self.fail("[state] allow_local_in_ci must be true or false", table, key)
+            elif not isinstance(value, str):
                 raise self.fail(f"[state] {key} must be a string", table, key)
+        name = section.get("name", "")
+        if "name" in section and not STATE_NAME.fullmatch(name):
+            raise self.fail(
+                f"[state] name {printable(repr(name))}: 1-63 of a-z 0-9 . _ -, starting with a letter "
+                "or digit (it names this tree's folder under the state dir)",
+                table,
+                "name",
+            )
+        common = StateSettings(
+            name=name,
+            allow_local_in_ci=section.get("allow_local_in_ci", False),
+            at=self.at(table) if present else None,
+        )
         kind = section.get("backend", "local")
         if kind == "local":
-            return StateSettings()
+            return common
         if kind != "s3":
             raise self.fail(f'[state] backend must be "local" or "s3", not {kind!r}', table, "backend")
         if not section.get("bucket"):
@@ -317,7 +350,8 @@ class _Reader:
                 table,
                 "sandbox_key_prefix",
             )
-        return StateSettings(
+        return replace(
+            common,
             kind="s3",
             bucket=section["bucket"],
             endpoint=section.get("endpoint", ""),

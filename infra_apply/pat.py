@@ -12,11 +12,12 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from infra_apply.errors import InfraApplyError
 
+TOKEN_VARS = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
 MAX_BYTES = 4096  # DigitalOcean tokens are 71 characters; anything this big is not one
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what an HTTP bearer token is
 
@@ -93,6 +94,31 @@ def _token(path: Path, raw: bytes) -> str | None:
     return token
 
 
+def env_token(env: Mapping[str, str], names: Sequence[str]) -> tuple[str, str] | None:
+    """The first of the variables ``names`` set in ``env``, as (name, token); None when none is.
+
+    A token goes into an HTTP header (and Terraform's): one holding a line break, another
+    control character, a space or a non-ASCII character is refused by name, never shown.
+    """
+    for name in names:
+        value = env.get(name)
+        if value:
+            if not _TOKEN.fullmatch(value):
+                raise InfraApplyError(
+                    f"${name} holds a character no token has (a line break or another control "
+                    "character, a space, or a non-ASCII character); set it to the token alone",
+                    rule="token",
+                )
+            return name, value
+    return None
+
+
+def do_token(env: Mapping[str, str]) -> str | None:
+    """The DigitalOcean token in the environment (DIGITALOCEAN_TOKEN, then _ACCESS_TOKEN), checked."""
+    found = env_token(env, TOKEN_VARS)
+    return None if found is None else found[1]
+
+
 def _error(path: Path, problem: str) -> InfraApplyError:
     return InfraApplyError(f"unusable DigitalOcean token file: {problem}", path=str(path), rule="token")
 
@@ -105,7 +131,7 @@ def token_env(
     env: Mapping[str, str], producer: str, warn: Callable[[str], None] | None = None
 ) -> dict[str, str]:
     """The token for Terraform's environment only: env first, then ~/.vault/do_pat_<producer>."""
-    if env.get("DIGITALOCEAN_TOKEN") or env.get("DIGITALOCEAN_ACCESS_TOKEN"):
+    if do_token(env):
         return {}
     home = Path(env.get("HOME") or Path.home())
     pat = home / ".vault" / f"do_pat_{producer}"

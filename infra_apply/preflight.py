@@ -146,7 +146,13 @@ class LiveSource:
         account = body.get("account")
         if not isinstance(account, Mapping):
             raise InfraApplyError("DigitalOcean API: pre-flight: GET /v2/account: response has no account")
-        return account
+        # Shown to the operator: made printable, and an echoed token masked.
+        said = {
+            k: self.client.shown(v)
+            for k in ("status", "status_message")
+            if isinstance(v := account.get(k), str)
+        }
+        return {**account, **said}
 
     def _list(self, path: str, key: str, query: Mapping[str, str] | None = None) -> list[JsonObject]:
         return list(self.client.paginate(path, key, query=query, what=f"pre-flight: GET {path}"))
@@ -399,13 +405,11 @@ def _accounts(
     if sandbox:
         return [(SandboxSource(_sandbox_cloud(env, config)), list(producers))]
     from infra_apply import do_api
-    from infra_apply.pat import token_env
+    from infra_apply.pat import do_token, token_env
 
     by_token: dict[str, list[str]] = {}
     for producer in producers:
-        token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or next(
-            env[v] for v in do_api.TOKEN_VARS if env.get(v)
-        )
+        token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or do_token(env) or ""
         by_token.setdefault(token, []).append(producer)
     endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
     return [
