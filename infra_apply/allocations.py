@@ -22,7 +22,6 @@ address) is an error naming both; nothing is written.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,13 +34,7 @@ from infra_apply.config import CONFIG_NAME, Backend
 from infra_apply.docstore import DocumentRoot, Stale, store_env
 from infra_apply.errors import MeshError, TerraformError
 from infra_apply.fs import private_dirs, sync_private
-from infra_apply.mesh import (
-    IPAddress,
-    LiveDroplet,
-    check_network,
-    lowest_free,
-    plan_registration,
-)
+from infra_apply.mesh import LiveDroplet, check_network, lowest_free, parse_ip, plan_registration
 from infra_apply.paths import child
 
 FORMAT = 1
@@ -92,23 +85,14 @@ def decode(raw: str) -> Record:
     for name, slot in droplets.items():
         if (
             not isinstance(slot, dict)
-            or not _ip(slot.get("mesh_ip"))
+            or not parse_ip(slot.get("mesh_ip"))
             or not isinstance(slot.get("producer"), str)
         ):
             raise ValueError(f"droplet {name!r} has no valid mesh_ip and producer")
         slots[name] = Slot(slot["mesh_ip"], slot["producer"])
-    if not all(_ip(ip) and isinstance(host, str) for ip, host in others.items()):
+    if not all(parse_ip(ip) and isinstance(host, str) for ip, host in others.items()):
         raise ValueError("others is not a map of mesh IP to host name")
     return Record(network, slots, dict(others))
-
-
-def _ip(value: object) -> IPAddress | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        return None
 
 
 # --- the pure core ---------------------------------------------------------------------------
@@ -145,7 +129,7 @@ def reserve(
     # The file after this registration's renames and removals: what it holds is taken.
     view = plan_registration(doc, producer, [], removed=gone, renamed=renamed).document
     for host, entry in view["hosts"].items():
-        ip = _ip(entry.get("mesh_ip")) if isinstance(entry, dict) else None
+        ip = parse_ip(entry.get("mesh_ip")) if isinstance(entry, dict) else None
         if ip is None:
             continue
         _seed(droplets, others, host, entry, str(ip), where)
@@ -160,8 +144,8 @@ def reserve(
                 f"{slot.producer!r} in the allocation record ({where})"
             )
         if slot is None:
-            used = {ip for s in droplets.values() if (ip := _ip(s.mesh_ip))}
-            used |= {ip for o in others if (ip := _ip(o))}
+            used = {ip for s in droplets.values() if (ip := parse_ip(s.mesh_ip))}
+            used |= {ip for o in others if (ip := parse_ip(o))}
             slot = droplets[d.name] = Slot(lowest_free(used, network), producer)
         assigned[d.name] = slot.mesh_ip
     return Record(str(network), droplets, others), assigned

@@ -336,14 +336,14 @@ def _register(
 def _droplet_mesh_ip(hosts: dict[str, Any], producer: str, droplet: str) -> str | None:
     """The mesh IP a droplet already has: that of its first entry with a valid one."""
     for entry in hosts.values():
-        if _is_ours(entry, producer, droplet) and _parse_ip(entry.get("mesh_ip")):
+        if _is_ours(entry, producer, droplet) and parse_ip(entry.get("mesh_ip")):
             return str(entry["mesh_ip"])
     return None
 
 
 def used_addresses(hosts: Mapping[str, Any]) -> set[IPAddress]:
     # Every entry counts, owned or not: a hand-registered mac's address is taken too.
-    return {ip for e in hosts.values() if isinstance(e, dict) and (ip := _parse_ip(e.get("mesh_ip")))}
+    return {ip for e in hosts.values() if isinstance(e, dict) and (ip := parse_ip(e.get("mesh_ip")))}
 
 
 def lowest_free(used: set[IPAddress], network: IPNetwork) -> str:
@@ -363,7 +363,7 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
         entry = hosts[host] = {}  # appended: new hosts go to the end, file order kept
     # An existing entry keeps its address; only a missing or broken one is (re)assigned.
     current = entry.get("mesh_ip")
-    if isinstance(current, str) and _parse_ip(current) is not None:
+    if isinstance(current, str) and parse_ip(current) is not None:
         mesh_ip = current
     wanted = {
         "mesh_ip": mesh_ip,
@@ -389,7 +389,7 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
     return []
 
 
-def _parse_ip(value: object) -> IPAddress | None:
+def parse_ip(value: object) -> IPAddress | None:
     if not isinstance(value, str):
         return None
     try:
