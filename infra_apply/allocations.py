@@ -119,12 +119,12 @@ def reserve(
     droplets = dict(record.droplets)
     others = dict(record.others)
     for old, new in renamed.items():
-        if old != new and old in droplets and droplets[old].producer == producer and new not in droplets:
+        if old != new and old in droplets and _mine(droplets[old], producer) and new not in droplets:
             droplets[new] = droplets.pop(old)
     live_names = {d.name for d in live}
     gone = [n for n in removed if n not in live_names]
     for name in gone:
-        if name in droplets and droplets[name].producer == producer:
+        if name in droplets and _mine(droplets[name], producer):
             del droplets[name]
     # The file after this registration's renames and removals: what it holds is taken.
     view = plan_registration(doc, producer, [], removed=gone, renamed=renamed).document
@@ -138,7 +138,7 @@ def reserve(
         if not d.hosts:
             continue
         slot = droplets.get(d.name)
-        if slot is not None and slot.producer != producer:
+        if slot is not None and not _mine(slot, producer):
             raise MeshError(
                 f"droplet {d.name!r} of producer {producer!r} is recorded for producer "
                 f"{slot.producer!r} in the allocation record ({where})"
@@ -146,9 +146,16 @@ def reserve(
         if slot is None:
             used = {ip for s in droplets.values() if (ip := parse_ip(s.mesh_ip))}
             used |= {ip for o in others if (ip := parse_ip(o))}
-            slot = droplets[d.name] = Slot(lowest_free(used, network), producer)
+            slot = Slot(lowest_free(used, network), producer)
+        droplets[d.name] = Slot(slot.mesh_ip, producer)
         assigned[d.name] = slot.mesh_ip
     return Record(str(network), droplets, others), assigned
+
+
+def _mine(slot: Slot, producer: str) -> bool:
+    """A slot seeded from an entry that named no producer belongs to whoever registers it, as
+    such an entry does in mesh-hosts.json."""
+    return slot.producer in ("", producer)
 
 
 def _seed(

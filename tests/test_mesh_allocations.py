@@ -102,6 +102,14 @@ def test_a_file_disagreeing_with_the_record_is_refused() -> None:
         reserve(Record("10.8.0.0/24"), example_doc(), "ct", [live("ct", "redroid")])
 
 
+def test_an_entry_naming_no_producer_is_taken_over_by_the_producer_registering_it() -> None:
+    doc = example_doc()
+    del doc["hosts"]["forge"]["producer"]
+    record, doc = register(Record(), doc, live("quinn", "artifacts", "forge"))
+    assert record.droplets["com.uvlava.quinn.artifacts"] == Slot("10.9.0.6", "quinn")
+    assert doc["hosts"]["forge"]["mesh_ip"] == "10.9.0.6"
+
+
 def test_a_destroyed_droplet_releases_its_address_and_a_rename_keeps_it() -> None:
     doc = example_doc()
     record, doc = register(Record(), doc, live("ct", "redroid"))
