@@ -28,6 +28,7 @@ from typing import Any, Literal, NamedTuple
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import STATE_LIMIT, read_bounded
 from infra_apply.model import ALLOWED_REGIONS, DEFAULT_IMAGE, DEFAULT_REGION, Database, Droplet, ProducerModel
 from infra_apply.render import _db_entry
 from infra_apply.rules import SLUG_RE
@@ -136,7 +137,7 @@ def read_state(path: Path, where: str | None = None) -> OldState:
     """Parse the state file at ``path``; errors name ``where`` (default: ``path``)."""
     where = where or str(path)
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, STATE_LIMIT)
     except OSError as exc:
         raise InfraApplyError(f"cannot read the old state: {exc.strerror}", path=where, rule=RULE) from None
     try:
@@ -150,6 +151,13 @@ def read_state(path: Path, where: str | None = None) -> OldState:
 
 def parse_state(text: str, where: str) -> OldState:
     """Any of the three formats -> ``OldState``; bad input -> ``InfraApplyError`` at ``where``."""
+    try:
+        return _parse_state(text, where)
+    except RecursionError:  # json.loads and the module walk recurse per level
+        raise InfraApplyError("not a Terraform state: nested too deeply", path=where, rule=RULE) from None
+
+
+def _parse_state(text: str, where: str) -> OldState:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
