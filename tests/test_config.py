@@ -317,3 +317,14 @@ def test_state_settings_keep_their_behaviour(tmp_path: Path) -> None:
 def test_config_errors_are_the_error_family() -> None:
     where = Where("infra-apply.toml", 3, 1)
     assert where.error("x").format() == "infra-apply.toml:3:1: error config: x"
+
+
+@pytest.mark.parametrize("nested", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000])
+def test_deeply_nested_toml_is_one_located_line(tmp_path: Path, nested: str) -> None:
+    root = tree(tmp_path, nested + "\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(root, {})
+    assert caught.value.format() == "infra-apply.toml: error config: invalid TOML: nested too deeply"
+    done = run_cli("--root", str(root), "validate")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["infra-apply.toml: error config: invalid TOML: nested too deeply"]

@@ -905,3 +905,23 @@ def test_bad_inputs_never_reach_the_files() -> None:
         import_block("digitalocean_droplet.x\n}\nimport {", "1")
     with pytest.raises(InfraApplyError, match="not a Terraform resource address"):
         removed_block("digitalocean_droplet.x[0]")
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"version": 4, "resources": [{"mode": "managed", "instances": [{"attributes": '
+        + '{"a": ' * 5000
+        + "1"
+        + "}" * 5000
+        + "}]}]}",
+    ],
+)
+def test_a_deeply_nested_old_state_is_one_line(tmp_path: Path, nested: str) -> None:
+    path = tmp_path / "old.tfstate"
+    path.write_text(nested)
+    with pytest.raises(InfraApplyError) as caught:
+        read_state(path)
+    line = caught.value.format()
+    assert "\n" not in line and "nested too deeply" in line and line.startswith(str(path))
