@@ -319,7 +319,9 @@ def test_config_errors_are_the_error_family() -> None:
     assert where.error("x").format() == "infra-apply.toml:3:1: error config: x"
 
 
-@pytest.mark.parametrize("nested", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000])
+@pytest.mark.parametrize(
+    "nested", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000]
+)
 def test_deeply_nested_toml_is_one_located_line(tmp_path: Path, nested: str) -> None:
     root = tree(tmp_path, nested + "\n")
     with pytest.raises(ConfigError) as caught:

@@ -218,7 +218,8 @@ def test_a_local_state_that_is_a_device_or_fifo_counts_as_holding_resources(tmp_
         folder.mkdir()
         make(folder / "terraform.tfstate")
         outcome: list[bool] = []
-        assert _finishes(lambda f=folder: outcome.append(terraform.local_state_has_resources(f))) is None
+        holds = terraform.local_state_has_resources
+        assert _finishes(lambda f=folder, o=outcome, h=holds: o.append(h(f))) is None
         assert outcome == [True]  # never switch backends over a state nobody could read
 
 

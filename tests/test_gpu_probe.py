@@ -144,7 +144,9 @@ def test_probe_gpu_runs_the_configured_command_with_its_timeout(tmp_path: Path) 
 def test_a_probe_printing_without_end_is_stopped_at_the_output_limit(tmp_path: Path) -> None:
     """`queue_depth = "yes 1"` wrote 3 GB in 3 s to a temporary file: now the probe is killed
     once it passes the limit, long before its timeout."""
-    stopped = ProbeResult(failure="printed more than 64 KiB on stdout; stopped it (a queue depth is one integer)")
+    stopped = ProbeResult(
+        failure="printed more than 64 KiB on stdout; stopped it (a queue depth is one integer)"
+    )
     assert run_probe("yes 1", 600) == stopped
     # Killed at the limit, not left to finish: what it would do after 1 MB never happens.
     marker = tmp_path / "finished"
