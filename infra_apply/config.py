@@ -43,6 +43,7 @@ from infra_apply import hcl
 from infra_apply.errors import InfraApplyError, printable
 from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
+from infra_apply.untrusted import visible
 
 CONFIG_NAME = "infra-apply.toml"
 ENV_VAR = "INFRA_APPLY_CONFIG"
@@ -84,7 +85,15 @@ _PRODUCER = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 class ConfigError(InfraApplyError):
+    """A problem in infra-apply.toml: its keys and values may hold a newline or a terminal
+    escape, so the message is made visible here, once for every message built from them."""
+
     default_rule = "config"
+
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int = 0, col: int = 0, rule: str | None = None
+    ) -> None:
+        super().__init__(visible(message), path=path, line=line, col=col, rule=rule)
 
 
 @dataclass(frozen=True)
