@@ -881,7 +881,8 @@ def _require_ok(t: Takeover) -> None:
     if not t.ok:
         first = t.errors[0]
         raise TakeoverRefused(
-            f"{len(t.errors)} problem(s) block the takeover, first: {first.address}: {visible(first.message)}",
+            f"{len(t.errors)} problem(s) block the takeover, first: {first.address}: "
+            f"{visible(first.message)}",
             path=t.where,
             rule=RULE,
         )
