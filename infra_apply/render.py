@@ -422,8 +422,7 @@ def _owned(path: Path) -> bool:
     if path.name in HAND_OWNED or not (path.name.endswith(OWNED_SUFFIXES) or path.name == LEDGER):
         return False
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(200)
+        head = read_bounded(path, TEXT_LIMIT)[:200]  # a FIFO or device here is not ours: never waited on
     except OSError:
         return False
     return head.startswith(HEADER.encode()) or (path.name == LEDGER and b"Stable Terraform addresses" in head)
