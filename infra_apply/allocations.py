@@ -75,6 +75,8 @@ def decode(raw: str) -> Record:
         doc = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc})") from None
+    except RecursionError:  # the record sits in Terraform state, which anyone may edit
+        raise ValueError("not an allocation record (nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else None
         raise ValueError(f"format {got!r}; this infra-apply reads format {FORMAT}")

@@ -110,6 +110,21 @@ def test_an_entry_naming_no_producer_is_taken_over_by_the_producer_registering_i
     assert doc["hosts"]["forge"]["mesh_ip"] == "10.9.0.6"
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("{", "not JSON"),
+        ('{"format": 2}', "format 2"),
+        ('{"format": 1, "network": null, "droplets": {"x": {"mesh_ip": "nope"}}, "others": {}}', "'x'"),
+    ],
+    ids=["deep", "broken", "newer", "bad-ip"],
+)
+def test_an_unreadable_record_is_a_plain_error(raw: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        decode(raw)
+
+
 def test_a_destroyed_droplet_releases_its_address_and_a_rename_keeps_it() -> None:
     doc = example_doc()
     record, doc = register(Record(), doc, live("ct", "redroid"))
