@@ -31,7 +31,7 @@ from typing import Any
 from infra_apply import hcl
 from infra_apply import terraform as tf
 from infra_apply.config import CONFIG_NAME, Backend
-from infra_apply.docstore import DocumentRoot, Stale, store_env
+from infra_apply.docstore import DocumentRoot, Stale, parse, store_env
 from infra_apply.errors import MeshError, TerraformError
 from infra_apply.fs import private_dirs, sync_private
 from infra_apply.mesh import LiveDroplet, check_network, lowest_free, parse_ip, plan_registration
@@ -71,12 +71,7 @@ def encode(record: Record) -> str:
 
 
 def decode(raw: str) -> Record:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    except RecursionError:  # the record sits in Terraform state, which anyone may edit
-        raise ValueError("not an allocation record (nested too deeply)") from None
+    doc = parse(raw, "an allocation record")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else None
         raise ValueError(f"format {got!r}; this infra-apply reads format {FORMAT}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,17 @@ class DocumentRoot:
             tf.init(self.wd)
             tighten(self.path)
             write_private(stamp_file, stamp)
+
+
+def parse(raw: str, what: str) -> object:
+    """A stored document's JSON; ValueError (one line) for anything else. The document sits in
+    Terraform state, which anyone may edit: a deeply nested one is refused, not a crash."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"not {what} (nested too deeply)") from None
 
 
 def store_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from infra_apply import hcl
 from infra_apply import terraform as tf
-from infra_apply.docstore import DocumentRoot, Stale, store_env
+from infra_apply.docstore import DocumentRoot, Stale, parse, store_env
 from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.fs import private_dirs, sync_private
 from infra_apply.gpu.lease import Lease, from_dict, to_dict
@@ -187,12 +187,7 @@ def encode(producer: str, leases: Mapping[str, Lease]) -> str:
 
 
 def decode(producer: str, raw: str) -> dict[str, Lease]:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    except RecursionError:  # the document sits in Terraform state, which anyone may edit
-        raise ValueError("not a leases document (nested too deeply)") from None
+    doc = parse(raw, "a leases document")
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     if doc.get("format") != FORMAT:
