@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from infra_apply import remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
@@ -80,6 +81,7 @@ class Applied:
     applied: bool  # False: the plan changed nothing
     registration: WriteResult | None
     registry: Path | None  # where hosts are registered; None: no --mesh-hosts given
+    sandbox: bool = False  # applied with --sandbox: the remedies printed carry it
 
     @property
     def producer(self) -> str:
@@ -139,12 +141,12 @@ def apply_producer(
     cost = None
     if options.prices is not None:
         cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC), options.up_since)
-    report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost)
+    report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost, ctx.sandbox)
     terminal.show(format_text([report], terminal.color))
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
-        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus))
+        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.sandbox))
     if options.only is not None:
         _only(planned, options.only)
     applied = False
@@ -164,13 +166,14 @@ def apply_producer(
         applied = True
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
-    return Applied(planned, applied, registration, registry)
+    return Applied(planned, applied, registration, registry, ctx.sandbox)
 
 
-def _ways_out(gpus: tuple[GpuUp, ...]) -> str:
+def _ways_out(gpus: tuple[GpuUp, ...], sandbox: bool) -> str:
     """For a GPU up without a lease, the refusal names the GPU verbs, not only --allow-destroy."""
     return "".join(
-        f"\n{g.name} is up without a lease: gpu up {g.name} leases it, gpu down {g.name} releases it"
+        f"\n{g.name} is up without a lease: {remedy.command('gpu up', g.name, sandbox=sandbox)} "
+        f"leases it, {remedy.command('gpu down', g.name, sandbox=sandbox)} releases it"
         for g in gpus
         if g.until is None
     )
@@ -213,9 +216,10 @@ def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> 
     except InfraApplyError as exc:
         name = prep.producer.name
         done = "applied" if applied else "nothing to apply"
+        mesh = ("--mesh-hosts", str(ctx.mesh_path)) if ctx.mesh_path is not None else ()
+        retry = remedy.for_producer("register", name, *mesh, sandbox=ctx.sandbox)
         raise InfraApplyError(
-            f"{name}: {done}, but registering its hosts failed: {exc.message}; fix that "
-            f"and run infra-apply register --producer {name}",
+            f"{name}: {done}, but registering its hosts failed: {exc.message}; fix that and run {retry}",
             path=exc.path,
             line=exc.line,
             col=exc.col,
@@ -235,5 +239,8 @@ def output(done: Applied) -> Output:
     if done.registration is not None:
         lines += describe(done.registration)
     elif done.registry is None:
-        notes = ("infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)",)
+        register = remedy.for_producer(
+            "register", done.producer, "--mesh-hosts", "FILE", sandbox=done.sandbox
+        )
+        notes = (f"infra-apply: no --mesh-hosts given; hosts not registered (run {register})",)
     return Output("".join(f"{line}\n" for line in lines), notes)

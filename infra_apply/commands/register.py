@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from infra_apply import remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
@@ -48,7 +49,7 @@ def register(
     result = write_registration(
         target,
         prep.producer.name,
-        live_droplets(prep),
+        live_droplets(prep, sandbox=ctx.sandbox),
         removed=removed,
         renamed=renamed or {},
         dry_run=dry_run,
@@ -58,7 +59,7 @@ def register(
     return result
 
 
-def live_droplets(prep: Prepared) -> list[LiveDroplet]:
+def live_droplets(prep: Prepared, *, sandbox: bool) -> list[LiveDroplet]:
     """The producer's droplets from its applied state (the ``droplets`` output)."""
     from infra_apply.mesh import live_droplets_from_output
 
@@ -69,7 +70,7 @@ def live_droplets(prep: Prepared) -> list[LiveDroplet]:
     except tf.OutputMissing:
         raise InfraApplyError(
             f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
-            f"first (infra-apply apply --producer {prep.producer.name})"
+            f"first ({remedy.for_producer('apply', prep.producer.name, sandbox=sandbox)})"
         ) from None
     return live_droplets_from_output(value or {})
 

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from infra_apply.drift import DriftReport, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import Change, display_order
+from infra_apply.remedy import for_producer
 from infra_apply.report._common import drift_sentence, outside_sentence
 from infra_apply.report.json import json_diff
-from infra_apply.untrusted import shell, short, visible
+from infra_apply.untrusted import short, visible
 
 JSON_FORMAT_VERSION = 1
 # The hidden marker the scheduled workflow finds its one issue by (examples/ci/*/infra-apply-drift.yml).
@@ -33,10 +34,8 @@ Escape = Callable[[str], str]
 
 
 def remedy(verb: str, producer: str, sandbox: bool, *args: str) -> str:
-    """A command to run as printed. A sandbox report's remedies carry ``--sandbox``: without it
-    they would act on the real account and the real mesh-hosts.json."""
-    words = ["infra-apply", verb, "--producer", shell(producer), *map(shell, args)]
-    return " ".join([*words, "--sandbox"] if sandbox else words)
+    """A command to run as printed (a sandbox report's carry ``--sandbox``)."""
+    return for_producer(verb, producer, *args, sandbox=sandbox)
 
 
 def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport) -> str:
@@ -90,9 +89,8 @@ def orphan_sentence(orphan: Orphan, esc: Escape, command: Escape, report: DriftR
 def _producer_lines(p: ProducerDrift, esc: Escape, command: Escape, sandbox: bool) -> Iterator[str]:
     for change in display_order(p.outside):
         yield outside_sentence(change, esc)
-    in_sandbox = (lambda text: command(f"{text} --sandbox")) if sandbox else command
     for name in p.names:
-        yield drift_sentence(p.producer, name, esc, in_sandbox)
+        yield drift_sentence(p.producer, name, esc, command, sandbox=sandbox)
     for host in p.mesh:
         yield mesh_sentence(p, host, esc, command, sandbox)
 

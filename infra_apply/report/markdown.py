@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from infra_apply import remedy
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
 from infra_apply.plan_model import (
@@ -52,7 +53,7 @@ from infra_apply.report.cost import (
     unpriced_sentence,
 )
 from infra_apply.report.mermaid import mermaid_diagram
-from infra_apply.untrusted import shell, short, visible
+from infra_apply.untrusted import short, visible
 
 # The forges' limit less the marker ``comment`` puts on top: a plan comment is never cut there.
 MARKDOWN_LIMIT = COMMENT_LIMIT - MARKER_ROOM
@@ -221,7 +222,9 @@ def _md_section(report: ProducerReport) -> _Section:
     if plan.drift:
         blocks.append(_Block("\n**Name drift**\n\n"))
         blocks += [
-            _Block("- 🏷️ " + drift_sentence(plan.producer, d, _md_text, _md_code) + "\n")
+            _Block(
+                "- 🏷️ " + drift_sentence(plan.producer, d, _md_text, _md_code, sandbox=report.sandbox) + "\n"
+            )
             for d in plan.drift
         ]
     if plan.settings_drift:
@@ -229,7 +232,10 @@ def _md_section(report: ProducerReport) -> _Section:
         blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
     if report.gpus:
         blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))
-        blocks += [_Block("- 🖥️ " + _md_dollars(_md_text(gpu_sentence(g))) + "\n") for g in report.gpus]
+        blocks += [
+            _Block("- 🖥️ " + _md_dollars(_md_text(gpu_sentence(g, report.sandbox))) + "\n")
+            for g in report.gpus
+        ]
     blocks += _md_cost_blocks(report)
     if model is not None and model.droplets:
         held = [g.name for g in report.gpus if not g.releasing]  # what the plan keeps up
@@ -305,7 +311,7 @@ def _md_changes(
         for change in these:
             note = _md_text(undo_note(plan, change))
             line = (
-                _md_destructive(plan.producer, change, blocked, note)
+                _md_destructive(plan.producer, change, blocked, note, sandbox=report.sandbox)
                 if kind in ("delete", "replace", "resize")
                 else _md_change(change) + note
             )
@@ -318,7 +324,7 @@ def _kind(change: Change) -> str:
 
 
 def _md_verdict(report: ProducerReport) -> _Block:
-    words, command = guard_sentence(report.plan, report.verdict, _md_text)
+    words, command = guard_sentence(report.plan, report.verdict, _md_text, sandbox=report.sandbox)
     mark = "✅" if report.verdict.ok else "⛔"
     text = f"\n{mark} **Guard:** {words}"
     if command is not None:
@@ -326,12 +332,14 @@ def _md_verdict(report: ProducerReport) -> _Block:
     return _Block(text + "\n")
 
 
-def _md_destructive(producer: str, change: Change, blocked: frozenset[Change], note: str = "") -> str:
+def _md_destructive(
+    producer: str, change: Change, blocked: frozenset[Change], note: str = "", *, sandbox: bool
+) -> str:
     why = _md_text(reason(change, with_values=True))
     line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}{note}"
     if change in blocked:
-        command = f"infra-apply apply --producer {shell(producer)} {allow_flag(change)} "
-        line += f" — needs {_md_code(command + shell(allow_value(change)))}"
+        allow = (allow_flag(change), allow_value(change))
+        line += f" — needs {_md_code(remedy.for_producer('apply', producer, *allow, sandbox=sandbox))}"
     return line
 
 

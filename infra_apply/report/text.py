@@ -58,11 +58,11 @@ def _text_producer(report: ProducerReport, color: bool = False) -> Iterator[str]
     for change in ordered:
         yield from ("  ! " + line for _, line in port_callouts(change, visible))
     for drift in plan.drift:
-        yield "  ! " + drift_sentence(plan.producer, drift, visible, visible)
+        yield "  ! " + drift_sentence(plan.producer, drift, visible, visible, sandbox=report.sandbox)
     for settings in plan.settings_drift:
         yield "  ! " + settings_sentence(settings, visible)
     for gpu in report.gpus:
-        yield "  * " + visible(gpu_sentence(gpu))
+        yield "  * " + visible(gpu_sentence(gpu, report.sandbox))
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
     yield from _text_cost(report)
 
