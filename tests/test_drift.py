@@ -12,9 +12,12 @@ from werkzeug import Request, Response
 from infra_apply.commands.drift import account_tagged
 from infra_apply.drift import (
     DriftReport,
+    Duplicate,
     Orphan,
     ProducerDrift,
+    StateDroplet,
     applied,
+    duplicates,
     is_noise,
     name_drift,
     orphans,
@@ -320,3 +323,46 @@ def test_applied_means_managed_state_or_something_deleted_outside_terraform() ->
     assert applied(refresh_plan(prior=[droplet_state("digitalocean_droplet.dns", "1003", "com.uvlava.dns")]))
     gone = drift_entry("digitalocean_droplet.dns", ["delete"], {"name": "com.uvlava.dns"}, None)
     assert applied(refresh_plan(gone))  # every resource deleted by hand: still applied, and drift
+
+
+def test_a_tagged_second_droplet_under_a_name_in_state_is_a_duplicate_not_an_orphan() -> None:
+    """adopt finds nothing to take over for it (the name is in state), so it must never be told
+    to: the report names both ids and how to destroy the copy by hand, in every format."""
+    in_state = [StateDroplet("1003", "com.uvlava.dns", "quinn")]
+    tagged = [
+        Orphan("1003", "com.uvlava.dns", (MANAGED, "producer:quinn")),  # the one in state
+        Orphan("2001", "com.uvlava.dns", (MANAGED, "producer:quinn")),  # its copy
+        Orphan("2002", "stray", (MANAGED, "producer:quinn")),
+    ]
+    found = orphans(tagged, {"1003"}, ["quinn"], False, in_state)
+    assert [o.id for o in found] == ["2002"]
+    [dup] = duplicates(tagged, in_state, ["quinn"], False)
+    assert (dup.id, dup.name, dup.state_id, dup.owner) == ("2001", "com.uvlava.dns", "1003", "quinn")
+    report = DriftReport((ProducerDrift("quinn"),), found, duplicates=(dup,))
+    assert report.drifted
+    text = format_text(report)
+    assert text.splitlines()[3:5] == [
+        "Duplicates of droplets in state:",
+        "  ! droplet com.uvlava.dns (id 2001) is a duplicate: the state of quinn holds droplet 1003 "
+        "under that name (tags: managed-by:infra-apply, producer:quinn). infra-apply neither adopts "
+        "nor destroys it, and it is billed: check it is not in use (doctl compute droplet get 2001), "
+        "then destroy it by hand with doctl compute droplet delete 2001",
+    ]
+    assert "adopt" not in text.split("Droplets no state knows:")[0].replace("neither adopts", "")
+    doc = json.loads(format_json(report))
+    assert [(d["id"], d["name"], d["state_id"], d["producer"]) for d in doc["duplicates"]] == [
+        ("2001", "com.uvlava.dns", "1003", "quinn")
+    ]
+    assert "doctl compute droplet delete 2001" in doc["duplicates"][0]["message"]
+    assert [o["id"] for o in doc["orphans"]] == ["2002"]
+    md = format_markdown(report)
+    assert "### Duplicates of droplets in state" in md
+    assert "`doctl compute droplet delete 2001`" in md
+
+
+def test_a_sandbox_duplicate_is_deleted_from_the_sandbox_cloud_never_through_doctl() -> None:
+    dup = Duplicate(Orphan("2001", "com.uvlava.dns", (MANAGED,)), "1003", "quinn")
+    report = DriftReport(sandbox=True, duplicates=(dup,), cloud="/s/cloud.json")
+    text = format_text(report)
+    assert "doctl" not in text
+    assert 'cloud.delete_droplet("/s/cloud.json", "2001")' in text

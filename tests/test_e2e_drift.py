@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -263,3 +264,26 @@ def test_a_pull_request_changing_what_was_changed_by_hand_undoes_nothing_and_a_d
     state = json.loads(state_file(ops).read_text())
     kept = [r for r in state["resources"] if r["type"] == "digitalocean_droplet" and r["name"] == "dns"]
     assert kept and kept[0]["instances"][0]["attributes"]["size"] == "s-2vcpu-4gb"
+
+
+def test_a_second_copy_of_a_droplet_in_state_is_a_duplicate_and_its_remedy_removes_it(ops: Ops) -> None:
+    """What a moved checkout's apply leaves: a tagged copy under a name the state holds. adopt
+    has nothing to take over for it; the report's remedy, run as printed, destroys the copy."""
+    assert ops.apply("quinn")[0] == 0
+    original = ops.droplets()[DNS]
+    copy = cloud.create_droplet(ops.cloud, DNS, region=str(original["region"]), tags=list(original["tags"]))
+    code, out, err = drift(ops)
+    assert code == 2, err
+    assert "Droplets no state knows" not in out
+    [line] = [x for x in out.splitlines() if "is a duplicate" in x]
+    assert f"droplet {DNS} (id {copy['id']}) is a duplicate" in line
+    assert f"holds droplet {original['id']} under that name" in line
+    doc = json.loads(drift(ops, "--format", "json")[1])
+    assert [(d["id"], d["state_id"]) for d in doc["duplicates"]] == [(str(copy["id"]), str(original["id"]))]
+    assert doc["orphans"] == []
+    assert "nothing to adopt" in ops.sandbox("adopt", "--producer", "quinn")[1]
+    remedy = line.split("destroy it by hand with ", 1)[1]
+    done = subprocess.run(shlex.split(remedy), capture_output=True, text=True, env=ops.env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [d["id"] for d in cloud.list_droplets(ops.cloud) if d["name"] == DNS] == [original["id"]]
+    assert drift(ops)[0] == 0
