@@ -366,3 +366,37 @@ def test_a_sandbox_duplicate_is_deleted_from_the_sandbox_cloud_never_through_doc
     text = format_text(report)
     assert "doctl" not in text
     assert 'cloud.delete_droplet("/s/cloud.json", "2001")' in text
+
+
+def _rule(ports: str, *sources: str, protocol: str = "tcp") -> dict[str, Any]:
+    return {
+        "protocol": protocol,
+        "port_range": ports,
+        "source_addresses": list(sources),
+        "source_droplet_ids": None,
+        "source_kubernetes_ids": None,
+        "source_load_balancer_uids": None,
+        "source_tags": None,
+    }
+
+
+def test_a_firewall_rule_changed_outside_terraform_is_told_rule_by_rule_in_every_format() -> None:
+    """Not a bare ``inbound_rule``: which rule went, which came, with protocol, ports and sources."""
+    ssh = _rule("22", "10.9.0.0/24")
+    before = {**FIREWALL, "inbound_rule": [ssh, _rule("443", "0.0.0.0/0", "::/0")]}
+    after = {**FIREWALL, "inbound_rule": [ssh, _rule("443", "203.0.113.7"), _rule("", protocol="icmp")]}
+    edited = drift_entry("digitalocean_firewall.dns", ["update"], before, after)
+    found = outside_changes("quinn", refresh_plan(edited), NAMES)
+    report = DriftReport((ProducerDrift("quinn", outside=found),))
+    rules = (
+        "inbound_rule -tcp 443 from 0.0.0.0/0, ::/0; +tcp 443 from 203.0.113.7; +icmp from nowhere"
+    )
+    assert rules in format_text(report)
+    assert rules.replace("_", "\\_") in format_markdown(report)
+    [diff] = json.loads(format_json(report))["producers"]["quinn"]["outside"][0]["diffs"]
+    assert diff["removed_rules"] == [{"protocol": "tcp", "ports": "443", "sources": ["0.0.0.0/0", "::/0"]}]
+    assert diff["added_rules"] == [
+        {"protocol": "tcp", "ports": "443", "sources": ["203.0.113.7"]},
+        {"protocol": "icmp", "ports": "", "sources": []},
+    ]
+    assert diff["removed"] == ["tcp 443 from 0.0.0.0/0, ::/0"]

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from infra_apply.cost import CURRENCY, ProducerCost, as_number
 from infra_apply.guard import allow_flag, refusal_lines
 from infra_apply.plan_model import (
+    RULE_ATTRS,
     AttrDiff,
     Change,
+    FirewallRule,
     ProducerPlan,
     PublicPort,
     answer,
@@ -177,7 +179,18 @@ def json_diff(diff: AttrDiff) -> dict[str, object]:
     doc: dict[str, object] = {"attr": diff.attr, "before": diff.before, "after": diff.after}
     if diff.elements:
         doc.update(added=list(diff.added), removed=list(diff.removed))
+    if diff.attr in RULE_ATTRS and diff.elements:
+        # A firewall's rules, field by field, for tools (``added``/``removed`` say them in words).
+        doc.update(
+            added_rules=[_json_rule(r) for r in diff.added_rules],
+            removed_rules=[_json_rule(r) for r in diff.removed_rules],
+        )
     return doc
+
+
+def _json_rule(rule: FirewallRule) -> dict[str, object]:
+    peers = "sources" if rule.direction == "inbound" else "destinations"
+    return {"protocol": rule.protocol, "ports": rule.ports, peers: list(rule.peers)}
 
 
 def _json_resize(change: Change) -> dict[str, object] | None:
