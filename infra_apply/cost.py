@@ -144,6 +144,9 @@ class GpuCost:
     hourly: Decimal | None
     lease_until: datetime | None  # None: no lease holds it
     hours_left: int | None  # hours billed by the lease end beyond those billed already
+    # The lease end has passed (the next reap releases it). Not the same as no hour left: in
+    # its last billed hour a lease is live, and no more hours will be billed by its end.
+    lease_ended: bool = False
 
     @property
     def up_to(self) -> Decimal | None:
@@ -280,6 +283,7 @@ def _gpu(
         hourly=prices.hourly(size) if size is not None else None,
         lease_until=None if until is None else _utc(until),
         hours_left=hours,
+        lease_ended=until is not None and _utc(until) <= _utc(now),
     )
 
 

@@ -219,7 +219,7 @@ def test_a_gpu_whose_lease_has_ended_costs_nothing_more_by_its_lease() -> None:
     names = {"digitalocean_droplet.g": "g"}
     doc = plan(after=[droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")])
     [g] = cost(doc, names=names, gpus={"g": NOW - timedelta(minutes=5)}).gpus
-    assert (g.hours_left, g.up_to) == (0, Decimal("0.00"))
+    assert (g.hours_left, g.up_to, g.lease_ended) == (0, Decimal("0.00"), True)
     assert "its lease ended 2026-11-29 11:55Z (the next gpu reap releases it)" in gpu_cost_sentence(g, str)
 
 
@@ -283,3 +283,17 @@ def test_a_gpu_costs_the_hours_billed_by_its_lease_end_less_those_billed_since_i
     # not up yet (the plan brings it up now): counted from now, as before
     [g] = cost(doc, names=names, gpus={"g": NOW + timedelta(hours=3)}).gpus
     assert g.hours_left == 3
+
+
+def test_a_live_lease_in_its_last_billed_hour_is_not_said_to_have_ended() -> None:
+    """Up for 30 minutes with 20 left: its one billed hour covers the rest, so nothing more is
+    billed, but the lease is live (and the GPU stays up) for 20 minutes yet."""
+    names = {"digitalocean_droplet.g": "g"}
+    doc = plan(after=[droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")])
+    up_since = {"g": NOW - timedelta(minutes=30)}
+    [g] = cost(doc, names=names, gpus={"g": NOW + timedelta(minutes=20)}, up_since=up_since).gpus
+    sentence = gpu_cost_sentence(g, str)
+    assert "ended" not in sentence
+    live = "nothing more until its lease ends 2026-11-29 12:20Z (its last billed hour is under way)"
+    assert live in sentence
+    assert (g.hours_left, g.up_to, g.lease_ended) == (0, Decimal("0.00"), False)

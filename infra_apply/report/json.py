@@ -86,6 +86,7 @@ def _json_cost(cost: ProducerCost) -> dict[str, object]:
                 "hourly": None if g.hourly is None else float(g.hourly),
                 "lease_until": None if g.lease_until is None else g.lease_until.strftime(_STAMP),
                 "hours_left": g.hours_left,
+                "lease_ended": g.lease_ended,
                 "up_to": as_number(g.up_to),
             }
             for g in cost.gpus

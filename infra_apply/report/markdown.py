@@ -279,7 +279,7 @@ def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
     unpriced = unpriced_sentence(cost, _md_text)
     if unpriced:
         items.append(f"- ❔ {unpriced}\n")
-    items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text)}\n" for g in cost.gpus]
+    items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text, report.sandbox)}\n" for g in cost.gpus]
     lines = [f"\n**Cost**: {monthly_change(cost)}\n"] + (["\n", *items] if items else [])
     return [_Block(_md_dollars(line)) for line in lines]
 

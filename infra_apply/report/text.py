@@ -106,4 +106,4 @@ def _text_cost(report: ProducerReport) -> Iterator[str]:
     if unpriced:
         yield "  $ " + unpriced
     for gpu in cost.gpus:
-        yield "  $ " + gpu_cost_sentence(gpu, visible)
+        yield "  $ " + gpu_cost_sentence(gpu, visible, report.sandbox)

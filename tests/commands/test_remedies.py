@@ -197,3 +197,15 @@ def test_db_credentials_before_any_apply_names_the_apply(tmp_path: Path, sandbox
     assert _commands(failed.value.message) == [
         ["infra-apply", "apply", "--producer", "mc", *(["--sandbox"] if sandbox else [])]
     ]
+
+
+@MODES
+def test_a_gpu_cost_line_without_a_lease_names_gpu_verbs_that_work(sandbox: bool) -> None:
+    from infra_apply.cost import GpuCost
+    from infra_apply.report.cost import gpu_cost_sentence
+
+    gpu = GpuCost("digitalocean_droplet.g[0]", "com.uvlava.ct.gpu", "gpu-h100x1-80gb", None, None, None)
+    assert _commands(gpu_cost_sentence(gpu, str, sandbox)) == [
+        ["infra-apply", "gpu", verb, "com.uvlava.ct.gpu", *(["--sandbox"] if sandbox else [])]
+        for verb in ("up", "down")
+    ]
