@@ -739,10 +739,7 @@ def _resize(
         return None
     new = None if _contains_true(unknown.get("size")) else str(after.get("size") or "")
     old = str(before.get("size") or "")
-    # The disk it has: state knows it (a console resize may have grown it), else its size's.
-    disk = before.get("disk")
-    known_disk = isinstance(disk, int) and not isinstance(disk, bool) and disk > 0
-    disk_before = disk if known_disk and isinstance(disk, int) else DISKS_GB.get(old)
+    disk_before = disk_now(before)
     return Resize(
         old,
         new,
@@ -751,6 +748,15 @@ def _resize(
         disk_before=disk_before,
         disk_after=None if new is None else DISKS_GB.get(new),
     )
+
+
+def disk_now(values: Mapping[str, object]) -> int | None:
+    """The disk (GB) a droplet has: state knows it (a console resize may have grown it), else
+    its size's."""
+    disk = values.get("disk")
+    if isinstance(disk, int) and not isinstance(disk, bool) and disk > 0:
+        return disk
+    return DISKS_GB.get(str(values.get("size") or ""))
 
 
 def _public_ports(

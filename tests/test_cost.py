@@ -115,7 +115,8 @@ def test_for_each_keys_and_modules_are_found_on_both_sides() -> None:
     ("old", "new", "expected"),
     [
         ("s-2vcpu-4gb", "s-4vcpu-8gb", ("$24.00", "$48.00", "+$24.00")),  # resize up
-        ("s-8vcpu-16gb", "s-2vcpu-4gb", ("$96.00", "$24.00", "-$72.00")),  # resize down
+        # replaced by a smaller one (an in-place resize to a smaller disk never happens: below)
+        ("s-8vcpu-16gb", "s-2vcpu-4gb", ("$96.00", "$24.00", "-$72.00")),
         ("s-2vcpu-4gb", "s-2vcpu-4gb", ("$24.00", "$24.00", "±$0.00")),  # replaced, same size
     ],
 )
@@ -297,3 +298,17 @@ def test_a_live_lease_in_its_last_billed_hour_is_not_said_to_have_ended() -> Non
     live = "nothing more until its lease ends 2026-11-29 12:20Z (its last billed hour is under way)"
     assert live in sentence
     assert (g.hours_left, g.up_to, g.lease_ended) == (0, Decimal("0.00"), False)
+
+
+def test_a_resize_to_a_smaller_disk_is_priced_as_no_change() -> None:
+    """It can never happen (a disk never shrinks; apply refuses it): no saving is promised."""
+    address = "digitalocean_droplet.a"
+    grown = droplet(address, "s-4vcpu-8gb", disk=160)  # a console resize grew its disk
+    resize = {"address": address, "change": {"actions": ["update"]}}
+    c = cost(plan([grown], [droplet(address, "s-2vcpu-4gb", disk=160)], changes=[resize]))
+    assert totals(c) == ("$48.00", "$48.00", "±$0.00")
+    [d] = c.refused
+    assert (d.size_before, d.size_after, d.refused_size) == ("s-4vcpu-8gb", "s-4vcpu-8gb", "s-2vcpu-4gb")
+    # a resize the disk allows is priced as planned
+    ok = cost(plan([droplet(address, "s-1vcpu-1gb")], [droplet(address, "s-2vcpu-4gb")], changes=[resize]))
+    assert totals(ok) == ("$6.00", "$24.00", "+$18.00") and ok.refused == ()

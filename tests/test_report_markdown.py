@@ -314,16 +314,21 @@ def test_headings_fit_what_the_producer_changes() -> None:
 def test_the_guard_verdict_is_said_in_words_per_producer() -> None:
     plan = parsed("outside_drift", names=OUTSIDE_NAMES)
     md = format_markdown(producer_reports([plan]))
+    # quinn.build's resize can never succeed (a smaller disk): apply stops on it, whatever is
+    # allowed, so no command is offered; the rest is still said.
     assert (
-        "⛔ **Guard:** apply would refuse this plan (exit 3) without consent to destroy "
-        "com.uvlava.quinn.docs, replace com.uvlava.quinn.mcp and resize com.uvlava.dns, "
-        "com.uvlava.quinn.build. To go ahead: `infra-apply apply --producer quinn "
-        "--allow-destroy com.uvlava.quinn.docs --allow-replace com.uvlava.quinn.mcp "
-        "--allow-resize com.uvlava.dns --allow-resize com.uvlava.quinn.build`\n"
+        "⛔ **Guard:** apply would stop with an error (exit 1) before changing anything: resizing "
+        "com.uvlava.quinn.build can never succeed (a disk never shrinks; no flag allows it). Past "
+        "that, it would refuse (exit 3) without consent to destroy com.uvlava.quinn.docs, replace "
+        "com.uvlava.quinn.mcp and resize com.uvlava.dns.\n"
     ) in md
     allowed = guard(plan, ["com.uvlava.quinn.docs"], ["com.uvlava.quinn.mcp"], ["com.uvlava.dns"])
     md = format_markdown(producer_reports([plan], {"quinn": allowed}))
-    assert "without consent to resize com.uvlava.quinn.build. To go ahead: `infra-apply apply " in md
+    assert "can never succeed (a disk never shrinks; no flag allows it).\n" in md
+    plan = parsed("replace_delete")
+    md = format_markdown(producer_reports([plan]))
+    assert "without consent to destroy forge, com.uvlava.quinn.mcp and replace" in md
+    assert "To go ahead: `infra-apply apply --producer quinn --allow-destroy forge " in md
     quiet = format_markdown(producer_reports([parsed("import", names=IMPORT_NAMES)]))
     assert "✅ **Guard:** apply would go ahead: nothing is destroyed, replaced or resized." in quiet
 

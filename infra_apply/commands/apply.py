@@ -23,8 +23,10 @@ from infra_apply.commands.register import register
 from infra_apply.cost import Prices
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import guard, refusal_message, unused_allowances
+from infra_apply.manifest import Manifest
 from infra_apply.mesh import WriteResult
-from infra_apply.plan_model import COUNTED_ACTIONS
+from infra_apply.model import ProducerModel
+from infra_apply.plan_model import COUNTED_ACTIONS, ProducerPlan
 from infra_apply.report import GpuUp, ProducerReport
 from infra_apply.timing import done_line
 from infra_apply.workcopy import (
@@ -73,6 +75,8 @@ class ApplyOptions:
     # up without a lease, with the ways out; None (gpu verbs): not looked at
     leased: frozenset[str] | None = None
     up_since: Mapping[str, datetime] = field(default_factory=dict)  # GPU -> when it came up
+    # the manifests by path, to locate an error in them (empty: located by file only)
+    manifests: Mapping[str, Manifest] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
             prices=run_prices(ctx, [name]),
             lease_ends=leases.lease_ends(name),
             up_since=leases.up_since(name),
+            manifests=project.manifests,
         )
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
@@ -143,6 +148,7 @@ def apply_producer(
         cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC), options.up_since)
     report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost, ctx.sandbox)
     terminal.show(format_text([report], terminal.color))
+    refuse_impossible_resizes(planned.plan, prep.producer, options.manifests)
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
@@ -167,6 +173,47 @@ def apply_producer(
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
     return Applied(planned, applied, registration, registry, ctx.sandbox)
+
+
+def refuse_impossible_resizes(
+    plan: ProducerPlan, producer: ProducerModel, manifests: Mapping[str, Manifest]
+) -> None:
+    """A resize to a size whose disk is below the droplet's can never succeed: DigitalOcean
+    answers 422, and the provider powers the droplet off before asking. No flag allows it, so
+    it stops the apply before anything runs (exit 1), located at the droplet's size."""
+    from infra_apply.preflight import size_at
+
+    lines = []
+    for change in plan.changes:
+        r = change.resize
+        if r is None or not r.fails:
+            continue
+        droplet = next((d for d in producer.droplets if d.name == change.name), None)
+        where = size_at(droplet, manifests) if droplet is not None else None
+        lines.append(
+            (
+                where,
+                f"droplet {change.name}: size {r.before} → {r.after} can never be applied: {r.after}'s "
+                f"disk is {r.disk_after} GB, below the droplet's {r.disk_before} GB, and a disk never "
+                "shrinks (DigitalOcean refuses it with 422, after the provider has powered the droplet "
+                f"off); nothing was changed: keep size {r.before} (or a size with a disk of at least "
+                f"{r.disk_before} GB), or replace the droplet with a new one of size {r.after}",
+            )
+        )
+    if not lines:
+        return
+    (first_where, first), rest = lines[0], lines[1:]
+    more = "".join(
+        f"\n{w.path}:{w.line}:{w.col}: error resize: {text}" if w is not None else f"\n{text}"
+        for w, text in rest
+    )
+    raise InfraApplyError(
+        first + more,
+        path=first_where.path if first_where is not None else None,
+        line=first_where.line if first_where is not None else 0,
+        col=first_where.col if first_where is not None else 0,
+        rule="resize",
+    )
 
 
 def _ways_out(gpus: tuple[GpuUp, ...], sandbox: bool) -> str:

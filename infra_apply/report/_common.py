@@ -203,23 +203,45 @@ def guard_sentence(
     """Would ``apply`` go ahead, in words, and the one command that allows what it refuses."""
     if not plan.has_changes:
         return "apply has nothing to do.", None
+    impossible = impossible_resizes(plan)
+    blocked = [c for c in verdict.blocked if c not in impossible]
+    if impossible:
+        # No flag makes it possible: no command is offered, and what else apply would refuse
+        # is said so the next push can fix everything at once.
+        stop = (
+            "apply would stop with an error (exit 1) before changing anything: resizing "
+            f"{_some([c.name for c in impossible], esc)} can never succeed (a disk never shrinks; "
+            "no flag allows it)."
+        )
+        if blocked:
+            stop += f" Past that, it would refuse (exit 3) without consent to {_consents(blocked, esc)}."
+        return stop, None
     if verdict.ok:
         if guard(plan, (), ()).ok:
             return "apply would go ahead: nothing is destroyed, replaced or resized.", None
         return "apply would go ahead: each destroy, replacement and resize is allowed.", None
-    what: dict[str, list[str]] = {}
-    for change in verdict.blocked:
-        names = what.setdefault(_CONSENT[allow_flag(change)], [])
-        if allow_value(change) not in names:
-            names.append(allow_value(change))
-    said = [f"{kind} {_some(names, esc)}" for kind, names in what.items()]
-    listed = said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
-    refusal = f"apply would refuse this plan (exit 3) without consent to {listed}."
-    flags = dict.fromkeys((allow_flag(c), allow_value(c)) for c in verdict.blocked)
+    refusal = f"apply would refuse this plan (exit 3) without consent to {_consents(blocked, esc)}."
+    flags = dict.fromkeys((allow_flag(c), allow_value(c)) for c in blocked)
     if len(flags) > _MAX_NAMED:  # a command that long helps nobody: each line names its flag
         return f"{refusal} Each refused change below names the flag that allows it.", None
     args = [word for flag in flags for word in flag]
     return f"{refusal} To go ahead:", remedy.for_producer("apply", plan.producer, *args, sandbox=sandbox)
+
+
+def _consents(blocked: Sequence[Change], esc: Escape) -> str:
+    """``destroy a, replace b and resize c``: what each refused change needs consent to."""
+    what: dict[str, list[str]] = {}
+    for change in blocked:
+        names = what.setdefault(_CONSENT[allow_flag(change)], [])
+        if allow_value(change) not in names:
+            names.append(allow_value(change))
+    said = [f"{kind} {_some(names, esc)}" for kind, names in what.items()]
+    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
+
+
+def impossible_resizes(plan: ProducerPlan) -> list[Change]:
+    """Resizes to a smaller disk than the droplet has: apply stops on them (exit 1)."""
+    return [c for c in plan.changes if c.resize is not None and c.resize.fails]
 
 
 _CONSENT = {"--allow-destroy": "destroy", "--allow-replace": "replace", "--allow-resize": "resize"}

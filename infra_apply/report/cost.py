@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 from infra_apply.cost import (
     API_SOURCE,
+    DropletCost,
     GpuCost,
     Prices,
     ProducerCost,
@@ -54,6 +55,14 @@ def size_sentence(row: SizeCount, esc: Escape) -> str:
     return (
         f"{esc(row.size)} at {money(row.monthly)}/month: {row.before} → {row.after} {noun} "
         f"({signed(row.diff)})"
+    )
+
+
+def refused_sentence(d: DropletCost, esc: Escape) -> str:
+    """A resize that can never happen is priced as no change: no saving is promised."""
+    return (
+        f"{esc(d.name)} priced as it is, {esc(d.size_before or '?')}: its resize to "
+        f"{esc(d.refused_size or '?')} can never happen (a smaller disk; apply refuses it)"
     )
 
 

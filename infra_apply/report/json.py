@@ -20,7 +20,7 @@ from infra_apply.plan_model import (
     undoes,
 )
 from infra_apply.report import ProducerReport
-from infra_apply.report._common import answer_text, display_name
+from infra_apply.report._common import answer_text, display_name, impossible_resizes
 
 JSON_FORMAT_VERSION = 1
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -74,6 +74,7 @@ def _json_cost(cost: ProducerCost) -> dict[str, object]:
                 "monthly_before": as_number(d.monthly_before),
                 "monthly_after": as_number(d.monthly_after),
                 "priced": d.priced,
+                "refused_size": d.refused_size,
             }
             for d in cost.droplets
         ],
@@ -122,6 +123,13 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
                     "message": line,
                 }
                 for c, line in zip(verdict.blocked, refusal_lines(verdict), strict=True)
+            ],
+            # What apply stops on with an error (exit 1) whatever is allowed: resizes to a
+            # smaller disk, which can never succeed.
+            "errors": [
+                {"address": c.address, "name": c.name, "message": c.resize.effect}
+                for c in impossible_resizes(plan)
+                if c.resize is not None
             ],
         },
         # The firewall changes that open or close a port to the whole internet: a reviewer's

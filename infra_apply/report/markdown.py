@@ -47,6 +47,7 @@ from infra_apply.report.cost import (
     changed_sizes,
     gpu_cost_sentence,
     monthly_change,
+    refused_sentence,
     short_change,
     size_sentence,
     source_note,
@@ -276,6 +277,7 @@ def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
     if cost is None:
         return []
     items = [f"- 💲 {size_sentence(row, _md_text)}\n" for row in changed_sizes(cost)]
+    items += [f"- 💲 {refused_sentence(d, _md_text)}\n" for d in cost.refused]
     unpriced = unpriced_sentence(cost, _md_text)
     if unpriced:
         items.append(f"- ❔ {unpriced}\n")
@@ -337,7 +339,7 @@ def _md_destructive(
 ) -> str:
     why = _md_text(reason(change, with_values=True))
     line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}{note}"
-    if change in blocked:
+    if change in blocked and not (change.resize is not None and change.resize.fails):
         allow = (allow_flag(change), allow_value(change))
         line += f" — needs {_md_code(remedy.for_producer('apply', producer, *allow, sandbox=sandbox))}"
     return line

@@ -27,6 +27,7 @@ from infra_apply.report.cost import (
     gpu_cost_sentence,
     monthly_change,
     prices_label,
+    refused_sentence,
     size_sentence,
     unpriced_sentence,
 )
@@ -102,6 +103,8 @@ def _text_cost(report: ProducerReport) -> Iterator[str]:
     yield f"Cost: {monthly_change(cost)}; prices: {prices_label(cost.prices)}"
     for row in changed_sizes(cost):
         yield "  $ " + size_sentence(row, visible)
+    for d in cost.refused:
+        yield "  $ " + refused_sentence(d, visible)
     unpriced = unpriced_sentence(cost, visible)
     if unpriced:
         yield "  $ " + unpriced
