@@ -187,6 +187,9 @@ def test_markdown_is_cut_at_the_limit_with_a_note() -> None:
     md = format_markdown(DriftReport((), orphans=many))
     assert len(md) <= MARKDOWN_LIMIT
     assert md.endswith("… truncated: run infra-apply drift locally for the full report\n")
+    md = format_markdown(DriftReport((), orphans=many, sandbox=True))
+    assert len(md) <= MARKDOWN_LIMIT
+    assert md.endswith("… truncated: run infra-apply drift --sandbox locally for the full report\n")
 
 
 def test_json_document() -> None:

@@ -14,10 +14,10 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 
+from infra_apply import remedy as remedies
 from infra_apply.drift import DriftReport, Duplicate, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import Change, display_order
-from infra_apply.remedy import for_producer
 from infra_apply.report._common import drift_sentence, outside_sentence
 from infra_apply.report.json import json_diff
 from infra_apply.untrusted import shell, short, visible
@@ -36,7 +36,7 @@ Escape = Callable[[str], str]
 
 def remedy(verb: str, producer: str, sandbox: bool, *args: str) -> str:
     """A command to run as printed (a sandbox report's carry ``--sandbox``)."""
-    return for_producer(verb, producer, *args, sandbox=sandbox)
+    return remedies.for_producer(verb, producer, *args, sandbox=sandbox)
 
 
 def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport) -> str:
@@ -243,13 +243,13 @@ def format_markdown(report: DriftReport) -> str:
         out += ["### Droplets no state knows", ""]
         out += [f"- {orphan_sentence(o, _md_text, _md_code, report)}" for o in report.orphans]
         out.append("")
-    return _fit("\n".join(out) + "\n")
+    return _fit("\n".join(out) + "\n", report.sandbox)
 
 
-def _fit(text: str) -> str:
+def _fit(text: str, sandbox: bool) -> str:
     if len(text) <= MARKDOWN_LIMIT:
         return text
-    note = "\n… truncated: run infra-apply drift locally for the full report\n"
+    note = f"\n… truncated: run {remedies.command('drift', sandbox=sandbox)} locally for the full report\n"
     cut = text.rfind("\n", 0, MARKDOWN_LIMIT - len(note))
     return text[: max(cut, 0)] + note
 

@@ -123,7 +123,7 @@ def format_markdown(reports: Sequence[ProducerReport], context: PlanContext | No
     """A pull-request comment, always at most ``MARKDOWN_LIMIT`` UTF-16 units."""
     head = _md_head(reports, context) + _md_cost_note(reports)
     sections = [_md_section(r) for r in reports if _shown(r)]
-    return _fit(head, sections, MARKDOWN_LIMIT)
+    return _fit(head, sections, MARKDOWN_LIMIT, sandbox=context is not None and context.sandbox)
 
 
 def _shown(r: ProducerReport) -> bool:
@@ -359,10 +359,10 @@ def _md_who(change: Change, *, bold: bool = True) -> str:
     return f"{mark}{_md_text(name)}{mark} ({_md_text(change.address)})"
 
 
-def _fit(head: str, sections: Sequence[_Section], limit: int) -> str:
+def _fit(head: str, sections: Sequence[_Section], limit: int, *, sandbox: bool = False) -> str:
     """Whole sections while they fit, then as many lines of the next one; never over ``limit``
     UTF-16 units (how the forges count: an emoji outside the BMP is two)."""
-    reserve = units(_truncation_note(10**9))
+    reserve = units(_truncation_note(10**9, sandbox))
     budget = limit - reserve
     parts, used, omitted, truncated = [head], units(head), 0, False
     for section in sections:
@@ -380,10 +380,10 @@ def _fit(head: str, sections: Sequence[_Section], limit: int) -> str:
         used += units(partial)
         omitted += section.changes - shown
     if truncated:
-        parts.append(_truncation_note(omitted))
+        parts.append(_truncation_note(omitted, sandbox))
     text = "".join(parts)
     if units(text) > limit:  # Only a pathological head (thousands of producers) gets here.
-        note = _truncation_note(omitted)
+        note = _truncation_note(omitted, sandbox)
         text = _prefix(text, limit - units(note) - 1).rsplit("\n", 1)[0] + "\n" + note
     return text
 
@@ -413,9 +413,10 @@ def _fit_section(section: _Section, room: int) -> tuple[str, int]:
     return "".join(kept), shown
 
 
-def _truncation_note(omitted: int) -> str:
+def _truncation_note(omitted: int, sandbox: bool = False) -> str:
     what = f"{omitted} more changes" if omitted else "some details omitted"
-    return f"\n… truncated: {what}; run infra-apply plan locally for the full list\n"
+    plan = remedy.command("plan", sandbox=sandbox)
+    return f"\n… truncated: {what}; run {plan} locally for the full list\n"
 
 
 def _md_text(text: str) -> str:
