@@ -186,7 +186,7 @@ def test_a_huge_plan_uses_the_forges_room_and_comment_never_cuts_it() -> None:
     assert 60_000 < units(md) <= MARKDOWN_LIMIT and units(md) > len(md)
     body, cut = compose(md, "k" * 64)  # the longest key `comment --key` accepts
     assert not cut and units(body) <= COMMENT_LIMIT
-    assert md.endswith("run infra-apply plan locally for the full list\n")
+    assert md.endswith("run infra-apply plan --sandbox locally for the full list\n")
 
 
 def test_markdown_with_huge_names_still_fits() -> None:
