@@ -61,6 +61,7 @@ def test_apply_shows_the_cost_and_a_resize_plans_the_difference(ops: Ops) -> Non
             "monthly_before": 24.0,
             "name": name,
             "priced": True,
+            "refused_size": None,
             "size": "s-4vcpu-8gb",
             "size_before": "s-2vcpu-4gb",
         }
