@@ -112,6 +112,11 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
     return DropletNeed(d, at("region"), at("size"), at("image"), created)
 
 
+def size_at(d: Droplet, manifests: Mapping[str, Manifest]) -> Where:
+    """Where a droplet's size is declared (its name, when the size is the default)."""
+    return _droplet_need(d, manifests, created=True).size
+
+
 def _at(manifests: Mapping[str, Manifest], source: str, key: Key) -> Where:
     m = manifests.get(source)
     line, col = m.locate(key) if m is not None else (0, 0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infra_apply import remedy
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
@@ -44,6 +45,7 @@ class Adopted:
     producer: str
     adoptions: tuple[Adoption, ...]
     imports: Path  # the imports file (written only when there is something to adopt)
+    sandbox: bool = False  # adopted with --sandbox: the next step printed carries it
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
         found.append(Adoption(address, d.name, matches[0].id, _adoption_warning(d, matches[0])))
     target = imports_file(ctx, prep.producer.name)
     write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
-    return Adopted(prep.producer.name, tuple(found), target)
+    return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
 
 
 def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
@@ -133,9 +135,9 @@ def output(done: Adopted, fmt: str) -> Output:
 def format_text(done: Adopted) -> str:
     lines = [f"import {a.address} <- droplet {a.droplet_id} ({a.name})" for a in done.adoptions]
     if done.adoptions:
-        lines.append(
-            f"wrote {done.imports}; run infra-apply plan / apply --producer {done.producer} to take them over"
-        )
+        plan = remedy.for_producer("plan", done.producer, sandbox=done.sandbox)
+        apply = remedy.for_producer("apply", done.producer, sandbox=done.sandbox)
+        lines.append(f"wrote {done.imports}; run {plan}, then {apply} to take them over")
     else:
         lines.append("nothing to adopt: every manifest droplet is in state or absent from the account")
     return "".join(f"{line}\n" for line in lines)
@@ -162,6 +164,7 @@ class TakenOver:
     takeover: Takeover
     imports: Path | None  # infra-apply's import blocks (None: nothing written)
     removed: Path | None  # the OLD root's `removed` blocks (None: nothing written)
+    sandbox: bool = False  # with --sandbox: the next step printed carries it
 
 
 def run_from_state(
@@ -186,7 +189,7 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
         {a.id: a.image for a in account if a.image},
     )
     if not t.ok:
-        return TakenOver(t, None, None)
+        return TakenOver(t, None, None, ctx.sandbox)
     imports_text, removed_text = takeover.import_file(t), takeover.removed_file(t)
     imports = imports_file(ctx, prep.producer.name)
     removed = removed_file or default_removed_file(ctx, prep.producer.name)
@@ -197,7 +200,7 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     _make_folder(removed.parent, state if removed_file is None else None)
     atomic_write(imports, imports_text, mode=PRIVATE_FILE if ctx.sandbox else None)
     atomic_write(removed, removed_text, mode=PRIVATE_FILE if removed_file is None else None)
-    return TakenOver(t, imports, removed)
+    return TakenOver(t, imports, removed, ctx.sandbox)
 
 
 REMOVED_HEADER = b"# Written by `infra-apply adopt --from-state` for the OLD Terraform root"
@@ -267,7 +270,8 @@ def output_takeover(done: TakenOver, fmt: str) -> Output:
     if done.imports is not None and done.removed is not None:
         p = done.takeover.producer
         text += (
-            f"wrote {done.imports}: the next `infra-apply apply --producer {p}` imports them\n"
+            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, sandbox=done.sandbox)}` "
+            "imports them\n"
             f"wrote {done.removed}: for the OLD root; after that apply, delete the resource blocks "
             "it names from the old root, copy it there, and `terraform plan` must show 0 to destroy\n"
         )

@@ -59,7 +59,8 @@ class PlanResult:
     def reports(self) -> tuple[ProducerReport, ...]:
         plans = [p.plan for p in self.planned]
         models = {p.prep.producer.name: p.prep.producer for p in self.planned}
-        return producer_reports(plans, verdicts(self.planned), models, self.gpus, self.costs)
+        sandbox = self.context is not None and self.context.sandbox
+        return producer_reports(plans, verdicts(self.planned), models, self.gpus, self.costs, sandbox=sandbox)
 
 
 def run(
