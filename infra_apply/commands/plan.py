@@ -9,10 +9,11 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from infra_apply import exists
 from infra_apply import terraform as tf
 from infra_apply.changed import Changes, head_commit
 from infra_apply.commands import Output
@@ -26,6 +27,7 @@ from infra_apply.workcopy import (
     Context,
     Prepared,
     Say,
+    WorkingCopy,
     check_ready,
     load_project,
     pick,
@@ -40,6 +42,7 @@ class Planned:
     plan: ProducerPlan
     changed: bool
     raw: JsonObject  # ``terraform show -json`` of the saved plan
+    notes: tuple[str, ...] = ()  # why a tainted droplet is replaced (exists.py): the guard says it
 
 
 @dataclass(frozen=True)
@@ -201,17 +204,55 @@ def plan_one(
     ``provider_env``: extra environment for the plan and show only (the sandbox's shared provider,
     see sandbox/reattach.py); never for init or apply."""
     name = prep.producer.name
+    # the account is read while Terraform plans: what the plan creates is looked up after
+    lookup = exists.start(prep.cloud, prep.api_token, {db.cluster for db in prep.producer.databases})
     prep.copy.init()
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
+    planned = _plan_and_show(prep, copy, say, gpu_variables(prep, gpu), clock)
+    if lookup is None:
+        return planned
+    return _settle(prep, copy, planned, lookup.result(), say, gpu_variables(prep, gpu), clock)
+
+
+def _plan_and_show(
+    prep: Prepared, copy: WorkingCopy, say: Say, variables: Mapping[str, str], clock: Clock
+) -> Planned:
+    name = prep.producer.name
     started = clock()
-    changed = copy.plan(variables=gpu_variables(prep, gpu))
+    changed = copy.plan(variables=variables)
     say(done_line(name, "plan", clock() - started, "changes" if changed else "no changes"))
     started = clock()
     raw = copy.show()
     plan = parse_plan(name, raw, prep.rendered.names, prep.rendered.create_settings)
     say(done_line(name, "show", clock() - started, counts_detail(plan.counts.items())))
     return Planned(prep, plan, changed or plan.has_changes, raw)
+
+
+def _settle(
+    prep: Prepared,
+    copy: WorkingCopy,
+    planned: Planned,
+    account: exists.Account,
+    say: Say,
+    variables: Mapping[str, str],
+    clock: Clock,
+) -> Planned:
+    """Refuse a plan creating what the account holds; import this state's own lost droplets and
+    untaint its healthy tainted ones, then plan once more."""
+    sandbox = prep.cloud is not None
+    journal = exists.read_journal(prep.copy.path)
+    r = exists.review(
+        planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, sandbox
+    )
+    exists.refuse(r, sandbox)
+    for note in r.notes:
+        say(f"infra-apply: warning: {prep.producer.name}: {note}")
+    if r.settles:
+        exists.act(prep.copy.path, r, copy.untaint, say, prep.producer.name)
+        say(f"{prep.producer.name}: terraform plan (again, with what was settled)")
+        planned = _plan_and_show(prep, copy, say, variables, clock)
+    return replace(planned, notes=r.notes)
 
 
 def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
