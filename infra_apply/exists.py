@@ -58,7 +58,8 @@ class ExistsRefused(ValidationFailed):
 
     def __init__(self, problems: list[Problem], where: str) -> None:
         super().__init__(problems)
-        self.message = f"{len(problems)} resource(s) the plan would create already exist in {where}"
+        self.where = where
+        self.message = f"{len(problems)} error(s): the plan would create what already exists in {where}"
 
 
 # --- what the account holds -------------------------------------------------------------------

@@ -173,3 +173,14 @@ def test_a_tainted_droplet_that_is_not_healthy_stays_refused_with_the_reason(ops
     assert code == 3, err
     assert "digitalocean_droplet.dns is tainted (an apply was interrupted while it came up)" in err
     assert "its size is s-2vcpu-2gb, the manifest says s-1vcpu-1gb" in err
+
+
+def test_planning_every_producer_reports_each_ones_existing_droplets(ops: Ops) -> None:
+    ops.sandbox("plan", "--producer", "mc")
+    mc = cloud.create_droplet(ops.cloud, "com.uvlava.mc.services", region="fra1")
+    dns = cloud.create_droplet(ops.cloud, "com.uvlava.dns")
+    code, _, err = ops.sandbox("plan")
+    assert code == 1, err
+    assert f"droplet 'com.uvlava.mc.services' already exists in the sandbox account (id {mc['id']})" in err
+    assert f"droplet 'com.uvlava.dns' already exists in the sandbox account (id {dns['id']})" in err
+    assert "the plan would create what already exists in the sandbox account; nothing was done" in err

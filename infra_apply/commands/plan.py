@@ -18,7 +18,7 @@ from infra_apply import terraform as tf
 from infra_apply.changed import Changes, head_commit
 from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
-from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.errors import ExitCode, InfraApplyError, Problem
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
@@ -301,13 +301,27 @@ def plan_all(
             for p in preps
         ]
         try:
-            planned = [_result(f) for f in futures]
+            planned, refused = _results(futures)
         except KeyboardInterrupt:
             _interrupt(futures)
             raise
+    if refused:
+        # every producer's existing resources at once, not one producer per run
+        found = sorted({p for r in refused for p in r.problems}, key=Problem.sort_key)
+        raise exists.ExistsRefused(found, refused[0].where)
     if len(preps) > 1:
         say(total_line(len(preps), "planned", clock() - started))
     return planned
+
+
+def _results(futures: Sequence[Future[Planned]]) -> tuple[list[Planned], list[exists.ExistsRefused]]:
+    planned, refused = [], []
+    for f in futures:
+        try:
+            planned.append(_result(f))
+        except exists.ExistsRefused as exc:
+            refused.append(exc)
+    return planned, refused
 
 
 def _result(future: Future[Planned]) -> Planned:
