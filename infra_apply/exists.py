@@ -5,8 +5,8 @@ cluster), and a producer with an empty state is checked for droplets tagged for 
 Each hit is a located error (the manifest line declaring it) naming the existing thing and the
 command that takes it over; nothing is applied. The one exception is infra-apply's own work
 lost from this state: a droplet whose creation a run of this working copy started (the journal
-written before every apply lists its address and name, and the droplet was created after the
-journal was written, carrying infra-apply's tags) but that state does not hold. It is imported
+written before every apply lists its address and name, and the droplet was created while that
+apply ran, carrying infra-apply's tags) but that state does not hold. It is imported
 by the next plan/apply, never created twice. A teammate's stale state cannot match: the journal
 lives in this working copy only, never in the account or the producer's tags.
 
@@ -45,6 +45,9 @@ RECOVERED = "infra-apply-recovered.tf"
 # DigitalOcean stamps created_at with its own clock: a droplet stamped a little before the
 # journal (a local clock running fast) is still this run's.
 CLOCK_SKEW = timedelta(minutes=5)
+# An apply killed outright (SIGKILL) never says when it ended; its orphaned Terraform finishes
+# its creates well within this. A droplet made later is someone else's.
+LONGEST_APPLY = timedelta(hours=1)
 
 DROPLET = "digitalocean_droplet"
 FIREWALL = "digitalocean_firewall"
@@ -165,6 +168,12 @@ class Journal:
 
     started_at: datetime
     creates: Mapping[str, str]  # droplet address -> name
+    ended_at: datetime | None = None  # when the apply stopped (None: killed outright)
+
+    def covers(self, created: datetime) -> bool:
+        """Whether a droplet created at ``created`` can be this apply's."""
+        until = self.ended_at or self.started_at + LONGEST_APPLY
+        return self.started_at - CLOCK_SKEW <= created <= until + CLOCK_SKEW
 
 
 def write_journal(folder: Path, raw: JsonObject, now: datetime) -> None:
@@ -174,8 +183,26 @@ def write_journal(folder: Path, raw: JsonObject, now: datetime) -> None:
     creates = {c.address: c.name for c in planned_creates(raw) if c.type == DROPLET}
     if not creates:
         return
-    doc = {"started_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "creates": creates}
+    doc = {"started_at": _stamp(now), "creates": creates}
     write_private(folder / JOURNAL, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+
+
+def end_journal(folder: Path, now: datetime) -> None:
+    """After an apply that stopped or failed: when it ended (what it created came before)."""
+    from infra_apply.fs import write_private
+
+    path = folder / JOURNAL
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return
+    if isinstance(doc, dict):
+        doc["ended_at"] = _stamp(now)
+        write_private(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def clear_journal(folder: Path) -> None:
@@ -188,9 +215,10 @@ def read_journal(folder: Path) -> Journal | None:
         doc = json.loads((folder / JOURNAL).read_bytes())
         started = _timestamp(str(doc["started_at"]))
         creates = {str(k): str(v) for k, v in dict(doc["creates"]).items()}
-    except (OSError, ValueError, KeyError, TypeError):
+        ended = _timestamp(str(doc["ended_at"])) if doc.get("ended_at") else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no journal (or not one we wrote): nothing is vouched for
-    return None if started is None else Journal(started, creates)
+    return None if started is None else Journal(started, creates, ended)
 
 
 def _timestamp(text: str) -> datetime | None:
@@ -316,11 +344,12 @@ def _own(live: Sequence[LiveDroplet], c: Create, journal: Journal | None) -> Liv
     """The one droplet named like ``c`` that this working copy's interrupted apply created."""
     if journal is None or journal.creates.get(c.address) != c.name:
         return None
-    since = journal.started_at - CLOCK_SKEW
     ours = [
         d
         for d in live
-        if MANAGED_TAG in d.tags and (created := _timestamp(d.created_at)) is not None and created >= since
+        if MANAGED_TAG in d.tags
+        and (created := _timestamp(d.created_at)) is not None
+        and journal.covers(created)
     ]
     return ours[0] if len(ours) == 1 and len(live) == 1 else None
 

@@ -120,11 +120,21 @@ def test_a_lost_droplet_is_imported_only_with_this_working_copys_journal() -> No
     [
         droplet("9", tags=OURS, created=STARTED - timedelta(hours=1)),  # older than the apply
         droplet("9", tags=()),  # not made from infra-apply's HCL
+        droplet("9", tags=OURS, created=STARTED + timedelta(hours=2)),  # long after a killed apply
     ],
 )
 def test_a_droplet_the_journal_cannot_vouch_for_is_refused(live: exists.LiveDroplet) -> None:
     r = review(plan(DNS_CREATE), exists.Account("a", (live,)), JOURNAL)
     assert r.imports == () and len(r.problems) == 1
+
+
+def test_a_droplet_made_after_the_apply_ended_is_not_its_own() -> None:
+    """A failed apply's journal stays; a teammate's apply next day makes the droplet again."""
+    ended = exists.Journal(STARTED, JOURNAL.creates, STARTED + timedelta(minutes=3))
+    later = droplet("9", tags=OURS, created=STARTED + timedelta(minutes=30))
+    assert review(plan(DNS_CREATE), exists.Account("a", (later,)), ended).imports == ()
+    during = droplet("9", tags=OURS, created=STARTED + timedelta(minutes=2))
+    assert len(review(plan(DNS_CREATE), exists.Account("a", (during,)), ended).imports) == 1
 
 
 def test_two_droplets_under_the_name_are_never_imported() -> None:
@@ -169,6 +179,10 @@ def test_the_journal_round_trips_and_is_cleared(tmp_path: Path) -> None:
     exists.write_journal(tmp_path, plan(DNS_CREATE), STARTED)
     assert exists.read_journal(tmp_path) == JOURNAL
     assert (tmp_path / exists.JOURNAL).stat().st_mode & 0o777 == 0o600
+    exists.end_journal(tmp_path, STARTED + timedelta(minutes=3))
+    assert exists.read_journal(tmp_path) == exists.Journal(
+        STARTED, JOURNAL.creates, STARTED + timedelta(minutes=3)
+    )
     exists.clear_journal(tmp_path)
     assert exists.read_journal(tmp_path) is None
 

@@ -160,7 +160,11 @@ def apply_producer(
         exists.write_journal(prep.copy.path, planned.raw, datetime.now(UTC))
         try:
             prep.copy.apply(echo=lambda line: terminal.show(f"{line}\n"))
-        except tf.CommandFailed as exc:
+        except BaseException as exc:
+            # stopped or failed: what it created came before now
+            exists.end_journal(prep.copy.path, datetime.now(UTC))
+            if not isinstance(exc, tf.CommandFailed):
+                raise
             raise TerraformError(
                 f"terraform apply failed for producer {name}:\n{exc.detail}\n"
                 "State holds what was created before the failure; fix the cause and rerun."
