@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra_apply.do_api import AccountDroplet, account_droplet
 from infra_apply.drift import PRODUCER_TAG, applied
 from infra_apply.errors import Problem, ValidationFailed
 from infra_apply.manifest import Manifest
@@ -69,27 +70,15 @@ class ExistsRefused(ValidationFailed):
 
 
 @dataclass(frozen=True)
-class LiveDroplet:
-    id: str
-    name: str
-    status: str
-    created_at: str
-    tags: tuple[str, ...]
-    region: str
-    size: str
-    image: str
-
-
-@dataclass(frozen=True)
 class Account:
     label: str
-    droplets: tuple[LiveDroplet, ...] = ()
+    droplets: tuple[AccountDroplet, ...] = ()
     firewalls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> ids
     clusters: Mapping[str, str] = field(default_factory=dict)  # id -> name
     dbs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # cluster id -> names
     users: Mapping[str, frozenset[str]] = field(default_factory=dict)  # cluster id -> names
 
-    def named(self, name: str) -> list[LiveDroplet]:
+    def named(self, name: str) -> list[AccountDroplet]:
         return [d for d in self.droplets if d.name == name]
 
 
@@ -97,7 +86,7 @@ def fetch(source: Source, clusters: Iterable[str]) -> Account:
     """The account's droplets, firewalls and the databases and users of ``clusters`` (names),
     the independent calls made at once."""
     wanted = set(clusters)
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:
         droplets = pool.submit(source.droplets)
         firewalls = pool.submit(source.firewalls)
         found = pool.submit(source.databases) if wanted else None
@@ -110,28 +99,12 @@ def fetch(source: Source, clusters: Iterable[str]) -> Account:
             by_name.setdefault(str(fw.get("name")), []).append(str(fw.get("id")))
         return Account(
             source.label,
-            tuple(live_droplet(d) for d in droplets.result()),
+            tuple(account_droplet(d) for d in droplets.result()),
             {n: tuple(v) for n, v in by_name.items()},
             ids,
             {i: frozenset(str(x.get("name")) for x in f.result()) for i, f in dbs.items()},
             {i: frozenset(str(x.get("name")) for x in f.result()) for i, f in users.items()},
         )
-
-
-def live_droplet(raw: Mapping[str, Any]) -> LiveDroplet:
-    """A droplet in the API's shape (``GET /v2/droplets``)."""
-    region, image = raw.get("region") or {}, raw.get("image") or {}
-    size = raw.get("size_slug") or (raw.get("size") or {}).get("slug") or ""
-    return LiveDroplet(
-        id=str(raw.get("id", "")),
-        name=str(raw.get("name", "")),
-        status=str(raw.get("status", "")),
-        created_at=str(raw.get("created_at", "")),
-        tags=tuple(str(t) for t in raw.get("tags") or ()),
-        region=str(region.get("slug", "") if isinstance(region, Mapping) else region),
-        size=str(size),
-        image=str(image.get("slug") or image.get("id") or "" if isinstance(image, Mapping) else image),
-    )
 
 
 def source_for(cloud: Path | None, api_token: str | None) -> Source | None:
@@ -340,7 +313,7 @@ def _from_state(adopt: str) -> str:
     return adopt + " --from-state FILE"
 
 
-def _own(live: Sequence[LiveDroplet], c: Create, journal: Journal | None) -> LiveDroplet | None:
+def _own(live: Sequence[AccountDroplet], c: Create, journal: Journal | None) -> AccountDroplet | None:
     """The one droplet named like ``c`` that this working copy's interrupted apply created."""
     if journal is None or journal.creates.get(c.address) != c.name:
         return None
@@ -394,7 +367,7 @@ def _tainted(
     return tuple(untaint), tuple(notes)
 
 
-def _unhealthy(live: LiveDroplet | None, declared: Droplet | None, label: str) -> str | None:
+def _unhealthy(live: AccountDroplet | None, declared: Droplet | None, label: str) -> str | None:
     """Why a tainted droplet cannot be kept as it is; None when it can."""
     if live is None:
         return f"is not in {label} any more: the replacement creates it"

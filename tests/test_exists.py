@@ -131,14 +131,20 @@ def test_an_empty_state_dir_is_refused_while_the_producers_droplets_exist(ops: O
     assert after["droplets"] == before["droplets"] and after["firewalls"] == before["firewalls"]
 
 
-def test_a_droplet_this_state_lost_is_imported_not_created_again(ops: Ops) -> None:
+def interrupted_create(ops: Ops, *, taint: bool) -> str:
+    """Apply quinn with dns's create interrupted (lost, or recorded tainted); the droplet's id."""
     ops.sandbox("plan", "--producer", "quinn")
-    cloud.inject_faults(ops.cloud, lose_create=["com.uvlava.dns"])
+    dns = ["com.uvlava.dns"]
+    cloud.inject_faults(ops.cloud, lose_create=[] if taint else dns, taint_create=dns if taint else [])
     code, out, err = ops.apply("quinn")
-    assert code == 1 and "context canceled" in out + err
-    lost = ops.droplets()["com.uvlava.dns"]["id"]
-    assert lost not in stopping.state_droplets(ops)  # created, never recorded
+    assert code == 1 and ("to become ready" if taint else "context canceled") in out + err
     cloud.inject_faults(ops.cloud)
+    return str(ops.droplets()["com.uvlava.dns"]["id"])
+
+
+def test_a_droplet_this_state_lost_is_imported_not_created_again(ops: Ops) -> None:
+    lost = interrupted_create(ops, taint=False)
+    assert lost not in stopping.state_droplets(ops)  # created, never recorded
     code, out, err = ops.apply("quinn")
     assert code == 0, out + err
     stopping.assert_no_duplicate_and_state_matches_cloud(ops, QUINN)
@@ -148,12 +154,7 @@ def test_a_droplet_this_state_lost_is_imported_not_created_again(ops: Ops) -> No
 
 
 def test_a_tainted_droplet_the_account_shows_healthy_is_untainted(ops: Ops) -> None:
-    ops.sandbox("plan", "--producer", "quinn")
-    cloud.inject_faults(ops.cloud, taint_create=["com.uvlava.dns"])
-    code, out, err = ops.apply("quinn")
-    assert code == 1 and "to become ready" in out + err
-    kept = ops.droplets()["com.uvlava.dns"]["id"]
-    cloud.inject_faults(ops.cloud)
+    kept = interrupted_create(ops, taint=True)
     code, out, err = ops.apply("quinn")
     assert code == 0, out + err
     assert "digitalocean_droplet.dns was left tainted by an interrupted apply" in err
@@ -163,11 +164,7 @@ def test_a_tainted_droplet_the_account_shows_healthy_is_untainted(ops: Ops) -> N
 
 
 def test_a_tainted_droplet_that_is_not_healthy_stays_refused_with_the_reason(ops: Ops) -> None:
-    ops.sandbox("plan", "--producer", "quinn")
-    cloud.inject_faults(ops.cloud, taint_create=["com.uvlava.dns"])
-    assert ops.apply("quinn")[0] == 1
-    cloud.inject_faults(ops.cloud)
-    kept = ops.droplets()["com.uvlava.dns"]["id"]
+    kept = interrupted_create(ops, taint=True)
     cloud.edit_droplet(ops.cloud, kept, size="s-2vcpu-2gb")
     code, _, err = ops.apply("quinn")
     assert code == 3, err

@@ -12,6 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply import do_api, exists, preflight
+from infra_apply.do_api import AccountDroplet
 from infra_apply.model import Database, Droplet, ProducerModel
 from infra_apply.render import Rendered
 from tests.do_standin import TOKEN, Account, database_json
@@ -45,17 +46,14 @@ def plan(*changes: dict[str, Any], state: bool = True) -> dict[str, Any]:
 
 def droplet(
     did: str, name: str = DNS.name, tags: tuple[str, ...] = (), created: datetime = STARTED
-) -> exists.LiveDroplet:
-    return exists.LiveDroplet(
-        did,
-        name,
-        "active",
-        created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        tags,
-        "nyc3",
-        "s-1vcpu-1gb",
-        "ubuntu-24-04-x64",
-    )
+) -> AccountDroplet:
+    return live(did, name, tags=tags, created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def live(did: str, name: str = DNS.name, **fields: Any) -> AccountDroplet:
+    base: dict[str, Any] = {"region": "nyc3", "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64"}
+    base |= {"public_ipv4": None, "private_ipv4": None, "tags": (), "status": "active"}
+    return AccountDroplet(did, name, **(base | fields))
 
 
 def review(
@@ -116,15 +114,15 @@ def test_a_lost_droplet_is_imported_only_with_this_working_copys_journal() -> No
 
 
 @pytest.mark.parametrize(
-    "live",
+    "found",
     [
         droplet("9", tags=OURS, created=STARTED - timedelta(hours=1)),  # older than the apply
         droplet("9", tags=()),  # not made from infra-apply's HCL
         droplet("9", tags=OURS, created=STARTED + timedelta(hours=2)),  # long after a killed apply
     ],
 )
-def test_a_droplet_the_journal_cannot_vouch_for_is_refused(live: exists.LiveDroplet) -> None:
-    r = review(plan(DNS_CREATE), exists.Account("a", (live,)), JOURNAL)
+def test_a_droplet_the_journal_cannot_vouch_for_is_refused(found: AccountDroplet) -> None:
+    r = review(plan(DNS_CREATE), exists.Account("a", (found,)), JOURNAL)
     assert r.imports == () and len(r.problems) == 1
 
 
@@ -168,7 +166,7 @@ def test_a_tainted_droplet_is_untainted_only_when_active_with_the_declared_setti
     assert review(plan(tainted("5")), exists.Account("a", (healthy,))).untaint == (
         "digitalocean_droplet.dns",
     )
-    new = exists.LiveDroplet("5", DNS.name, "new", "", (), "nyc3", "s-1vcpu-1gb", "ubuntu-24-04-x64")
+    new = live("5", status="new")
     r = review(plan(tainted("5")), exists.Account("a", (new,)))
     assert r.untaint == () and "shows it new, not active" in r.notes[0]
     r = review(plan(tainted("5")), exists.Account("a", ()))
@@ -215,17 +213,6 @@ def test_the_live_lookup_reads_the_documented_endpoints(api: HTTPServer) -> None
     source = preflight.LiveSource(do_api.Client(TOKEN, api.url_for("")))
     found = exists.fetch(source, {"uvlava-pg"})
     cid = database_json("uvlava-pg")["id"]
-    assert found.named(DNS.name) == [
-        exists.LiveDroplet(
-            "3164444",
-            DNS.name,
-            "active",
-            "2026-12-06T12:00:30Z",
-            OURS,
-            "nyc3",
-            "s-1vcpu-1gb",
-            "ubuntu-24-04-x64",
-        )
-    ]
+    assert found.named(DNS.name) == [live("3164444", tags=OURS, created_at="2026-12-06T12:00:30Z")]
     assert found.firewalls == {"fw-dns": ("fb6045f1",)}
     assert (found.dbs, found.users) == ({cid: frozenset({"auth"})}, {cid: frozenset({"auth_app"})})

@@ -28,6 +28,7 @@ from infra_apply.state import state_dir
 from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one
 
 if TYPE_CHECKING:
+    from infra_apply.do_api import AccountDroplet
     from infra_apply.exists import Account
     from infra_apply.takeover import OldState, Takeover
 
@@ -46,16 +47,6 @@ class Adopted:
     producer: str
     adoptions: tuple[Adoption, ...]
     imports: Path  # the imports file (written only when there is something to adopt)
-
-
-@dataclass(frozen=True)
-class AccountDroplet:
-    """A droplet in the account, as much as adopting it needs."""
-
-    id: str
-    name: str
-    image: str | None
-    region: str | None
 
 
 def run(ctx: Context, producer: str) -> Adopted:
@@ -91,8 +82,7 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
             ctx.say(f"{d.name}: {len(matches)} droplets have this name in the account; adopt one by hand")
         if len(matches) != 1:
             continue
-        live = AccountDroplet(matches[0].id, d.name, matches[0].image or None, matches[0].region or None)
-        found.append(Adoption(address, d.name, live.id, _adoption_warning(d, live)))
+        found.append(Adoption(address, d.name, matches[0].id, _adoption_warning(d, matches[0])))
     cluster_ids = {name: cid for cid, name in account.clusters.items()}
     for db in prep.producer.databases:
         entry = _db_entry(db)
@@ -147,10 +137,6 @@ def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
     if live.region and live.region != d.region:
         return f"live region {live.region!r} differs from the manifest's {d.region!r}: it would be replaced"
     return None
-
-
-def _account_droplets(prep: Prepared) -> list[AccountDroplet]:
-    return [AccountDroplet(d.id, d.name, d.image or None, d.region or None) for d in _account(prep).droplets]
 
 
 def write_imports(target: Path, adoptions: Sequence[Adoption], private_to: Path | None = None) -> None:
@@ -232,7 +218,7 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     """Plan the takeover; only when it has no error, write the imports and the removed file."""
     from infra_apply import takeover
 
-    account = _account_droplets(prep)
+    account = _account(prep).droplets
     t = takeover.plan_takeover(
         old,
         prep.producer,
