@@ -198,14 +198,14 @@ def _run_ok(command: Sequence[str], env: dict[str, str], cwd: Path | None = None
 
 def _plan_overhead(ctx: Context, tree: Path, label: str, extra: Sequence[str] = ()) -> list[Row]:
     """infra-apply's plan of quinn against a bare `terraform plan` in the same working copy."""
+    from infra_apply.identity import identify
     from infra_apply.sandbox.install import install
-    from infra_apply.state import root_key
 
     state = ctx.repo / "bench" / "out" / "state"
     env = _sandbox_env(state)
     ours = [*ctx.command("--root", str(tree), "plan", "--sandbox", "--producer", "quinn", *extra)]
     _run_ok(ours, env)  # prepares the working copy: rendered files, init, sandbox mirror
-    work = state / "work" / "sandbox" / root_key(tree) / "quinn"
+    work = state / "work" / "sandbox" / identify(tree, env).key / "quinn"
     tf_env = {**env, **install(state).env, "TF_IN_AUTOMATION": "1"}
     tf_env.pop("TF_PLUGIN_CACHE_DIR", None)
     bare = [

@@ -20,10 +20,11 @@ from infra_apply.config import Config
 from infra_apply.config import load as load_config
 from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.fs import private_dirs, sync_private, tighten, write_private
+from infra_apply.identity import keyed, settle
 from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
 from infra_apply.pat import token_env
-from infra_apply.paths import child, inside
+from infra_apply.paths import child
 from infra_apply.plan_model import JsonObject
 from infra_apply.render import Rendered, compare, render_model
 from infra_apply.state import (
@@ -31,7 +32,6 @@ from infra_apply.state import (
     check_outside,
     checked_state_dir,
     load_backend,
-    root_key,
     state_dir,
     validation_cache,
 )
@@ -221,7 +221,14 @@ def check_ready(ctx: Context) -> None:
         from infra_apply.sandbox import extra
 
         extra.require()
-    checked_state_dir([ctx.out, ctx.root / "generated"], ctx.env, create=True)
+    state = checked_state_dir([ctx.out, ctx.root / "generated"], ctx.env, create=True)
+    settle(ctx.root, state, ctx.env, ctx.say)
+
+
+def tree_key(ctx: Context) -> str:
+    """The key of this tree's folders under the state dir (``infra_apply.identity``); state
+    still under the root's old path key is moved there first, once."""
+    return settle(ctx.root, state_dir(ctx.env), ctx.env, ctx.say).key
 
 
 def check_registry(ctx: Context) -> None:
@@ -329,7 +336,7 @@ def workdir_root(ctx: Context) -> Path:
     state = state_dir(ctx.env)
     check_outside(state, ctx.out)
     mode = "sandbox" if ctx.sandbox else "live"
-    return inside(state / "work" / mode / root_key(ctx.root), state)
+    return keyed(state, f"work/{mode}", tree_key(ctx))
 
 
 def workdir(ctx: Context, producer: str) -> Path:
@@ -340,7 +347,7 @@ def workdir(ctx: Context, producer: str) -> Path:
 
 def sandbox_overlay(ctx: Context, producer: str) -> Path:
     state = state_dir(ctx.env)
-    base = inside(state / "sandbox" / "imports" / root_key(ctx.root), state)
+    base = keyed(state, "sandbox/imports", tree_key(ctx))
     return child(base, producer)
 
 
@@ -527,5 +534,4 @@ def mesh_target(ctx: Context) -> Path | None:
 def sandbox_registry(ctx: Context) -> Path:
     """The sandbox's own mesh-hosts.json for this root (seeded from --mesh-hosts on first use)."""
     state = state_dir(ctx.env)
-    return inside(state / "sandbox" / "mesh" / root_key(ctx.root) / "mesh-hosts.json", state)
-
+    return keyed(state, "sandbox/mesh", tree_key(ctx)) / "mesh-hosts.json"

@@ -102,6 +102,14 @@ def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["INFRA_APPLY_STATE_DIR"] = str(tmp_path_factory.mktemp("default-state"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _not_in_ci() -> None:
+    """Tests run infra-apply as an operator does on a laptop, whether or not the suite itself runs
+    in CI (CI=true refuses live plans with local state, and test trees keep local state); a test
+    of CI behaviour sets CI in its own environment."""
+    os.environ.pop("CI", None)
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     """A private copy of the example tree, its mesh-hosts.json and generated/ (tmp_path/...)."""

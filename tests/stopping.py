@@ -21,8 +21,8 @@ import pytest
 from filelock import FileLock, Timeout
 
 from infra_apply import terraform as tf
+from infra_apply.identity import identify
 from infra_apply.sandbox import cloud
-from infra_apply.state import root_key
 
 WAIT_SECONDS = 180.0  # a generous bound for a busy 2-core machine; no test waits this long normally
 PROCESS_EXIT_SECONDS = 30.0  # "not for long": orphans must be gone well within this
@@ -141,7 +141,7 @@ def blocked_reading_stdin(pid: int) -> bool:
 
 
 def working_copy(ops: Any, producer: str = "quinn") -> Path:
-    path: Path = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / producer
+    path: Path = ops.base / "state" / "work" / "sandbox" / identify(ops.root, ops.env).key / producer
     return path
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from infra_apply.identity import identify
 from infra_apply.sandbox import cloud
-from infra_apply.state import root_key
 from tests import stopping
 from tests.test_e2e_sandbox import Ops
 
@@ -49,7 +49,8 @@ def run_remedy(ops: Ops, command: str, **placeholders: str) -> tuple[int, str, s
 
 
 def state_file(ops: Ops) -> Path:
-    return ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "quinn" / "terraform.tfstate"
+    key = identify(ops.root, ops.env).key
+    return ops.base / "state" / "work" / "sandbox" / key / "quinn" / "terraform.tfstate"
 
 
 def edit_registry(ops: Ops) -> None:

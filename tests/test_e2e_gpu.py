@@ -25,8 +25,9 @@ from filelock import FileLock
 from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease
 from infra_apply.gpu.store import LeaseStore, open_store
+from infra_apply.identity import identify
 from infra_apply.sandbox import cloud
-from infra_apply.state import Backend, root_key
+from infra_apply.state import Backend
 from tests import stopping
 from tests.test_e2e_sandbox import Ops
 
@@ -56,7 +57,7 @@ class GpuOps(Ops):
 
     def store(self) -> LeaseStore:
         state = self.base / "state"
-        work_root = state / "work" / "sandbox" / root_key(self.root)
+        work_root = state / "work" / "sandbox" / identify(self.root, self.env).key
         return open_store(state, work_root, "ct", Backend("local"), tf.find_binary(self.env), self.env)
 
     def leases(self) -> dict[str, Lease]:
@@ -300,7 +301,7 @@ def test_an_unleased_gpu_with_a_busy_queue_gets_a_lease_and_is_kept(ops: GpuOps)
     live = up_unleased(ops)
     ops.depth.write_text("3\n")
     # while another run uses ct's working copy, status says what it cannot see and reap gives way
-    copy_lock = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "ct.lock"
+    copy_lock = ops.base / "state" / "work" / "sandbox" / identify(ops.root, ops.env).key / "ct.lock"
     with FileLock(copy_lock, timeout=0):
         code, out, err = ops.gpu("status")
         assert code == 0, out + err

@@ -25,7 +25,7 @@ from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
 from infra_apply.model import Droplet
 from infra_apply.state import state_dir
-from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one
+from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, tree_key
 
 if TYPE_CHECKING:
     from infra_apply.do_api import AccountDroplet
@@ -260,12 +260,12 @@ def _check_removed_target(path: Path) -> None:
 
 def default_removed_file(ctx: Context, producer: str) -> Path:
     """Under the state dir: infra-apply never writes into the old root unless told where."""
-    from infra_apply.paths import child, inside
-    from infra_apply.state import root_key
+    from infra_apply.identity import keyed
+    from infra_apply.paths import child
 
     state = state_dir(ctx.env)
     mode = "sandbox" if ctx.sandbox else "live"
-    base = inside(state / "takeover" / mode / root_key(ctx.root), state)
+    base = keyed(state, f"takeover/{mode}", tree_key(ctx))
     return child(base, producer) / "removed.tf"
 
 

@@ -26,6 +26,7 @@ from infra_apply.guard import guard, refusal_message, unused_allowances
 from infra_apply.mesh import WriteResult
 from infra_apply.plan_model import COUNTED_ACTIONS
 from infra_apply.report import GpuUp, ProducerReport
+from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import done_line
 from infra_apply.workcopy import (
     Context,
@@ -99,6 +100,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     # A live apply applies only the Terraform under review: a stale generated/ is refused.
     project = load_project(ctx, refuse_stale=True)
     [name] = pick(project, [producer])
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     with contextlib.ExitStack() as stack:
 
         def hold_and_read() -> Leases:

@@ -26,6 +26,7 @@ from infra_apply.errors import ExitCode
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import JsonObject
 from infra_apply.render import MANAGED_TAG
+from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -51,6 +52,8 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
     check_ready(ctx)
     project = load_project(ctx)
     names = pick(project, producers)
+    # a runner's empty local state would report every droplet as unknown to any state
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     preflight(ctx, project, names)
     refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
     found = tuple(producer_drift(ctx, r) for r in refreshed)

@@ -22,6 +22,7 @@ from infra_apply.errors import ExitCode, InfraApplyError, Problem
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
+from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -86,6 +87,7 @@ def run(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     from infra_apply.commands.leases import read_leases, unleased_up
     from infra_apply.commands.pricing import run_prices
 

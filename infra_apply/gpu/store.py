@@ -1,9 +1,9 @@
 """Each producer's GPU leases, kept in the Terraform state of a tiny root of their own.
 
-The root lives beside the producer's working copy, ``<state>/work/<mode>/<root_key>/
-<producer>.gpu-leases/`` (a producer name never holds a ``.``, so it can never be a
-producer's own copy), and holds one ``terraform_data`` whose input is the leases' JSON
-document. Its backend is the producer's: with remote state the document lives in the same
+The root lives beside the producer's working copy, ``<state>/work/<mode>/<tree key>/
+<producer>.gpu-leases/`` (the key: ``infra_apply.identity``; a producer name never holds a
+``.``, so it can never be a producer's own copy), and holds one ``terraform_data`` whose input
+is the leases' JSON document. Its backend is the producer's: with remote state the document lives in the same
 bucket at ``<key_prefix>/<producer>/gpu-leases.tfstate`` (same credentials, same
 ``use_lockfile`` locking), so a team sees one truth; with local state it is the copy's own
 ``terraform.tfstate``, private under the state dir. ``terraform_data`` is built into
@@ -221,6 +221,8 @@ def decode(producer: str, raw: str) -> dict[str, Lease]:
         doc = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc})") from None
+    except RecursionError:  # the document sits in Terraform state, which anyone may edit
+        raise ValueError("not a leases document (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     if doc.get("format") != FORMAT:
