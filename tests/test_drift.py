@@ -314,7 +314,7 @@ def test_a_producer_without_state_whose_droplets_exist_is_told_to_adopt_never_to
         assert text.splitlines()[1:3] == [
             "  no state here, yet droplets of it exist (below): do not apply, it would create them "
             "again; take them over first with infra-apply adopt --producer quinn --from-state FILE "
-            "(FILE: the old state) or infra-apply adopt --producer quinn (droplets only)",
+            "(FILE: the old state) or infra-apply adopt --producer quinn (by name)",
             "Nothing to compare.",
         ]
         assert "infra-apply apply" not in text

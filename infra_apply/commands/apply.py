@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from infra_apply import remedy
+from infra_apply import exists, remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
@@ -154,7 +154,8 @@ def apply_producer(
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
-        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.sandbox))
+        why = "".join(f"\n{note}" for note in planned.notes)
+        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.sandbox) + why)
     if options.only is not None:
         _only(planned, options.only)
     applied = False
@@ -163,13 +164,21 @@ def apply_producer(
             raise InfraApplyError("apply cancelled; nothing was changed")
         ctx.say(f"{name}: terraform apply (the saved plan shown above)")
         started = ctx.clock()
+        # what this apply creates, so a droplet it makes but state loses (the apply stopped in
+        # between) is known as this state's own next time (exists.py)
+        exists.write_journal(prep.copy.path, planned.raw, datetime.now(UTC))
         try:
             prep.copy.apply(echo=lambda line: terminal.show(f"{line}\n"))
-        except tf.CommandFailed as exc:
+        except BaseException as exc:
+            # stopped or failed: what it created came before now
+            exists.end_journal(prep.copy.path, datetime.now(UTC))
+            if not isinstance(exc, tf.CommandFailed):
+                raise
             raise TerraformError(
                 f"terraform apply failed for producer {name}:\n{exc.detail}\n"
                 "State holds what was created before the failure; fix the cause and rerun."
             ) from None
+        exists.clear_journal(prep.copy.path)
         ctx.say(done_line(name, "apply", ctx.clock() - started))
         applied = True
     registry = mesh_target(ctx)

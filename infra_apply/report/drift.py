@@ -43,14 +43,14 @@ def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport)
     """Not drift: nothing here to compare with. The apply also registers the producer's hosts,
     which puts right any mesh-hosts.json entry it already has. But droplets of it in the account
     mean a lost or moved state: an apply would create them a second time, so adopt comes first
-    (``--from-state`` with the old state also takes over firewalls, databases and users)."""
+    (by name, or ``--from-state`` with the old state)."""
     if not any(o.producer == p.producer or o.name in p.declared for o in report.orphans):
         return f"not applied yet: run {command(remedy('apply', p.producer, report.sandbox))}"
     from_state = remedy("adopt", p.producer, report.sandbox, "--from-state", "FILE")
     return (
         "no state here, yet droplets of it exist (below): do not apply, it would create them again; "
         f"take them over first with {command(from_state)} (FILE: the old state) or "
-        f"{command(remedy('adopt', p.producer, report.sandbox))} (droplets only)"
+        f"{command(remedy('adopt', p.producer, report.sandbox))} (by name)"
     )
 
 
