@@ -3,9 +3,9 @@ exists" lookups share one catalogue per token.
 
 ``Accounts.live`` gives a ``Shared`` source (``preflight.Source``) per token; ``prefetch``
 starts every list a run reads at once (account, clusters, SSH keys, sizes, regions,
-distribution images, droplets, firewalls) on one bounded pool over the one HTTP transport, and
-asks for each declared cluster's databases and users, and the images outside the
-distributions, the moment the list they depend on arrives. A consumer reading a list waits for
+distribution images, droplets, firewalls, and each declared image by slug) on one bounded pool
+over the one HTTP transport, and asks for each declared cluster's databases and users the
+moment the cluster list arrives. A consumer reading a list waits for
 that one answer only; every answer is fetched at most once per run (``/v2/sizes`` once, for
 pre-flight and prices alike). A failed call fails whoever reads it, as an unshared call would.
 
@@ -77,26 +77,24 @@ class Shared:
         self.label = label
 
     def prefetch(self, clusters: Iterable[str] = (), images: Iterable[str] = ()) -> None:
-        """Start every list now; ``clusters`` (names) have their databases and users asked as
-        soon as the cluster list arrives, ``images`` (slugs) not among the distributions have
-        theirs asked as soon as the distribution list arrives."""
+        """Start every list now, and each of ``images`` (slugs) by slug: pre-flight needs one
+        round trip, not a second for the images outside the distributions (the few slugs that
+        are distributions cost a call each, in the same round). ``clusters`` (names) have their
+        databases and users asked as soon as the cluster list arrives: only the exists lookups
+        read them, after ``terraform plan``."""
         for name in LISTS:
             self._calls.once(name)
-        wanted, slugs = set(clusters), {s for s in images if not s.isdigit()}
+        for slug in sorted({s for s in images if not s.isdigit()}):
+            self._calls.once("image", slug)
+        wanted = set(clusters)
         if wanted:
             self._calls.once("databases").add_done_callback(lambda f: self._cluster_lists(f, wanted))
-        if slugs:
-            self._calls.once("distribution_images").add_done_callback(lambda f: self._images(f, slugs))
 
     def _cluster_lists(self, done: Future[Any], wanted: set[str]) -> None:
         ids = [str(c.get("id")) for c in _answer(done) if str(c.get("name")) in wanted]
         for cluster_id in ids:
             self._calls.early("database_dbs", cluster_id)
             self._calls.early("database_users", cluster_id)
-
-    def _images(self, done: Future[Any], slugs: set[str]) -> None:
-        for slug in sorted(slugs - {str(i.get("slug")) for i in _answer(done)}):
-            self._calls.early("image", slug)
 
     def _get(self, name: str, *args: str) -> Any:
         return self._calls.once(name, *args).result()
