@@ -304,7 +304,8 @@ def _stub_terraform(folder: Path, show_json: Path) -> Path:
         'case "$1" in\n'
         "version) echo '{\"terraform_version\": \"1.9.8\", \"platform\": \"linux_amd64\"}' ;;\n"
         "init) mkdir -p .terraform ;;\n"
-        f"plan) sleep {STUB_PLAN_SECONDS}; for a; do case $a in -out=*) : > \"${{a#-out=}}\";; esac; done ;;\n"
+        f"plan) sleep {STUB_PLAN_SECONDS}\n"
+        '  for a; do case $a in -out=*) : > "${a#-out=}";; esac; done ;;\n'
         f"show) sleep {STUB_SHOW_SECONDS}; cat '{show_json}' ;;\n"
         "esac\n"
     )
@@ -382,7 +383,7 @@ def bench_plan_live(ctx: Context) -> list[Row]:
             before_cpu = _children_cpu()
             ours_times.append(timed(lambda: _run_ok(ours, env)))
             cpu.append(_children_cpu() - before_cpu)
-            bare_times.append(timed(lambda: (_run_ok(bare_plan, env, work), _run_ok(bare_show, env, work))))
+            bare_times.append(timed(lambda: [_run_ok(c, env, work) for c in (bare_plan, bare_show)]))
     finally:
         server.stop()
     t_ours, t_bare = statistics.median(ours_times), statistics.median(bare_times)
@@ -650,7 +651,7 @@ BENCHES: list[Bench] = [
     Bench("help", "infra-apply --help start-up", bench_help),
     Bench("render", "validate + render of the whole tree, and render --check", bench_render),
     Bench("plan", "sandbox plan overhead and parallel plans (example tree)", bench_plan),
-    Bench("plan-live", "live plan overhead at 60 ms API latency (stand-in API, stubbed terraform)", bench_plan_live),
+    Bench("plan-live", "live plan overhead, 60 ms API (stand-in API, stubbed terraform)", bench_plan_live),
     Bench("install", "install size of the runtime and of the sandbox (cached venvs)", bench_install),
     Bench("imports", "import time of the CLI, the API client and a sandbox plan", bench_imports),
 ]

@@ -15,6 +15,7 @@ the account holds then, never a list from before its own changes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,10 +57,8 @@ class _Calls:
 
     def early(self, name: str, *args: str) -> None:
         """Ask ahead of need; once the run has ended (its pool shut down) there is no need."""
-        try:
+        with contextlib.suppress(RuntimeError):
             self.once(name, *args)
-        except RuntimeError:
-            pass
 
 
 def _answer(done: Future[Any]) -> list[JsonObject]:
