@@ -383,7 +383,7 @@ def bench_plan_live(ctx: Context) -> list[Row]:
             before_cpu = _children_cpu()
             ours_times.append(timed(lambda: _run_ok(ours, env)))
             cpu.append(_children_cpu() - before_cpu)
-            bare_times.append(timed(lambda: [_run_ok(c, env, work) for c in (bare_plan, bare_show)]))
+            bare_times.append(timed(lambda: _run_all((bare_plan, bare_show), env, work)))
     finally:
         server.stop()
     t_ours, t_bare = statistics.median(ours_times), statistics.median(bare_times)
@@ -414,6 +414,11 @@ def bench_plan_live(ctx: Context) -> list[Row]:
             unit="ms",
         ),
     ]
+
+
+def _run_all(commands: Sequence[Sequence[str]], env: dict[str, str], cwd: Path) -> None:
+    for command in commands:
+        _run_ok(command, env, cwd)
 
 
 def _children_cpu() -> float:
