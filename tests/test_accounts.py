@@ -16,7 +16,7 @@ from infra_apply.accounts import LISTS, Accounts
 from infra_apply.build import build_model
 from infra_apply.commands.pricing import run_prices
 from infra_apply.cost import API_SOURCE
-from infra_apply.errors import Problem
+from infra_apply.errors import InfraApplyError, Problem
 from infra_apply.validate import validate_tree
 from infra_apply.workcopy import Context, warnings_for
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
@@ -55,6 +55,16 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "tree"
 
 
+def live_preflight(root: Path, env: dict[str, str], accounts: Accounts) -> list[Problem]:
+    v = validate_tree(root)
+    manifests = {m.path: m for m in v.manifests}
+    model, config = build_model(v), v.config
+    return preflight.problems(
+        root=root, env=env, sandbox=False, model=model, manifests=manifests, config=config,
+        producers=PRODUCERS, say=lambda _: None, accounts=accounts,
+    )
+
+
 def one_run(root: Path, api: HTTPServer, tmp_path: Path) -> list[Problem]:
     """What a plan run asks of the account: pre-flight, the prices, each producer's lookups."""
     env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
@@ -62,17 +72,7 @@ def one_run(root: Path, api: HTTPServer, tmp_path: Path) -> list[Problem]:
     model = build_model(v)
     ctx = Context(root, root / "generated", False, None, env)
     with Accounts(env) as accounts:
-        found = preflight.problems(
-            root=root,
-            env=env,
-            sandbox=False,
-            model=model,
-            manifests={m.path: m for m in v.manifests},
-            config=v.config,
-            producers=PRODUCERS,
-            say=lambda _: None,
-            accounts=accounts,
-        )
+        found = live_preflight(root, env, accounts)
         assert run_prices(ctx, PRODUCERS, accounts=accounts).source == API_SOURCE
         for p in model.producers:
             lookup = exists.start(None, TOKEN, {db.cluster for db in p.databases}, accounts)
@@ -109,21 +109,8 @@ def test_a_refused_token_still_stops_preflight_first(root: Path, api: HTTPServer
     standin = Account(token="another-token")
     standin.serve(api)
     env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
-    v = validate_tree(root)
-    from infra_apply.errors import InfraApplyError
-
     with Accounts(env) as accounts, pytest.raises(InfraApplyError, match="refused the token"):
-        preflight.problems(
-            root=root,
-            env=env,
-            sandbox=False,
-            model=build_model(v),
-            manifests={m.path: m for m in v.manifests},
-            config=v.config,
-            producers=PRODUCERS,
-            say=lambda _: None,
-            accounts=accounts,
-        )
+        live_preflight(root, env, accounts)
 
 
 # --- warnings for the producers planned -------------------------------------------------------
