@@ -140,3 +140,33 @@ def test_a_plan_of_one_producer_says_none_of_the_others_warnings(root: Path, tmp
     assert done.returncode in (0, 2), done.stderr
     assert ct_warning not in done.stderr
     assert "quinn: plan done" in done.stderr
+
+
+def test_a_live_plan_asks_the_account_once(root: Path, api: HTTPServer, tmp_path: Path) -> None:
+    """The whole live ``plan`` (Terraform stubbed as the bench stubs it: the real provider is not
+    installable here): pre-flight, prices and the exists lookups share one catalogue."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        import run as bench
+    finally:
+        sys.path.pop(0)
+    show = tmp_path / "plan.json"
+    show.write_text('{"format_version": "1.2", "terraform_version": "1.9.8", "resource_changes": []}')
+    stub = bench._stub_terraform(tmp_path / "bin", show)
+    standin = Account(together=CATALOGUE)
+    standin.serve(api)
+    env = cli_env(
+        tmp_path,
+        INFRA_APPLY_TERRAFORM=str(stub),
+        DIGITALOCEAN_TOKEN=TOKEN,
+        DIGITALOCEAN_API_URL=api.url_for(""),
+        HOME=str(tmp_path),
+    )
+    env.pop("CI", None)
+    done = run_cli("--root", str(root), "plan", "--producer", "quinn", env=env)
+    assert done.returncode == 0, done.stderr
+    assert standin.requests.count("/v2/sizes") == 1
+    assert len(standin.requests) == len(set(standin.requests)), standin.requests
+    assert set(standin.requests) >= CATALOGUE
