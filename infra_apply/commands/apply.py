@@ -17,6 +17,7 @@ from typing import Protocol
 
 from infra_apply import exists, remedy
 from infra_apply import terraform as tf
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
@@ -103,7 +104,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     check_registry(ctx)
     check_ready(ctx)
     # A live apply applies only the Terraform under review: a stale generated/ is refused.
-    project = load_project(ctx, refuse_stale=True)
+    project = load_project(ctx, refuse_stale=True, warn_for=[producer])
     [name] = pick(project, [producer])
     refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     with contextlib.ExitStack() as stack:
@@ -116,28 +117,36 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
         # pre-flight reads the leases (with remote state: the state bucket) only once the
         # account answered; held from then to the end of the apply
         reader = functools.cache(hold_and_read)
-        preflight(ctx, project, [name], lambda: reader().held(name))
+        # the account's catalogue in one concurrent round, shared by pre-flight, prices and
+        # the exists lookups of this apply's plan
+        accounts = stack.enter_context(Accounts(ctx.env))
+        preflight(ctx, project, [name], lambda: reader().held(name), accounts)
         leases = reader()
         options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name), leased=leases.leased(name))
         options = replace(
             options,
-            prices=run_prices(ctx, [name]),
+            prices=run_prices(ctx, [name], accounts=accounts),
             lease_ends=leases.lease_ends(name),
             up_since=leases.up_since(name),
             manifests=project.manifests,
         )
         [prep] = prepare(ctx, project, [name])
-        return apply_producer(ctx, prep, terminal, options)
+        return apply_producer(ctx, prep, terminal, options, accounts)
 
 
 def apply_producer(
-    ctx: Context, prep: Prepared, terminal: Terminal, options: ApplyOptions = ApplyOptions()
+    ctx: Context,
+    prep: Prepared,
+    terminal: Terminal,
+    options: ApplyOptions = ApplyOptions(),
+    accounts: Accounts | None = None,
 ) -> Applied:
-    """plan -> show -> guard -> confirm -> apply that saved plan -> register the hosts."""
+    """plan -> show -> guard -> confirm -> apply that saved plan -> register the hosts.
+    ``accounts``: the run's live accounts (pre-flight's lists serve the exists lookups)."""
     from infra_apply.report.text import format_text
 
     name = prep.producer.name
-    planned = plan_one(prep, ctx.say, gpu=options.gpu, clock=ctx.clock)
+    planned = plan_one(prep, ctx.say, gpu=options.gpu, clock=ctx.clock, accounts=accounts)
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
     gpus = options.gpus_up
