@@ -365,7 +365,7 @@ def test_a_half_made_gpu_keeps_its_lease_and_gpu_down_releases_it(ops: GpuOps) -
     code, out, err = ops.gpu("up", GPU, "--for", "1h")
     assert code == 1, out + err
     assert "The GPU droplet is in state (half made): its lease stays until" in err
-    assert f"gpu down {GPU} now" in err
+    assert f"infra-apply gpu down {GPU} --sandbox now" in err
     assert GPU in ops.droplets() and GPU in ops.leases()
     cloud.inject_faults(ops.cloud)
     code, out, err = ops.gpu("down", GPU)
@@ -378,3 +378,24 @@ def _someones_lease() -> Lease:
 
     lease = a_lease(datetime.now(UTC).replace(microsecond=0))
     return replace(lease, who="someone@else")
+
+
+# --- a GPU release on its own terms (issue 17) -----------------------------------------------
+
+
+def test_gpu_down_with_another_change_pending_releases_only_the_gpu(ops: GpuOps) -> None:
+    up(ops)
+    services = ops.droplets()["com.uvlava.ct.services"]
+    # a merged change waiting for somebody's --allow-resize: it must neither block the release
+    # nor be applied by it
+    ops.edit("@ct/.infra.yaml", "role: services\n", "role: services\n    size: s-4vcpu-8gb\n")
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 0, out + err
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    assert ops.droplets()["com.uvlava.ct.services"]["size"] == services["size"] == "s-2vcpu-4gb"
+    assert "lime" in ops.hosts()  # the other droplets' hosts stay registered
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 2, out + err  # the resize is still pending, and nothing creates the GPU
+    assert "s-4vcpu-8gb" in out and GPU not in out.replace(f"GPU {GPU}", "")
+    code, out, err = ops.apply("ct")
+    assert code == 3 and "--allow-resize com.uvlava.ct.services" in err, out + err

@@ -306,7 +306,8 @@ def test_a_fresh_claim_of_another_run_is_left_alone_a_stale_one_taken_over(
     clock.now += CLAIM_TTL - M
     lines = reap_once(store, world, clock, EAGER)
     assert lines == [
-        f"info: {CT_GPU}: being released (by ops@laptop run 0badc0de since {_iso(other.at)}); left alone"
+        f"info: {CT_GPU}: being released (by ops@laptop run 0badc0de since {_iso(other.at)}; "
+        f"the claim expires {_iso(other.at + CLAIM_TTL)}); left alone"
     ]
     assert (world.released, world.probed) == ([], [])
     clock.now += M
@@ -322,7 +323,7 @@ def test_an_interrupted_release_puts_the_claim_back(store: LeaseStore, clock: Cl
     with pytest.raises(KeyboardInterrupt):
         reap(store, {CT_GPU: EAGER}, who="r@b", probe=World().probe, release=interrupted, clock=clock)
     kept = store.read().leases[CT_GPU]
-    assert (kept.releasing, kept.last_error) == (None, "interrupted before the release finished")
+    assert (kept.releasing, kept.last_error) == (None, "stopped before the release finished")
 
 
 # --- gpu down ---------------------------------------------------------------------------------

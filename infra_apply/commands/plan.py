@@ -194,6 +194,7 @@ def plan_one(
     gpu: Iterable[str] = (),
     provider_env: Callable[[], Mapping[str, str]] | None = None,
     clock: Clock = MONOTONIC,
+    targets: Sequence[str] = (),
 ) -> Planned:
     """init, plan (saved), show: the saved plan as typed changes. The plan and the show each
     say how long they took when they end.
@@ -205,7 +206,7 @@ def plan_one(
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
     started = clock()
-    changed = copy.plan(variables=gpu_variables(prep, gpu))
+    changed = copy.plan(variables=gpu_variables(prep, gpu), targets=targets)
     say(done_line(name, "plan", clock() - started, "changes" if changed else "no changes"))
     started = clock()
     raw = copy.show()
@@ -237,9 +238,7 @@ def plan_all(
     gpu = tuple(gpu)
     unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
     if unknown:
-        raise InfraApplyError(
-            f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
-        )
+        raise InfraApplyError(f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned")
     workers = max(1, min(len(preps), os.cpu_count() or 1))
     with contextlib.ExitStack() as stack:
         provider_env = None

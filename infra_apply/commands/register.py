@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
-from infra_apply.mesh import LiveDroplet, WriteResult
+from infra_apply.mesh import LiveDroplet, WriteResult, live_droplets_from_output
 from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one
 
 
@@ -60,18 +60,33 @@ def register(
 
 def live_droplets(prep: Prepared) -> list[LiveDroplet]:
     """The producer's droplets from its applied state (the ``droplets`` output)."""
-    from infra_apply.mesh import live_droplets_from_output
 
     if not prep.rendered.droplet_addresses:
         return []
-    try:
-        value = prep.copy.output("droplets")
-    except tf.OutputMissing:
-        raise InfraApplyError(
-            f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
-            f"first (infra-apply apply --producer {prep.producer.name})"
-        ) from None
-    return live_droplets_from_output(value or {})
+    return live_droplets_from_output(droplets_output(prep))
+
+
+def droplets_output(prep: Prepared, *, applied: bool = True) -> dict[str, object]:
+    """The ``droplets`` output merged with ``gpu_droplets`` (the on-demand GPUs that are up,
+    an output of their own so a GPU verb's targeted apply keeps it current). ``applied``: a
+    producer never applied here is an error (else: no droplets)."""
+    merged: dict[str, object] = {}
+    standing = applied and len(prep.rendered.droplet_addresses) > len(prep.rendered.gpu_variables)
+    for name, required in (("droplets", standing), ("gpu_droplets", False)):
+        try:
+            value = prep.copy.output(name)
+        except tf.OutputMissing:
+            if required:
+                raise InfraApplyError(
+                    f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): "
+                    f"apply it first (infra-apply apply --producer {prep.producer.name})"
+                ) from None
+            continue
+        if isinstance(value, Mapping):
+            merged.update(value)
+        elif value is not None:
+            live_droplets_from_output(value)  # not a map: raises, saying so
+    return merged
 
 
 def output(done: Registered, fmt: str) -> Output:

@@ -54,6 +54,14 @@ class Claim:
 
     by: str
     at: datetime
+    # the claiming run, so a claim left by a run that died on this machine is known dead at
+    # once (see ``claimant``): host name, pid, process start time (clock ticks after boot),
+    # boot id and pid namespace. None in claims written before they were recorded.
+    host: str | None = None
+    pid: int | None = None
+    started: str | None = None
+    boot: str | None = None
+    pidns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -310,9 +318,7 @@ def to_dict(lease: Lease) -> dict[str, Any]:
         "ip": lease.ip,
         "up_since": _opt_stamp(lease.up_since),
         "hourly_price": lease.hourly_price,
-        "releasing": None
-        if lease.releasing is None
-        else {"by": lease.releasing.by, "at": stamp(lease.releasing.at)},
+        "releasing": None if lease.releasing is None else _claim_dict(lease.releasing),
         "last_error": lease.last_error,
     }
     return doc
@@ -339,10 +345,30 @@ def from_dict(doc: object) -> Lease:
         ip=_opt_text(doc, "ip"),
         up_since=_opt_time(doc.get("up_since")),
         hourly_price=None if price is None else float(price),
-        releasing=None
-        if releasing is None
-        else Claim(_text(releasing, "by"), parse_time(releasing.get("at"))),
+        releasing=None if releasing is None else _claim(releasing),
         last_error=_opt_text(doc, "last_error"),
+    )
+
+
+_CLAIMANT = ("host", "started", "boot", "pidns")
+
+
+def _claim_dict(claim: Claim) -> dict[str, Any]:
+    doc: dict[str, Any] = {"by": claim.by, "at": stamp(claim.at)}
+    if claim.pid is not None:  # a claim without its run's identity is written as before
+        doc.update({key: getattr(claim, key) for key in _CLAIMANT}, pid=claim.pid)
+    return doc
+
+
+def _claim(doc: Mapping[str, Any]) -> Claim:
+    pid = doc.get("pid")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
+        raise ValueError("releasing.pid is not an integer")
+    return Claim(
+        _text(doc, "by"),
+        parse_time(doc.get("at")),
+        pid=pid,
+        **{key: _opt_text(doc, key) for key in _CLAIMANT},
     )
 
 
