@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -399,3 +400,64 @@ def test_gpu_down_with_another_change_pending_releases_only_the_gpu(ops: GpuOps)
     assert "s-4vcpu-8gb" in out and GPU not in out.replace(f"GPU {GPU}", "")
     code, out, err = ops.apply("ct")
     assert code == 3 and "--allow-resize com.uvlava.ct.services" in err, out + err
+
+
+# --- stopped or refused: lease and cloud still agree (issue 18) ------------------------------
+
+
+def test_gpu_up_that_finds_its_working_copy_in_use_takes_no_lease(ops: GpuOps) -> None:
+    code, out, err = ops.apply("ct")
+    assert code == 0, out + err
+    copy_lock = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "ct.lock"
+    with FileLock(copy_lock, timeout=0):
+        code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 1 and "another infra-apply run is using the working copy" in err, out + err
+    assert ops.leases() == {} and GPU not in ops.droplets()
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err  # the next ordinary apply creates no GPU
+
+
+def test_gpu_down_stopped_after_its_destroy_does_not_bring_the_lease_back(ops: GpuOps) -> None:
+    up(ops)
+    run = stopping.start(ops, "gpu", "down", GPU, name="down")
+    done = "digitalocean_droplet.ct_gpu[0]: Destruction complete"
+    stopping.wait_for(lambda: done in run.stderr(), "the GPU's destroy to finish", run)
+    run.proc.send_signal(signal.SIGTERM)
+    code, out, err = run.finish()
+    assert "Traceback" not in err and code in (0, 143), out + err
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err  # nothing creates the GPU again
+
+
+def test_a_claim_left_by_a_killed_gpu_down_is_taken_over_at_once(ops: GpuOps) -> None:
+    up(ops)
+    from infra_apply.gpu import claimant
+
+    claim = claimant.claim_now("ops@here run 0badc0de", datetime.now(UTC).replace(microsecond=0))
+    gone = replace(claim, pid=_ended_pid(), started="1")  # a process of this boot that ended
+    ops.store().update(lambda current: {GPU: replace(current[GPU], releasing=gone)})
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 0, out + err
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+
+
+def test_a_live_claim_is_refused_with_who_where_until_and_how(ops: GpuOps) -> None:
+    up(ops)
+    from infra_apply.gpu import claimant
+
+    claim = claimant.claim_now("ops@here run 0badc0de", datetime.now(UTC).replace(microsecond=0))
+    ops.store().update(lambda current: {GPU: replace(current[GPU], releasing=claim)})  # this test's own pid
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 3, out + err
+    assert f"by ops@here run 0badc0de (pid {os.getpid()} on " in err and "the claim expires " in err
+    assert f"rerun infra-apply gpu down {GPU} --sandbox then" in err
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 3 and f"rerun infra-apply gpu up {GPU} --for 1h --sandbox then" in err, out + err
+    assert GPU in ops.droplets()
+
+
+def _ended_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

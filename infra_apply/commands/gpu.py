@@ -113,7 +113,13 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         # lease, then create: an ordinary plan running meanwhile already keeps the GPU
         taken = now_utc()
         try:
-            lease = lifecycle.lease_gpu(store, settings, who=whoami(ctx.env), for_=for_)
+            lease = lifecycle.lease_gpu(
+                store,
+                settings,
+                who=whoami(ctx.env),
+                for_=for_,
+                retry=_gpu_command(ctx, "up", *_up_args(name, for_)),
+            )
         except KeyboardInterrupt:
             # stopped while the lease was written: it may have landed; a new one holds nothing
             if new:
@@ -135,7 +141,11 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         except KeyboardInterrupt:
             # stopped (Ctrl-C, SIGTERM, SIGHUP) while Terraform planned or applied: it has
             # stopped cleanly and written state, so the lease is settled as for a failure
-            ctx.say(f"infra-apply: {name}: {_after_failed_up(ctx, store, prep, lease, new, for_)}")
+            try:
+                settled = _after_failed_up(ctx, store, prep, lease, new, for_)
+            except InfraApplyError as exc:
+                settled = f"the lease could not be settled ({exc.message}); gpu reap settles it"
+            ctx.say(f"infra-apply: {name}: stopped; {settled}")
             raise
         live = state_droplets(prep).get(prep.rendered.droplet_addresses[name])
         if live is None:

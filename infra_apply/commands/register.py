@@ -72,7 +72,8 @@ def droplets_output(prep: Prepared, *, applied: bool = True) -> dict[str, object
     producer never applied here is an error (else: no droplets)."""
     merged: dict[str, object] = {}
     standing = applied and len(prep.rendered.droplet_addresses) > len(prep.rendered.gpu_variables)
-    for name, required in (("droplets", standing), ("gpu_droplets", False)):
+    names = (("droplets", standing), ("gpu_droplets", False))
+    for name, required in names[: 2 if prep.rendered.gpu_variables else 1]:
         try:
             value = prep.copy.output(name)
         except tf.OutputMissing:
