@@ -461,3 +461,20 @@ def _ended_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_a_lease_left_by_a_killed_gpu_up_is_released_by_the_next_reap(ops: GpuOps) -> None:
+    ops.configure(idle_after="1h")  # an idle queue alone would not release it yet
+    code, out, err = ops.apply("ct")
+    assert code == 0, out + err
+    run = stopping.start(ops, "gpu", "up", GPU, "--for", "1h", name="up")
+    stopping.wait_for(lambda: "ct: terraform plan" in run.stderr(), "gpu up to plan", run)
+    run.proc.send_signal(signal.SIGKILL)
+    run.finish()
+    assert GPU in ops.leases()  # nothing could end it: the lease names its dead run
+    code, out, err = ops.gpu("reap")  # waits for the orphaned Terraform, if any
+    assert code == 0, out + err
+    assert f"{GPU}: its gpu up ended before recording a droplet" in out
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err

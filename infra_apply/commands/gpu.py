@@ -147,19 +147,26 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
                 settled = f"the lease could not be settled ({exc.message}); gpu reap settles it"
             ctx.say(f"infra-apply: {name}: stopped; {settled}")
             raise
-        live = state_droplets(prep).get(prep.rendered.droplet_addresses[name])
-        if live is None:
+        recorded = _record(store, prep, name)
+        if recorded is None:
             raise InfraApplyError(f"gpu up {name}: the apply went through but the droplet is not in state")
-        found = _live_gpu(live)
-        lease = lifecycle.record_up(
-            store,
-            name,
-            droplet_id=found.droplet_id,
-            ip=found.ip,
-            hourly_price=found.hourly_price,
-            created=found.created,
-        )
-    return Up(lease, applied)
+    return Up(recorded, applied)
+
+
+def _record(store: LeaseStore, prep: Prepared, name: str) -> Lease | None:
+    """Note the GPU droplet the state holds on its lease; None when the state holds none."""
+    live = state_droplets(prep).get(prep.rendered.droplet_addresses[name])
+    if live is None:
+        return None
+    found = _live_gpu(live)
+    return lifecycle.record_up(
+        store,
+        name,
+        droplet_id=found.droplet_id,
+        ip=found.ip,
+        hourly_price=found.hourly_price,
+        created=found.created,
+    )
 
 
 def _end_if_ours(store: LeaseStore, name: str, who: str, taken: datetime) -> None:
@@ -203,12 +210,14 @@ def _after_failed_up(
     keep = (
         f"The lease stays until {_stamp(lease.until)} (gpu reap releases it then); rerun {again}, or {down}"
     )
-    if not new:
-        return keep
     try:
-        made = prep.rendered.droplet_addresses[name] in state_droplets(prep)
+        made = _record(store, prep, name) is not None
+        if made and mesh_target(ctx) is not None:
+            register(ctx, prep)  # a droplet that exists has its hosts, like any other
     except InfraApplyError:
         made = True  # state unreadable: keep the lease, the safe side
+    if not new:
+        return keep
     if made:
         return (
             f"The GPU droplet is in state (half made): its lease stays until {_stamp(lease.until)}; "

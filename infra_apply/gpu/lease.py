@@ -78,6 +78,9 @@ class Lease:
     hourly_price: float | None = None  # USD, from the droplet's own price_hourly
     releasing: Claim | None = None
     last_error: str | None = None  # the last failed release, kept until one succeeds
+    # the `gpu up` run creating its droplet, until the droplet is recorded: a lease left without
+    # a droplet by a run that died (SIGKILL) is told from one whose droplet is being created
+    creating: Claim | None = None
 
     @property
     def up(self) -> bool:
@@ -183,6 +186,7 @@ def mark_up(
         ip=ip,
         hourly_price=hourly_price,
         up_since=lease.up_since or utc(created or now),
+        creating=None,
     )
 
 
@@ -321,6 +325,8 @@ def to_dict(lease: Lease) -> dict[str, Any]:
         "releasing": None if lease.releasing is None else _claim_dict(lease.releasing),
         "last_error": lease.last_error,
     }
+    if lease.creating is not None:  # absent otherwise: a lease's document stays as it was
+        doc["creating"] = _claim_dict(lease.creating)
     return doc
 
 
@@ -331,6 +337,9 @@ def from_dict(doc: object) -> Lease:
     releasing = doc.get("releasing")
     if releasing is not None and not isinstance(releasing, dict):
         raise ValueError("releasing is not a JSON object")
+    creating = doc.get("creating")
+    if creating is not None and not isinstance(creating, dict):
+        raise ValueError("creating is not a JSON object")
     price = doc.get("hourly_price")
     if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)):
         raise ValueError("hourly_price is not a number")
@@ -347,6 +356,7 @@ def from_dict(doc: object) -> Lease:
         hourly_price=None if price is None else float(price),
         releasing=None if releasing is None else _claim(releasing),
         last_error=_opt_text(doc, "last_error"),
+        creating=None if creating is None else _claim(creating),
     )
 
 

@@ -118,6 +118,8 @@ def lease_gpu(
             if held is not None
             else leases.new_lease(now, for_, settings, producer=store.producer, who=who)
         )
+        if not new.up and (new.creating is None or _stale(new.creating, now)):
+            new = replace(new, creating=claim_now(_claimant(who), leases.utc(now)))
         return {**current, settings.name: new}
 
     with store.exclusive(wait):
@@ -270,6 +272,14 @@ def _plan(
 ) -> tuple[Lease, Decision | None, str | None]:
     if lease.releasing is not None and not _stale(lease.releasing, now):
         return lease, None, f"being released ({_claim_text(lease.releasing)}); left alone"
+    if lease.creating is not None and not lease.up:
+        if not _stale(lease.creating, now):
+            return lease, None, f"being created ({_claim_text(lease.creating)}); left alone"
+        message = (
+            f"{lease.gpu}: its gpu up ended before recording a droplet ({_claim_text(lease.creating)}): "
+            "releasing"
+        )
+        return lease, Decision("release", "lease_end", lease, message), None
     s = settings_for(lease.gpu, settings)
     if lease.gpu not in probed:
         probed[lease.gpu] = probe(s) if s.queue_depth else None
