@@ -478,3 +478,18 @@ def test_a_lease_left_by_a_killed_gpu_up_is_released_by_the_next_reap(ops: GpuOp
     assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
     code, out, err = ops.sandbox("plan", "--producer", "ct")
     assert code == 0, out + err
+
+
+def test_a_gpu_up_refused_exits_3_naming_gpu_commands_that_run_as_printed(ops: GpuOps) -> None:
+    live = up(ops)
+    ops.configure(size="gpu-h200x1-141gb")  # a resize of the GPU that is up: gpu up never does it
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 3, out + err
+    assert "--allow-" not in err  # flags the GPU commands do not take
+    down, again = f"infra-apply gpu down {GPU} --sandbox", f"infra-apply gpu up {GPU} --for 1h --sandbox"
+    assert f"({down}, then {again})" in err
+    assert ops.droplets()[GPU]["id"] == live["id"] and GPU in ops.leases()
+    for remedy in (down, again):  # as printed, with only the test's own paths added
+        code, out, err = ops.run(*remedy.split()[1:], "--out", str(ops.out), "--mesh-hosts", str(ops.mesh))
+        assert code == 0, f"{remedy}:\n{out}{err}"
+    assert ops.droplets()[GPU]["size"] == "gpu-h200x1-141gb" and ops.gpu_hosts() == ["ct-gpu"]
