@@ -344,12 +344,16 @@ def _reached_total(body: Mapping[str, Any], seen: int) -> bool:
     return isinstance(total, int) and seen >= total
 
 
-def client(token: str | None = None, endpoint: str | None = None, *, retry: Retry | None = None) -> Client:
+def client(
+    token: str | None = None, endpoint: str | None = None, *, retry: Retry | None = None
+) -> Client:
     """A client; token from the argument, else DIGITALOCEAN_TOKEN / _ACCESS_TOKEN, endpoint
     from the argument, else DIGITALOCEAN_API_URL, else DigitalOcean's."""
     token = token or next((os.environ[v] for v in TOKEN_VARS if os.environ.get(v)), None)
     if not token:
-        raise InfraApplyError(f"no DigitalOcean API token: set {TOKEN_VARS[0]} (or {TOKEN_VARS[1]})")
+        raise InfraApplyError(
+            f"no DigitalOcean API token: set {TOKEN_VARS[0]} (or {TOKEN_VARS[1]})"
+        )
     endpoint = endpoint or os.environ.get(ENDPOINT_VAR) or DEFAULT_ENDPOINT
     return Client(token, endpoint, retry=retry)
 
@@ -359,7 +363,9 @@ def client(token: str | None = None, endpoint: str | None = None, *, retry: Retr
 
 def list_droplets(c: Client) -> list[AccountDroplet]:
     """Every droplet in the account, page by page."""
-    return [_account_droplet(raw) for raw in c.paginate("/v2/droplets", "droplets", what="list droplets")]
+    return [
+        _account_droplet(raw) for raw in c.paginate("/v2/droplets", "droplets", what="list droplets")
+    ]
 
 
 def _account_droplet(raw: JsonObject) -> AccountDroplet:
@@ -418,7 +424,8 @@ def rename_droplet(
             raise InfraApplyError(f"DigitalOcean API: {what}: action {action.get('id')} errored")
         if waited >= timeout:
             raise InfraApplyError(
-                f"DigitalOcean API: {what}: action {action.get('id')} still {status!r} after {timeout:g}s"
+                f"DigitalOcean API: {what}: action {action.get('id')} still {status!r} "
+                f"after {timeout:g}s"
             )
         sleep(poll_interval)
         waited += poll_interval

@@ -625,7 +625,8 @@ def _check_envelope(producer: str, plan: JsonObject) -> None:
     version = str(plan.get("format_version", ""))
     if not version.startswith("1."):
         raise InfraApplyError(
-            f"producer {producer}: unsupported terraform plan format_version {version!r} (expected 1.x)"
+            f"producer {producer}: unsupported terraform plan format_version {version!r} "
+            "(expected 1.x)"
         )
     if plan.get("errored") is True:
         raise TerraformError(f"producer {producer}: terraform reported errors; the plan is partial")
@@ -739,7 +740,9 @@ def _port_range(protocol: str, text: object) -> range:
     return range(max(first, 1), min(last, 65535) + 1) if first <= last else _ALL_PORTS
 
 
-def _ports_only_in(ours: Mapping[str, set[int]], theirs: Mapping[str, set[int]]) -> tuple[PublicPort, ...]:
+def _ports_only_in(
+    ours: Mapping[str, set[int]], theirs: Mapping[str, set[int]]
+) -> tuple[PublicPort, ...]:
     found = []
     for protocol in sorted(ours, key=lambda p: (_PROTOCOL_ORDER.get(p, 9), p)):
         extra = sorted(ours[protocol] - theirs.get(protocol, set()))

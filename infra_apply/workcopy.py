@@ -532,3 +532,4 @@ def sandbox_registry(ctx: Context) -> Path:
     """The sandbox's own mesh-hosts.json for this root (seeded from --mesh-hosts on first use)."""
     state = state_dir(ctx.env)
     return inside(state / "sandbox" / "mesh" / root_key(ctx.root) / "mesh-hosts.json", state)
+

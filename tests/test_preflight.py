@@ -262,7 +262,6 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
         "config": v.config,
         "say": said.append,
     }
-
     def run(producer: str) -> None:
         found = preflight.problems(producers=[producer], **kwargs)
         preflight.enforce(found, sandbox=True, say=said.append)

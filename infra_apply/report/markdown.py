@@ -221,7 +221,8 @@ def _md_section(report: ProducerReport) -> _Section:
     if plan.drift:
         blocks.append(_Block("\n**Name drift**\n\n"))
         blocks += [
-            _Block("- 🏷️ " + drift_sentence(plan.producer, d, _md_text, _md_code) + "\n") for d in plan.drift
+            _Block("- 🏷️ " + drift_sentence(plan.producer, d, _md_text, _md_code) + "\n")
+            for d in plan.drift
         ]
     if plan.settings_drift:
         blocks.append(_Block("\n**Settings for new droplets only**\n\n"))
