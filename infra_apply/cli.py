@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -86,13 +87,38 @@ class Group(click.Group):
             raise
         except (click.exceptions.Exit, click.ClickException):
             raise
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_LOST:
+                _bug(ctx)
+            _output_lost(ctx, exc)
         except Exception:
-            traceback.print_exc()
-            click.echo(
-                "infra-apply: internal error (a bug); please report it with the traceback above",
-                err=True,
-            )
-            ctx.exit(int(ExitCode.BUG))
+            _bug(ctx)
+
+
+def _bug(ctx: click.Context) -> NoReturn:
+    traceback.print_exc()
+    click.echo(
+        "infra-apply: internal error (a bug); please report it with the traceback above",
+        err=True,
+    )
+    ctx.exit(int(ExitCode.BUG))
+
+
+# Files are written through fs.atomic_write, which turns these into InfraApplyError: one that
+# reaches the CLI came from standard output (`> /dev/full`, a closed pipe, a full disk).
+_OUTPUT_LOST = frozenset({errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _output_lost(ctx: click.Context, exc: OSError) -> NoReturn:
+    """One line, exit 1. What stdout still buffers goes to /dev/null: the interpreter's own
+    flush at exit must not fail a second time ("Exception ignored", exit 120)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    with contextlib.suppress(OSError):
+        click.echo(f"infra-apply: error: cannot write the output: {exc.strerror}", err=True)
+    ctx.exit(int(ExitCode.ERROR))
 
 
 def _error(ctx: click.Context, exc: InfraApplyError) -> NoReturn:
@@ -832,7 +858,15 @@ def drift(
 
 
 @cli.command()
-@click.option("--pr", type=click.IntRange(min=1), required=True, metavar="N", help="The pull request number.")
+@click.option("--pr", type=click.IntRange(min=1), default=None, metavar="N", help="The pull request number.")
+@click.option(
+    "--issue",
+    metavar="TITLE",
+    default=None,
+    help="Instead of a pull request: keep FILES in the one open issue carrying the marker "
+    "(opened with TITLE when there is none).",
+)
+@click.option("--close", is_flag=True, help="With --issue: update and close that issue (open none).")
 @click.argument(
     "files",
     nargs=-1,
@@ -885,7 +919,9 @@ def drift(
 @click.pass_context
 def comment(
     ctx: click.Context,
-    pr: int,
+    pr: int | None,
+    issue: str | None,
+    close: bool,
     files: tuple[Path, ...],
     forge: str | None,
     api_url: str | None,
@@ -897,13 +933,16 @@ def comment(
     mesh_hosts: Path | None,
 ) -> None:
     """Post FILES (markdown plans, - for stdin) to pull request N, updating infra-apply's
-    comment there instead of adding another.
+    comment there instead of adding another (or, with --issue, keep them in one open issue).
 
     Several files (one plan per producer from a CI matrix) are combined into one plan: one
     header, one table, then every producer's section in producer order; a file that is not an
     infra-apply plan (a failed job's note) is kept as it is, after the plans.
 
-    The comment is found by a hidden marker on every page of the pull request's comments.
+    The comment is found by a hidden marker on every page of the pull request's comments, and
+    only one written by the token's own user (GET /user; GitHub Actions' token is
+    github-actions[bot]) is edited: another user's is named and left alone, and when the forge
+    does not say whose the token is a new comment is posted.
     Forge, API root, repository and token come from the CI variables of Forgejo Actions and
     GitHub Actions unless given. A body over the 65,536-character comment limit is cut at a line
     boundary with a note pointing at --details-url (or the CI log). The token is never printed,
@@ -922,6 +961,8 @@ def comment(
         token_env=token_env,
         key=key,
         details=details_url,
+        issue=issue,
+        close=close,
     )
     _emit(ctx, verb.output(done, fmt))
 

@@ -9,28 +9,34 @@ Both forges answer the same issue-comment API shape under their API root:
 ``X-Total-Count`` header (its ``page``/``limit`` paging is sent anyway, for servers that honour
 it, and its ``Link`` header followed when present).
 
-The comment infra-apply owns starts with a hidden marker (``<!-- infra-apply comment: KEY -->``);
-a later run finds it (every page of comments) and edits it in place. A body over the comment
-limit is cut at a line boundary, open code fences and ``<details>`` closed, with a note saying
-where the full plan is: one comment, never rejected.
+The comment infra-apply owns starts with a hidden marker (``<!-- infra-apply comment: KEY -->``)
+and is authored by the identity whose token posts it (``GET /user``; GitHub Actions' own token,
+which gets 403 there, is ``github-actions[bot]``): a later run finds it (every page of comments)
+and edits it in place. A marker comment by anyone else is never edited, only named; when the
+identity cannot be known nothing is edited: a new comment is posted. ``--issue`` does the same
+with the one open issue holding the marker (the scheduled drift report), closed with
+``--close``. A body over the comment limit is cut at a line boundary, open code fences and
+``<details>`` closed, with a note saying where the full plan is: one comment, never rejected.
 
-The token travels only in the Authorization header of requests to the API root's own origin:
-redirects are not followed and pagination links to another origin are refused. It is never
-printed, and it (and the other secrets infra-apply knows of) is masked in the posted body.
+The token travels only in the Authorization header of requests to the API root's own origin,
+through ``infra_apply.http`` (no redirects, a deadline, a size cap, bounded JSON); pagination
+links to another origin are not followed. It is never printed, and it (and the other secrets
+infra-apply knows of) is masked in the posted body and in whatever the forge answers.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.http import Limits, TransportError, json_body, send
+from infra_apply.pat import env_token
+from infra_apply.untrusted import from_server, mask
 
 Forge = Literal["github", "forgejo"]
 FORGES: tuple[Forge, ...] = ("github", "forgejo")
@@ -38,8 +44,9 @@ FORGES: tuple[Forge, ...] = ("github", "forgejo")
 # same cap keeps one workflow portable between the two.
 COMMENT_LIMIT = 65_536
 PAGE_SIZE: Mapping[Forge, tuple[str, int]] = {"github": ("per_page", 100), "forgejo": ("limit", 50)}
-MAX_PAGES = 500
-TIMEOUT = 30.0
+LIMITS = Limits(timeout=30.0, deadline=120.0, max_pages=500)
+# Who GitHub Actions' own GITHUB_TOKEN posts as; GET /user refuses that token (403).
+ACTIONS_BOT = "github-actions[bot]"
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # The longest marker line ``compose`` puts above a body (a 64-character key): a text that
 # leaves this much room under COMMENT_LIMIT (in UTF-16 units) is posted whole, never cut.
@@ -53,7 +60,6 @@ SECRET_ENV = (
     "SPACES_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
 )
-MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -65,13 +71,26 @@ class Target:
     token: str = field(repr=False)
 
 
+Action = Literal["created", "updated", "unchanged", "closed", "none"]
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A marker comment (or issue) someone else wrote: named, never edited."""
+
+    number: int
+    user: str  # printable
+
+
 @dataclass(frozen=True)
 class Posted:
-    action: Literal["created", "updated", "unchanged"]
-    comment_id: int
-    url: str | None
+    action: Action
+    comment_id: int  # the comment id, or the issue number (0: nothing to close)
+    url: str | None  # printable, secrets masked
     cut: bool  # the body was over the limit and cut
     chars: int  # length of the posted body
+    identity: str | None = None  # who the token acts as; None: unknown, so nothing was edited
+    foreign: tuple[Foreign, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,9 +98,6 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: Any
-
-
-Transport = Callable[[str, str, Mapping[str, str], bytes | None], Response]
 
 
 # --- where to post --------------------------------------------------------------------------
@@ -150,10 +166,9 @@ def _token(env: Mapping[str, str], forge: Forge, token_env: str | None) -> tuple
         names: Sequence[str] = (token_env,)
     else:
         names = ("FORGEJO_TOKEN", "GITHUB_TOKEN") if forge == "forgejo" else ("GITHUB_TOKEN",)
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return name, value
+    found = env_token(env, names)
+    if found is not None:
+        return found
     raise InfraApplyError(
         f"no token: set {' or '.join(names)} (in a workflow: env: {names[-1]}: "
         "${{ secrets.GITHUB_TOKEN }}), or name another variable with --token-env"
@@ -191,13 +206,6 @@ def compose(
         if units(body) <= limit or not kept:  # nothing left to cut: the note alone
             return body, True
         room -= units(body) - limit  # the closers did not fit: give them the room
-
-
-def mask(text: str, secrets: Sequence[str]) -> str:
-    # Longest first, so a secret containing another is masked whole.
-    for secret in sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
 
 
 def units(text: str) -> int:
@@ -260,40 +268,86 @@ def publish(
     *,
     secrets: Sequence[str] = (),
     details: str | None = None,
-    transport: Transport | None = None,
+    limits: Limits = LIMITS,
 ) -> Posted:
     """Compose the body from ``text`` and post it to pull request ``pr``."""
     body, cut = compose(text, key, secrets=[target.token, *secrets], details=details)
-    action, comment = post(target, pr, body, key, transport=transport)
-    return Posted(action, _id(comment), _html(comment), cut, len(body))
-
-
-def post(
-    target: Target, pr: int, body: str, key: str, *, transport: Transport | None = None
-) -> tuple[Literal["created", "updated", "unchanged"], dict[str, Any]]:
-    """Create infra-apply's comment on pull request ``pr``, or update the one it posted before."""
-    api = _Api(target, pr, transport or urllib_transport)
-    mine = api.find(marker(key))
+    api = _Api(target, f"{target.repo}#{pr}", limits, secrets)
+    me = api.identity()
+    found = api.find(api.url(f"issues/{pr}/comments"), {}, marker(key), me)
+    mine = found.mine
     if mine is None:
-        return "created", api.call("POST", api.comments_url(), {"body": body}, f"comment on {api.where}")
-    if mine.get("body") == body:
-        return "unchanged", mine  # no edit, no notification
-    url = f"{target.api_url}/repos/{target.repo}/issues/comments/{_id(mine)}"
-    return "updated", api.call("PATCH", url, {"body": body}, f"update comment {_id(mine)} on {api.where}")
+        action: Action = "created"
+        comment = api.call(
+            "POST", api.url(f"issues/{pr}/comments"), {"body": body}, f"comment on {api.where}"
+        )
+    elif mine.get("body") == body:
+        action, comment = "unchanged", mine  # no edit, no notification
+    else:
+        what = f"update comment {_id(mine)} on {api.where}"
+        action, comment = (
+            "updated",
+            api.call("PATCH", api.url(f"issues/comments/{_id(mine)}"), {"body": body}, what),
+        )
+    return Posted(action, _id(comment), api.html(comment), cut, len(body), me, found.foreign)
+
+
+def publish_issue(
+    target: Target,
+    title: str,
+    text: str,
+    key: str,
+    *,
+    close: bool = False,
+    secrets: Sequence[str] = (),
+    limits: Limits = LIMITS,
+) -> Posted:
+    """Keep one open issue holding ``text``: the open issue with ``key``'s marker authored by the
+    token's identity is updated (and closed with ``close``), else one is opened (none when
+    closing)."""
+    body, cut = compose(text, key, secrets=[target.token, *secrets])
+    api = _Api(target, target.repo, limits, secrets)
+    me = api.identity()
+    query = {"state": "open", "type": "issues"}
+    found = api.find(api.url("issues"), query, marker(key), me, issues=True)
+    mine = found.mine
+    if mine is None and close:
+        return Posted("none", 0, None, cut, 0, me, found.foreign)
+    if mine is None:
+        issue = api.call(
+            "POST", api.url("issues"), {"title": title, "body": body}, f"open an issue in {api.where}"
+        )
+        return Posted("created", _number(issue), api.html(issue), cut, len(body), me, found.foreign)
+    n = _number(mine)
+    if not close and mine.get("body") == body:
+        return Posted("unchanged", n, api.html(mine), cut, len(body), me, found.foreign)
+    payload = {"body": body, "state": "closed"} if close else {"body": body}
+    issue = api.call("PATCH", api.url(f"issues/{n}"), payload, f"update issue {n} in {api.where}")
+    return Posted("closed" if close else "updated", n, api.html(issue), cut, len(body), me, found.foreign)
+
+
+@dataclass(frozen=True)
+class _Found:
+    mine: dict[str, Any] | None  # the latest marker item by the token's identity
+    foreign: tuple[Foreign, ...]  # marker items by anyone else, oldest first
 
 
 @dataclass
 class _Api:
     target: Target
-    pr: int
-    send: Transport
+    where: str
+    limits: Limits
+    secrets: Sequence[str] = ()
 
-    @property
-    def where(self) -> str:
-        return f"{self.target.repo}#{self.pr}"
+    def url(self, path: str) -> str:
+        return f"{self.target.api_url}/repos/{self.target.repo}/{path}"
 
-    def comments_url(self) -> str:
-        return f"{self.target.api_url}/repos/{self.target.repo}/issues/{self.pr}/comments"
+    def html(self, item: Mapping[str, Any]) -> str | None:
+        url = item.get("html_url")
+        return self.shown(url) if isinstance(url, str) else None
+
+    def shown(self, text: str) -> str:
+        return from_server(text, [self.target.token, *self.secrets])
 
     def headers(self) -> dict[str, str]:
         scheme = "Bearer" if self.target.forge == "github" else "token"
@@ -307,34 +361,73 @@ class _Api:
             headers["X-GitHub-Api-Version"] = "2022-11-28"
         return headers
 
-    def find(self, mark: str) -> dict[str, Any] | None:
-        """The latest comment whose body starts with ``mark``, looking through every page."""
+    def identity(self) -> str | None:
+        """The login the token acts as (``GET /user``); None when the forge will not say."""
+        r = self._request("GET", f"{self.target.api_url}/user", None, "ask the forge whose token this is")
+        if r.status == 401:
+            raise InfraApplyError(self._refusal(r, "ask the forge whose token this is"))
+        if 200 <= r.status < 300 and isinstance(r.body, dict) and isinstance(r.body.get("login"), str):
+            return str(r.body["login"])
+        if r.status == 403 and self.target.forge == "github":
+            return ACTIONS_BOT  # an installation token: GitHub Actions' own
+        return None
+
+    def find(
+        self, base: str, query: Mapping[str, str], mark: str, me: str | None, *, issues: bool = False
+    ) -> _Found:
+        """The latest item whose body starts with ``mark`` and whose author is ``me``, looking
+        through every page; the marker items of other authors are named in ``foreign``."""
         param, size = PAGE_SIZE[self.target.forge]
-        url: str | None = f"{self.comments_url()}?{param}={size}&page=1"
+        url: str | None = self._page(base, query, param, size, 1)
         mine: dict[str, Any] | None = None
+        foreign: list[Foreign] = []
         ids: set[Any] = set()
         page = 1
         while url is not None:
-            if page > MAX_PAGES:
-                raise InfraApplyError(f"{self.where} has more than {MAX_PAGES} pages of comments; giving up")
-            response = self._get(url)
+            if page > self.limits.max_pages:
+                raise InfraApplyError(
+                    f"{self.where} has more than {self.limits.max_pages} pages to list; giving up"
+                )
+            response = self._send(
+                "GET", url, None, f"list {'the issues' if issues else 'the comments'} of {self.where}"
+            )
             items = (
                 [c for c in response.body if isinstance(c, dict)] if isinstance(response.body, list) else []
             )
             fresh = [c for c in items if c.get("id") not in ids]
             for c in fresh:
                 ids.add(c.get("id"))
-                if str(c.get("body") or "").startswith(mark):
+                if issues and c.get("pull_request") is not None:
+                    continue
+                if not str(c.get("body") or "").startswith(mark):
+                    continue
+                author = _login(c)
+                if me is not None and author == me:
                     mine = c
+                else:
+                    number = c.get("number") if issues else c.get("id")
+                    foreign.append(
+                        Foreign(number if isinstance(number, int) else 0, self.shown(author or "?"))
+                    )
             page += 1
             # A page with nothing new: a server ignoring ``page`` answered the same list again.
-            url = self._next(response, len(ids), page, param, size, bool(fresh))
-        return mine
+            url = self._next(response, len(ids), base, query, page, param, size, bool(fresh))
+        return _Found(mine, tuple(foreign))
 
-    def _get(self, url: str) -> Response:
-        return self._send("GET", url, None, f"list the comments of {self.where}")
+    def _page(self, base: str, query: Mapping[str, str], param: str, size: int, page: int) -> str:
+        return f"{base}?{urllib.parse.urlencode({**query, param: size, 'page': page})}"
 
-    def _next(self, r: Response, seen: int, page: int, param: str, size: int, fresh: bool) -> str | None:
+    def _next(
+        self,
+        r: Response,
+        seen: int,
+        base: str,
+        query: Mapping[str, str],
+        page: int,
+        param: str,
+        size: int,
+        fresh: bool,
+    ) -> str | None:
         """The next page: the Link header's rel="next" (GitHub sends one whenever there are more
         pages). Without one, a Forgejo list is complete when X-Total-Count says so, or when a
         page brings nothing new."""
@@ -342,15 +435,15 @@ class _Api:
             return None
         link = _link_next(r.headers.get("link", ""))
         if link is not None:
-            return self._own_url(link, param, size)
+            return self._own_url(link, base, query, param, size)
         if self.target.forge == "github":
             return None
         total = r.headers.get("x-total-count", "")
         if "link" in r.headers or (total.isdigit() and seen >= int(total)):
             return None
-        return f"{self.comments_url()}?{param}={size}&page={page}"
+        return self._page(base, query, param, size, page)
 
-    def _own_url(self, link: str, param: str, size: int) -> str:
+    def _own_url(self, link: str, base: str, query: Mapping[str, str], param: str, size: int) -> str:
         """The linked page on the API root's own origin. A forge behind a proxy may link to its
         public address instead; the token is never sent there: the page number is reused."""
         want = urllib.parse.urlsplit(self.target.api_url)
@@ -359,8 +452,8 @@ class _Api:
             return got.geturl()
         page = urllib.parse.parse_qs(got.query).get("page", [""])[0]
         if not page.isdigit():
-            raise InfraApplyError(f"cannot list the comments of {self.where}: unusable next-page link")
-        return f"{self.comments_url()}?{param}={size}&page={page}"
+            raise InfraApplyError(f"cannot list the items of {self.where}: unusable next-page link")
+        return self._page(base, query, param, size, int(page))
 
     def call(self, method: str, url: str, payload: Mapping[str, Any], what: str) -> dict[str, Any]:
         body = self._send(method, url, json.dumps(payload).encode(), what).body
@@ -369,17 +462,28 @@ class _Api:
         return body
 
     def _send(self, method: str, url: str, data: bytes | None, what: str) -> Response:
-        try:
-            r = self.send(method, url, self.headers(), data)
-        except InfraApplyError as exc:
-            raise InfraApplyError(mask(f"cannot {what}: {exc.message}", [self.target.token])) from None
+        r = self._request(method, url, data, what)
         if 200 <= r.status < 300:
             return r
-        raise InfraApplyError(mask(_refusal(self.target, self.pr, r, what), [self.target.token]))
+        raise InfraApplyError(self._refusal(r, what))
+
+    def _request(self, method: str, url: str, data: bytes | None, what: str) -> Response:
+        secrets = [self.target.token, *self.secrets]
+        try:
+            reply = send(method, url, headers=self.headers(), data=data, limits=self.limits, secrets=secrets)
+            body = json_body(reply.body, self.limits)
+        except TransportError as exc:
+            reason = exc.message
+        else:
+            return Response(reply.status, reply.headers, body)
+        raise InfraApplyError(f"cannot {what}: {_origin(url)}: {reason}")
+
+    def _refusal(self, r: Response, what: str) -> str:
+        return mask(_refusal(self.target, self.where, r, what, self.shown), [self.target.token])
 
 
-def _refusal(target: Target, pr: int, r: Response, what: str) -> str:
-    said = _server_message(r.body)
+def _refusal(target: Target, where: str, r: Response, what: str, shown: Callable[[str], str]) -> str:
+    said = shown(_server_message(r.body))
     tail = f": {said}" if said else ""
     if r.status == 401:
         return (
@@ -394,14 +498,14 @@ def _refusal(target: Target, pr: int, r: Response, what: str) -> str:
         )
     if r.status == 404:
         return (
-            f"cannot {what}: {target.repo} pull request {pr} not found at {target.api_url} (404 Not Found"
+            f"cannot {what}: {where} not found at {target.api_url} (404 Not Found"
             f"{tail}); check --repo, --pr and --api-url (a token that cannot see a private repository "
             "also gets 404)"
         )
     if r.status == 422:
         return f"cannot {what}: the forge refused the comment (422 Unprocessable Entity{tail})"
     if 300 <= r.status < 400:
-        moved = r.headers.get("location", "?")
+        moved = shown(r.headers.get("location", "?"))
         return (
             f"cannot {what}: the forge answered a redirect ({r.status}) to {moved}; "
             "pass that API root as --api-url"
@@ -417,9 +521,7 @@ def _server_message(body: Any) -> str:
     parts = [str(body.get("message") or "")]
     for e in body.get("errors") or []:
         parts.append(str(e.get("message") or e.get("code") or "") if isinstance(e, dict) else str(e))
-    text = "; ".join(p for p in parts if p)
-    text = " ".join(text.split())
-    return text[:300] + ("…" if len(text) > 300 else "")
+    return " ".join("; ".join(p for p in parts if p).split())
 
 
 def _link_next(header: str) -> str | None:
@@ -443,52 +545,19 @@ def _id(comment: Mapping[str, Any]) -> int:
     return value
 
 
-def _html(comment: Mapping[str, Any]) -> str | None:
-    url = comment.get("html_url")
-    return url if isinstance(url, str) else None
+def _number(issue: Mapping[str, Any]) -> int:
+    value = issue.get("number")
+    if not isinstance(value, int):
+        raise InfraApplyError("the forge answered an issue without a number")
+    return value
 
 
-# --- HTTP -----------------------------------------------------------------------------------
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """urllib would resend the Authorization header to wherever a redirect points."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect())
-
-
-def urllib_transport(method: str, url: str, headers: Mapping[str, str], data: bytes | None) -> Response:
-    request = urllib.request.Request(url, data=data, headers=dict(headers), method=method)
-    try:
-        with _OPENER.open(request, timeout=TIMEOUT) as r:
-            return Response(r.status, _lower(r.headers.items()), _json(r.read()))
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return Response(exc.code, _lower(exc.headers.items()), _json(exc.read()))
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise InfraApplyError(f"cannot reach {_origin(url)}: {reason}") from None
-
-
-def _lower(items: Any) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in items:
-        key = k.lower()
-        out[key] = f"{out[key]}, {v}" if key in out else v
-    return out
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8")) if raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
+def _login(item: Mapping[str, Any]) -> str | None:
+    user = item.get("user")
+    login = user.get("login") if isinstance(user, Mapping) else None
+    return login if isinstance(login, str) else None
 
 
 def _origin(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    return f"cannot reach {parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"

@@ -5,6 +5,8 @@ Every table it may hold, as frozen data::
     [state]                             # remote state (see ``Backend``)
     backend = "s3"
     bucket = "uvlava-tfstate"
+    name = "uvlava"                     # the local state key (identity.py); default: git
+    allow_local_in_ci = true            # plan/apply with local state under CI (throwaway trees)
     [droplets]                          # defaults for every droplet
     ssh_keys = ["ops-2026"]             # names of SSH keys in the DigitalOcean account
     monitoring = true
@@ -28,11 +30,9 @@ hold at most 64 KiB (DigitalOcean's limit). Render copies it byte for byte into
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,14 +41,28 @@ from typing import Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError, printable
+from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
+from infra_apply.untrusted import visible
 
 CONFIG_NAME = "infra-apply.toml"
 ENV_VAR = "INFRA_APPLY_CONFIG"
 USER_DATA_LIMIT = 64 * 1024  # bytes: DigitalOcean refuses more user data
 DEFAULT_SANDBOX_CLUSTERS: tuple[str, ...] = ("uvlava-pg",)
 
-STATE_KEYS = ("backend", "bucket", "endpoint", "region", "key_prefix", "sandbox_key_prefix")
+STATE_KEYS = (
+    "backend",
+    "bucket",
+    "endpoint",
+    "region",
+    "key_prefix",
+    "sandbox_key_prefix",
+    "name",
+    "allow_local_in_ci",
+)
+# [state] name: a folder name under the state dir (identity.py), lower case so that two names
+# never meet in one folder on a case-insensitive file system.
+STATE_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z")
 DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
 TABLES = ("state", "droplets", "producers", "gpu", "sandbox")
@@ -71,7 +85,15 @@ _PRODUCER = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 class ConfigError(InfraApplyError):
+    """A problem in infra-apply.toml: its keys and values may hold a newline or a terminal
+    escape, so the message is made visible here, once for every message built from them."""
+
     default_rule = "config"
+
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int = 0, col: int = 0, rule: str | None = None
+    ) -> None:
+        super().__init__(visible(message), path=path, line=line, col=col, rule=rule)
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,9 @@ class StateSettings:
     region: str = "us-east-1"
     key_prefix: str = "infra-apply"
     sandbox_key_prefix: str = ""
+    name: str = ""  # this tree's local state key (identity.py); "" when not set
+    allow_local_in_ci: bool = False  # plan/apply with local state under CI (a throwaway tree)
+    at: Where | None = field(default=None, compare=False)  # the [state] table (the CI refusal)
 
     def backend(self, *, sandbox: bool) -> Backend:
         """Sandbox runs keep local state unless ``sandbox_key_prefix`` opts them into the bucket,
@@ -212,18 +237,23 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     path = config_path(root, env)
     shown = _shown(path, root)
     try:
-        text = path.read_text("utf-8")
+        text = read_bounded(path, CONFIG_LIMIT).decode("utf-8")
     except FileNotFoundError:
         if env.get(ENV_VAR):
-            raise InfraApplyError(f"{ENV_VAR} names {path}, which does not exist") from None
+            raise InfraApplyError(f"{ENV_VAR} names {printable(str(path))}, which does not exist") from None
         return Config()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {CONFIG_NAME}: {exc}", path=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {CONFIG_NAME}: {exc.strerror}", path=shown) from None
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start})"
+        raise ConfigError(f"cannot read {CONFIG_NAME}: {problem}", path=shown) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message, line, col = _toml_error(str(exc), text)
         raise ConfigError(f"invalid TOML: {message}", path=shown, line=line, col=col) from None
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise ConfigError("invalid TOML: nested too deeply", path=shown) from None
     return _Reader(root, shown, text).config(doc)
 
 
@@ -249,7 +279,7 @@ class _Reader:
             if key not in TABLES:
                 what = "table" if isinstance(value, dict) else "setting"
                 raise self.fail(f"unknown {what} {key!r} (known tables: {', '.join(TABLES)})", (), key)
-        state = self.state(self.table(doc, ("state",)))
+        state = self.state(self.table(doc, ("state",)), present="state" in doc)
         droplets = self.droplets(self.table(doc, ("droplets",)), ("droplets",), DropletSettings())
         producers, producer_at = self.producers(self.table(doc, ("producers",)), droplets)
         gpu, gpu_at = self.gpu(doc.get("gpu", {}))
@@ -290,7 +320,7 @@ class _Reader:
         return self.fail(f"{where}: credentials never go in {CONFIG_NAME}; {fix}", path, key)
 
     # [state] keeps the messages it had when state.py read it.
-    def state(self, section: Mapping[str, Any]) -> StateSettings:
+    def state(self, section: Mapping[str, Any], *, present: bool = True) -> StateSettings:
         table = ("state",)
         for key in section:
             if key.lower() in CREDENTIAL_KEYS:
@@ -299,11 +329,27 @@ class _Reader:
             if key not in STATE_KEYS:
                 known = ", ".join(STATE_KEYS)
                 raise self.fail(f"[state] {key}: unknown setting (known: {known})", table, key)
-            if not isinstance(value, str):
+            if key == "allow_local_in_ci":
+                if not isinstance(value, bool):
+                    raise self.fail("[state] allow_local_in_ci must be true or false", table, key)
+            elif not isinstance(value, str):
                 raise self.fail(f"[state] {key} must be a string", table, key)
+        name = section.get("name", "")
+        if "name" in section and not STATE_NAME.fullmatch(name):
+            raise self.fail(
+                f"[state] name {printable(repr(name))}: 1-63 of a-z 0-9 . _ -, starting with a letter "
+                "or digit (it names this tree's folder under the state dir)",
+                table,
+                "name",
+            )
+        common = StateSettings(
+            name=name,
+            allow_local_in_ci=section.get("allow_local_in_ci", False),
+            at=self.at(table) if present else None,
+        )
         kind = section.get("backend", "local")
         if kind == "local":
-            return StateSettings()
+            return common
         if kind != "s3":
             raise self.fail(f'[state] backend must be "local" or "s3", not {kind!r}', table, "backend")
         if not section.get("bucket"):
@@ -317,7 +363,8 @@ class _Reader:
                 table,
                 "sandbox_key_prefix",
             )
-        return StateSettings(
+        return replace(
+            common,
             kind="s3",
             bucket=section["bucket"],
             endpoint=section.get("endpoint", ""),
@@ -424,15 +471,15 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
         raise where.error(f"{label} {value!r} resolves outside the root {base}")
     source = target.relative_to(base).as_posix()
     try:
-        raw = _read_regular(target)
+        raw = read_bounded(target, USER_DATA_LIMIT)
     except FileNotFoundError:
         raise where.error(f"{label} {value!r}: no such file under the root") from None
-    except OSError as exc:
-        raise where.error(f"{label} {value!r}: cannot read it: {exc.strerror}") from None
-    if len(raw) > USER_DATA_LIMIT:
+    except FileTooLarge:
         raise where.error(
             f"{label} {value!r} is over 64 KiB ({USER_DATA_LIMIT} bytes); DigitalOcean refuses more user data"
-        )
+        ) from None
+    except OSError as exc:
+        raise where.error(f"{label} {value!r}: cannot read it: {exc.strerror}") from None
     file_at = Where(source, 1, 1)
     try:
         text = raw.decode("utf-8")
@@ -448,23 +495,6 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
             "user_data",
         )
     return UserData(source, text, where)
-
-
-def _read_regular(path: Path) -> bytes:
-    """The file's bytes; refused unless it is a regular file (never blocks on a FIFO)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "it is not a regular file")
-        data = b""
-        while len(data) <= USER_DATA_LIMIT:
-            chunk = os.read(fd, USER_DATA_LIMIT + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-    finally:
-        os.close(fd)
 
 
 def _check_cloud_config(text: str, source: str) -> None:

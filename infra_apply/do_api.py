@@ -10,33 +10,32 @@ install size"). ``Client.request`` and ``Client.paginate`` make a new call a one
     keys = list(c.paginate("/v2/account/keys", "ssh_keys"))
 
 Every API failure becomes an ``ApiError`` (an InfraApplyError) carrying the HTTP status and
-DigitalOcean's own ``id`` and ``message``; the token is never part of a message.
+DigitalOcean's own ``id`` and ``message``; the token is never part of a message, and what the
+server said is shown masked and printable. Requests go through ``infra_apply.http`` (no
+redirects, a deadline, a size cap, bounded JSON); a listing stops at ``limits.max_pages``.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import Message
 from email.utils import parsedate_to_datetime
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from infra_apply import __version__
 from infra_apply.errors import InfraApplyError
+from infra_apply.http import LOOPBACK, Limits, Reply, TransportError, json_body, send
+from infra_apply.pat import TOKEN_VARS, do_token
+from infra_apply.untrusted import from_server
 
-TOKEN_VARS = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
 ENDPOINT_VAR = "DIGITALOCEAN_API_URL"
 DEFAULT_ENDPOINT = "https://api.digitalocean.com"
 PER_PAGE = 200  # the API's maximum: fewest round trips
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 # Only these may be sent twice after a server error: a repeated POST could act twice.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -92,20 +91,8 @@ class AccountDroplet:
     public_ipv4: str | None
     private_ipv4: str | None
     tags: tuple[str, ...]
-
-
-class _Reply(NamedTuple):
-    status: int
-    headers: Message
-    body: bytes
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow a redirect: urllib would resend the Authorization header to wherever it
-    points, even plain http on another host. The API does not redirect these calls."""
-
-    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
-        return None
+    status: str = ""  # new, active, off, archive
+    created_at: str = ""  # ISO 8601, UTC, as DigitalOcean stamps it
 
 
 class Client:
@@ -118,11 +105,12 @@ class Client:
         *,
         timeout: float = 60.0,
         retry: Retry | None = None,
+        limits: Limits | None = None,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InfraApplyError(f"{ENDPOINT_VAR} is not an http(s) URL: {endpoint!r}")
-        loopback = parts.hostname in _LOOPBACK
+        loopback = parts.hostname in LOOPBACK
         if parts.scheme == "http" and not loopback:
             # Sending the token in clear text to another machine is never what anyone wants.
             raise InfraApplyError(
@@ -130,12 +118,9 @@ class Client:
                 f"use an https URL in {ENDPOINT_VAR}"
             )
         self.endpoint = endpoint.rstrip("/")
-        self.timeout = timeout
+        self.limits = limits or Limits(timeout=timeout)
         self.retry = retry or Retry()
         self._token = token
-        # A local stand-in is reached directly, never through an http_proxy from the environment.
-        proxies = urllib.request.ProxyHandler({} if loopback else None)
-        self._opener = urllib.request.build_opener(proxies, _NoRedirect())
 
     def __repr__(self) -> str:
         return f"Client(endpoint={self.endpoint!r})"
@@ -179,7 +164,7 @@ class Client:
         """
         what = what or f"GET {path}"
         page, seen = 1, 0
-        while True:
+        for _ in range(self.limits.max_pages):
             body = self.request(
                 "GET", path, query={**(query or {}), "per_page": PER_PAGE, "page": page}, what=what
             )
@@ -197,51 +182,39 @@ class Client:
             if following is None or following <= page or _reached_total(body, seen):
                 return
             page = following
+        raise self._error(f"DigitalOcean API: {what}: more than {self.limits.max_pages} pages; giving up")
 
     # ----------------------------------------------------------------------- transport
 
-    def _send(self, method: str, url: str, data: bytes | None, what: str) -> _Reply:
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Accept", "application/json")
-        request.add_header("User-Agent", f"infra-apply/{__version__}")
+    def _send(self, method: str, url: str, data: bytes | None, what: str) -> Reply:
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": f"infra-apply/{__version__}",
+            "Authorization": f"Bearer {self._token}",
+        }
         if data is not None:
-            request.add_header("Content-Type", "application/json")
-        # Unredirected: urllib never copies it onto a follow-up request.
-        request.add_unredirected_header("Authorization", f"Bearer {self._token}")
+            headers["Content-Type"] = "application/json"
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return _Reply(response.status, response.headers, response.read())
-        except urllib.error.HTTPError as e:
-            reply = _error_reply(e)
-            if reply is not None:
-                return reply
-            reason = "the connection broke while reading the answer"
-        except urllib.error.URLError as e:
-            reason = str(e.reason)
-        except (OSError, http.client.HTTPException) as e:
-            reason = str(e) or type(e).__name__
-        # Raised outside the handler so no urllib exception (whose traceback holds the request
-        # and its Authorization header) hangs on as __context__.
+            return send(method, url, headers=headers, data=data, limits=self.limits, secrets=[self._token])
+        except TransportError as exc:
+            reason = exc.message
         host = urlsplit(self.endpoint).netloc
         raise self._error(f"DigitalOcean API: {what}: cannot reach {host}: {reason}")
 
-    def _retry_delay(self, method: str, reply: _Reply, attempt: int) -> float | None:
+    def _retry_delay(self, method: str, reply: Reply, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or None to give up now."""
         retryable = reply.status == 429 or (reply.status >= 500 and method in _IDEMPOTENT)
         if not retryable or attempt >= self.retry.retries:
             return None
-        asked = _retry_after(reply.headers.get("Retry-After"))
+        asked = _retry_after(reply.headers.get("retry-after"))
         if asked is None:
             return min(self.retry.backoff * 2.0**attempt, self.retry.max_wait)
         return asked if asked <= self.retry.max_wait else None
 
-    def _decode(self, what: str, reply: _Reply) -> JsonObject:
+    def _decode(self, what: str, reply: Reply) -> JsonObject:
         if not reply.body.strip():
             return {}
-        try:
-            body = json.loads(reply.body)
-        except ValueError:
-            body = None
+        body = self._json(what, reply)
         if not isinstance(body, dict):
             raise self._error(
                 f"DigitalOcean API: {what}: HTTP {reply.status} answer is not a JSON object",
@@ -249,9 +222,15 @@ class Client:
             )
         return body
 
-    def _http_error(self, what: str, reply: _Reply, retries: int) -> ApiError:
+    def _json(self, what: str, reply: Reply) -> Any:
+        try:
+            return json_body(reply.body, self.limits)
+        except TransportError as exc:
+            raise self._error(f"DigitalOcean API: {what}: HTTP {reply.status}: {exc.message}") from None
+
+    def _http_error(self, what: str, reply: Reply, retries: int) -> ApiError:
         """``DigitalOcean API: <what>: HTTP 404 not_found: The resource ... could not be found.``"""
-        error_id, message = _error_fields(reply.body)
+        error_id, message = _error_fields(self._json(what, reply))
         text = f"DigitalOcean API: {what}: HTTP {reply.status}"
         if error_id:
             text += f" {error_id}"
@@ -259,8 +238,8 @@ class Client:
             text += f": {message}"
         if retries:
             text += f" (after {retries} retr{'y' if retries == 1 else 'ies'})"
-        elif reply.status == 429 and reply.headers.get("Retry-After"):
-            text += f" (Retry-After: {reply.headers['Retry-After']}s)"
+        elif reply.status == 429 and reply.headers.get("retry-after"):
+            text += f" (Retry-After: {reply.headers['retry-after']}s)"
         return self._error(text, status=reply.status, error_id=error_id, api_message=message)
 
     def _error(
@@ -271,33 +250,22 @@ class Client:
         error_id: str | None = None,
         api_message: str | None = None,
     ) -> ApiError:
-        """An ApiError with the token blanked out of its text, whatever an endpoint echoed."""
+        """An ApiError with the token blanked out of its text, whatever an endpoint echoed, and
+        what the server said made printable on one line."""
         return ApiError(
-            self._redact(text),
+            self.shown(text),
             status=status,
-            error_id=error_id and self._redact(error_id),
-            api_message=api_message and self._redact(api_message),
+            error_id=error_id and self.shown(error_id),
+            api_message=api_message and self.shown(api_message),
         )
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***")
+    def shown(self, text: str) -> str:
+        """A text from the API fit to print: the token masked, control characters visible."""
+        return from_server(text, [self._token], limit=1000)
 
 
-def _error_reply(e: urllib.error.HTTPError) -> _Reply | None:
-    """The status, headers and body of a non-2xx answer; None when its body cannot be read."""
-    try:
-        with e:
-            return _Reply(e.code, e.headers, e.read())
-    except (OSError, http.client.HTTPException):
-        return None
-
-
-def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+def _error_fields(decoded: Any) -> tuple[str | None, str | None]:
     """DigitalOcean's ``id`` and ``message`` from an error body, when it is one."""
-    try:
-        decoded = json.loads(body)
-    except ValueError:
-        return None, None
     if not isinstance(decoded, dict):
         return None, None
     error_id, message = decoded.get("id"), decoded.get("message")
@@ -344,16 +312,12 @@ def _reached_total(body: Mapping[str, Any], seen: int) -> bool:
     return isinstance(total, int) and seen >= total
 
 
-def client(
-    token: str | None = None, endpoint: str | None = None, *, retry: Retry | None = None
-) -> Client:
+def client(token: str | None = None, endpoint: str | None = None, *, retry: Retry | None = None) -> Client:
     """A client; token from the argument, else DIGITALOCEAN_TOKEN / _ACCESS_TOKEN, endpoint
     from the argument, else DIGITALOCEAN_API_URL, else DigitalOcean's."""
-    token = token or next((os.environ[v] for v in TOKEN_VARS if os.environ.get(v)), None)
+    token = token or do_token(os.environ)
     if not token:
-        raise InfraApplyError(
-            f"no DigitalOcean API token: set {TOKEN_VARS[0]} (or {TOKEN_VARS[1]})"
-        )
+        raise InfraApplyError(f"no DigitalOcean API token: set {TOKEN_VARS[0]} (or {TOKEN_VARS[1]})")
     endpoint = endpoint or os.environ.get(ENDPOINT_VAR) or DEFAULT_ENDPOINT
     return Client(token, endpoint, retry=retry)
 
@@ -363,12 +327,11 @@ def client(
 
 def list_droplets(c: Client) -> list[AccountDroplet]:
     """Every droplet in the account, page by page."""
-    return [
-        _account_droplet(raw) for raw in c.paginate("/v2/droplets", "droplets", what="list droplets")
-    ]
+    return [account_droplet(raw) for raw in c.paginate("/v2/droplets", "droplets", what="list droplets")]
 
 
-def _account_droplet(raw: JsonObject) -> AccountDroplet:
+def account_droplet(raw: Mapping[str, Any]) -> AccountDroplet:
+    """A droplet object of ``GET /v2/droplets``."""
     if "id" not in raw or not isinstance(raw.get("name"), str):
         raise InfraApplyError("DigitalOcean API: list droplets: a droplet has no id or name")
     region = raw.get("region") or {}
@@ -383,6 +346,8 @@ def _account_droplet(raw: JsonObject) -> AccountDroplet:
         public_ipv4=_ipv4(raw, "public"),
         private_ipv4=_ipv4(raw, "private"),
         tags=tuple(str(t) for t in raw.get("tags") or ()),
+        status=str(raw.get("status") or ""),
+        created_at=str(raw.get("created_at") or ""),
     )
 
 
@@ -424,7 +389,7 @@ def rename_droplet(
             raise InfraApplyError(f"DigitalOcean API: {what}: action {action.get('id')} errored")
         if waited >= timeout:
             raise InfraApplyError(
-                f"DigitalOcean API: {what}: action {action.get('id')} still {status!r} "
+                f"DigitalOcean API: {what}: action {action.get('id')} still {c.shown(repr(status))} "
                 f"after {timeout:g}s"
             )
         sleep(poll_interval)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-import errno
 import ipaddress
 import json
 import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import filelock
 
 from infra_apply.errors import InfraApplyError, MeshError
-from infra_apply.fs import atomic_write, remove_orphans
+from infra_apply.fs import atomic_write, read_bounded, remove_orphans
 
 PROVIDER = "digitalocean"
 # The per-host fields infra-apply owns, in the order they are written into a new entry.
@@ -45,6 +44,8 @@ _OUTPUT = "terraform output `droplets`"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Called under the registry lock with the file's document: droplet -> the mesh IP it gets.
+Allocator = Callable[[dict[str, Any]], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,14 @@ def plan_registration(
     *,
     removed: Sequence[str] = (),
     renamed: Mapping[str, str] = {},  # read-only default, never mutated
+    assigned: Mapping[str, str] = {},  # read-only default, never mutated
 ) -> RegistrationResult:
     """Compute the registry after registering ``live`` (pure; ``doc`` is not modified).
 
     Order of effects: renames (entries follow the new droplet name, keeping their mesh IP),
     removals of destroyed droplets that are not live, then registration of every live host.
+    ``assigned`` (droplet -> mesh IP, the shared allocation record's answer with remote state)
+    takes the place of the lowest free address for a droplet not yet in the file.
     Raises MeshError on a malformed document or on any host conflict; nothing is partial.
     """
     network = _check_document(doc, path=None)
@@ -186,7 +190,7 @@ def plan_registration(
     live_names = {d.name for d in live}
     changes += _apply_removals(hosts, producer, [n for n in removed if n not in live_names])
     _check_conflicts(hosts, producer, live)
-    changes += _register(hosts, network, producer, live)
+    changes += _register(hosts, network, producer, live, assigned)
     return RegistrationResult(document=new_doc, changes=_merge_updates(changes))
 
 
@@ -203,6 +207,11 @@ def _merge_updates(changes: list[HostChange]) -> tuple[HostChange, ...]:
         else:
             merged[key] = c
     return tuple(merged.values())
+
+
+def check_network(doc: object) -> IPNetwork:
+    """The network of a registry document; MeshError when the document is malformed."""
+    return _check_document(doc, path=None)
 
 
 def _check_document(doc: object, path: str | None) -> IPNetwork:
@@ -302,14 +311,22 @@ def _owner(entry: object) -> str:
 
 
 def _register(
-    hosts: dict[str, Any], network: IPNetwork, producer: str, live: Sequence[LiveDroplet]
+    hosts: dict[str, Any],
+    network: IPNetwork,
+    producer: str,
+    live: Sequence[LiveDroplet],
+    assigned: Mapping[str, str],
 ) -> list[HostChange]:
     changes: list[HostChange] = []
     # Sorted so that allocation does not depend on the caller's order.
     for d in sorted(live, key=lambda d: d.name):
         if not d.hosts:
             continue
-        mesh_ip = _droplet_mesh_ip(hosts, producer, d.name) or _lowest_free(hosts, network)
+        mesh_ip = (
+            assigned.get(d.name)
+            or _droplet_mesh_ip(hosts, producer, d.name)
+            or lowest_free(used_addresses(hosts), network)
+        )
         for host in d.hosts:
             changes += _upsert(hosts, host, d, mesh_ip)
     return changes
@@ -318,14 +335,17 @@ def _register(
 def _droplet_mesh_ip(hosts: dict[str, Any], producer: str, droplet: str) -> str | None:
     """The mesh IP a droplet already has: that of its first entry with a valid one."""
     for entry in hosts.values():
-        if _is_ours(entry, producer, droplet) and _parse_ip(entry.get("mesh_ip")):
+        if _is_ours(entry, producer, droplet) and parse_ip(entry.get("mesh_ip")):
             return str(entry["mesh_ip"])
     return None
 
 
-def _lowest_free(hosts: dict[str, Any], network: IPNetwork) -> str:
+def used_addresses(hosts: Mapping[str, Any]) -> set[IPAddress]:
     # Every entry counts, owned or not: a hand-registered mac's address is taken too.
-    used = {_parse_ip(e.get("mesh_ip")) for e in hosts.values() if isinstance(e, dict)}
+    return {ip for e in hosts.values() if isinstance(e, dict) and (ip := parse_ip(e.get("mesh_ip")))}
+
+
+def lowest_free(used: set[IPAddress], network: IPNetwork) -> str:
     first = int(network.network_address) + 2  # skip the network address and the hub (.1)
     last = int(network.broadcast_address) - 1  # skip broadcast
     for n in range(first, last + 1):
@@ -342,7 +362,7 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
         entry = hosts[host] = {}  # appended: new hosts go to the end, file order kept
     # An existing entry keeps its address; only a missing or broken one is (re)assigned.
     current = entry.get("mesh_ip")
-    if isinstance(current, str) and _parse_ip(current) is not None:
+    if isinstance(current, str) and parse_ip(current) is not None:
         mesh_ip = current
     wanted = {
         "mesh_ip": mesh_ip,
@@ -368,7 +388,7 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
     return []
 
 
-def _parse_ip(value: object) -> IPAddress | None:
+def parse_ip(value: object) -> IPAddress | None:
     if not isinstance(value, str):
         return None
     try:
@@ -448,7 +468,7 @@ def load_document(path: Path) -> tuple[dict[str, Any], str]:
     """
     where = str(path)
     try:
-        text = _read_regular(Path(path)).decode("utf-8")
+        text = read_bounded(Path(path), MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise MeshError("mesh-hosts.json not found (set --mesh-hosts)", path=where) from None
     except UnicodeDecodeError as e:
@@ -458,24 +478,6 @@ def load_document(path: Path) -> tuple[dict[str, Any], str]:
     doc = parse_document(text, where)
     _check_document(doc, path=where)
     return doc, text
-
-
-def _read_regular(path: Path) -> bytes:
-    """The file's bytes; never blocks on a FIFO or reads a device (opened non-blocking, then
-    refused unless it is a regular file)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_size > MAX_BYTES:
-            raise OSError(errno.EFBIG, f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(MAX_BYTES + 1)
-    finally:
-        os.close(fd)
 
 
 def parse_document(text: str, where: str) -> Any:
@@ -721,6 +723,7 @@ def write_registration(
     renamed: Mapping[str, str] = {},  # read-only default, never mutated
     dry_run: bool = False,
     lock_timeout: float = 60.0,
+    allocate: Allocator | None = None,
 ) -> WriteResult:
     """Register ``live`` in the file at ``path``: locked, reloaded under the lock, atomic.
 
@@ -728,15 +731,18 @@ def write_registration(
     whatever the file's indentation) or on ``dry_run`` (which takes no lock: the atomic
     replace means a reader always sees a whole file). A write uses :func:`dump_document`'s
     style, so a file in another style is reformatted only when something changed.
+    ``allocate`` is called with the file's document (under the lock unless on a dry run) and
+    says which mesh IP each droplet gets (with remote state: reserved in the shared record before
+    the file is written).
     """
     # Resolve a symlinked registry so the replace lands on the target, not on the link.
     target = Path(os.path.realpath(path))
     if dry_run:
-        return _compute(target, producer, live, removed, renamed, dry_run=True)
+        return _compute(target, producer, live, removed, renamed, dry_run=True, allocate=allocate)
     check_writable(target)
     with _locked(target, lock_timeout):
         _remove_orphans(target)
-        return _compute(target, producer, live, removed, renamed, dry_run=False)
+        return _compute(target, producer, live, removed, renamed, dry_run=False, allocate=allocate)
 
 
 def check_writable(path: Path) -> None:
@@ -784,7 +790,7 @@ def seed_copy(source: Path, copy: Path, lock_timeout: float = 60.0) -> None:
         except OSError as e:
             raise MeshError(f"cannot read mesh-hosts.json: {e.strerror}", path=str(copy)) from None
         try:
-            data = _read_regular(source)
+            data = read_bounded(source, MAX_BYTES)
         except FileNotFoundError:
             raise MeshError("mesh-hosts.json not found (set --mesh-hosts)", path=str(source)) from None
         except OSError as e:
@@ -800,9 +806,11 @@ def _compute(
     renamed: Mapping[str, str],
     *,
     dry_run: bool,
+    allocate: Allocator | None = None,
 ) -> WriteResult:
     doc, old_text = load_document(target)
-    result = plan_registration(doc, producer, live, removed=removed, renamed=renamed)
+    assigned = allocate(doc) if allocate is not None else {}
+    result = plan_registration(doc, producer, live, removed=removed, renamed=renamed, assigned=assigned)
     new_text = dump_document(result.document)
     # Compare documents, not texts: a registry net-tools wrote in another style (4-space
     # indent, one line) must not be reformatted by a registration that changes nothing.

@@ -7,16 +7,15 @@ what the file holds (it may be a token with a stray character, or someone else's
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import FileTooLarge, read_regular
 
+TOKEN_VARS = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
 MAX_BYTES = 4096  # DigitalOcean tokens are 71 characters; anything this big is not one
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what an HTTP bearer token is
 
@@ -29,9 +28,11 @@ def read_pat(path: Path, warn: Callable[[str], None]) -> str | None:
     others may read or write it.
     """
     try:
-        raw, mode = _read(path)
+        raw, mode = read_regular(path, MAX_BYTES)
     except FileNotFoundError:
         return None
+    except FileTooLarge:
+        raise _error(path, f"it is larger than {MAX_BYTES} bytes; it must hold the token alone") from None
     except OSError as exc:
         raise _error(path, f"cannot read it: {exc.strerror}") from None
     if mode & 0o077:
@@ -42,38 +43,7 @@ def read_pat(path: Path, warn: Callable[[str], None]) -> str | None:
     return _token(path, raw)
 
 
-def _read(path: Path) -> tuple[bytes, int]:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"it is not a regular file ({_kind(st.st_mode)})")
-        data = os.read(fd, MAX_BYTES + 1)
-        chunk = data
-        while chunk and len(data) <= MAX_BYTES:
-            chunk = os.read(fd, MAX_BYTES + 1 - len(data))
-            data += chunk
-        return data, stat.S_IMODE(st.st_mode)
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return "a special file"
-
-
 def _token(path: Path, raw: bytes) -> str | None:
-    if len(raw) > MAX_BYTES:
-        raise _error(path, f"it is larger than {MAX_BYTES} bytes; it must hold the token alone")
     try:
         text = raw.decode("utf-8-sig")  # strips one leading byte order mark
     except UnicodeDecodeError:
@@ -93,6 +63,31 @@ def _token(path: Path, raw: bytes) -> str | None:
     return token
 
 
+def env_token(env: Mapping[str, str], names: Sequence[str]) -> tuple[str, str] | None:
+    """The first of the variables ``names`` set in ``env``, as (name, token); None when none is.
+
+    A token goes into an HTTP header (and Terraform's): one holding a line break, another
+    control character, a space or a non-ASCII character is refused by name, never shown.
+    """
+    for name in names:
+        value = env.get(name)
+        if value:
+            if not _TOKEN.fullmatch(value):
+                raise InfraApplyError(
+                    f"${name} holds a character no token has (a line break or another control "
+                    "character, a space, or a non-ASCII character); set it to the token alone",
+                    rule="token",
+                )
+            return name, value
+    return None
+
+
+def do_token(env: Mapping[str, str]) -> str | None:
+    """The DigitalOcean token in the environment (DIGITALOCEAN_TOKEN, then _ACCESS_TOKEN), checked."""
+    found = env_token(env, TOKEN_VARS)
+    return None if found is None else found[1]
+
+
 def _error(path: Path, problem: str) -> InfraApplyError:
     return InfraApplyError(f"unusable DigitalOcean token file: {problem}", path=str(path), rule="token")
 
@@ -105,7 +100,7 @@ def token_env(
     env: Mapping[str, str], producer: str, warn: Callable[[str], None] | None = None
 ) -> dict[str, str]:
     """The token for Terraform's environment only: env first, then ~/.vault/do_pat_<producer>."""
-    if env.get("DIGITALOCEAN_TOKEN") or env.get("DIGITALOCEAN_ACCESS_TOKEN"):
+    if do_token(env):
         return {}
     home = Path(env.get("HOME") or Path.home())
     pat = home / ".vault" / f"do_pat_{producer}"

@@ -28,6 +28,7 @@ from infra_apply.config import CONFIG_NAME, Config, Where
 from infra_apply.errors import InfraApplyError, Level, Problem, ValidationFailed
 from infra_apply.manifest import Key, Manifest
 from infra_apply.model import Droplet, Model
+from infra_apply.untrusted import short, visible
 
 RULE = "preflight"
 Say = Callable[[str], None]
@@ -111,6 +112,11 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
     return DropletNeed(d, at("region"), at("size"), at("image"), created)
 
 
+def size_at(d: Droplet, manifests: Mapping[str, Manifest]) -> Where:
+    """Where a droplet's size is declared (its name, when the size is the default)."""
+    return _droplet_need(d, manifests, created=True).size
+
+
 def _at(manifests: Mapping[str, Manifest], source: str, key: Key) -> Where:
     m = manifests.get(source)
     line, col = m.locate(key) if m is not None else (0, 0)
@@ -132,6 +138,11 @@ class Source(Protocol):
     def regions(self) -> list[JsonObject]: ...
     def distribution_images(self) -> list[JsonObject]: ...
     def image(self, slug: str) -> JsonObject | None: ...
+    # what already exists (exists.py): never create a second one
+    def droplets(self) -> list[JsonObject]: ...
+    def firewalls(self) -> list[JsonObject]: ...
+    def database_dbs(self, cluster_id: str) -> list[JsonObject]: ...
+    def database_users(self, cluster_id: str) -> list[JsonObject]: ...
 
 
 class LiveSource:
@@ -146,7 +157,13 @@ class LiveSource:
         account = body.get("account")
         if not isinstance(account, Mapping):
             raise InfraApplyError("DigitalOcean API: pre-flight: GET /v2/account: response has no account")
-        return account
+        # Shown to the operator: made printable, and an echoed token masked.
+        said = {
+            k: self.client.shown(v)
+            for k in ("status", "status_message")
+            if isinstance(v := account.get(k), str)
+        }
+        return {**account, **said}
 
     def _list(self, path: str, key: str, query: Mapping[str, str] | None = None) -> list[JsonObject]:
         return list(self.client.paginate(path, key, query=query, what=f"pre-flight: GET {path}"))
@@ -178,6 +195,24 @@ class LiveSource:
             raise
         image = body.get("image")
         return image if isinstance(image, Mapping) else None
+
+    def droplets(self) -> list[JsonObject]:
+        return self._list("/v2/droplets", "droplets")
+
+    def firewalls(self) -> list[JsonObject]:
+        return self._list("/v2/firewalls", "firewalls")
+
+    def database_dbs(self, cluster_id: str) -> list[JsonObject]:
+        return self._cluster_list(cluster_id, "dbs")
+
+    def database_users(self, cluster_id: str) -> list[JsonObject]:
+        return self._cluster_list(cluster_id, "users")
+
+    def _cluster_list(self, cluster_id: str, key: str) -> list[JsonObject]:
+        # Not paginated by the API: one answer holds them all (null when there are none).
+        path = f"/v2/databases/{quote(cluster_id, safe='')}/{key}"
+        found = self.client.request("GET", path, what=f"GET {path}").get(key)
+        return [x for x in found or () if isinstance(x, Mapping)]
 
 
 class SandboxSource:
@@ -212,6 +247,37 @@ class SandboxSource:
     def image(self, slug: str) -> JsonObject | None:
         return next((i for i in self._catalogue["images"] if i.get("slug") == slug), None)
 
+    def droplets(self) -> list[JsonObject]:
+        # In the API's shape, as GET /v2/droplets answers
+        return [
+            {
+                "id": int(d["id"]),
+                "name": d["name"],
+                "status": d.get("status", "active"),
+                "created_at": d.get("created_at", ""),
+                "tags": list(d.get("tags") or ()),
+                "region": {"slug": d.get("region", "")},
+                "size_slug": d.get("size", ""),
+                "image": {"slug": d.get("image", "")},
+            }
+            for d in self._cloud["droplets"].values()
+        ]
+
+    def firewalls(self) -> list[JsonObject]:
+        fields = ("id", "name", "droplet_ids", "tags")
+        return [{k: f.get(k) for k in fields} for f in self._cloud["firewalls"].values()]
+
+    def database_dbs(self, cluster_id: str) -> list[JsonObject]:
+        dbs = self._cloud["databases"].values()
+        return [{"name": d["name"]} for d in dbs if d["cluster_id"] == cluster_id]
+
+    def database_users(self, cluster_id: str) -> list[JsonObject]:
+        return [
+            {"name": u["name"], "role": u.get("role", "normal")}
+            for u in self._cloud["users"].values()
+            if u["cluster_id"] == cluster_id
+        ]
+
 
 @dataclass(frozen=True)
 class Catalogue:
@@ -232,16 +298,25 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
     regions, sizes, images = {}, {}, set()
     if wanted.droplets:
         regions = {str(r.get("slug")): bool(r.get("available")) for r in source.regions()}
-        sizes = {
-            str(s.get("slug")): (bool(s.get("available")), tuple(str(r) for r in s.get("regions") or ()))
-            for s in source.sizes()
-        }
+        sizes = {str(s.get("slug")): (bool(s.get("available")), _size_regions(s)) for s in source.sizes()}
         images = {str(i.get("slug")) for i in source.distribution_images() if i.get("slug")}
         # Images outside the distributions (GPU base images, applications): one call each.
         for slug in sorted({n.droplet.image for n in wanted.droplets} - images):
             if not slug.isdigit() and source.image(slug) is not None:
                 images.add(slug)
     return Catalogue(source.label, frozenset(clusters), frozenset(keys), regions, sizes, frozenset(images))
+
+
+def _size_regions(size: JsonObject) -> tuple[str, ...]:
+    """A size's ``regions``: a list of slugs (or null); any other shape is a broken answer."""
+    regions = size.get("regions") or ()
+    if not isinstance(regions, list | tuple) or not all(isinstance(r, str) for r in regions):
+        slug = visible(short(str(size.get("slug")), 60))
+        raise InfraApplyError(
+            f"DigitalOcean API: pre-flight: GET /v2/sizes: size '{slug}' has regions that are not "
+            "a list of region slugs"
+        )
+    return tuple(regions)
 
 
 def _check_account(source: Source, say: Say) -> None:
@@ -399,13 +474,11 @@ def _accounts(
     if sandbox:
         return [(SandboxSource(_sandbox_cloud(env, config)), list(producers))]
     from infra_apply import do_api
-    from infra_apply.pat import token_env
+    from infra_apply.pat import do_token, token_env
 
     by_token: dict[str, list[str]] = {}
     for producer in producers:
-        token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or next(
-            env[v] for v in do_api.TOKEN_VARS if env.get(v)
-        )
+        token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or do_token(env) or ""
         by_token.setdefault(token, []).append(producer)
     endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
     return [

@@ -17,7 +17,7 @@ from typing import Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
-from infra_apply.fs import atomic_write
+from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.model import Database, Droplet, Model, ProducerModel
 from infra_apply.paths import child
 from infra_apply.plan_model import CreateSettings
@@ -81,6 +81,8 @@ def parse_ledger(text: str, where: str) -> Ledger:
     try:
         doc = json.loads(text)
         items = doc["droplets"].items()
+    except RecursionError:
+        raise fail("address ledger is not valid (nested too deeply)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise fail(f"address ledger is not valid ({exc})") from None
     entries = []
@@ -356,12 +358,16 @@ def _credentials_entries(dbs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 def read_ledger(out_dir: Path, producer: str) -> Ledger:
     path = out_dir / producer / LEDGER
     try:
-        text = path.read_text("utf-8")
+        text = read_bounded(path, TEXT_LIMIT).decode("utf-8")
     except FileNotFoundError:
         return Ledger()
     except OSError as exc:
         raise InfraApplyError(
             f"cannot read address ledger: {exc.strerror}", path=str(path), rule="ledger"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise InfraApplyError(
+            f"cannot read address ledger: not UTF-8 text (byte {exc.start})", path=str(path), rule="ledger"
         ) from None
     return parse_ledger(text, str(path))
 
@@ -388,7 +394,7 @@ def compare(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
         for name, text in sorted(r.files.items()):
             path = out_dir / r.producer / name
             try:
-                if path.read_bytes() == text.encode("utf-8"):
+                if read_bounded(path, TEXT_LIMIT) == text.encode("utf-8"):
                     continue
             except OSError:
                 pass
@@ -416,8 +422,7 @@ def _owned(path: Path) -> bool:
     if path.name in HAND_OWNED or not (path.name.endswith(OWNED_SUFFIXES) or path.name == LEDGER):
         return False
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(200)
+        head = read_bounded(path, TEXT_LIMIT)[:200]  # a FIFO or device here is not ours: never waited on
     except OSError:
         return False
     return head.startswith(HEADER.encode()) or (path.name == LEDGER and b"Stable Terraform addresses" in head)

@@ -2,7 +2,7 @@
 
 State dir: ``INFRA_APPLY_STATE_DIR``, else ``$XDG_STATE_HOME/infra-apply``, else
 ``~/.local/state/infra-apply``. It holds Terraform working copies (``.terraform/``, plans,
-local state) and the sandbox.
+local state) and the sandbox, in folders keyed by what the tree is (``infra_apply.identity``).
 
 Remote state is configured in one place: ``[state]`` of ``infra-apply.toml`` at the root (or the
 file named by ``INFRA_APPLY_CONFIG``), read by ``infra_apply.config``::
@@ -15,6 +15,8 @@ file named by ``INFRA_APPLY_CONFIG``), read by ``infra_apply.config``::
     key_prefix = "infra-apply"                      # state at <prefix>/<producer>/terraform.tfstate
     sandbox_key_prefix = "infra-apply-sandbox"      # optional: --sandbox state in the bucket too
                                                     # (default: sandbox state stays local)
+    name = "uvlava"                                 # the key of local state (identity.py)
+    allow_local_in_ci = true                        # plan/apply/drift with local state under CI
 
 Credentials never go in that file: Terraform reads ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` (or infra-apply maps ``SPACES_ACCESS_KEY_ID`` /
@@ -24,14 +26,13 @@ lockfile in the bucket (``use_lockfile = true``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from infra_apply.config import CONFIG_NAME, Backend
-from infra_apply.errors import InfraApplyError
+from infra_apply.config import CONFIG_NAME, Backend, Config
+from infra_apply.errors import InfraApplyError, printable
 
 # Backend and CONFIG_NAME moved to infra_apply.config; kept importable from here.
 __all__ = [
@@ -39,7 +40,9 @@ __all__ = [
     "Backend",
     "check_outside",
     "checked_state_dir",
+    "in_ci",
     "load_backend",
+    "refuse_local_state_in_ci",
     "root_key",
     "state_dir",
     "validation_cache",
@@ -59,7 +62,9 @@ def validation_cache(root: Path, env: Mapping[str, str] | None = None) -> Path |
     env = os.environ if env is None else env
     if env.get("INFRA_APPLY_NO_CACHE"):
         return None
-    return state_dir(env) / "cache" / f"validate-{root_key(root)}.json"
+    from infra_apply.identity import identify, validation_cache_file
+
+    return validation_cache_file(state_dir(env), identify(root, env).key)
 
 
 def checked_state_dir(
@@ -112,8 +117,11 @@ def check_outside(state: Path, generated: Path) -> None:
 
 
 def root_key(root: Path) -> str:
-    resolved = root.resolve()
-    return f"{resolved.name or 'root'}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:10]}"
+    """The old key of a tree's local state, its absolute path (``identity.path_key``): where
+    state of a tree outside git lies, and where older versions kept every tree's."""
+    from infra_apply.identity import path_key
+
+    return path_key(root)
 
 
 def load_backend(root: Path, env: Mapping[str, str] | None = None, *, sandbox: bool = False) -> Backend:
@@ -121,3 +129,27 @@ def load_backend(root: Path, env: Mapping[str, str] | None = None, *, sandbox: b
     from infra_apply.config import load
 
     return load(root, env).backend(sandbox=sandbox)
+
+
+def in_ci(env: Mapping[str, str]) -> bool:
+    """``CI`` set to anything but empty/0/false/no: GitHub, Forgejo and GitLab set ``CI=true``."""
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def refuse_local_state_in_ci(config: Config, env: Mapping[str, str], *, sandbox: bool) -> None:
+    """plan/apply/drift under CI with local state: a runner's state dir is thrown away after
+    the job, so every run would plan (and apply) every server as new. Sandbox runs are exempt:
+    their state describes the stand-in cloud under the same state dir, throwaway with it."""
+    if sandbox or not in_ci(env) or config.state.kind != "local" or config.state.allow_local_in_ci:
+        return
+    where = config.state.at
+    raise InfraApplyError(
+        f"CI is set (CI={printable(env.get('CI', ''))}) and this tree keeps local state, which a "
+        "runner throws away: every run would create every server again. Set remote state in "
+        f'[state] of {CONFIG_NAME} (backend = "s3", bucket = ...; README "Remote state"), or '
+        "[state] allow_local_in_ci = true for a throwaway tree",
+        path=where.path if where else (config.path or CONFIG_NAME),
+        line=where.line if where else 0,
+        col=where.col if where else 0,
+        rule="state",
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import unicodedata
+from collections.abc import Iterable
 
 
 def visible(text: str) -> str:
@@ -33,3 +34,20 @@ def short(text: str, limit: int = 200) -> str:
 def shell(value: str) -> str:
     """One shell word an operator can paste: visible first, then quoted."""
     return shlex.quote(visible(value))
+
+
+MASK = "***"
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each secret (of 8 characters or more: shorter ones are too common to hide
+    without garbling text) replaced by ``***``; longest first, so one holding another goes whole."""
+    for secret in sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def from_server(text: str, secrets: Iterable[str] = (), limit: int = 300) -> str:
+    """A text a server sent (a message, a URL), fit to print on one line: the secrets we sent
+    masked, then control and escape characters made visible, then bounded."""
+    return short(visible(mask(text, secrets)), limit)

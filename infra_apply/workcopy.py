@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from infra_apply import terraform as tf
+from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
 from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.fs import private_dirs, sync_private, tighten, write_private
+from infra_apply.identity import keyed, settle
 from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
 from infra_apply.pat import token_env
-from infra_apply.paths import child, inside
+from infra_apply.paths import child
 from infra_apply.plan_model import JsonObject
 from infra_apply.render import Rendered, compare, render_model
 from infra_apply.state import (
@@ -31,7 +33,6 @@ from infra_apply.state import (
     check_outside,
     checked_state_dir,
     load_backend,
-    root_key,
     state_dir,
     validation_cache,
 )
@@ -113,6 +114,9 @@ class WorkingCopy(Protocol):
 
     def refresh(self) -> None:
         """Bring the state up to date with the world (a refresh-only plan, applied)."""
+
+    def untaint(self, address: str) -> None:
+        """``terraform untaint ADDRESS``: keep an object an interrupted create left tainted."""
 
     def with_env(self, extra: Mapping[str, str]) -> WorkingCopy:
         """The same copy with ``extra`` in Terraform's environment (sandbox/reattach.py)."""
@@ -197,6 +201,9 @@ class TerraformCopy:
         self.plan(refresh_only=True)
         self.apply()
 
+    def untaint(self, address: str) -> None:
+        self.wd.must("untaint", address, what=f"untaint {address}", no_color=True, lock_timeout="0s")
+
     def with_env(self, extra: Mapping[str, str]) -> TerraformCopy:
         return replace(self, wd=replace(self.wd, env={**self.wd.env, **extra}))
 
@@ -214,6 +221,8 @@ class Prepared:
     # The sandbox provider's launcher and Terraform's environment, for a provider shared by
     # every plan and show of a run (sandbox/reattach.py); None outside the sandbox.
     shared_provider: tuple[Path, Mapping[str, str]] | None = field(default=None, repr=False)
+    # by path: where an existing resource's declaration is (exists.py's located errors)
+    manifests: Mapping[str, Manifest] = field(default_factory=dict, repr=False, compare=False)
 
 
 # --- before any work ------------------------------------------------------------------------
@@ -226,7 +235,14 @@ def check_ready(ctx: Context) -> None:
         from infra_apply.sandbox import extra
 
         extra.require()
-    checked_state_dir([ctx.out, ctx.root / "generated"], ctx.env, create=True)
+    state = checked_state_dir([ctx.out, ctx.root / "generated"], ctx.env, create=True)
+    settle(ctx.root, state, ctx.env, ctx.say)
+
+
+def tree_key(ctx: Context) -> str:
+    """The key of this tree's folders under the state dir (``infra_apply.identity``); state
+    still under the root's old path key is moved there first, once."""
+    return settle(ctx.root, state_dir(ctx.env), ctx.env, ctx.say).key
 
 
 def check_registry(ctx: Context) -> None:
@@ -334,7 +350,7 @@ def workdir_root(ctx: Context) -> Path:
     state = state_dir(ctx.env)
     check_outside(state, ctx.out)
     mode = "sandbox" if ctx.sandbox else "live"
-    return inside(state / "work" / mode / root_key(ctx.root), state)
+    return keyed(state, f"work/{mode}", tree_key(ctx))
 
 
 def workdir(ctx: Context, producer: str) -> Path:
@@ -345,7 +361,7 @@ def workdir(ctx: Context, producer: str) -> Path:
 
 def sandbox_overlay(ctx: Context, producer: str) -> Path:
     state = state_dir(ctx.env)
-    base = inside(state / "sandbox" / "imports" / root_key(ctx.root), state)
+    base = keyed(state, "sandbox/imports", tree_key(ctx))
     return child(base, producer)
 
 
@@ -381,6 +397,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
     binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
     backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    # Before any Terraform run relies on the bucket's lockfile.
+    check_locking(state_dir(ctx.env), backend, binary, ctx.env)
     sandbox_env: dict[str, str] | None = None
     cloud: Path | None = None
     setup = None
@@ -420,7 +438,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         model = project.model.producer(name) or ProducerModel(name)
         token = env.get("DIGITALOCEAN_TOKEN")
         shared = (setup.launcher, env) if setup is not None else None
-        out.append(Prepared(model, project.rendered[name], copy, cloud, token, lock, shared))
+        rendered = project.rendered[name]
+        out.append(Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests))
     return out
 
 
@@ -531,5 +550,4 @@ def mesh_target(ctx: Context) -> Path | None:
 def sandbox_registry(ctx: Context) -> Path:
     """The sandbox's own mesh-hosts.json for this root (seeded from --mesh-hosts on first use)."""
     state = state_dir(ctx.env)
-    return inside(state / "sandbox" / "mesh" / root_key(ctx.root) / "mesh-hosts.json", state)
-
+    return keyed(state, "sandbox/mesh", tree_key(ctx)) / "mesh-hosts.json"

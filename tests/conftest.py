@@ -102,6 +102,14 @@ def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["INFRA_APPLY_STATE_DIR"] = str(tmp_path_factory.mktemp("default-state"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _not_in_ci() -> None:
+    """Tests run infra-apply as an operator does on a laptop, whether or not the suite itself runs
+    in CI (CI=true refuses live plans with local state, and test trees keep local state); a test
+    of CI behaviour sets CI in its own environment."""
+    os.environ.pop("CI", None)
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     """A private copy of the example tree, its mesh-hosts.json and generated/ (tmp_path/...)."""
@@ -122,3 +130,17 @@ def mermaid() -> MermaidChecker:
             pytest.fail(f"MERMAID_CHECK=required but {checker}")
         pytest.skip(checker)
     return checker
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault tests' counter: how many trials were checked for two droplets sharing a name
+    (a failed check fails its test, so every trial counted here had none)."""
+    checked = sum(
+        int(value)
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "trials_checked_for_twin_droplets"
+    )
+    if checked:
+        terminalreporter.write_line(f"fault trials checked, no two droplets sharing a name: {checked}")

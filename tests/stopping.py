@@ -21,8 +21,8 @@ import pytest
 from filelock import FileLock, Timeout
 
 from infra_apply import terraform as tf
+from infra_apply.identity import identify
 from infra_apply.sandbox import cloud
-from infra_apply.state import root_key
 
 WAIT_SECONDS = 180.0  # a generous bound for a busy 2-core machine; no test waits this long normally
 PROCESS_EXIT_SECONDS = 30.0  # "not for long": orphans must be gone well within this
@@ -102,12 +102,16 @@ def wait_for(
         time.sleep(0.02)
 
 
-def apply_stopped_at_gate(ops: Any, signum: int, gate: Path, name: str = "stopped") -> Background:
+def apply_stopped_at_gate(
+    ops: Any, signum: int, gate: Path, name: str = "stopped", lose: tuple[str, ...] = ()
+) -> Background:
     """Start ``apply --producer quinn``, let its droplet creates reach the gate, then send
     ``signum`` to infra-apply. For a stop infra-apply handles (INT, TERM, HUP), also wait until
     Terraform says it received the interrupt, so it is known to be stopping mid-apply before
-    the gate opens. The gate is left closed: the caller releases it."""
-    cloud.inject_faults(ops.cloud, gate=gate)
+    the gate opens. The gate is left closed: the caller releases it. ``lose``: droplets whose
+    create the provider drops when stopped (made, never recorded: the real provider's
+    ``context canceled``)."""
+    cloud.inject_faults(ops.cloud, gate=gate, lose_create=lose)
     run = start(ops, "apply", "--producer", "quinn", "--auto-approve", name=name)
     wait_for(lambda: cloud.gate_started(gate), "a droplet create to reach the gate", run)
     run.proc.send_signal(signum)
@@ -137,7 +141,7 @@ def blocked_reading_stdin(pid: int) -> bool:
 
 
 def working_copy(ops: Any, producer: str = "quinn") -> Path:
-    path: Path = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / producer
+    path: Path = ops.base / "state" / "work" / "sandbox" / identify(ops.root, ops.env).key / producer
     return path
 
 

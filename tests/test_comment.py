@@ -20,6 +20,7 @@ from werkzeug import Request, Response
 
 from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target, units
 from infra_apply.errors import InfraApplyError
+from infra_apply.report.combine import failed_sentence
 from infra_apply.report.markdown import format_markdown
 from tests.conftest import cli_env, run_cli
 from tests.plan_fixtures import SANDBOX_CONTEXT
@@ -39,6 +40,10 @@ class FakeForge:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.force: dict[str, tuple[int, dict[str, Any]]] = {}  # method -> forced answer
         self.link_origin: str | None = None  # GitHub behind a proxy: links to another origin
+        self.login: str | None = "bot"  # whose the token is; None: GET /user answers 403
+        self.poster = "bot"  # who the forge records as writing what the token posts
+        self.html_url: str | None = None  # what the forge answers as a new comment's html_url
+        self.who_asked = 0
         self._next_id = 9000
         base = re.escape(self.prefix)
         server.expect_request(
@@ -47,6 +52,7 @@ class FakeForge:
         server.expect_request(
             re.compile(rf"^{base}/repos/[^/]+/[^/]+/issues/comments/\d+$"), method="PATCH"
         ).respond_with_handler(self._edit)
+        server.expect_request(f"{self.prefix}/user", method="GET").respond_with_handler(self._user)
 
     @property
     def api_url(self) -> str:
@@ -106,6 +112,16 @@ class FakeForge:
             return Response(json.dumps(doc), status, content_type="application/json")
         return None
 
+    def _user(self, request: Request) -> Response:
+        """GET /user: the token's own user. GitHub Actions' own token gets 403 here."""
+        self.who_asked += 1
+        scheme = "Bearer" if self.kind == "github" else "token"
+        if request.headers.get("Authorization") != f"{scheme} {TOKEN}":
+            return self._error(401, "Bad credentials" if self.kind == "github" else "token is required")
+        if self.login is None:
+            return self._error(403, "Resource not accessible by integration")
+        return self._json({"id": 1, "login": self.login}, 200)
+
     def _issue(self, request: Request) -> Response:
         refused = self._guard(request)
         if refused is not None:
@@ -114,7 +130,10 @@ class FakeForge:
             return self._error(404, "Not Found")
         if request.method == "POST":
             body = request.get_json()["body"]
-            return self._too_long() if self._over(body) else self._json(self._add(body, "bot"), 201)
+            if self._over(body):
+                return self._too_long()
+            added = self._add(body, self.poster)
+            return self._json({**added, "html_url": self.html_url or added["html_url"]}, 201)
         return self._list(request)
 
     def _list(self, request: Request) -> Response:
@@ -263,9 +282,8 @@ def test_401_and_404_are_one_line(
     code, out, err = post(tmp_path, forge, "plan\n", **{prefix + var: value})
     assert code == 1 and out == ""
     [line] = err.strip().splitlines()
-    assert (
-        line.startswith("infra-apply: error: cannot list the comments of") and status in line and says in line
-    )
+    first = "ask the forge whose token this is" if status == "401" else "list the comments of"
+    assert line.startswith(f"infra-apply: error: cannot {first}") and status in line and says in line
     assert "wrong-token-1234" not in err
     assert forge.comments == []
 
@@ -349,7 +367,10 @@ def test_a_matrix_of_plans_is_one_comment_read_as_one_plan(tmp_path: Path, forge
     assert code == 0, err
     assert json.loads(out)["action"] == "created" and json.loads(out)["cut"] is False
     [mine] = forge.comments
-    assert mine["body"] == f"{MARK}\n" + format_markdown([ct, quinn], SANDBOX_CONTEXT) + "\n" + FAILED
+    both = format_markdown([ct, quinn], SANDBOX_CONTEXT)
+    table = "\n<!-- infra-apply:table "
+    named = both.replace(table, f"\n{failed_sentence([('mc', '1')])}\n{table}", 1)  # in the header
+    assert mine["body"] == f"{MARK}\n" + named + "\n" + FAILED
 
     code, out, err = post_files(tmp_path, forge, files)  # the next push, the same plans
     assert code == 0, err
@@ -389,7 +410,7 @@ def test_unreachable_forge_and_unreadable_file(tmp_path: Path) -> None:
     env = cli_env(tmp_path, GITHUB_API_URL="http://127.0.0.1:9", GITHUB_TOKEN=TOKEN, GITHUB_REPOSITORY=REPO)
     (tmp_path / "plan.md").write_text("plan\n")
     r = run_cli("comment", "--pr", "7", str(tmp_path / "plan.md"), env=env)
-    assert r.returncode == 1 and r.stderr.startswith("infra-apply: error: cannot list the comments")
+    assert r.returncode == 1 and r.stderr.startswith("infra-apply: error: cannot ask the forge whose token")
     assert "cannot reach http://127.0.0.1:9" in r.stderr
     r = run_cli("comment", "--pr", "7", str(tmp_path / "missing.md"), env=env)
     assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
@@ -490,3 +511,70 @@ def test_compose_ends_even_when_the_limit_leaves_no_room() -> None:
 
 def test_target_repr_hides_the_token() -> None:
     assert TOKEN not in repr(Target("github", "https://api.github.com", REPO, "GITHUB_TOKEN", TOKEN))
+
+
+# --- only our own comment is edited -----------------------------------------------------------
+
+
+def test_another_users_marker_comment_is_named_and_left_alone(tmp_path: Path, forge: FakeForge) -> None:
+    forge._add(f"{MARK}\nforged plan: all clear\n", "mallory")
+    code, out, err = post(tmp_path, forge, "real plan\n")
+    assert code == 0, err
+    assert out.startswith(f"created comment 9002 on {REPO}#{PR}")
+    assert err == "infra-apply: warning: comment 9001 by mallory carries the marker; not ours, left alone\n"
+    assert [c["body"] for c in forge.comments] == [
+        f"{MARK}\nforged plan: all clear\n",
+        f"{MARK}\nreal plan\n",
+    ]
+    assert "PATCH" not in forge.methods()
+    # Our own comment, posted after mallory's, is the one updated from now on.
+    code, out, err = post(tmp_path, forge, "plan 2\n", "--format", "json")
+    doc = json.loads(out)
+    assert (doc["action"], doc["comment_id"], doc["identity"]) == ("updated", 9002, "bot")
+    assert doc["left_alone"] == [{"number": 9001, "user": "mallory"}]
+    assert forge.comments[0]["body"] == f"{MARK}\nforged plan: all clear\n"
+
+
+def test_github_actions_own_token_is_the_actions_bot(tmp_path: Path, httpserver: HTTPServer) -> None:
+    forge = FakeForge(httpserver, "github")
+    forge.login, forge.poster = None, "github-actions[bot]"  # GET /user: 403 for this token
+    forge._add(f"{MARK}\nold\n", "github-actions[bot]")
+    forge._add(f"{MARK}\nforged\n", "mallory")  # later, but not ours
+    code, out, err = post(tmp_path, forge, "new\n")
+    assert code == 0, err
+    assert out.startswith("updated comment 9001")
+    assert [c["body"] for c in forge.comments] == [f"{MARK}\nnew\n", f"{MARK}\nforged\n"]
+    assert "comment 9002 by mallory carries the marker; not ours, left alone" in err
+
+
+def test_when_the_forge_will_not_say_whose_token_it_is_nothing_is_edited(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    forge = FakeForge(httpserver, "forgejo")
+    forge.login = None  # GET /user refused: the identity cannot be known
+    forge._add(f"{MARK}\nold\n", "bot")
+    code, out, err = post(tmp_path, forge, "new\n")
+    assert code == 0, err
+    assert out.startswith("created comment 9002")
+    assert "PATCH" not in forge.methods() and forge.comments[0]["body"] == f"{MARK}\nold\n"
+    assert "does not say whose token this is" in err and "comment 9001 by bot" in err
+
+
+def test_html_url_with_escapes_and_the_token_is_printed_masked_and_visible(
+    tmp_path: Path, forge: FakeForge
+) -> None:
+    forge.html_url = f"https://forge.example/x?t={TOKEN}\x1b]8;;https://evil.example\x07\ncreated comment 1"
+    code, out, err = post(tmp_path, forge, "plan\n")
+    assert code == 0, err
+    [line] = out.splitlines()
+    assert line.isprintable() and "t=***\\x1b]8;;https://evil.example\\x07\\ncreated comment 1" in line
+
+
+def test_a_token_with_a_line_break_is_one_line_naming_its_variable(tmp_path: Path, forge: FakeForge) -> None:
+    var = "GITHUB_TOKEN" if forge.kind == "github" else "FORGEJO_TOKEN"
+    code, out, err = post(tmp_path, forge, "plan\n", **{var: TOKEN + "\r\n"})
+    assert code == 1 and out == ""
+    assert (
+        err.startswith(f"infra-apply: error: ${var} holds a character no token has") and err.count("\n") == 1
+    )
+    assert forge.requests == [] and forge.who_asked == 0

@@ -26,8 +26,9 @@ from filelock import FileLock
 from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease
 from infra_apply.gpu.store import LeaseStore, open_store
+from infra_apply.identity import identify
 from infra_apply.sandbox import cloud
-from infra_apply.state import Backend, root_key
+from infra_apply.state import Backend
 from tests import stopping
 from tests.test_e2e_sandbox import Ops
 
@@ -57,7 +58,7 @@ class GpuOps(Ops):
 
     def store(self) -> LeaseStore:
         state = self.base / "state"
-        work_root = state / "work" / "sandbox" / root_key(self.root)
+        work_root = state / "work" / "sandbox" / identify(self.root, self.env).key
         return open_store(state, work_root, "ct", Backend("local"), tf.find_binary(self.env), self.env)
 
     def leases(self) -> dict[str, Lease]:
@@ -275,14 +276,20 @@ def test_an_unleased_gpu_is_shown_planned_with_its_ways_out_and_reaped_when_idle
     code, out, err = ops.sandbox("plan", "--producer", "ct")
     assert code == 2, out + err
     assert f"GPU {GPU} is up without a lease" in out
-    assert f"gpu up {GPU} to lease it, or gpu down {GPU} to release it" in out
+    assert (
+        f"infra-apply gpu up {GPU} --sandbox to lease it, "
+        f"or infra-apply gpu down {GPU} --sandbox to release it"
+    ) in out
     code, out, _ = ops.sandbox("plan", "--producer", "ct", "--format", "json")
     [gpu] = json.loads(out)["producers"]["ct"]["gpus_up"]
     assert (gpu["name"], gpu["leased"], gpu["lease_until"]) == (GPU, False, None)
     # an ordinary apply refuses the destroy (exit 3), naming the GPU verbs as well
     code, out, err = ops.apply("ct")
     assert code == 3, out + err
-    assert f"{GPU} is up without a lease: gpu up {GPU} leases it, gpu down {GPU} releases it" in err
+    assert (
+        f"{GPU} is up without a lease: infra-apply gpu up {GPU} --sandbox leases it, "
+        f"infra-apply gpu down {GPU} --sandbox releases it"
+    ) in err
     assert ops.droplets()[GPU]["id"] == live["id"]
 
     # the reaper probes it like a leased one: idle, so it is released with its mesh entry
@@ -301,7 +308,7 @@ def test_an_unleased_gpu_with_a_busy_queue_gets_a_lease_and_is_kept(ops: GpuOps)
     live = up_unleased(ops)
     ops.depth.write_text("3\n")
     # while another run uses ct's working copy, status says what it cannot see and reap gives way
-    copy_lock = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "ct.lock"
+    copy_lock = ops.base / "state" / "work" / "sandbox" / identify(ops.root, ops.env).key / "ct.lock"
     with FileLock(copy_lock, timeout=0):
         code, out, err = ops.gpu("status")
         assert code == 0, out + err
@@ -408,7 +415,7 @@ def test_gpu_down_with_another_change_pending_releases_only_the_gpu(ops: GpuOps)
 def test_gpu_up_that_finds_its_working_copy_in_use_takes_no_lease(ops: GpuOps) -> None:
     code, out, err = ops.apply("ct")
     assert code == 0, out + err
-    copy_lock = ops.base / "state" / "work" / "sandbox" / root_key(ops.root) / "ct.lock"
+    copy_lock = ops.base / "state" / "work" / "sandbox" / identify(ops.root, ops.env).key / "ct.lock"
     with FileLock(copy_lock, timeout=0):
         code, out, err = ops.gpu("up", GPU, "--for", "1h")
     assert code == 1 and "another infra-apply run is using the working copy" in err, out + err

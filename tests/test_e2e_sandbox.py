@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from infra_apply import terraform as tf
+from infra_apply.identity import identify
 from infra_apply.sandbox import cloud
-from infra_apply.state import root_key
 from tests import stopping
 from tests.conftest import cli_env, run_cli
 
@@ -48,7 +48,8 @@ class Ops:
     @property
     def registry(self) -> Path:
         """Sandbox runs register into a copy under the state dir, never into --mesh-hosts."""
-        return self.base / "state" / "sandbox" / "mesh" / root_key(self.root) / "mesh-hosts.json"
+        key = identify(self.root, self.env).key
+        return self.base / "state" / "sandbox" / "mesh" / key / "mesh-hosts.json"
 
     def hosts(self) -> dict[str, dict[str, str]]:
         hosts: dict[str, dict[str, str]] = json.loads(self.registry.read_text())["hosts"]

@@ -16,7 +16,7 @@ from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError, Problem
 from infra_apply.sandbox import cloud
 from infra_apply.validate import validate_tree
-from tests.conftest import EXAMPLE_TREE
+from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 from tests.do_standin import TOKEN, Account
 
 PRODUCERS = ["ct", "mc", "quinn"]
@@ -262,6 +262,7 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
         "config": v.config,
         "say": said.append,
     }
+
     def run(producer: str) -> None:
         found = preflight.problems(producers=[producer], **kwargs)
         preflight.enforce(found, sandbox=True, say=said.append)
@@ -272,3 +273,81 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
     run("quinn")  # another producer is not held up
     run("ct")
     assert said == []  # warnings are said, not raised
+
+
+def test_an_account_status_message_echoing_the_token_is_masked_and_printable(
+    root: Path, api: HTTPServer
+) -> None:
+    said = f"locked: {TOKEN} \x1b]8;;https://evil.example\x07here\x1b]8;;\x07\ninfra-apply: all clear"
+    api.expect_request("/v2/account").respond_with_json(
+        {"account": {"status": "locked", "status_message": said}}
+    )
+    with pytest.raises(InfraApplyError) as caught:
+        live(root, api)
+    line = caught.value.format()
+    assert TOKEN not in line and "locked: ***" in line
+    assert line.isprintable() and "\\x1b]8;;https://evil.example\\x07here" in line
+    assert "\\ninfra-apply: all clear" in line
+
+
+@pytest.mark.parametrize("var", ["DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"])
+@pytest.mark.parametrize(
+    "bad", ["FAKE-do-token_lf\n", "FAKE-do-token\r_cr", "FAKE-do-token_\x1b[2J", "FAKE-tökén"]
+)
+def test_a_token_with_a_control_or_non_ascii_character_is_one_line_naming_its_variable(
+    root: Path, tmp_path: Path, var: str, bad: str
+) -> None:
+    env = cli_env(tmp_path, **{var: bad, "DIGITALOCEAN_API_URL": "http://127.0.0.1:9"})
+    r = run_cli("--root", str(root), "validate", "--live", env=env)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == (
+        f"infra-apply: error: ${var} holds a character no token has (a line break or another control "
+        "character, a space, or a non-ASCII character); set it to the token alone\n"
+    )
+    assert bad.strip() not in r.stdout + r.stderr
+
+
+class _Catalogue:
+    """A source whose answers are given whole: shapes DigitalOcean never sends."""
+
+    label = "the DigitalOcean account"
+
+    def __init__(self, sizes: list[dict[str, Any]]) -> None:
+        self._sizes = sizes
+
+    def account(self) -> dict[str, Any]:
+        return {"status": "active"}
+
+    def databases(self) -> list[dict[str, Any]]:
+        return []
+
+    def ssh_keys(self) -> list[dict[str, Any]]:
+        return []
+
+    def sizes(self) -> list[dict[str, Any]]:
+        return self._sizes
+
+    def regions(self) -> list[dict[str, Any]]:
+        return [{"slug": "nyc3", "available": True}]
+
+    def distribution_images(self) -> list[dict[str, Any]]:
+        return [{"slug": "ubuntu-24-04-x64"}]
+
+    def image(self, slug: str) -> dict[str, Any] | None:
+        return None
+
+
+@pytest.mark.parametrize("regions", [5, "nyc3", {"nyc3": True}, [1, 2], True])
+def test_a_size_whose_regions_are_not_a_list_of_slugs_is_one_line(regions: object) -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=SimpleNamespace(image="x"))),))
+    source = _Catalogue([{"slug": "s-1vcpu-1gb\x1b]0;x\x07", "available": True, "regions": regions}])
+    with pytest.raises(InfraApplyError) as caught:
+        preflight.fetch(cast(Any, source), wanted, lambda _line: None)
+    line = caught.value.format()
+    assert "GET /v2/sizes: size 's-1vcpu-1gb\\x1b]0;x\\x07' has regions that are not a list" in line
+    assert line.isprintable()
+    ok = _Catalogue([{"slug": "s-1vcpu-1gb", "available": True, "regions": None}])
+    assert preflight.fetch(cast(Any, ok), wanted, lambda _line: None).sizes == {"s-1vcpu-1gb": (True, ())}

@@ -1,6 +1,7 @@
 """``comment``: post a markdown plan (a file, or standard input) to a pull request, updating
 infra-apply's one comment there; the forge API is ``infra_apply.comment``. Several files (a CI
-matrix's per-producer plans) are combined into one plan first (``report.combine``)."""
+matrix's per-producer plans) are combined into one plan first (``report.combine``). With
+``--issue`` the text is kept in one open issue instead (the scheduled drift report)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra_apply.commands import Output
-from infra_apply.comment import SECRET_ENV, Posted, Target, Transport, publish, resolve_target
+from infra_apply.comment import (
+    LIMITS,
+    SECRET_ENV,
+    Posted,
+    Target,
+    publish,
+    publish_issue,
+    resolve_target,
+)
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import TEXT_LIMIT, read_bounded
+from infra_apply.http import Limits
 from infra_apply.report.combine import combine
 
 
 @dataclass(frozen=True)
 class Commented:
     target: Target
-    pr: int
+    where: str  # OWNER/NAME#N, or OWNER/NAME for an issue
     files: tuple[Path, ...]
     posted: Posted
+    issue: bool = False
 
 
 def run(
     env: Mapping[str, str],
-    pr: int,
+    pr: int | None,
     files: Sequence[Path],
     *,
     read_stdin: Callable[[], bytes],
@@ -35,59 +47,93 @@ def run(
     token_env: str | None = None,
     key: str = "plan",
     details: str | None = None,
-    transport: Transport | None = None,
+    issue: str | None = None,
+    close: bool = False,
+    limits: Limits = LIMITS,
 ) -> Commented:
     """Post ``files`` (``-``: standard input, read by ``read_stdin``), combined into one plan
-    when there are several, to pull request ``pr``."""
+    when there are several, to pull request ``pr``, or keep them in the open issue titled
+    ``issue`` (closed with ``close``)."""
+    if (pr is None) == (issue is None):
+        raise InfraApplyError("give either --pr N or --issue TITLE")
+    if close and issue is None:
+        raise InfraApplyError("--close closes the issue of --issue TITLE; a pull request's comment stays")
     target = resolve_target(env, forge=forge, api_url=api_url, repo=repo, token_env=token_env)
     if sum(1 for f in files if str(f) == "-") > 1:
         raise InfraApplyError("- (standard input) can be given only once")
     texts = [_read_text(f, read_stdin) for f in files]
     text = texts[0] if len(texts) == 1 else combine(texts)
     secrets = [env[v] for v in SECRET_ENV if env.get(v)]
-    posted = publish(target, pr, text, key, secrets=secrets, details=details, transport=transport)
-    return Commented(target, pr, tuple(files), posted)
+    if issue is not None:
+        posted = publish_issue(target, issue, text, key, close=close, secrets=secrets, limits=limits)
+        return Commented(target, target.repo, tuple(files), posted, issue=True)
+    assert pr is not None
+    posted = publish(target, pr, text, key, secrets=secrets, details=details, limits=limits)
+    return Commented(target, f"{target.repo}#{pr}", tuple(files), posted)
 
 
 def _read_text(file: Path, read_stdin: Callable[[], bytes]) -> str:
     try:
-        raw = read_stdin() if str(file) == "-" else file.read_bytes()
+        raw = read_stdin() if str(file) == "-" else read_bounded(file, TEXT_LIMIT)
         return raw.decode("utf-8")
     except OSError as exc:
-        raise InfraApplyError(f"cannot read {file}: {exc.strerror}") from None
+        raise InfraApplyError(f"cannot read it: {exc.strerror}", path=str(file)) from None
     except UnicodeDecodeError:
-        raise InfraApplyError(f"{file} is not UTF-8 text") from None
+        raise InfraApplyError("it is not UTF-8 text", path=str(file)) from None
 
 
 def output(done: Commented, fmt: str) -> Output:
     text = format_json(done) if fmt == "json" else format_text(done)
-    notes: tuple[str, ...] = ()
-    if done.posted.cut:
+    return Output(text, notes(done))
+
+
+def notes(done: Commented) -> tuple[str, ...]:
+    """Warnings: a cut body, whose the token is when the forge would not say, and each marker
+    comment (or issue) someone else wrote."""
+    posted, out = done.posted, []
+    if posted.cut:
         files = done.files
         what = str(files[0]) if len(files) == 1 else f"the plan combined from {len(files)} files"
-        notes = (
+        out.append(
             f"infra-apply: warning: {what} is over the comment limit; the comment shows its "
-            "start and a note saying where the rest is",
+            "start and a note saying where the rest is"
         )
-    return Output(text, notes)
+    if posted.identity is None:
+        out.append(
+            "infra-apply: warning: the forge does not say whose token this is (GET /user); "
+            "no existing comment or issue was edited"
+        )
+    kind = "issue" if done.issue else "comment"
+    for f in posted.foreign:
+        out.append(
+            f"infra-apply: warning: {kind} {f.number} by {f.user} carries the marker; not ours, left alone"
+        )
+    return tuple(out)
 
 
 def format_text(done: Commented) -> str:
     posted = done.posted
     link = f": {posted.url}" if posted.url else ""
-    return f"{posted.action} comment {posted.comment_id} on {done.target.repo}#{done.pr}{link}\n"
+    if done.issue:
+        if posted.action == "none":
+            return f"no open issue to close in {done.where}\n"
+        return f"{posted.action} issue {posted.comment_id} in {done.where}{link}\n"
+    return f"{posted.action} comment {posted.comment_id} on {done.where}{link}\n"
 
 
 def format_json(done: Commented) -> str:
     posted = done.posted
     doc = {
         "action": posted.action,
-        "comment_id": posted.comment_id,
+        "issue" if done.issue else "comment_id": posted.comment_id,
         "url": posted.url,
         "forge": done.target.forge,
         "repo": done.target.repo,
-        "pr": done.pr,
+        "identity": posted.identity,
+        "left_alone": [{"number": f.number, "user": f.user} for f in posted.foreign],
         "cut": posted.cut,
         "chars": posted.chars,
     }
+    if not done.issue:
+        doc["pr"] = int(done.where.rsplit("#", 1)[1])
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

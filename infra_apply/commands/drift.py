@@ -15,16 +15,18 @@ from infra_apply.drift import (
     Orphan,
     ProducerDrift,
     applied,
+    duplicates,
     name_drift,
     orphans,
     outside_changes,
     stale_registry_droplets,
-    state_droplet_ids,
+    state_droplets,
 )
 from infra_apply.errors import ExitCode
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import JsonObject
 from infra_apply.render import MANAGED_TAG
+from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -50,13 +52,23 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
     check_ready(ctx)
     project = load_project(ctx)
     names = pick(project, producers)
+    # a runner's empty local state would report every droplet as unknown to any state
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     preflight(ctx, project, names)
     refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
     found = tuple(producer_drift(ctx, r) for r in refreshed)
-    known = set().union(*(state_droplet_ids(r.plan) for r in refreshed))
+    in_state = [d for r in refreshed for d in state_droplets(r.prep.producer.name, r.plan)]
+    known = {d.id for d in in_state}
     tagged = list_tagged(ctx, [r.prep for r in refreshed])
     every = not producers
-    return DriftReport(found, orphans(tagged, known, names, every), ctx.sandbox)
+    cloud = next((str(r.prep.cloud) for r in refreshed if r.prep.cloud is not None), None)
+    return DriftReport(
+        found,
+        orphans(tagged, known, names, every, in_state),
+        ctx.sandbox,
+        duplicates(tagged, in_state, names, every),
+        cloud if ctx.sandbox else None,
+    )
 
 
 def output(report: DriftReport, fmt: str) -> Output:
@@ -131,7 +143,7 @@ def producer_drift(ctx: Context, r: Refreshed) -> ProducerDrift:
 def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | None:
     """What ``register`` would change in the registry (a dry run: nothing is written); None
     when there is no registry to compare with."""
-    from infra_apply.commands.register import droplets_output
+    from infra_apply.commands.register import droplets_output, shared_allocator
     from infra_apply.mesh import live_droplets_from_output, load_document, write_registration
 
     target = mesh_target(ctx)
@@ -141,10 +153,13 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
     if not prep.rendered.droplet_addresses:
         return ()
     # nothing applied: no droplets, so every entry the registry holds for the producer is stale
-    live = live_droplets_from_output(droplets_output(prep, applied=False))
+    live = live_droplets_from_output(droplets_output(prep, sandbox=ctx.sandbox, applied=False))
     doc, _ = load_document(target)
     stale = stale_registry_droplets(doc, prep.producer.name, (d.name for d in live))
-    result = write_registration(target, prep.producer.name, live, removed=stale, dry_run=True)
+    allocate = shared_allocator(ctx, prep.producer.name, live, stale, {}, write=False)
+    result = write_registration(
+        target, prep.producer.name, live, removed=stale, dry_run=True, allocate=allocate
+    )
     return result.changes
 
 

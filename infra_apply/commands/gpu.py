@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from infra_apply import remedy
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
@@ -32,7 +33,6 @@ from infra_apply.gpu.probe import ProbeResult, probe_gpu
 from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows, to_json, to_text
 from infra_apply.gpu.store import LeaseStore, StoreBusy
 from infra_apply.state import load_backend
-from infra_apply.untrusted import shell
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -178,10 +178,7 @@ def _end_if_ours(store: LeaseStore, name: str, who: str, taken: datetime) -> Non
 
 
 def _gpu_command(ctx: Context, verb: str, *args: str) -> str:
-    """A GPU command to run as printed: in the sandbox it keeps ``--sandbox`` (without it, it
-    would act on the real account)."""
-    words = ["infra-apply", "gpu", verb, *map(shell, args)]
-    return " ".join([*words, "--sandbox"] if ctx.sandbox else words)
+    return remedy.command(f"gpu {verb}", *args, sandbox=ctx.sandbox)
 
 
 def _up_args(name: str, for_: timedelta | None) -> tuple[str, ...]:
@@ -258,7 +255,7 @@ class _Releaser:
         on = leases.held(self.producer)
         if self.prep is None:
             [self.prep] = prepare(self.ctx, self.project, [self.producer])
-        plan = f"infra-apply plan --producer {shell(self.producer)}{' --sandbox' if self.ctx.sandbox else ''}"
+        plan = remedy.for_producer("plan", self.producer, sandbox=self.ctx.sandbox)
         options = ApplyOptions(
             allow_destroy=(lease.gpu,),
             auto_approve=True,

@@ -37,12 +37,10 @@ def run_prices(ctx: Context, producers: Sequence[str], *, retry: Retry | None = 
 
 def _client(ctx: Context, producer: str, retry: Retry | None) -> Client:
     from infra_apply import do_api
-    from infra_apply.pat import token_env
+    from infra_apply.pat import do_token, token_env
 
     # Pre-flight has already warned about the PAT file if there was anything to say.
-    token = token_env(ctx.env, producer, lambda _line: None).get("DIGITALOCEAN_TOKEN") or next(
-        (ctx.env[v] for v in do_api.TOKEN_VARS if ctx.env.get(v)), None
-    )
+    token = token_env(ctx.env, producer, lambda _line: None).get("DIGITALOCEAN_TOKEN") or do_token(ctx.env)
     if not token:
         raise InfraApplyError(f"no DigitalOcean token for producer {producer}")
     endpoint = ctx.env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT

@@ -7,11 +7,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from infra_apply import remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
-from infra_apply.mesh import LiveDroplet, WriteResult, live_droplets_from_output
-from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one
+from infra_apply.mesh import Allocator, LiveDroplet, WriteResult, live_droplets_from_output
+from infra_apply.state import load_backend, state_dir
+from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one, workdir_root
 
 
 @dataclass(frozen=True)
@@ -45,28 +47,53 @@ def register(
             "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
         )
     prep.copy.init()
+    live = live_droplets(prep, sandbox=ctx.sandbox)
     result = write_registration(
         target,
         prep.producer.name,
-        live_droplets(prep),
+        live,
         removed=removed,
         renamed=renamed or {},
         dry_run=dry_run,
+        allocate=shared_allocator(ctx, prep.producer.name, live, removed, renamed or {}, write=not dry_run),
     )
     if ctx.sandbox and target != ctx.mesh_path:
         ctx.say(f"sandbox: hosts registered in {target} (your mesh-hosts.json is never written)")
     return result
 
 
-def live_droplets(prep: Prepared) -> list[LiveDroplet]:
+def shared_allocator(
+    ctx: Context,
+    producer: str,
+    live: Sequence[LiveDroplet],
+    removed: Sequence[str],
+    renamed: Mapping[str, str],
+    *,
+    write: bool = True,
+) -> Allocator | None:
+    """With remote state, mesh IPs come from the allocation record in the state bucket, so every
+    runner's copy of mesh-hosts.json agrees (``write=False``: read it, reserve nothing); None
+    (each file's own lowest free address) otherwise."""
+    from infra_apply.allocations import open_record
+
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    if backend.kind != "s3":
+        return None
+    state = state_dir(ctx.env)
+    binary = tf.find_binary(ctx.env, version_cache=state / "cache" / "terraform-version.json")
+    record = open_record(state, workdir_root(ctx), backend, binary, ctx.env)
+    return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed, write=write)
+
+
+def live_droplets(prep: Prepared, *, sandbox: bool) -> list[LiveDroplet]:
     """The producer's droplets from its applied state (the ``droplets`` output)."""
 
     if not prep.rendered.droplet_addresses:
         return []
-    return live_droplets_from_output(droplets_output(prep))
+    return live_droplets_from_output(droplets_output(prep, sandbox=sandbox))
 
 
-def droplets_output(prep: Prepared, *, applied: bool = True) -> dict[str, object]:
+def droplets_output(prep: Prepared, *, sandbox: bool, applied: bool = True) -> dict[str, object]:
     """The ``droplets`` output merged with ``gpu_droplets`` (the on-demand GPUs that are up,
     an output of their own so a GPU verb's targeted apply keeps it current). ``applied``: a
     producer never applied here is an error (else: no droplets)."""
@@ -79,8 +106,8 @@ def droplets_output(prep: Prepared, *, applied: bool = True) -> dict[str, object
         except tf.OutputMissing:
             if required:
                 raise InfraApplyError(
-                    f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): "
-                    f"apply it first (infra-apply apply --producer {prep.producer.name})"
+                    f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
+                    f"first ({remedy.for_producer('apply', prep.producer.name, sandbox=sandbox)})"
                 ) from None
             continue
         if isinstance(value, Mapping):

@@ -1,0 +1,233 @@
+"""A tree's local state key (infra_apply/identity.py): what the tree is, not where it lies; the
+one-time move from the old path key; and plan/apply refusing local state under CI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra_apply import identity
+from infra_apply.config import load
+from infra_apply.errors import InfraApplyError
+from infra_apply.identity import identify, path_key, settle
+from infra_apply.state import refuse_local_state_in_ci
+from tests.conftest import CONFIG, base_tree, cli_env, run_cli, write_tree
+
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV, "GIT_CONFIG_GLOBAL": str(cwd / ".no-gitconfig")}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def repo(base: Path, rel: str = "infra", message: str = "tree") -> Path:
+    """A git repository at ``base`` holding a tree at ``base/rel``, one commit."""
+    write_tree(base / rel, base_tree())
+    git(base, "init", "-q", "-b", "main")
+    git(base, "add", "-A")
+    git(base, "commit", "-q", "-m", message)
+    return base / rel
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    """Each test sees identity as a new process does (git answers and moves are remembered)."""
+    identity.git_identity.cache_clear()
+    identity._settled.clear()
+    yield
+    identity.git_identity.cache_clear()
+    identity._settled.clear()
+
+
+# --- the key ------------------------------------------------------------------------------
+
+
+def test_a_git_tree_has_one_key_wherever_it_is_cloned_moved_or_copied(tmp_path: Path) -> None:
+    root = repo(tmp_path / "a")
+    key = identify(root, {}).key
+    assert key.startswith("git-") and key != path_key(root)
+    git(tmp_path, "clone", "-q", str(tmp_path / "a"), str(tmp_path / "b"))
+    (tmp_path / "a").rename(tmp_path / "c")
+    assert identify(tmp_path / "b" / "infra", {}).key == key
+    assert identify(tmp_path / "c" / "infra", {}).key == key
+    # a later commit (another branch, a merge) keeps it: the root commit does not change
+    (tmp_path / "c" / "infra" / "README").write_text("x")
+    git(tmp_path / "c", "add", "-A")
+    git(tmp_path / "c", "commit", "-q", "-m", "more")
+    identity.git_identity.cache_clear()
+    assert identify(tmp_path / "c" / "infra", {}).key == key
+
+
+def test_another_tree_of_the_same_repository_or_another_repository_has_another_key(tmp_path: Path) -> None:
+    root = repo(tmp_path / "a")
+    write_tree(tmp_path / "a" / "other", base_tree())
+    other = repo(tmp_path / "z", message="another tree")  # same content: another root commit
+    keys = {identify(root, {}).key, identify(tmp_path / "a" / "other", {}).key, identify(other, {}).key}
+    assert len(keys) == 3
+
+
+def test_state_name_wins_and_a_tree_outside_git_keeps_its_path_key(tmp_path: Path) -> None:
+    loose = write_tree(tmp_path / "loose", base_tree())
+    assert identify(loose, {}) == identity.TreeId(path_key(loose), f"its path {loose.resolve()}")
+    (loose / "infra-apply.toml").write_text(f'[state]\nname = "uvlava-infra"\n{CONFIG}')
+    assert identify(loose, {}).key == "name-uvlava-infra"
+    root = repo(tmp_path / "r")
+    (root / "infra-apply.toml").write_text(f'[state]\nname = "uvlava-infra"\n{CONFIG}')
+    assert identify(root, {}).key == "name-uvlava-infra"
+
+
+def test_a_shallow_clone_has_no_root_commit_and_keeps_its_path_key(tmp_path: Path) -> None:
+    repo(tmp_path / "a")
+    (tmp_path / "a" / "infra" / "x").write_text("x")
+    git(tmp_path / "a", "add", "-A")
+    git(tmp_path / "a", "commit", "-q", "-m", "second")
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{tmp_path / 'a'}", str(tmp_path / "s"))
+    shallow = tmp_path / "s" / "infra"
+    assert identify(shallow, {}).key == path_key(shallow)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('name = "Ops"', "[state] name 'Ops': 1-63 of a-z 0-9 . _ -"),
+        ('name = "../x"', "[state] name '../x': 1-63 of a-z 0-9 . _ -"),
+        ("name = 3", "[state] name must be a string"),
+        ('allow_local_in_ci = "yes"', "[state] allow_local_in_ci must be true or false"),
+        ("allow_local_in_cl = true", "[state] allow_local_in_cl: unknown setting"),
+    ],
+)
+def test_bad_state_settings_are_located_errors(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "infra-apply.toml").write_text(f"[droplets]\nmonitoring = true\n[state]\n{line}\n")
+    with pytest.raises(InfraApplyError) as err:
+        load(tmp_path, {})
+    assert (err.value.path, err.value.line, err.value.col) == ("infra-apply.toml", 4, 1)
+    assert err.value.message.startswith(message), err.value.message
+
+
+# --- the move from the old path key -----------------------------------------------------------------
+
+
+def old_state(state: Path, old: str) -> None:
+    """What an older version kept under the path key: every keyed folder and the cache."""
+    for area in identity.AREAS:
+        (state / area / old / "ct").mkdir(parents=True)
+        (state / area / old / "ct" / "terraform.tfstate").write_text(area)
+    (state / "work" / "live" / old / "ct.lock").write_text("")
+    (state / "cache").mkdir()
+    (state / "cache" / f"validate-{old}.json").write_text("{}")
+
+
+def test_state_under_the_old_path_key_is_moved_once_with_a_message(tmp_path: Path) -> None:
+    root, state = repo(tmp_path / "r"), tmp_path / "state"
+    old = path_key(root)
+    old_state(state, old)
+    said: list[str] = []
+    tree = settle(root, state, {}, said.append)
+    moved = f"infra-apply: moved this tree's local state from its old path key {old} to {tree.key}"
+    assert len(said) == 1 and said[0].startswith(moved)
+    for area in identity.AREAS:
+        assert not (state / area / old).exists()
+        assert (state / area / tree.key / "ct" / "terraform.tfstate").read_text() == area
+    assert (state / "work" / "live" / tree.key / "ct.lock").exists()
+    assert (state / "cache" / f"validate-{tree.key}.json").exists()
+    identity._settled.clear()  # a second run
+    assert settle(root, state, {}, said.append) == tree
+    assert len(said) == 1
+
+
+def test_old_and_new_state_both_present_is_refused_and_nothing_moves(tmp_path: Path) -> None:
+    root, state = repo(tmp_path / "r"), tmp_path / "state"
+    old, new = path_key(root), identify(root, {}).key
+    old_state(state, old)
+    (state / "sandbox" / "mesh" / new).mkdir(parents=True)
+    with pytest.raises(InfraApplyError) as err:
+        settle(root, state, {}, print)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"{state / 'sandbox/mesh' / old} and {state / 'sandbox/mesh' / new}" in message
+    assert f"mv {state / 'sandbox/mesh' / old} {state / 'sandbox/mesh' / old}.unused" in message
+    assert all((state / area / old / "ct" / "terraform.tfstate").exists() for area in identity.AREAS)
+    assert not (state / "work" / "live" / new).exists()
+
+
+def test_a_run_still_using_the_old_working_copies_stops_the_move(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    root, state = repo(tmp_path / "r"), tmp_path / "state"
+    old = path_key(root)
+    old_state(state, old)
+    with FileLock(str(state / "work" / "live" / old / "ct.lock")), pytest.raises(InfraApplyError) as err:
+        settle(root, state, {}, print)
+    assert "another infra-apply run is using" in str(err.value)
+    assert (state / "work" / "live" / old / "ct" / "terraform.tfstate").exists()
+
+
+def test_the_cli_moves_old_state_once_and_later_runs_are_silent(tmp_path: Path) -> None:
+    root = repo(tmp_path / "r")
+    env = cli_env(tmp_path, GIT_CONFIG_NOSYSTEM="1")
+    state = tmp_path / "state"
+    old = path_key(root)
+    (state / "work" / "sandbox" / old / "ct").mkdir(parents=True)
+    (state / "work" / "sandbox" / old / "ct" / "terraform.tfstate").write_text("{}")
+    # register reads the state of the working copy: no Terraform change, just the key
+    first = run_cli("--root", str(root), "register", "--producer", "ct", "--sandbox", "--dry-run", env=env)
+    assert "moved this tree's local state from its old path key" in first.stderr, first.stderr
+    second = run_cli("--root", str(root), "register", "--producer", "ct", "--sandbox", "--dry-run", env=env)
+    assert "moved" not in second.stderr
+    assert (state / "work" / "sandbox" / identify(root, {}).key / "ct" / "terraform.tfstate").exists()
+
+
+# --- CI -------------------------------------------------------------------------------------
+
+
+def test_plan_apply_and_drift_under_ci_with_local_state_are_refused_naming_state(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree", base_tree())
+    (root / "infra-apply.toml").write_text(f'[state]\nbackend = "local"\n{CONFIG}')
+    env = cli_env(tmp_path, CI="true")
+    assert run_cli("--root", str(root), "render", "--out", str(tmp_path / "out"), env=env).returncode == 0
+    for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve"), ("drift",)):
+        r = run_cli("--root", str(root), *args, "--out", str(tmp_path / "out"), env=env)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.startswith("infra-apply.toml:1:1: error state: CI is set (CI=true)"), r.stderr
+        assert "[state]" in r.stderr and "allow_local_in_ci = true" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state" / "work").exists()  # nothing planned
+    # listing what would be planned touches no state: allowed
+    listed = run_cli("--root", str(root), "plan", "--list", "--out", str(tmp_path / "out"), env=env)
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_local_state_under_ci_is_allowed_when_said_for_remote_state_and_the_sandbox(tmp_path: Path) -> None:
+    def config(text: str) -> None:
+        (tmp_path / "infra-apply.toml").write_text(text)
+
+    ci = {"CI": "true"}
+    config(CONFIG)
+    with pytest.raises(InfraApplyError):
+        refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
+    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=True)  # throwaway by nature
+    refuse_local_state_in_ci(load(tmp_path, {}), {"CI": "false"}, sandbox=False)
+    refuse_local_state_in_ci(load(tmp_path, {}), {}, sandbox=False)
+    config(f"[state]\nallow_local_in_ci = true\n{CONFIG}")
+    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
+    config(f'[state]\nbackend = "s3"\nbucket = "b"\n{CONFIG}')
+    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
+
+
+def test_the_allow_setting_lets_a_ci_plan_reach_the_account_check(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree", base_tree())
+    (root / "infra-apply.toml").write_text(f"[state]\nallow_local_in_ci = true\n{CONFIG}")
+    r = run_cli("--root", str(root), "plan", "--out", str(tmp_path / "out"), env=cli_env(tmp_path, CI="true"))
+    assert "error state" not in r.stderr
+    assert "DIGITALOCEAN_TOKEN" in r.stderr  # went on to pre-flight, which needs the token
