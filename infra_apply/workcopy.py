@@ -88,8 +88,15 @@ class WorkingCopy(Protocol):
     def init(self) -> None:
         """``terraform init``, only when what it depends on changed since the last one."""
 
-    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
-        """Save a plan (``PLAN_FILE``); True when Terraform says it changes something."""
+    def plan(
+        self,
+        *,
+        variables: Mapping[str, str] | None = None,
+        refresh_only: bool = False,
+        targets: Sequence[str] = (),
+    ) -> bool:
+        """Save a plan (``PLAN_FILE``); True when Terraform says it changes something.
+        ``targets``: only these resources (``-target``), for the GPU verbs."""
         ...
 
     def show(self) -> JsonObject:
@@ -170,8 +177,14 @@ class TerraformCopy:
             parts.append(self.sandbox.package_hash.encode())
         return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
-    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
-        return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only)
+    def plan(
+        self,
+        *,
+        variables: Mapping[str, str] | None = None,
+        refresh_only: bool = False,
+        targets: Sequence[str] = (),
+    ) -> bool:
+        return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only, targets=targets)
 
     def show(self) -> JsonObject:
         return tf.show_json(self.wd, PLAN_FILE)

@@ -208,6 +208,7 @@ def plan_one(
     provider_env: Callable[[], Mapping[str, str]] | None = None,
     clock: Clock = MONOTONIC,
     accounts: Accounts | None = None,
+    targets: Sequence[str] = (),
 ) -> Planned:
     """init, plan (saved), show: the saved plan as typed changes. The plan and the show each
     say how long they took when they end.
@@ -223,18 +224,23 @@ def plan_one(
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
     variables = gpu_variables(prep, gpu)
-    planned = _plan_and_show(prep, copy, say, variables, clock)
+    planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     if lookup is None:
         return planned
-    return _settle(prep, copy, planned, lookup.result(), say, variables, clock)
+    return _settle(prep, copy, planned, lookup.result(), say, variables, clock, targets)
 
 
 def _plan_and_show(
-    prep: Prepared, copy: WorkingCopy, say: Say, variables: Mapping[str, str], clock: Clock
+    prep: Prepared,
+    copy: WorkingCopy,
+    say: Say,
+    variables: Mapping[str, str],
+    clock: Clock,
+    targets: Sequence[str] = (),
 ) -> Planned:
     name = prep.producer.name
     started = clock()
-    changed = copy.plan(variables=variables)
+    changed = copy.plan(variables=variables, targets=targets)
     say(done_line(name, "plan", clock() - started, "changes" if changed else "no changes"))
     started = clock()
     raw = copy.show()
@@ -251,6 +257,7 @@ def _settle(
     say: Say,
     variables: Mapping[str, str],
     clock: Clock,
+    targets: Sequence[str] = (),
 ) -> Planned:
     """Refuse a plan creating what the account holds; import this state's own lost droplets and
     untaint its healthy tainted ones, then plan once more."""
@@ -265,7 +272,7 @@ def _settle(
     if r.settles:
         exists.act(prep.copy.path, r, copy.untaint, say, prep.producer.name)
         say(f"{prep.producer.name}: terraform plan (again, with what was settled)")
-        planned = _plan_and_show(prep, copy, say, variables, clock)
+        planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     return replace(planned, notes=r.notes)
 
 
