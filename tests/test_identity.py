@@ -196,7 +196,7 @@ def test_plan_apply_and_drift_under_ci_with_local_state_are_refused_naming_state
     (root / "infra-apply.toml").write_text(f'[state]\nbackend = "local"\n{CONFIG}')
     env = cli_env(tmp_path, CI="true")
     assert run_cli("--root", str(root), "render", "--out", str(tmp_path / "out"), env=env).returncode == 0
-    gpu = (("gpu", "up", "any-gpu", "--for", "1h"), ("gpu", "down", "any-gpu"), ("gpu", "reap"), ("gpu", "status"))
+    gpu = (("gpu", "up", "g", "--for", "1h"), ("gpu", "down", "g"), ("gpu", "reap"), ("gpu", "status"))
     for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve"), ("drift",), *gpu):
         r = run_cli("--root", str(root), *args, "--out", str(tmp_path / "out"), env=env)
         assert r.returncode == 1, r.stderr
