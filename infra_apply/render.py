@@ -7,20 +7,23 @@ destroy. The ledger is committed with ``generated/`` so pull requests show it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import atomic_write
-from infra_apply.model import Database, Droplet, Model, ProducerModel
 from infra_apply.paths import child
-from infra_apply.plan_model import CreateSettings
+
+if TYPE_CHECKING:
+    from infra_apply.model import Database, Droplet, Model, ProducerModel
+    from infra_apply.plan_model import CreateSettings
 
 LEDGER = "addresses.json"
 OWNED_SUFFIXES = (".tf",)
@@ -200,6 +203,8 @@ class Rendered:
 
 
 def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
+    from infra_apply.plan_model import CreateSettings
+
     ledger = assign_addresses(p.droplets, old)
     address = {e.name: e.address for e in ledger.entries}
     user_data = _user_data_files(p.droplets)
@@ -354,25 +359,182 @@ def _credentials_entries(dbs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def read_ledger(out_dir: Path, producer: str) -> Ledger:
+    return _ledger_from(_ledger_bytes(out_dir, producer), out_dir / producer / LEDGER)
+
+
+def _ledger_from(text: bytes | None, path: Path) -> Ledger:
+    return Ledger() if text is None else _parse_ledger_bytes(text, path)
+
+
+def _ledger_bytes(out_dir: Path, producer: str) -> bytes | None:
     path = out_dir / producer / LEDGER
     try:
-        text = path.read_text("utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
-        return Ledger()
+        return None
     except OSError as exc:
         raise InfraApplyError(
             f"cannot read address ledger: {exc.strerror}", path=str(path), rule="ledger"
         ) from None
-    return parse_ledger(text, str(path))
 
 
-def render_model(model: Model, ledger_dir: Path) -> list[Rendered]:
-    """Render every producer that has something to provision; ledgers come from ``ledger_dir``."""
-    return [
-        render_producer(p, read_ledger(ledger_dir, p.name))
-        for p in model.producers
-        if p.droplets or p.databases
+def _parse_ledger_bytes(text: bytes, path: Path) -> Ledger:
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InfraApplyError(
+            f"cannot read address ledger: {exc.reason}", path=str(path), rule="ledger"
+        ) from None
+    return parse_ledger(decoded, str(path))
+
+
+def render_model(model: Model, ledger_dir: Path, cache: Path | None = None) -> list[Rendered]:
+    """Render every producer that has something to provision; ledgers come from ``ledger_dir``.
+
+    With ``cache`` (a file under the state dir), the texts of the last render are reused when
+    every input is the same (the model, the ledgers, the templates, this code): only computing
+    them is skipped, never comparing them with or writing them to ``ledger_dir``.
+    """
+    producers = [p for p in model.producers if p.droplets or p.databases]
+    # Read once: the bytes hashed into the key are the bytes rendered from.
+    ledgers = {p.name: _ledger_bytes(ledger_dir, p.name) for p in producers}
+    key = _cache_key(model, ledgers) if cache is not None else None
+    if cache is not None and key is not None:
+        cached = _load_cache(cache, key)
+        if cached is not None:
+            return cached
+    rendered = [
+        render_producer(p, _ledger_from(ledgers[p.name], ledger_dir / p.name / LEDGER)) for p in producers
     ]
+    if cache is not None and key is not None:
+        _store_cache(cache, key, rendered)
+    return rendered
+
+
+# --- the render cache -------------------------------------------------------------------------
+
+CACHE_FORMAT = 1
+
+
+def cache_file(validation_cache: Path | None) -> Path | None:
+    """The render cache beside the tree's validation cache (both keyed by the tree's identity);
+    None when caching is off (INFRA_APPLY_NO_CACHE)."""
+    if validation_cache is None:
+        return None
+    return validation_cache.with_name("render-" + validation_cache.name.removeprefix("validate-"))
+
+
+def _canonical(value: object) -> object:
+    """A JSON-able form of the model that is the same for equal models in every process (no
+    set order, no ids); anything else raises TypeError and leaves the render uncached."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [
+            type(value).__qualname__,
+            [[f.name, _canonical(getattr(value, f.name))] for f in dataclasses.fields(value)],
+        ]
+    if isinstance(value, tuple | list):
+        return [_canonical(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"no canonical form for {type(value).__name__}")
+
+
+def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
+    from infra_apply import __version__
+
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{__version__}\0".encode())
+    try:
+        digest.update(json.dumps(_canonical(model), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        # This code and the templates: an edited template or filter renders again.
+        for module in (__file__, hcl.__file__):
+            digest.update(Path(module).read_bytes())
+        folder = hcl.templates_dir()
+        for template in sorted(folder.iterdir()):
+            digest.update(f"\0{template.name}\0".encode())
+            digest.update(template.read_bytes())
+    except (TypeError, ValueError, OSError):
+        return None
+    for producer, text in sorted(ledgers.items()):
+        digest.update(f"\0{producer}\0".encode())
+        digest.update(b"-" if text is None else b"+" + hashlib.sha256(text).digest())
+    return digest.hexdigest()
+
+
+def _rendered_json(r: Rendered) -> dict[str, Any]:
+    return {
+        "producer": r.producer,
+        "files": dict(r.files),
+        "names": dict(r.names),
+        "droplet_addresses": dict(r.droplet_addresses),
+        "gpu_variables": dict(r.gpu_variables),
+        "create_settings": {
+            a: [list(s.ssh_keys), s.monitoring, s.user_data_sha1] for a, s in r.create_settings.items()
+        },
+    }
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise TypeError("not a map of strings")
+    return value
+
+
+def _rendered_from(doc: object) -> Rendered:
+    from infra_apply.plan_model import CreateSettings
+
+    if not isinstance(doc, dict) or not isinstance(doc["producer"], str):
+        raise TypeError("not a rendered producer")
+    settings = {}
+    for address, (keys, monitoring, sha1) in doc["create_settings"].items():
+        if not (
+            isinstance(address, str)
+            and isinstance(keys, list)
+            and all(isinstance(k, str) for k in keys)
+            and isinstance(monitoring, bool)
+            and (sha1 is None or isinstance(sha1, str))
+        ):
+            raise TypeError("not create settings")
+        settings[address] = CreateSettings(tuple(keys), monitoring, sha1)
+    return Rendered(
+        producer=doc["producer"],
+        files=_str_map(doc["files"]),
+        names=_str_map(doc["names"]),
+        droplet_addresses=_str_map(doc["droplet_addresses"]),
+        gpu_variables=_str_map(doc["gpu_variables"]),
+        create_settings=settings,
+    )
+
+
+def _load_cache(cache: Path, key: str) -> list[Rendered] | None:
+    """The cached render for ``key``; None when there is none or it is damaged in any way (a
+    checksum over the payload catches a truncated or edited file). JSON, never pickle: reading
+    the state dir must not run code."""
+    try:
+        doc = json.loads(cache.read_bytes())
+        payload = doc["rendered"]
+        if doc["key"] != key or doc["sha256"] != _checksum(key, payload):
+            return None
+        return [_rendered_from(r) for r in payload]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _checksum(key: str, payload: object) -> str:
+    text = json.dumps([key, payload], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _store_cache(cache: Path, key: str, rendered: Sequence[Rendered]) -> None:
+    from infra_apply.fs import private_dirs, write_private
+
+    payload = [_rendered_json(r) for r in rendered]
+    doc = {"key": key, "sha256": _checksum(key, payload), "rendered": payload}
+    try:
+        # Private like the rest of the state dir: the texts hold the manifests' contents.
+        private_dirs(cache.parent, cache.parent.parent)
+        write_private(cache, json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+    except (OSError, ValueError):
+        pass  # a read-only state dir only costs the next render its speed
 
 
 @dataclass(frozen=True)
