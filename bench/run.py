@@ -308,6 +308,9 @@ def bench_render300(ctx: Context) -> list[Row]:
     render_tree(tree)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_APPLY_", "DIGITALOCEAN_"))}
     env["INFRA_APPLY_STATE_DIR"] = str(state)
+    # As installed (pip compiles every module): without .pyc files each run would compile
+    # infra-apply's sources again, which no user's run does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     command = ctx.command("--root", str(tree), "render", "--out", str(out))
     app = cdktf_app(ctx.repo / "bench" / "out" / "cdktf", tree)
     synth_env = {**env, "CHECKPOINT_DISABLE": "1", "CI": "1"}

@@ -7,7 +7,6 @@ destroy. The ledger is committed with ``generated/`` so pull requests show it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -424,27 +423,16 @@ def cache_file(validation_cache: Path | None) -> Path | None:
     return validation_cache.with_name("render-" + validation_cache.name.removeprefix("validate-"))
 
 
-def _canonical(value: object) -> object:
-    """A JSON-able form of the model that is the same for equal models in every process (no
-    set order, no ids); anything else raises TypeError and leaves the render uncached."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [
-            type(value).__qualname__,
-            [[f.name, _canonical(getattr(value, f.name))] for f in dataclasses.fields(value)],
-        ]
-    if isinstance(value, tuple | list):
-        return [_canonical(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise TypeError(f"no canonical form for {type(value).__name__}")
-
-
 def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
     from infra_apply import __version__
 
+    import pickle
+
     digest = hashlib.sha256(f"{CACHE_FORMAT}\0{__version__}\0".encode())
     try:
-        digest.update(json.dumps(_canonical(model), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
+        # in any field give different bytes (equal models built differently may not: a miss).
+        digest.update(pickle.dumps(model, protocol=5))
         # This code and the templates: an edited template or filter renders again.
         for module in (__file__, hcl.__file__):
             digest.update(Path(module).read_bytes())
@@ -452,7 +440,7 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
         for template in sorted(folder.iterdir()):
             digest.update(f"\0{template.name}\0".encode())
             digest.update(template.read_bytes())
-    except (TypeError, ValueError, OSError):
+    except (TypeError, ValueError, OSError, pickle.PicklingError, RecursionError):
         return None
     for producer, text in sorted(ledgers.items()):
         digest.update(f"\0{producer}\0".encode())
@@ -506,33 +494,29 @@ def _rendered_from(doc: object) -> Rendered:
 
 
 def _load_cache(cache: Path, key: str) -> list[Rendered] | None:
-    """The cached render for ``key``; None when there is none or it is damaged in any way (a
-    checksum over the payload catches a truncated or edited file). JSON, never pickle: reading
-    the state dir must not run code."""
+    """The cached render for ``key``; None when there is none or it is damaged in any way (the
+    header's SHA-256 of the payload catches a truncated or edited file). JSON, never pickle:
+    reading the state dir must not run code."""
     try:
-        doc = json.loads(cache.read_bytes())
-        payload = doc["rendered"]
-        if doc["key"] != key or doc["sha256"] != _checksum(key, payload):
+        header, _, payload = cache.read_bytes().partition(b"\n")
+        head = json.loads(header)
+        if head["key"] != key or head["sha256"] != hashlib.sha256(payload).hexdigest():
             return None
-        return [_rendered_from(r) for r in payload]
+        return [_rendered_from(r) for r in json.loads(payload)]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-
-
-def _checksum(key: str, payload: object) -> str:
-    text = json.dumps([key, payload], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _store_cache(cache: Path, key: str, rendered: Sequence[Rendered]) -> None:
     from infra_apply.fs import private_dirs, write_private
 
-    payload = [_rendered_json(r) for r in rendered]
-    doc = {"key": key, "sha256": _checksum(key, payload), "rendered": payload}
+    payload = json.dumps([_rendered_json(r) for r in rendered], ensure_ascii=False, separators=(",", ":"))
+    data = payload.encode("utf-8", "surrogatepass")
+    header = json.dumps({"format": CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(data).hexdigest()})
     try:
         # Private like the rest of the state dir: the texts hold the manifests' contents.
         private_dirs(cache.parent, cache.parent.parent)
-        write_private(cache, json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+        write_private(cache, header.encode() + b"\n" + data)
     except (OSError, ValueError):
         pass  # a read-only state dir only costs the next render its speed
 
