@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
-from infra_apply.fs import atomic_write
 from infra_apply.paths import child
 
 if TYPE_CHECKING:
@@ -571,6 +570,8 @@ def _owned(path: Path) -> bool:
 
 def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
     """Bring ``out_dir`` in line with ``rendered``; only files that differ are touched."""
+    from infra_apply.fs import atomic_write  # tempfile and shutil: only when something is written
+
     drift = compare(rendered, out_dir)
     by_producer = {r.producer: r for r in rendered}
     # Every target is checked before the first write: a refused one leaves out_dir untouched.
