@@ -31,6 +31,7 @@ from typing import Any
 
 from infra_apply.discover import MANIFEST_RE, PRUNED
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import CONFIG_LIMIT, read_bounded
 from infra_apply.names import producer_folders
 
 DEFAULT_BASE = "origin/main"
@@ -155,8 +156,8 @@ def _config_files(config: Path) -> list[str]:
     """Files the configuration names (``user_data``): a change to one changes every droplet
     using it. An unreadable or invalid config names none (plan reports it properly)."""
     try:
-        doc = tomllib.loads(config.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        doc = tomllib.loads(read_bounded(config, CONFIG_LIMIT).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return []
     return sorted(set(_values_of(doc, "user_data")))
 

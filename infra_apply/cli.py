@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -86,13 +87,38 @@ class Group(click.Group):
             raise
         except (click.exceptions.Exit, click.ClickException):
             raise
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_LOST:
+                _bug(ctx)
+            _output_lost(ctx, exc)
         except Exception:
-            traceback.print_exc()
-            click.echo(
-                "infra-apply: internal error (a bug); please report it with the traceback above",
-                err=True,
-            )
-            ctx.exit(int(ExitCode.BUG))
+            _bug(ctx)
+
+
+def _bug(ctx: click.Context) -> NoReturn:
+    traceback.print_exc()
+    click.echo(
+        "infra-apply: internal error (a bug); please report it with the traceback above",
+        err=True,
+    )
+    ctx.exit(int(ExitCode.BUG))
+
+
+# Files are written through fs.atomic_write, which turns these into InfraApplyError: one that
+# reaches the CLI came from standard output (`> /dev/full`, a closed pipe, a full disk).
+_OUTPUT_LOST = frozenset({errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _output_lost(ctx: click.Context, exc: OSError) -> NoReturn:
+    """One line, exit 1. What stdout still buffers goes to /dev/null: the interpreter's own
+    flush at exit must not fail a second time ("Exception ignored", exit 120)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    with contextlib.suppress(OSError):
+        click.echo(f"infra-apply: error: cannot write the output: {exc.strerror}", err=True)
+    ctx.exit(int(ExitCode.ERROR))
 
 
 def _error(ctx: click.Context, exc: InfraApplyError) -> NoReturn:

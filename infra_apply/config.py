@@ -30,11 +30,9 @@ hold at most 64 KiB (DigitalOcean's limit). Render copies it byte for byte into
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,7 +41,9 @@ from typing import Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError, printable
+from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
+from infra_apply.untrusted import visible
 
 CONFIG_NAME = "infra-apply.toml"
 ENV_VAR = "INFRA_APPLY_CONFIG"
@@ -85,7 +85,15 @@ _PRODUCER = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 class ConfigError(InfraApplyError):
+    """A problem in infra-apply.toml: its keys and values may hold a newline or a terminal
+    escape, so the message is made visible here, once for every message built from them."""
+
     default_rule = "config"
+
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int = 0, col: int = 0, rule: str | None = None
+    ) -> None:
+        super().__init__(visible(message), path=path, line=line, col=col, rule=rule)
 
 
 @dataclass(frozen=True)
@@ -229,18 +237,23 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
     path = config_path(root, env)
     shown = _shown(path, root)
     try:
-        text = path.read_text("utf-8")
+        text = read_bounded(path, CONFIG_LIMIT).decode("utf-8")
     except FileNotFoundError:
         if env.get(ENV_VAR):
-            raise InfraApplyError(f"{ENV_VAR} names {path}, which does not exist") from None
+            raise InfraApplyError(f"{ENV_VAR} names {printable(str(path))}, which does not exist") from None
         return Config()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {CONFIG_NAME}: {exc}", path=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {CONFIG_NAME}: {exc.strerror}", path=shown) from None
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start})"
+        raise ConfigError(f"cannot read {CONFIG_NAME}: {problem}", path=shown) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message, line, col = _toml_error(str(exc), text)
         raise ConfigError(f"invalid TOML: {message}", path=shown, line=line, col=col) from None
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise ConfigError("invalid TOML: nested too deeply", path=shown) from None
     return _Reader(root, shown, text).config(doc)
 
 
@@ -458,15 +471,15 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
         raise where.error(f"{label} {value!r} resolves outside the root {base}")
     source = target.relative_to(base).as_posix()
     try:
-        raw = _read_regular(target)
+        raw = read_bounded(target, USER_DATA_LIMIT)
     except FileNotFoundError:
         raise where.error(f"{label} {value!r}: no such file under the root") from None
-    except OSError as exc:
-        raise where.error(f"{label} {value!r}: cannot read it: {exc.strerror}") from None
-    if len(raw) > USER_DATA_LIMIT:
+    except FileTooLarge:
         raise where.error(
             f"{label} {value!r} is over 64 KiB ({USER_DATA_LIMIT} bytes); DigitalOcean refuses more user data"
-        )
+        ) from None
+    except OSError as exc:
+        raise where.error(f"{label} {value!r}: cannot read it: {exc.strerror}") from None
     file_at = Where(source, 1, 1)
     try:
         text = raw.decode("utf-8")
@@ -482,23 +495,6 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
             "user_data",
         )
     return UserData(source, text, where)
-
-
-def _read_regular(path: Path) -> bytes:
-    """The file's bytes; refused unless it is a regular file (never blocks on a FIFO)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "it is not a regular file")
-        data = b""
-        while len(data) <= USER_DATA_LIMIT:
-            chunk = os.read(fd, USER_DATA_LIMIT + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-    finally:
-        os.close(fd)
 
 
 def _check_cloud_config(text: str, source: str) -> None:

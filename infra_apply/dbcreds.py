@@ -11,11 +11,15 @@ Decisions a caller relies on:
   network (and without the cluster's public trusted-sources list). ``public=True`` gives the
   public host, for a client outside that VPC (a laptop, a droplet in another region).
 * ``sslmode=require`` always (``PGSSLMODE`` too): DigitalOcean's managed PostgreSQL only takes TLS.
-* Values are quoted so python-dotenv reads back exactly the same string: single quotes when the
-  value holds no quote, backslash or control character (then shells, docker compose and
-  systemd read it literally too), else double quotes with backslash escapes. A value holding
-  ``${...}`` cannot be carried: dotenv readers expand it as a variable in any quoting, so it is
-  refused (the password is never echoed in the message).
+* Values are quoted so ``set -a; . FILE`` (any POSIX shell) and python-dotenv both read back
+  exactly the same string: single quotes when the value holds no single quote, no backslash
+  pair and no final backslash (python-dotenv decodes those inside single quotes; a shell never
+  does), else double quotes escaping only backslash and double quote (both readers decode those
+  alike), provided the value holds no ``$`` or backtick (a shell expands or runs them inside
+  double quotes). A value no quoting serves both is refused, the password never echoed:
+  ``${...}`` (dotenv readers expand it in any quoting), a carriage return (python-dotenv reads
+  the file in text mode, where it becomes a line break), and a single quote, backslash pair or
+  final backslash together with ``$`` or a backtick.
 """
 
 from __future__ import annotations
@@ -38,19 +42,12 @@ SSLMODE = "require"
 # python-dotenv's interpolation pattern (dotenv/variables.py), widened to any ${...}.
 _INTERPOLATION = re.compile(r"\$\{[^}]*\}")
 _HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
-_PLAIN = re.compile(r"^[^'\\\x00-\x1f\x7f]*$")
-# The escapes python-dotenv decodes in a double-quoted value (dotenv/parser.py).
-_DOUBLE_ESCAPES = {
-    "\\": "\\\\",
-    '"': '\\"',
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-}
+# What a shell expands or runs inside double quotes (python-dotenv keeps a backslash before them).
+_SHELL_ACTIVE = frozenset("$`")
+_NEW_PASSWORD = (
+    "give the database user a new password (DigitalOcean's generated passwords are letters, "
+    "digits and '_')"
+)
 
 
 @dataclass(frozen=True)
@@ -133,17 +130,27 @@ def dotenv_text(c: DbCredentials, *, public: bool = False) -> str:
 
 
 def quote_value(key: str, value: str) -> str:
-    """``value`` as a dotenv value that python-dotenv reads back exactly."""
+    """``value`` as a dotenv value that ``set -a; . FILE`` and python-dotenv read back exactly."""
     if _INTERPOLATION.search(value):
-        raise InfraApplyError(
-            f"{key} contains '${{...}}', which dotenv readers expand as a variable reference in "
-            "any quoting, so no dotenv file can carry it; give the database user a new password "
-            "(DigitalOcean's generated passwords are letters, digits and '_')",
-            rule=RULE,
+        raise _uncarried(
+            key,
+            "contains '${...}', which dotenv readers expand as a variable reference in any quoting",
         )
-    if _PLAIN.match(value):
+    if "\r" in value:
+        raise _uncarried(key, "contains a carriage return, which python-dotenv reads as a line break")
+    if "'" not in value and "\\\\" not in value and not value.endswith("\\"):
         return f"'{value}'"
-    return '"' + "".join(_DOUBLE_ESCAPES.get(ch, ch) for ch in value) + '"'
+    if not _SHELL_ACTIVE.intersection(value):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise _uncarried(
+        key,
+        "contains a ', a backslash pair or a final backslash together with '$' or '`', which no quoting "
+        "reads back alike under `set -a; . FILE` and in python-dotenv",
+    )
+
+
+def _uncarried(key: str, why: str) -> InfraApplyError:
+    return InfraApplyError(f"{key} {why}, so no dotenv file can carry it; {_NEW_PASSWORD}", rule=RULE)
 
 
 def _check(c: DbCredentials) -> None:

@@ -1,8 +1,10 @@
-"""Every file infra-apply writes goes through ``atomic_write``.
+"""Every file infra-apply writes goes through ``atomic_write``; every file it reads through
+``read_bounded``.
 
 A reader (another infra-apply, net-tools, Terraform, git) never sees a half-written file, a
 crash at any moment leaves either the old file or the new one, and a failed write leaves no
-temporary file behind.
+temporary file behind. A file read is a regular file of bounded size: a symbolic link to
+``/dev/zero`` or a FIFO (committed, or swapped in since discovery) is refused without blocking.
 """
 
 from __future__ import annotations
@@ -23,6 +25,76 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 DIR_MODE = PRIVATE_DIR  # 0700 folders under the state dir
 FILE_MODE = PRIVATE_FILE
+
+
+# Read caps: each well over what a real file of that kind holds, far under what hurts a runner.
+CONFIG_LIMIT = 1024 * 1024  # infra-apply.toml
+STATE_LIMIT = 256 * 1024 * 1024  # a Terraform state (--from-state, a local terraform.tfstate)
+TEXT_LIMIT = 16 * 1024 * 1024  # a plan given to `comment`, a generated file, a cache
+
+
+class NotRegularFile(OSError):
+    """The path names a FIFO, a device, a socket or a folder (read_bounded refuses it)."""
+
+
+class FileTooLarge(OSError):
+    """The file holds more than the reader's cap."""
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    Opened non-blocking (a FIFO would otherwise wait forever for a writer) and checked on the
+    open descriptor, so a file swapped after a check is still caught. Raises ``OSError``:
+    ``FileNotFoundError``, ``NotRegularFile``, ``FileTooLarge`` (also when the file grows past
+    ``limit`` while read) or the open's own error; ``strerror`` is one line fit for a message.
+    """
+    return read_regular(path, limit)[0]
+
+
+def read_regular(path: Path, limit: int) -> tuple[bytes, int]:
+    """``read_bounded`` plus the file's permission bits (a secret's reader warns on 0644)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, f"it is not a regular file ({file_kind(st.st_mode)})")
+        if st.st_size > limit:
+            raise FileTooLarge(errno.EFBIG, f"it is larger than {_size(limit)}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(limit + 1 - size, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise FileTooLarge(errno.EFBIG, f"it is larger than {_size(limit)}")
+        return b"".join(chunks), stat.S_IMODE(st.st_mode)
+    finally:
+        os.close(fd)
+
+
+def file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _size(limit: int) -> str:
+    for unit, name in ((1024 * 1024, "MiB"), (1024, "KiB")):
+        if limit >= unit and limit % unit == 0:
+            return f"{limit // unit} {name}"
+    return f"{limit} bytes"
 
 
 class ReadOnlyTarget(InfraApplyError):

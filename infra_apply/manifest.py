@@ -8,8 +8,6 @@ anything; no tag can construct an object.
 from __future__ import annotations
 
 import copy
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import yaml
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import FileTooLarge, NotRegularFile, read_bounded
 
 try:  # the C parser is ~5x faster; fall back where libyaml is missing
     from yaml import CSafeLoader as _Loader
@@ -69,21 +68,24 @@ class YamlError(InfraApplyError):
 def load(file: Path, rel: str) -> Manifest:
     """Read and parse ``file``; ``rel`` is how messages name it. Raises ``YamlError``."""
     try:
-        # O_NONBLOCK: discovery only hands over regular files, but one swapped for a FIFO since
-        # must not block; the type is then checked on the open file itself.
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-        with open(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise YamlError("not a regular file; a manifest must be a file", rel, 1, 1)
-            raw = fh.read(MAX_BYTES + 1)
+        # Discovery only hands over regular files, but one swapped for a FIFO since must not block.
+        raw = read_bounded(file, MAX_BYTES)
+    except NotRegularFile:
+        raise YamlError("not a regular file; a manifest must be a file", rel, 1, 1) from None
+    except FileTooLarge:
+        raise _too_large(rel) from None
     except OSError as exc:
         raise YamlError(f"cannot read file: {exc.strerror}", rel, 1, 1) from None
     return parse(raw, rel)
 
 
+def _too_large(rel: str) -> YamlError:
+    return YamlError(f"file is larger than {MAX_BYTES // 1024} KiB; not a manifest", rel, 1, 1)
+
+
 def parse(raw: bytes, rel: str) -> Manifest:
     if len(raw) > MAX_BYTES:
-        raise YamlError(f"file is larger than {MAX_BYTES // 1024} KiB; not a manifest", rel, 1, 1)
+        raise _too_large(rel)
     text = _decode(raw, rel)
     if not text.strip():
         raise YamlError("empty file; expected a mapping with apiVersion, project, provider", rel, 1, 1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-import errno
 import ipaddress
 import json
 import math
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import filelock
 
 from infra_apply.errors import InfraApplyError, MeshError
-from infra_apply.fs import atomic_write, remove_orphans
+from infra_apply.fs import atomic_write, read_bounded, remove_orphans
 
 PROVIDER = "digitalocean"
 # The per-host fields infra-apply owns, in the order they are written into a new entry.
@@ -448,7 +447,7 @@ def load_document(path: Path) -> tuple[dict[str, Any], str]:
     """
     where = str(path)
     try:
-        text = _read_regular(Path(path)).decode("utf-8")
+        text = read_bounded(Path(path), MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise MeshError("mesh-hosts.json not found (set --mesh-hosts)", path=where) from None
     except UnicodeDecodeError as e:
@@ -458,24 +457,6 @@ def load_document(path: Path) -> tuple[dict[str, Any], str]:
     doc = parse_document(text, where)
     _check_document(doc, path=where)
     return doc, text
-
-
-def _read_regular(path: Path) -> bytes:
-    """The file's bytes; never blocks on a FIFO or reads a device (opened non-blocking, then
-    refused unless it is a regular file)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_size > MAX_BYTES:
-            raise OSError(errno.EFBIG, f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(MAX_BYTES + 1)
-    finally:
-        os.close(fd)
 
 
 def parse_document(text: str, where: str) -> Any:
@@ -784,7 +765,7 @@ def seed_copy(source: Path, copy: Path, lock_timeout: float = 60.0) -> None:
         except OSError as e:
             raise MeshError(f"cannot read mesh-hosts.json: {e.strerror}", path=str(copy)) from None
         try:
-            data = _read_regular(source)
+            data = read_bounded(source, MAX_BYTES)
         except FileNotFoundError:
             raise MeshError("mesh-hosts.json not found (set --mesh-hosts)", path=str(source)) from None
         except OSError as e:

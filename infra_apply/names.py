@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import yaml
 
 from infra_apply.discover import discover
+from infra_apply.fs import read_bounded
+from infra_apply.manifest import MAX_BYTES
 from infra_apply.rules import name_producer
 
 try:  # libyaml's loader when present: completion runs on every <Tab>
@@ -81,7 +83,7 @@ def tree_droplets(root: Path) -> list[DropletName]:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text("utf-8")
+        return read_bounded(path, MAX_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -7,15 +7,13 @@ what the file holds (it may be a token with a stray character, or someone else's
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import FileTooLarge, read_regular
 
 TOKEN_VARS = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
 MAX_BYTES = 4096  # DigitalOcean tokens are 71 characters; anything this big is not one
@@ -30,9 +28,11 @@ def read_pat(path: Path, warn: Callable[[str], None]) -> str | None:
     others may read or write it.
     """
     try:
-        raw, mode = _read(path)
+        raw, mode = read_regular(path, MAX_BYTES)
     except FileNotFoundError:
         return None
+    except FileTooLarge:
+        raise _error(path, f"it is larger than {MAX_BYTES} bytes; it must hold the token alone") from None
     except OSError as exc:
         raise _error(path, f"cannot read it: {exc.strerror}") from None
     if mode & 0o077:
@@ -43,38 +43,7 @@ def read_pat(path: Path, warn: Callable[[str], None]) -> str | None:
     return _token(path, raw)
 
 
-def _read(path: Path) -> tuple[bytes, int]:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"it is not a regular file ({_kind(st.st_mode)})")
-        data = os.read(fd, MAX_BYTES + 1)
-        chunk = data
-        while chunk and len(data) <= MAX_BYTES:
-            chunk = os.read(fd, MAX_BYTES + 1 - len(data))
-            data += chunk
-        return data, stat.S_IMODE(st.st_mode)
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return "a special file"
-
-
 def _token(path: Path, raw: bytes) -> str | None:
-    if len(raw) > MAX_BYTES:
-        raise _error(path, f"it is larger than {MAX_BYTES} bytes; it must hold the token alone")
     try:
         text = raw.decode("utf-8-sig")  # strips one leading byte order mark
     except UnicodeDecodeError:

@@ -28,6 +28,7 @@ from infra_apply.config import CONFIG_NAME, Config, Where
 from infra_apply.errors import InfraApplyError, Level, Problem, ValidationFailed
 from infra_apply.manifest import Key, Manifest
 from infra_apply.model import Droplet, Model
+from infra_apply.untrusted import short, visible
 
 RULE = "preflight"
 Say = Callable[[str], None]
@@ -238,16 +239,25 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
     regions, sizes, images = {}, {}, set()
     if wanted.droplets:
         regions = {str(r.get("slug")): bool(r.get("available")) for r in source.regions()}
-        sizes = {
-            str(s.get("slug")): (bool(s.get("available")), tuple(str(r) for r in s.get("regions") or ()))
-            for s in source.sizes()
-        }
+        sizes = {str(s.get("slug")): (bool(s.get("available")), _size_regions(s)) for s in source.sizes()}
         images = {str(i.get("slug")) for i in source.distribution_images() if i.get("slug")}
         # Images outside the distributions (GPU base images, applications): one call each.
         for slug in sorted({n.droplet.image for n in wanted.droplets} - images):
             if not slug.isdigit() and source.image(slug) is not None:
                 images.add(slug)
     return Catalogue(source.label, frozenset(clusters), frozenset(keys), regions, sizes, frozenset(images))
+
+
+def _size_regions(size: JsonObject) -> tuple[str, ...]:
+    """A size's ``regions``: a list of slugs (or null); any other shape is a broken answer."""
+    regions = size.get("regions") or ()
+    if not isinstance(regions, list | tuple) or not all(isinstance(r, str) for r in regions):
+        slug = visible(short(str(size.get("slug")), 60))
+        raise InfraApplyError(
+            f"DigitalOcean API: pre-flight: GET /v2/sizes: size '{slug}' has regions that are not "
+            "a list of region slugs"
+        )
+    return tuple(regions)
 
 
 def _check_account(source: Source, say: Say) -> None:

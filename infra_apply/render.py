@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.paths import child
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def parse_ledger(text: str, where: str) -> Ledger:
     try:
         doc = json.loads(text)
         items = doc["droplets"].items()
+    except RecursionError:
+        raise fail("address ledger is not valid (nested too deeply)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise fail(f"address ledger is not valid ({exc})") from None
     entries = []
@@ -367,7 +370,7 @@ def _ledger_from(text: bytes | None, path: Path) -> Ledger:
 def _ledger_bytes(out_dir: Path, producer: str) -> bytes | None:
     path = out_dir / producer / LEDGER
     try:
-        return path.read_bytes()
+        return read_bounded(path, TEXT_LIMIT)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -381,7 +384,7 @@ def _parse_ledger_bytes(text: bytes, path: Path) -> Ledger:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InfraApplyError(
-            f"cannot read address ledger: {exc.reason}", path=str(path), rule="ledger"
+            f"cannot read address ledger: not UTF-8 text (byte {exc.start})", path=str(path), rule="ledger"
         ) from None
     return parse_ledger(decoded, str(path))
 
@@ -434,11 +437,11 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
         digest.update(pickle.dumps(model, protocol=5))
         # This code and the templates: an edited template or filter renders again.
         for module in (__file__, hcl.__file__):
-            digest.update(Path(module).read_bytes())
+            digest.update(read_bounded(Path(module), TEXT_LIMIT))
         folder = hcl.templates_dir()
         for template in sorted(folder.iterdir()):
             digest.update(f"\0{template.name}\0".encode())
-            digest.update(template.read_bytes())
+            digest.update(read_bounded(template, TEXT_LIMIT))
     except (TypeError, ValueError, OSError, pickle.PicklingError, RecursionError):
         return None
     for producer, text in sorted(ledgers.items()):
@@ -497,7 +500,7 @@ def _load_cache(cache: Path, key: str) -> list[Rendered] | None:
     header's SHA-256 of the payload catches a truncated or edited file). JSON, never pickle:
     reading the state dir must not run code."""
     try:
-        header, _, payload = cache.read_bytes().partition(b"\n")
+        header, _, payload = read_bounded(cache, TEXT_LIMIT).partition(b"\n")
         head = json.loads(header)
         if head["key"] != key or head["sha256"] != hashlib.sha256(payload).hexdigest():
             return None
@@ -533,7 +536,7 @@ def compare(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
         for name, text in sorted(r.files.items()):
             path = out_dir / r.producer / name
             try:
-                if path.read_bytes() == text.encode("utf-8"):
+                if read_bounded(path, TEXT_LIMIT) == text.encode("utf-8"):
                     continue
             except OSError:
                 pass
@@ -561,8 +564,7 @@ def _owned(path: Path) -> bool:
     if path.name in HAND_OWNED or not (path.name.endswith(OWNED_SUFFIXES) or path.name == LEDGER):
         return False
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(200)
+        head = read_bounded(path, TEXT_LIMIT)[:200]  # a FIFO or device here is not ours: never waited on
     except OSError:
         return False
     return head.startswith(HEADER.encode()) or (path.name == LEDGER and b"Stable Terraform addresses" in head)
@@ -570,8 +572,6 @@ def _owned(path: Path) -> bool:
 
 def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
     """Bring ``out_dir`` in line with ``rendered``; only files that differ are touched."""
-    from infra_apply.fs import atomic_write  # tempfile and shutil: only when something is written
-
     drift = compare(rendered, out_dir)
     by_producer = {r.producer: r for r in rendered}
     # Every target is checked before the first write: a refused one leaves out_dir untouched.

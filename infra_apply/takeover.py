@@ -28,9 +28,11 @@ from typing import Any, Literal, NamedTuple
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import STATE_LIMIT, read_bounded
 from infra_apply.model import ALLOWED_REGIONS, DEFAULT_IMAGE, DEFAULT_REGION, Database, Droplet, ProducerModel
 from infra_apply.render import _db_entry
 from infra_apply.rules import SLUG_RE
+from infra_apply.untrusted import visible
 
 RULE = "from_state"
 
@@ -136,7 +138,7 @@ def read_state(path: Path, where: str | None = None) -> OldState:
     """Parse the state file at ``path``; errors name ``where`` (default: ``path``)."""
     where = where or str(path)
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, STATE_LIMIT)
     except OSError as exc:
         raise InfraApplyError(f"cannot read the old state: {exc.strerror}", path=where, rule=RULE) from None
     try:
@@ -150,6 +152,13 @@ def read_state(path: Path, where: str | None = None) -> OldState:
 
 def parse_state(text: str, where: str) -> OldState:
     """Any of the three formats -> ``OldState``; bad input -> ``InfraApplyError`` at ``where``."""
+    try:
+        return _parse_state(text, where)
+    except RecursionError:  # json.loads and the module walk recurse per level
+        raise InfraApplyError("not a Terraform state: nested too deeply", path=where, rule=RULE) from None
+
+
+def _parse_state(text: str, where: str) -> OldState:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -405,8 +414,10 @@ class Finding(NamedTuple):
     fix: str = ""
 
     def format(self) -> str:
-        text = f"{self.level} {self.rule}: {self.address}: {self.message}"
-        return f"{text}\n    fix: {self.fix}" if self.fix else text
+        """One line (and its fix on the next): values from the old state (a size, an image) may
+        hold a newline or a terminal escape, shown escaped."""
+        text = visible(f"{self.level} {self.rule}: {self.address}: {self.message}")
+        return f"{text}\n    fix: {visible(self.fix)}" if self.fix else text
 
 
 @dataclass(frozen=True)
@@ -837,7 +848,7 @@ def _check_old_root(state: OldState, found: _Collector) -> None:
 
 
 def format_text(t: Takeover) -> str:
-    lines = [f"takeover for producer {t.producer} from {t.where}"]
+    lines = [f"takeover for producer {t.producer} from {visible(t.where)}"]
     done = "taken over" if t.ok else "to take over once the errors below are fixed"
     lines.append(f"{done} ({len(t.taken_over)}):")
     lines += [
@@ -870,7 +881,8 @@ def _require_ok(t: Takeover) -> None:
     if not t.ok:
         first = t.errors[0]
         raise TakeoverRefused(
-            f"{len(t.errors)} problem(s) block the takeover, first: {first.address}: {first.message}",
+            f"{len(t.errors)} problem(s) block the takeover, first: {first.address}: "
+            f"{visible(first.message)}",
             path=t.where,
             rule=RULE,
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
+from infra_apply.fs import PRIVATE_FILE, STATE_LIMIT, TEXT_LIMIT, atomic_write, private_dirs, read_bounded
 
 MIN_VERSION = (1, 5, 0)
 Printer = Callable[[str], None]
@@ -117,8 +117,8 @@ def _cached_version(cache: Path | None, key: str) -> str | None:
     if cache is None or not key:
         return None
     try:
-        found = json.loads(cache.read_text("utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
+        found = json.loads(read_bounded(cache, TEXT_LIMIT)).get(key)
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return found if isinstance(found, str) else None
 
@@ -357,11 +357,11 @@ def _forget(cwd: Path) -> None:
 def earlier_run(cwd: Path) -> Earlier | None:
     """The Terraform recorded in ``cwd`` by a run that did not see it exit, if any."""
     try:
-        doc = json.loads((cwd / PID_FILE).read_text("utf-8"))
+        doc = json.loads(read_bounded(cwd / PID_FILE, TEXT_LIMIT))
         return Earlier(int(doc["pid"]), doc.get("started"), str(doc.get("command", "")))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None  # unreadable: nothing we could wait for
 
 
@@ -570,10 +570,16 @@ def local_state_has_resources(folder: Path) -> bool:
     """Whether ``folder``'s local ``terraform.tfstate`` holds resources. A state file that cannot
     be read as Terraform state counts as holding some: never switch backends over it."""
     state = folder / "terraform.tfstate"
-    if not state.is_file() or state.stat().st_size == 0:
+    try:
+        data = read_bounded(state, STATE_LIMIT)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # not a regular file, too large or unreadable: not provably empty
+    if not data:
         return False
     try:
-        doc = json.loads(state.read_bytes())
+        doc = json.loads(data)
         return not isinstance(doc, dict) or doc.get("resources") != []
-    except ValueError:  # not JSON, not UTF-8, or numbers beyond int()'s limit
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep, huge numbers
         return True

@@ -13,6 +13,7 @@ from typing import Any
 from infra_apply.config import Config
 from infra_apply.discover import Discovery, discover, root_hint
 from infra_apply.errors import InfraApplyError, Problem, ValidationFailed
+from infra_apply.fs import TEXT_LIMIT, read_bounded
 from infra_apply.manifest import Manifest, load
 from infra_apply.rules import Tree, run_rules
 
@@ -149,14 +150,14 @@ def _read_cache(cache: Path | None) -> dict[str, tuple[tuple[int, ...], Checked]
     if cache is None:
         return {}
     try:
-        doc = json.loads(cache.read_text("utf-8"))
+        doc = json.loads(read_bounded(cache, TEXT_LIMIT))
         if doc.get("tag") != _cache_tag():
             return {}
         return {
             rel: (tuple(stamp), (_manifest_from(rel, m), [Problem(*p) for p in probs]))
             for rel, (stamp, m, probs) in doc["entries"].items()
         }
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return {}  # a missing or damaged cache only costs a full validation
 
 

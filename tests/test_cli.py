@@ -439,3 +439,37 @@ def test_no_color_after_apply_reaches_the_guards_refusal(monkeypatch: pytest.Mon
     assert plain.exit_code == red.exit_code == ExitCode.REFUSED
     assert plain.stderr == "infra-apply: error: destroy a: gone — rerun with --allow-destroy a\n"
     assert ESC in red.stderr
+
+
+# db-credentials --stdout with the verb's state read stood in for: the write is the real one.
+_DB_CREDENTIALS_ONTO = """
+import sys
+from infra_apply import cli
+from infra_apply.commands import Output, db_credentials
+db_credentials.run = lambda *a, **k: None
+db_credentials.output = lambda done: Output("PGPASSWORD='x'\\n" * 20000)
+sys.argv = ["infra-apply", "--root", sys.argv[1], "db-credentials", "--producer", "mc", "catalog", "--stdout"]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("verb", ["schema", "validate", "db-credentials"])
+def test_a_write_error_on_stdout_is_one_line_and_exit_1(verb: str) -> None:
+    """`> /dev/full` (ENOSPC) and a closed pipe (EPIPE): one line on stderr, never a traceback
+    or exit 70, and nothing from the interpreter's own flush at exit."""
+    import subprocess
+    import sys
+
+    if verb == "db-credentials":
+        argv = [sys.executable, "-c", _DB_CREDENTIALS_ONTO, str(EXAMPLE_TREE)]
+    else:
+        argv = [sys.executable, "-m", "infra_apply", "--root", str(EXAMPLE_TREE), verb]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "infra-apply: error: cannot write the output: No space left on device\n"
+    closed = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert closed.stdout is not None and closed.stderr is not None
+    closed.stdout.close()
+    assert closed.wait(timeout=120) == 1
+    assert closed.stderr.read() == "infra-apply: error: cannot write the output: Broken pipe\n"

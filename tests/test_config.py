@@ -317,3 +317,33 @@ def test_state_settings_keep_their_behaviour(tmp_path: Path) -> None:
 def test_config_errors_are_the_error_family() -> None:
     where = Where("infra-apply.toml", 3, 1)
     assert where.error("x").format() == "infra-apply.toml:3:1: error config: x"
+
+
+@pytest.mark.parametrize(
+    "nested", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000]
+)
+def test_deeply_nested_toml_is_one_located_line(tmp_path: Path, nested: str) -> None:
+    root = tree(tmp_path, nested + "\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(root, {})
+    assert caught.value.format() == "infra-apply.toml: error config: invalid TOML: nested too deeply"
+    done = run_cli("--root", str(root), "validate")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["infra-apply.toml: error config: invalid TOML: nested too deeply"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "shown"),
+    [
+        ('[state]\n"k\\u001b]8;;x\\u0007" = "v"\n', "[state] k\\x1b]8;;x\\x07: unknown setting"),
+        ('[droplets]\n"a\\nerror: forged" = 1\n', "[droplets] a\\nerror: forged: unknown setting"),
+        ('[producers.ct]\n"m\\u009b31m" = 1\n', "[producers.ct] m\\u009b31m: unknown setting"),
+        ('"x\\u001b[2J\\ny" = 1\n', "unknown setting 'x\\x1b[2J\\ny'"),
+    ],
+)
+def test_a_hostile_toml_key_is_shown_printable_on_one_line(tmp_path: Path, toml: str, shown: str) -> None:
+    root = tree(tmp_path, toml)
+    with pytest.raises(ConfigError) as caught:
+        config.load(root, {})
+    line = caught.value.format()
+    assert line.isprintable() and shown in line, line

@@ -186,44 +186,128 @@ def _interpolates(value: str) -> bool:
     return start >= 0 and "}" in value[start + 2 :]
 
 
-@settings(max_examples=300, deadline=None)
-@given(user=HOSTILE, password=HOSTILE, database=HOSTILE)
-@example(user="a b", password="p'a\"s$s#w\\o\nr\rd\t", database="db # not a comment")
-@example(user="u", password="\\'", database="d")
-@example(user="u", password="$$ $HOME ${ } $", database="d")
-@example(user="u", password="  ", database="#")
-@example(user="u", password="end\\", database="\r\n")
-def test_hostile_values_read_back_exactly(user: str, password: str, database: str) -> None:
-    creds = DbCredentials(user, password, database, CREDS.host, 25060, CREDS.private_host)
-    if any(_interpolates(v) for v in (user, password, database)):
-        with pytest.raises(InfraApplyError) as err:
-            dotenv_text(creds)
-        # The message names the variable, never echoes the value.
-        assert err.value.message.split(" ", 1)[1] == (
-            "contains '${...}', which dotenv readers expand as a variable reference in any quoting, so "
-            "no dotenv file can carry it; give the database user a new password (DigitalOcean's "
-            "generated passwords are letters, digits and '_')"
-        )
-        assert err.value.message.split(" ", 1)[0] in KEYS
-        return
+def _uncarried(value: str) -> str | None:
+    """Why no quoting serves both a shell and python-dotenv for ``value``; None when one does."""
+    if _interpolates(value):
+        return "contains '${...}'"
+    if "\r" in value:
+        return "contains a carriage return"
+    if ("'" in value or "\\\\" in value or value.endswith("\\")) and ("$" in value or "`" in value):
+        return "contains a ', a backslash pair or a final backslash together with '$' or '`'"
+    return None
+
+
+SHELLS = [s for s in ("/bin/sh", "/bin/dash", "/bin/bash") if os.path.exists(s)]
+SOURCED = 'set -a; . ./db.env; printf "%s\\0" "$PGUSER" "$PGPASSWORD" "$PGDATABASE" "$DATABASE_URL"'
+
+
+def _read_back_everywhere(creds: DbCredentials) -> None:
+    """Written through a real file, then read by python-dotenv (from the file and from the text)
+    and by `set -a; . ./db.env` in every shell at hand: every byte comes back."""
     text = dotenv_text(creds)
+    url = database_url(creds)
     with tempfile.TemporaryDirectory() as folder:
-        # Through a real file too: reading in text mode must not turn a \r into a \n.
         path = Path(folder) / "db.env"
         write_dotenv(path, text)
         from_file = dotenv_values(path)
+        for shell in SHELLS:
+            done = subprocess.run(
+                [shell, "-c", SOURCED], cwd=folder, capture_output=True, env={"PATH": os.defpath}, check=True
+            )
+            fields = done.stdout.split(b"\0")[:-1]
+            assert fields == [v.encode() for v in (creds.user, creds.password, creds.database, url)], shell
+            assert done.stderr == b"", shell
     for values in (parse(text), from_file):
-        assert (values["PGUSER"], values["PGPASSWORD"], values["PGDATABASE"]) == (user, password, database)
+        assert (values["PGUSER"], values["PGPASSWORD"], values["PGDATABASE"]) == (
+            creds.user,
+            creds.password,
+            creds.database,
+        )
         assert url_parts(values["DATABASE_URL"] or "") == (
             "postgresql",
-            user,
-            password,
+            creds.user,
+            creds.password,
             CREDS.private_host,
             25060,
-            database,
+            creds.database,
         )
         assert urlsplit(values["DATABASE_URL"] or "").query == "sslmode=require"
         assert list(values) == KEYS
+
+
+def _carried_or_refused(user: str, password: str, database: str) -> None:
+    creds = DbCredentials(user, password, database, CREDS.host, 25060, CREDS.private_host)
+    whys = [w for w in map(_uncarried, (user, password, database)) if w]
+    if not whys:
+        _read_back_everywhere(creds)
+        return
+    with pytest.raises(InfraApplyError) as err:
+        dotenv_text(creds)
+    # One line that names the variable, never echoes the value.
+    key, message = err.value.message.split(" ", 1)
+    assert key in KEYS and "\n" not in err.value.format()
+    assert message.startswith(tuple(whys)) and message.endswith(
+        "so no dotenv file can carry it; give the database user a new password (DigitalOcean's "
+        "generated passwords are letters, digits and '_')"
+    )
+
+
+# Every character a POSIX shell treats specially, alone and in company.
+SHELL_META = "`$()'\"\\;&|<>*?[]{}~#! \t\n=%^,-+@:/."
+FIXED_PASSWORDS = [
+    *(f"a{ch}b" for ch in SHELL_META),
+    *(f"{ch}" for ch in SHELL_META if ch.strip()),
+    "$(touch pwned)",
+    "`touch pwned`",
+    "$HOME",
+    "$1$$$?$#$*$@$!$-",
+    "it's",
+    "it's $HOME",  # no quoting serves both: refused
+    "it's `id`",
+    'say "hi" \\o/',
+    "back\\\\slash",
+    "back\\\\slash $HOME",  # refused
+    "ends in \\",
+    "ends in \\ $",  # refused
+    "tab\there newline\nthere",
+    "\\n\\t\\'\\\"",
+    "#not a comment",
+    "${HOME}",  # refused
+    "a\rb",  # refused
+    "é ü 漢字 \u202e \x1b[31m \x07",
+]
+
+
+@pytest.mark.parametrize("password", FIXED_PASSWORDS)
+def test_every_shell_metacharacter_reads_back_in_shells_and_python_dotenv_or_is_refused(
+    password: str,
+) -> None:
+    _carried_or_refused("app", password, "db")
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=HOSTILE, password=HOSTILE, database=HOSTILE)
+@example(user="a b", password="p'a\"s#w\\o\nr\td", database="db # not a comment")
+@example(user="u", password="\\'", database="d")
+@example(user="u", password="$$ $HOME ${ } $", database="d")
+@example(user="u", password="  ", database="#")
+@example(user="u", password="end\\", database="\n")
+def test_hostile_values_read_back_exactly(user: str, password: str, database: str) -> None:
+    _carried_or_refused(user, password, database)
+
+
+def test_a_sourced_file_never_runs_or_expands_the_password(tmp_path: Path) -> None:
+    """The defect: a password with a ' was double-quoted, and `$(...)` ran under `. file`."""
+    marker = tmp_path / "pwned"
+    for password in (f"it's$(touch {marker})", f"it's`touch {marker}`"):
+        creds = DbCredentials("u", password, "d", CREDS.host, 25060, CREDS.private_host)
+        try:
+            text = dotenv_text(creds)
+        except InfraApplyError:
+            continue  # refused: nothing to source
+        (tmp_path / "db.env").write_text(text)
+        subprocess.run(["/bin/sh", "-c", "set -a; . ./db.env"], cwd=tmp_path, check=False)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(

@@ -139,3 +139,26 @@ def test_probe_gpu_runs_the_configured_command_with_its_timeout(tmp_path: Path) 
     assert probe_gpu(quick) == ProbeResult(failure="timed out after 1s")
     assert probe_gpu(GpuSettings("g", queue_depth="echo 7")) == ProbeResult(depth=7)
     assert probe_gpu(GpuSettings("g")) is None  # no probe configured: nothing runs
+
+
+def test_a_probe_printing_without_end_is_stopped_at_the_output_limit(tmp_path: Path) -> None:
+    """`queue_depth = "yes 1"` wrote 3 GB in 3 s to a temporary file: now the probe is killed
+    once it passes the limit, long before its timeout."""
+    stopped = ProbeResult(
+        failure="printed more than 64 KiB on stdout; stopped it (a queue depth is one integer)"
+    )
+    assert run_probe("yes 1", 600) == stopped
+    # Killed at the limit, not left to finish: what it would do after 1 MB never happens.
+    marker = tmp_path / "finished"
+    assert run_probe(f"head -c 1000000 /dev/zero; touch {marker}; echo 3", 600) == stopped
+    assert not marker.exists()
+    err = run_probe(f"head -c 1000000 /dev/zero >&2; touch {marker}; echo 3", 600)
+    assert err.failure is not None and err.failure.startswith("printed more than 64 KiB on stderr")
+    assert not marker.exists()
+
+
+def test_the_probe_s_stderr_is_shown_printable() -> None:
+    """An OSC escape (a terminal title) or a newline in the probe's error never reaches the
+    terminal raw, and the failure stays one line."""
+    got = run_probe(r"printf 'refused\033]0;pwned\007 \342\200\256here\n' >&2; exit 3", 30)
+    assert got == ProbeResult(failure="exited with status 3: refused\\x1b]0;pwned\\x07 \\u202ehere")

@@ -257,3 +257,10 @@ def test_each_producer_has_its_own_remote_store(bucket: Bucket, tmp_path: Path) 
     ct.write(ct.read(), {CT_GPU: a_lease()})
     assert mc.read().leases == {}
     assert bucket.get("live/mc/gpu-leases.tfstate") is None
+
+
+def test_a_deeply_nested_leases_document_is_unreadable_not_a_crash() -> None:
+    from infra_apply.gpu.store import decode
+
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode("ct", "[" * 100_000 + "]" * 100_000)

@@ -305,3 +305,49 @@ def test_a_token_with_a_control_or_non_ascii_character_is_one_line_naming_its_va
         "character, a space, or a non-ASCII character); set it to the token alone\n"
     )
     assert bad.strip() not in r.stdout + r.stderr
+
+
+class _Catalogue:
+    """A source whose answers are given whole: shapes DigitalOcean never sends."""
+
+    label = "the DigitalOcean account"
+
+    def __init__(self, sizes: list[dict[str, Any]]) -> None:
+        self._sizes = sizes
+
+    def account(self) -> dict[str, Any]:
+        return {"status": "active"}
+
+    def databases(self) -> list[dict[str, Any]]:
+        return []
+
+    def ssh_keys(self) -> list[dict[str, Any]]:
+        return []
+
+    def sizes(self) -> list[dict[str, Any]]:
+        return self._sizes
+
+    def regions(self) -> list[dict[str, Any]]:
+        return [{"slug": "nyc3", "available": True}]
+
+    def distribution_images(self) -> list[dict[str, Any]]:
+        return [{"slug": "ubuntu-24-04-x64"}]
+
+    def image(self, slug: str) -> dict[str, Any] | None:
+        return None
+
+
+@pytest.mark.parametrize("regions", [5, "nyc3", {"nyc3": True}, [1, 2], True])
+def test_a_size_whose_regions_are_not_a_list_of_slugs_is_one_line(regions: object) -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=SimpleNamespace(image="x"))),))
+    source = _Catalogue([{"slug": "s-1vcpu-1gb\x1b]0;x\x07", "available": True, "regions": regions}])
+    with pytest.raises(InfraApplyError) as caught:
+        preflight.fetch(cast(Any, source), wanted, lambda _line: None)
+    line = caught.value.format()
+    assert "GET /v2/sizes: size 's-1vcpu-1gb\\x1b]0;x\\x07' has regions that are not a list" in line
+    assert line.isprintable()
+    ok = _Catalogue([{"slug": "s-1vcpu-1gb", "available": True, "regions": None}])
+    assert preflight.fetch(cast(Any, ok), wanted, lambda _line: None).sizes == {"s-1vcpu-1gb": (True, ())}

@@ -403,3 +403,24 @@ def test_a_user_data_folder_that_is_a_symlink_is_never_written_through(tmp_path:
     with pytest.raises(InfraApplyError, match="refusing to write"):
         write(render_model(build_model(validate_tree(root)), out), out)
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_check_never_waits_on_a_fifo_or_reads_a_device_in_the_generated_tree(tmp_path: Path) -> None:
+    """A committed FIFO or symlink to /dev/zero in generated/ (render --check in CI) is stale or
+    foreign at once: never a hang, never gigabytes read."""
+    import threading
+
+    root = write_tree(tmp_path / "root", {**base_tree(), "@ct/app/.infra.yaml": project("app")})
+    out = tmp_path / "out"
+    rendered = render_model(build_model(validate_tree(root)), out)
+    write(rendered, out)
+    (out / "ct" / "droplets.tf").unlink()
+    os.mkfifo(out / "ct" / "droplets.tf")
+    os.mkfifo(out / "ct" / "pipe.tf")
+    (out / "ct" / "zero.tf").symlink_to("/dev/zero")
+    got: list[Any] = []
+    worker = threading.Thread(target=lambda: got.append(compare(rendered, out)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)  # returns at once when fixed; the bound is for the failure only
+    assert not worker.is_alive(), "render --check blocked on a FIFO"
+    assert got[0].stale == ("ct/droplets.tf",) and got[0].extra == ()

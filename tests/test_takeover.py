@@ -32,6 +32,7 @@ from infra_apply.takeover import (
     OldState,
     Takeover,
     TakeoverRefused,
+    format_text,
     import_block,
     import_file,
     parse_state,
@@ -905,3 +906,42 @@ def test_bad_inputs_never_reach_the_files() -> None:
         import_block("digitalocean_droplet.x\n}\nimport {", "1")
     with pytest.raises(InfraApplyError, match="not a Terraform resource address"):
         removed_block("digitalocean_droplet.x[0]")
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"version": 4, "resources": [{"mode": "managed", "instances": [{"attributes": '
+        + '{"a": ' * 5000
+        + "1"
+        + "}" * 5000
+        + "}]}]}",
+    ],
+)
+def test_a_deeply_nested_old_state_is_one_line(tmp_path: Path, nested: str) -> None:
+    path = tmp_path / "old.tfstate"
+    path.write_text(nested)
+    with pytest.raises(InfraApplyError) as caught:
+        read_state(path)
+    line = caught.value.format()
+    assert "\n" not in line and "nested too deeply" in line and line.startswith(str(path))
+
+
+def test_values_of_the_old_state_cannot_forge_a_report_line(old_root: OldRoot, tmp_path: Path) -> None:
+    """A size with a newline forged a "taken over" line; an image with an OSC escape reached the
+    terminal. Each finding stays its one line (and its fix line), escapes shown escaped."""
+    doc = old_root.v4()
+    _instance(doc, "digitalocean_droplet", "api")["attributes"]["size"] = "s-1\ntaken over (9):\n  forged"
+    _instance(doc, "digitalocean_droplet", "web")["attributes"]["image"] = "\x1b]0;pwned\x07x"
+    t = takeover(parse_state(json.dumps(doc), "old\nstate"), tmp_path, old_root)
+    text = format_text(t)
+    lines = text.split("\n")[:-1]
+    assert all(line.isprintable() for line in lines)
+    assert not any(line.startswith(("taken over (9)", "  forged")) for line in lines)
+    assert lines[0] == "takeover for producer ct from old\\nstate"
+    assert any("size is s-1\\ntaken over (9):\\n  forged, the manifest says" in line for line in lines)
+    assert any("\\x1b]0;pwned\\x07x" in line for line in lines)
+    with pytest.raises(InfraApplyError) as refused:
+        import_file(t)
+    assert "\n" not in refused.value.format() and "\x1b" not in refused.value.format()

@@ -21,6 +21,7 @@ from infra_apply.comment import (
     resolve_target,
 )
 from infra_apply.errors import InfraApplyError
+from infra_apply.fs import TEXT_LIMIT, read_bounded
 from infra_apply.http import Limits
 from infra_apply.report.combine import combine
 
@@ -73,12 +74,12 @@ def run(
 
 def _read_text(file: Path, read_stdin: Callable[[], bytes]) -> str:
     try:
-        raw = read_stdin() if str(file) == "-" else file.read_bytes()
+        raw = read_stdin() if str(file) == "-" else read_bounded(file, TEXT_LIMIT)
         return raw.decode("utf-8")
     except OSError as exc:
-        raise InfraApplyError(f"cannot read {file}: {exc.strerror}") from None
+        raise InfraApplyError(f"cannot read it: {exc.strerror}", path=str(file)) from None
     except UnicodeDecodeError:
-        raise InfraApplyError(f"{file} is not UTF-8 text") from None
+        raise InfraApplyError("it is not UTF-8 text", path=str(file)) from None
 
 
 def output(done: Commented, fmt: str) -> Output:

@@ -221,6 +221,8 @@ def decode(producer: str, raw: str) -> dict[str, Lease]:
         doc = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc})") from None
+    except RecursionError:  # the document sits in Terraform state, which anyone may edit
+        raise ValueError("not a leases document (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     if doc.get("format") != FORMAT:
