@@ -318,7 +318,8 @@ def bench_render300(ctx: Context) -> list[Row]:
     def render(extra_env: Mapping[str, str] | None = None) -> None:
         done = subprocess.run(command, env={**env, **(extra_env or {})}, capture_output=True, check=False)
         if done.returncode != 0:
-            raise BenchError(f"`{' '.join(command)}` exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+            error = done.stderr.decode()[-2000:]
+            raise BenchError(f"`{' '.join(command)}` exited {done.returncode}: {error}")
 
     def cold() -> None:
         # Nothing from a previous render: no render cache (the validation cache stays: it is
@@ -344,7 +345,10 @@ def bench_render300(ctx: Context) -> list[Row]:
         if done.returncode != 0:
             raise BenchError(f"cdktf synth exited {done.returncode}: {done.stdout.decode()[-2000:]}")
 
-    cold(), render(), synth()  # warm-up: page cache, .pyc files, the validation cache
+    # Warm-up: the page cache, .pyc files, the validation cache.
+    cold()
+    render()
+    synth()
     series: dict[str, list[Timing]] = {"cold": [], "none": [], "warm": [], "cdktf": []}
     for _ in range(ctx.runs):
         series["cold"].append(timed_child(cold))
@@ -359,7 +363,10 @@ def bench_render300(ctx: Context) -> list[Row]:
         _speedup("infra-apply render, cold", t["cold"], t["cdktf"], "no render cache, empty out dir"),
         _speedup("infra-apply render, warm", t["warm"], t["cdktf"], "inputs unchanged, cache hit"),
         _speedup(
-            "infra-apply render, nothing cached", t["none"], t["cdktf"], "INFRA_APPLY_NO_CACHE=1, empty out dir"
+            "infra-apply render, nothing cached",
+            t["none"],
+            t["cdktf"],
+            "INFRA_APPLY_NO_CACHE=1, empty out dir",
         ),
     ]
 

@@ -426,9 +426,9 @@ def cache_file(validation_cache: Path | None) -> Path | None:
 
 
 def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
-    from infra_apply import __version__
-
     import pickle
+
+    from infra_apply import __version__
 
     digest = hashlib.sha256(f"{CACHE_FORMAT}\0{__version__}\0".encode())
     try:
@@ -464,7 +464,9 @@ def _rendered_json(r: Rendered) -> dict[str, Any]:
 
 
 def _str_map(value: object) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise TypeError("not a map of strings")
     return value
 

@@ -47,7 +47,9 @@ def as_dict(rendered: list[Rendered]) -> list[dict[str, object]]:
     ]
 
 
-def test_unchanged_inputs_reuse_the_texts_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unchanged_inputs_reuse_the_texts_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, cache, out = example_model(), tmp_path / "state" / "cache" / "render-x.json", tmp_path / "out"
     fresh = render_model(model, out)
     assert as_dict(render_model(model, out, cache)) == as_dict(fresh)  # a miss: rendered and stored
@@ -96,7 +98,8 @@ def test_a_changed_model_ledger_or_template_renders_again(
     # a droplet's size
     producer = model.producers[0]
     bigger = replace(producer.droplets[0], size="s-8vcpu-16gb")
-    changed = replace(model, producers=(replace(producer, droplets=(bigger, *producer.droplets[1:])), *model.producers[1:]))
+    producers = (replace(producer, droplets=(bigger, *producer.droplets[1:])), *model.producers[1:])
+    changed = replace(model, producers=producers)
     assert _keys(changed, out)[0] != key
     texts = {r.producer: r.files for r in render_model(changed, out, cache)}
     assert '"s-8vcpu-16gb"' in texts[producer.name]["droplets.tf"]
@@ -116,7 +119,8 @@ def test_a_changed_model_ledger_or_template_renders_again(
 
 
 def test_the_cache_lives_beside_the_validation_cache_and_is_off_without_it(tmp_path: Path) -> None:
-    assert cache_file(tmp_path / "cache" / "validate-tree-1.json") == tmp_path / "cache" / "render-tree-1.json"
+    folder = tmp_path / "cache"
+    assert cache_file(folder / "validate-tree-1.json") == folder / "render-tree-1.json"
     assert cache_file(None) is None
 
 
