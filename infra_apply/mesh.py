@@ -17,7 +17,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -44,6 +44,8 @@ _OUTPUT = "terraform output `droplets`"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Called under the registry lock with the file's document: droplet -> the mesh IP it gets.
+Allocator = Callable[[dict[str, Any]], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -169,11 +171,14 @@ def plan_registration(
     *,
     removed: Sequence[str] = (),
     renamed: Mapping[str, str] = {},  # read-only default, never mutated
+    assigned: Mapping[str, str] = {},  # read-only default, never mutated
 ) -> RegistrationResult:
     """Compute the registry after registering ``live`` (pure; ``doc`` is not modified).
 
     Order of effects: renames (entries follow the new droplet name, keeping their mesh IP),
     removals of destroyed droplets that are not live, then registration of every live host.
+    ``assigned`` (droplet -> mesh IP, the shared allocation record's answer with remote state)
+    takes the place of the lowest free address for a droplet not yet in the file.
     Raises MeshError on a malformed document or on any host conflict; nothing is partial.
     """
     network = _check_document(doc, path=None)
@@ -185,7 +190,7 @@ def plan_registration(
     live_names = {d.name for d in live}
     changes += _apply_removals(hosts, producer, [n for n in removed if n not in live_names])
     _check_conflicts(hosts, producer, live)
-    changes += _register(hosts, network, producer, live)
+    changes += _register(hosts, network, producer, live, assigned)
     return RegistrationResult(document=new_doc, changes=_merge_updates(changes))
 
 
@@ -202,6 +207,11 @@ def _merge_updates(changes: list[HostChange]) -> tuple[HostChange, ...]:
         else:
             merged[key] = c
     return tuple(merged.values())
+
+
+def check_network(doc: object) -> IPNetwork:
+    """The network of a registry document; MeshError when the document is malformed."""
+    return _check_document(doc, path=None)
 
 
 def _check_document(doc: object, path: str | None) -> IPNetwork:
@@ -301,14 +311,22 @@ def _owner(entry: object) -> str:
 
 
 def _register(
-    hosts: dict[str, Any], network: IPNetwork, producer: str, live: Sequence[LiveDroplet]
+    hosts: dict[str, Any],
+    network: IPNetwork,
+    producer: str,
+    live: Sequence[LiveDroplet],
+    assigned: Mapping[str, str],
 ) -> list[HostChange]:
     changes: list[HostChange] = []
     # Sorted so that allocation does not depend on the caller's order.
     for d in sorted(live, key=lambda d: d.name):
         if not d.hosts:
             continue
-        mesh_ip = _droplet_mesh_ip(hosts, producer, d.name) or _lowest_free(hosts, network)
+        mesh_ip = (
+            assigned.get(d.name)
+            or _droplet_mesh_ip(hosts, producer, d.name)
+            or lowest_free(used_addresses(hosts), network)
+        )
         for host in d.hosts:
             changes += _upsert(hosts, host, d, mesh_ip)
     return changes
@@ -317,14 +335,17 @@ def _register(
 def _droplet_mesh_ip(hosts: dict[str, Any], producer: str, droplet: str) -> str | None:
     """The mesh IP a droplet already has: that of its first entry with a valid one."""
     for entry in hosts.values():
-        if _is_ours(entry, producer, droplet) and _parse_ip(entry.get("mesh_ip")):
+        if _is_ours(entry, producer, droplet) and parse_ip(entry.get("mesh_ip")):
             return str(entry["mesh_ip"])
     return None
 
 
-def _lowest_free(hosts: dict[str, Any], network: IPNetwork) -> str:
+def used_addresses(hosts: Mapping[str, Any]) -> set[IPAddress]:
     # Every entry counts, owned or not: a hand-registered mac's address is taken too.
-    used = {_parse_ip(e.get("mesh_ip")) for e in hosts.values() if isinstance(e, dict)}
+    return {ip for e in hosts.values() if isinstance(e, dict) and (ip := parse_ip(e.get("mesh_ip")))}
+
+
+def lowest_free(used: set[IPAddress], network: IPNetwork) -> str:
     first = int(network.network_address) + 2  # skip the network address and the hub (.1)
     last = int(network.broadcast_address) - 1  # skip broadcast
     for n in range(first, last + 1):
@@ -341,7 +362,7 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
         entry = hosts[host] = {}  # appended: new hosts go to the end, file order kept
     # An existing entry keeps its address; only a missing or broken one is (re)assigned.
     current = entry.get("mesh_ip")
-    if isinstance(current, str) and _parse_ip(current) is not None:
+    if isinstance(current, str) and parse_ip(current) is not None:
         mesh_ip = current
     wanted = {
         "mesh_ip": mesh_ip,
@@ -367,7 +388,7 @@ def _upsert(hosts: dict[str, Any], host: str, d: LiveDroplet, mesh_ip: str) -> l
     return []
 
 
-def _parse_ip(value: object) -> IPAddress | None:
+def parse_ip(value: object) -> IPAddress | None:
     if not isinstance(value, str):
         return None
     try:
@@ -702,6 +723,7 @@ def write_registration(
     renamed: Mapping[str, str] = {},  # read-only default, never mutated
     dry_run: bool = False,
     lock_timeout: float = 60.0,
+    allocate: Allocator | None = None,
 ) -> WriteResult:
     """Register ``live`` in the file at ``path``: locked, reloaded under the lock, atomic.
 
@@ -709,15 +731,18 @@ def write_registration(
     whatever the file's indentation) or on ``dry_run`` (which takes no lock: the atomic
     replace means a reader always sees a whole file). A write uses :func:`dump_document`'s
     style, so a file in another style is reformatted only when something changed.
+    ``allocate`` is called with the file's document (under the lock unless on a dry run) and
+    says which mesh IP each droplet gets (with remote state: reserved in the shared record before
+    the file is written).
     """
     # Resolve a symlinked registry so the replace lands on the target, not on the link.
     target = Path(os.path.realpath(path))
     if dry_run:
-        return _compute(target, producer, live, removed, renamed, dry_run=True)
+        return _compute(target, producer, live, removed, renamed, dry_run=True, allocate=allocate)
     check_writable(target)
     with _locked(target, lock_timeout):
         _remove_orphans(target)
-        return _compute(target, producer, live, removed, renamed, dry_run=False)
+        return _compute(target, producer, live, removed, renamed, dry_run=False, allocate=allocate)
 
 
 def check_writable(path: Path) -> None:
@@ -781,9 +806,11 @@ def _compute(
     renamed: Mapping[str, str],
     *,
     dry_run: bool,
+    allocate: Allocator | None = None,
 ) -> WriteResult:
     doc, old_text = load_document(target)
-    result = plan_registration(doc, producer, live, removed=removed, renamed=renamed)
+    assigned = allocate(doc) if allocate is not None else {}
+    result = plan_registration(doc, producer, live, removed=removed, renamed=renamed, assigned=assigned)
     new_text = dump_document(result.document)
     # Compare documents, not texts: a registry net-tools wrote in another style (4-space
     # indent, one line) must not be reformatted by a registration that changes nothing.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from infra_apply import terraform as tf
+from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
 from infra_apply.errors import InfraApplyError, TerraformError
@@ -375,6 +376,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
     binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
     backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    # Before any Terraform run relies on the bucket's lockfile.
+    check_locking(state_dir(ctx.env), backend, binary, ctx.env)
     sandbox_env: dict[str, str] | None = None
     cloud: Path | None = None
     setup = None

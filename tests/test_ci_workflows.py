@@ -109,6 +109,28 @@ def test_apply_workflow_never_overlaps_one_producer(forge: str) -> None:
     assert run == 'infra-apply apply --producer "$PRODUCER" --auto-approve'  # the guard stays on
 
 
+@pytest.mark.parametrize("forge", ["github", "forgejo"])
+def test_apply_workflow_brings_the_registry_in_with_one_job_and_one_commit(forge: str) -> None:
+    """The parallel apply jobs each register into their own copy of mesh-hosts.json; one job
+    after all of them (failed ones too) registers every producer of the run and commits."""
+    jobs = load(CI / forge / "infra-apply-apply.yml")["jobs"]
+    assert list(jobs) == ["check", "apply", "registry"]
+    registry = jobs["registry"]
+    assert registry["needs"] == ["check", "apply"]
+    assert registry["if"].startswith("always() && needs.check.result == 'success'")
+    assert registry["permissions"] == {"contents": "write"}
+    assert "strategy" not in registry  # one job
+    assert registry["concurrency"] == {"group": "infra-apply-registry", "cancel-in-progress": False}
+    [s] = [s for s in registry["steps"] if "infra-apply register" in s.get("run", "")]
+    assert s["env"]["PRODUCERS"] == "${{ needs.check.outputs.producers }}"
+    assert {"SPACES_ACCESS_KEY_ID", "SPACES_SECRET_ACCESS_KEY"} <= set(s["env"])  # the shared state
+    run = s["run"]
+    assert 'infra-apply register --producer "$producer"' in run
+    assert run.count("git commit") == 1 and 'git add -- "$INFRA_APPLY_MESH_HOSTS"' in run
+    assert 'git push --quiet origin "HEAD:$BRANCH"' in run
+    assert not any("artifact" in step.get("uses", "") for step in jobs["apply"]["steps"])
+
+
 def step(path: Path, job: str, name: str) -> dict[str, Any]:
     steps = load(path)["jobs"][job]["steps"]
     found: dict[str, Any] = next(s for s in steps if s.get("name", "").startswith(name))

@@ -135,6 +135,7 @@ def producer_drift(ctx: Context, r: Refreshed) -> ProducerDrift:
 def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | None:
     """What ``register`` would change in the registry (a dry run: nothing is written); None
     when there is no registry to compare with."""
+    from infra_apply.commands.register import shared_allocator
     from infra_apply.mesh import live_droplets_from_output, load_document, write_registration
 
     target = mesh_target(ctx)
@@ -149,7 +150,10 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
         live = []  # nothing applied: every entry the registry holds for the producer is stale
     doc, _ = load_document(target)
     stale = stale_registry_droplets(doc, prep.producer.name, (d.name for d in live))
-    result = write_registration(target, prep.producer.name, live, removed=stale, dry_run=True)
+    allocate = shared_allocator(ctx, prep.producer.name, live, stale, {}, write=False)
+    result = write_registration(
+        target, prep.producer.name, live, removed=stale, dry_run=True, allocate=allocate
+    )
     return result.changes
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from infra_apply import terraform as tf
+from infra_apply.bucket import check_locking
 from infra_apply.gpu.lease import Lease, held
 from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
 from infra_apply.plan_model import ProducerPlan
@@ -90,6 +91,7 @@ def lease_store(ctx: Context, producer: str) -> LeaseStore:
     when ``[state]`` is remote (so a team sees one truth)."""
     binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
     backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    check_locking(state_dir(ctx.env), backend, binary, ctx.env)
     return open_store(state_dir(ctx.env), workdir_root(ctx), producer, backend, binary, ctx.env)
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
-from infra_apply.mesh import LiveDroplet, WriteResult
-from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one
+from infra_apply.mesh import Allocator, LiveDroplet, WriteResult
+from infra_apply.state import load_backend, state_dir
+from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one, workdir_root
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,42 @@ def register(
             "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
         )
     prep.copy.init()
+    live = live_droplets(prep)
     result = write_registration(
         target,
         prep.producer.name,
-        live_droplets(prep),
+        live,
         removed=removed,
         renamed=renamed or {},
         dry_run=dry_run,
+        allocate=shared_allocator(ctx, prep.producer.name, live, removed, renamed or {}, write=not dry_run),
     )
     if ctx.sandbox and target != ctx.mesh_path:
         ctx.say(f"sandbox: hosts registered in {target} (your mesh-hosts.json is never written)")
     return result
+
+
+def shared_allocator(
+    ctx: Context,
+    producer: str,
+    live: Sequence[LiveDroplet],
+    removed: Sequence[str],
+    renamed: Mapping[str, str],
+    *,
+    write: bool = True,
+) -> Allocator | None:
+    """With remote state, mesh IPs come from the allocation record in the state bucket, so every
+    runner's copy of mesh-hosts.json agrees (``write=False``: read it, reserve nothing); None
+    (each file's own lowest free address) otherwise."""
+    from infra_apply.allocations import open_record
+
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    if backend.kind != "s3":
+        return None
+    state = state_dir(ctx.env)
+    binary = tf.find_binary(ctx.env, version_cache=state / "cache" / "terraform-version.json")
+    record = open_record(state, workdir_root(ctx), backend, binary, ctx.env)
+    return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed, write=write)
 
 
 def live_droplets(prep: Prepared) -> list[LiveDroplet]:

@@ -9,20 +9,16 @@ bucket at ``<key_prefix>/<producer>/gpu-leases.tfstate`` (same credentials, same
 ``terraform.tfstate``, private under the state dir. ``terraform_data`` is built into
 Terraform: the root needs no provider and no registry.
 
-Reading is ``terraform output -json leases``. Writing is a compare-and-swap:
-
-1. ``terraform plan -var leases=<new document> -out=<plan>`` (Terraform reads the current state);
-2. the plan's prior value must be the document the caller read, else ``LeaseConflict``;
-3. ``terraform apply <plan>``: Terraform takes the state lock and refuses a saved plan whose
-   state changed since step 1 ("Saved plan is stale"), which is also ``LeaseConflict``.
+Reading and writing are ``docstore.DocumentRoot``'s: a compare-and-swap through a saved
+plan whose prior value must be the document the caller read.
 
 So a writer that decided on a document somebody else has since changed never overwrites it,
 on one machine or across a team. Two locks of ours complete it on one machine:
 
 - ``exclusive()``: the read + decide + act of ``gpu up``/``down``/``reap`` (a file lock beside
   the copy, ``<copy>.lock``); two reaps on one machine never both act;
-- an I/O lock around every Terraform run in the copy, so a reader (an ordinary plan asking
-  which GPUs are held) never runs Terraform in the copy while a writer does.
+- the document root's I/O lock around every Terraform run in the copy, so a reader (an
+  ordinary plan asking which GPUs are held) never runs Terraform in the copy while a writer does.
 
 What holds for a team (several machines, remote state): every write is atomic (one S3 PUT
 under Terraform's lock file) and compare-and-swapped, so two reapers can never both claim a
@@ -40,17 +36,16 @@ own error and nothing is written until the file is restored from the backup.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from infra_apply import hcl
 from infra_apply import terraform as tf
+from infra_apply.docstore import DocumentRoot, Stale, parse, store_env
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.fs import private_dirs, sync_private, tighten, write_private
+from infra_apply.fs import private_dirs, sync_private
 from infra_apply.gpu.lease import Lease, from_dict, to_dict
 from infra_apply.paths import child
 from infra_apply.state import CONFIG_NAME, Backend
@@ -58,18 +53,8 @@ from infra_apply.state import CONFIG_NAME, Backend
 SUFFIX = ".gpu-leases"
 MAIN_FILE = "leases.tf"
 BACKEND_FILE = "backend.tf"
-PLAN_FILE = "leases.tfplan"
-STAMP = ".infra-apply-init"
-IO_LOCK = ".infra-apply-io.lock"
 STATE_NAME = "gpu-leases.tfstate"
 FORMAT = 1
-ADDRESS = "terraform_data.leases"
-# A write holds Terraform's state lock for well under a second; a reader waits that long.
-LOCK_TIMEOUT = "60s"
-IO_LOCK_SECONDS = 300.0
-STALE = "Saved plan is stale"
-# What a lease root never needs: the token (it talks to no cloud) and the plugin cache.
-_DROPPED = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "TF_PLUGIN_CACHE_DIR")
 
 
 class LeaseStoreError(InfraApplyError):
@@ -121,12 +106,14 @@ class LeaseStore:
         finally:
             lock.release()
 
+    @property
+    def document(self) -> DocumentRoot:
+        return DocumentRoot(self.wd, "leases")
+
     def read(self) -> Snapshot:
-        with self._io():
-            try:
-                value = tf.output_json(self.wd, "leases")
-            except tf.OutputMissing:
-                return Snapshot(None, {})
+        value = self.document.read()
+        if value is None:
+            return Snapshot(None, {})
         if not isinstance(value, str):
             raise self._unreadable("its leases output is not a string")
         return Snapshot(value, self._decode(value))
@@ -135,16 +122,16 @@ class LeaseStore:
         """Replace the leases read as ``seen`` by ``leases``; ``LeaseConflict`` when the store
         holds anything else by now (nothing is written then)."""
         raw = encode(self.producer, leases)
-        with self._io():
-            plan = self.path / PLAN_FILE
-            try:
-                changed = tf.plan(self.wd, PLAN_FILE, variables={"leases": raw}, lock_timeout=LOCK_TIMEOUT)
-                if _prior(tf.show_json(self.wd, PLAN_FILE)) != seen.raw:
-                    raise self._conflict()
-                if changed:
-                    self._apply()
-            finally:
-                plan.unlink(missing_ok=True)
+        try:
+            self.document.swap(seen.raw, raw)
+        except Stale:
+            raise self._conflict() from None
+        except tf.CommandFailed as exc:
+            if exc.what != "apply":
+                raise
+            raise LeaseStoreError(
+                f"could not write the GPU leases of producer {self.producer} ({self.where}):\n{exc.detail}"
+            ) from None
         return Snapshot(raw, dict(leases))
 
     def update(
@@ -160,23 +147,6 @@ class LeaseStore:
                 if attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def _apply(self) -> None:
-        try:
-            tf.apply(self.wd, PLAN_FILE, lock_timeout=LOCK_TIMEOUT)
-        except tf.CommandFailed as exc:
-            if STALE in exc.detail:
-                raise self._conflict() from None
-            raise LeaseStoreError(
-                f"could not write the GPU leases of producer {self.producer} ({self.where}):\n{exc.detail}"
-            ) from None
-
-    @contextlib.contextmanager
-    def _io(self) -> Iterator[None]:
-        from filelock import FileLock
-
-        with FileLock(self.path / IO_LOCK, mode=0o600, is_singleton=True).acquire(timeout=IO_LOCK_SECONDS):
-            yield
 
     def _conflict(self) -> LeaseConflict:
         return LeaseConflict(
@@ -217,12 +187,7 @@ def encode(producer: str, leases: Mapping[str, Lease]) -> str:
 
 
 def decode(producer: str, raw: str) -> dict[str, Lease]:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    except RecursionError:  # the document sits in Terraform state, which anyone may edit
-        raise ValueError("not a leases document (nested too deeply)") from None
+    doc = parse(raw, "a leases document")
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     if doc.get("format") != FORMAT:
@@ -243,16 +208,6 @@ def decode(producer: str, raw: str) -> dict[str, Lease]:
     return out
 
 
-def _prior(plan: Mapping[str, Any]) -> str | None:
-    """The leases document the plan found in state (None when there is none yet)."""
-    for change in plan.get("resource_changes") or ():
-        if change.get("address") == ADDRESS:
-            before = (change.get("change") or {}).get("before")
-            value = before.get("input") if isinstance(before, dict) else None
-            return value if isinstance(value, str) else None
-    return None
-
-
 # --- the lease root -------------------------------------------------------------------------
 
 
@@ -263,21 +218,6 @@ def lease_copy(work_root: Path, producer: str) -> Path:
 
 def store_key(backend: Backend, producer: str) -> str:
     return "/".join(filter(None, (backend.key_prefix, producer, STATE_NAME)))
-
-
-def store_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Terraform's environment for a lease root: the caller's, without the DigitalOcean token,
-    with the Spaces keys mapped onto the names the s3 backend reads."""
-    out = {k: v for k, v in env.items() if k not in _DROPPED}
-    for ours, theirs in (
-        ("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-    ):
-        if env.get(ours) and not env.get(theirs):
-            out[theirs] = env[ours]
-    out.setdefault("CHECKPOINT_DISABLE", "1")
-    out["TF_IN_AUTOMATION"] = "1"
-    return out
 
 
 def open_store(
@@ -306,8 +246,13 @@ def open_store(
         raise LeaseStoreError(f"cannot write the GPU lease store {path}: {exc.strerror}") from None
     where = f"s3://{backend.bucket}/{store_key(backend, producer)}" if backend.kind == "s3" else str(path)
     store = LeaseStore(producer, tf.Workdir(binary, path, store_env(env)), where)
-    with store._io():
-        _ensure_init(store, files)
+    try:
+        store.document.ensure_init(files)
+    except TerraformError as exc:
+        raise LeaseStoreError(
+            f"{exc.message}\nIf the state backend changed ({CONFIG_NAME}), migrate the GPU leases "
+            f"first: terraform -chdir={path} init -migrate-state"
+        ) from None
     return store
 
 
@@ -327,28 +272,6 @@ def _files(producer: str, backend: Backend) -> dict[str, bytes]:
 
 def _sync(path: Path, files: Mapping[str, bytes]) -> None:
     sync_private(path, files)
-
-
-def _ensure_init(store: LeaseStore, files: Mapping[str, bytes]) -> None:
-    path = store.path
-    stamp = hashlib.sha256(b"\0".join(files[n] for n in sorted(files))).hexdigest().encode()
-    stamp_file = path / STAMP
-    remote = BACKEND_FILE in files
-    if (
-        stamp_file.is_file()
-        and stamp_file.read_bytes() == stamp
-        and (not remote or (path / ".terraform").is_dir())
-    ):
-        return
-    try:
-        tf.init(store.wd)  # never -reconfigure: a changed backend must be migrated, not forgotten
-    except TerraformError as exc:
-        raise LeaseStoreError(
-            f"{exc.message}\nIf the state backend changed ({CONFIG_NAME}), migrate the GPU leases "
-            f"first: terraform -chdir={path} init -migrate-state"
-        ) from None
-    tighten(path)
-    write_private(stamp_file, stamp)
 
 
 def _holds_local_leases(path: Path) -> bool:
