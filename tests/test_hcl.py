@@ -177,3 +177,13 @@ TRICKY = list('a"\\$%{}\n\x00\x7f\u2028\ufeff\ud800é\U0001f600 ')
 @given(st.text(alphabet=st.sampled_from(TRICKY), max_size=12))
 def test_string_fast_path_is_the_escaping_loop(text: str) -> None:
     assert hcl.string(text) == '"' + hcl._escape_each(text) + '"'
+
+
+@pytest.mark.parametrize("template", sorted(p.name for p in hcl.templates_dir().iterdir()))
+def test_every_template_writes_its_attributes_aligned(template: str) -> None:
+    """A template added later must align its own `=` too: its literal attribute lines, with every
+    optional line present (the lines holding only a {% tag %} dropped), are as fmt aligns them."""
+    source = (hcl.templates_dir() / template).read_text("utf-8")
+    lines = [line for line in source.split("\n") if not line.strip().startswith(("{%", "{#"))]
+    text = "\n".join(lines)
+    assert _aligned(text), hcl.align_equals(text)
