@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,8 +204,6 @@ class Rendered:
 
 
 def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
-    from infra_apply.plan_model import CreateSettings
-
     ledger = assign_addresses(p.droplets, old)
     address = {e.name: e.address for e in ledger.entries}
     user_data = _user_data_files(p.droplets)
@@ -272,15 +270,36 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         names=names,
         droplet_addresses={e["droplet"].name: f"digitalocean_droplet.{e['address']}" for e in entries},
         gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
-        create_settings={
-            f"digitalocean_droplet.{e['address']}": CreateSettings(
-                ssh_keys=e["droplet"].ssh_keys,
-                monitoring=e["droplet"].monitoring,
-                user_data_sha1=e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
-            )
-            for e in entries
-        },
+        create_settings=_LazySettings(
+            {
+                f"digitalocean_droplet.{e['address']}": (
+                    e["droplet"].ssh_keys,
+                    e["droplet"].monitoring,
+                    e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
+                )
+                for e in entries
+            }
+        ),
     )
+
+
+class _LazySettings(Mapping[str, "CreateSettings"]):
+    """Droplet address -> CreateSettings, made when first looked up: only plan reads them, and
+    ``plan_model`` costs a render more to import than the lookups themselves."""
+
+    def __init__(self, raw: Mapping[str, tuple[tuple[str, ...], bool, str | None]]) -> None:
+        self.raw = dict(raw)
+
+    def __getitem__(self, address: str) -> CreateSettings:
+        from infra_apply.plan_model import CreateSettings
+
+        return CreateSettings(*self.raw[address])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:
@@ -458,9 +477,15 @@ def _rendered_json(r: Rendered) -> dict[str, Any]:
         "droplet_addresses": dict(r.droplet_addresses),
         "gpu_variables": dict(r.gpu_variables),
         "create_settings": {
-            a: [list(s.ssh_keys), s.monitoring, s.user_data_sha1] for a, s in r.create_settings.items()
+            a: [list(keys), monitoring, sha1] for a, (keys, monitoring, sha1) in _raw_settings(r).items()
         },
     }
+
+
+def _raw_settings(r: Rendered) -> Mapping[str, tuple[tuple[str, ...], bool, str | None]]:
+    if isinstance(r.create_settings, _LazySettings):
+        return r.create_settings.raw
+    return {a: (s.ssh_keys, s.monitoring, s.user_data_sha1) for a, s in r.create_settings.items()}
 
 
 def _str_map(value: object) -> dict[str, str]:
@@ -472,8 +497,6 @@ def _str_map(value: object) -> dict[str, str]:
 
 
 def _rendered_from(doc: object) -> Rendered:
-    from infra_apply.plan_model import CreateSettings
-
     if not isinstance(doc, dict) or not isinstance(doc["producer"], str):
         raise TypeError("not a rendered producer")
     settings = {}
@@ -486,14 +509,14 @@ def _rendered_from(doc: object) -> Rendered:
             and (sha1 is None or isinstance(sha1, str))
         ):
             raise TypeError("not create settings")
-        settings[address] = CreateSettings(tuple(keys), monitoring, sha1)
+        settings[address] = (tuple(keys), monitoring, sha1)
     return Rendered(
         producer=doc["producer"],
         files=_str_map(doc["files"]),
         names=_str_map(doc["names"]),
         droplet_addresses=_str_map(doc["droplet_addresses"]),
         gpu_variables=_str_map(doc["gpu_variables"]),
-        create_settings=settings,
+        create_settings=_LazySettings(settings),
     )
 
 
