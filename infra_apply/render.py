@@ -445,27 +445,35 @@ def cache_file(validation_cache: Path | None) -> Path | None:
 
 
 def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
+    """SHA-256 over every input of a render, each part hashed on its own (fixed-length parts
+    cannot run into each other); None when one cannot be read (that render is not cached)."""
     import pickle
+    from importlib.util import find_spec
 
     from infra_apply import __version__
 
-    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{__version__}\0".encode())
+    parts: list[bytes] = [f"{CACHE_FORMAT}\0{__version__}".encode()]
     try:
         # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
         # in any field give different bytes (equal models built differently may not: a miss).
-        digest.update(pickle.dumps(model, protocol=5))
-        # This code and the templates: an edited template or filter renders again.
+        parts.append(pickle.dumps(model, protocol=5))
+        # This code, Jinja (an upgrade rewrites its files) and the templates.
         for module in (__file__, hcl.__file__):
-            digest.update(read_bounded(Path(module), TEXT_LIMIT))
-        folder = hcl.templates_dir()
-        for template in sorted(folder.iterdir()):
-            digest.update(f"\0{template.name}\0".encode())
-            digest.update(read_bounded(template, TEXT_LIMIT))
+            parts.append(read_bounded(Path(module), TEXT_LIMIT))
+        jinja = find_spec("jinja2")
+        if jinja is None or jinja.origin is None:
+            return None
+        st = Path(jinja.origin).stat()
+        parts.append(f"{jinja.origin}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        for template in sorted(hcl.templates_dir().iterdir()):
+            parts += [template.name.encode(), read_bounded(template, TEXT_LIMIT)]
     except (TypeError, ValueError, OSError, pickle.PicklingError, RecursionError):
         return None
     for producer, text in sorted(ledgers.items()):
-        digest.update(f"\0{producer}\0".encode())
-        digest.update(b"-" if text is None else b"+" + hashlib.sha256(text).digest())
+        parts += [producer.encode(), b"-" if text is None else b"+" + text]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 
 
