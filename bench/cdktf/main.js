@@ -1,11 +1,9 @@
-// The cdktf side of `make bench`'s render figure: the same droplets, firewalls, SSH key lookups and
-// outputs that `infra-apply render` writes for the benchmark's 3 x 100 droplet tree, as a cdktf app
-// using the prebuilt DigitalOcean provider. It reads spec.json (written by bench/run.py from the
-// same manifests) instead of parsing YAML, which only flatters cdktf.
+// main.ts as plain JavaScript: the stricter cdktf baseline of `make bench`'s render figure (no
+// TypeScript to compile; run as `cdktf synth --app "node main.js"`). Keep the two in step.
 "use strict";
 const fs = require("fs");
 const path = require("path");
-const { App, TerraformStack, TerraformOutput, Fn } = require("cdktf");
+const { App, TerraformStack, TerraformOutput, Fn, Token } = require("cdktf");
 const { DigitaloceanProvider } = require("@cdktf/provider-digitalocean/lib/provider");
 const { Droplet } = require("@cdktf/provider-digitalocean/lib/droplet");
 const { Firewall } = require("@cdktf/provider-digitalocean/lib/firewall");
@@ -37,7 +35,7 @@ for (const producer of spec.producers) {
     });
     new Firewall(stack, `fw_${d.address}`, {
       name: `fw-${d.address.replace(/_/g, "-")}`,
-      dropletIds: [droplet.id],
+      dropletIds: [Token.asNumber(droplet.id)],
       inboundRule: d.inbound.map(([protocol, port]) => ({
         protocol,
         portRange: port,
