@@ -2,7 +2,8 @@
 // project up (cdktf.json: `npx ts-node main.ts`): the same droplets, firewalls, SSH key lookups and
 // output that `infra-apply render` writes for the benchmark's 3 x 100 droplet tree, with the
 // prebuilt DigitalOcean provider. It reads spec.json (written by bench/run.py from the same model)
-// instead of parsing YAML, which only flatters cdktf. main.js is the same app in JavaScript.
+// instead of parsing YAML, which only flatters cdktf. bench/run.py also times it compiled to
+// JavaScript ahead of time (`tsc`, then `cdktf synth --app "node main.js"`).
 import * as fs from "fs";
 import * as path from "path";
 import { App, TerraformStack, TerraformOutput, Fn, Token } from "cdktf";
