@@ -34,6 +34,7 @@ PUBLIC_BASE = (("tcp", "22"), ("udp", "51820"))
 PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
 PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
 MANAGED_TAG = "managed-by:infra-apply"
+WRITERS = 8  # files written at once (each mostly waits on its fsync)
 
 
 def droplet_slug(name: str) -> str:
@@ -610,11 +611,13 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
     # Every target is checked before the first write: a refused one leaves out_dir untouched.
     targets = {rel: _target(out_dir, rel) for rel in (*drift.stale, *drift.extra)}
     try:
+        jobs = []
         for rel in drift.stale:
             producer, name = rel.split("/", 1)
             path = targets[rel]
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, by_producer[producer].files[name])
+            jobs.append((path, by_producer[producer].files[name]))
+        _write_all(jobs)
         for rel in drift.extra:
             targets[rel].unlink()
         # Deepest first: an emptied user-data/ goes before the producer folder holding it.
@@ -624,6 +627,24 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
     except OSError as exc:
         raise InfraApplyError(f"cannot write {exc.filename or out_dir}: {exc.strerror}") from None
     return drift
+
+
+def _write_all(jobs: Sequence[tuple[Path, str]]) -> None:
+    """Each file through ``atomic_write``, several at a time: each write waits on its own fsync,
+    so a fresh render of many files costs about the wait of a few, not of all in a row. The first
+    error is raised once the writes under way have finished; the ones not started never are."""
+    if len(jobs) < 2:
+        for path, text in jobs:
+            atomic_write(path, text)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=min(WRITERS, len(jobs)))
+    try:
+        for done in [pool.submit(atomic_write, path, text) for path, text in jobs]:
+            done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _target(out_dir: Path, rel: str) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply import hcl, render
+from infra_apply.errors import InfraApplyError
 from infra_apply.build import build_model
 from infra_apply.model import Model
 from infra_apply.render import Rendered, cache_file, render_model, write
@@ -141,3 +142,20 @@ def test_check_finds_a_hand_edit_even_when_the_cache_answers(tmp_path: Path) -> 
     assert droplets.read_text() == good
     no_cache = cli_env(tmp_path, INFRA_APPLY_NO_CACHE="1")
     assert run_cli("--root", str(root), "render", "--check", "--out", str(out), env=no_cache).returncode == 0
+
+
+def test_files_written_at_once_are_whole_and_a_failed_one_is_one_error(tmp_path: Path) -> None:
+    """write() runs its atomic writes several at a time: every file ends up complete, and a file
+    that cannot be written is one located error (never a traceback from a worker thread)."""
+    rendered = render_model(example_model(), tmp_path / "none")
+    out = tmp_path / "out"
+    drift = write(rendered, out)
+    assert len(drift.stale) > render.WRITERS  # more files than writers
+    assert not render.compare(rendered, out).stale
+    assert not list(out.rglob(".*.tmp*")) and not list(out.rglob("*.tmp"))
+    blocked = out / rendered[0].producer / "droplets.tf"
+    blocked.unlink()
+    blocked.mkdir()  # a folder where the file goes: its rename fails
+    (blocked / "keep").write_text("x")
+    with pytest.raises(InfraApplyError, match="cannot write"):
+        write(rendered, out)
