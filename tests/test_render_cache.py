@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from infra_apply import hcl, render
-from infra_apply.errors import InfraApplyError
 from infra_apply.build import build_model
+from infra_apply.errors import InfraApplyError
 from infra_apply.model import Model
 from infra_apply.render import Rendered, cache_file, render_model, write
 from infra_apply.validate import validate_tree
@@ -152,7 +152,7 @@ def test_files_written_at_once_are_whole_and_a_failed_one_is_one_error(tmp_path:
     drift = write(rendered, out)
     assert len(drift.stale) > render.WRITERS  # more files than writers
     assert not render.compare(rendered, out).stale
-    assert not list(out.rglob(".*.tmp*")) and not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.infra-apply.tmp"))  # no temporary file left behind
     blocked = out / rendered[0].producer / "droplets.tf"
     blocked.unlink()
     blocked.mkdir()  # a folder where the file goes: its rename fails
