@@ -26,9 +26,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 ROLES = ("services", "apps", "workers", "data")
+# The database cluster the project manifests name; the tree's infra-apply.toml seeds it into the
+# sandbox account, whose default clusters do not include it (plan would otherwise fail on it).
+CLUSTER = "main-pg"
 RUNTIMES = ("node", "python", "go", "rust")
 FILE_MODE = 0o644
 OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -112,7 +115,7 @@ def project_manifest(project: Project, params: Params, previous: Project | None)
         lines += ["  depends_on:", f"    - {previous.name}"]
     if project.index % params.database_every == 1:
         db = project.name.replace("-", "_")
-        lines += ["database:", "  cluster: main-pg", f"  name: {db}", f"  user: {db}_app"]
+        lines += ["database:", f"  cluster: {CLUSTER}", f"  name: {db}", f"  user: {db}_app"]
     return "\n".join(lines) + "\n"
 
 
@@ -135,6 +138,11 @@ def project_folder(producer: str, index: int) -> tuple[str, str]:
     group = {"app": "", "svc": "services/", "pkg": "@packages/", "tool": "tools/misc/"}[kind]
     name = f"{producer}-{kind}-{index:04d}"
     return f"@{producer}/{group}{name}", name
+
+
+def settings() -> str:
+    """The tree's infra-apply.toml: the sandbox account holds the cluster the manifests use."""
+    return f'[sandbox]\nclusters = ["{CLUSTER}"]\n'
 
 
 def plan_manifests(params: Params, tree: Tree) -> None:
@@ -247,6 +255,7 @@ def write_tree(root: Path, tree: Tree) -> None:
     touch_all(root, tree.files)
     for path, text in tree.manifests.items():
         (root / path).write_text(text, encoding="utf-8")
+    (root / "infra-apply.toml").write_text(settings(), encoding="utf-8")
 
 
 def mesh_hosts() -> dict[str, object]:

@@ -5,10 +5,15 @@ Every figure is the median of ``--runs`` timed runs after one untimed warm-up (s
 is warm for every contender).
 
     python bench/run.py [--runs 5] [--only NAME]... [--list] [--regen] [--strict] [--remeasure-install]
+    python bench/run.py --quick     # every benchmark once on a small tree: does it still run?
 
 Install sizes need fresh venvs (about a minute): they are measured once and cached in
 ``bench/out/install-size.json`` until the dependencies or the Python version change;
 ``--remeasure-install`` measures them again.
+
+``--quick`` (CI) runs each benchmark once on a 200-manifest tree of its own (``<out>/quick``) and
+leaves out the install sizes (fresh venvs from PyPI): its figures are not comparable with the
+targets, only its exit status counts.
 
 Exit status: 1 when a benchmark could not run (a command failed, a module is missing), or with
 ``--strict`` when any figure misses its target; else 0.
@@ -51,6 +56,7 @@ class Context:
     manifests: int
     cli: tuple[str, ...]  # how to run infra-apply
     remeasure_install: bool = False
+    quick: bool = False
 
     def command(self, *args: str) -> list[str]:
         return [*self.cli, *args]
@@ -320,6 +326,8 @@ def bench_render300(ctx: Context) -> list[Row]:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     command = ctx.command("--root", str(tree), "render", "--out", str(out))
     try:
+        if ctx.quick:  # installing cdktf (npm ci, about 450 MB) alone takes minutes
+            raise BenchError("--quick: no cdktf baseline")
         app: Path | None = cdktf_app(ctx.repo / "bench" / "out" / "cdktf", tree)
         missing = ""
     except BenchError as exc:  # no node/npm or no registry: our figures still count
@@ -772,6 +780,12 @@ def run_bench(bench: Bench, ctx: Context) -> list[Row]:
         return [Row(bench.name, None, ok=False, note="ERROR (see above)")]
 
 
+# --quick: small enough to run in CI in well under a minute, large enough to cover every path
+# (every producer, databases, dev variants, node_modules pruning).
+QUICK_PARAMS = gen_tree.Params(manifests=200, other_files=4_000, node_modules_files=2_000)
+QUICK_SKIPS = ("install",)  # fresh venvs from PyPI: a minute on their own
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     names = [b.name for b in BENCHES]
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -787,6 +801,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--regen", action="store_true", help="regenerate the tree")
     parser.add_argument("--out", type=Path, default=gen_tree.DEFAULT_OUT)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one run of each benchmark on a small tree, without install sizes (CI)",
+    )
     parser.add_argument(
         "--remeasure-install",
         action="store_true",
@@ -805,18 +824,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for bench in BENCHES:
             print(f"{bench.name:12} {bench.description}")
         return 0
-    params = gen_tree.Params()
-    layout = gen_tree.ensure_tree(args.out, params, force=args.regen)
+    params = QUICK_PARAMS if args.quick else gen_tree.Params()
+    out = args.out / "quick" if args.quick else args.out
+    layout = gen_tree.ensure_tree(out, params, force=args.regen)
     ctx = Context(
         REPO,
         layout.tree,
         layout.mesh_hosts,
-        max(args.runs, 1),
+        1 if args.quick else max(args.runs, 1),
         params.manifests,
         cli_command(),
         args.remeasure_install,
+        args.quick,
     )
-    selected = [b for b in BENCHES if not args.only or b.name in args.only]
+    selected = [
+        b
+        for b in BENCHES
+        if (not args.only or b.name in args.only) and not (args.quick and b.name in QUICK_SKIPS)
+    ]
     rows = [row for bench in selected for row in run_bench(bench, ctx)]
     print(format_table(rows))
     errored = any(r.median is None for r in rows)

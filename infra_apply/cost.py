@@ -34,8 +34,8 @@ from typing import Protocol
 
 from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.lease import billed_hours
-from infra_apply.plan_model import strip_index
-from infra_apply.prices import AS_OF, PRICES, ListPrice
+from infra_apply.plan_model import disk_now, strip_index
+from infra_apply.prices import AS_OF, DISKS_GB, PRICES, ListPrice
 
 API_SOURCE = "DigitalOcean API /v2/sizes"
 TABLE_SOURCE = f"list prices as of {AS_OF} (shipped table)"
@@ -120,6 +120,10 @@ class DropletCost:
     size_after: str | None = None
     monthly_before: Decimal | None = None  # None: not there, or its price is unknown
     monthly_after: Decimal | None = None
+    # A resize to a size whose disk is below the droplet's: it can never happen (a disk never
+    # shrinks; apply refuses it), so it is priced as no change, size_after the size it keeps;
+    # this is the size it was asked for.
+    refused_size: str | None = None
 
     @property
     def priced(self) -> bool:
@@ -144,6 +148,9 @@ class GpuCost:
     hourly: Decimal | None
     lease_until: datetime | None  # None: no lease holds it
     hours_left: int | None  # hours billed by the lease end beyond those billed already
+    # The lease end has passed (the next reap releases it). Not the same as no hour left: in
+    # its last billed hour a lease is live, and no more hours will be billed by its end.
+    lease_ended: bool = False
 
     @property
     def up_to(self) -> Decimal | None:
@@ -176,6 +183,11 @@ class ProducerCost:
     @property
     def unpriced(self) -> tuple[DropletCost, ...]:
         return tuple(d for d in self.droplets if not d.priced)
+
+    @property
+    def refused(self) -> tuple[DropletCost, ...]:
+        """Droplets whose resize can never happen, priced at the size they keep."""
+        return tuple(d for d in self.droplets if d.refused_size is not None)
 
     @property
     def monthly_before(self) -> Decimal:
@@ -225,6 +237,7 @@ def producer_cost(
     before = _droplets(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
     after = _droplets(_dict(plan.get("planned_values")).get("root_module"))
     before = _follow_moves(before, after, plan)
+    in_place = _updated(plan)
     standing: list[DropletCost] = []
     on_demand: list[GpuCost] = []
     for address in sorted(set(before) | set(after)):
@@ -235,17 +248,30 @@ def producer_cost(
                 since = (up_since or {}).get(name)
                 on_demand.append(_gpu(address, name, new, prices, (since, gpus[name]), now))
             continue
-        standing.append(_droplet(address, name, old, new, prices))
+        standing.append(_droplet(address, name, old, new, prices, in_place=address in in_place))
     standing.sort(key=lambda d: (d.name, d.address))
     on_demand.sort(key=lambda g: (g.name, g.address))
     return ProducerCost(tuple(standing), tuple(on_demand), prices)
 
 
 def _droplet(
-    address: str, name: str, old: JsonObject | None, new: JsonObject | None, prices: Prices
+    address: str,
+    name: str,
+    old: JsonObject | None,
+    new: JsonObject | None,
+    prices: Prices,
+    *,
+    in_place: bool = False,
 ) -> DropletCost:
+    """``in_place``: the plan updates it (a size change is a resize; a replacement is free to
+    take any size)."""
     size_before = _size(old) if old is not None else None
     size_after = _size(new) if new is not None else None
+    refused = None
+    if in_place and old is not None and _refused_resize(old, size_before, size_after):
+        refused = size_after
+    if refused is not None:
+        size_after = size_before
     return DropletCost(
         address=address,
         name=name,
@@ -255,7 +281,24 @@ def _droplet(
         size_after=size_after,
         monthly_before=prices.monthly(size_before) if size_before is not None else None,
         monthly_after=prices.monthly(size_after) if size_after is not None else None,
+        refused_size=refused,
     )
+
+
+def _updated(plan: JsonObject) -> set[str]:
+    """Addresses the plan updates in place."""
+    return {
+        str(rc.get("address", ""))
+        for rc in map(_dict, _list(plan.get("resource_changes")))
+        if _list(_dict(rc.get("change")).get("actions")) == ["update"]
+    }
+
+
+def _refused_resize(old: JsonObject, size_before: str | None, size_after: str | None) -> bool:
+    if size_before is None or size_after is None or size_before == size_after:
+        return False
+    have, want = disk_now(old), DISKS_GB.get(size_after)
+    return have is not None and want is not None and want < have
 
 
 def _gpu(
@@ -280,6 +323,7 @@ def _gpu(
         hourly=prices.hourly(size) if size is not None else None,
         lease_until=None if until is None else _utc(until),
         hours_left=hours,
+        lease_ended=until is not None and _utc(until) <= _utc(now),
     )
 
 

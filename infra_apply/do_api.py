@@ -91,6 +91,8 @@ class AccountDroplet:
     public_ipv4: str | None
     private_ipv4: str | None
     tags: tuple[str, ...]
+    status: str = ""  # new, active, off, archive
+    created_at: str = ""  # ISO 8601, UTC, as DigitalOcean stamps it
 
 
 class Client:
@@ -325,10 +327,11 @@ def client(token: str | None = None, endpoint: str | None = None, *, retry: Retr
 
 def list_droplets(c: Client) -> list[AccountDroplet]:
     """Every droplet in the account, page by page."""
-    return [_account_droplet(raw) for raw in c.paginate("/v2/droplets", "droplets", what="list droplets")]
+    return [account_droplet(raw) for raw in c.paginate("/v2/droplets", "droplets", what="list droplets")]
 
 
-def _account_droplet(raw: JsonObject) -> AccountDroplet:
+def account_droplet(raw: Mapping[str, Any]) -> AccountDroplet:
+    """A droplet object of ``GET /v2/droplets``."""
     if "id" not in raw or not isinstance(raw.get("name"), str):
         raise InfraApplyError("DigitalOcean API: list droplets: a droplet has no id or name")
     region = raw.get("region") or {}
@@ -343,6 +346,8 @@ def _account_droplet(raw: JsonObject) -> AccountDroplet:
         public_ipv4=_ipv4(raw, "public"),
         private_ipv4=_ipv4(raw, "private"),
         tags=tuple(str(t) for t in raw.get("tags") or ()),
+        status=str(raw.get("status") or ""),
+        created_at=str(raw.get("created_at") or ""),
     )
 
 

@@ -11,6 +11,9 @@ fixtures alone:
   computed as a dry run (missing host, stale public IP, an entry for a droplet state no longer
   has).
 * ``orphans``: droplets tagged ``managed-by:infra-apply`` that no producer's state knows.
+* ``duplicates``: such droplets named like a droplet a state does know: a second, billed copy
+  (a moved checkout or an empty state applied again). ``adopt`` cannot take it over (the name
+  is in state) and no apply destroys it: only a person can, after checking it.
 
 A producer never applied here (no state) has nothing to drift from: it is reported as "not
 applied yet", never as drift. Its mesh-hosts.json entries are not judged either (the registry
@@ -47,6 +50,32 @@ class Orphan:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """A tagged droplet no state knows, named like ``state_id``, a droplet in ``owner``'s state."""
+
+    droplet: Orphan
+    state_id: str
+    owner: str  # the producer whose state holds the droplet of that name
+
+    @property
+    def id(self) -> str:
+        return self.droplet.id
+
+    @property
+    def name(self) -> str:
+        return self.droplet.name
+
+
+@dataclass(frozen=True)
+class StateDroplet:
+    """A droplet in a producer's (refreshed) state: what a tagged droplet is compared with."""
+
+    id: str
+    name: str
+    producer: str
+
+
+@dataclass(frozen=True)
 class ProducerDrift:
     producer: str
     outside: tuple[Change, ...] = ()
@@ -66,10 +95,12 @@ class DriftReport:
     producers: tuple[ProducerDrift, ...] = ()
     orphans: tuple[Orphan, ...] = ()
     sandbox: bool = False
+    duplicates: tuple[Duplicate, ...] = ()
+    cloud: str | None = None  # the sandbox cloud file (a sandbox duplicate is deleted from it)
 
     @property
     def drifted(self) -> bool:
-        return bool(self.orphans) or any(p.drifted for p in self.producers)
+        return bool(self.orphans or self.duplicates) or any(p.drifted for p in self.producers)
 
 
 def outside_changes(producer: str, plan: JsonObject, names: Mapping[str, str]) -> tuple[Change, ...]:
@@ -91,13 +122,19 @@ def applied(plan: JsonObject) -> bool:
 
 def state_droplet_ids(plan: JsonObject) -> set[str]:
     """Ids of every managed droplet in the plan's (refreshed) prior state."""
-    ids = set()
+    return {d.id for d in state_droplets("", plan)}
+
+
+def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
+    """Every managed droplet in the plan's (refreshed) prior state, with its live name."""
+    found = []
     for res in _managed(plan):
         if res.get("type") == "digitalocean_droplet":
-            found = _dict(res.get("values")).get("id")
-            if isinstance(found, str | int) and str(found):
-                ids.add(str(found))
-    return ids
+            values = _dict(res.get("values"))
+            droplet_id, name = values.get("id"), values.get("name")
+            if isinstance(droplet_id, str | int) and str(droplet_id):
+                found.append(StateDroplet(str(droplet_id), str(name or ""), producer))
+    return found
 
 
 def _managed(plan: JsonObject) -> Iterator[JsonObject]:
@@ -110,11 +147,38 @@ def _managed(plan: JsonObject) -> Iterator[JsonObject]:
 
 
 def orphans(
-    tagged: Iterable[Orphan], known_ids: set[str], producers: Sequence[str], every_producer: bool
+    tagged: Iterable[Orphan],
+    known_ids: set[str],
+    producers: Sequence[str],
+    every_producer: bool,
+    in_state: Iterable[StateDroplet] = (),
 ) -> tuple[Orphan, ...]:
-    """Tagged droplets no state knows. Only the producers checked can vouch for their droplets:
-    with some producers named, a droplet tagged for another producer (or for none) is not
-    judged."""
+    """Tagged droplets no state knows, apart from the ``duplicates`` of droplets ``in_state``.
+    Only the producers checked can vouch for their droplets: with some producers named, a
+    droplet tagged for another producer (or for none) is not judged."""
+    names = {d.name for d in in_state}
+    unknown = _unknown(tagged, known_ids, producers, every_producer)
+    return tuple(d for d in unknown if d.name not in names)
+
+
+def duplicates(
+    tagged: Iterable[Orphan],
+    in_state: Iterable[StateDroplet],
+    producers: Sequence[str],
+    every_producer: bool,
+) -> tuple[Duplicate, ...]:
+    """Tagged droplets no state knows that are named like a droplet in a state checked."""
+    kept = list(in_state)
+    by_name = {d.name: d for d in kept}
+    unknown = _unknown(tagged, {d.id for d in kept}, producers, every_producer)
+    return tuple(
+        Duplicate(d, by_name[d.name].id, by_name[d.name].producer) for d in unknown if d.name in by_name
+    )
+
+
+def _unknown(
+    tagged: Iterable[Orphan], known_ids: set[str], producers: Sequence[str], every_producer: bool
+) -> list[Orphan]:
     found = []
     for d in tagged:
         if MANAGED_TAG not in d.tags or d.id in known_ids:
@@ -122,7 +186,7 @@ def orphans(
         owner = d.producer
         if (owner is None and every_producer) or owner in producers:
             found.append(d)
-    return tuple(sorted(found, key=lambda d: (d.name, int(d.id) if d.id.isdigit() else 0, d.id)))
+    return sorted(found, key=lambda d: (d.name, int(d.id) if d.id.isdigit() else 0, d.id))
 
 
 def stale_registry_droplets(doc: Mapping[str, object], producer: str, live: Iterable[str]) -> list[str]:

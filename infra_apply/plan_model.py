@@ -96,6 +96,56 @@ _NO_PORTS = range(0, 1)  # ICMP and other port-less protocols: opening the proto
 _PROTOCOL_ORDER: Mapping[str, int] = {"tcp": 0, "udp": 1, "icmp": 2}
 
 
+# A firewall's rule lists: each rule is one element (protocol, ports, peers), told as added and
+# removed rules rather than as an unreadable list of objects. Peers by kind, as the provider
+# names them: addresses as they are, the rest prefixed with what they are.
+_RULE_PEERS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "inbound_rule": (
+        ("source_addresses", ""),
+        ("source_droplet_ids", "droplet "),
+        ("source_tags", "tag "),
+        ("source_load_balancer_uids", "load balancer "),
+        ("source_kubernetes_ids", "kubernetes "),
+    ),
+    "outbound_rule": (
+        ("destination_addresses", ""),
+        ("destination_droplet_ids", "droplet "),
+        ("destination_tags", "tag "),
+        ("destination_load_balancer_uids", "load balancer "),
+        ("destination_kubernetes_ids", "kubernetes "),
+    ),
+}
+RULE_ATTRS = frozenset(_RULE_PEERS)
+_MAX_RULE_CHARS = 240
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One inbound or outbound firewall rule: ``ports`` is ``"all"`` for every port of a
+    tcp/udp rule, ``""`` for a protocol without ports (ICMP); ``peers`` its sources (inbound)
+    or destinations (outbound), sorted."""
+
+    direction: Literal["inbound", "outbound"]
+    protocol: str
+    ports: str
+    peers: tuple[str, ...]
+
+    def render(self) -> str:
+        """``tcp 22 from 10.9.0.0/24, droplet 4123``; ``icmp to 0.0.0.0/0, ::/0``."""
+        where = "from" if self.direction == "inbound" else "to"
+        head = " ".join(p for p in (self.protocol or "?", self.ports) if p)
+        text = f"{head} {where} {', '.join(self.peers) or 'nowhere'}"
+        text = json.dumps(text, ensure_ascii=True)[1:-1]  # ASCII, no control characters
+        return text if len(text) <= _MAX_RULE_CHARS else text[: _MAX_RULE_CHARS - 3] + "..."
+
+    def sort_key(self) -> tuple[object, ...]:
+        """tcp, udp, icmp; then by port as a number (22 before 443 before 8000-8010)."""
+        first = self.ports.split("-", 1)[0]
+        port = int(first) if first.isdigit() else -1
+        order = _PROTOCOL_ORDER.get(self.protocol, 9)
+        return (self.direction, order, self.protocol, port, self.ports, self.peers)
+
+
 @dataclass(frozen=True)
 class AttrDiff:
     """A displayable before → after of one top-level attribute (never a sensitive value).
@@ -110,6 +160,10 @@ class AttrDiff:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     elements: bool = False
+    # A firewall's inbound_rule / outbound_rule: the rules added and removed (``added`` and
+    # ``removed`` are their renderings)
+    added_rules: tuple[FirewallRule, ...] = ()
+    removed_rules: tuple[FirewallRule, ...] = ()
 
     def render(self) -> str:
         if self.elements:
@@ -118,7 +172,11 @@ class AttrDiff:
 
     def element_changes(self) -> str:
         """``+owner:alice, -role:batch +role:jobs``: sorted, a removed and an added element
-        with the same ``key:`` prefix side by side (a tag's value changing)."""
+        with the same ``key:`` prefix side by side (a tag's value changing). Firewall rules:
+        ``-tcp 22 from 0.0.0.0/0; +tcp 22 from 10.9.0.0/24`` (a rule holds commas)."""
+        if self.attr in RULE_ATTRS:
+            rules = [f"-{r}" for r in self.removed] + [f"+{r}" for r in self.added]
+            return "; ".join(rules) or "reordered"
         signed: list[tuple[str, str]] = sorted(
             [(e, "-") for e in self.removed] + [(e, "+") for e in self.added],
             key=lambda pair: (pair[0].split(":", 1)[0], pair[1] == "+", pair[0]),
@@ -681,10 +739,7 @@ def _resize(
         return None
     new = None if _contains_true(unknown.get("size")) else str(after.get("size") or "")
     old = str(before.get("size") or "")
-    # The disk it has: state knows it (a console resize may have grown it), else its size's.
-    disk = before.get("disk")
-    known_disk = isinstance(disk, int) and not isinstance(disk, bool) and disk > 0
-    disk_before = disk if known_disk and isinstance(disk, int) else DISKS_GB.get(old)
+    disk_before = disk_now(before)
     return Resize(
         old,
         new,
@@ -693,6 +748,15 @@ def _resize(
         disk_before=disk_before,
         disk_after=None if new is None else DISKS_GB.get(new),
     )
+
+
+def disk_now(values: Mapping[str, object]) -> int | None:
+    """The disk (GB) a droplet has: state knows it (a console resize may have grown it), else
+    its size's."""
+    disk = values.get("disk")
+    if isinstance(disk, int) and not isinstance(disk, bool) and disk > 0:
+        return disk
+    return DISKS_GB.get(str(values.get("size") or ""))
 
 
 def _public_ports(
@@ -844,7 +908,8 @@ def _diffs(
         if sensitive.hides(attr) or _SECRET_NAME.search(attr):
             continue
         if not _contains_true(unknown.get(attr)):
-            listed = _list_diff(attr, before.get(attr), after.get(attr))
+            listed = _rule_diff(attr, before.get(attr), after.get(attr))
+            listed = listed or _list_diff(attr, before.get(attr), after.get(attr))
             if listed is not None:
                 diffs.append(listed)
                 continue
@@ -854,6 +919,53 @@ def _diffs(
         if old is not None and new is not None:
             diffs.append(AttrDiff(attr, old, new))
     return tuple(diffs)
+
+
+def _rule_diff(attr: str, before: object, after: object) -> AttrDiff | None:
+    """A firewall rule list told rule by rule: what is added and what removed (a rule whose
+    ports or peers change is one removed and one added)."""
+    if attr not in _RULE_PEERS:
+        return None
+    old, new = _rules(attr, before), _rules(attr, after)
+    if old is None or new is None:
+        return None
+    removed = sorted((Counter(old) - Counter(new)).elements(), key=FirewallRule.sort_key)
+    added = sorted((Counter(new) - Counter(old)).elements(), key=FirewallRule.sort_key)
+    return AttrDiff(
+        attr,
+        f"[{len(old)} rules]",
+        f"[{len(new)} rules]",
+        added=tuple(r.render() for r in added),
+        removed=tuple(r.render() for r in removed),
+        elements=True,
+        added_rules=tuple(added),
+        removed_rules=tuple(removed),
+    )
+
+
+def _rules(attr: str, value: object) -> list[FirewallRule] | None:
+    """The rules of a rule list (``null``: none); ``None`` when it is not a list of rules."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
+        return None
+    direction: Literal["inbound", "outbound"] = "inbound" if attr == "inbound_rule" else "outbound"
+    rules = []
+    for rule in map(_dict, value):
+        protocol = str(rule.get("protocol") or "").lower()
+        peers = sorted(
+            f"{prefix}{peer}" for key, prefix in _RULE_PEERS[attr] for peer in _list(rule.get(key))
+        )
+        ports = _ports_text(protocol, rule.get("port_range"))
+        rules.append(FirewallRule(direction, protocol, ports, tuple(peers)))
+    return rules
+
+
+def _ports_text(protocol: str, value: object) -> str:
+    if protocol not in ("tcp", "udp"):
+        return ""
+    text = str(value or "").strip().lower()
+    return "all" if text in ("", "0", "all") else text
 
 
 def _list_diff(attr: str, before: object, after: object) -> AttrDiff | None:

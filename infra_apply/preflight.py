@@ -112,6 +112,11 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
     return DropletNeed(d, at("region"), at("size"), at("image"), created)
 
 
+def size_at(d: Droplet, manifests: Mapping[str, Manifest]) -> Where:
+    """Where a droplet's size is declared (its name, when the size is the default)."""
+    return _droplet_need(d, manifests, created=True).size
+
+
 def _at(manifests: Mapping[str, Manifest], source: str, key: Key) -> Where:
     m = manifests.get(source)
     line, col = m.locate(key) if m is not None else (0, 0)
@@ -133,6 +138,11 @@ class Source(Protocol):
     def regions(self) -> list[JsonObject]: ...
     def distribution_images(self) -> list[JsonObject]: ...
     def image(self, slug: str) -> JsonObject | None: ...
+    # what already exists (exists.py): never create a second one
+    def droplets(self) -> list[JsonObject]: ...
+    def firewalls(self) -> list[JsonObject]: ...
+    def database_dbs(self, cluster_id: str) -> list[JsonObject]: ...
+    def database_users(self, cluster_id: str) -> list[JsonObject]: ...
 
 
 class LiveSource:
@@ -186,6 +196,24 @@ class LiveSource:
         image = body.get("image")
         return image if isinstance(image, Mapping) else None
 
+    def droplets(self) -> list[JsonObject]:
+        return self._list("/v2/droplets", "droplets")
+
+    def firewalls(self) -> list[JsonObject]:
+        return self._list("/v2/firewalls", "firewalls")
+
+    def database_dbs(self, cluster_id: str) -> list[JsonObject]:
+        return self._cluster_list(cluster_id, "dbs")
+
+    def database_users(self, cluster_id: str) -> list[JsonObject]:
+        return self._cluster_list(cluster_id, "users")
+
+    def _cluster_list(self, cluster_id: str, key: str) -> list[JsonObject]:
+        # Not paginated by the API: one answer holds them all (null when there are none).
+        path = f"/v2/databases/{quote(cluster_id, safe='')}/{key}"
+        found = self.client.request("GET", path, what=f"GET {path}").get(key)
+        return [x for x in found or () if isinstance(x, Mapping)]
+
 
 class SandboxSource:
     """The sandbox account: its cloud file's clusters, SSH keys and catalogue."""
@@ -218,6 +246,37 @@ class SandboxSource:
 
     def image(self, slug: str) -> JsonObject | None:
         return next((i for i in self._catalogue["images"] if i.get("slug") == slug), None)
+
+    def droplets(self) -> list[JsonObject]:
+        # In the API's shape, as GET /v2/droplets answers
+        return [
+            {
+                "id": int(d["id"]),
+                "name": d["name"],
+                "status": d.get("status", "active"),
+                "created_at": d.get("created_at", ""),
+                "tags": list(d.get("tags") or ()),
+                "region": {"slug": d.get("region", "")},
+                "size_slug": d.get("size", ""),
+                "image": {"slug": d.get("image", "")},
+            }
+            for d in self._cloud["droplets"].values()
+        ]
+
+    def firewalls(self) -> list[JsonObject]:
+        fields = ("id", "name", "droplet_ids", "tags")
+        return [{k: f.get(k) for k in fields} for f in self._cloud["firewalls"].values()]
+
+    def database_dbs(self, cluster_id: str) -> list[JsonObject]:
+        dbs = self._cloud["databases"].values()
+        return [{"name": d["name"]} for d in dbs if d["cluster_id"] == cluster_id]
+
+    def database_users(self, cluster_id: str) -> list[JsonObject]:
+        return [
+            {"name": u["name"], "role": u.get("role", "normal")}
+            for u in self._cloud["users"].values()
+            if u["cluster_id"] == cluster_id
+        ]
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ class WorkingCopy(Protocol):
     def refresh(self) -> None:
         """Bring the state up to date with the world (a refresh-only plan, applied)."""
 
+    def untaint(self, address: str) -> None:
+        """``terraform untaint ADDRESS``: keep an object an interrupted create left tainted."""
+
     def with_env(self, extra: Mapping[str, str]) -> WorkingCopy:
         """The same copy with ``extra`` in Terraform's environment (sandbox/reattach.py)."""
         ...
@@ -185,6 +188,9 @@ class TerraformCopy:
         self.plan(refresh_only=True)
         self.apply()
 
+    def untaint(self, address: str) -> None:
+        self.wd.must("untaint", address, what=f"untaint {address}", no_color=True, lock_timeout="0s")
+
     def with_env(self, extra: Mapping[str, str]) -> TerraformCopy:
         return replace(self, wd=replace(self.wd, env={**self.wd.env, **extra}))
 
@@ -202,6 +208,8 @@ class Prepared:
     # The sandbox provider's launcher and Terraform's environment, for a provider shared by
     # every plan and show of a run (sandbox/reattach.py); None outside the sandbox.
     shared_provider: tuple[Path, Mapping[str, str]] | None = field(default=None, repr=False)
+    # by path: where an existing resource's declaration is (exists.py's located errors)
+    manifests: Mapping[str, Manifest] = field(default_factory=dict, repr=False, compare=False)
 
 
 # --- before any work ------------------------------------------------------------------------
@@ -417,7 +425,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         model = project.model.producer(name) or ProducerModel(name)
         token = env.get("DIGITALOCEAN_TOKEN")
         shared = (setup.launcher, env) if setup is not None else None
-        out.append(Prepared(model, project.rendered[name], copy, cloud, token, lock, shared))
+        rendered = project.rendered[name]
+        out.append(Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests))
     return out
 
 

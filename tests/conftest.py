@@ -130,3 +130,17 @@ def mermaid() -> MermaidChecker:
             pytest.fail(f"MERMAID_CHECK=required but {checker}")
         pytest.skip(checker)
     return checker
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault tests' counter: how many trials were checked for two droplets sharing a name
+    (a failed check fails its test, so every trial counted here had none)."""
+    checked = sum(
+        int(value)
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "trials_checked_for_twin_droplets"
+    )
+    if checked:
+        terminalreporter.write_line(f"fault trials checked, no two droplets sharing a name: {checked}")

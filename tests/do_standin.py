@@ -1,7 +1,8 @@
 """A local stand-in of the DigitalOcean API v2 answering what pre-flight asks, in the documented
 shapes: ``/v2/account``, ``/v2/databases``, ``/v2/account/keys``, ``/v2/sizes``, ``/v2/regions``,
-``/v2/images?type=distribution`` and ``/v2/images/<slug>``; paginated with ``links.pages.next``
-and ``meta.total`` like the real API, bearer-checked (401 ``unauthorized``)."""
+``/v2/images?type=distribution`` and ``/v2/images/<slug>``, and what exists.py looks up:
+``/v2/droplets``, ``/v2/firewalls``, ``/v2/databases/<id>/dbs`` and ``/users``; paginated with
+``links.pages.next`` and ``meta.total`` like the real API, bearer-checked (401 ``unauthorized``)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ class Account:
     unavailable_regions: frozenset[str] = frozenset()
     distribution_images: frozenset[str] = catalogue.DISTRIBUTION_IMAGES
     pages: list[str] = field(default_factory=list)  # every list page served, "path?page=N"
+    droplets: list[dict[str, Any]] = field(default_factory=list)  # GET /v2/droplets objects
+    firewalls: list[dict[str, Any]] = field(default_factory=list)
+    dbs: dict[str, list[str]] = field(default_factory=dict)  # cluster name -> database names
+    users: dict[str, list[str]] = field(default_factory=dict)  # cluster name -> user names
 
     def serve(self, server: HTTPServer) -> None:
         lists = {
@@ -80,6 +85,8 @@ class Account:
                 "images",
                 [i for i in catalogue.images() if i["slug"] in self.distribution_images],
             ),
+            "/v2/droplets": ("droplets", self.droplets),
+            "/v2/firewalls": ("firewalls", self.firewalls),
         }
         for path, (key, items) in lists.items():
             server.expect_request(path).respond_with_handler(self._lister(path, key, items))
@@ -89,6 +96,21 @@ class Account:
         server.expect_request(re.compile(r"^/v2/images/[^/]+$")).respond_with_handler(
             self._guarded(self._image)
         )
+        server.expect_request(re.compile(r"^/v2/databases/[^/]+/(dbs|users)$")).respond_with_handler(
+            self._guarded(self._in_cluster)
+        )
+
+    def _in_cluster(self, request: Request) -> Response:
+        """``{"dbs": [{"name"}]}`` / ``{"users": [{"name", "role"}]}``: not paginated."""
+        _, _, cluster_id, key = request.path.strip("/").split("/")
+        name = next((n for n in self.clusters if database_json(n)["id"] == cluster_id), None)
+        if name is None:
+            return _json(
+                {"id": "not_found", "message": "The resource you were accessing could not be found."}, 404
+            )
+        held = (self.dbs if key == "dbs" else self.users).get(name, [])
+        extra = {"role": "normal"} if key == "users" else {}
+        return _json({key: [{"name": n, **extra} for n in held]})
 
     def _guarded(self, handler: Any) -> Any:
         def guarded(request: Request) -> Response:

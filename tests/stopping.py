@@ -102,12 +102,16 @@ def wait_for(
         time.sleep(0.02)
 
 
-def apply_stopped_at_gate(ops: Any, signum: int, gate: Path, name: str = "stopped") -> Background:
+def apply_stopped_at_gate(
+    ops: Any, signum: int, gate: Path, name: str = "stopped", lose: tuple[str, ...] = ()
+) -> Background:
     """Start ``apply --producer quinn``, let its droplet creates reach the gate, then send
     ``signum`` to infra-apply. For a stop infra-apply handles (INT, TERM, HUP), also wait until
     Terraform says it received the interrupt, so it is known to be stopping mid-apply before
-    the gate opens. The gate is left closed: the caller releases it."""
-    cloud.inject_faults(ops.cloud, gate=gate)
+    the gate opens. The gate is left closed: the caller releases it. ``lose``: droplets whose
+    create the provider drops when stopped (made, never recorded: the real provider's
+    ``context canceled``)."""
+    cloud.inject_faults(ops.cloud, gate=gate, lose_create=lose)
     run = start(ops, "apply", "--producer", "quinn", "--auto-approve", name=name)
     wait_for(lambda: cloud.gate_started(gate), "a droplet create to reach the gate", run)
     run.proc.send_signal(signum)

@@ -68,6 +68,38 @@ def test_with_a_sandbox_extra_the_runtime_is_a_plain_install(
     assert steps.extra
 
 
+@pytest.fixture(scope="module")
+def gen_tree(bench: ModuleType) -> ModuleType:
+    import gen_tree
+
+    return gen_tree
+
+
+def test_the_synthetic_tree_seeds_every_cluster_its_manifests_name(
+    gen_tree: ModuleType, tmp_path: Path
+) -> None:
+    """Otherwise every sandbox plan of it fails pre-flight and `make bench` exits 1."""
+    from infra_apply import config
+
+    params = gen_tree.Params(manifests=30, other_files=20, node_modules_files=10)
+    layout = gen_tree.ensure_tree(tmp_path, params)
+    named = {
+        line.split(":", 1)[1].strip()
+        for manifest in layout.tree.rglob(".infra*.yaml")
+        for line in manifest.read_text("utf-8").splitlines()
+        if line.strip().startswith("cluster:")
+    }
+    assert named
+    assert named <= set(config.load(layout.tree, env={}).sandbox.clusters)
+
+
+def test_quick_mode_is_small_and_leaves_out_the_install_sizes(bench: ModuleType) -> None:
+    assert bench.QUICK_PARAMS.manifests <= 200
+    assert bench.QUICK_PARAMS.other_files <= 5_000
+    assert "install" in bench.QUICK_SKIPS
+    assert bench.parse_args(["--quick"]).quick
+
+
 def test_the_cdktf_app_is_given_the_droplets_render_writes(bench: ModuleType, tmp_path: Path) -> None:
     """The render-vs-cdktf figure compares like with like: the same 300 droplets, addresses,
     SSH keys and firewall rules on both sides."""

@@ -20,6 +20,7 @@ from werkzeug import Request, Response
 
 from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target, units
 from infra_apply.errors import InfraApplyError
+from infra_apply.report.combine import failed_sentence
 from infra_apply.report.markdown import format_markdown
 from tests.conftest import cli_env, run_cli
 from tests.plan_fixtures import SANDBOX_CONTEXT
@@ -366,7 +367,10 @@ def test_a_matrix_of_plans_is_one_comment_read_as_one_plan(tmp_path: Path, forge
     assert code == 0, err
     assert json.loads(out)["action"] == "created" and json.loads(out)["cut"] is False
     [mine] = forge.comments
-    assert mine["body"] == f"{MARK}\n" + format_markdown([ct, quinn], SANDBOX_CONTEXT) + "\n" + FAILED
+    both = format_markdown([ct, quinn], SANDBOX_CONTEXT)
+    table = "\n<!-- infra-apply:table "
+    named = both.replace(table, f"\n{failed_sentence([('mc', '1')])}\n{table}", 1)  # in the header
+    assert mine["body"] == f"{MARK}\n" + named + "\n" + FAILED
 
     code, out, err = post_files(tmp_path, forge, files)  # the next push, the same plans
     assert code == 0, err

@@ -115,7 +115,8 @@ def test_for_each_keys_and_modules_are_found_on_both_sides() -> None:
     ("old", "new", "expected"),
     [
         ("s-2vcpu-4gb", "s-4vcpu-8gb", ("$24.00", "$48.00", "+$24.00")),  # resize up
-        ("s-8vcpu-16gb", "s-2vcpu-4gb", ("$96.00", "$24.00", "-$72.00")),  # resize down
+        # replaced by a smaller one (an in-place resize to a smaller disk never happens: below)
+        ("s-8vcpu-16gb", "s-2vcpu-4gb", ("$96.00", "$24.00", "-$72.00")),
         ("s-2vcpu-4gb", "s-2vcpu-4gb", ("$24.00", "$24.00", "±$0.00")),  # replaced, same size
     ],
 )
@@ -219,7 +220,7 @@ def test_a_gpu_whose_lease_has_ended_costs_nothing_more_by_its_lease() -> None:
     names = {"digitalocean_droplet.g": "g"}
     doc = plan(after=[droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")])
     [g] = cost(doc, names=names, gpus={"g": NOW - timedelta(minutes=5)}).gpus
-    assert (g.hours_left, g.up_to) == (0, Decimal("0.00"))
+    assert (g.hours_left, g.up_to, g.lease_ended) == (0, Decimal("0.00"), True)
     assert "its lease ended 2026-11-29 11:55Z (the next gpu reap releases it)" in gpu_cost_sentence(g, str)
 
 
@@ -283,3 +284,31 @@ def test_a_gpu_costs_the_hours_billed_by_its_lease_end_less_those_billed_since_i
     # not up yet (the plan brings it up now): counted from now, as before
     [g] = cost(doc, names=names, gpus={"g": NOW + timedelta(hours=3)}).gpus
     assert g.hours_left == 3
+
+
+def test_a_live_lease_in_its_last_billed_hour_is_not_said_to_have_ended() -> None:
+    """Up for 30 minutes with 20 left: its one billed hour covers the rest, so nothing more is
+    billed, but the lease is live (and the GPU stays up) for 20 minutes yet."""
+    names = {"digitalocean_droplet.g": "g"}
+    doc = plan(after=[droplet("digitalocean_droplet.g[0]", "gpu-h100x1-80gb")])
+    up_since = {"g": NOW - timedelta(minutes=30)}
+    [g] = cost(doc, names=names, gpus={"g": NOW + timedelta(minutes=20)}, up_since=up_since).gpus
+    sentence = gpu_cost_sentence(g, str)
+    assert "ended" not in sentence
+    live = "nothing more until its lease ends 2026-11-29 12:20Z (its last billed hour is under way)"
+    assert live in sentence
+    assert (g.hours_left, g.up_to, g.lease_ended) == (0, Decimal("0.00"), False)
+
+
+def test_a_resize_to_a_smaller_disk_is_priced_as_no_change() -> None:
+    """It can never happen (a disk never shrinks; apply refuses it): no saving is promised."""
+    address = "digitalocean_droplet.a"
+    grown = droplet(address, "s-4vcpu-8gb", disk=160)  # a console resize grew its disk
+    resize = {"address": address, "change": {"actions": ["update"]}}
+    c = cost(plan([grown], [droplet(address, "s-2vcpu-4gb", disk=160)], changes=[resize]))
+    assert totals(c) == ("$48.00", "$48.00", "±$0.00")
+    [d] = c.refused
+    assert (d.size_before, d.size_after, d.refused_size) == ("s-4vcpu-8gb", "s-4vcpu-8gb", "s-2vcpu-4gb")
+    # a resize the disk allows is priced as planned
+    ok = cost(plan([droplet(address, "s-1vcpu-1gb")], [droplet(address, "s-2vcpu-4gb")], changes=[resize]))
+    assert totals(ok) == ("$6.00", "$24.00", "+$18.00") and ok.refused == ()

@@ -171,6 +171,8 @@ def test_list_droplets_follows_pagination(api: HTTPServer, client: Any) -> None:
             public_ipv4="203.0.113.101",
             private_ipv4="10.116.0.101",
             tags=("quinn", "infra-apply"),
+            status="active",
+            created_at="2026-01-05T10:00:00Z",
         ),
         AccountDroplet(
             id="102",
@@ -181,6 +183,8 @@ def test_list_droplets_follows_pagination(api: HTTPServer, client: Any) -> None:
             public_ipv4="203.0.113.102",
             private_ipv4="10.116.0.102",
             tags=(),
+            status="active",
+            created_at="2026-01-05T10:00:00Z",
         ),
     ]
     assert len(api.log) == 2

@@ -12,9 +12,12 @@ from werkzeug import Request, Response
 from infra_apply.commands.drift import account_tagged
 from infra_apply.drift import (
     DriftReport,
+    Duplicate,
     Orphan,
     ProducerDrift,
+    StateDroplet,
     applied,
+    duplicates,
     is_noise,
     name_drift,
     orphans,
@@ -184,6 +187,9 @@ def test_markdown_is_cut_at_the_limit_with_a_note() -> None:
     md = format_markdown(DriftReport((), orphans=many))
     assert len(md) <= MARKDOWN_LIMIT
     assert md.endswith("… truncated: run infra-apply drift locally for the full report\n")
+    md = format_markdown(DriftReport((), orphans=many, sandbox=True))
+    assert len(md) <= MARKDOWN_LIMIT
+    assert md.endswith("… truncated: run infra-apply drift --sandbox locally for the full report\n")
 
 
 def test_json_document() -> None:
@@ -308,7 +314,7 @@ def test_a_producer_without_state_whose_droplets_exist_is_told_to_adopt_never_to
         assert text.splitlines()[1:3] == [
             "  no state here, yet droplets of it exist (below): do not apply, it would create them "
             "again; take them over first with infra-apply adopt --producer quinn --from-state FILE "
-            "(FILE: the old state) or infra-apply adopt --producer quinn (droplets only)",
+            "(FILE: the old state) or infra-apply adopt --producer quinn (by name)",
             "Nothing to compare.",
         ]
         assert "infra-apply apply" not in text
@@ -320,3 +326,80 @@ def test_applied_means_managed_state_or_something_deleted_outside_terraform() ->
     assert applied(refresh_plan(prior=[droplet_state("digitalocean_droplet.dns", "1003", "com.uvlava.dns")]))
     gone = drift_entry("digitalocean_droplet.dns", ["delete"], {"name": "com.uvlava.dns"}, None)
     assert applied(refresh_plan(gone))  # every resource deleted by hand: still applied, and drift
+
+
+def test_a_tagged_second_droplet_under_a_name_in_state_is_a_duplicate_not_an_orphan() -> None:
+    """adopt finds nothing to take over for it (the name is in state), so it must never be told
+    to: the report names both ids and how to destroy the copy by hand, in every format."""
+    in_state = [StateDroplet("1003", "com.uvlava.dns", "quinn")]
+    tagged = [
+        Orphan("1003", "com.uvlava.dns", (MANAGED, "producer:quinn")),  # the one in state
+        Orphan("2001", "com.uvlava.dns", (MANAGED, "producer:quinn")),  # its copy
+        Orphan("2002", "stray", (MANAGED, "producer:quinn")),
+    ]
+    found = orphans(tagged, {"1003"}, ["quinn"], False, in_state)
+    assert [o.id for o in found] == ["2002"]
+    [dup] = duplicates(tagged, in_state, ["quinn"], False)
+    assert (dup.id, dup.name, dup.state_id, dup.owner) == ("2001", "com.uvlava.dns", "1003", "quinn")
+    report = DriftReport((ProducerDrift("quinn"),), found, duplicates=(dup,))
+    assert report.drifted
+    text = format_text(report)
+    assert text.splitlines()[3:5] == [
+        "Duplicates of droplets in state:",
+        "  ! droplet com.uvlava.dns (id 2001) is a duplicate: the state of quinn holds droplet 1003 "
+        "under that name (tags: managed-by:infra-apply, producer:quinn). infra-apply neither adopts "
+        "nor destroys it, and it is billed: check it is not in use (doctl compute droplet get 2001), "
+        "then destroy it by hand with doctl compute droplet delete 2001",
+    ]
+    assert "adopt" not in text.split("Droplets no state knows:")[0].replace("neither adopts", "")
+    doc = json.loads(format_json(report))
+    assert [(d["id"], d["name"], d["state_id"], d["producer"]) for d in doc["duplicates"]] == [
+        ("2001", "com.uvlava.dns", "1003", "quinn")
+    ]
+    assert "doctl compute droplet delete 2001" in doc["duplicates"][0]["message"]
+    assert [o["id"] for o in doc["orphans"]] == ["2002"]
+    md = format_markdown(report)
+    assert "### Duplicates of droplets in state" in md
+    assert "`doctl compute droplet delete 2001`" in md
+
+
+def test_a_sandbox_duplicate_is_deleted_from_the_sandbox_cloud_never_through_doctl() -> None:
+    dup = Duplicate(Orphan("2001", "com.uvlava.dns", (MANAGED,)), "1003", "quinn")
+    report = DriftReport(sandbox=True, duplicates=(dup,), cloud="/s/cloud.json")
+    text = format_text(report)
+    assert "doctl" not in text
+    assert 'cloud.delete_droplet("/s/cloud.json", "2001")' in text
+
+
+def _rule(ports: str, *sources: str, protocol: str = "tcp") -> dict[str, Any]:
+    return {
+        "protocol": protocol,
+        "port_range": ports,
+        "source_addresses": list(sources),
+        "source_droplet_ids": None,
+        "source_kubernetes_ids": None,
+        "source_load_balancer_uids": None,
+        "source_tags": None,
+    }
+
+
+def test_a_firewall_rule_changed_outside_terraform_is_told_rule_by_rule_in_every_format() -> None:
+    """Not a bare ``inbound_rule``: which rule went, which came, with protocol, ports and sources."""
+    ssh = _rule("22", "10.9.0.0/24")
+    before = {**FIREWALL, "inbound_rule": [ssh, _rule("443", "0.0.0.0/0", "::/0")]}
+    after = {**FIREWALL, "inbound_rule": [ssh, _rule("443", "203.0.113.7"), _rule("", protocol="icmp")]}
+    edited = drift_entry("digitalocean_firewall.dns", ["update"], before, after)
+    found = outside_changes("quinn", refresh_plan(edited), NAMES)
+    report = DriftReport((ProducerDrift("quinn", outside=found),))
+    rules = (
+        "inbound_rule -tcp 443 from 0.0.0.0/0, ::/0; +tcp 443 from 203.0.113.7; +icmp from nowhere"
+    )
+    assert rules in format_text(report)
+    assert rules.replace("_", "\\_") in format_markdown(report)
+    [diff] = json.loads(format_json(report))["producers"]["quinn"]["outside"][0]["diffs"]
+    assert diff["removed_rules"] == [{"protocol": "tcp", "ports": "443", "sources": ["0.0.0.0/0", "::/0"]}]
+    assert diff["added_rules"] == [
+        {"protocol": "tcp", "ports": "443", "sources": ["203.0.113.7"]},
+        {"protocol": "icmp", "ports": "", "sources": []},
+    ]
+    assert diff["removed"] == ["tcp 443 from 0.0.0.0/0, ::/0"]

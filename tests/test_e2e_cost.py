@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import stopping
+from tests.conftest import run_cli
 from tests.test_e2e_sandbox import Ops
 
 TABLE = "list prices as of 2026-11-29 (shipped table)"
@@ -61,6 +62,7 @@ def test_apply_shows_the_cost_and_a_resize_plans_the_difference(ops: Ops) -> Non
             "monthly_before": 24.0,
             "name": name,
             "priced": True,
+            "refused_size": None,
             "size": "s-4vcpu-8gb",
             "size_before": "s-2vcpu-4gb",
         }
@@ -76,3 +78,27 @@ def test_apply_shows_the_cost_and_a_resize_plans_the_difference(ops: Ops) -> Non
     assert f"{row} \\$24.00 → \\$48.00 (+\\$24.00) |" in out
     assert "**Cost**: \\$24.00/month → \\$48.00/month (+\\$24.00)" in out
     assert f"Prices: {TABLE}" in out
+
+
+def test_a_resize_to_a_smaller_disk_is_refused_before_apply_and_priced_as_no_change(ops: Ops) -> None:
+    """Refused before anything runs, located at the manifest's size, the droplet untouched;
+    the plan prices it as no change."""
+    name = "com.uvlava.mc.services"
+    assert ops.apply("mc")[0] == 0
+    before = ops.droplets()[name]
+    assert before["size"] == "s-2vcpu-4gb" and before["disk"] == 80
+    ops.edit("@mc/.infra.yaml", "    region: fra1\n", "    region: fra1\n    size: s-1vcpu-1gb\n")
+    assert run_cli("--root", str(ops.root), "render", "--out", str(ops.out), env=ops.env).returncode == 0
+    code, out, _ = ops.sandbox("plan", "--producer", "mc", "--format", "json")
+    assert code == 2
+    mc = json.loads(out)["producers"]["mc"]
+    assert mc["cost"]["monthly_diff"] == 0.0  # no saving promised
+    assert [e["name"] for e in mc["guard"]["errors"]] == [name]
+    code, _, err = ops.apply("mc", "--allow-resize", name)
+    assert code == 1, err
+    assert (
+        "@mc/.infra.yaml:8:11: error resize: droplet com.uvlava.mc.services: size s-2vcpu-4gb → "
+        "s-1vcpu-1gb can never be applied: s-1vcpu-1gb's disk is 25 GB, below the droplet's 80 GB"
+    ) in err
+    after = ops.droplets()[name]
+    assert (after["size"], after["status"], after["disk"]) == ("s-2vcpu-4gb", "active", 80)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,18 +250,40 @@ def test_a_pull_request_changing_what_was_changed_by_hand_undoes_nothing_and_a_d
     )
     assert (tags_diff["added"], tags_diff["removed"]) == (["role:jobs"], ["owner:alice", "role:mcp"])
 
-    # The guard still wants consent; DigitalOcean (here the sandbox) refuses the resize itself.
-    state_dns = cloud.get_droplet(ops.cloud, str(live[DNS]["id"]))
+    # No flag makes that resize possible: apply stops on it before anything runs (the real
+    # provider would power dns off before DigitalOcean's 422), and applies nothing else either.
+    before = ops.droplets()
     code, out, err = ops.apply("quinn", "--allow-resize", DNS)
     assert code == 1, (out, err)
-    refused = "422 unprocessable_entity: Size can not decrease size of Droplet's disk image"
-    assert refused in " ".join((out + err).split())  # Terraform wraps the line
-    after = ops.droplets()
-    assert after[DNS] == state_dns  # untouched: still s-2vcpu-4gb with its 80 GB disk
-    assert (after[ARTIFACTS]["size"], after[MCP]["tags"]) == (
-        "s-8vcpu-16gb",
-        ["managed-by:infra-apply", "producer:quinn", "role:jobs"],
-    )  # the rest of the plan went ahead
+    assert (
+        f"error resize: droplet {DNS}: size s-2vcpu-4gb → s-1vcpu-2gb can never be applied: "
+        "s-1vcpu-2gb's disk is 50 GB, below the droplet's 80 GB"
+    ) in err
+    assert ops.droplets() == before  # untouched: dns still s-2vcpu-4gb with its 80 GB disk
     state = json.loads(state_file(ops).read_text())
     kept = [r for r in state["resources"] if r["type"] == "digitalocean_droplet" and r["name"] == "dns"]
-    assert kept and kept[0]["instances"][0]["attributes"]["size"] == "s-2vcpu-4gb"
+    # state is as the first apply left it: apply never ran
+    assert kept and kept[0]["instances"][0]["attributes"]["size"] == "s-1vcpu-1gb"
+
+
+def test_a_second_copy_of_a_droplet_in_state_is_a_duplicate_and_its_remedy_removes_it(ops: Ops) -> None:
+    """What a moved checkout's apply leaves: a tagged copy under a name the state holds. adopt
+    has nothing to take over for it; the report's remedy, run as printed, destroys the copy."""
+    assert ops.apply("quinn")[0] == 0
+    original = ops.droplets()[DNS]
+    copy = cloud.create_droplet(ops.cloud, DNS, region=str(original["region"]), tags=list(original["tags"]))
+    code, out, err = drift(ops)
+    assert code == 2, err
+    assert "Droplets no state knows" not in out
+    [line] = [x for x in out.splitlines() if "is a duplicate" in x]
+    assert f"droplet {DNS} (id {copy['id']}) is a duplicate" in line
+    assert f"holds droplet {original['id']} under that name" in line
+    doc = json.loads(drift(ops, "--format", "json")[1])
+    assert [(d["id"], d["state_id"]) for d in doc["duplicates"]] == [(str(copy["id"]), str(original["id"]))]
+    assert doc["orphans"] == []
+    assert "nothing to adopt" in ops.sandbox("adopt", "--producer", "quinn")[1]
+    remedy = line.split("destroy it by hand with ", 1)[1]
+    done = subprocess.run(shlex.split(remedy), capture_output=True, text=True, env=ops.env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [d["id"] for d in cloud.list_droplets(ops.cloud) if d["name"] == DNS] == [original["id"]]
+    assert drift(ops)[0] == 0

@@ -275,14 +275,20 @@ def test_an_unleased_gpu_is_shown_planned_with_its_ways_out_and_reaped_when_idle
     code, out, err = ops.sandbox("plan", "--producer", "ct")
     assert code == 2, out + err
     assert f"GPU {GPU} is up without a lease" in out
-    assert f"gpu up {GPU} to lease it, or gpu down {GPU} to release it" in out
+    assert (
+        f"infra-apply gpu up {GPU} --sandbox to lease it, "
+        f"or infra-apply gpu down {GPU} --sandbox to release it"
+    ) in out
     code, out, _ = ops.sandbox("plan", "--producer", "ct", "--format", "json")
     [gpu] = json.loads(out)["producers"]["ct"]["gpus_up"]
     assert (gpu["name"], gpu["leased"], gpu["lease_until"]) == (GPU, False, None)
     # an ordinary apply refuses the destroy (exit 3), naming the GPU verbs as well
     code, out, err = ops.apply("ct")
     assert code == 3, out + err
-    assert f"{GPU} is up without a lease: gpu up {GPU} leases it, gpu down {GPU} releases it" in err
+    assert (
+        f"{GPU} is up without a lease: infra-apply gpu up {GPU} --sandbox leases it, "
+        f"infra-apply gpu down {GPU} --sandbox releases it"
+    ) in err
     assert ops.droplets()[GPU]["id"] == live["id"]
 
     # the reaper probes it like a leased one: idle, so it is released with its mesh entry

@@ -809,3 +809,35 @@ def test_a_firewall_destroyed_while_its_droplet_stays_opens_every_port() -> None
         "q", synthetic(fw_gone, rc("digitalocean_droplet.box", ["delete"], before=droplet), prior=state), {}
     )
     assert all(c.ports_opened == () == c.ports_closed for c in both.changes)
+
+
+def test_firewall_rules_are_diffed_rule_by_rule_with_every_kind_of_peer() -> None:
+    from infra_apply.plan_model import FirewallRule
+
+    fw = {"name": "x", "droplet_ids": [1]}
+    outbound_all = {"protocol": "udp", "port_range": "all", "destination_addresses": ["0.0.0.0/0"]}
+    before = {**fw, "inbound_rule": None, "outbound_rule": [outbound_all]}
+    inbound = {
+        "protocol": "TCP",
+        "port_range": "8000-8010",
+        "source_addresses": ["10.9.0.0/24"],
+        "source_droplet_ids": [4123],
+        "source_tags": ["web"],
+    }
+    after = {**fw, "inbound_rule": [inbound], "outbound_rule": []}
+    change = {
+        "address": "digitalocean_firewall.x",
+        "mode": "managed",
+        "type": "digitalocean_firewall",
+        "name": "x",
+        "change": {"actions": ["update"], "before": before, "after": after, "after_unknown": {}},
+    }
+    plan = parse_plan("quinn", {"format_version": "1.2", "resource_changes": [change]}, {})
+    [c] = plan.changes
+    inbound_diff, outbound_diff = c.diff("inbound_rule"), c.diff("outbound_rule")
+    assert inbound_diff is not None and outbound_diff is not None
+    assert inbound_diff.added_rules == (
+        FirewallRule("inbound", "tcp", "8000-8010", ("10.9.0.0/24", "droplet 4123", "tag web")),
+    )
+    assert inbound_diff.render() == "inbound_rule +tcp 8000-8010 from 10.9.0.0/24, droplet 4123, tag web"
+    assert outbound_diff.render() == "outbound_rule -udp all to 0.0.0.0/0"

@@ -18,7 +18,7 @@ from infra_apply.comment import COMMENT_LIMIT, compose, marker, units
 from infra_apply.model import Droplet, ProducerModel, Service
 from infra_apply.plan_model import parse_plan
 from infra_apply.report import PlanContext, ProducerReport, producer_reports
-from infra_apply.report.combine import combine
+from infra_apply.report.combine import combine, failed_sentence
 from infra_apply.report.markdown import MARKDOWN_LIMIT, format_markdown
 from tests.plan_fixtures import SANDBOX_CONTEXT, SCENARIOS, hostile_cost, rc, read_golden, synthetic
 
@@ -66,11 +66,30 @@ def test_combine_of_the_markdowns_is_the_markdown_of_the_plans(context: PlanCont
     assert combine([md[name] for name in three]) == expected
 
 
+def test_the_header_names_a_failed_producer_never_saying_no_changes() -> None:
+    """A matrix job whose plan failed writes a note, not a plan: the combined comment must not
+    read "No changes." above it, as if that producer had nothing to apply."""
+    [quinn] = reports_of("no_changes")
+    ok = format_markdown([quinn], SANDBOX_CONTEXT)
+    assert "\nNo changes.\n" in ok
+    body = combine([ok, FAILED])
+    head = body.split("<!-- infra-apply:table", 1)[0]
+    assert "> ⛔ **The plan of mc (exit 1) failed:** what it would change is unknown" in head
+    assert "\nNo changes.\n" not in body and "No changes in the plans that ran." in body
+    assert body.endswith("\n" + FAILED)
+    # Only failures: a title and the failed producers, then their notes.
+    both = combine([FAILED, "### ct_x: the plan failed (exit 2); see the job log\n"])
+    title = "## infra-apply plan\n\n> ⛔ **The plans of mc (exit 1), ct\\_x (exit 2) failed:**"
+    assert both.startswith(title)
+
+
 def test_a_failed_plan_note_is_kept_verbatim_after_the_plans() -> None:
     ct, quinn = reports_of("update_size_and_import")
     both = format_markdown([ct, quinn], SANDBOX_CONTEXT)
     files = [FAILED, format_markdown([quinn], SANDBOX_CONTEXT), format_markdown([ct], SANDBOX_CONTEXT)]
-    assert combine(files) == both + "\n" + FAILED
+    header = failed_sentence([("mc", "1")])
+    table = "\n<!-- infra-apply:table "
+    assert combine(files) == both.replace(table, f"\n{header}\n{table}", 1) + "\n" + FAILED
     # Without a final newline, and with nothing else: still kept, one section each.
     assert combine(["### a failed", "### b failed\n"]) == "### a failed\n\n### b failed\n"
     odd = "### c\r\nfailed\u2028<!-- infra-apply:section producer=c -->\n"  # byte for byte

@@ -34,7 +34,7 @@ def test_json_is_one_stable_document_with_guard_and_counts() -> None:
         "changes": [],
         "counts": {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0},
         "drift": [],
-        "guard": {"ok": True, "blocked": []},
+        "guard": {"ok": True, "blocked": [], "errors": []},
         "only_undoes_outside": False,
         "outside": [],
         "public_ports": {"opened": [], "closed": []},
@@ -70,7 +70,7 @@ def test_json_marks_a_resize_and_lists_public_ports() -> None:
     }
     allowed = guard(plan, (), (), ["com.uvlava.dns"])
     doc = json.loads(format_json(producer_reports([plan], {"quinn": allowed})))
-    assert doc["producers"]["quinn"]["guard"] == {"ok": True, "blocked": []}
+    assert doc["producers"]["quinn"]["guard"] == {"ok": True, "blocked": [], "errors": []}
 
 
 def test_json_reports_unchanged_when_nothing_changes() -> None:

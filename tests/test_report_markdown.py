@@ -171,6 +171,11 @@ def test_markdown_of_a_huge_plan_is_truncated_under_the_limit() -> None:
     assert md.count("<details") == md.count("</details>")
     assert "| quinn | 3000 | 0 | 0 | 2000 | 0 | 0 | 0 |" in md
     assert "| ct | 0 | 0 | 0 | 100 | 0 | 0 | 0 |" in md
+    # A sandbox plan's note names the sandbox plan, and still fits.
+    sandbox = PlanContext(True, None, datetime(2026, 11, 29, tzinfo=UTC))
+    md = format_markdown(producer_reports([quinn, ct], {}, {"quinn": QUINN_MODEL}, sandbox=True), sandbox)
+    assert len(md) <= MARKDOWN_LIMIT
+    assert md.endswith("; run infra-apply plan --sandbox locally for the full list\n")
 
 
 def test_a_huge_plan_uses_the_forges_room_and_comment_never_cuts_it() -> None:
@@ -181,7 +186,7 @@ def test_a_huge_plan_uses_the_forges_room_and_comment_never_cuts_it() -> None:
     assert 60_000 < units(md) <= MARKDOWN_LIMIT and units(md) > len(md)
     body, cut = compose(md, "k" * 64)  # the longest key `comment --key` accepts
     assert not cut and units(body) <= COMMENT_LIMIT
-    assert md.endswith("run infra-apply plan locally for the full list\n")
+    assert md.endswith("run infra-apply plan --sandbox locally for the full list\n")
 
 
 def test_markdown_with_huge_names_still_fits() -> None:
@@ -314,16 +319,21 @@ def test_headings_fit_what_the_producer_changes() -> None:
 def test_the_guard_verdict_is_said_in_words_per_producer() -> None:
     plan = parsed("outside_drift", names=OUTSIDE_NAMES)
     md = format_markdown(producer_reports([plan]))
+    # quinn.build's resize can never succeed (a smaller disk): apply stops on it, whatever is
+    # allowed, so no command is offered; the rest is still said.
     assert (
-        "⛔ **Guard:** apply would refuse this plan (exit 3) without consent to destroy "
-        "com.uvlava.quinn.docs, replace com.uvlava.quinn.mcp and resize com.uvlava.dns, "
-        "com.uvlava.quinn.build. To go ahead: `infra-apply apply --producer quinn "
-        "--allow-destroy com.uvlava.quinn.docs --allow-replace com.uvlava.quinn.mcp "
-        "--allow-resize com.uvlava.dns --allow-resize com.uvlava.quinn.build`\n"
+        "⛔ **Guard:** apply would stop with an error (exit 1) before changing anything: resizing "
+        "com.uvlava.quinn.build can never succeed (a disk never shrinks; no flag allows it). Past "
+        "that, it would refuse (exit 3) without consent to destroy com.uvlava.quinn.docs, replace "
+        "com.uvlava.quinn.mcp and resize com.uvlava.dns.\n"
     ) in md
     allowed = guard(plan, ["com.uvlava.quinn.docs"], ["com.uvlava.quinn.mcp"], ["com.uvlava.dns"])
     md = format_markdown(producer_reports([plan], {"quinn": allowed}))
-    assert "without consent to resize com.uvlava.quinn.build. To go ahead: `infra-apply apply " in md
+    assert "can never succeed (a disk never shrinks; no flag allows it).\n" in md
+    plan = parsed("replace_delete")
+    md = format_markdown(producer_reports([plan]))
+    assert "without consent to destroy forge, com.uvlava.quinn.mcp and replace" in md
+    assert "To go ahead: `infra-apply apply --producer quinn --allow-destroy forge " in md
     quiet = format_markdown(producer_reports([parsed("import", names=IMPORT_NAMES)]))
     assert "✅ **Guard:** apply would go ahead: nothing is destroyed, replaced or resized." in quiet
 

@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infra_apply import remedy
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
 from infra_apply.model import Droplet
 from infra_apply.state import state_dir
-from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, state_droplets, tree_key
+from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, tree_key
 
 if TYPE_CHECKING:
+    from infra_apply.do_api import AccountDroplet
+    from infra_apply.exists import Account
     from infra_apply.takeover import OldState, Takeover
 
 
@@ -35,8 +38,9 @@ if TYPE_CHECKING:
 class Adoption:
     address: str
     name: str
-    droplet_id: str
+    droplet_id: str  # the import id (for a database or user: ``cluster_id,name``)
     warning: str | None = None
+    kind: str = "droplet"  # droplet | firewall | database | database user
 
 
 @dataclass(frozen=True)
@@ -44,16 +48,7 @@ class Adopted:
     producer: str
     adoptions: tuple[Adoption, ...]
     imports: Path  # the imports file (written only when there is something to adopt)
-
-
-@dataclass(frozen=True)
-class AccountDroplet:
-    """A droplet in the account, as much as adopting it needs."""
-
-    id: str
-    name: str
-    image: str | None
-    region: str | None
+    sandbox: bool = False  # adopted with --sandbox: the next step printed carries it
 
 
 def run(ctx: Context, producer: str) -> Adopted:
@@ -61,23 +56,78 @@ def run(ctx: Context, producer: str) -> Adopted:
 
 
 def adopt(ctx: Context, prep: Prepared) -> Adopted:
-    """Write import blocks for manifest droplets that exist in the account but not in state."""
-    in_state = state_droplets(prep)
-    account = _account_droplets(prep)
+    """Write import blocks for what the manifests declare that exists in the account by name
+    but not in state: droplets, their firewalls, databases and users."""
+    from infra_apply.exists import DATABASE, USER
+    from infra_apply.render import _db_entry
+
+    in_state = state_addresses(prep)
+    account = _account(prep)
     found: list[Adoption] = []
     for d in prep.producer.droplets:
         address = prep.rendered.droplet_addresses[d.name]
+        if d.gpu:
+            continue
+        firewall = FIREWALL + address.removeprefix(DROPLET)
+        if firewall not in in_state:
+            # render names a droplet's firewall after its address (fw-<label>)
+            name = "fw-" + firewall.split(".", 1)[1].replace("_", "-")
+            ids = account.firewalls.get(name, ())
+            if len(ids) > 1:
+                ctx.say(f"{name}: {len(ids)} firewalls have this name in the account; adopt one by hand")
+            elif ids:
+                found.append(Adoption(firewall, name, ids[0], kind="firewall"))
         if address in in_state:
             continue
-        matches = [a for a in account if a.name == d.name]
+        matches = account.named(d.name)
         if len(matches) > 1:
             ctx.say(f"{d.name}: {len(matches)} droplets have this name in the account; adopt one by hand")
-        if d.gpu or len(matches) != 1:
+        if len(matches) != 1:
             continue
         found.append(Adoption(address, d.name, matches[0].id, _adoption_warning(d, matches[0])))
+    cluster_ids = {name: cid for cid, name in account.clusters.items()}
+    for db in prep.producer.databases:
+        entry = _db_entry(db)
+        cid = cluster_ids.get(db.cluster)
+        for rtype, name, table, kind in (
+            (DATABASE, db.name, account.dbs, "database"),
+            (USER, db.user, account.users, "database user"),
+        ):
+            address = f"{rtype}.{entry['db_address' if rtype == DATABASE else 'user_address']}"
+            if cid is not None and address not in in_state and name in table.get(cid, frozenset()):
+                found.append(Adoption(address, name, f"{cid},{name}", kind=kind))
     target = imports_file(ctx, prep.producer.name)
     write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
-    return Adopted(prep.producer.name, tuple(found), target)
+    return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
+
+
+DROPLET = "digitalocean_droplet"
+FIREWALL = "digitalocean_firewall"
+
+
+def state_addresses(prep: Prepared) -> set[str]:
+    """``type.name`` of every managed resource in state."""
+    prep.copy.init()
+    out: set[str] = set()
+    values = prep.copy.state().get("values")
+    stack = [(values or {}).get("root_module") or {}] if isinstance(values, dict) else []
+    while stack:
+        module = stack.pop()
+        for r in module.get("resources") or ():
+            if r.get("mode") == "managed":
+                out.add(f"{r.get('type')}.{r.get('name')}")
+        stack.extend(module.get("child_modules") or ())
+    return out
+
+
+def _account(prep: Prepared) -> Account:
+    from infra_apply import do_api, preflight
+    from infra_apply.exists import fetch, source_for
+
+    source = source_for(prep.cloud, prep.api_token)
+    if source is None:  # no token: the client says which variable to set
+        source = preflight.LiveSource(do_api.client(token=prep.api_token))
+    return fetch(source, {db.cluster for db in prep.producer.databases})
 
 
 def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
@@ -89,20 +139,6 @@ def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
     if live.region and live.region != d.region:
         return f"live region {live.region!r} differs from the manifest's {d.region!r}: it would be replaced"
     return None
-
-
-def _account_droplets(prep: Prepared) -> list[AccountDroplet]:
-    if prep.cloud is not None:
-        from infra_apply.sandbox import cloud
-
-        return [
-            AccountDroplet(str(r["id"]), str(r["name"]), r.get("image"), r.get("region"))
-            for r in cloud.list_droplets(prep.cloud)
-        ]
-    from infra_apply import do_api
-
-    client = do_api.client(token=prep.api_token)
-    return [AccountDroplet(d.id, d.name, d.image, d.region) for d in do_api.list_droplets(client)]
 
 
 def write_imports(target: Path, adoptions: Sequence[Adoption], private_to: Path | None = None) -> None:
@@ -131,13 +167,13 @@ def output(done: Adopted, fmt: str) -> Output:
 
 
 def format_text(done: Adopted) -> str:
-    lines = [f"import {a.address} <- droplet {a.droplet_id} ({a.name})" for a in done.adoptions]
+    lines = [f"import {a.address} <- {a.kind} {a.droplet_id} ({a.name})" for a in done.adoptions]
     if done.adoptions:
-        lines.append(
-            f"wrote {done.imports}; run infra-apply plan / apply --producer {done.producer} to take them over"
-        )
+        plan = remedy.for_producer("plan", done.producer, sandbox=done.sandbox)
+        apply = remedy.for_producer("apply", done.producer, sandbox=done.sandbox)
+        lines.append(f"wrote {done.imports}; run {plan}, then {apply} to take them over")
     else:
-        lines.append("nothing to adopt: every manifest droplet is in state or absent from the account")
+        lines.append("nothing to adopt: all the manifests declare is in state or absent from the account")
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -145,7 +181,14 @@ def format_json(done: Adopted) -> str:
     doc = {
         "imports": str(done.imports) if done.adoptions else None,
         "adopted": [
-            {"address": a.address, "name": a.name, "droplet_id": a.droplet_id, "warning": a.warning}
+            {
+                "address": a.address,
+                "kind": a.kind,
+                "name": a.name,
+                "id": a.droplet_id,
+                "droplet_id": a.droplet_id,
+                "warning": a.warning,
+            }
             for a in done.adoptions
         ],
     }
@@ -162,6 +205,7 @@ class TakenOver:
     takeover: Takeover
     imports: Path | None  # infra-apply's import blocks (None: nothing written)
     removed: Path | None  # the OLD root's `removed` blocks (None: nothing written)
+    sandbox: bool = False  # with --sandbox: the next step printed carries it
 
 
 def run_from_state(
@@ -177,7 +221,7 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     """Plan the takeover; only when it has no error, write the imports and the removed file."""
     from infra_apply import takeover
 
-    account = _account_droplets(prep)
+    account = _account(prep).droplets
     t = takeover.plan_takeover(
         old,
         prep.producer,
@@ -186,7 +230,7 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
         {a.id: a.image for a in account if a.image},
     )
     if not t.ok:
-        return TakenOver(t, None, None)
+        return TakenOver(t, None, None, ctx.sandbox)
     imports_text, removed_text = takeover.import_file(t), takeover.removed_file(t)
     imports = imports_file(ctx, prep.producer.name)
     removed = removed_file or default_removed_file(ctx, prep.producer.name)
@@ -197,7 +241,7 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     _make_folder(removed.parent, state if removed_file is None else None)
     atomic_write(imports, imports_text, mode=PRIVATE_FILE if ctx.sandbox else None)
     atomic_write(removed, removed_text, mode=PRIVATE_FILE if removed_file is None else None)
-    return TakenOver(t, imports, removed)
+    return TakenOver(t, imports, removed, ctx.sandbox)
 
 
 REMOVED_HEADER = b"# Written by `infra-apply adopt --from-state` for the OLD Terraform root"
@@ -267,7 +311,8 @@ def output_takeover(done: TakenOver, fmt: str) -> Output:
     if done.imports is not None and done.removed is not None:
         p = done.takeover.producer
         text += (
-            f"wrote {done.imports}: the next `infra-apply apply --producer {p}` imports them\n"
+            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, sandbox=done.sandbox)}` "
+            "imports them\n"
             f"wrote {done.removed}: for the OLD root; after that apply, delete the resource blocks "
             "it names from the old root, copy it there, and `terraform plan` must show 0 to destroy\n"
         )

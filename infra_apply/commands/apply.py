@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from infra_apply import exists, remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
@@ -22,8 +23,10 @@ from infra_apply.commands.register import register
 from infra_apply.cost import Prices
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import guard, refusal_message, unused_allowances
+from infra_apply.manifest import Manifest
 from infra_apply.mesh import WriteResult
-from infra_apply.plan_model import COUNTED_ACTIONS
+from infra_apply.model import ProducerModel
+from infra_apply.plan_model import COUNTED_ACTIONS, ProducerPlan
 from infra_apply.report import GpuUp, ProducerReport
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import done_line
@@ -73,6 +76,8 @@ class ApplyOptions:
     # up without a lease, with the ways out; None (gpu verbs): not looked at
     leased: frozenset[str] | None = None
     up_since: Mapping[str, datetime] = field(default_factory=dict)  # GPU -> when it came up
+    # the manifests by path, to locate an error in them (empty: located by file only)
+    manifests: Mapping[str, Manifest] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class Applied:
     applied: bool  # False: the plan changed nothing
     registration: WriteResult | None
     registry: Path | None  # where hosts are registered; None: no --mesh-hosts given
+    sandbox: bool = False  # applied with --sandbox: the remedies printed carry it
 
     @property
     def producer(self) -> str:
@@ -118,6 +124,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
             prices=run_prices(ctx, [name]),
             lease_ends=leases.lease_ends(name),
             up_since=leases.up_since(name),
+            manifests=project.manifests,
         )
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options)
@@ -141,12 +148,14 @@ def apply_producer(
     cost = None
     if options.prices is not None:
         cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC), options.up_since)
-    report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost)
+    report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost, ctx.sandbox)
     terminal.show(format_text([report], terminal.color))
+    refuse_impossible_resizes(planned.plan, prep.producer, options.manifests)
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if not verdict.ok:
-        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus))
+        why = "".join(f"\n{note}" for note in planned.notes)
+        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.sandbox) + why)
     if options.only is not None:
         _only(planned, options.only)
     applied = False
@@ -155,24 +164,74 @@ def apply_producer(
             raise InfraApplyError("apply cancelled; nothing was changed")
         ctx.say(f"{name}: terraform apply (the saved plan shown above)")
         started = ctx.clock()
+        # what this apply creates, so a droplet it makes but state loses (the apply stopped in
+        # between) is known as this state's own next time (exists.py)
+        exists.write_journal(prep.copy.path, planned.raw, datetime.now(UTC))
         try:
             prep.copy.apply(echo=lambda line: terminal.show(f"{line}\n"))
-        except tf.CommandFailed as exc:
+        except BaseException as exc:
+            # stopped or failed: what it created came before now
+            exists.end_journal(prep.copy.path, datetime.now(UTC))
+            if not isinstance(exc, tf.CommandFailed):
+                raise
             raise TerraformError(
                 f"terraform apply failed for producer {name}:\n{exc.detail}\n"
                 "State holds what was created before the failure; fix the cause and rerun."
             ) from None
+        exists.clear_journal(prep.copy.path)
         ctx.say(done_line(name, "apply", ctx.clock() - started))
         applied = True
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
-    return Applied(planned, applied, registration, registry)
+    return Applied(planned, applied, registration, registry, ctx.sandbox)
 
 
-def _ways_out(gpus: tuple[GpuUp, ...]) -> str:
+def refuse_impossible_resizes(
+    plan: ProducerPlan, producer: ProducerModel, manifests: Mapping[str, Manifest]
+) -> None:
+    """A resize to a size whose disk is below the droplet's can never succeed: DigitalOcean
+    answers 422, and the provider powers the droplet off before asking. No flag allows it, so
+    it stops the apply before anything runs (exit 1), located at the droplet's size."""
+    from infra_apply.preflight import size_at
+
+    lines = []
+    for change in plan.changes:
+        r = change.resize
+        if r is None or not r.fails:
+            continue
+        droplet = next((d for d in producer.droplets if d.name == change.name), None)
+        where = size_at(droplet, manifests) if droplet is not None else None
+        lines.append(
+            (
+                where,
+                f"droplet {change.name}: size {r.before} → {r.after} can never be applied: {r.after}'s "
+                f"disk is {r.disk_after} GB, below the droplet's {r.disk_before} GB, and a disk never "
+                "shrinks (DigitalOcean refuses it with 422, after the provider has powered the droplet "
+                f"off); nothing was changed: keep size {r.before} (or a size with a disk of at least "
+                f"{r.disk_before} GB), or replace the droplet with a new one of size {r.after}",
+            )
+        )
+    if not lines:
+        return
+    (first_where, first), rest = lines[0], lines[1:]
+    more = "".join(
+        f"\n{w.path}:{w.line}:{w.col}: error resize: {text}" if w is not None else f"\n{text}"
+        for w, text in rest
+    )
+    raise InfraApplyError(
+        first + more,
+        path=first_where.path if first_where is not None else None,
+        line=first_where.line if first_where is not None else 0,
+        col=first_where.col if first_where is not None else 0,
+        rule="resize",
+    )
+
+
+def _ways_out(gpus: tuple[GpuUp, ...], sandbox: bool) -> str:
     """For a GPU up without a lease, the refusal names the GPU verbs, not only --allow-destroy."""
     return "".join(
-        f"\n{g.name} is up without a lease: gpu up {g.name} leases it, gpu down {g.name} releases it"
+        f"\n{g.name} is up without a lease: {remedy.command('gpu up', g.name, sandbox=sandbox)} "
+        f"leases it, {remedy.command('gpu down', g.name, sandbox=sandbox)} releases it"
         for g in gpus
         if g.until is None
     )
@@ -215,9 +274,10 @@ def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> 
     except InfraApplyError as exc:
         name = prep.producer.name
         done = "applied" if applied else "nothing to apply"
+        mesh = ("--mesh-hosts", str(ctx.mesh_path)) if ctx.mesh_path is not None else ()
+        retry = remedy.for_producer("register", name, *mesh, sandbox=ctx.sandbox)
         raise InfraApplyError(
-            f"{name}: {done}, but registering its hosts failed: {exc.message}; fix that "
-            f"and run infra-apply register --producer {name}",
+            f"{name}: {done}, but registering its hosts failed: {exc.message}; fix that and run {retry}",
             path=exc.path,
             line=exc.line,
             col=exc.col,
@@ -237,5 +297,8 @@ def output(done: Applied) -> Output:
     if done.registration is not None:
         lines += describe(done.registration)
     elif done.registry is None:
-        notes = ("infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)",)
+        register = remedy.for_producer(
+            "register", done.producer, "--mesh-hosts", "FILE", sandbox=done.sandbox
+        )
+        notes = (f"infra-apply: no --mesh-hosts given; hosts not registered (run {register})",)
     return Output("".join(f"{line}\n" for line in lines), notes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra_apply import remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.dbcreds import RULE, credentials_from_output, dotenv_text, write_dotenv
@@ -94,9 +95,10 @@ def check_declared(producer: ProducerModel, project: str, environment: str) -> N
 def _not_applied(
     producer: str, prep: Prepared, why: str = "no database credentials in its state"
 ) -> InfraApplyError:
+    # a sandbox run's working copy has its sandbox cloud file: the apply goes there too
+    apply = remedy.for_producer("apply", producer, sandbox=prep.cloud is not None)
     return InfraApplyError(
-        f"producer {producer} has {why} ({prep.copy.path}): apply it first "
-        f"(infra-apply apply --producer {producer})",
+        f"producer {producer} has {why} ({prep.copy.path}): apply it first ({apply})",
         rule=RULE,
     )
 

@@ -16,11 +16,12 @@ from infra_apply.drift import (
     Orphan,
     ProducerDrift,
     applied,
+    duplicates,
     name_drift,
     orphans,
     outside_changes,
     stale_registry_droplets,
-    state_droplet_ids,
+    state_droplets,
 )
 from infra_apply.errors import ExitCode
 from infra_apply.mesh import HostChange
@@ -57,10 +58,18 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
     preflight(ctx, project, names)
     refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
     found = tuple(producer_drift(ctx, r) for r in refreshed)
-    known = set().union(*(state_droplet_ids(r.plan) for r in refreshed))
+    in_state = [d for r in refreshed for d in state_droplets(r.prep.producer.name, r.plan)]
+    known = {d.id for d in in_state}
     tagged = list_tagged(ctx, [r.prep for r in refreshed])
     every = not producers
-    return DriftReport(found, orphans(tagged, known, names, every), ctx.sandbox)
+    cloud = next((str(r.prep.cloud) for r in refreshed if r.prep.cloud is not None), None)
+    return DriftReport(
+        found,
+        orphans(tagged, known, names, every, in_state),
+        ctx.sandbox,
+        duplicates(tagged, in_state, names, every),
+        cloud if ctx.sandbox else None,
+    )
 
 
 def output(report: DriftReport, fmt: str) -> Output:

@@ -9,15 +9,16 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from infra_apply import exists
 from infra_apply import terraform as tf
 from infra_apply.changed import Changes, head_commit
 from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
-from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.errors import ExitCode, InfraApplyError, Problem
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
@@ -27,6 +28,7 @@ from infra_apply.workcopy import (
     Context,
     Prepared,
     Say,
+    WorkingCopy,
     check_ready,
     load_project,
     pick,
@@ -41,6 +43,7 @@ class Planned:
     plan: ProducerPlan
     changed: bool
     raw: JsonObject  # ``terraform show -json`` of the saved plan
+    notes: tuple[str, ...] = ()  # why a tainted droplet is replaced (exists.py): the guard says it
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class PlanResult:
     def reports(self) -> tuple[ProducerReport, ...]:
         plans = [p.plan for p in self.planned]
         models = {p.prep.producer.name: p.prep.producer for p in self.planned}
-        return producer_reports(plans, verdicts(self.planned), models, self.gpus, self.costs)
+        sandbox = self.context is not None and self.context.sandbox
+        return producer_reports(plans, verdicts(self.planned), models, self.gpus, self.costs, sandbox=sandbox)
 
 
 def run(
@@ -203,17 +207,56 @@ def plan_one(
     ``provider_env``: extra environment for the plan and show only (the sandbox's shared provider,
     see sandbox/reattach.py); never for init or apply."""
     name = prep.producer.name
+    # the account is read while Terraform plans: what the plan creates is looked up after
+    lookup = exists.start(prep.cloud, prep.api_token, {db.cluster for db in prep.producer.databases})
     prep.copy.init()
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
+    variables = gpu_variables(prep, gpu)
+    planned = _plan_and_show(prep, copy, say, variables, clock)
+    if lookup is None:
+        return planned
+    return _settle(prep, copy, planned, lookup.result(), say, variables, clock)
+
+
+def _plan_and_show(
+    prep: Prepared, copy: WorkingCopy, say: Say, variables: Mapping[str, str], clock: Clock
+) -> Planned:
+    name = prep.producer.name
     started = clock()
-    changed = copy.plan(variables=gpu_variables(prep, gpu))
+    changed = copy.plan(variables=variables)
     say(done_line(name, "plan", clock() - started, "changes" if changed else "no changes"))
     started = clock()
     raw = copy.show()
     plan = parse_plan(name, raw, prep.rendered.names, prep.rendered.create_settings)
     say(done_line(name, "show", clock() - started, counts_detail(plan.counts.items())))
     return Planned(prep, plan, changed or plan.has_changes, raw)
+
+
+def _settle(
+    prep: Prepared,
+    copy: WorkingCopy,
+    planned: Planned,
+    account: exists.Account,
+    say: Say,
+    variables: Mapping[str, str],
+    clock: Clock,
+) -> Planned:
+    """Refuse a plan creating what the account holds; import this state's own lost droplets and
+    untaint its healthy tainted ones, then plan once more."""
+    sandbox = prep.cloud is not None
+    journal = exists.read_journal(prep.copy.path)
+    r = exists.review(
+        planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, sandbox
+    )
+    exists.refuse(r, sandbox)
+    for note in r.notes:
+        say(f"infra-apply: warning: {prep.producer.name}: {note}")
+    if r.settles:
+        exists.act(prep.copy.path, r, copy.untaint, say, prep.producer.name)
+        say(f"{prep.producer.name}: terraform plan (again, with what was settled)")
+        planned = _plan_and_show(prep, copy, say, variables, clock)
+    return replace(planned, notes=r.notes)
 
 
 def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
@@ -262,13 +305,27 @@ def plan_all(
             for p in preps
         ]
         try:
-            planned = [_result(f) for f in futures]
+            planned, refused = _results(futures)
         except KeyboardInterrupt:
             _interrupt(futures)
             raise
+    if refused:
+        # every producer's existing resources at once, not one producer per run
+        found = sorted({p for r in refused for p in r.problems}, key=Problem.sort_key)
+        raise exists.ExistsRefused(found, refused[0].where)
     if len(preps) > 1:
         say(total_line(len(preps), "planned", clock() - started))
     return planned
+
+
+def _results(futures: Sequence[Future[Planned]]) -> tuple[list[Planned], list[exists.ExistsRefused]]:
+    planned, refused = [], []
+    for f in futures:
+        try:
+            planned.append(_result(f))
+        except exists.ExistsRefused as exc:
+            refused.append(exc)
+    return planned, refused
 
 
 def _result(future: Future[Planned]) -> Planned:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from infra_apply import remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
@@ -46,7 +47,7 @@ def register(
             "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
         )
     prep.copy.init()
-    live = live_droplets(prep)
+    live = live_droplets(prep, sandbox=ctx.sandbox)
     result = write_registration(
         target,
         prep.producer.name,
@@ -84,7 +85,7 @@ def shared_allocator(
     return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed, write=write)
 
 
-def live_droplets(prep: Prepared) -> list[LiveDroplet]:
+def live_droplets(prep: Prepared, *, sandbox: bool) -> list[LiveDroplet]:
     """The producer's droplets from its applied state (the ``droplets`` output)."""
     from infra_apply.mesh import live_droplets_from_output
 
@@ -95,7 +96,7 @@ def live_droplets(prep: Prepared) -> list[LiveDroplet]:
     except tf.OutputMissing:
         raise InfraApplyError(
             f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
-            f"first (infra-apply apply --producer {prep.producer.name})"
+            f"first ({remedy.for_producer('apply', prep.producer.name, sandbox=sandbox)})"
         ) from None
     return live_droplets_from_output(value or {})
 

@@ -15,6 +15,7 @@ from infra_apply.cost import ProducerCost
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import ProducerModel
 from infra_apply.plan_model import ProducerPlan
+from infra_apply.remedy import command
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ProducerReport:
     model: ProducerModel | None = None
     gpus: tuple[GpuUp, ...] = ()
     cost: ProducerCost | None = None
+    sandbox: bool = False  # planned with --sandbox: every remedy printed carries it
 
     @property
     def producer(self) -> str:
@@ -60,9 +62,11 @@ def producer_reports(
     models: Mapping[str, ProducerModel] | None = None,
     gpus: Mapping[str, tuple[GpuUp, ...]] | None = None,
     costs: Mapping[str, ProducerCost] | None = None,
+    *,
+    sandbox: bool = False,
 ) -> tuple[ProducerReport, ...]:
     """Pair each plan with its verdict (default: no ``--allow-*``), model, GPUs that are up and
-    cost, in plan order."""
+    cost, in plan order; ``sandbox``: the plans ran with ``--sandbox``."""
     verdicts, models, gpus, costs = verdicts or {}, models or {}, gpus or {}, costs or {}
     return tuple(
         ProducerReport(
@@ -71,17 +75,20 @@ def producer_reports(
             models.get(plan.producer),
             gpus.get(plan.producer, ()),
             costs.get(plan.producer),
+            sandbox,
         )
         for plan in plans
     )
 
 
-def gpu_sentence(gpu: GpuUp) -> str:
+def gpu_sentence(gpu: GpuUp, sandbox: bool = False) -> str:
     """``com.uvlava.ct.gpu is up: lease ends 2026-11-29 18:00Z, $3.39/hour`` (every format)."""
     if gpu.until is None:
+        up = command("gpu up", gpu.name, sandbox=sandbox)
+        down = command("gpu down", gpu.name, sandbox=sandbox)
         return (
             f"GPU {gpu.name} is up without a lease, so this plan destroys it (never a standing "
-            f"GPU): run gpu up {gpu.name} to lease it, or gpu down {gpu.name} to release it"
+            f"GPU): run {up} to lease it, or {down} to release it"
         )
     price = f"${gpu.hourly_price:.2f}/hour" if gpu.hourly_price is not None else "price unknown"
     end = gpu.until.strftime("%Y-%m-%d %H:%MZ")

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
+from infra_apply import remedy
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
 from infra_apply.plan_model import (
     SIZE_DERIVED,
@@ -18,7 +19,6 @@ from infra_apply.plan_model import (
     reason,
     undoes,
 )
-from infra_apply.untrusted import shell
 
 Escape = Callable[[str], str]
 
@@ -82,8 +82,8 @@ def _attr_text(change: Change, attr: str) -> str:
     return diff.render() if diff else attr
 
 
-def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape) -> str:
-    rename = f"infra-apply rename --producer {shell(producer)} {shell(drift.manifest_name)}"
+def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape, *, sandbox: bool) -> str:
+    rename = remedy.for_producer("rename", producer, drift.manifest_name, sandbox=sandbox)
     return (
         f"name drift: {esc(drift.address)} is live as {esc(_quoted(drift.live_name))} but the "
         f"manifest says {esc(_quoted(drift.manifest_name))} — run {command(rename)}"
@@ -197,27 +197,51 @@ ONLY_UNDOES = (
 )
 
 
-def guard_sentence(plan: ProducerPlan, verdict: GuardVerdict, esc: Escape) -> tuple[str, str | None]:
+def guard_sentence(
+    plan: ProducerPlan, verdict: GuardVerdict, esc: Escape, *, sandbox: bool
+) -> tuple[str, str | None]:
     """Would ``apply`` go ahead, in words, and the one command that allows what it refuses."""
     if not plan.has_changes:
         return "apply has nothing to do.", None
+    impossible = impossible_resizes(plan)
+    blocked = [c for c in verdict.blocked if c not in impossible]
+    if impossible:
+        # No flag makes it possible: no command is offered, and what else apply would refuse
+        # is said so the next push can fix everything at once.
+        stop = (
+            "apply would stop with an error (exit 1) before changing anything: resizing "
+            f"{_some([c.name for c in impossible], esc)} can never succeed (a disk never shrinks; "
+            "no flag allows it)."
+        )
+        if blocked:
+            stop += f" Past that, it would refuse (exit 3) without consent to {_consents(blocked, esc)}."
+        return stop, None
     if verdict.ok:
         if guard(plan, (), ()).ok:
             return "apply would go ahead: nothing is destroyed, replaced or resized.", None
         return "apply would go ahead: each destroy, replacement and resize is allowed.", None
+    refusal = f"apply would refuse this plan (exit 3) without consent to {_consents(blocked, esc)}."
+    flags = dict.fromkeys((allow_flag(c), allow_value(c)) for c in blocked)
+    if len(flags) > _MAX_NAMED:  # a command that long helps nobody: each line names its flag
+        return f"{refusal} Each refused change below names the flag that allows it.", None
+    args = [word for flag in flags for word in flag]
+    return f"{refusal} To go ahead:", remedy.for_producer("apply", plan.producer, *args, sandbox=sandbox)
+
+
+def _consents(blocked: Sequence[Change], esc: Escape) -> str:
+    """``destroy a, replace b and resize c``: what each refused change needs consent to."""
     what: dict[str, list[str]] = {}
-    for change in verdict.blocked:
+    for change in blocked:
         names = what.setdefault(_CONSENT[allow_flag(change)], [])
         if allow_value(change) not in names:
             names.append(allow_value(change))
     said = [f"{kind} {_some(names, esc)}" for kind, names in what.items()]
-    listed = said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
-    refusal = f"apply would refuse this plan (exit 3) without consent to {listed}."
-    flags = dict.fromkeys(f"{allow_flag(c)} {shell(allow_value(c))}" for c in verdict.blocked)
-    if len(flags) > _MAX_NAMED:  # a command that long helps nobody: each line names its flag
-        return f"{refusal} Each refused change below names the flag that allows it.", None
-    command = f"infra-apply apply --producer {shell(plan.producer)} " + " ".join(flags)
-    return f"{refusal} To go ahead:", command
+    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
+
+
+def impossible_resizes(plan: ProducerPlan) -> list[Change]:
+    """Resizes to a smaller disk than the droplet has: apply stops on them (exit 1)."""
+    return [c for c in plan.changes if c.resize is not None and c.resize.fails]
 
 
 _CONSENT = {"--allow-destroy": "destroy", "--allow-replace": "replace", "--allow-resize": "resize"}

@@ -6,7 +6,9 @@ section, producers in name order as ``plan`` orders them.
 It splits each text on the mark lines ``format_markdown`` puts before each part, never on
 prose: for plans of one commit and time, ``combine([md(A), md(B)]) == md(A + B)`` byte for byte.
 A text that is not such a plan (a failed job's one-line note, a plan from an older infra-apply)
-is kept verbatim, after the plans. Plans of different commits say so in the header.
+is kept verbatim, after the plans. Plans of different commits say so in the header, and so does
+a producer whose plan failed (the workflows' note, ``### P: the plan failed (exit N); ...``):
+the comment must never read "No changes." while a plan is missing.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ _CONTEXT = re.compile(
     r"<!-- infra-apply plan: commit=(?P<commit>[0-9a-f]{7,64}|unknown) "
     r"planned-at=(?P<when>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) sandbox=(?P<sandbox>yes|no) -->"
 )
+# The note the example workflows write for a producer whose plan failed (examples/ci/*).
+_FAILED = re.compile(r"### (?P<producer>[A-Za-z0-9_.-]+): the plan failed \(exit (?P<code>\d+)\)")
 # What may follow the parts of one kind: the order ``format_markdown`` writes them in.
 _NEXT = {
     "table": {"prices", "unpriced", "section"},
@@ -81,7 +85,8 @@ def combine(texts: Sequence[str]) -> str:
             others.append(text)
         else:
             plans.append(plan)
-    body = _merge(plans) if plans else ""
+    failed = [(m.group("producer"), m.group("code")) for t in others if (m := _FAILED.match(t))]
+    body = _merge(plans, failed) if plans else (_failed_header(failed) if failed else "")
     for text in others:
         if not text.strip():
             continue  # an empty file (a job that wrote nothing) has nothing to keep
@@ -179,20 +184,40 @@ def _table(part: _Part) -> tuple[tuple[str, ...], bool] | None:
 # --- the combined plan ----------------------------------------------------------------------
 
 
-def _merge(plans: Sequence[_Plan]) -> str:
+def _merge(plans: Sequence[_Plan], failed: Sequence[tuple[str, str]] = ()) -> str:
     rows = _by_producer((name, row) for p in plans for name, row in zip(p.producers, p.rows, strict=True))
     producers = [name for name, _ in rows]
     table = [mark("table", producers), *TABLE_HEAD, *(row for _, row in rows)]
     if not rows:
         table.append(NO_PRODUCER_ROW)
     if not any(p.changes for p in plans):
-        table += ["", NO_CHANGES]
-    body = _intro(plans) + "\n" + "\n".join(table) + "\n"
+        table += ["", NO_CHANGES_BUT_FAILED if failed else NO_CHANGES]
+    intro = _intro(plans) + ("\n" + failed_sentence(failed) + "\n" if failed else "")
+    body = intro + "\n" + "\n".join(table) + "\n"
     body += "".join("\n" + text for text in sorted({t for p in plans for t in p.prices}))
     for kind in ("unpriced", "section"):
         parts = [part for p in plans for part in (p.unpriced if kind == "unpriced" else p.sections)]
         body += "".join("\n" + text for _, text in _by_producer((q.producers[0], q.text) for q in parts))
     return body
+
+
+NO_CHANGES_BUT_FAILED = "No changes in the plans that ran."
+
+
+def failed_sentence(failed: Sequence[tuple[str, str]]) -> str:
+    """``> ⛔ **The plan of mc failed** (exit 1): ...``: what the comment cannot show."""
+    names = ", ".join(f"{name} (exit {code})" for name, code in failed).replace("_", "\\_")
+    plans = "plan" if len(failed) == 1 else "plans"
+    return (
+        f"> ⛔ **The {plans} of {names} failed:** what {'it' if len(failed) == 1 else 'they'} "
+        f"would change is unknown; see {'its note' if len(failed) == 1 else 'their notes'} below "
+        "and the job log."
+    )
+
+
+def _failed_header(failed: Sequence[tuple[str, str]]) -> str:
+    """No plan at all, only failures: the title and what failed, before the notes."""
+    return f"{TITLE}\n\n{failed_sentence(failed)}\n"
 
 
 def _by_producer(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 from infra_apply.cost import (
     API_SOURCE,
+    DropletCost,
     GpuCost,
     Prices,
     ProducerCost,
@@ -19,6 +20,7 @@ from infra_apply.cost import (
     money,
     signed,
 )
+from infra_apply.remedy import command
 
 Escape = Callable[[str], str]
 
@@ -56,6 +58,14 @@ def size_sentence(row: SizeCount, esc: Escape) -> str:
     )
 
 
+def refused_sentence(d: DropletCost, esc: Escape) -> str:
+    """A resize that can never happen is priced as no change: no saving is promised."""
+    return (
+        f"{esc(d.name)} priced as it is, {esc(d.size_before or '?')}: its resize to "
+        f"{esc(d.refused_size or '?')} can never happen (a smaller disk; apply refuses it)"
+    )
+
+
 def changed_sizes(cost: ProducerCost) -> Iterator[SizeCount]:
     """The sizes whose count the plan changes (a plan that changes nothing lists none)."""
     return (row for row in cost.by_size() if row.before != row.after)
@@ -78,18 +88,21 @@ def unpriced_sentence(cost: ProducerCost, esc: Escape, *, limit: int | None = No
     return "not in the totals, price unknown: " + ", ".join(parts) + (f" and {more} more" if more else "")
 
 
-def gpu_cost_sentence(gpu: GpuCost, esc: Escape) -> str:
+def gpu_cost_sentence(gpu: GpuCost, esc: Escape, sandbox: bool = False) -> str:
     """``GPU NAME (gpu-h100x1-80gb): $3.39/hour, up to $27.12 until its lease ends
     2026-11-29 18:00Z; on demand, not in the monthly figures``."""
     size = f" ({esc(gpu.size)})" if gpu.size else ""
     price = f"{hourly_text(gpu.hourly)}/hour" if gpu.hourly is not None else "hourly price unknown"
     if gpu.lease_until is None:
-        lease = "no lease holds it (gpu up leases it; gpu down releases it)"
+        up, down = (command(f"gpu {verb}", gpu.name, sandbox=sandbox) for verb in ("up", "down"))
+        lease = f"no lease holds it ({esc(up)} leases it; {esc(down)} releases it)"
     else:
         end = gpu.lease_until.strftime("%Y-%m-%d %H:%MZ")
         up_to = gpu.up_to
-        if gpu.hours_left == 0:
+        if gpu.lease_ended:
             lease = f"its lease ended {end} (the next gpu reap releases it)"
+        elif gpu.hours_left == 0:
+            lease = f"nothing more until its lease ends {end} (its last billed hour is under way)"
         elif up_to is not None:
             lease = f"up to {money(up_to)} until its lease ends {end}"
         else:

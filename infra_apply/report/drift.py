@@ -11,9 +11,11 @@ from __future__ import annotations
 import html
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 
-from infra_apply.drift import DriftReport, Orphan, ProducerDrift
+from infra_apply import remedy as remedies
+from infra_apply.drift import DriftReport, Duplicate, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import Change, display_order
 from infra_apply.report._common import drift_sentence, outside_sentence
@@ -33,24 +35,22 @@ Escape = Callable[[str], str]
 
 
 def remedy(verb: str, producer: str, sandbox: bool, *args: str) -> str:
-    """A command to run as printed. A sandbox report's remedies carry ``--sandbox``: without it
-    they would act on the real account and the real mesh-hosts.json."""
-    words = ["infra-apply", verb, "--producer", shell(producer), *map(shell, args)]
-    return " ".join([*words, "--sandbox"] if sandbox else words)
+    """A command to run as printed (a sandbox report's carry ``--sandbox``)."""
+    return remedies.for_producer(verb, producer, *args, sandbox=sandbox)
 
 
 def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport) -> str:
     """Not drift: nothing here to compare with. The apply also registers the producer's hosts,
     which puts right any mesh-hosts.json entry it already has. But droplets of it in the account
     mean a lost or moved state: an apply would create them a second time, so adopt comes first
-    (``--from-state`` with the old state also takes over firewalls, databases and users)."""
+    (by name, or ``--from-state`` with the old state)."""
     if not any(o.producer == p.producer or o.name in p.declared for o in report.orphans):
         return f"not applied yet: run {command(remedy('apply', p.producer, report.sandbox))}"
     from_state = remedy("adopt", p.producer, report.sandbox, "--from-state", "FILE")
     return (
         "no state here, yet droplets of it exist (below): do not apply, it would create them again; "
         f"take them over first with {command(from_state)} (FILE: the old state) or "
-        f"{command(remedy('adopt', p.producer, report.sandbox))} (droplets only)"
+        f"{command(remedy('adopt', p.producer, report.sandbox))} (by name)"
     )
 
 
@@ -87,12 +87,35 @@ def orphan_sentence(orphan: Orphan, esc: Escape, command: Escape, report: DriftR
     )
 
 
+def duplicate_sentence(dup: Duplicate, esc: Escape, command: Escape, report: DriftReport) -> str:
+    """A second droplet under a name in state: no infra-apply command adopts it (the name is
+    taken) or destroys it (no state holds it), so the remedy is a person's, by its id."""
+    check, delete = _delete_by_hand(dup.id, report)
+    how = f"check it is not in use ({command(check)}), then " if check else ""
+    return (
+        f"droplet {esc(dup.name)} (id {esc(dup.id)}) is a duplicate: the state of {esc(dup.owner)} "
+        f"holds droplet {esc(dup.state_id)} under that name (tags: {esc(', '.join(dup.droplet.tags))}). "
+        f"infra-apply neither adopts nor destroys it, and it is billed: {how}destroy it by hand "
+        f"with {command(delete)}"
+    )
+
+
+def _delete_by_hand(droplet_id: str, report: DriftReport) -> tuple[str | None, str]:
+    """doctl for the account; the sandbox's cloud file for a sandbox droplet (doctl would reach
+    the real account), through this interpreter, which has infra_apply."""
+    if report.sandbox and report.cloud is not None:
+        call = f"cloud.delete_droplet({json.dumps(report.cloud)}, {json.dumps(droplet_id)})"
+        code = f"from infra_apply.sandbox import cloud; {call}"
+        return None, f"{shell(sys.executable)} -c {shell(code)}"
+    quoted = shell(droplet_id)
+    return f"doctl compute droplet get {quoted}", f"doctl compute droplet delete {quoted}"
+
+
 def _producer_lines(p: ProducerDrift, esc: Escape, command: Escape, sandbox: bool) -> Iterator[str]:
     for change in display_order(p.outside):
         yield outside_sentence(change, esc)
-    in_sandbox = (lambda text: command(f"{text} --sandbox")) if sandbox else command
     for name in p.names:
-        yield drift_sentence(p.producer, name, esc, in_sandbox)
+        yield drift_sentence(p.producer, name, esc, command, sandbox=sandbox)
     for host in p.mesh:
         yield mesh_sentence(p, host, esc, command, sandbox)
 
@@ -111,6 +134,9 @@ def format_text(report: DriftReport) -> str:
             lines.append("  (mesh-hosts.json not checked: none given)")
         lines.append("Drift found." if p.drifted else "No drift." if p.applied else "Nothing to compare.")
         blocks.append("\n".join(lines))
+    if report.duplicates:
+        found = [f"  ! {duplicate_sentence(d, visible, visible, report)}" for d in report.duplicates]
+        blocks.append("\n".join(["Duplicates of droplets in state:", *found]))
     if report.orphans:
         found = [f"  ! {orphan_sentence(o, visible, visible, report)}" for o in report.orphans]
         blocks.append("\n".join(["Droplets no state knows:", *found]))
@@ -130,6 +156,18 @@ def format_json(report: DriftReport) -> str:
         "producers": {p.producer: _json_producer(p) for p in report.producers},
         "orphans": [
             {"id": o.id, "name": o.name, "tags": list(o.tags), "producer": o.producer} for o in report.orphans
+        ],
+        # Second droplets under a name a state holds (state_id): destroyed by hand, never adopted.
+        "duplicates": [
+            {
+                "id": d.id,
+                "name": d.name,
+                "tags": list(d.droplet.tags),
+                "producer": d.owner,
+                "state_id": d.state_id,
+                "message": duplicate_sentence(d, str, str, report),
+            }
+            for d in report.duplicates
         ],
     }
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
@@ -197,17 +235,21 @@ def format_markdown(report: DriftReport) -> str:
             out += [f"### {_md_text(p.producer)}", ""]
             out += [f"- {line}" for line in _producer_lines(p, _md_text, _md_code, report.sandbox)]
             out.append("")
+    if report.duplicates:
+        out += ["### Duplicates of droplets in state", ""]
+        out += [f"- {duplicate_sentence(d, _md_text, _md_code, report)}" for d in report.duplicates]
+        out.append("")
     if report.orphans:
         out += ["### Droplets no state knows", ""]
         out += [f"- {orphan_sentence(o, _md_text, _md_code, report)}" for o in report.orphans]
         out.append("")
-    return _fit("\n".join(out) + "\n")
+    return _fit("\n".join(out) + "\n", report.sandbox)
 
 
-def _fit(text: str) -> str:
+def _fit(text: str, sandbox: bool) -> str:
     if len(text) <= MARKDOWN_LIMIT:
         return text
-    note = "\n… truncated: run infra-apply drift locally for the full report\n"
+    note = f"\n… truncated: run {remedies.command('drift', sandbox=sandbox)} locally for the full report\n"
     cut = text.rfind("\n", 0, MARKDOWN_LIMIT - len(note))
     return text[: max(cut, 0)] + note
 

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from infra_apply.cost import CURRENCY, ProducerCost, as_number
 from infra_apply.guard import allow_flag, refusal_lines
 from infra_apply.plan_model import (
+    RULE_ATTRS,
     AttrDiff,
     Change,
+    FirewallRule,
     ProducerPlan,
     PublicPort,
     answer,
@@ -18,7 +20,7 @@ from infra_apply.plan_model import (
     undoes,
 )
 from infra_apply.report import ProducerReport
-from infra_apply.report._common import answer_text, display_name
+from infra_apply.report._common import answer_text, display_name, impossible_resizes
 
 JSON_FORMAT_VERSION = 1
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
@@ -72,6 +74,7 @@ def _json_cost(cost: ProducerCost) -> dict[str, object]:
                 "monthly_before": as_number(d.monthly_before),
                 "monthly_after": as_number(d.monthly_after),
                 "priced": d.priced,
+                "refused_size": d.refused_size,
             }
             for d in cost.droplets
         ],
@@ -84,6 +87,7 @@ def _json_cost(cost: ProducerCost) -> dict[str, object]:
                 "hourly": None if g.hourly is None else float(g.hourly),
                 "lease_until": None if g.lease_until is None else g.lease_until.strftime(_STAMP),
                 "hours_left": g.hours_left,
+                "lease_ended": g.lease_ended,
                 "up_to": as_number(g.up_to),
             }
             for g in cost.gpus
@@ -119,6 +123,13 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
                     "message": line,
                 }
                 for c, line in zip(verdict.blocked, refusal_lines(verdict), strict=True)
+            ],
+            # What apply stops on with an error (exit 1) whatever is allowed: resizes to a
+            # smaller disk, which can never succeed.
+            "errors": [
+                {"address": c.address, "name": c.name, "message": c.resize.effect}
+                for c in impossible_resizes(plan)
+                if c.resize is not None
             ],
         },
         # The firewall changes that open or close a port to the whole internet: a reviewer's
@@ -177,7 +188,18 @@ def json_diff(diff: AttrDiff) -> dict[str, object]:
     doc: dict[str, object] = {"attr": diff.attr, "before": diff.before, "after": diff.after}
     if diff.elements:
         doc.update(added=list(diff.added), removed=list(diff.removed))
+    if diff.attr in RULE_ATTRS and diff.elements:
+        # A firewall's rules, field by field, for tools (``added``/``removed`` say them in words).
+        doc.update(
+            added_rules=[_json_rule(r) for r in diff.added_rules],
+            removed_rules=[_json_rule(r) for r in diff.removed_rules],
+        )
     return doc
+
+
+def _json_rule(rule: FirewallRule) -> dict[str, object]:
+    peers = "sources" if rule.direction == "inbound" else "destinations"
+    return {"protocol": rule.protocol, "ports": rule.ports, peers: list(rule.peers)}
 
 
 def _json_resize(change: Change) -> dict[str, object] | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from infra_apply import remedy
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
 from infra_apply.plan_model import (
@@ -46,13 +47,14 @@ from infra_apply.report.cost import (
     changed_sizes,
     gpu_cost_sentence,
     monthly_change,
+    refused_sentence,
     short_change,
     size_sentence,
     source_note,
     unpriced_sentence,
 )
 from infra_apply.report.mermaid import mermaid_diagram
-from infra_apply.untrusted import shell, short, visible
+from infra_apply.untrusted import short, visible
 
 # The forges' limit less the marker ``comment`` puts on top: a plan comment is never cut there.
 MARKDOWN_LIMIT = COMMENT_LIMIT - MARKER_ROOM
@@ -121,7 +123,7 @@ def format_markdown(reports: Sequence[ProducerReport], context: PlanContext | No
     """A pull-request comment, always at most ``MARKDOWN_LIMIT`` UTF-16 units."""
     head = _md_head(reports, context) + _md_cost_note(reports)
     sections = [_md_section(r) for r in reports if _shown(r)]
-    return _fit(head, sections, MARKDOWN_LIMIT)
+    return _fit(head, sections, MARKDOWN_LIMIT, sandbox=context is not None and context.sandbox)
 
 
 def _shown(r: ProducerReport) -> bool:
@@ -221,7 +223,9 @@ def _md_section(report: ProducerReport) -> _Section:
     if plan.drift:
         blocks.append(_Block("\n**Name drift**\n\n"))
         blocks += [
-            _Block("- 🏷️ " + drift_sentence(plan.producer, d, _md_text, _md_code) + "\n")
+            _Block(
+                "- 🏷️ " + drift_sentence(plan.producer, d, _md_text, _md_code, sandbox=report.sandbox) + "\n"
+            )
             for d in plan.drift
         ]
     if plan.settings_drift:
@@ -229,7 +233,10 @@ def _md_section(report: ProducerReport) -> _Section:
         blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
     if report.gpus:
         blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))
-        blocks += [_Block("- 🖥️ " + _md_dollars(_md_text(gpu_sentence(g))) + "\n") for g in report.gpus]
+        blocks += [
+            _Block("- 🖥️ " + _md_dollars(_md_text(gpu_sentence(g, report.sandbox))) + "\n")
+            for g in report.gpus
+        ]
     blocks += _md_cost_blocks(report)
     if model is not None and model.droplets:
         held = [g.name for g in report.gpus if not g.releasing]  # what the plan keeps up
@@ -270,10 +277,11 @@ def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
     if cost is None:
         return []
     items = [f"- 💲 {size_sentence(row, _md_text)}\n" for row in changed_sizes(cost)]
+    items += [f"- 💲 {refused_sentence(d, _md_text)}\n" for d in cost.refused]
     unpriced = unpriced_sentence(cost, _md_text)
     if unpriced:
         items.append(f"- ❔ {unpriced}\n")
-    items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text)}\n" for g in cost.gpus]
+    items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text, report.sandbox)}\n" for g in cost.gpus]
     lines = [f"\n**Cost**: {monthly_change(cost)}\n"] + (["\n", *items] if items else [])
     return [_Block(_md_dollars(line)) for line in lines]
 
@@ -305,7 +313,7 @@ def _md_changes(
         for change in these:
             note = _md_text(undo_note(plan, change))
             line = (
-                _md_destructive(plan.producer, change, blocked, note)
+                _md_destructive(plan.producer, change, blocked, note, sandbox=report.sandbox)
                 if kind in ("delete", "replace", "resize")
                 else _md_change(change) + note
             )
@@ -318,7 +326,7 @@ def _kind(change: Change) -> str:
 
 
 def _md_verdict(report: ProducerReport) -> _Block:
-    words, command = guard_sentence(report.plan, report.verdict, _md_text)
+    words, command = guard_sentence(report.plan, report.verdict, _md_text, sandbox=report.sandbox)
     mark = "✅" if report.verdict.ok else "⛔"
     text = f"\n{mark} **Guard:** {words}"
     if command is not None:
@@ -326,12 +334,14 @@ def _md_verdict(report: ProducerReport) -> _Block:
     return _Block(text + "\n")
 
 
-def _md_destructive(producer: str, change: Change, blocked: frozenset[Change], note: str = "") -> str:
+def _md_destructive(
+    producer: str, change: Change, blocked: frozenset[Change], note: str = "", *, sandbox: bool
+) -> str:
     why = _md_text(reason(change, with_values=True))
     line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}{note}"
-    if change in blocked:
-        command = f"infra-apply apply --producer {shell(producer)} {allow_flag(change)} "
-        line += f" — needs {_md_code(command + shell(allow_value(change)))}"
+    if change in blocked and not (change.resize is not None and change.resize.fails):
+        allow = (allow_flag(change), allow_value(change))
+        line += f" — needs {_md_code(remedy.for_producer('apply', producer, *allow, sandbox=sandbox))}"
     return line
 
 
@@ -349,10 +359,10 @@ def _md_who(change: Change, *, bold: bool = True) -> str:
     return f"{mark}{_md_text(name)}{mark} ({_md_text(change.address)})"
 
 
-def _fit(head: str, sections: Sequence[_Section], limit: int) -> str:
+def _fit(head: str, sections: Sequence[_Section], limit: int, *, sandbox: bool = False) -> str:
     """Whole sections while they fit, then as many lines of the next one; never over ``limit``
     UTF-16 units (how the forges count: an emoji outside the BMP is two)."""
-    reserve = units(_truncation_note(10**9))
+    reserve = units(_truncation_note(10**9, sandbox))
     budget = limit - reserve
     parts, used, omitted, truncated = [head], units(head), 0, False
     for section in sections:
@@ -370,10 +380,10 @@ def _fit(head: str, sections: Sequence[_Section], limit: int) -> str:
         used += units(partial)
         omitted += section.changes - shown
     if truncated:
-        parts.append(_truncation_note(omitted))
+        parts.append(_truncation_note(omitted, sandbox))
     text = "".join(parts)
     if units(text) > limit:  # Only a pathological head (thousands of producers) gets here.
-        note = _truncation_note(omitted)
+        note = _truncation_note(omitted, sandbox)
         text = _prefix(text, limit - units(note) - 1).rsplit("\n", 1)[0] + "\n" + note
     return text
 
@@ -403,9 +413,10 @@ def _fit_section(section: _Section, room: int) -> tuple[str, int]:
     return "".join(kept), shown
 
 
-def _truncation_note(omitted: int) -> str:
+def _truncation_note(omitted: int, sandbox: bool = False) -> str:
     what = f"{omitted} more changes" if omitted else "some details omitted"
-    return f"\n… truncated: {what}; run infra-apply plan locally for the full list\n"
+    plan = remedy.command("plan", sandbox=sandbox)
+    return f"\n… truncated: {what}; run {plan} locally for the full list\n"
 
 
 def _md_text(text: str) -> str:

@@ -27,6 +27,7 @@ from infra_apply.report.cost import (
     gpu_cost_sentence,
     monthly_change,
     prices_label,
+    refused_sentence,
     size_sentence,
     unpriced_sentence,
 )
@@ -58,11 +59,11 @@ def _text_producer(report: ProducerReport, color: bool = False) -> Iterator[str]
     for change in ordered:
         yield from ("  ! " + line for _, line in port_callouts(change, visible))
     for drift in plan.drift:
-        yield "  ! " + drift_sentence(plan.producer, drift, visible, visible)
+        yield "  ! " + drift_sentence(plan.producer, drift, visible, visible, sandbox=report.sandbox)
     for settings in plan.settings_drift:
         yield "  ! " + settings_sentence(settings, visible)
     for gpu in report.gpus:
-        yield "  * " + visible(gpu_sentence(gpu))
+        yield "  * " + visible(gpu_sentence(gpu, report.sandbox))
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
     yield from _text_cost(report)
 
@@ -102,8 +103,10 @@ def _text_cost(report: ProducerReport) -> Iterator[str]:
     yield f"Cost: {monthly_change(cost)}; prices: {prices_label(cost.prices)}"
     for row in changed_sizes(cost):
         yield "  $ " + size_sentence(row, visible)
+    for d in cost.refused:
+        yield "  $ " + refused_sentence(d, visible)
     unpriced = unpriced_sentence(cost, visible)
     if unpriced:
         yield "  $ " + unpriced
     for gpu in cost.gpus:
-        yield "  $ " + gpu_cost_sentence(gpu, visible)
+        yield "  $ " + gpu_cost_sentence(gpu, visible, report.sandbox)

@@ -609,11 +609,18 @@ def inject_faults(
     create_delay: float = 0.0,
     message: str = "",
     gate: PathLike | None = None,
+    lose_create: Sequence[str] = (),
+    taint_create: Sequence[str] = (),
 ) -> None:
     """Make creating (``fail_create``: droplets or firewalls) or destroying (``fail_delete``)
     the named droplets fail,
     and/or every droplet create take ``create_delay`` s,
     and/or every droplet create wait at ``gate`` (see ``wait_at_gate``).
+
+    Two faults follow the real provider stopped mid-create (``context canceled``): with
+    ``lose_create`` the droplet is made but the provider's answer never reaches Terraform
+    (nothing recorded: the create was in flight), with ``taint_create`` Terraform hears of it
+    but not that it came up (recorded tainted: "Error waiting for droplet ... to become ready").
 
     Called with no arguments it clears every fault.
     """
@@ -623,12 +630,23 @@ def inject_faults(
             "fail_delete": {name: message or f"droplet {name!r}: 500 sandbox fault" for name in fail_delete},
             "create_delay": create_delay,
             "gate": str(Path(gate).resolve()) if gate is not None else None,
+            "lose_create": sorted(lose_create),
+            "taint_create": sorted(taint_create),
         }
 
 
 def create_fault(c: Cloud, name: str) -> str | None:
     failure: str | None = c.get("faults", {}).get("fail_create", {}).get(name)
     return failure
+
+
+def interrupted_create(path: PathLike, name: str) -> str | None:
+    """``"lose"`` or ``"taint"`` when a create of ``name`` is to be interrupted so."""
+    faults = load(path).get("faults", {})
+    for kind in ("lose", "taint"):
+        if name in (faults.get(f"{kind}_create") or ()):
+            return kind
+    return None
 
 
 def delete_fault(c: Cloud, name: str) -> str | None:

@@ -359,6 +359,25 @@ class Droplet(CloudResource):
         finish=_finish_droplet,
     )
 
+    def create(self, ctx: Any, planned: State) -> State | None:
+        state = super().create(ctx, planned)
+        path = cloud.cloud_path_from_env() if state is not None else None
+        cut = cloud.interrupted_create(path, planned["name"]) if path is not None else None
+        if state is None or cut is None:
+            return state
+        # What the real provider answers when Terraform stops it mid-create (its context is
+        # canceled): before the API's answer nothing is recorded, after it the droplet is
+        # recorded and, not known to be up, tainted.
+        if cut == "lose":
+            ctx.diagnostics.add_error(
+                "Error creating droplet", 'Post "https://api.digitalocean.com/v2/droplets": context canceled'
+            )
+            return None
+        ctx.diagnostics.add_error(
+            f"Error waiting for droplet ({state['id']}) to become ready", "context canceled"
+        )
+        return state
+
     def create_request(self, planned: State) -> State:
         # The text of user_data, from the configuration; state keeps only its SHA-1.
         text = (self.config or {}).get("user_data")

@@ -62,6 +62,9 @@ class FakeCopy:
     fail: Mapping[str, Exception] = field(default_factory=dict)  # call name -> what it raises
     variables: list[Mapping[str, str]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)  # apply keeps its journal there
+
     def _call(self, name: str) -> None:
         self.events.append(name)
         if name in self.fail:
@@ -94,6 +97,9 @@ class FakeCopy:
 
     def refresh(self) -> None:
         self._call("refresh")
+
+    def untaint(self, address: str) -> None:
+        self._call(f"untaint {address}")
 
     def with_env(self, extra: Mapping[str, str]) -> FakeCopy:
         self._call("with_env")

@@ -85,7 +85,8 @@ def test_what_the_guard_allows_is_confirmed_and_applied(tmp_path: Path) -> None:
     out = apply.output(done)
     assert out.stdout == "quinn: applied\n"
     assert out.stderr == (
-        "infra-apply: no --mesh-hosts given; hosts not registered (run infra-apply register)",
+        "infra-apply: no --mesh-hosts given; hosts not registered "
+        "(run infra-apply register --producer quinn --mesh-hosts FILE)",
     )
 
 
@@ -150,7 +151,8 @@ def test_a_failed_registration_says_the_apply_went_through(tmp_path: Path) -> No
         apply.apply_producer(world.context(), world.prepared(copy), terminal.terminal())
     assert world.events[-3:] == ["echo", "init", "output droplets"]
     assert failed.value.message.startswith("mc: applied, but registering its hosts failed: ")
-    assert failed.value.message.endswith("run infra-apply register --producer mc")
+    retry = f"run infra-apply register --producer mc --mesh-hosts {world.mesh_path}"
+    assert failed.value.message.endswith(retry)
 
 
 def test_a_terraform_failure_before_the_apply_stops_everything(tmp_path: Path) -> None:
