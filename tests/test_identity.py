@@ -161,6 +161,25 @@ def test_old_and_new_state_both_present_is_refused_and_nothing_moves(tmp_path: P
     assert not (state / "work" / "live" / new).exists()
 
 
+def test_naming_a_git_tree_moves_its_state_from_the_git_key(tmp_path: Path) -> None:
+    """Setting ``[state] name`` in a git tree (as docs/configuration.md suggests for moving it out of git)
+    keeps its state: what sat under the git key moves to the name, not left for an empty state
+    that plans every server as new."""
+    root, state = repo(tmp_path / "r"), tmp_path / "state"
+    git_key = identify(root, {}).key
+    assert git_key.startswith("git-")
+    old_state(state, git_key)
+    (root / "infra-apply.toml").write_text(f'[state]\nname = "fleet"\n{CONFIG}')
+    said: list[str] = []
+    tree = settle(root, state, {}, said.append)
+    assert tree.key == "name-fleet"
+    assert len(said) == 1 and f"from its old git key {git_key} to name-fleet" in said[0], said
+    for area in identity.AREAS:
+        assert not (state / area / git_key).exists()
+        assert (state / area / "name-fleet" / "ct" / "terraform.tfstate").read_text() == area
+    assert (state / "cache" / "validate-name-fleet.json").exists()
+
+
 def test_a_run_still_using_the_old_working_copies_stops_the_move(tmp_path: Path) -> None:
     from filelock import FileLock
 
@@ -196,7 +215,8 @@ def test_plan_apply_and_drift_under_ci_with_local_state_are_refused_naming_state
     (root / "infra-apply.toml").write_text(f'[state]\nbackend = "local"\n{CONFIG}')
     env = cli_env(tmp_path, CI="true")
     assert run_cli("--root", str(root), "render", "--out", str(tmp_path / "out"), env=env).returncode == 0
-    for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve"), ("drift",)):
+    gpu = (("gpu", "up", "g", "--for", "1h"), ("gpu", "down", "g"), ("gpu", "reap"), ("gpu", "status"))
+    for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve"), ("drift",), *gpu):
         r = run_cli("--root", str(root), *args, "--out", str(tmp_path / "out"), env=env)
         assert r.returncode == 1, r.stderr
         assert r.stderr.startswith("infra-apply.toml:1:1: error state: CI is set (CI=true)"), r.stderr

@@ -32,7 +32,7 @@ from infra_apply.gpu.lease import Lease, now_utc, whoami
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
 from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows, to_json, to_text
 from infra_apply.gpu.store import LeaseStore, StoreBusy
-from infra_apply.state import load_backend
+from infra_apply.state import load_backend, refuse_local_state_in_ci
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -92,6 +92,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     producer = producer_of(project, name)
     settings = settings_for(name, project.config.gpu)
     with contextlib.ExitStack() as stack:
@@ -297,6 +298,7 @@ def down(ctx: Context, name: str, terminal: Terminal) -> Down:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     producer = producer_of(project, name)
     store = lease_store(ctx, producer)
     release = _Releaser(ctx, project, producer, terminal)
@@ -335,6 +337,7 @@ class Status:
 def status(ctx: Context, clock: Callable[[], datetime] = now_utc) -> Status:
     check_ready(ctx)
     project = load_project(ctx)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     producers = [p for p in sorted(project.rendered) if gpu_names(project, p)]
     # state before leases: a GPU whose `gpu up` finishes in between shows leased, not unleased
     live = {n: g for p in producers for n, g in _peek_live(ctx, project, p).items()}
@@ -436,6 +439,7 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []
