@@ -37,7 +37,7 @@ from infra_apply.errors import Problem, ValidationFailed
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
 from infra_apply.plan_model import JsonObject
-from infra_apply.render import MANAGED_TAG, Rendered, _db_entry
+from infra_apply.render import MANAGED_TAG, Rendered, db_entry
 
 if TYPE_CHECKING:
     from infra_apply.preflight import Source
@@ -402,7 +402,7 @@ class _Locator:
             if self.rendered.droplet_addresses.get(d.name, "").split(".", 1)[-1] == suffix:
                 return self._droplet(d)
         for db in self.producer.databases:
-            entry = _db_entry(db)
+            entry = db_entry(db)
             key = {DATABASE: (entry["db_address"], "name"), USER: (entry["user_address"], "user")}.get(c.type)
             if key is not None and key[0] == suffix:
                 return self._at(db.source, ("database", key[1]))

@@ -59,7 +59,7 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
     """Write import blocks for what the manifests declare that exists in the account by name
     but not in state: droplets, their firewalls, databases and users."""
     from infra_apply.exists import DATABASE, USER
-    from infra_apply.render import _db_entry
+    from infra_apply.render import db_entry
 
     in_state = state_addresses(prep)
     account = _account(prep)
@@ -87,7 +87,7 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
         found.append(Adoption(address, d.name, matches[0].id, _adoption_warning(d, matches[0])))
     cluster_ids = {name: cid for cid, name in account.clusters.items()}
     for db in prep.producer.databases:
-        entry = _db_entry(db)
+        entry = db_entry(db)
         cid = cluster_ids.get(db.cluster)
         for rtype, name, table, kind in (
             (DATABASE, db.name, account.dbs, "database"),
