@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra_apply import remedy
+from infra_apply import kinds, remedy
 from infra_apply.do_api import AccountDroplet, account_droplet
 from infra_apply.drift import PRODUCER_TAG, applied
 from infra_apply.errors import Problem, ValidationFailed
@@ -52,11 +52,12 @@ CLOCK_SKEW = timedelta(minutes=5)
 # its creates well within this. A droplet made later is someone else's.
 LONGEST_APPLY = timedelta(hours=1)
 
-DROPLET = "digitalocean_droplet"
-FIREWALL = "digitalocean_firewall"
-DATABASE = "digitalocean_database_db"
-USER = "digitalocean_database_user"
-_KIND = {DROPLET: "droplet", FIREWALL: "firewall", DATABASE: "database", USER: "database user"}
+DROPLET = kinds.DROPLET.type
+FIREWALL = kinds.FIREWALL.type
+DATABASE = kinds.DATABASE.type
+USER = kinds.USER.type
+# what the account may already hold: the kinds adopt can import, by noun
+_KIND = {k.type: k.noun for k in kinds.TAKEOVER}
 
 
 class ExistsRefused(ValidationFailed):

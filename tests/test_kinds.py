@@ -120,6 +120,8 @@ def test_an_unknown_type_is_refused_never_waved_through() -> None:
 
 # Modules that still spell a resource type outside the table (to move onto it; see issue 19).
 _STILL_SPELLED: frozenset[str] = frozenset()
+# A line of Terraform source held in a module (bucket.py's probe root) is a template's line.
+_HCL_BLOCK = re.compile(r'\s*(?:resource|data)\s+"')
 _TYPE_STRING = re.compile(r"""["'](?:digitalocean_[a-z_]+|terraform_data)(?:\.|["'])""")
 
 
@@ -130,7 +132,7 @@ def test_no_resource_type_string_outside_the_kinds_table() -> None:
         if relative == "kinds.py" or relative.startswith("sandbox/"):
             continue  # the table, and the sandbox, which models the provider
         for number, line in enumerate(module.read_text(encoding="utf-8").splitlines(), 1):
-            if _TYPE_STRING.search(line):
+            if _TYPE_STRING.search(line) and not _HCL_BLOCK.match(line):
                 offenders.add(relative)
                 assert relative in _STILL_SPELLED, f"infra_apply/{relative}:{number}: {line.strip()}"
     assert offenders == _STILL_SPELLED  # a module moved onto the table leaves the list

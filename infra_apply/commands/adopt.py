@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra_apply import remedy
+from infra_apply import kinds, remedy
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
@@ -101,8 +101,8 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
     return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
 
 
-DROPLET = "digitalocean_droplet"
-FIREWALL = "digitalocean_firewall"
+DROPLET = kinds.DROPLET.type
+FIREWALL = kinds.FIREWALL.type
 
 
 def state_addresses(prep: Prepared) -> set[str]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from infra_apply import kinds
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
@@ -72,8 +73,8 @@ def own_resources(prep: Prepared, name: str) -> frozenset[str]:
             "release it by hand (terraform state) and remove its lease",
             rule="gpu_ondemand",
         )
-    local = droplet.removeprefix("digitalocean_droplet.")
-    return frozenset({droplet, f"digitalocean_firewall.{local}"})
+    local = kinds.DROPLET.local(droplet)
+    return frozenset({droplet, kinds.FIREWALL.address(local)})
 
 
 # --- gpu up --------------------------------------------------------------------------------

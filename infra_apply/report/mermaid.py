@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from infra_apply import kinds
 from infra_apply.model import Database, Droplet, ProducerModel, Service
 from infra_apply.plan_model import Change, display_order
 from infra_apply.render import public_inbound
@@ -140,13 +141,13 @@ def _marks(model: ProducerModel, changes: Sequence[Change], gpus_up: Collection[
 
     # A firewall's manifest name is its droplet's. A created firewall opens what its new
     # droplet has: only a change to an existing one opens or closes anything worth saying.
-    firewalls = [c for c in changes if c.type == "digitalocean_firewall" and c.action in _MERMAID_CLASSES]
+    firewalls = [c for c in changes if c.type == kinds.FIREWALL.type and c.action in _MERMAID_CLASSES]
     rules = [c for c in firewalls if c.action in ("update", "replace")]
-    touched = {c.name for c in changes if c.type == "digitalocean_droplet"}
+    touched = {c.name for c in changes if c.type == kinds.DROPLET.type}
     return _Marks(
-        droplets=classes("digitalocean_droplet"),
-        databases=classes("digitalocean_database_db"),
-        users=classes("digitalocean_database_user"),
+        droplets=classes(kinds.DROPLET.type),
+        databases=classes(kinds.DATABASE.type),
+        users=classes(kinds.USER.type),
         opened={c.name: frozenset(map(str, c.ports_opened)) for c in rules if c.ports_opened},
         closed={c.name: tuple(map(str, c.ports_closed)) for c in rules if c.ports_closed},
         firewalls=frozenset(c.name for c in firewalls),
@@ -159,7 +160,7 @@ def _marks(model: ProducerModel, changes: Sequence[Change], gpus_up: Collection[
 def _gone(model: ProducerModel, changes: Sequence[Change]) -> list[_Gone]:
     """Droplets destroyed and not drawn as a box: gone from the manifests, or destroyed at one
     address while a droplet of the same name is created (or kept) at another."""
-    droplets = [c for c in display_order(changes) if c.type == "digitalocean_droplet"]
+    droplets = [c for c in display_order(changes) if c.type == kinds.DROPLET.type]
     twins = {c.name for c in droplets if c.action != "delete"}
     names = [
         c.name
