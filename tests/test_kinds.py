@@ -136,3 +136,21 @@ def test_no_resource_type_string_outside_the_kinds_table() -> None:
                 offenders.add(relative)
                 assert relative in _STILL_SPELLED, f"infra_apply/{relative}:{number}: {line.strip()}"
     assert offenders == _STILL_SPELLED  # a module moved onto the table leaves the list
+
+
+def test_a_kind_whose_creation_is_disruptive_is_guarded_like_a_destroy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a database firewall: its creation cuts off every client it does not list
+    trusted = kinds.Kind(
+        type="digitalocean_database_firewall",
+        mode="managed",
+        noun="database firewall",
+        guard=kinds.GuardPolicy(create="--allow-destroy"),
+        import_id="<cluster_id>",
+    )
+    monkeypatch.setattr(kinds, "KINDS", {**kinds.KINDS, trusted.type: trusted})
+    plan = ProducerPlan("quinn", (_change(trusted.type, "forge", "forge", "create"),))
+    verdict = guard(plan, (), ())
+    assert refusal_message(verdict).endswith("rerun with --allow-destroy forge")
+    assert guard(plan, ("forge",), ()).ok
