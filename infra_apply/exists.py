@@ -285,7 +285,8 @@ def review(
         else:
             table = account.dbs if c.type == DATABASE else account.users
             held = table.get(c.cluster_id or "", frozenset())
-            ids = [f"{c.cluster_id},{c.name}"] if c.name in held else []
+            held_id = kinds.KINDS[c.type].import_id_of(cluster_id=c.cluster_id or "", name=c.name)
+            ids = [held_id] if c.name in held else []
         if ids:
             problems.append(where.problem(c, _exists(c, ids, account, adopt)))
     if not applied(raw):

@@ -84,6 +84,18 @@ class Kind:
         """The local name (and index) of one of this kind's root-module addresses."""
         return address.removeprefix(f"{self.type}.")
 
+    def import_id_of(self, **parts: str) -> str:
+        """The id ``terraform import`` takes for one of this kind: its format, each ``<part>``
+        filled in (``cluster_id="c1", name="forge"`` → ``c1,forge``)."""
+        if self.import_id is None:
+            raise ValueError(f"{self.type} is not imported")
+        found = self.import_id
+        for part, value in parts.items():
+            found = found.replace(f"<{part}>", value)
+        if "<" in found:
+            raise ValueError(f"{self.type} import id {self.import_id}: parts {sorted(parts)} leave {found}")
+        return found
+
     @property
     def safe_to_lose(self) -> bool:
         return self.guard.destroy is None and self.guard.replace is None

@@ -755,7 +755,7 @@ def _take_database(
         )
         return
     old = matches[0]
-    import_id = f"{old.attributes['cluster_id']},{name}"
+    import_id = kinds.KINDS[rtype].import_id_of(cluster_id=str(old.attributes["cluster_id"]), name=name)
     found.taken.append(TakenOver(old, address, import_id, name))
 
 

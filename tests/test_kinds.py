@@ -154,3 +154,12 @@ def test_a_kind_whose_creation_is_disruptive_is_guarded_like_a_destroy(
     verdict = guard(plan, (), ())
     assert refusal_message(verdict).endswith("rerun with --allow-destroy forge")
     assert guard(plan, ("forge",), ()).ok
+
+
+def test_import_ids_are_filled_in_from_the_format() -> None:
+    assert kinds.DATABASE.import_id_of(cluster_id="c-1", name="forge") == "c-1,forge"
+    assert kinds.DROPLET.import_id_of(droplet_id="42") == "42"
+    with pytest.raises(ValueError, match="leave"):
+        kinds.USER.import_id_of(name="forge")
+    with pytest.raises(ValueError, match="not imported"):
+        kinds.SSH_KEY.import_id_of(name="deploy")

@@ -58,7 +58,6 @@ def run(ctx: Context, producer: str) -> Adopted:
 def adopt(ctx: Context, prep: Prepared) -> Adopted:
     """Write import blocks for what the manifests declare that exists in the account by name
     but not in state: droplets, their firewalls, databases and users."""
-    from infra_apply.exists import DATABASE, USER
     from infra_apply.render import db_entry
 
     in_state = state_addresses(prep)
@@ -89,13 +88,14 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
     for db in prep.producer.databases:
         entry = db_entry(db)
         cid = cluster_ids.get(db.cluster)
-        for rtype, name, table, kind in (
-            (DATABASE, db.name, account.dbs, "database"),
-            (USER, db.user, account.users, "database user"),
+        for kind, name, table, local in (
+            (kinds.DATABASE, db.name, account.dbs, entry["db_address"]),
+            (kinds.USER, db.user, account.users, entry["user_address"]),
         ):
-            address = f"{rtype}.{entry['db_address' if rtype == DATABASE else 'user_address']}"
+            address = kind.address(local)
             if cid is not None and address not in in_state and name in table.get(cid, frozenset()):
-                found.append(Adoption(address, name, f"{cid},{name}", kind=kind))
+                import_id = kind.import_id_of(cluster_id=cid, name=name)
+                found.append(Adoption(address, name, import_id, kind=kind.noun))
     target = imports_file(ctx, prep.producer.name)
     write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
     return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
