@@ -26,7 +26,7 @@ Where prices come from: ``prices_from_api`` (``GET /v2/sizes`` of the account) o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -84,8 +84,13 @@ def prices_from_api(client: SizesClient, *, today: date | None = None) -> Prices
     ``client`` is a ``do_api.Client``; its ``ApiError`` (an ``InfraApplyError``) passes through,
     so the caller decides whether to fall back. A list with no usable size is an error too.
     """
+    return prices_from_sizes(client.paginate("/v2/sizes", "sizes", what="cost: GET /v2/sizes"), today=today)
+
+
+def prices_from_sizes(listed: Iterable[JsonObject], *, today: date | None = None) -> Prices:
+    """The prices of ``GET /v2/sizes``'s objects (fetched once per run, shared with pre-flight)."""
     sizes: dict[str, ListPrice] = {}
-    for raw in client.paginate("/v2/sizes", "sizes", what="cost: GET /v2/sizes"):
+    for raw in listed:
         slug = raw.get("slug")
         if isinstance(slug, str) and slug:
             sizes[slug] = ListPrice(_price(raw.get("price_monthly")), _price(raw.get("price_hourly")))

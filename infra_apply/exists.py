@@ -15,9 +15,10 @@ bringing it up) is untainted when the account shows it active with the declared 
 and image; otherwise the plan's replacement stands and the guard's refusal says why.
 
 The account is read with concurrent calls (droplets, firewalls and clusters at once, then each
-declared cluster's databases and users at once: 76 ms at 60 ms API latency, 125 ms with
-clusters), started before ``terraform plan`` and read after it, so the lookups overlap the plan
-instead of adding to it.
+declared cluster's databases and users at once), started before ``terraform plan`` and read
+after it, so the lookups overlap the plan instead of adding to it. In a plan or apply run the
+lists come from the run's ``accounts.Accounts``: pre-flight started them with the rest of the
+catalogue, so they are asked once per run.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from infra_apply.plan_model import JsonObject
 from infra_apply.render import MANAGED_TAG, Rendered, db_entry
 
 if TYPE_CHECKING:
+    from infra_apply.accounts import Accounts
     from infra_apply.preflight import Source
 
 RULE = "exists"
@@ -110,13 +112,16 @@ def fetch(source: Source, clusters: Iterable[str]) -> Account:
         )
 
 
-def source_for(cloud: Path | None, api_token: str | None) -> Source | None:
-    """The account a prepared producer talks to: the sandbox cloud, or the API with its token;
-    None when there is neither (no token: Terraform could not create anything either)."""
+def source_for(cloud: Path | None, api_token: str | None, accounts: Accounts | None = None) -> Source | None:
+    """The account a prepared producer talks to: the sandbox cloud, or the API with its token
+    (shared with the rest of the run when ``accounts`` is given); None when there is neither
+    (no token: Terraform could not create anything either)."""
     from infra_apply import preflight
 
     if cloud is not None:
         return preflight.SandboxSource(cloud)
+    if api_token and accounts is not None:
+        return accounts.live(api_token)
     if api_token:
         from infra_apply import do_api
 
@@ -124,9 +129,12 @@ def source_for(cloud: Path | None, api_token: str | None) -> Source | None:
     return None
 
 
-def start(cloud: Path | None, api_token: str | None, clusters: Iterable[str]) -> Future[Account] | None:
-    """Look the account up in the background (while Terraform plans)."""
-    source = source_for(cloud, api_token)
+def start(
+    cloud: Path | None, api_token: str | None, clusters: Iterable[str], accounts: Accounts | None = None
+) -> Future[Account] | None:
+    """Look the account up in the background (while Terraform plans); with the run's
+    ``accounts``, from the lists pre-flight already asked for."""
+    source = source_for(cloud, api_token, accounts)
     if source is None:
         return None
     pool = ThreadPoolExecutor(max_workers=1)

@@ -21,7 +21,7 @@ import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from infra_apply.config import CONFIG_NAME, Config, Where
@@ -29,6 +29,9 @@ from infra_apply.errors import InfraApplyError, Level, Problem, ValidationFailed
 from infra_apply.manifest import Key, Manifest
 from infra_apply.model import Droplet, Model
 from infra_apply.untrusted import short, visible
+
+if TYPE_CHECKING:
+    from infra_apply.accounts import Accounts
 
 RULE = "preflight"
 Say = Callable[[str], None]
@@ -414,17 +417,27 @@ def problems(
     producers: Sequence[str],
     gpu: Sequence[str] | Callable[[], Sequence[str]] = (),
     say: Say,
+    accounts: Accounts | None = None,
 ) -> list[Problem]:
     """Every pre-flight problem of planning ``producers``: each account asked once.
+
+    With ``accounts`` (the run's, ``infra_apply.accounts``) each live account's whole catalogue
+    is asked for at once, and prices and the exists lookups later read the same answers.
 
     ``gpu`` may be a callable (the GPU leases, which with remote state live in the state
     bucket): it is called only once every account answered and nothing else failed, so a
     wrong account or token stops the run before anything talks to the bucket. Which GPUs are
     on changes what is an error, never what the accounts are asked."""
+    from infra_apply.accounts import Shared
     from infra_apply.do_api import ApiError
 
     catalogues: list[tuple[list[str], Catalogue]] = []
-    for source, names in _accounts(root, env, sandbox, config, producers, say):
+    sources = _accounts(root, env, sandbox, config, producers, say, accounts)
+    for source, names in sources:
+        if isinstance(source, Shared):
+            wanted = needs(model, manifests, config, names)
+            source.prefetch({n.name for n in wanted.clusters}, {n.droplet.image for n in wanted.droplets})
+    for source, names in sources:
         try:
             catalogues.append((names, fetch(source, needs(model, manifests, config, names), say)))
         except ApiError as exc:
@@ -466,6 +479,7 @@ def _accounts(
     config: Config,
     producers: Sequence[str],
     say: Say,
+    accounts: Accounts | None = None,
 ) -> list[tuple[Source, list[str]]]:
     """The accounts to ask and the producers each serves: the sandbox, or one per token (a
     producer's token is DIGITALOCEAN_TOKEN or its own PAT file)."""
@@ -480,6 +494,10 @@ def _accounts(
     for producer in producers:
         token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or do_token(env) or ""
         by_token.setdefault(token, []).append(producer)
+    if accounts is not None:
+        return [
+            (accounts.live(token, _label(names, len(by_token))), names) for token, names in by_token.items()
+        ]
     endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
     return [
         (LiveSource(do_api.Client(token, endpoint), _label(names, len(by_token))), names)

@@ -498,8 +498,10 @@ def plan(
     refresh_only: bool = False,
     lock_timeout: str = "0s",
     echo: Printer | None = None,
+    targets: Sequence[str] = (),
 ) -> bool:
-    """Saved plan in ``plan_file``; True when it changes something (detailed exit code 2)."""
+    """Saved plan in ``plan_file``; True when it changes something (detailed exit code 2).
+    ``targets``: plan only these resources (and what they depend on), ``-target``."""
     var = [f"{k}={v}" for k, v in sorted((variables or {}).items())] or None
     result = wd.must(
         "plan",
@@ -513,6 +515,7 @@ def plan(
         lock_timeout=lock_timeout,
         refresh_only=refresh_only,
         var=var,
+        target=sorted(targets) or None,
     )
     return result.code == 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -20,7 +20,7 @@ from infra_apply import terraform as tf
 from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
-from infra_apply.errors import InfraApplyError, TerraformError
+from infra_apply.errors import InfraApplyError, Problem, TerraformError
 from infra_apply.fs import private_dirs, sync_private, tighten, write_private
 from infra_apply.identity import keyed, settle
 from infra_apply.manifest import Manifest
@@ -42,6 +42,7 @@ from infra_apply.timing import MONOTONIC, Clock, done_line
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
+    from infra_apply.accounts import Accounts
     from infra_apply.sandbox.install import SandboxSetup
 
 PLAN_FILE = "infra-apply.tfplan"
@@ -88,8 +89,15 @@ class WorkingCopy(Protocol):
     def init(self) -> None:
         """``terraform init``, only when what it depends on changed since the last one."""
 
-    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
-        """Save a plan (``PLAN_FILE``); True when Terraform says it changes something."""
+    def plan(
+        self,
+        *,
+        variables: Mapping[str, str] | None = None,
+        refresh_only: bool = False,
+        targets: Sequence[str] = (),
+    ) -> bool:
+        """Save a plan (``PLAN_FILE``); True when Terraform says it changes something.
+        ``targets``: only these resources (``-target``), for the GPU verbs."""
         ...
 
     def show(self) -> JsonObject:
@@ -170,8 +178,14 @@ class TerraformCopy:
             parts.append(self.sandbox.package_hash.encode())
         return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
-    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
-        return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only)
+    def plan(
+        self,
+        *,
+        variables: Mapping[str, str] | None = None,
+        refresh_only: bool = False,
+        targets: Sequence[str] = (),
+    ) -> bool:
+        return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only, targets=targets)
 
     def show(self) -> JsonObject:
         return tf.show_json(self.wd, PLAN_FILE)
@@ -245,18 +259,23 @@ def check_registry(ctx: Context) -> None:
 # --- loading ------------------------------------------------------------------------------
 
 
-def load_project(ctx: Context, *, refuse_stale: bool = False) -> Project:
+def load_project(
+    ctx: Context, *, refuse_stale: bool = False, warn_for: Sequence[str] | None = None
+) -> Project:
     """Validate, model and render. A live run notes HCL that differs from the reviewed
     ``generated/``; with ``refuse_stale`` (apply) it refuses it: what is applied must be what
-    the pull request showed."""
+    the pull request showed. Any error of any file stops the run; with ``warn_for`` (the
+    producers a verb works on) only their manifests' warnings are said."""
     from infra_apply.build import build_model
     from infra_apply.validate import require_valid
 
     # The sandbox world has its own registry: hosts it registered count as in the mesh there.
     mesh = mesh_target(ctx) if ctx.sandbox else ctx.mesh_path
     config = load_config(ctx.root, ctx.env)
-    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), ctx.say, config)
+    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), _quiet, config)
     model = build_model(v)
+    for p in warnings_for(v.warnings, model, warn_for):
+        ctx.say(p.format())
     rendered = render_model(model, ctx.out)
     drift = compare(rendered, ctx.out)
     project = Project(
@@ -279,6 +298,24 @@ def load_project(ctx: Context, *, refuse_stale: bool = False) -> Project:
     return project
 
 
+def _quiet(_line: str) -> None:
+    pass  # the warnings are said by ``warnings_for``'s choice
+
+
+def warnings_for(warnings: Iterable[Problem], model: Model, producers: Sequence[str] | None) -> list[Problem]:
+    """The warnings worth saying when working on ``producers`` (None: all): a warning in a
+    manifest that feeds only other producers is theirs; one anywhere else (the config, the
+    mesh registry, a manifest feeding no producer) is everyone's."""
+    if producers is None:
+        return list(warnings)
+    wanted = {n.lstrip("@") for n in producers}
+    feeds: dict[str, set[str]] = {}
+    for pm in model.producers:
+        for source in pm.sources:
+            feeds.setdefault(source, set()).add(pm.name)
+    return [p for p in warnings if p.path not in feeds or feeds[p.path] & wanted]
+
+
 def pick(project: Project, names: Sequence[str]) -> list[str]:
     available = sorted(project.rendered)
     if not names:
@@ -298,7 +335,7 @@ def prepare_one(
     """Checks, load, and the one prepared working copy a single-producer verb needs; with
     ``preflight_gpu`` (apply) the pre-flight checks run first."""
     check_ready(ctx)
-    project = load_project(ctx, refuse_stale=refuse_stale)
+    project = load_project(ctx, refuse_stale=refuse_stale, warn_for=[producer])
     [name] = pick(project, [producer])
     if preflight_gpu is not None:
         preflight(ctx, project, [name], preflight_gpu)
@@ -311,10 +348,12 @@ def preflight(
     project: Project,
     producers: Sequence[str],
     gpu: Sequence[str] | Callable[[], Sequence[str]] = (),
+    accounts: Accounts | None = None,
 ) -> None:
     """Pre-flight (token, clusters, SSH keys, slugs) before any Terraform process starts: a
     problem stops the run with its manifest line and nothing planned. ``gpu`` as a callable
-    (reading the GPU leases) is called only after the account answered (``preflight.problems``)."""
+    (reading the GPU leases) is called only after the account answered (``preflight.problems``).
+    ``accounts``: the run's live accounts, whose catalogue prices and lookups read again."""
     from infra_apply import preflight as checks
 
     found = checks.problems(
@@ -327,6 +366,7 @@ def preflight(
         producers=producers,
         gpu=gpu,
         say=ctx.say,
+        accounts=accounts,
     )
     checks.enforce(found, sandbox=ctx.sandbox, say=ctx.say)
 

@@ -2,12 +2,18 @@
 shapes: ``/v2/account``, ``/v2/databases``, ``/v2/account/keys``, ``/v2/sizes``, ``/v2/regions``,
 ``/v2/images?type=distribution`` and ``/v2/images/<slug>``, and what exists.py looks up:
 ``/v2/droplets``, ``/v2/firewalls``, ``/v2/databases/<id>/dbs`` and ``/users``; paginated with
-``links.pages.next`` and ``meta.total`` like the real API, bearer-checked (401 ``unauthorized``)."""
+``links.pages.next`` and ``meta.total`` like the real API, bearer-checked (401 ``unauthorized``).
+
+``latency`` delays every answer (the bench's 60 ms API); ``together`` names paths whose first
+requests must all be in flight at once: each waits for the others, and when they never come
+(calls made one after another) answers 418 ``not_concurrent``. Both need a threaded server."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +77,11 @@ class Account:
     firewalls: list[dict[str, Any]] = field(default_factory=list)
     dbs: dict[str, list[str]] = field(default_factory=dict)  # cluster name -> database names
     users: dict[str, list[str]] = field(default_factory=dict)  # cluster name -> user names
+    latency: float = 0.0  # seconds before every answer
+    together: frozenset[str] = frozenset()  # paths whose first requests must overlap
+    requests: list[str] = field(default_factory=list)  # every path asked, in arrival order
+    _waiting: dict[str, threading.Barrier] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def serve(self, server: HTTPServer) -> None:
         lists = {
@@ -112,8 +123,26 @@ class Account:
         extra = {"role": "normal"} if key == "users" else {}
         return _json({key: [{"name": n, **extra} for n in held]})
 
+    def _together(self, path: str) -> bool:
+        """Whether this request met the others named in ``together`` (True when not one of them)."""
+        with self._lock:
+            first = path in self.together and path not in self.requests
+            self.requests.append(path)
+            if not first:
+                return True
+            barrier = self._waiting.setdefault("all", threading.Barrier(len(self.together)))
+        try:
+            barrier.wait(timeout=10)
+        except threading.BrokenBarrierError:
+            return False
+        return True
+
     def _guarded(self, handler: Any) -> Any:
         def guarded(request: Request) -> Response:
+            if not self._together(request.path):
+                return _json({"id": "not_concurrent", "message": f"{request.path} asked alone"}, 418)
+            if self.latency:
+                time.sleep(self.latency)
             bearer = request.headers.get("Authorization", "")
             if not bearer.startswith("Bearer ") or self.token not in (None, bearer.removeprefix("Bearer ")):
                 return _json({"id": "unauthorized", "message": "Unable to authenticate you"}, 401)

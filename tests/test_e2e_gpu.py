@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -372,7 +373,7 @@ def test_a_half_made_gpu_keeps_its_lease_and_gpu_down_releases_it(ops: GpuOps) -
     code, out, err = ops.gpu("up", GPU, "--for", "1h")
     assert code == 1, out + err
     assert "The GPU droplet is in state (half made): its lease stays until" in err
-    assert f"gpu down {GPU} now" in err
+    assert f"infra-apply gpu down {GPU} --sandbox now" in err
     assert GPU in ops.droplets() and GPU in ops.leases()
     cloud.inject_faults(ops.cloud)
     code, out, err = ops.gpu("down", GPU)
@@ -385,3 +386,117 @@ def _someones_lease() -> Lease:
 
     lease = a_lease(datetime.now(UTC).replace(microsecond=0))
     return replace(lease, who="someone@else")
+
+
+# --- a GPU release on its own terms (issue 17) -----------------------------------------------
+
+
+def test_gpu_down_with_another_change_pending_releases_only_the_gpu(ops: GpuOps) -> None:
+    up(ops)
+    services = ops.droplets()["com.uvlava.ct.services"]
+    # a merged change waiting for somebody's --allow-resize: it must neither block the release
+    # nor be applied by it
+    ops.edit("@ct/.infra.yaml", "role: services\n", "role: services\n    size: s-4vcpu-8gb\n")
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 0, out + err
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    assert ops.droplets()["com.uvlava.ct.services"]["size"] == services["size"] == "s-2vcpu-4gb"
+    assert "lime" in ops.hosts()  # the other droplets' hosts stay registered
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 2, out + err  # the resize is still pending, and nothing creates the GPU
+    assert "s-4vcpu-8gb" in out and GPU not in out.replace(f"GPU {GPU}", "")
+    code, out, err = ops.apply("ct")
+    assert code == 3 and "--allow-resize com.uvlava.ct.services" in err, out + err
+
+
+# --- stopped or refused: lease and cloud still agree (issue 18) ------------------------------
+
+
+def test_gpu_up_that_finds_its_working_copy_in_use_takes_no_lease(ops: GpuOps) -> None:
+    code, out, err = ops.apply("ct")
+    assert code == 0, out + err
+    copy_lock = ops.base / "state" / "work" / "sandbox" / identify(ops.root, ops.env).key / "ct.lock"
+    with FileLock(copy_lock, timeout=0):
+        code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 1 and "another infra-apply run is using the working copy" in err, out + err
+    assert ops.leases() == {} and GPU not in ops.droplets()
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err  # the next ordinary apply creates no GPU
+
+
+def test_gpu_down_stopped_after_its_destroy_does_not_bring_the_lease_back(ops: GpuOps) -> None:
+    up(ops)
+    run = stopping.start(ops, "gpu", "down", GPU, name="down")
+    done = "digitalocean_droplet.ct_gpu[0]: Destruction complete"
+    stopping.wait_for(lambda: done in run.stderr(), "the GPU's destroy to finish", run)
+    run.proc.send_signal(signal.SIGTERM)
+    code, out, err = run.finish()
+    assert "Traceback" not in err and code in (0, 143), out + err
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err  # nothing creates the GPU again
+
+
+def test_a_claim_left_by_a_killed_gpu_down_is_taken_over_at_once(ops: GpuOps) -> None:
+    up(ops)
+    from infra_apply.gpu import claimant
+
+    claim = claimant.claim_now("ops@here run 0badc0de", datetime.now(UTC).replace(microsecond=0))
+    gone = replace(claim, pid=_ended_pid(), started="1")  # a process of this boot that ended
+    ops.store().update(lambda current: {GPU: replace(current[GPU], releasing=gone)})
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 0, out + err
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+
+
+def test_a_live_claim_is_refused_with_who_where_until_and_how(ops: GpuOps) -> None:
+    up(ops)
+    from infra_apply.gpu import claimant
+
+    claim = claimant.claim_now("ops@here run 0badc0de", datetime.now(UTC).replace(microsecond=0))
+    ops.store().update(lambda current: {GPU: replace(current[GPU], releasing=claim)})  # this test's own pid
+    code, out, err = ops.gpu("down", GPU)
+    assert code == 3, out + err
+    assert f"by ops@here run 0badc0de (pid {os.getpid()} on " in err and "the claim expires " in err
+    assert f"rerun infra-apply gpu down {GPU} --sandbox then" in err
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 3 and f"rerun infra-apply gpu up {GPU} --for 1h --sandbox then" in err, out + err
+    assert GPU in ops.droplets()
+
+
+def _ended_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_lease_left_by_a_killed_gpu_up_is_released_by_the_next_reap(ops: GpuOps) -> None:
+    ops.configure(idle_after="1h")  # an idle queue alone would not release it yet
+    code, out, err = ops.apply("ct")
+    assert code == 0, out + err
+    run = stopping.start(ops, "gpu", "up", GPU, "--for", "1h", name="up")
+    stopping.wait_for(lambda: "ct: terraform plan" in run.stderr(), "gpu up to plan", run)
+    run.proc.send_signal(signal.SIGKILL)
+    run.finish()
+    assert GPU in ops.leases()  # nothing could end it: the lease names its dead run
+    code, out, err = ops.gpu("reap")  # waits for the orphaned Terraform, if any
+    assert code == 0, out + err
+    assert f"{GPU}: its gpu up ended before recording a droplet" in out
+    assert GPU not in ops.droplets() and ops.leases() == {} and ops.gpu_hosts() == []
+    code, out, err = ops.sandbox("plan", "--producer", "ct")
+    assert code == 0, out + err
+
+
+def test_a_gpu_up_refused_exits_3_naming_gpu_commands_that_run_as_printed(ops: GpuOps) -> None:
+    live = up(ops)
+    ops.configure(size="gpu-h200x1-141gb")  # a resize of the GPU that is up: gpu up never does it
+    code, out, err = ops.gpu("up", GPU, "--for", "1h")
+    assert code == 3, out + err
+    assert "--allow-" not in err  # flags the GPU commands do not take
+    down, again = f"infra-apply gpu down {GPU} --sandbox", f"infra-apply gpu up {GPU} --for 1h --sandbox"
+    assert f"({down}, then {again})" in err
+    assert ops.droplets()[GPU]["id"] == live["id"] and GPU in ops.leases()
+    for remedy in (down, again):  # as printed, with only the test's own paths added
+        code, out, err = ops.run(*remedy.split()[1:], "--out", str(ops.out), "--mesh-hosts", str(ops.mesh))
+        assert code == 0, f"{remedy}:\n{out}{err}"
+    assert ops.droplets()[GPU]["size"] == "gpu-h200x1-141gb" and ops.gpu_hosts() == ["ct-gpu"]

@@ -5,6 +5,7 @@ one acts (separate processes, locally and across machines sharing a bucket)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from infra_apply.gpu.config import GpuSettings
 from infra_apply.gpu.lease import Claim, Lease, LeaseError, now_utc, stamp
 from infra_apply.gpu.lifecycle import (
     CLAIM_TTL,
+    ClaimHeld,
     end_new_lease,
     lease_gpu,
     reap,
@@ -306,7 +308,8 @@ def test_a_fresh_claim_of_another_run_is_left_alone_a_stale_one_taken_over(
     clock.now += CLAIM_TTL - M
     lines = reap_once(store, world, clock, EAGER)
     assert lines == [
-        f"info: {CT_GPU}: being released (by ops@laptop run 0badc0de since {_iso(other.at)}); left alone"
+        f"info: {CT_GPU}: being released (by ops@laptop run 0badc0de since {_iso(other.at)}; "
+        f"the claim expires {_iso(other.at + CLAIM_TTL)}); left alone"
     ]
     assert (world.released, world.probed) == ([], [])
     clock.now += M
@@ -322,7 +325,7 @@ def test_an_interrupted_release_puts_the_claim_back(store: LeaseStore, clock: Cl
     with pytest.raises(KeyboardInterrupt):
         reap(store, {CT_GPU: EAGER}, who="r@b", probe=World().probe, release=interrupted, clock=clock)
     kept = store.read().leases[CT_GPU]
-    assert (kept.releasing, kept.last_error) == (None, "interrupted before the release finished")
+    assert (kept.releasing, kept.last_error) == (None, "stopped before the release finished")
 
 
 # --- gpu down ---------------------------------------------------------------------------------
@@ -409,7 +412,10 @@ def workers() -> Iterator[list[Worker]]:
 
 
 def seed(store: LeaseStore) -> None:
+    """A GPU that is up: leased, its droplet recorded (a lease still being created by a live
+    run is left alone by every reap)."""
     lease_gpu(store, EAGER, who="ops@box", for_=None)
+    record_up(store, EAGER.name, droplet_id="1001", ip="203.0.113.9", hourly_price=3.39)
 
 
 def acts(tmp_path: Path) -> list[str]:
@@ -500,3 +506,49 @@ def _iso(moment: datetime) -> str:
 
 def _stamp(snapshot: Any, field: str) -> str:
     return _iso(getattr(snapshot.leases[CT_GPU], field))
+
+
+# --- claims that name their run (issue 18) -----------------------------------------------------
+
+
+def _ended_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_claim_whose_run_died_here_is_taken_over_at_once_another_machines_only_when_expired(
+    store: LeaseStore, clock: Clock
+) -> None:
+    from infra_apply.gpu import claimant
+
+    world = World()
+    up(store, clock, EAGER)
+    ours = claimant.claim_now("ops@laptop run 0badc0de", clock.now)
+    dead = replace(ours, pid=_ended_pid())
+    assert claimant.provably_dead(dead) and not claimant.provably_dead(ours)
+    elsewhere = replace(dead, host="another-host", boot="another-boot")
+    assert not claimant.provably_dead(elsewhere) and not claimant.provably_dead(Claim("x", clock.now))
+
+    store.update(lambda ls: {CT_GPU: replace(ls[CT_GPU], releasing=elsewhere)})
+    assert reap_once(store, world, clock, EAGER)[-1].endswith("left alone")
+    with pytest.raises(ClaimHeld) as held:
+        release_gpu(store, CT_GPU, world.release, who="ops@box", clock=clock, retry="infra-apply gpu down X")
+    assert held.value.exit_code == 3
+    assert f"pid {dead.pid} on another-host" in held.value.message
+    assert f"the claim expires {_iso(clock.now + CLAIM_TTL)}" in held.value.message
+    assert held.value.message.endswith("rerun infra-apply gpu down X then")
+
+    store.update(lambda ls: {CT_GPU: replace(ls[CT_GPU], releasing=dead)})
+    assert reap_once(store, world, clock, EAGER)[-1] == f"info: {CT_GPU}: released"
+    assert store.read().leases == {}
+
+
+def test_a_claim_round_trips_through_the_store_with_its_run(store: LeaseStore, clock: Clock) -> None:
+    from infra_apply.gpu import claimant
+
+    lease = up(store, clock, EAGER)
+    claim = claimant.claim_now("ops@laptop run 0badc0de", clock.now)
+    store.update(lambda ls: {CT_GPU: replace(ls[CT_GPU], releasing=claim)})
+    assert store.read().leases[CT_GPU] == replace(lease, releasing=claim)
+    assert claim.pid == os.getpid() and claim.boot and claim.host and claim.started

@@ -196,7 +196,8 @@ def test_plan_apply_and_drift_under_ci_with_local_state_are_refused_naming_state
     (root / "infra-apply.toml").write_text(f'[state]\nbackend = "local"\n{CONFIG}')
     env = cli_env(tmp_path, CI="true")
     assert run_cli("--root", str(root), "render", "--out", str(tmp_path / "out"), env=env).returncode == 0
-    for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve"), ("drift",)):
+    gpu = (("gpu", "up", "g", "--for", "1h"), ("gpu", "down", "g"), ("gpu", "reap"), ("gpu", "status"))
+    for args in (("plan",), ("apply", "--producer", "ct", "--auto-approve"), ("drift",), *gpu):
         r = run_cli("--root", str(root), *args, "--out", str(tmp_path / "out"), env=env)
         assert r.returncode == 1, r.stderr
         assert r.stderr.startswith("infra-apply.toml:1:1: error state: CI is set (CI=true)"), r.stderr

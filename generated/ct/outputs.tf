@@ -9,15 +9,6 @@
 output "droplets" {
   description = "Droplets of this producer: live name => id, IPv4 addresses, region, mesh hosts."
   value = merge(
-    { for d in digitalocean_droplet.ct_gpu : d.name => {
-      id                   = d.id
-      ipv4_address         = d.ipv4_address
-      ipv4_address_private = d.ipv4_address_private
-      region               = d.region
-      hosts                = ["ct-gpu"]
-      producer             = "ct"
-      address              = "digitalocean_droplet.ct_gpu"
-    } },
     { (digitalocean_droplet.ct_redroid.name) = {
       id                   = digitalocean_droplet.ct_redroid.id
       ipv4_address         = digitalocean_droplet.ct_redroid.ipv4_address
@@ -35,6 +26,24 @@ output "droplets" {
       hosts                = ["lime"]
       producer             = "ct"
       address              = "digitalocean_droplet.ct_services"
+    } },
+  )
+}
+
+# The on-demand GPU droplets, as `droplets` (read by `infra-apply register` too). An output of
+# their own: `gpu up`/`gpu down` apply a plan targeted at the GPU's resources, and Terraform
+# updates only the outputs that depend on targeted resources alone.
+output "gpu_droplets" {
+  description = "On-demand GPU droplets of this producer that are up: live name => as droplets."
+  value = merge(
+    { for d in digitalocean_droplet.ct_gpu : d.name => {
+      id                   = d.id
+      ipv4_address         = d.ipv4_address
+      ipv4_address_private = d.ipv4_address_private
+      region               = d.region
+      hosts                = ["ct-gpu"]
+      producer             = "ct"
+      address              = "digitalocean_droplet.ct_gpu"
     } },
   )
 }

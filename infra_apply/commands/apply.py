@@ -17,19 +17,21 @@ from typing import Protocol
 
 from infra_apply import exists, kinds, remedy
 from infra_apply import terraform as tf
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
 from infra_apply.cost import Prices
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
-from infra_apply.guard import guard, refusal_message, unused_allowances
+from infra_apply.guard import GuardVerdict, guard, refusal_message, unused_allowances
 from infra_apply.manifest import Manifest
 from infra_apply.mesh import WriteResult
 from infra_apply.model import ProducerModel
-from infra_apply.plan_model import COUNTED_ACTIONS, ProducerPlan
+from infra_apply.plan_model import COUNTED_ACTIONS, ProducerPlan, reason, verb
 from infra_apply.report import GpuUp, ProducerReport
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import done_line
+from infra_apply.untrusted import visible
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -66,9 +68,13 @@ class ApplyOptions:
     allow_resize: tuple[str, ...] = ()  # droplets it may resize in place (downtime, disk grows)
     auto_approve: bool = False  # apply without asking (needed without a terminal)
     gpu: tuple[str, ...] = ()  # on-demand GPU droplets planned on (what their leases hold)
-    # gpu up / down / reap: the resources (base addresses) the plan may change; anything else
-    # pending in the producer is refused, so a timer's reap never applies an unreviewed change.
+    # gpu up / down / reap: the resources (base addresses) the plan may change. The plan is
+    # targeted at them (``-target``), so another change pending in the producer is neither
+    # applied nor in the way; whatever the targeting still pulls in is refused (exit 3).
     only: frozenset[str] | None = None
+    # gpu up / down / reap: what a guard refusal tells to run instead of --allow-* (flags the
+    # GPU verbs do not take); None: the --allow-* flags of apply
+    refusal_remedy: str | None = None
     gpus_up: tuple[GpuUp, ...] = ()  # shown with the plan
     prices: Prices | None = None  # the plan's cost is shown at these prices (None: not shown)
     lease_ends: Mapping[str, datetime | None] = field(default_factory=dict)  # GPU -> lease end
@@ -103,7 +109,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     check_registry(ctx)
     check_ready(ctx)
     # A live apply applies only the Terraform under review: a stale generated/ is refused.
-    project = load_project(ctx, refuse_stale=True)
+    project = load_project(ctx, refuse_stale=True, warn_for=[producer])
     [name] = pick(project, [producer])
     refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     with contextlib.ExitStack() as stack:
@@ -116,28 +122,38 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
         # pre-flight reads the leases (with remote state: the state bucket) only once the
         # account answered; held from then to the end of the apply
         reader = functools.cache(hold_and_read)
-        preflight(ctx, project, [name], lambda: reader().held(name))
+        # the account's catalogue in one concurrent round, shared by pre-flight, prices and
+        # the exists lookups of this apply's plan
+        accounts = stack.enter_context(Accounts(ctx.env))
+        preflight(ctx, project, [name], lambda: reader().held(name), accounts)
         leases = reader()
         options = replace(options, gpu=leases.held(name), gpus_up=leases.up(name), leased=leases.leased(name))
         options = replace(
             options,
-            prices=run_prices(ctx, [name]),
+            prices=run_prices(ctx, [name], accounts=accounts),
             lease_ends=leases.lease_ends(name),
             up_since=leases.up_since(name),
             manifests=project.manifests,
         )
         [prep] = prepare(ctx, project, [name])
-        return apply_producer(ctx, prep, terminal, options)
+        return apply_producer(ctx, prep, terminal, options, accounts)
 
 
 def apply_producer(
-    ctx: Context, prep: Prepared, terminal: Terminal, options: ApplyOptions = ApplyOptions()
+    ctx: Context,
+    prep: Prepared,
+    terminal: Terminal,
+    options: ApplyOptions = ApplyOptions(),
+    accounts: Accounts | None = None,
 ) -> Applied:
-    """plan -> show -> guard -> confirm -> apply that saved plan -> register the hosts."""
+    """plan -> show -> guard -> confirm -> apply that saved plan -> register the hosts.
+    ``accounts``: the run's live accounts (pre-flight's lists serve the exists lookups)."""
     from infra_apply.report.text import format_text
 
     name = prep.producer.name
-    planned = plan_one(prep, ctx.say, gpu=options.gpu, clock=ctx.clock)
+    planned = plan_one(
+        prep, ctx.say, gpu=options.gpu, clock=ctx.clock, accounts=accounts, targets=_targets(options.only)
+    )
     allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
     verdict = guard(planned.plan, *allow)
     gpus = options.gpus_up
@@ -153,11 +169,13 @@ def apply_producer(
     refuse_impossible_resizes(planned.plan, prep.producer, options.manifests)
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
+    if options.only is not None:
+        _only(planned, options.only, ctx.sandbox)
     if not verdict.ok:
         why = "".join(f"\n{note}" for note in planned.notes)
+        if options.refusal_remedy is not None:
+            raise GuardRefused(_refused_without_flags(verdict, options.refusal_remedy) + why)
         raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.sandbox) + why)
-    if options.only is not None:
-        _only(planned, options.only)
     applied = False
     if planned.changed:
         if not _confirmed(name, terminal, options.auto_approve):
@@ -237,16 +255,38 @@ def _ways_out(gpus: tuple[GpuUp, ...], sandbox: bool) -> str:
     )
 
 
-def _only(planned: Planned, allowed: frozenset[str]) -> None:
-    others = sorted(
-        {c.base_address for c in planned.plan.changes if c.action in COUNTED_ACTIONS} - allowed
-    )
+def _targets(only: frozenset[str] | None) -> tuple[str, ...]:
+    """The ``-target`` addresses of a GPU verb's plan.
+
+    Why ``-target`` and not a render that keeps everything else as its state holds: Terraform
+    then plans the GPU's droplet and firewall (and what they read: the GPU variable, the SSH
+    key data sources) from the real state and configuration, and leaves every other resource
+    out of the plan, so a pending resize or edit elsewhere in the producer is neither applied
+    nor refused here, and the next ordinary plan still shows it. A render of the rest "as in
+    state" would have to restate each resource's attributes (computed ones, passwords,
+    ignore_changes) exactly, and any one it got wrong would itself become a change applied by
+    a GPU release. ``-target`` never *adds* a change: what it does include is still checked
+    by ``_only``."""
+    return () if only is None else tuple(sorted(only))
+
+
+def _only(planned: Planned, allowed: frozenset[str], sandbox: bool) -> None:
+    """A targeted plan holds the targets and what they depend on: a change to anything but the
+    GPU's own resources (a dependency a future template adds) is never applied by a GPU verb."""
+    others = sorted({c.base_address for c in planned.plan.changes if c.action in COUNTED_ACTIONS} - allowed)
     if others:
         name = planned.prep.producer.name
+        again = remedy.for_producer("apply", name, sandbox=sandbox)
         raise GuardRefused(
-            f"producer {name} has other changes pending ({', '.join(others)}); nothing was "
-            f"changed: review and apply them first (infra-apply apply --producer {name})"
+            f"producer {name}: the GPU's plan also changes {', '.join(others)}, which it depends "
+            f"on; nothing was changed: review and apply that first ({again}), then rerun"
         )
+
+
+def _refused_without_flags(verdict: GuardVerdict, remedy: str) -> str:
+    """A GPU verb's refusal: each blocked change, then the one way out those verbs have."""
+    lines = [f"{verb(c)} {visible(c.label)}: {reason(c, with_values=False)}" for c in verdict.blocked]
+    return "\n".join([*lines, remedy])
 
 
 def _confirmed(producer: str, terminal: Terminal, auto_approve: bool) -> bool:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.drift import (
     DriftReport,
@@ -144,7 +143,7 @@ def producer_drift(ctx: Context, r: Refreshed) -> ProducerDrift:
 def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | None:
     """What ``register`` would change in the registry (a dry run: nothing is written); None
     when there is no registry to compare with."""
-    from infra_apply.commands.register import shared_allocator
+    from infra_apply.commands.register import droplets_output, shared_allocator
     from infra_apply.mesh import live_droplets_from_output, load_document, write_registration
 
     target = mesh_target(ctx)
@@ -153,10 +152,8 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
         return None
     if not prep.rendered.droplet_addresses:
         return ()
-    try:
-        live = live_droplets_from_output(prep.copy.output("droplets") or {})
-    except tf.OutputMissing:
-        live = []  # nothing applied: every entry the registry holds for the producer is stale
+    # nothing applied: no droplets, so every entry the registry holds for the producer is stale
+    live = live_droplets_from_output(droplets_output(prep, sandbox=ctx.sandbox, applied=False))
     doc, _ = load_document(target)
     stale = stale_registry_droplets(doc, prep.producer.name, (d.name for d in live))
     allocate = shared_allocator(ctx, prep.producer.name, live, stale, {}, write=False)

@@ -20,18 +20,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from infra_apply import kinds
+from infra_apply import kinds, remedy
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
+from infra_apply.commands.register import register
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.gpu import lifecycle
-from infra_apply.gpu.config import GpuSettings, settings_for
+from infra_apply.gpu.config import GpuSettings, format_duration, settings_for
 from infra_apply.gpu.lease import Lease, now_utc, whoami
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
 from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows, to_json, to_text
 from infra_apply.gpu.store import LeaseStore, StoreBusy
-from infra_apply.state import load_backend
+from infra_apply.state import load_backend, refuse_local_state_in_ci
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -40,6 +41,7 @@ from infra_apply.workcopy import (
     check_registry,
     load_project,
     lock_working_copy,
+    mesh_target,
     preflight,
     prepare,
     state_droplets,
@@ -90,6 +92,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     producer = producer_of(project, name)
     settings = settings_for(name, project.config.gpu)
     with contextlib.ExitStack() as stack:
@@ -104,57 +107,123 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         reader = functools.cache(hold_and_read)
         preflight(ctx, project, [producer], lambda: tuple(sorted({*reader()[1].held(producer), name})))
         store, before = reader()
-        # lease, then create: an ordinary plan running meanwhile already keeps the GPU
-        lease = lifecycle.lease_gpu(store, settings, who=whoami(ctx.env), for_=for_)
-        on = read_leases(ctx, project, [producer]).held(producer)
+        # the working copy before the lease: one another run is using refuses with no lease taken
         [prep] = prepare(ctx, project, [producer])
-        options = ApplyOptions(auto_approve=True, gpu=on, only=own_resources(prep, name))
+        own = own_resources(prep, name)
+        new = name not in before.by_producer.get(producer, {})
+        # lease, then create: an ordinary plan running meanwhile already keeps the GPU
+        taken = now_utc()
+        try:
+            lease = lifecycle.lease_gpu(
+                store,
+                settings,
+                who=whoami(ctx.env),
+                for_=for_,
+                retry=_gpu_command(ctx, "up", *_up_args(name, for_)),
+            )
+        except KeyboardInterrupt:
+            # stopped while the lease was written: it may have landed; a new one holds nothing
+            if new:
+                _end_if_ours(store, name, whoami(ctx.env), taken)
+            raise
+        on = read_leases(ctx, project, [producer]).held(producer)
+        options = ApplyOptions(
+            auto_approve=True, gpu=on, only=own, refusal_remedy=_up_remedy(ctx, name, for_)
+        )
         try:
             applied = apply_producer(ctx, prep, terminal, options)
         except InfraApplyError as exc:
-            new = name not in before.by_producer.get(producer, {})
-            raise InfraApplyError(
-                f"gpu up {name}: {exc.message}\n{_after_failed_up(store, prep, lease, new)}", rule=exc.rule
-            ) from None
-        live = state_droplets(prep).get(prep.rendered.droplet_addresses[name])
-        if live is None:
+            error = InfraApplyError(
+                f"gpu up {name}: {exc.message}\n{_after_failed_up(ctx, store, prep, lease, new, for_)}",
+                rule=exc.rule,
+            )
+            error.exit_code = exc.exit_code  # a refusal stays a refusal (exit 3)
+            raise error from None
+        except KeyboardInterrupt:
+            # stopped (Ctrl-C, SIGTERM, SIGHUP) while Terraform planned or applied: it has
+            # stopped cleanly and written state, so the lease is settled as for a failure
+            try:
+                settled = _after_failed_up(ctx, store, prep, lease, new, for_)
+            except InfraApplyError as exc:
+                settled = f"the lease could not be settled ({exc.message}); gpu reap settles it"
+            ctx.say(f"infra-apply: {name}: stopped; {settled}")
+            raise
+        recorded = _record(store, prep, name)
+        if recorded is None:
             raise InfraApplyError(f"gpu up {name}: the apply went through but the droplet is not in state")
-        found = _live_gpu(live)
-        lease = lifecycle.record_up(
-            store,
-            name,
-            droplet_id=found.droplet_id,
-            ip=found.ip,
-            hourly_price=found.hourly_price,
-            created=found.created,
-        )
-    return Up(lease, applied)
+    return Up(recorded, applied)
 
 
-def _after_failed_up(store: LeaseStore, prep: Prepared, lease: Lease, new: bool) -> str:
-    """What becomes of the lease when ``gpu up``'s apply failed. A lease this run took, for a
-    GPU that is not in state, holds nothing: it is ended. One whose droplet was made (half
-    made) stays, so the reaper releases what is there; an existing lease it extended is never
-    ended by a failed apply (somebody else's GPU may be on it)."""
-    name = lease.gpu
-    keep = (
-        f"The lease stays until {_stamp(lease.until)} (gpu reap releases it then); rerun gpu up "
-        f"{name}, or gpu down {name}"
+def _record(store: LeaseStore, prep: Prepared, name: str) -> Lease | None:
+    """Note the GPU droplet the state holds on its lease; None when the state holds none."""
+    live = state_droplets(prep).get(prep.rendered.droplet_addresses[name])
+    if live is None:
+        return None
+    found = _live_gpu(live)
+    return lifecycle.record_up(
+        store,
+        name,
+        droplet_id=found.droplet_id,
+        ip=found.ip,
+        hourly_price=found.hourly_price,
+        created=found.created,
     )
-    if not new:
-        return keep
+
+
+def _end_if_ours(store: LeaseStore, name: str, who: str, taken: datetime) -> None:
+    """A lease this run may have written before it was stopped: ended when it is the new one
+    this run took (by this user, from this moment on, no droplet recorded on it)."""
+    held = store.read().leases.get(name)
+    if held is not None and held.who == who and held.since >= taken and not held.up:
+        lifecycle.end_new_lease(store, held)
+
+
+def _gpu_command(ctx: Context, verb: str, *args: str) -> str:
+    return remedy.command(f"gpu {verb}", *args, sandbox=ctx.sandbox)
+
+
+def _up_args(name: str, for_: timedelta | None) -> tuple[str, ...]:
+    return (name,) if for_ is None else (name, "--for", format_duration(for_))
+
+
+def _up_remedy(ctx: Context, name: str, for_: timedelta | None) -> str:
+    """gpu up's way past a refused change of the GPU's own droplet (a replacement or resize
+    its settings now ask for): a new GPU with the new settings."""
+    return (
+        f"gpu up does not replace or resize a GPU that is up: release it and lease it again "
+        f"({_gpu_command(ctx, 'down', name)}, then {_gpu_command(ctx, 'up', *_up_args(name, for_))})"
+    )
+
+
+def _after_failed_up(
+    ctx: Context, store: LeaseStore, prep: Prepared, lease: Lease, new: bool, for_: timedelta | None
+) -> str:
+    """What becomes of the lease when ``gpu up``'s apply failed or was stopped. A lease this
+    run took, for a GPU that is not in state, holds nothing: it is ended. One whose droplet
+    was made (half made) stays, so the reaper releases what is there; an existing lease it
+    extended is never ended by a failed apply (somebody else's GPU may be on it)."""
+    name = lease.gpu
+    again = _gpu_command(ctx, "up", *_up_args(name, for_))
+    down = _gpu_command(ctx, "down", name)
+    keep = (
+        f"The lease stays until {_stamp(lease.until)} (gpu reap releases it then); rerun {again}, or {down}"
+    )
     try:
-        made = prep.rendered.droplet_addresses[name] in state_droplets(prep)
+        made = _record(store, prep, name) is not None
+        if made and mesh_target(ctx) is not None:
+            register(ctx, prep)  # a droplet that exists has its hosts, like any other
     except InfraApplyError:
         made = True  # state unreadable: keep the lease, the safe side
+    if not new:
+        return keep
     if made:
         return (
             f"The GPU droplet is in state (half made): its lease stays until {_stamp(lease.until)}; "
-            f"gpu reap releases it then (or gpu down {name} now), or rerun gpu up {name}"
+            f"gpu reap releases it then (or {down} now), or rerun {again}"
         )
     if not lifecycle.end_new_lease(store, lease):
         return keep
-    return f"No GPU droplet was created, so the new lease was ended (nothing to keep); rerun gpu up {name}"
+    return f"No GPU droplet was created, so the new lease was ended (nothing to keep); rerun {again}"
 
 
 def up_output(done: Up) -> Output:
@@ -187,14 +256,37 @@ class _Releaser:
         on = leases.held(self.producer)
         if self.prep is None:
             [self.prep] = prepare(self.ctx, self.project, [self.producer])
+        plan = remedy.for_producer("plan", self.producer, sandbox=self.ctx.sandbox)
         options = ApplyOptions(
             allow_destroy=(lease.gpu,),
             auto_approve=True,
             gpu=on,
             only=own_resources(self.prep, lease.gpu),
             gpus_up=leases.up(self.producer),
+            refusal_remedy=f"nothing was changed and the lease stays; see what the plan holds: {plan}",
         )
-        apply_producer(self.ctx, self.prep, self.terminal, options)
+        applied = apply_producer(self.ctx, self.prep, self.terminal, options)
+        destroyed = any(
+            c.type == kinds.DROPLET.type and c.action == "delete" and c.name == lease.gpu
+            for c in applied.planned.plan.changes
+        )
+        if not destroyed and applied.registry is not None:
+            # already gone (a run stopped or killed after its destroy): its hosts go all the same
+            register(self.ctx, self.prep, removed=(lease.gpu,))
+
+    def gone(self, lease: Lease) -> bool:
+        """After a stop: is the GPU's droplet out of state (Terraform's destroy finished)? Its
+        hosts then leave mesh-hosts.json too. Unknown counts as not gone (the lease stays)."""
+        if self.prep is None:
+            return False
+        try:
+            if self.prep.rendered.droplet_addresses.get(lease.gpu) in state_droplets(self.prep):
+                return False
+            if mesh_target(self.ctx) is not None:
+                register(self.ctx, self.prep, removed=(lease.gpu,))
+        except InfraApplyError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -206,10 +298,19 @@ def down(ctx: Context, name: str, terminal: Terminal) -> Down:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     producer = producer_of(project, name)
     store = lease_store(ctx, producer)
     release = _Releaser(ctx, project, producer, terminal)
-    outcome = lifecycle.release_gpu(store, name, release, who=whoami(ctx.env), wait=LEASE_WAIT_SECONDS)
+    outcome = lifecycle.release_gpu(
+        store,
+        name,
+        release,
+        who=whoami(ctx.env),
+        wait=LEASE_WAIT_SECONDS,
+        retry=_gpu_command(ctx, "down", name),
+        gone=release.gone,
+    )
     return Down(outcome)
 
 
@@ -219,7 +320,7 @@ def down_output(done: Down) -> Output:
         return Output(
             "",
             (f"infra-apply: error: {o.gpu}: release failed, the lease stays: {o.error}",),
-            ExitCode.ERROR,
+            ExitCode.REFUSED if o.refused else ExitCode.ERROR,
         )
     return Output(f"{o.gpu}: released; its lease ended\n")
 
@@ -236,6 +337,7 @@ class Status:
 def status(ctx: Context, clock: Callable[[], datetime] = now_utc) -> Status:
     check_ready(ctx)
     project = load_project(ctx)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     producers = [p for p in sorted(project.rendered) if gpu_names(project, p)]
     # state before leases: a GPU whose `gpu up` finishes in between shows leased, not unleased
     live = {n: g for p in producers for n, g in _peek_live(ctx, project, p).items()}
@@ -337,6 +439,7 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx)
+    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []
@@ -388,6 +491,7 @@ def _reap_one(
             release=release,
             wait=0,
             unleased=unleased,
+            gone=release.gone,
         )
 
 
@@ -426,7 +530,9 @@ def reap_output(done: Reaped) -> Output:
         lines.append("info: no GPU leases to reap")
     errors = tuple(f"infra-apply: {line}" for line in lines if line.startswith(("error:", "warning:")))
     out = "".join(f"{line}\n" for line in lines if not line.startswith(("error:", "warning:")))
-    return Output(out, errors, ExitCode.ERROR if done.failed else ExitCode.OK)
+    refused = done.outcomes and all(o.refused for o in done.outcomes if o.failed) and not done.errors
+    code = ExitCode.OK if not done.failed else ExitCode.REFUSED if refused else ExitCode.ERROR
+    return Output(out, errors, code)
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from infra_apply import exists
 from infra_apply import terraform as tf
+from infra_apply.accounts import Accounts
 from infra_apply.changed import Changes, head_commit
 from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
@@ -81,7 +82,9 @@ def run(
     if found is not None and not found.selection.producers:
         # Nothing changed: said without validating, so CI stays fast on unrelated changes.
         return PlanResult(changes=found, listed=() if list_only else None)
-    project = load_project(ctx)
+    # warnings only for the producers planned (every producer when none is named)
+    warn_for = list(found.selection.producers) if found is not None else list(producers) or None
+    project = load_project(ctx, warn_for=warn_for)
     if found is None:
         names = pick(project, producers)
     else:
@@ -95,10 +98,14 @@ def run(
     # the leases (with remote state: the state bucket) are read only once pre-flight's account
     # check passed, and once
     reader = functools.cache(lambda: read_leases(ctx, project, names))
-    preflight(ctx, project, names, lambda: reader().all_held())
-    leases = reader()
-    prices = run_prices(ctx, names)
-    planned = plan_all(prepare(ctx, project, names), ctx.say, gpu=leases.all_held(), clock=ctx.clock)
+    with Accounts(ctx.env) as accounts:
+        # the account's catalogue in one concurrent round, shared by pre-flight, prices and
+        # the exists lookups
+        preflight(ctx, project, names, lambda: reader().all_held(), accounts)
+        leases = reader()
+        prices = run_prices(ctx, names, accounts=accounts)
+        preps = prepare(ctx, project, names)
+        planned = plan_all(preps, ctx.say, gpu=leases.all_held(), clock=ctx.clock, accounts=accounts)
     gpus = {
         p.prep.producer.name: leases.up(p.prep.producer.name)
         + unleased_up(p.plan, p.prep.rendered, leases.leased(p.prep.producer.name))
@@ -200,31 +207,40 @@ def plan_one(
     gpu: Iterable[str] = (),
     provider_env: Callable[[], Mapping[str, str]] | None = None,
     clock: Clock = MONOTONIC,
+    accounts: Accounts | None = None,
+    targets: Sequence[str] = (),
 ) -> Planned:
     """init, plan (saved), show: the saved plan as typed changes. The plan and the show each
     say how long they took when they end.
 
     ``provider_env``: extra environment for the plan and show only (the sandbox's shared provider,
-    see sandbox/reattach.py); never for init or apply."""
+    see sandbox/reattach.py); never for init or apply. ``accounts``: the run's live accounts,
+    whose lists pre-flight already asked for."""
     name = prep.producer.name
     # the account is read while Terraform plans: what the plan creates is looked up after
-    lookup = exists.start(prep.cloud, prep.api_token, {db.cluster for db in prep.producer.databases})
+    clusters = {db.cluster for db in prep.producer.databases}
+    lookup = exists.start(prep.cloud, prep.api_token, clusters, accounts)
     prep.copy.init()
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
     variables = gpu_variables(prep, gpu)
-    planned = _plan_and_show(prep, copy, say, variables, clock)
+    planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     if lookup is None:
         return planned
-    return _settle(prep, copy, planned, lookup.result(), say, variables, clock)
+    return _settle(prep, copy, planned, lookup.result(), say, variables, clock, targets)
 
 
 def _plan_and_show(
-    prep: Prepared, copy: WorkingCopy, say: Say, variables: Mapping[str, str], clock: Clock
+    prep: Prepared,
+    copy: WorkingCopy,
+    say: Say,
+    variables: Mapping[str, str],
+    clock: Clock,
+    targets: Sequence[str] = (),
 ) -> Planned:
     name = prep.producer.name
     started = clock()
-    changed = copy.plan(variables=variables)
+    changed = copy.plan(variables=variables, targets=targets)
     say(done_line(name, "plan", clock() - started, "changes" if changed else "no changes"))
     started = clock()
     raw = copy.show()
@@ -241,6 +257,7 @@ def _settle(
     say: Say,
     variables: Mapping[str, str],
     clock: Clock,
+    targets: Sequence[str] = (),
 ) -> Planned:
     """Refuse a plan creating what the account holds; import this state's own lost droplets and
     untaint its healthy tainted ones, then plan once more."""
@@ -255,7 +272,7 @@ def _settle(
     if r.settles:
         exists.act(prep.copy.path, r, copy.untaint, say, prep.producer.name)
         say(f"{prep.producer.name}: terraform plan (again, with what was settled)")
-        planned = _plan_and_show(prep, copy, say, variables, clock)
+        planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     return replace(planned, notes=r.notes)
 
 
@@ -274,7 +291,12 @@ def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
 
 
 def plan_all(
-    preps: Sequence[Prepared], say: Say, *, gpu: Iterable[str] = (), clock: Clock = MONOTONIC
+    preps: Sequence[Prepared],
+    say: Say,
+    *,
+    gpu: Iterable[str] = (),
+    clock: Clock = MONOTONIC,
+    accounts: Accounts | None = None,
 ) -> list[Planned]:
     """Plan producers in parallel (bounded by the CPU count); results in producer order. More
     than one producer: the run's total time is said at the end."""
@@ -301,6 +323,7 @@ def plan_all(
                 gpu=[g for g in gpu if g in p.rendered.gpu_variables],
                 provider_env=provider_env,
                 clock=clock,
+                accounts=accounts,
             )
             for p in preps
         ]

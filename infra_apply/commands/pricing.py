@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from infra_apply.cost import TABLE_SOURCE, Prices, fallback_prices, prices_from_api
+from infra_apply.cost import TABLE_SOURCE, Prices, fallback_prices, prices_from_api, prices_from_sizes
 from infra_apply.errors import InfraApplyError
 from infra_apply.workcopy import Context
 
 if TYPE_CHECKING:
+    from infra_apply.accounts import Accounts
     from infra_apply.do_api import Client, Retry
 
 # Prices inform; they must not hold a plan up for long (pre-flight has just reached the API).
@@ -23,26 +24,37 @@ TIMEOUT_SECONDS = 20.0
 RETRIES = 2
 
 
-def run_prices(ctx: Context, producers: Sequence[str], *, retry: Retry | None = None) -> Prices:
+def run_prices(
+    ctx: Context, producers: Sequence[str], *, retry: Retry | None = None, accounts: Accounts | None = None
+) -> Prices:
     """The account's prices (one ``/v2/sizes`` listing: list prices are the same for every
-    account, so the first producer's token serves the run), or the shipped table."""
+    account, so the first producer's token serves the run), or the shipped table. With the
+    run's ``accounts`` the listing pre-flight asked for is read, not asked again."""
     if ctx.sandbox or not producers:
         return fallback_prices()
     try:
+        if accounts is not None:
+            return prices_from_sizes(accounts.live(_token(ctx, producers[0])).sizes())
         return prices_from_api(_client(ctx, producers[0], retry))
     except InfraApplyError as exc:
         ctx.say(f"infra-apply: warning: cost: {exc.message}; using {TABLE_SOURCE}")
         return fallback_prices()
 
 
-def _client(ctx: Context, producer: str, retry: Retry | None) -> Client:
-    from infra_apply import do_api
+def _token(ctx: Context, producer: str) -> str:
     from infra_apply.pat import do_token, token_env
 
     # Pre-flight has already warned about the PAT file if there was anything to say.
     token = token_env(ctx.env, producer, lambda _line: None).get("DIGITALOCEAN_TOKEN") or do_token(ctx.env)
     if not token:
         raise InfraApplyError(f"no DigitalOcean token for producer {producer}")
+    return token
+
+
+def _client(ctx: Context, producer: str, retry: Retry | None) -> Client:
+    from infra_apply import do_api
+
+    token = _token(ctx, producer)
     endpoint = ctx.env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
     retry = retry or do_api.Retry(retries=RETRIES, max_wait=10.0)
     return do_api.Client(token, endpoint, timeout=TIMEOUT_SECONDS, retry=retry)

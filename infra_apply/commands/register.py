@@ -11,7 +11,7 @@ from infra_apply import remedy
 from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
-from infra_apply.mesh import Allocator, LiveDroplet, WriteResult
+from infra_apply.mesh import Allocator, LiveDroplet, WriteResult, live_droplets_from_output
 from infra_apply.state import load_backend, state_dir
 from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one, workdir_root
 
@@ -87,18 +87,34 @@ def shared_allocator(
 
 def live_droplets(prep: Prepared, *, sandbox: bool) -> list[LiveDroplet]:
     """The producer's droplets from its applied state (the ``droplets`` output)."""
-    from infra_apply.mesh import live_droplets_from_output
 
     if not prep.rendered.droplet_addresses:
         return []
-    try:
-        value = prep.copy.output("droplets")
-    except tf.OutputMissing:
-        raise InfraApplyError(
-            f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
-            f"first ({remedy.for_producer('apply', prep.producer.name, sandbox=sandbox)})"
-        ) from None
-    return live_droplets_from_output(value or {})
+    return live_droplets_from_output(droplets_output(prep, sandbox=sandbox))
+
+
+def droplets_output(prep: Prepared, *, sandbox: bool, applied: bool = True) -> dict[str, object]:
+    """The ``droplets`` output merged with ``gpu_droplets`` (the on-demand GPUs that are up,
+    an output of their own so a GPU verb's targeted apply keeps it current). ``applied``: a
+    producer never applied here is an error (else: no droplets)."""
+    merged: dict[str, object] = {}
+    standing = applied and len(prep.rendered.droplet_addresses) > len(prep.rendered.gpu_variables)
+    names = (("droplets", standing), ("gpu_droplets", False))
+    for name, required in names[: 2 if prep.rendered.gpu_variables else 1]:
+        try:
+            value = prep.copy.output(name)
+        except tf.OutputMissing:
+            if required:
+                raise InfraApplyError(
+                    f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
+                    f"first ({remedy.for_producer('apply', prep.producer.name, sandbox=sandbox)})"
+                ) from None
+            continue
+        if isinstance(value, Mapping):
+            merged.update(value)
+        elif value is not None:
+            live_droplets_from_output(value)  # not a map: raises, saying so
+    return merged
 
 
 def output(done: Registered, fmt: str) -> Output:

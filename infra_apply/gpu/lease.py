@@ -54,6 +54,14 @@ class Claim:
 
     by: str
     at: datetime
+    # the claiming run, so a claim left by a run that died on this machine is known dead at
+    # once (see ``claimant``): host name, pid, process start time (clock ticks after boot),
+    # boot id and pid namespace. None in claims written before they were recorded.
+    host: str | None = None
+    pid: int | None = None
+    started: str | None = None
+    boot: str | None = None
+    pidns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,9 @@ class Lease:
     hourly_price: float | None = None  # USD, from the droplet's own price_hourly
     releasing: Claim | None = None
     last_error: str | None = None  # the last failed release, kept until one succeeds
+    # the `gpu up` run creating its droplet, until the droplet is recorded: a lease left without
+    # a droplet by a run that died (SIGKILL) is told from one whose droplet is being created
+    creating: Claim | None = None
 
     @property
     def up(self) -> bool:
@@ -175,6 +186,7 @@ def mark_up(
         ip=ip,
         hourly_price=hourly_price,
         up_since=lease.up_since or utc(created or now),
+        creating=None,
     )
 
 
@@ -310,11 +322,11 @@ def to_dict(lease: Lease) -> dict[str, Any]:
         "ip": lease.ip,
         "up_since": _opt_stamp(lease.up_since),
         "hourly_price": lease.hourly_price,
-        "releasing": None
-        if lease.releasing is None
-        else {"by": lease.releasing.by, "at": stamp(lease.releasing.at)},
+        "releasing": None if lease.releasing is None else _claim_dict(lease.releasing),
         "last_error": lease.last_error,
     }
+    if lease.creating is not None:  # absent otherwise: a lease's document stays as it was
+        doc["creating"] = _claim_dict(lease.creating)
     return doc
 
 
@@ -325,6 +337,9 @@ def from_dict(doc: object) -> Lease:
     releasing = doc.get("releasing")
     if releasing is not None and not isinstance(releasing, dict):
         raise ValueError("releasing is not a JSON object")
+    creating = doc.get("creating")
+    if creating is not None and not isinstance(creating, dict):
+        raise ValueError("creating is not a JSON object")
     price = doc.get("hourly_price")
     if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)):
         raise ValueError("hourly_price is not a number")
@@ -339,10 +354,31 @@ def from_dict(doc: object) -> Lease:
         ip=_opt_text(doc, "ip"),
         up_since=_opt_time(doc.get("up_since")),
         hourly_price=None if price is None else float(price),
-        releasing=None
-        if releasing is None
-        else Claim(_text(releasing, "by"), parse_time(releasing.get("at"))),
+        releasing=None if releasing is None else _claim(releasing),
         last_error=_opt_text(doc, "last_error"),
+        creating=None if creating is None else _claim(creating),
+    )
+
+
+_CLAIMANT = ("host", "started", "boot", "pidns")
+
+
+def _claim_dict(claim: Claim) -> dict[str, Any]:
+    doc: dict[str, Any] = {"by": claim.by, "at": stamp(claim.at)}
+    if claim.pid is not None:  # a claim without its run's identity is written as before
+        doc.update({key: getattr(claim, key) for key in _CLAIMANT}, pid=claim.pid)
+    return doc
+
+
+def _claim(doc: Mapping[str, Any]) -> Claim:
+    pid = doc.get("pid")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
+        raise ValueError("releasing.pid is not an integer")
+    return Claim(
+        _text(doc, "by"),
+        parse_time(doc.get("at")),
+        pid=pid,
+        **{key: _opt_text(doc, key) for key in _CLAIMANT},
     )
 
 

@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from infra_apply.errors import InfraApplyError
+from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.gpu import lease as leases
+from infra_apply.gpu.claimant import claim_now, provably_dead, where
 from infra_apply.gpu.config import GpuSettings, settings_for
 from infra_apply.gpu.lease import Claim, Decision, Lease, LeaseError
 from infra_apply.gpu.probe import ProbeResult
@@ -32,13 +33,23 @@ from infra_apply.gpu.store import LeaseConflict, LeaseStore
 
 # A claim older than this was left by a run that died mid-release (killed, machine lost): the
 # next reap takes it over. Longer than any release (a producer apply destroying one droplet)
-# and than the example systemd unit's TimeoutStartSec.
+# and than the example systemd unit's TimeoutStartSec. A claim whose run provably died on this
+# machine (claimant.provably_dead) is taken over at once.
 CLAIM_TTL = timedelta(minutes=30)
 ATTEMPTS = 3
 
 Clock = Callable[[], datetime]
 Prober = Callable[[GpuSettings], ProbeResult]
 Releaser = Callable[[Lease], None]  # raises InfraApplyError when the droplet was not released
+# After a stop mid-release: True when the lease's droplet is gone all the same (Terraform's
+# destroy finished before the stop), so the lease ends instead of coming back
+Gone = Callable[[Lease], bool]
+
+
+class ClaimHeld(LeaseError):
+    """Another run's release claim, alive (or not provably dead) and not yet expired."""
+
+    exit_code = ExitCode.REFUSED
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class Outcome:
     error: str | None = None  # the release failed: the lease stays, the next reap retries
     skipped: str | None = None
     unleased: bool = False  # a GPU that was up without a lease
+    refused: bool = False  # the error is the guard's refusal (exit 3)
 
     @property
     def failed(self) -> bool:
@@ -88,22 +100,26 @@ def lease_gpu(
     for_: timedelta | None,
     clock: Clock = leases.now_utc,
     wait: float = 60,
+    retry: str = "gpu up",
 ) -> Lease:
-    """Record (or renew) the lease ``gpu up`` needs before the droplet is created."""
+    """Record (or renew) the lease ``gpu up`` needs before the droplet is created. A release
+    claim of a run that is dead (provably, or expired) is dropped: this run's apply then puts
+    the GPU in the state its lease says. ``retry``: the command a refusal names."""
 
     def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
         now = clock()
         held = current.get(settings.name)
         if held is not None and held.releasing is not None:
-            raise LeaseError(
-                f"{settings.name} is being released ({_claim_text(held.releasing)}); run gpu up again "
-                "when that has finished"
-            )
+            if not _stale(held.releasing, now):
+                raise _held(settings.name, held.releasing, retry)
+            held = replace(held, releasing=None)
         new = (
             leases.renew(held, now, for_, settings)
             if held is not None
             else leases.new_lease(now, for_, settings, producer=store.producer, who=who)
         )
+        if not new.up and (new.creating is None or _stale(new.creating, now)):
+            new = replace(new, creating=claim_now(_claimant(who), leases.utc(now)))
         return {**current, settings.name: new}
 
     with store.exclusive(wait):
@@ -157,26 +173,35 @@ def release_gpu(
     who: str,
     clock: Clock = leases.now_utc,
     wait: float = 60,
+    retry: str = "gpu down",
+    gone: Gone | None = None,
 ) -> Outcome:
     """``gpu down NAME``: claim the lease, release the droplet, end the lease. A GPU without a
-    lease is released all the same (the command is the allowance), with nothing to end."""
+    lease is released all the same (the command is the allowance), with nothing to end.
+    ``retry``: the command a refusal names; ``gone``: see ``Gone``."""
     with store.exclusive(wait):
-        mine = Claim(_claimant(who), leases.utc(clock()))
+        mine = claim_now(_claimant(who), leases.utc(clock()))
 
         def change(current: Mapping[str, Lease]) -> dict[str, Lease]:
             lease = current.get(name)
             if lease is None:
                 return dict(current)
             if lease.releasing is not None and not _stale(lease.releasing, mine.at):
-                raise LeaseError(f"{name} is already being released ({_claim_text(lease.releasing)})")
+                raise _held(name, lease.releasing, retry)
             return {**current, name: replace(lease, releasing=mine)}
 
-        claimed = store.update(change, ATTEMPTS).leases.get(name)
+        try:
+            claimed = store.update(change, ATTEMPTS).leases.get(name)
+        except KeyboardInterrupt:
+            # stopped while the claim was written: it may have landed; nothing was released,
+            # so it is put back at once rather than left for the next run to take over
+            store.update(_finisher({name: "stopped before the release started"}, {name: mine}), ATTEMPTS)
+            raise
         if claimed is None:
             release(_unleased(name, store.producer, mine.at))
             return Outcome(name, None, released=True)
         decision = Decision("release", "down", claimed, f"{name}: gpu down: releasing")
-        return _act(store, [(claimed, decision)], release)[0]
+        return _act(store, [(claimed, decision)], release, gone=gone)[0]
 
 
 # --- gpu reap ------------------------------------------------------------------------------
@@ -192,6 +217,7 @@ def reap(
     clock: Clock = leases.now_utc,
     wait: float = 0,
     unleased: Mapping[str, Lease] | None = None,
+    gone: Gone | None = None,
 ) -> list[Outcome]:
     """One pass of the reaper over the producer's leases, and over ``unleased``: the GPUs its
     state holds up (as stand-in leases, see ``standin``), of which those without a lease are
@@ -210,7 +236,7 @@ def reap(
         for attempt in range(ATTEMPTS):
             snapshot = store.read()
             now = clock()
-            claimant = Claim(_claimant(who), leases.utc(now))
+            claimant = claim_now(_claimant(who), leases.utc(now))
             plans = [
                 _plan(lease, now, settings, probe, probed) for _, lease in sorted(snapshot.leases.items())
             ]
@@ -233,7 +259,7 @@ def reap(
                 if attempt == ATTEMPTS - 1:
                     raise
         ours = [(after[lease.gpu], d) for lease, d, _ in plans if d is not None and d.action == "release"]
-        done = {o.gpu: o for o in _act(store, ours, release, frozenset(orphans))}
+        done = {o.gpu: o for o in _act(store, ours, release, frozenset(orphans), gone)}
         return [done.get(lease.gpu) or Outcome(lease.gpu, d, skipped=skip) for lease, d, skip in plans]
 
 
@@ -246,6 +272,14 @@ def _plan(
 ) -> tuple[Lease, Decision | None, str | None]:
     if lease.releasing is not None and not _stale(lease.releasing, now):
         return lease, None, f"being released ({_claim_text(lease.releasing)}); left alone"
+    if lease.creating is not None and not lease.up:
+        if not _stale(lease.creating, now):
+            return lease, None, f"being created ({_claim_text(lease.creating)}); left alone"
+        message = (
+            f"{lease.gpu}: its gpu up ended before recording a droplet ({_claim_text(lease.creating)}): "
+            "releasing"
+        )
+        return lease, Decision("release", "lease_end", lease, message), None
     s = settings_for(lease.gpu, settings)
     if lease.gpu not in probed:
         probed[lease.gpu] = probe(s) if s.queue_depth else None
@@ -271,11 +305,13 @@ def _act(
     claimed: Sequence[tuple[Lease, Decision]],
     release: Releaser,
     standins: frozenset[str] = frozenset(),
+    gone: Gone | None = None,
 ) -> list[Outcome]:
     """Release each claimed lease's droplet, then end the released leases and put the failed
     ones back (unclaimed, with their error) in one write. A failed ``standins`` one (a GPU up
     without a lease) goes back to having no lease: nobody leased it, the next reap retries."""
     errors: dict[str, str | None] = {}
+    refused: set[str] = set()
     claims = {lease.gpu: lease.releasing for lease, _ in claimed}
     try:
         for lease, _ in claimed:
@@ -284,11 +320,16 @@ def _act(
                 errors[lease.gpu] = None
             except InfraApplyError as exc:
                 errors[lease.gpu] = exc.message
+                if exc.exit_code == ExitCode.REFUSED:
+                    refused.add(lease.gpu)
     except BaseException:
         # Interrupted (Ctrl-C, a bug): put back every claim not settled, so the next reap
-        # retries at once instead of after CLAIM_TTL, then stop as asked.
+        # retries at once instead of after CLAIM_TTL, then stop as asked. A droplet whose
+        # destroy finished before the stop is released: its lease ends, never comes back (an
+        # unclaimed lease would make the next plan create the GPU again).
         for lease, _ in claimed:
-            errors.setdefault(lease.gpu, "interrupted before the release finished")
+            if lease.gpu not in errors:
+                errors[lease.gpu] = None if gone is not None and gone(lease) else _STOPPED
         store.update(_finisher(errors, claims, standins), ATTEMPTS)
         raise
     if claimed:
@@ -300,6 +341,7 @@ def _act(
             released=errors[lease.gpu] is None,
             error=errors[lease.gpu],
             unleased=lease.gpu in standins,
+            refused=lease.gpu in refused,
         )
         for lease, d in claimed
     ]
@@ -328,8 +370,21 @@ def _finisher(
     return finish
 
 
+_STOPPED = "stopped before the release finished"
+
+
 def _stale(claim: Claim, now: datetime) -> bool:
-    return leases.utc(now) - claim.at >= CLAIM_TTL
+    """A claim nobody is acting on any more: past CLAIM_TTL, or its run died on this machine."""
+    return leases.utc(now) - claim.at >= CLAIM_TTL or provably_dead(claim)
+
+
+def _held(name: str, claim: Claim, retry: str) -> ClaimHeld:
+    """The refusal: who holds the claim, from where, until when, and how to take it over."""
+    return ClaimHeld(
+        f"{name} is being released ({_claim_text(claim)}); if that run is still going, let it "
+        f"finish. A claim is taken over at once when its run has ended on the machine that "
+        f"wrote it (run this there), else once it expires: rerun {retry} then"
+    )
 
 
 def _claimant(who: str) -> str:
@@ -338,7 +393,11 @@ def _claimant(who: str) -> str:
 
 
 def _claim_text(claim: Claim) -> str:
-    return f"by {claim.by} since {leases.stamp(claim.at)}"
+    run = where(claim)
+    return (
+        f"by {claim.by}{f' ({run})' if run else ''} since {leases.stamp(claim.at)}; "
+        f"the claim expires {leases.stamp(claim.at + CLAIM_TTL)}"
+    )
 
 
 def _unleased(name: str, producer: str, now: datetime) -> Lease:

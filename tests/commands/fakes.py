@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class FakeCopy:
     outputs: Mapping[str, object] = field(default_factory=dict)
     fail: Mapping[str, Exception] = field(default_factory=dict)  # call name -> what it raises
     variables: list[Mapping[str, str]] = field(default_factory=list)
+    targets: list[tuple[str, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)  # apply keeps its journal there
@@ -73,8 +74,15 @@ class FakeCopy:
     def init(self) -> None:
         self._call("init")
 
-    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
+    def plan(
+        self,
+        *,
+        variables: Mapping[str, str] | None = None,
+        refresh_only: bool = False,
+        targets: Sequence[str] = (),
+    ) -> bool:
         self.variables.append(dict(variables or {}))
+        self.targets.append(tuple(targets))
         self._call("plan")
         return self.changed
 

@@ -180,9 +180,10 @@ def test_an_in_place_resize_needs_its_own_allowance(tmp_path: Path) -> None:
     assert world.events == [*PLANNED, "confirm", "apply", "echo"]
 
 
-def test_a_gpu_verb_applies_nothing_when_the_producer_has_other_changes_pending(tmp_path: Path) -> None:
+def test_a_gpu_verb_plans_only_its_own_resources_and_applies_nothing_else(tmp_path: Path) -> None:
     # gpu up / down / reap may change the GPU's own droplet and firewall only: a timer's reap
-    # must never apply a change nobody reviewed
+    # must never apply a change nobody reviewed. The plan is targeted at them; whatever else a
+    # targeted plan still holds (what they depend on) is refused.
     world = World(tmp_path)
     copy = world.copy("create_producer", changed=True, outputs=MC_OUTPUT)
     terminal = FakeTerminal(world.events, answer=True)
@@ -190,7 +191,8 @@ def test_a_gpu_verb_applies_nothing_when_the_producer_has_other_changes_pending(
     with pytest.raises(GuardRefused) as refused:
         apply.apply_producer(world.context(), world.prepared(copy), terminal.terminal(), gpu_only)
     assert world.events == PLANNED
-    assert refused.value.message.startswith("producer mc has other changes pending (")
+    assert copy.targets[-1] == ("digitalocean_droplet.mc_gpu",)
+    assert refused.value.message.startswith("producer mc: the GPU's plan also changes ")
     assert "digitalocean_droplet.mc_services" in refused.value.message
     # the same plan with every one of its resources allowed is applied
     world.events.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,13 @@ NO_DRIFT = {**NEVER_APPLIED, "prior_state": {"values": {"root_module": {"resourc
 
 @dataclass
 class RefreshCopy(FakeCopy):
-    def plan(self, *, variables: Mapping[str, str] | None = None, refresh_only: bool = False) -> bool:
+    def plan(
+        self,
+        *,
+        variables: Mapping[str, str] | None = None,
+        refresh_only: bool = False,
+        targets: Sequence[str] = (),
+    ) -> bool:
         self.events.append("plan -refresh-only" if refresh_only else "plan")
         return self.changed
 

@@ -1,0 +1,172 @@
+"""One catalogue per run: pre-flight, prices and the exists lookups share the live account's
+answers (each list asked once, ``/v2/sizes`` once), and the lists are asked all at once; a plan
+of some producers says only their manifests' warnings."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from infra_apply import exists, preflight
+from infra_apply.accounts import LISTS, Accounts
+from infra_apply.build import build_model
+from infra_apply.commands.pricing import run_prices
+from infra_apply.cost import API_SOURCE
+from infra_apply.errors import InfraApplyError, Problem
+from infra_apply.validate import validate_tree
+from infra_apply.workcopy import Context, warnings_for
+from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
+from tests.do_standin import TOKEN, Account
+
+PRODUCERS = ["ct", "mc", "quinn"]
+CATALOGUE = frozenset(
+    {
+        "/v2/account",
+        "/v2/databases",
+        "/v2/account/keys",
+        "/v2/sizes",
+        "/v2/regions",
+        "/v2/images",
+        "/v2/droplets",
+        "/v2/firewalls",
+    }
+)
+
+
+@pytest.fixture
+def api() -> Iterator[HTTPServer]:
+    # threaded: concurrent requests are served concurrently, as DigitalOcean serves them
+    server = HTTPServer(threaded=True)
+    server.no_handler_status_code = 418  # an unexpected call fails at once, never retried
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE_TREE, tmp_path / "tree")
+    return tmp_path / "tree"
+
+
+def live_preflight(root: Path, env: dict[str, str], accounts: Accounts) -> list[Problem]:
+    v = validate_tree(root)
+    manifests = {m.path: m for m in v.manifests}
+    model, config = build_model(v), v.config
+    return preflight.problems(
+        root=root, env=env, sandbox=False, model=model, manifests=manifests, config=config,
+        producers=PRODUCERS, say=lambda _: None, accounts=accounts,
+    )
+
+
+def one_run(root: Path, api: HTTPServer, tmp_path: Path) -> list[Problem]:
+    """What a plan run asks of the account: pre-flight, the prices, each producer's lookups."""
+    env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
+    v = validate_tree(root)
+    model = build_model(v)
+    ctx = Context(root, root / "generated", False, None, env)
+    with Accounts(env) as accounts:
+        found = live_preflight(root, env, accounts)
+        assert run_prices(ctx, PRODUCERS, accounts=accounts).source == API_SOURCE
+        for p in model.producers:
+            lookup = exists.start(None, TOKEN, {db.cluster for db in p.databases}, accounts)
+            assert lookup is not None
+            assert lookup.result().label == "the DigitalOcean account"
+    return found
+
+
+def test_a_run_asks_each_catalogue_list_once_all_at_once(root: Path, api: HTTPServer, tmp_path: Path) -> None:
+    # Every list's first request waits for all the others: asked one after another, the first
+    # one would wait alone and be answered 418.
+    model = build_model(validate_tree(root))
+    images = {f"/v2/images/{d.image}" for p in model.producers for d in p.droplets}
+    assert "/v2/images/gpu-h100x1-base" in images  # not a distribution: asked by slug
+    standin = Account(together=CATALOGUE | images)
+    standin.serve(api)
+    assert one_run(root, api, tmp_path) == []
+    asked = sorted(standin.requests)
+    assert asked.count("/v2/sizes") == 1  # pre-flight and prices alike
+    cluster_lists = {f"/v2/databases/{_id()}/{k}" for k in ("dbs", "users")}  # once the ids are known
+    assert set(asked) == CATALOGUE | images | cluster_lists
+    assert len(asked) == len(set(asked)), asked  # nothing asked twice
+    assert len(LISTS) == len(CATALOGUE)
+
+
+def _id() -> str:
+    from tests.do_standin import database_json
+
+    return str(database_json("uvlava-pg")["id"])
+
+
+def test_a_refused_token_still_stops_preflight_first(root: Path, api: HTTPServer) -> None:
+    """A refused token still stops pre-flight with its message (the account call reads it first)."""
+    standin = Account(token="another-token")
+    standin.serve(api)
+    env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
+    with Accounts(env) as accounts, pytest.raises(InfraApplyError, match="refused the token"):
+        live_preflight(root, env, accounts)
+
+
+# --- warnings for the producers planned -------------------------------------------------------
+
+
+def test_warnings_are_said_only_for_the_producers_planned(root: Path) -> None:
+    v = validate_tree(root)
+    model = build_model(v)
+    feeds = {s: p.name for p in model.producers for s in p.sources}
+    ct_file = next(s for s, name in feeds.items() if name == "ct")
+    quinn_file = next(s for s, name in feeds.items() if name == "quinn")
+    warnings = [
+        Problem(ct_file, 3, 1, "warning", "ssh_access", "ct's"),
+        Problem(quinn_file, 3, 1, "warning", "ssh_access", "quinn's"),
+        Problem("infra-apply.toml", 1, 1, "warning", "config", "everyone's"),
+    ]
+    assert [p.message for p in warnings_for(warnings, model, ["quinn"])] == ["quinn's", "everyone's"]
+    assert [p.message for p in warnings_for(warnings, model, ["@ct"])] == ["ct's", "everyone's"]
+    assert warnings_for(warnings, model, None) == warnings
+
+
+def test_a_plan_of_one_producer_says_none_of_the_others_warnings(root: Path, tmp_path: Path) -> None:
+    # @ct/ledger-api/.infra.dev.yaml warns (host 'fennel' unchecked without --mesh-hosts): ct's
+    ct_warning = "warning host_in_mesh: host 'fennel'"
+    env = cli_env(tmp_path)
+    done = run_cli("--root", str(root), "plan", "--sandbox", "--producer", "quinn", env=env)
+    assert done.returncode in (0, 2), done.stderr
+    assert ct_warning not in done.stderr
+    assert "quinn: plan done" in done.stderr
+
+
+def test_a_live_plan_asks_the_account_once(root: Path, api: HTTPServer, tmp_path: Path) -> None:
+    """The whole live ``plan`` (Terraform stubbed as the bench stubs it: the real provider is not
+    installable here): pre-flight, prices and the exists lookups share one catalogue."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        import run as bench
+    finally:
+        sys.path.pop(0)
+    show = tmp_path / "plan.json"
+    show.write_text('{"format_version": "1.2", "terraform_version": "1.9.8", "resource_changes": []}')
+    stub = bench._stub_terraform(tmp_path / "bin", show)
+    standin = Account(together=CATALOGUE)
+    standin.serve(api)
+    env = cli_env(
+        tmp_path,
+        INFRA_APPLY_TERRAFORM=str(stub),
+        DIGITALOCEAN_TOKEN=TOKEN,
+        DIGITALOCEAN_API_URL=api.url_for(""),
+        HOME=str(tmp_path),
+    )
+    env.pop("CI", None)
+    done = run_cli("--root", str(root), "plan", "--producer", "quinn", env=env)
+    assert done.returncode == 0, done.stderr
+    assert standin.requests.count("/v2/sizes") == 1
+    assert len(standin.requests) == len(set(standin.requests)), standin.requests
+    assert set(standin.requests) >= CATALOGUE
