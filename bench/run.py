@@ -27,13 +27,14 @@ import importlib
 import json
 import logging
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class Context:
     manifests: int
     cli: tuple[str, ...]  # how to run infra-apply
     remeasure_install: bool = False
+    quick: bool = False
 
     def command(self, *args: str) -> list[str]:
         return [*self.cli, *args]
@@ -187,6 +189,221 @@ def bench_render(ctx: Context) -> list[Row]:
     return [
         against_target("validate + render (fresh out dir)", median, 2.0, f"{ctx.manifests} manifests"),
         against_target("render --check (unchanged)", check, 2.0),
+    ]
+
+
+# --- render of 3 x 100 droplets against cdktf synth -------------------------------------------
+
+RENDER_PRODUCERS = ("ct", "mc", "quinn")
+RENDER_DROPLETS = 100  # per producer
+RENDER_TARGET = 25.0  # times faster than cdktf synth
+CDKTF_APP = REPO / "bench" / "cdktf"  # the cdktf app (main.ts), its pinned packages and config
+CDKTF_FILES = ("package.json", "package-lock.json", "cdktf.json", "tsconfig.json", "main.ts")
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float  # user + system of the child processes
+
+
+def timed_child(action: Callable[[], object]) -> Timing:
+    """Wall and CPU time of ``action``, which runs child processes (their CPU counted once they
+    have been waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    action()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timing(wall, cpu)
+
+
+def median_timing(samples: Sequence[Timing]) -> Timing:
+    return Timing(statistics.median(t.wall for t in samples), statistics.median(t.cpu for t in samples))
+
+
+def render_tree(root: Path) -> None:
+    """3 producer-root manifests of 100 droplets each, with the example tree's SSH keys,
+    monitoring and user data set for every droplet (so every template part is rendered)."""
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "cloud-init").mkdir(parents=True)
+    (root / "cloud-init" / "base.yaml").write_text("#cloud-config\npackage_update: true\n")
+    (root / "infra-apply.toml").write_text(
+        '[droplets]\nssh_keys = ["ops-2026"]\nmonitoring = true\nuser_data = "cloud-init/base.yaml"\n'
+    )
+    for producer in RENDER_PRODUCERS:
+        lines = ["apiVersion: infra/v1", f"project: {producer}-infra", "provider: digitalocean", "droplets:"]
+        for i in range(RENDER_DROPLETS):
+            lines += [
+                f"  - name: com.uvlava.{producer}.node{i:03d}",
+                f"    role: node{i:03d}",
+                "    services:",
+                f"      - {{name: {producer}-mcp-{i:03d}, kind: mcp, port: 8700}}",
+            ]
+        (root / f"@{producer}").mkdir()
+        (root / f"@{producer}" / ".infra.yaml").write_text("\n".join(lines) + "\n")
+
+
+def cdktf_spec(tree: Path) -> dict[str, Any]:
+    """What main.js builds, from the same model and addresses infra-apply renders."""
+    from infra_apply.build import build_model
+    from infra_apply.render import MANAGED_TAG, USER_DATA_DIR, public_inbound, render_model
+    from infra_apply.validate import require_valid
+
+    model = build_model(require_valid(tree, None, None, lambda _: None))
+    with_addresses = {r.producer: r.droplet_addresses for r in render_model(model, tree / "none")}
+    producers = []
+    for p in model.producers:
+        droplets = [
+            {
+                "address": with_addresses[p.name][d.name].split(".", 1)[1],
+                "name": d.name,
+                "region": d.region,
+                "size": d.size,
+                "image": d.image,
+                "tags": sorted({MANAGED_TAG, f"producer:{p.name}", f"role:{d.role}"}),
+                "ssh_keys": list(d.ssh_keys),
+                "monitoring": d.monitoring,
+                "user_data": "${path.module}/" + USER_DATA_DIR + "/base.yaml",
+                "inbound": [list(rule) for rule in public_inbound(d)],
+                "hosts": list(d.hosts),
+            }
+            for d in p.droplets
+        ]
+        keys = sorted({k for d in p.droplets for k in d.ssh_keys})
+        producers.append({"name": p.name, "ssh_keys": keys, "droplets": droplets})
+    return {"producers": producers}
+
+
+def cdktf_app(work: Path, tree: Path) -> Path:
+    """bench/cdktf copied to ``work`` with its pinned node_modules (``npm ci``, once per lock) and
+    main.ts compiled to main.js."""
+    work.mkdir(parents=True, exist_ok=True)
+    lock = (CDKTF_APP / "package-lock.json").read_bytes()
+    stamp = work / "node_modules" / ".bench-lock.sha256"
+    for name in CDKTF_FILES:
+        shutil.copyfile(CDKTF_APP / name, work / name)
+    if not stamp.is_file() or stamp.read_text() != hashlib.sha256(lock).hexdigest():
+        if shutil.which("npm") is None:
+            raise BenchError("cdktf synth needs node and npm (npm ci in bench/out/cdktf)")
+        print("installing cdktf into bench/out/cdktf (npm ci, once) ...", file=sys.stderr, flush=True)
+        command_runner(["npm", "ci", "--no-audit", "--no-fund"], cwd=work)()
+        stamp.write_text(hashlib.sha256(lock).hexdigest())
+    # The same app compiled ahead of time (main.js): cdktf synth without compiling TypeScript.
+    command_runner([str(work / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json"], cwd=work)()
+    (work / "spec.json").write_text(json.dumps(cdktf_spec(tree)) + "\n")
+    return work
+
+
+def _speedup(figure: str, ours: Timing, cdktf: Timing, plain: Timing, note: str) -> Row:
+    """Against ``cdktf synth`` of the TypeScript project (the target's baseline); the ratios to
+    the JavaScript app, cdktf at its fastest, go in the note."""
+    wall, cpu = cdktf.wall / ours.wall, cdktf.cpu / ours.cpu
+    return Row(
+        figure,
+        ours.wall,
+        f">= {RENDER_TARGET:g}x faster",
+        wall,
+        wall >= RENDER_TARGET and cpu >= RENDER_TARGET,
+        f"{note}; CPU {ours.cpu:.3f}s, {cpu:.1f}x; vs JS app {plain.wall / ours.wall:.1f}x,"
+        f" CPU {plain.cpu / ours.cpu:.1f}x",
+    )
+
+
+def bench_render300(ctx: Context) -> list[Row]:
+    """``infra-apply render`` of 3 producers x 100 droplets, cold and warm, against ``cdktf synth``
+    of the same resources (the TypeScript project ``cdktf init`` makes, and the same app in plain
+    JavaScript). Wall and CPU (user + system) are medians, the series interleaved so the
+    machine's load hits them alike; the ratio column is cdktf's time over ours."""
+    base = ctx.repo / "bench" / "out" / "render300"
+    tree, out, state = base / "tree", base / "generated", base / "state"
+    render_tree(tree)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFRA_APPLY_", "DIGITALOCEAN_"))}
+    env["INFRA_APPLY_STATE_DIR"] = str(state)
+    # As installed (pip compiles every module): without .pyc files each run would compile
+    # infra-apply's sources again, which no user's run does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    command = ctx.command("--root", str(tree), "render", "--out", str(out))
+    try:
+        if ctx.quick:  # installing cdktf (npm ci, about 450 MB) alone takes minutes
+            raise BenchError("--quick: no cdktf baseline")
+        app: Path | None = cdktf_app(ctx.repo / "bench" / "out" / "cdktf", tree)
+        missing = ""
+    except BenchError as exc:  # no node/npm or no registry: our figures still count
+        app, missing = None, str(exc).splitlines()[0]
+        print(f"render300: no cdktf baseline: {missing}", file=sys.stderr)
+    synth_env = {**env, "CHECKPOINT_DISABLE": "1", "CI": "1"}
+
+    def render(extra_env: Mapping[str, str] | None = None) -> None:
+        done = subprocess.run(command, env={**env, **(extra_env or {})}, capture_output=True, check=False)
+        if done.returncode != 0:
+            error = done.stderr.decode()[-2000:]
+            raise BenchError(f"`{' '.join(command)}` exited {done.returncode}: {error}")
+
+    def cold() -> None:
+        # Nothing from a previous render: no render cache (the validation cache stays: it is
+        # validate's), no generated/ (so every file is written).
+        for cache in (state / "cache").glob("render-*"):
+            cache.unlink()
+        shutil.rmtree(out, ignore_errors=True)
+        render()
+
+    def nothing_cached() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        render({"INFRA_APPLY_NO_CACHE": "1"})
+
+    def synth(*options: str) -> None:
+        if app is None:
+            return
+        shutil.rmtree(app / "cdktf.out", ignore_errors=True)
+        done = subprocess.run(
+            [str(app / "node_modules" / ".bin" / "cdktf"), "synth", *options],
+            cwd=app,
+            env=synth_env,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"cdktf synth exited {done.returncode}: {done.stdout.decode()[-2000:]}")
+
+    def synth_js() -> None:
+        synth("--app", "node main.js")
+
+    # Warm-up: the page cache, .pyc files, the validation cache.
+    cold()
+    render()
+    synth()
+    synth_js()
+    series: dict[str, list[Timing]] = {"cold": [], "none": [], "warm": [], "cdktf": [], "js": []}
+    for _ in range(ctx.runs):
+        series["cold"].append(timed_child(cold))
+        series["none"].append(timed_child(nothing_cached))
+        render()  # the cache now matches the ledgers render just wrote
+        series["warm"].append(timed_child(render))
+        series["cdktf"].append(timed_child(synth))
+        series["js"].append(timed_child(synth_js))
+    t = {name: median_timing(samples) for name, samples in series.items()}
+    droplets = f"{len(RENDER_PRODUCERS)} x {RENDER_DROPLETS} droplets"
+    if app is None:
+        return [
+            Row(f"infra-apply render, {name}", t[key].wall, note=f"CPU {t[key].cpu:.3f}s; {missing}")
+            for name, key in (("cold", "cold"), ("warm", "warm"), ("nothing cached", "none"))
+        ]
+    cdktf, js = t["cdktf"], t["js"]
+    return [
+        Row(f"cdktf synth, {droplets}, TypeScript", cdktf.wall, note=f"baseline; CPU {cdktf.cpu:.3f}s"),
+        Row(f"cdktf synth, {droplets}, JavaScript", js.wall, note=f"stricter baseline; CPU {js.cpu:.3f}s"),
+        _speedup("infra-apply render, cold", t["cold"], cdktf, js, "no render cache, empty out dir"),
+        _speedup("infra-apply render, warm", t["warm"], cdktf, js, "inputs unchanged, cache hit"),
+        _speedup(
+            "infra-apply render, nothing cached",
+            t["none"],
+            cdktf,
+            js,
+            "INFRA_APPLY_NO_CACHE=1, empty out dir",
+        ),
     ]
 
 
@@ -655,6 +872,7 @@ BENCHES: list[Bench] = [
     Bench("validate", "infra-apply validate on the whole tree", bench_validate),
     Bench("help", "infra-apply --help start-up", bench_help),
     Bench("render", "validate + render of the whole tree, and render --check", bench_render),
+    Bench("render300", "render of 3 x 100 droplets, cold and warm, against cdktf synth", bench_render300),
     Bench("plan", "sandbox plan overhead and parallel plans (example tree)", bench_plan),
     Bench("plan-live", "live plan overhead, 60 ms API (stand-in API, stubbed terraform)", bench_plan_live),
     Bench("install", "install size of the runtime and of the sandbox (cached venvs)", bench_install),
@@ -765,6 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params.manifests,
         cli_command(),
         args.remeasure_install,
+        args.quick,
     )
     selected = [
         b

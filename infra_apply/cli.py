@@ -227,10 +227,18 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | N
     INFRA_APPLY_TERRAFORM, DIGITALOCEAN_TOKEN (read by Terraform only, never written),
     NO_COLOR / FORCE_COLOR (colour off / on; --no-color / --color win).
     """
+    from click.core import ParameterSource
+
+    from infra_apply import remedy
     from infra_apply.paths import check_path
 
     ctx.obj = Settings(root, mesh_hosts, color)
     check_path("--root", root)
+    # $INFRA_APPLY_ROOT and the current folder hold in the shell a remedy is pasted into;
+    # --root on the command line does not, so remedies repeat it.
+    given = ctx.get_parameter_source("root") == ParameterSource.COMMANDLINE
+    remedy.repeat_global(*(("--root", str(root)) if given else ()))
+    ctx.call_on_close(remedy.repeat_global)  # an in-process run (tests) leaves nothing behind
 
 
 def _group_mesh(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from infra_apply import kinds, remedy
 from infra_apply.do_api import AccountDroplet, account_droplet
-from infra_apply.drift import PRODUCER_TAG, applied
+from infra_apply.drift import PRODUCER_TAG, _managed, applied
 from infra_apply.errors import Problem, ValidationFailed
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
@@ -297,10 +297,9 @@ def review(
             ids = [held_id] if c.name in held else []
         if ids:
             problems.append(where.problem(c, _exists(c, ids, account, adopt)))
-    if not applied(raw):
-        problems += _tagged_without_state(
-            producer, account, where, adopt, {c.name for c in planned_creates(raw)}
-        )
+    if not _applied_here(raw):
+        taken = {c.name for c in planned_creates(raw)} | set(_imported(raw).values())
+        problems += _tagged_without_state(producer, account, where, adopt, taken)
     untaint, notes = _tainted(raw, producer, rendered, account)
     return Review(tuple(sorted(set(problems), key=Problem.sort_key)), tuple(imports), untaint, notes)
 
@@ -332,20 +331,49 @@ def _own(live: Sequence[AccountDroplet], c: Create, journal: Journal | None) -> 
     return ours[0] if len(ours) == 1 and len(live) == 1 else None
 
 
+def _imported(raw: JsonObject) -> dict[str, str]:
+    """Address -> name of what the plan imports (``adopt``'s import blocks)."""
+    found = {}
+    for rc in _list(raw.get("resource_changes")):
+        change = _dict(rc.get("change"))
+        if change.get("importing") is not None:
+            found[str(rc.get("address"))] = str(_dict(change.get("after")).get("name"))
+    return found
+
+
+def _applied_here(raw: JsonObject) -> bool:
+    """Whether state holds something an apply put there: the resources a plan imports (adopt's
+    import blocks) are in its prior state before any apply, so they do not count."""
+    if not applied(raw):
+        return False
+    imported = _imported(raw)
+    return bool(_list(raw.get("resource_drift"))) or any(
+        str(r.get("address")) not in imported for r in _managed(raw)
+    )
+
+
 def _tagged_without_state(
     producer: ProducerModel, account: Account, where: _Locator, adopt: _Adopt, reported: set[str]
 ) -> list[Problem]:
     """No state here, yet the account holds droplets tagged for the producer (drift's "no state
-    here" case): each one not already reported by name is an error of its own."""
+    here" case): each one not already reported by name (or imported) is an error of its own."""
     tag = PRODUCER_TAG + producer.name
+    declared = {d.name for d in producer.droplets}
     found = []
     for d in account.droplets:
         if MANAGED_TAG in d.tags and tag in d.tags and d.name not in reported:
+            if d.name in declared:
+                how = f"take them over with {adopt.by_name} (or, from the old state, {adopt.from_state})"
+            else:
+                how = (
+                    f"no manifest of {producer.name} declares that name, so adopt cannot take it over: "
+                    "apply from the state that holds it (README \"A second machine\": remote state), "
+                    "or destroy it by hand if it is a leftover"
+                )
             found.append(
                 where.producer_problem(
                     f"producer {producer.name} has no state here, yet droplet {d.name!r} (id {d.id}) "
-                    f"is tagged for it in {account.label}: applying would create its fleet again; take "
-                    f"them over with {adopt.by_name} (or, from the old state, {adopt.from_state})"
+                    f"is tagged for it in {account.label}: applying would create its fleet again; {how}"
                 )
             )
     return found

@@ -20,8 +20,9 @@ The key, first that applies:
 3. Otherwise the root's absolute path (``path_key``): ``<folder>-<hash of the path>``, the key
    every tree had before; a tree outside git follows its folder (set ``[state] name`` to move it).
 
-State found under the old path key of the same root is moved once (``settle``) to the new key,
-with a line on stderr; when both exist nothing moves and the run stops, saying what to do.
+State found under the old path key of the same root (and, once a git tree is given ``[state]
+name``, under its git key) is moved once (``settle``) to the new key, with a line on stderr;
+when both exist nothing moves and the run stops, saying what to do.
 """
 
 from __future__ import annotations
@@ -75,12 +76,17 @@ def identify(root: Path, env: Mapping[str, str] | None = None) -> TreeId:
     name = load(root, env).state.name
     if name:
         return TreeId(f"name-{name}", f'[state] name = "{name}"')
+    return git_tree(root) or TreeId(path_key(root), f"its path {printable(str(root.resolve()))}")
+
+
+def git_tree(root: Path) -> TreeId | None:
+    """The key from the git repository holding the root (2. above), or None outside git."""
     found = git_identity(str(root.resolve()))
-    if found is not None:
-        commit, rel = found
-        digest = hashlib.sha256(f"{commit}\0{rel}".encode()).hexdigest()[:16]
-        return TreeId(f"git-{digest}", f"git repository {commit[:12]}, path {printable(rel)}")
-    return TreeId(path_key(root), f"its path {printable(str(root.resolve()))}")
+    if found is None:
+        return None
+    commit, rel = found
+    digest = hashlib.sha256(f"{commit}\0{rel}".encode()).hexdigest()[:16]
+    return TreeId(f"git-{digest}", f"git repository {commit[:12]}, path {printable(rel)}")
 
 
 @functools.cache
@@ -120,17 +126,26 @@ _settled: set[tuple[Path, str, str]] = set()
 
 
 def settle(root: Path, state: Path, env: Mapping[str, str] | None, say: Callable[[str], None]) -> TreeId:
-    """The tree's key, after moving its state kept under the old path key, once per process."""
+    """The tree's key, after moving its state kept under a former key, once per process."""
     tree = identify(root, env)
-    old = path_key(root)
-    marker = (state, old, tree.key)
-    if old != tree.key and marker not in _settled and state.is_dir():
-        migrate(state, old, tree, say)
-    _settled.add(marker)
+    for old, label in _former_keys(root, tree):
+        marker = (state, old, tree.key)
+        if old != tree.key and marker not in _settled and state.is_dir():
+            migrate(state, old, tree, say, label)
+        _settled.add(marker)
     return tree
 
 
-def migrate(state: Path, old: str, new: TreeId, say: Callable[[str], None]) -> None:
+def _former_keys(root: Path, tree: TreeId) -> list[tuple[str, str]]:
+    """Keys this tree's state may still sit under: its path (every tree before keys followed
+    the tree) and, once a git tree is given ``[state] name``, its git key."""
+    keys = [(path_key(root), "path key")]
+    if tree.key.startswith("name-") and (git := git_tree(root)) is not None:
+        keys.append((git.key, "git key"))
+    return keys
+
+
+def migrate(state: Path, old: str, new: TreeId, say: Callable[[str], None], label: str = "path key") -> None:
     """Move every area's ``old`` folder (and the validation cache) to ``new.key`` by renames
     within the state dir, under a lock: all or, on a conflict, nothing."""
     if not _pending(state, old) and not validation_cache_file(state, old).exists():
@@ -139,7 +154,7 @@ def migrate(state: Path, old: str, new: TreeId, say: Callable[[str], None]) -> N
 
     try:
         with FileLock(str(state / MIGRATE_LOCK), timeout=LOCK_WAIT_SECONDS, mode=0o600):
-            moved = _move(state, old, new)
+            moved = _move(state, old, new, label)
     except Timeout:
         raise InfraApplyError(
             f"another infra-apply run holds {state / MIGRATE_LOCK} (moving local state); "
@@ -147,7 +162,7 @@ def migrate(state: Path, old: str, new: TreeId, say: Callable[[str], None]) -> N
         ) from None
     if moved:
         say(
-            f"infra-apply: moved this tree's local state from its old path key {old} to {new.key} "
+            f"infra-apply: moved this tree's local state from its old {label} {old} to {new.key} "
             f"({new.source}) under {state}: {', '.join(moved)} (once; later runs use the new key)"
         )
 
@@ -156,13 +171,13 @@ def _pending(state: Path, old: str) -> list[str]:
     return [area for area in AREAS if os.path.lexists(state / area / old)]
 
 
-def _move(state: Path, old: str, new: TreeId) -> list[str]:
+def _move(state: Path, old: str, new: TreeId, label: str) -> list[str]:
     areas = _pending(state, old)
     both = [a for a in areas if os.path.lexists(state / a / new.key)]
     if both:
         a = both[0]
         raise InfraApplyError(
-            f"this tree's local state is under its old path key and its new key ({new.source}): "
+            f"this tree's local state is under its old {label} and its new key ({new.source}): "
             f"{state / a / old} and {state / a / new.key}; nothing was moved. Keep the one that "
             f"holds the state you use and move the other out of {state} "
             f"(e.g. mv {state / a / old} {state / a / old}.unused), then run again",

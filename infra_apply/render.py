@@ -10,18 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.kinds import DATABASE, DROPLET, FIREWALL, USER
-from infra_apply.model import Database, Droplet, Model, ProducerModel
 from infra_apply.paths import child
-from infra_apply.plan_model import CreateSettings
+
+if TYPE_CHECKING:
+    from infra_apply.model import Database, Droplet, Model, ProducerModel
+    from infra_apply.plan_model import CreateSettings
 
 LEDGER = "addresses.json"
 OWNED_SUFFIXES = (".tf",)
@@ -33,6 +35,7 @@ PUBLIC_BASE = (("tcp", "22"), ("udp", "51820"))
 PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
 PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
 MANAGED_TAG = "managed-by:infra-apply"
+WRITERS = 8  # files written at once (each mostly waits on its fsync)
 
 
 def droplet_slug(name: str) -> str:
@@ -269,15 +272,36 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         names=names,
         droplet_addresses={e["droplet"].name: DROPLET.address(e['address']) for e in entries},
         gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
-        create_settings={
-            DROPLET.address(e['address']): CreateSettings(
-                ssh_keys=e["droplet"].ssh_keys,
-                monitoring=e["droplet"].monitoring,
-                user_data_sha1=e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
-            )
-            for e in entries
-        },
+        create_settings=_LazySettings(
+            {
+                DROPLET.address(e["address"]): (
+                    e["droplet"].ssh_keys,
+                    e["droplet"].monitoring,
+                    e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
+                )
+                for e in entries
+            }
+        ),
     )
+
+
+class _LazySettings(Mapping[str, "CreateSettings"]):
+    """Droplet address -> CreateSettings, made when first looked up: only plan reads them, and
+    ``plan_model`` costs a render more to import than the lookups themselves."""
+
+    def __init__(self, raw: Mapping[str, tuple[tuple[str, ...], bool, str | None]]) -> None:
+        self.raw = dict(raw)
+
+    def __getitem__(self, address: str) -> CreateSettings:
+        from infra_apply.plan_model import CreateSettings
+
+        return CreateSettings(*self.raw[address])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:
@@ -357,29 +381,181 @@ def _credentials_entries(dbs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def read_ledger(out_dir: Path, producer: str) -> Ledger:
+    return _ledger_from(_ledger_bytes(out_dir, producer), out_dir / producer / LEDGER)
+
+
+def _ledger_from(text: bytes | None, path: Path) -> Ledger:
+    return Ledger() if text is None else _parse_ledger_bytes(text, path)
+
+
+def _ledger_bytes(out_dir: Path, producer: str) -> bytes | None:
     path = out_dir / producer / LEDGER
     try:
-        text = read_bounded(path, TEXT_LIMIT).decode("utf-8")
+        return read_bounded(path, TEXT_LIMIT)
     except FileNotFoundError:
-        return Ledger()
+        return None
     except OSError as exc:
         raise InfraApplyError(
             f"cannot read address ledger: {exc.strerror}", path=str(path), rule="ledger"
         ) from None
+
+
+def _parse_ledger_bytes(text: bytes, path: Path) -> Ledger:
+    try:
+        decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InfraApplyError(
             f"cannot read address ledger: not UTF-8 text (byte {exc.start})", path=str(path), rule="ledger"
         ) from None
-    return parse_ledger(text, str(path))
+    return parse_ledger(decoded, str(path))
 
 
-def render_model(model: Model, ledger_dir: Path) -> list[Rendered]:
-    """Render every producer that has something to provision; ledgers come from ``ledger_dir``."""
-    return [
-        render_producer(p, read_ledger(ledger_dir, p.name))
-        for p in model.producers
-        if p.droplets or p.databases
+def render_model(model: Model, ledger_dir: Path, cache: Path | None = None) -> list[Rendered]:
+    """Render every producer that has something to provision; ledgers come from ``ledger_dir``.
+
+    With ``cache`` (a file under the state dir), the texts of the last render are reused when
+    every input is the same (the model, the ledgers, the templates, this code): only computing
+    them is skipped, never comparing them with or writing them to ``ledger_dir``.
+    """
+    producers = [p for p in model.producers if p.droplets or p.databases]
+    # Read once: the bytes hashed into the key are the bytes rendered from.
+    ledgers = {p.name: _ledger_bytes(ledger_dir, p.name) for p in producers}
+    key = _cache_key(model, ledgers) if cache is not None else None
+    if cache is not None and key is not None:
+        cached = _load_cache(cache, key)
+        if cached is not None:
+            return cached
+    rendered = [
+        render_producer(p, _ledger_from(ledgers[p.name], ledger_dir / p.name / LEDGER)) for p in producers
     ]
+    if cache is not None and key is not None:
+        _store_cache(cache, key, rendered)
+    return rendered
+
+
+# --- the render cache -------------------------------------------------------------------------
+
+CACHE_FORMAT = 1
+
+
+def cache_file(validation_cache: Path | None) -> Path | None:
+    """The render cache beside the tree's validation cache (both keyed by the tree's identity);
+    None when caching is off (INFRA_APPLY_NO_CACHE)."""
+    if validation_cache is None:
+        return None
+    return validation_cache.with_name("render-" + validation_cache.name.removeprefix("validate-"))
+
+
+def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
+    """SHA-256 over every input of a render, each part hashed on its own (fixed-length parts
+    cannot run into each other); None when one cannot be read (that render is not cached)."""
+    import pickle
+    from importlib.util import find_spec
+
+    from infra_apply import __version__
+
+    parts: list[bytes] = [f"{CACHE_FORMAT}\0{__version__}".encode()]
+    try:
+        # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
+        # in any field give different bytes (equal models built differently may not: a miss).
+        parts.append(pickle.dumps(model, protocol=5))
+        # This code, Jinja (an upgrade rewrites its files) and the templates.
+        for module in (__file__, hcl.__file__):
+            parts.append(read_bounded(Path(module), TEXT_LIMIT))
+        jinja = find_spec("jinja2")
+        if jinja is None or jinja.origin is None:
+            return None
+        st = Path(jinja.origin).stat()
+        parts.append(f"{jinja.origin}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        for template in sorted(hcl.templates_dir().iterdir()):
+            parts += [template.name.encode(), read_bounded(template, TEXT_LIMIT)]
+    except (TypeError, ValueError, OSError, pickle.PicklingError, RecursionError):
+        return None
+    for producer, text in sorted(ledgers.items()):
+        parts += [producer.encode(), b"-" if text is None else b"+" + text]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()
+
+
+def _rendered_json(r: Rendered) -> dict[str, Any]:
+    return {
+        "producer": r.producer,
+        "files": dict(r.files),
+        "names": dict(r.names),
+        "droplet_addresses": dict(r.droplet_addresses),
+        "gpu_variables": dict(r.gpu_variables),
+        "create_settings": {
+            a: [list(keys), monitoring, sha1] for a, (keys, monitoring, sha1) in _raw_settings(r).items()
+        },
+    }
+
+
+def _raw_settings(r: Rendered) -> Mapping[str, tuple[tuple[str, ...], bool, str | None]]:
+    if isinstance(r.create_settings, _LazySettings):
+        return r.create_settings.raw
+    return {a: (s.ssh_keys, s.monitoring, s.user_data_sha1) for a, s in r.create_settings.items()}
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise TypeError("not a map of strings")
+    return value
+
+
+def _rendered_from(doc: object) -> Rendered:
+    if not isinstance(doc, dict) or not isinstance(doc["producer"], str):
+        raise TypeError("not a rendered producer")
+    settings = {}
+    for address, (keys, monitoring, sha1) in doc["create_settings"].items():
+        if not (
+            isinstance(address, str)
+            and isinstance(keys, list)
+            and all(isinstance(k, str) for k in keys)
+            and isinstance(monitoring, bool)
+            and (sha1 is None or isinstance(sha1, str))
+        ):
+            raise TypeError("not create settings")
+        settings[address] = (tuple(keys), monitoring, sha1)
+    return Rendered(
+        producer=doc["producer"],
+        files=_str_map(doc["files"]),
+        names=_str_map(doc["names"]),
+        droplet_addresses=_str_map(doc["droplet_addresses"]),
+        gpu_variables=_str_map(doc["gpu_variables"]),
+        create_settings=_LazySettings(settings),
+    )
+
+
+def _load_cache(cache: Path, key: str) -> list[Rendered] | None:
+    """The cached render for ``key``; None when there is none or it is damaged in any way (the
+    header's SHA-256 of the payload catches a truncated or edited file). JSON, never pickle:
+    reading the state dir must not run code."""
+    try:
+        header, _, payload = read_bounded(cache, TEXT_LIMIT).partition(b"\n")
+        head = json.loads(header)
+        if head["key"] != key or head["sha256"] != hashlib.sha256(payload).hexdigest():
+            return None
+        return [_rendered_from(r) for r in json.loads(payload)]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _store_cache(cache: Path, key: str, rendered: Sequence[Rendered]) -> None:
+    from infra_apply.fs import private_dirs, write_private
+
+    payload = json.dumps([_rendered_json(r) for r in rendered], ensure_ascii=False, separators=(",", ":"))
+    data = payload.encode("utf-8", "surrogatepass")
+    header = json.dumps({"format": CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(data).hexdigest()})
+    try:
+        # Private like the rest of the state dir: the texts hold the manifests' contents.
+        private_dirs(cache.parent, cache.parent.parent)
+        write_private(cache, header.encode() + b"\n" + data)
+    except (OSError, ValueError):
+        pass  # a read-only state dir only costs the next render its speed
 
 
 @dataclass(frozen=True)
@@ -436,11 +612,13 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
     # Every target is checked before the first write: a refused one leaves out_dir untouched.
     targets = {rel: _target(out_dir, rel) for rel in (*drift.stale, *drift.extra)}
     try:
+        jobs = []
         for rel in drift.stale:
             producer, name = rel.split("/", 1)
             path = targets[rel]
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, by_producer[producer].files[name])
+            jobs.append((path, by_producer[producer].files[name]))
+        _write_all(jobs)
         for rel in drift.extra:
             targets[rel].unlink()
         # Deepest first: an emptied user-data/ goes before the producer folder holding it.
@@ -450,6 +628,24 @@ def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
     except OSError as exc:
         raise InfraApplyError(f"cannot write {exc.filename or out_dir}: {exc.strerror}") from None
     return drift
+
+
+def _write_all(jobs: Sequence[tuple[Path, str]]) -> None:
+    """Each file through ``atomic_write``, several at a time: each write waits on its own fsync,
+    so a fresh render of many files costs about the wait of a few, not of all in a row. The first
+    error is raised once the writes under way have finished; the ones not started never are."""
+    if len(jobs) < 2:
+        for path, text in jobs:
+            atomic_write(path, text)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=min(WRITERS, len(jobs)))
+    try:
+        for done in [pool.submit(atomic_write, path, text) for path, text in jobs]:
+            done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _target(out_dir: Path, rel: str) -> Path:

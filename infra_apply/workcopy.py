@@ -225,6 +225,8 @@ class Prepared:
     shared_provider: tuple[Path, Mapping[str, str]] | None = field(default=None, repr=False)
     # by path: where an existing resource's declaration is (exists.py's located errors)
     manifests: Mapping[str, Manifest] = field(default_factory=dict, repr=False, compare=False)
+    # held with ``lock``: one run per producer and account on this machine, whatever the tree
+    producer_lock: BaseFileLock | None = field(default=None, repr=False, compare=False)
 
 
 # --- before any work ------------------------------------------------------------------------
@@ -457,6 +459,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         env = terraform_env(ctx, name, sandbox_env)
         copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, setup, ctx.clock)
         lock = lock_working_copy(path, name)
+        where = str(cloud) if cloud is not None else env.get("DIGITALOCEAN_TOKEN", "")
+        held = lock_producer(state_dir(ctx.env), where, name)
         if path.is_dir():
             tf.wait_for_earlier(path, _prefixed(ctx.say, name))
         try:
@@ -467,7 +471,7 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         token = env.get("DIGITALOCEAN_TOKEN")
         shared = (setup.launcher, env) if setup is not None else None
         rendered = project.rendered[name]
-        out.append(Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests))
+        out.append(Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests, held))
     return out
 
 
@@ -528,6 +532,27 @@ def lock_working_copy(path: Path, producer: str) -> BaseFileLock:
         raise InfraApplyError(
             f"another infra-apply run is using the working copy of producer {producer} ({path}); "
             "wait for it to finish"
+        ) from None
+    return lock
+
+
+def lock_producer(state: Path, account: str, producer: str) -> BaseFileLock:
+    """One run per producer and account on this machine, from whichever tree: two trees whose
+    local state is kept apart (copies outside git) would each find nothing of the producer in
+    the account, and both create it. Held as long as the process, like the working copy's."""
+    from filelock import FileLock, Timeout
+
+    digest = hashlib.sha256(f"{account}\0{producer}".encode()).hexdigest()[:20]
+    folder = state / "locks"
+    private_dirs(folder, state)
+    lock = FileLock(str(folder / f"producer-{digest}.lock"), timeout=0, is_singleton=True, mode=0o600)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise InfraApplyError(
+            f"another infra-apply run on this machine is working on producer {producer} in the same "
+            "account, from a tree whose state is kept apart from this one's; wait for it to finish, "
+            "then run again (the account check then sees what it made)"
         ) from None
     return lock
 

@@ -98,3 +98,26 @@ def test_quick_mode_is_small_and_leaves_out_the_install_sizes(bench: ModuleType)
     assert bench.QUICK_PARAMS.other_files <= 5_000
     assert "install" in bench.QUICK_SKIPS
     assert bench.parse_args(["--quick"]).quick
+
+
+def test_the_cdktf_app_is_given_the_droplets_render_writes(bench: ModuleType, tmp_path: Path) -> None:
+    """The render-vs-cdktf figure compares like with like: the same 300 droplets, addresses,
+    SSH keys and firewall rules on both sides."""
+    from infra_apply.build import build_model
+    from infra_apply.render import render_model
+    from infra_apply.validate import validate_tree
+
+    tree = tmp_path / "tree"
+    bench.render_tree(tree)
+    v = validate_tree(tree)
+    assert not v.errors and not v.warnings
+    rendered = {r.producer: r for r in render_model(build_model(v), tmp_path / "out")}
+    spec = bench.cdktf_spec(tree)
+    assert [p["name"] for p in spec["producers"]] == sorted(rendered)
+    for p in spec["producers"]:
+        droplets = rendered[p["name"]].files["droplets.tf"]
+        assert len(p["droplets"]) == bench.RENDER_DROPLETS
+        for d in p["droplets"]:
+            assert f'resource "digitalocean_droplet" "{d["address"]}"' in droplets
+            assert d["ssh_keys"] == ["ops-2026"] and d["monitoring"]
+            assert d["inbound"] == [["tcp", "22"], ["udp", "51820"]]

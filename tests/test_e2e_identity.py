@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,3 +64,37 @@ def test_a_copied_and_a_recloned_checkout_plan_and_apply_nothing_new(ops: Ops) -
     assert (code, "No changes." in out) == (0, True), out + err
     # every checkout registers into the one sandbox registry of this tree
     assert clone.registry.read_bytes() == registry
+
+
+def test_two_trees_kept_apart_never_work_on_one_producer_at_once(ops: Ops) -> None:
+    """Copies outside git keep their state apart: each would find nothing of mc in the account
+    and create it. While one run holds mc in this account, the other is refused before it plans."""
+    apart = elsewhere(ops, ops.base / "apart")
+    shutil.copytree(ops.root, apart.root, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from infra_apply.workcopy import lock_producer; "
+            "lock = lock_producer(Path(sys.argv[1]), sys.argv[2], 'mc'); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(ops.base / "state"),
+            str(ops.cloud),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        code, _, err = apart.apply("mc")
+        assert code == 1, err
+        assert "another infra-apply run on this machine is working on producer mc" in err
+        assert ops.droplets() == {}  # nothing created
+        code, _, err = apart.sandbox("plan", "--producer", "quinn")  # another producer: not held
+        assert code == 2, err
+    finally:
+        holder.communicate("")
+    code, _, err = apart.apply("mc")
+    assert code == 0, err
+    assert set(ops.droplets()) == MC

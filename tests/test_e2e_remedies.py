@@ -59,3 +59,18 @@ def test_adopts_next_steps_take_the_sandbox_droplet_over(ops: Ops) -> None:
     code, _, err = printed(ops, apply, "--auto-approve")  # no terminal to confirm on
     assert code == 0, err
     assert [d["id"] for d in cloud.list_droplets(ops.cloud)] == [made["id"]]
+
+
+def test_a_remedy_printed_under_root_carries_it(ops: Ops) -> None:
+    """``--root`` on the command line is repeated in the remedy: pasted in the same folder it acts
+    on that tree, not on whatever tree the folder holds (a guard's --allow-replace included)."""
+    ops.sandbox("plan", "--producer", "mc")  # installs the sandbox and its cloud
+    made = cloud.create_droplet(ops.cloud, "com.uvlava.mc.services", region="fra1", size="s-2vcpu-4gb")
+    code, _, err = ops.run("--root", str(ops.root), "plan", "--producer", "mc", "--sandbox")
+    assert code == 1, err
+    [adopt] = set(re.findall(r"take it over with (infra-apply .*?--sandbox) \(", err))
+    assert adopt == f"infra-apply --root {ops.root} adopt --producer mc --sandbox"
+    r = run_cli(*shlex.split(adopt)[1:], env=ops.env, cwd=ops.base)  # the folder above the tree
+    assert r.returncode == 0, r.stderr
+    assert f"<- droplet {made['id']} (com.uvlava.mc.services)" in r.stdout
+    assert f"infra-apply --root {ops.root} plan --producer mc --sandbox" in r.stdout

@@ -32,7 +32,8 @@ class Ops:
         self.cloud = base / "state" / "sandbox" / "cloud.json"
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        r = run_cli("--root", str(self.root), *args, env=self.env)
+        # The root as an operator in the tree has it (not --root, which every remedy repeats)
+        r = run_cli(*args, env={**self.env, "INFRA_APPLY_ROOT": str(self.root)})
         assert "Traceback" not in r.stderr, r.stderr
         return r.returncode, r.stdout, r.stderr
 

@@ -150,6 +150,30 @@ def test_an_empty_state_with_droplets_tagged_for_the_producer_is_refused() -> No
     assert review(plan(state=True), exists.Account("a", (other,))).problems == ()
 
 
+def test_a_state_holding_only_adopts_imports_is_still_empty() -> None:
+    """After ``adopt`` the plan's prior state holds the droplets it imports, yet nothing was
+    applied here: a droplet tagged for the producer under a name no manifest declares (adopt cannot
+    take it over) still stops the apply, whose create would bill a second one, and its remedy is
+    not adopt again."""
+    imported = {
+        "address": "digitalocean_droplet.dns",
+        "mode": "managed",
+        "type": "digitalocean_droplet",
+        "name": "dns",
+        "change": {"actions": ["no-op"], "importing": {"id": "7"}, "after": {"name": DNS.name}},
+    }
+    prior = {"values": {"root_module": {"resources": [{"mode": "managed", **imported}]}}}
+    raw = {"resource_changes": [imported], "prior_state": prior}
+    old = droplet("11", name="com.uvlava.quinn.old", tags=OURS)
+    r = review(raw, exists.Account("a", (droplet("7", tags=OURS), old)))
+    [p] = r.problems
+    assert "producer quinn has no state here, yet droplet 'com.uvlava.quinn.old' (id 11)" in p.message
+    assert "no manifest of quinn declares that name, so adopt cannot take it over" in p.message
+    # once something was applied the state is the producer's own: nothing to say
+    applied = {"values": {"root_module": {"resources": [{"mode": "managed", "address": "x.y"}]}}}
+    assert review({**raw, "prior_state": applied}, exists.Account("a", (old,))).problems == ()
+
+
 def tainted(did: str) -> dict[str, Any]:
     return {
         "address": "digitalocean_droplet.dns",

@@ -7,10 +7,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infra_apply import hcl
 from infra_apply.commands.adopt import Adoption, write_imports
 from infra_apply.errors import InfraApplyError
+from infra_apply.model import Database, Droplet, ProducerModel
+from infra_apply.render import Ledger, render_producer
 from infra_apply.sandbox.install import cli_config_text
 from infra_apply.state import Backend
 
@@ -115,3 +119,71 @@ def test_module_file_reads_a_file_beside_the_module_and_nothing_else() -> None:
     for bad in ("../x", "user-data/${x}", "/etc/passwd", "a//b", 'a"b', "a\nb", ""):
         with pytest.raises(InfraApplyError):
             module_file(bad)
+
+
+# --- templates align their own `=` (no pass over the rendered text) --------------------------
+
+
+def _droplet(name: str, **extra: object) -> Droplet:
+    return Droplet(name, "ct", "@ct/.infra.yaml", hosts=(name.rsplit(".", 1)[-1],), **extra)  # type: ignore[arg-type]
+
+
+def _aligned(text: str) -> bool:
+    return hcl.align_equals(text) == text
+
+
+def test_every_attribute_group_comes_out_aligned_as_terraform_fmt_puts_it() -> None:
+    """Droplets with and without SSH keys and monitoring (the groups whose width changes), GPU
+    droplets, databases, a backend with and without an endpoint, the sandbox CLI config: each
+    rendered text is already what ``terraform fmt`` alignment would make of it."""
+    droplets = (
+        _droplet("com.uvlava.ct.a"),
+        _droplet("com.uvlava.ct.b", ssh_keys=("ops",)),
+        _droplet("com.uvlava.ct.c", monitoring=True),
+        _droplet("com.uvlava.ct.d", ssh_keys=("ops", "deploy"), monitoring=True),
+        _droplet("com.uvlava.ct.gpu", gpu=True, ssh_keys=("ops",)),
+    )
+    db = Database("main-pg", "app_db", "app_user", "app", "production", "ct", "@ct/app/.infra.yaml")
+    rendered = render_producer(ProducerModel("ct", droplets, (db,)), Ledger())
+    texts = [t for name, t in rendered.files.items() if name.endswith(".tf")]
+    assert len(texts) >= 7
+    texts += [
+        text
+        for endpoint in ("", "https://e.example")
+        if (text := Backend("s3", bucket="b", endpoint=endpoint).hcl("ct")) is not None
+    ]
+    texts.append(cli_config_text(Path("/tmp/mirror")))
+    for text in texts:
+        assert _aligned(text), text
+    assert "  name     = " in rendered.files["droplets.tf"]  # b: ssh_keys is the widest key
+    assert "  name   = " in rendered.files["droplets.tf"]  # a: neither
+
+
+def test_render_writes_the_template_as_it_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No second pass over the text (it cost as much as rendering 300 droplets): a template's
+    own spacing is kept, so a template must align itself."""
+
+    def second_pass(text: str) -> str:
+        raise AssertionError("rendered text passed through align_equals")
+
+    monkeypatch.setattr(hcl, "align_equals", second_pass)
+    text = hcl.render("_import.j2", address="digitalocean_droplet.a", id="1")
+    assert text == 'import {\n  to = digitalocean_droplet.a\n  id = "1"\n}\n'
+
+
+TRICKY = list('a"\\$%{}\n\x00\x7f\u2028\ufeff\ud800é\U0001f600 ')
+
+
+@given(st.text(alphabet=st.sampled_from(TRICKY), max_size=12))
+def test_string_fast_path_is_the_escaping_loop(text: str) -> None:
+    assert hcl.string(text) == '"' + hcl._escape_each(text) + '"'
+
+
+@pytest.mark.parametrize("template", sorted(p.name for p in hcl.templates_dir().iterdir()))
+def test_every_template_writes_its_attributes_aligned(template: str) -> None:
+    """A template added later must align its own `=` too: its literal attribute lines, with every
+    optional line present (the lines holding only a {% tag %} dropped), are as fmt aligns them."""
+    source = (hcl.templates_dir() / template).read_text("utf-8")
+    lines = [line for line in source.split("\n") if not line.strip().startswith(("{%", "{#"))]
+    text = "\n".join(lines)
+    assert _aligned(text), hcl.align_equals(text)

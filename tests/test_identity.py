@@ -161,6 +161,25 @@ def test_old_and_new_state_both_present_is_refused_and_nothing_moves(tmp_path: P
     assert not (state / "work" / "live" / new).exists()
 
 
+def test_naming_a_git_tree_moves_its_state_from_the_git_key(tmp_path: Path) -> None:
+    """Setting ``[state] name`` in a git tree (as README suggests for moving it out of git)
+    keeps its state: what sat under the git key moves to the name, not left for an empty state
+    that plans every server as new."""
+    root, state = repo(tmp_path / "r"), tmp_path / "state"
+    git_key = identify(root, {}).key
+    assert git_key.startswith("git-")
+    old_state(state, git_key)
+    (root / "infra-apply.toml").write_text(f'[state]\nname = "fleet"\n{CONFIG}')
+    said: list[str] = []
+    tree = settle(root, state, {}, said.append)
+    assert tree.key == "name-fleet"
+    assert len(said) == 1 and f"from its old git key {git_key} to name-fleet" in said[0], said
+    for area in identity.AREAS:
+        assert not (state / area / git_key).exists()
+        assert (state / area / "name-fleet" / "ct" / "terraform.tfstate").read_text() == area
+    assert (state / "cache" / "validate-name-fleet.json").exists()
+
+
 def test_a_run_still_using_the_old_working_copies_stops_the_move(tmp_path: Path) -> None:
     from filelock import FileLock
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode
 from infra_apply.paths import check_path
-from infra_apply.render import Drift, Rendered, compare, render_model, write
+from infra_apply.render import Drift, Rendered, cache_file, compare, render_model, write
 from infra_apply.state import checked_state_dir, validation_cache
 
 
@@ -41,8 +41,9 @@ def run(
 
     check_path("--out", out)
     checked_state_dir([out, root / "generated"], env, create=False)  # the validation cache lives there
-    v = require_valid(root, mesh_path, validation_cache(root, env), say)
-    rendered = render_model(build_model(v), out)
+    cache = validation_cache(root, env)
+    v = require_valid(root, mesh_path, cache, say)
+    rendered = render_model(build_model(v), out, cache_file(cache))
     drift = compare(rendered, out) if check else write(rendered, out)
     return Rendering(out, check, tuple(rendered), drift)
 

@@ -1,0 +1,161 @@
+"""The render cache: a render whose inputs did not change reuses the last texts, never anything
+else; a damaged cache is ignored; ``render --check`` still reads every generated file."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from infra_apply import hcl, render
+from infra_apply.build import build_model
+from infra_apply.errors import InfraApplyError
+from infra_apply.model import Model
+from infra_apply.render import Rendered, cache_file, render_model, write
+from infra_apply.validate import validate_tree
+from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, cli_env, run_cli, write_tree
+
+
+def example_model() -> Model:
+    v = validate_tree(EXAMPLE_TREE, EXAMPLE_MESH)
+    assert not v.errors, v.errors
+    return build_model(v)
+
+
+def no_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any call that computes a producer's texts fails the test: the cache must answer."""
+
+    def refuse(*_: object) -> Rendered:
+        raise AssertionError("rendered again although nothing changed")
+
+    monkeypatch.setattr(render, "render_producer", refuse)
+
+
+def as_dict(rendered: list[Rendered]) -> list[dict[str, object]]:
+    return [
+        {
+            "producer": r.producer,
+            "files": dict(r.files),
+            "names": dict(r.names),
+            "droplet_addresses": dict(r.droplet_addresses),
+            "gpu_variables": dict(r.gpu_variables),
+            "create_settings": dict(r.create_settings),
+        }
+        for r in rendered
+    ]
+
+
+def test_unchanged_inputs_reuse_the_texts_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, cache, out = example_model(), tmp_path / "state" / "cache" / "render-x.json", tmp_path / "out"
+    fresh = render_model(model, out)
+    assert as_dict(render_model(model, out, cache)) == as_dict(fresh)  # a miss: rendered and stored
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+    no_rendering(monkeypatch)
+    assert as_dict(render_model(model, out, cache)) == as_dict(fresh)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # truncated
+        lambda data: data.replace(b"digitalocean_droplet", b"digitalocean_dropleT", 1),  # edited payload
+        lambda data: b"not json\n" + data,
+        lambda data: b"",
+    ],
+    ids=["truncated", "edited", "garbage", "empty"],
+)
+def test_a_damaged_cache_is_ignored_and_replaced(tmp_path: Path, damage: object) -> None:
+    model, cache, out = example_model(), tmp_path / "cache" / "render-x.json", tmp_path / "out"
+    fresh = as_dict(render_model(model, out))
+    render_model(model, out, cache)
+    assert callable(damage)
+    cache.write_bytes(damage(cache.read_bytes()))
+    assert as_dict(render_model(model, out, cache)) == fresh
+    assert render._load_cache(cache, next(iter(_keys(model, out)))) is not None  # stored again
+
+
+def _keys(model: Model, out: Path) -> list[str]:
+    producers = [p for p in model.producers if p.droplets or p.databases]
+    key = render._cache_key(model, {p.name: render._ledger_bytes(out, p.name) for p in producers})
+    assert key is not None
+    return [key]
+
+
+def test_a_changed_model_ledger_or_template_renders_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, cache, out = example_model(), tmp_path / "cache" / "render-x.json", tmp_path / "out"
+    first = render_model(model, out, cache)
+    # The ledger render itself writes is an input too: the next render reads it.
+    write(first, out)
+    render_model(model, out, cache)
+    key = _keys(model, out)[0]
+    # a droplet's size
+    producer = model.producers[0]
+    bigger = replace(producer.droplets[0], size="s-8vcpu-16gb")
+    producers = (replace(producer, droplets=(bigger, *producer.droplets[1:])), *model.producers[1:])
+    changed = replace(model, producers=producers)
+    assert _keys(changed, out)[0] != key
+    texts = {r.producer: r.files for r in render_model(changed, out, cache)}
+    assert '"s-8vcpu-16gb"' in texts[producer.name]["droplets.tf"]
+    # a ledger edited by hand
+    ledger = out / producer.name / render.LEDGER
+    original = ledger.read_text()
+    ledger.write_text(original.replace('"version": 1', '"version": 1 '))
+    assert _keys(model, out)[0] != key
+    ledger.write_text(original)
+    assert _keys(model, out)[0] == key
+    # a template
+    templates = tmp_path / "templates"
+    shutil.copytree(hcl.templates_dir(), templates)
+    (templates / "versions.tf.j2").write_text((templates / "versions.tf.j2").read_text() + "# more\n")
+    monkeypatch.setattr(hcl, "templates_dir", lambda: templates)
+    assert _keys(model, out)[0] != key
+
+
+def test_the_cache_lives_beside_the_validation_cache_and_is_off_without_it(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    assert cache_file(folder / "validate-tree-1.json") == folder / "render-tree-1.json"
+    assert cache_file(None) is None
+
+
+def test_check_finds_a_hand_edit_even_when_the_cache_answers(tmp_path: Path) -> None:
+    """The cache skips computing the texts, never reading the files on disk: an edited generated
+    file is stale for --check and rewritten by render, with the cache warm all along."""
+    root = write_tree(tmp_path / "root", base_tree())
+    out, env = tmp_path / "out", cli_env(tmp_path)
+    for _ in range(2):  # the second render reads the ledger the first wrote: the cache is warm
+        assert run_cli("--root", str(root), "render", "--out", str(out), env=env).returncode == 0
+    assert list((tmp_path / "state" / "cache").glob("render-*"))
+    droplets = out / "ct" / "droplets.tf"
+    good = droplets.read_text()
+    droplets.write_text(good.replace('"nyc3"', '"sfo3"'))
+    check = run_cli("--root", str(root), "render", "--check", "--out", str(out), env=env)
+    assert check.returncode == 1 and f"{droplets}: stale or missing" in check.stdout
+    assert run_cli("--root", str(root), "render", "--out", str(out), env=env).returncode == 0
+    assert droplets.read_text() == good
+    no_cache = cli_env(tmp_path, INFRA_APPLY_NO_CACHE="1")
+    assert run_cli("--root", str(root), "render", "--check", "--out", str(out), env=no_cache).returncode == 0
+
+
+def test_files_written_at_once_are_whole_and_a_failed_one_is_one_error(tmp_path: Path) -> None:
+    """write() runs its atomic writes several at a time: every file ends up complete, and a file
+    that cannot be written is one located error (never a traceback from a worker thread)."""
+    rendered = render_model(example_model(), tmp_path / "none")
+    out = tmp_path / "out"
+    drift = write(rendered, out)
+    assert len(drift.stale) > render.WRITERS  # more files than writers
+    assert not render.compare(rendered, out).stale
+    assert not list(out.rglob("*.infra-apply.tmp"))  # no temporary file left behind
+    blocked = out / rendered[0].producer / "droplets.tf"
+    blocked.unlink()
+    blocked.mkdir()  # a folder where the file goes: its rename fails
+    (blocked / "keep").write_text("x")
+    with pytest.raises(InfraApplyError, match="cannot write"):
+        write(rendered, out)
