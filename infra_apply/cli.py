@@ -541,8 +541,9 @@ def apply(
 ) -> None:
     """Plan one producer, guard, confirm, apply exactly that saved plan, register its hosts.
 
-    The guard refuses (exit 3) a plan that deletes or replaces a droplet, database or database
-    user not named with --allow-destroy / --allow-replace, or resizes a droplet in place (a
+    The guard refuses (exit 3) a plan that deletes or replaces a droplet (or its firewall),
+    database or database user not named with --allow-destroy / --allow-replace (a firewall is
+    named by its droplet), or resizes a droplet in place (a
     size change: downtime, and its disk can never shrink back) not named with --allow-resize.
     A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
     Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to

@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Protocol
 
+from infra_apply import kinds
 from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.lease import billed_hours
 from infra_apply.plan_model import disk_now, strip_index
@@ -340,7 +341,7 @@ def _droplets(module: object) -> dict[str, JsonObject]:
     while stack:
         current = stack.pop()
         for res in map(_dict, _list(current.get("resources"))):
-            if res.get("mode") != "managed" or res.get("type") != "digitalocean_droplet":
+            if res.get("mode") != "managed" or res.get("type") != kinds.DROPLET.type:
                 continue
             address = str(res.get("address", ""))
             if res.get("deposed_key"):

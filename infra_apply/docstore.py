@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra_apply import kinds
 from infra_apply import terraform as tf
 from infra_apply.fs import tighten, write_private
 
@@ -105,7 +106,7 @@ class DocumentRoot:
     def _prior(self, plan: Mapping[str, Any]) -> str | None:
         """The document the plan found in state (None when there is none yet)."""
         for change in plan.get("resource_changes") or ():
-            if change.get("address") == f"terraform_data.{self.name}":
+            if change.get("address") == kinds.RECORD.address(self.name):
                 before = (change.get("change") or {}).get("before")
                 value = before.get("input") if isinstance(before, dict) else None
                 return value if isinstance(value, str) else None

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from infra_apply import kinds
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import Change, JsonObject, NameDrift, parse_plan
 from infra_apply.plan_model import is_noise as is_noise  # the noise filter lives with the parser
@@ -129,7 +130,7 @@ def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
     """Every managed droplet in the plan's (refreshed) prior state, with its live name."""
     found = []
     for res in _managed(plan):
-        if res.get("type") == "digitalocean_droplet":
+        if res.get("type") == kinds.DROPLET.type:
             values = _dict(res.get("values"))
             droplet_id, name = values.get("id"), values.get("name")
             if isinstance(droplet_id, str | int) and str(droplet_id):

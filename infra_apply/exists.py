@@ -31,14 +31,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra_apply import remedy
+from infra_apply import kinds, remedy
 from infra_apply.do_api import AccountDroplet, account_droplet
 from infra_apply.drift import PRODUCER_TAG, _managed, applied
 from infra_apply.errors import Problem, ValidationFailed
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
 from infra_apply.plan_model import JsonObject
-from infra_apply.render import MANAGED_TAG, Rendered, _db_entry
+from infra_apply.render import MANAGED_TAG, Rendered, db_entry
 
 if TYPE_CHECKING:
     from infra_apply.accounts import Accounts
@@ -54,11 +54,12 @@ CLOCK_SKEW = timedelta(minutes=5)
 # its creates well within this. A droplet made later is someone else's.
 LONGEST_APPLY = timedelta(hours=1)
 
-DROPLET = "digitalocean_droplet"
-FIREWALL = "digitalocean_firewall"
-DATABASE = "digitalocean_database_db"
-USER = "digitalocean_database_user"
-_KIND = {DROPLET: "droplet", FIREWALL: "firewall", DATABASE: "database", USER: "database user"}
+DROPLET = kinds.DROPLET.type
+FIREWALL = kinds.FIREWALL.type
+DATABASE = kinds.DATABASE.type
+USER = kinds.USER.type
+# what the account may already hold: the kinds adopt can import, by noun
+_KIND = {k.type: k.noun for k in kinds.TAKEOVER}
 
 
 class ExistsRefused(ValidationFailed):
@@ -292,7 +293,8 @@ def review(
         else:
             table = account.dbs if c.type == DATABASE else account.users
             held = table.get(c.cluster_id or "", frozenset())
-            ids = [f"{c.cluster_id},{c.name}"] if c.name in held else []
+            held_id = kinds.KINDS[c.type].import_id_of(cluster_id=c.cluster_id or "", name=c.name)
+            ids = [held_id] if c.name in held else []
         if ids:
             problems.append(where.problem(c, _exists(c, ids, account, adopt)))
     if not _applied_here(raw):
@@ -439,7 +441,7 @@ class _Locator:
             if self.rendered.droplet_addresses.get(d.name, "").split(".", 1)[-1] == suffix:
                 return self._droplet(d)
         for db in self.producer.databases:
-            entry = _db_entry(db)
+            entry = db_entry(db)
             key = {DATABASE: (entry["db_address"], "name"), USER: (entry["user_address"], "user")}.get(c.type)
             if key is not None and key[0] == suffix:
                 return self._at(db.source, ("database", key[1]))

@@ -1,8 +1,12 @@
 """The destroy/replace/resize guard: what ``apply`` refuses, and the exact flag that allows it.
 
-Pure functions over a parsed ``ProducerPlan``. A plan that deletes or replaces a droplet,
-database or database user, or resizes a droplet in place, is refused unless that resource is
-named (manifest name or Terraform address, with or without its index) with the matching flag.
+Pure functions over a parsed ``ProducerPlan``. Which action of which kind needs which flag is the
+kinds table's (``infra_apply.kinds``): a plan that deletes or replaces a droplet, its firewall,
+a database or database user (any managed kind not marked safe to lose, and any type the table
+does not know), or resizes a droplet in place, is refused unless that resource is named
+(manifest name or Terraform address, with or without its index) with the matching flag. A
+firewall is named by its droplet, so ``--allow-destroy NAME`` lets a droplet go with its own
+firewall.
 
 The flags are distinct: allowing a destroy does not allow a replacement of the same resource
 (a replacement also loses the box's disk and IP, but the operator who typed ``--allow-destroy``
@@ -14,25 +18,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
+from infra_apply.kinds import Action, AllowFlag, guard_flag, kind_of
 from infra_apply.plan_model import Change, ProducerPlan, display_order, reason, verb
 from infra_apply.untrusted import shell, visible
 
-GUARDED_TYPES: frozenset[str] = frozenset(
-    {"digitalocean_droplet", "digitalocean_database_db", "digitalocean_database_user"}
-)
-
-AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize"]
-Guarded = Literal["delete", "replace", "resize"]
-
-_FLAGS: Mapping[Guarded, AllowFlag] = {
-    "delete": "--allow-destroy",
-    "replace": "--allow-replace",
-    "resize": "--allow-resize",
+_FLAGS: tuple[AllowFlag, ...] = ("--allow-destroy", "--allow-replace", "--allow-resize")
+_NOUNS: Mapping[AllowFlag, str] = {
+    "--allow-destroy": "deletion",
+    "--allow-replace": "replacement",
+    "--allow-resize": "resize",
 }
-_NOUNS: Mapping[Guarded, str] = {"delete": "deletion", "replace": "replacement", "resize": "resize"}
-_PARTICIPLES: Mapping[Guarded, str] = {"delete": "destroyed", "replace": "replaced", "resize": "resized"}
+_PARTICIPLES: Mapping[AllowFlag, str] = {
+    "--allow-destroy": "destroyed",
+    "--allow-replace": "replaced",
+    "--allow-resize": "resized",
+}
+# The plan's action → the kinds table's (its guard policy says "destroy", Terraform "delete").
+_ACTIONS: Mapping[str, Action] = {
+    "create": "create",
+    "update": "update",
+    "replace": "replace",
+    "delete": "destroy",
+}
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,10 @@ class UnusedAllowance:
 
     @property
     def message(self) -> str:
-        noun = next(_NOUNS[g] for g, flag in _FLAGS.items() if flag == self.flag)
-        text = f"{self.flag} {visible(self.value)} matches no {noun} in the plan for {self.producer}"
+        text = (
+            f"{self.flag} {visible(self.value)} matches no {_NOUNS[self.flag]} in the plan for "
+            f"{self.producer}"
+        )
         return f"{text}; {self.hint}" if self.hint else text
 
 
@@ -64,13 +74,13 @@ def _allowance_keys(change: Change) -> set[str]:
     return {k for k in (change.name, change.address, change.base_address) if k}
 
 
-def _guarded_as(change: Change) -> Guarded | None:
-    """Which flag's consent a change needs, whatever its type (the guard filters types)."""
+def needed_flag(change: Change) -> AllowFlag | None:
+    """The flag whose consent ``change`` needs (None: none): an in-place resize needs
+    ``--allow-resize``, any other action what its kind's guard policy says."""
     if change.resize is not None:
-        return "resize"
-    if change.action == "delete" or change.action == "replace":
-        return change.action
-    return None
+        return "--allow-resize"
+    action = _ACTIONS.get(change.action)
+    return guard_flag(change.type, action) if action is not None else None
 
 
 def guard(
@@ -79,21 +89,26 @@ def guard(
     allow_replace: Iterable[str],
     allow_resize: Iterable[str] = (),
 ) -> GuardVerdict:
-    """Block deletes/replaces of droplets, databases and database users, and in-place droplet
-    resizes, not explicitly allowed."""
-    allowed: dict[Guarded, set[str]] = {
-        "delete": set(allow_destroy),
-        "replace": set(allow_replace),
-        "resize": set(allow_resize),
-    }
-    blocked = tuple(
+    """Block every change its kind guards (deletes and replaces of droplets, firewalls,
+    databases and database users; in-place droplet resizes) not explicitly allowed."""
+    allowed = _by_flag(allow_destroy, allow_replace, allow_resize)
+    blocked = [
         c
         for c in display_order(plan.changes)
-        if c.type in GUARDED_TYPES
-        and (kind := _guarded_as(c)) is not None
-        and not (_allowance_keys(c) & allowed[kind])
+        if (flag := needed_flag(c)) is not None and not (_allowance_keys(c) & set(allowed[flag]))
+    ]
+    return GuardVerdict(blocked=tuple(c for c in blocked if not _refused_with_owner(c, blocked)))
+
+
+def _refused_with_owner(change: Change, blocked: Iterable[Change]) -> bool:
+    """A droplet's own firewall refused along with its droplet, by the same flag and name: the
+    droplet's refusal already says what allows both."""
+    kind = kind_of(change.type)
+    owner = kind.owner if kind is not None else None
+    return owner is not None and any(
+        b.type == owner and allow_flag(b) == allow_flag(change) and allow_value(b) == allow_value(change)
+        for b in blocked
     )
-    return GuardVerdict(blocked=blocked)
 
 
 def unused_allowances(
@@ -103,33 +118,38 @@ def unused_allowances(
     allow_resize: Iterable[str] = (),
 ) -> tuple[UnusedAllowance, ...]:
     """``--allow-*`` values naming nothing their flag allows (typos, or the wrong flag)."""
-    keys: dict[Guarded, set[str]] = {"delete": set(), "replace": set(), "resize": set()}
+    keys: dict[AllowFlag, set[str]] = {flag: set() for flag in _FLAGS}
     for change in plan.changes:
-        if (kind := _guarded_as(change)) is not None:
-            keys[kind] |= _allowance_keys(change)
-    given: dict[Guarded, Iterable[str]] = {
-        "delete": allow_destroy,
-        "replace": allow_replace,
-        "resize": allow_resize,
-    }
+        if (flag := needed_flag(change)) is not None:
+            keys[flag] |= _allowance_keys(change)
     return tuple(
-        UnusedAllowance(plan.producer, _FLAGS[kind], value, _hint(value, keys, kind))
-        for kind, values in given.items()
+        UnusedAllowance(plan.producer, flag, value, _hint(value, keys, flag))
+        for flag, values in _by_flag(allow_destroy, allow_replace, allow_resize).items()
         for value in dict.fromkeys(values)
-        if value not in keys[kind]
+        if value not in keys[flag]
     )
 
 
-def _hint(value: str, keys: Mapping[Guarded, set[str]], given: Guarded) -> str:
+def _by_flag(
+    allow_destroy: Iterable[str], allow_replace: Iterable[str], allow_resize: Iterable[str]
+) -> dict[AllowFlag, tuple[str, ...]]:
+    return {
+        "--allow-destroy": tuple(allow_destroy),
+        "--allow-replace": tuple(allow_replace),
+        "--allow-resize": tuple(allow_resize),
+    }
+
+
+def _hint(value: str, keys: Mapping[AllowFlag, set[str]], given: AllowFlag) -> str:
     # The usual mistake is the wrong flag: --allow-destroy for a box that is replaced, or back.
-    for actual, flag in _FLAGS.items():
-        if actual != given and value in keys[actual]:
-            return f"it is {_PARTICIPLES[actual]}: use {flag} {shell(value)}"
+    for flag in _FLAGS:
+        if flag != given and value in keys[flag]:
+            return f"it is {_PARTICIPLES[flag]}: use {flag} {shell(value)}"
     return ""
 
 
 def allow_flag(change: Change) -> AllowFlag:
-    return _FLAGS[_guarded_as(change) or "replace"]
+    return needed_flag(change) or "--allow-replace"
 
 
 def allow_value(change: Change) -> str:

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
+from infra_apply import kinds
 from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.prices import DISKS_GB
 
@@ -586,14 +587,14 @@ def _firewalls_named_by_droplet(
     droplets: dict[str, str] = {}
     for res in _module_resources(root):
         values = _dict(res.get("values"))
-        if res.get("mode") == "managed" and res.get("type") == "digitalocean_droplet" and values.get("id"):
+        if res.get("mode") == "managed" and res.get("type") == kinds.DROPLET.type and values.get("id"):
             address = str(res.get("address", ""))
             name = names.get(address, names.get(strip_index(address), values.get("name")))
             if isinstance(name, str) and name:
                 droplets[str(values["id"])] = name
     fixed = []
     for change in changes:
-        if change.type == "digitalocean_firewall" and change.name_source != "manifest":
+        if change.type == kinds.FIREWALL.type and change.name_source != "manifest":
             ids = _list(_firewall_state(root, change.address).get("droplet_ids"))
             owners = sorted({droplets[str(i)] for i in ids if str(i) in droplets})
             if len(owners) == 1:
@@ -611,16 +612,16 @@ def _bare_droplets(changes: Sequence[Change], plan: JsonObject) -> list[Change]:
     droplets = {
         str(_dict(res.get("values")).get("id")): str(res.get("address", ""))
         for res in _module_resources(root)
-        if res.get("mode") == "managed" and res.get("type") == "digitalocean_droplet"
+        if res.get("mode") == "managed" and res.get("type") == kinds.DROPLET.type
     }
-    gone = {c.address for c in changes if c.type == "digitalocean_droplet" and c.action == "delete"}
+    gone = {c.address for c in changes if c.type == kinds.DROPLET.type and c.action == "delete"}
     guarded = {
-        c.name for c in changes if c.type == "digitalocean_firewall" and c.action in ("create", "replace")
+        c.name for c in changes if c.type == kinds.FIREWALL.type and c.action in ("create", "replace")
     }
     everything = {"tcp": set(_ALL_PORTS), "udp": set(_ALL_PORTS), "icmp": set(_NO_PORTS)}
     found = []
     for change in changes:
-        dropped = change.type == "digitalocean_firewall" and change.action == "delete"
+        dropped = change.type == kinds.FIREWALL.type and change.action == "delete"
         if dropped and change.name not in guarded:
             values = _firewall_state(root, change.address)
             ids = [str(i) for i in _list(values.get("droplet_ids"))]
@@ -639,7 +640,7 @@ def _firewall_state(root: JsonObject, address: str) -> JsonObject:
 def is_noise(entry: JsonObject) -> bool:
     """A firewall whose only difference is ``tags`` going from null to ``[]``: the real
     provider's refresh reports it on every firewall (docs/commands.md, drift), and it changes nothing."""
-    if entry.get("type") != "digitalocean_firewall":
+    if entry.get("type") != kinds.FIREWALL.type:
         return False
     change = _dict(entry.get("change"))
     if _list(change.get("actions")) != ["update"]:
@@ -653,7 +654,7 @@ def _quiet(entry: JsonObject) -> JsonObject:
     change = _dict(entry.get("change"))
     before, after = _dict(change.get("before")), _dict(change.get("after"))
     if (
-        entry.get("type") != "digitalocean_firewall"
+        entry.get("type") != kinds.FIREWALL.type
         or before.get("tags") is not None
         or after.get("tags") != []
     ):
@@ -735,7 +736,7 @@ def _resize(
     unknown: JsonObject,
 ) -> Resize | None:
     """A droplet update whose size changes (a replacement creates the new size instead)."""
-    if rtype != "digitalocean_droplet" or action != "update" or "size" not in attrs:
+    if rtype != kinds.DROPLET.type or action != "update" or "size" not in attrs:
         return None
     new = None if _contains_true(unknown.get("size")) else str(after.get("size") or "")
     old = str(before.get("size") or "")
@@ -763,7 +764,7 @@ def _public_ports(
     rtype: str, action: Action, before: JsonObject, after: JsonObject, unknown: JsonObject
 ) -> tuple[tuple[PublicPort, ...], tuple[PublicPort, ...]]:
     """What a firewall change opens to, and closes from, the whole internet."""
-    if rtype != "digitalocean_firewall" or action not in ("create", "update", "replace"):
+    if rtype != kinds.FIREWALL.type or action not in ("create", "update", "replace"):
         return (), ()  # a deleted firewall: see _bare_droplets
     old, new = _exposure(before.get("inbound_rule")), _exposure(after.get("inbound_rule"))
     opened = _ports_only_in(new, old)
@@ -1022,7 +1023,7 @@ def _display_value(value: object) -> str | None:
 def _name_drift(plan: JsonObject, names: Mapping[str, str]) -> Iterator[NameDrift]:
     root = _dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
     for res in _module_resources(root):
-        if res.get("mode") != "managed" or res.get("type") != "digitalocean_droplet":
+        if res.get("mode") != "managed" or res.get("type") != kinds.DROPLET.type:
             continue
         address = str(res.get("address", ""))
         manifest = names.get(address, names.get(strip_index(address)))
@@ -1049,7 +1050,7 @@ def _settings_drift(
     key_ids = {
         str(values.get("name")): str(values.get("id"))
         for res in resources
-        if res.get("mode") == "data" and res.get("type") == "digitalocean_ssh_key"
+        if res.get("mode") == "data" and res.get("type") == kinds.SSH_KEY.type
         for values in (_dict(res.get("values")),)
     }
     gone = {c.address for c in changes if c.action in ("replace", "delete")}

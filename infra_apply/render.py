@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
+from infra_apply.kinds import DATABASE, DROPLET, FIREWALL, USER
 from infra_apply.paths import child
 
 if TYPE_CHECKING:
@@ -211,13 +212,13 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     entries = [_droplet_entry(d, address[d.name], user_data) for d in p.droplets]
     standing = [e for e in entries if not e["droplet"].gpu]
     gpu = [e for e in entries if e["droplet"].gpu]
-    dbs = [_db_entry(db) for db in p.databases]
+    dbs = [db_entry(db) for db in p.databases]
     clusters = sorted({(db.cluster, hcl.slug(db.cluster)) for db in p.databases})
     moves = [
         {"from_": f"{kind}.{old_addr}", "to": f"{kind}.{e.address}"}
         for e in sorted(ledger.entries, key=lambda e: e.address)
         for old_addr in e.moved_from
-        for kind in ("digitalocean_droplet", "digitalocean_firewall")
+        for kind in (DROPLET.type, FIREWALL.type)
     ]
     files: dict[str, str] = {}
 
@@ -261,19 +262,19 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
-    names = {f"digitalocean_droplet.{e['address']}": e["droplet"].name for e in entries}
-    names |= {f"digitalocean_firewall.{e['address']}": e["droplet"].name for e in entries}
-    names |= {f"digitalocean_database_db.{d['db_address']}": d["name"] for d in dbs}
-    names |= {f"digitalocean_database_user.{d['user_address']}": d["user"] for d in dbs}
+    names = {DROPLET.address(e['address']): e["droplet"].name for e in entries}
+    names |= {FIREWALL.address(e['address']): e["droplet"].name for e in entries}
+    names |= {DATABASE.address(d['db_address']): d["name"] for d in dbs}
+    names |= {USER.address(d['user_address']): d["user"] for d in dbs}
     return Rendered(
         producer=p.name,
         files=files,
         names=names,
-        droplet_addresses={e["droplet"].name: f"digitalocean_droplet.{e['address']}" for e in entries},
+        droplet_addresses={e["droplet"].name: DROPLET.address(e['address']) for e in entries},
         gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
         create_settings=_LazySettings(
             {
-                f"digitalocean_droplet.{e['address']}": (
+                DROPLET.address(e["address"]): (
                     e["droplet"].ssh_keys,
                     e["droplet"].monitoring,
                     e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
@@ -352,7 +353,7 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> di
     }
 
 
-def _db_entry(db: Database) -> dict[str, Any]:
+def db_entry(db: Database) -> dict[str, Any]:
     c = hcl.slug(db.cluster)
     return {
         "name": db.name,

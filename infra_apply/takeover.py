@@ -26,52 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from infra_apply import hcl
+from infra_apply import hcl, kinds
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import STATE_LIMIT, read_bounded
 from infra_apply.model import ALLOWED_REGIONS, DEFAULT_IMAGE, DEFAULT_REGION, Database, Droplet, ProducerModel
-from infra_apply.render import _db_entry
+from infra_apply.render import db_entry
 from infra_apply.rules import SLUG_RE
 from infra_apply.untrusted import visible
 
 RULE = "from_state"
 
-DROPLET = "digitalocean_droplet"
-FIREWALL = "digitalocean_firewall"
-DATABASE = "digitalocean_database_db"
-USER = "digitalocean_database_user"
-TAKEOVER_TYPES = (DROPLET, FIREWALL, DATABASE, USER)
-KIND = {DROPLET: "droplet", FIREWALL: "firewall", DATABASE: "database", USER: "database user"}
+# Types as the old state spells them; import ids and the attributes kept are the kinds table's.
+DROPLET = kinds.DROPLET.type
+FIREWALL = kinds.FIREWALL.type
+DATABASE = kinds.DATABASE.type
+USER = kinds.USER.type
+TAKEOVER_TYPES = tuple(k.type for k in kinds.TAKEOVER)
 
-# Import id formats, from ../shared/do-provider-schema.json (provider v2.99.1),
-# resource_schemas.<type>.x_behavior.import.id_format:
-#   digitalocean_droplet        "<droplet_id>"       (must parse as an integer)
-#   digitalocean_firewall       "<firewall_id>"      (passthrough)
-#   digitalocean_database_db    "<cluster_id>,<name>"
-#   digitalocean_database_user  "<cluster_id>,<name>"
-# (the resource *ids* of the last two are "<cluster_id>/database/<name>" and
-# "<cluster_id>/user/<name>": not what import takes.)
-
-# The attributes kept per type, and the JSON types each must have (None: may be null).
-_KEEP: Mapping[str, Mapping[str, tuple[type, ...]]] = {
-    DROPLET: {
-        "id": (str,),
-        "name": (str,),
-        "region": (str,),
-        "image": (str,),
-        "size": (str,),
-        "monitoring": (bool, type(None)),
-        "ipv6": (bool, type(None)),
-    },
-    FIREWALL: {
-        "id": (str,),
-        "name": (str,),
-        "droplet_ids": (list, type(None)),
-        "tags": (list, type(None)),
-    },
-    DATABASE: {"id": (str,), "cluster_id": (str,), "name": (str,)},
-    USER: {"id": (str,), "cluster_id": (str,), "name": (str,)},
-}
 _OPTIONAL = frozenset({"monitoring", "ipv6", "droplet_ids", "tags"})
 
 _MODULE_STEP = re.compile(r'module\.([A-Za-z_][A-Za-z0-9_-]*)(?:\[(?:(\d+)|("(?:[^"\\]|\\.)*"))\])?')
@@ -206,12 +177,12 @@ def _failer(where: str) -> Fail:
     return fail
 
 
-def _get(obj: Mapping[str, Any], key: str, kinds: tuple[type, ...], pointer: str, fail: Fail) -> Any:
+def _get(obj: Mapping[str, Any], key: str, types: tuple[type, ...], pointer: str, fail: Fail) -> Any:
     if key not in obj:
         raise fail(pointer, f"{key!r} is missing")
     value = obj[key]
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        names = " or ".join("null" if k is type(None) else _JSON_NAMES.get(k, k.__name__) for k in kinds)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join("null" if k is type(None) else _JSON_NAMES.get(k, k.__name__) for k in types)
         raise fail(f"{pointer}.{key}" if pointer else key, f"expected {names}, found {_json_type(value)}")
     return value
 
@@ -367,15 +338,15 @@ def _dependencies(value: Any, pointer: str, fail: Fail) -> tuple[str, ...]:
 
 def _keep(rtype: str, attrs: Mapping[str, Any], pointer: str, fail: Fail) -> Mapping[str, Any]:
     """The attributes matching needs, type-checked; everything else (secrets included) dropped."""
-    wanted = _KEEP.get(rtype)
-    if wanted is None:
+    kind = kinds.kind_of(rtype)
+    if kind is None or not kind.keeps:
         return {}
     kept: dict[str, Any] = {}
-    for key, kinds in wanted.items():
+    for key, types in kind.keeps.items():
         if key in _OPTIONAL and key not in attrs:
             kept[key] = None
             continue
-        kept[key] = _get(attrs, key, kinds, pointer, fail)
+        kept[key] = _get(attrs, key, types, pointer, fail)
     if rtype == DROPLET and not kept["id"].isdigit():
         raise fail(f"{pointer}.id", f"droplet id {kept['id']!r} is not a number")
     ids = kept.get("droplet_ids") or []
@@ -468,7 +439,7 @@ class Takeover:
             "ok": self.ok,
             "taken_over": [
                 {
-                    "kind": KIND[t.old.type],
+                    "kind": kinds.noun(t.old.type),
                     "name": t.name,
                     "from": t.old.address,
                     "to": t.address,
@@ -478,10 +449,10 @@ class Takeover:
             ],
             "removed_from": list(self.removed_from()),
             "left_in_old_root": [
-                {"kind": KIND[r.type], "name": r.label, "address": r.address} for r in self.left
+                {"kind": kinds.noun(r.type), "name": r.label, "address": r.address} for r in self.left
             ],
             "absent": [
-                {"kind": KIND[a.type], "name": a.name, "address": a.address, "source": a.source}
+                {"kind": kinds.noun(a.type), "name": a.name, "address": a.address, "source": a.source}
                 for a in self.absent
             ],
             "problems": [f._asdict() for f in self.findings],
@@ -541,7 +512,7 @@ class _Collector:
 
 def _what(rtype: str, name: str) -> str:
     """``droplet "x"``; a firewall is named by its droplet, as infra-apply renders one each."""
-    return f"firewall of droplet {_q(name)}" if rtype == FIREWALL else f"{KIND[rtype]} {_q(name)}"
+    return f"firewall of droplet {_q(name)}" if rtype == FIREWALL else f"{kinds.noun(rtype)} {_q(name)}"
 
 
 def _q(text: str) -> str:
@@ -750,7 +721,7 @@ def _take_databases(
         found.error(
             "unknown_cluster",
             r.address,
-            f"{KIND[r.type]} {_q(r.label)} is on cluster id {cluster_id}, which is not a database "
+            f"{kinds.noun(r.type)} {_q(r.label)} is on cluster id {cluster_id}, which is not a database "
             "cluster of this account: cannot tell whether a manifest declares it",
             "check the token (is this the old root's account?) or the cluster; a database on a "
             "cluster that is gone can be dropped from the old root's state",
@@ -760,7 +731,7 @@ def _take_databases(
         for rtype in (DATABASE, USER)
     }
     for db in producer.databases:
-        entry = _db_entry(db)
+        entry = db_entry(db)
         for rtype, name, address in (
             (DATABASE, db.name, f"{DATABASE}.{entry['db_address']}"),
             (USER, db.user, f"{USER}.{entry['user_address']}"),
@@ -778,13 +749,13 @@ def _take_database(
         found.error(
             "ambiguous",
             matches[0].address,
-            f"{len(matches)} resources of the old root are {KIND[rtype]} {_q(name)} on cluster "
+            f"{len(matches)} resources of the old root are {kinds.noun(rtype)} {_q(name)} on cluster "
             f"{_q(db.cluster)} ({', '.join(m.address for m in matches)})",
             "remove the duplicate from the old root's state (`terraform state rm`), then run adopt again",
         )
         return
     old = matches[0]
-    import_id = f"{old.attributes['cluster_id']},{name}"
+    import_id = kinds.KINDS[rtype].import_id_of(cluster_id=str(old.attributes["cluster_id"]), name=name)
     found.taken.append(TakenOver(old, address, import_id, name))
 
 
@@ -856,7 +827,7 @@ def format_text(t: Takeover) -> str:
         for x in t.taken_over
     ]
     lines.append(f"left in the old root, not declared by producer {t.producer} ({len(t.left)}):")
-    lines += [f"  {r.address}  ({KIND[r.type]} {_q(r.label)})" for r in t.left]
+    lines += [f"  {r.address}  ({kinds.noun(r.type)} {_q(r.label)})" for r in t.left]
     lines.append(f"declared but not in the old state: the next apply creates them ({len(t.absent)}):")
     lines += [f"  {a.address}  ({_what(a.type, a.name)})" for a in t.absent]
     if t.ignored:

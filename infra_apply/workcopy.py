@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from infra_apply import kinds
 from infra_apply import terraform as tf
 from infra_apply.bucket import check_locking
 from infra_apply.config import Config
@@ -567,8 +568,8 @@ def state_droplets(prep: Prepared) -> dict[str, JsonObject]:
     while stack:
         module = stack.pop()
         for r in map(_object, _array(module.get("resources"))):
-            if r.get("type") == "digitalocean_droplet" and r.get("mode") == "managed":
-                out[f"digitalocean_droplet.{r.get('name')}"] = _object(r.get("values"))
+            if r.get("type") == kinds.DROPLET.type and r.get("mode") == "managed":
+                out[kinds.DROPLET.address(str(r.get("name")))] = _object(r.get("values"))
         stack.extend(map(_object, _array(module.get("child_modules"))))
     return out
 

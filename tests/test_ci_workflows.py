@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
+from infra_apply.report.combine import failed_sentence
 from infra_apply.report.markdown import format_markdown
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, cli_env
 from tests.plan_fixtures import SANDBOX_CONTEXT
@@ -228,7 +229,10 @@ def test_the_comment_step_posts_the_plans(tmp_path: Path, httpserver: HTTPServer
     (work / "plans" / "quinn.md").write_text(format_markdown([quinn], SANDBOX_CONTEXT))
     done = run_step(s["run"], work, env)
     assert done.returncode == 0, done.stderr
-    one_plan = format_markdown([ct, quinn], SANDBOX_CONTEXT) + "\n" + FAILED
+    both = format_markdown([ct, quinn], SANDBOX_CONTEXT)
+    table = "\n<!-- infra-apply:table "  # the failed plan is named in the header, before the table
+    header = failed_sentence([("mc", "1")])
+    one_plan = both.replace(table, f"\n{header}\n{table}", 1) + "\n" + FAILED
     assert [c["body"] for c in forge.comments] == [f"{MARK}\n{one_plan}"]
     assert TOKEN not in done.stdout + done.stderr
     assert json.dumps(TOKEN) not in json.dumps(forge.requests)  # the token only in the header

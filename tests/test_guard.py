@@ -15,7 +15,7 @@ def test_guard_refuses_destroying_or_replacing_droplets_databases_and_users() ->
         ("delete", "digitalocean_database_user.quinn_forge_prod"),
         ("delete", "digitalocean_droplet.quinn_mcp"),
         ("replace", "digitalocean_droplet.quinn_artifacts"),
-    ]  # the firewall going away is not guarded
+    ]  # its firewall goes with the droplet: refused with it, on the droplet's line
 
 
 def test_refusal_message_names_each_item_and_the_flag_that_allows_it() -> None:

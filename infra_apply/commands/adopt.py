@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra_apply import remedy
+from infra_apply import kinds, remedy
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
@@ -58,8 +58,7 @@ def run(ctx: Context, producer: str) -> Adopted:
 def adopt(ctx: Context, prep: Prepared) -> Adopted:
     """Write import blocks for what the manifests declare that exists in the account by name
     but not in state: droplets, their firewalls, databases and users."""
-    from infra_apply.exists import DATABASE, USER
-    from infra_apply.render import _db_entry
+    from infra_apply.render import db_entry
 
     in_state = state_addresses(prep)
     account = _account(prep)
@@ -87,22 +86,23 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
         found.append(Adoption(address, d.name, matches[0].id, _adoption_warning(d, matches[0])))
     cluster_ids = {name: cid for cid, name in account.clusters.items()}
     for db in prep.producer.databases:
-        entry = _db_entry(db)
+        entry = db_entry(db)
         cid = cluster_ids.get(db.cluster)
-        for rtype, name, table, kind in (
-            (DATABASE, db.name, account.dbs, "database"),
-            (USER, db.user, account.users, "database user"),
+        for kind, name, table, local in (
+            (kinds.DATABASE, db.name, account.dbs, entry["db_address"]),
+            (kinds.USER, db.user, account.users, entry["user_address"]),
         ):
-            address = f"{rtype}.{entry['db_address' if rtype == DATABASE else 'user_address']}"
+            address = kind.address(local)
             if cid is not None and address not in in_state and name in table.get(cid, frozenset()):
-                found.append(Adoption(address, name, f"{cid},{name}", kind=kind))
+                import_id = kind.import_id_of(cluster_id=cid, name=name)
+                found.append(Adoption(address, name, import_id, kind=kind.noun))
     target = imports_file(ctx, prep.producer.name)
     write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
     return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
 
 
-DROPLET = "digitalocean_droplet"
-FIREWALL = "digitalocean_firewall"
+DROPLET = kinds.DROPLET.type
+FIREWALL = kinds.FIREWALL.type
 
 
 def state_addresses(prep: Prepared) -> set[str]:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from infra_apply import exists, remedy
+from infra_apply import exists, kinds, remedy
 from infra_apply import terraform as tf
 from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
@@ -304,7 +304,7 @@ def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> 
     """Register the hosts (and drop the destroyed droplets' ones); a failure here says the
     apply itself went through and how to finish."""
     removed = [
-        c.name for c in planned.plan.changes if c.type == "digitalocean_droplet" and c.action == "delete"
+        c.name for c in planned.plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"
     ]
     if not (prep.producer.droplets or removed):
         return None

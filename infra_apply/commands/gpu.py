@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from infra_apply import remedy
+from infra_apply import kinds, remedy
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
@@ -75,8 +75,8 @@ def own_resources(prep: Prepared, name: str) -> frozenset[str]:
             "release it by hand (terraform state) and remove its lease",
             rule="gpu_ondemand",
         )
-    local = droplet.removeprefix("digitalocean_droplet.")
-    return frozenset({droplet, f"digitalocean_firewall.{local}"})
+    local = kinds.DROPLET.local(droplet)
+    return frozenset({droplet, kinds.FIREWALL.address(local)})
 
 
 # --- gpu up --------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ class _Releaser:
         )
         applied = apply_producer(self.ctx, self.prep, self.terminal, options)
         destroyed = any(
-            c.type == "digitalocean_droplet" and c.action == "delete" and c.name == lease.gpu
+            c.type == kinds.DROPLET.type and c.action == "delete" and c.name == lease.gpu
             for c in applied.planned.plan.changes
         )
         if not destroyed and applied.registry is not None:

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from infra_apply import kinds
 from infra_apply import terraform as tf
 from infra_apply.bucket import check_locking
 from infra_apply.gpu.lease import Lease, held
@@ -72,7 +73,7 @@ def unleased_up(plan: ProducerPlan, rendered: Rendered, leased: Collection[str])
     """The GPU droplets ``plan`` destroys though no lease was ever ended for them: up without a
     lease. Said in the summary with the two ways out, never as a bare destroy."""
     deleted = {
-        c.base_address for c in plan.changes if c.type == "digitalocean_droplet" and c.action == "delete"
+        c.base_address for c in plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"
     }
     return tuple(
         GpuUp(name, None, None)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
-from infra_apply import remedy
+from infra_apply import kinds, remedy
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
 from infra_apply.plan_model import (
     SIZE_DERIVED,
@@ -52,9 +52,9 @@ def detail(change: Change) -> str:
 def display_name(change: Change) -> str:
     """What to call a resource: its name, but a firewall's manifest name is its droplet's,
     so a firewall reads ``firewall of DROPLET`` (or ``firewall NAME`` from state)."""
-    if change.type == "digitalocean_firewall" and change.name_source == "manifest":
+    if change.type == kinds.FIREWALL.type and change.name_source == "manifest":
         return f"firewall of {change.name}"
-    if change.type == "digitalocean_firewall" and change.name_source == "state":
+    if change.type == kinds.FIREWALL.type and change.name_source == "state":
         return f"firewall {change.name}"
     return change.name
 

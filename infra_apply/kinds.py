@@ -1,0 +1,189 @@
+"""Every Terraform resource type infra-apply renders, reads or takes over: one frozen entry each.
+
+The rest of the package asks this table instead of spelling type strings: the guard (which
+action needs which ``--allow-*`` flag), takeover (the import id, the attributes kept from an old
+state), cost (what has a price), drift (how an orphan is found), the diagram (how it is drawn)
+and the reports (what to call it). A type missing from the table is unknown, and the guard
+refuses to destroy or replace what it cannot judge. tests/test_kinds.py fails when a template
+or the sandbox provider has a type without an entry here.
+
+Import id formats are the provider's (``do-provider-schema.json``, v2.99.1,
+``resource_schemas.<type>.x_behavior.import.id_format``); note that the *resource ids* of a
+database and a user (``<cluster_id>/database/<name>``) are not what their import takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+Action = Literal["create", "update", "replace", "destroy"]
+AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize"]
+Mode = Literal["managed", "data"]
+# How ``drift`` finds an orphan of the kind: by its id in the account, absent from every
+# state ("account-id"), or not at all ("none": it is looked up, or it dies with its owner).
+Orphans = Literal["account-id", "none"]
+# How the plan diagram draws a change of the kind: a box of its own, folded into its droplet's
+# box (a firewall's rules), a database (or its user) node, or not at all.
+Diagram = Literal["box", "droplet-rules", "database", "database-user", "none"]
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """Per action, the flag that allows it (None: allowed without one)."""
+
+    create: AllowFlag | None = None
+    update: AllowFlag | None = None
+    replace: AllowFlag | None = "--allow-replace"
+    destroy: AllowFlag | None = "--allow-destroy"
+
+    def flag(self, action: Action) -> AllowFlag | None:
+        flags: Mapping[Action, AllowFlag | None] = {
+            "create": self.create,
+            "update": self.update,
+            "replace": self.replace,
+            "destroy": self.destroy,
+        }
+        return flags[action]
+
+
+GUARDED = GuardPolicy()
+# A data source is only ever read; reading it changes nothing.
+READ_ONLY = GuardPolicy(replace=None, destroy=None)
+
+Keeps = Mapping[str, tuple[type, ...]]
+
+
+def _keeps(**attrs: tuple[type, ...]) -> Keeps:
+    return MappingProxyType(attrs)
+
+
+@dataclass(frozen=True)
+class Kind:
+    type: str  # the Terraform type, e.g. digitalocean_droplet
+    mode: Mode
+    noun: str  # what a person calls one: "droplet", "database user"
+    guard: GuardPolicy
+    import_id: str | None  # the provider's import id format; None: not taken over
+    # takeover: the attributes kept from an old state, and the JSON types each may have
+    keeps: Keeps = field(default_factory=lambda: _keeps())
+    priced: bool = False  # cost prices it (hourly, by size)
+    orphans: Orphans = "none"
+    diagram: Diagram = "none"
+    # The kind one of these belongs to and is named by (a droplet's own firewall): it goes with
+    # its owner, and the guard's refusal of both is the owner's one line.
+    owner: str | None = None
+
+    def address(self, local: str) -> str:
+        """``digitalocean_droplet`` + ``web`` → ``digitalocean_droplet.web``."""
+        return f"{self.type}.{local}"
+
+    def local(self, address: str) -> str:
+        """The local name (and index) of one of this kind's root-module addresses."""
+        return address.removeprefix(f"{self.type}.")
+
+    def import_id_of(self, **parts: str) -> str:
+        """The id ``terraform import`` takes for one of this kind: its format, each ``<part>``
+        filled in (``cluster_id="c1", name="forge"`` → ``c1,forge``)."""
+        if self.import_id is None:
+            raise ValueError(f"{self.type} is not imported")
+        found = self.import_id
+        for part, value in parts.items():
+            found = found.replace(f"<{part}>", value)
+        if "<" in found:
+            raise ValueError(f"{self.type} import id {self.import_id}: parts {sorted(parts)} leave {found}")
+        return found
+
+    @property
+    def safe_to_lose(self) -> bool:
+        return self.guard.destroy is None and self.guard.replace is None
+
+
+_NULLABLE_BOOL = (bool, type(None))
+_NULLABLE_LIST = (list, type(None))
+
+DROPLET = Kind(
+    type="digitalocean_droplet",
+    mode="managed",
+    noun="droplet",
+    guard=GUARDED,
+    import_id="<droplet_id>",  # must parse as an integer
+    keeps=_keeps(
+        id=(str,),
+        name=(str,),
+        region=(str,),
+        image=(str,),
+        size=(str,),
+        monitoring=_NULLABLE_BOOL,
+        ipv6=_NULLABLE_BOOL,
+    ),
+    priced=True,
+    orphans="account-id",
+    diagram="box",
+)
+# Losing a droplet's firewall opens every port of a droplet that stays: it is guarded like the
+# droplet, and a firewall is named by its droplet, so --allow-destroy NAME allows both.
+FIREWALL = Kind(
+    type="digitalocean_firewall",
+    mode="managed",
+    noun="firewall",
+    guard=GUARDED,
+    import_id="<firewall_id>",
+    keeps=_keeps(id=(str,), name=(str,), droplet_ids=_NULLABLE_LIST, tags=_NULLABLE_LIST),
+    diagram="droplet-rules",
+    owner="digitalocean_droplet",
+)
+DATABASE = Kind(
+    type="digitalocean_database_db",
+    mode="managed",
+    noun="database",
+    guard=GUARDED,
+    import_id="<cluster_id>,<name>",
+    keeps=_keeps(id=(str,), cluster_id=(str,), name=(str,)),
+    diagram="database",
+)
+USER = Kind(
+    type="digitalocean_database_user",
+    mode="managed",
+    noun="database user",
+    guard=GUARDED,
+    import_id="<cluster_id>,<name>",
+    keeps=_keeps(id=(str,), cluster_id=(str,), name=(str,)),
+    diagram="database-user",
+)
+CLUSTER = Kind(
+    type="digitalocean_database_cluster",
+    mode="data",
+    noun="database cluster",
+    guard=READ_ONLY,
+    import_id=None,
+)
+SSH_KEY = Kind(type="digitalocean_ssh_key", mode="data", noun="SSH key", guard=READ_ONLY, import_id=None)
+# The lease store's and the mesh allocation record's own roots hold one record each; never
+# planned through the guard, but losing one loses the leases or the allocations.
+RECORD = Kind(type="terraform_data", mode="managed", noun="record", guard=GUARDED, import_id=None)
+
+KINDS: Mapping[str, Kind] = MappingProxyType(
+    {k.type: k for k in (DROPLET, FIREWALL, DATABASE, USER, CLUSTER, SSH_KEY, RECORD)}
+)
+# What ``adopt --from-state`` takes over from another root.
+TAKEOVER: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.keeps)
+
+
+def kind_of(rtype: str) -> Kind | None:
+    return KINDS.get(rtype)
+
+
+def noun(rtype: str) -> str:
+    """What to call a resource of ``rtype``; an unknown type is called by its type."""
+    found = KINDS.get(rtype)
+    return found.noun if found is not None else rtype
+
+
+def guard_flag(rtype: str, action: Action) -> AllowFlag | None:
+    """The flag that allows ``action`` on a resource of ``rtype``. An unknown type is judged
+    like the most guarded kind: its destroy and replacement need their flags."""
+    found = KINDS.get(rtype)
+    return (found.guard if found is not None else GUARDED).flag(action)
