@@ -44,7 +44,7 @@ demo: venv
 	  --mesh-hosts examples/mesh-hosts.json; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ]
 
 # In TEST_WORKERS processes (pytest-xdist): most of the suite waits on Terraform and the sandbox
-# provider rather than computing, so even 2 cores run several workers well (README, Development).
+# provider rather than computing, so even 2 cores run several workers well (docs/development.md).
 # worksteal, not loadfile: one long end-to-end file would otherwise finish alone on one worker
 # (a module fixture may then run once per worker instead of once). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 4

@@ -151,7 +151,7 @@ def bench_discover(ctx: Context) -> list[Row]:
 def bench_validate(ctx: Context) -> list[Row]:
     """The whole ``validate`` command on the tree, as a user runs it: without the per-file cache
     (every manifest parsed and schema-checked) and with it (unchanged files reused)."""
-    # --mesh-hosts is a per-command option (DESIGN.md: "every command accepts --mesh-hosts")
+    # --mesh-hosts is a per-command option (docs/commands.md, Options)
     command = ctx.command("--root", str(ctx.tree), "validate", "--mesh-hosts", str(ctx.mesh_hosts))
     os.environ["INFRA_APPLY_NO_CACHE"] = "1"
     try:

@@ -3,8 +3,8 @@
 Terraform does everything else; these are the rename action (names are ``ignore_changes``
 so renames go live through the API) and the droplet list that ``adopt`` matches against.
 A small client on ``urllib.request`` replaces pydo, which installs about 112 MB (the Azure
-SDK stack) and imports in 0.14 s for these few documented calls (README, "Dependencies and
-install size"). ``Client.request`` and ``Client.paginate`` make a new call a one-liner:
+SDK stack) and imports in 0.14 s for these few documented calls (docs/development.md,
+"Dependencies and install size"). ``Client.request`` and ``Client.paginate`` make a new call a one-liner:
 
     account = c.request("GET", "/v2/account")["account"]
     keys = list(c.paginate("/v2/account/keys", "ssh_keys"))

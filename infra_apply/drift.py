@@ -5,7 +5,7 @@ fixtures alone:
 
 * ``outside``: the refresh-only plan's ``resource_drift`` (a console resize, edited tags, a
   deleted droplet), parsed by ``plan_model`` like any change. The real provider's refresh shows
-  ``+ tags = []`` on firewalls (DESIGN.md); that noise is dropped before parsing.
+  ``+ tags = []`` on firewalls (docs/commands.md, drift); that noise is dropped before parsing.
 * ``names``: droplets whose live name differs from the manifest name (``plan_model``).
 * ``mesh``: mesh-hosts.json entries that disagree with state: what ``register`` would change,
   computed as a dry run (missing host, stale public IP, an entry for a droplet state no longer

@@ -9,7 +9,7 @@ Level = Literal["error", "warning"]
 
 
 class ExitCode(IntEnum):
-    """Every exit status infra-apply ends with (DESIGN.md's command-line contract)."""
+    """Every exit status infra-apply ends with (docs/commands.md, the command table)."""
 
     OK = 0
     ERROR = 1  # bad input, a failed Terraform, a refused precondition

@@ -367,7 +367,8 @@ def _tagged_without_state(
             else:
                 how = (
                     f"no manifest of {producer.name} declares that name, so adopt cannot take it over: "
-                    "apply from the state that holds it (README \"A second machine\": remote state), "
+                    "apply from the state that holds it (remote state: docs/runbooks.md, "
+                    '"Second machine and CI"), '
                     "or destroy it by hand if it is a leftover"
                 )
             found.append(

@@ -639,7 +639,7 @@ def _firewall_state(root: JsonObject, address: str) -> JsonObject:
 
 def is_noise(entry: JsonObject) -> bool:
     """A firewall whose only difference is ``tags`` going from null to ``[]``: the real
-    provider's refresh reports it on every firewall (DESIGN.md), and it changes nothing."""
+    provider's refresh reports it on every firewall (docs/commands.md, drift), and it changes nothing."""
     if entry.get("type") != kinds.FIREWALL.type:
         return False
     change = _dict(entry.get("change"))

@@ -406,7 +406,7 @@ def _is_host_name(host: str) -> bool:
 
 @rule("do_limits", "error")
 def do_limits(tree: Tree) -> Iterator[Finding]:
-    """DigitalOcean facts: what becomes a tag must be a valid tag (DESIGN.md, provider facts)."""
+    """DigitalOcean facts: what becomes a tag must be a valid tag (docs/safety.md, Names)."""
     for m, i, d in droplets(tree):
         role = d.get("role")
         if role is not None and not (role and TAG_RE.fullmatch(f"role:{role}")):

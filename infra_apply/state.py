@@ -146,7 +146,7 @@ def refuse_local_state_in_ci(config: Config, env: Mapping[str, str], *, sandbox:
     raise InfraApplyError(
         f"CI is set (CI={printable(env.get('CI', ''))}) and this tree keeps local state, which a "
         "runner throws away: every run would create every server again. Set remote state in "
-        f'[state] of {CONFIG_NAME} (backend = "s3", bucket = ...; README "Remote state"), or '
+        f'[state] of {CONFIG_NAME} (backend = "s3", bucket = ...; docs/configuration.md), or '
         "[state] allow_local_in_ci = true for a throwaway tree",
         path=where.path if where else (config.path or CONFIG_NAME),
         line=where.line if where else 0,

@@ -1,5 +1,5 @@
 """The CI workflows shipped under examples/ci/: actionlint (with shellcheck on every run: script)
-passes on each, their shape is what the README promises, and the steps that call infra-apply
+passes on each, their shape is what docs/runbooks.md promises, and the steps that call infra-apply
 work when run as the runner runs them (bash -eo pipefail) against a real repository and forge."""
 
 from __future__ import annotations

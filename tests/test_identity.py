@@ -162,7 +162,7 @@ def test_old_and_new_state_both_present_is_refused_and_nothing_moves(tmp_path: P
 
 
 def test_naming_a_git_tree_moves_its_state_from_the_git_key(tmp_path: Path) -> None:
-    """Setting ``[state] name`` in a git tree (as README suggests for moving it out of git)
+    """Setting ``[state] name`` in a git tree (as docs/configuration.md suggests for moving it out of git)
     keeps its state: what sat under the git key moves to the name, not left for an empty state
     that plans every server as new."""
     root, state = repo(tmp_path / "r"), tmp_path / "state"
