@@ -514,7 +514,8 @@ def plan(
 )
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
 @names_option(
-    "--allow-destroy", help="Allow deleting this droplet, database or database user (name or address)."
+    "--allow-destroy",
+    help="Allow deleting this droplet (and its firewall), database or database user (name or address).",
 )
 @names_option("--allow-replace", help="Allow replacing (destroy + create) this droplet, database or user.")
 @names_option(
