@@ -322,8 +322,10 @@ def test_every_name_is_a_located_error_or_reaches_terraform_and_the_mesh_exactly
     event(f"{field}: accepted")
     working_copy = render_and_prepare(root, out, state, v)
     assert_exact(out / f["producer"], f)
-    # The producer's folder under --out, its working copy (and lock), and the state dir's cache.
-    allowed = (out / f["producer"], working_copy, Path(f"{working_copy}.lock"), state / "cache")
+    # The producer's folder under --out, its working copy (and lock), the state dir's cache, and the
+    # lock of the producer in its account (one run per producer and account on a machine).
+    lock = Path(f"{working_copy}.lock")
+    allowed = (out / f["producer"], working_copy, lock, state / "cache", state / "locks")
     assert outside(snapshot(base) - before, allowed) == []
     assert not (set(os.listdir("/")) - top_before) & RENDERED_NAMES
 
