@@ -265,21 +265,45 @@ def _wait(
         ]
         for t in readers:
             t.start()
-        while True:
-            try:
-                proc.wait(SIGNAL_CHECK_SECONDS)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-            except KeyboardInterrupt as exc:
-                interrupted = interrupted or exc  # the first signal decides the exit code
-                proc.send_signal(signal.SIGINT)
-        exited.set()
-        for t in readers:
-            t.join()
+        # The readers must be done before the with closes their files, whatever is raised here.
+        try:
+            interrupted = _wait_forwarding(proc, interrupted)
+        finally:
+            exited.set()
+            late = _join(readers)
+    interrupted = interrupted or late
     if interrupted is not None:
         raise interrupted
     return Result(proc.returncode, "".join(out), "".join(err))
+
+
+def _wait_forwarding(
+    proc: subprocess.Popen[bytes], interrupted: KeyboardInterrupt | None
+) -> KeyboardInterrupt | None:
+    """Wait for Terraform, passing each signal on as a SIGINT; the first decides the exit code.
+    The inner try keeps a signal that lands while a timeout is being handled from escaping."""
+    while True:
+        try:
+            try:
+                proc.wait(SIGNAL_CHECK_SECONDS)
+                return interrupted
+            except subprocess.TimeoutExpired:
+                pass
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
+            proc.send_signal(signal.SIGINT)
+
+
+def _join(threads: Sequence[threading.Thread]) -> KeyboardInterrupt | None:
+    """Join every thread even when a signal arrives meanwhile (kept, never lost)."""
+    interrupted: KeyboardInterrupt | None = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except KeyboardInterrupt as exc:
+                interrupted = interrupted or exc
+    return interrupted
 
 
 def interrupt_running() -> int:
