@@ -16,7 +16,7 @@ file named by ``INFRA_APPLY_CONFIG``), read by ``infra_apply.config``::
     sandbox_key_prefix = "infra-apply-sandbox"      # optional: --sandbox state in the bucket too
                                                     # (default: sandbox state stays local)
     name = "uvlava"                                 # the key of local state (identity.py)
-    allow_local_in_ci = true                        # plan/apply/drift with local state under CI
+    allow_local_in_ci = true                        # plan/apply/drift/gpu with local state under CI
 
 Credentials never go in that file: Terraform reads ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` (or infra-apply maps ``SPACES_ACCESS_KEY_ID`` /
@@ -137,7 +137,7 @@ def in_ci(env: Mapping[str, str]) -> bool:
 
 
 def refuse_local_state_in_ci(config: Config, env: Mapping[str, str], *, sandbox: bool) -> None:
-    """plan/apply/drift under CI with local state: a runner's state dir is thrown away after
+    """plan/apply/drift/gpu under CI with local state: a runner's state dir is thrown away after
     the job, so every run would plan (and apply) every server as new. Sandbox runs are exempt:
     their state describes the stand-in cloud under the same state dir, throwaway with it."""
     if sandbox or not in_ci(env) or config.state.kind != "local" or config.state.allow_local_in_ci:
