@@ -578,7 +578,7 @@ def bench_plan_live(ctx: Context) -> list[Row]:
         env.update(
             INFRA_APPLY_STATE_DIR=str(work / "state"),
             INFRA_APPLY_TERRAFORM=str(stub),
-            DIGITALOCEAN_TOKEN="bench-token",
+            DIGITALOCEAN_TOKEN="FAKE-do-token_bench",
             DIGITALOCEAN_API_URL=server.url_for(""),
             HOME=str(work),  # no ~/.vault PAT files of the operator's
             # Compiled modules cached as an install has them (pip compiles at install), even

@@ -106,7 +106,7 @@ def _id() -> str:
 
 def test_a_refused_token_still_stops_preflight_first(root: Path, api: HTTPServer) -> None:
     """A refused token still stops pre-flight with its message (the account call reads it first)."""
-    standin = Account(token="another-token")
+    standin = Account(token="FAKE-do-token_another")
     standin.serve(api)
     env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
     with Accounts(env) as accounts, pytest.raises(InfraApplyError, match="refused the token"):

@@ -105,26 +105,26 @@ def test_client_reads_token_and_endpoint_from_the_environment(
     api: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DIGITALOCEAN_TOKEN", raising=False)
-    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", "from-access-token-var")
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", "FAKE-do-token_from-access-token-var")
     monkeypatch.setenv("DIGITALOCEAN_API_URL", api.url_for(""))
     api.expect_request("/v2/droplets").respond_with_json(page([], 0, None))
 
     assert do_api.list_droplets(do_api.client()) == []
 
     ((request, _),) = api.log
-    assert request.headers["Authorization"] == "Bearer from-access-token-var"
+    assert request.headers["Authorization"] == "Bearer FAKE-do-token_from-access-token-var"
 
 
 def test_digitalocean_token_wins_over_access_token(
     api: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "primary")
-    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", "secondary")
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "FAKE-do-token_primary")
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", "FAKE-do-token_secondary")
     api.expect_request("/v2/droplets").respond_with_json(page([], 0, None))
 
     do_api.list_droplets(do_api.client(endpoint=api.url_for("")))
 
-    assert api.log[0][0].headers["Authorization"] == "Bearer primary"
+    assert api.log[0][0].headers["Authorization"] == "Bearer FAKE-do-token_primary"
 
 
 def test_missing_token_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -132,7 +132,7 @@ def test_a_gpu_the_run_creates_must_be_offered_in_its_region(root: Path, api: HT
 
 
 def test_a_refused_token_is_one_line_without_the_token(root: Path, api: HTTPServer) -> None:
-    Account(token="another-token").serve(api)
+    Account(token="FAKE-do-token_another").serve(api)
     with pytest.raises(InfraApplyError) as caught:
         live(root, api)
     message = caught.value.format()
