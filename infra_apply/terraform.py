@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from infra_apply.errors import InfraApplyError, TerraformError
 from infra_apply.fs import PRIVATE_FILE, STATE_LIMIT, TEXT_LIMIT, atomic_write, private_dirs, read_bounded
@@ -258,19 +258,20 @@ def _wait(
     exited = threading.Event()
     if interrupted is not None:  # it came while Terraform was starting
         proc.send_signal(signal.SIGINT)
-    with open(cwd / OUT_FILE, "rb") as out_file, open(cwd / ERR_FILE, "rb") as err_file:
-        readers = [
-            threading.Thread(target=_follow, args=(out_file, out, echo, exited), daemon=True),
-            threading.Thread(target=_follow, args=(err_file, err, echo_stderr, exited), daemon=True),
-        ]
+    # Each reader opens and closes its own file and stops once Terraform has exited and all is
+    # read: no signal on this thread, wherever it lands, can close a file under a reader.
+    readers = [
+        threading.Thread(target=_follow, args=(cwd / OUT_FILE, proc, out, echo, exited), daemon=True),
+        threading.Thread(target=_follow, args=(cwd / ERR_FILE, proc, err, echo_stderr, exited), daemon=True),
+    ]
+    late: KeyboardInterrupt | None = None
+    try:
         for t in readers:
             t.start()
-        # The readers must be done before the with closes their files, whatever is raised here.
-        try:
-            interrupted = _wait_forwarding(proc, interrupted)
-        finally:
-            exited.set()
-            late = _join(readers)
+        interrupted = _wait_forwarding(proc, interrupted)
+    finally:
+        exited.set()
+        late = _join([t for t in readers if t.ident is not None])
     interrupted = interrupted or late
     if interrupted is not None:
         raise interrupted
@@ -320,21 +321,29 @@ def interrupt_running() -> int:
     return len(procs)
 
 
-def _follow(stream: IO[bytes], sink: list[str], echo: Printer | None, exited: threading.Event) -> None:
-    """Pass on each line written to ``stream`` until the writer has exited and all is read."""
+def _follow(
+    path: Path,
+    proc: subprocess.Popen[bytes],
+    sink: list[str],
+    echo: Printer | None,
+    exited: threading.Event,
+) -> None:
+    """Pass on each line written to ``path`` until its writer has exited and all is read."""
     partial = b""
-    while True:
-        done = exited.is_set()  # checked before reading: whatever it wrote is then in the file
-        chunk = stream.readline()
-        if chunk:
-            partial += chunk
-            if partial.endswith(b"\n"):
-                echo = _emit(partial, sink, echo)
-                partial = b""
-        elif done:
-            break
-        else:
-            exited.wait(FOLLOW_SECONDS)
+    with open(path, "rb") as stream:
+        while True:
+            # Checked before reading: whatever Terraform wrote is then in the file.
+            done = exited.is_set() or proc.poll() is not None
+            chunk = stream.readline()
+            if chunk:
+                partial += chunk
+                if partial.endswith(b"\n"):
+                    echo = _emit(partial, sink, echo)
+                    partial = b""
+            elif done:
+                break
+            else:
+                exited.wait(FOLLOW_SECONDS)
     if partial:
         _emit(partial, sink, echo)
 

@@ -536,6 +536,43 @@ def test_interrupt_running_reaches_terraform_on_a_worker_thread(tmp_path: Path) 
     assert tf.interrupt_running() == 0
 
 
+def test_a_signal_before_the_readers_are_joined_leaves_no_reader_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal can land anywhere on the main thread, also after Terraform exited and before the
+    readers are joined: the readers must not lose their files to it (make faults once printed
+    "ValueError: readline of closed file" from a reader thread after SIGHUP)."""
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log)
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    readers: list[threading.Thread] = []
+
+    def signal_instead_of_join(threads: list[threading.Thread]) -> None:
+        readers.extend(threads)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf, "_join", signal_instead_of_join)
+    results: list[BaseException] = []
+
+    def run_and_keep() -> None:
+        try:
+            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
+        except KeyboardInterrupt as exc:
+            results.append(exc)
+
+    worker = threading.Thread(target=run_and_keep)
+    worker.start()
+    wait_until(lambda: "planning" in log_lines(log))
+    assert tf.interrupt_running() == 1
+    worker.join(timeout=30)
+    assert len(results) == 1 and len(readers) == 2
+    for t in readers:
+        t.join(timeout=30)
+        assert not t.is_alive()
+    assert failures == []
+
+
 def interrupt_cli(
     example: Path, *args: str, signum: int = signal.SIGINT, still_running: list[int] | None = None
 ) -> tuple[int, str, str, list[str]]:
