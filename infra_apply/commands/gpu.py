@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from infra_apply import kinds, remedy
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
-from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
+from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_leases
 from infra_apply.commands.register import register
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.gpu import lifecycle

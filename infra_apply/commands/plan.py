@@ -92,8 +92,8 @@ def run(
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
     refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
-    from infra_apply.commands.leases import read_leases, unleased_up
-    from infra_apply.commands.pricing import run_prices
+    from infra_apply.gpu.leases_view import read_leases, unleased_up
+    from infra_apply.pricing import run_prices
 
     # the leases (with remote state: the state bucket) are read only once pre-flight's account
     # check passed, and once
