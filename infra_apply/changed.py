@@ -34,8 +34,6 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.fs import CONFIG_LIMIT, read_bounded
 from infra_apply.names import producer_folders
 
-DEFAULT_BASE = "origin/main"
-
 
 @dataclass(frozen=True)
 class Layout:
