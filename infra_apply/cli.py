@@ -332,7 +332,7 @@ def plan(
         changed_since=base if changed else None,
         list_only=list_only,
     )
-    _emit(ctx, verb.output(result, fmt, color=fmt == "text" and use_color(ctx, err=False)))
+    _emit(ctx, verb.output(result, fmt, color=use_color(ctx, err=False)))
 
 
 @cli.command()
