@@ -121,11 +121,6 @@ def applied(plan: JsonObject) -> bool:
     return any(True for _ in _managed(plan)) or bool(_list(plan.get("resource_drift")))
 
 
-def state_droplet_ids(plan: JsonObject) -> set[str]:
-    """Ids of every managed droplet in the plan's (refreshed) prior state."""
-    return {d.id for d in state_droplets("", plan)}
-
-
 def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
     """Every managed droplet in the plan's (refreshed) prior state, with its live name."""
     found = []

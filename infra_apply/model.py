@@ -13,8 +13,6 @@ DEFAULT_REGION = "nyc3"
 ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
 DEFAULT_SIZE = "s-2vcpu-4gb"
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
-DEFAULT_GPU_SIZE = "gpu-h100x1-80gb"
-DEFAULT_GPU_IMAGE = "gpu-h100x1-base"
 
 
 @dataclass(frozen=True)

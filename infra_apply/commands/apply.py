@@ -103,8 +103,8 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     """An ordinary apply: every on-demand GPU stays as its lease says. The leases are held
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
-    from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
-    from infra_apply.commands.pricing import run_prices
+    from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_leases
+    from infra_apply.pricing import run_prices
 
     check_registry(ctx)
     check_ready(ctx)
@@ -158,7 +158,7 @@ def apply_producer(
     verdict = guard(planned.plan, *allow)
     gpus = options.gpus_up
     if options.leased is not None:
-        from infra_apply.commands.leases import unleased_up
+        from infra_apply.gpu.leases_view import unleased_up
 
         gpus += unleased_up(planned.plan, prep.rendered, options.leased)
     cost = None

@@ -5,7 +5,6 @@ matrix's per-producer plans) are combined into one plan first (``report.combine`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +82,9 @@ def _read_text(file: Path, read_stdin: Callable[[], bytes]) -> str:
 
 
 def output(done: Commented, fmt: str) -> Output:
-    text = format_json(done) if fmt == "json" else format_text(done)
-    return Output(text, notes(done))
+    from infra_apply.report import formats
+
+    return Output(formats.comment().render(done, fmt), notes(done))
 
 
 def notes(done: Commented) -> tuple[str, ...]:
@@ -110,30 +110,3 @@ def notes(done: Commented) -> tuple[str, ...]:
         )
     return tuple(out)
 
-
-def format_text(done: Commented) -> str:
-    posted = done.posted
-    link = f": {posted.url}" if posted.url else ""
-    if done.issue:
-        if posted.action == "none":
-            return f"no open issue to close in {done.where}\n"
-        return f"{posted.action} issue {posted.comment_id} in {done.where}{link}\n"
-    return f"{posted.action} comment {posted.comment_id} on {done.where}{link}\n"
-
-
-def format_json(done: Commented) -> str:
-    posted = done.posted
-    doc = {
-        "action": posted.action,
-        "issue" if done.issue else "comment_id": posted.comment_id,
-        "url": posted.url,
-        "forge": done.target.forge,
-        "repo": done.target.repo,
-        "identity": posted.identity,
-        "left_alone": [{"number": f.number, "user": f.user} for f in posted.foreign],
-        "cut": posted.cut,
-        "chars": posted.chars,
-    }
-    if not done.issue:
-        doc["pr"] = int(done.where.rsplit("#", 1)[1])
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

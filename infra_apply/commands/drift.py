@@ -72,10 +72,10 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
 
 
 def output(report: DriftReport, fmt: str) -> Output:
-    from infra_apply.report import drift as formats
+    from infra_apply.report import formats
 
-    text = {"json": formats.format_json, "markdown": formats.format_markdown}.get(fmt, formats.format_text)
-    return Output(text(report), code=ExitCode.CHANGES if report.drifted else ExitCode.OK)
+    text = formats.drift().render(report, fmt)
+    return Output(text, code=ExitCode.CHANGES if report.drifted else ExitCode.OK)
 
 
 # --- refresh-only plans -----------------------------------------------------------------------

@@ -46,9 +46,6 @@ class Leases:
             if lease.up
         )
 
-    def up_by_producer(self) -> dict[str, tuple[GpuUp, ...]]:
-        return {p: self.up(p) for p in self.by_producer}
-
     def lease_ends(self, producer: str) -> dict[str, datetime | None]:
         """Every GPU droplet ``producer`` declares → its lease end (None: no lease holds it),
         for the cost summary (a GPU costs by the hour until its lease ends)."""
