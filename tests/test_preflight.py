@@ -77,6 +77,7 @@ def test_the_example_tree_passes_with_a_handful_of_calls(root: Path, api: HTTPSe
         "/v2/account",
         "/v2/account/keys",
         "/v2/databases",
+        "/v2/droplets",  # the VPC of each droplet hosting a database project
         "/v2/images/gpu-h100x1-base",  # not a distribution: asked for by slug
         "/v2/images?type=distribution",
         "/v2/regions",
@@ -342,7 +343,8 @@ def test_a_size_whose_regions_are_not_a_list_of_slugs_is_one_line(regions: objec
     from types import SimpleNamespace
     from typing import cast
 
-    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=SimpleNamespace(image="x"))),))
+    droplet = SimpleNamespace(image="x", database_clusters=())
+    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=droplet)),))
     source = _Catalogue([{"slug": "s-1vcpu-1gb\x1b]0;x\x07", "available": True, "regions": regions}])
     with pytest.raises(InfraApplyError) as caught:
         preflight.fetch(cast(Any, source), wanted, lambda _line: None)

@@ -104,7 +104,7 @@ def test_droplet_template_has_lifecycle_tags_and_no_secrets() -> None:
     tf = files["droplets.tf"]
     assert 'resource "digitalocean_droplet" "ct_edge"' in tf
     assert 'tags   = ["managed-by:infra-apply", "producer:ct", "role:edge"]' in tf
-    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in tf
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in tf
     assert "token" not in "".join(files.values()).replace("DIGITALOCEAN_TOKEN", "")
     assert files["versions.tf"].count('source  = "digitalocean/digitalocean"') == 1
     assert 'version = "~> 2.99"' in files["versions.tf"]
@@ -331,7 +331,7 @@ def test_keys_monitoring_and_user_data_reach_every_droplet_of_their_producer(tmp
     assert re.search(rf"\n  ssh_keys   = {keys}\n", body)
     assert "  monitoring = true\n" in body
     assert '  user_data = file("${path.module}/user-data/base.sh")\n' in body
-    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in body
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in body
     # the user data ships byte for byte beside the module, never inside the HCL
     assert ct["user-data/base.sh"] == script
     assert "HOME" not in "".join(text for name, text in ct.items() if name.endswith(".tf"))
