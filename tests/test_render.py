@@ -29,6 +29,7 @@ from infra_apply.render import (
 )
 from infra_apply.validate import validate_tree
 from tests.conftest import (
+    CONFIG,
     EXAMPLE_MESH,
     EXAMPLE_TREE,
     REPO,
@@ -313,6 +314,23 @@ def _rendered(tmp_path: Path, toml: str, **files: Any) -> dict[str, dict[str, st
         **files,
     }
     return render_tree(write_tree(tmp_path / "root", tree), tmp_path / "out")
+
+
+def test_a_droplet_hosting_a_database_project_of_any_producer_is_created_in_its_clusters_vpc(
+    tmp_path: Path,
+) -> None:
+    # mc's shop runs on ct's droplet (host lime); ct declares no database of its own
+    shop = project("shop", database={"cluster": "main-pg", "name": "shop", "user": "shop_app"})
+    out = _rendered(tmp_path, CONFIG, **{"@mc/shop/.infra.yaml": shop})
+    ct, mc = out["ct"], out["mc"]
+    pg = "data.digitalocean_database_cluster.main-pg"
+    assert f'  vpc_uuid = {pg}.region == "nyc3" ? {pg}.private_network_uuid : null\n' in ct["droplets.tf"]
+    # the cluster is looked up where the droplet is, not only where the database is declared
+    assert 'data "digitalocean_database_cluster" "main-pg" {' in ct["databases.tf"]
+    assert "digitalocean_database_db" not in ct["databases.tf"]
+    assert '# source: "@ct/.infra.yaml"' in ct["databases.tf"]
+    assert "vpc_uuid =" not in mc["droplets.tf"]  # mint hosts no database project
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in mc["droplets.tf"]
 
 
 def test_keys_monitoring_and_user_data_reach_every_droplet_of_their_producer(tmp_path: Path) -> None:
