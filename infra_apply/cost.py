@@ -33,9 +33,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Protocol
 
 from infra_apply import kinds
+from infra_apply.do_semantics import disk_now
 from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.lease import billed_hours
-from infra_apply.plan_model import disk_now, strip_index
+from infra_apply.plan_parse import strip_index
 from infra_apply.prices import AS_OF, DISKS_GB, PRICES, ListPrice
 
 API_SOURCE = "DigitalOcean API /v2/sizes"

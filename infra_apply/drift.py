@@ -29,9 +29,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from infra_apply import kinds
+from infra_apply.do_semantics import is_noise as is_noise  # the noise filter is a provider fact
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import Change, JsonObject, NameDrift, parse_plan
-from infra_apply.plan_model import is_noise as is_noise  # the noise filter lives with the parser
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import Change, JsonObject, NameDrift
 from infra_apply.render import MANAGED_TAG
 
 PRODUCER_TAG = "producer:"

@@ -3,7 +3,7 @@ the one issue a scheduled workflow opens or updates).
 
 Every name comes from state, the account or the registry and is untrusted: text makes control
 characters visible, markdown prints names as inert text (no HTML, links, code spans or table
-breaks). No attribute value is shown that ``plan_model`` did not judge safe (``AttrDiff``).
+breaks). No attribute value is shown that ``plan_parse`` did not judge safe (``AttrDiff``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from infra_apply import remedy as remedies
 from infra_apply.drift import DriftReport, Duplicate, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import Change, display_order
+from infra_apply.plan_parse import Change, display_order
 from infra_apply.report._common import drift_sentence, outside_sentence
 from infra_apply.report.json import json_diff
 from infra_apply.untrusted import shell, short, visible

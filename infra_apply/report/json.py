@@ -6,19 +6,10 @@ import json
 from collections.abc import Sequence
 
 from infra_apply.cost import CURRENCY, ProducerCost, as_number
+from infra_apply.do_semantics import PublicPort
 from infra_apply.guard import allow_flag, refusal_lines
-from infra_apply.plan_model import (
-    RULE_ATTRS,
-    AttrDiff,
-    Change,
-    FirewallRule,
-    ProducerPlan,
-    PublicPort,
-    answer,
-    display_order,
-    only_undoes_outside,
-    undoes,
-)
+from infra_apply.plan_outside import answer, only_undoes_outside, undoes
+from infra_apply.plan_parse import RULE_ATTRS, AttrDiff, Change, FirewallRule, ProducerPlan, display_order
 from infra_apply.report import ProducerReport
 from infra_apply.report._common import answer_text, display_name, impossible_resizes
 

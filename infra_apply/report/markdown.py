@@ -20,15 +20,10 @@ from urllib.parse import quote
 
 from infra_apply import remedy
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
+from infra_apply.do_semantics import reason, verb
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
-from infra_apply.plan_model import (
-    COUNTED_ACTIONS,
-    Change,
-    display_order,
-    only_undoes_outside,
-    reason,
-    verb,
-)
+from infra_apply.plan_outside import only_undoes_outside
+from infra_apply.plan_parse import COUNTED_ACTIONS, Change, display_order
 from infra_apply.report import PlanContext, ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     ONLY_UNDOES,
