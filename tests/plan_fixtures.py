@@ -305,7 +305,9 @@ def golden_path(scenario: str, ext: str) -> Path:
 def render_golden(scenario: str, ext: str) -> str:
     plans, verdicts, models, costs, context = SCENARIOS[scenario]()
     reports = producer_reports(plans, verdicts, models, costs=costs)
-    return format_markdown(reports, context) if ext == "md" else FORMATS[ext](reports)
+    if ext == "md":
+        return format_markdown(reports, context)
+    return format_json(reports, context) if ext == "json" else FORMATS[ext](reports)
 
 
 def read_golden(scenario: str, ext: str) -> str:
