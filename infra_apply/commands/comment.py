@@ -72,7 +72,8 @@ def run(
 
 
 def _read_plan(file: Path, read_stdin: Callable[[], bytes]) -> str | JsonPlan:
-    """A ``plan --format json`` document (a text opening with ``{``), else markdown as it is."""
+    """A ``plan`` (or ``drift``) ``--format json`` document (a text opening with ``{``), else
+    markdown as it is."""
     text = _read_text(file, read_stdin)
     if not text.lstrip().startswith("{"):
         return text

@@ -126,16 +126,20 @@ _PRODUCER = re.compile(r"^[A-Za-z0-9_.-]+$")
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def read_json(text: str) -> JsonPlan:
+def read_json(text: str) -> JsonPlan | str:
     """A ``plan --format json`` document, or one of ``failed`` producers
-    (``{"format_version": 1, "failed": [{"producer": P, "exit_code": N}]}``); anything else is
-    an error naming what is wrong."""
+    (``{"format_version": 1, "failed": [{"producer": P, "exit_code": N}]}``), or a ``drift
+    --format json`` document (its ``markdown``: the issue body, a text like any other);
+    anything else is an error naming what is wrong."""
     try:
         doc = json.loads(text)
     except ValueError as exc:
         raise InfraApplyError(f"not a plan --format json document: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format_version") != 1:
         raise InfraApplyError("not a plan --format json document: no format_version 1")
+    if "drift" in doc:
+        body: str = _field(doc, "markdown", str)
+        return body
     failed = tuple(_failed(entry) for entry in _field(doc, "failed", list, []))
     if "producers" not in doc:
         if not failed:

@@ -154,6 +154,8 @@ def format_json(report: DriftReport) -> str:
         "drift": report.drifted,
         "sandbox": report.sandbox,
         "producers": {p.producer: _json_producer(p) for p in report.producers},
+        # The issue body, so the workflow keeps one JSON file and `comment --issue` posts it.
+        "markdown": format_markdown(report),
         "orphans": [
             {"id": o.id, "name": o.name, "tags": list(o.tags), "producer": o.producer} for o in report.orphans
         ],
