@@ -80,7 +80,7 @@ def _read_plan(file: Path, read_stdin: Callable[[], bytes]) -> str | JsonPlan:
     try:
         return read_json(text)
     except InfraApplyError as exc:
-        raise InfraApplyError(exc.message, path=str(file)) from None
+        raise InfraApplyError(exc.message, path=str(file), line=exc.line, col=exc.col) from None
 
 
 def _read_text(file: Path, read_stdin: Callable[[], bytes]) -> str:

@@ -133,8 +133,9 @@ def read_json(text: str) -> JsonPlan | str:
     anything else is an error naming what is wrong."""
     try:
         doc = json.loads(text)
-    except ValueError as exc:
-        raise InfraApplyError(f"not a plan --format json document: {exc}") from None
+    except json.JSONDecodeError as exc:
+        what = f"not a plan --format json document: {exc.msg}"
+        raise InfraApplyError(what, line=exc.lineno, col=exc.colno) from None
     if not isinstance(doc, dict) or doc.get("format_version") != 1:
         raise InfraApplyError("not a plan --format json document: no format_version 1")
     if "drift" in doc:
