@@ -1,4 +1,7 @@
-"""The JSON report for tools: one stable document (``format_version`` 1), sorted keys, ASCII."""
+"""The JSON report for tools: one stable document (``format_version`` 1), sorted keys, ASCII.
+
+It is also the artifact between CI jobs: with the plan's ``context`` and each producer's parts
+of the pull-request comment (``markdown``), ``comment`` assembles several plans into one."""
 
 from __future__ import annotations
 
