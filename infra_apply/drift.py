@@ -29,9 +29,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from infra_apply import kinds
+from infra_apply.do_semantics import is_noise as is_noise  # the noise filter is a provider fact
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import Change, JsonObject, NameDrift, parse_plan
-from infra_apply.plan_model import is_noise as is_noise  # the noise filter lives with the parser
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import Change, JsonObject, NameDrift, json_dict, json_list
 from infra_apply.render import MANAGED_TAG
 
 PRODUCER_TAG = "producer:"
@@ -118,7 +119,7 @@ def applied(plan: JsonObject) -> bool:
     """Whether the producer has applied state: a managed resource in the refreshed prior state
     (data sources are read even with no state), or one the refresh found deleted outside
     Terraform (it leaves the refreshed state but shows in ``resource_drift``)."""
-    return any(True for _ in _managed(plan)) or bool(_list(plan.get("resource_drift")))
+    return any(True for _ in _managed(plan)) or bool(json_list(plan.get("resource_drift")))
 
 
 def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
@@ -126,7 +127,7 @@ def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
     found = []
     for res in _managed(plan):
         if res.get("type") == kinds.DROPLET.type:
-            values = _dict(res.get("values"))
+            values = json_dict(res.get("values"))
             droplet_id, name = values.get("id"), values.get("name")
             if isinstance(droplet_id, str | int) and str(droplet_id):
                 found.append(StateDroplet(str(droplet_id), str(name or ""), producer))
@@ -135,11 +136,12 @@ def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
 
 def _managed(plan: JsonObject) -> Iterator[JsonObject]:
     """The managed resources of the plan's prior state, child modules included."""
-    stack = [_dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))]
+    stack = [json_dict(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))]
     while stack:
         module = stack.pop()
-        yield from (r for r in map(_dict, _list(module.get("resources"))) if r.get("mode") == "managed")
-        stack.extend(map(_dict, _list(module.get("child_modules"))))
+        resources = map(json_dict, json_list(module.get("resources")))
+        yield from (r for r in resources if r.get("mode") == "managed")
+        stack.extend(map(json_dict, json_list(module.get("child_modules"))))
 
 
 def orphans(
@@ -200,11 +202,3 @@ def stale_registry_droplets(doc: Mapping[str, object], producer: str, live: Iter
         and e["droplet"] not in live_names
     }
     return sorted(stale)
-
-
-def _dict(value: object) -> JsonObject:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []

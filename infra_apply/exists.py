@@ -37,7 +37,7 @@ from infra_apply.drift import PRODUCER_TAG, _managed, applied
 from infra_apply.errors import Problem, ValidationFailed
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.render import MANAGED_TAG, Rendered, db_entry
 
 if TYPE_CHECKING:

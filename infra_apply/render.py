@@ -23,7 +23,7 @@ from infra_apply.paths import child
 
 if TYPE_CHECKING:
     from infra_apply.model import Database, Droplet, Model, ProducerModel
-    from infra_apply.plan_model import CreateSettings
+    from infra_apply.plan_parse import CreateSettings
 
 LEDGER = "addresses.json"
 OWNED_SUFFIXES = (".tf",)
@@ -295,13 +295,13 @@ _RawSettings = tuple[tuple[str, ...], bool, str | None, str | None]
 
 class _LazySettings(Mapping[str, "CreateSettings"]):
     """Droplet address -> CreateSettings, made when first looked up: only plan reads them, and
-    ``plan_model`` costs a render more to import than the lookups themselves."""
+    ``plan_parse`` costs a render more to import than the lookups themselves."""
 
     def __init__(self, raw: Mapping[str, _RawSettings]) -> None:
         self.raw = dict(raw)
 
     def __getitem__(self, address: str) -> CreateSettings:
-        from infra_apply.plan_model import CreateSettings
+        from infra_apply.plan_parse import CreateSettings
 
         return CreateSettings(*self.raw[address])
 

@@ -26,7 +26,7 @@ from infra_apply.drift import (
     state_droplets,
 )
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import NameDrift
+from infra_apply.plan_parse import NameDrift
 from infra_apply.report.drift import MARKDOWN_LIMIT, MARKER, format_json, format_markdown, format_text
 
 MANAGED = "managed-by:infra-apply"

@@ -22,12 +22,13 @@ from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
 from infra_apply.cost import Prices
+from infra_apply.do_semantics import reason, verb
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import GuardVerdict, guard, refusal_message, unused_allowances
 from infra_apply.manifest import Manifest
 from infra_apply.mesh import WriteResult
 from infra_apply.model import ProducerModel
-from infra_apply.plan_model import COUNTED_ACTIONS, ProducerPlan, reason, verb
+from infra_apply.plan_parse import COUNTED_ACTIONS, ProducerPlan
 from infra_apply.report import GpuUp, ProducerReport
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import done_line

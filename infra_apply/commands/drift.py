@@ -24,7 +24,7 @@ from infra_apply.drift import (
 )
 from infra_apply.errors import ExitCode
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.render import MANAGED_TAG
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, done_line, total_line

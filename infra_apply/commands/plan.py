@@ -21,7 +21,8 @@ from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
 from infra_apply.errors import ExitCode, InfraApplyError, Problem
 from infra_apply.guard import GuardVerdict, guard
-from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import JsonObject, ProducerPlan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line

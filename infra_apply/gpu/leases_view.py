@@ -16,7 +16,7 @@ from infra_apply import terraform as tf
 from infra_apply.bucket import check_locking
 from infra_apply.gpu.lease import Lease, held
 from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
-from infra_apply.plan_model import ProducerPlan
+from infra_apply.plan_parse import ProducerPlan
 from infra_apply.render import Rendered
 from infra_apply.report import GpuUp
 from infra_apply.state import load_backend, state_dir

@@ -7,18 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 from infra_apply import kinds, remedy
+from infra_apply.do_semantics import PublicPort, reason
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
-from infra_apply.plan_model import (
-    SIZE_DERIVED,
-    Change,
-    NameDrift,
-    ProducerPlan,
-    PublicPort,
-    SettingsDrift,
-    answer,
-    reason,
-    undoes,
-)
+from infra_apply.plan_outside import SIZE_DERIVED, answer, undoes
+from infra_apply.plan_parse import Change, NameDrift, ProducerPlan, SettingsDrift
 
 Escape = Callable[[str], str]
 

@@ -65,7 +65,7 @@ def plan() -> Renderers[PlanView]:
 
     return Renderers(
         text=lambda v: text.format_text(v.reports, v.color),
-        json=lambda v: json.format_json(v.reports),
+        json=lambda v: json.format_json(v.reports, v.context),
         markdown=lambda v: markdown.format_markdown(v.reports, v.context),
     )
 

@@ -10,7 +10,7 @@ import pytest
 from infra_apply import terraform as tf
 from infra_apply.commands import rename
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.report import verbs
 from infra_apply.sandbox import cloud
 from tests.commands.fakes import World, droplets_output
