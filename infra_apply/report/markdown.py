@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from infra_apply import remedy
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
+from infra_apply.cost import ProducerCost
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
 from infra_apply.plan_model import (
     COUNTED_ACTIONS,
@@ -47,6 +48,7 @@ from infra_apply.report.cost import (
     changed_sizes,
     gpu_cost_sentence,
     monthly_change,
+    price_not_known_sentence,
     refused_sentence,
     short_change,
     size_sentence,
@@ -247,7 +249,7 @@ def _md_section(report: ProducerReport) -> _Section:
 def _md_cost_cell(report: ProducerReport) -> str:
     if report.cost is None:
         return "-"
-    return _md_dollars(short_change(report.cost)) + ("\\*" if report.cost.unpriced else "")
+    return _md_dollars(short_change(report.cost)) + ("\\*" if _md_unpriced_note(report.cost) else "")
 
 
 def _md_dollars(text: str) -> str:
@@ -263,11 +265,18 @@ def _md_cost_note(reports: Sequence[ProducerReport]) -> str:
     sources = sorted({_md_dollars(_md_text(source_note(c.prices))) for _, c in costs})
     notes = [f"\n{mark('prices')}\n{note}\n" for note in sources]
     for producer, cost in costs:
-        unpriced = unpriced_sentence(cost, _md_text, limit=3)  # the section lists them all
+        unpriced = _md_unpriced_note(cost)
         if unpriced:
             note = _md_dollars(f"\\* {_md_text(producer)}: {unpriced}")
             notes.append(f"\n{mark('unpriced', [producer])}\n{note}\n")
     return "".join(notes)
+
+
+def _md_unpriced_note(cost: ProducerCost) -> str | None:
+    """What a producer's totals leave out: droplets (at most 3 named, the section lists them
+    all) and kinds whose price is not known."""
+    found = [unpriced_sentence(cost, _md_text, limit=3), price_not_known_sentence(cost)]
+    return "; ".join(n for n in found if n) or None
 
 
 def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
