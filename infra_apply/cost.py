@@ -281,7 +281,8 @@ def producer_cost(
     names = names or {}
     all_before = _managed(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
     all_after = _managed(_dict(plan.get("planned_values")).get("root_module"))
-    sized = {k.type for k in map(kinds.KINDS.__getitem__, {*all_before, *all_after}) if k.price.how == "size"}
+    touched = {t: kinds.KINDS[t] for t in {*all_before, *all_after}}  # _managed refused the rest
+    sized = {t for t, k in touched.items() if k.price.how == "size"}
     before = {a: v for t in sized for a, v in all_before.get(t, {}).items()}
     after = {a: v for t in sized for a, v in all_after.get(t, {}).items()}
     before = _follow_moves(before, after, plan)
@@ -300,8 +301,8 @@ def producer_cost(
     standing.sort(key=lambda d: (d.name, d.address))
     on_demand.sort(key=lambda g: (g.name, g.address))
     counts = tuple(
-        KindCount(kinds.KINDS[t], len(all_before.get(t, {})), len(all_after.get(t, {})))
-        for t in sorted({*all_before, *all_after} - sized)
+        KindCount(touched[t], len(all_before.get(t, {})), len(all_after.get(t, {})))
+        for t in sorted(set(touched) - sized)
     )
     return ProducerCost(tuple(standing), tuple(on_demand), prices, counts)
 
