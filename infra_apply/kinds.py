@@ -2,10 +2,10 @@
 
 The rest of the package asks this table instead of spelling type strings: the guard (which
 action needs which ``--allow-*`` flag), takeover (the import id, the attributes kept from an old
-state), cost (what has a price), drift (how an orphan is found), the diagram (how it is drawn)
-and the reports (what to call it). A type missing from the table is unknown, and the guard
-refuses to destroy or replace what it cannot judge. tests/test_kinds.py fails when a template
-or the sandbox provider has a type without an entry here.
+state), cost (how one is priced), drift (how an orphan is found), the diagram (how it is drawn)
+and the reports (what to call it). A type missing from the table is unknown: the guard
+refuses to destroy or replace what it cannot judge, and cost refuses to price it.
+tests/test_kinds.py fails when a template or the sandbox provider has a type without an entry.
 
 Import id formats are the provider's (``do-provider-schema.json``, v2.99.1,
 ``resource_schemas.<type>.x_behavior.import.id_format``); note that the *resource ids* of a
