@@ -584,6 +584,13 @@ def adopt(
 )
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the dotenv (not onto a terminal).")
 @click.option("--reveal", is_flag=True, help="With --stdout: print it even onto a terminal.")
+@click.option(
+    "--connect",
+    type=click.Choice(["private", "public"]),
+    default=None,
+    help="The cluster's host to write, instead of the one the project's droplet can reach "
+    "(private: in the cluster's VPC; public: an address the cluster trusts).",
+)
 @options.workspace_options
 @click.pass_context
 def db_credentials(
@@ -594,14 +601,17 @@ def db_credentials(
     write: Path | None,
     to_stdout: bool,
     reveal: bool,
+    connect: str | None,
     sandbox: bool,
     out: Path,
     mesh_hosts: Path | None,
 ) -> None:
     """PROJECT's own database credentials, from state, as a dotenv file.
 
-    DATABASE_URL (sslmode=require, the cluster's private host), PGHOST, PGPORT, PGDATABASE,
-    PGUSER, PGPASSWORD, PGSSLMODE. Exactly one of --write FILE or --stdout.
+    DATABASE_URL (sslmode=require), PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSSLMODE.
+    The host is the cluster's private one when the droplet hosting PROJECT is in the cluster's
+    VPC; otherwise nothing is written unless --connect says which. Exactly one of --write FILE
+    or --stdout.
     """
     from infra_apply.commands import db_credentials as verb
 
@@ -610,7 +620,7 @@ def db_credentials(
     if reveal and not to_stdout:
         raise click.UsageError("--reveal goes with --stdout")
     target = verb.Target(write, tty=write is None and sys.stdout.isatty(), reveal=reveal)
-    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, project, environment, target)
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, project, environment, target, connect)
     _emit(ctx, verb.output(done))
 
 

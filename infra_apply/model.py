@@ -58,6 +58,16 @@ class Droplet:
     ssh_keys: tuple[str, ...] = ()
     monitoring: bool = False
     user_data: UserData | None = None
+    # The one place the model says "this droplet hosts a project using cluster X": the shared
+    # clusters of every database project (any producer) whose ``service.host`` is one of
+    # ``hosts``, sorted. Render places the droplet in the first one's VPC.
+    database_clusters: tuple[str, ...] = ()
+
+    @property
+    def vpc_cluster(self) -> str | None:
+        """The cluster whose VPC the droplet is created in (its private host is reachable only
+        from there); None: the region's default VPC."""
+        return self.database_clusters[0] if self.database_clusters else None
 
 
 @dataclass(frozen=True)

@@ -317,6 +317,9 @@ class CreateSettings:
     ssh_keys: tuple[str, ...] = ()
     monitoring: bool = False
     user_data_sha1: str | None = None
+    # The cluster whose VPC the droplet is created in (``Droplet.vpc_cluster``): ForceNew and
+    # ignored too, so a droplet created elsewhere stays where it is and the plan notes it.
+    vpc_cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +330,9 @@ class SettingsDrift:
     address: str
     name: str
     settings: tuple[str, ...]
+    # With ``vpc_uuid`` among ``settings``: the cluster whose VPC (in the droplet's region) it
+    # is not in, so that cluster's private host is out of its reach.
+    vpc_cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1053,6 +1059,7 @@ def _settings_drift(
         if res.get("mode") == "data" and res.get("type") == kinds.SSH_KEY.type
         for values in (_dict(res.get("values")),)
     }
+    cluster_vpcs = _cluster_vpcs(resources)
     gone = {c.address for c in changes if c.action in ("replace", "delete")}
     for res in resources:
         address = str(res.get("address", ""))
@@ -1068,9 +1075,37 @@ def _settings_drift(
             differs.append("monitoring")
         if not _same_user_data(live.get("user_data"), want.user_data_sha1):
             differs.append("user_data")
+        outside = _outside_vpc(live, want.vpc_cluster, cluster_vpcs)
+        if outside:
+            differs.append("vpc_uuid")
         if differs:
             name = names.get(address, names.get(strip_index(address), address))
-            yield SettingsDrift(address=address, name=name, settings=tuple(differs))
+            yield SettingsDrift(
+                address=address,
+                name=name,
+                settings=tuple(differs),
+                vpc_cluster=want.vpc_cluster if outside else None,
+            )
+
+
+def _cluster_vpcs(resources: Sequence[JsonObject]) -> dict[str, tuple[str, str]]:
+    """Cluster name -> (region, private_network_uuid), from the cluster data sources the plan read."""
+    out = {}
+    for res in resources:
+        values = _dict(res.get("values"))
+        region, vpc = values.get("region"), values.get("private_network_uuid")
+        if res.get("mode") == "data" and res.get("type") == kinds.CLUSTER.type and region and vpc:
+            out[str(values.get("name"))] = (str(region).lower(), str(vpc))
+    return out
+
+
+def _outside_vpc(live: JsonObject, cluster: str | None, vpcs: Mapping[str, tuple[str, str]]) -> bool:
+    """A running droplet outside the VPC of its cluster, when the cluster is in its region (in
+    another region it is rendered into that region's default VPC, as it was created)."""
+    if cluster is None or cluster not in vpcs or not live.get("vpc_uuid"):
+        return False
+    region, vpc = vpcs[cluster]
+    return str(live.get("region", "")).lower() == region and str(live["vpc_uuid"]) != vpc
 
 
 def _same_user_data(live: object, sha1: str | None) -> bool:

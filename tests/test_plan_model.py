@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import cast
 
 import pytest
@@ -553,6 +554,55 @@ def test_every_format_says_a_setting_applies_to_new_droplets_only() -> None:
             "settings": ["monitoring"],
         }
     ]
+
+
+CLUSTER_VPC = "5a4981aa-9653-4bd1-bef5-d6bff52042e4"
+DEFAULT_VPC = "c7a5e8d2-1b3f-4a6e-9d0c-5f2e8b7a4c13"
+
+
+def _vpc_plan(live_vpc: str, cluster_region: str = "nyc3") -> dict[str, object]:
+    """A running nyc3 droplet in ``live_vpc`` and the cluster data source the plan read."""
+    raw = _settings_plan({**AS_CREATED, "region": "nyc3", "vpc_uuid": live_vpc})
+    cluster = {
+        "address": "data.digitalocean_database_cluster.uvlava-pg",
+        "mode": "data",
+        "type": "digitalocean_database_cluster",
+        "values": {"name": "uvlava-pg", "region": cluster_region, "private_network_uuid": CLUSTER_VPC},
+    }
+    resources = raw["prior_state"]["values"]["root_module"]["resources"]  # type: ignore[index]
+    resources.append(cluster)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("live_vpc", "cluster_region", "noted"),
+    [
+        (DEFAULT_VPC, "nyc3", True),  # created before it hosted a database project
+        (CLUSTER_VPC, "nyc3", False),
+        (DEFAULT_VPC, "fra1", False),  # a VPC is regional: rendered into its region's default one
+    ],
+)
+def test_a_running_droplet_outside_its_clusters_vpc_is_noted_never_replaced(
+    live_vpc: str, cluster_region: str, noted: bool
+) -> None:
+    wanted = {"digitalocean_droplet.web": replace(WANTED, vpc_cluster="uvlava-pg")}
+    plan = parse_plan("ct", _vpc_plan(live_vpc, cluster_region), {}, wanted)
+    assert not plan.has_changes
+    web = "digitalocean_droplet.web"
+    expected = SettingsDrift(web, web, ("vpc_uuid",), "uvlava-pg")
+    assert plan.settings_drift == ((expected,) if noted else ())
+    if not noted:
+        return
+    text, doc, markdown = all_formats([plan], {})
+    assert (
+        "  ! new droplets only: digitalocean_droplet.web stays in the VPC it runs in, outside the VPC "
+        "of cluster uvlava-pg it hosts a project of, so the cluster's private host is out of its reach "
+        "(db-credentials says so); droplets created from now on join the cluster's VPC (a ForceNew "
+        "setting never replaces a running droplet)"
+    ) in text.splitlines()
+    assert "outside the VPC of cluster uvlava-pg" in markdown
+    [drift] = json.loads(doc)["producers"]["ct"]["settings_drift"]
+    assert drift["settings"] == ["vpc_uuid"] and drift["vpc_cluster"] == "uvlava-pg"
 
 
 # --------------------------------------------------------------------------------------------

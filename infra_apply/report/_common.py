@@ -256,8 +256,20 @@ def _some(names: list[str], esc: Escape) -> str:
 def settings_sentence(drift: SettingsDrift, esc: Escape) -> str:
     """A droplet keeping create-time settings (ForceNew, ignored) that infra-apply.toml changed."""
     who = drift.address if drift.name == drift.address else f"{drift.name} ({drift.address})"
+    configured = [s for s in drift.settings if s != "vpc_uuid"]
+    said = []
+    if configured:
+        said.append(
+            f"keeps the {esc(', '.join(configured))} it was created with; infra-apply.toml now says "
+            "otherwise, which applies to droplets created from now on"
+        )
+    if drift.vpc_cluster is not None:
+        said.append(
+            f"stays in the VPC it runs in, outside the VPC of cluster {esc(drift.vpc_cluster)} it "
+            "hosts a project of, so the cluster's private host is out of its reach (db-credentials "
+            "says so); droplets created from now on join the cluster's VPC"
+        )
     return (
-        f"new droplets only: {esc(who)} keeps the {esc(', '.join(drift.settings))} it was created "
-        "with; infra-apply.toml now says otherwise, which applies to droplets created from now on "
-        "(a ForceNew setting never replaces a running droplet)"
+        f"new droplets only: {esc(who)} " + "; it ".join(said) + " (a ForceNew setting never replaces "
+        "a running droplet)"
     )

@@ -115,7 +115,13 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
         ],
         # Create-time settings (ForceNew, ignored) infra-apply.toml changed: new droplets only.
         "settings_drift": [
-            {"address": d.address, "name": d.name, "settings": list(d.settings)} for d in plan.settings_drift
+            {
+                "address": d.address,
+                "name": d.name,
+                "settings": list(d.settings),
+                **({"vpc_cluster": d.vpc_cluster} if d.vpc_cluster else {}),
+            }
+            for d in plan.settings_drift
         ],
         "guard": {
             "ok": verdict.ok,
