@@ -10,7 +10,8 @@ fixtures alone:
 * ``mesh``: mesh-hosts.json entries that disagree with state: what ``register`` would change,
   computed as a dry run (missing host, stale public IP, an entry for a droplet state no longer
   has).
-* ``orphans``: droplets tagged ``managed-by:infra-apply`` that no producer's state knows.
+* ``orphans``: droplets tagged ``managed-by:infra-apply`` that no producer's state knows (the
+  kinds table says which kinds are looked for: ``Kind.orphans``).
 * ``duplicates``: such droplets named like a droplet a state does know: a second, billed copy
   (a moved checkout or an empty state applied again). ``adopt`` cannot take it over (the name
   is in state) and no apply destroys it: only a person can, after checking it.
@@ -122,11 +123,20 @@ def applied(plan: JsonObject) -> bool:
     return any(True for _ in _managed(plan)) or bool(json_list(plan.get("resource_drift")))
 
 
+def looked_for() -> frozenset[str]:
+    """The kinds whose orphans drift looks for, as the kinds table says: each is listed in the
+    account by the managed-by tag (``commands/drift.list_tagged``) and matched by id against
+    the states; an entry marked "not-looked-for" is not."""
+    return frozenset(k.type for k in kinds.KINDS.values() if k.orphans == "tagged")
+
+
 def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
-    """Every managed droplet in the plan's (refreshed) prior state, with its live name."""
-    found = []
+    """Every managed resource of a kind drift looks for orphans of (droplets) in the plan's
+    (refreshed) prior state, with its live name."""
+    found: list[StateDroplet] = []
+    wanted = looked_for()
     for res in _managed(plan):
-        if res.get("type") == kinds.DROPLET.type:
+        if res.get("type") in wanted:
             values = json_dict(res.get("values"))
             droplet_id, name = values.get("id"), values.get("name")
             if isinstance(droplet_id, str | int) and str(droplet_id):

@@ -442,7 +442,7 @@ class _Locator:
                 return self._droplet(d)
         for db in self.producer.databases:
             entry = db_entry(db)
-            key = {DATABASE: (entry["db_address"], "name"), USER: (entry["user_address"], "user")}.get(c.type)
+            key = {DATABASE: (entry.db_address, "name"), USER: (entry.user_address, "user")}.get(c.type)
             if key is not None and key[0] == suffix:
                 return self._at(db.source, ("database", key[1]))
         return (self.producer.sources or ("",))[0], 1, 1

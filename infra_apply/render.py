@@ -210,15 +210,15 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     address = {e.name: e.address for e in ledger.entries}
     user_data = _user_data_files(p.droplets)
     entries = [_droplet_entry(d, address[d.name], user_data) for d in p.droplets]
-    standing = [e for e in entries if not e["droplet"].gpu]
-    gpu = [e for e in entries if e["droplet"].gpu]
+    standing = [e for e in entries if not e.droplet.gpu]
+    gpu = [e for e in entries if e.droplet.gpu]
     dbs = [db_entry(db) for db in p.databases]
     # Looked up for the databases and for the VPC of the droplets hosting their projects (those
     # projects may belong to another producer).
     used = {db.cluster for db in p.databases} | {c for d in p.droplets if (c := d.vpc_cluster)}
     clusters = sorted((c, hcl.slug(c)) for c in used)
     moves = [
-        {"from_": f"{kind}.{old_addr}", "to": f"{kind}.{e.address}"}
+        Move(f"{kind}.{old_addr}", f"{kind}.{e.address}")
         for e in sorted(ledger.entries, key=lambda e: e.address)
         for old_addr in e.moved_from
         for kind in (DROPLET.type, FIREWALL.type)
@@ -236,23 +236,23 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         emit(
             "ssh_keys.tf",
             (d.source for d in p.droplets if d.ssh_keys),
-            keys=[{"name": k, "address": hcl.slug(k)} for k in keys],
+            keys=[Named(k, hcl.slug(k)) for k in keys],
         )
     for source, name in sorted(user_data.items()):
         files[f"{USER_DATA_DIR}/{name}"] = next(
             d.user_data.text for d in p.droplets if d.user_data and d.user_data.source == source
         )
     if standing:
-        emit("droplets.tf", (e["droplet"].source for e in standing), droplets=standing)
+        emit("droplets.tf", (e.droplet.source for e in standing), droplets=standing)
     if gpu:
-        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e["droplet"])), droplets=gpu)
+        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e.droplet)), droplets=gpu)
     if entries:
-        emit("firewalls.tf", (e["droplet"].source for e in entries), droplets=entries)
+        emit("firewalls.tf", (e.droplet.source for e in entries), droplets=entries)
         files[LEDGER] = dump_ledger(ledger)
     if entries or dbs:
         emit(
             "outputs.tf",
-            [*(e["droplet"].source for e in entries), *(db.source for db in p.databases)],
+            [*(e.droplet.source for e in entries), *(db.source for db in p.databases)],
             droplets=entries,
             credentials=_credentials_entries(dbs),
         )
@@ -261,27 +261,27 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
             "databases.tf",
             [*(db.source for db in p.databases), *(d.source for d in p.droplets if d.vpc_cluster)],
             databases=dbs,
-            clusters=[{"name": n, "address": a} for n, a in clusters],
+            clusters=[Named(n, a) for n, a in clusters],
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
-    names = {DROPLET.address(e['address']): e["droplet"].name for e in entries}
-    names |= {FIREWALL.address(e['address']): e["droplet"].name for e in entries}
-    names |= {DATABASE.address(d['db_address']): d["name"] for d in dbs}
-    names |= {USER.address(d['user_address']): d["user"] for d in dbs}
+    names = {DROPLET.address(e.address): e.droplet.name for e in entries}
+    names |= {FIREWALL.address(e.address): e.droplet.name for e in entries}
+    names |= {DATABASE.address(d.db_address): d.name for d in dbs}
+    names |= {USER.address(d.user_address): d.user for d in dbs}
     return Rendered(
         producer=p.name,
         files=files,
         names=names,
-        droplet_addresses={e["droplet"].name: DROPLET.address(e['address']) for e in entries},
-        gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
+        droplet_addresses={e.droplet.name: DROPLET.address(e.address) for e in entries},
+        gpu_variables={e.droplet.name: e.variable for e in gpu},
         create_settings=_LazySettings(
             {
-                DROPLET.address(e["address"]): (
-                    e["droplet"].ssh_keys,
-                    e["droplet"].monitoring,
-                    e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
-                    e["droplet"].vpc_cluster,
+                DROPLET.address(e.address): (
+                    e.droplet.ssh_keys,
+                    e.droplet.monitoring,
+                    e.droplet.user_data.sha1 if e.droplet.user_data else None,
+                    e.droplet.vpc_cluster,
                 )
                 for e in entries
             }
@@ -340,49 +340,120 @@ def public_inbound(d: Droplet) -> tuple[tuple[str, str], ...]:
     return (*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ()))
 
 
-def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InboundRule:
+    """One public inbound rule of a droplet's firewall."""
+
+    protocol: str
+    port: str
+
+
+@dataclass(frozen=True)
+class ClusterVpc:
+    """The cluster whose VPC a droplet is created in, and its data source's local name."""
+
+    cluster: str
+    address: str
+
+
+@dataclass(frozen=True)
+class DropletEntry:
+    """What the droplet, firewall and output templates read of one droplet."""
+
+    droplet: Droplet
+    address: str  # its local name in the module (the ledger's)
+    variable: str  # a GPU droplet's on/off variable
+    firewall_name: str
+    tags: tuple[str, ...]
+    web: bool  # it runs a reverse proxy: HTTP(S) is open
+    dns: bool  # it serves DNS: port 53 is open
+    inbound: tuple[InboundRule, ...]
+    ssh_keys: tuple[str, ...]  # the local names of its ssh_keys data sources
+    user_data: str | None  # its user-data file, relative to the module
+    vpc: ClusterVpc | None  # the cluster whose VPC it is created in
+
+
+@dataclass(frozen=True)
+class DatabaseEntry:
+    """A manifest database's database and user: the local names render gives them, which
+    takeover, adopt and the exists check look them up by."""
+
+    name: str
+    user: str
+    project: str
+    environment: str
+    cluster_address: str  # local name of the cluster's data source
+    db_address: str  # local name of the digitalocean_database_db
+    user_address: str  # local name of the digitalocean_database_user
+
+
+@dataclass(frozen=True)
+class ProjectCredentials:
+    """A project's databases, one per environment: the keys ``db-credentials`` looks up."""
+
+    project: str
+    environments: tuple[DatabaseEntry, ...]
+
+
+@dataclass(frozen=True)
+class Move:
+    """One ``moved`` block: a renamed address (``from`` is a Python keyword)."""
+
+    from_: str
+    to: str
+
+
+@dataclass(frozen=True)
+class Named:
+    """A data source read by name (an SSH key, a database cluster) and its local name."""
+
+    name: str
+    address: str
+
+
+def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> DropletEntry:
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     inbound = public_inbound(d)
     tags = sorted(
         {MANAGED_TAG, f"producer:{d.producer}", f"role:{droplet_slug(d.name) if d.role is None else d.role}"}
     )
-    return {
-        "droplet": d,
-        "address": address,
-        "variable": f"gpu_{address}",
-        "firewall_name": "fw-" + address.replace("_", "-"),
-        "tags": tags,
-        "web": web,
-        "dns": dns,
-        "inbound": [{"protocol": proto, "port": port} for proto, port in inbound],
-        "ssh_keys": [hcl.slug(k) for k in d.ssh_keys],
-        "user_data": f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
-        # The cluster whose VPC it is created in (its data source's address in this module).
-        "vpc": {"cluster": d.vpc_cluster, "address": hcl.slug(d.vpc_cluster)} if d.vpc_cluster else None,
-    }
+    return DropletEntry(
+        droplet=d,
+        address=address,
+        variable=f"gpu_{address}",
+        firewall_name="fw-" + address.replace("_", "-"),
+        tags=tuple(tags),
+        web=web,
+        dns=dns,
+        inbound=tuple(InboundRule(proto, port) for proto, port in inbound),
+        ssh_keys=tuple(hcl.slug(k) for k in d.ssh_keys),
+        user_data=f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
+        vpc=ClusterVpc(d.vpc_cluster, hcl.slug(d.vpc_cluster)) if d.vpc_cluster else None,
+    )
 
 
-def db_entry(db: Database) -> dict[str, Any]:
+def db_entry(db: Database) -> DatabaseEntry:
+    """The local names of ``db``'s database and user (one place: render, takeover, adopt)."""
     c = hcl.slug(db.cluster)
-    return {
-        "name": db.name,
-        "user": db.user,
-        "project": db.project,
-        "environment": db.environment,
-        "cluster_address": c,
-        "db_address": f"{c}__{hcl.slug(db.name)}",
-        "user_address": f"{c}__{hcl.slug(db.user)}",
-    }
+    return DatabaseEntry(
+        name=db.name,
+        user=db.user,
+        project=db.project,
+        environment=db.environment,
+        cluster_address=c,
+        db_address=f"{c}__{hcl.slug(db.name)}",
+        user_address=f"{c}__{hcl.slug(db.user)}",
+    )
 
 
-def _credentials_entries(dbs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _credentials_entries(dbs: Sequence[DatabaseEntry]) -> list[ProjectCredentials]:
     """Project -> its environments' databases, sorted: the keys ``db-credentials`` looks up."""
-    projects: dict[str, list[Mapping[str, Any]]] = {}
+    projects: dict[str, list[DatabaseEntry]] = {}
     for db in dbs:
-        projects.setdefault(db["project"], []).append(db)
+        projects.setdefault(db.project, []).append(db)
     return [
-        {"project": name, "environments": sorted(envs, key=lambda d: str(d["environment"]))}
+        ProjectCredentials(name, tuple(sorted(envs, key=lambda d: str(d.environment))))
         for name, envs in sorted(projects.items())
     ]
 

@@ -734,8 +734,8 @@ def _take_databases(
     for db in producer.databases:
         entry = db_entry(db)
         for rtype, name, address in (
-            (DATABASE, db.name, f"{DATABASE}.{entry['db_address']}"),
-            (USER, db.user, f"{USER}.{entry['user_address']}"),
+            (DATABASE, db.name, f"{DATABASE}.{entry.db_address}"),
+            (USER, db.user, f"{USER}.{entry.user_address}"),
         ):
             _take_database(index[rtype].get((db.cluster, name), []), db, rtype, name, address, found)
 

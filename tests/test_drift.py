@@ -3,12 +3,16 @@ live listing of tagged droplets, on synthetic refresh-only plans and a local API
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from types import MappingProxyType
 from typing import Any
 
+import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from infra_apply import kinds
 from infra_apply.commands.drift import account_tagged
 from infra_apply.drift import (
     DriftReport,
@@ -403,3 +407,18 @@ def test_a_firewall_rule_changed_outside_terraform_is_told_rule_by_rule_in_every
         {"protocol": "icmp", "ports": "", "sources": []},
     ]
     assert diff["removed"] == ["tcp 443 from 0.0.0.0/0, ::/0"]
+
+
+def test_drift_looks_for_the_orphans_of_the_kinds_the_table_marks_and_no_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prior = [
+        droplet_state("digitalocean_droplet.dns", "1003", "com.uvlava.dns"),
+        {**droplet_state("digitalocean_firewall.dns", "fw-1", "fw-dns"), "type": "digitalocean_firewall"},
+    ]
+    plan = refresh_plan(prior=prior)
+    # a firewall carries no managed-by tag to be found by: its entry says it is not looked for
+    assert [d.id for d in state_droplets("quinn", plan)] == ["1003"]
+    table = {**kinds.KINDS, kinds.DROPLET.type: dataclasses.replace(kinds.DROPLET, orphans="not-looked-for")}
+    monkeypatch.setattr(kinds, "KINDS", MappingProxyType(table))
+    assert state_droplets("quinn", plan) == []

@@ -7,6 +7,7 @@ The golden files are the committed ``generated/`` folder itself (CI also runs
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -442,3 +443,24 @@ def test_check_never_waits_on_a_fifo_or_reads_a_device_in_the_generated_tree(tmp
     worker.join(timeout=30)  # returns at once when fixed; the bound is for the failure only
     assert not worker.is_alive(), "render --check blocked on a FIFO"
     assert got[0].stale == ("ct/droplets.tf",) and got[0].extra == ()
+
+
+def test_templates_read_frozen_typed_entries_and_takeover_finds_databases_by_the_same_names() -> None:
+    from infra_apply.kinds import DATABASE, USER
+    from infra_apply.model import Database
+    from infra_apply.render import DatabaseEntry, db_entry
+
+    db = Database("uvlava-pg", "ledger", "ledger_app", "ledger-api", "prod", "ct", "@ct/l/.infra.yaml")
+    entry = db_entry(db)
+    assert isinstance(entry, DatabaseEntry)
+    assert (entry.cluster_address, entry.db_address, entry.user_address) == (
+        "uvlava-pg",
+        "uvlava-pg__ledger",
+        "uvlava-pg__ledger_app",
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.db_address = "elsewhere"  # type: ignore[misc]
+    # takeover, adopt and the exists check name what render renders
+    names = render_producer(producer(databases=(db,)), Ledger()).names
+    assert names[DATABASE.address(entry.db_address)] == "ledger"
+    assert names[USER.address(entry.user_address)] == "ledger_app"

@@ -88,8 +88,8 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
         entry = db_entry(db)
         cid = cluster_ids.get(db.cluster)
         for kind, name, table, local in (
-            (kinds.DATABASE, db.name, account.dbs, entry["db_address"]),
-            (kinds.USER, db.user, account.users, entry["user_address"]),
+            (kinds.DATABASE, db.name, account.dbs, entry.db_address),
+            (kinds.USER, db.user, account.users, entry.user_address),
         ):
             address = kind.address(local)
             if cid is not None and address not in in_state and name in table.get(cid, frozenset()):

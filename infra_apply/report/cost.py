@@ -13,6 +13,7 @@ from infra_apply.cost import (
     API_SOURCE,
     DropletCost,
     GpuCost,
+    KindCount,
     Prices,
     ProducerCost,
     SizeCount,
@@ -36,7 +37,20 @@ def monthly_change(cost: ProducerCost) -> str:
     n = len(cost.unpriced)
     if n:
         text += f", excluding {n} droplet{'s' if n > 1 else ''} whose price is unknown"
-    return text
+    unknown = price_not_known_sentence(cost)
+    return f"{text}; {unknown}" if unknown else text
+
+
+def price_not_known_sentence(cost: ProducerCost) -> str | None:
+    """``price not known, not in the totals: uptime checks (0 → 2)``: the kinds whose price
+    nobody stated, each with its count before and after the plan (nouns come from the table)."""
+    if not cost.price_not_known:
+        return None
+    return "price not known, not in the totals: " + ", ".join(map(_kind_count, cost.price_not_known))
+
+
+def _kind_count(k: KindCount) -> str:
+    return f"{k.kind.noun}s ({k.before} → {k.after})"
 
 
 def short_change(cost: ProducerCost) -> str:

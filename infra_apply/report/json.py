@@ -68,7 +68,8 @@ def _json_producer(report: ProducerReport) -> dict[str, object]:
 
 def _json_cost(cost: ProducerCost) -> dict[str, object]:
     """Monthly USD before/after/diff of the standing droplets (numbers rounded to the cent);
-    ``unpriced`` droplets are in neither total; on-demand ``gpus`` are in neither either."""
+    ``unpriced`` droplets are in neither total, nor the ``price_not_known`` kinds; on-demand
+    ``gpus`` are in neither either."""
     return {
         "currency": CURRENCY,
         "source": cost.prices.source,
@@ -90,6 +91,10 @@ def _json_cost(cost: ProducerCost) -> dict[str, object]:
             for d in cost.droplets
         ],
         "unpriced": [{"name": d.name, "address": d.address, "size": d.size} for d in cost.unpriced],
+        "price_not_known": [
+            {"type": k.kind.type, "noun": k.kind.noun, "before": k.before, "after": k.after}
+            for k in cost.price_not_known
+        ],
         "gpus": [
             {
                 "name": g.name,

@@ -43,6 +43,7 @@ from infra_apply.report.cost import (
     changed_sizes,
     gpu_cost_sentence,
     monthly_change,
+    price_not_known_sentence,
     refused_sentence,
     short_change,
     size_sentence,
@@ -274,7 +275,7 @@ def _md_section(report: ProducerReport) -> _Section:
 def _md_cost_cell(report: ProducerReport) -> str:
     if report.cost is None:
         return "-"
-    return _md_dollars(short_change(report.cost)) + ("\\*" if report.cost.unpriced else "")
+    return _md_dollars(short_change(report.cost)) + ("\\*" if _md_unpriced_note(report) else "")
 
 
 def _md_dollars(text: str) -> str:
@@ -300,9 +301,12 @@ def _md_price_note(cost: ProducerCost) -> str:
 
 
 def _md_unpriced_note(report: ProducerReport) -> str | None:
+    """What a producer's totals leave out: droplets (at most 3 named, the section lists them
+    all) and kinds whose price is not known."""
     if report.cost is None:
         return None
-    unpriced = unpriced_sentence(report.cost, _md_text, limit=3)  # the section lists them all
+    found = [unpriced_sentence(report.cost, _md_text, limit=3), price_not_known_sentence(report.cost)]
+    unpriced = "; ".join(n for n in found if n)
     return _md_dollars(f"\\* {_md_text(report.producer)}: {unpriced}") if unpriced else None
 
 
