@@ -13,6 +13,9 @@ Every table it may hold, as frozen data::
     user_data = "cloud-init/base.yaml"  # relative to the root; used when a droplet is created
     [producers.ct.droplets]             # per-producer overrides, same keys
     ssh_keys = ["ct-deploy"]
+    [producers.ct]                      # the guard's budget for ct's plans (budget.py)
+    budget_monthly = "150.00"           # USD a month, a string (never a float)
+    max_increase = "25%"                # or "40.00": the most one plan may add a month
     [gpu."com.uvlava.ct.gpu"]           # an on-demand GPU droplet's lifecycle (gpu/config.py)
     size = "gpu-h100x1-80gb"
     [sandbox]
@@ -40,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from infra_apply import hcl
+from infra_apply.budget import Budget, parse_amount, parse_increase
 from infra_apply.errors import InfraApplyError, printable
 from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
@@ -64,6 +68,7 @@ STATE_KEYS = (
 # never meet in one folder on a case-insensitive file system.
 STATE_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z")
 DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
+PRODUCER_KEYS = ("droplets", "budget_monthly", "max_increase")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
 TABLES = ("state", "droplets", "producers", "gpu", "sandbox")
 # Anything that looks like a credential is refused by name, and its value is never echoed.
@@ -210,6 +215,8 @@ class Config:
     # [gpu."NAME"]: checked by gpu.config; build.py refuses a NAME no manifest declares (gpu_at)
     gpu: Mapping[str, GpuSettings] = field(default_factory=dict)
     gpu_at: Mapping[str, Where] = field(default_factory=dict)
+    # [producers.P] budget_monthly / max_increase: what the guard holds its plans to (budget.py)
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
 
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
@@ -275,6 +282,7 @@ class _Reader:
         state = self.state(self.table(doc, ("state",)), present="state" in doc)
         droplets = self.droplets(self.table(doc, ("droplets",)), ("droplets",), DropletSettings())
         producers, producer_at = self.producers(self.table(doc, ("producers",)), droplets)
+        budgets = self.budgets(self.table(doc, ("producers",)))
         gpu, gpu_at = self.gpu(doc.get("gpu", {}))
         sandbox_table = self.table(doc, ("sandbox",))
         self.known_keys(sandbox_table, ("sandbox",), SANDBOX_KEYS)
@@ -283,7 +291,7 @@ class _Reader:
             clusters=self.names(sandbox_table, ("sandbox",), "clusters", DEFAULT_SANDBOX_CLUSTERS),
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
-        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at)
+        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at, budgets)
 
     def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
         value = doc.get(path[-1], {})
@@ -397,11 +405,37 @@ class _Reader:
                     name,
                 )
             section = self.table(table, path)
-            self.known_keys(section, path, ("droplets",))
+            self.known_keys(section, path, PRODUCER_KEYS)
             table_path = (*path, "droplets")
             merged[name] = self.droplets(self.table(section, table_path), table_path, defaults)
             where[name] = self.at(path)
         return merged, where
+
+    def budgets(self, table: Mapping[str, Any]) -> dict[str, Budget]:
+        """``budget_monthly`` (and ``max_increase``, only beside it) of each producer that has one;
+        the producer names were checked by ``producers``."""
+        found = {}
+        for name, section in table.items():
+            path = ("producers", name)
+            if "budget_monthly" not in section:
+                if "max_increase" in section:
+                    raise self.fail(
+                        f"[producers.{name}] max_increase needs budget_monthly beside it",
+                        path,
+                        "max_increase",
+                    )
+                continue
+            amount = parse_amount(section["budget_monthly"])
+            if isinstance(amount, str):
+                raise self.fail(f"[producers.{name}] budget_monthly {amount}", path, "budget_monthly")
+            increase = None
+            if "max_increase" in section:
+                parsed = parse_increase(section["max_increase"])
+                if isinstance(parsed, str):
+                    raise self.fail(f"[producers.{name}] max_increase {parsed}", path, "max_increase")
+                increase = parsed
+            found[name] = Budget(amount, increase)
+        return found
 
     def gpu(self, table: object) -> tuple[dict[str, GpuSettings], dict[str, Where]]:
         def locate(where: Sequence[str]) -> tuple[int, int]:

@@ -212,6 +212,19 @@ def names_option(*decls: str, help: str, kind: str = "droplets") -> Callable[[F]
     return click.option(*decls, multiple=True, metavar="NAME", shell_complete=complete(kind), help=help)
 
 
+def allow_over_budget_option(fn: F) -> F:
+    """``--allow-over-budget P`` (repeatable): apply a plan over producer P's budget."""
+    return click.option(
+        "--allow-over-budget",
+        "allow_over_budget",
+        multiple=True,
+        metavar="P",
+        shell_complete=complete("producers"),
+        help="Apply even though the plan goes over producer P's budget_monthly or max_increase, or "
+        "holds a resource whose price is not known (infra-apply.toml [producers.P]).",
+    )(fn)
+
+
 def _with_gpu_removed(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:
     from infra_apply.errors import InfraApplyError
 
