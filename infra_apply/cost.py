@@ -284,16 +284,20 @@ def producer_cost(
     names: Mapping[str, str] | None = None,
     now: datetime,
     up_since: Mapping[str, datetime] | None = None,
+    targeted: bool = False,
 ) -> ProducerCost:
     """The monthly cost of ``plan`` (``terraform show -json`` of a saved plan) before and after.
 
     ``gpus``: the producer's on-demand GPU droplets by name → their lease end (``None`` when no
     lease holds one); ``names``: index-less address → manifest name (as rendering gives them);
-    ``up_since``: GPU name → when its droplet came up (absent: it comes up with this plan).
+    ``up_since``: GPU name → when its droplet came up (absent: it comes up with this plan);
+    ``targeted``: a ``-target`` plan (gpu up/down/reap), whose untargeted resources stay.
     """
     names = names or {}
     all_before = _managed(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))
     all_after = _managed(json_dict(plan.get("planned_values")).get("root_module"))
+    if targeted:
+        all_after = _untouched(all_before, all_after, plan)
     touched = {t: kinds.KINDS[t] for t in {*all_before, *all_after}}  # _managed refused the rest
     sized = {t for t, k in touched.items() if k.price.how == "size"}
     before = {a: v for t in sized for a, v in all_before.get(t, {}).items()}
@@ -432,6 +436,23 @@ def _managed(module: object) -> dict[str, dict[str, JsonObject]]:
             found.setdefault(rtype, {})[address] = json_dict(res.get("values"))
         stack.extend(map(json_dict, json_list(current.get("child_modules"))))
     return found
+
+
+def _untouched(
+    before: Mapping[str, Mapping[str, JsonObject]], after: dict[str, dict[str, JsonObject]], plan: JsonObject
+) -> dict[str, dict[str, JsonObject]]:
+    """``after`` with what a targeted plan (``-target``: gpu up/down/reap) leaves out: its
+    ``planned_values`` hold only the targets, and a resource of the prior state that no
+    resource change names stays as it is (in a whole plan, a resource that goes is a change)."""
+    named = set()
+    for rc in map(json_dict, json_list(plan.get("resource_changes"))):
+        named |= {a for a in (rc.get("address"), rc.get("previous_address")) if isinstance(a, str)}
+    kept = {t: dict(found) for t, found in after.items()}
+    for rtype, found in before.items():
+        for address, values in found.items():
+            if address.split(" (deposed ")[0] not in named and address not in kept.get(rtype, {}):
+                kept.setdefault(rtype, {})[address] = values
+    return kept
 
 
 def _follow_moves(

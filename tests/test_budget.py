@@ -227,3 +227,16 @@ def test_every_format_shows_cost_against_budget() -> None:
     assert producer["budget"]["month_after"] == 144.0 and producer["budget"]["over_total"] is True
     ok = format_markdown(reports(Budget(Decimal("200.00"))))
     assert "✅ **Budget**: budget \\$200.00/month" in ok and "within budget" in ok
+
+
+def test_a_targeted_plan_keeps_what_it_does_not_target() -> None:
+    # gpu up plans with -target: planned_values hold the GPU alone, the standing droplet stays
+    standing, gpu = droplet("a", "s-4vcpu-8gb"), droplet("g", "gpu-h100x1-80gb")
+    doc = plan([standing], [gpu])
+    until = {"g": NOW + timedelta(hours=1)}
+    whole = cost(doc, BUDGET, gpus=until)
+    assert (whole.monthly_before, whole.monthly_after) == (Decimal(48), Decimal(0))
+    targeted = cost(doc, Budget(Decimal(1000), Increase(Decimal(1), False)), gpus=until, targeted=True)
+    assert (targeted.monthly_before, targeted.monthly_after) == (Decimal(48), Decimal(48))
+    checked = check("ct", targeted)
+    assert checked is not None and checked.diff == Decimal("3.39") and checked.over_increase

@@ -177,6 +177,7 @@ def apply_producer(
             datetime.now(UTC),
             options.up_since,
             budget=options.budget,
+            targeted=options.only is not None,
         )
     report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost, ctx.sandbox)
     terminal.show(format_text([report], terminal.color))

@@ -142,11 +142,18 @@ def cost_of(
     up_since: Mapping[str, datetime] | None = None,
     *,
     budget: Budget | None = None,
+    targeted: bool = False,
 ) -> ProducerCost:
     """What the saved plan does to the producer's monthly cost (GPUs by the hour, apart, billed
     from when each came up: ``up_since``), held against its ``budget``."""
     cost = producer_cost(
-        planned.raw, prices, lease_ends, names=planned.prep.rendered.names, now=now, up_since=up_since
+        planned.raw,
+        prices,
+        lease_ends,
+        names=planned.prep.rendered.names,
+        now=now,
+        up_since=up_since,
+        targeted=targeted,
     )
     return replace(cost, budget=budget)
 
