@@ -61,6 +61,9 @@ def test_over_budget_is_shown_refused_with_exit_3_then_applied_with_the_flag(ops
     code, out, err = ops.run(*words[1:], "--out", str(ops.out), "--mesh-hosts", str(ops.mesh))
     assert code == 0, out + err
     assert "com.uvlava.mc.services" in ops.droplets()
+    # still over budget, but a plan that changes nothing is never refused for it
+    code, out, err = ops.apply("mc")
+    assert code == 0 and "mc: nothing to apply" in out, out + err
 
 
 def test_gpu_up_over_budget_is_refused_and_leaves_no_lease(ops: GpuOps) -> None:

@@ -188,7 +188,8 @@ def apply_producer(
         _only(planned, options.only, ctx.sandbox)
     checked = budget.check(name, cost) if cost is not None else None
     over: tuple[str, ...] = ()
-    if checked is not None and name not in options.allow_over_budget:
+    # a plan that changes nothing adds nothing to the bill: there is nothing to refuse
+    if checked is not None and planned.changed and name not in options.allow_over_budget:
         over = budget.refusal_lines([checked], _again(name, options, ctx.sandbox))
     for value in options.allow_over_budget:
         if value != name:
