@@ -31,6 +31,7 @@ from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, t
 if TYPE_CHECKING:
     from infra_apply.do_api import AccountDroplet
     from infra_apply.exists import Account
+    from infra_apply.preflight import Source
     from infra_apply.takeover import OldState, Takeover
 
 
@@ -48,7 +49,7 @@ class Adopted:
     producer: str
     adoptions: tuple[Adoption, ...]
     imports: Path  # the imports file (written only when there is something to adopt)
-    sandbox: bool = False  # adopted with --sandbox: the next step printed carries it
+    keep: tuple[str, ...] = ()  # the account's remedy flags (--sandbox): the next step printed keeps them
 
 
 def run(ctx: Context, producer: str) -> Adopted:
@@ -97,8 +98,8 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
                 import_id = kind.import_id_of(cluster_id=cid, name=name)
                 found.append(Adoption(address, name, import_id, kind=kind.noun))
     target = imports_file(ctx, prep.producer.name)
-    write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
-    return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
+    write_imports(target, found, private_to=ctx.account.imports_private_to(ctx.env))
+    return Adopted(prep.producer.name, tuple(found), target, ctx.account.remedy_flags)
 
 
 DROPLET = kinds.DROPLET.type
@@ -121,13 +122,18 @@ def state_addresses(prep: Prepared) -> set[str]:
 
 
 def _account(prep: Prepared) -> Account:
-    from infra_apply import do_api, preflight
-    from infra_apply.exists import fetch, source_for
+    from infra_apply.exists import fetch
 
-    source = source_for(prep.cloud, prep.api_token)
+    return fetch(_source(prep), {db.cluster for db in prep.producer.databases})
+
+
+def _source(prep: Prepared) -> Source:
+    source = prep.account.source(prep)
     if source is None:  # no token: the client says which variable to set
-        source = preflight.LiveSource(do_api.client(token=prep.api_token))
-    return fetch(source, {db.cluster for db in prep.producer.databases})
+        from infra_apply import do_api, preflight
+
+        return preflight.LiveSource(do_api.client(token=prep.api_token))
+    return source
 
 
 def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
@@ -169,8 +175,8 @@ def output(done: Adopted, fmt: str) -> Output:
 def format_text(done: Adopted) -> str:
     lines = [f"import {a.address} <- {a.kind} {a.droplet_id} ({a.name})" for a in done.adoptions]
     if done.adoptions:
-        plan = remedy.for_producer("plan", done.producer, sandbox=done.sandbox)
-        apply = remedy.for_producer("apply", done.producer, sandbox=done.sandbox)
+        plan = remedy.for_producer("plan", done.producer, keep=done.keep)
+        apply = remedy.for_producer("apply", done.producer, keep=done.keep)
         lines.append(f"wrote {done.imports}; run {plan}, then {apply} to take them over")
     else:
         lines.append("nothing to adopt: all the manifests declare is in state or absent from the account")
@@ -205,7 +211,7 @@ class TakenOver:
     takeover: Takeover
     imports: Path | None  # infra-apply's import blocks (None: nothing written)
     removed: Path | None  # the OLD root's `removed` blocks (None: nothing written)
-    sandbox: bool = False  # with --sandbox: the next step printed carries it
+    keep: tuple[str, ...] = ()  # the account's remedy flags (--sandbox): the next step printed keeps them
 
 
 def run_from_state(
@@ -230,18 +236,19 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
         {a.id: a.image for a in account if a.image},
     )
     if not t.ok:
-        return TakenOver(t, None, None, ctx.sandbox)
+        return TakenOver(t, None, None, ctx.account.remedy_flags)
     imports_text, removed_text = takeover.import_file(t), takeover.removed_file(t)
     imports = imports_file(ctx, prep.producer.name)
     removed = removed_file or default_removed_file(ctx, prep.producer.name)
     state = state_dir(ctx.env)
     _check_removed_target(removed)
     # Both folders exist before either file is written: a failure leaves no half takeover.
-    _make_folder(imports.parent, state if ctx.sandbox else None)
+    private_imports = ctx.account.imports_private_to(ctx.env)
+    _make_folder(imports.parent, private_imports)
     _make_folder(removed.parent, state if removed_file is None else None)
-    atomic_write(imports, imports_text, mode=PRIVATE_FILE if ctx.sandbox else None)
+    atomic_write(imports, imports_text, mode=PRIVATE_FILE if private_imports is not None else None)
     atomic_write(removed, removed_text, mode=PRIVATE_FILE if removed_file is None else None)
-    return TakenOver(t, imports, removed, ctx.sandbox)
+    return TakenOver(t, imports, removed, ctx.account.remedy_flags)
 
 
 REMOVED_HEADER = b"# Written by `infra-apply adopt --from-state` for the OLD Terraform root"
@@ -267,8 +274,7 @@ def default_removed_file(ctx: Context, producer: str) -> Path:
     from infra_apply.paths import child
 
     state = state_dir(ctx.env)
-    mode = "sandbox" if ctx.sandbox else "live"
-    base = keyed(state, f"takeover/{mode}", tree_key(ctx))
+    base = keyed(state, f"takeover/{ctx.account.word}", tree_key(ctx))
     return child(base, producer) / "removed.tf"
 
 
@@ -284,18 +290,11 @@ def _make_folder(folder: Path, private_to: Path | None) -> None:
 
 def _account_clusters(prep: Prepared) -> dict[str, str]:
     """Database cluster id -> name: the old state names a cluster only by its id."""
-    if prep.cloud is not None:
-        from infra_apply.sandbox import cloud
-
-        return {str(c["id"]): str(c["name"]) for c in cloud.list_clusters(prep.cloud)}
-    from infra_apply import do_api
-
-    client = do_api.client(token=prep.api_token)
-    found: dict[str, str] = {}
-    for raw in client.paginate("/v2/databases", "databases", what="list database clusters"):
-        if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str):
-            found[raw["id"]] = raw["name"]
-    return found
+    return {
+        raw["id"]: raw["name"]
+        for raw in _source(prep).databases()
+        if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str)
+    }
 
 
 def output_takeover(done: TakenOver, fmt: str) -> Output:
@@ -311,7 +310,7 @@ def output_takeover(done: TakenOver, fmt: str) -> Output:
     if done.imports is not None and done.removed is not None:
         p = done.takeover.producer
         text += (
-            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, sandbox=done.sandbox)}` "
+            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, keep=done.keep)}` "
             "imports them\n"
             f"wrote {done.removed}: for the OLD root; after that apply, delete the resource blocks "
             "it names from the old root, copy it there, and `terraform plan` must show 0 to destroy\n"

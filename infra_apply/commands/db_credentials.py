@@ -95,8 +95,7 @@ def check_declared(producer: ProducerModel, project: str, environment: str) -> N
 def _not_applied(
     producer: str, prep: Prepared, why: str = "no database credentials in its state"
 ) -> InfraApplyError:
-    # a sandbox run's working copy has its sandbox cloud file: the apply goes there too
-    apply = remedy.for_producer("apply", producer, sandbox=prep.cloud is not None)
+    apply = remedy.for_producer("apply", producer, keep=prep.account.remedy_flags)
     return InfraApplyError(
         f"producer {producer} has {why} ({prep.copy.path}): apply it first ({apply})",
         rule=RULE,

@@ -32,7 +32,6 @@ from infra_apply.gpu.lease import Lease, now_utc, whoami
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
 from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows, to_json, to_text
 from infra_apply.gpu.store import LeaseStore, StoreBusy
-from infra_apply.state import load_backend, refuse_local_state_in_ci
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -92,7 +91,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producer = producer_of(project, name)
     settings = settings_for(name, project.config.gpu)
     with contextlib.ExitStack() as stack:
@@ -179,7 +178,7 @@ def _end_if_ours(store: LeaseStore, name: str, who: str, taken: datetime) -> Non
 
 
 def _gpu_command(ctx: Context, verb: str, *args: str) -> str:
-    return remedy.command(f"gpu {verb}", *args, sandbox=ctx.sandbox)
+    return remedy.command(f"gpu {verb}", *args, keep=ctx.account.remedy_flags)
 
 
 def _up_args(name: str, for_: timedelta | None) -> tuple[str, ...]:
@@ -256,7 +255,7 @@ class _Releaser:
         on = leases.held(self.producer)
         if self.prep is None:
             [self.prep] = prepare(self.ctx, self.project, [self.producer])
-        plan = remedy.for_producer("plan", self.producer, sandbox=self.ctx.sandbox)
+        plan = remedy.for_producer("plan", self.producer, keep=self.ctx.account.remedy_flags)
         options = ApplyOptions(
             allow_destroy=(lease.gpu,),
             auto_approve=True,
@@ -298,7 +297,7 @@ def down(ctx: Context, name: str, terminal: Terminal) -> Down:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producer = producer_of(project, name)
     store = lease_store(ctx, producer)
     release = _Releaser(ctx, project, producer, terminal)
@@ -337,7 +336,7 @@ class Status:
 def status(ctx: Context, clock: Callable[[], datetime] = now_utc) -> Status:
     check_ready(ctx)
     project = load_project(ctx)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producers = [p for p in sorted(project.rendered) if gpu_names(project, p)]
     # state before leases: a GPU whose `gpu up` finishes in between shows leased, not unleased
     live = {n: g for p in producers for n, g in _peek_live(ctx, project, p).items()}
@@ -377,7 +376,7 @@ def _peek_live(ctx: Context, project: Project, producer: str) -> dict[str, LiveG
 
 def _may_hold_state(ctx: Context, producer: str) -> bool:
     """False when the producer's state is local and was never written here: no Terraform runs."""
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    backend = ctx.account.backend(ctx.root, ctx.env)
     return backend.kind != "local" or (workdir(ctx, producer) / "terraform.tfstate").is_file()
 
 
@@ -439,7 +438,7 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []
