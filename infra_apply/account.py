@@ -460,10 +460,9 @@ class SandboxAccount:
 
 
 def _prepared_cloud(prep: Prepared) -> Path:
-    cloud = prep.provider.cloud
-    if cloud is None:  # a sandbox run's working copies all have the stand-in's provider
+    if prep.cloud is None:  # a sandbox run's working copies all have the stand-in's provider
         raise AssertionError(f"producer {prep.producer.name} was prepared without the sandbox cloud")
-    return cloud
+    return prep.cloud
 
 
 def _cloud_file(env: Mapping[str, str], config: Config) -> Path:

@@ -209,8 +209,7 @@ class Prepared:
     producer: ProducerModel
     rendered: Rendered
     copy: WorkingCopy
-    account: Account = field(default_factory=LiveAccount)
-    provider: Provider = field(default_factory=LiveProvider)  # its cloud: the sandbox's file
+    cloud: Path | None = None  # the stand-in cloud file Terraform's provider talks to (sandbox)
     api_token: str | None = field(default=None, repr=False)  # for rename/adopt's API calls
     lock: BaseFileLock | None = None  # held until the process ends: one run per working copy
     # The sandbox provider's launcher and Terraform's environment, for a provider shared by
@@ -220,6 +219,7 @@ class Prepared:
     manifests: Mapping[str, Manifest] = field(default_factory=dict, repr=False, compare=False)
     # held with ``lock``: one run per producer and account on this machine, whatever the tree
     producer_lock: BaseFileLock | None = field(default=None, repr=False, compare=False)
+    account: Account = field(default_factory=LiveAccount)  # the run's (Context.account)
 
 
 # --- before any work ------------------------------------------------------------------------
@@ -434,10 +434,9 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         token = env.get("DIGITALOCEAN_TOKEN")
         shared = (provider.shared, env) if provider.shared is not None else None
         rendered = project.rendered[name]
+        cloud = provider.cloud
         out.append(
-            Prepared(
-                model, rendered, copy, ctx.account, provider, token, lock, shared, project.manifests, held
-            )
+            Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests, held, ctx.account)
         )
     return out
 

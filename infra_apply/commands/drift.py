@@ -150,7 +150,7 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
     if not prep.rendered.droplet_addresses:
         return ()
     # nothing applied: no droplets, so every entry the registry holds for the producer is stale
-    live = live_droplets_from_output(droplets_output(prep, applied=False))
+    live = live_droplets_from_output(droplets_output(prep, ctx.account.remedy_flags, applied=False))
     doc, _ = load_document(target)
     stale = stale_registry_droplets(doc, prep.producer.name, (d.name for d in live))
     allocate = shared_allocator(ctx, prep.producer.name, live, stale, {}, write=False)

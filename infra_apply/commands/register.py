@@ -47,7 +47,7 @@ def register(
             "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
         )
     prep.copy.init()
-    live = live_droplets(prep)
+    live = live_droplets(prep, ctx.account.remedy_flags)
     result = write_registration(
         target,
         prep.producer.name,
@@ -86,18 +86,18 @@ def shared_allocator(
     return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed, write=write)
 
 
-def live_droplets(prep: Prepared) -> list[LiveDroplet]:
+def live_droplets(prep: Prepared, keep: Sequence[str]) -> list[LiveDroplet]:
     """The producer's droplets from its applied state (the ``droplets`` output)."""
 
     if not prep.rendered.droplet_addresses:
         return []
-    return live_droplets_from_output(droplets_output(prep))
+    return live_droplets_from_output(droplets_output(prep, keep))
 
 
-def droplets_output(prep: Prepared, *, applied: bool = True) -> dict[str, object]:
+def droplets_output(prep: Prepared, keep: Sequence[str], *, applied: bool = True) -> dict[str, object]:
     """The ``droplets`` output merged with ``gpu_droplets`` (the on-demand GPUs that are up,
     an output of their own so a GPU verb's targeted apply keeps it current). ``applied``: a
-    producer never applied here is an error (else: no droplets)."""
+    producer never applied here is an error (else: no droplets), whose remedy keeps ``keep``."""
     merged: dict[str, object] = {}
     standing = applied and len(prep.rendered.droplet_addresses) > len(prep.rendered.gpu_variables)
     names = (("droplets", standing), ("gpu_droplets", False))
@@ -106,7 +106,7 @@ def droplets_output(prep: Prepared, *, applied: bool = True) -> dict[str, object
             value = prep.copy.output(name)
         except tf.OutputMissing:
             if required:
-                again = remedy.for_producer("apply", prep.producer.name, keep=prep.account.remedy_flags)
+                again = remedy.for_producer("apply", prep.producer.name, keep=keep)
                 raise InfraApplyError(
                     f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
                     f"first ({again})"
