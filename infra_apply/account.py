@@ -158,9 +158,10 @@ class Account(Protocol):
     def rename_droplet(self, prep: Prepared, droplet_id: str, name: str) -> None: ...
 
     def tagged_droplets(
-        self, preps: Sequence[Prepared], env: Mapping[str, str], tag: str
+        self, preps: Sequence[Prepared], env: Mapping[str, str], tag: str, accounts: Accounts | None = None
     ) -> list[JsonObject]:
-        """Every droplet carrying ``tag`` in the accounts ``preps`` use (the API's shape)."""
+        """Every droplet carrying ``tag`` in the accounts ``preps`` use (the API's shape); with
+        the run's ``accounts``, from the droplet list pre-flight asked for."""
         ...
 
     def cloud_file(self, preps: Sequence[Prepared]) -> str | None:
@@ -290,13 +291,17 @@ class LiveAccount:
         do_api.rename_droplet(do_api.client(token=prep.api_token), droplet_id, name)
 
     def tagged_droplets(
-        self, preps: Sequence[Prepared], env: Mapping[str, str], tag: str
+        self, preps: Sequence[Prepared], env: Mapping[str, str], tag: str, accounts: Accounts | None = None
     ) -> list[JsonObject]:
         """One listing per distinct token: producers may share an account or each have their own."""
         from infra_apply import do_api
 
         found: dict[str, JsonObject] = {}
         for token in dict.fromkeys(p.api_token for p in preps if p.api_token):
+            if accounts is not None:
+                shared = accounts.live(token).droplets()
+                found.update((str(d.get("id", "")), d) for d in shared if tag in (d.get("tags") or ()))
+                continue
             api = do_api.client(token=token, endpoint=env.get(do_api.ENDPOINT_VAR))
             listed = api.paginate(
                 "/v2/droplets", "droplets", query={"tag_name": tag}, what="list tagged droplets"
@@ -448,7 +453,7 @@ class SandboxAccount:
         cloud.rename_droplet(_prepared_cloud(prep), droplet_id, name)
 
     def tagged_droplets(
-        self, preps: Sequence[Prepared], env: Mapping[str, str], tag: str
+        self, preps: Sequence[Prepared], env: Mapping[str, str], tag: str, accounts: Accounts | None = None
     ) -> list[JsonObject]:
         from infra_apply.sandbox import cloud
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra_apply import kinds, remedy
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
@@ -62,7 +63,8 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
     from infra_apply.render import db_entry
 
     in_state = state_addresses(prep)
-    account = _account(prep)
+    with Accounts(ctx.env) as accounts:
+        account = _account(_source(prep, accounts), prep)
     found: list[Adoption] = []
     for d in prep.producer.droplets:
         address = prep.rendered.droplet_addresses[d.name]
@@ -121,14 +123,15 @@ def state_addresses(prep: Prepared) -> set[str]:
     return out
 
 
-def _account(prep: Prepared) -> Account:
+def _account(source: Source, prep: Prepared) -> Account:
     from infra_apply.exists import fetch
 
-    return fetch(_source(prep), {db.cluster for db in prep.producer.databases})
+    return fetch(source, {db.cluster for db in prep.producer.databases})
 
 
-def _source(prep: Prepared) -> Source:
-    source = prep.account.source(prep)
+def _source(prep: Prepared, accounts: Accounts) -> Source:
+    """The producer's account, its lists asked once for the run (``accounts``)."""
+    source = prep.account.source(prep, accounts)
     if source is None:  # no token: the client says which variable to set
         from infra_apply import do_api, preflight
 
@@ -227,12 +230,15 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     """Plan the takeover; only when it has no error, write the imports and the removed file."""
     from infra_apply import takeover
 
-    account = _account(prep).droplets
+    with Accounts(ctx.env) as accounts:  # one listing of the clusters for both
+        source = _source(prep, accounts)
+        account = _account(source, prep).droplets
+        clusters = _clusters(source)
     t = takeover.plan_takeover(
         old,
         prep.producer,
         prep.rendered.droplet_addresses,
-        _account_clusters(prep),
+        clusters,
         {a.id: a.image for a in account if a.image},
     )
     if not t.ok:
@@ -288,11 +294,11 @@ def _make_folder(folder: Path, private_to: Path | None) -> None:
         raise InfraApplyError(f"cannot write {folder}: {exc.strerror}") from None
 
 
-def _account_clusters(prep: Prepared) -> dict[str, str]:
+def _clusters(source: Source) -> dict[str, str]:
     """Database cluster id -> name: the old state names a cluster only by its id."""
     return {
         raw["id"]: raw["name"]
-        for raw in _source(prep).databases()
+        for raw in source.databases()
         if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str)
     }
 

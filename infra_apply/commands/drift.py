@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.drift import (
     DriftReport,
@@ -52,12 +53,13 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
     names = pick(project, producers)
     # a runner's empty local state would report every droplet as unknown to any state
     ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
-    preflight(ctx, project, names)
-    refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
+    with Accounts(ctx.env) as accounts:  # pre-flight's droplet list serves the orphan check
+        preflight(ctx, project, names, accounts=accounts)
+        refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
+        tagged = list_tagged(ctx, [r.prep for r in refreshed], accounts)
     found = tuple(producer_drift(ctx, r) for r in refreshed)
     in_state = [d for r in refreshed for d in state_droplets(r.prep.producer.name, r.plan)]
     known = {d.id for d in in_state}
-    tagged = list_tagged(ctx, [r.prep for r in refreshed])
     every = not producers
     return DriftReport(
         found,
@@ -163,9 +165,9 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
 # --- droplets no state knows ------------------------------------------------------------------
 
 
-def list_tagged(ctx: Context, preps: Sequence[Prepared]) -> list[Orphan]:
+def list_tagged(ctx: Context, preps: Sequence[Prepared], accounts: Accounts | None = None) -> list[Orphan]:
     """Every droplet tagged ``managed-by:infra-apply`` in the accounts the producers use."""
-    return [_orphan(d) for d in ctx.account.tagged_droplets(preps, ctx.env, MANAGED_TAG)]
+    return [_orphan(d) for d in ctx.account.tagged_droplets(preps, ctx.env, MANAGED_TAG, accounts)]
 
 
 def _orphan(raw: Mapping[str, object]) -> Orphan:

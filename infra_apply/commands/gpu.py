@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from infra_apply import kinds, remedy
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
@@ -104,7 +105,10 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         # pre-flight before the lease store (with remote state: the state bucket), and before
         # the lease: a wrong account, or a GPU its region does not offer, leaves no lease behind
         reader = functools.cache(hold_and_read)
-        preflight(ctx, project, [producer], lambda: tuple(sorted({*reader()[1].held(producer), name})))
+        # one catalogue for the run: pre-flight's lists serve the exists lookups of the apply
+        accounts = stack.enter_context(Accounts(ctx.env))
+        on_after = lambda: tuple(sorted({*reader()[1].held(producer), name}))  # noqa: E731
+        preflight(ctx, project, [producer], on_after, accounts)
         store, before = reader()
         # the working copy before the lease: one another run is using refuses with no lease taken
         [prep] = prepare(ctx, project, [producer])
@@ -130,7 +134,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
             auto_approve=True, gpu=on, only=own, refusal_remedy=_up_remedy(ctx, name, for_)
         )
         try:
-            applied = apply_producer(ctx, prep, terminal, options)
+            applied = apply_producer(ctx, prep, terminal, options, accounts)
         except InfraApplyError as exc:
             error = InfraApplyError(
                 f"gpu up {name}: {exc.message}\n{_after_failed_up(ctx, store, prep, lease, new, for_)}",

@@ -303,7 +303,9 @@ def plan_all(
     gpu = tuple(gpu)
     unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
     if unknown:
-        raise InfraApplyError(f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned")
+        raise InfraApplyError(
+            f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
+        )
     workers = max(1, min(len(preps), os.cpu_count() or 1))
     with contextlib.ExitStack() as stack:
         provider_env = None
