@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import infra_apply
 from infra_apply.discover import MANIFEST_RE, PRUNED
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import CONFIG_LIMIT, read_bounded
@@ -134,7 +133,7 @@ def layout_for(top: Path, root: Path, out: Path, env: Mapping[str, str]) -> Layo
     config = Path(env["INFRA_APPLY_CONFIG"]) if env.get("INFRA_APPLY_CONFIG") else root / "infra-apply.toml"
     from infra_apply.hcl import templates_dir
 
-    package = Path(infra_apply.__file__).resolve().parent
+    package = Path(__file__).resolve().parent
     everything = [_relative(top, templates_dir()), _relative(top, package)]
     everything += [_relative(top, root / f) for f in _config_files(config)]
     return Layout(
