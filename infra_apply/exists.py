@@ -41,7 +41,6 @@ from infra_apply.plan_parse import JsonObject
 from infra_apply.render import MANAGED_TAG, Rendered, db_entry
 
 if TYPE_CHECKING:
-    from infra_apply.accounts import Accounts
     from infra_apply.preflight import Source
 
 RULE = "exists"
@@ -112,29 +111,10 @@ def fetch(source: Source, clusters: Iterable[str]) -> Account:
         )
 
 
-def source_for(cloud: Path | None, api_token: str | None, accounts: Accounts | None = None) -> Source | None:
-    """The account a prepared producer talks to: the sandbox cloud, or the API with its token
-    (shared with the rest of the run when ``accounts`` is given); None when there is neither
-    (no token: Terraform could not create anything either)."""
-    from infra_apply import preflight
-
-    if cloud is not None:
-        return preflight.SandboxSource(cloud)
-    if api_token and accounts is not None:
-        return accounts.live(api_token)
-    if api_token:
-        from infra_apply import do_api
-
-        return preflight.LiveSource(do_api.client(token=api_token))
-    return None
-
-
-def start(
-    cloud: Path | None, api_token: str | None, clusters: Iterable[str], accounts: Accounts | None = None
-) -> Future[Account] | None:
-    """Look the account up in the background (while Terraform plans); with the run's
-    ``accounts``, from the lists pre-flight already asked for."""
-    source = source_for(cloud, api_token, accounts)
+def start(source: Source | None, clusters: Iterable[str]) -> Future[Account] | None:
+    """Look the account up in the background (while Terraform plans); ``source``: the prepared
+    producer's (``Account.source``: with the run's accounts, the lists pre-flight already asked
+    for); None when there is none (no token: Terraform could not create anything either)."""
     if source is None:
         return None
     pool = ThreadPoolExecutor(max_workers=1)
@@ -273,11 +253,12 @@ def review(
     manifests: Mapping[str, Manifest],
     account: Account,
     journal: Journal | None,
-    sandbox: bool,
+    keep: Sequence[str],
 ) -> Review:
-    """What the saved plan ``raw`` would create that ``account`` already holds."""
+    """What the saved plan ``raw`` would create that ``account`` already holds; the remedies
+    printed keep the flags ``keep`` (``Account.remedy_flags``)."""
     where = _Locator(producer, rendered, manifests)
-    adopt = _remedy(producer.name, sandbox)
+    adopt = _remedy(producer.name, keep)
     problems: list[Problem] = []
     imports: list[Import] = []
     for c in planned_creates(raw):
@@ -469,10 +450,10 @@ class _Adopt:
     from_state: str
 
 
-def _remedy(producer: str, sandbox: bool) -> _Adopt:
+def _remedy(producer: str, keep: Sequence[str]) -> _Adopt:
     return _Adopt(
-        remedy.for_producer("adopt", producer, sandbox=sandbox),
-        remedy.for_producer("adopt", producer, "--from-state", "FILE", sandbox=sandbox),
+        remedy.for_producer("adopt", producer, keep=keep),
+        remedy.for_producer("adopt", producer, "--from-state", "FILE", keep=keep),
     )
 
 
@@ -519,8 +500,7 @@ def act(
         )
 
 
-def refuse(r: Review, sandbox: bool) -> None:
+def refuse(r: Review, where: str) -> None:
+    """Stop when ``r`` found what exists; ``where``: the account's label."""
     if r.problems:
-        raise ExistsRefused(
-            list(r.problems), "the sandbox account" if sandbox else "the DigitalOcean account"
-        )
+        raise ExistsRefused(list(r.problems), where)

@@ -309,9 +309,9 @@ def test_state_settings_keep_their_behaviour(tmp_path: Path) -> None:
     live, box = c.backend(sandbox=False), c.backend(sandbox=True)
     assert (live.kind, live.bucket, live.key_prefix, live.region) == ("s3", "b", "live", "us-east-1")
     assert (box.kind, box.key_prefix) == ("s3", "box")
-    from infra_apply.state import load_backend
+    from infra_apply.account import SandboxAccount
 
-    assert load_backend(tmp_path / "root", {}, sandbox=True) == box
+    assert SandboxAccount().backend(tmp_path / "root", {}) == box
 
 
 def test_config_errors_are_the_error_family() -> None:

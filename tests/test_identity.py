@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from infra_apply import identity
+from infra_apply.account import LiveAccount, SandboxAccount
 from infra_apply.config import load
 from infra_apply.errors import InfraApplyError
 from infra_apply.identity import identify, path_key, settle
-from infra_apply.state import refuse_local_state_in_ci
 from tests.conftest import CONFIG, base_tree, cli_env, run_cli, write_tree
 
 GIT_ENV = {
@@ -235,14 +235,14 @@ def test_local_state_under_ci_is_allowed_when_said_for_remote_state_and_the_sand
     ci = {"CI": "true"}
     config(CONFIG)
     with pytest.raises(InfraApplyError):
-        refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
-    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=True)  # throwaway by nature
-    refuse_local_state_in_ci(load(tmp_path, {}), {"CI": "false"}, sandbox=False)
-    refuse_local_state_in_ci(load(tmp_path, {}), {}, sandbox=False)
+        LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)
+    SandboxAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)  # throwaway by nature
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), {"CI": "false"})
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), {})
     config(f"[state]\nallow_local_in_ci = true\n{CONFIG}")
-    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)
     config(f'[state]\nbackend = "s3"\nbucket = "b"\n{CONFIG}')
-    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)
 
 
 def test_the_allow_setting_lets_a_ci_plan_reach_the_account_check(tmp_path: Path) -> None:
