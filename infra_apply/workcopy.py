@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from infra_apply import kinds
+from infra_apply import kinds, locks
 from infra_apply import terraform as tf
 from infra_apply.bucket import check_locking
 from infra_apply.config import Config
@@ -253,7 +253,7 @@ def check_registry(ctx: Context) -> None:
     """A registry the verb would write but may not (read-only) stops it before it starts, not
     after Terraform changed the world. Sandbox runs only read it (they write a copy)."""
     if ctx.mesh_path is not None and not ctx.sandbox:
-        from infra_apply.mesh import check_writable
+        from infra_apply.meshfile import check_writable
 
         check_writable(ctx.mesh_path)
 
@@ -522,39 +522,24 @@ def _has_local_state(path: Path) -> bool:
 
 def lock_working_copy(path: Path, producer: str) -> BaseFileLock:
     """One infra-apply run per working copy; the lock lives as long as the process."""
-    from filelock import FileLock, Timeout
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=0, is_singleton=True, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise InfraApplyError(
-            f"another infra-apply run is using the working copy of producer {producer} ({path}); "
-            "wait for it to finish"
-        ) from None
-    return lock
+    what = f"the working copy of producer {producer} ({path})"
+    return locks.acquire(Path(f"{path}.lock"), what, singleton=True)
 
 
 def lock_producer(state: Path, account: str, producer: str) -> BaseFileLock:
     """One run per producer and account on this machine, from whichever tree: two trees whose
     local state is kept apart (copies outside git) would each find nothing of the producer in
     the account, and both create it. Held as long as the process, like the working copy's."""
-    from filelock import FileLock, Timeout
-
     digest = hashlib.sha256(f"{account}\0{producer}".encode()).hexdigest()[:20]
     folder = state / "locks"
     private_dirs(folder, state)
-    lock = FileLock(str(folder / f"producer-{digest}.lock"), timeout=0, is_singleton=True, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise InfraApplyError(
-            f"another infra-apply run on this machine is working on producer {producer} in the same "
-            "account, from a tree whose state is kept apart from this one's; wait for it to finish, "
-            "then run again (the account check then sees what it made)"
-        ) from None
-    return lock
+    return locks.acquire(
+        folder / f"producer-{digest}.lock",
+        f"producer {producer} in the same account (from a tree whose state is kept apart from this one's)",
+        singleton=True,
+        remedy="wait for it to finish, then run again (the account check then sees what it made)",
+    )
 
 
 # --- state --------------------------------------------------------------------------------
@@ -593,7 +578,7 @@ def mesh_target(ctx: Context) -> Path | None:
         return ctx.mesh_path
     copy = sandbox_registry(ctx)
     if ctx.mesh_path is not None:
-        from infra_apply.mesh import seed_copy
+        from infra_apply.meshfile import seed_copy
 
         private_dirs(copy.parent, state_dir(ctx.env))
         seed_copy(ctx.mesh_path, copy)

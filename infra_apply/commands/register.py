@@ -39,7 +39,7 @@ def register(
 ) -> WriteResult:
     """Register the producer's live droplets (``removed``: manifest names whose hosts go,
     ``renamed``: old -> new droplet names) in the registry ``mesh_target`` names."""
-    from infra_apply.mesh import write_registration
+    from infra_apply.meshfile import write_registration
 
     target = mesh_target(ctx)
     if target is None:
