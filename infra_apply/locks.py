@@ -78,10 +78,10 @@ def held(
 
 
 def busy_message(path: Path, what: str, timeout: float, remedy: str = WAIT) -> str:
-    waited = f" for more than {timeout:g}s" if timeout > 0 else ""
+    waited = f" (waited {timeout:g}s)" if timeout > 0 else ""
     holder = holder_of(path)
     by = f" (process {holder[0]}, since {holder[1]}; ps -p {holder[0]} shows it)" if holder else ""
-    return f"{what} is locked by another infra-apply run{by}{waited}; lock file {path}; {remedy}"
+    return f"another infra-apply run{by} holds the lock on {what}{waited}; lock file {path}; {remedy}"
 
 
 def holder_of(path: Path) -> tuple[int, str] | None:

@@ -154,7 +154,7 @@ def _compute(
 
 def _locked(target: Path, timeout: float) -> contextlib.AbstractContextManager[None]:
     return locks.held(
-        Path(f"{target}.lock"), f"mesh-hosts.json ({target})", timeout=timeout, busy=_busy(target)
+        Path(f"{target}.lock"), NAME, timeout=timeout, busy=_busy(target)
     )
 
 

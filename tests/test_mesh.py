@@ -846,7 +846,8 @@ def test_registration_waits_for_the_lock_and_rereads_the_file_under_it(tmp_path:
 
 def test_a_lock_held_too_long_is_a_clear_error(tmp_path: Path) -> None:
     path = registry(tmp_path)
-    with filelock.FileLock(f"{path}.lock"), pytest.raises(MeshError, match="locked by another run"):
+    busy = r"another infra-apply run holds the lock on mesh-hosts.json \(waited 0.1s\); lock file "
+    with filelock.FileLock(f"{path}.lock"), pytest.raises(MeshError, match=busy):
         meshfile.write_registration(path, "quinn", [droplet("a", ("a",))], lock_timeout=0.1)
     assert path.read_text(encoding="utf-8") == BASE_TEXT
 
