@@ -425,7 +425,7 @@ def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | 
 
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
     """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
-    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
+    binary = tf.state_binary(ctx.env, state_dir(ctx.env))
     backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
     # Before any Terraform run relies on the bucket's lockfile.
     check_locking(state_dir(ctx.env), backend, binary, ctx.env)

@@ -223,6 +223,19 @@ def test_a_local_state_that_is_a_device_or_fifo_counts_as_holding_resources(tmp_
         assert outcome == [True]  # never switch backends over a state nobody could read
 
 
+def test_an_apply_journal_that_is_a_device_or_fifo_is_no_journal(tmp_path: Path) -> None:
+    """The journal under the state dir is read like every other file: never blocking on it."""
+    from infra_apply import exists
+
+    for make in (_zero, _fifo):
+        folder = tmp_path / make.__name__
+        folder.mkdir()
+        make(folder / exists.JOURNAL)
+        outcome: list[object] = []
+        assert _finishes(lambda f=folder, o=outcome: o.append(exists.read_journal(f))) is None
+        assert outcome == [None]
+
+
 def test_read_bounded_reads_a_regular_file_and_follows_a_link_to_one(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"12345")
     (tmp_path / "link").symlink_to(tmp_path / "a")

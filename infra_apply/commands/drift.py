@@ -23,9 +23,9 @@ from infra_apply.drift import (
     state_droplets,
 )
 from infra_apply.errors import ExitCode
+from infra_apply.managed import MANAGED_TAG, is_managed
 from infra_apply.mesh import HostChange
 from infra_apply.plan_model import JsonObject
-from infra_apply.render import MANAGED_TAG
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 from infra_apply.workcopy import (
@@ -181,7 +181,7 @@ def list_tagged(ctx: Context, preps: Sequence[Prepared]) -> list[Orphan]:
 def sandbox_tagged(path: Path) -> list[Orphan]:
     from infra_apply.sandbox import cloud
 
-    return [_orphan(d) for d in cloud.list_droplets(path) if MANAGED_TAG in (d.get("tags") or ())]
+    return [_orphan(d) for d in cloud.list_droplets(path) if is_managed(d.get("tags") or ())]
 
 
 def account_tagged(tokens: Iterable[str], endpoint: str | None) -> list[Orphan]:
