@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, read_bounded
@@ -32,25 +32,31 @@ class LockBusy(InfraApplyError):
 Busy = Callable[[str], InfraApplyError]
 
 
-def acquire(
-    path: Path,
-    what: str,
-    *,
-    timeout: float = 0,
-    singleton: bool = False,
-    remedy: str = WAIT,
-    busy: Busy = LockBusy,
-) -> BaseFileLock:
-    """Take the lock file ``path`` (created 0600), waiting ``timeout`` seconds (0: not at all,
-    negative: for ever). ``what`` names the locked thing in the error (``the working copy of
-    producer ct``); ``busy`` builds it, so callers keep their own error class."""
+class Options(TypedDict, total=False):
+    """How a lock is taken. ``timeout``: seconds to wait (0, the default: not at all; negative:
+    for ever). ``singleton``: one lock object per file in this process, so it may be taken again
+    by its holder. ``remedy``: what the busy error tells to do. ``busy``: builds that error, so
+    a caller keeps its own error class."""
+
+    timeout: float
+    singleton: bool
+    remedy: str
+    busy: Busy
+
+
+def acquire(path: Path, what: str, **options: Unpack[Options]) -> BaseFileLock:
+    """Take the lock file ``path`` (created 0600). ``what`` names the locked thing in the error
+    (``the working copy of producer ct``)."""
     from filelock import FileLock, Timeout  # tens of milliseconds: only where a lock is taken
 
+    timeout = options.get("timeout", 0)
+    singleton = options.get("singleton", False)
     lock = FileLock(str(path), timeout=timeout, is_singleton=singleton, mode=PRIVATE_FILE)
     try:
         lock.acquire()
     except Timeout:
-        raise busy(busy_message(path, what, timeout, remedy)) from None
+        busy = options.get("busy", LockBusy)
+        raise busy(busy_message(path, what, timeout, options.get("remedy", WAIT))) from None
     except OSError as exc:
         raise InfraApplyError(f"cannot lock {what}: {exc.strerror} (lock file {path})") from None
     _note_holder(path)
@@ -58,17 +64,9 @@ def acquire(
 
 
 @contextlib.contextmanager
-def held(
-    path: Path,
-    what: str,
-    *,
-    timeout: float = 0,
-    singleton: bool = False,
-    remedy: str = WAIT,
-    busy: Busy = LockBusy,
-) -> Iterator[None]:
+def held(path: Path, what: str, **options: Unpack[Options]) -> Iterator[None]:
     """:func:`acquire` for the length of a ``with`` block."""
-    lock = acquire(path, what, timeout=timeout, singleton=singleton, remedy=remedy, busy=busy)
+    lock = acquire(path, what, **options)
     try:
         yield
     finally:
