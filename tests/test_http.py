@@ -267,7 +267,8 @@ def test_a_remote_forge_is_reached_through_the_environments_proxy(
 
 def test_one_reader_of_an_api_error_answer_for_digitalocean_and_the_forges() -> None:
     do = {"id": "not_found", "message": "The resource you were accessing could not be found."}
-    github = {"message": "Validation Failed", "errors": [{"code": "custom", "message": "body is too long"}, "x"]}
+    errors = [{"code": "custom", "message": "body is too long"}, "x"]
+    github = {"message": "Validation Failed", "errors": errors}
     assert error_fields(do) == ("not_found", "The resource you were accessing could not be found.")
     assert error_fields(github) == (None, "Validation Failed; body is too long; x")
     assert error_fields({"message": "two\n  lines", "id": 7}) == (None, "two lines")
