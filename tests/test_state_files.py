@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.mesh import load_document
+from infra_apply.meshfile import load_document
 from infra_apply.workcopy import Context, mesh_target, sandbox_registry
 from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 
@@ -22,7 +22,7 @@ SEED = """
 import resource, signal, sys
 from pathlib import Path
 from infra_apply.workcopy import Context, mesh_target
-from infra_apply.mesh import load_document
+from infra_apply.meshfile import load_document
 
 root, source, state, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = Context(root=root, out=root / "generated", sandbox=True, mesh_path=source,
