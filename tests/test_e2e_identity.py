@@ -90,7 +90,8 @@ def test_two_trees_kept_apart_never_work_on_one_producer_at_once(ops: Ops) -> No
         code, _, err = apart.apply("mc")
         assert code == 1, err
         held_by = f"another infra-apply run (process {holder.pid}, since "
-        assert held_by in err and f"; ps -p {holder.pid} shows it) holds the lock on producer mc in the same account" in err
+        what = "holds the lock on producer mc in the same account"
+        assert held_by in err and f"; ps -p {holder.pid} shows it) {what}" in err
         assert ops.droplets() == {}  # nothing created
         code, _, err = apart.sandbox("plan", "--producer", "quinn")  # another producer: not held
         assert code == 2, err
