@@ -51,9 +51,10 @@ def acquire(path: Path, what: str, **options: Unpack[Options]) -> BaseFileLock:
 
     timeout = options.get("timeout", 0)
     singleton = options.get("singleton", False)
-    lock = FileLock(str(path), timeout=timeout, is_singleton=singleton, mode=PRIVATE_FILE)
+    # The wait goes to acquire(): a singleton refuses a second construction with other arguments.
+    lock = FileLock(str(path), is_singleton=singleton, mode=PRIVATE_FILE)
     try:
-        lock.acquire()
+        lock.acquire(timeout=timeout)
     except Timeout:
         busy = options.get("busy", LockBusy)
         raise busy(busy_message(path, what, timeout, options.get("remedy", WAIT))) from None

@@ -127,3 +127,12 @@ def test_no_file_lock_is_taken_outside_the_lock_helper() -> None:
         if _TAKES_LOCK.search(line) and not line.lstrip().startswith("#")
     ]
     assert offenders == []
+
+
+def test_a_singleton_lock_is_taken_again_with_another_wait(tmp_path: Path) -> None:
+    """gpu up holds a producer's leases (waiting) around steps that take them again at once."""
+    path = tmp_path / "leases.lock"
+    outer = locks.held(path, "the leases", timeout=30, singleton=True)
+    with outer, locks.held(path, "the leases", singleton=True):
+        assert path.read_text().startswith("pid=")
+    assert path.read_text() == ""

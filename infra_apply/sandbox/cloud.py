@@ -111,9 +111,11 @@ _RESET = (
 
 def load(path: PathLike) -> Cloud:
     """The cloud as it is now; a missing file is an empty account."""
+    from infra_apply.fs import STATE_LIMIT, read_bounded
+
     where = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_bounded(Path(path), STATE_LIMIT).decode("utf-8")
     except FileNotFoundError:
         return empty()
     except UnicodeDecodeError:
