@@ -135,7 +135,7 @@ def _compute(
     new_text = strictjson.dump(result.document)
     # Compare documents, not texts: a registry net-tools wrote in another style (4-space
     # indent, one line) must not be reformatted by a registration that changes nothing.
-    # Both sides go through dump_document, so key order counts as a change too. A reported
+    # Both sides go through strictjson.dump, so key order counts as a change too. A reported
     # change always changes the document: the second rendering is needed only without one.
     if not result.changes and (new_text == old_text or new_text == strictjson.dump(doc)):
         return WriteResult(target, result, changed=False, wrote=False, diff="")
