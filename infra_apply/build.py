@@ -36,6 +36,7 @@ def build_model(v: Validation) -> Model:
     droplets += _gpu_droplets(v.manifests, refs, v.config)
     droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
+    droplets = [_with_clusters(d, databases) for d in droplets]
     return Model(
         tuple(
             ProducerModel(
@@ -128,6 +129,15 @@ def _with_settings(d: Droplet, config: Config) -> Droplet:
     """The droplet with what infra-apply.toml sets for its producer."""
     s = config.for_producer(d.producer)
     return replace(d, ssh_keys=s.ssh_keys, monitoring=s.monitoring, user_data=s.user_data)
+
+
+def _with_clusters(d: Droplet, databases: Iterable[Database]) -> Droplet:
+    """The droplet with the clusters of the database projects it hosts, whatever their producer
+    (an on-demand GPU droplet declares no mesh host a project names)."""
+    if d.gpu:
+        return d
+    clusters = sorted({db.cluster for db in databases if db.host is not None and db.host in d.hosts})
+    return replace(d, database_clusters=tuple(clusters))
 
 
 def _consumed(service: str, hosts: tuple[str, ...], consumes: _Consumes) -> tuple[str, ...]:

@@ -214,13 +214,6 @@ class Config:
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
 
-    def ssh_key_names(self) -> tuple[str, ...]:
-        """Every SSH key name a droplet may be given, sorted."""
-        names = set(self.droplets.ssh_keys)
-        for settings in self.producers.values():
-            names.update(settings.ssh_keys)
-        return tuple(sorted(names))
-
     def backend(self, *, sandbox: bool) -> Backend:
         return self.state.backend(sandbox=sandbox)
 

@@ -33,9 +33,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Protocol
 
 from infra_apply import kinds
+from infra_apply.do_semantics import disk_now
 from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.lease import billed_hours
-from infra_apply.plan_model import disk_now, strip_index
+from infra_apply.plan_parse import JsonObject, json_dict, json_list, strip_index
 from infra_apply.prices import AS_OF, DISKS_GB, PRICES, ListPrice
 
 API_SOURCE = "DigitalOcean API /v2/sizes"
@@ -43,8 +44,6 @@ TABLE_SOURCE = f"list prices as of {AS_OF} (shipped table)"
 CURRENCY = "USD"
 _CENTS = Decimal("0.01")
 _ZERO = Decimal(0)
-
-JsonObject = Mapping[str, object]
 
 
 # --- prices ---------------------------------------------------------------------------------
@@ -240,8 +239,8 @@ def producer_cost(
     ``up_since``: GPU name → when its droplet came up (absent: it comes up with this plan).
     """
     names = names or {}
-    before = _droplets(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
-    after = _droplets(_dict(plan.get("planned_values")).get("root_module"))
+    before = _droplets(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    after = _droplets(json_dict(plan.get("planned_values")).get("root_module"))
     before = _follow_moves(before, after, plan)
     in_place = _updated(plan)
     standing: list[DropletCost] = []
@@ -295,8 +294,8 @@ def _updated(plan: JsonObject) -> set[str]:
     """Addresses the plan updates in place."""
     return {
         str(rc.get("address", ""))
-        for rc in map(_dict, _list(plan.get("resource_changes")))
-        if _list(_dict(rc.get("change")).get("actions")) == ["update"]
+        for rc in map(json_dict, json_list(plan.get("resource_changes")))
+        if json_list(json_dict(rc.get("change")).get("actions")) == ["update"]
     }
 
 
@@ -337,17 +336,17 @@ def _droplets(module: object) -> dict[str, JsonObject]:
     """Address → attribute values of every managed droplet in a module tree (a deposed object
     left by an interrupted replacement is a droplet too, and costs like one)."""
     found: dict[str, JsonObject] = {}
-    stack = [_dict(module)]
+    stack = [json_dict(module)]
     while stack:
         current = stack.pop()
-        for res in map(_dict, _list(current.get("resources"))):
+        for res in map(json_dict, json_list(current.get("resources"))):
             if res.get("mode") != "managed" or res.get("type") != kinds.DROPLET.type:
                 continue
             address = str(res.get("address", ""))
             if res.get("deposed_key"):
                 address += f" (deposed {res['deposed_key']})"
-            found[address] = _dict(res.get("values"))
-        stack.extend(map(_dict, _list(current.get("child_modules"))))
+            found[address] = json_dict(res.get("values"))
+        stack.extend(map(json_dict, json_list(current.get("child_modules"))))
     return found
 
 
@@ -356,7 +355,7 @@ def _follow_moves(
 ) -> dict[str, JsonObject]:
     """Key ``before`` by the new address of a ``moved`` droplet, so it meets itself after."""
     moved = dict(before)
-    for rc in map(_dict, _list(plan.get("resource_changes"))):
+    for rc in map(json_dict, json_list(plan.get("resource_changes"))):
         old, new = rc.get("previous_address"), rc.get("address")
         if isinstance(old, str) and isinstance(new, str) and old in moved and new not in moved:
             moved[new] = moved.pop(old)
@@ -415,11 +414,3 @@ def as_number(amount: Decimal | None) -> float | None:
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _dict(value: object) -> JsonObject:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []

@@ -29,10 +29,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from infra_apply import kinds
+from infra_apply.do_semantics import is_noise as is_noise  # the noise filter is a provider fact
 from infra_apply.managed import is_managed, prior_resources, tagged_producer
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import Change, JsonObject, NameDrift, parse_plan
-from infra_apply.plan_model import is_noise as is_noise  # the noise filter lives with the parser
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import Change, JsonObject, NameDrift, json_dict, json_list
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,7 @@ def applied(plan: JsonObject) -> bool:
     """Whether the producer has applied state: a managed resource in the refreshed prior state
     (data sources are read even with no state), or one the refresh found deleted outside
     Terraform (it leaves the refreshed state but shows in ``resource_drift``)."""
-    return any(True for _ in prior_resources(plan)) or bool(_list(plan.get("resource_drift")))
-
-
-def state_droplet_ids(plan: JsonObject) -> set[str]:
-    """Ids of every managed droplet in the plan's (refreshed) prior state."""
-    return {d.id for d in state_droplets("", plan)}
+    return any(True for _ in prior_resources(plan)) or bool(json_list(plan.get("resource_drift")))
 
 
 def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
@@ -129,7 +125,7 @@ def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
     found = []
     for res in prior_resources(plan):
         if res.get("type") == kinds.DROPLET.type:
-            values = _dict(res.get("values"))
+            values = json_dict(res.get("values"))
             droplet_id, name = values.get("id"), values.get("name")
             if isinstance(droplet_id, str | int) and str(droplet_id):
                 found.append(StateDroplet(str(droplet_id), str(name or ""), producer))
@@ -194,11 +190,3 @@ def stale_registry_droplets(doc: Mapping[str, object], producer: str, live: Iter
         and e["droplet"] not in live_names
     }
     return sorted(stale)
-
-
-def _dict(value: object) -> JsonObject:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []

@@ -38,7 +38,7 @@ from infra_apply.errors import Problem, ValidationFailed
 from infra_apply.managed import is_managed, is_producers, prior_resources
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.render import Rendered, db_entry
 
 if TYPE_CHECKING:

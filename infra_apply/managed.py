@@ -7,9 +7,9 @@ them with the same rule, so a droplet one of them counts as infra-apply's the ot
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator
 
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject, json_dict, json_list
 
 MANAGED_TAG = "managed-by:infra-apply"
 PRODUCER_TAG = "producer:"
@@ -36,21 +36,14 @@ def tagged_producer(tags: Collection[str]) -> str | None:
 
 def state_resources(root_module: object) -> Iterator[JsonObject]:
     """The managed resources (not data sources) of a state's root module, child modules included."""
-    stack = [_dict(root_module)]
+    stack = [json_dict(root_module)]
     while stack:
         module = stack.pop()
-        yield from (r for r in map(_dict, _list(module.get("resources"))) if r.get("mode") == "managed")
-        stack.extend(map(_dict, _list(module.get("child_modules"))))
+        resources = map(json_dict, json_list(module.get("resources")))
+        yield from (r for r in resources if r.get("mode") == "managed")
+        stack.extend(map(json_dict, json_list(module.get("child_modules"))))
 
 
 def prior_resources(plan: JsonObject) -> Iterator[JsonObject]:
     """The managed resources of a plan's (refreshed) prior state."""
-    return state_resources(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
-
-
-def _dict(value: object) -> JsonObject:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []
+    return state_resources(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -64,6 +64,7 @@ class DropletNeed:
     size: Where
     image: Where
     created: bool  # False: an on-demand GPU this run leaves off
+    name: Where | None = None  # its name in the manifest (None: an on-demand GPU)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
         # A default (no such key in the manifest) is located at the droplet's name.
         return _at(manifests, d.source, ("droplets", index, field if field in entry else "name"))
 
-    return DropletNeed(d, at("region"), at("size"), at("image"), created)
+    name = _at(manifests, d.source, ("droplets", index, "name"))
+    return DropletNeed(d, at("region"), at("size"), at("image"), created, name)
 
 
 def size_at(d: Droplet, manifests: Mapping[str, Manifest]) -> Where:
@@ -262,6 +264,7 @@ class SandboxSource:
                 "region": {"slug": d.get("region", "")},
                 "size_slug": d.get("size", ""),
                 "image": {"slug": d.get("image", "")},
+                "vpc_uuid": d.get("vpc_uuid", ""),
             }
             for d in self._cloud["droplets"].values()
         ]
@@ -292,11 +295,17 @@ class Catalogue:
     regions: Mapping[str, bool]  # slug -> available
     sizes: Mapping[str, tuple[bool, tuple[str, ...]]]  # slug -> (available, regions offering it)
     images: frozenset[str]
+    # Asked only when a droplet hosts a database project: cluster name -> (region,
+    # private_network_uuid), and droplet name -> vpc_uuid of the droplets the account has.
+    cluster_vpcs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    droplet_vpcs: Mapping[str, str] = field(default_factory=dict)
 
 
 def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
     _check_account(source, say)
-    clusters = {str(c.get("name")) for c in source.databases()} if wanted.clusters else set()
+    vpcs = any(n.droplet.database_clusters for n in wanted.droplets)
+    databases = source.databases() if wanted.clusters or vpcs else []
+    clusters = {str(c.get("name")) for c in databases} if wanted.clusters else set()
     keys = {str(k.get("name")) for k in source.ssh_keys()} if wanted.ssh_keys else set()
     regions, sizes, images = {}, {}, set()
     if wanted.droplets:
@@ -307,7 +316,27 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
         for slug in sorted({n.droplet.image for n in wanted.droplets} - images):
             if not slug.isdigit() and source.image(slug) is not None:
                 images.add(slug)
-    return Catalogue(source.label, frozenset(clusters), frozenset(keys), regions, sizes, frozenset(images))
+    cluster_vpcs: dict[str, tuple[str, str]] = {}
+    droplet_vpcs: dict[str, str] = {}
+    if vpcs:
+        for c in databases:
+            if c.get("region") and c.get("private_network_uuid"):
+                cluster_vpcs[str(c.get("name"))] = (str(c["region"]).lower(), str(c["private_network_uuid"]))
+        droplet_vpcs = {
+            str(d.get("name")): str(d["vpc_uuid"])
+            for d in source.droplets()
+            if d.get("vpc_uuid")
+        }
+    return Catalogue(
+        source.label,
+        frozenset(clusters),
+        frozenset(keys),
+        regions,
+        sizes,
+        frozenset(images),
+        cluster_vpcs,
+        droplet_vpcs,
+    )
 
 
 def _size_regions(size: JsonObject) -> tuple[str, ...]:
@@ -353,9 +382,38 @@ def check(cat: Catalogue, wanted: Needs) -> list[Problem]:
             known = _listing(cat.ssh_keys)
             add(need.where, f"SSH key {need.name!r} is not in {cat.label} (keys: {known})")
     for d in wanted.droplets:
-        for where, message, level in _droplet_problems(cat, d):
+        for where, message, level in (*_droplet_problems(cat, d), *_vpc_problems(cat, d)):
             add(where, message, level)
     return sorted(set(problems), key=Problem.sort_key)
+
+
+def _vpc_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where, str, Level]]:
+    """A running droplet outside the VPC of a cluster it hosts a project of: that cluster's
+    private host is out of its reach, and the droplet is never moved (vpc_uuid is ForceNew), so
+    this is said before anything is planned. A new droplet joins its first cluster's VPC when
+    that cluster is in its region (render); ``db-credentials`` refuses an unreachable host."""
+    d = need.droplet
+    live = cat.droplet_vpcs.get(d.name)
+    if need.name is None or live is None:
+        return
+    for cluster in d.database_clusters:
+        region, vpc = cat.cluster_vpcs.get(cluster, (None, None))
+        if region is None or vpc == live:
+            continue
+        regional = region == d.region
+        where = "" if regional else f" (a VPC is regional: the cluster is in {_shown(region)})"
+        yield (
+            need.name if regional else need.region,
+            f"droplet {d.name!r} runs in VPC {_shown(live)}, not in VPC {_shown(str(vpc))} of cluster "
+            f"{cluster!r} it hosts a project of{where}: the cluster's private host is out of its "
+            "reach (db-credentials refuses it); a running droplet is never moved into another VPC "
+            '(vpc_uuid is ForceNew): see docs/safety.md, "The cluster\'s network"',
+            "warning",
+        )
+
+
+def _shown(value: str) -> str:
+    return visible(short(value, 60))
 
 
 def _droplet_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where, str, Level]]:

@@ -24,7 +24,7 @@ from infra_apply.paths import child
 
 if TYPE_CHECKING:
     from infra_apply.model import Database, Droplet, Model, ProducerModel
-    from infra_apply.plan_model import CreateSettings
+    from infra_apply.plan_parse import CreateSettings
 
 LEDGER = "addresses.json"
 OWNED_SUFFIXES = (".tf",)
@@ -217,7 +217,10 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     standing = [e for e in entries if not e["droplet"].gpu]
     gpu = [e for e in entries if e["droplet"].gpu]
     dbs = [db_entry(db) for db in p.databases]
-    clusters = sorted({(db.cluster, hcl.slug(db.cluster)) for db in p.databases})
+    # Looked up for the databases and for the VPC of the droplets hosting their projects (those
+    # projects may belong to another producer).
+    used = {db.cluster for db in p.databases} | {c for d in p.droplets if (c := d.vpc_cluster)}
+    clusters = sorted((c, hcl.slug(c)) for c in used)
     moves = [
         {"from_": f"{kind}.{old_addr}", "to": f"{kind}.{e.address}"}
         for e in sorted(ledger.entries, key=lambda e: e.address)
@@ -257,10 +260,10 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
             droplets=entries,
             credentials=_credentials_entries(dbs),
         )
-    if dbs:
+    if dbs or clusters:
         emit(
             "databases.tf",
-            (db.source for db in p.databases),
+            [*(db.source for db in p.databases), *(d.source for d in p.droplets if d.vpc_cluster)],
             databases=dbs,
             clusters=[{"name": n, "address": a} for n, a in clusters],
         )
@@ -282,6 +285,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
                     e["droplet"].ssh_keys,
                     e["droplet"].monitoring,
                     e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
+                    e["droplet"].vpc_cluster,
                 )
                 for e in entries
             }
@@ -289,15 +293,19 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     )
 
 
+# ssh_keys, monitoring, user data SHA-1, VPC cluster: CreateSettings' fields, in order.
+_RawSettings = tuple[tuple[str, ...], bool, str | None, str | None]
+
+
 class _LazySettings(Mapping[str, "CreateSettings"]):
     """Droplet address -> CreateSettings, made when first looked up: only plan reads them, and
-    ``plan_model`` costs a render more to import than the lookups themselves."""
+    ``plan_parse`` costs a render more to import than the lookups themselves."""
 
-    def __init__(self, raw: Mapping[str, tuple[tuple[str, ...], bool, str | None]]) -> None:
+    def __init__(self, raw: Mapping[str, _RawSettings]) -> None:
         self.raw = dict(raw)
 
     def __getitem__(self, address: str) -> CreateSettings:
-        from infra_apply.plan_model import CreateSettings
+        from infra_apply.plan_parse import CreateSettings
 
         return CreateSettings(*self.raw[address])
 
@@ -354,6 +362,8 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> di
         "inbound": [{"protocol": proto, "port": port} for proto, port in inbound],
         "ssh_keys": [hcl.slug(k) for k in d.ssh_keys],
         "user_data": f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
+        # The cluster whose VPC it is created in (its data source's address in this module).
+        "vpc": {"cluster": d.vpc_cluster, "address": hcl.slug(d.vpc_cluster)} if d.vpc_cluster else None,
     }
 
 
@@ -491,15 +501,18 @@ def _rendered_json(r: Rendered) -> dict[str, Any]:
         "droplet_addresses": dict(r.droplet_addresses),
         "gpu_variables": dict(r.gpu_variables),
         "create_settings": {
-            a: [list(keys), monitoring, sha1] for a, (keys, monitoring, sha1) in _raw_settings(r).items()
+            a: [list(keys), monitoring, sha1, vpc]
+            for a, (keys, monitoring, sha1, vpc) in _raw_settings(r).items()
         },
     }
 
 
-def _raw_settings(r: Rendered) -> Mapping[str, tuple[tuple[str, ...], bool, str | None]]:
+def _raw_settings(r: Rendered) -> Mapping[str, _RawSettings]:
     if isinstance(r.create_settings, _LazySettings):
         return r.create_settings.raw
-    return {a: (s.ssh_keys, s.monitoring, s.user_data_sha1) for a, s in r.create_settings.items()}
+    return {
+        a: (s.ssh_keys, s.monitoring, s.user_data_sha1, s.vpc_cluster) for a, s in r.create_settings.items()
+    }
 
 
 def _str_map(value: object) -> dict[str, str]:
@@ -514,16 +527,17 @@ def _rendered_from(doc: object) -> Rendered:
     if not isinstance(doc, dict) or not isinstance(doc["producer"], str):
         raise TypeError("not a rendered producer")
     settings = {}
-    for address, (keys, monitoring, sha1) in doc["create_settings"].items():
+    for address, (keys, monitoring, sha1, vpc) in doc["create_settings"].items():
         if not (
             isinstance(address, str)
             and isinstance(keys, list)
             and all(isinstance(k, str) for k in keys)
             and isinstance(monitoring, bool)
             and (sha1 is None or isinstance(sha1, str))
+            and (vpc is None or isinstance(vpc, str))
         ):
             raise TypeError("not create settings")
-        settings[address] = (tuple(keys), monitoring, sha1)
+        settings[address] = (tuple(keys), monitoring, sha1, vpc)
     return Rendered(
         producer=doc["producer"],
         files=_str_map(doc["files"]),

@@ -27,7 +27,7 @@ from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
 from infra_apply.pat import token_env
 from infra_apply.paths import child
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.render import Rendered, compare, render_model
 from infra_apply.state import (
     Backend,

@@ -14,9 +14,9 @@ from pytest_httpserver import HTTPServer
 from infra_apply import exists, preflight
 from infra_apply.accounts import LISTS, Accounts
 from infra_apply.build import build_model
-from infra_apply.commands.pricing import run_prices
 from infra_apply.cost import API_SOURCE
 from infra_apply.errors import InfraApplyError, Problem
+from infra_apply.pricing import run_prices
 from infra_apply.validate import validate_tree
 from infra_apply.workcopy import Context, warnings_for
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli

@@ -15,9 +15,9 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from infra_apply import do_api
-from infra_apply.commands.pricing import run_prices
 from infra_apply.cost import API_SOURCE, TABLE_SOURCE, prices_from_api
 from infra_apply.errors import InfraApplyError
+from infra_apply.pricing import run_prices
 from infra_apply.workcopy import Context
 
 TOKEN = "FAKE-do-token_cost-test-token"

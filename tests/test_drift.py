@@ -23,10 +23,10 @@ from infra_apply.drift import (
     orphans,
     outside_changes,
     stale_registry_droplets,
-    state_droplet_ids,
+    state_droplets,
 )
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import NameDrift
+from infra_apply.plan_parse import NameDrift
 from infra_apply.report.drift import MARKDOWN_LIMIT, MARKER, format_json, format_markdown, format_text
 
 MANAGED = "managed-by:infra-apply"
@@ -128,7 +128,7 @@ def test_name_drift_and_state_ids_come_from_the_refreshed_prior_state() -> None:
         "dns-renamed-by-hand",
         "com.uvlava.dns",
     )
-    assert state_droplet_ids(plan) == {"1002", "1003"}
+    assert {d.id for d in state_droplets("quinn", plan)} == {"1002", "1003"}
     text = format_text(DriftReport((ProducerDrift("quinn", names=(drift,)),)))
     assert "infra-apply rename --producer quinn com.uvlava.dns" in text
 

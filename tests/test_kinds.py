@@ -11,7 +11,7 @@ import pytest
 
 from infra_apply import kinds
 from infra_apply.guard import guard, refusal_message, unused_allowances
-from infra_apply.plan_model import Change, ProducerPlan
+from infra_apply.plan_parse import Change, ProducerPlan
 from infra_apply.sandbox.resources import DATA_SOURCES, RESOURCES
 from infra_apply.sandbox.server import TYPE_PREFIX
 

@@ -77,6 +77,7 @@ def test_the_example_tree_passes_with_a_handful_of_calls(root: Path, api: HTTPSe
         "/v2/account",
         "/v2/account/keys",
         "/v2/databases",
+        "/v2/droplets",  # the VPC of each droplet hosting a database project
         "/v2/images/gpu-h100x1-base",  # not a distribution: asked for by slug
         "/v2/images?type=distribution",
         "/v2/regions",
@@ -249,6 +250,33 @@ def test_the_sandbox_catalogue_lives_in_its_cloud(root: Path, tmp_path: Path) ->
     )
 
 
+def test_a_running_droplet_outside_its_clusters_vpc_is_flagged_at_its_manifest_line(
+    root: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    assert sandbox(root, state, ["quinn", "mc"]) == []
+    path = state / "sandbox" / "cloud.json"
+    pg_vpc = cloud.stable_uuid("vpc", "uvlava-pg")
+    with cloud.transaction(path) as c:
+        # the cluster sits in a VPC of its own; the droplets run in their regions' default VPCs
+        [cluster] = c["clusters"].values()
+        cluster["private_network_uuid"] = pg_vpc
+        for name, region in (("com.uvlava.quinn.mcp", "nyc3"), ("com.uvlava.quinn.dns", "nyc3")):
+            cloud.add_droplet(c, cloud.DropletSpec(name=name, region=region))
+        cloud.add_droplet(c, cloud.DropletSpec(name="com.uvlava.mc.services", region="fra1"))
+    found = sandbox(root, state, ["quinn", "mc"])
+    assert [(p.path, p.line, p.col, p.level) for p in found] == [
+        ("@mc/.infra.yaml", 7, 13, "warning"),  # its region: the cluster is in another one
+        ("@quinn/.infra.yaml", 19, 11, "warning"),  # mcp hosts auth-svc; dns hosts no database project
+    ]
+    assert found[1].message.startswith(
+        f"droplet 'com.uvlava.quinn.mcp' runs in VPC {cloud.vpc_uuid('nyc3')}, not in VPC {pg_vpc} of "
+        "cluster 'uvlava-pg' it hosts a project of: the cluster's private host is out of its reach"
+    )
+    assert "(a VPC is regional: the cluster is in nyc3)" in found[0].message
+    assert all("vpc_uuid is ForceNew" in p.message for p in found)
+
+
 def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: Path) -> None:
     edit(root, "@mc/catalog/.infra.yaml", "cluster: uvlava-pg", "cluster: other-pg")
     v = validate_tree(root)
@@ -342,7 +370,8 @@ def test_a_size_whose_regions_are_not_a_list_of_slugs_is_one_line(regions: objec
     from types import SimpleNamespace
     from typing import cast
 
-    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=SimpleNamespace(image="x"))),))
+    droplet = SimpleNamespace(image="x", database_clusters=())
+    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=droplet)),))
     source = _Catalogue([{"slug": "s-1vcpu-1gb\x1b]0;x\x07", "available": True, "regions": regions}])
     with pytest.raises(InfraApplyError) as caught:
         preflight.fetch(cast(Any, source), wanted, lambda _line: None)

@@ -29,6 +29,7 @@ from infra_apply.render import (
 )
 from infra_apply.validate import validate_tree
 from tests.conftest import (
+    CONFIG,
     EXAMPLE_MESH,
     EXAMPLE_TREE,
     REPO,
@@ -104,7 +105,7 @@ def test_droplet_template_has_lifecycle_tags_and_no_secrets() -> None:
     tf = files["droplets.tf"]
     assert 'resource "digitalocean_droplet" "ct_edge"' in tf
     assert 'tags   = ["managed-by:infra-apply", "producer:ct", "role:edge"]' in tf
-    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in tf
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in tf
     assert "token" not in "".join(files.values()).replace("DIGITALOCEAN_TOKEN", "")
     assert files["versions.tf"].count('source  = "digitalocean/digitalocean"') == 1
     assert 'version = "~> 2.99"' in files["versions.tf"]
@@ -328,6 +329,23 @@ def _rendered(tmp_path: Path, toml: str, **files: Any) -> dict[str, dict[str, st
     return render_tree(write_tree(tmp_path / "root", tree), tmp_path / "out")
 
 
+def test_a_droplet_hosting_a_database_project_of_any_producer_is_created_in_its_clusters_vpc(
+    tmp_path: Path,
+) -> None:
+    # mc's shop runs on ct's droplet (host lime); ct declares no database of its own
+    shop = project("shop", database={"cluster": "main-pg", "name": "shop", "user": "shop_app"})
+    out = _rendered(tmp_path, CONFIG, **{"@mc/shop/.infra.yaml": shop})
+    ct, mc = out["ct"], out["mc"]
+    pg = "data.digitalocean_database_cluster.main-pg"
+    assert f'  vpc_uuid = {pg}.region == "nyc3" ? {pg}.private_network_uuid : null\n' in ct["droplets.tf"]
+    # the cluster is looked up where the droplet is, not only where the database is declared
+    assert 'data "digitalocean_database_cluster" "main-pg" {' in ct["databases.tf"]
+    assert "digitalocean_database_db" not in ct["databases.tf"]
+    assert '# source: "@ct/.infra.yaml"' in ct["databases.tf"]
+    assert "vpc_uuid =" not in mc["droplets.tf"]  # mint hosts no database project
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in mc["droplets.tf"]
+
+
 def test_keys_monitoring_and_user_data_reach_every_droplet_of_their_producer(tmp_path: Path) -> None:
     script = '#!/bin/sh\necho "${HOME}" %{ if x } \\\n'
     toml = (
@@ -344,7 +362,7 @@ def test_keys_monitoring_and_user_data_reach_every_droplet_of_their_producer(tmp
     assert re.search(rf"\n  ssh_keys   = {keys}\n", body)
     assert "  monitoring = true\n" in body
     assert '  user_data = file("${path.module}/user-data/base.sh")\n' in body
-    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in body
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in body
     # the user data ships byte for byte beside the module, never inside the HCL
     assert ct["user-data/base.sh"] == script
     assert "HOME" not in "".join(text for name, text in ct.items() if name.endswith(".tf"))

@@ -14,13 +14,12 @@ old root.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra_apply import kinds, remedy
+from infra_apply import kinds
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, TEXT_LIMIT, FileTooLarge, atomic_write, private_dirs, read_bounded
@@ -160,39 +159,11 @@ def write_imports(target: Path, adoptions: Sequence[Adoption], private_to: Path 
 
 
 def output(done: Adopted, fmt: str) -> Output:
-    if fmt == "json":
-        return Output(format_json(done))
+    from infra_apply.report import formats
+
+    # stderr in every format: --format json keeps stdout JSON
     notes = tuple(f"infra-apply: warning: {a.name}: {a.warning}" for a in done.adoptions if a.warning)
-    return Output(format_text(done), notes)
-
-
-def format_text(done: Adopted) -> str:
-    lines = [f"import {a.address} <- {a.kind} {a.droplet_id} ({a.name})" for a in done.adoptions]
-    if done.adoptions:
-        plan = remedy.for_producer("plan", done.producer, sandbox=done.sandbox)
-        apply = remedy.for_producer("apply", done.producer, sandbox=done.sandbox)
-        lines.append(f"wrote {done.imports}; run {plan}, then {apply} to take them over")
-    else:
-        lines.append("nothing to adopt: all the manifests declare is in state or absent from the account")
-    return "".join(f"{line}\n" for line in lines)
-
-
-def format_json(done: Adopted) -> str:
-    doc = {
-        "imports": str(done.imports) if done.adoptions else None,
-        "adopted": [
-            {
-                "address": a.address,
-                "kind": a.kind,
-                "name": a.name,
-                "id": a.droplet_id,
-                "droplet_id": a.droplet_id,
-                "warning": a.warning,
-            }
-            for a in done.adoptions
-        ],
-    }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return Output(formats.adopt().render(done, fmt), notes)
 
 
 # --- adopt --from-state: take over from an existing Terraform root ---------------------------
@@ -305,21 +276,7 @@ def _account_clusters(prep: Prepared) -> dict[str, str]:
 
 
 def output_takeover(done: TakenOver, fmt: str) -> Output:
+    from infra_apply.report import formats
+
     code = ExitCode.OK if done.takeover.ok else ExitCode.ERROR
-    if fmt == "json":
-        doc = {
-            **done.takeover.to_json(),
-            "imports": str(done.imports) if done.imports else None,
-            "removed_file": str(done.removed) if done.removed else None,
-        }
-        return Output(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", code=code)
-    text = done.takeover.to_text()
-    if done.imports is not None and done.removed is not None:
-        p = done.takeover.producer
-        text += (
-            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, sandbox=done.sandbox)}` "
-            "imports them\n"
-            f"wrote {done.removed}: for the OLD root; after that apply, delete the resource blocks "
-            "it names from the old root, copy it there, and `terraform plan` must show 0 to destroy\n"
-        )
-    return Output(text, code=code)
+    return Output(formats.adopt_from_state().render(done, fmt), code=code)

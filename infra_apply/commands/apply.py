@@ -22,12 +22,13 @@ from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
 from infra_apply.cost import Prices
+from infra_apply.do_semantics import reason, verb
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import GuardVerdict, guard, refusal_message, unused_allowances
 from infra_apply.manifest import Manifest
 from infra_apply.mesh import WriteResult
 from infra_apply.model import ProducerModel
-from infra_apply.plan_model import COUNTED_ACTIONS, ProducerPlan, reason, verb
+from infra_apply.plan_parse import COUNTED_ACTIONS, ProducerPlan
 from infra_apply.report import GpuUp, ProducerReport
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import done_line
@@ -103,8 +104,8 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     """An ordinary apply: every on-demand GPU stays as its lease says. The leases are held
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
-    from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
-    from infra_apply.commands.pricing import run_prices
+    from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_leases
+    from infra_apply.pricing import run_prices
 
     check_registry(ctx)
     check_ready(ctx)
@@ -158,7 +159,7 @@ def apply_producer(
     verdict = guard(planned.plan, *allow)
     gpus = options.gpus_up
     if options.leased is not None:
-        from infra_apply.commands.leases import unleased_up
+        from infra_apply.gpu.leases_view import unleased_up
 
         gpus += unleased_up(planned.plan, prep.rendered, options.leased)
     cost = None

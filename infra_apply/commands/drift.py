@@ -25,7 +25,7 @@ from infra_apply.drift import (
 from infra_apply.errors import ExitCode
 from infra_apply.managed import MANAGED_TAG, is_managed
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 from infra_apply.workcopy import (
@@ -72,10 +72,10 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
 
 
 def output(report: DriftReport, fmt: str) -> Output:
-    from infra_apply.report import drift as formats
+    from infra_apply.report import formats
 
-    text = {"json": formats.format_json, "markdown": formats.format_markdown}.get(fmt, formats.format_text)
-    return Output(text(report), code=ExitCode.CHANGES if report.drifted else ExitCode.OK)
+    text = formats.drift().render(report, fmt)
+    return Output(text, code=ExitCode.CHANGES if report.drifted else ExitCode.OK)
 
 
 # --- refresh-only plans -----------------------------------------------------------------------

@@ -23,14 +23,14 @@ from datetime import datetime, timedelta
 from infra_apply import kinds, remedy
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
-from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
 from infra_apply.commands.register import register
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.gpu import lifecycle
 from infra_apply.gpu.config import GpuSettings, format_duration, settings_for
 from infra_apply.gpu.lease import Lease, now_utc, whoami
+from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_leases
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
-from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows, to_json, to_text
+from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows
 from infra_apply.gpu.store import LeaseStore, StoreBusy
 from infra_apply.state import load_backend, refuse_local_state_in_ci
 from infra_apply.workcopy import (
@@ -416,9 +416,9 @@ def _created(value: object) -> datetime | None:
 
 
 def status_output(done: Status, fmt: str) -> Output:
-    if fmt == "json":
-        return Output(to_json(done.rows, done.now) + "\n")
-    return Output(to_text(done.rows, done.now))
+    from infra_apply.report import formats
+
+    return Output(formats.gpu_status().render(done, fmt))
 
 
 # --- gpu reap ------------------------------------------------------------------------------

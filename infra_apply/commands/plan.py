@@ -21,7 +21,8 @@ from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
 from infra_apply.errors import ExitCode, InfraApplyError, Problem
 from infra_apply.guard import GuardVerdict, guard
-from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import JsonObject, ProducerPlan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
 from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
@@ -92,8 +93,8 @@ def run(
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
     refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
-    from infra_apply.commands.leases import read_leases, unleased_up
-    from infra_apply.commands.pricing import run_prices
+    from infra_apply.gpu.leases_view import read_leases, unleased_up
+    from infra_apply.pricing import run_prices
 
     # the leases (with remote state: the state bucket) are read only once pre-flight's account
     # check passed, and once
@@ -171,30 +172,16 @@ def _changed(ctx: Context, base: str | None) -> Changes | None:
 
 def output(result: PlanResult, fmt: str, *, color: bool = False) -> Output:
     """``color``: style the text summary (never json or markdown) for a terminal."""
-    from infra_apply.changed import listing, nothing_to_plan
+    from infra_apply.report import formats
+    from infra_apply.report.verbs import Listing, NothingChanged
 
     if result.listed is not None:
-        return Output(listing(result.listed, result.changes, fmt))
+        return Output(formats.plan_list().render(Listing(result.listed, result.changes), fmt))
     if not result.planned and result.changes is not None:
-        return Output(nothing_to_plan(fmt, result.changes.base))
+        return Output(formats.plan_nothing().render(NothingChanged(result.changes.base), fmt))
     code = ExitCode.CHANGES if result.changed else ExitCode.OK
-    return Output(format_reports(result.reports(), fmt, result.context, color=color), code=code)
-
-
-def format_reports(
-    reports: Sequence[ProducerReport], fmt: str, context: PlanContext | None = None, *, color: bool = False
-) -> str:
-    if fmt == "json":
-        from infra_apply.report.json import format_json
-
-        return format_json(reports)
-    if fmt == "markdown":
-        from infra_apply.report.markdown import format_markdown
-
-        return format_markdown(reports, context)
-    from infra_apply.report.text import format_text
-
-    return format_text(reports, color)
+    view = formats.PlanView(result.reports(), result.context, color)
+    return Output(formats.plan().render(view, fmt), code=code)
 
 
 # --- planning producers -----------------------------------------------------------------------

@@ -3,7 +3,6 @@ mesh-hosts.json (``--dry-run``: the diff, nothing written)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -118,39 +117,7 @@ def droplets_output(prep: Prepared, *, sandbox: bool, applied: bool = True) -> d
 
 
 def output(done: Registered, fmt: str) -> Output:
-    if fmt == "json":
-        return Output(format_json(done))
-    return Output(format_text(done))
+    from infra_apply.report import formats
 
+    return Output(formats.register().render(done, fmt))
 
-def format_text(done: Registered) -> str:
-    result = done.result
-    if done.dry_run:
-        return result.diff or "no changes\n"
-    from infra_apply.mesh import describe
-
-    lines = describe(result)
-    if not result.wrote:
-        lines.append(f"{result.path} already up to date")
-    return "".join(f"{line}\n" for line in lines)
-
-
-def format_json(done: Registered) -> str:
-    result = done.result
-    doc = {
-        "path": str(result.path),
-        "written": result.wrote,
-        "dry_run": done.dry_run,
-        "diff": result.diff,
-        "changes": [
-            {
-                "change": h.kind,
-                "host": h.host,
-                "mesh_ip": h.mesh_ip,
-                "droplet": h.droplet,
-                "fields": list(h.fields),
-            }
-            for h in result.changes
-        ],
-    }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,30 +81,9 @@ def _with_preflight(
 
 
 def output(result: Validated, fmt: str) -> Output:
-    text = format_json(result) if fmt == "json" else format_text(result)
+    from infra_apply.report import formats
+
+    text = formats.validate().render(result, fmt)
     hint = (result.hint,) if result.hint else ()  # stderr: --format json keeps stdout JSON
     return Output(text, hint, code=ExitCode.ERROR if result.failed else ExitCode.OK)
 
-
-def format_text(result: Validated) -> str:
-    v = result.validation
-    lines = [p.format() for p in v.problems]
-    lines.append(
-        f"{len(v.errors)} error(s), {len(v.warnings)} warning(s) in "
-        f"{len(v.discovery.manifests)} manifest(s) under {len(v.discovery.producers)} "
-        f"producer(s){'' if not result.failed else ' — invalid'}"
-    )
-    return "".join(f"{line}\n" for line in lines)
-
-
-def format_json(result: Validated) -> str:
-    v = result.validation
-    doc = {
-        "valid": not result.failed,
-        "manifests": len(v.discovery.manifests),
-        "producers": list(v.discovery.producers),
-        "errors": len(v.errors),
-        "warnings": len(v.warnings),
-        "problems": [p._asdict() for p in v.problems],
-    }
-    return json.dumps(doc, indent=2) + "\n"

@@ -13,7 +13,7 @@ The rules (issue 12, rule ``gpu_ondemand``):
 - a GPU without a configured probe is never busy and never idle: its lease end decides.
 
 Cost: DigitalOcean bills a droplet by the hour, up to 672 hours a month (the monthly price,
-do-catalogue-facts.md). ``cost_so_far`` counts every hour *started* since the droplet came up
+/work/shared/do-catalogue-facts.md). ``cost_so_far`` counts every hour *started* since the droplet came up
 (a droplet up 61 minutes costs two hours), capped at 672 hours: an upper estimate, never
 less than the bill.
 """

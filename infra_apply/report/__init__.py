@@ -14,7 +14,7 @@ from datetime import datetime
 from infra_apply.cost import ProducerCost
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import ProducerModel
-from infra_apply.plan_model import ProducerPlan
+from infra_apply.plan_parse import ProducerPlan
 from infra_apply.remedy import command
 
 

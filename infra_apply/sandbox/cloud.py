@@ -223,6 +223,15 @@ def vpc_uuid(region: str) -> str:
     return stable_uuid("vpc", region.lower())
 
 
+def region_vpcs(cloud: Cloud, region: str) -> set[str]:
+    """The VPCs a droplet in ``region`` may join: the region's default one and those of the
+    account's clusters there (a VPC is regional; the sandbox keeps no other VPCs)."""
+    clusters = cloud["clusters"].values()
+    return {vpc_uuid(region)} | {
+        str(c["private_network_uuid"]) for c in clusters if str(c.get("region", "")).lower() == region
+    }
+
+
 def _secret(*parts: str) -> str:
     # Deterministic so repeated test runs agree; it guards nothing real.
     return "AVNS_" + hashlib.sha256("/".join(parts).encode()).hexdigest()[:22]
@@ -259,6 +268,8 @@ def add_droplet(cloud: Cloud, spec: DropletSpec) -> Record:
     """
     region = spec.region.lower()
     check_offer(cloud, region, spec.size.lower(), spec.image)
+    if spec.vpc_uuid is not None and spec.vpc_uuid not in region_vpcs(cloud, region):
+        raise CloudError(f"422 unprocessable_entity: VPC {spec.vpc_uuid} is not a VPC in region {region}")
     keys = [_existing_key(cloud, key) for key in spec.ssh_keys]
     number = _next(cloud, "droplet", FIRST_DROPLET_ID)
     index = number - FIRST_DROPLET_ID

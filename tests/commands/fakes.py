@@ -9,7 +9,7 @@ from pathlib import Path
 
 from infra_apply.commands.apply import Terminal
 from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.render import Rendered
 from infra_apply.timing import MONOTONIC, Clock
 from infra_apply.workcopy import Context, Prepared, Say

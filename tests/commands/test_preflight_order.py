@@ -57,7 +57,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(f"lease store {producer}")
         raise InfraApplyError("stop: the lease store was reached")
 
-    monkeypatch.setattr("infra_apply.commands.leases.lease_store", lease_store)
+    monkeypatch.setattr("infra_apply.gpu.leases_view.lease_store", lease_store)
     monkeypatch.setattr("infra_apply.commands.gpu.lease_store", lease_store)
     return seen
 

@@ -15,7 +15,7 @@ from infra_apply import terraform as tf
 from infra_apply.commands import adopt, apply, db_credentials, register
 from infra_apply.errors import GuardRefused, InfraApplyError
 from infra_apply.model import Database
-from infra_apply.report import GpuUp, PlanContext, gpu_sentence, producer_reports
+from infra_apply.report import GpuUp, PlanContext, gpu_sentence, producer_reports, verbs
 from infra_apply.report.markdown import format_markdown
 from infra_apply.report.text import format_text
 from infra_apply.sandbox import cloud
@@ -87,7 +87,7 @@ def test_adopts_next_step(tmp_path: Path, sandbox: bool) -> None:
     cloud.create_droplet(path, "com.uvlava.mc.services", region="fra1")
     done = adopt.adopt(world.context(sandbox=True), world.prepared(world.copy(), cloud=path))
     done = replace(done, sandbox=sandbox)
-    text = adopt.format_text(done)
+    text = verbs.adopt_text(done)
     assert _commands(text) == [
         ["infra-apply", verb, "--producer", "mc", *(["--sandbox"] if sandbox else [])]
         for verb in ("plan", "apply")

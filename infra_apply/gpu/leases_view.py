@@ -16,7 +16,7 @@ from infra_apply import terraform as tf
 from infra_apply.bucket import check_locking
 from infra_apply.gpu.lease import Lease, held
 from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
-from infra_apply.plan_model import ProducerPlan
+from infra_apply.plan_parse import ProducerPlan
 from infra_apply.render import Rendered
 from infra_apply.report import GpuUp
 from infra_apply.state import load_backend, state_dir
@@ -45,9 +45,6 @@ class Leases:
             for _, lease in sorted(self.by_producer.get(producer, {}).items())
             if lease.up
         )
-
-    def up_by_producer(self) -> dict[str, tuple[GpuUp, ...]]:
-        return {p: self.up(p) for p in self.by_producer}
 
     def lease_ends(self, producer: str) -> dict[str, datetime | None]:
         """Every GPU droplet ``producer`` declares → its lease end (None: no lease holds it),
