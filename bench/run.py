@@ -249,7 +249,8 @@ def render_tree(root: Path) -> None:
 def cdktf_spec(tree: Path) -> dict[str, Any]:
     """What main.js builds, from the same model and addresses infra-apply renders."""
     from infra_apply.build import build_model
-    from infra_apply.render import MANAGED_TAG, USER_DATA_DIR, public_inbound, render_model
+    from infra_apply.managed import MANAGED_TAG, producer_tag
+    from infra_apply.render import USER_DATA_DIR, public_inbound, render_model
     from infra_apply.validate import require_valid
 
     model = build_model(require_valid(tree, None, None, lambda _: None))
@@ -263,7 +264,7 @@ def cdktf_spec(tree: Path) -> dict[str, Any]:
                 "region": d.region,
                 "size": d.size,
                 "image": d.image,
-                "tags": sorted({MANAGED_TAG, f"producer:{p.name}", f"role:{d.role}"}),
+                "tags": sorted({MANAGED_TAG, producer_tag(p.name), f"role:{d.role}"}),
                 "ssh_keys": list(d.ssh_keys),
                 "monitoring": d.monitoring,
                 "user_data": "${path.module}/" + USER_DATA_DIR + "/base.yaml",

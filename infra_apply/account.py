@@ -385,7 +385,7 @@ class SandboxAccount:
 
         copy = sandbox_registry(ctx)
         if ctx.mesh_path is not None:
-            from infra_apply.mesh import seed_copy
+            from infra_apply.meshfile import seed_copy
 
             private_dirs(copy.parent, state_dir(ctx.env))
             seed_copy(ctx.mesh_path, copy)

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from infra_apply import __version__
 from infra_apply.errors import InfraApplyError
-from infra_apply.http import LOOPBACK, Limits, Reply, TransportError, json_body, send
+from infra_apply.http import LOOPBACK, Limits, Reply, TransportError, error_fields, json_body, send
 from infra_apply.pat import TOKEN_VARS, do_token
 from infra_apply.untrusted import from_server
 
@@ -230,7 +230,8 @@ class Client:
 
     def _http_error(self, what: str, reply: Reply, retries: int) -> ApiError:
         """``DigitalOcean API: <what>: HTTP 404 not_found: The resource ... could not be found.``"""
-        error_id, message = _error_fields(self._json(what, reply))
+        error_id, said = error_fields(self._json(what, reply))
+        message = said or None
         text = f"DigitalOcean API: {what}: HTTP {reply.status}"
         if error_id:
             text += f" {error_id}"
@@ -262,17 +263,6 @@ class Client:
     def shown(self, text: str) -> str:
         """A text from the API fit to print: the token masked, control characters visible."""
         return from_server(text, [self._token], limit=1000)
-
-
-def _error_fields(decoded: Any) -> tuple[str | None, str | None]:
-    """DigitalOcean's ``id`` and ``message`` from an error body, when it is one."""
-    if not isinstance(decoded, dict):
-        return None, None
-    error_id, message = decoded.get("id"), decoded.get("message")
-    return (
-        error_id if isinstance(error_id, str) else None,
-        message if isinstance(message, str) else None,
-    )
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from infra_apply import kinds, remedy
 from infra_apply.do_api import AccountDroplet, account_droplet
-from infra_apply.drift import PRODUCER_TAG, _managed, applied
+from infra_apply.drift import applied
 from infra_apply.errors import Problem, ValidationFailed
+from infra_apply.managed import is_managed, is_producers, prior_resources
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
 from infra_apply.plan_parse import JsonObject
-from infra_apply.render import MANAGED_TAG, Rendered, db_entry
+from infra_apply.render import Rendered, db_entry
 
 if TYPE_CHECKING:
     from infra_apply.preflight import Source
@@ -153,11 +154,11 @@ def write_journal(folder: Path, raw: JsonObject, now: datetime) -> None:
 
 def end_journal(folder: Path, now: datetime) -> None:
     """After an apply that stopped or failed: when it ended (what it created came before)."""
-    from infra_apply.fs import write_private
+    from infra_apply.fs import TEXT_LIMIT, read_bounded, write_private
 
     path = folder / JOURNAL
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_bounded(path, TEXT_LIMIT))
     except (OSError, ValueError):
         return
     if isinstance(doc, dict):
@@ -175,8 +176,10 @@ def clear_journal(folder: Path) -> None:
 
 
 def read_journal(folder: Path) -> Journal | None:
+    from infra_apply.fs import TEXT_LIMIT, read_bounded
+
     try:
-        doc = json.loads((folder / JOURNAL).read_bytes())
+        doc = json.loads(read_bounded(folder / JOURNAL, TEXT_LIMIT))
         started = _timestamp(str(doc["started_at"]))
         creates = {str(k): str(v) for k, v in dict(doc["creates"]).items()}
         ended = _timestamp(str(doc["ended_at"])) if doc.get("ended_at") else None
@@ -305,7 +308,7 @@ def _own(live: Sequence[AccountDroplet], c: Create, journal: Journal | None) -> 
     ours = [
         d
         for d in live
-        if MANAGED_TAG in d.tags
+        if is_managed(d.tags)
         and (created := _timestamp(d.created_at)) is not None
         and journal.covers(created)
     ]
@@ -329,7 +332,7 @@ def _applied_here(raw: JsonObject) -> bool:
         return False
     imported = _imported(raw)
     return bool(_list(raw.get("resource_drift"))) or any(
-        str(r.get("address")) not in imported for r in _managed(raw)
+        str(r.get("address")) not in imported for r in prior_resources(raw)
     )
 
 
@@ -338,11 +341,10 @@ def _tagged_without_state(
 ) -> list[Problem]:
     """No state here, yet the account holds droplets tagged for the producer (drift's "no state
     here" case): each one not already reported by name (or imported) is an error of its own."""
-    tag = PRODUCER_TAG + producer.name
     declared = {d.name for d in producer.droplets}
     found = []
     for d in account.droplets:
-        if MANAGED_TAG in d.tags and tag in d.tags and d.name not in reported:
+        if is_producers(d.tags, producer.name) and d.name not in reported:
             if d.name in declared:
                 how = f"take them over with {adopt.by_name} (or, from the old state, {adopt.from_state})"
             else:

@@ -241,7 +241,7 @@ def _short(message: str) -> str:
 
 def load_mesh_hosts(path: Path) -> Mapping[str, Mapping[str, Any]]:
     """The ``hosts`` map of mesh-hosts.json, for validation only (registration reloads it)."""
-    from infra_apply.mesh import load_document
+    from infra_apply.meshfile import load_document
 
     doc, _ = load_document(path)
     hosts = doc["hosts"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from infra_apply import kinds
+from infra_apply import kinds, locks
 from infra_apply import terraform as tf
 from infra_apply.account import Account, LiveAccount, LiveProvider, Provider
 from infra_apply.bucket import check_locking
@@ -244,7 +244,7 @@ def check_registry(ctx: Context) -> None:
     after Terraform changed the world. Sandbox runs only read it (they write a copy)."""
     written = ctx.account.written_registry(ctx)
     if written is not None:
-        from infra_apply.mesh import check_writable
+        from infra_apply.meshfile import check_writable
 
         check_writable(written)
 
@@ -404,7 +404,7 @@ def terraform_env(ctx: Context, producer: str, provider: Provider) -> dict[str, 
 
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
     """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
-    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
+    binary = tf.state_binary(ctx.env, state_dir(ctx.env))
     backend = ctx.account.backend(ctx.root, ctx.env)
     # Before any Terraform run relies on the bucket's lockfile.
     check_locking(state_dir(ctx.env), backend, binary, ctx.env)
@@ -486,39 +486,24 @@ def _has_local_state(path: Path) -> bool:
 
 def lock_working_copy(path: Path, producer: str) -> BaseFileLock:
     """One infra-apply run per working copy; the lock lives as long as the process."""
-    from filelock import FileLock, Timeout
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=0, is_singleton=True, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise InfraApplyError(
-            f"another infra-apply run is using the working copy of producer {producer} ({path}); "
-            "wait for it to finish"
-        ) from None
-    return lock
+    what = f"the working copy of producer {producer} ({path})"
+    return locks.acquire(Path(f"{path}.lock"), what, singleton=True)
 
 
 def lock_producer(state: Path, account: str, producer: str) -> BaseFileLock:
     """One run per producer and account on this machine, from whichever tree: two trees whose
     local state is kept apart (copies outside git) would each find nothing of the producer in
     the account, and both create it. Held as long as the process, like the working copy's."""
-    from filelock import FileLock, Timeout
-
     digest = hashlib.sha256(f"{account}\0{producer}".encode()).hexdigest()[:20]
     folder = state / "locks"
     private_dirs(folder, state)
-    lock = FileLock(str(folder / f"producer-{digest}.lock"), timeout=0, is_singleton=True, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise InfraApplyError(
-            f"another infra-apply run on this machine is working on producer {producer} in the same "
-            "account, from a tree whose state is kept apart from this one's; wait for it to finish, "
-            "then run again (the account check then sees what it made)"
-        ) from None
-    return lock
+    return locks.acquire(
+        folder / f"producer-{digest}.lock",
+        f"producer {producer} in the same account (from a tree whose state is kept apart from this one's)",
+        singleton=True,
+        remedy="wait for it to finish, then run again (the account check then sees what it made)",
+    )
 
 
 # --- state --------------------------------------------------------------------------------

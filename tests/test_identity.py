@@ -188,7 +188,7 @@ def test_a_run_still_using_the_old_working_copies_stops_the_move(tmp_path: Path)
     old_state(state, old)
     with FileLock(str(state / "work" / "live" / old / "ct.lock")), pytest.raises(InfraApplyError) as err:
         settle(root, state, {}, print)
-    assert "another infra-apply run is using" in str(err.value)
+    assert "another infra-apply run holds the lock on " in str(err.value)
     assert (state / "work" / "live" / old / "ct" / "terraform.tfstate").exists()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply.account import SandboxAccount, sandbox_registry
-from infra_apply.mesh import load_document
+from infra_apply.meshfile import load_document
 from infra_apply.workcopy import Context, mesh_target
 from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 
@@ -24,7 +24,7 @@ import resource, signal, sys
 from pathlib import Path
 from infra_apply.account import SandboxAccount
 from infra_apply.workcopy import Context, mesh_target
-from infra_apply.mesh import load_document
+from infra_apply.meshfile import load_document
 
 root, source, state, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = Context(root=root, out=root / "generated", account=SandboxAccount(), mesh_path=source,

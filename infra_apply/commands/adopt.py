@@ -23,7 +23,7 @@ from infra_apply import kinds
 from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
-from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
+from infra_apply.fs import PRIVATE_FILE, TEXT_LIMIT, FileTooLarge, atomic_write, private_dirs, read_bounded
 from infra_apply.model import Droplet
 from infra_apply.state import state_dir
 from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, tree_key
@@ -237,12 +237,18 @@ def _check_removed_target(path: Path) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise InfraApplyError(f"{path} is not a regular file: give the path of a new file")
     if path.is_file():
-        with open(path, "rb") as fh:
-            if not fh.read(len(REMOVED_HEADER)).startswith(REMOVED_HEADER):
-                raise InfraApplyError(
-                    f"{path} exists and was not written by adopt --from-state: not overwriting it; "
-                    "give another --removed-file"
-                )
+        try:
+            ours = read_bounded(path, TEXT_LIMIT).startswith(REMOVED_HEADER)
+        except FileTooLarge:
+            ours = False  # adopt writes a few lines per resource
+        except OSError as exc:
+            why = exc.strerror
+            raise InfraApplyError(f"cannot read {path}: {why}; give another --removed-file") from None
+        if not ours:
+            raise InfraApplyError(
+                f"{path} exists and was not written by adopt --from-state: not overwriting it; "
+                "give another --removed-file"
+            )
 
 
 def default_removed_file(ctx: Context, producer: str) -> Path:

@@ -23,9 +23,9 @@ from infra_apply.drift import (
     state_droplets,
 )
 from infra_apply.errors import ExitCode
+from infra_apply.managed import MANAGED_TAG
 from infra_apply.mesh import HostChange
 from infra_apply.plan_parse import JsonObject
-from infra_apply.render import MANAGED_TAG
 from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -143,7 +143,8 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
     """What ``register`` would change in the registry (a dry run: nothing is written); None
     when there is no registry to compare with."""
     from infra_apply.commands.register import droplets_output, shared_allocator
-    from infra_apply.mesh import live_droplets_from_output, load_document, write_registration
+    from infra_apply.mesh import live_droplets_from_output
+    from infra_apply.meshfile import load_document, write_registration
 
     target = mesh_target(ctx)
     if target is None:

@@ -38,7 +38,7 @@ def register(
 ) -> WriteResult:
     """Register the producer's live droplets (``removed``: manifest names whose hosts go,
     ``renamed``: old -> new droplet names) in the registry ``mesh_target`` names."""
-    from infra_apply.mesh import write_registration
+    from infra_apply.meshfile import write_registration
 
     target = mesh_target(ctx)
     if target is None:
@@ -80,7 +80,7 @@ def shared_allocator(
     if backend.kind != "s3":
         return None
     state = state_dir(ctx.env)
-    binary = tf.find_binary(ctx.env, version_cache=state / "cache" / "terraform-version.json")
+    binary = tf.state_binary(ctx.env, state)
     record = open_record(state, workdir_root(ctx), backend, binary, ctx.env)
     return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed, write=write)
 

@@ -87,7 +87,7 @@ def gpu_names(project: Project, producer: str) -> frozenset[str]:
 def lease_store(ctx: Context, producer: str) -> LeaseStore:
     """The producer's lease store, beside its state: the local state dir, or the state bucket
     when ``[state]`` is remote (so a team sees one truth)."""
-    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
+    binary = tf.state_binary(ctx.env, state_dir(ctx.env))
     backend = ctx.account.backend(ctx.root, ctx.env)
     check_locking(state_dir(ctx.env), backend, binary, ctx.env)
     return open_store(state_dir(ctx.env), workdir_root(ctx), producer, backend, binary, ctx.env)
