@@ -16,8 +16,8 @@ NOT_ON_THE_PLAN_PATH = ("infra_apply.mesh", "getpass", "importlib.resources.read
 def test_the_plan_path_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "import infra_apply.cli, infra_apply.commands.plan, infra_apply.commands.leases\n"
-        "import infra_apply.commands.pricing, infra_apply.build, infra_apply.validate\n"
+        "import infra_apply.cli, infra_apply.commands.plan, infra_apply.gpu.leases_view\n"
+        "import infra_apply.pricing, infra_apply.build, infra_apply.validate\n"
         "from infra_apply.validate import schema_text\n"
         "schema_text()\n"
         f"print(sorted(m for m in {NOT_ON_THE_PLAN_PATH!r} if m in sys.modules))\n"
