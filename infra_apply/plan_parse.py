@@ -632,7 +632,7 @@ def _cluster_vpcs(resources: Sequence[JsonObject]) -> dict[str, tuple[str, str]]
     """Cluster name -> (region, private_network_uuid), from the cluster data sources the plan read."""
     out = {}
     for res in resources:
-        values = _dict(res.get("values"))
+        values = json_dict(res.get("values"))
         region, vpc = values.get("region"), values.get("private_network_uuid")
         if res.get("mode") == "data" and res.get("type") == kinds.CLUSTER.type and region and vpc:
             out[str(values.get("name"))] = (str(region).lower(), str(vpc))
