@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -60,6 +59,8 @@ def check_locking(state: Path, backend: Backend, binary: tf.Binary, env: Mapping
     """Refuse a remote state bucket whose lockfile would lock nothing (once per bucket)."""
     if backend.kind != "s3" or _cached(state, backend):
         return
+    import uuid  # only for the once-per-bucket probe
+
     root = state / "bucket-probe" / uuid.uuid4().hex
     private_dirs(root, state)
     try:

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -273,6 +272,8 @@ def _retry_after(value: str | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         pass
+    from email.utils import parsedate_to_datetime  # only for a Retry-After date: email is costly
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -28,13 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from infra_apply import kinds
 from infra_apply.do_semantics import is_noise as is_noise  # the noise filter is a provider fact
 from infra_apply.managed import is_managed, prior_resources, tagged_producer
-from infra_apply.mesh import HostChange
 from infra_apply.plan_model import parse_plan
 from infra_apply.plan_parse import Change, JsonObject, NameDrift, json_dict, json_list
+
+if TYPE_CHECKING:
+    # a type only: plan (through exists) imports this module, and the registry is not its
+    from infra_apply.mesh import HostChange
+
 
 
 @dataclass(frozen=True)

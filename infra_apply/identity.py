@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from infra_apply import locks
 from infra_apply.errors import InfraApplyError, printable
-from infra_apply.fs import private_dirs
+from infra_apply.fs import CONFIG_LIMIT, private_dirs, read_bounded
 from infra_apply.paths import inside
 
 if TYPE_CHECKING:
@@ -72,12 +72,31 @@ def path_key(root: Path) -> str:
 
 
 def identify(root: Path, env: Mapping[str, str] | None = None) -> TreeId:
-    from infra_apply.config import load
+    from infra_apply.config import config_path, load
 
+    # A run asks for its key several times (checks, caches, working copies): the config is
+    # parsed and checked once per text of infra-apply.toml, not once per question.
+    path = config_path(root, env)
+    memo: tuple[str, str, bytes | None] | None
+    try:
+        memo = (str(root.resolve()), str(path), read_bounded(path, CONFIG_LIMIT))
+    except FileNotFoundError:
+        memo = (str(root.resolve()), str(path), None)
+    except OSError:
+        memo = None  # load says what is wrong with it
+    if memo is not None and memo in _identified:
+        return _identified[memo]
     name = load(root, env).state.name
     if name:
-        return TreeId(f"name-{name}", f'[state] name = "{name}"')
-    return git_tree(root) or TreeId(path_key(root), f"its path {printable(str(root.resolve()))}")
+        tree = TreeId(f"name-{name}", f'[state] name = "{name}"')
+    else:
+        tree = git_tree(root) or TreeId(path_key(root), f"its path {printable(str(root.resolve()))}")
+    if memo is not None:
+        _identified[memo] = tree
+    return tree
+
+
+_identified: dict[tuple[str, str, bytes | None], TreeId] = {}
 
 
 def git_tree(root: Path) -> TreeId | None:

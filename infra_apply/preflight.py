@@ -17,7 +17,6 @@ checked, but a size its region does not offer is only a warning: it fails at ``g
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -458,6 +457,8 @@ def _listing(names: Iterable[str]) -> str:
 
 
 def _close(name: str, known: Iterable[str]) -> str:
+    import difflib  # only when something is missing
+
     matches = difflib.get_close_matches(name, sorted(known), n=3)
     return f" (did you mean {', '.join(matches)}?)" if matches else ""
 

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,15 @@ class Validation:
 
 
 def schema_text() -> str:
-    return resources.files("infra_apply").joinpath("data/infra-v1.schema.json").read_text("utf-8")
+    # A plain read where the package is files on disk (every pip install): importlib.resources'
+    # readers (zipfile and more) cost a plan more than the read itself.
+    beside = Path(__file__).parent / "data" / "infra-v1.schema.json"
+    try:
+        return beside.read_text("utf-8")
+    except OSError:
+        from importlib import resources
+
+        return resources.files("infra_apply").joinpath("data/infra-v1.schema.json").read_text("utf-8")
 
 
 @lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
 from infra_apply.paths import child
 from infra_apply.plan_parse import JsonObject
-from infra_apply.render import Rendered, compare, render_model
+from infra_apply.render import Rendered, cache_file, compare, render_model
 from infra_apply.state import (
     Backend,
     check_outside,
@@ -265,11 +265,13 @@ def load_project(
     # The sandbox world has its own registry: hosts it registered count as in the mesh there.
     mesh = mesh_target(ctx)
     config = load_config(ctx.root, ctx.env)
-    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), _quiet, config)
+    cache = validation_cache(ctx.root, ctx.env)
+    v = require_valid(ctx.root, mesh, cache, _quiet, config)
     model = build_model(v)
     for p in warnings_for(v.warnings, model, warn_for):
         ctx.say(p.format())
-    rendered = render_model(model, ctx.out)
+    # render's cache: unchanged manifests, ledgers and templates are not rendered again
+    rendered = render_model(model, ctx.out, cache_file(cache))
     drift = compare(rendered, ctx.out)
     project = Project(
         model,

@@ -251,3 +251,32 @@ def test_the_allow_setting_lets_a_ci_plan_reach_the_account_check(tmp_path: Path
     r = run_cli("--root", str(root), "plan", "--out", str(tmp_path / "out"), env=cli_env(tmp_path, CI="true"))
     assert "error state" not in r.stderr
     assert "DIGITALOCEAN_TOKEN" in r.stderr  # went on to pre-flight, which needs the token
+
+
+def test_the_key_is_worked_out_once_per_text_of_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run asks for its key many times: infra-apply.toml is parsed once while its text stays
+    the same, and again (a new key) as soon as it changes."""
+    from infra_apply import config
+
+    root = write_tree(tmp_path / "root", {"infra-apply.toml": '[state]\nname = "one"\n'})
+    parsed: list[Path] = []
+    real = config.load
+
+    def counting(at: Path, env: object = None) -> config.Config:
+        parsed.append(at)
+        return real(at, env)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(config, "load", counting)
+    env = cli_env(tmp_path)
+    assert [identify(root, env).key for _ in range(3)] == ["name-one"] * 3
+    assert len(parsed) == 1
+    (root / "infra-apply.toml").write_text('[state]\nname = "two"\n')
+    assert identify(root, env).key == "name-two"
+    assert len(parsed) == 2
+    (root / "infra-apply.toml").write_text('[state]\nname = "bad name"\n')
+    with pytest.raises(InfraApplyError):
+        identify(root, env)  # a bad config still raises its own error, every time
+    with pytest.raises(InfraApplyError):
+        identify(root, env)
