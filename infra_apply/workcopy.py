@@ -22,7 +22,7 @@ from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
 from infra_apply.errors import InfraApplyError, Problem, TerraformError
-from infra_apply.fs import private_dirs, sync_private, tighten, write_private
+from infra_apply.fs import private_dirs, read_or_fail, sync_private, tighten, write_private
 from infra_apply.identity import keyed, settle
 from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
@@ -140,7 +140,7 @@ class TerraformCopy:
     def init(self) -> None:
         stamp = self._init_stamp()
         stamp_file = self.path / STAMP
-        done = stamp_file.is_file() and stamp_file.read_bytes() == stamp.encode()
+        done = stamp_file.is_file() and read_or_fail(stamp_file) == stamp.encode()
         if done and (self.path / ".terraform").is_dir():
             return
         self.provider.before_init(self.path)
@@ -163,11 +163,11 @@ class TerraformCopy:
         """A hash of everything ``init`` depends on: the versions and backend blocks, the
         provider's pin (the lock file, or the sandbox's package hash), the CLI config."""
         names = ("versions.tf", "backend.tf")
-        parts = [(self.path / n).read_bytes() for n in names if (self.path / n).is_file()]
+        parts = [read_or_fail(self.path / n) for n in names if (self.path / n).is_file()]
         parts += self.provider.init_inputs(self.path)
         config = self.wd.env.get("TF_CLI_CONFIG_FILE")
         if config and Path(config).is_file():
-            parts.append(Path(config).read_bytes())
+            parts.append(read_or_fail(Path(config)))
         return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
     def plan(
@@ -453,14 +453,14 @@ def sync(ctx: Context, rendered: Rendered, path: Path, backend: Backend, provide
     _sync_user_data(path, files)
     extra = imports_file(ctx, rendered.producer)
     if extra.is_file():
-        files[IMPORTS] = extra.read_bytes()
+        files[IMPORTS] = read_or_fail(extra)
     backend_hcl = backend.hcl(rendered.producer)
     if backend_hcl:
         files["backend.tf"] = backend_hcl.encode("utf-8")
     sync_private(path, files)
     lock = provider.reviewed_lock(ctx.out, rendered.producer)
     if lock is not None:
-        write_private(path / ".terraform.lock.hcl", lock.read_bytes())
+        write_private(path / ".terraform.lock.hcl", read_or_fail(lock))
     if backend.kind != "local" and _has_local_state(path):
         raise InfraApplyError(
             f"{path} holds local state but {backend.kind} remote state is configured; migrate it "
