@@ -22,7 +22,7 @@ from infra_apply.cost import (
     money,
     signed,
 )
-from infra_apply.remedy import command, for_producer
+from infra_apply.remedy import command, for_producer, kept
 
 Escape = Callable[[str], str]
 
@@ -50,7 +50,7 @@ def budget_sentence(producer: str, cost: ProducerCost, sandbox: bool = False) ->
         return None
     line = checked.line()
     if not checked.ok:
-        again = for_producer("apply", producer, FLAG, producer, sandbox=sandbox)
+        again = for_producer("apply", producer, FLAG, producer, keep=kept(sandbox))
         line += f" (apply refuses it, exit 3, unless {again})"
     return line
 
@@ -122,7 +122,7 @@ def gpu_cost_sentence(gpu: GpuCost, esc: Escape, sandbox: bool = False) -> str:
     size = f" ({esc(gpu.size)})" if gpu.size else ""
     price = f"{hourly_text(gpu.hourly)}/hour" if gpu.hourly is not None else "hourly price unknown"
     if gpu.lease_until is None:
-        up, down = (command(f"gpu {verb}", gpu.name, sandbox=sandbox) for verb in ("up", "down"))
+        up, down = (command(f"gpu {verb}", gpu.name, keep=kept(sandbox)) for verb in ("up", "down"))
         lease = f"no lease holds it ({esc(up)} leases it; {esc(down)} releases it)"
     else:
         end = gpu.lease_until.strftime("%Y-%m-%d %H:%MZ")
