@@ -211,7 +211,7 @@ def test_a_gpu_up_before_the_plan_adds_nothing_to_the_increase() -> None:
 def reports(budget: Budget) -> Any:
     doc = GROWING
     parsed = parse_plan("ct", doc, {})
-    return producer_reports([parsed], costs={"ct": cost(doc, budget)}, sandbox=True)
+    return producer_reports([parsed], costs={"ct": cost(doc, budget)}, stand_in=True)
 
 
 def test_every_format_shows_cost_against_budget() -> None:
