@@ -15,6 +15,8 @@ Every table it may hold, as frozen data::
     ssh_keys = ["ct-deploy"]
     [gpu."com.uvlava.ct.gpu"]           # an on-demand GPU droplet's lifecycle (gpu/config.py)
     size = "gpu-h100x1-80gb"
+    [notify]
+    webhook_url_env = "INFRA_APPLY_WEBHOOK"  # the variable holding the webhook URL (notify.py)
     [sandbox]
     clusters = ["uvlava-pg"]            # the shared clusters the sandbox account has
     ssh_keys = ["ops-2026"]             # its SSH keys (default: every key named above)
@@ -43,6 +45,7 @@ from infra_apply import hcl
 from infra_apply.errors import InfraApplyError, printable
 from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
+from infra_apply.notify import NotifySettings
 from infra_apply.untrusted import visible
 
 CONFIG_NAME = "infra-apply.toml"
@@ -65,7 +68,9 @@ STATE_KEYS = (
 STATE_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z")
 DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
-TABLES = ("state", "droplets", "producers", "gpu", "sandbox")
+TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "notify")
+NOTIFY_KEYS = ("webhook_url_env",)
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Anything that looks like a credential is refused by name, and its value is never echoed.
 CREDENTIAL_KEYS = frozenset(
     {
@@ -210,6 +215,7 @@ class Config:
     # [gpu."NAME"]: checked by gpu.config; build.py refuses a NAME no manifest declares (gpu_at)
     gpu: Mapping[str, GpuSettings] = field(default_factory=dict)
     gpu_at: Mapping[str, Where] = field(default_factory=dict)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
@@ -283,7 +289,23 @@ class _Reader:
             clusters=self.names(sandbox_table, ("sandbox",), "clusters", DEFAULT_SANDBOX_CLUSTERS),
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
-        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at)
+        notify = self.notify(self.table(doc, ("notify",)))
+        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at, notify)
+
+    def notify(self, table: Mapping[str, Any]) -> NotifySettings:
+        """[notify]: the *name* of the variable holding the webhook URL (the URL is a secret)."""
+        self.known_keys(table, ("notify",), NOTIFY_KEYS)
+        if "webhook_url_env" not in table:
+            return NotifySettings()
+        name = table["webhook_url_env"]
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise self.fail(
+                '[notify] webhook_url_env must name an environment variable, e.g. "INFRA_APPLY_WEBHOOK" '
+                "(the URL itself never goes in this file)",
+                ("notify",),
+                "webhook_url_env",
+            )
+        return NotifySettings(name)
 
     def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
         value = doc.get(path[-1], {})
