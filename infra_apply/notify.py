@@ -18,6 +18,7 @@ was announced.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -29,10 +30,12 @@ from typing import TYPE_CHECKING
 
 from infra_apply import http
 from infra_apply.errors import InfraApplyError
-from infra_apply.fs import atomic_write, private_dirs, read_bounded
+from infra_apply.fs import atomic_write, private_dirs, read_bounded, sync_private
 
 if TYPE_CHECKING:
     from infra_apply.commands.apply import Applied
+    from infra_apply.config import Backend
+    from infra_apply.docstore import DocumentRoot
     from infra_apply.drift import DriftReport, ProducerDrift
     from infra_apply.gpu.lease import Lease
     from infra_apply.workcopy import Context
@@ -44,6 +47,8 @@ LIMITS = http.Limits(timeout=10.0, deadline=20.0, max_bytes=64 * 1024)
 LEASE_WARNING = timedelta(hours=1)
 MEMORY_FILE = "notified.json"
 MEMORY_LIMIT = 1024 * 1024
+REMOTE_ROOT = "notify.memory"  # beside the producers' working copies; never a producer's name
+REMOTE_STATE_NAME = "notified.tfstate"
 _RETRIED = frozenset({429, 500, 502, 503, 504})
 
 Warn = Callable[[str], None]
@@ -231,6 +236,61 @@ class LocalMemory:
         atomic_write(self.path, encode(memory), 0o600)
 
 
+@dataclass(frozen=True)
+class RemoteMemory:
+    """The memory in the state bucket, ``<key_prefix>/notified.tfstate``: a document root
+    (docstore.py) beside the GPU leases and the mesh allocation record."""
+
+    ctx: Context
+    backend: Backend
+
+    def _root(self) -> DocumentRoot:
+        from infra_apply import hcl
+        from infra_apply import terraform as tf
+        from infra_apply.config import CONFIG_NAME
+        from infra_apply.docstore import DocumentRoot, store_env
+        from infra_apply.paths import child
+        from infra_apply.state import state_dir
+        from infra_apply.workcopy import workdir_root
+
+        env = self.ctx.env
+        key = "/".join(filter(None, (self.backend.key_prefix, REMOTE_STATE_NAME)))
+        files = {
+            "notified.tf": hcl.render("notified.tf.j2").encode(),
+            "backend.tf": hcl.render(
+                "backend.tf.j2",
+                config_name=CONFIG_NAME,
+                bucket=self.backend.bucket,
+                key=key,
+                region=self.backend.region,
+                endpoint=self.backend.endpoint,
+            ).encode(),
+        }
+        path = child(workdir_root(self.ctx), REMOTE_ROOT)
+        private_dirs(path, state_dir(env))
+        sync_private(path, files)
+        binary = tf.find_binary(env, version_cache=state_dir(env) / "cache" / "terraform-version.json")
+        root = DocumentRoot(tf.Workdir(binary, path, store_env(env)), "notified")
+        root.ensure_init(files)
+        return root
+
+    def read(self) -> Memory:
+        try:
+            value = self._root().read()
+        except (OSError, InfraApplyError):
+            return Memory({}, {})
+        return decode(value) if isinstance(value, str) else Memory({}, {})
+
+    def write(self, memory: Memory) -> None:
+        from infra_apply.docstore import Stale
+
+        root = self._root()
+        seen = root.read()
+        # Stale: another runner wrote it meanwhile; at worst an event is told twice
+        with contextlib.suppress(Stale):
+            root.swap(seen if isinstance(seen, str) else None, encode(memory))
+
+
 # --- in a run ---------------------------------------------------------------------------------
 
 
@@ -246,11 +306,16 @@ def for_run(ctx: Context) -> Notifier:
     return notifier(settings, ctx.env, ctx.say)
 
 
-def memory_of(ctx: Context) -> LocalMemory:
-    from infra_apply.state import state_dir
+def memory_of(ctx: Context) -> LocalMemory | RemoteMemory:
+    """Beside the state: under the state dir with local state, in the state bucket with
+    remote state (so a fresh CI runner knows what an earlier one told)."""
+    from infra_apply.state import load_backend, state_dir
     from infra_apply.workcopy import workdir_root
 
-    return LocalMemory(workdir_root(ctx) / MEMORY_FILE, state_dir(ctx.env))
+    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    if backend.kind == "local":
+        return LocalMemory(workdir_root(ctx) / MEMORY_FILE, state_dir(ctx.env))
+    return RemoteMemory(ctx, backend)
 
 
 def notify_apply(ctx: Context, producer: str, run: Callable[[], Applied]) -> Applied:
@@ -322,9 +387,9 @@ def _drift_print(p: ProducerDrift, report: DriftReport) -> str:
     return fingerprint(parts) if parts else ""
 
 
-def _remember(ctx: Context, memory: LocalMemory, value: Memory) -> None:
+def _remember(ctx: Context, memory: LocalMemory | RemoteMemory, value: Memory) -> None:
     try:
         memory.write(value)
     except (OSError, InfraApplyError) as exc:
-        why = exc.message if isinstance(exc, InfraApplyError) else exc.strerror
+        why = exc.message.splitlines()[0] if isinstance(exc, InfraApplyError) else exc.strerror
         ctx.say(f"infra-apply: warning: could not remember the notifications sent ({why})")
