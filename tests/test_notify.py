@@ -129,3 +129,36 @@ def test_drift_is_told_once_until_it_changes(ops: Ops, httpserver: HTTPServer) -
     [event] = payloads(httpserver)
     assert event["event"] == "drift" and event["producers"] == ["quinn"]
     no_secret(httpserver)
+
+
+def test_a_fresh_runner_does_not_tell_drift_told_before_with_remote_state(
+    example: Path, httpserver: HTTPServer
+) -> None:
+    """Remote state: what was told lives in the state bucket, so a second runner with an
+    empty state dir (a fresh CI job) knows it."""
+    from tests.test_remote_state import Remote, ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        remote = Remote(example, f"http://{host}:{port}")
+        config = remote.root / "infra-apply.toml"
+        config.write_text(config.read_text() + '[notify]\nwebhook_url_env = "INFRA_APPLY_WEBHOOK"\n')
+        httpserver.expect_request("/hook").respond_with_data("ok")
+        shared = remote.base / "cloud.json"
+        extra = {"INFRA_APPLY_SANDBOX_CLOUD": str(shared), "INFRA_APPLY_WEBHOOK": httpserver.url_for("/hook")}
+        first, second = remote.env("state-a", **extra), remote.env("state-b", **extra)
+        assert remote.run(first, "apply", "--producer", "quinn", "--auto-approve")[0] == 0
+        live = {str(d["name"]): d for d in cloud.list_droplets(shared)}
+        dns = next(n for n in live if n.endswith(".dns"))
+        tags = [str(t) for t in live[dns]["tags"]]  # type: ignore[attr-defined]
+        cloud.edit_droplet(shared, str(live[dns]["id"]), tags=[*tags, "edited-by-hand"])
+        assert remote.run(first, "drift", "--producer", "quinn")[0] == 2
+        code, _, err = remote.run(second, "drift", "--producer", "quinn")
+        assert code == 2 and "notification" not in err and "remember" not in err, err
+        assert remote.get("infra-apply/notified.tfstate") is not None
+    finally:
+        server.stop()
+    assert [p["event"] for p in payloads(httpserver)] == ["apply.done", "drift"]
+    no_secret(httpserver)
