@@ -162,3 +162,26 @@ def test_a_fresh_runner_does_not_tell_drift_told_before_with_remote_state(
         server.stop()
     assert [p["event"] for p in payloads(httpserver)] == ["apply.done", "drift"]
     no_secret(httpserver)
+
+
+def test_a_gpu_lease_ending_within_the_hour_is_told_once(example: Path, httpserver: HTTPServer) -> None:
+    from tests.test_e2e_gpu import GPU, GpuOps, up
+
+    ops = GpuOps(example)
+    try:
+        ops.configure(idle_after="2h")  # idle, but not for long enough: reap keeps it
+        config = ops.root / "infra-apply.toml"
+        config.write_text(config.read_text() + '\n[notify]\nwebhook_url_env = "INFRA_APPLY_WEBHOOK"\n')
+        ops.env["INFRA_APPLY_WEBHOOK"] = httpserver.url_for("/hook")
+        httpserver.expect_request("/hook").respond_with_data("ok")
+        up(ops)  # leased for 1h: its end is within the hour from now on
+        httpserver.clear_log()
+        for _ in range(2):
+            code, out, err = ops.gpu("reap")
+            assert code == 0, out + err
+        assert GPU in ops.droplets()
+    finally:
+        stopping.clean_up(ops)
+    [event] = payloads(httpserver)
+    assert (event["event"], event["gpu"], event["producer"]) == ("gpu.lease_ending", GPU, "ct")
+    no_secret(httpserver)
