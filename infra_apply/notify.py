@@ -162,8 +162,12 @@ def apply_refused(producer: str, sandbox: bool) -> Event:
 
 
 def drift_found(producers: Iterable[str], sandbox: bool) -> Event:
+    from infra_apply import remedy
+
     names = sorted(producers)
-    text = f"infra-apply: new drift in {', '.join(names)}; run infra-apply drift to see it{_mode(sandbox)}"
+    args = [w for name in names for w in ("--producer", name)]
+    see = remedy.command("drift", *args, sandbox=sandbox)
+    text = f"infra-apply: new drift in {', '.join(names)}; {see} shows it"
     return Event("drift", text, {"producers": names, "sandbox": sandbox})
 
 
