@@ -101,15 +101,19 @@ def no_secret(server: HTTPServer) -> None:
         assert TOKEN not in body and "/hook" not in body and "password" not in body.lower(), body
 
 
-def test_apply_done_and_refused_are_told(ops: Ops, httpserver: HTTPServer) -> None:
+def test_apply_done_refused_and_failed_are_told(ops: Ops, httpserver: HTTPServer) -> None:
     assert ops.apply("quinn")[0] == 0
     manifest = ops.root / "@quinn/.infra.yaml"
     text = manifest.read_text()
     start, end = text.index("  - name: com.uvlava.quinn.mcp"), text.index("  - name: com.uvlava.dns")
     manifest.write_text(text[:start] + text[end:])
     assert ops.apply("quinn")[0] == 3
+    code, _, err = ops.apply("nosuch")
+    assert code == 1 and "nosuch" in err
     events = [(p["event"], p["producer"]) for p in payloads(httpserver)]
-    assert events == [("apply.done", "quinn"), ("apply.refused", "quinn")]
+    assert events == [("apply.done", "quinn"), ("apply.refused", "quinn"), ("apply.failed", "nosuch")]
+    # the failure is told by its exit code; its message stays in the job's log
+    assert payloads(httpserver)[2]["exit_code"] == 1
     done = payloads(httpserver)[0]
     assert done["applied"] is True and done["sandbox"] is True
     no_secret(httpserver)
