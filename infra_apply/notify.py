@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from infra_apply import http
 from infra_apply.errors import InfraApplyError
@@ -78,19 +79,22 @@ class Notifier:
     warn: Warn
     sleep: Sleep = time.sleep
 
-    def send(self, event: Event) -> bool:
+    def send(self, event: Event, attempts: int = ATTEMPTS) -> bool:
         """POST ``event``; True once the hook took it. A failure is one warning, never raised."""
         if self.url is None:
             return False
         body = json.dumps(event.payload(), sort_keys=True, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "infra-apply"}
+        parts = urlsplit(self.url)
+        # the whole URL, and its path and query on their own: where a hook keeps its credential
+        secrets = [s for s in (self.url, parts.path, parts.query) if len(s) > 1]
         why = ""
-        for attempt in range(ATTEMPTS):
+        for attempt in range(attempts):
             if attempt:
                 self.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
             try:
                 reply = http.send(
-                    "POST", self.url, headers=headers, data=body, limits=LIMITS, secrets=(self.url,)
+                    "POST", self.url, headers=headers, data=body, limits=LIMITS, secrets=secrets
                 )
             except http.TransportError as exc:
                 why = exc.message
@@ -116,6 +120,14 @@ def notifier(
         warn(
             f"infra-apply: warning: [notify] webhook_url_env names {settings.webhook_url_env}, "
             "which is not set; no notification is sent"
+        )
+        return Notifier(None, warn, sleep)
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in http.LOOPBACK):
+        # plain http would hand the URL (the hook's credential) to the network
+        warn(
+            f"infra-apply: warning: {settings.webhook_url_env} is not an https:// URL (plain http "
+            "only to localhost); no notification is sent"
         )
         return Notifier(None, warn, sleep)
     return Notifier(url, warn, sleep)
@@ -338,7 +350,7 @@ def notify_apply(ctx: Context, producer: str, run: Callable[[], Applied]) -> App
         raise
     except KeyboardInterrupt as exc:
         code = 128 + exc.signum if isinstance(exc, Stopped) else int(ExitCode.INTERRUPTED)
-        hook.send(apply_failed(producer, code, ctx.sandbox))
+        hook.send(apply_failed(producer, code, ctx.sandbox), attempts=1)  # stopping: no waiting
         raise
     counts: dict[str, int] = {}
     for change in done.planned.plan.changes:
@@ -372,7 +384,8 @@ def notify_leases(ctx: Context, leases: Iterable[Lease], now: datetime) -> None:
         return
     memory = memory_of(ctx)
     seen = memory.read()
-    told = dict(seen.leases)
+    # a lease end told a day ago is forgotten: the memory stays as small as the leases
+    told = {k: v for k, v in seen.leases.items() if _after(v, now - timedelta(days=1))}
     for lease in leases:
         key, stamp = f"{lease.producer}/{lease.gpu}", lease.until.isoformat()
         due = lease.releasing is None and ending_soon(lease.until, now) and told.get(key) != stamp
@@ -380,6 +393,13 @@ def notify_leases(ctx: Context, leases: Iterable[Lease], now: datetime) -> None:
             told[key] = stamp
     if told != dict(seen.leases):
         _remember(ctx, memory, Memory(seen.drift, told))
+
+
+def _after(stamp: str, moment: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(stamp) > moment
+    except (ValueError, TypeError):  # naive or unreadable: forgotten
+        return False
 
 
 def _drift_print(p: ProducerDrift, report: DriftReport) -> str:

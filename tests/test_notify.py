@@ -189,3 +189,12 @@ def test_a_gpu_lease_ending_within_the_hour_is_told_once(example: Path, httpserv
     [event] = payloads(httpserver)
     assert (event["event"], event["gpu"], event["producer"]) == ("gpu.lease_ending", GPU, "ct")
     no_secret(httpserver)
+
+
+def test_a_plain_http_url_elsewhere_than_localhost_is_never_sent_to() -> None:
+    warnings: list[str] = []
+    env = {"HOOK": "http://hooks.example.net/services/T000/B000/FAKEsecret"}
+    hook = notify.notifier(notify.NotifySettings("HOOK"), env, warnings.append)
+    assert hook.url is None
+    [line] = warnings
+    assert "https" in line and "FAKEsecret" not in line and "hooks.example.net" not in line
