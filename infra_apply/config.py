@@ -32,6 +32,7 @@ hold at most 64 KiB (DigitalOcean's limit). Render copies it byte for byte into
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -512,6 +513,9 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
     return UserData(source, text, where)
 
 
+# A run reads the config more than once (its key, the project, the backend): the same text is
+# checked once. A pure function of its arguments; a failure is not cached, so it raises again.
+@functools.lru_cache(maxsize=32)
 def _check_cloud_config(text: str, source: str) -> None:
     """Parse with PyYAML's safe loader, composing nodes only: aliases are never expanded, so an
     alias bomb costs nothing; the document must be a mapping (or empty)."""

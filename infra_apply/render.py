@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra_apply import hcl
+from infra_apply import hcl, strictjson
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.kinds import DATABASE, DROPLET, FIREWALL, USER
+from infra_apply.managed import MANAGED_TAG, producer_tag
 from infra_apply.paths import child
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ HAND_OWNED = frozenset({"imports.tf"})  # written by `infra-apply adopt`, kept b
 PUBLIC_BASE = (("tcp", "22"), ("udp", "51820"))
 PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
 PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
-MANAGED_TAG = "managed-by:infra-apply"
 WRITERS = 8  # files written at once (each mostly waits on its fsync)
 
 
@@ -73,6 +73,10 @@ class Ledger:
         return {e.address: e for e in self.entries}
 
 
+class LedgerError(InfraApplyError):
+    default_rule = "ledger"
+
+
 def parse_ledger(text: str, where: str) -> Ledger:
     """Read ``addresses.json``. It is committed and reviewed, but it still reaches HCL (``moved``
     blocks), so every value is checked before use."""
@@ -82,12 +86,12 @@ def parse_ledger(text: str, where: str) -> Ledger:
             f"{message}; fix it or restore it from git", path=where, line=1, col=1, rule="ledger"
         )
 
+    # Strict: an address written twice would otherwise lose one droplet's entry, and with it
+    # its address (Terraform would replace the droplet).
+    doc = strictjson.parse(text, where, "the address ledger", LedgerError)
     try:
-        doc = json.loads(text)
-        items = doc["droplets"].items()
-    except RecursionError:
-        raise fail("address ledger is not valid (nested too deeply)") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        items = [(str(address), e) for address, e in doc["droplets"].items()]
+    except (KeyError, TypeError, AttributeError) as exc:
         raise fail(f"address ledger is not valid ({exc})") from None
     entries = []
     for address, e in items:
@@ -102,11 +106,11 @@ def parse_ledger(text: str, where: str) -> Ledger:
         entries.append(
             LedgerEntry(
                 address,
-                e["name"],
+                str(e["name"]),
                 str(e.get("source", "")),
-                tuple(lists["hosts"]),
-                tuple(lists["services"]),
-                tuple(lists["moved_from"]),
+                tuple(map(str, lists["hosts"])),
+                tuple(map(str, lists["services"])),
+                tuple(map(str, lists["moved_from"])),
             )
         )
     names = [e.name for e in entries]
@@ -416,7 +420,7 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> Dr
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     inbound = public_inbound(d)
     tags = sorted(
-        {MANAGED_TAG, f"producer:{d.producer}", f"role:{droplet_slug(d.name) if d.role is None else d.role}"}
+        {MANAGED_TAG, producer_tag(d.producer), f"role:{droplet_slug(d.name) if d.role is None else d.role}"}
     )
     return DropletEntry(
         droplet=d,

@@ -75,7 +75,7 @@ def _attr_text(change: Change, attr: str) -> str:
 
 
 def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape, *, sandbox: bool) -> str:
-    rename = remedy.for_producer("rename", producer, drift.manifest_name, sandbox=sandbox)
+    rename = remedy.for_producer("rename", producer, drift.manifest_name, keep=remedy.kept(sandbox))
     return (
         f"name drift: {esc(drift.address)} is live as {esc(_quoted(drift.live_name))} but the "
         f"manifest says {esc(_quoted(drift.manifest_name))} — run {command(rename)}"
@@ -217,7 +217,8 @@ def guard_sentence(
     if len(flags) > _MAX_NAMED:  # a command that long helps nobody: each line names its flag
         return f"{refusal} Each refused change below names the flag that allows it.", None
     args = [word for flag in flags for word in flag]
-    return f"{refusal} To go ahead:", remedy.for_producer("apply", plan.producer, *args, sandbox=sandbox)
+    again = remedy.for_producer("apply", plan.producer, *args, keep=remedy.kept(sandbox))
+    return f"{refusal} To go ahead:", again
 
 
 def _consents(blocked: Sequence[Change], esc: Escape) -> str:

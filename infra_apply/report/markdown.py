@@ -381,7 +381,8 @@ def _md_destructive(
     line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}{note}"
     if change in blocked and not (change.resize is not None and change.resize.fails):
         allow = (allow_flag(change), allow_value(change))
-        line += f" — needs {_md_code(remedy.for_producer('apply', producer, *allow, sandbox=sandbox))}"
+        again = remedy.for_producer("apply", producer, *allow, keep=remedy.kept(sandbox))
+        line += f" — needs {_md_code(again)}"
     return line
 
 
@@ -455,7 +456,7 @@ def _fit_section(section: _Section, room: int) -> tuple[str, int]:
 
 def _truncation_note(omitted: int, sandbox: bool = False) -> str:
     what = f"{omitted} more changes" if omitted else "some details omitted"
-    plan = remedy.command("plan", sandbox=sandbox)
+    plan = remedy.command("plan", keep=remedy.kept(sandbox))
     return f"\n… truncated: {what}; run {plan} locally for the full list\n"
 
 
