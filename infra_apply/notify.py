@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -173,12 +173,13 @@ def apply_refused(producer: str, sandbox: bool) -> Event:
     return Event("apply.refused", text, {"producer": producer, "exit_code": 3, "sandbox": sandbox})
 
 
-def drift_found(producers: Iterable[str], sandbox: bool) -> Event:
+def drift_found(producers: Iterable[str], sandbox: bool, keep: Sequence[str] = ()) -> Event:
+    """``keep``: the run's remedy flags (``--sandbox``), so the command in ``text`` works."""
     from infra_apply import remedy
 
     names = sorted(producers)
     args = [w for name in names for w in ("--producer", name)]
-    see = remedy.command("drift", *args, sandbox=sandbox)
+    see = remedy.command("drift", *args, keep=keep)
     text = f"infra-apply: new drift in {', '.join(names)}; {see} shows it"
     return Event("drift", text, {"producers": names, "sandbox": sandbox})
 
@@ -325,10 +326,10 @@ def for_run(ctx: Context) -> Notifier:
 def memory_of(ctx: Context) -> LocalMemory | RemoteMemory:
     """Beside the state: under the state dir with local state, in the state bucket with
     remote state (so a fresh CI runner knows what an earlier one told)."""
-    from infra_apply.state import load_backend, state_dir
+    from infra_apply.state import state_dir
     from infra_apply.workcopy import workdir_root
 
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    backend = ctx.account.backend(ctx.root, ctx.env)
     if backend.kind == "local":
         return LocalMemory(workdir_root(ctx) / MEMORY_FILE, state_dir(ctx.env))
     return RemoteMemory(ctx, backend)
@@ -343,20 +344,20 @@ def notify_apply(ctx: Context, producer: str, run: Callable[[], Applied]) -> App
     try:
         done = run()
     except GuardRefused:
-        hook.send(apply_refused(producer, ctx.sandbox))
+        hook.send(apply_refused(producer, ctx.account.stand_in))
         raise
     except InfraApplyError as exc:
-        hook.send(apply_failed(producer, int(exc.exit_code), ctx.sandbox))
+        hook.send(apply_failed(producer, int(exc.exit_code), ctx.account.stand_in))
         raise
     except KeyboardInterrupt as exc:
         code = 128 + exc.signum if isinstance(exc, Stopped) else int(ExitCode.INTERRUPTED)
-        hook.send(apply_failed(producer, code, ctx.sandbox), attempts=1)  # stopping: no waiting
+        hook.send(apply_failed(producer, code, ctx.account.stand_in), attempts=1)  # stopping: no waiting
         raise
     counts: dict[str, int] = {}
     for change in done.planned.plan.changes:
         if change.action in COUNTED_ACTIONS:
             counts[change.action] = counts.get(change.action, 0) + 1
-    hook.send(apply_done(producer, done.applied, counts, ctx.sandbox))
+    hook.send(apply_done(producer, done.applied, counts, ctx.account.stand_in))
     return done
 
 
@@ -370,7 +371,7 @@ def notify_drift(ctx: Context, report: DriftReport) -> None:
     seen = memory.read()
     now = {p.producer: _drift_print(p, report) for p in report.producers if p.applied}
     new = [p for p, fp in now.items() if fp and fp != seen.drift.get(p, "")]
-    if new and not hook.send(drift_found(new, ctx.sandbox)):
+    if new and not hook.send(drift_found(new, ctx.account.stand_in, ctx.account.remedy_flags)):
         return  # not told: the next run tries again
     drift = {**seen.drift, **now}
     if drift != dict(seen.drift):
@@ -389,7 +390,7 @@ def notify_leases(ctx: Context, leases: Iterable[Lease], now: datetime) -> None:
     for lease in leases:
         key, stamp = f"{lease.producer}/{lease.gpu}", lease.until.isoformat()
         due = lease.releasing is None and ending_soon(lease.until, now) and told.get(key) != stamp
-        if due and hook.send(lease_ending(lease.producer, lease.gpu, lease.until, ctx.sandbox)):
+        if due and hook.send(lease_ending(lease.producer, lease.gpu, lease.until, ctx.account.stand_in)):
             told[key] = stamp
     if told != dict(seen.leases):
         _remember(ctx, memory, Memory(seen.drift, told))
