@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from infra_apply import kinds, locks
 from infra_apply import terraform as tf
@@ -73,6 +73,8 @@ class Project:
     generated_stale: bool
     config: Config = field(default_factory=Config)
     manifests: Mapping[str, Manifest] = field(default_factory=dict)  # by path (pre-flight)
+    # droplet names in the mesh registry this run reads; None: no registry given
+    registered: frozenset[str] | None = None
 
 
 class WorkingCopy(Protocol):
@@ -220,6 +222,7 @@ class Prepared:
     # held with ``lock``: one run per producer and account on this machine, whatever the tree
     producer_lock: BaseFileLock | None = field(default=None, repr=False, compare=False)
     account: Account = field(default_factory=LiveAccount)  # the run's (Context.account)
+    registered: frozenset[str] | None = None  # Project.registered: ssh_from = "mesh" reads it
 
 
 # --- before any work ------------------------------------------------------------------------
@@ -279,6 +282,7 @@ def load_project(
         bool(drift.stale or drift.extra),
         config,
         {m.path: m for m in v.manifests},
+        _registered(v.mesh_hosts, ctx.account.owns_registry),
     )
     if project.generated_stale and ctx.account.runs_reviewed_render:
         if refuse_stale:
@@ -291,6 +295,14 @@ def load_project(
             "render (run infra-apply render and commit it)"
         )
     return project
+
+
+def _registered(hosts: Mapping[str, Mapping[str, Any]] | None, own: bool) -> frozenset[str] | None:
+    """The droplets in the registry. An account without a registry of its own yet has
+    registered nothing; a live run without one does not know."""
+    if hosts is None:
+        return frozenset() if own else None
+    return frozenset(str(e["droplet"]) for e in hosts.values() if isinstance(e, Mapping) and e.get("droplet"))
 
 
 def _quiet(_line: str) -> None:
@@ -438,7 +450,19 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         rendered = project.rendered[name]
         cloud = provider.cloud
         out.append(
-            Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests, held, ctx.account)
+            Prepared(
+                model,
+                rendered,
+                copy,
+                cloud,
+                token,
+                lock,
+                shared,
+                project.manifests,
+                held,
+                ctx.account,
+                project.registered,
+            )
         )
     return out
 

@@ -81,7 +81,7 @@ def test_a_gpu_table_naming_no_declared_gpu_droplet_is_a_located_error(tmp_path:
     with pytest.raises(ConfigError) as caught:
         build_model(validate_tree(root))
     assert caught.value.format() == (
-        'infra-apply.toml:4:1: error config: [gpu."com.uvlava.ct.gpux"] names no on-demand GPU droplet of '
+        'infra-apply.toml:6:1: error config: [gpu."com.uvlava.ct.gpux"] names no on-demand GPU droplet of '
         "the manifests (a service's gpu.droplet; declared: com.uvlava.ct.gpu)"
     )
     # named right, it renders in its table's region, never the standing hosts' nyc3
@@ -127,7 +127,7 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
         "[producers.ct.firewalls]\nx = 1\n",
         {},
         "infra-apply.toml:1:1",
-        "[producers.ct] firewalls: unknown setting (known: droplets)",
+        "[producers.ct] firewalls: unknown setting (known: droplets, firewall)",
     ),
     "bad-producer-name": (
         '[producers."Ct".droplets]\nmonitoring = true\n',

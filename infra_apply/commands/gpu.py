@@ -67,7 +67,8 @@ def producer_of(project: Project, name: str) -> str:
 
 
 def own_resources(prep: Prepared, name: str) -> frozenset[str]:
-    """The resources ``gpu up/down`` may change: the GPU droplet and its firewall (same name)."""
+    """The resources ``gpu up/down`` may change: the GPU droplet and its two firewalls (its own
+    and its public openings', render.py)."""
     droplet = prep.rendered.droplet_addresses.get(name)
     if droplet is None:  # a lease left for a GPU the manifests no longer declare
         raise InfraApplyError(
@@ -75,8 +76,10 @@ def own_resources(prep: Prepared, name: str) -> frozenset[str]:
             "release it by hand (terraform state) and remove its lease",
             rule="gpu_ondemand",
         )
-    local = kinds.DROPLET.local(droplet)
-    return frozenset({droplet, kinds.FIREWALL.address(local)})
+    from infra_apply.render import public_address
+
+    firewall = kinds.FIREWALL.address(kinds.DROPLET.local(droplet))
+    return frozenset({droplet, firewall, public_address(firewall)})
 
 
 # --- gpu up --------------------------------------------------------------------------------
