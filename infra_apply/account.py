@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from infra_apply.errors import InfraApplyError
 from infra_apply.preflight import JsonObject, LiveSource, Source
 
 if TYPE_CHECKING:
@@ -151,6 +152,11 @@ class Account(Protocol):
         self, ctx: Context, producers: Sequence[str], *, retry: Retry | None, accounts: Accounts | None
     ) -> Prices: ...
 
+    def start_catalogue(self, env: Mapping[str, str], accounts: Accounts) -> None:
+        """Start the account's catalogue round as soon as its token is known, before the
+        manifests are read: it runs while they validate and render. An error before pre-flight
+        abandons it (``infra_apply.accounts``)."""
+
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
         """The account one prepared producer talks to (None: no token, nothing to ask)."""
         ...
@@ -275,6 +281,18 @@ class LiveAccount:
         from infra_apply.pricing import account_prices
 
         return account_prices(ctx, producers, retry=retry, accounts=accounts)
+
+    def start_catalogue(self, env: Mapping[str, str], accounts: Accounts) -> None:
+        """Only the environment's token is known this early (a producer's PAT file is read,
+        and any warning about it said, where its producer is planned)."""
+        from infra_apply.pat import do_token
+
+        try:
+            token = do_token(env)
+        except InfraApplyError:
+            return  # refused where pre-flight reads it, as without the early start
+        if token:
+            accounts.live(token).prefetch()
 
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
         if prep.api_token and accounts is not None:
@@ -441,6 +459,9 @@ class SandboxAccount:
         from infra_apply.cost import fallback_prices
 
         return fallback_prices()  # its catalogue is the shipped table
+
+    def start_catalogue(self, env: Mapping[str, str], accounts: Accounts) -> None:
+        pass  # its catalogue is a local file, read when pre-flight asks
 
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
         from infra_apply.preflight import SandboxSource

@@ -171,3 +171,41 @@ def test_a_live_plan_asks_the_account_once(root: Path, api: HTTPServer, tmp_path
     assert standin.requests.count("/v2/sizes") == 1
     assert len(standin.requests) == len(set(standin.requests)), standin.requests
     assert set(standin.requests) >= CATALOGUE
+
+
+def test_a_plan_that_fails_validation_abandons_the_early_catalogue_round(
+    root: Path, api: HTTPServer, tmp_path: Path
+) -> None:
+    """The catalogue round starts before the manifests validate (its answers come while they
+    render); a manifest error then stops the run at once, never waiting for the round (here an
+    account call the API holds open longer than the run may take), and the abandoned calls
+    print nothing."""
+    import threading
+
+    asked = threading.Event()
+    release = threading.Event()
+
+    def held(_: object) -> object:
+        asked.set()
+        release.wait(timeout=120)
+        from werkzeug import Response
+
+        return Response("{}", 503)
+
+    api.expect_request("/v2/account").respond_with_handler(held)  # type: ignore[arg-type]
+    manifest = root / "@quinn" / "auth-svc" / ".infra.yaml"
+    manifest.write_text(manifest.read_text() + "no_such_key: 1\n")
+    env = cli_env(
+        tmp_path, DIGITALOCEAN_TOKEN=TOKEN, DIGITALOCEAN_API_URL=api.url_for(""), HOME=str(tmp_path)
+    )
+    env.pop("CI", None)
+    try:
+        # the HTTP timeout (60 s) is far beyond this bound: a run waiting for the call fails it
+        done = run_cli("--root", str(root), "plan", "--producer", "quinn", env=env, timeout=45)
+    finally:
+        release.set()
+    assert done.returncode == 1, done.stderr
+    assert asked.is_set()  # the round had started before the error
+    assert "no_such_key" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""

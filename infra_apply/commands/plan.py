@@ -86,23 +86,26 @@ def run(
         return PlanResult(changes=found, listed=() if list_only else None)
     # warnings only for the producers planned (every producer when none is named)
     warn_for = list(found.selection.producers) if found is not None else list(producers) or None
-    project = load_project(ctx, warn_for=warn_for)
-    if found is None:
-        names = pick(project, producers)
-    else:
-        names = [n for n in found.selection.producers if n in project.rendered]
-    if list_only or (found is not None and not names):
-        return PlanResult(changes=found, listed=tuple(names) if list_only else None)
-    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
-    from infra_apply.gpu.leases_view import read_leases, unleased_up
-    from infra_apply.pricing import run_prices
-
-    # the leases (with remote state: the state bucket) are read only once pre-flight's account
-    # check passed, and once
-    reader = functools.cache(lambda: read_leases(ctx, project, names))
     with Accounts(ctx.env) as accounts:
-        # the account's catalogue in one concurrent round, shared by pre-flight, prices and
-        # the exists lookups
+        if found is None and not list_only:
+            # the account's catalogue in one concurrent round, shared by pre-flight, prices and
+            # the exists lookups: started now, it is answered while the manifests validate and
+            # render (an error on the way abandons it)
+            ctx.account.start_catalogue(ctx.env, accounts)
+        project = load_project(ctx, warn_for=warn_for)
+        if found is None:
+            names = pick(project, producers)
+        else:
+            names = [n for n in found.selection.producers if n in project.rendered]
+        if list_only or (found is not None and not names):
+            return PlanResult(changes=found, listed=tuple(names) if list_only else None)
+        ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
+        from infra_apply.gpu.leases_view import read_leases, unleased_up
+        from infra_apply.pricing import run_prices
+
+        # the leases (with remote state: the state bucket) are read only once pre-flight's
+        # account check passed, and once
+        reader = functools.cache(lambda: read_leases(ctx, project, names))
         preflight(ctx, project, names, lambda: reader().all_held(), accounts)
         leases = reader()
         prices = run_prices(ctx, names, accounts=accounts)
