@@ -27,3 +27,21 @@ def test_the_plan_path_imports_none_of_what_it_does_not_use(tmp_path: Path) -> N
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     assert done.stdout.strip() == "[]"
+
+
+# A plan's output in one format never imports another format's renderer (markdown's pulls in
+# the comment limits, the diagram and html).
+OTHER_FORMATS = ("infra_apply.report.markdown", "infra_apply.report.json", "infra_apply.comment")
+
+
+def test_a_text_plan_output_imports_no_other_format(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from infra_apply.commands.plan import PlanResult, output\n"
+        "output(PlanResult(), 'text')\n"
+        f"print(sorted(m for m in {OTHER_FORMATS!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert done.stdout.strip() == "[]"

@@ -177,11 +177,14 @@ def _changed(ctx: Context, base: str | None) -> Changes | None:
 def output(result: PlanResult, fmt: str, *, color: bool = False) -> Output:
     """``color``: style the text summary (never json or markdown) for a terminal."""
     from infra_apply.report import formats
-    from infra_apply.report.verbs import Listing, NothingChanged
 
     if result.listed is not None:
+        from infra_apply.report.verbs import Listing
+
         return Output(formats.plan_list().render(Listing(result.listed, result.changes), fmt))
     if not result.planned and result.changes is not None:
+        from infra_apply.report.verbs import NothingChanged
+
         return Output(formats.plan_nothing().render(NothingChanged(result.changes.base), fmt))
     code = ExitCode.CHANGES if result.changed else ExitCode.OK
     view = formats.PlanView(result.reports(), result.context, color)
