@@ -152,8 +152,9 @@ class Account(Protocol):
         self, ctx: Context, producers: Sequence[str], *, retry: Retry | None, accounts: Accounts | None
     ) -> Prices: ...
 
-    def start_catalogue(self, env: Mapping[str, str], accounts: Accounts) -> None:
-        """Start the account's catalogue round as soon as its token is known, before the
+    def start_catalogue(self, env: Mapping[str, str], producers: Sequence[str], accounts: Accounts) -> None:
+        """Start the catalogue round of the accounts ``producers`` (named on the command line;
+        none: every producer) are planned in as soon as their tokens are known, before the
         manifests are read: it runs while they validate and render. An error before pre-flight
         abandons it (``infra_apply.accounts``)."""
 
@@ -282,16 +283,24 @@ class LiveAccount:
 
         return account_prices(ctx, producers, retry=retry, accounts=accounts)
 
-    def start_catalogue(self, env: Mapping[str, str], accounts: Accounts) -> None:
-        """Only the environment's token is known this early (a producer's PAT file is read,
-        and any warning about it said, where its producer is planned)."""
-        from infra_apply.pat import do_token
+    def start_catalogue(self, env: Mapping[str, str], producers: Sequence[str], accounts: Accounts) -> None:
+        """The environment's token, else each named producer's PAT file, read quietly: pre-flight
+        reads them again and says their warnings and errors where it did without this start."""
+        from infra_apply.pat import do_token, token_env
 
+        tokens: set[str] = set()
         try:
-            token = do_token(env)
+            found = do_token(env)
+            if found:
+                tokens.add(found)
+            else:
+                for producer in producers:
+                    token = token_env(env, producer, lambda _: None).get("DIGITALOCEAN_TOKEN")
+                    if token:
+                        tokens.add(token)
         except InfraApplyError:
-            return  # refused where pre-flight reads it, as without the early start
-        if token:
+            return  # said where pre-flight reads the token, as without the early start
+        for token in sorted(tokens):
             accounts.live(token).prefetch()
 
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
@@ -460,7 +469,7 @@ class SandboxAccount:
 
         return fallback_prices()  # its catalogue is the shipped table
 
-    def start_catalogue(self, env: Mapping[str, str], accounts: Accounts) -> None:
+    def start_catalogue(self, env: Mapping[str, str], producers: Sequence[str], accounts: Accounts) -> None:
         pass  # its catalogue is a local file, read when pre-flight asks
 
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:

@@ -173,13 +173,14 @@ def test_a_live_plan_asks_the_account_once(root: Path, api: HTTPServer, tmp_path
     assert set(standin.requests) >= CATALOGUE
 
 
+@pytest.mark.parametrize("token_from", ["env", "pat_file"])
 def test_a_plan_that_fails_validation_abandons_the_early_catalogue_round(
-    root: Path, api: HTTPServer, tmp_path: Path
+    root: Path, api: HTTPServer, tmp_path: Path, token_from: str
 ) -> None:
     """The catalogue round starts before the manifests validate (its answers come while they
-    render); a manifest error then stops the run at once, never waiting for the round (here an
-    account call the API holds open longer than the run may take), and the abandoned calls
-    print nothing."""
+    render), with the environment's token or the named producer's PAT file; a manifest error
+    then stops the run at once, never waiting for the round (here an account call the API holds
+    open longer than the run may take), and the abandoned calls print nothing."""
     import threading
 
     asked = threading.Event()
@@ -195,9 +196,13 @@ def test_a_plan_that_fails_validation_abandons_the_early_catalogue_round(
     api.expect_request("/v2/account").respond_with_handler(held)  # type: ignore[arg-type]
     manifest = root / "@quinn" / "auth-svc" / ".infra.yaml"
     manifest.write_text(manifest.read_text() + "no_such_key: 1\n")
-    env = cli_env(
-        tmp_path, DIGITALOCEAN_TOKEN=TOKEN, DIGITALOCEAN_API_URL=api.url_for(""), HOME=str(tmp_path)
-    )
+    env = cli_env(tmp_path, DIGITALOCEAN_API_URL=api.url_for(""), HOME=str(tmp_path))
+    if token_from == "env":
+        env["DIGITALOCEAN_TOKEN"] = TOKEN
+    else:
+        (tmp_path / ".vault").mkdir(mode=0o700)
+        (tmp_path / ".vault" / "do_pat_quinn").write_text(TOKEN + "\n")
+        (tmp_path / ".vault" / "do_pat_quinn").chmod(0o600)
     env.pop("CI", None)
     try:
         # the HTTP timeout (60 s) is far beyond this bound: a run waiting for the call fails it

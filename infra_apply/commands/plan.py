@@ -91,7 +91,7 @@ def run(
             # the account's catalogue in one concurrent round, shared by pre-flight, prices and
             # the exists lookups: started now, it is answered while the manifests validate and
             # render (an error on the way abandons it)
-            ctx.account.start_catalogue(ctx.env, accounts)
+            ctx.account.start_catalogue(ctx.env, producers, accounts)
         project = load_project(ctx, warn_for=warn_for)
         if found is None:
             names = pick(project, producers)
