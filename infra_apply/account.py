@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from infra_apply.errors import InfraApplyError
 from infra_apply.preflight import JsonObject, LiveSource, Source
 
 if TYPE_CHECKING:
@@ -157,6 +158,12 @@ class Account(Protocol):
         self, ctx: Context, producers: Sequence[str], *, retry: Retry | None, accounts: Accounts | None
     ) -> Prices: ...
 
+    def start_catalogue(self, env: Mapping[str, str], producers: Sequence[str], accounts: Accounts) -> None:
+        """Start the catalogue round of the accounts ``producers`` (named on the command line;
+        none: every producer) are planned in as soon as their tokens are known, before the
+        manifests are read: it runs while they validate and render. An error before pre-flight
+        abandons it (``infra_apply.accounts``)."""
+
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
         """The account one prepared producer talks to (None: no token, nothing to ask)."""
         ...
@@ -282,6 +289,26 @@ class LiveAccount:
         from infra_apply.pricing import account_prices
 
         return account_prices(ctx, producers, retry=retry, accounts=accounts)
+
+    def start_catalogue(self, env: Mapping[str, str], producers: Sequence[str], accounts: Accounts) -> None:
+        """The environment's token, else each named producer's PAT file, read quietly: pre-flight
+        reads them again and says their warnings and errors where it did without this start."""
+        from infra_apply.pat import do_token, token_env
+
+        tokens: set[str] = set()
+        try:
+            found = do_token(env)
+            if found:
+                tokens.add(found)
+            else:
+                for producer in producers:
+                    token = token_env(env, producer, lambda _: None).get("DIGITALOCEAN_TOKEN")
+                    if token:
+                        tokens.add(token)
+        except InfraApplyError:
+            return  # said where pre-flight reads the token, as without the early start
+        for token in sorted(tokens):
+            accounts.live(token).prefetch()
 
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
         if prep.api_token and accounts is not None:
@@ -449,6 +476,9 @@ class SandboxAccount:
         from infra_apply.cost import fallback_prices
 
         return fallback_prices()  # its catalogue is the shipped table
+
+    def start_catalogue(self, env: Mapping[str, str], producers: Sequence[str], accounts: Accounts) -> None:
+        pass  # its catalogue is a local file, read when pre-flight asks
 
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
         from infra_apply.preflight import SandboxSource

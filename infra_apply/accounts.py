@@ -11,14 +11,19 @@ pre-flight and prices alike). A failed call fails whoever reads it, as an unshar
 
 One run is one verb's: a later run (another apply) builds its own ``Accounts`` and sees what
 the account holds then, never a list from before its own changes.
+
+The calls run on daemon threads: a run that stops on an error (a manifest that does not
+validate) abandons the calls in flight and exits at once, instead of waiting for them up to
+the HTTP timeout. An abandoned call only fills its own future: it writes and prints nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from infra_apply.preflight import JsonObject, LiveSource, Source
@@ -37,10 +42,60 @@ LISTS = (
 )
 
 
+class _Pool:
+    """A bounded pool of daemon threads: ``ThreadPoolExecutor``'s workers are joined when the
+    interpreter exits, so an error would wait for the calls in flight; these are not."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._started = 0
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[str, ...]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, method: Callable[..., Any], *args: str) -> Future[Any]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule a call after the run ended")
+            done: Future[Any] = Future()
+            self._jobs.put((done, method, args))
+            if self._started < self._workers:  # a run asks about a dozen things: one thread each
+                self._started += 1
+                threading.Thread(target=self._work, name=f"account_{self._started}", daemon=True).start()
+        return done
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            done, method, args = job
+            if done.set_running_or_notify_cancel():
+                try:
+                    done.set_result(method(*args))
+                except BaseException as exc:  # the reader gets it, as from an unshared call
+                    done.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel what has not started; leave what runs to finish or be abandoned at exit."""
+        with self._lock:
+            self._closed = True
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+            for _ in range(self._started):
+                self._jobs.put(None)
+
+
 class _Calls:
     """Each distinct call of one source, made once on the run's pool."""
 
-    def __init__(self, source: Source, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, source: Source, pool: _Pool) -> None:
         self.source = source
         self._pool = pool
         self._futures: dict[tuple[str, ...], Future[Any]] = {}
@@ -142,7 +197,7 @@ class Accounts:
         from infra_apply import do_api
 
         self.endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _Pool | None = None
         self._by_token: dict[str, _Calls] = {}
         self._lock = threading.Lock()
 
@@ -151,7 +206,7 @@ class Accounts:
 
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="account")
+                self._pool = _Pool(WORKERS)
             calls = self._by_token.get(token)
             if calls is None:
                 source = LiveSource(do_api.Client(token, self.endpoint))
@@ -161,7 +216,7 @@ class Accounts:
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.shutdown()
 
     def __enter__(self) -> Accounts:
         return self

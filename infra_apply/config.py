@@ -22,6 +22,8 @@ Every table it may hold, as frozen data::
     max_increase = "25%"                # or "40.00": the most one plan may add a month
     [gpu."com.uvlava.ct.gpu"]           # an on-demand GPU droplet's lifecycle (gpu/config.py)
     size = "gpu-h100x1-80gb"
+    [notify]
+    webhook_url_env = "INFRA_APPLY_WEBHOOK"  # the variable holding the webhook URL (notify.py)
     [sandbox]
     clusters = ["uvlava-pg"]            # the shared clusters the sandbox account has
     ssh_keys = ["ops-2026"]             # its SSH keys (default: every key named above)
@@ -53,6 +55,7 @@ from infra_apply.budget import Budget, parse_amount, parse_increase
 from infra_apply.errors import InfraApplyError, printable
 from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
+from infra_apply.notify import NotifySettings
 from infra_apply.untrusted import visible
 
 CONFIG_NAME = "infra-apply.toml"
@@ -78,7 +81,9 @@ PRODUCER_KEYS = ("droplets", "firewall", "budget_monthly", "max_increase")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
 FIREWALL_KEYS = ("ssh_from", "bootstrap_from")
 MESH = "mesh"  # ssh_from = "mesh": no public SSH once a droplet is on the WireGuard mesh
-TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "firewall")
+TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "firewall", "notify")
+NOTIFY_KEYS = ("webhook_url_env",)
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Anything that looks like a credential is refused by name, and its value is never echoed.
 CREDENTIAL_KEYS = frozenset(
     {
@@ -242,6 +247,7 @@ class Config:
     gpu_at: Mapping[str, Where] = field(default_factory=dict)
     firewall: FirewallSettings = FirewallSettings()
     producer_firewalls: Mapping[str, FirewallSettings] = field(default_factory=dict)  # merged
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def firewall_for(self, producer: str) -> FirewallSettings:
         return self.producer_firewalls.get(producer, self.firewall)
@@ -328,6 +334,7 @@ class _Reader:
             clusters=self.names(sandbox_table, ("sandbox",), "clusters", DEFAULT_SANDBOX_CLUSTERS),
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
+        notify = self.notify(self.table(doc, ("notify",)))
         return Config(
             self.shown,
             state,
@@ -339,8 +346,24 @@ class _Reader:
             gpu_at,
             firewall=firewall,
             producer_firewalls=producer_firewalls,
+            notify=notify,
             budgets=budgets,
         )
+
+    def notify(self, table: Mapping[str, Any]) -> NotifySettings:
+        """[notify]: the *name* of the variable holding the webhook URL (the URL is a secret)."""
+        self.known_keys(table, ("notify",), NOTIFY_KEYS)
+        if "webhook_url_env" not in table:
+            return NotifySettings()
+        name = table["webhook_url_env"]
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise self.fail(
+                '[notify] webhook_url_env must name an environment variable, e.g. "INFRA_APPLY_WEBHOOK" '
+                "(the URL itself never goes in this file)",
+                ("notify",),
+                "webhook_url_env",
+            )
+        return NotifySettings(name)
 
     def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
         value = doc.get(path[-1], {})

@@ -5,6 +5,7 @@ of some producers says only their manifests' warnings."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +147,37 @@ def test_a_plan_of_one_producer_says_none_of_the_others_warnings(root: Path, tmp
 def test_a_live_plan_asks_the_account_once(root: Path, api: HTTPServer, tmp_path: Path) -> None:
     """The whole live ``plan`` (Terraform stubbed as the bench stubs it: the real provider is not
     installable here): pre-flight, prices and the exists lookups share one catalogue."""
+    standin = Account(together=CATALOGUE)
+    done = live_plan(root, api, standin, tmp_path, DIGITALOCEAN_TOKEN=TOKEN)
+    assert done.returncode == 0, done.stderr
+    assert standin.requests.count("/v2/sizes") == 1
+    assert len(standin.requests) == len(set(standin.requests)), standin.requests
+    assert set(standin.requests) >= CATALOGUE
+
+
+def test_the_early_round_reads_a_pat_file_quietly(
+    api: HTTPServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The early round reads a named producer's PAT file without a word: pre-flight reads it
+    again and says its warning where it did without the early start."""
+    vault = tmp_path / ".vault"
+    vault.mkdir(mode=0o700)
+    (vault / "do_pat_quinn").write_text(TOKEN + "\n")
+    (vault / "do_pat_quinn").chmod(0o644)  # pre-flight warns about it
+    standin = Account()
+    standin.serve(api)
+    env = {"HOME": str(tmp_path), "DIGITALOCEAN_API_URL": api.url_for("")}
+    with Accounts(env) as accounts:
+        LiveAccount().start_catalogue(env, ["quinn"], accounts)
+        assert accounts.live(TOKEN).account()["status"] == "active"  # the round the PAT started
+        LiveAccount().start_catalogue(env, ["nobody"], accounts)  # no token: nothing, no error
+    assert capfd.readouterr() == ("", "")
+    assert standin.requests.count("/v2/account") == 1
+
+
+def live_plan(
+    root: Path, api: HTTPServer, standin: Account, tmp_path: Path, **extra: str
+) -> subprocess.CompletedProcess[str]:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -156,18 +188,56 @@ def test_a_live_plan_asks_the_account_once(root: Path, api: HTTPServer, tmp_path
     show = tmp_path / "plan.json"
     show.write_text('{"format_version": "1.2", "terraform_version": "1.9.8", "resource_changes": []}')
     stub = bench._stub_terraform(tmp_path / "bin", show)
-    standin = Account(together=CATALOGUE)
     standin.serve(api)
     env = cli_env(
         tmp_path,
         INFRA_APPLY_TERRAFORM=str(stub),
-        DIGITALOCEAN_TOKEN=TOKEN,
         DIGITALOCEAN_API_URL=api.url_for(""),
         HOME=str(tmp_path),
+        **extra,
     )
     env.pop("CI", None)
-    done = run_cli("--root", str(root), "plan", "--producer", "quinn", env=env)
-    assert done.returncode == 0, done.stderr
-    assert standin.requests.count("/v2/sizes") == 1
-    assert len(standin.requests) == len(set(standin.requests)), standin.requests
-    assert set(standin.requests) >= CATALOGUE
+    return run_cli("--root", str(root), "plan", "--producer", "quinn", env=env)
+
+
+@pytest.mark.parametrize("token_from", ["env", "pat_file"])
+def test_a_plan_that_fails_validation_abandons_the_early_catalogue_round(
+    root: Path, api: HTTPServer, tmp_path: Path, token_from: str
+) -> None:
+    """The catalogue round starts before the manifests validate (its answers come while they
+    render), with the environment's token or the named producer's PAT file; a manifest error
+    then stops the run at once, never waiting for the round (here an account call the API holds
+    open longer than the run may take), and the abandoned calls print nothing."""
+    import threading
+
+    asked = threading.Event()
+    release = threading.Event()
+
+    def held(_: object) -> object:
+        asked.set()
+        release.wait(timeout=120)
+        from werkzeug import Response
+
+        return Response("{}", 503)
+
+    api.expect_request("/v2/account").respond_with_handler(held)  # type: ignore[arg-type]
+    manifest = root / "@quinn" / "auth-svc" / ".infra.yaml"
+    manifest.write_text(manifest.read_text() + "no_such_key: 1\n")
+    env = cli_env(tmp_path, DIGITALOCEAN_API_URL=api.url_for(""), HOME=str(tmp_path))
+    if token_from == "env":
+        env["DIGITALOCEAN_TOKEN"] = TOKEN
+    else:
+        (tmp_path / ".vault").mkdir(mode=0o700)
+        (tmp_path / ".vault" / "do_pat_quinn").write_text(TOKEN + "\n")
+        (tmp_path / ".vault" / "do_pat_quinn").chmod(0o600)
+    env.pop("CI", None)
+    try:
+        # the HTTP timeout (60 s) is far beyond this bound: a run waiting for the call fails it
+        done = run_cli("--root", str(root), "plan", "--producer", "quinn", env=env, timeout=45)
+    finally:
+        release.set()
+    assert done.returncode == 1, done.stderr
+    assert asked.is_set()  # the round had started before the error
+    assert "no_such_key" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""

@@ -13,17 +13,31 @@ from pathlib import Path
 NOT_ON_THE_PLAN_PATH = ("infra_apply.mesh", "getpass", "importlib.resources.readers")
 
 
-def test_the_plan_path_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None:
-    code = (
-        "import sys\n"
-        "import infra_apply.cli, infra_apply.commands.plan, infra_apply.gpu.leases_view\n"
-        "import infra_apply.pricing, infra_apply.build, infra_apply.validate\n"
-        "from infra_apply.validate import schema_text\n"
-        "schema_text()\n"
-        f"print(sorted(m for m in {NOT_ON_THE_PLAN_PATH!r} if m in sys.modules))\n"
-    )
+def loaded_after(code: str, modules: tuple[str, ...], tmp_path: Path) -> str:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    code = f"import sys\n{code}print(sorted(m for m in {modules!r} if m in sys.modules))\n"
     # cwd: the package as installed (or on PYTHONPATH), never a checkout's folder by accident
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     )
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
+
+
+def test_the_plan_path_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None:
+    code = (
+        "import infra_apply.cli, infra_apply.commands.plan, infra_apply.gpu.leases_view\n"
+        "import infra_apply.pricing, infra_apply.build, infra_apply.validate\n"
+        "from infra_apply.validate import schema_text\n"
+        "schema_text()\n"
+    )
+    assert loaded_after(code, NOT_ON_THE_PLAN_PATH, tmp_path) == "[]"
+
+
+# A plan's output in one format never imports another format's renderer (markdown's pulls in
+# the comment limits, the diagram and html).
+OTHER_FORMATS = ("infra_apply.report.markdown", "infra_apply.report.json", "infra_apply.comment")
+
+
+def test_a_text_plan_output_imports_no_other_format(tmp_path: Path) -> None:
+    code = "from infra_apply.commands.plan import PlanResult, output\noutput(PlanResult(), 'text')\n"
+    assert loaded_after(code, OTHER_FORMATS, tmp_path) == "[]"

@@ -464,6 +464,7 @@ class Reaped:
     outcomes: tuple[lifecycle.Outcome, ...]
     busy: tuple[str, ...]  # producers whose leases another run held: the next reap retries
     errors: tuple[str, ...] = ()  # e.g. a producer's state that could not be read
+    leases: tuple[Lease, ...] = ()  # the leases left once reaped (notify: ending soon)
 
     @property
     def failed(self) -> bool:
@@ -478,6 +479,8 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []
+    left: list[Lease] = []
+    notified = bool(project.config.notify.webhook_url_env)
     for producer in sorted(project.rendered):
         if not gpu_names(project, producer):
             continue
@@ -486,7 +489,14 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
             outcomes += _reap_one(ctx, project, producer, store, terminal, errors.append)
         except StoreBusy:
             busy.append(producer)
-    return Reaped(tuple(outcomes), tuple(busy), tuple(errors))
+            continue
+        if notified:
+            with contextlib.suppress(InfraApplyError):  # not read: nothing told this time
+                left += store.read().leases.values()
+    from infra_apply.notify import notify_leases
+
+    notify_leases(ctx, left, now_utc())
+    return Reaped(tuple(outcomes), tuple(busy), tuple(errors), tuple(left))
 
 
 def _reap_one(

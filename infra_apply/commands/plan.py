@@ -87,23 +87,26 @@ def run(
         return PlanResult(changes=found, listed=() if list_only else None)
     # warnings only for the producers planned (every producer when none is named)
     warn_for = list(found.selection.producers) if found is not None else list(producers) or None
-    project = load_project(ctx, warn_for=warn_for)
-    if found is None:
-        names = pick(project, producers)
-    else:
-        names = [n for n in found.selection.producers if n in project.rendered]
-    if list_only or (found is not None and not names):
-        return PlanResult(changes=found, listed=tuple(names) if list_only else None)
-    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
-    from infra_apply.gpu.leases_view import read_leases, unleased_up
-    from infra_apply.pricing import run_prices
-
-    # the leases (with remote state: the state bucket) are read only once pre-flight's account
-    # check passed, and once
-    reader = functools.cache(lambda: read_leases(ctx, project, names))
     with Accounts(ctx.env) as accounts:
-        # the account's catalogue in one concurrent round, shared by pre-flight, prices and
-        # the exists lookups
+        if found is None and not list_only:
+            # the account's catalogue in one concurrent round, shared by pre-flight, prices and
+            # the exists lookups: started now, it is answered while the manifests validate and
+            # render (an error on the way abandons it)
+            ctx.account.start_catalogue(ctx.env, producers, accounts)
+        project = load_project(ctx, warn_for=warn_for)
+        if found is None:
+            names = pick(project, producers)
+        else:
+            names = [n for n in found.selection.producers if n in project.rendered]
+        if list_only or (found is not None and not names):
+            return PlanResult(changes=found, listed=tuple(names) if list_only else None)
+        ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
+        from infra_apply.gpu.leases_view import read_leases, unleased_up
+        from infra_apply.pricing import run_prices
+
+        # the leases (with remote state: the state bucket) are read only once pre-flight's
+        # account check passed, and once
+        reader = functools.cache(lambda: read_leases(ctx, project, names))
         preflight(ctx, project, names, lambda: reader().all_held(), accounts)
         leases = reader()
         prices = run_prices(ctx, names, accounts=accounts)
@@ -190,11 +193,14 @@ def _changed(ctx: Context, base: str | None) -> Changes | None:
 def output(result: PlanResult, fmt: str, *, color: bool = False) -> Output:
     """``color``: style the text summary (never json or markdown) for a terminal."""
     from infra_apply.report import formats
-    from infra_apply.report.verbs import Listing, NothingChanged
 
     if result.listed is not None:
+        from infra_apply.report.verbs import Listing
+
         return Output(formats.plan_list().render(Listing(result.listed, result.changes), fmt))
     if not result.planned and result.changes is not None:
+        from infra_apply.report.verbs import NothingChanged
+
         return Output(formats.plan_nothing().render(NothingChanged(result.changes.base), fmt))
     code = ExitCode.CHANGES if result.changed else ExitCode.OK
     view = formats.PlanView(result.reports(), result.context, color)

@@ -61,13 +61,24 @@ class PlanView:
 
 
 def plan() -> Renderers[PlanView]:
-    from infra_apply.report import json, markdown, text
+    # each format's module only when it is the one asked for: a text plan (every terminal run)
+    # skips the markdown renderer and the comment limits it imports
+    def as_text(v: PlanView) -> str:
+        from infra_apply.report import text
 
-    return Renderers(
-        text=lambda v: text.format_text(v.reports, v.color),
-        json=lambda v: json.format_json(v.reports, v.context),
-        markdown=lambda v: markdown.format_markdown(v.reports, v.context),
-    )
+        return text.format_text(v.reports, v.color)
+
+    def as_json(v: PlanView) -> str:
+        from infra_apply.report import json
+
+        return json.format_json(v.reports, v.context)
+
+    def as_markdown(v: PlanView) -> str:
+        from infra_apply.report import markdown
+
+        return markdown.format_markdown(v.reports, v.context)
+
+    return Renderers(text=as_text, json=as_json, markdown=as_markdown)
 
 
 def plan_list() -> Renderers[Listing]:
