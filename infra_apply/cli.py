@@ -352,6 +352,7 @@ def plan(
     help="Allow resizing this droplet in place: downtime (powered off, resized, powered on) and a "
     "disk that grows and can never be shrunk back.",
 )
+@options.allow_over_budget_option
 @options.sandbox_option
 @options.gpu_option
 @options.out_option
@@ -364,6 +365,7 @@ def apply(
     allow_destroy: tuple[str, ...],
     allow_replace: tuple[str, ...],
     allow_resize: tuple[str, ...],
+    allow_over_budget: tuple[str, ...],
     sandbox: bool,
     out: Path,
     mesh_hosts: Path | None,
@@ -374,6 +376,8 @@ def apply(
     database or database user not named with --allow-destroy / --allow-replace (a firewall is
     named by its droplet), or resizes a droplet in place (a
     size change: downtime, and its disk can never shrink back) not named with --allow-resize.
+    A plan over the producer's budget (infra-apply.toml [producers.P] budget_monthly /
+    max_increase) is refused (exit 3) unless --allow-over-budget P.
     A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
     Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
     mesh-hosts.json (see `register`).
@@ -393,6 +397,7 @@ def apply(
         allow_destroy=allow_destroy,
         allow_replace=allow_replace,
         allow_resize=allow_resize,
+        allow_over_budget=allow_over_budget,
         auto_approve=auto_approve,
     )
     from infra_apply.notify import notify_apply
@@ -415,17 +420,26 @@ def gpu() -> None:
 @gpu.command("up")
 @click.argument("name", shell_complete=options.complete("gpu_droplets"))
 @options.lease_option
+@options.allow_over_budget_option
 @options.workspace_options
 @click.pass_context
 def gpu_up(
-    ctx: click.Context, name: str, for_: timedelta | None, sandbox: bool, out: Path, mesh_hosts: Path | None
+    ctx: click.Context,
+    name: str,
+    for_: timedelta | None,
+    allow_over_budget: tuple[str, ...],
+    sandbox: bool,
+    out: Path,
+    mesh_hosts: Path | None,
 ) -> None:
     """Lease the on-demand GPU droplet NAME and create it (plan, guard, apply its producer with
     the GPU on), then register its hosts. Run again to renew the lease. The plan may change the
-    GPU's own droplet and firewall only: anything else pending in the producer is refused."""
+    GPU's own droplet and firewall only: anything else pending in the producer is refused, and
+    so is a lease that takes the producer over its budget, unless --allow-over-budget P."""
     from infra_apply.commands import gpu as verb
 
-    _emit(ctx, verb.up_output(verb.up(_context(ctx, out, sandbox, mesh_hosts), name, _terminal(ctx), for_)))
+    run = _context(ctx, out, sandbox, mesh_hosts)
+    _emit(ctx, verb.up_output(verb.up(run, name, _terminal(ctx), for_, allow_over_budget)))
 
 
 @gpu.command("down")

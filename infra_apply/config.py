@@ -17,6 +17,9 @@ Every table it may hold, as frozen data::
     ssh_from = ["203.0.113.4/32"]       # CIDRs, or "mesh": over WireGuard only
     bootstrap_from = ["203.0.113.4/32"] # with "mesh": SSH until the droplet is registered
     [producers.ct.firewall]             # per-producer override, same keys
+    [producers.ct]                      # the guard's budget for ct's plans (budget.py)
+    budget_monthly = "150.00"           # USD a month, a string (never a float)
+    max_increase = "25%"                # or "40.00": the most one plan may add a month
     [gpu."com.uvlava.ct.gpu"]           # an on-demand GPU droplet's lifecycle (gpu/config.py)
     size = "gpu-h100x1-80gb"
     [notify]
@@ -48,6 +51,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from infra_apply import hcl
+from infra_apply.budget import Budget, parse_amount, parse_increase
 from infra_apply.errors import InfraApplyError, printable
 from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
@@ -73,6 +77,7 @@ STATE_KEYS = (
 # never meet in one folder on a case-insensitive file system.
 STATE_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z")
 DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
+PRODUCER_KEYS = ("droplets", "firewall", "budget_monthly", "max_increase")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
 FIREWALL_KEYS = ("ssh_from", "bootstrap_from")
 MESH = "mesh"  # ssh_from = "mesh": no public SSH once a droplet is on the WireGuard mesh
@@ -246,6 +251,8 @@ class Config:
 
     def firewall_for(self, producer: str) -> FirewallSettings:
         return self.producer_firewalls.get(producer, self.firewall)
+    # [producers.P] budget_monthly / max_increase: what the guard holds its plans to (budget.py)
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
 
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
@@ -318,6 +325,7 @@ class _Reader:
             if isinstance(section, dict) and "firewall" in section
             for path in [("producers", name)]
         }
+        budgets = self.budgets(self.table(doc, ("producers",)))
         gpu, gpu_at = self.gpu(doc.get("gpu", {}))
         sandbox_table = self.table(doc, ("sandbox",))
         self.known_keys(sandbox_table, ("sandbox",), SANDBOX_KEYS)
@@ -339,6 +347,7 @@ class _Reader:
             firewall=firewall,
             producer_firewalls=producer_firewalls,
             notify=notify,
+            budgets=budgets,
         )
 
     def notify(self, table: Mapping[str, Any]) -> NotifySettings:
@@ -509,11 +518,37 @@ class _Reader:
                     name,
                 )
             section = self.table(table, path)
-            self.known_keys(section, path, ("droplets", "firewall"))
+            self.known_keys(section, path, PRODUCER_KEYS)
             table_path = (*path, "droplets")
             merged[name] = self.droplets(self.table(section, table_path), table_path, defaults)
             where[name] = self.at(path)
         return merged, where
+
+    def budgets(self, table: Mapping[str, Any]) -> dict[str, Budget]:
+        """``budget_monthly`` (and ``max_increase``, only beside it) of each producer that has one;
+        the producer names were checked by ``producers``."""
+        found = {}
+        for name, section in table.items():
+            path = ("producers", name)
+            if "budget_monthly" not in section:
+                if "max_increase" in section:
+                    raise self.fail(
+                        f"[producers.{name}] max_increase needs budget_monthly beside it",
+                        path,
+                        "max_increase",
+                    )
+                continue
+            amount = parse_amount(section["budget_monthly"])
+            if isinstance(amount, str):
+                raise self.fail(f"[producers.{name}] budget_monthly {amount}", path, "budget_monthly")
+            increase = None
+            if "max_increase" in section:
+                parsed = parse_increase(section["max_increase"])
+                if isinstance(parsed, str):
+                    raise self.fail(f"[producers.{name}] max_increase {parsed}", path, "max_increase")
+                increase = parsed
+            found[name] = Budget(amount, increase)
+        return found
 
     def gpu(self, table: object) -> tuple[dict[str, GpuSettings], dict[str, Where]]:
         def locate(where: Sequence[str]) -> tuple[int, int]:

@@ -31,17 +31,20 @@ Where prices come from: ``prices_from_api`` (``GET /v2/sizes`` of the account) o
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from infra_apply import kinds
 from infra_apply.do_semantics import disk_now
 from infra_apply.errors import InfraApplyError
-from infra_apply.gpu.lease import billed_hours
+from infra_apply.gpu.lease import MAX_BILLED_HOURS, billed_hours
 from infra_apply.plan_parse import JsonObject, json_dict, json_list, strip_index
 from infra_apply.prices import AS_OF, DISKS_GB, PRICES, ListPrice
+
+if TYPE_CHECKING:
+    from infra_apply.budget import Budget
 
 API_SOURCE = "DigitalOcean API /v2/sizes"
 TABLE_SOURCE = f"list prices as of {AS_OF} (shipped table)"
@@ -160,6 +163,16 @@ class GpuCost:
     # The lease end has passed (the next reap releases it). Not the same as no hour left: in
     # its last billed hour a lease is live, and no more hours will be billed by its end.
     lease_ended: bool = False
+    # hours its life bills in the current calendar month, to its lease end (None: no lease)
+    month_hours: int | None = None
+    before: bool = False  # up before the plan (in its prior state)
+
+    @property
+    def month_cost(self) -> Decimal | None:
+        """What it bills this month by its lease end (a budget counts it)."""
+        if self.hourly is None or self.month_hours is None:
+            return None
+        return cents(self.hourly * self.month_hours)
 
     @property
     def up_to(self) -> Decimal | None:
@@ -216,6 +229,7 @@ class ProducerCost:
     gpus: tuple[GpuCost, ...]
     prices: Prices
     kinds: tuple[KindCount, ...] = ()  # every other managed kind the plan touches, by type
+    budget: Budget | None = None  # the producer's [producers.P] budget (budget.py checks it)
 
     @property
     def price_not_known(self) -> tuple[KindCount, ...]:
@@ -270,16 +284,20 @@ def producer_cost(
     names: Mapping[str, str] | None = None,
     now: datetime,
     up_since: Mapping[str, datetime] | None = None,
+    targeted: bool = False,
 ) -> ProducerCost:
     """The monthly cost of ``plan`` (``terraform show -json`` of a saved plan) before and after.
 
     ``gpus``: the producer's on-demand GPU droplets by name → their lease end (``None`` when no
     lease holds one); ``names``: index-less address → manifest name (as rendering gives them);
-    ``up_since``: GPU name → when its droplet came up (absent: it comes up with this plan).
+    ``up_since``: GPU name → when its droplet came up (absent: it comes up with this plan);
+    ``targeted``: a ``-target`` plan (gpu up/down/reap), whose untargeted resources stay.
     """
     names = names or {}
     all_before = _managed(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))
     all_after = _managed(json_dict(plan.get("planned_values")).get("root_module"))
+    if targeted:
+        all_after = _untouched(all_before, all_after, plan)
     touched = {t: kinds.KINDS[t] for t in {*all_before, *all_after}}  # _managed refused the rest
     sized = {t for t, k in touched.items() if k.price.how == "size"}
     before = {a: v for t in sized for a, v in all_before.get(t, {}).items()}
@@ -294,7 +312,8 @@ def producer_cost(
         if name in gpus:
             if new is not None:
                 since = (up_since or {}).get(name)
-                on_demand.append(_gpu(address, name, new, prices, (since, gpus[name]), now))
+                gpu = _gpu(address, name, new, prices, (since, gpus[name]), now)
+                on_demand.append(replace(gpu, before=old is not None))
             continue
         standing.append(_droplet(address, name, old, new, prices, in_place=address in in_place))
     standing.sort(key=lambda d: (d.name, d.address))
@@ -364,10 +383,11 @@ def _gpu(
     """``lease``: when the droplet came up (None: not yet, it comes up now) and the lease end."""
     size = _size(values)
     since, until = lease
-    hours = None
+    hours = month = None
     if until is not None:
         start = _utc(since) if since is not None else _utc(now)
         hours = max(0, billed_hours(_utc(until) - start) - billed_hours(_utc(now) - start))
+        month = _month_hours(start, _utc(until), _utc(now))
     return GpuCost(
         address=address,
         name=name,
@@ -376,7 +396,22 @@ def _gpu(
         lease_until=None if until is None else _utc(until),
         hours_left=hours,
         lease_ended=until is not None and _utc(until) <= _utc(now),
+        month_hours=month,
     )
+
+
+def _month_hours(start: datetime, until: datetime, now: datetime) -> int:
+    """Hours started between ``start`` and ``until`` that fall in ``now``'s calendar month
+    (DigitalOcean bills each started hour of a droplet's life, at most 672 a month)."""
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last = (
+        first.replace(year=first.year + 1, month=1)
+        if first.month == 12
+        else first.replace(month=first.month + 1)
+    )
+    before_month = billed_hours(first - start) if first > start else 0
+    in_month = billed_hours(min(until, last) - start) - before_month
+    return max(0, min(in_month, MAX_BILLED_HOURS))
 
 
 def _managed(module: object) -> dict[str, dict[str, JsonObject]]:
@@ -401,6 +436,23 @@ def _managed(module: object) -> dict[str, dict[str, JsonObject]]:
             found.setdefault(rtype, {})[address] = json_dict(res.get("values"))
         stack.extend(map(json_dict, json_list(current.get("child_modules"))))
     return found
+
+
+def _untouched(
+    before: Mapping[str, Mapping[str, JsonObject]], after: dict[str, dict[str, JsonObject]], plan: JsonObject
+) -> dict[str, dict[str, JsonObject]]:
+    """``after`` with what a targeted plan (``-target``: gpu up/down/reap) leaves out: its
+    ``planned_values`` hold only the targets, and a resource of the prior state that no
+    resource change names stays as it is (in a whole plan, a resource that goes is a change)."""
+    named = set()
+    for rc in map(json_dict, json_list(plan.get("resource_changes"))):
+        named |= {a for a in (rc.get("address"), rc.get("previous_address")) if isinstance(a, str)}
+    kept = {t: dict(found) for t, found in after.items()}
+    for rtype, found in before.items():
+        for address, values in found.items():
+            if address.split(" (deposed ")[0] not in named and address not in kept.get(rtype, {}):
+                kept.setdefault(rtype, {})[address] = values
+    return kept
 
 
 def _follow_moves(

@@ -197,19 +197,28 @@ def producer_option(help: str | None = None) -> Callable[[F], F]:
 
 def producers_option(help: str) -> Callable[[F], F]:
     """A repeatable --producer (completed from the root's @ folders)."""
+    return _producer_names("--producer", "producers", help=help)
+
+
+def _producer_names(flag: str, dest: str, *, help: str) -> Callable[[F], F]:
     return click.option(
-        "--producer",
-        "producers",
-        multiple=True,
-        metavar="P",
-        shell_complete=complete("producers"),
-        help=help,
+        flag, dest, multiple=True, metavar="P", shell_complete=complete("producers"), help=help
     )
 
 
 def names_option(*decls: str, help: str, kind: str = "droplets") -> Callable[[F], F]:
     """A repeatable option naming droplets (completed from the manifests)."""
     return click.option(*decls, multiple=True, metavar="NAME", shell_complete=complete(kind), help=help)
+
+
+def allow_over_budget_option(fn: F) -> F:
+    """``--allow-over-budget P`` (repeatable): apply a plan over producer P's budget."""
+    return _producer_names(
+        "--allow-over-budget",
+        "allow_over_budget",
+        help="Apply even though the plan goes over producer P's budget_monthly or max_increase, or "
+        "holds a resource whose price is not known (infra-apply.toml [producers.P]).",
+    )(fn)
 
 
 def _with_gpu_removed(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:

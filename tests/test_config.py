@@ -127,7 +127,7 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
         "[producers.ct.firewalls]\nx = 1\n",
         {},
         "infra-apply.toml:1:1",
-        "[producers.ct] firewalls: unknown setting (known: droplets, firewall)",
+        "[producers.ct] firewalls: unknown setting (known: droplets, firewall, budget_monthly, max_increase)",
     ),
     "bad-producer-name": (
         '[producers."Ct".droplets]\nmonitoring = true\n',

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from infra_apply import exists, kinds, remedy
+from infra_apply import budget, exists, kinds, remedy
 from infra_apply import terraform as tf
 from infra_apply.accounts import Accounts
+from infra_apply.budget import Budget
 from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
@@ -66,6 +67,7 @@ class ApplyOptions:
     allow_destroy: tuple[str, ...] = ()  # manifest names or addresses the guard lets go
     allow_replace: tuple[str, ...] = ()
     allow_resize: tuple[str, ...] = ()  # droplets it may resize in place (downtime, disk grows)
+    allow_over_budget: tuple[str, ...] = ()  # producers whose budget this apply may exceed
     auto_approve: bool = False  # apply without asking (needed without a terminal)
     gpu: tuple[str, ...] = ()  # on-demand GPU droplets planned on (what their leases hold)
     # gpu up / down / reap: the resources (base addresses) the plan may change. The plan is
@@ -84,6 +86,9 @@ class ApplyOptions:
     up_since: Mapping[str, datetime] = field(default_factory=dict)  # GPU -> when it came up
     # the manifests by path, to locate an error in them (empty: located by file only)
     manifests: Mapping[str, Manifest] = field(default_factory=dict)
+    budget: Budget | None = None  # the producer's budget (checked when ``prices`` is set)
+    # gpu up: the command that reruns it past its budget (None: apply's own, with its flags)
+    over_budget_again: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
             lease_ends=leases.lease_ends(name),
             up_since=leases.up_since(name),
             manifests=project.manifests,
+            budget=project.config.budgets.get(name),
         )
         [prep] = prepare(ctx, project, [name])
         return apply_producer(ctx, prep, terminal, options, accounts)
@@ -163,7 +169,15 @@ def apply_producer(
         gpus += unleased_up(planned.plan, prep.rendered, options.leased)
     cost = None
     if options.prices is not None:
-        cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC), options.up_since)
+        cost = cost_of(
+            planned,
+            options.prices,
+            options.lease_ends,
+            datetime.now(UTC),
+            options.up_since,
+            budget=options.budget,
+            targeted=options.only is not None,
+        )
     report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost, ctx.account.stand_in)
     terminal.show(format_text([report], terminal.color))
     refuse_impossible_resizes(planned.plan, prep.producer, options.manifests)
@@ -171,11 +185,24 @@ def apply_producer(
         ctx.say(f"infra-apply: warning: {unused.message}")
     if options.only is not None:
         _only(planned, options.only, ctx.account.remedy_flags)
+    checked = budget.check(name, cost) if cost is not None else None
+    over: tuple[str, ...] = ()
+    # a plan that changes nothing adds nothing to the bill: there is nothing to refuse
+    if checked is not None and planned.changed and name not in options.allow_over_budget:
+        over = budget.refusal_lines([checked], _again(name, options, ctx.account.remedy_flags))
+    for value in options.allow_over_budget:
+        if value != name:
+            ctx.say(
+                f"infra-apply: warning: {budget.FLAG} {visible(value)} names another producer than {name}"
+            )
     if not verdict.ok:
         why = "".join(f"\n{note}" for note in planned.notes)
         if options.refusal_remedy is not None:
-            raise GuardRefused(_refused_without_flags(verdict, options.refusal_remedy) + why)
-        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.account.remedy_flags) + why)
+            raise GuardRefused(_refused_without_flags(verdict, options.refusal_remedy) + _lines(over) + why)
+        ways_out = _ways_out(gpus, ctx.account.remedy_flags)
+        raise GuardRefused(refusal_message(verdict) + _lines(over) + ways_out + why)
+    if over:
+        raise GuardRefused("\n".join(over))
     applied = False
     if planned.changed:
         if not _confirmed(name, terminal, options.auto_approve):
@@ -253,6 +280,26 @@ def _ways_out(gpus: tuple[GpuUp, ...], keep: Sequence[str]) -> str:
         for g in gpus
         if g.until is None
     )
+
+
+def _again(name: str, options: ApplyOptions, keep: Sequence[str]) -> str:
+    """The apply that goes past the budget: the same flags, and the one it lacked."""
+    if options.over_budget_again is not None:
+        return options.over_budget_again
+    given = (
+        ("--allow-destroy", options.allow_destroy),
+        ("--allow-replace", options.allow_replace),
+        ("--allow-resize", options.allow_resize),
+        (budget.FLAG, (*options.allow_over_budget, name)),
+    )
+    args = [w for flag, values in given for v in values for w in (flag, v)]
+    if options.auto_approve:
+        args.append("--auto-approve")
+    return remedy.for_producer("apply", name, *args, keep=keep)
+
+
+def _lines(lines: tuple[str, ...]) -> str:
+    return "".join(f"\n{line}" for line in lines)
 
 
 def _targets(only: frozenset[str] | None) -> tuple[str, ...]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from infra_apply import kinds, remedy
+from infra_apply import budget, kinds, remedy
 from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
@@ -91,7 +91,13 @@ class Up:
     applied: Applied
 
 
-def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = None) -> Up:
+def up(
+    ctx: Context,
+    name: str,
+    terminal: Terminal,
+    for_: timedelta | None = None,
+    allow_over_budget: tuple[str, ...] = (),
+) -> Up:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
@@ -132,10 +138,29 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
             if new:
                 _end_if_ours(store, name, whoami(ctx.env), taken)
             raise
-        on = read_leases(ctx, project, [producer]).held(producer)
+        leases = read_leases(ctx, project, [producer])
         options = ApplyOptions(
-            auto_approve=True, gpu=on, only=own, refusal_remedy=_up_remedy(ctx, name, for_)
+            auto_approve=True,
+            gpu=leases.held(producer),
+            only=own,
+            refusal_remedy=_up_remedy(ctx, name, for_),
+            allow_over_budget=allow_over_budget,
+            over_budget_again=_gpu_command(
+                ctx, "up", *_up_args(name, for_), *_over(allow_over_budget), budget.FLAG, producer
+            ),
         )
+        held_to = project.config.budgets.get(producer)
+        if held_to is not None:
+            # the lease's hours this month count against the producer's budget
+            from infra_apply.pricing import run_prices
+
+            options = replace(
+                options,
+                prices=run_prices(ctx, [producer], accounts=accounts),
+                lease_ends=leases.lease_ends(producer),
+                up_since=leases.up_since(producer),
+                budget=held_to,
+            )
         try:
             applied = apply_producer(ctx, prep, terminal, options, accounts)
         except InfraApplyError as exc:
@@ -190,6 +215,10 @@ def _gpu_command(ctx: Context, verb: str, *args: str) -> str:
 
 def _up_args(name: str, for_: timedelta | None) -> tuple[str, ...]:
     return (name,) if for_ is None else (name, "--for", format_duration(for_))
+
+
+def _over(allowed: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(w for p in allowed for w in (budget.FLAG, p))
 
 
 def _up_remedy(ctx: Context, name: str, for_: timedelta | None) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from infra_apply import exists
 from infra_apply import terraform as tf
 from infra_apply.accounts import Accounts
+from infra_apply.budget import Budget
 from infra_apply.changed import Changes, head_commit
 from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
@@ -119,7 +120,12 @@ def run(
     now = datetime.now(UTC)
     costs = {
         p.plan.producer: cost_of(
-            p, prices, leases.lease_ends(p.plan.producer), now, leases.up_since(p.plan.producer)
+            p,
+            prices,
+            leases.lease_ends(p.plan.producer),
+            now,
+            leases.up_since(p.plan.producer),
+            budget=project.config.budgets.get(p.plan.producer),
         )
         for p in planned
     }
@@ -138,12 +144,22 @@ def cost_of(
     lease_ends: Mapping[str, datetime | None],
     now: datetime,
     up_since: Mapping[str, datetime] | None = None,
+    *,
+    budget: Budget | None = None,
+    targeted: bool = False,
 ) -> ProducerCost:
     """What the saved plan does to the producer's monthly cost (GPUs by the hour, apart, billed
-    from when each came up: ``up_since``)."""
-    return producer_cost(
-        planned.raw, prices, lease_ends, names=planned.prep.rendered.names, now=now, up_since=up_since
+    from when each came up: ``up_since``), held against its ``budget``."""
+    cost = producer_cost(
+        planned.raw,
+        prices,
+        lease_ends,
+        names=planned.prep.rendered.names,
+        now=now,
+        up_since=up_since,
+        targeted=targeted,
     )
+    return replace(cost, budget=budget)
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # SHA-1 or SHA-256 object names

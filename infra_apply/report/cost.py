@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from infra_apply.budget import FLAG, check
 from infra_apply.cost import (
     API_SOURCE,
     DropletCost,
@@ -21,7 +22,7 @@ from infra_apply.cost import (
     money,
     signed,
 )
-from infra_apply.remedy import command, kept
+from infra_apply.remedy import command, for_producer, kept
 
 Escape = Callable[[str], str]
 
@@ -39,6 +40,19 @@ def monthly_change(cost: ProducerCost) -> str:
         text += f", excluding {n} droplet{'s' if n > 1 else ''} whose price is unknown"
     unknown = price_not_known_sentence(cost)
     return f"{text}; {unknown}" if unknown else text
+
+
+def budget_sentence(producer: str, cost: ProducerCost, sandbox: bool = False) -> str | None:
+    """``budget $150.00/month: $72.00/month after the plan (+$24.00): within budget``; when over,
+    what allows it (None: the producer has no budget)."""
+    checked = check(producer, cost)
+    if checked is None:
+        return None
+    line = checked.line()
+    if not checked.ok:
+        again = for_producer("apply", producer, FLAG, producer, keep=kept(sandbox))
+        line += f" (apply refuses it, exit 3, unless {again})"
+    return line
 
 
 def price_not_known_sentence(cost: ProducerCost) -> str | None:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC
 
+from infra_apply.budget import BudgetCheck, check
 from infra_apply.cost import CURRENCY, ProducerCost, as_number
 from infra_apply.do_semantics import PublicPort
 from infra_apply.guard import allow_flag, refusal_lines
@@ -63,7 +64,28 @@ def _json_producer(report: ProducerReport) -> dict[str, object]:
         ]
     if report.cost is not None:
         doc["cost"] = _json_cost(report.cost)
+        checked = check(report.producer, report.cost)
+        if checked is not None:
+            doc["budget"] = _json_budget(checked)
     return doc
+
+
+def _json_budget(checked: BudgetCheck) -> dict[str, object]:
+    """The month (standing cost + leased GPUs' hours this month) against the budget; ``ok``
+    False: apply refuses it (exit 3) without --allow-over-budget."""
+    inc = checked.budget.max_increase
+    return {
+        "monthly": as_number(checked.budget.monthly),
+        "max_increase": None if inc is None else inc.text,
+        "month_before": as_number(checked.before),
+        "month_after": as_number(checked.after),
+        "month_diff": as_number(checked.diff),
+        "price_not_known": list(checked.unknown),
+        "over_total": checked.over_total,
+        "over_increase": checked.over_increase,
+        "ok": checked.ok,
+        "reasons": list(checked.reasons()),
+    }
 
 
 def _json_cost(cost: ProducerCost) -> dict[str, object]:
@@ -105,6 +127,7 @@ def _json_cost(cost: ProducerCost) -> dict[str, object]:
                 "hours_left": g.hours_left,
                 "lease_ended": g.lease_ended,
                 "up_to": as_number(g.up_to),
+                "month_hours": g.month_hours,
             }
             for g in cost.gpus
         ],

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from infra_apply import remedy
+from infra_apply.budget import check
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
 from infra_apply.cost import ProducerCost
 from infra_apply.do_semantics import reason, verb
@@ -41,6 +42,7 @@ from infra_apply.report._common import (
     undo_note,
 )
 from infra_apply.report.cost import (
+    budget_sentence,
     changed_sizes,
     gpu_cost_sentence,
     monthly_change,
@@ -326,7 +328,12 @@ def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
     if unpriced:
         items.append(f"- ❔ {unpriced}\n")
     items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text, report.sandbox)}\n" for g in cost.gpus]
-    lines = [f"\n**Cost**: {monthly_change(cost)}\n"] + (["\n", *items] if items else [])
+    lines = [f"\n**Cost**: {monthly_change(cost)}\n"]
+    against = budget_sentence(report.producer, cost, report.sandbox)
+    if against is not None:
+        icon = "✅" if (checked := check(report.producer, cost)) is not None and checked.ok else "⛔"
+        lines.append(f"\n{icon} **Budget**: {_md_text(against)}\n")
+    lines += ["\n", *items] if items else []
     return [_Block(_md_dollars(line)) for line in lines]
 
 

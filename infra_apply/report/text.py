@@ -25,6 +25,7 @@ from infra_apply.report._common import (
     who,
 )
 from infra_apply.report.cost import (
+    budget_sentence,
     changed_sizes,
     gpu_cost_sentence,
     monthly_change,
@@ -105,6 +106,9 @@ def _text_cost(report: ProducerReport) -> Iterator[str]:
     if cost is None:
         return
     yield f"Cost: {monthly_change(cost)}; prices: {prices_label(cost.prices)}"
+    against = budget_sentence(report.producer, cost, report.sandbox)
+    if against is not None:
+        yield f"  Budget: {visible(against)}"
     for row in changed_sizes(cost):
         yield "  $ " + size_sentence(row, visible)
     for d in cost.refused:
