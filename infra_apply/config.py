@@ -65,7 +65,14 @@ STATE_KEYS = (
 STATE_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z")
 DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
-TABLES = ("state", "droplets", "producers", "gpu", "sandbox")
+TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "alerts")
+ALERT_KEYS = ("email", "slack", "cert_expiry_days", "regions", "droplets")
+SLACK_KEYS = ("channel", "url_env")
+DROPLET_ALERT_KEYS = ("cpu_percent", "memory_percent", "disk_percent")
+# Where DigitalOcean's uptime checks can probe from (its API's region enum).
+UPTIME_REGIONS = ("us_east", "us_west", "eu_west", "se_asia")
+DEFAULT_UPTIME_REGIONS = ("us_east", "eu_west")
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Anything that looks like a credential is refused by name, and its value is never echoed.
 CREDENTIAL_KEYS = frozenset(
     {
@@ -200,6 +207,35 @@ class SandboxSettings:
 
 
 @dataclass(frozen=True)
+class SlackRoute:
+    """A Slack channel and the environment variable holding its webhook URL (never the URL)."""
+
+    channel: str
+    url_env: str
+
+
+@dataclass(frozen=True)
+class DropletAlerts:
+    """``[alerts.droplets]``: percent thresholds over 5 minutes; None: not watched."""
+
+    cpu_percent: int | None = None
+    memory_percent: int | None = None
+    disk_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """``[alerts]``: where uptime and droplet alerts go, and when a certificate is "expiring"."""
+
+    email: tuple[str, ...] = ()
+    slack: SlackRoute | None = None
+    cert_expiry_days: int = 14
+    regions: tuple[str, ...] = DEFAULT_UPTIME_REGIONS
+    droplets: DropletAlerts = DropletAlerts()
+    at: Where | None = field(default=None, compare=False)  # the [alerts] table
+
+
+@dataclass(frozen=True)
 class Config:
     path: str | None = None  # as messages show it; None when there is no file
     state: StateSettings = StateSettings()
@@ -210,6 +246,7 @@ class Config:
     # [gpu."NAME"]: checked by gpu.config; build.py refuses a NAME no manifest declares (gpu_at)
     gpu: Mapping[str, GpuSettings] = field(default_factory=dict)
     gpu_at: Mapping[str, Where] = field(default_factory=dict)
+    alerts: Alerts | None = None  # no [alerts]: nothing is watched
 
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
@@ -283,7 +320,83 @@ class _Reader:
             clusters=self.names(sandbox_table, ("sandbox",), "clusters", DEFAULT_SANDBOX_CLUSTERS),
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
-        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at)
+        alerts = self.alerts(self.table(doc, ("alerts",))) if "alerts" in doc else None
+        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at, alerts)
+
+    def alerts(self, table: Mapping[str, Any]) -> Alerts:
+        path = ("alerts",)
+        self.known_keys(table, path, ALERT_KEYS)
+        email = self.names(table, path, "email", ())
+        for address in email:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+                raise self.fail(
+                    f"[alerts] email: {printable(repr(address))} is not an email address", path, "email"
+                )
+        slack = self.slack(table["slack"]) if "slack" in table else None
+        if not email and slack is None:
+            raise self.fail(
+                '[alerts] says nowhere to send alerts: add email = ["ops@example.net"] or '
+                'slack = { channel = "#ops", url_env = "SLACK_ALERT_WEBHOOK" }',
+                path,
+            )
+        days = table.get("cert_expiry_days", 14)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+            raise self.fail(
+                "[alerts] cert_expiry_days must be a whole number of days, 1 to 365", path, "cert_expiry_days"
+            )
+        regions = self.names(table, path, "regions", DEFAULT_UPTIME_REGIONS)
+        for region in regions:
+            if region not in UPTIME_REGIONS:
+                raise self.fail(
+                    f"[alerts] regions: {printable(repr(region))} is not an uptime check region "
+                    f"(one of {', '.join(UPTIME_REGIONS)})",
+                    path,
+                    "regions",
+                )
+        if not regions:
+            raise self.fail("[alerts] regions must name at least one region", path, "regions")
+        return Alerts(
+            email,
+            slack,
+            days,
+            regions,
+            self.droplet_alerts(self.table(table, (*path, "droplets"))),
+            self.at(path),
+        )
+
+    def slack(self, value: object) -> SlackRoute:
+        path = ("alerts",)
+        if not isinstance(value, dict):
+            raise self.fail(
+                '[alerts] slack must be { channel = "#ops", url_env = "SLACK_ALERT_WEBHOOK" }', path, "slack"
+            )
+        for key in value:
+            if key not in SLACK_KEYS:
+                raise self.fail(
+                    f"[alerts] slack.{printable(key)}: unknown setting (known: {', '.join(SLACK_KEYS)}; "
+                    "the webhook URL itself never goes in this file)",
+                    path,
+                    "slack",
+                )
+        channel, url_env = value.get("channel"), value.get("url_env")
+        if not isinstance(channel, str) or not channel.strip() or not channel.isprintable():
+            raise self.fail('[alerts] slack.channel must be a channel name, e.g. "#ops"', path, "slack")
+        if not isinstance(url_env, str) or not _ENV_NAME.fullmatch(url_env):
+            raise self.fail(
+                "[alerts] slack.url_env must name the environment variable holding the webhook URL, "
+                'e.g. "SLACK_ALERT_WEBHOOK"',
+                path,
+                "slack",
+            )
+        return SlackRoute(channel, url_env)
+
+    def droplet_alerts(self, table: Mapping[str, Any]) -> DropletAlerts:
+        path = ("alerts", "droplets")
+        self.known_keys(table, path, DROPLET_ALERT_KEYS)
+        for key, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+                raise self.fail(f"[alerts.droplets] {key} must be a whole percent, 1 to 100", path, key)
+        return DropletAlerts(**table)
 
     def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
         value = doc.get(path[-1], {})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra_apply import hcl
+from infra_apply import alerts, hcl
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.kinds import DATABASE, DROPLET, FIREWALL, USER
@@ -265,10 +265,16 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
+    watched = _watch(p, standing)
+    if p.alerts is not None and watched is not None:
+        text = alerts.render(p.alerts, watched, (e.droplet.source for e in standing))
+        if text is not None:
+            files["alerts.tf"] = text
     names = {DROPLET.address(e.address): e.droplet.name for e in entries}
     names |= {FIREWALL.address(e.address): e.droplet.name for e in entries}
     names |= {DATABASE.address(d.db_address): d.name for d in dbs}
     names |= {USER.address(d.user_address): d.user for d in dbs}
+    names |= watched.names() if watched is not None else {}
     return Rendered(
         producer=p.name,
         files=files,
@@ -310,6 +316,21 @@ class _LazySettings(Mapping[str, "CreateSettings"]):
 
     def __len__(self) -> int:
         return len(self.raw)
+
+
+def _watch(p: ProducerModel, standing: Sequence[DropletEntry]) -> alerts.Watch | None:
+    """What [alerts] watches in the producer: its standing droplets' public domains (a GPU
+    droplet is off most of the time) and, by tag, its droplets' metrics."""
+    if p.alerts is None or not standing:
+        return None
+    public = [
+        alerts.PublicService(s.domain, s.name, e.droplet.name)
+        for e in standing
+        if e.web
+        for s in (*e.droplet.services, *e.droplet.hosted)
+        if s.domain
+    ]
+    return alerts.watch(public, p.name, f"producer:{p.name}", p.alerts.droplets)
 
 
 def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:

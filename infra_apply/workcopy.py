@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from infra_apply import kinds
 from infra_apply import terraform as tf
+from infra_apply.alerts import terraform_env as alert_env
 from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
@@ -457,6 +458,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     for name in producers:
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, sandbox_env)
+        if "alerts.tf" in project.rendered[name].files:
+            env.update(alert_env(project.config.alerts, ctx.env, sandbox=ctx.sandbox))
         copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, setup, ctx.clock)
         lock = lock_working_copy(path, name)
         where = str(cloud) if cloud is not None else env.get("DIGITALOCEAN_TOKEN", "")
