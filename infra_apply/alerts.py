@@ -45,6 +45,7 @@ class UptimeEntry:
 @dataclass(frozen=True)
 class MonitorEntry:
     address: str
+    name: str  # what the guard and the reports call it (--allow-destroy droplets-cpu)
     metric: str
     value: int
     tag: str
@@ -63,7 +64,7 @@ class Watch:
         their domain (``--allow-destroy DOMAIN`` allows all three)."""
         out = {UPTIME_CHECK.address(c.address): c.domain for c in self.checks}
         out |= {UPTIME_ALERT.address(a): c.domain for c in self.checks for a in c.alert_addresses}
-        out |= {MONITOR_ALERT.address(m.address): m.description for m in self.monitors}
+        out |= {MONITOR_ALERT.address(m.address): m.name for m in self.monitors}
         return out
 
 
@@ -93,6 +94,7 @@ def watch(
                 monitors.append(
                     MonitorEntry(
                         address=f"droplet_{key}",
+                        name=f"droplets-{key.removesuffix('_percent')}",
                         metric=metric,
                         value=value,
                         tag=droplet_tag,

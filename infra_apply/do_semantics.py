@@ -286,6 +286,30 @@ def firewalls_named_by_droplet(
     return fixed
 
 
+def uptime_alerts_named_by_check(
+    changes: Sequence[Change], plan: JsonObject, names: Mapping[str, str]
+) -> list[Change]:
+    """An uptime alert the manifests no longer name, told by its check (the check its state's
+    ``check_id`` holds), so that ``--allow-destroy DOMAIN`` allows a check and its alerts."""
+    root = json_dict(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    checks: dict[str, str] = {}
+    for res in module_resources(root):
+        values = json_dict(res.get("values"))
+        if res.get("mode") == "managed" and res.get("type") == kinds.UPTIME_CHECK.type and values.get("id"):
+            address = str(res.get("address", ""))
+            name = names.get(address, names.get(strip_index(address), values.get("name")))
+            if isinstance(name, str) and name:
+                checks[str(values["id"])] = name
+    fixed = []
+    for change in changes:
+        if change.type == kinds.UPTIME_ALERT.type and change.name_source != "manifest":
+            check = _firewall_state(root, change.address).get("check_id")
+            if str(check) in checks:
+                change = replace(change, name=checks[str(check)], name_source="manifest")
+        fixed.append(change)
+    return fixed
+
+
 def bare_droplets(changes: Sequence[Change], plan: JsonObject) -> list[Change]:
     """A firewall destroyed while its droplet stays (or is replaced) and no new firewall takes
     that droplet's name: the droplet is left with no firewall, and DigitalOcean then lets every

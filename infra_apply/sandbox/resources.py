@@ -651,6 +651,10 @@ def _monitor_fields(planned: State) -> cloud.Record:
     return fields
 
 
+def _finish_monitor_alert(record: cloud.Record, state: State) -> None:
+    state["uuid"] = None  # the real provider never sets it: only the resource id holds the UUID
+
+
 class MonitorAlert(CloudResource):
     """``digitalocean_monitor_alert``: a droplet metric alert policy, by droplet ids or tags."""
 
@@ -665,6 +669,7 @@ class MonitorAlert(CloudResource):
         add=lambda c, planned: cloud.add_monitor_alert(c, _monitor_fields(planned)),
         import_key=_import_as_is,
         change=lambda c, record, planned: record.update(_monitor_fields(planned)),
+        finish=_finish_monitor_alert,
     )
 
     def validate(self, diags: Diags, type_name: str, config: State) -> None:
