@@ -63,6 +63,8 @@ soak: $(TEST_TOOLS)
 # The golden files are generated/ itself: re-render, then review the diff before committing.
 golden: venv
 	$(BIN)/infra-apply --root examples/producer-tree render
+	INFRA_APPLY_CONFIG=tests/fixtures/alerts/infra-apply.toml $(BIN)/infra-apply --root examples/producer-tree \
+	  render --out tests/fixtures/alerts/generated
 
 # Runs every checker, then fails if any of them did.
 lint: $(TEST_TOOLS)
