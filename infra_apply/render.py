@@ -267,7 +267,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
     watched = _watch(p, standing)
     if p.alerts is not None and watched is not None:
-        text = alerts.render(p.alerts, watched, (e.droplet.source for e in standing))
+        text = alerts.render(p.alerts, watched, [e.droplet.source for e in standing])
         if text is not None:
             files["alerts.tf"] = text
     names = {DROPLET.address(e.address): e.droplet.name for e in entries}

@@ -59,17 +59,21 @@ def test_without_an_alerts_table_nothing_is_watched(tmp_path: Path) -> None:
         ('[alerts]\nemail = ["not-an-address"]\n', "2:1", "'not-an-address' is not an email address"),
         ("[alerts]\ncert_expiry_days = 14\n", "1:1", "[alerts] says nowhere to send alerts"),
         ('[alerts]\nemail = ["o@x.net"]\ncert_expiry_days = 0\n', "3:1", "cert_expiry_days must be"),
-        ('[alerts]\nemail = ["o@x.net"]\nregions = ["nyc3"]\n', "3:1", "'nyc3' is not an uptime check region"),
+        ('[alerts]\nemail = ["o@x.net"]\nregions = ["nyc3"]\n', "3:1",
+         "'nyc3' is not an uptime check region"),
         ('[alerts]\nslack = { channel = "#ops", url = "https://hooks.slack.com/x" }\n', "2:1",
          "slack.url: unknown setting"),
-        ('[alerts]\nslack = { channel = "#ops", url_env = "not a name" }\n', "2:1", "slack.url_env must name"),
+        ('[alerts]\nslack = { channel = "#ops", url_env = "not a name" }\n', "2:1",
+         "slack.url_env must name"),
         ('[alerts]\nemail = ["o@x.net"]\n[alerts.droplets]\ncpu_percent = 150\n', "4:1",
          "[alerts.droplets] cpu_percent must be a whole percent"),
         ('[alerts]\nemail = ["o@x.net"]\n[alerts.droplets]\nload = 3\n', "4:1",
          "[alerts.droplets] load: unknown setting"),
     ],
 )  # fmt: skip
-def test_a_bad_alerts_setting_is_one_located_error(tmp_path: Path, toml: str, where: str, message: str) -> None:
+def test_a_bad_alerts_setting_is_one_located_error(
+    tmp_path: Path, toml: str, where: str, message: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, toml)
     err = caught.value
@@ -87,7 +91,12 @@ def test_a_check_per_public_domain_and_alerts_by_the_producers_tag() -> None:
     w = alerts.watch(public, "quinn", "producer:quinn", DropletAlerts(cpu_percent=90))
     assert [(c.domain, c.service) for c in w.checks] == [("a.example.net", "web"), ("b.example.net", "forge")]
     [cpu] = w.monitors
-    assert (cpu.metric, cpu.value, cpu.tag, cpu.name) == ("v1/insights/droplet/cpu", 90, "producer:quinn", "droplets-cpu")
+    assert (cpu.metric, cpu.value, cpu.tag, cpu.name) == (
+        "v1/insights/droplet/cpu",
+        90,
+        "producer:quinn",
+        "droplets-cpu",
+    )
     # a check and its alerts go by the domain: one --allow-destroy DOMAIN allows all three
     names = w.names()
     check = w.checks[0]
@@ -98,7 +107,9 @@ def test_a_check_per_public_domain_and_alerts_by_the_producers_tag() -> None:
 def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
     got = load(tmp_path, FULL).alerts
     url = "https://hooks.slack.com/services/FAKE-do-token_slack"
-    assert alerts.terraform_env(got, {"SLACK_ALERT_WEBHOOK": url}, sandbox=False) == {"TF_VAR_alert_slack_url": url}
+    assert alerts.terraform_env(got, {"SLACK_ALERT_WEBHOOK": url}, sandbox=False) == {
+        "TF_VAR_alert_slack_url": url
+    }
     assert alerts.terraform_env(got, {}, sandbox=True) == {"TF_VAR_alert_slack_url": alerts.SANDBOX_SLACK_URL}
     with pytest.raises(ConfigError) as caught:
         alerts.terraform_env(got, {}, sandbox=False)
@@ -114,7 +125,9 @@ def _render_check(tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_golden_module_with_alerts_configured_is_current(tmp_path: Path) -> None:
     r = _render_check(tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr + "\n(make golden refreshes tests/fixtures/alerts/generated)"
+    assert r.returncode == 0, (
+        r.stdout + r.stderr + "\n(make golden refreshes tests/fixtures/alerts/generated)"
+    )
     quinn = (GOLDEN / "quinn" / "alerts.tf").read_text()
     # the shared edge droplet (quinn's) owns the checks of every domain behind its proxy
     assert quinn.count('resource "digitalocean_uptime_check"') == 6

@@ -13,8 +13,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply.sandbox import cloud
-from tests.test_comment import PR, FakeForge
 from tests.test_alerts import FIXTURE
+from tests.test_comment import PR, FakeForge
 from tests.test_e2e_sandbox import Ops
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
@@ -25,7 +25,9 @@ DOMAIN = "shop.mc.uvlava.com"
 
 def _files_holding(folder: Path, secret: str) -> list[str]:
     return sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and secret.encode() in p.read_bytes()
     )
 
 

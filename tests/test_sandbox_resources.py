@@ -46,6 +46,7 @@ class Case(NamedTuple):
 
 
 RULE = {"protocol": "tcp", "port_range": "22", "source_addresses": ["0.0.0.0/0"]}
+UPTIME_ALERT_ID_FORMAT = "must use the IDs of the check and alert joined with a comma (e.g. `id1,id2`)"
 ROUTES = [{"email": ["ops@example.net"], "slack": [{"channel": "#ops", "url": "https://hooks.slack.invalid/x"}]}]
 
 
@@ -190,8 +191,7 @@ def test_update_of_an_object_gone_keeps_the_prior_state(name: str, cloud_file: P
                                    "must use the format <cluster_id>,<name> for import, got ',app'")),
         ("database_user", "c,app", ("Error importing Database User",
                                     "database user c/user/app not found (404)")),
-        ("uptime_alert", "alert-only", ("Invalid uptime alert import id",
-                                        "must use the IDs of the check and alert joined with a comma (e.g. `id1,id2`)")),
+        ("uptime_alert", "alert-only", ("Invalid uptime alert import id", UPTIME_ALERT_ID_FORMAT)),
         ("uptime_alert", "c,a", ("Error importing uptime alert", "uptime alert a not found (404)")),
     ],
 )  # fmt: skip

@@ -676,7 +676,7 @@ class MonitorAlert(CloudResource):
         super().validate(diags, type_name, config)
         # MinItems 1 in the provider's source: an explicitly empty set fails validation.
         entities = config.get("entities")
-        if known(entities) and len(entities) == 0:
+        if known(entities) and not entities:
             diags.add_error("Invalid monitor alert", "entities: attribute supports 1 item minimum")
 
 
