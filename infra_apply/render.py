@@ -561,8 +561,9 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
         # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
         # in any field give different bytes (equal models built differently may not: a miss).
         parts.append(pickle.dumps(model, protocol=5))
-        # This code, Jinja (an upgrade rewrites its files) and the templates.
-        for module in (__file__, hcl.__file__):
+        # This code (alerts.py renders alerts.tf), Jinja (an upgrade rewrites its files) and the
+        # templates.
+        for module in (__file__, hcl.__file__, alerts.__file__):
             parts.append(read_bounded(Path(module), TEXT_LIMIT))
         jinja = find_spec("jinja2")
         if jinja is None or jinja.origin is None:

@@ -339,7 +339,8 @@ def with_kind(monkeypatch: pytest.MonkeyPatch, kind: kinds.Kind) -> None:
 
 
 def test_a_kind_missing_from_the_table_is_refused_never_skipped_as_free() -> None:
-    doc = plan(after=[droplet("digitalocean_droplet.web", "s-1vcpu-1gb"), resource(UNLISTED, f"{UNLISTED}.web")])
+    unlisted = resource(UNLISTED, f"{UNLISTED}.web")
+    doc = plan(after=[droplet("digitalocean_droplet.web", "s-1vcpu-1gb"), unlisted])
     with pytest.raises(InfraApplyError, match=rf"{UNLISTED}\.web: resource type {UNLISTED} is not in"):
         cost(doc)
 
