@@ -20,6 +20,7 @@ from tests.test_e2e_sandbox import Ops
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 
 SECRET = "https://hooks.slack.com/services/FAKE-do-token_slackT0/B0/s3cr3tW3bh00k"
+ROTATED = "https://hooks.slack.com/services/FAKE-do-token_slackT1/B1/r0tat3d"
 DOMAIN = "shop.mc.uvlava.com"
 
 
@@ -59,14 +60,25 @@ def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_
     code, out, err = ops.sandbox("plan", "--producer", "mc")
     assert code == 0 and "No changes." in out, out + err
 
-    # The domain goes: its check and both alerts go in the same plan.
-    ops.edit("@mc/.infra.yaml", f", domain: {DOMAIN}", "")
+    # A new webhook URL updates every alert in place; neither URL is shown.
     shown: list[str] = []
+    ops.env["SLACK_ALERT_WEBHOOK"] = ROTATED
     for fmt in ("text", "json", "markdown"):
         code, out, err = ops.sandbox("plan", "--producer", "mc", "--format", fmt)
         assert code == 2, out + err
         shown += [out, err]
-    plan = json.loads(shown[2])["producers"]["mc"]
+    rotated = json.loads(shown[2])["producers"]["mc"]["changes"]
+    assert sorted(c["action"] for c in rotated) == ["update"] * 5
+    ops.env["SLACK_ALERT_WEBHOOK"] = SECRET
+
+    # The domain goes: its check and both alerts go in the same plan.
+    ops.edit("@mc/.infra.yaml", f", domain: {DOMAIN}", "")
+    for fmt in ("text", "json", "markdown"):
+        code, out, err = ops.sandbox("plan", "--producer", "mc", "--format", fmt)
+        assert code == 2, out + err
+        shown += [out, err]
+    plan_json = shown[-4]
+    plan = json.loads(plan_json)["producers"]["mc"]
     gone = sorted((c["type"], c["name"]) for c in plan["changes"] if c["action"] == "delete")
     assert gone == [
         ("digitalocean_uptime_alert", DOMAIN),
@@ -85,7 +97,7 @@ def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_
     assert len(account["monitor_alerts"]) == 3  # by tag: not tied to the domain
 
     # The PR comment, from the JSON plan file CI passes between jobs.
-    (example / "plan.json").write_text(shown[2], encoding="utf-8")
+    (example / "plan.json").write_text(plan_json, encoding="utf-8")
     forge = FakeForge(httpserver, "github")
     env_before = dict(ops.env)
     ops.env = forge.env(example, SLACK_ALERT_WEBHOOK=SECRET)
@@ -96,7 +108,7 @@ def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_
     assert "digitalocean_uptime_check" in comment["body"] or DOMAIN in comment["body"]
     shown += [out, err, comment["body"]]
 
-    assert not [s for s in shown if SECRET in s]
+    assert not [s for s in shown if SECRET in s or ROTATED in s]
     assert _files_holding(ops.out, SECRET) == []
     assert _files_holding(ops.root, SECRET) == []
     assert _files_holding(example, SECRET) != []  # the grep can find it: the state holds it
