@@ -18,6 +18,12 @@ Every table it may hold, as frozen data::
     [sandbox]
     clusters = ["uvlava-pg"]            # the shared clusters the sandbox account has
     ssh_keys = ["ops-2026"]             # its SSH keys (default: every key named above)
+    [alerts]                            # what is watched, where alerts go (docs/watching.md)
+    email = ["ops@example.net"]
+    slack = { channel = "#ops", url_env = "SLACK_ALERT_WEBHOOK" }   # the URL stays in the environment
+    cert_expiry_days = 14
+    [alerts.droplets]
+    cpu_percent = 90
 
 Anything else, or a value of the wrong type, is one located error
 (``infra-apply.toml:LINE:COL: error config: ...``); secrets never go in this file.

@@ -336,6 +336,17 @@ def test_an_uptime_alert_on_a_check_that_does_not_exist_is_refused(cloud_file: P
     assert _messages(ctx) == [("Error creating uptime alert", "uptime check nope not found (404)")]
 
 
+def test_an_uptime_check_from_a_region_digitalocean_lacks_is_refused(cloud_file: Path) -> None:
+    resource, ctx = UptimeCheck(None), Ctx(Diagnostics())
+    config = {"name": "a.example.net", "target": "https://a.example.net", "regions": ["nyc3"]}
+    assert resource.create(ctx, resource.plan_change(ctx.diagnostics, None, config)) is None
+    [(summary, detail)] = _messages(ctx)
+    assert summary == "Error creating uptime check" and "422 invalid region 'nyc3'" in detail
+    _, ctx, state = _created(CASES["uptime_check"], cloud_file)
+    assert resource.update(ctx, state, {**state, "regions": ["mars"]}) == state  # nothing changed
+    assert "422 invalid region 'mars'" in _messages(ctx)[0][1]
+
+
 def test_seeding_adds_only_what_it_is_given(tmp_path: Path) -> None:
     path = tmp_path / "cloud.json"
     cloud.seed(path, ["a-pg"], ["k1"])

@@ -481,11 +481,24 @@ def add_firewall(cloud: Cloud, fields: Record) -> Record:
 # ---------------------------------------------------------------- uptime checks and alerts
 
 
+def _check_uptime_regions(fields: Record) -> None:
+    """The provider sends regions unchecked; the API refuses one it does not probe from."""
+    unknown = sorted(set(fields.get("regions") or ()) - set(catalogue.UPTIME_REGIONS))
+    if unknown:
+        raise CloudError(f"422 invalid region {unknown[0]!r}: one of {', '.join(catalogue.UPTIME_REGIONS)}")
+
+
 def add_uptime_check(cloud: Cloud, fields: Record) -> Record:
+    _check_uptime_regions(fields)
     check_id = stable_uuid("uptime_check", _next(cloud, "uptime_check"))
     record: Record = {**fields, "id": check_id}
     cloud["uptime_checks"][check_id] = record
     return record
+
+
+def change_uptime_check(cloud: Cloud, record: Record, fields: Record) -> None:
+    _check_uptime_regions(fields)
+    record.update(fields)
 
 
 def remove_uptime_check(cloud: Cloud, check_id: str) -> None:

@@ -583,7 +583,7 @@ class UptimeCheck(CloudResource):
         fields=(*_UPTIME_CHECK_FIELDS, "id"),
         add=lambda c, planned: cloud.add_uptime_check(c, _uptime_check_fields(planned)),
         import_key=_import_as_is,
-        change=lambda c, record, planned: record.update(_uptime_check_fields(planned)),
+        change=lambda c, record, planned: cloud.change_uptime_check(c, record, _uptime_check_fields(planned)),
         remove=cloud.remove_uptime_check,
     )
 
