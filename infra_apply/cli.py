@@ -193,9 +193,10 @@ def _emit(ctx: click.Context, output: Output) -> NoReturn:
 def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Context:
     """What the verbs that run Terraform take: the options, this process's environment, and
     stderr for progress lines."""
+    from infra_apply.account import choose
     from infra_apply.workcopy import Context
 
-    return Context(root_of(ctx), out, sandbox, mesh_hosts, dict(os.environ), _say)
+    return Context(root_of(ctx), out, choose(sandbox), mesh_hosts, dict(os.environ), _say)
 
 
 def _terminal(ctx: click.Context) -> Terminal:
@@ -230,9 +231,10 @@ def validate(
 
     if sandbox and not live:
         raise click.UsageError("--sandbox goes with --live (the sandbox account is what it checks)")
-    result = verb.run(
-        root_of(ctx), mesh_hosts, os.environ, strict=strict, live=live, sandbox=sandbox, say=_say
-    )
+    from infra_apply.account import choose
+
+    account = choose(sandbox) if live else None
+    result = verb.run(root_of(ctx), mesh_hosts, os.environ, strict=strict, live=account, say=_say)
     _emit(ctx, verb.output(result, fmt))
 
 
@@ -393,7 +395,10 @@ def apply(
         allow_resize=allow_resize,
         auto_approve=auto_approve,
     )
-    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options_)
+    from infra_apply.notify import notify_apply
+
+    run_ctx = _context(ctx, out, sandbox, mesh_hosts)
+    done = notify_apply(run_ctx, producer, lambda: verb.run(run_ctx, producer, terminal, options_))
     _emit(ctx, verb.output(done))
 
 
@@ -647,8 +652,12 @@ def drift(
     keeps (examples/ci/). Exit 0 when there is no drift, 2 when there is, 1 on error.
     """
     from infra_apply.commands import drift as verb
+    from infra_apply.notify import notify_drift
 
-    _emit(ctx, verb.output(verb.run(_context(ctx, out, sandbox, mesh_hosts), producers), fmt))
+    run_ctx = _context(ctx, out, sandbox, mesh_hosts)
+    report = verb.run(run_ctx, producers)
+    notify_drift(run_ctx, report)
+    _emit(ctx, verb.output(report, fmt))
 
 
 @cli.command()

@@ -26,17 +26,20 @@ account is still an orphan (a lost state shows up that way).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from infra_apply import kinds
 from infra_apply.do_semantics import is_noise as is_noise  # the noise filter is a provider fact
-from infra_apply.mesh import HostChange
+from infra_apply.managed import is_managed, prior_resources, tagged_producer
 from infra_apply.plan_model import parse_plan
 from infra_apply.plan_parse import Change, JsonObject, NameDrift, json_dict, json_list
-from infra_apply.render import MANAGED_TAG
 
-PRODUCER_TAG = "producer:"
+if TYPE_CHECKING:
+    # a type only: plan (through exists) imports this module, and the registry is not its
+    from infra_apply.mesh import HostChange
+
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Orphan:
 
     @property
     def producer(self) -> str | None:
-        return next((t[len(PRODUCER_TAG) :] for t in self.tags if t.startswith(PRODUCER_TAG)), None)
+        return tagged_producer(self.tags)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def applied(plan: JsonObject) -> bool:
     """Whether the producer has applied state: a managed resource in the refreshed prior state
     (data sources are read even with no state), or one the refresh found deleted outside
     Terraform (it leaves the refreshed state but shows in ``resource_drift``)."""
-    return any(True for _ in _managed(plan)) or bool(json_list(plan.get("resource_drift")))
+    return any(True for _ in prior_resources(plan)) or bool(json_list(plan.get("resource_drift")))
 
 
 def looked_for() -> frozenset[str]:
@@ -135,23 +138,13 @@ def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
     (refreshed) prior state, with its live name."""
     found: list[StateDroplet] = []
     wanted = looked_for()
-    for res in _managed(plan):
+    for res in prior_resources(plan):
         if res.get("type") in wanted:
             values = json_dict(res.get("values"))
             droplet_id, name = values.get("id"), values.get("name")
             if isinstance(droplet_id, str | int) and str(droplet_id):
                 found.append(StateDroplet(str(droplet_id), str(name or ""), producer))
     return found
-
-
-def _managed(plan: JsonObject) -> Iterator[JsonObject]:
-    """The managed resources of the plan's prior state, child modules included."""
-    stack = [json_dict(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))]
-    while stack:
-        module = stack.pop()
-        resources = map(json_dict, json_list(module.get("resources")))
-        yield from (r for r in resources if r.get("mode") == "managed")
-        stack.extend(map(json_dict, json_list(module.get("child_modules"))))
 
 
 def orphans(
@@ -189,7 +182,7 @@ def _unknown(
 ) -> list[Orphan]:
     found = []
     for d in tagged:
-        if MANAGED_TAG not in d.tags or d.id in known_ids:
+        if not is_managed(d.tags) or d.id in known_ids:
             continue
         owner = d.producer
         if (owner is None and every_producer) or owner in producers:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from infra_apply.do_semantics import (
     bare_droplets,
     firewalls_named_by_droplet,
+    moved_ports,
     read_change,
     uptime_alerts_named_by_check,
 )
@@ -25,6 +26,7 @@ from infra_apply.plan_parse import (
     name_drift,
     natural_key,
     settings_drift,
+    ssh_bootstrap,
 )
 
 
@@ -45,6 +47,7 @@ def parse_plan(
         if (change := read_change(json_dict(rc), names, configured)) is not None
     ]
     changes = bare_droplets(firewalls_named_by_droplet(changes, plan, names), plan)
+    changes = moved_ports(changes)
     changes = uptime_alerts_named_by_check(changes, plan, names)
     changes.sort(key=lambda c: (natural_key(c.address), c.action, c.reason))
     drift = sorted(name_drift(plan, names), key=lambda d: natural_key(d.address))
@@ -57,4 +60,5 @@ def parse_plan(
         drift=tuple(drift),
         settings_drift=tuple(settings),
         outside=outside_changes(plan, names),
+        ssh_bootstrap=ssh_bootstrap(plan, names),
     )

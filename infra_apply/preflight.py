@@ -17,7 +17,6 @@ checked, but a size its region does not offer is only a warning: it fails at ``g
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from infra_apply.model import Droplet, Model
 from infra_apply.untrusted import short, visible
 
 if TYPE_CHECKING:
+    from infra_apply.account import Account
     from infra_apply.accounts import Accounts
 
 RULE = "preflight"
@@ -457,6 +457,8 @@ def _listing(names: Iterable[str]) -> str:
 
 
 def _close(name: str, known: Iterable[str]) -> str:
+    import difflib  # only when something is missing
+
     matches = difflib.get_close_matches(name, sorted(known), n=3)
     return f" (did you mean {', '.join(matches)}?)" if matches else ""
 
@@ -468,7 +470,7 @@ def problems(
     *,
     root: Path,
     env: Mapping[str, str],
-    sandbox: bool,
+    account: Account,
     model: Model,
     manifests: Mapping[str, Manifest],
     config: Config,
@@ -490,7 +492,7 @@ def problems(
     from infra_apply.do_api import ApiError
 
     catalogues: list[tuple[list[str], Catalogue]] = []
-    sources = _accounts(root, env, sandbox, config, producers, say, accounts)
+    sources = account.sources(env, config, producers, say, accounts) if producers else []
     for source, names in sources:
         if isinstance(source, Shared):
             wanted = needs(model, manifests, config, names)
@@ -521,62 +523,10 @@ def problems(
     return checked(gpu())
 
 
-def enforce(found: Sequence[Problem], *, sandbox: bool, say: Say) -> None:
-    """Pre-flight for plan/apply: any error in ``found`` (from ``problems``) raises, nothing is
-    planned; warnings go to ``say``."""
+def enforce(found: Sequence[Problem], where: str, *, say: Say) -> None:
+    """Pre-flight for plan/apply: any error in ``found`` (from ``problems``) raises (against
+    ``where``, the account's label), nothing is planned; warnings go to ``say``."""
     if any(p.level == "error" for p in found):
-        raise PreflightFailed(list(found), "the sandbox account" if sandbox else "the DigitalOcean account")
+        raise PreflightFailed(list(found), where)
     for p in found:
         say(p.format())
-
-
-def _accounts(
-    root: Path,
-    env: Mapping[str, str],
-    sandbox: bool,
-    config: Config,
-    producers: Sequence[str],
-    say: Say,
-    accounts: Accounts | None = None,
-) -> list[tuple[Source, list[str]]]:
-    """The accounts to ask and the producers each serves: the sandbox, or one per token (a
-    producer's token is DIGITALOCEAN_TOKEN or its own PAT file)."""
-    if not producers:
-        return []
-    if sandbox:
-        return [(SandboxSource(_sandbox_cloud(env, config)), list(producers))]
-    from infra_apply import do_api
-    from infra_apply.pat import do_token, token_env
-
-    by_token: dict[str, list[str]] = {}
-    for producer in producers:
-        token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or do_token(env) or ""
-        by_token.setdefault(token, []).append(producer)
-    if accounts is not None:
-        return [
-            (accounts.live(token, _label(names, len(by_token))), names) for token, names in by_token.items()
-        ]
-    endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
-    return [
-        (LiveSource(do_api.Client(token, endpoint), _label(names, len(by_token))), names)
-        for token, names in by_token.items()
-    ]
-
-
-def _label(producers: Sequence[str], accounts: int) -> str:
-    if accounts == 1:
-        return "the DigitalOcean account"
-    return f"the DigitalOcean account of {', '.join(producers)}"
-
-
-def _sandbox_cloud(env: Mapping[str, str], config: Config) -> Path:
-    from infra_apply.sandbox import cloud
-    from infra_apply.sandbox.install import sandbox_cloud
-    from infra_apply.state import state_dir
-
-    account = config.sandbox
-    if env.get(cloud.ENV_VAR):
-        path = Path(env[cloud.ENV_VAR])
-        cloud.seed(path, account.clusters, account.ssh_keys)
-        return path
-    return sandbox_cloud(state_dir(env), account.clusters, account.ssh_keys)

@@ -128,8 +128,16 @@ def golden_tree(tmp_path: Path) -> Path:
     return out
 
 
+def alerts_config(folder: Path) -> Path:
+    """The example tree's infra-apply.toml with the fixture's [alerts] appended."""
+    path = folder / "infra-apply.toml"
+    example = (EXAMPLE_TREE / "infra-apply.toml").read_text(encoding="utf-8")
+    path.write_text(example + (FIXTURE / "alerts.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    return path
+
+
 def _render_check(tmp_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    env = cli_env(tmp_path, INFRA_APPLY_CONFIG=str(FIXTURE / "infra-apply.toml"))
+    env = cli_env(tmp_path, INFRA_APPLY_CONFIG=str(alerts_config(tmp_path)))
     return run_cli("--root", str(EXAMPLE_TREE), "render", "--check", "--out", str(out), env=env)
 
 

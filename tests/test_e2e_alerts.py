@@ -13,7 +13,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply.sandbox import cloud
-from tests.test_alerts import FIXTURE
+from tests.test_alerts import alerts_config
 from tests.test_comment import PR, FakeForge
 from tests.test_e2e_sandbox import Ops
 
@@ -35,7 +35,7 @@ def _files_holding(folder: Path, secret: str) -> list[str]:
 def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_the_url(
     example: Path, httpserver: HTTPServer
 ) -> None:
-    shutil.copy(FIXTURE / "infra-apply.toml", example / "tree" / "infra-apply.toml")
+    alerts_config(example / "tree")
     ops = Ops(example)
     ops.env["SLACK_ALERT_WEBHOOK"] = SECRET
     assert ops.run("render", "--out", str(ops.out))[0] == 0

@@ -12,6 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply import do_api, preflight
+from infra_apply.account import LiveAccount, SandboxAccount
 from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError, Problem
 from infra_apply.sandbox import cloud
@@ -53,7 +54,7 @@ def live(root: Path, api: HTTPServer, *, gpu: tuple[str, ...] = (), **env: str) 
     found = preflight.problems(
         root=root,
         env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for(""), **env},
-        sandbox=False,
+        account=LiveAccount(),
         model=build_model(v),
         manifests={m.path: m for m in v.manifests},
         config=v.config,
@@ -184,7 +185,7 @@ def test_each_token_is_one_account_asked_once(root: Path, api: HTTPServer, tmp_p
     found = preflight.problems(
         root=root,
         env={"HOME": str(tmp_path / "home"), "DIGITALOCEAN_API_URL": api.url_for("")},
-        sandbox=False,
+        account=LiveAccount(),
         model=build_model(v),
         manifests={m.path: m for m in v.manifests},
         config=v.config,
@@ -205,7 +206,7 @@ def sandbox(root: Path, state: Path, producers: list[str], gpu: tuple[str, ...] 
     return preflight.problems(
         root=root,
         env={"INFRA_APPLY_STATE_DIR": str(state)},
-        sandbox=True,
+        account=SandboxAccount(),
         model=build_model(v),
         manifests={m.path: m for m in v.manifests},
         config=v.config,
@@ -284,7 +285,7 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
     kwargs: dict[str, Any] = {
         "root": root,
         "env": {"INFRA_APPLY_STATE_DIR": str(tmp_path / "state")},
-        "sandbox": True,
+        "account": SandboxAccount(),
         "model": build_model(v),
         "manifests": {m.path: m for m in v.manifests},
         "config": v.config,
@@ -293,7 +294,7 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
 
     def run(producer: str) -> None:
         found = preflight.problems(producers=[producer], **kwargs)
-        preflight.enforce(found, sandbox=True, say=said.append)
+        preflight.enforce(found, SandboxAccount().label, say=said.append)
 
     with pytest.raises(preflight.PreflightFailed) as caught:
         run("mc")

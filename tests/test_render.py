@@ -197,6 +197,19 @@ def test_a_damaged_ledger_is_a_located_error(ledger: str, problem: str) -> None:
     assert exc.value.format().startswith("generated/ct/addresses.json:1:1: error ledger: ")
 
 
+def test_an_address_written_twice_in_the_ledger_is_refused_where_it_is() -> None:
+    """json.loads kept the last of two entries: the other droplet lost its address (a replace)."""
+    from infra_apply.errors import InfraApplyError
+
+    text = '{"droplets": {\n  "a": {"name": "x"},\n  "a": {"name": "y"}\n}}'
+    with pytest.raises(InfraApplyError) as exc:
+        parse_ledger(text, "generated/ct/addresses.json")
+    assert exc.value.format() == (
+        "generated/ct/addresses.json:3:3: error ledger: the address ledger has the key 'a' twice in the "
+        "object at droplets (first on line 2); remove one of them"
+    )
+
+
 def test_moved_blocks_from_the_ledger() -> None:
     ledger = parse_ledger(
         '{"droplets": {"ct_front": {"name": "com.uvlava.ct.edge", "moved_from": ["ct_edge"]}}}', "x"

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from infra_apply import config, workcopy
+from infra_apply.account import SandboxAccount
 from infra_apply.commands.plan import plan_one
 from infra_apply.errors import ValidationFailed
 from infra_apply.sandbox import cloud
@@ -187,7 +188,7 @@ class HostileTree:
         self.ctx = workcopy.Context(
             root=self.root,
             out=base / "generated",
-            sandbox=True,
+            account=SandboxAccount(),
             mesh_path=None,
             env=cli_env(base),
             say=lambda _: None,

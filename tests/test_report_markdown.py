@@ -173,7 +173,7 @@ def test_markdown_of_a_huge_plan_is_truncated_under_the_limit() -> None:
     assert "| ct | 0 | 0 | 0 | 100 | 0 | 0 | 0 |" in md
     # A sandbox plan's note names the sandbox plan, and still fits.
     sandbox = PlanContext(True, None, datetime(2026, 11, 29, tzinfo=UTC))
-    md = format_markdown(producer_reports([quinn, ct], {}, {"quinn": QUINN_MODEL}, sandbox=True), sandbox)
+    md = format_markdown(producer_reports([quinn, ct], {}, {"quinn": QUINN_MODEL}, stand_in=True), sandbox)
     assert len(md) <= MARKDOWN_LIMIT
     assert md.endswith("; run infra-apply plan --sandbox locally for the full list\n")
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra_apply import kinds
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
-from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
+from infra_apply.fs import PRIVATE_FILE, TEXT_LIMIT, FileTooLarge, atomic_write, private_dirs, read_bounded
 from infra_apply.model import Droplet
 from infra_apply.state import state_dir
 from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, tree_key
@@ -30,6 +31,7 @@ from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, t
 if TYPE_CHECKING:
     from infra_apply.do_api import AccountDroplet
     from infra_apply.exists import Account
+    from infra_apply.preflight import Source
     from infra_apply.takeover import OldState, Takeover
 
 
@@ -47,7 +49,7 @@ class Adopted:
     producer: str
     adoptions: tuple[Adoption, ...]
     imports: Path  # the imports file (written only when there is something to adopt)
-    sandbox: bool = False  # adopted with --sandbox: the next step printed carries it
+    keep: tuple[str, ...] = ()  # the account's remedy flags (--sandbox): the next step printed keeps them
 
 
 def run(ctx: Context, producer: str) -> Adopted:
@@ -57,18 +59,21 @@ def run(ctx: Context, producer: str) -> Adopted:
 def adopt(ctx: Context, prep: Prepared) -> Adopted:
     """Write import blocks for what the manifests declare that exists in the account by name
     but not in state: droplets, their firewalls, databases and users."""
-    from infra_apply.render import db_entry
+    from infra_apply.render import db_entry, public_address
 
     in_state = state_addresses(prep)
-    account = _account(prep)
+    with Accounts(ctx.env) as accounts:
+        account = _account(_source(prep, accounts), prep)
     found: list[Adoption] = []
     for d in prep.producer.droplets:
         address = prep.rendered.droplet_addresses[d.name]
         if d.gpu:
             continue
-        firewall = FIREWALL + address.removeprefix(DROPLET)
-        if firewall not in in_state:
-            # render names a droplet's firewall after its address (fw-<label>)
+        own = FIREWALL + address.removeprefix(DROPLET)
+        for firewall in (own, public_address(own)):  # its own firewall, then its public one
+            if firewall in in_state:
+                continue
+            # render names a droplet's firewalls after their addresses (fw-<label>)
             name = "fw-" + firewall.split(".", 1)[1].replace("_", "-")
             ids = account.firewalls.get(name, ())
             if len(ids) > 1:
@@ -96,8 +101,8 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
                 import_id = kind.import_id_of(cluster_id=cid, name=name)
                 found.append(Adoption(address, name, import_id, kind=kind.noun))
     target = imports_file(ctx, prep.producer.name)
-    write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
-    return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
+    write_imports(target, found, private_to=ctx.account.imports_private_to(ctx.env))
+    return Adopted(prep.producer.name, tuple(found), target, ctx.account.remedy_flags)
 
 
 DROPLET = kinds.DROPLET.type
@@ -119,14 +124,20 @@ def state_addresses(prep: Prepared) -> set[str]:
     return out
 
 
-def _account(prep: Prepared) -> Account:
-    from infra_apply import do_api, preflight
-    from infra_apply.exists import fetch, source_for
+def _account(source: Source, prep: Prepared) -> Account:
+    from infra_apply.exists import fetch
 
-    source = source_for(prep.cloud, prep.api_token)
-    if source is None:  # no token: the client says which variable to set
-        source = preflight.LiveSource(do_api.client(token=prep.api_token))
     return fetch(source, {db.cluster for db in prep.producer.databases})
+
+
+def _source(prep: Prepared, accounts: Accounts) -> Source:
+    """The producer's account, its lists asked once for the run (``accounts``)."""
+    source = prep.account.source(prep, accounts)
+    if source is None:  # no token: the client says which variable to set
+        from infra_apply import do_api, preflight
+
+        return preflight.LiveSource(do_api.client(token=prep.api_token))
+    return source
 
 
 def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
@@ -176,7 +187,7 @@ class TakenOver:
     takeover: Takeover
     imports: Path | None  # infra-apply's import blocks (None: nothing written)
     removed: Path | None  # the OLD root's `removed` blocks (None: nothing written)
-    sandbox: bool = False  # with --sandbox: the next step printed carries it
+    keep: tuple[str, ...] = ()  # the account's remedy flags (--sandbox): the next step printed keeps them
 
 
 def run_from_state(
@@ -192,27 +203,31 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     """Plan the takeover; only when it has no error, write the imports and the removed file."""
     from infra_apply import takeover
 
-    account = _account(prep).droplets
+    with Accounts(ctx.env) as accounts:  # one listing of the clusters for both
+        source = _source(prep, accounts)
+        account = _account(source, prep).droplets
+        clusters = _clusters(source)
     t = takeover.plan_takeover(
         old,
         prep.producer,
         prep.rendered.droplet_addresses,
-        _account_clusters(prep),
+        clusters,
         {a.id: a.image for a in account if a.image},
     )
     if not t.ok:
-        return TakenOver(t, None, None, ctx.sandbox)
+        return TakenOver(t, None, None, ctx.account.remedy_flags)
     imports_text, removed_text = takeover.import_file(t), takeover.removed_file(t)
     imports = imports_file(ctx, prep.producer.name)
     removed = removed_file or default_removed_file(ctx, prep.producer.name)
     state = state_dir(ctx.env)
     _check_removed_target(removed)
     # Both folders exist before either file is written: a failure leaves no half takeover.
-    _make_folder(imports.parent, state if ctx.sandbox else None)
+    private_imports = ctx.account.imports_private_to(ctx.env)
+    _make_folder(imports.parent, private_imports)
     _make_folder(removed.parent, state if removed_file is None else None)
-    atomic_write(imports, imports_text, mode=PRIVATE_FILE if ctx.sandbox else None)
+    atomic_write(imports, imports_text, mode=PRIVATE_FILE if private_imports is not None else None)
     atomic_write(removed, removed_text, mode=PRIVATE_FILE if removed_file is None else None)
-    return TakenOver(t, imports, removed, ctx.sandbox)
+    return TakenOver(t, imports, removed, ctx.account.remedy_flags)
 
 
 REMOVED_HEADER = b"# Written by `infra-apply adopt --from-state` for the OLD Terraform root"
@@ -224,12 +239,18 @@ def _check_removed_target(path: Path) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise InfraApplyError(f"{path} is not a regular file: give the path of a new file")
     if path.is_file():
-        with open(path, "rb") as fh:
-            if not fh.read(len(REMOVED_HEADER)).startswith(REMOVED_HEADER):
-                raise InfraApplyError(
-                    f"{path} exists and was not written by adopt --from-state: not overwriting it; "
-                    "give another --removed-file"
-                )
+        try:
+            ours = read_bounded(path, TEXT_LIMIT).startswith(REMOVED_HEADER)
+        except FileTooLarge:
+            ours = False  # adopt writes a few lines per resource
+        except OSError as exc:
+            why = exc.strerror
+            raise InfraApplyError(f"cannot read {path}: {why}; give another --removed-file") from None
+        if not ours:
+            raise InfraApplyError(
+                f"{path} exists and was not written by adopt --from-state: not overwriting it; "
+                "give another --removed-file"
+            )
 
 
 def default_removed_file(ctx: Context, producer: str) -> Path:
@@ -238,8 +259,7 @@ def default_removed_file(ctx: Context, producer: str) -> Path:
     from infra_apply.paths import child
 
     state = state_dir(ctx.env)
-    mode = "sandbox" if ctx.sandbox else "live"
-    base = keyed(state, f"takeover/{mode}", tree_key(ctx))
+    base = keyed(state, f"takeover/{ctx.account.word}", tree_key(ctx))
     return child(base, producer) / "removed.tf"
 
 
@@ -253,20 +273,13 @@ def _make_folder(folder: Path, private_to: Path | None) -> None:
         raise InfraApplyError(f"cannot write {folder}: {exc.strerror}") from None
 
 
-def _account_clusters(prep: Prepared) -> dict[str, str]:
+def _clusters(source: Source) -> dict[str, str]:
     """Database cluster id -> name: the old state names a cluster only by its id."""
-    if prep.cloud is not None:
-        from infra_apply.sandbox import cloud
-
-        return {str(c["id"]): str(c["name"]) for c in cloud.list_clusters(prep.cloud)}
-    from infra_apply import do_api
-
-    client = do_api.client(token=prep.api_token)
-    found: dict[str, str] = {}
-    for raw in client.paginate("/v2/databases", "databases", what="list database clusters"):
-        if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str):
-            found[raw["id"]] = raw["name"]
-    return found
+    return {
+        raw["id"]: raw["name"]
+        for raw in source.databases()
+        if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str)
+    }
 
 
 def output_takeover(done: TakenOver, fmt: str) -> Output:

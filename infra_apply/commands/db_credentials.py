@@ -128,13 +128,13 @@ def credentials(
 
 def _ways(way: str, prep: Prepared, db: Database, target: Target, client: Client) -> str:
     """What to do instead of a private host out of reach: commands that work as printed."""
-    sandbox = prep.cloud is not None
+    keep = prep.account.remedy_flags
     args = [db.project, *(["--environment", db.environment] if db.environment != "prod" else [])]
     out = ["--write", str(target.file)] if target.file is not None else ["--stdout"]
 
     def connect(how: str) -> str:
         return remedy.for_producer(
-            "db-credentials", prep.producer.name, *args, "--connect", how, *out, sandbox=sandbox
+            "db-credentials", prep.producer.name, *args, "--connect", how, *out, keep=keep
         )
 
     public = f"`{connect('public')}` (the client's address must be a trusted source of the cluster)"
@@ -142,7 +142,7 @@ def _ways(way: str, prep: Prepared, db: Database, target: Target, client: Client
         return f"{public}, or `{connect('private')}` if it runs in the cluster's VPC"
     if way == "stale":
         producers = sorted({prep.producer.name, client.producer or prep.producer.name})
-        applies = " and ".join(f"`{remedy.for_producer('apply', p, sandbox=sandbox)}`" for p in producers)
+        applies = " and ".join(f"`{remedy.for_producer('apply', p, keep=keep)}`" for p in producers)
         return f"apply first ({applies}), then run this again; or {public}"
     moved = 'move the project to a droplet in the cluster\'s VPC (docs/safety.md, "The cluster\'s network")'
     return f"{public}, or {moved}"
@@ -198,8 +198,7 @@ def check_declared(producer: ProducerModel, project: str, environment: str) -> D
 def _not_applied(
     producer: str, prep: Prepared, why: str = "no database credentials in its state"
 ) -> InfraApplyError:
-    # a sandbox run's working copy has its sandbox cloud file: the apply goes there too
-    apply = remedy.for_producer("apply", producer, sandbox=prep.cloud is not None)
+    apply = remedy.for_producer("apply", producer, keep=prep.account.remedy_flags)
     return InfraApplyError(
         f"producer {producer} has {why} ({prep.copy.path}): apply it first ({apply})",
         rule=RULE,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from infra_apply import kinds, remedy
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.register import register
@@ -32,7 +33,6 @@ from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_lea
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
 from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows
 from infra_apply.gpu.store import LeaseStore, StoreBusy
-from infra_apply.state import load_backend, refuse_local_state_in_ci
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -67,7 +67,8 @@ def producer_of(project: Project, name: str) -> str:
 
 
 def own_resources(prep: Prepared, name: str) -> frozenset[str]:
-    """The resources ``gpu up/down`` may change: the GPU droplet and its firewall (same name)."""
+    """The resources ``gpu up/down`` may change: the GPU droplet and its two firewalls (its own
+    and its public openings', render.py)."""
     droplet = prep.rendered.droplet_addresses.get(name)
     if droplet is None:  # a lease left for a GPU the manifests no longer declare
         raise InfraApplyError(
@@ -75,8 +76,10 @@ def own_resources(prep: Prepared, name: str) -> frozenset[str]:
             "release it by hand (terraform state) and remove its lease",
             rule="gpu_ondemand",
         )
-    local = kinds.DROPLET.local(droplet)
-    return frozenset({droplet, kinds.FIREWALL.address(local)})
+    from infra_apply.render import public_address
+
+    firewall = kinds.FIREWALL.address(kinds.DROPLET.local(droplet))
+    return frozenset({droplet, firewall, public_address(firewall)})
 
 
 # --- gpu up --------------------------------------------------------------------------------
@@ -92,7 +95,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producer = producer_of(project, name)
     settings = settings_for(name, project.config.gpu)
     with contextlib.ExitStack() as stack:
@@ -105,7 +108,10 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         # pre-flight before the lease store (with remote state: the state bucket), and before
         # the lease: a wrong account, or a GPU its region does not offer, leaves no lease behind
         reader = functools.cache(hold_and_read)
-        preflight(ctx, project, [producer], lambda: tuple(sorted({*reader()[1].held(producer), name})))
+        # one catalogue for the run: pre-flight's lists serve the exists lookups of the apply
+        accounts = stack.enter_context(Accounts(ctx.env))
+        on_after = lambda: tuple(sorted({*reader()[1].held(producer), name}))  # noqa: E731
+        preflight(ctx, project, [producer], on_after, accounts)
         store, before = reader()
         # the working copy before the lease: one another run is using refuses with no lease taken
         [prep] = prepare(ctx, project, [producer])
@@ -131,7 +137,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
             auto_approve=True, gpu=on, only=own, refusal_remedy=_up_remedy(ctx, name, for_)
         )
         try:
-            applied = apply_producer(ctx, prep, terminal, options)
+            applied = apply_producer(ctx, prep, terminal, options, accounts)
         except InfraApplyError as exc:
             error = InfraApplyError(
                 f"gpu up {name}: {exc.message}\n{_after_failed_up(ctx, store, prep, lease, new, for_)}",
@@ -179,7 +185,7 @@ def _end_if_ours(store: LeaseStore, name: str, who: str, taken: datetime) -> Non
 
 
 def _gpu_command(ctx: Context, verb: str, *args: str) -> str:
-    return remedy.command(f"gpu {verb}", *args, sandbox=ctx.sandbox)
+    return remedy.command(f"gpu {verb}", *args, keep=ctx.account.remedy_flags)
 
 
 def _up_args(name: str, for_: timedelta | None) -> tuple[str, ...]:
@@ -256,7 +262,7 @@ class _Releaser:
         on = leases.held(self.producer)
         if self.prep is None:
             [self.prep] = prepare(self.ctx, self.project, [self.producer])
-        plan = remedy.for_producer("plan", self.producer, sandbox=self.ctx.sandbox)
+        plan = remedy.for_producer("plan", self.producer, keep=self.ctx.account.remedy_flags)
         options = ApplyOptions(
             allow_destroy=(lease.gpu,),
             auto_approve=True,
@@ -298,7 +304,7 @@ def down(ctx: Context, name: str, terminal: Terminal) -> Down:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producer = producer_of(project, name)
     store = lease_store(ctx, producer)
     release = _Releaser(ctx, project, producer, terminal)
@@ -337,7 +343,7 @@ class Status:
 def status(ctx: Context, clock: Callable[[], datetime] = now_utc) -> Status:
     check_ready(ctx)
     project = load_project(ctx)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producers = [p for p in sorted(project.rendered) if gpu_names(project, p)]
     # state before leases: a GPU whose `gpu up` finishes in between shows leased, not unleased
     live = {n: g for p in producers for n, g in _peek_live(ctx, project, p).items()}
@@ -377,7 +383,7 @@ def _peek_live(ctx: Context, project: Project, producer: str) -> dict[str, LiveG
 
 def _may_hold_state(ctx: Context, producer: str) -> bool:
     """False when the producer's state is local and was never written here: no Terraform runs."""
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    backend = ctx.account.backend(ctx.root, ctx.env)
     return backend.kind != "local" or (workdir(ctx, producer) / "terraform.tfstate").is_file()
 
 
@@ -429,6 +435,7 @@ class Reaped:
     outcomes: tuple[lifecycle.Outcome, ...]
     busy: tuple[str, ...]  # producers whose leases another run held: the next reap retries
     errors: tuple[str, ...] = ()  # e.g. a producer's state that could not be read
+    leases: tuple[Lease, ...] = ()  # the leases left once reaped (notify: ending soon)
 
     @property
     def failed(self) -> bool:
@@ -439,10 +446,12 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []
+    left: list[Lease] = []
+    notified = bool(project.config.notify.webhook_url_env)
     for producer in sorted(project.rendered):
         if not gpu_names(project, producer):
             continue
@@ -451,7 +460,14 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
             outcomes += _reap_one(ctx, project, producer, store, terminal, errors.append)
         except StoreBusy:
             busy.append(producer)
-    return Reaped(tuple(outcomes), tuple(busy), tuple(errors))
+            continue
+        if notified:
+            with contextlib.suppress(InfraApplyError):  # not read: nothing told this time
+                left += store.read().leases.values()
+    from infra_apply.notify import notify_leases
+
+    notify_leases(ctx, left, now_utc())
+    return Reaped(tuple(outcomes), tuple(busy), tuple(errors), tuple(left))
 
 
 def _reap_one(

@@ -24,7 +24,6 @@ from infra_apply.guard import GuardVerdict, guard
 from infra_apply.plan_model import parse_plan
 from infra_apply.plan_parse import JsonObject, ProducerPlan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
-from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -64,8 +63,10 @@ class PlanResult:
     def reports(self) -> tuple[ProducerReport, ...]:
         plans = [p.plan for p in self.planned]
         models = {p.prep.producer.name: p.prep.producer for p in self.planned}
-        sandbox = self.context is not None and self.context.sandbox
-        return producer_reports(plans, verdicts(self.planned), models, self.gpus, self.costs, sandbox=sandbox)
+        recorded = self.context is not None and self.context.sandbox
+        return producer_reports(
+            plans, verdicts(self.planned), models, self.gpus, self.costs, stand_in=recorded
+        )
 
 
 def run(
@@ -92,7 +93,7 @@ def run(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     from infra_apply.gpu.leases_view import read_leases, unleased_up
     from infra_apply.pricing import run_prices
 
@@ -146,7 +147,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # SHA-1 or SHA-256 object
 
 
 def plan_context(ctx: Context) -> PlanContext:
-    return PlanContext(ctx.sandbox, planned_commit(ctx.root, ctx.env), datetime.now(UTC))
+    return PlanContext(ctx.account.stand_in, planned_commit(ctx.root, ctx.env), datetime.now(UTC))
 
 
 def planned_commit(root: Path, env: Mapping[str, str]) -> str | None:
@@ -206,11 +207,11 @@ def plan_one(
     name = prep.producer.name
     # the account is read while Terraform plans: what the plan creates is looked up after
     clusters = {db.cluster for db in prep.producer.databases}
-    lookup = exists.start(prep.cloud, prep.api_token, clusters, accounts)
+    lookup = exists.start(prep.account.source(prep, accounts), clusters)
     prep.copy.init()
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
-    variables = gpu_variables(prep, gpu)
+    variables = gpu_variables(prep, gpu) | ssh_variables(prep)
     planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     if lookup is None:
         return planned
@@ -248,12 +249,10 @@ def _settle(
 ) -> Planned:
     """Refuse a plan creating what the account holds; import this state's own lost droplets and
     untaint its healthy tainted ones, then plan once more."""
-    sandbox = prep.cloud is not None
     journal = exists.read_journal(prep.copy.path)
-    r = exists.review(
-        planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, sandbox
-    )
-    exists.refuse(r, sandbox)
+    keep = prep.account.remedy_flags
+    r = exists.review(planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, keep)
+    exists.refuse(r, prep.account.label)
     for note in r.notes:
         say(f"infra-apply: warning: {prep.producer.name}: {note}")
     if r.settles:
@@ -275,6 +274,23 @@ def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
             )
         out[var] = "true"
     return out
+
+
+def ssh_variables(prep: Prepared) -> dict[str, str]:
+    """ssh_from = "mesh": each droplet's bootstrap SSH stays open (true) until the registry
+    holds it. Without a registry nothing says which droplets are on the mesh: refused, rather
+    than guess and lock a new droplet out or open an old one's SSH again."""
+    if not prep.rendered.ssh_variables:
+        return {}
+    if prep.registered is None:
+        raise InfraApplyError(
+            f'producer {prep.producer.name}: ssh_from = "mesh" needs mesh-hosts.json to tell which '
+            "droplets are on the mesh: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
+        )
+    return {
+        var: "false" if name in prep.registered else "true"
+        for name, var in sorted(prep.rendered.ssh_variables.items())
+    }
 
 
 def plan_all(

@@ -57,14 +57,7 @@ def rename(ctx: Context, prep: Prepared, name: str) -> Renamed | None:
         return None
     droplet_id, old = str(live.get("id")), str(live.get("name"))
     ctx.say(f"{prep.producer.name}: renaming droplet {droplet_id} {old!r} -> {name!r}")
-    if prep.cloud is not None:
-        from infra_apply.sandbox import cloud
-
-        cloud.rename_droplet(prep.cloud, droplet_id, name)
-    else:
-        from infra_apply import do_api
-
-        do_api.rename_droplet(do_api.client(token=prep.api_token), droplet_id, name)
+    prep.account.rename_droplet(prep, droplet_id, name)
     ctx.say(f"{prep.producer.name}: refreshing state")
     try:
         prep.copy.refresh()

@@ -20,7 +20,6 @@ less than the bill.
 
 from __future__ import annotations
 
-import getpass
 import math
 import os
 import socket
@@ -113,6 +112,8 @@ def whoami(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     user = env.get("USER") or env.get("LOGNAME")
     if not user:
+        import getpass  # only without USER or LOGNAME
+
         try:
             user = getpass.getuser()
         except (OSError, KeyError):  # no passwd entry for this uid (containers)

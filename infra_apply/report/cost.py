@@ -21,7 +21,7 @@ from infra_apply.cost import (
     money,
     signed,
 )
-from infra_apply.remedy import command
+from infra_apply.remedy import command, kept
 
 Escape = Callable[[str], str]
 
@@ -108,7 +108,7 @@ def gpu_cost_sentence(gpu: GpuCost, esc: Escape, sandbox: bool = False) -> str:
     size = f" ({esc(gpu.size)})" if gpu.size else ""
     price = f"{hourly_text(gpu.hourly)}/hour" if gpu.hourly is not None else "hourly price unknown"
     if gpu.lease_until is None:
-        up, down = (command(f"gpu {verb}", gpu.name, sandbox=sandbox) for verb in ("up", "down"))
+        up, down = (command(f"gpu {verb}", gpu.name, keep=kept(sandbox)) for verb in ("up", "down"))
         lease = f"no lease holds it ({esc(up)} leases it; {esc(down)} releases it)"
     else:
         end = gpu.lease_until.strftime("%Y-%m-%d %H:%MZ")

@@ -36,7 +36,7 @@ Escape = Callable[[str], str]
 
 def remedy(verb: str, producer: str, sandbox: bool, *args: str) -> str:
     """A command to run as printed (a sandbox report's carry ``--sandbox``)."""
-    return remedies.for_producer(verb, producer, *args, sandbox=sandbox)
+    return remedies.for_producer(verb, producer, *args, keep=remedies.kept(sandbox))
 
 
 def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport) -> str:
@@ -240,7 +240,8 @@ def format_markdown(report: DriftReport) -> str:
 def _fit(text: str, sandbox: bool) -> str:
     if len(text) <= MARKDOWN_LIMIT:
         return text
-    note = f"\n… truncated: run {remedies.command('drift', sandbox=sandbox)} locally for the full report\n"
+    again = remedies.command("drift", keep=remedies.kept(sandbox))
+    note = f"\n… truncated: run {again} locally for the full report\n"
     cut = text.rfind("\n", 0, MARKDOWN_LIMIT - len(note))
     return text[: max(cut, 0)] + note
 

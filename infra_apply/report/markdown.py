@@ -29,6 +29,7 @@ from infra_apply.report import PlanContext, ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     ONLY_UNDOES,
     answer_text,
+    bootstrap_sentence,
     counts_sentence,
     detail,
     display_name,
@@ -66,7 +67,7 @@ _MD_EMOJI: Mapping[str, str] = {
     "update": "🔧",
     "import": "📥",
 }
-_MD_PORTS: Mapping[str, str] = {"opened": "🔓", "closed": "🔒"}
+_MD_PORTS: Mapping[str, str] = {"opened": "🔓", "closed": "🔒", "moved": "↔️"}
 
 TITLE = "## infra-apply plan"
 SANDBOX_BANNER = (
@@ -259,6 +260,9 @@ def _md_section(report: ProducerReport) -> _Section:
     if plan.settings_drift:
         blocks.append(_Block("\n**Settings for new droplets only**\n\n"))
         blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
+    if plan.ssh_bootstrap:
+        blocks.append(_Block("\n**SSH open until registered** (`ssh_from = \"mesh\"`)\n\n"))
+        blocks += [_Block("- 🔒 " + bootstrap_sentence(n, _md_text) + "\n") for n in plan.ssh_bootstrap]
     if report.gpus:
         blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))
         blocks += [
@@ -381,7 +385,8 @@ def _md_destructive(
     line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}{note}"
     if change in blocked and not (change.resize is not None and change.resize.fails):
         allow = (allow_flag(change), allow_value(change))
-        line += f" — needs {_md_code(remedy.for_producer('apply', producer, *allow, sandbox=sandbox))}"
+        again = remedy.for_producer("apply", producer, *allow, keep=remedy.kept(sandbox))
+        line += f" — needs {_md_code(again)}"
     return line
 
 
@@ -455,7 +460,7 @@ def _fit_section(section: _Section, room: int) -> tuple[str, int]:
 
 def _truncation_note(omitted: int, sandbox: bool = False) -> str:
     what = f"{omitted} more changes" if omitted else "some details omitted"
-    plan = remedy.command("plan", sandbox=sandbox)
+    plan = remedy.command("plan", keep=remedy.kept(sandbox))
     return f"\n… truncated: {what}; run {plan} locally for the full list\n"
 
 

@@ -156,8 +156,8 @@ def comment_json(done: Commented) -> str:
 def adopt_text(done: Adopted) -> str:
     lines = [f"import {a.address} <- {a.kind} {a.droplet_id} ({a.name})" for a in done.adoptions]
     if done.adoptions:
-        plan = remedy.for_producer("plan", done.producer, sandbox=done.sandbox)
-        apply = remedy.for_producer("apply", done.producer, sandbox=done.sandbox)
+        plan = remedy.for_producer("plan", done.producer, keep=done.keep)
+        apply = remedy.for_producer("apply", done.producer, keep=done.keep)
         lines.append(f"wrote {done.imports}; run {plan}, then {apply} to take them over")
     else:
         lines.append("nothing to adopt: all the manifests declare is in state or absent from the account")
@@ -187,7 +187,7 @@ def takeover_text(done: TakenOver) -> str:
     if done.imports is not None and done.removed is not None:
         p = done.takeover.producer
         text += (
-            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, sandbox=done.sandbox)}` "
+            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, keep=done.keep)}` "
             "imports them\n"
             f"wrote {done.removed}: for the OLD root; after that apply, delete the resource blocks "
             "it names from the old root, copy it there, and `terraform plan` must show 0 to destroy\n"
