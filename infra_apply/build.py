@@ -49,6 +49,7 @@ def build_model(v: Validation) -> Model:
                     )
                 ),
                 sources=tuple(sorted(m.path for m in ms)),
+                alerts=v.config.alerts,
             )
             for p, ms in sorted(by_producer.items())
         )

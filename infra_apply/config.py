@@ -27,6 +27,12 @@ Every table it may hold, as frozen data::
     [sandbox]
     clusters = ["uvlava-pg"]            # the shared clusters the sandbox account has
     ssh_keys = ["ops-2026"]             # its SSH keys (default: every key named above)
+    [alerts]                            # what is watched, where alerts go (docs/watching.md)
+    email = ["ops@example.net"]
+    slack = { channel = "#ops", url_env = "SLACK_ALERT_WEBHOOK" }   # the URL stays in the environment
+    cert_expiry_days = 14
+    [alerts.droplets]
+    cpu_percent = 90
 
 Anything else, or a value of the wrong type, is one located error
 (``infra-apply.toml:LINE:COL: error config: ...``); secrets never go in this file.
@@ -81,8 +87,14 @@ PRODUCER_KEYS = ("droplets", "firewall", "budget_monthly", "max_increase")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
 FIREWALL_KEYS = ("ssh_from", "bootstrap_from")
 MESH = "mesh"  # ssh_from = "mesh": no public SSH once a droplet is on the WireGuard mesh
-TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "firewall", "notify")
+TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "firewall", "notify", "alerts")
 NOTIFY_KEYS = ("webhook_url_env",)
+ALERT_KEYS = ("email", "slack", "cert_expiry_days", "regions", "droplets")
+SLACK_KEYS = ("channel", "url_env")
+DROPLET_ALERT_KEYS = ("cpu_percent", "memory_percent", "disk_percent")
+# Where DigitalOcean's uptime checks can probe from (its API's region enum).
+UPTIME_REGIONS = ("us_east", "us_west", "eu_west", "se_asia")
+DEFAULT_UPTIME_REGIONS = ("us_east", "eu_west")
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Anything that looks like a credential is refused by name, and its value is never echoed.
 CREDENTIAL_KEYS = frozenset(
@@ -235,6 +247,35 @@ class SandboxSettings:
 
 
 @dataclass(frozen=True)
+class SlackRoute:
+    """A Slack channel and the environment variable holding its webhook URL (never the URL)."""
+
+    channel: str
+    url_env: str
+
+
+@dataclass(frozen=True)
+class DropletAlerts:
+    """``[alerts.droplets]``: percent thresholds over 5 minutes; None: not watched."""
+
+    cpu_percent: int | None = None
+    memory_percent: int | None = None
+    disk_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """``[alerts]``: where uptime and droplet alerts go, and when a certificate is "expiring"."""
+
+    email: tuple[str, ...] = ()
+    slack: SlackRoute | None = None
+    cert_expiry_days: int = 14
+    regions: tuple[str, ...] = DEFAULT_UPTIME_REGIONS
+    droplets: DropletAlerts = DropletAlerts()
+    at: Where | None = field(default=None, compare=False)  # the [alerts] table
+
+
+@dataclass(frozen=True)
 class Config:
     path: str | None = None  # as messages show it; None when there is no file
     state: StateSettings = StateSettings()
@@ -248,6 +289,7 @@ class Config:
     firewall: FirewallSettings = FirewallSettings()
     producer_firewalls: Mapping[str, FirewallSettings] = field(default_factory=dict)  # merged
     notify: NotifySettings = field(default_factory=NotifySettings)
+    alerts: Alerts | None = None  # no [alerts]: nothing is watched
 
     def firewall_for(self, producer: str) -> FirewallSettings:
         return self.producer_firewalls.get(producer, self.firewall)
@@ -335,6 +377,7 @@ class _Reader:
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
         notify = self.notify(self.table(doc, ("notify",)))
+        alerts = self.alerts(self.table(doc, ("alerts",))) if "alerts" in doc else None
         return Config(
             self.shown,
             state,
@@ -348,6 +391,7 @@ class _Reader:
             producer_firewalls=producer_firewalls,
             notify=notify,
             budgets=budgets,
+            alerts=alerts,
         )
 
     def notify(self, table: Mapping[str, Any]) -> NotifySettings:
@@ -364,6 +408,81 @@ class _Reader:
                 "webhook_url_env",
             )
         return NotifySettings(name)
+
+    def alerts(self, table: Mapping[str, Any]) -> Alerts:
+        path = ("alerts",)
+        self.known_keys(table, path, ALERT_KEYS)
+        email = self.names(table, path, "email", ())
+        for address in email:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+                raise self.fail(
+                    f"[alerts] email: {printable(repr(address))} is not an email address", path, "email"
+                )
+        slack = self.slack(table["slack"]) if "slack" in table else None
+        if not email and slack is None:
+            raise self.fail(
+                '[alerts] says nowhere to send alerts: add email = ["ops@example.net"] or '
+                'slack = { channel = "#ops", url_env = "SLACK_ALERT_WEBHOOK" }',
+                path,
+            )
+        days = table.get("cert_expiry_days", 14)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+            raise self.fail(
+                "[alerts] cert_expiry_days must be a whole number of days, 1 to 365", path, "cert_expiry_days"
+            )
+        regions = self.names(table, path, "regions", DEFAULT_UPTIME_REGIONS)
+        for region in regions:
+            if region not in UPTIME_REGIONS:
+                raise self.fail(
+                    f"[alerts] regions: {printable(repr(region))} is not an uptime check region "
+                    f"(one of {', '.join(UPTIME_REGIONS)})",
+                    path,
+                    "regions",
+                )
+        if not regions:
+            raise self.fail("[alerts] regions must name at least one region", path, "regions")
+        return Alerts(
+            email,
+            slack,
+            days,
+            regions,
+            self.droplet_alerts(self.table(table, (*path, "droplets"))),
+            self.at(path),
+        )
+
+    def slack(self, value: object) -> SlackRoute:
+        path = ("alerts",)
+        if not isinstance(value, dict):
+            raise self.fail(
+                '[alerts] slack must be { channel = "#ops", url_env = "SLACK_ALERT_WEBHOOK" }', path, "slack"
+            )
+        for key in value:
+            if key not in SLACK_KEYS:
+                raise self.fail(
+                    f"[alerts] slack.{printable(key)}: unknown setting (known: {', '.join(SLACK_KEYS)}; "
+                    "the webhook URL itself never goes in this file)",
+                    path,
+                    "slack",
+                )
+        channel, url_env = value.get("channel"), value.get("url_env")
+        if not isinstance(channel, str) or not channel.strip() or not channel.isprintable():
+            raise self.fail('[alerts] slack.channel must be a channel name, e.g. "#ops"', path, "slack")
+        if not isinstance(url_env, str) or not _ENV_NAME.fullmatch(url_env):
+            raise self.fail(
+                "[alerts] slack.url_env must name the environment variable holding the webhook URL, "
+                'e.g. "SLACK_ALERT_WEBHOOK"',
+                path,
+                "slack",
+            )
+        return SlackRoute(channel, url_env)
+
+    def droplet_alerts(self, table: Mapping[str, Any]) -> DropletAlerts:
+        path = ("alerts", "droplets")
+        self.known_keys(table, path, DROPLET_ALERT_KEYS)
+        for key, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+                raise self.fail(f"[alerts.droplets] {key} must be a whole percent, 1 to 100", path, key)
+        return DropletAlerts(**table)
 
     def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
         value = doc.get(path[-1], {})

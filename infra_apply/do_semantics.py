@@ -317,15 +317,8 @@ def firewalls_named_by_droplet(
 ) -> list[Change]:
     """A firewall the manifests no longer name, told by its droplet: the droplet its state's
     ``droplet_ids`` hold (one firewall per droplet), by manifest name, else its state name."""
-    root = json_dict(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))
-    droplets: dict[str, str] = {}
-    for res in module_resources(root):
-        values = json_dict(res.get("values"))
-        if res.get("mode") == "managed" and res.get("type") == kinds.DROPLET.type and values.get("id"):
-            address = str(res.get("address", ""))
-            name = names.get(address, names.get(strip_index(address), values.get("name")))
-            if isinstance(name, str) and name:
-                droplets[str(values["id"])] = name
+    root = _prior_root(plan)
+    droplets = _names_by_id(root, kinds.DROPLET.type, names)
     fixed = []
     for change in changes:
         if change.type == kinds.FIREWALL.type and change.name_source != "manifest":
@@ -333,6 +326,40 @@ def firewalls_named_by_droplet(
             owners = sorted({droplets[str(i)] for i in ids if str(i) in droplets})
             if len(owners) == 1:
                 change = replace(change, name=owners[0], name_source="manifest")
+        fixed.append(change)
+    return fixed
+
+
+def _prior_root(plan: JsonObject) -> JsonObject:
+    return json_dict(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))
+
+
+def _names_by_id(root: JsonObject, rtype: str, names: Mapping[str, str]) -> dict[str, str]:
+    """Id -> name of every ``rtype`` in the prior state: its manifest name, else its state name."""
+    found: dict[str, str] = {}
+    for res in module_resources(root):
+        values = json_dict(res.get("values"))
+        if res.get("mode") == "managed" and res.get("type") == rtype and values.get("id"):
+            address = str(res.get("address", ""))
+            name = names.get(address, names.get(strip_index(address), values.get("name")))
+            if isinstance(name, str) and name:
+                found[str(values["id"])] = name
+    return found
+
+
+def uptime_alerts_named_by_check(
+    changes: Sequence[Change], plan: JsonObject, names: Mapping[str, str]
+) -> list[Change]:
+    """An uptime alert the manifests no longer name, told by its check (the check its state's
+    ``check_id`` holds), so that ``--allow-destroy DOMAIN`` allows a check and its alerts."""
+    root = _prior_root(plan)
+    checks = _names_by_id(root, kinds.UPTIME_CHECK.type, names)
+    fixed = []
+    for change in changes:
+        if change.type == kinds.UPTIME_ALERT.type and change.name_source != "manifest":
+            check = _firewall_state(root, change.address).get("check_id")
+            if str(check) in checks:
+                change = replace(change, name=checks[str(check)], name_source="manifest")
         fixed.append(change)
     return fixed
 

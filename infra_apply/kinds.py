@@ -192,8 +192,51 @@ SSH_KEY = Kind(type="digitalocean_ssh_key", mode="data", noun="SSH key", guard=R
 # in the state alone: nothing in the account bills it.
 RECORD = Kind(type="terraform_data", mode="managed", noun="record", guard=GUARDED, import_id=None, price=FREE)
 
+# Watching (docs/watching.md): losing a check or an alert loses no data, but it silences a
+# warning nobody would notice missing, so it is guarded like the rest. An uptime check is named
+# by its domain; its alerts go with it.
+UPTIME_CHECK = Kind(
+    type="digitalocean_uptime_check",
+    mode="managed",
+    noun="uptime check",
+    guard=GUARDED,
+    import_id="<check_id>",
+    price=Price("flat", Decimal("1.00")),  # about 1 USD a check a month (do-catalogue-facts.md)
+)
+UPTIME_ALERT = Kind(
+    type="digitalocean_uptime_alert",
+    mode="managed",
+    noun="uptime alert",
+    guard=GUARDED,
+    import_id="<check_id>,<alert_id>",
+    price=FREE,  # billed with its check
+    owner="digitalocean_uptime_check",
+)
+MONITOR_ALERT = Kind(
+    type="digitalocean_monitor_alert",
+    mode="managed",
+    noun="droplet alert",
+    guard=GUARDED,
+    import_id="<alert_policy_uuid>",
+    price=FREE,  # DigitalOcean bills no metric alert
+)
+
 KINDS: Mapping[str, Kind] = MappingProxyType(
-    {k.type: k for k in (DROPLET, FIREWALL, DATABASE, USER, CLUSTER, SSH_KEY, RECORD)}
+    {
+        k.type: k
+        for k in (
+            DROPLET,
+            FIREWALL,
+            DATABASE,
+            USER,
+            CLUSTER,
+            SSH_KEY,
+            RECORD,
+            UPTIME_CHECK,
+            UPTIME_ALERT,
+            MONITOR_ALERT,
+        )
+    }
 )
 # What ``adopt --from-state`` takes over from another root.
 TAKEOVER: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.keeps)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infra_apply.config import FirewallSettings, UserData
+from infra_apply.config import Alerts, FirewallSettings, UserData
 
 DEFAULT_REGION = "nyc3"
 ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
@@ -91,6 +91,7 @@ class ProducerModel:
     droplets: tuple[Droplet, ...] = ()
     databases: tuple[Database, ...] = ()
     sources: tuple[str, ...] = field(default=())
+    alerts: Alerts | None = None  # [alerts] (the same for every producer); None: nothing watched
 
     def droplet(self, name: str) -> Droplet | None:
         return next((d for d in self.droplets if d.name == name), None)

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from infra_apply.do_semantics import bare_droplets, firewalls_named_by_droplet, moved_ports, read_change
+from infra_apply.do_semantics import (
+    bare_droplets,
+    firewalls_named_by_droplet,
+    moved_ports,
+    read_change,
+    uptime_alerts_named_by_check,
+)
 from infra_apply.plan_outside import against_outside, outside_changes, recorded_before
 from infra_apply.plan_parse import (
     CreateSettings,
@@ -42,6 +48,7 @@ def parse_plan(
     ]
     changes = bare_droplets(firewalls_named_by_droplet(changes, plan, names), plan)
     changes = moved_ports(changes)
+    changes = uptime_alerts_named_by_check(changes, plan, names)
     changes.sort(key=lambda c: (natural_key(c.address), c.action, c.reason))
     drift = sorted(name_drift(plan, names), key=lambda d: natural_key(d.address))
     settings = sorted(

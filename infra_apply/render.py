@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra_apply import hcl, strictjson
+from infra_apply import alerts, hcl, strictjson
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.kinds import DATABASE, DROPLET, FIREWALL, USER
@@ -274,11 +274,17 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
+    watched = _watch(p, standing)
+    if p.alerts is not None and watched is not None:
+        text = alerts.render(p.alerts, watched, [e.droplet.source for e in standing])
+        if text is not None:
+            files["alerts.tf"] = text
     names = {DROPLET.address(e.address): e.droplet.name for e in entries}
     names |= {FIREWALL.address(e.address): e.droplet.name for e in entries}
     names |= {FIREWALL.address(e.public_address): e.droplet.name for e in entries}
     names |= {DATABASE.address(d.db_address): d.name for d in dbs}
     names |= {USER.address(d.user_address): d.user for d in dbs}
+    names |= watched.names() if watched is not None else {}
     return Rendered(
         producer=p.name,
         files=files,
@@ -321,6 +327,21 @@ class _LazySettings(Mapping[str, "CreateSettings"]):
 
     def __len__(self) -> int:
         return len(self.raw)
+
+
+def _watch(p: ProducerModel, standing: Sequence[DropletEntry]) -> alerts.Watch | None:
+    """What [alerts] watches in the producer: its standing droplets' public domains (a GPU
+    droplet is off most of the time) and, by tag, its droplets' metrics."""
+    if p.alerts is None or not standing:
+        return None
+    public = [
+        alerts.PublicService(s.domain, s.name, e.droplet.name)
+        for e in standing
+        if e.web
+        for s in (*e.droplet.services, *e.droplet.hosted)
+        if s.domain
+    ]
+    return alerts.watch(public, p.name, f"producer:{p.name}", p.alerts.droplets)
 
 
 def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:
@@ -631,8 +652,9 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
         # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
         # in any field give different bytes (equal models built differently may not: a miss).
         parts.append(pickle.dumps(model, protocol=5))
-        # This code, Jinja (an upgrade rewrites its files) and the templates.
-        for module in (__file__, hcl.__file__):
+        # This code (alerts.py renders alerts.tf), Jinja (an upgrade rewrites its files) and the
+        # templates.
+        for module in (__file__, hcl.__file__, alerts.__file__):
             parts.append(read_bounded(Path(module), TEXT_LIMIT))
         jinja = find_spec("jinja2")
         if jinja is None or jinja.origin is None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from infra_apply import kinds, locks
 from infra_apply import terraform as tf
 from infra_apply.account import Account, LiveAccount, LiveProvider, Provider
+from infra_apply.alerts import terraform_env as alert_env
 from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
@@ -435,6 +436,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     for name in producers:
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, provider)
+        if "alerts.tf" in project.rendered[name].files:
+            env.update(alert_env(project.config.alerts, ctx.env, sandbox=ctx.account.stand_in))
         copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock)
         lock = lock_working_copy(path, name)
         held = lock_producer(state_dir(ctx.env), provider.holder(env), name)

@@ -330,7 +330,8 @@ def resource(rtype: str, address: str, **values: Any) -> dict[str, Any]:
     return {"address": address, "mode": "managed", "type": rtype, "name": name, "values": values}
 
 
-UPTIME = "digitalocean_uptime_check"  # a DigitalOcean kind the table does not have (yet)
+UPTIME = "digitalocean_uptime_check"  # replaced by a test's own entry where it needs one
+UNLISTED = "digitalocean_loadbalancer"  # a DigitalOcean kind the table does not have
 
 
 def with_kind(monkeypatch: pytest.MonkeyPatch, kind: kinds.Kind) -> None:
@@ -338,9 +339,24 @@ def with_kind(monkeypatch: pytest.MonkeyPatch, kind: kinds.Kind) -> None:
 
 
 def test_a_kind_missing_from_the_table_is_refused_never_skipped_as_free() -> None:
-    doc = plan(after=[droplet("digitalocean_droplet.web", "s-1vcpu-1gb"), resource(UPTIME, f"{UPTIME}.web")])
-    with pytest.raises(InfraApplyError, match=rf"{UPTIME}\.web: resource type {UPTIME} is not in"):
+    unlisted = resource(UNLISTED, f"{UNLISTED}.web")
+    doc = plan(after=[droplet("digitalocean_droplet.web", "s-1vcpu-1gb"), unlisted])
+    with pytest.raises(InfraApplyError, match=rf"{UNLISTED}\.web: resource type {UNLISTED} is not in"):
         cost(doc)
+
+
+def test_the_tables_uptime_check_costs_its_flat_price_and_its_alerts_nothing() -> None:
+    doc = plan(
+        after=[
+            droplet("digitalocean_droplet.web", "s-1vcpu-1gb"),
+            resource(UPTIME, f"{UPTIME}.web", name="web.example.net"),
+            resource("digitalocean_uptime_alert", "digitalocean_uptime_alert.web_down", name="down"),
+            resource("digitalocean_monitor_alert", "digitalocean_monitor_alert.cpu", description="cpu"),
+        ]
+    )
+    c = cost(doc)
+    assert totals(c) == ("$0.00", "$7.00", "+$7.00")
+    assert c.price_not_known == ()
 
 
 def test_a_firewall_database_and_user_are_free_and_count_no_price_unknown() -> None:

@@ -6,6 +6,7 @@ back, bad import ids, an unconfigured cloud) for every resource type at once."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,6 +24,9 @@ from infra_apply.sandbox.resources import (
     DatabaseUser,
     Droplet,
     Firewall,
+    MonitorAlert,
+    UptimeAlert,
+    UptimeCheck,
 )
 
 CLUSTER = "uvlava-pg"
@@ -42,6 +46,16 @@ class Case(NamedTuple):
 
 
 RULE = {"protocol": "tcp", "port_range": "22", "source_addresses": ["0.0.0.0/0"]}
+UPTIME_ALERT_ID_FORMAT = "must use the IDs of the check and alert joined with a comma (e.g. `id1,id2`)"
+ROUTES = [{"email": ["ops@example.net"], "slack": [{"channel": "#ops", "url": "https://hooks.slack.invalid/x"}]}]
+
+
+def _alert_on_a_new_check(_: str) -> dict[str, Any]:
+    """An uptime alert's configuration, on a check made in the cloud the test configured."""
+    with cloud.transaction(os.environ[cloud.ENV_VAR]) as c:
+        check = cloud.add_uptime_check(c, {"name": "a.example.net", "type": "https", "target": "https://a"})
+    return {"check_id": check["id"], "name": "down", "type": "down", "period": "2m", "notifications": ROUTES}
+
 CASES = {
     "droplet": Case(
         Droplet,
@@ -66,6 +80,32 @@ CASES = {
         lambda cluster: {"cluster_id": cluster, "name": "app"},
         lambda state: f"{state['cluster_id']},{state['name']}",
         {"mysql_auth_plugin": "caching_sha2_password"},
+    ),
+    "uptime_check": Case(
+        UptimeCheck,
+        lambda _: {"name": "a.example.net", "target": "https://a.example.net", "regions": ["us_east"]},
+        lambda state: str(state["id"]),
+        {"target": "https://b.example.net", "regions": ["eu_west", "us_east"]},
+    ),
+    "uptime_alert": Case(
+        UptimeAlert,
+        _alert_on_a_new_check,
+        lambda state: f"{state['check_id']},{state['id']}",
+        {"type": "ssl_expiry", "threshold": 14, "comparison": "less_than"},
+    ),
+    "monitor_alert": Case(
+        MonitorAlert,
+        lambda _: {
+            "description": "cpu",
+            "type": "v1/insights/droplet/cpu",
+            "compare": "GreaterThan",
+            "value": 90,
+            "window": "5m",
+            "tags": ["producer:quinn"],
+            "alerts": ROUTES,
+        },
+        lambda state: str(state["id"]),
+        {"value": 95, "window": "10m"},
     ),
 }
 
@@ -151,6 +191,8 @@ def test_update_of_an_object_gone_keeps_the_prior_state(name: str, cloud_file: P
                                    "must use the format <cluster_id>,<name> for import, got ',app'")),
         ("database_user", "c,app", ("Error importing Database User",
                                     "database user c/user/app not found (404)")),
+        ("uptime_alert", "alert-only", ("Invalid uptime alert import id", UPTIME_ALERT_ID_FORMAT)),
+        ("uptime_alert", "c,a", ("Error importing uptime alert", "uptime alert a not found (404)")),
     ],
 )  # fmt: skip
 def test_bad_import_ids_are_diagnostics(
@@ -276,6 +318,33 @@ def test_a_resize_to_a_size_the_region_lacks_is_refused(cloud_file: Path) -> Non
     assert cloud.load(cloud_file)["droplets"][state["id"]]["size"] == "s-1vcpu-1gb"
     updated = resource.update(ctx, state, {**state, "size": "s-2vcpu-4gb"})
     assert updated is not None and cloud.load(cloud_file)["droplets"][state["id"]]["price_monthly"] == 24.0
+
+
+def test_deleting_an_uptime_check_deletes_its_alerts(cloud_file: Path) -> None:
+    # as at DigitalOcean: an alert belongs to its check
+    _, ctx, alert = _created(CASES["uptime_alert"], cloud_file)
+    check = {"id": alert["check_id"]}
+    UptimeCheck(None).delete(ctx, check)
+    assert cloud.load(cloud_file)["uptime_alerts"] == {}
+    assert UptimeAlert(None).read(ctx, alert) is None
+
+
+def test_an_uptime_alert_on_a_check_that_does_not_exist_is_refused(cloud_file: Path) -> None:
+    resource, ctx = UptimeAlert(None), Ctx(Diagnostics())
+    config = {**_alert_on_a_new_check(""), "check_id": "nope"}
+    assert resource.create(ctx, resource.plan_change(ctx.diagnostics, None, config)) is None
+    assert _messages(ctx) == [("Error creating uptime alert", "uptime check nope not found (404)")]
+
+
+def test_an_uptime_check_from_a_region_digitalocean_lacks_is_refused(cloud_file: Path) -> None:
+    resource, ctx = UptimeCheck(None), Ctx(Diagnostics())
+    config = {"name": "a.example.net", "target": "https://a.example.net", "regions": ["nyc3"]}
+    assert resource.create(ctx, resource.plan_change(ctx.diagnostics, None, config)) is None
+    [(summary, detail)] = _messages(ctx)
+    assert summary == "Error creating uptime check" and "422 invalid region 'nyc3'" in detail
+    _, ctx, state = _created(CASES["uptime_check"], cloud_file)
+    assert resource.update(ctx, state, {**state, "regions": ["mars"]}) == state  # nothing changed
+    assert "422 invalid region 'mars'" in _messages(ctx)[0][1]
 
 
 def test_seeding_adds_only_what_it_is_given(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from infra_apply.config import UPTIME_REGIONS as UPTIME_REGIONS  # where uptime checks probe from
 from infra_apply.prices import AS_OF as AS_OF  # the catalogue's date is its prices' date
 from infra_apply.prices import DISKS_GB, PRICES, as_float
 

@@ -98,6 +98,9 @@ def empty() -> Cloud:
         "databases": {},
         "users": {},
         "ssh_keys": {},
+        "uptime_checks": {},
+        "uptime_alerts": {},
+        "monitor_alerts": {},
     }
 
 
@@ -141,7 +144,17 @@ def load(path: PathLike) -> Cloud:
     return cloud
 
 
-_TABLES = ("droplets", "firewalls", "clusters", "databases", "users", "ssh_keys")
+_TABLES = (
+    "droplets",
+    "firewalls",
+    "clusters",
+    "databases",
+    "users",
+    "ssh_keys",
+    "uptime_checks",
+    "uptime_alerts",
+    "monitor_alerts",
+)
 
 
 def _save(path: Path, cloud: Cloud) -> None:
@@ -458,6 +471,52 @@ def add_firewall(cloud: Cloud, fields: Record) -> Record:
     firewall_id = stable_uuid("firewall", _next(cloud, "firewall"))
     record: Record = {**fields, "id": firewall_id, "status": "succeeded", "created_at": _now()}
     cloud["firewalls"][firewall_id] = record
+    return record
+
+
+# ---------------------------------------------------------------- uptime checks and alerts
+
+
+def _check_uptime_regions(fields: Record) -> None:
+    """The provider sends regions unchecked; the API refuses one it does not probe from."""
+    unknown = sorted(set(fields.get("regions") or ()) - set(catalogue.UPTIME_REGIONS))
+    if unknown:
+        raise CloudError(f"422 invalid region {unknown[0]!r}: one of {', '.join(catalogue.UPTIME_REGIONS)}")
+
+
+def add_uptime_check(cloud: Cloud, fields: Record) -> Record:
+    _check_uptime_regions(fields)
+    check_id = stable_uuid("uptime_check", _next(cloud, "uptime_check"))
+    record: Record = {**fields, "id": check_id}
+    cloud["uptime_checks"][check_id] = record
+    return record
+
+
+def change_uptime_check(cloud: Cloud, record: Record, fields: Record) -> None:
+    _check_uptime_regions(fields)
+    record.update(fields)
+
+
+def remove_uptime_check(cloud: Cloud, check_id: str) -> None:
+    """Like DigitalOcean, deleting a check deletes its alerts."""
+    cloud["uptime_checks"].pop(check_id, None)
+    for alert_id in [k for k, a in cloud["uptime_alerts"].items() if a["check_id"] == check_id]:
+        del cloud["uptime_alerts"][alert_id]
+
+
+def add_uptime_alert(cloud: Cloud, fields: Record) -> Record:
+    if fields["check_id"] not in cloud["uptime_checks"]:
+        raise CloudError(f"uptime check {fields['check_id']} not found (404)")
+    alert_id = stable_uuid("uptime_alert", _next(cloud, "uptime_alert"))
+    record: Record = {**fields, "id": alert_id}
+    cloud["uptime_alerts"][alert_id] = record
+    return record
+
+
+def add_monitor_alert(cloud: Cloud, fields: Record) -> Record:
+    alert_id = stable_uuid("monitor_alert", _next(cloud, "monitor_alert"))
+    record: Record = {**fields, "id": alert_id}
+    cloud["monitor_alerts"][alert_id] = record
     return record
 
 

@@ -304,3 +304,74 @@ PROVIDER_ATTRS = (
     Attr("spaces_secret_key", STRING, optional=True),
     Attr("token", STRING, optional=True),
 )
+
+
+# ---------------------------------------------------------------- uptime checks and alerts
+
+UPTIME_CHECK_ATTRS = (
+    Attr("enabled", BOOL, optional=True, default=True),
+    # declared computed-only (and ForceNew) in the real schema, not SDKv2's implicit id
+    Attr("id", STRING, computed=True, force_new=True),
+    Attr("name", STRING, required=True),
+    Attr("regions", STRING_SET, optional=True),
+    Attr("target", STRING, required=True),
+    Attr("type", STRING, optional=True, default="https", choices=("ping", "http", "https")),
+)
+
+_SLACK_ATTRS = (
+    Attr("channel", STRING, required=True, nonempty=True),
+    Attr("url", STRING, required=True, nonempty=True),
+)
+# The real blocks are list-nested (tf 1.2 has set and single nesting only): the same
+# configuration syntax, at most one element used, as the real provider uses the first.
+NOTIFICATION_ATTRS = (Attr("email", STRING_LIST, optional=True),)
+NOTIFICATION_SLACK_ATTRS = _SLACK_ATTRS
+
+
+def _notification_block(type_name: str) -> SetNestedBlock:
+    slack = SetNestedBlock("slack", schema.Block(attributes=[a.to_schema() for a in _SLACK_ATTRS]))
+    return SetNestedBlock(
+        type_name,
+        schema.Block(attributes=[a.to_schema() for a in NOTIFICATION_ATTRS], block_types=[slack]),
+    )
+
+
+UPTIME_ALERT_ATTRS = (
+    Attr("check_id", STRING, required=True),
+    Attr("comparison", STRING, optional=True, choices=("greater_than", "less_than")),
+    Attr("id", STRING, computed=True),
+    Attr("name", STRING, required=True),
+    Attr("period", STRING, optional=True, choices=("2m", "3m", "5m", "10m", "15m", "30m", "1h")),
+    Attr("threshold", NUMBER, optional=True),
+    Attr("type", STRING, required=True, choices=("latency", "down", "down_global", "ssl_expiry")),
+)
+UPTIME_ALERT_BLOCKS = (_notification_block("notifications"),)
+
+# The droplet metrics infra-apply renders, of the provider's longer list.
+MONITOR_TYPES = (
+    "v1/insights/droplet/cpu",
+    "v1/insights/droplet/memory_utilization_percent",
+    "v1/insights/droplet/disk_utilization_percent",
+    "v1/insights/droplet/public_outbound_bandwidth",
+    "v1/insights/droplet/public_inbound_bandwidth",
+    "v1/insights/droplet/private_outbound_bandwidth",
+    "v1/insights/droplet/private_inbound_bandwidth",
+    "v1/insights/droplet/disk_read",
+    "v1/insights/droplet/disk_write",
+    "v1/insights/droplet/load_1",
+    "v1/insights/droplet/load_5",
+    "v1/insights/droplet/load_15",
+)
+MONITOR_ALERT_ATTRS = (
+    Attr("compare", STRING, required=True, choices=("GreaterThan", "LessThan")),
+    Attr("description", STRING, required=True),
+    Attr("enabled", BOOL, optional=True, default=True),
+    Attr("entities", STRING_SET, optional=True),
+    _id(),
+    _tags(),
+    Attr("type", STRING, required=True, choices=MONITOR_TYPES),
+    Attr("uuid", STRING, computed=True),
+    Attr("value", NUMBER, required=True),
+    Attr("window", STRING, required=True, choices=("5m", "10m", "30m", "1h")),
+)
+MONITOR_ALERT_BLOCKS = (_notification_block("alerts"),)

@@ -1,0 +1,190 @@
+"""[alerts] (issue 21): the configuration, what it watches, the golden module with alerts
+configured (tests/fixtures/alerts), and the Slack webhook URL kept out of every file shown."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra_apply import alerts, config
+from infra_apply.config import Alerts, ConfigError, DropletAlerts, SlackRoute
+from infra_apply.sandbox.install import install
+from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli
+
+FIXTURE = REPO / "tests" / "fixtures" / "alerts"
+GOLDEN = FIXTURE / "generated"
+
+FULL = """\
+[alerts]
+email = ["ops@example.net"]
+slack = { channel = "#ops", url_env = "SLACK_ALERT_WEBHOOK" }
+cert_expiry_days = 14
+[alerts.droplets]
+cpu_percent = 90
+memory_percent = 90
+disk_percent = 85
+"""
+
+
+def load(tmp_path: Path, toml: str) -> config.Config:
+    (tmp_path / "infra-apply.toml").write_text(toml, encoding="utf-8")
+    return config.load(tmp_path, {})
+
+
+def test_the_alerts_table_is_read_into_settings(tmp_path: Path) -> None:
+    got = load(tmp_path, FULL).alerts
+    assert got == Alerts(
+        email=("ops@example.net",),
+        slack=SlackRoute("#ops", "SLACK_ALERT_WEBHOOK"),
+        cert_expiry_days=14,
+        regions=("us_east", "eu_west"),
+        droplets=DropletAlerts(90, 90, 85),
+    )
+    assert got is not None and got.at is not None and (got.at.line, got.at.col) == (1, 1)
+
+
+def test_without_an_alerts_table_nothing_is_watched(tmp_path: Path) -> None:
+    assert load(tmp_path, "[droplets]\nmonitoring = true\n").alerts is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "where", "message"),
+    [
+        ('[alerts]\nemail = ["ops@example.net"]\npager = "x"\n', "3:1", "[alerts] pager: unknown setting"),
+        ('[alerts]\nemail = ["not-an-address"]\n', "2:1", "'not-an-address' is not an email address"),
+        ("[alerts]\ncert_expiry_days = 14\n", "1:1", "[alerts] says nowhere to send alerts"),
+        ('[alerts]\nemail = ["o@x.net"]\ncert_expiry_days = 0\n', "3:1", "cert_expiry_days must be"),
+        ('[alerts]\nemail = ["o@x.net"]\nregions = ["nyc3"]\n', "3:1",
+         "'nyc3' is not an uptime check region"),
+        ('[alerts]\nslack = { channel = "#ops", url = "https://hooks.slack.com/x" }\n', "2:1",
+         "slack.url: unknown setting"),
+        ('[alerts]\nslack = { channel = "#ops", url_env = "not a name" }\n', "2:1",
+         "slack.url_env must name"),
+        ('[alerts]\nemail = ["o@x.net"]\n[alerts.droplets]\ncpu_percent = 150\n', "4:1",
+         "[alerts.droplets] cpu_percent must be a whole percent"),
+        ('[alerts]\nemail = ["o@x.net"]\n[alerts.droplets]\nload = 3\n', "4:1",
+         "[alerts.droplets] load: unknown setting"),
+    ],
+)  # fmt: skip
+def test_a_bad_alerts_setting_is_one_located_error(
+    tmp_path: Path, toml: str, where: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, toml)
+    err = caught.value
+    assert f"{err.line}:{err.col}" == where
+    assert message in err.message
+    assert "https://hooks.slack.com" not in err.message  # a URL written here is never echoed
+
+
+def test_a_check_per_public_domain_and_alerts_by_the_producers_tag() -> None:
+    public = [
+        alerts.PublicService("b.example.net", "forge", "edge"),
+        alerts.PublicService("a.example.net", "web", "edge"),
+        alerts.PublicService("a.example.net", "web-2", "edge"),  # one check per domain
+    ]
+    w = alerts.watch(public, "quinn", "producer:quinn", DropletAlerts(cpu_percent=90))
+    assert [(c.domain, c.service) for c in w.checks] == [("a.example.net", "web"), ("b.example.net", "forge")]
+    [cpu] = w.monitors
+    assert (cpu.metric, cpu.value, cpu.tag, cpu.name) == (
+        "v1/insights/droplet/cpu",
+        90,
+        "producer:quinn",
+        "droplets-cpu",
+    )
+    # a check and its alerts go by the domain: one --allow-destroy DOMAIN allows all three
+    names = w.names()
+    check = w.checks[0]
+    assert {names[f"digitalocean_uptime_alert.{a}"] for a in check.alert_addresses} == {"a.example.net"}
+    assert names[f"digitalocean_uptime_check.{check.address}"] == "a.example.net"
+
+
+def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
+    got = load(tmp_path, FULL).alerts
+    url = "https://hooks.slack.com/services/FAKE-do-token_slack"
+    assert alerts.terraform_env(got, {"SLACK_ALERT_WEBHOOK": url}, sandbox=False) == {
+        "TF_VAR_alert_slack_url": url
+    }
+    assert alerts.terraform_env(got, {}, sandbox=True) == {"TF_VAR_alert_slack_url": alerts.SANDBOX_SLACK_URL}
+    with pytest.raises(ConfigError) as caught:
+        alerts.terraform_env(got, {}, sandbox=False)
+    assert (caught.value.line, caught.value.col) == (1, 1)
+    assert "export SLACK_ALERT_WEBHOOK" in caught.value.message
+    assert alerts.terraform_env(None, {}, sandbox=False) == {}
+
+
+def golden_tree(tmp_path: Path) -> Path:
+    """generated/ with the golden alerts.tf files over it: the example tree's render with
+    [alerts] (only alerts.tf is kept under tests/fixtures/alerts; the rest is generated/)."""
+    out = tmp_path / "golden"
+    shutil.copytree(REPO / "generated", out)
+    for alerts_tf in GOLDEN.glob("*/alerts.tf"):
+        shutil.copy(alerts_tf, out / alerts_tf.parent.name / "alerts.tf")
+    return out
+
+
+def alerts_config(folder: Path) -> Path:
+    """The example tree's infra-apply.toml with the fixture's [alerts] appended."""
+    path = folder / "infra-apply.toml"
+    example = (EXAMPLE_TREE / "infra-apply.toml").read_text(encoding="utf-8")
+    path.write_text(example + (FIXTURE / "alerts.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    return path
+
+
+def _render_check(tmp_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    env = cli_env(tmp_path, INFRA_APPLY_CONFIG=str(alerts_config(tmp_path)))
+    return run_cli("--root", str(EXAMPLE_TREE), "render", "--check", "--out", str(out), env=env)
+
+
+def test_the_golden_module_with_alerts_configured_is_current(tmp_path: Path) -> None:
+    r = _render_check(tmp_path, golden_tree(tmp_path))
+    assert r.returncode == 0, (
+        r.stdout + r.stderr + "\n(make golden refreshes tests/fixtures/alerts/generated)"
+    )
+    quinn = (GOLDEN / "quinn" / "alerts.tf").read_text()
+    # the shared edge droplet (quinn's) owns the checks of every domain behind its proxy
+    assert quinn.count('resource "digitalocean_uptime_check"') == 6
+    assert 'target  = "https://forge.ct.uvlava.com"' in quinn
+    assert quinn.count('resource "digitalocean_uptime_alert"') == 12
+    assert 'tags        = ["producer:quinn"]' in quinn
+    # ct runs no reverse proxy: its droplets are watched, no domain is checked
+    ct = (GOLDEN / "ct" / "alerts.tf").read_text()
+    assert "digitalocean_uptime_check" not in ct and ct.count("digitalocean_monitor_alert") == 3
+    # the example tree itself has no [alerts]: nothing rendered there
+    assert not list((REPO / "generated").glob("*/alerts.tf"))
+
+
+def test_a_stale_alerts_golden_fails_the_check(tmp_path: Path) -> None:
+    out = golden_tree(tmp_path)
+    (out / "mc" / "alerts.tf").write_text("# Generated by infra-apply\n")
+    r = _render_check(tmp_path, out)
+    assert r.returncode != 0 and "mc/alerts.tf" in r.stdout + r.stderr
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+def test_the_golden_modules_validate_and_plan_the_alerts(tmp_path: Path) -> None:
+    account = config.load(EXAMPLE_TREE, {}).sandbox
+    env = {k: v for k, v in os.environ.items() if k != "TF_PLUGIN_CACHE_DIR"}
+    env |= install(tmp_path / "state", account.clusters, account.ssh_keys).env
+    env["TF_VAR_alert_slack_url"] = "https://hooks.slack.com/services/FAKE-do-token_x"
+    work = golden_tree(tmp_path) / "mc"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["terraform", *args], cwd=work, env=env, capture_output=True, text=True)
+
+    assert run("fmt", "-check", "-recursive").returncode == 0
+    assert run("init", "-input=false").returncode == 0
+    validated = run("validate", "-json")
+    assert json.loads(validated.stdout)["valid"], validated.stdout
+    planned = run("plan", "-input=false", "-out=p")
+    assert planned.returncode == 0, planned.stderr
+    doc = json.loads(run("show", "-json", "p").stdout)
+    types = sorted(rc["type"] for rc in doc["resource_changes"] if rc["change"]["actions"] == ["create"])
+    assert types.count("digitalocean_uptime_check") == 1
+    assert types.count("digitalocean_uptime_alert") == 2
+    assert types.count("digitalocean_monitor_alert") == 3
