@@ -18,6 +18,7 @@ from infra_apply.model import (
     Model,
     ProducerModel,
     Service,
+    TrustedSources,
 )
 from infra_apply.rules import name_producer
 from infra_apply.validate import Validation
@@ -36,6 +37,8 @@ def build_model(v: Validation) -> Model:
     droplets += _gpu_droplets(v.manifests, refs, v.config)
     droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
+    trusted = _trusted_sources(v.config, droplets, databases, by_producer)
+    droplets = [_with_trusted_tags(d, trusted) for d in droplets]
     return Model(
         tuple(
             ProducerModel(
@@ -48,6 +51,7 @@ def build_model(v: Validation) -> Model:
                     )
                 ),
                 sources=tuple(sorted(m.path for m in ms)),
+                trusted_sources=tuple(t for t in trusted if v.config.clusters[t.cluster].owner == p),
             )
             for p, ms in sorted(by_producer.items())
         )
@@ -128,6 +132,30 @@ def _with_settings(d: Droplet, config: Config) -> Droplet:
     """The droplet with what infra-apply.toml sets for its producer."""
     s = config.for_producer(d.producer)
     return replace(d, ssh_keys=s.ssh_keys, monitoring=s.monitoring, user_data=s.user_data)
+
+
+def _trusted_sources(
+    config: Config, droplets: Iterable[Droplet], databases: Iterable[Database], producers: Collection[str]
+) -> list[TrustedSources]:
+    """Each ``[clusters."NAME"]``'s trusted sources, with the droplets hosting a project using
+    the cluster (by its ``service.host``, in every producer)."""
+    droplets, databases = list(droplets), list(databases)
+    out = []
+    for name, cs in sorted(config.clusters.items()):
+        if cs.owner not in producers:
+            raise cs.at.error(
+                f'[clusters."{name}"] owner {cs.owner!r} is not a producer of the tree '
+                f"(producers: {', '.join(sorted(producers)) or 'none'})"
+            )
+        hosts = {db.host for db in databases if db.cluster == name and db.host is not None}
+        hosting = sorted((d.name, d.producer) for d in droplets if hosts & set(d.hosts))
+        out.append(TrustedSources(name, cs.tag, cs.allow, tuple(hosting), cs.at))
+    return out
+
+
+def _with_trusted_tags(d: Droplet, trusted: Iterable[TrustedSources]) -> Droplet:
+    tags = tuple(sorted({t.tag for t in trusted if (d.name, d.producer) in t.hosts}))
+    return replace(d, trusted_tags=tags) if tags else d
 
 
 def _consumed(service: str, hosts: tuple[str, ...], consumes: _Consumes) -> tuple[str, ...]:

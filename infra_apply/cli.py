@@ -523,6 +523,11 @@ def plan(
     help="Allow resizing this droplet in place: downtime (powered off, resized, powered on) and a "
     "disk that grows and can never be shrunk back.",
 )
+@names_option(
+    "--allow-trusted-sources",
+    help="Allow changing this cluster's trusted sources where it cuts a client off: its first "
+    "rules, a rule removed, a host not tagged yet, or their deletion (cluster name).",
+)
 @sandbox_option
 @gpu_option
 @out_option
@@ -536,6 +541,7 @@ def apply(
     allow_destroy: tuple[str, ...],
     allow_replace: tuple[str, ...],
     allow_resize: tuple[str, ...],
+    allow_trusted_sources: tuple[str, ...],
     sandbox: bool,
     out: Path,
     mesh_hosts: Path | None,
@@ -545,8 +551,9 @@ def apply(
     The guard refuses (exit 3) a plan that deletes or replaces a droplet (or its firewall),
     database or database user not named with --allow-destroy / --allow-replace (a firewall is
     named by its droplet), or resizes a droplet in place (a
-    size change: downtime, and its disk can never shrink back) not named with --allow-resize.
-    A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
+    size change: downtime, and its disk can never shrink back) not named with --allow-resize,
+    or changes a cluster's trusted sources so that a client is cut off, not named with
+    --allow-trusted-sources. A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
     Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
     mesh-hosts.json (see `register`).
     """
@@ -565,6 +572,7 @@ def apply(
         allow_destroy=allow_destroy,
         allow_replace=allow_replace,
         allow_resize=allow_resize,
+        allow_trusted_sources=allow_trusted_sources,
         auto_approve=auto_approve,
     )
     done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options)

@@ -20,11 +20,14 @@ from types import MappingProxyType
 from typing import Literal
 
 Action = Literal["create", "update", "replace", "destroy"]
-AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize"]
+AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize", "--allow-trusted-sources"]
 Mode = Literal["managed", "data"]
 # How ``drift`` finds an orphan of the kind: by its id in the account, absent from every
 # state ("account-id"), or not at all ("none": it is looked up, or it dies with its owner).
 Orphans = Literal["account-id", "none"]
+# Which updates of the kind its guard policy's update flag covers: every one, or only those that
+# cut a client off (a database firewall's update that only adds a rule takes nothing away).
+UpdateGuard = Literal["any", "cutting"]
 # How the plan diagram draws a change of the kind: a box of its own, folded into its droplet's
 # box (a firewall's rules), a database (or its user) node, or not at all.
 Diagram = Literal["box", "droplet-rules", "database", "database-user", "none"]
@@ -75,6 +78,7 @@ class Kind:
     # The kind one of these belongs to and is named by (a droplet's own firewall): it goes with
     # its owner, and the guard's refusal of both is the owner's one line.
     owner: str | None = None
+    update_guard: UpdateGuard = "any"
 
     def address(self, local: str) -> str:
         """``digitalocean_droplet`` + ``web`` → ``digitalocean_droplet.web``."""
@@ -161,12 +165,28 @@ CLUSTER = Kind(
     import_id=None,
 )
 SSH_KEY = Kind(type="digitalocean_ssh_key", mode="data", noun="SSH key", guard=READ_ONLY, import_id=None)
+# A cluster's trusted sources: the whole rule list. Its first rules block every client not listed,
+# and losing one cuts a client off its database, so creating, narrowing, replacing or destroying
+# it is consented to by naming the cluster (the resource's name) with --allow-trusted-sources.
+DATABASE_FIREWALL = Kind(
+    type="digitalocean_database_firewall",
+    mode="managed",
+    noun="trusted sources",
+    guard=GuardPolicy(
+        create="--allow-trusted-sources",
+        update="--allow-trusted-sources",
+        replace="--allow-trusted-sources",
+        destroy="--allow-trusted-sources",
+    ),
+    import_id="<cluster_id>",
+    update_guard="cutting",
+)
 # The lease store's and the mesh allocation record's own roots hold one record each; never
 # planned through the guard, but losing one loses the leases or the allocations.
 RECORD = Kind(type="terraform_data", mode="managed", noun="record", guard=GUARDED, import_id=None)
 
 KINDS: Mapping[str, Kind] = MappingProxyType(
-    {k.type: k for k in (DROPLET, FIREWALL, DATABASE, USER, CLUSTER, SSH_KEY, RECORD)}
+    {k.type: k for k in (DROPLET, FIREWALL, DATABASE, USER, CLUSTER, SSH_KEY, RECORD, DATABASE_FIREWALL)}
 )
 # What ``adopt --from-state`` takes over from another root.
 TAKEOVER: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.keeps)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infra_apply.config import UserData
+from infra_apply.config import UserData, Where
 
 DEFAULT_REGION = "nyc3"
 ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
@@ -60,6 +60,21 @@ class Droplet:
     ssh_keys: tuple[str, ...] = ()
     monitoring: bool = False
     user_data: UserData | None = None
+    # Tags a cluster's trusted sources allow (``TrustedSources.tag``): it hosts a project using it.
+    trusted_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrustedSources:
+    """A shared cluster's trusted sources, rendered by its owner producer (infra-apply.toml
+    ``[clusters."NAME"]``): the tag rule and the ``allow`` addresses. ``hosts`` names the
+    droplets (of every producer) hosting a project that uses the cluster: each carries ``tag``."""
+
+    cluster: str
+    tag: str
+    allow: tuple[str, ...]
+    hosts: tuple[tuple[str, str], ...]  # (droplet name, its producer)
+    at: Where  # its [clusters."NAME"] line in the configuration
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,7 @@ class ProducerModel:
     droplets: tuple[Droplet, ...] = ()
     databases: tuple[Database, ...] = ()
     sources: tuple[str, ...] = field(default=())
+    trusted_sources: tuple[TrustedSources, ...] = ()  # the clusters' whose firewall it owns
 
     def droplet(self, name: str) -> Droplet | None:
         return next((d for d in self.droplets if d.name == name), None)

@@ -286,6 +286,9 @@ class Change:
     # (names, and the displayable ones as before-outside → planned). Empty: a true undo.
     differs: tuple[str, ...] = ()
     outside_diffs: tuple[AttrDiff, ...] = ()
+    # Whom the change leaves without access (a database firewall's removed rules, its hosts not
+    # tagged yet, every unlisted client when its first rules come): told by trusted.py.
+    cuts_off: tuple[str, ...] = ()
 
     @property
     def base_address(self) -> str:
@@ -371,6 +374,8 @@ def verb(change: Change) -> str:
 def reason(change: Change, *, with_values: bool) -> str:
     """Why a replace/delete happens, or what a resize costs, in words; attribute values only
     when asked for (a resize always names its sizes: slugs are never secret)."""
+    if change.cuts_off:
+        return f"cuts off {'; '.join(change.cuts_off)}"
     if change.action == "delete":
         return _DELETE_REASONS.get(change.reason, "will be destroyed")
     if change.resize is not None:
@@ -615,9 +620,7 @@ def _bare_droplets(changes: Sequence[Change], plan: JsonObject) -> list[Change]:
         if res.get("mode") == "managed" and res.get("type") == kinds.DROPLET.type
     }
     gone = {c.address for c in changes if c.type == kinds.DROPLET.type and c.action == "delete"}
-    guarded = {
-        c.name for c in changes if c.type == kinds.FIREWALL.type and c.action in ("create", "replace")
-    }
+    guarded = {c.name for c in changes if c.type == kinds.FIREWALL.type and c.action in ("create", "replace")}
     everything = {"tcp": set(_ALL_PORTS), "udp": set(_ALL_PORTS), "icmp": set(_NO_PORTS)}
     found = []
     for change in changes:
@@ -653,11 +656,7 @@ def _quiet(entry: JsonObject) -> JsonObject:
     """A firewall's real drift without the tags noise beside it (``tags`` null → ``[]``)."""
     change = _dict(entry.get("change"))
     before, after = _dict(change.get("before")), _dict(change.get("after"))
-    if (
-        entry.get("type") != kinds.FIREWALL.type
-        or before.get("tags") is not None
-        or after.get("tags") != []
-    ):
+    if entry.get("type") != kinds.FIREWALL.type or before.get("tags") is not None or after.get("tags") != []:
         return entry
     return {**entry, "change": {**change, "before": {**before, "tags": []}}}
 
@@ -684,8 +683,7 @@ def _check_envelope(producer: str, plan: JsonObject) -> None:
     version = str(plan.get("format_version", ""))
     if not version.startswith("1."):
         raise InfraApplyError(
-            f"producer {producer}: unsupported terraform plan format_version {version!r} "
-            "(expected 1.x)"
+            f"producer {producer}: unsupported terraform plan format_version {version!r} (expected 1.x)"
         )
     if plan.get("errored") is True:
         raise TerraformError(f"producer {producer}: terraform reported errors; the plan is partial")
@@ -805,9 +803,7 @@ def _port_range(protocol: str, text: object) -> range:
     return range(max(first, 1), min(last, 65535) + 1) if first <= last else _ALL_PORTS
 
 
-def _ports_only_in(
-    ours: Mapping[str, set[int]], theirs: Mapping[str, set[int]]
-) -> tuple[PublicPort, ...]:
+def _ports_only_in(ours: Mapping[str, set[int]], theirs: Mapping[str, set[int]]) -> tuple[PublicPort, ...]:
     found = []
     for protocol in sorted(ours, key=lambda p: (_PROTOCOL_ORDER.get(p, 9), p)):
         extra = sorted(ours[protocol] - theirs.get(protocol, set()))

@@ -89,6 +89,7 @@ def needs(
             continue
         for db in p.databases:
             clusters.append(Need("cluster", db.cluster, _at(manifests, db.source, ("database", "cluster"))))
+        clusters += [Need("cluster", t.cluster, t.at) for t in p.trusted_sources]
         settings = config.for_producer(name)
         key_where = settings.ssh_keys_at or Where(config.path or CONFIG_NAME, 1, 1)
         # The data sources are read on every plan, whichever droplets it creates.
@@ -103,9 +104,7 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
     if d.gpu or m is None:
         where = _at(manifests, d.source, ("service", "gpu"))
         return DropletNeed(d, where, where, where, created)
-    index = next(
-        (i for i, entry in enumerate(m.data.get("droplets", [])) if entry.get("name") == d.name), 0
-    )
+    index = next((i for i, entry in enumerate(m.data.get("droplets", [])) if entry.get("name") == d.name), 0)
     entry = m.data["droplets"][index] if m.data.get("droplets") else {}
 
     def at(field: str) -> Where:
@@ -146,6 +145,8 @@ class Source(Protocol):
     def firewalls(self) -> list[JsonObject]: ...
     def database_dbs(self, cluster_id: str) -> list[JsonObject]: ...
     def database_users(self, cluster_id: str) -> list[JsonObject]: ...
+    # a cluster's trusted sources (GET /v2/databases/$ID/firewall): empty, anyone may connect
+    def database_firewall(self, cluster_id: str) -> list[JsonObject]: ...
 
 
 class LiveSource:
@@ -211,10 +212,13 @@ class LiveSource:
     def database_users(self, cluster_id: str) -> list[JsonObject]:
         return self._cluster_list(cluster_id, "users")
 
-    def _cluster_list(self, cluster_id: str, key: str) -> list[JsonObject]:
+    def database_firewall(self, cluster_id: str) -> list[JsonObject]:
+        return self._cluster_list(cluster_id, "firewall", "rules")
+
+    def _cluster_list(self, cluster_id: str, key: str, field: str | None = None) -> list[JsonObject]:
         # Not paginated by the API: one answer holds them all (null when there are none).
         path = f"/v2/databases/{quote(cluster_id, safe='')}/{key}"
-        found = self.client.request("GET", path, what=f"GET {path}").get(key)
+        found = self.client.request("GET", path, what=f"GET {path}").get(field or key)
         return [x for x in found or () if isinstance(x, Mapping)]
 
 
@@ -281,6 +285,11 @@ class SandboxSource:
             if u["cluster_id"] == cluster_id
         ]
 
+    def database_firewall(self, cluster_id: str) -> list[JsonObject]:
+        from infra_apply.sandbox import cloud
+
+        return list(cloud.cluster_rules(self._cloud, cluster_id))
+
 
 @dataclass(frozen=True)
 class Catalogue:
@@ -292,11 +301,20 @@ class Catalogue:
     regions: Mapping[str, bool]  # slug -> available
     sizes: Mapping[str, tuple[bool, tuple[str, ...]]]  # slug -> (available, regions offering it)
     images: frozenset[str]
+    # clusters that trust every address (no trusted sources at all)
+    open_clusters: frozenset[str] = frozenset()
 
 
 def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
     _check_account(source, say)
-    clusters = {str(c.get("name")) for c in source.databases()} if wanted.clusters else set()
+    listed = source.databases() if wanted.clusters else []
+    clusters = {str(c.get("name")) for c in listed}
+    used = {n.name for n in wanted.clusters}
+    open_clusters = {
+        str(c.get("name"))
+        for c in listed
+        if str(c.get("name")) in used and not source.database_firewall(str(c.get("id")))
+    }
     keys = {str(k.get("name")) for k in source.ssh_keys()} if wanted.ssh_keys else set()
     regions, sizes, images = {}, {}, set()
     if wanted.droplets:
@@ -307,7 +325,15 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
         for slug in sorted({n.droplet.image for n in wanted.droplets} - images):
             if not slug.isdigit() and source.image(slug) is not None:
                 images.add(slug)
-    return Catalogue(source.label, frozenset(clusters), frozenset(keys), regions, sizes, frozenset(images))
+    return Catalogue(
+        source.label,
+        frozenset(clusters),
+        frozenset(keys),
+        regions,
+        sizes,
+        frozenset(images),
+        frozenset(open_clusters),
+    )
 
 
 def _size_regions(size: JsonObject) -> tuple[str, ...]:
@@ -348,6 +374,15 @@ def check(cat: Catalogue, wanted: Needs) -> list[Problem]:
         if need.name not in cat.clusters:
             known = _listing(cat.clusters)
             add(need.where, f"database cluster {need.name!r} is not in {cat.label} (clusters: {known})")
+    for name in sorted(cat.open_clusters):
+        first = min((n.where for n in wanted.clusters if n.name == name), key=_where_key)
+        add(
+            first,
+            f"database cluster {name!r} has no trusted sources in {cat.label}: any address with "
+            f'its password may connect (infra-apply.toml [clusters."{name}"] trusted_sources = '
+            '"managed" restricts it to its hosts)',
+            "warning",
+        )
     for need in _unique(wanted.ssh_keys):
         if need.name not in cat.ssh_keys:
             known = _listing(cat.ssh_keys)
@@ -382,6 +417,10 @@ def _droplet_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where
                 yield need.size, f"{message}; gpu up {d.name} would fail", "warning"
     if not d.image.isdigit() and d.image not in cat.images:
         yield need.image, missing("image", d.image, cat.images), "error"
+
+
+def _where_key(where: Where) -> tuple[str, int, int]:
+    return (where.path, where.line, where.col)
 
 
 def _unique(items: Iterable[Need]) -> list[Need]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from infra_apply import hcl
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
-from infra_apply.kinds import DATABASE, DROPLET, FIREWALL, USER
+from infra_apply.kinds import DATABASE, DATABASE_FIREWALL, DROPLET, FIREWALL, USER
 from infra_apply.paths import child
 
 if TYPE_CHECKING:
@@ -213,7 +213,13 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     standing = [e for e in entries if not e["droplet"].gpu]
     gpu = [e for e in entries if e["droplet"].gpu]
     dbs = [db_entry(db) for db in p.databases]
-    clusters = sorted({(db.cluster, hcl.slug(db.cluster)) for db in p.databases})
+    trusted = [{"ts": t, "address": hcl.slug(t.cluster)} for t in p.trusted_sources]
+    clusters = sorted(
+        {
+            (c, hcl.slug(c))
+            for c in (*(db.cluster for db in p.databases), *(t.cluster for t in p.trusted_sources))
+        }
+    )
     moves = [
         {"from_": f"{kind}.{old_addr}", "to": f"{kind}.{e.address}"}
         for e in sorted(ledger.entries, key=lambda e: e.address)
@@ -253,24 +259,26 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
             droplets=entries,
             credentials=_credentials_entries(dbs),
         )
-    if dbs:
+    if dbs or trusted:
         emit(
             "databases.tf",
-            (db.source for db in p.databases),
+            [*(db.source for db in p.databases), *(t.at.path for t in p.trusted_sources)],
             databases=dbs,
             clusters=[{"name": n, "address": a} for n, a in clusters],
+            trusted=trusted,
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
-    names = {DROPLET.address(e['address']): e["droplet"].name for e in entries}
-    names |= {FIREWALL.address(e['address']): e["droplet"].name for e in entries}
-    names |= {DATABASE.address(d['db_address']): d["name"] for d in dbs}
-    names |= {USER.address(d['user_address']): d["user"] for d in dbs}
+    names = {DROPLET.address(e["address"]): e["droplet"].name for e in entries}
+    names |= {FIREWALL.address(e["address"]): e["droplet"].name for e in entries}
+    names |= {DATABASE.address(d["db_address"]): d["name"] for d in dbs}
+    names |= {USER.address(d["user_address"]): d["user"] for d in dbs}
+    names |= {DATABASE_FIREWALL.address(t["address"]): t["ts"].cluster for t in trusted}
     return Rendered(
         producer=p.name,
         files=files,
         names=names,
-        droplet_addresses={e["droplet"].name: DROPLET.address(e['address']) for e in entries},
+        droplet_addresses={e["droplet"].name: DROPLET.address(e["address"]) for e in entries},
         gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
         create_settings=_LazySettings(
             {
@@ -337,7 +345,12 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> di
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     inbound = public_inbound(d)
     tags = sorted(
-        {MANAGED_TAG, f"producer:{d.producer}", f"role:{droplet_slug(d.name) if d.role is None else d.role}"}
+        {
+            MANAGED_TAG,
+            f"producer:{d.producer}",
+            f"role:{droplet_slug(d.name) if d.role is None else d.role}",
+            *d.trusted_tags,
+        }
     )
     return {
         "droplet": d,
