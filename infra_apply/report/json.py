@@ -179,6 +179,7 @@ def _json_change(change: Change) -> dict[str, object]:
         "updated_attrs": list(change.updated_attrs),
         "diffs": [json_diff(d) for d in change.diffs],
         "resize": _json_resize(change),
+        **({"cuts_off": list(change.cuts_off)} if change.cuts_off else {}),
     }
 
 
