@@ -553,8 +553,8 @@ def apply(
     named by its droplet), or resizes a droplet in place (a
     size change: downtime, and its disk can never shrink back) not named with --allow-resize,
     or changes a cluster's trusted sources so that a client is cut off, not named with
-    --allow-trusted-sources. A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
-    Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
+    --allow-trusted-sources. A live apply refuses when generated/ is stale. Terraform's progress
+    streams while it runs; Ctrl-C stops it cleanly. With --mesh-hosts, the new hosts are then written to
     mesh-hosts.json (see `register`).
     """
     from infra_apply.commands import apply as verb

@@ -213,7 +213,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     standing = [e for e in entries if not e["droplet"].gpu]
     gpu = [e for e in entries if e["droplet"].gpu]
     dbs = [db_entry(db) for db in p.databases]
-    trusted = [{"ts": t, "address": hcl.slug(t.cluster)} for t in p.trusted_sources]
+    trusted = [{"ts": t, "address": hcl.slug(t.cluster)} for t in p.trusted_sources]  # the template's
     clusters = sorted(
         {
             (c, hcl.slug(c))
@@ -273,7 +273,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     names |= {FIREWALL.address(e["address"]): e["droplet"].name for e in entries}
     names |= {DATABASE.address(d["db_address"]): d["name"] for d in dbs}
     names |= {USER.address(d["user_address"]): d["user"] for d in dbs}
-    names |= {DATABASE_FIREWALL.address(t["address"]): t["ts"].cluster for t in trusted}
+    names |= {DATABASE_FIREWALL.address(hcl.slug(t.cluster)): t.cluster for t in p.trusted_sources}
     return Rendered(
         producer=p.name,
         files=files,

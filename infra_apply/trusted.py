@@ -53,14 +53,12 @@ def _reviewed(
     before = set(now) if now is not None else set(_rules(before_state.get("rule")))
     after = set() if change.action == "delete" else set(_rules(after_state.get("rule")))
     removed, added = sorted(before - after), sorted(after - before)
-    cuts = [
-        f"{_show(r)} (a rule {'made outside infra-apply' if now is not None and r not in _rules(before_state.get('rule')) else 'it removes'})"
-        for r in removed
-    ]
+    recorded = set(_rules(before_state.get("rule")))
+    cuts = []
+    if change.action != "delete":  # a deletion opens the cluster to every address instead
+        cuts = [f"{_show(r)} ({_origin(r, recorded)})" for r in removed]
     if change.action in ("create", "replace") and not before and after:
         cuts.append("every client not listed (the cluster trusts any address now)")
-    if change.action == "delete" and before:
-        cuts.append("nobody: every address may connect again")
     if ts is not None and account is not None and change.action != "delete":
         tagged = _tagged_by_plan(raw, ts.tag)
         for name, producer in ts.hosts:
@@ -82,6 +80,10 @@ def _reviewed(
     return replace(change, diffs=diffs, cuts_off=tuple(cuts))
 
 
+def _origin(rule: Rule, recorded: set[Rule]) -> str:
+    return "a rule it removes" if rule in recorded else "a rule made outside infra-apply"
+
+
 def _show(rule: Rule) -> str:
     return f"{rule[0]} {rule[1]}"
 
@@ -99,7 +101,7 @@ def _rules(value: object) -> list[Rule]:
 def _values(raw: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]]:
     out = {}
     for rc in _list(raw.get("resource_changes")):
-        change = rc.get("change") if isinstance(rc.get("change"), Mapping) else {}
+        change = _map(rc.get("change"))
         before, after = change.get("before"), change.get("after")
         out[str(rc.get("address"))] = (
             before if isinstance(before, Mapping) else {},
@@ -114,7 +116,7 @@ def _tagged_by_plan(raw: Mapping[str, Any], tag: str) -> set[str]:
     for rc in _list(raw.get("resource_changes")):
         if rc.get("type") != DROPLET.type:
             continue
-        change = rc.get("change") if isinstance(rc.get("change"), Mapping) else {}
+        change = _map(rc.get("change"))
         after = change.get("after")
         if (
             isinstance(after, Mapping)
@@ -123,6 +125,10 @@ def _tagged_by_plan(raw: Mapping[str, Any], tag: str) -> set[str]:
         ):
             names.add(str(after.get("name")))
     return names
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _list(value: object) -> Sequence[Mapping[str, Any]]:

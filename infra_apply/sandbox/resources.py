@@ -584,9 +584,10 @@ class DatabaseFirewall(Resource):
 
     def customize_plan(self, diags: Diags, prior: State | None, planned: State) -> None:
         # A rule kept keeps the uuid and created_at the API gave it; a new one learns them on apply.
-        kept = {(r["type"], r["value"]): r for r in (prior or {}).get("rule") or ()}
+        before: list[State] = (prior or {}).get("rule") or []
+        kept = {(r["type"], r["value"]): r for r in before}
         rules = planned.get("rule")
-        if not known(rules):
+        if rules is None or rules is Unknown:
             return
         for rule in rules:
             old = kept.get((rule.get("type"), rule.get("value")))
