@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -71,6 +71,7 @@ class Needs:
     clusters: tuple[Need, ...] = ()
     ssh_keys: tuple[Need, ...] = ()
     droplets: tuple[DropletNeed, ...] = ()
+    owners: Mapping[str, str] = field(default_factory=dict)  # cluster -> owner of its trusted sources
 
 
 def needs(
@@ -96,7 +97,8 @@ def needs(
         for key in sorted({k for d in p.droplets for k in d.ssh_keys}):
             keys.append(Need("ssh_key", key, key_where))
         droplets += [_droplet_need(d, manifests, created=not d.gpu or d.name in gpu) for d in p.droplets]
-    return Needs(tuple(clusters), tuple(keys), tuple(droplets))
+    owners = {name: cs.owner for name, cs in config.clusters.items()}
+    return Needs(tuple(clusters), tuple(keys), tuple(droplets), owners)
 
 
 def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: bool) -> DropletNeed:
@@ -376,11 +378,16 @@ def check(cat: Catalogue, wanted: Needs) -> list[Problem]:
             add(need.where, f"database cluster {need.name!r} is not in {cat.label} (clusters: {known})")
     for name in sorted(cat.open_clusters):
         first = min((n.where for n in wanted.clusters if n.name == name), key=_where_key)
+        owner = wanted.owners.get(name)
+        fix = (
+            f"producer {owner}'s apply adds them"
+            if owner is not None
+            else f'infra-apply.toml [clusters."{name}"] trusted_sources = "managed" restricts it to its hosts'
+        )
         add(
             first,
             f"database cluster {name!r} has no trusted sources in {cat.label}: any address with "
-            f'its password may connect (infra-apply.toml [clusters."{name}"] trusted_sources = '
-            '"managed" restricts it to its hosts)',
+            f"its password may connect ({fix})",
             "warning",
         )
     for need in _unique(wanted.ssh_keys):
