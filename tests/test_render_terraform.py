@@ -134,6 +134,7 @@ def test_every_emitted_type_and_attribute_exists_in_the_real_provider(
         "digitalocean_firewall",
         "digitalocean_database_db",
         "digitalocean_database_user",
+        "digitalocean_database_firewall",
         "digitalocean_database_cluster",
         "digitalocean_ssh_key",
     }
