@@ -90,8 +90,13 @@ def needed_flag(change: Change) -> AllowFlag | None:
     if action is None:
         return None
     kind = kind_of(change.type)
-    if action == "update" and kind is not None and kind.update_guard == "cutting" and not change.cuts_off:
-        return None  # an update that only adds what may connect takes nothing away
+    if (
+        action in ("create", "update")
+        and kind is not None
+        and kind.guards_cuts_only
+        and change.cuts_off == ()
+    ):
+        return None  # reviewed, and it keeps every client that may connect now
     return guard_flag(change.type, action)
 
 

@@ -25,9 +25,6 @@ Mode = Literal["managed", "data"]
 # How ``drift`` finds an orphan of the kind: by its id in the account, absent from every
 # state ("account-id"), or not at all ("none": it is looked up, or it dies with its owner).
 Orphans = Literal["account-id", "none"]
-# Which updates of the kind its guard policy's update flag covers: every one, or only those that
-# cut a client off (a database firewall's update that only adds a rule takes nothing away).
-UpdateGuard = Literal["any", "cutting"]
 # How the plan diagram draws a change of the kind: a box of its own, folded into its droplet's
 # box (a firewall's rules), a database (or its user) node, or not at all.
 Diagram = Literal["box", "droplet-rules", "database", "database-user", "none"]
@@ -78,7 +75,10 @@ class Kind:
     # The kind one of these belongs to and is named by (a droplet's own firewall): it goes with
     # its owner, and the guard's refusal of both is the owner's one line.
     owner: str | None = None
-    update_guard: UpdateGuard = "any"
+    # Its create and update need their flags only when they cut a client off (a database
+    # firewall's rules kept or added take nothing away); a change never reviewed for that
+    # (``Change.cuts_off`` None) needs them all the same.
+    guards_cuts_only: bool = False
 
     def address(self, local: str) -> str:
         """``digitalocean_droplet`` + ``web`` → ``digitalocean_droplet.web``."""
@@ -166,8 +166,9 @@ CLUSTER = Kind(
 )
 SSH_KEY = Kind(type="digitalocean_ssh_key", mode="data", noun="SSH key", guard=READ_ONLY, import_id=None)
 # A cluster's trusted sources: the whole rule list. Its first rules block every client not listed,
-# and losing one cuts a client off its database, so creating, narrowing, replacing or destroying
-# it is consented to by naming the cluster (the resource's name) with --allow-trusted-sources.
+# and losing one cuts a client off its database, so its first rules, a narrowing, a replacement
+# or a destroy is consented to by naming the cluster (the resource's name) with
+# --allow-trusted-sources.
 DATABASE_FIREWALL = Kind(
     type="digitalocean_database_firewall",
     mode="managed",
@@ -179,7 +180,7 @@ DATABASE_FIREWALL = Kind(
         destroy="--allow-trusted-sources",
     ),
     import_id="<cluster_id>",
-    update_guard="cutting",
+    guards_cuts_only=True,
 )
 # The lease store's and the mesh allocation record's own roots hold one record each; never
 # planned through the guard, but losing one loses the leases or the allocations.

@@ -287,8 +287,9 @@ class Change:
     differs: tuple[str, ...] = ()
     outside_diffs: tuple[AttrDiff, ...] = ()
     # Whom the change leaves without access (a database firewall's removed rules, its hosts not
-    # tagged yet, every unlisted client when its first rules come): told by trusted.py.
-    cuts_off: tuple[str, ...] = ()
+    # tagged yet, every unlisted client when its first rules come): told by trusted.py; None
+    # when nobody looked (the guard then refuses what the kind could cut).
+    cuts_off: tuple[str, ...] | None = None
 
     @property
     def base_address(self) -> str:

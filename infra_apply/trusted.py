@@ -2,12 +2,13 @@
 change cuts off.
 
 The resource owns the cluster's whole rule list, so what it removes is judged against the
-rules the cluster has now (pre-flight's account read, ``GET /v2/databases/$ID/firewall``),
+rules the cluster has now (the run's account read, ``GET /v2/databases/$ID/firewall``),
 hand-made ones included, not against Terraform's state. Its first rules block every client
 not listed; and a droplet hosting a project that uses the cluster, present in the account
 without the cluster's tag (its producer not applied since), would lose its database. Each of
 these goes in the change's ``cuts_off``, which the guard refuses without
-``--allow-trusted-sources CLUSTER`` and every plan format shows.
+``--allow-trusted-sources CLUSTER`` and every plan format shows. A create or update that cuts
+nobody off (the cluster already trusts what it lists) needs no flag.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _reviewed(
     if change.action != "delete":  # a deletion opens the cluster to every address instead
         cuts = [f"{_show(r)} ({_origin(r, recorded)})" for r in removed]
     if change.action in ("create", "replace") and not before and after:
-        cuts.append("every client not listed (the cluster trusts any address now)")
+        now_known = "the cluster trusts any address now" if now is not None else "its rules now are unknown"
+        cuts.append(f"every client not listed ({now_known})")
     if ts is not None and account is not None and change.action != "delete":
         tagged = _tagged_by_plan(raw, ts.tag)
         for name, producer in ts.hosts:

@@ -41,8 +41,12 @@ def detail(change: Change) -> str:
     parts = []
     if change.cuts_off:  # a trusted-sources change: whom it cuts off, then its rules
         parts.append(reason(change, with_values=True))
-        if change.action == "create" and (rules := change.diff("rule")) is not None:
-            parts.append(rules.render())
+    if (
+        change.cuts_off is not None
+        and change.action == "create"
+        and (rules := change.diff("rule")) is not None
+    ):
+        parts.append(rules.render())
     if change.resize is not None:
         parts.append(reason(change, with_values=True))
         parts.append(", ".join(_attr_text(change, a) for a in change.updated_attrs if a not in _RESIZE_ATTRS))
