@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from infra_apply import remedy
 from infra_apply.kinds import DATABASE_FIREWALL, DROPLET
 from infra_apply.plan_model import AttrDiff, Change, ProducerPlan
 
@@ -28,13 +29,21 @@ Rule = tuple[str, str]  # (type, value)
 
 
 def review(
-    plan: ProducerPlan, raw: Mapping[str, Any], producer: ProducerModel, account: Account | None
+    plan: ProducerPlan,
+    raw: Mapping[str, Any],
+    producer: ProducerModel,
+    account: Account | None,
+    *,
+    sandbox: bool = False,
 ) -> ProducerPlan:
     """``plan`` with each database firewall change's rule diff and ``cuts_off`` filled in."""
     owned = {t.cluster: t for t in producer.trusted_sources}
     values = _values(raw)
+    known = _known_before_outside(raw)
     changes = tuple(
-        _reviewed(c, values.get(c.address, ({}, {})), owned.get(c.name), account, raw)
+        _reviewed(
+            c, values.get(c.address, ({}, {})), known.get(c.address), owned.get(c.name), account, raw, sandbox
+        )
         if c.type == DATABASE_FIREWALL.type
         else c
         for c in plan.changes
@@ -45,16 +54,19 @@ def review(
 def _reviewed(
     change: Change,
     before_after: tuple[Mapping[str, Any], Mapping[str, Any]],
+    known: Mapping[str, Any] | None,
     ts: TrustedSources | None,
     account: Account | None,
     raw: Mapping[str, Any],
+    sandbox: bool,
 ) -> Change:
     before_state, after_state = before_after
     now = account.rules.get(change.name) if account is not None else None
     before = set(now) if now is not None else set(_rules(before_state.get("rule")))
     after = set() if change.action == "delete" else set(_rules(after_state.get("rule")))
     removed, added = sorted(before - after), sorted(after - before)
-    recorded = set(_rules(before_state.get("rule")))
+    # what Terraform recorded before any change made outside it (refresh reads hand-made rules)
+    recorded = set(_rules((known if known is not None else before_state).get("rule")))
     cuts = []
     if change.action != "delete":  # a deletion opens the cluster to every address instead
         cuts = [f"{_show(r)} ({_origin(r, recorded)})" for r in removed]
@@ -66,9 +78,10 @@ def _reviewed(
         for name, producer in ts.hosts:
             for d in account.named(name):
                 if ts.tag not in d.tags and name not in tagged:
+                    first = remedy.for_producer("apply", producer, sandbox=sandbox)
                     cuts.append(
-                        f"droplet {name} of producer {producer} (it hosts a project using {ts.cluster} and "
-                        f"does not carry tag {ts.tag} yet: apply producer {producer} first)"
+                        f"droplet {name} (it hosts a project using {ts.cluster} and does not carry "
+                        f"tag {ts.tag} yet; to keep it, run {first} first)"
                     )
     diff = AttrDiff(
         "rule",
@@ -110,6 +123,15 @@ def _values(raw: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any], Mappin
             after if isinstance(after, Mapping) else {},
         )
     return out
+
+
+def _known_before_outside(raw: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Address -> the values Terraform recorded before the change made outside it (the plan's
+    ``resource_drift``), for the resources changed outside."""
+    return {
+        str(e.get("address")): _map(_map(e.get("change")).get("before"))
+        for e in _list(raw.get("resource_drift"))
+    }
 
 
 def _tagged_by_plan(raw: Mapping[str, Any], tag: str) -> set[str]:

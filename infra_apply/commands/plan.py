@@ -237,7 +237,11 @@ def _trusted(planned: Planned, account: exists.Account | None) -> Planned:
     """The plan with whom each trusted-sources change cuts off (trusted.py)."""
     from infra_apply import trusted
 
-    return replace(planned, plan=trusted.review(planned.plan, planned.raw, planned.prep.producer, account))
+    prep = planned.prep
+    sandbox = prep.cloud is not None
+    return replace(
+        planned, plan=trusted.review(planned.plan, planned.raw, prep.producer, account, sandbox=sandbox)
+    )
 
 
 def _plan_and_show(
