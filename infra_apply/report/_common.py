@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
 
 from infra_apply import kinds, remedy
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
+from infra_apply.kinds import AllowFlag
 from infra_apply.plan_model import (
     SIZE_DERIVED,
     Change,
@@ -252,7 +253,12 @@ def impossible_resizes(plan: ProducerPlan) -> list[Change]:
     return [c for c in plan.changes if c.resize is not None and c.resize.fails]
 
 
-_CONSENT = {"--allow-destroy": "destroy", "--allow-replace": "replace", "--allow-resize": "resize"}
+_CONSENT: Mapping[AllowFlag, str] = {
+    "--allow-destroy": "destroy",
+    "--allow-replace": "replace",
+    "--allow-resize": "resize",
+    "--allow-trusted-sources": "narrow the trusted sources of",
+}
 _MAX_NAMED = 6
 
 
