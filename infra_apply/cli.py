@@ -523,8 +523,10 @@ def plan(
     help="Allow resizing this droplet in place: downtime (powered off, resized, powered on) and a "
     "disk that grows and can never be shrunk back.",
 )
-@names_option(
+@click.option(
     "--allow-trusted-sources",
+    multiple=True,
+    metavar="CLUSTER",
     help="Allow changing this cluster's trusted sources where it cuts a client off: its first "
     "rules, a rule removed, a host not tagged yet, or their deletion (cluster name).",
 )
