@@ -239,13 +239,17 @@ def _check_live(producer: str, live: Sequence[LiveDroplet]) -> None:
     names: set[str] = set()
     for d in live:
         if d.producer != producer:
-            raise MeshError(f"droplet {d.name!r} belongs to producer {d.producer!r}, not {producer!r}")
+            raise MeshError(
+                f"droplet {d.name!r} belongs to producer {d.producer!r}, not {producer!r}"
+            )
         if d.name in names:
             raise MeshError(f"droplet {d.name!r} is listed twice")
         names.add(d.name)
         for host in d.hosts:
             if host in seen:
-                raise MeshError(f"host {host!r} is claimed by two droplets: {seen[host]!r} and {d.name!r}")
+                raise MeshError(
+                    f"host {host!r} is claimed by two droplets: {seen[host]!r} and {d.name!r}"
+                )
             seen[host] = d.name
 
 
@@ -258,7 +262,9 @@ def _is_ours(entry: object, producer: str, droplet: str) -> bool:
     )
 
 
-def _apply_renames(hosts: dict[str, Any], producer: str, renamed: Mapping[str, str]) -> list[HostChange]:
+def _apply_renames(
+    hosts: dict[str, Any], producer: str, renamed: Mapping[str, str]
+) -> list[HostChange]:
     changes = []
     for host, entry in hosts.items():
         for old, new in renamed.items():
@@ -269,7 +275,9 @@ def _apply_renames(hosts: dict[str, Any], producer: str, renamed: Mapping[str, s
     return changes
 
 
-def _apply_removals(hosts: dict[str, Any], producer: str, removed: Sequence[str]) -> list[HostChange]:
+def _apply_removals(
+    hosts: dict[str, Any], producer: str, removed: Sequence[str]
+) -> list[HostChange]:
     changes = []
     for host, entry in list(hosts.items()):
         for name in removed:
@@ -830,7 +838,8 @@ def _locked(target: Path, timeout: float, mode: int = -1) -> Iterator[None]:
         lock.acquire()
     except filelock.Timeout:
         raise MeshError(
-            f"mesh-hosts.json is locked by another run for more than {timeout:g}s (lock file {target}.lock)",
+            f"mesh-hosts.json is locked by another run for more than {timeout:g}s "
+            f"(lock file {target}.lock)",
             path=str(target),
         ) from None
     except OSError as e:

@@ -621,7 +621,9 @@ def _bare_droplets(changes: Sequence[Change], plan: JsonObject) -> list[Change]:
         if res.get("mode") == "managed" and res.get("type") == kinds.DROPLET.type
     }
     gone = {c.address for c in changes if c.type == kinds.DROPLET.type and c.action == "delete"}
-    guarded = {c.name for c in changes if c.type == kinds.FIREWALL.type and c.action in ("create", "replace")}
+    guarded = {
+        c.name for c in changes if c.type == kinds.FIREWALL.type and c.action in ("create", "replace")
+    }
     everything = {"tcp": set(_ALL_PORTS), "udp": set(_ALL_PORTS), "icmp": set(_NO_PORTS)}
     found = []
     for change in changes:
@@ -657,7 +659,11 @@ def _quiet(entry: JsonObject) -> JsonObject:
     """A firewall's real drift without the tags noise beside it (``tags`` null → ``[]``)."""
     change = _dict(entry.get("change"))
     before, after = _dict(change.get("before")), _dict(change.get("after"))
-    if entry.get("type") != kinds.FIREWALL.type or before.get("tags") is not None or after.get("tags") != []:
+    if (
+        entry.get("type") != kinds.FIREWALL.type
+        or before.get("tags") is not None
+        or after.get("tags") != []
+    ):
         return entry
     return {**entry, "change": {**change, "before": {**before, "tags": []}}}
 
@@ -684,7 +690,8 @@ def _check_envelope(producer: str, plan: JsonObject) -> None:
     version = str(plan.get("format_version", ""))
     if not version.startswith("1."):
         raise InfraApplyError(
-            f"producer {producer}: unsupported terraform plan format_version {version!r} (expected 1.x)"
+            f"producer {producer}: unsupported terraform plan format_version {version!r} "
+            "(expected 1.x)"
         )
     if plan.get("errored") is True:
         raise TerraformError(f"producer {producer}: terraform reported errors; the plan is partial")
@@ -804,7 +811,9 @@ def _port_range(protocol: str, text: object) -> range:
     return range(max(first, 1), min(last, 65535) + 1) if first <= last else _ALL_PORTS
 
 
-def _ports_only_in(ours: Mapping[str, set[int]], theirs: Mapping[str, set[int]]) -> tuple[PublicPort, ...]:
+def _ports_only_in(
+    ours: Mapping[str, set[int]], theirs: Mapping[str, set[int]]
+) -> tuple[PublicPort, ...]:
     found = []
     for protocol in sorted(ours, key=lambda p: (_PROTOCOL_ORDER.get(p, 9), p)):
         extra = sorted(ours[protocol] - theirs.get(protocol, set()))

@@ -106,7 +106,9 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
     if d.gpu or m is None:
         where = _at(manifests, d.source, ("service", "gpu"))
         return DropletNeed(d, where, where, where, created)
-    index = next((i for i, entry in enumerate(m.data.get("droplets", [])) if entry.get("name") == d.name), 0)
+    index = next(
+        (i for i, entry in enumerate(m.data.get("droplets", [])) if entry.get("name") == d.name), 0
+    )
     entry = m.data["droplets"][index] if m.data.get("droplets") else {}
 
     def at(field: str) -> Where:

@@ -213,7 +213,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     standing = [e for e in entries if not e["droplet"].gpu]
     gpu = [e for e in entries if e["droplet"].gpu]
     dbs = [db_entry(db) for db in p.databases]
-    trusted = [{"ts": t, "address": hcl.slug(t.cluster)} for t in p.trusted_sources]  # the template's
+    trusted = [{"ts": t, "address": hcl.slug(t.cluster)} for t in p.trusted_sources]
     clusters = sorted(
         {
             (c, hcl.slug(c))
@@ -269,16 +269,16 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
-    names = {DROPLET.address(e["address"]): e["droplet"].name for e in entries}
-    names |= {FIREWALL.address(e["address"]): e["droplet"].name for e in entries}
-    names |= {DATABASE.address(d["db_address"]): d["name"] for d in dbs}
-    names |= {USER.address(d["user_address"]): d["user"] for d in dbs}
+    names = {DROPLET.address(e['address']): e["droplet"].name for e in entries}
+    names |= {FIREWALL.address(e['address']): e["droplet"].name for e in entries}
+    names |= {DATABASE.address(d['db_address']): d["name"] for d in dbs}
+    names |= {USER.address(d['user_address']): d["user"] for d in dbs}
     names |= {DATABASE_FIREWALL.address(hcl.slug(t.cluster)): t.cluster for t in p.trusted_sources}
     return Rendered(
         producer=p.name,
         files=files,
         names=names,
-        droplet_addresses={e["droplet"].name: DROPLET.address(e["address"]) for e in entries},
+        droplet_addresses={e["droplet"].name: DROPLET.address(e['address']) for e in entries},
         gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
         create_settings=_LazySettings(
             {

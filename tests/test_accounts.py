@@ -60,15 +60,8 @@ def live_preflight(root: Path, env: dict[str, str], accounts: Accounts) -> list[
     manifests = {m.path: m for m in v.manifests}
     model, config = build_model(v), v.config
     return preflight.problems(
-        root=root,
-        env=env,
-        sandbox=False,
-        model=model,
-        manifests=manifests,
-        config=config,
-        producers=PRODUCERS,
-        say=lambda _: None,
-        accounts=accounts,
+        root=root, env=env, sandbox=False, model=model, manifests=manifests, config=config,
+        producers=PRODUCERS, say=lambda _: None, accounts=accounts,
     )
 
 

@@ -391,7 +391,9 @@ def test_a_firewall_rule_changed_outside_terraform_is_told_rule_by_rule_in_every
     edited = drift_entry("digitalocean_firewall.dns", ["update"], before, after)
     found = outside_changes("quinn", refresh_plan(edited), NAMES)
     report = DriftReport((ProducerDrift("quinn", outside=found),))
-    rules = "inbound_rule -tcp 443 from 0.0.0.0/0, ::/0; +tcp 443 from 203.0.113.7; +icmp from nowhere"
+    rules = (
+        "inbound_rule -tcp 443 from 0.0.0.0/0, ::/0; +tcp 443 from 203.0.113.7; +icmp from nowhere"
+    )
     assert rules in format_text(report)
     assert rules.replace("_", "\\_") in format_markdown(report)
     [diff] = json.loads(format_json(report))["producers"]["quinn"]["outside"][0]["diffs"]

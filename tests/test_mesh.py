@@ -446,7 +446,9 @@ def test_removing_then_registering_frees_and_reuses_the_lowest_address() -> None
 
 def test_renamed_droplet_entries_follow_the_new_name_and_keep_their_address() -> None:
     new = "com.uvlava.quinn.forge"
-    result = mesh.plan_registration(base_doc(), "quinn", [droplet(new, ("forge",))], renamed={ARTIFACTS: new})
+    result = mesh.plan_registration(
+        base_doc(), "quinn", [droplet(new, ("forge",))], renamed={ARTIFACTS: new}
+    )
     forge = result.document["hosts"]["forge"]
     assert (forge["droplet"], forge["mesh_ip"]) == (new, "10.9.0.6")
     assert list(result.document["hosts"]) == ["wg", "mac", "forge"]
@@ -458,7 +460,9 @@ def test_a_rename_and_an_update_of_one_host_are_reported_as_one_change() -> None
     result = mesh.plan_registration(
         base_doc(), "quinn", [droplet(new, public_ip="203.0.113.99")], renamed={ARTIFACTS: new}
     )
-    assert result.changes == (HostChange("updated", "forge", "10.9.0.6", new, ("droplet", "public_ip")),)
+    assert result.changes == (
+        HostChange("updated", "forge", "10.9.0.6", new, ("droplet", "public_ip")),
+    )
 
 
 def test_a_renamed_and_replaced_droplet_is_one_replaced_change() -> None:
@@ -466,7 +470,9 @@ def test_a_renamed_and_replaced_droplet_is_one_replaced_change() -> None:
     result = mesh.plan_registration(
         base_doc(), "quinn", [droplet(new, droplet_id="9999")], renamed={ARTIFACTS: new}
     )
-    assert result.changes == (HostChange("replaced", "forge", "10.9.0.6", new, ("droplet", "droplet_id")),)
+    assert result.changes == (
+        HostChange("replaced", "forge", "10.9.0.6", new, ("droplet", "droplet_id")),
+    )
 
 
 def test_without_the_rename_the_new_name_would_conflict() -> None:
@@ -770,7 +776,9 @@ def test_a_read_only_registry_is_refused_and_never_replaced(tmp_path: Path) -> N
 
 def test_dry_run_shows_the_diff_and_writes_nothing(tmp_path: Path) -> None:
     path = registry(tmp_path)
-    result = mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))], dry_run=True)
+    result = mesh.write_registration(
+        path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))], dry_run=True
+    )
     assert result.changed and not result.wrote
     assert '+    "web": {\n' in result.diff
     assert '+      "mesh_ip": "10.9.0.3",\n' in result.diff
@@ -934,7 +942,9 @@ def check_consistent(path: Path, base: dict[str, Any]) -> str:
     crash = {k: v for k, v in doc["hosts"].items() if k.startswith("crash-")}
     rest = {k: v for k, v in doc["hosts"].items() if not k.startswith("crash-")}
     assert rest == base["hosts"]
-    assert {k: v for k, v in doc.items() if k != "hosts"} == {k: v for k, v in base.items() if k != "hosts"}
+    assert {k: v for k, v in doc.items() if k != "hosts"} == {
+        k: v for k, v in base.items() if k != "hosts"
+    }
     if not crash:
         return "without"
     assert sorted(crash) == ["crash-a", "crash-b", "crash-c", "crash-d"]
@@ -981,7 +991,9 @@ def test_registration_killed_at_random_points_never_leaves_a_broken_file(
     for lane in lanes:
         lane.mkdir()
     with ThreadPoolExecutor(len(lanes)) as pool:
-        runs = list(pool.map(lambda i: run_crash_trials(lanes[i], 50, seed=i), range(2)))
+        runs = list(
+            pool.map(lambda i: run_crash_trials(lanes[i], 50, seed=i), range(2))
+        )
     states = [s for lane_states, _ in runs for s in lane_states]
     assert "broken" not in states
     # Kills landed after registrations and after removals alike.

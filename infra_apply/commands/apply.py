@@ -309,7 +309,9 @@ def _confirmed(producer: str, terminal: Terminal, auto_approve: bool) -> bool:
 def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> WriteResult | None:
     """Register the hosts (and drop the destroyed droplets' ones); a failure here says the
     apply itself went through and how to finish."""
-    removed = [c.name for c in planned.plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"]
+    removed = [
+        c.name for c in planned.plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"
+    ]
     if not (prep.producer.droplets or removed):
         return None
     started = ctx.clock()

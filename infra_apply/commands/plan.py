@@ -277,7 +277,9 @@ def _settle(
     untaint its healthy tainted ones, then plan once more."""
     sandbox = prep.cloud is not None
     journal = exists.read_journal(prep.copy.path)
-    r = exists.review(planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, sandbox)
+    r = exists.review(
+        planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, sandbox
+    )
     exists.refuse(r, sandbox)
     for note in r.notes:
         say(f"infra-apply: warning: {prep.producer.name}: {note}")
@@ -316,7 +318,9 @@ def plan_all(
     gpu = tuple(gpu)
     unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
     if unknown:
-        raise InfraApplyError(f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned")
+        raise InfraApplyError(
+            f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
+        )
     workers = max(1, min(len(preps), os.cpu_count() or 1))
     with contextlib.ExitStack() as stack:
         provider_env = None
