@@ -83,6 +83,9 @@ class Bench:
     name: str
     description: str
     run: Callable[[Context], list[Row]]
+    # False: the benchmark builds its own inputs, so running it alone (``--only``) does not
+    # generate the 200,000-file synthetic tree
+    tree: bool = True
 
 
 # --- timing helpers --------------------------------------------------------------------------
@@ -249,7 +252,8 @@ def render_tree(root: Path) -> None:
 def cdktf_spec(tree: Path) -> dict[str, Any]:
     """What main.js builds, from the same model and addresses infra-apply renders."""
     from infra_apply.build import build_model
-    from infra_apply.render import MANAGED_TAG, USER_DATA_DIR, public_inbound, render_model
+    from infra_apply.managed import MANAGED_TAG, producer_tag
+    from infra_apply.render import USER_DATA_DIR, public_inbound, render_model
     from infra_apply.validate import require_valid
 
     model = build_model(require_valid(tree, None, None, lambda _: None))
@@ -263,7 +267,7 @@ def cdktf_spec(tree: Path) -> dict[str, Any]:
                 "region": d.region,
                 "size": d.size,
                 "image": d.image,
-                "tags": sorted({MANAGED_TAG, f"producer:{p.name}", f"role:{d.role}"}),
+                "tags": sorted({MANAGED_TAG, producer_tag(p.name), f"role:{d.role}"}),
                 "ssh_keys": list(d.ssh_keys),
                 "monitoring": d.monitoring,
                 "user_data": "${path.module}/" + USER_DATA_DIR + "/base.yaml",
@@ -872,9 +876,19 @@ BENCHES: list[Bench] = [
     Bench("validate", "infra-apply validate on the whole tree", bench_validate),
     Bench("help", "infra-apply --help start-up", bench_help),
     Bench("render", "validate + render of the whole tree, and render --check", bench_render),
-    Bench("render300", "render of 3 x 100 droplets, cold and warm, against cdktf synth", bench_render300),
+    Bench(
+        "render300",
+        "render of 3 x 100 droplets, cold and warm, against cdktf synth",
+        bench_render300,
+        tree=False,
+    ),
     Bench("plan", "sandbox plan overhead and parallel plans (example tree)", bench_plan),
-    Bench("plan-live", "live plan overhead, 60 ms API (stand-in API, stubbed terraform)", bench_plan_live),
+    Bench(
+        "plan-live",
+        "live plan overhead, 60 ms API (stand-in API, stubbed terraform)",
+        bench_plan_live,
+        tree=False,
+    ),
     Bench("install", "install size of the runtime and of the sandbox (cached venvs)", bench_install),
     Bench("imports", "import time of the CLI, the API client and a sandbox plan", bench_imports),
 ]
@@ -974,7 +988,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     params = QUICK_PARAMS if args.quick else gen_tree.Params()
     out = args.out / "quick" if args.quick else args.out
-    layout = gen_tree.ensure_tree(out, params, force=args.regen)
+    selected = [
+        b
+        for b in BENCHES
+        if (not args.only or b.name in args.only) and not (args.quick and b.name in QUICK_SKIPS)
+    ]
+    if args.regen or any(b.tree for b in selected):
+        layout = gen_tree.ensure_tree(out, params, force=args.regen)
+    else:
+        layout = gen_tree.Layout(out)  # not generated: no selected benchmark reads it
     ctx = Context(
         REPO,
         layout.tree,
@@ -985,11 +1007,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.remeasure_install,
         args.quick,
     )
-    selected = [
-        b
-        for b in BENCHES
-        if (not args.only or b.name in args.only) and not (args.quick and b.name in QUICK_SKIPS)
-    ]
     rows = [row for bench in selected for row in run_bench(bench, ctx)]
     print(format_table(rows))
     errored = any(r.median is None for r in rows)

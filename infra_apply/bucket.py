@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from infra_apply import terraform as tf
 from infra_apply.config import CONFIG_NAME, Backend
 from infra_apply.docstore import store_env
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.fs import private_dirs, write_private
+from infra_apply.fs import TEXT_LIMIT, private_dirs, read_bounded, write_private
 
 PROMPT = b"Enter a value:"
 HOLD_SECONDS = 120.0  # init-free apply of an empty root: well under a second on a sound bucket
@@ -60,6 +59,8 @@ def check_locking(state: Path, backend: Backend, binary: tf.Binary, env: Mapping
     """Refuse a remote state bucket whose lockfile would lock nothing (once per bucket)."""
     if backend.kind != "s3" or _cached(state, backend):
         return
+    import uuid  # only for the once-per-bucket probe
+
     root = state / "bucket-probe" / uuid.uuid4().hex
     private_dirs(root, state)
     try:
@@ -92,7 +93,7 @@ def _where(backend: Backend) -> str:
 
 def _cached(state: Path, backend: Backend) -> bool:
     try:
-        doc = json.loads(cache_file(state, backend).read_text("utf-8"))
+        doc = json.loads(read_bounded(cache_file(state, backend), TEXT_LIMIT))
     except (OSError, ValueError):
         return False
     return bool(doc == _answer(backend))

@@ -37,7 +37,8 @@ def build_model(v: Validation) -> Model:
     droplets += _gpu_droplets(v.manifests, refs, v.config)
     droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
-    trusted = _trusted_sources(v.config, droplets, databases, by_producer)
+    droplets = [_with_clusters(d, databases) for d in droplets]
+    trusted = _trusted_sources(v.config, droplets, by_producer)
     droplets = [_with_trusted_tags(d, trusted) for d in droplets]
     return Model(
         tuple(
@@ -134,12 +135,21 @@ def _with_settings(d: Droplet, config: Config) -> Droplet:
     return replace(d, ssh_keys=s.ssh_keys, monitoring=s.monitoring, user_data=s.user_data)
 
 
+def _with_clusters(d: Droplet, databases: Iterable[Database]) -> Droplet:
+    """The droplet with the clusters of the database projects it hosts, whatever their producer
+    (an on-demand GPU droplet declares no mesh host a project names)."""
+    if d.gpu:
+        return d
+    clusters = sorted({db.cluster for db in databases if db.host is not None and db.host in d.hosts})
+    return replace(d, database_clusters=tuple(clusters))
+
+
 def _trusted_sources(
-    config: Config, droplets: Iterable[Droplet], databases: Iterable[Database], producers: Collection[str]
+    config: Config, droplets: Iterable[Droplet], producers: Collection[str]
 ) -> list[TrustedSources]:
     """Each ``[clusters."NAME"]``'s trusted sources, with the droplets hosting a project using
-    the cluster (by its ``service.host``, in every producer)."""
-    droplets, databases = list(droplets), list(databases)
+    the cluster (``Droplet.database_clusters``, in every producer)."""
+    droplets = list(droplets)
     out = []
     for name, cs in sorted(config.clusters.items()):
         if cs.owner not in producers:
@@ -147,8 +157,7 @@ def _trusted_sources(
                 f'[clusters."{name}"] owner {cs.owner!r} is not a producer of the tree '
                 f"(producers: {', '.join(sorted(producers)) or 'none'})"
             )
-        hosts = {db.host for db in databases if db.cluster == name and db.host is not None}
-        hosting = sorted((d.name, d.producer) for d in droplets if hosts & set(d.hosts))
+        hosting = sorted((d.name, d.producer) for d in droplets if name in d.database_clusters)
         out.append(TrustedSources(name, cs.tag, cs.allow, tuple(hosting), cs.at))
     return out
 

@@ -20,7 +20,6 @@ Which producers a changed path selects (``select``, a pure function):
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tomllib
@@ -29,12 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import infra_apply
 from infra_apply.discover import MANIFEST_RE, PRUNED
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import CONFIG_LIMIT, read_bounded
 from infra_apply.names import producer_folders
-
-DEFAULT_BASE = "origin/main"
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,7 @@ def layout_for(top: Path, root: Path, out: Path, env: Mapping[str, str]) -> Layo
     config = Path(env["INFRA_APPLY_CONFIG"]) if env.get("INFRA_APPLY_CONFIG") else root / "infra-apply.toml"
     from infra_apply.hcl import templates_dir
 
-    package = Path(__file__).resolve().parent
+    package = Path(infra_apply.__file__).resolve().parent
     everything = [_relative(top, templates_dir()), _relative(top, package)]
     everything += [_relative(top, root / f) for f in _config_files(config)]
     return Layout(
@@ -241,29 +239,3 @@ def describe(changes: Changes, shown: int = 3) -> list[str]:
         more = f" (+{len(paths) - shown} more)" if len(paths) > shown else ""
         lines.append(f"  {producer}: {', '.join(paths[:shown])}{more}")
     return lines
-
-
-def listing(producers: Sequence[str], changes: Changes | None, fmt: str) -> str:
-    """``plan --list``: the producers plan would plan, one a line or as JSON (a CI matrix)."""
-    if fmt != "json":
-        return "".join(f"{p}\n" for p in producers)
-    doc: dict[str, Any] = {"producers": list(producers)}
-    if changes is not None:
-        doc["base"] = changes.base
-        doc["merge_base"] = changes.merge_base
-        doc["everything"] = changes.selection.everything
-        doc["because"] = {p: list(changes.selection.because[p]) for p in producers}
-    return json.dumps(doc, indent=2) + "\n"
-
-
-def nothing_to_plan(fmt: str, base: str) -> str:
-    """What ``plan --changed`` prints when no producer changed (exit 0, like a plan without
-    changes), in the format asked for."""
-    if fmt == "json":
-        from infra_apply.report.json import format_json
-
-        return format_json([])
-    why = f"no producer's manifests, generated module or configuration changed since {base}"
-    if fmt == "markdown":
-        return f"## infra-apply plan\n\nNo changes: {why.replace(base, f'`{base}`')}.\n"
-    return f"No changes: {why}.\n"

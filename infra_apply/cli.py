@@ -1,5 +1,6 @@
-"""The command line: a thin click group. Heavy modules are imported inside commands so
-``--help`` stays fast."""
+"""The command line: a thin click group, one small function per verb calling
+``infra_apply.commands.<verb>``. Shared options are declared once in ``infra_apply/options.py``;
+heavy modules are imported inside commands so ``--help`` stays fast."""
 
 from __future__ import annotations
 
@@ -9,24 +10,22 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from infra_apply import options
 from infra_apply.errors import ExitCode
+from infra_apply.options import root_of, use_color
 
 if TYPE_CHECKING:
-    from click.shell_completion import CompletionItem
-
     from infra_apply.commands import Output
     from infra_apply.commands.apply import Terminal
     from infra_apply.errors import InfraApplyError
     from infra_apply.workcopy import Context
-
-F = TypeVar("F", bound=Callable[..., object])
 
 
 @contextlib.contextmanager
@@ -142,74 +141,10 @@ def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
     ctx.exit(int(exc.exit_code if isinstance(exc, Stopped) else ExitCode.INTERRUPTED))
 
 
-class Settings:
-    def __init__(self, root: Path, mesh_hosts: Path | None, color: bool | None = None) -> None:
-        self.root = root
-        self.mesh_hosts = mesh_hosts
-        self.color = color  # --color / --no-color; None: NO_COLOR, FORCE_COLOR, a terminal
-
-
-def use_color(ctx: click.Context, *, err: bool) -> bool:
-    """The one place that decides colour, per stream (stdout, or stderr with ``err``)."""
-    from infra_apply.color import wanted
-
-    settings = ctx.find_object(Settings)
-    flag = ctx.meta.get(_VERB_COLOR, settings.color if settings else None)
-    stream = sys.stderr if err else sys.stdout
-    isatty = getattr(stream, "isatty", None)
-    return wanted(flag, os.environ, bool(isatty and isatty()))
-
-
-# ctx.meta is one dict shared by the group's and the verb's contexts, so the verb's choice also
-# reaches the group's error handler (the guard's refusal is coloured there).
-_VERB_COLOR = "infra_apply.color"
-_COLOR_HELP = (
-    "Colour the plan summary and the guard's refusal (default: on a terminal, unless "
-    "NO_COLOR is set; FORCE_COLOR forces it, e.g. for CI logs that show ANSI). Never in "
-    "--format json or markdown."
-)
-
-
-def _verb_color(ctx: click.Context, _: click.Parameter, value: bool | None) -> None:
-    if value is not None:  # given after the verb: it wins over the one before it
-        ctx.meta[_VERB_COLOR] = value
-
-
-def color_option(fn: F) -> F:
-    """``--color/--no-color`` after the verb too (``infra-apply plan --no-color``), as CI scripts
-    write it."""
-    return click.option(
-        "--color/--no-color",
-        default=None,
-        expose_value=False,
-        callback=_verb_color,
-        help=_COLOR_HELP + " Also accepted before the command.",
-    )(fn)
-
-
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="INFRA_APPLY_ROOT",
-    default=".",
-    show_default="$INFRA_APPLY_ROOT, else the current folder",
-    help="Folder holding the producer trees (@ct/, @mc/, @quinn/).",
-)
-@click.option(
-    "--mesh-hosts",
-    "mesh_hosts",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="INFRA_APPLY_MESH_HOSTS",
-    default=None,
-    help="net-tools mesh-hosts.json for every command (each command also takes it).",
-)
-@click.option(
-    "--color/--no-color",
-    "color",
-    default=None,
-    help=_COLOR_HELP,
-)
+@options.root_option
+@options.group_mesh_option
+@options.group_color_option
 @click.version_option(package_name="infra-apply")
 @click.pass_context
 def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | None) -> None:
@@ -232,64 +167,13 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | N
     from infra_apply import remedy
     from infra_apply.paths import check_path
 
-    ctx.obj = Settings(root, mesh_hosts, color)
+    ctx.obj = options.Settings(root, mesh_hosts, color)
     check_path("--root", root)
     # $INFRA_APPLY_ROOT and the current folder hold in the shell a remedy is pasted into;
     # --root on the command line does not, so remedies repeat it.
     given = ctx.get_parameter_source("root") == ParameterSource.COMMANDLINE
     remedy.repeat_global(*(("--root", str(root)) if given else ()))
     ctx.call_on_close(remedy.repeat_global)  # an in-process run (tests) leaves nothing behind
-
-
-def _group_mesh(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:
-    if value is not None or ctx.parent is None:
-        return value
-    group_value: Path | None = ctx.parent.params.get("mesh_hosts")  # parsed before subcommands
-    return group_value
-
-
-def mesh_option(fn: F) -> F:
-    return click.option(
-        "--mesh-hosts",
-        "mesh_hosts",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="INFRA_APPLY_MESH_HOSTS",
-        default=None,
-        callback=_group_mesh,
-        help="net-tools mesh-hosts.json (default $INFRA_APPLY_MESH_HOSTS). Validation checks "
-        "service.host against it; register writes into it.",
-    )(fn)
-
-
-def format_option(*choices: str) -> Callable[[F], F]:
-    def deco(fn: F) -> F:
-        return click.option(
-            "--format",
-            "fmt",
-            type=click.Choice(choices),
-            default="text",
-            show_default=True,
-            help="Output format.",
-        )(fn)
-
-    return deco
-
-
-def _complete(kind: str) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:
-    """A shell_complete callback importing the completion module only when <Tab> asks."""
-
-    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-        from infra_apply import completion
-
-        found: list[CompletionItem] = getattr(completion, f"complete_{kind}")(ctx, param, incomplete)
-        return found
-
-    return complete
-
-
-def _root(ctx: click.Context) -> Path:
-    root: Path = ctx.find_object(Settings).root  # type: ignore[union-attr]
-    return root
 
 
 def _say(line: str) -> None:
@@ -306,8 +190,24 @@ def _emit(ctx: click.Context, output: Output) -> NoReturn:
     ctx.exit(int(output.code))
 
 
+def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Context:
+    """What the verbs that run Terraform take: the options, this process's environment, and
+    stderr for progress lines."""
+    from infra_apply.account import choose
+    from infra_apply.workcopy import Context
+
+    return Context(root_of(ctx), out, choose(sandbox), mesh_hosts, dict(os.environ), _say)
+
+
+def _terminal(ctx: click.Context) -> Terminal:
+    from infra_apply.commands.apply import Terminal
+
+    color = use_color(ctx, err=True)
+    return Terminal(show=lambda text: click.echo(text, nl=False, err=True, color=color or None), color=color)
+
+
 @cli.command()
-@click.option("--strict", is_flag=True, help="Treat warnings (should-rules) as errors.")
+@options.strict_option
 @click.option(
     "--live",
     is_flag=True,
@@ -316,9 +216,8 @@ def _emit(ctx: click.Context, output: Output) -> NoReturn:
     "offered in its region (with --sandbox: against the sandbox account).",
 )
 @click.option("--sandbox", is_flag=True, help="With --live: check against the sandbox account.")
-@color_option
-@mesh_option
-@format_option("text", "json")
+@options.verb_globals
+@options.format_option("text", "json")
 @click.pass_context
 def validate(
     ctx: click.Context, strict: bool, live: bool, sandbox: bool, mesh_hosts: Path | None, fmt: str
@@ -332,13 +231,15 @@ def validate(
 
     if sandbox and not live:
         raise click.UsageError("--sandbox goes with --live (the sandbox account is what it checks)")
-    result = verb.run(_root(ctx), mesh_hosts, os.environ, strict=strict, live=live, sandbox=sandbox, say=_say)
+    from infra_apply.account import choose
+
+    account = choose(sandbox) if live else None
+    result = verb.run(root_of(ctx), mesh_hosts, os.environ, strict=strict, live=account, say=_say)
     _emit(ctx, verb.output(result, fmt))
 
 
 @cli.command()
-@color_option
-@mesh_option
+@options.verb_globals
 @click.pass_context
 def schema(ctx: click.Context, mesh_hosts: Path | None) -> None:
     """Print the infra/v1 JSON Schema (for editors and CI).
@@ -353,28 +254,15 @@ def schema(ctx: click.Context, mesh_hosts: Path | None) -> None:
     _emit(ctx, verb.output(verb.run()))
 
 
-def out_option(fn: F) -> F:
-    return click.option(
-        "--out",
-        "out",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="INFRA_APPLY_OUT",
-        default=Path("generated"),
-        show_default="$INFRA_APPLY_OUT, else generated",
-        help="Folder of the committed Terraform (one sub-folder per producer, with its address ledger).",
-    )(fn)
-
-
 @cli.command()
-@out_option
+@options.out_option
 @click.option(
     "--check",
     is_flag=True,
     help="Write nothing; list stale or missing files and exit 1 if OUT is out of date.",
 )
-@format_option("text", "json")
-@color_option
-@mesh_option
+@options.format_option("text", "json")
+@options.verb_globals
 @click.pass_context
 def render(ctx: click.Context, out: Path, check: bool, fmt: str, mesh_hosts: Path | None) -> None:
     """Write OUT/<producer>/*.tf: one Terraform root module per producer, for review in a PR.
@@ -385,69 +273,15 @@ def render(ctx: click.Context, out: Path, check: bool, fmt: str, mesh_hosts: Pat
     """
     from infra_apply.commands import render as verb
 
-    result = verb.run(_root(ctx), out, mesh_hosts, os.environ, check=check, say=_say)
+    result = verb.run(root_of(ctx), out, mesh_hosts, os.environ, check=check, say=_say)
     _emit(ctx, verb.output(result, fmt))
 
 
-def sandbox_option(fn: F) -> F:
-    return click.option(
-        "--sandbox",
-        is_flag=True,
-        help="Run against the local sandbox cloud (a stand-in DigitalOcean provider under the "
-        "state dir); needs no account or token, keeps its own state and mesh registry, and never "
-        "touches generated/.",
-    )(fn)
-
-
-def names_option(*decls: str, help: str, kind: str = "droplets") -> Callable[[F], F]:
-    """A repeatable option naming droplets (completed from the manifests)."""
-    return click.option(*decls, multiple=True, metavar="NAME", shell_complete=_complete(kind), help=help)
-
-
-def _with_gpu_removed(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:
-    from infra_apply.errors import InfraApplyError
-
-    if value:
-        # exit 1, not click's usage exit 2: for plan, 2 means "changes"
-        raise InfraApplyError(
-            f"--with-gpu was removed: a GPU is kept on by its lease; run infra-apply gpu up {value[0]} "
-            "(and gpu down / gpu reap to release it)",
-            rule="gpu_ondemand",
-        )
-
-
-def producers_option(help: str) -> Callable[[F], F]:
-    """A repeatable --producer (completed from the root's @ folders)."""
-    return click.option(
-        "--producer",
-        "producers",
-        multiple=True,
-        metavar="P",
-        shell_complete=_complete("producers"),
-        help=help,
-    )
-
-
-def gpu_option(fn: F) -> F:
-    """``--with-gpu``, removed (issue 12): hidden, and it says what replaces it."""
-    return click.option(
-        "--with-gpu", "with_gpu", multiple=True, hidden=True, expose_value=False, callback=_with_gpu_removed
-    )(fn)
-
-
-def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Context:
-    """What the verbs that run Terraform take: the options, this process's environment, and
-    stderr for progress lines."""
-    from infra_apply.workcopy import Context
-
-    return Context(_root(ctx), out, sandbox, mesh_hosts, dict(os.environ), _say)
-
-
 @cli.command()
-@producers_option("Producer to plan (repeatable); all producers when omitted.")
-@format_option("text", "json", "markdown")
-@sandbox_option
-@gpu_option
+@options.producers_option("Producer to plan (repeatable); all producers when omitted.")
+@options.format_option("text", "json", "markdown")
+@options.sandbox_option
+@options.gpu_option
 @click.option(
     "--changed",
     is_flag=True,
@@ -470,9 +304,8 @@ def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | No
     help="Print the producers that would be planned (one a line, or JSON with --format json) "
     "and plan nothing; with --changed, for a CI matrix.",
 )
-@out_option
-@color_option
-@mesh_option
+@options.out_option
+@options.verb_globals
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -501,40 +334,29 @@ def plan(
         changed_since=base if changed else None,
         list_only=list_only,
     )
-    _emit(ctx, verb.output(result, fmt, color=fmt == "text" and use_color(ctx, err=False)))
+    _emit(ctx, verb.output(result, fmt, color=use_color(ctx, err=False)))
 
 
 @cli.command()
-@click.option(
-    "--producer",
-    required=True,
-    metavar="P",
-    shell_complete=_complete("producers"),
-    help="The one producer to apply.",
-)
+@options.producer_option("The one producer to apply.")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (needed without a terminal).")
-@names_option(
+@options.names_option(
     "--allow-destroy",
     help="Allow deleting this droplet (and its firewall), database or database user (name or address).",
 )
-@names_option("--allow-replace", help="Allow replacing (destroy + create) this droplet, database or user.")
-@names_option(
+@options.names_option(
+    "--allow-replace", help="Allow replacing (destroy + create) this droplet, database or user."
+)
+@options.names_option(
     "--allow-resize",
     help="Allow resizing this droplet in place: downtime (powered off, resized, powered on) and a "
     "disk that grows and can never be shrunk back.",
 )
-@click.option(
-    "--allow-trusted-sources",
-    multiple=True,
-    metavar="CLUSTER",
-    help="Allow changing this cluster's trusted sources where it cuts a client off: its first "
-    "rules, a rule removed, a host not tagged yet, or their deletion (cluster name).",
-)
-@sandbox_option
-@gpu_option
-@out_option
-@color_option
-@mesh_option
+@options.trusted_sources_option
+@options.sandbox_option
+@options.gpu_option
+@options.out_option
+@options.verb_globals
 @click.pass_context
 def apply(
     ctx: click.Context,
@@ -570,33 +392,15 @@ def apply(
         confirm=confirm if sys.stdin.isatty() else None,
         color=color,
     )
-    options = verb.ApplyOptions(
+    options_ = verb.ApplyOptions(
         allow_destroy=allow_destroy,
         allow_replace=allow_replace,
         allow_resize=allow_resize,
         allow_trusted_sources=allow_trusted_sources,
         auto_approve=auto_approve,
     )
-    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options)
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options_)
     _emit(ctx, verb.output(done))
-
-
-def _terminal(ctx: click.Context) -> Terminal:
-    from infra_apply.commands.apply import Terminal
-
-    color = use_color(ctx, err=True)
-    return Terminal(show=lambda text: click.echo(text, nl=False, err=True, color=color or None), color=color)
-
-
-def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
-    from infra_apply.gpu.config import DurationError, parse_duration
-
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @cli.group()
@@ -610,19 +414,9 @@ def gpu() -> None:
 
 
 @gpu.command("up")
-@click.argument("name", shell_complete=_complete("gpu_droplets"))
-@click.option(
-    "--for",
-    "for_",
-    metavar="DURATION",
-    callback=_duration,
-    help='Lease length, e.g. "2h" or "90m" (default: default_lease of [gpu."NAME"]); never past '
-    "max_lifetime from the first gpu up.",
-)
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@click.argument("name", shell_complete=options.complete("gpu_droplets"))
+@options.lease_option
+@options.workspace_options
 @click.pass_context
 def gpu_up(
     ctx: click.Context, name: str, for_: timedelta | None, sandbox: bool, out: Path, mesh_hosts: Path | None
@@ -636,11 +430,8 @@ def gpu_up(
 
 
 @gpu.command("down")
-@click.argument("name", shell_complete=_complete("gpu_droplets"))
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@click.argument("name", shell_complete=options.complete("gpu_droplets"))
+@options.workspace_options
 @click.pass_context
 def gpu_down(ctx: click.Context, name: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
     """Release the GPU droplet NAME: destroy it and its firewall (this command is the allowance;
@@ -651,11 +442,8 @@ def gpu_down(ctx: click.Context, name: str, sandbox: bool, out: Path, mesh_hosts
 
 
 @gpu.command("status")
-@format_option("text", "json")
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@options.format_option("text", "json")
+@options.workspace_options
 @click.pass_context
 def gpu_status(ctx: click.Context, fmt: str, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
     """Every GPU droplet, up or down: uptime, lease end, last busy time, hourly price and cost
@@ -666,10 +454,7 @@ def gpu_status(ctx: click.Context, fmt: str, sandbox: bool, out: Path, mesh_host
 
 
 @gpu.command("reap")
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@options.workspace_options
 @click.pass_context
 def gpu_reap(ctx: click.Context, sandbox: bool, out: Path, mesh_hosts: Path | None) -> None:
     """Probe each GPU that is up (its queue_depth command): a queue keeps it and extends its
@@ -682,13 +467,10 @@ def gpu_reap(ctx: click.Context, sandbox: bool, out: Path, mesh_hosts: Path | No
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
+@options.producer_option()
 @click.option("--dry-run", is_flag=True, help="Print the diff that would be written; write nothing.")
-@format_option("text", "json")
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@options.format_option("text", "json")
+@options.workspace_options
 @click.pass_context
 def register(
     ctx: click.Context,
@@ -712,13 +494,10 @@ def register(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
-@click.argument("name", shell_complete=_complete("droplets"))
-@format_option("text", "json")
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@options.producer_option()
+@click.argument("name", shell_complete=options.complete("droplets"))
+@options.format_option("text", "json")
+@options.workspace_options
 @click.pass_context
 def rename(
     ctx: click.Context, producer: str, name: str, fmt: str, sandbox: bool, out: Path, mesh_hosts: Path | None
@@ -736,7 +515,7 @@ def rename(
 
 
 @cli.command()
-@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
+@options.producer_option()
 @click.option(
     "--from-state",
     "from_state",
@@ -755,11 +534,8 @@ def rename(
     help="With --from-state: write the old root's `removed` blocks to PATH (default: a file "
     "under the state dir, printed).",
 )
-@format_option("text", "json")
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@options.format_option("text", "json")
+@options.workspace_options
 @click.pass_context
 def adopt(
     ctx: click.Context,
@@ -795,7 +571,7 @@ def adopt(
 
 
 @cli.command("db-credentials")
-@click.option("--producer", required=True, metavar="P", shell_complete=_complete("producers"))
+@options.producer_option()
 @click.argument("project")
 @click.option(
     "--environment",
@@ -814,10 +590,14 @@ def adopt(
 )
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the dotenv (not onto a terminal).")
 @click.option("--reveal", is_flag=True, help="With --stdout: print it even onto a terminal.")
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@click.option(
+    "--connect",
+    type=click.Choice(["private", "public"]),
+    default=None,
+    help="The cluster's host to write, instead of the one the project's droplet can reach "
+    "(private: in the cluster's VPC; public: an address the cluster trusts).",
+)
+@options.workspace_options
 @click.pass_context
 def db_credentials(
     ctx: click.Context,
@@ -827,14 +607,17 @@ def db_credentials(
     write: Path | None,
     to_stdout: bool,
     reveal: bool,
+    connect: str | None,
     sandbox: bool,
     out: Path,
     mesh_hosts: Path | None,
 ) -> None:
     """PROJECT's own database credentials, from state, as a dotenv file.
 
-    DATABASE_URL (sslmode=require, the cluster's private host), PGHOST, PGPORT, PGDATABASE,
-    PGUSER, PGPASSWORD, PGSSLMODE. Exactly one of --write FILE or --stdout.
+    DATABASE_URL (sslmode=require), PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSSLMODE.
+    The host is the cluster's private one when the droplet hosting PROJECT is in the cluster's
+    VPC; otherwise nothing is written unless --connect says which. Exactly one of --write FILE
+    or --stdout.
     """
     from infra_apply.commands import db_credentials as verb
 
@@ -843,17 +626,14 @@ def db_credentials(
     if reveal and not to_stdout:
         raise click.UsageError("--reveal goes with --stdout")
     target = verb.Target(write, tty=write is None and sys.stdout.isatty(), reveal=reveal)
-    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, project, environment, target)
+    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, project, environment, target, connect)
     _emit(ctx, verb.output(done))
 
 
 @cli.command()
-@producers_option("Producer to check (repeatable); all producers when omitted.")
-@format_option("text", "json", "markdown")
-@sandbox_option
-@out_option
-@color_option
-@mesh_option
+@options.producers_option("Producer to check (repeatable); all producers when omitted.")
+@options.format_option("text", "json", "markdown")
+@options.workspace_options
 @click.pass_context
 def drift(
     ctx: click.Context,
@@ -933,9 +713,8 @@ def drift(
     default=None,
     help="Where the full plan is (the CI run); linked from the note when a plan is cut.",
 )
-@format_option("text", "json")
-@color_option
-@mesh_option
+@options.format_option("text", "json")
+@options.verb_globals
 @click.pass_context
 def comment(
     ctx: click.Context,
@@ -989,8 +768,7 @@ def comment(
 
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-@color_option
-@mesh_option
+@options.verb_globals
 @click.pass_context
 def completion(ctx: click.Context, shell: str, mesh_hosts: Path | None) -> None:
     """Print the completion script for SHELL: commands, options, producers and droplet names.

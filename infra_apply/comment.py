@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from infra_apply.errors import InfraApplyError
-from infra_apply.http import Limits, TransportError, json_body, send
+from infra_apply.http import Limits, TransportError, error_fields, json_body, send
 from infra_apply.pat import env_token
 from infra_apply.untrusted import from_server, mask
 
@@ -483,7 +483,7 @@ class _Api:
 
 
 def _refusal(target: Target, where: str, r: Response, what: str, shown: Callable[[str], str]) -> str:
-    said = shown(_server_message(r.body))
+    said = shown(error_fields(r.body)[1])
     tail = f": {said}" if said else ""
     if r.status == 401:
         return (
@@ -511,17 +511,6 @@ def _refusal(target: Target, where: str, r: Response, what: str, shown: Callable
             "pass that API root as --api-url"
         )
     return f"cannot {what}: the forge answered HTTP {r.status}{tail}"
-
-
-def _server_message(body: Any) -> str:
-    """The forge's own explanation (both put it in ``message``; GitHub adds ``errors``), one
-    line, bounded."""
-    if not isinstance(body, dict):
-        return ""
-    parts = [str(body.get("message") or "")]
-    for e in body.get("errors") or []:
-        parts.append(str(e.get("message") or e.get("code") or "") if isinstance(e, dict) else str(e))
-    return " ".join("; ".join(p for p in parts if p).split())
 
 
 def _link_next(header: str) -> str | None:

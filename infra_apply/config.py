@@ -34,6 +34,7 @@ hold at most 64 KiB (DigitalOcean's limit). Render copies it byte for byte into
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -239,13 +240,6 @@ class Config:
 
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
-
-    def ssh_key_names(self) -> tuple[str, ...]:
-        """Every SSH key name a droplet may be given, sorted."""
-        names = set(self.droplets.ssh_keys)
-        for settings in self.producers.values():
-            names.update(settings.ssh_keys)
-        return tuple(sorted(names))
 
     def backend(self, *, sandbox: bool) -> Backend:
         return self.state.backend(sandbox=sandbox)
@@ -585,6 +579,9 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
     return UserData(source, text, where)
 
 
+# A run reads the config more than once (its key, the project, the backend): the same text is
+# checked once. A pure function of its arguments; a failure is not cached, so it raises again.
+@functools.lru_cache(maxsize=32)
 def _check_cloud_config(text: str, source: str) -> None:
     """Parse with PyYAML's safe loader, composing nodes only: aliases are never expanded, so an
     alias bomb costs nothing; the document must be a mapping (or empty)."""

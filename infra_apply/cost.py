@@ -6,6 +6,10 @@ Pure functions over ``terraform show -json`` of a saved plan and a price list (`
   ``planned_values`` (every ``count``/``for_each`` instance, in every module). A droplet is
   matched across the two by its address (``previous_address`` for a ``moved`` one), so a
   replacement of the same size costs nothing more and a resize costs the difference.
+* Every managed resource the plan touches is priced as its kind in ``kinds.py`` says: a droplet
+  by its size, other kinds at a flat list price or nothing. A kind whose price is not known is
+  counted per kind (``KindCount``), named as "price not known" and left out of both totals; a
+  type missing from the kinds table is refused, never skipped.
 * Droplets cost their size's ``price_monthly`` (DigitalOcean bills hourly up to 672 hours a
   month, so the monthly price is what a standing droplet costs).
 * A droplet whose price is unknown (a size missing from the price list, a size "known after
@@ -33,9 +37,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Protocol
 
 from infra_apply import kinds
+from infra_apply.do_semantics import disk_now
 from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.lease import billed_hours
-from infra_apply.plan_model import disk_now, strip_index
+from infra_apply.plan_parse import JsonObject, json_dict, json_list, strip_index
 from infra_apply.prices import AS_OF, DISKS_GB, PRICES, ListPrice
 
 API_SOURCE = "DigitalOcean API /v2/sizes"
@@ -43,8 +48,6 @@ TABLE_SOURCE = f"list prices as of {AS_OF} (shipped table)"
 CURRENCY = "USD"
 _CENTS = Decimal("0.01")
 _ZERO = Decimal(0)
-
-JsonObject = Mapping[str, object]
 
 
 # --- prices ---------------------------------------------------------------------------------
@@ -181,10 +184,43 @@ class SizeCount:
 
 
 @dataclass(frozen=True)
+class KindCount:
+    """How many resources of one kind not priced by size, before and after the plan."""
+
+    kind: kinds.Kind
+    before: int
+    after: int
+
+    @property
+    def known(self) -> bool:
+        return self.kind.price.how != "unknown"
+
+    @property
+    def each(self) -> Decimal | None:
+        """What one costs a month; None when its price is not known."""
+        price = self.kind.price
+        return price.monthly if price.how == "flat" else _ZERO if price.how == "free" else None
+
+    @property
+    def monthly_before(self) -> Decimal | None:
+        return None if self.each is None else self.each * self.before
+
+    @property
+    def monthly_after(self) -> Decimal | None:
+        return None if self.each is None else self.each * self.after
+
+
+@dataclass(frozen=True)
 class ProducerCost:
     droplets: tuple[DropletCost, ...]  # standing droplets only, by name
     gpus: tuple[GpuCost, ...]
     prices: Prices
+    kinds: tuple[KindCount, ...] = ()  # every other managed kind the plan touches, by type
+
+    @property
+    def price_not_known(self) -> tuple[KindCount, ...]:
+        """Kinds left out of both totals: nobody stated their price."""
+        return tuple(k for k in self.kinds if not k.known)
 
     @property
     def unpriced(self) -> tuple[DropletCost, ...]:
@@ -197,11 +233,13 @@ class ProducerCost:
 
     @property
     def monthly_before(self) -> Decimal:
-        return sum((d.monthly_before or _ZERO for d in self.droplets if d.priced), _ZERO)
+        droplets = sum((d.monthly_before or _ZERO for d in self.droplets if d.priced), _ZERO)
+        return droplets + sum((k.monthly_before or _ZERO for k in self.kinds), _ZERO)
 
     @property
     def monthly_after(self) -> Decimal:
-        return sum((d.monthly_after or _ZERO for d in self.droplets if d.priced), _ZERO)
+        droplets = sum((d.monthly_after or _ZERO for d in self.droplets if d.priced), _ZERO)
+        return droplets + sum((k.monthly_after or _ZERO for k in self.kinds), _ZERO)
 
     @property
     def monthly_diff(self) -> Decimal:
@@ -240,8 +278,12 @@ def producer_cost(
     ``up_since``: GPU name → when its droplet came up (absent: it comes up with this plan).
     """
     names = names or {}
-    before = _droplets(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))
-    after = _droplets(_dict(plan.get("planned_values")).get("root_module"))
+    all_before = _managed(json_dict(json_dict(plan.get("prior_state")).get("values")).get("root_module"))
+    all_after = _managed(json_dict(plan.get("planned_values")).get("root_module"))
+    touched = {t: kinds.KINDS[t] for t in {*all_before, *all_after}}  # _managed refused the rest
+    sized = {t for t, k in touched.items() if k.price.how == "size"}
+    before = {a: v for t in sized for a, v in all_before.get(t, {}).items()}
+    after = {a: v for t in sized for a, v in all_after.get(t, {}).items()}
     before = _follow_moves(before, after, plan)
     in_place = _updated(plan)
     standing: list[DropletCost] = []
@@ -257,7 +299,11 @@ def producer_cost(
         standing.append(_droplet(address, name, old, new, prices, in_place=address in in_place))
     standing.sort(key=lambda d: (d.name, d.address))
     on_demand.sort(key=lambda g: (g.name, g.address))
-    return ProducerCost(tuple(standing), tuple(on_demand), prices)
+    counts = tuple(
+        KindCount(touched[t], len(all_before.get(t, {})), len(all_after.get(t, {})))
+        for t in sorted(set(touched) - sized)
+    )
+    return ProducerCost(tuple(standing), tuple(on_demand), prices, counts)
 
 
 def _droplet(
@@ -295,8 +341,8 @@ def _updated(plan: JsonObject) -> set[str]:
     """Addresses the plan updates in place."""
     return {
         str(rc.get("address", ""))
-        for rc in map(_dict, _list(plan.get("resource_changes")))
-        if _list(_dict(rc.get("change")).get("actions")) == ["update"]
+        for rc in map(json_dict, json_list(plan.get("resource_changes")))
+        if json_list(json_dict(rc.get("change")).get("actions")) == ["update"]
     }
 
 
@@ -333,21 +379,27 @@ def _gpu(
     )
 
 
-def _droplets(module: object) -> dict[str, JsonObject]:
-    """Address → attribute values of every managed droplet in a module tree (a deposed object
-    left by an interrupted replacement is a droplet too, and costs like one)."""
-    found: dict[str, JsonObject] = {}
-    stack = [_dict(module)]
+def _managed(module: object) -> dict[str, dict[str, JsonObject]]:
+    """Type → address → attribute values of every managed resource in a module tree (a deposed
+    object left by an interrupted replacement costs like any other). A type the kinds table
+    does not know is refused: its price cannot be known, and skipping it would count it as $0."""
+    found: dict[str, dict[str, JsonObject]] = {}
+    stack = [json_dict(module)]
     while stack:
         current = stack.pop()
-        for res in map(_dict, _list(current.get("resources"))):
-            if res.get("mode") != "managed" or res.get("type") != kinds.DROPLET.type:
+        for res in map(json_dict, json_list(current.get("resources"))):
+            if res.get("mode") != "managed":
                 continue
-            address = str(res.get("address", ""))
+            rtype, address = str(res.get("type", "")), str(res.get("address", ""))
+            if kinds.kind_of(rtype) is None:
+                raise InfraApplyError(
+                    f"cost: {address}: resource type {rtype} is not in infra-apply's kinds table "
+                    "(infra_apply/kinds.py), so its price is not known: add its kind with its price"
+                )
             if res.get("deposed_key"):
                 address += f" (deposed {res['deposed_key']})"
-            found[address] = _dict(res.get("values"))
-        stack.extend(map(_dict, _list(current.get("child_modules"))))
+            found.setdefault(rtype, {})[address] = json_dict(res.get("values"))
+        stack.extend(map(json_dict, json_list(current.get("child_modules"))))
     return found
 
 
@@ -356,7 +408,7 @@ def _follow_moves(
 ) -> dict[str, JsonObject]:
     """Key ``before`` by the new address of a ``moved`` droplet, so it meets itself after."""
     moved = dict(before)
-    for rc in map(_dict, _list(plan.get("resource_changes"))):
+    for rc in map(json_dict, json_list(plan.get("resource_changes"))):
         old, new = rc.get("previous_address"), rc.get("address")
         if isinstance(old, str) and isinstance(new, str) and old in moved and new not in moved:
             moved[new] = moved.pop(old)
@@ -415,11 +467,3 @@ def as_number(amount: Decimal | None) -> float | None:
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _dict(value: object) -> JsonObject:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []

@@ -6,10 +6,12 @@ outputs, decoded by ``credentials_from_output``); ``dotenv_text`` builds the fil
 
 Decisions a caller relies on:
 
-* ``DATABASE_URL`` and ``PGHOST`` use the cluster's *private* host by default: the services run
-  on droplets in the cluster's VPC, which reach it there without leaving DigitalOcean's private
-  network (and without the cluster's public trusted-sources list). ``public=True`` gives the
-  public host, for a client outside that VPC (a laptop, a droplet in another region).
+* ``DATABASE_URL`` and ``PGHOST`` name the host the project's client can reach (``choose``):
+  the cluster's *private* host when the droplet hosting the project is (or will be created) in
+  the cluster's VPC, which reaches it without leaving DigitalOcean's private network; else
+  nothing is written and the error says why and what to do. ``--connect public`` (the public
+  host, for a client outside that VPC whose address the cluster trusts) or ``--connect
+  private`` (a client the operator knows is in the VPC) decide instead of the check.
 * ``sslmode=require`` always (``PGSSLMODE`` too): DigitalOcean's managed PostgreSQL only takes TLS.
 * Values are quoted so ``set -a; . FILE`` (any POSIX shell) and python-dotenv both read back
   exactly the same string: single quotes when the value holds no single quote, no backslash
@@ -35,6 +37,7 @@ from urllib.parse import quote
 
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import PRIVATE_FILE, atomic_write
+from infra_apply.untrusted import short, visible
 
 RULE = "db_credentials"
 SSLMODE = "require"
@@ -58,6 +61,10 @@ class DbCredentials:
     host: str  # the cluster's public host
     port: int
     private_host: str | None  # reachable from droplets in the cluster's VPC
+    # The cluster's region and VPC (private_network_uuid); None in a state from before they
+    # were part of the output.
+    region: str | None = None
+    vpc: str | None = None
 
 
 def credentials_from_output(value: Any, where: str) -> DbCredentials:
@@ -78,8 +85,9 @@ def credentials_from_output(value: Any, where: str) -> DbCredentials:
     if not isinstance(port, int) or isinstance(port, bool):
         raise fail("the database credentials output has no port number")
     private = value.get("private_host")
-    if private is not None and not isinstance(private, str):
-        raise fail("the database credentials output's private_host is not a string")
+    for key in ("private_host", "region", "private_network_uuid"):
+        if value.get(key) is not None and not isinstance(value[key], str):
+            raise fail(f"the database credentials output's {key} is not a string")
     return DbCredentials(
         user=value["user"],
         password=value["password"],
@@ -87,7 +95,85 @@ def credentials_from_output(value: Any, where: str) -> DbCredentials:
         host=value["host"],
         port=port,
         private_host=private or None,
+        region=value.get("region") or None,
+        vpc=value.get("private_network_uuid") or None,
     )
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a project's database client runs, as far as the manifests and state say: the droplet
+    whose hosts include the project's ``service.host``."""
+
+    host: str | None  # the project's service.host (None: it names none)
+    droplet: str | None = None  # the droplet with that host (None: no droplet infra-apply manages)
+    producer: str | None = None  # the droplet's producer
+    region: str | None = None  # the droplet's region (manifest)
+    created: bool = False  # the droplet is in state
+    vpc: str | None = None  # the VPC it runs in (state; None when not created or not recorded)
+
+
+CONNECT = ("private", "public")
+
+
+@dataclass(frozen=True)
+class Choice:
+    public: bool
+    why: str  # the dotenv's comment line: which host and why that one
+
+
+class Unreachable(InfraApplyError):
+    """The private host is out of the client's reach, or whether it is cannot be told. ``way``
+    says what the caller offers instead: ``unknown`` (--connect public or private),
+    ``elsewhere`` (--connect public, or move the project), ``stale`` (apply first)."""
+
+    def __init__(self, message: str, way: str) -> None:
+        super().__init__(message, rule=RULE)
+        self.way = way
+
+
+def choose(c: DbCredentials, client: Client, cluster: str, connect: str | None = None) -> Choice:
+    """The host the client can reach: private when its droplet is in the cluster's VPC (or will
+    be created there: same region, render places it in the cluster's VPC); ``connect`` decides
+    instead. Never a private host the client cannot reach: ``Unreachable`` says why."""
+    if connect == "public":
+        return Choice(True, "public host (--connect public): the client's address must be a trusted source")
+    if connect == "private":
+        return Choice(False, "private host (--connect private): reachable from the cluster's VPC only")
+    if client.droplet is None:
+        where = (
+            f"runs on host {client.host!r}, which is on no droplet infra-apply manages"
+            if client.host
+            else "names no service.host"
+        )
+        raise Unreachable(
+            f"the project {where}: whether it can reach the private host of cluster {cluster!r} "
+            "(from the cluster's VPC only) is unknown",
+            "unknown",
+        )
+    who = f"droplet {client.droplet!r}"
+    live, vpc, region = (visible(short(v, 60)) if v else v for v in (client.vpc, c.vpc, c.region))
+    if c.vpc is None or (client.created and client.vpc is None):
+        raise Unreachable(
+            f"the state does not record the VPC of cluster {cluster!r} or of {who} yet (applied by "
+            "an older infra-apply)",
+            "stale",
+        )
+    if client.created and client.vpc != c.vpc:
+        raise Unreachable(
+            f"{who} runs in VPC {live}, not in VPC {vpc} of cluster {cluster!r}: the cluster's "
+            "private host is out of its reach",
+            "elsewhere",
+        )
+    if client.created:
+        return Choice(False, f"private host: {client.droplet} runs in the cluster's VPC")
+    if c.region is not None and client.region != c.region:
+        raise Unreachable(
+            f"{who} will be created in region {client.region}, cluster {cluster!r} is in {region}: "
+            "a VPC is regional, so the cluster's private host will be out of its reach",
+            "elsewhere",
+        )
+    return Choice(False, f"private host: {client.droplet} will be created in the cluster's VPC")
 
 
 def chosen_host(c: DbCredentials, *, public: bool = False) -> str:
@@ -108,7 +194,7 @@ def database_url(c: DbCredentials, *, public: bool = False) -> str:
     return f"postgresql://{user}:{password}@{host}:{c.port}/{database}?sslmode={SSLMODE}"
 
 
-def dotenv_text(c: DbCredentials, *, public: bool = False) -> str:
+def dotenv_text(c: DbCredentials, *, public: bool = False, why: str | None = None) -> str:
     _check(c)
     host = chosen_host(c, public=public)
     values = {
@@ -123,7 +209,7 @@ def dotenv_text(c: DbCredentials, *, public: bool = False) -> str:
     where = "public host" if public else "private host: reachable from droplets in the cluster's VPC"
     lines = [
         "# Database credentials written by `infra-apply db-credentials`: a secret, keep it 0600.",
-        f"# Connects to the cluster's {where}.",
+        f"# Connects to the cluster's {why or where}.",
         *(f"{key}={quote_value(key, value)}" for key, value in values.items()),
     ]
     return "\n".join(lines) + "\n"

@@ -23,13 +23,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from infra_apply import __version__
 from infra_apply.errors import InfraApplyError
-from infra_apply.http import LOOPBACK, Limits, Reply, TransportError, json_body, send
+from infra_apply.http import LOOPBACK, Limits, Reply, TransportError, error_fields, json_body, send
 from infra_apply.pat import TOKEN_VARS, do_token
 from infra_apply.untrusted import from_server
 
@@ -230,7 +229,8 @@ class Client:
 
     def _http_error(self, what: str, reply: Reply, retries: int) -> ApiError:
         """``DigitalOcean API: <what>: HTTP 404 not_found: The resource ... could not be found.``"""
-        error_id, message = _error_fields(self._json(what, reply))
+        error_id, said = error_fields(self._json(what, reply))
+        message = said or None
         text = f"DigitalOcean API: {what}: HTTP {reply.status}"
         if error_id:
             text += f" {error_id}"
@@ -264,17 +264,6 @@ class Client:
         return from_server(text, [self._token], limit=1000)
 
 
-def _error_fields(decoded: Any) -> tuple[str | None, str | None]:
-    """DigitalOcean's ``id`` and ``message`` from an error body, when it is one."""
-    if not isinstance(decoded, dict):
-        return None, None
-    error_id, message = decoded.get("id"), decoded.get("message")
-    return (
-        error_id if isinstance(error_id, str) else None,
-        message if isinstance(message, str) else None,
-    )
-
-
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
     if not value:
@@ -283,6 +272,8 @@ def _retry_after(value: str | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         pass
+    from email.utils import parsedate_to_datetime  # only for a Retry-After date: email is costly
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

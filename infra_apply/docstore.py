@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra_apply import kinds
+from infra_apply import kinds, locks
 from infra_apply import terraform as tf
 from infra_apply.fs import tighten, write_private
 
@@ -70,9 +70,8 @@ class DocumentRoot:
 
     @contextlib.contextmanager
     def io(self) -> Iterator[None]:
-        from filelock import FileLock
-
-        with FileLock(self.path / IO_LOCK, mode=0o600, is_singleton=True).acquire(timeout=IO_LOCK_SECONDS):
+        what = f"the {self.name} stored in {self.path}"
+        with locks.held(self.path / IO_LOCK, what, timeout=IO_LOCK_SECONDS, singleton=True):
             yield
 
     def read(self) -> object:

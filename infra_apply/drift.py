@@ -10,7 +10,8 @@ fixtures alone:
 * ``mesh``: mesh-hosts.json entries that disagree with state: what ``register`` would change,
   computed as a dry run (missing host, stale public IP, an entry for a droplet state no longer
   has).
-* ``orphans``: droplets tagged ``managed-by:infra-apply`` that no producer's state knows.
+* ``orphans``: droplets tagged ``managed-by:infra-apply`` that no producer's state knows (the
+  kinds table says which kinds are looked for: ``Kind.orphans``).
 * ``duplicates``: such droplets named like a droplet a state does know: a second, billed copy
   (a moved checkout or an empty state applied again). ``adopt`` cannot take it over (the name
   is in state) and no apply destroys it: only a person can, after checking it.
@@ -25,16 +26,20 @@ account is still an orphan (a lost state shows up that way).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from infra_apply import kinds
-from infra_apply.mesh import HostChange
-from infra_apply.plan_model import Change, JsonObject, NameDrift, parse_plan
-from infra_apply.plan_model import is_noise as is_noise  # the noise filter lives with the parser
-from infra_apply.render import MANAGED_TAG
+from infra_apply.do_semantics import is_noise as is_noise  # the noise filter is a provider fact
+from infra_apply.managed import is_managed, prior_resources, tagged_producer
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import Change, JsonObject, NameDrift, json_dict, json_list
 
-PRODUCER_TAG = "producer:"
+if TYPE_CHECKING:
+    # a type only: plan (through exists) imports this module, and the registry is not its
+    from infra_apply.mesh import HostChange
+
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Orphan:
 
     @property
     def producer(self) -> str | None:
-        return next((t[len(PRODUCER_TAG) :] for t in self.tags if t.startswith(PRODUCER_TAG)), None)
+        return tagged_producer(self.tags)
 
 
 @dataclass(frozen=True)
@@ -118,33 +123,28 @@ def applied(plan: JsonObject) -> bool:
     """Whether the producer has applied state: a managed resource in the refreshed prior state
     (data sources are read even with no state), or one the refresh found deleted outside
     Terraform (it leaves the refreshed state but shows in ``resource_drift``)."""
-    return any(True for _ in _managed(plan)) or bool(_list(plan.get("resource_drift")))
+    return any(True for _ in prior_resources(plan)) or bool(json_list(plan.get("resource_drift")))
 
 
-def state_droplet_ids(plan: JsonObject) -> set[str]:
-    """Ids of every managed droplet in the plan's (refreshed) prior state."""
-    return {d.id for d in state_droplets("", plan)}
+def looked_for() -> frozenset[str]:
+    """The kinds whose orphans drift looks for, as the kinds table says: each is listed in the
+    account by the managed-by tag (``commands/drift.list_tagged``) and matched by id against
+    the states; an entry marked "not-looked-for" is not."""
+    return frozenset(k.type for k in kinds.KINDS.values() if k.orphans == "tagged")
 
 
 def state_droplets(producer: str, plan: JsonObject) -> list[StateDroplet]:
-    """Every managed droplet in the plan's (refreshed) prior state, with its live name."""
-    found = []
-    for res in _managed(plan):
-        if res.get("type") == kinds.DROPLET.type:
-            values = _dict(res.get("values"))
+    """Every managed resource of a kind drift looks for orphans of (droplets) in the plan's
+    (refreshed) prior state, with its live name."""
+    found: list[StateDroplet] = []
+    wanted = looked_for()
+    for res in prior_resources(plan):
+        if res.get("type") in wanted:
+            values = json_dict(res.get("values"))
             droplet_id, name = values.get("id"), values.get("name")
             if isinstance(droplet_id, str | int) and str(droplet_id):
                 found.append(StateDroplet(str(droplet_id), str(name or ""), producer))
     return found
-
-
-def _managed(plan: JsonObject) -> Iterator[JsonObject]:
-    """The managed resources of the plan's prior state, child modules included."""
-    stack = [_dict(_dict(_dict(plan.get("prior_state")).get("values")).get("root_module"))]
-    while stack:
-        module = stack.pop()
-        yield from (r for r in map(_dict, _list(module.get("resources"))) if r.get("mode") == "managed")
-        stack.extend(map(_dict, _list(module.get("child_modules"))))
 
 
 def orphans(
@@ -182,7 +182,7 @@ def _unknown(
 ) -> list[Orphan]:
     found = []
     for d in tagged:
-        if MANAGED_TAG not in d.tags or d.id in known_ids:
+        if not is_managed(d.tags) or d.id in known_ids:
             continue
         owner = d.producer
         if (owner is None and every_producer) or owner in producers:
@@ -205,11 +205,3 @@ def stale_registry_droplets(doc: Mapping[str, object], producer: str, live: Iter
         and e["droplet"] not in live_names
     }
     return sorted(stale)
-
-
-def _dict(value: object) -> JsonObject:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[object]:
-    return value if isinstance(value, list) else []

@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 from infra_apply import kinds, remedy
 from infra_apply.do_api import AccountDroplet, account_droplet
-from infra_apply.drift import PRODUCER_TAG, _managed, applied
+from infra_apply.drift import applied
 from infra_apply.errors import Problem, ValidationFailed
+from infra_apply.managed import is_managed, is_producers, prior_resources
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
-from infra_apply.plan_model import JsonObject
-from infra_apply.render import MANAGED_TAG, Rendered, db_entry
+from infra_apply.plan_parse import JsonObject
+from infra_apply.render import Rendered, db_entry
 
 if TYPE_CHECKING:
-    from infra_apply.accounts import Accounts
     from infra_apply.preflight import Source
 
 RULE = "exists"
@@ -119,29 +119,10 @@ def fetch(source: Source, clusters: Iterable[str]) -> Account:
         )
 
 
-def source_for(cloud: Path | None, api_token: str | None, accounts: Accounts | None = None) -> Source | None:
-    """The account a prepared producer talks to: the sandbox cloud, or the API with its token
-    (shared with the rest of the run when ``accounts`` is given); None when there is neither
-    (no token: Terraform could not create anything either)."""
-    from infra_apply import preflight
-
-    if cloud is not None:
-        return preflight.SandboxSource(cloud)
-    if api_token and accounts is not None:
-        return accounts.live(api_token)
-    if api_token:
-        from infra_apply import do_api
-
-        return preflight.LiveSource(do_api.client(token=api_token))
-    return None
-
-
-def start(
-    cloud: Path | None, api_token: str | None, clusters: Iterable[str], accounts: Accounts | None = None
-) -> Future[Account] | None:
-    """Look the account up in the background (while Terraform plans); with the run's
-    ``accounts``, from the lists pre-flight already asked for."""
-    source = source_for(cloud, api_token, accounts)
+def start(source: Source | None, clusters: Iterable[str]) -> Future[Account] | None:
+    """Look the account up in the background (while Terraform plans); ``source``: the prepared
+    producer's (``Account.source``: with the run's accounts, the lists pre-flight already asked
+    for); None when there is none (no token: Terraform could not create anything either)."""
     if source is None:
         return None
     pool = ThreadPoolExecutor(max_workers=1)
@@ -180,11 +161,11 @@ def write_journal(folder: Path, raw: JsonObject, now: datetime) -> None:
 
 def end_journal(folder: Path, now: datetime) -> None:
     """After an apply that stopped or failed: when it ended (what it created came before)."""
-    from infra_apply.fs import write_private
+    from infra_apply.fs import TEXT_LIMIT, read_bounded, write_private
 
     path = folder / JOURNAL
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_bounded(path, TEXT_LIMIT))
     except (OSError, ValueError):
         return
     if isinstance(doc, dict):
@@ -202,8 +183,10 @@ def clear_journal(folder: Path) -> None:
 
 
 def read_journal(folder: Path) -> Journal | None:
+    from infra_apply.fs import TEXT_LIMIT, read_bounded
+
     try:
-        doc = json.loads((folder / JOURNAL).read_bytes())
+        doc = json.loads(read_bounded(folder / JOURNAL, TEXT_LIMIT))
         started = _timestamp(str(doc["started_at"]))
         creates = {str(k): str(v) for k, v in dict(doc["creates"]).items()}
         ended = _timestamp(str(doc["ended_at"])) if doc.get("ended_at") else None
@@ -280,11 +263,12 @@ def review(
     manifests: Mapping[str, Manifest],
     account: Account,
     journal: Journal | None,
-    sandbox: bool,
+    keep: Sequence[str],
 ) -> Review:
-    """What the saved plan ``raw`` would create that ``account`` already holds."""
+    """What the saved plan ``raw`` would create that ``account`` already holds; the remedies
+    printed keep the flags ``keep`` (``Account.remedy_flags``)."""
     where = _Locator(producer, rendered, manifests)
-    adopt = _remedy(producer.name, sandbox)
+    adopt = _remedy(producer.name, keep)
     problems: list[Problem] = []
     imports: list[Import] = []
     for c in planned_creates(raw):
@@ -331,7 +315,7 @@ def _own(live: Sequence[AccountDroplet], c: Create, journal: Journal | None) -> 
     ours = [
         d
         for d in live
-        if MANAGED_TAG in d.tags
+        if is_managed(d.tags)
         and (created := _timestamp(d.created_at)) is not None
         and journal.covers(created)
     ]
@@ -355,7 +339,7 @@ def _applied_here(raw: JsonObject) -> bool:
         return False
     imported = _imported(raw)
     return bool(_list(raw.get("resource_drift"))) or any(
-        str(r.get("address")) not in imported for r in _managed(raw)
+        str(r.get("address")) not in imported for r in prior_resources(raw)
     )
 
 
@@ -364,11 +348,10 @@ def _tagged_without_state(
 ) -> list[Problem]:
     """No state here, yet the account holds droplets tagged for the producer (drift's "no state
     here" case): each one not already reported by name (or imported) is an error of its own."""
-    tag = PRODUCER_TAG + producer.name
     declared = {d.name for d in producer.droplets}
     found = []
     for d in account.droplets:
-        if MANAGED_TAG in d.tags and tag in d.tags and d.name not in reported:
+        if is_producers(d.tags, producer.name) and d.name not in reported:
             if d.name in declared:
                 how = f"take them over with {adopt.by_name} (or, from the old state, {adopt.from_state})"
             else:
@@ -449,7 +432,7 @@ class _Locator:
                 return self._droplet(d)
         for db in self.producer.databases:
             entry = db_entry(db)
-            key = {DATABASE: (entry["db_address"], "name"), USER: (entry["user_address"], "user")}.get(c.type)
+            key = {DATABASE: (entry.db_address, "name"), USER: (entry.user_address, "user")}.get(c.type)
             if key is not None and key[0] == suffix:
                 return self._at(db.source, ("database", key[1]))
         return (self.producer.sources or ("",))[0], 1, 1
@@ -476,10 +459,10 @@ class _Adopt:
     from_state: str
 
 
-def _remedy(producer: str, sandbox: bool) -> _Adopt:
+def _remedy(producer: str, keep: Sequence[str]) -> _Adopt:
     return _Adopt(
-        remedy.for_producer("adopt", producer, sandbox=sandbox),
-        remedy.for_producer("adopt", producer, "--from-state", "FILE", sandbox=sandbox),
+        remedy.for_producer("adopt", producer, keep=keep),
+        remedy.for_producer("adopt", producer, "--from-state", "FILE", keep=keep),
     )
 
 
@@ -526,8 +509,7 @@ def act(
         )
 
 
-def refuse(r: Review, sandbox: bool) -> None:
+def refuse(r: Review, where: str) -> None:
+    """Stop when ``r`` found what exists; ``where``: the account's label."""
     if r.problems:
-        raise ExistsRefused(
-            list(r.problems), "the sandbox account" if sandbox else "the DigitalOcean account"
-        )
+        raise ExistsRefused(list(r.problems), where)

@@ -24,7 +24,6 @@ TMP_SUFFIX = ".infra-apply.tmp"
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 DIR_MODE = PRIVATE_DIR  # 0700 folders under the state dir
-FILE_MODE = PRIVATE_FILE
 
 
 # Read caps: each well over what a real file of that kind holds, far under what hurts a runner.

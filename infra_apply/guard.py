@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from infra_apply.do_semantics import reason, verb
 from infra_apply.kinds import Action, AllowFlag, guard_flag, kind_of
-from infra_apply.plan_model import Change, ProducerPlan, display_order, reason, verb
+from infra_apply.plan_parse import Change, ProducerPlan, display_order
 from infra_apply.untrusted import shell, visible
 
 _FLAGS: tuple[AllowFlag, ...] = (

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import infra_apply
 from infra_apply.errors import InfraApplyError
 
 if TYPE_CHECKING:
@@ -142,10 +143,11 @@ def align_equals(text: str) -> str:
 
 
 def templates_dir() -> Path:
-    packaged = Path(__file__).parent / "templates"
+    package = Path(infra_apply.__file__).parent
+    packaged = package / "templates"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).parent.parent / "templates"  # editable install / source checkout
+    return package.parent / "templates"  # editable install / source checkout
 
 
 @lru_cache(maxsize=1)

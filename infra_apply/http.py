@@ -131,6 +131,21 @@ def json_body(body: bytes, limits: Limits = Limits()) -> Any:
         return None
 
 
+def error_fields(body: Any) -> tuple[str | None, str]:
+    """What an API's error answer (decoded) says: its ``id`` (DigitalOcean's error slug) and its
+    ``message`` (DigitalOcean, GitHub and Forgejo all use it), with GitHub's ``errors`` list
+    after it, on one line; ``(None, "")`` when the answer is no such object."""
+    if not isinstance(body, dict):
+        return None, ""
+    error_id = body.get("id")
+    message = body.get("message")
+    parts = [message if isinstance(message, str) else ""]
+    for e in body.get("errors") or []:
+        parts.append(str(e.get("message") or e.get("code") or "") if isinstance(e, dict) else str(e))
+    said = " ".join("; ".join(p for p in parts if p).split())
+    return (error_id if isinstance(error_id, str) else None), said
+
+
 def _connection(
     parts: Any, url: str, timeout: float
 ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:

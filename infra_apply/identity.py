@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infra_apply import locks
 from infra_apply.errors import InfraApplyError, printable
-from infra_apply.fs import private_dirs
+from infra_apply.fs import CONFIG_LIMIT, private_dirs, read_bounded
 from infra_apply.paths import inside
 
 if TYPE_CHECKING:
@@ -71,12 +72,31 @@ def path_key(root: Path) -> str:
 
 
 def identify(root: Path, env: Mapping[str, str] | None = None) -> TreeId:
-    from infra_apply.config import load
+    from infra_apply.config import config_path, load
 
+    # A run asks for its key several times (checks, caches, working copies): the config is
+    # parsed and checked once per text of infra-apply.toml, not once per question.
+    path = config_path(root, env)
+    memo: tuple[str, str, bytes | None] | None
+    try:
+        memo = (str(root.resolve()), str(path), read_bounded(path, CONFIG_LIMIT))
+    except FileNotFoundError:
+        memo = (str(root.resolve()), str(path), None)
+    except OSError:
+        memo = None  # load says what is wrong with it
+    if memo is not None and memo in _identified:
+        return _identified[memo]
     name = load(root, env).state.name
     if name:
-        return TreeId(f"name-{name}", f'[state] name = "{name}"')
-    return git_tree(root) or TreeId(path_key(root), f"its path {printable(str(root.resolve()))}")
+        tree = TreeId(f"name-{name}", f'[state] name = "{name}"')
+    else:
+        tree = git_tree(root) or TreeId(path_key(root), f"its path {printable(str(root.resolve()))}")
+    if memo is not None:
+        _identified[memo] = tree
+    return tree
+
+
+_identified: dict[tuple[str, str, bytes | None], TreeId] = {}
 
 
 def git_tree(root: Path) -> TreeId | None:
@@ -150,16 +170,9 @@ def migrate(state: Path, old: str, new: TreeId, say: Callable[[str], None], labe
     within the state dir, under a lock: all or, on a conflict, nothing."""
     if not _pending(state, old) and not validation_cache_file(state, old).exists():
         return
-    from filelock import FileLock, Timeout
-
-    try:
-        with FileLock(str(state / MIGRATE_LOCK), timeout=LOCK_WAIT_SECONDS, mode=0o600):
-            moved = _move(state, old, new, label)
-    except Timeout:
-        raise InfraApplyError(
-            f"another infra-apply run holds {state / MIGRATE_LOCK} (moving local state); "
-            "wait for it to finish, then run again"
-        ) from None
+    what = f"the local state under {state} (being moved)"
+    with locks.held(state / MIGRATE_LOCK, what, timeout=LOCK_WAIT_SECONDS):
+        moved = _move(state, old, new, label)
     if moved:
         say(
             f"infra-apply: moved this tree's local state from its old {label} {old} to {new.key} "
@@ -210,18 +223,12 @@ def _move(state: Path, old: str, new: TreeId, label: str) -> list[str]:
 def _held(state: Path, old: str, areas: Sequence[str]) -> Iterator[None]:
     """Every lock an infra-apply run takes in the old folders (working copies, GPU leases, the
     sandbox registry), taken without waiting: a run still using them stops the move."""
-    from filelock import FileLock, Timeout
-
     with ExitStack() as stack:
         for area in areas:
             for path in sorted((state / area / old).glob("*.lock")):
-                lock = FileLock(str(path), timeout=0, mode=0o600)
-                try:
-                    stack.enter_context(lock)
-                except Timeout:
-                    raise InfraApplyError(
-                        f"another infra-apply run is using {path.with_suffix('')}; wait for it "
-                        "to finish, then run again",
-                        rule="state_key",
-                    ) from None
+                stack.enter_context(locks.held(path, str(path.with_suffix("")), busy=_busy_key))
         yield
+
+
+def _busy_key(message: str) -> InfraApplyError:
+    return InfraApplyError(message, rule="state_key")

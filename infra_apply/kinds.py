@@ -2,10 +2,10 @@
 
 The rest of the package asks this table instead of spelling type strings: the guard (which
 action needs which ``--allow-*`` flag), takeover (the import id, the attributes kept from an old
-state), cost (what has a price), drift (how an orphan is found), the diagram (how it is drawn)
-and the reports (what to call it). A type missing from the table is unknown, and the guard
-refuses to destroy or replace what it cannot judge. tests/test_kinds.py fails when a template
-or the sandbox provider has a type without an entry here.
+state), cost (how one is priced), drift (how an orphan is found), the diagram (how it is drawn)
+and the reports (what to call it). A type missing from the table is unknown: the guard
+refuses to destroy or replace what it cannot judge, and cost refuses to price it.
+tests/test_kinds.py fails when a template or the sandbox provider has a type without an entry.
 
 Import id formats are the provider's (``do-provider-schema.json``, v2.99.1,
 ``resource_schemas.<type>.x_behavior.import.id_format``); note that the *resource ids* of a
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Literal
 
 Action = Literal["create", "update", "replace", "destroy"]
 AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize", "--allow-trusted-sources"]
 Mode = Literal["managed", "data"]
-# How ``drift`` finds an orphan of the kind: by its id in the account, absent from every
-# state ("account-id"), or not at all ("none": it is looked up, or it dies with its owner).
-Orphans = Literal["account-id", "none"]
+# How ``drift`` finds an orphan of the kind (one in the account that no state knows): listed
+# by the ``managed-by:infra-apply`` tag and matched by id against every state ("tagged"), or
+# not looked for ("not-looked-for": it carries no tag to find it by, or it is only read).
+Orphans = Literal["tagged", "not-looked-for"]
 # How the plan diagram draws a change of the kind: a box of its own, folded into its droplet's
 # box (a firewall's rules), a database (or its user) node, or not at all.
 Diagram = Literal["box", "droplet-rules", "database", "database-user", "none"]
@@ -49,6 +51,25 @@ class GuardPolicy:
         return flags[action]
 
 
+@dataclass(frozen=True)
+class Price:
+    """How cost prices one of the kind a month: by its droplet size slug ("size", from the price
+    list), at a flat list price ("flat", ``monthly``), at nothing ("free"), or not at all
+    ("unknown": the cost sentence names it as "price not known", never counts it as $0)."""
+
+    how: Literal["size", "flat", "free", "unknown"]
+    monthly: Decimal | None = None  # "flat" only: USD a month, from do-catalogue-facts.md
+
+    def __post_init__(self) -> None:
+        if (self.how == "flat") != (self.monthly is not None):
+            raise ValueError(f"price {self.how}: a monthly amount goes with a flat price only")
+
+
+BY_SIZE = Price("size")
+FREE = Price("free")
+UNKNOWN_PRICE = Price("unknown")
+
+
 GUARDED = GuardPolicy()
 # A data source is only ever read; reading it changes nothing.
 READ_ONLY = GuardPolicy(replace=None, destroy=None)
@@ -69,8 +90,9 @@ class Kind:
     import_id: str | None  # the provider's import id format; None: not taken over
     # takeover: the attributes kept from an old state, and the JSON types each may have
     keeps: Keeps = field(default_factory=lambda: _keeps())
-    priced: bool = False  # cost prices it (hourly, by size)
-    orphans: Orphans = "none"
+    # What cost counts for one (a kind whose price nobody stated is "price not known").
+    price: Price = UNKNOWN_PRICE
+    orphans: Orphans = "not-looked-for"
     diagram: Diagram = "none"
     # The kind one of these belongs to and is named by (a droplet's own firewall): it goes with
     # its owner, and the guard's refusal of both is the owner's one line.
@@ -123,8 +145,8 @@ DROPLET = Kind(
         monitoring=_NULLABLE_BOOL,
         ipv6=_NULLABLE_BOOL,
     ),
-    priced=True,
-    orphans="account-id",
+    price=BY_SIZE,
+    orphans="tagged",
     diagram="box",
 )
 # Losing a droplet's firewall opens every port of a droplet that stays: it is guarded like the
@@ -136,6 +158,7 @@ FIREWALL = Kind(
     guard=GUARDED,
     import_id="<firewall_id>",
     keeps=_keeps(id=(str,), name=(str,), droplet_ids=_NULLABLE_LIST, tags=_NULLABLE_LIST),
+    price=FREE,  # DigitalOcean bills no cloud firewall
     diagram="droplet-rules",
     owner="digitalocean_droplet",
 )
@@ -146,6 +169,7 @@ DATABASE = Kind(
     guard=GUARDED,
     import_id="<cluster_id>,<name>",
     keeps=_keeps(id=(str,), cluster_id=(str,), name=(str,)),
+    price=FREE,  # the cluster is what is billed, and infra-apply only reads it
     diagram="database",
 )
 USER = Kind(
@@ -155,6 +179,7 @@ USER = Kind(
     guard=GUARDED,
     import_id="<cluster_id>,<name>",
     keeps=_keeps(id=(str,), cluster_id=(str,), name=(str,)),
+    price=FREE,  # billed with its cluster, as a database is
     diagram="database-user",
 )
 CLUSTER = Kind(
@@ -180,11 +205,13 @@ DATABASE_FIREWALL = Kind(
         destroy="--allow-trusted-sources",
     ),
     import_id="<cluster_id>",
+    price=FREE,  # trusted sources are part of the cluster's billing, as its databases are
     guards_cuts_only=True,
 )
 # The lease store's and the mesh allocation record's own roots hold one record each; never
-# planned through the guard, but losing one loses the leases or the allocations.
-RECORD = Kind(type="terraform_data", mode="managed", noun="record", guard=GUARDED, import_id=None)
+# planned through the guard, but losing one loses the leases or the allocations. A record lives
+# in the state alone: nothing in the account bills it.
+RECORD = Kind(type="terraform_data", mode="managed", noun="record", guard=GUARDED, import_id=None, price=FREE)
 
 KINDS: Mapping[str, Kind] = MappingProxyType(
     {k.type: k for k in (DROPLET, FIREWALL, DATABASE, USER, CLUSTER, SSH_KEY, RECORD, DATABASE_FIREWALL)}

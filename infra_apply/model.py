@@ -13,8 +13,6 @@ DEFAULT_REGION = "nyc3"
 ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
 DEFAULT_SIZE = "s-2vcpu-4gb"
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
-DEFAULT_GPU_SIZE = "gpu-h100x1-80gb"
-DEFAULT_GPU_IMAGE = "gpu-h100x1-base"
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,19 @@ class Droplet:
     ssh_keys: tuple[str, ...] = ()
     monitoring: bool = False
     user_data: UserData | None = None
-    # Tags a cluster's trusted sources allow (``TrustedSources.tag``): it hosts a project using it.
+    # The one place the model says "this droplet hosts a project using cluster X": the shared
+    # clusters of every database project (any producer) whose ``service.host`` is one of
+    # ``hosts``, sorted. Render places the droplet in the first one's VPC.
+    database_clusters: tuple[str, ...] = ()
+    # Tags of the clusters' trusted sources (``TrustedSources.tag``), from ``database_clusters``.
     trusted_tags: tuple[str, ...] = ()
+
+    @property
+    def vpc_cluster(self) -> str | None:
+        """The cluster whose VPC the droplet is created in (its private host is reachable only
+        from there); None: the region's default VPC."""
+        return self.database_clusters[0] if self.database_clusters else None
+
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ checked, but a size its region does not offer is only a warning: it fails at ``g
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from infra_apply.model import Droplet, Model
 from infra_apply.untrusted import short, visible
 
 if TYPE_CHECKING:
+    from infra_apply.account import Account
     from infra_apply.accounts import Accounts
 
 RULE = "preflight"
@@ -64,6 +64,7 @@ class DropletNeed:
     size: Where
     image: Where
     created: bool  # False: an on-demand GPU this run leaves off
+    name: Where | None = None  # its name in the manifest (None: an on-demand GPU)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
         # A default (no such key in the manifest) is located at the droplet's name.
         return _at(manifests, d.source, ("droplets", index, field if field in entry else "name"))
 
-    return DropletNeed(d, at("region"), at("size"), at("image"), created)
+    name = _at(manifests, d.source, ("droplets", index, "name"))
+    return DropletNeed(d, at("region"), at("size"), at("image"), created, name)
 
 
 def size_at(d: Droplet, manifests: Mapping[str, Manifest]) -> Where:
@@ -270,6 +272,7 @@ class SandboxSource:
                 "region": {"slug": d.get("region", "")},
                 "size_slug": d.get("size", ""),
                 "image": {"slug": d.get("image", "")},
+                "vpc_uuid": d.get("vpc_uuid", ""),
             }
             for d in self._cloud["droplets"].values()
         ]
@@ -305,18 +308,23 @@ class Catalogue:
     regions: Mapping[str, bool]  # slug -> available
     sizes: Mapping[str, tuple[bool, tuple[str, ...]]]  # slug -> (available, regions offering it)
     images: frozenset[str]
+    # Asked only when a droplet hosts a database project: cluster name -> (region,
+    # private_network_uuid), and droplet name -> vpc_uuid of the droplets the account has.
+    cluster_vpcs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    droplet_vpcs: Mapping[str, str] = field(default_factory=dict)
     # clusters that trust every address (no trusted sources at all)
     open_clusters: frozenset[str] = frozenset()
 
 
 def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
     _check_account(source, say)
-    listed = source.databases() if wanted.clusters else []
-    clusters = {str(c.get("name")) for c in listed}
+    vpcs = any(n.droplet.database_clusters for n in wanted.droplets)
+    databases = source.databases() if wanted.clusters or vpcs else []
+    clusters = {str(c.get("name")) for c in databases} if wanted.clusters else set()
     used = {n.name for n in wanted.clusters}
     open_clusters = {
         str(c.get("name"))
-        for c in listed
+        for c in databases
         if str(c.get("name")) in used and not source.database_firewall(str(c.get("id")))
     }
     keys = {str(k.get("name")) for k in source.ssh_keys()} if wanted.ssh_keys else set()
@@ -329,6 +337,17 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
         for slug in sorted({n.droplet.image for n in wanted.droplets} - images):
             if not slug.isdigit() and source.image(slug) is not None:
                 images.add(slug)
+    cluster_vpcs: dict[str, tuple[str, str]] = {}
+    droplet_vpcs: dict[str, str] = {}
+    if vpcs:
+        for c in databases:
+            if c.get("region") and c.get("private_network_uuid"):
+                cluster_vpcs[str(c.get("name"))] = (str(c["region"]).lower(), str(c["private_network_uuid"]))
+        droplet_vpcs = {
+            str(d.get("name")): str(d["vpc_uuid"])
+            for d in source.droplets()
+            if d.get("vpc_uuid")
+        }
     return Catalogue(
         source.label,
         frozenset(clusters),
@@ -336,6 +355,8 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
         regions,
         sizes,
         frozenset(images),
+        cluster_vpcs,
+        droplet_vpcs,
         frozenset(open_clusters),
     )
 
@@ -397,9 +418,38 @@ def check(cat: Catalogue, wanted: Needs) -> list[Problem]:
             known = _listing(cat.ssh_keys)
             add(need.where, f"SSH key {need.name!r} is not in {cat.label} (keys: {known})")
     for d in wanted.droplets:
-        for where, message, level in _droplet_problems(cat, d):
+        for where, message, level in (*_droplet_problems(cat, d), *_vpc_problems(cat, d)):
             add(where, message, level)
     return sorted(set(problems), key=Problem.sort_key)
+
+
+def _vpc_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where, str, Level]]:
+    """A running droplet outside the VPC of a cluster it hosts a project of: that cluster's
+    private host is out of its reach, and the droplet is never moved (vpc_uuid is ForceNew), so
+    this is said before anything is planned. A new droplet joins its first cluster's VPC when
+    that cluster is in its region (render); ``db-credentials`` refuses an unreachable host."""
+    d = need.droplet
+    live = cat.droplet_vpcs.get(d.name)
+    if need.name is None or live is None:
+        return
+    for cluster in d.database_clusters:
+        region, vpc = cat.cluster_vpcs.get(cluster, (None, None))
+        if region is None or vpc == live:
+            continue
+        regional = region == d.region
+        where = "" if regional else f" (a VPC is regional: the cluster is in {_shown(region)})"
+        yield (
+            need.name if regional else need.region,
+            f"droplet {d.name!r} runs in VPC {_shown(live)}, not in VPC {_shown(str(vpc))} of cluster "
+            f"{cluster!r} it hosts a project of{where}: the cluster's private host is out of its "
+            "reach (db-credentials refuses it); a running droplet is never moved into another VPC "
+            '(vpc_uuid is ForceNew): see docs/safety.md, "The cluster\'s network"',
+            "warning",
+        )
+
+
+def _shown(value: str) -> str:
+    return visible(short(value, 60))
 
 
 def _droplet_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where, str, Level]]:
@@ -447,6 +497,8 @@ def _listing(names: Iterable[str]) -> str:
 
 
 def _close(name: str, known: Iterable[str]) -> str:
+    import difflib  # only when something is missing
+
     matches = difflib.get_close_matches(name, sorted(known), n=3)
     return f" (did you mean {', '.join(matches)}?)" if matches else ""
 
@@ -458,7 +510,7 @@ def problems(
     *,
     root: Path,
     env: Mapping[str, str],
-    sandbox: bool,
+    account: Account,
     model: Model,
     manifests: Mapping[str, Manifest],
     config: Config,
@@ -480,7 +532,7 @@ def problems(
     from infra_apply.do_api import ApiError
 
     catalogues: list[tuple[list[str], Catalogue]] = []
-    sources = _accounts(root, env, sandbox, config, producers, say, accounts)
+    sources = account.sources(env, config, producers, say, accounts) if producers else []
     for source, names in sources:
         if isinstance(source, Shared):
             wanted = needs(model, manifests, config, names)
@@ -511,62 +563,10 @@ def problems(
     return checked(gpu())
 
 
-def enforce(found: Sequence[Problem], *, sandbox: bool, say: Say) -> None:
-    """Pre-flight for plan/apply: any error in ``found`` (from ``problems``) raises, nothing is
-    planned; warnings go to ``say``."""
+def enforce(found: Sequence[Problem], where: str, *, say: Say) -> None:
+    """Pre-flight for plan/apply: any error in ``found`` (from ``problems``) raises (against
+    ``where``, the account's label), nothing is planned; warnings go to ``say``."""
     if any(p.level == "error" for p in found):
-        raise PreflightFailed(list(found), "the sandbox account" if sandbox else "the DigitalOcean account")
+        raise PreflightFailed(list(found), where)
     for p in found:
         say(p.format())
-
-
-def _accounts(
-    root: Path,
-    env: Mapping[str, str],
-    sandbox: bool,
-    config: Config,
-    producers: Sequence[str],
-    say: Say,
-    accounts: Accounts | None = None,
-) -> list[tuple[Source, list[str]]]:
-    """The accounts to ask and the producers each serves: the sandbox, or one per token (a
-    producer's token is DIGITALOCEAN_TOKEN or its own PAT file)."""
-    if not producers:
-        return []
-    if sandbox:
-        return [(SandboxSource(_sandbox_cloud(env, config)), list(producers))]
-    from infra_apply import do_api
-    from infra_apply.pat import do_token, token_env
-
-    by_token: dict[str, list[str]] = {}
-    for producer in producers:
-        token = token_env(env, producer, say).get("DIGITALOCEAN_TOKEN") or do_token(env) or ""
-        by_token.setdefault(token, []).append(producer)
-    if accounts is not None:
-        return [
-            (accounts.live(token, _label(names, len(by_token))), names) for token, names in by_token.items()
-        ]
-    endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
-    return [
-        (LiveSource(do_api.Client(token, endpoint), _label(names, len(by_token))), names)
-        for token, names in by_token.items()
-    ]
-
-
-def _label(producers: Sequence[str], accounts: int) -> str:
-    if accounts == 1:
-        return "the DigitalOcean account"
-    return f"the DigitalOcean account of {', '.join(producers)}"
-
-
-def _sandbox_cloud(env: Mapping[str, str], config: Config) -> Path:
-    from infra_apply.sandbox import cloud
-    from infra_apply.sandbox.install import sandbox_cloud
-    from infra_apply.state import state_dir
-
-    account = config.sandbox
-    if env.get(cloud.ENV_VAR):
-        path = Path(env[cloud.ENV_VAR])
-        cloud.seed(path, account.clusters, account.ssh_keys)
-        return path
-    return sandbox_cloud(state_dir(env), account.clusters, account.ssh_keys)

@@ -1,6 +1,6 @@
 """DigitalOcean's list prices as of one date: the package's one price table.
 
-Taken from ``do-catalogue-facts.md`` (gathered 2026-11-29 from DigitalOcean's API reference and
+Taken from ``/work/shared/do-catalogue-facts.md`` (gathered 2026-11-29 from DigitalOcean's API reference and
 public projects pinning its sizes and prices). Prices change: against a real account
 ``GET /v2/sizes`` is the truth (``infra_apply.cost.prices_from_api``); this table is for the
 sandbox and for offline runs, and always travels with its date (``AS_OF``).
@@ -65,7 +65,7 @@ PRICES: Mapping[str, ListPrice] = {
 }
 
 
-# Each size's disk in GB (do-catalogue-facts.md): a resize to a smaller disk than the droplet's
+# Each size's disk in GB (/work/shared/do-catalogue-facts.md): a resize to a smaller disk than the droplet's
 # current one is refused by DigitalOcean, so the plan summaries need to know. The sandbox
 # catalogue takes its disks from here too; where the facts give none, the size is absent.
 DISKS_GB: Mapping[str, int] = {

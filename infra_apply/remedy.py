@@ -8,6 +8,8 @@ on that tree, not on whatever tree the folder holds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from infra_apply.untrusted import shell
 
 # The global options this process was given on its command line (one CLI run per process; set
@@ -21,13 +23,22 @@ def repeat_global(*words: str) -> None:
     _given = words
 
 
-def command(verb: str, *args: str, sandbox: bool) -> str:
-    """``infra-apply [--root DIR] VERB ARGS... [--sandbox]``; ``verb`` may be two words (``gpu
-    up``), every argument is one shell word (quoted when it needs it)."""
+def command(verb: str, *args: str, keep: Sequence[str]) -> str:
+    """``infra-apply [--root DIR] VERB ARGS... [KEEP...]``; ``verb`` may be two words (``gpu
+    up``), every argument is one shell word (quoted when it needs it). ``keep``: the flags of
+    the run's account (``Account.remedy_flags``: ``--sandbox``)."""
     words = ["infra-apply", *map(shell, _given), *verb.split(), *map(shell, args)]
-    return " ".join([*words, "--sandbox"] if sandbox else words)
+    return " ".join([*words, *keep])
 
 
-def for_producer(verb: str, producer: str, *args: str, sandbox: bool) -> str:
-    """``infra-apply VERB --producer P ARGS... [--sandbox]``."""
-    return command(verb, "--producer", producer, *args, sandbox=sandbox)
+def for_producer(verb: str, producer: str, *args: str, keep: Sequence[str]) -> str:
+    """``infra-apply VERB --producer P ARGS... [KEEP...]``."""
+    return command(verb, "--producer", producer, *args, keep=keep)
+
+
+def kept(recorded_sandbox: bool) -> tuple[str, ...]:
+    """The flags to keep for a report that records whether its run was a sandbox one (a plan
+    file read back by ``comment`` has no account, only that fact)."""
+    from infra_apply.account import choose
+
+    return choose(recorded_sandbox).remedy_flags

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra_apply import hcl
+from infra_apply import hcl, strictjson
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.kinds import DATABASE, DATABASE_FIREWALL, DROPLET, FIREWALL, USER
+from infra_apply.managed import MANAGED_TAG, producer_tag
 from infra_apply.paths import child
 
 if TYPE_CHECKING:
-    from infra_apply.model import Database, Droplet, Model, ProducerModel
-    from infra_apply.plan_model import CreateSettings
+    from infra_apply.model import Database, Droplet, Model, ProducerModel, TrustedSources
+    from infra_apply.plan_parse import CreateSettings
 
 LEDGER = "addresses.json"
 OWNED_SUFFIXES = (".tf",)
@@ -34,7 +35,6 @@ HAND_OWNED = frozenset({"imports.tf"})  # written by `infra-apply adopt`, kept b
 PUBLIC_BASE = (("tcp", "22"), ("udp", "51820"))
 PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
 PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
-MANAGED_TAG = "managed-by:infra-apply"
 WRITERS = 8  # files written at once (each mostly waits on its fsync)
 
 
@@ -73,6 +73,10 @@ class Ledger:
         return {e.address: e for e in self.entries}
 
 
+class LedgerError(InfraApplyError):
+    default_rule = "ledger"
+
+
 def parse_ledger(text: str, where: str) -> Ledger:
     """Read ``addresses.json``. It is committed and reviewed, but it still reaches HCL (``moved``
     blocks), so every value is checked before use."""
@@ -82,12 +86,12 @@ def parse_ledger(text: str, where: str) -> Ledger:
             f"{message}; fix it or restore it from git", path=where, line=1, col=1, rule="ledger"
         )
 
+    # Strict: an address written twice would otherwise lose one droplet's entry, and with it
+    # its address (Terraform would replace the droplet).
+    doc = strictjson.parse(text, where, "the address ledger", LedgerError)
     try:
-        doc = json.loads(text)
-        items = doc["droplets"].items()
-    except RecursionError:
-        raise fail("address ledger is not valid (nested too deeply)") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        items = [(str(address), e) for address, e in doc["droplets"].items()]
+    except (KeyError, TypeError, AttributeError) as exc:
         raise fail(f"address ledger is not valid ({exc})") from None
     entries = []
     for address, e in items:
@@ -102,11 +106,11 @@ def parse_ledger(text: str, where: str) -> Ledger:
         entries.append(
             LedgerEntry(
                 address,
-                e["name"],
+                str(e["name"]),
                 str(e.get("source", "")),
-                tuple(lists["hosts"]),
-                tuple(lists["services"]),
-                tuple(lists["moved_from"]),
+                tuple(map(str, lists["hosts"])),
+                tuple(map(str, lists["services"])),
+                tuple(map(str, lists["moved_from"])),
             )
         )
     names = [e.name for e in entries]
@@ -210,18 +214,17 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     address = {e.name: e.address for e in ledger.entries}
     user_data = _user_data_files(p.droplets)
     entries = [_droplet_entry(d, address[d.name], user_data) for d in p.droplets]
-    standing = [e for e in entries if not e["droplet"].gpu]
-    gpu = [e for e in entries if e["droplet"].gpu]
+    standing = [e for e in entries if not e.droplet.gpu]
+    gpu = [e for e in entries if e.droplet.gpu]
     dbs = [db_entry(db) for db in p.databases]
-    trusted = [{"ts": t, "address": hcl.slug(t.cluster)} for t in p.trusted_sources]
-    clusters = sorted(
-        {
-            (c, hcl.slug(c))
-            for c in (*(db.cluster for db in p.databases), *(t.cluster for t in p.trusted_sources))
-        }
-    )
+    trusted = [TrustedEntry(t, hcl.slug(t.cluster)) for t in p.trusted_sources]
+    # Looked up for the databases, for the VPC of the droplets hosting their projects (those
+    # projects may belong to another producer) and for the trusted sources the producer owns.
+    used = {db.cluster for db in p.databases} | {c for d in p.droplets if (c := d.vpc_cluster)}
+    used |= {t.cluster for t in p.trusted_sources}
+    clusters = sorted((c, hcl.slug(c)) for c in used)
     moves = [
-        {"from_": f"{kind}.{old_addr}", "to": f"{kind}.{e.address}"}
+        Move(f"{kind}.{old_addr}", f"{kind}.{e.address}")
         for e in sorted(ledger.entries, key=lambda e: e.address)
         for old_addr in e.moved_from
         for kind in (DROPLET.type, FIREWALL.type)
@@ -239,53 +242,58 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         emit(
             "ssh_keys.tf",
             (d.source for d in p.droplets if d.ssh_keys),
-            keys=[{"name": k, "address": hcl.slug(k)} for k in keys],
+            keys=[Named(k, hcl.slug(k)) for k in keys],
         )
     for source, name in sorted(user_data.items()):
         files[f"{USER_DATA_DIR}/{name}"] = next(
             d.user_data.text for d in p.droplets if d.user_data and d.user_data.source == source
         )
     if standing:
-        emit("droplets.tf", (e["droplet"].source for e in standing), droplets=standing)
+        emit("droplets.tf", (e.droplet.source for e in standing), droplets=standing)
     if gpu:
-        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e["droplet"])), droplets=gpu)
+        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e.droplet)), droplets=gpu)
     if entries:
-        emit("firewalls.tf", (e["droplet"].source for e in entries), droplets=entries)
+        emit("firewalls.tf", (e.droplet.source for e in entries), droplets=entries)
         files[LEDGER] = dump_ledger(ledger)
     if entries or dbs:
         emit(
             "outputs.tf",
-            [*(e["droplet"].source for e in entries), *(db.source for db in p.databases)],
+            [*(e.droplet.source for e in entries), *(db.source for db in p.databases)],
             droplets=entries,
             credentials=_credentials_entries(dbs),
         )
-    if dbs or trusted:
+    if dbs or clusters:
         emit(
             "databases.tf",
-            [*(db.source for db in p.databases), *(t.at.path for t in p.trusted_sources)],
+            [
+                *(db.source for db in p.databases),
+                *(d.source for d in p.droplets if d.vpc_cluster),
+                *(t.at.path for t in p.trusted_sources),
+            ],
             databases=dbs,
-            clusters=[{"name": n, "address": a} for n, a in clusters],
+            clusters=[Named(n, a) for n, a in clusters],
             trusted=trusted,
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
-    names = {DROPLET.address(e['address']): e["droplet"].name for e in entries}
-    names |= {FIREWALL.address(e['address']): e["droplet"].name for e in entries}
-    names |= {DATABASE.address(d['db_address']): d["name"] for d in dbs}
-    names |= {USER.address(d['user_address']): d["user"] for d in dbs}
-    names |= {DATABASE_FIREWALL.address(hcl.slug(t.cluster)): t.cluster for t in p.trusted_sources}
+    names = {DROPLET.address(e.address): e.droplet.name for e in entries}
+    names |= {FIREWALL.address(e.address): e.droplet.name for e in entries}
+    names |= {DATABASE.address(d.db_address): d.name for d in dbs}
+    names |= {USER.address(d.user_address): d.user for d in dbs}
+    names |= {DATABASE_FIREWALL.address(t.address): t.ts.cluster for t in trusted}
     return Rendered(
         producer=p.name,
         files=files,
         names=names,
-        droplet_addresses={e["droplet"].name: DROPLET.address(e['address']) for e in entries},
-        gpu_variables={e["droplet"].name: e["variable"] for e in gpu},
+        droplet_addresses={e.droplet.name: DROPLET.address(e.address) for e in entries},
+        gpu_variables={e.droplet.name: e.variable for e in gpu},
         create_settings=_LazySettings(
             {
-                DROPLET.address(e["address"]): (
-                    e["droplet"].ssh_keys,
-                    e["droplet"].monitoring,
-                    e["droplet"].user_data.sha1 if e["droplet"].user_data else None,
+                DROPLET.address(e.address): (
+                    e.droplet.ssh_keys,
+                    e.droplet.monitoring,
+                    e.droplet.user_data.sha1 if e.droplet.user_data else None,
+                    e.droplet.vpc_cluster,
                 )
                 for e in entries
             }
@@ -293,15 +301,19 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     )
 
 
+# ssh_keys, monitoring, user data SHA-1, VPC cluster: CreateSettings' fields, in order.
+_RawSettings = tuple[tuple[str, ...], bool, str | None, str | None]
+
+
 class _LazySettings(Mapping[str, "CreateSettings"]):
     """Droplet address -> CreateSettings, made when first looked up: only plan reads them, and
-    ``plan_model`` costs a render more to import than the lookups themselves."""
+    ``plan_parse`` costs a render more to import than the lookups themselves."""
 
-    def __init__(self, raw: Mapping[str, tuple[tuple[str, ...], bool, str | None]]) -> None:
+    def __init__(self, raw: Mapping[str, _RawSettings]) -> None:
         self.raw = dict(raw)
 
     def __getitem__(self, address: str) -> CreateSettings:
-        from infra_apply.plan_model import CreateSettings
+        from infra_apply.plan_parse import CreateSettings
 
         return CreateSettings(*self.raw[address])
 
@@ -340,52 +352,133 @@ def public_inbound(d: Droplet) -> tuple[tuple[str, str], ...]:
     return (*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ()))
 
 
-def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InboundRule:
+    """One public inbound rule of a droplet's firewall."""
+
+    protocol: str
+    port: str
+
+
+@dataclass(frozen=True)
+class ClusterVpc:
+    """The cluster whose VPC a droplet is created in, and its data source's local name."""
+
+    cluster: str
+    address: str
+
+
+@dataclass(frozen=True)
+class DropletEntry:
+    """What the droplet, firewall and output templates read of one droplet."""
+
+    droplet: Droplet
+    address: str  # its local name in the module (the ledger's)
+    variable: str  # a GPU droplet's on/off variable
+    firewall_name: str
+    tags: tuple[str, ...]
+    web: bool  # it runs a reverse proxy: HTTP(S) is open
+    dns: bool  # it serves DNS: port 53 is open
+    inbound: tuple[InboundRule, ...]
+    ssh_keys: tuple[str, ...]  # the local names of its ssh_keys data sources
+    user_data: str | None  # its user-data file, relative to the module
+    vpc: ClusterVpc | None  # the cluster whose VPC it is created in
+
+
+@dataclass(frozen=True)
+class DatabaseEntry:
+    """A manifest database's database and user: the local names render gives them, which
+    takeover, adopt and the exists check look them up by."""
+
+    name: str
+    user: str
+    project: str
+    environment: str
+    cluster_address: str  # local name of the cluster's data source
+    db_address: str  # local name of the digitalocean_database_db
+    user_address: str  # local name of the digitalocean_database_user
+
+
+@dataclass(frozen=True)
+class ProjectCredentials:
+    """A project's databases, one per environment: the keys ``db-credentials`` looks up."""
+
+    project: str
+    environments: tuple[DatabaseEntry, ...]
+
+
+@dataclass(frozen=True)
+class Move:
+    """One ``moved`` block: a renamed address (``from`` is a Python keyword)."""
+
+    from_: str
+    to: str
+
+
+@dataclass(frozen=True)
+class Named:
+    """A data source read by name (an SSH key, a database cluster) and its local name."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class TrustedEntry:
+    """A cluster's trusted sources (its database firewall) and the cluster's local name."""
+
+    ts: TrustedSources
+    address: str
+
+
+def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> DropletEntry:
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     inbound = public_inbound(d)
     tags = sorted(
         {
             MANAGED_TAG,
-            f"producer:{d.producer}",
+            producer_tag(d.producer),
             f"role:{droplet_slug(d.name) if d.role is None else d.role}",
             *d.trusted_tags,
         }
     )
-    return {
-        "droplet": d,
-        "address": address,
-        "variable": f"gpu_{address}",
-        "firewall_name": "fw-" + address.replace("_", "-"),
-        "tags": tags,
-        "web": web,
-        "dns": dns,
-        "inbound": [{"protocol": proto, "port": port} for proto, port in inbound],
-        "ssh_keys": [hcl.slug(k) for k in d.ssh_keys],
-        "user_data": f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
-    }
+    return DropletEntry(
+        droplet=d,
+        address=address,
+        variable=f"gpu_{address}",
+        firewall_name="fw-" + address.replace("_", "-"),
+        tags=tuple(tags),
+        web=web,
+        dns=dns,
+        inbound=tuple(InboundRule(proto, port) for proto, port in inbound),
+        ssh_keys=tuple(hcl.slug(k) for k in d.ssh_keys),
+        user_data=f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
+        vpc=ClusterVpc(d.vpc_cluster, hcl.slug(d.vpc_cluster)) if d.vpc_cluster else None,
+    )
 
 
-def db_entry(db: Database) -> dict[str, Any]:
+def db_entry(db: Database) -> DatabaseEntry:
+    """The local names of ``db``'s database and user (one place: render, takeover, adopt)."""
     c = hcl.slug(db.cluster)
-    return {
-        "name": db.name,
-        "user": db.user,
-        "project": db.project,
-        "environment": db.environment,
-        "cluster_address": c,
-        "db_address": f"{c}__{hcl.slug(db.name)}",
-        "user_address": f"{c}__{hcl.slug(db.user)}",
-    }
+    return DatabaseEntry(
+        name=db.name,
+        user=db.user,
+        project=db.project,
+        environment=db.environment,
+        cluster_address=c,
+        db_address=f"{c}__{hcl.slug(db.name)}",
+        user_address=f"{c}__{hcl.slug(db.user)}",
+    )
 
 
-def _credentials_entries(dbs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _credentials_entries(dbs: Sequence[DatabaseEntry]) -> list[ProjectCredentials]:
     """Project -> its environments' databases, sorted: the keys ``db-credentials`` looks up."""
-    projects: dict[str, list[Mapping[str, Any]]] = {}
+    projects: dict[str, list[DatabaseEntry]] = {}
     for db in dbs:
-        projects.setdefault(db["project"], []).append(db)
+        projects.setdefault(db.project, []).append(db)
     return [
-        {"project": name, "environments": sorted(envs, key=lambda d: str(d["environment"]))}
+        ProjectCredentials(name, tuple(sorted(envs, key=lambda d: str(d.environment))))
         for name, envs in sorted(projects.items())
     ]
 
@@ -500,15 +593,18 @@ def _rendered_json(r: Rendered) -> dict[str, Any]:
         "droplet_addresses": dict(r.droplet_addresses),
         "gpu_variables": dict(r.gpu_variables),
         "create_settings": {
-            a: [list(keys), monitoring, sha1] for a, (keys, monitoring, sha1) in _raw_settings(r).items()
+            a: [list(keys), monitoring, sha1, vpc]
+            for a, (keys, monitoring, sha1, vpc) in _raw_settings(r).items()
         },
     }
 
 
-def _raw_settings(r: Rendered) -> Mapping[str, tuple[tuple[str, ...], bool, str | None]]:
+def _raw_settings(r: Rendered) -> Mapping[str, _RawSettings]:
     if isinstance(r.create_settings, _LazySettings):
         return r.create_settings.raw
-    return {a: (s.ssh_keys, s.monitoring, s.user_data_sha1) for a, s in r.create_settings.items()}
+    return {
+        a: (s.ssh_keys, s.monitoring, s.user_data_sha1, s.vpc_cluster) for a, s in r.create_settings.items()
+    }
 
 
 def _str_map(value: object) -> dict[str, str]:
@@ -523,16 +619,17 @@ def _rendered_from(doc: object) -> Rendered:
     if not isinstance(doc, dict) or not isinstance(doc["producer"], str):
         raise TypeError("not a rendered producer")
     settings = {}
-    for address, (keys, monitoring, sha1) in doc["create_settings"].items():
+    for address, (keys, monitoring, sha1, vpc) in doc["create_settings"].items():
         if not (
             isinstance(address, str)
             and isinstance(keys, list)
             and all(isinstance(k, str) for k in keys)
             and isinstance(monitoring, bool)
             and (sha1 is None or isinstance(sha1, str))
+            and (vpc is None or isinstance(vpc, str))
         ):
             raise TypeError("not create settings")
-        settings[address] = (tuple(keys), monitoring, sha1)
+        settings[address] = (tuple(keys), monitoring, sha1, vpc)
     return Rendered(
         producer=doc["producer"],
         files=_str_map(doc["files"]),

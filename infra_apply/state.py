@@ -124,11 +124,12 @@ def root_key(root: Path) -> str:
     return path_key(root)
 
 
-def load_backend(root: Path, env: Mapping[str, str] | None = None, *, sandbox: bool = False) -> Backend:
-    """The state backend from ``[state]`` of the configuration (``infra_apply.config`` reads it)."""
-    from infra_apply.config import load
+def load_backend(root: Path, env: Mapping[str, str] | None = None) -> Backend:
+    """The live state backend from ``[state]`` of the configuration (``infra_apply.config``
+    reads it; a run asks its account, ``Account.backend``)."""
+    from infra_apply.account import LiveAccount
 
-    return load(root, env).backend(sandbox=sandbox)
+    return LiveAccount().backend(root, os.environ if env is None else env)
 
 
 def in_ci(env: Mapping[str, str]) -> bool:
@@ -136,11 +137,11 @@ def in_ci(env: Mapping[str, str]) -> bool:
     return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def refuse_local_state_in_ci(config: Config, env: Mapping[str, str], *, sandbox: bool) -> None:
+def refuse_local_state_in_ci(config: Config, env: Mapping[str, str]) -> None:
     """plan/apply/drift/gpu under CI with local state: a runner's state dir is thrown away after
-    the job, so every run would plan (and apply) every server as new. Sandbox runs are exempt:
-    their state describes the stand-in cloud under the same state dir, throwaway with it."""
-    if sandbox or not in_ci(env) or config.state.kind != "local" or config.state.allow_local_in_ci:
+    the job, so every run would plan (and apply) every server as new. (A sandbox run is exempt:
+    ``Account.refuse_local_state_in_ci``.)"""
+    if not in_ci(env) or config.state.kind != "local" or config.state.allow_local_in_ci:
         return
     where = config.state.at
     raise InfraApplyError(

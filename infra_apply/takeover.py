@@ -586,8 +586,9 @@ def _check_droplet(old: OldResource, d: Droplet, live_image: str | None, found: 
     ForceNew attributes of digitalocean_droplet (do-provider-schema.json): image, region,
     ssh_keys, user_data, vpc_uuid, monitoring, droplet_agent, public_networking,
     gpu_partition_mode, and ipv6 true -> false (CustomizeDiff). infra-apply's template sets
-    image and region; ssh_keys, user_data and monitoring are in ignore_changes; vpc_uuid and
-    public_networking are optional+computed (unset: no diff); droplet_agent and
+    image and region (and vpc_uuid on a droplet hosting a database project); ssh_keys,
+    user_data, monitoring and vpc_uuid are in ignore_changes; public_networking is
+    optional+computed (unset: no diff); droplet_agent and
     gpu_partition_mode are not read back on import. ipv6 (default false) is read back and NOT
     set by the template: a droplet with it on would be replaced.
     """
@@ -733,8 +734,8 @@ def _take_databases(
     for db in producer.databases:
         entry = db_entry(db)
         for rtype, name, address in (
-            (DATABASE, db.name, f"{DATABASE}.{entry['db_address']}"),
-            (USER, db.user, f"{USER}.{entry['user_address']}"),
+            (DATABASE, db.name, f"{DATABASE}.{entry.db_address}"),
+            (USER, db.user, f"{USER}.{entry.user_address}"),
         ):
             _take_database(index[rtype].get((db.cluster, name), []), db, rtype, name, address, found)
 

@@ -62,6 +62,14 @@ class Result:
     stderr: str
 
 
+VERSION_CACHE = Path("cache") / "terraform-version.json"  # under the state dir
+
+
+def state_binary(env: Mapping[str, str], state: Path) -> Binary:
+    """The Terraform a run uses, its version remembered under the state dir ``state``."""
+    return find_binary(env, version_cache=state / VERSION_CACHE)
+
+
 def find_binary(env: Mapping[str, str] | None = None, *, version_cache: Path | None = None) -> Binary:
     """``INFRA_APPLY_TERRAFORM``, else ``terraform`` on PATH; at least 1.5.
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from infra_apply import remedy
 from infra_apply.kinds import DATABASE_FIREWALL, DROPLET
-from infra_apply.plan_model import AttrDiff, Change, ProducerPlan
+from infra_apply.plan_parse import AttrDiff, Change, ProducerPlan
 
 if TYPE_CHECKING:
     from infra_apply.exists import Account
@@ -34,7 +34,7 @@ def review(
     producer: ProducerModel,
     account: Account | None,
     *,
-    sandbox: bool = False,
+    keep: Sequence[str] = (),
 ) -> ProducerPlan:
     """``plan`` with each database firewall change's rule diff and ``cuts_off`` filled in."""
     owned = {t.cluster: t for t in producer.trusted_sources}
@@ -42,7 +42,7 @@ def review(
     known = _known_before_outside(raw)
     changes = tuple(
         _reviewed(
-            c, values.get(c.address, ({}, {})), known.get(c.address), owned.get(c.name), account, raw, sandbox
+            c, values.get(c.address, ({}, {})), known.get(c.address), owned.get(c.name), account, raw, keep
         )
         if c.type == DATABASE_FIREWALL.type
         else c
@@ -58,7 +58,7 @@ def _reviewed(
     ts: TrustedSources | None,
     account: Account | None,
     raw: Mapping[str, Any],
-    sandbox: bool,
+    keep: Sequence[str],
 ) -> Change:
     before_state, after_state = before_after
     now = account.rules.get(change.name) if account is not None else None
@@ -78,7 +78,7 @@ def _reviewed(
         for name, producer in ts.hosts:
             for d in account.named(name):
                 if ts.tag not in d.tags and name not in tagged:
-                    first = remedy.for_producer("apply", producer, sandbox=sandbox)
+                    first = remedy.for_producer("apply", producer, keep=keep)
                     cuts.append(
                         f"droplet {name} (it hosts a project using {ts.cluster} and does not carry "
                         f"tag {ts.tag} yet; to keep it, run {first} first)"

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,15 @@ class Validation:
 
 
 def schema_text() -> str:
-    return resources.files("infra_apply").joinpath("data/infra-v1.schema.json").read_text("utf-8")
+    # A plain read where the package is files on disk (every pip install): importlib.resources'
+    # readers (zipfile and more) cost a plan more than the read itself.
+    beside = Path(__file__).parent / "data" / "infra-v1.schema.json"
+    try:
+        return beside.read_text("utf-8")
+    except OSError:
+        from importlib import resources
+
+        return resources.files("infra_apply").joinpath("data/infra-v1.schema.json").read_text("utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -241,7 +248,7 @@ def _short(message: str) -> str:
 
 def load_mesh_hosts(path: Path) -> Mapping[str, Mapping[str, Any]]:
     """The ``hosts`` map of mesh-hosts.json, for validation only (registration reloads it)."""
-    from infra_apply.mesh import load_document
+    from infra_apply.meshfile import load_document
 
     doc, _ = load_document(path)
     hosts = doc["hosts"]

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from infra_apply import kinds
+from infra_apply import kinds, locks
 from infra_apply import terraform as tf
+from infra_apply.account import Account, LiveAccount, LiveProvider, Provider
 from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
@@ -25,15 +26,13 @@ from infra_apply.fs import private_dirs, sync_private, tighten, write_private
 from infra_apply.identity import keyed, settle
 from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
-from infra_apply.pat import token_env
 from infra_apply.paths import child
-from infra_apply.plan_model import JsonObject
-from infra_apply.render import Rendered, compare, render_model
+from infra_apply.plan_parse import JsonObject
+from infra_apply.render import Rendered, cache_file, compare, render_model
 from infra_apply.state import (
     Backend,
     check_outside,
     checked_state_dir,
-    load_backend,
     state_dir,
     validation_cache,
 )
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
     from infra_apply.accounts import Accounts
-    from infra_apply.sandbox.install import SandboxSetup
 
 PLAN_FILE = "infra-apply.tfplan"
 STAMP = ".infra-apply-init"
@@ -61,7 +59,7 @@ class Context:
 
     root: Path
     out: Path  # generated/: address ledgers and (outside the sandbox) imports.tf
-    sandbox: bool
+    account: Account  # live or sandbox, chosen where the command starts (account.choose)
     mesh_path: Path | None
     env: Mapping[str, str] = field(repr=False)  # may hold the DigitalOcean token
     say: Say = field(default=_stderr)  # progress lines and warnings (stderr)
@@ -132,7 +130,7 @@ class TerraformCopy:
     wd: tf.Workdir
     producer: str
     say: Say = field(default=_stderr, compare=False)
-    sandbox: SandboxSetup | None = None  # the stand-in provider, in sandbox mode
+    provider: Provider = field(default_factory=LiveProvider)
     clock: Clock = field(default=MONOTONIC, compare=False)
 
     @property
@@ -145,10 +143,7 @@ class TerraformCopy:
         done = stamp_file.is_file() and stamp_file.read_bytes() == stamp.encode()
         if done and (self.path / ".terraform").is_dir():
             return
-        if self.sandbox is not None:
-            from infra_apply.sandbox.install import forget_stale_provider
-
-            forget_stale_provider(self.path, self.sandbox)
+        self.provider.before_init(self.path)
         self.say(f"{self.producer}: terraform init")
         started = self.clock()
         try:
@@ -165,17 +160,14 @@ class TerraformCopy:
         self.say(done_line(self.producer, "init", self.clock() - started))
 
     def _init_stamp(self) -> str:
-        """A hash of everything ``init`` depends on: the versions and backend blocks, the lock
-        file (the sandbox's provider is pinned by its package hash instead), the CLI config."""
-        names: tuple[str, ...] = ("versions.tf", "backend.tf")
-        if self.sandbox is None:
-            names = (*names, ".terraform.lock.hcl")
+        """A hash of everything ``init`` depends on: the versions and backend blocks, the
+        provider's pin (the lock file, or the sandbox's package hash), the CLI config."""
+        names = ("versions.tf", "backend.tf")
         parts = [(self.path / n).read_bytes() for n in names if (self.path / n).is_file()]
+        parts += self.provider.init_inputs(self.path)
         config = self.wd.env.get("TF_CLI_CONFIG_FILE")
         if config and Path(config).is_file():
             parts.append(Path(config).read_bytes())
-        if self.sandbox is not None:
-            parts.append(self.sandbox.package_hash.encode())
         return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
     def plan(
@@ -217,7 +209,7 @@ class Prepared:
     producer: ProducerModel
     rendered: Rendered
     copy: WorkingCopy
-    cloud: Path | None = None  # the sandbox cloud file, in sandbox mode
+    cloud: Path | None = None  # the stand-in cloud file Terraform's provider talks to (sandbox)
     api_token: str | None = field(default=None, repr=False)  # for rename/adopt's API calls
     lock: BaseFileLock | None = None  # held until the process ends: one run per working copy
     # The sandbox provider's launcher and Terraform's environment, for a provider shared by
@@ -227,6 +219,7 @@ class Prepared:
     manifests: Mapping[str, Manifest] = field(default_factory=dict, repr=False, compare=False)
     # held with ``lock``: one run per producer and account on this machine, whatever the tree
     producer_lock: BaseFileLock | None = field(default=None, repr=False, compare=False)
+    account: Account = field(default_factory=LiveAccount)  # the run's (Context.account)
 
 
 # --- before any work ------------------------------------------------------------------------
@@ -235,10 +228,7 @@ class Prepared:
 def check_ready(ctx: Context) -> None:
     """Before anything is written: the sandbox extra is installed (one line naming it when not),
     and the state dir is a writable folder outside ``--out`` and the root's ``generated/``."""
-    if ctx.sandbox:
-        from infra_apply.sandbox import extra
-
-        extra.require()
+    ctx.account.require()
     state = checked_state_dir([ctx.out, ctx.root / "generated"], ctx.env, create=True)
     settle(ctx.root, state, ctx.env, ctx.say)
 
@@ -252,10 +242,11 @@ def tree_key(ctx: Context) -> str:
 def check_registry(ctx: Context) -> None:
     """A registry the verb would write but may not (read-only) stops it before it starts, not
     after Terraform changed the world. Sandbox runs only read it (they write a copy)."""
-    if ctx.mesh_path is not None and not ctx.sandbox:
-        from infra_apply.mesh import check_writable
+    written = ctx.account.written_registry(ctx)
+    if written is not None:
+        from infra_apply.meshfile import check_writable
 
-        check_writable(ctx.mesh_path)
+        check_writable(written)
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -272,13 +263,15 @@ def load_project(
     from infra_apply.validate import require_valid
 
     # The sandbox world has its own registry: hosts it registered count as in the mesh there.
-    mesh = mesh_target(ctx) if ctx.sandbox else ctx.mesh_path
+    mesh = mesh_target(ctx)
     config = load_config(ctx.root, ctx.env)
-    v = require_valid(ctx.root, mesh, validation_cache(ctx.root, ctx.env), _quiet, config)
+    cache = validation_cache(ctx.root, ctx.env)
+    v = require_valid(ctx.root, mesh, cache, _quiet, config)
     model = build_model(v)
     for p in warnings_for(v.warnings, model, warn_for):
         ctx.say(p.format())
-    rendered = render_model(model, ctx.out)
+    # render's cache: unchanged manifests, ledgers and templates are not rendered again
+    rendered = render_model(model, ctx.out, cache_file(cache))
     drift = compare(rendered, ctx.out)
     project = Project(
         model,
@@ -287,7 +280,7 @@ def load_project(
         config,
         {m.path: m for m in v.manifests},
     )
-    if project.generated_stale and not ctx.sandbox:
+    if project.generated_stale and ctx.account.runs_reviewed_render:
         if refuse_stale:
             raise InfraApplyError(
                 f"{ctx.out} is out of date with the manifests: run infra-apply render, review and "
@@ -361,7 +354,7 @@ def preflight(
     found = checks.problems(
         root=ctx.root,
         env=ctx.env,
-        sandbox=ctx.sandbox,
+        account=ctx.account,
         model=project.model,
         manifests=project.manifests,
         config=project.config,
@@ -370,7 +363,7 @@ def preflight(
         say=ctx.say,
         accounts=accounts,
     )
-    checks.enforce(found, sandbox=ctx.sandbox, say=ctx.say)
+    checks.enforce(found, ctx.account.label, say=ctx.say)
 
 
 # --- working copies -------------------------------------------------------------------------
@@ -379,8 +372,7 @@ def preflight(
 def workdir_root(ctx: Context) -> Path:
     state = state_dir(ctx.env)
     check_outside(state, ctx.out)
-    mode = "sandbox" if ctx.sandbox else "live"
-    return keyed(state, f"work/{mode}", tree_key(ctx))
+    return keyed(state, f"work/{ctx.account.word}", tree_key(ctx))
 
 
 def workdir(ctx: Context, producer: str) -> Path:
@@ -396,22 +388,11 @@ def sandbox_overlay(ctx: Context, producer: str) -> Path:
 
 
 def imports_file(ctx: Context, producer: str) -> Path:
-    folder = sandbox_overlay(ctx, producer) if ctx.sandbox else child(ctx.out, producer)
-    return folder / IMPORTS
+    return ctx.account.imports_folder(ctx, producer) / IMPORTS
 
 
-def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(ctx.env)
-    if sandbox_env is not None:
-        # Never let a real token reach the stand-in, and never let its fake DigitalOcean
-        # provider into the operator's plugin cache.
-        for key in ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "TF_PLUGIN_CACHE_DIR"):
-            env.pop(key, None)
-        env.update(sandbox_env)
-        if ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD"):
-            env["INFRA_APPLY_SANDBOX_CLOUD"] = ctx.env["INFRA_APPLY_SANDBOX_CLOUD"]
-    else:
-        env.update(token_env(ctx.env, producer, ctx.say))
+def terraform_env(ctx: Context, producer: str, provider: Provider) -> dict[str, str]:
+    env = provider.environment(ctx.env, producer, ctx.say)
     for ours, theirs in (
         ("SPACES_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
         ("SPACES_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
@@ -425,26 +406,11 @@ def terraform_env(ctx: Context, producer: str, sandbox_env: Mapping[str, str] | 
 
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
     """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
-    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    binary = tf.state_binary(ctx.env, state_dir(ctx.env))
+    backend = ctx.account.backend(ctx.root, ctx.env)
     # Before any Terraform run relies on the bucket's lockfile.
     check_locking(state_dir(ctx.env), backend, binary, ctx.env)
-    sandbox_env: dict[str, str] | None = None
-    cloud: Path | None = None
-    setup = None
-    if ctx.sandbox:
-        from infra_apply.sandbox.install import install
-
-        # The sandbox account holds what [sandbox] says, never what the manifests ask for: a
-        # cluster or SSH key missing there fails as it would at DigitalOcean.
-        account = project.config.sandbox
-        setup = install(state_dir(ctx.env), account.clusters, account.ssh_keys)
-        sandbox_env = setup.env
-        cloud = Path(ctx.env.get("INFRA_APPLY_SANDBOX_CLOUD") or setup.cloud)
-        if cloud != setup.cloud:
-            from infra_apply.sandbox import cloud as sandbox_cloud
-
-            sandbox_cloud.seed(cloud, account.clusters, account.ssh_keys)
+    provider = ctx.account.provider(ctx, project.config)
     base = workdir_root(ctx)
     try:
         private_dirs(base, state_dir(ctx.env))
@@ -456,22 +422,24 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     out = []
     for name in producers:
         path = workdir(ctx, name)
-        env = terraform_env(ctx, name, sandbox_env)
-        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, setup, ctx.clock)
+        env = terraform_env(ctx, name, provider)
+        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock)
         lock = lock_working_copy(path, name)
-        where = str(cloud) if cloud is not None else env.get("DIGITALOCEAN_TOKEN", "")
-        held = lock_producer(state_dir(ctx.env), where, name)
+        held = lock_producer(state_dir(ctx.env), provider.holder(env), name)
         if path.is_dir():
             tf.wait_for_earlier(path, _prefixed(ctx.say, name))
         try:
-            sync(ctx, project.rendered[name], path, backend, sandbox_env)
+            sync(ctx, project.rendered[name], path, backend, provider)
         except OSError as exc:
             raise InfraApplyError(f"cannot write the working copy {path}: {exc.strerror}") from None
         model = project.model.producer(name) or ProducerModel(name)
         token = env.get("DIGITALOCEAN_TOKEN")
-        shared = (setup.launcher, env) if setup is not None else None
+        shared = (provider.shared, env) if provider.shared is not None else None
         rendered = project.rendered[name]
-        out.append(Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests, held))
+        cloud = provider.cloud
+        out.append(
+            Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests, held, ctx.account)
+        )
     return out
 
 
@@ -479,9 +447,7 @@ def _prefixed(say: Say, producer: str) -> Say:
     return lambda line: say(f"{producer}: {line}")
 
 
-def sync(
-    ctx: Context, rendered: Rendered, path: Path, backend: Backend, sandbox_env: Mapping[str, str] | None
-) -> None:
+def sync(ctx: Context, rendered: Rendered, path: Path, backend: Backend, provider: Provider) -> None:
     private_dirs(path, path.parent)
     files = {n: t.encode("utf-8") for n, t in rendered.module_files().items()}
     _sync_user_data(path, files)
@@ -492,8 +458,8 @@ def sync(
     if backend_hcl:
         files["backend.tf"] = backend_hcl.encode("utf-8")
     sync_private(path, files)
-    lock = ctx.out / rendered.producer / ".terraform.lock.hcl"
-    if sandbox_env is None and lock.is_file():
+    lock = provider.reviewed_lock(ctx.out, rendered.producer)
+    if lock is not None:
         write_private(path / ".terraform.lock.hcl", lock.read_bytes())
     if backend.kind != "local" and _has_local_state(path):
         raise InfraApplyError(
@@ -522,39 +488,24 @@ def _has_local_state(path: Path) -> bool:
 
 def lock_working_copy(path: Path, producer: str) -> BaseFileLock:
     """One infra-apply run per working copy; the lock lives as long as the process."""
-    from filelock import FileLock, Timeout
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=0, is_singleton=True, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise InfraApplyError(
-            f"another infra-apply run is using the working copy of producer {producer} ({path}); "
-            "wait for it to finish"
-        ) from None
-    return lock
+    what = f"the working copy of producer {producer} ({path})"
+    return locks.acquire(Path(f"{path}.lock"), what, singleton=True)
 
 
 def lock_producer(state: Path, account: str, producer: str) -> BaseFileLock:
     """One run per producer and account on this machine, from whichever tree: two trees whose
     local state is kept apart (copies outside git) would each find nothing of the producer in
     the account, and both create it. Held as long as the process, like the working copy's."""
-    from filelock import FileLock, Timeout
-
     digest = hashlib.sha256(f"{account}\0{producer}".encode()).hexdigest()[:20]
     folder = state / "locks"
     private_dirs(folder, state)
-    lock = FileLock(str(folder / f"producer-{digest}.lock"), timeout=0, is_singleton=True, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise InfraApplyError(
-            f"another infra-apply run on this machine is working on producer {producer} in the same "
-            "account, from a tree whose state is kept apart from this one's; wait for it to finish, "
-            "then run again (the account check then sees what it made)"
-        ) from None
-    return lock
+    return locks.acquire(
+        folder / f"producer-{digest}.lock",
+        f"producer {producer} in the same account (from a tree whose state is kept apart from this one's)",
+        singleton=True,
+        remedy="wait for it to finish, then run again (the account check then sees what it made)",
+    )
 
 
 # --- state --------------------------------------------------------------------------------
@@ -586,21 +537,6 @@ def _array(value: object) -> list[object]:
 
 
 def mesh_target(ctx: Context) -> Path | None:
-    """The registry registration writes to. A sandbox run never writes the operator's
-    mesh-hosts.json (stand-in addresses would reach ~/.ssh/config): it registers into a copy under
-    the state dir, made from the given file on first use."""
-    if not ctx.sandbox:
-        return ctx.mesh_path
-    copy = sandbox_registry(ctx)
-    if ctx.mesh_path is not None:
-        from infra_apply.mesh import seed_copy
-
-        private_dirs(copy.parent, state_dir(ctx.env))
-        seed_copy(ctx.mesh_path, copy)
-    return copy if copy.exists() else None
-
-
-def sandbox_registry(ctx: Context) -> Path:
-    """The sandbox's own mesh-hosts.json for this root (seeded from --mesh-hosts on first use)."""
-    state = state_dir(ctx.env)
-    return keyed(state, "sandbox/mesh", tree_key(ctx)) / "mesh-hosts.json"
+    """The registry registration writes to (the account's: a sandbox run never writes the
+    operator's mesh-hosts.json)."""
+    return ctx.account.registry(ctx)

@@ -45,6 +45,7 @@ def database_json(name: str) -> dict[str, Any]:
         "connection": {"host": f"{name}.db.ondigitalocean.com", "port": 25060, "ssl": True},
         "private_connection": {"host": f"private-{name}.db.ondigitalocean.com", "port": 25060},
         "region": "nyc3",
+        "private_network_uuid": "5a4981aa-9653-4bd1-bef5-d6bff52042e4",
         "status": "online",
     }
 

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra_apply import mesh  # after the sys.path insert: runs as a plain script
+from infra_apply import mesh, meshfile  # after the sys.path insert: runs as a plain script
 from infra_apply import terraform as tf
 from infra_apply.allocations import open_record
 from infra_apply.config import Backend
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
                 time.sleep(600)  # killed here: reserved in the record, not written locally
             return got
 
-        result = mesh.write_registration(Path(path), producer, [d], allocate=allocate)
+        result = meshfile.write_registration(Path(path), producer, [d], allocate=allocate)
         print(f"done {d.name} {result.changes[0].mesh_ip}", flush=True)
 
 

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra_apply import mesh  # after the sys.path insert: runs as a plain script
+from infra_apply import mesh, meshfile  # after the sys.path insert: runs as a plain script
 
 PRODUCER = "quinn"
 CRASH_HOSTS = ("crash-a", "crash-b", "crash-c", "crash-d")
@@ -58,14 +58,14 @@ def naive_replace(out: BinaryIO) -> Callable[[Path, str], None]:
 def loop(path: Path, naive: bool) -> None:
     out = os.fdopen(sys.stdout.fileno(), "wb", buffering=0)
     if naive:
-        mesh._replace_atomically = naive_replace(out)
+        meshfile._replace_atomically = naive_replace(out)
     out.write(b"ready\n")
     i = 0
     while True:
         if i % 2 == 0:
-            mesh.write_registration(path, PRODUCER, [crash_droplet(i)])
+            meshfile.write_registration(path, PRODUCER, [crash_droplet(i)])
         else:
-            mesh.write_registration(path, PRODUCER, [], removed=["com.uvlava.quinn.crash"])
+            meshfile.write_registration(path, PRODUCER, [], removed=["com.uvlava.quinn.crash"])
         out.write(b".")
         i += 1
 
@@ -84,7 +84,7 @@ def register(path: Path, index: int, count: int, go: Path) -> None:
             hosts=(f"w{index}-{n}-app", f"w{index}-{n}-db"),
             producer=PRODUCER,
         )
-        mesh.write_registration(path, PRODUCER, [droplet])
+        meshfile.write_registration(path, PRODUCER, [droplet])
 
 
 def main(argv: list[str]) -> None:

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 from infra_apply.cost import ProducerCost, fallback_prices, producer_cost
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.plan_model import Change, ProducerPlan, parse_plan, strip_index
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import Change, ProducerPlan, strip_index
 from infra_apply.report import PlanContext, ProducerReport, producer_reports
 from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown
@@ -304,7 +305,9 @@ def golden_path(scenario: str, ext: str) -> Path:
 def render_golden(scenario: str, ext: str) -> str:
     plans, verdicts, models, costs, context = SCENARIOS[scenario]()
     reports = producer_reports(plans, verdicts, models, costs=costs)
-    return format_markdown(reports, context) if ext == "md" else FORMATS[ext](reports)
+    if ext == "md":
+        return format_markdown(reports, context)
+    return format_json(reports, context) if ext == "json" else FORMATS[ext](reports)
 
 
 def read_golden(scenario: str, ext: str) -> str:

@@ -12,11 +12,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply import exists, preflight
+from infra_apply.account import LiveAccount
 from infra_apply.accounts import LISTS, Accounts
 from infra_apply.build import build_model
-from infra_apply.commands.pricing import run_prices
 from infra_apply.cost import API_SOURCE
 from infra_apply.errors import InfraApplyError, Problem
+from infra_apply.pricing import run_prices
 from infra_apply.validate import validate_tree
 from infra_apply.workcopy import Context, warnings_for
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
@@ -60,7 +61,7 @@ def live_preflight(root: Path, env: dict[str, str], accounts: Accounts) -> list[
     manifests = {m.path: m for m in v.manifests}
     model, config = build_model(v), v.config
     return preflight.problems(
-        root=root, env=env, sandbox=False, model=model, manifests=manifests, config=config,
+        root=root, env=env, account=LiveAccount(), model=model, manifests=manifests, config=config,
         producers=PRODUCERS, say=lambda _: None, accounts=accounts,
     )
 
@@ -70,12 +71,12 @@ def one_run(root: Path, api: HTTPServer, tmp_path: Path) -> list[Problem]:
     env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
     v = validate_tree(root)
     model = build_model(v)
-    ctx = Context(root, root / "generated", False, None, env)
+    ctx = Context(root, root / "generated", LiveAccount(), None, env)
     with Accounts(env) as accounts:
         found = live_preflight(root, env, accounts)
         assert run_prices(ctx, PRODUCERS, accounts=accounts).source == API_SOURCE
         for p in model.producers:
-            lookup = exists.start(None, TOKEN, {db.cluster for db in p.databases}, accounts)
+            lookup = exists.start(accounts.live(TOKEN), {db.cluster for db in p.databases})
             assert lookup is not None
             assert lookup.result().label == "the DigitalOcean account"
     return found

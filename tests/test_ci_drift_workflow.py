@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,10 +19,17 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from infra_apply.comment import marker
-from infra_apply.report.drift import MARKER
+from infra_apply.drift import DriftReport, Orphan, ProducerDrift
+from infra_apply.mesh import HostChange
+from infra_apply.report.drift import MARKER, format_json, format_markdown
 from tests.test_ci_workflows import BIN, CI, load, run_step, step
 
 TOKEN = "FAKE-gh-token_drift-workflow-test"
+# Three runs' reports: none, a stale mesh entry, then also a droplet no state knows.
+NO_DRIFT = DriftReport((ProducerDrift("quinn"),))
+STALE = HostChange("updated", "mcp", "10.9.0.5", "com.uvlava.quinn.mcp", ("public_ip",))
+FIRST = DriftReport((ProducerDrift("quinn", mesh=(STALE,)),))
+SECOND = replace(FIRST, orphans=(Orphan("9", "stray", ("managed-by:infra-apply",)),))
 BOT = "drift-bot"
 MARK = marker("drift")
 
@@ -105,7 +113,7 @@ def test_drift_workflow_shape(forge: str) -> None:
     assert doc["permissions"] == {"contents": "read", "issues": "write"}
     [job] = doc["jobs"].values()
     run = step(CI / forge / "infra-apply-drift.yml", "drift", "Refresh-only plans")["run"]
-    assert "infra-apply drift --format markdown > drift.md" in run
+    assert "infra-apply drift --format json > drift.json" in run  # the issue body is its `markdown`
     issue = step(CI / forge / "infra-apply-drift.yml", "drift", "Open, update or close")
     assert "python3" not in issue["run"]  # infra-apply's own client, not an inline script
     assert job["runs-on"] == ("ubuntu-latest" if forge == "github" else "docker")
@@ -123,28 +131,28 @@ def test_the_issue_step_opens_updates_then_closes_only_its_own_issue(
     env["INFRA_APPLY_STATE_DIR"] = str(tmp_path / "state")
     forged = dict(server.issues[121])
 
-    def run(rc: int, report: str) -> str:
-        (tmp_path / "drift.md").write_text(report)
+    def run(rc: int, report: DriftReport) -> str:
+        (tmp_path / "drift.json").write_text(format_json(report))  # as the drift step writes it
         done = run_step(s["run"], tmp_path, {**env, "DRIFT_RC": str(rc)})
         assert done.returncode == 0, done.stderr
         assert TOKEN not in done.stdout + done.stderr
         assert "issue 122 by mallory carries the marker; not ours, left alone" in done.stderr
         return done.stdout
 
-    assert run(0, f"{MARKER}\nno drift\n") == "no open issue to close in o/r\n"
+    assert run(0, NO_DRIFT) == "no open issue to close in o/r\n"
     assert len(server.issues) == 122
-    run(2, f"{MARKER}\nfirst\n")
+    run(2, FIRST)
     assert server.issues[122] | {"html_url": ""} == {
-        **IssueForge._issue(123, f"{MARK}\n{MARKER}\nfirst\n", BOT),
+        **IssueForge._issue(123, f"{MARK}\n{format_markdown(FIRST)}", BOT),
         "title": "infra-apply: drift outside Terraform",
         "html_url": "",
     }
-    out = run(2, f"{MARKER}\nsecond\n")  # found again past the first page of open issues
+    out = run(2, SECOND)  # found again past the first page of open issues
     assert out.startswith("updated issue 123 in o/r")
-    assert len(server.issues) == 123 and server.issues[122]["body"] == f"{MARK}\n{MARKER}\nsecond\n"
-    run(0, f"{MARKER}\nno drift\n")
+    assert len(server.issues) == 123 and server.issues[122]["body"] == f"{MARK}\n{format_markdown(SECOND)}"
+    run(0, NO_DRIFT)
     assert server.issues[122]["state"] == "closed"
-    assert server.issues[122]["body"] == f"{MARK}\n{MARKER}\nno drift\n"
+    assert server.issues[122]["body"] == f"{MARK}\n{format_markdown(NO_DRIFT)}"
     assert server.issues[121] == forged  # someone else's marker issue: untouched throughout
     scheme = "Bearer" if forge == "github" else "token"
     assert server.auth == {f"{scheme} {TOKEN}"}

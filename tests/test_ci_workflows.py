@@ -17,6 +17,7 @@ import yaml
 from pytest_httpserver import HTTPServer
 
 from infra_apply.report.combine import failed_sentence
+from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, cli_env
 from tests.plan_fixtures import SANDBOX_CONTEXT
@@ -74,7 +75,7 @@ def test_actionlint_and_shellcheck_do_catch_mistakes(tmp_path: Path) -> None:
     """The check above can fail: a broken copy of a shipped workflow is rejected."""
     text = (CI / "github" / "infra-apply-plan.yml").read_text()
     broken = text.replace("needs.check.outputs.producers", "needs.check.outputs.producer", 1)
-    broken = broken.replace('> "plans/$PRODUCER.md" || rc=$?', "> plans/$PRODUCER.md || rc=$?", 1)
+    broken = broken.replace('> "plans/$PRODUCER.json" || rc=$?', "> plans/$PRODUCER.json || rc=$?", 1)
     (tmp_path / "broken.yml").write_text(broken)
     out = actionlint(tmp_path / "broken.yml").stdout
     assert 'property "producer" is not defined' in out
@@ -91,7 +92,10 @@ def test_pull_request_workflow_shape(forge: str) -> None:
     assert any("infra-apply render --check" in r for r in check)
     assert any("plan --changed" in r for r in check)
     assert jobs["plan"]["strategy"]["matrix"]["producer"] == "${{ fromJSON(needs.check.outputs.producers) }}"
-    assert any('plan --producer "$PRODUCER"' in s.get("run", "") for s in jobs["plan"]["steps"])
+    assert any('plan --producer "$PRODUCER" --format json' in s.get("run", "") for s in jobs["plan"]["steps"])
+    # JSON is what passes between the jobs: each plan job's artifact, the comment job's input
+    [upload] = [s for s in jobs["plan"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert upload["with"]["path"] == "plans/${{ matrix.producer }}.json"
     assert any("infra-apply comment --pr" in s.get("run", "") for s in jobs["comment"]["steps"])
     assert jobs["comment"]["permissions"] == {"pull-requests": "write"}
 
@@ -221,12 +225,23 @@ def test_the_comment_step_posts_the_plans(tmp_path: Path, httpserver: HTTPServer
     assert done.returncode == 0, done.stderr
     assert forge.comments[0]["body"].startswith(f"{MARK}\n## infra-apply plan\n\nNo changes: no producer's")
 
-    # The matrix: one plan per producer, one that failed; one comment reading as one plan.
+    # The matrix: one JSON plan per producer, one that failed; one comment reading as one plan.
     ct, quinn = reports_of("update_size_and_import")
     (work / "plans").mkdir()
-    (work / "plans" / "ct.md").write_text(format_markdown([ct], SANDBOX_CONTEXT))
-    (work / "plans" / "mc.md").write_text(FAILED)
-    (work / "plans" / "quinn.md").write_text(format_markdown([quinn], SANDBOX_CONTEXT))
+    (work / "plans" / "ct.json").write_text(format_json([ct], SANDBOX_CONTEXT))
+    (work / "plans" / "quinn.json").write_text(format_json([quinn], SANDBOX_CONTEXT))
+    # The plan step itself, for a producer whose plan fails (the root holds no @mc): exit 1,
+    # and what it leaves for the comment job says so.
+    plan = step(CI / kind / "infra-apply-plan.yml", "plan", "Plan ")
+    assert plan["env"]["PRODUCER"] == "${{ matrix.producer }}"
+    empty = tmp_path / "root"
+    empty.mkdir()
+    failed = run_step(plan["run"], work, {**env, "PRODUCER": "mc", "INFRA_APPLY_ROOT": str(empty)})
+    assert failed.returncode == 1, failed.stderr
+    assert json.loads((work / "plans" / "mc.json").read_text()) == {
+        "format_version": 1,
+        "failed": [{"producer": "mc", "exit_code": 1}],
+    }
     done = run_step(s["run"], work, env)
     assert done.returncode == 0, done.stderr
     both = format_markdown([ct, quinn], SANDBOX_CONTEXT)

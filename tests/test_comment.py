@@ -21,6 +21,7 @@ from werkzeug import Request, Response
 from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target, units
 from infra_apply.errors import InfraApplyError
 from infra_apply.report.combine import failed_sentence
+from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown
 from tests.conftest import cli_env, run_cli
 from tests.plan_fixtures import SANDBOX_CONTEXT
@@ -375,6 +376,37 @@ def test_a_matrix_of_plans_is_one_comment_read_as_one_plan(tmp_path: Path, forge
     code, out, err = post_files(tmp_path, forge, files)  # the next push, the same plans
     assert code == 0, err
     assert out.startswith("unchanged comment 9001") and "PATCH" not in forge.methods()
+
+
+def test_json_plans_are_one_comment_and_a_single_one_is_rendered(tmp_path: Path, forge: FakeForge) -> None:
+    """What the workflows pass between jobs: ``plan --format json`` files, a failed producer's
+    JSON note among them; the comment is the one markdown plan of them all."""
+    ct, quinn = reports_of("update_size_and_import")
+    failed = {"format_version": 1, "failed": [{"producer": "mc", "exit_code": 1}]}
+    files = {
+        "quinn.json": format_json([quinn], SANDBOX_CONTEXT),
+        "mc.json": json.dumps(failed),
+        "ct.json": format_json([ct], SANDBOX_CONTEXT),
+    }
+    code, _, err = post_files(tmp_path, forge, files)
+    assert code == 0, err
+    both = format_markdown([ct, quinn], SANDBOX_CONTEXT)
+    table = "\n<!-- infra-apply:table "
+    named = both.replace(table, f"\n{failed_sentence([('mc', '1')])}\n{table}", 1)
+    assert [c["body"] for c in forge.comments] == [f"{MARK}\n" + named + "\n" + FAILED]
+
+    code, _, err = post(tmp_path, forge, format_json([ct], SANDBOX_CONTEXT))  # one file: rendered
+    assert code == 0, err
+    assert forge.comments[0]["body"] == f"{MARK}\n" + format_markdown([ct], SANDBOX_CONTEXT)
+
+
+def test_a_json_file_that_is_no_plan_is_one_located_line(tmp_path: Path, forge: FakeForge) -> None:
+    code, _, err = post_files(tmp_path, forge, {"ct.json": '{"format_version": 1, "producers": []}'})
+    assert code == 1 and forge.comments == []
+    where = tmp_path / "plans" / "ct.json"
+    assert err == f"{where}: error infra-apply: not a plan --format json document: producers is not a dict\n"
+    code, _, err = post_files(tmp_path, forge, {"mc.json": '{\n  "format_version": 1,\n  oops'})
+    assert code == 1 and err.startswith(f"{where.with_name('mc.json')}:3:3: error infra-apply: not a plan")
 
 
 def test_a_combined_plan_over_the_limit_is_cut_and_said_so(tmp_path: Path, forge: FakeForge) -> None:

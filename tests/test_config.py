@@ -352,9 +352,9 @@ def test_state_settings_keep_their_behaviour(tmp_path: Path) -> None:
     live, box = c.backend(sandbox=False), c.backend(sandbox=True)
     assert (live.kind, live.bucket, live.key_prefix, live.region) == ("s3", "b", "live", "us-east-1")
     assert (box.kind, box.key_prefix) == ("s3", "box")
-    from infra_apply.state import load_backend
+    from infra_apply.account import SandboxAccount
 
-    assert load_backend(tmp_path / "root", {}, sandbox=True) == box
+    assert SandboxAccount().backend(tmp_path / "root", {}) == box
 
 
 def test_config_errors_are_the_error_family() -> None:
@@ -390,3 +390,30 @@ def test_a_hostile_toml_key_is_shown_printable_on_one_line(tmp_path: Path, toml:
         config.load(root, {})
     line = caught.value.format()
     assert line.isprintable() and shown in line, line
+
+
+def test_the_same_user_data_is_parsed_once_and_a_bad_one_fails_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run loads the config several times (its key, the project, the backend): cloud-init
+    YAML it already checked is not parsed again; a changed or broken file still is."""
+    import yaml
+
+    composed: list[str] = []
+    real = yaml.compose
+
+    def counting(text: str, Loader: object) -> object:
+        composed.append(text)
+        return real(text, Loader=Loader)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(yaml, "compose", counting)
+    text = CLOUD_CONFIG.replace("wireguard-tools", "once-only-7f3e")
+    root = tree(tmp_path, '[droplets]\nuser_data = "u.yaml"\n', **{"u.yaml": text})
+    for _ in range(3):
+        assert config.load(root).droplets.user_data is not None
+    assert composed == [text]
+    (root / "u.yaml").write_text("#cloud-config\npackages: [\n")
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="not valid YAML"):
+            config.load(root)
+    assert len(composed) == 3

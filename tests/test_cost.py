@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from infra_apply import kinds
 from infra_apply.cost import (
     API_SOURCE,
     TABLE_SOURCE,
@@ -20,9 +22,15 @@ from infra_apply.cost import (
     producer_cost,
     signed,
 )
+from infra_apply.errors import InfraApplyError
 from infra_apply.gpu.status import listed_price
+from infra_apply.plan_model import parse_plan
 from infra_apply.prices import AS_OF, PRICES, ListPrice
+from infra_apply.report import producer_reports
 from infra_apply.report.cost import gpu_cost_sentence, monthly_change, unpriced_sentence
+from infra_apply.report.json import format_json
+from infra_apply.report.markdown import format_markdown
+from infra_apply.report.text import format_text
 from infra_apply.sandbox import catalogue
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -312,3 +320,100 @@ def test_a_resize_to_a_smaller_disk_is_priced_as_no_change() -> None:
     # a resize the disk allows is priced as planned
     ok = cost(plan([droplet(address, "s-1vcpu-1gb")], [droplet(address, "s-2vcpu-4gb")], changes=[resize]))
     assert totals(ok) == ("$6.00", "$24.00", "+$18.00") and ok.refused == ()
+
+
+# --- every managed kind the plan touches, priced as the kinds table says --------------------
+
+
+def resource(rtype: str, address: str, **values: Any) -> dict[str, Any]:
+    name = address.split(".")[-1]
+    return {"address": address, "mode": "managed", "type": rtype, "name": name, "values": values}
+
+
+UPTIME = "digitalocean_uptime_check"  # a DigitalOcean kind the table does not have (yet)
+
+
+def with_kind(monkeypatch: pytest.MonkeyPatch, kind: kinds.Kind) -> None:
+    monkeypatch.setattr(kinds, "KINDS", MappingProxyType({**kinds.KINDS, kind.type: kind}))
+
+
+def test_a_kind_missing_from_the_table_is_refused_never_skipped_as_free() -> None:
+    doc = plan(after=[droplet("digitalocean_droplet.web", "s-1vcpu-1gb"), resource(UPTIME, f"{UPTIME}.web")])
+    with pytest.raises(InfraApplyError, match=rf"{UPTIME}\.web: resource type {UPTIME} is not in"):
+        cost(doc)
+
+
+def test_a_firewall_database_and_user_are_free_and_count_no_price_unknown() -> None:
+    doc = plan(
+        after=[
+            droplet("digitalocean_droplet.web", "s-1vcpu-1gb"),
+            resource("digitalocean_firewall", "digitalocean_firewall.web", name="fw-web"),
+            resource("digitalocean_database_db", "digitalocean_database_db.pg__app", name="app"),
+            resource("digitalocean_database_user", "digitalocean_database_user.pg__app", name="app"),
+        ]
+    )
+    c = cost(doc)
+    assert totals(c) == ("$0.00", "$6.00", "+$6.00")
+    assert c.price_not_known == ()
+    assert {(k.kind.type, k.before, k.after) for k in c.kinds} == {
+        ("digitalocean_firewall", 0, 1),
+        ("digitalocean_database_db", 0, 1),
+        ("digitalocean_database_user", 0, 1),
+    }
+    assert "price not known" not in monthly_change(c)
+
+
+def test_a_kind_whose_price_is_not_known_is_named_in_every_format_never_counted_as_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an entry that states no price: its price is not known
+    check = kinds.Kind(type=UPTIME, mode="managed", noun="uptime check", guard=kinds.GUARDED, import_id=None)
+    with_kind(monkeypatch, check)
+    doc = plan(
+        after=[
+            droplet("digitalocean_droplet.web", "s-1vcpu-1gb"),
+            resource(UPTIME, f"{UPTIME}.web", name="web"),
+            resource(UPTIME, f"{UPTIME}.api", name="api"),
+        ],
+        changes=[
+            {**resource(UPTIME, f"{UPTIME}.{n}"), "change": {"actions": ["create"], "after": {}}}
+            for n in ("web", "api")
+        ],
+    )
+    c = cost(doc)
+    assert totals(c) == ("$0.00", "$6.00", "+$6.00")  # the droplet only: the checks are left out
+    said = "price not known, not in the totals: uptime checks (0 → 2)"
+    assert monthly_change(c).endswith(f"(+$6.00); {said}")
+    reports = producer_reports([parse_plan("quinn", doc, {})], costs={"quinn": c})
+    assert said in format_text(reports)
+    assert said.replace("$", "\\$") in format_markdown(reports)
+    assert format_markdown(reports).count(said) == 2  # the table's footnote and the section
+    producer = json.loads(format_json(reports))["producers"]["quinn"]
+    assert producer["cost"]["price_not_known"] == [
+        {"type": UPTIME, "noun": "uptime check", "before": 0, "after": 2}
+    ]
+
+
+def test_a_kind_at_a_flat_list_price_adds_it_per_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    # do-catalogue-facts.md: an uptime check costs about 1 USD a month.
+    check = kinds.Kind(
+        type=UPTIME,
+        mode="managed",
+        noun="uptime check",
+        guard=kinds.GUARDED,
+        import_id=None,
+        price=kinds.Price("flat", Decimal(1)),
+    )
+    with_kind(monkeypatch, check)
+    doc = plan(
+        before=[resource(UPTIME, f"{UPTIME}.web")],
+        after=[resource(UPTIME, f"{UPTIME}.web"), resource(UPTIME, f"{UPTIME}.api")],
+    )
+    assert totals(cost(doc)) == ("$1.00", "$2.00", "+$1.00")
+
+
+def test_a_flat_price_goes_with_an_amount_and_nothing_else_does() -> None:
+    with pytest.raises(ValueError):
+        kinds.Price("flat")
+    with pytest.raises(ValueError):
+        kinds.Price("free", Decimal(1))

@@ -15,9 +15,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from infra_apply import do_api
-from infra_apply.commands.pricing import run_prices
+from infra_apply.account import choose
 from infra_apply.cost import API_SOURCE, TABLE_SOURCE, prices_from_api
 from infra_apply.errors import InfraApplyError
+from infra_apply.pricing import run_prices
 from infra_apply.workcopy import Context
 
 TOKEN = "FAKE-do-token_cost-test-token"
@@ -73,7 +74,7 @@ def serve_sizes(server: HTTPServer, per_page: int, seen: list[int]) -> None:
 def context(tmp_path: Path, endpoint: str, *, sandbox: bool = False) -> tuple[Context, list[str]]:
     said: list[str] = []
     env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": endpoint, "HOME": str(tmp_path)}
-    return Context(tmp_path, tmp_path / "generated", sandbox, None, env, said.append), said
+    return Context(tmp_path, tmp_path / "generated", choose(sandbox), None, env, said.append), said
 
 
 def test_prices_from_api_reads_every_page_of_sizes_exactly(api: HTTPServer) -> None:

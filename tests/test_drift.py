@@ -3,13 +3,16 @@ live listing of tagged droplets, on synthetic refresh-only plans and a local API
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from types import MappingProxyType
 from typing import Any
 
+import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from infra_apply.commands.drift import account_tagged
+from infra_apply import kinds
 from infra_apply.drift import (
     DriftReport,
     Duplicate,
@@ -23,10 +26,11 @@ from infra_apply.drift import (
     orphans,
     outside_changes,
     stale_registry_droplets,
-    state_droplet_ids,
+    state_droplets,
 )
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import NameDrift
+from infra_apply.model import ProducerModel
+from infra_apply.plan_parse import NameDrift
 from infra_apply.report.drift import MARKDOWN_LIMIT, MARKER, format_json, format_markdown, format_text
 
 MANAGED = "managed-by:infra-apply"
@@ -128,7 +132,7 @@ def test_name_drift_and_state_ids_come_from_the_refreshed_prior_state() -> None:
         "dns-renamed-by-hand",
         "com.uvlava.dns",
     )
-    assert state_droplet_ids(plan) == {"1002", "1003"}
+    assert {d.id for d in state_droplets("quinn", plan)} == {"1002", "1003"}
     text = format_text(DriftReport((ProducerDrift("quinn", names=(drift,)),)))
     assert "infra-apply rename --producer quinn com.uvlava.dns" in text
 
@@ -230,8 +234,16 @@ def test_live_listing_asks_for_the_tag_once_per_account_page_by_page(httpserver:
         return Response(json.dumps(body), content_type="application/json")
 
     httpserver.expect_request("/v2/droplets").respond_with_handler(handler)
-    found = account_tagged(["tok-a", "tok-a", "tok-b"], httpserver.url_for("/"))
-    assert sorted(o.id for o in found) == ["100", "101", "102"]
+    from infra_apply.account import LiveAccount
+    from infra_apply.render import Rendered
+    from infra_apply.workcopy import Prepared
+
+    preps = [
+        Prepared(ProducerModel(p), Rendered(p, {}), None, api_token=t)  # type: ignore[arg-type]
+        for p, t in (("a", "tok-a"), ("b", "tok-a"), ("c", "tok-b"))
+    ]
+    found = LiveAccount().tagged_droplets(preps, {"DIGITALOCEAN_API_URL": httpserver.url_for("/")}, MANAGED)
+    assert sorted(str(d["id"]) for d in found) == ["100", "101", "102"]
     assert seen == [
         ("Bearer tok-a", MANAGED, "1"),
         ("Bearer tok-a", MANAGED, "2"),
@@ -391,9 +403,7 @@ def test_a_firewall_rule_changed_outside_terraform_is_told_rule_by_rule_in_every
     edited = drift_entry("digitalocean_firewall.dns", ["update"], before, after)
     found = outside_changes("quinn", refresh_plan(edited), NAMES)
     report = DriftReport((ProducerDrift("quinn", outside=found),))
-    rules = (
-        "inbound_rule -tcp 443 from 0.0.0.0/0, ::/0; +tcp 443 from 203.0.113.7; +icmp from nowhere"
-    )
+    rules = "inbound_rule -tcp 443 from 0.0.0.0/0, ::/0; +tcp 443 from 203.0.113.7; +icmp from nowhere"
     assert rules in format_text(report)
     assert rules.replace("_", "\\_") in format_markdown(report)
     [diff] = json.loads(format_json(report))["producers"]["quinn"]["outside"][0]["diffs"]
@@ -403,3 +413,18 @@ def test_a_firewall_rule_changed_outside_terraform_is_told_rule_by_rule_in_every
         {"protocol": "icmp", "ports": "", "sources": []},
     ]
     assert diff["removed"] == ["tcp 443 from 0.0.0.0/0, ::/0"]
+
+
+def test_drift_looks_for_the_orphans_of_the_kinds_the_table_marks_and_no_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prior = [
+        droplet_state("digitalocean_droplet.dns", "1003", "com.uvlava.dns"),
+        {**droplet_state("digitalocean_firewall.dns", "fw-1", "fw-dns"), "type": "digitalocean_firewall"},
+    ]
+    plan = refresh_plan(prior=prior)
+    # a firewall carries no managed-by tag to be found by: its entry says it is not looked for
+    assert [d.id for d in state_droplets("quinn", plan)] == ["1003"]
+    table = {**kinds.KINDS, kinds.DROPLET.type: dataclasses.replace(kinds.DROPLET, orphans="not-looked-for")}
+    monkeypatch.setattr(kinds, "KINDS", MappingProxyType(table))
+    assert state_droplets("quinn", plan) == []

@@ -418,7 +418,8 @@ def test_gpu_up_that_finds_its_working_copy_in_use_takes_no_lease(ops: GpuOps) -
     copy_lock = ops.base / "state" / "work" / "sandbox" / identify(ops.root, ops.env).key / "ct.lock"
     with FileLock(copy_lock, timeout=0):
         code, out, err = ops.gpu("up", GPU, "--for", "1h")
-    assert code == 1 and "another infra-apply run is using the working copy" in err, out + err
+    assert code == 1, out + err
+    assert "another infra-apply run holds the lock on the working copy of producer ct" in err, err
     assert ops.leases() == {} and GPU not in ops.droplets()
     code, out, err = ops.sandbox("plan", "--producer", "ct")
     assert code == 0, out + err  # the next ordinary apply creates no GPU

@@ -89,7 +89,9 @@ def test_two_trees_kept_apart_never_work_on_one_producer_at_once(ops: Ops) -> No
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         code, _, err = apart.apply("mc")
         assert code == 1, err
-        assert "another infra-apply run on this machine is working on producer mc" in err
+        held_by = f"another infra-apply run (process {holder.pid}, since "
+        what = "holds the lock on producer mc in the same account"
+        assert held_by in err and f"; ps -p {holder.pid} shows it) {what}" in err
         assert ops.droplets() == {}  # nothing created
         code, _, err = apart.sandbox("plan", "--producer", "quinn")  # another producer: not held
         assert code == 2, err

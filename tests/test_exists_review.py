@@ -59,7 +59,7 @@ def live(did: str, name: str = DNS.name, **fields: Any) -> AccountDroplet:
 def review(
     raw: dict[str, Any], account: exists.Account, journal: exists.Journal | None = None
 ) -> exists.Review:
-    return exists.review(raw, QUINN, RENDERED, {}, account, journal, sandbox=True)
+    return exists.review(raw, QUINN, RENDERED, {}, account, journal, ("--sandbox",))
 
 
 DNS_CREATE = create("digitalocean_droplet", DNS.name, "digitalocean_droplet.dns")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import config, fs, manifest, mesh, pat, render, takeover, terraform
+from infra_apply import config, fs, manifest, meshfile, pat, render, takeover, terraform
 from infra_apply.commands import comment as comment_verb
 from infra_apply.errors import InfraApplyError
 
@@ -150,7 +150,7 @@ def _read_manifest(p: Path) -> object:
 
 
 def _read_mesh(p: Path) -> object:
-    return mesh.load_document(p)
+    return meshfile.load_document(p)
 
 
 def _read_pat(p: Path) -> object:
@@ -174,7 +174,7 @@ READERS: dict[str, tuple[str, Callable[[Path], object], int]] = {
     "infra-apply.toml": ("infra-apply.toml", _read_config, fs.CONFIG_LIMIT + 1),
     "user data": ("cloud-init.yaml", _read_user_data, config.USER_DATA_LIMIT + 1),
     "manifest": ("web.infra.yaml", _read_manifest, manifest.MAX_BYTES + 1),
-    "mesh-hosts.json": ("mesh-hosts.json", _read_mesh, mesh.MAX_BYTES + 1),
+    "mesh-hosts.json": ("mesh-hosts.json", _read_mesh, meshfile.MAX_BYTES + 1),
     "PAT file": ("do_pat_web", _read_pat, pat.MAX_BYTES + 1),
     "--from-state": ("old.tfstate", _read_state, fs.STATE_LIMIT + 1),
     "comment's plan file": ("plan.md", _read_plan_for_comment, fs.TEXT_LIMIT + 1),
@@ -221,6 +221,19 @@ def test_a_local_state_that_is_a_device_or_fifo_counts_as_holding_resources(tmp_
         holds = terraform.local_state_has_resources
         assert _finishes(lambda f=folder, o=outcome, h=holds: o.append(h(f))) is None
         assert outcome == [True]  # never switch backends over a state nobody could read
+
+
+def test_an_apply_journal_that_is_a_device_or_fifo_is_no_journal(tmp_path: Path) -> None:
+    """The journal under the state dir is read like every other file: never blocking on it."""
+    from infra_apply import exists
+
+    for make in (_zero, _fifo):
+        folder = tmp_path / make.__name__
+        folder.mkdir()
+        make(folder / exists.JOURNAL)
+        outcome: list[object] = []
+        assert _finishes(lambda f=folder, o=outcome: o.append(exists.read_journal(f))) is None
+        assert outcome == [None]
 
 
 def test_read_bounded_reads_a_regular_file_and_follows_a_link_to_one(tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ def test_exclusive_is_one_holder_per_machine(local: LeaseStore, tmp_path: Path) 
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        busy = pytest.raises(StoreBusy, match="another infra-apply is changing the GPU leases of producer ct")
+        busy = pytest.raises(StoreBusy, match="run holds the lock on the GPU leases of producer ct;")
         with busy, local.exclusive(0):
             pass
     finally:

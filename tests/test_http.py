@@ -23,7 +23,7 @@ import pytest
 
 from infra_apply import comment, do_api
 from infra_apply.errors import ExitCode, InfraApplyError
-from infra_apply.http import Limits, json_body
+from infra_apply.http import Limits, error_fields, json_body
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 
 TOKEN = "FAKE-token_hostile-server-test"
@@ -263,3 +263,13 @@ def test_a_remote_forge_is_reached_through_the_environments_proxy(
     with pytest.raises(InfraApplyError, match="401"):
         comment.publish(target, 7, "plan\n", limits=LIMITS)
     assert hostile.seen[0] == ("http://forge.invalid/api/v1/user", "Basic b3BzOnMzY3JldA==")
+
+
+def test_one_reader_of_an_api_error_answer_for_digitalocean_and_the_forges() -> None:
+    do = {"id": "not_found", "message": "The resource you were accessing could not be found."}
+    errors = [{"code": "custom", "message": "body is too long"}, "x"]
+    github = {"message": "Validation Failed", "errors": errors}
+    assert error_fields(do) == ("not_found", "The resource you were accessing could not be found.")
+    assert error_fields(github) == (None, "Validation Failed; body is too long; x")
+    assert error_fields({"message": "two\n  lines", "id": 7}) == (None, "two lines")
+    assert error_fields(["not", "an", "object"]) == (None, "")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from infra_apply import identity
+from infra_apply.account import LiveAccount, SandboxAccount
 from infra_apply.config import load
 from infra_apply.errors import InfraApplyError
 from infra_apply.identity import identify, path_key, settle
-from infra_apply.state import refuse_local_state_in_ci
 from tests.conftest import CONFIG, base_tree, cli_env, run_cli, write_tree
 
 GIT_ENV = {
@@ -188,7 +188,7 @@ def test_a_run_still_using_the_old_working_copies_stops_the_move(tmp_path: Path)
     old_state(state, old)
     with FileLock(str(state / "work" / "live" / old / "ct.lock")), pytest.raises(InfraApplyError) as err:
         settle(root, state, {}, print)
-    assert "another infra-apply run is using" in str(err.value)
+    assert "another infra-apply run holds the lock on " in str(err.value)
     assert (state / "work" / "live" / old / "ct" / "terraform.tfstate").exists()
 
 
@@ -235,14 +235,14 @@ def test_local_state_under_ci_is_allowed_when_said_for_remote_state_and_the_sand
     ci = {"CI": "true"}
     config(CONFIG)
     with pytest.raises(InfraApplyError):
-        refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
-    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=True)  # throwaway by nature
-    refuse_local_state_in_ci(load(tmp_path, {}), {"CI": "false"}, sandbox=False)
-    refuse_local_state_in_ci(load(tmp_path, {}), {}, sandbox=False)
+        LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)
+    SandboxAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)  # throwaway by nature
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), {"CI": "false"})
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), {})
     config(f"[state]\nallow_local_in_ci = true\n{CONFIG}")
-    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)
     config(f'[state]\nbackend = "s3"\nbucket = "b"\n{CONFIG}')
-    refuse_local_state_in_ci(load(tmp_path, {}), ci, sandbox=False)
+    LiveAccount().refuse_local_state_in_ci(load(tmp_path, {}), ci)
 
 
 def test_the_allow_setting_lets_a_ci_plan_reach_the_account_check(tmp_path: Path) -> None:
@@ -251,3 +251,32 @@ def test_the_allow_setting_lets_a_ci_plan_reach_the_account_check(tmp_path: Path
     r = run_cli("--root", str(root), "plan", "--out", str(tmp_path / "out"), env=cli_env(tmp_path, CI="true"))
     assert "error state" not in r.stderr
     assert "DIGITALOCEAN_TOKEN" in r.stderr  # went on to pre-flight, which needs the token
+
+
+def test_the_key_is_worked_out_once_per_text_of_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run asks for its key many times: infra-apply.toml is parsed once while its text stays
+    the same, and again (a new key) as soon as it changes."""
+    from infra_apply import config
+
+    root = write_tree(tmp_path / "root", {"infra-apply.toml": '[state]\nname = "one"\n'})
+    parsed: list[Path] = []
+    real = config.load
+
+    def counting(at: Path, env: object = None) -> config.Config:
+        parsed.append(at)
+        return real(at, env)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(config, "load", counting)
+    env = cli_env(tmp_path)
+    assert [identify(root, env).key for _ in range(3)] == ["name-one"] * 3
+    assert len(parsed) == 1
+    (root / "infra-apply.toml").write_text('[state]\nname = "two"\n')
+    assert identify(root, env).key == "name-two"
+    assert len(parsed) == 2
+    (root / "infra-apply.toml").write_text('[state]\nname = "bad name"\n')
+    with pytest.raises(InfraApplyError):
+        identify(root, env)  # a bad config still raises its own error, every time
+    with pytest.raises(InfraApplyError):
+        identify(root, env)

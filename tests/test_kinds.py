@@ -11,7 +11,7 @@ import pytest
 
 from infra_apply import kinds
 from infra_apply.guard import guard, refusal_message, unused_allowances
-from infra_apply.plan_model import Change, ProducerPlan
+from infra_apply.plan_parse import Change, ProducerPlan
 from infra_apply.sandbox.resources import DATA_SOURCES, RESOURCES
 from infra_apply.sandbox.server import TYPE_PREFIX
 
@@ -165,3 +165,11 @@ def test_import_ids_are_filled_in_from_the_format() -> None:
         kinds.USER.import_id_of(name="forge")
     with pytest.raises(ValueError, match="not imported"):
         kinds.SSH_KEY.import_id_of(name="deploy")
+
+
+def test_drift_lists_in_the_account_every_kind_the_table_says_it_looks_for() -> None:
+    # commands/drift.list_tagged lists tagged droplets (GET /v2/droplets?tag_name=): a kind
+    # marked "tagged" needs its own listing there before drift can find its orphans.
+    from infra_apply.drift import looked_for
+
+    assert looked_for() == {kinds.DROPLET.type}

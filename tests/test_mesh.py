@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra_apply import mesh
+from infra_apply import mesh, meshfile, strictjson
 from infra_apply.errors import MeshError
 from infra_apply.mesh import HostChange, LiveDroplet
 
@@ -207,10 +207,10 @@ def test_only_a_different_recorded_id_means_replaced() -> None:
     [change] = mesh.plan_registration(doc, "quinn", [droplet()]).changes
     assert (change.kind, change.fields) == ("updated", ("droplet_id",))
     # A hand-written numeric id equal to the live one is the same machine (rewritten as a string).
-    numeric = mesh.parse_document(BASE_TEXT.replace('"droplet_id": "4123"', '"droplet_id": 4123'), "m")
+    numeric = strictjson.parse(BASE_TEXT.replace('"droplet_id": "4123"', '"droplet_id": 4123'), "m")
     [change] = mesh.plan_registration(numeric, "quinn", [droplet()]).changes
     assert (change.kind, change.fields) == ("updated", ("droplet_id",))
-    numeric = mesh.parse_document(BASE_TEXT.replace('"droplet_id": "4123"', '"droplet_id": 4124'), "m")
+    numeric = strictjson.parse(BASE_TEXT.replace('"droplet_id": "4123"', '"droplet_id": 4124'), "m")
     assert mesh.plan_registration(numeric, "quinn", [droplet()]).changes[0].kind == "replaced"
 
 
@@ -249,7 +249,7 @@ def test_untouched_parts_of_the_file_come_back_byte_identical(tmp_path: Path) ->
         droplet(),  # forge: unchanged
         droplet("com.uvlava.quinn.web", ("web",), droplet_id="77", public_ip="203.0.113.77"),
     ]
-    written = mesh.write_registration(path, "quinn", live)
+    written = meshfile.write_registration(path, "quinn", live)
 
     new_entry = """,
     "web": {
@@ -291,7 +291,7 @@ def test_plan_registration_does_not_modify_its_input() -> None:
 
 
 def test_dump_document_reproduces_a_file_written_in_that_style() -> None:
-    assert mesh.dump_document(base_doc()) == BASE_TEXT
+    assert strictjson.dump(base_doc()) == BASE_TEXT
 
 
 # --------------------------------------------------------------------------- conflicts
@@ -300,14 +300,14 @@ def test_dump_document_reproduces_a_file_written_in_that_style() -> None:
 def test_host_of_a_hand_registered_machine_is_a_conflict(tmp_path: Path) -> None:
     path = registry(tmp_path)
     with pytest.raises(MeshError, match=r"'mac' .*outside infra-apply .*10\.9\.0\.2"):
-        mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web", "mac"))])
+        meshfile.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web", "mac"))])
     assert path.read_text(encoding="utf-8") == BASE_TEXT
 
 
 def test_host_registered_for_another_droplet_is_a_conflict(tmp_path: Path) -> None:
     path = registry(tmp_path)
     with pytest.raises(MeshError, match=f"'forge' .*already registered for droplet '{ARTIFACTS}'"):
-        mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.other", ("forge",))])
+        meshfile.write_registration(path, "quinn", [droplet("com.uvlava.quinn.other", ("forge",))])
     assert path.read_text(encoding="utf-8") == BASE_TEXT
 
 
@@ -339,10 +339,10 @@ def test_a_droplet_of_another_producer_in_the_output_is_refused() -> None:
 def test_second_registration_leaves_the_file_untouched(tmp_path: Path) -> None:
     path = registry(tmp_path)
     live = [droplet(hosts=("forge", "artifacts")), droplet("com.uvlava.quinn.web", ("web",))]
-    first = mesh.write_registration(path, "quinn", live)
+    first = meshfile.write_registration(path, "quinn", live)
     text, inode = path.read_bytes(), path.stat().st_ino
 
-    second = mesh.write_registration(path, "quinn", live)
+    second = meshfile.write_registration(path, "quinn", live)
 
     assert first.wrote and not second.wrote and not second.changed
     assert second.changes == () and second.diff == ""
@@ -353,7 +353,7 @@ def test_second_registration_leaves_the_file_untouched(tmp_path: Path) -> None:
 def test_registering_an_unchanged_droplet_writes_nothing(tmp_path: Path) -> None:
     path = registry(tmp_path)
     before = path.stat()
-    result = mesh.write_registration(path, "quinn", [droplet()])
+    result = meshfile.write_registration(path, "quinn", [droplet()])
     assert not result.wrote
     assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
 
@@ -376,7 +376,7 @@ def test_a_file_in_another_style_is_not_rewritten_when_nothing_changes(
     path = registry(tmp_path, text)
     before = path.stat()
 
-    result = mesh.write_registration(path, "quinn", [droplet()], dry_run=dry_run)
+    result = meshfile.write_registration(path, "quinn", [droplet()], dry_run=dry_run)
 
     assert (result.wrote, result.changed, result.diff, result.changes) == (False, False, "", ())
     assert path.read_bytes() == text.encode("utf-8")
@@ -390,11 +390,11 @@ def test_a_file_in_another_style_is_written_in_two_space_style_on_a_change(
     path = registry(tmp_path, OTHER_STYLES[style])
     live = [droplet(), droplet("com.uvlava.quinn.web", ("web",), droplet_id="77")]
 
-    result = mesh.write_registration(path, "quinn", live)
+    result = meshfile.write_registration(path, "quinn", live)
 
     assert result.wrote and result.changed and result.diff
     assert result.changes == (HostChange("added", "web", "10.9.0.3", "com.uvlava.quinn.web"),)
-    expected = mesh.dump_document(mesh.plan_registration(base_doc(), "quinn", live).document)
+    expected = strictjson.dump(mesh.plan_registration(base_doc(), "quinn", live).document)
     if style == "compact":  # values keep the file's own spelling (its \u escapes) on a rewrite
         expected = expected.replace("Zoë's laptop — hand", "Zo\\u00eb's laptop \\u2014 hand")
     assert path.read_text(encoding="utf-8") == expected
@@ -418,7 +418,7 @@ def test_destroyed_droplet_entries_are_removed_and_nothing_else() -> None:
 
 def test_removal_through_the_file_rewrites_only_the_removed_entry(tmp_path: Path) -> None:
     path = registry(tmp_path)
-    result = mesh.write_registration(path, "quinn", [], removed=[ARTIFACTS])
+    result = meshfile.write_registration(path, "quinn", [], removed=[ARTIFACTS])
     assert mesh.describe(result) == [f"- forge 10.9.0.6 ({ARTIFACTS})"]
     start = BASE_TEXT.index(',\n    "forge": {')
     end = BASE_TEXT.index('\n  },\n  "services"')
@@ -571,7 +571,7 @@ def test_invalid_registry_is_a_located_error_and_never_overwritten(
 ) -> None:
     path = registry(tmp_path, text)
     with pytest.raises(MeshError, match=message) as excinfo:
-        mesh.write_registration(path, "quinn", [droplet()])
+        meshfile.write_registration(path, "quinn", [droplet()])
     assert (excinfo.value.path, excinfo.value.line, excinfo.value.col) == (str(path), line, col)
     assert path.read_text(encoding="utf-8") == text
 
@@ -613,17 +613,17 @@ def test_a_duplicate_key_is_a_located_error_and_never_overwritten(
 ) -> None:
     path = registry(tmp_path, text)
     with pytest.raises(MeshError, match=message) as excinfo:
-        mesh.write_registration(path, "quinn", [droplet()])
+        meshfile.write_registration(path, "quinn", [droplet()])
     assert (excinfo.value.path, excinfo.value.line, excinfo.value.col) == (str(path), line, col)
     assert path.read_text(encoding="utf-8") == text
     with pytest.raises(MeshError, match=message):
-        mesh.write_registration(path, "quinn", [droplet()], dry_run=True)
+        meshfile.write_registration(path, "quinn", [droplet()], dry_run=True)
 
 
 def test_missing_registry_is_an_error_and_not_created(tmp_path: Path) -> None:
     path = tmp_path / "mesh-hosts.json"
     with pytest.raises(MeshError, match="not found"):
-        mesh.write_registration(path, "quinn", [droplet()])
+        meshfile.write_registration(path, "quinn", [droplet()])
     assert not path.exists()
 
 
@@ -631,7 +631,7 @@ def test_non_utf8_registry_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "mesh-hosts.json"
     path.write_bytes(b'{"network": "10.9.0.0/24", "hosts": {"\xff": {}}}')
     with pytest.raises(MeshError, match="not UTF-8"):
-        mesh.load_document(path)
+        meshfile.load_document(path)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -639,13 +639,13 @@ def test_unreadable_registry_is_an_error(tmp_path: Path) -> None:
     path = registry(tmp_path)
     path.chmod(0)
     with pytest.raises(MeshError, match=r"cannot read mesh-hosts\.json: Permission denied"):
-        mesh.load_document(path)
+        meshfile.load_document(path)
 
 
 def test_a_folder_in_place_of_the_registry_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "mesh-hosts.json").mkdir()
     with pytest.raises(MeshError, match="cannot read"):
-        mesh.load_document(tmp_path / "mesh-hosts.json")
+        meshfile.load_document(tmp_path / "mesh-hosts.json")
 
 
 # --------------------------------------------------------------------------- strict JSON
@@ -665,7 +665,7 @@ def test_numbers_strict_readers_reject_are_refused_where_they_are_and_never_writ
     text = BASE_TEXT.replace('"weight": 1.5', f'"weight": {value}')
     path = registry(tmp_path, text)
     with pytest.raises(MeshError, match=r"jq and Go|Go reject") as excinfo:
-        mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
+        meshfile.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
     assert (excinfo.value.path, excinfo.value.line, excinfo.value.col) == (
         str(path),
         *position_of(text, value + "\n"),
@@ -700,7 +700,7 @@ def test_values_it_does_not_own_keep_their_exact_spelling_when_the_file_is_rewri
     text = spelled_text()
     path = registry(tmp_path, text)
     live = [droplet(), droplet("com.uvlava.quinn.web", ("web",), droplet_id="77")]
-    written = mesh.write_registration(path, "quinn", live)
+    written = meshfile.write_registration(path, "quinn", live)
     assert written.wrote
     anchor = '      "weight": 1E5\n    }'
     new_entry = """,
@@ -715,7 +715,7 @@ def test_values_it_does_not_own_keep_their_exact_spelling_when_the_file_is_rewri
       "producer": "quinn"
     }"""
     assert path.read_text(encoding="utf-8") == text.replace(anchor, anchor + new_entry)
-    again = mesh.write_registration(path, "quinn", live)
+    again = meshfile.write_registration(path, "quinn", live)
     assert not again.wrote
 
 
@@ -736,9 +736,9 @@ def test_a_registry_in_two_space_style_reads_and_writes_back_byte_for_byte(
     doc: Any, ascii_only: bool
 ) -> None:
     text = json.dumps(doc, indent=2, ensure_ascii=ascii_only) + "\n"
-    parsed = mesh.parse_document(text, "mesh-hosts.json")
-    assert json.loads(mesh.dump_document(parsed)) == json.loads(text)
-    assert mesh.dump_document(parsed) == text
+    parsed = strictjson.parse(text, "mesh-hosts.json")
+    assert json.loads(strictjson.dump(parsed)) == json.loads(text)
+    assert strictjson.dump(parsed) == text
 
 
 def test_nesting_deeper_than_any_registry_is_a_located_error(tmp_path: Path) -> None:
@@ -746,7 +746,7 @@ def test_nesting_deeper_than_any_registry_is_a_located_error(tmp_path: Path) -> 
     text = head + "[" * 100_000 + "]" * 100_000 + "}\n"
     path = registry(tmp_path, text)
     with pytest.raises(MeshError, match="nested deeper than 100 levels") as excinfo:
-        mesh.write_registration(path, "quinn", [droplet()])
+        meshfile.write_registration(path, "quinn", [droplet()])
     # the top-level object is level 1, so the 100th "[" opens level 101
     assert (excinfo.value.line, excinfo.value.col) == (1, len(head) + 100)
     assert path.read_text(encoding="utf-8") == text
@@ -757,7 +757,7 @@ def test_a_read_only_registry_is_refused_and_never_replaced(tmp_path: Path) -> N
     path.chmod(0o444)
     before = path.stat()
     with pytest.raises(MeshError, match=r"read-only \(mode 0444\)") as excinfo:
-        mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
+        meshfile.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
     assert excinfo.value.path == str(path)
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns, stat.S_IMODE(after.st_mode)) == (
@@ -768,7 +768,7 @@ def test_a_read_only_registry_is_refused_and_never_replaced(tmp_path: Path) -> N
     assert path.read_text(encoding="utf-8") == BASE_TEXT
     # a dry run only reads it
     web = [droplet("com.uvlava.quinn.web", ("web",))]
-    assert mesh.write_registration(path, "quinn", web, dry_run=True).diff
+    assert meshfile.write_registration(path, "quinn", web, dry_run=True).diff
 
 
 # --------------------------------------------------------------------------- writing
@@ -776,7 +776,7 @@ def test_a_read_only_registry_is_refused_and_never_replaced(tmp_path: Path) -> N
 
 def test_dry_run_shows_the_diff_and_writes_nothing(tmp_path: Path) -> None:
     path = registry(tmp_path)
-    result = mesh.write_registration(
+    result = meshfile.write_registration(
         path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))], dry_run=True
     )
     assert result.changed and not result.wrote
@@ -790,7 +790,7 @@ def test_dry_run_shows_the_diff_and_writes_nothing(tmp_path: Path) -> None:
 def test_write_keeps_permission_bits_and_leaves_no_temp_file(tmp_path: Path) -> None:
     path = registry(tmp_path)
     path.chmod(0o640)
-    mesh.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
+    meshfile.write_registration(path, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -800,7 +800,7 @@ def test_a_symlinked_registry_stays_a_symlink(tmp_path: Path) -> None:
     link = tmp_path / "link" / "mesh-hosts.json"
     link.parent.mkdir()
     link.symlink_to(real)
-    mesh.write_registration(link, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
+    meshfile.write_registration(link, "quinn", [droplet("com.uvlava.quinn.web", ("web",))])
     assert link.is_symlink()
     assert "web" in json.loads(real.read_text(encoding="utf-8"))["hosts"]
 
@@ -811,7 +811,7 @@ def test_temp_files_left_by_a_killed_run_are_cleaned_up(tmp_path: Path) -> None:
     orphan.write_text('{"half": ')
     unrelated = tmp_path / ".mesh-hosts.json.swp"
     unrelated.write_text("editor swap file")
-    mesh.write_registration(path, "quinn", [droplet()])
+    meshfile.write_registration(path, "quinn", [droplet()])
     assert not orphan.exists()
     assert unrelated.exists()
 
@@ -824,7 +824,7 @@ def test_registration_waits_for_the_lock_and_rereads_the_file_under_it(tmp_path:
 
     def register() -> None:
         try:
-            outcome.append(mesh.write_registration(path, "quinn", [droplet("a", ("a",))]))
+            outcome.append(meshfile.write_registration(path, "quinn", [droplet("a", ("a",))]))
         except Exception as e:  # surfaced by the assertion below
             outcome.append(e)
 
@@ -835,7 +835,7 @@ def test_registration_waits_for_the_lock_and_rereads_the_file_under_it(tmp_path:
     # Another run's update lands while ours waits: ours must build on it, not on what it
     # would have read before taking the lock.
     other = mesh.plan_registration(base_doc(), "quinn", [droplet("b", ("b",))]).document
-    path.write_text(mesh.dump_document(other), encoding="utf-8")
+    path.write_text(strictjson.dump(other), encoding="utf-8")
     held.release()
     worker.join(10)
 
@@ -846,8 +846,9 @@ def test_registration_waits_for_the_lock_and_rereads_the_file_under_it(tmp_path:
 
 def test_a_lock_held_too_long_is_a_clear_error(tmp_path: Path) -> None:
     path = registry(tmp_path)
-    with filelock.FileLock(f"{path}.lock"), pytest.raises(MeshError, match="locked by another run"):
-        mesh.write_registration(path, "quinn", [droplet("a", ("a",))], lock_timeout=0.1)
+    busy = r"another infra-apply run holds the lock on mesh-hosts.json \(waited 0.1s\); lock file "
+    with filelock.FileLock(f"{path}.lock"), pytest.raises(MeshError, match=busy):
+        meshfile.write_registration(path, "quinn", [droplet("a", ("a",))], lock_timeout=0.1)
     assert path.read_text(encoding="utf-8") == BASE_TEXT
 
 
@@ -931,7 +932,7 @@ def crash_registry(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
         }
     doc["network"] = "10.9.0.0/16"
     path = tmp_path / "mesh-hosts.json"
-    path.write_text(mesh.dump_document(doc), encoding="utf-8")
+    path.write_text(strictjson.dump(doc), encoding="utf-8")
     return path, doc
 
 
@@ -999,7 +1000,7 @@ def test_registration_killed_at_random_points_never_leaves_a_broken_file(
     # Kills landed after registrations and after removals alike.
     assert sum(writes for _, writes in runs) > 50 and {"with", "without"} <= set(states)
     for lane in lanes:
-        mesh.write_registration(lane / "mesh-hosts.json", "quinn", [])
+        meshfile.write_registration(lane / "mesh-hosts.json", "quinn", [])
         assert not [p for p in lane.iterdir() if p.name.endswith(".tmp")]
 
 

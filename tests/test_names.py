@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from infra_apply import workcopy
+from infra_apply.account import LiveAccount
 from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError, MeshError, Problem, ValidationFailed
 from infra_apply.hcl import slug
@@ -350,7 +351,7 @@ def render_and_prepare(root: Path, out: Path, state: Path, v: Any) -> Path:
         "DIGITALOCEAN_TOKEN": "FAKE-do-token_not-used",
         "PATH": os.environ["PATH"],
     }
-    ctx = workcopy.Context(root=root, out=out, sandbox=False, mesh_path=None, env=env)
+    ctx = workcopy.Context(root=root, out=out, account=LiveAccount(), mesh_path=None, env=env)
     project = workcopy.Project(model, {r.producer: r for r in rendered}, False)
     [prep] = workcopy.prepare(ctx, project, [r.producer for r in rendered])
     assert prep.lock is not None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply import workcopy
+from infra_apply.account import choose
 from infra_apply.errors import InfraApplyError
 from infra_apply.model import Model
 from infra_apply.paths import child, inside
@@ -88,7 +89,7 @@ def test_a_refused_producer_leaves_the_others_unwritten(tmp_path: Path) -> None:
 def context(tmp_path: Path, *, sandbox: bool) -> workcopy.Context:
     env = {"INFRA_APPLY_STATE_DIR": str(tmp_path / "state"), "DIGITALOCEAN_TOKEN": "FAKE-do-token_paths-test"}
     return workcopy.Context(
-        root=tmp_path / "root", out=tmp_path / "out", sandbox=sandbox, mesh_path=None, env=env
+        root=tmp_path / "root", out=tmp_path / "out", account=choose(sandbox), mesh_path=None, env=env
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply import do_api, preflight
+from infra_apply.account import LiveAccount, SandboxAccount
 from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError, Problem
 from infra_apply.sandbox import cloud
@@ -53,7 +54,7 @@ def live(root: Path, api: HTTPServer, *, gpu: tuple[str, ...] = (), **env: str) 
     found = preflight.problems(
         root=root,
         env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for(""), **env},
-        sandbox=False,
+        account=LiveAccount(),
         model=build_model(v),
         manifests={m.path: m for m in v.manifests},
         config=v.config,
@@ -78,6 +79,7 @@ def test_the_example_tree_passes_with_a_handful_of_calls(root: Path, api: HTTPSe
         "/v2/account/keys",
         "/v2/databases",
         f"/v2/databases/{database_json('uvlava-pg')['id']}/firewall",  # its trusted sources
+        "/v2/droplets",  # the VPC of each droplet hosting a database project
         "/v2/images/gpu-h100x1-base",  # not a distribution: asked for by slug
         "/v2/images?type=distribution",
         "/v2/regions",
@@ -185,7 +187,7 @@ def test_each_token_is_one_account_asked_once(root: Path, api: HTTPServer, tmp_p
     found = preflight.problems(
         root=root,
         env={"HOME": str(tmp_path / "home"), "DIGITALOCEAN_API_URL": api.url_for("")},
-        sandbox=False,
+        account=LiveAccount(),
         model=build_model(v),
         manifests={m.path: m for m in v.manifests},
         config=v.config,
@@ -206,7 +208,7 @@ def sandbox(root: Path, state: Path, producers: list[str], gpu: tuple[str, ...] 
     return preflight.problems(
         root=root,
         env={"INFRA_APPLY_STATE_DIR": str(state)},
-        sandbox=True,
+        account=SandboxAccount(),
         model=build_model(v),
         manifests={m.path: m for m in v.manifests},
         config=v.config,
@@ -255,6 +257,33 @@ def test_the_sandbox_catalogue_lives_in_its_cloud(root: Path, tmp_path: Path) ->
     )
 
 
+def test_a_running_droplet_outside_its_clusters_vpc_is_flagged_at_its_manifest_line(
+    root: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    assert [p for p in sandbox(root, state, ["quinn", "mc"]) if OPEN not in p.message] == []
+    path = state / "sandbox" / "cloud.json"
+    pg_vpc = cloud.stable_uuid("vpc", "uvlava-pg")
+    with cloud.transaction(path) as c:
+        # the cluster sits in a VPC of its own; the droplets run in their regions' default VPCs
+        [cluster] = c["clusters"].values()
+        cluster["private_network_uuid"] = pg_vpc
+        for name, region in (("com.uvlava.quinn.mcp", "nyc3"), ("com.uvlava.quinn.dns", "nyc3")):
+            cloud.add_droplet(c, cloud.DropletSpec(name=name, region=region))
+        cloud.add_droplet(c, cloud.DropletSpec(name="com.uvlava.mc.services", region="fra1"))
+    found = [p for p in sandbox(root, state, ["quinn", "mc"]) if OPEN not in p.message]
+    assert [(p.path, p.line, p.col, p.level) for p in found] == [
+        ("@mc/.infra.yaml", 7, 13, "warning"),  # its region: the cluster is in another one
+        ("@quinn/.infra.yaml", 19, 11, "warning"),  # mcp hosts auth-svc; dns hosts no database project
+    ]
+    assert found[1].message.startswith(
+        f"droplet 'com.uvlava.quinn.mcp' runs in VPC {cloud.vpc_uuid('nyc3')}, not in VPC {pg_vpc} of "
+        "cluster 'uvlava-pg' it hosts a project of: the cluster's private host is out of its reach"
+    )
+    assert "(a VPC is regional: the cluster is in nyc3)" in found[0].message
+    assert all("vpc_uuid is ForceNew" in p.message for p in found)
+
+
 def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: Path) -> None:
     edit(root, "@mc/catalog/.infra.yaml", "cluster: uvlava-pg", "cluster: other-pg")
     v = validate_tree(root)
@@ -262,7 +291,7 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
     kwargs: dict[str, Any] = {
         "root": root,
         "env": {"INFRA_APPLY_STATE_DIR": str(tmp_path / "state")},
-        "sandbox": True,
+        "account": SandboxAccount(),
         "model": build_model(v),
         "manifests": {m.path: m for m in v.manifests},
         "config": v.config,
@@ -271,7 +300,7 @@ def test_problems_of_a_run_raise_and_nothing_else_happens(root: Path, tmp_path: 
 
     def run(producer: str) -> None:
         found = preflight.problems(producers=[producer], **kwargs)
-        preflight.enforce(found, sandbox=True, say=said.append)
+        preflight.enforce(found, SandboxAccount().label, say=said.append)
 
     with pytest.raises(preflight.PreflightFailed) as caught:
         run("mc")
@@ -349,7 +378,8 @@ def test_a_size_whose_regions_are_not_a_list_of_slugs_is_one_line(regions: objec
     from types import SimpleNamespace
     from typing import cast
 
-    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=SimpleNamespace(image="x"))),))
+    droplet = SimpleNamespace(image="x", database_clusters=())
+    wanted = preflight.Needs(droplets=(cast(Any, SimpleNamespace(droplet=droplet)),))
     source = _Catalogue([{"slug": "s-1vcpu-1gb\x1b]0;x\x07", "available": True, "regions": regions}])
     with pytest.raises(InfraApplyError) as caught:
         preflight.fetch(cast(Any, source), wanted, lambda _line: None)

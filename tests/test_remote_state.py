@@ -25,7 +25,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
+from infra_apply.account import SandboxAccount, SandboxProvider
 from infra_apply.sandbox import cloud
+from infra_apply.sandbox.install import SandboxSetup
 from infra_apply.workcopy import Context, terraform_env
 from tests.conftest import cli_env, run_cli
 
@@ -278,20 +280,23 @@ def test_spaces_keys_are_mapped_for_terraform_only(tmp_path: Path) -> None:
     ctx = Context(
         root=tmp_path,
         out=tmp_path / "generated",
-        sandbox=True,
+        account=SandboxAccount(),
         mesh_path=None,
         env={"SPACES_ACCESS_KEY_ID": ACCESS_KEY, "SPACES_SECRET_ACCESS_KEY": SECRET_KEY},
     )
-    env = terraform_env(ctx, "quinn", {"TF_CLI_CONFIG_FILE": "/sandbox/terraformrc"})
+    box = tmp_path / "sandbox"
+    setup = SandboxSetup(box, box, box, Path("/sandbox/terraformrc"), box / "cloud.json", box, "h1:x")
+    provider = SandboxProvider(setup, setup.cloud)
+    env = terraform_env(ctx, "quinn", provider)
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (ACCESS_KEY, SECRET_KEY)
     ctx = Context(
         root=tmp_path,
         out=tmp_path / "generated",
-        sandbox=True,
+        account=SandboxAccount(),
         mesh_path=None,
         env={"SPACES_ACCESS_KEY_ID": "spaces", "AWS_ACCESS_KEY_ID": "aws"},
     )
-    assert terraform_env(ctx, "quinn", {})["AWS_ACCESS_KEY_ID"] == "aws"  # an explicit AWS key wins
+    assert terraform_env(ctx, "quinn", provider)["AWS_ACCESS_KEY_ID"] == "aws"  # an explicit AWS key wins
 
 
 def test_sandbox_never_uses_the_live_state_key_unless_opted_in(remote: Remote) -> None:

@@ -7,6 +7,7 @@ The golden files are the committed ``generated/`` folder itself (CI also runs
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -29,6 +30,7 @@ from infra_apply.render import (
 )
 from infra_apply.validate import validate_tree
 from tests.conftest import (
+    CONFIG,
     EXAMPLE_MESH,
     EXAMPLE_TREE,
     REPO,
@@ -104,7 +106,7 @@ def test_droplet_template_has_lifecycle_tags_and_no_secrets() -> None:
     tf = files["droplets.tf"]
     assert 'resource "digitalocean_droplet" "ct_edge"' in tf
     assert 'tags   = ["managed-by:infra-apply", "producer:ct", "role:edge"]' in tf
-    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in tf
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in tf
     assert "token" not in "".join(files.values()).replace("DIGITALOCEAN_TOKEN", "")
     assert files["versions.tf"].count('source  = "digitalocean/digitalocean"') == 1
     assert 'version = "~> 2.99"' in files["versions.tf"]
@@ -193,6 +195,19 @@ def test_a_damaged_ledger_is_a_located_error(ledger: str, problem: str) -> None:
         parse_ledger(ledger, "generated/ct/addresses.json")
     assert problem in exc.value.message
     assert exc.value.format().startswith("generated/ct/addresses.json:1:1: error ledger: ")
+
+
+def test_an_address_written_twice_in_the_ledger_is_refused_where_it_is() -> None:
+    """json.loads kept the last of two entries: the other droplet lost its address (a replace)."""
+    from infra_apply.errors import InfraApplyError
+
+    text = '{"droplets": {\n  "a": {"name": "x"},\n  "a": {"name": "y"}\n}}'
+    with pytest.raises(InfraApplyError) as exc:
+        parse_ledger(text, "generated/ct/addresses.json")
+    assert exc.value.format() == (
+        "generated/ct/addresses.json:3:3: error ledger: the address ledger has the key 'a' twice in the "
+        "object at droplets (first on line 2); remove one of them"
+    )
 
 
 def test_moved_blocks_from_the_ledger() -> None:
@@ -315,6 +330,23 @@ def _rendered(tmp_path: Path, toml: str, **files: Any) -> dict[str, dict[str, st
     return render_tree(write_tree(tmp_path / "root", tree), tmp_path / "out")
 
 
+def test_a_droplet_hosting_a_database_project_of_any_producer_is_created_in_its_clusters_vpc(
+    tmp_path: Path,
+) -> None:
+    # mc's shop runs on ct's droplet (host lime); ct declares no database of its own
+    shop = project("shop", database={"cluster": "main-pg", "name": "shop", "user": "shop_app"})
+    out = _rendered(tmp_path, CONFIG, **{"@mc/shop/.infra.yaml": shop})
+    ct, mc = out["ct"], out["mc"]
+    pg = "data.digitalocean_database_cluster.main-pg"
+    assert f'  vpc_uuid = {pg}.region == "nyc3" ? {pg}.private_network_uuid : null\n' in ct["droplets.tf"]
+    # the cluster is looked up where the droplet is, not only where the database is declared
+    assert 'data "digitalocean_database_cluster" "main-pg" {' in ct["databases.tf"]
+    assert "digitalocean_database_db" not in ct["databases.tf"]
+    assert '# source: "@ct/.infra.yaml"' in ct["databases.tf"]
+    assert "vpc_uuid =" not in mc["droplets.tf"]  # mint hosts no database project
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in mc["droplets.tf"]
+
+
 def test_keys_monitoring_and_user_data_reach_every_droplet_of_their_producer(tmp_path: Path) -> None:
     script = '#!/bin/sh\necho "${HOME}" %{ if x } \\\n'
     toml = (
@@ -331,7 +363,7 @@ def test_keys_monitoring_and_user_data_reach_every_droplet_of_their_producer(tmp
     assert re.search(rf"\n  ssh_keys   = {keys}\n", body)
     assert "  monitoring = true\n" in body
     assert '  user_data = file("${path.module}/user-data/base.sh")\n' in body
-    assert "ignore_changes = [name, ssh_keys, user_data, monitoring]" in body
+    assert "ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]" in body
     # the user data ships byte for byte beside the module, never inside the HCL
     assert ct["user-data/base.sh"] == script
     assert "HOME" not in "".join(text for name, text in ct.items() if name.endswith(".tf"))
@@ -424,3 +456,24 @@ def test_check_never_waits_on_a_fifo_or_reads_a_device_in_the_generated_tree(tmp
     worker.join(timeout=30)  # returns at once when fixed; the bound is for the failure only
     assert not worker.is_alive(), "render --check blocked on a FIFO"
     assert got[0].stale == ("ct/droplets.tf",) and got[0].extra == ()
+
+
+def test_templates_read_frozen_typed_entries_and_takeover_finds_databases_by_the_same_names() -> None:
+    from infra_apply.kinds import DATABASE, USER
+    from infra_apply.model import Database
+    from infra_apply.render import DatabaseEntry, db_entry
+
+    db = Database("uvlava-pg", "ledger", "ledger_app", "ledger-api", "prod", "ct", "@ct/l/.infra.yaml")
+    entry = db_entry(db)
+    assert isinstance(entry, DatabaseEntry)
+    assert (entry.cluster_address, entry.db_address, entry.user_address) == (
+        "uvlava-pg",
+        "uvlava-pg__ledger",
+        "uvlava-pg__ledger_app",
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.db_address = "elsewhere"  # type: ignore[misc]
+    # takeover, adopt and the exists check name what render renders
+    names = render_producer(producer(databases=(db,)), Ledger()).names
+    assert names[DATABASE.address(entry.db_address)] == "ledger"
+    assert names[USER.address(entry.user_address)] == "ledger_app"

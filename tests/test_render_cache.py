@@ -159,3 +159,27 @@ def test_files_written_at_once_are_whole_and_a_failed_one_is_one_error(tmp_path:
     (blocked / "keep").write_text("x")
     with pytest.raises(InfraApplyError, match="cannot write"):
         write(rendered, out)
+
+
+def test_plan_reuses_renders_cache_and_still_sees_a_stale_generated_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan and apply load the project through the same cache as ``render``: after a render,
+    unchanged inputs are not rendered again; a generated file edited since is still noted."""
+    from infra_apply.account import choose
+    from infra_apply.workcopy import Context, check_ready, load_project
+
+    root = write_tree(tmp_path / "root", base_tree())
+    out, env = tmp_path / "out", cli_env(tmp_path)
+    assert run_cli("--root", str(root), "render", "--out", str(out), env=env).returncode == 0
+    said: list[str] = []
+    ctx = Context(root, out, choose(False), None, env, say=said.append)
+    check_ready(ctx)
+    fresh = render_model(load_project(ctx).model, out)
+    no_rendering(monkeypatch)
+    project = load_project(ctx)
+    assert as_dict(list(project.rendered.values())) == as_dict(fresh)
+    assert not project.generated_stale and not said
+    (out / "ct" / "droplets.tf").write_text("# edited\n")
+    assert load_project(ctx).generated_stale
+    assert any("is out of date with the manifests" in line for line in said)

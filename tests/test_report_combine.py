@@ -5,6 +5,7 @@ commits said plainly, hostile names unable to forge a mark, the marks invisible 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -15,10 +16,12 @@ import pytest
 from cmarkgfm.cmark import Options
 
 from infra_apply.comment import COMMENT_LIMIT, compose, marker, units
+from infra_apply.errors import InfraApplyError
 from infra_apply.model import Droplet, ProducerModel, Service
 from infra_apply.plan_model import parse_plan
 from infra_apply.report import PlanContext, ProducerReport, producer_reports
-from infra_apply.report.combine import combine, failed_sentence
+from infra_apply.report.combine import combine, failed_note, failed_sentence, read_json
+from infra_apply.report.json import format_json
 from infra_apply.report.markdown import MARKDOWN_LIMIT, format_markdown
 from tests.plan_fixtures import SANDBOX_CONTEXT, SCENARIOS, hostile_cost, rc, read_golden, synthetic
 
@@ -132,6 +135,72 @@ def test_plans_of_one_commit_minutes_apart_name_the_commit_once() -> None:
 def test_one_file_is_left_as_it_is() -> None:
     for text in (read_golden("hostile", "md"), FAILED, "", "no newline"):
         assert combine([text]) == text
+
+
+# --- JSON plans: the artifact between CI jobs ----------------------------------------------
+
+
+def failed_json(producer: str, code: int) -> str:
+    """What the workflows write for a producer whose plan failed."""
+    return json.dumps({"format_version": 1, "failed": [{"producer": producer, "exit_code": code}]})
+
+
+@pytest.mark.parametrize("context", [None, SANDBOX_CONTEXT], ids=["no-context", "sandbox-commit"])
+def test_the_json_plans_combine_into_the_markdown_of_the_plans(context: PlanContext | None) -> None:
+    """combine(json(A), json(B)) == md(A + B) for every ordered pair of golden scenarios, read as
+    JSON (never as prose); one JSON plan alone is rendered as its markdown."""
+    reports = {name: reports_of(name) for name in SCENARIOS}
+    docs = {name: read_json(format_json(r, context)) for name, r in reports.items()}
+    wrong = [
+        (a, b)
+        for a, b in itertools.product(SCENARIOS, repeat=2)
+        if combine([docs[a], docs[b]]) != format_markdown(by_producer([*reports[a], *reports[b]]), context)
+    ]
+    assert wrong == []
+    alone = [n for n in SCENARIOS if combine([docs[n]]) != format_markdown(by_producer(reports[n]), context)]
+    assert alone == []
+
+
+def test_json_and_markdown_plans_combine_alike_and_together() -> None:
+    ct, quinn = reports_of("update_size_and_import")
+    golden = read_golden("update_size_and_import", "md")
+    as_json = [read_json(format_json([r])) for r in (quinn, ct)]
+    assert combine(as_json) == golden
+    assert combine([as_json[0], format_markdown([ct])]) == golden  # an older job's markdown too
+
+
+def test_a_failed_producer_in_json_shows_as_failed_like_its_markdown_note() -> None:
+    [quinn] = reports_of("no_changes")
+    body = combine([read_json(format_json([quinn], SANDBOX_CONTEXT)), read_json(failed_json("mc", 1))])
+    assert failed_note("mc", 1) == FAILED
+    assert body == combine([format_markdown([quinn], SANDBOX_CONTEXT), FAILED])
+    head = body.split("<!-- infra-apply:table", 1)[0]
+    assert "> ⛔ **The plan of mc (exit 1) failed:**" in head and "\nNo changes.\n" not in body
+    only = combine([read_json(failed_json("mc", 1)), read_json(failed_json("ct", 2))])
+    assert only == combine([FAILED, failed_note("ct", 2)])
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("{", "not a plan --format json document: Expecting"),
+        ('{"format_version": 2, "producers": {}}', "no format_version 1"),
+        ('{"format_version": 1}', "neither producers nor failed"),
+        ('{"format_version": 1, "changed": false, "producers": {"mc": {}}}', "markdown is not a dict"),
+        ('{"format_version": 1, "failed": [{"producer": "a\\n### b", "exit_code": 1}]}', "names no producer"),
+        ('{"format_version": 1, "failed": [{"producer": "mc", "exit_code": "1"}]}', "mc has no exit_code"),
+    ],
+)
+def test_a_json_file_that_is_not_a_plan_is_an_error(text: str, says: str) -> None:
+    with pytest.raises(InfraApplyError, match=re.escape(says)):
+        read_json(text)
+
+
+def test_a_json_row_cannot_add_rows_to_the_table() -> None:
+    doc = json.loads(format_json(reports_of("no_changes")))
+    doc["producers"]["quinn"]["markdown"]["row"] += "\n| forged | 0 |"
+    with pytest.raises(InfraApplyError, match=re.escape("quinn's markdown.row")):
+        read_json(json.dumps(doc))
 
 
 # --- hostile names --------------------------------------------------------------------------

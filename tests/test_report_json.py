@@ -35,6 +35,13 @@ def test_json_is_one_stable_document_with_guard_and_counts() -> None:
         "counts": {"create": 0, "update": 0, "replace": 0, "delete": 0, "import": 0},
         "drift": [],
         "guard": {"ok": True, "blocked": [], "errors": []},
+        # its parts of the pull-request comment: a row, and no section (nothing to show)
+        "markdown": {
+            "row": "| mc | 0 | 0 | 0 | 0 | 0 | 0 | 0 | ✅ | - |",
+            "prices": None,
+            "unpriced": None,
+            "section": None,
+        },
         "only_undoes_outside": False,
         "outside": [],
         "public_ports": {"opened": [], "closed": []},

@@ -173,7 +173,7 @@ def test_markdown_of_a_huge_plan_is_truncated_under_the_limit() -> None:
     assert "| ct | 0 | 0 | 0 | 100 | 0 | 0 | 0 |" in md
     # A sandbox plan's note names the sandbox plan, and still fits.
     sandbox = PlanContext(True, None, datetime(2026, 11, 29, tzinfo=UTC))
-    md = format_markdown(producer_reports([quinn, ct], {}, {"quinn": QUINN_MODEL}, sandbox=True), sandbox)
+    md = format_markdown(producer_reports([quinn, ct], {}, {"quinn": QUINN_MODEL}, stand_in=True), sandbox)
     assert len(md) <= MARKDOWN_LIMIT
     assert md.endswith("; run infra-apply plan --sandbox locally for the full list\n")
 
@@ -260,7 +260,7 @@ def test_outside_terraform_is_its_own_section_apart_from_this_pull_request() -> 
 def test_a_plan_that_only_undoes_outside_changes_says_so_in_every_format() -> None:
     from infra_apply.report.json import format_json
     from infra_apply.report.text import format_text
-    from tests.test_plan_model import outside_only_plan
+    from tests.test_plan_outside import outside_only_plan
 
     reports = producer_reports([parse_plan("quinn", outside_only_plan(), {})])
     md, text = format_markdown(reports), format_text(reports)

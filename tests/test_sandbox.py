@@ -307,6 +307,22 @@ def test_cloud_allocates_deterministically(tmp_path: Path) -> None:
         cloud.rename_droplet(path, 1001, "again")
 
 
+def test_a_droplet_joins_its_regions_default_vpc_or_a_vpc_of_its_region_only(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.json"
+    cloud.seed(path, ["a-pg"])
+    with cloud.transaction(path) as c:
+        [pg] = c["clusters"].values()
+        assert pg["private_network_uuid"] == cloud.vpc_uuid("nyc3")  # the region's default VPC
+        pg["private_network_uuid"] = cloud.stable_uuid("vpc", "a-pg")
+        plain = cloud.add_droplet(c, cloud.DropletSpec(name="plain"))
+        placed = cloud.add_droplet(c, cloud.DropletSpec(name="placed", vpc_uuid=pg["private_network_uuid"]))
+        assert plain["vpc_uuid"] == cloud.vpc_uuid("nyc3")
+        assert placed["vpc_uuid"] == pg["private_network_uuid"]
+        for region, vpc in (("fra1", pg["private_network_uuid"]), ("nyc3", "not-a-vpc")):
+            with pytest.raises(cloud.CloudError, match=f"422 .* is not a VPC in region {region}"):
+                cloud.add_droplet(c, cloud.DropletSpec(name="elsewhere", region=region, vpc_uuid=vpc))
+
+
 def test_a_resize_to_a_smaller_disk_is_refused_like_digitalocean_refuses_it(tmp_path: Path) -> None:
     """A disk never shrinks: DigitalOcean answers 422, and the sandbox changes nothing."""
     path = tmp_path / "cloud.json"

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.mesh import load_document
-from infra_apply.workcopy import Context, mesh_target, sandbox_registry
+from infra_apply.account import SandboxAccount, sandbox_registry
+from infra_apply.meshfile import load_document
+from infra_apply.workcopy import Context, mesh_target
 from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 
 # --- the sandbox's registry copy ------------------------------------------------------------
@@ -21,11 +22,12 @@ from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 SEED = """
 import resource, signal, sys
 from pathlib import Path
+from infra_apply.account import SandboxAccount
 from infra_apply.workcopy import Context, mesh_target
-from infra_apply.mesh import load_document
+from infra_apply.meshfile import load_document
 
 root, source, state, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-ctx = Context(root=root, out=root / "generated", sandbox=True, mesh_path=source,
+ctx = Context(root=root, out=root / "generated", account=SandboxAccount(), mesh_path=source,
               env={"INFRA_APPLY_STATE_DIR": state})
 if mode == "killed-at":
     # Killed halfway through writing: the kernel sends SIGXFSZ (default action: terminate)
@@ -45,7 +47,7 @@ def seeding_context(tmp_path: Path) -> Context:
     return Context(
         root=tmp_path / "tree",
         out=tmp_path / "tree" / "generated",
-        sandbox=True,
+        account=SandboxAccount(),
         mesh_path=EXAMPLE_MESH,
         env={"INFRA_APPLY_STATE_DIR": str(tmp_path / "state")},
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from infra_apply.account import LiveProvider, SandboxProvider, choose
 from infra_apply.errors import InfraApplyError
 from infra_apply.pat import token_env
 from infra_apply.render import Rendered
@@ -19,8 +20,19 @@ SECRET = "FAKE-do-token_0123456789abcdef-vault-secret-for-quinn"
 
 def context(tmp_path: Path, sandbox: bool, **env: str) -> Context:
     return Context(
-        root=tmp_path / "tree", out=tmp_path / "generated", sandbox=sandbox, mesh_path=None, env=env
+        root=tmp_path / "tree", out=tmp_path / "generated", account=choose(sandbox), mesh_path=None, env=env
     )
+
+
+def sandbox_provider(tmp_path: Path, cli_config: str, cloud: str) -> SandboxProvider:
+    """The stand-in provider as ``sandbox.install`` describes it (nothing installed)."""
+    from infra_apply.sandbox.install import SandboxSetup
+
+    box = tmp_path / "sandbox"
+    setup = SandboxSetup(
+        box, box / "launcher", box / "mirror", Path(cli_config), Path(cloud), box / "tls", "h1:x"
+    )
+    return SandboxProvider(setup, Path(cloud))
 
 
 def test_terraform_env_in_the_sandbox_drops_tokens_and_the_plugin_cache(tmp_path: Path) -> None:
@@ -33,14 +45,10 @@ def test_terraform_env_in_the_sandbox_drops_tokens_and_the_plugin_cache(tmp_path
         TF_CLI_CONFIG_FILE="/operator/terraformrc",
         PATH="/usr/bin",
     )
-    sandbox_env = {
-        "TF_CLI_CONFIG_FILE": "/state/sandbox/terraformrc",
-        "INFRA_APPLY_SANDBOX_CLOUD": "/state/sandbox/cloud.json",
-        "CHECKPOINT_DISABLE": "1",
-    }
-    env = terraform_env(ctx, "quinn", sandbox_env)
+    provider = sandbox_provider(tmp_path, "/state/sandbox/terraformrc", "/state/sandbox/cloud.json")
+    env = terraform_env(ctx, "quinn", provider)
     assert SECRET not in env.values()
-    assert "TF_PLUGIN_CACHE_DIR" not in env
+    assert not env.get("TF_PLUGIN_CACHE_DIR")  # no plugin cache at all
     assert env["TF_CLI_CONFIG_FILE"] == "/state/sandbox/terraformrc"
     assert (env["PATH"], env["TF_IN_AUTOMATION"]) == ("/usr/bin", "1")
     assert ctx.env["DIGITALOCEAN_TOKEN"] == SECRET  # the caller's mapping is not touched
@@ -55,7 +63,7 @@ def test_terraform_env_outside_the_sandbox_leaves_terraforms_settings_alone(tmp_
         TF_CLI_CONFIG_FILE="/operator/terraformrc",
         HOME=str(tmp_path),
     )
-    env = terraform_env(ctx, "quinn", None)
+    env = terraform_env(ctx, "quinn", LiveProvider())
     assert env["DIGITALOCEAN_TOKEN"] == SECRET
     assert (env["TF_PLUGIN_CACHE_DIR"], env["TF_CLI_CONFIG_FILE"]) == ("/cache", "/operator/terraformrc")
 
@@ -75,7 +83,7 @@ def test_token_from_the_vault_and_its_absence(tmp_path: Path) -> None:
         token_env({"HOME": str(tmp_path)}, "ct")  # one producer's token is not another's
     assert token_env({"HOME": str(tmp_path), "DIGITALOCEAN_ACCESS_TOKEN": "x"}, "ct") == {}
     ctx = context(tmp_path, False, HOME=str(tmp_path))
-    assert terraform_env(ctx, "quinn", None)["DIGITALOCEAN_TOKEN"] == SECRET
+    assert terraform_env(ctx, "quinn", LiveProvider())["DIGITALOCEAN_TOKEN"] == SECRET
     assert "DIGITALOCEAN_TOKEN" not in ctx.env
 
 
@@ -86,7 +94,7 @@ def test_sync_writes_the_render_privately_and_drops_what_is_no_longer_rendered(t
     (path / "gone.tf").write_text("# rendered once\n")
     (path / "terraform.tfstate").write_text("{}")
     rendered = Rendered("ct", {"main.tf": "# main\n", "addresses.json": "{}\n"})
-    sync(ctx, rendered, path, Backend("local"), {"TF_CLI_CONFIG_FILE": "/dev/null"})
+    sync(ctx, rendered, path, Backend("local"), sandbox_provider(tmp_path, "/dev/null", "/dev/null"))
     assert sorted(p.name for p in path.iterdir()) == ["main.tf", "terraform.tfstate"]
     assert stat.S_IMODE((path / "main.tf").stat().st_mode) == 0o600
     assert stat.S_IMODE(path.stat().st_mode) == 0o700

@@ -29,6 +29,8 @@ resource "digitalocean_droplet" "ct_gpu" {
     # to droplets created from now on and never replaces a running one (the plan notes it);
     # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
     # otherwise plan a replacement too.
-    ignore_changes = [name, ssh_keys, user_data, monitoring]
+    # vpc_uuid: ForceNew. A droplet is created in its cluster's VPC and never moved out of the
+    # VPC it runs in; the plan and pre-flight note one that is not in its cluster's VPC.
+    ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]
   }
 }

@@ -14,6 +14,7 @@ output "droplets" {
       ipv4_address         = digitalocean_droplet.ct_redroid.ipv4_address
       ipv4_address_private = digitalocean_droplet.ct_redroid.ipv4_address_private
       region               = digitalocean_droplet.ct_redroid.region
+      vpc_uuid             = digitalocean_droplet.ct_redroid.vpc_uuid
       hosts                = ["redroid"]
       producer             = "ct"
       address              = "digitalocean_droplet.ct_redroid"
@@ -23,6 +24,7 @@ output "droplets" {
       ipv4_address         = digitalocean_droplet.ct_services.ipv4_address
       ipv4_address_private = digitalocean_droplet.ct_services.ipv4_address_private
       region               = digitalocean_droplet.ct_services.region
+      vpc_uuid             = digitalocean_droplet.ct_services.vpc_uuid
       hosts                = ["lime"]
       producer             = "ct"
       address              = "digitalocean_droplet.ct_services"
@@ -41,6 +43,7 @@ output "gpu_droplets" {
       ipv4_address         = d.ipv4_address
       ipv4_address_private = d.ipv4_address_private
       region               = d.region
+      vpc_uuid             = d.vpc_uuid
       hosts                = ["ct-gpu"]
       producer             = "ct"
       address              = "digitalocean_droplet.ct_gpu"
@@ -63,6 +66,9 @@ output "database_credentials" {
         host         = data.digitalocean_database_cluster.uvlava-pg.host
         port         = data.digitalocean_database_cluster.uvlava-pg.port
         private_host = data.digitalocean_database_cluster.uvlava-pg.private_host
+        # Where the private host is reachable from (db-credentials checks the client is there).
+        region               = data.digitalocean_database_cluster.uvlava-pg.region
+        private_network_uuid = data.digitalocean_database_cluster.uvlava-pg.private_network_uuid
       }
     }
   }

@@ -14,6 +14,7 @@ output "droplets" {
       ipv4_address         = digitalocean_droplet.mc_services.ipv4_address
       ipv4_address_private = digitalocean_droplet.mc_services.ipv4_address_private
       region               = digitalocean_droplet.mc_services.region
+      vpc_uuid             = digitalocean_droplet.mc_services.vpc_uuid
       hosts                = ["mint", "mc-web"]
       producer             = "mc"
       address              = "digitalocean_droplet.mc_services"
@@ -36,6 +37,9 @@ output "database_credentials" {
         host         = data.digitalocean_database_cluster.uvlava-pg.host
         port         = data.digitalocean_database_cluster.uvlava-pg.port
         private_host = data.digitalocean_database_cluster.uvlava-pg.private_host
+        # Where the private host is reachable from (db-credentials checks the client is there).
+        region               = data.digitalocean_database_cluster.uvlava-pg.region
+        private_network_uuid = data.digitalocean_database_cluster.uvlava-pg.private_network_uuid
       }
     }
     "storefront" = {
@@ -46,6 +50,9 @@ output "database_credentials" {
         host         = data.digitalocean_database_cluster.uvlava-pg.host
         port         = data.digitalocean_database_cluster.uvlava-pg.port
         private_host = data.digitalocean_database_cluster.uvlava-pg.private_host
+        # Where the private host is reachable from (db-credentials checks the client is there).
+        region               = data.digitalocean_database_cluster.uvlava-pg.region
+        private_network_uuid = data.digitalocean_database_cluster.uvlava-pg.private_network_uuid
       }
     }
   }

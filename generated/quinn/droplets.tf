@@ -19,7 +19,9 @@ resource "digitalocean_droplet" "dns" {
     # to droplets created from now on and never replaces a running one (the plan notes it);
     # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
     # otherwise plan a replacement too.
-    ignore_changes = [name, ssh_keys, user_data, monitoring]
+    # vpc_uuid: ForceNew. A droplet is created in its cluster's VPC and never moved out of the
+    # VPC it runs in; the plan and pre-flight note one that is not in its cluster's VPC.
+    ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]
   }
 }
 
@@ -40,7 +42,9 @@ resource "digitalocean_droplet" "quinn_artifacts" {
     # to droplets created from now on and never replaces a running one (the plan notes it);
     # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
     # otherwise plan a replacement too.
-    ignore_changes = [name, ssh_keys, user_data, monitoring]
+    # vpc_uuid: ForceNew. A droplet is created in its cluster's VPC and never moved out of the
+    # VPC it runs in; the plan and pre-flight note one that is not in its cluster's VPC.
+    ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]
   }
 }
 
@@ -54,6 +58,9 @@ resource "digitalocean_droplet" "quinn_mcp" {
   monitoring = true
   # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.
   user_data = file("${path.module}/user-data/base.yaml")
+  # In the VPC of cluster "uvlava-pg", whose private host is reachable only from there
+  # (a VPC is regional: in another region, that region's default VPC).
+  vpc_uuid = data.digitalocean_database_cluster.uvlava-pg.region == "nyc3" ? data.digitalocean_database_cluster.uvlava-pg.private_network_uuid : null
 
   lifecycle {
     # name: renamed live (`infra-apply rename`), never by Terraform (rule droplet_naming).
@@ -61,6 +68,8 @@ resource "digitalocean_droplet" "quinn_mcp" {
     # to droplets created from now on and never replaces a running one (the plan notes it);
     # DigitalOcean never reads ssh_keys or user_data back, so an adopted droplet would
     # otherwise plan a replacement too.
-    ignore_changes = [name, ssh_keys, user_data, monitoring]
+    # vpc_uuid: ForceNew. A droplet is created in its cluster's VPC and never moved out of the
+    # VPC it runs in; the plan and pre-flight note one that is not in its cluster's VPC.
+    ignore_changes = [name, ssh_keys, user_data, monitoring, vpc_uuid]
   }
 }

@@ -13,6 +13,7 @@ output "droplets" {
       ipv4_address         = digitalocean_droplet.dns.ipv4_address
       ipv4_address_private = digitalocean_droplet.dns.ipv4_address_private
       region               = digitalocean_droplet.dns.region
+      vpc_uuid             = digitalocean_droplet.dns.vpc_uuid
       hosts                = ["dns"]
       producer             = "quinn"
       address              = "digitalocean_droplet.dns"
@@ -22,6 +23,7 @@ output "droplets" {
       ipv4_address         = digitalocean_droplet.quinn_artifacts.ipv4_address
       ipv4_address_private = digitalocean_droplet.quinn_artifacts.ipv4_address_private
       region               = digitalocean_droplet.quinn_artifacts.region
+      vpc_uuid             = digitalocean_droplet.quinn_artifacts.vpc_uuid
       hosts                = ["forge", "registry"]
       producer             = "quinn"
       address              = "digitalocean_droplet.quinn_artifacts"
@@ -31,6 +33,7 @@ output "droplets" {
       ipv4_address         = digitalocean_droplet.quinn_mcp.ipv4_address
       ipv4_address_private = digitalocean_droplet.quinn_mcp.ipv4_address_private
       region               = digitalocean_droplet.quinn_mcp.region
+      vpc_uuid             = digitalocean_droplet.quinn_mcp.vpc_uuid
       hosts                = ["mcp"]
       producer             = "quinn"
       address              = "digitalocean_droplet.quinn_mcp"
@@ -53,6 +56,9 @@ output "database_credentials" {
         host         = data.digitalocean_database_cluster.uvlava-pg.host
         port         = data.digitalocean_database_cluster.uvlava-pg.port
         private_host = data.digitalocean_database_cluster.uvlava-pg.private_host
+        # Where the private host is reachable from (db-credentials checks the client is there).
+        region               = data.digitalocean_database_cluster.uvlava-pg.region
+        private_network_uuid = data.digitalocean_database_cluster.uvlava-pg.private_network_uuid
       }
     }
   }

@@ -14,16 +14,16 @@ old root.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra_apply import kinds, remedy
+from infra_apply import kinds
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
-from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs
+from infra_apply.fs import PRIVATE_FILE, TEXT_LIMIT, FileTooLarge, atomic_write, private_dirs, read_bounded
 from infra_apply.model import Droplet
 from infra_apply.state import state_dir
 from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, tree_key
@@ -31,6 +31,7 @@ from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, t
 if TYPE_CHECKING:
     from infra_apply.do_api import AccountDroplet
     from infra_apply.exists import Account
+    from infra_apply.preflight import Source
     from infra_apply.takeover import OldState, Takeover
 
 
@@ -48,7 +49,7 @@ class Adopted:
     producer: str
     adoptions: tuple[Adoption, ...]
     imports: Path  # the imports file (written only when there is something to adopt)
-    sandbox: bool = False  # adopted with --sandbox: the next step printed carries it
+    keep: tuple[str, ...] = ()  # the account's remedy flags (--sandbox): the next step printed keeps them
 
 
 def run(ctx: Context, producer: str) -> Adopted:
@@ -61,7 +62,8 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
     from infra_apply.render import db_entry
 
     in_state = state_addresses(prep)
-    account = _account(prep)
+    with Accounts(ctx.env) as accounts:
+        account = _account(_source(prep, accounts), prep)
     found: list[Adoption] = []
     for d in prep.producer.droplets:
         address = prep.rendered.droplet_addresses[d.name]
@@ -89,16 +91,16 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
         entry = db_entry(db)
         cid = cluster_ids.get(db.cluster)
         for kind, name, table, local in (
-            (kinds.DATABASE, db.name, account.dbs, entry["db_address"]),
-            (kinds.USER, db.user, account.users, entry["user_address"]),
+            (kinds.DATABASE, db.name, account.dbs, entry.db_address),
+            (kinds.USER, db.user, account.users, entry.user_address),
         ):
             address = kind.address(local)
             if cid is not None and address not in in_state and name in table.get(cid, frozenset()):
                 import_id = kind.import_id_of(cluster_id=cid, name=name)
                 found.append(Adoption(address, name, import_id, kind=kind.noun))
     target = imports_file(ctx, prep.producer.name)
-    write_imports(target, found, private_to=state_dir(ctx.env) if ctx.sandbox else None)
-    return Adopted(prep.producer.name, tuple(found), target, ctx.sandbox)
+    write_imports(target, found, private_to=ctx.account.imports_private_to(ctx.env))
+    return Adopted(prep.producer.name, tuple(found), target, ctx.account.remedy_flags)
 
 
 DROPLET = kinds.DROPLET.type
@@ -120,14 +122,20 @@ def state_addresses(prep: Prepared) -> set[str]:
     return out
 
 
-def _account(prep: Prepared) -> Account:
-    from infra_apply import do_api, preflight
-    from infra_apply.exists import fetch, source_for
+def _account(source: Source, prep: Prepared) -> Account:
+    from infra_apply.exists import fetch
 
-    source = source_for(prep.cloud, prep.api_token)
-    if source is None:  # no token: the client says which variable to set
-        source = preflight.LiveSource(do_api.client(token=prep.api_token))
     return fetch(source, {db.cluster for db in prep.producer.databases})
+
+
+def _source(prep: Prepared, accounts: Accounts) -> Source:
+    """The producer's account, its lists asked once for the run (``accounts``)."""
+    source = prep.account.source(prep, accounts)
+    if source is None:  # no token: the client says which variable to set
+        from infra_apply import do_api, preflight
+
+        return preflight.LiveSource(do_api.client(token=prep.api_token))
+    return source
 
 
 def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
@@ -160,39 +168,11 @@ def write_imports(target: Path, adoptions: Sequence[Adoption], private_to: Path 
 
 
 def output(done: Adopted, fmt: str) -> Output:
-    if fmt == "json":
-        return Output(format_json(done))
+    from infra_apply.report import formats
+
+    # stderr in every format: --format json keeps stdout JSON
     notes = tuple(f"infra-apply: warning: {a.name}: {a.warning}" for a in done.adoptions if a.warning)
-    return Output(format_text(done), notes)
-
-
-def format_text(done: Adopted) -> str:
-    lines = [f"import {a.address} <- {a.kind} {a.droplet_id} ({a.name})" for a in done.adoptions]
-    if done.adoptions:
-        plan = remedy.for_producer("plan", done.producer, sandbox=done.sandbox)
-        apply = remedy.for_producer("apply", done.producer, sandbox=done.sandbox)
-        lines.append(f"wrote {done.imports}; run {plan}, then {apply} to take them over")
-    else:
-        lines.append("nothing to adopt: all the manifests declare is in state or absent from the account")
-    return "".join(f"{line}\n" for line in lines)
-
-
-def format_json(done: Adopted) -> str:
-    doc = {
-        "imports": str(done.imports) if done.adoptions else None,
-        "adopted": [
-            {
-                "address": a.address,
-                "kind": a.kind,
-                "name": a.name,
-                "id": a.droplet_id,
-                "droplet_id": a.droplet_id,
-                "warning": a.warning,
-            }
-            for a in done.adoptions
-        ],
-    }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return Output(formats.adopt().render(done, fmt), notes)
 
 
 # --- adopt --from-state: take over from an existing Terraform root ---------------------------
@@ -205,7 +185,7 @@ class TakenOver:
     takeover: Takeover
     imports: Path | None  # infra-apply's import blocks (None: nothing written)
     removed: Path | None  # the OLD root's `removed` blocks (None: nothing written)
-    sandbox: bool = False  # with --sandbox: the next step printed carries it
+    keep: tuple[str, ...] = ()  # the account's remedy flags (--sandbox): the next step printed keeps them
 
 
 def run_from_state(
@@ -221,27 +201,31 @@ def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | 
     """Plan the takeover; only when it has no error, write the imports and the removed file."""
     from infra_apply import takeover
 
-    account = _account(prep).droplets
+    with Accounts(ctx.env) as accounts:  # one listing of the clusters for both
+        source = _source(prep, accounts)
+        account = _account(source, prep).droplets
+        clusters = _clusters(source)
     t = takeover.plan_takeover(
         old,
         prep.producer,
         prep.rendered.droplet_addresses,
-        _account_clusters(prep),
+        clusters,
         {a.id: a.image for a in account if a.image},
     )
     if not t.ok:
-        return TakenOver(t, None, None, ctx.sandbox)
+        return TakenOver(t, None, None, ctx.account.remedy_flags)
     imports_text, removed_text = takeover.import_file(t), takeover.removed_file(t)
     imports = imports_file(ctx, prep.producer.name)
     removed = removed_file or default_removed_file(ctx, prep.producer.name)
     state = state_dir(ctx.env)
     _check_removed_target(removed)
     # Both folders exist before either file is written: a failure leaves no half takeover.
-    _make_folder(imports.parent, state if ctx.sandbox else None)
+    private_imports = ctx.account.imports_private_to(ctx.env)
+    _make_folder(imports.parent, private_imports)
     _make_folder(removed.parent, state if removed_file is None else None)
-    atomic_write(imports, imports_text, mode=PRIVATE_FILE if ctx.sandbox else None)
+    atomic_write(imports, imports_text, mode=PRIVATE_FILE if private_imports is not None else None)
     atomic_write(removed, removed_text, mode=PRIVATE_FILE if removed_file is None else None)
-    return TakenOver(t, imports, removed, ctx.sandbox)
+    return TakenOver(t, imports, removed, ctx.account.remedy_flags)
 
 
 REMOVED_HEADER = b"# Written by `infra-apply adopt --from-state` for the OLD Terraform root"
@@ -253,12 +237,18 @@ def _check_removed_target(path: Path) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise InfraApplyError(f"{path} is not a regular file: give the path of a new file")
     if path.is_file():
-        with open(path, "rb") as fh:
-            if not fh.read(len(REMOVED_HEADER)).startswith(REMOVED_HEADER):
-                raise InfraApplyError(
-                    f"{path} exists and was not written by adopt --from-state: not overwriting it; "
-                    "give another --removed-file"
-                )
+        try:
+            ours = read_bounded(path, TEXT_LIMIT).startswith(REMOVED_HEADER)
+        except FileTooLarge:
+            ours = False  # adopt writes a few lines per resource
+        except OSError as exc:
+            why = exc.strerror
+            raise InfraApplyError(f"cannot read {path}: {why}; give another --removed-file") from None
+        if not ours:
+            raise InfraApplyError(
+                f"{path} exists and was not written by adopt --from-state: not overwriting it; "
+                "give another --removed-file"
+            )
 
 
 def default_removed_file(ctx: Context, producer: str) -> Path:
@@ -267,8 +257,7 @@ def default_removed_file(ctx: Context, producer: str) -> Path:
     from infra_apply.paths import child
 
     state = state_dir(ctx.env)
-    mode = "sandbox" if ctx.sandbox else "live"
-    base = keyed(state, f"takeover/{mode}", tree_key(ctx))
+    base = keyed(state, f"takeover/{ctx.account.word}", tree_key(ctx))
     return child(base, producer) / "removed.tf"
 
 
@@ -282,38 +271,17 @@ def _make_folder(folder: Path, private_to: Path | None) -> None:
         raise InfraApplyError(f"cannot write {folder}: {exc.strerror}") from None
 
 
-def _account_clusters(prep: Prepared) -> dict[str, str]:
+def _clusters(source: Source) -> dict[str, str]:
     """Database cluster id -> name: the old state names a cluster only by its id."""
-    if prep.cloud is not None:
-        from infra_apply.sandbox import cloud
-
-        return {str(c["id"]): str(c["name"]) for c in cloud.list_clusters(prep.cloud)}
-    from infra_apply import do_api
-
-    client = do_api.client(token=prep.api_token)
-    found: dict[str, str] = {}
-    for raw in client.paginate("/v2/databases", "databases", what="list database clusters"):
-        if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str):
-            found[raw["id"]] = raw["name"]
-    return found
+    return {
+        raw["id"]: raw["name"]
+        for raw in source.databases()
+        if isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str)
+    }
 
 
 def output_takeover(done: TakenOver, fmt: str) -> Output:
+    from infra_apply.report import formats
+
     code = ExitCode.OK if done.takeover.ok else ExitCode.ERROR
-    if fmt == "json":
-        doc = {
-            **done.takeover.to_json(),
-            "imports": str(done.imports) if done.imports else None,
-            "removed_file": str(done.removed) if done.removed else None,
-        }
-        return Output(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", code=code)
-    text = done.takeover.to_text()
-    if done.imports is not None and done.removed is not None:
-        p = done.takeover.producer
-        text += (
-            f"wrote {done.imports}: the next `{remedy.for_producer('apply', p, sandbox=done.sandbox)}` "
-            "imports them\n"
-            f"wrote {done.removed}: for the OLD root; after that apply, delete the resource blocks "
-            "it names from the old root, copy it there, and `terraform plan` must show 0 to destroy\n"
-        )
-    return Output(text, code=code)
+    return Output(formats.adopt_from_state().render(done, fmt), code=code)

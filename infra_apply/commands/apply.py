@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +22,14 @@ from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
 from infra_apply.cost import Prices
+from infra_apply.do_semantics import reason, verb
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
 from infra_apply.guard import GuardVerdict, guard, refusal_message, unused_allowances
 from infra_apply.manifest import Manifest
 from infra_apply.mesh import WriteResult
 from infra_apply.model import ProducerModel
-from infra_apply.plan_model import COUNTED_ACTIONS, ProducerPlan, reason, verb
+from infra_apply.plan_parse import COUNTED_ACTIONS, ProducerPlan
 from infra_apply.report import GpuUp, ProducerReport
-from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import done_line
 from infra_apply.untrusted import visible
 from infra_apply.workcopy import (
@@ -93,7 +93,7 @@ class Applied:
     applied: bool  # False: the plan changed nothing
     registration: WriteResult | None
     registry: Path | None  # where hosts are registered; None: no --mesh-hosts given
-    sandbox: bool = False  # applied with --sandbox: the remedies printed carry it
+    keep: tuple[str, ...] = ()  # the account's remedy flags (--sandbox): every remedy printed carries them
 
     @property
     def producer(self) -> str:
@@ -104,15 +104,15 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     """An ordinary apply: every on-demand GPU stays as its lease says. The leases are held
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
-    from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
-    from infra_apply.commands.pricing import run_prices
+    from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_leases
+    from infra_apply.pricing import run_prices
 
     check_registry(ctx)
     check_ready(ctx)
     # A live apply applies only the Terraform under review: a stale generated/ is refused.
     project = load_project(ctx, refuse_stale=True, warn_for=[producer])
     [name] = pick(project, [producer])
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     with contextlib.ExitStack() as stack:
 
         def hold_and_read() -> Leases:
@@ -164,24 +164,24 @@ def apply_producer(
     verdict = guard(planned.plan, *allow)
     gpus = options.gpus_up
     if options.leased is not None:
-        from infra_apply.commands.leases import unleased_up
+        from infra_apply.gpu.leases_view import unleased_up
 
         gpus += unleased_up(planned.plan, prep.rendered, options.leased)
     cost = None
     if options.prices is not None:
         cost = cost_of(planned, options.prices, options.lease_ends, datetime.now(UTC), options.up_since)
-    report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost, ctx.sandbox)
+    report = ProducerReport(planned.plan, verdict, prep.producer, gpus, cost, ctx.account.stand_in)
     terminal.show(format_text([report], terminal.color))
     refuse_impossible_resizes(planned.plan, prep.producer, options.manifests)
     for unused in unused_allowances(planned.plan, *allow):
         ctx.say(f"infra-apply: warning: {unused.message}")
     if options.only is not None:
-        _only(planned, options.only, ctx.sandbox)
+        _only(planned, options.only, ctx.account.remedy_flags)
     if not verdict.ok:
         why = "".join(f"\n{note}" for note in planned.notes)
         if options.refusal_remedy is not None:
             raise GuardRefused(_refused_without_flags(verdict, options.refusal_remedy) + why)
-        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.sandbox) + why)
+        raise GuardRefused(refusal_message(verdict) + _ways_out(gpus, ctx.account.remedy_flags) + why)
     applied = False
     if planned.changed:
         if not _confirmed(name, terminal, options.auto_approve):
@@ -207,7 +207,7 @@ def apply_producer(
         applied = True
     registry = mesh_target(ctx)
     registration = _register(ctx, prep, planned, applied) if registry is not None else None
-    return Applied(planned, applied, registration, registry, ctx.sandbox)
+    return Applied(planned, applied, registration, registry, ctx.account.remedy_flags)
 
 
 def refuse_impossible_resizes(
@@ -251,11 +251,11 @@ def refuse_impossible_resizes(
     )
 
 
-def _ways_out(gpus: tuple[GpuUp, ...], sandbox: bool) -> str:
+def _ways_out(gpus: tuple[GpuUp, ...], keep: Sequence[str]) -> str:
     """For a GPU up without a lease, the refusal names the GPU verbs, not only --allow-destroy."""
     return "".join(
-        f"\n{g.name} is up without a lease: {remedy.command('gpu up', g.name, sandbox=sandbox)} "
-        f"leases it, {remedy.command('gpu down', g.name, sandbox=sandbox)} releases it"
+        f"\n{g.name} is up without a lease: {remedy.command('gpu up', g.name, keep=keep)} "
+        f"leases it, {remedy.command('gpu down', g.name, keep=keep)} releases it"
         for g in gpus
         if g.until is None
     )
@@ -276,13 +276,13 @@ def _targets(only: frozenset[str] | None) -> tuple[str, ...]:
     return () if only is None else tuple(sorted(only))
 
 
-def _only(planned: Planned, allowed: frozenset[str], sandbox: bool) -> None:
+def _only(planned: Planned, allowed: frozenset[str], keep: Sequence[str]) -> None:
     """A targeted plan holds the targets and what they depend on: a change to anything but the
     GPU's own resources (a dependency a future template adds) is never applied by a GPU verb."""
     others = sorted({c.base_address for c in planned.plan.changes if c.action in COUNTED_ACTIONS} - allowed)
     if others:
         name = planned.prep.producer.name
-        again = remedy.for_producer("apply", name, sandbox=sandbox)
+        again = remedy.for_producer("apply", name, keep=keep)
         raise GuardRefused(
             f"producer {name}: the GPU's plan also changes {', '.join(others)}, which it depends "
             f"on; nothing was changed: review and apply that first ({again}), then rerun"
@@ -321,7 +321,7 @@ def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> 
         name = prep.producer.name
         done = "applied" if applied else "nothing to apply"
         mesh = ("--mesh-hosts", str(ctx.mesh_path)) if ctx.mesh_path is not None else ()
-        retry = remedy.for_producer("register", name, *mesh, sandbox=ctx.sandbox)
+        retry = remedy.for_producer("register", name, *mesh, keep=ctx.account.remedy_flags)
         raise InfraApplyError(
             f"{name}: {done}, but registering its hosts failed: {exc.message}; fix that and run {retry}",
             path=exc.path,
@@ -343,8 +343,6 @@ def output(done: Applied) -> Output:
     if done.registration is not None:
         lines += describe(done.registration)
     elif done.registry is None:
-        register = remedy.for_producer(
-            "register", done.producer, "--mesh-hosts", "FILE", sandbox=done.sandbox
-        )
+        register = remedy.for_producer("register", done.producer, "--mesh-hosts", "FILE", keep=done.keep)
         notes = (f"infra-apply: no --mesh-hosts given; hosts not registered (run {register})",)
     return Output("".join(f"{line}\n" for line in lines), notes)

@@ -1,11 +1,11 @@
-"""``comment``: post a markdown plan (a file, or standard input) to a pull request, updating
-infra-apply's one comment there; the forge API is ``infra_apply.comment``. Several files (a CI
-matrix's per-producer plans) are combined into one plan first (``report.combine``). With
-``--issue`` the text is kept in one open issue instead (the scheduled drift report)."""
+"""``comment``: post a plan (a file, or standard input: ``plan --format json`` or markdown) to a
+pull request, updating infra-apply's one comment there; the forge API is ``infra_apply.comment``.
+Several files (a CI matrix's per-producer plans) are combined into one plan first
+(``report.combine``); a JSON plan is rendered even alone. With ``--issue`` the text is kept in
+one open issue instead (the scheduled drift report)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from infra_apply.comment import (
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, read_bounded
 from infra_apply.http import Limits
-from infra_apply.report.combine import combine
+from infra_apply.report.combine import JsonPlan, combine, read_json
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ def run(
     target = resolve_target(env, forge=forge, api_url=api_url, repo=repo, token_env=token_env)
     if sum(1 for f in files if str(f) == "-") > 1:
         raise InfraApplyError("- (standard input) can be given only once")
-    texts = [_read_text(f, read_stdin) for f in files]
-    text = texts[0] if len(texts) == 1 else combine(texts)
+    text = combine([_read_plan(f, read_stdin) for f in files])
     secrets = [env[v] for v in SECRET_ENV if env.get(v)]
     if issue is not None:
         posted = publish_issue(target, issue, text, key, close=close, secrets=secrets, limits=limits)
@@ -70,6 +69,18 @@ def run(
     assert pr is not None
     posted = publish(target, pr, text, key, secrets=secrets, details=details, limits=limits)
     return Commented(target, f"{target.repo}#{pr}", tuple(files), posted)
+
+
+def _read_plan(file: Path, read_stdin: Callable[[], bytes]) -> str | JsonPlan:
+    """A ``plan`` (or ``drift``) ``--format json`` document (a text opening with ``{``), else
+    markdown as it is."""
+    text = _read_text(file, read_stdin)
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        return read_json(text)
+    except InfraApplyError as exc:
+        raise InfraApplyError(exc.message, path=str(file), line=exc.line, col=exc.col) from None
 
 
 def _read_text(file: Path, read_stdin: Callable[[], bytes]) -> str:
@@ -83,8 +94,9 @@ def _read_text(file: Path, read_stdin: Callable[[], bytes]) -> str:
 
 
 def output(done: Commented, fmt: str) -> Output:
-    text = format_json(done) if fmt == "json" else format_text(done)
-    return Output(text, notes(done))
+    from infra_apply.report import formats
+
+    return Output(formats.comment().render(done, fmt), notes(done))
 
 
 def notes(done: Commented) -> tuple[str, ...]:
@@ -110,30 +122,3 @@ def notes(done: Commented) -> tuple[str, ...]:
         )
     return tuple(out)
 
-
-def format_text(done: Commented) -> str:
-    posted = done.posted
-    link = f": {posted.url}" if posted.url else ""
-    if done.issue:
-        if posted.action == "none":
-            return f"no open issue to close in {done.where}\n"
-        return f"{posted.action} issue {posted.comment_id} in {done.where}{link}\n"
-    return f"{posted.action} comment {posted.comment_id} on {done.where}{link}\n"
-
-
-def format_json(done: Commented) -> str:
-    posted = done.posted
-    doc = {
-        "action": posted.action,
-        "issue" if done.issue else "comment_id": posted.comment_id,
-        "url": posted.url,
-        "forge": done.target.forge,
-        "repo": done.target.repo,
-        "identity": posted.identity,
-        "left_alone": [{"number": f.number, "user": f.user} for f in posted.foreign],
-        "cut": posted.cut,
-        "chars": posted.chars,
-    }
-    if not done.issue:
-        doc["pr"] = int(done.where.rsplit("#", 1)[1])
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

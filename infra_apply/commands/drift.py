@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.drift import (
     DriftReport,
@@ -23,10 +23,9 @@ from infra_apply.drift import (
     state_droplets,
 )
 from infra_apply.errors import ExitCode
+from infra_apply.managed import MANAGED_TAG
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import JsonObject
-from infra_apply.render import MANAGED_TAG
-from infra_apply.state import refuse_local_state_in_ci
+from infra_apply.plan_parse import JsonObject
 from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -53,29 +52,29 @@ def run(ctx: Context, producers: Sequence[str] = ()) -> DriftReport:
     project = load_project(ctx)
     names = pick(project, producers)
     # a runner's empty local state would report every droplet as unknown to any state
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
-    preflight(ctx, project, names)
-    refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
+    with Accounts(ctx.env) as accounts:  # pre-flight's droplet list serves the orphan check
+        preflight(ctx, project, names, accounts=accounts)
+        refreshed = refresh_all(prepare(ctx, project, names), ctx.say, ctx.clock)
+        tagged = list_tagged(ctx, [r.prep for r in refreshed], accounts)
     found = tuple(producer_drift(ctx, r) for r in refreshed)
     in_state = [d for r in refreshed for d in state_droplets(r.prep.producer.name, r.plan)]
     known = {d.id for d in in_state}
-    tagged = list_tagged(ctx, [r.prep for r in refreshed])
     every = not producers
-    cloud = next((str(r.prep.cloud) for r in refreshed if r.prep.cloud is not None), None)
     return DriftReport(
         found,
         orphans(tagged, known, names, every, in_state),
-        ctx.sandbox,
+        ctx.account.stand_in,
         duplicates(tagged, in_state, names, every),
-        cloud if ctx.sandbox else None,
+        ctx.account.cloud_file([r.prep for r in refreshed]),
     )
 
 
 def output(report: DriftReport, fmt: str) -> Output:
-    from infra_apply.report import drift as formats
+    from infra_apply.report import formats
 
-    text = {"json": formats.format_json, "markdown": formats.format_markdown}.get(fmt, formats.format_text)
-    return Output(text(report), code=ExitCode.CHANGES if report.drifted else ExitCode.OK)
+    text = formats.drift().render(report, fmt)
+    return Output(text, code=ExitCode.CHANGES if report.drifted else ExitCode.OK)
 
 
 # --- refresh-only plans -----------------------------------------------------------------------
@@ -144,7 +143,8 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
     """What ``register`` would change in the registry (a dry run: nothing is written); None
     when there is no registry to compare with."""
     from infra_apply.commands.register import droplets_output, shared_allocator
-    from infra_apply.mesh import live_droplets_from_output, load_document, write_registration
+    from infra_apply.mesh import live_droplets_from_output
+    from infra_apply.meshfile import load_document, write_registration
 
     target = mesh_target(ctx)
     if target is None:
@@ -153,7 +153,7 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
     if not prep.rendered.droplet_addresses:
         return ()
     # nothing applied: no droplets, so every entry the registry holds for the producer is stale
-    live = live_droplets_from_output(droplets_output(prep, sandbox=ctx.sandbox, applied=False))
+    live = live_droplets_from_output(droplets_output(prep, ctx.account.remedy_flags, applied=False))
     doc, _ = load_document(target)
     stale = stale_registry_droplets(doc, prep.producer.name, (d.name for d in live))
     allocate = shared_allocator(ctx, prep.producer.name, live, stale, {}, write=False)
@@ -166,36 +166,9 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
 # --- droplets no state knows ------------------------------------------------------------------
 
 
-def list_tagged(ctx: Context, preps: Sequence[Prepared]) -> list[Orphan]:
+def list_tagged(ctx: Context, preps: Sequence[Prepared], accounts: Accounts | None = None) -> list[Orphan]:
     """Every droplet tagged ``managed-by:infra-apply`` in the accounts the producers use."""
-    if ctx.sandbox:
-        path = next((p.cloud for p in preps if p.cloud is not None), None)
-        return [] if path is None else sandbox_tagged(path)
-    from infra_apply import do_api
-
-    tokens = [p.api_token for p in preps if p.api_token]
-    return account_tagged(tokens, ctx.env.get(do_api.ENDPOINT_VAR))
-
-
-def sandbox_tagged(path: Path) -> list[Orphan]:
-    from infra_apply.sandbox import cloud
-
-    return [_orphan(d) for d in cloud.list_droplets(path) if MANAGED_TAG in (d.get("tags") or ())]
-
-
-def account_tagged(tokens: Iterable[str], endpoint: str | None) -> list[Orphan]:
-    """The tagged droplets of each account (one listing per distinct token: producers may
-    share an account or each have their own)."""
-    from infra_apply import do_api
-
-    found: dict[str, Orphan] = {}
-    for token in dict.fromkeys(tokens):
-        api = do_api.client(token=token, endpoint=endpoint)
-        listed = api.paginate(
-            "/v2/droplets", "droplets", query={"tag_name": MANAGED_TAG}, what="list tagged droplets"
-        )
-        found.update((o.id, o) for o in map(_orphan, listed))
-    return list(found.values())
+    return [_orphan(d) for d in ctx.account.tagged_droplets(preps, ctx.env, MANAGED_TAG, accounts)]
 
 
 def _orphan(raw: Mapping[str, object]) -> Orphan:

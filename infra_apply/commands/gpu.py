@@ -21,18 +21,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from infra_apply import kinds, remedy
+from infra_apply.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
-from infra_apply.commands.leases import Leases, gpu_names, lease_store, read_leases
 from infra_apply.commands.register import register
 from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.gpu import lifecycle
 from infra_apply.gpu.config import GpuSettings, format_duration, settings_for
 from infra_apply.gpu.lease import Lease, now_utc, whoami
+from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_leases
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
-from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows, to_json, to_text
+from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows
 from infra_apply.gpu.store import LeaseStore, StoreBusy
-from infra_apply.state import load_backend, refuse_local_state_in_ci
 from infra_apply.workcopy import (
     Context,
     Prepared,
@@ -92,7 +92,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producer = producer_of(project, name)
     settings = settings_for(name, project.config.gpu)
     with contextlib.ExitStack() as stack:
@@ -105,7 +105,10 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
         # pre-flight before the lease store (with remote state: the state bucket), and before
         # the lease: a wrong account, or a GPU its region does not offer, leaves no lease behind
         reader = functools.cache(hold_and_read)
-        preflight(ctx, project, [producer], lambda: tuple(sorted({*reader()[1].held(producer), name})))
+        # one catalogue for the run: pre-flight's lists serve the exists lookups of the apply
+        accounts = stack.enter_context(Accounts(ctx.env))
+        on_after = lambda: tuple(sorted({*reader()[1].held(producer), name}))  # noqa: E731
+        preflight(ctx, project, [producer], on_after, accounts)
         store, before = reader()
         # the working copy before the lease: one another run is using refuses with no lease taken
         [prep] = prepare(ctx, project, [producer])
@@ -131,7 +134,7 @@ def up(ctx: Context, name: str, terminal: Terminal, for_: timedelta | None = Non
             auto_approve=True, gpu=on, only=own, refusal_remedy=_up_remedy(ctx, name, for_)
         )
         try:
-            applied = apply_producer(ctx, prep, terminal, options)
+            applied = apply_producer(ctx, prep, terminal, options, accounts)
         except InfraApplyError as exc:
             error = InfraApplyError(
                 f"gpu up {name}: {exc.message}\n{_after_failed_up(ctx, store, prep, lease, new, for_)}",
@@ -179,7 +182,7 @@ def _end_if_ours(store: LeaseStore, name: str, who: str, taken: datetime) -> Non
 
 
 def _gpu_command(ctx: Context, verb: str, *args: str) -> str:
-    return remedy.command(f"gpu {verb}", *args, sandbox=ctx.sandbox)
+    return remedy.command(f"gpu {verb}", *args, keep=ctx.account.remedy_flags)
 
 
 def _up_args(name: str, for_: timedelta | None) -> tuple[str, ...]:
@@ -256,7 +259,7 @@ class _Releaser:
         on = leases.held(self.producer)
         if self.prep is None:
             [self.prep] = prepare(self.ctx, self.project, [self.producer])
-        plan = remedy.for_producer("plan", self.producer, sandbox=self.ctx.sandbox)
+        plan = remedy.for_producer("plan", self.producer, keep=self.ctx.account.remedy_flags)
         options = ApplyOptions(
             allow_destroy=(lease.gpu,),
             auto_approve=True,
@@ -298,7 +301,7 @@ def down(ctx: Context, name: str, terminal: Terminal) -> Down:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx, refuse_stale=True)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producer = producer_of(project, name)
     store = lease_store(ctx, producer)
     release = _Releaser(ctx, project, producer, terminal)
@@ -337,7 +340,7 @@ class Status:
 def status(ctx: Context, clock: Callable[[], datetime] = now_utc) -> Status:
     check_ready(ctx)
     project = load_project(ctx)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producers = [p for p in sorted(project.rendered) if gpu_names(project, p)]
     # state before leases: a GPU whose `gpu up` finishes in between shows leased, not unleased
     live = {n: g for p in producers for n, g in _peek_live(ctx, project, p).items()}
@@ -377,7 +380,7 @@ def _peek_live(ctx: Context, project: Project, producer: str) -> dict[str, LiveG
 
 def _may_hold_state(ctx: Context, producer: str) -> bool:
     """False when the producer's state is local and was never written here: no Terraform runs."""
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    backend = ctx.account.backend(ctx.root, ctx.env)
     return backend.kind != "local" or (workdir(ctx, producer) / "terraform.tfstate").is_file()
 
 
@@ -416,9 +419,9 @@ def _created(value: object) -> datetime | None:
 
 
 def status_output(done: Status, fmt: str) -> Output:
-    if fmt == "json":
-        return Output(to_json(done.rows, done.now) + "\n")
-    return Output(to_text(done.rows, done.now))
+    from infra_apply.report import formats
+
+    return Output(formats.gpu_status().render(done, fmt))
 
 
 # --- gpu reap ------------------------------------------------------------------------------
@@ -439,7 +442,7 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     check_registry(ctx)
     check_ready(ctx)
     project = load_project(ctx)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []

@@ -21,9 +21,9 @@ from infra_apply.commands import Output
 from infra_apply.cost import Prices, ProducerCost, producer_cost
 from infra_apply.errors import ExitCode, InfraApplyError, Problem
 from infra_apply.guard import GuardVerdict, guard
-from infra_apply.plan_model import JsonObject, ProducerPlan, parse_plan
+from infra_apply.plan_model import parse_plan
+from infra_apply.plan_parse import JsonObject, ProducerPlan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
-from infra_apply.state import refuse_local_state_in_ci
 from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
 from infra_apply.workcopy import (
     Context,
@@ -63,8 +63,10 @@ class PlanResult:
     def reports(self) -> tuple[ProducerReport, ...]:
         plans = [p.plan for p in self.planned]
         models = {p.prep.producer.name: p.prep.producer for p in self.planned}
-        sandbox = self.context is not None and self.context.sandbox
-        return producer_reports(plans, verdicts(self.planned), models, self.gpus, self.costs, sandbox=sandbox)
+        recorded = self.context is not None and self.context.sandbox
+        return producer_reports(
+            plans, verdicts(self.planned), models, self.gpus, self.costs, stand_in=recorded
+        )
 
 
 def run(
@@ -91,9 +93,9 @@ def run(
         names = [n for n in found.selection.producers if n in project.rendered]
     if list_only or (found is not None and not names):
         return PlanResult(changes=found, listed=tuple(names) if list_only else None)
-    refuse_local_state_in_ci(project.config, ctx.env, sandbox=ctx.sandbox)
-    from infra_apply.commands.leases import read_leases, unleased_up
-    from infra_apply.commands.pricing import run_prices
+    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
+    from infra_apply.gpu.leases_view import read_leases, unleased_up
+    from infra_apply.pricing import run_prices
 
     # the leases (with remote state: the state bucket) are read only once pre-flight's account
     # check passed, and once
@@ -145,7 +147,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # SHA-1 or SHA-256 object
 
 
 def plan_context(ctx: Context) -> PlanContext:
-    return PlanContext(ctx.sandbox, planned_commit(ctx.root, ctx.env), datetime.now(UTC))
+    return PlanContext(ctx.account.stand_in, planned_commit(ctx.root, ctx.env), datetime.now(UTC))
 
 
 def planned_commit(root: Path, env: Mapping[str, str]) -> str | None:
@@ -171,30 +173,16 @@ def _changed(ctx: Context, base: str | None) -> Changes | None:
 
 def output(result: PlanResult, fmt: str, *, color: bool = False) -> Output:
     """``color``: style the text summary (never json or markdown) for a terminal."""
-    from infra_apply.changed import listing, nothing_to_plan
+    from infra_apply.report import formats
+    from infra_apply.report.verbs import Listing, NothingChanged
 
     if result.listed is not None:
-        return Output(listing(result.listed, result.changes, fmt))
+        return Output(formats.plan_list().render(Listing(result.listed, result.changes), fmt))
     if not result.planned and result.changes is not None:
-        return Output(nothing_to_plan(fmt, result.changes.base))
+        return Output(formats.plan_nothing().render(NothingChanged(result.changes.base), fmt))
     code = ExitCode.CHANGES if result.changed else ExitCode.OK
-    return Output(format_reports(result.reports(), fmt, result.context, color=color), code=code)
-
-
-def format_reports(
-    reports: Sequence[ProducerReport], fmt: str, context: PlanContext | None = None, *, color: bool = False
-) -> str:
-    if fmt == "json":
-        from infra_apply.report.json import format_json
-
-        return format_json(reports)
-    if fmt == "markdown":
-        from infra_apply.report.markdown import format_markdown
-
-        return format_markdown(reports, context)
-    from infra_apply.report.text import format_text
-
-    return format_text(reports, color)
+    view = formats.PlanView(result.reports(), result.context, color)
+    return Output(formats.plan().render(view, fmt), code=code)
 
 
 # --- planning producers -----------------------------------------------------------------------
@@ -221,7 +209,7 @@ def plan_one(
     clusters = {db.cluster for db in prep.producer.databases} | {
         t.cluster for t in prep.producer.trusted_sources
     }
-    lookup = exists.start(prep.cloud, prep.api_token, clusters, accounts)
+    lookup = exists.start(prep.account.source(prep, accounts), clusters)
     prep.copy.init()
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
@@ -238,10 +226,8 @@ def _trusted(planned: Planned, account: exists.Account | None) -> Planned:
     from infra_apply import trusted
 
     prep = planned.prep
-    sandbox = prep.cloud is not None
-    return replace(
-        planned, plan=trusted.review(planned.plan, planned.raw, prep.producer, account, sandbox=sandbox)
-    )
+    keep = prep.account.remedy_flags
+    return replace(planned, plan=trusted.review(planned.plan, planned.raw, prep.producer, account, keep=keep))
 
 
 def _plan_and_show(
@@ -275,12 +261,10 @@ def _settle(
 ) -> Planned:
     """Refuse a plan creating what the account holds; import this state's own lost droplets and
     untaint its healthy tainted ones, then plan once more."""
-    sandbox = prep.cloud is not None
     journal = exists.read_journal(prep.copy.path)
-    r = exists.review(
-        planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, sandbox
-    )
-    exists.refuse(r, sandbox)
+    keep = prep.account.remedy_flags
+    r = exists.review(planned.raw, prep.producer, prep.rendered, prep.manifests, account, journal, keep)
+    exists.refuse(r, prep.account.label)
     for note in r.notes:
         say(f"infra-apply: warning: {prep.producer.name}: {note}")
     if r.settles:

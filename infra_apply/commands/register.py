@@ -3,7 +3,6 @@ mesh-hosts.json (``--dry-run``: the diff, nothing written)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -12,7 +11,7 @@ from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
 from infra_apply.mesh import Allocator, LiveDroplet, WriteResult, live_droplets_from_output
-from infra_apply.state import load_backend, state_dir
+from infra_apply.state import state_dir
 from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one, workdir_root
 
 
@@ -39,7 +38,7 @@ def register(
 ) -> WriteResult:
     """Register the producer's live droplets (``removed``: manifest names whose hosts go,
     ``renamed``: old -> new droplet names) in the registry ``mesh_target`` names."""
-    from infra_apply.mesh import write_registration
+    from infra_apply.meshfile import write_registration
 
     target = mesh_target(ctx)
     if target is None:
@@ -47,7 +46,7 @@ def register(
             "no mesh-hosts.json given: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
         )
     prep.copy.init()
-    live = live_droplets(prep, sandbox=ctx.sandbox)
+    live = live_droplets(prep, ctx.account.remedy_flags)
     result = write_registration(
         target,
         prep.producer.name,
@@ -57,8 +56,9 @@ def register(
         dry_run=dry_run,
         allocate=shared_allocator(ctx, prep.producer.name, live, removed, renamed or {}, write=not dry_run),
     )
-    if ctx.sandbox and target != ctx.mesh_path:
-        ctx.say(f"sandbox: hosts registered in {target} (your mesh-hosts.json is never written)")
+    note = ctx.account.registered_note(ctx, target)
+    if note is not None:
+        ctx.say(note)
     return result
 
 
@@ -76,27 +76,27 @@ def shared_allocator(
     (each file's own lowest free address) otherwise."""
     from infra_apply.allocations import open_record
 
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    backend = ctx.account.backend(ctx.root, ctx.env)
     if backend.kind != "s3":
         return None
     state = state_dir(ctx.env)
-    binary = tf.find_binary(ctx.env, version_cache=state / "cache" / "terraform-version.json")
+    binary = tf.state_binary(ctx.env, state)
     record = open_record(state, workdir_root(ctx), backend, binary, ctx.env)
     return lambda doc: record.allocate(doc, producer, live, removed=removed, renamed=renamed, write=write)
 
 
-def live_droplets(prep: Prepared, *, sandbox: bool) -> list[LiveDroplet]:
+def live_droplets(prep: Prepared, keep: Sequence[str]) -> list[LiveDroplet]:
     """The producer's droplets from its applied state (the ``droplets`` output)."""
 
     if not prep.rendered.droplet_addresses:
         return []
-    return live_droplets_from_output(droplets_output(prep, sandbox=sandbox))
+    return live_droplets_from_output(droplets_output(prep, keep))
 
 
-def droplets_output(prep: Prepared, *, sandbox: bool, applied: bool = True) -> dict[str, object]:
+def droplets_output(prep: Prepared, keep: Sequence[str], *, applied: bool = True) -> dict[str, object]:
     """The ``droplets`` output merged with ``gpu_droplets`` (the on-demand GPUs that are up,
     an output of their own so a GPU verb's targeted apply keeps it current). ``applied``: a
-    producer never applied here is an error (else: no droplets)."""
+    producer never applied here is an error (else: no droplets), whose remedy keeps ``keep``."""
     merged: dict[str, object] = {}
     standing = applied and len(prep.rendered.droplet_addresses) > len(prep.rendered.gpu_variables)
     names = (("droplets", standing), ("gpu_droplets", False))
@@ -105,9 +105,10 @@ def droplets_output(prep: Prepared, *, sandbox: bool, applied: bool = True) -> d
             value = prep.copy.output(name)
         except tf.OutputMissing:
             if required:
+                again = remedy.for_producer("apply", prep.producer.name, keep=keep)
                 raise InfraApplyError(
                     f"producer {prep.producer.name} has no applied state here ({prep.copy.path}): apply it "
-                    f"first ({remedy.for_producer('apply', prep.producer.name, sandbox=sandbox)})"
+                    f"first ({again})"
                 ) from None
             continue
         if isinstance(value, Mapping):
@@ -118,39 +119,7 @@ def droplets_output(prep: Prepared, *, sandbox: bool, applied: bool = True) -> d
 
 
 def output(done: Registered, fmt: str) -> Output:
-    if fmt == "json":
-        return Output(format_json(done))
-    return Output(format_text(done))
+    from infra_apply.report import formats
 
+    return Output(formats.register().render(done, fmt))
 
-def format_text(done: Registered) -> str:
-    result = done.result
-    if done.dry_run:
-        return result.diff or "no changes\n"
-    from infra_apply.mesh import describe
-
-    lines = describe(result)
-    if not result.wrote:
-        lines.append(f"{result.path} already up to date")
-    return "".join(f"{line}\n" for line in lines)
-
-
-def format_json(done: Registered) -> str:
-    result = done.result
-    doc = {
-        "path": str(result.path),
-        "written": result.wrote,
-        "dry_run": done.dry_run,
-        "diff": result.diff,
-        "changes": [
-            {
-                "change": h.kind,
-                "host": h.host,
-                "mesh_ip": h.mesh_ip,
-                "droplet": h.droplet,
-                "fields": list(h.fields),
-            }
-            for h in result.changes
-        ],
-    }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -7,7 +7,6 @@ entries to the new name.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from infra_apply import terraform as tf
@@ -58,14 +57,7 @@ def rename(ctx: Context, prep: Prepared, name: str) -> Renamed | None:
         return None
     droplet_id, old = str(live.get("id")), str(live.get("name"))
     ctx.say(f"{prep.producer.name}: renaming droplet {droplet_id} {old!r} -> {name!r}")
-    if prep.cloud is not None:
-        from infra_apply.sandbox import cloud
-
-        cloud.rename_droplet(prep.cloud, droplet_id, name)
-    else:
-        from infra_apply import do_api
-
-        do_api.rename_droplet(do_api.client(token=prep.api_token), droplet_id, name)
+    prep.account.rename_droplet(prep, droplet_id, name)
     ctx.say(f"{prep.producer.name}: refreshing state")
     try:
         prep.copy.refresh()
@@ -77,21 +69,7 @@ def rename(ctx: Context, prep: Prepared, name: str) -> Renamed | None:
 
 
 def output(result: RenameResult, fmt: str) -> Output:
-    return Output(format_json(result) if fmt == "json" else format_text(result))
+    from infra_apply.report import formats
 
+    return Output(formats.rename().render(result, fmt))
 
-def format_text(result: RenameResult) -> str:
-    done = result.renamed
-    if done is None:
-        return f"{result.name}: live name already matches\n"
-    return f"renamed droplet {done.droplet_id}: {done.old} -> {done.new}\n"
-
-
-def format_json(result: RenameResult) -> str:
-    done = result.renamed
-    doc = {
-        "renamed": done is not None,
-        "name": result.name,
-        **({"droplet_id": done.droplet_id, "old": done.old} if done else {}),
-    }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

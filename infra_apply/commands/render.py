@@ -3,7 +3,6 @@ write nothing, say what is stale)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,9 @@ def run(
 
 
 def output(result: Rendering, fmt: str) -> Output:
-    text = format_json(result) if fmt == "json" else format_text(result)
+    from infra_apply.report import formats
+
+    text = formats.render().render(result, fmt)
     if result.check and result.stale:
         return Output(
             text,
@@ -58,30 +59,3 @@ def output(result: Rendering, fmt: str) -> Output:
         )
     return Output(text)
 
-
-def format_text(result: Rendering) -> str:
-    out, drift = result.out, result.drift
-    if result.check:
-        lines = [f"{out / rel}: stale or missing" for rel in drift.stale]
-        lines += [f"{out / rel}: no longer rendered (would be removed)" for rel in drift.extra]
-        if not result.stale:
-            files = sum(len(r.files) for r in result.rendered)
-            lines.append(f"{out} is up to date ({files} files, {len(result.rendered)} producers)")
-    else:
-        lines = [f"wrote {out / rel}" for rel in drift.stale]
-        lines += [f"removed {out / rel}" for rel in drift.extra]
-        if not result.stale:
-            lines.append(f"{out} already up to date")
-    return "".join(f"{line}\n" for line in lines)
-
-
-def format_json(result: Rendering) -> str:
-    check, drift = result.check, result.drift
-    doc = {
-        "out": str(result.out),
-        "check": check,
-        "stale" if check else "written": list(drift.stale),
-        "removed" if not check else "extra": list(drift.extra),
-        "up_to_date": not result.stale,
-    }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

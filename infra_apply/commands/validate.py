@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra_apply import validate as checks
 from infra_apply.commands import Output
 from infra_apply.discover import root_hint
-from infra_apply.errors import ExitCode, InfraApplyError, Problem
+from infra_apply.errors import ExitCode, Problem
 from infra_apply.state import checked_state_dir, validation_cache
+
+if TYPE_CHECKING:
+    from infra_apply.account import Account
 
 Say = Callable[[str], None]
 
@@ -38,74 +41,54 @@ def run(
     env: Mapping[str, str],
     *,
     strict: bool = False,
-    live: bool = False,
-    sandbox: bool = False,
+    live: Account | None = None,
     say: Say = _silent,
 ) -> Validated:
-    """Validate the tree; with ``live`` also run the pre-flight checks against the account (the
-    sandbox account with ``sandbox``)."""
-    if sandbox and not live:
-        raise InfraApplyError("--sandbox goes with --live (the sandbox account is what it checks)")
+    """Validate the tree; with ``live`` (``validate --live``: the account chosen by the CLI)
+    also run the pre-flight checks against that account."""
     # The validation cache lives in the state dir, which must not be inside a generated/ folder
     # (validate has no --out: INFRA_APPLY_OUT names it).
     out = Path(env.get("INFRA_APPLY_OUT") or "generated")
-    checked_state_dir([out, root / "generated"], env, create=sandbox)
+    create = live is not None and live.cloud_in_state_dir
+    checked_state_dir([out, root / "generated"], env, create=create)
     v = checks.validate_tree(root, mesh_path, validation_cache(root, env))
-    if live:
-        v = _with_preflight(v, env, sandbox, say)
+    if live is not None:
+        v = _with_preflight(v, env, live, say)
     return Validated(v, strict, root_hint(v.discovery))
 
 
 def _with_preflight(
-    v: checks.Validation, env: Mapping[str, str], sandbox: bool, say: Say
+    v: checks.Validation, env: Mapping[str, str], account: Account, say: Say
 ) -> checks.Validation:
     """The pre-flight problems of every producer, after a clean validation (a tree with errors
-    is not checked against the account)."""
+    is not checked against the account): every list asked at once (``accounts.Accounts``)."""
     from infra_apply import preflight
+    from infra_apply.accounts import Accounts
     from infra_apply.build import build_model
 
     if v.errors:
         say("infra-apply: pre-flight skipped: fix the errors above first")
         return v
     model = build_model(v)
-    found = preflight.problems(
-        root=v.discovery.root,
-        env=env,
-        sandbox=sandbox,
-        model=model,
-        manifests={m.path: m for m in v.manifests},
-        config=v.config,
-        producers=[p.name for p in model.producers if p.droplets or p.databases],
-        say=say,
-    )
+    with Accounts(env) as accounts:
+        found = preflight.problems(
+            root=v.discovery.root,
+            env=env,
+            account=account,
+            model=model,
+            manifests={m.path: m for m in v.manifests},
+            config=v.config,
+            producers=[p.name for p in model.producers if p.droplets or p.databases],
+            say=say,
+            accounts=accounts,
+        )
     return dataclasses.replace(v, problems=tuple(sorted({*v.problems, *found}, key=Problem.sort_key)))
 
 
 def output(result: Validated, fmt: str) -> Output:
-    text = format_json(result) if fmt == "json" else format_text(result)
+    from infra_apply.report import formats
+
+    text = formats.validate().render(result, fmt)
     hint = (result.hint,) if result.hint else ()  # stderr: --format json keeps stdout JSON
     return Output(text, hint, code=ExitCode.ERROR if result.failed else ExitCode.OK)
 
-
-def format_text(result: Validated) -> str:
-    v = result.validation
-    lines = [p.format() for p in v.problems]
-    lines.append(
-        f"{len(v.errors)} error(s), {len(v.warnings)} warning(s) in "
-        f"{len(v.discovery.manifests)} manifest(s) under {len(v.discovery.producers)} "
-        f"producer(s){'' if not result.failed else ' — invalid'}"
-    )
-    return "".join(f"{line}\n" for line in lines)
-
-
-def format_json(result: Validated) -> str:
-    v = result.validation
-    doc = {
-        "valid": not result.failed,
-        "manifests": len(v.discovery.manifests),
-        "producers": list(v.discovery.producers),
-        "errors": len(v.errors),
-        "warnings": len(v.warnings),
-        "problems": [p._asdict() for p in v.problems],
-    }
-    return json.dumps(doc, indent=2) + "\n"

@@ -32,7 +32,7 @@ CONFIG_NAME = "infra-apply.toml"
 Locate = Callable[[Sequence[str]], tuple[int, int]]
 Fail = Callable[[str | None, str], InfraApplyError]  # (key or None for the table, message)
 
-# DigitalOcean's GPU offer, from do-catalogue-facts.md (gathered 2026-11-29). Pre-flight checks
+# DigitalOcean's GPU offer, from /work/shared/do-catalogue-facts.md (gathered 2026-11-29). Pre-flight checks
 # the live offer; this table only catches a region that cannot work at all (nyc3, fra1 and ams3,
 # the standing hosts' regions, offer no GPU).
 NVIDIA_REGIONS = ("nyc2", "tor1")

@@ -13,14 +13,13 @@ The rules (issue 12, rule ``gpu_ondemand``):
 - a GPU without a configured probe is never busy and never idle: its lease end decides.
 
 Cost: DigitalOcean bills a droplet by the hour, up to 672 hours a month (the monthly price,
-do-catalogue-facts.md). ``cost_so_far`` counts every hour *started* since the droplet came up
+/work/shared/do-catalogue-facts.md). ``cost_so_far`` counts every hour *started* since the droplet came up
 (a droplet up 61 minutes costs two hours), capped at 672 hours: an upper estimate, never
 less than the bill.
 """
 
 from __future__ import annotations
 
-import getpass
 import math
 import os
 import socket
@@ -113,6 +112,8 @@ def whoami(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     user = env.get("USER") or env.get("LOGNAME")
     if not user:
+        import getpass  # only without USER or LOGNAME
+
         try:
             user = getpass.getuser()
         except (OSError, KeyError):  # no passwd entry for this uid (containers)

@@ -124,7 +124,7 @@ def _row(
 
 
 def listed_price(size: str) -> float | None:
-    """The dated list price of ``size`` (infra_apply/prices.py, from do-catalogue-facts.md) for a
+    """The dated list price of ``size`` (infra_apply/prices.py, from /work/shared/do-catalogue-facts.md) for a
     GPU that is down: what it would cost an hour. A GPU that is up shows what its droplet reports."""
     from infra_apply.prices import PRICES, as_float
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra_apply import hcl
+from infra_apply import hcl, locks
 from infra_apply import terraform as tf
 from infra_apply.docstore import DocumentRoot, Stale, parse, store_env
 from infra_apply.errors import InfraApplyError, TerraformError
@@ -89,22 +89,16 @@ class LeaseStore:
     def exclusive(self, timeout: float = 0) -> Iterator[None]:
         """Hold the producer's leases for a read + decide + act; ``timeout`` seconds to wait
         (0: fail at once, for a timer's reap; a negative value waits forever)."""
-        from filelock import FileLock, Timeout
-
         # One instance per file in this process: re-entrant, so a caller may hold it around
         # a longer sequence (gpu up: lease, apply, record) that also takes it.
-        lock = FileLock(f"{self.path}.lock", mode=0o600, is_singleton=True)
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            raise StoreBusy(
-                f"another infra-apply is changing the GPU leases of producer {self.producer} "
-                f"({self.path}.lock); try again when it has finished"
-            ) from None
-        try:
+        with locks.held(
+            Path(f"{self.path}.lock"),
+            f"the GPU leases of producer {self.producer}",
+            timeout=timeout,
+            singleton=True,
+            busy=StoreBusy,
+        ):
             yield
-        finally:
-            lock.release()
 
     @property
     def document(self) -> DocumentRoot:

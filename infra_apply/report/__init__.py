@@ -14,8 +14,8 @@ from datetime import datetime
 from infra_apply.cost import ProducerCost
 from infra_apply.guard import GuardVerdict, guard
 from infra_apply.model import ProducerModel
-from infra_apply.plan_model import ProducerPlan
-from infra_apply.remedy import command
+from infra_apply.plan_parse import ProducerPlan
+from infra_apply.remedy import command, kept
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ def producer_reports(
     gpus: Mapping[str, tuple[GpuUp, ...]] | None = None,
     costs: Mapping[str, ProducerCost] | None = None,
     *,
-    sandbox: bool = False,
+    stand_in: bool = False,
 ) -> tuple[ProducerReport, ...]:
     """Pair each plan with its verdict (default: no ``--allow-*``), model, GPUs that are up and
-    cost, in plan order; ``sandbox``: the plans ran with ``--sandbox``."""
+    cost, in plan order; ``stand_in``: the plans ran with ``--sandbox``."""
     verdicts, models, gpus, costs = verdicts or {}, models or {}, gpus or {}, costs or {}
     return tuple(
         ProducerReport(
@@ -75,7 +75,7 @@ def producer_reports(
             models.get(plan.producer),
             gpus.get(plan.producer, ()),
             costs.get(plan.producer),
-            sandbox,
+            stand_in,
         )
         for plan in plans
     )
@@ -84,8 +84,8 @@ def producer_reports(
 def gpu_sentence(gpu: GpuUp, sandbox: bool = False) -> str:
     """``com.uvlava.ct.gpu is up: lease ends 2026-11-29 18:00Z, $3.39/hour`` (every format)."""
     if gpu.until is None:
-        up = command("gpu up", gpu.name, sandbox=sandbox)
-        down = command("gpu down", gpu.name, sandbox=sandbox)
+        up = command("gpu up", gpu.name, keep=kept(sandbox))
+        down = command("gpu down", gpu.name, keep=kept(sandbox))
         return (
             f"GPU {gpu.name} is up without a lease, so this plan destroys it (never a standing "
             f"GPU): run {up} to lease it, or {down} to release it"

@@ -7,19 +7,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
 
 from infra_apply import kinds, remedy
+from infra_apply.do_semantics import PublicPort, reason
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
 from infra_apply.kinds import AllowFlag
-from infra_apply.plan_model import (
-    SIZE_DERIVED,
-    Change,
-    NameDrift,
-    ProducerPlan,
-    PublicPort,
-    SettingsDrift,
-    answer,
-    reason,
-    undoes,
-)
+from infra_apply.plan_outside import SIZE_DERIVED, answer, undoes
+from infra_apply.plan_parse import Change, NameDrift, ProducerPlan, SettingsDrift
 
 Escape = Callable[[str], str]
 
@@ -92,7 +84,7 @@ def _attr_text(change: Change, attr: str) -> str:
 
 
 def drift_sentence(producer: str, drift: NameDrift, esc: Escape, command: Escape, *, sandbox: bool) -> str:
-    rename = remedy.for_producer("rename", producer, drift.manifest_name, sandbox=sandbox)
+    rename = remedy.for_producer("rename", producer, drift.manifest_name, keep=remedy.kept(sandbox))
     return (
         f"name drift: {esc(drift.address)} is live as {esc(_quoted(drift.live_name))} but the "
         f"manifest says {esc(_quoted(drift.manifest_name))} — run {command(rename)}"
@@ -234,7 +226,8 @@ def guard_sentence(
     if len(flags) > _MAX_NAMED:  # a command that long helps nobody: each line names its flag
         return f"{refusal} Each refused change below names the flag that allows it.", None
     args = [word for flag in flags for word in flag]
-    return f"{refusal} To go ahead:", remedy.for_producer("apply", plan.producer, *args, sandbox=sandbox)
+    again = remedy.for_producer("apply", plan.producer, *args, keep=remedy.kept(sandbox))
+    return f"{refusal} To go ahead:", again
 
 
 def _consents(blocked: Sequence[Change], esc: Escape) -> str:
@@ -270,8 +263,20 @@ def _some(names: list[str], esc: Escape) -> str:
 def settings_sentence(drift: SettingsDrift, esc: Escape) -> str:
     """A droplet keeping create-time settings (ForceNew, ignored) that infra-apply.toml changed."""
     who = drift.address if drift.name == drift.address else f"{drift.name} ({drift.address})"
+    configured = [s for s in drift.settings if s != "vpc_uuid"]
+    said = []
+    if configured:
+        said.append(
+            f"keeps the {esc(', '.join(configured))} it was created with; infra-apply.toml now says "
+            "otherwise, which applies to droplets created from now on"
+        )
+    if drift.vpc_cluster is not None:
+        said.append(
+            f"stays in the VPC it runs in, outside the VPC of cluster {esc(drift.vpc_cluster)} it "
+            "hosts a project of, so the cluster's private host is out of its reach (db-credentials "
+            "says so); droplets created from now on join the cluster's VPC"
+        )
     return (
-        f"new droplets only: {esc(who)} keeps the {esc(', '.join(drift.settings))} it was created "
-        "with; infra-apply.toml now says otherwise, which applies to droplets created from now on "
-        "(a ForceNew setting never replaces a running droplet)"
+        f"new droplets only: {esc(who)} " + "; it ".join(said) + " (a ForceNew setting never replaces "
+        "a running droplet)"
     )

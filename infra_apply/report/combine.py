@@ -1,25 +1,31 @@
-"""Several markdown plans (a CI matrix plans each producer in its own job) as the one comment
+"""Several plans (a CI matrix plans each producer in its own job) as the one comment
 ``plan --format markdown`` would have written for all their producers at once: one context
 header, one table with every producer's row, one list of price notes, then every producer's
 section, producers in name order as ``plan`` orders them.
 
-It splits each text on the mark lines ``format_markdown`` puts before each part, never on
-prose: for plans of one commit and time, ``combine([md(A), md(B)]) == md(A + B)`` byte for byte.
-A text that is not such a plan (a failed job's one-line note, a plan from an older infra-apply)
-is kept verbatim, after the plans. Plans of different commits say so in the header, and so does
-a producer whose plan failed (the workflows' note, ``### P: the plan failed (exit N); ...``):
+A ``plan --format json`` document carries each producer's parts of the comment (``markdown``)
+and where and when it was planned (``context``): it is read as JSON, never as prose, and a
+document of ``failed`` producers (what the workflows write for a plan that failed) names them.
+A markdown plan is split on the mark lines ``format_markdown`` puts before each part, never on
+prose. Either way, for plans of one commit and time, ``combine([A, B]) == md(A + B)`` byte for
+byte. A text that is not such a plan (a failed job's one-line note, a plan from an older
+infra-apply) is kept verbatim, after the plans. Plans of different commits say so in the
+header, and so does a producer whose plan failed (``### P: the plan failed (exit N); ...``):
 the comment must never read "No changes." while a plan is missing.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
+from typing import Any
 from urllib.parse import unquote
 
+from infra_apply.errors import InfraApplyError
 from infra_apply.report import PlanContext
 from infra_apply.report.markdown import (
     MARK_KINDS,
@@ -73,16 +79,30 @@ class _Plan:
     sections: tuple[_Part, ...]
 
 
-def combine(texts: Sequence[str]) -> str:
-    """One comment from ``texts``: the plans merged, then every other text verbatim."""
-    if len(texts) == 1:
-        return texts[0]
+@dataclass(frozen=True)
+class JsonPlan:
+    """A ``plan --format json`` document read for ``combine``: its plan (``None`` for a document
+    of failures only) and the notes of the producers whose plan failed."""
+
+    plan: _Plan | None
+    failed_notes: tuple[str, ...] = ()
+
+
+def combine(items: Sequence[str | JsonPlan]) -> str:
+    """One comment from ``items``: the plans merged, then every other text verbatim. One
+    markdown text is posted as it is; a JSON plan is always rendered."""
+    if len(items) == 1 and isinstance(items[0], str):
+        return items[0]
     plans: list[_Plan] = []
     others: list[str] = []
-    for text in texts:
-        plan = _parse(text)
+    for item in items:
+        if isinstance(item, JsonPlan):
+            plans += [item.plan] if item.plan is not None else []
+            others += item.failed_notes
+            continue
+        plan = _parse(item)
         if plan is None:
-            others.append(text)
+            others.append(item)
         else:
             plans.append(plan)
     failed = [(m.group("producer"), m.group("code")) for t in others if (m := _FAILED.match(t))]
@@ -93,6 +113,111 @@ def combine(texts: Sequence[str]) -> str:
         # A blank line first: a text must not run into the </details> HTML block above it.
         body += ("\n" if body else "") + text + ("" if text.endswith("\n") else "\n")
     return body
+
+
+def failed_note(producer: str, code: int) -> str:
+    """What a failed matrix job leaves in the comment (the workflows' note, as markdown)."""
+    return f"### {producer}: the plan failed (exit {code}); see the job log\n"
+
+
+# --- reading a JSON plan --------------------------------------------------------------------
+
+_PRODUCER = re.compile(r"^[A-Za-z0-9_.-]+$")
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def read_json(text: str) -> JsonPlan | str:
+    """A ``plan --format json`` document, or one of ``failed`` producers
+    (``{"format_version": 1, "failed": [{"producer": P, "exit_code": N}]}``), or a ``drift
+    --format json`` document (its ``markdown``: the issue body, a text like any other);
+    anything else is an error naming what is wrong."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = f"not a plan --format json document: {exc.msg}"
+        raise InfraApplyError(what, line=exc.lineno, col=exc.colno) from None
+    if not isinstance(doc, dict) or doc.get("format_version") != 1:
+        raise InfraApplyError("not a plan --format json document: no format_version 1")
+    if "drift" in doc:
+        body: str = _field(doc, "markdown", str)
+        return body
+    failed = tuple(_failed(entry) for entry in _field(doc, "failed", list, []))
+    if "producers" not in doc:
+        if not failed:
+            raise InfraApplyError("not a plan --format json document: neither producers nor failed")
+        return JsonPlan(None, failed)
+    producers = _field(doc, "producers", dict)
+    context = _json_context(doc.get("context"))
+    parts = {str(name): _json_parts(str(name), _field(producers, name, dict)) for name in producers}
+    return JsonPlan(
+        _Plan(
+            intro=md_intro(context),
+            context=context,
+            producers=tuple(parts),
+            rows=tuple(p["row"] or "" for p in parts.values()),
+            changes=_field(doc, "changed", bool),
+            prices=tuple(
+                sorted({f"{mark('prices')}\n{p['prices']}\n" for p in parts.values() if p["prices"]})
+            ),
+            unpriced=_json_part("unpriced", parts),
+            sections=_json_part("section", parts),
+        ),
+        failed,
+    )
+
+
+def _field(doc: Mapping[str, object], key: str, kind: type, default: object = None) -> Any:
+    value = doc.get(key, default)
+    if not isinstance(value, kind):
+        raise InfraApplyError(f"not a plan --format json document: {key} is not a {kind.__name__}")
+    return value
+
+
+def _failed(entry: object) -> str:
+    entry = entry if isinstance(entry, dict) else {}
+    producer, code = entry.get("producer"), entry.get("exit_code")
+    if not isinstance(producer, str) or not _PRODUCER.fullmatch(producer):
+        raise InfraApplyError("not a plan --format json document: a failed entry names no producer")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise InfraApplyError(f"not a plan --format json document: failed {producer} has no exit_code")
+    return failed_note(producer, code)
+
+
+def _json_context(value: object) -> PlanContext | None:
+    if value is None:
+        return None
+    context = _field({"context": value}, "context", dict)
+    commit = context.get("commit")
+    try:
+        when = datetime.strptime(str(context.get("planned_at")), _STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        raise InfraApplyError("not a plan --format json document: context.planned_at is no time") from None
+    if commit is not None and not isinstance(commit, str):
+        raise InfraApplyError("not a plan --format json document: context.commit is not a string")
+    return PlanContext(sandbox=_field(context, "sandbox", bool), commit=commit, planned_at=when)
+
+
+def _json_parts(producer: str, doc: Mapping[str, object]) -> dict[str, str | None]:
+    """The producer's ``markdown`` parts; its row must be one table row."""
+    parts = _field(doc, "markdown", dict)
+    found: dict[str, str | None] = {}
+    for key in ("row", "prices", "unpriced", "section"):
+        value = parts.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InfraApplyError(f"not a plan --format json document: {producer}'s markdown.{key}")
+        found[key] = value
+    row = found["row"]
+    if row is None or "\n" in row or not row.startswith("| ") or not row.endswith(" |"):
+        raise InfraApplyError(f"not a plan --format json document: {producer}'s markdown.row")
+    return found
+
+
+def _json_part(kind: str, parts: Mapping[str, Mapping[str, str | None]]) -> tuple[_Part, ...]:
+    return tuple(
+        _Part(kind, (name,), f"{mark(kind, [name])}\n{text}" + ("\n" if kind == "unpriced" else ""))
+        for name, p in parts.items()
+        if (text := p[kind])
+    )
 
 
 # --- reading one plan -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from infra_apply.cost import (
     API_SOURCE,
     DropletCost,
     GpuCost,
+    KindCount,
     Prices,
     ProducerCost,
     SizeCount,
@@ -20,7 +21,7 @@ from infra_apply.cost import (
     money,
     signed,
 )
-from infra_apply.remedy import command
+from infra_apply.remedy import command, kept
 
 Escape = Callable[[str], str]
 
@@ -36,7 +37,20 @@ def monthly_change(cost: ProducerCost) -> str:
     n = len(cost.unpriced)
     if n:
         text += f", excluding {n} droplet{'s' if n > 1 else ''} whose price is unknown"
-    return text
+    unknown = price_not_known_sentence(cost)
+    return f"{text}; {unknown}" if unknown else text
+
+
+def price_not_known_sentence(cost: ProducerCost) -> str | None:
+    """``price not known, not in the totals: uptime checks (0 → 2)``: the kinds whose price
+    nobody stated, each with its count before and after the plan (nouns come from the table)."""
+    if not cost.price_not_known:
+        return None
+    return "price not known, not in the totals: " + ", ".join(map(_kind_count, cost.price_not_known))
+
+
+def _kind_count(k: KindCount) -> str:
+    return f"{k.kind.noun}s ({k.before} → {k.after})"
 
 
 def short_change(cost: ProducerCost) -> str:
@@ -94,7 +108,7 @@ def gpu_cost_sentence(gpu: GpuCost, esc: Escape, sandbox: bool = False) -> str:
     size = f" ({esc(gpu.size)})" if gpu.size else ""
     price = f"{hourly_text(gpu.hourly)}/hour" if gpu.hourly is not None else "hourly price unknown"
     if gpu.lease_until is None:
-        up, down = (command(f"gpu {verb}", gpu.name, sandbox=sandbox) for verb in ("up", "down"))
+        up, down = (command(f"gpu {verb}", gpu.name, keep=kept(sandbox)) for verb in ("up", "down"))
         lease = f"no lease holds it ({esc(up)} leases it; {esc(down)} releases it)"
     else:
         end = gpu.lease_until.strftime("%Y-%m-%d %H:%MZ")

@@ -3,7 +3,7 @@ the one issue a scheduled workflow opens or updates).
 
 Every name comes from state, the account or the registry and is untrusted: text makes control
 characters visible, markdown prints names as inert text (no HTML, links, code spans or table
-breaks). No attribute value is shown that ``plan_model`` did not judge safe (``AttrDiff``).
+breaks). No attribute value is shown that ``plan_parse`` did not judge safe (``AttrDiff``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from infra_apply import remedy as remedies
 from infra_apply.drift import DriftReport, Duplicate, Orphan, ProducerDrift
 from infra_apply.mesh import HostChange
-from infra_apply.plan_model import Change, display_order
+from infra_apply.plan_parse import display_order
 from infra_apply.report._common import drift_sentence, outside_sentence
-from infra_apply.report.json import json_diff
+from infra_apply.report.change_doc import change_doc
 from infra_apply.untrusted import shell, short, visible
 
 JSON_FORMAT_VERSION = 1
@@ -36,7 +36,7 @@ Escape = Callable[[str], str]
 
 def remedy(verb: str, producer: str, sandbox: bool, *args: str) -> str:
     """A command to run as printed (a sandbox report's carry ``--sandbox``)."""
-    return remedies.for_producer(verb, producer, *args, sandbox=sandbox)
+    return remedies.for_producer(verb, producer, *args, keep=remedies.kept(sandbox))
 
 
 def not_applied_sentence(p: ProducerDrift, command: Escape, report: DriftReport) -> str:
@@ -154,6 +154,8 @@ def format_json(report: DriftReport) -> str:
         "drift": report.drifted,
         "sandbox": report.sandbox,
         "producers": {p.producer: _json_producer(p) for p in report.producers},
+        # The issue body, so the workflow keeps one JSON file and `comment --issue` posts it.
+        "markdown": format_markdown(report),
         "orphans": [
             {"id": o.id, "name": o.name, "tags": list(o.tags), "producer": o.producer} for o in report.orphans
         ],
@@ -177,7 +179,7 @@ def _json_producer(p: ProducerDrift) -> dict[str, object]:
     return {
         "drift": p.drifted,
         "applied": p.applied,
-        "outside": [_json_change(c) for c in display_order(p.outside)],
+        "outside": [change_doc(c, outside=True) for c in display_order(p.outside)],
         "names": [
             {"address": d.address, "live_name": d.live_name, "manifest_name": d.manifest_name}
             for d in p.names
@@ -195,17 +197,6 @@ def _json_producer(p: ProducerDrift) -> dict[str, object]:
                 for h in p.mesh
             ],
         },
-    }
-
-
-def _json_change(change: Change) -> dict[str, object]:
-    return {
-        "address": change.address,
-        "name": change.name,
-        "type": change.type,
-        "action": "resize" if change.resize is not None else change.action,
-        "attributes": list(change.updated_attrs),
-        "diffs": [json_diff(d) for d in change.diffs],
     }
 
 
@@ -249,7 +240,8 @@ def format_markdown(report: DriftReport) -> str:
 def _fit(text: str, sandbox: bool) -> str:
     if len(text) <= MARKDOWN_LIMIT:
         return text
-    note = f"\n… truncated: run {remedies.command('drift', sandbox=sandbox)} locally for the full report\n"
+    again = remedies.command("drift", keep=remedies.kept(sandbox))
+    note = f"\n… truncated: run {again} locally for the full report\n"
     cut = text.rfind("\n", 0, MARKDOWN_LIMIT - len(note))
     return text[: max(cut, 0)] + note
 

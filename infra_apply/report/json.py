@@ -1,42 +1,53 @@
-"""The JSON report for tools: one stable document (``format_version`` 1), sorted keys, ASCII."""
+"""The JSON report for tools: one stable document (``format_version`` 1), sorted keys, ASCII.
+
+It is also the artifact between CI jobs: with the plan's ``context`` and each producer's parts
+of the pull-request comment (``markdown``), ``comment`` assembles several plans into one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
+from datetime import UTC
 
 from infra_apply.cost import CURRENCY, ProducerCost, as_number
+from infra_apply.do_semantics import PublicPort
 from infra_apply.guard import allow_flag, refusal_lines
-from infra_apply.plan_model import (
-    RULE_ATTRS,
-    AttrDiff,
-    Change,
-    FirewallRule,
-    ProducerPlan,
-    PublicPort,
-    answer,
-    display_order,
-    only_undoes_outside,
-    undoes,
-)
-from infra_apply.report import ProducerReport
-from infra_apply.report._common import answer_text, display_name, impossible_resizes
+from infra_apply.plan_outside import answer, only_undoes_outside, undoes
+from infra_apply.plan_parse import Change, ProducerPlan, display_order
+from infra_apply.report import PlanContext, ProducerReport
+from infra_apply.report._common import answer_text, impossible_resizes
+from infra_apply.report.change_doc import change_doc
+from infra_apply.report.markdown import producer_parts
 
 JSON_FORMAT_VERSION = 1
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def format_json(reports: Sequence[ProducerReport]) -> str:
+def format_json(reports: Sequence[ProducerReport], context: PlanContext | None = None) -> str:
+    """The plan of ``reports``; ``context``: where and when it ran (``null`` when unknown)."""
     doc = {
         "format_version": JSON_FORMAT_VERSION,
         "changed": any(r.plan.has_changes for r in reports),
+        "context": None if context is None else _json_context(context),
         "producers": {r.producer: _json_producer(r) for r in reports},
     }
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
 
 
+def _json_context(context: PlanContext) -> dict[str, object]:
+    return {
+        "sandbox": context.sandbox,
+        "commit": context.commit,
+        "planned_at": context.planned_at.astimezone(UTC).strftime(_STAMP),
+    }
+
+
 def _json_producer(report: ProducerReport) -> dict[str, object]:
     doc = _json_plan(report)
+    # The producer's parts of the pull-request comment, rendered here (the diagram needs the
+    # model, the guard sentence the verdict): ``comment`` assembles several plans from them.
+    doc["markdown"] = dataclasses.asdict(producer_parts(report))
     if report.gpus:
         # On-demand GPU droplets that are up (gpu up), as their leases say, and those up
         # without a lease (leased false: the plan destroys them); absent when none.
@@ -57,7 +68,8 @@ def _json_producer(report: ProducerReport) -> dict[str, object]:
 
 def _json_cost(cost: ProducerCost) -> dict[str, object]:
     """Monthly USD before/after/diff of the standing droplets (numbers rounded to the cent);
-    ``unpriced`` droplets are in neither total; on-demand ``gpus`` are in neither either."""
+    ``unpriced`` droplets are in neither total, nor the ``price_not_known`` kinds; on-demand
+    ``gpus`` are in neither either."""
     return {
         "currency": CURRENCY,
         "source": cost.prices.source,
@@ -79,6 +91,10 @@ def _json_cost(cost: ProducerCost) -> dict[str, object]:
             for d in cost.droplets
         ],
         "unpriced": [{"name": d.name, "address": d.address, "size": d.size} for d in cost.unpriced],
+        "price_not_known": [
+            {"type": k.kind.type, "noun": k.kind.noun, "before": k.before, "after": k.after}
+            for k in cost.price_not_known
+        ],
         "gpus": [
             {
                 "name": g.name,
@@ -99,7 +115,7 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
     plan, verdict = report.plan, report.verdict
     ordered = display_order(plan.changes)
     return {
-        "changes": [{**_json_change(c), "undoes_outside": undoes(plan, c) is not None} for c in ordered],
+        "changes": [{**change_doc(c), "undoes_outside": undoes(plan, c) is not None} for c in ordered],
         "counts": dict(plan.counts),
         # What refresh found changed outside Terraform, and what this plan does about each.
         "outside": [_json_outside(plan, o) for o in display_order(plan.outside)],
@@ -110,7 +126,13 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
         ],
         # Create-time settings (ForceNew, ignored) infra-apply.toml changed: new droplets only.
         "settings_drift": [
-            {"address": d.address, "name": d.name, "settings": list(d.settings)} for d in plan.settings_drift
+            {
+                "address": d.address,
+                "name": d.name,
+                "settings": list(d.settings),
+                **({"vpc_cluster": d.vpc_cluster} if d.vpc_cluster else {}),
+            }
+            for d in plan.settings_drift
         ],
         "guard": {
             "ok": verdict.ok,
@@ -144,13 +166,7 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
 def _json_outside(plan: ProducerPlan, outside: Change) -> dict[str, object]:
     found = answer(plan, outside)
     return {
-        "address": outside.address,
-        "name": outside.name,
-        "label": display_name(outside),
-        "type": outside.type,
-        "action": "resize" if outside.resize is not None else outside.action,
-        "attributes": list(outside.updated_attrs),
-        "diffs": [json_diff(d) for d in outside.diffs],
+        **change_doc(outside, outside=True),
         "plan": {
             "response": found.response,
             "reverted": list(found.reverted),
@@ -163,59 +179,3 @@ def _json_outside(plan: ProducerPlan, outside: Change) -> dict[str, object]:
 
 def _json_port(change: Change, port: PublicPort) -> dict[str, object]:
     return {"address": change.address, "name": change.name, "protocol": port.protocol, "ports": port.ports}
-
-
-def _json_change(change: Change) -> dict[str, object]:
-    return {
-        "action": change.action,
-        "address": change.address,
-        "type": change.type,
-        "name": change.name,
-        "label": display_name(change),
-        "importing": change.importing,
-        "import_id": change.import_id or None,
-        "reason": change.reason or None,
-        "replace_paths": list(change.replace_paths),
-        "updated_attrs": list(change.updated_attrs),
-        "diffs": [json_diff(d) for d in change.diffs],
-        "resize": _json_resize(change),
-        **({"cuts_off": list(change.cuts_off)} if change.cuts_off else {}),
-    }
-
-
-def json_diff(diff: AttrDiff) -> dict[str, object]:
-    """A before → after; a list/set attribute also by element (``added``, ``removed``), which
-    holds however long the lists (``before``/``after`` then say ``[N items]``)."""
-    doc: dict[str, object] = {"attr": diff.attr, "before": diff.before, "after": diff.after}
-    if diff.elements:
-        doc.update(added=list(diff.added), removed=list(diff.removed))
-    if diff.attr in RULE_ATTRS and diff.elements:
-        # A firewall's rules, field by field, for tools (``added``/``removed`` say them in words).
-        doc.update(
-            added_rules=[_json_rule(r) for r in diff.added_rules],
-            removed_rules=[_json_rule(r) for r in diff.removed_rules],
-        )
-    return doc
-
-
-def _json_rule(rule: FirewallRule) -> dict[str, object]:
-    peers = "sources" if rule.direction == "inbound" else "destinations"
-    return {"protocol": rule.protocol, "ports": rule.ports, peers: list(rule.peers)}
-
-
-def _json_resize(change: Change) -> dict[str, object] | None:
-    """An in-place resize: always downtime; ``disk_grows`` means it can never be undone;
-    ``fails``: DigitalOcean refuses it (the new size's disk is below the droplet's disk)."""
-    r = change.resize
-    if r is None:
-        return None
-    return {
-        "before": r.before,
-        "after": r.after,
-        "downtime": True,
-        "disk_grows": r.grows,
-        "disk_before_gb": r.disk_before,
-        "disk_after_gb": r.disk_after,
-        "fails": r.fails,
-        "message": r.effect,
-    }

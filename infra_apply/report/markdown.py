@@ -20,15 +20,11 @@ from urllib.parse import quote
 
 from infra_apply import remedy
 from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
+from infra_apply.cost import ProducerCost
+from infra_apply.do_semantics import reason, verb
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value
-from infra_apply.plan_model import (
-    COUNTED_ACTIONS,
-    Change,
-    display_order,
-    only_undoes_outside,
-    reason,
-    verb,
-)
+from infra_apply.plan_outside import only_undoes_outside
+from infra_apply.plan_parse import COUNTED_ACTIONS, Change, display_order
 from infra_apply.report import PlanContext, ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     ONLY_UNDOES,
@@ -47,6 +43,7 @@ from infra_apply.report.cost import (
     changed_sizes,
     gpu_cost_sentence,
     monthly_change,
+    price_not_known_sentence,
     refused_sentence,
     short_change,
     size_sentence,
@@ -146,17 +143,48 @@ def md_intro(context: PlanContext | None) -> str:
 def _md_head(reports: Sequence[ProducerReport], context: PlanContext | None) -> str:
     lines = [md_intro(context).removesuffix("\n"), "", mark("table", [r.producer for r in reports])]
     lines += TABLE_HEAD
-    for report in reports:
-        n = report.plan.counts
-        cells = [_md_text(report.producer)] + [str(n[a]) for a in COUNTED_ACTIONS]
-        cells += [str(len(report.plan.outside)), str(len(report.plan.drift)), _md_guard_cell(report.verdict)]
-        cells.append(_md_cost_cell(report))
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += [_md_row(report) for report in reports]
     if not reports:
         lines.append(NO_PRODUCER_ROW)
     if not any(r.plan.has_changes for r in reports):
         lines += ["", NO_CHANGES]
     return "\n".join(lines) + "\n"
+
+
+def _md_row(report: ProducerReport) -> str:
+    n = report.plan.counts
+    cells = [_md_text(report.producer)] + [str(n[a]) for a in COUNTED_ACTIONS]
+    cells += [str(len(report.plan.outside)), str(len(report.plan.drift)), _md_guard_cell(report.verdict)]
+    cells.append(_md_cost_cell(report))
+    return "| " + " | ".join(cells) + " |"
+
+
+@dataclass(frozen=True)
+class ProducerParts:
+    """One producer's parts of the comment, each as ``format_markdown`` writes it after its
+    mark line: the table row, the note on where its prices come from, the note on its unpriced
+    droplets, its section (``None``: it has none). ``plan --format json`` carries them, so
+    ``comment`` assembles the comment of several plans without reading markdown back."""
+
+    row: str
+    prices: str | None
+    unpriced: str | None
+    section: str | None
+
+
+def producer_parts(report: ProducerReport) -> ProducerParts:
+    section = _md_section(report).render() if _shown(report) else None
+    return ProducerParts(
+        row=_md_row(report),
+        prices=None if report.cost is None else _md_price_note(report.cost),
+        unpriced=_md_unpriced_note(report),
+        section=None if section is None else _after_mark(section),
+    )
+
+
+def _after_mark(part: str) -> str:
+    """A part as written (a blank line, its mark line, its text) without the first two."""
+    return part.split("\n", 2)[2]
 
 
 def _commit(context: PlanContext) -> str | None:
@@ -247,7 +275,7 @@ def _md_section(report: ProducerReport) -> _Section:
 def _md_cost_cell(report: ProducerReport) -> str:
     if report.cost is None:
         return "-"
-    return _md_dollars(short_change(report.cost)) + ("\\*" if report.cost.unpriced else "")
+    return _md_dollars(short_change(report.cost)) + ("\\*" if _md_unpriced_note(report) else "")
 
 
 def _md_dollars(text: str) -> str:
@@ -258,16 +286,28 @@ def _md_dollars(text: str) -> str:
 def _md_cost_note(reports: Sequence[ProducerReport]) -> str:
     """The footnote under the table: where the prices come from, their date, what is counted,
     and (``*`` in the table) the droplets left out of a producer's totals for want of a price."""
-    costs = [(r.producer, r.cost) for r in reports if r.cost is not None]
     # Sorted as printed, so ``combine`` sorts the notes of several plans the same way.
-    sources = sorted({_md_dollars(_md_text(source_note(c.prices))) for _, c in costs})
+    sources = sorted({_md_price_note(r.cost) for r in reports if r.cost is not None})
     notes = [f"\n{mark('prices')}\n{note}\n" for note in sources]
-    for producer, cost in costs:
-        unpriced = unpriced_sentence(cost, _md_text, limit=3)  # the section lists them all
+    for report in reports:
+        unpriced = _md_unpriced_note(report)
         if unpriced:
-            note = _md_dollars(f"\\* {_md_text(producer)}: {unpriced}")
-            notes.append(f"\n{mark('unpriced', [producer])}\n{note}\n")
+            notes.append(f"\n{mark('unpriced', [report.producer])}\n{unpriced}\n")
     return "".join(notes)
+
+
+def _md_price_note(cost: ProducerCost) -> str:
+    return _md_dollars(_md_text(source_note(cost.prices)))
+
+
+def _md_unpriced_note(report: ProducerReport) -> str | None:
+    """What a producer's totals leave out: droplets (at most 3 named, the section lists them
+    all) and kinds whose price is not known."""
+    if report.cost is None:
+        return None
+    found = [unpriced_sentence(report.cost, _md_text, limit=3), price_not_known_sentence(report.cost)]
+    unpriced = "; ".join(n for n in found if n)
+    return _md_dollars(f"\\* {_md_text(report.producer)}: {unpriced}") if unpriced else None
 
 
 def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
@@ -341,7 +381,8 @@ def _md_destructive(
     line = f"- ⚠️ **{verb(change)}** {_md_who(change, bold=False)}: {why}{note}"
     if change in blocked and not (change.resize is not None and change.resize.fails):
         allow = (allow_flag(change), allow_value(change))
-        line += f" — needs {_md_code(remedy.for_producer('apply', producer, *allow, sandbox=sandbox))}"
+        again = remedy.for_producer("apply", producer, *allow, keep=remedy.kept(sandbox))
+        line += f" — needs {_md_code(again)}"
     return line
 
 
@@ -415,7 +456,7 @@ def _fit_section(section: _Section, room: int) -> tuple[str, int]:
 
 def _truncation_note(omitted: int, sandbox: bool = False) -> str:
     what = f"{omitted} more changes" if omitted else "some details omitted"
-    plan = remedy.command("plan", sandbox=sandbox)
+    plan = remedy.command("plan", keep=remedy.kept(sandbox))
     return f"\n… truncated: {what}; run {plan} locally for the full list\n"
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from infra_apply import kinds
 from infra_apply.model import Database, Droplet, ProducerModel, Service
-from infra_apply.plan_model import Change, display_order
+from infra_apply.plan_parse import Change, display_order
 from infra_apply.render import public_inbound
 from infra_apply.untrusted import short, visible
 

@@ -1,6 +1,6 @@
 """The sandbox account's catalogue: regions, sizes with prices, images, as DigitalOcean lists them.
 
-Taken from ``do-catalogue-facts.md`` (gathered 2026-11-29 from DigitalOcean's API reference and
+Taken from ``/work/shared/do-catalogue-facts.md`` (gathered 2026-11-29 from DigitalOcean's API reference and
 public projects pinning its sizes, prices and GPU regions). The prices come from
 ``infra_apply.prices`` (the package's one dated price table, also the plan summaries' offline
 fallback). Where the facts give no figure (most GPU sizes' prices and machine shapes), the

@@ -39,7 +39,7 @@ from typing import Any
 from infra_apply.errors import InfraApplyError
 from infra_apply.sandbox import catalogue
 
-# filelock, uuid and ipaddress are imported where used: the provider imports this module on
+# locks (filelock), uuid and ipaddress are imported where used: the provider imports this module on
 # every start (terraform show -json included), and filelock alone costs tens of milliseconds.
 
 Cloud = dict[str, Any]
@@ -111,9 +111,11 @@ _RESET = (
 
 def load(path: PathLike) -> Cloud:
     """The cloud as it is now; a missing file is an empty account."""
+    from infra_apply.fs import STATE_LIMIT, read_bounded
+
     where = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_bounded(Path(path), STATE_LIMIT).decode("utf-8")
     except FileNotFoundError:
         return empty()
     except UnicodeDecodeError:
@@ -151,28 +153,22 @@ def _save(path: Path, cloud: Cloud) -> None:
 @contextlib.contextmanager
 def transaction(path: PathLike) -> Iterator[Cloud]:
     """Lock the cloud, yield it for changes, save it if the block ends without an exception."""
-    from filelock import FileLock, Timeout
+    from infra_apply import locks
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{target}.lock", timeout=LOCK_TIMEOUT_SECONDS, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise CloudError(
-            f"the sandbox cloud file is locked by another run for more than {LOCK_TIMEOUT_SECONDS:g}s "
-            f"(lock file {target}.lock)",
-            path=str(target),
-        ) from None
-    try:
+
+    def busy(message: str) -> CloudError:
+        return CloudError(message, path=str(target))
+
+    lock = Path(f"{target}.lock")
+    with locks.held(lock, "the sandbox cloud file", timeout=LOCK_TIMEOUT_SECONDS, busy=busy):
         cloud = load(target)
         before = json.dumps(cloud, sort_keys=True)
         yield cloud
         # Skipping unchanged saves keeps reads from rewriting the file under other readers.
         if not target.exists() or json.dumps(cloud, sort_keys=True) != before:
             _save(target, cloud)
-    finally:
-        lock.release()
 
 
 # ---------------------------------------------------------------- allocation
@@ -227,6 +223,15 @@ def vpc_uuid(region: str) -> str:
     return stable_uuid("vpc", region.lower())
 
 
+def region_vpcs(cloud: Cloud, region: str) -> set[str]:
+    """The VPCs a droplet in ``region`` may join: the region's default one and those of the
+    account's clusters there (a VPC is regional; the sandbox keeps no other VPCs)."""
+    clusters = cloud["clusters"].values()
+    return {vpc_uuid(region)} | {
+        str(c["private_network_uuid"]) for c in clusters if str(c.get("region", "")).lower() == region
+    }
+
+
 def _secret(*parts: str) -> str:
     # Deterministic so repeated test runs agree; it guards nothing real.
     return "AVNS_" + hashlib.sha256("/".join(parts).encode()).hexdigest()[:22]
@@ -263,6 +268,8 @@ def add_droplet(cloud: Cloud, spec: DropletSpec) -> Record:
     """
     region = spec.region.lower()
     check_offer(cloud, region, spec.size.lower(), spec.image)
+    if spec.vpc_uuid is not None and spec.vpc_uuid not in region_vpcs(cloud, region):
+        raise CloudError(f"422 unprocessable_entity: VPC {spec.vpc_uuid} is not a VPC in region {region}")
     keys = [_existing_key(cloud, key) for key in spec.ssh_keys]
     number = _next(cloud, "droplet", FIRST_DROPLET_ID)
     index = number - FIRST_DROPLET_ID

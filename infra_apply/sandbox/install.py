@@ -34,8 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
-
+from infra_apply import locks
 from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs, tighten
 from infra_apply.sandbox import cloud
 
@@ -93,7 +92,7 @@ def install(
     tls = root / TLS_FILE_NAME
     private_dirs(root, Path(state_dir).resolve())
     # Several infra-apply processes (or test workers) may install into one state dir at once.
-    with FileLock(str(root / "install.lock"), timeout=120, mode=0o600):
+    with locks.held(root / "install.lock", f"the sandbox provider install in {root}", timeout=120):
         _ensure_tls(tls)
         launcher_text = launcher_source(sys.executable, root)
         _write_if_changed(launcher, launcher_text, mode=0o700)

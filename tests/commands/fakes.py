@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra_apply.account import choose
 from infra_apply.commands.apply import Terminal
 from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
 from infra_apply.render import Rendered
 from infra_apply.timing import MONOTONIC, Clock
 from infra_apply.workcopy import Context, Prepared, Say
@@ -168,7 +169,7 @@ class World:
         return Context(
             root=self.tmp / "tree",
             out=self.tmp / "generated",
-            sandbox=sandbox,
+            account=choose(sandbox),
             mesh_path=self.mesh_path if self.mesh else None,
             env={"INFRA_APPLY_STATE_DIR": str(self.tmp / "state")},
             say=self.said.append,
@@ -185,4 +186,5 @@ class World:
         model = MC_MODEL if self.producer == "mc" else QUINN_MODEL
         fields = {"names": NAMES, "droplet_addresses": ADDRESSES[self.producer], **rendered}
         render = Rendered(self.producer, {}, **fields)  # type: ignore[arg-type]
-        return Prepared(model, render, copy, cloud)
+        # a working copy prepared with the stand-in's cloud file is a sandbox run's
+        return Prepared(model, render, copy, cloud, account=choose(cloud is not None))

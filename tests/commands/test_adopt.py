@@ -9,6 +9,7 @@ import pytest
 
 from infra_apply.commands import adopt
 from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.report import verbs
 from infra_apply.sandbox import cloud
 from infra_apply.takeover import OldState, parse_state
 from tests.commands.fakes import World
@@ -29,7 +30,7 @@ def test_a_droplet_in_the_account_but_not_in_state_gets_an_import_block(tmp_path
     out = adopt.output(done, "text")
     assert out.stdout.startswith(f"import digitalocean_droplet.mc_services <- droplet {made['id']}")
     assert out.stderr == (f"infra-apply: warning: com.uvlava.mc.services: {found.warning}",)
-    assert json.loads(adopt.format_json(done))["imports"] == str(done.imports)
+    assert json.loads(verbs.adopt_json(done))["imports"] == str(done.imports)
 
 
 def test_nothing_to_adopt_writes_nothing(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ def test_nothing_to_adopt_writes_nothing(tmp_path: Path) -> None:
     cloud.create_droplet(path, "com.uvlava.mc.other")
     done = adopt.adopt(world.context(sandbox=True), world.prepared(world.copy(), cloud=path))
     assert done.adoptions == () and not done.imports.exists()
-    assert adopt.format_text(done).startswith("nothing to adopt")
+    assert verbs.adopt_text(done).startswith("nothing to adopt")
 
 
 def _old_state(image: str) -> OldState:

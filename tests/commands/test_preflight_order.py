@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply import preflight
+from infra_apply.account import LiveAccount
 from infra_apply.commands import apply, gpu, plan
 from infra_apply.do_api import ApiError
 from infra_apply.errors import InfraApplyError
@@ -45,7 +46,8 @@ def ctx(example: Path) -> Context:
         "DIGITALOCEAN_TOKEN": "FAKE-do-token_preflight-order",
         "HOME": str(example / "home"),  # no ~/.vault/do_pat_* of the machine's user
     }
-    return Context(root, example / "generated", False, example / "mesh-hosts.json", env, lambda _: None)
+    mesh = example / "mesh-hosts.json"
+    return Context(root, example / "generated", LiveAccount(), mesh, env, lambda _: None)
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(f"lease store {producer}")
         raise InfraApplyError("stop: the lease store was reached")
 
-    monkeypatch.setattr("infra_apply.commands.leases.lease_store", lease_store)
+    monkeypatch.setattr("infra_apply.gpu.leases_view.lease_store", lease_store)
     monkeypatch.setattr("infra_apply.commands.gpu.lease_store", lease_store)
     return seen
 

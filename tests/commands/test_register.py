@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from infra_apply import terraform as tf
+from infra_apply.account import sandbox_registry
 from infra_apply.commands import register
 from infra_apply.errors import InfraApplyError
-from infra_apply.workcopy import sandbox_registry
+from infra_apply.report import verbs
 from tests.commands.fakes import World, droplets_output
 
 MC_OUTPUT = {"droplets": droplets_output("mc", "com.uvlava.mc.services", ["mc-web"])}
@@ -23,15 +24,15 @@ def test_dry_run_shows_the_diff_then_a_write_then_nothing_to_do(tmp_path: Path) 
     dry = register.register(world.context(), prep, dry_run=True)
     assert world.events == ["init", "output droplets"]
     assert world.mesh_path.read_bytes() == before
-    text = register.format_text(register.Registered(dry, dry_run=True))
+    text = verbs.register_text(register.Registered(dry, dry_run=True))
     assert text.startswith("---") and '+    "mc-web": {' in text
     done = register.register(world.context(), prep)
-    assert register.format_text(register.Registered(done, dry_run=False)).startswith("+ mc-web 10.9.0.")
+    assert verbs.register_text(register.Registered(done, dry_run=False)).startswith("+ mc-web 10.9.0.")
     assert json.loads(world.mesh_path.read_text())["hosts"]["mc-web"]["droplet"] == "com.uvlava.mc.services"
     again = register.register(world.context(), prep)
-    text = register.format_text(register.Registered(again, dry_run=False))
+    text = verbs.register_text(register.Registered(again, dry_run=False))
     assert text == f"{world.mesh_path} already up to date\n"
-    doc = json.loads(register.format_json(register.Registered(again, dry_run=False)))
+    doc = json.loads(verbs.register_json(register.Registered(again, dry_run=False)))
     assert (doc["written"], doc["changes"]) == (False, [])
 
 

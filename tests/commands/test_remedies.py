@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from infra_apply import terraform as tf
+from infra_apply.account import choose
 from infra_apply.commands import adopt, apply, db_credentials, register
 from infra_apply.errors import GuardRefused, InfraApplyError
 from infra_apply.model import Database
-from infra_apply.report import GpuUp, PlanContext, gpu_sentence, producer_reports
+from infra_apply.report import GpuUp, PlanContext, gpu_sentence, producer_reports, verbs
 from infra_apply.report.markdown import format_markdown
 from infra_apply.report.text import format_text
 from infra_apply.sandbox import cloud
@@ -53,7 +54,7 @@ def _all_carry(text: str, sandbox: bool, verbs: set[str]) -> None:
 
 @MODES
 def test_plan_rename_hint_in_every_format(sandbox: bool) -> None:
-    reports = producer_reports([parsed("name_drift")], sandbox=sandbox)
+    reports = producer_reports([parsed("name_drift")], stand_in=sandbox)
     context = PlanContext(sandbox, None, datetime(2026, 11, 29, tzinfo=UTC))
     _all_carry(format_text(reports), sandbox, {"rename"})
     _all_carry(format_markdown(reports, context), sandbox, {"rename"})
@@ -62,7 +63,7 @@ def test_plan_rename_hint_in_every_format(sandbox: bool) -> None:
 @MODES
 def test_plan_guard_commands_in_the_comment(sandbox: bool) -> None:
     reports = producer_reports(
-        [parsed("replace_delete"), parsed("resize_ports", names=RESIZE_NAMES)], sandbox=sandbox
+        [parsed("replace_delete"), parsed("resize_ports", names=RESIZE_NAMES)], stand_in=sandbox
     )
     context = PlanContext(sandbox, None, datetime(2026, 11, 29, tzinfo=UTC))
     body = format_markdown(reports, context)
@@ -86,8 +87,8 @@ def test_adopts_next_step(tmp_path: Path, sandbox: bool) -> None:
     path = tmp_path / "cloud.json"
     cloud.create_droplet(path, "com.uvlava.mc.services", region="fra1")
     done = adopt.adopt(world.context(sandbox=True), world.prepared(world.copy(), cloud=path))
-    done = replace(done, sandbox=sandbox)
-    text = adopt.format_text(done)
+    done = replace(done, keep=choose(sandbox).remedy_flags)
+    text = verbs.adopt_text(done)
     assert _commands(text) == [
         ["infra-apply", verb, "--producer", "mc", *(["--sandbox"] if sandbox else [])]
         for verb in ("plan", "apply")

@@ -10,7 +10,8 @@ import pytest
 from infra_apply import terraform as tf
 from infra_apply.commands import rename
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.plan_model import JsonObject
+from infra_apply.plan_parse import JsonObject
+from infra_apply.report import verbs
 from infra_apply.sandbox import cloud
 from tests.commands.fakes import World, droplets_output
 
@@ -45,7 +46,7 @@ def test_the_live_droplet_is_renamed_state_refreshed_and_hosts_moved(tmp_path: P
     assert world.events == ["init", "state", "refresh", "init", "output droplets"]
     assert [d["name"] for d in cloud.list_droplets(path)] == [NEW]
     assert json.loads(world.mesh_path.read_text())["hosts"]["mc-web"]["droplet"] == NEW
-    text = rename.format_text(rename.RenameResult(NEW, done))
+    text = verbs.rename_text(rename.RenameResult(NEW, done))
     assert text == f"renamed droplet {droplet_id}: com.uvlava.mc.old -> {NEW}\n"
 
 
@@ -55,7 +56,7 @@ def test_a_matching_name_changes_nothing(tmp_path: Path) -> None:
     copy = world.copy(state_doc=state_with(droplet_id, NEW))
     assert rename.rename(world.context(), world.prepared(copy, cloud=path), NEW) is None
     assert world.events == ["init", "state"]
-    assert rename.format_text(rename.RenameResult(NEW, None)) == f"{NEW}: live name already matches\n"
+    assert verbs.rename_text(rename.RenameResult(NEW, None)) == f"{NEW}: live name already matches\n"
 
 
 def test_a_failed_refresh_says_the_rename_itself_happened(tmp_path: Path) -> None:

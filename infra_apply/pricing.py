@@ -1,7 +1,7 @@
 """Where a run's prices come from: the account's ``GET /v2/sizes``, else the shipped table.
 
 Asked once per run, after pre-flight (which has checked the token and the account), and only by
-the verbs that print a plan summary. ``--sandbox`` never asks: its catalogue is the table. A
+the verbs that print a plan summary. The sandbox account never asks: its catalogue is the table. A
 failed call (offline, a 5xx, a refused token) costs one warning line and the dated table; the
 plan itself never fails for want of prices.
 """
@@ -27,10 +27,17 @@ RETRIES = 2
 def run_prices(
     ctx: Context, producers: Sequence[str], *, retry: Retry | None = None, accounts: Accounts | None = None
 ) -> Prices:
-    """The account's prices (one ``/v2/sizes`` listing: list prices are the same for every
+    """The run's account's prices (``Account.prices``), or the shipped table."""
+    return ctx.account.prices(ctx, producers, retry=retry, accounts=accounts)
+
+
+def account_prices(
+    ctx: Context, producers: Sequence[str], *, retry: Retry | None = None, accounts: Accounts | None = None
+) -> Prices:
+    """A live account's prices (one ``/v2/sizes`` listing: list prices are the same for every
     account, so the first producer's token serves the run), or the shipped table. With the
     run's ``accounts`` the listing pre-flight asked for is read, not asked again."""
-    if ctx.sandbox or not producers:
+    if not producers:
         return fallback_prices()
     try:
         if accounts is not None:

@@ -16,10 +16,10 @@ from infra_apply import terraform as tf
 from infra_apply.bucket import check_locking
 from infra_apply.gpu.lease import Lease, held
 from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
-from infra_apply.plan_model import ProducerPlan
+from infra_apply.plan_parse import ProducerPlan
 from infra_apply.render import Rendered
 from infra_apply.report import GpuUp
-from infra_apply.state import load_backend, state_dir
+from infra_apply.state import state_dir
 from infra_apply.workcopy import Context, Project, workdir_root
 
 
@@ -45,9 +45,6 @@ class Leases:
             for _, lease in sorted(self.by_producer.get(producer, {}).items())
             if lease.up
         )
-
-    def up_by_producer(self) -> dict[str, tuple[GpuUp, ...]]:
-        return {p: self.up(p) for p in self.by_producer}
 
     def lease_ends(self, producer: str) -> dict[str, datetime | None]:
         """Every GPU droplet ``producer`` declares → its lease end (None: no lease holds it),
@@ -90,8 +87,8 @@ def gpu_names(project: Project, producer: str) -> frozenset[str]:
 def lease_store(ctx: Context, producer: str) -> LeaseStore:
     """The producer's lease store, beside its state: the local state dir, or the state bucket
     when ``[state]`` is remote (so a team sees one truth)."""
-    binary = tf.find_binary(ctx.env, version_cache=state_dir(ctx.env) / "cache" / "terraform-version.json")
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    binary = tf.state_binary(ctx.env, state_dir(ctx.env))
+    backend = ctx.account.backend(ctx.root, ctx.env)
     check_locking(state_dir(ctx.env), backend, binary, ctx.env)
     return open_store(state_dir(ctx.env), workdir_root(ctx), producer, backend, binary, ctx.env)
 
@@ -105,7 +102,7 @@ def read_leases(ctx: Context, project: Project, producers: Sequence[str]) -> Lea
 def _leases_of(ctx: Context, producer: str) -> Mapping[str, Lease]:
     """With local state and no lease ever written there is nothing to read: no Terraform runs
     (so pre-flight still comes before any Terraform process in a tree nobody ran gpu up in)."""
-    backend = load_backend(ctx.root, ctx.env, sandbox=ctx.sandbox)
+    backend = ctx.account.backend(ctx.root, ctx.env)
     local_state = lease_copy(workdir_root(ctx), producer) / "terraform.tfstate"
     if backend.kind == "local" and not local_state.is_file():
         return {}
