@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PY      := $(BIN)/python
 
-.PHONY: help venv test-tools demo test faults soak golden lint bench bench-regen render-check clean-bench \
+.PHONY: help venv test-tools scan-tools demo test faults soak golden lint bench bench-regen render-check clean-bench \
   mermaid-check
 
 help:
@@ -14,6 +14,7 @@ help:
 	@echo "make soak          the e2e suite 10 times under CPU load (SOAK_ROUNDS=n for another count)"
 	@echo "make golden        re-render generated/ (the golden files) after a template change"
 	@echo "make lint          ruff + mypy"
+	@echo "make scan-tools    checkov in .venv-scan (make test runs it over every render)"
 	@echo "make bench         benchmarks on a synthetic 2,000-manifest tree (bench/out/)"
 	@echo "make bench-regen   regenerate the benchmark tree, then benchmark"
 	@echo "make render-check  fail when generated/ is stale for examples/producer-tree"
@@ -38,6 +39,17 @@ $(TEST_TOOLS): pyproject.toml | $(BIN)/infra-apply
 	$(BIN)/pip install -e '.[test]'
 	touch $@
 
+# Checkov (tools/scan/requirements.txt) in a venv of its own: the runtime install stays lean and
+# checkov's many dependencies never meet the test tools'. tests/test_scan.py runs it.
+SCAN_VENV  := .venv-scan
+SCAN_TOOLS := $(SCAN_VENV)/.scan-tools
+scan-tools: $(SCAN_TOOLS)
+
+$(SCAN_TOOLS): tools/scan/requirements.txt
+	[ -x $(SCAN_VENV)/bin/python ] || $(PYTHON3) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install -r tools/scan/requirements.txt
+	touch $@
+
 # plan exits 2 when it has changes to show: that is the demo working, not failing.
 demo: venv
 	$(BIN)/infra-apply --root examples/producer-tree plan --sandbox \
@@ -48,7 +60,7 @@ demo: venv
 # worksteal, not loadfile: one long end-to-end file would otherwise finish alone on one worker
 # (a module fixture may then run once per worker instead of once). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 4
-test: $(TEST_TOOLS)
+test: $(TEST_TOOLS) $(SCAN_TOOLS)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Several minutes: infra-apply killed 10 times per signal at the apply phase (tests/test_faults.py).

@@ -235,6 +235,7 @@ def render_tree(root: Path) -> None:
     (root / "cloud-init" / "base.yaml").write_text("#cloud-config\npackage_update: true\n")
     (root / "infra-apply.toml").write_text(
         '[droplets]\nssh_keys = ["ops-2026"]\nmonitoring = true\nuser_data = "cloud-init/base.yaml"\n'
+        '[firewall]\nssh_from = ["203.0.113.4/32"]\n'
     )
     for producer in RENDER_PRODUCERS:
         lines = ["apiVersion: infra/v1", f"project: {producer}-infra", "provider: digitalocean", "droplets:"]

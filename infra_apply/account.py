@@ -107,6 +107,12 @@ class Account(Protocol):
         by apply)."""
         ...
 
+    @property
+    def owns_registry(self) -> bool:
+        """Whether its mesh registry is its own, made on its first registration: none yet means
+        nothing is registered (the operator's file not given means not knowing)."""
+        ...
+
     def require(self) -> None:
         """Stop with one line when what this mode needs is not installed."""
 
@@ -212,6 +218,7 @@ class LiveAccount:
     stand_in: bool = False
     cloud_in_state_dir: bool = False
     runs_reviewed_render: bool = True
+    owns_registry: bool = False
 
     def require(self) -> None:
         pass
@@ -363,6 +370,7 @@ class SandboxAccount:
     stand_in: bool = True
     cloud_in_state_dir: bool = True
     runs_reviewed_render: bool = False
+    owns_registry: bool = True
 
     def require(self) -> None:
         from infra_apply.sandbox import extra

@@ -132,7 +132,13 @@ def _droplets(
 def _with_settings(d: Droplet, config: Config) -> Droplet:
     """The droplet with what infra-apply.toml sets for its producer."""
     s = config.for_producer(d.producer)
-    return replace(d, ssh_keys=s.ssh_keys, monitoring=s.monitoring, user_data=s.user_data)
+    return replace(
+        d,
+        ssh_keys=s.ssh_keys,
+        monitoring=s.monitoring,
+        user_data=s.user_data,
+        firewall=config.firewall_for(d.producer),
+    )
 
 
 def _with_clusters(d: Droplet, databases: Iterable[Database]) -> Droplet:

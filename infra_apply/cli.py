@@ -399,7 +399,10 @@ def apply(
         allow_trusted_sources=allow_trusted_sources,
         auto_approve=auto_approve,
     )
-    done = verb.run(_context(ctx, out, sandbox, mesh_hosts), producer, terminal, options_)
+    from infra_apply.notify import notify_apply
+
+    run_ctx = _context(ctx, out, sandbox, mesh_hosts)
+    done = notify_apply(run_ctx, producer, lambda: verb.run(run_ctx, producer, terminal, options_))
     _emit(ctx, verb.output(done))
 
 
@@ -653,8 +656,12 @@ def drift(
     keeps (examples/ci/). Exit 0 when there is no drift, 2 when there is, 1 on error.
     """
     from infra_apply.commands import drift as verb
+    from infra_apply.notify import notify_drift
 
-    _emit(ctx, verb.output(verb.run(_context(ctx, out, sandbox, mesh_hosts), producers), fmt))
+    run_ctx = _context(ctx, out, sandbox, mesh_hosts)
+    report = verb.run(run_ctx, producers)
+    notify_drift(run_ctx, report)
+    _emit(ctx, verb.output(report, fmt))
 
 
 @cli.command()

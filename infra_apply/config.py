@@ -13,8 +13,14 @@ Every table it may hold, as frozen data::
     user_data = "cloud-init/base.yaml"  # relative to the root; used when a droplet is created
     [producers.ct.droplets]             # per-producer overrides, same keys
     ssh_keys = ["ct-deploy"]
+    [firewall]                          # who may reach a droplet's SSH (docs/security.md)
+    ssh_from = ["203.0.113.4/32"]       # CIDRs, or "mesh": over WireGuard only
+    bootstrap_from = ["203.0.113.4/32"] # with "mesh": SSH until the droplet is registered
+    [producers.ct.firewall]             # per-producer override, same keys
     [gpu."com.uvlava.ct.gpu"]           # an on-demand GPU droplet's lifecycle (gpu/config.py)
     size = "gpu-h100x1-80gb"
+    [notify]
+    webhook_url_env = "INFRA_APPLY_WEBHOOK"  # the variable holding the webhook URL (notify.py)
     [sandbox]
     clusters = ["uvlava-pg"]            # the shared clusters the sandbox account has
     ssh_keys = ["ops-2026"]             # its SSH keys (default: every key named above)
@@ -49,6 +55,7 @@ from infra_apply import hcl
 from infra_apply.errors import InfraApplyError, printable
 from infra_apply.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
+from infra_apply.notify import NotifySettings
 from infra_apply.untrusted import visible
 
 CONFIG_NAME = "infra-apply.toml"
@@ -74,7 +81,11 @@ SANDBOX_KEYS = ("clusters", "ssh_keys")
 CLUSTER_KEYS = ("trusted_sources", "owner", "allow")
 # A database firewall holds at most 100 rules (do-catalogue-facts.md); one is the hosts' tag.
 ALLOW_LIMIT = 99
-TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "clusters")
+FIREWALL_KEYS = ("ssh_from", "bootstrap_from")
+MESH = "mesh"  # ssh_from = "mesh": no public SSH once a droplet is on the WireGuard mesh
+TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "firewall", "notify", "clusters")
+NOTIFY_KEYS = ("webhook_url_env",)
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Anything that looks like a credential is refused by name, and its value is never echoed.
 CREDENTIAL_KEYS = frozenset(
     {
@@ -203,6 +214,23 @@ class DropletSettings:
 
 
 @dataclass(frozen=True)
+class FirewallSettings:
+    """``[firewall]``: where a droplet's SSH (22/tcp) may be reached from. ``ssh_from`` None is
+    unset (the whole internet, warned as ``public_ssh``); ``mesh`` closes public SSH once the
+    droplet is in mesh-hosts.json, keeping it open from ``bootstrap_from`` until then."""
+
+    ssh_from: tuple[str, ...] | None = None  # CIDRs; None: unset (or "mesh", see ``mesh``)
+    mesh: bool = False
+    bootstrap_from: tuple[str, ...] = ()
+    at: Where | None = field(default=None, compare=False)  # the line that set ssh_from
+
+    @property
+    def public(self) -> bool:
+        """SSH stays open to the whole internet (ssh_from unset)."""
+        return self.ssh_from is None and not self.mesh
+
+
+@dataclass(frozen=True)
 class SandboxSettings:
     clusters: tuple[str, ...] = DEFAULT_SANDBOX_CLUSTERS
     ssh_keys: tuple[str, ...] = ()
@@ -236,7 +264,13 @@ class Config:
     # [gpu."NAME"]: checked by gpu.config; build.py refuses a NAME no manifest declares (gpu_at)
     gpu: Mapping[str, GpuSettings] = field(default_factory=dict)
     gpu_at: Mapping[str, Where] = field(default_factory=dict)
+    firewall: FirewallSettings = FirewallSettings()
+    producer_firewalls: Mapping[str, FirewallSettings] = field(default_factory=dict)  # merged
+    notify: NotifySettings = field(default_factory=NotifySettings)
     clusters: Mapping[str, ClusterSettings] = field(default_factory=dict)
+
+    def firewall_for(self, producer: str) -> FirewallSettings:
+        return self.producer_firewalls.get(producer, self.firewall)
 
     def for_producer(self, producer: str) -> DropletSettings:
         return self.producers.get(producer, self.droplets)
@@ -301,7 +335,14 @@ class _Reader:
                 raise self.fail(f"unknown {what} {key!r} (known tables: {', '.join(TABLES)})", (), key)
         state = self.state(self.table(doc, ("state",)), present="state" in doc)
         droplets = self.droplets(self.table(doc, ("droplets",)), ("droplets",), DropletSettings())
+        firewall = self.firewall(self.table(doc, ("firewall",)), ("firewall",), FirewallSettings())
         producers, producer_at = self.producers(self.table(doc, ("producers",)), droplets)
+        producer_firewalls = {
+            name: self.firewall(self.table(section, (*path, "firewall")), (*path, "firewall"), firewall)
+            for name, section in self.table(doc, ("producers",)).items()
+            if isinstance(section, dict) and "firewall" in section
+            for path in [("producers", name)]
+        }
         gpu, gpu_at = self.gpu(doc.get("gpu", {}))
         sandbox_table = self.table(doc, ("sandbox",))
         self.known_keys(sandbox_table, ("sandbox",), SANDBOX_KEYS)
@@ -311,7 +352,36 @@ class _Reader:
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
         clusters = self.clusters(self.table(doc, ("clusters",)))
-        return Config(self.shown, state, droplets, producers, producer_at, sandbox, gpu, gpu_at, clusters)
+        notify = self.notify(self.table(doc, ("notify",)))
+        return Config(
+            self.shown,
+            state,
+            droplets,
+            producers,
+            producer_at,
+            sandbox,
+            gpu,
+            gpu_at,
+            firewall=firewall,
+            producer_firewalls=producer_firewalls,
+            notify=notify,
+            clusters=clusters,
+        )
+
+    def notify(self, table: Mapping[str, Any]) -> NotifySettings:
+        """[notify]: the *name* of the variable holding the webhook URL (the URL is a secret)."""
+        self.known_keys(table, ("notify",), NOTIFY_KEYS)
+        if "webhook_url_env" not in table:
+            return NotifySettings()
+        name = table["webhook_url_env"]
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise self.fail(
+                '[notify] webhook_url_env must name an environment variable, e.g. "INFRA_APPLY_WEBHOOK" '
+                "(the URL itself never goes in this file)",
+                ("notify",),
+                "webhook_url_env",
+            )
+        return NotifySettings(name)
 
     def table(self, doc: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
         value = doc.get(path[-1], {})
@@ -411,6 +481,47 @@ class _Reader:
             settings = replace(settings, user_data=self.user_data(table["user_data"], path))
         return settings
 
+    def firewall(
+        self, table: Mapping[str, Any], path: tuple[str, ...], base: FirewallSettings
+    ) -> FirewallSettings:
+        """``table``'s settings over ``base`` (the defaults, for a producer's override)."""
+        self.known_keys(table, path, FIREWALL_KEYS)
+        settings = base
+        if "ssh_from" in table:
+            where = self.at(path, "ssh_from")
+            if table["ssh_from"] == MESH:
+                settings = replace(settings, ssh_from=None, mesh=True, at=where)
+            else:
+                cidrs = self.cidrs(table, path, "ssh_from", f' or "{MESH}"')
+                settings = replace(settings, ssh_from=cidrs, mesh=False, at=where)
+        if "bootstrap_from" in table:
+            settings = replace(settings, bootstrap_from=self.cidrs(table, path, "bootstrap_from", ""))
+        return settings
+
+    def cidrs(
+        self, table: Mapping[str, Any], path: tuple[str, ...], key: str, alternative: str
+    ) -> tuple[str, ...]:
+        """A list of IPv4/IPv6 networks in CIDR notation, each once, in the network's own
+        spelling (``203.0.113.4/32``): DigitalOcean compares rules by that text."""
+        value, where = table[key], f"[{'.'.join(path)}] {key}"
+        example = f'e.g. {key} = ["203.0.113.4/32", "2001:db8::/48"]{alternative}'
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{where} must be a list of CIDRs, {example}", path, key)
+        found: list[str] = []
+        for text in value:
+            try:
+                network = ipaddress.ip_network(text, strict=True)
+            except ValueError as exc:
+                raise self.fail(
+                    f"{where}: {printable(repr(text))} is not a CIDR ({exc}); {example}", path, key
+                ) from None
+            if "/" not in text:
+                raise self.fail(f"{where}: {text!r} has no prefix length: write {network}", path, key)
+            if str(network) in found:
+                raise self.fail(f"{where}: {str(network)!r} is listed twice", path, key)
+            found.append(str(network))
+        return tuple(found)
+
     def producers(
         self, table: Mapping[str, Any], defaults: DropletSettings
     ) -> tuple[dict[str, DropletSettings], dict[str, Where]]:
@@ -425,7 +536,7 @@ class _Reader:
                     name,
                 )
             section = self.table(table, path)
-            self.known_keys(section, path, ("droplets",))
+            self.known_keys(section, path, ("droplets", "firewall"))
             table_path = (*path, "droplets")
             merged[name] = self.droplets(self.table(section, table_path), table_path, defaults)
             where[name] = self.at(path)

@@ -121,6 +121,13 @@ class PublicPort(NamedTuple):
         return f"{self.ports}/{self.protocol}" if self.ports else self.protocol
 
 
+class SshChange(NamedTuple):
+    """Addresses a firewall change stops letting reach SSH (22/tcp), and those still let."""
+
+    removed: tuple[str, ...]
+    left: tuple[str, ...]
+
+
 def verb(change: Change) -> str:
     if change.resize is not None:
         return "resize"
@@ -161,7 +168,51 @@ def read_change(
     unknown = json_dict(values.get("after_unknown"))
     opened, closed = public_ports(change.type, change.action, before, after, unknown)
     resize = droplet_resize(change.type, change.action, change.updated_attrs, before, after, unknown)
-    return replace(change, resize=resize, ports_opened=opened, ports_closed=closed)
+    ssh = ssh_change(change.type, change.action, before, after)
+    return replace(change, resize=resize, ports_opened=opened, ports_closed=closed, ssh=ssh)
+
+
+def ssh_change(rtype: str, action: Action, before: JsonObject, after: JsonObject) -> SshChange | None:
+    """The addresses a firewall update stops letting reach SSH (22/tcp): narrowing it, or
+    closing it altogether, is said like a public port (a deleted firewall: bare_droplets)."""
+    if rtype != kinds.FIREWALL.type or action not in ("update", "replace"):
+        return None
+    old, new = _ssh_sources(before.get("inbound_rule")), _ssh_sources(after.get("inbound_rule"))
+    removed = tuple(sorted(old - new))
+    return SshChange(removed, tuple(sorted(new))) if removed else None
+
+
+def _ssh_sources(rules: object) -> set[str]:
+    found: set[str] = set()
+    for rule in map(json_dict, json_list(rules)):
+        protocol = str(rule.get("protocol") or "").lower()
+        if protocol == "tcp" and 22 in _port_range(protocol, rule.get("port_range")):
+            found.update(str(s) for s in json_list(rule.get("source_addresses")))
+    return found
+
+
+def moved_ports(changes: Sequence[Change]) -> list[Change]:
+    """A port one firewall of a droplet closes while another of the same droplet opens it (the
+    public openings moving to their own firewall) is neither opened nor closed: it is moved."""
+    firewalls = [c for c in changes if c.type == kinds.FIREWALL.type and c.name_source == "manifest"]
+    out = []
+    for change in changes:
+        if change not in firewalls:
+            out.append(change)
+            continue
+        others = [o for o in firewalls if o.name == change.name and o.address != change.address]
+        closed_elsewhere = {p for o in others for p in o.ports_closed}
+        opened_elsewhere = {p for o in others for p in o.ports_opened}
+        moved = tuple(p for p in change.ports_opened if p in closed_elsewhere)
+        out.append(
+            replace(
+                change,
+                ports_opened=tuple(p for p in change.ports_opened if p not in closed_elsewhere),
+                ports_closed=tuple(p for p in change.ports_closed if p not in opened_elsewhere),
+                ports_moved=moved,
+            )
+        )
+    return out
 
 
 def droplet_resize(

@@ -39,7 +39,7 @@ from infra_apply.managed import is_managed, is_producers, prior_resources
 from infra_apply.manifest import Manifest
 from infra_apply.model import Droplet, ProducerModel
 from infra_apply.plan_parse import JsonObject
-from infra_apply.render import Rendered, db_entry
+from infra_apply.render import PUBLIC_SUFFIX, Rendered, db_entry
 
 if TYPE_CHECKING:
     from infra_apply.preflight import Source
@@ -426,7 +426,8 @@ class _Locator:
         return Problem(path, line, col, "error", RULE, message)
 
     def _where(self, c: Create) -> tuple[str, int, int]:
-        suffix = c.base.split(".", 1)[1]
+        # a droplet's public firewall is located at its droplet, like its own firewall
+        suffix = c.base.split(".", 1)[1].removesuffix(PUBLIC_SUFFIX)
         for d in self.producer.droplets:
             if self.rendered.droplet_addresses.get(d.name, "").split(".", 1)[-1] == suffix:
                 return self._droplet(d)

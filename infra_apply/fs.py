@@ -76,6 +76,17 @@ def read_regular(path: Path, limit: int) -> tuple[bytes, int]:
         os.close(fd)
 
 
+def read_or_fail(path: Path, limit: int = 16 * 1024 * 1024) -> bytes:
+    """``read_bounded`` for a file a run needs: a FIFO, a device, a huge or unreadable file is
+    one located error, never a hang or a traceback."""
+    from infra_apply.errors import InfraApplyError
+
+    try:
+        return read_bounded(path, limit)
+    except OSError as exc:
+        raise InfraApplyError(f"cannot read it: {exc.strerror or exc}", path=str(path)) from None
+
+
 def file_kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "a folder"),

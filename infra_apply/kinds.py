@@ -150,7 +150,8 @@ DROPLET = Kind(
     diagram="box",
 )
 # Losing a droplet's firewall opens every port of a droplet that stays: it is guarded like the
-# droplet, and a firewall is named by its droplet, so --allow-destroy NAME allows both.
+# droplet, and a firewall is named by its droplet, so --allow-destroy NAME allows both. A droplet
+# has two (render.py): its own (SSH, outbound) and its public openings' (<address>__public).
 FIREWALL = Kind(
     type="digitalocean_firewall",
     mode="managed",

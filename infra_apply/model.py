@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infra_apply.config import UserData, Where
+from infra_apply.config import FirewallSettings, UserData, Where
 
 DEFAULT_REGION = "nyc3"
 ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
@@ -58,6 +58,7 @@ class Droplet:
     ssh_keys: tuple[str, ...] = ()
     monitoring: bool = False
     user_data: UserData | None = None
+    firewall: FirewallSettings = field(default_factory=FirewallSettings)  # who may reach its SSH
     # The one place the model says "this droplet hosts a project using cluster X": the shared
     # clusters of every database project (any producer) whose ``service.host`` is one of
     # ``hosts``, sorted. Render places the droplet in the first one's VPC.
@@ -70,7 +71,6 @@ class Droplet:
         """The cluster whose VPC the droplet is created in (its private host is reachable only
         from there); None: the region's default VPC."""
         return self.database_clusters[0] if self.database_clusters else None
-
 
 
 @dataclass(frozen=True)

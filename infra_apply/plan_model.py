@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from infra_apply.do_semantics import bare_droplets, firewalls_named_by_droplet, read_change
+from infra_apply.do_semantics import bare_droplets, firewalls_named_by_droplet, moved_ports, read_change
 from infra_apply.plan_outside import against_outside, outside_changes, recorded_before
 from infra_apply.plan_parse import (
     CreateSettings,
@@ -20,6 +20,7 @@ from infra_apply.plan_parse import (
     name_drift,
     natural_key,
     settings_drift,
+    ssh_bootstrap,
 )
 
 
@@ -40,6 +41,7 @@ def parse_plan(
         if (change := read_change(json_dict(rc), names, configured)) is not None
     ]
     changes = bare_droplets(firewalls_named_by_droplet(changes, plan, names), plan)
+    changes = moved_ports(changes)
     changes.sort(key=lambda c: (natural_key(c.address), c.action, c.reason))
     drift = sorted(name_drift(plan, names), key=lambda d: natural_key(d.address))
     settings = sorted(
@@ -51,4 +53,5 @@ def parse_plan(
         drift=tuple(drift),
         settings_drift=tuple(settings),
         outside=outside_changes(plan, names),
+        ssh_bootstrap=ssh_bootstrap(plan, names),
     )

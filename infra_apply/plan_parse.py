@@ -34,7 +34,7 @@ from infra_apply import kinds
 from infra_apply.errors import InfraApplyError, TerraformError
 
 if TYPE_CHECKING:  # the provider's meaning of a change, attached by do_semantics
-    from infra_apply.do_semantics import PublicPort, Resize
+    from infra_apply.do_semantics import PublicPort, Resize, SshChange
 
 Action = Literal["create", "update", "replace", "delete", "import", "read", "no-op"]
 
@@ -216,6 +216,10 @@ class Change:
     resize: Resize | None = None
     ports_opened: tuple[PublicPort, ...] = ()
     ports_closed: tuple[PublicPort, ...] = ()
+    # Ports this firewall takes over from another firewall of the same droplet in this plan
+    # (left out of ports_opened here and ports_closed there: nothing opens or closes).
+    ports_moved: tuple[PublicPort, ...] = ()
+    ssh: SshChange | None = None  # SSH narrowed or closed by this firewall change
     # Where ``name`` came from: the manifests (via rendering), the state's ``name`` attribute,
     # or nowhere (it is the address). A firewall's manifest name is its droplet's.
     name_source: NameSource = "manifest"
@@ -286,6 +290,9 @@ class ProducerPlan:
     # What refresh found changed behind Terraform's back (``resource_drift``, noise left out):
     # not this change's doing, but what the plan's changes may undo (see ``answer``).
     outside: tuple[Change, ...] = ()
+    # ssh_from = "mesh": droplets whose SSH stays open from bootstrap_from in this plan, until
+    # they are in mesh-hosts.json (the plan's ssh_bootstrap_* variables)
+    ssh_bootstrap: tuple[str, ...] = ()
 
     @property
     def counts(self) -> dict[CountedAction, int]:
@@ -693,3 +700,17 @@ def json_dict(value: object) -> JsonObject:
 
 def json_list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
+
+
+SSH_VARIABLE_PREFIX = "ssh_bootstrap_"  # render.ssh_variable: + the droplet's address
+
+
+def ssh_bootstrap(plan: JsonObject, names: Mapping[str, str]) -> tuple[str, ...]:
+    """The droplets whose SSH the plan keeps open from bootstrap_from (its variables)."""
+    found = []
+    for var, entry in json_dict(plan.get("variables")).items():
+        # a -var value is shown as given: the string "true" (a tfvars file would give true)
+        if var.startswith(SSH_VARIABLE_PREFIX) and json_dict(entry).get("value") in (True, "true"):
+            address = kinds.DROPLET.address(var.removeprefix(SSH_VARIABLE_PREFIX))
+            found.append(names.get(address, address))
+    return tuple(sorted(found))

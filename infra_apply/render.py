@@ -32,7 +32,10 @@ OWNED_SUFFIXES = (".tf",)
 # file() (never templatefile(): their text must reach the droplet exactly, ${ included).
 USER_DATA_DIR = "user-data"
 HAND_OWNED = frozenset({"imports.tf"})  # written by `infra-apply adopt`, kept by render
-PUBLIC_BASE = (("tcp", "22"), ("udp", "51820"))
+PUBLIC_SSH = (("tcp", "22"),)  # only while [firewall] ssh_from is unset (rule public_ssh)
+PUBLIC_BASE = (("udp", "51820"),)
+WORLD = ("0.0.0.0/0", "::/0")
+PUBLIC_SUFFIX = "__public"  # "__" never occurs in a droplet address (hcl.slug)
 PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
 PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
 WRITERS = 8  # files written at once (each mostly waits on its fsync)
@@ -201,6 +204,8 @@ class Rendered:
     names: Mapping[str, str] = field(default_factory=dict)  # address -> human name
     droplet_addresses: Mapping[str, str] = field(default_factory=dict)  # manifest name -> address
     gpu_variables: Mapping[str, str] = field(default_factory=dict)  # droplet name -> variable
+    # ssh_from = "mesh" with bootstrap_from: droplet name -> the variable keeping its SSH open
+    ssh_variables: Mapping[str, str] = field(default_factory=dict)
     # droplet address -> what infra-apply.toml asks it to be created with (plan notes)
     create_settings: Mapping[str, CreateSettings] = field(default_factory=dict)
 
@@ -278,6 +283,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
     names = {DROPLET.address(e.address): e.droplet.name for e in entries}
     names |= {FIREWALL.address(e.address): e.droplet.name for e in entries}
+    names |= {FIREWALL.address(e.public_address): e.droplet.name for e in entries}
     names |= {DATABASE.address(d.db_address): d.name for d in dbs}
     names |= {USER.address(d.user_address): d.user for d in dbs}
     names |= {DATABASE_FIREWALL.address(t.address): t.ts.cluster for t in trusted}
@@ -287,6 +293,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
         names=names,
         droplet_addresses={e.droplet.name: DROPLET.address(e.address) for e in entries},
         gpu_variables={e.droplet.name: e.variable for e in gpu},
+        ssh_variables={e.droplet.name: e.ssh.variable for e in entries if e.ssh.variable},
         create_settings=_LazySettings(
             {
                 DROPLET.address(e.address): (
@@ -345,8 +352,13 @@ def _gpu_sources(d: Droplet) -> list[str]:
 
 
 def public_inbound(d: Droplet) -> tuple[tuple[str, str], ...]:
-    """(protocol, port) of every inbound rule the droplet's firewall opens to the internet: the
-    mesh model's SSH and WireGuard, plus 80/443 for a reverse proxy and 53 for DNS."""
+    """(protocol, port) of every inbound rule the droplet's firewalls open to the whole
+    internet: SSH while ``ssh_from`` is unset, WireGuard, 80/443 for a reverse proxy, 53 for DNS."""
+    return (*(PUBLIC_SSH if d.firewall.public else ()), *intended_public(d))
+
+
+def intended_public(d: Droplet) -> tuple[tuple[str, str], ...]:
+    """The openings the mesh model needs from the whole internet (the public firewall's)."""
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     return (*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ()))
@@ -383,6 +395,13 @@ class DropletEntry:
     ssh_keys: tuple[str, ...]  # the local names of its ssh_keys data sources
     user_data: str | None  # its user-data file, relative to the module
     vpc: ClusterVpc | None  # the cluster whose VPC it is created in
+    # The second firewall, for what the mesh model opens to the whole internet by design:
+    # its local name, live name, what it opens in words, and the checkov skip reason.
+    public_address: str
+    public_name: str
+    public_text: str
+    skip_reason: str
+    ssh: SshEntry
 
 
 @dataclass(frozen=True)
@@ -431,10 +450,73 @@ class TrustedEntry:
     address: str
 
 
+@dataclass(frozen=True)
+class SshEntry:
+    """Who may reach a droplet's SSH through its own firewall, and how that is said."""
+
+    sources: tuple[str, ...]  # the rule's sources (none and no variable: no SSH rule)
+    variable: str | None  # ssh_from = "mesh" with bootstrap_from: the variable turning it on
+    text: str  # the firewall's comment
+    bootstrap: tuple[str, ...] = ()  # the variable's rule's sources
+
+
+def public_address(address: str) -> str:
+    """The address of a droplet's public firewall (its own firewall keeps ``address``)."""
+    return address + PUBLIC_SUFFIX
+
+
+def firewall_name(local: str) -> str:
+    """The live name of the firewall at ``digitalocean_firewall.<local>`` (adopt finds it by it)."""
+    return "fw-" + local.replace("_", "-")
+
+
+def ssh_variable(address: str) -> str:
+    return f"ssh_bootstrap_{address}"
+
+
+def _ssh_entry(d: Droplet, address: str) -> SshEntry:
+    """The SSH rule of the droplet's own firewall: its sources (none: no rule), or with
+    ``ssh_from = "mesh"`` and ``bootstrap_from``, a rule a variable turns off once registered."""
+    fw = d.firewall
+    if fw.public:
+        return SshEntry(WORLD, None, "from the whole internet (ssh_from unset)")
+    if fw.mesh and fw.bootstrap_from:
+        return SshEntry(
+            (),
+            ssh_variable(address),
+            "over the mesh; from bootstrap_from until it is in mesh-hosts.json",
+            bootstrap=tuple(fw.bootstrap_from),
+        )
+    if fw.mesh:
+        return SshEntry((), None, "over the mesh only")
+    sources = tuple(fw.ssh_from or ())
+    return SshEntry(sources, None, "from ssh_from" if sources else "from nowhere")
+
+
+_SKIP_UNSAFE = re.compile(r"[^A-Za-z0-9 ._,:;/()+-]")
+
+
+def _public_text(d: Droplet) -> tuple[str, str]:
+    """What the public firewall opens and why, in words: the comment above it and the checkov
+    skip reason (one line, from the manifest's role and services; nothing else reaches it)."""
+    by_kind: dict[str, list[str]] = {}
+    for s in d.services:
+        by_kind.setdefault(s.kind, []).append(s.name)
+    parts = ["WireGuard 51820/udp for the mesh"]
+    if "reverse-proxy" in by_kind:
+        parts.append(f"HTTP(S) 80,443/tcp for {', '.join(by_kind['reverse-proxy'])} (reverse-proxy)")
+    if "dns" in by_kind:
+        parts.append(f"DNS 53/tcp+udp for {', '.join(by_kind['dns'])} (dns)")
+    role = d.role if d.role is not None else droplet_slug(d.name)
+    reason = f"{d.name} role {role}: " + "; ".join(parts)
+    return "; ".join(parts), _SKIP_UNSAFE.sub("_", reason)
+
+
 def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> DropletEntry:
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
-    inbound = public_inbound(d)
+    inbound = intended_public(d)
+    public_text, skip_reason = _public_text(d)
     tags = sorted(
         {
             MANAGED_TAG,
@@ -447,7 +529,7 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> Dr
         droplet=d,
         address=address,
         variable=f"gpu_{address}",
-        firewall_name="fw-" + address.replace("_", "-"),
+        firewall_name=firewall_name(address),
         tags=tuple(tags),
         web=web,
         dns=dns,
@@ -455,6 +537,11 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> Dr
         ssh_keys=tuple(hcl.slug(k) for k in d.ssh_keys),
         user_data=f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
         vpc=ClusterVpc(d.vpc_cluster, hcl.slug(d.vpc_cluster)) if d.vpc_cluster else None,
+        public_address=public_address(address),
+        public_name=firewall_name(public_address(address)),
+        public_text=public_text,
+        skip_reason=skip_reason,
+        ssh=_ssh_entry(d, address),
     )
 
 
@@ -592,6 +679,7 @@ def _rendered_json(r: Rendered) -> dict[str, Any]:
         "names": dict(r.names),
         "droplet_addresses": dict(r.droplet_addresses),
         "gpu_variables": dict(r.gpu_variables),
+        "ssh_variables": dict(r.ssh_variables),
         "create_settings": {
             a: [list(keys), monitoring, sha1, vpc]
             for a, (keys, monitoring, sha1, vpc) in _raw_settings(r).items()
@@ -636,6 +724,7 @@ def _rendered_from(doc: object) -> Rendered:
         names=_str_map(doc["names"]),
         droplet_addresses=_str_map(doc["droplet_addresses"]),
         gpu_variables=_str_map(doc["gpu_variables"]),
+        ssh_variables=_str_map(doc["ssh_variables"]),
         create_settings=_LazySettings(settings),
     )
 

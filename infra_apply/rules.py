@@ -505,3 +505,46 @@ def config_producers(tree: Tree) -> Iterator[Finding]:
                 f"[producers.{producer}] names no producer folder @{producer} under the root "
                 f"(producers: {known}); its settings apply to nothing",
             )
+
+
+@rule("public_ssh", "warning")
+def public_ssh(tree: Tree) -> Iterator[Finding]:
+    """SSH open to the whole internet because ``[firewall] ssh_from`` is unset: the mesh model
+    needs it from the operators' and CI's addresses at most (docs/security.md)."""
+    for m, i, d in _digitalocean_droplets(tree):
+        producer = name_producer(d["name"]) or producer_of(tree, m)
+        if producer is not None and tree.config.firewall_for(producer).public:
+            yield at(
+                m,
+                ("droplets", i, "name"),
+                f"droplet {d['name']!r} opens SSH (22/tcp) to the whole internet: set ssh_from under "
+                f'[firewall] or [producers.{producer}.firewall] in {CONFIG_NAME} (CIDRs, or "mesh")',
+            )
+
+
+@rule("ssh_bootstrap", "error")
+def ssh_bootstrap(tree: Tree) -> Iterator[Finding]:
+    """With ``ssh_from = "mesh"`` a droplet not yet in mesh-hosts.json is reached over SSH to
+    bring it onto the mesh: without ``bootstrap_from`` nothing could reach it."""
+    if tree.mesh_hosts is None:
+        return  # which droplets are registered is known only with the registry
+    registered = {str(e.get("droplet")) for e in tree.mesh_hosts.values() if e.get("droplet")}
+    for m, i, d in _digitalocean_droplets(tree):
+        producer = name_producer(d["name"]) or producer_of(tree, m)
+        fw = tree.config.firewall_for(producer) if producer is not None else None
+        if fw is not None and fw.mesh and not fw.bootstrap_from and d["name"] not in registered:
+            own = producer in tree.config.producer_firewalls
+            table = f"[producers.{producer}.firewall]" if own else "[firewall]"
+            yield at(
+                m,
+                ("droplets", i, "name"),
+                f'droplet {d["name"]!r} is not in {tree.mesh_path or "mesh-hosts.json"} yet and ssh_from = '
+                f'"mesh" leaves it no SSH to bring it onto the mesh: set bootstrap_from (CIDRs) under '
+                f"{table} in {CONFIG_NAME}",
+            )
+
+
+def _digitalocean_droplets(tree: Tree) -> Iterator[tuple[Manifest, int, dict[str, Any]]]:
+    for m, i, d in droplets(tree):
+        if d.get("provider", m.data["provider"]) == "digitalocean":
+            yield m, i, d

@@ -30,7 +30,7 @@ from infra_apply import hcl, kinds
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import STATE_LIMIT, read_bounded
 from infra_apply.model import ALLOWED_REGIONS, DEFAULT_IMAGE, DEFAULT_REGION, Database, Droplet, ProducerModel
-from infra_apply.render import db_entry
+from infra_apply.render import db_entry, firewall_name, public_address
 from infra_apply.rules import SLUG_RE
 from infra_apply.untrusted import visible
 
@@ -676,8 +676,18 @@ def _take_firewalls(state: OldState, droplets: Mapping[str, tuple[str, Droplet]]
             + (f"; it also covers droplet(s) {', '.join(others)} not taken over" if others else ""),
             f"remove droplet(s) {', '.join(covered)} from its droplet_ids in the old root",
         )
-    for droplet_id, fws in sorted(candidates.items()):
+    for droplet_id, both in sorted(candidates.items()):
         droplet_address, droplet = droplets[droplet_id]
+        # infra-apply's own root holds two per droplet: its public openings' one goes by its name
+        public = public_address(_firewall_of(droplet_address))
+        public_name = firewall_name(kinds.FIREWALL.local(public))
+        named_public = [f for f in both if f.attributes.get("name") == public_name]
+        if len(named_public) == 1:
+            fw = named_public[0]
+            found.taken.append(TakenOver(fw, public, str(fw.attributes["id"]), droplet.name))
+        fws = [f for f in both if f not in named_public or len(named_public) > 1]
+        if not fws:
+            continue
         if len(fws) > 1:
             found.warn(
                 "ambiguous",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from infra_apply import kinds, locks
 from infra_apply import terraform as tf
@@ -22,7 +22,7 @@ from infra_apply.bucket import check_locking
 from infra_apply.config import Config
 from infra_apply.config import load as load_config
 from infra_apply.errors import InfraApplyError, Problem, TerraformError
-from infra_apply.fs import private_dirs, sync_private, tighten, write_private
+from infra_apply.fs import private_dirs, read_or_fail, sync_private, tighten, write_private
 from infra_apply.identity import keyed, settle
 from infra_apply.manifest import Manifest
 from infra_apply.model import Model, ProducerModel
@@ -73,6 +73,8 @@ class Project:
     generated_stale: bool
     config: Config = field(default_factory=Config)
     manifests: Mapping[str, Manifest] = field(default_factory=dict)  # by path (pre-flight)
+    # droplet names in the mesh registry this run reads; None: no registry given
+    registered: frozenset[str] | None = None
 
 
 class WorkingCopy(Protocol):
@@ -140,7 +142,7 @@ class TerraformCopy:
     def init(self) -> None:
         stamp = self._init_stamp()
         stamp_file = self.path / STAMP
-        done = stamp_file.is_file() and stamp_file.read_bytes() == stamp.encode()
+        done = stamp_file.is_file() and read_or_fail(stamp_file) == stamp.encode()
         if done and (self.path / ".terraform").is_dir():
             return
         self.provider.before_init(self.path)
@@ -163,11 +165,11 @@ class TerraformCopy:
         """A hash of everything ``init`` depends on: the versions and backend blocks, the
         provider's pin (the lock file, or the sandbox's package hash), the CLI config."""
         names = ("versions.tf", "backend.tf")
-        parts = [(self.path / n).read_bytes() for n in names if (self.path / n).is_file()]
+        parts = [read_or_fail(self.path / n) for n in names if (self.path / n).is_file()]
         parts += self.provider.init_inputs(self.path)
         config = self.wd.env.get("TF_CLI_CONFIG_FILE")
         if config and Path(config).is_file():
-            parts.append(Path(config).read_bytes())
+            parts.append(read_or_fail(Path(config)))
         return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
     def plan(
@@ -220,6 +222,7 @@ class Prepared:
     # held with ``lock``: one run per producer and account on this machine, whatever the tree
     producer_lock: BaseFileLock | None = field(default=None, repr=False, compare=False)
     account: Account = field(default_factory=LiveAccount)  # the run's (Context.account)
+    registered: frozenset[str] | None = None  # Project.registered: ssh_from = "mesh" reads it
 
 
 # --- before any work ------------------------------------------------------------------------
@@ -279,6 +282,7 @@ def load_project(
         bool(drift.stale or drift.extra),
         config,
         {m.path: m for m in v.manifests},
+        _registered(v.mesh_hosts, ctx.account.owns_registry),
     )
     if project.generated_stale and ctx.account.runs_reviewed_render:
         if refuse_stale:
@@ -291,6 +295,14 @@ def load_project(
             "render (run infra-apply render and commit it)"
         )
     return project
+
+
+def _registered(hosts: Mapping[str, Mapping[str, Any]] | None, own: bool) -> frozenset[str] | None:
+    """The droplets in the registry. An account without a registry of its own yet has
+    registered nothing; a live run without one does not know."""
+    if hosts is None:
+        return frozenset() if own else None
+    return frozenset(str(e["droplet"]) for e in hosts.values() if isinstance(e, Mapping) and e.get("droplet"))
 
 
 def _quiet(_line: str) -> None:
@@ -438,7 +450,19 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         rendered = project.rendered[name]
         cloud = provider.cloud
         out.append(
-            Prepared(model, rendered, copy, cloud, token, lock, shared, project.manifests, held, ctx.account)
+            Prepared(
+                model,
+                rendered,
+                copy,
+                cloud,
+                token,
+                lock,
+                shared,
+                project.manifests,
+                held,
+                ctx.account,
+                project.registered,
+            )
         )
     return out
 
@@ -453,14 +477,14 @@ def sync(ctx: Context, rendered: Rendered, path: Path, backend: Backend, provide
     _sync_user_data(path, files)
     extra = imports_file(ctx, rendered.producer)
     if extra.is_file():
-        files[IMPORTS] = extra.read_bytes()
+        files[IMPORTS] = read_or_fail(extra)
     backend_hcl = backend.hcl(rendered.producer)
     if backend_hcl:
         files["backend.tf"] = backend_hcl.encode("utf-8")
     sync_private(path, files)
     lock = provider.reviewed_lock(ctx.out, rendered.producer)
     if lock is not None:
-        write_private(path / ".terraform.lock.hcl", lock.read_bytes())
+        write_private(path / ".terraform.lock.hcl", read_or_fail(lock))
     if backend.kind != "local" and _has_local_state(path):
         raise InfraApplyError(
             f"{path} holds local state but {backend.kind} remote state is configured; migrate it "

@@ -62,8 +62,9 @@ def droplet(name: str, hosts: list[str], *services: dict[str, Any], **extra: Any
     }
 
 
-# The smallest configuration a tree needs to be clean: droplets get an SSH key (rule ssh_access).
-CONFIG = '[droplets]\nssh_keys = ["ops"]\n'
+# The smallest configuration a tree needs to be clean: droplets get an SSH key (rule ssh_access)
+# and SSH from one address, not the whole internet (rule public_ssh).
+CONFIG = '[droplets]\nssh_keys = ["ops"]\n[firewall]\nssh_from = ["203.0.113.4/32"]\n'
 
 
 def base_tree() -> dict[str, Any]:

@@ -120,4 +120,4 @@ def test_the_cdktf_app_is_given_the_droplets_render_writes(bench: ModuleType, tm
         for d in p["droplets"]:
             assert f'resource "digitalocean_droplet" "{d["address"]}"' in droplets
             assert d["ssh_keys"] == ["ops-2026"] and d["monitoring"]
-            assert d["inbound"] == [["tcp", "22"], ["udp", "51820"]]
+            assert d["inbound"] == [["udp", "51820"]]  # SSH is not public (ssh_from)

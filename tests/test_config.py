@@ -45,7 +45,7 @@ def test_the_example_configuration() -> None:
 def test_the_example_trusts_its_hosts_tag_and_the_operator() -> None:
     [cluster] = config.load(EXAMPLE_TREE, {}).clusters.values()
     assert (cluster.name, cluster.owner, cluster.allow) == ("uvlava-pg", "quinn", ("203.0.113.4/32",))
-    assert cluster.tag == "db-uvlava-pg" and cluster.at == Where("infra-apply.toml", 15, 1)
+    assert cluster.tag == "db-uvlava-pg" and cluster.at == Where("infra-apply.toml", 19, 1)
 
 
 def test_no_file_is_the_empty_configuration(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_a_gpu_table_naming_no_declared_gpu_droplet_is_a_located_error(tmp_path:
     with pytest.raises(ConfigError) as caught:
         build_model(validate_tree(root))
     assert caught.value.format() == (
-        'infra-apply.toml:4:1: error config: [gpu."com.uvlava.ct.gpux"] names no on-demand GPU droplet of '
+        'infra-apply.toml:6:1: error config: [gpu."com.uvlava.ct.gpux"] names no on-demand GPU droplet of '
         "the manifests (a service's gpu.droplet; declared: com.uvlava.ct.gpu)"
     )
     # named right, it renders in its table's region, never the standing hosts' nyc3
@@ -133,7 +133,7 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
         "[producers.ct.firewalls]\nx = 1\n",
         {},
         "infra-apply.toml:1:1",
-        "[producers.ct] firewalls: unknown setting (known: droplets)",
+        "[producers.ct] firewalls: unknown setting (known: droplets, firewall)",
     ),
     "bad-producer-name": (
         '[producers."Ct".droplets]\nmonitoring = true\n',

@@ -234,9 +234,10 @@ def test_a_pull_request_changing_what_was_changed_by_hand_undoes_nothing_and_a_d
     assert "but its disk is already 80 GB and DigitalOcean never shrinks a disk, so that resize" in dns
     assert "Nothing new" not in out and "back to" not in out
     assert [line for line in lines if "(undoes a change" in line] == [
-        f"  ~ update  firewall of {ARTIFACTS} (digitalocean_firewall.quinn_artifacts): "
+        f"  ~ update  firewall of {ARTIFACTS} (digitalocean_firewall.{address}): "
         "droplet_ids [] → (known after apply) (undoes a change made outside Terraform)"
-    ]  # it follows the re-created droplet, whatever that is
+        for address in ("quinn_artifacts", "quinn_artifacts__public")
+    ]  # both firewalls follow the re-created droplet, whatever that is
     assert "can never be shrunk back" not in out
 
     code, out, err = ops.sandbox("plan", "--producer", "quinn", "--format", "json")

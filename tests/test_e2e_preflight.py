@@ -83,7 +83,7 @@ def test_the_sandbox_no_longer_makes_clusters_on_demand(ops: Watched) -> None:
     missing = "error preflight: database cluster 'uvlava-pg'"
     assert manifest.startswith(f"@quinn/auth-svc/.infra.yaml:5:12: {missing}")
     # quinn also owns the cluster's trusted sources: located at their [clusters."uvlava-pg"] line
-    assert trusted.startswith(f"infra-apply.toml:15:1: {missing}")
+    assert trusted.startswith(f"infra-apply.toml:19:1: {missing}")
     assert [c["name"] for c in cloud.list_clusters(ops.cloud)] == ["main-pg"]
 
 

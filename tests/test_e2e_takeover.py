@@ -121,6 +121,8 @@ def _repository_untouched() -> Iterator[None]:
 
 
 ONE_OF_EACH = {"droplets": 2, "firewalls": 2, "databases": 1, "users": 1}
+# Taken over, each droplet also gets its public openings' firewall (docs/security.md).
+TAKEN_OVER = {**ONE_OF_EACH, "firewalls": 4}
 MESH = {"network": "10.9.0.0/24", "hosts": {}, "services": {}}
 
 
@@ -232,13 +234,14 @@ def test_takeover_from_an_old_root_then_database_credentials(tmp_path: Path) -> 
         code, out, err = w.cli("plan", "--producer", "ct", "--format", fmt)
         assert code == 2, out + err
 
-    # The producer's apply imports all six, creating, replacing and destroying nothing.
+    # The producer's apply imports all six, replacing and destroying nothing; it creates only
+    # each droplet's public firewall, the old one keeping SSH.
     code, out, err = w.cli("apply", "--producer", "ct", "--auto-approve")
     assert code == 0, out + err
     summary = re.search(r"Resources: (\d+) imported, (\d+) added, \d+ changed, (\d+) destroyed", out)
     assert summary is not None, out
-    assert summary.groups() == ("6", "0", "0"), summary.group(0)
-    assert w.counts() == ONE_OF_EACH
+    assert summary.groups() == ("6", "2", "0"), summary.group(0)
+    assert w.counts() == TAKEN_OVER
 
     # The old root, its taken-over blocks deleted and the removed file added: 0 to destroy.
     kept = {a: b for a, b in OLD_ROOT.items() if a.startswith("data.")}
@@ -247,13 +250,13 @@ def test_takeover_from_an_old_root_then_database_credentials(tmp_path: Path) -> 
     assert set(actions) == {a for a in OLD_ROOT if not a.startswith("data.")}
     assert all(a == ["forget"] for a in actions.values()), actions
     w.tf("apply", "-input=false", "plan.bin")
-    assert w.counts() == ONE_OF_EACH
+    assert w.counts() == TAKEN_OVER
 
     # Both roots plan no changes.
     assert w.tf("plan", "-input=false", "-detailed-exitcode").returncode == 0
     code, out, err = w.cli("plan", "--producer", "ct")
     assert code == 0, out + err
-    assert w.counts() == ONE_OF_EACH
+    assert w.counts() == TAKEN_OVER
 
     # db-credentials: a private dotenv that reads back exactly.
     env_file = tmp_path / "ledger.env"
@@ -293,7 +296,7 @@ def test_takeover_from_an_old_root_then_database_credentials(tmp_path: Path) -> 
     w.cli("adopt", "--producer", "ct", "--from-state", str(w.old / "terraform.tfstate"))
     assert not [p for p in w.printed if password in p]
     assert not [f for f in w.out.rglob("*") if f.is_file() and password.encode() in f.read_bytes()]
-    assert w.counts() == ONE_OF_EACH
+    assert w.counts() == TAKEN_OVER
 
 
 RETIRED_ROOT = {

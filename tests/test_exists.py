@@ -106,7 +106,9 @@ def test_adopt_takes_over_a_firewall_that_exists_by_name(ops: Ops) -> None:
     assert code == 0 and f"<- firewall {fw['id']} (fw-mc-services)" in out, out + err
     code, _, err = ops.apply("mc")
     assert code == 0, err
-    assert list(json.loads(ops.cloud.read_text())["firewalls"]) == [fw["id"]]
+    firewalls = json.loads(ops.cloud.read_text())["firewalls"]
+    assert fw["id"] in firewalls  # adopted, not created a second time; its public one is new
+    assert sorted(f["name"] for f in firewalls.values()) == ["fw-mc-services", "fw-mc-services--public"]
 
 
 def test_an_empty_state_dir_is_refused_while_the_producers_droplets_exist(ops: Ops) -> None:

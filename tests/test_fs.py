@@ -246,3 +246,16 @@ def test_read_bounded_reads_a_regular_file_and_follows_a_link_to_one(tmp_path: P
         fs.read_bounded(tmp_path, 4)
     with pytest.raises(FileNotFoundError):
         fs.read_bounded(tmp_path / "missing", 4)
+
+
+def test_a_file_a_run_needs_that_is_a_fifo_is_one_located_error_not_a_hang(tmp_path: Path) -> None:
+    """The working copy reads the imports file, the reviewed lock file and the CLI config a user
+    may point anywhere: a FIFO there must not hang the run (read_bounded opens non-blocking)."""
+    from infra_apply.errors import InfraApplyError
+    from infra_apply.fs import read_or_fail
+
+    fifo = tmp_path / "imports.tf"
+    os.mkfifo(fifo)
+    with pytest.raises(InfraApplyError) as err:
+        read_or_fail(fifo)
+    assert err.value.path == str(fifo) and "not a regular file" in err.value.message

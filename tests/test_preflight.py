@@ -121,7 +121,7 @@ def test_what_the_account_lacks_is_located_where_the_tree_names_it(root: Path, a
         "@quinn/auth-svc/.infra.yaml:5:12: " + missing_cluster.format("uvlava-pg"),
         "infra-apply.toml:10:1: error preflight: SSH key 'ct-deploy' is not in the DigitalOcean account "
         "(keys: ops-2026)",
-        "infra-apply.toml:15:1: " + missing_cluster.format("uvlava-pg"),  # its trusted sources
+        "infra-apply.toml:19:1: " + missing_cluster.format("uvlava-pg"),  # its trusted sources
     ]
     assert "/v2/images/ubuntu-20-04-x64" in requested(api)  # asked once, answered 404
 

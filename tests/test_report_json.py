@@ -44,8 +44,10 @@ def test_json_is_one_stable_document_with_guard_and_counts() -> None:
         },
         "only_undoes_outside": False,
         "outside": [],
-        "public_ports": {"opened": [], "closed": []},
+        "public_ports": {"opened": [], "closed": [], "moved": []},
         "settings_drift": [],
+        "ssh": [],
+        "ssh_bootstrap": [],
     }
 
 
@@ -74,6 +76,7 @@ def test_json_marks_a_resize_and_lists_public_ports() -> None:
             {**artifacts, "protocol": "tcp", "ports": "80"},
             {**artifacts, "protocol": "tcp", "ports": "443"},
         ],
+        "moved": [],
     }
     allowed = guard(plan, (), (), ["com.uvlava.dns"])
     doc = json.loads(format_json(producer_reports([plan], {"quinn": allowed})))

@@ -24,6 +24,9 @@ MESH = {
 }
 
 
+MESH_ONLY = '[droplets]\nssh_keys = ["ops"]\n[firewall]\nssh_from = "mesh"\n'
+
+
 def problems(tmp_path: Path, files: dict[str, Any], *, mesh: bool = True) -> list[Problem]:
     write_tree(tmp_path / "root", files)
     mesh_path = None
@@ -263,6 +266,20 @@ CASES: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
                 "ct", droplet("com.uvlava.ct.services", ["lime"], role="app-server")
             ),
         },
+    ),
+    (
+        "public_ssh",
+        "warning",
+        "@ct/.infra.yaml",
+        {**base_tree(), "infra-apply.toml": '[droplets]\nssh_keys = ["ops"]\n'},
+        base_tree(),
+    ),
+    (
+        "ssh_bootstrap",
+        "error",
+        "@ct/.infra.yaml",
+        {**base_tree(), "infra-apply.toml": MESH_ONLY},
+        {**base_tree(), "infra-apply.toml": MESH_ONLY + 'bootstrap_from = ["203.0.113.4/32"]\n'},
     ),
 ]
 

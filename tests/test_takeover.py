@@ -664,9 +664,15 @@ def test_import_then_removed_takes_over_without_replacing_or_destroying(
     new = terraform.root(tmp_path / "new", old_root.root.cloud, {**tf_files, "imports.tf": import_file(t)})
     changes = _changes(new.plan())
     assert {a for a, c in changes.items() if c.get("importing")} == {x.address for x in t.taken_over}
-    assert {a: c["actions"] for a, c in changes.items() if c["actions"] not in (["no-op"], ["update"])} == {}
+    # nothing replaced or destroyed; created: only each droplet's public firewall (the old
+    # firewall is its own firewall now, docs/security.md)
+    assert {a: c["actions"] for a, c in changes.items() if c["actions"] not in (["no-op"], ["update"])} == {
+        "digitalocean_firewall.ct_api__public": ["create"],
+        "digitalocean_firewall.ct_services__public": ["create"],
+    }
     new.apply_plan()
-    assert old_root.cloud_counts() == one_of_each
+    taken_over = {**one_of_each, "firewalls": 4}
+    assert old_root.cloud_counts() == taken_over
     assert new.no_changes()
 
     # The old root: with its blocks still there, Terraform refuses the removed file ...
@@ -683,7 +689,7 @@ def test_import_then_removed_takes_over_without_replacing_or_destroying(
     assert all(c["actions"] in (["no-op"], ["forget"]) for c in changes.values())
     old.apply_plan()
     assert old.no_changes() and new.no_changes()
-    assert old_root.cloud_counts() == one_of_each
+    assert old_root.cloud_counts() == taken_over
     left = json.loads(old.tf("show", "-json").stdout)["values"]["root_module"]["resources"]
     assert sorted(r["address"] for r in left if r["mode"] == "managed") == ["digitalocean_droplet.box[0]"]
 

@@ -84,7 +84,7 @@ def test_an_owner_that_is_not_a_producer_is_a_located_error(tmp_path: Path) -> N
         build_model(validate_tree(root))
     line = caught.value.format()
     assert (
-        line.startswith("infra-apply.toml:15:1: error config: ") and "owner 'qiunn' is not a producer" in line
+        line.startswith("infra-apply.toml:19:1: error config: ") and "owner 'qiunn' is not a producer" in line
     )
 
 

@@ -3,8 +3,9 @@
 # source: "@ct/.infra.yaml"
 # source: "@ct/vision-worker/.infra.yaml"
 
-# "com.uvlava.ct.gpu": public SSH and WireGuard only.
-# App ports stay on the WireGuard mesh (rule mesh_host_resolution).
+# "com.uvlava.ct.gpu": SSH from ssh_from; nothing else comes in through this firewall.
+# App ports stay on the WireGuard mesh (rule mesh_host_resolution); the public openings are in
+# the firewall ct_gpu__public below.
 resource "digitalocean_firewall" "ct_gpu" {
   count = var.gpu_ct_gpu ? 1 : 0
 
@@ -14,13 +15,7 @@ resource "digitalocean_firewall" "ct_gpu" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "udp"
-    port_range       = "51820"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = ["203.0.113.4/32", "198.51.100.0/28"]
   }
 
   outbound_rule {
@@ -39,10 +34,30 @@ resource "digitalocean_firewall" "ct_gpu" {
     protocol              = "icmp"
     destination_addresses = ["0.0.0.0/0", "::/0"]
   }
+
+  # The public openings exist before this firewall drops them: no moment without them.
+  depends_on = [digitalocean_firewall.ct_gpu__public]
 }
 
-# "com.uvlava.ct.redroid": public SSH and WireGuard only.
-# App ports stay on the WireGuard mesh (rule mesh_host_resolution).
+# "com.uvlava.ct.gpu": what the mesh model opens to the whole internet, by design
+# (docs/security.md): WireGuard 51820/udp for the mesh.
+resource "digitalocean_firewall" "ct_gpu__public" {
+  #checkov:skip=CKV_DIO_4:com.uvlava.ct.gpu role gpu: WireGuard 51820/udp for the mesh
+  count = var.gpu_ct_gpu ? 1 : 0
+
+  name        = "fw-ct-gpu--public"
+  droplet_ids = digitalocean_droplet.ct_gpu[*].id
+
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "51820"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+}
+
+# "com.uvlava.ct.redroid": SSH from ssh_from; nothing else comes in through this firewall.
+# App ports stay on the WireGuard mesh (rule mesh_host_resolution); the public openings are in
+# the firewall ct_redroid__public below.
 resource "digitalocean_firewall" "ct_redroid" {
   name        = "fw-ct-redroid"
   droplet_ids = [digitalocean_droplet.ct_redroid.id]
@@ -50,13 +65,7 @@ resource "digitalocean_firewall" "ct_redroid" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "udp"
-    port_range       = "51820"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = ["203.0.113.4/32", "198.51.100.0/28"]
   }
 
   outbound_rule {
@@ -75,10 +84,28 @@ resource "digitalocean_firewall" "ct_redroid" {
     protocol              = "icmp"
     destination_addresses = ["0.0.0.0/0", "::/0"]
   }
+
+  # The public openings exist before this firewall drops them: no moment without them.
+  depends_on = [digitalocean_firewall.ct_redroid__public]
 }
 
-# "com.uvlava.ct.services": public SSH and WireGuard only.
-# App ports stay on the WireGuard mesh (rule mesh_host_resolution).
+# "com.uvlava.ct.redroid": what the mesh model opens to the whole internet, by design
+# (docs/security.md): WireGuard 51820/udp for the mesh.
+resource "digitalocean_firewall" "ct_redroid__public" {
+  #checkov:skip=CKV_DIO_4:com.uvlava.ct.redroid role redroid: WireGuard 51820/udp for the mesh
+  name        = "fw-ct-redroid--public"
+  droplet_ids = [digitalocean_droplet.ct_redroid.id]
+
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "51820"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+}
+
+# "com.uvlava.ct.services": SSH from ssh_from; nothing else comes in through this firewall.
+# App ports stay on the WireGuard mesh (rule mesh_host_resolution); the public openings are in
+# the firewall ct_services__public below.
 resource "digitalocean_firewall" "ct_services" {
   name        = "fw-ct-services"
   droplet_ids = [digitalocean_droplet.ct_services.id]
@@ -86,13 +113,7 @@ resource "digitalocean_firewall" "ct_services" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "udp"
-    port_range       = "51820"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = ["203.0.113.4/32", "198.51.100.0/28"]
   }
 
   outbound_rule {
@@ -110,5 +131,22 @@ resource "digitalocean_firewall" "ct_services" {
   outbound_rule {
     protocol              = "icmp"
     destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  # The public openings exist before this firewall drops them: no moment without them.
+  depends_on = [digitalocean_firewall.ct_services__public]
+}
+
+# "com.uvlava.ct.services": what the mesh model opens to the whole internet, by design
+# (docs/security.md): WireGuard 51820/udp for the mesh.
+resource "digitalocean_firewall" "ct_services__public" {
+  #checkov:skip=CKV_DIO_4:com.uvlava.ct.services role services: WireGuard 51820/udp for the mesh
+  name        = "fw-ct-services--public"
+  droplet_ids = [digitalocean_droplet.ct_services.id]
+
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "51820"
+    source_addresses = ["0.0.0.0/0", "::/0"]
   }
 }

@@ -2,8 +2,9 @@
 # `infra-apply render`; hand edits are overwritten and flagged by `infra-apply render --check`.
 # source: "@mc/.infra.yaml"
 
-# "com.uvlava.mc.services": public SSH and WireGuard only; HTTP(S) for its reverse proxy.
-# App ports stay on the WireGuard mesh (rule mesh_host_resolution).
+# "com.uvlava.mc.services": SSH from ssh_from; nothing else comes in through this firewall.
+# App ports stay on the WireGuard mesh (rule mesh_host_resolution); the public openings are in
+# the firewall mc_services__public below.
 resource "digitalocean_firewall" "mc_services" {
   name        = "fw-mc-services"
   droplet_ids = [digitalocean_droplet.mc_services.id]
@@ -11,25 +12,7 @@ resource "digitalocean_firewall" "mc_services" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "udp"
-    port_range       = "51820"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "tcp"
-    port_range       = "80"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "tcp"
-    port_range       = "443"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = ["203.0.113.4/32", "198.51.100.0/28"]
   }
 
   outbound_rule {
@@ -47,5 +30,34 @@ resource "digitalocean_firewall" "mc_services" {
   outbound_rule {
     protocol              = "icmp"
     destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  # The public openings exist before this firewall drops them: no moment without them.
+  depends_on = [digitalocean_firewall.mc_services__public]
+}
+
+# "com.uvlava.mc.services": what the mesh model opens to the whole internet, by design
+# (docs/security.md): WireGuard 51820/udp for the mesh; HTTP(S) 80,443/tcp for mc-edge (reverse-proxy).
+resource "digitalocean_firewall" "mc_services__public" {
+  #checkov:skip=CKV_DIO_4:com.uvlava.mc.services role services: WireGuard 51820/udp for the mesh; HTTP(S) 80,443/tcp for mc-edge (reverse-proxy)
+  name        = "fw-mc-services--public"
+  droplet_ids = [digitalocean_droplet.mc_services.id]
+
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "51820"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "80"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "443"
+    source_addresses = ["0.0.0.0/0", "::/0"]
   }
 }

@@ -2,8 +2,9 @@
 # `infra-apply render`; hand edits are overwritten and flagged by `infra-apply render --check`.
 # source: "@quinn/.infra.yaml"
 
-# "com.uvlava.dns": public SSH and WireGuard only; DNS.
-# App ports stay on the WireGuard mesh (rule mesh_host_resolution).
+# "com.uvlava.dns": SSH from ssh_from; nothing else comes in through this firewall.
+# App ports stay on the WireGuard mesh (rule mesh_host_resolution); the public openings are in
+# the firewall dns__public below.
 resource "digitalocean_firewall" "dns" {
   name        = "fw-dns"
   droplet_ids = [digitalocean_droplet.dns.id]
@@ -11,25 +12,7 @@ resource "digitalocean_firewall" "dns" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "udp"
-    port_range       = "51820"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "tcp"
-    port_range       = "53"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "udp"
-    port_range       = "53"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = ["203.0.113.4/32", "198.51.100.0/28"]
   }
 
   outbound_rule {
@@ -48,10 +31,40 @@ resource "digitalocean_firewall" "dns" {
     protocol              = "icmp"
     destination_addresses = ["0.0.0.0/0", "::/0"]
   }
+
+  # The public openings exist before this firewall drops them: no moment without them.
+  depends_on = [digitalocean_firewall.dns__public]
 }
 
-# "com.uvlava.quinn.artifacts": public SSH and WireGuard only; HTTP(S) for its reverse proxy.
-# App ports stay on the WireGuard mesh (rule mesh_host_resolution).
+# "com.uvlava.dns": what the mesh model opens to the whole internet, by design
+# (docs/security.md): WireGuard 51820/udp for the mesh; DNS 53/tcp+udp for dns-authority (dns).
+resource "digitalocean_firewall" "dns__public" {
+  #checkov:skip=CKV_DIO_4:com.uvlava.dns role dns: WireGuard 51820/udp for the mesh; DNS 53/tcp+udp for dns-authority (dns)
+  name        = "fw-dns--public"
+  droplet_ids = [digitalocean_droplet.dns.id]
+
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "51820"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "53"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "53"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+}
+
+# "com.uvlava.quinn.artifacts": SSH from ssh_from; nothing else comes in through this firewall.
+# App ports stay on the WireGuard mesh (rule mesh_host_resolution); the public openings are in
+# the firewall quinn_artifacts__public below.
 resource "digitalocean_firewall" "quinn_artifacts" {
   name        = "fw-quinn-artifacts"
   droplet_ids = [digitalocean_droplet.quinn_artifacts.id]
@@ -59,8 +72,36 @@ resource "digitalocean_firewall" "quinn_artifacts" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = ["203.0.113.4/32", "198.51.100.0/28"]
   }
+
+  outbound_rule {
+    protocol              = "tcp"
+    port_range            = "1-65535"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  outbound_rule {
+    protocol              = "udp"
+    port_range            = "1-65535"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  outbound_rule {
+    protocol              = "icmp"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  # The public openings exist before this firewall drops them: no moment without them.
+  depends_on = [digitalocean_firewall.quinn_artifacts__public]
+}
+
+# "com.uvlava.quinn.artifacts": what the mesh model opens to the whole internet, by design
+# (docs/security.md): WireGuard 51820/udp for the mesh; HTTP(S) 80,443/tcp for edge (reverse-proxy).
+resource "digitalocean_firewall" "quinn_artifacts__public" {
+  #checkov:skip=CKV_DIO_4:com.uvlava.quinn.artifacts role artifacts: WireGuard 51820/udp for the mesh; HTTP(S) 80,443/tcp for edge (reverse-proxy)
+  name        = "fw-quinn-artifacts--public"
+  droplet_ids = [digitalocean_droplet.quinn_artifacts.id]
 
   inbound_rule {
     protocol         = "udp"
@@ -79,27 +120,11 @@ resource "digitalocean_firewall" "quinn_artifacts" {
     port_range       = "443"
     source_addresses = ["0.0.0.0/0", "::/0"]
   }
-
-  outbound_rule {
-    protocol              = "tcp"
-    port_range            = "1-65535"
-    destination_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  outbound_rule {
-    protocol              = "udp"
-    port_range            = "1-65535"
-    destination_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  outbound_rule {
-    protocol              = "icmp"
-    destination_addresses = ["0.0.0.0/0", "::/0"]
-  }
 }
 
-# "com.uvlava.quinn.mcp": public SSH and WireGuard only.
-# App ports stay on the WireGuard mesh (rule mesh_host_resolution).
+# "com.uvlava.quinn.mcp": SSH from ssh_from; nothing else comes in through this firewall.
+# App ports stay on the WireGuard mesh (rule mesh_host_resolution); the public openings are in
+# the firewall quinn_mcp__public below.
 resource "digitalocean_firewall" "quinn_mcp" {
   name        = "fw-quinn-mcp"
   droplet_ids = [digitalocean_droplet.quinn_mcp.id]
@@ -107,13 +132,7 @@ resource "digitalocean_firewall" "quinn_mcp" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
-  }
-
-  inbound_rule {
-    protocol         = "udp"
-    port_range       = "51820"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = ["203.0.113.4/32", "198.51.100.0/28"]
   }
 
   outbound_rule {
@@ -131,5 +150,22 @@ resource "digitalocean_firewall" "quinn_mcp" {
   outbound_rule {
     protocol              = "icmp"
     destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  # The public openings exist before this firewall drops them: no moment without them.
+  depends_on = [digitalocean_firewall.quinn_mcp__public]
+}
+
+# "com.uvlava.quinn.mcp": what the mesh model opens to the whole internet, by design
+# (docs/security.md): WireGuard 51820/udp for the mesh.
+resource "digitalocean_firewall" "quinn_mcp__public" {
+  #checkov:skip=CKV_DIO_4:com.uvlava.quinn.mcp role mcp: WireGuard 51820/udp for the mesh
+  name        = "fw-quinn-mcp--public"
+  droplet_ids = [digitalocean_droplet.quinn_mcp.id]
+
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "51820"
+    source_addresses = ["0.0.0.0/0", "::/0"]
   }
 }

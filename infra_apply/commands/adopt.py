@@ -59,7 +59,7 @@ def run(ctx: Context, producer: str) -> Adopted:
 def adopt(ctx: Context, prep: Prepared) -> Adopted:
     """Write import blocks for what the manifests declare that exists in the account by name
     but not in state: droplets, their firewalls, databases and users."""
-    from infra_apply.render import db_entry
+    from infra_apply.render import db_entry, public_address
 
     in_state = state_addresses(prep)
     with Accounts(ctx.env) as accounts:
@@ -69,9 +69,11 @@ def adopt(ctx: Context, prep: Prepared) -> Adopted:
         address = prep.rendered.droplet_addresses[d.name]
         if d.gpu:
             continue
-        firewall = FIREWALL + address.removeprefix(DROPLET)
-        if firewall not in in_state:
-            # render names a droplet's firewall after its address (fw-<label>)
+        own = FIREWALL + address.removeprefix(DROPLET)
+        for firewall in (own, public_address(own)):  # its own firewall, then its public one
+            if firewall in in_state:
+                continue
+            # render names a droplet's firewalls after their addresses (fw-<label>)
             name = "fw-" + firewall.split(".", 1)[1].replace("_", "-")
             ids = account.firewalls.get(name, ())
             if len(ids) > 1:

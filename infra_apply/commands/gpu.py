@@ -67,7 +67,8 @@ def producer_of(project: Project, name: str) -> str:
 
 
 def own_resources(prep: Prepared, name: str) -> frozenset[str]:
-    """The resources ``gpu up/down`` may change: the GPU droplet and its firewall (same name)."""
+    """The resources ``gpu up/down`` may change: the GPU droplet and its two firewalls (its own
+    and its public openings', render.py)."""
     droplet = prep.rendered.droplet_addresses.get(name)
     if droplet is None:  # a lease left for a GPU the manifests no longer declare
         raise InfraApplyError(
@@ -75,8 +76,10 @@ def own_resources(prep: Prepared, name: str) -> frozenset[str]:
             "release it by hand (terraform state) and remove its lease",
             rule="gpu_ondemand",
         )
-    local = kinds.DROPLET.local(droplet)
-    return frozenset({droplet, kinds.FIREWALL.address(local)})
+    from infra_apply.render import public_address
+
+    firewall = kinds.FIREWALL.address(kinds.DROPLET.local(droplet))
+    return frozenset({droplet, firewall, public_address(firewall)})
 
 
 # --- gpu up --------------------------------------------------------------------------------
@@ -432,6 +435,7 @@ class Reaped:
     outcomes: tuple[lifecycle.Outcome, ...]
     busy: tuple[str, ...]  # producers whose leases another run held: the next reap retries
     errors: tuple[str, ...] = ()  # e.g. a producer's state that could not be read
+    leases: tuple[Lease, ...] = ()  # the leases left once reaped (notify: ending soon)
 
     @property
     def failed(self) -> bool:
@@ -446,6 +450,8 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []
+    left: list[Lease] = []
+    notified = bool(project.config.notify.webhook_url_env)
     for producer in sorted(project.rendered):
         if not gpu_names(project, producer):
             continue
@@ -454,7 +460,14 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
             outcomes += _reap_one(ctx, project, producer, store, terminal, errors.append)
         except StoreBusy:
             busy.append(producer)
-    return Reaped(tuple(outcomes), tuple(busy), tuple(errors))
+            continue
+        if notified:
+            with contextlib.suppress(InfraApplyError):  # not read: nothing told this time
+                left += store.read().leases.values()
+    from infra_apply.notify import notify_leases
+
+    notify_leases(ctx, left, now_utc())
+    return Reaped(tuple(outcomes), tuple(busy), tuple(errors), tuple(left))
 
 
 def _reap_one(

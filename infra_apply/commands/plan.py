@@ -213,7 +213,7 @@ def plan_one(
     prep.copy.init()
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
-    variables = gpu_variables(prep, gpu)
+    variables = gpu_variables(prep, gpu) | ssh_variables(prep)
     planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     if lookup is None:
         return _trusted(planned, None)
@@ -286,6 +286,23 @@ def gpu_variables(prep: Prepared, gpu: Iterable[str]) -> dict[str, str]:
             )
         out[var] = "true"
     return out
+
+
+def ssh_variables(prep: Prepared) -> dict[str, str]:
+    """ssh_from = "mesh": each droplet's bootstrap SSH stays open (true) until the registry
+    holds it. Without a registry nothing says which droplets are on the mesh: refused, rather
+    than guess and lock a new droplet out or open an old one's SSH again."""
+    if not prep.rendered.ssh_variables:
+        return {}
+    if prep.registered is None:
+        raise InfraApplyError(
+            f'producer {prep.producer.name}: ssh_from = "mesh" needs mesh-hosts.json to tell which '
+            "droplets are on the mesh: pass --mesh-hosts FILE or set INFRA_APPLY_MESH_HOSTS"
+        )
+    return {
+        var: "false" if name in prep.registered else "true"
+        for name, var in sorted(prep.rendered.ssh_variables.items())
+    }
 
 
 def plan_all(

@@ -66,12 +66,39 @@ def who(change: Change) -> str:
     return change.address if name == change.address else f"{name} ({change.address})"
 
 
-def port_callouts(change: Change, esc: Escape) -> Iterator[tuple[Literal["opened", "closed"], str]]:
+def port_callouts(
+    change: Change, esc: Escape
+) -> Iterator[tuple[Literal["opened", "closed", "moved"], str]]:
     """``public ports opened: 80/tcp, 443/tcp on NAME (ADDRESS)``, then the same for closed."""
     if change.ports_opened:
         yield "opened", f"public ports opened: {esc(_ports(change.ports_opened))} on {esc(who(change))}"
     if change.ports_closed:
         yield "closed", f"public ports closed: {esc(_ports(change.ports_closed))} on {esc(who(change))}"
+    if change.ports_moved:
+        yield "moved", (
+            f"public ports moved to {esc(who(change))} from its droplet's other firewall (open "
+            f"throughout): {esc(_ports(change.ports_moved))}"
+        )
+    if change.ssh is not None:
+        yield "closed", ssh_sentence(change, esc)
+
+
+def ssh_sentence(change: Change, esc: Escape) -> str:
+    """``SSH (22/tcp) narrowed on NAME (ADDRESS): no longer from A; still from B`` (or closed)."""
+    assert change.ssh is not None
+    gone = esc(", ".join(change.ssh.removed))
+    if change.ssh.left:
+        left = esc(", ".join(change.ssh.left))
+        return f"SSH (22/tcp) narrowed on {esc(who(change))}: no longer from {gone}; still from {left}"
+    return f"SSH (22/tcp) closed on {esc(who(change))}: no longer from {gone}; reached over the mesh only"
+
+
+def bootstrap_sentence(name: str, esc: Escape) -> str:
+    """When a droplet's bootstrap SSH closes (ssh_from = "mesh")."""
+    return (
+        f"SSH to {esc(name)} stays open from bootstrap_from until it is in mesh-hosts.json "
+        "(apply registers it): the next plan after that closes it"
+    )
 
 
 def _ports(ports: Sequence[PublicPort]) -> str:

@@ -16,7 +16,7 @@ from infra_apply.guard import allow_flag, refusal_lines
 from infra_apply.plan_outside import answer, only_undoes_outside, undoes
 from infra_apply.plan_parse import Change, ProducerPlan, display_order
 from infra_apply.report import PlanContext, ProducerReport
-from infra_apply.report._common import answer_text, impossible_resizes
+from infra_apply.report._common import answer_text, bootstrap_sentence, impossible_resizes, ssh_sentence
 from infra_apply.report.change_doc import change_doc
 from infra_apply.report.markdown import producer_parts
 
@@ -159,7 +159,22 @@ def _json_plan(report: ProducerReport) -> dict[str, object]:
         "public_ports": {
             "opened": [_json_port(c, p) for c in ordered for p in c.ports_opened],
             "closed": [_json_port(c, p) for c in ordered for p in c.ports_closed],
+            # taken over from another firewall of the same droplet: open throughout
+            "moved": [_json_port(c, p) for c in ordered for p in c.ports_moved],
         },
+        # SSH (22/tcp) narrowed or closed: the addresses that lose it, and those that keep it
+        "ssh": [
+            {
+                "address": c.address,
+                "name": c.name,
+                "removed": list(c.ssh.removed),
+                "left": list(c.ssh.left),
+                "message": ssh_sentence(c, str),
+            }
+            for c in ordered
+            if c.ssh is not None
+        ],
+        "ssh_bootstrap": [{"name": n, "message": bootstrap_sentence(n, str)} for n in plan.ssh_bootstrap],
     }
 
 

@@ -29,6 +29,7 @@ from infra_apply.report import PlanContext, ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     ONLY_UNDOES,
     answer_text,
+    bootstrap_sentence,
     counts_sentence,
     detail,
     display_name,
@@ -66,7 +67,7 @@ _MD_EMOJI: Mapping[str, str] = {
     "update": "🔧",
     "import": "📥",
 }
-_MD_PORTS: Mapping[str, str] = {"opened": "🔓", "closed": "🔒"}
+_MD_PORTS: Mapping[str, str] = {"opened": "🔓", "closed": "🔒", "moved": "↔️"}
 
 TITLE = "## infra-apply plan"
 SANDBOX_BANNER = (
@@ -259,6 +260,9 @@ def _md_section(report: ProducerReport) -> _Section:
     if plan.settings_drift:
         blocks.append(_Block("\n**Settings for new droplets only**\n\n"))
         blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
+    if plan.ssh_bootstrap:
+        blocks.append(_Block("\n**SSH open until registered** (`ssh_from = \"mesh\"`)\n\n"))
+        blocks += [_Block("- 🔒 " + bootstrap_sentence(n, _md_text) + "\n") for n in plan.ssh_bootstrap]
     if report.gpus:
         blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))
         blocks += [

@@ -14,6 +14,7 @@ from infra_apply.report import ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     ONLY_UNDOES,
     answer_text,
+    bootstrap_sentence,
     counts_sentence,
     detail,
     drift_sentence,
@@ -63,6 +64,8 @@ def _text_producer(report: ProducerReport, color: bool = False) -> Iterator[str]
         yield "  ! " + drift_sentence(plan.producer, drift, visible, visible, sandbox=report.sandbox)
     for settings in plan.settings_drift:
         yield "  ! " + settings_sentence(settings, visible)
+    for name in plan.ssh_bootstrap:
+        yield "  ! " + bootstrap_sentence(name, visible)
     for gpu in report.gpus:
         yield "  * " + visible(gpu_sentence(gpu, report.sandbox))
     yield f"Plan: {counts_sentence(plan)}." if plan.has_changes else "No changes."
