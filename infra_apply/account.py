@@ -92,6 +92,17 @@ class Account(Protocol):
         ...
 
     @property
+    def note(self) -> str:
+        """What a message about a run in this mode ends with (`` (sandbox)``; live: nothing)."""
+        ...
+
+    @property
+    def webhook_stand_in(self) -> str | None:
+        """A webhook URL standing in for one the environment does not set (the sandbox sends
+        nothing); None: an unset webhook is an error."""
+        ...
+
+    @property
     def stand_in(self) -> bool:
         """Whether this is the sandbox's stand-in: what reports record (``"sandbox"`` in JSON,
         the comment's banner); verbs pass it on and never branch on it."""
@@ -222,6 +233,8 @@ class LiveAccount:
     word: str = "live"
     label: str = LIVE_LABEL
     remedy_flags: tuple[str, ...] = ()
+    note: str = ""
+    webhook_stand_in: str | None = None
     stand_in: bool = False
     cloud_in_state_dir: bool = False
     runs_reviewed_render: bool = True
@@ -394,6 +407,8 @@ class SandboxAccount:
     word: str = "sandbox"
     label: str = SANDBOX_LABEL
     remedy_flags: tuple[str, ...] = ("--sandbox",)
+    note: str = " (sandbox)"
+    webhook_stand_in: str | None = "https://hooks.slack.invalid/sandbox"  # sends nothing
     stand_in: bool = True
     cloud_in_state_dir: bool = True
     runs_reviewed_render: bool = False

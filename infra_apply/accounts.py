@@ -149,6 +149,7 @@ class Shared:
         for cluster_id in ids:
             self._calls.early("database_dbs", cluster_id)
             self._calls.early("database_users", cluster_id)
+            self._calls.early("database_firewall", cluster_id)
 
     def _get(self, name: str, *args: str) -> Any:
         return self._calls.once(name, *args).result()
@@ -187,6 +188,9 @@ class Shared:
 
     def database_users(self, cluster_id: str) -> list[JsonObject]:
         return list(self._get("database_users", cluster_id))
+
+    def database_firewall(self, cluster_id: str) -> list[JsonObject]:
+        return list(self._get("database_firewall", cluster_id))
 
 
 class Accounts:

@@ -19,7 +19,6 @@ from infra_apply.kinds import MONITOR_ALERT, UPTIME_ALERT, UPTIME_CHECK
 
 SLACK_VARIABLE = "alert_slack_url"
 # What the sandbox provider gets when the webhook variable is not set: nothing is ever sent.
-SANDBOX_SLACK_URL = "https://hooks.slack.invalid/sandbox"
 # [alerts.droplets] key -> (DigitalOcean metric, what the description calls it)
 METRICS: Mapping[str, tuple[str, str]] = {
     "cpu_percent": ("v1/insights/droplet/cpu", "CPU"),
@@ -119,20 +118,20 @@ def render(alerts: Alerts, w: Watch, sources: Sequence[str]) -> str | None:
     )
 
 
-def terraform_env(alerts: Alerts | None, env: Mapping[str, str], *, sandbox: bool) -> dict[str, str]:
+def terraform_env(
+    alerts: Alerts | None, env: Mapping[str, str], *, stand_in_url: str | None
+) -> dict[str, str]:
     """``TF_VAR_alert_slack_url`` from the variable ``[alerts] slack.url_env`` names. Unset is
-    an error for a real account (Terraform would stop for input) and a placeholder in the
-    sandbox (which sends nothing)."""
+    an error (Terraform would stop for input) unless the account has a URL standing in for it
+    (``Account.webhook_stand_in``: the sandbox, which sends nothing)."""
     if alerts is None or alerts.slack is None:
         return {}
     url = env.get(alerts.slack.url_env, "")
+    url = url or stand_in_url or ""
     if not url:
-        if sandbox:
-            url = SANDBOX_SLACK_URL
-        else:
-            message = (
-                f"[alerts] slack.url_env names {alerts.slack.url_env}, which is not set: export "
-                f"{alerts.slack.url_env} with the Slack webhook URL"
-            )
-            raise alerts.at.error(message) if alerts.at is not None else ConfigError(message)
+        message = (
+            f"[alerts] slack.url_env names {alerts.slack.url_env}, which is not set: export "
+            f"{alerts.slack.url_env} with the Slack webhook URL"
+        )
+        raise alerts.at.error(message) if alerts.at is not None else ConfigError(message)
     return {f"TF_VAR_{SLACK_VARIABLE}": url}

@@ -18,6 +18,7 @@ from infra_apply.model import (
     Model,
     ProducerModel,
     Service,
+    TrustedSources,
 )
 from infra_apply.rules import name_producer
 from infra_apply.validate import Validation
@@ -37,6 +38,8 @@ def build_model(v: Validation) -> Model:
     droplets = [_with_settings(d, v.config) for d in droplets]
     databases = [db for m in v.manifests if (db := _database(m, refs[m.path].producer))]
     droplets = [_with_clusters(d, databases) for d in droplets]
+    trusted = _trusted_sources(v.config, droplets, by_producer)
+    droplets = [_with_trusted_tags(d, trusted) for d in droplets]
     return Model(
         tuple(
             ProducerModel(
@@ -50,6 +53,7 @@ def build_model(v: Validation) -> Model:
                 ),
                 sources=tuple(sorted(m.path for m in ms)),
                 alerts=v.config.alerts,
+                trusted_sources=tuple(t for t in trusted if v.config.clusters[t.cluster].owner == p),
             )
             for p, ms in sorted(by_producer.items())
         )
@@ -145,6 +149,29 @@ def _with_clusters(d: Droplet, databases: Iterable[Database]) -> Droplet:
         return d
     clusters = sorted({db.cluster for db in databases if db.host is not None and db.host in d.hosts})
     return replace(d, database_clusters=tuple(clusters))
+
+
+def _trusted_sources(
+    config: Config, droplets: Iterable[Droplet], producers: Collection[str]
+) -> list[TrustedSources]:
+    """Each ``[clusters."NAME"]``'s trusted sources, with the droplets hosting a project using
+    the cluster (``Droplet.database_clusters``, in every producer)."""
+    droplets = list(droplets)
+    out = []
+    for name, cs in sorted(config.clusters.items()):
+        if cs.owner not in producers:
+            raise cs.at.error(
+                f'[clusters."{name}"] owner {cs.owner!r} is not a producer of the tree '
+                f"(producers: {', '.join(sorted(producers)) or 'none'})"
+            )
+        hosting = sorted((d.name, d.producer) for d in droplets if name in d.database_clusters)
+        out.append(TrustedSources(name, cs.tag, cs.allow, tuple(hosting), cs.at))
+    return out
+
+
+def _with_trusted_tags(d: Droplet, trusted: Iterable[TrustedSources]) -> Droplet:
+    tags = tuple(sorted({t.tag for t in trusted if (d.name, d.producer) in t.hosts}))
+    return replace(d, trusted_tags=tags) if tags else d
 
 
 def _consumed(service: str, hosts: tuple[str, ...], consumes: _Consumes) -> tuple[str, ...]:

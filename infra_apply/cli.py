@@ -353,6 +353,7 @@ def plan(
     "disk that grows and can never be shrunk back.",
 )
 @options.allow_over_budget_option
+@options.trusted_sources_option
 @options.sandbox_option
 @options.gpu_option
 @options.out_option
@@ -366,6 +367,7 @@ def apply(
     allow_replace: tuple[str, ...],
     allow_resize: tuple[str, ...],
     allow_over_budget: tuple[str, ...],
+    allow_trusted_sources: tuple[str, ...],
     sandbox: bool,
     out: Path,
     mesh_hosts: Path | None,
@@ -375,7 +377,9 @@ def apply(
     The guard refuses (exit 3) a plan that deletes or replaces a droplet (or its firewall),
     database or database user not named with --allow-destroy / --allow-replace (a firewall is
     named by its droplet), or resizes a droplet in place (a
-    size change: downtime, and its disk can never shrink back) not named with --allow-resize.
+    size change: downtime, and its disk can never shrink back) not named with --allow-resize,
+    or changes a cluster's trusted sources so that a client is cut off, not named with
+    --allow-trusted-sources.
     A plan over the producer's budget (infra-apply.toml [producers.P] budget_monthly /
     max_increase) is refused (exit 3) unless --allow-over-budget P.
     A live apply refuses when generated/ is stale. Terraform's progress streams while it runs;
@@ -398,6 +402,7 @@ def apply(
         allow_replace=allow_replace,
         allow_resize=allow_resize,
         allow_over_budget=allow_over_budget,
+        allow_trusted_sources=allow_trusted_sources,
         auto_approve=auto_approve,
     )
     from infra_apply.notify import notify_apply

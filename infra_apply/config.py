@@ -33,6 +33,10 @@ Every table it may hold, as frozen data::
     cert_expiry_days = 14
     [alerts.droplets]
     cpu_percent = 90
+    [clusters."uvlava-pg"]              # a shared cluster's trusted sources (see ``ClusterSettings``)
+    trusted_sources = "managed"
+    owner = "quinn"
+    allow = ["203.0.113.4/32"]
 
 Anything else, or a value of the wrong type, is one located error
 (``infra-apply.toml:LINE:COL: error config: ...``); secrets never go in this file.
@@ -85,9 +89,12 @@ STATE_NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,62}\Z")
 DROPLET_KEYS = ("ssh_keys", "monitoring", "user_data")
 PRODUCER_KEYS = ("droplets", "firewall", "budget_monthly", "max_increase")
 SANDBOX_KEYS = ("clusters", "ssh_keys")
+CLUSTER_KEYS = ("trusted_sources", "owner", "allow")
+# A database firewall holds at most 100 rules (do-catalogue-facts.md); one is the hosts' tag.
+ALLOW_LIMIT = 99
 FIREWALL_KEYS = ("ssh_from", "bootstrap_from")
 MESH = "mesh"  # ssh_from = "mesh": no public SSH once a droplet is on the WireGuard mesh
-TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "firewall", "notify", "alerts")
+TABLES = ("state", "droplets", "producers", "gpu", "sandbox", "firewall", "notify", "alerts", "clusters")
 NOTIFY_KEYS = ("webhook_url_env",)
 ALERT_KEYS = ("email", "slack", "cert_expiry_days", "regions", "droplets")
 SLACK_KEYS = ("channel", "url_env")
@@ -276,6 +283,23 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """``[clusters."NAME"]``: the cluster's trusted sources are managed (one
+    ``digitalocean_database_firewall``, rendered by ``owner``): a rule for the tag every droplet
+    hosting a project using the cluster carries, plus ``allow`` (IPv4 addresses or networks)."""
+
+    name: str
+    owner: str
+    allow: tuple[str, ...] = ()
+    at: Where = Where("")  # the [clusters."NAME"] line
+
+    @property
+    def tag(self) -> str:
+        """The droplet tag the cluster trusts (a tag allows letters, digits, ``:-_``)."""
+        return "db-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.name)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str | None = None  # as messages show it; None when there is no file
     state: StateSettings = StateSettings()
@@ -290,9 +314,11 @@ class Config:
     producer_firewalls: Mapping[str, FirewallSettings] = field(default_factory=dict)  # merged
     notify: NotifySettings = field(default_factory=NotifySettings)
     alerts: Alerts | None = None  # no [alerts]: nothing is watched
+    clusters: Mapping[str, ClusterSettings] = field(default_factory=dict)
 
     def firewall_for(self, producer: str) -> FirewallSettings:
         return self.producer_firewalls.get(producer, self.firewall)
+
     # [producers.P] budget_monthly / max_increase: what the guard holds its plans to (budget.py)
     budgets: Mapping[str, Budget] = field(default_factory=dict)
 
@@ -376,6 +402,7 @@ class _Reader:
             clusters=self.names(sandbox_table, ("sandbox",), "clusters", DEFAULT_SANDBOX_CLUSTERS),
             ssh_keys=self.names(sandbox_table, ("sandbox",), "ssh_keys", tuple(sorted(used))),
         )
+        clusters = self.clusters(self.table(doc, ("clusters",)))
         notify = self.notify(self.table(doc, ("notify",)))
         alerts = self.alerts(self.table(doc, ("alerts",))) if "alerts" in doc else None
         return Config(
@@ -392,6 +419,7 @@ class _Reader:
             notify=notify,
             budgets=budgets,
             alerts=alerts,
+            clusters=clusters,
         )
 
     def notify(self, table: Mapping[str, Any]) -> NotifySettings:
@@ -668,6 +696,67 @@ class _Reader:
                 increase = parsed
             found[name] = Budget(amount, increase)
         return found
+
+    def clusters(self, table: Mapping[str, Any]) -> dict[str, ClusterSettings]:
+        out = {}
+        for name in table:
+            path = ("clusters", name)
+            shown = f'[clusters."{printable(name)}"]'
+            if not name or name != name.strip() or not name.isprintable():
+                raise self.fail(f"{shown}: not a cluster name", ("clusters",), name)
+            section = self.table(table, path)
+            self.known_keys(section, path, CLUSTER_KEYS)
+            if section.get("trusted_sources") != "managed":
+                key = "trusted_sources" if "trusted_sources" in section else None
+                raise self.fail(
+                    f'{shown} trusted_sources must be "managed" (one digitalocean_database_firewall '
+                    "owned by the owner producer)",
+                    path,
+                    key,
+                )
+            owner = section.get("owner")
+            if not isinstance(owner, str) or not _PRODUCER.fullmatch(owner):
+                key = "owner" if "owner" in section else None
+                raise self.fail(
+                    f"{shown} owner must name the producer that renders the cluster's trusted "
+                    'sources, e.g. owner = "quinn"',
+                    path,
+                    key,
+                )
+            out[name] = ClusterSettings(name, owner, self.allow(section, path, shown), self.at(path))
+        return out
+
+    def allow(self, section: Mapping[str, Any], path: tuple[str, ...], shown: str) -> tuple[str, ...]:
+        """IPv4 addresses or networks (a database firewall takes no IPv6), each once."""
+        value = section.get("allow", [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(
+                f'{shown} allow must be a list of addresses, e.g. allow = ["203.0.113.4/32"]', path, "allow"
+            )
+        if len(value) > ALLOW_LIMIT:
+            raise self.fail(
+                f"{shown} allow: at most {ALLOW_LIMIT} addresses (a cluster takes 100 rules)", path, "allow"
+            )
+        for item in value:
+            try:
+                network = ipaddress.ip_network(item, strict=True)
+            except ValueError:
+                raise self.fail(
+                    f"{shown} allow: {printable(repr(item))} is not an IPv4 address or network "
+                    "(203.0.113.4 or 203.0.113.0/24, no host bits set)",
+                    path,
+                    "allow",
+                ) from None
+            if network.version != 4:
+                raise self.fail(
+                    f"{shown} allow: {printable(repr(item))}: a database firewall takes no IPv6",
+                    path,
+                    "allow",
+                )
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise self.fail(f"{shown} allow: {twice[0]!r} is listed twice", path, "allow")
+        return tuple(value)
 
     def gpu(self, table: object) -> tuple[dict[str, GpuSettings], dict[str, Where]]:
         def locate(where: Sequence[str]) -> tuple[int, int]:

@@ -48,8 +48,7 @@ _HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 # What a shell expands or runs inside double quotes (python-dotenv keeps a backslash before them).
 _SHELL_ACTIVE = frozenset("$`")
 _NEW_PASSWORD = (
-    "give the database user a new password (DigitalOcean's generated passwords are letters, "
-    "digits and '_')"
+    "give the database user a new password (DigitalOcean's generated passwords are letters, digits and '_')"
 )
 
 

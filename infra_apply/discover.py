@@ -179,9 +179,7 @@ def _nearest_producer_parent(root: Path) -> tuple[Path, tuple[str, ...]] | None:
 def _producer_folders(folder: Path) -> tuple[str, ...]:
     try:
         with os.scandir(folder) as entries:
-            return tuple(
-                sorted(e.name[1:] for e in entries if e.name.startswith("@") and _is_folder(e))
-            )
+            return tuple(sorted(e.name[1:] for e in entries if e.name.startswith("@") and _is_folder(e)))
     except OSError:  # an unreadable ancestor just is not the answer
         return ()
 

@@ -137,6 +137,8 @@ def verb(change: Change) -> str:
 def reason(change: Change, *, with_values: bool) -> str:
     """Why a replace/delete happens, or what a resize costs, in words; attribute values only
     when asked for (a resize always names its sizes: slugs are never secret)."""
+    if change.cuts_off:
+        return f"cuts off {'; '.join(change.cuts_off)}"
     if change.action == "delete":
         return _DELETE_REASONS.get(change.reason, "will be destroyed")
     if change.resize is not None:

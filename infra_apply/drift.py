@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from infra_apply.mesh import HostChange
 
 
-
 @dataclass(frozen=True)
 class Orphan:
     """A droplet in the account tagged as infra-apply's that no state knows."""

@@ -82,6 +82,8 @@ class Account:
     clusters: Mapping[str, str] = field(default_factory=dict)  # id -> name
     dbs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # cluster id -> names
     users: Mapping[str, frozenset[str]] = field(default_factory=dict)  # cluster id -> names
+    # cluster name -> its trusted sources now, (type, value) each (GET /v2/databases/$ID/firewall)
+    rules: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def named(self, name: str) -> list[AccountDroplet]:
         return [d for d in self.droplets if d.name == name]
@@ -99,6 +101,7 @@ def fetch(source: Source, clusters: Iterable[str]) -> Account:
         ids = {i: n for i, n in ids.items() if n in wanted}
         dbs = {i: pool.submit(source.database_dbs, i) for i in ids}
         users = {i: pool.submit(source.database_users, i) for i in ids}
+        rules = {i: pool.submit(source.database_firewall, i) for i in ids}
         by_name: dict[str, list[str]] = {}
         for fw in firewalls.result():
             by_name.setdefault(str(fw.get("name")), []).append(str(fw.get("id")))
@@ -109,6 +112,10 @@ def fetch(source: Source, clusters: Iterable[str]) -> Account:
             ids,
             {i: frozenset(str(x.get("name")) for x in f.result()) for i, f in dbs.items()},
             {i: frozenset(str(x.get("name")) for x in f.result()) for i, f in users.items()},
+            {
+                ids[i]: tuple(sorted((str(r.get("type")), str(r.get("value"))) for r in f.result()))
+                for i, f in rules.items()
+            },
         )
 
 

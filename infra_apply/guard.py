@@ -24,16 +24,23 @@ from infra_apply.kinds import Action, AllowFlag, guard_flag, kind_of
 from infra_apply.plan_parse import Change, ProducerPlan, display_order
 from infra_apply.untrusted import shell, visible
 
-_FLAGS: tuple[AllowFlag, ...] = ("--allow-destroy", "--allow-replace", "--allow-resize")
+_FLAGS: tuple[AllowFlag, ...] = (
+    "--allow-destroy",
+    "--allow-replace",
+    "--allow-resize",
+    "--allow-trusted-sources",
+)
 _NOUNS: Mapping[AllowFlag, str] = {
     "--allow-destroy": "deletion",
     "--allow-replace": "replacement",
     "--allow-resize": "resize",
+    "--allow-trusted-sources": "trusted-sources change",
 }
 _PARTICIPLES: Mapping[AllowFlag, str] = {
     "--allow-destroy": "destroyed",
     "--allow-replace": "replaced",
     "--allow-resize": "resized",
+    "--allow-trusted-sources": "a trusted-sources change",
 }
 # The plan's action → the kinds table's (its guard policy says "destroy", Terraform "delete").
 _ACTIONS: Mapping[str, Action] = {
@@ -81,7 +88,17 @@ def needed_flag(change: Change) -> AllowFlag | None:
     if change.resize is not None:
         return "--allow-resize"
     action = _ACTIONS.get(change.action)
-    return guard_flag(change.type, action) if action is not None else None
+    if action is None:
+        return None
+    kind = kind_of(change.type)
+    if (
+        action in ("create", "update")
+        and kind is not None
+        and kind.guards_cuts_only
+        and change.cuts_off == ()
+    ):
+        return None  # reviewed, and it keeps every client that may connect now
+    return guard_flag(change.type, action)
 
 
 def guard(
@@ -89,10 +106,11 @@ def guard(
     allow_destroy: Iterable[str],
     allow_replace: Iterable[str],
     allow_resize: Iterable[str] = (),
+    allow_trusted_sources: Iterable[str] = (),
 ) -> GuardVerdict:
     """Block every change its kind guards (deletes and replaces of droplets, firewalls,
     databases and database users; in-place droplet resizes) not explicitly allowed."""
-    allowed = _by_flag(allow_destroy, allow_replace, allow_resize)
+    allowed = _by_flag(allow_destroy, allow_replace, allow_resize, allow_trusted_sources)
     blocked = [
         c
         for c in display_order(plan.changes)
@@ -117,6 +135,7 @@ def unused_allowances(
     allow_destroy: Iterable[str],
     allow_replace: Iterable[str],
     allow_resize: Iterable[str] = (),
+    allow_trusted_sources: Iterable[str] = (),
 ) -> tuple[UnusedAllowance, ...]:
     """``--allow-*`` values naming nothing their flag allows (typos, or the wrong flag)."""
     keys: dict[AllowFlag, set[str]] = {flag: set() for flag in _FLAGS}
@@ -125,19 +144,25 @@ def unused_allowances(
             keys[flag] |= _allowance_keys(change)
     return tuple(
         UnusedAllowance(plan.producer, flag, value, _hint(value, keys, flag))
-        for flag, values in _by_flag(allow_destroy, allow_replace, allow_resize).items()
+        for flag, values in _by_flag(
+            allow_destroy, allow_replace, allow_resize, allow_trusted_sources
+        ).items()
         for value in dict.fromkeys(values)
         if value not in keys[flag]
     )
 
 
 def _by_flag(
-    allow_destroy: Iterable[str], allow_replace: Iterable[str], allow_resize: Iterable[str]
+    allow_destroy: Iterable[str],
+    allow_replace: Iterable[str],
+    allow_resize: Iterable[str],
+    allow_trusted_sources: Iterable[str] = (),
 ) -> dict[AllowFlag, tuple[str, ...]]:
     return {
         "--allow-destroy": tuple(allow_destroy),
         "--allow-replace": tuple(allow_replace),
         "--allow-resize": tuple(allow_resize),
+        "--allow-trusted-sources": tuple(allow_trusted_sources),
     }
 
 

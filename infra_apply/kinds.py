@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Literal
 
 Action = Literal["create", "update", "replace", "destroy"]
-AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize"]
+AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize", "--allow-trusted-sources"]
 Mode = Literal["managed", "data"]
 # How ``drift`` finds an orphan of the kind (one in the account that no state knows): listed
 # by the ``managed-by:infra-apply`` tag and matched by id against every state ("tagged"), or
@@ -97,6 +97,10 @@ class Kind:
     # The kind one of these belongs to and is named by (a droplet's own firewall): it goes with
     # its owner, and the guard's refusal of both is the owner's one line.
     owner: str | None = None
+    # Its create and update need their flags only when they cut a client off (a database
+    # firewall's rules kept or added take nothing away); a change never reviewed for that
+    # (``Change.cuts_off`` None) needs them all the same.
+    guards_cuts_only: bool = False
 
     def address(self, local: str) -> str:
         """``digitalocean_droplet`` + ``web`` → ``digitalocean_droplet.web``."""
@@ -187,6 +191,24 @@ CLUSTER = Kind(
     import_id=None,
 )
 SSH_KEY = Kind(type="digitalocean_ssh_key", mode="data", noun="SSH key", guard=READ_ONLY, import_id=None)
+# A cluster's trusted sources: the whole rule list. Its first rules block every client not listed,
+# and losing one cuts a client off its database, so its first rules, a narrowing, a replacement
+# or a destroy is consented to by naming the cluster (the resource's name) with
+# --allow-trusted-sources.
+DATABASE_FIREWALL = Kind(
+    type="digitalocean_database_firewall",
+    mode="managed",
+    noun="trusted sources",
+    guard=GuardPolicy(
+        create="--allow-trusted-sources",
+        update="--allow-trusted-sources",
+        replace="--allow-trusted-sources",
+        destroy="--allow-trusted-sources",
+    ),
+    import_id="<cluster_id>",
+    price=FREE,  # trusted sources are part of the cluster's billing, as its databases are
+    guards_cuts_only=True,
+)
 # The lease store's and the mesh allocation record's own roots hold one record each; never
 # planned through the guard, but losing one loses the leases or the allocations. A record lives
 # in the state alone: nothing in the account bills it.
@@ -235,6 +257,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             UPTIME_CHECK,
             UPTIME_ALERT,
             MONITOR_ALERT,
+            DATABASE_FIREWALL,
         )
     }
 )

@@ -229,17 +229,13 @@ def _check_live(producer: str, live: Sequence[LiveDroplet]) -> None:
     names: set[str] = set()
     for d in live:
         if d.producer != producer:
-            raise MeshError(
-                f"droplet {d.name!r} belongs to producer {d.producer!r}, not {producer!r}"
-            )
+            raise MeshError(f"droplet {d.name!r} belongs to producer {d.producer!r}, not {producer!r}")
         if d.name in names:
             raise MeshError(f"droplet {d.name!r} is listed twice")
         names.add(d.name)
         for host in d.hosts:
             if host in seen:
-                raise MeshError(
-                    f"host {host!r} is claimed by two droplets: {seen[host]!r} and {d.name!r}"
-                )
+                raise MeshError(f"host {host!r} is claimed by two droplets: {seen[host]!r} and {d.name!r}")
             seen[host] = d.name
 
 
@@ -252,9 +248,7 @@ def _is_ours(entry: object, producer: str, droplet: str) -> bool:
     )
 
 
-def _apply_renames(
-    hosts: dict[str, Any], producer: str, renamed: Mapping[str, str]
-) -> list[HostChange]:
+def _apply_renames(hosts: dict[str, Any], producer: str, renamed: Mapping[str, str]) -> list[HostChange]:
     changes = []
     for host, entry in hosts.items():
         for old, new in renamed.items():
@@ -265,9 +259,7 @@ def _apply_renames(
     return changes
 
 
-def _apply_removals(
-    hosts: dict[str, Any], producer: str, removed: Sequence[str]
-) -> list[HostChange]:
+def _apply_removals(hosts: dict[str, Any], producer: str, removed: Sequence[str]) -> list[HostChange]:
     changes = []
     for host, entry in list(hosts.items()):
         for name in removed:

@@ -153,9 +153,7 @@ def _compute(
 
 
 def _locked(target: Path, timeout: float) -> contextlib.AbstractContextManager[None]:
-    return locks.held(
-        Path(f"{target}.lock"), NAME, timeout=timeout, busy=_busy(target)
-    )
+    return locks.held(Path(f"{target}.lock"), NAME, timeout=timeout, busy=_busy(target))
 
 
 def _busy(target: Path) -> Callable[[str], InfraApplyError]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from infra_apply.config import Alerts, FirewallSettings, UserData
+from infra_apply.config import Alerts, FirewallSettings, UserData, Where
 
 DEFAULT_REGION = "nyc3"
 ALLOWED_REGIONS = ("nyc3", "fra1", "ams3")
@@ -63,12 +63,27 @@ class Droplet:
     # clusters of every database project (any producer) whose ``service.host`` is one of
     # ``hosts``, sorted. Render places the droplet in the first one's VPC.
     database_clusters: tuple[str, ...] = ()
+    # Tags of the clusters' trusted sources (``TrustedSources.tag``), from ``database_clusters``.
+    trusted_tags: tuple[str, ...] = ()
 
     @property
     def vpc_cluster(self) -> str | None:
         """The cluster whose VPC the droplet is created in (its private host is reachable only
         from there); None: the region's default VPC."""
         return self.database_clusters[0] if self.database_clusters else None
+
+
+@dataclass(frozen=True)
+class TrustedSources:
+    """A shared cluster's trusted sources, rendered by its owner producer (infra-apply.toml
+    ``[clusters."NAME"]``): the tag rule and the ``allow`` addresses. ``hosts`` names the
+    droplets (of every producer) hosting a project that uses the cluster: each carries ``tag``."""
+
+    cluster: str
+    tag: str
+    allow: tuple[str, ...]
+    hosts: tuple[tuple[str, str], ...]  # (droplet name, its producer)
+    at: Where  # its [clusters."NAME"] line in the configuration
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class ProducerModel:
     databases: tuple[Database, ...] = ()
     sources: tuple[str, ...] = field(default=())
     alerts: Alerts | None = None  # [alerts] (the same for every producer); None: nothing watched
+    trusted_sources: tuple[TrustedSources, ...] = ()  # the clusters' whose firewall it owns
 
     def droplet(self, name: str) -> Droplet | None:
         return next((d for d in self.droplets if d.name == name), None)

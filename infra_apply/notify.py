@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.fs import atomic_write, private_dirs, read_bounded, sync_private
 
 if TYPE_CHECKING:
+    from infra_apply.account import Account
     from infra_apply.commands.apply import Applied
     from infra_apply.config import Backend
     from infra_apply.docstore import DocumentRoot
@@ -136,14 +137,10 @@ def notifier(
 # --- the events -------------------------------------------------------------------------------
 
 
-def _mode(sandbox: bool) -> str:
-    return " (sandbox)" if sandbox else ""
-
-
-def apply_done(producer: str, changed: bool, counts: Mapping[str, int], sandbox: bool) -> Event:
+def apply_done(producer: str, changed: bool, counts: Mapping[str, int], account: Account) -> Event:
     summary = ", ".join(f"{n} to {action}" for action, n in sorted(counts.items()) if n) or "no changes"
     what = "applied" if changed else "nothing to apply"
-    text = f"infra-apply: producer {producer}: {what} ({summary}){_mode(sandbox)}"
+    text = f"infra-apply: producer {producer}: {what} ({summary}){account.note}"
     return Event(
         "apply.done",
         text,
@@ -151,44 +148,47 @@ def apply_done(producer: str, changed: bool, counts: Mapping[str, int], sandbox:
             "producer": producer,
             "applied": changed,
             "changes": dict(sorted(counts.items())),
-            "sandbox": sandbox,
+            "sandbox": account.stand_in,
         },
     )
 
 
-def apply_failed(producer: str, exit_code: int, sandbox: bool) -> Event:
+def apply_failed(producer: str, exit_code: int, account: Account) -> Event:
     # The error's text is left out on purpose: Terraform's detail may quote state values.
     text = (
-        f"infra-apply: producer {producer}: apply failed (exit {exit_code}); see the job's "
-        f"log{_mode(sandbox)}"
+        f"infra-apply: producer {producer}: apply failed (exit {exit_code}); see the job's log{account.note}"
     )
-    return Event("apply.failed", text, {"producer": producer, "exit_code": exit_code, "sandbox": sandbox})
+    return Event(
+        "apply.failed", text, {"producer": producer, "exit_code": exit_code, "sandbox": account.stand_in}
+    )
 
 
-def apply_refused(producer: str, sandbox: bool) -> Event:
+def apply_refused(producer: str, account: Account) -> Event:
     text = (
         f"infra-apply: producer {producer}: apply refused by the guard (exit 3); nothing was "
-        f"changed{_mode(sandbox)}"
+        f"changed{account.note}"
     )
-    return Event("apply.refused", text, {"producer": producer, "exit_code": 3, "sandbox": sandbox})
+    return Event("apply.refused", text, {"producer": producer, "exit_code": 3, "sandbox": account.stand_in})
 
 
-def drift_found(producers: Iterable[str], sandbox: bool, keep: Sequence[str] = ()) -> Event:
-    """``keep``: the run's remedy flags (``--sandbox``), so the command in ``text`` works."""
+def drift_found(producers: Iterable[str], account: Account) -> Event:
+    """The command in ``text`` keeps the account's remedy flags (``--sandbox``): it works."""
     from infra_apply import remedy
 
     names = sorted(producers)
     args = [w for name in names for w in ("--producer", name)]
-    see = remedy.command("drift", *args, keep=keep)
+    see = remedy.command("drift", *args, keep=account.remedy_flags)
     text = f"infra-apply: new drift in {', '.join(names)}; {see} shows it"
-    return Event("drift", text, {"producers": names, "sandbox": sandbox})
+    return Event("drift", text, {"producers": names, "sandbox": account.stand_in})
 
 
-def lease_ending(producer: str, gpu: str, until: datetime, sandbox: bool) -> Event:
+def lease_ending(producer: str, gpu: str, until: datetime, account: Account) -> Event:
     stamp = until.strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = f"infra-apply: GPU {gpu} (producer {producer}): its lease ends at {stamp}{_mode(sandbox)}"
+    text = f"infra-apply: GPU {gpu} (producer {producer}): its lease ends at {stamp}{account.note}"
     return Event(
-        "gpu.lease_ending", text, {"producer": producer, "gpu": gpu, "until": stamp, "sandbox": sandbox}
+        "gpu.lease_ending",
+        text,
+        {"producer": producer, "gpu": gpu, "until": stamp, "sandbox": account.stand_in},
     )
 
 
@@ -344,20 +344,20 @@ def notify_apply(ctx: Context, producer: str, run: Callable[[], Applied]) -> App
     try:
         done = run()
     except GuardRefused:
-        hook.send(apply_refused(producer, ctx.account.stand_in))
+        hook.send(apply_refused(producer, ctx.account))
         raise
     except InfraApplyError as exc:
-        hook.send(apply_failed(producer, int(exc.exit_code), ctx.account.stand_in))
+        hook.send(apply_failed(producer, int(exc.exit_code), ctx.account))
         raise
     except KeyboardInterrupt as exc:
         code = 128 + exc.signum if isinstance(exc, Stopped) else int(ExitCode.INTERRUPTED)
-        hook.send(apply_failed(producer, code, ctx.account.stand_in), attempts=1)  # stopping: no waiting
+        hook.send(apply_failed(producer, code, ctx.account), attempts=1)  # stopping: no waiting
         raise
     counts: dict[str, int] = {}
     for change in done.planned.plan.changes:
         if change.action in COUNTED_ACTIONS:
             counts[change.action] = counts.get(change.action, 0) + 1
-    hook.send(apply_done(producer, done.applied, counts, ctx.account.stand_in))
+    hook.send(apply_done(producer, done.applied, counts, ctx.account))
     return done
 
 
@@ -371,7 +371,8 @@ def notify_drift(ctx: Context, report: DriftReport) -> None:
     seen = memory.read()
     now = {p.producer: _drift_print(p, report) for p in report.producers if p.applied}
     new = [p for p, fp in now.items() if fp and fp != seen.drift.get(p, "")]
-    if new and not hook.send(drift_found(new, ctx.account.stand_in, ctx.account.remedy_flags)):
+    told = not new or hook.send(drift_found(new, ctx.account))
+    if not told:
         return  # not told: the next run tries again
     drift = {**seen.drift, **now}
     if drift != dict(seen.drift):
@@ -390,7 +391,7 @@ def notify_leases(ctx: Context, leases: Iterable[Lease], now: datetime) -> None:
     for lease in leases:
         key, stamp = f"{lease.producer}/{lease.gpu}", lease.until.isoformat()
         due = lease.releasing is None and ending_soon(lease.until, now) and told.get(key) != stamp
-        if due and hook.send(lease_ending(lease.producer, lease.gpu, lease.until, ctx.account.stand_in)):
+        if due and hook.send(lease_ending(lease.producer, lease.gpu, lease.until, ctx.account)):
             told[key] = stamp
     if told != dict(seen.leases):
         _remember(ctx, memory, Memory(seen.drift, told))

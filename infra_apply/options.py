@@ -221,6 +221,17 @@ def allow_over_budget_option(fn: F) -> F:
     )(fn)
 
 
+def trusted_sources_option(fn: F) -> F:
+    """``--allow-trusted-sources CLUSTER``: names a cluster, not a droplet (nothing to complete)."""
+    return click.option(
+        "--allow-trusted-sources",
+        multiple=True,
+        metavar="CLUSTER",
+        help="Allow changing this cluster's trusted sources where it cuts a client off: its first "
+        "rules, a rule removed, a host not tagged yet, or their deletion (cluster name).",
+    )(fn)
+
+
 def _with_gpu_removed(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:
     from infra_apply.errors import InfraApplyError
 

@@ -228,6 +228,10 @@ class Change:
     # (names, and the displayable ones as before-outside → planned). Empty: a true undo.
     differs: tuple[str, ...] = ()
     outside_diffs: tuple[AttrDiff, ...] = ()
+    # Whom the change leaves without access (a database firewall's removed rules, its hosts not
+    # tagged yet, every unlisted client when its first rules come): told by trusted.py; None
+    # when nobody looked (the guard then refuses what the kind could cut).
+    cuts_off: tuple[str, ...] | None = None
 
     @property
     def base_address(self) -> str:

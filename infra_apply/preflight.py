@@ -72,6 +72,7 @@ class Needs:
     clusters: tuple[Need, ...] = ()
     ssh_keys: tuple[Need, ...] = ()
     droplets: tuple[DropletNeed, ...] = ()
+    owners: Mapping[str, str] = field(default_factory=dict)  # cluster -> owner of its trusted sources
 
 
 def needs(
@@ -90,13 +91,15 @@ def needs(
             continue
         for db in p.databases:
             clusters.append(Need("cluster", db.cluster, _at(manifests, db.source, ("database", "cluster"))))
+        clusters += [Need("cluster", t.cluster, t.at) for t in p.trusted_sources]
         settings = config.for_producer(name)
         key_where = settings.ssh_keys_at or Where(config.path or CONFIG_NAME, 1, 1)
         # The data sources are read on every plan, whichever droplets it creates.
         for key in sorted({k for d in p.droplets for k in d.ssh_keys}):
             keys.append(Need("ssh_key", key, key_where))
         droplets += [_droplet_need(d, manifests, created=not d.gpu or d.name in gpu) for d in p.droplets]
-    return Needs(tuple(clusters), tuple(keys), tuple(droplets))
+    owners = {name: cs.owner for name, cs in config.clusters.items()}
+    return Needs(tuple(clusters), tuple(keys), tuple(droplets), owners)
 
 
 def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: bool) -> DropletNeed:
@@ -104,9 +107,7 @@ def _droplet_need(d: Droplet, manifests: Mapping[str, Manifest], *, created: boo
     if d.gpu or m is None:
         where = _at(manifests, d.source, ("service", "gpu"))
         return DropletNeed(d, where, where, where, created)
-    index = next(
-        (i for i, entry in enumerate(m.data.get("droplets", [])) if entry.get("name") == d.name), 0
-    )
+    index = next((i for i, entry in enumerate(m.data.get("droplets", [])) if entry.get("name") == d.name), 0)
     entry = m.data["droplets"][index] if m.data.get("droplets") else {}
 
     def at(field: str) -> Where:
@@ -148,6 +149,8 @@ class Source(Protocol):
     def firewalls(self) -> list[JsonObject]: ...
     def database_dbs(self, cluster_id: str) -> list[JsonObject]: ...
     def database_users(self, cluster_id: str) -> list[JsonObject]: ...
+    # a cluster's trusted sources (GET /v2/databases/$ID/firewall): empty, anyone may connect
+    def database_firewall(self, cluster_id: str) -> list[JsonObject]: ...
 
 
 class LiveSource:
@@ -213,10 +216,13 @@ class LiveSource:
     def database_users(self, cluster_id: str) -> list[JsonObject]:
         return self._cluster_list(cluster_id, "users")
 
-    def _cluster_list(self, cluster_id: str, key: str) -> list[JsonObject]:
+    def database_firewall(self, cluster_id: str) -> list[JsonObject]:
+        return self._cluster_list(cluster_id, "firewall", "rules")
+
+    def _cluster_list(self, cluster_id: str, key: str, field: str | None = None) -> list[JsonObject]:
         # Not paginated by the API: one answer holds them all (null when there are none).
         path = f"/v2/databases/{quote(cluster_id, safe='')}/{key}"
-        found = self.client.request("GET", path, what=f"GET {path}").get(key)
+        found = self.client.request("GET", path, what=f"GET {path}").get(field or key)
         return [x for x in found or () if isinstance(x, Mapping)]
 
 
@@ -284,6 +290,11 @@ class SandboxSource:
             if u["cluster_id"] == cluster_id
         ]
 
+    def database_firewall(self, cluster_id: str) -> list[JsonObject]:
+        from infra_apply.sandbox import cloud
+
+        return list(cloud.cluster_rules(self._cloud, cluster_id))
+
 
 @dataclass(frozen=True)
 class Catalogue:
@@ -299,6 +310,8 @@ class Catalogue:
     # private_network_uuid), and droplet name -> vpc_uuid of the droplets the account has.
     cluster_vpcs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     droplet_vpcs: Mapping[str, str] = field(default_factory=dict)
+    # clusters that trust every address (no trusted sources at all)
+    open_clusters: frozenset[str] = frozenset()
 
 
 def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
@@ -306,6 +319,12 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
     vpcs = any(n.droplet.database_clusters for n in wanted.droplets)
     databases = source.databases() if wanted.clusters or vpcs else []
     clusters = {str(c.get("name")) for c in databases} if wanted.clusters else set()
+    used = {n.name for n in wanted.clusters}
+    open_clusters = {
+        str(c.get("name"))
+        for c in databases
+        if str(c.get("name")) in used and not source.database_firewall(str(c.get("id")))
+    }
     keys = {str(k.get("name")) for k in source.ssh_keys()} if wanted.ssh_keys else set()
     regions, sizes, images = {}, {}, set()
     if wanted.droplets:
@@ -323,9 +342,7 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
             if c.get("region") and c.get("private_network_uuid"):
                 cluster_vpcs[str(c.get("name"))] = (str(c["region"]).lower(), str(c["private_network_uuid"]))
         droplet_vpcs = {
-            str(d.get("name")): str(d["vpc_uuid"])
-            for d in source.droplets()
-            if d.get("vpc_uuid")
+            str(d.get("name")): str(d["vpc_uuid"]) for d in source.droplets() if d.get("vpc_uuid")
         }
     return Catalogue(
         source.label,
@@ -336,6 +353,7 @@ def fetch(source: Source, wanted: Needs, say: Say) -> Catalogue:
         frozenset(images),
         cluster_vpcs,
         droplet_vpcs,
+        frozenset(open_clusters),
     )
 
 
@@ -377,6 +395,20 @@ def check(cat: Catalogue, wanted: Needs) -> list[Problem]:
         if need.name not in cat.clusters:
             known = _listing(cat.clusters)
             add(need.where, f"database cluster {need.name!r} is not in {cat.label} (clusters: {known})")
+    for name in sorted(cat.open_clusters):
+        first = min((n.where for n in wanted.clusters if n.name == name), key=_where_key)
+        owner = wanted.owners.get(name)
+        fix = (
+            f"producer {owner}'s apply adds them"
+            if owner is not None
+            else f'infra-apply.toml [clusters."{name}"] trusted_sources = "managed" restricts it to its hosts'
+        )
+        add(
+            first,
+            f"database cluster {name!r} has no trusted sources in {cat.label}: any address with "
+            f"its password may connect ({fix})",
+            "warning",
+        )
     for need in _unique(wanted.ssh_keys):
         if need.name not in cat.ssh_keys:
             known = _listing(cat.ssh_keys)
@@ -440,6 +472,10 @@ def _droplet_problems(cat: Catalogue, need: DropletNeed) -> Iterable[tuple[Where
                 yield need.size, f"{message}; gpu up {d.name} would fail", "warning"
     if not d.image.isdigit() and d.image not in cat.images:
         yield need.image, missing("image", d.image, cat.images), "error"
+
+
+def _where_key(where: Where) -> tuple[str, int, int]:
+    return (where.path, where.line, where.col)
 
 
 def _unique(items: Iterable[Need]) -> list[Need]:

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from infra_apply import alerts, hcl, strictjson
 from infra_apply.errors import InfraApplyError
 from infra_apply.fs import TEXT_LIMIT, atomic_write, read_bounded
-from infra_apply.kinds import DATABASE, DROPLET, FIREWALL, USER
+from infra_apply.kinds import DATABASE, DATABASE_FIREWALL, DROPLET, FIREWALL, USER
 from infra_apply.managed import MANAGED_TAG, producer_tag
 from infra_apply.paths import child
 
 if TYPE_CHECKING:
-    from infra_apply.model import Database, Droplet, Model, ProducerModel
+    from infra_apply.model import Database, Droplet, Model, ProducerModel, TrustedSources
     from infra_apply.plan_parse import CreateSettings
 
 LEDGER = "addresses.json"
@@ -222,9 +222,11 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     standing = [e for e in entries if not e.droplet.gpu]
     gpu = [e for e in entries if e.droplet.gpu]
     dbs = [db_entry(db) for db in p.databases]
-    # Looked up for the databases and for the VPC of the droplets hosting their projects (those
-    # projects may belong to another producer).
+    trusted = [TrustedEntry(t, hcl.slug(t.cluster)) for t in p.trusted_sources]
+    # Looked up for the databases, for the VPC of the droplets hosting their projects (those
+    # projects may belong to another producer) and for the trusted sources the producer owns.
     used = {db.cluster for db in p.databases} | {c for d in p.droplets if (c := d.vpc_cluster)}
+    used |= {t.cluster for t in p.trusted_sources}
     clusters = sorted((c, hcl.slug(c)) for c in used)
     moves = [
         Move(f"{kind}.{old_addr}", f"{kind}.{e.address}")
@@ -268,9 +270,14 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     if dbs or clusters:
         emit(
             "databases.tf",
-            [*(db.source for db in p.databases), *(d.source for d in p.droplets if d.vpc_cluster)],
+            [
+                *(db.source for db in p.databases),
+                *(d.source for d in p.droplets if d.vpc_cluster),
+                *(t.at.path for t in p.trusted_sources),
+            ],
             databases=dbs,
             clusters=[Named(n, a) for n, a in clusters],
+            trusted=trusted,
         )
     if moves:
         emit("moved.tf", (d.source for d in p.droplets), moves=moves)
@@ -285,6 +292,7 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     names |= {DATABASE.address(d.db_address): d.name for d in dbs}
     names |= {USER.address(d.user_address): d.user for d in dbs}
     names |= watched.names() if watched is not None else {}
+    names |= {DATABASE_FIREWALL.address(t.address): t.ts.cluster for t in trusted}
     return Rendered(
         producer=p.name,
         files=files,
@@ -456,6 +464,14 @@ class Named:
 
 
 @dataclass(frozen=True)
+class TrustedEntry:
+    """A cluster's trusted sources (its database firewall) and the cluster's local name."""
+
+    ts: TrustedSources
+    address: str
+
+
+@dataclass(frozen=True)
 class SshEntry:
     """Who may reach a droplet's SSH through its own firewall, and how that is said."""
 
@@ -523,7 +539,12 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> Dr
     inbound = intended_public(d)
     public_text, skip_reason = _public_text(d)
     tags = sorted(
-        {MANAGED_TAG, producer_tag(d.producer), f"role:{droplet_slug(d.name) if d.role is None else d.role}"}
+        {
+            MANAGED_TAG,
+            producer_tag(d.producer),
+            f"role:{droplet_slug(d.name) if d.role is None else d.role}",
+            *d.trusted_tags,
+        }
     )
     return DropletEntry(
         droplet=d,

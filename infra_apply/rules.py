@@ -538,7 +538,7 @@ def ssh_bootstrap(tree: Tree) -> Iterator[Finding]:
             yield at(
                 m,
                 ("droplets", i, "name"),
-                f'droplet {d["name"]!r} is not in {tree.mesh_path or "mesh-hosts.json"} yet and ssh_from = '
+                f"droplet {d['name']!r} is not in {tree.mesh_path or 'mesh-hosts.json'} yet and ssh_from = "
                 f'"mesh" leaves it no SSH to bring it onto the mesh: set bootstrap_from (CIDRs) under '
                 f"{table} in {CONFIG_NAME}",
             )

@@ -83,7 +83,6 @@ def load(
     return parse(text, where, name, error), text
 
 
-
 def parse(text: str, where: str, name: str = "the JSON file", error: ErrorType = JsonError) -> Any:
     """Strict, located, spelling-keeping JSON (see :func:`load`); ``name`` is the file as the
     messages call it, ``error`` the class they are raised as."""
@@ -97,17 +96,13 @@ def parse(text: str, where: str, name: str = "the JSON file", error: ErrorType =
             object_pairs_hook=_unique_pairs,
         )
     except json.JSONDecodeError as e:
-        raise error(
-            f"{name} is not valid JSON: {e.msg}", path=where, line=e.lineno, col=e.colno
-        ) from None
+        raise error(f"{name} is not valid JSON: {e.msg}", path=where, line=e.lineno, col=e.colno) from None
     except (_Refused, RecursionError):
         doc = _REFUSED  # the walk below finds the problem and where it is
     deep = _too_deep(text) if doc is _REFUSED or _depth(doc) > MAX_DEPTH else None
     if deep is not None:
         line, col = _line_col(text, deep)
-        raise error(
-            f"{name} is nested deeper than {MAX_DEPTH} levels", path=where, line=line, col=col
-        )
+        raise error(f"{name} is nested deeper than {MAX_DEPTH} levels", path=where, line=line, col=col)
     # Without a backslash every string is spelled as dump spells it: no walk needed.
     if doc is not _REFUSED and "\\" not in text:
         return doc
@@ -319,4 +314,3 @@ def _scalar_text(value: Any) -> str:
         return "[]"
     # allow_nan=False: never write NaN or Infinity into a file strict readers must parse.
     return json.dumps(value, allow_nan=False)
-

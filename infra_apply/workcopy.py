@@ -437,7 +437,7 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, provider)
         if "alerts.tf" in project.rendered[name].files:
-            env.update(alert_env(project.config.alerts, ctx.env, sandbox=ctx.account.stand_in))
+            env.update(alert_env(project.config.alerts, ctx.env, stand_in_url=ctx.account.webhook_stand_in))
         copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock)
         lock = lock_working_copy(path, name)
         held = lock_producer(state_dir(ctx.env), provider.holder(env), name)

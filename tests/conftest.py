@@ -111,12 +111,31 @@ def _not_in_ci() -> None:
     os.environ.pop("CI", None)
 
 
+# The example tree's trusted sources for uvlava-pg (its infra-apply.toml [clusters."uvlava-pg"]).
+EXAMPLE_TRUSTED = (("tag", "db-uvlava-pg"), ("ip_addr", "203.0.113.4/32"))
+
+
+def trust_example_cluster(state: Path) -> Path:
+    """The sandbox account under ``state`` with uvlava-pg already trusting what the example tree
+    lists (as after its owner's first apply): the first rules, which the guard refuses without
+    --allow-trusted-sources, are test_e2e_trusted.py's business, not every apply's."""
+    from infra_apply.sandbox import cloud
+    from infra_apply.sandbox.install import sandbox_cloud
+
+    path = sandbox_cloud(state, ["uvlava-pg"], ["ct-deploy", "ops-2026"])
+    with cloud.transaction(path) as c:
+        cloud.put_cluster_rules(c, str(cloud.find_cluster(c, "uvlava-pg")["id"]), EXAMPLE_TRUSTED)
+    return path
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
-    """A private copy of the example tree, its mesh-hosts.json and generated/ (tmp_path/...)."""
+    """A private copy of the example tree, its mesh-hosts.json and generated/ (tmp_path/...),
+    and a sandbox account whose cluster trusts what the tree lists (``trust_example_cluster``)."""
     shutil.copytree(EXAMPLE_TREE, tmp_path / "tree")
     shutil.copy(EXAMPLE_MESH, tmp_path / "mesh-hosts.json")
     shutil.copytree(REPO / "generated", tmp_path / "generated")
+    trust_example_cluster(tmp_path / "state")
     return tmp_path
 
 

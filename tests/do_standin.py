@@ -1,7 +1,8 @@
 """A local stand-in of the DigitalOcean API v2 answering what pre-flight asks, in the documented
 shapes: ``/v2/account``, ``/v2/databases``, ``/v2/account/keys``, ``/v2/sizes``, ``/v2/regions``,
 ``/v2/images?type=distribution`` and ``/v2/images/<slug>``, and what exists.py looks up:
-``/v2/droplets``, ``/v2/firewalls``, ``/v2/databases/<id>/dbs`` and ``/users``; paginated with
+``/v2/droplets``, ``/v2/firewalls``, ``/v2/databases/<id>/dbs`` and ``/users``, and a cluster's
+trusted sources, ``/v2/databases/<id>/firewall`` (``{"rules": [...]}``); paginated with
 ``links.pages.next`` and ``meta.total`` like the real API, bearer-checked (401 ``unauthorized``).
 
 ``latency`` delays every answer (the bench's 60 ms API); ``together`` names paths whose first
@@ -49,6 +50,17 @@ def database_json(name: str) -> dict[str, Any]:
     }
 
 
+def rule_json(cluster_id: str, rule_type: str, value: str) -> dict[str, Any]:
+    """One trusted source as ``GET /v2/databases/$ID/firewall`` lists it."""
+    return {
+        "uuid": f"79f26d28-ea8a-41f2-8ad8-{abs(hash((rule_type, value))) % 10**12:012d}",
+        "cluster_uuid": cluster_id,
+        "type": rule_type,
+        "value": value,
+        "created_at": "2026-11-20T10:00:00Z",
+    }
+
+
 def account_json(status: str) -> dict[str, Any]:
     return {
         "account": {
@@ -78,6 +90,11 @@ class Account:
     firewalls: list[dict[str, Any]] = field(default_factory=list)
     dbs: dict[str, list[str]] = field(default_factory=dict)  # cluster name -> database names
     users: dict[str, list[str]] = field(default_factory=dict)  # cluster name -> user names
+    # cluster name -> its trusted sources, (type, value) each; a cluster not named trusts every
+    # address (no rules). By default the example tree's, as its owner's apply leaves them.
+    rules: dict[str, list[tuple[str, str]]] = field(
+        default_factory=lambda: {"uvlava-pg": [("tag", "db-uvlava-pg"), ("ip_addr", "203.0.113.4/32")]}
+    )
     latency: float = 0.0  # seconds before every answer
     together: frozenset[str] = frozenset()  # paths whose first requests must overlap
     requests: list[str] = field(default_factory=list)  # every path asked, in arrival order
@@ -108,7 +125,7 @@ class Account:
         server.expect_request(re.compile(r"^/v2/images/[^/]+$")).respond_with_handler(
             self._guarded(self._image)
         )
-        server.expect_request(re.compile(r"^/v2/databases/[^/]+/(dbs|users)$")).respond_with_handler(
+        server.expect_request(re.compile(r"^/v2/databases/[^/]+/(dbs|users|firewall)$")).respond_with_handler(
             self._guarded(self._in_cluster)
         )
 
@@ -120,6 +137,8 @@ class Account:
             return _json(
                 {"id": "not_found", "message": "The resource you were accessing could not be found."}, 404
             )
+        if key == "firewall":
+            return _json({"rules": [rule_json(cluster_id, t, v) for t, v in self.rules.get(name, [])]})
         held = (self.dbs if key == "dbs" else self.users).get(name, [])
         extra = {"role": "normal"} if key == "users" else {}
         return _json({key: [{"name": n, **extra} for n in held]})

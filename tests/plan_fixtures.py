@@ -132,9 +132,7 @@ def rc(address: str, actions: list[str], **change: Any) -> dict[str, Any]:
     }
 
 
-def synthetic(
-    *changes: dict[str, Any], prior: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def synthetic(*changes: dict[str, Any], prior: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     plan: dict[str, Any] = {
         "format_version": "1.2",
         "terraform_version": "1.11.4",
@@ -163,12 +161,10 @@ HOSTILE = (
 
 def hostile_plans() -> tuple[list[ProducerPlan], dict[str, ProducerModel]]:
     changes = [
-        rc(f"digitalocean_droplet.d{i}", ["delete"], before={"name": name})
-        for i, name in enumerate(HOSTILE)
+        rc(f"digitalocean_droplet.d{i}", ["delete"], before={"name": name}) for i, name in enumerate(HOSTILE)
     ]
     changes += [
-        rc(f"digitalocean_droplet.k{i}", ["create"], after={"name": "x"})
-        for i in range(len(HOSTILE))
+        rc(f"digitalocean_droplet.k{i}", ["create"], after={"name": "x"}) for i in range(len(HOSTILE))
     ]
     names = {f"digitalocean_droplet.k{i}": name for i, name in enumerate(HOSTILE)}
     prior = [
@@ -286,9 +282,7 @@ SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
     "resize_ports": lambda: costed([priced("resize_ports", names=RESIZE_NAMES)]),
     "resize_ports_allowed": _resize_allowed,
     "hostile": _hostile,
-    "outside_drift": lambda: costed(
-        [priced("outside_drift", names=OUTSIDE_NAMES)], context=SANDBOX_CONTEXT
-    ),
+    "outside_drift": lambda: costed([priced("outside_drift", names=OUTSIDE_NAMES)], context=SANDBOX_CONTEXT),
 }
 
 FORMATS: Mapping[str, Callable[[Sequence[ProducerReport]], str]] = {

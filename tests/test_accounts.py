@@ -62,8 +62,15 @@ def live_preflight(root: Path, env: dict[str, str], accounts: Accounts) -> list[
     manifests = {m.path: m for m in v.manifests}
     model, config = build_model(v), v.config
     return preflight.problems(
-        root=root, env=env, account=LiveAccount(), model=model, manifests=manifests, config=config,
-        producers=PRODUCERS, say=lambda _: None, accounts=accounts,
+        root=root,
+        env=env,
+        account=LiveAccount(),
+        model=model,
+        manifests=manifests,
+        config=config,
+        producers=PRODUCERS,
+        say=lambda _: None,
+        accounts=accounts,
     )
 
 
@@ -94,7 +101,8 @@ def test_a_run_asks_each_catalogue_list_once_all_at_once(root: Path, api: HTTPSe
     assert one_run(root, api, tmp_path) == []
     asked = sorted(standin.requests)
     assert asked.count("/v2/sizes") == 1  # pre-flight and prices alike
-    cluster_lists = {f"/v2/databases/{_id()}/{k}" for k in ("dbs", "users")}  # once the ids are known
+    # once the ids are known: its databases, users and trusted sources
+    cluster_lists = {f"/v2/databases/{_id()}/{k}" for k in ("dbs", "users", "firewall")}
     assert set(asked) == CATALOGUE | images | cluster_lists
     assert len(asked) == len(set(asked)), asked  # nothing asked twice
     assert len(LISTS) == len(CATALOGUE)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from infra_apply import alerts, config
+from infra_apply.account import SandboxAccount
 from infra_apply.config import Alerts, ConfigError, DropletAlerts, SlackRoute
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli
@@ -29,6 +30,8 @@ cpu_percent = 90
 memory_percent = 90
 disk_percent = 85
 """
+
+SANDBOX = SandboxAccount()
 
 
 def load(tmp_path: Path, toml: str) -> config.Config:
@@ -107,15 +110,17 @@ def test_a_check_per_public_domain_and_alerts_by_the_producers_tag() -> None:
 def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
     got = load(tmp_path, FULL).alerts
     url = "https://hooks.slack.com/services/FAKE-do-token_slack"
-    assert alerts.terraform_env(got, {"SLACK_ALERT_WEBHOOK": url}, sandbox=False) == {
+    assert alerts.terraform_env(got, {"SLACK_ALERT_WEBHOOK": url}, stand_in_url=None) == {
         "TF_VAR_alert_slack_url": url
     }
-    assert alerts.terraform_env(got, {}, sandbox=True) == {"TF_VAR_alert_slack_url": alerts.SANDBOX_SLACK_URL}
+    assert alerts.terraform_env(got, {}, stand_in_url=SANDBOX.webhook_stand_in) == {
+        "TF_VAR_alert_slack_url": SANDBOX.webhook_stand_in
+    }
     with pytest.raises(ConfigError) as caught:
-        alerts.terraform_env(got, {}, sandbox=False)
+        alerts.terraform_env(got, {}, stand_in_url=None)
     assert (caught.value.line, caught.value.col) == (1, 1)
     assert "export SLACK_ALERT_WEBHOOK" in caught.value.message
-    assert alerts.terraform_env(None, {}, sandbox=False) == {}
+    assert alerts.terraform_env(None, {}, stand_in_url=None) == {}
 
 
 def golden_tree(tmp_path: Path) -> Path:

@@ -41,8 +41,7 @@ def test_import_times_keep_top_level_entries_only(bench: ModuleType) -> None:
 def pyproject(tmp_path: Path, extras: str = "") -> Path:
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "x"\nversion = "1"\n'
-        'dependencies = ["click==8.5.1", "tf==1.2.0", "cryptography==50.0.2  ", "filelock>=4"]\n'
-        + extras,
+        'dependencies = ["click==8.5.1", "tf==1.2.0", "cryptography==50.0.2  ", "filelock>=4"]\n' + extras,
         "utf-8",
     )
     return tmp_path
@@ -58,9 +57,7 @@ def test_without_a_sandbox_extra_the_runtime_leaves_out_the_sandbox_packages(
     assert not steps.extra
 
 
-def test_with_a_sandbox_extra_the_runtime_is_a_plain_install(
-    bench: ModuleType, tmp_path: Path
-) -> None:
+def test_with_a_sandbox_extra_the_runtime_is_a_plain_install(bench: ModuleType, tmp_path: Path) -> None:
     repo = pyproject(tmp_path, '[project.optional-dependencies]\nsandbox = ["tf==1.2.0"]\n')
     steps = bench.install_steps(repo)
     assert steps.runtime == ((str(repo),),)

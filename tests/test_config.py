@@ -42,6 +42,12 @@ def test_the_example_configuration() -> None:
     assert c.sandbox.clusters == ("uvlava-pg",)
 
 
+def test_the_example_trusts_its_hosts_tag_and_the_operator() -> None:
+    [cluster] = config.load(EXAMPLE_TREE, {}).clusters.values()
+    assert (cluster.name, cluster.owner, cluster.allow) == ("uvlava-pg", "quinn", ("203.0.113.4/32",))
+    assert cluster.tag == "db-uvlava-pg" and cluster.at == Where("infra-apply.toml", 19, 1)
+
+
 def test_no_file_is_the_empty_configuration(tmp_path: Path) -> None:
     c = config.load(tmp_path, {})
     assert c == config.Config()
@@ -226,6 +232,43 @@ BAD: dict[str, tuple[str, dict[str, str | bytes], str, str]] = {
         {"u.yaml": "#cloud-config\n- a\n- b\n"},
         "u.yaml:2:1",
         "a #cloud-config document must be a mapping",
+    ),
+    "trusted-not-managed": (
+        '[clusters."uvlava-pg"]\ntrusted_sources = "open"\nowner = "ct"\n',
+        {},
+        "infra-apply.toml:2:1",
+        'trusted_sources must be "managed"',
+    ),
+    "trusted-no-owner": (
+        '[clusters."uvlava-pg"]\ntrusted_sources = "managed"\n',
+        {},
+        "infra-apply.toml:1:1",
+        "owner must name the producer",
+    ),
+    "trusted-unknown-key": (
+        '[clusters."uvlava-pg"]\ntrusted_sources = "managed"\nowner = "ct"\ndroplets = []\n',
+        {},
+        "infra-apply.toml:4:1",
+        "droplets: unknown setting (known: trusted_sources, owner, allow)",
+    ),
+    "trusted-ipv6": (
+        '[clusters."uvlava-pg"]\ntrusted_sources = "managed"\nowner = "ct"\nallow = ["2001:db8::/32"]\n',
+        {},
+        "infra-apply.toml:4:1",
+        "a database firewall takes no IPv6",
+    ),
+    "trusted-host-bits": (
+        '[clusters."uvlava-pg"]\ntrusted_sources = "managed"\nowner = "ct"\nallow = ["203.0.113.4/24"]\n',
+        {},
+        "infra-apply.toml:4:1",
+        "is not an IPv4 address or network",
+    ),
+    "trusted-twice": (
+        '[clusters."uvlava-pg"]\ntrusted_sources = "managed"\nowner = "ct"\n'
+        'allow = ["203.0.113.4", "203.0.113.4"]\n',
+        {},
+        "infra-apply.toml:4:1",
+        "'203.0.113.4' is listed twice",
     ),
     "user-data-two-documents": (
         '[droplets]\nuser_data = "u.yaml"\n',

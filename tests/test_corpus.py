@@ -245,14 +245,10 @@ def test_shared_database_user_is_own_db(tmp_path: Path) -> None:
     mesh = write_tree(tmp_path, (VALID + database.replace("NAME", "proj")).encode())
     other = tmp_path / "@quinn" / "other" / ".infra.yaml"
     other.parent.mkdir(parents=True)
-    other_manifest = VALID.replace("project: proj", "project: other").replace(
-        "proj.service", "other.service"
-    )
+    other_manifest = VALID.replace("project: proj", "project: other").replace("proj.service", "other.service")
     other.write_text(other_manifest + database.replace("NAME", "other"))
     run = run_validate(tmp_path, mesh)
     assert "Traceback" not in run.output, describe(run)
     assert run.code == 1, describe(run)
-    rules = {
-        m.group("rule") for m in PROBLEM_RE.finditer(run.output) if m.group("level") == "error"
-    }
+    rules = {m.group("rule") for m in PROBLEM_RE.finditer(run.output) if m.group("level") == "error"}
     assert "own_db" in rules, describe(run)

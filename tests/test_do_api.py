@@ -115,9 +115,7 @@ def test_client_reads_token_and_endpoint_from_the_environment(
     assert request.headers["Authorization"] == "Bearer FAKE-do-token_from-access-token-var"
 
 
-def test_digitalocean_token_wins_over_access_token(
-    api: HTTPServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_digitalocean_token_wins_over_access_token(api: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGITALOCEAN_TOKEN", "FAKE-do-token_primary")
     monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", "FAKE-do-token_secondary")
     api.expect_request("/v2/droplets").respond_with_json(page([], 0, None))
@@ -193,9 +191,7 @@ def test_list_droplets_follows_pagination(api: HTTPServer, client: Any) -> None:
 
 
 def test_a_next_link_that_does_not_advance_stops_the_listing(api: HTTPServer, client: Any) -> None:
-    api.expect_request("/v2/droplets").respond_with_json(
-        page([droplet_json(1, "a")], 5, next_page=1)
-    )
+    api.expect_request("/v2/droplets").respond_with_json(page([droplet_json(1, "a")], 5, next_page=1))
     assert [d.name for d in do_api.list_droplets(client)] == ["a"]
     assert len(api.log) == 1
 
@@ -283,9 +279,7 @@ def test_errored_rename_action_is_an_error(api: HTTPServer, client: Any) -> None
     api.expect_ordered_request("/v2/droplets/7/actions", method="POST").respond_with_json(
         action_json(5, "in-progress", droplet_id=7), status=201
     )
-    api.expect_ordered_request("/v2/actions/5").respond_with_json(
-        action_json(5, "errored", droplet_id=7)
-    )
+    api.expect_ordered_request("/v2/actions/5").respond_with_json(action_json(5, "errored", droplet_id=7))
     with pytest.raises(InfraApplyError, match=r"rename droplet 7 to 'web'.*errored"):
         do_api.rename_droplet(client, "7", "web", sleep=Sleeps())
 
@@ -301,9 +295,7 @@ def test_rename_times_out_when_the_action_never_finishes(api: HTTPServer, client
     assert sum(sleeps.calls) == 10
 
 
-def test_rename_of_a_missing_droplet_reports_digitaloceans_message(
-    api: HTTPServer, client: Any
-) -> None:
+def test_rename_of_a_missing_droplet_reports_digitaloceans_message(api: HTTPServer, client: Any) -> None:
     api.expect_request("/v2/droplets/999/actions", method="POST").respond_with_json(
         {"id": "not_found", "message": "The resource you were accessing could not be found."},
         status=404,
@@ -338,9 +330,7 @@ def test_server_answers_with_the_request_body_the_client_sends(api: HTTPServer, 
 
     def handler(request: Request) -> Response:
         seen.append(json.loads(request.get_data()))
-        return Response(
-            json.dumps(action_json(1, "completed")), 201, content_type="application/json"
-        )
+        return Response(json.dumps(action_json(1, "completed")), 201, content_type="application/json")
 
     api.expect_request("/v2/droplets/3/actions", method="POST").respond_with_handler(handler)
     do_api.rename_droplet(client, "3", "com.uvlava.quinn.web", sleep=Sleeps())
@@ -351,9 +341,7 @@ def test_server_answers_with_the_request_body_the_client_sends(api: HTTPServer, 
 
 
 def retrying_client(api: HTTPServer, sleeps: Sleeps, **retry: Any) -> do_api.Client:
-    return do_api.client(
-        token=TOKEN, endpoint=api.url_for(""), retry=do_api.Retry(sleep=sleeps, **retry)
-    )
+    return do_api.client(token=TOKEN, endpoint=api.url_for(""), retry=do_api.Retry(sleep=sleeps, **retry))
 
 
 RATE_LIMITED = {"id": "too_many_requests", "message": "API Rate limit exceeded."}
@@ -363,9 +351,7 @@ def test_rate_limited_request_waits_as_retry_after_asks_then_succeeds(api: HTTPS
     api.expect_ordered_request("/v2/droplets").respond_with_json(
         RATE_LIMITED, status=429, headers={"Retry-After": "7"}
     )
-    api.expect_ordered_request("/v2/droplets").respond_with_json(
-        page([droplet_json(1, "a")], 1, None)
-    )
+    api.expect_ordered_request("/v2/droplets").respond_with_json(page([droplet_json(1, "a")], 1, None))
     sleeps = Sleeps()
 
     droplets = do_api.list_droplets(retrying_client(api, sleeps))
@@ -404,9 +390,7 @@ def test_server_errors_on_a_get_are_retried_with_doubling_waits(api: HTTPServer)
     api.expect_ordered_request("/v2/droplets").respond_with_json(
         {"id": "server_error", "message": "Unexpected server-side error"}, status=500
     )
-    api.expect_ordered_request("/v2/droplets").respond_with_json(
-        page([droplet_json(1, "a")], 1, None)
-    )
+    api.expect_ordered_request("/v2/droplets").respond_with_json(page([droplet_json(1, "a")], 1, None))
     sleeps = Sleeps()
     assert [d.name for d in do_api.list_droplets(retrying_client(api, sleeps))] == ["a"]
     assert sleeps.calls == [1.0, 2.0]
@@ -420,8 +404,7 @@ def test_retries_are_bounded_and_the_last_answer_is_reported(api: HTTPServer) ->
     with pytest.raises(do_api.ApiError) as excinfo:
         do_api.list_droplets(retrying_client(api, sleeps, retries=3))
     assert excinfo.value.message == (
-        "DigitalOcean API: list droplets: HTTP 503 service_unavailable: Try again later "
-        "(after 3 retries)"
+        "DigitalOcean API: list droplets: HTTP 503 service_unavailable: Try again later (after 3 retries)"
     )
     assert excinfo.value.status == 503
     assert sleeps.calls == [1.0, 2.0, 4.0]
@@ -525,9 +508,7 @@ def test_an_api_that_never_answers_times_out() -> None:
 # --------------------------------------------------------------------------- the generic calls
 
 
-def test_request_sends_query_and_json_body_and_returns_the_object(
-    api: HTTPServer, client: Any
-) -> None:
+def test_request_sends_query_and_json_body_and_returns_the_object(api: HTTPServer, client: Any) -> None:
     api.expect_request(
         "/v2/account/keys", method="POST", query_string={"x": "1"}, json={"name": "ops"}
     ).respond_with_json({"ssh_key": {"id": 512190, "name": "ops"}}, status=201)
@@ -565,9 +546,7 @@ def test_paginate_follows_next_links_for_any_collection(api: HTTPServer, client:
     assert [k["name"] for k in client.paginate("/v2/account/keys", "ssh_keys")] == ["k1", "k2", "k3"]
 
 
-def test_paginate_stops_at_meta_total_even_if_a_next_link_remains(
-    api: HTTPServer, client: Any
-) -> None:
+def test_paginate_stops_at_meta_total_even_if_a_next_link_remains(api: HTTPServer, client: Any) -> None:
     api.expect_request("/v2/regions").respond_with_json(
         {
             "regions": [{"slug": "nyc3"}],

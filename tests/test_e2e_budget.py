@@ -43,8 +43,7 @@ def test_over_budget_is_shown_refused_with_exit_3_then_applied_with_the_flag(ops
     # the pull-request comment is built from plan --format json files: it shows the budget line
     body = combine([read_json(out)])
     assert (
-        "⛔ **Budget**: budget \\$20.00/month: \\$24.00/month after the plan (+\\$24.00): over budget"
-        in body
+        "⛔ **Budget**: budget \\$20.00/month: \\$24.00/month after the plan (+\\$24.00): over budget" in body
     ), body
     code, out, err = ops.sandbox("plan", "--producer", "mc")
     assert code == 2 and "Budget: budget $20.00/month: $24.00/month after the plan" in out

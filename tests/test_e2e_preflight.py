@@ -46,6 +46,11 @@ def ops(example: Path) -> Watched:
     return Watched(example)
 
 
+def fresh_account(ops: Watched) -> None:
+    """No sandbox account yet: the edited configuration seeds it (not the example fixture)."""
+    shutil.rmtree(ops.cloud.parent)
+
+
 def test_a_missing_cluster_stops_plan_and_apply_at_the_manifest_line(ops: Watched) -> None:
     ops.edit("@mc/catalog/.infra.yaml", "cluster: uvlava-pg", "cluster: other-pg")
     expected = [
@@ -72,9 +77,13 @@ def test_a_missing_cluster_stops_plan_and_apply_at_the_manifest_line(ops: Watche
 
 
 def test_the_sandbox_no_longer_makes_clusters_on_demand(ops: Watched) -> None:
+    fresh_account(ops)
     ops.edit("infra-apply.toml", 'clusters = ["uvlava-pg"]', 'clusters = ["main-pg"]')
-    [line] = ops.refused("plan", "--producer", "quinn")
-    assert line.startswith("@quinn/auth-svc/.infra.yaml:5:12: error preflight: database cluster 'uvlava-pg'")
+    manifest, trusted = ops.refused("plan", "--producer", "quinn")
+    missing = "error preflight: database cluster 'uvlava-pg'"
+    assert manifest.startswith(f"@quinn/auth-svc/.infra.yaml:5:12: {missing}")
+    # quinn also owns the cluster's trusted sources: located at their [clusters."uvlava-pg"] line
+    assert trusted.startswith(f"infra-apply.toml:19:1: {missing}")
     assert [c["name"] for c in cloud.list_clusters(ops.cloud)] == ["main-pg"]
 
 
@@ -108,6 +117,7 @@ def test_a_region_the_account_does_not_offer_stops_the_run(ops: Watched) -> None
 
 
 def test_an_ssh_key_the_account_lacks_stops_the_run_at_the_config_line(ops: Watched) -> None:
+    fresh_account(ops)
     ops.edit("infra-apply.toml", "[sandbox]", '[sandbox]\nssh_keys = ["ops-2026"]')
     [line] = ops.refused("plan", "--producer", "ct")
     assert line == (

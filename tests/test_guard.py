@@ -90,9 +90,7 @@ def test_imported_droplet_that_would_be_replaced_is_refused() -> None:
         NAMES,
     )
     assert plan.counts["replace"] == 1 and plan.counts["import"] == 1
-    assert [c.address for c in guard(plan, (), ()).blocked] == [
-        "digitalocean_droplet.quinn_artifacts"
-    ]
+    assert [c.address for c in guard(plan, (), ()).blocked] == ["digitalocean_droplet.quinn_artifacts"]
 
 
 def test_unused_allowances_catch_typos_and_the_wrong_flag() -> None:
@@ -119,9 +117,7 @@ def test_unused_allowances_catch_typos_and_the_wrong_flag() -> None:
 
 def test_verdict_ok_means_nothing_blocked() -> None:
     assert GuardVerdict().ok
-    change = Change(
-        address="digitalocean_droplet.a", type="digitalocean_droplet", name="a", action="delete"
-    )
+    change = Change(address="digitalocean_droplet.a", type="digitalocean_droplet", name="a", action="delete")
     assert not GuardVerdict(blocked=(change,)).ok
 
 

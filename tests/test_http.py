@@ -238,7 +238,13 @@ def test_the_cli_ends_in_one_line_and_exit_1_for_both_clients(
     runs = [
         run_cli("--root", str(EXAMPLE_TREE), "validate", "--live", env=env),
         run_cli(
-            "comment", "--pr", "7", "--repo", "o/r", "--api-url", hostile.url,
+            "comment",
+            "--pr",
+            "7",
+            "--repo",
+            "o/r",
+            "--api-url",
+            hostile.url,
             "plan.md",
             env=env,
             cwd=tmp_path,

@@ -73,8 +73,10 @@ def test_every_managed_kind_but_the_safe_ones_guards_its_loss() -> None:
     for kind in kinds.KINDS.values():
         if kind.mode == "managed":
             assert not kind.safe_to_lose, kind.type
-            assert kind.guard.destroy == "--allow-destroy"
-            assert kind.guard.replace == "--allow-replace"
+            # a cluster's trusted sources are consented to, every way, by naming the cluster
+            own = "--allow-trusted-sources" if kind is kinds.DATABASE_FIREWALL else None
+            assert kind.guard.destroy == (own or "--allow-destroy")
+            assert kind.guard.replace == (own or "--allow-replace")
     assert kinds.guard_flag("digitalocean_vpc", "destroy") == "--allow-destroy"  # unknown: refused
     assert kinds.guard_flag("digitalocean_vpc", "replace") == "--allow-replace"
 

@@ -446,9 +446,7 @@ def test_removing_then_registering_frees_and_reuses_the_lowest_address() -> None
 
 def test_renamed_droplet_entries_follow_the_new_name_and_keep_their_address() -> None:
     new = "com.uvlava.quinn.forge"
-    result = mesh.plan_registration(
-        base_doc(), "quinn", [droplet(new, ("forge",))], renamed={ARTIFACTS: new}
-    )
+    result = mesh.plan_registration(base_doc(), "quinn", [droplet(new, ("forge",))], renamed={ARTIFACTS: new})
     forge = result.document["hosts"]["forge"]
     assert (forge["droplet"], forge["mesh_ip"]) == (new, "10.9.0.6")
     assert list(result.document["hosts"]) == ["wg", "mac", "forge"]
@@ -460,9 +458,7 @@ def test_a_rename_and_an_update_of_one_host_are_reported_as_one_change() -> None
     result = mesh.plan_registration(
         base_doc(), "quinn", [droplet(new, public_ip="203.0.113.99")], renamed={ARTIFACTS: new}
     )
-    assert result.changes == (
-        HostChange("updated", "forge", "10.9.0.6", new, ("droplet", "public_ip")),
-    )
+    assert result.changes == (HostChange("updated", "forge", "10.9.0.6", new, ("droplet", "public_ip")),)
 
 
 def test_a_renamed_and_replaced_droplet_is_one_replaced_change() -> None:
@@ -470,9 +466,7 @@ def test_a_renamed_and_replaced_droplet_is_one_replaced_change() -> None:
     result = mesh.plan_registration(
         base_doc(), "quinn", [droplet(new, droplet_id="9999")], renamed={ARTIFACTS: new}
     )
-    assert result.changes == (
-        HostChange("replaced", "forge", "10.9.0.6", new, ("droplet", "droplet_id")),
-    )
+    assert result.changes == (HostChange("replaced", "forge", "10.9.0.6", new, ("droplet", "droplet_id")),)
 
 
 def test_without_the_rename_the_new_name_would_conflict() -> None:
@@ -943,9 +937,7 @@ def check_consistent(path: Path, base: dict[str, Any]) -> str:
     crash = {k: v for k, v in doc["hosts"].items() if k.startswith("crash-")}
     rest = {k: v for k, v in doc["hosts"].items() if not k.startswith("crash-")}
     assert rest == base["hosts"]
-    assert {k: v for k, v in doc.items() if k != "hosts"} == {
-        k: v for k, v in base.items() if k != "hosts"
-    }
+    assert {k: v for k, v in doc.items() if k != "hosts"} == {k: v for k, v in base.items() if k != "hosts"}
     if not crash:
         return "without"
     assert sorted(crash) == ["crash-a", "crash-b", "crash-c", "crash-d"]
@@ -992,9 +984,7 @@ def test_registration_killed_at_random_points_never_leaves_a_broken_file(
     for lane in lanes:
         lane.mkdir()
     with ThreadPoolExecutor(len(lanes)) as pool:
-        runs = list(
-            pool.map(lambda i: run_crash_trials(lanes[i], 50, seed=i), range(2))
-        )
+        runs = list(pool.map(lambda i: run_crash_trials(lanes[i], 50, seed=i), range(2)))
     states = [s for lane_states, _ in runs for s in lane_states]
     assert "broken" not in states
     # Kills landed after registrations and after removals alike.

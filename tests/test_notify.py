@@ -11,6 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply import notify
+from infra_apply.account import choose
 from infra_apply.config import ConfigError, load
 from infra_apply.sandbox import cloud
 from tests import stopping
@@ -41,7 +42,7 @@ def test_a_500_is_retried_and_the_event_delivered_once(httpserver: HTTPServer) -
     warnings: list[str] = []
     slept: list[float] = []
     hook = notify.Notifier(httpserver.url_for("/hook"), warnings.append, slept.append)
-    assert hook.send(notify.apply_refused("quinn", sandbox=True))
+    assert hook.send(notify.apply_refused("quinn", choose(True)))
     assert warnings == [] and slept == [notify.BACKOFF_SECONDS]
     first, second = payloads(httpserver)
     assert first == second
@@ -54,7 +55,7 @@ def test_a_failing_hook_warns_once_without_its_url(httpserver: HTTPServer) -> No
     warnings: list[str] = []
     url = httpserver.url_for("/secret-path")
     hook = notify.Notifier(url, warnings.append, lambda _: None)
-    assert not hook.send(notify.apply_failed("quinn", 1, sandbox=False))
+    assert not hook.send(notify.apply_failed("quinn", 1, choose(False)))
     assert len(httpserver.log) == notify.ATTEMPTS
     [line] = warnings
     assert "not delivered" in line and "secret-path" not in line and url not in line
@@ -64,7 +65,7 @@ def test_an_unreachable_hook_warns_without_its_url() -> None:
     warnings: list[str] = []
     url = "http://127.0.0.1:9/secret-path"  # discard port: nothing listens
     hook = notify.Notifier(url, warnings.append, lambda _: None)
-    assert not hook.send(notify.drift_found(["quinn"], sandbox=False))
+    assert not hook.send(notify.drift_found(["quinn"], choose(False)))
     [line] = warnings
     assert "secret-path" not in line
 
@@ -72,7 +73,7 @@ def test_an_unreachable_hook_warns_without_its_url() -> None:
 def test_an_unset_variable_is_one_warning_and_nothing_sent() -> None:
     warnings: list[str] = []
     hook = notify.notifier(notify.NotifySettings("INFRA_APPLY_WEBHOOK"), {}, warnings.append)
-    assert hook.url is None and not hook.send(notify.apply_refused("quinn", sandbox=False))
+    assert hook.url is None and not hook.send(notify.apply_refused("quinn", choose(False)))
     [line] = warnings
     assert "INFRA_APPLY_WEBHOOK" in line and "not set" in line
     assert notify.notifier(notify.NotifySettings(), {}, warnings.append).url is None

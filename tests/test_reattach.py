@@ -61,9 +61,7 @@ def test_plan_and_show_share_one_provider_init_and_apply_never_do(example: Path,
     assert sum(c == "plan" for c, _ in made) == 3  # ct, mc, quinn
 
     log.unlink()
-    applied = run_cli(
-        *common, "apply", "--sandbox", "--producer", "quinn", "--auto-approve", env=env
-    )
+    applied = run_cli(*common, "apply", "--sandbox", "--producer", "quinn", "--auto-approve", env=env)
     assert applied.returncode == 0, applied.stderr
     assert not any(r for _, r in calls(log))  # an apply's plan and apply use Terraform's own
     assert provider_processes(tmp_path / "state") == set()  # the shared provider is gone with its run

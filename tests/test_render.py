@@ -179,15 +179,18 @@ def test_outputs_are_keyed_by_live_name() -> None:
     assert 'hosts                = ["edge"]' in out
 
 
-@pytest.mark.parametrize(("ledger", "problem"), [
-    ('{"droplets": {"a": {"name": "x", "moved_from": ["a b\\"}"]}}}', "is not a Terraform resource name"),
-    ('{"droplets": {"a b": {"name": "x"}}}', "is not a Terraform resource name"),
-    ('{"droplets": {"a": {"name": "x"}, "b": {"name": "x"}}}', "has two addresses"),
-    ('{"droplets": {"a": {"name": "x", "hosts": "forge"}}}', "must be lists of strings"),
-    ('{"droplets": {"a": {"name": "x"}, "b": {"name": "y", "moved_from": ["a"]}}}', "a current address"),
-    ('{"droplets": []}', "not valid"),
-    ("not json", "not valid"),
-])
+@pytest.mark.parametrize(
+    ("ledger", "problem"),
+    [
+        ('{"droplets": {"a": {"name": "x", "moved_from": ["a b\\"}"]}}}', "is not a Terraform resource name"),
+        ('{"droplets": {"a b": {"name": "x"}}}', "is not a Terraform resource name"),
+        ('{"droplets": {"a": {"name": "x"}, "b": {"name": "x"}}}', "has two addresses"),
+        ('{"droplets": {"a": {"name": "x", "hosts": "forge"}}}', "must be lists of strings"),
+        ('{"droplets": {"a": {"name": "x"}, "b": {"name": "y", "moved_from": ["a"]}}}', "a current address"),
+        ('{"droplets": []}', "not valid"),
+        ("not json", "not valid"),
+    ],
+)
 def test_a_damaged_ledger_is_a_located_error(ledger: str, problem: str) -> None:
     from infra_apply.errors import InfraApplyError
 

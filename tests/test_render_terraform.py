@@ -135,6 +135,7 @@ def test_every_emitted_type_and_attribute_exists_in_the_real_provider(
         "digitalocean_firewall",
         "digitalocean_database_db",
         "digitalocean_database_user",
+        "digitalocean_database_firewall",
         "digitalocean_database_cluster",
         "digitalocean_ssh_key",
     }
@@ -194,8 +195,17 @@ class HostileTree:
             say=lambda _: None,
         )
 
-    def run(self, host: str, cluster: str, name: str, user: str, project_name: str, role: str, size: str,
-            image: str) -> None:
+    def run(
+        self,
+        host: str,
+        cluster: str,
+        name: str,
+        user: str,
+        project_name: str,
+        role: str,
+        size: str,
+        image: str,
+    ) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         write_tree(
             self.root,
@@ -239,7 +249,6 @@ class HostileTree:
         assert isinstance(output, dict)
         assert output["com.uvlava.ct.box"]["hosts"] == [host]
 
-
     def offer(self, cluster: str, size: str, image: str) -> None:
         """The sandbox account has the cluster, size and image the manifests name: what is under
         test is how the strings reach Terraform (pre-flight is not run here)."""
@@ -263,14 +272,45 @@ def hostile_tree(tmp_path_factory: pytest.TempPathFactory) -> HostileTree:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@example(host="${path.module}", cluster='pg"\\${x}', name="a\nb%{ if true }", user="$${u}",
-         project_name="*/ \u202e", role="r", size="s-1vcpu-1gb", image="ubuntu-24-04-x64")
-@example(host='"; } #', cluster="%%{x}", name="\\", user="é€😀", project_name="\n", role="a:b",
-         size="gpu-x", image="123")
-@given(host=HOSTILE, cluster=HOSTILE, name=HOSTILE, user=HOSTILE, project_name=HOSTILE,
-       role=HOSTILE | SLUGGISH, size=HOSTILE | SLUGGISH, image=HOSTILE | SLUGGISH)
+@example(
+    host="${path.module}",
+    cluster='pg"\\${x}',
+    name="a\nb%{ if true }",
+    user="$${u}",
+    project_name="*/ \u202e",
+    role="r",
+    size="s-1vcpu-1gb",
+    image="ubuntu-24-04-x64",
+)
+@example(
+    host='"; } #',
+    cluster="%%{x}",
+    name="\\",
+    user="é€😀",
+    project_name="\n",
+    role="a:b",
+    size="gpu-x",
+    image="123",
+)
+@given(
+    host=HOSTILE,
+    cluster=HOSTILE,
+    name=HOSTILE,
+    user=HOSTILE,
+    project_name=HOSTILE,
+    role=HOSTILE | SLUGGISH,
+    size=HOSTILE | SLUGGISH,
+    image=HOSTILE | SLUGGISH,
+)
 def test_hostile_strings_are_rejected_or_reach_terraform_verbatim(
-    hostile_tree: HostileTree, host: str, cluster: str, name: str, user: str, project_name: str, role: str,
-    size: str, image: str,
+    hostile_tree: HostileTree,
+    host: str,
+    cluster: str,
+    name: str,
+    user: str,
+    project_name: str,
+    role: str,
+    size: str,
+    image: str,
 ) -> None:
     hostile_tree.run(host, cluster, name, user, project_name, role, size, image)

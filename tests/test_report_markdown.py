@@ -152,10 +152,7 @@ def test_markdown_of_a_huge_plan_is_truncated_under_the_limit() -> None:
         )
         for i in range(2000)
     ]
-    big += [
-        rc(f"digitalocean_firewall.new_{i}", ["create"], after={"name": f"fw-{i}"})
-        for i in range(3000)
-    ]
+    big += [rc(f"digitalocean_firewall.new_{i}", ["create"], after={"name": f"fw-{i}"}) for i in range(3000)]
     quinn = parse_plan("quinn", synthetic(*big), {})
     ct = parse_plan("ct", synthetic(*big[:100]), {})
     assert len(quinn.changes) == 5000
@@ -164,8 +161,7 @@ def test_markdown_of_a_huge_plan_is_truncated_under_the_limit() -> None:
     shown = len([line for line in md.splitlines() if line.startswith(("- ⚠️", "- 🆕"))])
     assert 0 < shown < 5000
     assert md.endswith(
-        f"… truncated: {5100 - shown} more changes; "
-        "run infra-apply plan locally for the full list\n"
+        f"… truncated: {5100 - shown} more changes; run infra-apply plan locally for the full list\n"
     )
     # Truncation never leaves a section or a fence open, and the table is intact.
     assert md.count("<details") == md.count("</details>")
@@ -190,10 +186,7 @@ def test_a_huge_plan_uses_the_forges_room_and_comment_never_cuts_it() -> None:
 
 
 def test_markdown_with_huge_names_still_fits() -> None:
-    changes = [
-        rc(f"digitalocean_droplet.d{i}", ["delete"], before={"name": "n" * 100_000})
-        for i in range(3)
-    ]
+    changes = [rc(f"digitalocean_droplet.d{i}", ["delete"], before={"name": "n" * 100_000}) for i in range(3)]
     plan = parse_plan("p" * 100_000, synthetic(*changes), {})
     assert len(format_markdown(producer_reports([plan], {}, {}))) <= MARKDOWN_LIMIT
 
@@ -245,7 +238,7 @@ def test_outside_terraform_is_its_own_section_apart_from_this_pull_request() -> 
     ) in section
     assert "this plan changes tags back; name stays as found (see name drift)" in section
     assert (
-        'resized outside Terraform: com.uvlava.quinn.build (digitalocean\\_droplet.quinn\\_build): size '
+        "resized outside Terraform: com.uvlava.quinn.build (digitalocean\\_droplet.quinn\\_build): size "
         '"s-2vcpu-4gb" → "s-4vcpu-8gb" — this plan resizes it back to s-2vcpu-4gb, but its disk is already '
         "160 GB and DigitalOcean never shrinks a disk, so that resize will fail"
     ) in section

@@ -70,8 +70,7 @@ def test_text_shows_update_values_creates_and_imports() -> None:
     ) in text
     assert "  + create  com.uvlava.ct.gpu (digitalocean_droplet.ct_gpu[0])\n" in text
     assert (
-        " <= import  com.uvlava.quinn.artifacts (digitalocean_droplet.quinn_artifacts): "
-        "import id 412345678"
+        " <= import  com.uvlava.quinn.artifacts (digitalocean_droplet.quinn_artifacts): import id 412345678"
     ) in text
     assert "Plan: 1 to create, 1 to update, 0 to replace, 0 to destroy, 2 to import." in text
 
@@ -137,8 +136,7 @@ def test_colour_marks_each_action_and_every_warning_line() -> None:
     lines = format_text(reports, color=True).splitlines()
     assert (
         f"{RED}  - destroy{RESET} com.uvlava.quinn.mcp (digitalocean_droplet.quinn_mcp): "
-        "no longer in the manifests"
-        in lines
+        "no longer in the manifests" in lines
     )
     assert any(line.startswith(f"{MAGENTA}-/+ replace{RESET} com.uvlava.quinn.artifacts ") for line in lines)
     firewall = f"{YELLOW}  ~ update {RESET} firewall of com.uvlava.quinn.artifacts "

@@ -227,19 +227,15 @@ CASES: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
         "@ct/app/.infra.yaml",
         {
             **base_tree(),
-            "infra-apply.toml": "[producers.mc.droplets]\nssh_keys = [\"mc\"]\n",
+            "infra-apply.toml": '[producers.mc.droplets]\nssh_keys = ["mc"]\n',
             "@ct/.infra.yaml": producer_root("ct"),
-            "@ct/app/.infra.yaml": project(
-                "app", service={"host": "lime", "gpu": {"mode": "on-demand"}}
-            ),
+            "@ct/app/.infra.yaml": project("app", service={"host": "lime", "gpu": {"mode": "on-demand"}}),
             "@mc/.infra.yaml": producer_root("mc", droplet("com.uvlava.mc.services", ["lime"])),
         },
         {
             **base_tree(),
             "@ct/.infra.yaml": producer_root("ct"),
-            "@ct/app/.infra.yaml": project(
-                "app", service={"host": "lime", "gpu": {"mode": "on-demand"}}
-            ),
+            "@ct/app/.infra.yaml": project("app", service={"host": "lime", "gpu": {"mode": "on-demand"}}),
             "@mc/.infra.yaml": producer_root("mc", droplet("com.uvlava.mc.services", ["lime"])),
         },
     ),
@@ -419,20 +415,40 @@ def test_host_registered_under_a_droplets_old_name_is_not_a_conflict(tmp_path: P
 
 
 def test_dev_and_prod_sharing_a_database_is_an_error(tmp_path: Path) -> None:
-    dev = {"apiVersion": "infra/v1", "project": "app", "provider": "mac", "environment": "dev",
-           "database": db("pg", "app", "app_user")}
-    tree = {**base_tree(), "@ct/app/.infra.yaml": project("app", database=db("pg", "app", "app_user")),
-            "@ct/app/.infra.dev.yaml": dev}
+    dev = {
+        "apiVersion": "infra/v1",
+        "project": "app",
+        "provider": "mac",
+        "environment": "dev",
+        "database": db("pg", "app", "app_user"),
+    }
+    tree = {
+        **base_tree(),
+        "@ct/app/.infra.yaml": project("app", database=db("pg", "app", "app_user")),
+        "@ct/app/.infra.dev.yaml": dev,
+    }
     found = {(p.rule, p.path) for p in problems(tmp_path, tree) if p.level == "error"}
     assert found == {("own_db", "@ct/app/.infra.yaml"), ("http_coupling", "@ct/app/.infra.yaml")}
 
 
 def test_moving_a_host_to_another_current_droplet_is_a_conflict(tmp_path: Path) -> None:
     mesh = tmp_path / "m.json"
-    mesh.write_text(json.dumps({"network": "10.9.0.0/24", "hosts": {
-        "lime": {"mesh_ip": "10.9.0.5", "droplet": "com.uvlava.ct.services", "producer": "ct"}}}))
-    tree = {**base_tree(), "@ct/.infra.yaml": producer_root(
-        "ct", droplet("com.uvlava.ct.services", ["other"]), droplet("com.uvlava.ct.apps", ["lime"]))}
+    mesh.write_text(
+        json.dumps(
+            {
+                "network": "10.9.0.0/24",
+                "hosts": {
+                    "lime": {"mesh_ip": "10.9.0.5", "droplet": "com.uvlava.ct.services", "producer": "ct"}
+                },
+            }
+        )
+    )
+    tree = {
+        **base_tree(),
+        "@ct/.infra.yaml": producer_root(
+            "ct", droplet("com.uvlava.ct.services", ["other"]), droplet("com.uvlava.ct.apps", ["lime"])
+        ),
+    }
     write_tree(tmp_path / "root", tree)
     found = [p for p in validate_tree(tmp_path / "root", mesh).problems if p.rule == "host_in_mesh"]
     assert found and "com.uvlava.ct.services" in found[0].message

@@ -7,6 +7,7 @@ Python itself uses to refuse an import, and ``find_spec`` reports such a module 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from importlib.abc import MetaPathFinder
@@ -52,6 +53,7 @@ def run_without(modules: tuple[str, ...], example: Path, *args: str) -> subproce
 
 @pytest.mark.parametrize("command", SANDBOX_COMMANDS, ids=[c[0] for c in SANDBOX_COMMANDS])
 def test_sandbox_without_its_extra_is_one_line_naming_it(command: tuple[str, ...], example: Path) -> None:
+    shutil.rmtree(example / "state")  # no sandbox account yet (the example fixture seeds one)
     mesh = str(example / "mesh-hosts.json")
     result = run_without(("tf",), example, *command, "--sandbox", "--mesh-hosts", mesh)
     assert (result.returncode, result.stdout) == (1, "")

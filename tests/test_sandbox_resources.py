@@ -21,6 +21,7 @@ from infra_apply.sandbox.resources import (
     RESOURCES,
     CloudResource,
     DatabaseDB,
+    DatabaseFirewall,
     DatabaseUser,
     Droplet,
     Firewall,
@@ -47,7 +48,9 @@ class Case(NamedTuple):
 
 RULE = {"protocol": "tcp", "port_range": "22", "source_addresses": ["0.0.0.0/0"]}
 UPTIME_ALERT_ID_FORMAT = "must use the IDs of the check and alert joined with a comma (e.g. `id1,id2`)"
-ROUTES = [{"email": ["ops@example.net"], "slack": [{"channel": "#ops", "url": "https://hooks.slack.invalid/x"}]}]
+ROUTES = [
+    {"email": ["ops@example.net"], "slack": [{"channel": "#ops", "url": "https://hooks.slack.invalid/x"}]}
+]
 
 
 def _alert_on_a_new_check(_: str) -> dict[str, Any]:
@@ -55,6 +58,7 @@ def _alert_on_a_new_check(_: str) -> dict[str, Any]:
     with cloud.transaction(os.environ[cloud.ENV_VAR]) as c:
         check = cloud.add_uptime_check(c, {"name": "a.example.net", "type": "https", "target": "https://a"})
     return {"check_id": check["id"], "name": "down", "type": "down", "period": "2m", "notifications": ROUTES}
+
 
 CASES = {
     "droplet": Case(
@@ -133,7 +137,8 @@ def _created(case: Case, path: Path) -> tuple[CloudResource, Ctx, dict[str, Any]
 
 
 def test_every_served_type_is_a_case() -> None:
-    assert {kind.name for kind in RESOURCES} == set(CASES)
+    # the database firewall is no record of its own (the cluster's rule list): tested below
+    assert {kind.name for kind in RESOURCES if kind is not DatabaseFirewall} == set(CASES)
     assert all(not issubclass(kind, CloudResource) for kind in DATA_SOURCES)
 
 
@@ -354,3 +359,64 @@ def test_seeding_adds_only_what_it_is_given(tmp_path: Path) -> None:
     assert [c["name"] for c in cloud.list_clusters(path)] == ["a-pg"]
     assert [(k["id"], k["name"]) for k in cloud.list_ssh_keys(path)] == [(41001, "k1"), (41002, "k2")]
     assert cloud.load(path)["catalogue"]["as_of"] == "2026-11-29"
+
+
+# ---------------------------------------------------------------- digitalocean_database_firewall
+
+
+def _trusted(path: Path) -> tuple[DatabaseFirewall, Ctx, str]:
+    return DatabaseFirewall(None), Ctx(Diagnostics()), str(cloud.list_clusters(path)[0]["id"])
+
+
+def _rules(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
+    return [{"type": t, "value": v, "uuid": None, "created_at": None} for t, v in pairs]
+
+
+def test_database_firewall_owns_the_whole_rule_list(cloud_file: Path) -> None:
+    resource, ctx, cluster_id = _trusted(cloud_file)
+    with cloud.transaction(cloud_file) as c:  # a rule made by hand, before Terraform
+        cloud.put_cluster_rules(c, cluster_id, [("ip_addr", "198.51.100.7")])
+    config = {"cluster_id": cluster_id, "id": None, "rule": _rules(("tag", "db-uvlava-pg"))}
+    planned = resource.plan_change(ctx.diagnostics, None, config)
+    assert planned["id"] is Unknown and planned["rule"][0]["uuid"] is Unknown
+    state = resource.create(ctx, planned)
+    assert state is not None and _messages(ctx) == []
+    # the id is made locally from the cluster's; the hand-made rule is gone (PUT replaces)
+    assert state["id"].startswith(f"{cluster_id}-") and state["id"] != cluster_id
+    [rule] = cloud.cluster_rules(cloud.load(cloud_file), cluster_id)
+    assert (rule["type"], rule["value"]) == ("tag", "db-uvlava-pg")
+    assert resource.read(ctx, state) == state  # no perpetual diff
+    # a kept rule keeps its uuid in the plan; a new one learns its own on apply
+    more = {**state, "rule": _rules(("tag", "db-uvlava-pg"), ("ip_addr", "203.0.113.4/32"))}
+    replanned = resource.plan_change(ctx.diagnostics, state, more)
+    uuids = {r["value"]: r["uuid"] for r in replanned["rule"]}
+    assert uuids == {"db-uvlava-pg": rule["uuid"], "203.0.113.4/32": Unknown}
+    assert resource.replace_paths(state, replanned) == []  # rules update in place
+    updated = resource.update(ctx, state, replanned)
+    assert updated is not None and len(updated["rule"]) == 2
+    moved = resource.plan_change(ctx.diagnostics, state, {**state, "cluster_id": "another"})
+    assert resource.replace_paths(state, moved) == ["cluster_id"]  # ForceNew
+    # import takes the cluster id; destroy clears every rule
+    imported = resource.import_(ctx, cluster_id)
+    assert imported is not None and imported["rule"] == updated["rule"]
+    resource.delete(ctx, updated)
+    assert cloud.cluster_rules(cloud.load(cloud_file), cluster_id) == []
+    assert _messages(ctx) == []
+
+
+def test_database_firewall_validates_like_the_provider(cloud_file: Path) -> None:
+    resource, ctx, cluster_id = _trusted(cloud_file)
+    resource.validate(
+        ctx.diagnostics, "digitalocean_database_firewall", {"cluster_id": cluster_id, "rule": []}
+    )
+    resource.validate(
+        ctx.diagnostics,
+        "digitalocean_database_firewall",
+        {"cluster_id": cluster_id, "rule": _rules(("vpc", "x"))},
+    )
+    assert [summary for summary, _ in _messages(ctx)] == [
+        "Insufficient rule blocks",
+        "Invalid value for type",
+    ]
+    gone = resource.import_(ctx, "no-such-cluster")
+    assert gone is None and "not found (404)" in _messages(ctx)[-1][1]

@@ -14,6 +14,8 @@ from tf.utils import Diagnostics
 from infra_apply.sandbox.schema import (
     DATABASE_CLUSTER_ATTRS,
     DATABASE_DB_ATTRS,
+    DATABASE_FIREWALL_ATTRS,
+    DATABASE_FIREWALL_RULE_ATTRS,
     DATABASE_USER_ATTRS,
     DROPLET_ATTRS,
     FIREWALL_ATTRS,
@@ -42,6 +44,10 @@ TABLES: dict[tuple[str, str], tuple[tuple[Attr, ...], dict[str, tuple[Attr, ...]
     ("resource_schemas", "digitalocean_firewall"): (FIREWALL_ATTRS, FIREWALL_RULE_ATTRS),
     ("resource_schemas", "digitalocean_database_db"): (DATABASE_DB_ATTRS, {}),
     ("resource_schemas", "digitalocean_database_user"): (DATABASE_USER_ATTRS, {}),
+    ("resource_schemas", "digitalocean_database_firewall"): (
+        DATABASE_FIREWALL_ATTRS,
+        DATABASE_FIREWALL_RULE_ATTRS,
+    ),
     ("data_source_schemas", "digitalocean_database_cluster"): (DATABASE_CLUSTER_ATTRS, {}),
     ("data_source_schemas", "digitalocean_ssh_key"): (SSH_KEY_ATTRS, {}),
 }

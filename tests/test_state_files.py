@@ -247,7 +247,7 @@ def long_root(base: Path) -> tuple[list[str], dict[str, str]]:
 
 def corrupt_cloud(base: Path) -> tuple[list[str], dict[str, str]]:
     cloud = base / "state" / "sandbox" / "cloud.json"
-    cloud.parent.mkdir(parents=True)
+    cloud.parent.mkdir(parents=True, exist_ok=True)  # the example fixture's account is there
     cloud.write_text('{"version": 1, "droplets": {"1001": {"name": "com.uvlava.dns",\n')
     return ["plan", "--producer", "quinn", "--sandbox", "--out", str(base / "generated")], {}
 

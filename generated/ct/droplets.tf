@@ -30,7 +30,7 @@ resource "digitalocean_droplet" "ct_services" {
   region     = "nyc3"
   size       = "s-2vcpu-4gb"
   image      = "ubuntu-24-04-x64"
-  tags       = ["managed-by:infra-apply", "producer:ct", "role:services"]
+  tags       = ["db-uvlava-pg", "managed-by:infra-apply", "producer:ct", "role:services"]
   ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id, data.digitalocean_ssh_key.ct-deploy.id]
   monitoring = true
   # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.

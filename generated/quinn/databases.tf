@@ -2,6 +2,7 @@
 # `infra-apply render`; hand edits are overwritten and flagged by `infra-apply render --check`.
 # source: "@quinn/.infra.yaml"
 # source: "@quinn/auth-svc/.infra.yaml"
+# source: "infra-apply.toml"
 
 # Shared managed cluster: looked up, never owned here (rule own_db).
 data "digitalocean_database_cluster" "uvlava-pg" {
@@ -17,4 +18,20 @@ resource "digitalocean_database_db" "uvlava-pg__auth" {
 resource "digitalocean_database_user" "uvlava-pg__auth_app" {
   cluster_id = data.digitalocean_database_cluster.uvlava-pg.id
   name       = "auth_app"
+}
+
+# Trusted sources of "uvlava-pg" ("infra-apply.toml"): the cluster's whole rule list.
+# Its hosts carry the tag in every producer; the rules do not change as droplets come and go.
+resource "digitalocean_database_firewall" "uvlava-pg" {
+  cluster_id = data.digitalocean_database_cluster.uvlava-pg.id
+
+  rule {
+    type  = "tag"
+    value = "db-uvlava-pg"
+  }
+
+  rule {
+    type  = "ip_addr"
+    value = "203.0.113.4/32"
+  }
 }

@@ -53,7 +53,7 @@ resource "digitalocean_droplet" "quinn_mcp" {
   region     = "nyc3"
   size       = "s-2vcpu-4gb"
   image      = "ubuntu-24-04-x64"
-  tags       = ["managed-by:infra-apply", "producer:quinn", "role:mcp"]
+  tags       = ["db-uvlava-pg", "managed-by:infra-apply", "producer:quinn", "role:mcp"]
   ssh_keys   = [data.digitalocean_ssh_key.ops-2026.id]
   monitoring = true
   # "cloud-init/base.yaml" (infra-apply.toml), read as it is: file() never interpolates.

@@ -68,6 +68,7 @@ class ApplyOptions:
     allow_replace: tuple[str, ...] = ()
     allow_resize: tuple[str, ...] = ()  # droplets it may resize in place (downtime, disk grows)
     allow_over_budget: tuple[str, ...] = ()  # producers whose budget this apply may exceed
+    allow_trusted_sources: tuple[str, ...] = ()  # clusters whose trusted sources may cut a client off
     auto_approve: bool = False  # apply without asking (needed without a terminal)
     gpu: tuple[str, ...] = ()  # on-demand GPU droplets planned on (what their leases hold)
     # gpu up / down / reap: the resources (base addresses) the plan may change. The plan is
@@ -160,7 +161,12 @@ def apply_producer(
     planned = plan_one(
         prep, ctx.say, gpu=options.gpu, clock=ctx.clock, accounts=accounts, targets=_targets(options.only)
     )
-    allow = (options.allow_destroy, options.allow_replace, options.allow_resize)
+    allow = (
+        options.allow_destroy,
+        options.allow_replace,
+        options.allow_resize,
+        options.allow_trusted_sources,
+    )
     verdict = guard(planned.plan, *allow)
     gpus = options.gpus_up
     if options.leased is not None:
@@ -350,9 +356,7 @@ def _confirmed(producer: str, terminal: Terminal, auto_approve: bool) -> bool:
 def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> WriteResult | None:
     """Register the hosts (and drop the destroyed droplets' ones); a failure here says the
     apply itself went through and how to finish."""
-    removed = [
-        c.name for c in planned.plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"
-    ]
+    removed = [c.name for c in planned.plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"]
     if not (prep.producer.droplets or removed):
         return None
     started = ctx.clock()

@@ -121,4 +121,3 @@ def notes(done: Commented) -> tuple[str, ...]:
             f"infra-apply: warning: {kind} {f.number} by {f.user} carries the marker; not ours, left alone"
         )
     return tuple(out)
-

@@ -144,7 +144,7 @@ def _ways(way: str, prep: Prepared, db: Database, target: Target, client: Client
         producers = sorted({prep.producer.name, client.producer or prep.producer.name})
         applies = " and ".join(f"`{remedy.for_producer('apply', p, keep=keep)}`" for p in producers)
         return f"apply first ({applies}), then run this again; or {public}"
-    moved = 'move the project to a droplet in the cluster\'s VPC (docs/safety.md, "The cluster\'s network")'
+    moved = "move the project to a droplet in the cluster's VPC (docs/safety.md, \"The cluster's network\")"
     return f"{public}, or {moved}"
 
 

@@ -228,7 +228,9 @@ def plan_one(
     whose lists pre-flight already asked for."""
     name = prep.producer.name
     # the account is read while Terraform plans: what the plan creates is looked up after
-    clusters = {db.cluster for db in prep.producer.databases}
+    clusters = {db.cluster for db in prep.producer.databases} | {
+        t.cluster for t in prep.producer.trusted_sources
+    }
     lookup = exists.start(prep.account.source(prep, accounts), clusters)
     prep.copy.init()
     say(f"{name}: terraform plan")
@@ -236,8 +238,18 @@ def plan_one(
     variables = gpu_variables(prep, gpu) | ssh_variables(prep)
     planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     if lookup is None:
-        return planned
-    return _settle(prep, copy, planned, lookup.result(), say, variables, clock, targets)
+        return _trusted(planned, None)
+    account = lookup.result()
+    return _trusted(_settle(prep, copy, planned, account, say, variables, clock, targets), account)
+
+
+def _trusted(planned: Planned, account: exists.Account | None) -> Planned:
+    """The plan with whom each trusted-sources change cuts off (trusted.py)."""
+    from infra_apply import trusted
+
+    prep = planned.prep
+    keep = prep.account.remedy_flags
+    return replace(planned, plan=trusted.review(planned.plan, planned.raw, prep.producer, account, keep=keep))
 
 
 def _plan_and_show(
@@ -329,9 +341,7 @@ def plan_all(
     gpu = tuple(gpu)
     unknown = sorted(set(gpu) - {g for p in preps for g in p.rendered.gpu_variables})
     if unknown:
-        raise InfraApplyError(
-            f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned"
-        )
+        raise InfraApplyError(f"{', '.join(unknown)}: not an on-demand GPU droplet of the producers planned")
     workers = max(1, min(len(preps), os.cpu_count() or 1))
     with contextlib.ExitStack() as stack:
         provider_env = None

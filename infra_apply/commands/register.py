@@ -122,4 +122,3 @@ def output(done: Registered, fmt: str) -> Output:
     from infra_apply.report import formats
 
     return Output(formats.register().render(done, fmt))
-

@@ -72,4 +72,3 @@ def output(result: RenameResult, fmt: str) -> Output:
     from infra_apply.report import formats
 
     return Output(formats.rename().render(result, fmt))
-

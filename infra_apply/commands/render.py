@@ -58,4 +58,3 @@ def output(result: Rendering, fmt: str) -> Output:
             ExitCode.ERROR,
         )
     return Output(text)
-

@@ -91,4 +91,3 @@ def output(result: Validated, fmt: str) -> Output:
     text = formats.validate().render(result, fmt)
     hint = (result.hint,) if result.hint else ()  # stderr: --format json keeps stdout JSON
     return Output(text, hint, code=ExitCode.ERROR if result.failed else ExitCode.OK)
-

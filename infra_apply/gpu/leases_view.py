@@ -69,9 +69,7 @@ class Leases:
 def unleased_up(plan: ProducerPlan, rendered: Rendered, leased: Collection[str]) -> tuple[GpuUp, ...]:
     """The GPU droplets ``plan`` destroys though no lease was ever ended for them: up without a
     lease. Said in the summary with the two ways out, never as a bare destroy."""
-    deleted = {
-        c.base_address for c in plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"
-    }
+    deleted = {c.base_address for c in plan.changes if c.type == kinds.DROPLET.type and c.action == "delete"}
     return tuple(
         GpuUp(name, None, None)
         for name in sorted(rendered.gpu_variables)

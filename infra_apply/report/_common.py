@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
 
 from infra_apply import kinds, remedy
 from infra_apply.do_semantics import PublicPort, reason
 from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
+from infra_apply.kinds import AllowFlag
 from infra_apply.plan_outside import SIZE_DERIVED, answer, undoes
 from infra_apply.plan_parse import Change, NameDrift, ProducerPlan, SettingsDrift
 
@@ -31,6 +32,14 @@ def detail(change: Change) -> str:
     if change.action in ("replace", "delete"):
         return reason(change, with_values=True)
     parts = []
+    if change.cuts_off:  # a trusted-sources change: whom it cuts off, then its rules
+        parts.append(reason(change, with_values=True))
+    if (
+        change.cuts_off is not None
+        and change.action == "create"
+        and (rules := change.diff("rule")) is not None
+    ):
+        parts.append(rules.render())
     if change.resize is not None:
         parts.append(reason(change, with_values=True))
         parts.append(", ".join(_attr_text(change, a) for a in change.updated_attrs if a not in _RESIZE_ATTRS))
@@ -57,18 +66,19 @@ def who(change: Change) -> str:
     return change.address if name == change.address else f"{name} ({change.address})"
 
 
-def port_callouts(
-    change: Change, esc: Escape
-) -> Iterator[tuple[Literal["opened", "closed", "moved"], str]]:
+def port_callouts(change: Change, esc: Escape) -> Iterator[tuple[Literal["opened", "closed", "moved"], str]]:
     """``public ports opened: 80/tcp, 443/tcp on NAME (ADDRESS)``, then the same for closed."""
     if change.ports_opened:
         yield "opened", f"public ports opened: {esc(_ports(change.ports_opened))} on {esc(who(change))}"
     if change.ports_closed:
         yield "closed", f"public ports closed: {esc(_ports(change.ports_closed))} on {esc(who(change))}"
     if change.ports_moved:
-        yield "moved", (
-            f"public ports moved to {esc(who(change))} from its droplet's other firewall (open "
-            f"throughout): {esc(_ports(change.ports_moved))}"
+        yield (
+            "moved",
+            (
+                f"public ports moved to {esc(who(change))} from its droplet's other firewall (open "
+                f"throughout): {esc(_ports(change.ports_moved))}"
+            ),
         )
     if change.ssh is not None:
         yield "closed", ssh_sentence(change, esc)
@@ -264,7 +274,12 @@ def impossible_resizes(plan: ProducerPlan) -> list[Change]:
     return [c for c in plan.changes if c.resize is not None and c.resize.fails]
 
 
-_CONSENT = {"--allow-destroy": "destroy", "--allow-replace": "replace", "--allow-resize": "resize"}
+_CONSENT: Mapping[AllowFlag, str] = {
+    "--allow-destroy": "destroy",
+    "--allow-replace": "replace",
+    "--allow-resize": "resize",
+    "--allow-trusted-sources": "narrow the trusted sources of",
+}
 _MAX_NAMED = 6
 
 

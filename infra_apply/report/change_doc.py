@@ -5,6 +5,7 @@ and ``outside`` lists) and ``drift --format json`` (each producer's ``outside`` 
 resize, else Terraform's action). ``action`` is kept as each list has always written it:
 Terraform's action in a plan's ``changes``, ``resize`` folded in for a change made outside
 Terraform. ``attributes`` is kept beside ``updated_attrs`` (the same list) for the same reason.
+``cuts_off`` (only when someone is) says whom a trusted-sources change leaves without access.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def change_doc(change: Change, *, outside: bool = False) -> dict[str, object]:
         "attributes": list(change.updated_attrs),
         "diffs": [json_diff(d) for d in change.diffs],
         "resize": _json_resize(change),
+        **({"cuts_off": list(change.cuts_off)} if change.cuts_off else {}),
     }
 
 

@@ -263,7 +263,7 @@ def _md_section(report: ProducerReport) -> _Section:
         blocks.append(_Block("\n**Settings for new droplets only**\n\n"))
         blocks += [_Block("- 🔑 " + settings_sentence(d, _md_text) + "\n") for d in plan.settings_drift]
     if plan.ssh_bootstrap:
-        blocks.append(_Block("\n**SSH open until registered** (`ssh_from = \"mesh\"`)\n\n"))
+        blocks.append(_Block('\n**SSH open until registered** (`ssh_from = "mesh"`)\n\n'))
         blocks += [_Block("- 🔒 " + bootstrap_sentence(n, _md_text) + "\n") for n in plan.ssh_bootstrap]
     if report.gpus:
         blocks.append(_Block("\n**On-demand GPUs up** (released by `gpu down` or `gpu reap`)\n\n"))

@@ -613,6 +613,36 @@ def list_clusters(path: PathLike) -> list[Record]:
     return sorted(clusters.values(), key=lambda record: str(record["name"]))
 
 
+# A cluster's trusted sources: ``firewall_rules`` on its record, as GET /v2/databases/$ID/firewall
+# lists them ({uuid, cluster_uuid, type, value, created_at}); none means anyone may connect.
+
+
+def cluster_rules(cloud: Cloud, cluster_id: str) -> list[Record]:
+    _require_cluster(cloud, cluster_id)
+    rules: list[Record] = cloud["clusters"][cluster_id].get("firewall_rules", [])
+    return rules
+
+
+def put_cluster_rules(cloud: Cloud, cluster_id: str, wanted: Sequence[tuple[str, str]]) -> list[Record]:
+    """PUT /v2/databases/$ID/firewall: the whole list replaced; a rule kept keeps its uuid."""
+    old = {(r["type"], r["value"]): r for r in cluster_rules(cloud, cluster_id)}
+    rules = []
+    for rule_type, value in sorted(set(wanted)):
+        kept = old.get((rule_type, value))
+        rules.append(
+            kept
+            or {
+                "uuid": stable_uuid("db-firewall-rule", f"{cluster_id}/{_next(cloud, 'db_firewall_rule')}"),
+                "cluster_uuid": cluster_id,
+                "type": rule_type,
+                "value": value,
+                "created_at": _now(),
+            }
+        )
+    cloud["clusters"][cluster_id]["firewall_rules"] = rules
+    return rules
+
+
 def database_id(cluster_id: str, name: str) -> str:
     return f"{cluster_id}/database/{name}"
 

@@ -27,6 +27,9 @@ from infra_apply.sandbox.cloud import CloudError
 from infra_apply.sandbox.schema import (
     DATABASE_CLUSTER_ATTRS,
     DATABASE_DB_ATTRS,
+    DATABASE_FIREWALL_ATTRS,
+    DATABASE_FIREWALL_BLOCKS,
+    DATABASE_FIREWALL_RULE_ATTRS,
     DATABASE_USER_ATTRS,
     DROPLET_ATTRS,
     FIREWALL_ATTRS,
@@ -680,6 +683,106 @@ class MonitorAlert(CloudResource):
             diags.add_error("Invalid monitor alert", "entities: attribute supports 1 item minimum")
 
 
+# ---------------------------------------------------------------- digitalocean_database_firewall
+
+
+def _rule_pairs(rules: Any) -> list[tuple[str, str]]:
+    return [(str(r["type"]), str(r["value"])) for r in rules or ()]
+
+
+class DatabaseFirewall(Resource):
+    """``digitalocean_database_firewall``: a cluster's whole trusted-source list. Create and
+    update PUT the full list, delete PUTs an empty one; the id is made locally
+    (``<cluster_id>-<suffix>``), and an import takes the cluster id."""
+
+    name = "database_firewall"
+    attrs = DATABASE_FIREWALL_ATTRS
+    blocks = DATABASE_FIREWALL_BLOCKS
+
+    def validate(self, diags: Diags, type_name: str, config: State) -> None:
+        super().validate(diags, type_name, config)
+        rules = config.get("rule")
+        if rules is Unknown:
+            return
+        if not rules:
+            diags.add_error("Insufficient rule blocks", 'At least 1 "rule" blocks are required.')
+            return
+        for rule in rules:
+            for attr in DATABASE_FIREWALL_RULE_ATTRS["rule"]:
+                validate_attr(diags, attr, rule.get(attr.name), ["rule"])
+
+    def customize_plan(self, diags: Diags, prior: State | None, planned: State) -> None:
+        # A rule kept keeps the uuid and created_at the API gave it; a new one learns them on apply.
+        before: list[State] = (prior or {}).get("rule") or []
+        kept = {(r["type"], r["value"]): r for r in before}
+        rules = planned.get("rule")
+        if rules is None or rules is Unknown:
+            return
+        for rule in rules:
+            old = kept.get((rule.get("type"), rule.get("value")))
+            for field in ("uuid", "created_at"):
+                if rule.get(field) is None:
+                    rule[field] = old[field] if old is not None else Unknown
+
+    def _state(self, cluster_id: str, resource_id: str, rules: list[cloud.Record]) -> State:
+        return {
+            "id": resource_id,
+            "cluster_id": cluster_id,
+            "rule": [{k: r[k] for k in ("created_at", "type", "uuid", "value")} for r in rules],
+        }
+
+    def _put(
+        self, ctx: Any, summary: str, cluster_id: str, wanted: list[tuple[str, str]]
+    ) -> list[cloud.Record] | None:
+        path = cloud_path(ctx.diagnostics)
+        if path is None:
+            return None
+        with _reported(ctx.diagnostics, summary), cloud.transaction(path) as c:
+            return cloud.put_cluster_rules(c, cluster_id, wanted)
+        return None
+
+    def create(self, ctx: Any, planned: State) -> State | None:
+        cluster_id = str(planned["cluster_id"])
+        rules = self._put(ctx, "Error creating DatabaseFirewall", cluster_id, _rule_pairs(planned["rule"]))
+        if rules is None:
+            return None
+        return self._state(cluster_id, f"{cluster_id}-{_local_suffix()}", rules)
+
+    def read(self, ctx: Any, current: State) -> State | None:
+        path = cloud_path(ctx.diagnostics)
+        if path is None:
+            return current
+        record = cloud.load(path)["clusters"].get(str(current["cluster_id"]))
+        if record is None:
+            return None  # a 404 removes it from state
+        return self._state(record["id"], str(current["id"]), record.get("firewall_rules", []))
+
+    def update(self, ctx: Any, current: State, planned: State) -> State | None:
+        cluster_id = str(planned["cluster_id"])
+        rules = self._put(ctx, "Error updating DatabaseFirewall", cluster_id, _rule_pairs(planned["rule"]))
+        return current if rules is None else self._state(cluster_id, str(current["id"]), rules)
+
+    def delete(self, ctx: Any, current: State) -> None:
+        self._put(ctx, "Error deleting DatabaseFirewall", str(current["cluster_id"]), [])
+
+    def import_(self, ctx: Any, raw_id: str) -> State | None:
+        path = cloud_path(ctx.diagnostics)
+        if path is None:
+            return None
+        record = cloud.load(path)["clusters"].get(raw_id)
+        if record is None:
+            ctx.diagnostics.add_error(
+                "Error importing DatabaseFirewall", f"database cluster {raw_id} not found (404)"
+            )
+            return None
+        return self._state(raw_id, f"{raw_id}-{_local_suffix()}", record.get("firewall_rules", []))
+
+
+def _local_suffix() -> str:
+    """id.PrefixedUniqueId's suffix: made locally, unique, never an API id."""
+    return hashlib.sha1(f"{time.time_ns()}-{id(object())}".encode()).hexdigest()[:26]
+
+
 # ---------------------------------------------------------------- data source
 
 _CLUSTER_FIELDS = (
@@ -782,5 +885,6 @@ RESOURCES: tuple[type[Resource], ...] = (
     UptimeCheck,
     UptimeAlert,
     MonitorAlert,
+    DatabaseFirewall,
 )
 DATA_SOURCES: tuple[type[Resource], ...] = (DatabaseClusterData, SSHKeyData)

@@ -241,6 +241,28 @@ DATABASE_USER_ATTRS = (
 )  # fmt: skip
 
 
+# ---------------------------------------------------------------- digitalocean_database_firewall
+
+DATABASE_FIREWALL_RULE_TYPES = ("ip_addr", "droplet", "k8s", "tag", "app")
+# Kept beside the block, as the firewall's rule tables are.
+DATABASE_FIREWALL_RULE_ATTRS: dict[str, tuple[Attr, ...]] = {
+    "rule": (
+        Attr("created_at", STRING, computed=True),
+        Attr("type", STRING, required=True, choices=DATABASE_FIREWALL_RULE_TYPES),
+        Attr("uuid", STRING, computed=True),
+        Attr("value", STRING, required=True, nonempty=True),
+    )
+}
+DATABASE_FIREWALL_BLOCKS = tuple(
+    SetNestedBlock(type_name, schema.Block(attributes=[attr.to_schema() for attr in attrs]))
+    for type_name, attrs in DATABASE_FIREWALL_RULE_ATTRS.items()
+)
+DATABASE_FIREWALL_ATTRS = (
+    Attr("cluster_id", STRING, required=True, force_new=True, nonempty=True),
+    _id(),
+)
+
+
 # ---------------------------------------------------------------- data digitalocean_database_cluster
 
 _MAINTENANCE_WINDOW = ObjectType({"day": STRING, "hour": STRING})

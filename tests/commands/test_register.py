@@ -38,7 +38,7 @@ def test_dry_run_shows_the_diff_then_a_write_then_nothing_to_do(tmp_path: Path) 
 
 def test_before_any_apply_it_says_to_apply_first(tmp_path: Path) -> None:
     world = World(tmp_path)
-    missing = tf.OutputMissing("output droplets", tmp_path, "Error: Output \"droplets\" not found")
+    missing = tf.OutputMissing("output droplets", tmp_path, 'Error: Output "droplets" not found')
     prep = world.prepared(world.copy(fail={"output droplets": missing}))
     with pytest.raises(InfraApplyError, match=r"no applied state here .*: apply it first"):
         register.register(world.context(), prep)
