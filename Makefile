@@ -76,12 +76,12 @@ soak: $(TEST_TOOLS)
 golden: venv
 	$(BIN)/infra-apply --root examples/producer-tree render
 	@# the example tree with [alerts]: only its alerts.tf files are kept (the rest is generated/)
-	rm -rf .golden-alerts && cp -R generated .golden-alerts
-	cat examples/producer-tree/infra-apply.toml tests/fixtures/alerts/alerts.toml > .golden-alerts/config.toml
-	INFRA_APPLY_CONFIG=.golden-alerts/config.toml $(BIN)/infra-apply --root examples/producer-tree \
-	  render --out .golden-alerts
+	rm -rf .golden-alerts .golden-alerts-tree && cp -R generated .golden-alerts
+	cp -R examples/producer-tree .golden-alerts-tree
+	cat tests/fixtures/alerts/alerts.toml >> .golden-alerts-tree/infra-apply.toml
+	$(BIN)/infra-apply --root .golden-alerts-tree render --out .golden-alerts
 	for f in .golden-alerts/*/alerts.tf; do p=$${f#.golden-alerts/}; mkdir -p tests/fixtures/alerts/generated/$${p%/*}; \
-	  cp $$f tests/fixtures/alerts/generated/$$p; done; rm -rf .golden-alerts
+	  cp $$f tests/fixtures/alerts/generated/$$p; done; rm -rf .golden-alerts .golden-alerts-tree
 
 # Runs every checker, then fails if any of them did.
 lint: $(TEST_TOOLS)
