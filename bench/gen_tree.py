@@ -92,8 +92,7 @@ def producer_manifest(producer: str) -> str:
             f"    role: {role}",
             f"    hosts: [{host}]",
             "    services:",
-            f"      - {{name: {producer}-{role}-forge, kind: forgejo, producer: {producer},"
-            f" port: 3000}}",
+            f"      - {{name: {producer}-{role}-forge, kind: forgejo, producer: {producer}, port: 3000}}",
             f"      - {{name: {producer}-{role}-mcp, kind: mcp, producer: {producer}, port: 8700}}",
         ]
     return "\n".join(lines) + "\n"
@@ -219,9 +218,7 @@ def round_robin(streams: Iterable[Iterator[str]], total: int) -> list[str]:
 
 def plan_files(params: Params, tree: Tree) -> None:
     node_projects = [p for p in tree.projects if p.has_node_modules]
-    tree.files += round_robin(
-        (node_module_files(p) for p in node_projects), params.node_modules_files
-    )
+    tree.files += round_robin((node_module_files(p) for p in node_projects), params.node_modules_files)
     tree.files += round_robin(
         (source_files(p, params) for p in tree.projects),
         params.other_files - params.node_modules_files,
@@ -307,9 +304,7 @@ def generate(layout: Layout, params: Params) -> None:
     layout.stamp.write_text(json.dumps(params.fingerprint(), indent=2) + "\n")
 
 
-def ensure_tree(
-    out: Path = DEFAULT_OUT, params: Params | None = None, *, force: bool = False
-) -> Layout:
+def ensure_tree(out: Path = DEFAULT_OUT, params: Params | None = None, *, force: bool = False) -> Layout:
     """Return the layout of an up-to-date tree under ``out``, generating it when needed."""
     params = params or Params()
     layout = Layout(out)

@@ -136,9 +136,9 @@ def count_manifests(result: object) -> int:
 def bench_discover(ctx: Context) -> list[Row]:
     """In-process discovery versus ``find -name '.infra*.yaml'`` over the same tree."""
     try:
-        discover = importlib.import_module("infra_apply.discover").discover
+        discover = importlib.import_module("infra_apply.manifests.discover").discover
     except (ImportError, AttributeError) as exc:
-        raise BenchError(f"infra_apply.discover.discover unavailable: {exc}") from None
+        raise BenchError(f"infra_apply.manifests.discover.discover unavailable: {exc}") from None
     found = count_manifests(discover(ctx.tree))
     note = f"{found} manifests" + ("" if found == ctx.manifests else f", expected {ctx.manifests}")
     ours = median_time(lambda: discover(ctx.tree), ctx.runs)
@@ -252,10 +252,10 @@ def render_tree(root: Path) -> None:
 
 def cdktf_spec(tree: Path) -> dict[str, Any]:
     """What main.js builds, from the same model and addresses infra-apply renders."""
-    from infra_apply.build import build_model
-    from infra_apply.managed import MANAGED_TAG, producer_tag
-    from infra_apply.render import USER_DATA_DIR, public_inbound, render_model
-    from infra_apply.validate import require_valid
+    from infra_apply.manifests.build import build_model
+    from infra_apply.manifests.validate import require_valid
+    from infra_apply.plan.managed import MANAGED_TAG, producer_tag
+    from infra_apply.render.module import USER_DATA_DIR, public_inbound, render_model
 
     model = build_model(require_valid(tree, None, None, lambda _: None))
     with_addresses = {r.producer: r.droplet_addresses for r in render_model(model, tree / "none")}
@@ -426,7 +426,7 @@ def _run_ok(command: Sequence[str], env: dict[str, str], cwd: Path | None = None
 
 def _plan_overhead(ctx: Context, tree: Path, label: str, extra: Sequence[str] = ()) -> list[Row]:
     """infra-apply's plan of quinn against a bare `terraform plan` in the same working copy."""
-    from infra_apply.identity import identify
+    from infra_apply.runtime.identity import identify
     from infra_apply.sandbox.install import install
 
     state = ctx.repo / "bench" / "out" / "state"
@@ -524,7 +524,7 @@ def _stub_terraform(folder: Path, show_json: Path) -> Path:
     stub.write_text(
         "#!/bin/sh\n"
         'case "$1" in\n'
-        "version) echo '{\"terraform_version\": \"1.9.8\", \"platform\": \"linux_amd64\"}' ;;\n"
+        'version) echo \'{"terraform_version": "1.9.8", "platform": "linux_amd64"}\' ;;\n'
         "init) mkdir -p .terraform ;;\n"
         f"plan) sleep {STUB_PLAN_SECONDS}\n"
         '  for a; do case $a in -out=*) : > "${a#-out=}";; esac; done ;;\n'
@@ -538,7 +538,7 @@ def _stub_terraform(folder: Path, show_json: Path) -> Path:
 def _sandbox_show_json(ctx: Context, tree: Path, producer: str, dest: Path) -> None:
     """The saved plan of ``producer`` as the sandbox plans it (a real ``terraform show -json``):
     what the stub shows, so the summary, cost and exists review work on a real plan."""
-    from infra_apply.identity import identify
+    from infra_apply.runtime.identity import identify
     from infra_apply.sandbox.install import install
 
     state = ctx.repo / "bench" / "out" / "state"
@@ -860,8 +860,8 @@ def bench_imports(ctx: Context) -> list[Row]:
             note="with click; the CLI imports the rest lazily",
         ),
         Row(
-            "import infra_apply.do_api",
-            _median_import(["-c", "import infra_apply.do_api"], _ours, ctx.runs),
+            "import infra_apply.cloud.do_api",
+            _median_import(["-c", "import infra_apply.cloud.do_api"], _ours, ctx.runs),
             note="stdlib only: urllib.request + json",
         ),
         Row(

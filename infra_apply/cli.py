@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from infra_apply.commands import Output
     from infra_apply.commands.apply import Terminal
     from infra_apply.errors import InfraApplyError
-    from infra_apply.workcopy import Context
+    from infra_apply.runtime.workcopy import Context
 
 
 @contextlib.contextmanager
@@ -165,7 +165,7 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | N
     from click.core import ParameterSource
 
     from infra_apply import remedy
-    from infra_apply.paths import check_path
+    from infra_apply.runtime.paths import check_path
 
     ctx.obj = options.Settings(root, mesh_hosts, color)
     check_path("--root", root)
@@ -193,8 +193,8 @@ def _emit(ctx: click.Context, output: Output) -> NoReturn:
 def _context(ctx: click.Context, out: Path, sandbox: bool, mesh_hosts: Path | None) -> Context:
     """What the verbs that run Terraform take: the options, this process's environment, and
     stderr for progress lines."""
-    from infra_apply.account import choose
-    from infra_apply.workcopy import Context
+    from infra_apply.cloud.account import choose
+    from infra_apply.runtime.workcopy import Context
 
     return Context(root_of(ctx), out, choose(sandbox), mesh_hosts, dict(os.environ), _say)
 
@@ -231,7 +231,7 @@ def validate(
 
     if sandbox and not live:
         raise click.UsageError("--sandbox goes with --live (the sandbox account is what it checks)")
-    from infra_apply.account import choose
+    from infra_apply.cloud.account import choose
 
     account = choose(sandbox) if live else None
     result = verb.run(root_of(ctx), mesh_hosts, os.environ, strict=strict, live=account, say=_say)
@@ -405,7 +405,7 @@ def apply(
         allow_trusted_sources=allow_trusted_sources,
         auto_approve=auto_approve,
     )
-    from infra_apply.notify import notify_apply
+    from infra_apply.forge.notify import notify_apply
 
     run_ctx = _context(ctx, out, sandbox, mesh_hosts)
     done = notify_apply(run_ctx, producer, lambda: verb.run(run_ctx, producer, terminal, options_))
@@ -671,7 +671,7 @@ def drift(
     keeps (examples/ci/). Exit 0 when there is no drift, 2 when there is, 1 on error.
     """
     from infra_apply.commands import drift as verb
-    from infra_apply.notify import notify_drift
+    from infra_apply.forge.notify import notify_drift
 
     run_ctx = _context(ctx, out, sandbox, mesh_hosts)
     report = verb.run(run_ctx, producers)

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
-from infra_apply.names import DropletName, producer_folders, tree_droplets
+from infra_apply.manifests.names import DropletName, producer_folders, tree_droplets
 
 SHELLS = ("bash", "zsh", "fish")
 PROG = "infra-apply"

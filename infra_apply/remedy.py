@@ -39,6 +39,6 @@ def for_producer(verb: str, producer: str, *args: str, keep: Sequence[str]) -> s
 def kept(recorded_sandbox: bool) -> tuple[str, ...]:
     """The flags to keep for a report that records whether its run was a sandbox one (a plan
     file read back by ``comment`` has no account, only that fact)."""
-    from infra_apply.account import choose
+    from infra_apply.cloud.account import choose
 
     return choose(recorded_sandbox).remedy_flags

@@ -15,11 +15,11 @@ import boto3
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
-from infra_apply import terraform as tf
 from infra_apply.gpu.config import GpuSettings
 from infra_apply.gpu.lease import Lease, new_lease
 from infra_apply.gpu.store import LeaseStore, open_store
-from infra_apply.state import Backend
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.state import Backend
 
 CT_GPU = "com.uvlava.ct.gpu"
 ROOT_KEY = "tree-0123456789"

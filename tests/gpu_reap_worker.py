@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infra_apply import terraform as tf
 from infra_apply.gpu.config import GpuSettings, parse_duration
 from infra_apply.gpu.lease import Lease
 from infra_apply.gpu.lifecycle import reap
 from infra_apply.gpu.probe import ProbeResult
 from infra_apply.gpu.store import StoreBusy, open_store
-from infra_apply.state import Backend
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.state import Backend
 
 
 def main(config: dict[str, Any]) -> int:

@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from infra_apply.do_semantics import PublicPort
-from infra_apply.model import Database, Droplet, ProducerModel, Service
-from infra_apply.plan_parse import Action, Change
+from infra_apply.manifests.model import Database, Droplet, ProducerModel, Service
+from infra_apply.plan.parse import Action, Change
+from infra_apply.plan.semantics import PublicPort
 from infra_apply.report.mermaid import mermaid_diagram
 
 

@@ -20,10 +20,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra_apply import mesh, meshfile  # after the sys.path insert: runs as a plain script
-from infra_apply import terraform as tf
-from infra_apply.allocations import open_record
-from infra_apply.config import Backend
+from infra_apply.manifests.config import Backend
+from infra_apply.registry import mesh, meshfile
+from infra_apply.registry.allocations import open_record
+from infra_apply.runtime import terraform as tf
 
 
 def droplet(producer: str, name: str, n: int) -> mesh.LiveDroplet:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra_apply import mesh, meshfile  # after the sys.path insert: runs as a plain script
+from infra_apply.registry import mesh, meshfile
 
 PRODUCER = "quinn"
 CRASH_HOSTS = ("crash-a", "crash-b", "crash-c", "crash-d")

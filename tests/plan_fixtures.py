@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from infra_apply.cost import ProducerCost, fallback_prices, producer_cost
-from infra_apply.guard import GuardVerdict, guard
-from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.plan_model import parse_plan
-from infra_apply.plan_parse import Change, ProducerPlan, strip_index
+from infra_apply.manifests.model import Droplet, ProducerModel, Service
+from infra_apply.plan.cost import ProducerCost, fallback_prices, producer_cost
+from infra_apply.plan.guard import GuardVerdict, guard
+from infra_apply.plan.model import parse_plan
+from infra_apply.plan.parse import Change, ProducerPlan, strip_index
 from infra_apply.report import PlanContext, ProducerReport, producer_reports
 from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
-from infra_apply import terraform as tf
-from infra_apply.identity import identify
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.identity import identify
 from infra_apply.sandbox import cloud
 
 WAIT_SECONDS = 180.0  # a generous bound for a busy 2-core machine; no test waits this long normally

@@ -12,12 +12,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from infra_apply import remedy
-from infra_apply.account import LiveAccount, SandboxAccount, choose
-from infra_apply.accounts import Accounts
+from infra_apply.cloud.account import LiveAccount, SandboxAccount, choose
+from infra_apply.cloud.accounts import Accounts
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import Database, ProducerModel
-from infra_apply.render import MANAGED_TAG, Rendered
-from infra_apply.workcopy import Context, Prepared, mesh_target
+from infra_apply.manifests.model import Database, ProducerModel
+from infra_apply.render.module import MANAGED_TAG, Rendered
+from infra_apply.runtime.workcopy import Context, Prepared, mesh_target
 from tests.conftest import EXAMPLE_MESH
 from tests.do_standin import TOKEN, Account, database_json
 
@@ -69,7 +69,7 @@ def test_a_sandbox_run_never_writes_the_operators_registry(tmp_path: Path) -> No
 
 
 def test_only_the_live_account_refuses_local_state_in_ci(tmp_path: Path) -> None:
-    from infra_apply.config import load
+    from infra_apply.manifests.config import load
 
     config = load(tmp_path, {})
     ctx = context(tmp_path, False)
@@ -102,7 +102,7 @@ def test_adopt_from_state_lists_the_clusters_once(tmp_path: Path, api: HTTPServe
     import json
 
     from infra_apply.commands import adopt
-    from infra_apply.takeover import parse_state
+    from infra_apply.plan.takeover import parse_state
     from tests.commands.fakes import World
 
     standin = Account(token=None)

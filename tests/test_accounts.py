@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from infra_apply import exists, preflight
-from infra_apply.account import LiveAccount
-from infra_apply.accounts import LISTS, Accounts
-from infra_apply.build import build_model
-from infra_apply.cost import API_SOURCE
+from infra_apply.cloud import preflight
+from infra_apply.cloud.account import LiveAccount
+from infra_apply.cloud.accounts import LISTS, Accounts
+from infra_apply.cloud.pricing import run_prices
 from infra_apply.errors import InfraApplyError, Problem
-from infra_apply.pricing import run_prices
-from infra_apply.validate import validate_tree
-from infra_apply.workcopy import Context, warnings_for
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.validate import validate_tree
+from infra_apply.plan import exists
+from infra_apply.plan.cost import API_SOURCE
+from infra_apply.runtime.workcopy import Context, warnings_for
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 from tests.do_standin import TOKEN, Account
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import alerts, config
-from infra_apply.account import SandboxAccount
-from infra_apply.config import Alerts, ConfigError, DropletAlerts, SlackRoute
+from infra_apply.cloud.account import SandboxAccount
+from infra_apply.manifests import config
+from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts, SlackRoute
+from infra_apply.render import alerts
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli
 

@@ -76,7 +76,7 @@ def test_the_synthetic_tree_seeds_every_cluster_its_manifests_name(
     gen_tree: ModuleType, tmp_path: Path
 ) -> None:
     """Otherwise every sandbox plan of it fails pre-flight and `make bench` exits 1."""
-    from infra_apply import config
+    from infra_apply.manifests import config
 
     params = gen_tree.Params(manifests=30, other_files=20, node_modules_files=10)
     layout = gen_tree.ensure_tree(tmp_path, params)
@@ -100,9 +100,9 @@ def test_quick_mode_is_small_and_leaves_out_the_install_sizes(bench: ModuleType)
 def test_the_cdktf_app_is_given_the_droplets_render_writes(bench: ModuleType, tmp_path: Path) -> None:
     """The render-vs-cdktf figure compares like with like: the same 300 droplets, addresses,
     SSH keys and firewall rules on both sides."""
-    from infra_apply.build import build_model
-    from infra_apply.render import render_model
-    from infra_apply.validate import validate_tree
+    from infra_apply.manifests.build import build_model
+    from infra_apply.manifests.validate import validate_tree
+    from infra_apply.render.module import render_model
 
     tree = tmp_path / "tree"
     bench.render_tree(tree)

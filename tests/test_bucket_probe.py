@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import terraform as tf
-from infra_apply.bucket import BucketError, cache_file, check_locking
-from infra_apply.config import Backend
+from infra_apply.cloud.bucket import BucketError, cache_file, check_locking
+from infra_apply.manifests.config import Backend
+from infra_apply.runtime import terraform as tf
 from infra_apply.sandbox import cloud
 from tests.s3_proxy import Proxy, s3_proxy
 from tests.test_remote_state import Remote, s3_client, s3_endpoint

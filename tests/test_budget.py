@@ -1,4 +1,4 @@
-"""Budgets in the guard (infra_apply.budget): the configuration, the month against the budget,
+"""Budgets in the guard (infra_apply.plan.budget): the configuration, the month against the budget,
 what every plan format shows and what apply refuses; pure, on synthetic plans."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from infra_apply import config
-from infra_apply.budget import Budget, Increase, check, parse_amount, parse_increase, refusal_lines
-from infra_apply.config import ConfigError
-from infra_apply.cost import ProducerCost, fallback_prices, producer_cost
-from infra_apply.plan_model import parse_plan
+from infra_apply.manifests import config
+from infra_apply.manifests.config import ConfigError
+from infra_apply.plan.budget import Budget, Increase, check, parse_amount, parse_increase, refusal_lines
+from infra_apply.plan.cost import ProducerCost, fallback_prices, producer_cost
+from infra_apply.plan.model import parse_plan
 from infra_apply.report import producer_reports
 from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown

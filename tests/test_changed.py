@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.changed import Layout, select
+from infra_apply.manifests.changed import Layout, select
 from tests.conftest import cli_env, run_cli
 
 LAYOUT = Layout(root="tree", out="generated", config="tree/infra-apply.toml", everything=("templates",))

@@ -18,9 +18,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from infra_apply.comment import marker
-from infra_apply.drift import DriftReport, Orphan, ProducerDrift
-from infra_apply.mesh import HostChange
+from infra_apply.forge.comment import marker
+from infra_apply.plan.drift import DriftReport, Orphan, ProducerDrift
+from infra_apply.registry.mesh import HostChange
 from infra_apply.report.drift import MARKER, format_json, format_markdown
 from tests.test_ci_workflows import BIN, CI, load, run_step, step
 

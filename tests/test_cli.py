@@ -112,7 +112,7 @@ def test_a_bug_prints_a_traceback_and_its_own_exit_code(
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("infra_apply.validate.validate_tree", boom)
+    monkeypatch.setattr("infra_apply.manifests.validate.validate_tree", boom)
     result = CliRunner().invoke(cli_module.cli, ["--root", str(tmp_path), "validate"])
     assert result.exit_code == ExitCode.BUG
     assert "Traceback" in result.stderr and "internal error" in result.stderr
@@ -122,7 +122,7 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("infra_apply.validate.validate_tree", interrupted)
+    monkeypatch.setattr("infra_apply.manifests.validate.validate_tree", interrupted)
     assert CliRunner().invoke(cli_module.cli, ["--root", str(tmp_path), "validate"]).exit_code == 130
 
 

@@ -18,8 +18,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from infra_apply.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target, units
 from infra_apply.errors import InfraApplyError
+from infra_apply.forge.comment import COMMENT_LIMIT, Target, compose, marker, resolve_target, units
 from infra_apply.report.combine import failed_sentence
 from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown

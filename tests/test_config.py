@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import config
-from infra_apply.config import USER_DATA_LIMIT, ConfigError, Where
 from infra_apply.errors import InfraApplyError
+from infra_apply.manifests import config
+from infra_apply.manifests.config import USER_DATA_LIMIT, ConfigError, Where
 from tests.conftest import EXAMPLE_TREE, base_tree, cli_env, project, run_cli, write_tree
 
 CLOUD_CONFIG = "#cloud-config\npackages: [wireguard-tools]\n"
@@ -77,8 +77,8 @@ def test_gpu_tables_are_parsed_into_settings(tmp_path: Path) -> None:
 
 
 def test_a_gpu_table_naming_no_declared_gpu_droplet_is_a_located_error(tmp_path: Path) -> None:
-    from infra_apply.build import build_model
-    from infra_apply.validate import validate_tree
+    from infra_apply.manifests.build import build_model
+    from infra_apply.manifests.validate import validate_tree
 
     files = base_tree()
     files["infra-apply.toml"] += '\n[gpu."com.uvlava.ct.gpux"]\nidle_after = "10m"\n'
@@ -352,7 +352,7 @@ def test_state_settings_keep_their_behaviour(tmp_path: Path) -> None:
     live, box = c.backend(sandbox=False), c.backend(sandbox=True)
     assert (live.kind, live.bucket, live.key_prefix, live.region) == ("s3", "b", "live", "us-east-1")
     assert (box.kind, box.key_prefix) == ("s3", "box")
-    from infra_apply.account import SandboxAccount
+    from infra_apply.cloud.account import SandboxAccount
 
     assert SandboxAccount().backend(tmp_path / "root", {}) == box
 

@@ -1,4 +1,4 @@
-"""The monthly cost of a plan (infra_apply.cost): pure, on synthetic ``terraform show -json``
+"""The monthly cost of a plan (infra_apply.plan.cost): pure, on synthetic ``terraform show -json``
 documents shaped like Terraform 1.11's (prior_state, planned_values, resource_changes)."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from infra_apply import kinds
-from infra_apply.cost import (
+from infra_apply.errors import InfraApplyError
+from infra_apply.gpu.status import listed_price
+from infra_apply.plan.cost import (
     API_SOURCE,
     TABLE_SOURCE,
     Prices,
@@ -22,10 +24,8 @@ from infra_apply.cost import (
     producer_cost,
     signed,
 )
-from infra_apply.errors import InfraApplyError
-from infra_apply.gpu.status import listed_price
-from infra_apply.plan_model import parse_plan
-from infra_apply.prices import AS_OF, PRICES, ListPrice
+from infra_apply.plan.model import parse_plan
+from infra_apply.plan.prices import AS_OF, PRICES, ListPrice
 from infra_apply.report import producer_reports
 from infra_apply.report.cost import gpu_cost_sentence, monthly_change, unpriced_sentence
 from infra_apply.report.json import format_json

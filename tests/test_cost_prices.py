@@ -14,12 +14,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from infra_apply import do_api
-from infra_apply.account import choose
-from infra_apply.cost import API_SOURCE, TABLE_SOURCE, prices_from_api
+from infra_apply.cloud import do_api
+from infra_apply.cloud.account import choose
+from infra_apply.cloud.pricing import run_prices
 from infra_apply.errors import InfraApplyError
-from infra_apply.pricing import run_prices
-from infra_apply.workcopy import Context
+from infra_apply.plan.cost import API_SOURCE, TABLE_SOURCE, prices_from_api
+from infra_apply.runtime.workcopy import Context
 
 TOKEN = "FAKE-do-token_cost-test-token"
 NO_WAIT = do_api.Retry(retries=2, sleep=lambda _seconds: None)
@@ -139,7 +139,7 @@ def test_the_sandbox_never_asks_the_api(api: HTTPServer, tmp_path: Path) -> None
 
 
 def test_the_plan_summaries_disk_table_agrees_with_the_sandbox_catalogue() -> None:
-    from infra_apply.prices import DISKS_GB
+    from infra_apply.plan.prices import DISKS_GB
     from infra_apply.sandbox.catalogue import SIZES
 
     assert {slug: s.disk_gb for slug, s in SIZES.items() if s.disk_gb is not None} == DISKS_GB

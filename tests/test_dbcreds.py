@@ -22,14 +22,14 @@ from dotenv import dotenv_values
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from infra_apply.dbcreds import (
+from infra_apply.errors import InfraApplyError
+from infra_apply.plan.dbcreds import (
     DbCredentials,
     credentials_from_output,
     database_url,
     dotenv_text,
     write_dotenv,
 )
-from infra_apply.errors import InfraApplyError
 from infra_apply.sandbox import cloud
 from infra_apply.sandbox.install import install
 

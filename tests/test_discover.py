@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.discover import PRUNED, discover
-from infra_apply.manifest import YamlError, load
-from infra_apply.validate import validate_tree
+from infra_apply.manifests.discover import PRUNED, discover
+from infra_apply.manifests.manifest import YamlError, load
+from infra_apply.manifests.validate import validate_tree
 from tests.conftest import base_tree, cli_env, project, run_cli, write_tree
 
 
@@ -159,7 +159,7 @@ def test_loading_a_manifest_that_became_a_fifo_does_not_block(tmp_path: Path) ->
 
 
 def test_the_root_hint_shows_a_producer_folders_control_characters_escaped(tmp_path: Path) -> None:
-    from infra_apply.discover import root_hint
+    from infra_apply.manifests.discover import root_hint
 
     (tmp_path / "@evil\x1b[2J").mkdir()
     (tmp_path / "@ct" / "app").mkdir(parents=True)

@@ -12,8 +12,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from infra_apply import do_api
-from infra_apply.do_api import AccountDroplet
+from infra_apply.cloud import do_api
+from infra_apply.cloud.do_api import AccountDroplet
 from infra_apply.errors import InfraApplyError
 
 TOKEN = "FAKE-do-token_test-secret-token"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from infra_apply.do_semantics import PublicPort, Resize, reason, verb
-from infra_apply.plan_model import parse_plan
+from infra_apply.plan.model import parse_plan
+from infra_apply.plan.semantics import PublicPort, Resize, reason, verb
 from tests.plan_fixtures import (
     RESIZE_NAMES,
     by_address,

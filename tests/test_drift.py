@@ -1,4 +1,4 @@
-"""The drift core (infra_apply/drift.py), the drift formats (infra_apply/report/drift.py) and the
+"""The drift core (infra_apply/plan/drift.py), the drift formats (infra_apply/report/drift.py) and the
 live listing of tagged droplets, on synthetic refresh-only plans and a local API stand-in."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from infra_apply import kinds
-from infra_apply.drift import (
+from infra_apply.manifests.model import ProducerModel
+from infra_apply.plan.drift import (
     DriftReport,
     Duplicate,
     Orphan,
@@ -28,9 +29,8 @@ from infra_apply.drift import (
     stale_registry_droplets,
     state_droplets,
 )
-from infra_apply.mesh import HostChange
-from infra_apply.model import ProducerModel
-from infra_apply.plan_parse import NameDrift
+from infra_apply.plan.parse import NameDrift
+from infra_apply.registry.mesh import HostChange
 from infra_apply.report.drift import MARKDOWN_LIMIT, MARKER, format_json, format_markdown, format_text
 
 MANAGED = "managed-by:infra-apply"
@@ -234,9 +234,9 @@ def test_live_listing_asks_for_the_tag_once_per_account_page_by_page(httpserver:
         return Response(json.dumps(body), content_type="application/json")
 
     httpserver.expect_request("/v2/droplets").respond_with_handler(handler)
-    from infra_apply.account import LiveAccount
-    from infra_apply.render import Rendered
-    from infra_apply.workcopy import Prepared
+    from infra_apply.cloud.account import LiveAccount
+    from infra_apply.render.module import Rendered
+    from infra_apply.runtime.workcopy import Prepared
 
     preps = [
         Prepared(ProducerModel(p), Rendered(p, {}), None, api_token=t)  # type: ignore[arg-type]

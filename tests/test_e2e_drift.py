@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.identity import identify
+from infra_apply.runtime.identity import identify
 from infra_apply.sandbox import cloud
 from tests import stopping
 from tests.test_e2e_sandbox import Ops

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease
 from infra_apply.gpu.store import LeaseStore, open_store
-from infra_apply.identity import identify
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.identity import identify
+from infra_apply.runtime.state import Backend
 from infra_apply.sandbox import cloud
-from infra_apply.state import Backend
 from tests import stopping
 from tests.test_e2e_sandbox import Ops
 

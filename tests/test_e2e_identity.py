@@ -75,7 +75,7 @@ def test_two_trees_kept_apart_never_work_on_one_producer_at_once(ops: Ops) -> No
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from infra_apply.workcopy import lock_producer; "
+            "import sys; from pathlib import Path; from infra_apply.runtime.workcopy import lock_producer; "
             "lock = lock_producer(Path(sys.argv[1]), sys.argv[2], 'mc'); print('held', flush=True); "
             "sys.stdin.read()",
             str(ops.base / "state"),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import terraform as tf
-from infra_apply.identity import identify
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.identity import identify
 from infra_apply.sandbox import cloud
 from tests import stopping
 from tests.conftest import cli_env, run_cli

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from infra_apply import do_api, exists, preflight
-from infra_apply.do_api import AccountDroplet
-from infra_apply.model import Database, Droplet, ProducerModel
-from infra_apply.render import Rendered
+from infra_apply.cloud import do_api, preflight
+from infra_apply.cloud.do_api import AccountDroplet
+from infra_apply.manifests.model import Database, Droplet, ProducerModel
+from infra_apply.plan import exists
+from infra_apply.render.module import Rendered
 from tests.do_standin import TOKEN, Account, database_json
 
 DNS = Droplet(name="com.uvlava.dns", producer="quinn", source="@quinn/.infra.yaml", size="s-1vcpu-1gb")

@@ -7,18 +7,18 @@ from typing import Any
 
 import pytest
 
-from infra_apply import config
-from infra_apply.build import build_model
-from infra_apply.config import FirewallSettings
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import Droplet, Service
-from infra_apply.plan_model import parse_plan
-from infra_apply.render import render_model
+from infra_apply.manifests import config
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.config import FirewallSettings
+from infra_apply.manifests.model import Droplet, Service
+from infra_apply.manifests.validate import validate_tree
+from infra_apply.plan.model import parse_plan
+from infra_apply.render.module import render_model
 from infra_apply.report import producer_reports
 from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown
 from infra_apply.report.text import format_text
-from infra_apply.validate import validate_tree
 from tests.conftest import base_tree, write_tree
 from tests.plan_fixtures import rc, synthetic
 
@@ -127,7 +127,7 @@ def test_mesh_without_bootstrap_from_is_an_error_for_an_unregistered_droplet(tmp
 
 
 def _firewalls(tmp_path: Path, toml: str) -> str:
-    from infra_apply.validate import require_valid
+    from infra_apply.manifests.validate import require_valid
 
     model = build_model(require_valid(_tree(tmp_path, toml), None, None, lambda _: None))
     (rendered,) = render_model(model, tmp_path / "out")
@@ -158,7 +158,7 @@ def test_mesh_leaves_no_port_22_rule_and_bootstrap_is_a_variable(tmp_path: Path)
 
 
 def test_public_inbound_has_ssh_only_while_unset() -> None:
-    from infra_apply.render import public_inbound
+    from infra_apply.render.module import public_inbound
 
     d = Droplet("com.uvlava.dns", "quinn", "x", services=(Service("dns", "dns"),))
     assert public_inbound(d)[0] == ("tcp", "22")
@@ -269,9 +269,9 @@ def test_plan_sets_bootstrap_from_the_registry_and_refuses_to_guess_without_one(
     from typing import cast
 
     from infra_apply.commands.plan import ssh_variables
-    from infra_apply.model import ProducerModel
-    from infra_apply.render import Rendered
-    from infra_apply.workcopy import Prepared, WorkingCopy
+    from infra_apply.manifests.model import ProducerModel
+    from infra_apply.render.module import Rendered
+    from infra_apply.runtime.workcopy import Prepared, WorkingCopy
 
     rendered = Rendered(
         "ct", {}, ssh_variables={"com.uvlava.ct.a": "ssh_bootstrap_a", "com.uvlava.ct.b": "ssh_bootstrap_b"}
@@ -286,7 +286,7 @@ def test_plan_sets_bootstrap_from_the_registry_and_refuses_to_guess_without_one(
 
 
 def test_destroying_either_firewall_needs_its_droplets_allow_destroy() -> None:
-    from infra_apply.guard import guard
+    from infra_apply.plan.guard import guard
 
     plan = parse_plan(
         "quinn",

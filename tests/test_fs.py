@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import config, fs, manifest, meshfile, pat, render, takeover, terraform
+from infra_apply.cloud import pat
 from infra_apply.commands import comment as comment_verb
 from infra_apply.errors import InfraApplyError
+from infra_apply.manifests import config, manifest
+from infra_apply.plan import takeover
+from infra_apply.registry import meshfile
+from infra_apply.render import module as render
+from infra_apply.runtime import fs, terraform
 
 
 def mode(path: Path) -> int:
@@ -225,7 +230,7 @@ def test_a_local_state_that_is_a_device_or_fifo_counts_as_holding_resources(tmp_
 
 def test_an_apply_journal_that_is_a_device_or_fifo_is_no_journal(tmp_path: Path) -> None:
     """The journal under the state dir is read like every other file: never blocking on it."""
-    from infra_apply import exists
+    from infra_apply.plan import exists
 
     for make in (_zero, _fifo):
         folder = tmp_path / make.__name__
@@ -252,7 +257,7 @@ def test_a_file_a_run_needs_that_is_a_fifo_is_one_located_error_not_a_hang(tmp_p
     """The working copy reads the imports file, the reviewed lock file and the CLI config a user
     may point anywhere: a FIFO there must not hang the run (read_bounded opens non-blocking)."""
     from infra_apply.errors import InfraApplyError
-    from infra_apply.fs import read_or_fail
+    from infra_apply.runtime.fs import read_or_fail
 
     fifo = tmp_path / "imports.tf"
     os.mkfifo(fifo)

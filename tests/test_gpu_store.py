@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from infra_apply import terraform as tf
 from infra_apply.gpu.lease import Lease, mark_up
 from infra_apply.gpu.store import (
     LeaseConflict,
@@ -25,7 +24,8 @@ from infra_apply.gpu.store import (
     encode,
     lease_copy,
 )
-from infra_apply.state import Backend
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.state import Backend
 from tests.gpu_helpers import CT_GPU, SECRET_KEY, Bucket, make_store, moto_s3
 from tests.gpu_helpers import a_lease as helpers_lease
 

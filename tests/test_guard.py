@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from infra_apply.guard import GuardVerdict, allow_flag, guard, refusal_message, unused_allowances
-from infra_apply.plan_model import parse_plan
-from infra_apply.plan_parse import Change, ProducerPlan
+from infra_apply.plan.guard import GuardVerdict, allow_flag, guard, refusal_message, unused_allowances
+from infra_apply.plan.model import parse_plan
+from infra_apply.plan.parse import Change, ProducerPlan
 from tests.plan_fixtures import NAMES, RESIZE_NAMES, parsed, rc, synthetic
 
 

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra_apply import hcl
 from infra_apply.commands.adopt import Adoption, write_imports
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import Database, Droplet, ProducerModel
-from infra_apply.render import Ledger, render_producer
+from infra_apply.manifests.model import Database, Droplet, ProducerModel
+from infra_apply.render import hcl
+from infra_apply.render.module import Ledger, render_producer
+from infra_apply.runtime.state import Backend
 from infra_apply.sandbox.install import cli_config_text
-from infra_apply.state import Backend
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_sandbox_cli_config_escapes_the_mirror_path(tmp_path: Path) -> None:
 
 
 def test_module_file_reads_a_file_beside_the_module_and_nothing_else() -> None:
-    from infra_apply.hcl import module_file
+    from infra_apply.render.hcl import module_file
 
     assert module_file("user-data/base.yaml") == 'file("${path.module}/user-data/base.yaml")'
     for bad in ("../x", "user-data/${x}", "/etc/passwd", "a//b", 'a"b', "a\nb", ""):

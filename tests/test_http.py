@@ -21,9 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from infra_apply import comment, do_api
+from infra_apply.cloud import do_api
+from infra_apply.cloud.http import Limits, error_fields, json_body
 from infra_apply.errors import ExitCode, InfraApplyError
-from infra_apply.http import Limits, error_fields, json_body
+from infra_apply.forge import comment
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 
 TOKEN = "FAKE-token_hostile-server-test"

@@ -1,4 +1,4 @@
-"""A tree's local state key (infra_apply/identity.py): what the tree is, not where it lies; the
+"""A tree's local state key (infra_apply/runtime/identity.py): what the tree is, not where it lies; the
 one-time move from the old path key; and plan/apply refusing local state under CI."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import identity
-from infra_apply.account import LiveAccount, SandboxAccount
-from infra_apply.config import load
+from infra_apply.cloud.account import LiveAccount, SandboxAccount
 from infra_apply.errors import InfraApplyError
-from infra_apply.identity import identify, path_key, settle
+from infra_apply.manifests.config import load
+from infra_apply.runtime import identity
+from infra_apply.runtime.identity import identify, path_key, settle
 from tests.conftest import CONFIG, base_tree, cli_env, run_cli, write_tree
 
 GIT_ENV = {
@@ -258,7 +258,7 @@ def test_the_key_is_worked_out_once_per_text_of_the_config(
 ) -> None:
     """A run asks for its key many times: infra-apply.toml is parsed once while its text stays
     the same, and again (a new key) as soon as it changes."""
-    from infra_apply import config
+    from infra_apply.manifests import config
 
     root = write_tree(tmp_path / "root", {"infra-apply.toml": '[state]\nname = "one"\n'})
     parsed: list[Path] = []

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from infra_apply import kinds
-from infra_apply.guard import guard, refusal_message, unused_allowances
-from infra_apply.plan_parse import Change, ProducerPlan
+from infra_apply.plan.guard import guard, refusal_message, unused_allowances
+from infra_apply.plan.parse import Change, ProducerPlan
 from infra_apply.sandbox.resources import DATA_SOURCES, RESOURCES
 from infra_apply.sandbox.server import TYPE_PREFIX
 
@@ -170,6 +170,6 @@ def test_import_ids_are_filled_in_from_the_format() -> None:
 def test_drift_lists_in_the_account_every_kind_the_table_says_it_looks_for() -> None:
     # commands/drift.list_tagged lists tagged droplets (GET /v2/droplets?tag_name=): a kind
     # marked "tagged" needs its own listing there before drift can find its orphans.
-    from infra_apply.drift import looked_for
+    from infra_apply.plan.drift import looked_for
 
     assert looked_for() == {kinds.DROPLET.type}

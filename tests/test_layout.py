@@ -4,7 +4,7 @@ Live or sandbox is chosen once, where the command starts (``account.choose``, ca
 CLI): no other module branches on it. The exceptions, each for a reason:
 
 - ``cli.py``, the composition root: it declares ``--sandbox`` and makes the choice;
-- ``account.py``: ``choose`` and the two accounts it chooses between;
+- ``cloud/account.py``: ``choose`` and the two accounts it chooses between;
 - ``sandbox/``: it models the provider;
 - ``config.py``: infra-apply.toml's ``[sandbox]`` table and ``[state] sandbox_key_prefix``;
 - ``report/``: it renders what a report records (``"sandbox"`` in JSON, the comment's
@@ -19,7 +19,7 @@ import tokenize
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "infra_apply"
-EXEMPT = ("cli.py", "account.py", "config.py", "sandbox/", "report/")
+EXEMPT = ("cli.py", "cloud/account.py", "manifests/config.py", "sandbox/", "report/")
 # Each a form the live/sandbox choice took in the verbs before there was one account.
 BRANCHES = {
     "the mode as a flag of the context": re.compile(r"\bctx\.sandbox\b"),

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import locks
-from infra_apply.docstore import IO_LOCK, DocumentRoot
 from infra_apply.errors import InfraApplyError
-from infra_apply.terraform import Binary, Workdir
+from infra_apply.registry.docstore import IO_LOCK, DocumentRoot
+from infra_apply.runtime import locks
+from infra_apply.runtime.terraform import Binary, Workdir
 
 PACKAGE = Path(__file__).resolve().parent.parent / "infra_apply"
 
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "infra_apply"
 _HOLD = """
 import sys
 from pathlib import Path
-from infra_apply import locks
+from infra_apply.runtime import locks
 lock = locks.acquire(Path(sys.argv[1]), "the test thing")
 print("held", flush=True)
 sys.stdin.readline()
@@ -94,7 +94,7 @@ def test_a_document_root_busy_past_its_wait_is_an_error_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The docstore's I/O lock raised filelock's own Timeout (a traceback) when it stayed busy."""
-    monkeypatch.setattr("infra_apply.docstore.IO_LOCK_SECONDS", 0.1)
+    monkeypatch.setattr("infra_apply.registry.docstore.IO_LOCK_SECONDS", 0.1)
     root = DocumentRoot(Workdir(Binary("terraform", "1.9.0"), tmp_path, {}), "leases")
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(tmp_path / IO_LOCK)],

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra_apply.manifest import YamlError, parse
+from infra_apply.manifests.manifest import YamlError, parse
 
 
 def test_positions_of_values_and_keys() -> None:

@@ -22,9 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra_apply import mesh, meshfile, strictjson
 from infra_apply.errors import MeshError
-from infra_apply.mesh import HostChange, LiveDroplet
+from infra_apply.registry import mesh, meshfile
+from infra_apply.registry.mesh import HostChange, LiveDroplet
+from infra_apply.runtime import strictjson
 
 WORKER = Path(__file__).with_name("mesh_crash_worker.py")
 ARTIFACTS = "com.uvlava.quinn.artifacts"

@@ -1,5 +1,5 @@
 """Mesh IPs agree across runners with remote state: the allocation record in the state bucket
-(infra_apply/allocations.py). Pure cases first, then real runner processes on one moto bucket,
+(infra_apply/registry/allocations.py). Pure cases first, then real runner processes on one moto bucket,
 one of them SIGKILLed between reserving an address and writing its mesh-hosts.json."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from infra_apply.allocations import Record, Slot, decode, encode, reserve
 from infra_apply.errors import MeshError
-from infra_apply.mesh import LiveDroplet, plan_registration
+from infra_apply.registry.allocations import Record, Slot, decode, encode, reserve
+from infra_apply.registry.mesh import LiveDroplet, plan_registration
 from tests.conftest import EXAMPLE_MESH, run_cli
 from tests.test_remote_state import ACCESS_KEY, SECRET_KEY, Remote, s3_client, s3_endpoint
 

@@ -18,17 +18,17 @@ import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from infra_apply import workcopy
-from infra_apply.account import LiveAccount
-from infra_apply.build import build_model
+from infra_apply.cloud.account import LiveAccount
 from infra_apply.errors import InfraApplyError, MeshError, Problem, ValidationFailed
-from infra_apply.hcl import slug
-from infra_apply.hcl import string as hcl_string
-from infra_apply.manifest import parse
-from infra_apply.mesh import live_droplets_from_output, plan_registration
-from infra_apply.model import Database, ProducerModel
-from infra_apply.render import Ledger, parse_ledger, render_model, render_producer, write
-from infra_apply.validate import require_valid
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.manifest import parse
+from infra_apply.manifests.model import Database, ProducerModel
+from infra_apply.manifests.validate import require_valid
+from infra_apply.registry.mesh import live_droplets_from_output, plan_registration
+from infra_apply.render.hcl import slug
+from infra_apply.render.hcl import string as hcl_string
+from infra_apply.render.module import Ledger, parse_ledger, render_model, render_producer, write
+from infra_apply.runtime import workcopy
 from tests.conftest import CONFIG, cli_env, run_cli
 
 # --- a tree with one droplet and one project, every name-like field settable ---------------------

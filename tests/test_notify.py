@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from infra_apply import notify
-from infra_apply.account import choose
-from infra_apply.config import ConfigError, load
+from infra_apply.cloud.account import choose
+from infra_apply.forge import notify
+from infra_apply.manifests.config import ConfigError, load
 from infra_apply.sandbox import cloud
 from tests import stopping
 from tests.test_e2e_sandbox import Ops

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from infra_apply.cloud.pat import token_env
 from infra_apply.errors import InfraApplyError
-from infra_apply.pat import token_env
 from tests.conftest import cli_env, run_cli
 
 TOKEN = "FAKE-do-token_" + "5f" * 32

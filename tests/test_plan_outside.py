@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import cast
 
-from infra_apply.do_semantics import Resize
-from infra_apply.plan_model import parse_plan
-from infra_apply.plan_outside import answer, only_undoes_outside, undoes
+from infra_apply.plan.model import parse_plan
+from infra_apply.plan.outside import answer, only_undoes_outside, undoes
+from infra_apply.plan.semantics import Resize
 from infra_apply.report import producer_reports
 from infra_apply.report.text import format_text
 from tests.plan_fixtures import (

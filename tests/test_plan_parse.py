@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.plan_model import parse_plan
-from infra_apply.plan_parse import CreateSettings, NameDrift, SettingsDrift, classify
+from infra_apply.plan.model import parse_plan
+from infra_apply.plan.parse import CreateSettings, NameDrift, SettingsDrift, classify
 from infra_apply.report import producer_reports
 from infra_apply.report.text import format_text
 from tests.plan_fixtures import (
@@ -429,7 +429,7 @@ def test_a_list_attribute_says_what_is_added_and_removed_however_long() -> None:
 
 
 def test_firewall_rules_are_diffed_rule_by_rule_with_every_kind_of_peer() -> None:
-    from infra_apply.plan_parse import FirewallRule
+    from infra_apply.plan.parse import FirewallRule
 
     fw = {"name": "x", "droplet_ids": [1]}
     outbound_all = {"protocol": "udp", "port_range": "all", "destination_addresses": ["0.0.0.0/0"]}

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from infra_apply import do_api, preflight
-from infra_apply.account import LiveAccount, SandboxAccount
-from infra_apply.build import build_model
+from infra_apply.cloud import do_api, preflight
+from infra_apply.cloud.account import LiveAccount, SandboxAccount
 from infra_apply.errors import InfraApplyError, Problem
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.validate import validate_tree
 from infra_apply.sandbox import cloud
-from infra_apply.validate import validate_tree
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 from tests.do_standin import TOKEN, Account, database_json
 

@@ -25,10 +25,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
-from infra_apply.account import SandboxAccount, SandboxProvider
+from infra_apply.cloud.account import SandboxAccount, SandboxProvider
+from infra_apply.runtime.workcopy import Context, terraform_env
 from infra_apply.sandbox import cloud
 from infra_apply.sandbox.install import SandboxSetup
-from infra_apply.workcopy import Context, terraform_env
 from tests.conftest import cli_env, run_cli
 
 QUINN = {"com.uvlava.dns", "com.uvlava.quinn.artifacts", "com.uvlava.quinn.mcp"}

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.render import (
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.model import Droplet, ProducerModel, Service
+from infra_apply.manifests.validate import validate_tree
+from infra_apply.render.module import (
     Ledger,
     assign_addresses,
     compare,
@@ -28,7 +29,6 @@ from infra_apply.render import (
     render_producer,
     write,
 )
-from infra_apply.validate import validate_tree
 from tests.conftest import (
     CONFIG,
     EXAMPLE_MESH,
@@ -147,7 +147,7 @@ def test_gpu_droplets_are_off_by_default() -> None:
 
 
 def test_databases_are_data_sourced_clusters_with_own_db_and_user() -> None:
-    from infra_apply.model import Database
+    from infra_apply.manifests.model import Database
 
     dbs = (Database("uvlava-pg", "ledger", "ledger_app", "ledger-api", "prod", "ct", "@ct/l/.infra.yaml"),)
     tf = render_producer(producer(databases=dbs), Ledger()).files["databases.tf"]
@@ -392,7 +392,7 @@ def test_user_data_files_sharing_a_name_get_distinct_ones(tmp_path: Path) -> Non
     model = build_model(v)
     from dataclasses import replace
 
-    from infra_apply.config import Where, read_user_data
+    from infra_apply.manifests.config import Where, read_user_data
 
     other = read_user_data(root, "b/base.yaml", Where("infra-apply.toml", 1, 1))
     ct = model.producers[0]
@@ -463,8 +463,8 @@ def test_check_never_waits_on_a_fifo_or_reads_a_device_in_the_generated_tree(tmp
 
 def test_templates_read_frozen_typed_entries_and_takeover_finds_databases_by_the_same_names() -> None:
     from infra_apply.kinds import DATABASE, USER
-    from infra_apply.model import Database
-    from infra_apply.render import DatabaseEntry, db_entry
+    from infra_apply.manifests.model import Database
+    from infra_apply.render.module import DatabaseEntry, db_entry
 
     db = Database("uvlava-pg", "ledger", "ledger_app", "ledger-api", "prod", "ct", "@ct/l/.infra.yaml")
     entry = db_entry(db)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import hcl, render
-from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import Model
-from infra_apply.render import Rendered, cache_file, render_model, write
-from infra_apply.validate import validate_tree
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.model import Model
+from infra_apply.manifests.validate import validate_tree
+from infra_apply.render import hcl
+from infra_apply.render import module as render
+from infra_apply.render.module import Rendered, cache_file, render_model, write
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, cli_env, run_cli, write_tree
 
 
@@ -166,8 +167,8 @@ def test_plan_reuses_renders_cache_and_still_sees_a_stale_generated_tree(
 ) -> None:
     """plan and apply load the project through the same cache as ``render``: after a render,
     unchanged inputs are not rendered again; a generated file edited since is still noted."""
-    from infra_apply.account import choose
-    from infra_apply.workcopy import Context, check_ready, load_project
+    from infra_apply.cloud.account import choose
+    from infra_apply.runtime.workcopy import Context, check_ready, load_project
 
     root = write_tree(tmp_path / "root", base_tree())
     out, env = tmp_path / "out", cli_env(tmp_path)

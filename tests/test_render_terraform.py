@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from infra_apply import config, workcopy
-from infra_apply.account import SandboxAccount
+from infra_apply.cloud.account import SandboxAccount
 from infra_apply.commands.plan import plan_one
 from infra_apply.errors import ValidationFailed
+from infra_apply.manifests import config
+from infra_apply.runtime import workcopy
 from infra_apply.sandbox import cloud
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, droplet, producer_root, project, write_tree

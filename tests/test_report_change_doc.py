@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from infra_apply.drift import DriftReport, ProducerDrift
+from infra_apply.plan.drift import DriftReport, ProducerDrift
 from infra_apply.report import producer_reports
 from infra_apply.report.drift import format_json as drift_json
 from infra_apply.report.json import format_json as plan_json

@@ -15,10 +15,10 @@ import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
 
-from infra_apply.comment import COMMENT_LIMIT, compose, marker, units
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.plan_model import parse_plan
+from infra_apply.forge.comment import COMMENT_LIMIT, compose, marker, units
+from infra_apply.manifests.model import Droplet, ProducerModel, Service
+from infra_apply.plan.model import parse_plan
 from infra_apply.report import PlanContext, ProducerReport, producer_reports
 from infra_apply.report.combine import combine, failed_note, failed_sentence, read_json
 from infra_apply.report.json import format_json

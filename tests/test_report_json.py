@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infra_apply.guard import guard
+from infra_apply.plan.guard import guard
 from infra_apply.report import producer_reports
 from infra_apply.report.json import format_json
 from tests.plan_fixtures import OUTSIDE_NAMES, RESIZE_NAMES, SCENARIOS, parsed, read_golden, render_golden

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from infra_apply.comment import COMMENT_LIMIT, compose, marker, units
-from infra_apply.guard import guard
-from infra_apply.plan_model import parse_plan
+from infra_apply.forge.comment import COMMENT_LIMIT, compose, marker, units
+from infra_apply.plan.guard import guard
+from infra_apply.plan.model import parse_plan
 from infra_apply.report import PlanContext, producer_reports
 from infra_apply.report._common import ONLY_UNDOES
 from infra_apply.report.markdown import MARKDOWN_LIMIT, format_markdown

@@ -8,14 +8,14 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infra_apply.build import build_model
-from infra_apply.model import Droplet, Model, ProducerModel, Service
-from infra_apply.plan_model import parse_plan
-from infra_apply.render import render_model
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.model import Droplet, Model, ProducerModel, Service
+from infra_apply.manifests.validate import validate_tree
+from infra_apply.plan.model import parse_plan
+from infra_apply.render.module import render_model
 from infra_apply.report import GpuUp, producer_reports
 from infra_apply.report.markdown import format_markdown
 from infra_apply.report.mermaid import mermaid_diagram
-from infra_apply.validate import validate_tree
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, droplet, producer_root, project, write_tree
 from tests.mermaid_cases import CASES, GPU_UP, HOSTILE, MARKED, TOPOLOGY, change, diagram
 from tests.mermaid_check import MERMAID_LINE, mermaid_blocks

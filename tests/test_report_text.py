@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from infra_apply.plan_model import parse_plan
+from infra_apply.plan.model import parse_plan
 from infra_apply.report import producer_reports
 from infra_apply.report.text import format_text
 from tests.plan_fixtures import (

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from infra_apply.errors import Problem
-from infra_apply.rules import RULES
-from infra_apply.validate import validate_tree
+from infra_apply.manifests.rules import RULES
+from infra_apply.manifests.validate import validate_tree
 from tests.conftest import CONFIG, base_tree, droplet, producer_root, project, write_tree
 
 MESH = {
@@ -465,6 +465,6 @@ def test_an_unreadable_folder_is_an_error(tmp_path: Path, monkeypatch: pytest.Mo
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr("infra_apply.discover.os.scandir", scandir)
+    monkeypatch.setattr("infra_apply.manifests.discover.os.scandir", scandir)
     [p] = validate_tree(tmp_path / "root").problems
     assert (p.path, p.level, p.rule) == ("@ct/secret", "error", "manage_apps_orchestrator")

@@ -10,7 +10,7 @@ from pathlib import Path
 # Imported by a plan only when it uses them: the registry (register, drift, sandbox runs),
 # getpass (a user without USER), importlib.resources' readers (the schema is a file beside
 # the module).
-NOT_ON_THE_PLAN_PATH = ("infra_apply.mesh", "getpass", "importlib.resources.readers")
+NOT_ON_THE_PLAN_PATH = ("infra_apply.registry.mesh", "getpass", "importlib.resources.readers")
 
 
 def loaded_after(code: str, modules: tuple[str, ...], tmp_path: Path) -> str:
@@ -26,8 +26,8 @@ def loaded_after(code: str, modules: tuple[str, ...], tmp_path: Path) -> str:
 def test_the_plan_path_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None:
     code = (
         "import infra_apply.cli, infra_apply.commands.plan, infra_apply.gpu.leases_view\n"
-        "import infra_apply.pricing, infra_apply.build, infra_apply.validate\n"
-        "from infra_apply.validate import schema_text\n"
+        "import infra_apply.cloud.pricing, infra_apply.manifests.build, infra_apply.manifests.validate\n"
+        "from infra_apply.manifests.validate import schema_text\n"
         "schema_text()\n"
     )
     assert loaded_after(code, NOT_ON_THE_PLAN_PATH, tmp_path) == "[]"
@@ -35,7 +35,7 @@ def test_the_plan_path_imports_none_of_what_it_does_not_use(tmp_path: Path) -> N
 
 # A plan's output in one format never imports another format's renderer (markdown's pulls in
 # the comment limits, the diagram and html).
-OTHER_FORMATS = ("infra_apply.report.markdown", "infra_apply.report.json", "infra_apply.comment")
+OTHER_FORMATS = ("infra_apply.report.markdown", "infra_apply.report.json", "infra_apply.forge.comment")
 
 
 def test_a_text_plan_output_imports_no_other_format(tmp_path: Path) -> None:

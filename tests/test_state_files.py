@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.account import SandboxAccount, sandbox_registry
-from infra_apply.meshfile import load_document
-from infra_apply.workcopy import Context, mesh_target
+from infra_apply.cloud.account import SandboxAccount, sandbox_registry
+from infra_apply.registry.meshfile import load_document
+from infra_apply.runtime.workcopy import Context, mesh_target
 from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 
 # --- the sandbox's registry copy ------------------------------------------------------------
@@ -22,9 +22,9 @@ from tests.conftest import EXAMPLE_MESH, REPO, cli_env, run_cli
 SEED = """
 import resource, signal, sys
 from pathlib import Path
-from infra_apply.account import SandboxAccount
-from infra_apply.workcopy import Context, mesh_target
-from infra_apply.meshfile import load_document
+from infra_apply.cloud.account import SandboxAccount
+from infra_apply.runtime.workcopy import Context, mesh_target
+from infra_apply.registry.meshfile import load_document
 
 root, source, state, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = Context(root=root, out=root / "generated", account=SandboxAccount(), mesh_path=source,

@@ -22,13 +22,11 @@ from typing import Any
 
 import pytest
 
-from infra_apply.build import build_model
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import ProducerModel
-from infra_apply.render import Ledger, Rendered, render_producer
-from infra_apply.sandbox import cloud
-from infra_apply.sandbox.install import install
-from infra_apply.takeover import (
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.model import ProducerModel
+from infra_apply.manifests.validate import validate_tree
+from infra_apply.plan.takeover import (
     OldState,
     Takeover,
     TakeoverRefused,
@@ -41,7 +39,9 @@ from infra_apply.takeover import (
     removed_block,
     removed_file,
 )
-from infra_apply.validate import validate_tree
+from infra_apply.render.module import Ledger, Rendered, render_producer
+from infra_apply.sandbox import cloud
+from infra_apply.sandbox.install import install
 from tests.conftest import droplet, producer_root, project, write_tree
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")

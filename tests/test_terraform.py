@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from infra_apply import terraform as tf
 from infra_apply.errors import InfraApplyError, Stopped
+from infra_apply.runtime import terraform as tf
 from infra_apply.sandbox.install import install
 from tests.conftest import REPO, cli_env, run_cli
 
@@ -364,7 +364,7 @@ def test_vault_token_reaches_terraform_and_nothing_else(example: Path, httpserve
     (home / ".vault").mkdir(parents=True)
     (home / ".vault" / "do_pat_quinn").write_text(f"{SECRET}\n")
     state = example / "state"
-    from infra_apply.config import load
+    from infra_apply.manifests.config import load
     from tests.do_standin import Account
 
     account = load(example / "tree", {}).sandbox
@@ -444,7 +444,7 @@ def test_sandbox_never_hands_a_real_token_to_terraform(example: Path) -> None:
 HARNESS = """
 import signal, sys
 from pathlib import Path
-from infra_apply import terraform as tf
+from infra_apply.runtime import terraform as tf
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 try:

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from infra_apply import trusted
-from infra_apply.build import build_model
-from infra_apply.do_api import AccountDroplet
+from infra_apply.cloud.do_api import AccountDroplet
 from infra_apply.errors import InfraApplyError
-from infra_apply.exists import Account
-from infra_apply.guard import guard, refusal_message, unused_allowances
-from infra_apply.model import Model, ProducerModel
-from infra_apply.plan_parse import Change, ProducerPlan
-from infra_apply.render import Ledger, render_producer
-from infra_apply.validate import validate_tree
+from infra_apply.manifests.build import build_model
+from infra_apply.manifests.model import Model, ProducerModel
+from infra_apply.manifests.validate import validate_tree
+from infra_apply.plan import trusted
+from infra_apply.plan.exists import Account
+from infra_apply.plan.guard import guard, refusal_message, unused_allowances
+from infra_apply.plan.parse import Change, ProducerPlan
+from infra_apply.render.module import Ledger, render_producer
 from tests.conftest import EXAMPLE_TREE
 
 FW = "digitalocean_database_firewall.uvlava-pg"

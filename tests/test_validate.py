@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infra_apply.validate import validate_tree
+from infra_apply.manifests.validate import validate_tree
 from tests.conftest import base_tree, project, write_tree
 
 

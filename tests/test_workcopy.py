@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.account import LiveProvider, SandboxProvider, choose
+from infra_apply.cloud.account import LiveProvider, SandboxProvider, choose
+from infra_apply.cloud.pat import token_env
 from infra_apply.errors import InfraApplyError
-from infra_apply.pat import token_env
-from infra_apply.render import Rendered
-from infra_apply.state import Backend
-from infra_apply.workcopy import STAMP, Context, TerraformCopy, sync, terraform_env
+from infra_apply.render.module import Rendered
+from infra_apply.runtime.state import Backend
+from infra_apply.runtime.workcopy import STAMP, Context, TerraformCopy, sync, terraform_env
 
 SECRET = "FAKE-do-token_0123456789abcdef-vault-secret-for-quinn"
 
@@ -124,7 +124,7 @@ def test_init_runs_only_when_what_it_depends_on_changed(tmp_path: Path) -> None:
 
 
 def test_a_real_init_says_how_long_it_took_and_a_skipped_one_says_nothing(tmp_path: Path) -> None:
-    from infra_apply import terraform as tf
+    from infra_apply.runtime import terraform as tf
     from tests.commands.fakes import Ticks
 
     (tmp_path / "versions.tf").write_text('terraform {\n  required_version = ">= 1.5"\n}\n')

@@ -5,7 +5,7 @@ OUT/<producer>/imports.tf (in sandbox mode, a file under the state dir) so the n
 them over without replacing them.
 
 ``adopt --from-state FILE`` takes over from an existing Terraform root instead (the pure core is
-``infra_apply.takeover``): droplets, firewalls, databases and users of the old root's state that
+``infra_apply.plan.takeover``): droplets, firewalls, databases and users of the old root's state that
 the producer declares get import blocks (the same imports file), and the old root gets a file of
 ``removed`` blocks that forgets them without destroying anything. A takeover with an error (a
 forced replacement, an ambiguous match...) writes nothing. infra-apply never runs anything in the
@@ -20,19 +20,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra_apply import kinds
-from infra_apply.accounts import Accounts
+from infra_apply.cloud.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError
-from infra_apply.fs import PRIVATE_FILE, TEXT_LIMIT, FileTooLarge, atomic_write, private_dirs, read_bounded
-from infra_apply.model import Droplet
-from infra_apply.state import state_dir
-from infra_apply.workcopy import Context, Prepared, imports_file, prepare_one, tree_key
+from infra_apply.manifests.model import Droplet
+from infra_apply.runtime.fs import (
+    PRIVATE_FILE,
+    TEXT_LIMIT,
+    FileTooLarge,
+    atomic_write,
+    private_dirs,
+    read_bounded,
+)
+from infra_apply.runtime.state import state_dir
+from infra_apply.runtime.workcopy import Context, Prepared, imports_file, prepare_one, tree_key
 
 if TYPE_CHECKING:
-    from infra_apply.do_api import AccountDroplet
-    from infra_apply.exists import Account
-    from infra_apply.preflight import Source
-    from infra_apply.takeover import OldState, Takeover
+    from infra_apply.cloud.do_api import AccountDroplet
+    from infra_apply.cloud.preflight import Source
+    from infra_apply.plan.exists import Account
+    from infra_apply.plan.takeover import OldState, Takeover
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ def run(ctx: Context, producer: str) -> Adopted:
 def adopt(ctx: Context, prep: Prepared) -> Adopted:
     """Write import blocks for what the manifests declare that exists in the account by name
     but not in state: droplets, their firewalls, databases and users."""
-    from infra_apply.render import db_entry, public_address
+    from infra_apply.render.module import db_entry, public_address
 
     in_state = state_addresses(prep)
     with Accounts(ctx.env) as accounts:
@@ -125,7 +132,7 @@ def state_addresses(prep: Prepared) -> set[str]:
 
 
 def _account(source: Source, prep: Prepared) -> Account:
-    from infra_apply.exists import fetch
+    from infra_apply.plan.exists import fetch
 
     return fetch(source, {db.cluster for db in prep.producer.databases})
 
@@ -134,7 +141,7 @@ def _source(prep: Prepared, accounts: Accounts) -> Source:
     """The producer's account, its lists asked once for the run (``accounts``)."""
     source = prep.account.source(prep, accounts)
     if source is None:  # no token: the client says which variable to set
-        from infra_apply import do_api, preflight
+        from infra_apply.cloud import do_api, preflight
 
         return preflight.LiveSource(do_api.client(token=prep.api_token))
     return source
@@ -153,7 +160,7 @@ def _adoption_warning(d: Droplet, live: AccountDroplet) -> str | None:
 
 def write_imports(target: Path, adoptions: Sequence[Adoption], private_to: Path | None = None) -> None:
     """Write the import blocks; under the state dir (``private_to``, sandbox runs) privately."""
-    from infra_apply import hcl
+    from infra_apply.render import hcl
 
     if not adoptions:
         return
@@ -193,7 +200,7 @@ class TakenOver:
 def run_from_state(
     ctx: Context, producer: str, state_file: Path, removed_file: Path | None = None
 ) -> TakenOver:
-    from infra_apply.takeover import read_state
+    from infra_apply.plan.takeover import read_state
 
     old = read_state(state_file)  # bad input stops here, before any working copy is touched
     return take_over(ctx, prepare_one(ctx, producer), old, removed_file)
@@ -201,7 +208,7 @@ def run_from_state(
 
 def take_over(ctx: Context, prep: Prepared, old: OldState, removed_file: Path | None = None) -> TakenOver:
     """Plan the takeover; only when it has no error, write the imports and the removed file."""
-    from infra_apply import takeover
+    from infra_apply.plan import takeover
 
     with Accounts(ctx.env) as accounts:  # one listing of the clusters for both
         source = _source(prep, accounts)
@@ -255,8 +262,8 @@ def _check_removed_target(path: Path) -> None:
 
 def default_removed_file(ctx: Context, producer: str) -> Path:
     """Under the state dir: infra-apply never writes into the old root unless told where."""
-    from infra_apply.identity import keyed
-    from infra_apply.paths import child
+    from infra_apply.runtime.identity import keyed
+    from infra_apply.runtime.paths import child
 
     state = state_dir(ctx.env)
     base = keyed(state, f"takeover/{ctx.account.word}", tree_key(ctx))

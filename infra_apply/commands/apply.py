@@ -15,25 +15,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from infra_apply import budget, exists, kinds, remedy
-from infra_apply import terraform as tf
-from infra_apply.accounts import Accounts
-from infra_apply.budget import Budget
+from infra_apply import kinds, remedy
+from infra_apply.cloud.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.plan import Planned, cost_of, plan_one
 from infra_apply.commands.register import register
-from infra_apply.cost import Prices
-from infra_apply.do_semantics import reason, verb
 from infra_apply.errors import GuardRefused, InfraApplyError, TerraformError
-from infra_apply.guard import GuardVerdict, guard, refusal_message, unused_allowances
-from infra_apply.manifest import Manifest
-from infra_apply.mesh import WriteResult
-from infra_apply.model import ProducerModel
-from infra_apply.plan_parse import COUNTED_ACTIONS, ProducerPlan
+from infra_apply.manifests.manifest import Manifest
+from infra_apply.manifests.model import ProducerModel
+from infra_apply.plan import budget, exists
+from infra_apply.plan.budget import Budget
+from infra_apply.plan.cost import Prices
+from infra_apply.plan.guard import GuardVerdict, guard, refusal_message, unused_allowances
+from infra_apply.plan.parse import COUNTED_ACTIONS, ProducerPlan
+from infra_apply.plan.semantics import reason, verb
+from infra_apply.registry.mesh import WriteResult
 from infra_apply.report import GpuUp, ProducerReport
-from infra_apply.timing import done_line
-from infra_apply.untrusted import visible
-from infra_apply.workcopy import (
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.workcopy import (
     Context,
     Prepared,
     check_ready,
@@ -44,6 +43,8 @@ from infra_apply.workcopy import (
     preflight,
     prepare,
 )
+from infra_apply.timing import done_line
+from infra_apply.untrusted import visible
 
 # How long an apply waits for a `gpu reap` or `gpu up` holding the producer's leases.
 LEASE_WAIT_SECONDS = 600
@@ -109,8 +110,8 @@ def run(ctx: Context, producer: str, terminal: Terminal, options: ApplyOptions =
     """An ordinary apply: every on-demand GPU stays as its lease says. The leases are held
     (``exclusive``) from reading them to the end of the apply, so a reap cannot release a GPU
     this apply is about to keep, nor the other way round."""
+    from infra_apply.cloud.pricing import run_prices
     from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_leases
-    from infra_apply.pricing import run_prices
 
     check_registry(ctx)
     check_ready(ctx)
@@ -243,7 +244,7 @@ def refuse_impossible_resizes(
     """A resize to a size whose disk is below the droplet's can never succeed: DigitalOcean
     answers 422, and the provider powers the droplet off before asking. No flag allows it, so
     it stops the apply before anything runs (exit 1), located at the droplet's size."""
-    from infra_apply.preflight import size_at
+    from infra_apply.cloud.preflight import size_at
 
     lines = []
     for change in plan.changes:
@@ -381,7 +382,7 @@ def _register(ctx: Context, prep: Prepared, planned: Planned, applied: bool) -> 
 
 
 def output(done: Applied) -> Output:
-    from infra_apply.mesh import describe
+    from infra_apply.registry.mesh import describe
 
     lines = [f"{done.producer}: {'applied' if done.applied else 'nothing to apply'}"]
     notes: tuple[str, ...] = ()

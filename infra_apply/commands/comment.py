@@ -1,5 +1,5 @@
 """``comment``: post a plan (a file, or standard input: ``plan --format json`` or markdown) to a
-pull request, updating infra-apply's one comment there; the forge API is ``infra_apply.comment``.
+pull request, updating infra-apply's one comment there; the forge API is ``infra_apply.forge.comment``.
 Several files (a CI matrix's per-producer plans) are combined into one plan first
 (``report.combine``); a JSON plan is rendered even alone. With ``--issue`` the text is kept in
 one open issue instead (the scheduled drift report)."""
@@ -10,8 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra_apply.cloud.http import Limits
 from infra_apply.commands import Output
-from infra_apply.comment import (
+from infra_apply.errors import InfraApplyError
+from infra_apply.forge.comment import (
     LIMITS,
     SECRET_ENV,
     Posted,
@@ -20,10 +22,8 @@ from infra_apply.comment import (
     publish_issue,
     resolve_target,
 )
-from infra_apply.errors import InfraApplyError
-from infra_apply.fs import TEXT_LIMIT, read_bounded
-from infra_apply.http import Limits
 from infra_apply.report.combine import JsonPlan, combine, read_json
+from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra_apply import remedy
-from infra_apply import terraform as tf
 from infra_apply.commands import Output
-from infra_apply.dbcreds import (
+from infra_apply.errors import InfraApplyError
+from infra_apply.manifests.model import Database, Model, ProducerModel
+from infra_apply.plan.dbcreds import (
     RULE,
     Client,
     Unreachable,
@@ -25,10 +26,9 @@ from infra_apply.dbcreds import (
     dotenv_text,
     write_dotenv,
 )
-from infra_apply.errors import InfraApplyError
-from infra_apply.model import Database, Model, ProducerModel
-from infra_apply.render import Rendered
-from infra_apply.workcopy import Context, Prepared, check_ready, load_project, pick, prepare
+from infra_apply.render.module import Rendered
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.workcopy import Context, Prepared, check_ready, load_project, pick, prepare
 
 OUTPUT = "database_credentials"
 

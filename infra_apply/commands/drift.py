@@ -8,9 +8,10 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from infra_apply.accounts import Accounts
+from infra_apply.cloud.accounts import Accounts
 from infra_apply.commands import Output
-from infra_apply.drift import (
+from infra_apply.errors import ExitCode
+from infra_apply.plan.drift import (
     DriftReport,
     Orphan,
     ProducerDrift,
@@ -22,12 +23,10 @@ from infra_apply.drift import (
     stale_registry_droplets,
     state_droplets,
 )
-from infra_apply.errors import ExitCode
-from infra_apply.managed import MANAGED_TAG
-from infra_apply.mesh import HostChange
-from infra_apply.plan_parse import JsonObject
-from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
-from infra_apply.workcopy import (
+from infra_apply.plan.managed import MANAGED_TAG
+from infra_apply.plan.parse import JsonObject
+from infra_apply.registry.mesh import HostChange
+from infra_apply.runtime.workcopy import (
     Context,
     Prepared,
     Say,
@@ -38,6 +37,7 @@ from infra_apply.workcopy import (
     preflight,
     prepare,
 )
+from infra_apply.timing import MONOTONIC, Clock, done_line, total_line
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ def registry_drift(ctx: Context, prep: Prepared) -> tuple[HostChange, ...] | Non
     """What ``register`` would change in the registry (a dry run: nothing is written); None
     when there is no registry to compare with."""
     from infra_apply.commands.register import droplets_output, shared_allocator
-    from infra_apply.mesh import live_droplets_from_output
-    from infra_apply.meshfile import load_document, write_registration
+    from infra_apply.registry.mesh import live_droplets_from_output
+    from infra_apply.registry.meshfile import load_document, write_registration
 
     target = mesh_target(ctx)
     if target is None:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from infra_apply import budget, kinds, remedy
-from infra_apply.accounts import Accounts
+from infra_apply import kinds, remedy
+from infra_apply.cloud.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.register import register
@@ -33,7 +33,8 @@ from infra_apply.gpu.leases_view import Leases, gpu_names, lease_store, read_lea
 from infra_apply.gpu.probe import ProbeResult, probe_gpu
 from infra_apply.gpu.status import GpuRef, LiveGpu, StatusRow, rows
 from infra_apply.gpu.store import LeaseStore, StoreBusy
-from infra_apply.workcopy import (
+from infra_apply.plan import budget
+from infra_apply.runtime.workcopy import (
     Context,
     Prepared,
     Project,
@@ -76,7 +77,7 @@ def own_resources(prep: Prepared, name: str) -> frozenset[str]:
             "release it by hand (terraform state) and remove its lease",
             rule="gpu_ondemand",
         )
-    from infra_apply.render import public_address
+    from infra_apply.render.module import public_address
 
     firewall = kinds.FIREWALL.address(kinds.DROPLET.local(droplet))
     return frozenset({droplet, firewall, public_address(firewall)})
@@ -152,7 +153,7 @@ def up(
         held_to = project.config.budgets.get(producer)
         if held_to is not None:
             # the lease's hours this month count against the producer's budget
-            from infra_apply.pricing import run_prices
+            from infra_apply.cloud.pricing import run_prices
 
             options = replace(
                 options,
@@ -493,7 +494,7 @@ def reap(ctx: Context, terminal: Terminal) -> Reaped:
         if notified:
             with contextlib.suppress(InfraApplyError):  # not read: nothing told this time
                 left += store.read().leases.values()
-    from infra_apply.notify import notify_leases
+    from infra_apply.forge.notify import notify_leases
 
     notify_leases(ctx, left, now_utc())
     return Reaped(tuple(outcomes), tuple(busy), tuple(errors), tuple(left))

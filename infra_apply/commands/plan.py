@@ -13,20 +13,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infra_apply import exists
-from infra_apply import terraform as tf
-from infra_apply.accounts import Accounts
-from infra_apply.budget import Budget
-from infra_apply.changed import Changes, head_commit
+from infra_apply.cloud.accounts import Accounts
 from infra_apply.commands import Output
-from infra_apply.cost import Prices, ProducerCost, producer_cost
 from infra_apply.errors import ExitCode, InfraApplyError, Problem
-from infra_apply.guard import GuardVerdict, guard
-from infra_apply.plan_model import parse_plan
-from infra_apply.plan_parse import JsonObject, ProducerPlan
+from infra_apply.manifests.changed import Changes, head_commit
+from infra_apply.plan import exists
+from infra_apply.plan.budget import Budget
+from infra_apply.plan.cost import Prices, ProducerCost, producer_cost
+from infra_apply.plan.guard import GuardVerdict, guard
+from infra_apply.plan.model import parse_plan
+from infra_apply.plan.parse import JsonObject, ProducerPlan
 from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
-from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
-from infra_apply.workcopy import (
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.workcopy import (
     Context,
     Prepared,
     Say,
@@ -37,6 +36,7 @@ from infra_apply.workcopy import (
     preflight,
     prepare,
 )
+from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def run(
         if list_only or (found is not None and not names):
             return PlanResult(changes=found, listed=tuple(names) if list_only else None)
         ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
+        from infra_apply.cloud.pricing import run_prices
         from infra_apply.gpu.leases_view import read_leases, unleased_up
-        from infra_apply.pricing import run_prices
 
         # the leases (with remote state: the state bucket) are read only once pre-flight's
         # account check passed, and once
@@ -182,7 +182,7 @@ def planned_commit(root: Path, env: Mapping[str, str]) -> str | None:
 def _changed(ctx: Context, base: str | None) -> Changes | None:
     if base is None:
         return None
-    from infra_apply.changed import changed_producers, describe
+    from infra_apply.manifests.changed import changed_producers, describe
 
     found = changed_producers(ctx.root, ctx.out, base, ctx.env)
     for line in describe(found):
@@ -245,7 +245,7 @@ def plan_one(
 
 def _trusted(planned: Planned, account: exists.Account | None) -> Planned:
     """The plan with whom each trusted-sources change cuts off (trusted.py)."""
-    from infra_apply import trusted
+    from infra_apply.plan import trusted
 
     prep = planned.prep
     keep = prep.account.remedy_flags

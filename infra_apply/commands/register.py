@@ -7,12 +7,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from infra_apply import remedy
-from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.errors import InfraApplyError
-from infra_apply.mesh import Allocator, LiveDroplet, WriteResult, live_droplets_from_output
-from infra_apply.state import state_dir
-from infra_apply.workcopy import Context, Prepared, check_registry, mesh_target, prepare_one, workdir_root
+from infra_apply.registry.mesh import Allocator, LiveDroplet, WriteResult, live_droplets_from_output
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.state import state_dir
+from infra_apply.runtime.workcopy import (
+    Context,
+    Prepared,
+    check_registry,
+    mesh_target,
+    prepare_one,
+    workdir_root,
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ def register(
 ) -> WriteResult:
     """Register the producer's live droplets (``removed``: manifest names whose hosts go,
     ``renamed``: old -> new droplet names) in the registry ``mesh_target`` names."""
-    from infra_apply.meshfile import write_registration
+    from infra_apply.registry.meshfile import write_registration
 
     target = mesh_target(ctx)
     if target is None:
@@ -74,7 +81,7 @@ def shared_allocator(
     """With remote state, mesh IPs come from the allocation record in the state bucket, so every
     runner's copy of mesh-hosts.json agrees (``write=False``: read it, reserve nothing); None
     (each file's own lowest free address) otherwise."""
-    from infra_apply.allocations import open_record
+    from infra_apply.registry.allocations import open_record
 
     backend = ctx.account.backend(ctx.root, ctx.env)
     if backend.kind != "s3":

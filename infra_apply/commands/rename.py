@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra_apply import terraform as tf
 from infra_apply.commands import Output
 from infra_apply.commands.register import register
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.workcopy import (
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.workcopy import (
     Context,
     Prepared,
     check_registry,

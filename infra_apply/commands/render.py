@@ -9,9 +9,9 @@ from pathlib import Path
 
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode
-from infra_apply.paths import check_path
-from infra_apply.render import Drift, Rendered, cache_file, compare, render_model, write
-from infra_apply.state import checked_state_dir, validation_cache
+from infra_apply.render.module import Drift, Rendered, cache_file, compare, render_model, write
+from infra_apply.runtime.paths import check_path
+from infra_apply.runtime.state import checked_state_dir, validation_cache
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ def run(
     check: bool = False,
     say: Callable[[str], None],
 ) -> Rendering:
-    from infra_apply.build import build_model
-    from infra_apply.validate import require_valid
+    from infra_apply.manifests.build import build_model
+    from infra_apply.manifests.validate import require_valid
 
     check_path("--out", out)
     checked_state_dir([out, root / "generated"], env, create=False)  # the validation cache lives there

@@ -6,7 +6,7 @@ from infra_apply.commands import Output
 
 
 def run() -> str:
-    from infra_apply.validate import schema_text
+    from infra_apply.manifests.validate import schema_text
 
     return schema_text()
 

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra_apply import validate as checks
 from infra_apply.commands import Output
-from infra_apply.discover import root_hint
 from infra_apply.errors import ExitCode, Problem
-from infra_apply.state import checked_state_dir, validation_cache
+from infra_apply.manifests import validate as checks
+from infra_apply.manifests.discover import root_hint
+from infra_apply.runtime.state import checked_state_dir, validation_cache
 
 if TYPE_CHECKING:
-    from infra_apply.account import Account
+    from infra_apply.cloud.account import Account
 
 Say = Callable[[str], None]
 
@@ -62,9 +62,9 @@ def _with_preflight(
 ) -> checks.Validation:
     """The pre-flight problems of every producer, after a clean validation (a tree with errors
     is not checked against the account): every list asked at once (``accounts.Accounts``)."""
-    from infra_apply import preflight
-    from infra_apply.accounts import Accounts
-    from infra_apply.build import build_model
+    from infra_apply.cloud import preflight
+    from infra_apply.cloud.accounts import Accounts
+    from infra_apply.manifests.build import build_model
 
     if v.errors:
         say("infra-apply: pre-flight skipped: fix the errors above first")

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from infra_apply.gpu.lease import Claim
-from infra_apply.terraform import _alive, _start_time
+from infra_apply.runtime.terraform import _alive, _start_time
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 

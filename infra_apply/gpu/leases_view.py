@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from infra_apply import kinds
-from infra_apply import terraform as tf
-from infra_apply.bucket import check_locking
+from infra_apply.cloud.bucket import check_locking
 from infra_apply.gpu.lease import Lease, held
 from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
-from infra_apply.plan_parse import ProducerPlan
-from infra_apply.render import Rendered
+from infra_apply.plan.parse import ProducerPlan
+from infra_apply.render.module import Rendered
 from infra_apply.report import GpuUp
-from infra_apply.state import state_dir
-from infra_apply.workcopy import Context, Project, workdir_root
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.state import state_dir
+from infra_apply.runtime.workcopy import Context, Project, workdir_root
 
 
 @dataclass(frozen=True)

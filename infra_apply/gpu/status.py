@@ -124,9 +124,10 @@ def _row(
 
 
 def listed_price(size: str) -> float | None:
-    """The dated list price of ``size`` (infra_apply/prices.py, from /work/shared/do-catalogue-facts.md) for a
-    GPU that is down: what it would cost an hour. A GPU that is up shows what its droplet reports."""
-    from infra_apply.prices import PRICES, as_float
+    """The dated list price of ``size`` (infra_apply/plan/prices.py, from
+    /work/shared/do-catalogue-facts.md) for a GPU that is down: what it would cost an hour. A
+    GPU that is up shows what its droplet reports."""
+    from infra_apply.plan.prices import PRICES, as_float
 
     found = PRICES.get(size)
     return as_float(found.hourly) if found is not None else None

@@ -1,7 +1,7 @@
 """Each producer's GPU leases, kept in the Terraform state of a tiny root of their own.
 
 The root lives beside the producer's working copy, ``<state>/work/<mode>/<tree key>/
-<producer>.gpu-leases/`` (the key: ``infra_apply.identity``; a producer name never holds a
+<producer>.gpu-leases/`` (the key: ``infra_apply.runtime.identity``; a producer name never holds a
 ``.``, so it can never be a producer's own copy), and holds one ``terraform_data`` whose input
 is the leases' JSON document. Its backend is the producer's: with remote state the document lives in the same
 bucket at ``<key_prefix>/<producer>/gpu-leases.tfstate`` (same credentials, same
@@ -41,14 +41,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra_apply import hcl, locks
-from infra_apply import terraform as tf
-from infra_apply.docstore import DocumentRoot, Stale, parse, store_env
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.fs import private_dirs, sync_private
 from infra_apply.gpu.lease import Lease, from_dict, to_dict
-from infra_apply.paths import child
-from infra_apply.state import CONFIG_NAME, Backend
+from infra_apply.registry.docstore import DocumentRoot, Stale, parse, store_env
+from infra_apply.render import hcl
+from infra_apply.runtime import locks
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.fs import private_dirs, sync_private
+from infra_apply.runtime.paths import child
+from infra_apply.runtime.state import CONFIG_NAME, Backend
 
 SUFFIX = ".gpu-leases"
 MAIN_FILE = "leases.tf"

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from infra_apply.cost import ProducerCost
-from infra_apply.guard import GuardVerdict, guard
-from infra_apply.model import ProducerModel
-from infra_apply.plan_parse import ProducerPlan
+from infra_apply.manifests.model import ProducerModel
+from infra_apply.plan.cost import ProducerCost
+from infra_apply.plan.guard import GuardVerdict, guard
+from infra_apply.plan.parse import ProducerPlan
 from infra_apply.remedy import command, kept
 
 

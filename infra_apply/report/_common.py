@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
 
 from infra_apply import kinds, remedy
-from infra_apply.do_semantics import PublicPort, reason
-from infra_apply.guard import GuardVerdict, allow_flag, allow_value, guard
 from infra_apply.kinds import AllowFlag
-from infra_apply.plan_outside import SIZE_DERIVED, answer, undoes
-from infra_apply.plan_parse import Change, NameDrift, ProducerPlan, SettingsDrift
+from infra_apply.plan.guard import GuardVerdict, allow_flag, allow_value, guard
+from infra_apply.plan.outside import SIZE_DERIVED, answer, undoes
+from infra_apply.plan.parse import Change, NameDrift, ProducerPlan, SettingsDrift
+from infra_apply.plan.semantics import PublicPort, reason
 
 Escape = Callable[[str], str]
 

@@ -10,7 +10,7 @@ Terraform. ``attributes`` is kept beside ``updated_attrs`` (the same list) for t
 
 from __future__ import annotations
 
-from infra_apply.plan_parse import RULE_ATTRS, AttrDiff, Change, FirewallRule
+from infra_apply.plan.parse import RULE_ATTRS, AttrDiff, Change, FirewallRule
 from infra_apply.report._common import display_name
 
 

@@ -1,4 +1,4 @@
-"""The cost sentences every plan format prints (``infra_apply.cost`` computes the figures).
+"""The cost sentences every plan format prints (``infra_apply.plan.cost`` computes the figures).
 
 Each takes the format's own escaping for the untrusted parts (droplet names); sizes and
 amounts come from Terraform and the price list and are escaped too, since a size slug is a
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from infra_apply.budget import FLAG, check
-from infra_apply.cost import (
+from infra_apply.plan.budget import FLAG, check
+from infra_apply.plan.cost import (
     API_SOURCE,
     DropletCost,
     GpuCost,

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Callable, Iterator
 
 from infra_apply import remedy as remedies
-from infra_apply.drift import DriftReport, Duplicate, Orphan, ProducerDrift
-from infra_apply.mesh import HostChange
-from infra_apply.plan_parse import display_order
+from infra_apply.plan.drift import DriftReport, Duplicate, Orphan, ProducerDrift
+from infra_apply.plan.parse import display_order
+from infra_apply.registry.mesh import HostChange
 from infra_apply.report._common import drift_sentence, outside_sentence
 from infra_apply.report.change_doc import change_doc
 from infra_apply.untrusted import shell, short, visible

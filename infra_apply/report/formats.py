@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from infra_apply.commands.rename import RenameResult
     from infra_apply.commands.render import Rendering
     from infra_apply.commands.validate import Validated
-    from infra_apply.drift import DriftReport
+    from infra_apply.plan.drift import DriftReport
     from infra_apply.report import PlanContext, ProducerReport
     from infra_apply.report.verbs import Listing, NothingChanged
 

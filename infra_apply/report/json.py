@@ -10,12 +10,12 @@ import json
 from collections.abc import Sequence
 from datetime import UTC
 
-from infra_apply.budget import BudgetCheck, check
-from infra_apply.cost import CURRENCY, ProducerCost, as_number
-from infra_apply.do_semantics import PublicPort
-from infra_apply.guard import allow_flag, refusal_lines
-from infra_apply.plan_outside import answer, only_undoes_outside, undoes
-from infra_apply.plan_parse import Change, ProducerPlan, display_order
+from infra_apply.plan.budget import BudgetCheck, check
+from infra_apply.plan.cost import CURRENCY, ProducerCost, as_number
+from infra_apply.plan.guard import allow_flag, refusal_lines
+from infra_apply.plan.outside import answer, only_undoes_outside, undoes
+from infra_apply.plan.parse import Change, ProducerPlan, display_order
+from infra_apply.plan.semantics import PublicPort
 from infra_apply.report import PlanContext, ProducerReport
 from infra_apply.report._common import answer_text, bootstrap_sentence, impossible_resizes, ssh_sentence
 from infra_apply.report.change_doc import change_doc

@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from infra_apply import remedy
-from infra_apply.budget import check
-from infra_apply.comment import COMMENT_LIMIT, MARKER_ROOM, units
-from infra_apply.cost import ProducerCost
-from infra_apply.do_semantics import reason, verb
-from infra_apply.guard import GuardVerdict, allow_flag, allow_value
-from infra_apply.plan_outside import only_undoes_outside
-from infra_apply.plan_parse import COUNTED_ACTIONS, Change, display_order
+from infra_apply.forge.comment import COMMENT_LIMIT, MARKER_ROOM, units
+from infra_apply.plan.budget import check
+from infra_apply.plan.cost import ProducerCost
+from infra_apply.plan.guard import GuardVerdict, allow_flag, allow_value
+from infra_apply.plan.outside import only_undoes_outside
+from infra_apply.plan.parse import COUNTED_ACTIONS, Change, display_order
+from infra_apply.plan.semantics import reason, verb
 from infra_apply.report import PlanContext, ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     ONLY_UNDOES,

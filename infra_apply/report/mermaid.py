@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from infra_apply import kinds
-from infra_apply.model import Database, Droplet, ProducerModel, Service
-from infra_apply.plan_parse import Change, display_order
-from infra_apply.render import public_inbound
+from infra_apply.manifests.model import Database, Droplet, ProducerModel, Service
+from infra_apply.plan.parse import Change, display_order
+from infra_apply.render.module import public_inbound
 from infra_apply.untrusted import short, visible
 
 _MAX_DIAGRAM_NODES = 200

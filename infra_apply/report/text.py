@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from infra_apply.color import paint
-from infra_apply.plan_outside import only_undoes_outside
-from infra_apply.plan_parse import Change, ProducerPlan, display_order
+from infra_apply.plan.outside import only_undoes_outside
+from infra_apply.plan.parse import Change, ProducerPlan, display_order
 from infra_apply.report import ProducerReport, gpu_sentence
 from infra_apply.report._common import (
     ONLY_UNDOES,

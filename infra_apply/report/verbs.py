@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 from infra_apply import remedy
 
 if TYPE_CHECKING:
-    from infra_apply.changed import Changes
     from infra_apply.commands.adopt import Adopted, TakenOver
     from infra_apply.commands.comment import Commented
     from infra_apply.commands.register import Registered
     from infra_apply.commands.rename import RenameResult
     from infra_apply.commands.render import Rendering
     from infra_apply.commands.validate import Validated
+    from infra_apply.manifests.changed import Changes
 
 
 def validate_text(result: Validated) -> str:
@@ -79,7 +79,7 @@ def register_text(done: Registered) -> str:
     result = done.result
     if done.dry_run:
         return result.diff or "no changes\n"
-    from infra_apply.mesh import describe
+    from infra_apply.registry.mesh import describe
 
     lines = describe(result)
     if not result.wrote:

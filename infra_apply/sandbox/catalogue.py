@@ -2,7 +2,7 @@
 
 Taken from ``/work/shared/do-catalogue-facts.md`` (gathered 2026-11-29 from DigitalOcean's API reference and
 public projects pinning its sizes, prices and GPU regions). The prices come from
-``infra_apply.prices`` (the package's one dated price table, also the plan summaries' offline
+``infra_apply.plan.prices`` (the package's one dated price table, also the plan summaries' offline
 fallback). Where the facts give no figure (most GPU sizes' prices and machine shapes), the
 table says ``None`` rather than guess one; a sandbox droplet of such a size reports 0 for it.
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra_apply.config import UPTIME_REGIONS as UPTIME_REGIONS  # where uptime checks probe from
-from infra_apply.prices import AS_OF as AS_OF  # the catalogue's date is its prices' date
-from infra_apply.prices import DISKS_GB, PRICES, as_float
+from infra_apply.manifests.config import UPTIME_REGIONS as UPTIME_REGIONS  # where uptime checks probe from
+from infra_apply.plan.prices import AS_OF as AS_OF  # the catalogue's date is its prices' date
+from infra_apply.plan.prices import DISKS_GB, PRICES, as_float
 
 # The convention's regions for standing hosts (nyc3, ams3, fra1) and a few more of DigitalOcean's
 # public regions (droplets an old Terraform root made elsewhere), where the Basic sizes are

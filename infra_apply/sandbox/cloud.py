@@ -114,7 +114,7 @@ _RESET = (
 
 def load(path: PathLike) -> Cloud:
     """The cloud as it is now; a missing file is an empty account."""
-    from infra_apply.fs import STATE_LIMIT, read_bounded
+    from infra_apply.runtime.fs import STATE_LIMIT, read_bounded
 
     where = str(path)
     try:
@@ -158,7 +158,7 @@ _TABLES = (
 
 
 def _save(path: Path, cloud: Cloud) -> None:
-    from infra_apply.fs import PRIVATE_FILE, atomic_write
+    from infra_apply.runtime.fs import PRIVATE_FILE, atomic_write
 
     atomic_write(path, json.dumps(cloud, indent=2, sort_keys=True) + "\n", mode=PRIVATE_FILE)
 
@@ -166,7 +166,7 @@ def _save(path: Path, cloud: Cloud) -> None:
 @contextlib.contextmanager
 def transaction(path: PathLike) -> Iterator[Cloud]:
     """Lock the cloud, yield it for changes, save it if the block ends without an exception."""
-    from infra_apply import locks
+    from infra_apply.runtime import locks
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra_apply import locks
-from infra_apply.fs import PRIVATE_FILE, atomic_write, private_dirs, tighten
+from infra_apply.runtime import locks
+from infra_apply.runtime.fs import PRIVATE_FILE, atomic_write, private_dirs, tighten
 from infra_apply.sandbox import cloud
 
 PROVIDER_HOST = "registry.terraform.io"
@@ -167,7 +167,7 @@ def launcher_source(python: str, root: Path) -> str:
 
 
 def cli_config_text(mirror: Path) -> str:
-    from infra_apply import hcl
+    from infra_apply.render import hcl
 
     return hcl.render("terraformrc.j2", mirror=str(mirror), source=PROVIDER_SOURCE)
 

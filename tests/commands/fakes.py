@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra_apply.account import choose
+from infra_apply.cloud.account import choose
 from infra_apply.commands.apply import Terminal
-from infra_apply.model import Droplet, ProducerModel, Service
-from infra_apply.plan_parse import JsonObject
-from infra_apply.render import Rendered
+from infra_apply.manifests.model import Droplet, ProducerModel, Service
+from infra_apply.plan.parse import JsonObject
+from infra_apply.render.module import Rendered
+from infra_apply.runtime.workcopy import Context, Prepared, Say
 from infra_apply.timing import MONOTONIC, Clock
-from infra_apply.workcopy import Context, Prepared, Say
 from tests.conftest import EXAMPLE_MESH
 from tests.plan_fixtures import NAMES, QUINN_MODEL, load
 

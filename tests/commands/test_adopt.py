@@ -9,9 +9,9 @@ import pytest
 
 from infra_apply.commands import adopt
 from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.plan.takeover import OldState, parse_state
 from infra_apply.report import verbs
 from infra_apply.sandbox import cloud
-from infra_apply.takeover import OldState, parse_state
 from tests.commands.fakes import World
 
 

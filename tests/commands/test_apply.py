@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import terraform as tf
 from infra_apply.commands import apply
 from infra_apply.errors import ExitCode, GuardRefused, InfraApplyError, TerraformError
+from infra_apply.runtime import terraform as tf
 from tests.commands.fakes import FakeTerminal, Ticks, World, droplets_output
 from tests.plan_fixtures import RESIZE_NAMES
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from infra_apply.commands import apply
-from infra_apply.cost import TABLE_SOURCE, fallback_prices
 from infra_apply.errors import InfraApplyError
+from infra_apply.plan.cost import TABLE_SOURCE, fallback_prices
 from tests.commands.fakes import FakeTerminal, World
 
 GPU = "com.uvlava.ct.gpu"

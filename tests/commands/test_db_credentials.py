@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from dotenv import dotenv_values
 
-from infra_apply import terraform as tf
 from infra_apply.commands import db_credentials
 from infra_apply.errors import InfraApplyError
-from infra_apply.model import Database
-from infra_apply.workcopy import Prepared
+from infra_apply.manifests.model import Database
+from infra_apply.runtime import terraform as tf
+from infra_apply.runtime.workcopy import Prepared
 from tests.commands.fakes import MC_MODEL, World, droplets_output
 
 PASSWORD = "AVNS_fake_s3cret"

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra_apply import terraform as tf
 from infra_apply.commands import Output, drift
-from infra_apply.drift import DriftReport
+from infra_apply.plan.drift import DriftReport
+from infra_apply.runtime import terraform as tf
 from tests.commands.fakes import FakeCopy, Ticks, World, droplets_output
 
 MC_OUTPUT = {"droplets": droplets_output("mc", "com.uvlava.mc.services", ["mc-web"])}

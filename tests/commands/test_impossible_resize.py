@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import manifest
 from infra_apply.commands import apply
 from infra_apply.errors import ExitCode, GuardRefused, InfraApplyError
-from infra_apply.model import Droplet
+from infra_apply.manifests import manifest
+from infra_apply.manifests.model import Droplet
 from tests.commands.fakes import FakeTerminal, World
 from tests.plan_fixtures import OUTSIDE_NAMES, QUINN_MODEL, read_golden
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.changed import Changes, Selection
 from infra_apply.commands import plan
 from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.manifests.changed import Changes, Selection
 from infra_apply.report import PlanContext
 from tests.commands.fakes import Ticks, World
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import preflight
-from infra_apply.account import LiveAccount
+from infra_apply.cloud import preflight
+from infra_apply.cloud.account import LiveAccount
+from infra_apply.cloud.do_api import ApiError
 from infra_apply.commands import apply, gpu, plan
-from infra_apply.do_api import ApiError
 from infra_apply.errors import InfraApplyError
-from infra_apply.workcopy import Context
+from infra_apply.runtime.workcopy import Context
 from tests.commands.fakes import FakeTerminal
 
 REMOTE = """

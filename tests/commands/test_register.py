@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import terraform as tf
-from infra_apply.account import sandbox_registry
+from infra_apply.cloud.account import sandbox_registry
 from infra_apply.commands import register
 from infra_apply.errors import InfraApplyError
 from infra_apply.report import verbs
+from infra_apply.runtime import terraform as tf
 from tests.commands.fakes import World, droplets_output
 
 MC_OUTPUT = {"droplets": droplets_output("mc", "com.uvlava.mc.services", ["mc-web"])}

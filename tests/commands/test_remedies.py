@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import terraform as tf
-from infra_apply.account import choose
+from infra_apply.cloud.account import choose
 from infra_apply.commands import adopt, apply, db_credentials, register
 from infra_apply.errors import GuardRefused, InfraApplyError
-from infra_apply.model import Database
+from infra_apply.manifests.model import Database
+from infra_apply.plan.takeover import parse_state
 from infra_apply.report import GpuUp, PlanContext, gpu_sentence, producer_reports, verbs
 from infra_apply.report.markdown import format_markdown
 from infra_apply.report.text import format_text
+from infra_apply.runtime import terraform as tf
 from infra_apply.sandbox import cloud
-from infra_apply.takeover import parse_state
 from tests.commands.fakes import MC_MODEL, FakeTerminal, World
 from tests.plan_fixtures import RESIZE_NAMES, parsed
 
@@ -202,7 +202,7 @@ def test_db_credentials_before_any_apply_names_the_apply(tmp_path: Path, sandbox
 
 @MODES
 def test_a_gpu_cost_line_without_a_lease_names_gpu_verbs_that_work(sandbox: bool) -> None:
-    from infra_apply.cost import GpuCost
+    from infra_apply.plan.cost import GpuCost
     from infra_apply.report.cost import gpu_cost_sentence
 
     gpu = GpuCost("digitalocean_droplet.g[0]", "com.uvlava.ct.gpu", "gpu-h100x1-80gb", None, None, None)

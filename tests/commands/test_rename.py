@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply import terraform as tf
 from infra_apply.commands import rename
 from infra_apply.errors import InfraApplyError, TerraformError
-from infra_apply.plan_parse import JsonObject
+from infra_apply.plan.parse import JsonObject
 from infra_apply.report import verbs
+from infra_apply.runtime import terraform as tf
 from infra_apply.sandbox import cloud
 from tests.commands.fakes import World, droplets_output
 

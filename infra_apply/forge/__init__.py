@@ -1,0 +1,1 @@
+"""Forge: the pull-request and issue comment APIs (Forgejo, GitHub) and the notification webhook."""

@@ -1,0 +1,1 @@
+"""Plan: what a saved plan means on DigitalOcean, the guard, cost, takeover, drift."""

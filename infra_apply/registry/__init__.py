@@ -1,0 +1,1 @@
+"""Registry: mesh-hosts.json, the mesh allocation record and the documents they live in."""

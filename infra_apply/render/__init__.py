@@ -1,0 +1,1 @@
+"""Render: the model as one Terraform root module per producer (HCL through hcl.py)."""

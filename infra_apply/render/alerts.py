@@ -1,0 +1,137 @@
+"""What ``[alerts]`` watches in one producer's module (docs/watching.md).
+
+An uptime check for every service with a ``domain`` on a standing droplet of the producer
+whose firewall opens 80/443 (it runs a reverse proxy: the domain is a public HTTPS endpoint),
+with a "down" and a certificate-expiry alert; and one metric alert per ``[alerts.droplets]``
+threshold on every droplet carrying the producer's tag, so a new droplet is covered without a
+change. The Slack webhook URL is a sensitive Terraform variable read from the environment:
+it never reaches a rendered file, a plan report or the comment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from infra_apply.kinds import MONITOR_ALERT, UPTIME_ALERT, UPTIME_CHECK
+from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts
+from infra_apply.render import hcl
+
+SLACK_VARIABLE = "alert_slack_url"
+# What the sandbox provider gets when the webhook variable is not set: nothing is ever sent.
+# [alerts.droplets] key -> (DigitalOcean metric, what the description calls it)
+METRICS: Mapping[str, tuple[str, str]] = {
+    "cpu_percent": ("v1/insights/droplet/cpu", "CPU"),
+    "memory_percent": ("v1/insights/droplet/memory_utilization_percent", "memory"),
+    "disk_percent": ("v1/insights/droplet/disk_utilization_percent", "disk"),
+}
+
+
+@dataclass(frozen=True)
+class UptimeEntry:
+    """One public domain's check (its alerts are named after its address)."""
+
+    domain: str
+    service: str
+    droplet: str
+    address: str
+
+    @property
+    def alert_addresses(self) -> tuple[str, str]:
+        return (f"{self.address}_down", f"{self.address}_ssl_expiry")
+
+
+@dataclass(frozen=True)
+class MonitorEntry:
+    address: str
+    name: str  # what the guard and the reports call it (--allow-destroy droplets-cpu)
+    metric: str
+    value: int
+    tag: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Everything ``alerts.tf`` renders for one producer."""
+
+    checks: tuple[UptimeEntry, ...]
+    monitors: tuple[MonitorEntry, ...]
+
+    def names(self) -> dict[str, str]:
+        """Address -> the name the guard and the reports use: a check and its alerts go by
+        their domain (``--allow-destroy DOMAIN`` allows all three)."""
+        out = {UPTIME_CHECK.address(c.address): c.domain for c in self.checks}
+        out |= {UPTIME_ALERT.address(a): c.domain for c in self.checks for a in c.alert_addresses}
+        out |= {MONITOR_ALERT.address(m.address): m.name for m in self.monitors}
+        return out
+
+
+@dataclass(frozen=True)
+class PublicService:
+    """A service with a domain on a droplet whose firewall opens HTTP(S)."""
+
+    domain: str
+    service: str
+    droplet: str
+
+
+def watch(
+    public: Sequence[PublicService], producer: str, droplet_tag: str | None, thresholds: DropletAlerts
+) -> Watch:
+    """The checks for ``public`` (one per domain, the first service naming it) and the metric
+    alerts on ``droplet_tag`` (None: the producer has no standing droplet)."""
+    seen: dict[str, PublicService] = {}
+    for s in sorted(public, key=lambda s: (s.domain, s.droplet, s.service)):
+        seen.setdefault(s.domain, s)
+    checks = tuple(UptimeEntry(s.domain, s.service, s.droplet, hcl.slug(s.domain)) for s in seen.values())
+    monitors = []
+    if droplet_tag is not None:
+        for key, (metric, what) in METRICS.items():
+            value = getattr(thresholds, key)
+            if value is not None:
+                monitors.append(
+                    MonitorEntry(
+                        address=f"droplet_{key}",
+                        name=f"droplets-{key.removesuffix('_percent')}",
+                        metric=metric,
+                        value=value,
+                        tag=droplet_tag,
+                        description=f"{producer} droplets: {what} over {value}% for 5 minutes",
+                    )
+                )
+    return Watch(checks, tuple(monitors))
+
+
+def render(alerts: Alerts, w: Watch, sources: Sequence[str]) -> str | None:
+    """``alerts.tf``, or None when there is nothing to watch."""
+    if not w.checks and not w.monitors:
+        return None
+    return hcl.render(
+        "alerts.tf.j2",
+        sources=sorted(set(sources)),
+        routes=alerts,
+        regions=alerts.regions,
+        cert_expiry_days=alerts.cert_expiry_days,
+        checks=w.checks,
+        monitors=w.monitors,
+    )
+
+
+def terraform_env(
+    alerts: Alerts | None, env: Mapping[str, str], *, stand_in_url: str | None
+) -> dict[str, str]:
+    """``TF_VAR_alert_slack_url`` from the variable ``[alerts] slack.url_env`` names. Unset is
+    an error (Terraform would stop for input) unless the account has a URL standing in for it
+    (``Account.webhook_stand_in``: the sandbox, which sends nothing)."""
+    if alerts is None or alerts.slack is None:
+        return {}
+    url = env.get(alerts.slack.url_env, "")
+    url = url or stand_in_url or ""
+    if not url:
+        message = (
+            f"[alerts] slack.url_env names {alerts.slack.url_env}, which is not set: export "
+            f"{alerts.slack.url_env} with the Slack webhook URL"
+        )
+        raise alerts.at.error(message) if alerts.at is not None else ConfigError(message)
+    return {f"TF_VAR_{SLACK_VARIABLE}": url}

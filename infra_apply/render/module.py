@@ -1,0 +1,882 @@
+"""Model -> one Terraform root module per producer, byte-identical for the same input.
+
+Droplet addresses come from an address ledger (``addresses.json`` beside the HCL), never from
+a value a person edits: a renamed droplet keeps its address, so a label change cannot plan a
+destroy. The ledger is committed with ``generated/`` so pull requests show it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from infra_apply.errors import InfraApplyError
+from infra_apply.kinds import DATABASE, DATABASE_FIREWALL, DROPLET, FIREWALL, USER
+from infra_apply.plan.managed import MANAGED_TAG, producer_tag
+from infra_apply.render import alerts, hcl
+from infra_apply.runtime import strictjson
+from infra_apply.runtime.fs import TEXT_LIMIT, atomic_write, read_bounded
+from infra_apply.runtime.paths import child
+
+if TYPE_CHECKING:
+    from infra_apply.manifests.model import Database, Droplet, Model, ProducerModel, TrustedSources
+    from infra_apply.plan.parse import CreateSettings
+
+LEDGER = "addresses.json"
+OWNED_SUFFIXES = (".tf",)
+# Render owns this folder of a producer's module: the user-data files its droplets read with
+# file() (never templatefile(): their text must reach the droplet exactly, ${ included).
+USER_DATA_DIR = "user-data"
+HAND_OWNED = frozenset({"imports.tf"})  # written by `infra-apply adopt`, kept by render
+PUBLIC_SSH = (("tcp", "22"),)  # only while [firewall] ssh_from is unset (rule public_ssh)
+PUBLIC_BASE = (("udp", "51820"),)
+WORLD = ("0.0.0.0/0", "::/0")
+PUBLIC_SUFFIX = "__public"  # "__" never occurs in a droplet address (hcl.slug)
+PUBLIC_WEB = (("tcp", "80"), ("tcp", "443"))
+PUBLIC_DNS = (("tcp", "53"), ("udp", "53"))
+WRITERS = 8  # files written at once (each mostly waits on its fsync)
+
+
+def droplet_slug(name: str) -> str:
+    role = name.removeprefix("com.uvlava.")
+    return "_".join(hcl.slug(part) for part in role.split("."))
+
+
+# --- the address ledger --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    address: str
+    name: str
+    source: str
+    hosts: tuple[str, ...]
+    services: tuple[str, ...]
+    moved_from: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "hosts": list(self.hosts),
+            "services": list(self.services),
+            **({"moved_from": list(self.moved_from)} if self.moved_from else {}),
+        }
+
+
+@dataclass(frozen=True)
+class Ledger:
+    entries: tuple[LedgerEntry, ...] = ()
+
+    def by_address(self) -> dict[str, LedgerEntry]:
+        return {e.address: e for e in self.entries}
+
+
+class LedgerError(InfraApplyError):
+    default_rule = "ledger"
+
+
+def parse_ledger(text: str, where: str) -> Ledger:
+    """Read ``addresses.json``. It is committed and reviewed, but it still reaches HCL (``moved``
+    blocks), so every value is checked before use."""
+
+    def fail(message: str) -> InfraApplyError:
+        return InfraApplyError(
+            f"{message}; fix it or restore it from git", path=where, line=1, col=1, rule="ledger"
+        )
+
+    # Strict: an address written twice would otherwise lose one droplet's entry, and with it
+    # its address (Terraform would replace the droplet).
+    doc = strictjson.parse(text, where, "the address ledger", LedgerError)
+    try:
+        items = [(str(address), e) for address, e in doc["droplets"].items()]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise fail(f"address ledger is not valid ({exc})") from None
+    entries = []
+    for address, e in items:
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+            raise fail(f'entry {address!r} needs a "name" string')
+        lists = {k: e.get(k, []) for k in ("hosts", "services", "moved_from")}
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists.values()):
+            raise fail(f"entry {address!r}: hosts, services and moved_from must be lists of strings")
+        for name in (address, *lists["moved_from"]):
+            if not hcl.is_ident(name):
+                raise fail(f"{name!r} is not a Terraform resource name")
+        entries.append(
+            LedgerEntry(
+                address,
+                str(e["name"]),
+                str(e.get("source", "")),
+                tuple(map(str, lists["hosts"])),
+                tuple(map(str, lists["services"])),
+                tuple(map(str, lists["moved_from"])),
+            )
+        )
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise fail(f"droplet {next(n for n in names if names.count(n) > 1)!r} has two addresses")
+    moved = {m for e in entries for m in e.moved_from}
+    if moved & {e.address for e in entries}:
+        raise fail(f"moved_from names a current address: {sorted(moved & {e.address for e in entries})[0]!r}")
+    if len(moved) != sum(len(e.moved_from) for e in entries):
+        raise fail("an address is listed in moved_from twice")
+    return Ledger(tuple(entries))
+
+
+def dump_ledger(ledger: Ledger) -> str:
+    doc = {
+        "comment": "Stable Terraform addresses of this producer's droplets. Written by infra-apply "
+        "render; an address never changes when a name does. To re-address a droplet, change its "
+        "key and list the old address under moved_from.",
+        "version": 1,
+        "droplets": {e.address: e.as_json() for e in sorted(ledger.entries, key=lambda e: e.address)},
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def assign_addresses(droplets: Sequence[Droplet], old: Ledger) -> Ledger:
+    """Keep every droplet's address; a droplet whose name changed is recognised by its identity.
+
+    A new name that matches exactly one vanished ledger entry of the same manifest (same hosts,
+    services or position) is a rename and keeps that entry's address.
+    """
+    by_name = {e.name: e for e in old.entries}
+    claimed: dict[str, LedgerEntry] = {}
+    pending = []
+    for d in droplets:
+        if d.name in by_name:
+            claimed[d.name] = by_name[d.name]
+        else:
+            pending.append(d)
+    orphans = [e for e in old.entries if e.name not in claimed]
+    renamed = _match_renames(pending, orphans)
+    taken = {e.address for e in old.entries}
+    entries = []
+    for d in droplets:
+        entry = claimed.get(d.name) or renamed.get(d.name)
+        if entry is None:
+            address = _free_address(droplet_slug(d.name), taken)
+            taken.add(address)
+            entry = LedgerEntry(address, d.name, d.source, (), ())
+        entries.append(
+            LedgerEntry(
+                entry.address, d.name, d.source, d.hosts, tuple(s.name for s in d.services), entry.moved_from
+            )
+        )
+    return Ledger(tuple(entries))
+
+
+def _match_renames(pending: Sequence[Droplet], orphans: Sequence[LedgerEntry]) -> dict[str, LedgerEntry]:
+    def same(d: Droplet, e: LedgerEntry) -> bool:
+        return d.source == e.source and (
+            (bool(d.hosts) and d.hosts == e.hosts)
+            or (bool(d.services) and tuple(s.name for s in d.services) == e.services)
+        )
+
+    out = {}
+    for d in pending:
+        candidates = [e for e in orphans if same(d, e)]
+        if len(candidates) == 1 and sum(same(o, candidates[0]) for o in pending) == 1:
+            out[d.name] = candidates[0]
+    return out
+
+
+def _free_address(base: str, taken: set[str]) -> str:
+    address, n = base, 2
+    while address in taken:
+        address, n = f"{base}_{n}", n + 1
+    return address
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One producer's root module: file name -> text, plus what summaries need."""
+
+    producer: str
+    files: Mapping[str, str]
+    names: Mapping[str, str] = field(default_factory=dict)  # address -> human name
+    droplet_addresses: Mapping[str, str] = field(default_factory=dict)  # manifest name -> address
+    gpu_variables: Mapping[str, str] = field(default_factory=dict)  # droplet name -> variable
+    # ssh_from = "mesh" with bootstrap_from: droplet name -> the variable keeping its SSH open
+    ssh_variables: Mapping[str, str] = field(default_factory=dict)
+    # droplet address -> what infra-apply.toml asks it to be created with (plan notes)
+    create_settings: Mapping[str, CreateSettings] = field(default_factory=dict)
+
+    def module_files(self) -> dict[str, str]:
+        """What Terraform reads: the .tf files and the user-data files (not the ledger)."""
+        return {n: t for n, t in self.files.items() if n.endswith(".tf") or n.startswith(f"{USER_DATA_DIR}/")}
+
+
+def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
+    ledger = assign_addresses(p.droplets, old)
+    address = {e.name: e.address for e in ledger.entries}
+    user_data = _user_data_files(p.droplets)
+    entries = [_droplet_entry(d, address[d.name], user_data) for d in p.droplets]
+    standing = [e for e in entries if not e.droplet.gpu]
+    gpu = [e for e in entries if e.droplet.gpu]
+    dbs = [db_entry(db) for db in p.databases]
+    trusted = [TrustedEntry(t, hcl.slug(t.cluster)) for t in p.trusted_sources]
+    # Looked up for the databases, for the VPC of the droplets hosting their projects (those
+    # projects may belong to another producer) and for the trusted sources the producer owns.
+    used = {db.cluster for db in p.databases} | {c for d in p.droplets if (c := d.vpc_cluster)}
+    used |= {t.cluster for t in p.trusted_sources}
+    clusters = sorted((c, hcl.slug(c)) for c in used)
+    moves = [
+        Move(f"{kind}.{old_addr}", f"{kind}.{e.address}")
+        for e in sorted(ledger.entries, key=lambda e: e.address)
+        for old_addr in e.moved_from
+        for kind in (DROPLET.type, FIREWALL.type)
+    ]
+    files: dict[str, str] = {}
+
+    def emit(name: str, sources: Iterable[str], **ctx: Any) -> None:
+        files[name] = hcl.render(f"{name}.j2", sources=sorted(set(sources)), **ctx)
+
+    every = [d.source for d in p.droplets] + [db.source for db in p.databases]
+    emit("versions.tf", every)
+    emit("providers.tf", every)
+    keys = sorted({k for d in p.droplets for k in d.ssh_keys})
+    if keys:
+        emit(
+            "ssh_keys.tf",
+            (d.source for d in p.droplets if d.ssh_keys),
+            keys=[Named(k, hcl.slug(k)) for k in keys],
+        )
+    for source, name in sorted(user_data.items()):
+        files[f"{USER_DATA_DIR}/{name}"] = next(
+            d.user_data.text for d in p.droplets if d.user_data and d.user_data.source == source
+        )
+    if standing:
+        emit("droplets.tf", (e.droplet.source for e in standing), droplets=standing)
+    if gpu:
+        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e.droplet)), droplets=gpu)
+    if entries:
+        emit("firewalls.tf", (e.droplet.source for e in entries), droplets=entries)
+        files[LEDGER] = dump_ledger(ledger)
+    if entries or dbs:
+        emit(
+            "outputs.tf",
+            [*(e.droplet.source for e in entries), *(db.source for db in p.databases)],
+            droplets=entries,
+            credentials=_credentials_entries(dbs),
+        )
+    if dbs or clusters:
+        emit(
+            "databases.tf",
+            [
+                *(db.source for db in p.databases),
+                *(d.source for d in p.droplets if d.vpc_cluster),
+                *(t.at.path for t in p.trusted_sources),
+            ],
+            databases=dbs,
+            clusters=[Named(n, a) for n, a in clusters],
+            trusted=trusted,
+        )
+    if moves:
+        emit("moved.tf", (d.source for d in p.droplets), moves=moves)
+    watched = _watch(p, standing)
+    if p.alerts is not None and watched is not None:
+        text = alerts.render(p.alerts, watched, [e.droplet.source for e in standing])
+        if text is not None:
+            files["alerts.tf"] = text
+    names = {DROPLET.address(e.address): e.droplet.name for e in entries}
+    names |= {FIREWALL.address(e.address): e.droplet.name for e in entries}
+    names |= {FIREWALL.address(e.public_address): e.droplet.name for e in entries}
+    names |= {DATABASE.address(d.db_address): d.name for d in dbs}
+    names |= {USER.address(d.user_address): d.user for d in dbs}
+    names |= watched.names() if watched is not None else {}
+    names |= {DATABASE_FIREWALL.address(t.address): t.ts.cluster for t in trusted}
+    return Rendered(
+        producer=p.name,
+        files=files,
+        names=names,
+        droplet_addresses={e.droplet.name: DROPLET.address(e.address) for e in entries},
+        gpu_variables={e.droplet.name: e.variable for e in gpu},
+        ssh_variables={e.droplet.name: e.ssh.variable for e in entries if e.ssh.variable},
+        create_settings=_LazySettings(
+            {
+                DROPLET.address(e.address): (
+                    e.droplet.ssh_keys,
+                    e.droplet.monitoring,
+                    e.droplet.user_data.sha1 if e.droplet.user_data else None,
+                    e.droplet.vpc_cluster,
+                )
+                for e in entries
+            }
+        ),
+    )
+
+
+# ssh_keys, monitoring, user data SHA-1, VPC cluster: CreateSettings' fields, in order.
+_RawSettings = tuple[tuple[str, ...], bool, str | None, str | None]
+
+
+class _LazySettings(Mapping[str, "CreateSettings"]):
+    """Droplet address -> CreateSettings, made when first looked up: only plan reads them, and
+    ``plan_parse`` costs a render more to import than the lookups themselves."""
+
+    def __init__(self, raw: Mapping[str, _RawSettings]) -> None:
+        self.raw = dict(raw)
+
+    def __getitem__(self, address: str) -> CreateSettings:
+        from infra_apply.plan.parse import CreateSettings
+
+        return CreateSettings(*self.raw[address])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
+def _watch(p: ProducerModel, standing: Sequence[DropletEntry]) -> alerts.Watch | None:
+    """What [alerts] watches in the producer: its standing droplets' public domains (a GPU
+    droplet is off most of the time) and, by tag, its droplets' metrics."""
+    if p.alerts is None or not standing:
+        return None
+    public = [
+        alerts.PublicService(s.domain, s.name, e.droplet.name)
+        for e in standing
+        if e.web
+        for s in (*e.droplet.services, *e.droplet.hosted)
+        if s.domain
+    ]
+    return alerts.watch(public, p.name, f"producer:{p.name}", p.alerts.droplets)
+
+
+def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:
+    """User-data source (root-relative) -> its file name under user-data/: the source's own
+    name, made safe; sources sharing a name get a hash of their path, so names never clash."""
+    sources = sorted({d.user_data.source for d in droplets if d.user_data is not None})
+    plain = {s: re.sub(r"[^A-Za-z0-9._-]", "_", s.rsplit("/", 1)[-1]).lstrip(".") for s in sources}
+    plain = {s: name or "user-data" for s, name in plain.items()}
+    out = {}
+    for source, name in plain.items():
+        if list(plain.values()).count(name) > 1:
+            stem, dot, suffix = name.rpartition(".")
+            digest = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            name = f"{stem}-{digest}.{suffix}" if dot and stem else f"{name}-{digest}"
+        out[source] = name
+    return out
+
+
+def _gpu_sources(d: Droplet) -> list[str]:
+    return [d.source, *d.also_declared_in]
+
+
+def public_inbound(d: Droplet) -> tuple[tuple[str, str], ...]:
+    """(protocol, port) of every inbound rule the droplet's firewalls open to the whole
+    internet: SSH while ``ssh_from`` is unset, WireGuard, 80/443 for a reverse proxy, 53 for DNS."""
+    return (*(PUBLIC_SSH if d.firewall.public else ()), *intended_public(d))
+
+
+def intended_public(d: Droplet) -> tuple[tuple[str, str], ...]:
+    """The openings the mesh model needs from the whole internet (the public firewall's)."""
+    kinds = {s.kind for s in d.services}
+    web, dns = "reverse-proxy" in kinds, "dns" in kinds
+    return (*PUBLIC_BASE, *(PUBLIC_WEB if web else ()), *(PUBLIC_DNS if dns else ()))
+
+
+@dataclass(frozen=True)
+class InboundRule:
+    """One public inbound rule of a droplet's firewall."""
+
+    protocol: str
+    port: str
+
+
+@dataclass(frozen=True)
+class ClusterVpc:
+    """The cluster whose VPC a droplet is created in, and its data source's local name."""
+
+    cluster: str
+    address: str
+
+
+@dataclass(frozen=True)
+class DropletEntry:
+    """What the droplet, firewall and output templates read of one droplet."""
+
+    droplet: Droplet
+    address: str  # its local name in the module (the ledger's)
+    variable: str  # a GPU droplet's on/off variable
+    firewall_name: str
+    tags: tuple[str, ...]
+    web: bool  # it runs a reverse proxy: HTTP(S) is open
+    dns: bool  # it serves DNS: port 53 is open
+    inbound: tuple[InboundRule, ...]
+    ssh_keys: tuple[str, ...]  # the local names of its ssh_keys data sources
+    user_data: str | None  # its user-data file, relative to the module
+    vpc: ClusterVpc | None  # the cluster whose VPC it is created in
+    # The second firewall, for what the mesh model opens to the whole internet by design:
+    # its local name, live name, what it opens in words, and the checkov skip reason.
+    public_address: str
+    public_name: str
+    public_text: str
+    skip_reason: str
+    ssh: SshEntry
+
+
+@dataclass(frozen=True)
+class DatabaseEntry:
+    """A manifest database's database and user: the local names render gives them, which
+    takeover, adopt and the exists check look them up by."""
+
+    name: str
+    user: str
+    project: str
+    environment: str
+    cluster_address: str  # local name of the cluster's data source
+    db_address: str  # local name of the digitalocean_database_db
+    user_address: str  # local name of the digitalocean_database_user
+
+
+@dataclass(frozen=True)
+class ProjectCredentials:
+    """A project's databases, one per environment: the keys ``db-credentials`` looks up."""
+
+    project: str
+    environments: tuple[DatabaseEntry, ...]
+
+
+@dataclass(frozen=True)
+class Move:
+    """One ``moved`` block: a renamed address (``from`` is a Python keyword)."""
+
+    from_: str
+    to: str
+
+
+@dataclass(frozen=True)
+class Named:
+    """A data source read by name (an SSH key, a database cluster) and its local name."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class TrustedEntry:
+    """A cluster's trusted sources (its database firewall) and the cluster's local name."""
+
+    ts: TrustedSources
+    address: str
+
+
+@dataclass(frozen=True)
+class SshEntry:
+    """Who may reach a droplet's SSH through its own firewall, and how that is said."""
+
+    sources: tuple[str, ...]  # the rule's sources (none and no variable: no SSH rule)
+    variable: str | None  # ssh_from = "mesh" with bootstrap_from: the variable turning it on
+    text: str  # the firewall's comment
+    bootstrap: tuple[str, ...] = ()  # the variable's rule's sources
+
+
+def public_address(address: str) -> str:
+    """The address of a droplet's public firewall (its own firewall keeps ``address``)."""
+    return address + PUBLIC_SUFFIX
+
+
+def firewall_name(local: str) -> str:
+    """The live name of the firewall at ``digitalocean_firewall.<local>`` (adopt finds it by it)."""
+    return "fw-" + local.replace("_", "-")
+
+
+def ssh_variable(address: str) -> str:
+    return f"ssh_bootstrap_{address}"
+
+
+def _ssh_entry(d: Droplet, address: str) -> SshEntry:
+    """The SSH rule of the droplet's own firewall: its sources (none: no rule), or with
+    ``ssh_from = "mesh"`` and ``bootstrap_from``, a rule a variable turns off once registered."""
+    fw = d.firewall
+    if fw.public:
+        return SshEntry(WORLD, None, "from the whole internet (ssh_from unset)")
+    if fw.mesh and fw.bootstrap_from:
+        return SshEntry(
+            (),
+            ssh_variable(address),
+            "over the mesh; from bootstrap_from until it is in mesh-hosts.json",
+            bootstrap=tuple(fw.bootstrap_from),
+        )
+    if fw.mesh:
+        return SshEntry((), None, "over the mesh only")
+    sources = tuple(fw.ssh_from or ())
+    return SshEntry(sources, None, "from ssh_from" if sources else "from nowhere")
+
+
+_SKIP_UNSAFE = re.compile(r"[^A-Za-z0-9 ._,:;/()+-]")
+
+
+def _public_text(d: Droplet) -> tuple[str, str]:
+    """What the public firewall opens and why, in words: the comment above it and the checkov
+    skip reason (one line, from the manifest's role and services; nothing else reaches it)."""
+    by_kind: dict[str, list[str]] = {}
+    for s in d.services:
+        by_kind.setdefault(s.kind, []).append(s.name)
+    parts = ["WireGuard 51820/udp for the mesh"]
+    if "reverse-proxy" in by_kind:
+        parts.append(f"HTTP(S) 80,443/tcp for {', '.join(by_kind['reverse-proxy'])} (reverse-proxy)")
+    if "dns" in by_kind:
+        parts.append(f"DNS 53/tcp+udp for {', '.join(by_kind['dns'])} (dns)")
+    role = d.role if d.role is not None else droplet_slug(d.name)
+    reason = f"{d.name} role {role}: " + "; ".join(parts)
+    return "; ".join(parts), _SKIP_UNSAFE.sub("_", reason)
+
+
+def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> DropletEntry:
+    kinds = {s.kind for s in d.services}
+    web, dns = "reverse-proxy" in kinds, "dns" in kinds
+    inbound = intended_public(d)
+    public_text, skip_reason = _public_text(d)
+    tags = sorted(
+        {
+            MANAGED_TAG,
+            producer_tag(d.producer),
+            f"role:{droplet_slug(d.name) if d.role is None else d.role}",
+            *d.trusted_tags,
+        }
+    )
+    return DropletEntry(
+        droplet=d,
+        address=address,
+        variable=f"gpu_{address}",
+        firewall_name=firewall_name(address),
+        tags=tuple(tags),
+        web=web,
+        dns=dns,
+        inbound=tuple(InboundRule(proto, port) for proto, port in inbound),
+        ssh_keys=tuple(hcl.slug(k) for k in d.ssh_keys),
+        user_data=f"{USER_DATA_DIR}/{user_data[d.user_data.source]}" if d.user_data else None,
+        vpc=ClusterVpc(d.vpc_cluster, hcl.slug(d.vpc_cluster)) if d.vpc_cluster else None,
+        public_address=public_address(address),
+        public_name=firewall_name(public_address(address)),
+        public_text=public_text,
+        skip_reason=skip_reason,
+        ssh=_ssh_entry(d, address),
+    )
+
+
+def db_entry(db: Database) -> DatabaseEntry:
+    """The local names of ``db``'s database and user (one place: render, takeover, adopt)."""
+    c = hcl.slug(db.cluster)
+    return DatabaseEntry(
+        name=db.name,
+        user=db.user,
+        project=db.project,
+        environment=db.environment,
+        cluster_address=c,
+        db_address=f"{c}__{hcl.slug(db.name)}",
+        user_address=f"{c}__{hcl.slug(db.user)}",
+    )
+
+
+def _credentials_entries(dbs: Sequence[DatabaseEntry]) -> list[ProjectCredentials]:
+    """Project -> its environments' databases, sorted: the keys ``db-credentials`` looks up."""
+    projects: dict[str, list[DatabaseEntry]] = {}
+    for db in dbs:
+        projects.setdefault(db.project, []).append(db)
+    return [
+        ProjectCredentials(name, tuple(sorted(envs, key=lambda d: str(d.environment))))
+        for name, envs in sorted(projects.items())
+    ]
+
+
+# --- the tree ---------------------------------------------------------------------------------
+
+
+def read_ledger(out_dir: Path, producer: str) -> Ledger:
+    return _ledger_from(_ledger_bytes(out_dir, producer), out_dir / producer / LEDGER)
+
+
+def _ledger_from(text: bytes | None, path: Path) -> Ledger:
+    return Ledger() if text is None else _parse_ledger_bytes(text, path)
+
+
+def _ledger_bytes(out_dir: Path, producer: str) -> bytes | None:
+    path = out_dir / producer / LEDGER
+    try:
+        return read_bounded(path, TEXT_LIMIT)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InfraApplyError(
+            f"cannot read address ledger: {exc.strerror}", path=str(path), rule="ledger"
+        ) from None
+
+
+def _parse_ledger_bytes(text: bytes, path: Path) -> Ledger:
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InfraApplyError(
+            f"cannot read address ledger: not UTF-8 text (byte {exc.start})", path=str(path), rule="ledger"
+        ) from None
+    return parse_ledger(decoded, str(path))
+
+
+def render_model(model: Model, ledger_dir: Path, cache: Path | None = None) -> list[Rendered]:
+    """Render every producer that has something to provision; ledgers come from ``ledger_dir``.
+
+    With ``cache`` (a file under the state dir), the texts of the last render are reused when
+    every input is the same (the model, the ledgers, the templates, this code): only computing
+    them is skipped, never comparing them with or writing them to ``ledger_dir``.
+    """
+    producers = [p for p in model.producers if p.droplets or p.databases]
+    # Read once: the bytes hashed into the key are the bytes rendered from.
+    ledgers = {p.name: _ledger_bytes(ledger_dir, p.name) for p in producers}
+    key = _cache_key(model, ledgers) if cache is not None else None
+    if cache is not None and key is not None:
+        cached = _load_cache(cache, key)
+        if cached is not None:
+            return cached
+    rendered = [
+        render_producer(p, _ledger_from(ledgers[p.name], ledger_dir / p.name / LEDGER)) for p in producers
+    ]
+    if cache is not None and key is not None:
+        _store_cache(cache, key, rendered)
+    return rendered
+
+
+# --- the render cache -------------------------------------------------------------------------
+
+CACHE_FORMAT = 1
+
+
+def cache_file(validation_cache: Path | None) -> Path | None:
+    """The render cache beside the tree's validation cache (both keyed by the tree's identity);
+    None when caching is off (INFRA_APPLY_NO_CACHE)."""
+    if validation_cache is None:
+        return None
+    return validation_cache.with_name("render-" + validation_cache.name.removeprefix("validate-"))
+
+
+def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
+    """SHA-256 over every input of a render, each part hashed on its own (fixed-length parts
+    cannot run into each other); None when one cannot be read (that render is not cached)."""
+    import pickle
+    from importlib.util import find_spec
+
+    from infra_apply import __version__
+
+    parts: list[bytes] = [f"{CACHE_FORMAT}\0{__version__}".encode()]
+    try:
+        # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
+        # in any field give different bytes (equal models built differently may not: a miss).
+        parts.append(pickle.dumps(model, protocol=5))
+        # This code (alerts.py renders alerts.tf), Jinja (an upgrade rewrites its files) and the
+        # templates.
+        for module in (__file__, hcl.__file__, alerts.__file__):
+            parts.append(read_bounded(Path(module), TEXT_LIMIT))
+        jinja = find_spec("jinja2")
+        if jinja is None or jinja.origin is None:
+            return None
+        st = Path(jinja.origin).stat()
+        parts.append(f"{jinja.origin}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        for template in sorted(hcl.templates_dir().iterdir()):
+            parts += [template.name.encode(), read_bounded(template, TEXT_LIMIT)]
+    except (TypeError, ValueError, OSError, pickle.PicklingError, RecursionError):
+        return None
+    for producer, text in sorted(ledgers.items()):
+        parts += [producer.encode(), b"-" if text is None else b"+" + text]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()
+
+
+def _rendered_json(r: Rendered) -> dict[str, Any]:
+    return {
+        "producer": r.producer,
+        "files": dict(r.files),
+        "names": dict(r.names),
+        "droplet_addresses": dict(r.droplet_addresses),
+        "gpu_variables": dict(r.gpu_variables),
+        "ssh_variables": dict(r.ssh_variables),
+        "create_settings": {
+            a: [list(keys), monitoring, sha1, vpc]
+            for a, (keys, monitoring, sha1, vpc) in _raw_settings(r).items()
+        },
+    }
+
+
+def _raw_settings(r: Rendered) -> Mapping[str, _RawSettings]:
+    if isinstance(r.create_settings, _LazySettings):
+        return r.create_settings.raw
+    return {
+        a: (s.ssh_keys, s.monitoring, s.user_data_sha1, s.vpc_cluster) for a, s in r.create_settings.items()
+    }
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise TypeError("not a map of strings")
+    return value
+
+
+def _rendered_from(doc: object) -> Rendered:
+    if not isinstance(doc, dict) or not isinstance(doc["producer"], str):
+        raise TypeError("not a rendered producer")
+    settings = {}
+    for address, (keys, monitoring, sha1, vpc) in doc["create_settings"].items():
+        if not (
+            isinstance(address, str)
+            and isinstance(keys, list)
+            and all(isinstance(k, str) for k in keys)
+            and isinstance(monitoring, bool)
+            and (sha1 is None or isinstance(sha1, str))
+            and (vpc is None or isinstance(vpc, str))
+        ):
+            raise TypeError("not create settings")
+        settings[address] = (tuple(keys), monitoring, sha1, vpc)
+    return Rendered(
+        producer=doc["producer"],
+        files=_str_map(doc["files"]),
+        names=_str_map(doc["names"]),
+        droplet_addresses=_str_map(doc["droplet_addresses"]),
+        gpu_variables=_str_map(doc["gpu_variables"]),
+        ssh_variables=_str_map(doc["ssh_variables"]),
+        create_settings=_LazySettings(settings),
+    )
+
+
+def _load_cache(cache: Path, key: str) -> list[Rendered] | None:
+    """The cached render for ``key``; None when there is none or it is damaged in any way (the
+    header's SHA-256 of the payload catches a truncated or edited file). JSON, never pickle:
+    reading the state dir must not run code."""
+    try:
+        header, _, payload = read_bounded(cache, TEXT_LIMIT).partition(b"\n")
+        head = json.loads(header)
+        if head["key"] != key or head["sha256"] != hashlib.sha256(payload).hexdigest():
+            return None
+        return [_rendered_from(r) for r in json.loads(payload)]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _store_cache(cache: Path, key: str, rendered: Sequence[Rendered]) -> None:
+    from infra_apply.runtime.fs import private_dirs, write_private
+
+    payload = json.dumps([_rendered_json(r) for r in rendered], ensure_ascii=False, separators=(",", ":"))
+    data = payload.encode("utf-8", "surrogatepass")
+    header = json.dumps({"format": CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(data).hexdigest()})
+    try:
+        # Private like the rest of the state dir: the texts hold the manifests' contents.
+        private_dirs(cache.parent, cache.parent.parent)
+        write_private(cache, header.encode() + b"\n" + data)
+    except (OSError, ValueError):
+        pass  # a read-only state dir only costs the next render its speed
+
+
+@dataclass(frozen=True)
+class Drift:
+    stale: tuple[str, ...]  # out-relative paths that differ or are missing
+    extra: tuple[str, ...]  # owned files that would be removed
+
+
+def compare(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
+    stale, extra = [], []
+    wanted = {r.producer: r for r in rendered}
+    for r in rendered:
+        for name, text in sorted(r.files.items()):
+            path = out_dir / r.producer / name
+            try:
+                if read_bounded(path, TEXT_LIMIT) == text.encode("utf-8"):
+                    continue
+            except OSError:
+                pass
+            stale.append(f"{r.producer}/{name}")
+    if out_dir.is_dir():
+        for folder in sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            keep = wanted[folder.name].files if folder.name in wanted else {}
+            for f in sorted(folder.iterdir()):
+                if f.name not in keep and _owned(f):
+                    extra.append(f"{folder.name}/{f.name}")
+            user_data = folder / USER_DATA_DIR
+            if user_data.is_dir() and not user_data.is_symlink():
+                for f in sorted(user_data.iterdir()):
+                    if f"{USER_DATA_DIR}/{f.name}" not in keep:
+                        extra.append(f"{folder.name}/{USER_DATA_DIR}/{f.name}")
+    return Drift(tuple(stale), tuple(extra))
+
+
+HEADER = "# Generated by infra-apply"
+
+
+def _owned(path: Path) -> bool:
+    """Only files render wrote: its .tf files carry the do-not-edit header, its ledger its comment;
+    hand-written Terraform next to them is never touched."""
+    if path.name in HAND_OWNED or not (path.name.endswith(OWNED_SUFFIXES) or path.name == LEDGER):
+        return False
+    try:
+        head = read_bounded(path, TEXT_LIMIT)[:200]  # a FIFO or device here is not ours: never waited on
+    except OSError:
+        return False
+    return head.startswith(HEADER.encode()) or (path.name == LEDGER and b"Stable Terraform addresses" in head)
+
+
+def write(rendered: Sequence[Rendered], out_dir: Path) -> Drift:
+    """Bring ``out_dir`` in line with ``rendered``; only files that differ are touched."""
+    drift = compare(rendered, out_dir)
+    by_producer = {r.producer: r for r in rendered}
+    # Every target is checked before the first write: a refused one leaves out_dir untouched.
+    targets = {rel: _target(out_dir, rel) for rel in (*drift.stale, *drift.extra)}
+    try:
+        jobs = []
+        for rel in drift.stale:
+            producer, name = rel.split("/", 1)
+            path = targets[rel]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            jobs.append((path, by_producer[producer].files[name]))
+        _write_all(jobs)
+        for rel in drift.extra:
+            targets[rel].unlink()
+        # Deepest first: an emptied user-data/ goes before the producer folder holding it.
+        for folder in sorted({targets[rel].parent for rel in drift.extra}, key=lambda f: -len(f.parts)):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    except OSError as exc:
+        raise InfraApplyError(f"cannot write {exc.filename or out_dir}: {exc.strerror}") from None
+    return drift
+
+
+def _write_all(jobs: Sequence[tuple[Path, str]]) -> None:
+    """Each file through ``atomic_write``, several at a time: each write waits on its own fsync,
+    so a fresh render of many files costs about the wait of a few, not of all in a row. The first
+    error is raised once the writes under way have finished; the ones not started never are."""
+    if len(jobs) < 2:
+        for path, text in jobs:
+            atomic_write(path, text)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=min(WRITERS, len(jobs)))
+    try:
+        for done in [pool.submit(atomic_write, path, text) for path, text in jobs]:
+            done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _target(out_dir: Path, rel: str) -> Path:
+    """``out_dir/<producer>/<file>`` (or ``.../user-data/<file>``), refused unless every level
+    stays where it belongs."""
+    *folders, name = rel.split("/")
+    folder = out_dir
+    for part in folders:
+        folder = child(folder, part)
+    child(folder, name)
+    # Unresolved: replacing or removing a symlink here acts on the link, never on its target.
+    return folder / name

@@ -1,0 +1,1 @@
+"""Runtime: Terraform runs, working copies, the state dir, files, paths and locks."""
