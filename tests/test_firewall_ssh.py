@@ -302,3 +302,25 @@ def test_destroying_either_firewall_needs_its_droplets_allow_destroy() -> None:
         "digitalocean_firewall.dns__public",
     }
     assert guard(plan, ["com.uvlava.dns"], ()).ok
+
+
+def test_mesh_without_bootstrap_from_never_creates_a_droplet_no_ssh_reaches() -> None:
+    """ssh_from = "mesh" and no bootstrap_from: without a registry a run cannot tell which
+    droplets are on the mesh, and a droplet not on it yet would get no SSH at all (the rule
+    ssh_bootstrap sees this only when the registry is given): refused, never applied."""
+    from dataclasses import replace
+    from typing import cast
+
+    from infra_apply.commands.plan import ssh_variables
+    from infra_apply.manifests.model import ProducerModel
+    from infra_apply.render.module import Rendered
+    from infra_apply.runtime.workcopy import Prepared, WorkingCopy
+
+    mesh_only = FirewallSettings(mesh=True)
+    droplets = tuple(Droplet(f"com.uvlava.ct.{n}", "ct", "x", firewall=mesh_only) for n in "ab")
+    prep = Prepared(ProducerModel("ct", droplets), Rendered("ct", {}), cast(WorkingCopy, None))
+    with pytest.raises(InfraApplyError, match=r'needs mesh-hosts.json .* would get no SSH'):
+        ssh_variables(prep)  # a live run given no registry
+    with pytest.raises(InfraApplyError, match=r"'com.uvlava.ct.b' is not in mesh-hosts.json yet"):
+        ssh_variables(replace(prep, registered=frozenset({"com.uvlava.ct.a"})))
+    assert ssh_variables(replace(prep, registered=frozenset({"com.uvlava.ct.a", "com.uvlava.ct.b"}))) == {}

@@ -314,6 +314,7 @@ def ssh_variables(prep: Prepared) -> dict[str, str]:
     """ssh_from = "mesh": each droplet's bootstrap SSH stays open (true) until the registry
     holds it. Without a registry nothing says which droplets are on the mesh: refused, rather
     than guess and lock a new droplet out or open an old one's SSH again."""
+    _refuse_mesh_lockout(prep)
     if not prep.rendered.ssh_variables:
         return {}
     if prep.registered is None:
@@ -325,6 +326,31 @@ def ssh_variables(prep: Prepared) -> dict[str, str]:
         var: "false" if name in prep.registered else "true"
         for name, var in sorted(prep.rendered.ssh_variables.items())
     }
+
+
+def _refuse_mesh_lockout(prep: Prepared) -> None:
+    """ssh_from = "mesh" without bootstrap_from: a droplet not on the mesh yet would get no SSH
+    at all. The rule ssh_bootstrap says so at the manifest line when the registry is given; a
+    run that cannot tell which droplets are registered is refused rather than lock one out."""
+    bare = [d.name for d in prep.producer.droplets if d.firewall.mesh and not d.firewall.bootstrap_from]
+    if not bare:
+        return
+    name = prep.producer.name
+    if prep.registered is None:
+        raise InfraApplyError(
+            f'producer {name}: ssh_from = "mesh" needs mesh-hosts.json to tell which droplets are on '
+            "the mesh (one not yet on it would get no SSH): pass --mesh-hosts FILE or set "
+            "INFRA_APPLY_MESH_HOSTS",
+            rule="ssh_bootstrap",
+        )
+    missing = [n for n in bare if n not in prep.registered]
+    if missing:
+        raise InfraApplyError(
+            f"producer {name}: droplet {missing[0]!r} is not in mesh-hosts.json yet and ssh_from = "
+            '"mesh" leaves it no SSH to bring it onto the mesh: set bootstrap_from (CIDRs) under '
+            f"[firewall] or [producers.{name}.firewall] in infra-apply.toml",
+            rule="ssh_bootstrap",
+        )
 
 
 def plan_all(
