@@ -24,6 +24,7 @@ MESH = {
 }
 
 
+CLUSTER = '[clusters."pg"]\ntrusted_sources = "managed"\nowner = "{owner}"\n'
 MESH_ONLY = '[droplets]\nssh_keys = ["ops"]\n[firewall]\nssh_from = "mesh"\n'
 
 
@@ -276,6 +277,13 @@ CASES: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
         "@ct/.infra.yaml",
         {**base_tree(), "infra-apply.toml": MESH_ONLY},
         {**base_tree(), "infra-apply.toml": MESH_ONLY + 'bootstrap_from = ["203.0.113.4/32"]\n'},
+    ),
+    (
+        "cluster_owner",
+        "error",
+        "infra-apply.toml",
+        {**base_tree(), "infra-apply.toml": CONFIG + CLUSTER.format(owner="qinn")},
+        {**base_tree(), "infra-apply.toml": CONFIG + CLUSTER.format(owner="ct")},
     ),
 ]
 

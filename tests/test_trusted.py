@@ -80,12 +80,15 @@ def test_an_owner_that_is_not_a_producer_is_a_located_error(tmp_path: Path) -> N
     shutil.copytree(EXAMPLE_TREE, root)
     toml = root / "infra-apply.toml"
     toml.write_text(toml.read_text().replace('owner = "quinn"', 'owner = "qiunn"'))
+    # validate says it (a CI gate running validate alone must not pass it) ...
+    [problem] = [p for p in validate_tree(root).problems if p.rule == "cluster_owner"]
+    assert (problem.path, problem.line, problem.level) == ("infra-apply.toml", 19, "error")
+    assert "owner 'qiunn' is not a producer of the tree" in problem.message
+    # ... and the model refuses to be built from it
     with pytest.raises(InfraApplyError) as caught:
         build_model(validate_tree(root))
     line = caught.value.format()
-    assert (
-        line.startswith("infra-apply.toml:19:1: error config: ") and "owner 'qiunn' is not a producer" in line
-    )
+    assert "owner 'qiunn' is not a producer" in line
 
 
 # --- the review of a plan --------------------------------------------------------------------

@@ -544,6 +544,21 @@ def ssh_bootstrap(tree: Tree) -> Iterator[Finding]:
             )
 
 
+@rule("cluster_owner", "error")
+def cluster_owner(tree: Tree) -> Iterator[Finding]:
+    """``[clusters."NAME"] owner`` names a producer of the tree: validate says so, not only the
+    first plan (a CI gate running validate alone must not pass what every plan refuses)."""
+    producers = set(tree.discovery.producers)
+    for name, cs in sorted(tree.config.clusters.items()):
+        if cs.owner not in producers:
+            yield Finding(
+                cs.at.path,
+                (cs.at.line, cs.at.col),
+                f'[clusters."{name}"] owner {cs.owner!r} is not a producer of the tree '
+                f"(producers: {', '.join(sorted(producers)) or 'none'})",
+            )
+
+
 def _digitalocean_droplets(tree: Tree) -> Iterator[tuple[Manifest, int, dict[str, Any]]]:
     for m, i, d in droplets(tree):
         if d.get("provider", m.data["provider"]) == "digitalocean":
