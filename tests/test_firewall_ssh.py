@@ -324,3 +324,17 @@ def test_mesh_without_bootstrap_from_never_creates_a_droplet_no_ssh_reaches() ->
     with pytest.raises(InfraApplyError, match=r"'com.uvlava.ct.b' is not in mesh-hosts.json yet"):
         ssh_variables(replace(prep, registered=frozenset({"com.uvlava.ct.a"})))
     assert ssh_variables(replace(prep, registered=frozenset({"com.uvlava.ct.a", "com.uvlava.ct.b"}))) == {}
+
+
+def test_opening_ssh_to_the_whole_internet_is_never_called_narrowed() -> None:
+    """From ssh_from CIDRs back to unset: SSH is widened ("public ports opened: 22/tcp"), not
+    narrowed, although the CIDR's own rule goes away."""
+    from infra_apply.plan.semantics import ssh_change
+
+    def rules(*sources: str) -> dict[str, object]:
+        return {"inbound_rule": [{"protocol": "tcp", "port_range": "22", "source_addresses": list(sources)}]}
+
+    fw = "digitalocean_firewall"
+    assert ssh_change(fw, "update", rules("203.0.113.4/32"), rules("0.0.0.0/0", "::/0")) is None
+    narrowed = ssh_change(fw, "update", rules("0.0.0.0/0", "::/0"), rules("203.0.113.4/32"))
+    assert narrowed is not None and narrowed.removed == ("0.0.0.0/0", "::/0")

@@ -179,7 +179,9 @@ def ssh_change(rtype: str, action: Action, before: JsonObject, after: JsonObject
         return None
     old, new = _ssh_sources(before.get("inbound_rule")), _ssh_sources(after.get("inbound_rule"))
     removed = tuple(sorted(old - new))
-    return SshChange(removed, tuple(sorted(new))) if removed else None
+    # Opened to the whole internet is no narrowing, whatever left: "public ports opened" says it.
+    widened = any(_is_world(source) for source in new - old)
+    return SshChange(removed, tuple(sorted(new))) if removed and not widened else None
 
 
 def _ssh_sources(rules: object) -> set[str]:
