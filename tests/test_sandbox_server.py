@@ -24,9 +24,13 @@ PROVIDER_SOURCE = "registry.terraform.io/digitalocean/digitalocean"
 SERVED = {
     "resource_schemas": [
         "digitalocean_database_db",
+        "digitalocean_database_firewall",
         "digitalocean_database_user",
         "digitalocean_droplet",
         "digitalocean_firewall",
+        "digitalocean_monitor_alert",
+        "digitalocean_uptime_alert",
+        "digitalocean_uptime_check",
     ],
     "data_source_schemas": ["digitalocean_database_cluster", "digitalocean_ssh_key"],
 }
@@ -75,7 +79,9 @@ def test_terraform_sees_the_real_providers_schema(sandbox: SandboxSetup, tmp_pat
     served = json.loads(terraform("providers", "schema", "-json"))["provider_schemas"][PROVIDER_SOURCE]
     for table, types in SERVED.items():
         assert sorted(served[table]) == types
-        for type_name in types:
+        # The watching kinds' facts are not in the fixture copy: tests/test_sandbox_schema.py
+        # holds their tables to the shared provider facts.
+        for type_name in (t for t in types if t in FACTS[table]):
             block, facts = served[table][type_name]["block"], FACTS[table][type_name]
             assert _attributes(block) == _attributes(facts), type_name
             for name, nested in block.get("block_types", {}).items():
