@@ -338,3 +338,14 @@ def test_opening_ssh_to_the_whole_internet_is_never_called_narrowed() -> None:
     assert ssh_change(fw, "update", rules("203.0.113.4/32"), rules("0.0.0.0/0", "::/0")) is None
     narrowed = ssh_change(fw, "update", rules("0.0.0.0/0", "::/0"), rules("203.0.113.4/32"))
     assert narrowed is not None and narrowed.removed == ("0.0.0.0/0", "::/0")
+
+
+def test_the_bootstrap_note_is_in_the_markdown_of_a_plan_with_no_other_change() -> None:
+    """A plan whose only news is that a droplet's SSH stays open from bootstrap_from: the pull
+    request's comment says it too, not only text and JSON (it said "No changes.")."""
+    plan_json = synthetic()
+    plan_json["variables"] = {"ssh_bootstrap_new": {"value": "true"}}
+    names = {**NAMES, "digitalocean_droplet.new": "com.uvlava.new"}
+    reports = producer_reports([parse_plan("quinn", plan_json, names)])
+    note = "SSH to com.uvlava.new stays open from bootstrap_from until it is in mesh-hosts.json"
+    assert note in format_markdown(reports).replace("\\_", "_")

@@ -128,7 +128,9 @@ def format_markdown(reports: Sequence[ProducerReport], context: PlanContext | No
 
 def _shown(r: ProducerReport) -> bool:
     plan = r.plan
-    return bool(plan.has_changes or plan.outside or plan.drift or plan.settings_drift or r.gpus)
+    return bool(
+        plan.has_changes or plan.outside or plan.drift or plan.settings_drift or plan.ssh_bootstrap or r.gpus
+    )
 
 
 def md_intro(context: PlanContext | None) -> str:
