@@ -538,13 +538,19 @@ def init(wd: Workdir, *, reconfigure: bool = False) -> None:
     wd.must("init", what="init", input=False, no_color=True, reconfigure=reconfigure)
 
 
+# Two runs of one producer never overlap (the producer lock), so a held state lock is a
+# Terraform that a SIGKILLed run left finishing (killed before its pid file was written, so
+# wait_for_earlier cannot know it), or a run on another machine: wait for it, bounded.
+STATE_LOCK_WAIT = "60s"
+
+
 def plan(
     wd: Workdir,
     plan_file: str,
     *,
     variables: Mapping[str, str] | None = None,
     refresh_only: bool = False,
-    lock_timeout: str = "0s",
+    lock_timeout: str = STATE_LOCK_WAIT,
     echo: Printer | None = None,
     targets: Sequence[str] = (),
 ) -> bool:
@@ -584,7 +590,7 @@ def apply(
     *,
     echo: Printer | None = None,
     echo_stderr: Printer | None = None,
-    lock_timeout: str = "0s",
+    lock_timeout: str = STATE_LOCK_WAIT,
 ) -> None:
     """Apply the saved plan ``plan_file``; raises ``CommandFailed`` when Terraform fails."""
     wd.must(
