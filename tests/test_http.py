@@ -27,7 +27,7 @@ from infra_apply.errors import ExitCode, InfraApplyError
 from infra_apply.forge import comment
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 
-TOKEN = "FAKE-token_hostile-server-test"
+TOKEN = "FAKE-do-token_hostile-server-test"
 # Small caps so every case ends at once; the code paths are those of the default limits.
 LIMITS = Limits(timeout=1.0, deadline=0.6, max_bytes=256 * 1024, max_depth=64, max_pages=5)
 ESCAPES = "\x1b]8;;https://evil.example\x07click\x1b]8;;\x07\x1b[2J\nforged: line"
