@@ -81,7 +81,7 @@ def test_token_from_the_vault_and_its_absence(tmp_path: Path) -> None:
     assert token_env({"HOME": str(tmp_path)}, "quinn") == {"DIGITALOCEAN_TOKEN": SECRET}
     with pytest.raises(InfraApplyError, match="do_pat_ct"):
         token_env({"HOME": str(tmp_path)}, "ct")  # one producer's token is not another's
-    assert token_env({"HOME": str(tmp_path), "DIGITALOCEAN_ACCESS_TOKEN": "x"}, "ct") == {}
+    assert token_env({"HOME": str(tmp_path), "DIGITALOCEAN_ACCESS_TOKEN": "FAKE-do-token_x"}, "ct") == {}
     ctx = context(tmp_path, False, HOME=str(tmp_path))
     assert terraform_env(ctx, "quinn", LiveProvider())["DIGITALOCEAN_TOKEN"] == SECRET
     assert "DIGITALOCEAN_TOKEN" not in ctx.env
