@@ -117,6 +117,25 @@ def test_a_bad_budget_is_a_located_error(tmp_path: Path, text: str, where: str, 
     assert message in line and "\n" not in line, line
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[producers.ct]\nbudget_monthly = "1e30"\n', "2:1"),
+        ('[producers.ct]\nbudget_monthly = "99999999999999999999999999999"\n', "2:1"),
+        ('[producers.ct]\nbudget_monthly = "150"\nmax_increase = "1e40%"\n', "3:1"),
+        ('[producers.ct]\nbudget_monthly = "150"\nmax_increase = "1e30"\n', "3:1"),
+    ],
+)
+def test_a_huge_amount_is_a_located_error_not_a_crash(tmp_path: Path, text: str, where: str) -> None:
+    """Decimal's 28 digits cannot hold the cents of 1e30: it was an internal error."""
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, text)
+    line = caught.value.format()
+    assert line.startswith(f"infra-apply.toml:{where}: error config: "), line
+    assert "\n" not in line, line
+    assert isinstance(parse_amount("999999999.99"), Decimal)
+
+
 # --- the month against the budget ---------------------------------------------------------------
 
 
