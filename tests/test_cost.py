@@ -428,6 +428,33 @@ def test_a_kind_at_a_flat_list_price_adds_it_per_resource(monkeypatch: pytest.Mo
     assert totals(cost(doc)) == ("$1.00", "$2.00", "+$1.00")
 
 
+def test_the_uptime_checks_a_total_counts_have_their_own_line_in_every_summary() -> None:
+    """The totals count $1.00 a check: the lines under them, which listed droplets only, left
+    the difference unexplained."""
+    doc = plan(
+        after=[
+            droplet("digitalocean_droplet.web", "s-1vcpu-1gb"),
+            resource(UPTIME, f"{UPTIME}.web", name="web.example.net"),
+            resource(UPTIME, f"{UPTIME}.api", name="api.example.net"),
+        ],
+        changes=[
+            {**resource(UPTIME, f"{UPTIME}.{n}"), "change": {"actions": ["create"], "after": {}}}
+            for n in ("web", "api")
+        ],
+    )
+    c = cost(doc)
+    assert totals(c) == ("$0.00", "$8.00", "+$8.00")
+    said = "uptime check at $1.00/month: 0 → 2 uptime checks (+$2.00)"
+    reports = producer_reports([parse_plan("quinn", doc, {})], costs={"quinn": c})
+    assert f"  $ {said}\n" in format_text(reports)
+    assert f"- 💲 {said}".replace("$", "\\$") in format_markdown(reports)
+    # a plan that keeps the checks as they are says nothing of them
+    standing = doc["planned_values"]["root_module"]["resources"]
+    kept = cost(plan(before=standing, after=standing))
+    unchanged = producer_reports([parse_plan("quinn", plan(), {})], costs={"quinn": kept})
+    assert "uptime check at" not in format_text(unchanged)
+
+
 def test_a_flat_price_goes_with_an_amount_and_nothing_else_does() -> None:
     with pytest.raises(ValueError):
         kinds.Price("flat")

@@ -8,6 +8,7 @@ manifest value.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 
 from infra_apply.plan.budget import FLAG, check
 from infra_apply.plan.cost import (
@@ -84,6 +85,19 @@ def size_sentence(row: SizeCount, esc: Escape) -> str:
         f"{esc(row.size)} at {money(row.monthly)}/month: {row.before} → {row.after} {noun} "
         f"({signed(row.diff)})"
     )
+
+
+def changed_flat(cost: ProducerCost) -> Iterator[KindCount]:
+    """The kinds at a flat list price (uptime checks) whose count the plan changes: the totals
+    count them, so the lines under them say so."""
+    return (k for k in cost.kinds if k.kind.price.how == "flat" and k.before != k.after)
+
+
+def flat_sentence(k: KindCount) -> str:
+    """``uptime check at $1.00/month: 0 → 2 uptime checks (+$2.00)``."""
+    each, before, after = k.each or Decimal(0), k.monthly_before or Decimal(0), k.monthly_after or Decimal(0)
+    noun = k.kind.noun if max(k.before, k.after) == 1 else f"{k.kind.noun}s"
+    return f"{k.kind.noun} at {money(each)}/month: {k.before} → {k.after} {noun} ({signed(after - before)})"
 
 
 def refused_sentence(d: DropletCost, esc: Escape) -> str:

@@ -26,7 +26,9 @@ from infra_apply.report._common import (
 )
 from infra_apply.report.cost import (
     budget_sentence,
+    changed_flat,
     changed_sizes,
+    flat_sentence,
     gpu_cost_sentence,
     monthly_change,
     prices_label,
@@ -111,6 +113,8 @@ def _text_cost(report: ProducerReport) -> Iterator[str]:
         yield f"  Budget: {visible(against)}"
     for row in changed_sizes(cost):
         yield "  $ " + size_sentence(row, visible)
+    for k in changed_flat(cost):
+        yield "  $ " + flat_sentence(k)
     for d in cost.refused:
         yield "  $ " + refused_sentence(d, visible)
     unpriced = unpriced_sentence(cost, visible)
