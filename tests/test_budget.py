@@ -248,6 +248,20 @@ def test_every_format_shows_cost_against_budget() -> None:
     assert "✅ **Budget**: budget \\$200.00/month" in ok and "within budget" in ok
 
 
+def test_a_plan_that_changes_nothing_names_no_flag_apply_would_not_ask_for() -> None:
+    """apply never refuses a plan that changes nothing for its budget ("nothing to apply"):
+    the line said it would, exit 3, unless the flag."""
+    standing = GROWING["planned_values"]["root_module"]["resources"]
+    doc = plan(standing, standing)
+    same = producer_reports(
+        [parse_plan("ct", doc, {})], costs={"ct": cost(doc, Budget(Decimal("100.00")))}, stand_in=True
+    )
+    text = format_text(same)
+    assert "Budget: budget $100.00/month: $144.00/month after the plan (±$0.00): over budget" in text
+    for shown in (text, format_markdown(same)):
+        assert "--allow-over-budget" not in shown, shown
+
+
 def test_a_targeted_plan_keeps_what_it_does_not_target() -> None:
     # gpu up plans with -target: planned_values hold the GPU alone, the standing droplet stays
     standing, gpu = droplet("a", "s-4vcpu-8gb"), droplet("g", "gpu-h100x1-80gb")

@@ -43,14 +43,17 @@ def monthly_change(cost: ProducerCost) -> str:
     return f"{text}; {unknown}" if unknown else text
 
 
-def budget_sentence(producer: str, cost: ProducerCost, sandbox: bool = False) -> str | None:
+def budget_sentence(
+    producer: str, cost: ProducerCost, sandbox: bool = False, changes: bool = True
+) -> str | None:
     """``budget $150.00/month: $72.00/month after the plan (+$24.00): within budget``; when over,
-    what allows it (None: the producer has no budget)."""
+    what allows it (None: the producer has no budget). ``changes`` False: apply refuses nothing
+    of a plan that changes nothing, so no flag is named."""
     checked = check(producer, cost)
     if checked is None:
         return None
     line = checked.line()
-    if not checked.ok:
+    if not checked.ok and changes:
         again = for_producer("apply", producer, FLAG, producer, keep=kept(sandbox))
         line += f" (apply refuses it, exit 3, unless {again})"
     return line

@@ -334,7 +334,7 @@ def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
         items.append(f"- ❔ {unpriced}\n")
     items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text, report.sandbox)}\n" for g in cost.gpus]
     lines = [f"\n**Cost**: {monthly_change(cost)}\n"]
-    against = budget_sentence(report.producer, cost, report.sandbox)
+    against = budget_sentence(report.producer, cost, report.sandbox, report.plan.has_changes)
     if against is not None:
         icon = "✅" if (checked := check(report.producer, cost)) is not None and checked.ok else "⛔"
         lines.append(f"\n{icon} **Budget**: {_md_text(against)}\n")

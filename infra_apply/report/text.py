@@ -108,7 +108,7 @@ def _text_cost(report: ProducerReport) -> Iterator[str]:
     if cost is None:
         return
     yield f"Cost: {monthly_change(cost)}; prices: {prices_label(cost.prices)}"
-    against = budget_sentence(report.producer, cost, report.sandbox)
+    against = budget_sentence(report.producer, cost, report.sandbox, report.plan.has_changes)
     if against is not None:
         yield f"  Budget: {visible(against)}"
     for row in changed_sizes(cost):
