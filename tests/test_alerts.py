@@ -124,6 +124,39 @@ def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
     assert alerts.terraform_env(None, {}, stand_in_url=None) == {}
 
 
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+def test_a_run_that_plans_no_alert_needs_no_slack_url(tmp_path: Path) -> None:
+    """The GPU reaper's targeted plans, drift's refresh and db-credentials never change an
+    alert: with the URL unset they ran into the located error (a reaper that stops releasing
+    GPUs bills them); a plan that could change an alert still stops with it."""
+    from infra_apply.runtime import terraform as tf
+    from infra_apply.runtime.workcopy import TerraformCopy
+
+    got = load(tmp_path, FULL).alerts
+    env, missing = alerts.terraform_env_or_missing(got, {}, stand_in_url=None)
+    assert env == {"TF_VAR_alert_slack_url": alerts.NOT_SET} and missing is not None
+    assert "export SLACK_ALERT_WEBHOOK" in missing.message
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "main.tf").write_text(
+        'variable "alert_slack_url" {\n  type      = string\n  sensitive = true\n}\n'
+        'resource "terraform_data" "gpu" {}\n'
+        'resource "terraform_data" "alert" {\n  input = var.alert_slack_url\n}\n'
+    )
+    wd = tf.Workdir(tf.find_binary(os.environ), work, {**os.environ, **env, "TF_IN_AUTOMATION": "1"})
+    copy = TerraformCopy(wd, "ct", lambda _: None, missing_url=missing)
+    tf.init(wd)
+    assert copy.plan(targets=["terraform_data.gpu"])  # the GPU's own plan goes ahead
+    copy.plan(refresh_only=True)
+    for targets in ([], ["digitalocean_uptime_alert.shop_down", "terraform_data.gpu"]):
+        with pytest.raises(ConfigError) as caught:
+            copy.plan(targets=targets)
+        assert caught.value is missing
+    # the strict form stays for what needs the URL itself
+    with pytest.raises(ConfigError):
+        alerts.terraform_env(got, {}, stand_in_url=None)
+
+
 def golden_tree(tmp_path: Path) -> Path:
     """generated/ with the golden alerts.tf files over it: the example tree's render with
     [alerts] (only alerts.tf is kept under tests/fixtures/alerts; the rest is generated/)."""

@@ -18,7 +18,11 @@ from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts
 from infra_apply.render import hcl
 
 SLACK_VARIABLE = "alert_slack_url"
-# What the sandbox provider gets when the webhook variable is not set: nothing is ever sent.
+# What Terraform gets when the webhook variable is not set and the run plans no alert (a GPU
+# verb's targeted plan, a refresh): Terraform wants every variable, and this never reaches
+# DigitalOcean (``plans_alerts`` stops any plan that would send it).
+NOT_SET = "https://hooks.slack.invalid/not-set"
+_WATCH_TYPES = (UPTIME_CHECK.type, UPTIME_ALERT.type, MONITOR_ALERT.type)
 # [alerts.droplets] key -> (DigitalOcean metric, what the description calls it)
 METRICS: Mapping[str, tuple[str, str]] = {
     "cpu_percent": ("v1/insights/droplet/cpu", "CPU"),
@@ -135,3 +139,23 @@ def terraform_env(
         )
         raise alerts.at.error(message) if alerts.at is not None else ConfigError(message)
     return {f"TF_VAR_{SLACK_VARIABLE}": url}
+
+
+def terraform_env_or_missing(
+    alerts: Alerts | None, env: Mapping[str, str], *, stand_in_url: str | None
+) -> tuple[dict[str, str], ConfigError | None]:
+    """``terraform_env``, or, with the variable unset, ``NOT_SET`` and the error a plan that
+    sends the URL raises (``plans_alerts``): the GPU reaper, ``drift`` and ``db-credentials``
+    never change an alert and must not stop for want of a Slack URL."""
+    try:
+        return terraform_env(alerts, env, stand_in_url=stand_in_url), None
+    except ConfigError as exc:
+        return {f"TF_VAR_{SLACK_VARIABLE}": NOT_SET}, exc
+
+
+def plans_alerts(targets: Sequence[str], *, refresh_only: bool) -> bool:
+    """Whether a plan can change an alert (and so send the Slack URL): any plan but a refresh,
+    unless every ``-target`` is another kind (a target takes only what it depends on)."""
+    if refresh_only:
+        return False
+    return not targets or any(t.split(".", 1)[0] in _WATCH_TYPES for t in targets)

@@ -24,7 +24,8 @@ from infra_apply.manifests.config import load as load_config
 from infra_apply.manifests.manifest import Manifest
 from infra_apply.manifests.model import Model, ProducerModel
 from infra_apply.plan.parse import JsonObject
-from infra_apply.render.alerts import terraform_env as alert_env
+from infra_apply.render.alerts import plans_alerts
+from infra_apply.render.alerts import terraform_env_or_missing as alert_env
 from infra_apply.render.module import Rendered, cache_file, compare, render_model
 from infra_apply.runtime import locks
 from infra_apply.runtime import terraform as tf
@@ -136,6 +137,8 @@ class TerraformCopy:
     say: Say = field(default=_stderr, compare=False)
     provider: Provider = field(default_factory=LiveProvider)
     clock: Clock = field(default=MONOTONIC, compare=False)
+    # [alerts] slack.url_env unset: a plan that could change an alert raises it (alerts.py)
+    missing_url: InfraApplyError | None = field(default=None, compare=False)
 
     @property
     def path(self) -> Path:
@@ -181,6 +184,8 @@ class TerraformCopy:
         refresh_only: bool = False,
         targets: Sequence[str] = (),
     ) -> bool:
+        if self.missing_url is not None and plans_alerts(targets, refresh_only=refresh_only):
+            raise self.missing_url
         return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only, targets=targets)
 
     def show(self) -> JsonObject:
@@ -437,9 +442,12 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     for name in producers:
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, provider)
+        missing = None
         if "alerts.tf" in project.rendered[name].files:
-            env.update(alert_env(project.config.alerts, ctx.env, stand_in_url=ctx.account.webhook_stand_in))
-        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock)
+            stand_in = ctx.account.webhook_stand_in
+            extra, missing = alert_env(project.config.alerts, ctx.env, stand_in_url=stand_in)
+            env.update(extra)
+        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock, missing)
         lock = lock_working_copy(path, name)
         held = lock_producer(state_dir(ctx.env), provider.holder(env), name)
         if path.is_dir():
