@@ -124,6 +124,21 @@ def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
     assert alerts.terraform_env(None, {}, stand_in_url=None) == {}
 
 
+def test_a_url_env_holding_no_webhook_url_is_never_handed_to_terraform(tmp_path: Path) -> None:
+    """slack.url_env = "DIGITALOCEAN_TOKEN" by mistake put the token in every alert (sent to
+    DigitalOcean, kept in its console); the error never shows the value."""
+    got = load(tmp_path, FULL).alerts
+    token = "FAKE-do-token_dop_v1_0123456789abcdef"
+    for env in ({"SLACK_ALERT_WEBHOOK": token}, {"SLACK_ALERT_WEBHOOK": "http://hooks.example/x"}):
+        for stand_in in (None, SANDBOX.webhook_stand_in):
+            with pytest.raises(ConfigError) as caught:
+                alerts.terraform_env(got, env, stand_in_url=stand_in)
+            line = caught.value.format()
+            assert "does not hold an https:// webhook URL" in line and token not in line, line
+    _, missing = alerts.terraform_env_or_missing(got, {"SLACK_ALERT_WEBHOOK": token}, stand_in_url=None)
+    assert missing is not None
+
+
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 def test_a_run_that_plans_no_alert_needs_no_slack_url(tmp_path: Path) -> None:
     """The GPU reaper's targeted plans, drift's refresh and db-credentials never change an

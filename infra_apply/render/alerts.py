@@ -130,13 +130,21 @@ def terraform_env(
     (``Account.webhook_stand_in``: the sandbox, which sends nothing)."""
     if alerts is None or alerts.slack is None:
         return {}
-    url = env.get(alerts.slack.url_env, "")
+    name = alerts.slack.url_env
+    url = env.get(name, "")
+    message = None
+    if url and not url.startswith("https://"):
+        # url_env naming another secret (DIGITALOCEAN_TOKEN) would hand it to every alert
+        message = (
+            f"[alerts] slack.url_env names {name}, which does not hold an https:// webhook URL "
+            "(its value is not shown): name the variable holding the Slack webhook URL"
+        )
     url = url or stand_in_url or ""
     if not url:
         message = (
-            f"[alerts] slack.url_env names {alerts.slack.url_env}, which is not set: export "
-            f"{alerts.slack.url_env} with the Slack webhook URL"
+            f"[alerts] slack.url_env names {name}, which is not set: export {name} with the Slack webhook URL"
         )
+    if message is not None:
         raise alerts.at.error(message) if alerts.at is not None else ConfigError(message)
     return {f"TF_VAR_{SLACK_VARIABLE}": url}
 
