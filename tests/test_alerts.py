@@ -15,6 +15,7 @@ from infra_apply.cloud.account import SandboxAccount
 from infra_apply.manifests import config
 from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts, SlackRoute
 from infra_apply.render import alerts
+from infra_apply.render.module import ProducerContext, names_of
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli
 
@@ -102,10 +103,11 @@ def test_a_check_per_public_domain_and_alerts_by_the_producers_tag() -> None:
         "droplets-cpu",
     )
     # a check and its alerts go by the domain: one --allow-destroy DOMAIN allows all three
-    names = w.names()
+    names = names_of(ProducerContext("quinn", checks=w.checks, monitors=w.monitors))
     check = w.checks[0]
     assert {names[f"digitalocean_uptime_alert.{a}"] for a in check.alert_addresses} == {"a.example.net"}
     assert names[f"digitalocean_uptime_check.{check.address}"] == "a.example.net"
+    assert names[f"digitalocean_monitor_alert.{cpu.address}"] == "droplets-cpu"
 
 
 def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
