@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from infra_apply.runtime.fs import TEXT_LIMIT, atomic_write, read_bounded
 from infra_apply.runtime.paths import child
 
 if TYPE_CHECKING:
-    from infra_apply.manifests.config import Alerts
+    from infra_apply.manifests.config import Alerts, Config
     from infra_apply.manifests.model import Database, Droplet, Model, ProducerModel, TrustedSources
     from infra_apply.plan.parse import CreateSettings
 
@@ -317,6 +317,29 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
             }
         ),
     )
+
+
+# Every sensitive variable a module template may declare, and where its value comes from (the
+# environment named in infra-apply.toml, or the account's stand-in): never written to a file,
+# handed to Terraform as ``TF_VAR_<name>`` for each one a producer's module declares.
+SecretEnv = Callable[["Config", Mapping[str, str], "str | None"], Mapping[str, str]]
+SENSITIVE: Mapping[str, SecretEnv] = {
+    alerts.SLACK_VARIABLE: lambda config, env, stand_in: alerts.terraform_env(
+        config.alerts, env, stand_in_url=stand_in
+    ),
+}
+_DECLARED = re.compile(r'^variable "([A-Za-z_][A-Za-z0-9_-]*)" \{', re.MULTILINE)
+
+
+def sensitive_env(
+    r: Rendered, config: Config, env: Mapping[str, str], stand_in: str | None
+) -> dict[str, str]:
+    """``TF_VAR_<name>`` for every sensitive variable ``r``'s module declares."""
+    declared = {v for name, text in r.files.items() if name.endswith(".tf") for v in _DECLARED.findall(text)}
+    out: dict[str, str] = {}
+    for name in sorted(declared & SENSITIVE.keys()):
+        out.update(SENSITIVE[name](config, env, stand_in))
+    return out
 
 
 # ssh_keys, monitoring, user data SHA-1, VPC cluster: CreateSettings' fields, in order.
