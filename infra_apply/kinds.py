@@ -2,8 +2,9 @@
 
 The rest of the package asks this table instead of spelling type strings: the guard (which
 action needs which ``--allow-*`` flag), takeover (the import id, the attributes kept from an old
-state), cost (how one is priced), drift (how an orphan is found), the diagram (how it is drawn)
-and the reports (what to call it). A type missing from the table is unknown: the guard
+state), cost (how one is priced), drift (how an orphan is found), the diagram (how it is drawn),
+the reports (what to call it) and render (what each one a module renders is called:
+``Kind.names``). A type missing from the table is unknown: the guard
 refuses to destroy or replace what it cannot judge, and cost refuses to price it.
 tests/test_kinds.py fails when a template or the sandbox provider has a type without an entry.
 
