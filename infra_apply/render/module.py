@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra_apply import kinds
 from infra_apply.errors import InfraApplyError
 from infra_apply.kinds import DROPLET, FIREWALL, KINDS
 from infra_apply.plan.managed import MANAGED_TAG, producer_tag
@@ -716,10 +717,12 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
         # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
         # in any field give different bytes (equal models built differently may not: a miss).
         parts.append(pickle.dumps(model, protocol=5))
-        # This code (alerts.py renders alerts.tf), Jinja (an upgrade rewrites its files) and the
+        # This code (alerts.py computes what alerts.tf watches, the kinds table names what is
+        # rendered), the kinds in the table, Jinja (an upgrade rewrites its files) and the
         # templates.
-        for module in (__file__, hcl.__file__, alerts.__file__):
+        for module in (__file__, hcl.__file__, alerts.__file__, kinds.__file__):
             parts.append(read_bounded(Path(module), TEXT_LIMIT))
+        parts.append("\0".join(KINDS).encode())
         jinja = find_spec("jinja2")
         if jinja is None or jinja.origin is None:
             return None
