@@ -177,3 +177,22 @@ def test_the_kinds_coverage_check_sees_the_new_templates_type(project_kind: Path
         assert missing(types) == [f"managed {PROJECT_TYPE}"]  # without its entry the check fails
     finally:
         kinds.register(PROJECT)
+
+
+def test_the_module_templates_are_the_ones_writing_the_header() -> None:
+    # the files a producer's module can have; the templates other code renders are not among them
+    assert hcl.module_templates() == tuple(
+        f"{name}.tf.j2"
+        for name in (
+            "alerts",
+            "databases",
+            "droplets",
+            "firewalls",
+            "gpu",
+            "moved",
+            "outputs",
+            "providers",
+            "ssh_keys",
+            "versions",
+        )
+    )
