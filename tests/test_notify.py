@@ -3,6 +3,7 @@ secret ever reaches a payload or a warning."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from infra_apply.runtime.workcopy import Context
 from infra_apply.sandbox import cloud
 from tests import stopping
 from tests.test_e2e_sandbox import Ops
+from tests.test_remote_state import Remote, ThreadedMotoServer
 
 TOKEN = "FAKE-do-token_notify"
 T = TypeVar("T")
@@ -144,13 +146,10 @@ def test_drift_is_told_once_until_it_changes(ops: Ops, httpserver: HTTPServer) -
     no_secret(httpserver)
 
 
-def test_a_fresh_runner_does_not_tell_drift_told_before_with_remote_state(
-    example: Path, httpserver: HTTPServer
-) -> None:
-    """Remote state: what was told lives in the state bucket, so a second runner with an
-    empty state dir (a fresh CI job) knows it."""
-    from tests.test_remote_state import Remote, ThreadedMotoServer
-
+@contextlib.contextmanager
+def drifted_runners(example: Path, url: str) -> Iterator[tuple[Remote, dict[str, str], dict[str, str]]]:
+    """Quinn applied against a moto state bucket, then edited by hand; two runners' environments
+    (fresh state dirs, one bucket, one sandbox cloud) with ``url`` as the webhook."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -158,21 +157,30 @@ def test_a_fresh_runner_does_not_tell_drift_told_before_with_remote_state(
         remote = Remote(example, f"http://{host}:{port}")
         config = remote.root / "infra-apply.toml"
         config.write_text(config.read_text() + '[notify]\nwebhook_url_env = "INFRA_APPLY_WEBHOOK"\n')
-        httpserver.expect_request("/hook").respond_with_data("ok")
         shared = remote.base / "cloud.json"
-        extra = {"INFRA_APPLY_SANDBOX_CLOUD": str(shared), "INFRA_APPLY_WEBHOOK": httpserver.url_for("/hook")}
+        extra = {"INFRA_APPLY_SANDBOX_CLOUD": str(shared), "INFRA_APPLY_WEBHOOK": url}
         first, second = remote.env("state-a", **extra), remote.env("state-b", **extra)
         assert remote.run(first, "apply", "--producer", "quinn", "--auto-approve")[0] == 0
         live = {str(d["name"]): d for d in cloud.list_droplets(shared)}
         dns = next(n for n in live if n.endswith(".dns"))
         tags = [str(t) for t in live[dns]["tags"]]  # type: ignore[attr-defined]
         cloud.edit_droplet(shared, str(live[dns]["id"]), tags=[*tags, "edited-by-hand"])
+        yield remote, first, second
+    finally:
+        server.stop()
+
+
+def test_a_fresh_runner_does_not_tell_drift_told_before_with_remote_state(
+    example: Path, httpserver: HTTPServer
+) -> None:
+    """Remote state: what was told lives in the state bucket, so a second runner with an
+    empty state dir (a fresh CI job) knows it."""
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    with drifted_runners(example, httpserver.url_for("/hook")) as (remote, first, second):
         assert remote.run(first, "drift", "--producer", "quinn")[0] == 2
         code, _, err = remote.run(second, "drift", "--producer", "quinn")
         assert code == 2 and "notification" not in err and "remember" not in err, err
         assert remote.get("infra-apply/notified.tfstate") is not None
-    finally:
-        server.stop()
     assert [p["event"] for p in payloads(httpserver)] == ["apply.done", "drift"]
     no_secret(httpserver)
 
@@ -335,34 +343,18 @@ def at_once(runs: list[Callable[[], T]], gate: GateHook) -> list[T]:
 def test_two_runners_finding_one_drift_at_once_tell_it_once(example: Path) -> None:
     """Two CI runners (fresh state dirs, one state bucket) drift at the same moment: the one
     whose claim lands in the bucket tells, the other finds it claimed."""
-    from tests.test_remote_state import Remote, ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     gate = GateHook()
     try:
-        host, port = server.get_host_and_port()
-        remote = Remote(example, f"http://{host}:{port}")
-        config = remote.root / "infra-apply.toml"
-        config.write_text(config.read_text() + '[notify]\nwebhook_url_env = "INFRA_APPLY_WEBHOOK"\n')
-        shared = remote.base / "cloud.json"
-        extra = {"INFRA_APPLY_SANDBOX_CLOUD": str(shared), "INFRA_APPLY_WEBHOOK": gate.url}
-        first, second = remote.env("state-a", **extra), remote.env("state-b", **extra)
-        assert remote.run(first, "apply", "--producer", "quinn", "--auto-approve")[0] == 0
-        live = {str(d["name"]): d for d in cloud.list_droplets(shared)}
-        dns = next(n for n in live if n.endswith(".dns"))
-        tags = [str(t) for t in live[dns]["tags"]]  # type: ignore[attr-defined]
-        cloud.edit_droplet(shared, str(live[dns]["id"]), tags=[*tags, "edited-by-hand"])
+        with drifted_runners(example, gate.url) as (remote, first, second):
 
-        def drift(env: dict[str, str]) -> Callable[[], tuple[int, str, str]]:
-            return lambda: remote.run(env, "drift", "--producer", "quinn")
+            def drift(env: dict[str, str]) -> Callable[[], tuple[int, str, str]]:
+                return lambda: remote.run(env, "drift", "--producer", "quinn")
 
-        done = at_once([drift(first), drift(second)], gate)
-        for code, out, err in done:
-            assert code == 2 and "not delivered" not in err and "could not remember" not in err, out + err
+            done = at_once([drift(first), drift(second)], gate)
     finally:
         gate.close()
-        server.stop()
+    for code, out, err in done:
+        assert code == 2 and "not delivered" not in err and "could not remember" not in err, out + err
     assert [e["event"] for e in gate.events] == ["apply.done", "drift"]
 
 
