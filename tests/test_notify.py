@@ -474,3 +474,32 @@ def test_a_config_error_line_masks_every_secret_looking_value() -> None:
     line = notify.config_error_line(error, env)
     assert line is not None and TOKEN not in line and "FAKEsecret" not in line and line.startswith("x.toml")
     assert notify.config_error_line(InfraApplyError("terraform said: secret"), env) is None
+
+
+def test_two_reaps_at_once_tell_a_lease_ending_once_and_a_failed_one_again(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from infra_apply.gpu.lease import Lease
+
+    now = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+    ending = Lease(
+        "com.uvlava.ct.gpu", "ct", "ops@host", now - timedelta(hours=7), now + timedelta(minutes=30)
+    )
+    later = Lease("com.uvlava.mc.gpu", "mc", "ops@host", now, now + timedelta(hours=3))
+    gate = GateHook()
+    try:
+        ctx = drift_context(tmp_path, gate.url)
+        at_once([lambda: notify.notify_leases(ctx, [ending, later], now) for _ in range(2)], gate)
+        assert [(e["event"], e["gpu"]) for e in gate.events] == [("gpu.lease_ending", ending.gpu)]
+    finally:
+        gate.close()
+    # the hook is gone: not delivered, so the claim goes back and a later reap tells it
+    warnings: list[str] = []
+    other = replace(ending, gpu="com.uvlava.ct.gpu2")
+    ctx = drift_context(tmp_path, "http://127.0.0.1:9/hook", warnings.append)  # nothing listens
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(notify, "BACKOFF_SECONDS", 0.0)
+        notify.notify_leases(ctx, [ending, other], now)
+    assert len(warnings) == 1 and "not delivered" in warnings[0]
+    told = notify.memory_of(ctx).read().leases
+    assert f"ct/{ending.gpu}" in told and f"ct/{other.gpu}" not in told
