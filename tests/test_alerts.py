@@ -15,6 +15,8 @@ from infra_apply.cloud.account import SandboxAccount
 from infra_apply.manifests import config
 from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts, SlackRoute
 from infra_apply.render import alerts
+from infra_apply.render.module import ProducerContext, Rendered, names_of, sensitive_env
+from infra_apply.runtime.workcopy import sensitive_or_missing
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli
 
@@ -102,10 +104,11 @@ def test_a_check_per_public_domain_and_alerts_by_the_producers_tag() -> None:
         "droplets-cpu",
     )
     # a check and its alerts go by the domain: one --allow-destroy DOMAIN allows all three
-    names = w.names()
+    names = names_of(ProducerContext("quinn", checks=w.checks, monitors=w.monitors))
     check = w.checks[0]
     assert {names[f"digitalocean_uptime_alert.{a}"] for a in check.alert_addresses} == {"a.example.net"}
     assert names[f"digitalocean_uptime_check.{check.address}"] == "a.example.net"
+    assert names[f"digitalocean_monitor_alert.{cpu.address}"] == "droplets-cpu"
 
 
 def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
@@ -124,6 +127,17 @@ def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
     assert alerts.terraform_env(None, {}, stand_in_url=None) == {}
 
 
+def test_a_module_declaring_the_webhook_variable_gets_it_from_the_environment(tmp_path: Path) -> None:
+    cfg = load(tmp_path, FULL)
+    url = "https://hooks.slack.com/services/FAKE-do-token_slack"
+    declares = Rendered("quinn", {"alerts.tf": 'variable "alert_slack_url" {\n  sensitive = true\n}\n'})
+    assert sensitive_env(declares, cfg, {"SLACK_ALERT_WEBHOOK": url}, None) == {"TF_VAR_alert_slack_url": url}
+    # e-mail only, or nothing watched: no variable declared, nothing asked of the environment
+    assert sensitive_env(Rendered("quinn", {"alerts.tf": "# e-mail only\n"}), cfg, {}, None) == {}
+    with pytest.raises(ConfigError, match="export SLACK_ALERT_WEBHOOK"):
+        sensitive_env(declares, cfg, {}, None)
+
+
 def test_a_url_env_holding_no_webhook_url_is_never_handed_to_terraform(tmp_path: Path) -> None:
     """slack.url_env = "DIGITALOCEAN_TOKEN" by mistake put the token in every alert (sent to
     DigitalOcean, kept in its console); the error never shows the value."""
@@ -135,8 +149,10 @@ def test_a_url_env_holding_no_webhook_url_is_never_handed_to_terraform(tmp_path:
                 alerts.terraform_env(got, env, stand_in_url=stand_in)
             line = caught.value.format()
             assert "does not hold an https:// webhook URL" in line and token not in line, line
-    _, missing = alerts.terraform_env_or_missing(got, {"SLACK_ALERT_WEBHOOK": token}, stand_in_url=None)
-    assert missing is not None
+    declares = Rendered("quinn", {"alerts.tf": 'variable "alert_slack_url" {\n  sensitive = true\n}\n'})
+    cfg = load(tmp_path, FULL)
+    env_given, missing = sensitive_or_missing(declares, cfg, {"SLACK_ALERT_WEBHOOK": token}, None)
+    assert missing is not None and env_given == {"TF_VAR_alert_slack_url": alerts.NOT_SET}
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
@@ -147,8 +163,9 @@ def test_a_run_that_plans_no_alert_needs_no_slack_url(tmp_path: Path) -> None:
     from infra_apply.runtime import terraform as tf
     from infra_apply.runtime.workcopy import TerraformCopy
 
-    got = load(tmp_path, FULL).alerts
-    env, missing = alerts.terraform_env_or_missing(got, {}, stand_in_url=None)
+    cfg = load(tmp_path, FULL)
+    declares = Rendered("ct", {"alerts.tf": 'variable "alert_slack_url" {\n  sensitive = true\n}\n'})
+    env, missing = sensitive_or_missing(declares, cfg, {}, None)
     assert env == {"TF_VAR_alert_slack_url": alerts.NOT_SET} and missing is not None
     assert "export SLACK_ALERT_WEBHOOK" in missing.message
     work = tmp_path / "work"
@@ -169,7 +186,7 @@ def test_a_run_that_plans_no_alert_needs_no_slack_url(tmp_path: Path) -> None:
         assert caught.value is missing
     # the strict form stays for what needs the URL itself
     with pytest.raises(ConfigError):
-        alerts.terraform_env(got, {}, stand_in_url=None)
+        sensitive_env(declares, cfg, {}, None)
 
 
 def golden_tree(tmp_path: Path) -> Path:

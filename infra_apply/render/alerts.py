@@ -20,7 +20,7 @@ from infra_apply.render import hcl
 SLACK_VARIABLE = "alert_slack_url"
 # What Terraform gets when the webhook variable is not set and the run plans no alert (a GPU
 # verb's targeted plan, a refresh): Terraform wants every variable, and this never reaches
-# DigitalOcean (``plans_alerts`` stops any plan that would send it).
+# DigitalOcean (``plans_alerts``: any plan that could send it stops with the error instead).
 NOT_SET = "https://hooks.slack.invalid/not-set"
 _WATCH_TYPES = (UPTIME_CHECK.type, UPTIME_ALERT.type, MONITOR_ALERT.type)
 # [alerts.droplets] key -> (DigitalOcean metric, what the description calls it)
@@ -62,14 +62,6 @@ class Watch:
     checks: tuple[UptimeEntry, ...]
     monitors: tuple[MonitorEntry, ...]
 
-    def names(self) -> dict[str, str]:
-        """Address -> the name the guard and the reports use: a check and its alerts go by
-        their domain (``--allow-destroy DOMAIN`` allows all three)."""
-        out = {UPTIME_CHECK.address(c.address): c.domain for c in self.checks}
-        out |= {UPTIME_ALERT.address(a): c.domain for c in self.checks for a in c.alert_addresses}
-        out |= {MONITOR_ALERT.address(m.address): m.name for m in self.monitors}
-        return out
-
 
 @dataclass(frozen=True)
 class PublicService:
@@ -107,21 +99,6 @@ def watch(
     return Watch(checks, tuple(monitors))
 
 
-def render(alerts: Alerts, w: Watch, sources: Sequence[str]) -> str | None:
-    """``alerts.tf``, or None when there is nothing to watch."""
-    if not w.checks and not w.monitors:
-        return None
-    return hcl.render(
-        "alerts.tf.j2",
-        sources=sorted(set(sources)),
-        routes=alerts,
-        regions=alerts.regions,
-        cert_expiry_days=alerts.cert_expiry_days,
-        checks=w.checks,
-        monitors=w.monitors,
-    )
-
-
 def terraform_env(
     alerts: Alerts | None, env: Mapping[str, str], *, stand_in_url: str | None
 ) -> dict[str, str]:
@@ -147,18 +124,6 @@ def terraform_env(
     if message is not None:
         raise alerts.at.error(message) if alerts.at is not None else ConfigError(message)
     return {f"TF_VAR_{SLACK_VARIABLE}": url}
-
-
-def terraform_env_or_missing(
-    alerts: Alerts | None, env: Mapping[str, str], *, stand_in_url: str | None
-) -> tuple[dict[str, str], ConfigError | None]:
-    """``terraform_env``, or, with the variable unset, ``NOT_SET`` and the error a plan that
-    sends the URL raises (``plans_alerts``): the GPU reaper, ``drift`` and ``db-credentials``
-    never change an alert and must not stop for want of a Slack URL."""
-    try:
-        return terraform_env(alerts, env, stand_in_url=stand_in_url), None
-    except ConfigError as exc:
-        return {f"TF_VAR_{SLACK_VARIABLE}": NOT_SET}, exc
 
 
 def plans_alerts(targets: Sequence[str], *, refresh_only: bool) -> bool:

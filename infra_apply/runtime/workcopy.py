@@ -24,9 +24,8 @@ from infra_apply.manifests.config import load as load_config
 from infra_apply.manifests.manifest import Manifest
 from infra_apply.manifests.model import Model, ProducerModel
 from infra_apply.plan.parse import JsonObject
-from infra_apply.render.alerts import plans_alerts
-from infra_apply.render.alerts import terraform_env_or_missing as alert_env
-from infra_apply.render.module import Rendered, cache_file, compare, render_model
+from infra_apply.render.alerts import NOT_SET, plans_alerts
+from infra_apply.render.module import Rendered, cache_file, compare, render_model, sensitive_env
 from infra_apply.runtime import locks
 from infra_apply.runtime import terraform as tf
 from infra_apply.runtime.fs import private_dirs, read_or_fail, sync_private, tighten, write_private
@@ -423,6 +422,19 @@ def terraform_env(ctx: Context, producer: str, provider: Provider) -> dict[str, 
     return env
 
 
+def sensitive_or_missing(
+    r: Rendered, config: Config, env: Mapping[str, str], stand_in: str | None
+) -> tuple[dict[str, str], InfraApplyError | None]:
+    """``sensitive_env``, or, when one is unset (or refused), ``NOT_SET`` for each and the error
+    a plan that could change an alert raises (``TerraformCopy.plan``): the GPU verbs' targeted
+    plans, drift's refresh and db-credentials change no alert and must not stop for want of a
+    Slack URL (a reaper that stops releasing GPUs bills them)."""
+    try:
+        return sensitive_env(r, config, env, stand_in), None
+    except InfraApplyError as exc:
+        return sensitive_env(r, config, {}, NOT_SET), exc
+
+
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
     """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
     binary = tf.state_binary(ctx.env, state_dir(ctx.env))
@@ -442,11 +454,11 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     for name in producers:
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, provider)
-        missing = None
-        if "alerts.tf" in project.rendered[name].files:
-            stand_in = ctx.account.webhook_stand_in
-            extra, missing = alert_env(project.config.alerts, ctx.env, stand_in_url=stand_in)
-            env.update(extra)
+        # The sensitive variables its module declares (the Slack webhook URL), from the environment.
+        secrets, missing = sensitive_or_missing(
+            project.rendered[name], project.config, ctx.env, ctx.account.webhook_stand_in
+        )
+        env |= secrets
         copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock, missing)
         lock = lock_working_copy(path, name)
         held = lock_producer(state_dir(ctx.env), provider.holder(env), name)
