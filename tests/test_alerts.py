@@ -16,6 +16,7 @@ from infra_apply.manifests import config
 from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts, SlackRoute
 from infra_apply.render import alerts
 from infra_apply.render.module import ProducerContext, Rendered, names_of, sensitive_env
+from infra_apply.runtime.workcopy import sensitive_or_missing
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli
 
@@ -134,6 +135,57 @@ def test_a_module_declaring_the_webhook_variable_gets_it_from_the_environment(tm
     # e-mail only, or nothing watched: no variable declared, nothing asked of the environment
     assert sensitive_env(Rendered("quinn", {"alerts.tf": "# e-mail only\n"}), cfg, {}, None) == {}
     with pytest.raises(ConfigError, match="export SLACK_ALERT_WEBHOOK"):
+        sensitive_env(declares, cfg, {}, None)
+
+
+def test_a_url_env_holding_no_webhook_url_is_never_handed_to_terraform(tmp_path: Path) -> None:
+    """slack.url_env = "DIGITALOCEAN_TOKEN" by mistake put the token in every alert (sent to
+    DigitalOcean, kept in its console); the error never shows the value."""
+    got = load(tmp_path, FULL).alerts
+    token = "FAKE-do-token_dop_v1_0123456789abcdef"
+    for env in ({"SLACK_ALERT_WEBHOOK": token}, {"SLACK_ALERT_WEBHOOK": "http://hooks.example/x"}):
+        for stand_in in (None, SANDBOX.webhook_stand_in):
+            with pytest.raises(ConfigError) as caught:
+                alerts.terraform_env(got, env, stand_in_url=stand_in)
+            line = caught.value.format()
+            assert "does not hold an https:// webhook URL" in line and token not in line, line
+    declares = Rendered("quinn", {"alerts.tf": 'variable "alert_slack_url" {\n  sensitive = true\n}\n'})
+    cfg = load(tmp_path, FULL)
+    env_given, missing = sensitive_or_missing(declares, cfg, {"SLACK_ALERT_WEBHOOK": token}, None)
+    assert missing is not None and env_given == {"TF_VAR_alert_slack_url": alerts.NOT_SET}
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+def test_a_run_that_plans_no_alert_needs_no_slack_url(tmp_path: Path) -> None:
+    """The GPU reaper's targeted plans, drift's refresh and db-credentials never change an
+    alert: with the URL unset they ran into the located error (a reaper that stops releasing
+    GPUs bills them); a plan that could change an alert still stops with it."""
+    from infra_apply.runtime import terraform as tf
+    from infra_apply.runtime.workcopy import TerraformCopy
+
+    cfg = load(tmp_path, FULL)
+    declares = Rendered("ct", {"alerts.tf": 'variable "alert_slack_url" {\n  sensitive = true\n}\n'})
+    env, missing = sensitive_or_missing(declares, cfg, {}, None)
+    assert env == {"TF_VAR_alert_slack_url": alerts.NOT_SET} and missing is not None
+    assert "export SLACK_ALERT_WEBHOOK" in missing.message
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "main.tf").write_text(
+        'variable "alert_slack_url" {\n  type      = string\n  sensitive = true\n}\n'
+        'resource "terraform_data" "gpu" {}\n'
+        'resource "terraform_data" "alert" {\n  input = var.alert_slack_url\n}\n'
+    )
+    wd = tf.Workdir(tf.find_binary(os.environ), work, {**os.environ, **env, "TF_IN_AUTOMATION": "1"})
+    copy = TerraformCopy(wd, "ct", lambda _: None, missing_url=missing)
+    tf.init(wd)
+    assert copy.plan(targets=["terraform_data.gpu"])  # the GPU's own plan goes ahead
+    copy.plan(refresh_only=True)
+    for targets in ([], ["digitalocean_uptime_alert.shop_down", "terraform_data.gpu"]):
+        with pytest.raises(ConfigError) as caught:
+            copy.plan(targets=targets)
+        assert caught.value is missing
+    # the strict form stays for what needs the URL itself
+    with pytest.raises(ConfigError):
         sensitive_env(declares, cfg, {}, None)
 
 

@@ -117,6 +117,25 @@ def test_a_bad_budget_is_a_located_error(tmp_path: Path, text: str, where: str, 
     assert message in line and "\n" not in line, line
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[producers.ct]\nbudget_monthly = "1e30"\n', "2:1"),
+        ('[producers.ct]\nbudget_monthly = "99999999999999999999999999999"\n', "2:1"),
+        ('[producers.ct]\nbudget_monthly = "150"\nmax_increase = "1e40%"\n', "3:1"),
+        ('[producers.ct]\nbudget_monthly = "150"\nmax_increase = "1e30"\n', "3:1"),
+    ],
+)
+def test_a_huge_amount_is_a_located_error_not_a_crash(tmp_path: Path, text: str, where: str) -> None:
+    """Decimal's 28 digits cannot hold the cents of 1e30: it was an internal error."""
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, text)
+    line = caught.value.format()
+    assert line.startswith(f"infra-apply.toml:{where}: error config: "), line
+    assert "\n" not in line, line
+    assert isinstance(parse_amount("999999999.99"), Decimal)
+
+
 # --- the month against the budget ---------------------------------------------------------------
 
 
@@ -227,6 +246,20 @@ def test_every_format_shows_cost_against_budget() -> None:
     assert producer["budget"]["month_after"] == 144.0 and producer["budget"]["over_total"] is True
     ok = format_markdown(reports(Budget(Decimal("200.00"))))
     assert "✅ **Budget**: budget \\$200.00/month" in ok and "within budget" in ok
+
+
+def test_a_plan_that_changes_nothing_names_no_flag_apply_would_not_ask_for() -> None:
+    """apply never refuses a plan that changes nothing for its budget ("nothing to apply"):
+    the line said it would, exit 3, unless the flag."""
+    standing = GROWING["planned_values"]["root_module"]["resources"]
+    doc = plan(standing, standing)
+    same = producer_reports(
+        [parse_plan("ct", doc, {})], costs={"ct": cost(doc, Budget(Decimal("100.00")))}, stand_in=True
+    )
+    text = format_text(same)
+    assert "Budget: budget $100.00/month: $144.00/month after the plan (±$0.00): over budget" in text
+    for shown in (text, format_markdown(same)):
+        assert "--allow-over-budget" not in shown, shown
 
 
 def test_a_targeted_plan_keeps_what_it_does_not_target() -> None:

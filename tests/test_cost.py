@@ -379,13 +379,9 @@ def test_a_firewall_database_and_user_are_free_and_count_no_price_unknown() -> N
     assert "price not known" not in monthly_change(c)
 
 
-def test_a_kind_whose_price_is_not_known_is_named_in_every_format_never_counted_as_zero(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # an entry that states no price: its price is not known
-    check = kinds.Kind(type=UPTIME, mode="managed", noun="uptime check", guard=kinds.GUARDED, import_id=None)
-    with_kind(monkeypatch, check)
-    doc = plan(
+def two_new_checks() -> dict[str, Any]:
+    """A plan creating a droplet and two uptime checks."""
+    return plan(
         after=[
             droplet("digitalocean_droplet.web", "s-1vcpu-1gb"),
             resource(UPTIME, f"{UPTIME}.web", name="web"),
@@ -396,6 +392,15 @@ def test_a_kind_whose_price_is_not_known_is_named_in_every_format_never_counted_
             for n in ("web", "api")
         ],
     )
+
+
+def test_a_kind_whose_price_is_not_known_is_named_in_every_format_never_counted_as_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an entry that states no price: its price is not known
+    check = kinds.Kind(type=UPTIME, mode="managed", noun="uptime check", guard=kinds.GUARDED, import_id=None)
+    with_kind(monkeypatch, check)
+    doc = two_new_checks()
     c = cost(doc)
     assert totals(c) == ("$0.00", "$6.00", "+$6.00")  # the droplet only: the checks are left out
     said = "price not known, not in the totals: uptime checks (0 → 2)"
@@ -426,6 +431,23 @@ def test_a_kind_at_a_flat_list_price_adds_it_per_resource(monkeypatch: pytest.Mo
         after=[resource(UPTIME, f"{UPTIME}.web"), resource(UPTIME, f"{UPTIME}.api")],
     )
     assert totals(cost(doc)) == ("$1.00", "$2.00", "+$1.00")
+
+
+def test_the_uptime_checks_a_total_counts_have_their_own_line_in_every_summary() -> None:
+    """The totals count $1.00 a check: the lines under them, which listed droplets only, left
+    the difference unexplained."""
+    doc = two_new_checks()
+    c = cost(doc)
+    assert totals(c) == ("$0.00", "$8.00", "+$8.00")
+    said = "uptime check at $1.00/month: 0 → 2 uptime checks (+$2.00)"
+    reports = producer_reports([parse_plan("quinn", doc, {})], costs={"quinn": c})
+    assert f"  $ {said}\n" in format_text(reports)
+    assert f"- 💲 {said}".replace("$", "\\$") in format_markdown(reports)
+    # a plan that keeps the checks as they are says nothing of them
+    standing = doc["planned_values"]["root_module"]["resources"]
+    kept = cost(plan(before=standing, after=standing))
+    unchanged = producer_reports([parse_plan("quinn", plan(), {})], costs={"quinn": kept})
+    assert "uptime check at" not in format_text(unchanged)
 
 
 def test_a_flat_price_goes_with_an_amount_and_nothing_else_does() -> None:

@@ -32,6 +32,14 @@ def _files_holding(folder: Path, secret: str) -> list[str]:
     )
 
 
+def _set_slack_url(path: Path, url: str) -> None:
+    with cloud.transaction(path) as c:
+        for a in c["uptime_alerts"].values():
+            a["notifications"][0]["slack"][0]["url"] = url
+        for m in c["monitor_alerts"].values():
+            m["alerts"][0]["slack"][0]["url"] = url
+
+
 def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_the_url(
     example: Path, httpserver: HTTPServer
 ) -> None:
@@ -59,6 +67,22 @@ def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_
     ]
     code, out, err = ops.sandbox("plan", "--producer", "mc")
     assert code == 0 and "No changes." in out, out + err
+
+    # A Slack route changed in the console is drift (the sandbox read it back as unchanged),
+    # shown without either URL; the next plan puts the webhook back.
+    _set_slack_url(ops.cloud, ROTATED)
+    code, out, err = ops.sandbox("drift", "--producer", "mc", "--format", "json")
+    assert code == 2, out + err
+    outside = json.loads(out)["producers"]["mc"]["outside"]
+    assert sorted(c["type"] for c in outside) == sorted(
+        ["digitalocean_uptime_alert"] * 2 + ["digitalocean_monitor_alert"] * 3
+    ), out
+    drifted = [out, err]
+    assert ops.apply("mc")[0] == 0
+    assert all(
+        a["notifications"][0]["slack"][0]["url"] == SECRET
+        for a in cloud.load(ops.cloud)["uptime_alerts"].values()
+    )
 
     # A new webhook URL updates every alert in place; neither URL is shown.
     shown: list[str] = []
@@ -108,7 +132,7 @@ def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_
     assert "digitalocean_uptime_check" in comment["body"] or DOMAIN in comment["body"]
     shown += [out, err, comment["body"]]
 
-    assert not [s for s in shown if SECRET in s or ROTATED in s]
+    assert not [s for s in (*drifted, *shown) if SECRET in s or ROTATED in s]
     assert _files_holding(ops.out, SECRET) == []
     assert _files_holding(ops.root, SECRET) == []
     assert _files_holding(example, SECRET) != []  # the grep can find it: the state holds it

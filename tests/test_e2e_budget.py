@@ -75,3 +75,30 @@ def test_gpu_up_over_budget_is_refused_and_leaves_no_lease(ops: GpuOps) -> None:
     assert "over budget ct: it grows by +$3.39/month, more than max_increase $1.00" in err, err
     assert f"infra-apply gpu up {GPU} --for 1h --allow-over-budget ct --sandbox" in err
     assert GPU not in ops.droplets() and GPU not in ops.leases()
+
+
+def printed_apply(err: str) -> list[str]:
+    found = re.search(r"over budget .*\((infra-apply apply [^)]*)\)", err)
+    assert found is not None, err
+    return shlex.split(found.group(1))
+
+
+def test_the_over_budget_remedy_keeps_every_guard_flag_it_needs(ops: GpuOps) -> None:
+    # quinn's first apply needs --allow-trusted-sources uvlava-pg from the guard as well: the
+    # cluster trusts nobody yet (as before its owner's first apply)
+    from infra_apply.sandbox import cloud
+
+    with cloud.transaction(ops.cloud) as c:
+        cloud.put_cluster_rules(c, str(cloud.find_cluster(c, "uvlava-pg")["id"]), [])
+    budget(ops, "quinn", 'budget_monthly = "20.00"')
+    code, out, err = ops.apply("quinn")
+    assert code == 3, out + err
+    words = printed_apply(err)
+    assert " --allow-trusted-sources uvlava-pg " in " ".join(words) + " ", err
+    # a flag given is kept: the printed command was refused by the guard when it dropped it
+    code, out, err = ops.apply("quinn", "--allow-trusted-sources", "uvlava-pg")
+    assert code == 3, out + err
+    words = printed_apply(err)
+    code, out, err = ops.run(*words[1:], "--out", str(ops.out), "--mesh-hosts", str(ops.mesh))
+    assert code == 0, out + err
+    assert "com.uvlava.quinn.artifacts" in ops.droplets()

@@ -26,7 +26,14 @@ from infra_apply.manifests.model import ProducerModel
 from infra_apply.plan import budget, exists
 from infra_apply.plan.budget import Budget
 from infra_apply.plan.cost import Prices
-from infra_apply.plan.guard import GuardVerdict, guard, refusal_message, unused_allowances
+from infra_apply.plan.guard import (
+    GuardVerdict,
+    allow_flag,
+    allow_value,
+    guard,
+    refusal_message,
+    unused_allowances,
+)
 from infra_apply.plan.parse import COUNTED_ACTIONS, ProducerPlan
 from infra_apply.plan.semantics import reason, verb
 from infra_apply.registry.mesh import WriteResult
@@ -196,7 +203,7 @@ def apply_producer(
     over: tuple[str, ...] = ()
     # a plan that changes nothing adds nothing to the bill: there is nothing to refuse
     if checked is not None and planned.changed and name not in options.allow_over_budget:
-        over = budget.refusal_lines([checked], _again(name, options, ctx.account.remedy_flags))
+        over = budget.refusal_lines([checked], _again(name, options, ctx.account.remedy_flags, verdict))
     for value in options.allow_over_budget:
         if value != name:
             ctx.say(
@@ -289,17 +296,22 @@ def _ways_out(gpus: tuple[GpuUp, ...], keep: Sequence[str]) -> str:
     )
 
 
-def _again(name: str, options: ApplyOptions, keep: Sequence[str]) -> str:
-    """The apply that goes past the budget: the same flags, and the one it lacked."""
+def _again(name: str, options: ApplyOptions, keep: Sequence[str], verdict: GuardVerdict) -> str:
+    """The apply that goes past the budget: the same flags, those the guard still asks for
+    (refused for both, the command must pass both) and the one it lacked."""
     if options.over_budget_again is not None:
         return options.over_budget_again
-    given = (
-        ("--allow-destroy", options.allow_destroy),
-        ("--allow-replace", options.allow_replace),
-        ("--allow-resize", options.allow_resize),
-        (budget.FLAG, (*options.allow_over_budget, name)),
-    )
-    args = [w for flag, values in given for v in values for w in (flag, v)]
+    given: dict[str, tuple[str, ...]] = {
+        "--allow-destroy": options.allow_destroy,
+        "--allow-replace": options.allow_replace,
+        "--allow-resize": options.allow_resize,
+        "--allow-trusted-sources": options.allow_trusted_sources,
+    }
+    for change in verdict.blocked:
+        flag = allow_flag(change)
+        given[flag] = tuple(dict.fromkeys((*given[flag], allow_value(change))))
+    given[budget.FLAG] = (*options.allow_over_budget, name)
+    args = [w for flag, values in given.items() for v in values for w in (flag, v)]
     if options.auto_approve:
         args.append("--auto-approve")
     return remedy.for_producer("apply", name, *args, keep=keep)

@@ -24,6 +24,8 @@ from infra_apply.untrusted import shell
 FLAG = "--allow-over-budget"
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
+# Above this no budget means anything, and Decimal's 28 digits could not hold its cents.
+_MAX = Decimal(1_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def parse_amount(value: object) -> Decimal | str:
         return f'{shell(str(value))} is not an amount in USD (write it like "150.00")'
     if not amount.is_finite() or amount < 0:
         return f'{shell(str(value))} is not an amount in USD (a number of at least 0, like "150.00")'
+    if amount >= _MAX:
+        return f"{shell(str(value))} is too large (at most 999999999.99 USD)"
     if amount != cents(amount):
         return f"{shell(str(value))} has more than 2 decimals (USD are counted in cents)"
     return amount

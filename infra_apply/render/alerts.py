@@ -13,11 +13,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from infra_apply.kinds import MONITOR_ALERT, UPTIME_ALERT, UPTIME_CHECK
 from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts
 from infra_apply.render import hcl
 
 SLACK_VARIABLE = "alert_slack_url"
-# What the sandbox provider gets when the webhook variable is not set: nothing is ever sent.
+# What Terraform gets when the webhook variable is not set and the run plans no alert (a GPU
+# verb's targeted plan, a refresh): Terraform wants every variable, and this never reaches
+# DigitalOcean (``plans_alerts``: any plan that could send it stops with the error instead).
+NOT_SET = "https://hooks.slack.invalid/not-set"
+_WATCH_TYPES = (UPTIME_CHECK.type, UPTIME_ALERT.type, MONITOR_ALERT.type)
 # [alerts.droplets] key -> (DigitalOcean metric, what the description calls it)
 METRICS: Mapping[str, tuple[str, str]] = {
     "cpu_percent": ("v1/insights/droplet/cpu", "CPU"),
@@ -102,12 +107,28 @@ def terraform_env(
     (``Account.webhook_stand_in``: the sandbox, which sends nothing)."""
     if alerts is None or alerts.slack is None:
         return {}
-    url = env.get(alerts.slack.url_env, "")
+    name = alerts.slack.url_env
+    url = env.get(name, "")
+    message = None
+    if url and not url.startswith("https://"):
+        # url_env naming another secret (DIGITALOCEAN_TOKEN) would hand it to every alert
+        message = (
+            f"[alerts] slack.url_env names {name}, which does not hold an https:// webhook URL "
+            "(its value is not shown): name the variable holding the Slack webhook URL"
+        )
     url = url or stand_in_url or ""
     if not url:
         message = (
-            f"[alerts] slack.url_env names {alerts.slack.url_env}, which is not set: export "
-            f"{alerts.slack.url_env} with the Slack webhook URL"
+            f"[alerts] slack.url_env names {name}, which is not set: export {name} with the Slack webhook URL"
         )
+    if message is not None:
         raise alerts.at.error(message) if alerts.at is not None else ConfigError(message)
     return {f"TF_VAR_{SLACK_VARIABLE}": url}
+
+
+def plans_alerts(targets: Sequence[str], *, refresh_only: bool) -> bool:
+    """Whether a plan can change an alert (and so send the Slack URL): any plan but a refresh,
+    unless every ``-target`` is another kind (a target takes only what it depends on)."""
+    if refresh_only:
+        return False
+    return not targets or any(t.split(".", 1)[0] in _WATCH_TYPES for t in targets)

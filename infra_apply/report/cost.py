@@ -8,6 +8,7 @@ manifest value.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 
 from infra_apply.plan.budget import FLAG, check
 from infra_apply.plan.cost import (
@@ -42,14 +43,17 @@ def monthly_change(cost: ProducerCost) -> str:
     return f"{text}; {unknown}" if unknown else text
 
 
-def budget_sentence(producer: str, cost: ProducerCost, sandbox: bool = False) -> str | None:
+def budget_sentence(
+    producer: str, cost: ProducerCost, sandbox: bool = False, changes: bool = True
+) -> str | None:
     """``budget $150.00/month: $72.00/month after the plan (+$24.00): within budget``; when over,
-    what allows it (None: the producer has no budget)."""
+    what allows it (None: the producer has no budget). ``changes`` False: apply refuses nothing
+    of a plan that changes nothing, so no flag is named."""
     checked = check(producer, cost)
     if checked is None:
         return None
     line = checked.line()
-    if not checked.ok:
+    if not checked.ok and changes:
         again = for_producer("apply", producer, FLAG, producer, keep=kept(sandbox))
         line += f" (apply refuses it, exit 3, unless {again})"
     return line
@@ -84,6 +88,19 @@ def size_sentence(row: SizeCount, esc: Escape) -> str:
         f"{esc(row.size)} at {money(row.monthly)}/month: {row.before} → {row.after} {noun} "
         f"({signed(row.diff)})"
     )
+
+
+def changed_flat(cost: ProducerCost) -> Iterator[KindCount]:
+    """The kinds at a flat list price (uptime checks) whose count the plan changes: the totals
+    count them, so the lines under them say so."""
+    return (k for k in cost.kinds if k.kind.price.how == "flat" and k.before != k.after)
+
+
+def flat_sentence(k: KindCount) -> str:
+    """``uptime check at $1.00/month: 0 → 2 uptime checks (+$2.00)``."""
+    each, before, after = k.each or Decimal(0), k.monthly_before or Decimal(0), k.monthly_after or Decimal(0)
+    noun = k.kind.noun if max(k.before, k.after) == 1 else f"{k.kind.noun}s"
+    return f"{k.kind.noun} at {money(each)}/month: {k.before} → {k.after} {noun} ({signed(after - before)})"
 
 
 def refused_sentence(d: DropletCost, esc: Escape) -> str:

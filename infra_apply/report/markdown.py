@@ -43,7 +43,9 @@ from infra_apply.report._common import (
 )
 from infra_apply.report.cost import (
     budget_sentence,
+    changed_flat,
     changed_sizes,
+    flat_sentence,
     gpu_cost_sentence,
     monthly_change,
     price_not_known_sentence,
@@ -325,13 +327,14 @@ def _md_cost_blocks(report: ProducerReport) -> list[_Block]:
     if cost is None:
         return []
     items = [f"- 💲 {size_sentence(row, _md_text)}\n" for row in changed_sizes(cost)]
+    items += [f"- 💲 {_md_text(flat_sentence(k))}\n" for k in changed_flat(cost)]
     items += [f"- 💲 {refused_sentence(d, _md_text)}\n" for d in cost.refused]
     unpriced = unpriced_sentence(cost, _md_text)
     if unpriced:
         items.append(f"- ❔ {unpriced}\n")
     items += [f"- 🖥️ {gpu_cost_sentence(g, _md_text, report.sandbox)}\n" for g in cost.gpus]
     lines = [f"\n**Cost**: {monthly_change(cost)}\n"]
-    against = budget_sentence(report.producer, cost, report.sandbox)
+    against = budget_sentence(report.producer, cost, report.sandbox, report.plan.has_changes)
     if against is not None:
         icon = "✅" if (checked := check(report.producer, cost)) is not None and checked.ok else "⛔"
         lines.append(f"\n{icon} **Budget**: {_md_text(against)}\n")

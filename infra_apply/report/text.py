@@ -26,7 +26,9 @@ from infra_apply.report._common import (
 )
 from infra_apply.report.cost import (
     budget_sentence,
+    changed_flat,
     changed_sizes,
+    flat_sentence,
     gpu_cost_sentence,
     monthly_change,
     prices_label,
@@ -106,11 +108,13 @@ def _text_cost(report: ProducerReport) -> Iterator[str]:
     if cost is None:
         return
     yield f"Cost: {monthly_change(cost)}; prices: {prices_label(cost.prices)}"
-    against = budget_sentence(report.producer, cost, report.sandbox)
+    against = budget_sentence(report.producer, cost, report.sandbox, report.plan.has_changes)
     if against is not None:
         yield f"  Budget: {visible(against)}"
     for row in changed_sizes(cost):
         yield "  $ " + size_sentence(row, visible)
+    for k in changed_flat(cost):
+        yield "  $ " + flat_sentence(k)
     for d in cost.refused:
         yield "  $ " + refused_sentence(d, visible)
     unpriced = unpriced_sentence(cost, visible)

@@ -24,6 +24,7 @@ from infra_apply.manifests.config import load as load_config
 from infra_apply.manifests.manifest import Manifest
 from infra_apply.manifests.model import Model, ProducerModel
 from infra_apply.plan.parse import JsonObject
+from infra_apply.render.alerts import NOT_SET, plans_alerts
 from infra_apply.render.module import Rendered, cache_file, compare, render_model, sensitive_env
 from infra_apply.runtime import locks
 from infra_apply.runtime import terraform as tf
@@ -135,6 +136,8 @@ class TerraformCopy:
     say: Say = field(default=_stderr, compare=False)
     provider: Provider = field(default_factory=LiveProvider)
     clock: Clock = field(default=MONOTONIC, compare=False)
+    # [alerts] slack.url_env unset: a plan that could change an alert raises it (alerts.py)
+    missing_url: InfraApplyError | None = field(default=None, compare=False)
 
     @property
     def path(self) -> Path:
@@ -180,6 +183,8 @@ class TerraformCopy:
         refresh_only: bool = False,
         targets: Sequence[str] = (),
     ) -> bool:
+        if self.missing_url is not None and plans_alerts(targets, refresh_only=refresh_only):
+            raise self.missing_url
         return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only, targets=targets)
 
     def show(self) -> JsonObject:
@@ -417,6 +422,19 @@ def terraform_env(ctx: Context, producer: str, provider: Provider) -> dict[str, 
     return env
 
 
+def sensitive_or_missing(
+    r: Rendered, config: Config, env: Mapping[str, str], stand_in: str | None
+) -> tuple[dict[str, str], InfraApplyError | None]:
+    """``sensitive_env``, or, when one is unset (or refused), ``NOT_SET`` for each and the error
+    a plan that could change an alert raises (``TerraformCopy.plan``): the GPU verbs' targeted
+    plans, drift's refresh and db-credentials change no alert and must not stop for want of a
+    Slack URL (a reaper that stops releasing GPUs bills them)."""
+    try:
+        return sensitive_env(r, config, env, stand_in), None
+    except InfraApplyError as exc:
+        return sensitive_env(r, config, {}, NOT_SET), exc
+
+
 def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Prepared]:
     """Working copies for ``producers``, synced to the fresh render (``init`` is the verb's)."""
     binary = tf.state_binary(ctx.env, state_dir(ctx.env))
@@ -437,8 +455,11 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, provider)
         # The sensitive variables its module declares (the Slack webhook URL), from the environment.
-        env |= sensitive_env(project.rendered[name], project.config, ctx.env, ctx.account.webhook_stand_in)
-        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock)
+        secrets, missing = sensitive_or_missing(
+            project.rendered[name], project.config, ctx.env, ctx.account.webhook_stand_in
+        )
+        env |= secrets
+        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock, missing)
         lock = lock_working_copy(path, name)
         held = lock_producer(state_dir(ctx.env), provider.holder(env), name)
         if path.is_dir():

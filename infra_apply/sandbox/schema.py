@@ -11,6 +11,7 @@ tf 1.2 has no object type, so ``ObjectType`` provides one for list-of-object att
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -350,9 +351,21 @@ NOTIFICATION_ATTRS = (Attr("email", STRING_LIST, optional=True),)
 NOTIFICATION_SLACK_ATTRS = _SLACK_ATTRS
 
 
+class _WholeSetBlock(SetNestedBlock):  # type: ignore[misc]
+    """A set block whose elements are equal only when their nested blocks are too: tf 1.2
+    compares elements by their attributes alone, so a read that found a Slack route changed
+    outside (its url or channel) handed back the old one and no drift was ever seen."""
+
+    def semantically_equal(self, a_decoded: Any, b_decoded: Any) -> bool:
+        def keys(elements: Any) -> list[str]:
+            return sorted(json.dumps(e, sort_keys=True, default=repr) for e in elements)
+
+        return keys(a_decoded) == keys(b_decoded)
+
+
 def _notification_block(type_name: str) -> SetNestedBlock:
     slack = SetNestedBlock("slack", schema.Block(attributes=[a.to_schema() for a in _SLACK_ATTRS]))
-    return SetNestedBlock(
+    return _WholeSetBlock(
         type_name,
         schema.Block(attributes=[a.to_schema() for a in NOTIFICATION_ATTRS], block_types=[slack]),
     )
