@@ -24,9 +24,12 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra_apply.cloud.preflight import JsonObject, LiveSource, Source
+
+if TYPE_CHECKING:
+    from infra_apply.cloud.account import Account
 
 # Every list at once, plus a cluster's dbs and users: about ten requests in flight per account.
 WORKERS = 12
@@ -227,3 +230,12 @@ class Accounts:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def started(account: Account, env: Mapping[str, str], producers: Iterable[str]) -> Accounts:
+    """A run's accounts with ``account``'s catalogue already asked for (``start_catalogue``).
+    Light to import: a verb starts it before it imports the rest of the program, so the
+    answers arrive while it does (the caller closes it, or hands it to a run that does)."""
+    accounts = Accounts(env)
+    account.start_catalogue(env, list(producers), accounts)
+    return accounts
