@@ -43,6 +43,10 @@ LISTS = (
     "droplets",
     "firewalls",
 )
+# A run started before its manifests are read asks every cluster's firewall (pre-flight reads
+# the firewall of each cluster used) when the account holds at most this many: a second round
+# trip is off the path to the plan, for a few GETs nobody may read.
+FEW_CLUSTERS = 4
 
 
 class _Pool:
@@ -146,6 +150,18 @@ class Shared:
         wanted = set(clusters)
         if wanted:
             self._calls.once("databases").add_done_callback(lambda f: self._cluster_lists(f, wanted))
+
+    def start(self) -> None:
+        """A run's first round, asked before its manifests say what they use: every list, and
+        each cluster's firewall when the account holds few (``FEW_CLUSTERS``)."""
+        self.prefetch()
+        self._calls.once("databases").add_done_callback(self._firewalls)
+
+    def _firewalls(self, done: Future[Any]) -> None:
+        found = _answer(done)
+        if len(found) <= FEW_CLUSTERS:
+            for cluster in found:
+                self._calls.early("database_firewall", str(cluster.get("id")))
 
     def _cluster_lists(self, done: Future[Any], wanted: set[str]) -> None:
         ids = [str(c.get("id")) for c in _answer(done) if str(c.get("name")) in wanted]
