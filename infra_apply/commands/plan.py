@@ -478,6 +478,7 @@ def ahead(done: Future[T] | None, again: Callable[[], T]) -> T:
 AFTER_THE_PLAN = (
     "infra_apply.plan.trusted",
     "infra_apply.plan.guard",
+    "infra_apply.plan.drift",
     "infra_apply.report",
     "infra_apply.report.formats",
     "infra_apply.report.cost",
