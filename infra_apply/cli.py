@@ -328,9 +328,11 @@ def plan(
         raise click.UsageError("--changed selects the producers itself; drop --producer")
     from infra_apply.cloud.account import choose
     from infra_apply.cloud.accounts import started
+    from infra_apply.runtime.identity import ask_git_ahead
 
-    # the account's answers arrive while the rest of the program is imported
+    # the account's and git's answers arrive while the rest of the program is imported
     early = None if changed or list_only else started(choose(sandbox), dict(os.environ), producers)
+    ask_git_ahead(root_of(ctx))
     from infra_apply.commands import plan as verb
 
     result = verb.run(
