@@ -494,9 +494,10 @@ def _import_ahead() -> None:
 
     def imports() -> None:
         for name in AFTER_THE_PLAN:
-            importlib.import_module(name)  # a failure here is met again, and said, where it is used
+            with contextlib.suppress(Exception):  # met again, and said, where it is used
+                importlib.import_module(name)
 
-    in_background(imports)
+    tf.after_next_start(imports)
 
 
 def _interrupt(futures: Sequence[Future[Planned]]) -> None:
