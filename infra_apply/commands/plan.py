@@ -128,7 +128,7 @@ def run(
         prices = run_prices(ctx, names, accounts=accounts)
         preps = prepare(ctx, project, names)
         # git's answer arrives while Terraform plans, not after it
-        commit = in_background(lambda: planned_commit(ctx.root, ctx.env))
+        commit = in_background(lambda: planned_commit(ctx.root, ctx.env), when=tf.after_next_start)
         planned = plan_all(preps, ctx.say, gpu=leases.all_held(), clock=ctx.clock, accounts=accounts)
     gpus = {
         p.prep.producer.name: leases.up(p.prep.producer.name)
@@ -448,9 +448,12 @@ def _result(future: Future[T]) -> T:
             continue
 
 
-def in_background(work: Callable[[], T]) -> Future[T]:
-    """``work`` on a daemon thread: its answer, asked ahead of need, while this thread goes on (a
-    run that stops on an error does not wait for it)."""
+def in_background(
+    work: Callable[[], T], *, when: Callable[[Callable[[], None]], None] | None = None
+) -> Future[T]:
+    """``work`` on a daemon thread, now or ``when`` says (``tf.after_next_start``: once
+    Terraform has started): its answer, asked ahead of need, while this thread goes on (a run
+    that stops on an error does not wait for it)."""
     done: Future[T] = Future()
 
     def run_it() -> None:
@@ -460,14 +463,17 @@ def in_background(work: Callable[[], T]) -> Future[T]:
             except BaseException as exc:
                 done.set_exception(exc)
 
-    threading.Thread(target=run_it, name="ahead", daemon=True).start()
+    if when is None:
+        threading.Thread(target=run_it, name="ahead", daemon=True).start()
+    else:
+        when(run_it)
     return done
 
 
 def ahead(done: Future[T] | None, again: Callable[[], T]) -> T:
-    """What ``done`` (``in_background``) found; when that failed, ``again`` here: asking
-    ahead never changes an answer, nor an error."""
-    if done is not None:
+    """What ``done`` (``in_background``) found; ``again`` here when it failed or never started
+    (then it never will): asking ahead never changes an answer, nor an error."""
+    if done is not None and not done.cancel():
         with contextlib.suppress(Exception):
             return _result(done)
     return again()
@@ -494,10 +500,9 @@ def _import_ahead() -> None:
 
     def imports() -> None:
         for name in AFTER_THE_PLAN:
-            with contextlib.suppress(Exception):  # met again, and said, where it is used
-                importlib.import_module(name)
+            importlib.import_module(name)  # a failure is met again, and said, where it is used
 
-    tf.after_next_start(imports)
+    in_background(imports, when=tf.after_next_start)
 
 
 def _interrupt(futures: Sequence[Future[Planned]]) -> None:
