@@ -263,13 +263,12 @@ def test_the_early_round_asks_each_clusters_firewall_before_preflight_names_it(
     wait a second round trip; and the read is that same call, never a second one."""
     import time
 
-    from infra_apply.cloud.accounts import started
-
     standin = Account(clusters=("uvlava-pg", "other-pg"))
     standin.serve(api)
     env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
     firewalls = {f"/v2/databases/{_id(n)}/firewall" for n in ("uvlava-pg", "other-pg")}
-    with started(LiveAccount(), env, ["quinn"]) as accounts:
+    with Accounts(env) as accounts:
+        LiveAccount().start_catalogue(env, ["quinn"], accounts)
         deadline = time.monotonic() + 30  # a bound on a hang, not a speed asserted
         while not firewalls <= set(standin.requests) and time.monotonic() < deadline:
             time.sleep(0.01)
