@@ -324,15 +324,23 @@ def plan(
     diagram). Name drift (a droplet whose live name differs from its manifest) is reported.
     Exit 0 when nothing changes, 2 when something does, 1 on error.
     """
-    from infra_apply.commands import plan as verb
-
     if changed and producers:
         raise click.UsageError("--changed selects the producers itself; drop --producer")
+    from infra_apply.cloud.account import choose
+    from infra_apply.cloud.accounts import started
+    from infra_apply.runtime.identity import ask_git_ahead
+
+    # the account's and git's answers arrive while the rest of the program is imported
+    early = None if changed or list_only else started(choose(sandbox), dict(os.environ), producers)
+    ask_git_ahead(root_of(ctx))
+    from infra_apply.commands import plan as verb
+
     result = verb.run(
         _context(ctx, out, sandbox, mesh_hosts),
         producers,
         changed_since=base if changed else None,
         list_only=list_only,
+        started=early,
     )
     _emit(ctx, verb.output(result, fmt, color=use_color(ctx, err=False)))
 

@@ -109,10 +109,10 @@ def test_a_run_asks_each_catalogue_list_once_all_at_once(root: Path, api: HTTPSe
     assert len(LISTS) == len(CATALOGUE)
 
 
-def _id() -> str:
+def _id(cluster: str = "uvlava-pg") -> str:
     from tests.do_standin import database_json
 
-    return str(database_json("uvlava-pg")["id"])
+    return str(database_json(cluster)["id"])
 
 
 def test_a_refused_token_still_stops_preflight_first(root: Path, api: HTTPServer) -> None:
@@ -250,3 +250,52 @@ def test_a_plan_that_fails_validation_abandons_the_early_catalogue_round(
     assert "no_such_key" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+# --- the early round: started by the CLI before it imports the plan verb ------------------------
+
+
+def test_the_early_round_asks_each_clusters_firewall_before_preflight_names_it(
+    api: HTTPServer, tmp_path: Path
+) -> None:
+    """Pre-flight reads the firewall of each cluster used; the early round (before the manifests
+    say which) asks every cluster's as soon as the cluster list arrives, so pre-flight does not
+    wait a second round trip; and the read is that same call, never a second one."""
+    import time
+
+    standin = Account(clusters=("uvlava-pg", "other-pg"))
+    standin.serve(api)
+    env = {"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_API_URL": api.url_for("")}
+    firewalls = {f"/v2/databases/{_id(n)}/firewall" for n in ("uvlava-pg", "other-pg")}
+    with Accounts(env) as accounts:
+        LiveAccount().start_catalogue(env, ["quinn"], accounts)
+        deadline = time.monotonic() + 30  # a bound on a hang, not a speed asserted
+        while not firewalls <= set(standin.requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert firewalls <= set(standin.requests)  # asked with nobody reading them yet
+        assert accounts.live(TOKEN).database_firewall(_id("uvlava-pg")) != []
+    assert sorted(standin.requests) == sorted(CATALOGUE | firewalls)  # each asked once
+
+
+def test_the_early_round_asks_no_firewall_of_an_account_with_many_clusters() -> None:
+    from concurrent.futures import Future
+
+    from infra_apply.cloud.accounts import FEW_CLUSTERS, Shared, _Calls, _Pool
+
+    class Firewalls:
+        label = "the DigitalOcean account"
+
+        def database_firewall(self, cluster_id: str) -> list[dict[str, str]]:
+            return []
+
+    def asked(clusters: int) -> set[tuple[str, ...]]:
+        pool = _Pool(1)
+        calls = _Calls(Firewalls(), pool)  # type: ignore[arg-type]  # only the firewall is asked
+        listed: Future[list[dict[str, str]]] = Future()
+        listed.set_result([{"id": f"id-{i}", "name": f"pg-{i}"} for i in range(clusters)])
+        Shared(calls, "the DigitalOcean account")._firewalls(listed)
+        pool.shutdown()
+        return set(calls._futures)
+
+    assert asked(FEW_CLUSTERS) == {("database_firewall", f"id-{i}") for i in range(FEW_CLUSTERS)}
+    assert asked(FEW_CLUSTERS + 1) == set()  # the clusters used are asked by pre-flight, as before

@@ -280,3 +280,41 @@ def test_the_key_is_worked_out_once_per_text_of_the_config(
         identify(root, env)  # a bad config still raises its own error, every time
     with pytest.raises(InfraApplyError):
         identify(root, env)
+
+
+def test_git_asked_ahead_is_the_answer_identify_reads_and_a_failed_ask_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plan`` asks git for the tree's identity while it imports (``ask_git_ahead``): the key
+    is the one git gives when asked in place, git is asked once, and a failed ask is made again
+    where the key is needed, so asking ahead never changes a key."""
+    root = repo(tmp_path / "a")
+    key = str(root.resolve())
+    expected = identity._git_identity(key)
+    assert expected is not None
+    real = identity._git_identity
+    asked: list[str] = []
+
+    def counted(where: str) -> tuple[str, str] | None:
+        asked.append(where)
+        return real(where)
+
+    def broken(where: str) -> tuple[str, str] | None:
+        raise OSError("git vanished")
+
+    try:
+        monkeypatch.setattr(identity, "_git_identity", counted)
+        identity.ask_git_ahead(root)
+        identity.ask_git_ahead(root)  # asked once
+        assert identify(root, {}).key.startswith("git-")
+        assert identity.git_identity(key) == expected
+        assert asked == [key]  # the answer asked ahead, not a second git run
+        identity.git_identity.cache_clear()
+        monkeypatch.setattr(identity, "_git_identity", broken)
+        identity.ask_git_ahead(root)
+        assert isinstance(identity._ahead[key].exception(timeout=60), OSError)
+        monkeypatch.setattr(identity, "_git_identity", counted)
+        assert identity.git_identity(key) == expected  # asked again, in place
+        assert asked == [key, key]
+    finally:
+        identity._ahead.clear()

@@ -41,3 +41,31 @@ OTHER_FORMATS = ("infra_apply.report.markdown", "infra_apply.report.json", "infr
 def test_a_text_plan_output_imports_no_other_format(tmp_path: Path) -> None:
     code = "from infra_apply.commands.plan import PlanResult, output\noutput(PlanResult(), 'text')\n"
     assert loaded_after(code, OTHER_FORMATS, tmp_path) == "[]"
+
+
+# The plan's catalogue round starts (cli.py, accounts.started) before the rest of the program is
+# imported, so the API answers while it is: the accounts import none of the manifests stage.
+NOT_FOR_THE_EARLY_ROUND = (
+    "infra_apply.manifests.config",
+    "infra_apply.manifests.model",
+    "infra_apply.runtime.workcopy",
+)
+
+
+def test_the_early_catalogue_round_imports_no_manifests_stage(tmp_path: Path) -> None:
+    code = "import infra_apply.cloud.accounts, infra_apply.cloud.account, infra_apply.cloud.pat\n"
+    assert loaded_after(code, NOT_FOR_THE_EARLY_ROUND, tmp_path) == "[]"
+
+
+# Used only once Terraform has planned: imported while it plans (commands/plan.py, AFTER_THE_PLAN),
+# not before it starts.
+AFTER_THE_PLAN = ("infra_apply.plan.guard", "infra_apply.plan.drift", "infra_apply.plan.trusted")
+
+
+def test_what_the_plan_uses_after_terraform_is_not_imported_before(tmp_path: Path) -> None:
+    code = (
+        "import infra_apply.cli, infra_apply.commands.plan, infra_apply.gpu.leases_view\n"
+        "import infra_apply.cloud.pricing, infra_apply.manifests.build, infra_apply.manifests.validate\n"
+        "import infra_apply.runtime.workcopy, infra_apply.plan.exists\n"
+    )
+    assert loaded_after(code, AFTER_THE_PLAN, tmp_path) == "[]"

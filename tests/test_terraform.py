@@ -776,3 +776,36 @@ def test_a_signal_while_terraform_starts_reaches_it_once_it_runs(tmp_path: Path,
         signal.signal(signal.SIGTERM, previous)
     assert log_lines(log).count("SIGINT") == 1
     assert not [pid for pid in fake_pids(log) if tf._alive(pid, None)]
+
+
+# --- work done while Terraform runs -------------------------------------------------------------
+
+
+def test_work_after_the_next_start_runs_while_terraform_runs_once_and_only_then(tmp_path: Path) -> None:
+    """plan imports what it needs after Terraform while Terraform runs (commands/plan.py): the
+    work starts once the process has (its pid file written), while it runs, once; never on a
+    failed start (the next start runs it)."""
+    script = tmp_path / "terraform"
+    # ends once the work has run (or after 60 s without it: the test fails, never hangs)
+    script.write_text(
+        "#!/bin/sh\nfor _ in $(seq 6000); do [ -e go ] && echo ran && exit 0; sleep 0.01; done\nexit 1\n"
+    )
+    script.chmod(0o755)
+    seen: list[bool] = []
+
+    def work() -> None:
+        seen.append((tmp_path / tf.PID_FILE).exists())  # started, and recorded
+        (tmp_path / "go").touch()
+
+    tf.after_next_start(work)
+    assert tf.run([str(script)], tmp_path, dict(os.environ)).stdout == "ran\n"
+    assert seen == [True]
+    assert tf.run([str(script)], tmp_path, dict(os.environ)).code == 0  # "go" is left: no wait
+    assert seen == [True]  # once
+    (tmp_path / "go").unlink()
+    tf.after_next_start(work)
+    with pytest.raises(InfraApplyError, match="cannot start"):
+        tf.run([str(tmp_path / "missing")], tmp_path, dict(os.environ))
+    assert seen == [True]
+    assert tf.run([str(script)], tmp_path, dict(os.environ)).stdout == "ran\n"
+    assert seen == [True, True]

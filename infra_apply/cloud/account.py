@@ -321,7 +321,7 @@ class LiveAccount:
         except InfraApplyError:
             return  # said where pre-flight reads the token, as without the early start
         for token in sorted(tokens):
-            accounts.live(token).prefetch()
+            accounts.live(token).start()
 
     def source(self, prep: Prepared, accounts: Accounts | None = None) -> Source | None:
         if prep.api_token and accounts is not None:

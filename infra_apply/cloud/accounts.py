@@ -24,9 +24,12 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra_apply.cloud.preflight import JsonObject, LiveSource, Source
+
+if TYPE_CHECKING:
+    from infra_apply.cloud.account import Account
 
 # Every list at once, plus a cluster's dbs and users: about ten requests in flight per account.
 WORKERS = 12
@@ -40,6 +43,10 @@ LISTS = (
     "droplets",
     "firewalls",
 )
+# A run started before its manifests are read asks every cluster's firewall (pre-flight reads
+# the firewall of each cluster used) when the account holds at most this many: a second round
+# trip is off the path to the plan, for a few GETs nobody may read.
+FEW_CLUSTERS = 4
 
 
 class _Pool:
@@ -144,6 +151,18 @@ class Shared:
         if wanted:
             self._calls.once("databases").add_done_callback(lambda f: self._cluster_lists(f, wanted))
 
+    def start(self) -> None:
+        """A run's first round, asked before its manifests say what they use: every list, and
+        each cluster's firewall when the account holds few (``FEW_CLUSTERS``)."""
+        self.prefetch()
+        self._calls.once("databases").add_done_callback(self._firewalls)
+
+    def _firewalls(self, done: Future[Any]) -> None:
+        found = _answer(done)
+        if len(found) <= FEW_CLUSTERS:
+            for cluster in found:
+                self._calls.early("database_firewall", str(cluster.get("id")))
+
     def _cluster_lists(self, done: Future[Any], wanted: set[str]) -> None:
         ids = [str(c.get("id")) for c in _answer(done) if str(c.get("name")) in wanted]
         for cluster_id in ids:
@@ -227,3 +246,12 @@ class Accounts:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def started(account: Account, env: Mapping[str, str], producers: Iterable[str]) -> Accounts:
+    """A run's accounts with ``account``'s catalogue already asked for (``start_catalogue``).
+    Light to import: a verb starts it before it imports the rest of the program, so the
+    answers arrive while it does (the caller closes it, or hands it to a run that does)."""
+    accounts = Accounts(env)
+    account.start_catalogue(env, list(producers), accounts)
+    return accounts

@@ -24,14 +24,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from infra_apply.errors import InfraApplyError, Level, Problem, ValidationFailed
-from infra_apply.manifests.config import CONFIG_NAME, Config, Where
-from infra_apply.manifests.manifest import Key, Manifest
-from infra_apply.manifests.model import Droplet, Model
 from infra_apply.untrusted import short, visible
 
 if TYPE_CHECKING:
+    # the manifests stage only where its types are used: a plan starts its catalogue through
+    # this module (accounts.py) before it imports the manifests stage
     from infra_apply.cloud.account import Account
     from infra_apply.cloud.accounts import Accounts
+    from infra_apply.manifests.config import Config, Where
+    from infra_apply.manifests.manifest import Key, Manifest
+    from infra_apply.manifests.model import Droplet, Model
 
 RULE = "preflight"
 Say = Callable[[str], None]
@@ -83,6 +85,8 @@ def needs(
     gpu: Iterable[str] = (),
 ) -> Needs:
     """What planning ``producers`` (with the GPU droplets ``gpu`` on) asks of the account."""
+    from infra_apply.manifests.config import CONFIG_NAME, Where
+
     gpu = set(gpu)
     clusters, keys, droplets = [], [], []
     for name in sorted(set(producers)):
@@ -124,6 +128,8 @@ def size_at(d: Droplet, manifests: Mapping[str, Manifest]) -> Where:
 
 
 def _at(manifests: Mapping[str, Manifest], source: str, key: Key) -> Where:
+    from infra_apply.manifests.config import Where
+
     m = manifests.get(source)
     line, col = m.locate(key) if m is not None else (0, 0)
     return Where(source, line, col)

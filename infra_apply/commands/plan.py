@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from infra_apply.cloud.accounts import Accounts
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode, InfraApplyError, Problem
-from infra_apply.manifests.changed import Changes, head_commit
 from infra_apply.plan import exists
-from infra_apply.plan.budget import Budget
-from infra_apply.plan.cost import Prices, ProducerCost, producer_cost
-from infra_apply.plan.guard import GuardVerdict, guard
 from infra_apply.plan.model import parse_plan
 from infra_apply.plan.parse import JsonObject, ProducerPlan
-from infra_apply.report import GpuUp, PlanContext, ProducerReport, producer_reports
 from infra_apply.runtime import terraform as tf
 from infra_apply.runtime.workcopy import (
     Context,
@@ -37,6 +35,16 @@ from infra_apply.runtime.workcopy import (
     prepare,
 )
 from infra_apply.timing import MONOTONIC, Clock, counts_detail, done_line, total_line
+
+if TYPE_CHECKING:
+    # what a plan uses only once Terraform has planned is imported then (AFTER_THE_PLAN)
+    from infra_apply.manifests.changed import Changes
+    from infra_apply.plan.budget import Budget
+    from infra_apply.plan.cost import Prices, ProducerCost
+    from infra_apply.plan.guard import GuardVerdict
+    from infra_apply.report import GpuUp, PlanContext, ProducerReport
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class PlanResult:
         return any(p.changed for p in self.planned)
 
     def reports(self) -> tuple[ProducerReport, ...]:
+        from infra_apply.report import producer_reports
+
         plans = [p.plan for p in self.planned]
         models = {p.prep.producer.name: p.prep.producer for p in self.planned}
         recorded = self.context is not None and self.context.sandbox
@@ -76,19 +86,25 @@ def run(
     *,
     changed_since: str | None = None,
     list_only: bool = False,
+    started: Accounts | None = None,
 ) -> PlanResult:
     """Plan ``producers`` (every producer when none), or with ``changed_since`` (a git ref) the
     ones a change since then touches. Every on-demand GPU is planned as its lease says: on
-    while a lease holds it, off without one (never a surprise destroy, never a standing GPU)."""
-    check_ready(ctx)
-    found = _changed(ctx, changed_since)
-    if found is not None and not found.selection.producers:
-        # Nothing changed: said without validating, so CI stays fast on unrelated changes.
-        return PlanResult(changes=found, listed=() if list_only else None)
-    # warnings only for the producers planned (every producer when none is named)
-    warn_for = list(found.selection.producers) if found is not None else list(producers) or None
-    with Accounts(ctx.env) as accounts:
-        if found is None and not list_only:
+    while a lease holds it, off without one (never a surprise destroy, never a standing GPU).
+    ``started``: the run's accounts with the catalogue already asked for (``accounts.started``,
+    by the CLI before it imports this verb); this run closes them."""
+    with contextlib.ExitStack() as stack:
+        if started is not None:
+            stack.enter_context(started)
+        check_ready(ctx)
+        found = _changed(ctx, changed_since)
+        if found is not None and not found.selection.producers:
+            # Nothing changed: said without validating, so CI stays fast on unrelated changes.
+            return PlanResult(changes=found, listed=() if list_only else None)
+        # warnings only for the producers planned (every producer when none is named)
+        warn_for = list(found.selection.producers) if found is not None else list(producers) or None
+        accounts = started or stack.enter_context(Accounts(ctx.env))
+        if started is None and found is None and not list_only:
             # the account's catalogue in one concurrent round, shared by pre-flight, prices and
             # the exists lookups: started now, it is answered while the manifests validate and
             # render (an error on the way abandons it)
@@ -111,6 +127,8 @@ def run(
         leases = reader()
         prices = run_prices(ctx, names, accounts=accounts)
         preps = prepare(ctx, project, names)
+        # git's answer arrives while Terraform plans, not after it
+        commit = in_background(lambda: planned_commit(ctx.root, ctx.env), when=tf.after_next_start)
         planned = plan_all(preps, ctx.say, gpu=leases.all_held(), clock=ctx.clock, accounts=accounts)
     gpus = {
         p.prep.producer.name: leases.up(p.prep.producer.name)
@@ -134,7 +152,7 @@ def run(
         found,
         gpus={p: g for p, g in gpus.items() if g},
         costs=costs,
-        context=plan_context(ctx),
+        context=plan_context(ctx, commit),
     )
 
 
@@ -150,6 +168,8 @@ def cost_of(
 ) -> ProducerCost:
     """What the saved plan does to the producer's monthly cost (GPUs by the hour, apart, billed
     from when each came up: ``up_since``), held against its ``budget``."""
+    from infra_apply.plan.cost import producer_cost
+
     cost = producer_cost(
         planned.raw,
         prices,
@@ -165,8 +185,12 @@ def cost_of(
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # SHA-1 or SHA-256 object names
 
 
-def plan_context(ctx: Context) -> PlanContext:
-    return PlanContext(ctx.account.stand_in, planned_commit(ctx.root, ctx.env), datetime.now(UTC))
+def plan_context(ctx: Context, commit: Future[str | None] | None = None) -> PlanContext:
+    """``commit``: ``planned_commit`` asked ahead (``in_background``); asked again here when that failed."""
+    from infra_apply.report import PlanContext
+
+    found = ahead(commit, lambda: planned_commit(ctx.root, ctx.env))
+    return PlanContext(ctx.account.stand_in, found, datetime.now(UTC))
 
 
 def planned_commit(root: Path, env: Mapping[str, str]) -> str | None:
@@ -175,6 +199,8 @@ def planned_commit(root: Path, env: Mapping[str, str]) -> str | None:
     sha = env.get("GITHUB_SHA", "").strip().lower()
     if _SHA.fullmatch(sha):
         return sha
+    from infra_apply.manifests.changed import head_commit
+
     head = head_commit(root)
     return head if head is not None and _SHA.fullmatch(head) else None
 
@@ -236,6 +262,7 @@ def plan_one(
     say(f"{name}: terraform plan")
     copy = prep.copy if provider_env is None else prep.copy.with_env(provider_env())
     variables = gpu_variables(prep, gpu) | ssh_variables(prep)
+    _import_ahead()
     planned = _plan_and_show(prep, copy, say, variables, clock, targets)
     if lookup is None:
         return _trusted(planned, None)
@@ -412,13 +439,70 @@ def _results(futures: Sequence[Future[Planned]]) -> tuple[list[Planned], list[ex
     return planned, refused
 
 
-def _result(future: Future[Planned]) -> Planned:
+def _result(future: Future[T]) -> T:
     # Short waits: see tf.SIGNAL_CHECK_SECONDS (a signal must not wait for the plan to end).
     while True:
         try:
             return future.result(timeout=tf.SIGNAL_CHECK_SECONDS)
         except TimeoutError:
             continue
+
+
+def in_background(
+    work: Callable[[], T], *, when: Callable[[Callable[[], None]], None] | None = None
+) -> Future[T]:
+    """``work`` on a daemon thread, now or ``when`` says (``tf.after_next_start``: once
+    Terraform has started): its answer, asked ahead of need, while this thread goes on (a run
+    that stops on an error does not wait for it)."""
+    done: Future[T] = Future()
+
+    def run_it() -> None:
+        if done.set_running_or_notify_cancel():
+            try:
+                done.set_result(work())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+    if when is None:
+        threading.Thread(target=run_it, name="ahead", daemon=True).start()
+    else:
+        when(run_it)
+    return done
+
+
+def ahead(done: Future[T] | None, again: Callable[[], T]) -> T:
+    """What ``done`` (``in_background``) found; ``again`` here when it failed or never started
+    (then it never will): asking ahead never changes an answer, nor an error."""
+    if done is not None and not done.cancel():
+        with contextlib.suppress(Exception):
+            return _result(done)
+    return again()
+
+
+# What a plan imports only after Terraform planned (the review, the summary, its renderers):
+# imported while the first ``terraform plan`` runs, when this process waits anyway.
+AFTER_THE_PLAN = (
+    "infra_apply.plan.trusted",
+    "infra_apply.plan.guard",
+    "infra_apply.plan.drift",
+    "infra_apply.report",
+    "infra_apply.report.formats",
+    "infra_apply.report.cost",
+    "infra_apply.color",
+)
+_imported_ahead = threading.Event()
+
+
+def _import_ahead() -> None:
+    if _imported_ahead.is_set():
+        return
+    _imported_ahead.set()
+
+    def imports() -> None:
+        for name in AFTER_THE_PLAN:
+            importlib.import_module(name)  # a failure is met again, and said, where it is used
+
+    in_background(imports, when=tf.after_next_start)
 
 
 def _interrupt(futures: Sequence[Future[Planned]]) -> None:
@@ -437,4 +521,6 @@ def _interrupt(futures: Sequence[Future[Planned]]) -> None:
 def verdicts(
     planned: Sequence[Planned], allow_destroy: Sequence[str] = (), allow_replace: Sequence[str] = ()
 ) -> dict[str, GuardVerdict]:
+    from infra_apply.plan.guard import guard
+
     return {p.plan.producer: guard(p.plan, allow_destroy, allow_replace) for p in planned}

@@ -36,7 +36,6 @@ from infra_apply.cloud.do_api import AccountDroplet, account_droplet
 from infra_apply.errors import Problem, ValidationFailed
 from infra_apply.manifests.manifest import Manifest
 from infra_apply.manifests.model import Droplet, ProducerModel
-from infra_apply.plan.drift import applied
 from infra_apply.plan.managed import is_managed, is_producers, prior_resources
 from infra_apply.plan.parse import JsonObject
 from infra_apply.render.module import PUBLIC_SUFFIX, Rendered, db_entry
@@ -335,6 +334,8 @@ def _imported(raw: JsonObject) -> dict[str, str]:
 def _applied_here(raw: JsonObject) -> bool:
     """Whether state holds something an apply put there: the resources a plan imports (adopt's
     import blocks) are in its prior state before any apply, so they do not count."""
+    from infra_apply.plan.drift import applied  # after the plan: imported while it runs
+
     if not applied(raw):
         return False
     imported = _imported(raw)

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from infra_apply.manifests.model import ProducerModel
-from infra_apply.plan.cost import ProducerCost
-from infra_apply.plan.guard import GuardVerdict, guard
-from infra_apply.plan.parse import ProducerPlan
 from infra_apply.remedy import command, kept
+
+if TYPE_CHECKING:
+    # types only: GpuUp is read before the plan (the leases), the guard only after it
+    from infra_apply.manifests.model import ProducerModel
+    from infra_apply.plan.cost import ProducerCost
+    from infra_apply.plan.guard import GuardVerdict
+    from infra_apply.plan.parse import ProducerPlan
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ def gpu_sentence(gpu: GpuUp, sandbox: bool = False) -> str:
 
 
 def _verdict(plan: ProducerPlan, verdicts: Mapping[str, GuardVerdict]) -> GuardVerdict:
+    from infra_apply.plan.guard import guard
+
     # No verdict given (plain `plan`): report what `apply` would refuse without any --allow-*.
     verdict = verdicts.get(plan.producer)
     return verdict if verdict is not None else guard(plan, (), ())

@@ -27,10 +27,13 @@ when both exist nothing moves and the run stops, saying what to do.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +112,43 @@ def git_tree(root: Path) -> TreeId | None:
     return TreeId(f"git-{digest}", f"git repository {commit[:12]}, path {printable(rel)}")
 
 
+_ahead: dict[str, Future[tuple[str, str] | None]] = {}
+_ahead_lock = threading.Lock()
+
+
+def ask_git_ahead(root: Path) -> None:
+    """Start ``git_identity`` of ``root`` on a daemon thread: its git processes run on another
+    core while the program imports, and ``identify`` reads their answer (a failure there is
+    asked again, the same way, at the point of use)."""
+    key = str(root.resolve())
+    done: Future[tuple[str, str] | None] = Future()
+    with _ahead_lock:
+        if key in _ahead:
+            return
+        _ahead[key] = done
+
+    def ask() -> None:
+        try:
+            done.set_result(_git_identity(key))
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=ask, name="git-identity", daemon=True).start()
+
+
 @functools.cache
 def git_identity(root: str) -> tuple[str, str] | None:
     """(root commit, root's posix path inside the repository), or None: not in git, git
     missing, a repository without commits, a shallow clone."""
+    with _ahead_lock:
+        asked = _ahead.pop(root, None)
+    if asked is not None:
+        with contextlib.suppress(Exception):
+            return asked.result()
+    return _git_identity(root)
+
+
+def _git_identity(root: str) -> tuple[str, str] | None:
     from infra_apply.manifests.changed import _git
 
     try:

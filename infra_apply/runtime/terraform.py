@@ -206,13 +206,18 @@ def _launch(
             proc = _start(argv, cwd, env)
             with _running_lock:
                 _running.add(proc)
+                waiting = _after_start[:]
+                _after_start.clear()
             with contextlib.suppress(OSError):  # without a pid file only a SIGKILL case is worse off
                 _record(cwd, proc, argv)
             launched.append(proc)
         except BaseException as exc:  # raised again on the caller's thread
             launched.append(exc)
+            waiting = []
         finally:
             done.set()
+        for work in waiting:
+            threading.Thread(target=work, name="while-terraform-runs", daemon=True).start()
 
     worker = threading.Thread(target=launch, name="terraform-start", daemon=True)
     interrupted: KeyboardInterrupt | None = None
@@ -231,6 +236,17 @@ def _launch(
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome, interrupted
+
+
+_after_start: list[Callable[[], None]] = []
+
+
+def after_next_start(work: Callable[[], None]) -> None:
+    """``work`` on a daemon thread once the next Terraform process has started: what this
+    process does after Terraform ends, done while it waits for it, never before it starts (the
+    start has the interpreter to itself). Nothing runs when that start fails."""
+    with _running_lock:
+        _after_start.append(work)
 
 
 def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:

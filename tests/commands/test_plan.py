@@ -136,3 +136,24 @@ def test_plan_markdown_carries_the_context_the_run_recorded(tmp_path: Path) -> N
     assert "## infra-apply plan (sandbox)\n" in md and "Planned at commit `0123456789ab`" in md
     # text and JSON are unchanged by it
     assert plan.output(result, "text").stdout == plan.output(plan.PlanResult(tuple(planned)), "text").stdout
+
+
+def test_the_commit_asked_ahead_is_the_commit_and_a_failed_ask_is_made_again(tmp_path: Path) -> None:
+    """The commit is asked while Terraform plans (``in_background``); what it found is what the
+    context carries, and when asking ahead failed (or never started) the commit is asked at the
+    point of use, never left out, waited for in vain, nor turned into an error."""
+    from infra_apply.cloud.account import LiveAccount
+    from infra_apply.runtime.workcopy import Context
+
+    ctx = Context(tmp_path, tmp_path / "generated", LiveAccount(), None, {"GITHUB_SHA": SHA})
+    assert plan.plan_context(ctx, plan.in_background(lambda: "f" * 40)).commit == "f" * 40
+
+    def broken() -> str | None:
+        raise OSError("git vanished")
+
+    assert plan.plan_context(ctx, plan.in_background(broken)).commit == SHA  # asked again
+    never = plan.in_background(lambda: "f" * 40, when=lambda _: None)  # Terraform never started
+    assert plan.plan_context(ctx, never).commit == SHA  # asked in place, not waited for
+    assert plan.plan_context(ctx).commit == SHA
+    with pytest.raises(ValueError, match="the same error"):  # an error at the point of use stays one
+        plan.ahead(plan.in_background(broken), lambda: int("the same error"))
