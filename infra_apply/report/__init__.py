@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from infra_apply.manifests.model import ProducerModel
-from infra_apply.plan.cost import ProducerCost
-from infra_apply.plan.guard import GuardVerdict, guard
-from infra_apply.plan.parse import ProducerPlan
 from infra_apply.remedy import command, kept
+
+if TYPE_CHECKING:  # type-only: render's and validate's one-line reports must not load plan/
+    from infra_apply.manifests.model import ProducerModel
+    from infra_apply.plan.cost import ProducerCost
+    from infra_apply.plan.guard import GuardVerdict
+    from infra_apply.plan.parse import ProducerPlan
 
 
 @dataclass(frozen=True)
@@ -99,4 +102,6 @@ def gpu_sentence(gpu: GpuUp, sandbox: bool = False) -> str:
 def _verdict(plan: ProducerPlan, verdicts: Mapping[str, GuardVerdict]) -> GuardVerdict:
     # No verdict given (plain `plan`): report what `apply` would refuse without any --allow-*.
     verdict = verdicts.get(plan.producer)
+    from infra_apply.plan.guard import guard
+
     return verdict if verdict is not None else guard(plan, (), ())
