@@ -407,7 +407,7 @@ class _Reader:
             for path in [("producers", name)]
         }
         budgets = self.budgets(self.table(doc, ("producers",)))
-        gpu, gpu_at = self.gpu(doc.get("gpu", {}))
+        gpu, gpu_at = self.gpu(doc["gpu"]) if "gpu" in doc else ({}, {})
         sandbox_table = self.table(doc, ("sandbox",))
         self.known_keys(sandbox_table, ("sandbox",), SANDBOX_KEYS)
         used = {*droplets.ssh_keys, *(k for p in producers.values() for k in p.ssh_keys)}
