@@ -145,18 +145,28 @@ def test_mesh_hosts_and_variables_are_inputs(renders: Renders, tmp_path: Path) -
     assert renders.full == before + 2
 
 
-def test_a_hit_replays_the_warnings_and_still_repairs_out(renders: Renders) -> None:
-    renders.settle()
+def test_a_hit_replays_the_warnings(renders: Renders) -> None:
     _, warned = renders()
-    assert any("warning public_ssh" in line for line in warned)  # no ssh_from: SSH is public
+    renders.settle()
     before = renders.full
-    droplets = renders.out / "ct" / "droplets.tf"
-    text = droplets.read_text()
-    droplets.write_text("# edited\n")
     result, said = renders()
-    assert renders.full == before  # the inputs did not change; out did
+    assert renders.full == before
+    assert any("warning public_ssh" in line for line in warned)  # no ssh_from: SSH is public
     assert said == warned
-    assert result.drift.stale == ("ct/droplets.tf",) and droplets.read_text() == text
+    assert not result.stale and sum(len(r.files) for r in result.rendered) == len(files(renders.out))
+
+
+def test_an_edited_or_removed_generated_file_is_written_again(renders: Renders, tmp_path: Path) -> None:
+    renders.settle()
+    expected = files(renders.out)
+    droplets = renders.out / "ct" / "droplets.tf"
+    droplets.write_text("# edited\n")
+    (renders.out / "ct" / "outputs.tf").unlink()
+    checked = verb.run(renders.root, renders.out, None, renders.env, check=True, say=lambda _: None)
+    assert checked.drift.stale == ("ct/droplets.tf", "ct/outputs.tf")
+    result, _ = renders()
+    assert result.drift.stale == ("ct/droplets.tf", "ct/outputs.tf")
+    assert files(renders.out) == expected
 
 
 def test_a_damaged_record_is_ignored_and_replaced(renders: Renders, tmp_path: Path) -> None:

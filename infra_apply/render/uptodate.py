@@ -2,14 +2,16 @@
 inputs before any YAML, JSON Schema, model or template is loaded.
 
 The record (``<state>/cache/render-inputs-<key of root and out>.json``, 0600) keeps a SHA-256
-over every input of the last successful render, and what it produced (the files, the summaries,
-the warnings printed). The inputs: this package's files (code, schema, templates), the Python
-version and the installed distributions (their names and versions), the root and out paths,
-the ``INFRA_APPLY_*`` variables, infra-apply.toml, mesh-hosts.json, the tree as discovery sees
-it (producer folders, manifest paths, refused and unreadable ones), every manifest's bytes,
-each user-data file infra-apply.toml named (where it resolves, and its bytes) and each rendered
-producer's address ledger. A change to any of them gives another key, so a full render: the
-record only ever skips the work, never comparing the output with ``--out`` or writing it.
+over every input of the last successful render, and what it produced: the summaries, the
+warnings printed and each file's SHA-256 (a hit reads the texts back from ``--out``; a file
+missing or changed there means a full render, which writes it again).
+
+The inputs: this package's files (code, schema, templates), the Python version and the
+installed distributions (their names and versions), the root and out paths, the
+``INFRA_APPLY_*`` variables, infra-apply.toml, mesh-hosts.json, the tree as discovery sees it
+(producer folders, manifest paths, refused and unreadable ones), every manifest's bytes, each
+user-data file infra-apply.toml named (where it resolves, and its bytes) and each rendered
+producer's address ledger. A change to any of them gives another key, so a full render.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,7 +125,10 @@ def lookup(
         ledgers = read_ledgers(out, found.producers)
     except (OSError, ValueError, InfraApplyError):
         return None  # a full render says what is wrong
-    return found if full_key(tree, ledgers, user_data) == found.key else None
+    if full_key(tree, ledgers, user_data) != found.key:
+        return None
+    rendered = _with_texts(found.rendered, out)
+    return None if rendered is None else replace(found, rendered=rendered)
 
 
 def store(
@@ -144,7 +149,9 @@ def store(
         "producers": sorted(ledgers),
         "user_data": [[value, source] for value, source, _ in used],
         "warnings": list(warnings),
-        "rendered": [rendered_json(r) for r in rendered],
+        # The files by SHA-256, not their texts: a hit reads them back from --out (see
+        # _with_texts), which keeps this record small to write and to read.
+        "rendered": [{**rendered_json(r), "files": _digests(r.files)} for r in rendered],
     }
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
     header = {
@@ -220,6 +227,31 @@ def _libraries(digest: _Digest) -> None:
         digest.add(
             "\0".join(sorted(n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info"))))
         )
+
+
+def _digests(files: Mapping[str, str]) -> dict[str, str]:
+    return {n: hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() for n, text in files.items()}
+
+
+def _with_texts(rendered: Sequence[Rendered], out: Path) -> tuple[Rendered, ...] | None:
+    """``rendered`` (files by digest) with each file's text read from ``out``; None when one is
+    missing or differs: that render's texts are not here, so the full render makes them."""
+    complete = []
+    for r in rendered:
+        texts = {}
+        for name, digest in r.files.items():
+            try:
+                data = read_bounded(out / r.producer / name, TEXT_LIMIT)
+            except OSError:
+                return None
+            if hashlib.sha256(data).hexdigest() != digest:
+                return None
+            try:
+                texts[name] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        complete.append(replace(r, files=texts))
+    return tuple(complete)
 
 
 def _user_data_bytes(root: Path, value: str, source: str) -> bytes:
