@@ -235,3 +235,8 @@ def test_a_warm_render_loads_no_parser_schema_model_or_template(tmp_path: Path) 
     loaded()  # keyed on the ledgers the first one wrote
     assert loaded() == "[]"
     assert os.listdir(out / "ct")
+    # No record, but the validation cache answers: no manifest is parsed or schema-checked
+    # (PyYAML still checks the #cloud-config user data infra-apply.toml names).
+    for record in (tmp_path / "state" / "cache").glob("render-*"):
+        record.unlink()
+    assert "jsonschema" not in loaded()
