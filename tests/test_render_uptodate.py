@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import infra_apply
 from infra_apply.commands import render as verb
 from infra_apply.render import uptodate
 from infra_apply.runtime.state import state_dir
@@ -198,7 +199,15 @@ def test_a_template_or_code_change_changes_the_key(tmp_path: Path, monkeypatch: 
     first = uptodate.tree_digest(root, tmp_path / "out", None, env)
     assert first is not None and first == uptodate.tree_digest(root, tmp_path / "out", None, env)
     _edit(templates / "droplets.tf.j2", "resource", "resource ")
-    assert uptodate.tree_digest(root, tmp_path / "out", None, env) != first
+    second = uptodate.tree_digest(root, tmp_path / "out", None, env)
+    assert second != first
+    package = tmp_path / "package"
+    shutil.copytree(Path(infra_apply.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(infra_apply, "__file__", str(package / "__init__.py"))
+    third = uptodate.tree_digest(root, tmp_path / "out", None, env)
+    module = package / "render" / "module.py"
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1))
+    assert uptodate.tree_digest(root, tmp_path / "out", None, env) not in (second, third)
 
 
 def test_a_warm_render_loads_no_parser_schema_model_or_template(tmp_path: Path) -> None:

@@ -6,12 +6,13 @@ over every input of the last successful render, and what it produced: the summar
 warnings printed and each file's SHA-256 (a hit reads the texts back from ``--out``; a file
 missing or changed there means a full render, which writes it again).
 
-The inputs: this package's files (code, schema, templates), the Python version and the
-installed distributions (their names and versions), the root and out paths, the
-``INFRA_APPLY_*`` variables, infra-apply.toml, mesh-hosts.json, the tree as discovery sees it
-(producer folders, manifest paths, refused and unreadable ones), every manifest's bytes, each
-user-data file infra-apply.toml named (where it resolves, and its bytes) and each rendered
-producer's address ledger. A change to any of them gives another key, so a full render.
+The inputs: this package's files (its modules as Python checks them, its schema and templates
+by their bytes), the Python version and the installed distributions (their names and
+versions), the root and out paths, the ``INFRA_APPLY_*`` variables, infra-apply.toml,
+mesh-hosts.json, the tree as discovery sees it (producer folders, manifest paths, refused and
+unreadable ones), every manifest's bytes, each user-data file infra-apply.toml named (where it
+resolves, and its bytes) and each rendered producer's address ledger. A change to any of them
+gives another key, so a full render.
 """
 
 from __future__ import annotations
@@ -198,15 +199,21 @@ class _Digest:
 
 
 def _package(digest: _Digest) -> None:
-    """Every file of this package and of the templates, by path and bytes."""
+    """Every file of this package and of the templates: Python modules by path, size and
+    modification time in nanoseconds (what Python itself trusts to reuse a compiled module,
+    to the second), every other file (templates, the schema) by its bytes."""
     package = Path(infra_apply.__file__).parent
     for base in dict.fromkeys((package, templates_dir())):
         for folder, dirs, files in os.walk(base):
             dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
             for name in sorted(files):
-                path = Path(folder, name)
-                digest.add(str(path))
-                digest.add(read_bounded(path, TEXT_LIMIT))
+                path = os.path.join(folder, name)
+                if name.endswith(".py"):
+                    st = os.stat(path)
+                    digest.add(f"{path}\0{st.st_size}\0{st.st_mtime_ns}")
+                else:
+                    digest.add(path)
+                    digest.add(read_bounded(Path(path), TEXT_LIMIT))
 
 
 def _libraries(digest: _Digest) -> None:
