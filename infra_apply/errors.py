@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from enum import IntEnum
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 Level = Literal["error", "warning"]
 
@@ -86,6 +87,19 @@ class InfraApplyError(Exception):
         path = printable(self.path)
         where = f"{path}:{self.line}:{self.col}" if self.line else path
         return f"{where}: error {self.rule or 'infra-apply'}: {self.message}"
+
+
+def json_document(
+    text: str, message: str, error: type[InfraApplyError] = InfraApplyError, **place: Any
+) -> Any:
+    """``json.loads(text)``; text that is not JSON raises ``error`` at the fault's line and
+    column, ``message`` with ``{reason}`` replaced by the decoder's reason. ``place``: the
+    error's other arguments (``path``, ``rule``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        why = message.replace("{reason}", exc.msg)
+        raise error(why, line=exc.lineno, col=exc.colno, **place) from None
 
 
 class ValidationFailed(InfraApplyError):

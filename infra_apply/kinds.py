@@ -2,8 +2,9 @@
 
 The rest of the package asks this table instead of spelling type strings: the guard (which
 action needs which ``--allow-*`` flag), takeover (the import id, the attributes kept from an old
-state), cost (how one is priced), drift (how an orphan is found), the diagram (how it is drawn)
-and the reports (what to call it). A type missing from the table is unknown: the guard
+state), cost (how one is priced), drift (how an orphan is found), the diagram (how it is drawn),
+the reports (what to call it) and render (what each one a module renders is called:
+``Kind.names``). A type missing from the table is unknown: the guard
 refuses to destroy or replace what it cannot judge, and cost refuses to price it.
 tests/test_kinds.py fails when a template or the sandbox provider has a type without an entry.
 
@@ -14,11 +15,14 @@ database and a user (``<cluster_id>/database/<name>``) are not what their import
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from infra_apply.render.module import ProducerContext
 
 Action = Literal["create", "update", "replace", "destroy"]
 AllowFlag = Literal["--allow-destroy", "--allow-replace", "--allow-resize", "--allow-trusted-sources"]
@@ -75,6 +79,10 @@ GUARDED = GuardPolicy()
 READ_ONLY = GuardPolicy(replace=None, destroy=None)
 
 Keeps = Mapping[str, tuple[type, ...]]
+# The (local name, person's name) of every one of a kind a producer's module renders, read off
+# the one context every template renders from: the guard's refusals and the reports name a
+# resource by it (``--allow-destroy NAME``).
+Names = Callable[["ProducerContext"], Iterable[tuple[str, str]]]
 
 
 def _keeps(**attrs: tuple[type, ...]) -> Keeps:
@@ -101,6 +109,9 @@ class Kind:
     # firewall's rules kept or added take nothing away); a change never reviewed for that
     # (``Change.cuts_off`` None) needs them all the same.
     guards_cuts_only: bool = False
+    # What its module's resources are called (None: render writes none, or they go unnamed and
+    # the guard and the reports call one by its address).
+    names: Names | None = field(default=None, compare=False)
 
     def address(self, local: str) -> str:
         """``digitalocean_droplet`` + ``web`` → ``digitalocean_droplet.web``."""
@@ -148,6 +159,7 @@ DROPLET = Kind(
     price=BY_SIZE,
     orphans="tagged",
     diagram="box",
+    names=lambda c: ((e.address, e.droplet.name) for e in c.droplets),
 )
 # Losing a droplet's firewall opens every port of a droplet that stays: it is guarded like the
 # droplet, and a firewall is named by its droplet, so --allow-destroy NAME allows both. A droplet
@@ -162,6 +174,7 @@ FIREWALL = Kind(
     price=FREE,  # DigitalOcean bills no cloud firewall
     diagram="droplet-rules",
     owner="digitalocean_droplet",
+    names=lambda c: ((a, e.droplet.name) for e in c.droplets for a in (e.address, e.public_address)),
 )
 DATABASE = Kind(
     type="digitalocean_database_db",
@@ -172,6 +185,7 @@ DATABASE = Kind(
     keeps=_keeps(id=(str,), cluster_id=(str,), name=(str,)),
     price=FREE,  # the cluster is what is billed, and infra-apply only reads it
     diagram="database",
+    names=lambda c: ((d.db_address, d.name) for d in c.databases),
 )
 USER = Kind(
     type="digitalocean_database_user",
@@ -182,6 +196,7 @@ USER = Kind(
     keeps=_keeps(id=(str,), cluster_id=(str,), name=(str,)),
     price=FREE,  # billed with its cluster, as a database is
     diagram="database-user",
+    names=lambda c: ((d.user_address, d.user) for d in c.databases),
 )
 CLUSTER = Kind(
     type="digitalocean_database_cluster",
@@ -208,6 +223,7 @@ DATABASE_FIREWALL = Kind(
     import_id="<cluster_id>",
     price=FREE,  # trusted sources are part of the cluster's billing, as its databases are
     guards_cuts_only=True,
+    names=lambda c: ((t.address, t.ts.cluster) for t in c.trusted),
 )
 # The lease store's and the mesh allocation record's own roots hold one record each; never
 # planned through the guard, but losing one loses the leases or the allocations. A record lives
@@ -224,6 +240,7 @@ UPTIME_CHECK = Kind(
     guard=GUARDED,
     import_id="<check_id>",
     price=Price("flat", Decimal("1.00")),  # about 1 USD a check a month (do-catalogue-facts.md)
+    names=lambda c: ((check.address, check.domain) for check in c.checks),
 )
 UPTIME_ALERT = Kind(
     type="digitalocean_uptime_alert",
@@ -233,6 +250,7 @@ UPTIME_ALERT = Kind(
     import_id="<check_id>,<alert_id>",
     price=FREE,  # billed with its check
     owner="digitalocean_uptime_check",
+    names=lambda c: ((a, check.domain) for check in c.checks for a in check.alert_addresses),
 )
 MONITOR_ALERT = Kind(
     type="digitalocean_monitor_alert",
@@ -241,26 +259,41 @@ MONITOR_ALERT = Kind(
     guard=GUARDED,
     import_id="<alert_policy_uuid>",
     price=FREE,  # DigitalOcean bills no metric alert
+    names=lambda c: ((m.address, m.name) for m in c.monitors),
 )
 
-KINDS: Mapping[str, Kind] = MappingProxyType(
-    {
-        k.type: k
-        for k in (
-            DROPLET,
-            FIREWALL,
-            DATABASE,
-            USER,
-            CLUSTER,
-            SSH_KEY,
-            RECORD,
-            UPTIME_CHECK,
-            UPTIME_ALERT,
-            MONITOR_ALERT,
-            DATABASE_FIREWALL,
-        )
-    }
-)
+_TABLE: dict[str, Kind] = {}
+KINDS: Mapping[str, Kind] = MappingProxyType(_TABLE)
+
+
+def register(kind: Kind) -> Kind:
+    """Add ``kind`` to the table: the one way an entry gets in (below, for every kind
+    infra-apply knows; tests/test_new_kind.py, for one it makes up)."""
+    if kind.type in _TABLE:
+        raise ValueError(f"{kind.type} is in the kinds table already")
+    _TABLE[kind.type] = kind
+    return kind
+
+
+def unregister(rtype: str) -> None:
+    """Take a kind ``register`` added out again (a test's own kind, once it is done)."""
+    del _TABLE[rtype]
+
+
+for _kind in (
+    DROPLET,
+    FIREWALL,
+    DATABASE,
+    USER,
+    CLUSTER,
+    SSH_KEY,
+    RECORD,
+    UPTIME_CHECK,
+    UPTIME_ALERT,
+    MONITOR_ALERT,
+    DATABASE_FIREWALL,
+):
+    register(_kind)
 # What ``adopt --from-state`` takes over from another root.
 TAKEOVER: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.keeps)
 

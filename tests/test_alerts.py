@@ -15,6 +15,7 @@ from infra_apply.cloud.account import SandboxAccount
 from infra_apply.manifests import config
 from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts, SlackRoute
 from infra_apply.render import alerts
+from infra_apply.render.module import ProducerContext, Rendered, names_of, sensitive_env
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli
 
@@ -102,10 +103,11 @@ def test_a_check_per_public_domain_and_alerts_by_the_producers_tag() -> None:
         "droplets-cpu",
     )
     # a check and its alerts go by the domain: one --allow-destroy DOMAIN allows all three
-    names = w.names()
+    names = names_of(ProducerContext("quinn", checks=w.checks, monitors=w.monitors))
     check = w.checks[0]
     assert {names[f"digitalocean_uptime_alert.{a}"] for a in check.alert_addresses} == {"a.example.net"}
     assert names[f"digitalocean_uptime_check.{check.address}"] == "a.example.net"
+    assert names[f"digitalocean_monitor_alert.{cpu.address}"] == "droplets-cpu"
 
 
 def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
@@ -122,6 +124,17 @@ def test_the_slack_url_comes_from_the_environment_named(tmp_path: Path) -> None:
     assert (caught.value.line, caught.value.col) == (1, 1)
     assert "export SLACK_ALERT_WEBHOOK" in caught.value.message
     assert alerts.terraform_env(None, {}, stand_in_url=None) == {}
+
+
+def test_a_module_declaring_the_webhook_variable_gets_it_from_the_environment(tmp_path: Path) -> None:
+    cfg = load(tmp_path, FULL)
+    url = "https://hooks.slack.com/services/FAKE-do-token_slack"
+    declares = Rendered("quinn", {"alerts.tf": 'variable "alert_slack_url" {\n  sensitive = true\n}\n'})
+    assert sensitive_env(declares, cfg, {"SLACK_ALERT_WEBHOOK": url}, None) == {"TF_VAR_alert_slack_url": url}
+    # e-mail only, or nothing watched: no variable declared, nothing asked of the environment
+    assert sensitive_env(Rendered("quinn", {"alerts.tf": "# e-mail only\n"}), cfg, {}, None) == {}
+    with pytest.raises(ConfigError, match="export SLACK_ALERT_WEBHOOK"):
+        sensitive_env(declares, cfg, {}, None)
 
 
 def golden_tree(tmp_path: Path) -> Path:

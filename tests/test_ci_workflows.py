@@ -136,6 +136,44 @@ def test_apply_workflow_brings_the_registry_in_with_one_job_and_one_commit(forge
     assert not any("artifact" in step.get("uses", "") for step in jobs["apply"]["steps"])
 
 
+# What a step running Terraform against the cloud reads from the forge's secrets besides the
+# token: [alerts] slack.url_env (plan, apply and drift plan it: a sensitive variable) and
+# [notify] webhook_url_env (apply and drift send events), under the example config's names.
+ALERTS_SECRET = "SLACK_ALERT_WEBHOOK"
+EVENTS_SECRET = "INFRA_APPLY_WEBHOOK"
+
+
+def cloud_steps(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(verb, step) of every step that plans, applies or drifts a producer against the cloud."""
+    found = []
+    for job in load(path)["jobs"].values():
+        for s in job["steps"]:
+            for verb in ("plan --producer", "apply --producer", "drift"):
+                if f"infra-apply {verb}" in s.get("run", ""):
+                    found.append((verb.split()[0], s))
+    return found
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.relative_to(CI).as_posix())
+def test_steps_that_plan_get_the_alert_and_event_webhooks_from_secrets(path: Path) -> None:
+    """Without SLACK_ALERT_WEBHOOK a plan of a tree whose [alerts] route to Slack stops (its
+    sensitive variable has no value); without INFRA_APPLY_WEBHOOK no event is ever sent."""
+    steps = cloud_steps(path)
+    assert steps, "every shipped workflow plans, applies or drifts"
+    for verb, s in steps:
+        env = s.get("env", {})
+        assert env.get(ALERTS_SECRET) == f"${{{{ secrets.{ALERTS_SECRET} }}}}", (verb, s.get("name"))
+        if verb in ("apply", "drift"):
+            assert env.get(EVENTS_SECRET) == f"${{{{ secrets.{EVENTS_SECRET} }}}}", (verb, s.get("name"))
+
+
+def test_the_example_alerts_config_names_the_secret_the_workflows_pass() -> None:
+    import tomllib
+
+    doc = tomllib.loads((REPO / "tests" / "fixtures" / "alerts" / "alerts.toml").read_text())
+    assert doc["alerts"]["slack"]["url_env"] == ALERTS_SECRET
+
+
 def step(path: Path, job: str, name: str) -> dict[str, Any]:
     steps = load(path)["jobs"][job]["steps"]
     found: dict[str, Any] = next(s for s in steps if s.get("name", "").startswith(name))

@@ -195,7 +195,7 @@ def test_a_template_or_code_change_changes_the_key(tmp_path: Path, monkeypatch: 
     root, env = tree(tmp_path), cli_env(tmp_path)
     templates = tmp_path / "templates"
     shutil.copytree(hcl.templates_dir(), templates)
-    monkeypatch.setattr(uptodate, "templates_dir", lambda: templates)
+    monkeypatch.setattr(uptodate, "template_dirs", lambda: (templates,))
     first = uptodate.tree_digest(root, tmp_path / "out", None, env)
     assert first is not None and first == uptodate.tree_digest(root, tmp_path / "out", None, env)
     _edit(templates / "droplets.tf.j2", "resource", "resource ")

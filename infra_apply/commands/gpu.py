@@ -26,6 +26,7 @@ from infra_apply.commands import Output
 from infra_apply.commands.apply import Applied, ApplyOptions, Terminal, apply_producer
 from infra_apply.commands.register import register
 from infra_apply.errors import ExitCode, InfraApplyError
+from infra_apply.forge.notify import Ran, tell_apply
 from infra_apply.gpu import lifecycle
 from infra_apply.gpu.config import GpuSettings, format_duration, settings_for
 from infra_apply.gpu.lease import Lease, now_utc, whoami
@@ -104,6 +105,25 @@ def up(
     project = load_project(ctx, refuse_stale=True)
     ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
     producer = producer_of(project, name)
+    # told as an apply is ([notify]): done, refused or failed, from here on
+    return tell_apply(
+        ctx,
+        producer,
+        Ran("gpu up", name),
+        lambda: _up(ctx, project, producer, name, terminal, for_, allow_over_budget),
+        lambda done: done.applied,
+    )
+
+
+def _up(
+    ctx: Context,
+    project: Project,
+    producer: str,
+    name: str,
+    terminal: Terminal,
+    for_: timedelta | None,
+    allow_over_budget: tuple[str, ...],
+) -> Up:
     settings = settings_for(name, project.config.gpu)
     with contextlib.ExitStack() as stack:
 
@@ -286,6 +306,7 @@ class _Releaser:
     producer: str
     terminal: Terminal
     prep: Prepared | None = field(default=None)
+    command: str = "gpu down"  # what the apply events name (gpu down, gpu reap)
 
     def __call__(self, lease: Lease) -> None:
         leases = read_leases(self.ctx, self.project, [self.producer])  # the claimed one is not held
@@ -301,7 +322,14 @@ class _Releaser:
             gpus_up=leases.up(self.producer),
             refusal_remedy=f"nothing was changed and the lease stays; see what the plan holds: {plan}",
         )
-        applied = apply_producer(self.ctx, self.prep, self.terminal, options)
+        prep = self.prep
+        applied = tell_apply(
+            self.ctx,
+            self.producer,
+            Ran(self.command, lease.gpu),
+            lambda: apply_producer(self.ctx, prep, self.terminal, options),
+            lambda done: done,
+        )
         destroyed = any(
             c.type == kinds.DROPLET.type and c.action == "delete" and c.name == lease.gpu
             for c in applied.planned.plan.changes
@@ -528,7 +556,7 @@ def _reap_one(
             )
             for name, g in found.items()
         }
-        release = _Releaser(ctx, project, producer, terminal, prep)
+        release = _Releaser(ctx, project, producer, terminal, prep, command="gpu reap")
         return lifecycle.reap(
             store,
             project.config.gpu,

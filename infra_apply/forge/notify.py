@@ -11,14 +11,19 @@ answering an error is one warning line, and the URL is never printed (it is a se
 hook's path is its credential). A 5xx, a 429 or a transport failure is retried with backoff,
 ``ATTEMPTS`` times in all.
 
-What was already told is remembered beside the state (``NotifyMemory``), so that a fresh CI
-runner does not repeat it: the drift fingerprint of each producer, and each lease whose end
-was announced.
+What was already told is remembered beside the state (``LocalMemory``, ``RemoteMemory``), so
+that a fresh CI runner does not repeat it: the drift fingerprint of each producer, and each lease
+whose end was announced. A run claims an event before telling it (compare-and-swap of the memory
+in the state bucket, the memory's file lock with local state): of two runners finding the same
+drift, the one whose claim lands tells it and the other sees the claim and stays silent. A send
+that fails gives its claim back, so the next run tries again.
+
+An apply event names what ran (``command``: ``apply``, ``gpu up``, ``gpu down``, ``gpu reap``);
+fields are only ever added, so ``format_version`` stays 1 for every reader of these events.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -26,13 +31,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from infra_apply.cloud import http
 from infra_apply.errors import InfraApplyError
 from infra_apply.manifests.config import NotifySettings as NotifySettings  # its home: [notify]
+from infra_apply.runtime import locks
 from infra_apply.runtime.fs import atomic_write, private_dirs, read_bounded, sync_private
+from infra_apply.untrusted import mask
 
 if TYPE_CHECKING:
     from infra_apply.cloud.account import Account
@@ -49,13 +56,20 @@ BACKOFF_SECONDS = 1.0  # then doubled per retry
 LIMITS = http.Limits(timeout=10.0, deadline=20.0, max_bytes=64 * 1024)
 LEASE_WARNING = timedelta(hours=1)
 MEMORY_FILE = "notified.json"
+MEMORY_LOCK = "notified.json.lock"
+MEMORY_LOCK_SECONDS = 60.0  # a claim holds it for a read and a write
 MEMORY_LIMIT = 1024 * 1024
+SWAP_ATTEMPTS = 5  # a claim re-read this often while other runners keep writing the memory
+APPLY = "apply"
+# Environment variables whose values a payload must never carry, by their name.
+_SECRET_NAMES = ("TOKEN", "SECRET", "PASSWORD", "KEY", "WEBHOOK", "URL")
 REMOTE_ROOT = "notify.memory"  # beside the producers' working copies; never a producer's name
 REMOTE_STATE_NAME = "notified.tfstate"
 _RETRIED = frozenset({429, 500, 502, 503, 504})
 
 Warn = Callable[[str], None]
 Sleep = Callable[[float], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -131,10 +145,31 @@ def notifier(
 # --- the events -------------------------------------------------------------------------------
 
 
-def apply_done(producer: str, changed: bool, counts: Mapping[str, int], account: Account) -> Event:
+@dataclass(frozen=True)
+class Ran:
+    """What ran the apply an event tells of: ``apply``, or a GPU verb and its GPU."""
+
+    command: str = APPLY
+    gpu: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Where the text says it ("" for apply: its text stays as it always was)."""
+        return "" if self.gpu is None else f"{self.command} {self.gpu}: "
+
+    def fields(self) -> dict[str, object]:
+        out: dict[str, object] = {"command": self.command}
+        if self.gpu is not None:
+            out["gpu"] = self.gpu
+        return out
+
+
+def apply_done(
+    producer: str, changed: bool, counts: Mapping[str, int], account: Account, ran: Ran = Ran()
+) -> Event:
     summary = ", ".join(f"{n} to {action}" for action, n in sorted(counts.items()) if n) or "no changes"
     what = "applied" if changed else "nothing to apply"
-    text = f"infra-apply: producer {producer}: {what} ({summary}){account.note}"
+    text = f"infra-apply: producer {producer}: {ran.label}{what} ({summary}){account.note}"
     return Event(
         "apply.done",
         text,
@@ -143,26 +178,34 @@ def apply_done(producer: str, changed: bool, counts: Mapping[str, int], account:
             "applied": changed,
             "changes": dict(sorted(counts.items())),
             "sandbox": account.stand_in,
+            **ran.fields(),
         },
     )
 
 
-def apply_failed(producer: str, exit_code: int, account: Account) -> Event:
-    # The error's text is left out on purpose: Terraform's detail may quote state values.
-    text = (
-        f"infra-apply: producer {producer}: apply failed (exit {exit_code}); see the job's log{account.note}"
-    )
-    return Event(
-        "apply.failed", text, {"producer": producer, "exit_code": exit_code, "sandbox": account.stand_in}
-    )
+def apply_failed(
+    producer: str, exit_code: int, account: Account, ran: Ran = Ran(), error: str | None = None
+) -> Event:
+    """``error``: the first line of a configuration error (masked), the one error told; any
+    other error's text is left out on purpose: Terraform's detail may quote state values."""
+    why = f": {error}" if error else "; see the job's log"
+    text = f"infra-apply: producer {producer}: {ran.label}apply failed (exit {exit_code}){why}{account.note}"
+    fields: dict[str, object] = {"producer": producer, "exit_code": exit_code, "sandbox": account.stand_in}
+    if error:
+        fields["error"] = error
+    return Event("apply.failed", text, fields | ran.fields())
 
 
-def apply_refused(producer: str, account: Account) -> Event:
+def apply_refused(producer: str, account: Account, ran: Ran = Ran()) -> Event:
     text = (
-        f"infra-apply: producer {producer}: apply refused by the guard (exit 3); nothing was "
+        f"infra-apply: producer {producer}: {ran.label}apply refused by the guard (exit 3); nothing was "
         f"changed{account.note}"
     )
-    return Event("apply.refused", text, {"producer": producer, "exit_code": 3, "sandbox": account.stand_in})
+    return Event(
+        "apply.refused",
+        text,
+        {"producer": producer, "exit_code": 3, "sandbox": account.stand_in, **ran.fields()},
+    )
 
 
 def drift_found(producers: Iterable[str], account: Account) -> Event:
@@ -229,9 +272,14 @@ def decode(raw: str) -> Memory:
     return Memory(strings(doc.get("drift")), strings(doc.get("leases")))
 
 
+Change = Callable[[Memory], Memory]
+
+
 @dataclass(frozen=True)
 class LocalMemory:
-    """The memory under the state dir (local state): ``<work root>/notified.json``, 0600."""
+    """The memory under the state dir (local state): ``<work root>/notified.json``, 0600. A
+    claim reads and writes it under its lock (``notified.json.lock``), so two runs on one
+    machine never both claim one event."""
 
     path: Path
     state: Path  # the state dir: every folder up to the file is made private
@@ -242,15 +290,24 @@ class LocalMemory:
         except (OSError, InfraApplyError):  # none yet, or unreadable: forgotten
             return Memory({}, {})
 
-    def write(self, memory: Memory) -> None:
+    def update(self, change: Change) -> tuple[Memory, Memory]:
+        """Apply ``change`` to the memory as it is now; (before, after) of what was written."""
         private_dirs(self.path.parent, self.state)
-        atomic_write(self.path, encode(memory), 0o600)
+        lock = self.path.with_name(MEMORY_LOCK)
+        with locks.held(lock, "the notifications' memory", timeout=MEMORY_LOCK_SECONDS):
+            before = self.read()
+            after = change(before)
+            if after != before:
+                atomic_write(self.path, encode(after), 0o600)
+        return before, after
 
 
 @dataclass(frozen=True)
 class RemoteMemory:
     """The memory in the state bucket, ``<key_prefix>/notified.tfstate``: a document root
-    (docstore.py) beside the GPU leases and the mesh allocation record."""
+    (docstore.py) beside the GPU leases and the mesh allocation record, written by
+    compare-and-swap, so that of two runners claiming at once one claim lands and the other
+    is re-decided on what the first wrote."""
 
     ctx: Context
     backend: Backend
@@ -292,29 +349,75 @@ class RemoteMemory:
             return Memory({}, {})
         return decode(value) if isinstance(value, str) else Memory({}, {})
 
-    def write(self, memory: Memory) -> None:
+    def update(self, change: Change) -> tuple[Memory, Memory]:
+        """Apply ``change`` to the memory as it is now; (before, after) of what was written.
+        Another runner's write in between (``Stale``) re-reads and re-decides."""
         from infra_apply.registry.docstore import Stale
 
         root = self._root()
-        seen = root.read()
-        # Stale: another runner wrote it meanwhile; at worst an event is told twice
-        with contextlib.suppress(Stale):
-            root.swap(seen if isinstance(seen, str) else None, encode(memory))
+        for _ in range(SWAP_ATTEMPTS):
+            value = root.read()
+            seen = value if isinstance(value, str) else None
+            before = decode(seen) if seen is not None else Memory({}, {})
+            after = change(before)
+            if after == before:
+                return before, after
+            try:
+                root.swap(seen, encode(after))
+            except Stale:
+                continue
+            return before, after
+        raise InfraApplyError(
+            f"other runners kept writing it ({SWAP_ATTEMPTS} attempts); the next run tries again"
+        )
 
 
 # --- in a run ---------------------------------------------------------------------------------
 
 
 def for_run(ctx: Context) -> Notifier:
-    """The notifier of a run; a configuration that does not load sends nothing (the command
-    itself reports it)."""
-    from infra_apply.manifests.config import load
+    """The notifier of a run. A configuration that parses as TOML but is invalid elsewhere
+    still has its ``[notify]`` read alone, so the failure can be told; one that does not
+    parse sends nothing (the command itself reports it)."""
+    from infra_apply.manifests.config import ConfigError, load
 
     try:
         settings = load(ctx.root, ctx.env).notify
+    except ConfigError:
+        settings = notify_alone(ctx.root, ctx.env)
     except InfraApplyError:
         return Notifier(None, ctx.say)
     return notifier(settings, ctx.env, ctx.say)
+
+
+def notify_alone(root: Path, env: Mapping[str, str]) -> NotifySettings:
+    """``[notify]`` of a configuration that did not load, strictly: a table holding nothing but
+    a valid ``webhook_url_env``; anything else (or no TOML at all) is no notifications."""
+    import tomllib
+
+    from infra_apply.manifests.config import _ENV_NAME, config_path
+    from infra_apply.runtime.fs import CONFIG_LIMIT
+
+    try:
+        doc = tomllib.loads(read_bounded(config_path(root, env), CONFIG_LIMIT).decode("utf-8"))
+    except (OSError, InfraApplyError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return NotifySettings()
+    table = doc.get("notify")
+    if not isinstance(table, dict) or set(table) != {"webhook_url_env"}:
+        return NotifySettings()
+    name = table["webhook_url_env"]
+    return NotifySettings(name) if isinstance(name, str) and _ENV_NAME.fullmatch(name) else NotifySettings()
+
+
+def config_error_line(exc: InfraApplyError, env: Mapping[str, str]) -> str | None:
+    """The first line of a configuration error as the CLI prints it, with every value of a
+    secret-looking variable masked; None for any other error (its text stays in the log)."""
+    from infra_apply.manifests.config import ConfigError
+
+    if not isinstance(exc, ConfigError):
+        return None
+    secrets = [v for k, v in env.items() if any(n in k.upper() for n in _SECRET_NAMES)]
+    return mask(exc.format().splitlines()[0], secrets)
 
 
 def memory_of(ctx: Context) -> LocalMemory | RemoteMemory:
@@ -331,64 +434,112 @@ def memory_of(ctx: Context) -> LocalMemory | RemoteMemory:
 
 def notify_apply(ctx: Context, producer: str, run: Callable[[], Applied]) -> Applied:
     """Run ``apply`` and tell how it ended: done, refused by the guard, or failed."""
-    from infra_apply.errors import ExitCode, GuardRefused, Stopped
+    return tell_apply(ctx, producer, Ran(), run, lambda done: done)
+
+
+def tell_apply(
+    ctx: Context, producer: str, ran: Ran, run: Callable[[], T], applied: Callable[[T], Applied]
+) -> T:
+    """Run what applies (``apply``, or a GPU verb's apply: ``ran``) and tell how it ended. A
+    refusal is any exit 3 (a GPU verb's error keeps the guard's exit code, not its class)."""
+    from infra_apply.errors import ExitCode, Stopped
     from infra_apply.plan.parse import COUNTED_ACTIONS
 
     hook = for_run(ctx)
     try:
-        done = run()
-    except GuardRefused:
-        hook.send(apply_refused(producer, ctx.account))
-        raise
+        result = run()
     except InfraApplyError as exc:
-        hook.send(apply_failed(producer, int(exc.exit_code), ctx.account))
+        if exc.exit_code == ExitCode.REFUSED:
+            hook.send(apply_refused(producer, ctx.account, ran))
+        else:
+            error = config_error_line(exc, ctx.env)
+            hook.send(apply_failed(producer, int(exc.exit_code), ctx.account, ran, error))
         raise
     except KeyboardInterrupt as exc:
         code = 128 + exc.signum if isinstance(exc, Stopped) else int(ExitCode.INTERRUPTED)
-        hook.send(apply_failed(producer, code, ctx.account), attempts=1)  # stopping: no waiting
+        hook.send(apply_failed(producer, code, ctx.account, ran), attempts=1)  # stopping: no waiting
         raise
+    done = applied(result)
     counts: dict[str, int] = {}
     for change in done.planned.plan.changes:
         if change.action in COUNTED_ACTIONS:
             counts[change.action] = counts.get(change.action, 0) + 1
-    hook.send(apply_done(producer, done.applied, counts, ctx.account))
-    return done
+    hook.send(apply_done(producer, done.applied, counts, ctx.account, ran))
+    return result
 
 
 def notify_drift(ctx: Context, report: DriftReport) -> None:
     """One event when a producer's drift differs from what was last told; a producer whose
-    drift is gone is forgotten, so its next drift is told again."""
+    drift is gone is forgotten, so its next drift is told again. The new fingerprints are
+    claimed before telling: a runner that finds them claimed by another stays silent."""
     hook = for_run(ctx)
     if hook.url is None:
         return
     memory = memory_of(ctx)
-    seen = memory.read()
     now = {p.producer: _drift_print(p, report) for p in report.producers if p.applied}
-    new = [p for p, fp in now.items() if fp and fp != seen.drift.get(p, "")]
-    told = not new or hook.send(drift_found(new, ctx.account))
-    if not told:
-        return  # not told: the next run tries again
-    drift = {**seen.drift, **now}
-    if drift != dict(seen.drift):
-        _remember(ctx, memory, Memory(drift, seen.leases))
+    before, claimed = _claim(ctx, memory, lambda seen: Memory({**seen.drift, **now}, seen.leases))
+    new = {p: fp for p, fp in now.items() if fp and fp != before.drift.get(p, "")}
+    if not new or hook.send(drift_found(new, ctx.account)) or not claimed:
+        return
+    # not told: the claim goes back, so the next run tries again
+    _claim(ctx, memory, lambda seen: Memory(_given_back(seen.drift, new, before.drift), seen.leases))
 
 
 def notify_leases(ctx: Context, leases: Iterable[Lease], now: datetime) -> None:
-    """One event per lease ending within the hour, once per lease (its end told is kept)."""
+    """One event per lease ending within the hour, once per lease (its end told is kept and
+    claimed before telling, as drift is)."""
     hook = for_run(ctx)
     if hook.url is None:
         return
     memory = memory_of(ctx)
-    seen = memory.read()
-    # a lease end told a day ago is forgotten: the memory stays as small as the leases
-    told = {k: v for k, v in seen.leases.items() if _after(v, now - timedelta(days=1))}
-    for lease in leases:
-        key, stamp = f"{lease.producer}/{lease.gpu}", lease.until.isoformat()
-        due = lease.releasing is None and ending_soon(lease.until, now) and told.get(key) != stamp
-        if due and hook.send(lease_ending(lease.producer, lease.gpu, lease.until, ctx.account)):
-            told[key] = stamp
-    if told != dict(seen.leases):
-        _remember(ctx, memory, Memory(seen.drift, told))
+    due = {
+        f"{lease.producer}/{lease.gpu}": lease
+        for lease in leases
+        if lease.releasing is None and ending_soon(lease.until, now)
+    }
+    stamps = {key: lease.until.isoformat() for key, lease in due.items()}
+
+    def claim(seen: Memory) -> Memory:
+        # a lease end told a day ago is forgotten: the memory stays as small as the leases
+        told = {k: v for k, v in seen.leases.items() if _after(v, now - timedelta(days=1))}
+        return Memory(seen.drift, told | stamps)
+
+    before, claimed = _claim(ctx, memory, claim)
+    mine = {key: stamp for key, stamp in stamps.items() if before.leases.get(key) != stamp}
+    failed = {
+        key: stamp
+        for key, stamp in mine.items()
+        if not hook.send(lease_ending(due[key].producer, due[key].gpu, due[key].until, ctx.account))
+    }
+    if failed and claimed:
+        _claim(ctx, memory, lambda seen: Memory(seen.drift, _given_back(seen.leases, failed, before.leases)))
+
+
+def _given_back(
+    current: Mapping[str, str], ours: Mapping[str, str], before: Mapping[str, str]
+) -> dict[str, str]:
+    """``current`` with each claim of ours that is still there put back as it was before."""
+    out = dict(current)
+    for key, value in ours.items():
+        if out.get(key) != value:
+            continue  # claimed again since, by another run: theirs now
+        if key in before:
+            out[key] = before[key]
+        else:
+            del out[key]
+    return out
+
+
+def _claim(ctx: Context, memory: LocalMemory | RemoteMemory, change: Change) -> tuple[Memory, bool]:
+    """(the memory the claim was decided on, whether it landed). A memory that cannot be
+    written is a warning, and what it last said decides (at worst an event is told twice)."""
+    try:
+        before, _ = memory.update(change)
+    except (OSError, InfraApplyError) as exc:
+        why = exc.message.splitlines()[0] if isinstance(exc, InfraApplyError) else exc.strerror
+        ctx.say(f"infra-apply: warning: could not remember the notifications sent ({why})")
+        return memory.read(), False
+    return before, True
 
 
 def _after(stamp: str, moment: datetime) -> bool:
@@ -405,11 +556,3 @@ def _drift_print(p: ProducerDrift, report: DriftReport) -> str:
     parts += [f"orphan {o.id}" for o in report.orphans if o.producer == p.producer]
     parts += [f"duplicate {d.id}" for d in report.duplicates if d.owner == p.producer]
     return fingerprint(parts) if parts else ""
-
-
-def _remember(ctx: Context, memory: LocalMemory | RemoteMemory, value: Memory) -> None:
-    try:
-        memory.write(value)
-    except (OSError, InfraApplyError) as exc:
-        why = exc.message.splitlines()[0] if isinstance(exc, InfraApplyError) else exc.strerror
-        ctx.say(f"infra-apply: warning: could not remember the notifications sent ({why})")

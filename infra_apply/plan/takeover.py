@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from infra_apply import kinds
-from infra_apply.errors import InfraApplyError
+from infra_apply.errors import InfraApplyError, json_document
 from infra_apply.manifests.model import (
     ALLOWED_REGIONS,
     DEFAULT_IMAGE,
@@ -138,16 +138,7 @@ def parse_state(text: str, where: str) -> OldState:
 
 
 def _parse_state(text: str, where: str) -> OldState:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InfraApplyError(
-            f"not a Terraform state: invalid JSON ({exc.msg})",
-            path=where,
-            line=exc.lineno,
-            col=exc.colno,
-            rule=RULE,
-        ) from None
+    doc = json_document(text, "not a Terraform state: invalid JSON ({reason})", path=where, rule=RULE)
     fail = _failer(where)
     if not isinstance(doc, dict):
         raise fail("", "not a Terraform state: the document is not a JSON object")

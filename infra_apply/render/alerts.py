@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from infra_apply.kinds import MONITOR_ALERT, UPTIME_ALERT, UPTIME_CHECK
 from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts
 from infra_apply.render import hcl
 
@@ -58,14 +57,6 @@ class Watch:
     checks: tuple[UptimeEntry, ...]
     monitors: tuple[MonitorEntry, ...]
 
-    def names(self) -> dict[str, str]:
-        """Address -> the name the guard and the reports use: a check and its alerts go by
-        their domain (``--allow-destroy DOMAIN`` allows all three)."""
-        out = {UPTIME_CHECK.address(c.address): c.domain for c in self.checks}
-        out |= {UPTIME_ALERT.address(a): c.domain for c in self.checks for a in c.alert_addresses}
-        out |= {MONITOR_ALERT.address(m.address): m.name for m in self.monitors}
-        return out
-
 
 @dataclass(frozen=True)
 class PublicService:
@@ -101,21 +92,6 @@ def watch(
                     )
                 )
     return Watch(checks, tuple(monitors))
-
-
-def render(alerts: Alerts, w: Watch, sources: Sequence[str]) -> str | None:
-    """``alerts.tf``, or None when there is nothing to watch."""
-    if not w.checks and not w.monitors:
-        return None
-    return hcl.render(
-        "alerts.tf.j2",
-        sources=sorted(set(sources)),
-        routes=alerts,
-        regions=alerts.regions,
-        cert_expiry_days=alerts.cert_expiry_days,
-        checks=w.checks,
-        monitors=w.monitors,
-    )
 
 
 def terraform_env(

@@ -151,12 +151,58 @@ def templates_dir() -> Path:
     return package.parent / "templates"  # editable install / source checkout
 
 
+# Directories searched after templates/ (a kind added at test time brings its template here).
+_SEARCHED: list[Path] = []
+
+
+def template_dirs() -> tuple[Path, ...]:
+    """Where templates are looked up, in order: the first holding a name wins."""
+    return (templates_dir(), *_SEARCHED)
+
+
+def search_templates(directory: Path) -> None:
+    """Look up templates in ``directory`` too, after the shipped ones."""
+    _SEARCHED.append(directory)
+    environment.cache_clear()
+    _module_templates.cache_clear()
+
+
+def forget_templates(directory: Path) -> None:
+    """Stop looking up templates in ``directory`` (``search_templates`` undone)."""
+    _SEARCHED.remove(directory)
+    environment.cache_clear()
+    _module_templates.cache_clear()
+
+
+# A template writing this header is one file of every producer's module (render's own: the
+# header is how render --check knows a file is its); one whose output is empty writes no file.
+MODULE_HEADER = '"_header.j2"'
+
+
+def module_templates() -> tuple[str, ...]:
+    """Every ``<file>.tf.j2`` that is one file of a producer's module, by name."""
+    return _module_templates(template_dirs())
+
+
+@lru_cache(maxsize=1)
+def _module_templates(directories: tuple[Path, ...]) -> tuple[str, ...]:
+    found: dict[str, Path] = {}
+    for directory in directories:
+        for path in sorted(directory.glob("*.tf.j2")):
+            found.setdefault(path.name, path)
+    return tuple(
+        name
+        for name, path in sorted(found.items())
+        if not name.startswith("_") and MODULE_HEADER in path.read_text(encoding="utf-8")
+    )
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs()]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

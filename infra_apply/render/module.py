@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra_apply import kinds
 from infra_apply.errors import InfraApplyError
-from infra_apply.kinds import DATABASE, DATABASE_FIREWALL, DROPLET, FIREWALL, USER
+from infra_apply.kinds import DROPLET, FIREWALL, KINDS
 from infra_apply.plan.managed import MANAGED_TAG, producer_tag
 from infra_apply.render import alerts, hcl
 
@@ -43,6 +44,7 @@ from infra_apply.runtime import strictjson
 from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
 
 if TYPE_CHECKING:
+    from infra_apply.manifests.config import Alerts, Config
     from infra_apply.manifests.model import Database, Droplet, Model, ProducerModel, TrustedSources
 
 PUBLIC_SSH = (("tcp", "22"),)  # only while [firewall] ssh_from is unset (rule public_ssh)
@@ -207,91 +209,94 @@ def _free_address(base: str, taken: set[str]) -> str:
 # --- rendering -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProducerContext:
+    """Everything a producer's module templates render from: each module template gets every
+    field as a variable of its own (``droplets``, ``databases``, ...) and ``sources_of``."""
+
+    producer: str
+    droplets: tuple[DropletEntry, ...] = ()  # every droplet, in manifest order
+    standing: tuple[DropletEntry, ...] = ()  # those always on
+    gpu: tuple[DropletEntry, ...] = ()  # the on-demand GPU droplets
+    databases: tuple[DatabaseEntry, ...] = ()
+    clusters: tuple[Named, ...] = ()  # the database clusters looked up
+    trusted: tuple[TrustedEntry, ...] = ()  # the clusters' trusted sources the producer owns
+    moves: tuple[Move, ...] = ()
+    keys: tuple[Named, ...] = ()  # the SSH keys looked up
+    credentials: tuple[ProjectCredentials, ...] = ()
+    routes: Alerts | None = None  # [alerts]: where alerts go (None: nothing is watched)
+    checks: tuple[alerts.UptimeEntry, ...] = ()
+    monitors: tuple[alerts.MonitorEntry, ...] = ()
+
+    def variables(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def sources_of(*groups: Iterable[Any], attribute: str = "sources") -> list[str]:
+    """The manifests (and infra-apply.toml) the entries in ``groups`` come from, sorted: a
+    module template names the entries it renders, its header lists their sources."""
+    return sorted({s for group in groups for entry in group for s in getattr(entry, attribute)})
+
+
+def names_of(ctx: ProducerContext) -> dict[str, str]:
+    """Address -> what a person calls it, for every resource of a kind that names its own."""
+    return {
+        kind.address(local): name
+        for kind in KINDS.values()
+        if kind.names is not None
+        for local, name in kind.names(ctx)
+    }
+
+
 def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     ledger = assign_addresses(p.droplets, old)
     address = {e.name: e.address for e in ledger.entries}
     user_data = _user_data_files(p.droplets)
-    entries = [_droplet_entry(d, address[d.name], user_data) for d in p.droplets]
-    standing = [e for e in entries if not e.droplet.gpu]
-    gpu = [e for e in entries if e.droplet.gpu]
-    dbs = [db_entry(db) for db in p.databases]
-    trusted = [TrustedEntry(t, hcl.slug(t.cluster)) for t in p.trusted_sources]
+    entries = tuple(_droplet_entry(d, address[d.name], user_data) for d in p.droplets)
+    standing = tuple(e for e in entries if not e.droplet.gpu)
+    dbs = tuple(db_entry(db) for db in p.databases)
     # Looked up for the databases, for the VPC of the droplets hosting their projects (those
     # projects may belong to another producer) and for the trusted sources the producer owns.
     used = {db.cluster for db in p.databases} | {c for d in p.droplets if (c := d.vpc_cluster)}
     used |= {t.cluster for t in p.trusted_sources}
-    clusters = sorted((c, hcl.slug(c)) for c in used)
-    moves = [
-        Move(f"{kind}.{old_addr}", f"{kind}.{e.address}")
-        for e in sorted(ledger.entries, key=lambda e: e.address)
-        for old_addr in e.moved_from
-        for kind in (DROPLET.type, FIREWALL.type)
-    ]
+    watched = _watch(p, standing)
+    ctx = ProducerContext(
+        producer=p.name,
+        droplets=entries,
+        standing=standing,
+        gpu=tuple(e for e in entries if e.droplet.gpu),
+        databases=dbs,
+        clusters=tuple(Named(c, hcl.slug(c)) for c in sorted(used)),
+        trusted=tuple(TrustedEntry(t, hcl.slug(t.cluster)) for t in p.trusted_sources),
+        moves=tuple(
+            Move(f"{kind}.{old_addr}", f"{kind}.{e.address}")
+            for e in sorted(ledger.entries, key=lambda e: e.address)
+            for old_addr in e.moved_from
+            for kind in (DROPLET.type, FIREWALL.type)
+        ),
+        keys=tuple(Named(k, hcl.slug(k)) for k in sorted({k for d in p.droplets for k in d.ssh_keys})),
+        credentials=_credentials_entries(dbs),
+        routes=p.alerts,
+        checks=watched.checks if watched is not None else (),
+        monitors=watched.monitors if watched is not None else (),
+    )
     files: dict[str, str] = {}
-
-    def emit(name: str, sources: Iterable[str], **ctx: Any) -> None:
-        files[name] = hcl.render(f"{name}.j2", sources=sorted(set(sources)), **ctx)
-
-    every = [d.source for d in p.droplets] + [db.source for db in p.databases]
-    emit("versions.tf", every)
-    emit("providers.tf", every)
-    keys = sorted({k for d in p.droplets for k in d.ssh_keys})
-    if keys:
-        emit(
-            "ssh_keys.tf",
-            (d.source for d in p.droplets if d.ssh_keys),
-            keys=[Named(k, hcl.slug(k)) for k in keys],
-        )
+    for template in hcl.module_templates():
+        text = hcl.render(template, **ctx.variables(), sources_of=sources_of)
+        if text:  # a template with nothing to render for this producer writes no file
+            files[template.removesuffix(".j2")] = text
     for source, name in sorted(user_data.items()):
         files[f"{USER_DATA_DIR}/{name}"] = next(
             d.user_data.text for d in p.droplets if d.user_data and d.user_data.source == source
         )
-    if standing:
-        emit("droplets.tf", (e.droplet.source for e in standing), droplets=standing)
-    if gpu:
-        emit("gpu.tf", (s for e in gpu for s in _gpu_sources(e.droplet)), droplets=gpu)
     if entries:
-        emit("firewalls.tf", (e.droplet.source for e in entries), droplets=entries)
         files[LEDGER] = dump_ledger(ledger)
-    if entries or dbs:
-        emit(
-            "outputs.tf",
-            [*(e.droplet.source for e in entries), *(db.source for db in p.databases)],
-            droplets=entries,
-            credentials=_credentials_entries(dbs),
-        )
-    if dbs or clusters:
-        emit(
-            "databases.tf",
-            [
-                *(db.source for db in p.databases),
-                *(d.source for d in p.droplets if d.vpc_cluster),
-                *(t.at.path for t in p.trusted_sources),
-            ],
-            databases=dbs,
-            clusters=[Named(n, a) for n, a in clusters],
-            trusted=trusted,
-        )
-    if moves:
-        emit("moved.tf", (d.source for d in p.droplets), moves=moves)
-    watched = _watch(p, standing)
-    if p.alerts is not None and watched is not None:
-        text = alerts.render(p.alerts, watched, [e.droplet.source for e in standing])
-        if text is not None:
-            files["alerts.tf"] = text
-    names = {DROPLET.address(e.address): e.droplet.name for e in entries}
-    names |= {FIREWALL.address(e.address): e.droplet.name for e in entries}
-    names |= {FIREWALL.address(e.public_address): e.droplet.name for e in entries}
-    names |= {DATABASE.address(d.db_address): d.name for d in dbs}
-    names |= {USER.address(d.user_address): d.user for d in dbs}
-    names |= watched.names() if watched is not None else {}
-    names |= {DATABASE_FIREWALL.address(t.address): t.ts.cluster for t in trusted}
     return Rendered(
         producer=p.name,
-        files=files,
-        names=names,
+        files=dict(sorted(files.items())),
+        names=names_of(ctx),
         droplet_addresses={e.droplet.name: DROPLET.address(e.address) for e in entries},
-        gpu_variables={e.droplet.name: e.variable for e in gpu},
+        gpu_variables={e.droplet.name: e.variable for e in ctx.gpu},
         ssh_variables={e.droplet.name: e.ssh.variable for e in entries if e.ssh.variable},
         create_settings=_LazySettings(
             {
@@ -305,6 +310,29 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
             }
         ),
     )
+
+
+# Every sensitive variable a module template may declare, and where its value comes from (the
+# environment named in infra-apply.toml, or the account's stand-in): never written to a file,
+# handed to Terraform as ``TF_VAR_<name>`` for each one a producer's module declares.
+SecretEnv = Callable[["Config", Mapping[str, str], "str | None"], Mapping[str, str]]
+SENSITIVE: Mapping[str, SecretEnv] = {
+    alerts.SLACK_VARIABLE: lambda config, env, stand_in: alerts.terraform_env(
+        config.alerts, env, stand_in_url=stand_in
+    ),
+}
+_DECLARED = re.compile(r'^variable "([A-Za-z_][A-Za-z0-9_-]*)" \{', re.MULTILINE)
+
+
+def sensitive_env(
+    r: Rendered, config: Config, env: Mapping[str, str], stand_in: str | None
+) -> dict[str, str]:
+    """``TF_VAR_<name>`` for every sensitive variable ``r``'s module declares."""
+    declared = {v for name, text in r.files.items() if name.endswith(".tf") for v in _DECLARED.findall(text)}
+    out: dict[str, str] = {}
+    for name in sorted(declared & SENSITIVE.keys()):
+        out.update(SENSITIVE[name](config, env, stand_in))
+    return out
 
 
 def _watch(p: ProducerModel, standing: Sequence[DropletEntry]) -> alerts.Watch | None:
@@ -336,10 +364,6 @@ def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:
             name = f"{stem}-{digest}.{suffix}" if dot and stem else f"{name}-{digest}"
         out[source] = name
     return out
-
-
-def _gpu_sources(d: Droplet) -> list[str]:
-    return [d.source, *d.also_declared_in]
 
 
 def public_inbound(d: Droplet) -> tuple[tuple[str, str], ...]:
@@ -394,6 +418,15 @@ class DropletEntry:
     skip_reason: str
     ssh: SshEntry
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.droplet.source,)
+
+    @property
+    def declared_in(self) -> tuple[str, ...]:
+        """Its manifest and every other one naming the same GPU droplet."""
+        return (self.droplet.source, *self.droplet.also_declared_in)
+
 
 @dataclass(frozen=True)
 class DatabaseEntry:
@@ -407,6 +440,11 @@ class DatabaseEntry:
     cluster_address: str  # local name of the cluster's data source
     db_address: str  # local name of the digitalocean_database_db
     user_address: str  # local name of the digitalocean_database_user
+    source: str = ""  # the manifest declaring it
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source,)
 
 
 @dataclass(frozen=True)
@@ -439,6 +477,10 @@ class TrustedEntry:
 
     ts: TrustedSources
     address: str
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.ts.at.path,)
 
 
 @dataclass(frozen=True)
@@ -547,18 +589,19 @@ def db_entry(db: Database) -> DatabaseEntry:
         cluster_address=c,
         db_address=f"{c}__{hcl.slug(db.name)}",
         user_address=f"{c}__{hcl.slug(db.user)}",
+        source=db.source,
     )
 
 
-def _credentials_entries(dbs: Sequence[DatabaseEntry]) -> list[ProjectCredentials]:
+def _credentials_entries(dbs: Sequence[DatabaseEntry]) -> tuple[ProjectCredentials, ...]:
     """Project -> its environments' databases, sorted: the keys ``db-credentials`` looks up."""
     projects: dict[str, list[DatabaseEntry]] = {}
     for db in dbs:
         projects.setdefault(db.project, []).append(db)
-    return [
+    return tuple(
         ProjectCredentials(name, tuple(sorted(envs, key=lambda d: str(d.environment))))
         for name, envs in sorted(projects.items())
-    ]
+    )
 
 
 # --- the tree ---------------------------------------------------------------------------------
@@ -641,17 +684,20 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
         # Only dumped, never loaded: a serialisation that round-trips, so two models that differ
         # in any field give different bytes (equal models built differently may not: a miss).
         parts.append(pickle.dumps(model, protocol=5))
-        # This code (alerts.py renders alerts.tf), Jinja (an upgrade rewrites its files) and the
+        # This code (alerts.py computes what alerts.tf watches, the kinds table names what is
+        # rendered), the kinds in the table, Jinja (an upgrade rewrites its files) and the
         # templates.
-        for module in (__file__, hcl.__file__, alerts.__file__):
+        for module in (__file__, hcl.__file__, alerts.__file__, kinds.__file__):
             parts.append(read_bounded(Path(module), TEXT_LIMIT))
+        parts.append("\0".join(KINDS).encode())
         jinja = find_spec("jinja2")
         if jinja is None or jinja.origin is None:
             return None
         st = Path(jinja.origin).stat()
         parts.append(f"{jinja.origin}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-        for template in sorted(hcl.templates_dir().iterdir()):
-            parts += [template.name.encode(), read_bounded(template, TEXT_LIMIT)]
+        for directory in hcl.template_dirs():
+            for template in sorted(directory.iterdir()):
+                parts += [template.name.encode(), read_bounded(template, TEXT_LIMIT)]
     except (TypeError, ValueError, OSError, pickle.PicklingError, RecursionError):
         return None
     for producer, text in sorted(ledgers.items()):

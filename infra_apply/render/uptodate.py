@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import infra_apply
 from infra_apply.manifests.config import config_path
 from infra_apply.manifests.discover import discover
-from infra_apply.render.hcl import templates_dir
+from infra_apply.render.hcl import template_dirs
 from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def _package(digest: _Digest) -> None:
     modification time in nanoseconds (what Python itself trusts to reuse a compiled module,
     to the second), every other file (templates, the schema) by its bytes."""
     package = Path(infra_apply.__file__).parent
-    for base in dict.fromkeys((package, templates_dir())):
+    for base in dict.fromkeys((package, *template_dirs())):
         for folder, dirs, files in os.walk(base):
             dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
             for name in sorted(files):

@@ -16,7 +16,6 @@ the comment must never read "No changes." while a plan is missing.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from itertools import pairwise
 from typing import Any
 from urllib.parse import unquote
 
-from infra_apply.errors import InfraApplyError
+from infra_apply.errors import InfraApplyError, json_document
 from infra_apply.report import PlanContext
 from infra_apply.report.markdown import (
     MARK_KINDS,
@@ -131,11 +130,7 @@ def read_json(text: str) -> JsonPlan | str:
     (``{"format_version": 1, "failed": [{"producer": P, "exit_code": N}]}``), or a ``drift
     --format json`` document (its ``markdown``: the issue body, a text like any other);
     anything else is an error naming what is wrong."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        what = f"not a plan --format json document: {exc.msg}"
-        raise InfraApplyError(what, line=exc.lineno, col=exc.colno) from None
+    doc = json_document(text, "not a plan --format json document: {reason}")
     if not isinstance(doc, dict) or doc.get("format_version") != 1:
         raise InfraApplyError("not a plan --format json document: no format_version 1")
     if "drift" in doc:

@@ -24,8 +24,7 @@ from infra_apply.manifests.config import load as load_config
 from infra_apply.manifests.manifest import Manifest
 from infra_apply.manifests.model import Model, ProducerModel
 from infra_apply.plan.parse import JsonObject
-from infra_apply.render.alerts import terraform_env as alert_env
-from infra_apply.render.module import Rendered, cache_file, compare, render_model
+from infra_apply.render.module import Rendered, cache_file, compare, render_model, sensitive_env
 from infra_apply.runtime import locks
 from infra_apply.runtime import terraform as tf
 from infra_apply.runtime.fs import private_dirs, read_or_fail, sync_private, tighten, write_private
@@ -437,8 +436,8 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
     for name in producers:
         path = workdir(ctx, name)
         env = terraform_env(ctx, name, provider)
-        if "alerts.tf" in project.rendered[name].files:
-            env.update(alert_env(project.config.alerts, ctx.env, stand_in_url=ctx.account.webhook_stand_in))
+        # The sensitive variables its module declares (the Slack webhook URL), from the environment.
+        env |= sensitive_env(project.rendered[name], project.config, ctx.env, ctx.account.webhook_stand_in)
         copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock)
         lock = lock_working_copy(path, name)
         held = lock_producer(state_dir(ctx.env), provider.holder(env), name)

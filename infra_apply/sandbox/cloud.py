@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra_apply.errors import InfraApplyError
+from infra_apply.errors import InfraApplyError, json_document
 from infra_apply.sandbox import catalogue
 
 # locks (filelock), uuid and ipaddress are imported where used: the provider imports this module on
@@ -126,14 +126,9 @@ def load(path: PathLike) -> Cloud:
     except OSError as exc:
         raise CloudError(f"cannot read the sandbox cloud file: {exc.strerror}", path=where) from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CloudError(
-            f"the sandbox cloud file is not valid JSON ({exc.msg}); {_RESET}",
-            path=where,
-            line=exc.lineno,
-            col=exc.colno,
-        ) from None
+        data = json_document(
+            text, f"the sandbox cloud file is not valid JSON ({{reason}}); {_RESET}", CloudError, path=where
+        )
     except (ValueError, RecursionError):  # a number beyond int()'s limit, absurd nesting
         raise CloudError(f"the sandbox cloud file is not a sandbox cloud; {_RESET}", path=where) from None
     if not isinstance(data, dict) or data.get("version") != LAYOUT_VERSION:

@@ -82,14 +82,22 @@ def _servicer_class() -> type[Any]:
     from tf.utils import Diagnostics, _to_attribute_path
 
     class SandboxServicer(ProviderServicer):  # type: ignore[misc]
+        def _decoded(
+            self, diags: Any, type_name: str, *states: Any
+        ) -> tuple[Any, Any, list[tuple[Any, Any]]]:
+            """The type's attributes and blocks, and each encoded state decoded against them."""
+            attrs = self._get_res_attrs(type_name)
+            blocks = self._get_res_blocks(type_name)
+            return attrs, blocks, [_decode_state(diags, attrs, blocks, state) for state in states]
+
         def PlanResourceChange(self, request: Any, context: Any) -> Any:
             response = pb.PlanResourceChange.Response
             type_name = request.type_name
             diags = Diagnostics()
-            attrs = self._get_res_attrs(type_name)
-            blocks = self._get_res_blocks(type_name)
-            _, prior = _decode_state(diags, attrs, blocks, request.prior_state)
-            _, proposed = _decode_state(diags, attrs, blocks, request.proposed_new_state)
+            attrs, blocks, decoded = self._decoded(
+                diags, type_name, request.prior_state, request.proposed_new_state
+            )
+            (_, prior), (_, proposed) = decoded
             if diags.has_errors() or proposed is None:
                 # A destroy plan: the planned state is null.
                 return response(diagnostics=diags.to_pb(), legacy_type_system=True)
@@ -111,11 +119,10 @@ def _servicer_class() -> type[Any]:
             response = pb.ApplyResourceChange.Response
             type_name = request.type_name
             diags = Diagnostics()
-            attrs = self._get_res_attrs(type_name)
-            blocks = self._get_res_blocks(type_name)
-            _, prior = _decode_state(diags, attrs, blocks, request.prior_state)
-            planned_enc, planned = _decode_state(diags, attrs, blocks, request.planned_state)
-            _, config = _decode_state(diags, attrs, blocks, request.config)
+            attrs, blocks, decoded = self._decoded(
+                diags, type_name, request.prior_state, request.planned_state, request.config
+            )
+            (_, prior), (planned_enc, planned), (_, config) = decoded
             if diags.has_errors():
                 return response(diagnostics=diags.to_pb(), legacy_type_system=True)
             resource = self.app.new_resource(self._get_res_cls(type_name))
