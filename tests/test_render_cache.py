@@ -78,7 +78,7 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path: Path, damage: object)
     assert callable(damage)
     cache.write_bytes(damage(cache.read_bytes()))
     assert as_dict(render_model(model, out, cache)) == fresh
-    assert render._load_cache(cache, next(iter(_keys(model, out)))) is not None  # stored again
+    assert render.load_cache(cache, next(iter(_keys(model, out)))) is not None  # stored again
 
 
 def _keys(model: Model, out: Path) -> list[str]:

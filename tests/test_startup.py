@@ -69,3 +69,36 @@ def test_what_the_plan_uses_after_terraform_is_not_imported_before(tmp_path: Pat
         "import infra_apply.runtime.workcopy, infra_apply.plan.exists\n"
     )
     assert loaded_after(code, AFTER_THE_PLAN, tmp_path) == "[]"
+
+
+# Every command reads infra-apply.toml: its reader loads money, GPU and webhook code only for
+# the tables that need them; render's and validate's reports load nothing of plan's.
+NOT_ON_THE_CONFIG_PATH = (
+    "infra_apply.forge.notify",
+    "infra_apply.cloud.http",
+    "infra_apply.plan.budget",
+    "infra_apply.plan.cost",
+    "infra_apply.gpu.config",
+    "infra_apply.gpu.lease",
+    "http.client",
+    "ssl",
+)
+
+
+def test_reading_the_config_loads_no_notify_http_budget_or_gpu(tmp_path: Path) -> None:
+    (tmp_path / "infra-apply.toml").write_text('[droplets]\nssh_keys = ["ops"]\n[notify]\n')
+    code = (
+        "from pathlib import Path\nfrom infra_apply.manifests.config import load\n"
+        f"load(Path({str(tmp_path)!r}), {{}})\n"
+    )
+    assert loaded_after(code, NOT_ON_THE_CONFIG_PATH, tmp_path) == "[]"
+
+
+def test_a_render_report_loads_nothing_of_plan(tmp_path: Path) -> None:
+    code = (
+        "from pathlib import Path\nfrom infra_apply.commands.render import Rendering, output\n"
+        "from infra_apply.render.output import Drift\n"
+        "output(Rendering(Path('out'), False, (), Drift((), ())), 'text')\n"
+    )
+    plan = ("infra_apply.plan.parse", "infra_apply.plan.guard", "infra_apply.plan.cost", "infra_apply.kinds")
+    assert loaded_after(code, plan, tmp_path) == "[]"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from infra_apply.commands import Output
 from infra_apply.errors import ExitCode
-from infra_apply.render.module import Drift, Rendered, cache_file, compare, render_model, write
+from infra_apply.render import uptodate
+from infra_apply.render.output import Drift, Rendered, compare, read_ledgers, write
 from infra_apply.runtime.paths import check_path
 from infra_apply.runtime.state import checked_state_dir, validation_cache
 
@@ -35,16 +36,50 @@ def run(
     check: bool = False,
     say: Callable[[str], None],
 ) -> Rendering:
-    from infra_apply.manifests.build import build_model
-    from infra_apply.manifests.validate import require_valid
-
     check_path("--out", out)
-    checked_state_dir([out, root / "generated"], env, create=False)  # the validation cache lives there
-    cache = validation_cache(root, env)
-    v = require_valid(root, mesh_path, cache, say)
-    rendered = render_model(build_model(v), out, cache_file(cache))
+    state = checked_state_dir([out, root / "generated"], env, create=False)  # the caches live there
+    record = None if env.get("INFRA_APPLY_NO_CACHE") else uptodate.record_file(state, root, out)
+    found = None if record is None else uptodate.lookup(record, root, out, mesh_path, env)
+    rendered = (
+        uptodate.replay(found, say) if found is not None else _render(root, out, mesh_path, env, say, record)
+    )
     drift = compare(rendered, out) if check else write(rendered, out)
     return Rendering(out, check, tuple(rendered), drift)
+
+
+def _render(
+    root: Path,
+    out: Path,
+    mesh_path: Path | None,
+    env: Mapping[str, str],
+    say: Callable[[str], None],
+    record: Path | None,
+) -> list[Rendered]:
+    """The full render: validate, build the model, render it (or reuse its cached texts), and
+    keep the record that lets the next run skip all of it when no input changes."""
+    from infra_apply.manifests.build import build_model
+    from infra_apply.manifests.validate import require_valid
+    from infra_apply.render.module import cache_file, render_model, rendered_producers
+
+    before = uptodate.tree_digest(root, out, mesh_path, env) if record is not None else None
+    warnings: list[str] = []
+
+    def warn(line: str) -> None:
+        warnings.append(line)
+        say(line)
+
+    cache = validation_cache(root, env)
+    v = require_valid(root, mesh_path, cache, warn)
+    model = build_model(v)
+    ledgers = read_ledgers(out, (p.name for p in rendered_producers(model)))
+    rendered = render_model(model, out, cache_file(cache), ledgers)
+    if (
+        record is not None
+        and before is not None
+        and before == uptodate.tree_digest(root, out, mesh_path, env)
+    ):
+        uptodate.store(record, before, ledgers, v.config, warnings, rendered)
+    return rendered
 
 
 def output(result: Rendering, fmt: str) -> Output:

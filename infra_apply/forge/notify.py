@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from infra_apply.cloud import http
 from infra_apply.errors import InfraApplyError
+from infra_apply.manifests.config import NotifySettings as NotifySettings  # its home: [notify]
 from infra_apply.runtime import locks
 from infra_apply.runtime.fs import atomic_write, private_dirs, read_bounded, sync_private
 from infra_apply.untrusted import mask
@@ -69,13 +70,6 @@ _RETRIED = frozenset({429, 500, 502, 503, 504})
 Warn = Callable[[str], None]
 Sleep = Callable[[float], None]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class NotifySettings:
-    """``[notify]``: the environment variable holding the webhook URL ("" : no notifications)."""
-
-    webhook_url_env: str = ""
 
 
 @dataclass(frozen=True)

@@ -58,15 +58,17 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra_apply.errors import InfraApplyError, printable
-from infra_apply.forge.notify import NotifySettings
-from infra_apply.gpu.config import GpuSettings, parse_gpu_tables
-from infra_apply.plan.budget import Budget, parse_amount, parse_increase
 from infra_apply.render import hcl
 from infra_apply.runtime.fs import CONFIG_LIMIT, FileTooLarge, read_bounded
 from infra_apply.untrusted import visible
+
+if TYPE_CHECKING:
+    # Imported where a table needs them: every command reads this file, few need money or GPUs.
+    from infra_apply.gpu.config import GpuSettings
+    from infra_apply.plan.budget import Budget
 
 CONFIG_NAME = "infra-apply.toml"
 ENV_VAR = "INFRA_APPLY_CONFIG"
@@ -300,6 +302,13 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """``[notify]``: the environment variable holding the webhook URL ("" : no notifications)."""
+
+    webhook_url_env: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     path: str | None = None  # as messages show it; None when there is no file
     state: StateSettings = StateSettings()
@@ -315,6 +324,9 @@ class Config:
     notify: NotifySettings = field(default_factory=NotifySettings)
     alerts: Alerts | None = None  # no [alerts]: nothing is watched
     clusters: Mapping[str, ClusterSettings] = field(default_factory=dict)
+    # Every user_data file read, as (value written, UserData): render's up-to-date check
+    # (render/uptodate.py) reads them again to see whether any changed.
+    user_data_read: tuple[tuple[str, UserData], ...] = field(default=(), compare=False)
 
     def firewall_for(self, producer: str) -> FirewallSettings:
         return self.producer_firewalls.get(producer, self.firewall)
@@ -366,6 +378,7 @@ class _Reader:
 
     def __init__(self, root: Path, shown: str, text: str) -> None:
         self.root = root
+        self.user_data_read: list[tuple[str, UserData]] = []
         self.shown = shown
         self.text = text
 
@@ -394,7 +407,7 @@ class _Reader:
             for path in [("producers", name)]
         }
         budgets = self.budgets(self.table(doc, ("producers",)))
-        gpu, gpu_at = self.gpu(doc.get("gpu", {}))
+        gpu, gpu_at = self.gpu(doc["gpu"]) if "gpu" in doc else ({}, {})
         sandbox_table = self.table(doc, ("sandbox",))
         self.known_keys(sandbox_table, ("sandbox",), SANDBOX_KEYS)
         used = {*droplets.ssh_keys, *(k for p in producers.values() for k in p.ssh_keys)}
@@ -420,6 +433,7 @@ class _Reader:
             budgets=budgets,
             alerts=alerts,
             clusters=clusters,
+            user_data_read=tuple(self.user_data_read),
         )
 
     def notify(self, table: Mapping[str, Any]) -> NotifySettings:
@@ -685,6 +699,8 @@ class _Reader:
                         "max_increase",
                     )
                 continue
+            from infra_apply.plan.budget import Budget, parse_amount, parse_increase
+
             amount = parse_amount(section["budget_monthly"])
             if isinstance(amount, str):
                 raise self.fail(f"[producers.{name}] budget_monthly {amount}", path, "budget_monthly")
@@ -768,6 +784,8 @@ class _Reader:
                     for key in section:
                         if key.lower() in CREDENTIAL_KEYS:
                             raise self._credential(("gpu", name), key)
+        from infra_apply.gpu.config import parse_gpu_tables
+
         try:
             parsed = parse_gpu_tables(table, locate, path=self.shown)
         except InfraApplyError as exc:  # one family member for every problem of this file
@@ -804,7 +822,9 @@ class _Reader:
             raise where.error(f"{label} must be a path relative to the root, as a string")
         if value == "":
             return None  # an override turning the default off
-        return read_user_data(self.root, value, where, label)
+        read = read_user_data(self.root, value, where, label)
+        self.user_data_read.append((value, read))
+        return read
 
 
 def read_user_data(root: Path, value: str, where: Where, label: str = "user_data") -> UserData:

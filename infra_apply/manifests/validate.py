@@ -148,7 +148,8 @@ def _cache_tag() -> str:
     from infra_apply.manifests import manifest
 
     digest = hashlib.sha256(schema_text().encode())
-    for module in (manifest.__file__, __file__):
+    # yamlfold.py by path: importing it would load PyYAML, which a cache hit never needs.
+    for module in (manifest.__file__, Path(manifest.__file__).with_name("yamlfold.py"), __file__):
         digest.update(Path(module).read_bytes())
     return f"{__version__}-{digest.hexdigest()[:16]}"
 

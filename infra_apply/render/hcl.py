@@ -15,6 +15,7 @@ templates in ``templates/`` through ``render``. Templates insert values through 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -210,12 +211,24 @@ def environment() -> jinja2.Environment:
         # The templates ship with the package: no stat() of every included file on each use
         # (a droplet's body is included once per droplet).
         auto_reload=False,
+        bytecode_cache=_bytecode_cache(),
     )
     env.filters["hcl"] = string
     env.filters["ident"] = ident
     env.filters["address"] = address
     env.filters["module_file"] = module_file
     return env
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates under the state dir (templatecache.py); none with
+    INFRA_APPLY_NO_CACHE, nor where files have no owner to check."""
+    if os.environ.get("INFRA_APPLY_NO_CACHE") or not hasattr(os, "geteuid"):
+        return None
+    from infra_apply.render.templatecache import PrivateBytecodeCache
+    from infra_apply.runtime.state import state_dir
+
+    return PrivateBytecodeCache(state_dir() / "cache" / "templates")
 
 
 def render(template: str, **context: Any) -> str:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from infra_apply.remedy import command, kept
 
-if TYPE_CHECKING:
-    # types only: GpuUp is read before the plan (the leases), the guard only after it
+if TYPE_CHECKING:  # type-only: render's and validate's one-line reports must not load plan/
     from infra_apply.manifests.model import ProducerModel
     from infra_apply.plan.cost import ProducerCost
     from infra_apply.plan.guard import GuardVerdict

@@ -1,0 +1,81 @@
+"""Compiled templates kept under the state dir (``<state>/cache/templates/``), so a process
+that renders does not compile every template again.
+
+A compiled template is code this process runs, so a file is used only when it is what this
+process would have written: a regular file owned by this user and readable by no one else
+(the folder is 0700), made for this Python and Jinja (Jinja's own magic), for this exact
+template source (Jinja's checksum of it) and whole (a SHA-256 of the code it holds). Anything
+else, a stale, truncated, foreign or damaged file, is ignored and the template compiled again;
+a state dir that cannot be written only costs the next run the compile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import stat
+from pathlib import Path
+
+import jinja2
+from jinja2.bccache import Bucket, bc_magic
+
+from infra_apply.errors import InfraApplyError
+
+MAGIC = b"infra-apply compiled template 1\n" + bc_magic
+LIMIT = 4 * 1024 * 1024  # bytes; a compiled template is a few KiB
+
+
+class PrivateBytecodeCache(jinja2.BytecodeCache):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, bucket: Bucket) -> Path:
+        return self.folder / f"{bucket.key}.bin"
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        data = _read_own(self._path(bucket))
+        if data is None:
+            return
+        head = MAGIC + bucket.checksum.encode() + b"\0"
+        digest, code = data[len(head) : len(head) + 64], data[len(head) + 64 :]
+        if not data.startswith(head) or hashlib.sha256(code).hexdigest().encode() != digest:
+            return
+        try:
+            bucket.code = marshal.loads(code)
+        except (EOFError, ValueError, TypeError):
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        from infra_apply.runtime.fs import private_dirs, write_private
+
+        if bucket.code is None:
+            return
+        code = marshal.dumps(bucket.code)
+        data = MAGIC + bucket.checksum.encode() + b"\0" + hashlib.sha256(code).hexdigest().encode() + code
+        try:
+            private_dirs(self.folder, self.folder.parent.parent)
+            write_private(self._path(bucket), data)
+        except (OSError, ValueError, InfraApplyError):
+            pass  # a read-only state dir: the next run compiles again
+
+
+def _read_own(path: Path) -> bytes | None:
+    """The file's bytes when it is a regular file of this user's that no one else may read or
+    write; else None (missing, a symlink, someone else's, too open, too large)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        if st.st_size > LIMIT:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(LIMIT + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
