@@ -75,13 +75,14 @@ soak: $(TEST_TOOLS)
 # The golden files are generated/ itself: re-render, then review the diff before committing.
 golden: venv
 	$(BIN)/infra-apply --root examples/producer-tree render
-	@# the example tree with [alerts]: only its alerts.tf files are kept (the rest is generated/)
-	rm -rf .golden-alerts .golden-alerts-tree && cp -R generated .golden-alerts
+	@# the example tree with [alerts]: only the files differing from generated/ are kept
+	rm -rf .golden-alerts .golden-alerts-tree tests/fixtures/alerts/generated && cp -R generated .golden-alerts
 	cp -R examples/producer-tree .golden-alerts-tree
 	cat tests/fixtures/alerts/alerts.toml >> .golden-alerts-tree/infra-apply.toml
 	$(BIN)/infra-apply --root .golden-alerts-tree render --out .golden-alerts
-	for f in .golden-alerts/*/alerts.tf; do p=$${f#.golden-alerts/}; mkdir -p tests/fixtures/alerts/generated/$${p%/*}; \
-	  cp $$f tests/fixtures/alerts/generated/$$p; done; rm -rf .golden-alerts .golden-alerts-tree
+	for f in .golden-alerts/*/*.tf; do p=$${f#.golden-alerts/}; cmp -s $$f generated/$$p && continue; \
+	  mkdir -p tests/fixtures/alerts/generated/$${p%/*}; cp $$f tests/fixtures/alerts/generated/$$p; done
+	rm -rf .golden-alerts .golden-alerts-tree
 
 # Runs every checker, then fails if any of them did.
 lint: $(TEST_TOOLS)

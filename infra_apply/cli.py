@@ -171,9 +171,22 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | N
     check_path("--root", root)
     # $INFRA_APPLY_ROOT and the current folder hold in the shell a remedy is pasted into;
     # --root on the command line does not, so remedies repeat it.
+    # So are --mesh-hosts (also after the verb: options.py) and --out (for the verbs taking it).
     given = ctx.get_parameter_source("root") == ParameterSource.COMMANDLINE
     remedy.repeat_global(*(("--root", str(root)) if given else ()))
-    ctx.call_on_close(remedy.repeat_global)  # an in-process run (tests) leaves nothing behind
+    if mesh_hosts is not None and ctx.get_parameter_source("mesh_hosts") == ParameterSource.COMMANDLINE:
+        remedy.repeat_mesh(str(mesh_hosts))
+    remedy.out_verbs(frozenset(_verbs_taking_out(ctx.command)))
+    ctx.call_on_close(remedy.forget)
+
+
+def _verbs_taking_out(group: click.Command, prefix: str = "") -> Iterator[str]:
+    """``apply``, ``gpu up``, ...: every command under ``group`` with an ``--out`` option."""
+    for name, command in getattr(group, "commands", {}).items():
+        if isinstance(command, click.Group):
+            yield from _verbs_taking_out(command, f"{prefix}{name} ")
+        elif any(p.name == "out" for p in command.params):
+            yield f"{prefix}{name}"
 
 
 def _say(line: str) -> None:

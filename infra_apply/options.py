@@ -88,7 +88,11 @@ def group_mesh_option(fn: F) -> F:
     )(fn)
 
 
-def _group_mesh(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:
+def _group_mesh(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and _on_command_line(ctx, param):
+        from infra_apply import remedy
+
+        remedy.repeat_mesh(str(value))
     if value is not None or ctx.parent is None:
         return value
     group_value: Path | None = ctx.find_root().params.get("mesh_hosts")  # parsed before the verb
@@ -145,12 +149,27 @@ def verb_globals(fn: F) -> F:
 # --- options several verbs share ----------------------------------------------------------------
 
 
+def _on_command_line(ctx: click.Context, param: click.Parameter) -> bool:
+    from click.core import ParameterSource
+
+    return param.name is not None and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+
+
+def _remembered_out(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if _on_command_line(ctx, param):  # the environment and the folder come with a paste
+        from infra_apply import remedy
+
+        remedy.repeat_out(str(value))
+    return value
+
+
 def out_option(fn: F) -> F:
     return click.option(
         "--out",
         "out",
         type=click.Path(file_okay=False, path_type=Path),
         envvar="INFRA_APPLY_OUT",
+        callback=_remembered_out,
         default=Path("generated"),
         show_default="$INFRA_APPLY_OUT, else generated",
         help="Folder of the committed Terraform (one sub-folder per producer, with its address ledger).",

@@ -12,9 +12,14 @@ from collections.abc import Sequence
 
 from infra_apply.untrusted import shell
 
-# The global options this process was given on its command line (one CLI run per process; set
-# once by the CLI before any command runs, read from any thread).
+# What this process was given on its command line (one CLI run per process; set by the CLI
+# before any command runs, read from any thread): the global options to repeat before the verb
+# (``--root``), ``--mesh-hosts`` (every verb takes it after itself), ``--out`` and the verbs
+# that take it.
 _given: tuple[str, ...] = ()
+_mesh: tuple[str, ...] = ()
+_out: tuple[str, ...] = ()
+_out_verbs: frozenset[str] = frozenset()
 
 
 def repeat_global(*words: str) -> None:
@@ -23,11 +28,39 @@ def repeat_global(*words: str) -> None:
     _given = words
 
 
+def repeat_mesh(path: str) -> None:
+    """Every remedy printed from now on carries ``--mesh-hosts PATH``: pasted in a shell without
+    INFRA_APPLY_MESH_HOSTS, it registers into the same file."""
+    global _mesh
+    _mesh = ("--mesh-hosts", path)
+
+
+def out_verbs(verbs: frozenset[str]) -> None:
+    """The verbs that take ``--out`` (``apply``, ``gpu up``)."""
+    global _out_verbs
+    _out_verbs = verbs
+
+
+def repeat_out(out: str) -> None:
+    """Every remedy printed from now on for a verb that takes ``--out`` carries ``--out OUT``:
+    pasted, it plans the Terraform this run wrote, not the default folder's."""
+    global _out
+    _out = ("--out", out)
+
+
+def forget() -> None:
+    """Nothing given: an in-process run (tests) leaves nothing behind for the next."""
+    global _given, _mesh, _out, _out_verbs
+    _given, _mesh, _out, _out_verbs = (), (), (), frozenset()
+
+
 def command(verb: str, *args: str, keep: Sequence[str]) -> str:
-    """``infra-apply [--root DIR] VERB ARGS... [KEEP...]``; ``verb`` may be two words (``gpu
-    up``), every argument is one shell word (quoted when it needs it). ``keep``: the flags of
-    the run's account (``Account.remedy_flags``: ``--sandbox``)."""
-    words = ["infra-apply", *map(shell, _given), *verb.split(), *map(shell, args)]
+    """``infra-apply [--root DIR] VERB ARGS... [--mesh-hosts FILE] [--out DIR] [KEEP...]``;
+    ``verb`` may be two words (``gpu up``), every argument is one shell word (quoted when it
+    needs it). ``keep``: the flags of the run's account (``Account.remedy_flags``: ``--sandbox``)."""
+    mesh = _mesh if "--mesh-hosts" not in args else ()
+    out = _out if verb in _out_verbs and "--out" not in args else ()
+    words = ["infra-apply", *map(shell, _given), *verb.split(), *map(shell, (*args, *mesh, *out))]
     return " ".join([*words, *keep])
 
 

@@ -190,12 +190,12 @@ def test_a_run_that_plans_no_alert_needs_no_slack_url(tmp_path: Path) -> None:
 
 
 def golden_tree(tmp_path: Path) -> Path:
-    """generated/ with the golden alerts.tf files over it: the example tree's render with
-    [alerts] (only alerts.tf is kept under tests/fixtures/alerts; the rest is generated/)."""
+    """generated/ with the golden files over it: the example tree's render with [alerts] (only
+    the files differing from generated/ are kept under tests/fixtures/alerts)."""
     out = tmp_path / "golden"
     shutil.copytree(REPO / "generated", out)
-    for alerts_tf in GOLDEN.glob("*/alerts.tf"):
-        shutil.copy(alerts_tf, out / alerts_tf.parent.name / "alerts.tf")
+    for kept in GOLDEN.glob("*/*.tf"):
+        shutil.copy(kept, out / kept.parent.name / kept.name)
     return out
 
 
@@ -226,12 +226,33 @@ def test_the_golden_module_with_alerts_configured_is_current(tmp_path: Path) -> 
     assert quinn.count('resource "digitalocean_uptime_check"') == 6
     assert 'target  = "https://forge.ct.uvlava.com"' in quinn
     assert quinn.count('resource "digitalocean_uptime_alert"') == 12
-    assert 'tags        = ["producer:quinn"]' in quinn
+    assert 'tags        = ["watched:quinn"]' in quinn
     # ct runs no reverse proxy: its droplets are watched, no domain is checked
     ct = (GOLDEN / "ct" / "alerts.tf").read_text()
     assert "digitalocean_uptime_check" not in ct and ct.count("digitalocean_monitor_alert") == 3
     # the example tree itself has no [alerts]: nothing rendered there
     assert not list((REPO / "generated").glob("*/alerts.tf"))
+
+
+def test_droplet_alerts_watch_only_the_standing_droplets_with_monitoring_on(tmp_path: Path) -> None:
+    """An alert on a droplet whose agent sends no metric could never fire, and a GPU's busy CPU
+    is its job: the alerts' tag goes on the standing droplets with monitoring on only."""
+    tree = tmp_path / "tree"
+    shutil.copytree(EXAMPLE_TREE, tree)
+    alerts_config(tree)
+    with (tree / "infra-apply.toml").open("a", encoding="utf-8") as f:
+        f.write("[producers.mc.droplets]\nmonitoring = false\n")
+    out = tmp_path / "out"
+    r = run_cli("--root", str(tree), "render", "--out", str(out), env=cli_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    # mc: no droplet with monitoring on, so nothing to watch by tag and no tag to carry
+    assert "watched:" not in (out / "mc" / "droplets.tf").read_text()
+    mc_alerts = out / "mc" / "alerts.tf"
+    assert not mc_alerts.exists() or "digitalocean_monitor_alert" not in mc_alerts.read_text()
+    # ct: its standing droplets carry the tag, its GPU droplet does not
+    assert 'tags        = ["watched:ct"]' in (out / "ct" / "alerts.tf").read_text()
+    assert (out / "ct" / "droplets.tf").read_text().count('"watched:ct"') == 2
+    assert "watched:" not in (out / "ct" / "gpu.tf").read_text()
 
 
 def test_a_stale_alerts_golden_fails_the_check(tmp_path: Path) -> None:

@@ -74,3 +74,30 @@ def test_a_remedy_printed_under_root_carries_it(ops: Ops) -> None:
     assert r.returncode == 0, r.stderr
     assert f"<- droplet {made['id']} (com.uvlava.mc.services)" in r.stdout
     assert f"infra-apply --root {ops.root} plan --producer mc --sandbox" in r.stdout
+
+
+def test_a_remedy_carries_the_registry_and_out_given_on_the_command_line(ops: Ops) -> None:
+    """``--mesh-hosts`` and ``--out`` given on the command line are repeated like ``--root``:
+    pasted in a shell without INFRA_APPLY_MESH_HOSTS, the remedy registers into the same file
+    and plans the same generated folder, not the default ones."""
+    ops.sandbox("plan", "--producer", "mc")  # installs the sandbox and its cloud
+    made = cloud.create_droplet(ops.cloud, "com.uvlava.mc.services", region="fra1", size="s-2vcpu-4gb")
+    env = {k: v for k, v in ops.env.items() if k not in ("INFRA_APPLY_MESH_HOSTS", "INFRA_APPLY_OUT")}
+    given = ("--root", str(ops.root), "--mesh-hosts", str(ops.mesh))
+    r = run_cli(*given, "plan", "--producer", "mc", "--sandbox", "--out", str(ops.out), env=env, cwd=ops.base)
+    assert r.returncode == 1, r.stderr
+    [adopt] = set(re.findall(r"take it over with (infra-apply .*?--sandbox) \(", r.stderr))
+    assert adopt == (
+        f"infra-apply --root {ops.root} adopt --producer mc --mesh-hosts {ops.mesh} --out {ops.out} --sandbox"
+    )
+    elsewhere = ops.base / "elsewhere"
+    elsewhere.mkdir()
+    r = run_cli(*shlex.split(adopt)[1:], env=env, cwd=elsewhere)  # no generated/ here
+    assert r.returncode == 0, r.stderr
+    assert f"<- droplet {made['id']} (com.uvlava.mc.services)" in r.stdout
+    [apply] = re.findall(r"then (infra-apply .*? apply .*?--sandbox) to take", r.stdout)
+    assert f"--mesh-hosts {ops.mesh}" in apply and f"--out {ops.out}" in apply
+    r = run_cli(*shlex.split(apply)[1:], "--auto-approve", env=env, cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert not (elsewhere / "generated").exists()
+    assert [d["id"] for d in cloud.list_droplets(ops.cloud)] == [made["id"]]

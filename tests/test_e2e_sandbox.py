@@ -31,14 +31,17 @@ class Ops:
         self.env = cli_env(base)
         self.cloud = base / "state" / "sandbox" / "cloud.json"
 
-    def run(self, *args: str) -> tuple[int, str, str]:
+    def run(self, *args: str, **env: str) -> tuple[int, str, str]:
         # The root as an operator in the tree has it (not --root, which every remedy repeats)
-        r = run_cli(*args, env={**self.env, "INFRA_APPLY_ROOT": str(self.root)})
+        r = run_cli(*args, env={**self.env, "INFRA_APPLY_ROOT": str(self.root), **env})
         assert "Traceback" not in r.stderr, r.stderr
         return r.returncode, r.stdout, r.stderr
 
     def sandbox(self, command: str, *args: str) -> tuple[int, str, str]:
-        return self.run(command, *args, "--sandbox", "--out", str(self.out), "--mesh-hosts", str(self.mesh))
+        # The registry and --out from the environment too: given on the command line, every
+        # remedy would repeat them (tests/test_e2e_remedies.py shows that).
+        where = {"INFRA_APPLY_OUT": str(self.out), "INFRA_APPLY_MESH_HOSTS": str(self.mesh)}
+        return self.run(command, *args, "--sandbox", **where)
 
     def apply(self, producer: str, *args: str) -> tuple[int, str, str]:
         return self.sandbox("apply", "--producer", producer, "--auto-approve", *args)

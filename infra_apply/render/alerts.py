@@ -3,8 +3,8 @@
 An uptime check for every service with a ``domain`` on a standing droplet of the producer
 whose firewall opens 80/443 (it runs a reverse proxy: the domain is a public HTTPS endpoint),
 with a "down" and a certificate-expiry alert; and one metric alert per ``[alerts.droplets]``
-threshold on every droplet carrying the producer's tag, so a new droplet is covered without a
-change. The Slack webhook URL is a sensitive Terraform variable read from the environment:
+threshold on every droplet carrying the producer's ``watched:P`` tag (its standing droplets
+with monitoring on), so a new droplet is covered without a change. The Slack webhook URL is a sensitive Terraform variable read from the environment:
 it never reaches a rendered file, a plan report or the comment.
 """
 
@@ -76,7 +76,7 @@ def watch(
     public: Sequence[PublicService], producer: str, droplet_tag: str | None, thresholds: DropletAlerts
 ) -> Watch:
     """The checks for ``public`` (one per domain, the first service naming it) and the metric
-    alerts on ``droplet_tag`` (None: the producer has no standing droplet)."""
+    alerts on ``droplet_tag`` (None: no droplet of the producer is watched)."""
     seen: dict[str, PublicService] = {}
     for s in sorted(public, key=lambda s: (s.domain, s.droplet, s.service)):
         seen.setdefault(s.domain, s)

@@ -252,7 +252,11 @@ def render_producer(p: ProducerModel, old: Ledger) -> Rendered:
     ledger = assign_addresses(p.droplets, old)
     address = {e.name: e.address for e in ledger.entries}
     user_data = _user_data_files(p.droplets)
-    entries = tuple(_droplet_entry(d, address[d.name], user_data) for d in p.droplets)
+    watched_tag = _watched_tag(p)
+    entries = tuple(
+        _droplet_entry(d, address[d.name], user_data, watched_tag if _watched(d) else None)
+        for d in p.droplets
+    )
     standing = tuple(e for e in entries if not e.droplet.gpu)
     dbs = tuple(db_entry(db) for db in p.databases)
     # Looked up for the databases, for the VPC of the droplets hosting their projects (those
@@ -335,9 +339,24 @@ def sensitive_env(
     return out
 
 
+def _watched_tag(p: ProducerModel) -> str | None:
+    """The tag the droplet alerts watch (``watched:P``), when ``[alerts.droplets]`` sets a
+    threshold: on the producer's standing droplets with monitoring on only. The agent of a
+    droplet without monitoring sends no metric, so an alert on it could never fire; a GPU
+    droplet's busy CPU is its job, not a fault."""
+    thresholds = p.alerts.droplets if p.alerts is not None else None
+    if thresholds is None or all(getattr(thresholds, key) is None for key in alerts.METRICS):
+        return None
+    return f"watched:{p.name}"
+
+
+def _watched(d: Droplet) -> bool:
+    return d.monitoring and not d.gpu
+
+
 def _watch(p: ProducerModel, standing: Sequence[DropletEntry]) -> alerts.Watch | None:
     """What [alerts] watches in the producer: its standing droplets' public domains (a GPU
-    droplet is off most of the time) and, by tag, its droplets' metrics."""
+    droplet is off most of the time) and, by tag, the metrics of those with monitoring on."""
     if p.alerts is None or not standing:
         return None
     public = [
@@ -347,7 +366,8 @@ def _watch(p: ProducerModel, standing: Sequence[DropletEntry]) -> alerts.Watch |
         for s in (*e.droplet.services, *e.droplet.hosted)
         if s.domain
     ]
-    return alerts.watch(public, p.name, f"producer:{p.name}", p.alerts.droplets)
+    tag = _watched_tag(p) if any(_watched(e.droplet) for e in standing) else None
+    return alerts.watch(public, p.name, tag, p.alerts.droplets)
 
 
 def _user_data_files(droplets: Sequence[Droplet]) -> dict[str, str]:
@@ -545,7 +565,9 @@ def _public_text(d: Droplet) -> tuple[str, str]:
     return "; ".join(parts), _SKIP_UNSAFE.sub("_", reason)
 
 
-def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> DropletEntry:
+def _droplet_entry(
+    d: Droplet, address: str, user_data: Mapping[str, str], watched_tag: str | None = None
+) -> DropletEntry:
     kinds = {s.kind for s in d.services}
     web, dns = "reverse-proxy" in kinds, "dns" in kinds
     inbound = intended_public(d)
@@ -556,6 +578,7 @@ def _droplet_entry(d: Droplet, address: str, user_data: Mapping[str, str]) -> Dr
             producer_tag(d.producer),
             f"role:{droplet_slug(d.name) if d.role is None else d.role}",
             *d.trusted_tags,
+            *((watched_tag,) if watched_tag is not None else ()),
         }
     )
     return DropletEntry(
