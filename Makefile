@@ -63,9 +63,9 @@ TEST_WORKERS ?= 4
 test: $(TEST_TOOLS) $(SCAN_TOOLS)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
-# Several minutes: infra-apply killed 10 times per signal at the apply phase (tests/test_faults.py).
+# Several minutes: infra-apply killed 10 times per signal at the apply phase (tests/e2e/test_faults.py).
 faults: $(TEST_TOOLS)
-	$(BIN)/pytest -q -p no:cacheprovider -m faults tests/test_faults.py
+	$(BIN)/pytest -q -p no:cacheprovider -m faults tests/e2e/test_faults.py
 
 # Long: the e2e suite SOAK_ROUNDS times (default 10) while two CPU-bound processes run.
 SOAK_ROUNDS ?= 10
@@ -101,7 +101,7 @@ bench-regen: $(TEST_TOOLS)
 # Mermaid itself (tools/mermaid-check, installed with npm ci on first use) on every diagram the
 # tests draw; make test runs the same test but skips it where node, npm or the registry is missing.
 mermaid-check: $(TEST_TOOLS)
-	MERMAID_CHECK=required $(BIN)/pytest -q -p no:cacheprovider tests/test_mermaid_check.py
+	MERMAID_CHECK=required $(BIN)/pytest -q -p no:cacheprovider tests/report/test_mermaid_check.py
 
 render-check: venv
 	$(BIN)/infra-apply --root examples/producer-tree render --check

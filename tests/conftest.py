@@ -16,7 +16,10 @@ import yaml
 from tests.mermaid_check import MermaidChecker
 from tests.mermaid_check import install as install_mermaid_check
 
-REPO = Path(__file__).resolve().parent.parent
+# Every test file anchors paths here, not on its own location: the folder a test lives in
+# mirrors the package it tests and may change.
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 EXAMPLE_TREE = REPO / "examples" / "producer-tree"
 EXAMPLE_MESH = REPO / "examples" / "mesh-hosts.json"
 

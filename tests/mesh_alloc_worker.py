@@ -1,4 +1,4 @@
-"""Subprocess side of the shared mesh allocation tests (tests/test_mesh_allocations.py): one
+"""Subprocess side of the shared mesh allocation tests (tests/registry/test_mesh_allocations.py): one
 runner registering droplets into its own copy of mesh-hosts.json, mesh IPs reserved in the
 allocation record in a moto bucket through real Terraform.
 

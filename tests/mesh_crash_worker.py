@@ -1,4 +1,4 @@
-"""Subprocess side of the mesh crash and concurrency tests (run by tests/test_mesh.py).
+"""Subprocess side of the mesh crash and concurrency tests (run by tests/registry/test_mesh.py).
 
 mesh_crash_worker.py loop PATH [--naive]
     Print "ready", then register and unregister droplet "crash" forever, writing one

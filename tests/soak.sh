@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak: run the end-to-end suite (tests/test_e2e_sandbox.py and the quick fault-injection tests)
+# Soak: run the end-to-end suite (tests/e2e/test_e2e_sandbox.py and the quick fault-injection tests)
 # ROUNDS times in a row (default 10) while two CPU-bound processes load the machine, and count the
 # failing rounds. Timing-sensitive tests show up here as failures. Usage: tests/soak.sh [ROUNDS]
 set -u
@@ -22,7 +22,7 @@ failures=0
 started=$(date +%s)
 for round in $(seq 1 "$rounds"); do
   t0=$(date +%s)
-  if "$pytest" -q -p no:cacheprovider tests/test_e2e_sandbox.py tests/test_faults.py; then
+  if "$pytest" -q -p no:cacheprovider tests/e2e/test_e2e_sandbox.py tests/e2e/test_faults.py; then
     result=pass
   else
     result=FAIL

@@ -20,9 +20,9 @@ from infra_apply.report.combine import failed_sentence
 from infra_apply.report.json import format_json
 from infra_apply.report.markdown import format_markdown
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, REPO, cli_env
+from tests.forge.test_comment import MARK, PR, TOKEN, FakeForge
 from tests.plan_fixtures import SANDBOX_CONTEXT
-from tests.test_comment import MARK, PR, TOKEN, FakeForge
-from tests.test_report_combine import FAILED, reports_of
+from tests.report.test_report_combine import FAILED, reports_of
 
 CI = REPO / "examples" / "ci"
 WORKFLOWS = sorted(CI.glob("*/*.yml"))

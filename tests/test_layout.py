@@ -78,3 +78,54 @@ def test_the_check_sees_each_form_it_forbids(tmp_path: Path) -> None:
         "the mode told by the cloud file",
     ]
     assert all(line.startswith("infra_apply/verb.py:") for line in found)
+
+
+# A test file sits where the module it tests lives; these check the repository as a whole.
+REPO_WIDE_TESTS = {
+    "test_bench_figures",
+    "test_ci_drift_workflow",
+    "test_ci_workflows",
+    "test_docs",
+    "test_layout",
+    "test_new_kind",
+    "test_scan",
+    "test_startup",
+}
+
+
+def misplaced(tests: Path, package: Path) -> list[str]:
+    """Test files outside the mirror of ``package``: tests/<pkg>/ for one of its packages,
+    tests/e2e/ for the journeys, the top of tests/ for top-level modules and repo-wide checks."""
+    packages = {p.parent.name for p in package.glob("*/__init__.py")} | {"e2e"}
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
+    found = []
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests)
+        if any(part in ("fixtures", "corpus") for part in rel.parts):
+            continue
+        if len(rel.parts) > 2 or (len(rel.parts) == 2 and rel.parts[0] not in packages):
+            found.append(f"tests/{rel.as_posix()}: no package infra_apply/{rel.parent.as_posix()}")
+        elif len(rel.parts) == 1 and path.stem not in REPO_WIDE_TESTS and not any(
+            path.stem == f"test_{m}" or path.stem.startswith(f"test_{m}_") for m in modules
+        ):
+            found.append(f"tests/{rel.as_posix()}: not a top-level module's test: move it to its package")
+    return found
+
+
+def test_tests_mirror_the_package() -> None:
+    assert misplaced(PACKAGE.parent / "tests", PACKAGE) == []
+
+
+def test_the_mirror_check_sees_a_misplaced_test(tmp_path: Path) -> None:
+    package, tests = tmp_path / "pkg", tmp_path / "tests"
+    for rel in ("plan/__init__.py", "plan/guard.py", "plan/stray.py", "kinds.py", "__init__.py"):
+        (package / rel).parent.mkdir(parents=True, exist_ok=True)
+        (package / rel).write_text("")
+    for rel in ("plan/test_guard.py", "e2e/test_e2e_x.py", "test_kinds_table.py", "test_docs.py",
+                "fixtures/test_not_a_test.py", "test_stray.py", "planning/test_guard.py"):
+        (tests / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tests / rel).write_text("")
+    assert misplaced(tests, package) == [
+        "tests/planning/test_guard.py: no package infra_apply/planning",
+        "tests/test_stray.py: not a top-level module's test: move it to its package",
+    ]

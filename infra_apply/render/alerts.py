@@ -4,8 +4,9 @@ An uptime check for every service with a ``domain`` on a standing droplet of the
 whose firewall opens 80/443 (it runs a reverse proxy: the domain is a public HTTPS endpoint),
 with a "down" and a certificate-expiry alert; and one metric alert per ``[alerts.droplets]``
 threshold on every droplet carrying the producer's ``watched:P`` tag (its standing droplets
-with monitoring on), so a new droplet is covered without a change. The Slack webhook URL is a sensitive Terraform variable read from the environment:
-it never reaches a rendered file, a plan report or the comment.
+with monitoring on), so a new droplet is covered without a change. The Slack webhook URL is
+a sensitive Terraform variable read from the environment: it never reaches a rendered file, a
+plan report or the comment.
 """
 
 from __future__ import annotations

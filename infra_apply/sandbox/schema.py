@@ -2,7 +2,7 @@
 
 Attribute names, types, required/optional/computed, sensitive and ForceNew (as requires-replace)
 are copied from the real provider's schema (``digitalocean/digitalocean`` v2.99.1, SDKv2; the
-facts are in ``do-provider-schema.json``, and tests/test_sandbox_schema.py holds these tables to
+facts are in ``do-provider-schema.json``, and tests/sandbox/test_sandbox_schema.py holds these tables to
 the copy in tests/fixtures/do_provider_facts.json), together with the validation the SDK runs on
 each attribute.
 
