@@ -14,7 +14,7 @@ from infra_apply.manifests.config import Config
 from infra_apply.manifests.discover import Discovery, discover, root_hint
 from infra_apply.manifests.manifest import Manifest, load
 from infra_apply.manifests.rules import Tree, run_rules
-from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
+from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded, read_private
 
 
 @dataclass(frozen=True)
@@ -155,11 +155,12 @@ def _cache_tag() -> str:
 
 
 def _read_cache(cache: Path | None) -> dict[str, tuple[tuple[int, ...], Checked]]:
-    """JSON, not pickle: a state dir may be shared, and reading it must never run code."""
+    """JSON, not pickle: a state dir may be shared, and reading it must never run code; and
+    only this user's private file (its entries become the model)."""
     if cache is None:
         return {}
     try:
-        doc = json.loads(read_bounded(cache, TEXT_LIMIT))
+        doc = json.loads(read_private(cache, TEXT_LIMIT))
         if doc.get("tag") != _cache_tag():
             return {}
         return {

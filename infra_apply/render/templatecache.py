@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import marshal
-import os
-import stat
 from pathlib import Path
 
 import jinja2
 from jinja2.bccache import Bucket, bc_magic
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.runtime.fs import read_private
 
 MAGIC = b"infra-apply compiled template 2\n" + bc_magic
 LIMIT = 4 * 1024 * 1024  # bytes; a compiled template is a few KiB
@@ -104,18 +103,6 @@ def _read_own(path: Path) -> bytes | None:
     """The file's bytes when it is a regular file of this user's that no one else may read or
     write; else None (missing, a symlink, someone else's, too open, too large)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return read_private(path, LIMIT)
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        if st.st_size > LIMIT:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            return fh.read(LIMIT + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)

@@ -30,7 +30,7 @@ import infra_apply
 from infra_apply.manifests.config import config_path
 from infra_apply.manifests.discover import discover
 from infra_apply.render.hcl import template_dirs
-from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
+from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded, read_private
 
 if TYPE_CHECKING:
     from infra_apply.manifests.config import Config
@@ -270,12 +270,12 @@ def _user_data_bytes(root: Path, value: str, source: str) -> bytes:
 
 
 def _load(record: Path) -> Record | None:
-    """The record, checked; None when missing or damaged (JSON, never pickle: reading the state
-    dir must not run code)."""
+    """The record, checked; None when missing, damaged or not this user's private file (JSON,
+    never pickle: reading the state dir must not run code; and what it says is replayed)."""
     from infra_apply.render.output import rendered_from
 
     try:
-        header, _, payload = read_bounded(record, TEXT_LIMIT).partition(b"\n")
+        header, _, payload = read_private(record, TEXT_LIMIT).partition(b"\n")
         head = json.loads(header)
         if head["format"] != FORMAT or head["sha256"] != hashlib.sha256(payload).hexdigest():
             return None

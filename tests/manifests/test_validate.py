@@ -25,3 +25,21 @@ def test_a_damaged_cache_is_ignored(tmp_path: Path) -> None:
     cache.write_bytes(b"not json")
     assert validate_tree(root, None, cache).problems == ()
     assert validate_tree(root, None, cache).manifests == validate_tree(root).manifests
+
+
+def test_a_cache_this_user_did_not_write_is_never_trusted(tmp_path: Path) -> None:
+    """A shared state dir: entries planted under the right stamps would put other manifests'
+    contents into the model render and plan build."""
+    import json
+
+    root = write_tree(tmp_path / "root", base_tree())
+    cache = tmp_path / "cache.json"
+    validate_tree(root, None, cache)
+    doc = json.loads(cache.read_text())
+    for _stamp, manifest, _problems in doc["entries"].values():
+        if manifest is not None and "project" in manifest["data"]:
+            manifest["data"]["project"] = "injected"
+    cache.write_text(json.dumps(doc))
+    assert validate_tree(root, None, cache).manifests != validate_tree(root).manifests  # trusted: private
+    cache.chmod(0o644)
+    assert validate_tree(root, None, cache).manifests == validate_tree(root).manifests

@@ -184,3 +184,33 @@ def test_plan_reuses_renders_cache_and_still_sees_a_stale_generated_tree(
     (out / "ct" / "droplets.tf").write_text("# edited\n")
     assert load_project(ctx).generated_stale
     assert any("is out of date with the manifests" in line for line in said)
+
+
+@pytest.mark.parametrize("how", ["readable by others", "a symlink", "another user's"])
+def test_a_cache_this_user_did_not_write_is_never_trusted(tmp_path: Path, how: str) -> None:
+    """A shared state dir: a cache file under the right key holding other Terraform (someone
+    else's SSH key on the droplets, say) must never reach --out or a plan."""
+    import hashlib
+    import json
+    import os
+
+    model, cache, out = example_model(), tmp_path / "state" / "render-x.json", tmp_path / "out"
+    fresh = render_model(model, out, cache)
+    ledgers = render.read_ledgers(out, [r.producer for r in fresh])
+    key = render._cache_key(model, ledgers)
+    assert key is not None
+    injected = [replace(r, files={**r.files, "droplets.tf": "# injected\n"}) for r in fresh]
+    payload = json.dumps([render.rendered_json(r) for r in injected]).encode()
+    head = json.dumps({"format": render.CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(payload).hexdigest()})
+    cache.write_bytes(head.encode() + b"\n" + payload)
+    assert as_dict(render_model(model, out, cache)) == as_dict(injected)  # the right key
+    if how == "readable by others":
+        cache.chmod(0o644)
+    elif how == "a symlink":
+        cache.rename(tmp_path / "elsewhere.json")
+        cache.symlink_to(tmp_path / "elsewhere.json")
+    elif os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    else:
+        os.chown(cache, 65534, 65534)
+    assert as_dict(render_model(model, out, cache)) == as_dict(fresh)
