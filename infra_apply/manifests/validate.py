@@ -14,7 +14,7 @@ from infra_apply.manifests.config import Config
 from infra_apply.manifests.discover import Discovery, discover, root_hint
 from infra_apply.manifests.manifest import Manifest, load
 from infra_apply.manifests.rules import Tree, run_rules
-from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded, read_private
+from infra_apply.runtime.fs import TEXT_LIMIT, read_private
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,9 @@ def test_a_cache_this_user_did_not_write_is_never_trusted(tmp_path: Path, how: s
     assert key is not None
     injected = [replace(r, files={**r.files, "droplets.tf": "# injected\n"}) for r in fresh]
     payload = json.dumps([render.rendered_json(r) for r in injected]).encode()
-    head = json.dumps({"format": render.CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(payload).hexdigest()})
+    head = json.dumps(
+        {"format": render.CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(payload).hexdigest()}
+    )
     cache.write_bytes(head.encode() + b"\n" + payload)
     assert as_dict(render_model(model, out, cache)) == as_dict(injected)  # the right key
     if how == "readable by others":

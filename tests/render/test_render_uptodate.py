@@ -5,13 +5,13 @@ with no cache at all writes."""
 from __future__ import annotations
 
 import json
-from hashlib import sha256
 import os
 import shutil
 import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -267,7 +267,9 @@ def _plant(record: Path, how: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["readable by others", "a symlink", "another user's"])
-def test_a_record_this_user_did_not_write_is_never_trusted(renders: Renders, tmp_path: Path, how: str) -> None:
+def test_a_record_this_user_did_not_write_is_never_trusted(
+    renders: Renders, tmp_path: Path, how: str
+) -> None:
     """A shared state dir: a record claiming "nothing to render" under the right key would
     have render remove every generated module (and plan plan their destruction)."""
     renders.settle()
@@ -276,7 +278,11 @@ def test_a_record_this_user_did_not_write_is_never_trusted(renders: Renders, tmp
     tree = uptodate.tree_digest(renders.root, renders.out, None, renders.env)
     assert tree is not None
     payload = json.dumps({"producers": [], "user_data": [], "warnings": [], "rendered": []}).encode()
-    head = {"format": uptodate.FORMAT, "key": uptodate.full_key(tree, {}, []), "sha256": sha256(payload).hexdigest()}
+    head = {
+        "format": uptodate.FORMAT,
+        "key": uptodate.full_key(tree, {}, []),
+        "sha256": sha256(payload).hexdigest(),
+    }
     record.write_bytes(json.dumps(head).encode() + b"\n" + payload)
     _plant(record, how, tmp_path)
     before = renders.full

@@ -137,7 +137,12 @@ def test_render_uses_no_template_cache_when_caching_is_off(
 
 @pytest.mark.parametrize(
     "setting",
-    [{"trim_blocks": True}, {"lstrip_blocks": True}, {"keep_trailing_newline": True}, {"variable_start_string": "<<", "variable_end_string": ">>"}],
+    [
+        {"trim_blocks": True},
+        {"lstrip_blocks": True},
+        {"keep_trailing_newline": True},
+        {"variable_start_string": "<<", "variable_end_string": ">>"},
+    ],
 )
 def test_compiled_code_is_never_shared_by_environments_that_compile_differently(
     folders: tuple[Path, Path], setting: dict[str, object]
