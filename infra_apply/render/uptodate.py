@@ -65,10 +65,8 @@ def tree_digest(root: Path, out: Path, mesh_path: Path | None, env: Mapping[str,
     render then says what is wrong)."""
     digest = _Digest()
     try:
-        digest.add(f"{FORMAT}\0{infra_apply.__version__}\0{sys.version}\0{sys.implementation.cache_tag}")
+        digest.add(code_digest())
         digest.add(f"{root.resolve()}\0{out.resolve()}")
-        _package(digest)
-        _libraries(digest)
         # validate reads infra-apply.toml through os.environ; both environments are hashed.
         for variables in (env, os.environ):
             digest.add(
@@ -85,6 +83,17 @@ def tree_digest(root: Path, out: Path, mesh_path: Path | None, env: Mapping[str,
             digest.add(read_bounded(root / ref.path, TEXT_LIMIT))
     except (OSError, ValueError):
         return None
+    return digest.done()
+
+
+def code_digest() -> bytes:
+    """SHA-256 over the code a render runs: this package, the libraries it renders with, the
+    Python running it (the render cache is keyed on it too: any module may reach the texts).
+    Raises OSError when a file cannot be read."""
+    digest = _Digest()
+    digest.add(f"{FORMAT}\0{infra_apply.__version__}\0{sys.version}\0{sys.implementation.cache_tag}")
+    _package(digest)
+    _libraries(digest)
     return digest.done()
 
 

@@ -216,3 +216,28 @@ def test_a_cache_this_user_did_not_write_is_never_trusted(tmp_path: Path, how: s
     else:
         os.chown(cache, 65534, 65534)
     assert as_dict(render_model(model, out, cache)) == as_dict(fresh)
+
+
+@pytest.mark.parametrize("changed", ["plan/managed.py", "runtime/strictjson.py", "manifests/config.py"])
+def test_any_change_to_the_code_render_runs_changes_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: str
+) -> None:
+    """The managed tag (plan/managed.py), the JSON in the templates (strictjson.py), the alert
+    settings (config.py) reach the rendered text: an upgrade in place that changes one of them,
+    the version unchanged, must not reuse the texts plan would otherwise compare and apply."""
+    import os
+
+    import infra_apply
+
+    model = example_model()
+    ledgers = render.read_ledgers(tmp_path / "out", [p.name for p in render.rendered_producers(model)])
+    package = tmp_path / "package"
+    shutil.copytree(Path(infra_apply.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    if not (package / "templates").is_dir():  # a source checkout: the templates beside it
+        shutil.copytree(hcl.templates_dir(), tmp_path / "templates")
+    monkeypatch.setattr(infra_apply, "__file__", str(package / "__init__.py"))
+    first = render._cache_key(model, ledgers)
+    assert first is not None and first == render._cache_key(model, ledgers)
+    module = package / changed
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1))
+    assert render._cache_key(model, ledgers) != first
