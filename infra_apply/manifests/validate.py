@@ -206,7 +206,7 @@ def _write_cache(cache: Path, entries: dict[str, tuple[tuple[int, ...], Checked]
         # Private like all of the state dir: the cache holds the manifests' contents.
         private_dirs(cache.parent, cache.parent.parent)
         write_private(cache, json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
-    except (OSError, ValueError):
+    except (OSError, ValueError, InfraApplyError):
         pass  # read-only state dir or a value JSON cannot hold: validation still works, uncached
 
 

@@ -176,8 +176,8 @@ def store_cache(cache: Path, key: str, rendered: Sequence[Rendered]) -> None:
         # Private like the rest of the state dir: the texts hold the manifests' contents.
         private_dirs(cache.parent, cache.parent.parent)
         write_private(cache, header.encode() + b"\n" + data)
-    except (OSError, ValueError):
-        pass  # a read-only state dir only costs the next render its speed
+    except (OSError, ValueError, InfraApplyError):
+        pass  # a read-only state dir (or file) only costs the next render its speed
 
 
 @dataclass(frozen=True)

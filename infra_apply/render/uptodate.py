@@ -151,6 +151,7 @@ def store(
 ) -> None:
     """Keep what this render read and gave. ``tree`` is the digest taken before it started, and
     the caller took another after it: stored only when both agree (nothing changed meanwhile)."""
+    from infra_apply.errors import InfraApplyError
     from infra_apply.render.output import rendered_json
     from infra_apply.runtime.fs import private_dirs, write_private
 
@@ -173,8 +174,8 @@ def store(
         # Private like the rest of the state dir: the texts hold the manifests' contents.
         private_dirs(record.parent, record.parent.parent)
         write_private(record, json.dumps(header).encode() + b"\n" + data)
-    except (OSError, ValueError):
-        pass  # a read-only state dir only costs the next render its speed
+    except (OSError, ValueError, InfraApplyError):
+        pass  # a read-only state dir (or file) only costs the next render its speed
 
 
 def replay(found: Record, say: Callable[[str], None]) -> list[Rendered]:

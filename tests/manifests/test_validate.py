@@ -43,3 +43,11 @@ def test_a_cache_this_user_did_not_write_is_never_trusted(tmp_path: Path) -> Non
     assert validate_tree(root, None, cache).manifests != validate_tree(root).manifests  # trusted: private
     cache.chmod(0o644)
     assert validate_tree(root, None, cache).manifests == validate_tree(root).manifests
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_speed(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "root", base_tree())
+    cache = tmp_path / "cache.json"
+    cache.write_text("x")
+    cache.chmod(0o400)  # respected, even by root
+    assert validate_tree(root, None, cache).manifests == validate_tree(root).manifests

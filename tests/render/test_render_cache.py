@@ -241,3 +241,13 @@ def test_any_change_to_the_code_render_runs_changes_the_key(
     module = package / changed
     os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1))
     assert render._cache_key(model, ledgers) != first
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_speed(tmp_path: Path) -> None:
+    model, cache = example_model(), tmp_path / "state" / "render-x.json"
+    cache.parent.mkdir()
+    cache.write_text("x")
+    cache.chmod(0o400)  # respected, even by root
+    assert as_dict(render_model(model, tmp_path / "out", cache)) == as_dict(
+        render_model(model, tmp_path / "out")
+    )

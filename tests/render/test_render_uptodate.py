@@ -289,3 +289,24 @@ def test_a_record_this_user_did_not_write_is_never_trusted(
     result, _ = renders()
     assert renders.full == before + 1
     assert not result.drift.extra and files(renders.out) == expected
+
+
+@pytest.mark.parametrize("blocker", ["a folder", "a read-only file"])
+def test_a_record_that_cannot_be_written_only_costs_the_speed(
+    renders: Renders, tmp_path: Path, blocker: str
+) -> None:
+    """Render still writes --out (and says nothing of the cache) when its record cannot be kept."""
+    renders.settle()
+    (record,) = (state_dir(renders.env) / "cache").glob("render-inputs-*.json")
+    record.unlink()
+    if blocker == "a folder":
+        record.mkdir()
+    else:
+        record.write_text("x")
+        record.chmod(0o400)
+    shutil.rmtree(renders.out)
+    before = renders.full
+    result, said = renders()
+    assert renders.full == before + 1
+    assert files(renders.out) == uncached(renders.root, tmp_path, renders.env)
+    assert not any("cannot write" in line for line in said)
