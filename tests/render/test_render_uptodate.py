@@ -151,7 +151,7 @@ def test_a_hit_replays_the_warnings(renders: Renders) -> None:
     _, warned = renders()
     renders.settle()
     before = renders.full
-    result, said = renders()
+    _, said = renders()
     assert renders.full == before
     assert any("warning public_ssh" in line for line in warned)  # no ssh_from: SSH is public
     assert said == warned
@@ -306,7 +306,7 @@ def test_a_record_that_cannot_be_written_only_costs_the_speed(
         record.chmod(0o400)
     shutil.rmtree(renders.out)
     before = renders.full
-    result, said = renders()
+    _, said = renders()
     assert renders.full == before + 1
     assert files(renders.out) == uncached(renders.root, tmp_path, renders.env)
     assert not any("cannot write" in line for line in said)
