@@ -151,7 +151,7 @@ def test_a_hit_replays_the_warnings(renders: Renders) -> None:
     _, warned = renders()
     renders.settle()
     before = renders.full
-    _, said = renders()
+    result, said = renders()
     assert renders.full == before
     assert any("warning public_ssh" in line for line in warned)  # no ssh_from: SSH is public
     assert said == warned
