@@ -101,7 +101,7 @@ def validate_tree(
         stamp = _stat(root / ref.path)
         hit = old.get(ref.path)
         checked = hit[1] if hit is not None and stamp and hit[0] == stamp else check_file(root, ref.path)
-        new[ref.path] = (stamp, checked)
+        new[ref.path] = (() if _racy(stamp) else stamp, checked)
         m, file_problems = checked
         problems.extend(file_problems)
         if m is not None:
@@ -137,6 +137,18 @@ def _stat(path: Path) -> tuple[int, ...]:
     except OSError:
         return ()
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+# A file changed this recently may change again within the same timestamp granule (ext4's
+# clock ticks every few ms, FAT's every 2 s) and keep its size: every field of its stat the
+# same, other bytes. Such a file is parsed again next time (git's "racily clean" entries).
+RACY_NS = 2_000_000_000
+
+
+def _racy(stamp: tuple[int, ...]) -> bool:
+    import time
+
+    return bool(stamp) and time.time_ns() - max(stamp[0], stamp[3]) < RACY_NS
 
 
 @lru_cache(maxsize=1)
