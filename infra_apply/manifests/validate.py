@@ -14,7 +14,7 @@ from infra_apply.manifests.config import Config
 from infra_apply.manifests.discover import Discovery, discover, root_hint
 from infra_apply.manifests.manifest import Manifest, load
 from infra_apply.manifests.rules import Tree, run_rules
-from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
+from infra_apply.runtime.fs import TEXT_LIMIT, read_private
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def validate_tree(
         stamp = _stat(root / ref.path)
         hit = old.get(ref.path)
         checked = hit[1] if hit is not None and stamp and hit[0] == stamp else check_file(root, ref.path)
-        new[ref.path] = (stamp, checked)
+        new[ref.path] = (() if _racy(stamp) else stamp, checked)
         m, file_problems = checked
         problems.extend(file_problems)
         if m is not None:
@@ -139,6 +139,18 @@ def _stat(path: Path) -> tuple[int, ...]:
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
+# A file changed this recently may change again within the same timestamp granule (ext4's
+# clock ticks every few ms, FAT's every 2 s) and keep its size: every field of its stat the
+# same, other bytes. Such a file is parsed again next time (git's "racily clean" entries).
+RACY_NS = 2_000_000_000
+
+
+def _racy(stamp: tuple[int, ...]) -> bool:
+    import time
+
+    return bool(stamp) and time.time_ns() - max(stamp[0], stamp[3]) < RACY_NS
+
+
 @lru_cache(maxsize=1)
 def _cache_tag() -> str:
     """Changes whenever the schema or the code that parses and checks a file changes."""
@@ -155,11 +167,12 @@ def _cache_tag() -> str:
 
 
 def _read_cache(cache: Path | None) -> dict[str, tuple[tuple[int, ...], Checked]]:
-    """JSON, not pickle: a state dir may be shared, and reading it must never run code."""
+    """JSON, not pickle: a state dir may be shared, and reading it must never run code; and
+    only this user's private file (its entries become the model)."""
     if cache is None:
         return {}
     try:
-        doc = json.loads(read_bounded(cache, TEXT_LIMIT))
+        doc = json.loads(read_private(cache, TEXT_LIMIT))
         if doc.get("tag") != _cache_tag():
             return {}
         return {
@@ -205,7 +218,7 @@ def _write_cache(cache: Path, entries: dict[str, tuple[tuple[int, ...], Checked]
         # Private like all of the state dir: the cache holds the manifests' contents.
         private_dirs(cache.parent, cache.parent.parent)
         write_private(cache, json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
-    except (OSError, ValueError):
+    except (OSError, ValueError, InfraApplyError):
         pass  # read-only state dir or a value JSON cannot hold: validation still works, uncached
 
 

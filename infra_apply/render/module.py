@@ -701,6 +701,7 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
     from importlib.util import find_spec
 
     from infra_apply import __version__
+    from infra_apply.render.uptodate import code_digest
 
     parts: list[bytes] = [f"{CACHE_FORMAT}\0{__version__}".encode()]
     try:
@@ -712,6 +713,9 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
         # templates.
         for module in (__file__, hcl.__file__, alerts.__file__, kinds.__file__):
             parts.append(read_bounded(Path(module), TEXT_LIMIT))
+        # And every other module of the package by its stat (the managed tag, the ledger's
+        # parser, ... reach the texts too), the libraries and the Python.
+        parts.append(code_digest())
         parts.append("\0".join(KINDS).encode())
         jinja = find_spec("jinja2")
         if jinja is None or jinja.origin is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infra_apply.errors import InfraApplyError
-from infra_apply.runtime.fs import TEXT_LIMIT, atomic_write, read_bounded
+from infra_apply.runtime.fs import TEXT_LIMIT, atomic_write, read_bounded, read_private
 from infra_apply.runtime.paths import child
 
 if TYPE_CHECKING:
@@ -152,11 +152,12 @@ def rendered_from(doc: object) -> Rendered:
 
 
 def load_cache(cache: Path, key: str) -> list[Rendered] | None:
-    """The cached render for ``key``; None when there is none or it is damaged in any way (the
-    header's SHA-256 of the payload catches a truncated or edited file). JSON, never pickle:
+    """The cached render for ``key``; None when there is none, it is damaged in any way (the
+    header's SHA-256 of the payload catches a truncated or edited file) or it is not this
+    user's private file (its texts are written to --out as they are). JSON, never pickle:
     reading the state dir must not run code."""
     try:
-        header, _, payload = read_bounded(cache, TEXT_LIMIT).partition(b"\n")
+        header, _, payload = read_private(cache, TEXT_LIMIT).partition(b"\n")
         head = json.loads(header)
         if head["key"] != key or head["sha256"] != hashlib.sha256(payload).hexdigest():
             return None
@@ -175,8 +176,8 @@ def store_cache(cache: Path, key: str, rendered: Sequence[Rendered]) -> None:
         # Private like the rest of the state dir: the texts hold the manifests' contents.
         private_dirs(cache.parent, cache.parent.parent)
         write_private(cache, header.encode() + b"\n" + data)
-    except (OSError, ValueError):
-        pass  # a read-only state dir only costs the next render its speed
+    except (OSError, ValueError, InfraApplyError):
+        pass  # a read-only state dir (or file) only costs the next render its speed
 
 
 @dataclass(frozen=True)

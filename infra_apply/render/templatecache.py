@@ -3,8 +3,10 @@ that renders does not compile every template again.
 
 A compiled template is code this process runs, so a file is used only when it is what this
 process would have written: a regular file owned by this user and readable by no one else
-(the folder is 0700), made for this Python and Jinja (Jinja's own magic), for this exact
-template source (Jinja's checksum of it) and whole (a SHA-256 of the code it holds). Anything
+(the folder is 0700), made for this Python and Jinja (Jinja's own magic and its version), by an
+environment that compiles alike (its syntax and whitespace settings are compiled into the
+code), for this exact template source (Jinja's checksum of it) and whole (a SHA-256 of the
+code it holds). Anything
 else, a stale, truncated, foreign or damaged file, is ignored and the template compiled again;
 a state dir that cannot be written only costs the next run the compile.
 """
@@ -13,17 +15,36 @@ from __future__ import annotations
 
 import hashlib
 import marshal
-import os
-import stat
 from pathlib import Path
 
 import jinja2
 from jinja2.bccache import Bucket, bc_magic
 
 from infra_apply.errors import InfraApplyError
+from infra_apply.runtime.fs import read_private
 
-MAGIC = b"infra-apply compiled template 1\n" + bc_magic
+MAGIC = b"infra-apply compiled template 2\n" + bc_magic
 LIMIT = 4 * 1024 * 1024  # bytes; a compiled template is a few KiB
+# What the compiler reads from the environment: code compiled under other values renders
+# other text (Jinja's own key is only the template's name and source).
+COMPILE_SETTINGS = (
+    "block_start_string",
+    "block_end_string",
+    "variable_start_string",
+    "variable_end_string",
+    "comment_start_string",
+    "comment_end_string",
+    "line_statement_prefix",
+    "line_comment_prefix",
+    "trim_blocks",
+    "lstrip_blocks",
+    "newline_sequence",
+    "keep_trailing_newline",
+    "optimized",
+    "autoescape",
+    "finalize",
+    "is_async",
+)
 
 
 class PrivateBytecodeCache(jinja2.BytecodeCache):
@@ -37,7 +58,7 @@ class PrivateBytecodeCache(jinja2.BytecodeCache):
         data = _read_own(self._path(bucket))
         if data is None:
             return
-        head = MAGIC + bucket.checksum.encode() + b"\0"
+        head = _head(bucket)
         digest, code = data[len(head) : len(head) + 64], data[len(head) + 64 :]
         if not data.startswith(head) or hashlib.sha256(code).hexdigest().encode() != digest:
             return
@@ -52,7 +73,7 @@ class PrivateBytecodeCache(jinja2.BytecodeCache):
         if bucket.code is None:
             return
         code = marshal.dumps(bucket.code)
-        data = MAGIC + bucket.checksum.encode() + b"\0" + hashlib.sha256(code).hexdigest().encode() + code
+        data = _head(bucket) + hashlib.sha256(code).hexdigest().encode() + code
         try:
             private_dirs(self.folder, self.folder.parent.parent)
             write_private(self._path(bucket), data)
@@ -60,22 +81,28 @@ class PrivateBytecodeCache(jinja2.BytecodeCache):
             pass  # a read-only state dir: the next run compiles again
 
 
+def _head(bucket: Bucket) -> bytes:
+    """What a file must start with to hold this bucket's code: the format, Jinja's version, the
+    environment's compile settings and the template source's checksum."""
+    env = bucket.environment
+    settings = [(name, _stable(getattr(env, name, None))) for name in COMPILE_SETTINGS]
+    settings.append(("extensions", sorted(env.extensions)))
+    salt = hashlib.sha256(repr((jinja2.__version__, settings)).encode()).hexdigest()
+    return MAGIC + f"{salt}\0{bucket.checksum}\0".encode()
+
+
+def _stable(value: object) -> object:
+    """A setting as the same text in every process: a function by its qualified name (its
+    repr holds an address)."""
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    return value
+
+
 def _read_own(path: Path) -> bytes | None:
     """The file's bytes when it is a regular file of this user's that no one else may read or
     write; else None (missing, a symlink, someone else's, too open, too large)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return read_private(path, LIMIT)
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        if st.st_size > LIMIT:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            return fh.read(LIMIT + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)

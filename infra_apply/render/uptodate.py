@@ -30,7 +30,7 @@ import infra_apply
 from infra_apply.manifests.config import config_path
 from infra_apply.manifests.discover import discover
 from infra_apply.render.hcl import template_dirs
-from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
+from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded, read_private
 
 if TYPE_CHECKING:
     from infra_apply.manifests.config import Config
@@ -65,10 +65,8 @@ def tree_digest(root: Path, out: Path, mesh_path: Path | None, env: Mapping[str,
     render then says what is wrong)."""
     digest = _Digest()
     try:
-        digest.add(f"{FORMAT}\0{infra_apply.__version__}\0{sys.version}\0{sys.implementation.cache_tag}")
+        digest.add(code_digest())
         digest.add(f"{root.resolve()}\0{out.resolve()}")
-        _package(digest)
-        _libraries(digest)
         # validate reads infra-apply.toml through os.environ; both environments are hashed.
         for variables in (env, os.environ):
             digest.add(
@@ -85,6 +83,17 @@ def tree_digest(root: Path, out: Path, mesh_path: Path | None, env: Mapping[str,
             digest.add(read_bounded(root / ref.path, TEXT_LIMIT))
     except (OSError, ValueError):
         return None
+    return digest.done()
+
+
+def code_digest() -> bytes:
+    """SHA-256 over the code a render runs: this package, the libraries it renders with, the
+    Python running it (the render cache is keyed on it too: any module may reach the texts).
+    Raises OSError when a file cannot be read."""
+    digest = _Digest()
+    digest.add(f"{FORMAT}\0{infra_apply.__version__}\0{sys.version}\0{sys.implementation.cache_tag}")
+    _package(digest)
+    _libraries(digest)
     return digest.done()
 
 
@@ -142,6 +151,7 @@ def store(
 ) -> None:
     """Keep what this render read and gave. ``tree`` is the digest taken before it started, and
     the caller took another after it: stored only when both agree (nothing changed meanwhile)."""
+    from infra_apply.errors import InfraApplyError
     from infra_apply.render.output import rendered_json
     from infra_apply.runtime.fs import private_dirs, write_private
 
@@ -164,8 +174,8 @@ def store(
         # Private like the rest of the state dir: the texts hold the manifests' contents.
         private_dirs(record.parent, record.parent.parent)
         write_private(record, json.dumps(header).encode() + b"\n" + data)
-    except (OSError, ValueError):
-        pass  # a read-only state dir only costs the next render its speed
+    except (OSError, ValueError, InfraApplyError):
+        pass  # a read-only state dir (or file) only costs the next render its speed
 
 
 def replay(found: Record, say: Callable[[str], None]) -> list[Rendered]:
@@ -270,12 +280,12 @@ def _user_data_bytes(root: Path, value: str, source: str) -> bytes:
 
 
 def _load(record: Path) -> Record | None:
-    """The record, checked; None when missing or damaged (JSON, never pickle: reading the state
-    dir must not run code)."""
+    """The record, checked; None when missing, damaged or not this user's private file (JSON,
+    never pickle: reading the state dir must not run code; and what it says is replayed)."""
     from infra_apply.render.output import rendered_from
 
     try:
-        header, _, payload = read_bounded(record, TEXT_LIMIT).partition(b"\n")
+        header, _, payload = read_private(record, TEXT_LIMIT).partition(b"\n")
         head = json.loads(header)
         if head["format"] != FORMAT or head["sha256"] != hashlib.sha256(payload).hexdigest():
             return None

@@ -40,6 +40,10 @@ class FileTooLarge(OSError):
     """The file holds more than the reader's cap."""
 
 
+class NotPrivateFile(OSError):
+    """A cache file not this user's own: a symlink, another user's, or open to others."""
+
+
 def read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them.
 
@@ -51,14 +55,23 @@ def read_bounded(path: Path, limit: int) -> bytes:
     return read_regular(path, limit)[0]
 
 
-def read_regular(path: Path, limit: int) -> tuple[bytes, int]:
+def read_private(path: Path, limit: int) -> bytes:
+    """``read_bounded`` of a file this user wrote privately (0600, as ``write_private`` does):
+    never through a symlink, never another user's, never one others may read or write, so a
+    cache in a state dir someone else can write to is never trusted (``NotPrivateFile``)."""
+    return read_regular(path, limit, private=True)[0]
+
+
+def read_regular(path: Path, limit: int, *, private: bool = False) -> tuple[bytes, int]:
     """``read_bounded`` plus the file's permission bits (a secret's reader warns on 0644)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
-    fd = os.open(path, flags)
+    fd = os.open(path, flags | (os.O_NOFOLLOW if private else 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(errno.EINVAL, f"it is not a regular file ({file_kind(st.st_mode)})")
+        if private and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
+            raise NotPrivateFile(errno.EPERM, "it is not a private file of this user's")
         if st.st_size > limit:
             raise FileTooLarge(errno.EFBIG, f"it is larger than {_size(limit)}")
         chunks: list[bytes] = []

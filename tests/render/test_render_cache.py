@@ -184,3 +184,70 @@ def test_plan_reuses_renders_cache_and_still_sees_a_stale_generated_tree(
     (out / "ct" / "droplets.tf").write_text("# edited\n")
     assert load_project(ctx).generated_stale
     assert any("is out of date with the manifests" in line for line in said)
+
+
+@pytest.mark.parametrize("how", ["readable by others", "a symlink", "another user's"])
+def test_a_cache_this_user_did_not_write_is_never_trusted(tmp_path: Path, how: str) -> None:
+    """A shared state dir: a cache file under the right key holding other Terraform (someone
+    else's SSH key on the droplets, say) must never reach --out or a plan."""
+    import hashlib
+    import json
+    import os
+
+    model, cache, out = example_model(), tmp_path / "state" / "render-x.json", tmp_path / "out"
+    fresh = render_model(model, out, cache)
+    ledgers = render.read_ledgers(out, [r.producer for r in fresh])
+    key = render._cache_key(model, ledgers)
+    assert key is not None
+    injected = [replace(r, files={**r.files, "droplets.tf": "# injected\n"}) for r in fresh]
+    payload = json.dumps([render.rendered_json(r) for r in injected]).encode()
+    head = json.dumps(
+        {"format": render.CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(payload).hexdigest()}
+    )
+    cache.write_bytes(head.encode() + b"\n" + payload)
+    assert as_dict(render_model(model, out, cache)) == as_dict(injected)  # the right key
+    if how == "readable by others":
+        cache.chmod(0o644)
+    elif how == "a symlink":
+        cache.rename(tmp_path / "elsewhere.json")
+        cache.symlink_to(tmp_path / "elsewhere.json")
+    elif os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    else:
+        os.chown(cache, 65534, 65534)
+    assert as_dict(render_model(model, out, cache)) == as_dict(fresh)
+
+
+@pytest.mark.parametrize("changed", ["plan/managed.py", "runtime/strictjson.py", "manifests/config.py"])
+def test_any_change_to_the_code_render_runs_changes_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: str
+) -> None:
+    """The managed tag (plan/managed.py), the JSON in the templates (strictjson.py), the alert
+    settings (config.py) reach the rendered text: an upgrade in place that changes one of them,
+    the version unchanged, must not reuse the texts plan would otherwise compare and apply."""
+    import os
+
+    import infra_apply
+
+    model = example_model()
+    ledgers = render.read_ledgers(tmp_path / "out", [p.name for p in render.rendered_producers(model)])
+    package = tmp_path / "package"
+    shutil.copytree(Path(infra_apply.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    if not (package / "templates").is_dir():  # a source checkout: the templates beside it
+        shutil.copytree(hcl.templates_dir(), tmp_path / "templates")
+    monkeypatch.setattr(infra_apply, "__file__", str(package / "__init__.py"))
+    first = render._cache_key(model, ledgers)
+    assert first is not None and first == render._cache_key(model, ledgers)
+    module = package / changed
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1))
+    assert render._cache_key(model, ledgers) != first
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_speed(tmp_path: Path) -> None:
+    model, cache = example_model(), tmp_path / "state" / "render-x.json"
+    cache.parent.mkdir()
+    cache.write_text("x")
+    cache.chmod(0o400)  # respected, even by root
+    assert as_dict(render_model(model, tmp_path / "out", cache)) == as_dict(
+        render_model(model, tmp_path / "out")
+    )

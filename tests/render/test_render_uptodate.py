@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,63 @@ def test_a_warm_render_loads_no_parser_schema_model_or_template(tmp_path: Path) 
     for record in (tmp_path / "state" / "cache").glob("render-*"):
         record.unlink()
     assert "jsonschema" not in loaded()
+
+
+def _plant(record: Path, how: str, tmp_path: Path) -> None:
+    """Put ``record`` where render looks, as someone else could in a shared state dir."""
+    if how == "readable by others":
+        record.chmod(0o644)
+    elif how == "a symlink":
+        elsewhere = tmp_path / "elsewhere.json"
+        record.rename(elsewhere)
+        record.symlink_to(elsewhere)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another user")
+        os.chown(record, 65534, 65534)
+
+
+@pytest.mark.parametrize("how", ["readable by others", "a symlink", "another user's"])
+def test_a_record_this_user_did_not_write_is_never_trusted(
+    renders: Renders, tmp_path: Path, how: str
+) -> None:
+    """A shared state dir: a record claiming "nothing to render" under the right key would
+    have render remove every generated module (and plan plan their destruction)."""
+    renders.settle()
+    expected = files(renders.out)
+    (record,) = (state_dir(renders.env) / "cache").glob("render-inputs-*.json")
+    tree = uptodate.tree_digest(renders.root, renders.out, None, renders.env)
+    assert tree is not None
+    payload = json.dumps({"producers": [], "user_data": [], "warnings": [], "rendered": []}).encode()
+    head = {
+        "format": uptodate.FORMAT,
+        "key": uptodate.full_key(tree, {}, []),
+        "sha256": sha256(payload).hexdigest(),
+    }
+    record.write_bytes(json.dumps(head).encode() + b"\n" + payload)
+    _plant(record, how, tmp_path)
+    before = renders.full
+    result, _ = renders()
+    assert renders.full == before + 1
+    assert not result.drift.extra and files(renders.out) == expected
+
+
+@pytest.mark.parametrize("blocker", ["a folder", "a read-only file"])
+def test_a_record_that_cannot_be_written_only_costs_the_speed(
+    renders: Renders, tmp_path: Path, blocker: str
+) -> None:
+    """Render still writes --out (and says nothing of the cache) when its record cannot be kept."""
+    renders.settle()
+    (record,) = (state_dir(renders.env) / "cache").glob("render-inputs-*.json")
+    record.unlink()
+    if blocker == "a folder":
+        record.mkdir()
+    else:
+        record.write_text("x")
+        record.chmod(0o400)
+    shutil.rmtree(renders.out)
+    before = renders.full
+    _, said = renders()
+    assert renders.full == before + 1
+    assert files(renders.out) == uncached(renders.root, tmp_path, renders.env)
+    assert not any("cannot write" in line for line in said)

@@ -133,3 +133,35 @@ def test_render_uses_no_template_cache_when_caching_is_off(
     found = hcl._bytecode_cache()
     assert isinstance(found, PrivateBytecodeCache)
     assert found.folder == tmp_path / "state" / "cache" / "templates"
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"trim_blocks": True},
+        {"lstrip_blocks": True},
+        {"keep_trailing_newline": True},
+        {"variable_start_string": "<<", "variable_end_string": ">>"},
+    ],
+)
+def test_compiled_code_is_never_shared_by_environments_that_compile_differently(
+    folders: tuple[Path, Path], setting: dict[str, object]
+) -> None:
+    """Whitespace and syntax settings are compiled into the code: a cache written by one
+    environment (an older infra-apply, say) must not answer for another."""
+    templates, cache = folders
+    (templates / "t.j2").write_text("  {% for x in items %}\n  item {{ x }}\n  {% endfor %}\n<< x >>\n")
+
+    def text(cached: bool, **settings: object) -> str:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates)),
+            bytecode_cache=PrivateBytecodeCache(cache) if cached else None,
+            auto_reload=False,
+            **settings,  # type: ignore[arg-type]
+        )
+        return env.get_template("t.j2").render(items=[1], x=0)
+
+    assert text(True) == text(False)
+    assert text(False, **setting) != text(False)  # the setting matters to this template
+    assert text(True, **setting) == text(False, **setting)
+    assert text(True) == text(False)  # both kept, neither mistaken for the other
