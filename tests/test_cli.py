@@ -157,6 +157,28 @@ def test_live_apply_refuses_a_stale_generated_folder(example: Path) -> None:
     assert result.returncode == 1
     assert "is out of date with the manifests" in result.stderr and "Traceback" not in result.stderr
     assert not (example / "state" / "work").exists()  # stopped before Terraform
+    # the remedy, run as printed from another folder, renders that tree into that folder
+    [again] = re.findall(r"run (infra-apply .*?render.*?), review", result.stderr)
+    assert again == f"infra-apply --root {example / 'tree'} render --out {example / 'generated'}"
+    elsewhere = example / "elsewhere"
+    elsewhere.mkdir()
+    assert run_cli(*again.split()[1:], env=env, cwd=elsewhere).returncode == 0
+    check = run_cli(*again.split()[1:], "--check", env=env, cwd=elsewhere)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert not list(elsewhere.iterdir())
+
+
+def test_render_checks_remedy_renders_the_same_tree_into_the_same_folder(example: Path) -> None:
+    manifest = example / "tree" / "@quinn" / ".infra.yaml"
+    manifest.write_text(manifest.read_text().replace("size: s-4vcpu-8gb", "size: s-8vcpu-16gb"))
+    env = cli_env(example)
+    given = ("--root", str(example / "tree"), "render", "--check", "--out", str(example / "generated"))
+    result = run_cli(*given, env=env)
+    assert result.returncode == 1
+    [again] = re.findall(r"is out of date; run (infra-apply .*)$", result.stderr, re.MULTILINE)
+    assert again == f"infra-apply --root {example / 'tree'} render --out {example / 'generated'}"
+    assert run_cli(*again.split()[1:], env=env, cwd=example / "tree" / "@quinn").returncode == 0
+    assert run_cli(*given, env=env).returncode == 0
 
 
 def test_one_exit_code_enum_holds_the_contracts_numbers() -> None:

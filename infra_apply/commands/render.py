@@ -83,13 +83,11 @@ def _render(
 
 
 def output(result: Rendering, fmt: str) -> Output:
+    from infra_apply import remedy
     from infra_apply.report import formats
 
     text = formats.render().render(result, fmt)
     if result.check and result.stale:
-        return Output(
-            text,
-            (f"infra-apply: {result.out} is out of date; run infra-apply render",),
-            ExitCode.ERROR,
-        )
+        again = remedy.command("render", keep=())  # the run's --root and --out, when given
+        return Output(text, (f"infra-apply: {result.out} is out of date; run {again}",), ExitCode.ERROR)
     return Output(text)

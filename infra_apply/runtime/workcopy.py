@@ -291,14 +291,17 @@ def load_project(
         _registered(v.mesh_hosts, ctx.account.owns_registry),
     )
     if project.generated_stale and ctx.account.runs_reviewed_render:
+        from infra_apply import remedy
+
+        again = remedy.command("render", keep=())  # the run's --root and --out, when given
         if refuse_stale:
             raise InfraApplyError(
-                f"{ctx.out} is out of date with the manifests: run infra-apply render, review and "
+                f"{ctx.out} is out of date with the manifests: run {again}, review and "
                 "commit the diff, then apply (a live apply only applies the Terraform under review)"
             )
         ctx.say(
             f"infra-apply: note: {ctx.out} is out of date with the manifests; planning the fresh "
-            "render (run infra-apply render and commit it)"
+            f"render (run {again} and commit it)"
         )
     return project
 
