@@ -558,6 +558,18 @@ def init(wd: Workdir, *, reconfigure: bool = False) -> None:
 # Terraform that a SIGKILLed run left finishing (killed before its pid file was written, so
 # wait_for_earlier cannot know it), or a run on another machine: wait for it, bounded.
 STATE_LOCK_WAIT = "60s"
+LOCK_WAIT_ENV = "INFRA_APPLY_LOCK_TIMEOUT"
+
+
+def state_lock_wait(env: Mapping[str, str]) -> str:
+    """``-lock-timeout`` for plan and apply: ``INFRA_APPLY_LOCK_TIMEOUT`` seconds (a CI queue
+    behind another runner may want minutes; 0 fails at once), else ``STATE_LOCK_WAIT``."""
+    raw = env.get(LOCK_WAIT_ENV, "").strip()
+    if not raw:
+        return STATE_LOCK_WAIT
+    if not raw.isdigit() or int(raw) > 86400:
+        raise InfraApplyError(f"{LOCK_WAIT_ENV}={raw!r}: give whole seconds from 0 to 86400")
+    return f"{int(raw)}s"
 
 
 def plan(

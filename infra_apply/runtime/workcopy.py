@@ -138,6 +138,7 @@ class TerraformCopy:
     clock: Clock = field(default=MONOTONIC, compare=False)
     # [alerts] slack.url_env unset: a plan that could change an alert raises it (alerts.py)
     missing_url: InfraApplyError | None = field(default=None, compare=False)
+    lock_wait: str = tf.STATE_LOCK_WAIT  # how long plan and apply wait for a held state lock
 
     @property
     def path(self) -> Path:
@@ -185,7 +186,14 @@ class TerraformCopy:
     ) -> bool:
         if self.missing_url is not None and plans_alerts(targets, refresh_only=refresh_only):
             raise self.missing_url
-        return tf.plan(self.wd, PLAN_FILE, variables=variables, refresh_only=refresh_only, targets=targets)
+        return tf.plan(
+            self.wd,
+            PLAN_FILE,
+            variables=variables,
+            refresh_only=refresh_only,
+            targets=targets,
+            lock_timeout=self.lock_wait,
+        )
 
     def show(self) -> JsonObject:
         return tf.show_json(self.wd, PLAN_FILE)
@@ -194,7 +202,7 @@ class TerraformCopy:
         return tf.show_json(self.wd)
 
     def apply(self, *, echo: Say | None = None) -> None:
-        tf.apply(self.wd, PLAN_FILE, echo=echo, echo_stderr=echo)
+        tf.apply(self.wd, PLAN_FILE, echo=echo, echo_stderr=echo, lock_timeout=self.lock_wait)
 
     def output(self, name: str) -> object:
         return tf.output_json(self.wd, name)
@@ -462,7 +470,15 @@ def prepare(ctx: Context, project: Project, producers: Sequence[str]) -> list[Pr
             project.rendered[name], project.config, ctx.env, ctx.account.webhook_stand_in
         )
         env |= secrets
-        copy = TerraformCopy(tf.Workdir(binary, path, env), name, ctx.say, provider, ctx.clock, missing)
+        copy = TerraformCopy(
+            tf.Workdir(binary, path, env),
+            name,
+            ctx.say,
+            provider,
+            ctx.clock,
+            missing,
+            tf.state_lock_wait(ctx.env),
+        )
         lock = lock_working_copy(path, name)
         held = lock_producer(state_dir(ctx.env), provider.holder(env), name)
         if path.is_dir():

@@ -61,9 +61,9 @@ def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_
     assert ssl["notifications"][0]["slack"] == [{"channel": "#ops", "url": SECRET}]
     monitors = sorted((m["type"], m["value"], m["tags"]) for m in account["monitor_alerts"].values())
     assert monitors == [
-        ("v1/insights/droplet/cpu", 90, ["producer:mc"]),
-        ("v1/insights/droplet/disk_utilization_percent", 85, ["producer:mc"]),
-        ("v1/insights/droplet/memory_utilization_percent", 90, ["producer:mc"]),
+        ("v1/insights/droplet/cpu", 90, ["watched:mc"]),
+        ("v1/insights/droplet/disk_utilization_percent", 85, ["watched:mc"]),
+        ("v1/insights/droplet/memory_utilization_percent", 90, ["watched:mc"]),
     ]
     code, out, err = ops.sandbox("plan", "--producer", "mc")
     assert code == 0 and "No changes." in out, out + err

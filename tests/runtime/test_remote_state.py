@@ -173,7 +173,9 @@ def test_state_lands_in_the_bucket_and_credentials_stay_in_the_environment(remot
 def test_concurrent_applies_one_holds_the_lock_the_other_fails_no_state_lost(remote: Remote) -> None:
     shared_cloud = remote.base / "cloud.json"
     env_a = remote.env("state-a", INFRA_APPLY_SANDBOX_CLOUD=str(shared_cloud))
-    env_b = remote.env("state-b", INFRA_APPLY_SANDBOX_CLOUD=str(shared_cloud))
+    # B fails at once on A's lock (by default it would wait 60 s for it, and A, frozen that
+    # long while its provider starts, would miss Terraform's plugin start timeout)
+    env_b = remote.env("state-b", INFRA_APPLY_SANDBOX_CLOUD=str(shared_cloud), INFRA_APPLY_LOCK_TIMEOUT="0")
     a = subprocess.Popen(
         [sys.executable, "-m", "infra_apply", *remote.args("apply", "--producer", "quinn", "--auto-approve")],
         env=env_a,

@@ -809,3 +809,12 @@ def test_work_after_the_next_start_runs_while_terraform_runs_once_and_only_then(
     assert seen == [True]
     assert tf.run([str(script)], tmp_path, dict(os.environ)).stdout == "ran\n"
     assert seen == [True, True]
+
+
+def test_the_state_lock_wait_comes_from_the_environment_in_whole_seconds() -> None:
+    assert tf.state_lock_wait({}) == tf.STATE_LOCK_WAIT == "60s"
+    assert tf.state_lock_wait({"INFRA_APPLY_LOCK_TIMEOUT": "0"}) == "0s"
+    assert tf.state_lock_wait({"INFRA_APPLY_LOCK_TIMEOUT": " 600 "}) == "600s"
+    for bad in ("-1", "1.5", "10s", "86401"):
+        with pytest.raises(InfraApplyError, match="INFRA_APPLY_LOCK_TIMEOUT"):
+            tf.state_lock_wait({"INFRA_APPLY_LOCK_TIMEOUT": bad})
