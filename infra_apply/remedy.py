@@ -53,7 +53,10 @@ def absolute(path: str) -> str:
     """``path`` from this process's folder: a remedy pasted in another folder (another pane, the
     tree's parent) must name the same file. Not resolved: ``..`` and symlinks mean what they
     meant to the command given."""
-    return str(Path(path).absolute())
+    try:
+        return str(Path(path).absolute())
+    except OSError:  # the current folder was removed: kept as given (the run meets that itself)
+        return path
 
 
 def forget() -> None:
