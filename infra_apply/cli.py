@@ -173,7 +173,7 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | N
     # --root on the command line does not, so remedies repeat it.
     # So are --mesh-hosts (also after the verb: options.py) and --out (for the verbs taking it).
     given = ctx.get_parameter_source("root") == ParameterSource.COMMANDLINE
-    remedy.repeat_global(*(("--root", str(root)) if given else ()))
+    remedy.repeat_global(*(("--root", remedy.absolute(str(root))) if given else ()))
     if mesh_hosts is not None and ctx.get_parameter_source("mesh_hosts") == ParameterSource.COMMANDLINE:
         remedy.repeat_mesh(str(mesh_hosts))
     remedy.out_verbs(frozenset(_verbs_taking_out(ctx.command)))

@@ -9,6 +9,7 @@ on that tree, not on whatever tree the folder holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from infra_apply.untrusted import shell
 
@@ -32,7 +33,7 @@ def repeat_mesh(path: str) -> None:
     """Every remedy printed from now on carries ``--mesh-hosts PATH``: pasted in a shell without
     INFRA_APPLY_MESH_HOSTS, it registers into the same file."""
     global _mesh
-    _mesh = ("--mesh-hosts", path)
+    _mesh = ("--mesh-hosts", absolute(path))
 
 
 def out_verbs(verbs: frozenset[str]) -> None:
@@ -45,7 +46,17 @@ def repeat_out(out: str) -> None:
     """Every remedy printed from now on for a verb that takes ``--out`` carries ``--out OUT``:
     pasted, it plans the Terraform this run wrote, not the default folder's."""
     global _out
-    _out = ("--out", out)
+    _out = ("--out", absolute(out))
+
+
+def absolute(path: str) -> str:
+    """``path`` from this process's folder: a remedy pasted in another folder (another pane, the
+    tree's parent) must name the same file. Not resolved: ``..`` and symlinks mean what they
+    meant to the command given."""
+    try:
+        return str(Path(path).absolute())
+    except OSError:  # the current folder was removed: kept as given (the run meets that itself)
+        return path
 
 
 def forget() -> None:

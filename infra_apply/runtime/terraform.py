@@ -228,7 +228,11 @@ def _launch(
                 break
         except KeyboardInterrupt as exc:
             interrupted = interrupted or exc
-    worker.join()
+    while worker.is_alive():  # it is handing Terraform's start to the work waiting for it
+        try:
+            worker.join(SIGNAL_CHECK_SECONDS)
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
     [outcome] = launched
     if isinstance(outcome, OSError):
         _forget(cwd)

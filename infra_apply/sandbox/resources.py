@@ -127,6 +127,10 @@ class Resource:
                 planned[attr.name] = attr.default
             elif attr.computed and prior is None:
                 planned[attr.name] = Unknown
+        for block in self.blocks:
+            # nor inside a block: a Slack-only alert route (no email) was planned again forever
+            if prior is not None and _sdk_same(prior.get(block.type_name), planned.get(block.type_name)):
+                planned[block.type_name] = prior.get(block.type_name)
         self.customize_plan(diags, prior, planned)
         return planned
 
@@ -146,6 +150,17 @@ class Resource:
 
 def _zero(value: Any) -> bool:
     return value is None or (isinstance(value, list | str) and len(value) == 0)
+
+
+def _sdk_same(a: Any, b: Any) -> bool:
+    """Equal as SDKv2 sees nested values: null, an empty list and an empty string are one."""
+    if _zero(a) and _zero(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_sdk_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_sdk_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _same(attr: Attr, old: Any, new: Any) -> bool:

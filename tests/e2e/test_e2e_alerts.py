@@ -65,6 +65,9 @@ def test_checks_and_alerts_are_applied_removed_with_their_domain_and_never_show_
         ("v1/insights/droplet/disk_utilization_percent", 85, ["watched:mc"]),
         ("v1/insights/droplet/memory_utilization_percent", 90, ["watched:mc"]),
     ]
+    # the tag they watch is on mc's droplets (monitoring on): the alerts can fire
+    mc = [d for d in account["droplets"].values() if "producer:mc" in d["tags"]]
+    assert mc and all("watched:mc" in d["tags"] for d in mc)
     code, out, err = ops.sandbox("plan", "--producer", "mc")
     assert code == 0 and "No changes." in out, out + err
 

@@ -79,12 +79,13 @@ def test_a_remedy_printed_under_root_carries_it(ops: Ops) -> None:
 def test_a_remedy_carries_the_registry_and_out_given_on_the_command_line(ops: Ops) -> None:
     """``--mesh-hosts`` and ``--out`` given on the command line are repeated like ``--root``:
     pasted in a shell without INFRA_APPLY_MESH_HOSTS, the remedy registers into the same file
-    and plans the same generated folder, not the default ones."""
+    and plans the same generated folder, not the default ones. Given relative, they are repeated
+    from the folder the run was started in: pasted in another folder, they name the same files."""
     ops.sandbox("plan", "--producer", "mc")  # installs the sandbox and its cloud
     made = cloud.create_droplet(ops.cloud, "com.uvlava.mc.services", region="fra1", size="s-2vcpu-4gb")
     env = {k: v for k, v in ops.env.items() if k not in ("INFRA_APPLY_MESH_HOSTS", "INFRA_APPLY_OUT")}
-    given = ("--root", str(ops.root), "--mesh-hosts", str(ops.mesh))
-    r = run_cli(*given, "plan", "--producer", "mc", "--sandbox", "--out", str(ops.out), env=env, cwd=ops.base)
+    given = ("--root", "tree", "--mesh-hosts", "mesh-hosts.json")
+    r = run_cli(*given, "plan", "--producer", "mc", "--sandbox", "--out", "generated", env=env, cwd=ops.base)
     assert r.returncode == 1, r.stderr
     [adopt] = set(re.findall(r"take it over with (infra-apply .*?--sandbox) \(", r.stderr))
     assert adopt == (

@@ -536,6 +536,56 @@ def test_interrupt_running_reaches_terraform_on_a_worker_thread(tmp_path: Path) 
     assert tf.interrupt_running() == 0
 
 
+def _waiting_in_join(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "join":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_signal_while_terraform_s_start_is_handed_on_still_stops_terraform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work waiting for Terraform's start (plan's after_next_start) is started by the launching
+    thread while the main thread joins it: a Ctrl-C landing then must reach Terraform, and
+    infra-apply must wait for it, as one landing a moment earlier does (it escaped the join,
+    leaving Terraform running in its own session, told nothing)."""
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log)
+    main = threading.main_thread()
+    assert threading.current_thread() is main
+    start = threading.Thread.start
+    handled = threading.Event()
+
+    def ctrl_c(signum: int, frame: object) -> None:
+        handled.set()
+        raise KeyboardInterrupt
+
+    def start_once_signalled(thread: threading.Thread) -> None:
+        if thread.name == "while-terraform-runs":
+            wait_until(lambda: _waiting_in_join(main) and "planning" in log_lines(log))
+            signal.pthread_kill(main.ident or 0, signal.SIGINT)  # raised in the join
+            wait_until(handled.is_set)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once_signalled)
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        tf.after_next_start(lambda: None)
+        with pytest.raises(KeyboardInterrupt):
+            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for line in log_lines(log):  # the old code left it running: end it
+            if line.startswith("pid "):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(line.split()[1]), signal.SIGKILL)
+    assert log_lines(log).count("SIGINT") == 1  # told to stop cleanly, and waited for
+    assert tf.interrupt_running() == 0
+
+
 def test_a_signal_before_the_readers_are_joined_leaves_no_reader_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -420,3 +420,20 @@ def test_database_firewall_validates_like_the_provider(cloud_file: Path) -> None
     ]
     gone = resource.import_(ctx, "no-such-cluster")
     assert gone is None and "not found (404)" in _messages(ctx)[-1][1]
+
+
+@pytest.mark.parametrize("name", ["uptime_alert", "monitor_alert"])
+def test_a_slack_only_route_applied_plans_no_change(name: str, cloud_file: Path) -> None:
+    """A route with no email: the cloud (as DigitalOcean's API) answers ``email: []`` where the
+    configuration has null, which SDKv2 takes as one value; the next plan must not update it
+    again (it did, on every plan, for every alert)."""
+    block = "notifications" if name == "uptime_alert" else "alerts"
+    slack_only = [{"email": None, "slack": ROUTES[0]["slack"]}]
+    resource, ctx = CASES[name].kind(None), Ctx(Diagnostics())
+    config = {**CASES[name].config(""), block: slack_only}
+    state = resource.create(ctx, resource.plan_change(ctx.diagnostics, None, config))
+    assert state is not None and state[block][0]["email"] == []
+    assert resource.plan_change(ctx.diagnostics, state, config)[block] == state[block]
+    # a route changed in the configuration is still planned
+    moved = [{"email": None, "slack": [{"channel": "#ops", "url": "https://hooks.slack.invalid/y"}]}]
+    assert resource.plan_change(ctx.diagnostics, state, {**config, block: moved})[block] == moved
