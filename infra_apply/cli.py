@@ -167,6 +167,14 @@ def cli(ctx: click.Context, root: Path, mesh_hosts: Path | None, color: bool | N
     from infra_apply import remedy
     from infra_apply.runtime.paths import check_path
 
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # removed under the shell: every relative path would fail later
+        from infra_apply.errors import InfraApplyError
+
+        raise InfraApplyError(
+            "the current folder no longer exists: cd to one that does and run again"
+        ) from None
     ctx.obj = options.Settings(root, mesh_hosts, color)
     check_path("--root", root)
     # $INFRA_APPLY_ROOT and the current folder hold in the shell a remedy is pasted into;

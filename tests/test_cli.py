@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -495,3 +497,19 @@ def test_a_write_error_on_stdout_is_one_line_and_exit_1(verb: str) -> None:
     closed.stdout.close()
     assert closed.wait(timeout=120) == 1
     assert closed.stderr.read() == "infra-apply: error: cannot write the output: Broken pipe\n"
+
+
+def test_a_current_folder_removed_under_the_shell_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = (
+        "import os, sys\n"
+        f"os.chdir({str(gone)!r}); os.rmdir({str(gone)!r})\n"
+        "sys.argv = ['infra-apply', '--root', 'tree', 'validate']\n"
+        "from infra_apply.cli import main\nmain()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(tmp_path))
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip() == (
+        "infra-apply: error: the current folder no longer exists: cd to one that does and run again"
+    )
