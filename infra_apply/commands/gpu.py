@@ -501,10 +501,16 @@ class Reaped:
 
 
 def reap(ctx: Context, terminal: Terminal) -> Reaped:
-    check_registry(ctx)
-    check_ready(ctx)
-    project = load_project(ctx)
-    ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
+    try:
+        check_registry(ctx)
+        check_ready(ctx)
+        project = load_project(ctx)
+        ctx.account.refuse_local_state_in_ci(project.config, ctx.env)
+    except InfraApplyError as exc:
+        from infra_apply.forge.notify import tell_reap_failure
+
+        tell_reap_failure(ctx, exc)
+        raise
     outcomes: list[lifecycle.Outcome] = []
     busy: list[str] = []
     errors: list[str] = []

@@ -196,6 +196,25 @@ def apply_failed(
     return Event("apply.failed", text, fields | ran.fields())
 
 
+def reap_failed(exit_code: int, account: Account, error: str | None = None) -> Event:
+    """``gpu reap`` stopped before any producer's leases were read (the reaper runs on a timer:
+    nobody watches it, and GPUs it does not reap keep billing). ``error`` as for apply_failed."""
+    why = f": {error}" if error else "; see the reaper's log"
+    text = (
+        f"infra-apply: gpu reap failed (exit {exit_code}){why}; no GPU lease is reaped until it "
+        f"runs again{account.note}"
+    )
+    fields: dict[str, object] = {"exit_code": exit_code, "sandbox": account.stand_in, "command": "gpu reap"}
+    if error:
+        fields["error"] = error
+    return Event("reap.failed", text, fields)
+
+
+def tell_reap_failure(ctx: Context, exc: InfraApplyError) -> None:
+    """Tell a reap that stopped before it knew the producers (its configuration, its checks)."""
+    for_run(ctx).send(reap_failed(int(exc.exit_code), ctx.account, config_error_line(exc, ctx.env)))
+
+
 def apply_refused(producer: str, account: Account, ran: Ran = Ran()) -> Event:
     text = (
         f"infra-apply: producer {producer}: {ran.label}apply refused by the guard (exit 3); nothing was "

@@ -454,6 +454,21 @@ def test_an_invalid_config_still_tells_apply_failed_with_its_first_line(
     no_secret(httpserver)
 
 
+def test_a_reap_stopped_by_an_invalid_config_is_told(ops: Ops, httpserver: HTTPServer) -> None:
+    """The reaper runs on a timer with nobody watching: a configuration that stops it (and so
+    leaves every GPU billing) is told, with its first line."""
+    config = ops.root / "infra-apply.toml"
+    config.write_text(config.read_text() + "\n[droplets.nosuch]\nsize = 1\n")
+    code, _, err = ops.sandbox("gpu", "reap")
+    assert code == 1
+    [event] = payloads(httpserver)
+    assert (event["event"], event["command"], event["exit_code"]) == ("reap.failed", "gpu reap", 1)
+    first = err.strip().splitlines()[0]
+    assert event["error"] == first and first.startswith("infra-apply.toml:"), (event, err)
+    assert "no GPU lease is reaped" in str(event["text"])
+    no_secret(httpserver)
+
+
 def test_notify_is_read_alone_strictly_from_a_config_that_does_not_load(tmp_path: Path) -> None:
     path = tmp_path / "infra-apply.toml"
     for text, expected in [
