@@ -875,6 +875,8 @@ def exit_at_once(code: int) -> None:
     no thread but daemons, every Terraform waited for, the output flushed. The atexit handlers
     (filelock's release of held locks, tempfile's cleanups, logging's flush) still run, once.
     Returns, for the normal exit, whenever any of that does not hold."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return  # a profiler or coverage writes its data at the normal exit
     main_thread = threading.main_thread()
     if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
         return  # a worker the normal exit would join
