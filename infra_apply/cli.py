@@ -4,11 +4,13 @@ heavy modules are imported inside commands so ``--help`` stays fast."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from datetime import timedelta
@@ -867,7 +869,43 @@ def main() -> None:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     stop_on_signals()
-    cli(prog_name="infra-apply")
+    try:
+        cli(prog_name="infra-apply")
+    except SystemExit as done:
+        if done.code is None or isinstance(done.code, int):
+            exit_at_once(done.code or 0)
+        raise
+
+
+def exit_at_once(code: int) -> None:
+    """End the process now, skipping the interpreter's teardown (freeing every module and object:
+    about 25 ms once a plan's modules are loaded), when teardown has nothing left to do for us:
+    no thread but daemons, every Terraform waited for, the output flushed. The atexit handlers
+    (filelock's release of held locks, tempfile's cleanups, logging's flush) still run, once.
+    Returns, for the normal exit, whenever any of that does not hold."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return  # a profiler or coverage writes its data at the normal exit
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        return  # a worker the normal exit would join
+    terraform = sys.modules.get("infra_apply.runtime.terraform")
+    if terraform is not None and terraform.any_running():
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # a closed pipe: the normal exit reports it as it always did
+    # A signal from here on would find no handler left to stop anything: the process is ending.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        code = code or 1
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

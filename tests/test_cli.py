@@ -513,3 +513,50 @@ def test_a_current_folder_removed_under_the_shell_is_one_line_not_a_traceback(tm
     assert r.stderr.strip() == (
         "infra-apply: error: the current folder no longer exists: cd to one that does and run again"
     )
+
+
+# main() ends the process itself once everything is said (no interpreter teardown); what the
+# normal exit would still do for a user happens all the same.
+_ENDING = """
+import atexit, sys, threading, time
+from infra_apply.cli import main
+
+class Teardown:
+    def __del__(self):
+        sys.stderr.write("teardown\\n")
+
+kept = Teardown()
+atexit.register(lambda: sys.stderr.write("atexit\\n"))
+if sys.argv.pop(1) == "worker":
+    def late():
+        time.sleep(0.3)
+        sys.stderr.write("worker done\\n")
+    threading.Thread(target=late).start()
+main()
+"""
+
+
+@pytest.mark.parametrize("worker", ["worker", "alone"])
+def test_main_flushes_runs_atexit_and_keeps_the_exit_code(worker: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-c", _ENDING, worker, "--root", str(tmp_path / "missing"), "schema"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["$schema"]  # the whole document, flushed
+    said = done.stderr.splitlines()
+    assert said.count("atexit") == 1
+    if worker == "worker":  # a thread still running: the normal exit, which waits for it
+        assert said == ["worker done", "atexit", "teardown"]
+    else:  # nothing left to wait for: no teardown
+        assert said == ["atexit"]
+    failed = subprocess.run(
+        [sys.executable, "-c", _ENDING, worker, "--root", str(tmp_path / "missing"), "validate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 1
+    assert "atexit" in failed.stderr.splitlines()

@@ -102,3 +102,25 @@ def test_a_render_report_loads_nothing_of_plan(tmp_path: Path) -> None:
     )
     plan = ("infra_apply.plan.parse", "infra_apply.plan.guard", "infra_apply.plan.cost", "infra_apply.kinds")
     assert loaded_after(code, plan, tmp_path) == "[]"
+
+
+# A render writes the managed-by/producer tags (plan/tags.py) and asks git for the tree's
+# identity: neither loads the plan parser, plan --changed's module or PyYAML for that.
+NOT_ON_THE_RENDER_PATH = ("infra_apply.plan.parse", "infra_apply.manifests.changed", "yaml")
+
+
+def test_rendering_and_the_git_identity_load_no_plan_parser_or_changed(tmp_path: Path) -> None:
+    code = (
+        "import infra_apply.render.module\nfrom infra_apply.runtime import identity\n"
+        f"assert identity._git_identity({str(tmp_path)!r}) is None\n"
+    )
+    assert loaded_after(code, NOT_ON_THE_RENDER_PATH, tmp_path) == "[]"
+
+
+def test_the_state_dir_module_loads_no_config_reader_yet_keeps_its_names(tmp_path: Path) -> None:
+    code = "import infra_apply.runtime.state\n"
+    assert loaded_after(code, ("infra_apply.manifests.config",), tmp_path) == "[]"
+    from infra_apply.manifests import config
+    from infra_apply.runtime import state
+
+    assert (state.CONFIG_NAME, state.Backend) == (config.CONFIG_NAME, config.Backend)

@@ -23,8 +23,8 @@ from infra_apply.plan.drift import (
     stale_registry_droplets,
     state_droplets,
 )
-from infra_apply.plan.managed import MANAGED_TAG
 from infra_apply.plan.parse import JsonObject
+from infra_apply.plan.tags import MANAGED_TAG
 from infra_apply.registry.mesh import HostChange
 from infra_apply.runtime.workcopy import (
     Context,

@@ -1,37 +1,32 @@
-"""What infra-apply manages: the tags it puts on every droplet, and the managed resources of a
-Terraform state (a plan's prior state included).
-
-Render writes the tags; drift (orphans), the account check (``exists``) and the drift verb read
-them with the same rule, so a droplet one of them counts as infra-apply's the others do too.
+"""What infra-apply manages: the tags it puts on every droplet (``tags.py``), and the managed
+resources of a Terraform state (a plan's prior state included).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 
 from infra_apply.plan.parse import JsonObject, json_dict, json_list
+from infra_apply.plan.tags import (
+    MANAGED_TAG,
+    PRODUCER_TAG,
+    is_managed,
+    is_producers,
+    producer_tag,
+    tagged_producer,
+)
 
-MANAGED_TAG = "managed-by:infra-apply"
-PRODUCER_TAG = "producer:"
-
-
-def producer_tag(producer: str) -> str:
-    return PRODUCER_TAG + producer
-
-
-def is_managed(tags: Collection[str]) -> bool:
-    """A droplet carrying these tags is infra-apply's (some producer's)."""
-    return MANAGED_TAG in tags
-
-
-def is_producers(tags: Collection[str], producer: str) -> bool:
-    """A droplet carrying these tags is infra-apply's, made for ``producer``."""
-    return MANAGED_TAG in tags and producer_tag(producer) in tags
-
-
-def tagged_producer(tags: Collection[str]) -> str | None:
-    """The producer a droplet's tags name; None when they name none."""
-    return next((t[len(PRODUCER_TAG) :] for t in tags if t.startswith(PRODUCER_TAG)), None)
+# The tag rule lives in tags.py (render loads it without the plan parser); importable from here.
+__all__ = [
+    "MANAGED_TAG",
+    "PRODUCER_TAG",
+    "is_managed",
+    "is_producers",
+    "prior_resources",
+    "producer_tag",
+    "state_resources",
+    "tagged_producer",
+]
 
 
 def state_resources(root_module: object) -> Iterator[JsonObject]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from infra_apply import kinds
 from infra_apply.errors import InfraApplyError
 from infra_apply.kinds import DROPLET, FIREWALL, KINDS
-from infra_apply.plan.managed import MANAGED_TAG, producer_tag
+from infra_apply.plan.tags import MANAGED_TAG, producer_tag
 from infra_apply.render import alerts, hcl
 
 # The output side of a render (output.py), importable from here as well.

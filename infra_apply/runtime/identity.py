@@ -31,6 +31,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import subprocess
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -149,24 +150,58 @@ def git_identity(root: str) -> tuple[str, str] | None:
 
 
 def _git_identity(root: str) -> tuple[str, str] | None:
-    from infra_apply.manifests.changed import _git
-
+    # Both questions at once: two short git processes, the second on the other core while the
+    # first runs. A shallow clone's answer to the second is its graft point, never used.
+    top_shallow = _git_started(root, "rev-parse", "--show-toplevel", "--is-shallow-repository")
+    first = _git_started(root, "rev-list", "--first-parent", "--max-parents=0", "HEAD")
     try:
-        top, shallow = _git(
-            Path(root), "rev-parse", "--show-toplevel", "--is-shallow-repository", timeout=GIT_TIMEOUT_SECONDS
-        ).splitlines()[:2]
-        if shallow.strip() != "false":
-            return None
-        roots = _git(
-            Path(root), "rev-list", "--first-parent", "--max-parents=0", "HEAD", timeout=GIT_TIMEOUT_SECONDS
-        ).split()
-    except (InfraApplyError, ValueError):
+        top, shallow = _git_answer(top_shallow).splitlines()[:2]
+        roots = _git_answer(first).split()
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    finally:
+        for started in (top_shallow, first):
+            _git_end(started)
+    if shallow.strip() != "false":
         return None
     try:
         rel = Path(root).relative_to(Path(top).resolve()).as_posix()
     except ValueError:
         return None
     return (roots[0], rel) if len(roots) == 1 else None
+
+
+def _git_started(cwd: str, *args: str) -> subprocess.Popen[bytes] | OSError:
+    try:
+        return subprocess.Popen(
+            ["git", "-c", "core.quotepath=off", *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError as exc:  # git missing, the root gone: no git identity
+        return exc
+
+
+def _git_answer(started: subprocess.Popen[bytes] | OSError) -> str:
+    """The process's stdout; raises when it could not start, failed or did not answer in time."""
+    if isinstance(started, OSError):
+        raise started
+    out, _ = started.communicate(timeout=GIT_TIMEOUT_SECONDS)
+    if started.returncode != 0:
+        raise subprocess.CalledProcessError(started.returncode, started.args)
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _git_end(started: subprocess.Popen[bytes] | OSError) -> None:
+    """Never leaves a git process behind (timed out, or not read after the other failed)."""
+    if isinstance(started, OSError) or started.returncode is not None:
+        return
+    started.kill()
+    started.wait()
+    if started.stdout is not None:
+        started.stdout.close()
 
 
 def keyed(state: Path, area: str, key: str) -> Path:

@@ -30,11 +30,13 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from infra_apply.errors import InfraApplyError, printable
-from infra_apply.manifests.config import CONFIG_NAME, Backend, Config
 
-# Backend and CONFIG_NAME moved to infra_apply.manifests.config; kept importable from here.
+if TYPE_CHECKING:
+    from infra_apply.manifests.config import CONFIG_NAME, Backend, Config
+
 __all__ = [
     "CONFIG_NAME",
     "Backend",
@@ -47,6 +49,16 @@ __all__ = [
     "state_dir",
     "validation_cache",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Backend and CONFIG_NAME live in infra_apply.manifests.config; importable from here too,
+    # without loading the config reader on every path that asks where the state dir is.
+    if name in ("CONFIG_NAME", "Backend"):
+        from infra_apply.manifests import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -143,6 +155,8 @@ def refuse_local_state_in_ci(config: Config, env: Mapping[str, str]) -> None:
     ``Account.refuse_local_state_in_ci``.)"""
     if not in_ci(env) or config.state.kind != "local" or config.state.allow_local_in_ci:
         return
+    from infra_apply.manifests.config import CONFIG_NAME
+
     where = config.state.at
     raise InfraApplyError(
         f"CI is set (CI={printable(env.get('CI', ''))}) and this tree keeps local state, which a "

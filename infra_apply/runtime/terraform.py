@@ -342,6 +342,12 @@ def _join(threads: Sequence[threading.Thread]) -> KeyboardInterrupt | None:
     return interrupted
 
 
+def any_running() -> bool:
+    """Whether a Terraform this process started has not been waited for yet."""
+    with _running_lock:
+        return bool(_running)
+
+
 def interrupt_running() -> int:
     """Forward a Ctrl-C to every Terraform ``run`` is waiting on, on any thread; how many.
 
