@@ -179,9 +179,27 @@ def run(
     ``wait_for_earlier`` makes the next run wait for it.
     """
     refuse_if_earlier_running(cwd)
-    proc, interrupted = _launch(argv, cwd, env)
+    out: list[str] = []
+    err: list[str] = []
+    exited = threading.Event()
+
+    def follow(proc: subprocess.Popen[bytes]) -> list[threading.Thread]:
+        # Each reader opens and closes its own file and stops once Terraform has exited and all
+        # is read; started on the launching thread, where no signal lands, so a Ctrl-C cannot
+        # stop a reader's start and skip passing itself on to Terraform.
+        readers = [
+            threading.Thread(target=_follow, args=(cwd / OUT_FILE, proc, out, echo, exited), daemon=True),
+            threading.Thread(
+                target=_follow, args=(cwd / ERR_FILE, proc, err, echo_stderr, exited), daemon=True
+            ),
+        ]
+        for t in readers:
+            t.start()
+        return readers
+
+    proc, readers, interrupted = _launch(argv, cwd, env, follow)
     try:
-        return _wait(proc, cwd, echo, echo_stderr, interrupted)
+        return _wait(proc, readers, out, err, exited, interrupted)
     finally:
         with _running_lock:
             _running.discard(proc)
@@ -190,15 +208,19 @@ def run(
 
 
 def _launch(
-    argv: Sequence[str], cwd: Path, env: Mapping[str, str]
-) -> tuple[subprocess.Popen[bytes], KeyboardInterrupt | None]:
-    """Start Terraform and record it, on a helper thread.
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    follow: Callable[[subprocess.Popen[bytes]], list[threading.Thread]],
+) -> tuple[subprocess.Popen[bytes], list[threading.Thread], KeyboardInterrupt | None]:
+    """Start Terraform, record it and start following its output (``follow``), on a helper
+    thread.
 
     Signals become exceptions on the main thread only. One arriving while Terraform is being
     started must not leave a Terraform that nobody waits for and no pid file names: it is
     kept, and handled once Terraform is recorded (``_wait`` passes it on first thing).
     """
-    launched: list[subprocess.Popen[bytes] | BaseException] = []
+    launched: list[tuple[subprocess.Popen[bytes], list[threading.Thread]] | BaseException] = []
     done = threading.Event()
 
     def launch() -> None:
@@ -210,7 +232,7 @@ def _launch(
                 _after_start.clear()
             with contextlib.suppress(OSError):  # without a pid file only a SIGKILL case is worse off
                 _record(cwd, proc, argv)
-            launched.append(proc)
+            launched.append((proc, follow(proc)))
         except BaseException as exc:  # raised again on the caller's thread
             launched.append(exc)
             waiting = []
@@ -239,7 +261,8 @@ def _launch(
         raise TerraformError(f"cannot start {argv[0]}: {outcome.strerror}") from None
     if isinstance(outcome, BaseException):
         raise outcome
-    return outcome, interrupted
+    proc, readers = outcome
+    return proc, readers, interrupted
 
 
 _after_start: list[Callable[[], None]] = []
@@ -283,30 +306,18 @@ def _private_file(path: Path) -> int:
 
 def _wait(
     proc: subprocess.Popen[bytes],
-    cwd: Path,
-    echo: Printer | None,
-    echo_stderr: Printer | None,
+    readers: Sequence[threading.Thread],
+    out: list[str],
+    err: list[str],
+    exited: threading.Event,
     interrupted: KeyboardInterrupt | None = None,
 ) -> Result:
-    out: list[str] = []
-    err: list[str] = []
-    exited = threading.Event()
-    if interrupted is not None:  # it came while Terraform was starting
-        proc.send_signal(signal.SIGINT)
-    # Each reader opens and closes its own file and stops once Terraform has exited and all is
-    # read: no signal on this thread, wherever it lands, can close a file under a reader.
-    readers = [
-        threading.Thread(target=_follow, args=(cwd / OUT_FILE, proc, out, echo, exited), daemon=True),
-        threading.Thread(target=_follow, args=(cwd / ERR_FILE, proc, err, echo_stderr, exited), daemon=True),
-    ]
     late: KeyboardInterrupt | None = None
     try:
-        for t in readers:
-            t.start()
         interrupted = _wait_forwarding(proc, interrupted)
     finally:
         exited.set()
-        late = _join([t for t in readers if t.ident is not None])
+        late = _join(readers)
     interrupted = interrupted or late
     if interrupted is not None:
         raise interrupted
@@ -317,10 +328,15 @@ def _wait_forwarding(
     proc: subprocess.Popen[bytes], interrupted: KeyboardInterrupt | None
 ) -> KeyboardInterrupt | None:
     """Wait for Terraform, passing each signal on as a SIGINT; the first decides the exit code.
-    The inner try keeps a signal that lands while a timeout is being handled from escaping."""
+    The inner try keeps a signal that lands while a timeout is being handled from escaping.
+    ``interrupted``: one that came while Terraform was starting, passed on first."""
+    pending = interrupted is not None
     while True:
         try:
             try:
+                if pending:
+                    pending = False
+                    proc.send_signal(signal.SIGINT)
                 proc.wait(SIGNAL_CHECK_SECONDS)
                 return interrupted
             except subprocess.TimeoutExpired:

@@ -586,6 +586,47 @@ def test_a_signal_while_terraform_s_start_is_handed_on_still_stops_terraform(
     assert tf.interrupt_running() == 0
 
 
+def test_a_signal_while_the_output_readers_start_still_stops_terraform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C landing while Terraform's output readers are being started must reach Terraform
+    and be waited for (make test once saw it escape: Terraform left running, told nothing, and
+    infra-apply gone with exit 130). The signal is sent as a reader starts, wherever that is."""
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log)
+    main = threading.main_thread()
+    start = threading.Thread.start
+    handled = threading.Event()
+
+    def ctrl_c(signum: int, frame: object) -> None:
+        handled.set()
+        raise KeyboardInterrupt
+
+    def start_signalled(thread: threading.Thread) -> None:
+        if getattr(thread, "_target", None) is tf._follow and not handled.is_set():
+            wait_until(lambda: "planning" in log_lines(log))
+            signal.pthread_kill(main.ident or 0, signal.SIGINT)
+            if threading.current_thread() is main:
+                time.sleep(1)  # the handler runs here, on the main thread, raising in start
+            else:
+                wait_until(handled.is_set)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_signalled)
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for line in log_lines(log):  # the old code left it running: end it
+            if line.startswith("pid "):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(line.split()[1]), signal.SIGKILL)
+    assert log_lines(log).count("SIGINT") == 1  # told to stop cleanly, and waited for
+    assert tf.interrupt_running() == 0
+
+
 def test_a_signal_before_the_readers_are_joined_leaves_no_reader_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
