@@ -30,6 +30,7 @@ from infra_apply.gpu.config import GpuSettings, settings_for
 from infra_apply.gpu.lease import Claim, Decision, Lease, LeaseError
 from infra_apply.gpu.probe import ProbeResult
 from infra_apply.gpu.store import LeaseConflict, LeaseStore
+from infra_apply.runtime.signals import deferred
 
 # A claim older than this was left by a run that died mid-release (killed, machine lost): the
 # next reap takes it over. Longer than any release (a producer apply destroying one droplet)
@@ -330,10 +331,14 @@ def _act(
         for lease, _ in claimed:
             if lease.gpu not in errors:
                 errors[lease.gpu] = None if gone is not None and gone(lease) else _STOPPED
-        store.update(_finisher(errors, claims, standins), ATTEMPTS)
+        with deferred():
+            store.update(_finisher(errors, claims, standins), ATTEMPTS)
         raise
     if claimed:
-        store.update(_finisher(errors, claims, standins), ATTEMPTS)
+        # Not cut short by a signal: a released GPU whose lease stayed claimed would be created
+        # again by the next plan; the write takes seconds, the signal is handled after it.
+        with deferred():
+            store.update(_finisher(errors, claims, standins), ATTEMPTS)
     return [
         Outcome(
             lease.gpu,

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -337,6 +339,30 @@ def test_gpu_down_claims_releases_and_ends_the_lease(store: LeaseStore, clock: C
     outcome = release_gpu(store, CT_GPU, world.release, who="ops@box", clock=clock)
     assert (outcome.released, outcome.error) == (True, None)
     assert world.released[0].releasing is not None
+    assert store.read().leases == {}
+
+
+def test_a_stop_during_the_leases_end_waits_for_it(
+    store: LeaseStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the released GPU's lease is being ended: the write finishes, then the stop
+    is handled (a lease left claimed would have the next plan create the GPU again)."""
+    world = World()
+    up(store, clock)
+    update = LeaseStore.update
+    calls: list[int] = []
+
+    def interrupted_update(self: LeaseStore, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the first write claims the lease, the second ends it
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler runs here, on the main thread
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeaseStore, "update", interrupted_update)
+    with pytest.raises(KeyboardInterrupt):
+        release_gpu(store, CT_GPU, world.release, who="ops@box", clock=clock)
+    assert [lease.gpu for lease in world.released] == [CT_GPU]
     assert store.read().leases == {}
 
 
