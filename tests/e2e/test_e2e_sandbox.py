@@ -360,7 +360,8 @@ def test_sandbox_provider_exits_when_its_terraform_is_killed(ops: Ops) -> None:
     stopping.assert_no_process_left(ops)  # before the gate opens: nothing else would end them
     cloud.release_gate(gate)
     cloud.inject_faults(ops.cloud)
-    assert ops.apply("quinn")[0] == 0
+    code, out, err = ops.apply("quinn")
+    assert code == 0, out + err
     stopping.assert_no_duplicate_and_state_matches_cloud(ops, QUINN)
 
 
