@@ -142,7 +142,7 @@ def test_a_url_env_holding_no_webhook_url_is_never_handed_to_terraform(tmp_path:
     """slack.url_env = "DIGITALOCEAN_TOKEN" by mistake put the token in every alert (sent to
     DigitalOcean, kept in its console); the error never shows the value."""
     got = load(tmp_path, FULL).alerts
-    token = "FAKE-do-token_dop_v1_0123456789abcdef"
+    token = "FAKE-do-token_mistyped-url-env"
     for env in ({"SLACK_ALERT_WEBHOOK": token}, {"SLACK_ALERT_WEBHOOK": "http://hooks.example/x"}):
         for stand_in in (None, SANDBOX.webhook_stand_in):
             with pytest.raises(ConfigError) as caught:
