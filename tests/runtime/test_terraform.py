@@ -545,6 +545,25 @@ def _waiting_in_join(thread: threading.Thread) -> bool:
     return False
 
 
+def _interrupted_plan_stops_terraform(
+    fake: Path, log: Path, tmp_path: Path, ctrl_c: Callable[[int, object], None]
+) -> None:
+    """Run a plan with ``ctrl_c`` as the SIGINT handler: it is interrupted, and Terraform was
+    told to stop once and waited for (one the old code left running is killed here)."""
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for line in log_lines(log):
+            if line.startswith("pid "):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(line.split()[1]), signal.SIGKILL)
+    assert log_lines(log).count("SIGINT") == 1  # told to stop cleanly, and waited for
+    assert tf.interrupt_running() == 0
+
+
 def test_a_signal_while_terraform_s_start_is_handed_on_still_stops_terraform(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -571,19 +590,8 @@ def test_a_signal_while_terraform_s_start_is_handed_on_still_stops_terraform(
         start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start_once_signalled)
-    previous = signal.signal(signal.SIGINT, ctrl_c)
-    try:
-        tf.after_next_start(lambda: None)
-        with pytest.raises(KeyboardInterrupt):
-            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        for line in log_lines(log):  # the old code left it running: end it
-            if line.startswith("pid "):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(line.split()[1]), signal.SIGKILL)
-    assert log_lines(log).count("SIGINT") == 1  # told to stop cleanly, and waited for
-    assert tf.interrupt_running() == 0
+    tf.after_next_start(lambda: None)
+    _interrupted_plan_stops_terraform(fake, log, tmp_path, ctrl_c)
 
 
 def test_a_signal_while_the_output_readers_start_still_stops_terraform(
@@ -613,18 +621,7 @@ def test_a_signal_while_the_output_readers_start_still_stops_terraform(
         start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start_signalled)
-    previous = signal.signal(signal.SIGINT, ctrl_c)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        for line in log_lines(log):  # the old code left it running: end it
-            if line.startswith("pid "):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(line.split()[1]), signal.SIGKILL)
-    assert log_lines(log).count("SIGINT") == 1  # told to stop cleanly, and waited for
-    assert tf.interrupt_running() == 0
+    _interrupted_plan_stops_terraform(fake, log, tmp_path, ctrl_c)
 
 
 def test_a_signal_before_the_readers_are_joined_leaves_no_reader_traceback(
