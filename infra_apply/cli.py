@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -97,6 +96,8 @@ class Group(click.Group):
 
 
 def _bug(ctx: click.Context) -> NoReturn:
+    import traceback  # only a bug needs it
+
     traceback.print_exc()
     click.echo(
         "infra-apply: internal error (a bug); please report it with the traceback above",

@@ -105,8 +105,10 @@ def misplaced(tests: Path, package: Path) -> list[str]:
             continue
         if len(rel.parts) > 2 or (len(rel.parts) == 2 and rel.parts[0] not in packages):
             found.append(f"tests/{rel.as_posix()}: no package infra_apply/{rel.parent.as_posix()}")
-        elif len(rel.parts) == 1 and path.stem not in REPO_WIDE_TESTS and not any(
-            path.stem == f"test_{m}" or path.stem.startswith(f"test_{m}_") for m in modules
+        elif (
+            len(rel.parts) == 1
+            and path.stem not in REPO_WIDE_TESTS
+            and not any(path.stem == f"test_{m}" or path.stem.startswith(f"test_{m}_") for m in modules)
         ):
             found.append(f"tests/{rel.as_posix()}: not a top-level module's test: move it to its package")
     return found
@@ -121,8 +123,15 @@ def test_the_mirror_check_sees_a_misplaced_test(tmp_path: Path) -> None:
     for rel in ("plan/__init__.py", "plan/guard.py", "plan/stray.py", "kinds.py", "__init__.py"):
         (package / rel).parent.mkdir(parents=True, exist_ok=True)
         (package / rel).write_text("")
-    for rel in ("plan/test_guard.py", "e2e/test_e2e_x.py", "test_kinds_table.py", "test_docs.py",
-                "fixtures/test_not_a_test.py", "test_stray.py", "planning/test_guard.py"):
+    for rel in (
+        "plan/test_guard.py",
+        "e2e/test_e2e_x.py",
+        "test_kinds_table.py",
+        "test_docs.py",
+        "fixtures/test_not_a_test.py",
+        "test_stray.py",
+        "planning/test_guard.py",
+    ):
         (tests / rel).parent.mkdir(parents=True, exist_ok=True)
         (tests / rel).write_text("")
     assert misplaced(tests, package) == [

@@ -61,7 +61,10 @@ def _render(
     from infra_apply.manifests.validate import require_valid
     from infra_apply.render.module import cache_file, render_model, rendered_producers
 
-    before = uptodate.tree_digest(root, out, mesh_path, env) if record is not None else None
+    # The code's digest once: walking the package is most of a digest's cost, and the caches
+    # take it three times (the inputs before and after, the render cache's key).
+    code = None if record is None else uptodate.code_digest_or_none()
+    before = uptodate.tree_digest(root, out, mesh_path, env, code) if record is not None else None
     warnings: list[str] = []
 
     def warn(line: str) -> None:
@@ -72,11 +75,11 @@ def _render(
     v = require_valid(root, mesh_path, cache, warn)
     model = build_model(v)
     ledgers = read_ledgers(out, (p.name for p in rendered_producers(model)))
-    rendered = render_model(model, out, cache_file(cache), ledgers)
+    rendered = render_model(model, out, cache_file(cache), ledgers, code)
     if (
         record is not None
         and before is not None
-        and before == uptodate.tree_digest(root, out, mesh_path, env)
+        and before == uptodate.tree_digest(root, out, mesh_path, env, code)
     ):
         uptodate.store(record, before, ledgers, v.config, warnings, rendered)
     return rendered

@@ -49,6 +49,7 @@ hold at most 64 KiB (DigitalOcean's limit). Render copies it byte for byte into
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import ipaddress
@@ -370,14 +371,15 @@ def load(root: Path, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"invalid TOML: {message}", path=shown, line=line, col=col) from None
     except RecursionError:  # tomllib recurses per nested array or inline table
         raise ConfigError("invalid TOML: nested too deeply", path=shown) from None
-    return _Reader(root, shown, text).config(doc)
+    return _Reader(root, shown, text, _checked_record(env)).config(doc)
 
 
 class _Reader:
     """Checks one parsed document, locating every problem in its text."""
 
-    def __init__(self, root: Path, shown: str, text: str) -> None:
+    def __init__(self, root: Path, shown: str, text: str, checked: Path | None = None) -> None:
         self.root = root
+        self.checked = checked
         self.user_data_read: list[tuple[str, UserData]] = []
         self.shown = shown
         self.text = text
@@ -822,14 +824,17 @@ class _Reader:
             raise where.error(f"{label} must be a path relative to the root, as a string")
         if value == "":
             return None  # an override turning the default off
-        read = read_user_data(self.root, value, where, label)
+        read = read_user_data(self.root, value, where, label, self.checked)
         self.user_data_read.append((value, read))
         return read
 
 
-def read_user_data(root: Path, value: str, where: Where, label: str = "user_data") -> UserData:
+def read_user_data(
+    root: Path, value: str, where: Where, label: str = "user_data", checked: Path | None = None
+) -> UserData:
     """The user-data file ``value`` (relative to ``root``), checked: inside the root, a regular
-    file, at most 64 KiB of UTF-8, ``#cloud-config`` YAML or a ``#!`` script."""
+    file, at most 64 KiB of UTF-8, ``#cloud-config`` YAML or a ``#!`` script. ``checked``: the
+    record of texts found valid before (``_checked_record``)."""
     rel = PurePosixPath(value)
     if rel.is_absolute() or "\\" in value or not value.isprintable():
         raise where.error(f"{label} {printable(repr(value))} must be a path relative to the root")
@@ -855,7 +860,7 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
         raise file_at.error(f"not UTF-8 text (byte {exc.start})", "user_data") from None
     first = text.split("\n", 1)[0].rstrip("\r \t")
     if first == "#cloud-config":
-        _check_cloud_config(text, source)
+        _check_cloud_config_once(text, source, checked)
     elif not first.startswith("#!"):
         raise file_at.error(
             "user data must start with a #cloud-config line (cloud-init YAML) or #! (a script); "
@@ -863,6 +868,61 @@ def read_user_data(root: Path, value: str, where: Where, label: str = "user_data
             "user_data",
         )
     return UserData(source, text, where)
+
+
+CHECKED_FORMAT = 1  # bumped when the check below changes: texts passed before are checked again
+CHECKED_KEPT = 32  # texts remembered
+
+
+def _checked_record(env: Mapping[str, str]) -> Path | None:
+    """Where the digests of the ``#cloud-config`` texts found valid are kept, so a run whose
+    user data did not change does not load PyYAML (every command reads this file); None with
+    INFRA_APPLY_NO_CACHE."""
+    if env.get("INFRA_APPLY_NO_CACHE"):
+        return None
+    from infra_apply.runtime.state import state_dir
+
+    return state_dir(env) / "cache" / "cloud-config-checked"
+
+
+def _check_cloud_config_once(text: str, source: str, record: Path | None) -> None:
+    """``_check_cloud_config``, skipped for a text the record holds (by its SHA-256 with this
+    version's check); a text found valid joins the record. Only passes are kept: an invalid
+    text is checked (and located) on every run."""
+    from infra_apply import __version__
+
+    data = f"{CHECKED_FORMAT}\0{__version__}\0{text}".encode("utf-8", "surrogatepass")
+    key = hashlib.sha256(data).hexdigest()
+    known = _read_checked(record)
+    if key in known:
+        return
+    _check_cloud_config(text, source)
+    if record is not None:
+        _store_checked(record, (key, *known)[:CHECKED_KEPT])
+
+
+def _read_checked(record: Path | None) -> tuple[str, ...]:
+    from infra_apply.runtime.fs import read_private
+
+    if record is None:
+        return ()
+    try:
+        lines = read_private(record, 80 * CHECKED_KEPT).decode("ascii").split()
+    except (OSError, ValueError, InfraApplyError):
+        return ()  # missing, foreign or damaged: checked again
+    return tuple(line for line in lines if len(line) == 64)
+
+
+def _store_checked(record: Path, keys: Sequence[str]) -> None:
+    """Only into a cache folder some command made: the config is read before a command has
+    checked where its state dir is (never inside a generated folder), so this never makes it."""
+    from infra_apply.runtime.fs import write_private
+
+    if not record.parent.is_dir():
+        return
+    # A read-only state dir only costs the next run the check.
+    with contextlib.suppress(OSError, ValueError, InfraApplyError):
+        write_private(record, "".join(f"{key}\n" for key in keys).encode("ascii"))
 
 
 # A run reads the config more than once (its key, the project, the backend): the same text is

@@ -12,17 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
-
 from infra_apply.manifests.discover import discover
 from infra_apply.manifests.manifest import MAX_BYTES
 from infra_apply.manifests.rules import name_producer
 from infra_apply.runtime.fs import read_bounded
-
-try:  # libyaml's loader when present: completion runs on every <Tab>
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
 
 
 class DropletName(NamedTuple):
@@ -47,8 +40,13 @@ def producer_folders(root: Path) -> list[str]:
 def droplets_in(text: str, tree_producer: str | None) -> list[DropletName]:
     """The droplets a manifest's text declares (``droplets[].name``) or asks for on demand
     (``service.gpu``); empty when the text is not a YAML mapping."""
+    # Here, not at the top: ``plan --changed`` needs only the folder names.
+    import yaml
+
+    # libyaml's safe loader when present: completion runs on every <Tab>.
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.load(text, Loader=_Loader)  # a safe loader (CSafeLoader / SafeLoader)
+        doc = yaml.load(text, Loader=loader)
     except yaml.YAMLError:
         return []
     if not isinstance(doc, dict):

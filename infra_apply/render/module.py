@@ -658,9 +658,11 @@ def render_model(
     ledger_dir: Path,
     cache: Path | None = None,
     ledgers: Mapping[str, bytes | None] | None = None,
+    code: bytes | None = None,
 ) -> list[Rendered]:
     """Render every producer that has something to provision; ledgers come from ``ledger_dir``
-    (or ``ledgers``, as ``read_ledgers`` read them there, when the caller hashes them too).
+    (or ``ledgers``, as ``read_ledgers`` read them there, when the caller hashes them too);
+    ``code`` is ``uptodate.code_digest()`` when the caller has it.
 
     With ``cache`` (a file under the state dir), the texts of the last render are reused when
     every input is the same (the model, the ledgers, the templates, this code): only computing
@@ -670,7 +672,7 @@ def render_model(
     # Read once: the bytes hashed into the key are the bytes rendered from.
     if ledgers is None:
         ledgers = read_ledgers(ledger_dir, (p.name for p in producers))
-    key = _cache_key(model, ledgers) if cache is not None else None
+    key = _cache_key(model, ledgers, code) if cache is not None else None
     if cache is not None and key is not None:
         cached = load_cache(cache, key)
         if cached is not None:
@@ -694,7 +696,7 @@ def cache_file(validation_cache: Path | None) -> Path | None:
     return validation_cache.with_name("render-" + validation_cache.name.removeprefix("validate-"))
 
 
-def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
+def _cache_key(model: Model, ledgers: Mapping[str, bytes | None], code: bytes | None = None) -> str | None:
     """SHA-256 over every input of a render, each part hashed on its own (fixed-length parts
     cannot run into each other); None when one cannot be read (that render is not cached)."""
     import pickle
@@ -715,7 +717,7 @@ def _cache_key(model: Model, ledgers: Mapping[str, bytes | None]) -> str | None:
             parts.append(read_bounded(Path(module), TEXT_LIMIT))
         # And every other module of the package by its stat (the managed tag, the ledger's
         # parser, ... reach the texts too), the libraries and the Python.
-        parts.append(code_digest())
+        parts.append(code_digest() if code is None else code)
         parts.append("\0".join(KINDS).encode())
         jinja = find_spec("jinja2")
         if jinja is None or jinja.origin is None:

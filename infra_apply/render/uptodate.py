@@ -60,12 +60,14 @@ def record_file(state: Path, root: Path, out: Path) -> Path:
     return state / "cache" / f"render-inputs-{hashlib.sha256(where).hexdigest()[:20]}.json"
 
 
-def tree_digest(root: Path, out: Path, mesh_path: Path | None, env: Mapping[str, str]) -> bytes | None:
+def tree_digest(
+    root: Path, out: Path, mesh_path: Path | None, env: Mapping[str, str], code: bytes | None = None
+) -> bytes | None:
     """SHA-256 over the inputs known before rendering; None when one cannot be read (a full
-    render then says what is wrong)."""
+    render then says what is wrong). ``code``: ``code_digest()`` when the caller has it."""
     digest = _Digest()
     try:
-        digest.add(code_digest())
+        digest.add(code_digest() if code is None else code)
         digest.add(f"{root.resolve()}\0{out.resolve()}")
         # validate reads infra-apply.toml through os.environ; both environments are hashed.
         for variables in (env, os.environ):
@@ -95,6 +97,14 @@ def code_digest() -> bytes:
     _package(digest)
     _libraries(digest)
     return digest.done()
+
+
+def code_digest_or_none() -> bytes | None:
+    """``code_digest()``, or None when a file cannot be read (each digest then says so)."""
+    try:
+        return code_digest()
+    except OSError:
+        return None
 
 
 def full_key(

@@ -210,6 +210,16 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
+def _stop_on_sigint() -> None:
+    """The shared provider (``--dev``, reattach.py) is stopped with SIGINT, which ends its
+    server and removes its socket folder. A process started with SIGINT ignored (a background
+    job of a script, as CI runners start them) passes that on, and Python keeps it ignored: the
+    stop would then wait its whole timeout and kill the server, leaving the folder behind."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _keep_serving_on_stop(runner: Any) -> None:
     """Terraform's Ctrl-C sends StopProvider and then waits for the operations in flight; tf
     stops its server right there, which kills a create between the cloud's answer and
@@ -239,6 +249,8 @@ def main(tls_file: str | None = None) -> None:
     from tf import runner
 
     exit_with_parent()
+    if "--dev" in sys.argv:
+        _stop_on_sigint()
     # run_provider imports ProviderServicer from tf.provider when it is called.
     tf.provider.ProviderServicer = _servicer_class()
     _keep_serving_on_stop(runner)

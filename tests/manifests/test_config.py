@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -390,6 +392,61 @@ def test_a_hostile_toml_key_is_shown_printable_on_one_line(tmp_path: Path, toml:
         config.load(root, {})
     line = caught.value.format()
     assert line.isprintable() and shown in line, line
+
+
+_LOADS_YAML = (
+    "import sys; from pathlib import Path; from infra_apply.manifests.config import load; "
+    "load(Path(sys.argv[1])); print('yaml' in sys.modules)"
+)
+
+
+def _loads_yaml(root: Path, env: dict[str, str]) -> bool:
+    """Whether a fresh process reading the config loads PyYAML (checks the user data)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADS_YAML, str(root)], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip() == "True"
+
+
+def test_user_data_found_valid_is_not_parsed_by_the_next_run(tmp_path: Path) -> None:
+    """Every command reads the config: cloud-init YAML a run found valid is known by its digest
+    to the next one, which does not load PyYAML; a changed text, or a record another user could
+    have written, is checked again."""
+    root = tree(tmp_path, '[droplets]\nuser_data = "u.yaml"\n', **{"u.yaml": CLOUD_CONFIG})
+    env = cli_env(tmp_path)
+    cache = Path(env["INFRA_APPLY_STATE_DIR"]) / "cache"
+    cache.mkdir(parents=True, mode=0o700)
+    assert _loads_yaml(root, env)
+    assert not _loads_yaml(root, env)
+    record = cache / "cloud-config-checked"
+    assert record.stat().st_mode & 0o777 == 0o600
+    (root / "u.yaml").write_text(CLOUD_CONFIG + "runcmd: [hostname]\n")
+    assert _loads_yaml(root, env)
+    assert not _loads_yaml(root, env)
+    record.chmod(0o664)
+    assert _loads_yaml(root, env)
+    assert not _loads_yaml(root, env)
+
+
+def test_user_data_that_fails_is_never_recorded(tmp_path: Path) -> None:
+    root = tree(tmp_path, '[droplets]\nuser_data = "u.yaml"\n', **{"u.yaml": "#cloud-config\n- a\n"})
+    env = cli_env(tmp_path)
+    (Path(env["INFRA_APPLY_STATE_DIR"]) / "cache").mkdir(parents=True, mode=0o700)
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="must be a mapping"):
+            config.load(root, env)
+    assert not (Path(env["INFRA_APPLY_STATE_DIR"]) / "cache" / "cloud-config-checked").exists()
+
+
+def test_no_cache_keeps_no_record_and_no_run_makes_the_state_dir(tmp_path: Path) -> None:
+    root = tree(tmp_path, '[droplets]\nuser_data = "u.yaml"\n', **{"u.yaml": CLOUD_CONFIG})
+    env = cli_env(tmp_path)
+    state = Path(env["INFRA_APPLY_STATE_DIR"])
+    assert config.load(root, env).droplets.user_data is not None
+    assert not state.exists()  # the config is read before a command checks where state may go
+    (state / "cache").mkdir(parents=True, mode=0o700)
+    assert _loads_yaml(root, {**env, "INFRA_APPLY_NO_CACHE": "1"})
+    assert not (state / "cache" / "cloud-config-checked").exists()
 
 
 def test_the_same_user_data_is_parsed_once_and_a_bad_one_fails_every_time(

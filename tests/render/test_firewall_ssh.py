@@ -319,7 +319,7 @@ def test_mesh_without_bootstrap_from_never_creates_a_droplet_no_ssh_reaches() ->
     mesh_only = FirewallSettings(mesh=True)
     droplets = tuple(Droplet(f"com.uvlava.ct.{n}", "ct", "x", firewall=mesh_only) for n in "ab")
     prep = Prepared(ProducerModel("ct", droplets), Rendered("ct", {}), cast(WorkingCopy, None))
-    with pytest.raises(InfraApplyError, match=r'needs mesh-hosts.json .* would get no SSH'):
+    with pytest.raises(InfraApplyError, match=r"needs mesh-hosts.json .* would get no SSH"):
         ssh_variables(prep)  # a live run given no registry
     with pytest.raises(InfraApplyError, match=r"'com.uvlava.ct.b' is not in mesh-hosts.json yet"):
         ssh_variables(replace(prep, registered=frozenset({"com.uvlava.ct.a"})))

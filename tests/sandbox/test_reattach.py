@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from infra_apply.sandbox.reattach import ENV_VAR
@@ -66,3 +70,29 @@ def test_plan_and_show_share_one_provider_init_and_apply_never_do(example: Path,
     assert not any(r for _, r in calls(log))  # an apply's plan and apply use Terraform's own
     assert provider_processes(tmp_path / "state") == set()  # the shared provider is gone with its run
     assert not os.environ.get(ENV_VAR)
+
+
+def test_the_shared_provider_stops_when_the_run_was_started_with_sigint_ignored(
+    example: Path, tmp_path: Path
+) -> None:
+    """A CI runner's script starts its steps in the background, with SIGINT ignored, and a
+    process keeps that: the shared provider still ends on the SIGINT its run sends it, removing
+    its socket folder (it used to be killed after 5 s per plan, the folder left in /tmp)."""
+    # Short: a unix socket's path has at most 107 bytes, and the providers' sockets go here.
+    tmp = Path(tempfile.mkdtemp(prefix="ia-"))
+    env = cli_env(tmp_path, TMPDIR=str(tmp))
+    common = ("--root", str(example / "tree"), "--mesh-hosts", str(example / "mesh-hosts.json"))
+    planned = subprocess.run(
+        [sys.executable, "-m", "infra_apply", *common, "plan", "--sandbox", "--producer", "quinn"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    left = sorted(p.name for p in tmp.iterdir())
+    shutil.rmtree(tmp)
+    assert planned.returncode == 2, planned.stderr
+    assert provider_processes(tmp_path / "state") == set()
+    assert left == []  # its socket folder went with it
