@@ -866,6 +866,10 @@ def signal_name(signum: int) -> str:
 
 
 def main() -> None:
+    from infra_apply.runtime import codecache
+
+    # Before any command imports its modules: their dataclasses are defined as they load.
+    codecache.install(os.environ)
     # Windows consoles and pipes: keep our own messages printable whatever the locale.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
