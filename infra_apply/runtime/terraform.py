@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,22 +328,55 @@ def _wait_forwarding(
     proc: subprocess.Popen[bytes], interrupted: KeyboardInterrupt | None
 ) -> KeyboardInterrupt | None:
     """Wait for Terraform, passing each signal on as a SIGINT; the first decides the exit code.
-    The inner try keeps a signal that lands while a timeout is being handled from escaping.
     ``interrupted``: one that came while Terraform was starting, passed on first."""
     pending = interrupted is not None
-    while True:
-        try:
+    exited_within: Callable[[float], bool] | None = None
+    with contextlib.ExitStack() as stack:
+        while True:
             try:
+                if exited_within is None:  # inside the try: a signal meanwhile is passed on too
+                    exited_within = stack.enter_context(exit_watch(proc))
                 if pending:
                     pending = False
                     proc.send_signal(signal.SIGINT)
-                proc.wait(SIGNAL_CHECK_SECONDS)
-                return interrupted
-            except subprocess.TimeoutExpired:
-                pass
-        except KeyboardInterrupt as exc:
-            interrupted = interrupted or exc
-            proc.send_signal(signal.SIGINT)
+                if exited_within(SIGNAL_CHECK_SECONDS):
+                    return interrupted
+            except KeyboardInterrupt as exc:
+                interrupted = interrupted or exc
+                proc.send_signal(signal.SIGINT)
+
+
+@contextlib.contextmanager
+def exit_watch(proc: subprocess.Popen[Any]) -> Iterator[Callable[[float], bool]]:
+    """``exited_within(seconds)``: whether ``proc`` has ended (and been waited for) within
+    ``seconds``, returning the moment it ends. ``Popen.wait(timeout)`` polls, sleeping up to
+    50 ms between looks, which every Terraform call would add to its run; on Linux a pidfd wakes
+    the wait at the exit itself. Elsewhere, or when the pid cannot be opened, ``wait`` polls."""
+    try:
+        fd: int | None = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        fd = None  # not Linux, or the process is already gone (``wait`` then returns at once)
+    poller = None
+    if fd is not None:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+
+    def exited_within(seconds: float) -> bool:
+        if poller is not None and proc.returncode is None:
+            poller.poll(seconds * 1000)  # readable once the process has exited
+        try:
+            proc.wait(0 if poller is not None else seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    try:
+        yield exited_within
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _join(threads: Sequence[threading.Thread]) -> KeyboardInterrupt | None:

@@ -102,9 +102,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         # SIGINT unwinds the server's temporary socket folder; SIGKILL only if it hangs.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
+        from infra_apply.runtime.terraform import exit_watch
+
+        with exit_watch(proc) as exited_within:
+            stopped = exited_within(STOP_TIMEOUT_SECONDS)
+        if not stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

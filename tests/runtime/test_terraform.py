@@ -906,3 +906,36 @@ def test_the_state_lock_wait_comes_from_the_environment_in_whole_seconds() -> No
     for bad in ("-1", "1.5", "10s", "86401"):
         with pytest.raises(InfraApplyError, match="INFRA_APPLY_LOCK_TIMEOUT"):
             tf.state_lock_wait({"INFRA_APPLY_LOCK_TIMEOUT": bad})
+
+
+# --- waiting for a process to end -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_exit_watch_tells_whether_the_process_has_ended(monkeypatch: pytest.MonkeyPatch, pidfd: bool) -> None:
+    """With a pidfd (Linux) the wait wakes at the exit itself; without one (another system, a pid
+    that cannot be opened) it polls as ``Popen.wait`` does. Either way the answer is the same and
+    the process is waited for (its exit code set, no zombie)."""
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(3)"], stdin=subprocess.PIPE
+    )
+    try:
+        with tf.exit_watch(proc) as exited_within:
+            assert not exited_within(0.05) and proc.returncode is None
+            assert proc.stdin is not None
+            proc.stdin.close()  # lets it end
+            assert exited_within(60)
+            assert proc.returncode == 3
+            assert exited_within(0)  # and stays ended
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_exit_watch_of_a_process_already_waited_for() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    with tf.exit_watch(proc) as exited_within:
+        assert exited_within(60) and proc.returncode == 0
