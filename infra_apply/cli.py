@@ -355,7 +355,9 @@ def plan(
     from infra_apply.runtime.identity import ask_git_ahead
 
     # the account's and git's answers arrive while the rest of the program is imported
-    early = None if changed or list_only else started(choose(sandbox), dict(os.environ), producers)
+    early = (
+        None if changed or list_only else started(choose(sandbox), dict(os.environ), producers, root_of(ctx))
+    )
     ask_git_ahead(root_of(ctx))
     from infra_apply.commands import plan as verb
 

@@ -12,6 +12,14 @@ pre-flight and prices alike). A failed call fails whoever reads it, as an unshar
 One run is one verb's: a later run (another apply) builds its own ``Accounts`` and sees what
 the account holds then, never a list from before its own changes.
 
+What a run can only ask once its manifests are read (an image by slug; a cluster's firewall,
+databases and users, by the cluster's id from the cluster list) would be a second round trip
+before pre-flight. A plan started by the CLI remembers those calls for the next plan of the same
+tree and endpoint (``hints_file``, in the state dir), which asks them in its first round with
+the lists. Only the timing moves: every answer is fetched by this run, and read only when this
+run asks that very call (a cluster re-created under a new id is asked by its new id); a call
+nobody needs any more is one GET nobody reads, and is not remembered again.
+
 The calls run on daemon threads: a run that stops on an error (a manifest that does not
 validate) abandons the calls in flight and exits at once, instead of waiting for them up to
 the HTTP timeout. An abandoned call only fills its own future: it writes and prints nothing.
@@ -20,10 +28,14 @@ the HTTP timeout. An abandoned call only fills its own future: it writes and pri
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infra_apply.cloud.preflight import JsonObject, LiveSource, Source
@@ -47,6 +59,12 @@ LISTS = (
 # the firewall of each cluster used) when the account holds at most this many: a second round
 # trip is off the path to the plan, for a few GETs nobody may read.
 FEW_CLUSTERS = 4
+# The calls a run makes once its manifests are read, remembered for the next run's first round.
+HINTED = frozenset({"image", "database_firewall", "database_dbs", "database_users"})
+HINTS_KEPT = 64
+HINTS_LIMIT = 64 * 1024  # bytes
+_HINT_ARG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # an image slug or a cluster's id
+Hint = tuple[str, str]
 
 
 class _Pool:
@@ -106,21 +124,35 @@ class _Calls:
         self.source = source
         self._pool = pool
         self._futures: dict[tuple[str, ...], Future[Any]] = {}
+        self._asked: set[tuple[str, ...]] = set()  # by the run itself, not from a hint
         self._lock = threading.Lock()
 
     def once(self, name: str, *args: str) -> Future[Any]:
-        key = (name, *args)
+        return self._call((name, *args), asked=True)
+
+    def early(self, name: str, *args: str, hinted: bool = False) -> None:
+        """Ask ahead of need; once the run has ended (its pool shut down) there is no need.
+        ``hinted``: remembered from the last run, not (yet) asked by this one."""
+        with contextlib.suppress(RuntimeError):
+            self._call((name, *args), asked=not hinted)
+
+    def _call(self, key: tuple[str, ...], *, asked: bool) -> Future[Any]:
         with self._lock:
             found = self._futures.get(key)
             if found is None:
-                method: Callable[..., Any] = getattr(self.source, name)
-                found = self._futures[key] = self._pool.submit(method, *args)
+                method: Callable[..., Any] = getattr(self.source, key[0])
+                found = self._futures[key] = self._pool.submit(method, *key[1:])
+            if asked:
+                self._asked.add(key)
         return found
 
-    def early(self, name: str, *args: str) -> None:
-        """Ask ahead of need; once the run has ended (its pool shut down) there is no need."""
-        with contextlib.suppress(RuntimeError):
-            self.once(name, *args)
+    def answered_hints(self) -> list[Hint]:
+        """The calls of ``HINTED`` this run asked and got an answer to."""
+        with self._lock:
+            done = {k: self._futures[k] for k in self._asked if k[0] in HINTED and len(k) == 2}
+        return sorted(
+            (k[0], k[1]) for k, f in done.items() if f.done() and not f.cancelled() and f.exception() is None
+        )
 
 
 def _answer(done: Future[Any]) -> list[JsonObject]:
@@ -133,9 +165,10 @@ def _answer(done: Future[Any]) -> list[JsonObject]:
 class Shared:
     """A ``preflight.Source`` whose answers are fetched once per run and shared."""
 
-    def __init__(self, calls: _Calls, label: str) -> None:
+    def __init__(self, calls: _Calls, label: str, hints: Iterable[Hint] = ()) -> None:
         self._calls = calls
         self.label = label
+        self._hints = tuple(hints)
 
     def prefetch(self, clusters: Iterable[str] = (), images: Iterable[str] = ()) -> None:
         """Start every list now, and each of ``images`` (slugs) by slug: pre-flight needs one
@@ -155,6 +188,8 @@ class Shared:
         """A run's first round, asked before its manifests say what they use: every list, and
         each cluster's firewall when the account holds few (``FEW_CLUSTERS``)."""
         self.prefetch()
+        for name, arg in self._hints:
+            self._calls.early(name, arg, hinted=True)
         self._calls.once("databases").add_done_callback(self._firewalls)
 
     def _firewalls(self, done: Future[Any]) -> None:
@@ -216,13 +251,16 @@ class Accounts:
     """The live accounts one run talks to, one ``Shared`` source per token. Close it (or use it
     as a context manager) when the run ends: calls nobody waits for are dropped."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], hints: Path | None = None) -> None:
+        """``hints``: where the calls to ask in the first round are remembered (``hints_file``)."""
         from infra_apply.cloud import do_api
 
         self.endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
         self._pool: _Pool | None = None
         self._by_token: dict[str, _Calls] = {}
         self._lock = threading.Lock()
+        self._hints_file = hints
+        self._hints = read_hints(hints) if hints is not None else []
 
     def live(self, token: str, label: str = "the DigitalOcean account") -> Shared:
         from infra_apply.cloud import do_api
@@ -234,12 +272,18 @@ class Accounts:
             if calls is None:
                 source = LiveSource(do_api.Client(token, self.endpoint))
                 calls = self._by_token[token] = _Calls(source, self._pool)
-        return Shared(calls, label)
+        return Shared(calls, label, self._hints)
 
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown()
+            by_token = list(self._by_token.values())
+        # One account's calls only: another token's account has its own clusters.
+        if self._hints_file is not None and len(by_token) == 1:
+            answered = by_token[0].answered_hints()[:HINTS_KEPT]
+            if answered != self._hints:
+                store_hints(self._hints_file, answered)
 
     def __enter__(self) -> Accounts:
         return self
@@ -248,10 +292,61 @@ class Accounts:
         self.close()
 
 
-def started(account: Account, env: Mapping[str, str], producers: Iterable[str]) -> Accounts:
-    """A run's accounts with ``account``'s catalogue already asked for (``start_catalogue``).
+def started(
+    account: Account, env: Mapping[str, str], producers: Iterable[str], root: Path | None = None
+) -> Accounts:
+    """A run's accounts with ``account``'s catalogue already asked for (``start_catalogue``),
+    with the calls the last run of the tree at ``root`` made once its manifests were read.
     Light to import: a verb starts it before it imports the rest of the program, so the
     answers arrive while it does (the caller closes it, or hands it to a run that does)."""
-    accounts = Accounts(env)
+    accounts = Accounts(env, hints_file(env, root) if root is not None else None)
     account.start_catalogue(env, list(producers), accounts)
     return accounts
+
+
+def hints_file(env: Mapping[str, str], root: Path) -> Path | None:
+    """``<state>/cache/catalogue-hints-<key of the root's path and the API endpoint>.json``;
+    None with INFRA_APPLY_NO_CACHE."""
+    from infra_apply.cloud import do_api
+    from infra_apply.runtime.state import state_dir
+
+    if env.get("INFRA_APPLY_NO_CACHE"):
+        return None
+    endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
+    where = f"{root.resolve()}\0{endpoint}".encode("utf-8", "surrogatepass")
+    return state_dir(env) / "cache" / f"catalogue-hints-{hashlib.sha256(where).hexdigest()[:20]}.json"
+
+
+def read_hints(path: Path) -> list[Hint]:
+    """The remembered calls; none when the file is missing, not private or not what
+    ``store_hints`` writes (each call a known name and a plain slug or id)."""
+    from infra_apply.errors import InfraApplyError
+    from infra_apply.runtime.fs import read_private
+
+    try:
+        found = json.loads(read_private(path, HINTS_LIMIT))
+    except (OSError, ValueError, InfraApplyError):
+        return []
+    if not isinstance(found, list):
+        return []
+    hints = [
+        (h[0], h[1])
+        for h in found
+        if isinstance(h, list)
+        and len(h) == 2
+        and h[0] in HINTED
+        and isinstance(h[1], str)
+        and _HINT_ARG.fullmatch(h[1])
+    ]
+    return sorted(set(hints))[:HINTS_KEPT]
+
+
+def store_hints(path: Path, hints: list[Hint]) -> None:
+    """Only into a cache folder that exists; a read-only one only costs the next run its round."""
+    from infra_apply.errors import InfraApplyError
+    from infra_apply.runtime.fs import write_private
+
+    if not path.parent.is_dir():
+        return
+    with contextlib.suppress(OSError, ValueError, InfraApplyError):
+        write_private(path, json.dumps([list(h) for h in hints]).encode() + b"\n")

@@ -4,6 +4,7 @@ of some producers says only their manifests' warnings."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -299,3 +300,87 @@ def test_the_early_round_asks_no_firewall_of_an_account_with_many_clusters() -> 
 
     assert asked(FEW_CLUSTERS) == {("database_firewall", f"id-{i}") for i in range(FEW_CLUSTERS)}
     assert asked(FEW_CLUSTERS + 1) == set()  # the clusters used are asked by pre-flight, as before
+
+
+# --- what a run asks late, asked by the next one in its first round -----------------------------
+
+
+def _hints(tmp_path: Path, root: Path, api: HTTPServer) -> Path:
+    from infra_apply.cloud.accounts import hints_file
+
+    env = cli_env(tmp_path, DIGITALOCEAN_API_URL=api.url_for(""))
+    found = hints_file(env, root)
+    assert found is not None
+    return found
+
+
+def test_the_next_plan_asks_in_its_first_round_what_the_last_one_asked_late(
+    root: Path, api: HTTPServer, tmp_path: Path
+) -> None:
+    """The image by slug and the cluster's firewall are known only once the manifests are read
+    (or the cluster list has come): the next plan of the tree asks them with the lists, so
+    pre-flight waits one round trip, not two."""
+    first = live_plan(root, api, Account(), tmp_path, DIGITALOCEAN_TOKEN=TOKEN)
+    assert first.returncode == 0, first.stderr
+    late = {"/v2/images/ubuntu-24-04-x64", f"/v2/databases/{_id()}/firewall"}
+    hints = _hints(tmp_path, root, api)
+    assert hints.stat().st_mode & 0o777 == 0o600
+    assert ["image", "ubuntu-24-04-x64"] in json.loads(hints.read_text())
+    api.clear()
+    standin = Account(together=CATALOGUE | late)  # 418 unless all are in flight at once
+    second = live_plan(root, api, standin, tmp_path, DIGITALOCEAN_TOKEN=TOKEN)
+    assert second.returncode == 0, second.stderr
+    assert len(standin.requests) == len(set(standin.requests))  # still each call once
+
+
+def test_a_remembered_call_nobody_needs_is_asked_once_and_forgotten(
+    root: Path, api: HTTPServer, tmp_path: Path
+) -> None:
+    """An image no manifest uses any more, a cluster since re-created under another id: one GET
+    each (their 404s read by nobody), the plan as without them, and not remembered again."""
+    hints = _hints(tmp_path, root, api)
+    hints.parent.mkdir(parents=True, mode=0o700)
+    stale = [["database_firewall", "0b5e7c1a-dead-4bee-a000-000000000000"], ["image", "debian-9-x64"]]
+    hints.write_text(json.dumps(stale))
+    hints.chmod(0o600)
+    standin = Account()
+    done = live_plan(root, api, standin, tmp_path, DIGITALOCEAN_TOKEN=TOKEN)
+    assert done.returncode == 0, done.stderr
+    assert {"/v2/images/debian-9-x64", f"/v2/databases/{stale[0][1]}/firewall"} <= set(standin.requests)
+    kept = json.loads(hints.read_text())
+    assert not [h for h in kept if h in stale] and ["image", "ubuntu-24-04-x64"] in kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"image": "ubuntu-24-04-x64"}',
+        '[["droplets", "x"]]',  # not a call made late
+        '[["image", "../account"]]',  # never a path of its own
+        '[["image", ""]]',
+        '[["image", 7]]',
+        "[[",
+    ],
+)
+def test_a_hints_file_that_is_not_what_a_run_writes_is_ignored(tmp_path: Path, text: str) -> None:
+    from infra_apply.cloud.accounts import read_hints
+
+    path = tmp_path / "hints.json"
+    path.write_text(text)
+    path.chmod(0o600)
+    assert read_hints(path) == []
+    path.write_text('[["image", "ubuntu-24-04-x64"]]')
+    assert read_hints(path) == [("image", "ubuntu-24-04-x64")]
+    path.chmod(0o644)  # a file others could have written
+    assert read_hints(path) == []
+
+
+def test_no_hints_with_no_cache_nor_without_a_cache_folder(tmp_path: Path) -> None:
+    from infra_apply.cloud.accounts import hints_file, store_hints
+
+    env = cli_env(tmp_path)
+    assert hints_file({**env, "INFRA_APPLY_NO_CACHE": "1"}, tmp_path) is None
+    path = hints_file(env, tmp_path)
+    assert path is not None
+    store_hints(path, [("image", "ubuntu-24-04-x64")])
+    assert not Path(env["INFRA_APPLY_STATE_DIR"]).exists()  # never makes the state dir
