@@ -57,6 +57,10 @@ def _render(
 ) -> list[Rendered]:
     """The full render: validate, build the model, render it (or reuse its cached texts), and
     keep the record that lets the next run skip all of it when no input changes."""
+    from infra_apply.runtime.identity import ask_git_ahead
+
+    if record is not None:  # the validation cache is keyed by the tree: git answers meanwhile
+        ask_git_ahead(root)
     from infra_apply.manifests.build import build_model
     from infra_apply.manifests.validate import require_valid
     from infra_apply.render.module import cache_file, render_model, rendered_producers
