@@ -37,10 +37,12 @@ from infra_apply.runtime.fs import read_private, write_private
 
 FORMAT = b"infra-apply compiled code 1"
 LIMIT = 8 * 1024 * 1024  # bytes; a few hundred methods take about 150 KB
+KEPT = 2048  # texts; beyond it (versions come and go) only those of the last run are kept
 NAME = "compiled-code"
 
 _codes: dict[str, CodeType] = {}
 _added: list[str] = []
+_used: set[str] = set()
 
 
 def install(env: Mapping[str, str]) -> None:
@@ -69,6 +71,7 @@ def cached_exec(source: Any, globals: Any = None, locals: Any = None, /) -> None
         code = compile(source, "<string>", "exec", dont_inherit=True)
         _codes[source] = code
         _added.append(source)
+    _used.add(source)
     builtins.exec(code, globals, locals)
 
 
@@ -93,11 +96,13 @@ def load(path: Path) -> dict[str, CodeType]:
 
 
 def store(path: Path) -> None:
-    """Keep every text this process compiled or loaded, when it compiled one new; only into a
-    cache folder that exists (a read-only one only costs the next run its compiles)."""
+    """Keep every text this process compiled or loaded (only those it used, past ``KEPT``),
+    when it compiled one new; only into a cache folder that exists (a read-only one only costs
+    the next run its compiles)."""
     if not _added or not path.parent.is_dir():
         return
-    payload = marshal.dumps(dict(_codes))
+    kept = _codes if len(_codes) <= KEPT else {t: c for t, c in _codes.items() if t in _used}
+    payload = marshal.dumps(dict(kept))
     with contextlib.suppress(OSError, ValueError, InfraApplyError):
         write_private(path, _head() + hashlib.sha256(payload).hexdigest().encode() + payload)
     _added.clear()

@@ -141,3 +141,25 @@ def test_the_cli_starts_with_the_cache_installed(tmp_path: Path) -> None:
             assert len(codecache.load(path)) > known
             written = path.stat().st_mtime_ns, path.read_bytes()
     assert (path.stat().st_mtime_ns, path.read_bytes()) == written
+
+
+def test_a_cache_grown_past_its_bound_keeps_only_what_the_last_run_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions come and go, each with its own texts: past ``KEPT`` the file is cut back to the
+    texts the run that wrote it used, so it never grows without end."""
+    path = tmp_path / codecache.NAME
+    used = "x = 1\n"
+    monkeypatch.setattr(
+        codecache, "_codes", {f"y = {i}\n": compile(f"y = {i}", "<string>", "exec") for i in range(5)}
+    )
+    monkeypatch.setattr(codecache, "_added", [])
+    monkeypatch.setattr(codecache, "_used", set())
+    monkeypatch.setattr(codecache, "KEPT", 3)
+    codecache.cached_exec(used, {})
+    codecache.store(path)
+    assert set(codecache.load(path)) == {used}
+    monkeypatch.setattr(codecache, "KEPT", 100)
+    codecache.cached_exec("z = 2\n", {})
+    codecache.store(path)
+    assert len(codecache.load(path)) == 7
