@@ -302,16 +302,19 @@ def cdktf_app(work: Path, tree: Path) -> Path:
     return work
 
 
-def _speedup(figure: str, ours: Timing, cdktf: Timing, plain: Timing, note: str) -> Row:
+def _speedup(
+    figure: str, ours: Timing, cdktf: Timing, plain: Timing, note: str, *, judged: bool = True
+) -> Row:
     """Against ``cdktf synth`` of the TypeScript project (the target's baseline); the ratios to
-    the JavaScript app, cdktf at its fastest, go in the note."""
+    the JavaScript app, cdktf at its fastest, go in the note. ``judged``: held to the target
+    (cold and warm are; a run with every cache off, compiled templates included, is shown)."""
     wall, cpu = cdktf.wall / ours.wall, cdktf.cpu / ours.cpu
     return Row(
         figure,
         ours.wall,
-        f">= {RENDER_TARGET:g}x faster",
+        f">= {RENDER_TARGET:g}x faster" if judged else "-",
         wall,
-        wall >= RENDER_TARGET and cpu >= RENDER_TARGET,
+        (wall >= RENDER_TARGET and cpu >= RENDER_TARGET) if judged else None,
         f"{note}; CPU {ours.cpu:.3f}s, {cpu:.1f}x; vs JS app {plain.wall / ours.wall:.1f}x,"
         f" CPU {plain.cpu / ours.cpu:.1f}x",
     )
@@ -410,6 +413,7 @@ def bench_render300(ctx: Context) -> list[Row]:
             cdktf,
             js,
             "INFRA_APPLY_NO_CACHE=1, empty out dir",
+            judged=False,
         ),
     ]
 
