@@ -3,7 +3,10 @@ write nothing, say what is stale)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +43,42 @@ def run(
     state = checked_state_dir([out, root / "generated"], env, create=False)  # the caches live there
     record = None if env.get("INFRA_APPLY_NO_CACHE") else uptodate.record_file(state, root, out)
     found = None if record is None else uptodate.lookup(record, root, out, mesh_path, env)
+    stores: list[Callable[[], None]] = []
     rendered = (
-        uptodate.replay(found, say) if found is not None else _render(root, out, mesh_path, env, say, record)
+        uptodate.replay(found, say)
+        if found is not None
+        else _render(root, out, mesh_path, env, say, record, stores.append)
     )
-    drift = compare(rendered, out) if check else write(rendered, out)
+    # The caches are stored while the files are written: one waits on its fsyncs, the other
+    # encodes JSON.
+    with _meanwhile(stores):
+        drift = compare(rendered, out) if check else write(rendered, out)
     return Rendering(out, check, tuple(rendered), drift)
+
+
+@contextlib.contextmanager
+def _meanwhile(work: Sequence[Callable[[], None]]) -> Iterator[None]:
+    """Run ``work`` on another thread during the block; its error, if any, is raised after."""
+    if not work:
+        yield
+        return
+    failed: list[BaseException] = []
+
+    def run_all() -> None:
+        try:
+            for step in work:
+                step()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run_all, name="render-caches", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _render(
@@ -54,9 +88,11 @@ def _render(
     env: Mapping[str, str],
     say: Callable[[str], None],
     record: Path | None,
+    keep: Callable[[Callable[[], None]], None],
 ) -> list[Rendered]:
     """The full render: validate, build the model, render it (or reuse its cached texts), and
-    keep the record that lets the next run skip all of it when no input changes."""
+    keep the record that lets the next run skip all of it when no input changes (``keep``: how
+    the caches are stored)."""
     from infra_apply.runtime.identity import ask_git_ahead
 
     if record is not None:  # the validation cache is keyed by the tree: git answers meanwhile
@@ -79,13 +115,13 @@ def _render(
     v = require_valid(root, mesh_path, cache, warn)
     model = build_model(v)
     ledgers = read_ledgers(out, (p.name for p in rendered_producers(model)))
-    rendered = render_model(model, out, cache_file(cache), ledgers, code)
+    rendered = render_model(model, out, cache_file(cache), ledgers, code, keep)
     if (
         record is not None
         and before is not None
         and before == uptodate.tree_digest(root, out, mesh_path, env, code)
     ):
-        uptodate.store(record, before, ledgers, v.config, warnings, rendered)
+        keep(functools.partial(uptodate.store, record, before, ledgers, v.config, warnings, rendered))
     return rendered
 
 

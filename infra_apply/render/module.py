@@ -7,6 +7,7 @@ destroy. The ledger is committed with ``generated/`` so pull requests show it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -659,10 +660,12 @@ def render_model(
     cache: Path | None = None,
     ledgers: Mapping[str, bytes | None] | None = None,
     code: bytes | None = None,
+    keep: Callable[[Callable[[], None]], None] | None = None,
 ) -> list[Rendered]:
     """Render every producer that has something to provision; ledgers come from ``ledger_dir``
     (or ``ledgers``, as ``read_ledgers`` read them there, when the caller hashes them too);
-    ``code`` is ``uptodate.code_digest()`` when the caller has it.
+    ``code`` is ``uptodate.code_digest()`` when the caller has it; ``keep`` runs the storing of
+    the cache (at once without it; ``render`` stores while it writes the files).
 
     With ``cache`` (a file under the state dir), the texts of the last render are reused when
     every input is the same (the model, the ledgers, the templates, this code): only computing
@@ -681,7 +684,11 @@ def render_model(
         render_producer(p, _ledger_from(ledgers[p.name], ledger_dir / p.name / LEDGER)) for p in producers
     ]
     if cache is not None and key is not None:
-        store_cache(cache, key, rendered)
+        store = functools.partial(store_cache, cache, key, rendered)
+        if keep is None:
+            store()
+        else:
+            keep(store)
     return rendered
 
 
