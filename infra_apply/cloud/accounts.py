@@ -15,8 +15,8 @@ the account holds then, never a list from before its own changes.
 What a run can only ask once its manifests are read (an image by slug; a cluster's firewall,
 databases and users, by the cluster's id from the cluster list) would be a second round trip
 before pre-flight. A plan started by the CLI remembers those calls for the next plan of the same
-tree and endpoint (``hints_file``, in the state dir), which asks them in its first round with
-the lists. Only the timing moves: every answer is fetched by this run, and read only when this
+tree, endpoint and token (``hints_file``, in the state dir), which asks them in its first round
+with the lists. Only the timing moves: every answer is fetched by this run, and read only when this
 run asks that very call (a cluster re-created under a new id is asked by its new id); a call
 nobody needs any more is one GET nobody reads, and is not remembered again.
 
@@ -125,6 +125,7 @@ class _Calls:
         self._pool = pool
         self._futures: dict[tuple[str, ...], Future[Any]] = {}
         self._asked: set[tuple[str, ...]] = set()  # by the run itself, not from a hint
+        self.hints: list[Hint] = []  # what the last run with this token asked late
         self._lock = threading.Lock()
 
     def once(self, name: str, *args: str) -> Future[Any]:
@@ -165,10 +166,9 @@ def _answer(done: Future[Any]) -> list[JsonObject]:
 class Shared:
     """A ``preflight.Source`` whose answers are fetched once per run and shared."""
 
-    def __init__(self, calls: _Calls, label: str, hints: Iterable[Hint] = ()) -> None:
+    def __init__(self, calls: _Calls, label: str) -> None:
         self._calls = calls
         self.label = label
-        self._hints = tuple(hints)
 
     def prefetch(self, clusters: Iterable[str] = (), images: Iterable[str] = ()) -> None:
         """Start every list now, and each of ``images`` (slugs) by slug: pre-flight needs one
@@ -188,7 +188,7 @@ class Shared:
         """A run's first round, asked before its manifests say what they use: every list, and
         each cluster's firewall when the account holds few (``FEW_CLUSTERS``)."""
         self.prefetch()
-        for name, arg in self._hints:
+        for name, arg in self._calls.hints:
             self._calls.early(name, arg, hinted=True)
         self._calls.once("databases").add_done_callback(self._firewalls)
 
@@ -260,7 +260,6 @@ class Accounts:
         self._by_token: dict[str, _Calls] = {}
         self._lock = threading.Lock()
         self._hints_file = hints
-        self._hints = read_hints(hints) if hints is not None else []
 
     def live(self, token: str, label: str = "the DigitalOcean account") -> Shared:
         from infra_apply.cloud import do_api
@@ -272,18 +271,21 @@ class Accounts:
             if calls is None:
                 source = LiveSource(do_api.Client(token, self.endpoint))
                 calls = self._by_token[token] = _Calls(source, self._pool)
-        return Shared(calls, label, self._hints)
+                if self._hints_file is not None:
+                    calls.hints = read_hints(_for_token(self._hints_file, token))
+        return Shared(calls, label)
 
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown()
-            by_token = list(self._by_token.values())
-        # One account's calls only: another token's account has its own clusters.
-        if self._hints_file is not None and len(by_token) == 1:
-            answered = by_token[0].answered_hints()[:HINTS_KEPT]
-            if answered != self._hints:
-                store_hints(self._hints_file, answered)
+            by_token = list(self._by_token.items())
+        if self._hints_file is None:
+            return
+        for token, calls in by_token:  # each token's account has its own clusters
+            answered = calls.answered_hints()[:HINTS_KEPT]
+            if answered != calls.hints:
+                store_hints(_for_token(self._hints_file, token), answered)
 
     def __enter__(self) -> Accounts:
         return self
@@ -305,16 +307,27 @@ def started(
 
 
 def hints_file(env: Mapping[str, str], root: Path) -> Path | None:
-    """``<state>/cache/catalogue-hints-<key of the root's path and the API endpoint>.json``;
-    None with INFRA_APPLY_NO_CACHE."""
+    """``<state>/cache/catalogue-hints-<key of the root's path and the API endpoint>.json``, one
+    per token beside it (``_for_token``); None with INFRA_APPLY_NO_CACHE."""
     from infra_apply.cloud import do_api
     from infra_apply.runtime.state import state_dir
 
     if env.get("INFRA_APPLY_NO_CACHE"):
         return None
     endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
-    where = f"{root.resolve()}\0{endpoint}".encode("utf-8", "surrogatepass")
-    return state_dir(env) / "cache" / f"catalogue-hints-{hashlib.sha256(where).hexdigest()[:20]}.json"
+    try:
+        where = f"{root.resolve()}\0{endpoint}".encode("utf-8", "surrogatepass")
+        state = state_dir(env)
+    except (OSError, RuntimeError, ValueError):
+        return None  # no home, a symlink loop: the run says so where it needs the state dir
+    return state / "cache" / f"catalogue-hints-{hashlib.sha256(where).hexdigest()[:20]}.json"
+
+
+def _for_token(hints: Path, token: str) -> Path:
+    """One file per token (by a digest of it: the token itself is never written), so a second
+    account is never asked about the first one's clusters."""
+    digest = hashlib.sha256(b"infra-apply catalogue hints\0" + token.encode("utf-8", "surrogatepass"))
+    return hints.with_name(f"{hints.stem}-{digest.hexdigest()[:16]}{hints.suffix}")
 
 
 def read_hints(path: Path) -> list[Hint]:
@@ -342,11 +355,13 @@ def read_hints(path: Path) -> list[Hint]:
 
 
 def store_hints(path: Path, hints: list[Hint]) -> None:
-    """Only into a cache folder that exists; a read-only one only costs the next run its round."""
+    """Only into the cache folder of a state dir the run checked (never one it refused, say
+    inside ``generated/``); a read-only one only costs the next run its round."""
     from infra_apply.errors import InfraApplyError
     from infra_apply.runtime.fs import write_private
+    from infra_apply.runtime.state import was_checked
 
-    if not path.parent.is_dir():
+    if not was_checked(path.parent.parent) or not path.parent.is_dir():
         return
     with contextlib.suppress(OSError, ValueError, InfraApplyError):
         write_private(path, json.dumps([list(h) for h in hints]).encode() + b"\n")

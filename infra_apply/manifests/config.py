@@ -882,16 +882,17 @@ def _checked_record(env: Mapping[str, str]) -> Path | None:
         return None
     from infra_apply.runtime.state import state_dir
 
-    return state_dir(env) / "cache" / "cloud-config-checked"
+    try:
+        return state_dir(env) / "cache" / "cloud-config-checked"
+    except (OSError, RuntimeError, ValueError):
+        return None  # no home, a symlink loop: checked every time, said where it matters
 
 
 def _check_cloud_config_once(text: str, source: str, record: Path | None) -> None:
-    """``_check_cloud_config``, skipped for a text the record holds (by its SHA-256 with this
-    version's check); a text found valid joins the record. Only passes are kept: an invalid
-    text is checked (and located) on every run."""
-    from infra_apply import __version__
-
-    data = f"{CHECKED_FORMAT}\0{__version__}\0{text}".encode("utf-8", "surrogatepass")
+    """``_check_cloud_config``, skipped for a text the record holds (by its SHA-256 with the
+    check that passed it: this module and PyYAML as installed); a text found valid joins the
+    record. Only passes are kept: an invalid text is checked (and located) on every run."""
+    data = f"{_checker()}\0{text}".encode("utf-8", "surrogatepass")
     key = hashlib.sha256(data).hexdigest()
     known = _read_checked(record)
     if key in known:
@@ -899,6 +900,25 @@ def _check_cloud_config_once(text: str, source: str, record: Path | None) -> Non
     _check_cloud_config(text, source)
     if record is not None:
         _store_checked(record, (key, *known)[:CHECKED_KEPT])
+
+
+@functools.cache
+def _checker() -> str:
+    """What the check is made of: this module and PyYAML's, each by path, size and time (what
+    Python itself trusts to reuse a compiled module), and infra-apply's version."""
+    from importlib.util import find_spec
+
+    from infra_apply import __version__
+
+    parts = [str(CHECKED_FORMAT), __version__]
+    spec = find_spec("yaml")
+    for origin in (__file__, spec.origin if spec is not None else None):
+        try:
+            st = os.stat(origin) if origin else None
+        except OSError:
+            st = None
+        parts.append(f"{origin}:{st.st_size}:{st.st_mtime_ns}" if st is not None else f"{origin}:-")
+    return "\0".join(parts)
 
 
 def _read_checked(record: Path | None) -> tuple[str, ...]:
@@ -914,11 +934,12 @@ def _read_checked(record: Path | None) -> tuple[str, ...]:
 
 
 def _store_checked(record: Path, keys: Sequence[str]) -> None:
-    """Only into a cache folder some command made: the config is read before a command has
-    checked where its state dir is (never inside a generated folder), so this never makes it."""
+    """Only into the cache folder of a state dir the command checked (``state.was_checked``):
+    the config may be read before that check, and a refused state dir is never written."""
     from infra_apply.runtime.fs import write_private
+    from infra_apply.runtime.state import was_checked
 
-    if not record.parent.is_dir():
+    if not was_checked(record.parent.parent) or not record.parent.is_dir():
         return
     # A read-only state dir only costs the next run the check.
     with contextlib.suppress(OSError, ValueError, InfraApplyError):

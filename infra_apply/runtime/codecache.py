@@ -15,7 +15,9 @@ written, as the compiled templates are (render/templatecache.py): a regular file
 user and readable by no one else, made by this exact Python with the same optimisation level,
 and whole (a SHA-256 of what it holds). Anything else is ignored and the methods compiled as
 usual. It is written only into a cache folder an earlier run made, never creating the state dir:
-this runs before any command has checked where that may be. ``INFRA_APPLY_NO_CACHE`` turns it off.
+this runs before any command has checked where that may be, so it is written at exit, only
+into a state dir the command checked (``state.was_checked``). ``INFRA_APPLY_NO_CACHE`` turns
+it off.
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ def install(env: Mapping[str, str]) -> None:
         return
     from infra_apply.runtime.state import state_dir
 
-    path = state_dir(env) / "cache" / NAME
+    try:
+        path = state_dir(env) / "cache" / NAME
+    except (OSError, RuntimeError, ValueError):
+        return  # no home, a symlink loop: the command that needs the state dir says so
     _codes.update(load(path))
     dataclasses.exec = cached_exec  # type: ignore[attr-defined]
     atexit.register(store, path)
@@ -97,9 +102,11 @@ def load(path: Path) -> dict[str, CodeType]:
 
 def store(path: Path) -> None:
     """Keep every text this process compiled or loaded (only those it used, past ``KEPT``),
-    when it compiled one new; only into a cache folder that exists (a read-only one only costs
-    the next run its compiles)."""
-    if not _added or not path.parent.is_dir():
+    when it compiled one new; only into the cache folder of a state dir the command checked
+    and made (a read-only one only costs the next run its compiles)."""
+    from infra_apply.runtime.state import was_checked
+
+    if not _added or not was_checked(path.parent.parent) or not path.parent.is_dir():
         return
     kept = _codes if len(_codes) <= KEPT else {t: c for t, c in _codes.items() if t in _used}
     payload = marshal.dumps(dict(kept))

@@ -92,7 +92,18 @@ def checked_state_dir(
         check_outside(state, folder)
     if create:
         _usable(state)
+    _checked.add(state)
     return state
+
+
+_checked: set[Path] = set()
+
+
+def was_checked(state: Path) -> bool:
+    """Whether a command of this process has checked ``state`` (``checked_state_dir``): what is
+    kept there on the side (a cache written at exit, or while the config is read) goes only
+    into a state dir the command accepted, never into one it refused."""
+    return state in _checked
 
 
 def _usable(state: Path) -> None:

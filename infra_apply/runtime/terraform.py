@@ -218,12 +218,17 @@ def _launch(
 
     Signals become exceptions on the main thread only. One arriving while Terraform is being
     started must not leave a Terraform that nobody waits for and no pid file names: it is
-    kept, and handled once Terraform is recorded (``_wait`` passes it on first thing).
+    kept, and handled once Terraform is recorded (``_wait`` passes it on first thing). The
+    helper thread starts Terraform only once ``go`` is set, inside the loop that keeps a
+    signal: one landing before that (even inside ``Thread.start``) stops the run with nothing
+    started.
     """
     launched: list[tuple[subprocess.Popen[bytes], list[threading.Thread]] | BaseException] = []
     done = threading.Event()
+    go = threading.Event()
 
     def launch() -> None:
+        go.wait()
         try:
             proc = _start(argv, cwd, env)
             with _running_lock:
@@ -243,12 +248,15 @@ def _launch(
 
     worker = threading.Thread(target=launch, name="terraform-start", daemon=True)
     interrupted: KeyboardInterrupt | None = None
-    worker.start()
+    worker.start()  # a signal here: the thread waits for ``go``, which is never set
     while True:
         try:
+            go.set()
             if done.wait(SIGNAL_CHECK_SECONDS):
                 break
         except KeyboardInterrupt as exc:
+            if not go.is_set():
+                raise  # nothing was started: nothing to stop
             interrupted = interrupted or exc
     while worker.is_alive():  # it is handing Terraform's start to the work waiting for it
         try:

@@ -305,13 +305,13 @@ def test_the_early_round_asks_no_firewall_of_an_account_with_many_clusters() -> 
 # --- what a run asks late, asked by the next one in its first round -----------------------------
 
 
-def _hints(tmp_path: Path, root: Path, api: HTTPServer) -> Path:
-    from infra_apply.cloud.accounts import hints_file
+def _hints(tmp_path: Path, root: Path, api: HTTPServer, token: str = TOKEN) -> Path:
+    from infra_apply.cloud.accounts import _for_token, hints_file
 
     env = cli_env(tmp_path, DIGITALOCEAN_API_URL=api.url_for(""))
     found = hints_file(env, root)
     assert found is not None
-    return found
+    return _for_token(found, token)
 
 
 def test_the_next_plan_asks_in_its_first_round_what_the_last_one_asked_late(
@@ -384,3 +384,34 @@ def test_no_hints_with_no_cache_nor_without_a_cache_folder(tmp_path: Path) -> No
     assert path is not None
     store_hints(path, [("image", "ubuntu-24-04-x64")])
     assert not Path(env["INFRA_APPLY_STATE_DIR"]).exists()  # never makes the state dir
+
+
+def test_each_token_has_its_own_hints_and_the_token_is_not_in_them(
+    root: Path, api: HTTPServer, tmp_path: Path
+) -> None:
+    """Another account is never asked about the first one's clusters."""
+    assert live_plan(root, api, Account(), tmp_path, DIGITALOCEAN_TOKEN=TOKEN).returncode == 0
+    api.clear()
+    other = "FAKE-do-token_another-account"
+    standin = Account(token=other)
+    done = live_plan(root, api, standin, tmp_path, DIGITALOCEAN_TOKEN=other)
+    assert done.returncode == 0, done.stderr
+    assert standin.requests.index(f"/v2/databases/{_id()}/firewall") > standin.requests.index("/v2/databases")
+    files = sorted(_hints(tmp_path, root, api, t).name for t in (TOKEN, other))
+    assert files[0] != files[1]
+    for name in files:
+        text = (_hints(tmp_path, root, api).parent / name).read_text()
+        assert TOKEN not in text and other not in text and TOKEN not in name and other not in name
+
+
+def test_hints_are_never_written_into_a_state_dir_the_run_refused(
+    root: Path, api: HTTPServer, tmp_path: Path
+) -> None:
+    """A state dir inside ``generated/`` is refused before anything is written, hints included."""
+    state = root / "generated" / "state"
+    (state / "cache").mkdir(parents=True)
+    done = live_plan(
+        root, api, Account(), tmp_path, DIGITALOCEAN_TOKEN=TOKEN, INFRA_APPLY_STATE_DIR=str(state)
+    )
+    assert done.returncode == 1 and "generated/" in done.stderr, done.stderr
+    assert list((state / "cache").iterdir()) == []

@@ -396,6 +396,7 @@ def test_a_hostile_toml_key_is_shown_printable_on_one_line(tmp_path: Path, toml:
 
 _LOADS_YAML = (
     "import sys; from pathlib import Path; from infra_apply.manifests.config import load; "
+    "from infra_apply.runtime.state import checked_state_dir; checked_state_dir([], create=False); "
     "load(Path(sys.argv[1])); print('yaml' in sys.modules)"
 )
 

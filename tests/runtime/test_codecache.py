@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from infra_apply.runtime import codecache
+from infra_apply.runtime import codecache, state
 from tests.conftest import EXAMPLE_TREE, cli_env, run_cli
 
 # A fresh process that installs the cache and loads the model (its dataclasses): how many
 # method texts it had to compile, and how many the file gave it.
 PROBE = (
     "import json, os; from infra_apply.runtime import codecache; codecache.install(os.environ); "
+    "from infra_apply.runtime.state import checked_state_dir; checked_state_dir([], create=False); "
     "import infra_apply.manifests.model, infra_apply.render.module; "
     "print(json.dumps([len(codecache._added), len(codecache._codes)]))"
 )
@@ -148,7 +150,9 @@ def test_a_cache_grown_past_its_bound_keeps_only_what_the_last_run_used(
 ) -> None:
     """Versions come and go, each with its own texts: past ``KEPT`` the file is cut back to the
     texts the run that wrote it used, so it never grows without end."""
-    path = tmp_path / codecache.NAME
+    path = tmp_path / "cache" / codecache.NAME
+    path.parent.mkdir()
+    monkeypatch.setattr(state, "_checked", {tmp_path})  # as a command that checked it
     used = "x = 1\n"
     monkeypatch.setattr(
         codecache, "_codes", {f"y = {i}\n": compile(f"y = {i}", "<string>", "exec") for i in range(5)}
@@ -163,3 +167,23 @@ def test_a_cache_grown_past_its_bound_keeps_only_what_the_last_run_used(
     codecache.cached_exec("z = 2\n", {})
     codecache.store(path)
     assert len(codecache.load(path)) == 7
+
+
+def test_a_state_dir_that_cannot_be_worked_out_leaves_the_cli_working(tmp_path: Path) -> None:
+    """No home directory (a CI container's uid), ``~nobody-here``: ``--help`` still works; a
+    command that needs the state dir says what is wrong itself."""
+    env = {**cli_env(tmp_path), "INFRA_APPLY_STATE_DIR": "~no-such-user-here/state"}
+    done = run_cli("--help", env=env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_nothing_is_kept_in_a_state_dir_the_command_refused(tmp_path: Path) -> None:
+    """A state dir inside ``generated/`` is refused before anything is written: the compiled
+    code kept at exit too, even where a cache folder is already there."""
+    shutil.copytree(EXAMPLE_TREE, tmp_path / "tree")
+    cache = tmp_path / "tree" / "generated" / "state" / "cache"
+    cache.mkdir(parents=True)
+    env = {**cli_env(tmp_path), "INFRA_APPLY_STATE_DIR": str(cache.parent)}
+    done = run_cli("--root", str(tmp_path / "tree"), "validate", env=env)
+    assert done.returncode == 1 and "generated/" in done.stderr, done.stderr
+    assert list(cache.iterdir()) == []

@@ -939,3 +939,27 @@ def test_exit_watch_of_a_process_already_waited_for() -> None:
     proc.wait()
     with tf.exit_watch(proc) as exited_within:
         assert exited_within(60) and proc.returncode == 0
+
+
+def test_a_signal_while_the_start_thread_starts_leaves_no_terraform_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C landing inside ``Thread.start`` of the thread that starts Terraform (its first
+    milliseconds) stops the run with no Terraform started: before, the thread went on to start
+    one that nobody waited for or stopped, and infra-apply exited 130 with it running."""
+    log = tmp_path / "tf.log"
+    fake = fake_terraform(tmp_path / "bin", log)
+
+    class InterruptedWhileStarting(threading.Thread):
+        def start(self) -> None:
+            super().start()
+            if self.name == "terraform-start":
+                raise KeyboardInterrupt  # as if the signal landed at the end of start()
+
+    monkeypatch.setattr(tf.threading, "Thread", InterruptedWhileStarting)
+    with pytest.raises(KeyboardInterrupt):
+        tf.run([str(fake), "plan"], tmp_path, {"PATH": "/usr/bin:/bin"})
+    monkeypatch.undo()
+    time.sleep(1.0)  # a Terraform started now would have logged its arguments long before
+    assert not log.exists(), log.read_text()
+    assert tf.any_running() is False
