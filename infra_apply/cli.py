@@ -847,17 +847,18 @@ def stop_on_signals() -> None:
     for, and infra-apply exits 128 + signum. Without this their default action would end
     infra-apply at once, leaving Terraform behind mid-apply.
 
-    A signal the caller already ignores (``nohup`` ignores SIGHUP) stays ignored.
+    A signal the caller already ignores (``nohup`` ignores SIGHUP) stays ignored. Ctrl-C keeps
+    raising KeyboardInterrupt; none of them is lost in a finalizer (``signals.stopping``).
     """
     from infra_apply.errors import Stopped
+    from infra_apply.runtime.signals import stopping
 
-    def stop(signum: int, _frame: object) -> None:
-        raise Stopped(signum)
-
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, stopping(lambda _: KeyboardInterrupt()))
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)  # Windows has no SIGHUP
         if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stop)
+            signal.signal(signum, stopping(Stopped))
 
 
 def signal_name(signum: int) -> str:

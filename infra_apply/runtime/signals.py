@@ -11,10 +11,38 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 _NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+AGAIN_SECONDS = 0.005  # a finalizer runs for microseconds
+
+
+def stopping(make: Callable[[int], BaseException]) -> Callable[[int, FrameType | None], None]:
+    """A handler raising ``make(signum)`` where the signal lands, except inside a finalizer
+    (``__del__``, run whenever an object goes, filelock's among them): Python prints an
+    exception raised there and drops it, and the stop would be lost (the run going on after its
+    SIGTERM). There the signal is sent again a moment later, once the finalizer has returned."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if _in_finalizer(frame):
+            again = threading.Timer(AGAIN_SECONDS, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
+        raise make(signum)
+
+    return handler
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    for _ in range(256):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
