@@ -50,7 +50,7 @@ def test_the_token_line_is_read_without_bom_or_surrounding_whitespace(tmp_path: 
     [
         (f"{TOKEN}\n{TOKEN}\n".encode(), "2 non-empty lines"),
         (f"{TOKEN}\nnote: the ct token\n".encode(), "2 non-empty lines"),
-        (f"export DIGITALOCEAN_TOKEN={TOKEN}\n".encode(), "a space"),
+        (b"export DIGITALOCEAN_TOKEN=FAKE-do-token_" + b"5f" * 32 + b"\n", "a space"),
         (f"{TOKEN}\x00\n".encode(), "control character"),
         (TOKEN.encode() + b"\xff\xfe\n", "not UTF-8"),
         (b"\xff\xfe" + TOKEN.encode("utf-16-le"), "not UTF-8"),
