@@ -310,17 +310,14 @@ def hints_file(env: Mapping[str, str], root: Path) -> Path | None:
     """``<state>/cache/catalogue-hints-<key of the root's path and the API endpoint>.json``, one
     per token beside it (``_for_token``); None with INFRA_APPLY_NO_CACHE."""
     from infra_apply.cloud import do_api
-    from infra_apply.runtime.state import state_dir
+    from infra_apply.runtime.state import side_cache
 
-    if env.get("INFRA_APPLY_NO_CACHE"):
-        return None
     endpoint = env.get(do_api.ENDPOINT_VAR) or do_api.DEFAULT_ENDPOINT
     try:
         where = f"{root.resolve()}\0{endpoint}".encode("utf-8", "surrogatepass")
-        state = state_dir(env)
-    except (OSError, RuntimeError, ValueError):
-        return None  # no home, a symlink loop: the run says so where it needs the state dir
-    return state / "cache" / f"catalogue-hints-{hashlib.sha256(where).hexdigest()[:20]}.json"
+    except (OSError, RuntimeError):
+        return None  # a root that cannot be resolved: the run says so where it reads it
+    return side_cache(env, f"catalogue-hints-{hashlib.sha256(where).hexdigest()[:20]}.json")
 
 
 def _for_token(hints: Path, token: str) -> Path:
@@ -333,12 +330,12 @@ def _for_token(hints: Path, token: str) -> Path:
 def read_hints(path: Path) -> list[Hint]:
     """The remembered calls; none when the file is missing, not private or not what
     ``store_hints`` writes (each call a known name and a plain slug or id)."""
-    from infra_apply.errors import InfraApplyError
-    from infra_apply.runtime.fs import read_private
+    from infra_apply.runtime.state import read_side_cache
 
+    data = read_side_cache(path, HINTS_LIMIT)
     try:
-        found = json.loads(read_private(path, HINTS_LIMIT))
-    except (OSError, ValueError, InfraApplyError):
+        found = json.loads(data) if data is not None else []
+    except ValueError:
         return []
     if not isinstance(found, list):
         return []
@@ -357,11 +354,6 @@ def read_hints(path: Path) -> list[Hint]:
 def store_hints(path: Path, hints: list[Hint]) -> None:
     """Only into the cache folder of a state dir the run checked (never one it refused, say
     inside ``generated/``); a read-only one only costs the next run its round."""
-    from infra_apply.errors import InfraApplyError
-    from infra_apply.runtime.fs import write_private
-    from infra_apply.runtime.state import was_checked
+    from infra_apply.runtime.state import keep_side_cache
 
-    if not was_checked(path.parent.parent) or not path.parent.is_dir():
-        return
-    with contextlib.suppress(OSError, ValueError, InfraApplyError):
-        write_private(path, json.dumps([list(h) for h in hints]).encode() + b"\n")
+    keep_side_cache(path, json.dumps([list(h) for h in hints]).encode() + b"\n")

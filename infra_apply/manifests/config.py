@@ -49,7 +49,6 @@ hold at most 64 KiB (DigitalOcean's limit). Render copies it byte for byte into
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import ipaddress
@@ -878,14 +877,9 @@ def _checked_record(env: Mapping[str, str]) -> Path | None:
     """Where the digests of the ``#cloud-config`` texts found valid are kept, so a run whose
     user data did not change does not load PyYAML (every command reads this file); None with
     INFRA_APPLY_NO_CACHE."""
-    if env.get("INFRA_APPLY_NO_CACHE"):
-        return None
-    from infra_apply.runtime.state import state_dir
+    from infra_apply.runtime.state import side_cache
 
-    try:
-        return state_dir(env) / "cache" / "cloud-config-checked"
-    except (OSError, RuntimeError, ValueError):
-        return None  # no home, a symlink loop: checked every time, said where it matters
+    return side_cache(env, "cloud-config-checked")
 
 
 def _check_cloud_config_once(text: str, source: str, record: Path | None) -> None:
@@ -922,28 +916,17 @@ def _checker() -> str:
 
 
 def _read_checked(record: Path | None) -> tuple[str, ...]:
-    from infra_apply.runtime.fs import read_private
+    from infra_apply.runtime.state import read_side_cache
 
-    if record is None:
-        return ()
-    try:
-        lines = read_private(record, 80 * CHECKED_KEPT).decode("ascii").split()
-    except (OSError, ValueError, InfraApplyError):
-        return ()  # missing, foreign or damaged: checked again
-    return tuple(line for line in lines if len(line) == 64)
+    data = read_side_cache(record, 80 * CHECKED_KEPT) if record is not None else None
+    # missing, foreign or damaged: checked again
+    return tuple(line for line in (data or b"").decode("ascii", "replace").split() if len(line) == 64)
 
 
 def _store_checked(record: Path, keys: Sequence[str]) -> None:
-    """Only into the cache folder of a state dir the command checked (``state.was_checked``):
-    the config may be read before that check, and a refused state dir is never written."""
-    from infra_apply.runtime.fs import write_private
-    from infra_apply.runtime.state import was_checked
+    from infra_apply.runtime.state import keep_side_cache
 
-    if not was_checked(record.parent.parent) or not record.parent.is_dir():
-        return
-    # A read-only state dir only costs the next run the check.
-    with contextlib.suppress(OSError, ValueError, InfraApplyError):
-        write_private(record, "".join(f"{key}\n" for key in keys).encode("ascii"))
+    keep_side_cache(record, "".join(f"{key}\n" for key in keys).encode("ascii"))
 
 
 # A run reads the config more than once (its key, the project, the backend): the same text is

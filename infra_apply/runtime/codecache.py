@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import builtins
-import contextlib
 import hashlib
 import marshal
 import os
@@ -33,9 +32,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import CodeType
 from typing import Any
-
-from infra_apply.errors import InfraApplyError
-from infra_apply.runtime.fs import read_private, write_private
 
 FORMAT = b"infra-apply compiled code 1"
 LIMIT = 8 * 1024 * 1024  # bytes; a few hundred methods take about 150 KB
@@ -52,14 +48,11 @@ def install(env: Mapping[str, str]) -> None:
     ``env``'s state dir (once per process; not at all with INFRA_APPLY_NO_CACHE)."""
     import dataclasses
 
-    if env.get("INFRA_APPLY_NO_CACHE") or not hasattr(os, "geteuid") or "exec" in vars(dataclasses):
-        return
-    from infra_apply.runtime.state import state_dir
+    from infra_apply.runtime.state import side_cache
 
-    try:
-        path = state_dir(env) / "cache" / NAME
-    except (OSError, RuntimeError, ValueError):
-        return  # no home, a symlink loop: the command that needs the state dir says so
+    path = side_cache(env, NAME)
+    if path is None or not hasattr(os, "geteuid") or "exec" in vars(dataclasses):
+        return
     _codes.update(load(path))
     dataclasses.exec = cached_exec  # type: ignore[attr-defined]
     atexit.register(store, path)
@@ -83,9 +76,10 @@ def cached_exec(source: Any, globals: Any = None, locals: Any = None, /) -> None
 def load(path: Path) -> dict[str, CodeType]:
     """The texts and their code kept in ``path``; empty when it is missing, not private, made
     by another Python, or damaged in any way."""
-    try:
-        data = read_private(path, LIMIT)
-    except (OSError, InfraApplyError):
+    from infra_apply.runtime.state import read_side_cache
+
+    data = read_side_cache(path, LIMIT)
+    if data is None:
         return {}
     head = _head()
     digest, payload = data[len(head) : len(head) + 64], data[len(head) + 64 :]
@@ -104,14 +98,13 @@ def store(path: Path) -> None:
     """Keep every text this process compiled or loaded (only those it used, past ``KEPT``),
     when it compiled one new; only into the cache folder of a state dir the command checked
     and made (a read-only one only costs the next run its compiles)."""
-    from infra_apply.runtime.state import was_checked
+    from infra_apply.runtime.state import keep_side_cache
 
-    if not _added or not was_checked(path.parent.parent) or not path.parent.is_dir():
+    if not _added:
         return
     kept = _codes if len(_codes) <= KEPT else {t: c for t, c in _codes.items() if t in _used}
     payload = marshal.dumps(dict(kept))
-    with contextlib.suppress(OSError, ValueError, InfraApplyError):
-        write_private(path, _head() + hashlib.sha256(payload).hexdigest().encode() + payload)
+    keep_side_cache(path, _head() + hashlib.sha256(payload).hexdigest().encode() + payload)
     _added.clear()
 
 

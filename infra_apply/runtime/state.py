@@ -26,6 +26,7 @@ lockfile in the bucket (``use_lockfile = true``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -104,6 +105,44 @@ def was_checked(state: Path) -> bool:
     kept there on the side (a cache written at exit, or while the config is read) goes only
     into a state dir the command accepted, never into one it refused."""
     return state in _checked
+
+
+# --- caches kept on the side --------------------------------------------------------------------
+# Small files that only save time (compiled code, checked texts, API hints). They are found
+# before any command has checked the state dir, so: read only when private, written only into
+# the cache folder of a state dir this process checked, and never an error either way.
+
+
+def side_cache(env: Mapping[str, str], name: str) -> Path | None:
+    """``<state>/cache/<name>``; None with INFRA_APPLY_NO_CACHE, or when the state dir cannot be
+    worked out (no home, a symlink loop: the command that needs it says so)."""
+    if env.get("INFRA_APPLY_NO_CACHE"):
+        return None
+    try:
+        return state_dir(env) / "cache" / name
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def read_side_cache(path: Path, limit: int) -> bytes | None:
+    """Its bytes; None when it is missing, larger than ``limit`` or not this user's private file."""
+    from infra_apply.runtime.fs import read_private
+
+    try:
+        return read_private(path, limit)
+    except (OSError, InfraApplyError):
+        return None
+
+
+def keep_side_cache(path: Path, data: bytes) -> None:
+    """Write ``path`` (0600) when it lies in the cache folder of a state dir this process checked
+    and that folder exists; a read-only one only costs the next run its speed."""
+    from infra_apply.runtime.fs import write_private
+
+    if not was_checked(path.parent.parent) or not path.parent.is_dir():
+        return
+    with contextlib.suppress(OSError, ValueError, InfraApplyError):
+        write_private(path, data)
 
 
 def _usable(state: Path) -> None:
