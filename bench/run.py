@@ -255,7 +255,8 @@ def cdktf_spec(tree: Path) -> dict[str, Any]:
     from infra_apply.manifests.build import build_model
     from infra_apply.manifests.validate import require_valid
     from infra_apply.plan.managed import MANAGED_TAG, producer_tag
-    from infra_apply.render.module import USER_DATA_DIR, public_inbound, render_model
+    from infra_apply.render.module import public_inbound, render_model
+    from infra_apply.render.output import USER_DATA_DIR
 
     model = build_model(require_valid(tree, None, None, lambda _: None))
     with_addresses = {r.producer: r.droplet_addresses for r in render_model(model, tree / "none")}

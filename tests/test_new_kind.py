@@ -29,7 +29,8 @@ from infra_apply.plan.cost import fallback_prices, producer_cost
 from infra_apply.plan.guard import guard, refusal_message
 from infra_apply.plan.model import parse_plan
 from infra_apply.render import hcl
-from infra_apply.render.module import Rendered, render_model, write
+from infra_apply.render.module import render_model
+from infra_apply.render.output import Rendered, write
 from infra_apply.report import producer_reports
 from infra_apply.report.json import format_json
 from infra_apply.report.text import format_text

@@ -17,7 +17,8 @@ import pytest
 
 from infra_apply.manifests.build import build_model
 from infra_apply.manifests.validate import require_valid
-from infra_apply.render.module import render_model, write
+from infra_apply.render.module import render_model
+from infra_apply.render.output import write
 from tests.conftest import CONFIG, REPO, base_tree, droplet, producer_root, project, write_tree
 
 CHECKOV = Path(os.environ.get("INFRA_APPLY_CHECKOV", REPO / ".venv-scan" / "bin" / "checkov"))

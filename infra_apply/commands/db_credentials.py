@@ -26,7 +26,7 @@ from infra_apply.plan.dbcreds import (
     dotenv_text,
     write_dotenv,
 )
-from infra_apply.render.module import Rendered
+from infra_apply.render.output import Rendered
 from infra_apply.runtime import terraform as tf
 from infra_apply.runtime.workcopy import Context, Prepared, check_ready, load_project, pick, prepare
 

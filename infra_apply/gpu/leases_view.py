@@ -16,7 +16,7 @@ from infra_apply.cloud.bucket import check_locking
 from infra_apply.gpu.lease import Lease, held
 from infra_apply.gpu.store import LeaseStore, lease_copy, open_store
 from infra_apply.plan.parse import ProducerPlan
-from infra_apply.render.module import Rendered
+from infra_apply.render.output import Rendered
 from infra_apply.report import GpuUp
 from infra_apply.runtime import terraform as tf
 from infra_apply.runtime.state import state_dir

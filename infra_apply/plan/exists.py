@@ -38,7 +38,8 @@ from infra_apply.manifests.manifest import Manifest
 from infra_apply.manifests.model import Droplet, ProducerModel
 from infra_apply.plan.managed import is_managed, is_producers, prior_resources
 from infra_apply.plan.parse import JsonObject
-from infra_apply.render.module import PUBLIC_SUFFIX, Rendered, db_entry
+from infra_apply.render.module import PUBLIC_SUFFIX, db_entry
+from infra_apply.render.output import Rendered
 
 if TYPE_CHECKING:
     from infra_apply.cloud.preflight import Source

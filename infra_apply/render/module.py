@@ -21,26 +21,17 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.kinds import DROPLET, FIREWALL, KINDS
 from infra_apply.plan.tags import MANAGED_TAG, producer_tag
 from infra_apply.render import alerts, hcl
-
-# The output side of a render (output.py), importable from here as well.
-from infra_apply.render.output import CACHE_FORMAT as CACHE_FORMAT
-from infra_apply.render.output import HAND_OWNED as HAND_OWNED
-from infra_apply.render.output import HEADER as HEADER
-from infra_apply.render.output import LEDGER as LEDGER
-from infra_apply.render.output import OWNED_SUFFIXES as OWNED_SUFFIXES
-from infra_apply.render.output import USER_DATA_DIR as USER_DATA_DIR
-from infra_apply.render.output import WRITERS as WRITERS
-from infra_apply.render.output import Drift as Drift
-from infra_apply.render.output import Rendered as Rendered
-from infra_apply.render.output import _LazySettings as _LazySettings
-from infra_apply.render.output import _ledger_bytes as _ledger_bytes
-from infra_apply.render.output import compare as compare
-from infra_apply.render.output import load_cache as load_cache
-from infra_apply.render.output import read_ledgers as read_ledgers
-from infra_apply.render.output import rendered_from as rendered_from
-from infra_apply.render.output import rendered_json as rendered_json
-from infra_apply.render.output import store_cache as store_cache
-from infra_apply.render.output import write as write
+from infra_apply.render.output import (
+    CACHE_FORMAT,
+    LEDGER,
+    USER_DATA_DIR,
+    Rendered,
+    _LazySettings,
+    _ledger_bytes,
+    load_cache,
+    read_ledgers,
+    store_cache,
+)
 from infra_apply.runtime import strictjson
 from infra_apply.runtime.fs import TEXT_LIMIT, read_bounded
 

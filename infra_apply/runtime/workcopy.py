@@ -25,7 +25,8 @@ from infra_apply.manifests.manifest import Manifest
 from infra_apply.manifests.model import Model, ProducerModel
 from infra_apply.plan.parse import JsonObject
 from infra_apply.render.alerts import NOT_SET, plans_alerts
-from infra_apply.render.module import Rendered, cache_file, compare, render_model, sensitive_env
+from infra_apply.render.module import cache_file, render_model, sensitive_env
+from infra_apply.render.output import Rendered, compare
 from infra_apply.runtime import locks
 from infra_apply.runtime import terraform as tf
 from infra_apply.runtime.fs import private_dirs, read_or_fail, sync_private, tighten, write_private
@@ -537,7 +538,7 @@ def sync(ctx: Context, rendered: Rendered, path: Path, backend: Backend, provide
 
 def _sync_user_data(path: Path, files: Mapping[str, bytes]) -> None:
     """The working copy's user-data/ holds exactly the rendered user-data files."""
-    from infra_apply.render.module import USER_DATA_DIR
+    from infra_apply.render.output import USER_DATA_DIR
 
     folder = path / USER_DATA_DIR
     wanted = {n for n in files if n.startswith(f"{USER_DATA_DIR}/")}

@@ -16,7 +16,8 @@ from infra_apply.cloud.account import LiveAccount, SandboxAccount, choose
 from infra_apply.cloud.accounts import Accounts
 from infra_apply.errors import InfraApplyError
 from infra_apply.manifests.model import Database, ProducerModel
-from infra_apply.render.module import MANAGED_TAG, Rendered
+from infra_apply.render.module import MANAGED_TAG
+from infra_apply.render.output import Rendered
 from infra_apply.runtime.workcopy import Context, Prepared, mesh_target
 from tests.conftest import EXAMPLE_MESH
 from tests.do_standin import TOKEN, Account, database_json

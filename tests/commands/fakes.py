@@ -11,7 +11,7 @@ from infra_apply.cloud.account import choose
 from infra_apply.commands.apply import Terminal
 from infra_apply.manifests.model import Droplet, ProducerModel, Service
 from infra_apply.plan.parse import JsonObject
-from infra_apply.render.module import Rendered
+from infra_apply.render.output import Rendered
 from infra_apply.runtime.workcopy import Context, Prepared, Say
 from infra_apply.timing import MONOTONIC, Clock
 from tests.conftest import EXAMPLE_MESH

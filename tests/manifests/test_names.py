@@ -27,7 +27,8 @@ from infra_apply.manifests.validate import require_valid
 from infra_apply.registry.mesh import live_droplets_from_output, plan_registration
 from infra_apply.render.hcl import slug
 from infra_apply.render.hcl import string as hcl_string
-from infra_apply.render.module import Ledger, parse_ledger, render_model, render_producer, write
+from infra_apply.render.module import Ledger, parse_ledger, render_model, render_producer
+from infra_apply.render.output import write
 from infra_apply.runtime import workcopy
 from tests.conftest import CONFIG, cli_env, run_cli
 

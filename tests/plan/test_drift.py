@@ -235,7 +235,7 @@ def test_live_listing_asks_for_the_tag_once_per_account_page_by_page(httpserver:
 
     httpserver.expect_request("/v2/droplets").respond_with_handler(handler)
     from infra_apply.cloud.account import LiveAccount
-    from infra_apply.render.module import Rendered
+    from infra_apply.render.output import Rendered
     from infra_apply.runtime.workcopy import Prepared
 
     preps = [

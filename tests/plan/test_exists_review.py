@@ -15,7 +15,7 @@ from infra_apply.cloud import do_api, preflight
 from infra_apply.cloud.do_api import AccountDroplet
 from infra_apply.manifests.model import Database, Droplet, ProducerModel
 from infra_apply.plan import exists
-from infra_apply.render.module import Rendered
+from infra_apply.render.output import Rendered
 from tests.do_standin import TOKEN, Account, database_json
 
 DNS = Droplet(name="com.uvlava.dns", producer="quinn", source="@quinn/.infra.yaml", size="s-1vcpu-1gb")

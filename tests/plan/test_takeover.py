@@ -39,7 +39,8 @@ from infra_apply.plan.takeover import (
     removed_block,
     removed_file,
 )
-from infra_apply.render.module import Ledger, Rendered, render_producer
+from infra_apply.render.module import Ledger, render_producer
+from infra_apply.render.output import Rendered
 from infra_apply.sandbox import cloud
 from infra_apply.sandbox.install import install
 from tests.conftest import droplet, producer_root, project, write_tree

@@ -15,7 +15,8 @@ from infra_apply.cloud.account import SandboxAccount
 from infra_apply.manifests import config
 from infra_apply.manifests.config import Alerts, ConfigError, DropletAlerts, SlackRoute
 from infra_apply.render import alerts
-from infra_apply.render.module import ProducerContext, Rendered, names_of, sensitive_env
+from infra_apply.render.module import ProducerContext, names_of, sensitive_env
+from infra_apply.render.output import Rendered
 from infra_apply.runtime.workcopy import sensitive_or_missing
 from infra_apply.sandbox.install import install
 from tests.conftest import EXAMPLE_TREE, REPO, cli_env, run_cli

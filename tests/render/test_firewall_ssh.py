@@ -270,7 +270,7 @@ def test_plan_sets_bootstrap_from_the_registry_and_refuses_to_guess_without_one(
 
     from infra_apply.commands.plan import ssh_variables
     from infra_apply.manifests.model import ProducerModel
-    from infra_apply.render.module import Rendered
+    from infra_apply.render.output import Rendered
     from infra_apply.runtime.workcopy import Prepared, WorkingCopy
 
     rendered = Rendered(
@@ -313,7 +313,7 @@ def test_mesh_without_bootstrap_from_never_creates_a_droplet_no_ssh_reaches() ->
 
     from infra_apply.commands.plan import ssh_variables
     from infra_apply.manifests.model import ProducerModel
-    from infra_apply.render.module import Rendered
+    from infra_apply.render.output import Rendered
     from infra_apply.runtime.workcopy import Prepared, WorkingCopy
 
     mesh_only = FirewallSettings(mesh=True)

@@ -20,15 +20,8 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.manifests.build import build_model
 from infra_apply.manifests.model import Droplet, ProducerModel, Service
 from infra_apply.manifests.validate import validate_tree
-from infra_apply.render.module import (
-    Ledger,
-    assign_addresses,
-    compare,
-    parse_ledger,
-    render_model,
-    render_producer,
-    write,
-)
+from infra_apply.render.module import Ledger, assign_addresses, parse_ledger, render_model, render_producer
+from infra_apply.render.output import compare, write
 from tests.conftest import (
     CONFIG,
     EXAMPLE_MESH,

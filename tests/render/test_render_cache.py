@@ -14,9 +14,10 @@ from infra_apply.errors import InfraApplyError
 from infra_apply.manifests.build import build_model
 from infra_apply.manifests.model import Model
 from infra_apply.manifests.validate import validate_tree
-from infra_apply.render import hcl
+from infra_apply.render import hcl, output
 from infra_apply.render import module as render
-from infra_apply.render.module import Rendered, cache_file, render_model, write
+from infra_apply.render.module import cache_file, render_model
+from infra_apply.render.output import Rendered, write
 from tests.conftest import EXAMPLE_MESH, EXAMPLE_TREE, base_tree, cli_env, run_cli, write_tree
 
 
@@ -78,12 +79,12 @@ def test_a_damaged_cache_is_ignored_and_replaced(tmp_path: Path, damage: object)
     assert callable(damage)
     cache.write_bytes(damage(cache.read_bytes()))
     assert as_dict(render_model(model, out, cache)) == fresh
-    assert render.load_cache(cache, next(iter(_keys(model, out)))) is not None  # stored again
+    assert output.load_cache(cache, next(iter(_keys(model, out)))) is not None  # stored again
 
 
 def _keys(model: Model, out: Path) -> list[str]:
     producers = [p for p in model.producers if p.droplets or p.databases]
-    key = render._cache_key(model, {p.name: render._ledger_bytes(out, p.name) for p in producers})
+    key = render._cache_key(model, {p.name: output._ledger_bytes(out, p.name) for p in producers})
     assert key is not None
     return [key]
 
@@ -106,7 +107,7 @@ def test_a_changed_model_ledger_or_template_renders_again(
     texts = {r.producer: r.files for r in render_model(changed, out, cache)}
     assert '"s-8vcpu-16gb"' in texts[producer.name]["droplets.tf"]
     # a ledger edited by hand
-    ledger = out / producer.name / render.LEDGER
+    ledger = out / producer.name / output.LEDGER
     original = ledger.read_text()
     ledger.write_text(original.replace('"version": 1', '"version": 1 '))
     assert _keys(model, out)[0] != key
@@ -151,8 +152,8 @@ def test_files_written_at_once_are_whole_and_a_failed_one_is_one_error(tmp_path:
     rendered = render_model(example_model(), tmp_path / "none")
     out = tmp_path / "out"
     drift = write(rendered, out)
-    assert len(drift.stale) > render.WRITERS  # more files than writers
-    assert not render.compare(rendered, out).stale
+    assert len(drift.stale) > output.WRITERS  # more files than writers
+    assert not output.compare(rendered, out).stale
     assert not list(out.rglob("*.infra-apply.tmp"))  # no temporary file left behind
     blocked = out / rendered[0].producer / "droplets.tf"
     blocked.unlink()
@@ -196,13 +197,13 @@ def test_a_cache_this_user_did_not_write_is_never_trusted(tmp_path: Path, how: s
 
     model, cache, out = example_model(), tmp_path / "state" / "render-x.json", tmp_path / "out"
     fresh = render_model(model, out, cache)
-    ledgers = render.read_ledgers(out, [r.producer for r in fresh])
+    ledgers = output.read_ledgers(out, [r.producer for r in fresh])
     key = render._cache_key(model, ledgers)
     assert key is not None
     injected = [replace(r, files={**r.files, "droplets.tf": "# injected\n"}) for r in fresh]
-    payload = json.dumps([render.rendered_json(r) for r in injected]).encode()
+    payload = json.dumps([output.rendered_json(r) for r in injected]).encode()
     head = json.dumps(
-        {"format": render.CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(payload).hexdigest()}
+        {"format": output.CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(payload).hexdigest()}
     )
     cache.write_bytes(head.encode() + b"\n" + payload)
     assert as_dict(render_model(model, out, cache)) == as_dict(injected)  # the right key
@@ -230,7 +231,7 @@ def test_any_change_to_the_code_render_runs_changes_the_key(
     import infra_apply
 
     model = example_model()
-    ledgers = render.read_ledgers(tmp_path / "out", [p.name for p in render.rendered_producers(model)])
+    ledgers = output.read_ledgers(tmp_path / "out", [p.name for p in render.rendered_producers(model)])
     package = tmp_path / "package"
     shutil.copytree(Path(infra_apply.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
     if not (package / "templates").is_dir():  # a source checkout: the templates beside it

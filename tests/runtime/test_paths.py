@@ -15,7 +15,7 @@ import pytest
 from infra_apply.cloud.account import choose
 from infra_apply.errors import InfraApplyError
 from infra_apply.manifests.model import Model
-from infra_apply.render.module import HEADER, Rendered, write
+from infra_apply.render.output import HEADER, Rendered, write
 from infra_apply.runtime import workcopy
 from infra_apply.runtime.paths import child, inside
 from tests.conftest import cli_env, droplet, producer_root, run_cli, write_tree

@@ -11,7 +11,7 @@ import pytest
 from infra_apply.cloud.account import LiveProvider, SandboxProvider, choose
 from infra_apply.cloud.pat import token_env
 from infra_apply.errors import InfraApplyError
-from infra_apply.render.module import Rendered
+from infra_apply.render.output import Rendered
 from infra_apply.runtime.state import Backend
 from infra_apply.runtime.workcopy import STAMP, Context, TerraformCopy, sync, terraform_env
 
