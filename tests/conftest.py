@@ -167,3 +167,28 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     if checked:
         terminalreporter.write_line(f"fault trials checked, no two droplets sharing a name: {checked}")
+
+
+def moto_server() -> Any:
+    """moto's S3 server on a free local port, started. Real S3 decides a conditional PUT
+    (``If-None-Match: *``: the lockfile Terraform's S3 backend takes; ``If-Match``: a claim)
+    atomically; moto checks, then writes, so two runners' concurrent PUTs could both win and two
+    Terraforms hold one lock. Its object PUTs are made one at a time, as S3's are."""
+    import threading
+
+    from moto.s3.responses import S3Response
+    from moto.server import ThreadedMotoServer
+
+    if not getattr(S3Response.put_object, "atomic", False):
+        original = S3Response.put_object
+        lock = threading.Lock()
+
+        def put_object(self: Any) -> Any:
+            with lock:
+                return original(self)
+
+        put_object.atomic = True  # type: ignore[attr-defined]
+        S3Response.put_object = put_object  # type: ignore[method-assign]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    return server

@@ -13,13 +13,13 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from infra_apply.gpu.config import GpuSettings
 from infra_apply.gpu.lease import Lease, new_lease
 from infra_apply.gpu.store import LeaseStore, open_store
 from infra_apply.runtime import terraform as tf
 from infra_apply.runtime.state import Backend
+from tests.conftest import moto_server
 
 CT_GPU = "com.uvlava.ct.gpu"
 ROOT_KEY = "tree-0123456789"
@@ -47,8 +47,7 @@ def make_store(state: Path, producer: str = "ct", backend: Backend | None = None
 
 @contextlib.contextmanager
 def moto_s3() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = moto_server()
     host, port = server.get_host_and_port()
     try:
         yield f"http://{host}:{port}"

@@ -23,8 +23,9 @@ from infra_apply.plan.drift import DriftReport, Orphan, ProducerDrift
 from infra_apply.runtime.workcopy import Context
 from infra_apply.sandbox import cloud
 from tests import stopping
+from tests.conftest import moto_server
 from tests.e2e.test_e2e_sandbox import Ops
-from tests.runtime.test_remote_state import Remote, ThreadedMotoServer
+from tests.runtime.test_remote_state import Remote
 
 TOKEN = "FAKE-do-token_notify"
 T = TypeVar("T")
@@ -150,8 +151,7 @@ def test_drift_is_told_once_until_it_changes(ops: Ops, httpserver: HTTPServer) -
 def drifted_runners(example: Path, url: str) -> Iterator[tuple[Remote, dict[str, str], dict[str, str]]]:
     """Quinn applied against a moto state bucket, then edited by hand; two runners' environments
     (fresh state dirs, one bucket, one sandbox cloud) with ``url`` as the webhook."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = moto_server()
     try:
         host, port = server.get_host_and_port()
         remote = Remote(example, f"http://{host}:{port}")

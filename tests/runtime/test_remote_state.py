@@ -23,13 +23,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from infra_apply.cloud.account import SandboxAccount, SandboxProvider
 from infra_apply.runtime.workcopy import Context, terraform_env
 from infra_apply.sandbox import cloud
 from infra_apply.sandbox.install import SandboxSetup
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, moto_server, run_cli
 
 QUINN = {"com.uvlava.dns", "com.uvlava.quinn.artifacts", "com.uvlava.quinn.mcp"}
 STATE_KEY = "infra-apply/quinn/terraform.tfstate"
@@ -43,8 +42,7 @@ LOCK_ERROR = "Error acquiring the state lock"
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on a free local port for this module's tests."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = moto_server()
     host, port = server.get_host_and_port()
     try:
         yield f"http://{host}:{port}"
